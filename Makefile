@@ -1,0 +1,50 @@
+# shoal — the README's two commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TOIL_VENV := bench/.toil-venv
+CONFIG ?= config.example.yaml
+
+.PHONY: setup tools toil run test lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# System tools some tests use (promtool, systemd-analyze). Installed when we are root
+# and apt-get exists; otherwise the tests that need them skip and name the tool.
+tools:
+	@sh scripts/install-tools.sh
+
+# Toil 9.6 in its own virtualenv: the oracle for differential tests and the peer in bench/.
+# Never a runtime dependency. A failure here only makes those tests skip.
+toil: $(TOIL_VENV)/.installed
+$(TOIL_VENV)/.installed:
+	@($(PYTHON) -m venv $(TOIL_VENV) && $(TOIL_VENV)/bin/pip install -q toil==9.6.0 \
+	  && touch $@) || echo "warning: could not build the Toil oracle venv; Toil tests will skip"
+
+run: setup
+	$(BIN)/shoal run -c $(CONFIG)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: setup tools toil lint
+	$(BIN)/pytest -q
+
+bench: setup toil
+	$(BIN)/python bench/binpack.py
+	$(BIN)/python bench/cost_gap.py
+
+clean:
+	rm -rf $(VENV) $(TOIL_VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,212 @@
+"""The planner's input and output: a frozen snapshot in, a frozen plan out.
+
+Everything here is plain data. The daemon builds a ``Snapshot`` each pass
+(demand, nodes, offerings in backoff), calls ``scaler.plan(snapshot, policy,
+state, now)`` and executes the ``Plan`` it gets back; ``Plan.state`` is the
+planner state to pass to the next pass. Times are seconds since the epoch,
+given by the caller: nothing in ``scaler`` reads a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from scaler.shape import Shape
+
+__all__ = [
+    "AddCause",
+    "CapacityType",
+    "Demand",
+    "Launch",
+    "NodeAction",
+    "NodeInfo",
+    "NodeState",
+    "NodeType",
+    "Offering",
+    "Plan",
+    "PlannerState",
+    "Policy",
+    "QueuedJobs",
+    "RemoveCause",
+    "RunningJob",
+    "Snapshot",
+    "Unschedulable",
+]
+
+GiB = 1024**3
+_EMPTY: Mapping = MappingProxyType({})
+
+
+class CapacityType(enum.StrEnum):
+    ON_DEMAND = "on-demand"
+    SPOT = "spot"
+
+
+@dataclass(frozen=True, slots=True)
+class Offering:
+    """Where capacity comes from: instance type x zone x capacity type (the unit of backoff)."""
+
+    instance_type: str
+    zone: str
+    capacity_type: CapacityType
+
+    def __str__(self) -> str:
+        return f"{self.instance_type}/{self.zone}/{self.capacity_type}"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeType:
+    """One launchable node type: one entry of Toil's node-type list, plus its limits.
+
+    ``name`` is the entry as written (e.g. ``"c5.4xlarge/c5a.4xlarge:0.42"``) and
+    keys everything per type; ``instance_types`` are the alternatives in
+    preference order; ``shape`` is the whole machine (before overhead), and is
+    preemptible exactly when ``bid`` is set.
+    """
+
+    name: str
+    instance_types: tuple[str, ...]
+    shape: Shape
+    price_per_hour: float | None = None
+    bid: float | None = None
+    min_nodes: int = 0
+    max_nodes: int = 10
+    zone: str = ""
+
+    @property
+    def preemptible(self) -> bool:
+        return self.bid is not None
+
+    @property
+    def capacity_type(self) -> CapacityType:
+        return CapacityType.SPOT if self.preemptible else CapacityType.ON_DEMAND
+
+    def offerings(self) -> tuple[Offering, ...]:
+        return tuple(Offering(t, self.zone, self.capacity_type) for t in self.instance_types)
+
+
+class NodeState(enum.StrEnum):
+    BOOTING = "booting"  # launched, not yet joined the scheduler: capacity, never idle
+    READY = "ready"  # joined and schedulable
+    DRAINING = "draining"  # no new work; terminated once idle
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One worker node as the daemon sees it."""
+
+    id: str
+    node_type: str  # NodeType.name; "" for a node of no configured type (never touched)
+    instance_type: str
+    zone: str
+    preemptible: bool
+    state: NodeState
+    launched_at: float
+    static: bool = False  # static nodes are never scaled down
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJobs:
+    shape: Shape  # wallTime = expected run time
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    """A running job holds its node for its remaining expected time, not its whole wall time."""
+
+    shape: Shape
+    node_id: str
+    elapsed: float
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    queued: tuple[QueuedJobs, ...] = ()
+    running: tuple[RunningJob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    demand: Demand
+    nodes: tuple[NodeInfo, ...]
+    # offerings the planner must not launch, each with the time its backoff ends
+    unavailable: Mapping[Offering, float] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Toil's policy knobs and shoal's own. Durations in seconds, sizes in bytes."""
+
+    node_types: tuple[NodeType, ...]
+    target_time: float = 3600.0
+    beta_inertia: float = 0.1  # 0 <= b < 1; weight of the previous estimate
+    preemptible_compensation: float = 0.0  # 0..1
+    node_memory_overhead: int = 1 * GiB  # reserved on each node for the OS and agents
+    node_disk_overhead: int = 4 * GiB
+    scale_down_unneeded_time: float = 600.0
+    scale_down_budget: float = 0.1  # fraction of nodes removable per pass (at least 1)
+    join_timeout: float = 900.0  # a booting node older than this is terminated
+    cost_ceiling_per_hour: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerState:
+    """What the planner remembers between passes. Owned by the caller, replaced every pass."""
+
+    estimates: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # betaInertia
+    unneeded_since: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # node id -> t
+
+
+class AddCause(enum.StrEnum):
+    DEMAND = "demand"
+    MIN_NODES = "min-nodes"
+    PREEMPTIBLE_COMPENSATION = "preemptible-compensation"
+    FALLBACK = "fallback"  # the preferred type's offerings are in backoff
+
+
+class RemoveCause(enum.StrEnum):
+    IDLE = "idle"  # unneeded for the unneeded period
+    ABOVE_MAX = "above-max"
+    JOIN_TIMEOUT = "join-timeout"  # booted but never joined; its offering should back off
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    node_type: str
+    count: int
+    cause: AddCause
+    message: str  # e.g. "32 queued jobs need 4 x c5.4xlarge"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAction:
+    node_id: str
+    node_type: str
+    cause: RemoveCause
+    message: str  # e.g. "idle for 10m, 54m into its billing hour"
+
+
+@dataclass(frozen=True, slots=True)
+class Unschedulable:
+    shape: Shape
+    count: int
+    reasons: tuple[str, ...]  # failing dimensions ("memory", ...) or "cost-ceiling", "max-nodes"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    launches: tuple[Launch, ...]
+    drains: tuple[NodeAction, ...]  # stop sending work; terminate once idle
+    terminations: tuple[NodeAction, ...]  # terminate now
+    targets: Mapping[str, int]  # wanted node count per node type after this plan
+    unschedulable: tuple[Unschedulable, ...]
+    state: PlannerState
+    cost_per_hour: float = 0.0  # estimated cost of the target cluster
+
+    @property
+    def is_noop(self) -> bool:
+        return not (self.launches or self.drains or self.terminations)
