@@ -1,4 +1,4 @@
-"""The provisioner interface: Toil's ``AbstractProvisioner``, asynchronous where it talks to a cloud.
+"""The provisioner interface: Toil's ``AbstractProvisioner``, async where it talks to a cloud.
 
 Names and signatures follow Toil's seed (camelCase kept for compatibility).
 Methods that talk to a cloud are coroutines: ``addNodes``, ``terminateNodes``,

@@ -65,7 +65,7 @@ class Shape:
     __str__ = __repr__
 
     def fits_in(self, other: Shape) -> list[str]:
-        """The dimensions in which this (job) shape does not fit into ``other`` (a node); [] if it fits."""
+        """The dimensions where this (job) shape exceeds ``other`` (a node); [] if it fits."""
         failing = []
         if self.memory > other.memory:
             failing.append("memory")
