@@ -24,6 +24,11 @@ from scaler.shape import Shape
 
 __all__ = [
     "LEADER_HOME_DIR",
+    "TAG_AUTOSCALED",
+    "TAG_CLUSTER",
+    "TAG_NODE_TYPE",
+    "TAG_REQUEST_ID",
+    "TAG_ROLE",
     "AbstractProvisioner",
     "ManagedNodesNotSupportedException",
     "Node",
@@ -34,6 +39,13 @@ __all__ = [
 a_short_time = 5
 LEADER_HOME_DIR = "/root/"
 logger = logging.getLogger(__name__)
+
+# Tags every provider puts on what it launches; membership is rebuilt from them after a restart.
+TAG_CLUSTER = "shoal:cluster"  # the cluster name
+TAG_ROLE = "shoal:role"  # "leader" | "worker"
+TAG_AUTOSCALED = "shoal:autoscaled"  # "true" on workers launched by addNodes; others are static
+TAG_NODE_TYPE = "shoal:node-type"  # the instance type launched
+TAG_REQUEST_ID = "shoal:request-id"  # the addNodes requestId that launched it
 
 
 class Node:
@@ -54,6 +66,9 @@ class Node:
         preemptible: bool,
         tags: dict[str, str] | None = None,
         use_private_ip: bool | None = None,
+        *,
+        zone: str | None = None,
+        joined: bool | None = None,
     ) -> None:
         self.publicIP = publicIP
         self.privateIP = privateIP
@@ -67,6 +82,11 @@ class Node:
         self.nodeType = nodeType
         self.preemptible = preemptible
         self.tags = dict(tags or {})
+        # shoal additions: the zone it runs in, and whether it has joined the scheduler
+        # (None: this provider cannot tell; the daemon then trusts the demand source or
+        # treats a running instance as joined).
+        self.zone = zone
+        self.joined = joined
 
     def __str__(self) -> str:
         return f"{self.name} at {self.effectiveIP}"
