@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from providers.errors import ManagedNodesNotSupportedException
+from providers.instance_setup import InstanceConfiguration, InstanceSetupMixin
 from scaler.shape import Shape
 
 __all__ = [
@@ -104,10 +105,14 @@ class Node:
         return hash(self.name)
 
 
-class AbstractProvisioner(ABC):
-    """Interface for provisioning worker nodes of a cluster."""
+class AbstractProvisioner(InstanceSetupMixin, ABC):
+    """Interface for provisioning worker nodes of a cluster.
+
+    Instance setup (Ignition user data, node services) comes from ``InstanceSetupMixin``.
+    """
 
     LEADER_HOME_DIR = LEADER_HOME_DIR
+    InstanceConfiguration = InstanceConfiguration
     cloud: ClassVar[str] = ""
 
     def __init__(
@@ -250,4 +255,4 @@ class AbstractProvisioner(ABC):
     # InstanceConfiguration, getBaseInstanceConfiguration, addVolumesService,
     # addNodeExporterService, toil_service_env_options, add_toil_service,
     # getKubernetesValues, addKubernetesServices, addKubernetesLeader,
-    # addKubernetesWorker: see providers/instance_setup.py (issue 4, part 2).
+    # addKubernetesWorker: inherited from providers.instance_setup.InstanceSetupMixin.
