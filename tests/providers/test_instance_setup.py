@@ -1,0 +1,415 @@
+"""The node services are real unit files: ``systemd-analyze verify`` accepts every one.
+
+``systemd-analyze verify --root=ROOT`` loads units as a booting system under ROOT would,
+and checks each ExecStart/ExecStartPre binary exists and is executable there. ROOT is
+built from the Ignition config itself (every ``storage.files`` entry written with its mode,
+every unit into /etc/systemd/system), plus stand-ins for what Flatcar provides and
+the config does not create:
+
+- the stock units of /usr/lib/systemd/system (multi-user.target, network-online.target,
+  local-fs.target, sysinit.target, ...), copied from this host's systemd; every unit's
+  [Install]/After= refers to some of them and verify needs them to build a transaction;
+- empty executables for the programs Flatcar ships: /usr/bin/bash, /usr/bin/docker,
+  /bin/sh (systemd only checks that they exist and are executable);
+- /opt/bin/kubelet, which install-kubernetes.service downloads at boot (before the
+  kubelet starts), so it is not in the config.
+
+Scripts the config ships are also checked with ``bash -n``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import pytest
+import yaml
+
+from providers.instance_setup import InstanceConfiguration
+
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or (
+    "/usr/bin/systemd-analyze" if os.access("/usr/bin/systemd-analyze", os.X_OK) else None
+)
+HOST_UNITS = next(
+    (p for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")) if p.is_dir()),
+    None,
+)
+needs_systemd_analyze = pytest.mark.skipif(
+    SYSTEMD_ANALYZE is None or HOST_UNITS is None,
+    reason="systemd-analyze (Debian package systemd) and its stock units are not installed",
+)
+FLATCAR_PROGRAMS = ("/usr/bin/bash", "/usr/bin/docker", "/bin/sh")
+DOWNLOADED_AT_BOOT = ("/opt/bin/kubelet",)
+AUTH = {
+    "JOIN_TOKEN": "abcdef.0123456789abcdef",
+    "JOIN_CERT_HASH": "sha256:" + "ab" * 32,
+    "JOIN_ENDPOINT": "ip-10-0-0-1.ec2.internal:6443",
+}
+
+
+def parsed(config: InstanceConfiguration) -> dict[str, Any]:
+    return json.loads(config.toIgnitionConfig())
+
+
+def files_of(config: InstanceConfiguration) -> dict[str, str]:
+    """Each file path the config creates -> its decoded text."""
+    out = {}
+    for entry in parsed(config)["storage"]["files"]:
+        source = entry["contents"]["source"]
+        out[entry["path"]] = unquote_to_bytes(source.split(",", 1)[1]).decode("utf-8")
+    return out
+
+
+def units_of(config: InstanceConfiguration) -> dict[str, str]:
+    return {u["name"]: u["contents"] for u in parsed(config)["systemd"]["units"]}
+
+
+def build_root(root: Path, config: InstanceConfiguration) -> list[str]:
+    """Lay the config out under ``root`` as Ignition would, plus the stand-ins; unit names."""
+    assert HOST_UNITS is not None
+    shutil.copytree(HOST_UNITS, root / "usr/lib/systemd/system", symlinks=True)
+    for program in FLATCAR_PROGRAMS + DOWNLOADED_AT_BOOT:
+        path = root / program.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    doc = parsed(config)
+    for entry in doc["storage"]["files"]:
+        path = root / entry["path"].lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = unquote_to_bytes(entry["contents"]["source"].split(",", 1)[1])
+        with path.open("ab" if entry["append"] else "wb") as f:
+            f.write(data)
+        path.chmod(entry["mode"])
+    unit_dir = root / "etc/systemd/system"
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    for unit in doc["systemd"]["units"]:
+        (unit_dir / unit["name"]).write_text(unit["contents"])
+        names.append(unit["name"])
+    return names
+
+
+def verify(root: Path, names: list[str]) -> subprocess.CompletedProcess[str]:
+    assert SYSTEMD_ANALYZE is not None
+    return subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", f"--root={root}", *names],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SYSTEMD_LOG_LEVEL": "notice"},
+    )
+
+
+def assert_units_verify(tmp_path: Path, config: InstanceConfiguration) -> None:
+    names = build_root(tmp_path / "root", config)
+    assert names, "no units to verify"
+    result = verify(tmp_path / "root", names)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr  # no warnings either
+    for path, text in files_of(config).items():
+        if text.startswith("#!/usr/bin/env bash"):
+            check = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
+            assert check.returncode == 0, f"{path}: {check.stderr}"
+
+
+# -- configurations under test ------------------------------------------------
+
+
+def base(p: Any) -> InstanceConfiguration:
+    return p.getBaseInstanceConfiguration()
+
+
+def only(method: str, *args: Any, **kwargs: Any) -> Any:
+    def build(p: Any) -> InstanceConfiguration:
+        config = InstanceConfiguration()
+        getattr(p, method)(config, *args, **kwargs)
+        return config
+
+    return build
+
+
+def user_data(role: str, preemptible: bool = False, keyPath: str | None = None) -> Any:
+    """Everything a node of ``role`` gets, in the order Toil's _getIgnitionUserData adds it."""
+
+    def build(p: Any) -> InstanceConfiguration:
+        config = p.getBaseInstanceConfiguration()
+        if p.clusterType == "kubernetes":
+            p.addKubernetesServices(config)
+            if role == "leader":
+                p.addKubernetesLeader(config)
+                p.add_toil_service(config, role, keyPath, preemptible)
+            else:
+                p.addKubernetesWorker(config, AUTH, preemptible=preemptible)
+        else:
+            p.add_toil_service(config, role, keyPath, preemptible)
+        return config
+
+    return build
+
+
+CASES = {
+    "base": ("mesos", base),
+    "volumes": ("mesos", only("addVolumesService")),
+    "node-exporter": ("mesos", only("addNodeExporterService")),
+    "mesos-leader": ("mesos", only("add_toil_service", "leader")),
+    "mesos-leader-key": ("mesos", only("add_toil_service", "leader", "/root/.sshSuccess")),
+    "mesos-worker": ("mesos", only("add_toil_service", "worker", preemptible=True)),
+    "mesos-worker-key": ("mesos", only("add_toil_service", "worker", "/var/lib/key")),
+    "k8s-toil-leader": ("kubernetes", only("add_toil_service", "leader")),
+    "k8s-services": ("kubernetes", only("addKubernetesServices")),
+    "k8s-services-arm64": ("kubernetes", only("addKubernetesServices", "arm64")),
+    "k8s-leader-node": ("kubernetes", user_data("leader")),
+    "k8s-worker-node": ("kubernetes", user_data("worker", preemptible=True)),
+    "mesos-leader-node": ("mesos", user_data("leader")),
+    "mesos-worker-node": ("mesos", user_data("worker", keyPath="/var/lib/key")),
+}
+
+
+@pytest.fixture
+def provisioner(make_provisioner: Any) -> Any:
+    def make(cluster_type: str, **attrs: Any) -> Any:
+        p = make_provisioner(clusterName="demo", clusterType=cluster_type)
+        p._leaderPrivateIP = "10.0.0.1"
+        for name, value in attrs.items():
+            setattr(p, name, value)
+        return p
+
+    return make
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("case", list(CASES))
+def test_units_pass_systemd_analyze_verify(case: str, provisioner: Any, tmp_path: Path) -> None:
+    cluster_type, build = CASES[case]
+    assert_units_verify(tmp_path, build(provisioner(cluster_type)))
+
+
+@needs_systemd_analyze
+def test_units_verify_with_fuse_and_custom_init(provisioner: Any, tmp_path: Path) -> None:
+    p = provisioner("mesos", enable_fuse=True, customInitCommand='echo "$HOME" 100% ok')
+    config = InstanceConfiguration()
+    p.add_toil_service(config, "leader")
+    assert_units_verify(tmp_path, config)
+    unit = units_of(config)["toil-leader.service"]
+    assert "--privileged" in unit
+    assert 'ExecStartPre=/usr/bin/bash -c "echo \\"$$HOME\\" 100%% ok"' in unit
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize(
+    ("contents", "complaint"),
+    [
+        ("[Service]\nExecStart=/usr/bin/not-on-flatcar --flag\n", "not-on-flatcar"),
+        ("[Service]\nExecStart=relative/path\n", "relative"),
+        ("[Service]\nType=sometimes\nExecStart=/usr/bin/docker ps\n", ""),
+        (
+            "[Unit]\nRequires=nonexistent-unit.service\n[Service]\nExecStart=/usr/bin/docker ps\n",
+            "",
+        ),
+    ],
+)
+def test_verify_fails_on_a_broken_unit(
+    contents: str, complaint: str, provisioner: Any, tmp_path: Path
+) -> None:
+    """The check can fail: the same root, with one broken unit added, does not verify."""
+    config = provisioner("mesos").getBaseInstanceConfiguration()
+    config.addUnit("broken.service", contents=contents)
+    names = build_root(tmp_path / "root", config)
+    result = verify(tmp_path / "root", names)
+    assert result.returncode != 0 or result.stderr.strip(), "verify accepted a broken unit"
+    assert "broken.service" in result.stderr
+    assert complaint in result.stderr
+
+
+# -- content ------------------------------------------------------------------
+
+
+def test_base_configuration(provisioner: Any) -> None:
+    config = provisioner("mesos").getBaseInstanceConfiguration()
+    files = files_of(config)
+    assert "REBOOT_STRATEGY=off" in files["/etc/flatcar/update.conf"]
+    assert set(units_of(config)) == {"volume-mounting.service", "node-exporter.service"}
+    assert all(u["enabled"] for u in parsed(config)["systemd"]["units"])
+    assert "passwd" not in parsed(config)
+    script = files["/home/core/volumes.sh"]
+    assert "mdadm --create" in script and "--level=0" in script
+    for directory in ("lib/toil", "lib/docker", "lib/kubelet", "lib/mesos", "lib/cwl", "tmp"):
+        assert directory in script
+    assert (
+        "ExecStart=/usr/bin/bash /home/core/volumes.sh"
+        in units_of(config)["volume-mounting.service"]
+    )
+    exporter = units_of(config)["node-exporter.service"]
+    assert "-p 9100:9100" in exporter and "node-exporter:" in exporter
+
+
+def test_toil_service_env_options(provisioner: Any) -> None:
+    p = provisioner("mesos")
+    assert p.toil_service_env_options() == "-e TMPDIR=/var/tmp"
+    config = InstanceConfiguration()
+    p.add_toil_service(config, "leader")
+    assert "-e TMPDIR=/var/tmp" in units_of(config)["toil-leader.service"]
+
+
+def test_mesos_leader_and_worker(provisioner: Any) -> None:
+    p = provisioner("mesos")
+    config = InstanceConfiguration()
+    p.add_toil_service(config, "leader")
+    p.add_toil_service(config, "worker")
+    units = units_of(config)
+    leader, worker = units["toil-leader.service"], units["toil-worker.service"]
+    assert "--entrypoint=mesos-master" in leader and "--cluster=demo" in leader
+    assert "mesos-agent" not in leader
+    assert "--entrypoint=mesos-agent" in worker and "--master=10.0.0.1:5050" in worker
+    assert "--attributes=preemptible:False" in worker
+    assert "--name=toil_leader" in leader and "--name=toil_worker" in worker
+    assert p.applianceImage in leader and p.applianceImage in worker
+
+
+def test_mesos_worker_preemptible_attribute(provisioner: Any) -> None:
+    config = InstanceConfiguration()
+    provisioner("mesos").add_toil_service(config, "worker", preemptible=True)
+    assert "--attributes=preemptible:True" in units_of(config)["toil-worker.service"]
+
+
+def test_key_path_wait_only_with_key_path(provisioner: Any) -> None:
+    p = provisioner("mesos")
+    with_key, without_key = InstanceConfiguration(), InstanceConfiguration()
+    p.add_toil_service(with_key, "worker", keyPath="/var/lib/toil/key")
+    p.add_toil_service(without_key, "worker")
+    waiting = units_of(with_key)["toil-worker.service"]
+    plain = units_of(without_key)["toil-worker.service"]
+    assert "until [ -e /var/lib/toil/key ]" in waiting
+    assert "exec mesos-agent" in waiting and "--entrypoint=/bin/sh" in waiting
+    assert "until" not in plain and "/var/lib/toil/key" not in plain
+
+
+def test_kubernetes_toil_service_is_leader_only(provisioner: Any) -> None:
+    p = provisioner("kubernetes")
+    config = InstanceConfiguration()
+    p.add_toil_service(config, "leader")
+    leader = units_of(config)["toil-leader.service"]
+    assert "--entrypoint=sleep" in leader and "infinity" in leader
+    assert "mesos" not in leader.replace("/var/lib/mesos", "")
+    with pytest.raises(ValueError, match="addKubernetesWorker"):
+        p.add_toil_service(InstanceConfiguration(), "worker")
+
+
+@pytest.mark.parametrize(
+    ("cluster_type", "role", "kwargs", "message"),
+    [
+        ("mesos", "master", {}, "unknown role 'master'"),
+        ("mesos", "worker", {"_leaderPrivateIP": None}, "leader's private IP"),
+        ("mesos", "leader", {"keyPath": "relative/key"}, "absolute"),
+        ("mesos", "leader", {"keyPath": "/key; rm -rf /"}, "absolute path without spaces"),
+    ],
+)
+def test_add_toil_service_errors(
+    cluster_type: str, role: str, kwargs: dict[str, Any], message: str, provisioner: Any
+) -> None:
+    p = provisioner(cluster_type)
+    if "_leaderPrivateIP" in kwargs:
+        p._leaderPrivateIP = kwargs.pop("_leaderPrivateIP")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        p.add_toil_service(InstanceConfiguration(), role, **kwargs)
+
+
+def test_kubernetes_values(provisioner: Any) -> None:
+    p = provisioner("kubernetes")
+    values = p.getKubernetesValues()
+    assert values["ARCHITECTURE"] == "amd64"
+    assert values["CLUSTER_NAME"] == "demo"
+    assert values["CLOUD_PROVIDER_SPEC"] == ""
+    assert values["KUBERNETES_VERSION"].startswith("v1.")
+    for key in ("CNI_VERSION", "CRICTL_VERSION", "CNI_DIR", "DOWNLOAD_DIR", "SETUP_STATE_DIR"):
+        assert values[key]
+    for key in ("FLANNEL_VERSION", "RUBBER_STAMP_VERSION", "AUTOSCALER_VERSION"):
+        assert values[key]
+    assert p.getKubernetesValues("arm64")["ARCHITECTURE"] == "arm64"
+    p.cloudProvider = "aws"
+    assert p.getKubernetesValues()["CLOUD_PROVIDER_SPEC"] == "cloud-provider: aws"
+
+
+def test_kubernetes_services(provisioner: Any) -> None:
+    config = InstanceConfiguration()
+    provisioner("kubernetes").addKubernetesServices(config, "arm64")
+    units, files = units_of(config), files_of(config)
+    assert set(units) == {"kubelet.service", "install-kubernetes.service"}
+    assert "ExecStart=/opt/bin/kubelet" in units["kubelet.service"]
+    assert "RequiredBy=kubelet.service" in units["install-kubernetes.service"]
+    install = files["/home/core/install-kubernetes.sh"]
+    assert "linux-arm64" in install and "/bin/linux/arm64/" in install and "amd64" not in install
+    assert "$KUBELET_KUBEADM_ARGS" in files["/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"]
+
+
+def test_kubernetes_leader(provisioner: Any) -> None:
+    p = provisioner("kubernetes", cloudProvider="aws")
+    config = InstanceConfiguration()
+    p.addKubernetesLeader(config)
+    files, units = files_of(config), units_of(config)
+    assert set(units) == {"create-kubernetes-cluster.service", "cleanup-nodes.service"}
+    create = files["/home/core/create-kubernetes-cluster.sh"]
+    assert "kubeadm init --config /home/core/kubernetes-leader.yml" in create
+    assert "echo set up the autoscaler for demo" in create  # getKubernetesAutoscalerSetupCommands
+    for key in ("JOIN_TOKEN=", "JOIN_CERT_HASH=sha256:", "JOIN_ENDPOINT="):
+        assert key in create
+    init, cluster, kubelet = yaml.safe_load_all(files["/home/core/kubernetes-leader.yml"])
+    assert init["kind"] == "InitConfiguration"
+    assert init["nodeRegistration"]["kubeletExtraArgs"]["cloud-provider"] == "aws"
+    assert cluster["clusterName"] == "demo"
+    assert kubelet["serverTLSBootstrap"] is True
+    scheduler = yaml.safe_load(files["/home/core/scheduler-config.yml"])
+    score = scheduler["profiles"][0]["plugins"]["score"]
+    assert score["enabled"][0]["name"] == "NodeResourcesMostAllocated"
+
+
+@pytest.mark.parametrize("preemptible", [False, True])
+def test_kubernetes_worker_joins_with_auth_vars(preemptible: bool, provisioner: Any) -> None:
+    config = InstanceConfiguration()
+    provisioner("kubernetes").addKubernetesWorker(config, AUTH, preemptible=preemptible)
+    files = files_of(config)
+    join, kubelet = yaml.safe_load_all(files["/home/core/kubernetes-worker.yml"])
+    assert join["kind"] == "JoinConfiguration"
+    token = join["discovery"]["bootstrapToken"]
+    assert token["token"] == AUTH["JOIN_TOKEN"]
+    assert token["apiServerEndpoint"] == AUTH["JOIN_ENDPOINT"]
+    assert token["caCertHashes"] == [AUTH["JOIN_CERT_HASH"]]
+    assert (
+        f'kubeadm join "{AUTH["JOIN_ENDPOINT"]}"' in files["/home/core/join-kubernetes-cluster.sh"]
+    )
+    extra = join["nodeRegistration"]["kubeletExtraArgs"]
+    if preemptible:
+        assert extra["node-labels"] == "eks.amazonaws.com/capacityType=SPOT"
+    else:
+        assert "node-labels" not in extra
+        assert "SPOT" not in files["/home/core/kubernetes-worker.yml"]
+    assert kubelet["cgroupDriver"] == "systemd"
+    assert (
+        "Requires=install-kubernetes.service" in units_of(config)["join-kubernetes-cluster.service"]
+    )
+
+
+@pytest.mark.parametrize("missing", ["JOIN_TOKEN", "JOIN_CERT_HASH", "JOIN_ENDPOINT"])
+def test_kubernetes_worker_needs_every_join_value(missing: str, provisioner: Any) -> None:
+    auth = {k: v for k, v in AUTH.items() if k != missing}
+    with pytest.raises(ValueError, match=missing):
+        provisioner("kubernetes").addKubernetesWorker(InstanceConfiguration(), auth)
+
+
+def test_kubernetes_worker_rejects_injection_in_join_values(provisioner: Any) -> None:
+    auth = {**AUTH, "JOIN_TOKEN": 'x"\nrm -rf /'}
+    with pytest.raises(ValueError, match="JOIN_TOKEN"):
+        provisioner("kubernetes").addKubernetesWorker(InstanceConfiguration(), auth)
+
+
+def test_provisioner_exposes_instance_configuration(provisioner: Any) -> None:
+    from providers.base import AbstractProvisioner
+
+    assert AbstractProvisioner.InstanceConfiguration is InstanceConfiguration
+    assert isinstance(provisioner("mesos").getBaseInstanceConfiguration(), InstanceConfiguration)
