@@ -413,3 +413,101 @@ def test_provisioner_exposes_instance_configuration(provisioner: Any) -> None:
 
     assert AbstractProvisioner.InstanceConfiguration is InstanceConfiguration
     assert isinstance(provisioner("mesos").getBaseInstanceConfiguration(), InstanceConfiguration)
+
+
+# -- differential: same files and units as Toil 9.6 --------------------------
+
+TOIL_PYTHON = Path(__file__).resolve().parents[2] / "bench/.toil-venv/bin/python"
+# Run in Toil's own virtualenv (never imported here): per method, the files (path, mode)
+# and units (name, enabled) Toil's AbstractProvisioner adds.
+TOIL_LAYOUT_SCRIPT = """
+import json
+from toil.provisioners.abstractProvisioner import AbstractProvisioner
+
+class P(AbstractProvisioner):
+    def supportedClusterTypes(self): return {"mesos", "kubernetes"}
+    def createClusterSettings(self): pass
+    def readClusterSettings(self): pass
+    def launchCluster(self, *a, **k): pass
+    def addNodes(self, *a, **k): pass
+    def terminateNodes(self, *a): pass
+    def getLeader(self): pass
+    def getProvisionedWorkers(self, *a, **k): pass
+    def getNodeShape(self, *a, **k): pass
+    def destroyCluster(self): pass
+    def getKubernetesAutoscalerSetupCommands(self, values): return ""
+
+AUTH = %r
+out = {}
+for cluster_type in ("mesos", "kubernetes"):
+    p = P(clusterName="demo", clusterType=cluster_type)
+    p._leaderPrivateIP = "10.0.0.1"
+    steps = {
+        "base": lambda c: None,
+        "services": lambda c: p.addKubernetesServices(c),
+        "leader": lambda c: p.addKubernetesLeader(c),
+        "worker": lambda c: p.addKubernetesWorker(c, AUTH, True),
+        "toil-leader": lambda c: p.add_toil_service(c, "leader"),
+    }
+    if cluster_type == "mesos":
+        steps["toil-worker"] = lambda c: p.add_toil_service(c, "worker", "/k", True)
+    for name, step in steps.items():
+        c = p.getBaseInstanceConfiguration() if name == "base" else p.InstanceConfiguration()
+        step(c)
+        d = json.loads(c.toIgnitionConfig())
+        out[cluster_type + ":" + name] = {
+            "files": sorted([f["path"], f["mode"]] for f in d["storage"]["files"]),
+            "units": sorted([u["name"], u["enabled"]] for u in d["systemd"]["units"]),
+        }
+print(json.dumps(out))
+"""
+
+
+def layout_step(p: Any, name: str) -> InstanceConfiguration:
+    """What the Toil script's step ``name`` builds, built by ``p``."""
+    if name == "base":
+        return p.getBaseInstanceConfiguration()
+    config = InstanceConfiguration()
+    if name == "services":
+        p.addKubernetesServices(config)
+    elif name == "leader":
+        p.addKubernetesLeader(config)
+    elif name == "worker":
+        p.addKubernetesWorker(config, AUTH, True)
+    elif name == "toil-leader":
+        p.add_toil_service(config, "leader")
+    else:
+        assert name == "toil-worker", name
+        p.add_toil_service(config, "worker", "/k", True)
+    return config
+
+
+@pytest.mark.toil
+@pytest.mark.skipif(not TOIL_PYTHON.exists(), reason="Toil oracle venv missing (make toil)")
+def test_same_files_and_units_as_toil(provisioner: Any) -> None:
+    """Each method creates the files (path, mode) and units (name, enabled) Toil's does.
+
+    One documented difference: the Flatcar update settings go to /etc/flatcar/update.conf
+    (Flatcar's documented path) rather than the legacy /etc/coreos/update.conf.
+    """
+    result = subprocess.run(
+        [str(TOIL_PYTHON), "-c", TOIL_LAYOUT_SCRIPT % (AUTH,)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    toil = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(toil) == 11  # 6 steps for mesos, 5 for kubernetes (no Toil worker service)
+    for key, expected in toil.items():
+        cluster_type, name = key.split(":")
+        config = layout_step(provisioner(cluster_type), name)
+        doc = parsed(config)
+        ours = {
+            "files": sorted(
+                [f["path"].replace("/etc/flatcar/", "/etc/coreos/"), f["mode"]]
+                for f in doc["storage"]["files"]
+            ),
+            "units": sorted([u["name"], u["enabled"]] for u in doc["systemd"]["units"]),
+        }
+        assert ours == expected, key
