@@ -1,0 +1,563 @@
+"""shoal's YAML configuration, validated strictly by pydantic v2 (unknown keys are errors).
+
+``load_config(path)`` returns a ``ShoalConfig`` or raises ``ConfigError`` whose ``errors``
+each name the field path (``scaler.beta_inertia``, ``node_types[1].max``), the offending
+value and what was expected. ``ShoalConfig.policy(shapes, prices)`` turns the config into
+the planner's ``scaler.Policy``; ``retry_policy()`` gives the provider ``RetryPolicy``.
+Every key is documented in ``config.example.yaml``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from daemon.units import parse_duration, parse_size
+from providers.retry import RetryPolicy
+from scaler.model import NodeType, Policy
+from scaler.shape import Shape, ordered_instance_types, parse_node_types
+
+__all__ = [
+    "ApiConfig",
+    "AwsProviderConfig",
+    "Backoff",
+    "ConfigError",
+    "ConfigIssue",
+    "DemandConfig",
+    "DrainConfig",
+    "Duration",
+    "NodeTypeEntry",
+    "RetryConfig",
+    "ScalerConfig",
+    "ShoalConfig",
+    "SimulatedProviderConfig",
+    "Size",
+    "load_config",
+    "parse_config",
+]
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds; accepts ``30``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"200ms"``."""
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+"""Bytes; accepts ``1073741824``, ``"1GiB"``, ``"512MiB"``, ``"1G"``."""
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem: where (dotted path), the value found, and what was expected."""
+
+    path: str
+    value: Any
+    expected: str
+
+    def __str__(self) -> str:
+        if self.value is _MISSING:
+            return f"{self.path}: {self.expected}"
+        return f"{self.path}: got {self.value!r}; {self.expected}"
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Any = _Missing()
+
+
+class ConfigError(Exception):
+    """The config cannot be used; ``errors`` lists every problem found."""
+
+    def __init__(self, source: str, errors: list[ConfigIssue]) -> None:
+        self.source = source
+        self.errors = errors
+        lines = "\n".join(f"  {e}" for e in errors)
+        super().__init__(f"invalid config {source}:\n{lines}")
+
+
+# --- provider ------------------------------------------------------------------------------
+
+
+class _ProviderCommon(BaseModel):
+    model_config = _STRICT
+
+    cluster_type: Literal["mesos", "kubernetes"] = "mesos"
+    """The scheduler workers join (Toil's clusterType)."""
+    zone: str = Field(min_length=1)
+    """Availability zone the workers launch in."""
+    node_storage: int = Field(default=50, ge=1)
+    """Root volume GiB for types without instance storage (Toil's nodeStorage)."""
+    node_storage_overrides: tuple[str, ...] = ()
+    """Per-type root volume GiB, ``"i3.large:100"`` (Toil's nodeStorageOverrides)."""
+
+    @field_validator("node_storage_overrides")
+    @classmethod
+    def _overrides(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            name, sep, size = item.partition(":")
+            if not (sep and name.strip() and size.strip().isdigit() and int(size) > 0):
+                raise ValueError(
+                    f"{item!r} is not 'instance_type:GiB' with a positive integer, "
+                    'e.g. "i3.large:100"'
+                )
+        return value
+
+
+class SimulatedProviderConfig(_ProviderCommon):
+    """The in-process simulated cloud (catalogue of AWS-like types, prices, boot delays)."""
+
+    kind: Literal["simulated"]
+    boot_delay: Duration = 20.0
+    """Time from launch until the instance is running."""
+    join_delay: Duration = 10.0
+    """Time from running until the node joins the scheduler."""
+    capacity: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    """Per instance type limit on instances that can run at once (absent: unlimited)."""
+    spot_interruption_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Probability per hour that a spot instance is interrupted."""
+
+
+class AwsProviderConfig(_ProviderCommon):
+    """Amazon EC2 (aiobotocore); credentials come from the usual AWS chain, never from here."""
+
+    kind: Literal["aws"]
+    region: str = Field(min_length=1)
+    endpoint_url: str | None = None
+    """Alternative EC2 endpoint (e.g. a moto server in tests)."""
+    image_id: str | None = None
+    """AMI id; or give image_name and image_owner to look it up."""
+    image_name: str | None = None
+    image_owner: str | None = None
+    subnet_id: str | None = None
+    security_group_ids: tuple[str, ...] = ()
+    key_name: str | None = None
+    instance_profile_arn: str | None = None
+    extra_tags: dict[str, str] = Field(default_factory=dict)
+    """Tags added to every instance (besides shoal's membership tags)."""
+
+    @model_validator(mode="after")
+    def _image(self) -> AwsProviderConfig:
+        if self.image_id and (self.image_name or self.image_owner):
+            raise ValueError("give image_id, or image_name with image_owner, not both")
+        if not self.image_id and not (self.image_name and self.image_owner):
+            raise ValueError("an image is required: image_id, or image_name and image_owner")
+        return self
+
+
+ProviderConfig = Annotated[SimulatedProviderConfig | AwsProviderConfig, Field(discriminator="kind")]
+
+
+# --- node types ----------------------------------------------------------------------------
+
+
+class NodeTypeEntry(BaseModel):
+    """One Toil node-type entry (``"c5.xlarge/c5a.xlarge"``, ``"r5.large:0.05"``) and its limits."""
+
+    model_config = _STRICT
+
+    type: str
+    min: int = Field(default=0, ge=0)
+    max: int = Field(default=10, ge=0)
+
+    @field_validator("type")
+    @classmethod
+    def _parse(cls, value: str) -> str:
+        value = value.strip()
+        if "," in value:
+            raise ValueError(f"{value!r} holds several entries; give one entry per list item")
+        if not parse_node_types(value):
+            raise ValueError("empty node type; expected e.g. 'c5.xlarge' or 'r5.large:0.05'")
+        return value
+
+    @model_validator(mode="after")
+    def _limits(self) -> NodeTypeEntry:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+    @property
+    def instance_types(self) -> tuple[str, ...]:
+        return tuple(ordered_instance_types(self.type))
+
+    @property
+    def bid(self) -> float | None:
+        return parse_node_types(self.type)[0][1]
+
+
+def _node_types(value: Any) -> Any:
+    """A Toil string ``"a/b,c:0.05"`` becomes a list of entries with default limits."""
+    if isinstance(value, str):
+        parse_node_types(value)  # ValueError quoting the bad part
+        return [{"type": part.strip()} for part in value.split(",")]
+    return value
+
+
+# --- scaler, demand, drain, api ------------------------------------------------------------
+
+
+class Backoff(BaseModel):
+    """Backoff of an offering (type x zone x capacity type) after a capacity error."""
+
+    model_config = _STRICT
+    initial: PositiveDuration = 180.0
+    max: PositiveDuration = 1800.0
+
+    @model_validator(mode="after")
+    def _order(self) -> Backoff:
+        if self.initial > self.max:
+            raise ValueError(f"initial ({self.initial}s) is greater than max ({self.max}s)")
+        return self
+
+
+class RetryConfig(BaseModel):
+    """Retries of one provider call on transient errors."""
+
+    model_config = _STRICT
+    attempts: int = Field(default=5, ge=1, le=100)
+    initial: PositiveDuration = 0.5
+    max: PositiveDuration = 20.0
+    deadline: PositiveDuration = 120.0
+
+    @model_validator(mode="after")
+    def _order(self) -> RetryConfig:
+        if self.initial > self.max:
+            raise ValueError(f"initial ({self.initial}s) is greater than max ({self.max}s)")
+        return self
+
+
+class ScalerConfig(BaseModel):
+    model_config = _STRICT
+
+    interval: PositiveDuration = 30.0
+    """Timer wake-up of the control loop; demand changes wake it at once."""
+    debounce: Duration = 0.2
+    """After a demand change, wait this long for more changes before planning."""
+    target_time: PositiveDuration = 3600.0
+    """Jobs should start within this time (Toil's targetTime)."""
+    beta_inertia: float = Field(default=0.1, ge=0.0, lt=1.0)
+    preemptible_compensation: float = Field(default=0.0, ge=0.0, le=1.0)
+    node_memory_overhead: Size = 1024**3
+    node_disk_overhead: Size = 4 * 1024**3
+    unneeded_time: Duration = 600.0
+    scale_down_budget: float = Field(default=0.1, gt=0.0, le=1.0)
+    join_timeout: PositiveDuration = 900.0
+    cost_ceiling_per_hour: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    backoff: Backoff = Field(default_factory=Backoff)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+
+
+class DemandConfig(BaseModel):
+    model_config = _STRICT
+
+    api: bool = True
+    """Accept PUT /v1/demand."""
+    file: Path | None = None
+    """A JSON or YAML demand file, re-read when it changes."""
+    demo: bool = False
+    """Built-in demo demand: a scale-up then scale-down cycle every few minutes."""
+
+
+class DrainConfig(BaseModel):
+    model_config = _STRICT
+
+    command: tuple[str, ...] | None = None
+    """argv run before a node is terminated; "{node}" is replaced by the node name."""
+    webhook: str | None = None
+    """URL sent POST {"node": name} before a node is terminated."""
+    timeout: PositiveDuration = 30.0
+
+    @field_validator("command")
+    @classmethod
+    def _argv(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and (not value or not value[0]):
+            raise ValueError('expected a non-empty argv list, e.g. ["kubectl", "drain", "{node}"]')
+        return value
+
+    @field_validator("webhook")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+
+def _split_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:8089")
+    return host, int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ApiConfig(BaseModel):
+    model_config = _STRICT
+
+    listen: str = "127.0.0.1:8089"
+    """host:port of the HTTP listener (metrics, health, status, demand)."""
+    token_file: Path | None = None
+    """File holding the bearer token for PUT /v1/demand; required off loopback."""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _split_listen(value)
+        return value
+
+    @field_validator("token_file")
+    @classmethod
+    def _token(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return value
+        if not value.is_file():
+            raise ValueError("expected an existing, readable token file")
+        if not os.access(value, os.R_OK):
+            raise ValueError("token file is not readable")
+        if not value.read_text().strip():
+            raise ValueError("token file is empty")
+        return value
+
+    @model_validator(mode="after")
+    def _exposed(self) -> ApiConfig:
+        if self.token_file is None and not _is_loopback(self.host):
+            raise ValueError(
+                f"listen {self.listen!r} is not loopback: set api.token_file so "
+                "PUT /v1/demand requires a bearer token"
+            )
+        return self
+
+    @property
+    def host(self) -> str:
+        return _split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return _split_listen(self.listen)[1]
+
+    def token(self) -> str | None:
+        """The bearer token (never log it)."""
+        return self.token_file.read_text().strip() if self.token_file else None
+
+
+class ShoalConfig(BaseModel):
+    model_config = _STRICT
+
+    cluster_name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    provider: ProviderConfig
+    node_types: Annotated[tuple[NodeTypeEntry, ...], BeforeValidator(_node_types)] = Field(
+        min_length=1
+    )
+    scaler: ScalerConfig = Field(default_factory=ScalerConfig)
+    demand: DemandConfig = Field(default_factory=DemandConfig)
+    drain: DrainConfig = Field(default_factory=DrainConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("node_types")
+    @classmethod
+    def _unique(cls, value: tuple[NodeTypeEntry, ...]) -> tuple[NodeTypeEntry, ...]:
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(value):
+            for name in entry.instance_types:
+                key = f"{name}/{'spot' if entry.bid is not None else 'on-demand'}"
+                if key in seen:
+                    raise ValueError(
+                        f"instance type {name!r} appears in node_types[{seen[key]}] and "
+                        f"node_types[{index}]; each (type, spot or not) may appear once"
+                    )
+                seen[key] = index
+        return value
+
+    # --- what the runtime needs -------------------------------------------------------------
+
+    def instance_types(self) -> list[str]:
+        """Every instance type named, in order of appearance, without repeats."""
+        out: list[str] = []
+        for entry in self.node_types:
+            out.extend(t for t in entry.instance_types if t not in out)
+        return out
+
+    def node_type_specs(self) -> list[tuple[set[str], float | None]]:
+        """The entries as ``parse_node_types`` gives them (for setAutoscaledNodeTypes)."""
+        return [parse_node_types(entry.type)[0] for entry in self.node_types]
+
+    def policy(
+        self, shapes: Mapping[str, Shape], prices: Mapping[str, float | None] | None = None
+    ) -> Policy:
+        """The planner policy. ``shapes``/``prices`` are keyed by instance type; for a spot
+        entry, ``prices`` may hold ``"<type>:spot"`` which is preferred to the on-demand price.
+        Raises ``KeyError`` naming an instance type with no shape."""
+        prices = prices or {}
+        node_types = []
+        for entry in self.node_types:
+            first = entry.instance_types[0]
+            if first not in shapes:
+                raise KeyError(f"no shape for instance type {first!r}")
+            base = shapes[first]
+            bid = entry.bid
+            shape = Shape(base.wallTime, base.memory, base.cores, base.disk, bid is not None)
+            price = prices.get(f"{first}:spot") if bid is not None else None
+            if price is None:
+                price = prices.get(first)
+            node_types.append(
+                NodeType(
+                    name=entry.type,
+                    instance_types=entry.instance_types,
+                    shape=shape,
+                    price_per_hour=price,
+                    bid=bid,
+                    min_nodes=entry.min,
+                    max_nodes=entry.max,
+                    zone=self.provider.zone,
+                )
+            )
+        s = self.scaler
+        return Policy(
+            node_types=tuple(node_types),
+            target_time=s.target_time,
+            beta_inertia=s.beta_inertia,
+            preemptible_compensation=s.preemptible_compensation,
+            node_memory_overhead=s.node_memory_overhead,
+            node_disk_overhead=s.node_disk_overhead,
+            scale_down_unneeded_time=s.unneeded_time,
+            scale_down_budget=s.scale_down_budget,
+            join_timeout=s.join_timeout,
+            cost_ceiling_per_hour=s.cost_ceiling_per_hour,
+        )
+
+    def retry_policy(self) -> RetryPolicy:
+        r = self.scaler.retry
+        return RetryPolicy(
+            attempts=r.attempts, initial=r.initial, maximum=r.max, deadline=r.deadline
+        )
+
+    def backoff_bounds(self) -> tuple[float, float]:
+        """(initial, max) seconds of an offering's backoff after a capacity error."""
+        return self.scaler.backoff.initial, self.scaler.backoff.max
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("simulated", "aws") and out == "provider":
+            continue  # the discriminated union's tag adds nothing for the reader
+        elif str(part).startswith(("function-", "tagged-union")):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _lookup(data: Any, loc: tuple[int | str, ...]) -> Any:
+    for part in loc:
+        in_map = isinstance(data, Mapping) and part in data
+        in_list = isinstance(data, list | tuple) and isinstance(part, int) and part < len(data)
+        if in_map or in_list:
+            data = data[part]
+        elif part in ("simulated", "aws"):
+            continue
+        else:
+            return _MISSING
+    return data
+
+
+def _issues(exc: ValidationError, data: Any) -> list[ConfigIssue]:
+    issues = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        kind = err["type"]
+        msg = err["msg"].removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            issues.append(ConfigIssue(_path(loc), err["input"], "unknown key; remove it"))
+            continue
+        if kind == "missing":
+            issues.append(ConfigIssue(_path(loc), _MISSING, "required key is missing"))
+            continue
+        value = err.get("input", _MISSING)
+        if kind.startswith("union_tag") or kind == "model_attributes_type":
+            value = _lookup(data, loc)
+        issues.append(ConfigIssue(_path(loc), value, f"expected {msg[0].lower()}{msg[1:]}"))
+    return issues
+
+
+def parse_config(data: Any, source: str = "<config>") -> ShoalConfig:
+    """Validate already-parsed YAML; raises ``ConfigError``."""
+    if data is None:
+        raise ConfigError(source, [ConfigIssue("(top level)", _MISSING, "the config is empty")])
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, [ConfigIssue("(top level)", data, "expected a mapping of keys")])
+    try:
+        return ShoalConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _issues(exc, data)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> ShoalConfig:
+    """Read and validate a YAML config file; raises ``ConfigError`` listing every problem.
+
+    Relative ``token_file`` and ``demand.file`` paths are taken relative to the config file.
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(source, [ConfigIssue(source, _MISSING, "file not found")]) from None
+    except OSError as exc:
+        raise ConfigError(source, [ConfigIssue(source, _MISSING, f"unreadable: {exc}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            source, [ConfigIssue(f"{source} {where}", _MISSING, f"YAML syntax error: {problem}")]
+        ) from None
+    if isinstance(data, dict):
+        data = _resolve_paths(data, path.parent)
+    return parse_config(data, source)
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    for section, key in (("api", "token_file"), ("demand", "file")):
+        block = data.get(section)
+        value = block.get(key) if isinstance(block, dict) else None
+        if isinstance(value, str) and not os.path.isabs(value):
+            data = {**data, section: {**block, key: str(base / block[key])}}
+    return data
