@@ -1,0 +1,518 @@
+"""The control loop: observe -> plan -> execute -> record, one pass at a time.
+
+::
+
+    start ─► reconcile (list the cloud, adopt tagged nodes) ─► ready
+                 │ fails: retry every interval
+                 ▼
+    ┌──► pass: observe ─► plan ─► execute ─► record
+    │          │ listing failed: skip (metric + status reason), never plan on a bad view
+    │          ▼
+    └── wait: scale interval, or demand changed (+ debounce), or stop
+
+A pass is the four named phases below. ``observe`` lists the provider's workers into the
+node tracker and builds a ``Snapshot`` (demand, nodes, offerings in backoff); ``plan`` calls
+the pure planner; ``execute`` hands the plan to the executor; ``record`` keeps the planner
+state, turns capacity errors into backoff entries and updates metrics and status. Passes
+never overlap (a lock), a pass that raises is counted and logged and the loop goes on, and
+after ``stop()`` the current pass finishes without launching anything new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from daemon.executor import ExecutionReport, Executor
+from daemon.metrics import ShoalMetrics
+from daemon.nodes import NodeTracker
+from providers.base import AbstractProvisioner, Node
+from providers.clock import Clock, SystemClock
+from scaler.backoff import BackoffTable
+from scaler.model import Demand, Plan, PlannerState, Policy, Snapshot
+
+__all__ = [
+    "Controller",
+    "ControllerSettings",
+    "DemandLike",
+    "PassOutcome",
+    "PassRecord",
+    "Planner",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Planner(Protocol):
+    def __call__(
+        self, snapshot: Snapshot, policy: Policy, state: PlannerState, now: float
+    ) -> Plan: ...
+
+
+class DemandLike(Protocol):
+    """``daemon.demand.DemandUpdate``: the demand, and the node names the source saw joined."""
+
+    @property
+    def demand(self) -> Demand: ...
+
+    @property
+    def nodes(self) -> Collection[str] | None: ...
+
+
+class PassOutcome(enum.StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    interval: float = 30.0  # timer wake-up, seconds
+    debounce: float = 0.2  # after a demand change, wait this long for more
+    health_factor: float = 3.0  # unhealthy when no pass completed for this many intervals
+
+
+@dataclass(frozen=True, slots=True)
+class PassRecord:
+    number: int
+    outcome: PassOutcome
+    started_at: float  # epoch seconds
+    duration: float
+    reason: str = ""  # why skipped or what failed
+    launched: int = 0
+    drained: tuple[str, ...] = ()
+    terminated: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Observation:
+    snapshot: Snapshot
+    now: float
+    new_nodes: list[Node] = field(default_factory=list)
+
+
+def _default_planner() -> Planner:
+    from scaler.planner import plan
+
+    return plan
+
+
+class Controller:
+    """Owns the loop's state: tracker, planner state, backoff table, demand, last plan."""
+
+    def __init__(
+        self,
+        provider: AbstractProvisioner,
+        policy: Policy,
+        *,
+        clock: Clock | None = None,
+        metrics: ShoalMetrics | None = None,
+        executor: Executor | None = None,
+        settings: ControllerSettings | None = None,
+        backoff: BackoffTable | None = None,
+        planner: Planner | None = None,
+        zone: str = "",
+    ) -> None:
+        self.provider = provider
+        self.policy = policy
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = metrics or ShoalMetrics()
+        self.executor = executor or Executor(provider, self.clock, self.metrics)
+        self.settings = settings or ControllerSettings()
+        self.backoff = backoff or BackoffTable()
+        self.planner: Planner = planner or _default_planner()
+        self.tracker = NodeTracker(policy.node_types, default_zone=zone)
+        self.state = PlannerState()
+        self.demand = Demand()
+        self.joined: frozenset[str] | None = None
+        self.last_plan: Plan | None = None
+        self.last_pass: PassRecord | None = None
+        self.passes = 0
+        self.ready = False  # first reconcile done
+        self.stopping = False
+        self.on_pass: list[Callable[[PassRecord], None]] = []
+        self._lock = asyncio.Lock()
+        self._demand_changed = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._pass_done = asyncio.Condition()
+        self._started = self.clock.monotonic()
+        self._last_ok: float | None = None
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def set_demand(self, update: DemandLike | Demand) -> None:
+        """Replace the demand; wakes the loop (after the debounce)."""
+        if isinstance(update, Demand):
+            self.demand, self.joined = update, None
+        else:
+            self.demand = update.demand
+            self.joined = frozenset(update.nodes) if update.nodes is not None else None
+        self._demand_changed.set()
+
+    def set_policy(self, policy: Policy, settings: ControllerSettings | None = None) -> None:
+        """Apply a reloaded config; takes effect from the next pass."""
+        self.policy = policy
+        self.tracker.set_node_types(policy.node_types)
+        if settings is not None:
+            self.settings = settings
+
+    def stop(self) -> None:
+        """Finish the current pass, launch nothing new, leave ``run``."""
+        self.stopping = True
+        self._stop.set()
+
+    # -- health ---------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        since = self._last_ok if self._last_ok is not None else self._started
+        limit = self.settings.health_factor * self.settings.interval
+        return self.clock.monotonic() - since <= limit
+
+    async def wait_for_pass(self, number: int) -> PassRecord:
+        """Wait until pass ``number`` (1-based) has finished; for tests and the service."""
+        async with self._pass_done:
+            await self._pass_done.wait_for(lambda: self.passes >= number)
+            assert self.last_pass is not None
+            return self.last_pass
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile, then pass after pass until ``stop()``."""
+        while not self.stopping and not self.ready:
+            try:
+                await self.reconcile()
+            except Exception as exc:
+                log.error('event=reconcile_failed error="%r" retry_in=%.1fs', exc, self.interval)
+                await self._wait(self.interval, wake_on_demand=False)
+        while not self.stopping:
+            await self.run_pass()
+            if self.stopping:
+                break
+            woke_on_demand = await self._wait(self.interval, wake_on_demand=True)
+            if woke_on_demand and not self.stopping:
+                await self._wait(self.settings.debounce, wake_on_demand=False)
+        log.info("event=loop_stopped passes=%d", self.passes)
+
+    @property
+    def interval(self) -> float:
+        return self.settings.interval
+
+    async def _wait(self, seconds: float, *, wake_on_demand: bool) -> bool:
+        """Sleep on the clock; returns True if a demand change woke us (and clears it)."""
+        waits: dict[asyncio.Task[Any], str] = {
+            asyncio.ensure_future(self.clock.sleep(seconds)): "timer",
+            asyncio.ensure_future(self._stop.wait()): "stop",
+        }
+        if wake_on_demand:
+            waits[asyncio.ensure_future(self._demand_changed.wait())] = "demand"
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            for task in waits:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        woke = any(waits[t] == "demand" for t in done)
+        if not wake_on_demand or woke:
+            self._demand_changed.clear()
+        return woke
+
+    async def reconcile(self) -> None:
+        """Rebuild the view from the cloud: adopt every tagged node; launch nothing."""
+        workers = await self.executor.call("getProvisionedWorkers", self._list)
+        adopted = self.tracker.observe(workers, self.joined)
+        for tracked in adopted:
+            log.info(
+                "event=adopt node=%s node_type=%s instance_type=%s state=%s static=%s "
+                "launched_at=%s",
+                tracked.id,
+                tracked.node_type or "-",
+                tracked.node.nodeType,
+                tracked.state,
+                tracked.static,
+                tracked.node.launchTime.isoformat(),
+            )
+        self.ready = True
+        self._update_node_metrics()
+        log.info("event=reconciled nodes=%d", len(adopted))
+
+    async def run_pass(self) -> PassRecord:
+        """One pass: observe -> plan -> execute -> record. Never raises; never overlaps."""
+        async with self._lock:
+            self.passes += 1
+            number = self.passes
+            started_at, start = self.clock.now(), self.clock.monotonic()
+            try:
+                observation = await self._observe()
+                if isinstance(observation, str):
+                    record = self._skipped(number, started_at, start, observation)
+                else:
+                    plan = self._plan(observation)
+                    report = await self._execute(plan, observation)
+                    record = self._record(number, started_at, start, observation, plan, report)
+            except Exception as exc:
+                record = self._failed(number, started_at, start, exc)
+            self.metrics.passes.labels(outcome=record.outcome.value).inc()
+            self.metrics.pass_duration.observe(record.duration)
+            self.last_pass = record
+        for callback in list(self.on_pass):
+            try:
+                callback(record)
+            except Exception as exc:
+                log.error('event=pass_callback_failed error="%r"', exc)
+        async with self._pass_done:
+            self._pass_done.notify_all()
+        return record
+
+    # -- phases ---------------------------------------------------------------------------
+
+    async def _list(self) -> list[Node]:
+        return await self.provider.getProvisionedWorkers()
+
+    async def _observe(self) -> _Observation | str:
+        """List the cloud into the tracker and build the snapshot; a reason string to skip."""
+        try:
+            workers = await self.executor.call("getProvisionedWorkers", self._list)
+        except Exception as exc:
+            return f"provider listing failed: {exc!r}"
+        new = self.tracker.observe(workers, self.joined)
+        for tracked in new:
+            log.info(
+                "event=node_seen node=%s node_type=%s state=%s",
+                tracked.id,
+                tracked.node_type or "-",
+                tracked.state,
+            )
+        now = self.clock.now()
+        self.backoff = self.backoff.prune(now)
+        snapshot = Snapshot(
+            demand=self.demand,
+            nodes=self.tracker.infos(),
+            unavailable=self.backoff.unavailable(now),
+        )
+        return _Observation(snapshot, now, [t.node for t in new])
+
+    def _plan(self, observation: _Observation) -> Plan:
+        plan = self.planner(observation.snapshot, self.policy, self.state, observation.now)
+        for launch in plan.launches:
+            log.info(
+                'event=plan_launch node_type=%s count=%d cause=%s reason="%s"',
+                launch.node_type,
+                launch.count,
+                launch.cause,
+                launch.message,
+            )
+        for action in (*plan.drains, *plan.terminations):
+            log.info(
+                'event=plan_remove node=%s node_type=%s cause=%s reason="%s"',
+                action.node_id,
+                action.node_type,
+                action.cause,
+                action.message,
+            )
+        for item in plan.unschedulable:
+            log.warning(
+                'event=unschedulable count=%d shape="%s" reasons="%s"',
+                item.count,
+                item.shape,
+                ",".join(item.reasons),
+            )
+        return plan
+
+    async def _execute(self, plan: Plan, observation: _Observation) -> ExecutionReport:
+        return await self.executor.execute(
+            plan,
+            self.policy,
+            self.tracker,
+            set(observation.snapshot.unavailable),
+            allow_launch=not self.stopping,
+        )
+
+    def _record(
+        self,
+        number: int,
+        started_at: float,
+        start: float,
+        observation: _Observation,
+        plan: Plan,
+        report: ExecutionReport,
+    ) -> PassRecord:
+        now = self.clock.now()
+        self.state = plan.state
+        self.last_plan = plan
+        for event in report.failed_offerings:
+            self.backoff = self.backoff.record_failure(
+                event.offering, now, event.kind, event.reason
+            )
+            log.warning(
+                'event=offering_backoff offering=%s kind=%s until=%.0f reason="%s"',
+                event.offering,
+                event.kind,
+                self.backoff.entries[event.offering].until,
+                event.reason,
+            )
+        for offering in report.succeeded_offerings:
+            self.backoff = self.backoff.record_success(offering)
+        self._last_ok = self.clock.monotonic()
+        m = self.metrics
+        m.set_targets(plan.targets)
+        m.estimated_cost.set(plan.cost_per_hour)
+        m.jobs_unschedulable.set(sum(u.count for u in plan.unschedulable))
+        m.last_successful_pass.set(now)
+        self._update_node_metrics()
+        record = PassRecord(
+            number=number,
+            outcome=PassOutcome.OK,
+            started_at=started_at,
+            duration=max(0.0, self.clock.monotonic() - start),
+            launched=report.launched,
+            drained=tuple(report.drained),
+            terminated=tuple(report.terminated),
+            errors=tuple(report.errors),
+        )
+        if not plan.is_noop or report.errors:
+            log.info(
+                "event=pass pass=%d outcome=ok launched=%d drained=%d terminated=%d errors=%d",
+                number,
+                record.launched,
+                len(record.drained),
+                len(record.terminated),
+                len(record.errors),
+            )
+        return record
+
+    def _skipped(self, number: int, started_at: float, start: float, reason: str) -> PassRecord:
+        log.warning('event=pass_skipped pass=%d reason="%s"', number, reason)
+        self._update_node_metrics()
+        return PassRecord(
+            number, PassOutcome.SKIPPED, started_at, self.clock.monotonic() - start, reason
+        )
+
+    def _failed(self, number: int, started_at: float, start: float, exc: Exception) -> PassRecord:
+        log.error('event=pass_failed pass=%d error="%r"', number, exc)
+        log.debug("event=pass_failed_traceback pass=%d", number, exc_info=exc)
+        return PassRecord(
+            number, PassOutcome.ERROR, started_at, self.clock.monotonic() - start, repr(exc)
+        )
+
+    def _update_node_metrics(self) -> None:
+        m = self.metrics
+        m.set_nodes(self.tracker.counts(), self.tracker.node_type_names)
+        m.jobs_queued.set(sum(q.count for q in self.demand.queued))
+        m.jobs_running.set(len(self.demand.running))
+        m.offerings_in_backoff.set(len(self.backoff.unavailable(self.clock.now())))
+
+    # -- status ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The JSON of ``GET /v1/status``."""
+        now = self.clock.now()
+        nodes: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for t in self.tracker.all():
+            nodes.setdefault(t.node_type or "unmanaged", {}).setdefault(t.state.value, []).append(
+                {
+                    "id": t.id,
+                    "instance_type": t.node.nodeType,
+                    "zone": t.zone,
+                    "preemptible": t.node.preemptible,
+                    "static": t.static,
+                    "launched_at": t.node.launchTime.timestamp(),
+                }
+            )
+        plan = self.last_plan
+        return {
+            "ready": self.ready,
+            "healthy": self.healthy(),
+            "stopping": self.stopping,
+            "now": now,
+            "nodes": nodes,
+            "node_counts": {
+                name: {state: len(items) for state, items in states.items()}
+                for name, states in nodes.items()
+            },
+            "demand": {
+                "queued_jobs": sum(q.count for q in self.demand.queued),
+                "queued_shapes": len(self.demand.queued),
+                "running_jobs": len(self.demand.running),
+                "joined_nodes": None if self.joined is None else len(self.joined),
+            },
+            "last_plan": None if plan is None else _plan_json(plan),
+            "unschedulable": [] if plan is None else _unschedulable_json(plan),
+            "backoff": [
+                {
+                    "offering": str(offering),
+                    "instance_type": offering.instance_type,
+                    "zone": offering.zone,
+                    "capacity_type": str(offering.capacity_type),
+                    "until": entry.until,
+                    "failures": entry.failures,
+                    "kind": str(entry.kind),
+                    "reason": entry.reason,
+                }
+                for offering, entry in sorted(
+                    self.backoff.entries.items(), key=lambda kv: str(kv[0])
+                )
+                if now < entry.until
+            ],
+            "last_pass": None if self.last_pass is None else _pass_json(self.last_pass),
+            "passes": self.passes,
+        }
+
+
+def _unschedulable_json(plan: Plan) -> list[dict[str, Any]]:
+    return [
+        {
+            "count": u.count,
+            "reasons": list(u.reasons),
+            "shape": {
+                "wall_time": u.shape.wallTime,
+                "memory": u.shape.memory,
+                "cores": u.shape.cores,
+                "disk": u.shape.disk,
+                "preemptible": u.shape.preemptible,
+            },
+        }
+        for u in plan.unschedulable
+    ]
+
+
+def _actions_json(actions: Iterable[Any]) -> list[dict[str, Any]]:
+    return [
+        {"node": a.node_id, "node_type": a.node_type, "cause": str(a.cause), "reason": a.message}
+        for a in actions
+    ]
+
+
+def _plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "launches": [
+            {"node_type": a.node_type, "count": a.count, "cause": str(a.cause), "reason": a.message}
+            for a in plan.launches
+        ],
+        "drains": _actions_json(plan.drains),
+        "terminations": _actions_json(plan.terminations),
+        "targets": dict(plan.targets),
+        "cost_per_hour": plan.cost_per_hour,
+    }
+
+
+def _pass_json(record: PassRecord) -> dict[str, Any]:
+    return {
+        "number": record.number,
+        "outcome": str(record.outcome),
+        "started_at": record.started_at,
+        "duration": record.duration,
+        "reason": record.reason,
+        "launched": record.launched,
+        "drained": list(record.drained),
+        "terminated": list(record.terminated),
+        "errors": list(record.errors),
+    }

@@ -1,0 +1,144 @@
+"""Prometheus metrics of one daemon, in its own ``CollectorRegistry`` (prefix ``shoal_``).
+
+The names are a contract with the Grafana dashboard; change them only together with it.
+``ShoalMetrics.render()`` gives the text exposition served on ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from providers.clock import Clock
+
+__all__ = ["CONTENT_TYPE_LATEST", "PASS_OUTCOMES", "ShoalMetrics"]
+
+PASS_OUTCOMES = ("ok", "error", "skipped")
+NODE_STATES = ("booting", "ready", "draining", "terminated")
+
+_PROVIDER_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_PASS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class ShoalMetrics:
+    """Every metric shoal exports. One instance per daemon; tests make their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.nodes = Gauge(
+            "shoal_nodes",
+            "Worker nodes by node type and state.",
+            ["node_type", "state"],
+            registry=r,
+        )
+        self.jobs_queued = Gauge("shoal_jobs_queued", "Jobs waiting for a node.", registry=r)
+        self.jobs_running = Gauge("shoal_jobs_running", "Jobs running on a node.", registry=r)
+        self.jobs_unschedulable = Gauge(
+            "shoal_jobs_unschedulable",
+            "Queued jobs that fit no node type or are held back by a limit.",
+            registry=r,
+        )
+        self.target_nodes = Gauge(
+            "shoal_target_nodes",
+            "Node count the last plan wants per type.",
+            ["node_type"],
+            registry=r,
+        )
+        self.scale_ups = Counter("shoal_scale_ups", "Nodes launched.", ["node_type"], registry=r)
+        self.scale_downs = Counter(
+            "shoal_scale_downs", "Nodes terminated, by cause.", ["node_type", "cause"], registry=r
+        )
+        self.scale_up_failures = Counter(
+            "shoal_scale_up_failures",
+            "Launches that failed, by reason (capacity, quota, error).",
+            ["node_type", "reason"],
+            registry=r,
+        )
+        self.offerings_in_backoff = Gauge(
+            "shoal_offerings_in_backoff",
+            "Offerings (type x zone x capacity type) backed off after capacity errors.",
+            registry=r,
+        )
+        self.provider_call_duration = Histogram(
+            "shoal_provider_call_duration_seconds",
+            "Duration of provider calls, retries included.",
+            ["operation"],
+            buckets=_PROVIDER_BUCKETS,
+            registry=r,
+        )
+        self.provider_errors = Counter(
+            "shoal_provider_errors",
+            "Provider calls that failed after retries, by error code.",
+            ["operation", "code"],
+            registry=r,
+        )
+        self.pass_duration = Histogram(
+            "shoal_pass_duration_seconds",
+            "Duration of one control-loop pass.",
+            buckets=_PASS_BUCKETS,
+            registry=r,
+        )
+        self.passes = Counter(
+            "shoal_passes",
+            "Control-loop passes by outcome (ok, error, skipped).",
+            ["outcome"],
+            registry=r,
+        )
+        self.last_successful_pass = Gauge(
+            "shoal_last_successful_pass_timestamp_seconds",
+            "Unix time the last pass completed.",
+            registry=r,
+        )
+        self.estimated_cost = Gauge(
+            "shoal_estimated_cost_dollars_per_hour",
+            "Estimated cost of the target cluster.",
+            registry=r,
+        )
+        for outcome in PASS_OUTCOMES:
+            self.passes.labels(outcome=outcome)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    @contextmanager
+    def provider_call(self, operation: str, clock: Clock) -> Iterator[None]:
+        """Time a provider call (with its retries); count its error if it raises."""
+        start = clock.monotonic()
+        try:
+            yield
+        except BaseException as exc:
+            code = getattr(exc, "code", "") or type(exc).__name__
+            self.provider_errors.labels(operation=operation, code=code).inc()
+            raise
+        finally:
+            self.provider_call_duration.labels(operation=operation).observe(
+                max(0.0, clock.monotonic() - start)
+            )
+
+    def set_nodes(self, counts: Mapping[tuple[str, str], int], node_types: Iterable[str]) -> None:
+        """Set ``shoal_nodes`` from ``(node_type, state) -> count``; zeros for known types."""
+        self.nodes.clear()
+        for name in node_types:
+            for state in NODE_STATES:
+                self.nodes.labels(node_type=name, state=state).set(0)
+        for (name, state), count in counts.items():
+            self.nodes.labels(node_type=name, state=state).set(count)
+
+    def set_targets(self, targets: Mapping[str, int]) -> None:
+        self.target_nodes.clear()
+        for name, count in targets.items():
+            self.target_nodes.labels(node_type=name).set(count)
