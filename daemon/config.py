@@ -503,15 +503,28 @@ def _issues(exc: ValidationError, data: Any) -> list[ConfigIssue]:
         kind = err["type"]
         msg = err["msg"].removeprefix("Value error, ")
         if kind == "extra_forbidden":
-            issues.append(ConfigIssue(_path(loc), err["input"], "unknown key; remove it"))
+            hint = "unknown key; remove it"
+            if loc and loc[0] == "provider" and len(loc) == 3:
+                hint = f"unknown key for provider kind {loc[1]!r}; remove it"
+            issues.append(ConfigIssue(_path(loc), err["input"], hint))
             continue
         if kind == "missing":
             issues.append(ConfigIssue(_path(loc), _MISSING, "required key is missing"))
             continue
         value = err.get("input", _MISSING)
-        if kind.startswith("union_tag") or kind == "model_attributes_type":
+        if kind == "union_tag_invalid":
+            tags = err.get("ctx", {}).get("expected_tags", "")
+            issues.append(ConfigIssue(_path(loc) + ".kind", err["ctx"]["tag"], f"expected {tags}"))
+            continue
+        if kind.startswith("union_tag"):
             value = _lookup(data, loc)
-        issues.append(ConfigIssue(_path(loc), value, f"expected {msg[0].lower()}{msg[1:]}"))
+        if kind == "value_error":
+            expected = msg
+        elif msg.startswith("Input should be "):
+            expected = "expected " + msg.removeprefix("Input should be ")
+        else:
+            expected = f"expected {msg[0].lower()}{msg[1:]}"
+        issues.append(ConfigIssue(_path(loc), value, expected))
     return issues
 
 

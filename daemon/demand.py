@@ -1,0 +1,338 @@
+"""Job demand: the body of ``PUT /v1/demand``, and the sources the control loop reads it from.
+
+Body (JSON; a demand file may also be YAML)::
+
+    {"jobs":    [{"cores": 1, "memory": "2GiB", "disk": "1GiB", "wall_time": "10m",
+                  "preemptible": false, "count": 100}],
+     "running": [{"node": "w-1", "cores": 1, "memory": "2GiB", "disk": "1GiB",
+                  "wall_time": "10m", "elapsed": "3m"}],
+     "nodes":   ["w-1"]}          # optional: nodes the scheduler reports as joined
+
+``parse_demand(raw)`` returns a ``DemandUpdate`` (a ``scaler.Demand`` with identical job
+shapes aggregated, plus the joined node names or ``None``) or raises ``DemandError`` whose
+``messages`` name each bad field and value.
+
+Source interface the loop consumes (``DemandSource``)::
+
+    source.current() -> DemandUpdate | None   # latest demand (None: nothing yet)
+    source.check() -> bool                    # poll once (re-read / advance); True if changed
+    source.changed: asyncio.Event             # set whenever current() changed; loop clears it
+    async for update in source.updates(): ... # poll every ``poll_interval`` on the clock
+
+``FileDemandSource`` re-reads its file when mtime or size changes; a malformed file is
+logged and the previous demand kept. ``DemoDemandSource`` derives demand from the clock:
+a burst of queued jobs, then those jobs running, then nothing, repeating every
+``period`` seconds, so a daemon visibly scales up and then down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from daemon.units import parse_duration, parse_size
+from providers.clock import Clock
+from scaler.model import Demand, QueuedJobs, RunningJob
+from scaler.shape import Shape
+
+__all__ = [
+    "MAX_COUNT",
+    "DemandBody",
+    "DemandError",
+    "DemandSource",
+    "DemandUpdate",
+    "DemoDemandSource",
+    "FileDemandSource",
+    "parse_demand",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_COUNT = 10_000_000
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class JobsBody(BaseModel):
+    """``count`` queued jobs of one shape; ``wall_time`` is the expected run time."""
+
+    model_config = _STRICT
+    cores: float = Field(gt=0, le=100_000)
+    memory: Size
+    disk: Size = 0
+    wall_time: Duration = 3600.0
+    preemptible: bool = False
+    count: int = Field(default=1, ge=1, le=MAX_COUNT)
+
+
+class RunningBody(BaseModel):
+    """One running job on ``node``, ``elapsed`` into its expected ``wall_time``."""
+
+    model_config = _STRICT
+    node: str = Field(min_length=1)
+    cores: float = Field(gt=0, le=100_000)
+    memory: Size
+    disk: Size = 0
+    wall_time: Duration = 3600.0
+    elapsed: Duration = 0.0
+    preemptible: bool = False
+
+
+class DemandBody(BaseModel):
+    model_config = _STRICT
+    jobs: tuple[JobsBody, ...] = ()
+    running: tuple[RunningBody, ...] = ()
+    nodes: tuple[Annotated[str, Field(min_length=1)], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DemandUpdate:
+    """A demand snapshot and, when the sender knows it, which nodes have joined the scheduler."""
+
+    demand: Demand
+    joined_nodes: frozenset[str] | None = None
+
+
+class DemandError(ValueError):
+    """A demand body that cannot be used; ``messages`` has one line per problem."""
+
+    def __init__(self, messages: list[str]) -> None:
+        self.messages = messages
+        super().__init__("invalid demand: " + "; ".join(messages))
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(body)"
+
+
+def _decode(raw: bytes | str | Mapping[str, Any]) -> Any:
+    if isinstance(raw, Mapping):
+        return raw
+    if isinstance(raw, bytes):
+        if len(raw) > MAX_BODY_BYTES:
+            raise DemandError([f"body is {len(raw)} bytes; at most {MAX_BODY_BYTES} allowed"])
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DemandError([f"body is not UTF-8: {exc}"]) from None
+    if not raw.strip():
+        raise DemandError(['body is empty; expected a JSON object like {"jobs": [...]}'])
+
+    def reject_constant(name: str) -> Any:
+        raise DemandError([f"{name} is not a finite number"])
+
+    try:
+        return json.loads(raw, parse_constant=reject_constant)
+    except json.JSONDecodeError as exc:
+        raise DemandError(
+            [f"body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"]
+        ) from None
+
+
+def _validate(data: Any) -> DemandUpdate:
+    if not isinstance(data, Mapping):
+        raise DemandError([f"body must be a JSON object, got {type(data).__name__}"])
+    try:
+        body = DemandBody.model_validate(data)
+    except ValidationError as exc:
+        messages = []
+        for err in exc.errors(include_url=False):
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+            elif err["type"] == "missing":
+                messages.append(f"{_loc(err['loc'])}: required field is missing")
+                continue
+            messages.append(f"{_loc(err['loc'])}: {msg} (got {err.get('input')!r})")
+        raise DemandError(messages) from None
+    return to_update(body)
+
+
+def to_update(body: DemandBody) -> DemandUpdate:
+    """Turn a validated body into a ``DemandUpdate``, summing jobs of identical shape."""
+    counts: dict[Shape, int] = {}
+    for job in body.jobs:
+        shape = Shape(job.wall_time, job.memory, job.cores, job.disk, job.preemptible)
+        counts[shape] = counts.get(shape, 0) + job.count
+    problems = [
+        f"jobs: {n} jobs of {s} exceed the limit of {MAX_COUNT}"
+        for s, n in counts.items()
+        if n > MAX_COUNT
+    ]
+    running = []
+    for job in body.running:
+        shape = Shape(job.wall_time, job.memory, job.cores, job.disk, job.preemptible)
+        running.append(RunningJob(shape=shape, node_id=job.node, elapsed=job.elapsed))
+    if problems:
+        raise DemandError(problems)
+    queued = tuple(QueuedJobs(shape=s, count=n) for s, n in counts.items())
+    joined = frozenset(body.nodes) if body.nodes is not None else None
+    return DemandUpdate(Demand(queued=queued, running=tuple(running)), joined)
+
+
+def parse_demand(raw: bytes | str | Mapping[str, Any]) -> DemandUpdate:
+    """Parse and validate a demand body (JSON text or an already-decoded mapping)."""
+    return _validate(_decode(raw))
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+class DemandSource(Protocol):
+    changed: asyncio.Event
+
+    def current(self) -> DemandUpdate | None: ...
+
+    def check(self) -> bool: ...
+
+    def updates(self) -> AsyncIterator[DemandUpdate]: ...
+
+
+class _PollingSource:
+    poll_interval: float = 1.0
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.changed = asyncio.Event()
+        self._current: DemandUpdate | None = None
+
+    def current(self) -> DemandUpdate | None:
+        return self._current
+
+    def check(self) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _set(self, update: DemandUpdate) -> bool:
+        if update == self._current:
+            return False
+        self._current = update
+        self.changed.set()
+        return True
+
+    async def updates(self) -> AsyncIterator[DemandUpdate]:
+        """Yield the current demand (if any), then each new one; polls on the clock."""
+        self.check()
+        last = self._current
+        if last is not None:
+            yield last
+        while True:
+            await self.clock.sleep(self.poll_interval)
+            if self.check() and self._current is not None and self._current != last:
+                last = self._current
+                yield last
+
+
+class FileDemandSource(_PollingSource):
+    """Demand from a JSON or YAML file, re-read whenever its mtime or size changes."""
+
+    def __init__(self, path: str | os.PathLike[str], clock: Clock, poll_interval: float = 1.0):
+        super().__init__(clock)
+        self.path = Path(path)
+        self.poll_interval = poll_interval
+        self._stamp: tuple[int, int] | None = None
+        self.last_error: str | None = None
+
+    def check(self) -> bool:
+        try:
+            st = self.path.stat()
+        except OSError as exc:
+            if self._stamp != (-1, -1):
+                log.warning("event=demand_file_missing path=%s error=%s", self.path, exc)
+                self.last_error = str(exc)
+            self._stamp = (-1, -1)
+            return False
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            text = self.path.read_text()
+            data = yaml.safe_load(text) if self.path.suffix in (".yaml", ".yml") else None
+            update = _validate(data) if data is not None else parse_demand(text)
+        except (DemandError, yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+            self.last_error = str(exc)
+            log.warning(
+                "event=demand_file_invalid path=%s kept=previous error=%s",
+                self.path,
+                str(exc).replace("\n", " "),
+            )
+            return False
+        self.last_error = None
+        changed = self._set(update)
+        if changed:
+            log.info("event=demand_file_loaded path=%s", self.path)
+        return changed
+
+
+class DemoDemandSource(_PollingSource):
+    """A repeating, clock-driven demo: queued burst, then running, then idle.
+
+    Phase by ``(now - start) % period``: ``[0, burst)`` -> ``jobs`` queued jobs;
+    ``[burst, burst + run)`` -> the same jobs running on notional nodes (``demo-0`` ...),
+    which keeps nodes busy; afterwards -> no demand, so idle nodes get scaled down.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        period: float = 300.0,
+        burst: float = 60.0,
+        run: float = 60.0,
+        jobs: int = 24,
+        shape: Shape | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        super().__init__(clock)
+        if not (burst > 0 and run >= 0 and burst + run < period):
+            raise ValueError("need 0 < burst, 0 <= run and burst + run < period")
+        self.start = clock.now()
+        self.period = period
+        self.burst = burst
+        self.run = run
+        self.jobs = jobs
+        self.shape = shape or Shape(600.0, 2 * 1024**3, 1.0, 1024**3, False)
+        self.poll_interval = poll_interval
+
+    def phase(self, now: float | None = None) -> str:
+        t = ((self.clock.now() if now is None else now) - self.start) % self.period
+        if t < self.burst:
+            return "queued"
+        if t < self.burst + self.run:
+            return "running"
+        return "idle"
+
+    def demand_at(self, now: float) -> DemandUpdate:
+        phase = self.phase(now)
+        if phase == "queued":
+            return DemandUpdate(Demand(queued=(QueuedJobs(self.shape, self.jobs),)))
+        if phase == "running":
+            t = (now - self.start) % self.period - self.burst
+            running = tuple(
+                RunningJob(self.shape, f"demo-{i}", elapsed=t) for i in range(self.jobs)
+            )
+            return DemandUpdate(Demand(running=running))
+        return DemandUpdate(Demand())
+
+    def check(self) -> bool:
+        now = self.clock.now()
+        update = self.demand_at(now)
+        current = self._current
+        if current is not None and current.demand.running and self.phase(now) == "running":
+            return False  # elapsed grows every poll; only the phase change is news
+        return self._set(update)
