@@ -1,0 +1,121 @@
+"""Builders for planner snapshots: short, readable scenarios for table and property tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from scaler.model import (
+    CapacityType,
+    Demand,
+    NodeInfo,
+    NodeState,
+    NodeType,
+    Offering,
+    PlannerState,
+    Policy,
+    QueuedJobs,
+    RunningJob,
+    Snapshot,
+)
+from scaler.shape import Shape
+
+GiB = 1024**3
+HOUR = 3600.0
+NOW = 1_000_000.0
+
+
+def job(
+    cores: float = 1,
+    mem_gib: float = 1,
+    disk_gib: float = 1,
+    *,
+    wall: float = 600,
+    preemptible: bool = False,
+) -> Shape:
+    return Shape(wall, mem_gib * GiB, cores, disk_gib * GiB, preemptible)
+
+
+def node_type(
+    name: str = "c5.xlarge",
+    cores: float = 4,
+    mem_gib: float = 9,
+    disk_gib: float = 20,
+    *,
+    price: float | None = 0.2,
+    spot: bool = False,
+    min_nodes: int = 0,
+    max_nodes: int = 10,
+    instance_types: Iterable[str] | None = None,
+    zone: str = "us-east-1a",
+) -> NodeType:
+    """A node type; the defaults leave 4 cores, 8 GiB and 16 GiB for jobs after overhead."""
+    types = tuple(instance_types) if instance_types else (name.split(":")[0],)
+    return NodeType(
+        name=name,
+        instance_types=types,
+        shape=Shape(HOUR, mem_gib * GiB, cores, disk_gib * GiB, spot),
+        price_per_hour=price,
+        bid=price if spot else None,
+        min_nodes=min_nodes,
+        max_nodes=max_nodes,
+        zone=zone,
+    )
+
+
+def node(
+    node_id: str,
+    t: NodeType,
+    state: NodeState = NodeState.READY,
+    *,
+    age: float = 1200.0,
+    static: bool = False,
+    now: float = NOW,
+) -> NodeInfo:
+    return NodeInfo(
+        id=node_id,
+        node_type=t.name,
+        instance_type=t.instance_types[0],
+        zone=t.zone,
+        preemptible=t.preemptible,
+        state=state,
+        launched_at=now - age,
+        static=static,
+    )
+
+
+def queued(shape: Shape, count: int) -> QueuedJobs:
+    return QueuedJobs(shape, count)
+
+
+def running(shape: Shape, node_id: str, elapsed: float = 60.0) -> RunningJob:
+    return RunningJob(shape, node_id, elapsed)
+
+
+def snapshot(
+    nodes: Iterable[NodeInfo] = (),
+    queue: Iterable[QueuedJobs] = (),
+    runs: Iterable[RunningJob] = (),
+    unavailable: dict[Offering, float] | None = None,
+) -> Snapshot:
+    return Snapshot(
+        demand=Demand(queued=tuple(queue), running=tuple(runs)),
+        nodes=tuple(nodes),
+        unavailable=unavailable or {},
+    )
+
+
+def backed_off(t: NodeType, until: float = NOW + 180) -> dict[Offering, float]:
+    return {o: until for o in t.offerings()}
+
+
+def policy(*types: NodeType, **knobs: object) -> Policy:
+    knobs.setdefault("beta_inertia", 0.0)
+    return Policy(node_types=tuple(types), **knobs)  # type: ignore[arg-type]
+
+
+def unneeded(*ids: str, since: float) -> PlannerState:
+    return PlannerState(unneeded_since=dict.fromkeys(ids, since))
+
+
+def offering(t: NodeType) -> Offering:
+    return Offering(t.instance_types[0], t.zone, CapacityType(t.capacity_type))

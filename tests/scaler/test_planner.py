@@ -1,0 +1,364 @@
+"""Table tests for scaler.plan: one rule per case, scenarios built with tests/scaler/builders."""
+
+from __future__ import annotations
+
+import pytest
+from builders import (
+    NOW,
+    GiB,
+    backed_off,
+    job,
+    node,
+    node_type,
+    policy,
+    queued,
+    running,
+    snapshot,
+    unneeded,
+)
+
+from scaler import planner
+from scaler.model import AddCause, NodeState, PlannerState, RemoveCause
+from scaler.planner import RUNNING_JOB_MIN_REMAINING, plan, round_half_away, usable_shape
+
+A = node_type("a", cores=4, mem_gib=9, disk_gib=20, price=0.2)
+B = node_type("b", cores=8, mem_gib=17, disk_gib=36, price=0.4)
+SPOT = node_type("a:0.1", cores=4, mem_gib=9, disk_gib=20, price=0.1, spot=True)
+EMPTY = PlannerState()
+
+
+def launched(p):
+    return {launch.node_type: launch.count for launch in p.launches}
+
+
+def unsched(p):
+    return {(u.shape, u.reasons): u.count for u in p.unschedulable}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.5, 1), (1.5, 2), (2.5, 3), (2.4, 2), (-0.5, -1), (-2.5, -3), (0.0, 0), (7.0, 7)],
+    ids=lambda v: str(v),
+)
+def test_round_half_away_from_zero_as_toil(value, expected):
+    assert round_half_away(value) == expected
+
+
+def test_overhead_is_taken_from_memory_and_disk_not_cores():
+    usable = usable_shape(A, policy(A))
+    assert (usable.memory, usable.disk, usable.cores) == (8 * GiB, 16 * GiB, 4)
+
+
+@pytest.mark.parametrize(
+    ("snap", "launches", "targets"),
+    [
+        pytest.param(snapshot(queue=[queued(job(), 32)]), {"a": 8}, {"a": 8, "b": 0}, id="demand"),
+        pytest.param(
+            snapshot(
+                nodes=[node(f"n{i}", A, NodeState.BOOTING, age=30) for i in range(8)],
+                queue=[queued(job(), 32)],
+            ),
+            {},
+            {"a": 8, "b": 0},
+            id="booting-nodes-are-capacity",
+        ),
+        pytest.param(
+            snapshot(
+                nodes=[node("n1", A)],
+                queue=[queued(job(), 3)],
+                runs=[running(job(), "n1")],
+            ),
+            {},
+            {"a": 1, "b": 0},
+            id="running-job-shares-its-node",
+        ),
+        pytest.param(
+            snapshot(
+                nodes=[node("n1", A, NodeState.DRAINING)],
+                queue=[queued(job(), 3)],
+                runs=[running(job(), "n1")],
+            ),
+            {"a": 1},
+            {"a": 1, "b": 0},
+            id="draining-node-is-not-capacity",
+        ),
+        pytest.param(
+            snapshot(queue=[queued(job(cores=6, mem_gib=12), 2)]),
+            {"b": 2},
+            {"a": 0, "b": 2},
+            id="job-goes-to-smallest-type-that-fits",
+        ),
+        pytest.param(
+            snapshot(queue=[queued(job(mem_gib=8.5), 1)]),
+            {"b": 1},
+            {"a": 0, "b": 1},
+            id="overhead-pushes-job-to-bigger-type",
+        ),
+    ],
+)
+def test_scale_up(snap, launches, targets):
+    p = plan(snap, policy(A, B), EMPTY, NOW)
+    assert launched(p) == launches
+    assert dict(p.targets) == targets
+    assert p.unschedulable == ()
+
+
+def test_launch_message_says_why():
+    p = plan(snapshot(queue=[queued(job(), 32)]), policy(A), EMPTY, NOW)
+    (launch,) = p.launches
+    assert launch.cause is AddCause.DEMAND
+    assert "32 queued" in launch.message and "need 8 x a" in launch.message
+    assert p.cost_per_hour == pytest.approx(8 * 0.2)
+
+
+@pytest.mark.parametrize(
+    ("wall", "elapsed", "held"),
+    [(7200, 6000, 1200), (600, 0, 600), (600, 900, RUNNING_JOB_MIN_REMAINING)],
+    ids=["remaining-time", "just-started", "overran-holds-minimum"],
+)
+def test_running_job_holds_its_node_for_its_remaining_time(monkeypatch, wall, elapsed, held):
+    seen = []
+    real = planner.binpack
+
+    def recording(jobs, node_shapes, target_time=3600, prices=None):
+        seen.append(dict(jobs))
+        return real(jobs, node_shapes, target_time=target_time, prices=prices)
+
+    monkeypatch.setattr(planner, "binpack", recording)
+    snap = snapshot(
+        nodes=[node("n1", A)],
+        queue=[queued(job(wall=300), 1)],
+        runs=[running(job(cores=2, wall=wall), "n1", elapsed=elapsed)],
+    )
+    plan(snap, policy(A), EMPTY, NOW)
+    assert seen == [{job(cores=2, wall=held): 1, job(wall=300): 1}]
+
+
+@pytest.mark.parametrize(
+    ("beta", "previous", "need", "expected", "estimate"),
+    [
+        (0.5, 0.0, 8, 4, 4.0),
+        (0.5, 4.0, 8, 6, 6.0),
+        (0.1, 0.0, 5, 5, 4.5),  # 4.5 rounds half away from zero
+        (0.5, 3.0, 0, 2, 1.5),  # the estimate decays: scale-down is smoothed too
+        (0.0, 9.0, 8, 8, 8.0),
+    ],
+    ids=["ramp-up", "second-pass", "half-rounds-up", "decay", "no-inertia"],
+)
+def test_beta_inertia_smoothing(beta, previous, need, expected, estimate):
+    state = PlannerState(estimates={"a": previous})
+    p = plan(snapshot(queue=[queued(job(cores=4), need)]), policy(A, beta_inertia=beta), state, NOW)
+    assert p.targets["a"] == expected
+    assert p.state.estimates["a"] == pytest.approx(estimate)
+    if expected:
+        assert "betaInertia" in p.launches[0].message or expected == need
+
+
+def test_min_nodes_launches_with_cause_min_nodes():
+    a = node_type("a", min_nodes=2)
+    p = plan(snapshot(), policy(a), EMPTY, NOW)
+    assert [(x.node_type, x.count, x.cause) for x in p.launches] == [("a", 2, AddCause.MIN_NODES)]
+    assert "raised to min 2" in p.launches[0].message
+
+
+def test_max_nodes_caps_and_reports_demand_it_prevents():
+    a = node_type("a", max_nodes=3)
+    p = plan(snapshot(queue=[queued(job(cores=4), 5)]), policy(a), EMPTY, NOW)
+    assert launched(p) == {"a": 3}
+    assert unsched(p) == {(job(cores=4), ("max-nodes",)): 2}
+
+
+def test_job_fitting_no_type_is_reported_with_failing_dimensions():
+    huge = job(cores=64, mem_gib=500)
+    p = plan(snapshot(queue=[queued(huge, 3), queued(job(), 1)]), policy(A, B), EMPTY, NOW)
+    assert unsched(p) == {(huge, ("memory", "cores")): 3}
+    assert launched(p) == {"a": 1}
+
+
+def test_backed_off_type_falls_back_to_next_shape():
+    p = plan(
+        snapshot(queue=[queued(job(), 8)], unavailable=backed_off(A)), policy(A, B), EMPTY, NOW
+    )
+    assert [(x.node_type, x.count, x.cause) for x in p.launches] == [("b", 1, AddCause.FALLBACK)]
+    assert "falling back from a" in p.launches[0].message
+    assert p.unschedulable == ()
+
+
+def test_backed_off_type_keeps_using_its_existing_nodes():
+    snap = snapshot(nodes=[node("n1", A)], queue=[queued(job(), 8)], unavailable=backed_off(A))
+    p = plan(snap, policy(A, B), EMPTY, NOW)
+    assert launched(p) == {"b": 1}
+    assert p.targets["a"] == 1
+    assert p.drains == ()
+
+
+def test_expired_backoff_is_ignored():
+    snap = snapshot(queue=[queued(job(), 4)], unavailable=backed_off(A, until=NOW - 1))
+    assert launched(plan(snap, policy(A, B), EMPTY, NOW)) == {"a": 1}
+
+
+def test_backoff_with_nowhere_to_fall_back_is_reported():
+    p = plan(snapshot(queue=[queued(job(), 4)], unavailable=backed_off(A)), policy(A), EMPTY, NOW)
+    assert p.launches == ()
+    assert unsched(p) == {(job(), ("unavailable",)): 4}
+
+
+@pytest.mark.parametrize(
+    ("compensation", "on_demand", "reported"),
+    [(0.0, 0, 8), (0.5, 1, 4), (1.0, 2, 0)],
+    ids=["none", "half", "full"],
+)
+def test_preemptible_compensation(compensation, on_demand, reported):
+    spot_job = job(cores=1, preemptible=True)
+    p = plan(
+        snapshot(queue=[queued(spot_job, 8)], unavailable=backed_off(SPOT)),
+        policy(SPOT, A, preemptible_compensation=compensation),
+        EMPTY,
+        NOW,
+    )
+    assert launched(p) == ({"a": on_demand} if on_demand else {})
+    if on_demand:
+        assert p.launches[0].cause is AddCause.PREEMPTIBLE_COMPENSATION
+    assert sum(u.count for u in p.unschedulable) == reported
+
+
+def test_spot_jobs_prefer_spot_type():
+    p = plan(snapshot(queue=[queued(job(preemptible=True), 4)]), policy(A, SPOT), EMPTY, NOW)
+    assert launched(p) == {"a:0.1": 1}
+
+
+@pytest.mark.parametrize(
+    ("ceiling", "existing", "launch", "reported"),
+    [(1.0, 0, 5, 12), (1.6, 0, 8, 0), (1.0, 4, 1, 12), (0.5, 4, 0, 16)],
+    ids=["trims-launches", "fits", "existing-nodes-count", "already-over"],
+)
+def test_cost_ceiling(ceiling, existing, launch, reported):
+    snap = snapshot(
+        nodes=[node(f"n{i}", A) for i in range(existing)],
+        queue=[queued(job(), 32 - 4 * existing)],
+        runs=[running(job(cores=4), f"n{i}") for i in range(existing)],
+    )
+    p = plan(snap, policy(A, cost_ceiling_per_hour=ceiling), EMPTY, NOW)
+    assert launched(p).get("a", 0) == launch
+    assert sum(u.count for u in p.unschedulable if u.reasons == ("cost-ceiling",)) == reported
+    assert p.cost_per_hour <= max(ceiling, existing * 0.2) + 1e-9
+    if launch and reported:
+        assert "cost ceiling" in p.launches[0].message
+
+
+def test_min_nodes_wins_over_cost_ceiling():
+    a = node_type("a", min_nodes=3, price=1.0)
+    p = plan(snapshot(), policy(a, cost_ceiling_per_hour=1.0), EMPTY, NOW)
+    assert launched(p) == {"a": 3}
+
+
+# -- scale down ---------------------------------------------------------------------------
+
+
+def test_idle_node_is_tracked_then_drained_after_unneeded_time():
+    snap = snapshot(nodes=[node("n1", A, age=54 * 60)])
+    first = plan(snap, policy(A), EMPTY, NOW)
+    assert first.drains == ()
+    assert dict(first.state.unneeded_since) == {"n1": NOW}
+    later = plan(snap, policy(A), first.state, NOW + 600)
+    (drain,) = later.drains
+    assert (drain.node_id, drain.cause) == ("n1", RemoveCause.IDLE)
+    assert drain.message.startswith("idle for 10m, 4m into its billing hour")
+    assert later.terminations == ()
+    assert "n1" not in later.state.unneeded_since
+
+
+def test_needed_again_clears_unneeded_timer():
+    snap = snapshot(nodes=[node("n1", A)], queue=[queued(job(), 1)])
+    p = plan(snap, policy(A), unneeded("n1", since=NOW - 3600), NOW)
+    assert p.drains == () and dict(p.state.unneeded_since) == {}
+
+
+@pytest.mark.parametrize(
+    "n1",
+    [
+        pytest.param(node("n1", A, NodeState.BOOTING, age=60), id="booting"),
+        pytest.param(node("n1", A, static=True), id="static"),
+    ],
+)
+def test_booting_and_static_nodes_are_never_scaled_down(n1):
+    p = plan(snapshot(nodes=[n1]), policy(A), unneeded("n1", since=NOW - 3600), NOW)
+    assert p.drains == () and p.terminations == ()
+
+
+def test_busy_node_is_never_drained():
+    snap = snapshot(nodes=[node("n1", A)], runs=[running(job(), "n1")])
+    p = plan(snap, policy(A, beta_inertia=0.9), unneeded("n1", since=NOW - 3600), NOW)
+    assert p.targets["a"] == 1 or p.drains == ()
+    assert p.drains == ()
+
+
+def test_scale_down_budget_and_billing_preference():
+    # 20 idle nodes; budget 10% = 2 per pass; the two closest to the end of their hour go first
+    nodes = [node(f"n{i:02d}", node_type("a"), age=3600 + 60 * i) for i in range(20)]
+    state = unneeded(*(n.id for n in nodes), since=NOW - 3600)
+    p = plan(snapshot(nodes=nodes), policy(node_type("a", max_nodes=20)), state, NOW)
+    assert [d.node_id for d in p.drains] == ["n19", "n18"]
+    assert "19m into its billing hour" in p.drains[0].message
+
+
+def test_budget_is_at_least_one():
+    nodes = [node("n1", A), node("n2", A)]
+    p = plan(snapshot(nodes=nodes), policy(A), unneeded("n1", "n2", since=NOW - 3600), NOW)
+    assert len(p.drains) == 1
+
+
+def test_scale_down_stops_at_target():
+    nodes = [node(f"n{i}", A) for i in range(3)]
+    snap = snapshot(nodes=nodes, queue=[queued(job(cores=4), 2)])
+    p = plan(snap, policy(A, scale_down_budget=1.0), unneeded("n0", "n1", "n2", since=0), NOW)
+    assert len(p.drains) == 1
+
+
+@pytest.mark.parametrize(
+    ("busy", "terminated"),
+    [(False, ["n1"]), (True, [])],
+    ids=["idle-terminated", "busy-waits"],
+)
+def test_draining_node_terminated_once_idle(busy, terminated):
+    snap = snapshot(
+        nodes=[node("n1", A, NodeState.DRAINING)],
+        runs=[running(job(), "n1")] if busy else [],
+    )
+    p = plan(snap, policy(A), EMPTY, NOW)
+    assert [t.node_id for t in p.terminations] == terminated
+    assert p.drains == ()
+
+
+def test_join_timeout_terminates_booting_node_and_replaces_it():
+    snap = snapshot(nodes=[node("n1", A, NodeState.BOOTING, age=901)], queue=[queued(job(), 1)])
+    p = plan(snap, policy(A, join_timeout=900), EMPTY, NOW)
+    (t,) = p.terminations
+    assert (t.node_id, t.cause) == ("n1", RemoveCause.JOIN_TIMEOUT)
+    assert "15m" in t.message
+    assert launched(p) == {"a": 1}
+
+
+def test_nodes_above_max_are_drained_at_once_idle_ones_only():
+    a = node_type("a", max_nodes=1)
+    nodes = [node("n1", a), node("n2", a), node("n3", a)]
+    snap = snapshot(nodes=nodes, runs=[running(job(), "n1")])
+    p = plan(snap, policy(a), EMPTY, NOW)
+    assert sorted(d.node_id for d in p.drains) == ["n2", "n3"]
+    assert {d.cause for d in p.drains} == {RemoveCause.ABOVE_MAX}
+
+
+def test_nodes_of_unknown_type_are_never_touched():
+    stray = node("x1", node_type("other"))
+    p = plan(snapshot(nodes=[stray]), policy(A), unneeded("x1", since=0), NOW)
+    assert p.is_noop
+
+
+def test_deterministic():
+    snap = snapshot(
+        nodes=[node(f"n{i}", A) for i in range(5)] + [node("b1", B, NodeState.BOOTING)],
+        queue=[queued(job(), 9), queued(job(cores=6, mem_gib=12), 2)],
+        runs=[running(job(), "n1")],
+    )
+    state = unneeded("n2", "n3", since=NOW - 700)
+    assert plan(snap, policy(A, B), state, NOW) == plan(snap, policy(A, B), state, NOW)
