@@ -61,7 +61,7 @@ class DemandLike(Protocol):
     def demand(self) -> Demand: ...
 
     @property
-    def nodes(self) -> Collection[str] | None: ...
+    def joined_nodes(self) -> Collection[str] | None: ...
 
 
 class PassOutcome(enum.StrEnum):
@@ -137,6 +137,7 @@ class Controller:
         self.ready = False  # first reconcile done
         self.stopping = False
         self.on_pass: list[Callable[[PassRecord], None]] = []
+        self.on_ready: list[Callable[[], None]] = []
         self._lock = asyncio.Lock()
         self._demand_changed = asyncio.Event()
         self._stop = asyncio.Event()
@@ -152,7 +153,8 @@ class Controller:
             self.demand, self.joined = update, None
         else:
             self.demand = update.demand
-            self.joined = frozenset(update.nodes) if update.nodes is not None else None
+            joined = update.joined_nodes
+            self.joined = frozenset(joined) if joined is not None else None
         self._demand_changed.set()
 
     def set_policy(self, policy: Policy, settings: ControllerSettings | None = None) -> None:
@@ -243,6 +245,8 @@ class Controller:
         self.ready = True
         self._update_node_metrics()
         log.info("event=reconciled nodes=%d", len(adopted))
+        for callback in list(self.on_ready):
+            callback()
 
     async def run_pass(self) -> PassRecord:
         """One pass: observe -> plan -> execute -> record. Never raises; never overlaps."""

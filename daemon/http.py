@@ -1,0 +1,163 @@
+"""The HTTP API (aiohttp), one listener, loopback by default.
+
+==================  =====================================================================
+``PUT /v1/demand``  replace the demand (JSON); bearer token when one is configured;
+                    400 with ``{"error": ..., "details": [...]}`` for a malformed body
+                    (demand unchanged), 401 without/with a wrong token, 413 when too large
+``GET /v1/status``  nodes by type and state, demand summary, last plan with its reasons,
+                    offerings in backoff, unschedulable jobs, last pass outcome
+``GET /metrics``    Prometheus text exposition
+``GET /healthz``    200 while passes complete (within 3 x the scale interval), else 503
+``GET /readyz``     200 once the first reconcile with the cloud is done, else 503
+==================  =====================================================================
+
+``check_listen`` refuses a listener beyond loopback without a token. Tokens are compared in
+constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from daemon.demand import DemandError, DemandUpdate, parse_demand
+from daemon.loop import Controller
+from daemon.metrics import CONTENT_TYPE_LATEST
+
+__all__ = ["MAX_BODY_BYTES", "InsecureListenError", "check_listen", "make_app", "start_http"]
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1024 * 1024
+CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
+
+
+class InsecureListenError(ValueError):
+    """Listening beyond loopback without a bearer token."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listen(host: str, token: str | None) -> None:
+    if not token and not is_loopback(host):
+        raise InsecureListenError(
+            f"refusing to listen on {host!r} without a bearer token: set api.token_file "
+            "or listen on 127.0.0.1"
+        )
+
+
+def _error(status: int, message: str, details: list[str] | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": message}
+    if details:
+        body["details"] = details
+    return web.json_response(body, status=status)
+
+
+def make_app(
+    controller: Controller,
+    *,
+    token: str | None = None,
+    accept_demand: bool = True,
+    parse_demand: Callable[[bytes], DemandUpdate] = parse_demand,
+    max_body: int = MAX_BODY_BYTES,
+) -> web.Application:
+    """The daemon's aiohttp application over ``controller``."""
+    parser = parse_demand
+
+    def authorized(request: web.Request) -> bool:
+        if not token:
+            return True
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(given.strip().encode(), token.encode())
+
+    async def put_demand(request: web.Request) -> web.Response:
+        if not accept_demand:
+            return _error(404, "demand over HTTP is disabled (demand.api: false)")
+        if not authorized(request):
+            log.warning("event=demand_rejected status=401 peer=%s", request.remote)
+            return web.json_response(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="shoal"'},
+            )
+        if request.content_length is not None and request.content_length > max_body:
+            return _error(413, f"body larger than {max_body} bytes")
+        try:
+            raw = await request.content.read(max_body + 1)
+        except Exception as exc:
+            return _error(400, f"could not read the body: {exc}")
+        if len(raw) > max_body:
+            return _error(413, f"body larger than {max_body} bytes")
+        try:
+            update = parser(raw)
+        except DemandError as exc:
+            details = list(exc.messages)
+            log.info('event=demand_rejected status=400 error="%s"', exc)
+            return _error(400, f"invalid demand: {exc}", details)
+        controller.set_demand(update)
+        demand = controller.demand
+        queued = sum(q.count for q in demand.queued)
+        log.info(
+            "event=demand_updated source=api queued=%d running=%d", queued, len(demand.running)
+        )
+        return web.json_response(
+            {"accepted": True, "queued_jobs": queued, "running_jobs": len(demand.running)}
+        )
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(controller.status())
+
+    async def metrics(request: web.Request) -> web.Response:
+        response = web.Response(body=controller.metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def healthz(request: web.Request) -> web.Response:
+        if controller.healthy():
+            return web.json_response({"healthy": True})
+        return web.json_response(
+            {"healthy": False, "reason": "no pass completed within 3 scale intervals"},
+            status=503,
+        )
+
+    async def readyz(request: web.Request) -> web.Response:
+        if controller.ready and not controller.stopping:
+            return web.json_response({"ready": True})
+        reason = "stopping" if controller.stopping else "first reconcile not done"
+        return web.json_response({"ready": False, "reason": reason}, status=503)
+
+    app = web.Application(client_max_size=max_body)
+    app[CONTROLLER] = controller
+    app.router.add_put("/v1/demand", put_demand)
+    app.router.add_get("/v1/status", status)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def start_http(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start listening; returns the runner (``await runner.cleanup()`` to stop) and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    log.info("event=http_listening host=%s port=%d", host, bound)
+    return runner, bound

@@ -1,0 +1,363 @@
+"""``shoal run``: wire config, provider, demand sources, controller and HTTP; handle signals.
+
+Lifecycle::
+
+    build provider (simulated | aws) ─► node shapes ─► policy ─► HTTP listener
+      ─► controller.run(): reconcile ─► READY=1 ─► passes (WATCHDOG=1 after each healthy one)
+    SIGHUP          reload the config file; an invalid one is refused and the old one kept
+    SIGTERM/SIGINT  STOPPING=1, finish the current pass, launch nothing new, exit 0 (< 10 s)
+
+systemd notifications are datagrams to ``$NOTIFY_SOCKET`` (``@`` = abstract namespace),
+sent only when it is set; ``WATCHDOG=1`` only when ``$WATCHDOG_USEC`` is set too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from daemon.config import ConfigError, ShoalConfig, load_config
+from daemon.demand import DemandSource, DemoDemandSource, FileDemandSource
+from daemon.drain import CommandDrainHook, DrainHook, NoDrainHook, WebhookDrainHook
+from daemon.executor import Executor
+from daemon.http import InsecureListenError, check_listen, make_app, start_http
+from daemon.loop import Controller, ControllerSettings, PassOutcome, PassRecord
+from daemon.metrics import ShoalMetrics
+from providers.base import AbstractProvisioner
+from providers.clock import Clock, SystemClock
+from scaler.backoff import BackoffPolicy, BackoffTable
+from scaler.model import Policy
+
+__all__ = [
+    "SHUTDOWN_TIMEOUT",
+    "Service",
+    "SystemdNotifier",
+    "build_drain_hook",
+    "build_policy",
+    "build_provider",
+    "run",
+]
+
+log = logging.getLogger(__name__)
+SHUTDOWN_TIMEOUT = 8.0  # seconds to let the current pass finish before cancelling it
+
+
+class SystemdNotifier:
+    """``sd_notify(3)`` without libsystemd: one datagram per state change."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.address = env.get("NOTIFY_SOCKET") or None
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        watchdog_ok = usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid()))
+        self.watchdog_seconds = int(usec) / 1e6 if watchdog_ok else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None
+
+    def notify(self, state: str) -> bool:
+        if self.address is None:
+            return False
+        address = self.address
+        if address.startswith("@"):
+            address = "\0" + address[1:]
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.sendto(state.encode(), address)
+        except OSError as exc:
+            log.warning('event=sd_notify_failed state=%s error="%s"', state.split("\n")[0], exc)
+            return False
+        return True
+
+    def watchdog(self) -> bool:
+        return self.watchdog_seconds is not None and self.notify("WATCHDOG=1")
+
+
+def build_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
+    p = config.provider
+    common: dict[str, Any] = {
+        "clusterName": config.cluster_name,
+        "clusterType": p.cluster_type,
+        "zone": p.zone,
+        "nodeStorage": p.node_storage,
+        "nodeStorageOverrides": list(p.node_storage_overrides),
+    }
+    if p.kind == "simulated":
+        from providers.simulated import SimulatedProvisioner
+
+        return SimulatedProvisioner(
+            **common,
+            clock=clock,
+            boot_delay=p.boot_delay,
+            join_delay=p.join_delay,
+            capacity=dict(p.capacity),
+            spot_interruption_rate=p.spot_interruption_rate,
+        )
+    from providers import aws  # type: ignore[attr-defined]
+
+    return aws.AWSProvisioner.from_config(config, clock=clock)
+
+
+async def build_policy(config: ShoalConfig, provider: AbstractProvisioner) -> Policy:
+    """Look the node shapes (and prices, where the provider knows them) up; the planner policy."""
+    await provider.setAutoscaledNodeTypes(config.node_type_specs())
+    shapes = {t: await provider.getNodeShape(t, False) for t in config.instance_types()}
+    prices: dict[str, float | None] = {}
+    price_of = getattr(provider, "price", None)
+    if callable(price_of):
+        for t in config.instance_types():
+            with contextlib.suppress(Exception):
+                prices[t] = price_of(t)
+    return config.policy(shapes, prices)
+
+
+def build_drain_hook(config: ShoalConfig) -> DrainHook:
+    d = config.drain
+    if d.command:
+        return CommandDrainHook(d.command, d.timeout)
+    if d.webhook:
+        return WebhookDrainHook(d.webhook, d.timeout)
+    return NoDrainHook()
+
+
+def _settings(config: ShoalConfig) -> ControllerSettings:
+    return ControllerSettings(interval=config.scaler.interval, debounce=config.scaler.debounce)
+
+
+def _backoff_policy(config: ShoalConfig) -> BackoffPolicy:
+    initial, maximum = config.backoff_bounds()
+    return BackoffPolicy(initial=initial, maximum=maximum, quota_initial=max(initial, maximum / 2))
+
+
+class Service:
+    """One running daemon. ``await serve()`` until a stop signal; returns the exit code."""
+
+    def __init__(
+        self,
+        config: ShoalConfig,
+        config_path: str | os.PathLike[str] | None,
+        *,
+        clock: Clock | None = None,
+        provider: AbstractProvisioner | None = None,
+        notifier: SystemdNotifier | None = None,
+        install_signals: bool = True,
+    ) -> None:
+        self.config = config
+        self.config_path = Path(config_path) if config_path is not None else None
+        self.clock: Clock = clock or SystemClock()
+        self.provider = provider
+        self.notifier = notifier or SystemdNotifier()
+        self.install_signals = install_signals
+        self.metrics = ShoalMetrics()
+        self.controller: Controller | None = None
+        self.port: int | None = None
+        self.started = asyncio.Event()  # HTTP listening, controller running
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- control ----------------------------------------------------------------------------
+
+    def stop(self, reason: str = "requested") -> None:
+        if self._stop.is_set():
+            return
+        log.info("event=stopping reason=%s", reason)
+        self.notifier.notify("STOPPING=1")
+        if self.controller is not None:
+            self.controller.stop()
+        self._stop.set()
+
+    async def reload(self) -> bool:
+        """Re-read the config file; refuse (and keep the running config) if it is invalid."""
+        if self.config_path is None or self.controller is None:
+            return False
+        self.notifier.notify("RELOADING=1")
+        try:
+            try:
+                new = load_config(self.config_path)
+                policy = await build_policy(new, self._provider())
+            except ConfigError as exc:
+                issues = "; ".join(str(e) for e in exc.errors)
+                log.error('event=reload_refused path=%s errors="%s"', self.config_path, issues)
+                return False
+            except Exception as exc:
+                log.error('event=reload_refused path=%s error="%r"', self.config_path, exc)
+                with contextlib.suppress(Exception):  # restore the provider's node types
+                    await build_policy(self.config, self._provider())
+                return False
+            controller = self.controller
+            controller.set_policy(policy, _settings(new))
+            controller.executor.retry = new.retry_policy()
+            controller.executor.drain_hook = build_drain_hook(new)
+            controller.backoff = dataclasses.replace(
+                controller.backoff, policy=_backoff_policy(new)
+            )
+            logging.getLogger().setLevel(new.log_level)
+            restart = [
+                name
+                for name in ("cluster_name", "provider", "api", "demand")
+                if getattr(new, name) != getattr(self.config, name)
+            ]
+            if restart:
+                log.warning("event=reload_needs_restart sections=%s", ",".join(restart))
+            self.config = new
+            log.info(
+                "event=reloaded path=%s node_types=%d", self.config_path, len(policy.node_types)
+            )
+            return True
+        finally:
+            self.notifier.notify("READY=1")
+
+    def _provider(self) -> AbstractProvisioner:
+        assert self.provider is not None
+        return self.provider
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def serve(self) -> int:
+        config = self.config
+        token = config.api.token()
+        try:
+            check_listen(config.api.host, token)
+        except InsecureListenError as exc:
+            log.error('event=startup_failed error="%s"', exc)
+            return 2
+        if self.provider is None:
+            self.provider = build_provider(config, self.clock)
+        try:
+            policy = await build_policy(config, self.provider)
+        except Exception as exc:
+            log.error('event=startup_failed stage=policy error="%r"', exc)
+            return 1
+        executor = Executor(
+            self.provider,
+            self.clock,
+            self.metrics,
+            retry=config.retry_policy(),
+            drain_hook=build_drain_hook(config),
+        )
+        controller = Controller(
+            self.provider,
+            policy,
+            clock=self.clock,
+            metrics=self.metrics,
+            executor=executor,
+            settings=_settings(config),
+            backoff=BackoffTable(_backoff_policy(config)),
+            zone=config.provider.zone,
+        )
+        self.controller = controller
+        controller.on_ready.append(self._ready)
+        controller.on_pass.append(self._after_pass)
+        app = make_app(controller, token=token, accept_demand=config.demand.api)
+        try:
+            runner, self.port = await start_http(app, config.api.host, config.api.port)
+        except OSError as exc:
+            log.error(
+                'event=startup_failed stage=http listen=%s error="%s"', config.api.listen, exc
+            )
+            return 1
+        loop = asyncio.get_running_loop()
+        if self.install_signals:
+            loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
+            loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        self._watchdog_warning()
+        log.info(
+            "event=started cluster=%s provider=%s listen=%s:%d node_types=%d",
+            config.cluster_name,
+            config.provider.kind,
+            config.api.host,
+            self.port,
+            len(policy.node_types),
+        )
+        run_task = asyncio.create_task(controller.run(), name="shoal-controller")
+        for source in self._demand_sources(config):
+            self._tasks.append(asyncio.create_task(self._pump(source), name="shoal-demand"))
+        self.started.set()
+        try:
+            stop_wait = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({run_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            if not self._stop.is_set():  # the controller ended by itself: a bug
+                log.error("event=controller_exited error=%r", run_task.exception())
+                self.stop("controller-exited")
+            try:
+                await asyncio.wait_for(asyncio.shield(run_task), SHUTDOWN_TIMEOUT)
+            except TimeoutError:
+                log.warning("event=shutdown_timeout waited=%.0fs action=cancel", SHUTDOWN_TIMEOUT)
+                run_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run_task
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if self.install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+            await runner.cleanup()
+        log.info("event=stopped passes=%d", controller.passes)
+        return 0
+
+    def _on_sighup(self) -> None:
+        log.info("event=reload_requested signal=SIGHUP path=%s", self.config_path)
+        self._tasks.append(asyncio.create_task(self.reload(), name="shoal-reload"))
+
+    def _ready(self) -> None:
+        self.notifier.notify("READY=1")
+        log.info("event=ready")
+
+    def _after_pass(self, record: PassRecord) -> None:
+        assert self.controller is not None
+        if record.outcome is PassOutcome.OK and self.controller.healthy():
+            self.notifier.watchdog()
+
+    def _watchdog_warning(self) -> None:
+        seconds = self.notifier.watchdog_seconds
+        if seconds is not None and seconds < self.config.scaler.interval:
+            log.warning(
+                "event=watchdog_too_short watchdog=%.0fs interval=%.0fs",
+                seconds,
+                self.config.scaler.interval,
+            )
+
+    def _demand_sources(self, config: ShoalConfig) -> list[DemandSource]:
+        sources: list[DemandSource] = []
+        if config.demand.file is not None:
+            sources.append(FileDemandSource(config.demand.file, self.clock))
+        if config.demand.demo:
+            sources.append(DemoDemandSource(self.clock))
+        return sources
+
+    async def _pump(self, source: DemandSource) -> None:
+        assert self.controller is not None
+        updates: AsyncIterator[Any] = source.updates()
+        async for update in updates:
+            self.controller.set_demand(update)
+            log.info(
+                "event=demand_updated source=%s queued=%d running=%d",
+                type(source).__name__,
+                sum(q.count for q in update.demand.queued),
+                len(update.demand.running),
+            )
+
+
+def run(config: ShoalConfig, config_path: str | os.PathLike[str] | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT; returns the process exit code."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+    return asyncio.run(Service(config, config_path).serve())
