@@ -1,0 +1,308 @@
+"""The ``shoal`` command: run the daemon, check a config, print its schema, plan once.
+
+shoal run -c FILE                  the daemon (exit 2 when the config is invalid)
+shoal check-config FILE            "OK" or every error (path, value, expectation); exit 2
+shoal config-schema                JSON schema of the config file
+shoal plan -c FILE --demand FILE [--nodes FILE]
+                                   one decision as JSON; no cloud calls
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from daemon.config import ConfigError, ShoalConfig, load_config
+from daemon.demand import DemandError, parse_demand
+
+__all__ = ["CATALOGUE", "load_catalogue", "main"]
+
+log = logging.getLogger(__name__)
+
+CATALOGUE = (
+    Path(__file__).resolve().parent.parent / "providers" / "catalogue" / "instance_types.json"
+)
+GiB = 1024**3
+
+
+def _version() -> str:
+    try:
+        return metadata.version("shoal")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
+def _print_errors(exc: ConfigError) -> None:
+    print(f"invalid config {exc.source}:", file=sys.stderr)
+    for issue in exc.errors:
+        print(f"  {issue}", file=sys.stderr)
+
+
+def _load(path: str) -> ShoalConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _print_errors(exc)
+        return None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    try:
+        from daemon import service
+    except ImportError as exc:
+        print(f"shoal run: the daemon runtime is not available ({exc})", file=sys.stderr)
+        return 1
+    result = service.run(config, Path(args.config))
+    return result if isinstance(result, int) else 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    if _load(args.file) is None:
+        return 2
+    print("OK")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    json.dump(ShoalConfig.model_json_schema(), sys.stdout, indent=2)
+    print()
+    return 0
+
+
+# --- plan ----------------------------------------------------------------------------------
+
+
+def _first(row: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if row.get(key) is not None:
+            return row[key]
+    return None
+
+
+def _bytes(value: Any, key_hint: str) -> float:
+    value = float(value or 0)
+    # catalogue sizes in GiB unless the key says bytes or the number is clearly bytes
+    return value if "bytes" in key_hint or value > 1024**2 else value * GiB
+
+
+def load_catalogue(
+    path: Path = CATALOGUE, node_storage_gib: int = 50, overrides: Sequence[str] = ()
+) -> tuple[dict[str, Any], dict[str, float | None]]:
+    """Shapes and prices keyed by instance type (and ``"<type>:spot"`` for spot prices) from
+    the simulated cloud's JSON catalogue of AWS-like instance types."""
+    from scaler.shape import Shape
+
+    data = json.loads(path.read_text())
+    if isinstance(data, Mapping):
+        data = data.get("instance_types", data)
+    rows = [{"name": k, **v} for k, v in data.items()] if isinstance(data, Mapping) else list(data)
+    storage = {k: int(v) for k, _, v in (o.partition(":") for o in overrides)}
+    shapes: dict[str, Any] = {}
+    prices: dict[str, float | None] = {}
+    for row in rows:
+        name = _first(row, "name", "instance_type", "type")
+        cores = float(_first(row, "cores", "vcpus", "cpus") or 0)
+        mem_key = next((k for k in ("memory_bytes", "memory", "memory_gib") if k in row), "")
+        memory = _bytes(row.get(mem_key), mem_key)
+        disk_key = next(
+            (
+                k
+                for k in ("disk_bytes", "storage_bytes", "storage", "storage_gib", "disk")
+                if k in row
+            ),
+            "",
+        )
+        raw_disk = row.get(disk_key)
+        if isinstance(raw_disk, Mapping):  # e.g. {"count": 1, "size_gib": 475}
+            raw_disk = float(raw_disk.get("count", 1)) * float(
+                _first(raw_disk, "size_gib", "size", "gib") or 0
+            )
+        disk = _bytes(raw_disk, disk_key) if raw_disk else storage.get(name, node_storage_gib) * GiB
+        shapes[name] = Shape(3600, memory, cores, disk, False)
+        prices[name] = _first(row, "price", "price_per_hour", "on_demand_price", "hourly_price")
+        spot = _first(row, "spot_price", "spot_price_per_hour")
+        if spot is not None:
+            prices[f"{name}:spot"] = spot
+    return shapes, prices
+
+
+def _read_structured(path: str) -> Any:
+    text = Path(path).read_text()
+    return yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+
+
+def _nodes(path: str | None, config: ShoalConfig, now: float) -> tuple[Any, ...]:
+    """``--nodes``: a JSON/YAML list of {id, node_type, instance_type?, state?, launched_at?|age?,
+    preemptible?, static?, zone?}."""
+    from scaler.model import NodeInfo, NodeState
+
+    if path is None:
+        return ()
+    rows = _read_structured(path)
+    by_name = {e.type: e for e in config.node_types}
+    out = []
+    for row in rows:
+        entry = by_name.get(row.get("node_type", ""))
+        launched = row.get("launched_at")
+        if launched is None:
+            launched = now - float(row.get("age", 0))
+        out.append(
+            NodeInfo(
+                id=str(row["id"]),
+                node_type=row.get("node_type", ""),
+                instance_type=row.get("instance_type")
+                or (entry.instance_types[0] if entry else "unknown"),
+                zone=row.get("zone", config.provider.zone),
+                preemptible=bool(
+                    row.get("preemptible", entry is not None and entry.bid is not None)
+                ),
+                state=NodeState(row.get("state", "ready")),
+                launched_at=float(launched),
+                static=bool(row.get("static", False)),
+            )
+        )
+    return tuple(out)
+
+
+def _shape(shape: Any) -> dict[str, Any]:
+    return {
+        "wall_time": shape.wallTime,
+        "memory": shape.memory,
+        "cores": shape.cores,
+        "disk": shape.disk,
+        "preemptible": shape.preemptible,
+    }
+
+
+def _plan_json(plan: Any) -> dict[str, Any]:
+    def action(a: Any) -> dict[str, Any]:
+        return {
+            "node": a.node_id,
+            "node_type": a.node_type,
+            "cause": str(a.cause),
+            "message": a.message,
+        }
+
+    return {
+        "launches": [
+            {
+                "node_type": x.node_type,
+                "count": x.count,
+                "cause": str(x.cause),
+                "message": x.message,
+            }
+            for x in plan.launches
+        ],
+        "drains": [action(a) for a in plan.drains],
+        "terminations": [action(a) for a in plan.terminations],
+        "targets": dict(plan.targets),
+        "unschedulable": [
+            {"shape": _shape(u.shape), "count": u.count, "reasons": list(u.reasons)}
+            for u in plan.unschedulable
+        ],
+        "cost_per_hour": plan.cost_per_hour,
+    }
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    try:
+        from scaler import planner
+        from scaler.model import PlannerState, Snapshot
+    except ImportError as exc:
+        print(f"shoal plan: the planner is not available ({exc})", file=sys.stderr)
+        return 1
+    try:
+        update = parse_demand(_read_structured(args.demand))
+    except DemandError as exc:
+        print(f"invalid demand {args.demand}:", file=sys.stderr)
+        for message in exc.messages:
+            print(f"  {message}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        print(f"cannot read demand {args.demand}: {exc}", file=sys.stderr)
+        return 2
+    now = time.time() if args.now is None else args.now
+    try:
+        nodes = _nodes(args.nodes, config, now)
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+        print(f"cannot read nodes {args.nodes}: {exc!r}", file=sys.stderr)
+        return 2
+    shapes, prices = load_catalogue(
+        Path(args.catalogue), config.provider.node_storage, config.provider.node_storage_overrides
+    )
+    try:
+        policy = config.policy(shapes, prices)
+    except KeyError as exc:
+        print(f"shoal plan: {exc.args[0]} in the catalogue {args.catalogue}", file=sys.stderr)
+        return 2
+    result = planner.plan(Snapshot(demand=update.demand, nodes=nodes), policy, PlannerState(), now)
+    json.dump(_plan_json(result), sys.stdout, indent=2, sort_keys=True)
+    print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shoal", description="Autoscaling daemon for batch clusters."
+    )
+    parser.add_argument("--version", action="version", version=f"shoal {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", required=True, help="YAML config file")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file; print OK or every error")
+    check.add_argument("file", help="YAML config file")
+    check.set_defaults(func=_cmd_check)
+
+    schema = sub.add_parser("config-schema", help="print the config file's JSON schema")
+    schema.set_defaults(func=_cmd_schema)
+
+    plan = sub.add_parser(
+        "plan",
+        help="print one scaling decision as JSON (no cloud calls)",
+        description=(
+            "Plan once for a demand and print launches, drains, terminations, targets, "
+            "unschedulable jobs and cost as JSON. No cloud is called: instance shapes and prices "
+            "come from the simulated cloud's catalogue of AWS-like types, for provider kind aws "
+            "too (real EC2 prices and shapes may differ)."
+        ),
+    )
+    plan.add_argument("-c", "--config", required=True, help="YAML config file")
+    plan.add_argument(
+        "--demand", required=True, help="demand body (JSON or YAML), as PUT /v1/demand"
+    )
+    plan.add_argument(
+        "--nodes",
+        help="JSON/YAML list of current nodes: {id, node_type, state (booting|ready|draining), "
+        "age seconds or launched_at, static}",
+    )
+    plan.add_argument("--catalogue", default=str(CATALOGUE), help="instance type catalogue JSON")
+    plan.add_argument("--now", type=float, default=None, help="epoch seconds (default: now)")
+    plan.set_defaults(func=_cmd_plan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
