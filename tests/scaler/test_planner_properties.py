@@ -1,0 +1,194 @@
+"""Property tests: the plan's invariants hold over thousands of random small clusters."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from builders import NOW, GiB, job, node, node_type
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scaler.model import (
+    Demand,
+    NodeState,
+    PlannerState,
+    Policy,
+    QueuedJobs,
+    RemoveCause,
+    RunningJob,
+    Snapshot,
+)
+from scaler.planner import plan, usable_shape
+
+PALETTE = (
+    node_type("small", 2, 5, 12, price=0.1),
+    node_type("medium", 4, 9, 20, price=0.2),
+    node_type("large", 8, 17, 36, price=0.45),
+    node_type("medium:0.08", 4, 9, 20, price=0.08, spot=True, instance_types=["medium"]),
+    node_type("large:0.2", 8, 17, 36, price=0.2, spot=True, instance_types=["large"]),
+)
+JOBS = st.builds(
+    job,
+    cores=st.sampled_from([0.5, 1, 2, 4, 6, 10]),
+    mem_gib=st.sampled_from([0.5, 1, 4, 7, 12, 40]),
+    disk_gib=st.sampled_from([1, 10, 30]),
+    wall=st.sampled_from([60, 600, 3000, 7200]),
+    preemptible=st.booleans(),
+)
+SETTINGS = settings(
+    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
+)
+
+
+@st.composite
+def scenarios(draw, beta=None):
+    picked = draw(st.lists(st.sampled_from(PALETTE), min_size=1, max_size=4, unique=True))
+    types = []
+    for t in picked:
+        lo = draw(st.integers(0, 2))
+        types.append(replace(t, min_nodes=lo, max_nodes=draw(st.integers(lo, 5))))
+    nodes = []
+    for i in range(draw(st.integers(0, 8))):
+        t = draw(st.sampled_from(types))
+        nodes.append(
+            node(
+                f"n{i}",
+                t,
+                draw(st.sampled_from(list(NodeState))),
+                age=draw(st.sampled_from([0, 300, 1000, 3000, 5000])),
+                static=draw(st.booleans()) and draw(st.booleans()),
+            )
+        )
+    busy = draw(st.lists(st.sampled_from(nodes), unique=True)) if nodes else []
+    running = tuple(
+        RunningJob(draw(JOBS), n.id, draw(st.sampled_from([0, 100, 5000]))) for n in busy
+    )
+    queued = tuple(
+        QueuedJobs(draw(JOBS), draw(st.integers(0, 12))) for _ in range(draw(st.integers(0, 3)))
+    )
+    blocked = draw(st.lists(st.sampled_from(types), unique=True))
+    unavailable = {o: NOW + 60 for t in blocked for o in t.offerings()}
+    policy = Policy(
+        node_types=tuple(types),
+        beta_inertia=draw(st.sampled_from([0.0, 0.1, 0.5, 0.8])) if beta is None else beta,
+        preemptible_compensation=draw(st.sampled_from([0.0, 0.5, 1.0])),
+        scale_down_budget=draw(st.sampled_from([0.1, 0.5, 1.0])),
+        cost_ceiling_per_hour=draw(st.one_of(st.none(), st.sampled_from([0.0, 0.3, 1.0, 2.5]))),
+        node_memory_overhead=1 * GiB,
+        node_disk_overhead=4 * GiB,
+    )
+    state = PlannerState(
+        estimates={t.name: draw(st.sampled_from([0.0, 1.0, 3.4])) for t in types},
+        unneeded_since={
+            n.id: NOW - draw(st.sampled_from([0, 300, 3600])) for n in nodes if draw(st.booleans())
+        },
+    )
+    snapshot = Snapshot(Demand(queued, running), tuple(nodes), unavailable)
+    return snapshot, policy, state
+
+
+def live_counts(snapshot, policy):
+    counts = {t.name: 0 for t in policy.node_types}
+    for n in snapshot.nodes:
+        timed_out = (
+            n.state is NodeState.BOOTING
+            and not n.static
+            and NOW - n.launched_at > policy.join_timeout
+        )
+        if n.node_type in counts and n.state is not NodeState.DRAINING and not timed_out:
+            counts[n.node_type] += 1
+    return counts
+
+
+def blocked(snapshot, t):
+    return all(snapshot.unavailable.get(o, 0) > NOW for o in t.offerings())
+
+
+@SETTINGS
+@given(scenarios())
+def test_never_removes_busy_booting_static_or_foreign_nodes(scenario):
+    snapshot, policy, state = scenario
+    p = plan(snapshot, policy, state, NOW)
+    by_id = {n.id: n for n in snapshot.nodes}
+    busy = {j.node_id for j in snapshot.demand.running}
+    removed = [*p.drains, *p.terminations]
+    assert len({a.node_id for a in removed}) == len(removed)
+    for action in removed:
+        n = by_id[action.node_id]
+        assert not n.static and n.node_type == action.node_type
+        assert n.id not in busy or action.cause is RemoveCause.JOIN_TIMEOUT
+        if n.state is NodeState.BOOTING:
+            assert action.cause is RemoveCause.JOIN_TIMEOUT
+            assert NOW - n.launched_at > policy.join_timeout
+    for d in p.drains:
+        assert by_id[d.node_id].state is NodeState.READY
+    for t in p.terminations:
+        assert by_id[t.node_id].state is not NodeState.READY
+    assert plan(snapshot, policy, state, NOW) == p  # deterministic
+
+
+@SETTINGS
+@given(scenarios())
+def test_limits_and_cost_ceiling(scenario):
+    snapshot, policy, state = scenario
+    p = plan(snapshot, policy, state, NOW)
+    live = live_counts(snapshot, policy)
+    launched = {t.name: 0 for t in policy.node_types}
+    for launch in p.launches:
+        assert launch.count > 0 and launch.message
+        launched[launch.node_type] += launch.count
+    min_cost = 0.0
+    for t in policy.node_types:
+        after = live[t.name] + launched[t.name]
+        if launched[t.name]:
+            assert after <= t.max_nodes  # never launches beyond a max
+            assert not blocked(snapshot, t)  # never launches into backoff
+        if not blocked(snapshot, t):
+            assert after >= min(t.min_nodes, t.max_nodes)  # never undercuts a min
+        assert t.min_nodes <= p.targets[t.name] or blocked(snapshot, t)
+        drained = sum(1 for d in p.drains if d.node_type == t.name)
+        assert live[t.name] - drained >= min(t.min_nodes, live[t.name])  # drains keep the min
+        min_cost += max(0, t.min_nodes - live[t.name]) * t.price_per_hour
+    if policy.cost_ceiling_per_hour is not None and p.launches:
+        cost_now = sum(live[t.name] * t.price_per_hour for t in policy.node_types)
+        cost_after = cost_now + sum(launched[t.name] * t.price_per_hour for t in policy.node_types)
+        assert cost_after <= max(policy.cost_ceiling_per_hour, cost_now + min_cost) + 1e-9
+        assert p.cost_per_hour <= max(policy.cost_ceiling_per_hour, cost_now + min_cost) + 1e-9
+
+
+@SETTINGS
+@given(scenarios(beta=0.0))
+def test_every_queued_job_is_placed_or_reported_and_booting_prevents_relaunch(scenario):
+    snapshot, policy, state = scenario
+    p = plan(snapshot, policy, state, NOW)
+    queued: dict = {}
+    for q in snapshot.demand.queued:
+        queued[q.shape] = queued.get(q.shape, 0) + q.count
+    reported: dict = {}
+    for u in p.unschedulable:
+        assert u.count > 0 and u.reasons
+        reported[u.shape] = reported.get(u.shape, 0) + u.count
+    live = live_counts(snapshot, policy)
+    for shape, count in queued.items():
+        fitting = [t for t in policy.node_types if not shape.fits_in(usable_shape(t, policy))]
+        assert reported.get(shape, 0) <= count
+        if not fitting and count:
+            assert reported[shape] == count  # fits nowhere: all reported
+        elif reported.get(shape, 0) < count:  # the rest has somewhere to go
+            assert any(p.targets[t.name] > 0 or live[t.name] > 0 for t in fitting)
+
+    # Launched nodes, present as booting, are capacity: the same pass again launches nothing.
+    booting = tuple(
+        replace(
+            node(
+                f"new-{launch.node_type}-{i}",
+                next(t for t in policy.node_types if t.name == launch.node_type),
+                NodeState.BOOTING,
+                age=0,
+            ),
+        )
+        for launch in p.launches
+        for i in range(launch.count)
+    )
+    again = plan(replace(snapshot, nodes=snapshot.nodes + booting), policy, state, NOW)
+    assert again.launches == ()
