@@ -1,0 +1,402 @@
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from daemon.cli import main
+from daemon.config import ConfigError, ShoalConfig, load_config, parse_config
+from providers.retry import RetryPolicy
+from scaler.model import GiB
+from scaler.shape import Shape
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config.example.yaml"
+
+
+def example() -> dict[str, Any]:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def test_example_config_loads() -> None:
+    config = load_config(EXAMPLE)
+    assert config.cluster_name == "demo"
+    assert config.provider.kind == "simulated"
+    assert config.demand.demo and config.demand.api
+    assert (config.api.host, config.api.port) == ("127.0.0.1", 8089)
+    assert config.api.token() is None
+    assert [e.type for e in config.node_types] == ["c5.xlarge/c5a.xlarge", "r5.large:0.05"]
+    assert config.scaler.interval == 10.0
+    assert config.scaler.debounce == pytest.approx(0.2)
+    assert config.scaler.node_memory_overhead == GiB
+    assert config.retry_policy() == RetryPolicy(attempts=5, initial=0.5, maximum=20.0, deadline=120)
+    assert config.backoff_bounds() == (60.0, 600.0)
+    assert config.instance_types() == ["c5.xlarge", "c5a.xlarge", "r5.large"]
+
+
+def test_every_example_key_is_commented() -> None:
+    for number, line in enumerate(EXAMPLE.read_text().splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.endswith(":"):
+            continue  # comments and section headers (each section is commented below)
+        assert "#" in line or stripped.startswith(("min:", "max:")), f"line {number}: {line}"
+
+
+def test_minimal_config_and_toil_string() -> None:
+    config = parse_config(
+        {
+            "cluster_name": "c",
+            "provider": {"kind": "simulated", "zone": "z"},
+            "node_types": "c5.xlarge/c5a.xlarge, r5.large:0.05",
+        }
+    )
+    assert [(e.type, e.min, e.max) for e in config.node_types] == [
+        ("c5.xlarge/c5a.xlarge", 0, 10),
+        ("r5.large:0.05", 0, 10),
+    ]
+    assert config.node_types[1].bid == 0.05
+    assert config.node_type_specs() == [({"c5.xlarge", "c5a.xlarge"}, None), ({"r5.large"}, 0.05)]
+
+
+def test_aws_provider() -> None:
+    data = example()
+    data["provider"] = {
+        "kind": "aws",
+        "zone": "us-west-2a",
+        "region": "us-west-2",
+        "image_name": "flatcar",
+        "image_owner": "075585003325",
+        "security_group_ids": ["sg-1"],
+        "extra_tags": {"team": "x"},
+    }
+    config = parse_config(data)
+    assert config.provider.kind == "aws"
+    assert config.provider.region == "us-west-2"
+
+
+def _set(path: str, value: Any):
+    def mutate(data: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = data
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+        if value is _DELETE:
+            del node[last]
+        else:
+            node[int(last) if last.isdigit() else last] = value
+
+    return mutate
+
+
+_DELETE = object()
+
+# (id, mutation, field path in the error, text of the value, expectation fragment)
+MALFORMED = [
+    ("beta-too-big", _set("scaler.beta_inertia", 1.5), "scaler.beta_inertia", "1.5", "less than 1"),
+    (
+        "beta-negative",
+        _set("scaler.beta_inertia", -0.1),
+        "scaler.beta_inertia",
+        "-0.1",
+        "greater than or equal to 0",
+    ),
+    (
+        "compensation",
+        _set("scaler.preemptible_compensation", 2),
+        "preemptible_compensation",
+        "2",
+        "less than or equal to 1",
+    ),
+    (
+        "budget-zero",
+        _set("scaler.scale_down_budget", 0),
+        "scaler.scale_down_budget",
+        "0",
+        "greater than 0",
+    ),
+    (
+        "max-negative",
+        _set("node_types.1.max", -1),
+        "node_types[1].max",
+        "-1",
+        "greater than or equal to 0",
+    ),
+    (
+        "min-negative",
+        _set("node_types.0.min", -2),
+        "node_types[0].min",
+        "-2",
+        "greater than or equal to 0",
+    ),
+    (
+        "min-above-max",
+        _set("node_types.1.min", 9),
+        "node_types[1]",
+        "'min': 9",
+        "min (9) is greater than max (5)",
+    ),
+    (
+        "empty-type-name",
+        _set("node_types.0.type", "c5.xlarge/:0.1"),
+        "node_types[0].type",
+        "c5.xlarge/:0.1",
+        "empty instance type",
+    ),
+    (
+        "two-bids",
+        _set("node_types", "c5.xlarge:1:2"),
+        "node_types",
+        "c5.xlarge:1:2",
+        "more than one bid",
+    ),
+    (
+        "bad-bid",
+        _set("node_types.1.type", "r5.large:cheap"),
+        "node_types[1].type",
+        "r5.large:cheap",
+        "r5.large:cheap",
+    ),
+    ("no-node-types", _set("node_types", []), "node_types", "[]", "at least 1"),
+    (
+        "duplicate-type",
+        lambda d: d["node_types"].append({"type": "c5.xlarge"}),
+        "node_types",
+        "c5.xlarge",
+        "appears in node_types[0] and node_types[2]",
+    ),
+    (
+        "comma-in-entry",
+        _set("node_types.0.type", "a,b"),
+        "node_types[0].type",
+        "a,b",
+        "several entries",
+    ),
+    ("unknown-kind", _set("provider.kind", "gcp"), "provider.kind", "gcp", "'simulated', 'aws'"),
+    (
+        "aws-key-on-simulated",
+        _set("provider.region", "us-east-1"),
+        "provider.region",
+        "us-east-1",
+        "unknown key for provider kind 'simulated'",
+    ),
+    ("missing-zone", _set("provider.zone", _DELETE), "provider.zone", "", "required"),
+    ("missing-cluster-name", _set("cluster_name", _DELETE), "cluster_name", "", "required"),
+    ("open-listen", _set("api.listen", "0.0.0.0:8089"), "api", "0.0.0.0:8089", "token_file"),
+    ("bad-listen", _set("api.listen", "localhost"), "api.listen", "localhost", "host:port"),
+    (
+        "missing-token-file",
+        _set("api.token_file", "/nonexistent/token"),
+        "api.token_file",
+        "/nonexistent/token",
+        "existing, readable token file",
+    ),
+    ("bad-duration", _set("scaler.interval", "5x"), "scaler.interval", "5x", "duration"),
+    ("zero-interval", _set("scaler.interval", 0), "scaler.interval", "0", "greater than 0"),
+    (
+        "negative-duration",
+        _set("scaler.unneeded_time", "-1m"),
+        "scaler.unneeded_time",
+        "-1m",
+        "duration",
+    ),
+    (
+        "bad-size",
+        _set("scaler.node_memory_overhead", "1QB"),
+        "scaler.node_memory_overhead",
+        "1QB",
+        "size",
+    ),
+    ("unknown-top-key", _set("bogus", 1), "bogus", "1", "unknown key"),
+    (
+        "unknown-scaler-key",
+        _set("scaler.betaInertia", 0.1),
+        "scaler.betaInertia",
+        "0.1",
+        "unknown key",
+    ),
+    (
+        "backoff-order",
+        _set("scaler.backoff", {"initial": "1h", "max": "1m"}),
+        "scaler.backoff",
+        "1h",
+        "initial (3600.0s) is greater than max (60.0s)",
+    ),
+    (
+        "retry-attempts",
+        _set("scaler.retry.attempts", 0),
+        "scaler.retry.attempts",
+        "0",
+        "greater than or equal to 1",
+    ),
+    ("log-level", _set("log_level", "LOUD"), "log_level", "LOUD", "'DEBUG'"),
+    (
+        "cluster-type",
+        _set("provider.cluster_type", "slurm"),
+        "provider.cluster_type",
+        "slurm",
+        "'mesos' or 'kubernetes'",
+    ),
+    (
+        "storage-override",
+        _set("provider.node_storage_overrides", ["i3.large"]),
+        "provider.node_storage_overrides",
+        "i3.large",
+        "instance_type:GiB",
+    ),
+    (
+        "spot-rate",
+        _set("provider.spot_interruption_rate", 3),
+        "provider.spot_interruption_rate",
+        "3",
+        "less than or equal to 1",
+    ),
+    ("drain-webhook", _set("drain.webhook", "ftp://x"), "drain.webhook", "ftp://x", "http"),
+    ("drain-command", _set("drain.command", []), "drain.command", "[]", "non-empty argv"),
+    (
+        "cost-ceiling",
+        _set("scaler.cost_ceiling_per_hour", -5),
+        "scaler.cost_ceiling_per_hour",
+        "-5",
+        "greater than 0",
+    ),
+    ("provider-not-mapping", _set("provider", "simulated"), "provider", "simulated", "dictionary"),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "path", "value", "expected"),
+    [pytest.param(m, p, v, e, id=i) for i, m, p, v, e in MALFORMED],
+)
+def test_malformed_config(mutate: Any, path: str, value: str, expected: str) -> None:
+    data = example()
+    mutate(data)
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    texts = [str(e) for e in info.value.errors]
+    matching = [e for e in info.value.errors if e.path.endswith(path) or e.path == path]
+    assert matching, texts
+    text = str(matching[0])
+    assert value in text, text
+    assert expected in text, text
+
+
+def test_aws_needs_an_image_and_rejects_simulated_keys() -> None:
+    data = example()
+    data["provider"].update(kind="aws", region="us-east-1")
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    texts = "\n".join(str(e) for e in info.value.errors)
+    assert "provider.boot_delay" in texts and "unknown key for provider kind 'aws'" in texts
+    data["provider"] = {"kind": "aws", "zone": "a", "region": "r"}
+    with pytest.raises(ConfigError, match="an image is required"):
+        parse_config(data)
+    data["provider"].update(image_id="ami-1", image_name="n", image_owner="o")
+    with pytest.raises(ConfigError, match="not both"):
+        parse_config(data)
+
+
+def test_token_file_makes_open_listen_valid(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    data = example()
+    data["api"] = {"listen": "0.0.0.0:9000", "token_file": "token"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    config = load_config(tmp_path / "c.yaml")  # token_file relative to the config file
+    assert config.api.token() == "s3cret"
+    assert config.api.port == 9000
+    token.write_text("  \n")
+    with pytest.raises(ConfigError, match="token file is empty"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_file_problems(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "empty.yaml").write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        load_config(tmp_path / "empty.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(tmp_path / "list.yaml")
+    (tmp_path / "bad.yaml").write_text("cluster_name: x\nprovider: [1,\n  kind: 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "bad.yaml")
+    assert "YAML syntax error" in str(info.value)
+    assert "bad.yaml line 4, column 1" in str(info.value)
+
+
+def test_policy_from_shapes() -> None:
+    config = load_config(EXAMPLE)
+    shapes = {
+        "c5.xlarge": Shape(3600, 8 * GiB, 4, 50 * GiB, False),
+        "c5a.xlarge": Shape(3600, 8 * GiB, 4, 50 * GiB, False),
+        "r5.large": Shape(3600, 16 * GiB, 2, 50 * GiB, False),
+    }
+    prices = {"c5.xlarge": 0.17, "c5a.xlarge": 0.154, "r5.large": 0.126, "r5.large:spot": 0.04}
+    policy = config.policy(shapes, prices)
+    first, spot = policy.node_types
+    assert first.name == "c5.xlarge/c5a.xlarge"
+    assert first.instance_types == ("c5.xlarge", "c5a.xlarge")
+    assert first.shape == shapes["c5.xlarge"] and not first.preemptible
+    assert first.price_per_hour == 0.17
+    assert (first.min_nodes, first.max_nodes, first.zone) == (0, 10, "sim-1a")
+    assert spot.name == "r5.large:0.05" and spot.bid == 0.05
+    assert spot.shape == Shape(3600, 16 * GiB, 2, 50 * GiB, True)
+    assert spot.price_per_hour == 0.04
+    assert policy.scale_down_unneeded_time == 60.0
+    assert policy.scale_down_budget == 0.5
+    assert policy.join_timeout == 300.0
+    assert policy.node_disk_overhead == 4 * GiB
+    # no spot price: the on-demand price stands in
+    assert config.policy(shapes, {"r5.large": 0.126}).node_types[1].price_per_hour == 0.126
+    with pytest.raises(KeyError, match=r"c5\.xlarge"):
+        config.policy({}, {})
+
+
+def test_check_config_main(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    assert capsys.readouterr().out.strip() == "OK"
+    data = example()
+    data["scaler"]["beta_inertia"] = 7
+    data["node_types"][1]["max"] = -1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "scaler.beta_inertia: got 7; expected less than 1" in err
+    assert "node_types[1].max: got -1" in err
+
+
+def test_check_config_subprocess(tmp_path: Path) -> None:
+    shoal = Path(sys.executable).parent / "shoal"
+    ok = subprocess.run([shoal, "check-config", EXAMPLE], capture_output=True, text=True)
+    assert (ok.returncode, ok.stdout.strip()) == (0, "OK")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cluster_name: x\nprovider: {kind: simulated, zone: z}\nnode_types: []\n")
+    res = subprocess.run([shoal, "check-config", bad], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "node_types: got []" in res.stderr
+
+
+def test_run_with_invalid_config_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cluster_name: x\n")
+    assert main(["run", "-c", str(bad)]) == 2
+
+
+def test_schema_forbids_extra_keys() -> None:
+    schema = ShoalConfig.model_json_schema()
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == {"cluster_name", "provider", "node_types"}
+
+
+def test_config_is_immutable() -> None:
+    config = load_config(EXAMPLE)
+    with pytest.raises(Exception, match="frozen"):
+        config.cluster_name = "x"  # type: ignore[misc]
+    assert copy.deepcopy(config) == config
