@@ -38,6 +38,16 @@ Semantics a caller can rely on:
 * Static nodes, and nodes of no configured type, are never drained or
   terminated. Static nodes of a configured type count as its capacity (as in
   Toil, whose node counts include them).
+* Nodes above a type's max are drained at once (no unneeded period, outside
+  the budget: the max is a hard limit); busy ones are left alone.
+* Overhead is flat per node (``Policy.node_memory_overhead``, 1 GiB, and
+  ``node_disk_overhead``, 4 GiB), taken from memory and disk, never cores.
+  Toil reserves more on big nodes (GKE's progressive memory table plus 100 MiB,
+  5 GB + 5% of disk); set the two knobs to match it where that matters.
+* The cost ceiling covers live nodes plus launches, priced by
+  ``NodeType.price_per_hour`` (a type without a price counts as free). It only
+  trims launches: ``min_nodes`` wins over it, and existing nodes are not
+  removed to meet it.
 """
 
 from __future__ import annotations
@@ -490,7 +500,8 @@ def _launch(t: NodeType, view: _View, d: _TypeDemand, tt: _Target) -> Launch | N
     current = view.current(t.name)
     queued = sum(d.queued.values())
     running = sum(d.running.values())
-    parts = [f"{queued} queued and {running} running jobs need {d.need} x {t.name}"]
+    held = f" and {running} running" if running else ""
+    parts = [f"{queued} queued{held} jobs need {d.need} x {t.name}"]
     if d.fallback_from:
         cause = AddCause.FALLBACK
         parts.append(
