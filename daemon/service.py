@@ -164,6 +164,8 @@ class Service:
         self.started = asyncio.Event()  # HTTP listening, controller running
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self.reloads = 0  # reload attempts finished
+        self.last_reload_ok: bool | None = None
 
     # -- control ----------------------------------------------------------------------------
 
@@ -181,6 +183,7 @@ class Service:
         if self.config_path is None or self.controller is None:
             return False
         self.notifier.notify("RELOADING=1")
+        ok = False
         try:
             try:
                 new = load_config(self.config_path)
@@ -213,8 +216,11 @@ class Service:
             log.info(
                 "event=reloaded path=%s node_types=%d", self.config_path, len(policy.node_types)
             )
+            ok = True
             return True
         finally:
+            self.reloads += 1
+            self.last_reload_ok = ok
             self.notifier.notify("READY=1")
 
     def _provider(self) -> AbstractProvisioner:
