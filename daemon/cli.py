@@ -10,6 +10,8 @@ shoal plan -c FILE --demand FILE [--nodes FILE]
 from __future__ import annotations
 
 import argparse
+import asyncio
+import inspect
 import json
 import logging
 import sys
@@ -65,6 +67,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"shoal run: the daemon runtime is not available ({exc})", file=sys.stderr)
         return 1
     result = service.run(config, Path(args.config))
+    if inspect.iscoroutine(result):
+        result = asyncio.run(result)
     return result if isinstance(result, int) else 0
 
 

@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon.cli import CATALOGUE, load_catalogue, main
+from scaler.model import GiB
+from scaler.shape import Shape
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config.example.yaml"
+
+TEST_CATALOGUE = [
+    {"name": "c5.xlarge", "cores": 4, "memory": 8, "storage": 0, "price": 0.17},
+    {"name": "c5a.xlarge", "cores": 4, "memory": 8, "storage": 0, "price": 0.154},
+    {
+        "name": "r5.large",
+        "cores": 2,
+        "memory": 16,
+        "storage": 0,
+        "price": 0.126,
+        "spot_price": 0.04,
+    },
+]
+
+
+@pytest.fixture
+def catalogue(tmp_path: Path) -> Path:
+    path = tmp_path / "catalogue.json"
+    path.write_text(json.dumps(TEST_CATALOGUE))
+    return path
+
+
+def test_config_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config-schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["type"] == "object"
+    assert schema["additionalProperties"] is False
+    assert {"cluster_name", "provider", "node_types", "scaler", "api"} <= set(schema["properties"])
+    assert "discriminator" in json.dumps(schema["properties"]["provider"])
+    defs = schema["$defs"]
+    assert defs["ScalerConfig"]["additionalProperties"] is False
+    assert defs["ScalerConfig"]["properties"]["beta_inertia"]["exclusiveMaximum"] == 1
+
+
+def test_version_and_python_m() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "daemon", "--version"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert res.returncode == 0 and res.stdout.startswith("shoal ")
+    res = subprocess.run(
+        [sys.executable, "-m", "daemon", "check-config", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert (res.returncode, res.stdout.strip()) == (0, "OK")
+
+
+def test_no_command_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+
+
+def test_load_catalogue(catalogue: Path) -> None:
+    shapes, prices = load_catalogue(catalogue, node_storage_gib=50, overrides=["r5.large:100"])
+    assert shapes["c5.xlarge"] == Shape(3600, 8 * GiB, 4, 50 * GiB, False)
+    assert shapes["r5.large"] == Shape(3600, 16 * GiB, 2, 100 * GiB, False)
+    assert prices["r5.large:spot"] == 0.04 and prices["c5a.xlarge"] == 0.154
+
+
+def test_plan_help_says_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["plan", "--help"])
+    assert "catalogue" in capsys.readouterr().out
+
+
+def test_plan_bad_demand_exit_2(
+    tmp_path: Path, catalogue: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    demand = tmp_path / "d.json"
+    demand.write_text('{"jobs": [{"cores": -1, "memory": 1}]}')
+    pytest.importorskip("scaler.binpack", reason="scaler/binpack.py (the planner's) not landed")
+    code = main(
+        ["plan", "-c", str(EXAMPLE), "--demand", str(demand), "--catalogue", str(catalogue)]
+    )
+    assert code == 2
+    assert "jobs[0].cores" in capsys.readouterr().err
+
+
+def test_plan_prints_json_plan(
+    tmp_path: Path, catalogue: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("scaler.binpack", reason="scaler/binpack.py (the planner's) not landed")
+    demand = tmp_path / "d.yaml"
+    demand.write_text(
+        "jobs:\n"
+        "  - {cores: 1, memory: 2GiB, disk: 1GiB, wall_time: 50m, count: 12}\n"
+        "  - {cores: 64, memory: 1GiB}\n"
+    )
+    nodes = tmp_path / "nodes.json"
+    nodes.write_text(
+        json.dumps([{"id": "i-old", "node_type": "c5.xlarge/c5a.xlarge", "age": 4000}])
+    )
+    code = main(
+        [
+            "plan",
+            "-c",
+            str(EXAMPLE),
+            "--demand",
+            str(demand),
+            "--nodes",
+            str(nodes),
+            "--catalogue",
+            str(catalogue),
+            "--now",
+            "1700000000",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    plan = json.loads(out)
+    assert set(plan) == {
+        "launches",
+        "drains",
+        "terminations",
+        "targets",
+        "unschedulable",
+        "cost_per_hour",
+    }
+    assert plan["launches"], plan
+    assert all({"node_type", "count", "cause", "message"} <= set(x) for x in plan["launches"])
+    assert plan["targets"]["c5.xlarge/c5a.xlarge"] >= 1
+    big = [u for u in plan["unschedulable"] if u["shape"]["cores"] == 64]
+    assert big and "cores" in big[0]["reasons"]
+    assert plan["cost_per_hour"] > 0
+
+
+@pytest.mark.skipif(not CATALOGUE.exists(), reason="providers/catalogue/instance_types.json absent")
+def test_real_catalogue_has_the_example_types() -> None:
+    shapes, prices = load_catalogue()
+    for name in ("c5.xlarge", "c5a.xlarge", "r5.large"):
+        assert shapes[name].cores > 0 and shapes[name].memory > GiB
+        assert prices[name] is not None
+
+
+def test_run_without_runtime_or_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import daemon
+
+    calls = []
+
+    class FakeService:
+        @staticmethod
+        def run(config: object, path: Path) -> int:
+            calls.append(path)
+            return 0
+
+    monkeypatch.setitem(sys.modules, "daemon.service", FakeService)
+    monkeypatch.setattr(daemon, "service", FakeService, raising=False)
+    assert main(["run", "-c", str(EXAMPLE)]) == 0
+    assert calls == [EXAMPLE]
+    monkeypatch.setitem(sys.modules, "daemon.service", None)  # import fails
+    monkeypatch.delattr(daemon, "service")
+    assert main(["run", "-c", str(EXAMPLE)]) == 1
