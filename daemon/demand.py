@@ -31,7 +31,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -283,8 +283,10 @@ class DemoDemandSource(_PollingSource):
     """A repeating, clock-driven demo: queued burst, then running, then idle.
 
     Phase by ``(now - start) % period``: ``[0, burst)`` -> ``jobs`` queued jobs;
-    ``[burst, burst + run)`` -> the same jobs running on notional nodes (``demo-0`` ...),
-    which keeps nodes busy; afterwards -> no demand, so idle nodes get scaled down.
+    ``[burst, burst + run)`` -> the same jobs running, spread round-robin over the names
+    ``node_names()`` returns (the daemon passes its joined nodes, so they stay busy) or on
+    notional nodes ``demo-0`` ... when it is not given or returns none (the planner ignores
+    jobs on nodes it does not manage); afterwards -> no demand, so idle nodes scale down.
     """
 
     def __init__(
@@ -297,6 +299,7 @@ class DemoDemandSource(_PollingSource):
         jobs: int = 24,
         shape: Shape | None = None,
         poll_interval: float = 1.0,
+        node_names: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         super().__init__(clock)
         if not (burst > 0 and run >= 0 and burst + run < period):
@@ -308,6 +311,7 @@ class DemoDemandSource(_PollingSource):
         self.jobs = jobs
         self.shape = shape or Shape(600.0, 2 * 1024**3, 1.0, 1024**3, False)
         self.poll_interval = poll_interval
+        self.node_names = node_names
 
     def phase(self, now: float | None = None) -> str:
         t = ((self.clock.now() if now is None else now) - self.start) % self.period
@@ -323,8 +327,11 @@ class DemoDemandSource(_PollingSource):
             return DemandUpdate(Demand(queued=(QueuedJobs(self.shape, self.jobs),)))
         if phase == "running":
             t = (now - self.start) % self.period - self.burst
+            names = list(self.node_names() if self.node_names else ()) or [
+                f"demo-{i}" for i in range(self.jobs)
+            ]
             running = tuple(
-                RunningJob(self.shape, f"demo-{i}", elapsed=t) for i in range(self.jobs)
+                RunningJob(self.shape, names[i % len(names)], elapsed=t) for i in range(self.jobs)
             )
             return DemandUpdate(Demand(running=running))
         return DemandUpdate(Demand())

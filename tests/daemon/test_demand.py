@@ -203,5 +203,8 @@ async def test_demo_source_cycle() -> None:
     assert len(running.running) == 24 and running.running[0].elapsed == 30.0
     assert {r.node_id for r in running.running} == {f"demo-{i}" for i in range(24)}
     assert demo.demand_at(1000.0 + 200) == DemandUpdate(Demand())
+    on_nodes = DemoDemandSource(clock, jobs=5, node_names=lambda: ["w-1", "w-2"])
+    jobs = on_nodes.demand_at(on_nodes.start + 70).demand.running
+    assert [j.node_id for j in jobs] == ["w-1", "w-2", "w-1", "w-2", "w-1"]
     with pytest.raises(ValueError, match="burst"):
         DemoDemandSource(clock, period=100, burst=60, run=60)
