@@ -86,7 +86,10 @@ class Executor:
         self.request_ids = request_ids
 
     async def call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """One provider call with retries on what ``provider.retryPredicate`` accepts."""
+        """One provider call with retries on what ``provider.retryPredicate`` accepts.
+
+        ``fn`` must be an ``async def`` (tenacity does not await a lambda's coroutine).
+        """
         with self.metrics.provider_call(operation, self.clock):
             return await call_with_retry(
                 fn,
@@ -108,6 +111,14 @@ class Executor:
         """Carry out ``plan``: per node type, launches, drains and terminations concurrently."""
         report = ExecutionReport()
         types = {nt.name: nt for nt in policy.node_types}
+        # Offerings whose nodes this plan removes for never joining are not launched into again
+        # in the same pass: those launches wait for the next plan, which sees the backoff.
+        timed_out = {
+            tracked.offering()
+            for action in plan.terminations
+            if action.cause is RemoveCause.JOIN_TIMEOUT
+            and (tracked := tracker.get(action.node_id)) is not None
+        }
         names = sorted(
             {a.node_type for a in plan.launches}
             | {a.node_type for a in plan.drains}
@@ -116,7 +127,14 @@ class Executor:
         await asyncio.gather(
             *(
                 self._execute_type(
-                    name, types.get(name), plan, tracker, unavailable, report, allow_launch
+                    name,
+                    types.get(name),
+                    plan,
+                    tracker,
+                    unavailable,
+                    timed_out,
+                    report,
+                    allow_launch,
                 )
                 for name in names
             )
@@ -130,6 +148,7 @@ class Executor:
         plan: Plan,
         tracker: NodeTracker,
         unavailable: set[Offering],
+        timed_out: set[Offering],
         report: ExecutionReport,
         allow_launch: bool,
     ) -> None:
@@ -146,8 +165,14 @@ class Executor:
             elif node_type is None:
                 report.errors.append(f"launch of unknown node type {name!r}")
                 log.error("event=launch_skipped node_type=%s reason=unknown-node-type", name)
+            elif set(node_type.offerings()) <= timed_out | unavailable and timed_out:
+                log.info(
+                    "event=launch_deferred node_type=%s count=%d reason=join-timeout-backoff",
+                    name,
+                    launch.count,
+                )
             elif launch.count > 0:
-                jobs.append(self._launch(node_type, launch, unavailable, report))
+                jobs.append(self._launch(node_type, launch, unavailable | timed_out, report))
         drains = [a for a in plan.drains if a.node_type == name]
         if drains:
             jobs.append(self._drain_all(drains, tracker, report))
@@ -282,8 +307,12 @@ class Executor:
         if not chosen:
             return
         nodes = [t.node for _, t in chosen]
+
+        async def terminate() -> None:
+            await self.provider.terminateNodes(nodes)
+
         try:
-            await self.call("terminateNodes", lambda: self.provider.terminateNodes(nodes))
+            await self.call("terminateNodes", terminate)
         except Exception as exc:
             report.errors.append(f"terminateNodes {name}: {exc!r}")
             log.error(

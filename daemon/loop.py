@@ -352,6 +352,8 @@ class Controller:
         now = self.clock.now()
         self.state = plan.state
         self.last_plan = plan
+        for offering in report.succeeded_offerings:
+            self.backoff = self.backoff.record_success(offering)
         for event in report.failed_offerings:
             self.backoff = self.backoff.record_failure(
                 event.offering, now, event.kind, event.reason
@@ -363,8 +365,6 @@ class Controller:
                 self.backoff.entries[event.offering].until,
                 event.reason,
             )
-        for offering in report.succeeded_offerings:
-            self.backoff = self.backoff.record_success(offering)
         self._last_ok = self.clock.monotonic()
         m = self.metrics
         m.set_targets(plan.targets)

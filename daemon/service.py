@@ -31,6 +31,7 @@ from daemon.executor import Executor
 from daemon.http import InsecureListenError, check_listen, make_app, start_http
 from daemon.loop import Controller, ControllerSettings, PassOutcome, PassRecord
 from daemon.metrics import ShoalMetrics
+from daemon.nodes import TrackedState
 from providers.base import AbstractProvisioner
 from providers.clock import Clock, SystemClock
 from scaler.backoff import BackoffPolicy, BackoffTable
@@ -344,8 +345,18 @@ class Service:
         if config.demand.file is not None:
             sources.append(FileDemandSource(config.demand.file, self.clock))
         if config.demand.demo:
-            sources.append(DemoDemandSource(self.clock))
+            sources.append(DemoDemandSource(self.clock, node_names=self._ready_nodes))
         return sources
+
+    def _ready_nodes(self) -> list[str]:
+        """Joined autoscaled nodes, for the demo demand to keep busy."""
+        if self.controller is None:
+            return []
+        return [
+            t.id
+            for t in self.controller.tracker.all()
+            if t.state is TrackedState.READY and not t.static
+        ]
 
     async def _pump(self, source: DemandSource) -> None:
         assert self.controller is not None
