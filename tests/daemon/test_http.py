@@ -1,0 +1,205 @@
+"""The HTTP API on a real loopback listener (port 0) over a real controller."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from daemon.drain import CommandDrainHook, DrainError, WebhookDrainHook
+from daemon.http import InsecureListenError, check_listen, make_app, start_http
+
+if TYPE_CHECKING:
+    from conftest import Harness
+
+TOKEN = "s3cret-token"
+BODY = {"jobs": [{"cores": 1, "memory": "1GiB", "wall_time": "10m", "count": 4}]}
+
+
+@pytest.fixture
+async def api(harness: Harness) -> AsyncIterator[tuple[Harness, str]]:
+    runner, port = await start_http(make_app(harness.controller), "127.0.0.1", 0)
+    try:
+        yield harness, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def secured(harness: Harness) -> AsyncIterator[tuple[Harness, str]]:
+    runner, port = await start_http(make_app(harness.controller, token=TOKEN), "127.0.0.1", 0)
+    try:
+        yield harness, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def request(method: str, url: str, **kwargs: Any) -> tuple[int, Any, str]:
+    async with aiohttp.ClientSession() as session, session.request(method, url, **kwargs) as r:
+        text = await r.text()
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError:
+            body = None
+        return r.status, body, text
+
+
+async def test_put_demand_then_status_shows_it_and_the_plan(api: tuple[Harness, str]) -> None:
+    h, base = api
+    status, body, _ = await request("PUT", f"{base}/v1/demand", json=BODY)
+    assert status == 200 and body["queued_jobs"] == 4
+    assert sum(q.count for q in h.controller.demand.queued) == 4
+    await h.pass_()
+    status, body, _ = await request("GET", f"{base}/v1/status")
+    assert status == 200
+    assert body["demand"]["queued_jobs"] == 4
+    (launch,) = body["last_plan"]["launches"]
+    assert launch["node_type"] == "c5.xlarge" and launch["count"] == 1
+    assert "queued" in launch["reason"]
+    assert body["last_pass"]["outcome"] == "ok"
+    assert body["backoff"] == [] and body["unschedulable"] == []
+    await h.pass_()  # the launched node is listed from the next pass on
+    _, body, _ = await request("GET", f"{base}/v1/status")
+    assert body["node_counts"] == {"c5.xlarge": {"booting": 1}}
+    (node,) = body["nodes"]["c5.xlarge"]["booting"]
+    assert node["instance_type"] == "c5.xlarge" and node["static"] is False
+    assert body["last_plan"]["launches"] == []
+
+
+async def test_status_reports_unschedulable_jobs(api: tuple[Harness, str]) -> None:
+    h, base = api
+    huge = {"jobs": [{"cores": 512, "memory": "1GiB", "count": 2}]}
+    assert (await request("PUT", f"{base}/v1/demand", json=huge))[0] == 200
+    await h.pass_()
+    _, body, _ = await request("GET", f"{base}/v1/status")
+    (item,) = body["unschedulable"]
+    assert item["count"] == 2 and "cores" in item["reasons"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"jobs": [{"cores": -1, "memory": "1GiB"}]}', "jobs[0].cores"),
+        (b'{"jobs": [{"cores": 1, "memory": "lots"}]}', "jobs[0].memory"),
+        (b'{"jobz": []}', "unknown field"),
+        (b"", "empty"),
+    ],
+    ids=["syntax", "array", "negative-cores", "bad-size", "unknown-key", "empty"],
+)
+async def test_malformed_demand_is_400_and_changes_nothing(
+    api: tuple[Harness, str], payload: bytes, needle: str
+) -> None:
+    h, base = api
+    assert (await request("PUT", f"{base}/v1/demand", json=BODY))[0] == 200
+    before = h.controller.demand
+    status, body, text = await request(
+        "PUT", f"{base}/v1/demand", data=payload, headers={"Content-Type": "application/json"}
+    )
+    assert status == 400, text
+    assert needle in text
+    assert "error" in body
+    assert h.controller.demand is before
+
+
+async def test_body_too_large_is_413(api: tuple[Harness, str]) -> None:
+    h, base = api
+    before = h.controller.demand
+    status, body, _ = await request(
+        "PUT", f"{base}/v1/demand", data=io.BytesIO(b" " * (2 * 1024 * 1024))
+    )
+    assert status == 413
+    assert "larger" in body["error"]
+    assert h.controller.demand is before
+
+
+async def test_token_is_required_when_configured(secured: tuple[Harness, str]) -> None:
+    h, base = secured
+    url = f"{base}/v1/demand"
+    assert (await request("PUT", url, json=BODY))[0] == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert (await request("PUT", url, json=BODY, headers=wrong))[0] == 401
+    basic = {"Authorization": f"Basic {TOKEN}"}
+    assert (await request("PUT", url, json=BODY, headers=basic))[0] == 401
+    assert h.controller.demand.queued == ()
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    assert (await request("PUT", url, json=BODY, headers=good))[0] == 200
+    assert sum(q.count for q in h.controller.demand.queued) == 4
+    # reads stay open on loopback
+    assert (await request("GET", f"{base}/v1/status"))[0] == 200
+
+
+async def test_metrics_endpoint(api: tuple[Harness, str]) -> None:
+    h, base = api
+    await h.pass_()
+    status, _, text = await request("GET", f"{base}/metrics")
+    assert status == 200
+    assert 'shoal_passes_total{outcome="ok"} 1.0' in text
+
+
+async def test_readyz_after_first_reconcile(api: tuple[Harness, str]) -> None:
+    h, base = api
+    assert (await request("GET", f"{base}/readyz"))[0] == 503
+    await h.controller.reconcile()
+    assert (await request("GET", f"{base}/readyz"))[0] == 200
+    h.controller.stop()
+    assert (await request("GET", f"{base}/readyz"))[0] == 503
+
+
+async def test_healthz_fails_without_a_pass_for_three_intervals(api: tuple[Harness, str]) -> None:
+    h, base = api
+    assert (await request("GET", f"{base}/healthz"))[0] == 200
+    await h.clock.advance(91)
+    status, body, _ = await request("GET", f"{base}/healthz")
+    assert status == 503 and body["healthy"] is False
+    await h.pass_()
+    assert (await request("GET", f"{base}/healthz"))[0] == 200
+    await h.clock.advance(89)
+    assert (await request("GET", f"{base}/healthz"))[0] == 200
+
+
+def test_refuses_to_listen_beyond_loopback_without_a_token() -> None:
+    with pytest.raises(InsecureListenError, match="token"):
+        check_listen("0.0.0.0", None)
+    check_listen("0.0.0.0", TOKEN)
+    check_listen("127.0.0.1", None)
+    check_listen("::1", None)
+
+
+async def test_drain_webhook_posts_the_node_and_fails_on_errors() -> None:
+    seen: list[Any] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append(body)
+        return web.json_response({}, status=500 if body["node"] == "bad" else 200)
+
+    app = web.Application()
+    app.router.add_post("/drain", hook)
+    runner, port = await start_http(app, "127.0.0.1", 0)
+    try:
+        drain = WebhookDrainHook(f"http://127.0.0.1:{port}/drain", timeout=5)
+        await drain.drain("i-1")
+        with pytest.raises(DrainError, match="500"):
+            await drain.drain("bad")
+    finally:
+        await runner.cleanup()
+    assert seen == [{"node": "i-1"}, {"node": "bad"}]
+    with pytest.raises(DrainError):
+        await WebhookDrainHook(f"http://127.0.0.1:{port}/drain", timeout=5).drain("gone")
+
+
+async def test_drain_command_substitutes_the_node_and_times_out(tmp_path: Any) -> None:
+    out = tmp_path / "out"
+    await CommandDrainHook(["sh", "-c", f"echo {{node}} > {out}"]).drain("i-7")
+    assert out.read_text().strip() == "i-7"
+    with pytest.raises(DrainError, match="exited 3"):
+        await CommandDrainHook(["sh", "-c", "exit 3"]).drain("i-7")
+    with pytest.raises(DrainError, match="timed out"):
+        await CommandDrainHook(["sleep", "5"], timeout=0.2).drain("i-7")

@@ -1,0 +1,302 @@
+"""The control loop over the simulated cloud and a FakeClock: no sleeps, real planner."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from daemon.loop import PassOutcome
+from daemon.nodes import NodeTracker, TrackedState
+from providers.base import TAG_AUTOSCALED, Node
+from providers.errors import ProviderError
+from scaler.model import AddCause, NodeState, NodeType, Offering
+from scaler.shape import Shape
+
+if TYPE_CHECKING:
+    from conftest import Harness
+
+
+def states(h: Harness) -> dict[str, str]:
+    return {t.id: t.state.value for t in h.controller.tracker.all()}
+
+
+async def test_demand_launches_on_next_pass(harness: Harness) -> None:
+    h = harness
+    await h.controller.reconcile()
+    h.set_demand(h.jobs(8, cores=1))  # c5.xlarge has 4 cores: 2 nodes
+    record = await h.pass_()
+    assert record.outcome is PassOutcome.OK
+    assert record.launched == 2
+    calls = h.addnodes_calls()
+    assert len(calls) == 1  # one API call per node type per scale-up
+    assert len(await h.provider.getProvisionedWorkers()) == 2
+    assert h.sample("shoal_scale_ups_total", node_type="c5.xlarge") == 2
+
+
+async def test_demand_change_wakes_the_loop_at_once_debounced(harness: Harness) -> None:
+    h = harness
+    task = asyncio.create_task(h.controller.run())
+    await h.controller.wait_for_pass(1)
+    await h.settle()  # the loop waits for the interval or a demand change
+    h.set_demand(h.jobs(4))
+    await h.settle()
+    await h.clock.advance(0.1)
+    assert h.controller.passes == 1  # debouncing
+    h.set_demand(h.jobs(8))  # a burst within the debounce window is one pass
+    await h.settle()
+    await h.clock.advance(0.15)
+    await asyncio.wait_for(h.controller.wait_for_pass(2), 1)
+    assert h.controller.passes == 2
+    assert len(h.addnodes_calls()) == 1
+    assert len(await h.provider.getProvisionedWorkers()) == 2
+    await h.settle()
+    await h.clock.advance(29)  # nothing until the interval
+    assert h.controller.passes == 2
+    await h.clock.advance(1.5)
+    await asyncio.wait_for(h.controller.wait_for_pass(3), 1)
+    h.controller.stop()
+    await asyncio.wait_for(task, 1)
+
+
+async def test_booting_nodes_are_capacity_not_relaunched(harness: Harness) -> None:
+    h = harness
+    h.set_demand(h.jobs(8))
+    await h.pass_()
+    for _ in range(3):
+        await h.clock.advance(5)  # still booting
+        record = await h.pass_()
+        assert record.launched == 0
+    assert len(h.addnodes_calls()) == 1
+    assert set(states(h).values()) == {"booting"}
+
+
+async def test_nodes_become_ready_when_they_join(harness: Harness) -> None:
+    h = harness
+    h.set_demand(h.jobs(4))
+    await h.pass_()
+    await h.clock.advance(60)  # booted and joined in the simulated cloud
+    await h.pass_()
+    assert set(states(h).values()) == {"ready"}
+    # with a node list from the demand source, that list decides
+    h.set_demand(h.jobs(4), joined=set())
+    await h.pass_()
+    assert set(states(h).values()) == {"booting"}
+    (node_id,) = states(h)
+    h.set_demand(h.jobs(4), joined={node_id})
+    await h.pass_()
+    assert states(h) == {node_id: "ready"}
+
+
+async def test_capacity_error_backs_off_and_falls_back(harness_factory: Any) -> None:
+    h: Harness = await harness_factory(
+        node_types=[{"type": "c5.xlarge", "max": 10}, {"type": "m5.xlarge", "max": 10}]
+    )
+    h.provider.set_capacity("c5.xlarge", 0)
+    h.set_demand(h.jobs(4, cores=1, memory=1 * 2**30))
+    record = await h.pass_()
+    assert record.outcome is PassOutcome.OK
+    assert record.launched == 0
+    offering = Offering("c5.xlarge", "us-west-2a", "on-demand")
+    assert offering in h.controller.backoff.unavailable(h.clock.now())
+    assert h.sample("shoal_scale_up_failures_total", node_type="c5.xlarge", reason="capacity") == 1
+    assert h.sample("shoal_offerings_in_backoff") == 1
+    status = h.controller.status()
+    assert status["backoff"][0]["instance_type"] == "c5.xlarge"
+
+    record = await h.pass_()
+    assert record.launched == 1
+    plan = h.controller.last_plan
+    assert plan is not None
+    (launch,) = plan.launches
+    assert launch.node_type == "m5.xlarge"
+    assert launch.cause is AddCause.FALLBACK
+    assert h.sample("shoal_scale_ups_total", node_type="m5.xlarge") == 1
+
+
+async def test_throttling_is_retried_with_one_request_id(harness: Harness) -> None:
+    h = harness
+    h.provider.throttle_next(2, operation="addNodes")
+    h.set_demand(h.jobs(4))
+    record = await h.pass_()
+    assert record.launched == 1
+    calls = h.addnodes_calls()
+    assert len(calls) == 3
+    assert len({c.kwargs["requestId"] for c in calls}) == 1
+    assert len(await h.provider.getProvisionedWorkers()) == 1
+    assert h.sample("shoal_scale_up_failures_total", node_type="c5.xlarge", reason="error") == 0
+
+
+async def test_listing_failure_skips_the_pass(harness: Harness) -> None:
+    h = harness
+    h.set_demand(h.jobs(4))
+    h.provider.fail_next("getProvisionedWorkers", ProviderError("boom", code="InternalError"))
+    record = await h.pass_()
+    assert record.outcome is PassOutcome.SKIPPED
+    assert "listing failed" in record.reason
+    assert h.addnodes_calls() == []
+    assert h.sample("shoal_passes_total", outcome="skipped") == 1
+    assert (
+        h.sample(
+            "shoal_provider_errors_total", operation="getProvisionedWorkers", code="InternalError"
+        )
+        == 1
+    )
+    assert h.controller.status()["last_pass"]["outcome"] == "skipped"
+    record = await h.pass_()
+    assert record.outcome is PassOutcome.OK and record.launched == 1
+
+
+async def test_a_pass_that_raises_is_counted_and_the_loop_goes_on(harness_factory: Any) -> None:
+    h0: Harness = await harness_factory()  # skips while the planner is missing
+    from scaler.planner import plan as real_plan
+
+    del h0
+    failures = [RuntimeError("planner bug")]
+
+    def flaky_plan(*args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real_plan(*args)
+
+    h: Harness = await harness_factory(planner=flaky_plan)
+    h.set_demand(h.jobs(4))
+    task = asyncio.create_task(h.controller.run())
+    first = await h.controller.wait_for_pass(1)
+    assert first.outcome is PassOutcome.ERROR
+    assert "planner bug" in first.reason
+    await h.settle()
+    await h.clock.advance(30)
+    second = await asyncio.wait_for(h.controller.wait_for_pass(2), 1)
+    assert second.outcome is PassOutcome.OK and second.launched == 1
+    assert h.sample("shoal_passes_total", outcome="error") == 1
+    assert h.sample("shoal_passes_total", outcome="ok") == 1
+    h.controller.stop()
+    await asyncio.wait_for(task, 1)
+
+
+async def test_scale_down_drains_then_terminates_idle_nodes_keeps_busy(
+    harness_factory: Any, tmp_path: Any
+) -> None:
+    log = tmp_path / "drained"
+    h: Harness = await harness_factory(drain={"command": ["sh", "-c", f"echo {{node}} >> {log}"]})
+    h.set_demand(h.jobs(8))
+    await h.pass_()
+    await h.clock.advance(60)
+    await h.pass_()
+    busy, idle = sorted(states(h))
+    assert states(h) == {busy: "ready", idle: "ready"}
+
+    h.set_demand(h.running(busy))  # one node runs a job, the other has nothing
+    await h.pass_()  # idle noted
+    assert states(h)[idle] == "ready"
+    await h.clock.advance(300)
+    await h.pass_()
+    assert states(h)[idle] == "ready"  # not yet unneeded for 10 minutes
+    await h.clock.advance(301)
+    record = await h.pass_()
+    assert record.drained == (idle,)
+    assert log.read_text().split() == [idle]
+    assert states(h)[idle] == "draining"
+
+    record = await h.pass_()
+    assert record.terminated == (idle,)
+    assert h.sample("shoal_scale_downs_total", node_type="c5.xlarge", cause="idle") == 1
+    await h.clock.advance(30)
+    await h.pass_()
+    assert states(h) == {busy: "ready"}
+    assert [n.name for n in await h.provider.getProvisionedWorkers()] == [busy]
+
+
+async def test_join_timeout_terminates_and_backs_off_the_offering(harness: Harness) -> None:
+    h = harness
+    h.provider.never_join()
+    h.set_demand(h.jobs(4))
+    await h.pass_()
+    (node,) = await h.provider.getProvisionedWorkers()
+    node_id = node.name
+    await h.clock.advance(15 * 60 + 1)
+    record = await h.pass_()
+    assert node_id in record.terminated
+    assert h.sample("shoal_scale_downs_total", node_type="c5.xlarge", cause="join-timeout") == 1
+    offering = Offering("c5.xlarge", "us-west-2a", "on-demand")
+    assert offering in h.controller.backoff.unavailable(h.clock.now())
+    tracked = h.controller.tracker.get(node_id)
+    assert tracked is not None and tracked.state is TrackedState.TERMINATED
+    assert len(h.addnodes_calls()) == 1  # not relaunched into the offering that just failed
+
+
+async def test_reconcile_adopts_tagged_nodes_and_launches_nothing_twice(
+    harness: Harness, harness_factory: Any
+) -> None:
+    h = harness
+    h.set_demand(h.jobs(12))
+    await h.pass_()
+    assert len(h.addnodes_calls()) == 1
+    launched = {n.name: n.launchTime for n in await h.provider.getProvisionedWorkers()}
+    assert len(launched) == 3
+
+    # the daemon crashes; a fresh one starts over the same cloud, with the same demand
+    await h.clock.advance(5)
+    fresh: Harness = await harness_factory(provider=h.provider)
+    await fresh.controller.reconcile()
+    assert fresh.controller.ready
+    infos = {n.id: n for n in fresh.controller.tracker.infos()}
+    assert set(infos) == set(launched)
+    assert all(n.state is NodeState.BOOTING and not n.static for n in infos.values())
+    assert all(infos[k].launched_at == v.timestamp() for k, v in launched.items())
+    fresh.set_demand(fresh.jobs(12))
+    record = await fresh.pass_()
+    assert record.launched == 0
+    assert len(h.addnodes_calls()) == 1
+
+
+async def test_stop_launches_nothing_new(harness: Harness) -> None:
+    h = harness
+    task = asyncio.create_task(h.controller.run())
+    await h.controller.wait_for_pass(1)
+    h.set_demand(h.jobs(4))
+    h.controller.stop()
+    await asyncio.wait_for(task, 1)
+    record = await h.pass_()  # even a pass already under way launches nothing
+    assert record.outcome is PassOutcome.OK
+    assert h.addnodes_calls() == []
+
+
+def test_tracker_readiness_membership_and_types() -> None:
+    launched = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    def node(name: str, joined: bool | None, autoscaled: bool = True, itype: str = "c5.xlarge"):
+        tags = {TAG_AUTOSCALED: "true"} if autoscaled else {}
+        return Node(None, "10.0.0.1", name, launched, itype, False, tags, zone="z", joined=joined)
+
+    c5 = NodeType("c5.xlarge/c5a.xlarge", ("c5.xlarge", "c5a.xlarge"), Shape(3600, 1, 4, 1, False))
+    tracker = NodeTracker([c5])
+    workers = [
+        node("a", True),
+        node("b", False),
+        node("c", None),  # a provider that cannot tell: listed means joined
+        node("s", True, autoscaled=False),
+        node("x", True, itype="z9.huge"),
+    ]
+    tracker.observe(workers, joined=None)
+    infos = {n.id: n for n in tracker.infos()}
+    assert {k: v.state.value for k, v in infos.items()} == {
+        "a": "ready",
+        "b": "booting",
+        "c": "ready",
+        "s": "ready",
+        "x": "ready",
+    }
+    assert infos["s"].static and not infos["a"].static
+    assert infos["a"].node_type == "c5.xlarge/c5a.xlarge" and infos["x"].node_type == ""
+    assert infos["a"].launched_at == launched.timestamp()
+    # the demand source's list, when given, decides
+    tracker.observe(workers, joined={"b"})
+    assert {n.id for n in tracker.infos() if n.state is NodeState.READY} == {"b"}
+    # draining and terminated stick; a node no longer listed is forgotten
+    tracker.mark("b", TrackedState.DRAINING)
+    tracker.mark("a", TrackedState.TERMINATED)
+    tracker.observe(workers[:3], joined=None)
+    assert {n.id: n.state.value for n in tracker.infos()} == {"b": "draining", "c": "ready"}
+    assert tracker.counts()[("c5.xlarge/c5a.xlarge", "terminated")] == 1

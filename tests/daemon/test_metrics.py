@@ -1,0 +1,109 @@
+"""Metrics: the real /metrics text after some passes, checked by promtool, values from state."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from daemon.metrics import ShoalMetrics
+
+if TYPE_CHECKING:
+    from conftest import Harness
+
+EXPECTED = {
+    "shoal_nodes": "gauge",
+    "shoal_jobs_queued": "gauge",
+    "shoal_jobs_running": "gauge",
+    "shoal_jobs_unschedulable": "gauge",
+    "shoal_target_nodes": "gauge",
+    "shoal_scale_ups_total": "counter",
+    "shoal_scale_downs_total": "counter",
+    "shoal_scale_up_failures_total": "counter",
+    "shoal_offerings_in_backoff": "gauge",
+    "shoal_provider_call_duration_seconds": "histogram",
+    "shoal_provider_errors_total": "counter",
+    "shoal_pass_duration_seconds": "histogram",
+    "shoal_passes_total": "counter",
+    "shoal_last_successful_pass_timestamp_seconds": "gauge",
+    "shoal_estimated_cost_dollars_per_hour": "gauge",
+}
+
+
+async def busy_cluster(h: Harness) -> None:
+    """Some history: launches, a capacity failure, unschedulable jobs, a skipped pass."""
+    h.set_demand(h.jobs(8))
+    await h.pass_()
+    await h.clock.advance(60)
+    await h.pass_()
+    h.provider.fail_next("getProvisionedWorkers", RuntimeError("listing broke"))
+    await h.pass_()
+    h.provider.set_capacity("c5.xlarge", 2)
+    demand = h.jobs(12)
+    huge = h.jobs(1, cores=999)
+    h.set_demand(type(demand)(queued=demand.queued + huge.queued))
+    await h.pass_()
+
+
+def metric_types(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            out[name] = kind
+    return out
+
+
+async def test_every_dashboard_metric_is_exported_with_its_type(harness: Harness) -> None:
+    await busy_cluster(harness)
+    types = metric_types(harness.metrics.render().decode())
+    for name, kind in EXPECTED.items():
+        base = name.removesuffix("_total") if kind == "counter" else name
+        assert types.get(base) == kind or types.get(name) == kind, name
+    assert all(name.startswith("shoal_") for name in types)
+
+
+async def test_promtool_check_metrics_is_clean(harness: Harness) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package 'prometheus'; `make tools`)")
+    await busy_cluster(harness)
+    text = harness.metrics.render()
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert result.stdout.strip() == b"" and result.stderr.strip() == b""
+
+
+async def test_values_reflect_the_state(harness: Harness) -> None:
+    h = harness
+    await busy_cluster(h)
+
+    def v(name: str, **labels: Any) -> float:
+        return h.sample(name, **labels)
+
+    assert v("shoal_nodes", node_type="c5.xlarge", state="ready") == 2
+    assert v("shoal_nodes", node_type="c5.xlarge", state="booting") == 0
+    assert v("shoal_jobs_queued") == 13
+    assert v("shoal_jobs_running") == 0
+    assert v("shoal_jobs_unschedulable") == 1
+    assert v("shoal_target_nodes", node_type="c5.xlarge") >= 2
+    assert v("shoal_scale_ups_total", node_type="c5.xlarge") == 2
+    assert v("shoal_scale_up_failures_total", node_type="c5.xlarge", reason="capacity") == 1
+    assert v("shoal_offerings_in_backoff") == 1
+    assert v("shoal_passes_total", outcome="ok") == 3
+    assert v("shoal_passes_total", outcome="skipped") == 1
+    assert v("shoal_pass_duration_seconds_count") == 4
+    assert v("shoal_provider_call_duration_seconds_count", operation="addNodes") == 2
+    assert v("shoal_provider_errors_total", operation="getProvisionedWorkers", code="RuntimeError")
+    assert v("shoal_last_successful_pass_timestamp_seconds") == h.clock.now()
+    assert v("shoal_estimated_cost_dollars_per_hour") > 0
+
+
+def test_each_daemon_has_its_own_registry() -> None:
+    a, b = ShoalMetrics(), ShoalMetrics()
+    a.scale_ups.labels(node_type="x").inc()
+    assert b.registry.get_sample_value("shoal_scale_ups_total", {"node_type": "x"}) is None

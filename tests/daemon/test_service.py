@@ -1,0 +1,156 @@
+"""The service in-process: real loopback port, real signals, sd_notify on a test unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from daemon.config import load_config
+from daemon.service import Service, SystemdNotifier
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(path: Path, **overrides: Any) -> Path:
+    data: dict[str, Any] = {
+        "cluster_name": "svc",
+        "provider": {"kind": "simulated", "zone": "us-west-2a", "boot_delay": "1s"},
+        "node_types": [{"type": "c5.xlarge", "max": 5}],
+        # initial 1s: providers/retry.py passes tenacity's deprecated `initial` (warns if != 1)
+        "scaler": {"interval": "30s", "retry": {"initial": "1s", "max": "2s"}},
+        "api": {"listen": f"127.0.0.1:{free_port()}"},
+    }
+    data.update(overrides)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.setblocking(False)
+    try:
+        yield sock, path
+    finally:
+        sock.close()
+
+
+def received(sock: socket.socket) -> list[str]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return out
+
+
+async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
+    """Poll a condition on the event loop (the service runs on real time here)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def start(service: Service) -> asyncio.Task[int]:
+    pytest.importorskip("providers.simulated", reason="providers/simulated.py not available")
+    pytest.importorskip("scaler.planner", reason="scaler.planner not available")
+    task = asyncio.create_task(service.serve())
+    await asyncio.wait_for(service.started.wait(), 10)
+    assert service.controller is not None
+    await asyncio.wait_for(service.controller.wait_for_pass(1), 10)
+    return task
+
+
+async def test_starts_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "shoal.yaml")
+    service = Service(load_config(path), path)
+    task = await start(service)
+    async with aiohttp.ClientSession() as session:
+        base = f"http://127.0.0.1:{service.port}"
+        async with session.get(f"{base}/readyz") as r:
+            assert r.status == 200
+        async with session.put(
+            f"{base}/v1/demand", json={"jobs": [{"cores": 1, "memory": "1GiB", "count": 4}]}
+        ) as r:
+            assert r.status == 200
+    assert service.controller is not None
+    await asyncio.wait_for(service.controller.wait_for_pass(2), 5)  # woken by the demand
+    assert service.controller.last_pass is not None
+    assert service.controller.last_pass.launched == 1
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(task, 10) == 0
+    assert loop.time() - started < 10
+    with pytest.raises(aiohttp.ClientConnectionError):  # the listener is closed
+        async with aiohttp.ClientSession() as session, session.get(f"{base}/healthz"):
+            pass
+
+
+async def test_sighup_reloads_and_refuses_an_invalid_config(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "shoal.yaml")
+    service = Service(load_config(path), path)
+    task = await start(service)
+    controller = service.controller
+    assert controller is not None
+    listen = service.config.api.listen
+
+    # an invalid file: refused, the old config and policy kept
+    path.write_text("cluster_name: svc\nnode_types: []\nscaler: {interval: -1}\n")
+    old_policy = controller.policy
+    os.kill(os.getpid(), signal.SIGHUP)
+    await wait_until(lambda: service.reloads == 1)
+    assert service.last_reload_ok is False
+    assert controller.policy is old_policy
+    assert service.config.node_types[0].max == 5
+
+    # a valid change: applied
+    write_config(path, node_types=[{"type": "c5.xlarge", "max": 7}], api={"listen": listen})
+    os.kill(os.getpid(), signal.SIGHUP)
+    await wait_until(lambda: service.reloads == 2)
+    assert service.last_reload_ok is True
+    assert controller.policy.node_types[0].max_nodes == 7
+    assert service.config.node_types[0].max == 7
+
+    service.stop("test")
+    assert await asyncio.wait_for(task, 10) == 0
+
+
+async def test_sd_notify_ready_watchdog_stopping(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    sock, address = notify_socket
+    path = write_config(tmp_path / "shoal.yaml")
+    notifier = SystemdNotifier({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "60000000"})
+    assert notifier.watchdog_seconds == 60
+    service = Service(load_config(path), path, notifier=notifier)
+    task = await start(service)
+    messages: list[str] = []
+    await wait_until(lambda: messages.extend(received(sock)) or "WATCHDOG=1" in messages)
+    os.kill(os.getpid(), signal.SIGINT)
+    assert await asyncio.wait_for(task, 10) == 0
+    messages += received(sock)
+    assert messages.index("READY=1") < messages.index("WATCHDOG=1") < messages.index("STOPPING=1")
+
+
+def test_notifier_is_silent_without_notify_socket() -> None:
+    notifier = SystemdNotifier({})
+    assert not notifier.enabled
+    assert notifier.notify("READY=1") is False
+    assert notifier.watchdog() is False
+    assert SystemdNotifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "5", "WATCHDOG_PID": "1"})
