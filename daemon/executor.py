@@ -93,7 +93,7 @@ class Executor:
         with self.metrics.provider_call(operation, self.clock):
             return await call_with_retry(
                 fn,
-                type(self.provider).retryPredicate,
+                self.provider.retryPredicate,
                 self.retry,
                 operation=operation,
                 sleep=self.clock.sleep,
