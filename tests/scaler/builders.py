@@ -29,9 +29,10 @@ def job(
     mem_gib: float = 1,
     disk_gib: float = 1,
     *,
-    wall: float = 600,
+    wall: float = 7200,
     preemptible: bool = False,
 ) -> Shape:
+    """A job shape; the default run time (2 h) is beyond target time, so no time-sharing."""
     return Shape(wall, mem_gib * GiB, cores, disk_gib * GiB, preemptible)
 
 
