@@ -1,0 +1,771 @@
+"""An in-process simulated cloud: the demo cloud for ``make run`` and the daemon's test fake.
+
+``SimulatedProvisioner`` implements ``AbstractProvisioner`` over a catalogue of AWS-like
+instance types (``providers/catalogue/instance_types.json``: shapes and prices). Everything
+runs on the injected clock: a node launched at ``t`` is *booting* until ``t + boot_delay``,
+*running* after that and *joined* (``Node.joined``) from ``t + boot_delay + join_delay``.
+States are computed lazily from those times; there are no per-node tasks or timers, so
+10,000 nodes cost a few dicts.
+
+Behaviour as EC2 documents it (where moto does not): ``addNodes`` is one API call that
+launches up to ``numNodes`` (MinCount=1/MaxCount=n) and returns how many it launched; on a
+capacity shortage it moves on to the next alternative type (caller's order for a list or
+tuple, sorted for a set) and raises ``CapacityError(offerings=...)`` only when it launched
+nothing; a spot bid below the spot price is ``SpotMaxPriceTooLow``; a repeated ``requestId``
+(the client token) launches nothing new and returns the earlier count.
+
+Knobs for tests (as Karpenter's fake.CloudProvider): ``throttle_next``, ``fail_next``,
+``set_capacity``, ``set_unavailable``, ``set_instance_limit``, ``never_join``, ``preempt``,
+``add_static_nodes``, ``set_managed_desired``, ``reset_faults``; inspection: ``calls``,
+``api_errors``, ``interruptions``, ``instance_state``, ``cost_per_hour``, ``price``.
+
+Managed nodes are supported, as an Auto Scaling group would be: ``addManagedNodes`` creates
+a group at ``minNodes`` that the cloud keeps at its desired size (replacing terminated or
+interrupted members on the next call); ``set_managed_desired`` moves the desired size within
+[min, max]. Members are tagged ``TAG_AUTOSCALED="false"`` (shoal must not scale them).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as dt
+import difflib
+import heapq
+import itertools
+import json
+import math
+import random
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+
+from providers.base import (
+    TAG_AUTOSCALED,
+    TAG_CLUSTER,
+    TAG_NODE_TYPE,
+    TAG_REQUEST_ID,
+    TAG_ROLE,
+    AbstractProvisioner,
+    Node,
+)
+from providers.clock import Clock, SystemClock
+from providers.errors import CapacityError, ProviderError, QuotaError, RetryableError
+from scaler.model import CapacityType, Offering
+from scaler.shape import Shape
+
+__all__ = [
+    "DEFAULT_ZONE",
+    "TAG_MANAGED_GROUP",
+    "Call",
+    "InstanceType",
+    "ManagedGroup",
+    "SimulatedProvisioner",
+    "load_catalogue",
+]
+
+GIB = 2**30
+DEFAULT_ZONE = "sim-1a"
+TAG_MANAGED_GROUP = "shoal:managed-group"  # the managed group a node belongs to
+INSUFFICIENT_CAPACITY = "InsufficientInstanceCapacity"
+SPOT_PRICE_TOO_LOW = "SpotMaxPriceTooLow"
+INSTANCE_LIMIT = "InstanceLimitExceeded"
+THROTTLED = "RequestLimitExceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceType:
+    """One catalogue entry. Prices in USD per hour; ``storage_gib`` 0 means EBS only."""
+
+    name: str
+    cores: float
+    memory_gib: float
+    storage_gib: float
+    on_demand_price: float
+    spot_price: float
+    gpus: int = 0
+
+    def price(self, preemptible: bool) -> float:
+        return self.spot_price if preemptible else self.on_demand_price
+
+
+def load_catalogue(path: str | Path | None = None) -> dict[str, InstanceType]:
+    """The instance types of a catalogue JSON file (default: the one shipped with shoal)."""
+    if path is None:
+        text = resources.files("providers").joinpath("catalogue/instance_types.json").read_text()
+    else:
+        text = Path(path).read_text()
+    rows = json.loads(text)["instance_types"]
+    return {
+        name: InstanceType(
+            name=name,
+            cores=row["cores"],
+            memory_gib=row["memory_gib"],
+            storage_gib=row.get("storage_gib", 0),
+            on_demand_price=row["on_demand_price"],
+            spot_price=row["spot_price"],
+            gpus=row.get("gpus", 0),
+        )
+        for name, row in rows.items()
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One recorded API call: its operation, its arguments by name, and the clock time."""
+
+    operation: str
+    kwargs: dict[str, Any]
+    time: float
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return self.kwargs
+
+
+@dataclass(slots=True)
+class ManagedGroup:
+    """A group of nodes the cloud keeps at ``desired`` (an Auto Scaling group)."""
+
+    name: str
+    instance_types: tuple[str, ...]
+    min_nodes: int
+    max_nodes: int
+    desired: int
+    preemptible: bool
+    spot_bid: float | None
+    members: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Instance:
+    name: str
+    instance_type: str
+    preemptible: bool
+    role: str  # "leader" | "worker"
+    launched_at: float
+    running_at: float
+    joined_at: float  # math.inf: never joins
+    private_ip: str
+    public_ip: str | None
+    tags: dict[str, str]
+    interrupt_at: float = math.inf
+    group: str | None = None
+    node_booting: Node | None = None  # cached Node objects, one per joined state
+    node_joined: Node | None = None
+
+    def node(self, now: float, zone: str) -> Node:
+        joined = now >= self.joined_at
+        cached = self.node_joined if joined else self.node_booting
+        if cached is None:
+            cached = Node(
+                publicIP=self.public_ip,
+                privateIP=self.private_ip,
+                name=self.name,
+                launchTime=dt.datetime.fromtimestamp(self.launched_at, dt.UTC),
+                nodeType=self.instance_type,
+                preemptible=self.preemptible,
+                tags=self.tags,
+                use_private_ip=self.role == "worker",
+                zone=zone,
+                joined=joined,
+            )
+            if joined:
+                self.node_joined = cached
+            else:
+                self.node_booting = cached
+        return cached
+
+
+@dataclass(slots=True)
+class _Fault:
+    operation: str | None  # None: any operation
+    remaining: int
+    make: Any  # () -> BaseException
+
+
+class SimulatedProvisioner(AbstractProvisioner):
+    """An in-process cloud on an injected clock, with capacity limits and injectable faults.
+
+    Node objects returned are shared with the simulation (one per node and joined state);
+    treat them as read-only.
+    """
+
+    cloud: ClassVar[str] = "simulated"
+
+    def __init__(
+        self,
+        clusterName: str | None = None,
+        clusterType: str | None = "mesos",
+        zone: str | None = None,
+        nodeStorage: int = 50,
+        nodeStorageOverrides: list[str] | None = None,
+        *,
+        clock: Clock | None = None,
+        catalogue: dict[str, InstanceType] | None = None,
+        boot_delay: float = 30.0,
+        join_delay: float = 15.0,
+        capacity: dict[str, int] | None = None,
+        api_latency: float = 0.0,
+        spot_interruption_rate: float = 0.0,
+        seed: int = 0,
+        record_calls: int | None = 100_000,
+    ) -> None:
+        super().__init__(clusterName, clusterType, zone, nodeStorage, nodeStorageOverrides)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.catalogue = dict(catalogue) if catalogue is not None else load_catalogue()
+        self.zone = zone or DEFAULT_ZONE
+        self.boot_delay = float(boot_delay)
+        self.join_delay = float(join_delay)
+        self.api_latency = float(api_latency)
+        self.spot_interruption_rate = float(spot_interruption_rate)
+        self._rng = random.Random(seed)
+        self._capacity: dict[str, int] = dict(capacity or {})
+        self._unavailable: dict[tuple[str, CapacityType], str] = {}
+        self._instance_limit: int | None = None
+        self._instances: dict[str, _Instance] = {}
+        self._leader: str | None = None
+        self._alive_by_type: collections.Counter[str] = collections.Counter()
+        self._alive_by_offer: collections.Counter[tuple[str, bool]] = collections.Counter()
+        self._interrupt_heap: list[tuple[float, str]] = []
+        self._requests: dict[str, int] = {}
+        self._groups: dict[str, ManagedGroup] = {}
+        self._ids = itertools.count(1)
+        self._faults: list[_Fault] = []
+        self._never_join_types: set[str] = set()
+        self._never_join_all = False
+        self._never_join_count = 0
+        self.calls: collections.deque[Call] = collections.deque(maxlen=record_calls)
+        self.api_errors: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.interruptions: list[tuple[str, float]] = []  # (node name, time)
+        self.settings: dict[str, Any] = {}
+
+    # -- provider interface ---------------------------------------------------------------
+
+    def supportedClusterTypes(self) -> set[str]:
+        return {"mesos", "kubernetes"}
+
+    @property
+    def region(self) -> str:
+        """The zone without its letter, as AWS names regions (``sim-1a`` -> ``sim-1``)."""
+        return self.zone[:-1] if self.zone[-1:].isalpha() else self.zone
+
+    @staticmethod
+    def retryPredicate(e: BaseException) -> bool:
+        return isinstance(e, RetryableError)
+
+    async def createClusterSettings(self) -> None:
+        await self._api("createClusterSettings", {})
+        self.settings["created"] = self.clock.now()
+
+    async def readClusterSettings(self) -> None:
+        await self._api("readClusterSettings", {})
+        self.settings["read"] = self.clock.now()
+        leader = self._instances.get(self._leader or "")
+        if leader is not None:
+            self._leaderPrivateIP = leader.private_ip
+
+    async def getNodeShape(self, instance_type: str, preemptible: bool = False) -> Shape:
+        await self._api(
+            "getNodeShape", {"instance_type": instance_type, "preemptible": preemptible}
+        )
+        return self.node_shape(instance_type, preemptible)
+
+    def node_shape(self, instance_type: str, preemptible: bool = False) -> Shape:
+        """``getNodeShape`` without the API call: disk is the instance store, or nodeStorage
+        (or its override) in GiB for an EBS-only type, as Toil does."""
+        info = self._type(instance_type)
+        if info.storage_gib:
+            disk = info.storage_gib * GIB
+        else:
+            disk = self._nodeStorageOverrides.get(instance_type, self._nodeStorage) * GIB
+        return Shape(
+            wallTime=3600,
+            memory=int(info.memory_gib * GIB),
+            cores=info.cores,
+            disk=int(disk),
+            preemptible=preemptible,
+        )
+
+    def price(self, instance_type: str, preemptible: bool = False) -> float:
+        """USD per hour of one node of ``instance_type`` (spot price when preemptible)."""
+        return self._type(instance_type).price(preemptible)
+
+    async def launchCluster(
+        self,
+        leaderNodeType: str,
+        leaderStorage: int = 50,
+        owner: str = "",
+        *args: Any,
+        userTags: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Create the leader node (running and joined at once is not assumed: it boots too)."""
+        await self._api(
+            "launchCluster",
+            {"leaderNodeType": leaderNodeType, "leaderStorage": leaderStorage, "owner": owner},
+        )
+        self._type(leaderNodeType)
+        if self._leader is not None and self._leader in self._instances:
+            raise ProviderError(
+                f"cluster {self.clusterName!r} already has a leader {self._leader}",
+                code="ClusterExists",
+                operation="launchCluster",
+            )
+        tags = dict(userTags or {})
+        if owner:
+            tags["Owner"] = owner
+        (leader,) = self._launch(
+            leaderNodeType, False, 1, role="leader", autoscaled="false", extra_tags=tags
+        )
+        self._leader = leader.name
+        self._leaderPrivateIP = leader.private_ip
+        self.settings["leaderStorage"] = leaderStorage
+
+    async def getLeader(self) -> Node:
+        await self._api("getLeader", {})
+        leader = self._instances.get(self._leader or "")
+        if leader is None:
+            raise ProviderError(
+                f"cluster {self.clusterName!r} has no leader",
+                code="NoLeader",
+                operation="getLeader",
+            )
+        return leader.node(self.clock.now(), self.zone)
+
+    async def addNodes(
+        self,
+        nodeTypes: set[str] | Sequence[str],
+        numNodes: int,
+        preemptible: bool,
+        spotBid: float | None = None,
+        *,
+        requestId: str | None = None,
+    ) -> int:
+        ordered = self._preference(nodeTypes)
+        await self._api(
+            "addNodes",
+            {
+                "nodeTypes": ordered,
+                "numNodes": numNodes,
+                "preemptible": preemptible,
+                "spotBid": spotBid,
+                "requestId": requestId,
+            },
+        )
+        if requestId is not None and requestId in self._requests:
+            return self._requests[requestId]
+        for name in ordered:
+            self._type(name)
+        if numNodes <= 0:
+            return 0
+        if preemptible and spotBid is None:
+            spotBid = self._spotBidsMap.get(frozenset(ordered))
+        try:
+            launched = self._launch_alternatives(
+                ordered, numNodes, preemptible, spotBid, request_id=requestId
+            )
+        except CapacityError as e:
+            self.api_errors["addNodes", e.code] += 1
+            raise
+        if requestId is not None:
+            self._requests[requestId] = len(launched)
+        return len(launched)
+
+    async def addManagedNodes(
+        self,
+        nodeTypes: set[str] | Sequence[str],
+        minNodes: int,
+        maxNodes: int,
+        preemptible: bool,
+        spotBid: float | None = None,
+    ) -> None:
+        ordered = self._preference(nodeTypes)
+        await self._api(
+            "addManagedNodes",
+            {
+                "nodeTypes": ordered,
+                "minNodes": minNodes,
+                "maxNodes": maxNodes,
+                "preemptible": preemptible,
+                "spotBid": spotBid,
+            },
+        )
+        for name in ordered:
+            self._type(name)
+        if not 0 <= minNodes <= maxNodes:
+            raise ValueError(f"managed group needs 0 <= minNodes <= maxNodes, not {minNodes}..")
+        name = f"sim-group-{len(self._groups) + 1}"
+        self._groups[name] = ManagedGroup(
+            name, tuple(ordered), minNodes, maxNodes, minNodes, preemptible, spotBid
+        )
+        self._replenish()
+
+    async def terminateNodes(self, nodes: Iterable[Node | str]) -> None:
+        names = [n if isinstance(n, str) else n.name for n in nodes]
+        await self._api("terminateNodes", {"names": names})
+        for name in names:
+            self._remove(name)
+
+    async def getProvisionedWorkers(
+        self, instance_type: str | None = None, preemptible: bool | None = None
+    ) -> list[Node]:
+        await self._api(
+            "getProvisionedWorkers", {"instance_type": instance_type, "preemptible": preemptible}
+        )
+        now = self.clock.now()
+        zone = self.zone
+        return [
+            inst.node(now, zone)
+            for inst in self._instances.values()
+            if inst.role == "worker"
+            and (instance_type is None or inst.instance_type == instance_type)
+            and (preemptible is None or inst.preemptible == preemptible)
+        ]
+
+    async def destroyCluster(self) -> None:
+        await self._api("destroyCluster", {})
+        self._groups.clear()
+        for name in list(self._instances):
+            self._remove(name)
+        self._leader = None
+        self._leaderPrivateIP = None
+
+    def getKubernetesAutoscalerSetupCommands(self, values: dict[str, str]) -> str:
+        cluster = shlex.quote(values.get("CLUSTER_NAME", self.clusterName or ""))
+        return (
+            "# The simulated cloud has no Kubernetes cluster autoscaler integration:\n"
+            "# shoal itself scales this cluster through providers.simulated.\n"
+            f"echo 'shoal: no cluster autoscaler to set up for simulated cluster '{cluster}\n"
+        )
+
+    # -- test and demo helpers ------------------------------------------------------------
+
+    def add_static_nodes(
+        self, instance_type: str, count: int = 1, *, preemptible: bool = False, joined: bool = True
+    ) -> list[Node]:
+        """Add workers that shoal did not launch (``TAG_AUTOSCALED="false"``), already running
+        (and joined unless ``joined=False``). Not an API call; not subject to faults."""
+        self._type(instance_type)
+        now = self.clock.now()
+        made = self._launch(instance_type, preemptible, count, autoscaled="false", ready=True)
+        if not joined:
+            for inst in made:
+                inst.joined_at = math.inf
+        return [inst.node(now, self.zone) for inst in made]
+
+    def cost_per_hour(self) -> float:
+        """USD per hour of every live instance (leader, workers, booting ones included)."""
+        self._reap()
+        return sum(
+            count * self.catalogue[t].price(p) for (t, p), count in self._alive_by_offer.items()
+        )
+
+    def instance_state(self, name: str) -> str:
+        """``"booting"``, ``"running"``, ``"joined"`` or ``"terminated"`` (also unknown names)."""
+        self._reap()
+        inst = self._instances.get(name)
+        if inst is None:
+            return "terminated"
+        now = self.clock.now()
+        if now >= inst.joined_at:
+            return "joined"
+        return "running" if now >= inst.running_at else "booting"
+
+    def count(self, instance_type: str | None = None) -> int:
+        """Live instances (of one type), leader included; O(1)."""
+        self._reap()
+        if instance_type is None:
+            return sum(self._alive_by_type.values())
+        return self._alive_by_type[instance_type]
+
+    @property
+    def managed_groups(self) -> dict[str, ManagedGroup]:
+        return dict(self._groups)
+
+    def set_managed_desired(self, group: str, desired: int) -> int:
+        """Set a managed group's desired size, clamped to [min, max]; returns what was set."""
+        g = self._groups[group]
+        g.desired = max(g.min_nodes, min(g.max_nodes, desired))
+        self._replenish()
+        return g.desired
+
+    # -- fault knobs -----------------------------------------------------------------------
+
+    def throttle_next(self, n: int = 1, operation: str | None = None) -> None:
+        """The next ``n`` calls (of ``operation``, or of any) raise a ``RetryableError``
+        with code ``RequestLimitExceeded``."""
+
+        def make() -> BaseException:
+            return RetryableError("Request limit exceeded.", code=THROTTLED)
+
+        self._faults.append(_Fault(operation, n, make))
+
+    def fail_next(
+        self, exc: BaseException | str, operation: BaseException | str | None = None, n: int = 1
+    ) -> None:
+        """The next ``n`` calls (of ``operation``, or of any) raise ``exc``.
+
+        Both orders are accepted: ``fail_next(exc, "addNodes")`` and
+        ``fail_next("addNodes", exc)``."""
+        if isinstance(exc, str):
+            exc, operation = operation, exc  # type: ignore[assignment]
+        if not isinstance(exc, BaseException) or not (
+            operation is None or isinstance(operation, str)
+        ):
+            raise TypeError("fail_next needs an exception and optionally an operation name")
+        error = exc
+        self._faults.append(_Fault(operation, n, lambda: error))
+
+    def set_capacity(self, instance_type: str, n: int | None) -> None:
+        """At most ``n`` live instances of ``instance_type`` (None: unlimited)."""
+        self._type(instance_type)
+        if n is None:
+            self._capacity.pop(instance_type, None)
+        else:
+            self._capacity[instance_type] = n
+
+    def set_unavailable(
+        self,
+        instance_type: str,
+        preemptible: bool | None = None,
+        code: str | None = INSUFFICIENT_CAPACITY,
+    ) -> None:
+        """Make an offering (both capacity types if ``preemptible`` is None) fail with ``code``;
+        ``code=None`` makes it available again."""
+        self._type(instance_type)
+        kinds = [False, True] if preemptible is None else [preemptible]
+        for p in kinds:
+            key = (instance_type, CapacityType.SPOT if p else CapacityType.ON_DEMAND)
+            if code is None:
+                self._unavailable.pop(key, None)
+            else:
+                self._unavailable[key] = code
+
+    def set_instance_limit(self, n: int | None) -> None:
+        """An account quota: at most ``n`` live instances in all (``InstanceLimitExceeded``)."""
+        self._instance_limit = n
+
+    def never_join(self, what: str | int | None = None) -> None:
+        """Nodes launched from now on never join: all (None), all of an instance type (str),
+        or the next ``what`` nodes launched (int). Static nodes are not affected."""
+        if what is None:
+            self._never_join_all = True
+        elif isinstance(what, str):
+            self._type(what)
+            self._never_join_types.add(what)
+        else:
+            self._never_join_count += what
+
+    def reset_faults(self) -> None:
+        """Clear pending faults, never-join marks and unavailable offerings (not capacity)."""
+        self._faults.clear()
+        self._never_join_types.clear()
+        self._never_join_all = False
+        self._never_join_count = 0
+        self._unavailable.clear()
+
+    def preempt(self, node_name: str) -> None:
+        """A spot interruption of ``node_name`` now: it is gone from the next listing."""
+        inst = self._instances.get(node_name)
+        if inst is None:
+            raise KeyError(f"no live node {node_name!r}")
+        if not inst.preemptible:
+            raise ValueError(f"node {node_name!r} is on-demand; only spot nodes are interrupted")
+        self.interruptions.append((node_name, self.clock.now()))
+        self._remove(node_name)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _type(self, name: str) -> InstanceType:
+        try:
+            return self.catalogue[name]
+        except KeyError:
+            near = difflib.get_close_matches(name, self.catalogue, n=5, cutoff=0.5)
+            if not near:
+                family = name.split(".")[0]
+                near = [t for t in self.catalogue if t.startswith(family + ".")][:5]
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise ValueError(
+                f"unknown instance type {name!r} in the simulated cloud's catalogue{hint}"
+            ) from None
+
+    @staticmethod
+    def _preference(node_types: set[str] | Sequence[str]) -> list[str]:
+        if isinstance(node_types, str):
+            return [node_types]
+        if isinstance(node_types, (set, frozenset)):
+            return sorted(node_types)
+        return list(dict.fromkeys(node_types))
+
+    async def _api(self, operation: str, kwargs: dict[str, Any]) -> None:
+        """One API call: record it, wait out the latency, raise any injected fault."""
+        self.calls.append(Call(operation, kwargs, self.clock.now()))
+        if self.api_latency > 0:
+            await self.clock.sleep(self.api_latency)
+        self._reap()
+        for fault in self._faults:
+            if fault.operation is None or fault.operation == operation:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._faults.remove(fault)
+                exc = fault.make()
+                code = getattr(exc, "code", "") or type(exc).__name__
+                if isinstance(exc, ProviderError) and not exc.operation:
+                    exc.operation = operation
+                self.api_errors[operation, code] += 1
+                raise exc
+
+    def _offering(self, instance_type: str, preemptible: bool) -> Offering:
+        kind = CapacityType.SPOT if preemptible else CapacityType.ON_DEMAND
+        return Offering(instance_type, self.zone, kind)
+
+    def _launch_alternatives(
+        self,
+        ordered: list[str],
+        num: int,
+        preemptible: bool,
+        bid: float | None,
+        *,
+        request_id: str | None = None,
+        group: str | None = None,
+    ) -> list[_Instance]:
+        """Launch up to ``num`` nodes, filling from each alternative in order."""
+        launched: list[_Instance] = []
+        failed: list[tuple[Offering, str]] = []
+        kind = CapacityType.SPOT if preemptible else CapacityType.ON_DEMAND
+        for name in ordered:
+            remaining = num - len(launched)
+            if remaining <= 0:
+                break
+            info = self.catalogue[name]
+            offering = self._offering(name, preemptible)
+            code = self._unavailable.get((name, kind))
+            if code is None and preemptible and bid is not None and bid < info.spot_price:
+                code = SPOT_PRICE_TOO_LOW
+            room = remaining
+            if code is None and name in self._capacity:
+                room = min(room, self._capacity[name] - self._alive_by_type[name])
+                if room <= 0:
+                    code = INSUFFICIENT_CAPACITY
+            if code is None and self._instance_limit is not None:
+                room = min(room, self._instance_limit - sum(self._alive_by_type.values()))
+                if room <= 0:
+                    code = INSTANCE_LIMIT
+            if code is not None:
+                failed.append((offering, code))
+                continue
+            launched += self._launch(name, preemptible, room, request_id=request_id, group=group)
+        if not launched:
+            codes = [code for _, code in failed]
+            code = codes[0] if len(set(codes)) == 1 else INSUFFICIENT_CAPACITY
+            offerings = tuple(o for o, _ in failed)
+            message = "no capacity for " + ", ".join(f"{o} ({c})" for o, c in failed)
+            error = QuotaError if code == INSTANCE_LIMIT else CapacityError
+            raise error(message, offerings=offerings, code=code, operation="addNodes")
+        return launched
+
+    def _launch(
+        self,
+        instance_type: str,
+        preemptible: bool,
+        count: int,
+        *,
+        role: str = "worker",
+        autoscaled: str = "true",
+        request_id: str | None = None,
+        group: str | None = None,
+        extra_tags: dict[str, str] | None = None,
+        ready: bool = False,
+    ) -> list[_Instance]:
+        now = self.clock.now()
+        running_at = now if ready else now + self.boot_delay
+        joined_at = running_at if ready else running_at + self.join_delay
+        base_tags = {
+            "Name": self.clusterName or "",
+            TAG_CLUSTER: self.clusterName or "",
+            TAG_ROLE: role,
+            TAG_AUTOSCALED: autoscaled,
+            TAG_NODE_TYPE: instance_type,
+            **(extra_tags or {}),
+        }
+        if request_id is not None:
+            base_tags[TAG_REQUEST_ID] = request_id
+        if group is not None:
+            base_tags[TAG_MANAGED_GROUP] = group
+            base_tags[TAG_AUTOSCALED] = "false"  # the cloud scales these, not shoal
+        never_type = self._never_join_all or instance_type in self._never_join_types
+        made = []
+        for _ in range(count):
+            n = next(self._ids)
+            never = False
+            if role == "worker" and not ready:
+                if never_type:
+                    never = True
+                elif self._never_join_count > 0:
+                    self._never_join_count -= 1
+                    never = True
+            inst = _Instance(
+                name=f"sim-{n:06d}",
+                instance_type=instance_type,
+                preemptible=preemptible,
+                role=role,
+                launched_at=now,
+                running_at=running_at,
+                joined_at=math.inf if never else joined_at,
+                private_ip=f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}",
+                public_ip=f"198.51.100.{n % 250 + 1}" if role == "leader" else None,
+                tags=dict(base_tags),
+                group=group,
+            )
+            if preemptible and self.spot_interruption_rate > 0:
+                inst.interrupt_at = now + self._rng.expovariate(self.spot_interruption_rate / 3600)
+                heapq.heappush(self._interrupt_heap, (inst.interrupt_at, inst.name))
+            self._instances[inst.name] = inst
+            self._alive_by_type[instance_type] += 1
+            self._alive_by_offer[instance_type, preemptible] += 1
+            if group is not None:
+                self._groups[group].members.add(inst.name)
+            made.append(inst)
+        return made
+
+    def _remove(self, name: str) -> None:
+        inst = self._instances.pop(name, None)
+        if inst is None:
+            return
+        self._alive_by_type[inst.instance_type] -= 1
+        self._alive_by_offer[inst.instance_type, inst.preemptible] -= 1
+        if inst.group is not None and inst.group in self._groups:
+            self._groups[inst.group].members.discard(name)
+        if self._leader == name:
+            self._leader = None
+
+    def _reap(self) -> None:
+        """Apply what happened on the clock since the last call: spot interruptions, then
+        managed groups topping themselves up."""
+        now = self.clock.now()
+        heap = self._interrupt_heap
+        while heap and heap[0][0] <= now:
+            at, name = heapq.heappop(heap)
+            inst = self._instances.get(name)
+            if inst is not None and inst.interrupt_at == at:
+                self.interruptions.append((name, at))
+                self._remove(name)
+        if self._groups:
+            self._replenish()
+
+    def _replenish(self) -> None:
+        for g in self._groups.values():
+            deficit = g.desired - len(g.members)
+            if deficit > 0:
+                # as an Auto Scaling group does on a shortage: try again later
+                with contextlib.suppress(CapacityError):
+                    self._launch_alternatives(
+                        list(g.instance_types), deficit, g.preemptible, g.spot_bid, group=g.name
+                    )
+            elif deficit < 0:
+                for name in sorted(g.members)[deficit:]:
+                    self._remove(name)
