@@ -238,7 +238,8 @@ class SimulatedProvisioner(AbstractProvisioner):
         self._never_join_types: set[str] = set()
         self._never_join_all = False
         self._never_join_count = 0
-        self.calls: collections.deque[Call] = collections.deque(maxlen=record_calls)
+        self.calls: list[Call] = []  # the newest record_calls (None: all), oldest first
+        self._record_calls = record_calls
         self.api_errors: collections.Counter[tuple[str, str]] = collections.Counter()
         self.interruptions: list[tuple[str, float]] = []  # (node name, time)
         self.settings: dict[str, Any] = {}
@@ -604,6 +605,9 @@ class SimulatedProvisioner(AbstractProvisioner):
     async def _api(self, operation: str, kwargs: dict[str, Any]) -> None:
         """One API call: record it, wait out the latency, raise any injected fault."""
         self.calls.append(Call(operation, kwargs, self.clock.now()))
+        keep = self._record_calls
+        if keep is not None and len(self.calls) > keep + keep // 10:  # trim now and then
+            del self.calls[: len(self.calls) - keep]
         if self.api_latency > 0:
             await self.clock.sleep(self.api_latency)
         self._reap()
