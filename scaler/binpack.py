@@ -241,7 +241,7 @@ def binpack(
         if missing:
             raise ValueError(f"no price for node shape(s): {', '.join(map(str, missing))}")
     if prices is not None:
-        return _pack(jobs, nodes, target_time, prices, merge=False)
+        return _cheapest_order(_group(jobs), nodes, target_time, prices)
     # Two lane bookkeepings; node shapes pack independently (each job shape goes to the
     # first that fits), so the smaller count per node shape is a valid packing.
     split = _pack(jobs, nodes, target_time, None, merge=False)
@@ -250,17 +250,38 @@ def binpack(
     return Packing(counts, split.unschedulable)
 
 
+def _cheapest_order(
+    groups: dict[Shape, int], nodes: list[Shape], target_time: float, prices: Mapping[Shape, float]
+) -> Packing:
+    """The cheapest of a few group orders: which group opens nodes first decides what room
+    the others find, and no single order is best (memory-heavy first, core-heavy first, or
+    the groups dearest per job first, whose nodes leave the most room for the rest)."""
+
+    def dearest(job: Shape) -> float:
+        fitting = [s for s in nodes if not job.fits_in(s)]
+        return min((_per_job(job, s, prices, target_time) for s in fitting), default=0.0)
+
+    orders = [
+        sorted(groups, reverse=True),
+        sorted(groups, key=lambda j: (j.cores, j.memory, j.disk, j.wallTime), reverse=True),
+        sorted(groups, key=lambda j: (dearest(j), j), reverse=True),
+    ]
+    results = [_pack(groups, nodes, target_time, prices, False, order) for order in orders]
+    return min(results, key=lambda p: (p.cost(prices), p.total))
+
+
 def _pack(
     jobs: Iterable[Shape] | Mapping[Shape, int],
     nodes: list[Shape],
     target_time: float,
     prices: Mapping[Shape, float] | None,
     merge: bool,
+    order: list[Shape] | None = None,
 ) -> Packing:
     pools = {s: _Pool(s, target_time, merge) for s in nodes}
     unschedulable: dict[Shape, list[str]] = {}
     groups = _group(jobs)
-    for job in sorted(groups, reverse=True):  # largest first, as Toil packs
+    for job in order or sorted(groups, reverse=True):  # largest first, as Toil packs
         n = groups[job]
         fitting = [s for s in nodes if not job.fits_in(s)]
         if not fitting:
@@ -277,8 +298,22 @@ def _pack(
                 break
             n -= pools[shape].place(job, n, target_time)
         if n > 0:
-            pools[_cheapest(job, n, fitting, prices, target_time)].open(job, n, target_time)
+            # The bulk goes to the node shape cheapest per job when full; the tail (what
+            # does not fill a whole node of it) to the shape that serves it cheapest.
+            bulk = min(fitting, key=lambda s: _per_job(job, s, prices, target_time))
+            per_node = jobs_per_node(job, bulk, target_time)
+            full = 0 if per_node == math.inf else int(n // per_node) * int(per_node)
+            if full:
+                pools[bulk].open(job, full, target_time)
+                n -= full
+            if n > 0:
+                pools[_cheapest(job, n, fitting, prices, target_time)].open(job, n, target_time)
     return Packing({s: pools[s].nodes for s in nodes}, unschedulable)
+
+
+def _per_job(job: Shape, shape: Shape, prices: Mapping[Shape, float], target_time: float) -> float:
+    per_node = jobs_per_node(job, shape, target_time)
+    return 0.0 if per_node == math.inf else prices[shape] / per_node
 
 
 def _cheapest(
