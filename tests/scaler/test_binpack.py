@@ -1,0 +1,215 @@
+"""binpack: time-aware packing rules, cost-aware choice, and properties over random inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scaler.binpack import binpack, jobs_per_node
+from scaler.shape import Shape
+
+GiB = 1024**3
+NODE = Shape(3600, 16 * GiB, 4, 100 * GiB, False)  # a 4-core, 16 GiB on-demand node
+SPOT = Shape(3600, 16 * GiB, 4, 100 * GiB, True)
+
+
+def job(seconds: float = 600, mem: float = 1, cores: float = 1, disk: float = 1, pre=False):
+    return Shape(seconds, mem * GiB, cores, disk * GiB, pre)
+
+
+@pytest.mark.parametrize(
+    ("jobs", "target_time", "nodes"),
+    [
+        ({job(600, cores=4): 1}, 3600, 1),
+        ({job(600, cores=1): 4}, 0, 1),  # side by side
+        ({job(600, cores=1): 5}, 0, 2),
+        ({job(1800, cores=4): 3}, 3600, 1),  # one after another: starts at 0, 1800, 3600
+        ({job(1800, cores=4): 4}, 3600, 2),
+        ({job(1800, cores=4): 2}, 0, 2),  # target 0: nothing may wait
+        ({job(600, cores=1): 28}, 3600, 1),  # 4 columns x 7 starts (0..3600 by 600)
+        ({job(600, cores=1): 29}, 3600, 2),
+        ({job(7200, cores=4): 1}, 3600, 1),  # longer than the billing hour: still one node
+        ({job(7200, cores=4): 2}, 3600, 2),  # the first holds the node past the target
+        ({job(0, cores=4): 1000}, 0, 1),  # zero-length jobs give the node back at once
+        ({Shape(600, 0, 0, 0, False): 10_000}, 0, 1),  # zero-resource jobs take nothing
+        ({job(600, mem=16, cores=1): 2}, 0, 2),  # memory is the binding dimension
+        ({job(600, cores=1): 2, job(600, cores=2): 1}, 0, 1),  # different shapes share a node
+    ],
+    ids=[
+        "one-full",
+        "side-by-side",
+        "side-by-side-overflow",
+        "sequential",
+        "sequential-overflow",
+        "target-zero",
+        "columns-times-starts",
+        "columns-times-starts-overflow",
+        "longer-than-interval",
+        "long-job-holds-node",
+        "zero-length",
+        "zero-resource",
+        "memory-binds",
+        "mixed-shapes",
+    ],
+)
+def test_counts(jobs: dict[Shape, int], target_time: float, nodes: int) -> None:
+    packing = binpack(jobs, [NODE], target_time=target_time)
+    assert packing.counts == {NODE: nodes}
+    assert packing.unschedulable == {}
+
+
+def test_iterable_and_mapping_agree() -> None:
+    jobs = [job(600, cores=1)] * 9 + [job(1800, cores=2)] * 3
+    grouped = {job(600, cores=1): 9, job(1800, cores=2): 3}
+    assert binpack(jobs, [NODE]).counts == binpack(grouped, [NODE]).counts
+
+
+def test_preemptible_job_prefers_preemptible_node_and_may_use_on_demand() -> None:
+    spot_job = job(600, cores=4, pre=True)
+    assert binpack({spot_job: 2}, [NODE, SPOT], 0).counts == {SPOT: 2, NODE: 0}
+    assert binpack({spot_job: 2}, [NODE], 0).counts == {NODE: 2}
+
+
+def test_non_preemptible_job_never_on_preemptible_node() -> None:
+    packing = binpack({job(600, cores=1): 3}, [SPOT], 0)
+    assert packing.counts == {SPOT: 0}
+    assert packing.unschedulable == {job(600, cores=1): ["preemptible"]}
+
+
+def test_unschedulable_reports_the_failing_dimensions() -> None:
+    huge = job(600, mem=64, cores=2, disk=500)
+    packing = binpack({huge: 5, job(600): 1}, [NODE], 0)
+    assert packing.unschedulable == {huge: ["memory", "disk"]}
+    assert packing.counts == {NODE: 1}
+
+
+def test_unschedulable_uses_the_closest_node_shape() -> None:
+    small = Shape(3600, 2 * GiB, 1, 10 * GiB, False)
+    packing = binpack({job(600, mem=32, cores=4): 1}, [small, NODE], 0)
+    assert packing.unschedulable == {job(600, mem=32, cores=4): ["memory"]}
+
+
+def test_goes_to_the_first_node_shape_that_fits_as_toil_does() -> None:
+    small = Shape(3600, 4 * GiB, 2, 100 * GiB, False)
+    packing = binpack({job(600, cores=2): 2, job(600, cores=4): 1}, [NODE, small], 0)
+    assert packing.counts == {small: 2, NODE: 1}
+
+
+def test_prices_choose_the_cheaper_mix() -> None:
+    small = Shape(3600, 4 * GiB, 1, 100 * GiB, False)
+    jobs = {job(600, mem=1, cores=1): 40}
+    # 4-core nodes at $0.30 beat 1-core nodes at $0.10 (0.075 vs 0.10 per job).
+    packing = binpack(jobs, [small, NODE], 0, prices={small: 0.10, NODE: 0.30})
+    assert packing.counts == {small: 0, NODE: 10}
+    assert packing.cost({small: 0.10, NODE: 0.30}) == pytest.approx(3.0)
+    # Count-minimising (no prices) takes the first shape that fits: 40 small nodes.
+    assert binpack(jobs, [small, NODE], 0).counts == {small: 40, NODE: 0}
+
+
+def test_prices_put_a_small_tail_on_a_small_node() -> None:
+    small = Shape(3600, 4 * GiB, 1, 100 * GiB, False)
+    jobs = {job(600, mem=1, cores=1): 41}
+    packing = binpack(jobs, [small, NODE], 0, prices={small: 0.10, NODE: 0.30})
+    assert packing.counts == {small: 1, NODE: 10}
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="no price"):
+        binpack({job(): 1}, [NODE, SPOT], prices={NODE: 1.0})
+    with pytest.raises(ValueError, match="target_time"):
+        binpack({job(): 1}, [NODE], target_time=-1)
+    with pytest.raises(ValueError, match="negative job count"):
+        binpack({job(): -1}, [NODE])
+
+
+def test_jobs_per_node() -> None:
+    assert jobs_per_node(job(600, cores=1), NODE, 3600) == 4 * 7
+    assert jobs_per_node(job(600, cores=1), NODE, 0) == 4
+    assert jobs_per_node(job(0, cores=1), NODE, 0) == math.inf
+    assert jobs_per_node(job(600, mem=32), NODE, 0) == 0
+
+
+# -- properties ----------------------------------------------------------------------------
+
+node_shapes = st.lists(
+    st.builds(
+        Shape,
+        st.just(3600),
+        st.sampled_from([2, 4, 8, 16, 32]).map(lambda g: g * GiB),
+        st.sampled_from([1, 2, 4, 8]),
+        st.sampled_from([10, 50, 100]).map(lambda g: g * GiB),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=4,
+    unique=True,
+)
+job_groups = st.dictionaries(
+    st.builds(
+        Shape,
+        st.sampled_from([0, 60, 600, 1800, 3600, 7200]),
+        st.sampled_from([0, 0.5, 1, 2, 4, 8, 40]).map(lambda g: g * GiB),
+        st.sampled_from([0, 1, 2, 4, 16]),
+        st.sampled_from([0, 1, 5, 20]).map(lambda g: g * GiB),
+        st.booleans(),
+    ),
+    st.integers(1, 60),
+    min_size=1,
+    max_size=6,
+)
+
+
+def _first_fit(job_shape: Shape, nodes: list[Shape]) -> Shape | None:
+    return next((n for n in sorted(nodes) if not job_shape.fits_in(n)), None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(job_groups, node_shapes, st.sampled_from([0, 600, 3600]))
+def test_every_job_is_placed_or_reported(jobs, nodes, target_time) -> None:
+    packing = binpack(jobs, nodes, target_time)
+    assert set(packing.counts) == set(nodes)
+    for shape in jobs:
+        fits_somewhere = _first_fit(shape, nodes) is not None
+        assert (shape in packing.unschedulable) != fits_somewhere
+        if not fits_somewhere:
+            # The reasons are real failures against some node shape.
+            reasons = packing.unschedulable[shape]
+            assert reasons and any(shape.fits_in(n) == reasons for n in nodes)
+    # A node shape is used only if some job goes to it first.
+    wanted = {_first_fit(s, nodes) for s in jobs} - {None}
+    assert all(packing.counts[n] == 0 for n in nodes if n not in wanted)
+
+
+@settings(max_examples=400, deadline=None)
+@given(job_groups, node_shapes)
+def test_capacity_is_respected_with_everything_at_once(jobs, nodes) -> None:
+    """With target 0 every job of non-zero length runs at once: the node count is at least
+    the resource bound, and at most one node per job."""
+    packing = binpack(jobs, nodes, 0)
+    for node in nodes:
+        mine = {s: n for s, n in jobs.items() if _first_fit(s, nodes) == node}
+        for dim in ("memory", "cores", "disk"):
+            need = sum(getattr(s, dim) * n for s, n in mine.items() if s.wallTime > 0)
+            have = getattr(node, dim)
+            if have:
+                assert packing.counts[node] >= math.ceil(need / have - 1e-9)
+        assert packing.counts[node] <= sum(mine.values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(job_groups, node_shapes, st.sampled_from([0, 600, 3600]))
+def test_more_time_never_needs_more_nodes_than_none(jobs, nodes, target_time) -> None:
+    assert binpack(jobs, nodes, target_time).total <= binpack(jobs, nodes, 0).total
+
+
+@settings(max_examples=200, deadline=None)
+@given(job_groups, node_shapes)
+def test_priced_packing_serves_the_same_jobs(jobs, nodes) -> None:
+    prices = {n: 0.01 * (1 + i) for i, n in enumerate(nodes)}
+    priced = binpack(jobs, nodes, 0, prices=prices)
+    plain = binpack(jobs, nodes, 0)
+    assert priced.unschedulable == plain.unschedulable
+    assert (priced.total == 0) == (plain.total == 0)
