@@ -76,8 +76,8 @@ def test_node_counts_against_toil(seed: int) -> None:
         f"seed {seed}: {CASES} inputs, shoal {ours_total} nodes vs Toil {toil_total}; "
         f"fewer on {better}, equal on {equal}, more on {len(worse)}"
     )
-    # Known gap (see the issue note): on under 1% of inputs the bulk packer needs one node
-    # more than Toil's job-by-job packing; never more than one, never more in total.
+    # Known gap (see the issue note): on about 1 input in 1,000 the bulk packer needs one
+    # node more than Toil's job-by-job packing; never more than one, never more in total.
     assert ours_total <= toil_total
     assert all(ours <= theirs + 1 for ours, theirs, _ in worse), worse[:3]
-    assert len(worse) <= CASES // 100
+    assert len(worse) <= CASES // 200
