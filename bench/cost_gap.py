@@ -3,12 +3,14 @@
     make bench        (or: .venv/bin/python bench/cost_gap.py)
 
 The bound relaxes "jobs all running at once" (target_time = 0):
-whole nodes x_s of each node shape (integer), fractional jobs y_gs of each job group on
+whole nodes x_s of each node shape, fractional jobs y_gs of each job group on
 each node shape it fits, every group placed, per node shape and dimension the jobs'
 resources within x_s times its capacity; minimise sum(price_s * x_s). Solved with
 HiGHS (MILP) through scipy.optimize.linprog. Any real packing costs at least that much.
-Prints the mean and max gap of shoal's cost-aware packing, and of the count-minimising
-packing priced the same way, for comparison.
+The bound pools each node shape's capacity (a job may straddle two nodes), so part
+of any gap is the bound's own slack, largest when jobs are big relative to nodes;
+a configuration LP would be tighter. Prints the mean and max gap of shoal's
+cost-aware packing, and of the count-minimising packing priced the same way.
 """
 
 from __future__ import annotations
@@ -65,8 +67,8 @@ def lp_bound(groups: dict[Shape, int], nodes: list[Shape], prices: dict[Shape, f
                 if ss == s:
                     row[nx + k] = getattr(g, dim) / unit
             rows.append(row)
-    # Whole nodes, fractional jobs: still a lower bound (any packing satisfies it), and
-    # much tighter than the pure LP on small groups, where a fractional node is free.
+    # Whole nodes, fractional jobs, capacity pooled per node shape: still a lower bound
+    # (any packing satisfies it), much tighter than the LP, where fractions come free.
     integrality = np.concatenate([np.ones(nx), np.zeros(ny)])
     res = linprog(
         c,

@@ -255,7 +255,7 @@ def binpack(
         if missing:
             raise ValueError(f"no price for node shape(s): {', '.join(map(str, missing))}")
     if prices is not None:
-        return _cheapest_order(_group(jobs), nodes, target_time, prices)
+        return _priced(_group(jobs), nodes, target_time, prices)
     # Node shapes pack independently (each job shape goes to the first that fits), so the
     # smallest count per node shape over the three lane bookkeepings is a valid packing.
     groups = _group(jobs)
@@ -282,6 +282,29 @@ def _cheapest_order(
     ]
     results = [_pack(groups, nodes, target_time, prices, WIDTH, order) for order in orders]
     return min(results, key=lambda p: (p.cost(prices), p.total))
+
+
+def _priced(
+    groups: dict[Shape, int], nodes: list[Shape], target_time: float, prices: Mapping[Shape, float]
+) -> Packing:
+    """Cost-aware packing with a local search over the menu: greedy choices per group can
+    spread demand over too many node shapes, so drop a shape while that is cheaper and
+    every job still fits somewhere."""
+    best = _cheapest_order(groups, nodes, target_time, prices)
+    menu = list(nodes)
+    improved = True
+    while improved and len(menu) > 1:
+        improved = False
+        for shape in sorted((s for s in menu if best.counts.get(s)), key=lambda s: -prices[s]):
+            smaller = [s for s in menu if s != shape]
+            trial = _cheapest_order(groups, smaller, target_time, prices)
+            if (
+                trial.unschedulable.keys() == best.unschedulable.keys()
+                and trial.cost(prices) < best.cost(prices) - 1e-9
+            ):
+                best, menu, improved = trial, smaller, True
+                break
+    return Packing({s: best.counts.get(s, 0) for s in nodes}, best.unschedulable)
 
 
 def _pack(
