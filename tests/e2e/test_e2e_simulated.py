@@ -1,0 +1,101 @@
+"""`shoal run` on the simulated cloud, as a subprocess: scale-up latency, scale-down, SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+NODE_TYPE = "c5.xlarge"  # 4 vCPU, 8 GiB: a 4-core job fills one node
+
+
+def test_demand_reaches_add_nodes_within_one_second(shoal: Any, e2e: Any) -> None:
+    # A 30 s timer: only the demand wake-up (plus the 200 ms debounce) can launch in time.
+    daemon = shoal(e2e.simulated_config(e2e.free_port())).start()
+    e2e.wait_for("the first pass", lambda: daemon.status()["passes"] >= 1, 5.0)
+    assert e2e.metric(daemon.metrics(), "shoal_scale_ups_total", node_type=NODE_TYPE) == 0
+
+    start = time.monotonic()
+    reply = daemon.put_demand({"jobs": [e2e.job(5, cores=4)]})
+    assert reply.status == 200, reply.text
+
+    def launched() -> float | None:
+        ups = e2e.metric(daemon.metrics(), "shoal_scale_ups_total", node_type=NODE_TYPE)
+        return ups if ups >= 5 else None
+
+    ups = e2e.wait_for("5 launches in /metrics", launched, 5.0, on_timeout=daemon.tail)
+    latency = time.monotonic() - start
+    print(f"\ndemand -> addNodes visible in /metrics: {latency * 1000:.0f} ms")
+    assert ups == 5, f"launched {ups} nodes for 5 single-node jobs\n{daemon.tail()}"
+    assert latency < 1.0, f"demand to launch took {latency:.3f}s\n{daemon.tail()}"
+
+    status = daemon.status()
+    launches = status["last_plan"]["launches"]
+    assert [(x["node_type"], x["count"]) for x in launches] == [(NODE_TYPE, 5)], status
+    assert status["last_pass"]["launched"] == 5, status["last_pass"]
+    assert status["demand"]["queued_jobs"] == 5
+    assert status["last_plan"]["targets"] == {NODE_TYPE: 5}
+
+
+def test_idle_nodes_go_after_unneeded_time_busy_node_stays(shoal: Any, e2e: Any) -> None:
+    unneeded = 2.0
+    config = e2e.simulated_config(
+        e2e.free_port(), scaler={"interval": "300ms", "unneeded_time": f"{unneeded}s"}
+    )
+    daemon = shoal(config).start()
+    assert daemon.put_demand({"jobs": [e2e.job(3, cores=4)]}).status == 200
+
+    def three_ready() -> set[str] | None:
+        ready = daemon.node_ids("ready")
+        return ready if len(ready) == 3 else None
+
+    nodes = e2e.wait_for("3 ready nodes", three_ready, 10.0, on_timeout=daemon.tail)
+    busy = sorted(nodes)[0]
+    # Queue drained: one job now runs on `busy`, the other two nodes are idle.
+    removed_at = time.monotonic()
+    reply = daemon.put_demand({"jobs": [], "running": [e2e.running_job(busy, cores=4)]})
+    assert reply.status == 200, reply.text
+
+    def only_busy_left() -> bool:
+        return daemon.node_ids() - daemon.node_ids("terminated") == {busy}
+
+    e2e.wait_for("idle nodes terminated", only_busy_left, 10.0, on_timeout=daemon.tail)
+    took = time.monotonic() - removed_at
+    print(f"\nidle nodes terminated {took:.2f}s after the demand went (unneeded_time {unneeded}s)")
+    assert took >= unneeded * 0.9, f"idle nodes went after {took:.2f}s < unneeded_time"
+
+    # Well past another unneeded period, the busy node is still there and still ready.
+    time.sleep(unneeded + 1.0)
+    assert daemon.node_ids("ready") == {busy}, daemon.status()["nodes"]
+    samples = daemon.metrics()
+    assert e2e.metric(samples, "shoal_scale_downs_total", node_type=NODE_TYPE) == 2
+    assert e2e.metric(samples, "shoal_nodes", node_type=NODE_TYPE, state="ready") == 1
+    assert e2e.metric(samples, "shoal_jobs_running") == 1
+    assert daemon.alive()
+
+
+def test_sigterm_exits_zero_within_ten_seconds(shoal: Any, e2e: Any) -> None:
+    config = e2e.simulated_config(e2e.free_port(), scaler={"interval": "200ms"})
+    daemon = shoal(config).start()
+    assert daemon.put_demand({"jobs": [e2e.job(4, cores=4)]}).status == 200
+    e2e.wait_for(
+        "a launch",
+        lambda: e2e.metric(daemon.metrics(), "shoal_scale_ups_total") >= 4,
+        5.0,
+        on_timeout=daemon.tail,
+    )
+    start = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    try:
+        code = daemon.proc.wait(timeout=10)
+    except Exception:
+        pytest.fail(f"still running 10 s after SIGTERM\n{daemon.tail()}")
+    took = time.monotonic() - start
+    print(f"\nSIGTERM -> exit {code} in {took * 1000:.0f} ms")
+    assert code == 0, daemon.tail()
+    assert took < 10.0
+    assert "event=stopped" in daemon.log_path.read_text(), daemon.tail()
