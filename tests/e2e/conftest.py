@@ -317,7 +317,7 @@ class E2E:
     running_job = staticmethod(running_job)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def e2e() -> type[E2E]:
     return E2E
 
