@@ -205,7 +205,11 @@ def _node_types(value: Any) -> Any:
     """A Toil string ``"a/b,c:0.05"`` becomes a list of entries with default limits."""
     if isinstance(value, str):
         parse_node_types(value)  # ValueError quoting the bad part
-        return [{"type": part.strip()} for part in value.split(",")]
+        value = [{"type": part.strip()} for part in value.split(",")] if value.strip() else []
+    # Checked here rather than with min_length: pydantic would also report "at least 1
+    # item" for a non-empty list whose only entry is invalid.
+    if isinstance(value, list | tuple) and not value:
+        raise ValueError("at least one node type is needed")
     return value
 
 
@@ -369,9 +373,7 @@ class ShoalConfig(BaseModel):
 
     cluster_name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     provider: ProviderConfig
-    node_types: Annotated[tuple[NodeTypeEntry, ...], BeforeValidator(_node_types)] = Field(
-        min_length=1
-    )
+    node_types: Annotated[tuple[NodeTypeEntry, ...], BeforeValidator(_node_types)]
     scaler: ScalerConfig = Field(default_factory=ScalerConfig)
     demand: DemandConfig = Field(default_factory=DemandConfig)
     drain: DrainConfig = Field(default_factory=DrainConfig)

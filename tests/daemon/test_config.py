@@ -161,7 +161,7 @@ MALFORMED = [
         "r5.large:cheap",
         "r5.large:cheap",
     ),
-    ("no-node-types", _set("node_types", []), "node_types", "[]", "at least 1"),
+    ("no-node-types", _set("node_types", []), "node_types", "[]", "at least one node type"),
     (
         "duplicate-type",
         lambda d: d["node_types"].append({"type": "c5.xlarge"}),

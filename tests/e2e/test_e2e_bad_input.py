@@ -310,11 +310,6 @@ def test_error_text_has_one_prefix(api_daemon: Any) -> None:
     assert "invalid demand: invalid demand" not in reply.json()["error"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in daemon/config.py: an invalid node_types entry also reports "
-    "'node_types: ... at least 1 item after validation, not 0' for a non-empty list",
-)
 def test_a_bad_node_type_entry_is_one_error_not_two(tmp_path: Path, e2e: Any) -> None:
     config = _write(tmp_path, e2e, {"node_types": [{"type": "c5.xlarge", "min": 5, "max": 2}]})
     result = _run([*e2e.shoal_argv(), "check-config", str(config)], tmp_path)
