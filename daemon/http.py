@@ -107,7 +107,7 @@ def make_app(
         except DemandError as exc:
             details = list(exc.messages)
             log.info('event=demand_rejected status=400 error="%s"', exc)
-            return _error(400, f"invalid demand: {exc}", details)
+            return _error(400, str(exc), details)
         controller.set_demand(update)
         demand = controller.demand
         queued = sum(q.count for q in demand.queued)
