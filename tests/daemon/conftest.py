@@ -67,7 +67,9 @@ def config_dict(**overrides: Any) -> dict[str, Any]:
 def jobs(
     count: int, cores: float = 1, memory: float = 1 * GIB, preemptible: bool = False
 ) -> Demand:
-    return Demand(queued=(QueuedJobs(Shape(600, memory, cores, GIB, preemptible), count),))
+    # Two hours: longer than the planner's target time, so no two jobs share a core one
+    # after the other and "8 one-core jobs need 2 four-core nodes" holds.
+    return Demand(queued=(QueuedJobs(Shape(7200, memory, cores, GIB, preemptible), count),))
 
 
 def running(*node_ids: str, cores: float = 1) -> Demand:
