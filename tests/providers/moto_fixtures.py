@@ -1,0 +1,266 @@
+"""A local moto server for AWS provider tests, and the EC2 behaviours moto 5.2 lacks.
+
+Importable outside pytest (the e2e tests start a daemon subprocess pointed at the server via
+``provider.endpoint_url``): ``start_moto_server()``, ``reset_moto(url)``, ``FAKE_CREDENTIALS``
+and ``Ec2Behaviour`` with ``install()``/``uninstall()``. The server runs in this process's
+threads, so patches installed here apply to whatever talks to it.
+
+moto 5.2 differs from EC2 where these tests need EC2 (DESIGN.md, Conventions). When
+installed, ``Ec2Behaviour`` patches ``moto.ec2.responses.instances.InstanceResponse.
+run_instances`` and ``moto.ec2.models.instances.InstanceBackend.run_instances`` so that,
+as EC2 documents for RunInstances:
+
+- up to **MaxCount** instances are launched (moto launches MinCount): as many as capacity and
+  the account limit allow, and at least MinCount or none (``InsufficientInstanceCapacity`` /
+  ``InstanceLimitExceeded``);
+- a repeated **ClientToken** returns the original reservation and launches nothing
+  (moto ignores it); scoped per account and region;
+- per instance type **capacity** (``capacity``) and an account **instance limit**
+  (``instance_limit``, counting pending/running instances) exist (moto has none).
+
+It also injects faults: ``fail_next(code, ...)`` makes the next matching RunInstances fail
+with that error code before anything launches (throttling, capacity); ``lose_next_response``
+lets the next one launch and then answers ``InternalError``, as a response lost on the way back.
+``requests`` records every RunInstances call's parameters as the server received them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from moto.core.responses import ActionResult
+from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.models.instances import InstanceBackend
+from moto.ec2.responses.instances import InstanceResponse
+from moto.server import ThreadedMotoServer
+
+__all__ = [
+    "FAKE_CREDENTIALS",
+    "Ec2Behaviour",
+    "aws_env",
+    "ec2_behaviour",
+    "moto_server",
+    "moto_url",
+    "reset_moto",
+    "start_moto_server",
+]
+
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+_LIVE = ("pending", "running")
+
+
+def start_moto_server() -> tuple[ThreadedMotoServer, str]:
+    """Start a moto server on 127.0.0.1 and a free port; returns it and its URL."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, f"http://{host}:{port}"
+
+
+def reset_moto(url: str) -> None:
+    """Forget every resource the server holds."""
+    request = urllib.request.Request(f"{url}/moto-api/reset", method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+@dataclasses.dataclass
+class _Fault:
+    code: str
+    message: str
+    instance_type: str | None
+    times: int
+    after_launch: bool
+
+
+@dataclasses.dataclass
+class Ec2Behaviour:
+    """EC2's RunInstances behaviour and fault injection for moto (see the module docstring)."""
+
+    launch_max_count: bool = True
+    honour_client_token: bool = True
+    capacity: dict[str, int] = dataclasses.field(default_factory=dict)
+    instance_limit: int | None = None
+    requests: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    _faults: list[_Fault] = dataclasses.field(default_factory=list)
+    _tokens: dict[tuple[str, str, str], Any] = dataclasses.field(default_factory=dict)
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    _undo: list[Callable[[], None]] = dataclasses.field(default_factory=list)
+
+    def fail_next(
+        self,
+        code: str,
+        message: str = "injected fault",
+        *,
+        instance_type: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """The next ``times`` RunInstances (of ``instance_type``, or any) fail with ``code``."""
+        self._faults.append(_Fault(code, message, instance_type, times, after_launch=False))
+
+    def lose_next_response(self, *, times: int = 1) -> None:
+        """The next RunInstances launches, then answers ``InternalError`` (response lost)."""
+        self._faults.append(_Fault("InternalError", "response lost", None, times, True))
+
+    def _take_fault(self, instance_type: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.instance_type in (None, instance_type):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    # -- patching ------------------------------------------------------------------------
+
+    def install(self) -> None:
+        """Patch moto's RunInstances (response and backend) to behave as EC2 documents."""
+        if self._undo:
+            return
+        behaviour = self
+        original_response = InstanceResponse.run_instances
+        original_backend = InstanceBackend.run_instances
+        count_override = threading.local()
+
+        def backend_run_instances(
+            backend: Any, image_id: str, count: int, *args: Any, **kwargs: Any
+        ) -> Any:
+            override = getattr(count_override, "count", None)
+            return original_backend(
+                backend, image_id, count if override is None else override, *args, **kwargs
+            )
+
+        def response_run_instances(response: InstanceResponse) -> ActionResult:
+            return behaviour._run_instances(response, original_response, count_override)
+
+        InstanceBackend.run_instances = backend_run_instances  # type: ignore[method-assign]
+        InstanceResponse.run_instances = response_run_instances  # type: ignore[method-assign]
+
+        def undo() -> None:
+            InstanceBackend.run_instances = original_backend  # type: ignore[method-assign]
+            InstanceResponse.run_instances = original_response  # type: ignore[method-assign]
+
+        self._undo.append(undo)
+
+    def uninstall(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+    def _run_instances(
+        self,
+        response: InstanceResponse,
+        original: Callable[[InstanceResponse], ActionResult],
+        count_override: threading.local,
+    ) -> ActionResult:
+        instance_type = response._get_param("InstanceType", "m1.small")
+        min_count = int(response._get_param("MinCount", if_none="1"))
+        max_count = int(response._get_param("MaxCount", if_none=str(min_count)))
+        token = response._get_param("ClientToken") or ""
+        self.requests.append(
+            {
+                "InstanceType": instance_type,
+                "MinCount": min_count,
+                "MaxCount": max_count,
+                "ClientToken": token,
+                "InstanceMarketOptions": response._get_param("InstanceMarketOptions", {}),
+            }
+        )
+        fault = self._take_fault(instance_type)
+        if fault is not None and not fault.after_launch:
+            raise EC2ClientError(fault.code, fault.message)
+        key = (response.current_account, response.region, token)
+        with self._lock:
+            if self.honour_client_token and token and key in self._tokens:
+                return ActionResult(self._tokens[key])  # EC2: same token, same reservation
+            count = max_count if self.launch_max_count else min_count
+            if instance_type in self.capacity:
+                if self.capacity[instance_type] < min_count:
+                    raise EC2ClientError(
+                        "InsufficientInstanceCapacity",
+                        f"We currently do not have sufficient {instance_type} capacity.",
+                    )
+                count = min(count, self.capacity[instance_type])
+            if self.instance_limit is not None:
+                live = sum(
+                    1
+                    for reservation in response.ec2_backend.reservations.values()
+                    for instance in reservation.instances
+                    if instance.state in _LIVE
+                )
+                if live + min_count > self.instance_limit:
+                    raise EC2ClientError(
+                        "InstanceLimitExceeded",
+                        f"You have requested more instances than your limit of "
+                        f"{self.instance_limit} allows.",
+                    )
+                count = min(count, self.instance_limit - live)
+            count_override.count = count
+            try:
+                result = original(response)
+            finally:
+                count_override.count = None
+            reservation = result.result
+            if instance_type in self.capacity:
+                self.capacity[instance_type] -= len(reservation.instances)  # type: ignore[attr-defined]
+            if token:
+                self._tokens[key] = reservation
+        if fault is not None:  # after_launch: the instances exist, the answer is lost
+            raise EC2ClientError(fault.code, fault.message)
+        return result
+
+
+# -- pytest fixtures -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """One moto server on 127.0.0.1 for the session; yields its URL."""
+    server, url = start_moto_server()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials and region in the environment; nothing read from ~/.aws."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    for name, value in FAKE_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def moto_url(moto_server: str, aws_env: None) -> Iterator[str]:
+    """The server's URL, reset before and after each test."""
+    reset_moto(moto_server)
+    yield moto_server
+    reset_moto(moto_server)
+
+
+@pytest.fixture
+def ec2_behaviour() -> Iterator[Ec2Behaviour]:
+    """EC2 RunInstances behaviour patched into moto for one test (see ``Ec2Behaviour``)."""
+    behaviour = Ec2Behaviour()
+    behaviour.install()
+    try:
+        yield behaviour
+    finally:
+        behaviour.uninstall()

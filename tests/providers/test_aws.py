@@ -1,0 +1,411 @@
+"""The AWS provisioner through aiobotocore against a local moto server (127.0.0.1 only).
+
+EC2 behaviour moto 5.2 lacks (launching up to MaxCount, ClientToken idempotency, capacity,
+instance limits) and faults come from ``moto_fixtures.Ec2Behaviour``, patched into moto's
+RunInstances. Retries sleep through an injected fake, so nothing waits for real.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from moto.ec2.responses.instances import InstanceResponse
+from moto_fixtures import (  # noqa: F401 - fixtures
+    Ec2Behaviour,
+    aws_env,
+    ec2_behaviour,
+    moto_server,
+    moto_url,
+)
+
+from providers.aws import AWSProvisioner, translate_error
+from providers.base import (
+    TAG_AUTOSCALED,
+    TAG_CLUSTER,
+    TAG_NODE_TYPE,
+    TAG_REQUEST_ID,
+    TAG_ROLE,
+)
+from providers.errors import CapacityError, ProviderError, QuotaError, RetryableError
+from providers.retry import RetryPolicy
+from scaler.model import CapacityType, Offering
+from scaler.shape import Shape
+
+GIB = 2**30
+IMAGE = "ami-12c6146b"  # moto accepts any id; DescribeImages not finding it is tolerated
+ZONE = "us-east-1a"
+
+
+@dataclasses.dataclass
+class Env:
+    url: str
+    behaviour: Ec2Behaviour
+    sleeps: list[float]
+
+    def provisioner(self, cluster: str = "demo", **kwargs: Any) -> AWSProvisioner:
+        async def fake_sleep(seconds: float) -> None:
+            self.sleeps.append(seconds)
+
+        kwargs.setdefault("zone", ZONE)
+        kwargs.setdefault("image_id", IMAGE)
+        kwargs.setdefault("endpoint_url", self.url)
+        return AWSProvisioner(
+            cluster,
+            kwargs.pop("clusterType", "mesos"),
+            retry_policy=RetryPolicy(attempts=4, initial=1.0, maximum=2.0),  # sleeps are fake
+            sleep=fake_sleep,
+            **kwargs,
+        )
+
+    def client(self, service: str) -> Any:
+        return get_session().create_client(
+            service,  # type: ignore[call-overload]
+            region_name="us-east-1",
+            endpoint_url=self.url,
+        )
+
+
+@pytest.fixture
+def env(moto_url: str, ec2_behaviour: Ec2Behaviour) -> Env:  # noqa: F811
+    return Env(moto_url, ec2_behaviour, [])
+
+
+@pytest.fixture
+async def aws(env: Env) -> AsyncIterator[AWSProvisioner]:
+    async with env.provisioner() as provisioner:
+        yield provisioner
+
+
+async def test_launch_list_terminate(aws: AWSProvisioner, env: Env) -> None:
+    assert await aws.addNodes({"t3.micro"}, 3, False, requestId="req-1") == 3
+    (request,) = env.behaviour.requests  # one call for three nodes
+    assert (request["MinCount"], request["MaxCount"]) == (1, 3)
+    workers = await aws.getProvisionedWorkers()
+    assert len(workers) == 3
+    node = workers[0]
+    assert node.name.startswith("i-")
+    assert node.nodeType == "t3.micro"
+    assert node.preemptible is False
+    assert node.zone == ZONE
+    assert node.joined is None
+    assert node.privateIP
+    assert node.tags[TAG_CLUSTER] == "demo"
+    assert node.tags["Name"] == "demo"
+    assert node.tags[TAG_ROLE] == "worker"
+    assert node.tags[TAG_AUTOSCALED] == "true"
+    assert node.tags[TAG_NODE_TYPE] == "t3.micro"
+    assert node.tags[TAG_REQUEST_ID] == "req-1"
+    assert await aws.getProvisionedWorkers(instance_type="m5.large") == []
+
+    await aws.terminateNodes(workers[:2])
+    assert {n.name for n in await aws.getProvisionedWorkers()} == {workers[2].name}
+    # Terminated again, plus an id EC2 never knew: neither is an error.
+    await aws.terminateNodes([workers[0], "i-0123456789abcdef0", workers[2].name])
+    assert await aws.getProvisionedWorkers() == []
+
+
+async def test_worker_user_data_is_ignition(aws: AWSProvisioner, env: Env) -> None:
+    await aws.addNodes(["t3.micro"], 1, False)
+    (node,) = await aws.getProvisionedWorkers()
+    async with env.client("ec2") as ec2:
+        attr = await ec2.describe_instance_attribute(InstanceId=node.name, Attribute="userData")
+    import base64
+    import json
+
+    ignition = json.loads(base64.b64decode(attr["UserData"]["Value"]))
+    assert ignition["ignition"]["version"] == "2.2.0"
+
+
+async def test_other_clusters_and_leader_are_not_workers(env: Env) -> None:
+    async with env.provisioner("demo") as demo, env.provisioner("other") as other:
+        await demo.launchCluster("t3.medium", owner="me")
+        await other.addNodes(["t3.micro"], 2, False)
+        await demo.addNodes(["t3.micro"], 1, False)
+        assert len(await demo.getProvisionedWorkers()) == 1
+        assert len(await other.getProvisionedWorkers()) == 2
+        leader = await demo.getLeader()
+        assert leader.tags[TAG_ROLE] == "leader"
+        assert leader.tags[TAG_AUTOSCALED] == "false"
+        assert leader.tags["Owner"] == "me"
+        assert demo._leaderPrivateIP == leader.privateIP
+        with pytest.raises(ProviderError) as info:
+            await demo.launchCluster("t3.medium")
+        assert info.value.code == "ClusterExists"
+        with pytest.raises(ProviderError) as info:
+            await other.getLeader()
+        assert info.value.code == "NoLeader"
+
+
+async def test_spot_request_reaches_moto(aws: AWSProvisioner, env: Env) -> None:
+    assert await aws.addNodes(["m5.large"], 2, True, spotBid=0.05) == 2
+    market = env.behaviour.requests[-1]["InstanceMarketOptions"]
+    assert market["MarketType"] == "spot"
+    assert market["SpotOptions"]["MaxPrice"] == "0.05"
+    workers = await aws.getProvisionedWorkers(preemptible=True)
+    assert len(workers) == 2 and all(n.preemptible for n in workers)
+    assert await aws.getProvisionedWorkers(preemptible=False) == []
+
+
+async def test_spot_bid_comes_from_autoscaled_node_types(aws: AWSProvisioner, env: Env) -> None:
+    await aws.setAutoscaledNodeTypes([({"m5.large"}, 0.07)])
+    await aws.addNodes({"m5.large"}, 1, True)
+    assert env.behaviour.requests[-1]["InstanceMarketOptions"]["SpotOptions"]["MaxPrice"] == "0.07"
+
+
+async def test_shapes_from_describe_instance_types(env: Env) -> None:
+    async with env.provisioner(nodeStorage=60, nodeStorageOverrides=["c5.large:100"]) as aws:
+        assert await aws.getNodeShape("m5.large") == Shape(3600, 8 * GIB, 2, 60 * GIB, False)
+        assert await aws.getNodeShape("c5.large", True) == Shape(3600, 4 * GIB, 2, 100 * GIB, True)
+        # Instance storage wins over nodeStorage.
+        assert await aws.getNodeShape("m5d.large") == Shape(3600, 8 * GIB, 2, 75 * GIB, False)
+        with pytest.raises(ProviderError):
+            await aws.getNodeShape("no.such-type")
+
+
+async def test_throttling_is_retried_then_succeeds(aws: AWSProvisioner, env: Env) -> None:
+    env.behaviour.fail_next("RequestLimitExceeded", "Request limit exceeded.", times=2)
+    assert await aws.addNodes(["t3.micro"], 2, False) == 2
+    assert len(env.behaviour.requests) == 3  # two throttled, one through
+    assert len(env.sleeps) == 2  # backed off twice, through the injected sleep
+    assert len({r["ClientToken"] for r in env.behaviour.requests}) == 1
+    assert len(await aws.getProvisionedWorkers()) == 2
+
+
+async def test_throttling_gives_up_after_the_policy(aws: AWSProvisioner, env: Env) -> None:
+    env.behaviour.fail_next("RequestLimitExceeded", times=10)
+    with pytest.raises(RetryableError) as info:
+        await aws.addNodes(["t3.micro"], 1, False)
+    assert info.value.code == "RequestLimitExceeded"
+    assert len(env.behaviour.requests) == 4  # RetryPolicy(attempts=4)
+
+
+async def test_insufficient_capacity_falls_back_to_the_next_type(
+    aws: AWSProvisioner, env: Env
+) -> None:
+    env.behaviour.fail_next("InsufficientInstanceCapacity", instance_type="c5.large")
+    assert await aws.addNodes(["c5.large", "c5a.large"], 2, False) == 2
+    assert [r["InstanceType"] for r in env.behaviour.requests] == ["c5.large", "c5a.large"]
+    assert env.sleeps == []  # capacity errors are not retried
+    assert {n.nodeType for n in await aws.getProvisionedWorkers()} == {"c5a.large"}
+
+
+async def test_partial_capacity_fills_from_the_alternative(aws: AWSProvisioner, env: Env) -> None:
+    env.behaviour.capacity["c5.large"] = 1
+    assert await aws.addNodes(["c5.large", "c5a.large"], 3, False) == 3
+    types = sorted(n.nodeType or "" for n in await aws.getProvisionedWorkers())
+    assert types == ["c5.large", "c5a.large", "c5a.large"]
+    assert env.behaviour.requests[1]["MaxCount"] == 2
+
+
+async def test_no_capacity_anywhere_is_a_capacity_error(aws: AWSProvisioner, env: Env) -> None:
+    env.behaviour.capacity.update({"c5.large": 0, "c5a.large": 0})
+    with pytest.raises(CapacityError) as info:
+        await aws.addNodes({"c5a.large", "c5.large"}, 2, True, spotBid=0.1)
+    assert not isinstance(info.value, QuotaError)
+    assert info.value.code == "InsufficientInstanceCapacity"
+    assert info.value.offerings == (
+        Offering("c5.large", ZONE, CapacityType.SPOT),
+        Offering("c5a.large", ZONE, CapacityType.SPOT),
+    )
+
+
+async def test_instance_limit_is_a_quota_error(aws: AWSProvisioner, env: Env) -> None:
+    env.behaviour.instance_limit = 2
+    assert await aws.addNodes(["t3.micro"], 5, False) == 2  # EC2 launches what the limit allows
+    with pytest.raises(QuotaError) as info:
+        await aws.addNodes(["t3.micro"], 1, False)
+    assert info.value.code == "InstanceLimitExceeded"
+    assert info.value.offerings == (Offering("t3.micro", ZONE, CapacityType.ON_DEMAND),)
+    assert env.sleeps == []
+
+
+async def test_lost_response_is_retried_with_the_same_client_token(
+    aws: AWSProvisioner, env: Env
+) -> None:
+    env.behaviour.lose_next_response()
+    assert await aws.addNodes(["t3.micro"], 3, False, requestId="req-7") == 3
+    first, second = env.behaviour.requests
+    assert first["ClientToken"] == second["ClientToken"]
+    assert len(env.sleeps) == 1
+    assert len(await aws.getProvisionedWorkers()) == 3  # launched once, not twice
+    # The daemon repeating the request after a restart launches nothing new either.
+    assert await aws.addNodes(["t3.micro"], 3, False, requestId="req-7") == 3
+    assert len(await aws.getProvisionedWorkers()) == 3
+
+
+async def test_client_tokens_differ_per_request_and_type(aws: AWSProvisioner, env: Env) -> None:
+    await aws.addNodes(["t3.micro"], 1, False)
+    await aws.addNodes(["t3.micro"], 1, False)
+    assert len(await aws.getProvisionedWorkers()) == 2  # random tokens: two launches
+    assert AWSProvisioner.client_token("r", "t3.micro", False) != AWSProvisioner.client_token(
+        "r", "t3.small", False
+    )
+    assert AWSProvisioner.client_token("r", "t3.micro", False) != AWSProvisioner.client_token(
+        "r", "t3.micro", True
+    )
+    assert len(AWSProvisioner.client_token("x" * 200, "t3.micro", False)) <= 64
+
+
+async def test_listing_pages_and_terminating_batches_past_1000(
+    aws: AWSProvisioner, env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    describe_calls: list[int] = []
+    terminate_sizes: list[int] = []
+    original_describe = InstanceResponse.describe_instances
+    original_terminate = InstanceResponse.terminate_instances
+
+    def describe(self: InstanceResponse) -> Any:
+        describe_calls.append(1)
+        return original_describe(self)
+
+    def terminate(self: InstanceResponse) -> Any:
+        terminate_sizes.append(len(self._get_param("InstanceIds", [])))
+        return original_terminate(self)
+
+    monkeypatch.setattr(InstanceResponse, "describe_instances", describe)
+    monkeypatch.setattr(InstanceResponse, "terminate_instances", terminate)
+
+    assert await aws.addNodes(["t3.micro"], 1001, False) == 1001  # EC2 launches MaxCount
+    for _ in range(6):
+        await aws.addNodes(["t3.nano"], 1, False)
+    aws.describe_page_size = 5  # moto pages by reservation: 7 reservations make 2 pages
+    workers = await aws.getProvisionedWorkers()
+    assert len(workers) == 1007
+    assert len(describe_calls) == 2
+    await aws.terminateNodes(workers)
+    assert terminate_sizes == [1000, 7]
+    assert await aws.getProvisionedWorkers() == []
+
+
+async def test_managed_nodes_are_an_auto_scaling_group(env: Env) -> None:
+    async with env.provisioner(clusterType="kubernetes") as aws:
+        await aws.addManagedNodes(["t3.micro", "t3a.micro"], 1, 3, True, spotBid=0.02)
+        async with env.client("autoscaling") as autoscaling:
+            (group,) = (await autoscaling.describe_auto_scaling_groups())["AutoScalingGroups"]
+        assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == (1, 3, 1)
+        policy = group["MixedInstancesPolicy"]
+        overrides = policy["LaunchTemplate"]["Overrides"]
+        assert [o["InstanceType"] for o in overrides] == ["t3.micro", "t3a.micro"]
+        assert policy["InstancesDistribution"]["SpotMaxPrice"] == "0.02"
+        tags = {t["Key"]: t["Value"] for t in group["Tags"]}
+        assert tags[TAG_CLUSTER] == "demo"
+        assert tags[TAG_AUTOSCALED] == "false"
+        assert tags["k8s.io/cluster-autoscaler/demo"] == "owned"
+        async with env.client("ec2") as ec2:
+            templates = (await ec2.describe_launch_templates())["LaunchTemplates"]
+        assert [t["LaunchTemplateName"] for t in templates] == [group["AutoScalingGroupName"]]
+        # destroyCluster removes the group and its template too.
+        await aws.destroyCluster()
+        async with env.client("autoscaling") as autoscaling:
+            groups = (await autoscaling.describe_auto_scaling_groups())["AutoScalingGroups"]
+        assert groups == []
+
+
+async def test_destroy_cluster_terminates_only_this_cluster(env: Env) -> None:
+    async with env.provisioner("demo") as demo, env.provisioner("other") as other:
+        await demo.launchCluster("t3.medium")
+        await demo.addNodes(["t3.micro"], 3, False)
+        await other.addNodes(["t3.micro"], 1, False)
+        await demo.destroyCluster()
+        assert await demo.getProvisionedWorkers() == []
+        with pytest.raises(ProviderError):
+            await demo.getLeader()
+        assert len(await other.getProvisionedWorkers()) == 1
+
+
+async def test_image_lookup_picks_the_newest_match(env: Env) -> None:
+    async with env.client("ec2") as ec2:
+        images = (await ec2.describe_images(Owners=["amazon"]))["Images"]
+    named = [i for i in images if i.get("Name", "").startswith("amzn")]
+    assert named, "moto ships Amazon images"
+    newest = max(named, key=lambda i: (i.get("CreationDate", ""), i["ImageId"]))
+    async with env.provisioner(image_id=None, image_name="amzn*", image_owner="amazon") as aws:
+        await aws.addNodes(["t3.micro"], 1, False)
+        assert aws._image is not None and aws._image[0] == newest["ImageId"]
+    async with env.provisioner(image_id=None, image_name="nope-*", image_owner="amazon") as aws:
+        with pytest.raises(ProviderError) as info:
+            await aws.addNodes(["t3.micro"], 1, False)
+        assert info.value.code == "NoImage"
+
+
+def test_constructor_checks_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError):
+        AWSProvisioner("c", image_id="ami-1", image_name="x", image_owner="y")
+    with pytest.raises(ValueError):
+        AWSProvisioner("c", clusterType="slurm")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    aws = AWSProvisioner("c", zone="eu-west-2b", image_id="ami-1")
+    assert (aws.region, aws.endpoint_url) == ("eu-west-2", "http://127.0.0.1:1")
+    assert aws.cloud == "aws"
+    assert aws.supportedClusterTypes() == {"mesos", "kubernetes"}
+    assert aws.getKubernetesCloudProvider() == "aws"
+    commands = aws.getKubernetesAutoscalerSetupCommands({"CLUSTER_NAME": "c; rm -rf /"})
+    assert "kubectl apply" in commands and "rm -rf" not in commands
+
+
+def test_from_config() -> None:
+    provider = SimpleNamespace(
+        cluster_type="kubernetes",
+        zone="us-west-2a",
+        node_storage=80,
+        node_storage_overrides=("m5.large:10",),
+        region="us-west-2",
+        endpoint_url="http://127.0.0.1:9",
+        image_id="ami-1",
+        image_name=None,
+        image_owner=None,
+        subnet_id="subnet-1",
+        security_group_ids=("sg-1",),
+        key_name="k",
+        instance_profile_arn=None,
+        extra_tags={"team": "x"},
+    )
+    aws = AWSProvisioner.from_config(SimpleNamespace(cluster_name="c", provider=provider))
+    assert (aws.clusterName, aws.clusterType, aws.region) == ("c", "kubernetes", "us-west-2")
+    assert aws.security_group_ids == ["sg-1"] and aws.extra_tags == {"team": "x"}
+
+
+def _client_error(code: str, status: int = 400) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "RunInstances",
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "retry", "typed"),
+    [
+        (_client_error("RequestLimitExceeded", 503), True, RetryableError),
+        (_client_error("Throttling"), True, RetryableError),
+        (_client_error("ThrottlingException"), True, RetryableError),
+        (_client_error("RequestThrottled"), True, RetryableError),
+        (_client_error("InternalError", 500), True, RetryableError),
+        (_client_error("Whatever", 503), True, RetryableError),
+        (_client_error("InvalidInstanceID.NotFound"), True, RetryableError),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), True, RetryableError),
+        (ReadTimeoutError(endpoint_url="http://127.0.0.1:1"), True, RetryableError),
+        (_client_error("InsufficientInstanceCapacity"), False, CapacityError),
+        (_client_error("MaxSpotInstanceCountExceeded"), False, CapacityError),
+        (_client_error("SpotMaxPriceTooLow"), False, CapacityError),
+        (_client_error("InstanceLimitExceeded"), False, QuotaError),
+        (_client_error("UnauthorizedOperation", 403), False, ProviderError),
+        (_client_error("InvalidParameterValue"), False, ProviderError),
+        (ValueError("x"), False, ProviderError),
+    ],
+)
+def test_retry_predicate_and_error_mapping(
+    error: BaseException, retry: bool, typed: type[ProviderError]
+) -> None:
+    assert AWSProvisioner.retryPredicate(error) is retry
+    offering = Offering("t3.micro", ZONE, CapacityType.ON_DEMAND)
+    mapped = translate_error(error, "run_instances", (offering,))
+    assert type(mapped) is typed
+    assert AWSProvisioner.retryPredicate(mapped) is retry
+    if isinstance(mapped, CapacityError):
+        assert mapped.offerings == (offering,)
