@@ -37,6 +37,7 @@ from typing import Any
 
 from aiobotocore.session import get_session
 from botocore.config import Config
+from botocore.configprovider import ConstantProvider
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -220,6 +221,12 @@ class AWSProvisioner(AbstractProvisioner):
         self.clock: Clock = clock or SystemClock()
         self._sleep = sleep or self.clock.sleep
         self._session = get_session()
+        if not os.environ.get("AWS_PROFILE") and not os.environ.get("AWS_DEFAULT_PROFILE"):
+            # An empty AWS_PROFILE (set to blank out a user's profile) means no profile, as
+            # when unset; botocore would otherwise look for a profile named "".
+            self._session.get_component("config_store").set_config_provider(
+                "profile", ConstantProvider(None)
+            )
         self._clients: dict[str, Any] = {}
         self._stack = contextlib.AsyncExitStack()
         self._client_lock = asyncio.Lock()

@@ -7,7 +7,9 @@ RunInstances. Retries sleep through an injected fake, so nothing waits for real.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -115,9 +117,6 @@ async def test_worker_user_data_is_ignition(aws: AWSProvisioner, env: Env) -> No
     (node,) = await aws.getProvisionedWorkers()
     async with env.client("ec2") as ec2:
         attr = await ec2.describe_instance_attribute(InstanceId=node.name, Attribute="userData")
-    import base64
-    import json
-
     ignition = json.loads(base64.b64decode(attr["UserData"]["Value"]))
     assert ignition["ignition"]["version"] == "2.2.0"
 
@@ -319,6 +318,36 @@ async def test_destroy_cluster_terminates_only_this_cluster(env: Env) -> None:
         assert len(await other.getProvisionedWorkers()) == 1
 
 
+async def test_destroy_cluster_gives_up_after_its_poll_limit(
+    aws: AWSProvisioner, env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await aws.addNodes(["t3.micro"], 1, False)
+    # An instance that never goes away (TerminateInstances answered, nothing done).
+    monkeypatch.setattr(
+        "moto.ec2.models.instances.InstanceBackend.terminate_instances",
+        lambda self, ids: [],
+    )
+    aws.destroy_poll_limit = 3
+    with pytest.raises(ProviderError) as info:
+        await aws.destroyCluster()
+    assert info.value.code == "DestroyTimeout"
+    assert env.sleeps == [aws.destroy_poll_interval] * 3
+
+
+async def test_cluster_settings_and_close(env: Env) -> None:
+    async with env.provisioner() as launcher:
+        await launcher.createClusterSettings()
+        await launcher.launchCluster("t3.medium")
+        leader_ip = launcher._leaderPrivateIP
+    on_leader = env.provisioner()
+    await on_leader.readClusterSettings()
+    assert on_leader._leaderPrivateIP == leader_ip
+    await on_leader.close()
+    with pytest.raises(ProviderError) as info:
+        await on_leader.getProvisionedWorkers()
+    assert info.value.code == "Closed"
+
+
 async def test_image_lookup_picks_the_newest_match(env: Env) -> None:
     async with env.client("ec2") as ec2:
         images = (await ec2.describe_images(Owners=["amazon"]))["Images"]
@@ -409,3 +438,11 @@ def test_retry_predicate_and_error_mapping(
     assert AWSProvisioner.retryPredicate(mapped) is retry
     if isinstance(mapped, CapacityError):
         assert mapped.offerings == (offering,)
+
+
+async def test_empty_aws_profile_means_no_profile(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "")  # as set to blank out a user's profile
+    async with env.provisioner() as aws:
+        assert await aws.addNodes(["t3.micro"], 1, False) == 1
