@@ -45,6 +45,7 @@ test: setup tools toil lint
 bench: setup toil
 	$(BIN)/python bench/binpack.py
 	$(BIN)/python bench/cost_gap.py
+	$(BIN)/python bench/footprint.py
 
 clean:
 	rm -rf $(VENV) $(TOIL_VENV) .pytest_cache .ruff_cache

@@ -75,6 +75,9 @@ class ControllerSettings:
     interval: float = 30.0  # timer wake-up, seconds
     debounce: float = 0.2  # after a demand change, wait this long for more
     health_factor: float = 3.0  # unhealthy when no pass completed for this many intervals
+    # A pass still running after this long is wedged (it must exceed the provider retry
+    # deadlines a pass can sit through); liveness, and so the systemd watchdog, then fails.
+    stuck_after: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,8 @@ class Controller:
         self._pass_done = asyncio.Condition()
         self._started = self.clock.monotonic()
         self._last_ok: float | None = None
+        self._last_finished: float | None = None
+        self._pass_started: float | None = None
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -172,9 +177,20 @@ class Controller:
     # -- health ---------------------------------------------------------------------------
 
     def healthy(self) -> bool:
+        """A pass succeeded recently: the daemon is scaling (what /healthz reports)."""
         since = self._last_ok if self._last_ok is not None else self._started
         limit = self.settings.health_factor * self.settings.interval
         return self.clock.monotonic() - since <= limit
+
+    def alive(self) -> bool:
+        """The loop is not wedged: passes keep finishing, whatever their outcome, and none
+        has run longer than ``stuck_after``. What the systemd watchdog is fed on: a cloud
+        outage makes passes skip (unhealthy), but restarting shoal would not help."""
+        now = self.clock.monotonic()
+        if self._pass_started is not None:
+            return now - self._pass_started <= self.settings.stuck_after
+        since = self._last_finished if self._last_finished is not None else self._started
+        return now - since <= self.settings.health_factor * self.settings.interval
 
     async def wait_for_pass(self, number: int) -> PassRecord:
         """Wait until pass ``number`` (1-based) has finished; for tests and the service."""
@@ -254,6 +270,7 @@ class Controller:
             self.passes += 1
             number = self.passes
             started_at, start = self.clock.now(), self.clock.monotonic()
+            self._pass_started = start
             try:
                 observation = await self._observe()
                 if isinstance(observation, str):
@@ -264,6 +281,9 @@ class Controller:
                     record = self._record(number, started_at, start, observation, plan, report)
             except Exception as exc:
                 record = self._failed(number, started_at, start, exc)
+            finally:
+                self._pass_started = None
+                self._last_finished = self.clock.monotonic()
             self.metrics.passes.labels(outcome=record.outcome.value).inc()
             self.metrics.pass_duration.observe(record.duration)
             self.last_pass = record

@@ -29,7 +29,7 @@ from daemon.demand import DemandSource, DemoDemandSource, FileDemandSource
 from daemon.drain import CommandDrainHook, DrainHook, NoDrainHook, WebhookDrainHook
 from daemon.executor import Executor
 from daemon.http import InsecureListenError, check_listen, make_app, start_http
-from daemon.loop import Controller, ControllerSettings, PassOutcome, PassRecord
+from daemon.loop import Controller, ControllerSettings, PassRecord
 from daemon.metrics import ShoalMetrics
 from daemon.nodes import TrackedState
 from providers.base import AbstractProvisioner
@@ -132,7 +132,13 @@ def build_drain_hook(config: ShoalConfig) -> DrainHook:
 
 
 def _settings(config: ShoalConfig) -> ControllerSettings:
-    return ControllerSettings(interval=config.scaler.interval, debounce=config.scaler.debounce)
+    retry = config.retry_policy()
+    return ControllerSettings(
+        interval=config.scaler.interval,
+        debounce=config.scaler.debounce,
+        # listing, launches and terminations may each sit through a full retry deadline
+        stuck_after=3 * retry.deadline + config.scaler.interval,
+    )
 
 
 def _backoff_policy(config: ShoalConfig) -> BackoffPolicy:
@@ -290,6 +296,8 @@ class Service:
         run_task = asyncio.create_task(controller.run(), name="shoal-controller")
         for source in self._demand_sources(config):
             self._tasks.append(asyncio.create_task(self._pump(source), name="shoal-demand"))
+        if self.notifier.watchdog_seconds is not None:
+            self._tasks.append(asyncio.create_task(self._heartbeat(), name="shoal-watchdog"))
         self.started.set()
         try:
             stop_wait = asyncio.create_task(self._stop.wait())
@@ -328,8 +336,18 @@ class Service:
 
     def _after_pass(self, record: PassRecord) -> None:
         assert self.controller is not None
-        if record.outcome is PassOutcome.OK and self.controller.healthy():
+        if self.controller.alive():
             self.notifier.watchdog()
+
+    async def _heartbeat(self) -> None:
+        """Feed the systemd watchdog while the loop is alive, also during a long pass that
+        waits out provider retries; stop feeding it once the loop is wedged."""
+        seconds = self.notifier.watchdog_seconds
+        assert seconds is not None and self.controller is not None
+        while True:
+            await self.clock.sleep(seconds / 3)
+            if self.controller.alive():
+                self.notifier.watchdog()
 
     def _watchdog_warning(self) -> None:
         seconds = self.notifier.watchdog_seconds

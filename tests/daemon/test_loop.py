@@ -300,3 +300,32 @@ def test_tracker_readiness_membership_and_types() -> None:
     tracker.observe(workers[:3], joined=None)
     assert {n.id: n.state.value for n in tracker.infos()} == {"b": "draining", "c": "ready"}
     assert tracker.counts()[("c5.xlarge/c5a.xlarge", "terminated")] == 1
+
+
+async def test_skipped_passes_are_unhealthy_but_alive(harness: Harness) -> None:
+    """A cloud outage makes passes skip: /healthz fails, but the loop is alive, so the
+    systemd watchdog keeps being fed (a restart would not bring the cloud back)."""
+    h = harness
+    interval = h.controller.settings.interval
+    for _ in range(4):
+        h.provider.fail_next("getProvisionedWorkers", ProviderError("down", code="InternalError"))
+        assert (await h.pass_()).outcome is PassOutcome.SKIPPED
+        await h.clock.advance(interval)
+    assert not h.controller.healthy()
+    assert h.controller.alive()
+
+
+async def test_a_wedged_pass_is_not_alive(harness: Harness) -> None:
+    h = harness
+    h.provider.api_latency = 10 * h.controller.settings.stuck_after  # the listing hangs
+    task = asyncio.create_task(h.controller.run_pass())
+    await h.settle()  # the pass starts and waits on the listing
+    await h.clock.advance(h.controller.settings.stuck_after / 2)
+    assert h.controller.alive()  # a long pass (say, waiting out retries) is still alive
+    await h.clock.advance(h.controller.settings.stuck_after)
+    assert not h.controller.alive()
+    h.provider.api_latency = 0
+    await h.clock.advance(10 * h.controller.settings.stuck_after)
+    await task  # the listing came back: the pass finished
+    await h.pass_()
+    assert h.controller.alive()
