@@ -52,7 +52,8 @@ async def call_with_retry(
         retry=tenacity.retry_if_exception(predicate),
         stop=tenacity.stop_after_attempt(policy.attempts)
         | tenacity.stop_after_delay(policy.deadline),
-        wait=tenacity.wait_exponential_jitter(initial=policy.initial, max=policy.maximum),
+        # multiplier, not the deprecated initial= (a DeprecationWarning for any value but 1)
+        wait=tenacity.wait_exponential_jitter(multiplier=policy.initial, max=policy.maximum),
         sleep=sleep,
         reraise=True,
         before_sleep=before_sleep,
