@@ -9,12 +9,14 @@ daemon reports and what the demand needs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -34,22 +36,57 @@ TAG_CLUSTER = "shoal:cluster"
 TAG_AUTOSCALED = "shoal:autoscaled"
 LIVE = ["pending", "running"]
 OBSERVER = "shoal-e2e-observer"  # user agent of the test's own EC2 client (never faulted)
+MOTO_FIXTURES = Path(__file__).resolve().parents[1] / "providers" / "moto_fixtures.py"
 
 
 def _aws_provider_present() -> bool:
     return importlib.util.find_spec("providers.aws") is not None
 
 
+def _moto_fixtures() -> ModuleType | None:
+    """tests/providers/moto_fixtures.py, the one module (pytest may have imported it already
+    for tests/providers: that directory is on sys.path only while those tests are collected)."""
+    if "moto_fixtures" in sys.modules:
+        return sys.modules["moto_fixtures"]
+    if not MOTO_FIXTURES.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("moto_fixtures", MOTO_FIXTURES)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["moto_fixtures"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+fixtures = _moto_fixtures()
 needs_aws = pytest.mark.skipif(
-    not _aws_provider_present(), reason="providers/aws.py (the aws provider) is not there yet"
+    not _aws_provider_present() or fixtures is None,
+    reason="providers/aws.py or tests/providers/moto_fixtures.py is not there yet",
 )
+if fixtures is not None:
+    from moto_fixtures import aws_env, ec2_behaviour, moto_server, moto_url  # noqa: F401
+
+
+@contextlib.contextmanager
+def patched(
+    owner: type, name: str, replacement: Callable[..., Any]
+) -> Iterator[Callable[..., Any]]:
+    """Replace ``owner.name`` for a block and always put back what was there (which may be
+    ec2_behaviour's own patch: monkeypatch could restore in the wrong order with it)."""
+    original = getattr(owner, name)
+    setattr(owner, name, replacement)
+    try:
+        yield original
+    finally:
+        setattr(owner, name, original)
 
 
 class Moto:
-    """A moto EC2 endpoint plus a boto3 client on it, and a counter of RunInstances calls."""
+    """The moto EC2 endpoint, a boto3 client on it (marked as the observer) and EC2 behaviour."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, behaviour: Any) -> None:
         self.url = url
+        self.behaviour = behaviour
         self.ec2 = boto3.client(
             "ec2",
             region_name=REGION,
@@ -58,12 +95,15 @@ class Moto:
             aws_secret_access_key="testing",
             config=botocore.config.Config(user_agent_extra=OBSERVER),
         )
-        self.run_calls: list[dict[str, Any]] = []
         self.image_id = self.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
         subnets = self.ec2.describe_subnets(
             Filters=[{"Name": "availability-zone", "Values": [ZONE]}]
         )["Subnets"]
         self.subnet_id = subnets[0]["SubnetId"]
+
+    @property
+    def run_calls(self) -> list[dict[str, Any]]:
+        return list(self.behaviour.requests)
 
     def instances(self, cluster: str, states: list[str] | None = None) -> list[dict[str, Any]]:
         filters = [{"Name": f"tag:{TAG_CLUSTER}", "Values": [cluster]}]
@@ -80,36 +120,10 @@ class Moto:
 
 
 @pytest.fixture
-def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[Moto]:
-    """A moto server on a free loopback port, in this process; stopped at teardown."""
-    from moto.server import ThreadedMotoServer
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
-        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
-        moto = Moto(url)
-        original = InstanceResponse.run_instances
-
-        def counting(self: InstanceResponse) -> Any:
-            moto.run_calls.append(
-                {
-                    "type": self._get_param("InstanceType"),
-                    "min": self._get_param("MinCount"),
-                    "max": self._get_param("MaxCount"),
-                    "token": self._get_param("ClientToken"),
-                }
-            )
-            return original(self)
-
-        monkeypatch.setattr(InstanceResponse, "run_instances", counting)
-        yield moto
-    finally:
-        server.stop()
+def moto(moto_url: str, ec2_behaviour: Any) -> Moto:
+    """moto_fixtures' server (reset for this test, fake credentials in the environment) with
+    EC2's RunInstances behaviour (MaxCount, ClientToken, capacity) patched in."""
+    return Moto(moto_url, ec2_behaviour)
 
 
 def aws_config(e2e: Any, moto: Moto, cluster: str, **overrides: Any) -> dict[str, Any]:
@@ -127,17 +141,11 @@ def aws_config(e2e: Any, moto: Moto, cluster: str, **overrides: Any) -> dict[str
     return e2e.merge(base, overrides)
 
 
-def aws_env(tmp_path: Path) -> dict[str, str]:
-    """Fake credentials; nothing from the user's AWS files or an instance metadata service."""
-    return {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_PROFILE": "",
-    }
+def daemon_env() -> dict[str, str]:
+    """Fake credentials only (aws_env put them in this process's environment, which the
+    daemon inherits, with the user's AWS files and the metadata service switched off)."""
+    assert fixtures is not None
+    return dict(fixtures.FAKE_CREDENTIALS)
 
 
 def daemon_ids(daemon: Any) -> set[str]:
@@ -145,11 +153,9 @@ def daemon_ids(daemon: Any) -> set[str]:
 
 
 @needs_aws
-def test_demand_launches_tagged_instances_in_ec2(
-    shoal: Any, e2e: Any, moto: Moto, tmp_path: Path
-) -> None:
+def test_demand_launches_tagged_instances_in_ec2(shoal: Any, e2e: Any, moto: Moto) -> None:
     cluster = "e2e-launch"
-    daemon = shoal(aws_config(e2e, moto, cluster)).start(env=aws_env(tmp_path))
+    daemon = shoal(aws_config(e2e, moto, cluster)).start(env=daemon_env())
     assert moto.live_ids(cluster) == set()
 
     start = time.monotonic()
@@ -185,12 +191,15 @@ def test_demand_launches_tagged_instances_in_ec2(
 
 @needs_aws
 def test_kill9_during_scale_up_then_restart_no_duplicates_no_orphans(
-    shoal: Any, e2e: Any, moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shoal: Any, e2e: Any, moto: Moto
 ) -> None:
     cluster = "e2e-crash"
     created = threading.Event()
     release = threading.Event()
-    inner = InstanceResponse.run_instances  # the counting wrapper
+    config = aws_config(e2e, moto, cluster, scaler={"unneeded_time": "1s"})
+    demand = {"jobs": [e2e.job(3, cores=4)]}
+    first = shoal(config, name="first").start(env=daemon_env())
+    inner = InstanceResponse.run_instances  # ec2_behaviour's RunInstances
 
     def slow_response(self: InstanceResponse) -> Any:
         """EC2 has made the instances; the daemon dies before it hears back."""
@@ -199,37 +208,33 @@ def test_kill9_during_scale_up_then_restart_no_duplicates_no_orphans(
         release.wait(timeout=30)
         return result
 
-    monkeypatch.setattr(InstanceResponse, "run_instances", slow_response)
-    config = aws_config(e2e, moto, cluster, scaler={"unneeded_time": "1s"})
-    first = shoal(config, name="first").start(env=aws_env(tmp_path))
-    demand = {"jobs": [e2e.job(3, cores=4)]}
-    assert first.put_demand(demand).status == 200
-    if not created.wait(timeout=15):
-        pytest.fail(f"no RunInstances within 15 s\n{first.tail()}")
-    first.kill9()  # mid-call: instances exist, the daemon never saw the reply
-    release.set()
+    with patched(InstanceResponse, "run_instances", slow_response):
+        try:
+            assert first.put_demand(demand).status == 200
+            if not created.wait(timeout=15):
+                pytest.fail(f"no RunInstances within 15 s\n{first.tail()}")
+            first.kill9()  # mid-call: the instances exist, the daemon never saw the reply
+        finally:
+            release.set()
     launched_by_first = moto.live_ids(cluster)
-    assert launched_by_first, "the interrupted RunInstances created nothing"
     print(f"\nkilled mid-RunInstances; EC2 holds {len(launched_by_first)} instance(s)")
+    assert len(launched_by_first) == 3, "the interrupted RunInstances did not launch 3"
 
-    monkeypatch.setattr(InstanceResponse, "run_instances", inner)
-    second = shoal(config, name="second").start(env=aws_env(tmp_path))
-    # The new daemon adopts the tagged instances before planning anything.
-    status = second.status()
-    assert daemon_ids(second) == launched_by_first, status["nodes"]
+    second = shoal(config, name="second").start(env=daemon_env())
+    # The restarted daemon adopts the tagged instances before it plans anything.
+    assert daemon_ids(second) == launched_by_first, second.status()["nodes"]
     assert second.put_demand(demand).status == 200
 
     def settled() -> set[str] | None:
         ids = moto.live_ids(cluster)
-        return ids if len(ids) == 3 and daemon_ids(second) == ids else None
+        return ids if len(ids) >= 3 and daemon_ids(second) == ids else None
 
     ids = e2e.wait_for("3 instances, all known", settled, 15.0, 0.1, on_timeout=second.tail)
     time.sleep(1.5)  # a few more passes
-    assert moto.live_ids(cluster) == ids, "a duplicate launch after the restart"
+    assert moto.live_ids(cluster) == ids == launched_by_first, "a duplicate after the restart"
     assert daemon_ids(second) == ids
-    assert launched_by_first <= ids
-    ups = e2e.metric(second.metrics(), "shoal_scale_ups_total")
-    assert ups == 3 - len(launched_by_first), f"relaunched {ups}, adopted {launched_by_first}"
+    assert e2e.metric(second.metrics(), "shoal_scale_ups_total") == 0
+    assert len(moto.run_calls) == 1, moto.run_calls
 
     # No orphans: with no demand, the restarted daemon removes what the dead one launched.
     assert second.put_demand({"jobs": []}).status == 200
@@ -240,34 +245,14 @@ def test_kill9_during_scale_up_then_restart_no_duplicates_no_orphans(
         0.1,
         on_timeout=lambda: f"{moto.live_ids(cluster)}\n{second.tail()}",
     )
+    assert e2e.metric(second.metrics(), "shoal_scale_downs_total") == 3
 
 
 @needs_aws
 def test_throttling_and_capacity_faults_are_survived_and_counted(
-    shoal: Any, e2e: Any, moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shoal: Any, e2e: Any, moto: Moto
 ) -> None:
     cluster = "e2e-faults"
-    throttled = threading.Event()
-    throttled.set()
-    no_capacity = {"c5.xlarge", "c5a.xlarge"}
-    run = InstanceResponse.run_instances
-    describe = InstanceResponse.describe_instances
-
-    def run_instances(self: InstanceResponse) -> Any:
-        instance_type = self._get_param("InstanceType")
-        if instance_type in no_capacity:
-            raise EC2ClientError(
-                "InsufficientInstanceCapacity",
-                f"We currently do not have sufficient {instance_type} capacity in the "
-                f"Availability Zone you requested ({ZONE}).",
-            )
-        return run(self)
-
-    def describe_instances(self: InstanceResponse) -> Any:
-        if throttled.is_set() and OBSERVER not in self.headers.get("User-Agent", ""):
-            raise EC2ClientError("RequestLimitExceeded", "Request limit exceeded.")
-        return describe(self)
-
     config = aws_config(
         e2e,
         moto,
@@ -282,42 +267,58 @@ def test_throttling_and_capacity_faults_are_survived_and_counted(
             "retry": {"attempts": 2, "initial": "50ms", "max": "100ms", "deadline": "1s"},
         },
     )
-    daemon = shoal(config).start(env=aws_env(tmp_path))  # reconcile before the faults
-    monkeypatch.setattr(InstanceResponse, "describe_instances", describe_instances)
-    monkeypatch.setattr(InstanceResponse, "run_instances", run_instances)
+    daemon = shoal(config).start(env=daemon_env())  # reconciled before the faults
+    describe = InstanceResponse.describe_instances
 
-    # 1. Throttled listing: passes are skipped, counted, and the daemon stays up.
-    def throttle_counted() -> float | None:
-        samples = daemon.metrics()
-        errors = e2e.metric(samples, "shoal_provider_errors_total", code="RequestLimitExceeded")
-        skipped = e2e.metric(samples, "shoal_passes_total", outcome="skipped")
-        return errors if errors >= 1 and skipped >= 1 else None
+    def throttled_describe(self: InstanceResponse) -> Any:
+        if OBSERVER not in self.headers.get("User-Agent", ""):
+            raise EC2ClientError("RequestLimitExceeded", "Request limit exceeded.")
+        return describe(self)
 
-    e2e.wait_for("throttling in /metrics", throttle_counted, 20.0, 0.1, on_timeout=daemon.tail)
-    assert daemon.alive()
-    assert "RequestLimitExceeded" in daemon.status()["last_pass"]["reason"]
-    throttled.clear()
+    # 1. Every listing throttled: passes are skipped and counted; the daemon stays up.
+    with patched(InstanceResponse, "describe_instances", throttled_describe):
+        start = time.monotonic()
 
-    # 2. No capacity for c5.xlarge nor c5a.xlarge: both offerings back off, m5.xlarge serves.
+        def throttle_counted() -> bool:
+            samples = daemon.metrics()
+            errors = e2e.metric(samples, "shoal_provider_errors_total", code="RequestLimitExceeded")
+            skipped = e2e.metric(samples, "shoal_passes_total", outcome="skipped")
+            return errors >= 1 and skipped >= 1
+
+        e2e.wait_for("throttling in /metrics", throttle_counted, 60.0, 0.1, on_timeout=daemon.tail)
+        print(f"\nthrottled listing counted after {time.monotonic() - start:.1f}s")
+        assert daemon.alive()
+        last = daemon.status()["last_pass"]
+        assert last["outcome"] == "skipped" and "RequestLimitExceeded" in last["reason"], last
+
+    # 2. Throttled launches, then no capacity for c5.xlarge nor c5a.xlarge: both offerings
+    #    back off and m5.xlarge serves the demand.
+    moto.behaviour.fail_next("RequestLimitExceeded", "Request limit exceeded.", times=1)
+    moto.behaviour.capacity.update({"c5.xlarge": 0, "c5a.xlarge": 0})
     assert daemon.put_demand({"jobs": [e2e.job(2, cores=4)]}).status == 200
 
-    def m5_launched() -> list[dict[str, Any]] | None:
+    def two_live() -> list[dict[str, Any]] | None:
         live = moto.instances(cluster, LIVE)
         return live if len(live) >= 2 else None
 
-    live = e2e.wait_for("m5.xlarge instances", m5_launched, 20.0, 0.1, on_timeout=daemon.tail)
-    assert {i["InstanceType"] for i in live} == {"m5.xlarge"}, live
-    assert len(live) == 2
+    live = e2e.wait_for("m5.xlarge instances", two_live, 30.0, 0.1, on_timeout=daemon.tail)
+    time.sleep(1.0)  # a few more passes: nothing more launched
+    live = moto.instances(cluster, LIVE)
+    assert sorted(i["InstanceType"] for i in live) == ["m5.xlarge", "m5.xlarge"], live
+    calls = [(c["InstanceType"], c["MaxCount"]) for c in moto.run_calls]
+    print(f"RunInstances calls: {calls}")
+    assert {"c5.xlarge", "c5a.xlarge", "m5.xlarge"} <= {t for t, _ in calls}, calls
     samples = daemon.metrics()
-    failures = e2e.metric(
+    text = daemon.get("/metrics").text
+    capacity_failures = e2e.metric(
         samples, "shoal_scale_up_failures_total", node_type="c5.xlarge/c5a.xlarge"
     )
-    assert failures >= 1, daemon.get("/metrics").text
-    assert e2e.metric(samples, "shoal_offerings_in_backoff") == 2
-    assert e2e.metric(samples, "shoal_scale_ups_total", node_type="m5.xlarge") == 2
+    assert capacity_failures >= 1, text
+    assert e2e.metric(samples, "shoal_offerings_in_backoff") == 2, text
+    assert e2e.metric(samples, "shoal_scale_ups_total", node_type="m5.xlarge") == 2, text
     backoff = daemon.status()["backoff"]
-    assert {b["instance_type"] for b in backoff} == no_capacity, backoff
-    assert all("InsufficientInstanceCapacity" in b["reason"] for b in backoff), backoff
+    assert {b["instance_type"] for b in backoff} == {"c5.xlarge", "c5a.xlarge"}, backoff
+    assert all("capacity" in b["reason"].lower() for b in backoff), backoff
 
     # 3. Still going: passes succeed again and the daemon reports healthy.
     before = e2e.metric(daemon.metrics(), "shoal_passes_total", outcome="ok")
@@ -330,3 +331,37 @@ def test_throttling_and_capacity_faults_are_survived_and_counted(
     )
     assert daemon.get("/healthz").status == 200
     assert daemon.alive()
+
+
+@needs_aws
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: AWSProvisioner.from_config (providers/aws.py) does not pass scaler.retry, so "
+    "the provider retries with RetryPolicy() defaults (5 tries, 120 s deadline) inside the "
+    "executor's own configured retries (daemon/executor.py Executor.call): nested retries",
+)
+def test_configured_retry_bounds_a_throttled_call(shoal: Any, e2e: Any, moto: Moto) -> None:
+    retry = {"attempts": 2, "initial": "50ms", "max": "100ms", "deadline": "1s"}
+    config = aws_config(e2e, moto, "e2e-retry", scaler={"interval": "200ms", "retry": retry})
+    daemon = shoal(config).start(env=daemon_env())
+    describe = InstanceResponse.describe_instances
+
+    def throttled_describe(self: InstanceResponse) -> Any:
+        if OBSERVER not in self.headers.get("User-Agent", ""):
+            raise EC2ClientError("RequestLimitExceeded", "Request limit exceeded.")
+        return describe(self)
+
+    with patched(InstanceResponse, "describe_instances", throttled_describe):
+        start = time.monotonic()
+        e2e.wait_for(
+            "a throttled listing given up",
+            lambda: e2e.metric(daemon.metrics(), "shoal_passes_total", outcome="skipped") >= 1,
+            30.0,
+            0.05,
+            on_timeout=daemon.tail,
+        )
+        took = time.monotonic() - start
+    retries = daemon.log_path.read_text().count("event=retry operation=describe_instances")
+    print(f"\nthrottled listing given up after {took:.1f}s, {retries} provider-level retries")
+    # 2 tries within 1 s, plus one 200 ms interval: well under 3 s.
+    assert took < 3.0, f"{took:.1f}s with retry {retry}\n{daemon.tail()}"
