@@ -23,6 +23,30 @@ MAX_EXPOSURE = 2.5
 EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
 METRIC = re.compile(r"\bshoal_[a-z0-9_]+\b")
 SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
+# The metric families the dashboard is built on, as the issue names them. Pinned here so a
+# rename in the daemon or in the dashboard breaks a test even if the other side follows it.
+ISSUE_FAMILIES = {
+    "shoal_nodes",
+    "shoal_jobs_queued",
+    "shoal_jobs_running",
+    "shoal_jobs_unschedulable",
+    "shoal_target_nodes",
+    "shoal_scale_ups_total",
+    "shoal_scale_downs_total",
+    "shoal_scale_up_failures_total",
+    "shoal_offerings_in_backoff",
+    "shoal_provider_call_duration_seconds",
+    "shoal_provider_errors_total",
+    "shoal_pass_duration_seconds",
+    "shoal_passes_total",
+    "shoal_last_successful_pass_timestamp_seconds",
+    "shoal_estimated_cost_dollars_per_hour",
+}
+HISTOGRAMS = {"shoal_provider_call_duration_seconds", "shoal_pass_duration_seconds"}
+# Sample names a query may use: a histogram only through _bucket/_sum/_count.
+ISSUE_SAMPLES = (ISSUE_FAMILIES - HISTOGRAMS) | {
+    h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")
+}
 
 
 # -- systemd ----------------------------------------------------------------------------------
@@ -239,13 +263,29 @@ def test_every_shoal_metric_family_is_on_a_panel() -> None:
     assert families_not_shown(load_dashboard(), families) == set()
 
 
+def test_daemon_exports_exactly_the_issue_metric_families() -> None:
+    _, families = exported()
+    assert families == ISSUE_FAMILIES
+
+
+def test_dashboard_uses_only_and_all_of_the_issue_metrics() -> None:
+    d = load_dashboard()
+    assert unknown_metrics(d, ISSUE_SAMPLES) == set()
+    assert families_not_shown(d, ISSUE_FAMILIES) == set()
+
+
 def test_dashboard_checks_catch_a_misspelt_or_missing_metric() -> None:
     samples, families = exported()
     d = load_dashboard()
     d["panels"][0]["targets"][0]["expr"] = "sum(shoal_node{state='ready'})"
     assert unknown_metrics(d, samples) == {"shoal_node"}
+    assert unknown_metrics(d, ISSUE_SAMPLES) == {"shoal_node"}
+    # a histogram queried by its bare family name has no samples: not allowed
+    d["panels"][0]["targets"][0]["expr"] = "max(shoal_pass_duration_seconds)"
+    assert unknown_metrics(d, ISSUE_SAMPLES) == {"shoal_pass_duration_seconds"}
     d["panels"] = [p for p in d["panels"] if "cost" not in p["title"].lower()]
     assert families_not_shown(d, families) == {"shoal_estimated_cost_dollars_per_hour"}
+    assert families_not_shown(d, ISSUE_FAMILIES) == {"shoal_estimated_cost_dollars_per_hour"}
     with pytest.raises(json.JSONDecodeError):
         json.loads(DASHBOARD.read_text()[:-3])
 
@@ -256,3 +296,51 @@ def test_dashboard_quantiles_use_histogram_buckets() -> None:
         for q in ("0.5", "0.99"):
             pattern = rf"^histogram_quantile\({re.escape(q)}, sum by \(le\b.*{family}_bucket\b"
             assert any(re.search(pattern, e) for e in exprs), (family, q)
+
+
+# -- PromQL syntax (promtool) -----------------------------------------------------------------
+# promtool has no command that checks a bare expression, but `promtool check rules` parses the
+# expr of every recording rule. The dashboard's queries go into a rules file, with Grafana's
+# variables replaced by values Prometheus would see after Grafana interpolates them.
+
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "15s",
+    "$__range": "1h",
+    "$instance": ".*",
+}
+
+
+def promtool_problems(exprs: list[str], directory: Path) -> str:
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip("promtool not installed (Debian package 'prometheus'; `make tools`)")
+    rules = []
+    for i, expr in enumerate(exprs):
+        for var, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(var, value)
+        assert "$" not in expr, f"uninterpolated Grafana variable in {expr!r}"
+        rules.append({"record": f"shoal_dashboard:query{i}", "expr": expr})
+    path = directory / "dashboard-rules.json"  # JSON is YAML, which promtool reads
+    path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run(
+        [tool, "check", "rules", str(path)], capture_output=True, text=True, timeout=30
+    )
+    return "" if result.returncode == 0 else result.stdout + result.stderr
+
+
+def panel_exprs(dashboard: dict) -> list[str]:
+    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def test_every_dashboard_query_parses_as_promql(tmp_path: Path) -> None:
+    exprs = panel_exprs(load_dashboard())
+    assert len(exprs) >= 15
+    assert promtool_problems(exprs, tmp_path) == ""
+
+
+def test_promtool_check_catches_a_broken_query(tmp_path: Path) -> None:
+    exprs = panel_exprs(load_dashboard())
+    exprs[0] = exprs[0].replace(")", "", 1)  # unbalance the first query's parentheses
+    problems = promtool_problems(exprs, tmp_path)
+    assert "could not parse expression" in problems, problems
