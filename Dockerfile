@@ -16,6 +16,10 @@ COPY daemon ./daemon
 RUN /opt/shoal/bin/pip install --no-cache-dir .
 
 FROM python:3.11-slim AS runtime
+LABEL org.opencontainers.image.title="shoal" \
+      org.opencontainers.image.description="Autoscaling daemon for batch compute clusters" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="0.1.0"
 ENV PATH=/opt/shoal/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
