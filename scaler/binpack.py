@@ -290,7 +290,7 @@ def _priced(
     """Cost-aware packing with a local search over the menu: greedy choices per group can
     spread demand over too many node shapes, so drop a shape while that is cheaper and
     every job still fits somewhere."""
-    best = _cheapest_order(groups, nodes, target_time, prices)
+    best = first = _cheapest_order(groups, nodes, target_time, prices)
     menu = list(nodes)
     improved = True
     while improved and len(menu) > 1:
@@ -304,7 +304,8 @@ def _priced(
             ):
                 best, menu, improved = trial, smaller, True
                 break
-    return Packing({s: best.counts.get(s, 0) for s in nodes}, best.unschedulable)
+    # Why a job fits nowhere is said against the whole menu, not the trimmed one.
+    return Packing({s: best.counts.get(s, 0) for s in nodes}, first.unschedulable)
 
 
 def _pack(
