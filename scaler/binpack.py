@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 
 from scaler.shape import Shape
 
@@ -108,6 +109,7 @@ def _product(columns: float, sequential: float) -> float:
 
 
 Lane = tuple[Res, float, float]  # free resources, free from, free until (inf: for good)
+_LANE_ORDER = itemgetter(1, 0, 2)  # earliest first, then smallest room
 
 # Three ways to give back what placed columns leave free. Each is a valid picture of the
 # free room and each loses something the others keep, so binpack runs all three:
@@ -198,10 +200,21 @@ class _Pool:
     def place(self, job: Shape, n: int) -> int:
         """Put as many of n jobs as fit into already opened lanes; returns how many."""
         placed = 0
+        memory, cores, disk = _res(job)
+        duration = job.wallTime
         # Earliest lanes first, then the smallest that fits (keeps big room for big jobs).
-        for lane in sorted(self.lanes, key=lambda k: (k[1], k[0], k[2])):
+        for lane in sorted(self.lanes, key=_LANE_ORDER):
             if placed >= n:
                 break
+            (room_memory, room_cores, room_disk), start, until = lane
+            # Most lanes cannot take this job at all: say so without touching them.
+            if (
+                room_memory + _EPS < memory
+                or room_cores + _EPS < cores
+                or room_disk + _EPS < disk
+                or start + duration > until + _EPS
+            ):
+                continue
             count = self.lanes.pop(lane)
             placed += self._fill(lane, count, job, n - placed)
         return placed
