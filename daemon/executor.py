@@ -14,7 +14,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from daemon.drain import DrainError, DrainHook, NoDrainHook
@@ -90,11 +90,13 @@ class Executor:
 
         ``fn`` must be an ``async def`` (tenacity does not await a lambda's coroutine).
         """
+        # A provider that retries its own calls gets one attempt here: retries never nest.
+        policy = replace(self.retry, attempts=1) if self.provider.retries_internally else self.retry
         with self.metrics.provider_call(operation, self.clock):
             return await call_with_retry(
                 fn,
                 self.provider.retryPredicate,
-                self.retry,
+                policy,
                 operation=operation,
                 sleep=self.clock.sleep,
             )

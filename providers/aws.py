@@ -33,7 +33,7 @@ import re
 import shlex
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from aiobotocore.session import get_session
 from botocore.config import Config
@@ -164,6 +164,8 @@ class AWSProvisioner(AbstractProvisioner):
     membership, Auto Scaling groups for managed nodes. Use ``async with`` or ``await close()``."""
 
     cloud = "aws"
+    # Every API call retries inside the provider, so one RunInstances keeps its ClientToken.
+    retries_internally: ClassVar[bool] = True
     #: DescribeInstances page size (EC2 allows 5..1000); smaller in tests to exercise paging.
     describe_page_size = 1000
     #: How often and how long destroyCluster polls for the cluster's instances to be gone.
@@ -254,6 +256,7 @@ class AWSProvisioner(AbstractProvisioner):
             key_name=p.key_name,
             instance_profile_arn=p.instance_profile_arn,
             extra_tags=dict(p.extra_tags),
+            retry_policy=config.retry_policy(),
             clock=clock,
         )
 

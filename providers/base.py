@@ -114,6 +114,9 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
     LEADER_HOME_DIR = LEADER_HOME_DIR
     InstanceConfiguration = InstanceConfiguration
     cloud: ClassVar[str] = ""
+    # shoal: True when the provider retries its own API calls (with retryPredicate and the
+    # retry policy it was given); callers then make one attempt, so retries never nest.
+    retries_internally: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -334,12 +334,6 @@ def test_throttling_and_capacity_faults_are_survived_and_counted(
 
 
 @needs_aws
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: AWSProvisioner.from_config (providers/aws.py) does not pass scaler.retry, so "
-    "the provider retries with RetryPolicy() defaults (5 tries, 120 s deadline) inside the "
-    "executor's own configured retries (daemon/executor.py Executor.call): nested retries",
-)
 def test_configured_retry_bounds_a_throttled_call(shoal: Any, e2e: Any, moto: Moto) -> None:
     retry = {"attempts": 2, "initial": "50ms", "max": "100ms", "deadline": "1s"}
     config = aws_config(e2e, moto, "e2e-retry", scaler={"interval": "200ms", "retry": retry})

@@ -11,7 +11,6 @@ import base64
 import dataclasses
 import json
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -379,25 +378,36 @@ def test_constructor_checks_and_defaults(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_from_config() -> None:
-    provider = SimpleNamespace(
-        cluster_type="kubernetes",
-        zone="us-west-2a",
-        node_storage=80,
-        node_storage_overrides=("m5.large:10",),
-        region="us-west-2",
-        endpoint_url="http://127.0.0.1:9",
-        image_id="ami-1",
-        image_name=None,
-        image_owner=None,
-        subnet_id="subnet-1",
-        security_group_ids=("sg-1",),
-        key_name="k",
-        instance_profile_arn=None,
-        extra_tags={"team": "x"},
+    """Built from a real daemon config, as the service builds it: every provider key and
+    the configured retry policy reach the provisioner."""
+    from daemon.config import parse_config  # the contract with the daemon, not a stand-in
+
+    config = parse_config(
+        {
+            "cluster_name": "c",
+            "provider": {
+                "kind": "aws",
+                "cluster_type": "kubernetes",
+                "zone": "us-west-2a",
+                "node_storage": 80,
+                "node_storage_overrides": ["m5.large:10"],
+                "region": "us-west-2",
+                "endpoint_url": "http://127.0.0.1:9",
+                "image_id": "ami-1",
+                "subnet_id": "subnet-1",
+                "security_group_ids": ["sg-1"],
+                "key_name": "k",
+                "extra_tags": {"team": "x"},
+            },
+            "node_types": [{"type": "m5.large", "max": 3}],
+            "scaler": {"retry": {"attempts": 2, "initial": "50ms", "max": "1s", "deadline": "3s"}},
+        }
     )
-    aws = AWSProvisioner.from_config(SimpleNamespace(cluster_name="c", provider=provider))
+    aws = AWSProvisioner.from_config(config)
     assert (aws.clusterName, aws.clusterType, aws.region) == ("c", "kubernetes", "us-west-2")
     assert aws.security_group_ids == ["sg-1"] and aws.extra_tags == {"team": "x"}
+    assert aws.retry_policy == RetryPolicy(attempts=2, initial=0.05, maximum=1.0, deadline=3.0)
+    assert AWSProvisioner.retries_internally
 
 
 def _client_error(code: str, status: int = 400) -> ClientError:
