@@ -16,7 +16,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,14 +26,9 @@ import yaml
 from daemon.config import ConfigError, ShoalConfig, load_config
 from daemon.demand import DemandError, parse_demand
 
-__all__ = ["CATALOGUE", "load_catalogue", "main"]
+__all__ = ["main"]
 
 log = logging.getLogger(__name__)
-
-CATALOGUE = (
-    Path(__file__).resolve().parent.parent / "providers" / "catalogue" / "instance_types.json"
-)
-GiB = 1024**3
 
 
 def _version() -> str:
@@ -88,58 +83,22 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 # --- plan ----------------------------------------------------------------------------------
 
 
-def _first(row: Mapping[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if row.get(key) is not None:
-            return row[key]
-    return None
+async def _catalogue_policy(config: ShoalConfig, catalogue: str | None) -> Any:
+    """The policy the daemon would build, with shapes and prices from the simulated cloud's
+    catalogue of AWS-like types: the same build_policy, an in-process provider, no cloud."""
+    from daemon.service import build_policy
+    from providers.simulated import SimulatedProvisioner, load_catalogue
 
-
-def _bytes(value: Any, key_hint: str) -> float:
-    value = float(value or 0)
-    # catalogue sizes in GiB unless the key says bytes or the number is clearly bytes
-    return value if "bytes" in key_hint or value > 1024**2 else value * GiB
-
-
-def load_catalogue(
-    path: Path = CATALOGUE, node_storage_gib: int = 50, overrides: Sequence[str] = ()
-) -> tuple[dict[str, Any], dict[str, float | None]]:
-    """Shapes and prices keyed by instance type (and ``"<type>:spot"`` for spot prices) from
-    the simulated cloud's JSON catalogue of AWS-like instance types."""
-    from scaler.shape import Shape
-
-    data = json.loads(path.read_text())
-    if isinstance(data, Mapping):
-        data = data.get("instance_types", data)
-    rows = [{"name": k, **v} for k, v in data.items()] if isinstance(data, Mapping) else list(data)
-    storage = {k: int(v) for k, _, v in (o.partition(":") for o in overrides)}
-    shapes: dict[str, Any] = {}
-    prices: dict[str, float | None] = {}
-    for row in rows:
-        name = _first(row, "name", "instance_type", "type")
-        cores = float(_first(row, "cores", "vcpus", "cpus") or 0)
-        mem_key = next((k for k in ("memory_bytes", "memory", "memory_gib") if k in row), "")
-        memory = _bytes(row.get(mem_key), mem_key)
-        disk_key = next(
-            (
-                k
-                for k in ("disk_bytes", "storage_bytes", "storage", "storage_gib", "disk")
-                if k in row
-            ),
-            "",
-        )
-        raw_disk = row.get(disk_key)
-        if isinstance(raw_disk, Mapping):  # e.g. {"count": 1, "size_gib": 475}
-            raw_disk = float(raw_disk.get("count", 1)) * float(
-                _first(raw_disk, "size_gib", "size", "gib") or 0
-            )
-        disk = _bytes(raw_disk, disk_key) if raw_disk else storage.get(name, node_storage_gib) * GiB
-        shapes[name] = Shape(3600, memory, cores, disk, False)
-        prices[name] = _first(row, "price", "price_per_hour", "on_demand_price", "hourly_price")
-        spot = _first(row, "spot_price", "spot_price_per_hour")
-        if spot is not None:
-            prices[f"{name}:spot"] = spot
-    return shapes, prices
+    p = config.provider
+    provider = SimulatedProvisioner(
+        clusterName=config.cluster_name,
+        clusterType=p.cluster_type,
+        zone=p.zone,
+        nodeStorage=p.node_storage,
+        nodeStorageOverrides=list(p.node_storage_overrides),
+        catalogue=load_catalogue(catalogue),
+    )
+    return await build_policy(config, provider)
 
 
 def _read_structured(path: str) -> Any:
@@ -246,13 +205,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
         print(f"cannot read nodes {args.nodes}: {exc!r}", file=sys.stderr)
         return 2
-    shapes, prices = load_catalogue(
-        Path(args.catalogue), config.provider.node_storage, config.provider.node_storage_overrides
-    )
     try:
-        policy = config.policy(shapes, prices)
-    except KeyError as exc:
-        print(f"shoal plan: {exc.args[0]} in the catalogue {args.catalogue}", file=sys.stderr)
+        policy = asyncio.run(_catalogue_policy(config, args.catalogue))
+    except (OSError, ValueError, KeyError) as exc:
+        where = args.catalogue or "the shipped catalogue"
+        print(f"shoal plan: {exc} (instance types from {where})", file=sys.stderr)
         return 2
     result = planner.plan(Snapshot(demand=update.demand, nodes=nodes), policy, PlannerState(), now)
     json.dump(_plan_json(result), sys.stdout, indent=2, sort_keys=True)
@@ -297,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON/YAML list of current nodes: {id, node_type, state (booting|ready|draining), "
         "age seconds or launched_at, static}",
     )
-    plan.add_argument("--catalogue", default=str(CATALOGUE), help="instance type catalogue JSON")
+    plan.add_argument(
+        "--catalogue", default=None, help="instance type catalogue JSON (default: the shipped one)"
+    )
     plan.add_argument("--now", type=float, default=None, help="epoch seconds (default: now)")
     plan.set_defaults(func=_cmd_plan)
     return parser

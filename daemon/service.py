@@ -119,6 +119,7 @@ async def build_policy(config: ShoalConfig, provider: AbstractProvisioner) -> Po
         for t in config.instance_types():
             with contextlib.suppress(Exception):
                 prices[t] = price_of(t)
+                prices[f"{t}:spot"] = price_of(t, True)  # what a spot entry of t costs
     return config.policy(shapes, prices)
 
 

@@ -7,25 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli import CATALOGUE, load_catalogue, main
+from daemon.cli import main
 from scaler.model import GiB
 from scaler.shape import Shape
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.yaml"
 
-TEST_CATALOGUE = [
-    {"name": "c5.xlarge", "cores": 4, "memory": 8, "storage": 0, "price": 0.17},
-    {"name": "c5a.xlarge", "cores": 4, "memory": 8, "storage": 0, "price": 0.154},
-    {
-        "name": "r5.large",
-        "cores": 2,
-        "memory": 16,
-        "storage": 0,
-        "price": 0.126,
-        "spot_price": 0.04,
-    },
-]
+TEST_CATALOGUE = {
+    "instance_types": {
+        "c5.xlarge": {"cores": 4, "memory_gib": 8, "on_demand_price": 0.17, "spot_price": 0.06},
+        "c5a.xlarge": {"cores": 4, "memory_gib": 8, "on_demand_price": 0.154, "spot_price": 0.05},
+        "r5.large": {"cores": 2, "memory_gib": 16, "on_demand_price": 0.126, "spot_price": 0.04},
+    }
+}
 
 
 @pytest.fixture
@@ -67,11 +62,26 @@ def test_no_command_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 2
 
 
-def test_load_catalogue(catalogue: Path) -> None:
-    shapes, prices = load_catalogue(catalogue, node_storage_gib=50, overrides=["r5.large:100"])
-    assert shapes["c5.xlarge"] == Shape(3600, 8 * GiB, 4, 50 * GiB, False)
-    assert shapes["r5.large"] == Shape(3600, 16 * GiB, 2, 100 * GiB, False)
-    assert prices["r5.large:spot"] == 0.04 and prices["c5a.xlarge"] == 0.154
+async def test_policy_from_a_catalogue_as_the_daemon_builds_it(catalogue: Path) -> None:
+    """`shoal plan` and the daemon build the policy one way (service.build_policy): storage
+    for EBS-only types from node_storage and its overrides, spot entries at spot prices."""
+    from daemon.config import load_config
+    from daemon.service import build_policy
+    from providers.simulated import SimulatedProvisioner, load_catalogue
+
+    config = load_config(EXAMPLE)
+    provider = SimulatedProvisioner(
+        zone="sim-1a",
+        nodeStorage=50,
+        nodeStorageOverrides=["r5.large:100"],
+        catalogue=load_catalogue(catalogue),
+    )
+    types = {t.name: t for t in (await build_policy(config, provider)).node_types}
+    c5, r5 = types["c5.xlarge/c5a.xlarge"], types["r5.large:0.05"]
+    assert c5.shape == Shape(3600, 8 * GiB, 4, 50 * GiB, False)
+    assert r5.shape == Shape(3600, 16 * GiB, 2, 100 * GiB, True)
+    assert c5.price_per_hour == 0.17
+    assert r5.price_per_hour == 0.04  # the spot price, not the on-demand 0.126
 
 
 def test_plan_help_says_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
@@ -141,12 +151,13 @@ def test_plan_prints_json_plan(
     assert plan["cost_per_hour"] > 0
 
 
-@pytest.mark.skipif(not CATALOGUE.exists(), reason="providers/catalogue/instance_types.json absent")
-def test_real_catalogue_has_the_example_types() -> None:
-    shapes, prices = load_catalogue()
+def test_shipped_catalogue_has_the_example_types() -> None:
+    from providers.simulated import load_catalogue
+
+    shipped = load_catalogue()
     for name in ("c5.xlarge", "c5a.xlarge", "r5.large"):
-        assert shapes[name].cores > 0 and shapes[name].memory > GiB
-        assert prices[name] is not None
+        assert shipped[name].cores > 0 and shipped[name].memory_gib > 1
+        assert 0 < shipped[name].spot_price < shipped[name].on_demand_price
 
 
 def test_run_without_runtime_or_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
