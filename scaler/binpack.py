@@ -263,15 +263,14 @@ def binpack(
     if target_time < 0:
         raise ValueError(f"target_time must be >= 0, got {target_time}")
     nodes = sorted(set(node_shapes))
+    groups = _group(jobs)
     if prices is not None:
         missing = [s for s in nodes if s not in prices]
         if missing:
             raise ValueError(f"no price for node shape(s): {', '.join(map(str, missing))}")
-    if prices is not None:
-        return _priced(_group(jobs), nodes, target_time, prices)
+        return _priced(groups, nodes, target_time, prices)
     # Node shapes pack independently (each job shape goes to the first that fits), so the
     # smallest count per node shape over the three lane bookkeepings is a valid packing.
-    groups = _group(jobs)
     packings = [_pack(groups, nodes, target_time, None, split) for split in SPLITS]
     counts = {s: min(p.counts[s] for p in packings) for s in nodes}
     return Packing(counts, packings[0].unschedulable)
