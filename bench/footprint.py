@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,25 +35,15 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from procs import free_port, shoal_argv  # noqa: E402  (shared with the e2e tests)
+
 NODE_TYPE = "m5.24xlarge"  # 96 vCPU, 384 GiB
 CORES_PER_NODE = 96
 TARGET_RSS_MB = 150.0
 TARGET_CPU_SHARE = 0.05
 TARGET_LATENCY_S = 1.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def shoal_argv() -> list[str]:
-    script = Path(sys.executable).with_name("shoal")
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    return [sys.executable, "-m", "daemon"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def config_yaml(port: int, interval: str, max_nodes: int) -> str:

@@ -14,9 +14,7 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,26 +24,13 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from procs import free_port, shoal_argv
 
 T = TypeVar("T")
 
 GIB = 1024**3
 START_DEADLINE = 15.0  # seconds for a daemon to answer /readyz
 POLL = 0.01  # seconds between polls of the daemon's HTTP endpoints
-
-
-def shoal_argv() -> list[str]:
-    """The `shoal` console script of this virtualenv, else `python -m daemon`."""
-    script = Path(sys.executable).with_name("shoal")
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    return [sys.executable, "-m", "daemon"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,25 @@
+"""Starting `shoal` as a process on loopback: shared by the e2e tests and bench/footprint.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+__all__ = ["free_port", "shoal_argv"]
+
+
+def shoal_argv() -> list[str]:
+    """The `shoal` console script of this virtualenv, else `python -m daemon`."""
+    script = Path(sys.executable).with_name("shoal")
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "daemon"]
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (the daemon binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
