@@ -245,6 +245,14 @@ def test_kill9_during_scale_up_then_restart_no_duplicates_no_orphans(
         0.1,
         on_timeout=lambda: f"{moto.live_ids(cluster)}\n{second.tail()}",
     )
+    # The counter moves when terminateNodes returns, a moment after EC2 shows them gone.
+    e2e.wait_for(
+        "3 scale-downs counted",
+        lambda: e2e.metric(second.metrics(), "shoal_scale_downs_total") == 3,
+        5.0,
+        0.05,
+        on_timeout=second.tail,
+    )
     assert e2e.metric(second.metrics(), "shoal_scale_downs_total") == 3
 
 
