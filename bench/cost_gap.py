@@ -1,15 +1,23 @@
-"""Cost-aware packing against an LP lower bound, on random job mixes.
+"""Cost-aware packing against LP lower bounds, on random job mixes.
 
     make bench        (or: .venv/bin/python bench/cost_gap.py)
 
-The bound relaxes "jobs all running at once" (target_time = 0):
-whole nodes x_s of each node shape, fractional jobs y_gs of each job group on
-each node shape it fits, every group placed, per node shape and dimension the jobs'
-resources within x_s times its capacity; minimise sum(price_s * x_s). Solved with
-HiGHS (MILP) through scipy.optimize.linprog. Any real packing costs at least that much.
-The bound pools each node shape's capacity (a job may straddle two nodes), so part
-of any gap is the bound's own slack, largest when jobs are big relative to nodes;
-a configuration LP would be tighter. Prints the mean and max gap of shoal's
+Both bounds relax "jobs all running at once" (target_time = 0), where the
+problem is plain vector bin packing with a price per bin; any real packing
+costs at least the larger of them:
+
+* pooled: whole nodes x_s of each node shape, fractional jobs of each group on
+  each node shape it fits, every group placed, per node shape and dimension the
+  jobs' resources within x_s times its capacity (a MILP; a job may straddle two
+  nodes of a shape, so it is loose when jobs are big relative to nodes);
+* configuration LP (Gilmore-Gomory): one column per way of filling one node
+  (node shape, whole jobs of each group); cover every group's count at least
+  price. Columns are generated: the LP's duals price the groups, and an integer
+  knapsack per node shape finds a filling worth more than its node, until none
+  is. It is the standard tight bound for bin packing: an integer solution over
+  the columns it generates is within a fraction of a percent of it here.
+
+Solved with HiGHS through scipy. Prints the mean and max gap of shoal's
 cost-aware packing, and of the count-minimising packing priced the same way.
 """
 
@@ -21,7 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import linprog
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -85,9 +93,57 @@ def lp_bound(groups: dict[Shape, int], nodes: list[Shape], prices: dict[Shape, f
     return float(res.fun)
 
 
+def _dims(s: Shape) -> np.ndarray:
+    return np.array([s.memory / GiB, s.cores, s.disk / GiB])  # GiB keeps HiGHS stable
+
+
+def configuration_bound(
+    groups: dict[Shape, int], nodes: list[Shape], prices: dict[Shape, float]
+) -> float:
+    """The configuration LP's optimum, by column generation (see the module docstring)."""
+    jobs = list(groups)
+    counts = np.array([groups[g] for g in jobs], dtype=float)
+    need = np.array([_dims(g) for g in jobs])
+    columns: list[tuple[Shape, np.ndarray]] = []
+    for i, g in enumerate(jobs):  # start from one group per node
+        for s in nodes:
+            if not g.fits_in(s):
+                room = _dims(s)
+                k = min(np.floor(room[d] / need[i][d] + 1e-9) for d in range(3) if need[i][d])
+                column = np.zeros(len(jobs))
+                column[i] = min(k, counts[i])
+                columns.append((s, column))
+    for _ in range(1000):
+        a = np.array([c for _, c in columns]).T
+        cost = np.array([prices[s] for s, _ in columns])
+        lp = linprog(cost, A_ub=-a, b_ub=-counts, bounds=(0, None), method="highs")
+        if not lp.success:
+            raise RuntimeError(lp.message)
+        duals = -lp.ineqlin.marginals
+        added = False
+        for s in nodes:
+            fit = [i for i, g in enumerate(jobs) if not g.fits_in(s)]
+            if not fit:
+                continue
+            knapsack = milp(
+                -duals[fit],
+                constraints=[LinearConstraint(need[fit].T, -np.inf, _dims(s))],
+                integrality=np.ones(len(fit)),
+                bounds=Bounds(0, counts[fit]),
+            )
+            if -knapsack.fun > prices[s] * (1 + 1e-7) + 1e-9:  # worth more than its node
+                column = np.zeros(len(jobs))
+                column[fit] = np.round(knapsack.x)
+                columns.append((s, column))
+                added = True
+        if not added:
+            return float(lp.fun)
+    raise RuntimeError("column generation did not converge")
+
+
 def main(instances: int = 200) -> int:
     rng = random.Random(11)
-    cost_gaps, count_gaps = [], []
+    cost_gaps, count_gaps, pooled_gaps = [], [], []
     for _ in range(instances):
         menu = rng.sample(MENU, rng.randint(3, 8))
         nodes = [Shape(3600, m * GiB, c, 200 * GiB, False) for c, m, _ in menu]
@@ -105,19 +161,26 @@ def main(instances: int = 200) -> int:
                 groups[shape] = groups.get(shape, 0) + rng.randint(5, 400)
         if not groups:
             continue
-        bound = lp_bound(groups, nodes, prices)
+        pooled = lp_bound(groups, nodes, prices)
+        bound = max(pooled, configuration_bound(groups, nodes, prices))
         priced = binpack(groups, nodes, target_time=0, prices=prices).cost(prices)
         counted = binpack(groups, nodes, target_time=0).cost(prices)
         cost_gaps.append(priced / bound - 1)
         count_gaps.append(counted / bound - 1)
+        pooled_gaps.append(priced / pooled - 1)
+    mean = statistics.mean(cost_gaps)
     print(
-        f"cost-aware packing vs LP lower bound over {instances} random mixes: "
-        f"mean gap {statistics.mean(cost_gaps):.2%}, max {max(cost_gaps):.2%} "
-        f"(target: mean within 3%: {'met' if statistics.mean(cost_gaps) <= 0.03 else 'MISSED'})"
+        f"cost-aware packing vs LP lower bound over {len(cost_gaps)} random mixes: "
+        f"mean gap {mean:.2%}, max {max(cost_gaps):.2%} "
+        f"(target: mean within 3%: {'met' if mean <= 0.03 else 'MISSED'})"
     )
     print(
         f"count-minimising packing, priced the same way: mean gap "
         f"{statistics.mean(count_gaps):.2%}, max {max(count_gaps):.2%}"
+    )
+    print(
+        f"(against the pooled bound alone, the cost-aware gap reads "
+        f"{statistics.mean(pooled_gaps):.2%}: most of that is the bound's slack)"
     )
     return 0
 

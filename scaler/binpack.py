@@ -30,14 +30,19 @@ reservations are, and keeps the smallest of the five. Against Toil 9.6 on
 on none (tests/scaler/test_toil_differential.py); without the timelines it
 needed one more on about 1 in 1,000.
 
-Cost-aware packing (``prices`` given): free lanes on nodes already opened are
-used first (they are paid for); the rest of a group opens nodes of the shape
-that minimises ``ceil(n / per_node) * price`` for that group, where
-``per_node`` is how many of its jobs one empty node holds. Leftover room on
-those nodes is then offered to the smaller groups that follow. This greedy is
-exact when every group fills whole nodes and loses at most one partly filled
-node per group otherwise; ``bench/cost_gap.py`` measures it against an LP lower
-bound.
+Cost-aware packing (``prices`` given) runs two packers and keeps the cheaper:
+
+* per group: free lanes on nodes already opened are used first (they are paid
+  for); the rest of a group opens nodes of the shape that minimises
+  ``ceil(n / per_node) * price`` for that group, and leftover room is offered to
+  the smaller groups that follow; a few group orders and a local search that
+  drops node shapes from the menu while that is cheaper.
+* node patterns (``scaler.patterns``): which groups share one node, chosen by
+  the value served per dollar, so a memory-heavy group and a core-heavy one
+  fill nodes that each alone would leave half empty.
+
+``bench/cost_gap.py`` measures the result against a configuration-LP lower
+bound: 1.2 % above it on average over 200 random mixes (max 10.6 %).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 
+from scaler.patterns import pattern_pack
 from scaler.shape import Shape
 from scaler.timeline import timeline_count
 
@@ -342,8 +348,22 @@ def _priced(
             ):
                 best, menu, improved = trial, smaller, True
                 break
+    counts = {s: best.counts.get(s, 0) for s in nodes}
+    # Node patterns mix groups on one node, which the per-group greedy does only with
+    # leftovers; keep whichever is cheaper.
+    servable = {job: n for job, n in groups.items() if job not in first.unschedulable}
+    if servable:
+        mixed = dict.fromkeys(nodes, 0)
+        for pattern in pattern_pack(servable, nodes, target_time, prices):
+            mixed[pattern.shape] += pattern.repeat
+        if _cost(mixed, prices) < _cost(counts, prices) - 1e-9:
+            counts = mixed
     # Why a job fits nowhere is said against the whole menu, not the trimmed one.
-    return Packing({s: best.counts.get(s, 0) for s in nodes}, first.unschedulable)
+    return Packing(counts, first.unschedulable)
+
+
+def _cost(counts: Mapping[Shape, int], prices: Mapping[Shape, float]) -> float:
+    return sum(n * prices[s] for s, n in counts.items())
 
 
 def _pack(

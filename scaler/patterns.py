@@ -1,0 +1,179 @@
+"""Cost-aware packing by node patterns: which jobs share a node, chosen by value per dollar.
+
+A *pattern* is how one node of a shape is filled: ``a[g]`` side-by-side columns of
+job group ``g`` (each column runs that group's jobs back to back, each starting by
+``target_time``), within the node's memory, cores and disk. Mixing groups on a node
+is where cost hides: a memory-heavy group and a core-heavy one fill one node that
+each alone would leave half empty.
+
+Every group has a *value*: what a column of it costs on its own, on the node shape
+cheapest per column. A pattern's worth is the value it serves per dollar of node.
+The packer repeats: fill one node of every shape with the remaining demand (a
+greedy knapsack by value per dominant resource share, tried with each group
+placed first), take the pattern worth the most, and open as many nodes of it as
+the demand allows at once. That is the classic greedy for covering with
+configurations; with few distinct job shapes it runs a handful of rounds.
+
+``binpack`` uses it next to its per-group greedy and keeps the cheaper result;
+``bench/cost_gap.py`` measures both against a configuration-LP lower bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from scaler.shape import Shape
+
+__all__ = ["Pattern", "pattern_pack"]
+
+_EPS = 1e-9
+_FIRSTS = 6  # groups tried first when filling a node, densest first
+_PARTS = tuple(k / 8 for k in range(8, 0, -1))  # shares of what fits the first group takes
+Res = tuple[float, float, float]
+
+
+def _res(s: Shape) -> Res:
+    return (s.memory, s.cores, s.disk)
+
+
+def _columns(room: Res, need: Res) -> float:
+    k = math.inf
+    for have, want in zip(room, need, strict=True):
+        if want > 0:
+            k = min(k, math.floor(have / want + _EPS))
+    return k
+
+
+def _per_column(job: Shape, target_time: float) -> float:
+    """Jobs one column runs back to back, each starting by the target (inf if zero-length)."""
+    if job.wallTime <= 0:
+        return math.inf
+    return math.floor(target_time / job.wallTime + _EPS) + 1
+
+
+class Pattern(NamedTuple):
+    """``repeat`` nodes of ``shape``, each running ``columns[job]`` columns of each job group
+    (a group that takes no room or no time is listed with one column)."""
+
+    shape: Shape
+    columns: dict[Shape, int]
+    repeat: int
+
+
+def pattern_pack(
+    groups: Mapping[Shape, int],
+    nodes: list[Shape],
+    target_time: float,
+    prices: Mapping[Shape, float],
+) -> list[Pattern]:
+    """The nodes to open for ``groups`` (every job fits some node shape), as patterns."""
+    patterns: list[Pattern] = []
+    jobs: list[Shape] = []  # groups that take room and time, by index below
+    demand: list[int] = []  # columns still to place, per group
+    free: list[Shape] = []  # groups that take no room or no time: placed last
+    for job, n in groups.items():
+        j = _per_column(job, target_time)
+        fitting = [s for s in nodes if not job.fits_in(s)]
+        if j == math.inf or any(_columns(_res(s), _res(job)) == math.inf for s in fitting):
+            free.append(job)
+        else:
+            jobs.append(job)
+            demand.append(math.ceil(n / j))
+    needs = [_res(job) for job in jobs]
+    # width[s][g]: columns of group g one empty node of shape s holds (0: does not fit)
+    width = [
+        [
+            0 if job.fits_in(s) else int(_columns(_res(s), need))
+            for job, need in zip(jobs, needs, strict=True)
+        ]
+        for s in nodes
+    ]
+    value = [
+        min(prices[s] / width[k][g] for k, s in enumerate(nodes) if width[k][g])
+        for g in range(len(jobs))
+    ]
+    while any(demand):
+        best: tuple[float, float, int, dict[int, int]] | None = None
+        for k, s in enumerate(nodes):
+            pattern = _fill(_res(s), width[k], demand, value, needs)
+            worth = sum(value[g] * a for g, a in pattern.items())
+            if not worth:
+                continue
+            score = worth / prices[s] if prices[s] > 0 else math.inf
+            if best is None or (score, -prices[s]) > best[:2]:
+                best = (score, -prices[s], k, pattern)
+        assert best is not None, "every group fits some node shape"
+        _, _, k, pattern = best
+        repeat = max(1, min(demand[g] // a for g, a in pattern.items()))
+        patterns.append(Pattern(nodes[k], {jobs[g]: a for g, a in pattern.items()}, repeat))
+        for g, a in pattern.items():
+            demand[g] = max(0, demand[g] - repeat * a)
+    for job in free:
+        # Room on a node already opened serves it; otherwise the cheapest node that fits.
+        fitting = [s for s in nodes if not job.fits_in(s)]
+        host = next((p for p in patterns if p.shape in fitting), None)
+        if host is None:
+            patterns.append(Pattern(min(fitting, key=lambda s: prices[s]), {job: 1}, 1))
+        else:
+            host.columns[job] = 1
+    return patterns
+
+
+def _fill(
+    room: Res, width: list[int], demand: list[int], value: list[float], needs: list[Res]
+) -> dict[int, int]:
+    """A good filling of one empty node (``room``) with the remaining demand: greedy by
+    value per dominant share, with each of the densest groups first, taking all or part
+    of what fits of it; the most valuable filling wins."""
+    items = [g for g, c in enumerate(demand) if c and width[g]]
+    if not items:
+        return {}
+
+    def density(g: int) -> float:
+        share = max((w / h for w, h in zip(needs[g], room, strict=True) if h > 0), default=0.0)
+        return value[g] / max(share, _EPS)
+
+    dense = sorted(items, key=density, reverse=True)
+    # Taking all one group can is myopic (it may fill the node's cores and strand its
+    # memory), so the first group also takes only part of what fits, then the rest fill.
+    starts: list[dict[int, int]] = []
+    for first in dense[:_FIRSTS]:
+        most = min(demand[first], width[first])
+        starts += [{first: part} for part in sorted({max(1, int(most * f)) for f in _PARTS})]
+    best: dict[int, int] = {}
+    best_worth = 0.0
+    for start in starts:
+        pattern, worth = _complete(room, start, dense, demand, value, needs)
+        if worth > best_worth + _EPS:
+            best, best_worth = pattern, worth
+    return best
+
+
+def _complete(
+    room: Res,
+    start: dict[int, int],
+    order: list[int],
+    demand: list[int],
+    value: list[float],
+    needs: list[Res],
+) -> tuple[dict[int, int], float]:
+    """``start`` (which fits), then as many of each group in ``order`` as still fit."""
+    left_m, left_c, left_d = room
+    pattern: dict[int, int] = {}
+    worth = 0.0
+    for g in [*start, *(g for g in order if g not in start)]:
+        m, c, d = needs[g]
+        k = start.get(g, demand[g])
+        if m > 0:
+            k = min(k, math.floor(left_m / m + _EPS))
+        if c > 0:
+            k = min(k, math.floor(left_c / c + _EPS))
+        if d > 0:
+            k = min(k, math.floor(left_d / d + _EPS))
+        if k > 0:
+            pattern[g] = k
+            worth += value[g] * k
+            left_m, left_c, left_d = left_m - k * m, left_c - k * c, left_d - k * d
+    return pattern, worth
