@@ -49,10 +49,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 
-from scaler.patterns import pattern_pack
+from scaler.patterns import Pattern, pattern_pack
 from scaler.shape import Shape
 from scaler.timeline import timeline_count
 
@@ -66,10 +66,14 @@ Res = tuple[float, float, float]  # memory, cores, disk
 
 @dataclass(frozen=True, slots=True)
 class Packing:
-    """Nodes needed per node shape, and the job shapes that fit no node shape (with why)."""
+    """Nodes needed per node shape, and the job shapes that fit no node shape (with why).
+
+    ``assignment``: which jobs go to each node shape (node shape -> job shape -> count),
+    every job that fits somewhere exactly once."""
 
     counts: dict[Shape, int]
     unschedulable: dict[Shape, list[str]]
+    assignment: dict[Shape, dict[Shape, int]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -288,12 +292,14 @@ def binpack(
     counts = {s: min(p.counts[s] for p in packings) for s in nodes}
     # Small inputs also go job by job on exact timelines, which the lanes approximate,
     # both free-running and booked by billing interval.
-    for shape, assigned in _first_fits(groups, nodes).items():
+    first_fits = _first_fits(groups, nodes)
+    for shape, assigned in first_fits.items():
         if sum(n for _, n in assigned) <= TIMELINE_LIMIT:
             for booked in (False, True):
                 count = timeline_count(assigned, shape, target_time, booked)
                 counts[shape] = min(counts[shape], count)
-    return Packing(counts, packings[0].unschedulable)
+    assignment = {s: dict(assigned) for s, assigned in first_fits.items()}
+    return Packing(counts, packings[0].unschedulable, assignment)
 
 
 def _first_fits(
@@ -349,17 +355,40 @@ def _priced(
                 best, menu, improved = trial, smaller, True
                 break
     counts = {s: best.counts.get(s, 0) for s in nodes}
+    assignment = best.assignment
     # Node patterns mix groups on one node, which the per-group greedy does only with
     # leftovers; keep whichever is cheaper.
     servable = {job: n for job, n in groups.items() if job not in first.unschedulable}
     if servable:
+        patterns = pattern_pack(servable, nodes, target_time, prices)
         mixed = dict.fromkeys(nodes, 0)
-        for pattern in pattern_pack(servable, nodes, target_time, prices):
+        for pattern in patterns:
             mixed[pattern.shape] += pattern.repeat
         if _cost(mixed, prices) < _cost(counts, prices) - 1e-9:
-            counts = mixed
+            counts, assignment = mixed, _share_out(servable, patterns, target_time)
     # Why a job fits nowhere is said against the whole menu, not the trimmed one.
-    return Packing(counts, first.unschedulable)
+    return Packing(counts, first.unschedulable, assignment)
+
+
+def _share_out(
+    groups: dict[Shape, int], patterns: list[Pattern], target_time: float
+) -> dict[Shape, dict[Shape, int]]:
+    """Which jobs each node shape gets when ``patterns`` serve ``groups``."""
+    assignment: dict[Shape, dict[Shape, int]] = {}
+    left = dict(groups)
+    for p in patterns:
+        for job, columns in p.columns.items():
+            room = _product(
+                columns * p.repeat, _sequential(0.0, math.inf, job.wallTime, target_time)
+            )
+            if not job.memory and not job.cores and not job.disk:
+                room = math.inf
+            take = left[job] if room == math.inf else min(left[job], int(room))
+            if take:
+                jobs = assignment.setdefault(p.shape, {})
+                jobs[job] = jobs.get(job, 0) + take
+                left[job] -= take
+    return assignment
 
 
 def _cost(counts: Mapping[Shape, int], prices: Mapping[Shape, float]) -> float:
@@ -376,6 +405,13 @@ def _pack(
 ) -> Packing:
     pools = {s: _Pool(s, target_time, split) for s in nodes}
     unschedulable: dict[Shape, list[str]] = {}
+    assignment: dict[Shape, dict[Shape, int]] = {}
+
+    def give(shape: Shape, job: Shape, count: int) -> None:
+        if count > 0:
+            jobs = assignment.setdefault(shape, {})
+            jobs[job] = jobs.get(job, 0) + count
+
     for job in order or sorted(groups, reverse=True):  # largest first, as Toil packs
         n = groups[job]
         fitting = [s for s in nodes if not job.fits_in(s)]
@@ -384,6 +420,7 @@ def _pack(
             continue
         if prices is None:
             pool = pools[fitting[0]]
+            give(fitting[0], job, n)
             n -= pool.place(job, n)
             if n > 0:
                 pool.open(job, n)
@@ -391,7 +428,9 @@ def _pack(
         for shape in fitting:  # room on nodes already opened is paid for: use it first
             if n <= 0:
                 break
-            n -= pools[shape].place(job, n)
+            placed = pools[shape].place(job, n)
+            give(shape, job, placed)
+            n -= placed
         if n > 0:
             # The bulk goes to the node shape cheapest per job when full; the tail (what
             # does not fill a whole node of it) to the shape that serves it cheapest.
@@ -400,10 +439,13 @@ def _pack(
             full = 0 if per_node == math.inf else int(n // per_node) * int(per_node)
             if full:
                 pools[bulk].open(job, full)
+                give(bulk, job, full)
                 n -= full
             if n > 0:
-                pools[_cheapest(job, n, fitting, prices, target_time)].open(job, n)
-    return Packing({s: pools[s].nodes for s in nodes}, unschedulable)
+                tail = _cheapest(job, n, fitting, prices, target_time)
+                pools[tail].open(job, n)
+                give(tail, job, n)
+    return Packing({s: pools[s].nodes for s in nodes}, unschedulable, assignment)
 
 
 def _per_job(job: Shape, shape: Shape, prices: Mapping[Shape, float], target_time: float) -> float:

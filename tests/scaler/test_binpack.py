@@ -213,3 +213,17 @@ def test_priced_packing_serves_the_same_jobs(jobs, nodes) -> None:
     plain = binpack(jobs, nodes, 0)
     assert priced.unschedulable == plain.unschedulable
     assert (priced.total == 0) == (plain.total == 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(job_groups, node_shapes, st.sampled_from([0, 600, 3600]), st.booleans())
+def test_assignment_places_every_schedulable_job_once(jobs, nodes, target_time, priced) -> None:
+    prices = {n: 0.01 * (1 + i) for i, n in enumerate(nodes)} if priced else None
+    packing = binpack(jobs, nodes, target_time, prices=prices)
+    placed: dict[Shape, int] = {}
+    for node, share in packing.assignment.items():
+        assert packing.counts[node] > 0
+        for shape, count in share.items():
+            assert not shape.fits_in(node) and count > 0
+            placed[shape] = placed.get(shape, 0) + count
+    assert placed == {s: n for s, n in jobs.items() if s not in packing.unschedulable}
