@@ -263,6 +263,9 @@ class ScalerConfig(BaseModel):
     scale_down_budget: float = Field(default=0.1, gt=0.0, le=1.0)
     join_timeout: PositiveDuration = 900.0
     cost_ceiling_per_hour: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    packing: Literal["count", "cost"] = "count"
+    """"count": each job to the first node type that fits (Toil's order); "cost": the
+    cheapest mix of priced node types, after the room live nodes have."""
     backoff: Backoff = Field(default_factory=Backoff)
     retry: RetryConfig = Field(default_factory=RetryConfig)
 
@@ -455,6 +458,7 @@ class ShoalConfig(BaseModel):
             scale_down_budget=s.scale_down_budget,
             join_timeout=s.join_timeout,
             cost_ceiling_per_hour=s.cost_ceiling_per_hour,
+            packing=s.packing,
         )
 
     def retry_policy(self) -> RetryPolicy:

@@ -151,6 +151,10 @@ class Policy:
     scale_down_budget: float = 0.1  # fraction of nodes removable per pass (at least 1)
     join_timeout: float = 900.0  # a booting node older than this is terminated
     cost_ceiling_per_hour: float | None = None
+    # "count": each queued job goes to the first type that fits, as in Toil. "cost": the
+    # types' live nodes are filled first, then the rest is packed by binpack with prices,
+    # for the cheapest mix of types (every type needs a price; else "count" is used).
+    packing: str = "count"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,12 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
     assign          give each job a node type, as Toil's bin packing does: a
                     running job stays on its node's type (for its *remaining*
                     expected time); a queued job goes to the first type, in
-                    Toil's shape order, whose shape after overhead fits it
+                    Toil's shape order, whose shape after overhead fits it.
+                    With ``Policy.packing == "cost"`` and a price on every
+                    type, queued jobs go where ``binpack`` with prices puts
+                    them (the cheapest mix of types that can grow), then live
+                    nodes that mix leaves idle take jobs from types that would
+                    otherwise launch
     pack            bin-pack each type's jobs (``scaler.binpack``); a type that
                     cannot grow (offerings in backoff) or is at its max serves
                     what fits and passes the rest on: backoff -> the next type
@@ -197,7 +202,10 @@ def _fewest_failures(shape: Shape, view: _View) -> tuple[str, ...]:
 
 
 def _assign(
-    snapshot: Snapshot, view: _View, unschedulable: dict[tuple[Shape, tuple[str, ...]], int]
+    snapshot: Snapshot,
+    view: _View,
+    policy: Policy,
+    unschedulable: dict[tuple[Shape, tuple[str, ...]], int],
 ) -> dict[str, _TypeDemand]:
     demand = {t.name: _TypeDemand() for t in view.types}
     where = {n.id: n.node_type for nodes in view.live.values() for n in nodes}
@@ -210,17 +218,82 @@ def _assign(
         _add(
             demand[node_type].running, Shape(remaining, s.memory, s.cores, s.disk, s.preemptible), 1
         )
-    for queued in snapshot.demand.queued:
-        if queued.count <= 0:
-            continue
+    queued: Jobs = {}
+    for q in snapshot.demand.queued:
+        _add(queued, q.shape, q.count)
+    if _cost_aware(view, policy):
+        queued = _assign_by_cost(queued, view, policy, demand)
+    for shape, count in queued.items():
         for t in view.types:
-            if not queued.shape.fits_in(view.usable[t.name]):
-                _add(demand[t.name].queued, queued.shape, queued.count)
+            if not shape.fits_in(view.usable[t.name]):
+                _add(demand[t.name].queued, shape, count)
                 break
         else:
-            key = (queued.shape, _fewest_failures(queued.shape, view))
-            unschedulable[key] = unschedulable.get(key, 0) + queued.count
+            key = (shape, _fewest_failures(shape, view))
+            unschedulable[key] = unschedulable.get(key, 0) + count
     return demand
+
+
+def _cost_aware(view: _View, policy: Policy) -> bool:
+    return policy.packing == "cost" and all(t.price_per_hour is not None for t in view.types)
+
+
+def _assign_by_cost(
+    queued: Jobs, view: _View, policy: Policy, demand: dict[str, _TypeDemand]
+) -> Jobs:
+    """Queued jobs to the cheapest mix of types that can grow; then live nodes that mix
+    leaves idle take jobs from types that would launch. Returns what no type that can
+    grow fits, for Toil's order.
+
+    Only that surplus is offered, so the step is stable: once the launches are booting,
+    the next pass computes the same mix, finds no type short, and launches nothing."""
+    owner: dict[Shape, NodeType] = {}
+    for t in view.types:  # two types of one usable shape: the cheaper one (then the first)
+        s = view.usable[t.name]
+        if t.name not in view.blocked and (s not in owner or _price(t) < _price(owner[s])):
+            owner[s] = t
+    if not queued or not owner:
+        return queued
+    packing = binpack(
+        queued, list(owner), policy.target_time, prices={s: _price(t) for s, t in owner.items()}
+    )
+    left = dict(queued)
+    shares: dict[str, Jobs] = {t.name: {} for t in view.types}
+    for shape, jobs in packing.assignment.items():
+        for job, count in jobs.items():
+            _add(shares[owner[shape].name], job, count)
+            left[job] -= count
+
+    def need(t: NodeType) -> int:
+        return _need(demand[t.name].running, shares[t.name].items(), view.usable[t.name], policy)
+
+    short = [t for t in view.types if need(t) > view.current(t.name)]
+    for t in view.types:
+        if not short or not view.current(t.name) or need(t) >= view.current(t.name):
+            continue
+        usable = view.usable[t.name]
+        offered: Jobs = {}
+        for other in short:
+            for job, count in shares[other.name].items():
+                if not job.fits_in(usable):
+                    _add(offered, job, count)
+        held = dict(demand[t.name].running)
+        for job, count in shares[t.name].items():
+            _add(held, job, count)
+        served, _, _ = _serve(
+            _TypeDemand(running=held, queued=offered), usable, view.current(t.name), policy
+        )
+        for job, count in served.items():
+            _add(shares[t.name], job, count)
+            for other in short:  # taken from the short types in order
+                moved = min(count, shares[other.name].get(job, 0))
+                if moved:
+                    shares[other.name][job] -= moved
+                    count -= moved
+    for t in view.types:
+        for job, count in shares[t.name].items():
+            _add(demand[t.name].queued, job, count)
+    return {s: n for s, n in left.items() if n > 0}
 
 
 # -- step 3: pack -------------------------------------------------------------------------
@@ -232,7 +305,11 @@ def _need(running: Jobs, queued: Iterable[tuple[Shape, int]], node: Shape, polic
         _add(jobs, shape, count)
     if not jobs:
         return 0
-    return int(binpack(jobs, [node], target_time=policy.target_time).counts.get(node, 0))
+    need = binpack(jobs, [node], target_time=policy.target_time).counts.get(node, 0)
+    if policy.packing == "cost":  # the priced packer mixes job shapes on a node
+        mixed = binpack(jobs, [node], policy.target_time, prices={node: 1.0}).counts.get(node, 0)
+        need = min(need, mixed)
+    return int(need)
 
 
 def _prefix(groups: Sequence[tuple[Shape, int]], k: int) -> list[tuple[Shape, int]]:
@@ -523,7 +600,7 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
     """Decide what to launch, drain and terminate. Pure: same arguments, same plan."""
     unschedulable: dict[tuple[Shape, tuple[str, ...]], int] = {}
     view = _observe(snapshot, policy, now)
-    demand = _assign(snapshot, view, unschedulable)
+    demand = _assign(snapshot, view, policy, unschedulable)
     _pack(view, policy, demand, unschedulable)
     targets, estimates = _smooth_and_limit(view, policy, state, demand)
     _cost_ceiling(view, policy, demand, targets, unschedulable)

@@ -265,6 +265,13 @@ MALFORMED = [
         "greater than 0",
     ),
     ("provider-not-mapping", _set("provider", "simulated"), "provider", "simulated", "dictionary"),
+    (
+        "packing",
+        _set("scaler.packing", "cheapest"),
+        "scaler.packing",
+        "cheapest",
+        "'count' or 'cost'",
+    ),
 ]
 
 
@@ -352,6 +359,10 @@ def test_policy_from_shapes() -> None:
     assert policy.scale_down_budget == 0.5
     assert policy.join_timeout == 300.0
     assert policy.node_disk_overhead == 4 * GiB
+    assert policy.packing == "count"
+    data = example()
+    data["scaler"]["packing"] = "cost"
+    assert parse_config(data).policy(shapes, prices).packing == "cost"
     # no spot price: the on-demand price stands in
     assert config.policy(shapes, {"r5.large": 0.126}).node_types[1].price_per_hour == 0.126
     with pytest.raises(KeyError, match=r"c5\.xlarge"):

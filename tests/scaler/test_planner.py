@@ -370,3 +370,54 @@ def test_deterministic():
     )
     state = unneeded("n2", "n3", since=NOW - 700)
     assert plan(snap, policy(A, B), state, NOW) == plan(snap, policy(A, B), state, NOW)
+
+
+# -- cost-aware packing (Policy.packing == "cost") ------------------------------------------
+
+CHEAP_B = node_type("b", cores=8, mem_gib=17, disk_gib=36, price=0.3)  # $0.0375 a core, A $0.05
+
+
+def test_cost_packing_launches_the_cheaper_mix():
+    snap = snapshot(queue=[queued(job(), 32)])
+    assert launched(plan(snap, policy(A, CHEAP_B), EMPTY, NOW)) == {"a": 8}
+    p = plan(snap, policy(A, CHEAP_B, packing="cost"), EMPTY, NOW)
+    assert launched(p) == {"b": 4}
+    assert p.cost_per_hour == pytest.approx(1.2)
+
+
+def test_cost_packing_fills_live_nodes_first():
+    # Two idle A nodes hold the 8 jobs: nothing is launched, though B is cheaper per job.
+    snap = snapshot(nodes=[node("n1", A), node("n2", A)], queue=[queued(job(), 8)])
+    p = plan(snap, policy(A, CHEAP_B, packing="cost"), EMPTY, NOW)
+    assert launched(p) == {}
+    assert p.targets == {"a": 2, "b": 0}
+
+
+def test_cost_packing_does_not_relaunch_for_booting_nodes():
+    pol = policy(A, CHEAP_B, packing="cost")
+    snap = snapshot(queue=[queued(job(), 32)])
+    first = plan(snap, pol, EMPTY, NOW)
+    booting = [node(f"n{i}", CHEAP_B, NodeState.BOOTING, age=10) for i in range(4)]
+    second = plan(snapshot(nodes=booting, queue=[queued(job(), 32)]), pol, first.state, NOW)
+    assert launched(first) == {"b": 4}
+    assert launched(second) == {}
+
+
+def test_cost_packing_mixes_job_shapes_on_one_type():
+    # 40 six-core jobs and 120 one-core 12-GiB jobs on 48-core, 192-GiB nodes: largest
+    # first fills nodes' memory and strands their cores; 5 + 15 a node fills both: 8.
+    big = node_type("big", cores=48, mem_gib=193, disk_gib=504, price=2.3)
+    snap = snapshot(queue=[queued(job(6, 2), 40), queued(job(1, 12), 120)])
+    assert launched(plan(snap, policy(big), EMPTY, NOW))["big"] > 8
+    assert launched(plan(snap, policy(big, packing="cost"), EMPTY, NOW)) == {"big": 8}
+
+
+def test_cost_packing_needs_a_price_on_every_type():
+    unpriced_b = node_type("b", cores=8, mem_gib=17, disk_gib=36, price=None)
+    snap = snapshot(queue=[queued(job(), 32)])
+    assert launched(plan(snap, policy(A, unpriced_b, packing="cost"), EMPTY, NOW)) == {"a": 8}
+
+
+def test_cost_packing_skips_types_in_backoff():
+    snap = snapshot(queue=[queued(job(), 32)], unavailable=backed_off(CHEAP_B))
+    assert launched(plan(snap, policy(A, CHEAP_B, packing="cost"), EMPTY, NOW)) == {"a": 8}

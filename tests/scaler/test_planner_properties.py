@@ -76,6 +76,7 @@ def scenarios(draw, beta=None):
         cost_ceiling_per_hour=draw(st.one_of(st.none(), st.sampled_from([0.0, 0.3, 1.0, 2.5]))),
         node_memory_overhead=1 * GiB,
         node_disk_overhead=4 * GiB,
+        packing=draw(st.sampled_from(["count", "cost"])),
     )
     state = PlannerState(
         estimates={t.name: draw(st.sampled_from([0.0, 1.0, 3.4])) for t in types},
