@@ -53,15 +53,17 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 
 from scaler.patterns import Pattern, pattern_pack
+from scaler.resources import EPS as _EPS
+from scaler.resources import Res
+from scaler.resources import columns as _columns
+from scaler.resources import res as _res
 from scaler.shape import Shape
 from scaler.timeline import timeline_count
 
 __all__ = ["Packing", "binpack", "jobs_per_node"]
 
-_EPS = 1e-9
 # Up to this many jobs per node shape, binpack also packs job by job (scaler.timeline).
 TIMELINE_LIMIT = 1000
-Res = tuple[float, float, float]  # memory, cores, disk
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,19 +83,6 @@ class Packing:
 
     def cost(self, prices: Mapping[Shape, float]) -> float:
         return sum(n * prices.get(s, 0.0) for s, n in self.counts.items())
-
-
-def _res(s: Shape) -> Res:
-    return (s.memory, s.cores, s.disk)
-
-
-def _columns(room: Res, need: Res) -> float:
-    """How many jobs needing ``need`` fit side by side in ``room`` (inf for a zero job)."""
-    k = math.inf
-    for have, want in zip(room, need, strict=True):
-        if want > 0:
-            k = min(k, math.floor(have / want + _EPS))
-    return k
 
 
 def _sequential(start: float, until: float, duration: float, target_time: float) -> float:

@@ -24,26 +24,16 @@ import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from scaler.resources import EPS as _EPS
+from scaler.resources import Res
+from scaler.resources import columns as _columns
+from scaler.resources import res as _res
 from scaler.shape import Shape
 
 __all__ = ["Pattern", "pattern_pack"]
 
-_EPS = 1e-9
 _FIRSTS = 6  # groups tried first when filling a node, densest first
 _PARTS = tuple(k / 8 for k in range(8, 0, -1))  # shares of what fits the first group takes
-Res = tuple[float, float, float]
-
-
-def _res(s: Shape) -> Res:
-    return (s.memory, s.cores, s.disk)
-
-
-def _columns(room: Res, need: Res) -> float:
-    k = math.inf
-    for have, want in zip(room, need, strict=True):
-        if want > 0:
-            k = min(k, math.floor(have / want + _EPS))
-    return k
 
 
 def _per_column(job: Shape, target_time: float) -> float:

@@ -22,12 +22,11 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 
+from scaler.resources import EPS as _EPS
+from scaler.resources import Res
 from scaler.shape import Shape
 
 __all__ = ["timeline_count", "timeline_pack"]
-
-_EPS = 1e-9
-Res = tuple[float, float, float]
 
 
 class _Node:
