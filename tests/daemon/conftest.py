@@ -31,7 +31,6 @@ __all__ = [
     "drive",
     "jobs",
     "make_harness",
-    "need_runtime_parts",
     "running",
 ]
 
@@ -182,24 +181,14 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def need_runtime_parts() -> None:
-    """Skip (naming what is missing) until the simulated cloud and the planner are importable."""
-    pytest.importorskip("providers.simulated", reason="providers/simulated.py not available")
-    pytest.importorskip(
-        "scaler.planner", reason="scaler.planner (and scaler.binpack) not available"
-    )
-
-
 @pytest.fixture
 async def harness(clock: FakeClock) -> Harness:
-    need_runtime_parts()
     return await make_harness(clock, parse_config(config_dict()))
 
 
 @pytest.fixture
 def harness_factory(clock: FakeClock) -> Any:
     """``await harness_factory(config overrides..., provider=..., planner=...)``."""
-    need_runtime_parts()
 
     async def factory(
         provider: SimulatedProvisioner | None = None, planner: Any = None, **overrides: Any

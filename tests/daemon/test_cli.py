@@ -95,7 +95,6 @@ def test_plan_bad_demand_exit_2(
 ) -> None:
     demand = tmp_path / "d.json"
     demand.write_text('{"jobs": [{"cores": -1, "memory": 1}]}')
-    pytest.importorskip("scaler.binpack", reason="scaler/binpack.py (the planner's) not landed")
     code = main(
         ["plan", "-c", str(EXAMPLE), "--demand", str(demand), "--catalogue", str(catalogue)]
     )
@@ -106,7 +105,6 @@ def test_plan_bad_demand_exit_2(
 def test_plan_prints_json_plan(
     tmp_path: Path, catalogue: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("scaler.binpack", reason="scaler/binpack.py (the planner's) not landed")
     demand = tmp_path / "d.yaml"
     demand.write_text(
         "jobs:\n"

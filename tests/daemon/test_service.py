@@ -67,8 +67,6 @@ async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
 
 
 async def start(service: Service) -> asyncio.Task[int]:
-    pytest.importorskip("providers.simulated", reason="providers/simulated.py not available")
-    pytest.importorskip("scaler.planner", reason="scaler.planner not available")
     task = asyncio.create_task(service.serve())
     await asyncio.wait_for(service.started.wait(), 10)
     assert service.controller is not None
