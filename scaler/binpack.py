@@ -57,6 +57,7 @@ from scaler.resources import EPS as _EPS
 from scaler.resources import Res
 from scaler.resources import columns as _columns
 from scaler.resources import res as _res
+from scaler.resources import sequential as _sequential
 from scaler.shape import Shape
 from scaler.timeline import timeline_count
 
@@ -83,19 +84,6 @@ class Packing:
 
     def cost(self, prices: Mapping[Shape, float]) -> float:
         return sum(n * prices.get(s, 0.0) for s, n in self.counts.items())
-
-
-def _sequential(start: float, until: float, duration: float, target_time: float) -> float:
-    """Jobs of ``duration`` one column runs from ``start``: each starts by the target and
-    ends by ``until``."""
-    if start > target_time + _EPS:
-        return 0
-    if duration <= 0:
-        return math.inf
-    count = math.floor((target_time - start) / duration + _EPS) + 1
-    if until != math.inf:
-        count = min(count, math.floor((until - start) / duration + _EPS))
-    return count
 
 
 def jobs_per_node(job: Shape, node: Shape, target_time: float = 3600) -> float:
@@ -281,26 +269,14 @@ def binpack(
     counts = {s: min(p.counts[s] for p in packings) for s in nodes}
     # Small inputs also go job by job on exact timelines, which the lanes approximate,
     # both free-running and booked by billing interval.
-    first_fits = _first_fits(groups, nodes)
-    for shape, assigned in first_fits.items():
-        if sum(n for _, n in assigned) <= TIMELINE_LIMIT:
+    # Every packing gives each group to its first fitting node shape, largest group first.
+    assignment = packings[0].assignment
+    for shape, share in assignment.items():
+        if sum(share.values()) <= TIMELINE_LIMIT:
             for booked in (False, True):
-                count = timeline_count(assigned, shape, target_time, booked)
+                count = timeline_count(list(share.items()), shape, target_time, booked)
                 counts[shape] = min(counts[shape], count)
-    assignment = {s: dict(assigned) for s, assigned in first_fits.items()}
     return Packing(counts, packings[0].unschedulable, assignment)
-
-
-def _first_fits(
-    groups: dict[Shape, int], nodes: list[Shape]
-) -> dict[Shape, list[tuple[Shape, int]]]:
-    """Each job group under the first node shape that fits it, largest group first."""
-    assigned: dict[Shape, list[tuple[Shape, int]]] = {}
-    for job in sorted(groups, reverse=True):
-        shape = next((s for s in nodes if not job.fits_in(s)), None)
-        if shape is not None:
-            assigned.setdefault(shape, []).append((job, groups[job]))
-    return assigned
 
 
 def _cheapest_order(
@@ -370,7 +346,7 @@ def _share_out(
             room = _product(
                 columns * p.repeat, _sequential(0.0, math.inf, job.wallTime, target_time)
             )
-            if not job.memory and not job.cores and not job.disk:
+            if not any(_res(job)):  # takes no room: any column holds them all
                 room = math.inf
             take = left[job] if room == math.inf else min(left[job], int(room))
             if take:

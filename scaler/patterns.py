@@ -28,19 +28,13 @@ from scaler.resources import EPS as _EPS
 from scaler.resources import Res
 from scaler.resources import columns as _columns
 from scaler.resources import res as _res
+from scaler.resources import sequential as _sequential
 from scaler.shape import Shape
 
 __all__ = ["Pattern", "pattern_pack"]
 
 _FIRSTS = 6  # groups tried first when filling a node, densest first
 _PARTS = tuple(k / 8 for k in range(8, 0, -1))  # shares of what fits the first group takes
-
-
-def _per_column(job: Shape, target_time: float) -> float:
-    """Jobs one column runs back to back, each starting by the target (inf if zero-length)."""
-    if job.wallTime <= 0:
-        return math.inf
-    return math.floor(target_time / job.wallTime + _EPS) + 1
 
 
 class Pattern(NamedTuple):
@@ -64,9 +58,8 @@ def pattern_pack(
     demand: list[int] = []  # columns still to place, per group
     free: list[Shape] = []  # groups that take no room or no time: placed last
     for job, n in groups.items():
-        j = _per_column(job, target_time)
-        fitting = [s for s in nodes if not job.fits_in(s)]
-        if j == math.inf or any(_columns(_res(s), _res(job)) == math.inf for s in fitting):
+        j = _sequential(0.0, math.inf, job.wallTime, target_time)  # jobs a column runs
+        if j == math.inf or not any(_res(job)):
             free.append(job)
         else:
             jobs.append(job)

@@ -6,7 +6,7 @@ import math
 
 from scaler.shape import Shape
 
-__all__ = ["EPS", "Res", "columns", "res"]
+__all__ = ["EPS", "Res", "columns", "res", "sequential"]
 
 EPS = 1e-9  # float slack in every resource and time comparison
 Res = tuple[float, float, float]  # memory, cores, disk
@@ -23,3 +23,16 @@ def columns(room: Res, need: Res) -> float:
         if want > 0:
             k = min(k, math.floor(have / want + EPS))
     return k
+
+
+def sequential(start: float, until: float, duration: float, target_time: float) -> float:
+    """Jobs of ``duration`` one column runs from ``start``: each starts by the target and
+    ends by ``until`` (inf for zero-length jobs)."""
+    if start > target_time + EPS:
+        return 0
+    if duration <= 0:
+        return math.inf
+    count = math.floor((target_time - start) / duration + EPS) + 1
+    if until != math.inf:
+        count = min(count, math.floor((until - start) / duration + EPS))
+    return count
