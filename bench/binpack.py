@@ -18,10 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from shoal.scaler.binpack import binpack  # noqa: E402
+from shoal.scaler.shape import Shape  # noqa: E402
 from toil_oracle import TOIL_PYTHON, toil_binpack  # noqa: E402
-
-from scaler.binpack import binpack  # noqa: E402
-from scaler.shape import Shape  # noqa: E402
 
 GiB = 1024**3
 

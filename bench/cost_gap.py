@@ -33,8 +33,8 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scaler.binpack import binpack
-from scaler.shape import Shape
+from shoal.scaler.binpack import binpack
+from shoal.scaler.shape import Shape
 
 GiB = 1024**3
 # (cores, memory GiB, $/h): a realistic on-demand menu (c5, m5, r5 sizes).

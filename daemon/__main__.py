@@ -1,10 +1,10 @@
-"""``python -m daemon``: the ``shoal`` command."""
+"""``python -m shoal.daemon``: the ``shoal`` command."""
 
 from __future__ import annotations
 
 import sys
 
-from daemon.cli import main
+from shoal.daemon.cli import main
 
 __all__: list[str] = []
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import logging
 import sys
@@ -22,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from daemon.config import ConfigError, ShoalConfig, load_config
-from daemon.demand import DemandError, parse_demand
+from shoal.daemon.config import ConfigError, ShoalConfig, load_config
+from shoal.daemon.demand import DemandError, parse_demand
 
 __all__ = ["main"]
 
@@ -56,15 +54,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
-    try:
-        from daemon import service
-    except ImportError as exc:
-        print(f"shoal run: the daemon runtime is not available ({exc})", file=sys.stderr)
-        return 1
-    result = service.run(config, Path(args.config))
-    if inspect.iscoroutine(result):
-        result = asyncio.run(result)
-    return result if isinstance(result, int) else 0
+    from shoal.daemon import service
+
+    return service.run(config, Path(args.config))
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -86,8 +78,8 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 async def _catalogue_policy(config: ShoalConfig, catalogue: str | None) -> Any:
     """The policy the daemon would build, with shapes and prices from the simulated cloud's
     catalogue of AWS-like types: the same build_policy, an in-process provider, no cloud."""
-    from daemon.service import build_policy
-    from providers.simulated import SimulatedProvisioner, load_catalogue
+    from shoal.daemon.service import build_policy
+    from shoal.providers.simulated import SimulatedProvisioner, load_catalogue
 
     p = config.provider
     provider = SimulatedProvisioner(
@@ -109,7 +101,7 @@ def _read_structured(path: str) -> Any:
 def _nodes(path: str | None, config: ShoalConfig, now: float) -> tuple[Any, ...]:
     """``--nodes``: a JSON/YAML list of {id, node_type, instance_type?, state?, launched_at?|age?,
     preemptible?, static?, zone?}."""
-    from scaler.model import NodeInfo, NodeState
+    from shoal.scaler.model import NodeInfo, NodeState
 
     if path is None:
         return ()
@@ -183,12 +175,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
-    try:
-        from scaler import planner
-        from scaler.model import PlannerState, Snapshot
-    except ImportError as exc:
-        print(f"shoal plan: the planner is not available ({exc})", file=sys.stderr)
-        return 1
+    from shoal.scaler import planner
+    from shoal.scaler.model import PlannerState, Snapshot
+
     try:
         update = parse_demand(_read_structured(args.demand))
     except DemandError as exc:

@@ -26,11 +26,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from daemon.units import parse_duration, parse_size
-from providers.retry import RetryPolicy
-from scaler.model import NodeType, Policy
-from scaler.shape import Shape, ordered_instance_types, parse_node_types
+from shoal.daemon.units import parse_duration, parse_size
+from shoal.providers.retry import RetryPolicy
+from shoal.scaler.model import NodeType, Policy
+from shoal.scaler.shape import Shape, ordered_instance_types, parse_node_types
 
 __all__ = [
     "ApiConfig",

@@ -38,11 +38,10 @@ from typing import Annotated, Any, Protocol
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-
-from daemon.units import parse_duration, parse_size
-from providers.clock import Clock
-from scaler.model import Demand, QueuedJobs, RunningJob
-from scaler.shape import Shape
+from shoal.daemon.units import parse_duration, parse_size
+from shoal.providers.clock import Clock
+from shoal.scaler.model import Demand, QueuedJobs, RunningJob
+from shoal.scaler.shape import Shape
 
 __all__ = [
     "MAX_COUNT",

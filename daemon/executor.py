@@ -17,15 +17,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from daemon.drain import DrainError, DrainHook, NoDrainHook
-from daemon.metrics import ShoalMetrics
-from daemon.nodes import NodeTracker, TrackedState
-from providers.base import AbstractProvisioner
-from providers.clock import Clock
-from providers.errors import CapacityError, QuotaError
-from providers.retry import RetryPolicy, call_with_retry
-from scaler.backoff import FailureKind
-from scaler.model import Launch, NodeAction, NodeType, Offering, Plan, Policy, RemoveCause
+from shoal.daemon.drain import DrainError, DrainHook, NoDrainHook
+from shoal.daemon.metrics import ShoalMetrics
+from shoal.daemon.nodes import NodeTracker, TrackedState
+from shoal.providers.base import AbstractProvisioner
+from shoal.providers.clock import Clock
+from shoal.providers.errors import CapacityError, QuotaError
+from shoal.providers.retry import RetryPolicy, call_with_retry
+from shoal.scaler.backoff import FailureKind
+from shoal.scaler.model import Launch, NodeAction, NodeType, Offering, Plan, Policy, RemoveCause
 
 __all__ = ["BackoffEvent", "ExecutionReport", "Executor", "LaunchOutcome"]
 

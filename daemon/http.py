@@ -24,10 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-
-from daemon.demand import DemandError, DemandUpdate, parse_demand
-from daemon.loop import Controller
-from daemon.metrics import CONTENT_TYPE_LATEST
+from shoal.daemon.demand import DemandError, DemandUpdate, parse_demand
+from shoal.daemon.loop import Controller
+from shoal.daemon.metrics import CONTENT_TYPE_LATEST
 
 __all__ = ["MAX_BODY_BYTES", "InsecureListenError", "check_listen", "make_app", "start_http"]
 

@@ -28,13 +28,13 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from daemon.executor import ExecutionReport, Executor
-from daemon.metrics import ShoalMetrics
-from daemon.nodes import NodeTracker
-from providers.base import AbstractProvisioner, Node
-from providers.clock import Clock, SystemClock
-from scaler.backoff import BackoffTable
-from scaler.model import Demand, Plan, PlannerState, Policy, Snapshot
+from shoal.daemon.executor import ExecutionReport, Executor
+from shoal.daemon.metrics import ShoalMetrics
+from shoal.daemon.nodes import NodeTracker
+from shoal.providers.base import AbstractProvisioner, Node
+from shoal.providers.clock import Clock, SystemClock
+from shoal.scaler.backoff import BackoffTable
+from shoal.scaler.model import Demand, Plan, PlannerState, Policy, Snapshot
 
 __all__ = [
     "Controller",
@@ -101,7 +101,7 @@ class _Observation:
 
 
 def _default_planner() -> Planner:
-    from scaler.planner import plan
+    from shoal.scaler.planner import plan
 
     return plan
 

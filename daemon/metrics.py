@@ -22,7 +22,7 @@ from prometheus_client import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from providers.clock import Clock
+    from shoal.providers.clock import Clock
 
 __all__ = ["CONTENT_TYPE_LATEST", "PASS_OUTCOMES", "ShoalMetrics"]
 

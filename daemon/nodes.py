@@ -23,8 +23,8 @@ import enum
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from providers.base import TAG_AUTOSCALED, TAG_NODE_TYPE, Node
-from scaler.model import CapacityType, NodeInfo, NodeState, NodeType, Offering
+from shoal.providers.base import TAG_AUTOSCALED, TAG_NODE_TYPE, Node
+from shoal.scaler.model import CapacityType, NodeInfo, NodeState, NodeType, Offering
 
 __all__ = ["NodeTracker", "TrackedNode", "TrackedState"]
 

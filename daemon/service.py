@@ -24,18 +24,18 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from daemon.config import ConfigError, ShoalConfig, load_config
-from daemon.demand import DemandSource, DemoDemandSource, FileDemandSource
-from daemon.drain import CommandDrainHook, DrainHook, NoDrainHook, WebhookDrainHook
-from daemon.executor import Executor
-from daemon.http import InsecureListenError, check_listen, make_app, start_http
-from daemon.loop import Controller, ControllerSettings, PassRecord
-from daemon.metrics import ShoalMetrics
-from daemon.nodes import TrackedState
-from providers.base import AbstractProvisioner
-from providers.clock import Clock, SystemClock
-from scaler.backoff import BackoffPolicy, BackoffTable
-from scaler.model import Policy
+from shoal.daemon.config import ConfigError, ShoalConfig, load_config
+from shoal.daemon.demand import DemandSource, DemoDemandSource, FileDemandSource
+from shoal.daemon.drain import CommandDrainHook, DrainHook, NoDrainHook, WebhookDrainHook
+from shoal.daemon.executor import Executor
+from shoal.daemon.http import InsecureListenError, check_listen, make_app, start_http
+from shoal.daemon.loop import Controller, ControllerSettings, PassRecord
+from shoal.daemon.metrics import ShoalMetrics
+from shoal.daemon.nodes import TrackedState
+from shoal.providers.base import AbstractProvisioner
+from shoal.providers.clock import Clock, SystemClock
+from shoal.scaler.backoff import BackoffPolicy, BackoffTable
+from shoal.scaler.model import Policy
 
 __all__ = [
     "SHUTDOWN_TIMEOUT",
@@ -94,7 +94,7 @@ def build_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
         "nodeStorageOverrides": list(p.node_storage_overrides),
     }
     if p.kind == "simulated":
-        from providers.simulated import SimulatedProvisioner
+        from shoal.providers.simulated import SimulatedProvisioner
 
         return SimulatedProvisioner(
             **common,
@@ -104,7 +104,7 @@ def build_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
             capacity=dict(p.capacity),
             spot_interruption_rate=p.spot_interruption_rate,
         )
-    from providers import aws  # type: ignore[attr-defined]
+    from shoal.providers import aws  # type: ignore[attr-defined]
 
     return aws.AWSProvisioner.from_config(config, clock=clock)
 

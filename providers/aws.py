@@ -46,8 +46,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
-
-from providers.base import (
+from shoal.providers.base import (
     TAG_AUTOSCALED,
     TAG_CLUSTER,
     TAG_NODE_TYPE,
@@ -56,11 +55,11 @@ from providers.base import (
     AbstractProvisioner,
     Node,
 )
-from providers.clock import Clock, SystemClock
-from providers.errors import CapacityError, ProviderError, QuotaError, RetryableError
-from providers.retry import RetryPolicy, call_with_retry
-from scaler.model import CapacityType, Offering
-from scaler.shape import Shape
+from shoal.providers.clock import Clock, SystemClock
+from shoal.providers.errors import CapacityError, ProviderError, QuotaError, RetryableError
+from shoal.providers.retry import RetryPolicy, call_with_retry
+from shoal.scaler.model import CapacityType, Offering
+from shoal.scaler.shape import Shape
 
 __all__ = [
     "CAPACITY_CODES",

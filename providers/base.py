@@ -19,9 +19,9 @@ import logging
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from providers.errors import ManagedNodesNotSupportedException
-from providers.instance_setup import InstanceConfiguration, InstanceSetupMixin
-from scaler.shape import Shape
+from shoal.providers.errors import ManagedNodesNotSupportedException
+from shoal.providers.instance_setup import InstanceConfiguration, InstanceSetupMixin
+from shoal.scaler.shape import Shape
 
 __all__ = [
     "LEADER_HOME_DIR",

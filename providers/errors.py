@@ -13,7 +13,7 @@ ManagedNodesNotSupportedException(RuntimeError)   as in Toil's seed
 
 from __future__ import annotations
 
-from scaler.model import Offering
+from shoal.scaler.model import Offering
 
 __all__ = [
     "CapacityError",

@@ -43,7 +43,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
-from providers.base import (
+from shoal.providers.base import (
     TAG_AUTOSCALED,
     TAG_CLUSTER,
     TAG_NODE_TYPE,
@@ -52,10 +52,10 @@ from providers.base import (
     AbstractProvisioner,
     Node,
 )
-from providers.clock import Clock, SystemClock
-from providers.errors import CapacityError, ProviderError, QuotaError, RetryableError
-from scaler.model import CapacityType, Offering
-from scaler.shape import Shape
+from shoal.providers.clock import Clock, SystemClock
+from shoal.providers.errors import CapacityError, ProviderError, QuotaError, RetryableError
+from shoal.scaler.model import CapacityType, Offering
+from shoal.scaler.shape import Shape
 
 __all__ = [
     "DEFAULT_ZONE",
@@ -95,7 +95,9 @@ class InstanceType:
 def load_catalogue(path: str | Path | None = None) -> dict[str, InstanceType]:
     """The instance types of a catalogue JSON file (default: the one shipped with shoal)."""
     if path is None:
-        text = resources.files("providers").joinpath("catalogue/instance_types.json").read_text()
+        text = (
+            resources.files("shoal.providers").joinpath("catalogue/instance_types.json").read_text()
+        )
     else:
         text = Path(path).read_text()
     rows = json.loads(text)["instance_types"]

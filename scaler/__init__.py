@@ -1,11 +1,11 @@
 """shoal.scaler: pure decision logic. No I/O, no asyncio, no clock reads."""
 
-from scaler.backoff import BackoffEntry, BackoffPolicy, BackoffTable, FailureKind
-from scaler.binpack import Packing, binpack
-from scaler.model import *  # noqa: F403
-from scaler.model import __all__ as _model_all
-from scaler.planner import plan
-from scaler.shape import NodeTypeSpec, Shape, parse_node_types
+from shoal.scaler.backoff import BackoffEntry, BackoffPolicy, BackoffTable, FailureKind
+from shoal.scaler.binpack import Packing, binpack
+from shoal.scaler.model import *  # noqa: F403
+from shoal.scaler.model import __all__ as _model_all
+from shoal.scaler.planner import plan
+from shoal.scaler.shape import NodeTypeSpec, Shape, parse_node_types
 
 __all__ = [
     "BackoffEntry",

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from scaler.model import Offering
+from shoal.scaler.model import Offering
 
 __all__ = ["BackoffEntry", "BackoffPolicy", "BackoffTable", "FailureKind"]
 

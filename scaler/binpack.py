@@ -52,14 +52,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 
-from scaler.patterns import Pattern, pattern_pack
-from scaler.resources import EPS as _EPS
-from scaler.resources import Res
-from scaler.resources import columns as _columns
-from scaler.resources import res as _res
-from scaler.resources import sequential as _sequential
-from scaler.shape import Shape
-from scaler.timeline import timeline_count
+from shoal.scaler.patterns import Pattern, pattern_pack
+from shoal.scaler.resources import EPS as _EPS
+from shoal.scaler.resources import Res
+from shoal.scaler.resources import columns as _columns
+from shoal.scaler.resources import res as _res
+from shoal.scaler.resources import sequential as _sequential
+from shoal.scaler.shape import Shape
+from shoal.scaler.timeline import timeline_count
 
 __all__ = ["Packing", "binpack", "jobs_per_node"]
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from scaler.shape import Shape
+from shoal.scaler.shape import Shape
 
 __all__ = [
     "AddCause",

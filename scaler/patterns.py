@@ -24,12 +24,12 @@ import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from scaler.resources import EPS as _EPS
-from scaler.resources import Res
-from scaler.resources import columns as _columns
-from scaler.resources import res as _res
-from scaler.resources import sequential as _sequential
-from scaler.shape import Shape
+from shoal.scaler.resources import EPS as _EPS
+from shoal.scaler.resources import Res
+from shoal.scaler.resources import columns as _columns
+from shoal.scaler.resources import res as _res
+from shoal.scaler.resources import sequential as _sequential
+from shoal.scaler.shape import Shape
 
 __all__ = ["Pattern", "pattern_pack"]
 

@@ -62,8 +62,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from scaler.binpack import binpack
-from scaler.model import (
+from shoal.scaler.binpack import binpack
+from shoal.scaler.model import (
     AddCause,
     Launch,
     NodeAction,
@@ -77,7 +77,7 @@ from scaler.model import (
     Snapshot,
     Unschedulable,
 )
-from scaler.shape import Shape
+from shoal.scaler.shape import Shape
 
 __all__ = ["RUNNING_JOB_MIN_REMAINING", "plan", "round_half_away", "usable_shape"]
 

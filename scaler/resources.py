@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from scaler.shape import Shape
+from shoal.scaler.shape import Shape
 
 __all__ = ["EPS", "Res", "columns", "res", "sequential"]
 

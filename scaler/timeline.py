@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 
-from scaler.resources import EPS as _EPS
-from scaler.resources import Res
-from scaler.shape import Shape
+from shoal.scaler.resources import EPS as _EPS
+from shoal.scaler.resources import Res
+from shoal.scaler.shape import Shape
 
 __all__ = ["timeline_count", "timeline_pack"]
 

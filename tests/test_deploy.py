@@ -12,8 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from daemon.metrics import ShoalMetrics
+from shoal.daemon.metrics import ShoalMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "shoal.service"
@@ -136,7 +135,7 @@ def test_unit_runs_shoal_as_a_notify_service_with_watchdog_and_reload() -> None:
     assert s["WatchdogSec"] == ["60s"] and s["TimeoutStopSec"] == ["20s"]
     assert s["Restart"] == ["on-failure"] and s["ConfigurationDirectory"] == ["shoal"]
     # the daemon pings after each pass; its default interval must fit the watchdog twice
-    from daemon.config import ScalerConfig
+    from shoal.daemon.config import ScalerConfig
 
     assert 2 * ScalerConfig().interval <= 60
 

@@ -8,21 +8,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
-
-from daemon.config import ShoalConfig, parse_config
-from daemon.demand import DemandUpdate
-from daemon.executor import Executor
-from daemon.loop import Controller, ControllerSettings
-from daemon.metrics import ShoalMetrics
-from daemon.service import build_drain_hook, build_policy
-from providers.clock import FakeClock
-from providers.retry import RetryPolicy
-from scaler.backoff import BackoffTable
-from scaler.model import Demand, QueuedJobs, RunningJob
-from scaler.shape import Shape
+from shoal.daemon.config import ShoalConfig, parse_config
+from shoal.daemon.demand import DemandUpdate
+from shoal.daemon.executor import Executor
+from shoal.daemon.loop import Controller, ControllerSettings
+from shoal.daemon.metrics import ShoalMetrics
+from shoal.daemon.service import build_drain_hook, build_policy
+from shoal.providers.clock import FakeClock
+from shoal.providers.retry import RetryPolicy
+from shoal.scaler.backoff import BackoffTable
+from shoal.scaler.model import Demand, QueuedJobs, RunningJob
+from shoal.scaler.shape import Shape
 
 if TYPE_CHECKING:
-    from providers.simulated import SimulatedProvisioner
+    from shoal.providers.simulated import SimulatedProvisioner
 
 __all__ = [
     "GIB",
@@ -127,7 +126,7 @@ class Harness:
 
 
 def make_provider(config: ShoalConfig, clock: FakeClock) -> SimulatedProvisioner:
-    from providers.simulated import SimulatedProvisioner
+    from shoal.providers.simulated import SimulatedProvisioner
 
     p = config.provider
     return SimulatedProvisioner(

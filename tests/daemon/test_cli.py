@@ -6,10 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from daemon.cli import main
-from scaler.model import GiB
-from scaler.shape import Shape
+from shoal.daemon.cli import main
+from shoal.scaler.model import GiB
+from shoal.scaler.shape import Shape
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.yaml"
@@ -44,11 +43,14 @@ def test_config_schema(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_version_and_python_m() -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "daemon", "--version"], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "shoal.daemon", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert res.returncode == 0 and res.stdout.startswith("shoal ")
     res = subprocess.run(
-        [sys.executable, "-m", "daemon", "check-config", str(EXAMPLE)],
+        [sys.executable, "-m", "shoal.daemon", "check-config", str(EXAMPLE)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -65,9 +67,9 @@ def test_no_command_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
 async def test_policy_from_a_catalogue_as_the_daemon_builds_it(catalogue: Path) -> None:
     """`shoal plan` and the daemon build the policy one way (service.build_policy): storage
     for EBS-only types from node_storage and its overrides, spot entries at spot prices."""
-    from daemon.config import load_config
-    from daemon.service import build_policy
-    from providers.simulated import SimulatedProvisioner, load_catalogue
+    from shoal.daemon.config import load_config
+    from shoal.daemon.service import build_policy
+    from shoal.providers.simulated import SimulatedProvisioner, load_catalogue
 
     config = load_config(EXAMPLE)
     provider = SimulatedProvisioner(
@@ -150,7 +152,7 @@ def test_plan_prints_json_plan(
 
 
 def test_shipped_catalogue_has_the_example_types() -> None:
-    from providers.simulated import load_catalogue
+    from shoal.providers.simulated import load_catalogue
 
     shipped = load_catalogue()
     for name in ("c5.xlarge", "c5a.xlarge", "r5.large"):
@@ -158,21 +160,18 @@ def test_shipped_catalogue_has_the_example_types() -> None:
         assert 0 < shipped[name].spot_price < shipped[name].on_demand_price
 
 
-def test_run_without_runtime_or_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import daemon
+def test_run_hands_the_config_to_the_service_and_returns_its_exit_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shoal.daemon import service
 
     calls = []
 
-    class FakeService:
-        @staticmethod
-        def run(config: object, path: Path) -> int:
-            calls.append(path)
-            return 0
+    def fake_run(config: object, path: Path) -> int:
+        calls.append((config, path))
+        return 3
 
-    monkeypatch.setitem(sys.modules, "daemon.service", FakeService)
-    monkeypatch.setattr(daemon, "service", FakeService, raising=False)
-    assert main(["run", "-c", str(EXAMPLE)]) == 0
-    assert calls == [EXAMPLE]
-    monkeypatch.setitem(sys.modules, "daemon.service", None)  # import fails
-    monkeypatch.delattr(daemon, "service")
-    assert main(["run", "-c", str(EXAMPLE)]) == 1
+    monkeypatch.setattr(service, "run", fake_run)
+    assert main(["run", "-c", str(EXAMPLE)]) == 3
+    assert [path for _, path in calls] == [EXAMPLE]
+    assert calls[0][0].cluster_name == "demo"

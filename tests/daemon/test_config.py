@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 import yaml
-
-from daemon.cli import main
-from daemon.config import ConfigError, ShoalConfig, load_config, parse_config
-from providers.retry import RetryPolicy
-from scaler.model import GiB
-from scaler.shape import Shape
+from shoal.daemon.cli import main
+from shoal.daemon.config import ConfigError, ShoalConfig, load_config, parse_config
+from shoal.providers.retry import RetryPolicy
+from shoal.scaler.model import GiB
+from shoal.scaler.shape import Shape
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.yaml"

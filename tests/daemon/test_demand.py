@@ -7,17 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from daemon.demand import (
+from shoal.daemon.demand import (
     DemandError,
     DemandUpdate,
     DemoDemandSource,
     FileDemandSource,
     parse_demand,
 )
-from providers.clock import FakeClock
-from scaler.model import Demand, GiB, QueuedJobs, RunningJob
-from scaler.shape import Shape
+from shoal.providers.clock import FakeClock
+from shoal.scaler.model import Demand, GiB, QueuedJobs, RunningJob
+from shoal.scaler.shape import Shape
 
 JOB = {"cores": 1, "memory": "2GiB", "disk": "1GiB", "wall_time": "10m", "count": 100}
 

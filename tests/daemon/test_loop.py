@@ -6,12 +6,12 @@ import asyncio
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from daemon.loop import PassOutcome
-from daemon.nodes import NodeTracker, TrackedState
-from providers.base import TAG_AUTOSCALED, Node
-from providers.errors import ProviderError
-from scaler.model import AddCause, NodeState, NodeType, Offering
-from scaler.shape import Shape
+from shoal.daemon.loop import PassOutcome
+from shoal.daemon.nodes import NodeTracker, TrackedState
+from shoal.providers.base import TAG_AUTOSCALED, Node
+from shoal.providers.errors import ProviderError
+from shoal.scaler.model import AddCause, NodeState, NodeType, Offering
+from shoal.scaler.shape import Shape
 
 if TYPE_CHECKING:
     from conftest import Harness
@@ -149,7 +149,7 @@ async def test_listing_failure_skips_the_pass(harness: Harness) -> None:
 
 async def test_a_pass_that_raises_is_counted_and_the_loop_goes_on(harness_factory: Any) -> None:
     h0: Harness = await harness_factory()  # skips while the planner is missing
-    from scaler.planner import plan as real_plan
+    from shoal.scaler.planner import plan as real_plan
 
     del h0
     failures = [RuntimeError("planner bug")]

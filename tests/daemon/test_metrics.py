@@ -7,8 +7,7 @@ import subprocess
 from typing import TYPE_CHECKING, Any
 
 import pytest
-
-from daemon.metrics import ShoalMetrics
+from shoal.daemon.metrics import ShoalMetrics
 
 if TYPE_CHECKING:
     from conftest import Harness

@@ -13,9 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-
-from daemon.config import load_config
-from daemon.service import Service, SystemdNotifier
+from shoal.daemon.config import load_config
+from shoal.daemon.service import Service, SystemdNotifier
 
 
 def free_port() -> int:

@@ -3,8 +3,7 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from daemon.units import format_duration, parse_duration, parse_size
+from shoal.daemon.units import format_duration, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ __all__ = ["free_port", "shoal_argv"]
 
 
 def shoal_argv() -> list[str]:
-    """The `shoal` console script of this virtualenv, else `python -m daemon`."""
+    """The `shoal` console script of this virtualenv, else `python -m shoal.daemon`."""
     script = Path(sys.executable).with_name("shoal")
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
-    return [sys.executable, "-m", "daemon"]
+    return [sys.executable, "-m", "shoal.daemon"]
 
 
 def free_port() -> int:

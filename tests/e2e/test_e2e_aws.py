@@ -40,7 +40,7 @@ MOTO_FIXTURES = Path(__file__).resolve().parents[1] / "providers" / "moto_fixtur
 
 
 def _aws_provider_present() -> bool:
-    return importlib.util.find_spec("providers.aws") is not None
+    return importlib.util.find_spec("shoal.providers.aws") is not None
 
 
 def _moto_fixtures() -> ModuleType | None:

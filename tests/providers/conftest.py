@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from providers.base import AbstractProvisioner, Node
-from scaler.shape import Shape
+from shoal.providers.base import AbstractProvisioner, Node
+from shoal.scaler.shape import Shape
 
 __all__ = ["MinimalProvisioner"]
 

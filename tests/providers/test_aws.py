@@ -24,19 +24,18 @@ from moto_fixtures import (  # noqa: F401 - fixtures
     moto_server,
     moto_url,
 )
-
-from providers.aws import AWSProvisioner, translate_error
-from providers.base import (
+from shoal.providers.aws import AWSProvisioner, translate_error
+from shoal.providers.base import (
     TAG_AUTOSCALED,
     TAG_CLUSTER,
     TAG_NODE_TYPE,
     TAG_REQUEST_ID,
     TAG_ROLE,
 )
-from providers.errors import CapacityError, ProviderError, QuotaError, RetryableError
-from providers.retry import RetryPolicy
-from scaler.model import CapacityType, Offering
-from scaler.shape import Shape
+from shoal.providers.errors import CapacityError, ProviderError, QuotaError, RetryableError
+from shoal.providers.retry import RetryPolicy
+from shoal.scaler.model import CapacityType, Offering
+from shoal.scaler.shape import Shape
 
 GIB = 2**30
 IMAGE = "ami-12c6146b"  # moto accepts any id; DescribeImages not finding it is tolerated
@@ -380,7 +379,7 @@ def test_constructor_checks_and_defaults(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_from_config() -> None:
     """Built from a real daemon config, as the service builds it: every provider key and
     the configured retry policy reach the provisioner."""
-    from daemon.config import parse_config  # the contract with the daemon, not a stand-in
+    from shoal.daemon.config import parse_config  # the contract with the daemon, not a stand-in
 
     config = parse_config(
         {

@@ -6,11 +6,10 @@ import datetime as dt
 from typing import Any
 
 import pytest
-
-import providers.base as base
-from providers.base import AbstractProvisioner, ManagedNodesNotSupportedException, Node
-from providers.errors import RetryableError
-from scaler.shape import Shape, parse_node_types
+import shoal.providers.base as base
+from shoal.providers.base import AbstractProvisioner, ManagedNodesNotSupportedException, Node
+from shoal.providers.errors import RetryableError
+from shoal.scaler.shape import Shape, parse_node_types
 
 GIB = 2**30
 

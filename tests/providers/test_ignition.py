@@ -15,8 +15,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import pytest
-
-from providers.instance_setup import UNIT_SUFFIXES, InstanceConfiguration
+from shoal.providers.instance_setup import UNIT_SUFFIXES, InstanceConfiguration
 
 # Keys of each object in the 2.2 spec (only the objects we emit are checked in depth).
 TOP_KEYS = {"ignition", "storage", "systemd", "networkd", "passwd"}

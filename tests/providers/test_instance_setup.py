@@ -29,8 +29,7 @@ from urllib.parse import unquote_to_bytes
 
 import pytest
 import yaml
-
-from providers.instance_setup import InstanceConfiguration
+from shoal.providers.instance_setup import InstanceConfiguration
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or (
     "/usr/bin/systemd-analyze" if os.access("/usr/bin/systemd-analyze", os.X_OK) else None
@@ -409,7 +408,7 @@ def test_kubernetes_worker_rejects_injection_in_join_values(provisioner: Any) ->
 
 
 def test_provisioner_exposes_instance_configuration(provisioner: Any) -> None:
-    from providers.base import AbstractProvisioner
+    from shoal.providers.base import AbstractProvisioner
 
     assert AbstractProvisioner.InstanceConfiguration is InstanceConfiguration
     assert isinstance(provisioner("mesos").getBaseInstanceConfiguration(), InstanceConfiguration)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from providers.errors import CapacityError, RetryableError
-from providers.retry import RetryPolicy, call_with_retry
+from shoal.providers.errors import CapacityError, RetryableError
+from shoal.providers.retry import RetryPolicy, call_with_retry
 
 
 class Flaky:

@@ -6,27 +6,26 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from providers.base import (
+from shoal.providers.base import (
     TAG_AUTOSCALED,
     TAG_CLUSTER,
     TAG_NODE_TYPE,
     TAG_REQUEST_ID,
     TAG_ROLE,
 )
-from providers.clock import FakeClock
-from providers.errors import (
+from shoal.providers.clock import FakeClock
+from shoal.providers.errors import (
     CapacityError,
     ProviderError,
     QuotaError,
     RetryableError,
 )
-from providers.simulated import (
+from shoal.providers.simulated import (
     TAG_MANAGED_GROUP,
     SimulatedProvisioner,
     load_catalogue,
 )
-from scaler.model import CapacityType, Offering
+from shoal.scaler.model import CapacityType, Offering
 
 GIB = 2**30
 ZONE = "sim-1a"

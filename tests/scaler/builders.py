@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from scaler.model import (
+from shoal.scaler.model import (
     CapacityType,
     Demand,
     NodeInfo,
@@ -17,7 +17,7 @@ from scaler.model import (
     RunningJob,
     Snapshot,
 )
-from scaler.shape import Shape
+from shoal.scaler.shape import Shape
 
 GiB = 1024**3
 HOUR = 3600.0

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from scaler.backoff import BackoffPolicy, BackoffTable, FailureKind
-from scaler.model import CapacityType, Offering
+from shoal.scaler.backoff import BackoffPolicy, BackoffTable, FailureKind
+from shoal.scaler.model import CapacityType, Offering
 
 SPOT_A = Offering("c5.xlarge", "us-east-1a", CapacityType.SPOT)
 SPOT_B = Offering("c5.xlarge", "us-east-1b", CapacityType.SPOT)

@@ -7,9 +7,8 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from scaler.binpack import binpack, jobs_per_node
-from scaler.shape import Shape
+from shoal.scaler.binpack import binpack, jobs_per_node
+from shoal.scaler.shape import Shape
 
 GiB = 1024**3
 NODE = Shape(3600, 16 * GiB, 4, 100 * GiB, False)  # a 4-core, 16 GiB on-demand node

@@ -6,10 +6,9 @@ import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from scaler.binpack import binpack
-from scaler.patterns import Pattern, pattern_pack
-from scaler.shape import Shape
+from shoal.scaler.binpack import binpack
+from shoal.scaler.patterns import Pattern, pattern_pack
+from shoal.scaler.shape import Shape
 
 GiB = 1024**3
 BIG = Shape(3600, 192 * GiB, 48, 500 * GiB, False)

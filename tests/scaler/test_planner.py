@@ -16,10 +16,9 @@ from builders import (
     snapshot,
     unneeded,
 )
-
-from scaler import planner
-from scaler.model import AddCause, NodeState, PlannerState, RemoveCause
-from scaler.planner import RUNNING_JOB_MIN_REMAINING, plan, round_half_away, usable_shape
+from shoal.scaler import planner
+from shoal.scaler.model import AddCause, NodeState, PlannerState, RemoveCause
+from shoal.scaler.planner import RUNNING_JOB_MIN_REMAINING, plan, round_half_away, usable_shape
 
 A = node_type("a", cores=4, mem_gib=9, disk_gib=20, price=0.2)
 B = node_type("b", cores=8, mem_gib=17, disk_gib=36, price=0.4)

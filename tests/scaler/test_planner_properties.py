@@ -7,8 +7,7 @@ from dataclasses import replace
 from builders import NOW, GiB, job, node, node_type
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from scaler.model import (
+from shoal.scaler.model import (
     Demand,
     NodeState,
     PlannerState,
@@ -18,7 +17,7 @@ from scaler.model import (
     RunningJob,
     Snapshot,
 )
-from scaler.planner import plan, usable_shape
+from shoal.scaler.planner import plan, usable_shape
 
 PALETTE = (
     node_type("small", 2, 5, 12, price=0.1),

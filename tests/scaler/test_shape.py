@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from shoal.scaler.shape import Shape, parse_node_types
 from toil_oracle import require_toil, run_in_toil
-
-from scaler.shape import Shape, parse_node_types
 
 BASE = Shape(3600, 1, 1, 1, True)
 

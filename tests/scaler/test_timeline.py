@@ -6,9 +6,8 @@ import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from scaler.shape import Shape
-from scaler.timeline import timeline_count, timeline_pack
+from shoal.scaler.shape import Shape
+from shoal.scaler.timeline import timeline_count, timeline_pack
 
 GiB = 1024**3
 NODE = Shape(3600, 16 * GiB, 4, 100 * GiB, False)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import random
 
 import pytest
+from shoal.scaler.binpack import binpack
+from shoal.scaler.shape import Shape
 from toil_oracle import require_toil, toil_binpack
-
-from scaler.binpack import binpack
-from scaler.shape import Shape
 
 GiB = 1024**3
 CASES = 400

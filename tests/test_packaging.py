@@ -1,0 +1,71 @@
+"""shoal installs under one import name, ``shoal``, so it shares an environment with packages
+whose top-level names are as generic as its folders (python-daemon's ``daemon``, say)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q"]
+        + ["-w", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (built,) = out.glob("shoal-*.whl")
+    return built
+
+
+def test_the_wheel_installs_only_under_shoal(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"shoal"}
+    assert "shoal/daemon/cli.py" in names
+    assert "shoal/providers/catalogue/instance_types.json" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "shoal = shoal.daemon.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_shoal_and_python_daemon_import_side_by_side(wheel: Path, tmp_path: Path) -> None:
+    """Install the wheel and python-daemon into one target and import both from it."""
+    target = tmp_path / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
+        + [str(wheel), "python-daemon", "lockfile"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "import daemon, daemon.pidfile, shoal.daemon.cli, shoal.scaler, shoal.providers.simulated;"
+        "assert hasattr(daemon, 'DaemonContext'), daemon.__file__;"
+        "assert shoal.daemon.cli.__file__.startswith(sys.argv[1]), shoal.daemon.cli.__file__;"
+        "print(daemon.__file__)"
+    )
+    # -I: isolated, so neither the repository nor the editable install of shoal is on the path;
+    # shoal's own dependencies come from this interpreter's site-packages, appended after.
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.append({site!r}); " + probe]
+        + [str(target)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().startswith(str(target / "daemon"))
