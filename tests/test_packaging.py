@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+PIP_INSTALL = (sys.executable, "-m", "pip", "install", "-q", "--no-deps")
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q"]
-        + ["-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -42,8 +42,7 @@ def test_shoal_and_python_daemon_import_side_by_side(wheel: Path, tmp_path: Path
     """Install the wheel and python-daemon into one target and import both from it."""
     target = tmp_path / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
-        + [str(wheel), "python-daemon", "lockfile"],
+        [*PIP_INSTALL, "--target", str(target), str(wheel), "python-daemon", "lockfile"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -60,8 +59,13 @@ def test_shoal_and_python_daemon_import_side_by_side(wheel: Path, tmp_path: Path
     # shoal's own dependencies come from this interpreter's site-packages, appended after.
     site = next(p for p in sys.path if p.endswith("site-packages"))
     result = subprocess.run(
-        [sys.executable, "-I", "-c", f"import sys; sys.path.append({site!r}); " + probe]
-        + [str(target)],
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            f"import sys; sys.path.append({site!r}); {probe}",
+            str(target),
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
