@@ -4,7 +4,7 @@ shoal run -c FILE                  the daemon (exit 2 when the config is invalid
 shoal check-config FILE            "OK" or every error (path, value, expectation); exit 2
 shoal config-schema                JSON schema of the config file
 shoal plan -c FILE --demand FILE [--nodes FILE]
-                                   one decision as JSON; no cloud calls
+                                   one decision as JSON; nothing launched
 """
 
 from __future__ import annotations
@@ -75,22 +75,26 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 # --- plan ----------------------------------------------------------------------------------
 
 
-async def _catalogue_policy(config: ShoalConfig, catalogue: str | None) -> Any:
-    """The policy the daemon would build, with shapes and prices from the simulated cloud's
-    catalogue of AWS-like types: the same build_policy, an in-process provider, no cloud."""
-    from shoal.daemon.service import build_policy
+async def _plan_controller(config: ShoalConfig, catalogue: str | None) -> Any:
+    """The daemon's controller (``service.build_controller``) over the configured provider,
+    which is only asked for its catalogue; nothing is launched. ``--catalogue`` replaces the
+    simulated cloud's shipped catalogue."""
+    from shoal.daemon.service import build_controller, build_provider
+    from shoal.providers.clock import SystemClock
     from shoal.providers.simulated import SimulatedProvisioner, load_catalogue
 
-    p = config.provider
-    provider = SimulatedProvisioner(
-        clusterName=config.cluster_name,
-        clusterType=p.cluster_type,
-        zone=p.zone,
-        nodeStorage=p.node_storage,
-        nodeStorageOverrides=list(p.node_storage_overrides),
-        catalogue=load_catalogue(catalogue),
-    )
-    return await build_policy(config, provider)
+    clock = SystemClock()
+    provider = build_provider(config, clock)
+    if catalogue is not None:
+        if not isinstance(provider, SimulatedProvisioner):
+            raise ValueError("--catalogue applies to the simulated provider only")
+        provider.types = load_catalogue(catalogue)
+    try:
+        return await build_controller(config, provider, clock)
+    finally:
+        close = getattr(provider, "close", None)
+        if close is not None:
+            await close()
 
 
 def _read_structured(path: str) -> Any:
@@ -119,7 +123,7 @@ def _nodes(path: str | None, config: ShoalConfig, now: float) -> tuple[Any, ...]
                 node_type=row.get("node_type", ""),
                 instance_type=row.get("instance_type")
                 or (entry.instance_types[0] if entry else "unknown"),
-                zone=row.get("zone", config.provider.zone),
+                zone=row.get("zone", config.provider.launch_zones[0]),
                 preemptible=bool(
                     row.get("preemptible", entry is not None and entry.bid is not None)
                 ),
@@ -131,53 +135,14 @@ def _nodes(path: str | None, config: ShoalConfig, now: float) -> tuple[Any, ...]
     return tuple(out)
 
 
-def _shape(shape: Any) -> dict[str, Any]:
-    return {
-        "wall_time": shape.wallTime,
-        "memory": shape.memory,
-        "cores": shape.cores,
-        "disk": shape.disk,
-        "preemptible": shape.preemptible,
-    }
-
-
-def _plan_json(plan: Any) -> dict[str, Any]:
-    def action(a: Any) -> dict[str, Any]:
-        return {
-            "node": a.node_id,
-            "node_type": a.node_type,
-            "cause": str(a.cause),
-            "message": a.message,
-        }
-
-    return {
-        "launches": [
-            {
-                "node_type": x.node_type,
-                "count": x.count,
-                "cause": str(x.cause),
-                "message": x.message,
-            }
-            for x in plan.launches
-        ],
-        "drains": [action(a) for a in plan.drains],
-        "terminations": [action(a) for a in plan.terminations],
-        "targets": dict(plan.targets),
-        "unschedulable": [
-            {"shape": _shape(u.shape), "count": u.count, "reasons": list(u.reasons)}
-            for u in plan.unschedulable
-        ],
-        "cost_per_hour": plan.cost_per_hour,
-    }
-
-
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from shoal.daemon.views import plan_json
+    from shoal.providers.errors import ProviderError
+    from shoal.scaler.model import PlannerState, Snapshot
+
     config = _load(args.config)
     if config is None:
         return 2
-    from shoal.scaler import planner
-    from shoal.scaler.model import PlannerState, Snapshot
-
     try:
         update = parse_demand(_read_structured(args.demand))
     except DemandError as exc:
@@ -195,13 +160,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(f"cannot read nodes {args.nodes}: {exc!r}", file=sys.stderr)
         return 2
     try:
-        policy = asyncio.run(_catalogue_policy(config, args.catalogue))
-    except (OSError, ValueError, KeyError) as exc:
-        where = args.catalogue or "the shipped catalogue"
+        controller = asyncio.run(_plan_controller(config, args.catalogue))
+    except (OSError, ValueError, KeyError, ProviderError) as exc:
+        where = args.catalogue or f"the {config.provider.kind} provider's catalogue"
         print(f"shoal plan: {exc} (instance types from {where})", file=sys.stderr)
         return 2
-    result = planner.plan(Snapshot(demand=update.demand, nodes=nodes), policy, PlannerState(), now)
-    json.dump(_plan_json(result), sys.stdout, indent=2, sort_keys=True)
+    snapshot = Snapshot(demand=update.demand, nodes=nodes)
+    result = controller.planner(snapshot, controller.policy, PlannerState(), now)
+    json.dump(plan_json(result), sys.stdout, indent=2, sort_keys=True)
     print()
     return 0
 
@@ -226,12 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser(
         "plan",
-        help="print one scaling decision as JSON (no cloud calls)",
+        help="print one scaling decision as JSON (nothing is launched)",
         description=(
             "Plan once for a demand and print launches, drains, terminations, targets, "
-            "unschedulable jobs and cost as JSON. No cloud is called: instance shapes and prices "
-            "come from the simulated cloud's catalogue of AWS-like types, for provider kind aws "
-            "too (real EC2 prices and shapes may differ)."
+            "unschedulable jobs and cost as JSON, as the daemon would decide it. Shapes and "
+            "prices come from the configured provider's catalogue (for AWS: "
+            "DescribeInstanceTypes and prices); nothing is launched or terminated."
         ),
     )
     plan.add_argument("-c", "--config", required=True, help="YAML config file")
@@ -244,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
         "age seconds or launched_at, static}",
     )
     plan.add_argument(
-        "--catalogue", default=None, help="instance type catalogue JSON (default: the shipped one)"
+        "--catalogue",
+        default=None,
+        help="instance type catalogue JSON for the simulated provider (default: the shipped one)",
     )
     plan.add_argument("--now", type=float, default=None, help="epoch seconds (default: now)")
     plan.set_defaults(func=_cmd_plan)

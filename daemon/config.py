@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -99,8 +100,13 @@ class _ProviderCommon(BaseModel):
 
     cluster_type: Literal["mesos", "kubernetes"] = "mesos"
     """The scheduler workers join (Toil's clusterType)."""
-    zone: str = Field(min_length=1)
-    """Availability zone the workers launch in."""
+    zone: str | None = Field(default=None, min_length=1)
+    """Availability zone the workers launch in (or give ``zones``)."""
+    zones: tuple[Annotated[str, Field(min_length=1)], ...] = Field(
+        default=(), validate_default=True
+    )
+    """Availability zones in preference order: a capacity error in one falls back to the next
+    in the same pass."""
     node_storage: int = Field(default=50, ge=1)
     """Root volume GiB for types without instance storage (Toil's nodeStorage)."""
     node_storage_overrides: tuple[str, ...] = ()
@@ -118,6 +124,23 @@ class _ProviderCommon(BaseModel):
                 )
         return value
 
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        zone = info.data.get("zone")
+        if zone is None and not value and "zone" in info.data:
+            raise ValueError("give zone: <zone> or zones: [<zone>, ...]")
+        if zone is not None and value:
+            raise ValueError(f"give zone ({zone!r}) or zones, not both")
+        if len(set(value)) != len(value):
+            raise ValueError("a zone appears twice")
+        return value
+
+    @property
+    def launch_zones(self) -> tuple[str, ...]:
+        """The zones workers launch in, in preference order."""
+        return self.zones or ((self.zone,) if self.zone else ())
+
 
 class SimulatedProviderConfig(_ProviderCommon):
     """The in-process simulated cloud (catalogue of AWS-like types, prices, boot delays)."""
@@ -127,6 +150,8 @@ class SimulatedProviderConfig(_ProviderCommon):
     """Time from launch until the instance is running."""
     join_delay: Duration = 10.0
     """Time from running until the node joins the scheduler."""
+    listing_lag: Duration = 0.0
+    """How long a new instance is missing from the listing (EC2's is eventually consistent)."""
     capacity: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     """Per instance type limit on instances that can run at once (absent: unlimited)."""
     spot_interruption_rate: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -261,6 +286,8 @@ class ScalerConfig(BaseModel):
     unneeded_time: Duration = 600.0
     scale_down_budget: float = Field(default=0.1, gt=0.0, le=1.0)
     join_timeout: PositiveDuration = 900.0
+    launch_ledger_ttl: PositiveDuration = 600.0
+    """A node the cloud accepted but never lists within this time counts as never joined."""
     cost_ceiling_per_hour: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
     packing: Literal["count", "cost"] = "count"
     """"count": each job to the first node type that fits (Toil's order); "cost": the
@@ -442,7 +469,7 @@ class ShoalConfig(BaseModel):
                     bid=bid,
                     min_nodes=entry.min,
                     max_nodes=entry.max,
-                    zone=self.provider.zone,
+                    zones=self.provider.launch_zones,
                 )
             )
         s = self.scaler

@@ -3,7 +3,9 @@
 Either a command (argv, ``{node}`` replaced by the node name; success is exit status 0) or a
 webhook (``POST {"node": name}``; success is a 2xx answer), each bounded by a timeout. With
 neither configured draining is only shoal's own bookkeeping. A failed drain raises
-``DrainError``; the caller leaves the node as it was and the next plan asks again.
+``DrainError``; the caller leaves the node as it was and the next plan asks again. A drain
+that times out raises ``DrainTimeout``: the node is treated as drained and terminated once no
+job runs on it, as the config documents.
 """
 
 from __future__ import annotations
@@ -15,13 +17,24 @@ from typing import Protocol
 
 import aiohttp
 
-__all__ = ["CommandDrainHook", "DrainError", "DrainHook", "NoDrainHook", "WebhookDrainHook"]
+__all__ = [
+    "CommandDrainHook",
+    "DrainError",
+    "DrainHook",
+    "DrainTimeout",
+    "NoDrainHook",
+    "WebhookDrainHook",
+]
 
 log = logging.getLogger(__name__)
 
 
 class DrainError(Exception):
-    """The drain hook failed or timed out."""
+    """The drain hook failed."""
+
+
+class DrainTimeout(DrainError):
+    """The drain hook did not finish within its timeout."""
 
 
 class DrainHook(Protocol):
@@ -51,7 +64,9 @@ class CommandDrainHook:
         except TimeoutError:
             proc.kill()
             await proc.wait()
-            raise DrainError(f"drain command {argv[0]!r} timed out after {self.timeout}s") from None
+            raise DrainTimeout(
+                f"drain command {argv[0]!r} timed out after {self.timeout}s"
+            ) from None
         if proc.returncode != 0:
             tail = output.decode(errors="replace").strip()[-200:]
             raise DrainError(f"drain command {argv[0]!r} exited {proc.returncode}: {tail}")
@@ -72,6 +87,6 @@ class WebhookDrainHook:
                 if not 200 <= response.status < 300:
                     raise DrainError(f"drain webhook answered HTTP {response.status}")
         except TimeoutError:
-            raise DrainError(f"drain webhook timed out after {self.timeout}s") from None
+            raise DrainTimeout(f"drain webhook timed out after {self.timeout}s") from None
         except aiohttp.ClientError as exc:
             raise DrainError(f"drain webhook failed: {exc}") from None

@@ -1,11 +1,18 @@
 """The executor: carries out a ``Plan`` through the provider, per node type concurrently.
 
-Every provider call goes through ``call_with_retry`` driven by ``provider.retryPredicate`` and
-is timed into ``shoal_provider_call_duration_seconds``. A launch carries a ``requestId`` made
-once per planned launch and reused by every retry, so a retried ``addNodes`` never launches
-twice. Capacity and quota errors are data, not crashes: they come back in the report as
-backoff entries for their offerings. Drains call the drain hook and then mark the node
-draining; only the plan's terminations are terminated, and never a static or unknown node.
+This is shoal's one retry layer: every provider call goes through ``call_with_retry``, driven
+by ``provider.retryPredicate`` and the configured ``RetryPolicy``, and is timed into
+``shoal_provider_call_duration_seconds``. A launch carries a ``requestId`` made once per planned
+launch and reused by every retry; the provider derives each offering's client token from it,
+so a retried ``addNodes`` returns what an earlier attempt launched and never launches twice.
+
+What the seed's return values cannot say comes from the provider's events
+(``providers.outcomes``), collected per request: every offering tried, with the ids it launched
+(for the launch ledger) or its error (capacity and quota errors back that offering off, even
+when another offering filled the request; a success clears only the offering that launched),
+and for terminations which ids are gone and which failed. Drains call the drain hook and then
+mark the node draining; only the plan's terminations are terminated, never a static or unknown
+node; a ledger placeholder (a launch whose response was lost) has no instance to terminate.
 """
 
 from __future__ import annotations
@@ -14,20 +21,21 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TypeVar
 
-from shoal.daemon.drain import DrainError, DrainHook, NoDrainHook
+from shoal.daemon.drain import DrainError, DrainHook, DrainTimeout, NoDrainHook
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import NodeTracker, TrackedState
 from shoal.providers.base import AbstractProvisioner
 from shoal.providers.clock import Clock
-from shoal.providers.errors import CapacityError, QuotaError
+from shoal.providers.errors import CapacityError, ProviderError, TerminationError
+from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationResult
 from shoal.providers.retry import RetryPolicy, call_with_retry
 from shoal.scaler.backoff import FailureKind
 from shoal.scaler.model import Launch, NodeAction, NodeType, Offering, Plan, Policy, RemoveCause
 
-__all__ = ["BackoffEvent", "ExecutionReport", "Executor", "LaunchOutcome"]
+__all__ = ["BackoffEvent", "ExecutionReport", "Executor", "LaunchOutcome", "new_request_id"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,6 +60,7 @@ class LaunchOutcome:
 @dataclass(slots=True)
 class ExecutionReport:
     launches: list[LaunchOutcome] = field(default_factory=list)
+    attempts: list[LaunchAttempt] = field(default_factory=list)  # every offering tried
     drained: list[str] = field(default_factory=list)
     terminated: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -84,22 +93,40 @@ class Executor:
         self.retry = retry or RetryPolicy()
         self.drain_hook: DrainHook = drain_hook or NoDrainHook()
         self.request_ids = request_ids
+        self._events: dict[str, list[ProviderEvent]] = {}
+        provider.subscribe(self._on_event)
+
+    def _on_event(self, event: ProviderEvent) -> None:
+        collected = self._events.get(event.request_id)
+        if collected is not None:
+            collected.append(event)
 
     async def call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         """One provider call with retries on what ``provider.retryPredicate`` accepts.
 
         ``fn`` must be an ``async def`` (tenacity does not await a lambda's coroutine).
         """
-        # A provider that retries its own calls gets one attempt here: retries never nest.
-        policy = replace(self.retry, attempts=1) if self.provider.retries_internally else self.retry
         with self.metrics.provider_call(operation, self.clock):
             return await call_with_retry(
                 fn,
                 self.provider.retryPredicate,
-                policy,
+                self.retry,
                 operation=operation,
                 sleep=self.clock.sleep,
             )
+
+    async def _tracked_call(
+        self, operation: str, request_id: str, fn: Callable[[], Awaitable[T]]
+    ) -> tuple[T | BaseException, list[ProviderEvent]]:
+        """``call`` that also collects the provider's events for ``request_id``; returns the
+        result or the exception it ended with, and the events."""
+        self._events[request_id] = []
+        try:
+            return await self.call(operation, fn), self._events[request_id]
+        except Exception as exc:
+            return exc, self._events[request_id]
+        finally:
+            self._events.pop(request_id, None)
 
     async def execute(
         self,
@@ -133,8 +160,7 @@ class Executor:
                     types.get(name),
                     plan,
                     tracker,
-                    unavailable,
-                    timed_out,
+                    unavailable | timed_out,
                     report,
                     allow_launch,
                 )
@@ -150,13 +176,12 @@ class Executor:
         plan: Plan,
         tracker: NodeTracker,
         unavailable: set[Offering],
-        timed_out: set[Offering],
         report: ExecutionReport,
         allow_launch: bool,
     ) -> None:
         jobs: list[Awaitable[None]] = []
         for launch in plan.launches:
-            if launch.node_type != name:
+            if launch.node_type != name or launch.count <= 0:
                 continue
             if not allow_launch:
                 log.info(
@@ -167,14 +192,14 @@ class Executor:
             elif node_type is None:
                 report.errors.append(f"launch of unknown node type {name!r}")
                 log.error("event=launch_skipped node_type=%s reason=unknown-node-type", name)
-            elif set(node_type.offerings()) <= timed_out | unavailable and timed_out:
+            elif set(node_type.offerings()) <= unavailable:
                 log.info(
-                    "event=launch_deferred node_type=%s count=%d reason=join-timeout-backoff",
+                    "event=launch_deferred node_type=%s count=%d reason=offerings-in-backoff",
                     name,
                     launch.count,
                 )
-            elif launch.count > 0:
-                jobs.append(self._launch(node_type, launch, unavailable | timed_out, report))
+            else:
+                jobs.append(self._launch(node_type, launch, unavailable, report))
         drains = [a for a in plan.drains if a.node_type == name]
         if drains:
             jobs.append(self._drain_all(drains, tracker, report))
@@ -190,10 +215,6 @@ class Executor:
         unavailable: set[Offering],
         report: ExecutionReport,
     ) -> None:
-        offerings = [o for o in node_type.offerings() if o not in unavailable]
-        if not offerings:  # the planner chose it anyway; let the provider try them all
-            offerings = list(node_type.offerings())
-        instance_types = {o.instance_type for o in offerings}
         request_id = self.request_ids()
         log.info(
             'event=scale_up node_type=%s count=%d cause=%s request_id=%s reason="%s"',
@@ -206,56 +227,60 @@ class Executor:
 
         async def add() -> int:
             return await self.provider.addNodes(
-                set(instance_types),
+                list(node_type.instance_types),  # preference order, as configured
                 launch.count,
                 node_type.preemptible,
                 node_type.bid,
                 requestId=request_id,
+                exclude=unavailable,
             )
 
-        try:
-            launched = await self.call("addNodes", add)
-        except CapacityError as exc:
-            kind = FailureKind.QUOTA if isinstance(exc, QuotaError) else FailureKind.CAPACITY
-            launched = exc.launched
-            report.failed_offerings.extend(BackoffEvent(o, kind, str(exc)) for o in exc.offerings)
-            self.metrics.scale_up_failures.labels(node_type=node_type.name, reason=kind.value).inc()
+        result, events = await self._tracked_call("addNodes", request_id, add)
+        attempts = [e for e in events if isinstance(e, LaunchAttempt)]
+        report.attempts.extend(attempts)
+        launched_ids = {i for a in attempts for i in a.ids}
+        failed: dict[Offering, BackoffEvent] = {}
+        for attempt in attempts:
+            if attempt.ids:
+                report.succeeded_offerings.append(attempt.offering)
+            elif attempt.capacity_error and attempt.offering not in failed:
+                kind = FailureKind.QUOTA if attempt.quota_error else FailureKind.CAPACITY
+                failed[attempt.offering] = BackoffEvent(attempt.offering, kind, str(attempt.error))
+        report.failed_offerings.extend(failed.values())
+        for event in failed.values():
+            self.metrics.scale_up_failures.labels(
+                node_type=node_type.name, reason=event.kind.value
+            ).inc()
+        error = ""
+        if isinstance(result, BaseException):
+            if not isinstance(result, CapacityError):
+                self.metrics.scale_up_failures.labels(
+                    node_type=node_type.name, reason="error"
+                ).inc()
+                report.errors.append(f"addNodes {node_type.name}: {result!r}")
+            kind = "error" if not isinstance(result, CapacityError) else "capacity"
+            error = f"{kind}: {result}"
             log.warning(
-                "event=scale_up_failed node_type=%s requested=%d launched=%d reason=%s "
-                'offerings="%s" error="%s"',
+                "event=scale_up_failed node_type=%s requested=%d launched=%d request_id=%s "
+                'error="%r"',
                 node_type.name,
                 launch.count,
-                launched,
-                kind.value,
-                ",".join(str(o) for o in exc.offerings),
-                exc,
+                len(launched_ids),
+                request_id,
+                result,
             )
-            error = f"{kind.value}: {exc}"
-        except Exception as exc:
-            launched = 0
-            self.metrics.scale_up_failures.labels(node_type=node_type.name, reason="error").inc()
-            log.error(
-                'event=scale_up_failed node_type=%s requested=%d reason=error error="%r"',
-                node_type.name,
-                launch.count,
-                exc,
-            )
-            error = f"error: {exc!r}"
-            report.errors.append(f"addNodes {node_type.name}: {exc!r}")
         else:
-            error = ""
-            if len(offerings) == 1 and launched >= launch.count:
-                report.succeeded_offerings.append(offerings[0])
             log.info(
-                "event=scaled_up node_type=%s launched=%d request_id=%s",
+                "event=scaled_up node_type=%s launched=%d requested=%d request_id=%s",
                 node_type.name,
-                launched,
+                result,
+                launch.count,
                 request_id,
             )
-        if launched:
-            self.metrics.scale_ups.labels(node_type=node_type.name).inc(launched)
+        if launched_ids:
+            self.metrics.scale_ups.labels(node_type=node_type.name).inc(len(launched_ids))
         report.launches.append(
-            LaunchOutcome(node_type.name, launch.count, launched, request_id, error)
+            LaunchOutcome(node_type.name, launch.count, len(launched_ids), request_id, error)
         )
 
     async def _drain_all(
@@ -274,6 +299,15 @@ class Executor:
             return
         try:
             await self.drain_hook.drain(action.node_id)
+        except DrainTimeout as exc:
+            # As documented: a drain that times out counts as done; the node is terminated
+            # once no job runs on it.
+            report.errors.append(f"drain {action.node_id}: {exc}")
+            log.warning(
+                'event=drain_timeout node=%s action=treat-as-drained error="%s"',
+                action.node_id,
+                exc,
+            )
         except (DrainError, OSError) as exc:
             report.errors.append(f"drain {action.node_id}: {exc}")
             log.warning('event=drain_failed node=%s error="%s"', action.node_id, exc)
@@ -305,34 +339,52 @@ class Executor:
                 continue
             if tracked.state is TrackedState.TERMINATED:
                 continue
+            if tracked.placeholder:  # a lost launch response: no instance id to terminate
+                tracker.forget(action.node_id)
+                self._removed(name, action, tracked.offering(), report)
+                continue
             chosen.append((action, tracked))
         if not chosen:
             return
-        nodes = [t.node for _, t in chosen]
+        request_id = self.request_ids()
 
         async def terminate() -> None:
-            await self.provider.terminateNodes(nodes)
+            await self.provider.terminateNodes([t.node for _, t in chosen], requestId=request_id)
 
-        try:
-            await self.call("terminateNodes", terminate)
-        except Exception as exc:
-            report.errors.append(f"terminateNodes {name}: {exc!r}")
-            log.error(
-                'event=scale_down_failed node_type=%s count=%d error="%r"', name, len(nodes), exc
-            )
-            return
+        result, events = await self._tracked_call("terminateNodes", request_id, terminate)
+        done = {i for e in events if isinstance(e, TerminationResult) for i in e.done}
+        failures: dict[str, ProviderError] = {}
+        if isinstance(result, TerminationError):
+            failures = result.failed
+        elif isinstance(result, BaseException):
+            report.errors.append(f"terminateNodes {name}: {result!r}")
         for action, tracked in chosen:
-            tracker.mark(action.node_id, TrackedState.TERMINATED)
-            report.terminated.append(action.node_id)
-            self.metrics.scale_downs.labels(node_type=name, cause=action.cause.value).inc()
-            if action.cause is RemoveCause.JOIN_TIMEOUT:
-                report.failed_offerings.append(
-                    BackoffEvent(tracked.offering(), FailureKind.CAPACITY, "join-timeout")
+            if action.node_id not in done:
+                error = failures.get(action.node_id, result)
+                report.errors.append(f"terminate {action.node_id}: {error!r}")
+                log.error(
+                    'event=scale_down_failed node=%s node_type=%s error="%r"',
+                    action.node_id,
+                    name,
+                    error,
                 )
-            log.info(
-                'event=scale_down node=%s node_type=%s cause=%s reason="%s"',
-                action.node_id,
-                name,
-                action.cause,
-                action.message,
+                continue
+            tracker.mark(action.node_id, TrackedState.TERMINATED)
+            self._removed(name, action, tracked.offering(), report)
+
+    def _removed(
+        self, name: str, action: NodeAction, offering: Offering, report: ExecutionReport
+    ) -> None:
+        report.terminated.append(action.node_id)
+        self.metrics.scale_downs.labels(node_type=name, cause=action.cause.value).inc()
+        if action.cause is RemoveCause.JOIN_TIMEOUT:
+            report.failed_offerings.append(
+                BackoffEvent(offering, FailureKind.CAPACITY, "join-timeout")
             )
+        log.info(
+            'event=scale_down node=%s node_type=%s cause=%s reason="%s"',
+            action.node_id,
+            name,
+            action.cause,
+            action.message,
+        )

@@ -24,14 +24,14 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from shoal.daemon.demand import DemandError, DemandUpdate, parse_demand
+from shoal.daemon.demand import MAX_BODY_BYTES, DemandError, DemandUpdate, parse_demand
 from shoal.daemon.loop import Controller
 from shoal.daemon.metrics import CONTENT_TYPE_LATEST
+from shoal.daemon.views import status_json
 
 __all__ = ["MAX_BODY_BYTES", "InsecureListenError", "check_listen", "make_app", "start_http"]
 
 log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 1024 * 1024
 CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
 
 
@@ -118,7 +118,7 @@ def make_app(
         )
 
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(controller.status())
+        return web.json_response(status_json(controller))
 
     async def metrics(request: web.Request) -> web.Response:
         response = web.Response(body=controller.metrics.render())

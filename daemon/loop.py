@@ -11,30 +11,42 @@
     └── wait: scale interval, or demand changed (+ debounce), or stop
 
 A pass is the four named phases below. ``observe`` lists the provider's workers into the
-node tracker and builds a ``Snapshot`` (demand, nodes, offerings in backoff); ``plan`` calls
-the pure planner; ``execute`` hands the plan to the executor; ``record`` keeps the planner
-state, turns capacity errors into backoff entries and updates metrics and status. Passes
-never overlap (a lock), a pass that raises is counted and logged and the loop goes on, and
-after ``stop()`` the current pass finishes without launching anything new.
+node tracker (beside the launch ledger: nodes the cloud accepted but does not list yet) and
+builds a ``Snapshot`` (demand, nodes, offerings in backoff); ``plan`` calls the pure planner
+on a worker thread, so a long pass never delays the HTTP API, and adds the ledger's expired
+launches as join timeouts; ``execute`` hands the plan to the executor; ``record`` books the
+launches in the ledger, keeps the planner state, turns capacity errors into backoff entries
+and updates metrics. Passes never overlap (a lock), a pass that raises is counted and logged
+and the loop goes on, and after ``stop()`` the current pass finishes without launching
+anything new.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shoal.daemon.executor import ExecutionReport, Executor
 from shoal.daemon.metrics import ShoalMetrics
-from shoal.daemon.nodes import NodeTracker
+from shoal.daemon.nodes import DEFAULT_LEDGER_TTL, NodeTracker, TrackedNode
 from shoal.providers.base import AbstractProvisioner, Node
 from shoal.providers.clock import Clock, SystemClock
 from shoal.scaler.backoff import BackoffTable
-from shoal.scaler.model import Demand, Plan, PlannerState, Policy, Snapshot
+from shoal.scaler.model import (
+    Demand,
+    NodeAction,
+    Plan,
+    PlannerState,
+    Policy,
+    RemoveCause,
+    Snapshot,
+)
 
 __all__ = [
     "Controller",
@@ -78,6 +90,8 @@ class ControllerSettings:
     # A pass still running after this long is wedged (it must exceed the provider retry
     # deadlines a pass can sit through); liveness, and so the systemd watchdog, then fails.
     stuck_after: float = 600.0
+    # A launched node the listing does not show within this long counts as never joined.
+    ledger_ttl: float = DEFAULT_LEDGER_TTL
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +112,7 @@ class _Observation:
     snapshot: Snapshot
     now: float
     new_nodes: list[Node] = field(default_factory=list)
+    expired: list[TrackedNode] = field(default_factory=list)
 
 
 def _default_planner() -> Planner:
@@ -130,7 +145,9 @@ class Controller:
         self.settings = settings or ControllerSettings()
         self.backoff = backoff or BackoffTable()
         self.planner: Planner = planner or _default_planner()
-        self.tracker = NodeTracker(policy.node_types, default_zone=zone)
+        self.tracker = NodeTracker(
+            policy.node_types, default_zone=zone, ledger_ttl=self.settings.ledger_ttl
+        )
         self.state = PlannerState()
         self.demand = Demand()
         self.joined: frozenset[str] | None = None
@@ -168,6 +185,7 @@ class Controller:
         self.tracker.set_node_types(policy.node_types)
         if settings is not None:
             self.settings = settings
+            self.tracker.ledger_ttl = settings.ledger_ttl
 
     def stop(self) -> None:
         """Finish the current pass, launch nothing new, leave ``run``."""
@@ -276,7 +294,7 @@ class Controller:
                 if isinstance(observation, str):
                     record = self._skipped(number, started_at, start, observation)
                 else:
-                    plan = self._plan(observation)
+                    plan = await self._plan(observation)
                     report = await self._execute(plan, observation)
                     record = self._record(number, started_at, start, observation, plan, report)
             except Exception as exc:
@@ -316,16 +334,45 @@ class Controller:
                 tracked.state,
             )
         now = self.clock.now()
+        expired = self.tracker.expire(now)
+        for tracked in expired:
+            log.warning(
+                "event=launch_never_listed node=%s offering=%s accepted_at=%.0f ttl=%.0fs",
+                tracked.id,
+                tracked.offering(),
+                tracked.accepted_at or 0.0,
+                self.tracker.ledger_ttl,
+            )
         self.backoff = self.backoff.prune(now)
         snapshot = Snapshot(
             demand=self.demand,
             nodes=self.tracker.infos(),
             unavailable=self.backoff.unavailable(now),
         )
-        return _Observation(snapshot, now, [t.node for t in new])
+        return _Observation(
+            snapshot, now, [t.node for t in new], [t for t in expired if not t.placeholder]
+        )
 
-    def _plan(self, observation: _Observation) -> Plan:
-        plan = self.planner(observation.snapshot, self.policy, self.state, observation.now)
+    async def _plan(self, observation: _Observation) -> Plan:
+        # Off the event loop: a pass over a large demand must not delay /healthz or a PUT.
+        plan = await asyncio.to_thread(
+            self.planner, observation.snapshot, self.policy, self.state, observation.now
+        )
+        if observation.expired:
+            plan = dataclasses.replace(
+                plan,
+                terminations=plan.terminations
+                + tuple(
+                    NodeAction(
+                        t.id,
+                        t.node_type,
+                        RemoveCause.JOIN_TIMEOUT,
+                        f"accepted by the cloud {self.tracker.ledger_ttl:.0f}s ago and never "
+                        f"listed; offering {t.offering()} should back off",
+                    )
+                    for t in observation.expired
+                ),
+            )
         for launch in plan.launches:
             log.info(
                 'event=plan_launch node_type=%s count=%d cause=%s reason="%s"',
@@ -370,6 +417,13 @@ class Controller:
         report: ExecutionReport,
     ) -> PassRecord:
         now = self.clock.now()
+        for tracked in self.tracker.record_launch(report.attempts, now):
+            log.info(
+                "event=launch_booked node=%s offering=%s placeholder=%s",
+                tracked.id,
+                tracked.offering(),
+                tracked.placeholder,
+            )
         self.state = plan.state
         self.last_plan = plan
         for offering in report.succeeded_offerings:
@@ -433,110 +487,3 @@ class Controller:
         m.jobs_queued.set(sum(q.count for q in self.demand.queued))
         m.jobs_running.set(len(self.demand.running))
         m.offerings_in_backoff.set(len(self.backoff.unavailable(self.clock.now())))
-
-    # -- status ---------------------------------------------------------------------------
-
-    def status(self) -> dict[str, Any]:
-        """The JSON of ``GET /v1/status``."""
-        now = self.clock.now()
-        nodes: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        for t in self.tracker.all():
-            nodes.setdefault(t.node_type or "unmanaged", {}).setdefault(t.state.value, []).append(
-                {
-                    "id": t.id,
-                    "instance_type": t.node.nodeType,
-                    "zone": t.zone,
-                    "preemptible": t.node.preemptible,
-                    "static": t.static,
-                    "launched_at": t.node.launchTime.timestamp(),
-                }
-            )
-        plan = self.last_plan
-        return {
-            "ready": self.ready,
-            "healthy": self.healthy(),
-            "stopping": self.stopping,
-            "now": now,
-            "nodes": nodes,
-            "node_counts": {
-                name: {state: len(items) for state, items in states.items()}
-                for name, states in nodes.items()
-            },
-            "demand": {
-                "queued_jobs": sum(q.count for q in self.demand.queued),
-                "queued_shapes": len(self.demand.queued),
-                "running_jobs": len(self.demand.running),
-                "joined_nodes": None if self.joined is None else len(self.joined),
-            },
-            "last_plan": None if plan is None else _plan_json(plan),
-            "unschedulable": [] if plan is None else _unschedulable_json(plan),
-            "backoff": [
-                {
-                    "offering": str(offering),
-                    "instance_type": offering.instance_type,
-                    "zone": offering.zone,
-                    "capacity_type": str(offering.capacity_type),
-                    "until": entry.until,
-                    "failures": entry.failures,
-                    "kind": str(entry.kind),
-                    "reason": entry.reason,
-                }
-                for offering, entry in sorted(
-                    self.backoff.entries.items(), key=lambda kv: str(kv[0])
-                )
-                if now < entry.until
-            ],
-            "last_pass": None if self.last_pass is None else _pass_json(self.last_pass),
-            "passes": self.passes,
-        }
-
-
-def _unschedulable_json(plan: Plan) -> list[dict[str, Any]]:
-    return [
-        {
-            "count": u.count,
-            "reasons": list(u.reasons),
-            "shape": {
-                "wall_time": u.shape.wallTime,
-                "memory": u.shape.memory,
-                "cores": u.shape.cores,
-                "disk": u.shape.disk,
-                "preemptible": u.shape.preemptible,
-            },
-        }
-        for u in plan.unschedulable
-    ]
-
-
-def _actions_json(actions: Iterable[Any]) -> list[dict[str, Any]]:
-    return [
-        {"node": a.node_id, "node_type": a.node_type, "cause": str(a.cause), "reason": a.message}
-        for a in actions
-    ]
-
-
-def _plan_json(plan: Plan) -> dict[str, Any]:
-    return {
-        "launches": [
-            {"node_type": a.node_type, "count": a.count, "cause": str(a.cause), "reason": a.message}
-            for a in plan.launches
-        ],
-        "drains": _actions_json(plan.drains),
-        "terminations": _actions_json(plan.terminations),
-        "targets": dict(plan.targets),
-        "cost_per_hour": plan.cost_per_hour,
-    }
-
-
-def _pass_json(record: PassRecord) -> dict[str, Any]:
-    return {
-        "number": record.number,
-        "outcome": str(record.outcome),
-        "started_at": record.started_at,
-        "duration": record.duration,
-        "reason": record.reason,
-        "launched": record.launched,
-        "drained": list(record.drained),
-        "terminated": list(record.terminated),
-        "errors": list(record.errors),
-    }

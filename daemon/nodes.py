@@ -1,32 +1,46 @@
-"""The node tracker: what the daemon knows of each worker, rebuilt from the cloud every pass.
+"""The node tracker: what the daemon knows of each worker, from the cloud and its own launches.
 
 States (``scaler.NodeState`` plus the daemon's own ``terminated``)::
 
+    addNodes accepted ──► (ledger) BOOTING, not yet listed
+            │ listed                     │ never listed within the TTL: expired,
+            ▼                            ▼ terminated as a join timeout
     (listed by the provider)
             │
             ▼   joined (demand source lists it, or provider says joined / cannot tell)
-        BOOTING ─────────────► READY
-            │                    │ drain hook succeeded
-            │                    ▼
-            │                DRAINING
+        BOOTING ─────────────► READY ◄───────────┐ undrained
+            │                    │ drain hook     │
+            │                    ▼ succeeded      │
+            │                DRAINING ────────────┘
             │                    │ plan says terminate
             └────────────────────┴──► TERMINATED ──► (forgotten once no longer listed)
 
 Membership comes from the cloud's tags (``TAG_AUTOSCALED == "true"`` marks a node shoal may
 remove; any other worker is static), launch times from the cloud, so a restarted daemon
 adopts what a previous one launched. A node the provider stops listing is forgotten.
+
+The launch ledger: EC2's listing is eventually consistent, so a node the cloud accepted may be
+missing from the next listings. Every id ``addNodes`` reported launched is kept as a booting
+node from the moment the cloud accepted it until a listing shows it or ``ttl`` passes; a
+launch whose response was lost (the request's client token, no ids) is kept the same way as
+that many placeholder nodes, until any instance of the request shows up in a listing or the
+TTL passes. Planning on the listing alone launched 28 instances for 4 nodes of demand.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from shoal.providers.base import TAG_AUTOSCALED, TAG_NODE_TYPE, Node
+from shoal.providers.base import TAG_AUTOSCALED, TAG_NODE_TYPE, TAG_REQUEST_ID, Node
+from shoal.providers.outcomes import LaunchAttempt
 from shoal.scaler.model import CapacityType, NodeInfo, NodeState, NodeType, Offering
 
-__all__ = ["NodeTracker", "TrackedNode", "TrackedState"]
+__all__ = ["DEFAULT_LEDGER_TTL", "NodeTracker", "TrackedNode", "TrackedState"]
+
+DEFAULT_LEDGER_TTL = 600.0  # seconds a launched node may stay unlisted
 
 
 class TrackedState(enum.StrEnum):
@@ -43,10 +57,18 @@ class TrackedNode:
     state: TrackedState
     static: bool
     zone: str
+    # ledger entries: accepted by the cloud, not yet listed (time accepted; None once listed)
+    accepted_at: float | None = None
+    placeholder: bool = False  # a lost launch response: no instance id known
+    expired: bool = False  # never listed within the ledger's TTL: to be terminated
 
     @property
     def id(self) -> str:
         return self.node.name
+
+    @property
+    def listed(self) -> bool:
+        return self.accepted_at is None
 
     def offering(self) -> Offering:
         capacity = CapacityType.SPOT if self.node.preemptible else CapacityType.ON_DEMAND
@@ -66,11 +88,18 @@ class TrackedNode:
 
 
 class NodeTracker:
-    """Tracks workers across passes; ``observe`` applies a provider listing."""
+    """Tracks workers across passes; ``observe`` applies a provider listing, ``record_launch``
+    what ``addNodes`` reported."""
 
-    def __init__(self, node_types: Iterable[NodeType] = (), default_zone: str = "") -> None:
+    def __init__(
+        self,
+        node_types: Iterable[NodeType] = (),
+        default_zone: str = "",
+        ledger_ttl: float = DEFAULT_LEDGER_TTL,
+    ) -> None:
         self._nodes: dict[str, TrackedNode] = {}
         self._default_zone = default_zone
+        self.ledger_ttl = ledger_ttl
         self.set_node_types(node_types)
 
     def set_node_types(self, node_types: Iterable[NodeType]) -> None:
@@ -93,14 +122,95 @@ class NodeTracker:
         instance_type = node.tags.get(TAG_NODE_TYPE) or node.nodeType or ""
         return self._type_of.get((instance_type, node.preemptible), "")
 
+    # -- the launch ledger ------------------------------------------------------------------
+
+    def record_launch(self, attempts: Iterable[LaunchAttempt], now: float) -> list[TrackedNode]:
+        """Book what one ``addNodes`` request did (all its attempts, retries included): ids
+        launched become booting nodes; an offering whose only answers were transient errors
+        (the response may have been lost) becomes ``requested`` placeholders, found again by
+        the request id tag. Returns the new ledger entries."""
+        attempts = list(attempts)
+        confirmed = {a.client_token for a in attempts if a.ids or a.capacity_error}
+        added: list[TrackedNode] = []
+        for attempt in attempts:
+            if attempt.ids:
+                for instance_id in attempt.ids:
+                    if instance_id not in self._nodes:
+                        added.append(self._book(instance_id, attempt, now))
+            elif attempt.uncertain and attempt.client_token not in confirmed:
+                confirmed.add(attempt.client_token)
+                for i in range(attempt.requested):
+                    name = f"unconfirmed:{attempt.client_token}:{i}"
+                    added.append(self._book(name, attempt, now, placeholder=True))
+        return added
+
+    def _book(
+        self, name: str, attempt: LaunchAttempt, now: float, placeholder: bool = False
+    ) -> TrackedNode:
+        offering = attempt.offering
+        preemptible = offering.capacity_type is CapacityType.SPOT
+        node = Node(
+            publicIP=None,
+            privateIP=None,
+            name=name,
+            launchTime=dt.datetime.fromtimestamp(now, dt.UTC),
+            nodeType=offering.instance_type,
+            preemptible=preemptible,
+            tags={
+                TAG_AUTOSCALED: "true",
+                TAG_NODE_TYPE: offering.instance_type,
+                TAG_REQUEST_ID: attempt.request_id,
+            },
+            zone=offering.zone,
+            joined=False,
+        )
+        tracked = TrackedNode(
+            node=node,
+            node_type=self._node_type(node),
+            state=TrackedState.BOOTING,
+            static=False,
+            zone=offering.zone or self._default_zone,
+            accepted_at=now,
+            placeholder=placeholder,
+        )
+        self._nodes[name] = tracked
+        return tracked
+
+    def expire(self, now: float) -> list[TrackedNode]:
+        """Ledger entries older than the TTL and still not listed. Placeholders are dropped
+        (no instance of the lost launch ever showed up); real ids leave the planner's view and
+        are returned for the caller to terminate as join timeouts (again each pass until
+        the termination succeeds)."""
+        expired = [
+            t
+            for t in self._nodes.values()
+            if t.accepted_at is not None
+            and now - t.accepted_at >= self.ledger_ttl
+            and t.state is not TrackedState.TERMINATED
+        ]
+        for t in expired:
+            if t.placeholder:
+                del self._nodes[t.id]
+            else:
+                self._nodes[t.id] = replace(t, expired=True)
+        return expired
+
+    def pending(self) -> list[TrackedNode]:
+        """Ledger entries: accepted by the cloud, not yet listed."""
+        return [t for t in self._nodes.values() if not t.listed]
+
+    # -- listings -----------------------------------------------------------------------------
+
     def observe(self, workers: Iterable[Node], joined: Collection[str] | None) -> list[TrackedNode]:
         """Apply a complete provider listing. Returns the nodes seen for the first time.
 
         ``joined`` is the node names the demand source reports as joined, or None when it
         reports none; then a node is READY when ``Node.joined`` is True or None (cannot tell).
+        Ledger entries the listing does not show yet are kept (see the module docstring).
         """
         seen: dict[str, TrackedNode] = {}
         new: list[TrackedNode] = []
+        requests: set[str] = set()
         for node in workers:
             old = self._nodes.get(node.name)
             is_joined = (node.name in joined) if joined is not None else node.joined is not False
@@ -116,14 +226,26 @@ class NodeTracker:
                 zone=node.zone or self._default_zone,
             )
             seen[node.name] = tracked
-            if old is None:
+            request = node.tags.get(TAG_REQUEST_ID)
+            if request:
+                requests.add(request)
+            if old is None or not old.listed:
                 new.append(tracked)
+        for name, old in self._nodes.items():
+            if old.listed or name in seen or old.state is TrackedState.TERMINATED:
+                continue
+            if old.placeholder and old.node.tags.get(TAG_REQUEST_ID) in requests:
+                continue  # the lost launch's instances are listed now: they stand for it
+            seen[name] = old
         self._nodes = seen
         return new
 
     def mark(self, node_id: str, state: TrackedState) -> None:
         if node_id in self._nodes:
             self._nodes[node_id] = replace(self._nodes[node_id], state=state)
+
+    def forget(self, node_id: str) -> None:
+        self._nodes.pop(node_id, None)
 
     def get(self, node_id: str) -> TrackedNode | None:
         return self._nodes.get(node_id)
@@ -132,8 +254,10 @@ class NodeTracker:
         return sorted(self._nodes.values(), key=lambda t: t.id)
 
     def infos(self) -> tuple[NodeInfo, ...]:
-        """The planner's view: every node not already terminated."""
-        return tuple(t.info() for t in self.all() if t.state is not TrackedState.TERMINATED)
+        """The planner's view: every node not terminated, ledger entries not expired included."""
+        return tuple(
+            t.info() for t in self.all() if t.state is not TrackedState.TERMINATED and not t.expired
+        )
 
     def counts(self) -> Mapping[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}

@@ -2,7 +2,8 @@
 
 Lifecycle::
 
-    build provider (simulated | aws) ─► node shapes ─► policy ─► HTTP listener
+    build_provider (simulated | aws) ─► build_controller (catalogue: shapes and prices ─►
+      policy ─► executor, controller) ─► HTTP listener
       ─► controller.run(): reconcile ─► READY=1 ─► passes (WATCHDOG=1 after each healthy one)
     SIGHUP          reload the config file; an invalid one is refused and the old one kept
     SIGTERM/SIGINT  STOPPING=1, finish the current pass, launch nothing new, exit 0 (< 10 s)
@@ -29,7 +30,7 @@ from shoal.daemon.demand import DemandSource, DemoDemandSource, FileDemandSource
 from shoal.daemon.drain import CommandDrainHook, DrainHook, NoDrainHook, WebhookDrainHook
 from shoal.daemon.executor import Executor
 from shoal.daemon.http import InsecureListenError, check_listen, make_app, start_http
-from shoal.daemon.loop import Controller, ControllerSettings, PassRecord
+from shoal.daemon.loop import Controller, ControllerSettings, PassRecord, Planner
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import TrackedState
 from shoal.providers.base import AbstractProvisioner
@@ -41,6 +42,7 @@ __all__ = [
     "SHUTDOWN_TIMEOUT",
     "Service",
     "SystemdNotifier",
+    "build_controller",
     "build_drain_hook",
     "build_policy",
     "build_provider",
@@ -85,41 +87,38 @@ class SystemdNotifier:
 
 
 def build_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
+    """The configured cloud: the simulated one or EC2."""
     p = config.provider
-    common: dict[str, Any] = {
-        "clusterName": config.cluster_name,
-        "clusterType": p.cluster_type,
-        "zone": p.zone,
-        "nodeStorage": p.node_storage,
-        "nodeStorageOverrides": list(p.node_storage_overrides),
-    }
     if p.kind == "simulated":
         from shoal.providers.simulated import SimulatedProvisioner
 
         return SimulatedProvisioner(
-            **common,
+            clusterName=config.cluster_name,
+            clusterType=p.cluster_type,
+            zones=p.launch_zones,
+            nodeStorage=p.node_storage,
+            nodeStorageOverrides=list(p.node_storage_overrides),
             clock=clock,
             boot_delay=p.boot_delay,
             join_delay=p.join_delay,
+            listing_lag=p.listing_lag,
             capacity=dict(p.capacity),
             spot_interruption_rate=p.spot_interruption_rate,
         )
-    from shoal.providers import aws  # type: ignore[attr-defined]
+    from shoal.providers.aws import AWSProvisioner
 
-    return aws.AWSProvisioner.from_config(config, clock=clock)
+    return AWSProvisioner.from_config(config, clock=clock)
 
 
 async def build_policy(config: ShoalConfig, provider: AbstractProvisioner) -> Policy:
-    """Look the node shapes (and prices, where the provider knows them) up; the planner policy."""
+    """The planner policy: node shapes and prices from the provider's catalogue."""
     await provider.setAutoscaledNodeTypes(config.node_type_specs())
-    shapes = {t: await provider.getNodeShape(t, False) for t in config.instance_types()}
+    catalogue = await provider.catalogue(config.instance_types())
+    shapes = {t: await provider.getNodeShape(t, False) for t in catalogue}
     prices: dict[str, float | None] = {}
-    price_of = getattr(provider, "price", None)
-    if callable(price_of):
-        for t in config.instance_types():
-            with contextlib.suppress(Exception):
-                prices[t] = price_of(t)
-                prices[f"{t}:spot"] = price_of(t, True)  # what a spot entry of t costs
+    for t in catalogue:
+        prices[t] = provider.instancePrice(t, False)
+        prices[f"{t}:spot"] = provider.instancePrice(t, True)  # what a spot entry of t costs
     return config.policy(shapes, prices)
 
 
@@ -132,19 +131,56 @@ def build_drain_hook(config: ShoalConfig) -> DrainHook:
     return NoDrainHook()
 
 
-def _settings(config: ShoalConfig) -> ControllerSettings:
+def controller_settings(config: ShoalConfig) -> ControllerSettings:
     retry = config.retry_policy()
     return ControllerSettings(
         interval=config.scaler.interval,
         debounce=config.scaler.debounce,
         # listing, launches and terminations may each sit through a full retry deadline
         stuck_after=3 * retry.deadline + config.scaler.interval,
+        ledger_ttl=config.scaler.launch_ledger_ttl,
     )
 
 
-def _backoff_policy(config: ShoalConfig) -> BackoffPolicy:
+def backoff_policy(config: ShoalConfig) -> BackoffPolicy:
     initial, maximum = config.backoff_bounds()
     return BackoffPolicy(initial=initial, maximum=maximum, quota_initial=max(initial, maximum / 2))
+
+
+async def build_controller(
+    config: ShoalConfig,
+    provider: AbstractProvisioner,
+    clock: Clock,
+    *,
+    metrics: ShoalMetrics | None = None,
+    planner: Planner | None = None,
+) -> Controller:
+    """The one wiring of a controller, for ``shoal run``, ``shoal plan`` and the tests: the
+    policy from the provider's catalogue (looked up through the retry layer), the executor with
+    the configured retries and drain hook, the backoff policy and the loop's settings."""
+    metrics = metrics or ShoalMetrics()
+    executor = Executor(
+        provider,
+        clock,
+        metrics,
+        retry=config.retry_policy(),
+        drain_hook=build_drain_hook(config),
+    )
+
+    async def policy() -> Policy:
+        return await build_policy(config, provider)
+
+    return Controller(
+        provider,
+        await executor.call("describe_instance_types", policy),
+        clock=clock,
+        metrics=metrics,
+        executor=executor,
+        settings=controller_settings(config),
+        backoff=BackoffTable(backoff_policy(config)),
+        planner=planner,
+        zone=config.provider.launch_zones[0],
+    )
 
 
 class Service:
@@ -206,12 +242,10 @@ class Service:
                     await build_policy(self.config, self._provider())
                 return False
             controller = self.controller
-            controller.set_policy(policy, _settings(new))
+            controller.set_policy(policy, controller_settings(new))
             controller.executor.retry = new.retry_policy()
             controller.executor.drain_hook = build_drain_hook(new)
-            controller.backoff = dataclasses.replace(
-                controller.backoff, policy=_backoff_policy(new)
-            )
+            controller.backoff = dataclasses.replace(controller.backoff, policy=backoff_policy(new))
             logging.getLogger().setLevel(new.log_level)
             restart = [
                 name
@@ -248,27 +282,13 @@ class Service:
         if self.provider is None:
             self.provider = build_provider(config, self.clock)
         try:
-            policy = await build_policy(config, self.provider)
+            controller = await build_controller(
+                config, self.provider, self.clock, metrics=self.metrics
+            )
         except Exception as exc:
             log.error('event=startup_failed stage=policy error="%r"', exc)
             return 1
-        executor = Executor(
-            self.provider,
-            self.clock,
-            self.metrics,
-            retry=config.retry_policy(),
-            drain_hook=build_drain_hook(config),
-        )
-        controller = Controller(
-            self.provider,
-            policy,
-            clock=self.clock,
-            metrics=self.metrics,
-            executor=executor,
-            settings=_settings(config),
-            backoff=BackoffTable(_backoff_policy(config)),
-            zone=config.provider.zone,
-        )
+        policy = controller.policy
         self.controller = controller
         controller.on_ready.append(self._ready)
         controller.on_pass.append(self._after_pass)

@@ -1,22 +1,24 @@
-"""Amazon EC2 provisioner on aiobotocore.
+"""Amazon EC2 provisioner on aiobotocore: the provider primitives over EC2's API.
 
-``AWSProvisioner`` implements ``AbstractProvisioner`` against EC2 (and Auto Scaling for
-managed nodes). Conventions shared with ``providers.simulated``:
+``AWSProvisioner`` implements the primitives of ``AbstractProvisioner`` (the base class writes
+``addNodes``/``terminateNodes`` once, for every cloud):
 
-- ``addNodes`` makes one ``RunInstances`` call per instance type (MinCount=1,
-  MaxCount=remaining), trying the alternatives in order (caller's order for a list or tuple,
-  sorted for a set) while a type has no capacity, and raises ``CapacityError`` (``QuotaError``
-  when every failure was an account limit) carrying the offerings tried only when it launched
-  nothing. It returns how many instances were launched.
-- ``requestId`` becomes the EC2 ``ClientToken`` (one per requestId x instance type x capacity
-  type), reused across retries, so a retried or repeated launch creates nothing twice: EC2
-  answers a repeated token with the original reservation, whose size is returned again.
-  Without a requestId a random token is made per call (still reused across that call's retries).
-- Membership is tag based (``TAG_CLUSTER``, ``TAG_ROLE``, ...), so a restarted daemon rebuilds
-  its view from EC2 alone.
-- Every botocore error is mapped to the ``providers.errors`` hierarchy in ``translate_error``;
-  ``retryPredicate`` decides what ``call_with_retry`` retries. botocore's own retries are off
-  (``total_max_attempts=1``) so the injected ``RetryPolicy`` and ``sleep`` are the only ones.
+- ``launch_offering``: one ``RunInstances`` in one zone, MinCount=1 and MaxCount=n (EC2 launches
+  what capacity allows), with the request's ``ClientToken``, so a retried or repeated launch
+  creates nothing twice: EC2 answers a repeated token with the original reservation. A capacity
+  code is a ``CapacityError`` (``QuotaError`` for account limits) carrying the offering.
+- ``terminate_instances``: one ``TerminateInstances`` per batch of <= 1000. EC2 rejects the whole
+  call when any id is unknown (``InvalidInstanceID.NotFound``): the ids its message names are
+  already gone and the rest is sent again; when the message names none, each id is tried alone,
+  so every id ends terminated, already gone, or failed with its error.
+- ``list_instances``: DescribeInstances by the cluster's tags, page by page, so a restarted
+  daemon rebuilds its view from EC2 alone. EC2 documents it as eventually consistent: a new
+  instance may be missing for a while (the daemon's launch ledger covers that gap).
+- ``describe_instance_types``: DescribeInstanceTypes for shapes.
+
+Every botocore error is mapped to the ``providers.errors`` hierarchy in ``translate_error``;
+``retryPredicate`` decides what the daemon's one retry layer (``providers.retry``) retries.
+Each API call here is made once: botocore's own retries are off (``total_max_attempts=1``).
 
 ``Node.joined`` is always None: EC2 cannot tell whether a node has joined the scheduler.
 """
@@ -32,7 +34,7 @@ import os
 import re
 import shlex
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from aiobotocore.session import get_session
@@ -47,19 +49,25 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from shoal.providers.base import (
+    GIB,
     TAG_AUTOSCALED,
     TAG_CLUSTER,
     TAG_NODE_TYPE,
-    TAG_REQUEST_ID,
     TAG_ROLE,
     AbstractProvisioner,
     Node,
+    ordered_types,
 )
 from shoal.providers.clock import Clock, SystemClock
-from shoal.providers.errors import CapacityError, ProviderError, QuotaError, RetryableError
-from shoal.providers.retry import RetryPolicy, call_with_retry
+from shoal.providers.errors import (
+    CapacityError,
+    ProviderError,
+    QuotaError,
+    RetryableError,
+    is_retryable,
+)
+from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
 from shoal.scaler.model import CapacityType, Offering
-from shoal.scaler.shape import Shape
 
 __all__ = [
     "CAPACITY_CODES",
@@ -72,7 +80,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GIB = 2**30
 MIB = 2**20
 
 THROTTLE_CODES = frozenset(
@@ -108,7 +115,6 @@ _TRANSPORT_ERRORS = (
     ReadTimeoutError,
 )
 _INSTANCE_ID = re.compile(r"i-[0-9a-fA-F]+")
-TERMINATE_BATCH = 1000  # TerminateInstances takes at most 1000 ids
 LIVE_STATES = ["pending", "running"]
 NOT_GONE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
@@ -163,8 +169,7 @@ class AWSProvisioner(AbstractProvisioner):
     membership, Auto Scaling groups for managed nodes. Use ``async with`` or ``await close()``."""
 
     cloud = "aws"
-    # Every API call retries inside the provider, so one RunInstances keeps its ClientToken.
-    retries_internally: ClassVar[bool] = True
+    terminate_batch_size: ClassVar[int] = 1000  # TerminateInstances takes at most 1000 ids
     #: DescribeInstances page size (EC2 allows 5..1000); smaller in tests to exercise paging.
     describe_page_size = 1000
     #: How often and how long destroyCluster polls for the cluster's instances to be gone.
@@ -182,6 +187,7 @@ class AWSProvisioner(AbstractProvisioner):
         nodeStorage: int = 50,
         nodeStorageOverrides: list[str] | None = None,
         *,
+        zones: Sequence[str] = (),
         region: str | None = None,
         endpoint_url: str | None = None,
         image_id: str | None = None,
@@ -192,11 +198,13 @@ class AWSProvisioner(AbstractProvisioner):
         key_name: str | None = None,
         instance_profile_arn: str | None = None,
         extra_tags: dict[str, str] | None = None,
-        retry_policy: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         clock: Clock | None = None,
     ) -> None:
-        super().__init__(clusterName, clusterType, zone, nodeStorage, nodeStorageOverrides)
+        super().__init__(
+            clusterName, clusterType, zone, nodeStorage, nodeStorageOverrides, zones=zones
+        )
+        zone = self._zone
         if image_id and (image_name or image_owner):
             raise ValueError("give image_id, or image_name with image_owner, not both")
         if bool(image_name) != bool(image_owner):
@@ -218,7 +226,6 @@ class AWSProvisioner(AbstractProvisioner):
         self.key_name = key_name
         self.instance_profile_arn = instance_profile_arn
         self.extra_tags = dict(extra_tags or {})
-        self.retry_policy = retry_policy or RetryPolicy()
         self.clock: Clock = clock or SystemClock()
         self._sleep = sleep or self.clock.sleep
         self._session = get_session()
@@ -231,7 +238,6 @@ class AWSProvisioner(AbstractProvisioner):
         self._clients: dict[str, Any] = {}
         self._stack = contextlib.AsyncExitStack()
         self._client_lock = asyncio.Lock()
-        self._type_info: dict[str, dict[str, Any]] = {}
         self._image: tuple[str, str | None] | None = None  # (image id, root device name)
         self._closed = False
 
@@ -242,7 +248,7 @@ class AWSProvisioner(AbstractProvisioner):
         return cls(
             clusterName=config.cluster_name,
             clusterType=p.cluster_type,
-            zone=p.zone,
+            zones=p.launch_zones,
             nodeStorage=p.node_storage,
             nodeStorageOverrides=list(p.node_storage_overrides),
             region=p.region,
@@ -255,7 +261,6 @@ class AWSProvisioner(AbstractProvisioner):
             key_name=p.key_name,
             instance_profile_arn=p.instance_profile_arn,
             extra_tags=dict(p.extra_tags),
-            retry_policy=config.retry_policy(),
             clock=clock,
         )
 
@@ -305,35 +310,21 @@ class AWSProvisioner(AbstractProvisioner):
         *,
         service: str = "ec2",
         offerings: tuple[Offering, ...] = (),
-        predicate: Callable[[BaseException], bool] | None = None,
     ) -> dict[str, Any]:
-        """One API call (snake_case ``operation``) with retries; errors come out typed."""
+        """One API call (snake_case ``operation``), made once; errors come out typed."""
         client = await self._client(service)
-        method = getattr(client, operation)
-
-        async def once() -> dict[str, Any]:
-            try:
-                result: dict[str, Any] = await method(**kwargs)
-            except (ClientError, BotoCoreError) as e:
-                raise translate_error(e, operation, offerings) from e
-            return result
-
-        return await call_with_retry(
-            once,
-            predicate or self.retryPredicate,
-            self.retry_policy,
-            operation=operation,
-            sleep=self._sleep,
-        )
+        try:
+            result: dict[str, Any] = await getattr(client, operation)(**kwargs)
+        except (ClientError, BotoCoreError) as e:
+            raise translate_error(e, operation, offerings) from e
+        return result
 
     @staticmethod
     def retryPredicate(e: BaseException) -> bool:
         """True for throttling, 5xx, timeouts/connection errors and InvalidInstanceID.NotFound
         (eventual consistency); False for capacity and quota errors and everything else."""
-        if isinstance(e, CapacityError):
-            return False
-        if isinstance(e, RetryableError):
-            return True
+        if isinstance(e, ProviderError):
+            return is_retryable(e)
         if isinstance(e, _TRANSPORT_ERRORS):
             return True
         code = _error_code(e)
@@ -404,50 +395,98 @@ class AWSProvisioner(AbstractProvisioner):
         log.info("event=image_resolved image=%s name=%s", newest["ImageId"], newest.get("Name"))
         return self._image
 
-    # -- shapes --------------------------------------------------------------------------
+    # -- primitives ----------------------------------------------------------------------
 
-    async def _describe_types(self, names: Iterable[str]) -> None:
-        missing = sorted({n for n in names if n not in self._type_info})
-        for start in range(0, len(missing), 100):
-            resp = await self._call(
-                "describe_instance_types", {"InstanceTypes": missing[start : start + 100]}
-            )
+    async def describe_instance_types(self, names: Sequence[str]) -> dict[str, InstanceTypeInfo]:
+        """Shapes from DescribeInstanceTypes (100 names a call): memory, vCPUs, instance
+        storage. Prices are unknown until a price book fills them in."""
+        out: dict[str, InstanceTypeInfo] = {}
+        wanted = sorted(set(names))
+        for start in range(0, len(wanted), 100):
+            try:
+                resp = await self._call(
+                    "describe_instance_types", {"InstanceTypes": wanted[start : start + 100]}
+                )
+            except ProviderError as e:
+                if e.code != "InvalidInstanceType":
+                    raise
+                resp = await self._describe_known(wanted[start : start + 100])
             for info in resp.get("InstanceTypes", []):
-                self._type_info[info["InstanceType"]] = info
+                storage = info.get("InstanceStorageInfo", {}).get("TotalSizeInGB")
+                disk = int(storage) * GIB if info.get("InstanceStorageSupported") and storage else 0
+                out[info["InstanceType"]] = InstanceTypeInfo(
+                    name=info["InstanceType"],
+                    cores=int(info["VCpuInfo"]["DefaultVCpus"]),
+                    memory=int(info["MemoryInfo"]["SizeInMiB"]) * MIB,
+                    disk=disk,
+                )
+        return out
 
-    async def getNodeShape(self, instance_type: str, preemptible: bool = False) -> Shape:
-        """Shape from DescribeInstanceTypes (cached): memory bytes, vCPUs, instance storage or
-        nodeStorage (its override) GiB for EBS-only types; wallTime the 3600 s interval."""
-        await self._describe_types([instance_type])
-        info = self._type_info.get(instance_type)
-        if info is None:
-            raise ProviderError(
-                f"unknown instance type {instance_type!r}",
-                code="InvalidInstanceType",
-                operation="describe_instance_types",
-            )
-        storage = info.get("InstanceStorageInfo", {}).get("TotalSizeInGB")
-        if info.get("InstanceStorageSupported") and storage:
-            disk = int(storage) * GIB
-        else:
-            disk = self._nodeStorageOverrides.get(instance_type, self._nodeStorage) * GIB
-        return Shape(
-            wallTime=3600,
-            memory=int(info["MemoryInfo"]["SizeInMiB"]) * MIB,
-            cores=int(info["VCpuInfo"]["DefaultVCpus"]),
-            disk=disk,
-            preemptible=preemptible,
+    async def _describe_known(self, names: list[str]) -> dict[str, Any]:
+        """EC2 rejects a whole DescribeInstanceTypes for one unknown name: ask one by one."""
+        found: list[dict[str, Any]] = []
+        for name in names:
+            try:
+                resp = await self._call("describe_instance_types", {"InstanceTypes": [name]})
+            except ProviderError as e:
+                if e.code != "InvalidInstanceType":
+                    raise
+                continue
+            found += resp.get("InstanceTypes", [])
+        return {"InstanceTypes": found}
+
+    async def launch_offering(self, request: LaunchRequest) -> list[str]:
+        """One RunInstances in the offering's zone (MinCount=1, MaxCount=count) with the
+        request's ClientToken; returns the instance ids."""
+        offering = request.offering
+        spec = await self._launch_spec(
+            offering.instance_type,
+            request.preemptible,
+            request.spot_bid,
+            {**self.extra_tags, **request.tags},
+            self._user_data("worker", request.preemptible),
+            zone=offering.zone,
         )
+        spec.update(MinCount=1, MaxCount=request.count, ClientToken=request.client_token)
+        resp = await self._call("run_instances", spec, offerings=(offering,))
+        return [i["InstanceId"] for i in resp.get("Instances", [])]
+
+    async def terminate_instances(
+        self, ids: Sequence[str]
+    ) -> Mapping[str, TerminationStatus | ProviderError]:
+        """TerminateInstances for one batch; see the module docstring for unknown ids."""
+        out: dict[str, TerminationStatus | ProviderError] = {}
+        batch = list(ids)
+        while batch:
+            try:
+                await self._call("terminate_instances", {"InstanceIds": batch})
+            except ProviderError as e:
+                if e.code not in NOT_FOUND_CODES:
+                    if len(batch) == 1:
+                        out[batch[0]] = e
+                        return out
+                    raise
+                named = set(_INSTANCE_ID.findall(str(e))) & set(batch)
+                log.info("event=terminate_not_found ids=%s", ",".join(sorted(named)) or "?")
+                if not named:
+                    if len(batch) == 1:
+                        out[batch[0]] = TerminationStatus.ALREADY_GONE
+                        return out
+                    for one in batch:  # which ids are unknown? ask for each alone
+                        out.update(await self.terminate_instances([one]))
+                    return out
+                out.update(dict.fromkeys(named, TerminationStatus.ALREADY_GONE))
+                batch = [i for i in batch if i not in named]
+            else:
+                out.update(dict.fromkeys(batch, TerminationStatus.TERMINATED))
+                return out
+        return out
+
+    async def list_instances(self) -> list[Node]:
+        filters = self._cluster_filters("worker", LIVE_STATES)
+        return [self._node(i) for i in await self._describe(filters)]
 
     # -- launching -----------------------------------------------------------------------
-
-    @staticmethod
-    def _preference(node_types: set[str] | Sequence[str]) -> list[str]:
-        if isinstance(node_types, str):
-            return [node_types]
-        if isinstance(node_types, (set, frozenset)):
-            return sorted(node_types)
-        return list(dict.fromkeys(node_types))
 
     def _offering(self, instance_type: str, preemptible: bool) -> Offering:
         kind = CapacityType.SPOT if preemptible else CapacityType.ON_DEMAND
@@ -467,13 +506,6 @@ class AWSProvisioner(AbstractProvisioner):
     @staticmethod
     def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
         return [{"Key": k, "Value": v} for k, v in tags.items()]
-
-    @staticmethod
-    def client_token(request_id: str, instance_type: str, preemptible: bool) -> str:
-        """The ClientToken for one requestId x instance type x capacity type (<= 64 ASCII)."""
-        kind = "spot" if preemptible else "on-demand"
-        digest = hashlib.sha256(f"{request_id}\0{instance_type}\0{kind}".encode()).hexdigest()
-        return f"shoal-{digest[:40]}"
 
     def _user_data(self, role: str, preemptible: bool = False) -> str:
         """Ignition JSON for a worker or the leader (see ``InstanceSetupMixin``)."""
@@ -496,8 +528,10 @@ class AWSProvisioner(AbstractProvisioner):
         spot_bid: float | None,
         tags: dict[str, str],
         user_data: str,
+        zone: str | None = None,
     ) -> dict[str, Any]:
         """RunInstances arguments shared by workers and the leader (counts and token aside)."""
+        zone = zone or self._zone
         image, root_device = await self._resolve_image()
         spec: dict[str, Any] = {
             "ImageId": image,
@@ -508,8 +542,8 @@ class AWSProvisioner(AbstractProvisioner):
                 {"ResourceType": "volume", "Tags": self._tag_list(tags)},
             ],
         }
-        if self._zone:
-            spec["Placement"] = {"AvailabilityZone": self._zone}
+        if zone:
+            spec["Placement"] = {"AvailabilityZone": zone}
         if self.subnet_id:
             spec["SubnetId"] = self.subnet_id
         if self.security_group_ids:
@@ -535,73 +569,6 @@ class AWSProvisioner(AbstractProvisioner):
                 spot["MaxPrice"] = str(spot_bid)
             spec["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": spot}
         return spec
-
-    async def addNodes(
-        self,
-        nodeTypes: set[str] | Sequence[str],
-        numNodes: int,
-        preemptible: bool,
-        spotBid: float | None = None,
-        *,
-        requestId: str | None = None,
-    ) -> int:
-        ordered = self._preference(nodeTypes)
-        if numNodes <= 0 or not ordered:
-            return 0
-        if preemptible and spotBid is None:
-            spotBid = self._spotBidsMap.get(frozenset(ordered))
-        request = requestId if requestId is not None else uuid.uuid4().hex
-        user_data = self._user_data("worker", preemptible)
-        launched = 0
-        failed: list[tuple[Offering, str]] = []
-        for instance_type in ordered:
-            remaining = numNodes - launched
-            if remaining <= 0:
-                break
-            offering = self._offering(instance_type, preemptible)
-            extra = {TAG_NODE_TYPE: instance_type}
-            if requestId is not None:
-                extra[TAG_REQUEST_ID] = requestId
-            spec = await self._launch_spec(
-                instance_type,
-                preemptible,
-                spotBid,
-                self._tags("worker", "true", **extra),
-                user_data,
-            )
-            spec.update(
-                MinCount=1,
-                MaxCount=remaining,
-                ClientToken=self.client_token(request, instance_type, preemptible),
-            )
-            try:
-                resp = await self._call("run_instances", spec, offerings=(offering,))
-            except CapacityError as e:
-                log.warning(
-                    "event=launch_no_capacity offering=%s code=%s request=%s",
-                    offering,
-                    e.code,
-                    requestId,
-                )
-                failed.append((offering, e.code))
-                continue
-            count = len(resp.get("Instances", []))
-            log.info(
-                "event=launched offering=%s count=%d asked=%d request=%s",
-                offering,
-                count,
-                remaining,
-                requestId,
-            )
-            launched += count
-        if not launched:
-            codes = [code for _, code in failed]
-            code = codes[0] if len(set(codes)) == 1 else "InsufficientInstanceCapacity"
-            offerings = tuple(o for o, _ in failed)
-            message = "no capacity for " + ", ".join(f"{o} ({c})" for o, c in failed)
-            error = QuotaError if code in QUOTA_CODES else CapacityError
-            raise error(message, offerings=offerings, code=code, operation="addNodes")
-        return launched
 
     async def launchCluster(
         self,
@@ -680,17 +647,6 @@ class AWSProvisioner(AbstractProvisioner):
             joined=None,  # EC2 cannot tell whether the node joined the scheduler
         )
 
-    async def getProvisionedWorkers(
-        self, instance_type: str | None = None, preemptible: bool | None = None
-    ) -> list[Node]:
-        filters = self._cluster_filters("worker", LIVE_STATES)
-        if instance_type is not None:
-            filters.append({"Name": "instance-type", "Values": [instance_type]})
-        nodes = [self._node(i) for i in await self._describe(filters)]
-        if preemptible is not None:
-            nodes = [n for n in nodes if n.preemptible == preemptible]
-        return nodes
-
     async def getLeader(self) -> Node:
         instances = await self._describe(self._cluster_filters("leader", LIVE_STATES))
         if not instances:
@@ -703,36 +659,7 @@ class AWSProvisioner(AbstractProvisioner):
         self._leaderPrivateIP = leader.privateIP
         return leader
 
-    # -- terminating ---------------------------------------------------------------------
-
-    @staticmethod
-    def _not_found_retry(e: BaseException) -> bool:
-        return AWSProvisioner.retryPredicate(e) and _error_code(e) not in NOT_FOUND_CODES
-
-    async def terminateNodes(self, nodes: Iterable[Node | str]) -> None:
-        """Terminate in batches of <= 1000; ids EC2 does not know are skipped, not errors."""
-        ids = list(dict.fromkeys(n if isinstance(n, str) else n.name for n in nodes))
-        for start in range(0, len(ids), TERMINATE_BATCH):
-            await self._terminate_batch(ids[start : start + TERMINATE_BATCH])
-
-    async def _terminate_batch(self, batch: list[str]) -> None:
-        while batch:
-            try:
-                await self._call(
-                    "terminate_instances", {"InstanceIds": batch}, predicate=self._not_found_retry
-                )
-            except RetryableError as e:
-                if e.code not in NOT_FOUND_CODES:
-                    raise
-                # EC2 rejects the whole call when any id is unknown; drop those and go on.
-                missing = set(_INSTANCE_ID.findall(str(e))) & set(batch)
-                log.info("event=terminate_not_found ids=%s", ",".join(sorted(missing)) or "?")
-                if not missing:
-                    return
-                batch = [i for i in batch if i not in missing]
-            else:
-                log.info("event=terminated count=%d", len(batch))
-                return
+    # -- cluster ---------------------------------------------------------------------------
 
     async def destroyCluster(self) -> None:
         """Delete the cluster's Auto Scaling groups and launch templates, terminate every
@@ -772,7 +699,7 @@ class AWSProvisioner(AbstractProvisioner):
     ) -> None:
         """A launch template plus an Auto Scaling group (mixed instances over the types) at
         [minNodes, maxNodes]; members are tagged autoscaled=false, since AWS scales them."""
-        ordered = self._preference(nodeTypes)
+        ordered = ordered_types(nodeTypes)
         if not ordered:
             raise ValueError("addManagedNodes needs at least one instance type")
         if not 0 <= minNodes <= maxNodes:
@@ -845,7 +772,7 @@ class AWSProvisioner(AbstractProvisioner):
         if self.subnet_id:
             group["VPCZoneIdentifier"] = self.subnet_id
         else:
-            group["AvailabilityZones"] = [self._zone or f"{self.region}a"]
+            group["AvailabilityZones"] = list(self.zones) or [f"{self.region}a"]
         await self._call("create_auto_scaling_group", group, service="autoscaling")
         log.info("event=managed_group_created group=%s types=%s", name, ",".join(ordered))
 

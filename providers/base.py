@@ -1,26 +1,66 @@
 """The provisioner interface: Toil's ``AbstractProvisioner``, async where it talks to a cloud.
 
-Names and signatures follow Toil's seed (camelCase kept for compatibility).
-Methods that talk to a cloud are coroutines: ``addNodes``, ``terminateNodes``,
-``addManagedNodes``, ``getProvisionedWorkers``, ``getLeader``, ``launchCluster``,
-``destroyCluster``, ``createClusterSettings``, ``readClusterSettings``,
-``getNodeShape`` and, because it looks shapes up, ``setAutoscaledNodeTypes``.
-Everything else is synchronous and pure.
+Names and signatures follow Toil's seed (camelCase kept for compatibility). Methods that talk
+to a cloud are coroutines: ``addNodes``, ``terminateNodes``, ``addManagedNodes``,
+``getProvisionedWorkers``, ``getLeader``, ``launchCluster``, ``destroyCluster``,
+``createClusterSettings``, ``readClusterSettings``, ``getNodeShape`` and, because it looks
+shapes up, ``setAutoscaledNodeTypes``. Everything else is synchronous and pure.
 
-shoal additions, all keyword-only and optional so Toil-style calls still work:
-``addNodes(..., requestId=...)`` makes a retried launch idempotent (used as the
-cloud's client token), and errors are the typed ``providers.errors`` hierarchy.
+``addNodes`` and ``terminateNodes`` are written once, here, as template methods over four small
+primitives each cloud implements (so the simulated cloud and EC2 behave alike by construction)::
+
+    launch_offering(LaunchRequest) -> [instance id]    up to n nodes of ONE offering
+                                                       (type x zone x spot/on-demand); at least
+                                                       one or a typed error; idempotent by
+                                                       request.client_token
+    terminate_instances([id]) -> {id: status | error}  one batch; unknown ids are ALREADY_GONE
+    list_instances() -> [Node]                         the cluster's tagged workers
+    describe_instance_types([name]) -> {name: InstanceTypeInfo}   shapes and prices
+
+``addNodes(nodeTypes, numNodes, preemptible, spotBid, *, requestId, exclude)`` tries the
+offerings in preference order (the alternatives in the caller's order for a list or tuple,
+sorted for a set, which keeps the seed's "any of these"; each in every zone of ``zones``),
+skipping ``exclude`` (offerings the caller has in backoff), fills what one offering could not
+from the next in the same call, and returns how many it launched; with none launched and every
+offering out of capacity it raises ``CapacityError`` (``QuotaError`` when all were quotas)
+carrying the offerings. A transient error is raised as it is, for the caller's one retry layer
+(``providers.retry``, driven by ``retryPredicate``): the client token of each offering is a
+function of (requestId, offering), so a retried call returns the instances already launched and
+launches nothing twice. ``terminateNodes`` terminates in batches; ids already gone count as
+terminated and any other failure raises ``TerminationError`` naming every failed id.
+
+What the seed's return values cannot carry comes through ``subscribe``: see
+``providers.outcomes``. Prices sit in the catalogue beside the shapes: ``instancePrice`` and
+``InstanceTypeInfo.price``, where None means unknown.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from shoal.providers.errors import ManagedNodesNotSupportedException
+from shoal.providers.errors import (
+    CapacityError,
+    ManagedNodesNotSupportedException,
+    ProviderError,
+    QuotaError,
+    TerminationError,
+)
 from shoal.providers.instance_setup import InstanceConfiguration, InstanceSetupMixin
+from shoal.providers.outcomes import (
+    InstanceTypeInfo,
+    LaunchAttempt,
+    LaunchRequest,
+    ProviderEvent,
+    TerminationResult,
+    TerminationStatus,
+)
+from shoal.scaler.model import CapacityType, Offering
 from shoal.scaler.shape import Shape
 
 __all__ = [
@@ -31,10 +71,13 @@ __all__ = [
     "TAG_REQUEST_ID",
     "TAG_ROLE",
     "AbstractProvisioner",
+    "InstanceTypeInfo",
     "ManagedNodesNotSupportedException",
     "Node",
     "Shape",
     "a_short_time",
+    "client_token",
+    "ordered_types",
 ]
 
 a_short_time = 5
@@ -47,6 +90,24 @@ TAG_ROLE = "shoal:role"  # "leader" | "worker"
 TAG_AUTOSCALED = "shoal:autoscaled"  # "true" on workers launched by addNodes; others are static
 TAG_NODE_TYPE = "shoal:node-type"  # the instance type launched
 TAG_REQUEST_ID = "shoal:request-id"  # the addNodes requestId that launched it
+GIB = 2**30
+
+
+def ordered_types(node_types: str | Collection[str]) -> list[str]:
+    """Alternatives in preference order: a list or tuple as given (repeats dropped), a set
+    sorted (the seed's "any of these", made deterministic), a string as the only one."""
+    if isinstance(node_types, str):
+        return [node_types]
+    if isinstance(node_types, set | frozenset):
+        return sorted(node_types)
+    return list(dict.fromkeys(node_types))
+
+
+def client_token(request_id: str, offering: Offering) -> str:
+    """The idempotency token for one request in one offering (<= 64 ASCII, as EC2 allows):
+    the same on every retry of the request, different for every other request or offering."""
+    key = f"{request_id}\0{offering.instance_type}\0{offering.zone}\0{offering.capacity_type}"
+    return f"shoal-{hashlib.sha256(key.encode()).hexdigest()[:40]}"
 
 
 class Node:
@@ -106,7 +167,7 @@ class Node:
 
 
 class AbstractProvisioner(InstanceSetupMixin, ABC):
-    """Interface for provisioning worker nodes of a cluster.
+    """Interface for provisioning worker nodes of a cluster (see the module docstring).
 
     Instance setup (Ignition user data, node services) comes from ``InstanceSetupMixin``.
     """
@@ -114,9 +175,8 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
     LEADER_HOME_DIR = LEADER_HOME_DIR
     InstanceConfiguration = InstanceConfiguration
     cloud: ClassVar[str] = ""
-    # shoal: True when the provider retries its own API calls (with retryPredicate and the
-    # retry policy it was given); callers then make one attempt, so retries never nest.
-    retries_internally: ClassVar[bool] = False
+    #: The most ids one ``terminate_instances`` call takes (EC2: 1000).
+    terminate_batch_size: ClassVar[int] = 1000
 
     def __init__(
         self,
@@ -125,6 +185,8 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
         zone: str | None = None,
         nodeStorage: int = 50,
         nodeStorageOverrides: list[str] | None = None,
+        *,
+        zones: Sequence[str] = (),
     ) -> None:
         self.clusterName = clusterName
         self.clusterType = clusterType
@@ -134,7 +196,9 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
                 f"{type(self).__name__} does not support cluster type {clusterType!r}; "
                 f"supported: {', '.join(sorted(supported))}"
             )
-        self._zone = zone
+        # shoal: the zones workers launch in, in preference order (the seed's one zone first).
+        self.zones: tuple[str, ...] = tuple(dict.fromkeys([*([zone] if zone else []), *zones]))
+        self._zone = self.zones[0] if self.zones else None
         self._nodeStorage = nodeStorage
         self._nodeStorageOverrides: dict[str, int] = {}
         for override in nodeStorageOverrides or []:
@@ -147,6 +211,8 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
         self._spotBidsMap: dict[frozenset[str], float] = {}
         self._shape_to_instance_type: dict[Shape, str] = {}
         self._leaderPrivateIP: str | None = None
+        self._catalogue: dict[str, InstanceTypeInfo] = {}
+        self._listeners: list[Callable[[ProviderEvent], None]] = []
 
     # -- cluster settings -------------------------------------------------
 
@@ -162,10 +228,11 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
     async def readClusterSettings(self) -> None:
         """Initialise from an existing cluster; assumes we run on its leader."""
 
-    # -- autoscaled node types -------------------------------------------
+    # -- autoscaled node types and the catalogue ---------------------------
 
     async def setAutoscaledNodeTypes(self, nodeTypes: list[tuple[set[str], float | None]]) -> None:
         """Set node types, shapes and spot bids (``parse_node_types`` output) for autoscaling."""
+        await self.catalogue(name for names, _ in nodeTypes for name in names)
         bids: dict[frozenset[str], float] = {}
         shapes: dict[Shape, str] = {}
         for names, bid in nodeTypes:
@@ -185,31 +252,246 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
         """The node shapes to autoscale, each with the instance type that has it."""
         return dict(self._shape_to_instance_type)
 
+    async def catalogue(self, names: Iterable[str]) -> dict[str, InstanceTypeInfo]:
+        """Shapes and prices of ``names``, looked up once (``describe_instance_types``) and
+        kept. An unknown type is a ``ProviderError`` naming it."""
+        wanted = list(dict.fromkeys(names))
+        missing = [n for n in wanted if n not in self._catalogue]
+        if missing:
+            self._catalogue.update(await self.describe_instance_types(missing))
+        unknown = [n for n in wanted if n not in self._catalogue]
+        if unknown:
+            raise ProviderError(
+                f"unknown instance type(s) {', '.join(map(repr, unknown))} in the "
+                f"{self.cloud or type(self).__name__} catalogue",
+                code="InvalidInstanceType",
+                operation="describe_instance_types",
+            )
+        return {n: self._catalogue[n] for n in wanted}
+
+    def update_catalogue(self, infos: Mapping[str, InstanceTypeInfo]) -> None:
+        """Replace catalogue entries (a price refresh); shapes of known types stay."""
+        self._catalogue.update(infos)
+
+    def instancePrice(self, instance_type: str, preemptible: bool = False) -> float | None:
+        """USD per hour of one node (spot: in the first zone that has a price); None when the
+        price is unknown or the type was never looked up with ``catalogue``."""
+        info = self._catalogue.get(instance_type)
+        if info is None:
+            return None
+        if preemptible:
+            for zone in self.zones:
+                price = info.price(True, zone)
+                if price is not None:
+                    return price
+        return info.price(preemptible)
+
+    async def getNodeShape(self, instance_type: str, preemptible: bool = False) -> Shape:
+        """The shape of one node of ``instance_type``: memory, cores, instance storage or
+        nodeStorage (its override) GiB where there is none, as Toil does; wallTime is the
+        billing interval (3600 s)."""
+        info = (await self.catalogue([instance_type]))[instance_type]
+        disk = info.disk or self._nodeStorageOverrides.get(instance_type, self._nodeStorage) * GIB
+        return Shape(3600, int(info.memory), info.cores, int(disk), preemptible)
+
     @staticmethod
     def retryPredicate(e: BaseException) -> bool:
         """True if ``e`` is transient and the call should be retried with backoff."""
         return False
 
-    # -- cloud operations ------------------------------------------------
+    # -- outcomes -----------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[ProviderEvent], None]) -> Callable[[], None]:
+        """Call ``listener`` with every ``providers.outcomes`` event; returns an unsubscriber."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _emit(self, event: ProviderEvent) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
+    # -- the primitives a cloud implements -------------------------------------
 
     @abstractmethod
-    async def launchCluster(self, *args: Any, **kwargs: Any) -> None:
-        """Initialise a cluster and create its leader node."""
+    async def launch_offering(self, request: LaunchRequest) -> list[str]:
+        """Launch up to ``request.count`` workers of one offering, tagged ``request.tags``;
+        return their ids (at least one). A repeated ``request.client_token`` returns the
+        instances launched with it and launches nothing. Raises ``CapacityError`` /
+        ``QuotaError`` carrying the offering when it can launch none."""
 
     @abstractmethod
+    async def terminate_instances(
+        self, ids: Sequence[str]
+    ) -> Mapping[str, TerminationStatus | ProviderError]:
+        """Terminate one batch (at most ``terminate_batch_size``); an outcome per id."""
+
+    @abstractmethod
+    async def list_instances(self) -> list[Node]:
+        """Every live worker of this cluster (static and autoscaled), from the cloud's tags."""
+
+    @abstractmethod
+    async def describe_instance_types(self, names: Sequence[str]) -> dict[str, InstanceTypeInfo]:
+        """Shapes and prices of the named types the cloud knows (unknown names left out)."""
+
+    # -- cloud operations, written once ---------------------------------------
+
+    def offerings(self, nodeTypes: str | Collection[str], preemptible: bool) -> list[Offering]:
+        """The offerings of ``nodeTypes`` in preference order: each type in every zone."""
+        kind = CapacityType.SPOT if preemptible else CapacityType.ON_DEMAND
+        zones = self.zones or ("",)
+        return [Offering(t, z, kind) for t in ordered_types(nodeTypes) for z in zones]
+
+    def worker_tags(self, instance_type: str, request_id: str) -> dict[str, str]:
+        """The tags of an autoscaled worker: membership, its type and its request."""
+        name = self.clusterName or ""
+        return {
+            "Name": name,
+            TAG_CLUSTER: name,
+            TAG_ROLE: "worker",
+            TAG_AUTOSCALED: "true",
+            TAG_NODE_TYPE: instance_type,
+            TAG_REQUEST_ID: request_id,
+        }
+
     async def addNodes(
         self,
-        nodeTypes: set[str],
+        nodeTypes: set[str] | Sequence[str],
         numNodes: int,
         preemptible: bool,
         spotBid: float | None = None,
         *,
         requestId: str | None = None,
+        exclude: Collection[Offering] = (),
     ) -> int:
         """Launch ``numNodes`` workers of one of ``nodeTypes``; returns how many were launched.
 
-        Raises ``CapacityError`` (with the offerings tried) when none could be launched.
+        See the module docstring for the order, fallback, errors and idempotency.
         """
+        ordered = ordered_types(nodeTypes)
+        if numNodes <= 0 or not ordered:
+            return 0
+        await self.catalogue(ordered)  # an unknown type fails before anything launches
+        if preemptible and spotBid is None:
+            spotBid = self._spotBidsMap.get(frozenset(ordered))
+        request_id = requestId if requestId is not None else f"shoal-{uuid.uuid4().hex}"
+        offerings = [o for o in self.offerings(ordered, preemptible) if o not in exclude]
+        launched = 0
+        failed: list[CapacityError] = []
+        for offering in offerings:
+            remaining = numNodes - launched
+            if remaining <= 0:
+                break
+            request = LaunchRequest(
+                offering=offering,
+                count=remaining,
+                client_token=client_token(request_id, offering),
+                request_id=request_id,
+                spot_bid=spotBid,
+                tags=self.worker_tags(offering.instance_type, request_id),
+            )
+            try:
+                ids = await self.launch_offering(request)
+            except ProviderError as e:
+                self._emit(self._attempt(request, error=e))
+                if not isinstance(e, CapacityError):
+                    raise
+                logger.warning(
+                    "event=launch_no_capacity offering=%s code=%s request=%s",
+                    offering,
+                    e.code,
+                    request_id,
+                )
+                failed.append(e)
+                continue
+            self._emit(self._attempt(request, ids=tuple(ids)))
+            logger.info(
+                "event=launched offering=%s count=%d asked=%d request=%s",
+                offering,
+                len(ids),
+                remaining,
+                request_id,
+            )
+            launched += len(ids)
+        if not launched and failed:
+            codes = {e.code for e in failed}
+            code = codes.pop() if len(codes) == 1 else "InsufficientInstanceCapacity"
+            error = QuotaError if all(isinstance(e, QuotaError) for e in failed) else CapacityError
+            raise error(
+                "no capacity for "
+                + ", ".join(f"{o} ({e.code})" for e in failed for o in e.offerings),
+                offerings=tuple(o for e in failed for o in e.offerings),
+                code=code,
+                operation="addNodes",
+            )
+        return launched
+
+    @staticmethod
+    def _attempt(
+        request: LaunchRequest, ids: tuple[str, ...] = (), error: ProviderError | None = None
+    ) -> LaunchAttempt:
+        return LaunchAttempt(
+            request_id=request.request_id,
+            offering=request.offering,
+            requested=request.count,
+            client_token=request.client_token,
+            ids=ids,
+            error=error,
+        )
+
+    async def terminateNodes(
+        self, nodes: Iterable[Node | str], *, requestId: str | None = None
+    ) -> None:
+        """Terminate the given nodes, in batches. Nodes already gone are not an error; any
+        other failure raises ``TerminationError`` naming every id that failed, after every
+        batch was tried."""
+        ids = list(dict.fromkeys(n if isinstance(n, str) else n.name for n in nodes))
+        request_id = requestId if requestId is not None else f"shoal-{uuid.uuid4().hex}"
+        failed: dict[str, ProviderError] = {}
+        for start in range(0, len(ids), self.terminate_batch_size):
+            batch = ids[start : start + self.terminate_batch_size]
+            outcomes = await self.terminate_instances(batch)
+            result = TerminationResult(
+                request_id=request_id,
+                terminated=tuple(
+                    i for i in batch if outcomes.get(i) is TerminationStatus.TERMINATED
+                ),
+                already_gone=tuple(
+                    i for i in batch if outcomes.get(i) is TerminationStatus.ALREADY_GONE
+                ),
+                failed={
+                    i: outcome
+                    if isinstance(outcome := outcomes.get(i), ProviderError)
+                    else ProviderError(f"no outcome for {i}", code="NoOutcome")
+                    for i in batch
+                    if not isinstance(outcomes.get(i), TerminationStatus)
+                },
+            )
+            self._emit(result)
+            failed.update(result.failed)
+            logger.info(
+                "event=terminated count=%d already_gone=%d failed=%d request=%s",
+                len(result.terminated),
+                len(result.already_gone),
+                len(result.failed),
+                request_id,
+            )
+        if failed:
+            raise TerminationError(failed)
+
+    async def getProvisionedWorkers(
+        self, instance_type: str | None = None, preemptible: bool | None = None
+    ) -> list[Node]:
+        """All worker nodes (static and autoscaled), optionally filtered."""
+        return [
+            n
+            for n in await self.list_instances()
+            if (instance_type is None or n.nodeType == instance_type)
+            and (preemptible is None or n.preemptible == preemptible)
+        ]
+
+    @abstractmethod
+    async def launchCluster(self, *args: Any, **kwargs: Any) -> None:
+        """Initialise a cluster and create its leader node."""
 
     async def addManagedNodes(
         self,
@@ -223,22 +505,8 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
         raise ManagedNodesNotSupportedException(f"{type(self).__name__} cannot add managed nodes")
 
     @abstractmethod
-    async def terminateNodes(self, nodes: list[Node]) -> None:
-        """Terminate the given nodes. Nodes already gone are not an error."""
-
-    @abstractmethod
     async def getLeader(self) -> Node:
         """The leader node."""
-
-    @abstractmethod
-    async def getProvisionedWorkers(
-        self, instance_type: str | None = None, preemptible: bool | None = None
-    ) -> list[Node]:
-        """All worker nodes (static and autoscaled), optionally filtered."""
-
-    @abstractmethod
-    async def getNodeShape(self, instance_type: str, preemptible: bool = False) -> Shape:
-        """The shape of one node of ``instance_type`` (wallTime = billing interval)."""
 
     @abstractmethod
     async def destroyCluster(self) -> None:

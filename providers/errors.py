@@ -6,6 +6,8 @@ ProviderError
 ├── CapacityError         the offering has no capacity now (InsufficientInstanceCapacity,
 │   │                     MaxSpotInstanceCountExceeded, SpotMaxPriceTooLow): back it off
 │   └── QuotaError        an account limit (InstanceLimitExceeded): back it off longer
+├── TerminationError      some ids of a terminateNodes call could not be terminated
+│                         (``failed``: id -> error); retryable when every failure is
 └── (other subclasses for errors that a retry will not fix)
 
 ManagedNodesNotSupportedException(RuntimeError)   as in Toil's seed
@@ -21,6 +23,8 @@ __all__ = [
     "ProviderError",
     "QuotaError",
     "RetryableError",
+    "TerminationError",
+    "is_retryable",
 ]
 
 
@@ -42,10 +46,7 @@ class RetryableError(ProviderError):
 
 
 class CapacityError(ProviderError):
-    """No capacity for the offerings tried; ``offerings`` should be backed off.
-
-    ``launched`` is how many nodes were launched before capacity ran out (0 if none).
-    """
+    """No capacity for the offerings tried; ``offerings`` should be backed off."""
 
     def __init__(
         self,
@@ -54,12 +55,40 @@ class CapacityError(ProviderError):
         offerings: tuple[Offering, ...],
         code: str = "",
         operation: str = "addNodes",
-        launched: int = 0,
     ) -> None:
         super().__init__(message, code=code, operation=operation)
         self.offerings = offerings
-        self.launched = launched
 
 
 class QuotaError(CapacityError):
     """An account quota was reached (e.g. InstanceLimitExceeded)."""
+
+
+class TerminationError(ProviderError):
+    """``terminateNodes`` could not terminate some ids; ``failed`` maps each to its error.
+
+    The ids not in ``failed`` were terminated (or were already gone). Retrying the call is
+    safe: terminating an instance twice is not an error.
+    """
+
+    def __init__(self, failed: dict[str, ProviderError], *, operation: str = "terminateNodes"):
+        first = next(iter(failed.values()))
+        ids = ", ".join(sorted(failed)[:5]) + (" ..." if len(failed) > 5 else "")
+        super().__init__(
+            f"could not terminate {len(failed)} node(s) ({ids}): {first}",
+            code=first.code,
+            operation=operation,
+        )
+        self.failed = dict(failed)
+
+    @property
+    def retryable(self) -> bool:
+        return all(isinstance(e, RetryableError) for e in self.failed.values())
+
+
+def is_retryable(e: BaseException) -> bool:
+    """True for a transient error: a ``RetryableError``, or a ``TerminationError`` whose every
+    failure is one. Capacity and quota errors are never retried (they are backed off)."""
+    if isinstance(e, TerminationError):
+        return e.retryable
+    return isinstance(e, RetryableError)

@@ -1,23 +1,33 @@
 """An in-process simulated cloud: the demo cloud for ``make run`` and the daemon's test fake.
 
-``SimulatedProvisioner`` implements ``AbstractProvisioner`` over a catalogue of AWS-like
-instance types (``providers/catalogue/instance_types.json``: shapes and prices). Everything
+``SimulatedProvisioner`` implements the provider primitives of ``AbstractProvisioner`` over a
+catalogue of AWS-like instance types (``providers/catalogue/instance_types.json``: shapes and
+prices); ``addNodes``/``terminateNodes`` are the base class's, exactly as on AWS. Everything
 runs on the injected clock: a node launched at ``t`` is *booting* until ``t + boot_delay``,
 *running* after that and *joined* (``Node.joined``) from ``t + boot_delay + join_delay``.
 States are computed lazily from those times; there are no per-node tasks or timers, so
 10,000 nodes cost a few dicts.
 
-Behaviour as EC2 documents it (where moto does not): ``addNodes`` is one API call that
-launches up to ``numNodes`` (MinCount=1/MaxCount=n) and returns how many it launched; on a
-capacity shortage it moves on to the next alternative type (caller's order for a list or
-tuple, sorted for a set) and raises ``CapacityError(offerings=...)`` only when it launched
-nothing; a spot bid below the spot price is ``SpotMaxPriceTooLow``; a repeated ``requestId``
-(the client token) launches nothing new and returns the earlier count.
+Behaviour as EC2 documents it, inconvenient parts included:
+
+- ``launch_offering`` (RunInstances) launches up to the count asked, as capacity allows
+  (MinCount=1/MaxCount=n): a partial fill launches fewer; none is ``InsufficientInstanceCapacity``
+  (a ``CapacityError``), the account limit ``InstanceLimitExceeded`` (a ``QuotaError``), a spot bid
+  below the spot price ``SpotMaxPriceTooLow``. A repeated client token returns the instances
+  launched with it and launches nothing.
+- The listing (DescribeInstances) is eventually consistent: an instance is invisible to
+  ``list_instances`` for ``listing_lag`` seconds after its launch.
+- ``lose_next_response`` launches and then raises a ``RetryableError``, as a response lost on
+  the way back; ``throttle_next`` and ``fail_next`` inject errors before anything happens.
+- ``terminate_instances`` answers per id: terminated, already gone (unknown ids), or the error
+  set with ``fail_termination``.
 
 Knobs for tests (as Karpenter's fake.CloudProvider): ``throttle_next``, ``fail_next``,
-``set_capacity``, ``set_unavailable``, ``set_instance_limit``, ``never_join``, ``preempt``,
-``add_static_nodes``, ``set_managed_desired``, ``reset_faults``; inspection: ``calls``,
-``api_errors``, ``interruptions``, ``instance_state``, ``cost_per_hour``, ``price``.
+``lose_next_response``, ``fail_termination``, ``set_capacity``, ``set_unavailable``,
+``set_instance_limit``, ``never_join``, ``preempt``, ``add_static_nodes``,
+``set_managed_desired``, ``reset_faults``; inspection: ``calls`` (recorded by EC2 operation name:
+RunInstances, TerminateInstances, DescribeInstances, DescribeInstanceTypes, and the seed's names
+for cluster operations), ``api_errors``, ``interruptions``, ``instance_state``, ``cost_per_hour``.
 
 Managed nodes are supported, as an Auto Scaling group would be: ``addManagedNodes`` creates
 a group at ``minNodes`` that the cloud keeps at its desired size (replacing terminated or
@@ -28,7 +38,6 @@ interrupted members on the next call); ``set_managed_desired`` moves the desired
 from __future__ import annotations
 
 import collections
-import contextlib
 import datetime as dt
 import difflib
 import heapq
@@ -37,25 +46,32 @@ import json
 import math
 import random
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
 from shoal.providers.base import (
+    GIB,
     TAG_AUTOSCALED,
     TAG_CLUSTER,
     TAG_NODE_TYPE,
-    TAG_REQUEST_ID,
     TAG_ROLE,
     AbstractProvisioner,
     Node,
+    ordered_types,
 )
 from shoal.providers.clock import Clock, SystemClock
-from shoal.providers.errors import CapacityError, ProviderError, QuotaError, RetryableError
-from shoal.scaler.model import CapacityType, Offering
-from shoal.scaler.shape import Shape
+from shoal.providers.errors import (
+    CapacityError,
+    ProviderError,
+    QuotaError,
+    RetryableError,
+    is_retryable,
+)
+from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
+from shoal.scaler.model import CapacityType
 
 __all__ = [
     "DEFAULT_ZONE",
@@ -67,7 +83,6 @@ __all__ = [
     "load_catalogue",
 ]
 
-GIB = 2**30
 DEFAULT_ZONE = "sim-1a"
 TAG_MANAGED_GROUP = "shoal:managed-group"  # the managed group a node belongs to
 INSUFFICIENT_CAPACITY = "InsufficientInstanceCapacity"
@@ -90,6 +105,18 @@ class InstanceType:
 
     def price(self, preemptible: bool) -> float:
         return self.spot_price if preemptible else self.on_demand_price
+
+    def info(self, zones: Iterable[str]) -> InstanceTypeInfo:
+        """The provider catalogue's entry: sizes in bytes, the spot price in every zone."""
+        return InstanceTypeInfo(
+            name=self.name,
+            cores=self.cores,
+            memory=int(self.memory_gib * GIB),
+            disk=int(self.storage_gib * GIB),
+            on_demand_price=self.on_demand_price,
+            spot_prices={zone: self.spot_price for zone in zones},
+            gpus=self.gpus,
+        )
 
 
 def load_catalogue(path: str | Path | None = None) -> dict[str, InstanceType]:
@@ -146,6 +173,7 @@ class ManagedGroup:
 class _Instance:
     name: str
     instance_type: str
+    zone: str
     preemptible: bool
     role: str  # "leader" | "worker"
     launched_at: float
@@ -159,7 +187,7 @@ class _Instance:
     node_booting: Node | None = None  # cached Node objects, one per joined state
     node_joined: Node | None = None
 
-    def node(self, now: float, zone: str) -> Node:
+    def node(self, now: float) -> Node:
         joined = now >= self.joined_at
         cached = self.node_joined if joined else self.node_booting
         if cached is None:
@@ -172,7 +200,7 @@ class _Instance:
                 preemptible=self.preemptible,
                 tags=self.tags,
                 use_private_ip=self.role == "worker",
-                zone=zone,
+                zone=self.zone,
                 joined=joined,
             )
             if joined:
@@ -186,7 +214,8 @@ class _Instance:
 class _Fault:
     operation: str | None  # None: any operation
     remaining: int
-    make: Any  # () -> BaseException
+    make: Callable[[], BaseException]
+    after: bool = False  # raise after the call took effect (a lost response)
 
 
 class SimulatedProvisioner(AbstractProvisioner):
@@ -206,34 +235,45 @@ class SimulatedProvisioner(AbstractProvisioner):
         nodeStorage: int = 50,
         nodeStorageOverrides: list[str] | None = None,
         *,
+        zones: Sequence[str] = (),
         clock: Clock | None = None,
         catalogue: dict[str, InstanceType] | None = None,
         boot_delay: float = 30.0,
         join_delay: float = 15.0,
+        listing_lag: float = 0.0,
         capacity: dict[str, int] | None = None,
         api_latency: float = 0.0,
         spot_interruption_rate: float = 0.0,
         seed: int = 0,
         record_calls: int | None = 100_000,
     ) -> None:
-        super().__init__(clusterName, clusterType, zone, nodeStorage, nodeStorageOverrides)
+        super().__init__(
+            clusterName,
+            clusterType,
+            zone or (None if zones else DEFAULT_ZONE),
+            nodeStorage,
+            nodeStorageOverrides,
+            zones=zones,
+        )
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.catalogue = dict(catalogue) if catalogue is not None else load_catalogue()
-        self.zone = zone or DEFAULT_ZONE
+        self.types = dict(catalogue) if catalogue is not None else load_catalogue()
+        self.zone = self.zones[0]
         self.boot_delay = float(boot_delay)
         self.join_delay = float(join_delay)
+        self.listing_lag = float(listing_lag)
         self.api_latency = float(api_latency)
         self.spot_interruption_rate = float(spot_interruption_rate)
         self._rng = random.Random(seed)
         self._capacity: dict[str, int] = dict(capacity or {})
-        self._unavailable: dict[tuple[str, CapacityType], str] = {}
+        self._unavailable: dict[tuple[str, CapacityType, str | None], str] = {}
         self._instance_limit: int | None = None
         self._instances: dict[str, _Instance] = {}
         self._leader: str | None = None
         self._alive_by_type: collections.Counter[str] = collections.Counter()
         self._alive_by_offer: collections.Counter[tuple[str, bool]] = collections.Counter()
         self._interrupt_heap: list[tuple[float, str]] = []
-        self._requests: dict[str, int] = {}
+        self._tokens: dict[str, list[str]] = {}
+        self._termination_failures: dict[str, ProviderError] = {}
         self._groups: dict[str, ManagedGroup] = {}
         self._ids = itertools.count(1)
         self._faults: list[_Fault] = []
@@ -258,7 +298,7 @@ class SimulatedProvisioner(AbstractProvisioner):
 
     @staticmethod
     def retryPredicate(e: BaseException) -> bool:
-        return isinstance(e, RetryableError)
+        return is_retryable(e)
 
     async def createClusterSettings(self) -> None:
         await self._api("createClusterSettings", {})
@@ -271,31 +311,91 @@ class SimulatedProvisioner(AbstractProvisioner):
         if leader is not None:
             self._leaderPrivateIP = leader.private_ip
 
-    async def getNodeShape(self, instance_type: str, preemptible: bool = False) -> Shape:
+    async def describe_instance_types(self, names: Sequence[str]) -> dict[str, InstanceTypeInfo]:
+        await self._api("DescribeInstanceTypes", {"InstanceTypes": list(names)})
+        for name in names:
+            self._type(name)  # an unknown name is an error that suggests near ones
+        return {name: self.types[name].info(self.zones) for name in names}
+
+    async def launch_offering(self, request: LaunchRequest) -> list[str]:
+        offering = request.offering
         await self._api(
-            "getNodeShape", {"instance_type": instance_type, "preemptible": preemptible}
+            "RunInstances",
+            {
+                "offering": offering,
+                "count": request.count,
+                "client_token": request.client_token,
+                "requestId": request.request_id,
+                "spot_bid": request.spot_bid,
+            },
+            effect=lambda: self._run_instances(request),
         )
-        return self.node_shape(instance_type, preemptible)
+        return list(self._tokens[request.client_token])
 
-    def node_shape(self, instance_type: str, preemptible: bool = False) -> Shape:
-        """``getNodeShape`` without the API call: disk is the instance store, or nodeStorage
-        (or its override) in GiB for an EBS-only type, as Toil does."""
-        info = self._type(instance_type)
-        if info.storage_gib:
-            disk = info.storage_gib * GIB
-        else:
-            disk = self._nodeStorageOverrides.get(instance_type, self._nodeStorage) * GIB
-        return Shape(
-            wallTime=3600,
-            memory=int(info.memory_gib * GIB),
-            cores=info.cores,
-            disk=int(disk),
-            preemptible=preemptible,
+    def _run_instances(self, request: LaunchRequest) -> None:
+        """The effect of RunInstances: idempotent by client token (recorded once made)."""
+        if request.client_token in self._tokens:
+            return  # EC2: the same token returns the same instances, launches nothing more
+        offering = request.offering
+        preemptible = offering.capacity_type is CapacityType.SPOT
+        info = self._type(offering.instance_type)
+        code = self._unavailable.get(
+            (offering.instance_type, offering.capacity_type, offering.zone)
+        ) or self._unavailable.get((offering.instance_type, offering.capacity_type, None))
+        bid = request.spot_bid
+        if code is None and preemptible and bid is not None and bid < info.spot_price:
+            code = SPOT_PRICE_TOO_LOW
+        room = request.count
+        if code is None and offering.instance_type in self._capacity:
+            room = min(
+                room, self._capacity[offering.instance_type] - self._alive_by_type[info.name]
+            )
+            if room <= 0:
+                code = INSUFFICIENT_CAPACITY
+        if code is None and self._instance_limit is not None:
+            room = min(room, self._instance_limit - sum(self._alive_by_type.values()))
+            if room <= 0:
+                code = INSTANCE_LIMIT
+        if code is not None:
+            error = QuotaError if code == INSTANCE_LIMIT else CapacityError
+            raise error(
+                f"no capacity for {offering} ({code})",
+                offerings=(offering,),
+                code=code,
+                operation="RunInstances",
+            )
+        made = self._launch(
+            offering.instance_type,
+            preemptible,
+            room,
+            zone=offering.zone,
+            extra_tags=dict(request.tags),
         )
+        self._tokens[request.client_token] = [inst.name for inst in made]
 
-    def price(self, instance_type: str, preemptible: bool = False) -> float:
-        """USD per hour of one node of ``instance_type`` (spot price when preemptible)."""
-        return self._type(instance_type).price(preemptible)
+    async def terminate_instances(
+        self, ids: Sequence[str]
+    ) -> Mapping[str, TerminationStatus | ProviderError]:
+        await self._api("TerminateInstances", {"InstanceIds": list(ids)})
+        out: dict[str, TerminationStatus | ProviderError] = {}
+        for name in ids:
+            if name in self._termination_failures:
+                out[name] = self._termination_failures[name]
+            elif name in self._instances:
+                self._remove(name)
+                out[name] = TerminationStatus.TERMINATED
+            else:
+                out[name] = TerminationStatus.ALREADY_GONE
+        return out
+
+    async def list_instances(self) -> list[Node]:
+        await self._api("DescribeInstances", {})
+        now = self.clock.now()
+        return [
+            inst.node(now)
+            for inst in self._instances.values()
+            if inst.role == "worker" and now >= inst.launched_at + self.listing_lag
+        ]
 
     async def launchCluster(
         self,
@@ -337,46 +437,7 @@ class SimulatedProvisioner(AbstractProvisioner):
                 code="NoLeader",
                 operation="getLeader",
             )
-        return leader.node(self.clock.now(), self.zone)
-
-    async def addNodes(
-        self,
-        nodeTypes: set[str] | Sequence[str],
-        numNodes: int,
-        preemptible: bool,
-        spotBid: float | None = None,
-        *,
-        requestId: str | None = None,
-    ) -> int:
-        ordered = self._preference(nodeTypes)
-        await self._api(
-            "addNodes",
-            {
-                "nodeTypes": ordered,
-                "numNodes": numNodes,
-                "preemptible": preemptible,
-                "spotBid": spotBid,
-                "requestId": requestId,
-            },
-        )
-        if requestId is not None and requestId in self._requests:
-            return self._requests[requestId]
-        for name in ordered:
-            self._type(name)
-        if numNodes <= 0:
-            return 0
-        if preemptible and spotBid is None:
-            spotBid = self._spotBidsMap.get(frozenset(ordered))
-        try:
-            launched = self._launch_alternatives(
-                ordered, numNodes, preemptible, spotBid, request_id=requestId
-            )
-        except CapacityError as e:
-            self.api_errors["addNodes", e.code] += 1
-            raise
-        if requestId is not None:
-            self._requests[requestId] = len(launched)
-        return len(launched)
+        return leader.node(self.clock.now())
 
     async def addManagedNodes(
         self,
@@ -386,7 +447,7 @@ class SimulatedProvisioner(AbstractProvisioner):
         preemptible: bool,
         spotBid: float | None = None,
     ) -> None:
-        ordered = self._preference(nodeTypes)
+        ordered = ordered_types(nodeTypes)
         await self._api(
             "addManagedNodes",
             {
@@ -406,28 +467,6 @@ class SimulatedProvisioner(AbstractProvisioner):
             name, tuple(ordered), minNodes, maxNodes, minNodes, preemptible, spotBid
         )
         self._replenish()
-
-    async def terminateNodes(self, nodes: Iterable[Node | str]) -> None:
-        names = [n if isinstance(n, str) else n.name for n in nodes]
-        await self._api("terminateNodes", {"names": names})
-        for name in names:
-            self._remove(name)
-
-    async def getProvisionedWorkers(
-        self, instance_type: str | None = None, preemptible: bool | None = None
-    ) -> list[Node]:
-        await self._api(
-            "getProvisionedWorkers", {"instance_type": instance_type, "preemptible": preemptible}
-        )
-        now = self.clock.now()
-        zone = self.zone
-        return [
-            inst.node(now, zone)
-            for inst in self._instances.values()
-            if inst.role == "worker"
-            and (instance_type is None or inst.instance_type == instance_type)
-            and (preemptible is None or inst.preemptible == preemptible)
-        ]
 
     async def destroyCluster(self) -> None:
         await self._api("destroyCluster", {})
@@ -455,17 +494,16 @@ class SimulatedProvisioner(AbstractProvisioner):
         self._type(instance_type)
         now = self.clock.now()
         made = self._launch(instance_type, preemptible, count, autoscaled="false", ready=True)
-        if not joined:
-            for inst in made:
+        for inst in made:
+            inst.launched_at -= self.listing_lag  # listed at once: it has run for a while
+            if not joined:
                 inst.joined_at = math.inf
-        return [inst.node(now, self.zone) for inst in made]
+        return [inst.node(now) for inst in made]
 
     def cost_per_hour(self) -> float:
         """USD per hour of every live instance (leader, workers, booting ones included)."""
         self._reap()
-        return sum(
-            count * self.catalogue[t].price(p) for (t, p), count in self._alive_by_offer.items()
-        )
+        return sum(count * self.types[t].price(p) for (t, p), count in self._alive_by_offer.items())
 
     def instance_state(self, name: str) -> str:
         """``"booting"``, ``"running"``, ``"joined"`` or ``"terminated"`` (also unknown names)."""
@@ -512,8 +550,8 @@ class SimulatedProvisioner(AbstractProvisioner):
     ) -> None:
         """The next ``n`` calls (of ``operation``, or of any) raise ``exc``.
 
-        Both orders are accepted: ``fail_next(exc, "addNodes")`` and
-        ``fail_next("addNodes", exc)``."""
+        Both orders are accepted: ``fail_next(exc, "RunInstances")`` and
+        ``fail_next("RunInstances", exc)``."""
         if isinstance(exc, str):
             exc, operation = operation, exc  # type: ignore[assignment]
         if not isinstance(exc, BaseException) or not (
@@ -522,6 +560,22 @@ class SimulatedProvisioner(AbstractProvisioner):
             raise TypeError("fail_next needs an exception and optionally an operation name")
         error = exc
         self._faults.append(_Fault(operation, n, lambda: error))
+
+    def lose_next_response(self, n: int = 1, operation: str = "RunInstances") -> None:
+        """The next ``n`` calls of ``operation`` take effect, then raise ``InternalError``
+        (retryable): the cloud did the work and the answer was lost on the way back."""
+
+        def make() -> BaseException:
+            return RetryableError("We encountered an internal error.", code="InternalError")
+
+        self._faults.append(_Fault(operation, n, make, after=True))
+
+    def fail_termination(self, name: str, error: ProviderError | None) -> None:
+        """Terminating ``name`` fails with ``error`` (None: it succeeds again)."""
+        if error is None:
+            self._termination_failures.pop(name, None)
+        else:
+            self._termination_failures[name] = error
 
     def set_capacity(self, instance_type: str, n: int | None) -> None:
         """At most ``n`` live instances of ``instance_type`` (None: unlimited)."""
@@ -536,13 +590,15 @@ class SimulatedProvisioner(AbstractProvisioner):
         instance_type: str,
         preemptible: bool | None = None,
         code: str | None = INSUFFICIENT_CAPACITY,
+        *,
+        zone: str | None = None,
     ) -> None:
-        """Make an offering (both capacity types if ``preemptible`` is None) fail with ``code``;
-        ``code=None`` makes it available again."""
+        """Make an offering fail with ``code`` (both capacity types if ``preemptible`` is None,
+        every zone if ``zone`` is None); ``code=None`` makes it available again."""
         self._type(instance_type)
         kinds = [False, True] if preemptible is None else [preemptible]
         for p in kinds:
-            key = (instance_type, CapacityType.SPOT if p else CapacityType.ON_DEMAND)
+            key = (instance_type, CapacityType.SPOT if p else CapacityType.ON_DEMAND, zone)
             if code is None:
                 self._unavailable.pop(key, None)
             else:
@@ -564,12 +620,14 @@ class SimulatedProvisioner(AbstractProvisioner):
             self._never_join_count += what
 
     def reset_faults(self) -> None:
-        """Clear pending faults, never-join marks and unavailable offerings (not capacity)."""
+        """Clear pending faults, never-join marks, unavailable offerings and termination
+        failures (not capacity)."""
         self._faults.clear()
         self._never_join_types.clear()
         self._never_join_all = False
         self._never_join_count = 0
         self._unavailable.clear()
+        self._termination_failures.clear()
 
     def preempt(self, node_name: str) -> None:
         """A spot interruption of ``node_name`` now: it is gone from the next listing."""
@@ -585,27 +643,23 @@ class SimulatedProvisioner(AbstractProvisioner):
 
     def _type(self, name: str) -> InstanceType:
         try:
-            return self.catalogue[name]
+            return self.types[name]
         except KeyError:
-            near = difflib.get_close_matches(name, self.catalogue, n=5, cutoff=0.5)
+            near = difflib.get_close_matches(name, self.types, n=5, cutoff=0.5)
             if not near:
                 family = name.split(".")[0]
-                near = [t for t in self.catalogue if t.startswith(family + ".")][:5]
+                near = [t for t in self.types if t.startswith(family + ".")][:5]
             hint = f"; did you mean {', '.join(near)}?" if near else ""
-            raise ValueError(
-                f"unknown instance type {name!r} in the simulated cloud's catalogue{hint}"
+            raise ProviderError(
+                f"unknown instance type {name!r} in the simulated cloud's catalogue{hint}",
+                code="InvalidInstanceType",
             ) from None
 
-    @staticmethod
-    def _preference(node_types: set[str] | Sequence[str]) -> list[str]:
-        if isinstance(node_types, str):
-            return [node_types]
-        if isinstance(node_types, (set, frozenset)):
-            return sorted(node_types)
-        return list(dict.fromkeys(node_types))
-
-    async def _api(self, operation: str, kwargs: dict[str, Any]) -> None:
-        """One API call: record it, wait out the latency, raise any injected fault."""
+    async def _api(
+        self, operation: str, kwargs: dict[str, Any], effect: Callable[[], None] | None = None
+    ) -> None:
+        """One API call: record it, wait out the latency, raise any injected fault, apply its
+        ``effect`` (whose errors are counted as the call's errors)."""
         self.calls.append(Call(operation, kwargs, self.clock.now()))
         keep = self._record_calls
         if keep is not None and len(self.calls) > keep + keep // 10:  # trim now and then
@@ -613,66 +667,29 @@ class SimulatedProvisioner(AbstractProvisioner):
         if self.api_latency > 0:
             await self.clock.sleep(self.api_latency)
         self._reap()
+        fault = self._take_fault(operation)
+        try:
+            if fault is not None and not fault.after:
+                raise fault.make()
+            if effect is not None:
+                effect()
+            if fault is not None:
+                raise fault.make()
+        except BaseException as exc:
+            code = getattr(exc, "code", "") or type(exc).__name__
+            if isinstance(exc, ProviderError) and not exc.operation:
+                exc.operation = operation
+            self.api_errors[operation, code] += 1
+            raise
+
+    def _take_fault(self, operation: str) -> _Fault | None:
         for fault in self._faults:
             if fault.operation is None or fault.operation == operation:
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self._faults.remove(fault)
-                exc = fault.make()
-                code = getattr(exc, "code", "") or type(exc).__name__
-                if isinstance(exc, ProviderError) and not exc.operation:
-                    exc.operation = operation
-                self.api_errors[operation, code] += 1
-                raise exc
-
-    def _offering(self, instance_type: str, preemptible: bool) -> Offering:
-        kind = CapacityType.SPOT if preemptible else CapacityType.ON_DEMAND
-        return Offering(instance_type, self.zone, kind)
-
-    def _launch_alternatives(
-        self,
-        ordered: list[str],
-        num: int,
-        preemptible: bool,
-        bid: float | None,
-        *,
-        request_id: str | None = None,
-        group: str | None = None,
-    ) -> list[_Instance]:
-        """Launch up to ``num`` nodes, filling from each alternative in order."""
-        launched: list[_Instance] = []
-        failed: list[tuple[Offering, str]] = []
-        kind = CapacityType.SPOT if preemptible else CapacityType.ON_DEMAND
-        for name in ordered:
-            remaining = num - len(launched)
-            if remaining <= 0:
-                break
-            info = self.catalogue[name]
-            offering = self._offering(name, preemptible)
-            code = self._unavailable.get((name, kind))
-            if code is None and preemptible and bid is not None and bid < info.spot_price:
-                code = SPOT_PRICE_TOO_LOW
-            room = remaining
-            if code is None and name in self._capacity:
-                room = min(room, self._capacity[name] - self._alive_by_type[name])
-                if room <= 0:
-                    code = INSUFFICIENT_CAPACITY
-            if code is None and self._instance_limit is not None:
-                room = min(room, self._instance_limit - sum(self._alive_by_type.values()))
-                if room <= 0:
-                    code = INSTANCE_LIMIT
-            if code is not None:
-                failed.append((offering, code))
-                continue
-            launched += self._launch(name, preemptible, room, request_id=request_id, group=group)
-        if not launched:
-            codes = [code for _, code in failed]
-            code = codes[0] if len(set(codes)) == 1 else INSUFFICIENT_CAPACITY
-            offerings = tuple(o for o, _ in failed)
-            message = "no capacity for " + ", ".join(f"{o} ({c})" for o, c in failed)
-            error = QuotaError if code == INSTANCE_LIMIT else CapacityError
-            raise error(message, offerings=offerings, code=code, operation="addNodes")
-        return launched
+                return fault
+        return None
 
     def _launch(
         self,
@@ -680,9 +697,9 @@ class SimulatedProvisioner(AbstractProvisioner):
         preemptible: bool,
         count: int,
         *,
+        zone: str | None = None,
         role: str = "worker",
         autoscaled: str = "true",
-        request_id: str | None = None,
         group: str | None = None,
         extra_tags: dict[str, str] | None = None,
         ready: bool = False,
@@ -698,8 +715,6 @@ class SimulatedProvisioner(AbstractProvisioner):
             TAG_NODE_TYPE: instance_type,
             **(extra_tags or {}),
         }
-        if request_id is not None:
-            base_tags[TAG_REQUEST_ID] = request_id
         if group is not None:
             base_tags[TAG_MANAGED_GROUP] = group
             base_tags[TAG_AUTOSCALED] = "false"  # the cloud scales these, not shoal
@@ -717,6 +732,7 @@ class SimulatedProvisioner(AbstractProvisioner):
             inst = _Instance(
                 name=f"sim-{n:06d}",
                 instance_type=instance_type,
+                zone=zone or self.zone,
                 preemptible=preemptible,
                 role=role,
                 launched_at=now,
@@ -764,14 +780,23 @@ class SimulatedProvisioner(AbstractProvisioner):
             self._replenish()
 
     def _replenish(self) -> None:
+        """Managed groups top themselves up to their desired size from their types in order;
+        on a shortage they try again later, as an Auto Scaling group does."""
         for g in self._groups.values():
             deficit = g.desired - len(g.members)
-            if deficit > 0:
-                # as an Auto Scaling group does on a shortage: try again later
-                with contextlib.suppress(CapacityError):
-                    self._launch_alternatives(
-                        list(g.instance_types), deficit, g.preemptible, g.spot_bid, group=g.name
-                    )
-            elif deficit < 0:
+            kind = CapacityType.SPOT if g.preemptible else CapacityType.ON_DEMAND
+            for name in g.instance_types:
+                if deficit <= 0:
+                    break
+                if (name, kind, None) in self._unavailable:
+                    continue
+                room = deficit
+                if name in self._capacity:
+                    room = min(room, self._capacity[name] - self._alive_by_type[name])
+                if self._instance_limit is not None:
+                    room = min(room, self._instance_limit - sum(self._alive_by_type.values()))
+                if room > 0:
+                    deficit -= len(self._launch(name, g.preemptible, room, group=g.name))
+            if deficit < 0:
                 for name in sorted(g.members)[deficit:]:
                     self._remove(name)

@@ -63,8 +63,8 @@ class NodeType:
 
     ``name`` is the entry as written (e.g. ``"c5.4xlarge/c5a.4xlarge:0.42"``) and
     keys everything per type; ``instance_types`` are the alternatives in
-    preference order; ``shape`` is the whole machine (before overhead), and is
-    preemptible exactly when ``bid`` is set.
+    preference order, each launched in ``zones`` in order; ``shape`` is the whole
+    machine (before overhead), and is preemptible exactly when ``bid`` is set.
     """
 
     name: str
@@ -74,7 +74,7 @@ class NodeType:
     bid: float | None = None
     min_nodes: int = 0
     max_nodes: int = 10
-    zone: str = ""
+    zones: tuple[str, ...] = ()
 
     @property
     def preemptible(self) -> bool:
@@ -85,7 +85,11 @@ class NodeType:
         return CapacityType.SPOT if self.preemptible else CapacityType.ON_DEMAND
 
     def offerings(self) -> tuple[Offering, ...]:
-        return tuple(Offering(t, self.zone, self.capacity_type) for t in self.instance_types)
+        """Every offering in preference order: each instance type in every zone."""
+        zones = self.zones or ("",)
+        return tuple(
+            Offering(t, z, self.capacity_type) for t in self.instance_types for z in zones
+        )
 
 
 class NodeState(enum.StrEnum):

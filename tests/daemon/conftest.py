@@ -10,13 +10,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 from shoal.daemon.config import ShoalConfig, parse_config
 from shoal.daemon.demand import DemandUpdate
-from shoal.daemon.executor import Executor
-from shoal.daemon.loop import Controller, ControllerSettings
+from shoal.daemon.loop import Controller
 from shoal.daemon.metrics import ShoalMetrics
-from shoal.daemon.service import build_drain_hook, build_policy
-from shoal.providers.clock import FakeClock
-from shoal.providers.retry import RetryPolicy
-from shoal.scaler.backoff import BackoffTable
+from shoal.daemon.service import build_controller, build_provider
+from shoal.daemon.views import status_json
+from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.scaler.model import Demand, QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 
@@ -75,18 +73,10 @@ def running(*node_ids: str, cores: float = 1) -> Demand:
     return Demand(running=tuple(RunningJob(shape, n, elapsed=60) for n in node_ids))
 
 
-async def drive(
-    clock: FakeClock, awaitable: Awaitable[T], step: float = 1.0, limit: int = 500
-) -> T:
-    """Await ``awaitable`` moving the fake clock, so retry backoffs elapse without sleeping."""
-    task = asyncio.ensure_future(awaitable)
-    for _ in range(limit):
-        for _ in range(20):  # let it run as far as it can without time passing
-            if task.done():
-                return task.result()
-            await asyncio.sleep(0)
-        await clock.advance(step)
-    return await asyncio.wait_for(task, 1.0)
+async def drive(clock: FakeClock, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable``, moving the fake clock whenever the loop is idle, so retry backoffs
+    and timers elapse without sleeping."""
+    return await clock.run_until(awaitable)
 
 
 @dataclass
@@ -103,14 +93,17 @@ class Harness:
 
     async def settle(self) -> None:
         """Let every runnable task run up to its next wait, without time passing."""
-        for _ in range(50):
-            await asyncio.sleep(0)
+        await self.clock.settle()
 
-    async def drive(self, awaitable: Awaitable[T], step: float = 1.0) -> T:
-        return await drive(self.clock, awaitable, step)
+    async def drive(self, awaitable: Awaitable[T]) -> T:
+        return await drive(self.clock, awaitable)
 
-    def addnodes_calls(self) -> list[Any]:
-        return [c for c in self.provider.calls if c.operation == "addNodes"]
+    def status(self) -> dict[str, Any]:
+        return status_json(self.controller)
+
+    def launch_calls(self) -> list[Any]:
+        """RunInstances calls: one per offering tried."""
+        return [c for c in self.provider.calls if c.operation == "RunInstances"]
 
     async def pass_(self) -> Any:
         return await drive(self.clock, self.controller.run_pass())
@@ -125,52 +118,20 @@ class Harness:
         return 0.0 if value is None else value
 
 
-def make_provider(config: ShoalConfig, clock: FakeClock) -> SimulatedProvisioner:
-    from shoal.providers.simulated import SimulatedProvisioner
-
-    p = config.provider
-    return SimulatedProvisioner(
-        clusterName=config.cluster_name,
-        clusterType=p.cluster_type,
-        zone=p.zone,
-        clock=clock,
-        boot_delay=p.boot_delay,
-        join_delay=p.join_delay,
-        capacity=dict(p.capacity),
-    )
-
-
 async def make_harness(
     clock: FakeClock,
     config: ShoalConfig,
     provider: SimulatedProvisioner | None = None,
     **controller_kwargs: Any,
 ) -> Harness:
-    provider = provider or make_provider(config, clock)
+    """The daemon's own wiring (``build_controller``) over the simulated cloud on ``clock``;
+    threads run inline so the loop's idleness is observable (``FakeClock.settle``)."""
+    asyncio.get_running_loop().set_default_executor(InlineExecutor())
+    provider = provider or build_provider(config, clock)  # type: ignore[assignment]
+    assert provider is not None
     metrics = ShoalMetrics()
-    policy = await build_policy(config, provider)
-    r = config.scaler.retry
-    executor = Executor(
-        provider,
-        clock,
-        metrics,
-        retry=RetryPolicy(
-            attempts=r.attempts, initial=r.initial, maximum=r.max, deadline=r.deadline
-        ),
-        drain_hook=build_drain_hook(config),
-    )
-    controller = Controller(
-        provider,
-        policy,
-        clock=clock,
-        metrics=metrics,
-        executor=executor,
-        settings=ControllerSettings(
-            interval=config.scaler.interval, debounce=config.scaler.debounce
-        ),
-        backoff=BackoffTable(),
-        zone=config.provider.zone,
-        **controller_kwargs,
+    controller = await build_controller(
+        config, provider, clock, metrics=metrics, **controller_kwargs
     )
     return Harness(clock, config, provider, controller, metrics)
 

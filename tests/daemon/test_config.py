@@ -183,7 +183,21 @@ MALFORMED = [
         "us-east-1",
         "unknown key for provider kind 'simulated'",
     ),
-    ("missing-zone", _set("provider.zone", _DELETE), "provider.zone", "", "required"),
+    ("missing-zone", _set("provider.zone", _DELETE), "provider.zones", "", "give zone: <zone>"),
+    (
+        "zone-and-zones",
+        _set("provider.zones", ["sim-1b"]),
+        "provider.zones",
+        "sim-1b",
+        "not both",
+    ),
+    (
+        "zones-repeat",
+        lambda d: (d["provider"].pop("zone"), d["provider"].update(zones=["a", "b", "a"])),
+        "provider.zones",
+        "",
+        "a zone appears twice",
+    ),
     ("missing-cluster-name", _set("cluster_name", _DELETE), "cluster_name", "", "required"),
     ("open-listen", _set("api.listen", "0.0.0.0:8089"), "api", "0.0.0.0:8089", "token_file"),
     ("bad-listen", _set("api.listen", "localhost"), "api.listen", "localhost", "host:port"),
@@ -350,7 +364,7 @@ def test_policy_from_shapes() -> None:
     assert first.instance_types == ("c5.xlarge", "c5a.xlarge")
     assert first.shape == shapes["c5.xlarge"] and not first.preemptible
     assert first.price_per_hour == 0.17
-    assert (first.min_nodes, first.max_nodes, first.zone) == (0, 10, "sim-1a")
+    assert (first.min_nodes, first.max_nodes, first.zones) == (0, 10, ("sim-1a",))
     assert spot.name == "r5.large:0.05" and spot.bid == 0.05
     assert spot.shape == Shape(3600, 16 * GiB, 2, 50 * GiB, True)
     assert spot.price_per_hour == 0.04

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from shoal.daemon.drain import CommandDrainHook, DrainError, WebhookDrainHook
+from shoal.daemon.demand import MAX_BODY_BYTES
 from shoal.daemon.http import InsecureListenError, check_listen, make_app, start_http
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ async def test_body_too_large_is_413(api: tuple[Harness, str]) -> None:
     h, base = api
     before = h.controller.demand
     status, body, _ = await request(
-        "PUT", f"{base}/v1/demand", data=io.BytesIO(b" " * (2 * 1024 * 1024))
+        "PUT", f"{base}/v1/demand", data=io.BytesIO(b" " * (MAX_BODY_BYTES + 1))
     )
     assert status == 413
     assert "larger" in body["error"]

@@ -28,7 +28,7 @@ async def test_demand_launches_on_next_pass(harness: Harness) -> None:
     record = await h.pass_()
     assert record.outcome is PassOutcome.OK
     assert record.launched == 2
-    calls = h.addnodes_calls()
+    calls = h.launch_calls()
     assert len(calls) == 1  # one API call per node type per scale-up
     assert len(await h.provider.getProvisionedWorkers()) == 2
     assert h.sample("shoal_scale_ups_total", node_type="c5.xlarge") == 2
@@ -48,7 +48,7 @@ async def test_demand_change_wakes_the_loop_at_once_debounced(harness: Harness) 
     await h.clock.advance(0.15)
     await asyncio.wait_for(h.controller.wait_for_pass(2), 1)
     assert h.controller.passes == 2
-    assert len(h.addnodes_calls()) == 1
+    assert len(h.launch_calls()) == 1
     assert len(await h.provider.getProvisionedWorkers()) == 2
     await h.settle()
     await h.clock.advance(29)  # nothing until the interval
@@ -67,7 +67,7 @@ async def test_booting_nodes_are_capacity_not_relaunched(harness: Harness) -> No
         await h.clock.advance(5)  # still booting
         record = await h.pass_()
         assert record.launched == 0
-    assert len(h.addnodes_calls()) == 1
+    assert len(h.launch_calls()) == 1
     assert set(states(h).values()) == {"booting"}
 
 
@@ -101,7 +101,7 @@ async def test_capacity_error_backs_off_and_falls_back(harness_factory: Any) -> 
     assert offering in h.controller.backoff.unavailable(h.clock.now())
     assert h.sample("shoal_scale_up_failures_total", node_type="c5.xlarge", reason="capacity") == 1
     assert h.sample("shoal_offerings_in_backoff") == 1
-    status = h.controller.status()
+    status = h.status()
     assert status["backoff"][0]["instance_type"] == "c5.xlarge"
 
     record = await h.pass_()
@@ -116,11 +116,11 @@ async def test_capacity_error_backs_off_and_falls_back(harness_factory: Any) -> 
 
 async def test_throttling_is_retried_with_one_request_id(harness: Harness) -> None:
     h = harness
-    h.provider.throttle_next(2, operation="addNodes")
+    h.provider.throttle_next(2, operation="RunInstances")
     h.set_demand(h.jobs(4))
     record = await h.pass_()
     assert record.launched == 1
-    calls = h.addnodes_calls()
+    calls = h.launch_calls()
     assert len(calls) == 3
     assert len({c.kwargs["requestId"] for c in calls}) == 1
     assert len(await h.provider.getProvisionedWorkers()) == 1
@@ -130,11 +130,11 @@ async def test_throttling_is_retried_with_one_request_id(harness: Harness) -> No
 async def test_listing_failure_skips_the_pass(harness: Harness) -> None:
     h = harness
     h.set_demand(h.jobs(4))
-    h.provider.fail_next("getProvisionedWorkers", ProviderError("boom", code="InternalError"))
+    h.provider.fail_next("DescribeInstances", ProviderError("boom", code="InternalError"))
     record = await h.pass_()
     assert record.outcome is PassOutcome.SKIPPED
     assert "listing failed" in record.reason
-    assert h.addnodes_calls() == []
+    assert h.launch_calls() == []
     assert h.sample("shoal_passes_total", outcome="skipped") == 1
     assert (
         h.sample(
@@ -142,7 +142,7 @@ async def test_listing_failure_skips_the_pass(harness: Harness) -> None:
         )
         == 1
     )
-    assert h.controller.status()["last_pass"]["outcome"] == "skipped"
+    assert h.status()["last_pass"]["outcome"] == "skipped"
     record = await h.pass_()
     assert record.outcome is PassOutcome.OK and record.launched == 1
 
@@ -223,7 +223,7 @@ async def test_join_timeout_terminates_and_backs_off_the_offering(harness: Harne
     assert offering in h.controller.backoff.unavailable(h.clock.now())
     tracked = h.controller.tracker.get(node_id)
     assert tracked is not None and tracked.state is TrackedState.TERMINATED
-    assert len(h.addnodes_calls()) == 1  # not relaunched into the offering that just failed
+    assert len(h.launch_calls()) == 1  # not relaunched into the offering that just failed
 
 
 async def test_reconcile_adopts_tagged_nodes_and_launches_nothing_twice(
@@ -232,7 +232,7 @@ async def test_reconcile_adopts_tagged_nodes_and_launches_nothing_twice(
     h = harness
     h.set_demand(h.jobs(12))
     await h.pass_()
-    assert len(h.addnodes_calls()) == 1
+    assert len(h.launch_calls()) == 1
     launched = {n.name: n.launchTime for n in await h.provider.getProvisionedWorkers()}
     assert len(launched) == 3
 
@@ -248,7 +248,7 @@ async def test_reconcile_adopts_tagged_nodes_and_launches_nothing_twice(
     fresh.set_demand(fresh.jobs(12))
     record = await fresh.pass_()
     assert record.launched == 0
-    assert len(h.addnodes_calls()) == 1
+    assert len(h.launch_calls()) == 1
 
 
 async def test_stop_launches_nothing_new(harness: Harness) -> None:
@@ -260,7 +260,7 @@ async def test_stop_launches_nothing_new(harness: Harness) -> None:
     await asyncio.wait_for(task, 1)
     record = await h.pass_()  # even a pass already under way launches nothing
     assert record.outcome is PassOutcome.OK
-    assert h.addnodes_calls() == []
+    assert h.launch_calls() == []
 
 
 def test_tracker_readiness_membership_and_types() -> None:
@@ -308,7 +308,7 @@ async def test_skipped_passes_are_unhealthy_but_alive(harness: Harness) -> None:
     h = harness
     interval = h.controller.settings.interval
     for _ in range(4):
-        h.provider.fail_next("getProvisionedWorkers", ProviderError("down", code="InternalError"))
+        h.provider.fail_next("DescribeInstances", ProviderError("down", code="InternalError"))
         assert (await h.pass_()).outcome is PassOutcome.SKIPPED
         await h.clock.advance(interval)
     assert not h.controller.healthy()

@@ -37,7 +37,7 @@ async def busy_cluster(h: Harness) -> None:
     await h.pass_()
     await h.clock.advance(60)
     await h.pass_()
-    h.provider.fail_next("getProvisionedWorkers", RuntimeError("listing broke"))
+    h.provider.fail_next("DescribeInstances", RuntimeError("listing broke"))
     await h.pass_()
     h.provider.set_capacity("c5.xlarge", 2)
     demand = h.jobs(12)

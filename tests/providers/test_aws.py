@@ -2,7 +2,9 @@
 
 EC2 behaviour moto 5.2 lacks (launching up to MaxCount, ClientToken idempotency, capacity,
 instance limits) and faults come from ``moto_fixtures.Ec2Behaviour``, patched into moto's
-RunInstances. Retries sleep through an injected fake, so nothing waits for real.
+RunInstances. The provider makes each call once; retries are the daemon's one retry layer
+(``call_with_retry`` driven by ``AWSProvisioner.retryPredicate``), exercised here through
+``Env.retry`` with an injected fake sleep, so nothing waits for real.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 from aiobotocore.session import get_session
@@ -31,15 +33,17 @@ from shoal.providers.base import (
     TAG_NODE_TYPE,
     TAG_REQUEST_ID,
     TAG_ROLE,
+    client_token,
 )
 from shoal.providers.errors import CapacityError, ProviderError, QuotaError, RetryableError
-from shoal.providers.retry import RetryPolicy
+from shoal.providers.retry import RetryPolicy, call_with_retry
 from shoal.scaler.model import CapacityType, Offering
 from shoal.scaler.shape import Shape
 
 GIB = 2**30
 IMAGE = "ami-12c6146b"  # moto accepts any id; DescribeImages not finding it is tolerated
 ZONE = "us-east-1a"
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -48,19 +52,24 @@ class Env:
     behaviour: Ec2Behaviour
     sleeps: list[float]
 
-    def provisioner(self, cluster: str = "demo", **kwargs: Any) -> AWSProvisioner:
-        async def fake_sleep(seconds: float) -> None:
-            self.sleeps.append(seconds)
+    async def fake_sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
 
+    def provisioner(self, cluster: str = "demo", **kwargs: Any) -> AWSProvisioner:
         kwargs.setdefault("zone", ZONE)
         kwargs.setdefault("image_id", IMAGE)
         kwargs.setdefault("endpoint_url", self.url)
         return AWSProvisioner(
-            cluster,
-            kwargs.pop("clusterType", "mesos"),
-            retry_policy=RetryPolicy(attempts=4, initial=1.0, maximum=2.0),  # sleeps are fake
-            sleep=fake_sleep,
-            **kwargs,
+            cluster, kwargs.pop("clusterType", "mesos"), sleep=self.fake_sleep, **kwargs
+        )
+
+    async def retry(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """``fn`` through the retry layer the daemon uses, with fake sleeps."""
+        return await call_with_retry(
+            fn,
+            AWSProvisioner.retryPredicate,
+            RetryPolicy(attempts=4, initial=1.0, maximum=2.0),
+            sleep=self.fake_sleep,
         )
 
     def client(self, service: str) -> Any:
@@ -167,7 +176,11 @@ async def test_shapes_from_describe_instance_types(env: Env) -> None:
 
 async def test_throttling_is_retried_then_succeeds(aws: AWSProvisioner, env: Env) -> None:
     env.behaviour.fail_next("RequestLimitExceeded", "Request limit exceeded.", times=2)
-    assert await aws.addNodes(["t3.micro"], 2, False) == 2
+
+    async def add() -> int:
+        return await aws.addNodes(["t3.micro"], 2, False, requestId="req-1")
+
+    assert await env.retry(add) == 2
     assert len(env.behaviour.requests) == 3  # two throttled, one through
     assert len(env.sleeps) == 2  # backed off twice, through the injected sleep
     assert len({r["ClientToken"] for r in env.behaviour.requests}) == 1
@@ -176,8 +189,12 @@ async def test_throttling_is_retried_then_succeeds(aws: AWSProvisioner, env: Env
 
 async def test_throttling_gives_up_after_the_policy(aws: AWSProvisioner, env: Env) -> None:
     env.behaviour.fail_next("RequestLimitExceeded", times=10)
+
+    async def add() -> int:
+        return await aws.addNodes(["t3.micro"], 1, False)
+
     with pytest.raises(RetryableError) as info:
-        await aws.addNodes(["t3.micro"], 1, False)
+        await env.retry(add)
     assert info.value.code == "RequestLimitExceeded"
     assert len(env.behaviour.requests) == 4  # RetryPolicy(attempts=4)
 
@@ -226,7 +243,11 @@ async def test_lost_response_is_retried_with_the_same_client_token(
     aws: AWSProvisioner, env: Env
 ) -> None:
     env.behaviour.lose_next_response()
-    assert await aws.addNodes(["t3.micro"], 3, False, requestId="req-7") == 3
+
+    async def add() -> int:
+        return await aws.addNodes(["t3.micro"], 3, False, requestId="req-7")
+
+    assert await env.retry(add) == 3
     first, second = env.behaviour.requests
     assert first["ClientToken"] == second["ClientToken"]
     assert len(env.sleeps) == 1
@@ -240,13 +261,16 @@ async def test_client_tokens_differ_per_request_and_type(aws: AWSProvisioner, en
     await aws.addNodes(["t3.micro"], 1, False)
     await aws.addNodes(["t3.micro"], 1, False)
     assert len(await aws.getProvisionedWorkers()) == 2  # random tokens: two launches
-    assert AWSProvisioner.client_token("r", "t3.micro", False) != AWSProvisioner.client_token(
-        "r", "t3.small", False
-    )
-    assert AWSProvisioner.client_token("r", "t3.micro", False) != AWSProvisioner.client_token(
-        "r", "t3.micro", True
-    )
-    assert len(AWSProvisioner.client_token("x" * 200, "t3.micro", False)) <= 64
+    micro = Offering("t3.micro", ZONE, CapacityType.ON_DEMAND)
+    others = [
+        Offering("t3.small", ZONE, CapacityType.ON_DEMAND),
+        Offering("t3.micro", ZONE, CapacityType.SPOT),
+        Offering("t3.micro", "us-east-1b", CapacityType.ON_DEMAND),
+    ]
+    assert all(client_token("r", micro) != client_token("r", o) for o in others)
+    assert client_token("r", micro) != client_token("s", micro)
+    assert client_token("r", micro) == client_token("r", micro)
+    assert len(client_token("x" * 200, micro)) <= 64
 
 
 async def test_listing_pages_and_terminating_batches_past_1000(
@@ -377,8 +401,8 @@ def test_constructor_checks_and_defaults(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_from_config() -> None:
-    """Built from a real daemon config, as the service builds it: every provider key and
-    the configured retry policy reach the provisioner."""
+    """Built from a real daemon config, as the service builds it: every provider key
+    reaches the provisioner."""
     from shoal.daemon.config import parse_config  # the contract with the daemon, not a stand-in
 
     config = parse_config(
@@ -387,7 +411,7 @@ def test_from_config() -> None:
             "provider": {
                 "kind": "aws",
                 "cluster_type": "kubernetes",
-                "zone": "us-west-2a",
+                "zones": ["us-west-2a", "us-west-2c"],
                 "node_storage": 80,
                 "node_storage_overrides": ["m5.large:10"],
                 "region": "us-west-2",
@@ -405,8 +429,7 @@ def test_from_config() -> None:
     aws = AWSProvisioner.from_config(config)
     assert (aws.clusterName, aws.clusterType, aws.region) == ("c", "kubernetes", "us-west-2")
     assert aws.security_group_ids == ["sg-1"] and aws.extra_tags == {"team": "x"}
-    assert aws.retry_policy == RetryPolicy(attempts=2, initial=0.05, maximum=1.0, deadline=3.0)
-    assert AWSProvisioner.retries_internally
+    assert aws.zones == ("us-west-2a", "us-west-2c")
 
 
 def _client_error(code: str, status: int = 400) -> ClientError:

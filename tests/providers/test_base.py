@@ -7,8 +7,22 @@ from typing import Any
 
 import pytest
 import shoal.providers.base as base
-from shoal.providers.base import AbstractProvisioner, ManagedNodesNotSupportedException, Node
-from shoal.providers.errors import RetryableError
+from shoal.providers.base import (
+    TAG_AUTOSCALED,
+    TAG_REQUEST_ID,
+    AbstractProvisioner,
+    ManagedNodesNotSupportedException,
+    Node,
+)
+from shoal.providers.errors import (
+    CapacityError,
+    ProviderError,
+    QuotaError,
+    RetryableError,
+    TerminationError,
+)
+from shoal.providers.outcomes import InstanceTypeInfo, TerminationResult
+from shoal.scaler.model import CapacityType, Offering
 from shoal.scaler.shape import Shape, parse_node_types
 
 GIB = 2**30
@@ -190,3 +204,128 @@ def test_node_equality_is_by_name() -> None:
     assert len({a, b}) == 1
     assert a != node(name="i-0def")
     assert a != "i-0abc"
+
+
+# -- addNodes and terminateNodes, written once over the primitives ---------------------------
+
+
+def od(instance_type: str, zone: str = "z1") -> Offering:
+    return Offering(instance_type, zone, CapacityType.ON_DEMAND)
+
+
+@pytest.fixture
+def cloud(make_provisioner: Any) -> Any:
+    p = make_provisioner(clusterName="demo", zones=["z1", "z2"])
+    p.events = []
+    p.subscribe(p.events.append)
+    return p
+
+
+async def test_alternatives_in_the_callers_order_each_in_every_zone(cloud: Any) -> None:
+    assert cloud.zones == ("z1", "z2")
+    cloud.capacity.update({("m5.xlarge", "z1"): 0, ("m5.xlarge", "z2"): 0})
+    assert await cloud.addNodes(["m5.xlarge", "c5.xlarge"], 2, False, requestId="r") == 2
+    tried = [r.offering for r in cloud.launches]
+    assert tried == [od("m5.xlarge", "z1"), od("m5.xlarge", "z2"), od("c5.xlarge", "z1")]
+    assert {n.nodeType for n in await cloud.getProvisionedWorkers()} == {"c5.xlarge"}
+    # a set keeps the seed's meaning, any of these, tried in a fixed (sorted) order
+    cloud.launches.clear()
+    await cloud.addNodes({"m5.xlarge", "c5.xlarge"}, 1, False)
+    assert cloud.launches[0].offering == od("c5.xlarge", "z1")
+
+
+async def test_a_capacity_error_falls_back_to_the_next_zone_in_the_same_call(cloud: Any) -> None:
+    cloud.capacity[("c5.xlarge", "z1")] = 0
+    assert await cloud.addNodes(["c5.xlarge"], 3, False, requestId="r") == 3
+    failed, launched = cloud.events
+    assert failed.offering == od("c5.xlarge", "z1") and failed.capacity_error
+    assert not failed.uncertain and failed.ids == ()
+    assert launched.offering == od("c5.xlarge", "z2") and len(launched.ids) == 3
+    assert {e.request_id for e in cloud.events} == {"r"}
+    assert all(n.zone == "z2" for n in await cloud.getProvisionedWorkers())
+
+
+async def test_a_partial_fill_takes_the_rest_from_the_next_offering(cloud: Any) -> None:
+    cloud.capacity[("c5.xlarge", "z1")] = 2
+    assert await cloud.addNodes(["c5.xlarge"], 5, False) == 5
+    assert [(r.offering.zone, r.count) for r in cloud.launches] == [("z1", 5), ("z2", 3)]
+    assert [len(e.ids) for e in cloud.events] == [2, 3]
+
+
+async def test_excluded_offerings_are_not_asked(cloud: Any) -> None:
+    await cloud.addNodes(["c5.xlarge", "m5.xlarge"], 1, False, exclude={od("c5.xlarge", "z1")})
+    assert [r.offering for r in cloud.launches] == [od("c5.xlarge", "z2")]
+
+
+async def test_no_capacity_anywhere_is_one_error_naming_every_offering(cloud: Any) -> None:
+    cloud.capacity.update({("c5.xlarge", "z1"): 0, ("c5.xlarge", "z2"): 0})
+    with pytest.raises(CapacityError) as info:
+        await cloud.addNodes(["c5.xlarge"], 1, False)
+    assert not isinstance(info.value, QuotaError)
+    assert info.value.offerings == (od("c5.xlarge", "z1"), od("c5.xlarge", "z2"))
+    assert [e.capacity_error for e in cloud.events] == [True, True]
+    # every offering at an account limit: a QuotaError
+    for zone in ("z1", "z2"):
+        cloud.capacity[("c5.xlarge", zone)] = 5
+        cloud.errors[od("c5.xlarge", zone)] = QuotaError(
+            "limit", offerings=(od("c5.xlarge", zone),), code="InstanceLimitExceeded"
+        )
+    with pytest.raises(QuotaError) as quota_info:
+        await cloud.addNodes(["c5.xlarge"], 1, False)
+    assert quota_info.value.code == "InstanceLimitExceeded"
+    assert quota_info.value.offerings == (od("c5.xlarge", "z1"), od("c5.xlarge", "z2"))
+
+
+async def test_a_transient_error_is_raised_and_a_retry_launches_nothing_twice(cloud: Any) -> None:
+    cloud.capacity[("c5.xlarge", "z1")] = 2
+    cloud.errors[od("c5.xlarge", "z2")] = RetryableError("lost", code="InternalError")
+    with pytest.raises(RetryableError):
+        await cloud.addNodes(["c5.xlarge"], 4, False, requestId="r")
+    assert [e.uncertain for e in cloud.events] == [False, True]
+    assert len(cloud.instances) == 2
+    # the retry (same requestId) gets the first offering's instances back by its token
+    assert await cloud.addNodes(["c5.xlarge"], 4, False, requestId="r") == 4
+    assert len(cloud.instances) == 4
+    tokens = [r.client_token for r in cloud.launches]
+    assert tokens[0] == tokens[2] and tokens[1] == tokens[3] and tokens[0] != tokens[1]
+    assert all(n.tags[TAG_REQUEST_ID] == "r" for n in cloud.instances.values())
+    assert all(n.tags[TAG_AUTOSCALED] == "true" for n in cloud.instances.values())
+
+
+async def test_an_unknown_type_fails_before_anything_launches(cloud: Any) -> None:
+    with pytest.raises(ProviderError, match=r"no\.such"):
+        await cloud.addNodes(["c5.xlarge", "no.such"], 1, False)
+    assert cloud.launches == []
+    assert await cloud.addNodes(["c5.xlarge"], 0, False) == 0
+
+
+async def test_terminate_in_batches_gone_ids_count_failures_are_all_named(cloud: Any) -> None:
+    await cloud.addNodes(["c5.xlarge"], 5, False)
+    ids = sorted(cloud.instances)
+    cloud.termination_errors[ids[1]] = RetryableError("throttled", code="RequestLimitExceeded")
+    with pytest.raises(TerminationError) as info:
+        await cloud.terminateNodes([*ids, "i-gone", ids[0]], requestId="t")
+    assert cloud.terminations == [ids[:3], [*ids[3:], "i-gone"]]  # batches of 3, deduplicated
+    assert set(info.value.failed) == {ids[1]}
+    assert info.value.retryable and AbstractProvisioner.retryPredicate(info.value) is False
+    results = [e for e in cloud.events if isinstance(e, TerminationResult)]
+    assert [r.request_id for r in results] == ["t", "t"]
+    assert {i for r in results for i in r.done} == {*ids[:1], *ids[2:], "i-gone"}
+    assert results[1].already_gone == ("i-gone",)
+    assert set(cloud.instances) == {ids[1]}
+    del cloud.termination_errors[ids[1]]
+    await cloud.terminateNodes(ids)  # again: the rest are gone, which is fine
+    assert cloud.instances == {}
+
+
+async def test_prices_are_part_of_the_catalogue_and_may_be_unknown(cloud: Any) -> None:
+    assert cloud.instancePrice("c5.xlarge") is None  # never looked up
+    await cloud.catalogue(["c5.xlarge"])
+    assert cloud.instancePrice("c5.xlarge") == pytest.approx(0.09)
+    assert cloud.instancePrice("c5.xlarge", preemptible=True) is None  # no spot price known
+    cloud.update_catalogue(
+        {"c5.xlarge": InstanceTypeInfo("c5.xlarge", 4, 8 * GIB, 0, 0.17, {"z2": 0.05})}
+    )
+    assert cloud.instancePrice("c5.xlarge", preemptible=True) == 0.05  # first zone with a price
+    with pytest.raises(ProviderError, match=r"no\.such"):
+        await cloud.catalogue(["no.such"])

@@ -19,6 +19,7 @@ from shoal.providers.errors import (
     ProviderError,
     QuotaError,
     RetryableError,
+    TerminationError,
 )
 from shoal.providers.simulated import (
     TAG_MANAGED_GROUP,
@@ -86,14 +87,15 @@ async def test_launch_list_terminate(sim: SimulatedProvisioner, clock: FakeClock
     assert [n.name for n in await sim.getProvisionedWorkers()] == ["sim-000003"]
     assert sim.instance_state("sim-000001") == "terminated"
     assert [c.operation for c in sim.calls] == [
-        "addNodes",
-        "getProvisionedWorkers",
-        "terminateNodes",
-        "terminateNodes",
-        "getProvisionedWorkers",
+        "DescribeInstanceTypes",
+        "RunInstances",
+        "DescribeInstances",
+        "TerminateInstances",
+        "TerminateInstances",
+        "DescribeInstances",
     ]
-    assert sim.calls[0].kwargs["requestId"] == "r1"
-    assert sim.calls[0].time == clock.now()
+    assert sim.calls[1].kwargs["requestId"] == "r1"
+    assert sim.calls[1].time == clock.now()
 
 
 async def test_filters(sim: SimulatedProvisioner) -> None:
@@ -128,8 +130,7 @@ async def test_capacity_limit_launches_partially(clock: FakeClock) -> None:
         await sim.addNodes({"c5.xlarge"}, 1, False)
     assert info.value.code == "InsufficientInstanceCapacity"
     assert info.value.offerings == (od("c5.xlarge"),)
-    assert info.value.launched == 0
-    assert sim.api_errors["addNodes", "InsufficientInstanceCapacity"] == 1
+    assert sim.api_errors["RunInstances", "InsufficientInstanceCapacity"] == 1
     # capacity counts live instances: terminating one makes room
     await sim.terminateNodes(["sim-000001"])
     assert await sim.addNodes({"c5.xlarge"}, 4, False) == 1
@@ -147,10 +148,8 @@ async def test_alternatives_in_preference_order(sim: SimulatedProvisioner) -> No
     # a list keeps the caller's order
     assert await sim.addNodes(["m5.xlarge", "c5a.xlarge"], 1, False) == 1
     assert (await sim.getProvisionedWorkers())[-1].nodeType == "m5.xlarge"
-    assert [c.kwargs["nodeTypes"] for c in sim.calls if c.operation == "addNodes"] == [
-        ["c5.xlarge", "c5a.xlarge", "m5.xlarge"],
-        ["m5.xlarge", "c5a.xlarge"],
-    ]
+    asked = [c.kwargs["offering"].instance_type for c in sim.calls if c.operation == "RunInstances"]
+    assert asked == ["c5.xlarge", "c5a.xlarge", "m5.xlarge", "m5.xlarge"]
 
 
 async def test_capacity_error_carries_every_offering_tried(sim: SimulatedProvisioner) -> None:
@@ -204,17 +203,17 @@ async def test_failed_request_id_can_be_retried(sim: SimulatedProvisioner) -> No
 
 
 async def test_throttle_then_success(sim: SimulatedProvisioner) -> None:
-    sim.throttle_next(2, operation="addNodes")
+    sim.throttle_next(2, operation="RunInstances")
     await sim.getProvisionedWorkers()  # other operations are not throttled
     for _ in range(2):
         with pytest.raises(RetryableError) as info:
             await sim.addNodes({"m5.large"}, 1, False, requestId="t")
         assert info.value.code == "RequestLimitExceeded"
-        assert info.value.operation == "addNodes"
+        assert info.value.operation == "RunInstances"
         assert SimulatedProvisioner.retryPredicate(info.value)
     assert await sim.addNodes({"m5.large"}, 1, False, requestId="t") == 1
-    assert sim.api_errors["addNodes", "RequestLimitExceeded"] == 2
-    assert len([c for c in sim.calls if c.operation == "addNodes"]) == 3
+    assert sim.api_errors["RunInstances", "RequestLimitExceeded"] == 2
+    assert len([c for c in sim.calls if c.operation == "RunInstances"]) == 3
     assert sim.count() == 1
 
 
@@ -229,14 +228,14 @@ async def test_throttle_any_operation(sim: SimulatedProvisioner) -> None:
 async def test_fail_next(sim: SimulatedProvisioner, order: str) -> None:
     error = ProviderError("boom", code="InternalError")
     if order == "exc-first":
-        sim.fail_next(error, "getProvisionedWorkers")
+        sim.fail_next(error, "DescribeInstances")
     else:
-        sim.fail_next("getProvisionedWorkers", error)
+        sim.fail_next("DescribeInstances", error)
     await sim.addNodes({"m5.large"}, 1, False)
     with pytest.raises(ProviderError, match="boom"):
         await sim.getProvisionedWorkers()
     assert len(await sim.getProvisionedWorkers()) == 1
-    assert sim.api_errors["getProvisionedWorkers", "InternalError"] == 1
+    assert sim.api_errors["DescribeInstances", "InternalError"] == 1
     assert not SimulatedProvisioner.retryPredicate(error)
     assert not SimulatedProvisioner.retryPredicate(CapacityError("x", offerings=()))
 
@@ -313,13 +312,14 @@ async def test_spot_interruptions_on_the_clock_are_seeded(clock: FakeClock) -> N
 async def test_api_latency_waits_on_the_clock(clock: FakeClock) -> None:
     sim = SimulatedProvisioner("d", clock=clock, api_latency=2.0)
     task = asyncio.create_task(sim.addNodes({"m5.large"}, 1, False))
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert not task.done() and clock.pending() == 1
+    await clock.settle()
+    assert not task.done() and clock.pending() == 1  # DescribeInstanceTypes takes 2 s
+    await clock.advance(2)
+    assert not task.done() and clock.pending() == 1  # then RunInstances 2 s more
     await clock.advance(2)
     assert await task == 1
-    (call,) = sim.calls
-    assert call.time == clock.now() - 2
+    describe, run = sim.calls
+    assert (describe.time, run.time) == (clock.now() - 4, clock.now() - 2)
 
 
 async def test_node_shape(clock: FakeClock) -> None:
@@ -333,13 +333,15 @@ async def test_node_shape(clock: FakeClock) -> None:
     assert (await sim.getNodeShape("m5.large", True)).preemptible is True
     i3 = await sim.getNodeShape("i3.large")
     assert (i3.disk, i3.memory) == (475 * GIB, int(15.25 * GIB))
-    assert sim.price("c5.xlarge") == 0.17 and sim.price("c5.xlarge", True) == 0.07
+    assert sim.instancePrice("c5.xlarge") == 0.17
+    assert sim.instancePrice("c5.xlarge", True) == 0.07
+    assert sim.instancePrice("r5.large") is None  # never looked up: unknown, not free
 
 
 async def test_unknown_type_names_near_ones(sim: SimulatedProvisioner) -> None:
-    with pytest.raises(ValueError, match=r"'c5.xlarg'.*c5\.xlarge"):
+    with pytest.raises(ProviderError, match=r"'c5.xlarg'.*c5\.xlarge"):
         await sim.getNodeShape("c5.xlarg")
-    with pytest.raises(ValueError, match=r"unknown instance type 'zz9\.huge'"):
+    with pytest.raises(ProviderError, match=r"unknown instance type 'zz9\.huge'"):
         await sim.addNodes({"zz9.huge"}, 1, False)
     assert sim.count() == 0
 
@@ -422,3 +424,56 @@ async def test_ten_thousand_nodes(sim: SimulatedProvisioner, clock: FakeClock) -
     await sim.terminateNodes(nodes[::2])
     assert len(await sim.getProvisionedWorkers()) == 5000
     assert sim.cost_per_hour() == pytest.approx(3000 * 0.085 + 2000 * 0.038)
+
+
+async def test_listing_is_eventually_consistent(clock: FakeClock) -> None:
+    sim = SimulatedProvisioner("d", clock=clock, listing_lag=4.0)
+    assert await sim.addNodes(["m5.large"], 2, False) == 2
+    assert sim.count("m5.large") == 2  # they exist, and cost money
+    assert await sim.getProvisionedWorkers() == []  # but the listing does not show them yet
+    await clock.advance(3.9)
+    assert await sim.getProvisionedWorkers() == []
+    await clock.advance(0.1)
+    assert len(await sim.getProvisionedWorkers()) == 2
+    assert len(sim.add_static_nodes("m5.large")) == 1  # static nodes have run for a while
+    assert len(await sim.getProvisionedWorkers()) == 3
+
+
+async def test_a_lost_response_launched_and_the_retry_returns_the_same_nodes(
+    sim: SimulatedProvisioner,
+) -> None:
+    sim.lose_next_response()
+    with pytest.raises(RetryableError) as info:
+        await sim.addNodes(["m5.large"], 3, False, requestId="r")
+    assert info.value.code == "InternalError" and sim.retryPredicate(info.value)
+    assert sim.count("m5.large") == 3  # launched, answer lost
+    assert await sim.addNodes(["m5.large"], 3, False, requestId="r") == 3
+    assert sim.count("m5.large") == 3  # the same token: nothing launched twice
+
+
+async def test_zones_in_order_and_an_offering_unavailable_in_one_zone(clock: FakeClock) -> None:
+    sim = SimulatedProvisioner("d", clock=clock, zones=["sim-1a", "sim-1b"])
+    assert (sim.zone, sim.zones) == ("sim-1a", ("sim-1a", "sim-1b"))
+    sim.set_unavailable("m5.large", False, zone="sim-1a")
+    assert await sim.addNodes(["m5.large"], 2, False) == 2
+    assert {n.zone for n in await sim.getProvisionedWorkers()} == {"sim-1b"}
+    sim.set_unavailable("m5.large", False, code=None, zone="sim-1a")
+    await sim.addNodes(["m5.large"], 1, False)
+    assert sorted(n.zone or "" for n in await sim.getProvisionedWorkers()) == [
+        "sim-1a",
+        "sim-1b",
+        "sim-1b",
+    ]
+
+
+async def test_a_termination_can_fail_per_node(sim: SimulatedProvisioner) -> None:
+    await sim.addNodes(["m5.large"], 2, False)
+    a, b = (n.name for n in await sim.getProvisionedWorkers())
+    sim.fail_termination(a, ProviderError("not allowed", code="OperationNotPermitted"))
+    with pytest.raises(TerminationError) as info:
+        await sim.terminateNodes([a, b])
+    assert set(info.value.failed) == {a} and not info.value.retryable
+    assert [n.name for n in await sim.getProvisionedWorkers()] == [a]
+    sim.fail_termination(a, None)
+    await sim.terminateNodes([a])
+    assert sim.count() == 0

@@ -59,7 +59,7 @@ def node_type(
         bid=price if spot else None,
         min_nodes=min_nodes,
         max_nodes=max_nodes,
-        zone=zone,
+        zones=(zone,),
     )
 
 
@@ -76,7 +76,7 @@ def node(
         id=node_id,
         node_type=t.name,
         instance_type=t.instance_types[0],
-        zone=t.zone,
+        zone=t.zones[0],
         preemptible=t.preemptible,
         state=state,
         launched_at=now - age,

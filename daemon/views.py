@@ -1,0 +1,139 @@
+"""JSON views of plans, passes, nodes and status: one renderer for ``GET /v1/status`` and
+``shoal plan``, so a field has one name wherever it appears (``reason`` for every human
+explanation, ``wall_time``/``memory``/``cores``/``disk``/``preemptible`` for every shape)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from shoal.scaler.backoff import BackoffTable
+from shoal.scaler.model import Launch, NodeAction, Plan, Unschedulable
+from shoal.scaler.shape import Shape
+
+if TYPE_CHECKING:
+    from shoal.daemon.loop import Controller, PassRecord
+
+__all__ = ["backoff_json", "pass_json", "plan_json", "shape_json", "status_json"]
+
+
+def shape_json(shape: Shape) -> dict[str, Any]:
+    return {
+        "wall_time": shape.wallTime,
+        "memory": shape.memory,
+        "cores": shape.cores,
+        "disk": shape.disk,
+        "preemptible": shape.preemptible,
+    }
+
+
+def _launch_json(launch: Launch) -> dict[str, Any]:
+    return {
+        "node_type": launch.node_type,
+        "count": launch.count,
+        "cause": str(launch.cause),
+        "reason": launch.message,
+    }
+
+
+def _action_json(action: NodeAction) -> dict[str, Any]:
+    return {
+        "node": action.node_id,
+        "node_type": action.node_type,
+        "cause": str(action.cause),
+        "reason": action.message,
+    }
+
+
+def unschedulable_json(items: Iterable[Unschedulable]) -> list[dict[str, Any]]:
+    return [
+        {"shape": shape_json(u.shape), "count": u.count, "reasons": list(u.reasons)} for u in items
+    ]
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """A plan: launches, drains and terminations with their causes and reasons, targets,
+    unschedulable jobs and the target cluster's cost."""
+    return {
+        "launches": [_launch_json(a) for a in plan.launches],
+        "drains": [_action_json(a) for a in plan.drains],
+        "terminations": [_action_json(a) for a in plan.terminations],
+        "targets": dict(plan.targets),
+        "unschedulable": unschedulable_json(plan.unschedulable),
+        "cost_per_hour": plan.cost_per_hour,
+    }
+
+
+def pass_json(record: PassRecord) -> dict[str, Any]:
+    return {
+        "number": record.number,
+        "outcome": str(record.outcome),
+        "started_at": record.started_at,
+        "duration": record.duration,
+        "reason": record.reason,
+        "launched": record.launched,
+        "drained": list(record.drained),
+        "terminated": list(record.terminated),
+        "errors": list(record.errors),
+    }
+
+
+def backoff_json(table: BackoffTable, now: float) -> list[dict[str, Any]]:
+    """Offerings in backoff at ``now``, sorted by name."""
+    return [
+        {
+            "offering": str(offering),
+            "instance_type": offering.instance_type,
+            "zone": offering.zone,
+            "capacity_type": str(offering.capacity_type),
+            "until": entry.until,
+            "failures": entry.failures,
+            "kind": str(entry.kind),
+            "reason": entry.reason,
+        }
+        for offering, entry in sorted(table.entries.items(), key=lambda kv: str(kv[0]))
+        if now < entry.until
+    ]
+
+
+def _counts(nodes: Mapping[str, Mapping[str, list[Any]]]) -> dict[str, dict[str, int]]:
+    return {name: {state: len(items) for state, items in s.items()} for name, s in nodes.items()}
+
+
+def status_json(controller: Controller) -> dict[str, Any]:
+    """The JSON of ``GET /v1/status``."""
+    now = controller.clock.now()
+    nodes: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for t in controller.tracker.all():
+        nodes.setdefault(t.node_type or "unmanaged", {}).setdefault(t.state.value, []).append(
+            {
+                "id": t.id,
+                "instance_type": t.node.nodeType,
+                "zone": t.zone,
+                "preemptible": t.node.preemptible,
+                "static": t.static,
+                "launched_at": t.node.launchTime.timestamp(),
+                "listed": t.listed,
+            }
+        )
+    plan = controller.last_plan
+    demand = controller.demand
+    return {
+        "ready": controller.ready,
+        "healthy": controller.healthy(),
+        "stopping": controller.stopping,
+        "now": now,
+        "nodes": nodes,
+        "node_counts": _counts(nodes),
+        "demand": {
+            "queued_jobs": sum(q.count for q in demand.queued),
+            "queued_shapes": len(demand.queued),
+            "running_jobs": len(demand.running),
+            "joined_nodes": None if controller.joined is None else len(controller.joined),
+        },
+        "last_plan": None if plan is None else plan_json(plan),
+        "unschedulable": [] if plan is None else unschedulable_json(plan.unschedulable),
+        "backoff": backoff_json(controller.backoff, now),
+        "last_pass": None if controller.last_pass is None else pass_json(controller.last_pass),
+        "passes": controller.passes,
+    }
