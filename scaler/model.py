@@ -87,9 +87,7 @@ class NodeType:
     def offerings(self) -> tuple[Offering, ...]:
         """Every offering in preference order: each instance type in every zone."""
         zones = self.zones or ("",)
-        return tuple(
-            Offering(t, z, self.capacity_type) for t in self.instance_types for z in zones
-        )
+        return tuple(Offering(t, z, self.capacity_type) for t in self.instance_types for z in zones)
 
 
 class NodeState(enum.StrEnum):

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 from aiohttp import web
-from shoal.daemon.drain import CommandDrainHook, DrainError, WebhookDrainHook
 from shoal.daemon.demand import MAX_BODY_BYTES
+from shoal.daemon.drain import CommandDrainHook, DrainError, WebhookDrainHook
 from shoal.daemon.http import InsecureListenError, check_listen, make_app, start_http
 
 if TYPE_CHECKING:
