@@ -6,7 +6,8 @@ node boots from. ``InstanceSetupMixin`` is the instance-setup half of the
 provisioner interface (``AbstractProvisioner`` inherits it): the base config,
 the scratch-volume and node-exporter services, the Toil leader/worker service
 and the Kubernetes install/leader/worker services. Behaviour follows Toil 9.6's
-``AbstractProvisioner``; the unit files and scripts are shoal's own.
+``AbstractProvisioner``; the unit files and scripts are shoal's own, kept as templates in
+the ``shoal.providers.ignition`` package (this module decides where each one goes).
 
 The mixin reads these attributes of the provisioner: ``clusterType``,
 ``clusterName``, ``_leaderPrivateIP`` (set by ``AbstractProvisioner``) and the
@@ -19,9 +20,10 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 from typing import Any, ClassVar
 from urllib.parse import quote
+
+from shoal.providers import ignition
 
 __all__ = [
     "IGNITION_VERSION",
@@ -48,23 +50,6 @@ UNIT_SUFFIXES = (
 )
 # What addKubernetesWorker needs from the leader (as Toil's worker.ini holds them).
 KUBERNETES_JOIN_KEYS = ("JOIN_TOKEN", "JOIN_CERT_HASH", "JOIN_ENDPOINT")
-
-_PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
-
-
-def _render(template: str, values: dict[str, str]) -> str:
-    """Dedent ``template`` and replace each ``@NAME@`` with ``values[NAME]``.
-
-    ``@NAME@`` rather than ``{NAME}`` so shell ``${...}`` and YAML braces stay literal.
-    """
-
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in values:
-            raise KeyError(f"template placeholder @{name}@ has no value")
-        return str(values[name])
-
-    return _PLACEHOLDER.sub(substitute, textwrap.dedent(template))
 
 
 def _data_url(contents: str | bytes) -> str:
@@ -169,20 +154,7 @@ class InstanceConfiguration:
         return json.dumps(config, separators=(",", ":"))
 
 
-# Mounts the Toil container gets on every node (host path == container path unless noted).
-_TOIL_VOLUMES = (
-    "/var/run/docker.sock:/var/run/docker.sock",
-    "/run/lock:/run/lock",
-    "/var/lib/mesos:/var/lib/mesos",
-    "/var/lib/docker:/var/lib/docker",
-    "/var/lib/toil:/var/lib/toil",
-    "/var/lib/cwl:/var/lib/cwl",
-    "/var/tmp:/var/tmp",
-    "/tmp:/tmp",
-    "/opt:/opt",
-    "/etc/kubernetes:/etc/kubernetes",
-    "/etc/kubernetes/admin.conf:/root/.kube/config",
-)
+# Characters allowed in a Toil service argument or a Kubernetes join value (no quoting needed).
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9_./:@+=,-]+$")
 
 
@@ -215,7 +187,7 @@ class InstanceSetupMixin:
         config.addFile(
             "/etc/flatcar/update.conf",
             mode="0644",
-            contents="GROUP=stable\nREBOOT_STRATEGY=off\n",
+            contents=ignition.render("config/update.conf", {}),
         )
         self.addVolumesService(config)
         self.addNodeExporterService(config)
@@ -225,118 +197,19 @@ class InstanceSetupMixin:
         """Add a service that RAID-0s and mounts the ephemeral disks, and bind-mounts
         the work directories (/var/lib/toil, docker, kubelet, ...) onto them."""
         config.addFile(
-            "/home/core/volumes.sh",
-            mode="0755",
-            contents=_render(
-                """\
-                #!/usr/bin/env bash
-                # Collect the ephemeral (instance-store) disks, RAID-0 them when there are
-                # several, mount them on /mnt/ephemeral and bind-mount the work directories
-                # onto them. With no ephemeral disk, the directories stay on the root disk.
-                set -euo pipefail
-                directories=(lib/toil lib/mesos lib/docker lib/kubelet lib/cwl tmp)
-                scratch=/mnt/ephemeral
-
-                if mountpoint -q "$scratch"; then
-                    echo "$scratch already mounted"
-                else
-                    drives=()
-                    shopt -s nullglob
-                    for candidate in /dev/xvd[a-z] /dev/nvme[0-9]n1 /dev/nvme[1-2][0-9]n1; do
-                        [ -b "$candidate" ] || continue
-                        drive="$(readlink -f "$candidate")"
-                        case " ${drives[*]-} " in *" $drive "*) continue ;; esac
-                        if lsblk -nro MOUNTPOINT "$drive" | grep -q .; then
-                            echo "$drive is in use (likely the root disk); skipping"
-                            continue
-                        fi
-                        drives+=("$drive")
-                    done
-                    echo "ephemeral drives: ${drives[*]-none}"
-                    if [ "${#drives[@]}" -eq 0 ]; then
-                        for directory in "${directories[@]}"; do
-                            mkdir -p "/var/$directory"
-                        done
-                        exit 0
-                    fi
-                    if [ "${#drives[@]}" -eq 1 ]; then
-                        device="${drives[0]}"
-                    else
-                        device=/dev/md0
-                        for drive in "${drives[@]}"; do
-                            wipefs -a "$drive"
-                        done
-                        mdadm --create --force --run --verbose "$device" --level=0 \\
-                            --raid-devices="${#drives[@]}" "${drives[@]}"
-                    fi
-                    mkfs.ext4 -F "$device"
-                    mkdir -p "$scratch"
-                    mount "$device" "$scratch"
-                fi
-
-                for directory in "${directories[@]}"; do
-                    mkdir -p "$scratch/var/$directory" "/var/$directory"
-                    mountpoint -q "/var/$directory" || \\
-                        mount --bind "$scratch/var/$directory" "/var/$directory"
-                done
-                """,
-                {},
-            ),
+            "/home/core/volumes.sh", mode="0755", contents=ignition.render("scripts/volumes.sh", {})
         )
         config.addUnit(
             "volume-mounting.service",
-            contents=_render(
-                """\
-                [Unit]
-                Description=Mount ephemeral volumes and bind-mount the work directories onto them
-                DefaultDependencies=no
-                After=local-fs.target
-                Before=docker.service kubelet.service toil-leader.service toil-worker.service
-
-                [Service]
-                Type=oneshot
-                RemainAfterExit=yes
-                ExecStart=/usr/bin/bash /home/core/volumes.sh
-
-                [Install]
-                WantedBy=multi-user.target
-                """,
-                {},
-            ),
+            contents=ignition.render("units/volume-mounting.service", {}),
         )
 
     def addNodeExporterService(self, config: InstanceConfiguration) -> None:
         """Add the Prometheus node exporter (port 9100) as a Docker container service."""
         config.addUnit(
             "node-exporter.service",
-            contents=_render(
-                """\
-                [Unit]
-                Description=Prometheus node exporter container
-                Wants=docker.service
-                After=docker.service
-
-                [Service]
-                Restart=on-failure
-                RestartSec=2
-                ExecStartPre=-/usr/bin/docker rm -f node-exporter
-                ExecStart=/usr/bin/docker run --rm \\
-                    --name node-exporter \\
-                    -p 9100:9100 \\
-                    -v /proc:/host/proc:ro \\
-                    -v /sys:/host/sys:ro \\
-                    -v /:/rootfs:ro \\
-                    @IMAGE@ \\
-                    --path.procfs=/host/proc \\
-                    --path.sysfs=/host/sys \\
-                    --path.rootfs=/rootfs \\
-                    "--collector.filesystem.mount-points-exclude=^/(sys|proc|dev|host|etc)($$|/)"
-                ExecStop=/usr/bin/docker stop node-exporter
-
-                [Install]
-                WantedBy=multi-user.target
-                """,
-                {"IMAGE": self.nodeExporterImage},
+            contents=ignition.render(
+                "units/node-exporter.service", {"IMAGE": self.nodeExporterImage}
             ),
         )
 
@@ -398,6 +271,7 @@ class InstanceSetupMixin:
         for arg in command:
             if not _SAFE_ARG.match(arg):
                 raise ValueError(f"unsafe character in Toil service argument {arg!r}")
+        # Every command above has arguments, so ARGS is never empty.
         if keyPath:
             if not keyPath.startswith("/") or not _SAFE_ARG.match(keyPath):
                 raise ValueError(
@@ -415,41 +289,21 @@ class InstanceSetupMixin:
             isolation = "--security-opt seccomp=unconfined --security-opt systempaths=unconfined"
         init = ""
         if self.customInitCommand:
+            # systemd unquotes \\ and \" and expands $ and % in ExecStartPre: escape them.
             escaped = self.customInitCommand.replace("\\", "\\\\").replace('"', '\\"')
             escaped = escaped.replace("$", "$$").replace("%", "%%")
             init = f'ExecStartPre=/usr/bin/bash -c "{escaped}"\n'
-        volumes = " \\\n".join(f"    -v {volume}" for volume in _TOIL_VOLUMES)
-        unit = _render(
-            """\
-            [Unit]
-            Description=Toil @ROLE@ container
-            Wants=docker.service
-            After=docker.service volume-mounting.service create-kubernetes-cluster.service
-
-            [Service]
-            Restart=on-failure
-            RestartSec=2
-            ExecStartPre=-/usr/bin/docker rm -f toil_@ROLE@
-            """,
-            {"ROLE": role},
-        )
-        unit += init
-        unit += (
-            "ExecStart=/usr/bin/docker run \\\n"
-            f"    {self.toil_service_env_options()} \\\n"
-            f"    --entrypoint={entrypoint} \\\n"
-            "    --net=host \\\n"
-            "    --init \\\n"
-            f"{volumes} \\\n"
-            f"    {isolation} \\\n"
-            "    -e TOIL_KUBERNETES_HOST_PATH=/var/lib/toil \\\n"
-            "    -e SINGULARITY_CACHEDIR=/var/lib/toil/singularity \\\n"
-            "    -e MINIWDL__SINGULARITY__IMAGE_CACHE=/var/lib/toil/miniwdl \\\n"
-            f"    --name=toil_{role} \\\n"
-            f"    {self.applianceImage}"
-            + (f" \\\n    {args}\n" if args else "\n")
-            + f"ExecStop=/usr/bin/docker stop toil_{role}\n"
-            "\n[Install]\nWantedBy=multi-user.target\n"
+        unit = ignition.render(
+            "units/toil.service",
+            {
+                "ROLE": role,
+                "CUSTOM_INIT": init,
+                "ENV_OPTIONS": self.toil_service_env_options(),
+                "ENTRYPOINT": entrypoint,
+                "ISOLATION": isolation,
+                "IMAGE": self.applianceImage,
+                "ARGS": args,
+            },
         )
         config.addUnit(f"toil-{role}.service", contents=unit)
 
@@ -465,7 +319,7 @@ class InstanceSetupMixin:
             "CNI_DIR": "/opt/cni/bin",
             "DOWNLOAD_DIR": "/opt/bin",
             "SETUP_STATE_DIR": "/etc/toil/kubernetes",
-            # Must stay compatible with the kubelet unit and kubeadm config API below.
+            # Must stay compatible with the kubelet unit and kubeadm config API templates.
             "KUBERNETES_VERSION": "v1.19.3",
             "FLANNEL_VERSION": "v0.13.0",
             "RUBBER_STAMP_VERSION": "v0.3.1",
@@ -482,101 +336,21 @@ class InstanceSetupMixin:
         """Add the Kubernetes install (CNI, crictl, kubeadm, kubelet, kubectl) and the kubelet
         service, which restarts until kubeadm configures it. Same on leaders and workers."""
         values = self.getKubernetesValues(architecture)
-        config.addUnit(
-            "kubelet.service",
-            contents=_render(
-                """\
-                [Unit]
-                Description=kubelet: the Kubernetes node agent
-                Documentation=https://kubernetes.io/docs/home/
-                Wants=network-online.target
-                After=network-online.target install-kubernetes.service
-
-                [Service]
-                ExecStart=@DOWNLOAD_DIR@/kubelet
-                Restart=always
-                RestartSec=10
-                StartLimitInterval=0
-
-                [Install]
-                WantedBy=multi-user.target
-                """,
-                values,
-            ),
-        )
+        config.addUnit("kubelet.service", contents=ignition.render("units/kubelet.service", values))
         # kubeadm's drop-in: the kubelet reads the flags kubeadm init/join writes.
         config.addFile(
             "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
             mode="0644",
-            contents=_render(
-                """\
-                [Service]
-                Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
-                Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
-                # Written by kubeadm init/join: KUBELET_KUBEADM_ARGS.
-                EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
-                # Operator overrides, last resort: KUBELET_EXTRA_ARGS.
-                EnvironmentFile=-/etc/default/kubelet
-                ExecStart=
-                ExecStart=@DOWNLOAD_DIR@/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
-                """,  # noqa: E501
-                values,
-            ),
+            contents=ignition.render("units/kubelet.service.d/10-kubeadm.conf", values),
         )
         config.addFile(
             "/home/core/install-kubernetes.sh",
             mode="0755",
-            contents=_render(
-                """\
-                #!/usr/bin/env bash
-                # Download the CNI plugins, crictl, kubeadm, kubelet and kubectl, once.
-                set -euo pipefail
-                FLAG_FILE="@SETUP_STATE_DIR@/install-kubernetes.done"
-
-                # kubeadm checks that the container runtime is enabled.
-                systemctl enable docker.service
-
-                mkdir -p "@CNI_DIR@" "@DOWNLOAD_DIR@"
-                curl -fsSL "https://github.com/containernetworking/plugins/releases/download/@CNI_VERSION@/cni-plugins-linux-@ARCHITECTURE@-@CNI_VERSION@.tgz" \\
-                    | tar -C "@CNI_DIR@" -xz
-                curl -fsSL "https://github.com/kubernetes-sigs/cri-tools/releases/download/@CRICTL_VERSION@/crictl-@CRICTL_VERSION@-linux-@ARCHITECTURE@.tar.gz" \\
-                    | tar -C "@DOWNLOAD_DIR@" -xz
-                for tool in kubeadm kubelet kubectl; do
-                    curl -fsSL -o "@DOWNLOAD_DIR@/$tool" \\
-                        "https://dl.k8s.io/release/@KUBERNETES_VERSION@/bin/linux/@ARCHITECTURE@/$tool"
-                    chmod +x "@DOWNLOAD_DIR@/$tool"
-                done
-
-                mkdir -p "@SETUP_STATE_DIR@"
-                touch "$FLAG_FILE"
-                """,  # noqa: E501
-                values,
-            ),
+            contents=ignition.render("scripts/install-kubernetes.sh", values),
         )
         config.addUnit(
             "install-kubernetes.service",
-            contents=_render(
-                """\
-                [Unit]
-                Description=Install Kubernetes (CNI, crictl, kubeadm, kubelet, kubectl)
-                Wants=network-online.target
-                After=network-online.target
-                Before=kubelet.service
-                ConditionPathExists=!@SETUP_STATE_DIR@/install-kubernetes.done
-
-                [Service]
-                Type=oneshot
-                RemainAfterExit=yes
-                ExecStart=/usr/bin/bash /home/core/install-kubernetes.sh
-                Restart=on-failure
-                RestartSec=5s
-
-                [Install]
-                WantedBy=multi-user.target
-                RequiredBy=kubelet.service
-                """,
-                values,
-            ),
+            contents=ignition.render("units/install-kubernetes.service", values),
         )
 
     def addKubernetesLeader(self, config: InstanceConfiguration) -> None:
@@ -587,199 +361,33 @@ class InstanceSetupMixin:
         config.addFile(
             "/home/core/scheduler-config.yml",
             mode="0644",
-            contents=_render(
-                """\
-                apiVersion: kubescheduler.config.k8s.io/v1beta1
-                kind: KubeSchedulerConfiguration
-                clientConnection:
-                  kubeconfig: /etc/kubernetes/scheduler.conf
-                profiles:
-                  - schedulerName: default-scheduler
-                    plugins:
-                      score:
-                        disabled:
-                          - name: NodeResourcesLeastAllocated
-                        enabled:
-                          - name: NodeResourcesMostAllocated
-                            weight: 1
-                """,
-                values,
-            ),
+            contents=ignition.render("config/scheduler-config.yml", values),
         )
         config.addFile(
             "/home/core/kubernetes-leader.yml",
             mode="0644",
-            contents=_render(
-                """\
-                apiVersion: kubeadm.k8s.io/v1beta2
-                kind: InitConfiguration
-                nodeRegistration:
-                  kubeletExtraArgs:
-                    volume-plugin-dir: "/opt/libexec/kubernetes/kubelet-plugins/volume/exec/"
-                    @CLOUD_PROVIDER_SPEC@
-                ---
-                apiVersion: kubeadm.k8s.io/v1beta2
-                kind: ClusterConfiguration
-                clusterName: "@CLUSTER_NAME@"
-                controllerManager:
-                  extraArgs:
-                    flex-volume-plugin-dir: "/opt/libexec/kubernetes/kubelet-plugins/volume/exec/"
-                scheduler:
-                  extraArgs:
-                    config: "/etc/kubernetes/scheduler-config.yml"
-                  extraVolumes:
-                    - name: schedulerconfig
-                      hostPath: "/home/core/scheduler-config.yml"
-                      mountPath: "/etc/kubernetes/scheduler-config.yml"
-                      readOnly: true
-                      pathType: "File"
-                networking:
-                  serviceSubnet: "10.96.0.0/12"
-                  podSubnet: "10.244.0.0/16"
-                  dnsDomain: "cluster.local"
-                ---
-                apiVersion: kubelet.config.k8s.io/v1beta1
-                kind: KubeletConfiguration
-                serverTLSBootstrap: true
-                rotateCertificates: true
-                cgroupDriver: systemd
-                """,
-                values,
-            ),
+            contents=ignition.render("config/kubernetes-leader.yml", values),
         )
         autoscaler = self.getKubernetesAutoscalerSetupCommands(values)  # type: ignore[attr-defined]
-        script = _render(
-            """\
-            #!/usr/bin/env bash
-            # Bootstrap the control plane once, then record how workers join it.
-            set -euo pipefail
-            FLAG_FILE="@SETUP_STATE_DIR@/create-kubernetes-cluster.done"
-            export PATH="$PATH:@DOWNLOAD_DIR@"
-
-            # kubeadm init needs the kubelet running (and restarting) while it works.
-            systemctl start kubelet
-
-            # On clouds with a metadata service, use its host name (kubeadm registers the node by it).
-            if name="$(curl -fs --max-time 5 http://169.254.169.254/latest/meta-data/hostname)"; then
-                hostnamectl set-hostname "$name"
-            fi
-
-            if [ ! -e /etc/kubernetes/admin.conf ]; then
-                kubeadm init --config /home/core/kubernetes-leader.yml
-            fi
-            mkdir -p "$HOME/.kube"
-            cp /etc/kubernetes/admin.conf "$HOME/.kube/config"
-            export KUBECONFIG=/etc/kubernetes/admin.conf
-
-            # Pod network.
-            kubectl apply -f "https://raw.githubusercontent.com/flannel-io/flannel/@FLANNEL_VERSION@/Documentation/kube-flannel.yml"
-
-            # Approve kubelet serving-certificate requests (serverTLSBootstrap).
-            for manifest in service_account role role_binding operator; do
-                kubectl apply -f "https://raw.githubusercontent.com/kontena/kubelet-rubber-stamp/release/@RUBBER_STAMP_VERSION@/deploy/$manifest.yaml"
-            done
-
-            """,  # noqa: E501
-            values,
+        setup = autoscaler.rstrip("\n") + "\n\n" if autoscaler.strip() else ""
+        config.addFile(
+            "/home/core/create-kubernetes-cluster.sh",
+            mode="0755",
+            contents=ignition.render(
+                "scripts/create-kubernetes-cluster.sh", {**values, "AUTOSCALER_SETUP": setup}
+            ),
         )
-        script += autoscaler.rstrip("\n") + "\n\n" if autoscaler.strip() else ""
-        script += _render(
-            """\
-            # Metrics server, for `kubectl top`.
-            curl -fsSL "https://github.com/kubernetes-sigs/metrics-server/releases/download/@METRICS_API_VERSION@/components.yaml" \\
-                | sed 's/          - --secure-port=4443/          - --secure-port=4443\\n          - --kubelet-preferred-address-types=Hostname/' \\
-                | kubectl apply -f -
-
-            # Joining information for workers, in INI form (section DEFAULT).
-            hash="$(openssl x509 -pubkey -in /etc/kubernetes/pki/ca.crt \\
-                | openssl rsa -pubin -outform der 2>/dev/null | openssl dgst -sha256 -hex | sed 's/^.* //')"
-            {
-                echo "[DEFAULT]"
-                echo "JOIN_TOKEN=$(kubeadm token create --ttl 0)"
-                echo "JOIN_CERT_HASH=sha256:$hash"
-                echo "JOIN_ENDPOINT=$(hostname):6443"
-            } >/etc/kubernetes/worker.ini.new
-            mv /etc/kubernetes/worker.ini.new /etc/kubernetes/worker.ini
-
-            mkdir -p "@SETUP_STATE_DIR@"
-            touch "$FLAG_FILE"
-            """,  # noqa: E501
-            values,
-        )
-        config.addFile("/home/core/create-kubernetes-cluster.sh", mode="0755", contents=script)
         config.addUnit(
             "create-kubernetes-cluster.service",
-            contents=_render(
-                """\
-                [Unit]
-                Description=Bootstrap the Kubernetes control plane
-                Requires=install-kubernetes.service
-                After=install-kubernetes.service docker.service
-                Before=toil-leader.service
-                # Not Before=kubelet.service: the kubelet must run while kubeadm init works.
-                ConditionPathExists=!@SETUP_STATE_DIR@/create-kubernetes-cluster.done
-
-                [Service]
-                Type=oneshot
-                RemainAfterExit=yes
-                ExecStart=/usr/bin/bash /home/core/create-kubernetes-cluster.sh
-                Restart=on-failure
-                RestartSec=5s
-
-                [Install]
-                WantedBy=multi-user.target
-                RequiredBy=toil-leader.service
-                """,
-                values,
-            ),
+            contents=ignition.render("units/create-kubernetes-cluster.service", values),
         )
         config.addFile(
             "/home/core/cleanup-nodes.sh",
             mode="0755",
-            contents=_render(
-                """\
-                #!/usr/bin/env bash
-                # Delete nodes the cluster autoscaler scaled in that are now gone (unreachable).
-                set -uo pipefail
-                export PATH="$PATH:@DOWNLOAD_DIR@"
-                export KUBECONFIG=/etc/kubernetes/admin.conf
-                selector='.items[]
-                    | select(any(.spec.taints[]?; .key == "ToBeDeletedByClusterAutoscaler"))
-                    | select(any(.spec.taints[]?; .key == "node.kubernetes.io/unreachable"))
-                    | select(any(.status.conditions[]?; .type == "Ready" and .status == "Unknown"))
-                    | .metadata.name'
-                while true; do
-                    echo "checking for scaled-in nodes"
-                    for node in $(kubectl get nodes -o json | jq -r "$selector"); do
-                        echo "node $node was scaled in and is gone; deleting it"
-                        kubectl delete node "$node" || true
-                    done
-                    sleep 300
-                done
-                """,
-                values,
-            ),
+            contents=ignition.render("scripts/cleanup-nodes.sh", values),
         )
         config.addUnit(
-            "cleanup-nodes.service",
-            contents=_render(
-                """\
-                [Unit]
-                Description=Remove scaled-in Kubernetes nodes
-                Requires=create-kubernetes-cluster.service
-                After=create-kubernetes-cluster.service
-
-                [Service]
-                ExecStart=/usr/bin/bash /home/core/cleanup-nodes.sh
-                Restart=always
-                RestartSec=10
-                StartLimitInterval=0
-
-                [Install]
-                WantedBy=multi-user.target
-                """,
-                values,
-            ),
+            "cleanup-nodes.service", contents=ignition.render("units/cleanup-nodes.service", values)
         )
 
     def addKubernetesWorker(
@@ -810,72 +418,14 @@ class InstanceSetupMixin:
         config.addFile(
             "/home/core/kubernetes-worker.yml",
             mode="0644",
-            contents=_render(
-                """\
-                apiVersion: kubeadm.k8s.io/v1beta2
-                kind: JoinConfiguration
-                nodeRegistration:
-                  kubeletExtraArgs:
-                    volume-plugin-dir: "/opt/libexec/kubernetes/kubelet-plugins/volume/exec/"
-                    @CLOUD_PROVIDER_SPEC@
-                    @WORKER_LABEL_SPEC@
-                discovery:
-                  bootstrapToken:
-                    apiServerEndpoint: "@JOIN_ENDPOINT@"
-                    token: "@JOIN_TOKEN@"
-                    caCertHashes:
-                      - "@JOIN_CERT_HASH@"
-                ---
-                apiVersion: kubelet.config.k8s.io/v1beta1
-                kind: KubeletConfiguration
-                cgroupDriver: systemd
-                """,
-                values,
-            ),
+            contents=ignition.render("config/kubernetes-worker.yml", values),
         )
         config.addFile(
             "/home/core/join-kubernetes-cluster.sh",
             mode="0755",
-            contents=_render(
-                """\
-                #!/usr/bin/env bash
-                # Join the cluster as a worker, once.
-                set -euo pipefail
-                FLAG_FILE="@SETUP_STATE_DIR@/join-kubernetes-cluster.done"
-                export PATH="$PATH:@DOWNLOAD_DIR@"
-
-                # kubeadm join needs the kubelet running (and restarting) while it works.
-                systemctl start kubelet
-
-                kubeadm join "@JOIN_ENDPOINT@" --config /home/core/kubernetes-worker.yml
-
-                mkdir -p "@SETUP_STATE_DIR@"
-                touch "$FLAG_FILE"
-                """,
-                values,
-            ),
+            contents=ignition.render("scripts/join-kubernetes-cluster.sh", values),
         )
         config.addUnit(
             "join-kubernetes-cluster.service",
-            contents=_render(
-                """\
-                [Unit]
-                Description=Join the Kubernetes cluster as a worker
-                Requires=install-kubernetes.service
-                After=install-kubernetes.service docker.service
-                # Not Before=kubelet.service: the kubelet must run while kubeadm join works.
-                ConditionPathExists=!@SETUP_STATE_DIR@/join-kubernetes-cluster.done
-
-                [Service]
-                Type=oneshot
-                RemainAfterExit=yes
-                ExecStart=/usr/bin/bash /home/core/join-kubernetes-cluster.sh
-                Restart=on-failure
-                RestartSec=5s
-
-                [Install]
-                WantedBy=multi-user.target
-                """,
-                values,
-            ),
+            contents=ignition.render("units/join-kubernetes-cluster.service", values),
         )
