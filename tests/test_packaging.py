@@ -34,6 +34,7 @@ def test_the_wheel_installs_only_under_shoal(wheel: Path) -> None:
     assert top == {"shoal"}
     assert "shoal/daemon/cli.py" in names
     assert "shoal/providers/catalogue/instance_types.json" in names
+    assert "shoal/providers/catalogue/aws_prices.json" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "shoal = shoal.daemon.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
