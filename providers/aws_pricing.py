@@ -126,16 +126,15 @@ _TRANSPORT_ERRORS = (
 def pricing_endpoint_region(region: str) -> str | None:
     """The region whose Pricing API endpoint serves ``region``'s prices, or None if none does.
 
-    The Pricing API has endpoints in us-east-1, eu-central-1 and ap-south-1 (and cn-northwest-1
-    for the China partition); each answers for every region of its partition. As Karpenter
-    does, Asia Pacific regions use ap-south-1, European ones eu-central-1, the rest us-east-1.
-    GovCloud, ISO and European Sovereign Cloud regions get None: they have no endpoint shoal
-    can reach with commercial credentials, so their prices stay as the table has them.
+    The Pricing API of the commercial partition has endpoints in us-east-1, eu-central-1 and
+    ap-south-1; each answers for every region. As Karpenter does, Asia Pacific regions use
+    ap-south-1, European ones eu-central-1, the rest us-east-1. Regions of the other partitions
+    get None: GovCloud, ISO and European Sovereign Cloud have no endpoint shoal can reach with
+    commercial credentials, and China's (cn-northwest-1) prices in CNY, which a book in USD
+    must not mix in; their prices stay as the table has them (none).
     """
-    if region.startswith(("us-gov-", "us-iso", "eu-iso", "eusc-")):
+    if region.startswith(("us-gov-", "us-iso", "eu-iso", "eusc-", "cn-")):
         return None
-    if region.startswith("cn-"):
-        return "cn-northwest-1"
     if region.startswith("ap-"):
         return "ap-south-1"
     if region.startswith("eu-"):
