@@ -52,6 +52,7 @@ def test_the_wheel_installs_only_under_shoal(wheel: Path) -> None:
     assert top == {"shoal"}
     assert "shoal/daemon/cli.py" in names
     assert "shoal/providers/catalogue/instance_types.json" in names
+    assert "shoal/providers/catalogue/aws_prices.json" in names
     prefix = "shoal/providers/ignition/"
     packed = sorted(n.removeprefix(prefix) for n in names if n.startswith(prefix))
     assert packed == sorted(["__init__.py", *ignition.template_names()])
@@ -60,7 +61,8 @@ def test_the_wheel_installs_only_under_shoal(wheel: Path) -> None:
 
 
 def test_shoal_and_python_daemon_import_side_by_side(wheel: Path, tmp_path: Path) -> None:
-    """Install the wheel and python-daemon into one target and import both from it."""
+    """Install the wheel and python-daemon into one target and import both from it; shoal's
+    package data (the AWS price table) loads from there too."""
     target = tmp_path / "site"
     result = subprocess.run(
         [*PIP_INSTALL, "--target", str(target), str(wheel), "python-daemon", "lockfile"],
@@ -72,7 +74,10 @@ def test_shoal_and_python_daemon_import_side_by_side(wheel: Path, tmp_path: Path
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import daemon, daemon.pidfile, shoal.daemon.cli, shoal.scaler, shoal.providers.simulated;"
+        "import shoal.providers.aws_pricing as p;"
         "assert hasattr(daemon, 'DaemonContext'), daemon.__file__;"
+        "assert p.__file__.startswith(sys.argv[1]), p.__file__;"
+        "assert p.PriceBook('eu-west-1').on_demand('m5.xlarge') == 0.214;"
         "assert shoal.daemon.cli.__file__.startswith(sys.argv[1]), shoal.daemon.cli.__file__;"
         "print(daemon.__file__)"
     )
