@@ -24,7 +24,8 @@ at ``next_finish()`` when demand matters then (a finish changes the demand).
 
 What shoal's demand sources report: ``demand(now)`` (queued jobs per shape as
 ``QueuedJobs``, with ``Shape.wallTime`` the job's requested wall time; one ``RunningJob``
-per running job, with its elapsed time) and ``joined_nodes()``. ``version`` changes
+per running job, with its elapsed time) and ``joined_nodes()``; ``update(now)`` gives both
+as the ``DemandUpdate`` a demand source's ``current()`` returns. ``version`` changes
 whenever the demand or the joined nodes change.
 
 Each job's wait is the time it spent queued before its (latest) start, requeues
@@ -41,6 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from shoal.daemon.demand import DemandUpdate
 from shoal.scaler.model import Demand, QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 
@@ -408,6 +410,10 @@ class Cluster:
             for job in node.jobs.values()
         )
         return Demand(queued=queued, running=running)
+
+    def update(self, now: float) -> DemandUpdate:
+        """``demand(now)`` and the joined nodes, as a demand source hands them to the loop."""
+        return DemandUpdate(self.demand(now), frozenset(self._nodes))
 
     def joined_nodes(self, now: float | None = None) -> frozenset[str]:
         """Names of the nodes joined (cordoned ones included)."""

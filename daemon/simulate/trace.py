@@ -310,13 +310,14 @@ class TraceBuilder:
             self.errors.append(error)
 
     def build(self) -> Trace:
-        submit = np.frombuffer(self._submit, dtype=np.float64) if self._submit else np.empty(0)
+        # Copies, so the builder's arrays stay free to grow (and to be dropped).
+        submit = np.array(self._submit, dtype=np.float64)
         columns = [
             submit,
-            np.asarray(self._run, dtype=np.float64),
-            np.asarray(self._wall, dtype=np.float64),
-            np.asarray(self._shape, dtype=np.int64),
-            np.asarray(self._line, dtype=np.int64),
+            np.array(self._run, dtype=np.float64),
+            np.array(self._wall, dtype=np.float64),
+            np.array(self._shape, dtype=np.int64),
+            np.array(self._line, dtype=np.int64),
         ]
         if len(submit) > 1 and bool(np.any(submit[1:] < submit[:-1])):
             order = np.argsort(submit, kind="stable")

@@ -71,6 +71,9 @@ def test_first_fit_in_join_order_and_elapsed_times() -> None:
     c.submit(1, job(2), 1000, 20)  # small is full: big
     c.submit(2, job(4), 1000, 30)  # big
     assert starts(c, 100) == {"small": [90.0], "big": [80.0, 70.0]}
+    update = c.update(100)
+    assert update.demand == c.demand(100)
+    assert update.joined_nodes == frozenset({"small", "big"})
     assert c.joined_nodes() == frozenset({"small", "big"})
     assert c.running_on("big") == 2
     assert c.running_on("gone") == 0
