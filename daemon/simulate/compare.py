@@ -197,14 +197,16 @@ def _base_data(config: ShoalConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_variants(
-    config: ShoalConfig | Mapping[str, Any], flags: Sequence[str] = ()
+    config: ShoalConfig | Mapping[str, Any],
+    flags: Sequence[str | tuple[str, tuple[str, ...]]] = (),
 ) -> tuple[Variant, ...]:
     """The variants for ``--compare`` ``flags`` over ``config`` (a validated config or its
-    raw mapping). No flags: one variant, the config itself, named ``"config"``.
+    raw mapping). A flag is its text or ``parse_compare``'s result (as ``args.compare``
+    holds). No flags: one variant, the config itself, named ``"config"``.
 
     Raises ``CompareError`` for a malformed or repeated flag, ``ConfigError`` (source:
     ``variant <name>``, issues naming each key) for a variant that does not validate."""
-    parsed = [parse_compare(flag) for flag in flags]
+    parsed = [parse_compare(flag) if isinstance(flag, str) else flag for flag in flags]
     keys = [key for key, _ in parsed]
     for key in keys:
         if keys.count(key) > 1:

@@ -9,6 +9,7 @@ import pytest
 from shoal.daemon.config import load_config
 from shoal.daemon.simulate.args import add_arguments, trace_options
 from shoal.daemon.simulate.cluster import Cluster
+from shoal.daemon.simulate.compare import build_variants
 from shoal.daemon.simulate.trace import GiB, TraceOptions, read_trace
 from shoal.providers.simulated import load_catalogue
 from shoal.scaler.planner import usable_shape
@@ -52,6 +53,19 @@ def test_every_flag() -> None:
     assert trace_options(args) == TraceOptions(
         skip_bad_lines=True, memory_per_core=2 * GiB, preemptible=True
     )
+
+
+def test_parsed_compare_flags_build_the_variants() -> None:
+    args = parser().parse_args(
+        ["-c", "c.yaml", "--trace", "t.swf", "--compare", "policy=toil,shoal",
+         "--compare", "scaler.target_time=30m,2h"]
+    )  # fmt: skip
+    config = load_config(ROOT / "examples" / "simulate.yaml")
+    from_args = build_variants(config, args.compare)
+    from_text = build_variants(config, ["policy=toil,shoal", "scaler.target_time=30m,2h"])
+    assert [v.name for v in from_args] == [v.name for v in from_text]
+    assert [v.config for v in from_args] == [v.config for v in from_text]
+    assert len(from_args) == 4
 
 
 def test_defaults() -> None:
