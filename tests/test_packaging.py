@@ -51,6 +51,7 @@ def test_the_wheel_installs_only_under_shoal(wheel: Path) -> None:
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"shoal"}
     assert "shoal/daemon/cli.py" in names
+    assert "shoal/daemon/simulate/trace.py" in names
     assert "shoal/providers/catalogue/instance_types.json" in names
     assert "shoal/providers/catalogue/aws_prices.json" in names
     prefix = "shoal/providers/ignition/"

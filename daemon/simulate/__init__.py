@@ -1,0 +1,6 @@
+"""``shoal simulate``: replay a job trace through shoal's own policy on a virtual clock.
+
+Modules: ``trace`` (SWF, CSV and JSON-lines readers), ``synthetic`` (a seeded trace
+generator), ``cluster`` (the in-simulation batch scheduler), ``compare`` (``--compare``
+variants), ``report`` (results, report files, terminal table, progress bar).
+"""

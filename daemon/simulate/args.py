@@ -1,0 +1,95 @@
+"""The ``shoal simulate`` command line, for the CLI to mount as a subcommand::
+
+    sim = sub.add_parser("simulate", help=HELP, description=DESCRIPTION)
+    add_arguments(sim)
+    ...
+    options = trace_options(args)      # TraceOptions for read_trace
+    args.compare                       # list of (key, values), already checked
+
+``--compare`` flags are parsed as they are read (``compare.parse_compare``), so a
+malformed one stops argparse with exit status 2 before anything is read or replayed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from shoal.daemon.simulate.compare import CompareError, parse_compare
+from shoal.daemon.simulate.trace import GiB, TraceOptions
+from shoal.daemon.units import parse_size
+
+__all__ = ["DESCRIPTION", "HELP", "add_arguments", "trace_options"]
+
+HELP = "replay a job trace through shoal's policy on a virtual clock; report cost and waits"
+DESCRIPTION = (
+    "Replay a job trace (SWF v2.2 of the Parallel Workloads Archive, or shoal's CSV or JSON "
+    "lines) through the daemon's planner, executor and simulated cloud on a virtual clock. "
+    "Writes report.json, report.csv, PNG plots and index.html to --out and prints one row "
+    "per variant. --compare runs several configs on the same trace; policy=toil is Toil "
+    "9.6's policy on the same cluster."
+)
+
+
+def _compare(text: str) -> tuple[str, tuple[str, ...]]:
+    try:
+        return parse_compare(text)
+    except CompareError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", required=True, help="YAML config file")
+    parser.add_argument("--trace", required=True, help="trace file (.swf, .csv, .jsonl; .gz)")
+    parser.add_argument(
+        "--trace-format",
+        choices=("swf", "csv", "jsonl"),
+        default=None,
+        help="trace format (default: from the file name, else its first line)",
+    )
+    parser.add_argument(
+        "--out", default="simulate-report", help="report directory (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--compare",
+        action="append",
+        type=_compare,
+        default=[],
+        metavar="KEY=V1,V2",
+        help="replay once per value of a dotted config key (e.g. scaler.packing=count,cost, "
+        "policy=toil,shoal); several flags give the cross product",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the simulated cloud (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="count and report malformed trace lines instead of stopping at the first",
+    )
+    parser.add_argument(
+        "--memory-per-core",
+        type=_size,
+        default=GiB,
+        metavar="SIZE",
+        help="SWF: memory per processor when the trace gives none (default: 1GiB)",
+    )
+    parser.add_argument(
+        "--preemptible",
+        action="store_true",
+        help="SWF, and CSV/JSONL rows without the field: jobs may run on spot nodes",
+    )
+
+
+def trace_options(args: argparse.Namespace) -> TraceOptions:
+    return TraceOptions(
+        skip_bad_lines=args.skip_bad_lines,
+        memory_per_core=args.memory_per_core,
+        preemptible=args.preemptible,
+    )

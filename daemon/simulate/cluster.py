@@ -1,0 +1,478 @@
+"""The batch scheduler inside a simulation: Slurm or Toil's batch system, in miniature.
+
+Pure and event-driven: no asyncio, no clock; every call that changes or reads the state
+takes ``now`` (seconds, never decreasing from call to call, else ``ValueError``).
+
+* Jobs queue on ``submit``. Nodes join with their *usable* resources (the planner's shape
+  after overhead) via ``node_joined``.
+* Scheduling is FIFO with first-fit backfill and no reservations: queued jobs are taken in
+  submit order (a requeued job keeps its place), each starts on the first joined node, in
+  join order, with room for it (cores, memory, disk; a non-preemptible job never on a
+  preemptible node; never on a cordoned node); a job that fits nowhere waits and later,
+  smaller jobs may start past it.
+* A job runs for its run time from its start, then frees its room.
+* ``node_removed`` (terminated) and ``node_interrupted`` (spot interruption) requeue the
+  node's running jobs, which start again from scratch; ``cordon`` stops new work on a node
+  (a drain). Removing a node that never joined is a no-op.
+
+When jobs start: every call first *advances* to its ``now``. Advancing finishes running
+jobs in end-time order and, at each end time, starts what now fits; changes made at time
+``t`` (submit, join, removal) are scheduled at ``t`` by the next call, whatever its time.
+So the engine calls, in each step at time ``t``: the changes at ``t``, then
+``advance(t)`` (or any query: ``demand``, ``joined_nodes``, ``stats``...); it should wake
+at ``next_finish()`` when demand matters then (a finish changes the demand).
+
+What shoal's demand sources report: ``demand(now)`` (queued jobs per shape as
+``QueuedJobs``, with ``Shape.wallTime`` the job's requested wall time; one ``RunningJob``
+per running job, with its elapsed time) and ``joined_nodes()``; ``update(now)`` gives both
+as the ``DemandUpdate`` a demand source's ``current()`` returns. ``version`` changes
+whenever the demand or the joined nodes change.
+
+Each job's wait is the time it spent queued before its (latest) start, requeues
+included; ``stats(now)`` gives waits, jobs never started, jobs no node type could ever
+hold (given ``node_shapes``), requeues and core-seconds.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from shoal.daemon.demand import DemandUpdate
+from shoal.scaler.model import Demand, QueuedJobs, RunningJob
+from shoal.scaler.shape import Shape
+
+__all__ = ["Cluster", "ClusterStats", "UnschedulableJob"]
+
+_EPS = 1e-9  # cores are floats; memory and disk are whole bytes
+
+_FitKey = tuple[float, float, float, bool]  # cores, memory, disk, preemptible
+
+
+def _fit_key(shape: Shape) -> _FitKey:
+    return (shape.cores, shape.memory, shape.disk, shape.preemptible)
+
+
+@dataclass(frozen=True, slots=True)
+class UnschedulableJob:
+    """A job no node type could hold: ``reasons`` are the dimensions that fail on the node
+    shape it comes closest to (fewest failing dimensions, first given on a tie)."""
+
+    job: int
+    shape: Shape
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ClusterStats:
+    submitted: int
+    started: int  # jobs that started at least once
+    completed: int
+    running: int
+    queued: int
+    never_started: int  # queued and never started (unschedulable ones included)
+    unschedulable: tuple[UnschedulableJob, ...]
+    requeues: int  # job restarts caused by removed or interrupted nodes
+    interruptions: int  # node_interrupted calls for joined nodes
+    waits: np.ndarray  # seconds queued before the latest start, per started job, by job id
+    busy_core_seconds: float  # cores x time of every run, cut-short runs included
+    lost_core_seconds: float  # the part of that thrown away by requeues
+    node_core_seconds: float  # usable cores x time joined, over every node
+
+    @property
+    def utilisation(self) -> float:
+        """Busy over joined core-seconds (0 when no node ever joined)."""
+        return self.busy_core_seconds / self.node_core_seconds if self.node_core_seconds else 0.0
+
+
+class _Job:
+    __slots__ = (
+        "id",
+        "node",
+        "queued_since",
+        "run_time",
+        "seq",
+        "shape",
+        "start",
+        "token",
+        "waited",
+    )
+
+    def __init__(self, job_id: int, shape: Shape, run_time: float, seq: int, now: float) -> None:
+        self.id = job_id
+        self.shape = shape
+        self.run_time = run_time
+        self.seq = seq  # FIFO position: submit order
+        self.queued_since = now
+        self.waited = 0.0
+        self.start: float | None = None  # of the current run; None while queued
+        self.node: _Node | None = None
+        self.token = 0  # run number: finish-heap entries of earlier runs are stale
+
+
+class _Node:
+    __slots__ = ("cordoned", "cores", "disk", "jobs", "joined_at", "memory", "name", "usable")
+
+    def __init__(self, name: str, usable: Shape, now: float) -> None:
+        self.name = name
+        self.usable = usable
+        self.cores = float(usable.cores)
+        self.memory = float(usable.memory)
+        self.disk = float(usable.disk)
+        self.cordoned = False
+        self.jobs: dict[int, _Job] = {}
+        self.joined_at = now
+
+    def fits(self, key: _FitKey) -> bool:
+        cores, memory, disk, preemptible = key
+        return (
+            not self.cordoned
+            and cores <= self.cores + _EPS
+            and memory <= self.memory
+            and disk <= self.disk
+            and (preemptible or not self.usable.preemptible)
+        )
+
+
+class Cluster:
+    """See the module docstring. ``node_shapes``: the usable shape of every node type the
+    planner may launch; a submitted job that fits none is recorded as unschedulable (it
+    still queues, and is still reported as demand, as a real scheduler would)."""
+
+    def __init__(self, node_shapes: Iterable[Shape] = ()) -> None:
+        self._node_shapes = tuple(node_shapes)
+        self._now = -math.inf
+        self._seq = 0
+        self.version = 0
+        self._jobs: dict[int, _Job] = {}  # queued or running
+        self._queue: dict[_FitKey, list[tuple[int, int]]] = {}  # key -> heap of (seq, job id)
+        self._queued_shapes: dict[Shape, int] = {}
+        self._queued = 0
+        self._running = 0
+        self._finishes: list[tuple[float, int, int, int]] = []  # (end, seq, token, job id)
+        self._nodes: dict[str, _Node] = {}  # join order
+        self._order: list[_Node] = []
+        # What changed since the last pass: only these can let a queued job start.
+        self._dirty = False
+        self._fresh_nodes: set[str] = set()
+        self._new_groups: set[_FitKey] = set()
+        # accounting
+        self._submitted = 0
+        self._completed = 0
+        self._requeues = 0
+        self._interruptions = 0
+        self._unschedulable: list[UnschedulableJob] = []
+        self._done_ids = array("q")
+        self._done_waits = array("d")
+        self._busy = 0.0
+        self._lost = 0.0
+        self._node_seconds = 0.0
+
+    # --- time ------------------------------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        return self._now
+
+    def _advance_to(self, now: float) -> None:
+        if now < self._now:
+            raise ValueError(f"time went backwards: {now} after {self._now}")
+        if now == self._now and not (self._finishes and self._finishes[0][0] <= now):
+            return  # same instant: changes pile up for one pass (a burst costs one pass)
+        if self._dirty:
+            self._schedule(self._now)
+        finishes = self._finishes
+        while finishes and finishes[0][0] <= now:
+            at = finishes[0][0]
+            while finishes and finishes[0][0] == at:
+                _, _, token, job_id = heapq.heappop(finishes)
+                job = self._jobs.get(job_id)
+                if job is not None and job.token == token and job.start is not None:
+                    self._finish(job, at)
+            self._schedule(at)
+        self._now = now
+
+    def advance(self, now: float) -> None:
+        """Finish what ends by ``now`` and start what fits, at the times they happen."""
+        self._advance_to(now)
+        if self._dirty:
+            self._schedule(now)
+
+    def next_finish(self) -> float | None:
+        """When the next running job ends (None when nothing runs)."""
+        finishes = self._finishes
+        while finishes:
+            _, _, token, job_id = finishes[0]
+            job = self._jobs.get(job_id)
+            if job is not None and job.token == token and job.start is not None:
+                return finishes[0][0]
+            heapq.heappop(finishes)
+        return None
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    def submit(self, job_id: int, shape: Shape, run_time: float, now: float) -> None:
+        """Queue a job (``shape.wallTime`` is what the demand reports as its wall time)."""
+        self._advance_to(now)
+        if job_id in self._jobs:
+            raise ValueError(f"job {job_id} is already queued or running")
+        if not run_time >= 0 or math.isinf(run_time):
+            raise ValueError(f"job {job_id} has run time {run_time!r}; expected a finite >= 0")
+        job = _Job(job_id, shape, float(run_time), self._seq, now)
+        self._seq += 1
+        self._submitted += 1
+        self._jobs[job_id] = job
+        if self._node_shapes:
+            reasons = self._unfit(shape)
+            if reasons:
+                self._unschedulable.append(UnschedulableJob(job_id, shape, reasons))
+        self._enqueue(job, now)
+
+    def _unfit(self, shape: Shape) -> tuple[str, ...]:
+        best: list[str] | None = None
+        for node in self._node_shapes:
+            failing = shape.fits_in(node)
+            if not failing:
+                return ()
+            if best is None or len(failing) < len(best):
+                best = failing
+        return tuple(best or ())
+
+    def _enqueue(self, job: _Job, now: float) -> None:
+        key = _fit_key(job.shape)
+        heap = self._queue.get(key)
+        if heap is None:
+            heap = self._queue[key] = []
+            self._new_groups.add(key)
+        heapq.heappush(heap, (job.seq, job.id))
+        job.queued_since = now
+        self._queued += 1
+        self._queued_shapes[job.shape] = self._queued_shapes.get(job.shape, 0) + 1
+        self._dirty = True
+        self.version += 1
+
+    def _start(self, job: _Job, node: _Node, now: float) -> None:
+        shape = job.shape
+        count = self._queued_shapes[shape] - 1
+        if count:
+            self._queued_shapes[shape] = count
+        else:
+            del self._queued_shapes[shape]
+        self._queued -= 1
+        self._running += 1
+        job.waited += now - job.queued_since
+        job.start = now
+        job.node = node
+        job.token += 1
+        node.jobs[job.id] = job
+        node.cores -= shape.cores
+        node.memory -= shape.memory
+        node.disk -= shape.disk
+        heapq.heappush(self._finishes, (now + job.run_time, job.seq, job.token, job.id))
+        self.version += 1
+
+    def _release(self, job: _Job, now: float) -> None:
+        """Take a running job off its node, counting its core-seconds."""
+        node = job.node
+        assert node is not None and job.start is not None
+        del node.jobs[job.id]
+        node.cores += job.shape.cores
+        node.memory += job.shape.memory
+        node.disk += job.shape.disk
+        self._busy += job.shape.cores * (now - job.start)
+        self._running -= 1
+        job.node = None
+        self.version += 1
+
+    def _finish(self, job: _Job, now: float) -> None:
+        node = job.node
+        assert node is not None
+        self._release(job, now)
+        self._fresh_nodes.add(node.name)
+        self._dirty = True
+        del self._jobs[job.id]
+        self._completed += 1
+        self._done_ids.append(job.id)
+        self._done_waits.append(job.waited)
+
+    def _requeue(self, job: _Job, now: float) -> None:
+        assert job.start is not None
+        self._lost += job.shape.cores * (now - job.start)
+        self._release(job, now)
+        job.start = None
+        self._requeues += 1
+        self._enqueue(job, now)
+
+    # --- scheduling ------------------------------------------------------------------------
+
+    def _schedule(self, now: float) -> None:
+        """One FIFO + first-fit backfill pass at ``now``.
+
+        Exact and incremental: at the end of a pass no queued job fits any node, and a
+        node's room only grows when a job on it finishes, so a group of queued jobs that
+        was already queued need only look at the nodes that gained room (``fresh``); a
+        new group looks at every node. Within a pass room only shrinks, so each group's
+        scan resumes where it stopped, and a group that fits nowhere is done.
+        """
+        self._dirty = False
+        fresh_names, self._fresh_nodes = self._fresh_nodes, set()
+        new_groups, self._new_groups = self._new_groups, set()
+        if not self._queue or not self._order:
+            return
+        every = self._order
+        fresh = [n for n in every if n.name in fresh_names] if fresh_names else []
+        heads: list[tuple[int, _FitKey]] = []
+        for key, heap in self._queue.items():
+            if key in new_groups or fresh:
+                heads.append((heap[0][0], key))
+        if not heads:
+            return
+        heapq.heapify(heads)
+        scan: dict[_FitKey, int] = {}
+        while heads:
+            _, key = heads[0]
+            nodes = every if key in new_groups else fresh
+            i = scan.get(key, 0)
+            while i < len(nodes) and not nodes[i].fits(key):
+                i += 1
+            if i == len(nodes):
+                heapq.heappop(heads)
+                continue
+            scan[key] = i
+            heap = self._queue[key]
+            _, job_id = heapq.heappop(heap)
+            self._start(self._jobs[job_id], nodes[i], now)
+            if heap:
+                heapq.heapreplace(heads, (heap[0][0], key))
+            else:
+                del self._queue[key]
+                heapq.heappop(heads)
+
+    # --- nodes -----------------------------------------------------------------------------
+
+    def node_joined(self, name: str, usable: Shape, now: float) -> None:
+        """A node joined the scheduler with ``usable`` room (``usable.preemptible``: spot)."""
+        self._advance_to(now)
+        if name in self._nodes:
+            raise ValueError(f"node {name!r} has already joined")
+        node = _Node(name, usable, now)
+        self._nodes[name] = node
+        self._order.append(node)
+        self._fresh_nodes.add(name)
+        self._dirty = True
+        self.version += 1
+
+    def cordon(self, name: str, now: float) -> None:
+        """No new work on ``name`` (its running jobs go on). Unknown names are ignored."""
+        self._advance_to(now)
+        node = self._nodes.get(name)
+        if node is not None and not node.cordoned:
+            node.cordoned = True
+            self.version += 1
+
+    def node_removed(self, name: str, now: float) -> tuple[int, ...]:
+        """``name`` was terminated: its running jobs are requeued (their ids returned)."""
+        return self._remove(name, now, interrupted=False)
+
+    def node_interrupted(self, name: str, now: float) -> tuple[int, ...]:
+        """``name`` was interrupted (spot): as ``node_removed``, counted as an interruption."""
+        return self._remove(name, now, interrupted=True)
+
+    def _remove(self, name: str, now: float, interrupted: bool) -> tuple[int, ...]:
+        self._advance_to(now)
+        node = self._nodes.pop(name, None)
+        if node is None:
+            return ()
+        self._order.remove(node)
+        self._fresh_nodes.discard(name)
+        if interrupted:
+            self._interruptions += 1
+        self._node_seconds += node.usable.cores * (now - node.joined_at)
+        jobs = sorted(node.jobs.values(), key=lambda j: j.seq)
+        for job in jobs:
+            self._requeue(job, now)
+        self.version += 1
+        return tuple(job.id for job in jobs)
+
+    # --- what the demand source reports ----------------------------------------------------
+
+    def demand(self, now: float) -> Demand:
+        """Queued jobs per shape and running jobs with their elapsed time, at ``now``."""
+        self.advance(now)
+        queued = tuple(QueuedJobs(shape, count) for shape, count in self._queued_shapes.items())
+        running = tuple(
+            RunningJob(job.shape, node.name, now - (job.start or 0.0))
+            for node in self._order
+            for job in node.jobs.values()
+        )
+        return Demand(queued=queued, running=running)
+
+    def update(self, now: float) -> DemandUpdate:
+        """``demand(now)`` and the joined nodes, as a demand source hands them to the loop."""
+        return DemandUpdate(self.demand(now), frozenset(self._nodes))
+
+    def joined_nodes(self, now: float | None = None) -> frozenset[str]:
+        """Names of the nodes joined (cordoned ones included)."""
+        if now is not None:
+            self.advance(now)
+        return frozenset(self._nodes)
+
+    def running_on(self, name: str) -> int:
+        """How many jobs run on ``name`` (0 for an unknown node)."""
+        node = self._nodes.get(name)
+        return len(node.jobs) if node else 0
+
+    @property
+    def queued_count(self) -> int:
+        return self._queued
+
+    @property
+    def running_count(self) -> int:
+        return self._running
+
+    @property
+    def unschedulable_count(self) -> int:
+        return len(self._unschedulable)
+
+    # --- results ---------------------------------------------------------------------------
+
+    def stats(self, now: float) -> ClusterStats:
+        """Totals so far; live nodes and running jobs are counted up to ``now``."""
+        self.advance(now)
+        ids = list(self._done_ids)
+        waits = list(self._done_waits)
+        busy = self._busy
+        never = 0
+        for job in self._jobs.values():
+            if job.start is not None:
+                ids.append(job.id)
+                waits.append(job.waited)
+                busy += job.shape.cores * (now - job.start)
+            elif job.token:
+                ids.append(job.id)  # requeued and waiting again: its last start counts
+                waits.append(job.waited)
+            else:
+                never += 1
+        order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
+        node_seconds = self._node_seconds + sum(
+            n.usable.cores * (now - n.joined_at) for n in self._order
+        )
+        return ClusterStats(
+            submitted=self._submitted,
+            started=len(ids),
+            completed=self._completed,
+            running=self._running,
+            queued=self._queued,
+            never_started=never,
+            unschedulable=tuple(self._unschedulable),
+            requeues=self._requeues,
+            interruptions=self._interruptions,
+            waits=np.asarray(waits, dtype=np.float64)[order],
+            busy_core_seconds=busy,
+            lost_core_seconds=self._lost,
+            node_core_seconds=node_seconds,
+        )

@@ -1,0 +1,111 @@
+"""The simulate command line and the bundled example config."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from shoal.daemon.config import load_config
+from shoal.daemon.simulate.args import add_arguments, trace_options
+from shoal.daemon.simulate.cluster import Cluster
+from shoal.daemon.simulate.compare import build_variants
+from shoal.daemon.simulate.trace import GiB, TraceOptions, read_trace
+from shoal.providers.simulated import load_catalogue
+from shoal.scaler.planner import usable_shape
+from shoal.scaler.shape import Shape
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shoal simulate")
+    add_arguments(p)
+    return p
+
+
+def test_every_flag() -> None:
+    args = parser().parse_args(
+        [
+            "-c", "c.yaml",
+            "--trace", "t.swf.gz",
+            "--out", "out",
+            "--compare", "scaler.packing=count,cost",
+            "--compare", "policy=toil,shoal",
+            "--seed", "42",
+            "--skip-bad-lines",
+            "--memory-per-core", "2GiB",
+            "--preemptible",
+            "--trace-format", "swf",
+        ]
+    )  # fmt: skip
+    assert (args.config, args.trace, args.out, args.seed, args.trace_format) == (
+        "c.yaml",
+        "t.swf.gz",
+        "out",
+        42,
+        "swf",
+    )
+    assert args.compare == [
+        ("scaler.packing", ("count", "cost")),
+        ("policy", ("toil", "shoal")),
+    ]
+    assert trace_options(args) == TraceOptions(
+        skip_bad_lines=True, memory_per_core=2 * GiB, preemptible=True
+    )
+
+
+def test_parsed_compare_flags_build_the_variants() -> None:
+    args = parser().parse_args(
+        ["-c", "c.yaml", "--trace", "t.swf", "--compare", "policy=toil,shoal",
+         "--compare", "scaler.target_time=30m,2h"]
+    )  # fmt: skip
+    config = load_config(ROOT / "examples" / "simulate.yaml")
+    from_args = build_variants(config, args.compare)
+    from_text = build_variants(config, ["policy=toil,shoal", "scaler.target_time=30m,2h"])
+    assert [v.name for v in from_args] == [v.name for v in from_text]
+    assert [v.config for v in from_args] == [v.config for v in from_text]
+    assert len(from_args) == 4
+
+
+def test_defaults() -> None:
+    args = parser().parse_args(["-c", "c.yaml", "--trace", "t.swf"])
+    assert (args.out, args.compare, args.seed, args.trace_format) == (
+        "simulate-report",
+        [],
+        0,
+        None,
+    )
+    assert trace_options(args) == TraceOptions()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(["--compare", "scaler.packing"], "expected KEY=V1,V2", id="compare"),
+        pytest.param(["--compare", "policy=slurm"], "unknown policy", id="policy"),
+        pytest.param(["--memory-per-core", "lots"], "size", id="size"),
+    ],
+)
+def test_bad_flags_stop_argparse(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        parser().parse_args(["-c", "c.yaml", "--trace", "t.swf", *argv])
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_every_job_of_the_bundled_trace_fits_a_node_type_of_the_bundled_config() -> None:
+    config = load_config(ROOT / "examples" / "simulate.yaml")
+    catalogue = load_catalogue()
+    shapes = {
+        name: Shape(3600, t.memory_gib * GiB, t.cores, config.provider.node_storage * GiB, False)
+        for name, t in catalogue.items()
+    }
+    policy = config.policy(shapes)
+    cluster = Cluster(usable_shape(t, policy) for t in policy.node_types)
+    for job in read_trace(ROOT / "examples" / "small.swf"):
+        cluster.submit(job.index, job.shape, job.run_time, job.submit)
+    assert cluster.unschedulable_count == 0
+    assert len({t.shape.preemptible for t in policy.node_types}) == 2

@@ -1,0 +1,406 @@
+"""The in-simulation scheduler: hand-computed cases, and a naive reference on random events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shoal.daemon.simulate.cluster import Cluster
+from shoal.scaler.model import QueuedJobs, RunningJob
+from shoal.scaler.shape import Shape
+
+GiB = 1024**3
+
+
+def job(cores: float, memory: float = 1 * GiB, wall: float = 3600, pre: bool = False) -> Shape:
+    return Shape(wall, memory, cores, 0, pre)
+
+
+def node(cores: float, memory: float = 16 * GiB, disk: float = 100 * GiB, pre: bool = False):
+    return Shape(3600, memory, cores, disk, pre)
+
+
+def starts(cluster: Cluster, now: float) -> dict[str, list[float]]:
+    """node -> elapsed of each running job."""
+    out: dict[str, list[float]] = {}
+    for r in cluster.demand(now).running:
+        out.setdefault(r.node_id, []).append(r.elapsed)
+    return out
+
+
+def test_fifo_on_one_node() -> None:
+    c = Cluster()
+    c.node_joined("n1", node(4), 0)
+    c.submit(0, job(4), 100, 0)
+    c.submit(1, job(4), 50, 0)
+    c.submit(2, job(4), 10, 0)
+    c.advance(0)
+    assert (c.running_count, c.queued_count) == (1, 2)
+    assert c.next_finish() == 100
+    c.advance(1000)
+    stats = c.stats(1000)
+    # A runs 0-100, B 100-150, C 150-160.
+    assert stats.waits.tolist() == [0, 100, 150]
+    assert (stats.completed, stats.never_started, stats.started) == (3, 0, 3)
+    assert stats.busy_core_seconds == 4 * 160
+    assert stats.node_core_seconds == 4 * 1000
+    assert stats.utilisation == pytest.approx(0.16)
+
+
+def test_backfill_lets_a_smaller_later_job_pass_a_waiting_one() -> None:
+    c = Cluster()
+    c.node_joined("n1", node(4), 0)
+    c.submit(0, job(2), 100, 0)  # A: starts at 0, leaves 2 cores
+    c.submit(1, job(4), 10, 0)  # B: needs the whole node, waits for A
+    c.submit(2, job(2), 50, 0)  # C: backfills beside A at 0
+    c.advance(60)  # C ended at 50; 2 cores free is not enough for B
+    assert c.queued_count == 1
+    assert c.demand(60).queued == (QueuedJobs(job(4), 1),)
+    c.advance(100)  # A ends: B starts at 100
+    assert c.demand(100).running == (RunningJob(job(4), "n1", 0.0),)
+    assert c.stats(200).waits.tolist() == [0, 100, 0]
+
+
+def test_first_fit_in_join_order_and_elapsed_times() -> None:
+    c = Cluster()
+    c.node_joined("small", node(2), 0)
+    c.node_joined("big", node(8), 0)
+    c.submit(0, job(2), 1000, 10)  # small has room
+    c.submit(1, job(2), 1000, 20)  # small is full: big
+    c.submit(2, job(4), 1000, 30)  # big
+    assert starts(c, 100) == {"small": [90.0], "big": [80.0, 70.0]}
+    update = c.update(100)
+    assert update.demand == c.demand(100)
+    assert update.joined_nodes == frozenset({"small", "big"})
+    assert c.joined_nodes() == frozenset({"small", "big"})
+    assert c.running_on("big") == 2
+    assert c.running_on("gone") == 0
+
+
+def test_finishes_between_calls_start_the_next_job_at_their_own_time() -> None:
+    c = Cluster()
+    c.node_joined("n1", node(1), 0)
+    for i, run in enumerate([30, 30, 30]):
+        c.submit(i, job(1), run, 0)
+    # Nothing is called between 0 and 1000; the jobs still ran back to back.
+    assert c.stats(1000).waits.tolist() == [0, 30, 60]
+
+
+def test_memory_disk_and_preemptible_limit_where_jobs_run() -> None:
+    c = Cluster()
+    c.node_joined("spot", node(16, pre=True), 0)
+    c.node_joined("tiny-mem", node(16, memory=2 * GiB), 0)
+    c.submit(0, job(1, pre=False, memory=4 * GiB), 100, 0)  # not on spot; too big for tiny
+    c.submit(1, job(1, pre=True, memory=4 * GiB), 100, 0)  # may run on spot
+    c.submit(2, job(1, pre=False, memory=GiB), 100, 0)  # not on spot: tiny-mem
+    c.submit(3, Shape(3600, GiB, 1, 200 * GiB, True), 100, 0)  # disk fits nowhere
+    c.advance(0)
+    running = {(r.node_id, r.shape.memory) for r in c.demand(0).running}
+    assert running == {("spot", 4 * GiB), ("tiny-mem", GiB)}
+    assert c.queued_count == 2
+
+
+def test_interruption_requeues_the_running_job_and_it_starts_again_from_scratch() -> None:
+    c = Cluster()
+    c.node_joined("spot-1", node(4, pre=True), 0)
+    c.submit(7, job(2, pre=True), 100, 0)
+    assert c.node_interrupted("spot-1", 30) == (7,)
+    assert c.joined_nodes() == frozenset()
+    assert c.demand(30).queued == (QueuedJobs(job(2, pre=True), 1),)
+    c.node_joined("spot-2", node(4, pre=True), 40)
+    c.advance(139)
+    assert c.running_count == 1
+    c.advance(140)
+    stats = c.stats(140)
+    assert stats.completed == 1
+    assert stats.requeues == 1
+    assert stats.interruptions == 1
+    assert stats.waits.tolist() == [10.0]  # queued 0 s, then 30-40 after the interruption
+    assert stats.lost_core_seconds == 2 * 30
+    assert stats.busy_core_seconds == 2 * 30 + 2 * 100
+    assert stats.node_core_seconds == 4 * 30 + 4 * 100
+
+
+def test_termination_requeues_in_submit_order_and_is_not_an_interruption() -> None:
+    c = Cluster()
+    c.node_joined("a", node(2), 0)
+    c.submit(1, job(1), 100, 0)
+    c.submit(2, job(1), 100, 1)
+    c.submit(3, job(1), 100, 2)  # queued behind
+    assert c.node_removed("a", 10) == (1, 2)
+    stats = c.stats(10)
+    assert (stats.requeues, stats.interruptions, stats.queued, stats.running) == (2, 0, 3, 0)
+    c.node_joined("b", node(2), 20)
+    # 1 and 2 keep their places ahead of 3.
+    assert sorted(r.elapsed for r in c.demand(20).running) == [0.0, 0.0]
+    assert c.demand(20).queued == (QueuedJobs(job(1), 1),)
+    assert c.stats(20).never_started == 1
+
+
+def test_removing_a_node_that_never_joined_is_a_no_op() -> None:
+    c = Cluster()
+    assert c.node_removed("booting-1", 5) == ()
+    assert c.node_interrupted("booting-2", 6) == ()
+    assert c.stats(7).interruptions == 0
+
+
+def test_a_job_larger_than_every_node_type_is_reported_and_still_demand() -> None:
+    types = [node(4, memory=7 * GiB), node(2, memory=15 * GiB, pre=True)]
+    c = Cluster(node_shapes=types)
+    c.node_joined("n1", types[0], 0)
+    big = job(8, memory=32 * GiB)
+    c.submit(0, big, 60, 0)
+    c.submit(1, job(1), 60, 0)
+    c.submit(2, job(2, memory=10 * GiB, pre=True), 60, 0)  # fits the spot type: schedulable
+    assert c.unschedulable_count == 1
+    assert c.demand(0).queued == (QueuedJobs(big, 1), QueuedJobs(job(2, 10 * GiB, pre=True), 1))
+    stats = c.stats(1000)
+    (u,) = stats.unschedulable
+    assert (u.job, u.shape) == (0, big)
+    assert set(u.reasons) == {"memory", "cores"}
+    assert stats.never_started == 2
+    assert stats.completed == 1
+
+
+def test_cordoned_node_takes_no_new_work_but_finishes_its_own() -> None:
+    c = Cluster()
+    c.node_joined("n1", node(2), 0)
+    c.submit(0, job(1), 100, 0)
+    c.cordon("n1", 10)
+    c.submit(1, job(1), 100, 20)
+    c.advance(500)
+    stats = c.stats(500)
+    assert (stats.completed, stats.queued) == (1, 1)
+    assert c.joined_nodes() == frozenset({"n1"})
+    c.cordon("unknown", 600)
+
+
+def test_zero_run_time_jobs_start_and_end_at_once() -> None:
+    c = Cluster()
+    c.node_joined("n1", node(1), 0)
+    for i in range(3):
+        c.submit(i, job(1), 0, 5)
+    c.advance(5)
+    c.advance(6)
+    stats = c.stats(6)
+    assert stats.completed == 3
+    assert stats.waits.tolist() == [0, 0, 0]
+
+
+def test_same_instant_changes_apply_together() -> None:
+    """A node that joins and leaves at one instant never runs anything."""
+    c = Cluster()
+    c.submit(0, job(1), 10, 0)
+    c.node_joined("n1", node(1), 5)
+    assert c.node_removed("n1", 5) == ()
+    assert c.stats(5).requeues == 0
+
+
+def test_version_changes_with_demand() -> None:
+    c = Cluster()
+    v0 = c.version
+    c.submit(0, job(1), 10, 0)
+    v1 = c.version
+    assert v1 != v0
+    c.advance(1)
+    assert c.version == v1  # nothing could start, nothing changed
+    c.node_joined("n1", node(1), 2)
+    c.advance(2)
+    v2 = c.version
+    assert v2 != v1
+    c.advance(12)
+    assert c.version != v2
+
+
+BAD_CALLS = [
+    pytest.param(lambda c: c.submit(9, job(1), 1, 0), "backwards", id="time"),
+    pytest.param(lambda c: c.submit(1, job(1), 1, 10), "already", id="job-twice"),
+    pytest.param(lambda c: c.node_joined("n1", node(1), 10), "already joined", id="node-twice"),
+    pytest.param(lambda c: c.submit(2, job(1), -1, 10), "run time", id="negative-run"),
+    pytest.param(lambda c: c.submit(3, job(1), float("inf"), 10), "run time", id="inf-run"),
+]
+
+
+@pytest.mark.parametrize(("call", "message"), BAD_CALLS)
+def test_bad_calls_raise(call, message: str) -> None:  # type: ignore[no-untyped-def]
+    c = Cluster()
+    c.node_joined("n1", node(1), 0)
+    c.submit(1, job(1), 1000, 10)
+    with pytest.raises(ValueError, match=message):
+        call(c)
+
+
+# --- a naive reference: a full FIFO first-fit scan over everything, at every instant -------
+
+
+@dataclass
+class RefNode:
+    name: str
+    cores: float
+    memory: float
+    disk: float
+    pre: bool
+    cordoned: bool = False
+
+
+@dataclass
+class RefJob:
+    id: int
+    shape: Shape
+    run: float
+    seq: int
+    queued_since: float
+    waited: float = 0.0
+    start: float | None = None
+    node: RefNode | None = None
+    done: bool = False
+    starts: list[tuple[float, str]] = field(default_factory=list)
+
+
+class Reference:
+    """Same rules as Cluster, written the obvious way: every pass scans every queued job
+    in submit order against every node in join order."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.nodes: list[RefNode] = []
+        self.jobs: dict[int, RefJob] = {}
+        self.requeues = 0
+
+    def fits(self, n: RefNode, s: Shape) -> bool:
+        return (
+            not n.cordoned
+            and s.cores <= n.cores
+            and s.memory <= n.memory
+            and s.disk <= n.disk
+            and (s.preemptible or not n.pre)
+        )
+
+    def scan(self, t: float) -> None:
+        for j in sorted(self.jobs.values(), key=lambda j: j.seq):
+            if j.start is not None or j.done:
+                continue
+            for n in self.nodes:
+                if self.fits(n, j.shape):
+                    n.cores -= j.shape.cores
+                    n.memory -= j.shape.memory
+                    n.disk -= j.shape.disk
+                    j.waited += t - j.queued_since
+                    j.start, j.node = t, n
+                    j.starts.append((t, n.name))
+                    break
+
+    def free(self, j: RefJob) -> None:
+        assert j.node is not None
+        j.node.cores += j.shape.cores
+        j.node.memory += j.shape.memory
+        j.node.disk += j.shape.disk
+        j.node = None
+
+    def to(self, t: float) -> None:
+        if t == self.now:
+            return
+        self.scan(self.now)
+        while True:
+            ends = [j.start + j.run for j in self.jobs.values() if j.start is not None]
+            ends = [e for e in ends if e <= t]
+            if not ends:
+                break
+            at = min(ends)
+            for j in list(self.jobs.values()):
+                if j.start is not None and j.start + j.run == at:
+                    self.free(j)
+                    j.start = None
+                    j.done = True
+            self.scan(at)
+        self.now = t
+
+    def remove(self, name: str) -> None:
+        for n in self.nodes:
+            if n.name == name:
+                for j in sorted(self.jobs.values(), key=lambda j: j.seq):
+                    if j.node is n:
+                        self.free(j)
+                        j.start = None
+                        j.queued_since = self.now
+                        self.requeues += 1
+                self.nodes.remove(n)
+                return
+
+
+NODE_SHAPES = [node(2, 4 * GiB), node(4, 8 * GiB), node(8, 32 * GiB, pre=True), node(1, GiB)]
+JOB_SHAPES = [
+    job(1, GiB),
+    job(2, 2 * GiB),
+    job(1, 6 * GiB, pre=True),
+    job(4, 4 * GiB, pre=True),
+    job(3, 12 * GiB),
+]
+
+events = st.lists(
+    st.tuples(
+        st.sampled_from([0, 0, 1, 5, 30]),  # time step
+        st.sampled_from(["submit", "submit", "submit", "join", "remove", "interrupt", "cordon"]),
+        st.integers(min_value=0, max_value=40),  # which shape / node
+        st.sampled_from([1, 10, 45, 100]),  # run time
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=events)
+def test_incremental_passes_match_the_naive_reference(events: list) -> None:  # type: ignore[type-arg]
+    c = Cluster()
+    ref = Reference()
+    t = 0.0
+    names: list[str] = []
+    next_job = 0
+    for step, op, pick, run in events:
+        t += step
+        ref.to(t)
+        if op == "submit":
+            shape = JOB_SHAPES[pick % len(JOB_SHAPES)]
+            c.submit(next_job, shape, run, t)
+            ref.jobs[next_job] = RefJob(next_job, shape, run, next_job, t)
+            next_job += 1
+        elif op == "join":
+            name = f"n{len(names)}"
+            names.append(name)
+            shape = NODE_SHAPES[pick % len(NODE_SHAPES)]
+            c.node_joined(name, shape, t)
+            ref.nodes.append(
+                RefNode(name, shape.cores, shape.memory, shape.disk, shape.preemptible)
+            )
+        elif names:
+            name = names[pick % len(names)]
+            if op == "cordon":
+                c.cordon(name, t)
+                for n in ref.nodes:
+                    if n.name == name:
+                        n.cordoned = True
+            elif op == "remove":
+                c.node_removed(name, t)
+                ref.remove(name)
+            else:
+                c.node_interrupted(name, t)
+                ref.remove(name)
+    end = t + 1000
+    ref.to(end)
+    ref.scan(end)
+    stats = c.stats(end)
+    expected_waits = [j.waited for j in sorted(ref.jobs.values(), key=lambda j: j.id) if j.starts]
+    assert stats.waits.tolist() == pytest.approx(expected_waits)
+    assert stats.requeues == ref.requeues
+    queued = [j for j in ref.jobs.values() if j.start is None and not j.done]
+    assert stats.queued == len(queued)
+    assert stats.never_started == sum(1 for j in queued if not j.starts)
+    assert stats.completed == sum(1 for j in ref.jobs.values() if j.done)
+    running = sorted((r.node_id, r.elapsed) for r in c.demand(end).running)
+    assert running == sorted(
+        (j.node.name, end - j.start)
+        for j in ref.jobs.values()
+        if j.start is not None and j.node is not None
+    )
