@@ -66,6 +66,7 @@ scaler:
 demand:
   api: true
   demo: false
+  reports: [queued, running]
 api:
   listen: 127.0.0.1:{port}
 log_level: WARNING
@@ -185,7 +186,8 @@ def measure(args, proc: subprocess.Popen, base: str, log: Path, nodes_wanted: in
                 "count": args.jobs // shapes + (1 if i < args.jobs % shapes else 0),
             }
             for i in range(shapes)
-        ]
+        ],
+        "running": [],
     }
     start = time.monotonic()
     code, body = http("PUT", base + "/v1/demand", json.dumps(demand).encode())

@@ -60,7 +60,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    if _load(args.file) is None:
+    """Validate the file, and that cost features have a price for every type (from what the
+    provider ships, without calling a cloud)."""
+    from shoal.daemon.service import price_issues, unpriced_offline
+
+    config = _load(args.file)
+    if config is None:
+        return 2
+    where = {"simulated": "the simulated catalogue"}.get(
+        config.provider.kind, f"the shipped {config.provider.kind} price table"
+    )
+    issues = price_issues(config, unpriced_offline(config), where)
+    if issues:
+        _print_errors(ConfigError(args.file, issues))
         return 2
     print("OK")
     return 0

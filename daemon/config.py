@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from shoal.daemon.demand import DemandReports
 from shoal.daemon.units import parse_duration, parse_size
 from shoal.providers.retry import RetryPolicy
 from shoal.scaler.model import NodeType, Policy
@@ -175,6 +176,11 @@ class AwsProviderConfig(_ProviderCommon):
     instance_profile_arn: str | None = None
     extra_tags: dict[str, str] = Field(default_factory=dict)
     """Tags added to every instance (besides shoal's membership tags)."""
+    price_refresh: bool = True
+    """Refresh prices from the AWS Pricing API and spot price history at start and every 12 h
+    (the shipped on-demand table stands in until then and on failure)."""
+    pricing_endpoint_url: str | None = None
+    """Alternative endpoint for the Pricing API and spot price history (tests)."""
 
     @model_validator(mode="after")
     def _image(self) -> AwsProviderConfig:
@@ -296,6 +302,9 @@ class ScalerConfig(BaseModel):
     retry: RetryConfig = Field(default_factory=RetryConfig)
 
 
+DemandField = Literal["queued", "running", "joined"]
+
+
 class DemandConfig(BaseModel):
     model_config = _STRICT
 
@@ -305,6 +314,33 @@ class DemandConfig(BaseModel):
     """A JSON or YAML demand file, re-read when it changes."""
     demo: bool = False
     """Built-in demo demand: a scale-up then scale-down cycle every few minutes."""
+    reports: tuple[DemandField, ...] = ("queued", "running")
+    """What the pushed demand (API, file) reports: queued jobs always; running jobs per node
+    (then a node running none is idle, so bodies must carry "running", [] when none run; a
+    pusher that knows only the queue drops it, and idle scale-down then needs a drain hook);
+    joined nodes (then bodies must carry "nodes", which decide when a node is ready)."""
+    max_age: PositiveDuration = 300.0
+    """Pushed demand older than this is stale: nothing is launched or removed until it is
+    pushed again (a file is as old as its last write)."""
+
+    @field_validator("reports")
+    @classmethod
+    def _queued(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "queued" not in value:
+            raise ValueError("must include queued")
+        return tuple(dict.fromkeys(value))
+
+    def pushed_reports(self) -> DemandReports:
+        return DemandReports(running="running" in self.reports, joined="joined" in self.reports)
+
+    def sources(self) -> list[str]:
+        """The demand sources configured."""
+        return [n for n, on in (("api", self.api), ("file", self.file), ("demo", self.demo)) if on]
+
+    def reports_running(self) -> bool:
+        """Some source says which nodes run jobs (so the others are idle)."""
+        pushed = (self.api or self.file is not None) and "running" in self.reports
+        return pushed or self.demo
 
 
 class DrainConfig(BaseModel):
@@ -405,7 +441,7 @@ class ShoalConfig(BaseModel):
     node_types: Annotated[tuple[NodeTypeEntry, ...], BeforeValidator(_node_types)]
     scaler: ScalerConfig = Field(default_factory=ScalerConfig)
     demand: DemandConfig = Field(default_factory=DemandConfig)
-    drain: DrainConfig = Field(default_factory=DrainConfig)
+    drain: DrainConfig = Field(default_factory=DrainConfig, validate_default=True)
     api: ApiConfig = Field(default_factory=ApiConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
@@ -413,6 +449,20 @@ class ShoalConfig(BaseModel):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("drain")
+    @classmethod
+    def _idle_needs_running_or_drain(cls, drain: DrainConfig, info: ValidationInfo) -> DrainConfig:
+        demand = info.data.get("demand")
+        if demand is None or not demand.sources() or demand.reports_running():
+            return drain
+        if drain.command or drain.webhook:
+            return drain
+        raise ValueError(
+            "no demand source reports running jobs per node, so shoal cannot tell an idle "
+            "node from a busy one: add running to demand.reports (and send running jobs), "
+            "or set drain.command or drain.webhook to a hook that returns once the node is empty"
+        )
 
     @field_validator("node_types")
     @classmethod

@@ -10,29 +10,29 @@ Body (JSON; a demand file may also be YAML)::
 
 ``parse_demand(raw)`` returns a ``DemandUpdate`` (a ``scaler.Demand`` with identical job
 shapes aggregated, plus the joined node names or ``None``) or raises ``DemandError`` whose
-``messages`` name each bad field and value.
+``messages`` name each bad field and value. ``parse_demand(raw, reports)`` also checks the
+body says what its source promised (``DemandReports``): a source that reports running jobs
+sends ``"running": []`` when none run, one that reports joined nodes always sends ``"nodes"``.
 
-Source interface the loop consumes (``DemandSource``)::
+The observation contract: every ``DemandUpdate`` says when it was observed (``at``) and how old
+it may grow before it is stale (``max_age``: pushed demand has one, a source polled by the
+daemon refreshes it itself); a source that cannot read its scheduler sends ``DemandFailure``,
+which makes the demand stale at once. The loop launches and removes nothing on stale demand.
 
-    source.current() -> DemandUpdate | None   # latest demand (None: nothing yet)
-    source.check() -> bool                    # poll once (re-read / advance); True if changed
-    source.changed: asyncio.Event             # set whenever current() changed; loop clears it
-    async for update in source.updates(): ... # poll every ``poll_interval`` on the clock
-
-``FileDemandSource`` re-reads its file when mtime or size changes; a malformed file is
-logged and the previous demand kept. ``DemoDemandSource`` derives demand from the clock:
-a burst of queued jobs, then those jobs running, then nothing, repeating every
-``period`` seconds, so a daemon visibly scales up and then down.
+A source is an async iterator of those (``DemandSource.updates()``), polling on the injected
+clock. ``FileDemandSource`` re-reads its file when mtime or size changes (the demand is as old
+as the file); a malformed file is logged and the previous demand kept. ``DemoDemandSource``
+derives demand from the clock: a burst of queued jobs, then those jobs running, then nothing,
+repeating every ``period`` seconds, so a daemon visibly scales up and then down.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -47,6 +47,8 @@ __all__ = [
     "MAX_COUNT",
     "DemandBody",
     "DemandError",
+    "DemandFailure",
+    "DemandReports",
     "DemandSource",
     "DemandUpdate",
     "DemoDemandSource",
@@ -98,10 +100,32 @@ class DemandBody(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class DemandUpdate:
-    """A demand snapshot and, when the sender knows it, which nodes have joined the scheduler."""
+    """A demand snapshot and, when the sender knows it, which nodes have joined the scheduler.
+
+    ``at`` is when the source observed it (None: when it reached the loop); past ``max_age``
+    seconds after that it is stale (None: never)."""
 
     demand: Demand
     joined_nodes: frozenset[str] | None = None
+    at: float | None = None
+    max_age: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DemandFailure:
+    """A source could not read its scheduler: the last demand is kept but stale from ``at``."""
+
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DemandReports:
+    """What a source reports besides queued jobs: running jobs per node (so a node running
+    none is idle), and the nodes that joined the scheduler."""
+
+    running: bool = False
+    joined: bool = False
 
 
 class DemandError(ValueError):
@@ -143,9 +167,19 @@ def _decode(raw: bytes | str | Mapping[str, Any]) -> Any:
         ) from None
 
 
-def _validate(data: Any) -> DemandUpdate:
+def _validate(data: Any, reports: DemandReports | None = None) -> DemandUpdate:
     if not isinstance(data, Mapping):
         raise DemandError([f"body must be a JSON object, got {type(data).__name__}"])
+    missing = []
+    if reports is not None and reports.running and "running" not in data:
+        missing.append(
+            "running: required field is missing (this source reports running jobs per node "
+            '(demand.reports); send "running": [] when none run)'
+        )
+    if reports is not None and reports.joined and "nodes" not in data:
+        missing.append(
+            "nodes: required field is missing (this source reports joined nodes (demand.reports))"
+        )
     try:
         body = DemandBody.model_validate(data)
     except ValidationError as exc:
@@ -158,7 +192,9 @@ def _validate(data: Any) -> DemandUpdate:
                 messages.append(f"{_loc(err['loc'])}: required field is missing")
                 continue
             messages.append(f"{_loc(err['loc'])}: {msg} (got {err.get('input')!r})")
-        raise DemandError(messages) from None
+        raise DemandError(messages + missing) from None
+    if missing:
+        raise DemandError(missing)
     return to_update(body)
 
 
@@ -184,22 +220,19 @@ def to_update(body: DemandBody) -> DemandUpdate:
     return DemandUpdate(Demand(queued=queued, running=tuple(running)), joined)
 
 
-def parse_demand(raw: bytes | str | Mapping[str, Any]) -> DemandUpdate:
-    """Parse and validate a demand body (JSON text or an already-decoded mapping)."""
-    return _validate(_decode(raw))
+def parse_demand(
+    raw: bytes | str | Mapping[str, Any], reports: DemandReports | None = None
+) -> DemandUpdate:
+    """Parse and validate a demand body (JSON text or an already-decoded mapping); with
+    ``reports``, the fields the source promised must be there."""
+    return _validate(_decode(raw), reports)
 
 
 # --- sources -------------------------------------------------------------------------------
 
 
 class DemandSource(Protocol):
-    changed: asyncio.Event
-
-    def current(self) -> DemandUpdate | None: ...
-
-    def check(self) -> bool: ...
-
-    def updates(self) -> AsyncIterator[DemandUpdate]: ...
+    def updates(self) -> AsyncIterator[DemandUpdate | DemandFailure]: ...
 
 
 class _PollingSource:
@@ -207,7 +240,6 @@ class _PollingSource:
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self.changed = asyncio.Event()
         self._current: DemandUpdate | None = None
 
     def current(self) -> DemandUpdate | None:
@@ -220,10 +252,9 @@ class _PollingSource:
         if update == self._current:
             return False
         self._current = update
-        self.changed.set()
         return True
 
-    async def updates(self) -> AsyncIterator[DemandUpdate]:
+    async def updates(self) -> AsyncIterator[DemandUpdate | DemandFailure]:
         """Yield the current demand (if any), then each new one; polls on the clock."""
         self.check()
         last = self._current
@@ -239,10 +270,20 @@ class _PollingSource:
 class FileDemandSource(_PollingSource):
     """Demand from a JSON or YAML file, re-read whenever its mtime or size changes."""
 
-    def __init__(self, path: str | os.PathLike[str], clock: Clock, poll_interval: float = 1.0):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        clock: Clock,
+        poll_interval: float = 1.0,
+        *,
+        reports: DemandReports | None = None,
+        max_age: float | None = None,
+    ):
         super().__init__(clock)
         self.path = Path(path)
         self.poll_interval = poll_interval
+        self.reports = reports
+        self.max_age = max_age
         self._stamp: tuple[int, int] | None = None
         self.last_error: str | None = None
 
@@ -262,7 +303,11 @@ class FileDemandSource(_PollingSource):
         try:
             text = self.path.read_text()
             data = yaml.safe_load(text) if self.path.suffix in (".yaml", ".yml") else None
-            update = _validate(data) if data is not None else parse_demand(text)
+            update = (
+                _validate(data, self.reports)
+                if data is not None
+                else parse_demand(text, self.reports)
+            )
         except (DemandError, yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
             self.last_error = str(exc)
             log.warning(
@@ -272,7 +317,8 @@ class FileDemandSource(_PollingSource):
             )
             return False
         self.last_error = None
-        changed = self._set(update)
+        # the demand is as old as the file: a pusher that stops rewriting it lets it go stale
+        changed = self._set(replace(update, at=st.st_mtime, max_age=self.max_age))
         if changed:
             log.info("event=demand_file_loaded path=%s", self.path)
         return changed

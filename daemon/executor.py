@@ -97,9 +97,10 @@ class Executor:
         provider.subscribe(self._on_event)
 
     def _on_event(self, event: ProviderEvent) -> None:
-        collected = self._events.get(event.request_id)
-        if collected is not None:
-            collected.append(event)
+        if isinstance(event, LaunchAttempt | TerminationResult):
+            collected = self._events.get(event.request_id)
+            if collected is not None:
+                collected.append(event)
 
     async def call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         """One provider call with retries on what ``provider.retryPredicate`` accepts.

@@ -20,11 +20,11 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
-from shoal.daemon.demand import MAX_BODY_BYTES, DemandError, DemandUpdate, parse_demand
+from shoal.daemon.demand import MAX_BODY_BYTES, DemandError, DemandReports, parse_demand
 from shoal.daemon.loop import Controller
 from shoal.daemon.metrics import CONTENT_TYPE_LATEST
 from shoal.daemon.views import status_json
@@ -68,11 +68,12 @@ def make_app(
     *,
     token: str | None = None,
     accept_demand: bool = True,
-    parse_demand: Callable[[bytes], DemandUpdate] = parse_demand,
+    reports: DemandReports | None = None,
+    max_age: float | None = None,
     max_body: int = MAX_BODY_BYTES,
 ) -> web.Application:
-    """The daemon's aiohttp application over ``controller``."""
-    parser = parse_demand
+    """The daemon's aiohttp application over ``controller``. Pushed demand must carry what
+    ``reports`` promises and goes stale ``max_age`` seconds after it arrived."""
 
     def authorized(request: web.Request) -> bool:
         if not token:
@@ -102,7 +103,7 @@ def make_app(
         if len(raw) > max_body:
             return _error(413, f"body larger than {max_body} bytes")
         try:
-            update = parser(raw)
+            update = replace(parse_demand(raw, reports), max_age=max_age)
         except DemandError as exc:
             details = list(exc.messages)
             log.info('event=demand_rejected status=400 error="%s"', exc)
@@ -134,9 +135,15 @@ def make_app(
         )
 
     async def readyz(request: web.Request) -> web.Response:
-        if controller.ready and not controller.stopping:
+        reason = None
+        if controller.stopping:
+            reason = "stopping"
+        elif not controller.ready:
+            reason = "first reconcile not done"
+        else:
+            reason = controller.demand_stale()
+        if reason is None:
             return web.json_response({"ready": True})
-        reason = "stopping" if controller.stopping else "first reconcile not done"
         return web.json_response({"ready": False, "reason": reason}, status=503)
 
     app = web.Application(client_max_size=max_body)

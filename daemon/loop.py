@@ -28,10 +28,11 @@ import contextlib
 import dataclasses
 import enum
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.executor import ExecutionReport, Executor
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import DEFAULT_LEDGER_TTL, NodeTracker, TrackedNode
@@ -51,7 +52,6 @@ from shoal.scaler.model import (
 __all__ = [
     "Controller",
     "ControllerSettings",
-    "DemandLike",
     "PassOutcome",
     "PassRecord",
     "Planner",
@@ -64,16 +64,6 @@ class Planner(Protocol):
     def __call__(
         self, snapshot: Snapshot, policy: Policy, state: PlannerState, now: float
     ) -> Plan: ...
-
-
-class DemandLike(Protocol):
-    """``daemon.demand.DemandUpdate``: the demand, and the node names the source saw joined."""
-
-    @property
-    def demand(self) -> Demand: ...
-
-    @property
-    def joined_nodes(self) -> Collection[str] | None: ...
 
 
 class PassOutcome(enum.StrEnum):
@@ -115,6 +105,13 @@ class _Observation:
     expired: list[TrackedNode] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    plan: Plan  # what may be done
+    reason: str
+    keep_state: bool  # do not take the planner's new state
+
+
 def _default_planner() -> Planner:
     from shoal.scaler.planner import plan
 
@@ -151,6 +148,9 @@ class Controller:
         self.state = PlannerState()
         self.demand = Demand()
         self.joined: frozenset[str] | None = None
+        self.demand_at: float | None = None  # None: no demand received yet
+        self.demand_max_age: float | None = None
+        self.demand_failure: str | None = None
         self.last_plan: Plan | None = None
         self.last_pass: PassRecord | None = None
         self.passes = 0
@@ -169,15 +169,36 @@ class Controller:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def set_demand(self, update: DemandLike | Demand) -> None:
-        """Replace the demand; wakes the loop (after the debounce)."""
+    def set_demand(self, update: DemandUpdate | DemandFailure | Demand) -> None:
+        """Replace the demand (waking the loop, after the debounce, when it changed), or note
+        that the source failed to read it (the demand is stale from then on)."""
+        now = self.clock.now()
+        if isinstance(update, DemandFailure):
+            if self.demand_failure is None:
+                log.warning('event=demand_stale reason="%s"', update.reason)
+            self.demand_failure = update.reason
+            return
         if isinstance(update, Demand):
-            self.demand, self.joined = update, None
-        else:
-            self.demand = update.demand
-            joined = update.joined_nodes
-            self.joined = frozenset(joined) if joined is not None else None
-        self._demand_changed.set()
+            update = DemandUpdate(update)
+        joined = frozenset(update.joined_nodes) if update.joined_nodes is not None else None
+        changed = (update.demand, joined) != (self.demand, self.joined) or self.demand_failure
+        self.demand, self.joined = update.demand, joined
+        self.demand_at = update.at if update.at is not None else now
+        self.demand_max_age = update.max_age
+        self.demand_failure = None
+        if changed:
+            self._demand_changed.set()
+
+    def demand_stale(self) -> str | None:
+        """Why the demand cannot be trusted now, or None: a source failed to read it, or it is
+        older than its source allows."""
+        if self.demand_failure is not None:
+            return f"demand source failed: {self.demand_failure}"
+        if self.demand_at is not None and self.demand_max_age is not None:
+            age = self.clock.now() - self.demand_at
+            if age > self.demand_max_age:
+                return f"demand is {age:.0f}s old (max_age {self.demand_max_age:.0f}s)"
+        return None
 
     def set_policy(self, policy: Policy, settings: ControllerSettings | None = None) -> None:
         """Apply a reloaded config; takes effect from the next pass."""
@@ -295,8 +316,13 @@ class Controller:
                     record = self._skipped(number, started_at, start, observation)
                 else:
                     plan = await self._plan(observation)
+                    hold = self._hold(plan)
+                    if hold is not None:
+                        plan = hold.plan
                     report = await self._execute(plan, observation)
-                    record = self._record(number, started_at, start, observation, plan, report)
+                    record = self._record(
+                        number, started_at, start, observation, plan, report, hold
+                    )
             except Exception as exc:
                 record = self._failed(number, started_at, start, exc)
             finally:
@@ -407,6 +433,25 @@ class Controller:
             allow_launch=not self.stopping,
         )
 
+    def _hold(self, plan: Plan) -> _Hold | None:
+        """Don't act on what the demand cannot tell: on stale demand launch and remove
+        nothing (and keep the planner's state, so idle timers do not run on it); before any
+        demand arrived, remove nothing. Nodes that never joined are terminated either way."""
+        stale = self.demand_stale()
+        if stale is None and self.demand_at is not None:
+            return None
+        reason = stale or "no demand received yet: removing nothing"
+        kept = tuple(t for t in plan.terminations if t.cause is RemoveCause.JOIN_TIMEOUT)
+        held = dataclasses.replace(
+            plan,
+            launches=() if stale else plan.launches,
+            drains=(),
+            terminations=kept,
+        )
+        if held != plan:
+            log.warning('event=pass_held reason="%s"', reason)
+        return _Hold(held, reason, keep_state=stale is not None)
+
     def _record(
         self,
         number: int,
@@ -415,6 +460,7 @@ class Controller:
         observation: _Observation,
         plan: Plan,
         report: ExecutionReport,
+        hold: _Hold | None = None,
     ) -> PassRecord:
         now = self.clock.now()
         for tracked in self.tracker.record_launch(report.attempts, now):
@@ -424,7 +470,8 @@ class Controller:
                 tracked.offering(),
                 tracked.placeholder,
             )
-        self.state = plan.state
+        if hold is None or not hold.keep_state:
+            self.state = plan.state
         self.last_plan = plan
         for offering in report.succeeded_offerings:
             self.backoff = self.backoff.record_success(offering)
@@ -451,6 +498,7 @@ class Controller:
             outcome=PassOutcome.OK,
             started_at=started_at,
             duration=max(0.0, self.clock.monotonic() - start),
+            reason="" if hold is None else hold.reason,
             launched=report.launched,
             drained=tuple(report.drained),
             terminated=tuple(report.terminated),
@@ -485,5 +533,10 @@ class Controller:
         m = self.metrics
         m.set_nodes(self.tracker.counts(), self.tracker.node_type_names)
         m.jobs_queued.set(sum(q.count for q in self.demand.queued))
+        if self.demand_at is not None:
+            m.demand_age.set(max(0.0, self.clock.now() - self.demand_at))
         m.jobs_running.set(len(self.demand.running))
-        m.offerings_in_backoff.set(len(self.backoff.unavailable(self.clock.now())))
+        unavailable = self.backoff.unavailable(self.clock.now())
+        m.offerings_in_backoff.set(len(unavailable))
+        m.set_backoff(unavailable)
+        m.nodes_unlisted.set(len(self.tracker.pending()))

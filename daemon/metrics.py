@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from shoal.providers.clock import Clock
+    from shoal.scaler.model import Offering
 
 __all__ = ["CONTENT_TYPE_LATEST", "PASS_OUTCOMES", "ShoalMetrics"]
 
@@ -108,8 +109,32 @@ class ShoalMetrics:
             "Estimated cost of the target cluster.",
             registry=r,
         )
+        self.backoff_until = Gauge(
+            "shoal_backoff_until_timestamp_seconds",
+            "Unix time an offering in backoff may be tried again.",
+            ["instance_type", "zone", "capacity_type"],
+            registry=r,
+        )
+        self.nodes_unlisted = Gauge(
+            "shoal_nodes_unlisted",
+            "Nodes the cloud accepted that its listing does not show yet (the launch ledger).",
+            registry=r,
+        )
+        self.price_refreshes = Counter(
+            "shoal_price_refreshes",
+            "Price refreshes from the cloud's pricing APIs, by outcome (ok, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.demand_age = Gauge(
+            "shoal_demand_age_seconds",
+            "Seconds since the demand was last reported.",
+            registry=r,
+        )
         for outcome in PASS_OUTCOMES:
             self.passes.labels(outcome=outcome)
+        for outcome in ("ok", "failed"):
+            self.price_refreshes.labels(outcome=outcome)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -137,6 +162,16 @@ class ShoalMetrics:
                 self.nodes.labels(node_type=name, state=state).set(0)
         for (name, state), count in counts.items():
             self.nodes.labels(node_type=name, state=state).set(count)
+
+    def set_backoff(self, until: Mapping[Offering, float]) -> None:
+        """Set ``shoal_backoff_until_timestamp_seconds`` to exactly the offerings in backoff."""
+        self.backoff_until.clear()
+        for offering, at in until.items():
+            self.backoff_until.labels(
+                instance_type=offering.instance_type,
+                zone=offering.zone,
+                capacity_type=str(offering.capacity_type),
+            ).set(at)
 
     def set_targets(self, targets: Mapping[str, int]) -> None:
         self.target_nodes.clear()

@@ -25,8 +25,14 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from shoal.daemon.config import ConfigError, ShoalConfig, load_config
-from shoal.daemon.demand import DemandSource, DemoDemandSource, FileDemandSource
+from shoal.daemon.config import ConfigError, ConfigIssue, ShoalConfig, load_config
+from shoal.daemon.demand import (
+    DemandFailure,
+    DemandSource,
+    DemandUpdate,
+    DemoDemandSource,
+    FileDemandSource,
+)
 from shoal.daemon.drain import CommandDrainHook, DrainHook, NoDrainHook, WebhookDrainHook
 from shoal.daemon.executor import Executor
 from shoal.daemon.http import InsecureListenError, check_listen, make_app, start_http
@@ -35,6 +41,7 @@ from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import TrackedState
 from shoal.providers.base import AbstractProvisioner
 from shoal.providers.clock import Clock, SystemClock
+from shoal.providers.outcomes import PricesUpdated, ProviderEvent
 from shoal.scaler.backoff import BackoffPolicy, BackoffTable
 from shoal.scaler.model import Policy
 
@@ -110,16 +117,63 @@ def build_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
     return AWSProvisioner.from_config(config, clock=clock)
 
 
-async def build_policy(config: ShoalConfig, provider: AbstractProvisioner) -> Policy:
-    """The planner policy: node shapes and prices from the provider's catalogue."""
-    await provider.setAutoscaledNodeTypes(config.node_type_specs())
-    catalogue = await provider.catalogue(config.instance_types())
-    shapes = {t: await provider.getNodeShape(t, False) for t in catalogue}
+def catalogue_policy(config: ShoalConfig, provider: AbstractProvisioner) -> Policy:
+    """The planner policy from the provider's catalogue (which holds every configured type):
+    shapes, and prices where known (a spot entry at its spot price)."""
+    types = config.instance_types()
+    shapes = {t: provider.node_shape(t) for t in types}
     prices: dict[str, float | None] = {}
-    for t in catalogue:
+    for t in types:
         prices[t] = provider.instancePrice(t, False)
-        prices[f"{t}:spot"] = provider.instancePrice(t, True)  # what a spot entry of t costs
+        prices[f"{t}:spot"] = provider.instancePrice(t, True)
     return config.policy(shapes, prices)
+
+
+async def build_policy(config: ShoalConfig, provider: AbstractProvisioner) -> Policy:
+    """Look the configured types up in the provider's catalogue; the planner policy."""
+    await provider.setAutoscaledNodeTypes(config.node_type_specs())
+    await provider.catalogue(config.instance_types())
+    return catalogue_policy(config, provider)
+
+
+def _cost_features(config: ShoalConfig) -> list[tuple[str, Any]]:
+    s = config.scaler
+    used = []
+    if s.packing == "cost":
+        used.append(("scaler.packing", s.packing))
+    if s.cost_ceiling_per_hour is not None:
+        used.append(("scaler.cost_ceiling_per_hour", s.cost_ceiling_per_hour))
+    return used
+
+
+def price_issues(config: ShoalConfig, unpriced: list[str], where: str) -> list[ConfigIssue]:
+    """Cost features need a price for every node type: one issue per feature that is on
+    while some type has none (``unpriced``), naming the types."""
+    if not unpriced:
+        return []
+    names = ", ".join(unpriced)
+    return [
+        ConfigIssue(path, value, f"needs a price for every node type; {where} has none for {names}")
+        for path, value in _cost_features(config)
+    ]
+
+
+def unpriced_offline(config: ShoalConfig) -> list[str]:
+    """Instance types with no known on-demand price, from what the provider ships (no cloud
+    call): the simulated cloud's catalogue, or the shipped AWS price table for the region."""
+    p = config.provider
+    if p.kind == "simulated":
+        from shoal.providers.simulated import load_catalogue
+
+        catalogue = load_catalogue()
+        return [t for t in config.instance_types() if t not in catalogue]
+    from shoal.providers.aws_pricing import PriceBook
+
+    return PriceBook(p.region).missing_on_demand(config.instance_types())
+
+
+def unpriced_node_types(policy: Policy) -> list[str]:
+    return [t.name for t in policy.node_types if t.price_per_hour is None]
 
 
 def build_drain_hook(config: ShoalConfig) -> DrainHook:
@@ -231,13 +285,17 @@ class Service:
         try:
             try:
                 new = load_config(self.config_path)
-                policy = await build_policy(new, self._provider())
             except ConfigError as exc:
                 issues = "; ".join(str(e) for e in exc.errors)
                 log.error('event=reload_refused path=%s errors="%s"', self.config_path, issues)
                 return False
+            try:
+                policy = await build_policy(new, self._provider())
+                issues = price_issues(new, unpriced_node_types(policy), "the provider's catalogue")
+                if issues:
+                    raise ConfigError(str(self.config_path), issues)
             except Exception as exc:
-                log.error('event=reload_refused path=%s error="%r"', self.config_path, exc)
+                log.error('event=reload_refused path=%s error="%s"', self.config_path, exc)
                 with contextlib.suppress(Exception):  # restore the provider's node types
                     await build_policy(self.config, self._provider())
                 return False
@@ -272,6 +330,14 @@ class Service:
     # -- running ----------------------------------------------------------------------------
 
     async def serve(self) -> int:
+        """Run until a stop signal; the provider is closed however this ends."""
+        try:
+            return await self._serve()
+        finally:
+            if self.provider is not None:
+                await self.provider.close()
+
+    async def _serve(self) -> int:
         config = self.config
         token = config.api.token()
         try:
@@ -289,10 +355,25 @@ class Service:
             log.error('event=startup_failed stage=policy error="%r"', exc)
             return 1
         policy = controller.policy
+        issues = price_issues(
+            config, unpriced_node_types(policy), f"the {config.provider.kind} catalogue"
+        )
+        if issues:
+            for issue in issues:
+                log.error('event=startup_failed stage=prices error="%s"', issue)
+            return 2
+        self.provider.subscribe(self._on_provider_event)
+        await self.provider.start()
         self.controller = controller
         controller.on_ready.append(self._ready)
         controller.on_pass.append(self._after_pass)
-        app = make_app(controller, token=token, accept_demand=config.demand.api)
+        app = make_app(
+            controller,
+            token=token,
+            accept_demand=config.demand.api,
+            reports=config.demand.pushed_reports(),
+            max_age=config.demand.max_age,
+        )
         try:
             runner, self.port = await start_http(app, config.api.host, config.api.port)
         except OSError as exc:
@@ -347,6 +428,18 @@ class Service:
         log.info("event=stopped passes=%d", controller.passes)
         return 0
 
+    def _on_provider_event(self, event: ProviderEvent) -> None:
+        """New prices: count the refresh, and plan with them from the next pass."""
+        if not isinstance(event, PricesUpdated):
+            return
+        self.metrics.price_refreshes.labels(outcome="ok" if event.ok else "failed").inc()
+        if not event.ok:
+            log.warning('event=price_refresh_failed kept=last-good error="%s"', event.error)
+            return
+        if self.controller is not None:
+            self.controller.set_policy(catalogue_policy(self.config, self._provider()))
+            log.info("event=prices_updated source=%s", event.source)
+
     def _on_sighup(self) -> None:
         log.info("event=reload_requested signal=SIGHUP path=%s", self.config_path)
         self._tasks.append(asyncio.create_task(self.reload(), name="shoal-reload"))
@@ -381,8 +474,11 @@ class Service:
 
     def _demand_sources(self, config: ShoalConfig) -> list[DemandSource]:
         sources: list[DemandSource] = []
-        if config.demand.file is not None:
-            sources.append(FileDemandSource(config.demand.file, self.clock))
+        d = config.demand
+        if d.file is not None:
+            sources.append(
+                FileDemandSource(d.file, self.clock, reports=d.pushed_reports(), max_age=d.max_age)
+            )
         if config.demand.demo:
             sources.append(DemoDemandSource(self.clock, node_names=self._ready_nodes))
         return sources
@@ -399,15 +495,16 @@ class Service:
 
     async def _pump(self, source: DemandSource) -> None:
         assert self.controller is not None
-        updates: AsyncIterator[Any] = source.updates()
+        updates: AsyncIterator[DemandUpdate | DemandFailure] = source.updates()
         async for update in updates:
             self.controller.set_demand(update)
-            log.info(
-                "event=demand_updated source=%s queued=%d running=%d",
-                type(source).__name__,
-                sum(q.count for q in update.demand.queued),
-                len(update.demand.running),
-            )
+            if isinstance(update, DemandUpdate):
+                log.info(
+                    "event=demand_updated source=%s queued=%d running=%d",
+                    type(source).__name__,
+                    sum(q.count for q in update.demand.queued),
+                    len(update.demand.running),
+                )
 
 
 def run(config: ShoalConfig, config_path: str | os.PathLike[str] | None = None) -> int:

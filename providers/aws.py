@@ -14,7 +14,10 @@
 - ``list_instances``: DescribeInstances by the cluster's tags, page by page, so a restarted
   daemon rebuilds its view from EC2 alone. EC2 documents it as eventually consistent: a new
   instance may be missing for a while (the daemon's launch ledger covers that gap).
-- ``describe_instance_types``: DescribeInstanceTypes for shapes.
+- ``describe_instance_types``: DescribeInstanceTypes for shapes, priced from a ``PriceBook``
+  (``providers.aws_pricing``): the shipped on-demand table, refreshed by ``start()`` at once and
+  every 12 h from the Pricing API and spot price history, as Karpenter does. A spot price not
+  yet known is bounded by the on-demand price; an on-demand price nobody has stays unknown.
 
 Every botocore error is mapped to the ``providers.errors`` hierarchy in ``translate_error``;
 ``retryPredicate`` decides what the daemon's one retry layer (``providers.retry``) retries.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -48,6 +52,13 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from shoal.providers.aws_pricing import (
+    SOURCE_PRICING_API,
+    PriceBook,
+    PricingRefresher,
+    RefreshResult,
+    pricing_endpoint_region,
+)
 from shoal.providers.base import (
     GIB,
     TAG_AUTOSCALED,
@@ -66,7 +77,12 @@ from shoal.providers.errors import (
     RetryableError,
     is_retryable,
 )
-from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
+from shoal.providers.outcomes import (
+    InstanceTypeInfo,
+    LaunchRequest,
+    PricesUpdated,
+    TerminationStatus,
+)
 from shoal.scaler.model import CapacityType, Offering
 
 __all__ = [
@@ -200,6 +216,8 @@ class AWSProvisioner(AbstractProvisioner):
         extra_tags: dict[str, str] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         clock: Clock | None = None,
+        price_refresh: bool = False,
+        pricing_endpoint_url: str | None = None,
     ) -> None:
         super().__init__(
             clusterName, clusterType, zone, nodeStorage, nodeStorageOverrides, zones=zones
@@ -239,6 +257,12 @@ class AWSProvisioner(AbstractProvisioner):
         self._stack = contextlib.AsyncExitStack()
         self._client_lock = asyncio.Lock()
         self._image: tuple[str, str | None] | None = None  # (image id, root device name)
+        self.prices = PriceBook(region)
+        self.price_refresh = price_refresh
+        # Pricing API and spot price history endpoint (a local fake in tests); None: AWS's.
+        self.pricing_endpoint_url = pricing_endpoint_url
+        self.refresher: PricingRefresher | None = None
+        self._refresh_task: asyncio.Task[None] | None = None
         self._closed = False
 
     @classmethod
@@ -262,37 +286,94 @@ class AWSProvisioner(AbstractProvisioner):
             instance_profile_arn=p.instance_profile_arn,
             extra_tags=dict(p.extra_tags),
             clock=clock,
+            price_refresh=p.price_refresh,
+            pricing_endpoint_url=p.pricing_endpoint_url,
         )
 
     # -- client lifecycle ----------------------------------------------------------------
 
-    async def _client(self, service: str) -> Any:
-        """The one client per service for this provisioner's lifetime, created on first use."""
-        client = self._clients.get(service)
+    async def _client(
+        self, service: str, *, region: str | None = None, endpoint_url: str | None = None
+    ) -> Any:
+        """The one client per (service, region, endpoint) for this provisioner's lifetime,
+        created on first use; by default in this region at ``endpoint_url``."""
+        key = f"{service}@{region or ''}@{endpoint_url or ''}"
+        client = self._clients.get(key)
         if client is not None:
             return client
         async with self._client_lock:
             if self._closed:
                 raise ProviderError("the provisioner is closed", code="Closed")
-            if service not in self._clients:
+            if key not in self._clients:
                 config = Config(
                     retries={"total_max_attempts": 1, "mode": "standard"},  # ours retry
                     connect_timeout=10,
                     read_timeout=60,
                     user_agent_extra="shoal",
                 )
-                self._clients[service] = await self._stack.enter_async_context(
+                self._clients[key] = await self._stack.enter_async_context(
                     self._session.create_client(
                         service,  # type: ignore[call-overload]
-                        region_name=self.region,
-                        endpoint_url=self.endpoint_url,
+                        region_name=region or self.region,
+                        endpoint_url=endpoint_url or self.endpoint_url,
                         config=config,
                     )
                 )
-            return self._clients[service]
+            return self._clients[key]
+
+    async def start(self) -> None:
+        """Refresh prices now and every 12 h after, in the background; the shipped table
+        stands in until the first refresh answers."""
+        if not self.price_refresh or self._refresh_task is not None:
+            return
+        pricing_region = pricing_endpoint_region(self.region)
+        pricing = None
+        if pricing_region is not None:
+            pricing = await self._client(
+                "pricing", region=pricing_region, endpoint_url=self.pricing_endpoint_url
+            )
+        ec2 = await self._client("ec2", endpoint_url=self.pricing_endpoint_url)
+        self.refresher = PricingRefresher(
+            self.prices,
+            ec2=ec2,
+            pricing=pricing,
+            instance_types=sorted(self._catalogue) or None,
+            clock=self.clock,
+            on_refresh=self._prices_refreshed,
+        )
+        self._refresh_task = asyncio.create_task(self.refresher.run(), name="shoal-prices")
+
+    def _prices_refreshed(self, result: RefreshResult) -> None:
+        """Reprice what the catalogue holds and tell the listeners."""
+        if self.refresher is not None:
+            self.refresher.instance_types = sorted(self._catalogue) or None
+        self.update_catalogue({name: self._priced(info) for name, info in self._catalogue.items()})
+        errors = [*result.on_demand_errors, *result.spot_errors]
+        self._emit(
+            PricesUpdated(
+                ok=result.ok,
+                at=result.finished_at,
+                source=SOURCE_PRICING_API,
+                error="; ".join(str(e) for e in errors)[:500],
+            )
+        )
+
+    def _priced(self, info: InstanceTypeInfo) -> InstanceTypeInfo:
+        on_demand = self.prices.on_demand(info.name)
+        spot = {
+            zone: price
+            for zone in self.zones or (f"{self.region}a",)
+            if (price := self.prices.spot_or_on_demand(info.name, zone)) is not None
+        }
+        return dataclasses.replace(info, on_demand_price=on_demand, spot_prices=spot)
 
     async def close(self) -> None:
-        """Close the clients; the provisioner cannot be used afterwards."""
+        """Stop the price refresh and close the clients; the provisioner cannot be used
+        afterwards."""
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh_task
         self._closed = True
         self._clients.clear()
         await self._stack.aclose()
@@ -399,7 +480,7 @@ class AWSProvisioner(AbstractProvisioner):
 
     async def describe_instance_types(self, names: Sequence[str]) -> dict[str, InstanceTypeInfo]:
         """Shapes from DescribeInstanceTypes (100 names a call): memory, vCPUs, instance
-        storage. Prices are unknown until a price book fills them in."""
+        storage; prices from the price book."""
         out: dict[str, InstanceTypeInfo] = {}
         wanted = sorted(set(names))
         for start in range(0, len(wanted), 100):
@@ -414,11 +495,13 @@ class AWSProvisioner(AbstractProvisioner):
             for info in resp.get("InstanceTypes", []):
                 storage = info.get("InstanceStorageInfo", {}).get("TotalSizeInGB")
                 disk = int(storage) * GIB if info.get("InstanceStorageSupported") and storage else 0
-                out[info["InstanceType"]] = InstanceTypeInfo(
-                    name=info["InstanceType"],
-                    cores=int(info["VCpuInfo"]["DefaultVCpus"]),
-                    memory=int(info["MemoryInfo"]["SizeInMiB"]) * MIB,
-                    disk=disk,
+                out[info["InstanceType"]] = self._priced(
+                    InstanceTypeInfo(
+                        name=info["InstanceType"],
+                        cores=int(info["VCpuInfo"]["DefaultVCpus"]),
+                        memory=int(info["MemoryInfo"]["SizeInMiB"]) * MIB,
+                        disk=disk,
+                    )
                 )
         return out
 

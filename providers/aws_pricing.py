@@ -711,6 +711,7 @@ class PricingRefresher:
         failure_retry: float = DEFAULT_FAILURE_RETRY,
         retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        on_refresh: Callable[[RefreshResult], None] | None = None,
     ) -> None:
         if interval <= 0 or failure_retry <= 0:
             raise ValueError("interval and failure_retry must be positive")
@@ -724,6 +725,7 @@ class PricingRefresher:
         self.retry_policy = retry_policy
         self._sleep = sleep or self.clock.sleep
         self.stats = RefreshStats()
+        self.on_refresh = on_refresh  # called after every refresh, ok or not
         self._changed = asyncio.Condition()
 
     async def refresh_once(self) -> RefreshResult:
@@ -753,6 +755,8 @@ class PricingRefresher:
         else:
             s.failures += 1
         s.last_result = result
+        if self.on_refresh is not None:
+            self.on_refresh(result)
         async with self._changed:
             self._changed.notify_all()
 

@@ -290,7 +290,12 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
         """The shape of one node of ``instance_type``: memory, cores, instance storage or
         nodeStorage (its override) GiB where there is none, as Toil does; wallTime is the
         billing interval (3600 s)."""
-        info = (await self.catalogue([instance_type]))[instance_type]
+        await self.catalogue([instance_type])
+        return self.node_shape(instance_type, preemptible)
+
+    def node_shape(self, instance_type: str, preemptible: bool = False) -> Shape:
+        """``getNodeShape`` of a type already in the catalogue (``KeyError`` otherwise)."""
+        info = self._catalogue[instance_type]
         disk = info.disk or self._nodeStorageOverrides.get(instance_type, self._nodeStorage) * GIB
         return Shape(3600, int(info.memory), info.cores, int(disk), preemptible)
 
@@ -298,6 +303,15 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
     def retryPredicate(e: BaseException) -> bool:
         """True if ``e`` is transient and the call should be retried with backoff."""
         return False
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start background work the provider needs while the daemon runs (a price refresh,
+        say). Nothing by default."""
+
+    async def close(self) -> None:
+        """Stop background work and release connections. Nothing by default."""
 
     # -- outcomes -----------------------------------------------------------
 

@@ -12,9 +12,12 @@ order, to every listener registered with ``AbstractProvisioner.subscribe``:
 ``TerminationResult``   one batch of ``terminateNodes``: ids terminated, ids already gone, and
                         ids that failed with their error. ``terminateNodes`` raises
                         ``TerminationError`` afterwards when any failed; nothing is dropped.
+``PricesUpdated``       a price refresh finished (ok or not); on success the catalogue holds
+                        the new prices. Providers whose prices never change never send it.
 
-Every event carries the ``request_id`` of its call, and every instance ``addNodes`` launches is
-tagged with it (``TAG_REQUEST_ID``), so a caller matches listings, events and its own requests.
+Launch and termination events carry the ``request_id`` of their call, and every instance
+``addNodes`` launches is tagged with it (``TAG_REQUEST_ID``), so a caller matches listings,
+events and its own requests.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ __all__ = [
     "InstanceTypeInfo",
     "LaunchAttempt",
     "LaunchRequest",
+    "PricesUpdated",
     "ProviderEvent",
     "TerminationResult",
     "TerminationStatus",
@@ -128,4 +132,12 @@ class TerminationResult:
         return self.terminated + self.already_gone
 
 
-ProviderEvent = LaunchAttempt | TerminationResult
+@dataclass(frozen=True, slots=True)
+class PricesUpdated:
+    ok: bool
+    at: float  # when the refresh finished (epoch seconds)
+    source: str  # where the prices came from, e.g. "aws-pricing-api"
+    error: str = ""  # what failed, when not ok; the last good prices stay
+
+
+ProviderEvent = LaunchAttempt | TerminationResult | PricesUpdated

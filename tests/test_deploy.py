@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from shoal.daemon.metrics import ShoalMetrics
+from shoal.scaler.model import CapacityType, Offering
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "shoal.service"
@@ -40,6 +41,11 @@ ISSUE_FAMILIES = {
     "shoal_passes_total",
     "shoal_last_successful_pass_timestamp_seconds",
     "shoal_estimated_cost_dollars_per_hour",
+    # the second stage: backoff per offering, the launch ledger, price refreshes, demand age
+    "shoal_backoff_until_timestamp_seconds",
+    "shoal_nodes_unlisted",
+    "shoal_price_refreshes_total",
+    "shoal_demand_age_seconds",
 }
 HISTOGRAMS = {"shoal_provider_call_duration_seconds", "shoal_pass_duration_seconds"}
 # Sample names a query may use: a histogram only through _bucket/_sum/_count.
@@ -202,6 +208,7 @@ def exported() -> tuple[set[str], set[str]]:
     with pytest.raises(RuntimeError), m.provider_call("addNodes", Clock()):  # type: ignore[arg-type]
         raise RuntimeError("capacity")
     m.pass_duration.observe(0.1)
+    m.set_backoff({Offering("c5.xlarge", "us-east-1a", CapacityType.SPOT): 1.7e9})
     samples: set[str] = set()
     families: set[str] = set()
     for line in m.render().decode().splitlines():

@@ -51,6 +51,7 @@ def config_dict(**overrides: Any) -> dict[str, Any]:
             "scale_down_budget": 1.0,
             "retry": {"attempts": 4, "initial": "1s", "max": "2s", "deadline": "60s"},
         },
+        "demand": {"reports": ["queued", "running"]},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

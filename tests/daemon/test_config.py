@@ -10,6 +10,7 @@ import pytest
 import yaml
 from shoal.daemon.cli import main
 from shoal.daemon.config import ConfigError, ShoalConfig, load_config, parse_config
+from shoal.daemon.demand import DemandReports
 from shoal.providers.retry import RetryPolicy
 from shoal.scaler.model import GiB
 from shoal.scaler.shape import Shape
@@ -424,3 +425,18 @@ def test_config_is_immutable() -> None:
     with pytest.raises(Exception, match="frozen"):
         config.cluster_name = "x"  # type: ignore[misc]
     assert copy.deepcopy(config) == config
+
+
+def test_idle_scale_down_needs_running_jobs_or_a_drain_hook() -> None:
+    data = example()
+    data["demand"] = {"api": True, "demo": False, "reports": ["queued"]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    (issue,) = info.value.errors
+    assert issue.path == "drain"
+    assert "add running to demand.reports" in str(issue) and "drain.command" in str(issue)
+    data["drain"] = {"command": ["kubectl", "drain", "{node}"]}
+    assert parse_config(data).demand.pushed_reports() == DemandReports(running=False)
+    data["demand"] = {"api": True, "reports": ["running"]}
+    with pytest.raises(ConfigError, match="must include queued"):
+        parse_config(data)

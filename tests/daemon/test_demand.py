@@ -131,10 +131,10 @@ def test_file_source_rereads_on_change_and_keeps_old_on_error(tmp_path: Path) ->
     source = FileDemandSource(path, FakeClock())
     assert source.check() is False and source.current() is None  # missing: nothing yet
     _write(path, {"jobs": [JOB]}, 1_000_000_000)
-    assert source.check() is True and source.changed.is_set()
+    assert source.check() is True
     first = source.current()
     assert first is not None and first.demand.queued[0].count == 100
-    source.changed.clear()
+    assert first.at == 1.0  # as old as the file (mtime 1e9 ns)
     assert source.check() is False  # unchanged stat: not re-read
     _write(path, {"jobs": [{**JOB, "count": 7}]}, 2_000_000_000)
     assert source.check() is True
@@ -148,7 +148,7 @@ def test_file_source_rereads_on_change_and_keeps_old_on_error(tmp_path: Path) ->
     assert source.check() is False and source.current() == kept
     assert "jobs[0].count" in (source.last_error or "")
     _write(path, {"jobs": []}, 5_000_000_000)
-    assert source.check() is True and source.current() == DemandUpdate(Demand())
+    assert source.check() is True and source.current() == DemandUpdate(Demand(), at=5.0)
     assert source.last_error is None
 
 
@@ -158,8 +158,10 @@ def test_file_source_yaml(tmp_path: Path) -> None:
     source = FileDemandSource(path, FakeClock())
     assert source.check()
     update = source.current()
-    assert update == DemandUpdate(
-        Demand(queued=(QueuedJobs(Shape(3600, 4 * GiB, 2, 0, False), 3),)), frozenset({"a"})
+    assert update is not None and update.at == path.stat().st_mtime
+    assert (update.demand, update.joined_nodes) == (
+        Demand(queued=(QueuedJobs(Shape(3600, 4 * GiB, 2, 0, False), 3),)),
+        frozenset({"a"}),
     )
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 from aiohttp import web
-from shoal.daemon.demand import MAX_BODY_BYTES
+from shoal.daemon.demand import MAX_BODY_BYTES, DemandReports
 from shoal.daemon.drain import CommandDrainHook, DrainError, WebhookDrainHook
 from shoal.daemon.http import InsecureListenError, check_listen, make_app, start_http
 
@@ -203,3 +203,51 @@ async def test_drain_command_substitutes_the_node_and_times_out(tmp_path: Any) -
         await CommandDrainHook(["sh", "-c", "exit 3"]).drain("i-7")
     with pytest.raises(DrainError, match="timed out"):
         await CommandDrainHook(["sleep", "5"], timeout=0.2).drain("i-7")
+
+
+# -- the observation contract ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def contract(harness: Harness) -> AsyncIterator[tuple[Harness, str]]:
+    app = make_app(harness.controller, reports=DemandReports(running=True), max_age=300.0)
+    runner, port = await start_http(app, "127.0.0.1", 0)
+    try:
+        yield harness, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_source_that_reports_running_jobs_must_send_them(
+    contract: tuple[Harness, str],
+) -> None:
+    h, base = contract
+    status, body, _ = await request("PUT", f"{base}/v1/demand", json=BODY)
+    assert status == 400
+    assert 'send "running": [] when none run' in body["details"][0]
+    assert h.controller.demand_at is None  # refused: nothing changed
+    status, _, _ = await request("PUT", f"{base}/v1/demand", json={**BODY, "running": []})
+    assert status == 200
+
+
+async def test_pushed_demand_goes_stale_and_then_nothing_is_launched_or_removed(
+    contract: tuple[Harness, str],
+) -> None:
+    h, base = contract
+    await h.controller.reconcile()
+    busy_body = {**BODY, "running": []}
+    assert (await request("PUT", f"{base}/v1/demand", json=busy_body))[0] == 200
+    await h.clock.advance(300)
+    assert (await request("GET", f"{base}/readyz"))[0] == 200  # 300 s old: still fresh
+    await h.clock.advance(1)
+    status, body, _ = await request("GET", f"{base}/readyz")
+    assert (status, body["reason"]) == (503, "demand is 301s old (max_age 300s)")
+    record = await h.pass_()
+    assert record.launched == 0 and record.reason == "demand is 301s old (max_age 300s)"
+    assert h.launch_calls() == []
+    assert h.sample("shoal_demand_age_seconds") == 301
+    # pushed again (same jobs): fresh, and the pass launches
+    assert (await request("PUT", f"{base}/v1/demand", json=busy_body))[0] == 200
+    assert (await request("GET", f"{base}/readyz"))[0] == 200
+    record = await h.pass_()
+    assert record.launched == 1 and record.reason == ""

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from shoal.daemon.demand import DemandFailure
 from shoal.daemon.loop import PassOutcome
 from shoal.daemon.nodes import NodeTracker, TrackedState
 from shoal.providers.base import TAG_AUTOSCALED, Node
@@ -329,3 +330,37 @@ async def test_a_wedged_pass_is_not_alive(harness: Harness) -> None:
     await task  # the listing came back: the pass finished
     await h.pass_()
     assert h.controller.alive()
+
+
+async def test_a_failed_read_makes_the_demand_stale_at_once(harness: Harness) -> None:
+    h = harness
+    h.set_demand(h.jobs(4))
+    await h.pass_()
+    await h.clock.advance(60)
+    await h.pass_()
+    (node,) = states(h)
+    h.set_demand(h.running())  # nothing runs: the node is idle
+    h.controller.set_demand(DemandFailure("squeue: connection refused", h.clock.now()))
+    assert h.controller.demand_stale() == "demand source failed: squeue: connection refused"
+    await h.clock.advance(3600)  # far past the unneeded time
+    record = await h.pass_()
+    assert record.drained == () and record.terminated == ()
+    assert record.reason == "demand source failed: squeue: connection refused"
+    assert states(h) == {node: "ready"}
+    h.set_demand(h.running())  # the source reads again: the idle timer starts only now
+    assert h.controller.demand_stale() is None
+    await h.pass_()
+    assert states(h) == {node: "ready"}
+    await h.clock.advance(601)
+    assert (await h.pass_()).drained == (node,)
+
+
+async def test_before_any_demand_nothing_is_removed(harness_factory: Any) -> None:
+    h: Harness = await harness_factory(node_types=[{"type": "c5.xlarge", "min": 1, "max": 3}])
+    record = await h.pass_()
+    assert record.launched == 1  # min_nodes needs no demand
+    assert record.reason == "no demand received yet: removing nothing"
+    h.provider.add_static_nodes("c5.xlarge")
+    await h.clock.advance(3600)
+    record = await h.pass_()
+    assert record.drained == () and record.terminated == ()

@@ -82,7 +82,8 @@ async def test_starts_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> Non
         async with session.get(f"{base}/readyz") as r:
             assert r.status == 200
         async with session.put(
-            f"{base}/v1/demand", json={"jobs": [{"cores": 1, "memory": "1GiB", "count": 4}]}
+            f"{base}/v1/demand",
+            json={"jobs": [{"cores": 1, "memory": "1GiB", "count": 4}], "running": []},
         ) as r:
             assert r.status == 200
     assert service.controller is not None

@@ -66,7 +66,7 @@ def simulated_config(port: int, **overrides: Any) -> dict[str, Any]:
             "join_timeout": "1m",
             "retry": {"attempts": 3, "initial": "100ms", "max": "500ms", "deadline": "5s"},
         },
-        "demand": {"api": True, "demo": False},
+        "demand": {"api": True, "demo": False, "reports": ["queued", "running"]},
         "api": {"listen": f"127.0.0.1:{port}"},
         "log_level": "INFO",
     }

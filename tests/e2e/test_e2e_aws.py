@@ -136,6 +136,9 @@ def aws_config(e2e: Any, moto: Moto, cluster: str, **overrides: Any) -> dict[str
         "endpoint_url": moto.url,
         "image_id": moto.image_id,
         "subnet_id": moto.subnet_id,
+        # moto has no Pricing API and one fake spot price for everything; the shipped table
+        # prices the fleet (a test of the refresh points pricing_endpoint_url at a fake)
+        "price_refresh": False,
     }
     base["node_types"] = [{"type": "c5.xlarge/c5a.xlarge", "min": 0, "max": 10}]
     return e2e.merge(base, overrides)
@@ -159,7 +162,7 @@ def test_demand_launches_tagged_instances_in_ec2(shoal: Any, e2e: Any, moto: Mot
     assert moto.live_ids(cluster) == set()
 
     start = time.monotonic()
-    assert daemon.put_demand({"jobs": [e2e.job(3, cores=4)]}).status == 200
+    assert daemon.put_demand({"jobs": [e2e.job(3, cores=4)], "running": []}).status == 200
 
     def three() -> set[str] | None:
         ids = moto.live_ids(cluster)
@@ -197,7 +200,7 @@ def test_kill9_during_scale_up_then_restart_no_duplicates_no_orphans(
     created = threading.Event()
     release = threading.Event()
     config = aws_config(e2e, moto, cluster, scaler={"unneeded_time": "1s"})
-    demand = {"jobs": [e2e.job(3, cores=4)]}
+    demand = {"jobs": [e2e.job(3, cores=4)], "running": []}
     first = shoal(config, name="first").start(env=daemon_env())
     inner = InstanceResponse.run_instances  # ec2_behaviour's RunInstances
 
@@ -237,7 +240,7 @@ def test_kill9_during_scale_up_then_restart_no_duplicates_no_orphans(
     assert len(moto.run_calls) == 1, moto.run_calls
 
     # No orphans: with no demand, the restarted daemon removes what the dead one launched.
-    assert second.put_demand({"jobs": []}).status == 200
+    assert second.put_demand({"jobs": [], "running": []}).status == 200
     e2e.wait_for(
         "every instance terminated",
         lambda: not moto.live_ids(cluster),
@@ -303,7 +306,7 @@ def test_throttling_and_capacity_faults_are_survived_and_counted(
     #    back off and m5.xlarge serves the demand.
     moto.behaviour.fail_next("RequestLimitExceeded", "Request limit exceeded.", times=1)
     moto.behaviour.capacity.update({"c5.xlarge": 0, "c5a.xlarge": 0})
-    assert daemon.put_demand({"jobs": [e2e.job(2, cores=4)]}).status == 200
+    assert daemon.put_demand({"jobs": [e2e.job(2, cores=4)], "running": []}).status == 200
 
     def two_live() -> list[dict[str, Any]] | None:
         live = moto.instances(cluster, LIVE)

@@ -201,7 +201,7 @@ GOOD_JOB = {"cores": 1, "memory": "2GiB", "disk": "1GiB", "wall_time": "10m", "c
 
 def _jobs(**change: Any) -> dict[str, Any]:
     job = {**GOOD_JOB, **change}
-    return {"jobs": [{k: v for k, v in job.items() if v is not None}]}
+    return {"jobs": [{k: v for k, v in job.items() if v is not None}], "running": []}
 
 
 def _running(**change: Any) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def test_prometheus_scrapes_shoal_nodes(
 ) -> None:
     config = e2e.simulated_config(e2e.free_port(), scaler={"interval": "300ms"})
     daemon = shoal(config).start()
-    assert daemon.put_demand({"jobs": [e2e.job(3, cores=4)]}).status == 200
+    assert daemon.put_demand({"jobs": [e2e.job(3, cores=4)], "running": []}).status == 200
     e2e.wait_for(
         "3 ready nodes", lambda: len(daemon.node_ids("ready")) == 3, 10.0, on_timeout=daemon.tail
     )

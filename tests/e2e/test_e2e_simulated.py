@@ -20,7 +20,7 @@ def test_demand_reaches_add_nodes_within_one_second(shoal: Any, e2e: Any) -> Non
     assert e2e.metric(daemon.metrics(), "shoal_scale_ups_total", node_type=NODE_TYPE) == 0
 
     start = time.monotonic()
-    reply = daemon.put_demand({"jobs": [e2e.job(5, cores=4)]})
+    reply = daemon.put_demand({"jobs": [e2e.job(5, cores=4)], "running": []})
     assert reply.status == 200, reply.text
 
     def launched() -> float | None:
@@ -47,7 +47,7 @@ def test_idle_nodes_go_after_unneeded_time_busy_node_stays(shoal: Any, e2e: Any)
         e2e.free_port(), scaler={"interval": "300ms", "unneeded_time": f"{unneeded}s"}
     )
     daemon = shoal(config).start()
-    assert daemon.put_demand({"jobs": [e2e.job(3, cores=4)]}).status == 200
+    assert daemon.put_demand({"jobs": [e2e.job(3, cores=4)], "running": []}).status == 200
 
     def three_ready() -> set[str] | None:
         ready = daemon.node_ids("ready")
@@ -81,7 +81,7 @@ def test_idle_nodes_go_after_unneeded_time_busy_node_stays(shoal: Any, e2e: Any)
 def test_sigterm_exits_zero_within_ten_seconds(shoal: Any, e2e: Any) -> None:
     config = e2e.simulated_config(e2e.free_port(), scaler={"interval": "200ms"})
     daemon = shoal(config).start()
-    assert daemon.put_demand({"jobs": [e2e.job(4, cores=4)]}).status == 200
+    assert daemon.put_demand({"jobs": [e2e.job(4, cores=4)], "running": []}).status == 200
     e2e.wait_for(
         "a launch",
         lambda: e2e.metric(daemon.metrics(), "shoal_scale_ups_total") >= 4,
