@@ -9,7 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from slurm.cluster import MARKER_ENV, ClusterSpec, NodeGroup, SlurmCluster
+from slurm import cluster as cluster_module
+from slurm.cluster import (
+    MARKER_ENV,
+    ClusterSpec,
+    NodeGroup,
+    SlurmCluster,
+    SlurmClusterError,
+    missing_requirements,
+)
 
 
 def registered(flags: set[str]) -> bool:
@@ -129,3 +137,40 @@ def test_auth_types(slurm_cluster_factory: Callable[..., SlurmCluster], auth: st
     assert cluster.munge_socket.exists() == (auth == "munge")
     ping = cluster.run("scontrol", "ping").stdout
     assert "is UP" in ping
+
+
+@pytest.mark.parametrize(
+    ("absent", "uid", "auth", "expected"),
+    [
+        ({"munged"}, 0, "munge", "Slurm tests need munged (Debian"),
+        ({"munged"}, 0, "none", None),
+        ({"slurmd", "sbatch"}, 0, "none", "Slurm tests need slurmd, sbatch (Debian"),
+        (set(), 1000, "munge", "Slurm tests need root"),
+    ],
+    ids=["no-munge", "no-munge-auth-none", "no-slurmd", "not-root"],
+)
+def test_missing_requirements_name_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, absent: set[str], uid: int, auth: str, expected: str | None
+):
+    real = cluster_module.find_program
+    monkeypatch.setattr(
+        cluster_module, "find_program", lambda name: None if name in absent else real(name) or name
+    )
+    monkeypatch.setattr(cluster_module.os, "geteuid", lambda: uid)
+    reason = missing_requirements(auth)
+    if expected is None:
+        assert reason is None
+    else:
+        assert reason is not None and reason.startswith(expected)
+
+
+def test_a_root_too_long_for_socket_paths_is_refused(tmp_path: Path):
+    with pytest.raises(SlurmClusterError, match="too long for socket paths"):
+        SlurmCluster(tmp_path / ("x" * 80))
+
+
+def test_a_slurmctld_that_dies_at_start_is_reported_with_its_log(
+    slurm_cluster_factory: Callable[..., SlurmCluster],
+):
+    with pytest.raises(SlurmClusterError, match=r"slurmctld exited with \d+; its log ends"):
+        slurm_cluster_factory(settings={"SelectType": "select/nosuch"})
