@@ -12,9 +12,10 @@ programs slurmctld ran), so nothing outlives the test, also when it failed.
 Every daemon runs in the foreground (``-D``/``-F``) as a child of the test process, so its pid
 is known without pid files. Node names need not resolve: every node has ``NodeAddr=127.0.0.1``
 in slurm.conf, and the controller is ``SlurmctldHost=<this host>(127.0.0.1)``; nothing touches
-``/etc/hosts``. The power-saving programs default to a recorder script that appends one line
-per call to ``hooks.log`` (see ``hook_calls()``); tests that want Slurm to reach shoal's hooks
-pass their own commands.
+``/etc/hosts``. Everything listens on 127.0.0.1 only (``CommunicationParameters``). The
+power-saving programs default to a recorder script that appends one line per call to
+``hooks.log`` (see ``hook_calls()``); tests that want Slurm to reach shoal's hooks pass their
+own commands.
 
 ``timings`` records how long each start and the stop took, in seconds.
 """
@@ -255,6 +256,9 @@ class SlurmCluster:
             # without it, powered-down cloud nodes are hidden from sinfo and scontrol
             "PrivateData": "cloud",
             "SlurmctldParameters": "idle_on_node_suspend,cloud_reg_addrs",
+            # listen on the configured addresses (127.0.0.1), not on every interface: the
+            # default binds slurmctld, slurmd and srun to 0.0.0.0
+            "CommunicationParameters": "NoCtldInAddrAny,NoInAddrAny",
             # schedule submitted jobs at the next tick of slurmctld's background loop (1 s), not
             # up to 3 s after the last pass. (The first pass still comes 3 s after the start:
             # these parameters are read in that pass.)
@@ -358,7 +362,8 @@ class SlurmCluster:
     def _check_alive(self, proc: subprocess.Popen[bytes] | None, name: str, log: str) -> None:
         if proc is not None and proc.poll() is not None:
             raise SlurmClusterError(
-                f"{name} exited with {proc.returncode}; its log ends:\n{self.log_tail(log)}"
+                f"{name} exited with {proc.returncode}; its log ends:\n{self.log_tail(log)}\n"
+                f"its output ends:\n{self.log_tail(name + '.out')}"
             )
 
     def start_slurmd(self, name: str, *, booted: bool = True) -> int:
