@@ -199,14 +199,17 @@ def sinfo_argv(commands: SlurmCommands) -> list[str]:
 
 # --- values --------------------------------------------------------------------------------
 
-_UNSET_TIMES = frozenset({"UNLIMITED", "INFINITE", "NOT_SET", "PARTITION_LIMIT", "N/A", "NONE"})
+# squeue prints INVALID for a time above a year (or negative): no usable limit either
+_UNSET_TIMES = frozenset(
+    {"UNLIMITED", "INFINITE", "NOT_SET", "PARTITION_LIMIT", "N/A", "NONE", "INVALID"}
+)
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGTP]?)B?$", re.IGNORECASE)
 _UNITS = {"": MiB, "K": 1024, "M": MiB, "G": 1024**3, "T": 1024**4, "P": 1024**5}
 
 
 def parse_duration(text: str) -> float | None:
-    """Seconds from a Slurm time: ``UNLIMITED``/``NOT_SET``/... -> None, else one of
+    """Seconds from a Slurm time: ``UNLIMITED``/``NOT_SET``/``INVALID``... -> None, else one of
     ``minutes``, ``minutes:seconds``, ``hours:minutes:seconds``, ``days-hours``,
     ``days-hours:minutes``, ``days-hours:minutes:seconds`` (squeue prints ``30:00`` for 30
     minutes, ``1:00:00``, ``2-00:00:00``). Raises ValueError otherwise."""
