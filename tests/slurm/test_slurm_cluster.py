@@ -156,7 +156,6 @@ def test_stop_ends_every_process_including_running_jobs(
 
     cluster.stop()
     assert marked_pids(cluster) == set()
-    assert cluster.timings["stop"] < 15
 
 
 @pytest.mark.parametrize("auth", ["none", "munge"])
