@@ -27,6 +27,7 @@ from shoal.scaler.model import QueuedJobs
 from shoal.scaler.shape import Shape
 from slurm.cluster import SlurmCluster
 
+pytestmark = pytest.mark.slurm
 T = TypeVar("T")
 MiB = 1024**2
 

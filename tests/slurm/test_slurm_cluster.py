@@ -21,6 +21,8 @@ from slurm.cluster import (
     missing_requirements,
 )
 
+pytestmark = pytest.mark.slurm
+
 
 def registered(flags: set[str]) -> bool:
     return not flags & {"not_responding", "powering_up", "powered_down"}
