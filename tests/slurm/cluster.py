@@ -53,8 +53,8 @@ SLURM_PROGRAMS = ("slurmctld", "slurmd", "squeue", "sinfo", "scontrol", "sbatch"
 MUNGE_PROGRAMS = ("munged",)
 READY_DEADLINE = 15.0  # seconds for munged or slurmctld to answer
 STOP_GRACE = 5.0  # seconds a daemon gets after SIGTERM before SIGKILL
-# slurmctld waits ~4 s on its agents to nodes that never came up before it exits; its state is
-# of no use after the test, so it gets less
+# slurmctld takes 1 s to stop on SIGTERM (its background loop's tick), 4 s when its agents wait
+# on nodes that never came up; its saved state is of no use to a finished test
 SLURMCTLD_STOP_GRACE = 1.5
 POLL = 0.02
 MAX_ROOT_LEN = 60  # unix socket paths (munge, slurmd step sockets) must stay under 108 bytes
@@ -401,8 +401,12 @@ class SlurmCluster:
         """Nodes whose slurmd we started and that still runs, with its pid."""
         return {name: p.pid for name, p in self._slurmds.items() if p.poll() is None}
 
-    def stop(self) -> None:
-        """Stop everything this cluster started, by pid; safe to call more than once."""
+    def stop(self, *, graceful: bool = False) -> None:
+        """Stop everything this cluster started, by pid; safe to call more than once.
+
+        slurmctld gets SIGKILL at once (its state is thrown away with the test), or SIGTERM
+        and a moment to save its state and stop its programs if ``graceful``.
+        """
         if self._stopped:
             return
         self._stopped = True
@@ -410,7 +414,7 @@ class SlurmCluster:
         for name in list(self._slurmds):
             self.stop_slurmd(name)
         self.timings["stop_slurmds"] = time.monotonic() - started
-        _terminate(self._slurmctld, SLURMCTLD_STOP_GRACE)
+        _terminate(self._slurmctld, SLURMCTLD_STOP_GRACE if graceful else 0.0)
         self.timings["stop_slurmctld"] = time.monotonic() - started - self.timings["stop_slurmds"]
         _terminate(self._munged)
         self._kill_marked()
@@ -504,13 +508,15 @@ class SlurmCluster:
 def _terminate(proc: subprocess.Popen[bytes] | None, grace: float = STOP_GRACE) -> int | None:
     if proc is None:
         return None
-    if proc.poll() is None:
+    if proc.poll() is None and grace > 0:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         try:
             return proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            pass
+    if proc.poll() is None:
+        proc.kill()
     return proc.wait()
 
 

@@ -205,3 +205,14 @@ def test_a_slurmctld_that_dies_at_start_is_reported_with_its_log(
 ):
     with pytest.raises(SlurmClusterError, match=r"slurmctld exited with \d+; its log ends"):
         slurm_cluster_factory(settings={"SelectType": "select/nosuch"})
+
+
+def test_graceful_stop_lets_slurmctld_save_its_state(
+    slurm_cluster_factory: Callable[..., SlurmCluster],
+):
+    cluster = slurm_cluster_factory(cloud=(NodeGroup("g", 1),), dynamic_partition=None)
+    cluster.sbatch("--hold", "--wrap", "true")
+    cluster.stop(graceful=True)
+    assert (cluster.root / "state" / "job_state").stat().st_size > 0
+    assert "Saving all slurm state" in cluster.log_tail()
+    assert marked_pids(cluster) == set()
