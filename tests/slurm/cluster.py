@@ -205,10 +205,13 @@ class SlurmCluster:
         return path
 
     def _recorder(self, kind: str) -> str:
-        path = self.root / f"record-{kind}.sh"
-        path.write_text(_RECORDER.format(kind=kind, log=self.hooks_log))
-        path.chmod(0o755)
-        return str(path)
+        return str(self.root / f"record-{kind}.sh")
+
+    def _write_recorders(self) -> None:
+        for kind in ("resume", "suspend", "resume-fail"):
+            path = Path(self._recorder(kind))
+            path.write_text(_RECORDER.format(kind=kind, log=self.hooks_log))
+            path.chmod(0o755)
 
     def settings(self) -> dict[str, str]:
         """The global slurm.conf settings, in order (node and partition lines come after)."""
@@ -314,6 +317,7 @@ class SlurmCluster:
         """Write slurm.conf, start munged (if used) and slurmctld; wait until it answers."""
         for sub in ("state", "spool", "run", "log"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._write_recorders()
         self.conf_path.write_text(self.render_conf())
         try:
             if self.spec.auth == "munge":
