@@ -38,6 +38,7 @@ from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import DEFAULT_LEDGER_TTL, NodeTracker, TrackedNode
 from shoal.providers.base import AbstractProvisioner, Node
 from shoal.providers.clock import Clock, SystemClock
+from shoal.providers.outcomes import PricesUpdated, ProviderEvent
 from shoal.scaler.backoff import BackoffTable
 from shoal.scaler.model import (
     Demand,
@@ -133,6 +134,7 @@ class Controller:
         backoff: BackoffTable | None = None,
         planner: Planner | None = None,
         zone: str = "",
+        policy_source: Callable[[], Policy] | None = None,
     ) -> None:
         self.provider = provider
         self.policy = policy
@@ -163,6 +165,9 @@ class Controller:
         self._stop = asyncio.Event()
         self._pass_done = asyncio.Condition()
         self._started = self.clock.monotonic()
+        # rebuilds the policy from the provider's catalogue when its prices change
+        self.policy_source = policy_source
+        provider.subscribe(self._on_provider_event)
         self._last_ok: float | None = None
         self._last_finished: float | None = None
         self._pass_started: float | None = None
@@ -207,6 +212,17 @@ class Controller:
         if settings is not None:
             self.settings = settings
             self.tracker.ledger_ttl = settings.ledger_ttl
+
+    def _on_provider_event(self, event: ProviderEvent) -> None:
+        """New prices: count the refresh, and plan with them from the next pass."""
+        if not isinstance(event, PricesUpdated):
+            return
+        self.metrics.price_refreshes.labels(outcome="ok" if event.ok else "failed").inc()
+        if not event.ok:
+            log.warning('event=price_refresh_failed kept=last-good error="%s"', event.error)
+        elif self.policy_source is not None:
+            self.set_policy(self.policy_source())
+            log.info("event=prices_updated source=%s", event.source)
 
     def stop(self) -> None:
         """Finish the current pass, launch nothing new, leave ``run``."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -41,7 +42,6 @@ from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import TrackedState
 from shoal.providers.base import AbstractProvisioner
 from shoal.providers.clock import Clock, SystemClock
-from shoal.providers.outcomes import PricesUpdated, ProviderEvent
 from shoal.scaler.backoff import BackoffPolicy, BackoffTable
 from shoal.scaler.model import Policy
 
@@ -234,6 +234,7 @@ async def build_controller(
         backoff=BackoffTable(backoff_policy(config)),
         planner=planner,
         zone=config.provider.launch_zones[0],
+        policy_source=functools.partial(catalogue_policy, config, provider),
     )
 
 
@@ -301,6 +302,7 @@ class Service:
                 return False
             controller = self.controller
             controller.set_policy(policy, controller_settings(new))
+            controller.policy_source = functools.partial(catalogue_policy, new, self._provider())
             controller.executor.retry = new.retry_policy()
             controller.executor.drain_hook = build_drain_hook(new)
             controller.backoff = dataclasses.replace(controller.backoff, policy=backoff_policy(new))
@@ -362,7 +364,6 @@ class Service:
             for issue in issues:
                 log.error('event=startup_failed stage=prices error="%s"', issue)
             return 2
-        self.provider.subscribe(self._on_provider_event)
         await self.provider.start()
         self.controller = controller
         controller.on_ready.append(self._ready)
@@ -427,18 +428,6 @@ class Service:
             await runner.cleanup()
         log.info("event=stopped passes=%d", controller.passes)
         return 0
-
-    def _on_provider_event(self, event: ProviderEvent) -> None:
-        """New prices: count the refresh, and plan with them from the next pass."""
-        if not isinstance(event, PricesUpdated):
-            return
-        self.metrics.price_refreshes.labels(outcome="ok" if event.ok else "failed").inc()
-        if not event.ok:
-            log.warning('event=price_refresh_failed kept=last-good error="%s"', event.error)
-            return
-        if self.controller is not None:
-            self.controller.set_policy(catalogue_policy(self.config, self._provider()))
-            log.info("event=prices_updated source=%s", event.source)
 
     def _on_sighup(self) -> None:
         log.info("event=reload_requested signal=SIGHUP path=%s", self.config_path)

@@ -130,7 +130,6 @@ _TRANSPORT_ERRORS = (
     ConnectTimeoutError,
     ReadTimeoutError,
 )
-_INSTANCE_ID = re.compile(r"i-[0-9a-fA-F]+")
 LIVE_STATES = ["pending", "running"]
 NOT_GONE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
@@ -537,28 +536,32 @@ class AWSProvisioner(AbstractProvisioner):
     async def terminate_instances(
         self, ids: Sequence[str]
     ) -> Mapping[str, TerminationStatus | ProviderError]:
-        """TerminateInstances for one batch; see the module docstring for unknown ids."""
+        """TerminateInstances for one batch. EC2 fails a whole call for one bad id: ids the
+        error names get its outcome (NotFound: already gone; anything else: that error) and
+        the rest is sent again; an error naming no id fails every id (NotFound: each id is
+        asked alone to learn which are gone). Throttling and 5xx are raised for the retry
+        layer."""
         out: dict[str, TerminationStatus | ProviderError] = {}
         batch = list(ids)
         while batch:
             try:
                 await self._call("terminate_instances", {"InstanceIds": batch})
             except ProviderError as e:
-                if e.code not in NOT_FOUND_CODES:
-                    if len(batch) == 1:
-                        out[batch[0]] = e
-                        return out
+                if is_retryable(e) and e.code not in NOT_FOUND_CODES:
                     raise
-                named = set(_INSTANCE_ID.findall(str(e))) & set(batch)
-                log.info("event=terminate_not_found ids=%s", ",".join(sorted(named)) or "?")
+                gone = e.code in NOT_FOUND_CODES
+                named = [i for i in batch if re.search(rf"\b{re.escape(i)}\b", str(e))]
+                log.info("event=terminate_refused code=%s ids=%s", e.code, ",".join(named) or "?")
                 if not named:
-                    if len(batch) == 1:
-                        out[batch[0]] = TerminationStatus.ALREADY_GONE
-                        return out
-                    for one in batch:  # which ids are unknown? ask for each alone
-                        out.update(await self.terminate_instances([one]))
+                    if gone and len(batch) > 1:  # which ids are unknown? ask for each alone
+                        for one in batch:
+                            out.update(await self.terminate_instances([one]))
+                    else:
+                        out.update(
+                            dict.fromkeys(batch, TerminationStatus.ALREADY_GONE if gone else e)
+                        )
                     return out
-                out.update(dict.fromkeys(named, TerminationStatus.ALREADY_GONE))
+                out.update(dict.fromkeys(named, TerminationStatus.ALREADY_GONE if gone else e))
                 batch = [i for i in batch if i not in named]
             else:
                 out.update(dict.fromkeys(batch, TerminationStatus.TERMINATED))
