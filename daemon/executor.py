@@ -5,7 +5,9 @@ is timed into ``shoal_provider_call_duration_seconds``. A launch carries a ``req
 once per planned launch and reused by every retry, so a retried ``addNodes`` never launches
 twice. Capacity and quota errors are data, not crashes: they come back in the report as
 backoff entries for their offerings. Drains call the drain hook and then mark the node
-draining; only the plan's terminations are terminated, and never a static or unknown node.
+draining; undrains (draining nodes the plan takes back) call the undrain hook and then mark
+the node ready; only the plan's terminations are terminated, and never a static or unknown
+node.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from shoal.daemon.drain import DrainError, DrainHook, NoDrainHook
+from shoal.daemon.drain import DrainError, DrainHook, NoDrainHook, NoUndrainHook, UndrainHook
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import NodeTracker, TrackedState
 from shoal.providers.base import AbstractProvisioner
@@ -53,6 +55,7 @@ class LaunchOutcome:
 class ExecutionReport:
     launches: list[LaunchOutcome] = field(default_factory=list)
     drained: list[str] = field(default_factory=list)
+    undrained: list[str] = field(default_factory=list)
     terminated: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     failed_offerings: list[BackoffEvent] = field(default_factory=list)
@@ -76,6 +79,7 @@ class Executor:
         *,
         retry: RetryPolicy | None = None,
         drain_hook: DrainHook | None = None,
+        undrain_hook: UndrainHook | None = None,
         request_ids: Callable[[], str] = new_request_id,
     ) -> None:
         self.provider = provider
@@ -83,6 +87,7 @@ class Executor:
         self.metrics = metrics
         self.retry = retry or RetryPolicy()
         self.drain_hook: DrainHook = drain_hook or NoDrainHook()
+        self.undrain_hook: UndrainHook = undrain_hook or NoUndrainHook()
         self.request_ids = request_ids
 
     async def call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
@@ -124,6 +129,7 @@ class Executor:
         names = sorted(
             {a.node_type for a in plan.launches}
             | {a.node_type for a in plan.drains}
+            | {a.node_type for a in plan.undrains}
             | {a.node_type for a in plan.terminations}
         )
         await asyncio.gather(
@@ -178,6 +184,9 @@ class Executor:
         drains = [a for a in plan.drains if a.node_type == name]
         if drains:
             jobs.append(self._drain_all(drains, tracker, report))
+        undrains = [a for a in plan.undrains if a.node_type == name]
+        if undrains:
+            jobs.append(self._undrain_all(undrains, tracker, report))
         terminations = [a for a in plan.terminations if a.node_type == name]
         if terminations:
             jobs.append(self._terminate(name, terminations, tracker, report))
@@ -282,6 +291,36 @@ class Executor:
         report.drained.append(action.node_id)
         log.info(
             'event=drain node=%s node_type=%s cause=%s reason="%s"',
+            action.node_id,
+            action.node_type,
+            action.cause,
+            action.message,
+        )
+
+    async def _undrain_all(
+        self, actions: list[NodeAction], tracker: NodeTracker, report: ExecutionReport
+    ) -> None:
+        await asyncio.gather(*(self._undrain(a, tracker, report) for a in actions))
+
+    async def _undrain(
+        self, action: NodeAction, tracker: NodeTracker, report: ExecutionReport
+    ) -> None:
+        tracked = tracker.get(action.node_id)
+        if tracked is None or tracked.static:
+            log.error("event=undrain_refused node=%s reason=unknown-or-static", action.node_id)
+            return
+        if tracked.state is not TrackedState.DRAINING:
+            return  # already back, or terminated meanwhile: nothing to take back
+        try:
+            await self.undrain_hook.undrain(action.node_id)
+        except (DrainError, OSError) as exc:
+            report.errors.append(f"undrain {action.node_id}: {exc}")
+            log.warning('event=undrain_failed node=%s error="%s"', action.node_id, exc)
+            return
+        tracker.mark(action.node_id, TrackedState.READY)
+        report.undrained.append(action.node_id)
+        log.info(
+            'event=undrain node=%s node_type=%s cause=%s reason="%s"',
             action.node_id,
             action.node_type,
             action.cause,

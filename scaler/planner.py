@@ -347,6 +347,10 @@ def _assign_by_cost(
     for t in view.types:
         for job, count in shares[t.name].items():
             _add(demand[t.name].queued, job, count)
+            # the type Toil's order would give it is in backoff: this is its fallback
+            first = next((o for o in view.types if not job.fits_in(view.usable[o.name])), t)
+            if count and first is not t and first.name in view.blocked:
+                demand[t.name].fallback_from.add(first.name)
     return {s: n for s, n in left.items() if n > 0}, packing.method
 
 
