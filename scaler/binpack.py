@@ -332,46 +332,37 @@ def _cost_packing(
     max_nodes: Mapping[Shape, int],
     time_limit: float,
 ) -> Packing:
-    """The solver's packing when it finishes; else the cheaper of its best and the
-    heuristic's (one that breaks a node limit only when the solver found nothing)."""
+    """The solver's packing when it finishes; when it runs out of time, the cheaper of its
+    best and the heuristic's greedy packing (one that breaks a node limit never wins);
+    the whole heuristic when the solver is off or finds nothing."""
     unschedulable = {
         job: _failed_dimensions(job, nodes) for job in groups if all(job.fits_in(s) for s in nodes)
     }
     servable = {job: n for job, n in groups.items() if job not in unschedulable}
     packable = {job: n for job, n in servable.items() if job.wallTime > 0 and any(_res(job))}
-    patterns = pattern_pack(packable, nodes, target_time, prices) if packable else []
+    limit = f"{time_limit * 1000:.0f} ms"
     if time_limit <= 0 or not packable:
         why = "solver off" if time_limit <= 0 else "nothing for the solver"
-        heuristic = _priced(groups, nodes, target_time, prices, patterns, unschedulable)
+        heuristic = _priced(groups, nodes, target_time, prices, unschedulable)
         return replace(heuristic, method=f"heuristic ({why})")
     solution = colgen.solve(
-        packable,
-        nodes,
-        target_time,
-        prices,
-        max_nodes=max_nodes,
-        time_limit=time_limit,
-        known=[(p.shape, p.intervals, p.columns, p.repeat) for p in patterns],
+        packable, nodes, target_time, prices, max_nodes=max_nodes, time_limit=time_limit
     )
-    limit = f"{time_limit * 1000:.0f} ms"
-    if solution.status != "none":
-        solved = _from_solution(solution, servable, nodes, prices, unschedulable)
-        if solution.status == "optimal":
-            bound = solution.bound or 0.0
-            above = solved.cost(prices) / bound - 1 if bound > 0 else 0.0
-            return replace(
-                solved,
-                method=f"solver (HiGHS), {above:.1%} above the configuration-LP bound",
-            )
-    heuristic = _priced(groups, nodes, target_time, prices, patterns, unschedulable)
-    within = all(heuristic.counts.get(s, 0) <= n for s, n in max_nodes.items())
     if solution.status == "none":
+        heuristic = _priced(groups, nodes, target_time, prices, unschedulable)
         return replace(heuristic, method=f"heuristic (the solver found nothing in {limit})")
-    if within and heuristic.cost(prices) < solved.cost(prices) - 1e-9:
+    solved = _from_solution(solution, servable, nodes, prices, unschedulable)
+    bound = solution.bound
+    above = f", {solved.cost(prices) / bound - 1:.1%} above the LP bound" if bound else ""
+    if solution.status == "optimal":
+        return replace(solved, method=f"solver (HiGHS){above}")
+    greedy = _cheapest_order(groups, nodes, target_time, prices)
+    within = all(greedy.counts.get(s, 0) <= n for s, n in max_nodes.items())
+    if within and greedy.cost(prices) < solved.cost(prices) - 1e-9:
         return replace(
-            heuristic, method=f"heuristic (cheaper than the solver's best at its {limit} limit)"
+            greedy, method=f"heuristic (cheaper than the solver's best at its {limit} limit)"
         )
-    return replace(solved, method=f"solver's best at its {limit} limit")
+    return replace(solved, method=f"solver's best at its {limit} limit{above}")
 
 
 def _from_solution(
@@ -431,13 +422,12 @@ def _priced(
     nodes: list[Shape],
     target_time: float,
     prices: Mapping[Shape, float],
-    patterns: list[Pattern],
     unschedulable: dict[Shape, list[str]],
 ) -> Packing:
     """The heuristic: the per-group greedy with a local search over the menu (greedy
     choices per group can spread demand over too many node shapes, so drop a shape while
-    that is cheaper and every job still fits somewhere), or node ``patterns`` (computed
-    by the caller), whichever costs less."""
+    that is cheaper and every job still fits somewhere), or node patterns, whichever
+    costs less."""
     best = _cheapest_order(groups, nodes, target_time, prices)
     menu = list(nodes)
     improved = True
@@ -459,8 +449,7 @@ def _priced(
     # leftovers; keep whichever is cheaper.
     servable = {job: n for job, n in groups.items() if job not in unschedulable}
     if servable:
-        if any(job not in {j for p in patterns for j in p.columns} for job in servable):
-            patterns = pattern_pack(servable, nodes, target_time, prices)
+        patterns = pattern_pack(servable, nodes, target_time, prices)
         mixed = dict.fromkeys(nodes, 0)
         booked = dict.fromkeys(nodes, 0)
         for pattern in patterns:

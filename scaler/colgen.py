@@ -42,8 +42,19 @@ __all__ = ["Filling", "Solution", "configuration_bound", "solve"]
 
 GiB = 1024**3
 MAX_ROUNDS = 2000
-_PARTS = (1.0, 0.75, 0.5, 0.25)  # shares of what fits the first group of a greedy filling takes
+_PARTS = (1.0, 0.5)  # shares of what fits the first group of a greedy filling takes
+GREEDY_FIRSTS = 3  # groups tried first in a greedy filling, densest first
+GREEDY_KEEP = 3  # improving greedy fillings added per bin and round
 MIP_GAP = 1e-3  # the integer master stops within 0.1 % of its own bound
+PRICING_GAP = 0.02  # a pricing knapsack stops within 2 % of the best filling
+PRICING_TIME = 0.005  # seconds one pricing knapsack may take
+# Of the time limit, HiGHS gets HIGHS_SHARE (column generation all but MASTER_SHARE of it,
+# the integer master the rest); our own work between HiGHS calls takes about the remainder
+# (measured: HiGHS's calls take 1.5 to 2 times the run time it reports, at 50 job
+# shapes x 10 node types, and our own work a little more).
+HIGHS_SHARE = 0.4
+MASTER_SHARE = 1 / 3
+CG_GAP = 0.002  # column generation stops with the LP within 0.2 % of its lower bound
 _INF = highspy.kHighsInf
 _OPTIMAL = highspy.HighsModelStatus.kOptimal
 _INT = highspy.HighsVarType.kInteger
@@ -75,14 +86,16 @@ def _dims(s: Shape) -> tuple[float, float, float]:
 
 
 class _Budget:
-    """What is left of the solver's time, charged with HiGHS's reported run times."""
+    """What is left of the solver's time, charged with HiGHS's reported run times. Column
+    generation stops with ``MASTER_SHARE`` of it left, for the integer master."""
 
     def __init__(self, seconds: float) -> None:
         self.left = seconds
+        self.reserve = seconds * MASTER_SHARE
         self.spent = 0.0
 
-    def run(self, h: highspy._Highs) -> None:
-        h.setOptionValue("time_limit", max(self.left, 1e-3))
+    def run(self, h: highspy._Highs, cap: float = math.inf) -> None:
+        h.setOptionValue("time_limit", max(min(self.left, cap), 1e-3))
         before = h.getRunTime()
         h.run()
         used = max(0.0, h.getRunTime() - before)
@@ -92,6 +105,10 @@ class _Budget:
     @property
     def out(self) -> bool:
         return self.left <= 0
+
+    @property
+    def generation_over(self) -> bool:
+        return self.left <= self.reserve
 
 
 def _quiet(presolve: bool = True) -> highspy._Highs:
@@ -143,7 +160,7 @@ class _Model:
         self.penalty = 10 * max((b.price for b in bins), default=1.0) + 1.0
         self.columns: list[tuple[int, tuple[int, ...]]] = []  # (bin, columns per group)
         self.seen: set[tuple[int, tuple[int, ...]]] = set()
-        self.master = _quiet()
+        self.master = _quiet(presolve=False)  # warm-started LPs: presolve would cost more
         h = self.master
         lower = np.concatenate([self.n, np.full(len(self.limited), -_INF)])
         upper = np.concatenate(
@@ -169,6 +186,20 @@ class _Model:
             np.ones(ng),
         )
         self.knapsacks: dict[int, highspy._Highs] = {}
+        self.relaxation: highspy._Highs | None = None
+        self.offsets: list[int] = []
+        self.fits = [np.flatnonzero(self.upper[b]) for b in range(len(bins))]
+        # per bin, over the groups it holds: needs, dominant share of the node, upper bound
+        self.static: list[tuple[list[tuple[float, float, float]], list[float], list[int]]] = []
+        for b, bin_ in enumerate(bins):
+            fit = np.flatnonzero(self.upper[b])
+            room = _dims(bin_.shape)
+            needs = [(float(r[0]), float(r[1]), float(r[2])) for r in self.need[fit]]
+            shares = [
+                max(max((x / h for x, h in zip(r, room, strict=True) if h > 0), default=0.0), EPS)
+                for r in needs
+            ]
+            self.static.append((needs, shares, [int(u) for u in self.upper[b, fit]]))
 
     def add(self, b: int, a: Sequence[int]) -> bool:
         key = (b, tuple(int(v) for v in a))
@@ -217,85 +248,195 @@ class _Model:
             return None  # even every column it may take is not worth the node
         return fit, value, threshold
 
-    def greedy(self, b: int, duals: np.ndarray) -> list[int] | None:
-        """A good filling of bin ``b`` by worth per dominant share, several ways."""
+    def greedy(self, b: int, duals: np.ndarray) -> list[list[int]]:
+        """Good fillings of bin ``b`` (up to ``GREEDY_KEEP``, best first): groups by worth
+        per dominant share of the node, the densest first, and each of the few densest
+        first with only part of what fits (taking all of one may fill the cores and strand
+        the memory)."""
         found = self._worth(b, duals)
         if found is None:
-            return None
+            return []
         fit, value, threshold = found
-        room = np.array(_dims(self.bins[b].shape))
-        need = self.need[fit]
-        share = np.max(np.divide(need, room, out=np.zeros_like(need), where=room > 0), axis=1)
-        density = value / np.maximum(share, EPS)
-        dense = [int(i) for i in np.argsort(-density) if value[i] > 0]
-        upper = self.upper[b, fit]
-        best, best_worth = None, threshold * (1 + 1e-7) + 1e-9
-        # Taking all of the densest group may fill the cores and strand the memory, so
-        # the first group also takes only part of what fits before the rest fill.
-        starts: list[tuple[int, float]] = [(-1, 1.0)]
-        for first in dense[:4]:
-            starts += [(first, part) for part in _PARTS]
-        for first, part in starts:
-            left = room.copy()
-            a = np.zeros(len(fit), dtype=int)
-            order = dense if first < 0 else [first, *(i for i in dense if i != first)]
-            for i in order:
-                r = need[i]
-                k = int(upper[i])
-                for d in range(3):
-                    if r[d] > 0:
-                        k = min(k, math.floor(left[d] / r[d] + EPS))
-                if i == first:
-                    k = max(1, int(k * part)) if k > 0 else 0
+        need, share, upper = self.static[b]  # plain floats: this runs every bin, every round
+        worth = value.tolist()
+        dense = sorted(
+            (i for i in range(len(fit)) if worth[i] > 0), key=lambda i: -worth[i] / share[i]
+        )
+        room0, room1, room2 = _dims(self.bins[b].shape)
+        floor = threshold * (1 + 1e-7) + 1e-9
+        found_fills: dict[tuple[int, ...], float] = {}
+        for first, part in [(-1, 1.0)] + [
+            (i, part) for i in dense[:GREEDY_FIRSTS] for part in _PARTS
+        ]:
+            left0, left1, left2 = room0, room1, room2
+            a = [0] * len(fit)
+            total = 0.0
+            for i in [first, *dense] if first >= 0 else dense:
+                if a[i]:
+                    continue
+                m, c, d = need[i]
+                k = upper[i]
+                if m > 0 and (q := int(left0 / m + EPS)) < k:
+                    k = q
+                if c > 0 and (q := int(left1 / c + EPS)) < k:
+                    k = q
+                if d > 0 and (q := int(left2 / d + EPS)) < k:
+                    k = q
+                if i == first and part < 1 and k > 1:
+                    k = int(k * part)
                 if k > 0:
                     a[i] = k
-                    left -= k * r
-            worth = float(value @ a)
-            if worth > best_worth:
-                best, best_worth = a, worth
-        if best is None:
-            return None
-        out = [0] * len(self.jobs)
-        for i, v in zip(fit, best, strict=True):
-            out[int(i)] = int(v)
+                    total += k * worth[i]
+                    left0 -= k * m
+                    left1 -= k * c
+                    left2 -= k * d
+            if total > floor:
+                found_fills[tuple(a)] = total
+        best = sorted(found_fills, key=lambda key: -found_fills[key])[:GREEDY_KEEP]
+        out = []
+        for a in best:
+            column = [0] * len(self.jobs)
+            for i, v in zip(fit, a, strict=True):
+                column[int(i)] = v
+            out.append(column)
         return out
 
-    def price(self, b: int, duals: np.ndarray, budget: _Budget) -> list[int] | None:
-        """The filling of bin ``b`` worth most at ``duals``, if worth more than the bin."""
+    def relax(
+        self, duals: np.ndarray, budget: _Budget
+    ) -> tuple[float, list[tuple[int, list[int]]]]:
+        """Every bin's knapsack LP relaxation at once (one block-diagonal LP, HiGHS's simplex
+        warm from the last round): the largest ratio of what a filling of a bin can be
+        worth to what it must be worth (Farley's bound divides the master's value by it;
+        inf when the LP fails), and the relaxations' fillings rounded down and topped up
+        greedily that are worth their bins."""
+        blocks = []
+        for b in range(len(self.bins)):
+            found = self._worth(b, duals)
+            blocks.append(found)
+        if self.relaxation is None:
+            self.relaxation = self._relaxation()
+        h = self.relaxation
+        cost = np.concatenate(
+            [-(duals[: len(self.jobs)][fit] * self.per[b, fit]) for b, fit in enumerate(self.fits)]
+        )
+        h.changeColsCost(len(cost), np.arange(len(cost), dtype=np.int32), cost)
+        budget.run(h)
+        if h.getModelStatus() != _OPTIMAL:
+            return math.inf, []
+        x = np.array(h.getSolution().col_value)
+        ratio = 1.0
+        columns = []
+        for b, found in enumerate(blocks):
+            if found is None:
+                continue
+            fit, value, threshold = found
+            part = x[self.offsets[b] : self.offsets[b] + len(fit)]
+            ratio = max(ratio, float(value @ part) / threshold if threshold > 0 else math.inf)
+            a = self._top_up(b, value, np.floor(part + 1e-9).astype(int).tolist(), threshold)
+            if a is not None:
+                columns.append((b, a))
+        return ratio, columns
+
+    def _relaxation(self) -> highspy._Highs:
+        h = _quiet(presolve=False)
+        starts, index, values, lower, upper = [], [], [], [], []
+        col = 0
+        self.offsets = []
+        for b, fit in enumerate(self.fits):
+            self.offsets.append(col)
+            room = _dims(self.bins[b].shape)
+            for d in range(3):
+                starts.append(len(index))
+                index += range(col, col + len(fit))
+                values += self.need[fit, d].tolist()
+                lower.append(-_INF)
+                upper.append(room[d])
+            col += len(fit)
+        lp = highspy.HighsLp()
+        lp.num_col_ = col
+        lp.num_row_ = len(starts)
+        lp.col_cost_ = np.zeros(col)
+        lp.col_lower_ = np.zeros(col)
+        lp.col_upper_ = np.concatenate(
+            [self.upper[b, fit].astype(float) for b, fit in enumerate(self.fits)]
+        )
+        lp.row_lower_ = np.array(lower)
+        lp.row_upper_ = np.array(upper)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+        lp.a_matrix_.start_ = np.array([*starts, len(index)], dtype=np.int32)
+        lp.a_matrix_.index_ = np.array(index, dtype=np.int32)
+        lp.a_matrix_.value_ = np.array(values, dtype=float)
+        h.passModel(lp)
+        return h
+
+    def _top_up(
+        self, b: int, value: np.ndarray, a: list[int], threshold: float
+    ) -> list[int] | None:
+        need, _, upper = self.static[b]
+        left0, left1, left2 = _dims(self.bins[b].shape)
+        for (m, c, d), k in zip(need, a, strict=True):
+            left0, left1, left2 = left0 - k * m, left1 - k * c, left2 - k * d
+        worth = value.tolist()
+        for i in sorted(range(len(a)), key=lambda i: -worth[i]):
+            m, c, d = need[i]
+            k = upper[i] - a[i]
+            if m > 0 and (q := int(left0 / m + EPS)) < k:
+                k = q
+            if c > 0 and (q := int(left1 / c + EPS)) < k:
+                k = q
+            if d > 0 and (q := int(left2 / d + EPS)) < k:
+                k = q
+            if k > 0:
+                a[i] += k
+                left0, left1, left2 = left0 - k * m, left1 - k * c, left2 - k * d
+        if sum(k * w for k, w in zip(a, worth, strict=True)) <= threshold * (1 + 1e-7) + 1e-9:
+            return None
+        column = [0] * len(self.jobs)
+        for i, v in zip(self.fits[b], a, strict=True):
+            column[int(i)] = v
+        return column
+
+    def price(
+        self, b: int, duals: np.ndarray, budget: _Budget, time_cap: float
+    ) -> tuple[list[int] | None, bool]:
+        """A filling of bin ``b`` worth more than the bin at ``duals`` (HiGHS's MIP, to
+        within ``PRICING_GAP`` of the best), and whether none exists was proved."""
         found = self._worth(b, duals)
         if found is None:
-            return None
+            return None, True
         fit, value, threshold = found
-        shape = self.bins[b].shape
+        n = len(fit)
         h = self.knapsacks.get(b)
         if h is None:
             h = self.knapsacks[b] = _quiet(presolve=False)
-            lp = highspy.HighsLp()
-            lp.num_col_ = len(fit)
-            lp.num_row_ = 3
-            lp.col_cost_ = -value
-            lp.col_lower_ = np.zeros(len(fit))
-            lp.col_upper_ = self.upper[b, fit].astype(float)
-            lp.row_lower_ = np.full(3, -_INF)
-            lp.row_upper_ = np.array(_dims(shape)) * (1 + 1e-12)
-            lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
-            lp.a_matrix_.start_ = np.arange(0, 3 * len(fit) + 1, len(fit), dtype=np.int32)
-            lp.a_matrix_.index_ = np.tile(np.arange(len(fit), dtype=np.int32), 3)
-            lp.a_matrix_.value_ = self.need[fit].T.reshape(-1).astype(float)
-            lp.integrality_ = [_INT] * len(fit)
-            h.passModel(lp)
-        else:
-            h.changeColsCost(len(fit), np.arange(len(fit), dtype=np.int32), -value)
-        budget.run(h)
-        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-            return None
-        worth = -h.getInfo().objective_function_value
-        if worth <= threshold * (1 + 1e-7) + 1e-9:
-            return None
+            h.setOptionValue("mip_rel_gap", PRICING_GAP)
+        # rows: memory, cores, disk within the node; worth above the bin's price
+        lp = highspy.HighsLp()
+        lp.num_col_ = n
+        lp.num_row_ = 4
+        lp.col_cost_ = -value
+        lp.col_lower_ = np.zeros(n)
+        lp.col_upper_ = self.upper[b, fit].astype(float)
+        floor = threshold * (1 + 1e-6) + 1e-6  # above the MIP's feasibility tolerance
+        lp.row_lower_ = np.array([-_INF, -_INF, -_INF, floor])
+        lp.row_upper_ = np.append(np.array(_dims(self.bins[b].shape)) * (1 + 1e-12), _INF)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+        lp.a_matrix_.start_ = np.arange(0, 4 * n + 1, n, dtype=np.int32)
+        lp.a_matrix_.index_ = np.tile(np.arange(n, dtype=np.int32), 4)
+        lp.a_matrix_.value_ = np.concatenate([self.need[fit].T.reshape(-1), value])
+        lp.integrality_ = [_INT] * n
+        h.passModel(lp)
+        budget.run(h, cap=time_cap)
+        if h.getModelStatus() == highspy.HighsModelStatus.kInfeasible:
+            return None, True  # no filling is worth its bin
+        if h.getInfo().primal_solution_status != highspy.kSolutionStatusFeasible:
+            return None, False  # out of time before an answer
         a = [0] * len(self.jobs)
         for i, v in zip(fit, h.getSolution().col_value, strict=True):
             a[int(i)] = round(v)
-        return a
+        if float(value @ np.array([a[int(i)] for i in fit])) <= floor * (1 - 1e-9):
+            return None, True  # met the worth row only within tolerance: nothing better
+        return a, False
 
     def feasible(self, x: np.ndarray) -> bool:
         """Whether a master solution keeps to the node limits (coverage holds by slack)."""
@@ -318,29 +459,48 @@ class _Model:
         return float(self.master.getInfo().objective_function_value)
 
 
-def _generate(model: _Model, budget: _Budget) -> float | None:
-    """Column generation to the LP optimum; returns it, or None if time ran out first."""
+def _generate(
+    model: _Model, budget: _Budget, gap: float = CG_GAP, pricing_time: float = PRICING_TIME
+) -> float | None:
+    """Column generation until the LP is within ``gap`` of a proven lower bound; returns
+    that bound, or None if the time for it ran out first (what is left then goes to the
+    integer master).
+
+    Each round prices every bin greedily; when that finds nothing, the knapsacks' LP
+    relaxations bound what any filling is worth, which gives Farley's lower bound on the
+    LP (its value over the largest worth-to-price ratio), and their rounded fillings are
+    tried; only then HiGHS's MIP prices each bin exactly."""
     h = model.master
     for _ in range(MAX_ROUNDS):
         budget.run(h)
-        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal or budget.out:
+        if h.getModelStatus() != _OPTIMAL or budget.generation_over:
             return None
         duals = model.duals()
         added = False
-        for b in range(len(model.bins)):  # cheap fillings first
-            a = model.greedy(b, duals)
-            if a is not None:
+        value = model.objective()
+        ratio, columns = model.relax(duals, budget)
+        for b, a in columns:
+            added |= model.add(b, a)
+        lower = value / ratio
+        if value <= lower * (1 + gap) + 1e-9:
+            return lower
+        if added:
+            continue
+        for b in range(len(model.bins)):
+            for a in model.greedy(b, duals):
                 added |= model.add(b, a)
         if added:
             continue
-        for b in range(len(model.bins)):  # none: the exact knapsacks prove it, or find one
-            a = model.price(b, duals, budget)
-            if budget.out:
-                return None
+        proved = True  # the knapsacks find a filling, or prove there is none
+        for b in range(len(model.bins)):
+            a, none = model.price(b, duals, budget, pricing_time)
             if a is not None:
                 added |= model.add(b, a)
+            proved &= none
+            if budget.generation_over:
+                return None
         if not added:
-            return model.objective()
+            return value if proved else None
     return None
 
 
@@ -355,6 +515,7 @@ def _integer(model: _Model, budget: _Budget, start: Sequence[float] | None) -> n
         count, np.arange(ng, ng + count, dtype=np.int32), np.array([_INT] * count)
     )
     h.setOptionValue("mip_rel_gap", MIP_GAP)
+    h.setOptionValue("presolve", "on")
     candidates = [] if start is None else [np.array(start)]
     if lp is not None and len(lp) == ng + count:
         rounded = np.concatenate([lp[:ng], np.ceil(lp[ng:] - 1e-9)])
@@ -399,7 +560,7 @@ def solve(
     """Pack ``groups`` (every job fits some node shape and takes room and time) for the
     least cost within ``max_nodes``. ``known``: a packing to start from, as fillings
     (node shape, intervals, columns per group, repeat)."""
-    budget = _Budget(time_limit)
+    budget = _Budget(time_limit * HIGHS_SHARE)
     bins = bins_for(list(groups), nodes, target_time, prices)
     model = _Model(groups, bins, target_time, max_nodes)
     model.seed()
@@ -429,31 +590,27 @@ def _solution(
     fillings: list[Filling] = []
     jobs: dict[Bin, dict[Shape, int]] = {}
     cost = 0.0
-    # Serve each group from the fillings in order; a node left with no job is not bought.
+    # Serve each group from the fillings in order; nodes left with no job are not bought.
     for (b, a), value in zip(model.columns, x[ng:], strict=True):
         repeat = round(value)
         if repeat <= 0:
             continue
         bin_ = model.bins[b]
-        used = 0
-        for _ in range(repeat):
-            took = {}
-            for g, cols in enumerate(a):
-                job = model.jobs[g]
-                k = min(left[job], int(cols * model.per[b, g]))
-                if k:
-                    took[job] = k
-                    left[job] -= k
-            if not took:
-                break
-            used += 1
-            share = jobs.setdefault(bin_, {})
-            for job, k in took.items():
-                share[job] = share.get(job, 0) + k
-        if used:
-            cols = {model.jobs[g]: c for g, c in enumerate(a) if c}
-            fillings.append(Filling(bin_, cols, used))
-            cost += used * bin_.price
+        holds = {model.jobs[g]: int(c * model.per[b, g]) for g, c in enumerate(a) if c}
+        used = max(
+            (min(repeat, math.ceil(left[job] / k)) for job, k in holds.items() if k), default=0
+        )
+        if not used:
+            continue
+        share = jobs.setdefault(bin_, {})
+        for job, k in holds.items():
+            took = min(left[job], used * k)
+            if took:
+                share[job] = share.get(job, 0) + took
+                left[job] -= took
+        cols = {model.jobs[g]: c for g, c in enumerate(a) if c}
+        fillings.append(Filling(bin_, cols, used))
+        cost += used * bin_.price
     left = {g: n for g, n in left.items() if n > 0}
     return Solution(fillings, left, cost, bound, status, seconds, jobs)
 
@@ -466,11 +623,13 @@ def configuration_bound(
     *,
     time_limit: float = 600.0,
 ) -> float:
-    """The configuration LP's optimum: a lower bound on any packing's cost (no limits)."""
+    """The configuration LP's optimum (no node limits): a lower bound on the cost of any
+    packing. Column generation to the end, every knapsack priced exactly."""
     budget = _Budget(time_limit)
+    budget.reserve = 0.0
     model = _Model(groups, bins_for(list(groups), nodes, target_time, prices), target_time, None)
     model.seed()
-    bound = _generate(model, budget)
+    bound = _generate(model, budget, gap=1e-9, pricing_time=time_limit)
     if bound is None:
         raise RuntimeError("column generation did not finish within its time limit")
     return bound
