@@ -41,16 +41,17 @@ booked node-intervals cost:
 * the solver (``scaler.colgen``): column generation over node fillings with
   HiGHS, then an integer master over the fillings generated; ``max_nodes`` are
   its constraints, so jobs spill to the next best node shape, and what no shape
-  within its limit holds is ``Packing.left``. It gets ``time_limit`` seconds of
-  HiGHS time;
-* the heuristic, when the solver runs out of time (or ``time_limit`` is 0): a
-  per-group greedy that fills room on opened nodes first and opens the shape
-  cheapest per job, over a few group orders and menus, and node patterns
-  (``scaler.patterns``) that mix groups on one node; the cheaper of the two.
+  within its limit holds is ``Packing.left``. A pass takes about ``time_limit``
+  seconds;
+* the heuristic: a per-group greedy that fills room on opened nodes first and
+  opens the shape cheapest per job, over a few group orders; with the solver off
+  (``time_limit`` 0) also a local search over the menu and node patterns
+  (``scaler.patterns``) that mix groups on one node, the cheapest of them.
 
-When the solver does not finish, the cheaper of its best packing and the
-heuristic's is used; ``Packing.method`` says which. ``bench/cost_gap.py``
-measures both against the configuration-LP lower bound.
+When the solver runs out of time, the cheaper of its best packing and the
+heuristic's greedy one is used; ``Packing.method`` says which, and how far above
+the LP bound the solver's packing is when it knows. ``bench/cost_gap.py``
+measures the result against the configuration-LP lower bound.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 The model (Gilmore and Gomory's configuration LP, with billing and node limits):
 
-* a *bin* is one node shape booked for ``k`` billing intervals (its ``wallTime``):
-  it costs ``k`` times the shape's price and holds jobs that start by
-  ``target_time`` and end within ``k`` intervals;
+* a *bin* is one node shape booked for ``k`` billing intervals (its ``wallTime``,
+  ``scaler.booking``): it costs ``k`` times the shape's price and holds jobs that
+  start by ``target_time`` and end within ``k`` intervals;
 * a *filling* of a bin runs ``a[g]`` side-by-side columns of job group ``g``
   within the node's memory, cores and disk; each column runs ``j[b][g]`` jobs of
   the group back to back, so the filling serves ``a[g] * j[b][g]`` jobs of it;
@@ -13,17 +13,24 @@ The model (Gilmore and Gomory's configuration LP, with billing and node limits):
   filling serves costs a penalty above any node, so the LP is always feasible and
   the jobs that do not fit within the limits are the ones left out.
 
-Column generation: the master's duals price a job of each group; for every bin an
-integer knapsack (HiGHS's MIP on three rows) finds the filling worth most at those
-prices, and enters when it is worth more than its bin (plus the dual of the
-shape's node limit). When no bin has such a filling, the LP optimum is the
-configuration-LP lower bound on the cost of any packing. The integer master is the
-same model over the fillings generated, with whole ``x``, solved by HiGHS's MIP from
-the best packing known so far.
+Column generation: the master's duals price a job of each group, and a filling
+enters when it is worth more than its bin at those prices (plus the dual of the
+shape's node limit). Each round looks for one in three steps, cheapest first:
+greedy fillings of every bin; then every bin's knapsack LP relaxation (one
+block-diagonal LP), whose fillings rounded down and topped up are tried and
+whose optima bound what any filling is worth, which gives Farley's lower bound
+on the LP; then an integer knapsack per bin (HiGHS's MIP, with a row that asks
+for more worth than the bin's price: a filling, or the proof there is none).
+Generation stops when the LP is within ``CG_GAP`` of its lower bound, which is
+then a lower bound on the cost of any packing. The integer master is the same
+model over the fillings generated, with whole ``x``, solved by HiGHS's MIP from
+the LP's solution rounded up (always a packing).
 
-Time: every HiGHS call gets what is left of the budget as its ``time_limit``, and
-the budget is charged with HiGHS's own run time, so nothing here reads a clock.
-HiGHS is used through its Python binding's core class, which prints nothing.
+Time: every HiGHS call gets what is left of its share of the budget as its
+``time_limit``, and the budget is charged with HiGHS's own run time, so nothing
+here reads a clock. HiGHS is used through its Python binding's core class, which
+prints nothing. A pass that runs out of time depends on the machine's speed; one
+that finishes does not.
 """
 
 from __future__ import annotations
@@ -101,10 +108,6 @@ class _Budget:
         used = max(0.0, h.getRunTime() - before)
         self.left -= used
         self.spent += used
-
-    @property
-    def out(self) -> bool:
-        return self.left <= 0
 
     @property
     def generation_over(self) -> bool:
@@ -447,11 +450,6 @@ class _Model:
         limits = self.limits
         return all(nodes.get(s, 0.0) <= limits[s] + 1e-9 for s in self.limited)
 
-    def cost(self, x: np.ndarray) -> float:
-        ng = len(self.jobs)
-        prices = np.array([self.bins[b].price for b, _ in self.columns])
-        return float(self.penalty * x[:ng].sum() + prices @ x[ng:])
-
     def duals(self) -> np.ndarray:
         return np.array(self.master.getSolution().row_dual)
 
@@ -504,9 +502,11 @@ def _generate(
     return None
 
 
-def _integer(model: _Model, budget: _Budget, start: Sequence[float] | None) -> np.ndarray | None:
+def _integer(model: _Model, budget: _Budget) -> tuple[np.ndarray | None, bool]:
     """Whole numbers of each filling: HiGHS's MIP over the generated fillings, started
-    from ``start`` or the LP's solution rounded up (which covers every group)."""
+    from the LP's solution rounded up (which covers every group) when that keeps to the
+    node limits. Returns the solution (None if none was found) and whether HiGHS
+    finished (optimal within ``MIP_GAP``)."""
     h = model.master
     ng = len(model.jobs)
     count = len(model.columns)
@@ -516,35 +516,16 @@ def _integer(model: _Model, budget: _Budget, start: Sequence[float] | None) -> n
     )
     h.setOptionValue("mip_rel_gap", MIP_GAP)
     h.setOptionValue("presolve", "on")
-    candidates = [] if start is None else [np.array(start)]
     if lp is not None and len(lp) == ng + count:
         rounded = np.concatenate([lp[:ng], np.ceil(lp[ng:] - 1e-9)])
-        candidates.append(rounded)
-    feasible = [x for x in candidates if model.feasible(x)]
-    if feasible:
-        solution = highspy.HighsSolution()
-        solution.col_value = list(min(feasible, key=model.cost))
-        h.setSolution(solution)
+        if model.feasible(rounded):
+            solution = highspy.HighsSolution()
+            solution.col_value = list(rounded)
+            h.setSolution(solution)
     budget.run(h)
     if h.getInfo().primal_solution_status != highspy.kSolutionStatusFeasible:
-        return None
-    return np.array(h.getSolution().col_value)
-
-
-def _start(model: _Model, fillings: Sequence[tuple[int, Sequence[int], int]]) -> list[float]:
-    """A full master solution from known fillings (bin, columns, repeat): x and the slacks."""
-    ng = len(model.jobs)
-    x = [0.0] * (ng + len(model.columns))
-    index = {key: ng + i for i, key in enumerate(model.columns)}
-    served = np.zeros(ng)
-    for b, a, repeat in fillings:
-        key = (b, tuple(int(v) for v in a))
-        if key in index:
-            x[index[key]] += repeat
-            served += np.array(key[1]) * model.per[b] * repeat
-    for g in range(ng):
-        x[g] = max(0.0, model.n[g] - served[g])
-    return x
+        return None, False
+    return np.array(h.getSolution().col_value), h.getModelStatus() == _OPTIMAL
 
 
 def solve(
@@ -555,30 +536,18 @@ def solve(
     *,
     max_nodes: Mapping[Shape, int] | None = None,
     time_limit: float = 0.2,
-    known: Sequence[tuple[Shape, int, Mapping[Shape, int], int]] = (),
 ) -> Solution:
     """Pack ``groups`` (every job fits some node shape and takes room and time) for the
-    least cost within ``max_nodes``. ``known``: a packing to start from, as fillings
-    (node shape, intervals, columns per group, repeat)."""
+    least cost within ``max_nodes``, in about ``time_limit`` seconds."""
     budget = _Budget(time_limit * HIGHS_SHARE)
     bins = bins_for(list(groups), nodes, target_time, prices)
     model = _Model(groups, bins, target_time, max_nodes)
     model.seed()
-    where = {(b.shape, b.intervals): i for i, b in enumerate(bins)}
-    seeded = []
-    for shape, intervals, cols, repeat in known:
-        b = where.get((shape, intervals))
-        if b is None:
-            continue
-        a = [int(cols.get(g, 0)) for g in model.jobs]
-        model.add(b, a)
-        seeded.append((b, a, repeat))
     bound = _generate(model, budget)
-    start = _start(model, seeded) if seeded else None
-    x = _integer(model, budget, start)
-    status = "optimal" if bound is not None and not budget.out else "time-limit"
+    x, finished = _integer(model, budget)
     if x is None:
         return Solution([], dict(groups), math.inf, bound, "none", budget.spent)
+    status = "optimal" if bound is not None and finished else "time-limit"
     return _solution(model, x, bound, status, budget.spent)
 
 
