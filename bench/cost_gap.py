@@ -7,7 +7,7 @@ with a price per node shape. Any packing costs at least the larger of two bounds
 
 * pooled: whole nodes x_s of each node shape, fractional jobs of each group on
   each node shape it fits, per node shape and dimension the jobs' resources
-  within x_s times its capacity (a MILP solved with HiGHS through scipy; loose
+  within x_s times its capacity (a MILP solved with HiGHS; loose
   when jobs are big relative to nodes, as a job may straddle two nodes);
 * the configuration LP (Gilmore-Gomory), solved by the column generation shoal's
   own cost packer runs (``scaler.colgen.configuration_bound``), to the end.
@@ -29,8 +29,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import highspy
 import numpy as np
-from scipy.optimize import linprog
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -82,20 +82,29 @@ def lp_bound(groups: dict[Shape, int], nodes: list[Shape], prices: dict[Shape, f
             rows.append(row)
     # Whole nodes, fractional jobs, capacity pooled per node shape: still a lower bound
     # (any packing satisfies it), much tighter than the LP, where fractions come free.
-    integrality = np.concatenate([np.ones(nx), np.zeros(ny)])
-    res = linprog(
-        c,
-        integrality=integrality,
-        A_ub=np.array(rows),
-        b_ub=np.zeros(len(rows)),
-        A_eq=a_eq,
-        b_eq=b_eq,
-        bounds=(0, None),
-        method="highs",
-    )
-    if not res.success:
-        raise RuntimeError(res.message)
-    return float(res.fun)
+    matrix = np.vstack([a_eq, np.array(rows)])
+    lower = np.concatenate([b_eq, np.full(len(rows), -highspy.kHighsInf)])
+    upper = np.concatenate([b_eq, np.zeros(len(rows))])
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = nx + ny, len(matrix)
+    lp.col_cost_ = c
+    lp.col_lower_ = np.zeros(nx + ny)
+    lp.col_upper_ = np.full(nx + ny, highspy.kHighsInf)
+    lp.row_lower_, lp.row_upper_ = lower, upper
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    rows_nz = [np.flatnonzero(row) for row in matrix]
+    lp.a_matrix_.start_ = np.cumsum([0] + [len(nz) for nz in rows_nz]).astype(np.int32)
+    lp.a_matrix_.index_ = np.concatenate(rows_nz).astype(np.int32)
+    lp.a_matrix_.value_ = np.concatenate([row[nz] for row, nz in zip(matrix, rows_nz, strict=True)])
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * nx + [highspy.HighsVarType.kContinuous] * ny
+    h = highspy._Highs()  # the core class: no banner (as scaler.colgen uses it)
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)  # HiGHS's thread pool is global; scaler.colgen uses one
+    h.passModel(lp)
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        raise RuntimeError(f"pooled bound: {h.getModelStatus()}")
+    return float(h.getInfo().objective_function_value)
 
 
 def mixes(count: int, seed: int = 11) -> list[tuple[dict[Shape, int], list[Shape], dict]]:

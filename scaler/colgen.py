@@ -64,6 +64,7 @@ MASTER_SHARE = 1 / 3
 CG_GAP = 0.002  # column generation stops with the LP within 0.2 % of its lower bound
 _INF = highspy.kHighsInf
 _OPTIMAL = highspy.HighsModelStatus.kOptimal
+_NOTSET = highspy.HighsModelStatus.kNotset
 _INT = highspy.HighsVarType.kInteger
 _CONT = highspy.HighsVarType.kContinuous
 
@@ -104,7 +105,11 @@ class _Budget:
     def run(self, h: highspy._Highs, cap: float = math.inf) -> None:
         h.setOptionValue("time_limit", max(min(self.left, cap), 1e-3))
         before = h.getRunTime()
-        h.run()
+        if h.run() == highspy.HighsStatus.kError and h.getModelStatus() == _NOTSET:
+            # HiGHS's thread pool is global: another user in the process started it with
+            # more threads than ours asks for. Start it again for one, and retry.
+            h.resetGlobalScheduler(True)
+            h.run()
         used = max(0.0, h.getRunTime() - before)
         self.left -= used
         self.spent += used
