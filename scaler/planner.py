@@ -319,7 +319,8 @@ def _assign_by_cost(
             demand[t.name].hint = (dict(shares[t.name]), packing.counts.get(shape, 0))
 
     def need(t: NodeType) -> int:
-        return _need(demand[t.name].running, shares[t.name].items(), view.usable[t.name], policy)
+        d = demand[t.name]
+        return _need(d.running, shares[t.name].items(), view.usable[t.name], policy, d.hint)
 
     short = [t for t in view.types if need(t) > view.current(t.name)]
     for t in view.types:
@@ -370,14 +371,13 @@ def _need(
     if not jobs:
         return 0
     need = binpack(jobs, [node], target_time=policy.target_time).counts.get(node, 0)
-    if cost_aware(policy):  # the priced packer mixes job shapes on a node
-        mixed = binpack(
-            jobs, [node], policy.target_time, prices={node: 1.0}, time_limit=0
-        ).counts.get(node, 0)
-        need = min(need, mixed)
-        if hint is not None and hint[0] == jobs:  # the solver's count for these very jobs
-            need = min(need, hint[1])
-    return int(need)
+    if not cost_aware(policy):
+        return int(need)
+    if hint is not None and hint[0] == jobs:  # the cost packer's count for these very jobs
+        return int(min(need, hint[1]))
+    # the priced heuristic mixes job shapes on a node
+    mixed = binpack(jobs, [node], policy.target_time, prices={node: 1.0}, time_limit=0)
+    return int(min(need, mixed.counts.get(node, 0)))
 
 
 def _prefix(groups: Sequence[tuple[Shape, int]], k: int) -> list[tuple[Shape, int]]:
@@ -780,7 +780,9 @@ def _actions(
 
 
 def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) -> Plan:
-    """Decide what to launch, undrain, drain and terminate. Pure: same arguments, same plan."""
+    """Decide what to launch, undrain, drain and terminate. Pure: same arguments, same
+    plan, unless cost packing's solver runs out of its time (then the packing it found
+    depends on how fast the machine is)."""
     unschedulable: dict[tuple[Shape, tuple[str, ...]], int] = {}
     view = _observe(snapshot, policy, now)
     demand, note = _assign(snapshot, view, policy, unschedulable)
