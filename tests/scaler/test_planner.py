@@ -571,3 +571,15 @@ def test_auto_packing_is_cost_when_every_type_has_a_price(prices, expected):
     snap = snapshot(queue=[queued(job(), 32)])
     p = plan(snap, Policy(node_types=(a, b)), EMPTY, NOW)
     assert ("cost packing" in p.launches[0].message) is expected
+
+
+def test_cost_packing_spills_past_a_max_to_the_next_best_type():
+    # B is cheaper per job but may have 2 nodes: the rest goes to A, not "max-nodes".
+    b = node_type("b", cores=8, mem_gib=17, disk_gib=36, price=0.3, max_nodes=2)
+    snap = snapshot(queue=[queued(job(), 32)])
+    p = plan(snap, policy(A, b, packing="cost"), EMPTY, NOW)
+    assert launched(p) == {"b": 2, "a": 4}
+    assert p.unschedulable == ()
+    assert all("cost packing: solver (HiGHS)" in x.message for x in p.launches)
+    count = plan(snap, policy(A, b), EMPTY, NOW)
+    assert launched(count) == {"a": 8}
