@@ -300,6 +300,7 @@ class DrainConfig(BaseModel):
     undrain_webhook: str | None = None
     """URL sent POST {"node": name} when a draining node is taken back."""
     timeout: PositiveDuration = 30.0
+    """How long the drain or undrain hook may take; past it the hook has failed."""
 
     @field_validator("command", "undrain_command")
     @classmethod
