@@ -287,17 +287,25 @@ class ScalerConfig(BaseModel):
     """Jobs should start within this time (Toil's targetTime)."""
     beta_inertia: float = Field(default=0.1, ge=0.0, lt=1.0)
     preemptible_compensation: float = Field(default=0.0, ge=0.0, le=1.0)
-    node_memory_overhead: Size = 1024**3
-    node_disk_overhead: Size = 4 * 1024**3
+    """On-demand nodes of the same instance type per missing spot node (Toil's)."""
+    compensate_other_types: bool = False
+    """Also compensate on another on-demand type when a spot type has no on-demand twin."""
+    node_memory_overhead: Size | None = None
+    """Memory kept per node for the OS and agents; unset: Toil's reservation by node size."""
+    node_disk_overhead: Size | None = None
+    """Disk kept per node for the OS; unset: Toil's 5 GB + 5 % of the disk."""
     unneeded_time: Duration = 600.0
     scale_down_budget: float = Field(default=0.1, gt=0.0, le=1.0)
     join_timeout: PositiveDuration = 900.0
     launch_ledger_ttl: PositiveDuration = 600.0
     """A node the cloud accepted but never lists within this time counts as never joined."""
     cost_ceiling_per_hour: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
-    packing: Literal["count", "cost"] = "count"
+    packing: Literal["auto", "count", "cost"] = "auto"
     """"count": each job to the first node type that fits (Toil's order); "cost": the
-    cheapest mix of priced node types, after the room live nodes have."""
+    cheapest mix of priced node types, after the room live nodes have; "auto": "cost"
+    when every node type has a price, else "count"."""
+    solver_time_limit: Duration = Field(default=0.2, ge=0.0)
+    """Solver (HiGHS) time per pass for cost packing; 0: the heuristic alone."""
     backoff: Backoff = Field(default_factory=Backoff)
     retry: RetryConfig = Field(default_factory=RetryConfig)
 
@@ -350,16 +358,21 @@ class DrainConfig(BaseModel):
     """argv run before a node is terminated; "{node}" is replaced by the node name."""
     webhook: str | None = None
     """URL sent POST {"node": name} before a node is terminated."""
+    undrain_command: tuple[str, ...] | None = None
+    """argv run when a draining node is taken back because demand returned."""
+    undrain_webhook: str | None = None
+    """URL sent POST {"node": name} when a draining node is taken back."""
     timeout: PositiveDuration = 30.0
+    """How long the drain or undrain hook may take; past it the hook has failed."""
 
-    @field_validator("command")
+    @field_validator("command", "undrain_command")
     @classmethod
     def _argv(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if value is not None and (not value or not value[0]):
             raise ValueError('expected a non-empty argv list, e.g. ["kubectl", "drain", "{node}"]')
         return value
 
-    @field_validator("webhook")
+    @field_validator("webhook", "undrain_webhook")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
@@ -528,6 +541,7 @@ class ShoalConfig(BaseModel):
             target_time=s.target_time,
             beta_inertia=s.beta_inertia,
             preemptible_compensation=s.preemptible_compensation,
+            compensate_other_types=s.compensate_other_types,
             node_memory_overhead=s.node_memory_overhead,
             node_disk_overhead=s.node_disk_overhead,
             scale_down_unneeded_time=s.unneeded_time,
@@ -535,6 +549,7 @@ class ShoalConfig(BaseModel):
             join_timeout=s.join_timeout,
             cost_ceiling_per_hour=s.cost_ceiling_per_hour,
             packing=s.packing,
+            solver_time_limit=s.solver_time_limit,
         )
 
     def retry_policy(self) -> RetryPolicy:

@@ -94,6 +94,7 @@ class PassRecord:
     reason: str = ""  # why skipped or what failed
     launched: int = 0
     drained: tuple[str, ...] = ()
+    undrained: tuple[str, ...] = ()
     terminated: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
 
@@ -423,6 +424,14 @@ class Controller:
                 launch.cause,
                 launch.message,
             )
+        for action in plan.undrains:
+            log.info(
+                'event=plan_undrain node=%s node_type=%s cause=%s reason="%s"',
+                action.node_id,
+                action.node_type,
+                action.cause,
+                action.message,
+            )
         for action in (*plan.drains, *plan.terminations):
             log.info(
                 'event=plan_remove node=%s node_type=%s cause=%s reason="%s"',
@@ -462,6 +471,7 @@ class Controller:
             plan,
             launches=() if stale else plan.launches,
             drains=(),
+            undrains=() if stale else plan.undrains,
             terminations=kept,
         )
         if held != plan:
@@ -517,6 +527,7 @@ class Controller:
             reason="" if hold is None else hold.reason,
             launched=report.launched,
             drained=tuple(report.drained),
+            undrained=tuple(report.undrained),
             terminated=tuple(report.terminated),
             errors=tuple(report.errors),
         )

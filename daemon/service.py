@@ -34,7 +34,14 @@ from shoal.daemon.demand import (
     DemoDemandSource,
     FileDemandSource,
 )
-from shoal.daemon.drain import CommandDrainHook, DrainHook, NoDrainHook, WebhookDrainHook
+from shoal.daemon.drain import (
+    CommandDrainHook,
+    DrainHook,
+    NoDrainHook,
+    UndrainHook,
+    WebhookDrainHook,
+    make_undrain_hook,
+)
 from shoal.daemon.executor import Executor
 from shoal.daemon.http import InsecureListenError, check_listen, make_app, start_http
 from shoal.daemon.loop import Controller, ControllerSettings, PassRecord, Planner
@@ -176,6 +183,11 @@ def unpriced_node_types(policy: Policy) -> list[str]:
     return [t.name for t in policy.node_types if t.price_per_hour is None]
 
 
+def build_undrain_hook(config: ShoalConfig) -> UndrainHook:
+    d = config.drain
+    return make_undrain_hook(d.undrain_command, d.undrain_webhook, d.timeout)
+
+
 def build_drain_hook(config: ShoalConfig) -> DrainHook:
     d = config.drain
     if d.command:
@@ -219,6 +231,7 @@ async def build_controller(
         metrics,
         retry=config.retry_policy(),
         drain_hook=build_drain_hook(config),
+        undrain_hook=build_undrain_hook(config),
     )
 
     async def policy() -> Policy:
@@ -305,6 +318,7 @@ class Service:
             controller.policy_source = functools.partial(catalogue_policy, new, self._provider())
             controller.executor.retry = new.retry_policy()
             controller.executor.drain_hook = build_drain_hook(new)
+            controller.executor.undrain_hook = build_undrain_hook(new)
             controller.backoff = dataclasses.replace(controller.backoff, policy=backoff_policy(new))
             logging.getLogger().setLevel(new.log_level)
             restart = [
