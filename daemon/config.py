@@ -3,7 +3,8 @@
 ``load_config(path)`` returns a ``ShoalConfig`` or raises ``ConfigError`` whose ``errors``
 each name the field path (``scaler.beta_inertia``, ``node_types[1].max``), the offending
 value and what was expected. ``ShoalConfig.policy(shapes, prices)`` turns the config into
-the planner's ``scaler.Policy``; ``retry_policy()`` gives the provider ``RetryPolicy``.
+the planner's ``scaler.Policy``; ``retry_policy()`` gives the provider ``RetryPolicy``;
+``workers`` is what the provider's ``prepare_workers`` takes (``providers.workers``).
 Every key is documented in ``config.example.yaml``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from pydantic import (
 from shoal.daemon.demand import DemandReports
 from shoal.daemon.units import parse_duration, parse_size
 from shoal.providers.retry import RetryPolicy
+from shoal.providers.workers import read_kubeadm_token, read_munge_key
 from shoal.scaler.model import NodeType, Policy
 from shoal.scaler.shape import Shape, ordered_instance_types, parse_node_types
 
@@ -42,12 +45,16 @@ __all__ = [
     "DemandConfig",
     "DrainConfig",
     "Duration",
+    "KubernetesJoinConfig",
+    "LeaderConfig",
     "NodeTypeEntry",
     "RetryConfig",
     "ScalerConfig",
     "ShoalConfig",
     "SimulatedProviderConfig",
     "Size",
+    "SlurmWorkerConfig",
+    "WorkersConfig",
     "load_config",
     "parse_config",
 ]
@@ -81,6 +88,14 @@ class _Missing:
 
 
 _MISSING: Any = _Missing()
+
+
+class _FieldError(ValueError):
+    """A check across sections, reported at ``path`` (dotted) rather than where it ran."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class ConfigError(Exception):
@@ -163,9 +178,13 @@ class AwsProviderConfig(_ProviderCommon):
     """Amazon EC2 (aiobotocore); credentials come from the usual AWS chain, never from here."""
 
     kind: Literal["aws"]
+    cluster_type: Literal["mesos", "kubernetes", "slurm"] = "mesos"
+    """The scheduler workers join (Toil's clusterType; slurm: munge and a configless slurmd)."""
     region: str = Field(min_length=1)
     endpoint_url: str | None = None
     """Alternative EC2 endpoint (e.g. a moto server in tests)."""
+    metadata_endpoint: str = "http://169.254.169.254"
+    """The instance metadata service (IMDSv2) of the machine shoal runs on."""
     image_id: str | None = None
     """AMI id; or give image_name and image_owner to look it up."""
     image_name: str | None = None
@@ -182,6 +201,13 @@ class AwsProviderConfig(_ProviderCommon):
     pricing_endpoint_url: str | None = None
     """Alternative endpoint for the Pricing API and spot price history (tests)."""
 
+    @field_validator("metadata_endpoint")
+    @classmethod
+    def _metadata_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// URL, e.g. http://169.254.169.254")
+        return value
+
     @model_validator(mode="after")
     def _image(self) -> AwsProviderConfig:
         if self.image_id and (self.image_name or self.image_owner):
@@ -192,6 +218,146 @@ class AwsProviderConfig(_ProviderCommon):
 
 
 ProviderConfig = Annotated[SimulatedProviderConfig | AwsProviderConfig, Field(discriminator="kind")]
+
+
+# --- workers -------------------------------------------------------------------------------
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = rf"{_LABEL}(?:\.{_LABEL})*"
+_HOST_RE = re.compile(rf"^{_HOST}$")
+_ENDPOINT_RE = re.compile(rf"^{_HOST}:[0-9]{{1,5}}$")
+_CONTROLLERS_RE = re.compile(rf"^{_HOST}(?::[0-9]{{1,5}})?(?:,{_HOST}(?::[0-9]{{1,5}})?)*$")
+_PROGRAM_RE = re.compile(r"^/[A-Za-z0-9_./-]+$")
+
+
+def _port_ok(value: str) -> bool:
+    return all(0 < int(part.rpartition(":")[2]) < 65536 for part in value.split(",") if ":" in part)
+
+
+class LeaderConfig(BaseModel):
+    """Where the scheduler's leader is: ``address``, or ``discover: tag | imds``."""
+
+    model_config = _STRICT
+    address: str | None = None
+    """The leader's private address (IPv4 or DNS name) as workers reach it."""
+    discover: Literal["tag", "imds"] | None = None
+    """tag: the instance launchCluster tagged as this cluster's leader; imds: this machine
+    (shoal runs on the leader), its private IPv4 from the instance metadata service."""
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 253 or not _HOST_RE.match(value)):
+            raise ValueError("expected an IPv4 address or a DNS name, without a port")
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> LeaderConfig:
+        if (self.address is None) == (self.discover is None):
+            raise ValueError("give address: <ip or name>, or discover: tag | imds (one of them)")
+        return self
+
+
+class KubernetesJoinConfig(BaseModel):
+    """The ``kubeadm join`` values of a kubernetes worker."""
+
+    model_config = _STRICT
+    token_file: Path
+    """File holding the bootstrap token (``kubeadm token create``); never logged."""
+    ca_cert_hash: str
+    """``sha256:<hex>`` of the cluster CA's public key (``--discovery-token-ca-cert-hash``)."""
+    api_endpoint: str | None = None
+    """host:port of the API server; default: the leader, port 6443."""
+
+    @field_validator("token_file")
+    @classmethod
+    def _token(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError("expected an existing, readable token file")
+        read_kubeadm_token(value)  # ValueError saying what is wrong, never the contents
+        return value
+
+    @field_validator("ca_cert_hash")
+    @classmethod
+    def _hash(cls, value: str) -> str:
+        if not re.match(r"^sha256:[0-9a-f]{64}$", value):
+            raise ValueError("expected sha256:<64 lower-case hex digits>, as kubeadm prints it")
+        return value
+
+    @field_validator("api_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not (_ENDPOINT_RE.match(value) and _port_ok(value)):
+            raise ValueError("expected host:port, e.g. 10.0.0.5:6443")
+        return value
+
+
+class SlurmWorkerConfig(BaseModel):
+    """munge and a configless slurmd on every worker."""
+
+    model_config = _STRICT
+    munge_key_file: Path
+    """The cluster's munge key (32..1024 bytes), copied to each worker; never logged."""
+    conf_server: str | None = None
+    """slurmctld host[:port] (comma-separated, primary first) slurmd fetches slurm.conf
+    from; default: the leader."""
+    registration: Literal["named", "dynamic"] = "named"
+    """named: slurmd -N NAME (a node slurm.conf declares); dynamic: slurmd -Z --conf."""
+    node_name: Literal["tag", "hostname"] = "tag"
+    """named: NAME from the instance tag shoal:slurm-node, or the metadata host name."""
+    features: tuple[str, ...] = ()
+    """dynamic: node features, besides the instance type, which is always one."""
+    slurmd: str = "/usr/sbin/slurmd"
+    """slurmd on the machine image."""
+    munged: str = "/usr/sbin/munged"
+    """munged on the machine image."""
+
+    @field_validator("munge_key_file")
+    @classmethod
+    def _key(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError("expected an existing, readable munge key file")
+        read_munge_key(value)
+        return value
+
+    @field_validator("conf_server")
+    @classmethod
+    def _controllers(cls, value: str | None) -> str | None:
+        if value is not None and not (_CONTROLLERS_RE.match(value) and _port_ok(value)):
+            raise ValueError("expected host[:port], comma-separated, e.g. 10.0.0.5:6817")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for feature in value:
+            if not re.match(r"^[A-Za-z0-9_.-]+$", feature):
+                raise ValueError(f"feature {feature!r}: letters, digits, '_', '.', '-' only")
+        return value
+
+    @field_validator("slurmd", "munged")
+    @classmethod
+    def _program(cls, value: str) -> str:
+        if not _PROGRAM_RE.match(value):
+            raise ValueError("expected an absolute path without spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _registration(self) -> SlurmWorkerConfig:
+        if self.registration == "dynamic" and "node_name" in self.model_fields_set:
+            raise ValueError("node_name applies to registration: named, not dynamic")
+        if self.registration == "named" and self.features:
+            raise ValueError("features apply to registration: dynamic, not named")
+        return self
+
+
+class WorkersConfig(BaseModel):
+    """How launched workers join the scheduler (the agent follows provider.cluster_type)."""
+
+    model_config = _STRICT
+    leader: LeaderConfig | None = None
+    kubernetes: KubernetesJoinConfig | None = None
+    slurm: SlurmWorkerConfig | None = None
 
 
 # --- node types ----------------------------------------------------------------------------
@@ -456,6 +622,8 @@ class ShoalConfig(BaseModel):
     demand: DemandConfig = Field(default_factory=DemandConfig)
     drain: DrainConfig = Field(default_factory=DrainConfig, validate_default=True)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    workers: WorkersConfig | None = None
+    """How launched workers join the scheduler; absent: they join nothing."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     @field_validator("log_level", mode="before")
@@ -491,6 +659,45 @@ class ShoalConfig(BaseModel):
                     )
                 seen[key] = index
         return value
+
+    @model_validator(mode="after")
+    def _workers_fit_the_cluster(self) -> ShoalConfig:
+        """The workers section holds what workers of provider.cluster_type need, and no
+        section of another cluster type."""
+        w = self.workers
+        if w is None:
+            return self
+        cluster_type = self.provider.cluster_type
+        for name in ("kubernetes", "slurm"):
+            if getattr(w, name) is not None and cluster_type != name:
+                raise _FieldError(
+                    f"workers.{name}",
+                    f"only for provider.cluster_type {name}; this cluster is {cluster_type}",
+                )
+        if cluster_type == "mesos" and w.leader is None:
+            raise _FieldError("workers.leader", "required: mesos workers join the leader")
+        if cluster_type == "kubernetes":
+            if w.kubernetes is None:
+                raise _FieldError(
+                    "workers.kubernetes",
+                    "required for kubernetes workers: token_file, ca_cert_hash, api_endpoint",
+                )
+            if w.kubernetes.api_endpoint is None and w.leader is None:
+                raise _FieldError(
+                    "workers.kubernetes.api_endpoint",
+                    "required unless workers.leader is given (then <leader>:6443)",
+                )
+        if cluster_type == "slurm":
+            if w.slurm is None:
+                raise _FieldError(
+                    "workers.slurm", "required for slurm workers: munge_key_file, conf_server"
+                )
+            if w.slurm.conf_server is None and w.leader is None:
+                raise _FieldError(
+                    "workers.slurm.conf_server",
+                    "required unless workers.leader is given (then the leader)",
+                )
+        return self
 
     # --- what the runtime needs -------------------------------------------------------------
 
@@ -615,6 +822,10 @@ def _issues(exc: ValidationError, data: Any) -> list[ConfigIssue]:
             continue
         if kind.startswith("union_tag"):
             value = _lookup(data, loc)
+        error = err.get("ctx", {}).get("error")
+        if isinstance(error, _FieldError):
+            issues.append(ConfigIssue(error.path, _lookup(data, tuple(error.path.split("."))), msg))
+            continue
         if kind == "value_error":
             expected = msg
         elif msg.startswith("Input should be "):
@@ -640,7 +851,8 @@ def parse_config(data: Any, source: str = "<config>") -> ShoalConfig:
 def load_config(path: str | os.PathLike[str]) -> ShoalConfig:
     """Read and validate a YAML config file; raises ``ConfigError`` listing every problem.
 
-    Relative ``token_file`` and ``demand.file`` paths are taken relative to the config file.
+    Relative file paths (``api.token_file``, ``demand.file``, ``workers.kubernetes.token_file``,
+    ``workers.slurm.munge_key_file``) are taken relative to the config file.
     """
     path = Path(path)
     source = str(path)
@@ -664,10 +876,29 @@ def load_config(path: str | os.PathLike[str]) -> ShoalConfig:
     return parse_config(data, source)
 
 
+_RELATIVE_PATHS = (
+    ("api", "token_file"),
+    ("demand", "file"),
+    ("workers", "kubernetes", "token_file"),
+    ("workers", "slurm", "munge_key_file"),
+)
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    for section, key in (("api", "token_file"), ("demand", "file")):
-        block = data.get(section)
-        value = block.get(key) if isinstance(block, dict) else None
-        if isinstance(value, str) and not os.path.isabs(value):
-            data = {**data, section: {**block, key: str(base / block[key])}}
+    for where in _RELATIVE_PATHS:
+        data = _resolve_path(data, where, base)
     return data
+
+
+def _resolve_path(data: dict[str, Any], where: tuple[str, ...], base: Path) -> dict[str, Any]:
+    """``data`` with the relative path at ``where`` made relative to ``base`` (copied, never
+    changed in place); anything else at ``where`` is left for validation to report."""
+    head, *rest = where
+    value = data.get(head)
+    if not rest:
+        if isinstance(value, str) and not os.path.isabs(value):
+            return {**data, head: str(base / value)}
+        return data
+    if not isinstance(value, dict):
+        return data
+    return {**data, head: _resolve_path(value, tuple(rest), base)}

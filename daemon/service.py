@@ -364,6 +364,7 @@ class Service:
         if self.provider is None:
             self.provider = build_provider(config, self.clock)
         try:
+            await self.provider.prepare_workers(config.workers)  # leader, join values: at start
             controller = await build_controller(
                 config, self.provider, self.clock, metrics=self.metrics
             )

@@ -13,11 +13,13 @@ import base64
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from fake_imds import FakeImds
 from moto.ec2.responses.instances import InstanceResponse
 from moto_fixtures import (  # noqa: F401 - fixtures
     Ec2Behaviour,
@@ -367,10 +369,18 @@ async def test_cluster_settings_and_close(env: Env) -> None:
     async with env.provisioner() as launcher:
         await launcher.createClusterSettings()
         await launcher.launchCluster("t3.medium")
-        leader_ip = launcher._leaderPrivateIP
-    on_leader = env.provisioner()
-    await on_leader.readClusterSettings()
-    assert on_leader._leaderPrivateIP == leader_ip
+        leader = await launcher.getLeader()
+    async with env.client("ec2") as ec2:
+        described = await ec2.describe_instances(InstanceIds=[leader.name])
+    # On the leader, readClusterSettings reads this machine from the metadata service.
+    imds = FakeImds.of_instance(described["Reservations"][0]["Instances"][0])
+    try:
+        on_leader = env.provisioner(metadata_endpoint=await imds.start())
+        await on_leader.readClusterSettings()
+    finally:
+        await imds.stop()
+    assert on_leader._leaderPrivateIP == leader.privateIP
+    assert on_leader.leader_instance_id == leader.name
     await on_leader.close()
     with pytest.raises(ProviderError) as info:
         await on_leader.getProvisionedWorkers()
@@ -396,21 +406,25 @@ def test_constructor_checks_and_defaults(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ValueError):
         AWSProvisioner("c", image_id="ami-1", image_name="x", image_owner="y")
     with pytest.raises(ValueError):
-        AWSProvisioner("c", clusterType="slurm")
+        AWSProvisioner("c", clusterType="pbs")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     aws = AWSProvisioner("c", zone="eu-west-2b", image_id="ami-1")
     assert (aws.region, aws.endpoint_url) == ("eu-west-2", "http://127.0.0.1:1")
     assert aws.cloud == "aws"
-    assert aws.supportedClusterTypes() == {"mesos", "kubernetes"}
+    assert aws.supportedClusterTypes() == {"mesos", "kubernetes", "slurm"}
+    assert aws._imds.endpoint == "http://169.254.169.254"
     assert aws.getKubernetesCloudProvider() == "aws"
     commands = aws.getKubernetesAutoscalerSetupCommands({"CLUSTER_NAME": "c; rm -rf /"})
     assert "kubectl apply" in commands and "rm -rf" not in commands
 
 
-def test_from_config() -> None:
+def test_from_config(tmp_path: Path) -> None:
     """Built from a real daemon config, as the service builds it: every provider key
     reaches the provisioner."""
     from shoal.daemon.config import parse_config  # the contract with the daemon, not a stand-in
+
+    (tmp_path / "token").write_text("abcdef.0123456789abcdef")
+    k8s = {"token_file": str(tmp_path / "token"), "ca_cert_hash": "sha256:" + "0" * 64}
 
     config = parse_config(
         {
@@ -428,8 +442,10 @@ def test_from_config() -> None:
                 "security_group_ids": ["sg-1"],
                 "key_name": "k",
                 "extra_tags": {"team": "x"},
+                "metadata_endpoint": "http://127.0.0.1:8",
             },
             "node_types": [{"type": "m5.large", "max": 3}],
+            "workers": {"leader": {"address": "10.0.0.5"}, "kubernetes": k8s},
             "scaler": {"retry": {"attempts": 2, "initial": "50ms", "max": "1s", "deadline": "3s"}},
         }
     )
@@ -437,6 +453,8 @@ def test_from_config() -> None:
     assert (aws.clusterName, aws.clusterType, aws.region) == ("c", "kubernetes", "us-west-2")
     assert aws.security_group_ids == ["sg-1"] and aws.extra_tags == {"team": "x"}
     assert aws.zones == ("us-west-2a", "us-west-2c")
+    assert aws._imds.endpoint == "http://127.0.0.1:8"
+    assert aws.worker_settings is config.workers
 
 
 def _client_error(code: str, status: int = 400) -> ClientError:
