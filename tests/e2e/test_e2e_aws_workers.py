@@ -5,7 +5,7 @@ is a subprocess configured with a ``workers`` section: it learns the leader at s
 the instance metadata service of "its" machine, or the address given), and on demand launches
 a worker. The test reads the worker's user data back from EC2 (DescribeInstanceAttribute),
 decodes the Ignition config and finds the agent of the cluster type, enabled, pointing at the
-leader. The fake IMDSv2 (tests/providers/fake_imds.py) runs on 127.0.0.1 in a thread of this
+leader. The fake IMDSv2 (tests/fake_imds.py) runs on 127.0.0.1 in a thread of this
 process, serving the leader's metadata.
 """
 
@@ -13,46 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import json
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import pytest
-from test_e2e_aws import (  # noqa: F401 - fixtures
-    TAG_CLUSTER,
-    Moto,
-    aws_config,
-    aws_env,
-    daemon_env,
-    ec2_behaviour,
-    moto,
-    moto_server,
-    moto_url,
-    needs_aws,
-)
+from fake_imds import FakeImds
+from test_e2e_aws import TAG_CLUSTER, Moto, aws_config, daemon_env, moto  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
-FAKE_IMDS = Path(__file__).resolve().parents[1] / "providers" / "fake_imds.py"
 TOKEN = "abcdef.0123456789abcdef"
 CA_HASH = "sha256:" + "e0" * 32
-
-
-def _fake_imds() -> ModuleType:
-    """tests/providers/fake_imds.py (pytest may have imported it already for those tests)."""
-    if "fake_imds" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("fake_imds", FAKE_IMDS)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["fake_imds"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["fake_imds"]
 
 
 @pytest.fixture
@@ -84,7 +59,7 @@ def imds_of() -> Iterator[Any]:
     started: list[tuple[Any, asyncio.AbstractEventLoop, threading.Thread]] = []
 
     def start(instance: dict[str, Any]) -> str:
-        fake = _fake_imds().FakeImds.of_instance(instance)
+        fake = FakeImds.of_instance(instance)
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="fake-imds", daemon=True)
         thread.start()
@@ -127,7 +102,6 @@ def workers_section(cluster_type: str, tmp_path: Path, leader_ip: str) -> dict[s
     }
 
 
-@needs_aws
 @pytest.mark.parametrize("cluster_type", ["mesos", "kubernetes", "slurm"])
 def test_launched_worker_runs_the_agent_of_the_leader(
     cluster_type: str,
@@ -183,7 +157,6 @@ def test_launched_worker_runs_the_agent_of_the_leader(
     print(f"\n{cluster_type}: worker {worker} boots {agent['name']} joining {leader_ip}")
 
 
-@needs_aws
 def test_no_leader_to_discover_stops_the_daemon_at_start(
     shoal: Any,
     e2e: Any,

@@ -21,13 +21,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from fake_imds import FakeImds
 from moto.ec2.responses.instances import InstanceResponse
-from moto_fixtures import (  # noqa: F401 - fixtures
-    Ec2Behaviour,
-    aws_env,
-    ec2_behaviour,
-    moto_server,
-    moto_url,
-)
+from moto_fixtures import Ec2Behaviour
 from shoal.providers.aws import AWSProvisioner, translate_error
 from shoal.providers.base import (
     TAG_AUTOSCALED,
@@ -90,7 +84,7 @@ class Env:
 
 
 @pytest.fixture
-def env(moto_url: str, ec2_behaviour: Ec2Behaviour) -> Env:  # noqa: F811
+def env(moto_url: str, ec2_behaviour: Ec2Behaviour) -> Env:
     return Env(moto_url, ec2_behaviour, [])
 
 

@@ -21,13 +21,7 @@ from typing import Any
 import pytest
 from aiobotocore.session import get_session
 from fake_imds import FakeImds
-from moto_fixtures import (  # noqa: F401 - fixtures
-    Ec2Behaviour,
-    aws_env,
-    ec2_behaviour,
-    moto_server,
-    moto_url,
-)
+from moto_fixtures import Ec2Behaviour
 from shoal.daemon.config import ShoalConfig, parse_config
 from shoal.providers.aws import MAX_USER_DATA, AWSProvisioner
 from shoal.providers.base import client_token
@@ -103,7 +97,7 @@ class Env:
 
 
 @pytest.fixture
-def env(moto_url: str, ec2_behaviour: Ec2Behaviour, tmp_path: Path) -> Env:  # noqa: F811
+def env(moto_url: str, ec2_behaviour: Ec2Behaviour, tmp_path: Path) -> Env:
     return Env(moto_url, ec2_behaviour, tmp_path)
 
 
