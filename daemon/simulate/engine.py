@@ -519,7 +519,7 @@ class _Engine:
             self._sample(t)
             if self.progress is not None:
                 self.progress(t)
-        return self._result(min(t, cap), capped)
+        return self._result(cap if capped else t, capped)
 
     async def _pass(self, t: float) -> tuple[PassRecord, bool, bool]:
         c = self.controller

@@ -324,6 +324,17 @@ def test_options_are_checked() -> None:
     assert ReplayOptions(billing_interval=3600).billed_seconds(3601) == 7200
 
 
+def test_tail_caps_the_replay() -> None:
+    """A 10-day job with a 1-day tail: the replay stops a day after the submit, the job
+    still running, its node billed up to then (launched at 0, one day)."""
+    r = run(trace((0, 10 * 86400, 10 * 86400, 1, 1)), config(), tail=86400)
+    v = r.result
+    assert r.stats.capped and v.simulated_seconds == 86400
+    assert (v.jobs_started, v.jobs_completed, v.terminations) == (1, 0, 0)
+    assert v.cost == pytest.approx(C5 * 24)
+    assert v.waits.tolist() == [90.0]
+
+
 def test_empty_trace() -> None:
     v = run(trace(), config()).result
     assert (v.jobs, v.cost, v.launches, v.wait.count) == (0, 0, 0, 0)
