@@ -78,7 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "policy=toil,shoal); several flags give the cross product",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the simulated cloud (default: %(default)s)"
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the simulated cloud's spot interruptions, for every variant "
+        "(default: the config's provider.seed, else 0)",
     )
     parser.add_argument(
         "--skip-bad-lines",

@@ -114,7 +114,7 @@ def run(
         trace_format=trace.format,
         jobs=len(trace),
         config=str(args.config),
-        seed=args.seed,
+        seed=args.seed if args.seed is not None else getattr(config.provider, "seed", 0),
         variants=tuple(results),
         start_epoch=trace.start_epoch,
         bad_lines_skipped=trace.bad_lines,

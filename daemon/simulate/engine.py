@@ -133,7 +133,7 @@ class ReplayOptions:
     billing_minimum: float = 60.0  # seconds charged at least per instance (EC2: one minute)
     tail: float = 30 * DAY  # stop at the latest this long after the last submit
     skip: bool = True
-    seed: int = 0
+    seed: int | None = None  # the simulated cloud's seed; None: the config's provider.seed
 
     def __post_init__(self) -> None:
         if not self.billing_interval > 0:
@@ -217,8 +217,10 @@ class _Engine:
                 f"{config.provider.kind!r} (set provider.kind: simulated with its boot_delay, "
                 "join_delay and capacity)"
             )
-        provider = config.provider.model_copy(update={"seed": options.seed})
-        self.config = config.model_copy(update={"provider": provider})
+        if options.seed is not None:
+            provider = config.provider.model_copy(update={"seed": options.seed})
+            config = config.model_copy(update={"provider": provider})
+        self.config = config
         self.trace = trace
         self.options = options
         self.name = name

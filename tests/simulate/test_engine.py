@@ -190,6 +190,12 @@ def test_same_seed_same_interruptions() -> None:
     a, b = (variant_json(run(tr, cfg, seed=3)) for _ in range(2))
     assert a == b
     assert a != variant_json(run(tr, cfg, seed=4))
+    # no seed in the options: the config's provider.seed
+    seeded = config(
+        node_types=[{"type": "c5.xlarge:0.10"}],
+        provider={"spot_interruption_rate": 1.0, "seed": 3},
+    )
+    assert variant_json(run(tr, seeded)) == a
 
 
 def test_gap_scales_to_zero_and_back() -> None:
