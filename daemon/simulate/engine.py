@@ -24,8 +24,11 @@ from event to event, never sleeping; at each time ``t``, in this order:
 
 When passes run is the daemon's loop (``Controller.run``) replayed: the first pass at
 ``t = 0``; after a pass, the next one ``scaler.interval`` later, unless the demand changes
-first (at ``c``), then at ``c + scaler.debounce``. Timer passes fall on a grid: the time of
-the last demand-triggered pass plus whole intervals.
+first (at ``c``), then at ``c + scaler.debounce`` (a change at the very time a timer pass
+is due wins, as the demand event does in ``Controller._wait``). Timer passes fall on a
+grid: the time of the last demand-triggered pass plus whole intervals. Like a demand
+source that pushes on change, the scheduler reports running jobs' elapsed times as of the
+last change: the controller plans with those until the next one.
 
 **Skipping.** A timer pass is skipped (not run, but counted) when it provably cannot change
 anything: nothing happened since the last pass that ran (no demand change, no change in the
