@@ -47,6 +47,7 @@ bench: setup toil
 	$(BIN)/python bench/cost_gap.py
 	$(BIN)/python bench/footprint.py
 	$(BIN)/python bench/simulate_io.py
+	$(BIN)/python bench/simulate.py
 
 clean:
 	rm -rf $(VENV) $(TOIL_VENV) .pytest_cache .ruff_cache

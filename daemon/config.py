@@ -172,6 +172,8 @@ class SimulatedProviderConfig(_ProviderCommon):
     """Per instance type limit on instances that can run at once (absent: unlimited)."""
     spot_interruption_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     """Probability per hour that a spot instance is interrupted."""
+    seed: int = 0
+    """Seed of the simulated cloud's random draws (spot interruption times)."""
 
 
 class AwsProviderConfig(_ProviderCommon):

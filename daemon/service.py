@@ -118,6 +118,7 @@ def build_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
             listing_lag=p.listing_lag,
             capacity=dict(p.capacity),
             spot_interruption_rate=p.spot_interruption_rate,
+            seed=p.seed,
         )
     from shoal.providers.aws import AWSProvisioner
 
