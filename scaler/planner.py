@@ -93,7 +93,14 @@ from shoal.scaler.model import (
 from shoal.scaler.overhead import disk_overhead, memory_overhead
 from shoal.scaler.shape import Shape
 
-__all__ = ["RUNNING_JOB_MIN_REMAINING", "cost_aware", "plan", "round_half_away", "usable_shape"]
+__all__ = [
+    "RUNNING_JOB_MIN_REMAINING",
+    "cost_aware",
+    "plan",
+    "round_half_away",
+    "usable",
+    "usable_shape",
+]
 
 # A running job past its expected run time still holds its node; assume it holds
 # it at least this long more (seconds).
@@ -115,7 +122,11 @@ def round_half_away(number: float) -> int:
 def usable_shape(node_type: NodeType, policy: Policy) -> Shape:
     """What a node of this type offers jobs: its shape less the OS and agent overhead
     (Toil's reservation for its size, or the policy's flat amounts when set)."""
-    s = node_type.shape
+    return usable(node_type.shape, policy)
+
+
+def usable(s: Shape, policy: Policy) -> Shape:
+    """``usable_shape`` of a node of shape ``s``."""
     memory = policy.node_memory_overhead
     disk = policy.node_disk_overhead
     return Shape(

@@ -82,7 +82,7 @@ from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationResult
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.scaler.model import CapacityType, NodeState, Plan, Policy
-from shoal.scaler.planner import REASON_COST_CEILING, usable_shape
+from shoal.scaler.planner import REASON_COST_CEILING, usable, usable_shape
 from shoal.scaler.shape import Shape
 
 __all__ = [
@@ -260,13 +260,7 @@ class _Engine:
         for instance_type in self.config.instance_types():
             for preemptible in (False, True):
                 whole = await provider.getNodeShape(instance_type, preemptible)
-                self._usable[instance_type, preemptible] = Shape(
-                    whole.wallTime,
-                    max(0.0, whole.memory - policy.node_memory_overhead),
-                    whole.cores,
-                    max(0.0, whole.disk - policy.node_disk_overhead),
-                    preemptible,
-                )
+                self._usable[instance_type, preemptible] = usable(whole, policy)
         self.cluster = Cluster(usable_shape(t, policy) for t in policy.node_types)
         settings = self.controller.settings
         self.interval = settings.interval

@@ -122,7 +122,8 @@ def test_one_burst_by_hand(jobs: int, nodes: int, billing: float, billed_seconds
 def test_pinned_two_types() -> None:
     """Three jobs on two node types, every number by hand:
 
-    j0  t=0    2 cores  2 GiB  runs 1000 s -> c5.xlarge (7 GiB usable, first in Toil's order)
+    j0  t=0    2 cores  2 GiB  runs 1000 s -> c5.xlarge (6.1 GiB usable after Toil's overhead,
+                                             the first type in Toil's order: count packing)
     j1  t=0    2 cores 20 GiB  runs  500 s -> r5.xlarge (the only type with the memory)
     j2  t=100  2 cores  2 GiB  runs  400 s -> the c5 node already has room: starts at once
 
@@ -132,7 +133,7 @@ def test_pinned_two_types() -> None:
     Cost: c5 1420 s x $0.17/h + r5 920 s x $0.252/h. Busy: 2x1000 + 2x500 + 2x400 = 3800
     core-s over 4 x (1420 - 90) + 4 x (920 - 90) = 8640 joined core-s.
     """
-    cfg = config(node_types=[{"type": "c5.xlarge"}, {"type": "r5.xlarge"}])
+    cfg = config(node_types=[{"type": "c5.xlarge"}, {"type": "r5.xlarge"}], packing="count")
     r = run(cfg=cfg, tr=trace((0, 1000, 7200, 2, 2), (0, 500, 7200, 2, 20), (100, 400, 7200, 2, 2)))
     v = r.result
     assert v.waits.tolist() == [90.0, 90.0, 0.0]
