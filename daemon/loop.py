@@ -215,15 +215,17 @@ class Controller:
             self.tracker.ledger_ttl = settings.ledger_ttl
 
     def _on_provider_event(self, event: ProviderEvent) -> None:
-        """New prices: count the refresh, and plan with them from the next pass."""
+        """New prices: count the refresh, and plan with the catalogue's prices from the next
+        pass (a refresh that failed in part still updated what it could; the rest is the last
+        good price)."""
         if not isinstance(event, PricesUpdated):
             return
         self.metrics.price_refreshes.labels(outcome="ok" if event.ok else "failed").inc()
         if not event.ok:
             log.warning('event=price_refresh_failed kept=last-good error="%s"', event.error)
-        elif self.policy_source is not None:
+        if self.policy_source is not None:
             self.set_policy(self.policy_source())
-            log.info("event=prices_updated source=%s", event.source)
+            log.info("event=prices_updated source=%s ok=%s", event.source, event.ok)
 
     def stop(self) -> None:
         """Finish the current pass, launch nothing new, leave ``run``."""
