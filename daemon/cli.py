@@ -107,9 +107,7 @@ async def _plan_controller(config: ShoalConfig, catalogue: str | None) -> Any:
     try:
         return await build_controller(config, provider, clock)
     finally:
-        close = getattr(provider, "close", None)
-        if close is not None:
-            await close()
+        await provider.close()
 
 
 def _read_structured(path: str) -> Any:
