@@ -30,7 +30,8 @@ The records (``instances.json`` in ``state_dir``) survive a restart of shoal, as
 instances do: each instance's id, type, tags, pid and the pid's start time (so a reused pid
 is never mistaken for it), and the client tokens. An instance is recorded before its
 process starts and its pid right after, so a crash in between leaves a record whose process
-is found again by the ``SHOAL_LOCAL_INSTANCE`` variable in its environment.
+is found again by the ``SHOAL_LOCAL_INSTANCE`` variable in its environment (the state
+directory and the instance id, so two clusters on one machine never mix their processes).
 
 Knobs for tests: ``launch_delay`` (seconds a launch waits before it takes effect: a window to
 kill the daemon in), ``answer_delay`` (seconds it waits after it took effect, before it
@@ -71,7 +72,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MiB = 1024**2
-INSTANCE_ENV = "SHOAL_LOCAL_INSTANCE"  # set to the instance id in every process started
+INSTANCE_ENV = "SHOAL_LOCAL_INSTANCE"  # "<state dir>/<instance id>" in every process started
 INSUFFICIENT_CAPACITY = "InsufficientInstanceCapacity"
 RECORDS = "instances.json"
 _POLL = 0.05
@@ -246,13 +247,17 @@ class LocalProvisioner(AbstractProvisioner):
                 os.unlink(tmp)
             raise
 
+    def _marker(self, instance_id: str) -> str:
+        return f"{self.state_dir.resolve()}/{instance_id}"
+
     def _alive(self, instance_id: str, record: dict[str, Any]) -> bool:
         pid = record.get("pid")
         if pid is None:  # recorded, then the daemon died before it noted the pid
-            found = _pid_with_env(f"{INSTANCE_ENV}={instance_id}".encode())
+            found = _pid_with_env(f"{INSTANCE_ENV}={self._marker(instance_id)}".encode())
             if found is None:
                 return False
             record["pid"], record["start_ticks"] = found, _start_ticks(found)
+            self._save()
             pid = found
         _reap(pid)
         return process_alive(pid, record.get("start_ticks"))
@@ -382,7 +387,7 @@ class LocalProvisioner(AbstractProvisioner):
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
-        env[INSTANCE_ENV] = instance_id
+        env[INSTANCE_ENV] = self._marker(instance_id)
         if self.slurm_conf is not None:
             env["SLURM_CONF"] = self.slurm_conf
         catchable = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}

@@ -360,7 +360,11 @@ class PowerSaver:
     async def _set_down(self, node: str, reason: str) -> bool:
         try:
             await self.client.set_down(node, reason)
-        except SlurmCommandError as exc:  # unknown to Slurm: nothing to hold
+        except SlurmCommandError as exc:
+            if exc.code == "exec":  # scontrol could not be run: try again later
+                log.error('event=slurm_set_down_failed node=%s error="%s"', node, exc)
+                return False
+            # Slurm refused (an unknown node): there is nothing to hold
             log.error('event=slurm_set_down_refused node=%s error="%s"', node, exc)
             if node in self.state.holds:
                 del self.state.holds[node]
@@ -514,7 +518,11 @@ class PowerSaver:
     async def _release(self, node: str) -> None:
         try:
             await self.client.power_down(node)
-        except SlurmCommandError as exc:  # e.g. an admin resumed it: nothing left to do
+        except SlurmCommandError as exc:
+            if exc.code == "exec":  # scontrol could not be run: try again later
+                log.error('event=slurm_release_failed node=%s error="%s"', node, exc)
+                return
+            # Slurm refused (an admin changed the node meanwhile): nothing left to do
             log.warning('event=slurm_release_refused node=%s error="%s"', node, exc)
         except SlurmError as exc:
             log.warning('event=slurm_release_failed node=%s error="%s"', node, exc)

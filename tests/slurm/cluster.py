@@ -96,6 +96,7 @@ class NodeGroup:
     cpus: int = 2
     memory_mb: int = 1000
     features: tuple[str, ...] = ()
+    weight: int | None = None  # Slurm allocates the lowest weight first
 
     def names(self) -> list[str]:
         return [f"{self.prefix}{i}" for i in range(1, self.count + 1)]
@@ -278,6 +279,8 @@ class SlurmCluster:
         lines = [f"{key}={value}" for key, value in self.settings().items()]
         for group in self.spec.cloud:
             features = f" Feature={','.join(group.features)}" if group.features else ""
+            if group.weight is not None:
+                features += f" Weight={group.weight}"
             for name in group.names():
                 # NodeAddr: slurmctld never resolves the node name (an unresolvable name can
                 # stall it for seconds per node); cloud_reg_addrs overwrites it on registration.
