@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TOIL_VENV := bench/.toil-venv
 CONFIG ?= config.example.yaml
 
-.PHONY: setup tools toil run test lint format bench clean
+.PHONY: setup tools toil run run-slurm test lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ $(TOIL_VENV)/.installed:
 
 run: setup
 	$(BIN)/shoal run -c $(CONFIG)
+
+# A Slurm cluster on this machine (munged, slurmctld, shoal's hooks) scaled by shoal on the local
+# provider: submit jobs and watch sinfo. Needs root and Slurm (`make tools`); Ctrl-C stops all.
+run-slurm: setup
+	$(BIN)/python scripts/run_slurm.py $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
