@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from shoal.daemon.config import parse_config
@@ -12,6 +13,7 @@ from shoal.daemon.drain import DrainError
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
 from shoal.daemon.slurm.drain import SlurmDrainHook
+from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.simulated import SimulatedProvisioner
@@ -128,3 +130,44 @@ async def test_drain_and_undrain_a_dynamic_node(
     assert "drain" not in cluster.node_state("t-1").split("+")
     with pytest.raises(DrainError, match="Invalid node name"):
         await hook.drain("nosuchnode")
+
+
+async def test_set_node_addr_gives_slurm_the_instances_address(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    asyncio.get_running_loop().set_default_executor(InlineExecutor())
+    clock = FakeClock()
+    config = parse_config(
+        {
+            "cluster_name": "t",
+            "provider": {"kind": "simulated", "zone": ZONE, "boot_delay": 0},
+            "node_types": [{"type": "c5.xlarge"}],
+            "demand": {"api": False, "slurm": True},
+            "slurm": {
+                "slurm_conf": str(slurm_cluster.conf_path),
+                "scontrol": slurm_cluster.program("scontrol"),
+                "node_types": {"cloud": "c5.xlarge"},
+                "state_file": str(tmp_path / "state.json"),
+                "set_node_addr": True,
+            },
+        }
+    )
+    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock, boot_delay=0)
+    controller = await clock.run_until(build_controller(config, provider, clock))
+    integration = SlurmIntegration(config, clock)
+    integration.attach(controller)
+    await clock.run_until(controller.reconcile())
+    assert integration.power is not None
+    integration.power.accept("resume", "cloud2")
+    await clock.run_until(integration.power.drain_requests())
+    (node,) = await provider.list_instances()
+
+    async def address() -> str:
+        while True:
+            out = slurm_cluster.run("sinfo", "-h", "-N", "-n", "cloud2", "-o", "%o %n")
+            if node.privateIP in out.stdout:
+                return " ".join(out.stdout.split())
+            await asyncio.sleep(0.05)
+
+    assert await clock.run_until(address()) == f"{node.privateIP} {node.privateIP}"
+    await integration.close()
