@@ -11,6 +11,10 @@
 ``GET /readyz``     200 once the first reconcile with the cloud is done, else 503
 ==================  =====================================================================
 
+With Slurm (``demand.slurm``), ``daemon.slurm.integration`` adds ``POST /v1/slurm/resume``,
+``/suspend``, ``/resume-fail`` (the power-saving hooks, same bearer token) and
+``GET /v1/slurm``.
+
 ``check_listen`` refuses a listener beyond loopback without a token. Tokens are compared in
 constant time and never logged.
 """

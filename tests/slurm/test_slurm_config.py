@@ -17,6 +17,7 @@ from shoal.daemon.config import (
     load_config,
     parse_config,
 )
+from slurm.shoal_proc import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -172,3 +173,21 @@ def test_the_example_slurm_section_uncommented_is_valid() -> None:
     loaded = parse_config(data)
     assert loaded.slurm is not None and loaded.slurm.mode == "power_save"
     assert loaded.node_type_of(loaded.slurm.node_types["mem"]) == "r5.large:0.05"
+
+
+def test_the_daemon_refuses_to_start_on_a_damaged_state_file(tmp_path: Path) -> None:
+    state = tmp_path / "slurm.json"
+    state.write_text('{"version": 1, "requests": {"cloud1": {}}}')
+    data = config(**{"slurm.state_file": str(state), "provider.state_dir": str(tmp_path)})
+    data["api"] = {"listen": f"127.0.0.1:{free_port()}"}
+    path = tmp_path / "shoal.yaml"
+    path.write_text(yaml.safe_dump(data))
+    run = subprocess.run(
+        [sys.executable, "-m", "shoal.daemon", "run", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert "stage=slurm" in run.stderr and "malformed" in run.stderr, run.stderr
+    assert state.read_text() == '{"version": 1, "requests": {"cloud1": {}}}'  # left as found
