@@ -52,6 +52,7 @@ bench: setup toil
 	$(BIN)/python bench/cost_gap.py
 	$(BIN)/python bench/footprint.py
 	$(BIN)/python bench/simulate_io.py
+	$(BIN)/python bench/simulate.py
 	$(BIN)/python bench/slurm_hook.py
 
 clean:

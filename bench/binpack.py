@@ -4,7 +4,8 @@
 
 Toil runs in its own virtualenv (bench/.toil-venv, built by `make toil`); its time is
 measured inside that process, around binPacking only. Prints one line per workload:
-both times, both node counts, the speed ratio, and whether the targets are met.
+both times, both node counts, the speed ratio, and whether the targets are met (>= 300x
+Toil with no more nodes on the 20k-job line).
 """
 
 from __future__ import annotations
@@ -85,25 +86,28 @@ def main() -> int:
             }
             toil = toil_binpack([case])[0]
             ratio = toil["seconds"] / ours_s
-            met = ratio >= 100 and ours_n <= toil["total"]
+            met = ratio >= 300 and ours_n <= toil["total"]
             ok &= met
             line += (
                 f" | Toil {toil['seconds'] * 1000:.0f} ms, {toil['total']} nodes"
                 f" | shoal is {ratio:.0f}x faster"
-                f" | target >=100x with no more nodes: {'met' if met else 'MISSED'}"
+                f" | target >=300x with no more nodes: {'met' if met else 'MISSED'}"
             )
         if not compare:
             met = ours_s < 0.1
             ok &= met
             line += f" | target < 100 ms: {'met' if met else 'MISSED'}"
         print(line, flush=True)
-    # Cost-aware packing has no peer in Toil; its time is printed so a regression shows.
+    # Cost packing has no peer in Toil; its time is printed so a regression shows, with the
+    # cost of the count packing above priced the same way.
     nodes, job_list = workload(7, 20_000, 50, 10)
     prices = {s: 0.04 * s.cores + 0.005 * s.memory / GiB for s in nodes}
     priced_s, packing = best_of(lambda: binpack(job_list, nodes, 3600, prices=prices), runs=3)
+    counted = binpack(job_list, nodes, 3600).cost(prices)
     print(
         f"with prices, 20k jobs x 50 shapes -> 10 node shapes: shoal {priced_s * 1000:.1f} ms, "
-        f"${packing.cost(prices):.2f}/h ({packing.total} nodes)"  # type: ignore[attr-defined]
+        f"${packing.cost(prices):.2f} of billed node-hours ({packing.total} nodes; "  # type: ignore[attr-defined]
+        f"count packing ${counted:.2f}) by {packing.method}"  # type: ignore[attr-defined]
     )
     return 0 if ok else 1
 

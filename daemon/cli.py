@@ -5,6 +5,9 @@ shoal check-config FILE            "OK" or every error (path, value, expectation
 shoal config-schema                JSON schema of the config file
 shoal plan -c FILE --demand FILE [--nodes FILE]
                                    one decision as JSON; nothing launched
+shoal simulate -c FILE --trace FILE [--out DIR] [--compare KEY=V1,V2 ...] [--seed N]
+                                   replay a job trace on the simulated cloud; cost and
+                                   waits per config variant (exit 2 on bad input)
 shoal slurm-resume|slurm-suspend|slurm-resume-fail [-c FILE] HOSTLIST
                                    Slurm's power-saving programs (daemon.slurm.hook)
 
@@ -206,6 +209,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from shoal.daemon.simulate import command
+
+    return command.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shoal", description="Autoscaling daemon for batch clusters."
@@ -263,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         hook.add_argument("hostlist", help="Slurm hostlist, e.g. cloud[1-3]")
         hook.set_defaults(func=_cmd_slurm_hook, kind=kind)
+
+    from shoal.daemon.simulate import args as simulate_args
+
+    simulate = sub.add_parser(
+        "simulate", help=simulate_args.HELP, description=simulate_args.DESCRIPTION
+    )
+    simulate_args.add_arguments(simulate)
+    simulate.set_defaults(func=_cmd_simulate)
     return parser
 
 

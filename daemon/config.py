@@ -3,7 +3,8 @@
 ``load_config(path)`` returns a ``ShoalConfig`` or raises ``ConfigError`` whose ``errors``
 each name the field path (``scaler.beta_inertia``, ``node_types[1].max``), the offending
 value and what was expected. ``ShoalConfig.policy(shapes, prices)`` turns the config into
-the planner's ``scaler.Policy``; ``retry_policy()`` gives the provider ``RetryPolicy``.
+the planner's ``scaler.Policy``; ``retry_policy()`` gives the provider ``RetryPolicy``;
+``workers`` is what the provider's ``prepare_workers`` takes (``providers.workers``).
 Every key is documented in ``config.example.yaml``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from pydantic import (
 from shoal.daemon.demand import DemandReports
 from shoal.daemon.units import parse_duration, parse_size
 from shoal.providers.retry import RetryPolicy
+from shoal.providers.workers import read_kubeadm_token, read_munge_key
 from shoal.scaler.model import NodeType, Policy
 from shoal.scaler.shape import Shape, ordered_instance_types, parse_node_types
 
@@ -42,12 +45,16 @@ __all__ = [
     "DemandConfig",
     "DrainConfig",
     "Duration",
+    "KubernetesJoinConfig",
+    "LeaderConfig",
     "NodeTypeEntry",
     "RetryConfig",
     "ScalerConfig",
     "ShoalConfig",
     "SimulatedProviderConfig",
     "Size",
+    "SlurmWorkerConfig",
+    "WorkersConfig",
     "load_config",
     "parse_config",
 ]
@@ -81,6 +88,14 @@ class _Missing:
 
 
 _MISSING: Any = _Missing()
+
+
+class _FieldError(ValueError):
+    """A check across sections, reported at ``path`` (dotted) rather than where it ran."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class ConfigError(Exception):
@@ -157,15 +172,21 @@ class SimulatedProviderConfig(_ProviderCommon):
     """Per instance type limit on instances that can run at once (absent: unlimited)."""
     spot_interruption_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     """Probability per hour that a spot instance is interrupted."""
+    seed: int = 0
+    """Seed of the simulated cloud's random draws (spot interruption times)."""
 
 
 class AwsProviderConfig(_ProviderCommon):
     """Amazon EC2 (aiobotocore); credentials come from the usual AWS chain, never from here."""
 
     kind: Literal["aws"]
+    cluster_type: Literal["mesos", "kubernetes", "slurm"] = "mesos"
+    """The scheduler workers join (Toil's clusterType; slurm: munge and a configless slurmd)."""
     region: str = Field(min_length=1)
     endpoint_url: str | None = None
     """Alternative EC2 endpoint (e.g. a moto server in tests)."""
+    metadata_endpoint: str = "http://169.254.169.254"
+    """The instance metadata service (IMDSv2) of the machine shoal runs on."""
     image_id: str | None = None
     """AMI id; or give image_name and image_owner to look it up."""
     image_name: str | None = None
@@ -181,6 +202,13 @@ class AwsProviderConfig(_ProviderCommon):
     (the shipped on-demand table stands in until then and on failure)."""
     pricing_endpoint_url: str | None = None
     """Alternative endpoint for the Pricing API and spot price history (tests)."""
+
+    @field_validator("metadata_endpoint")
+    @classmethod
+    def _metadata_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// URL, e.g. http://169.254.169.254")
+        return value
 
     @model_validator(mode="after")
     def _image(self) -> AwsProviderConfig:
@@ -239,6 +267,146 @@ ProviderConfig = Annotated[
     SimulatedProviderConfig | AwsProviderConfig | LocalProviderConfig,
     Field(discriminator="kind"),
 ]
+
+
+# --- workers -------------------------------------------------------------------------------
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = rf"{_LABEL}(?:\.{_LABEL})*"
+_HOST_RE = re.compile(rf"^{_HOST}$")
+_ENDPOINT_RE = re.compile(rf"^{_HOST}:[0-9]{{1,5}}$")
+_CONTROLLERS_RE = re.compile(rf"^{_HOST}(?::[0-9]{{1,5}})?(?:,{_HOST}(?::[0-9]{{1,5}})?)*$")
+_PROGRAM_RE = re.compile(r"^/[A-Za-z0-9_./-]+$")
+
+
+def _port_ok(value: str) -> bool:
+    return all(0 < int(part.rpartition(":")[2]) < 65536 for part in value.split(",") if ":" in part)
+
+
+class LeaderConfig(BaseModel):
+    """Where the scheduler's leader is: ``address``, or ``discover: tag | imds``."""
+
+    model_config = _STRICT
+    address: str | None = None
+    """The leader's private address (IPv4 or DNS name) as workers reach it."""
+    discover: Literal["tag", "imds"] | None = None
+    """tag: the instance launchCluster tagged as this cluster's leader; imds: this machine
+    (shoal runs on the leader), its private IPv4 from the instance metadata service."""
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 253 or not _HOST_RE.match(value)):
+            raise ValueError("expected an IPv4 address or a DNS name, without a port")
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> LeaderConfig:
+        if (self.address is None) == (self.discover is None):
+            raise ValueError("give address: <ip or name>, or discover: tag | imds (one of them)")
+        return self
+
+
+class KubernetesJoinConfig(BaseModel):
+    """The ``kubeadm join`` values of a kubernetes worker."""
+
+    model_config = _STRICT
+    token_file: Path
+    """File holding the bootstrap token (``kubeadm token create``); never logged."""
+    ca_cert_hash: str
+    """``sha256:<hex>`` of the cluster CA's public key (``--discovery-token-ca-cert-hash``)."""
+    api_endpoint: str | None = None
+    """host:port of the API server; default: the leader, port 6443."""
+
+    @field_validator("token_file")
+    @classmethod
+    def _token(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError("expected an existing, readable token file")
+        read_kubeadm_token(value)  # ValueError saying what is wrong, never the contents
+        return value
+
+    @field_validator("ca_cert_hash")
+    @classmethod
+    def _hash(cls, value: str) -> str:
+        if not re.match(r"^sha256:[0-9a-f]{64}$", value):
+            raise ValueError("expected sha256:<64 lower-case hex digits>, as kubeadm prints it")
+        return value
+
+    @field_validator("api_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not (_ENDPOINT_RE.match(value) and _port_ok(value)):
+            raise ValueError("expected host:port, e.g. 10.0.0.5:6443")
+        return value
+
+
+class SlurmWorkerConfig(BaseModel):
+    """munge and a configless slurmd on every worker."""
+
+    model_config = _STRICT
+    munge_key_file: Path
+    """The cluster's munge key (32..1024 bytes), copied to each worker; never logged."""
+    conf_server: str | None = None
+    """slurmctld host[:port] (comma-separated, primary first) slurmd fetches slurm.conf
+    from; default: the leader."""
+    registration: Literal["named", "dynamic"] = "named"
+    """named: slurmd -N NAME (a node slurm.conf declares); dynamic: slurmd -Z --conf."""
+    node_name: Literal["tag", "hostname"] = "tag"
+    """named: NAME from the instance tag shoal:slurm-node, or the metadata host name."""
+    features: tuple[str, ...] = ()
+    """dynamic: node features, besides the instance type, which is always one."""
+    slurmd: str = "/usr/sbin/slurmd"
+    """slurmd on the machine image."""
+    munged: str = "/usr/sbin/munged"
+    """munged on the machine image."""
+
+    @field_validator("munge_key_file")
+    @classmethod
+    def _key(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError("expected an existing, readable munge key file")
+        read_munge_key(value)
+        return value
+
+    @field_validator("conf_server")
+    @classmethod
+    def _controllers(cls, value: str | None) -> str | None:
+        if value is not None and not (_CONTROLLERS_RE.match(value) and _port_ok(value)):
+            raise ValueError("expected host[:port], comma-separated, e.g. 10.0.0.5:6817")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for feature in value:
+            if not re.match(r"^[A-Za-z0-9_.-]+$", feature):
+                raise ValueError(f"feature {feature!r}: letters, digits, '_', '.', '-' only")
+        return value
+
+    @field_validator("slurmd", "munged")
+    @classmethod
+    def _program(cls, value: str) -> str:
+        if not _PROGRAM_RE.match(value):
+            raise ValueError("expected an absolute path without spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _registration(self) -> SlurmWorkerConfig:
+        if self.registration == "dynamic" and "node_name" in self.model_fields_set:
+            raise ValueError("node_name applies to registration: named, not dynamic")
+        if self.registration == "named" and self.features:
+            raise ValueError("features apply to registration: dynamic, not named")
+        return self
+
+
+class WorkersConfig(BaseModel):
+    """How launched workers join the scheduler (the agent follows provider.cluster_type)."""
+
+    model_config = _STRICT
+    leader: LeaderConfig | None = None
+    kubernetes: KubernetesJoinConfig | None = None
+    slurm: SlurmWorkerConfig | None = None
 
 
 # --- node types ----------------------------------------------------------------------------
@@ -334,17 +502,25 @@ class ScalerConfig(BaseModel):
     """Jobs should start within this time (Toil's targetTime)."""
     beta_inertia: float = Field(default=0.1, ge=0.0, lt=1.0)
     preemptible_compensation: float = Field(default=0.0, ge=0.0, le=1.0)
-    node_memory_overhead: Size = 1024**3
-    node_disk_overhead: Size = 4 * 1024**3
+    """On-demand nodes of the same instance type per missing spot node (Toil's)."""
+    compensate_other_types: bool = False
+    """Also compensate on another on-demand type when a spot type has no on-demand twin."""
+    node_memory_overhead: Size | None = None
+    """Memory kept per node for the OS and agents; unset: Toil's reservation by node size."""
+    node_disk_overhead: Size | None = None
+    """Disk kept per node for the OS; unset: Toil's 5 GB + 5 % of the disk."""
     unneeded_time: Duration = 600.0
     scale_down_budget: float = Field(default=0.1, gt=0.0, le=1.0)
     join_timeout: PositiveDuration = 900.0
     launch_ledger_ttl: PositiveDuration = 600.0
     """A node the cloud accepted but never lists within this time counts as never joined."""
     cost_ceiling_per_hour: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
-    packing: Literal["count", "cost"] = "count"
+    packing: Literal["auto", "count", "cost"] = "auto"
     """"count": each job to the first node type that fits (Toil's order); "cost": the
-    cheapest mix of priced node types, after the room live nodes have."""
+    cheapest mix of priced node types, after the room live nodes have; "auto": "cost"
+    when every node type has a price, else "count"."""
+    solver_time_limit: Duration = Field(default=0.2, ge=0.0)
+    """Solver (HiGHS) time per pass for cost packing; 0: the heuristic alone."""
     backoff: Backoff = Field(default_factory=Backoff)
     retry: RetryConfig = Field(default_factory=RetryConfig)
 
@@ -400,16 +576,21 @@ class DrainConfig(BaseModel):
     """argv run before a node is terminated; "{node}" is replaced by the node name."""
     webhook: str | None = None
     """URL sent POST {"node": name} before a node is terminated."""
+    undrain_command: tuple[str, ...] | None = None
+    """argv run when a draining node is taken back because demand returned."""
+    undrain_webhook: str | None = None
+    """URL sent POST {"node": name} when a draining node is taken back."""
     timeout: PositiveDuration = 30.0
+    """How long the drain or undrain hook may take; past it the hook has failed."""
 
-    @field_validator("command")
+    @field_validator("command", "undrain_command")
     @classmethod
     def _argv(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if value is not None and (not value or not value[0]):
             raise ValueError('expected a non-empty argv list, e.g. ["kubectl", "drain", "{node}"]')
         return value
 
-    @field_validator("webhook")
+    @field_validator("webhook", "undrain_webhook")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
@@ -558,6 +739,8 @@ class ShoalConfig(BaseModel):
     demand: DemandConfig = Field(default_factory=DemandConfig)
     drain: DrainConfig = Field(default_factory=DrainConfig, validate_default=True)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    workers: WorkersConfig | None = None
+    """How launched workers join the scheduler; absent: they join nothing."""
     slurm: SlurmConfig | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
@@ -633,6 +816,45 @@ class ShoalConfig(BaseModel):
                 seen[key] = index
         return value
 
+    @model_validator(mode="after")
+    def _workers_fit_the_cluster(self) -> ShoalConfig:
+        """The workers section holds what workers of provider.cluster_type need, and no
+        section of another cluster type."""
+        w = self.workers
+        if w is None:
+            return self
+        cluster_type = self.provider.cluster_type
+        for name in ("kubernetes", "slurm"):
+            if getattr(w, name) is not None and cluster_type != name:
+                raise _FieldError(
+                    f"workers.{name}",
+                    f"only for provider.cluster_type {name}; this cluster is {cluster_type}",
+                )
+        if cluster_type == "mesos" and w.leader is None:
+            raise _FieldError("workers.leader", "required: mesos workers join the leader")
+        if cluster_type == "kubernetes":
+            if w.kubernetes is None:
+                raise _FieldError(
+                    "workers.kubernetes",
+                    "required for kubernetes workers: token_file, ca_cert_hash, api_endpoint",
+                )
+            if w.kubernetes.api_endpoint is None and w.leader is None:
+                raise _FieldError(
+                    "workers.kubernetes.api_endpoint",
+                    "required unless workers.leader is given (then <leader>:6443)",
+                )
+        if cluster_type == "slurm":
+            if w.slurm is None:
+                raise _FieldError(
+                    "workers.slurm", "required for slurm workers: munge_key_file, conf_server"
+                )
+            if w.slurm.conf_server is None and w.leader is None:
+                raise _FieldError(
+                    "workers.slurm.conf_server",
+                    "required unless workers.leader is given (then the leader)",
+                )
+        return self
+
     # --- what the runtime needs -------------------------------------------------------------
 
     def instance_types(self) -> list[str]:
@@ -682,6 +904,7 @@ class ShoalConfig(BaseModel):
             target_time=s.target_time,
             beta_inertia=s.beta_inertia,
             preemptible_compensation=s.preemptible_compensation,
+            compensate_other_types=s.compensate_other_types,
             node_memory_overhead=s.node_memory_overhead,
             node_disk_overhead=s.node_disk_overhead,
             scale_down_unneeded_time=s.unneeded_time,
@@ -689,6 +912,7 @@ class ShoalConfig(BaseModel):
             join_timeout=s.join_timeout,
             cost_ceiling_per_hour=s.cost_ceiling_per_hour,
             packing=s.packing,
+            solver_time_limit=s.solver_time_limit,
         )
 
     def retry_policy(self) -> RetryPolicy:
@@ -754,6 +978,10 @@ def _issues(exc: ValidationError, data: Any) -> list[ConfigIssue]:
             continue
         if kind.startswith("union_tag"):
             value = _lookup(data, loc)
+        error = err.get("ctx", {}).get("error")
+        if isinstance(error, _FieldError):
+            issues.append(ConfigIssue(error.path, _lookup(data, tuple(error.path.split("."))), msg))
+            continue
         if kind == "value_error":
             expected = msg
         elif msg.startswith("Input should be "):
@@ -779,7 +1007,8 @@ def parse_config(data: Any, source: str = "<config>") -> ShoalConfig:
 def load_config(path: str | os.PathLike[str]) -> ShoalConfig:
     """Read and validate a YAML config file; raises ``ConfigError`` listing every problem.
 
-    Relative ``token_file`` and ``demand.file`` paths are taken relative to the config file.
+    Relative file paths (``api.token_file``, ``demand.file``, ``workers.kubernetes.token_file``,
+    ``workers.slurm.munge_key_file``) are taken relative to the config file.
     """
     path = Path(path)
     source = str(path)
@@ -803,17 +1032,33 @@ def load_config(path: str | os.PathLike[str]) -> ShoalConfig:
     return parse_config(data, source)
 
 
+_RELATIVE_PATHS = (
+    ("api", "token_file"),
+    ("demand", "file"),
+    ("workers", "kubernetes", "token_file"),
+    ("workers", "slurm", "munge_key_file"),
+    ("slurm", "state_file"),
+    ("slurm", "slurm_conf"),
+    ("provider", "state_dir"),
+    ("provider", "slurm_conf"),
+)
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    for section, key in (
-        ("api", "token_file"),
-        ("demand", "file"),
-        ("slurm", "state_file"),
-        ("slurm", "slurm_conf"),
-        ("provider", "state_dir"),
-        ("provider", "slurm_conf"),
-    ):
-        block = data.get(section)
-        value = block.get(key) if isinstance(block, dict) else None
-        if isinstance(value, str) and not os.path.isabs(value):
-            data = {**data, section: {**block, key: str(base / block[key])}}
+    for where in _RELATIVE_PATHS:
+        data = _resolve_path(data, where, base)
     return data
+
+
+def _resolve_path(data: dict[str, Any], where: tuple[str, ...], base: Path) -> dict[str, Any]:
+    """``data`` with the relative path at ``where`` made relative to ``base`` (copied, never
+    changed in place); anything else at ``where`` is left for validation to report."""
+    head, *rest = where
+    value = data.get(head)
+    if not rest:
+        if isinstance(value, str) and not os.path.isabs(value):
+            return {**data, head: str(base / value)}
+        return data
+    if not isinstance(value, dict):
+        return data
+    return {**data, head: _resolve_path(value, tuple(rest), base)}

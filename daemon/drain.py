@@ -1,11 +1,14 @@
-"""The drain hook: tell the scheduler to stop sending work to a node before shoal removes it.
+"""The drain and undrain hooks: tell the scheduler to stop (or resume) sending work to a node.
 
-Either a command (argv, ``{node}`` replaced by the node name; success is exit status 0) or a
-webhook (``POST {"node": name}``; success is a 2xx answer), each bounded by a timeout. With
-neither configured draining is only shoal's own bookkeeping. A failed drain raises
-``DrainError``; the caller leaves the node as it was and the next plan asks again. A drain
-that times out raises ``DrainTimeout``: the node is treated as drained and terminated once no
-job runs on it, as the config documents.
+The drain hook runs before shoal removes a node; the undrain hook when the planner takes a
+draining node back because demand returned (``Plan.undrains``), before it is marked ready.
+Each is either a command (argv, ``{node}`` replaced by the node name; success is exit
+status 0) or a webhook (``POST {"node": name}``; success is a 2xx answer), each bounded by
+a timeout. With neither configured draining and undraining are only shoal's own
+bookkeeping. A failed hook raises ``DrainError``; the caller leaves the node as it was and
+the next plan asks again. A hook that times out raises ``DrainTimeout``: a drain is then
+treated as done (the node is terminated once no job runs on it, as the config documents), an
+undrain as failed.
 """
 
 from __future__ import annotations
@@ -19,26 +22,68 @@ import aiohttp
 
 __all__ = [
     "CommandDrainHook",
+    "CommandUndrainHook",
     "DrainError",
     "DrainHook",
     "DrainTimeout",
     "NoDrainHook",
+    "NoUndrainHook",
+    "UndrainHook",
     "WebhookDrainHook",
+    "WebhookUndrainHook",
+    "make_undrain_hook",
 ]
 
 log = logging.getLogger(__name__)
 
 
 class DrainError(Exception):
-    """The drain hook failed."""
+    """The drain or undrain hook failed or timed out."""
 
 
 class DrainTimeout(DrainError):
-    """The drain hook did not finish within its timeout."""
+    """The drain or undrain hook did not finish within its timeout."""
 
 
 class DrainHook(Protocol):
     async def drain(self, node: str) -> None: ...
+
+
+class UndrainHook(Protocol):
+    async def undrain(self, node: str) -> None: ...
+
+
+async def _run_command(argv: Sequence[str], node: str, timeout: float, what: str) -> None:
+    argv = [part.replace("{node}", node) for part in argv]
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise DrainTimeout(f"{what} command {argv[0]!r} timed out after {timeout}s") from None
+    if proc.returncode != 0:
+        tail = output.decode(errors="replace").strip()[-200:]
+        raise DrainError(f"{what} command {argv[0]!r} exited {proc.returncode}: {tail}")
+
+
+async def _post(url: str, node: str, timeout: float, what: str) -> None:
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.post(url, json={"node": node}) as response,
+        ):
+            if not 200 <= response.status < 300:
+                raise DrainError(f"{what} webhook answered HTTP {response.status}")
+    except TimeoutError:
+        raise DrainTimeout(f"{what} webhook timed out after {timeout}s") from None
+    except aiohttp.ClientError as exc:
+        raise DrainError(f"{what} webhook failed: {exc}") from None
 
 
 class NoDrainHook:
@@ -52,24 +97,7 @@ class CommandDrainHook:
         self.timeout = timeout
 
     async def drain(self, node: str) -> None:
-        argv = [part.replace("{node}", node) for part in self.argv]
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        try:
-            output, _ = await asyncio.wait_for(proc.communicate(), self.timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise DrainTimeout(
-                f"drain command {argv[0]!r} timed out after {self.timeout}s"
-            ) from None
-        if proc.returncode != 0:
-            tail = output.decode(errors="replace").strip()[-200:]
-            raise DrainError(f"drain command {argv[0]!r} exited {proc.returncode}: {tail}")
+        await _run_command(self.argv, node, self.timeout, "drain")
 
 
 class WebhookDrainHook:
@@ -78,15 +106,39 @@ class WebhookDrainHook:
         self.timeout = timeout
 
     async def drain(self, node: str) -> None:
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
-                session.post(self.url, json={"node": node}) as response,
-            ):
-                if not 200 <= response.status < 300:
-                    raise DrainError(f"drain webhook answered HTTP {response.status}")
-        except TimeoutError:
-            raise DrainTimeout(f"drain webhook timed out after {self.timeout}s") from None
-        except aiohttp.ClientError as exc:
-            raise DrainError(f"drain webhook failed: {exc}") from None
+        await _post(self.url, node, self.timeout, "drain")
+
+
+class NoUndrainHook:
+    async def undrain(self, node: str) -> None:
+        return None
+
+
+class CommandUndrainHook:
+    def __init__(self, argv: Sequence[str], timeout: float = 30.0) -> None:
+        self.argv = tuple(argv)
+        self.timeout = timeout
+
+    async def undrain(self, node: str) -> None:
+        await _run_command(self.argv, node, self.timeout, "undrain")
+
+
+class WebhookUndrainHook:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url
+        self.timeout = timeout
+
+    async def undrain(self, node: str) -> None:
+        await _post(self.url, node, self.timeout, "undrain")
+
+
+def make_undrain_hook(
+    command: Sequence[str] | None, webhook: str | None, timeout: float = 30.0
+) -> UndrainHook:
+    """The undrain hook the config asks for (``drain.undrain_command`` or
+    ``drain.undrain_webhook``), or none: then undraining is shoal's bookkeeping alone."""
+    if command:
+        return CommandUndrainHook(command, timeout)
+    if webhook:
+        return WebhookUndrainHook(webhook, timeout)
+    return NoUndrainHook()

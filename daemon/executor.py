@@ -11,8 +11,10 @@ What the seed's return values cannot say comes from the provider's events
 (for the launch ledger) or its error (capacity and quota errors back that offering off, even
 when another offering filled the request; a success clears only the offering that launched),
 and for terminations which ids are gone and which failed. Drains call the drain hook and then
-mark the node draining; only the plan's terminations are terminated, never a static or unknown
-node; a ledger placeholder (a launch whose response was lost) has no instance to terminate.
+mark the node draining; undrains (draining nodes the plan takes back) call the undrain hook
+and then mark the node ready; only the plan's terminations are terminated, never a static or
+unknown node; a ledger placeholder (a launch whose response was lost) has no instance to
+terminate.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from shoal.daemon.drain import DrainError, DrainHook, DrainTimeout, NoDrainHook
+from shoal.daemon.drain import (
+    DrainError,
+    DrainHook,
+    DrainTimeout,
+    NoDrainHook,
+    NoUndrainHook,
+    UndrainHook,
+)
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import NodeTracker, TrackedState
 from shoal.providers.base import AbstractProvisioner
@@ -62,6 +71,7 @@ class ExecutionReport:
     launches: list[LaunchOutcome] = field(default_factory=list)
     attempts: list[LaunchAttempt] = field(default_factory=list)  # every offering tried
     drained: list[str] = field(default_factory=list)
+    undrained: list[str] = field(default_factory=list)
     terminated: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     failed_offerings: list[BackoffEvent] = field(default_factory=list)
@@ -85,6 +95,7 @@ class Executor:
         *,
         retry: RetryPolicy | None = None,
         drain_hook: DrainHook | None = None,
+        undrain_hook: UndrainHook | None = None,
         request_ids: Callable[[], str] = new_request_id,
     ) -> None:
         self.provider = provider
@@ -92,6 +103,7 @@ class Executor:
         self.metrics = metrics
         self.retry = retry or RetryPolicy()
         self.drain_hook: DrainHook = drain_hook or NoDrainHook()
+        self.undrain_hook: UndrainHook = undrain_hook or NoUndrainHook()
         self.request_ids = request_ids
         # extra tags for every launch of a node type (a Slurm cluster's node features)
         self.launch_tags: Callable[[NodeType], Mapping[str, str]] = lambda node_type: {}
@@ -154,6 +166,7 @@ class Executor:
         names = sorted(
             {a.node_type for a in plan.launches}
             | {a.node_type for a in plan.drains}
+            | {a.node_type for a in plan.undrains}
             | {a.node_type for a in plan.terminations}
         )
         await asyncio.gather(
@@ -206,6 +219,9 @@ class Executor:
         drains = [a for a in plan.drains if a.node_type == name]
         if drains:
             jobs.append(self._drain_all(drains, tracker, report))
+        undrains = [a for a in plan.undrains if a.node_type == name]
+        if undrains:
+            jobs.append(self._undrain_all(undrains, tracker, report))
         terminations = [a for a in plan.terminations if a.node_type == name]
         if terminations:
             jobs.append(self._terminate(name, terminations, tracker, report))
@@ -339,6 +355,36 @@ class Executor:
         report.drained.append(action.node_id)
         log.info(
             'event=drain node=%s node_type=%s cause=%s reason="%s"',
+            action.node_id,
+            action.node_type,
+            action.cause,
+            action.message,
+        )
+
+    async def _undrain_all(
+        self, actions: list[NodeAction], tracker: NodeTracker, report: ExecutionReport
+    ) -> None:
+        await asyncio.gather(*(self._undrain(a, tracker, report) for a in actions))
+
+    async def _undrain(
+        self, action: NodeAction, tracker: NodeTracker, report: ExecutionReport
+    ) -> None:
+        tracked = tracker.get(action.node_id)
+        if tracked is None or tracked.static:
+            log.error("event=undrain_refused node=%s reason=unknown-or-static", action.node_id)
+            return
+        if tracked.state is not TrackedState.DRAINING:
+            return  # already back, or terminated meanwhile: nothing to take back
+        try:
+            await self.undrain_hook.undrain(action.node_id)
+        except (DrainError, OSError) as exc:
+            report.errors.append(f"undrain {action.node_id}: {exc}")
+            log.warning('event=undrain_failed node=%s error="%s"', action.node_id, exc)
+            return
+        tracker.mark(action.node_id, TrackedState.READY)
+        report.undrained.append(action.node_id)
+        log.info(
+            'event=undrain node=%s node_type=%s cause=%s reason="%s"',
             action.node_id,
             action.node_type,
             action.cause,

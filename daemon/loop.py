@@ -38,6 +38,7 @@ from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import DEFAULT_LEDGER_TTL, NodeTracker, TrackedNode
 from shoal.providers.base import AbstractProvisioner, Node
 from shoal.providers.clock import Clock, SystemClock
+from shoal.providers.outcomes import PricesUpdated, ProviderEvent
 from shoal.scaler.backoff import BackoffTable
 from shoal.scaler.model import (
     Demand,
@@ -93,6 +94,7 @@ class PassRecord:
     reason: str = ""  # why skipped or what failed
     launched: int = 0
     drained: tuple[str, ...] = ()
+    undrained: tuple[str, ...] = ()
     terminated: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
 
@@ -133,6 +135,7 @@ class Controller:
         backoff: BackoffTable | None = None,
         planner: Planner | None = None,
         zone: str = "",
+        policy_source: Callable[[], Policy] | None = None,
     ) -> None:
         self.provider = provider
         self.policy = policy
@@ -163,6 +166,9 @@ class Controller:
         self._stop = asyncio.Event()
         self._pass_done = asyncio.Condition()
         self._started = self.clock.monotonic()
+        # rebuilds the policy from the provider's catalogue when its prices change
+        self.policy_source = policy_source
+        provider.subscribe(self._on_provider_event)
         self._last_ok: float | None = None
         self._last_finished: float | None = None
         self._pass_started: float | None = None
@@ -207,6 +213,19 @@ class Controller:
         if settings is not None:
             self.settings = settings
             self.tracker.ledger_ttl = settings.ledger_ttl
+
+    def _on_provider_event(self, event: ProviderEvent) -> None:
+        """New prices: count the refresh, and plan with the catalogue's prices from the next
+        pass (a refresh that failed in part still updated what it could; the rest is the last
+        good price)."""
+        if not isinstance(event, PricesUpdated):
+            return
+        self.metrics.price_refreshes.labels(outcome="ok" if event.ok else "failed").inc()
+        if not event.ok:
+            log.warning('event=price_refresh_failed kept=last-good error="%s"', event.error)
+        if self.policy_source is not None:
+            self.set_policy(self.policy_source())
+            log.info("event=prices_updated source=%s ok=%s", event.source, event.ok)
 
     def stop(self) -> None:
         """Finish the current pass, launch nothing new, leave ``run``."""
@@ -407,6 +426,14 @@ class Controller:
                 launch.cause,
                 launch.message,
             )
+        for action in plan.undrains:
+            log.info(
+                'event=plan_undrain node=%s node_type=%s cause=%s reason="%s"',
+                action.node_id,
+                action.node_type,
+                action.cause,
+                action.message,
+            )
         for action in (*plan.drains, *plan.terminations):
             log.info(
                 'event=plan_remove node=%s node_type=%s cause=%s reason="%s"',
@@ -446,6 +473,7 @@ class Controller:
             plan,
             launches=() if stale else plan.launches,
             drains=(),
+            undrains=() if stale else plan.undrains,
             terminations=kept,
         )
         if held != plan:
@@ -481,6 +509,7 @@ class Controller:
             reason="" if hold is None else hold.reason,
             launched=report.launched,
             drained=tuple(report.drained),
+            undrained=tuple(report.undrained),
             terminated=tuple(report.terminated),
             errors=tuple(report.errors),
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -33,7 +34,14 @@ from shoal.daemon.demand import (
     DemoDemandSource,
     FileDemandSource,
 )
-from shoal.daemon.drain import CommandDrainHook, DrainHook, NoDrainHook, WebhookDrainHook
+from shoal.daemon.drain import (
+    CommandDrainHook,
+    DrainHook,
+    NoDrainHook,
+    UndrainHook,
+    WebhookDrainHook,
+    make_undrain_hook,
+)
 from shoal.daemon.executor import Executor
 from shoal.daemon.http import InsecureListenError, check_listen, make_app, start_http
 from shoal.daemon.loop import Controller, ControllerSettings, PassRecord, Planner
@@ -41,7 +49,6 @@ from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import TrackedState
 from shoal.providers.base import AbstractProvisioner
 from shoal.providers.clock import Clock, SystemClock
-from shoal.providers.outcomes import PricesUpdated, ProviderEvent
 from shoal.scaler.backoff import BackoffPolicy, BackoffTable
 from shoal.scaler.model import Policy
 
@@ -113,6 +120,7 @@ def build_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
             listing_lag=p.listing_lag,
             capacity=dict(p.capacity),
             spot_interruption_rate=p.spot_interruption_rate,
+            seed=p.seed,
         )
     from shoal.providers.aws import AWSProvisioner
 
@@ -221,6 +229,11 @@ def unpriced_node_types(policy: Policy) -> list[str]:
     return [t.name for t in policy.node_types if t.price_per_hour is None]
 
 
+def build_undrain_hook(config: ShoalConfig) -> UndrainHook:
+    d = config.drain
+    return make_undrain_hook(d.undrain_command, d.undrain_webhook, d.timeout)
+
+
 def build_drain_hook(config: ShoalConfig) -> DrainHook:
     d = config.drain
     if d.command:
@@ -270,6 +283,7 @@ async def build_controller(
         metrics,
         retry=config.retry_policy(),
         drain_hook=build_drain_hook(config),
+        undrain_hook=build_undrain_hook(config),
     )
 
     async def policy() -> Policy:
@@ -290,6 +304,7 @@ async def build_controller(
         backoff=BackoffTable(backoff_policy(config)),
         planner=planner,
         zone=config.provider.launch_zones[0],
+        policy_source=functools.partial(catalogue_policy, config, provider),
     )
 
 
@@ -358,8 +373,10 @@ class Service:
                 return False
             controller = self.controller
             controller.set_policy(policy, controller_settings(new))
+            controller.policy_source = functools.partial(catalogue_policy, new, self._provider())
             controller.executor.retry = new.retry_policy()
             controller.executor.drain_hook = build_drain_hook(new)
+            controller.executor.undrain_hook = build_undrain_hook(new)
             controller.backoff = dataclasses.replace(controller.backoff, policy=backoff_policy(new))
             logging.getLogger().setLevel(new.log_level)
             restart = [
@@ -410,6 +427,7 @@ class Service:
             log.error('event=startup_failed stage=slurm error="%s"', exc)
             return 1
         try:
+            await self.provider.prepare_workers(config.workers)  # leader, join values: at start
             controller = await build_controller(
                 config, self.provider, self.clock, metrics=self.metrics
             )
@@ -424,7 +442,6 @@ class Service:
             for issue in issues:
                 log.error('event=startup_failed stage=prices error="%s"', issue)
             return 2
-        self.provider.subscribe(self._on_provider_event)
         await self.provider.start()
         self.controller = controller
         if self.slurm is not None:
@@ -497,18 +514,6 @@ class Service:
             await runner.cleanup()
         log.info("event=stopped passes=%d", controller.passes)
         return 0
-
-    def _on_provider_event(self, event: ProviderEvent) -> None:
-        """New prices: count the refresh, and plan with them from the next pass."""
-        if not isinstance(event, PricesUpdated):
-            return
-        self.metrics.price_refreshes.labels(outcome="ok" if event.ok else "failed").inc()
-        if not event.ok:
-            log.warning('event=price_refresh_failed kept=last-good error="%s"', event.error)
-            return
-        if self.controller is not None:
-            self.controller.set_policy(catalogue_policy(self.config, self._provider()))
-            log.info("event=prices_updated source=%s", event.source)
 
     def _on_sighup(self) -> None:
         log.info("event=reload_requested signal=SIGHUP path=%s", self.config_path)

@@ -52,11 +52,12 @@ def unschedulable_json(items: Iterable[Unschedulable]) -> list[dict[str, Any]]:
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
-    """A plan: launches, drains and terminations with their causes and reasons, targets,
+    """A plan: launches, drains, undrains and terminations with their causes and reasons, targets,
     unschedulable jobs and the target cluster's cost."""
     return {
         "launches": [_launch_json(a) for a in plan.launches],
         "drains": [_action_json(a) for a in plan.drains],
+        "undrains": [_action_json(a) for a in plan.undrains],
         "terminations": [_action_json(a) for a in plan.terminations],
         "targets": dict(plan.targets),
         "unschedulable": unschedulable_json(plan.unschedulable),
@@ -73,6 +74,7 @@ def pass_json(record: PassRecord) -> dict[str, Any]:
         "reason": record.reason,
         "launched": record.launched,
         "drained": list(record.drained),
+        "undrained": list(record.undrained),
         "terminated": list(record.terminated),
         "errors": list(record.errors),
     }

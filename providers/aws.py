@@ -24,6 +24,12 @@ Every botocore error is mapped to the ``providers.errors`` hierarchy in ``transl
 Each API call here is made once: botocore's own retries are off (``total_max_attempts=1``).
 
 ``Node.joined`` is always None: EC2 cannot tell whether a node has joined the scheduler.
+
+Workers join the scheduler through their user data (``_user_data``): the agent of the cluster
+type (``addWorkerAgent``) once ``prepare_workers`` knows the leader and the join values; it runs
+at most once before the first launch if the daemon has not called it. ``readClusterSettings``
+reads the instance shoal runs on (the leader) from the instance metadata service with IMDSv2
+(``providers.aws_imds``; the endpoint is configurable, a fake in tests).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from shoal.providers.aws_imds import DEFAULT_ENDPOINT, InstanceMetadataClient
 from shoal.providers.aws_pricing import (
     SOURCE_PRICING_API,
     PriceBook,
@@ -83,10 +90,12 @@ from shoal.providers.outcomes import (
     PricesUpdated,
     TerminationStatus,
 )
+from shoal.providers.workers import TAG_SLURM_NODE, WorkerSettings
 from shoal.scaler.model import CapacityType, Offering
 
 __all__ = [
     "CAPACITY_CODES",
+    "MAX_USER_DATA",
     "NOT_FOUND_CODES",
     "QUOTA_CODES",
     "THROTTLE_CODES",
@@ -97,6 +106,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MIB = 2**20
+MAX_USER_DATA = 16384  # EC2's limit on user data, in bytes before base64
 
 THROTTLE_CODES = frozenset(
     {
@@ -130,7 +140,8 @@ _TRANSPORT_ERRORS = (
     ConnectTimeoutError,
     ReadTimeoutError,
 )
-_INSTANCE_ID = re.compile(r"i-[0-9a-fA-F]+")
+# Tag keys EC2 allows when instance tags are readable from the metadata service.
+_IMDS_TAG_KEY = re.compile(r"^(?!\.{1,2}$|_index$)[A-Za-z0-9+\-=.,_:@]{1,128}$")
 LIVE_STATES = ["pending", "running"]
 NOT_GONE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
@@ -191,9 +202,6 @@ class AWSProvisioner(AbstractProvisioner):
     #: How often and how long destroyCluster polls for the cluster's instances to be gone.
     destroy_poll_interval = 5.0
     destroy_poll_limit = 120
-    #: Kubernetes join variables (JOIN_TOKEN, JOIN_CERT_HASH, JOIN_ENDPOINT) for worker user
-    #: data in a kubernetes cluster; without them workers get the base configuration only.
-    kubernetes_join_vars: dict[str, str] | None = None
 
     def __init__(
         self,
@@ -214,6 +222,9 @@ class AWSProvisioner(AbstractProvisioner):
         key_name: str | None = None,
         instance_profile_arn: str | None = None,
         extra_tags: dict[str, str] | None = None,
+        metadata_endpoint: str | None = None,
+        metadata_timeout: float = 2.0,
+        workers: WorkerSettings | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         clock: Clock | None = None,
         price_refresh: bool = False,
@@ -246,6 +257,12 @@ class AWSProvisioner(AbstractProvisioner):
         self.extra_tags = dict(extra_tags or {})
         self.clock: Clock = clock or SystemClock()
         self._sleep = sleep or self.clock.sleep
+        self._imds = InstanceMetadataClient(
+            metadata_endpoint or DEFAULT_ENDPOINT, timeout=metadata_timeout, clock=self.clock
+        )
+        #: The instance shoal runs on, once ``readClusterSettings`` has read it.
+        self.leader_instance_id: str | None = None
+        self.worker_settings = workers
         self._session = get_session()
         if not os.environ.get("AWS_PROFILE") and not os.environ.get("AWS_DEFAULT_PROFILE"):
             # An empty AWS_PROFILE (set to blank out a user's profile) means no profile, as
@@ -285,6 +302,8 @@ class AWSProvisioner(AbstractProvisioner):
             key_name=p.key_name,
             instance_profile_arn=p.instance_profile_arn,
             extra_tags=dict(p.extra_tags),
+            metadata_endpoint=p.metadata_endpoint,
+            workers=config.workers,
             clock=clock,
             price_refresh=p.price_refresh,
             pricing_endpoint_url=p.pricing_endpoint_url,
@@ -326,22 +345,31 @@ class AWSProvisioner(AbstractProvisioner):
         stands in until the first refresh answers."""
         if not self.price_refresh or self._refresh_task is not None:
             return
-        pricing_region = pricing_endpoint_region(self.region)
-        pricing = None
-        if pricing_region is not None:
-            pricing = await self._client(
-                "pricing", region=pricing_region, endpoint_url=self.pricing_endpoint_url
+        refresher = await self._refresher()
+        self._refresh_task = asyncio.create_task(refresher.run(), name="shoal-prices")
+
+    async def refresh_prices(self) -> RefreshResult:
+        """One price refresh now (what ``start`` repeats every 12 h)."""
+        return await (await self._refresher()).refresh_once()
+
+    async def _refresher(self) -> PricingRefresher:
+        if self.refresher is None:
+            pricing_region = pricing_endpoint_region(self.region)
+            pricing = None
+            if pricing_region is not None:
+                pricing = await self._client(
+                    "pricing", region=pricing_region, endpoint_url=self.pricing_endpoint_url
+                )
+            ec2 = await self._client("ec2", endpoint_url=self.pricing_endpoint_url)
+            self.refresher = PricingRefresher(
+                self.prices,
+                ec2=ec2,
+                pricing=pricing,
+                instance_types=sorted(self._catalogue) or None,
+                clock=self.clock,
+                on_refresh=self._prices_refreshed,
             )
-        ec2 = await self._client("ec2", endpoint_url=self.pricing_endpoint_url)
-        self.refresher = PricingRefresher(
-            self.prices,
-            ec2=ec2,
-            pricing=pricing,
-            instance_types=sorted(self._catalogue) or None,
-            clock=self.clock,
-            on_refresh=self._prices_refreshed,
-        )
-        self._refresh_task = asyncio.create_task(self.refresher.run(), name="shoal-prices")
+        return self.refresher
 
     def _prices_refreshed(self, result: RefreshResult) -> None:
         """Reprice what the catalogue holds and tell the listeners."""
@@ -418,7 +446,7 @@ class AWSProvisioner(AbstractProvisioner):
     # -- settings ------------------------------------------------------------------------
 
     def supportedClusterTypes(self) -> set[str]:
-        return {"mesos", "kubernetes"}
+        return {"mesos", "kubernetes", "slurm"}
 
     @property
     def zone(self) -> str | None:
@@ -429,10 +457,22 @@ class AWSProvisioner(AbstractProvisioner):
         await self._resolve_image()
 
     async def readClusterSettings(self) -> None:
-        """Resolve the image and learn the leader's private IP from its tags."""
+        """Initialise from the instance shoal runs on, the leader: its private IP (the address
+        workers join), instance id and zone (the launch zone when none is configured), read
+        from the instance metadata service with IMDSv2; then resolve the image."""
+        identity = await self._imds.identity()
+        self._leaderPrivateIP = identity.private_ip
+        self.leader_instance_id = identity.instance_id
+        if not self.zones:
+            self.zones = (identity.zone,)
+            self._zone = identity.zone
+        log.info(
+            "event=cluster_settings_read instance=%s private_ip=%s zone=%s",
+            identity.instance_id,
+            identity.private_ip,
+            identity.zone,
+        )
         await self._resolve_image()
-        with contextlib.suppress(ProviderError):
-            await self.getLeader()
 
     async def _resolve_image(self) -> tuple[str, str | None]:
         """(image id, root device name): the given id, or the newest image named
@@ -522,14 +562,19 @@ class AWSProvisioner(AbstractProvisioner):
         """One RunInstances in the offering's zone (MinCount=1, MaxCount=count) with the
         request's ClientToken; returns the instance ids."""
         offering = request.offering
+        if self.worker_settings is not None and not self._workers_prepared:
+            await self.prepare_workers()
+        user_data, metadata_options = self._worker_user_data(request)
         spec = await self._launch_spec(
             offering.instance_type,
             request.preemptible,
             request.spot_bid,
             {**self.extra_tags, **request.tags},
-            self._user_data("worker", request.preemptible),
+            user_data,
             zone=offering.zone,
         )
+        if metadata_options:
+            spec["MetadataOptions"] = metadata_options
         spec.update(MinCount=1, MaxCount=request.count, ClientToken=request.client_token)
         resp = await self._call("run_instances", spec, offerings=(offering,))
         return [i["InstanceId"] for i in resp.get("Instances", [])]
@@ -537,28 +582,32 @@ class AWSProvisioner(AbstractProvisioner):
     async def terminate_instances(
         self, ids: Sequence[str]
     ) -> Mapping[str, TerminationStatus | ProviderError]:
-        """TerminateInstances for one batch; see the module docstring for unknown ids."""
+        """TerminateInstances for one batch. EC2 fails a whole call for one bad id: ids the
+        error names get its outcome (NotFound: already gone; anything else: that error) and
+        the rest is sent again; an error naming no id fails every id (NotFound: each id is
+        asked alone to learn which are gone). Throttling and 5xx are raised for the retry
+        layer."""
         out: dict[str, TerminationStatus | ProviderError] = {}
         batch = list(ids)
         while batch:
             try:
                 await self._call("terminate_instances", {"InstanceIds": batch})
             except ProviderError as e:
-                if e.code not in NOT_FOUND_CODES:
-                    if len(batch) == 1:
-                        out[batch[0]] = e
-                        return out
+                if is_retryable(e) and e.code not in NOT_FOUND_CODES:
                     raise
-                named = set(_INSTANCE_ID.findall(str(e))) & set(batch)
-                log.info("event=terminate_not_found ids=%s", ",".join(sorted(named)) or "?")
+                gone = e.code in NOT_FOUND_CODES
+                named = [i for i in batch if re.search(rf"\b{re.escape(i)}\b", str(e))]
+                log.info("event=terminate_refused code=%s ids=%s", e.code, ",".join(named) or "?")
                 if not named:
-                    if len(batch) == 1:
-                        out[batch[0]] = TerminationStatus.ALREADY_GONE
-                        return out
-                    for one in batch:  # which ids are unknown? ask for each alone
-                        out.update(await self.terminate_instances([one]))
+                    if gone and len(batch) > 1:  # which ids are unknown? ask for each alone
+                        for one in batch:
+                            out.update(await self.terminate_instances([one]))
+                    else:
+                        out.update(
+                            dict.fromkeys(batch, TerminationStatus.ALREADY_GONE if gone else e)
+                        )
                     return out
-                out.update(dict.fromkeys(named, TerminationStatus.ALREADY_GONE))
+                out.update(dict.fromkeys(named, TerminationStatus.ALREADY_GONE if gone else e))
                 batch = [i for i in batch if i not in named]
             else:
                 out.update(dict.fromkeys(batch, TerminationStatus.TERMINATED))
@@ -590,19 +639,76 @@ class AWSProvisioner(AbstractProvisioner):
     def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
         return [{"Key": k, "Value": v} for k, v in tags.items()]
 
-    def _user_data(self, role: str, preemptible: bool = False) -> str:
-        """Ignition JSON for a worker or the leader (see ``InstanceSetupMixin``)."""
+    def _user_data(
+        self, role: str, preemptible: bool = False, instance_type: str | None = None
+    ) -> str:
+        """Ignition JSON for a worker or the leader (see ``InstanceSetupMixin``).
+
+        A worker gets the agent of the cluster type (``addWorkerAgent``) when the leader and
+        join values are known; when ``workers`` is configured and they are not, this raises
+        ``ProviderError`` (``WorkerJoinIncomplete``) rather than launch a worker that joins
+        nothing. User data over EC2's 16 KiB raises ``UserDataTooLarge``.
+        """
         config = self.getBaseInstanceConfiguration()
         if role == "leader":
             if self.clusterType == "kubernetes":
                 self.addKubernetesLeader(config)
-            else:
+            elif self.clusterType == "mesos":
                 self.add_toil_service(config, "leader")
-        elif self.clusterType == "mesos" and self._leaderPrivateIP:
-            self.add_toil_service(config, "worker", preemptible=preemptible)
-        elif self.clusterType == "kubernetes" and self.kubernetes_join_vars:
-            self.addKubernetesWorker(config, self.kubernetes_join_vars, preemptible=preemptible)
-        return config.toIgnitionConfig()
+            # slurm: the controller is the operator's; the leader gets the base config
+        elif self.workerJoinKnown():
+            self.addWorkerAgent(config, preemptible, instance_type)
+        elif self.worker_settings is not None:
+            raise ProviderError(
+                f"a {self.clusterType} worker would join nothing: the leader or join values "
+                "are not known (prepare_workers failed or was not called)",
+                code="WorkerJoinIncomplete",
+                operation="launch",
+            )
+        data = config.toIgnitionConfig()
+        if len(data.encode()) > MAX_USER_DATA:
+            raise ProviderError(
+                f"{role} user data is {len(data.encode())} bytes; EC2 allows {MAX_USER_DATA}",
+                code="UserDataTooLarge",
+                operation="launch",
+            )
+        return data
+
+    def _worker_user_data(self, request: LaunchRequest) -> tuple[str, dict[str, str]]:
+        """A worker's user data and the MetadataOptions its launch needs: a Slurm worker named
+        by its tag reads that tag from the metadata service, so tags must be on there, and
+        each such launch is one instance carrying its own name."""
+        options: dict[str, str] = {}
+        slurm = self.worker_settings.slurm if self.worker_settings is not None else None
+        named_by_tag = (
+            self.clusterType == "slurm"
+            and slurm is not None
+            and slurm.registration == "named"
+            and slurm.node_name == "tag"
+        )
+        if named_by_tag:
+            if not request.tags.get(TAG_SLURM_NODE) or request.count != 1:
+                raise ProviderError(
+                    f"a Slurm worker named by its tag is launched one at a time with its "
+                    f"{TAG_SLURM_NODE} tag (got {request.count} instance(s), tag "
+                    f"{request.tags.get(TAG_SLURM_NODE)!r}); use registration: dynamic or "
+                    "node_name: hostname for workers the planner launches",
+                    code="SlurmNodeNameMissing",
+                    operation="launch",
+                )
+            # EC2 refuses to launch with metadata tags on when a tag key has other characters.
+            bad = [k for k in {**self.extra_tags, **request.tags} if not _IMDS_TAG_KEY.match(k)]
+            if bad:
+                raise ProviderError(
+                    f"tag key(s) {', '.join(map(repr, bad))} cannot be read from instance "
+                    "metadata (letters, digits and + - = . , _ : @ only), which a Slurm worker "
+                    "named by its tag needs",
+                    code="InvalidTagKey",
+                    operation="launch",
+                )
+            options["InstanceMetadataTags"] = "enabled"
+        user_data = self._user_data("worker", request.preemptible, request.offering.instance_type)
+        return user_data, options
 
     async def _launch_spec(
         self,

@@ -9,25 +9,45 @@ and the Kubernetes install/leader/worker services. Behaviour follows Toil 9.6's
 ``AbstractProvisioner``; the unit files and scripts are shoal's own, kept as templates in
 the ``shoal.providers.ignition`` package (this module decides where each one goes).
 
+Workers that join: ``prepare_workers(settings)`` learns what a worker's user data needs (the
+leader's address, given or discovered; the Kubernetes join values; the munge key) from the
+``workers`` settings (``providers.workers.WorkerSettings``), and ``addWorkerAgent`` adds the
+scheduler agent of the cluster type: the Toil/Mesos worker service, the Kubernetes install
+and join services, or munge and a configless slurmd. Each config is self-contained: a unit
+``Requires=`` only units of the same config (or the operating system's).
+
 The mixin reads these attributes of the provisioner: ``clusterType``,
 ``clusterName``, ``_leaderPrivateIP`` (set by ``AbstractProvisioner``) and the
 documented class attributes below (``applianceImage``, ``enable_fuse``,
-``customInitCommand``); it calls ``getKubernetesCloudProvider()`` and
-``getKubernetesAutoscalerSetupCommands(values)``.
+``customInitCommand``); it calls ``getKubernetesCloudProvider()``,
+``getKubernetesAutoscalerSetupCommands(values)``, and, to find the leader, ``getLeader()``
+and ``readClusterSettings()``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import shlex
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 from shoal.providers import ignition
+from shoal.providers.errors import ProviderError
+from shoal.providers.workers import (
+    KUBERNETES_API_PORT,
+    TAG_SLURM_NODE,
+    SlurmWorkerSettings,
+    WorkerSettings,
+    read_kubeadm_token,
+    read_munge_key,
+)
 
 __all__ = [
     "IGNITION_VERSION",
     "KUBERNETES_JOIN_KEYS",
+    "MUNGE_KEY_PATH",
     "UNIT_SUFFIXES",
     "InstanceConfiguration",
     "InstanceSetupMixin",
@@ -50,6 +70,10 @@ UNIT_SUFFIXES = (
 )
 # What addKubernetesWorker needs from the leader (as Toil's worker.ini holds them).
 KUBERNETES_JOIN_KEYS = ("JOIN_TOKEN", "JOIN_CERT_HASH", "JOIN_ENDPOINT")
+#: Where a Slurm worker's munge key lands (root only); munge.service installs it for munged.
+MUNGE_KEY_PATH = "/etc/shoal/munge.key"
+
+log = logging.getLogger(__name__)
 
 
 def _data_url(contents: str | bytes) -> str:
@@ -140,6 +164,10 @@ class InstanceConfiguration:
             )
         self.sshPublicKeys.append("ssh-rsa " + key)
 
+    def hasUnit(self, name: str) -> bool:
+        """True if the config already holds a unit named ``name``."""
+        return any(unit["name"] == name for unit in self.units)
+
     def toIgnitionConfig(self) -> str:
         """The Ignition 2.2.0 JSON config describing this setup."""
         config: dict[str, Any] = {
@@ -156,6 +184,18 @@ class InstanceConfiguration:
 
 # Characters allowed in a Toil service argument or a Kubernetes join value (no quoting needed).
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9_./:@+=,-]+$")
+# slurmd's --conf-server: controllers as host[:port], comma-separated, the primary first.
+_CONF_SERVER = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(,[A-Za-z0-9.-]+(:[0-9]{1,5})?)*$")
+_PROGRAM_PATH = re.compile(r"^/[A-Za-z0-9_./-]+$")
+_SLURM_FEATURE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _requires_install(config: InstanceConfiguration) -> str:
+    """The ``Requires=`` line on install-kubernetes.service, when the config holds that unit
+    (``addKubernetesServices``); otherwise nothing, so the config stays self-contained."""
+    if config.hasUnit("install-kubernetes.service"):
+        return "Requires=install-kubernetes.service\n"
+    return ""
 
 
 class InstanceSetupMixin:
@@ -172,6 +212,19 @@ class InstanceSetupMixin:
     customInitCommand: str = ""
     #: Prometheus node exporter image the node-exporter service runs.
     nodeExporterImage: ClassVar[str] = "quay.io/prometheus/node-exporter:v1.3.1"
+
+    #: The instance tag a named Slurm worker reads its node name from.
+    slurmNodeNameTag: ClassVar[str] = TAG_SLURM_NODE
+
+    #: How workers join the scheduler (the daemon's ``workers`` section); None: they join
+    #: nothing unless the values below are set directly.
+    worker_settings: WorkerSettings | None = None
+    #: Kubernetes join variables (JOIN_TOKEN, JOIN_CERT_HASH, JOIN_ENDPOINT) for workers of a
+    #: kubernetes cluster; set by ``prepare_workers``.
+    kubernetes_join_vars: dict[str, str] | None = None
+    _munge_key: bytes | None = None
+    _slurm_conf_server: str | None = None
+    _workers_prepared: bool = False
 
     # Provided by AbstractProvisioner.
     clusterName: str | None
@@ -379,7 +432,10 @@ class InstanceSetupMixin:
         )
         config.addUnit(
             "create-kubernetes-cluster.service",
-            contents=ignition.render("units/create-kubernetes-cluster.service", values),
+            contents=ignition.render(
+                "units/create-kubernetes-cluster.service",
+                {**values, "REQUIRES_INSTALL": _requires_install(config)},
+            ),
         )
         config.addFile(
             "/home/core/cleanup-nodes.sh",
@@ -399,6 +455,8 @@ class InstanceSetupMixin:
         """Add the services that join this node to the cluster as a worker.
 
         ``authVars`` holds JOIN_TOKEN, JOIN_CERT_HASH and JOIN_ENDPOINT from the leader.
+        The join service requires install-kubernetes.service only when ``config`` already holds
+        it (call ``addKubernetesServices`` first, as ``addWorkerAgent`` does).
         A preemptible worker carries the ``eks.amazonaws.com/capacityType=SPOT`` label
         (the label Toil uses, which its batch system understands).
         """
@@ -427,5 +485,214 @@ class InstanceSetupMixin:
         )
         config.addUnit(
             "join-kubernetes-cluster.service",
-            contents=ignition.render("units/join-kubernetes-cluster.service", values),
+            contents=ignition.render(
+                "units/join-kubernetes-cluster.service",
+                {**values, "REQUIRES_INSTALL": _requires_install(config)},
+            ),
         )
+
+    # -- Slurm ---------------------------------------------------------------
+
+    def addSlurmWorker(
+        self,
+        config: InstanceConfiguration,
+        settings: SlurmWorkerSettings,
+        mungeKey: bytes,
+        confServer: str,
+        instanceType: str | None = None,
+    ) -> None:
+        """Add munge (with ``mungeKey``) and slurmd in configless mode, fetching its
+        configuration from ``confServer`` (``host[:port]``, comma-separated controllers).
+
+        ``settings.registration`` ``named`` starts ``slurmd -N NAME``, the name read at boot
+        from the instance tag ``slurmNodeNameTag`` (``node_name: tag``) or the metadata
+        service's host name (``node_name: hostname``); ``dynamic`` starts ``slurmd -Z --conf
+        "Feature=..."`` with ``settings.features`` and ``instanceType``. The machine image
+        provides munged and slurmd (``settings.munged``/``settings.slurmd``) and a ``munge``
+        user, as Slurm's packages do.
+        """
+        if not _CONF_SERVER.match(confServer):
+            raise ValueError(f"Slurm controller {confServer!r} is not host[:port][,host[:port]]")
+        for name, path in (("slurmd", settings.slurmd), ("munged", settings.munged)):
+            if not _PROGRAM_PATH.match(path):
+                raise ValueError(f"{name} path {path!r} must be absolute, without spaces")
+        if settings.registration not in ("named", "dynamic"):
+            raise ValueError(f"unknown Slurm registration {settings.registration!r}")
+        if settings.node_name not in ("tag", "hostname"):
+            raise ValueError(f"unknown Slurm node name source {settings.node_name!r}")
+        features = list(
+            dict.fromkeys([*settings.features, *([instanceType] if instanceType else [])])
+        )
+        for feature in features:
+            if not _SLURM_FEATURE.match(feature):
+                raise ValueError(
+                    f"Slurm feature {feature!r} has characters other than A-Za-z0-9_.-"
+                )
+        if not isinstance(mungeKey, bytes) or not mungeKey:
+            raise ValueError("the munge key must be non-empty bytes")
+        dynamic_conf = f"Feature={','.join(features)}" if features else ""
+        config.addFile(MUNGE_KEY_PATH, mode="0400", contents=mungeKey)
+        config.addUnit(
+            "munge.service",
+            contents=ignition.render(
+                "units/munge.service", {"MUNGED": settings.munged, "KEY_SOURCE": MUNGE_KEY_PATH}
+            ),
+        )
+        config.addFile(
+            "/home/core/start-slurmd.sh",
+            mode="0755",
+            contents=ignition.render(
+                "scripts/start-slurmd.sh",
+                {
+                    "SLURMD": shlex.quote(settings.slurmd),
+                    "CONF_SERVER": shlex.quote(confServer),
+                    "REGISTRATION": settings.registration,
+                    "NODE_NAME": settings.node_name,
+                    "NODE_NAME_TAG": self.slurmNodeNameTag,
+                    "DYNAMIC_CONF": shlex.quote(dynamic_conf),
+                },
+            ),
+        )
+        config.addUnit(
+            "slurmd.service",
+            contents=ignition.render("units/slurmd.service", {"CONF_SERVER": confServer}),
+        )
+
+    # -- workers that join ---------------------------------------------------
+
+    def workerJoinKnown(self) -> bool:
+        """True when ``addWorkerAgent`` has what it needs for this cluster type."""
+        if self.clusterType == "mesos":
+            return bool(self._leaderPrivateIP)
+        if self.clusterType == "kubernetes":
+            return bool(self.kubernetes_join_vars)
+        if self.clusterType == "slurm":
+            settings = self.worker_settings
+            return bool(
+                settings is not None
+                and settings.slurm is not None
+                and self._munge_key
+                and self._slurm_conf_server
+            )
+        return False
+
+    def addWorkerAgent(
+        self,
+        config: InstanceConfiguration,
+        preemptible: bool = False,
+        instanceType: str | None = None,
+    ) -> None:
+        """Add the agent that joins this worker to the cluster's scheduler: the Toil worker
+        service (a Mesos agent of the leader), the Kubernetes install, kubelet and join
+        services, or munge and slurmd. Raises ``ValueError`` when the join values are not
+        known (``prepare_workers`` learns them)."""
+        if not self.workerJoinKnown():
+            raise ValueError(
+                f"a {self.clusterType} worker cannot join: the leader or join values are not "
+                "known (configure `workers` and call prepare_workers)"
+            )
+        if self.clusterType == "mesos":
+            self.add_toil_service(config, "worker", preemptible=preemptible)
+        elif self.clusterType == "kubernetes":
+            assert self.kubernetes_join_vars is not None
+            if not config.hasUnit("install-kubernetes.service"):
+                self.addKubernetesServices(config)
+            self.addKubernetesWorker(config, self.kubernetes_join_vars, preemptible=preemptible)
+        else:
+            settings = self.worker_settings
+            assert settings is not None and settings.slurm is not None
+            assert self._munge_key is not None and self._slurm_conf_server is not None
+            self.addSlurmWorker(
+                config, settings.slurm, self._munge_key, self._slurm_conf_server, instanceType
+            )
+
+    async def prepare_workers(self, settings: WorkerSettings | None = None) -> None:
+        """Learn what worker user data needs, before the first launch.
+
+        ``settings`` is the daemon's ``workers`` section (default: the one the provisioner was
+        built with; None anywhere: workers join nothing). Reads the Kubernetes token and the
+        munge key from their files first, then finds the leader: the given address, the
+        instance tagged as leader (``getLeader``), or this machine (``readClusterSettings``).
+        Raises ``ProviderError`` naming the setting that is missing or wrong; the secrets
+        never appear in a message or a log line.
+        """
+        if settings is not None:
+            self.worker_settings = settings
+        settings = self.worker_settings
+        if settings is None:
+            return
+        cluster_type = self.clusterType or ""
+
+        def incomplete(message: str) -> ProviderError:
+            return ProviderError(message, code="WorkerJoinIncomplete", operation="prepareWorkers")
+
+        k8s, slurm = settings.kubernetes, settings.slurm
+        token: str | None = None
+        key: bytes | None = None
+        needs_leader = cluster_type == "mesos"
+        if cluster_type == "kubernetes":
+            if k8s is None:
+                raise incomplete("workers.kubernetes is needed for kubernetes workers to join")
+            try:
+                token = read_kubeadm_token(k8s.token_file)
+            except ValueError as exc:
+                raise incomplete(f"workers.kubernetes.token_file: {exc}") from None
+            needs_leader = not k8s.api_endpoint
+        elif cluster_type == "slurm":
+            if slurm is None:
+                raise incomplete("workers.slurm is needed for slurm workers to join")
+            try:
+                key = read_munge_key(slurm.munge_key_file)
+            except ValueError as exc:
+                raise incomplete(f"workers.slurm.munge_key_file: {exc}") from None
+            needs_leader = not slurm.conf_server
+
+        leader = await self._find_leader(settings)
+        if needs_leader and not leader:
+            raise incomplete(f"workers.leader is needed for {cluster_type} workers to join")
+        if k8s is not None and token is not None:
+            self.kubernetes_join_vars = {
+                "JOIN_TOKEN": token,
+                "JOIN_CERT_HASH": k8s.ca_cert_hash,
+                "JOIN_ENDPOINT": k8s.api_endpoint or f"{leader}:{KUBERNETES_API_PORT}",
+            }
+        if slurm is not None and key is not None:
+            self._munge_key = key
+            self._slurm_conf_server = slurm.conf_server or leader
+        self._workers_prepared = True
+        log.info(
+            "event=workers_prepared cluster_type=%s leader=%s source=%s",
+            cluster_type,
+            leader or "-",
+            self._leader_source(settings),
+        )
+
+    @staticmethod
+    def _leader_source(settings: WorkerSettings) -> str:
+        if settings.leader is None:
+            return "none"
+        return "address" if settings.leader.address else f"discover-{settings.leader.discover}"
+
+    async def _find_leader(self, settings: WorkerSettings) -> str | None:
+        """The leader's address per ``settings.leader`` (also kept as ``_leaderPrivateIP``)."""
+        how = settings.leader
+        if how is None:
+            return None
+        if how.address:
+            address: str | None = how.address
+        elif how.discover == "tag":
+            leader = await self.getLeader()  # type: ignore[attr-defined]
+            address = leader.privateIP
+        elif how.discover == "imds":
+            await self.readClusterSettings()  # type: ignore[attr-defined]
+            address = self._leaderPrivateIP
+        else:
+            raise ValueError(f"unknown leader discovery {how.discover!r}")
+        if not address:
+            raise ProviderError(
+                f"the leader found by {self._leader_source(settings)} has no private address",
+                code="LeaderUnknown",
+                operation="prepareWorkers",
+            )
+        self._leaderPrivateIP = address
+        return address

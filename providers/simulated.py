@@ -505,6 +505,18 @@ class SimulatedProvisioner(AbstractProvisioner):
         self._reap()
         return sum(count * self.types[t].price(p) for (t, p), count in self._alive_by_offer.items())
 
+    def next_interruption(self) -> float | None:
+        """When the next spot interruption of a live instance is due (clock time), or None
+        when none is drawn; ``shoal simulate`` wakes then, as the node's scheduler would."""
+        heap = self._interrupt_heap
+        while heap:
+            at, name = heap[0]
+            inst = self._instances.get(name)
+            if inst is not None and inst.interrupt_at == at:
+                return at
+            heapq.heappop(heap)
+        return None
+
     def instance_state(self, name: str) -> str:
         """``"booting"``, ``"running"``, ``"joined"`` or ``"terminated"`` (also unknown names)."""
         self._reap()

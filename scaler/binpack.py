@@ -1,20 +1,26 @@
-"""Time-aware, cost-aware bin packing of job shapes onto node shapes.
+"""Time-aware, billing-aware, cost-aware bin packing of job shapes onto node shapes.
 
-``binpack(jobs, node_shapes, target_time=3600, prices=None) -> Packing``
+``binpack(jobs, node_shapes, target_time=3600, prices=None, *, max_nodes=None,
+time_limit=0.2) -> Packing``
 
 Semantics follow Toil 9.6's ``binPacking``: a job's ``wallTime`` is its expected
 run time; jobs may run one after another on the same resources as long as each
-*starts* no later than ``target_time``; a node's own ``wallTime`` (its billing
-interval) does not limit how long it runs, so a job longer than it simply keeps
-the node for several intervals. Preemptible jobs may run on non-preemptible
-nodes, never the reverse. Without prices each job shape goes, as in Toil, to
-the first node shape in ``Shape`` order (preemptible first, then smallest) that
-fits it, and job shapes are packed largest first.
+*starts* no later than ``target_time``; a node's own ``wallTime`` is its billing
+interval, and a node is booked for whole intervals when it opens, as Toil's
+reservations are: a job longer than an interval books several, and a later job
+must end within what is booked (``scaler.booking``). The packers minimise billed
+node-intervals, then nodes: 13 back-to-back 300 s jobs on one node would run into
+a second hour, which costs what a second node does, so 1000 such jobs take 84
+one-hour nodes (Toil's ``testHighTargetTime``), not 77 two-hour ones.
+Preemptible jobs may run on non-preemptible nodes, never the reverse. Without
+prices each job shape goes, as in Toil, to the first node shape in ``Shape``
+order (preemptible first, then smallest) that fits it, and job shapes are packed
+largest first.
 
 How it is fast: real demand has few distinct shapes, so jobs are grouped by
 shape and packed a group at a time. A node is described by *lanes*: a lane is
-a block of resources free from time ``t`` until ``u`` (often for good). A job
-group of resources ``r`` and duration ``d`` placed into a lane of resources
+a block of resources free from time ``t`` until ``u`` (the end of its booking).
+A job group of resources ``r`` and duration ``d`` placed into a lane of resources
 ``R`` uses ``k`` side-by-side columns (``k = floor(R / r)`` in the tightest
 dimension), each running jobs back to back, each starting by ``target_time``
 and ending by ``u``. Identical lanes are kept once with a count, so a group
@@ -22,36 +28,42 @@ costs O(lanes), not O(jobs), and opening ``n`` identical nodes is one
 multiplication. What the columns leave free can be described three valid ways
 (``WIDTH``, ``TIME``, ``WHOLE`` below), each losing something the others keep;
 node shapes pack independently, so binpack runs all three and keeps the
-smallest count per node shape. Up to ``TIMELINE_LIMIT`` jobs per node shape it
-also packs job by job on exact free-resource timelines (``scaler.timeline``),
-once free-running and once booked by whole billing intervals as Toil's
-reservations are, and keeps the smallest of the five. Against Toil 9.6 on
-40,000 random inputs that needs fewer nodes on about a third of them and more
-on none (tests/scaler/test_toil_differential.py); without the timelines it
-needed one more on about 1 in 1,000.
+best per node shape. Up to ``TIMELINE_LIMIT`` jobs per node shape it also packs
+job by job on exact free-resource timelines (``scaler.timeline``), once
+free-running and once booked as Toil's reservations are, and keeps the best of
+the five, never with more nodes than the booked timeline (which is Toil's own
+packing, job for job). Against Toil 9.6 on 1,200 random inputs that needs no
+more nodes on any (tests/scaler/test_toil_differential.py).
 
-Cost-aware packing (``prices`` given) runs two packers and keeps the cheaper:
+Cost-aware packing (``prices`` given, per billing interval) minimises what the
+booked node-intervals cost:
 
-* per group: free lanes on nodes already opened are used first (they are paid
-  for); the rest of a group opens nodes of the shape that minimises
-  ``ceil(n / per_node) * price`` for that group, and leftover room is offered to
-  the smaller groups that follow; a few group orders and a local search that
-  drops node shapes from the menu while that is cheaper.
-* node patterns (``scaler.patterns``): which groups share one node, chosen by
-  the value served per dollar, so a memory-heavy group and a core-heavy one
-  fill nodes that each alone would leave half empty.
+* the solver (``scaler.colgen``): column generation over node fillings with
+  HiGHS, then an integer master over the fillings generated; ``max_nodes`` are
+  its constraints, so jobs spill to the next best node shape, and what no shape
+  within its limit holds is ``Packing.left``. A pass takes about ``time_limit``
+  seconds;
+* the heuristic: a per-group greedy that fills room on opened nodes first and
+  opens the shape cheapest per job, over a few group orders; with the solver off
+  (``time_limit`` 0) also a local search over the menu and node patterns
+  (``scaler.patterns``) that mix groups on one node, the cheapest of them.
 
-``bench/cost_gap.py`` measures the result against a configuration-LP lower
-bound: 1.2 % above it on average over 200 random mixes (max 10.6 %).
+When the solver runs out of time, the cheaper of its best packing and the
+heuristic's greedy one is used; ``Packing.method`` says which, and how far above
+the LP bound the solver's packing is when it knows. ``bench/cost_gap.py``
+measures the result against the configuration-LP lower bound.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import itemgetter
 
+from shoal.scaler import colgen
+from shoal.scaler.booking import best_booking, horizon
 from shoal.scaler.patterns import Pattern, pattern_pack
 from shoal.scaler.resources import EPS as _EPS
 from shoal.scaler.resources import Res
@@ -59,12 +71,13 @@ from shoal.scaler.resources import columns as _columns
 from shoal.scaler.resources import res as _res
 from shoal.scaler.resources import sequential as _sequential
 from shoal.scaler.shape import Shape
-from shoal.scaler.timeline import timeline_count
+from shoal.scaler.timeline import billed_intervals, timeline_pack
 
 __all__ = ["Packing", "binpack", "jobs_per_node"]
 
 # Up to this many jobs per node shape, binpack also packs job by job (scaler.timeline).
 TIMELINE_LIMIT = 1000
+DEFAULT_TIME_LIMIT = 0.2  # seconds of solver time per cost packing
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,18 +85,29 @@ class Packing:
     """Nodes needed per node shape, and the job shapes that fit no node shape (with why).
 
     ``assignment``: which jobs go to each node shape (node shape -> job shape -> count),
-    every job that fits somewhere exactly once."""
+    every job that fits somewhere exactly once, except ``left``: jobs no node shape
+    within its ``max_nodes`` holds (cost packing only). ``intervals``: billed
+    node-intervals per node shape. ``method``: for cost packing, which packer's result
+    this is and why."""
 
     counts: dict[Shape, int]
     unschedulable: dict[Shape, list[str]]
     assignment: dict[Shape, dict[Shape, int]] = field(default_factory=dict)
+    intervals: dict[Shape, int] = field(default_factory=dict)
+    left: dict[Shape, int] = field(default_factory=dict)
+    method: str = ""
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
+    def billed(self, shape: Shape) -> int:
+        """Billed node-intervals of one node shape."""
+        return self.intervals.get(shape, self.counts.get(shape, 0))
+
     def cost(self, prices: Mapping[Shape, float]) -> float:
-        return sum(n * prices.get(s, 0.0) for s, n in self.counts.items())
+        """What the billed node-intervals cost, ``prices`` per billing interval."""
+        return sum(self.billed(s) * prices.get(s, 0.0) for s in self.counts)
 
 
 def jobs_per_node(job: Shape, node: Shape, target_time: float = 3600) -> float:
@@ -117,13 +141,14 @@ SPLITS = (WIDTH, TIME, WHOLE)
 class _Pool:
     """The free lanes of all opened nodes of one node shape: lane -> how many identical."""
 
-    __slots__ = ("lanes", "nodes", "shape", "split", "target_time")
+    __slots__ = ("intervals", "lanes", "nodes", "shape", "split", "target_time")
 
     def __init__(self, shape: Shape, target_time: float, split: str = WIDTH) -> None:
         self.shape = shape
         self.target_time = target_time
         self.split = split
         self.nodes = 0
+        self.intervals = 0  # billed node-intervals of the opened nodes
         self.lanes: dict[Lane, int] = {}
 
     def _add(self, room: Res, start: float, until: float, count: int) -> None:
@@ -214,11 +239,13 @@ class _Pool:
         return placed
 
     def open(self, job: Shape, n: int) -> int:
-        """Open as many empty nodes as n more jobs need, and place them; returns nodes opened."""
-        per_node = jobs_per_node(job, self.shape, self.target_time)
+        """Open as many empty nodes as n more jobs need, booked for the fewest billed
+        intervals, and place them; returns nodes opened."""
+        intervals, per_node = best_booking(job, self.shape, n, self.target_time)
         new = 1 if per_node == math.inf else math.ceil(n / per_node)
         self.nodes += new
-        self._fill((_res(self.shape), 0.0, math.inf), new, job, n)
+        self.intervals += new * intervals
+        self._fill((_res(self.shape), 0.0, horizon(self.shape, intervals)), new, job, n)
         return new
 
 
@@ -241,9 +268,14 @@ def _group(jobs: Iterable[Shape] | Mapping[Shape, int]) -> dict[Shape, int]:
             if count:
                 groups[shape] = groups.get(shape, 0) + int(count)
         return groups
+    # Real job lists repeat a few shape objects many times: count by identity (a C loop,
+    # no Shape.__hash__ per job), then merge equal shapes that are distinct objects.
+    listed = list(jobs)
+    objects = dict(zip(map(id, listed), listed, strict=True))
     groups = {}
-    for shape in jobs:
-        groups[shape] = groups.get(shape, 0) + 1
+    for key, count in Counter(map(id, listed)).items():
+        shape = objects[key]
+        groups[shape] = groups.get(shape, 0) + count
     return groups
 
 
@@ -252,8 +284,14 @@ def binpack(
     node_shapes: Iterable[Shape],
     target_time: float = 3600,
     prices: Mapping[Shape, float] | None = None,
+    *,
+    max_nodes: Mapping[Shape, int] | None = None,
+    time_limit: float = DEFAULT_TIME_LIMIT,
 ) -> Packing:
-    """Pack ``jobs`` (shapes, or shape -> count) onto ``node_shapes``; see the module docstring."""
+    """Pack ``jobs`` (shapes, or shape -> count) onto ``node_shapes``; see the module docstring.
+
+    ``max_nodes`` (node shape -> most nodes) and ``time_limit`` (seconds of solver time;
+    0: the heuristic alone) apply to cost packing only."""
     if target_time < 0:
         raise ValueError(f"target_time must be >= 0, got {target_time}")
     nodes = sorted(set(node_shapes))
@@ -262,21 +300,104 @@ def binpack(
         missing = [s for s in nodes if s not in prices]
         if missing:
             raise ValueError(f"no price for node shape(s): {', '.join(map(str, missing))}")
-        return _priced(groups, nodes, target_time, prices)
+        return _cost_packing(groups, nodes, target_time, prices, max_nodes or {}, time_limit)
     # Node shapes pack independently (each job shape goes to the first that fits), so the
-    # smallest count per node shape over the three lane bookkeepings is a valid packing.
+    # best per node shape over the three lane bookkeepings is a valid packing.
     packings = [_pack(groups, nodes, target_time, None, split) for split in SPLITS]
-    counts = {s: min(p.counts[s] for p in packings) for s in nodes}
+    best = {s: min((p.intervals[s], p.counts[s]) for p in packings) for s in nodes}
     # Small inputs also go job by job on exact timelines, which the lanes approximate,
-    # both free-running and booked by billing interval.
+    # both free-running and booked by billing interval. The booked one is Toil's own
+    # packing, so nothing with more nodes than it is taken.
     # Every packing gives each group to its first fitting node shape, largest group first.
     assignment = packings[0].assignment
     for shape, share in assignment.items():
         if sum(share.values()) <= TIMELINE_LIMIT:
-            for booked in (False, True):
-                count = timeline_count(list(share.items()), shape, target_time, booked)
-                counts[shape] = min(counts[shape], count)
-    return Packing(counts, packings[0].unschedulable, assignment)
+            toil = timeline_pack(list(share.items()), shape, target_time, booked=True)
+            free = timeline_pack(list(share.items()), shape, target_time, booked=False)
+            ceiling = len(toil)
+            options = [best[shape], *((billed_intervals(t, shape), len(t)) for t in (toil, free))]
+            best[shape] = min(o for o in options if o[1] <= ceiling)
+    return Packing(
+        {s: best[s][1] for s in nodes},
+        packings[0].unschedulable,
+        assignment,
+        intervals={s: best[s][0] for s in nodes},
+    )
+
+
+def _cost_packing(
+    groups: dict[Shape, int],
+    nodes: list[Shape],
+    target_time: float,
+    prices: Mapping[Shape, float],
+    max_nodes: Mapping[Shape, int],
+    time_limit: float,
+) -> Packing:
+    """The solver's packing when it finishes; when it runs out of time, the cheaper of its
+    best and the heuristic's greedy packing (one that breaks a node limit never wins);
+    the whole heuristic when the solver is off or finds nothing."""
+    unschedulable = {
+        job: _failed_dimensions(job, nodes) for job in groups if all(job.fits_in(s) for s in nodes)
+    }
+    servable = {job: n for job, n in groups.items() if job not in unschedulable}
+    packable = {job: n for job, n in servable.items() if job.wallTime > 0 and any(_res(job))}
+    limit = f"{time_limit * 1000:.0f} ms"
+    if time_limit <= 0 or not packable:
+        why = "solver off" if time_limit <= 0 else "nothing for the solver"
+        heuristic = _priced(groups, nodes, target_time, prices, unschedulable)
+        return replace(heuristic, method=f"heuristic ({why})")
+    solution = colgen.solve(
+        packable, nodes, target_time, prices, max_nodes=max_nodes, time_limit=time_limit
+    )
+    if solution.status == "none":
+        heuristic = _priced(groups, nodes, target_time, prices, unschedulable)
+        return replace(heuristic, method=f"heuristic (the solver found nothing in {limit})")
+    solved = _from_solution(solution, servable, nodes, prices, unschedulable)
+    bound = solution.bound
+    # The bound prices jobs left beyond max-nodes too; against it only a full packing compares.
+    full = not any(solution.left.values())
+    above = f", {solved.cost(prices) / bound - 1:.1%} above the LP bound" if bound and full else ""
+    if solution.status == "optimal":
+        return replace(solved, method=f"solver (HiGHS){above}")
+    greedy = _cheapest_order(groups, nodes, target_time, prices)
+    within = all(greedy.counts.get(s, 0) <= n for s, n in max_nodes.items())
+    if within and greedy.cost(prices) < solved.cost(prices) - 1e-9:
+        return replace(
+            greedy, method=f"heuristic (cheaper than the solver's best at its {limit} limit)"
+        )
+    return replace(solved, method=f"solver's best at its {limit} limit{above}")
+
+
+def _from_solution(
+    solution: colgen.Solution,
+    servable: dict[Shape, int],
+    nodes: list[Shape],
+    prices: Mapping[Shape, float],
+    unschedulable: dict[Shape, list[str]],
+) -> Packing:
+    counts = dict.fromkeys(nodes, 0)
+    intervals = dict.fromkeys(nodes, 0)
+    assignment: dict[Shape, dict[Shape, int]] = {}
+    for filling in solution.fillings:
+        counts[filling.bin.shape] += filling.repeat
+        intervals[filling.bin.shape] += filling.repeat * filling.bin.intervals
+    for bin_, share in solution.jobs.items():
+        mine = assignment.setdefault(bin_.shape, {})
+        for job, n in share.items():
+            mine[job] = mine.get(job, 0) + n
+    for job, n in servable.items():
+        if job in solution.left or (job.wallTime > 0 and any(_res(job))):
+            continue
+        # Takes no room or no time: a node already bought holds it; else the cheapest.
+        fitting = [s for s in nodes if not job.fits_in(s)]
+        host = next((s for s in fitting if counts[s]), None)
+        if host is None:
+            host = min(fitting, key=lambda s: prices[s])
+            counts[host] += 1
+            intervals[host] += 1
+        mine = assignment.setdefault(host, {})
+        mine[job] = mine.get(job, 0) + n
+    return Packing(counts, unschedulable, assignment, intervals, dict(solution.left))
 
 
 def _cheapest_order(
@@ -300,12 +421,17 @@ def _cheapest_order(
 
 
 def _priced(
-    groups: dict[Shape, int], nodes: list[Shape], target_time: float, prices: Mapping[Shape, float]
+    groups: dict[Shape, int],
+    nodes: list[Shape],
+    target_time: float,
+    prices: Mapping[Shape, float],
+    unschedulable: dict[Shape, list[str]],
 ) -> Packing:
-    """Cost-aware packing with a local search over the menu: greedy choices per group can
-    spread demand over too many node shapes, so drop a shape while that is cheaper and
-    every job still fits somewhere."""
-    best = first = _cheapest_order(groups, nodes, target_time, prices)
+    """The heuristic: the per-group greedy with a local search over the menu (greedy
+    choices per group can spread demand over too many node shapes, so drop a shape while
+    that is cheaper and every job still fits somewhere), or node patterns, whichever
+    costs less."""
+    best = _cheapest_order(groups, nodes, target_time, prices)
     menu = list(nodes)
     improved = True
     while improved and len(menu) > 1:
@@ -320,19 +446,23 @@ def _priced(
                 best, menu, improved = trial, smaller, True
                 break
     counts = {s: best.counts.get(s, 0) for s in nodes}
+    intervals = {s: best.intervals.get(s, 0) for s in nodes}
     assignment = best.assignment
     # Node patterns mix groups on one node, which the per-group greedy does only with
     # leftovers; keep whichever is cheaper.
-    servable = {job: n for job, n in groups.items() if job not in first.unschedulable}
+    servable = {job: n for job, n in groups.items() if job not in unschedulable}
     if servable:
         patterns = pattern_pack(servable, nodes, target_time, prices)
         mixed = dict.fromkeys(nodes, 0)
+        booked = dict.fromkeys(nodes, 0)
         for pattern in patterns:
             mixed[pattern.shape] += pattern.repeat
-        if _cost(mixed, prices) < _cost(counts, prices) - 1e-9:
-            counts, assignment = mixed, _share_out(servable, patterns, target_time)
+            booked[pattern.shape] += pattern.repeat * pattern.intervals
+        if _cost(booked, prices) < _cost(intervals, prices) - 1e-9:
+            counts, intervals = mixed, booked
+            assignment = _share_out(servable, patterns, target_time)
     # Why a job fits nowhere is said against the whole menu, not the trimmed one.
-    return Packing(counts, first.unschedulable, assignment)
+    return Packing(counts, unschedulable, assignment, intervals)
 
 
 def _share_out(
@@ -343,9 +473,8 @@ def _share_out(
     left = dict(groups)
     for p in patterns:
         for job, columns in p.columns.items():
-            room = _product(
-                columns * p.repeat, _sequential(0.0, math.inf, job.wallTime, target_time)
-            )
+            end = horizon(p.shape, p.intervals)
+            room = _product(columns * p.repeat, _sequential(0.0, end, job.wallTime, target_time))
             if not any(_res(job)):  # takes no room: any column holds them all
                 room = math.inf
             take = left[job] if room == math.inf else min(left[job], int(room))
@@ -400,7 +529,7 @@ def _pack(
             # The bulk goes to the node shape cheapest per job when full; the tail (what
             # does not fill a whole node of it) to the shape that serves it cheapest.
             bulk = min(fitting, key=lambda s: _per_job(job, s, prices, target_time))
-            per_node = jobs_per_node(job, bulk, target_time)
+            per_node = best_booking(job, bulk, n, target_time)[1]
             full = 0 if per_node == math.inf else int(n // per_node) * int(per_node)
             if full:
                 pools[bulk].open(job, full)
@@ -410,20 +539,28 @@ def _pack(
                 tail = _cheapest(job, n, fitting, prices, target_time)
                 pools[tail].open(job, n)
                 give(tail, job, n)
-    return Packing({s: pools[s].nodes for s in nodes}, unschedulable, assignment)
+    return Packing(
+        {s: pools[s].nodes for s in nodes},
+        unschedulable,
+        assignment,
+        intervals={s: pools[s].intervals for s in nodes},
+    )
 
 
 def _per_job(job: Shape, shape: Shape, prices: Mapping[Shape, float], target_time: float) -> float:
-    per_node = jobs_per_node(job, shape, target_time)
-    return 0.0 if per_node == math.inf else prices[shape] / per_node
+    """What one job costs on nodes of ``shape`` full of it, booked as they would be."""
+    intervals, per_node = best_booking(job, shape, 1 << 30, target_time)
+    if per_node == math.inf:
+        return 0.0
+    return prices[shape] * intervals / per_node if per_node else math.inf
 
 
 def _cheapest(
     job: Shape, n: int, fitting: list[Shape], prices: Mapping[Shape, float], target_time: float
 ) -> Shape:
     def cost(shape: Shape) -> tuple[float, int]:
-        per_node = jobs_per_node(job, shape, target_time)
+        intervals, per_node = best_booking(job, shape, n, target_time)
         count = 1 if per_node == math.inf else math.ceil(n / per_node)
-        return (count * prices[shape], count)
+        return (count * intervals * prices[shape], count)
 
     return min(fitting, key=cost)

@@ -147,8 +147,13 @@ class Policy:
     target_time: float = 3600.0
     beta_inertia: float = 0.1  # 0 <= b < 1; weight of the previous estimate
     preemptible_compensation: float = 0.0  # 0..1
-    node_memory_overhead: int = 1 * GiB  # reserved on each node for the OS and agents
-    node_disk_overhead: int = 4 * GiB
+    # Toil compensates missing spot nodes only with on-demand nodes of the same instance
+    # type; True also uses the first on-demand type that fits when there is no such twin.
+    compensate_other_types: bool = False
+    # Reserved on each node for the OS and agents. None: Toil's reservation computed from
+    # the node's size (scaler.overhead); a number: that many bytes on every node.
+    node_memory_overhead: int | None = None
+    node_disk_overhead: int | None = None
     scale_down_unneeded_time: float = 600.0
     scale_down_budget: float = 0.1  # fraction of nodes removable per pass (at least 1)
     join_timeout: float = 900.0  # a booting node older than this is terminated
@@ -156,7 +161,10 @@ class Policy:
     # "count": each queued job goes to the first type that fits, as in Toil. "cost": the
     # types' live nodes are filled first, then the rest is packed by binpack with prices,
     # for the cheapest mix of types (every type needs a price; else "count" is used).
-    packing: str = "count"
+    # "auto": "cost" when every type has a price, else "count".
+    packing: str = "auto"
+    # Seconds the cost packer's solver (HiGHS) may take per pass; 0: heuristic only.
+    solver_time_limit: float = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +198,11 @@ class Launch:
 
 @dataclass(frozen=True, slots=True)
 class NodeAction:
+    """A drain or termination (cause: a ``RemoveCause``), or an undrain (an ``AddCause``)."""
+
     node_id: str
     node_type: str
-    cause: RemoveCause
+    cause: RemoveCause | AddCause
     message: str  # e.g. "idle for 10m, 54m into its billing hour"
 
 
@@ -212,7 +222,9 @@ class Plan:
     unschedulable: tuple[Unschedulable, ...]
     state: PlannerState
     cost_per_hour: float = 0.0  # estimated cost of the target cluster
+    # draining nodes taken back (schedulable again) instead of launching new ones
+    undrains: tuple[NodeAction, ...] = ()
 
     @property
     def is_noop(self) -> bool:
-        return not (self.launches or self.drains or self.terminations)
+        return not (self.launches or self.drains or self.terminations or self.undrains)

@@ -24,11 +24,11 @@ import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from shoal.scaler.booking import bins_for, per_column
 from shoal.scaler.resources import EPS as _EPS
 from shoal.scaler.resources import Res
 from shoal.scaler.resources import columns as _columns
 from shoal.scaler.resources import res as _res
-from shoal.scaler.resources import sequential as _sequential
 from shoal.scaler.shape import Shape
 
 __all__ = ["Pattern", "pattern_pack"]
@@ -38,12 +38,14 @@ _PARTS = tuple(k / 8 for k in range(8, 0, -1))  # shares of what fits the first 
 
 
 class Pattern(NamedTuple):
-    """``repeat`` nodes of ``shape``, each running ``columns[job]`` columns of each job group
-    (a group that takes no room or no time is listed with one column)."""
+    """``repeat`` nodes of ``shape`` booked for ``intervals`` billing intervals, each running
+    ``columns[job]`` columns of each job group (a group that takes no room or no time is
+    listed with one column)."""
 
     shape: Shape
     columns: dict[Shape, int]
     repeat: int
+    intervals: int = 1
 
 
 def pattern_pack(
@@ -52,47 +54,57 @@ def pattern_pack(
     target_time: float,
     prices: Mapping[Shape, float],
 ) -> list[Pattern]:
-    """The nodes to open for ``groups`` (every job fits some node shape), as patterns."""
+    """The nodes to open for ``groups`` (every job fits some node shape), as patterns.
+
+    A node shape is offered booked for each number of billing intervals its jobs need
+    (``scaler.booking``), at that many times its price."""
     patterns: list[Pattern] = []
     jobs: list[Shape] = []  # groups that take room and time, by index below
-    demand: list[int] = []  # columns still to place, per group
+    left: list[int] = []  # jobs still to place, per group
     free: list[Shape] = []  # groups that take no room or no time: placed last
     for job, n in groups.items():
-        j = _sequential(0.0, math.inf, job.wallTime, target_time)  # jobs a column runs
-        if j == math.inf or not any(_res(job)):
+        if job.wallTime <= 0 or not any(_res(job)):
             free.append(job)
         else:
             jobs.append(job)
-            demand.append(math.ceil(n / j))
+            left.append(n)
     needs = [_res(job) for job in jobs]
-    # width[s][g]: columns of group g one empty node of shape s holds (0: does not fit)
+    bins = bins_for(jobs, nodes, target_time, prices)
+    # per[b][g]: jobs a column of group g runs in bin b; width[b][g]: its columns (0: none)
+    per = [[per_column(job, b.shape, b.intervals, target_time) for job in jobs] for b in bins]
     width = [
         [
-            0 if job.fits_in(s) else int(_columns(_res(s), need))
-            for job, need in zip(jobs, needs, strict=True)
+            int(_columns(_res(b.shape), need)) if per[i][g] and not job.fits_in(b.shape) else 0
+            for g, (job, need) in enumerate(zip(jobs, needs, strict=True))
         ]
-        for s in nodes
+        for i, b in enumerate(bins)
     ]
+    # a job's value: what it costs in the bin cheapest per job when that holds only it
     value = [
-        min(prices[s] / width[k][g] for k, s in enumerate(nodes) if width[k][g])
+        min(b.price / (width[i][g] * per[i][g]) for i, b in enumerate(bins) if width[i][g])
         for g in range(len(jobs))
     ]
-    while any(demand):
+    while any(left):
         best: tuple[float, float, int, dict[int, int]] | None = None
-        for k, s in enumerate(nodes):
-            pattern = _fill(_res(s), width[k], demand, value, needs)
-            worth = sum(value[g] * a for g, a in pattern.items())
+        for i, b in enumerate(bins):
+            demand = [math.ceil(n / per[i][g]) if width[i][g] else 0 for g, n in enumerate(left)]
+            worth_per_column = [value[g] * per[i][g] for g in range(len(jobs))]
+            pattern = _fill(_res(b.shape), width[i], demand, worth_per_column, needs)
+            worth = sum(value[g] * min(left[g], a * per[i][g]) for g, a in pattern.items())
             if not worth:
                 continue
-            score = worth / prices[s] if prices[s] > 0 else math.inf
-            if best is None or (score, -prices[s]) > best[:2]:
-                best = (score, -prices[s], k, pattern)
+            score = worth / b.price if b.price > 0 else math.inf
+            if best is None or (score, -b.price) > best[:2]:
+                best = (score, -b.price, i, pattern)
         assert best is not None, "every group fits some node shape"
-        _, _, k, pattern = best
-        repeat = max(1, min(demand[g] // a for g, a in pattern.items()))
-        patterns.append(Pattern(nodes[k], {jobs[g]: a for g, a in pattern.items()}, repeat))
+        _, _, i, pattern = best
+        repeat = max(1, int(min(left[g] // (a * per[i][g]) for g, a in pattern.items())))
+        b = bins[i]
+        patterns.append(
+            Pattern(b.shape, {jobs[g]: a for g, a in pattern.items()}, repeat, b.intervals)
+        )
         for g, a in pattern.items():
-            demand[g] = max(0, demand[g] - repeat * a)
+            left[g] = max(0, left[g] - repeat * a * int(per[i][g]))
     for job in free:
         # Room on a node already opened serves it; otherwise the cheapest node that fits.
         fitting = [s for s in nodes if not job.fits_in(s)]

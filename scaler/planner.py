@@ -9,50 +9,63 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
                     running job stays on its node's type (for its *remaining*
                     expected time); a queued job goes to the first type, in
                     Toil's shape order, whose shape after overhead fits it.
-                    With ``Policy.packing == "cost"`` and a price on every
-                    type, queued jobs go where ``binpack`` with prices puts
-                    them (the cheapest mix of types that can grow), then live
-                    nodes that mix leaves idle take jobs from types that would
-                    otherwise launch
-    pack            bin-pack each type's jobs (``scaler.binpack``); a type that
-                    cannot grow (offerings in backoff) or is at its max serves
-                    what fits and passes the rest on: backoff -> the next type
-                    of the same capacity type that fits (FALLBACK), then, for
-                    spot jobs, the on-demand twin for the
-                    ``preemptible_compensation`` share; max -> "max-nodes"
-    smooth          betaInertia: estimate = (1-b)*need + b*previous, rounded
-                    half away from zero, as Toil's ``smoothEstimate``
-    limit           clamp to min/max; launches = target - live nodes
-    cost ceiling    trim launches (least preferred type first) until the
-                    cluster's cost fits; report the demand left ("cost-ceiling")
-    scale down      join timeouts; draining+idle -> terminate; idle nodes above
-                    max -> drain (ABOVE_MAX); idle, ready, autoscaled nodes of a
-                    type above its target, unneeded long enough -> drain (IDLE),
-                    within the budget, nearest the end of their billing interval
-                    first
+                    In cost packing (``Policy.packing`` "cost", or "auto" with
+                    a price on every type) queued jobs go where ``binpack``
+                    with prices and the types' max as limits puts them (the
+                    cheapest mix of types that can grow), then live nodes that
+                    mix leaves idle take jobs from types that would otherwise
+                    launch
+    pack            bin-pack each type's jobs (``scaler.binpack``): the raw
+                    estimate, Toil's ``nodesToRunQueuedJobs``. Jobs beyond the
+                    type's max are reported "max-nodes"; a type whose offerings
+                    are all in backoff serves what its live (and draining)
+                    nodes hold and passes the rest on to the next type of the
+                    same capacity type that fits (FALLBACK); spot jobs no type
+                    takes wait for preemptible compensation
+    smooth          betaInertia on the raw estimate: estimate = (1-b)*raw +
+                    b*previous, rounded half away from zero, as Toil's
+                    ``smoothEstimate``
+    compensate      a spot type in backoff misses min(its smoothed estimate,
+                    its max) - its live nodes; the on-demand type of the same
+                    instance types gets round(missing x
+                    ``preemptible_compensation``) more, as Toil's
+                    ``preemptibleNodeDeficit`` (any other on-demand type only
+                    with ``Policy.compensate_other_types``)
+    limit           clamp to min/max; wanted = target - live nodes, taken first
+                    from the type's draining nodes (undrains), then launched
+    cost ceiling    trim launches, then undrains (least preferred type first)
+                    until the cluster's cost fits; report the demand left
+                    ("cost-ceiling")
+    scale down      join timeouts; draining+idle -> terminate (unless taken
+                    back); idle nodes above max -> drain (ABOVE_MAX); idle,
+                    ready, autoscaled nodes of a type above its target,
+                    unneeded long enough -> drain (IDLE), within the budget,
+                    nearest the end of their billing interval first
 
 Semantics a caller can rely on:
 
-* Booting and ready nodes are capacity. Launches are ``target - live``, so a
-  second pass over the same demand with the launched nodes present as booting
+* Booting and ready nodes are capacity. Launches are ``target - live - undrains``,
+  so a second pass over the same demand with the launched nodes present as booting
   launches nothing.
-* Draining is one way (as Karpenter's disruption is): a draining node is no
-  longer capacity, its running jobs are not demand, and it is terminated once
-  idle. If demand returns, new nodes are launched rather than drains undone;
-  this keeps the planner free of races with the executor's drain.
-* Static nodes, and nodes of no configured type, are never drained or
+* A draining node is not capacity, its running jobs are not demand, and it is
+  terminated once idle; but while it is still listed (draining, not terminated), a
+  type that wants more nodes takes it back (``Plan.undrains``, idle ones first)
+  before it launches any, as Toil un-ignores nodes before adding
+  (``testNoLaunchingIfDeltaAlreadyMet``). Undrains need no cloud capacity, so a
+  type in backoff may undrain.
+* Static nodes, and nodes of no configured type, are never drained, undrained or
   terminated. Static nodes of a configured type count as its capacity (as in
   Toil, whose node counts include them).
 * Nodes above a type's max are drained at once (no unneeded period, outside
   the budget: the max is a hard limit); busy ones are left alone.
-* Overhead is flat per node (``Policy.node_memory_overhead``, 1 GiB, and
-  ``node_disk_overhead``, 4 GiB), taken from memory and disk, never cores.
-  Toil reserves more on big nodes (GKE's progressive memory table plus 100 MiB,
-  5 GB + 5% of disk); set the two knobs to match it where that matters.
-* The cost ceiling covers live nodes plus launches, priced by
+* Overhead is Toil's per node type (``scaler.overhead``: GKE's progressive memory
+  table plus 100 MiB, 5 GB + 5 % of disk), taken from memory and disk, never
+  cores. ``Policy.node_memory_overhead`` / ``node_disk_overhead`` replace it with
+  a flat amount per node.
+* The cost ceiling covers live nodes plus undrains plus launches, priced by
   ``NodeType.price_per_hour`` (a type without a price counts as free). It only
-  trims launches: ``min_nodes`` wins over it, and existing nodes are not
-  removed to meet it.
+  trims undrains and launches: ``min_nodes`` wins over it, and existing nodes
+  are not removed to meet it.
 """
 
 from __future__ import annotations
@@ -77,9 +90,17 @@ from shoal.scaler.model import (
     Snapshot,
     Unschedulable,
 )
+from shoal.scaler.overhead import disk_overhead, memory_overhead
 from shoal.scaler.shape import Shape
 
-__all__ = ["RUNNING_JOB_MIN_REMAINING", "plan", "round_half_away", "usable_shape"]
+__all__ = [
+    "RUNNING_JOB_MIN_REMAINING",
+    "cost_aware",
+    "plan",
+    "round_half_away",
+    "usable",
+    "usable_shape",
+]
 
 # A running job past its expected run time still holds its node; assume it holds
 # it at least this long more (seconds).
@@ -99,15 +120,28 @@ def round_half_away(number: float) -> int:
 
 
 def usable_shape(node_type: NodeType, policy: Policy) -> Shape:
-    """What a node of this type offers jobs: its shape less the OS and agent overhead."""
-    s = node_type.shape
+    """What a node of this type offers jobs: its shape less the OS and agent overhead
+    (Toil's reservation for its size, or the policy's flat amounts when set)."""
+    return usable(node_type.shape, policy)
+
+
+def usable(s: Shape, policy: Policy) -> Shape:
+    """``usable_shape`` of a node of shape ``s``."""
+    memory = policy.node_memory_overhead
+    disk = policy.node_disk_overhead
     return Shape(
         s.wallTime,
-        max(0.0, s.memory - policy.node_memory_overhead),
+        max(0.0, s.memory - (memory_overhead(s.memory) if memory is None else memory)),
         s.cores,
-        max(0.0, s.disk - policy.node_disk_overhead),
+        max(0.0, s.disk - (disk_overhead(s.disk) if disk is None else disk)),
         s.preemptible,
     )
+
+
+def cost_aware(policy: Policy) -> bool:
+    """Whether the planner packs for cost: "cost" or "auto", and a price on every type."""
+    priced = all(t.price_per_hour is not None for t in policy.node_types)
+    return policy.packing in ("cost", "auto") and priced
 
 
 def _type_order(t: NodeType) -> tuple:
@@ -130,10 +164,12 @@ class _View:
     usable: dict[str, Shape]
     live: dict[str, list[NodeInfo]]  # booting + ready, not timed out
     draining: list[NodeInfo]
+    reusable: dict[str, list[NodeInfo]]  # draining autoscaled nodes a type may take back
     join_timeouts: list[NodeInfo]
     busy: set[str]
     blocked: dict[str, float]  # type -> time the earliest of its offerings frees up
     now: float
+    cost: bool  # cost packing
 
     def current(self, name: str) -> int:
         return len(self.live[name])
@@ -143,13 +179,17 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
     types = sorted(policy.node_types, key=_type_order)
     names = {t.name for t in types}
     live: dict[str, list[NodeInfo]] = {t.name: [] for t in types}
+    reusable: dict[str, list[NodeInfo]] = {t.name: [] for t in types}
     draining: list[NodeInfo] = []
     timeouts: list[NodeInfo] = []
+    busy = {job.node_id for job in snapshot.demand.running}
     for node in sorted(snapshot.nodes, key=lambda n: n.id):
         if node.node_type not in names:
             continue
         if node.state is NodeState.DRAINING:
             draining.append(node)
+            if not node.static:
+                reusable[node.node_type].append(node)
         elif (
             node.state is NodeState.BOOTING
             and not node.static
@@ -158,6 +198,9 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
             timeouts.append(node)
         else:
             live[node.node_type].append(node)
+    by_name = {t.name: t for t in types}
+    for name, nodes in reusable.items():  # idle first, then the most paid-for time left
+        nodes.sort(key=lambda n: (n.id in busy, -_billing(n, by_name[name], now)[0], n.id))
     blocked: dict[str, float] = {}
     for t in types:
         untils = [snapshot.unavailable.get(o) for o in t.offerings()]
@@ -168,10 +211,12 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
         usable={t.name: usable_shape(t, policy) for t in types},
         live=live,
         draining=draining,
+        reusable=reusable,
         join_timeouts=timeouts,
-        busy={job.node_id for job in snapshot.demand.running},
+        busy=busy,
         blocked=blocked,
         now=now,
+        cost=cost_aware(policy),
     )
 
 
@@ -181,10 +226,15 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
 @dataclass(slots=True)
 class _TypeDemand:
     running: Jobs = field(default_factory=dict)
-    queued: Jobs = field(default_factory=dict)
+    queued: Jobs = field(default_factory=dict)  # after pack: the jobs this type serves
     fallback_from: set[str] = field(default_factory=set)
-    compensation: int = 0  # spot jobs placed here because their spot types are in backoff
-    need: int = 0  # nodes the served jobs need (packed)
+    stranded: Jobs = field(default_factory=dict)  # spot jobs nothing can take: compensated
+    raw: int = 0  # nodes all the type's jobs need (Toil's estimate, before any limit)
+    need: int = 0  # nodes the served jobs need
+    deficit: int = 0  # spot, in backoff: nodes wanted (within max) and not there
+    compensation: int = 0  # on demand: nodes added for other types' deficits
+    compensated: list[str] = field(default_factory=list)  # the spot types compensated
+    hint: tuple[Jobs, int] | None = None  # the cost packer's count for exactly these jobs
 
 
 def _add(jobs: Jobs, shape: Shape, count: int) -> None:
@@ -206,7 +256,9 @@ def _assign(
     view: _View,
     policy: Policy,
     unschedulable: dict[tuple[Shape, tuple[str, ...]], int],
-) -> dict[str, _TypeDemand]:
+) -> tuple[dict[str, _TypeDemand], str]:
+    """Each job to a type; returns the demand per type and, in cost packing, which
+    packing was used (for the launch messages)."""
     demand = {t.name: _TypeDemand() for t in view.types}
     where = {n.id: n.node_type for nodes in view.live.values() for n in nodes}
     for job in snapshot.demand.running:
@@ -221,8 +273,9 @@ def _assign(
     queued: Jobs = {}
     for q in snapshot.demand.queued:
         _add(queued, q.shape, q.count)
-    if _cost_aware(view, policy):
-        queued = _assign_by_cost(queued, view, policy, demand)
+    note = ""
+    if view.cost:
+        queued, note = _assign_by_cost(queued, view, policy, demand)
     for shape, count in queued.items():
         for t in view.types:
             if not shape.fits_in(view.usable[t.name]):
@@ -231,19 +284,19 @@ def _assign(
         else:
             key = (shape, _fewest_failures(shape, view))
             unschedulable[key] = unschedulable.get(key, 0) + count
-    return demand
+    return demand, note
 
 
-def _cost_aware(view: _View, policy: Policy) -> bool:
-    return policy.packing == "cost" and all(t.price_per_hour is not None for t in view.types)
+def _price(t: NodeType) -> float:
+    return t.price_per_hour or 0.0  # a type without a price cannot be held to the ceiling
 
 
 def _assign_by_cost(
     queued: Jobs, view: _View, policy: Policy, demand: dict[str, _TypeDemand]
-) -> Jobs:
-    """Queued jobs to the cheapest mix of types that can grow; then live nodes that mix
-    leaves idle take jobs from types that would launch. Returns what no type that can
-    grow fits, for Toil's order.
+) -> tuple[Jobs, str]:
+    """Queued jobs to the cheapest mix of types that can grow, within their max; then
+    live nodes that mix leaves idle take jobs from types that would launch. Returns what
+    no type that can grow takes, for Toil's order, and which packing was used.
 
     Only that surplus is offered, so the step is stable: once the launches are booting,
     the next pass computes the same mix, finds no type short, and launches nothing."""
@@ -253,9 +306,18 @@ def _assign_by_cost(
         if t.name not in view.blocked and (s not in owner or _price(t) < _price(owner[s])):
             owner[s] = t
     if not queued or not owner:
-        return queued
+        return queued, ""
+    limits = {
+        s: max(0, t.max_nodes - _need(demand[t.name].running, (), s, policy))
+        for s, t in owner.items()
+    }
     packing = binpack(
-        queued, list(owner), policy.target_time, prices={s: _price(t) for s, t in owner.items()}
+        queued,
+        list(owner),
+        policy.target_time,
+        prices={s: _price(t) for s, t in owner.items()},
+        max_nodes=limits,
+        time_limit=policy.solver_time_limit,
     )
     left = dict(queued)
     shares: dict[str, Jobs] = {t.name: {} for t in view.types}
@@ -263,9 +325,13 @@ def _assign_by_cost(
         for job, count in jobs.items():
             _add(shares[owner[shape].name], job, count)
             left[job] -= count
+    for shape, t in owner.items():
+        if not demand[t.name].running:
+            demand[t.name].hint = (dict(shares[t.name]), packing.counts.get(shape, 0))
 
     def need(t: NodeType) -> int:
-        return _need(demand[t.name].running, shares[t.name].items(), view.usable[t.name], policy)
+        d = demand[t.name]
+        return _need(d.running, shares[t.name].items(), view.usable[t.name], policy, d.hint)
 
     short = [t for t in view.types if need(t) > view.current(t.name)]
     for t in view.types:
@@ -293,23 +359,36 @@ def _assign_by_cost(
     for t in view.types:
         for job, count in shares[t.name].items():
             _add(demand[t.name].queued, job, count)
-    return {s: n for s, n in left.items() if n > 0}
+            # the type Toil's order would give it is in backoff: this is its fallback
+            first = next((o for o in view.types if not job.fits_in(view.usable[o.name])), t)
+            if count and first is not t and first.name in view.blocked:
+                demand[t.name].fallback_from.add(first.name)
+    return {s: n for s, n in left.items() if n > 0}, packing.method
 
 
 # -- step 3: pack -------------------------------------------------------------------------
 
 
-def _need(running: Jobs, queued: Iterable[tuple[Shape, int]], node: Shape, policy: Policy) -> int:
+def _need(
+    running: Jobs,
+    queued: Iterable[tuple[Shape, int]],
+    node: Shape,
+    policy: Policy,
+    hint: tuple[Jobs, int] | None = None,
+) -> int:
     jobs = dict(running)
     for shape, count in queued:
         _add(jobs, shape, count)
     if not jobs:
         return 0
     need = binpack(jobs, [node], target_time=policy.target_time).counts.get(node, 0)
-    if policy.packing == "cost":  # the priced packer mixes job shapes on a node
-        mixed = binpack(jobs, [node], policy.target_time, prices={node: 1.0}).counts.get(node, 0)
-        need = min(need, mixed)
-    return int(need)
+    if not cost_aware(policy):
+        return int(need)
+    if hint is not None and hint[0] == jobs:  # the cost packer's count for these very jobs
+        return int(min(need, hint[1]))
+    # the priced heuristic mixes job shapes on a node
+    mixed = binpack(jobs, [node], policy.target_time, prices={node: 1.0}, time_limit=0)
+    return int(min(need, mixed.counts.get(node, 0)))
 
 
 def _prefix(groups: Sequence[tuple[Shape, int]], k: int) -> list[tuple[Shape, int]]:
@@ -326,7 +405,7 @@ def _serve(d: _TypeDemand, node: Shape, cap: int, policy: Policy) -> tuple[Jobs,
     """Split a type's queued jobs into (served, overflow) so the served ones need <= cap nodes."""
     groups = sorted(d.queued.items(), key=lambda item: _job_order(item[0]), reverse=True)
     total = sum(count for _, count in groups)
-    need = _need(d.running, groups, node, policy)
+    need = _need(d.running, groups, node, policy, d.hint)
     if need <= cap:
         return dict(groups), {}, need
     lo, hi = 0, total  # largest k whose prefix fits in cap nodes (running jobs always held)
@@ -343,6 +422,14 @@ def _serve(d: _TypeDemand, node: Shape, cap: int, policy: Policy) -> tuple[Jobs,
     return served, overflow, _need(d.running, served.items(), node, policy)
 
 
+def _report(
+    unschedulable: dict[tuple[Shape, tuple[str, ...]], int], jobs: Jobs, reason: str
+) -> None:
+    for shape, count in jobs.items():
+        key = (shape, (reason,))
+        unschedulable[key] = unschedulable.get(key, 0) + count
+
+
 def _pack(
     view: _View,
     policy: Policy,
@@ -351,49 +438,40 @@ def _pack(
 ) -> None:
     for i, t in enumerate(view.types):
         d = demand[t.name]
-        blocked = t.name in view.blocked
-        cap = min(view.current(t.name), t.max_nodes) if blocked else t.max_nodes
-        served, overflow, d.need = _serve(d, view.usable[t.name], cap, policy)
+        usable = view.usable[t.name]
+        everything = d.queued
+        served, beyond, d.need = _serve(d, usable, t.max_nodes, policy)
+        # Toil's estimate packs every job, max or not; the max clamps it after smoothing.
+        d.raw = _need(d.running, everything.items(), usable, policy) if beyond else d.need
+        _report(unschedulable, beyond, REASON_MAX_NODES)  # Toil's max: no spill
         d.queued = served
-        if not overflow:
+        if t.name not in view.blocked:
             continue
-        if not blocked or cap == t.max_nodes:
-            for shape, count in overflow.items():
-                key = (shape, (REASON_MAX_NODES,))
-                unschedulable[key] = unschedulable.get(key, 0) + count
-            continue
+        # Cannot launch: what the live and draining nodes hold stays, the rest moves on.
+        room = view.current(t.name) + len(view.reusable[t.name])
+        served, overflow, d.need = _serve(d, usable, min(room, t.max_nodes), policy)
+        d.queued = served
         later = view.types[i + 1 :]
+        moved: Jobs = {}
         for shape, count in sorted(overflow.items(), key=lambda it: _job_order(it[0])):
             same = [o for o in later if o.preemptible == t.preemptible]
             target = next((o for o in same if not shape.fits_in(view.usable[o.name])), None)
             if target is not None:
                 _add(demand[target.name].queued, shape, count)
                 demand[target.name].fallback_from.add(t.name)
-                continue
-            left = count
-            if t.preemptible and policy.preemptible_compensation > 0:
-                twin = _on_demand_twin(t, shape, later, view)
-                if twin is not None:
-                    moved = min(count, round_half_away(count * policy.preemptible_compensation))
-                    _add(demand[twin.name].queued, shape, moved)
-                    demand[twin.name].compensation += moved
-                    left -= moved
-            if left:
-                key = (shape, (REASON_UNAVAILABLE,))
-                unschedulable[key] = unschedulable.get(key, 0) + left
+                _add(moved, shape, count)
+            elif t.preemptible:
+                _add(d.stranded, shape, count)
+            else:
+                _report(unschedulable, {shape: count}, REASON_UNAVAILABLE)
+        if moved:  # jobs handed to a fallback type are its demand now, not this type's
+            kept = dict(served)
+            for shape, count in overflow.items():
+                _add(kept, shape, count - moved.get(shape, 0))
+            d.raw = _need(d.running, kept.items(), usable, policy)
 
 
-def _on_demand_twin(
-    spot: NodeType, shape: Shape, later: Sequence[NodeType], view: _View
-) -> NodeType | None:
-    fitting = [o for o in later if not o.preemptible and not shape.fits_in(view.usable[o.name])]
-    for o in fitting:  # same instance types first: "the same type, on demand"
-        if set(o.instance_types) == set(spot.instance_types):
-            return o
-    return fitting[0] if fitting else None
-
-
-# -- steps 4 and 5: smooth, limit ---------------------------------------------------------
+# -- steps 4 to 6: smooth, compensate, limit ----------------------------------------------
 
 
 @dataclass(slots=True)
@@ -402,46 +480,125 @@ class _Target:
     target: int
     launch: int
     notes: list[str]
+    undrain: list[NodeInfo] = field(default_factory=list)
+    owed: list[tuple[NodeType, Jobs]] = field(default_factory=list)  # spot jobs compensated
+
+    @property
+    def adds(self) -> int:
+        return self.launch + len(self.undrain)
+
+
+def _twin(spot: NodeType, view: _View, policy: Policy, jobs: Jobs) -> NodeType | None:
+    """The on-demand type that compensates ``spot``: the same instance types (Toil), or,
+    with ``compensate_other_types``, the first on-demand type that fits all ``jobs``."""
+    on_demand = [o for o in view.types if not o.preemptible]
+    for o in on_demand:
+        if set(o.instance_types) == set(spot.instance_types):
+            return o
+    for o in on_demand:
+        if set(o.instance_types) & set(spot.instance_types):
+            return o
+    if not policy.compensate_other_types:
+        return None
+    usable = view.usable
+    return next((o for o in on_demand if all(not j.fits_in(usable[o.name]) for j in jobs)), None)
+
+
+def _clamp(t: NodeType, n: int) -> int:
+    return max(t.min_nodes, min(t.max_nodes, n))
 
 
 def _smooth_and_limit(
-    view: _View, policy: Policy, state: PlannerState, demand: dict[str, _TypeDemand]
+    view: _View,
+    policy: Policy,
+    state: PlannerState,
+    demand: dict[str, _TypeDemand],
+    unschedulable: dict[tuple[Shape, tuple[str, ...]], int],
 ) -> tuple[dict[str, _Target], dict[str, float]]:
     b = policy.beta_inertia
+    c = policy.preemptible_compensation
     estimates: dict[str, float] = {}
     out: dict[str, _Target] = {}
-    for t in view.types:
-        need = demand[t.name].need
-        weighted = (1 - b) * need + b * state.estimates.get(t.name, 0.0)
+    # who compensates each spot type's missing jobs: (spot type, its missing jobs)
+    owed: dict[str, list[tuple[NodeType, Jobs]]] = {t.name: [] for t in view.types}
+    for t in view.types:  # spot types come first, so their deficits are known in time
+        d = demand[t.name]
+        weighted = (1 - b) * d.raw + b * state.estimates.get(t.name, 0.0)
         estimates[t.name] = weighted
         smoothed = round_half_away(weighted)
         notes: list[str] = []
-        if smoothed != need:
-            notes.append(f"smoothed from {need} to {smoothed} by betaInertia {b:g}")
-        target = smoothed
-        if target > t.max_nodes:
-            notes.append(f"capped to max {t.max_nodes}")
-            target = t.max_nodes
-        elif target < t.min_nodes:
-            notes.append(f"raised to min {t.min_nodes}")
-            target = t.min_nodes
+        if smoothed != d.raw:
+            notes.append(f"smoothed from {d.raw} to {smoothed} by betaInertia {b:g}")
         current = view.current(t.name)
-        launch = max(0, target - current)
+        if t.preemptible and t.name in view.blocked:
+            d.deficit = max(0, _clamp(t, smoothed) - current - len(view.reusable[t.name]))
+            missing, _, _ = _serve(
+                _TypeDemand(queued=d.stranded), view.usable[t.name], d.deficit, policy
+            )
+            twin = _twin(t, view, policy, missing) if c > 0 and d.deficit else None
+            if twin is not None:
+                owed[twin.name].append((t, missing))
+        estimate = smoothed
+        for spot, missing in owed[t.name]:
+            same = set(spot.instance_types) & set(t.instance_types)
+            if same:  # Toil: as many nodes of the same instance type as are missing
+                nodes = demand[spot.name].deficit
+            else:  # the extension: as many as the missing nodes' jobs need of this type
+                nodes = _need({}, missing.items(), view.usable[t.name], policy)
+            d.compensation += round_half_away(nodes * c)
+            d.compensated.append(spot.name)
+        if d.compensation:
+            notes.append(
+                f"{d.compensation} more for {sum(demand[s].deficit for s in d.compensated)} "
+                f"missing spot nodes of {', '.join(d.compensated)} "
+                f"(preemptibleCompensation {c:g})"
+            )
+            estimate += d.compensation
+        target = _clamp(t, estimate)
+        if target < estimate:
+            notes.append(f"capped to max {t.max_nodes}")
+        elif target > estimate:
+            notes.append(f"raised to min {t.min_nodes}")
+        want = max(0, target - current)
+        undrain = view.reusable[t.name][:want]
+        launch = want - len(undrain)
         if launch and t.name in view.blocked:
             notes.append(
                 f"not launching {launch}: all offerings in backoff for another "
                 f"{_duration(view.blocked[t.name] - view.now)}"
             )
             launch = 0
-        out[t.name] = _Target(smoothed=smoothed, target=target, launch=launch, notes=notes)
+        out[t.name] = _Target(smoothed, target, launch, notes, undrain, owed[t.name])
     return out, estimates
 
 
-# -- step 6: cost ceiling -----------------------------------------------------------------
+def _report_stranded(
+    view: _View,
+    policy: Policy,
+    demand: dict[str, _TypeDemand],
+    targets: dict[str, _Target],
+    unschedulable: dict[tuple[Shape, tuple[str, ...]], int],
+) -> None:
+    """Spot jobs no type takes: the compensation nodes that are really added (after the
+    limits and the cost ceiling) serve some; the rest wait for spot ("unavailable")."""
+    for t in view.types:
+        tt = targets[t.name]
+        usable = view.usable[t.name]
+        extra = max(0, view.current(t.name) + tt.adds - _clamp(t, tt.smoothed))
+        for spot, missing in tt.owed:
+            served, _, _ = _serve(_TypeDemand(queued=missing), usable, extra, policy)
+            extra -= _need({}, served.items(), usable, policy)
+            for shape, count in served.items():
+                demand[spot.name].stranded[shape] -= count
+    for t in view.types:
+        _report(
+            unschedulable,
+            {s: n for s, n in demand[t.name].stranded.items() if n > 0},
+            REASON_UNAVAILABLE,
+        )
 
 
-def _price(t: NodeType) -> float:
-    return t.price_per_hour or 0.0  # a type without a price cannot be held to the ceiling
+# -- step 7: cost ceiling -----------------------------------------------------------------
 
 
 def _cost_ceiling(
@@ -454,28 +611,29 @@ def _cost_ceiling(
     ceiling = policy.cost_ceiling_per_hour
     if ceiling is None:
         return
-    projected = sum(_price(t) * (view.current(t.name) + targets[t.name].launch) for t in view.types)
+    projected = sum(_price(t) * (view.current(t.name) + targets[t.name].adds) for t in view.types)
     for t in reversed(view.types):  # least preferred (largest) type gives way first
         tt = targets[t.name]
         floor = max(0, t.min_nodes - view.current(t.name))  # min_nodes wins over the ceiling
         cut = 0
-        while projected > ceiling + 1e-9 and tt.launch > floor and _price(t) > 0:
-            tt.launch -= 1
+        while projected > ceiling + 1e-9 and tt.adds > floor and _price(t) > 0:
+            if tt.launch:
+                tt.launch -= 1
+            else:
+                tt.undrain.pop()
             projected -= _price(t)
             cut += 1
         if not cut:
             continue
         tt.notes.append(f"{cut} fewer to stay within the cost ceiling of ${ceiling:g}/h")
         d = demand[t.name]
-        cap = view.current(t.name) + tt.launch
+        cap = view.current(t.name) + tt.adds
         served, overflow, d.need = _serve(d, view.usable[t.name], cap, policy)
         d.queued = served
-        for shape, count in overflow.items():
-            key = (shape, (REASON_COST_CEILING,))
-            unschedulable[key] = unschedulable.get(key, 0) + count
+        _report(unschedulable, overflow, REASON_COST_CEILING)
 
 
-# -- step 7: scale down -------------------------------------------------------------------
+# -- step 8: scale down -------------------------------------------------------------------
 
 
 def _duration(seconds: float) -> str:
@@ -517,8 +675,9 @@ def _scale_down(
                 f"offering {node.instance_type}/{node.zone} should back off",
             )
         )
+    taken_back = {n.id for tt in targets.values() for n in tt.undrain}
     for node in view.draining:
-        if node.static or node.id in view.busy:
+        if node.static or node.id in view.busy or node.id in taken_back:
             continue
         terminations.append(
             NodeAction(node.id, node.node_type, RemoveCause.IDLE, "drained and now idle")
@@ -571,48 +730,82 @@ def _scale_down(
 # -- the plan -----------------------------------------------------------------------------
 
 
-def _launch(t: NodeType, view: _View, d: _TypeDemand, tt: _Target) -> Launch | None:
-    if tt.launch <= 0:
-        return None
-    current = view.current(t.name)
+def _cause(view: _View, t: NodeType, d: _TypeDemand, tt: _Target) -> AddCause:
+    if d.fallback_from:
+        return AddCause.FALLBACK
+    if d.compensation:
+        return AddCause.PREEMPTIBLE_COMPENSATION
+    if tt.smoothed > view.current(t.name):
+        return AddCause.DEMAND
+    return AddCause.MIN_NODES
+
+
+def _why(view: _View, t: NodeType, d: _TypeDemand, tt: _Target, note: str) -> list[str]:
     queued = sum(d.queued.values())
     running = sum(d.running.values())
     held = f" and {running} running" if running else ""
-    parts = [f"{queued} queued{held} jobs need {d.need} x {t.name}"]
+    parts = [f"{queued} queued{held} jobs need {d.raw} x {t.name}"]
     if d.fallback_from:
-        cause = AddCause.FALLBACK
         parts.append(
             "falling back from " + ", ".join(sorted(d.fallback_from)) + " (offerings in backoff)"
         )
-    elif d.compensation:
-        cause = AddCause.PREEMPTIBLE_COMPENSATION
-        parts.append(f"{d.compensation} spot jobs compensated on demand (spot in backoff)")
-    elif tt.smoothed > current:
-        cause = AddCause.DEMAND
-    else:
-        cause = AddCause.MIN_NODES
+    if note:
+        parts.append(f"cost packing: {note}")
     parts.extend(tt.notes)
-    parts.append(f"{current} present or booting, launching {tt.launch}")
-    return Launch(t.name, tt.launch, cause, "; ".join(parts))
+    return parts
+
+
+def _actions(
+    view: _View, demand: dict[str, _TypeDemand], targets: dict[str, _Target], note: str
+) -> tuple[list[Launch], list[NodeAction]]:
+    launches: list[Launch] = []
+    undrains: list[NodeAction] = []
+    for t in view.types:
+        d, tt = demand[t.name], targets[t.name]
+        if not tt.adds:
+            continue
+        cause = _cause(view, t, d, tt)
+        parts = _why(view, t, d, tt, note)
+        current = view.current(t.name)
+        reused = len(tt.undrain)
+        for node in tt.undrain:
+            undrains.append(
+                NodeAction(
+                    node.id,
+                    t.name,
+                    cause,
+                    "; ".join(
+                        [
+                            *parts,
+                            f"{current} present or booting, taking back draining "
+                            f"{node.id} instead of launching",
+                        ]
+                    ),
+                )
+            )
+        if tt.launch:
+            taking = f", taking back {reused} draining" if reused else ""
+            parts.append(f"{current} present or booting{taking}, launching {tt.launch}")
+            launches.append(Launch(t.name, tt.launch, cause, "; ".join(parts)))
+    return launches, undrains
 
 
 def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) -> Plan:
-    """Decide what to launch, drain and terminate. Pure: same arguments, same plan."""
+    """Decide what to launch, undrain, drain and terminate. Pure: same arguments, same
+    plan, unless cost packing's solver runs out of its time (then the packing it found
+    depends on how fast the machine is)."""
     unschedulable: dict[tuple[Shape, tuple[str, ...]], int] = {}
     view = _observe(snapshot, policy, now)
-    demand = _assign(snapshot, view, policy, unschedulable)
+    demand, note = _assign(snapshot, view, policy, unschedulable)
     _pack(view, policy, demand, unschedulable)
-    targets, estimates = _smooth_and_limit(view, policy, state, demand)
+    targets, estimates = _smooth_and_limit(view, policy, state, demand, unschedulable)
     _cost_ceiling(view, policy, demand, targets, unschedulable)
+    _report_stranded(view, policy, demand, targets, unschedulable)
     for t in view.types:  # what the cluster heads to: never above what it can reach
         tt = targets[t.name]
-        tt.target = min(tt.target, view.current(t.name) + tt.launch)
+        tt.target = min(tt.target, view.current(t.name) + tt.adds)
     drains, terminations, unneeded = _scale_down(view, policy, state, targets)
-    launches = [
-        launch
-        for t in view.types
-        if (launch := _launch(t, view, demand[t.name], targets[t.name])) is not None
-    ]
+    launches, undrains = _actions(view, demand, targets, note)
     return Plan(
         launches=tuple(launches),
         drains=tuple(drains),
@@ -628,4 +821,5 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
             estimates=MappingProxyType(estimates), unneeded_since=MappingProxyType(unneeded)
         ),
         cost_per_hour=sum(_price(t) * targets[t.name].target for t in view.types),
+        undrains=tuple(undrains),
     )

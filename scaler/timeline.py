@@ -26,7 +26,7 @@ from shoal.scaler.resources import EPS as _EPS
 from shoal.scaler.resources import Res
 from shoal.scaler.shape import Shape
 
-__all__ = ["timeline_count", "timeline_pack"]
+__all__ = ["billed_intervals", "timeline_count", "timeline_pack"]
 
 
 class _Node:
@@ -91,6 +91,16 @@ def timeline_count(
     Every job must fit an empty ``node``; the caller has checked. ``booked``: see
     ``timeline_pack``."""
     return len(timeline_pack(groups, node, target_time, booked))
+
+
+def billed_intervals(schedule: list[list[tuple[Shape, float]]], node: Shape) -> int:
+    """Billing intervals (the node's ``wallTime``) the packed nodes run: each until its
+    last job ends, at least one."""
+    total = 0
+    for jobs in schedule:
+        end = max((start + job.wallTime for job, start in jobs), default=0.0)
+        total += 1 if node.wallTime <= 0 else max(1, math.ceil(end / node.wallTime - _EPS))
+    return total
 
 
 def timeline_pack(

@@ -4,6 +4,7 @@
     add_arguments(sim)
     ...
     options = trace_options(args)      # TraceOptions for read_trace
+    replay = replay_options(args)      # ReplayOptions for engine.replay
     args.compare                       # list of (key, values), already checked
 
 ``--compare`` flags are parsed as they are read (``compare.parse_compare``), so a
@@ -13,12 +14,16 @@ malformed one stops argparse with exit status 2 before anything is read or repla
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from shoal.daemon.simulate.compare import CompareError, parse_compare
 from shoal.daemon.simulate.trace import GiB, TraceOptions
-from shoal.daemon.units import parse_size
+from shoal.daemon.units import parse_duration, parse_size
 
-__all__ = ["DESCRIPTION", "HELP", "add_arguments", "trace_options"]
+if TYPE_CHECKING:
+    from shoal.daemon.simulate.engine import ReplayOptions
+
+__all__ = ["DESCRIPTION", "HELP", "add_arguments", "replay_options", "trace_options"]
 
 HELP = "replay a job trace through shoal's policy on a virtual clock; report cost and waits"
 DESCRIPTION = (
@@ -34,6 +39,13 @@ def _compare(text: str) -> tuple[str, tuple[str, ...]]:
     try:
         return parse_compare(text)
     except CompareError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -66,7 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "policy=toil,shoal); several flags give the cross product",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the simulated cloud (default: %(default)s)"
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the simulated cloud's spot interruptions, for every variant "
+        "(default: the config's provider.seed, else 0)",
     )
     parser.add_argument(
         "--skip-bad-lines",
@@ -84,6 +100,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preemptible",
         action="store_true",
         help="SWF, and CSV/JSONL rows without the field: jobs may run on spot nodes",
+    )
+    _add_replay_arguments(parser)
+
+
+def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--billing-interval",
+        type=_duration,
+        default=1.0,
+        metavar="DURATION",
+        help="each instance is billed for its lifetime rounded up to whole intervals: 1s is "
+        "per-second billing (EC2 Linux), 1h bills whole hours (default: 1s)",
+    )
+    parser.add_argument(
+        "--billing-minimum",
+        type=_duration,
+        default=60.0,
+        metavar="DURATION",
+        help="the least an instance is billed for (default: 60s, EC2's minimum)",
+    )
+    parser.add_argument(
+        "--tail",
+        type=_duration,
+        default=30 * 86400.0,
+        metavar="DURATION",
+        help="stop at the latest this long after the last submit, even if jobs still wait "
+        "(default: 30d)",
+    )
+    parser.add_argument(
+        "--no-skip",
+        action="store_true",
+        help="run every timer pass, also those proven to change nothing (slow; a check)",
+    )
+
+
+def replay_options(args: argparse.Namespace) -> ReplayOptions:
+    """Raises ``ValueError`` for a billing interval of 0 (the engine's check)."""
+    from shoal.daemon.simulate.engine import ReplayOptions  # the daemon: only when replaying
+
+    return ReplayOptions(
+        billing_interval=args.billing_interval,
+        billing_minimum=args.billing_minimum,
+        tail=args.tail,
+        skip=not args.no_skip,
+        seed=args.seed,
     )
 
 

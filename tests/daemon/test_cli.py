@@ -134,8 +134,9 @@ def test_plan_prints_json_plan(
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    # By hand: a c5.xlarge leaves 3 slots of 2 GiB after overhead; 50-minute jobs may start
-    # up to 1 h in, so each slot runs two: 6 jobs a node, 2 nodes for 12, 1 is there already.
+    # By hand: a c5.xlarge (8 GiB) keeps 1.9 GiB for the OS and agents as Toil does, leaving
+    # 3 slots of 2 GiB; 50-minute jobs may start up to 1 h in, so each slot runs two: 6 jobs
+    # a node, 2 nodes for 12, 1 is there already. Every type is priced: cost packing (auto).
     assert json.loads(out) == {
         "launches": [
             {
@@ -143,10 +144,12 @@ def test_plan_prints_json_plan(
                 "count": 1,
                 "cause": "demand",
                 "reason": "12 queued jobs need 2 x c5.xlarge/c5a.xlarge; "
+                "cost packing: solver (HiGHS), 0.0% above the LP bound; "
                 "1 present or booting, launching 1",
             }
         ],
         "drains": [],
+        "undrains": [],
         "terminations": [],
         "targets": {"c5.xlarge/c5a.xlarge": 2, "r5.large:0.05": 0},
         "unschedulable": [

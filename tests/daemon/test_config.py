@@ -33,7 +33,9 @@ def test_example_config_loads() -> None:
     assert [e.type for e in config.node_types] == ["c5.xlarge/c5a.xlarge", "r5.large:0.05"]
     assert config.scaler.interval == 10.0
     assert config.scaler.debounce == pytest.approx(0.2)
-    assert config.scaler.node_memory_overhead == GiB
+    assert config.scaler.node_memory_overhead is None  # Toil's reservation by node size
+    assert config.scaler.packing == "auto" and config.scaler.solver_time_limit == 0.2
+    assert config.drain.undrain_command is None and config.drain.undrain_webhook is None
     assert config.retry_policy() == RetryPolicy(attempts=5, initial=0.5, maximum=20.0, deadline=120)
     assert config.backoff_bounds() == (60.0, 600.0)
     assert config.instance_types() == ["c5.xlarge", "c5a.xlarge", "r5.large"]
@@ -284,7 +286,22 @@ MALFORMED = [
         _set("scaler.packing", "cheapest"),
         "scaler.packing",
         "cheapest",
-        "'count' or 'cost'",
+        "'auto', 'count' or 'cost'",
+    ),
+    (
+        "undrain-webhook",
+        _set("drain.undrain_webhook", "ftp://x"),
+        "drain.undrain_webhook",
+        "ftp://x",
+        "http",
+    ),
+    ("undrain-command", _set("drain.undrain_command", []), "drain.undrain_command", "[]", "argv"),
+    (
+        "solver-time-limit",
+        _set("scaler.solver_time_limit", -1),
+        "scaler.solver_time_limit",
+        "-1",
+        "is negative",
     ),
 ]
 
@@ -372,11 +389,21 @@ def test_policy_from_shapes() -> None:
     assert policy.scale_down_unneeded_time == 60.0
     assert policy.scale_down_budget == 0.5
     assert policy.join_timeout == 300.0
-    assert policy.node_disk_overhead == 4 * GiB
-    assert policy.packing == "count"
+    assert policy.node_disk_overhead is None and policy.node_memory_overhead is None
+    assert policy.packing == "auto" and policy.solver_time_limit == 0.2
+    assert not policy.compensate_other_types
     data = example()
-    data["scaler"]["packing"] = "cost"
-    assert parse_config(data).policy(shapes, prices).packing == "cost"
+    data["scaler"] |= {
+        "packing": "cost",
+        "node_memory_overhead": "1GiB",
+        "node_disk_overhead": "4GiB",
+        "solver_time_limit": "50ms",
+        "compensate_other_types": True,
+    }
+    flat = parse_config(data).policy(shapes, prices)
+    assert flat.packing == "cost" and flat.solver_time_limit == pytest.approx(0.05)
+    assert (flat.node_memory_overhead, flat.node_disk_overhead) == (GiB, 4 * GiB)
+    assert flat.compensate_other_types
     # no spot price: the on-demand price stands in
     assert config.policy(shapes, {"r5.large": 0.126}).node_types[1].price_per_hour == 0.126
     with pytest.raises(KeyError, match=r"c5\.xlarge"):

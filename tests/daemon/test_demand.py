@@ -175,7 +175,7 @@ async def test_file_source_updates_iterator(tmp_path: Path) -> None:
     assert first.demand.queued[0].count == 100
     _write(path, {"jobs": [{**JOB, "count": 5}]}, 2_000_000_000)
     task = asyncio.ensure_future(anext(updates))
-    await asyncio.sleep(0)
+    await clock.settle()  # the iterator now sleeps on the clock
     await clock.advance(1.0)
     second = await task
     assert second.demand.queued[0].count == 5

@@ -10,25 +10,19 @@ daemon reports and what the demand needs.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import boto3
+import botocore.config
+import moto_fixtures as fixtures
 import pytest
+from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.responses.instances import InstanceResponse
 
 pytestmark = pytest.mark.e2e
-
-boto3 = pytest.importorskip("boto3", reason="boto3 (moto[server]) not installed")
-pytest.importorskip("moto.server", reason="moto[server] not installed")
-
-import botocore.config  # noqa: E402
-from moto.ec2.exceptions import EC2ClientError  # noqa: E402
-from moto.ec2.responses.instances import InstanceResponse  # noqa: E402
 
 REGION = "us-west-2"
 ZONE = "us-west-2a"
@@ -36,35 +30,6 @@ TAG_CLUSTER = "shoal:cluster"
 TAG_AUTOSCALED = "shoal:autoscaled"
 LIVE = ["pending", "running"]
 OBSERVER = "shoal-e2e-observer"  # user agent of the test's own EC2 client (never faulted)
-MOTO_FIXTURES = Path(__file__).resolve().parents[1] / "providers" / "moto_fixtures.py"
-
-
-def _aws_provider_present() -> bool:
-    return importlib.util.find_spec("shoal.providers.aws") is not None
-
-
-def _moto_fixtures() -> ModuleType | None:
-    """tests/providers/moto_fixtures.py, the one module (pytest may have imported it already
-    for tests/providers: that directory is on sys.path only while those tests are collected)."""
-    if "moto_fixtures" in sys.modules:
-        return sys.modules["moto_fixtures"]
-    if not MOTO_FIXTURES.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("moto_fixtures", MOTO_FIXTURES)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["moto_fixtures"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fixtures = _moto_fixtures()
-needs_aws = pytest.mark.skipif(
-    not _aws_provider_present() or fixtures is None,
-    reason="providers/aws.py or tests/providers/moto_fixtures.py is not there yet",
-)
-if fixtures is not None:
-    from moto_fixtures import aws_env, ec2_behaviour, moto_server, moto_url  # noqa: F401
 
 
 @contextlib.contextmanager
@@ -147,7 +112,6 @@ def aws_config(e2e: Any, moto: Moto, cluster: str, **overrides: Any) -> dict[str
 def daemon_env() -> dict[str, str]:
     """Fake credentials only (aws_env put them in this process's environment, which the
     daemon inherits, with the user's AWS files and the metadata service switched off)."""
-    assert fixtures is not None
     return dict(fixtures.FAKE_CREDENTIALS)
 
 
@@ -155,7 +119,6 @@ def daemon_ids(daemon: Any) -> set[str]:
     return daemon.node_ids() - daemon.node_ids("terminated")
 
 
-@needs_aws
 def test_demand_launches_tagged_instances_in_ec2(shoal: Any, e2e: Any, moto: Moto) -> None:
     cluster = "e2e-launch"
     daemon = shoal(aws_config(e2e, moto, cluster)).start(env=daemon_env())
@@ -192,7 +155,6 @@ def test_demand_launches_tagged_instances_in_ec2(shoal: Any, e2e: Any, moto: Mot
     assert e2e.metric(daemon.metrics(), "shoal_scale_ups_total") == 3
 
 
-@needs_aws
 def test_kill9_during_scale_up_then_restart_no_duplicates_no_orphans(
     shoal: Any, e2e: Any, moto: Moto
 ) -> None:
@@ -259,7 +221,6 @@ def test_kill9_during_scale_up_then_restart_no_duplicates_no_orphans(
     assert e2e.metric(second.metrics(), "shoal_scale_downs_total") == 3
 
 
-@needs_aws
 def test_throttling_and_capacity_faults_are_survived_and_counted(
     shoal: Any, e2e: Any, moto: Moto
 ) -> None:
@@ -344,7 +305,6 @@ def test_throttling_and_capacity_faults_are_survived_and_counted(
     assert daemon.alive()
 
 
-@needs_aws
 def test_configured_retry_bounds_a_throttled_call(shoal: Any, e2e: Any, moto: Moto) -> None:
     retry = {"attempts": 2, "initial": "50ms", "max": "100ms", "deadline": "1s"}
     config = aws_config(e2e, moto, "e2e-retry", scaler={"interval": "200ms", "retry": retry})

@@ -13,19 +13,15 @@ import base64
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from fake_imds import FakeImds
 from moto.ec2.responses.instances import InstanceResponse
-from moto_fixtures import (  # noqa: F401 - fixtures
-    Ec2Behaviour,
-    aws_env,
-    ec2_behaviour,
-    moto_server,
-    moto_url,
-)
+from moto_fixtures import Ec2Behaviour
 from shoal.providers.aws import AWSProvisioner, translate_error
 from shoal.providers.base import (
     TAG_AUTOSCALED,
@@ -35,7 +31,14 @@ from shoal.providers.base import (
     TAG_ROLE,
     client_token,
 )
-from shoal.providers.errors import CapacityError, ProviderError, QuotaError, RetryableError
+from shoal.providers.errors import (
+    CapacityError,
+    ProviderError,
+    QuotaError,
+    RetryableError,
+    TerminationError,
+)
+from shoal.providers.outcomes import TerminationResult
 from shoal.providers.retry import RetryPolicy, call_with_retry
 from shoal.scaler.model import CapacityType, Offering
 from shoal.scaler.shape import Shape
@@ -81,7 +84,7 @@ class Env:
 
 
 @pytest.fixture
-def env(moto_url: str, ec2_behaviour: Ec2Behaviour) -> Env:  # noqa: F811
+def env(moto_url: str, ec2_behaviour: Ec2Behaviour) -> Env:
     return Env(moto_url, ec2_behaviour, [])
 
 
@@ -360,10 +363,18 @@ async def test_cluster_settings_and_close(env: Env) -> None:
     async with env.provisioner() as launcher:
         await launcher.createClusterSettings()
         await launcher.launchCluster("t3.medium")
-        leader_ip = launcher._leaderPrivateIP
-    on_leader = env.provisioner()
-    await on_leader.readClusterSettings()
-    assert on_leader._leaderPrivateIP == leader_ip
+        leader = await launcher.getLeader()
+    async with env.client("ec2") as ec2:
+        described = await ec2.describe_instances(InstanceIds=[leader.name])
+    # On the leader, readClusterSettings reads this machine from the metadata service.
+    imds = FakeImds.of_instance(described["Reservations"][0]["Instances"][0])
+    try:
+        on_leader = env.provisioner(metadata_endpoint=await imds.start())
+        await on_leader.readClusterSettings()
+    finally:
+        await imds.stop()
+    assert on_leader._leaderPrivateIP == leader.privateIP
+    assert on_leader.leader_instance_id == leader.name
     await on_leader.close()
     with pytest.raises(ProviderError) as info:
         await on_leader.getProvisionedWorkers()
@@ -389,21 +400,25 @@ def test_constructor_checks_and_defaults(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ValueError):
         AWSProvisioner("c", image_id="ami-1", image_name="x", image_owner="y")
     with pytest.raises(ValueError):
-        AWSProvisioner("c", clusterType="slurm")
+        AWSProvisioner("c", clusterType="pbs")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     aws = AWSProvisioner("c", zone="eu-west-2b", image_id="ami-1")
     assert (aws.region, aws.endpoint_url) == ("eu-west-2", "http://127.0.0.1:1")
     assert aws.cloud == "aws"
-    assert aws.supportedClusterTypes() == {"mesos", "kubernetes"}
+    assert aws.supportedClusterTypes() == {"mesos", "kubernetes", "slurm"}
+    assert aws._imds.endpoint == "http://169.254.169.254"
     assert aws.getKubernetesCloudProvider() == "aws"
     commands = aws.getKubernetesAutoscalerSetupCommands({"CLUSTER_NAME": "c; rm -rf /"})
     assert "kubectl apply" in commands and "rm -rf" not in commands
 
 
-def test_from_config() -> None:
+def test_from_config(tmp_path: Path) -> None:
     """Built from a real daemon config, as the service builds it: every provider key
     reaches the provisioner."""
     from shoal.daemon.config import parse_config  # the contract with the daemon, not a stand-in
+
+    (tmp_path / "token").write_text("abcdef.0123456789abcdef")
+    k8s = {"token_file": str(tmp_path / "token"), "ca_cert_hash": "sha256:" + "0" * 64}
 
     config = parse_config(
         {
@@ -421,8 +436,10 @@ def test_from_config() -> None:
                 "security_group_ids": ["sg-1"],
                 "key_name": "k",
                 "extra_tags": {"team": "x"},
+                "metadata_endpoint": "http://127.0.0.1:8",
             },
             "node_types": [{"type": "m5.large", "max": 3}],
+            "workers": {"leader": {"address": "10.0.0.5"}, "kubernetes": k8s},
             "scaler": {"retry": {"attempts": 2, "initial": "50ms", "max": "1s", "deadline": "3s"}},
         }
     )
@@ -430,6 +447,8 @@ def test_from_config() -> None:
     assert (aws.clusterName, aws.clusterType, aws.region) == ("c", "kubernetes", "us-west-2")
     assert aws.security_group_ids == ["sg-1"] and aws.extra_tags == {"team": "x"}
     assert aws.zones == ("us-west-2a", "us-west-2c")
+    assert aws._imds.endpoint == "http://127.0.0.1:8"
+    assert aws.worker_settings is config.workers
 
 
 def _client_error(code: str, status: int = 400) -> ClientError:
@@ -478,3 +497,124 @@ async def test_empty_aws_profile_means_no_profile(
     monkeypatch.setenv("AWS_PROFILE", "")  # as set to blank out a user's profile
     async with env.provisioner() as aws:
         assert await aws.addNodes(["t3.micro"], 1, False) == 1
+
+
+# -- terminations: every EC2 error shape ends in an outcome per id -----------------------------
+
+
+async def _two_workers(aws: AWSProvisioner) -> list[str]:
+    await aws.addNodes(["t3.micro"], 2, False)
+    return sorted(n.name for n in await aws.getProvisionedWorkers())
+
+
+async def _terminate(aws: AWSProvisioner, ids: list[str]) -> dict[str, str]:
+    """Each id's outcome: "terminated", "already-gone" or the error code it failed with."""
+    outcomes: dict[str, str] = {}
+
+    def listen(event: Any) -> None:
+        if isinstance(event, TerminationResult):
+            outcomes.update(dict.fromkeys(event.terminated, "terminated"))
+            outcomes.update(dict.fromkeys(event.already_gone, "already-gone"))
+
+    aws.subscribe(listen)
+    try:
+        await aws.terminateNodes(ids)
+    except TerminationError as e:
+        outcomes.update({i: err.code for i, err in e.failed.items()})
+    assert set(outcomes) == set(ids), "an id was dropped"  # nothing silently dropped
+    return outcomes
+
+
+async def test_terminate_an_unknown_id_named_by_ec2_counts_as_gone(
+    aws: AWSProvisioner, env: Env
+) -> None:
+    a, b = await _two_workers(aws)
+    unknown = "i-0123456789abcdef0"
+    assert await _terminate(aws, [a, unknown, b]) == {
+        a: "terminated",
+        b: "terminated",
+        unknown: "already-gone",
+    }
+    # moto named the unknown id; it was dropped from the call and the rest sent again
+    assert env.behaviour.terminations == [[a, unknown, b], [a, b]]
+    assert await aws.getProvisionedWorkers() == []
+
+
+async def test_terminate_not_found_naming_no_id_asks_each_alone(
+    aws: AWSProvisioner, env: Env
+) -> None:
+    a, b = await _two_workers(aws)
+    env.behaviour.fail_next_terminate(
+        "InvalidInstanceID.NotFound", "One or more of the instance IDs do not exist"
+    )
+    assert await _terminate(aws, [a, b]) == {a: "terminated", b: "terminated"}
+    assert env.behaviour.terminations == [[a, b], [a], [b]]
+
+
+async def test_terminate_a_malformed_id_fails_that_id_only(aws: AWSProvisioner, env: Env) -> None:
+    a, b = await _two_workers(aws)
+    env.behaviour.fail_next_terminate("InvalidInstanceID.Malformed", f'Invalid id: "{a}"')
+    assert await _terminate(aws, [a, b]) == {a: "InvalidInstanceID.Malformed", b: "terminated"}
+    assert [n.name for n in await aws.getProvisionedWorkers()] == [a]
+
+
+async def test_terminate_a_protected_instance_fails_it_and_the_rest_goes(
+    aws: AWSProvisioner, env: Env
+) -> None:
+    a, b = await _two_workers(aws)
+    async with env.client("ec2") as ec2:  # termination protection, as an operator sets it
+        await ec2.modify_instance_attribute(InstanceId=a, DisableApiTermination={"Value": True})
+    outcomes = await _terminate(aws, [a, b])
+    assert outcomes == {a: "OperationNotPermitted", b: "terminated"}
+    assert [n.name for n in await aws.getProvisionedWorkers()] == [a]
+
+
+async def test_terminate_an_error_naming_no_id_fails_every_id(
+    aws: AWSProvisioner, env: Env
+) -> None:
+    a, b = await _two_workers(aws)
+    env.behaviour.fail_next_terminate("UnauthorizedOperation", "You are not authorized.")
+    with pytest.raises(TerminationError) as info:
+        await aws.terminateNodes([a, b])
+    assert set(info.value.failed) == {a, b} and not info.value.retryable
+    assert not AWSProvisioner.retryPredicate(info.value)
+    assert len(await aws.getProvisionedWorkers()) == 2
+
+
+async def test_terminate_throttled_is_retried_whole(aws: AWSProvisioner, env: Env) -> None:
+    a, b = await _two_workers(aws)
+    env.behaviour.fail_next_terminate("RequestLimitExceeded", "Request limit exceeded.")
+
+    async def terminate() -> None:
+        await aws.terminateNodes([a, b])
+
+    await env.retry(terminate)
+    assert env.behaviour.terminations == [[a, b], [a, b]] and len(env.sleeps) == 1
+    assert await aws.getProvisionedWorkers() == []
+
+
+# -- zones and the listing ----------------------------------------------------------------------
+
+
+async def test_a_zone_out_of_capacity_falls_back_to_the_next_zone(env: Env) -> None:
+    env.behaviour.capacity[("c5.large", "us-east-1a")] = 0
+    async with env.provisioner(zone=None, zones=["us-east-1a", "us-east-1b"]) as aws:
+        attempts: list[Any] = []
+        aws.subscribe(attempts.append)
+        assert await aws.addNodes(["c5.large", "c5a.large"], 2, False, requestId="r") == 2
+        assert [(r["InstanceType"], r["Zone"]) for r in env.behaviour.requests] == [
+            ("c5.large", "us-east-1a"),
+            ("c5.large", "us-east-1b"),
+        ]
+        assert [a.capacity_error for a in attempts] == [True, False]
+        assert {n.zone for n in await aws.getProvisionedWorkers()} == {"us-east-1b"}
+
+
+async def test_the_listing_is_eventually_consistent(aws: AWSProvisioner, env: Env) -> None:
+    now = [1000.0]
+    env.behaviour.now = lambda: now[0]
+    env.behaviour.listing_lag = 5.0
+    assert await aws.addNodes(["t3.micro"], 2, False) == 2
+    assert await aws.getProvisionedWorkers() == []
+    now[0] += 5.0
+    assert len(await aws.getProvisionedWorkers()) == 2

@@ -23,7 +23,6 @@ from botocore.config import Config
 from fake_aws_pricing import FakeAwsPricing, SpotRecord, ec2_product
 from hypothesis import given
 from hypothesis import strategies as st
-from moto_fixtures import aws_env  # noqa: F401 - fixture
 from shoal.providers.aws_pricing import (
     DEFAULT_FAILURE_RETRY,
     DEFAULT_REFRESH_INTERVAL,
@@ -322,7 +321,7 @@ def _products(region: str = "us-east-1") -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-async def env(aws_env: None) -> AsyncIterator[Env]:  # noqa: F811
+async def env(aws_env: None) -> AsyncIterator[Env]:
     fake = FakeAwsPricing()
     url = await fake.start()
     fake.set_products(_products())

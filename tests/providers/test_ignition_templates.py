@@ -7,6 +7,7 @@ import itertools
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -26,6 +27,26 @@ AUTH = {
 Build = Callable[[Any], InstanceConfiguration]
 
 
+@dataclass(frozen=True)
+class SlurmSettings:
+    """What ``addSlurmWorker`` reads of the daemon's ``workers.slurm`` section."""
+
+    registration: str = "named"
+    node_name: str = "tag"
+    features: tuple[str, ...] = ()
+    slurmd: str = "/usr/sbin/slurmd"
+    munged: str = "/usr/sbin/munged"
+    munge_key_file: Path = Path("/unused")
+    conf_server: str | None = None
+
+
+SLURM_VARIANTS = {
+    "named-tag": SlurmSettings(),
+    "named-hostname": SlurmSettings(node_name="hostname"),
+    "dynamic": SlurmSettings(registration="dynamic", features=("shoal",)),
+}
+
+
 def _fresh(method: str, *args: Any, **kwargs: Any) -> Build:
     def build(p: Any) -> InstanceConfiguration:
         config = InstanceConfiguration()
@@ -42,11 +63,18 @@ def _builds(cluster_type: str) -> dict[str, Build]:
         "volumes": _fresh("addVolumesService"),
         "node-exporter": _fresh("addNodeExporterService"),
     }
-    roles = ("leader", "worker") if cluster_type == "mesos" else ("leader",)
+    roles = {"mesos": ("leader", "worker"), "kubernetes": ("leader",)}.get(cluster_type, ())
     for role, key, preemptible in itertools.product(roles, (None, "/var/lib/key"), (False, True)):
         builds[f"toil-{role}-{key}-{preemptible}"] = _fresh(
             "add_toil_service", role, key, preemptible
         )
+    if cluster_type == "slurm":
+        for variant, settings in SLURM_VARIANTS.items():
+            for instance_type in (None, "c5.xlarge"):
+                builds[f"slurm-{variant}-{instance_type}"] = _fresh(
+                    "addSlurmWorker", settings, b"k" * 32, "10.0.0.1:6817", instance_type
+                )
+        return builds
     if cluster_type == "kubernetes":
         for arch in ("amd64", "arm64"):
             builds[f"k8s-services-{arch}"] = _fresh("addKubernetesServices", arch)
@@ -79,10 +107,14 @@ def _contents(config: InstanceConfiguration) -> list[str]:
 def generated(make_provisioner: Any) -> dict[str, str]:
     """Every unit and file text the mixin generates over the matrix, keyed by where from."""
     out: dict[str, str] = {}
+
+    class AnyCluster(make_provisioner):  # type: ignore[misc, valid-type]
+        supported = {"mesos", "kubernetes", "slurm"}  # noqa: RUF012
+
     for cluster_type, (setting, attrs) in itertools.product(
-        ("mesos", "kubernetes"), SETTINGS.items()
+        ("mesos", "kubernetes", "slurm"), SETTINGS.items()
     ):
-        p = make_provisioner(clusterName="demo", clusterType=cluster_type)
+        p = AnyCluster(clusterName="demo", clusterType=cluster_type)
         p._leaderPrivateIP = "10.0.0.1"
         for name, value in attrs.items():
             setattr(p, name, value)

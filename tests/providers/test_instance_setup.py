@@ -1,18 +1,5 @@
-"""The node services are real unit files: ``systemd-analyze verify`` accepts every one.
-
-``systemd-analyze verify --root=ROOT`` loads units as a booting system under ROOT would,
-and checks each ExecStart/ExecStartPre binary exists and is executable there. ROOT is
-built from the Ignition config itself (every ``storage.files`` entry written with its mode,
-every unit into /etc/systemd/system), plus stand-ins for what Flatcar provides and
-the config does not create:
-
-- the stock units of /usr/lib/systemd/system (multi-user.target, network-online.target,
-  local-fs.target, sysinit.target, ...), copied from this host's systemd; every unit's
-  [Install]/After= refers to some of them and verify needs them to build a transaction;
-- empty executables for the programs Flatcar ships: /usr/bin/bash, /usr/bin/docker,
-  /bin/sh (systemd only checks that they exist and are executable);
-- /opt/bin/kubelet, which install-kubernetes.service downloads at boot (before the
-  kubelet starts), so it is not in the config.
+"""The node services are real unit files: ``systemd-analyze verify`` accepts every one
+(see ``systemd_verify`` for the root it builds), and each config is self-contained.
 
 Scripts the config ships are also checked with ``bash -n``.
 """
@@ -20,101 +7,28 @@ Scripts the config ships are also checked with ``bash -n``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import pytest
 import yaml
 from shoal.providers.instance_setup import InstanceConfiguration
+from systemd_verify import (
+    assert_units_verify,
+    build_root,
+    files_of,
+    needs_systemd_analyze,
+    parsed,
+    units_of,
+    verify,
+)
 
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or (
-    "/usr/bin/systemd-analyze" if os.access("/usr/bin/systemd-analyze", os.X_OK) else None
-)
-HOST_UNITS = next(
-    (p for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")) if p.is_dir()),
-    None,
-)
-needs_systemd_analyze = pytest.mark.skipif(
-    SYSTEMD_ANALYZE is None or HOST_UNITS is None,
-    reason="systemd-analyze (Debian package systemd) and its stock units are not installed",
-)
-FLATCAR_PROGRAMS = ("/usr/bin/bash", "/usr/bin/docker", "/bin/sh")
-DOWNLOADED_AT_BOOT = ("/opt/bin/kubelet",)
 AUTH = {
     "JOIN_TOKEN": "abcdef.0123456789abcdef",
     "JOIN_CERT_HASH": "sha256:" + "ab" * 32,
     "JOIN_ENDPOINT": "ip-10-0-0-1.ec2.internal:6443",
 }
-
-
-def parsed(config: InstanceConfiguration) -> dict[str, Any]:
-    return json.loads(config.toIgnitionConfig())
-
-
-def files_of(config: InstanceConfiguration) -> dict[str, str]:
-    """Each file path the config creates -> its decoded text."""
-    out = {}
-    for entry in parsed(config)["storage"]["files"]:
-        source = entry["contents"]["source"]
-        out[entry["path"]] = unquote_to_bytes(source.split(",", 1)[1]).decode("utf-8")
-    return out
-
-
-def units_of(config: InstanceConfiguration) -> dict[str, str]:
-    return {u["name"]: u["contents"] for u in parsed(config)["systemd"]["units"]}
-
-
-def build_root(root: Path, config: InstanceConfiguration) -> list[str]:
-    """Lay the config out under ``root`` as Ignition would, plus the stand-ins; unit names."""
-    assert HOST_UNITS is not None
-    shutil.copytree(HOST_UNITS, root / "usr/lib/systemd/system", symlinks=True)
-    for program in FLATCAR_PROGRAMS + DOWNLOADED_AT_BOOT:
-        path = root / program.lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("#!/bin/sh\n")
-        path.chmod(0o755)
-    doc = parsed(config)
-    for entry in doc["storage"]["files"]:
-        path = root / entry["path"].lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = unquote_to_bytes(entry["contents"]["source"].split(",", 1)[1])
-        with path.open("ab" if entry["append"] else "wb") as f:
-            f.write(data)
-        path.chmod(entry["mode"])
-    unit_dir = root / "etc/systemd/system"
-    unit_dir.mkdir(parents=True, exist_ok=True)
-    names = []
-    for unit in doc["systemd"]["units"]:
-        (unit_dir / unit["name"]).write_text(unit["contents"])
-        names.append(unit["name"])
-    return names
-
-
-def verify(root: Path, names: list[str]) -> subprocess.CompletedProcess[str]:
-    assert SYSTEMD_ANALYZE is not None
-    return subprocess.run(
-        [SYSTEMD_ANALYZE, "verify", f"--root={root}", *names],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "SYSTEMD_LOG_LEVEL": "notice"},
-    )
-
-
-def assert_units_verify(tmp_path: Path, config: InstanceConfiguration) -> None:
-    names = build_root(tmp_path / "root", config)
-    assert names, "no units to verify"
-    result = verify(tmp_path / "root", names)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == "", result.stderr  # no warnings either
-    for path, text in files_of(config).items():
-        if text.startswith("#!/usr/bin/env bash"):
-            check = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
-            assert check.returncode == 0, f"{path}: {check.stderr}"
 
 
 # -- configurations under test ------------------------------------------------
@@ -167,6 +81,9 @@ CASES = {
     "k8s-worker-node": ("kubernetes", user_data("worker", preemptible=True)),
     "mesos-leader-node": ("mesos", user_data("leader")),
     "mesos-worker-node": ("mesos", user_data("worker", keyPath="/var/lib/key")),
+    # Self-contained without addKubernetesServices: no Requires= on a unit not in the config.
+    "k8s-worker-alone": ("kubernetes", only("addKubernetesWorker", AUTH)),
+    "k8s-leader-alone": ("kubernetes", only("addKubernetesLeader")),
 }
 
 
@@ -389,9 +306,30 @@ def test_kubernetes_worker_joins_with_auth_vars(preemptible: bool, provisioner: 
         assert "node-labels" not in extra
         assert "SPOT" not in files["/home/core/kubernetes-worker.yml"]
     assert kubelet["cgroupDriver"] == "systemd"
-    assert (
-        "Requires=install-kubernetes.service" in units_of(config)["join-kubernetes-cluster.service"]
-    )
+    # Alone, the config has no install-kubernetes.service, so the join unit does not require it.
+    join_unit = units_of(config)["join-kubernetes-cluster.service"]
+    assert "Requires=" not in join_unit
+    assert "After=install-kubernetes.service docker.service" in join_unit
+
+
+@pytest.mark.parametrize(
+    ("method", "unit", "args"),
+    [
+        ("addKubernetesWorker", "join-kubernetes-cluster.service", (AUTH,)),
+        ("addKubernetesLeader", "create-kubernetes-cluster.service", ()),
+    ],
+    ids=["worker", "leader"],
+)
+def test_kubernetes_units_require_the_install_in_the_same_config(
+    method: str, unit: str, args: tuple[Any, ...], provisioner: Any
+) -> None:
+    p = provisioner("kubernetes")
+    config = InstanceConfiguration()
+    p.addKubernetesServices(config)
+    getattr(p, method)(config, *args)
+    lines = units_of(config)[unit].splitlines()
+    assert "Requires=install-kubernetes.service" in lines
+    assert lines.index("Requires=install-kubernetes.service") < lines.index("[Service]")
 
 
 @pytest.mark.parametrize("missing", ["JOIN_TOKEN", "JOIN_CERT_HASH", "JOIN_ENDPOINT"])

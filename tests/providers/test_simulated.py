@@ -309,6 +309,27 @@ async def test_spot_interruptions_on_the_clock_are_seeded(clock: FakeClock) -> N
     assert all(1_700_000_000 < at <= 1_700_003_600 for _, at in first)
 
 
+async def test_next_interruption_is_when_the_next_one_happens(clock: FakeClock) -> None:
+    sim = SimulatedProvisioner("d", clock=clock, spot_interruption_rate=1.0, seed=3)
+    assert sim.next_interruption() is None
+    await sim.addNodes({"m5.large"}, 3, False)
+    assert sim.next_interruption() is None  # on-demand nodes are never interrupted
+    await sim.addNodes({"m5.large"}, 3, True, spotBid=1.0)
+    seen = []
+    while (at := sim.next_interruption()) is not None:
+        assert at > clock.now()
+        await clock.advance(at - clock.now())
+        assert sim.count() == 6 - len(seen) - 1  # gone exactly then
+        seen.append(at)
+        assert sim.interruptions[-1][1] == at
+    assert len(seen) == 3 and seen == sorted(seen)
+    # a terminated spot node's draw no longer counts
+    await sim.addNodes({"m5.large"}, 1, True, spotBid=1.0)
+    assert sim.next_interruption() is not None
+    await sim.terminateNodes([n.name for n in await sim.getProvisionedWorkers() if n.preemptible])
+    assert sim.next_interruption() is None
+
+
 async def test_api_latency_waits_on_the_clock(clock: FakeClock) -> None:
     sim = SimulatedProvisioner("d", clock=clock, api_latency=2.0)
     task = asyncio.create_task(sim.addNodes({"m5.large"}, 1, False))

@@ -110,7 +110,12 @@ def backed_off(t: NodeType, until: float = NOW + 180) -> dict[Offering, float]:
 
 
 def policy(*types: NodeType, **knobs: object) -> Policy:
+    """A policy for readable scenarios: no inertia, flat overheads (1 GiB of memory and
+    4 GiB of disk a node) and Toil's count packing, unless a test says otherwise."""
     knobs.setdefault("beta_inertia", 0.0)
+    knobs.setdefault("node_memory_overhead", 1 * GiB)
+    knobs.setdefault("node_disk_overhead", 4 * GiB)
+    knobs.setdefault("packing", "count")
     return Policy(node_types=tuple(types), **knobs)  # type: ignore[arg-type]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from builders import (
     NOW,
@@ -17,8 +19,15 @@ from builders import (
     unneeded,
 )
 from shoal.scaler import planner
-from shoal.scaler.model import AddCause, NodeState, PlannerState, RemoveCause
-from shoal.scaler.planner import RUNNING_JOB_MIN_REMAINING, plan, round_half_away, usable_shape
+from shoal.scaler.model import AddCause, NodeState, PlannerState, Policy, RemoveCause
+from shoal.scaler.overhead import disk_overhead, memory_overhead
+from shoal.scaler.planner import (
+    RUNNING_JOB_MIN_REMAINING,
+    cost_aware,
+    plan,
+    round_half_away,
+    usable_shape,
+)
 
 A = node_type("a", cores=4, mem_gib=9, disk_gib=20, price=0.2)
 B = node_type("b", cores=8, mem_gib=17, disk_gib=36, price=0.4)
@@ -77,7 +86,7 @@ def test_overhead_is_taken_from_memory_and_disk_not_cores():
                 queue=[queued(job(), 3)],
                 runs=[running(job(), "n1")],
             ),
-            {"a": 1},
+            {},  # the draining node is taken back instead (Plan.undrains)
             {"a": 1, "b": 0},
             id="draining-node-is-not-capacity",
         ),
@@ -149,8 +158,12 @@ def test_beta_inertia_smoothing(beta, previous, need, expected, estimate):
     p = plan(snapshot(queue=[queued(job(cores=4), need)]), policy(A, beta_inertia=beta), state, NOW)
     assert p.targets["a"] == expected
     assert p.state.estimates["a"] == pytest.approx(estimate)
-    if expected:
-        assert "betaInertia" in p.launches[0].message or expected == need
+    note = f"smoothed from {need} to {expected} by betaInertia {beta:g}"
+    messages = " ".join(x.message for x in p.launches)
+    if expected != need:
+        assert note in messages
+    else:
+        assert "betaInertia" not in messages
 
 
 def test_min_nodes_launches_with_cause_min_nodes():
@@ -329,12 +342,71 @@ def test_draining_node_terminated_once_idle(busy, terminated):
     assert p.drains == ()
 
 
-def test_draining_node_needed_again_is_not_undrained():
-    # Draining is one way: demand that returns gets a new node; the drained one goes once idle.
-    snap = snapshot(nodes=[node("n1", A, NodeState.DRAINING)], queue=[queued(job(), 2)])
+@pytest.mark.parametrize(
+    ("busy", "queued_jobs", "undrained", "launches"),
+    [
+        (False, 2, ["n1"], {}),  # idle: taken back rather than terminated and replaced
+        (True, 2, ["n1"], {}),  # busy: taken back too; its running jobs are not demand
+        (False, 5, ["n1"], {"a": 1}),  # more than it holds: taken back and one launched
+        (False, 0, [], {}),  # no demand: terminated once idle, as before
+    ],
+    ids=["idle", "busy", "and-launch", "not-needed"],
+)
+def test_draining_node_is_taken_back_when_demand_returns(busy, queued_jobs, undrained, launches):
+    # Toil's testNoLaunchingIfDeltaAlreadyMet: un-ignore before adding.
+    snap = snapshot(
+        nodes=[node("n1", A, NodeState.DRAINING)],
+        queue=[queued(job(), queued_jobs)] if queued_jobs else [],
+        runs=[running(job(), "n1")] if busy else [],
+    )
     p = plan(snap, policy(A), EMPTY, NOW)
-    assert [t.node_id for t in p.terminations] == ["n1"]
-    assert launched(p) == {"a": 1}
+    assert [u.node_id for u in p.undrains] == undrained
+    assert launched(p) == launches
+    assert all(
+        u.cause is AddCause.DEMAND and "taking back draining n1" in u.message for u in p.undrains
+    )
+    terminated = [t.node_id for t in p.terminations]
+    assert terminated == ([] if undrained or busy else ["n1"])
+
+
+def test_idle_draining_nodes_are_taken_back_first():
+    snap = snapshot(
+        nodes=[node("n1", A, NodeState.DRAINING), node("n2", A, NodeState.DRAINING)],
+        queue=[queued(job(), 4)],
+        runs=[running(job(), "n1")],
+    )
+    p = plan(snap, policy(A), EMPTY, NOW)
+    assert [u.node_id for u in p.undrains] == ["n2"]
+    assert p.launches == () and p.terminations == ()  # n1 is busy: it drains on
+
+
+def test_type_in_backoff_still_takes_back_its_draining_nodes():
+    snap = snapshot(
+        nodes=[node("n1", A, NodeState.DRAINING)],
+        queue=[queued(job(), 4)],
+        unavailable=backed_off(A),
+    )
+    p = plan(snap, policy(A, B), EMPTY, NOW)
+    assert [u.node_id for u in p.undrains] == ["n1"]
+    assert p.launches == ()
+
+
+def test_static_draining_node_is_not_taken_back():
+    snap = snapshot(
+        nodes=[node("s1", A, NodeState.DRAINING, static=True)], queue=[queued(job(), 1)]
+    )
+    p = plan(snap, policy(A), EMPTY, NOW)
+    assert p.undrains == () and launched(p) == {"a": 1}
+
+
+def test_cost_ceiling_trims_undrains_after_launches():
+    snap = snapshot(
+        nodes=[node("n1", A, NodeState.DRAINING), node("n2", A, NodeState.DRAINING)],
+        queue=[queued(job(cores=4), 3)],
+    )
+    p = plan(snap, policy(A, cost_ceiling_per_hour=0.2), EMPTY, NOW)
+    assert launched(p) == {} and len(p.undrains) == 1
+    assert unsched(p) == {(job(cores=4), ("cost-ceiling",)): 2}
 
 
 def test_join_timeout_terminates_booting_node_and_replaces_it():
@@ -420,3 +492,98 @@ def test_cost_packing_needs_a_price_on_every_type():
 def test_cost_packing_skips_types_in_backoff():
     snap = snapshot(queue=[queued(job(), 32)], unavailable=backed_off(CHEAP_B))
     assert launched(plan(snap, policy(A, CHEAP_B, packing="cost"), EMPTY, NOW)) == {"a": 8}
+
+
+# -- Toil parity ----------------------------------------------------------------------------
+
+
+def test_inertia_smooths_the_raw_estimate_then_the_max_clamps_it():
+    # 100 nodes' worth of demand, max 60: Toil reaches 60 at once (0.9 x 100 = 90, capped),
+    # and remembers 90, not 54.
+    a = node_type("a", max_nodes=60)
+    snap = snapshot(queue=[queued(job(cores=4), 100)])
+    first = plan(snap, policy(a, beta_inertia=0.1), EMPTY, NOW)
+    assert first.targets["a"] == 60 and launched(first) == {"a": 60}
+    assert first.state.estimates["a"] == pytest.approx(90.0)
+    assert unsched(first) == {(job(cores=4), ("max-nodes",)): 40}
+    # demand gone: the estimate decays from 90 (0.1 x 90 = 9), not from 54
+    nodes = [node(f"n{i}", a) for i in range(60)]
+    later = plan(snapshot(nodes=nodes), policy(a, beta_inertia=0.1), first.state, NOW)
+    assert later.state.estimates["a"] == pytest.approx(9.0)
+    assert later.targets["a"] == 9
+
+
+def test_compensation_covers_only_missing_nodes_within_the_spot_max():
+    # 40 spot jobs want 10 spot nodes, but the spot type's max is 5: Toil's deficit is 5.
+    spot = node_type("a:0.1", price=0.1, spot=True, max_nodes=5, instance_types=["a"])
+    snap = snapshot(queue=[queued(job(preemptible=True), 40)], unavailable=backed_off(spot))
+    p = plan(snap, policy(spot, A, preemptible_compensation=1.0), EMPTY, NOW)
+    assert launched(p) == {"a": 5}
+    assert p.launches[0].cause is AddCause.PREEMPTIBLE_COMPENSATION
+    assert "5 more for 5 missing spot nodes of a:0.1" in p.launches[0].message
+    # 20 jobs beyond the spot max wait; the 5 on-demand nodes hold the 20 of the missing 5
+    assert {u.reasons: u.count for u in p.unschedulable} == {("max-nodes",): 20}
+
+
+def test_compensation_rounds_missing_nodes_half_away_from_zero():
+    # Toil's testPreemptibleDeficitResponse: 5 missing x 0.5 = 2.5 -> 3 nodes.
+    spot = node_type("a:0.1", price=0.1, spot=True, max_nodes=10, instance_types=["a"])
+    live = [node(f"s{i}", spot) for i in range(5)]
+    snap = snapshot(
+        nodes=live, queue=[queued(job(preemptible=True), 200)], unavailable=backed_off(spot)
+    )
+    p = plan(snap, policy(spot, A, preemptible_compensation=0.5), EMPTY, NOW)
+    assert launched(p) == {"a": 3}
+
+
+@pytest.mark.parametrize(("other_types", "launches"), [(False, {}), (True, {"b": 1})])
+def test_compensation_on_another_type_only_when_asked(other_types, launches):
+    spot = node_type("a:0.1", price=0.1, spot=True, instance_types=["a"])
+    snap = snapshot(queue=[queued(job(preemptible=True), 8)], unavailable=backed_off(spot))
+    pol = policy(spot, B, preemptible_compensation=0.5, compensate_other_types=other_types)
+    p = plan(snap, pol, EMPTY, NOW)
+    assert launched(p) == launches
+    assert sum(u.count for u in p.unschedulable) == (0 if other_types else 8)
+
+
+def test_default_overhead_is_toils_reservation_per_node_size():
+    # Toil's test_overhead_accounting_observed: a 62.5 GiB job never starts on a 64 GiB
+    # node (Toil keeps about 5.2 GiB of it), so it goes to the 128 GiB type.
+    r5_2 = node_type("r5.2xlarge", cores=8, mem_gib=64, disk_gib=50, price=0.504)
+    r5_4 = node_type("r5.4xlarge", cores=16, mem_gib=128, disk_gib=50, price=1.008)
+    snap = snapshot(queue=[queued(job(mem_gib=62.5), 1)])
+    toil = Policy(node_types=(r5_2, r5_4), packing="count")
+    assert launched(plan(snap, toil, EMPTY, NOW)) == {"r5.4xlarge": 1}
+    flat = replace(toil, node_memory_overhead=GiB)  # the old flat 1 GiB: it would not fit
+    assert launched(plan(snap, flat, EMPTY, NOW)) == {"r5.2xlarge": 1}
+    usable = usable_shape(r5_2, toil)
+    assert usable.memory == 64 * GiB - memory_overhead(64 * GiB)
+    assert usable.disk == 50 * GiB - disk_overhead(50 * GiB)
+    assert usable.cores == 8
+
+
+@pytest.mark.parametrize(
+    ("prices", "expected"),
+    [((0.2, 0.3), True), ((0.2, None), False)],
+    ids=["all-priced", "one-unpriced"],
+)
+def test_auto_packing_is_cost_when_every_type_has_a_price(prices, expected):
+    a = node_type("a", price=prices[0])
+    b = node_type("b", cores=8, mem_gib=17, disk_gib=36, price=prices[1])
+    assert Policy(node_types=(a, b)).packing == "auto"
+    assert cost_aware(Policy(node_types=(a, b))) is expected
+    snap = snapshot(queue=[queued(job(), 32)])
+    p = plan(snap, Policy(node_types=(a, b)), EMPTY, NOW)
+    assert ("cost packing" in p.launches[0].message) is expected
+
+
+def test_cost_packing_spills_past_a_max_to_the_next_best_type():
+    # B is cheaper per job but may have 2 nodes: the rest goes to A, not "max-nodes".
+    b = node_type("b", cores=8, mem_gib=17, disk_gib=36, price=0.3, max_nodes=2)
+    snap = snapshot(queue=[queued(job(), 32)])
+    p = plan(snap, policy(A, b, packing="cost"), EMPTY, NOW)
+    assert launched(p) == {"b": 2, "a": 4}
+    assert p.unschedulable == ()
+    assert all("cost packing: solver (HiGHS)" in x.message for x in p.launches)
+    count = plan(snap, policy(A, b), EMPTY, NOW)
+    assert launched(count) == {"a": 8}

@@ -73,9 +73,14 @@ def scenarios(draw, beta=None):
         preemptible_compensation=draw(st.sampled_from([0.0, 0.5, 1.0])),
         scale_down_budget=draw(st.sampled_from([0.1, 0.5, 1.0])),
         cost_ceiling_per_hour=draw(st.one_of(st.none(), st.sampled_from([0.0, 0.3, 1.0, 2.5]))),
-        node_memory_overhead=1 * GiB,
-        node_disk_overhead=4 * GiB,
-        packing=draw(st.sampled_from(["count", "cost"])),
+        compensate_other_types=draw(st.booleans()),
+        # None: Toil's reservation per node size (the default); else flat per node
+        node_memory_overhead=draw(st.sampled_from([None, 1 * GiB])),
+        node_disk_overhead=draw(st.sampled_from([None, 4 * GiB])),
+        packing=draw(st.sampled_from(["count", "cost", "auto"])),
+        # 0: the heuristic; 10 s: the solver always finishes on inputs this small, so
+        # the plan does not depend on the machine's speed (the determinism checks)
+        solver_time_limit=draw(st.sampled_from([0.0, 10.0])),
     )
     state = PlannerState(
         estimates={t.name: draw(st.sampled_from([0.0, 1.0, 3.4])) for t in types},
@@ -124,6 +129,19 @@ def test_never_removes_busy_booting_static_or_foreign_nodes(scenario):
         assert by_id[d.node_id].state is NodeState.READY
     for t in p.terminations:
         assert by_id[t.node_id].state is not NodeState.READY
+    # Only draining autoscaled nodes of a configured type are taken back, each once, and
+    # never also terminated; and only while their type launches nothing instead.
+    taken = [u.node_id for u in p.undrains]
+    assert len(set(taken)) == len(taken)
+    assert not set(taken) & {a.node_id for a in removed}
+    for u in p.undrains:
+        n = by_id[u.node_id]
+        assert n.state is NodeState.DRAINING and not n.static and n.node_type == u.node_type
+        assert u.message and not isinstance(u.cause, RemoveCause)
+        left = [m for m in snapshot.nodes if m.node_type == n.node_type and m.id not in taken]
+        assert not any(launch.node_type == n.node_type for launch in p.launches) or not any(
+            m.state is NodeState.DRAINING and not m.static for m in left
+        )
     assert plan(snapshot, policy, state, NOW) == p  # deterministic
 
 
@@ -137,11 +155,14 @@ def test_limits_and_cost_ceiling(scenario):
     for launch in p.launches:
         assert launch.count > 0 and launch.message
         launched[launch.node_type] += launch.count
+    for undrain in p.undrains:  # a node taken back counts as one more, as a launch does
+        launched[undrain.node_type] += 1
     min_cost = 0.0
     for t in policy.node_types:
         after = live[t.name] + launched[t.name]
         if launched[t.name]:
             assert after <= t.max_nodes  # never launches beyond a max
+        if any(launch.node_type == t.name for launch in p.launches):
             assert not blocked(snapshot, t)  # never launches into backoff
         if not blocked(snapshot, t):
             assert after >= min(t.min_nodes, t.max_nodes)  # never undercuts a min

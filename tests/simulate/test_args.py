@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 from shoal.daemon.config import load_config
-from shoal.daemon.simulate.args import add_arguments, trace_options
+from shoal.daemon.simulate.args import add_arguments, replay_options, trace_options
 from shoal.daemon.simulate.cluster import Cluster
 from shoal.daemon.simulate.compare import build_variants
+from shoal.daemon.simulate.engine import ReplayOptions
 from shoal.daemon.simulate.trace import GiB, TraceOptions, read_trace
 from shoal.providers.simulated import load_catalogue
 from shoal.scaler.planner import usable_shape
@@ -73,10 +74,19 @@ def test_defaults() -> None:
     assert (args.out, args.compare, args.seed, args.trace_format) == (
         "simulate-report",
         [],
-        0,
+        None,  # the config's provider.seed
         None,
     )
     assert trace_options(args) == TraceOptions()
+    assert replay_options(args) == ReplayOptions()  # per-second billing, 60 s minimum
+
+
+def test_replay_options() -> None:
+    argv = ["-c", "c.yaml", "--trace", "t.swf", "--billing-interval", "1h", "--seed", "5"]
+    args = parser().parse_args([*argv, "--billing-minimum", "0", "--tail", "2d", "--no-skip"])
+    assert replay_options(args) == ReplayOptions(
+        billing_interval=3600, billing_minimum=0, tail=2 * 86400, skip=False, seed=5
+    )
 
 
 @pytest.mark.parametrize(

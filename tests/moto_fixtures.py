@@ -15,13 +15,19 @@ as EC2 documents for RunInstances:
   ``InstanceLimitExceeded``);
 - a repeated **ClientToken** returns the original reservation and launches nothing
   (moto ignores it); scoped per account and region;
-- per instance type **capacity** (``capacity``) and an account **instance limit**
-  (``instance_limit``, counting pending/running instances) exist (moto has none).
+- **capacity** per instance type, or per instance type and zone (``capacity[type]`` or
+  ``capacity[(type, zone)]``), and an account **instance limit** (``instance_limit``, counting
+  pending/running instances) exist (moto has none);
+- DescribeInstances is **eventually consistent** (``listing_lag`` seconds: a new instance is
+  missing from listings that long, as EC2 documents; moto lists it at once).
 
 It also injects faults: ``fail_next(code, ...)`` makes the next matching RunInstances fail
 with that error code before anything launches (throttling, capacity); ``lose_next_response``
-lets the next one launch and then answers ``InternalError``, as a response lost on the way back.
-``requests`` records every RunInstances call's parameters as the server received them.
+lets the next one launch and then answers ``InternalError``, as a response lost on the way back;
+``fail_next_terminate(code, message)`` makes the next TerminateInstances fail with an EC2 error
+shape (``{ids}`` in the message is replaced by the ids asked for). ``requests`` records every
+RunInstances call's parameters as the server received them, ``terminations`` every
+TerminateInstances call's ids.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,7 +43,7 @@ from typing import Any
 import pytest
 from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError
-from moto.ec2.models.instances import InstanceBackend
+from moto.ec2.models.instances import InstanceBackend, Reservation
 from moto.ec2.responses.instances import InstanceResponse
 from moto.server import ThreadedMotoServer
 
@@ -90,10 +97,15 @@ class Ec2Behaviour:
 
     launch_max_count: bool = True
     honour_client_token: bool = True
-    capacity: dict[str, int] = dataclasses.field(default_factory=dict)
+    capacity: dict[str | tuple[str, str], int] = dataclasses.field(default_factory=dict)
     instance_limit: int | None = None
+    listing_lag: float = 0.0
+    now: Callable[[], float] = time.monotonic  # the listing lag's clock (a test may fake it)
     requests: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    terminations: list[list[str]] = dataclasses.field(default_factory=list)
     _faults: list[_Fault] = dataclasses.field(default_factory=list)
+    _terminate_faults: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    _launched_at: dict[str, float] = dataclasses.field(default_factory=dict)
     _tokens: dict[tuple[str, str, str], Any] = dataclasses.field(default_factory=dict)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     _undo: list[Callable[[], None]] = dataclasses.field(default_factory=list)
@@ -112,6 +124,15 @@ class Ec2Behaviour:
     def lose_next_response(self, *, times: int = 1) -> None:
         """The next RunInstances launches, then answers ``InternalError`` (response lost)."""
         self._faults.append(_Fault("InternalError", "response lost", None, times, True))
+
+    def fail_next_terminate(self, code: str, message: str, *, times: int = 1) -> None:
+        """The next ``times`` TerminateInstances fail with ``code`` and ``message`` (``{ids}``
+        is replaced by the ids asked for), terminating nothing."""
+        self._terminate_faults.extend([(code, message)] * times)
+
+    def _visible(self, instance_id: str) -> bool:
+        launched = self._launched_at.get(instance_id)
+        return launched is None or self.now() - launched >= self.listing_lag
 
     def _take_fault(self, instance_type: str) -> _Fault | None:
         with self._lock:
@@ -132,7 +153,31 @@ class Ec2Behaviour:
         behaviour = self
         original_response = InstanceResponse.run_instances
         original_backend = InstanceBackend.run_instances
+        original_describe = InstanceBackend.describe_instances
+        original_terminate = InstanceResponse.terminate_instances
         count_override = threading.local()
+
+        def describe_instances(backend: Any, filters: Any = None) -> list[Reservation]:
+            """What DescribeInstances lists: instances launched less than listing_lag ago
+            are left out (moto copies each reservation, so the copy can be trimmed)."""
+            listed = []
+            for reservation in original_describe(backend, filters):
+                reservation.instances = [
+                    i for i in reservation.instances if behaviour._visible(i.id)
+                ]
+                if reservation.instances:
+                    listed.append(reservation)
+            return listed
+
+        def terminate_instances(response: InstanceResponse) -> ActionResult:
+            ids = list(response._get_param("InstanceIds", []))
+            behaviour.terminations.append(ids)
+            with behaviour._lock:
+                fault = behaviour._terminate_faults.pop(0) if behaviour._terminate_faults else None
+            if fault is not None:
+                code, message = fault
+                raise EC2ClientError(code, message.replace("{ids}", ", ".join(ids)))
+            return original_terminate(response)
 
         def backend_run_instances(
             backend: Any, image_id: str, count: int, *args: Any, **kwargs: Any
@@ -147,10 +192,14 @@ class Ec2Behaviour:
 
         InstanceBackend.run_instances = backend_run_instances  # type: ignore[method-assign]
         InstanceResponse.run_instances = response_run_instances  # type: ignore[method-assign]
+        InstanceBackend.describe_instances = describe_instances  # type: ignore[method-assign]
+        InstanceResponse.terminate_instances = terminate_instances  # type: ignore[method-assign]
 
         def undo() -> None:
             InstanceBackend.run_instances = original_backend  # type: ignore[method-assign]
             InstanceResponse.run_instances = original_response  # type: ignore[method-assign]
+            InstanceBackend.describe_instances = original_describe  # type: ignore[method-assign]
+            InstanceResponse.terminate_instances = original_terminate  # type: ignore[method-assign]
 
         self._undo.append(undo)
 
@@ -165,6 +214,7 @@ class Ec2Behaviour:
         count_override: threading.local,
     ) -> ActionResult:
         instance_type = response._get_param("InstanceType", "m1.small")
+        zone = response._get_param("Placement", {}).get("AvailabilityZone") or ""
         min_count = int(response._get_param("MinCount", if_none="1"))
         max_count = int(response._get_param("MaxCount", if_none=str(min_count)))
         token = response._get_param("ClientToken") or ""
@@ -174,6 +224,7 @@ class Ec2Behaviour:
                 "MinCount": min_count,
                 "MaxCount": max_count,
                 "ClientToken": token,
+                "Zone": zone,
                 "InstanceMarketOptions": response._get_param("InstanceMarketOptions", {}),
             }
         )
@@ -185,13 +236,17 @@ class Ec2Behaviour:
             if self.honour_client_token and token and key in self._tokens:
                 return ActionResult(self._tokens[key])  # EC2: same token, same reservation
             count = max_count if self.launch_max_count else min_count
-            if instance_type in self.capacity:
-                if self.capacity[instance_type] < min_count:
+            pool = (
+                (instance_type, zone) if (instance_type, zone) in self.capacity else instance_type
+            )
+            if pool in self.capacity:
+                if self.capacity[pool] < min_count:
                     raise EC2ClientError(
                         "InsufficientInstanceCapacity",
-                        f"We currently do not have sufficient {instance_type} capacity.",
+                        f"We currently do not have sufficient {instance_type} capacity in the "
+                        f"Availability Zone you requested ({zone}).",
                     )
-                count = min(count, self.capacity[instance_type])
+                count = min(count, self.capacity[pool])
             if self.instance_limit is not None:
                 live = sum(
                     1
@@ -212,8 +267,11 @@ class Ec2Behaviour:
             finally:
                 count_override.count = None
             reservation = result.result
-            if instance_type in self.capacity:
-                self.capacity[instance_type] -= len(reservation.instances)  # type: ignore[attr-defined]
+            if pool in self.capacity:
+                self.capacity[pool] -= len(reservation.instances)  # type: ignore[attr-defined]
+            now = self.now()
+            for instance in reservation.instances:  # type: ignore[attr-defined]
+                self._launched_at[instance.id] = now
             if token:
                 self._tokens[key] = reservation
         if fault is not None:  # after_launch: the instances exist, the answer is lost

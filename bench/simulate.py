@@ -1,0 +1,146 @@
+"""``shoal simulate``'s replay speed: a synthetic 50,000-job, 90-day trace, one variant.
+
+    .venv/bin/python bench/simulate.py                  # 50,000 jobs over 90 days
+    .venv/bin/python bench/simulate.py --jobs 1000000   # the million-job figure (not in CI)
+
+The trace is ``synthetic.generate`` (seed 11): steady, bursty and quiet phases, log-normal
+run times with a Pareto tail; ``--days`` defaults to 90 days per 50,000 jobs, so a larger
+``--jobs`` keeps the same load. It is replayed under ``examples/simulate.yaml`` through the
+daemon's own controller (``engine.replay``), and the script prints jobs/s, simulated days
+per second, wall time and peak RSS against the targets (< 60 s and < 500 MB for 50,000
+jobs; < 20 minutes for a million).
+
+The peer, in the same run: the trace's first ``--peer-days`` days (default 2) replayed with
+skipping and with every pass run (``ReplayOptions(skip=False)``), best of two each,
+interleaved; the ratio is what skipping no-op passes saves, and the two results must be
+identical (``--peer-only`` stops there). Then the share of the
+replay's time spent in the planner (``scaler.planner.plan``), measured by wrapping it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from shoal.daemon.config import load_config  # noqa: E402
+from shoal.daemon.simulate import engine  # noqa: E402
+from shoal.daemon.simulate.engine import DAY, ReplayOptions, replay  # noqa: E402
+from shoal.daemon.simulate.report import Report, report_json  # noqa: E402
+from shoal.daemon.simulate.synthetic import SyntheticSpec, generate  # noqa: E402
+from shoal.daemon.simulate.trace import Trace, TraceBuilder  # noqa: E402
+
+CONFIG = ROOT / "examples" / "simulate.yaml"
+
+
+def prefix(trace: Trace, days: float) -> Trace:
+    b = TraceBuilder(trace.source, trace.format)
+    for job in trace:
+        if job.submit >= days * DAY:
+            break
+        s = job.shape
+        b.add(job.submit, job.run_time, job.wall_time, s.cores, s.memory, s.disk, s.preemptible)
+    return b.build()
+
+
+def variant_json(done: engine.Replay) -> str:
+    return report_json(Report("bench", "synthetic", done.result.jobs, "bench", 0, (done.result,)))
+
+
+class PlannerClock:
+    """Wraps the planner the controller calls to add up the time spent in it."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+
+    def install(self) -> None:
+        from shoal.daemon import loop
+        from shoal.scaler.planner import plan
+
+        def timed(*args: object) -> object:
+            start = time.perf_counter()
+            try:
+                return plan(*args)  # type: ignore[arg-type]
+            finally:
+                self.seconds += time.perf_counter() - start
+                self.calls += 1
+
+        loop._default_planner = lambda: timed  # type: ignore[assignment]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=50_000)
+    parser.add_argument("--days", type=float, default=None, help="default: 90 per 50,000 jobs")
+    parser.add_argument("--peer-days", type=float, default=2.0)
+    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--peer-only", action="store_true")
+    args = parser.parse_args(argv)
+    days = args.days if args.days is not None else 90.0 * args.jobs / 50_000
+    config = load_config(CONFIG)
+
+    start = time.perf_counter()
+    trace = generate(SyntheticSpec(jobs=args.jobs, days=days, seed=11))
+    print(f"trace: {len(trace):,} jobs over {days:g} days, generated in "
+          f"{time.perf_counter() - start:.1f} s")  # fmt: skip
+
+    if not args.no_peer:
+        head = prefix(trace, args.peer_days)
+        times = {}
+        results = {}
+        for skip in (False, True, False, True):  # best of two each, interleaved
+            start = time.perf_counter()
+            results[skip] = replay(head, config, ReplayOptions(skip=skip))
+            times[skip] = min(times.get(skip, math.inf), time.perf_counter() - start)
+        same = variant_json(results[True]) == variant_json(results[False])
+        fast, slow = results[True].stats, results[False].stats
+        print(
+            f"peer, first {args.peer_days:g} days ({len(head):,} jobs): skipping "
+            f"{times[True]:.1f} s ({fast.passes:,} passes run, {fast.passes_skipped:,} "
+            f"skipped) | every pass {times[False]:.1f} s ({slow.passes:,} passes) | "
+            f"ratio {times[False] / times[True]:.2f}x | same result: {'yes' if same else 'NO'}"
+        )
+    if args.peer_only:
+        return 0
+
+    planner = PlannerClock()
+    planner.install()
+    start = time.perf_counter()
+    done = replay(trace, config, ReplayOptions())
+    wall = time.perf_counter() - start
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    simulated_days = done.stats.end / DAY
+    v = done.result
+    print(
+        f"replay: {len(trace):,} jobs, {simulated_days:.1f} simulated days in {wall:.1f} s | "
+        f"{len(trace) / wall:,.0f} jobs/s | {simulated_days / wall:.2f} simulated days/s | "
+        f"peak RSS {rss_mb:.0f} MB"
+    )
+    print(
+        f"  passes: {done.stats.passes:,} run, {done.stats.passes_skipped:,} skipped; planner "
+        f"{planner.seconds:.1f} s of it ({100 * planner.seconds / wall:.0f}%, "
+        f"{1000 * planner.seconds / max(planner.calls, 1):.2f} ms a pass)"
+    )
+    print(
+        f"  result: ${v.cost:,.2f}, {v.node_hours:,.1f} node-hours, wait p50 {v.wait.p50:.0f} s "
+        f"p95 {v.wait.p95:.0f} s, {v.launches:,} launches, {v.jobs_never_started} never started"
+    )
+    if args.jobs == 50_000 and args.days is None:
+        print(
+            f"  targets: < 60 s: {'met' if wall < 60 else 'NOT met'} | < 500 MB: "
+            f"{'met' if rss_mb < 500 else 'NOT met'}"
+        )
+    elif args.jobs >= 1_000_000:
+        print(f"  target: < 20 minutes: {'met' if wall < 1200 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,620 @@
+"""The replay engine: a job trace through the daemon's own controller on a virtual clock.
+
+``replay(trace, config, options) -> Replay`` builds the simulated cloud and the controller
+exactly as ``shoal run`` does (``service.build_provider`` and ``service.build_controller``:
+the same planner, executor, retry layer, node tracker and backoff table) on a ``FakeClock``,
+and lets the in-simulation scheduler (``cluster.Cluster``) stand in for Slurm or Toil. There
+is no second implementation of the policy here: the engine only decides *when* things
+happen and carries news between the cloud, the scheduler and the controller.
+
+Time is seconds since the trace start (the clock reads ``EPOCH + t``). The engine jumps
+from event to event, never sleeping; at each time ``t``, in this order:
+
+1. spot interruptions due at ``t`` (``SimulatedProvisioner.next_interruption``): the node
+   leaves the scheduler (``node_interrupted``: its jobs are requeued);
+2. nodes whose instance joins at ``t`` (launch + ``boot_delay`` + ``join_delay``, and still
+   alive) join the scheduler with their usable room (the instance's shape less the
+   policy's overhead);
+3. jobs submitted at ``t`` queue; the scheduler finishes and starts jobs up to ``t``;
+4. if the scheduler's demand or joined nodes changed, the controller gets them
+   (``Controller.set_demand``, as a demand source pushes them);
+5. a pass, when one is due (below): ``Controller.run_pass()``. What it did is carried
+   back: launched instances are booked (they join later), drained nodes are cordoned,
+   terminated nodes leave the scheduler (``node_removed``: jobs requeued).
+
+When passes run is the daemon's loop (``Controller.run``) replayed: the first pass at
+``t = 0``; after a pass, the next one ``scaler.interval`` later, unless the demand changes
+first (at ``c``), then at ``c + scaler.debounce`` (a change at the very time a timer pass
+is due wins, as the demand event does in ``Controller._wait``). Timer passes fall on a
+grid: the time of the last demand-triggered pass plus whole intervals. Like a demand
+source that pushes on change, the scheduler reports running jobs' elapsed times as of the
+last change: the controller plans with those until the next one.
+
+**Skipping.** A timer pass is skipped (not run, but counted) when it provably cannot change
+anything: nothing happened since the last pass that ran (no demand change, no change in the
+cloud's listing), that pass planned nothing (``Plan.is_noop``) and left the planner state
+as it found it (a fixed point: betaInertia estimates converged, unneeded marks unchanged),
+and no timer of the controller falls due before it: a node's ``unneeded_time``, a booting
+node's ``join_timeout``, an offering's backoff expiry, a launch ledger entry's TTL, or a
+launched instance becoming visible after ``listing_lag``. Since the controller's demand is
+the object the last event gave it, such a pass would see the same snapshot, make the same
+no-op plan and keep the same state. The engine then jumps to the first grid point at or
+after the earliest due time (less a microsecond, so float rounding can only add a pass,
+never lose one). ``ReplayOptions(skip=False)`` runs every pass; the tests check both give
+the same result.
+
+**Billing** (``ReplayOptions``, the ``--billing-interval`` and ``--billing-minimum`` flags;
+the cloud itself only has prices): each instance is charged its price for its lifetime,
+at least ``billing_minimum``, rounded up to whole ``billing_interval`` s: 1 s and 60 s are
+EC2's per-second billing; ``3600`` bills whole hours. Node-hours are the lifetimes as run.
+
+**End.** After the last submit the replay runs until nothing can change any more: no job
+runs, no node is about to join, and the last pass was a fixed point with no timer due
+(queued jobs that no node will ever take then never start). Spot interruptions alone do
+not keep it going (a ``min`` of spot nodes would be replaced for ever). ``tail`` caps the
+time after the last submit. Instances still alive at the end are billed up to it.
+
+Results come from the cloud (launches, terminations, interruptions, prices) and the
+scheduler (waits, utilisation, jobs never started or fitting no node type); cost-ceiling
+hits count passes, skipped ones included, whose plan reported jobs held back by the
+cost ceiling (``Unschedulable.reasons`` holding ``"cost-ceiling"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+from shoal.daemon.config import ShoalConfig
+from shoal.daemon.loop import Controller, PassOutcome, PassRecord
+from shoal.daemon.metrics import ShoalMetrics
+from shoal.daemon.service import build_controller, build_provider
+from shoal.daemon.simulate.cluster import Cluster, UnschedulableJob
+from shoal.daemon.simulate.report import CostLine, SeriesRecorder, VariantResult, WaitStats
+from shoal.daemon.simulate.trace import Trace
+from shoal.providers.clock import FakeClock, InlineExecutor
+from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationResult
+from shoal.providers.simulated import SimulatedProvisioner
+from shoal.scaler.model import CapacityType, NodeState, Plan, Policy
+from shoal.scaler.planner import REASON_COST_CEILING, usable, usable_shape
+from shoal.scaler.shape import Shape
+
+__all__ = [
+    "DAY",
+    "EPOCH",
+    "EngineStats",
+    "Replay",
+    "ReplayOptions",
+    "SimulateError",
+    "replay",
+    "replay_async",
+]
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+EPOCH = 1_700_000_000.0  # what the virtual clock reads at the trace start
+_SLACK = 1e-6  # seconds: due times are taken this much early (an extra pass, never one less)
+
+
+class _ReplayMetrics(ShoalMetrics):
+    """The daemon's metrics, less the per-pass gauges of nodes and targets, which nobody
+    scrapes during a replay (they relabel every series each pass: a third of a pass's time)."""
+
+    def set_nodes(self, counts: Mapping[tuple[str, str], int], node_types: Iterable[str]) -> None:
+        pass
+
+    def set_targets(self, targets: Mapping[str, int]) -> None:
+        pass
+
+
+class _ReplayClock(FakeClock):
+    """A ``FakeClock`` the engine moves itself: nothing sleeps on it between passes."""
+
+    def jump(self, now: float) -> None:
+        deadline = self.next_deadline()
+        if deadline is not None and deadline <= now:
+            raise RuntimeError(f"a sleeper is due at {deadline}, before {now}")
+        self._now = max(self._now, now)
+
+
+class SimulateError(ValueError):
+    """The replay cannot run with this config (e.g. a provider that is not simulated)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    """How to replay: billing, when to stop, whether to skip no-op passes, the cloud's seed."""
+
+    billing_interval: float = 1.0  # seconds; lifetimes are rounded up to whole intervals
+    billing_minimum: float = 60.0  # seconds charged at least per instance (EC2: one minute)
+    tail: float = 30 * DAY  # stop at the latest this long after the last submit
+    skip: bool = True
+    seed: int | None = None  # the simulated cloud's seed; None: the config's provider.seed
+
+    def __post_init__(self) -> None:
+        if not self.billing_interval > 0:
+            raise ValueError(f"billing_interval must be > 0, not {self.billing_interval!r}")
+        if not self.billing_minimum >= 0:
+            raise ValueError(f"billing_minimum must be >= 0, not {self.billing_minimum!r}")
+        if not self.tail >= 0:
+            raise ValueError(f"tail must be >= 0, not {self.tail!r}")
+
+    def billed_seconds(self, lifetime: float) -> float:
+        seconds = max(lifetime, self.billing_minimum)
+        # 1e-9: a lifetime of 3600.0000000001 s (float sums of delays) is still one hour
+        return math.ceil(seconds / self.billing_interval - 1e-9) * self.billing_interval
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """How the replay went (not part of the report: it describes the engine, not the policy)."""
+
+    passes: int  # passes run through the controller
+    passes_skipped: int  # timer passes proven to change nothing, counted but not run
+    steps: int  # distinct times the engine stopped at
+    end: float  # seconds since the trace start when the replay ended
+    capped: bool  # ended by ``tail``, not because nothing could change any more
+
+
+@dataclass(frozen=True, eq=False)
+class Replay:
+    result: VariantResult
+    stats: EngineStats
+    unschedulable: tuple[UnschedulableJob, ...] = ()  # jobs no node type could hold
+
+
+@dataclass(slots=True)
+class _Instance:
+    name: str
+    instance_type: str
+    preemptible: bool
+    price: float  # USD per hour
+    launched: float
+    usable: Shape
+    joined: bool = False
+    ended: float | None = None
+
+
+@dataclass(slots=True)
+class _Bill:
+    cost: float = 0.0
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class _Totals:
+    launches: int = 0
+    terminations: int = 0
+    interruptions: int = 0
+    ceiling_hits: int = 0
+    passes: int = 0
+    skipped: int = 0
+    steps: int = 0
+    bills: dict[tuple[str, str], _Bill] = field(default_factory=dict)
+
+
+def _has_ceiling_hit(plan: Plan | None) -> bool:
+    return plan is not None and any(REASON_COST_CEILING in u.reasons for u in plan.unschedulable)
+
+
+class _Engine:
+    def __init__(
+        self,
+        trace: Trace,
+        config: ShoalConfig,
+        options: ReplayOptions,
+        name: str,
+        overrides: tuple[tuple[str, str], ...],
+        progress: Callable[[float], None] | None,
+    ) -> None:
+        if config.provider.kind != "simulated":
+            raise SimulateError(
+                f"provider.kind: shoal simulate replays on the simulated cloud; got "
+                f"{config.provider.kind!r} (set provider.kind: simulated with its boot_delay, "
+                "join_delay and capacity)"
+            )
+        if options.seed is not None:
+            provider = config.provider.model_copy(update={"seed": options.seed})
+            config = config.model_copy(update={"provider": provider})
+        self.config = config
+        self.trace = trace
+        self.options = options
+        self.name = name
+        self.overrides = overrides
+        self.progress = progress
+        self.totals = _Totals()
+        self.instances: dict[str, _Instance] = {}
+        self.live = 0  # instances alive
+        self.booting = 0  # alive, not joined
+        self.rate = 0.0  # USD per hour of the live instances
+        self.accrued = 0.0  # USD billed for ended instances plus the live ones up to `accrued_at`
+        self.accrued_at = 0.0
+        self.joins: list[tuple[float, int, str]] = []  # (join time, seq, name)
+        self.unlisted: list[float] = []  # heap of times launched instances become listed
+        self.events: list[ProviderEvent] = []
+        self.seen_interruptions = 0
+        self.series = SeriesRecorder()
+        self._last_sample: tuple[int, int, int, int, float] | None = None
+        self._usable: dict[tuple[str, bool], Shape] = {}
+
+    # --- setup -------------------------------------------------------------------------
+
+    async def _build(self) -> None:
+        asyncio.get_running_loop().set_default_executor(InlineExecutor())
+        self.clock = _ReplayClock(EPOCH)
+        provider = build_provider(self.config, self.clock)
+        assert isinstance(provider, SimulatedProvisioner)
+        self.provider = provider
+        self.controller: Controller = await build_controller(
+            self.config, provider, self.clock, metrics=_ReplayMetrics()
+        )
+        provider.subscribe(self.events.append)
+        policy: Policy = self.controller.policy
+        for instance_type in self.config.instance_types():
+            for preemptible in (False, True):
+                whole = await provider.getNodeShape(instance_type, preemptible)
+                self._usable[instance_type, preemptible] = usable(whole, policy)
+        self.cluster = Cluster(usable_shape(t, policy) for t in policy.node_types)
+        settings = self.controller.settings
+        self.interval = settings.interval
+        self.debounce = settings.debounce
+        await self.controller.reconcile()
+
+    # --- time and money ----------------------------------------------------------------
+
+    def _move_to(self, t: float) -> None:
+        self.clock.jump(EPOCH + t)
+
+    def _accrue(self, t: float) -> None:
+        self.accrued += self.rate * (t - self.accrued_at) / 3600.0
+        self.accrued_at = t
+
+    def _launched(self, attempt: LaunchAttempt, t: float) -> None:
+        preemptible = attempt.offering.capacity_type is CapacityType.SPOT
+        instance_type = attempt.offering.instance_type
+        price = self.provider.types[instance_type].price(preemptible)
+        usable = self._usable[instance_type, preemptible]
+        p = self.provider
+        self._accrue(t)
+        for name in attempt.ids:
+            if name in self.instances:
+                continue  # a retried request returns the instances it launched before
+            self.instances[name] = _Instance(name, instance_type, preemptible, price, t, usable)
+            self.totals.launches += 1
+            self.live += 1
+            self.booting += 1
+            self.rate += price
+            heapq.heappush(self.joins, (t + p.boot_delay + p.join_delay, len(self.instances), name))
+            if p.listing_lag > 0:
+                heapq.heappush(self.unlisted, t + p.listing_lag)
+
+    def _ended(self, name: str, t: float) -> _Instance | None:
+        inst = self.instances.get(name)
+        if inst is None or inst.ended is not None:
+            return None
+        self._accrue(t)
+        inst.ended = t
+        self.live -= 1
+        if not inst.joined:
+            self.booting -= 1
+        self.rate -= inst.price
+        lifetime = t - inst.launched
+        billed = self.options.billed_seconds(lifetime)
+        charge = inst.price * billed / 3600.0
+        # what accrued per second so far is in `accrued`; add the rounding up
+        self.accrued += charge - inst.price * lifetime / 3600.0
+        capacity = CapacityType.SPOT if inst.preemptible else CapacityType.ON_DEMAND
+        bill = self.totals.bills.setdefault((inst.instance_type, capacity.value), _Bill())
+        bill.cost += charge
+        bill.seconds += lifetime
+        return inst
+
+    def _sample(self, t: float) -> None:
+        c = self.cluster
+        key = (self.live, self.booting, c.queued_count, c.running_count, self.rate)
+        if key == self._last_sample:
+            return
+        self._last_sample = key
+        self._accrue(t)
+        self.series.sample(t, self.live, self.booting, key[2], key[3], self.accrued)
+
+    # --- events ------------------------------------------------------------------------
+
+    def _interruptions(self, t: float) -> bool:
+        """Apply interruptions due by ``t``; True if the cloud's listing changed."""
+        self.provider.count()  # the cloud applies what happened on its clock
+        new = self.provider.interruptions[self.seen_interruptions :]
+        self.seen_interruptions += len(new)
+        for name, _ in new:
+            inst = self._ended(name, t)
+            if inst is None:
+                continue
+            self.totals.interruptions += 1
+            if inst.joined:
+                self.cluster.node_interrupted(name, t)
+        return bool(new)
+
+    def _joins(self, t: float) -> None:
+        joins = self.joins
+        while joins and joins[0][0] <= t:
+            _, _, name = heapq.heappop(joins)
+            inst = self.instances[name]
+            if inst.ended is not None:
+                continue  # interrupted or terminated while booting
+            self._accrue(t)
+            inst.joined = True
+            self.booting -= 1
+            self.cluster.node_joined(name, inst.usable, t)
+
+    def _after_pass(self, record: PassRecord, t: float) -> None:
+        events = list(self.events)
+        self.events.clear()
+        for event in events:
+            if isinstance(event, LaunchAttempt) and event.ids:
+                self._launched(event, t)
+        cluster = self.cluster
+        in_sync = cluster.version == self.fed_version
+        for name in record.drained:
+            cluster.cordon(name, t)  # no new work; the demand source reports no change
+        if in_sync:
+            self.fed_version = cluster.version
+        for event in events:
+            if isinstance(event, TerminationResult):
+                for name in event.terminated:
+                    if self._ended(name, t) is not None:
+                        self.totals.terminations += 1
+                        cluster.node_removed(name, t)
+
+    def _feed(self, t: float) -> None:
+        cluster = self.cluster
+        cluster.advance(t)
+        if cluster.version != self.fed_version:
+            self.controller.set_demand(cluster.update(t))
+            self.fed_version = cluster.version
+            if self.change_at is None:
+                self.change_at = t
+
+    # --- skipping ----------------------------------------------------------------------
+
+    def _due(self) -> float | None:
+        """The earliest time a timer of the controller (or the listing) changes a pass."""
+        c = self.controller
+        policy = c.policy
+        now = self.clock.now()
+        times: list[float] = []
+        if c.state.unneeded_since:
+            times.append(min(c.state.unneeded_since.values()) + policy.scale_down_unneeded_time)
+        for info in c.tracker.infos():
+            if info.state is NodeState.BOOTING and not info.static:
+                times.append(info.launched_at + policy.join_timeout)
+        times.extend(e.until for e in c.backoff.entries.values() if e.until > now)
+        times.extend(
+            t.accepted_at + c.tracker.ledger_ttl
+            for t in c.tracker.pending()
+            if t.accepted_at is not None
+        )
+        due = min(times) - EPOCH if times else None
+        if self.unlisted:
+            due = self.unlisted[0] if due is None else min(due, self.unlisted[0])
+        return None if due is None else due - _SLACK
+
+    def _next_grid(self, due: float) -> float:
+        """The first timer pass at or after ``due`` (and after the last one)."""
+        k = max(self.k + 1, math.ceil((due - self.anchor) / self.interval))
+        return self.anchor + k * self.interval
+
+    def _catch_up(self, t: float) -> None:
+        """Count the timer passes skipped strictly before ``t``: each would have made the
+        last plan again (so a cost-ceiling hit again, if that plan was one)."""
+        k = self.k
+        while self.anchor + (k + 1) * self.interval < t:
+            k += 1
+        skipped = k - self.k
+        self.k = k
+        self.totals.skipped += skipped
+        self.totals.ceiling_hits += skipped * self.ceiling
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> Replay:
+        await self._build()
+        trace = self.trace
+        submits = trace.submit.tolist()
+        runs = trace.run_time.tolist()
+        shape_of = [trace.shapes[i] for i in trace.shape_index.tolist()]
+        n = len(submits)
+        cap = (submits[-1] if n else 0.0) + self.options.tail
+        cluster = self.cluster
+        skip = self.options.skip
+        self.fed_version = cluster.version
+        self.change_at: float | None = None  # the first demand change since the last pass
+        self.anchor = 0.0  # timer passes fall at anchor + k * interval
+        self.k = -1  # the last timer pass since the anchor (the first pass is at 0)
+        self.ceiling = False  # the last plan held jobs back for the cost ceiling
+        fixed = False  # the last pass run was a no-op at a fixed point, nothing since
+        due: float | None = None  # when a timer of the controller falls due (if fixed)
+        first = True
+        i = 0
+        t = 0.0
+        capped = False
+        while True:
+            if self.change_at is not None:
+                pass_at = self.change_at + self.debounce
+            elif skip and fixed:
+                pass_at = math.inf if due is None else self._next_grid(due)
+            else:
+                pass_at = self.anchor + (self.k + 1) * self.interval
+            if (
+                i >= n
+                and fixed
+                and due is None
+                and not self.joins
+                and not cluster.running_count
+                and self.change_at is None
+            ):
+                break  # nothing can change any more
+            nxt = pass_at
+            if i < n:
+                nxt = min(nxt, submits[i])
+            finish = cluster.next_finish()
+            if finish is not None:
+                nxt = min(nxt, finish)
+            if self.joins:
+                nxt = min(nxt, self.joins[0][0])
+            interrupt = self.provider.next_interruption()
+            if interrupt is not None:
+                nxt = min(nxt, interrupt - EPOCH)
+            nxt = max(nxt, t)
+            if nxt > cap:
+                capped = True
+                break
+            t = nxt
+            self.totals.steps += 1
+            self._move_to(t)
+            listing_changed = self._interruptions(t)
+            self._joins(t)
+            while i < n and submits[i] <= t:
+                cluster.submit(i, shape_of[i], runs[i], t)
+                i += 1
+            self._feed(t)
+            if fixed and (listing_changed or self.change_at is not None):
+                if skip:
+                    self._catch_up(t)
+                fixed = False
+            if first:
+                kind = "timer"
+            elif self.change_at is not None:
+                kind = "event" if t >= self.change_at + self.debounce else ""
+            elif skip and fixed:
+                kind = "timer" if t >= pass_at else ""
+            elif t >= self.anchor + (self.k + 1) * self.interval:
+                kind = "timer"
+            else:
+                kind = ""
+            if kind:
+                if kind == "timer" and skip and fixed:
+                    self._catch_up(t)
+                record, fixed, self.ceiling = await self._pass(t)
+                first = False
+                if kind == "timer":
+                    self.k += 1
+                else:
+                    self.anchor, self.k = t, 0
+                self.change_at = None
+                self._after_pass(record, t)
+                self._feed(t)
+                if self.change_at is not None:
+                    fixed = False
+                while self.unlisted and self.unlisted[0] <= t:
+                    heapq.heappop(self.unlisted)
+                due = self._due() if fixed else None
+            self._sample(t)
+            if self.progress is not None:
+                self.progress(t)
+        return self._result(cap if capped else t, capped)
+
+    async def _pass(self, t: float) -> tuple[PassRecord, bool, bool]:
+        c = self.controller
+        before = c.state
+        # A pass sleeps on the clock only to retry a provider call: then let time run.
+        record = await self.clock.run_until(c.run_pass())
+        self.totals.passes += 1
+        if record.outcome is not PassOutcome.OK:
+            return record, False, False
+        plan = c.last_plan
+        assert plan is not None
+        hit = _has_ceiling_hit(plan)
+        self.totals.ceiling_hits += hit
+        fixed = plan.is_noop and not record.errors and c.state == before
+        return record, fixed, hit
+
+    # --- results -----------------------------------------------------------------------
+
+    def _result(self, end: float, capped: bool) -> Replay:
+        self._move_to(end)
+        for name in list(self.instances):
+            self._ended(name, end)
+        self._sample(end)
+        stats = self.cluster.stats(end)
+        t = self.totals
+        by_type = tuple(
+            CostLine(node_type, capacity, bill.cost, bill.seconds / 3600.0)
+            for (node_type, capacity), bill in sorted(t.bills.items())
+        )
+        waits = np.asarray(stats.waits, dtype=np.float64)
+        result = VariantResult(
+            name=self.name,
+            overrides=self.overrides,
+            jobs=len(self.trace),
+            jobs_started=stats.started,
+            jobs_completed=stats.completed,
+            jobs_never_started=stats.never_started,
+            jobs_unschedulable=len(stats.unschedulable),
+            cost=sum(line.cost for line in by_type),
+            node_hours=sum(line.node_hours for line in by_type),
+            by_type=by_type,
+            utilisation=stats.utilisation,
+            wait=WaitStats.of(waits),
+            launches=t.launches,
+            terminations=t.terminations,
+            interruptions=t.interruptions,
+            cost_ceiling_hits=t.ceiling_hits,
+            requeues=stats.requeues,
+            simulated_seconds=end,
+            series=self.series.build(),
+            waits=waits,
+        )
+        engine = EngineStats(t.passes, t.skipped, t.steps, end, capped)
+        return Replay(result, engine, stats.unschedulable)
+
+
+@contextmanager
+def _quiet_logs(level: int) -> Iterator[None]:
+    """The daemon logs every pass; a replay runs hundreds of thousands."""
+    logger = logging.getLogger("shoal")
+    old = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+async def replay_async(
+    trace: Trace,
+    config: ShoalConfig,
+    options: ReplayOptions | None = None,
+    *,
+    name: str = "config",
+    overrides: tuple[tuple[str, str], ...] = (),
+    progress: Callable[[float], None] | None = None,
+) -> Replay:
+    """``replay`` inside a running event loop (installs ``InlineExecutor`` as its default)."""
+    engine = _Engine(trace, config, options or ReplayOptions(), name, overrides, progress)
+    return await engine.run()
+
+
+def replay(
+    trace: Trace,
+    config: ShoalConfig,
+    options: ReplayOptions | None = None,
+    *,
+    name: str = "config",
+    overrides: tuple[tuple[str, str], ...] = (),
+    progress: Callable[[float], None] | None = None,
+    log_level: int = logging.ERROR,
+) -> Replay:
+    """Replay ``trace`` under ``config`` (whose provider must be the simulated cloud) in a
+    fresh event loop. Raises ``SimulateError`` for a config it cannot replay, and whatever
+    building the controller raises (e.g. ``ProviderError`` for an unknown instance type)."""
+    with _quiet_logs(log_level):
+        return asyncio.run(
+            replay_async(trace, config, options, name=name, overrides=overrides, progress=progress)
+        )

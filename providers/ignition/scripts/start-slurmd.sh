@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Start slurmd in configless mode: it fetches slurm.conf from the controller, so this
+# node needs no Slurm configuration of its own.
+set -euo pipefail
+shopt -s inherit_errexit  # a failed step inside $(...) fails the script too
+slurmd=@SLURMD@
+conf_server=@CONF_SERVER@
+registration=@REGISTRATION@  # named: slurmd -N NAME | dynamic: slurmd -Z --conf
+node_name=@NODE_NAME@        # named: where NAME comes from (tag | hostname)
+dynamic_conf=@DYNAMIC_CONF@
+imds="${SHOAL_IMDS_ENDPOINT:-http://169.254.169.254}"
+
+# One item of the instance metadata, through an IMDSv2 session token.
+metadata() {
+    local token
+    token="$(curl -fsS --noproxy "*" --retry 10 --retry-connrefused --retry-delay 1 --max-time 5 \
+        -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" "$imds/latest/api/token")"
+    curl -fsS --noproxy "*" --retry 10 --retry-connrefused --retry-delay 1 --max-time 5 \
+        -H "X-aws-ec2-metadata-token: $token" "$imds/latest/meta-data/$1"
+}
+
+case "$registration" in
+    named)
+        case "$node_name" in
+            tag)
+                name="$(metadata "tags/instance/@NODE_NAME_TAG@")"
+                ;;
+            hostname)
+                name="$(metadata local-hostname)"
+                name="${name%%.*}"
+                ;;
+            *)
+                echo "unknown node name source $node_name" >&2
+                exit 2
+                ;;
+        esac
+        if [ -z "$name" ]; then
+            echo "no Slurm node name for this instance" >&2
+            exit 1
+        fi
+        echo "starting slurmd as node $name, configuration from $conf_server"
+        exec "$slurmd" -D --conf-server "$conf_server" -N "$name"
+        ;;
+    dynamic)
+        args=(-Z)
+        if [ -n "$dynamic_conf" ]; then
+            args+=(--conf "$dynamic_conf")
+        fi
+        echo "starting dynamic slurmd (${dynamic_conf:-no features}), configuration from $conf_server"
+        exec "$slurmd" -D --conf-server "$conf_server" "${args[@]}"
+        ;;
+    *)
+        echo "unknown registration $registration" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,138 @@
+"""How launched workers join the scheduler: the settings a provisioner needs for worker user data.
+
+The daemon's ``workers`` config section (``daemon.config.WorkersConfig``) satisfies
+``WorkerSettings``; providers only read these attributes, so they never import the daemon.
+
+- ``leader``: where the scheduler's leader is: ``address`` given, or ``discover``:
+  ``"tag"`` (the instance ``launchCluster`` tagged as this cluster's leader, via ``getLeader``)
+  or ``"imds"`` (this machine, shoal running on the leader: ``readClusterSettings``).
+- ``kubernetes``: the ``kubeadm join`` values: the bootstrap token (read from ``token_file``,
+  never logged), the CA certificate hash and the API server endpoint (default: the leader,
+  port 6443).
+- ``slurm``: the munge key (read from ``munge_key_file``), the controller slurmd fetches its
+  configuration from (default: the leader), and how slurmd registers: ``named`` (``-N``, the
+  name from the instance tag ``TAG_SLURM_NODE`` or the metadata service's host name) or
+  ``dynamic`` (``-Z --conf "Feature=..."``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+__all__ = [
+    "KUBEADM_TOKEN",
+    "KUBERNETES_API_PORT",
+    "MUNGE_KEY_MAX",
+    "MUNGE_KEY_MIN",
+    "TAG_SLURM_NODE",
+    "KubernetesJoinSettings",
+    "LeaderSettings",
+    "SlurmWorkerSettings",
+    "WorkerSettings",
+    "read_kubeadm_token",
+    "read_munge_key",
+]
+
+#: The instance tag holding a worker's Slurm node name (``registration: named``,
+#: ``node_name: tag``); the worker reads it from the instance metadata service, so its key
+#: uses only characters EC2 allows in metadata tag keys.
+TAG_SLURM_NODE = "shoal:slurm-node"
+KUBERNETES_API_PORT = 6443
+#: A kubeadm bootstrap token: ``[a-z0-9]{6}.[a-z0-9]{16}`` (kubeadm's own format check).
+KUBEADM_TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
+#: munged refuses keys shorter than 32 bytes; mungekey writes 128 by default (1024 bits).
+#: The upper bound keeps the key well inside EC2's 16 KiB of user data.
+MUNGE_KEY_MIN = 32
+MUNGE_KEY_MAX = 1024
+
+
+class LeaderSettings(Protocol):
+    @property
+    def address(self) -> str | None: ...
+
+    @property
+    def discover(self) -> str | None:
+        """``"tag"`` or ``"imds"`` (None when ``address`` is given)."""
+        ...
+
+
+class KubernetesJoinSettings(Protocol):
+    @property
+    def token_file(self) -> Path: ...
+
+    @property
+    def ca_cert_hash(self) -> str: ...
+
+    @property
+    def api_endpoint(self) -> str | None: ...
+
+
+class SlurmWorkerSettings(Protocol):
+    @property
+    def munge_key_file(self) -> Path: ...
+
+    @property
+    def conf_server(self) -> str | None: ...
+
+    @property
+    def registration(self) -> str:
+        """``"named"`` or ``"dynamic"``."""
+        ...
+
+    @property
+    def node_name(self) -> str:
+        """``"tag"`` or ``"hostname"`` (named registration)."""
+        ...
+
+    @property
+    def features(self) -> Sequence[str]: ...
+
+    @property
+    def slurmd(self) -> str: ...
+
+    @property
+    def munged(self) -> str: ...
+
+
+class WorkerSettings(Protocol):
+    @property
+    def leader(self) -> LeaderSettings | None: ...
+
+    @property
+    def kubernetes(self) -> KubernetesJoinSettings | None: ...
+
+    @property
+    def slurm(self) -> SlurmWorkerSettings | None: ...
+
+
+def read_kubeadm_token(path: Path) -> str:
+    """The bootstrap token in ``path`` (surrounding whitespace dropped). A ``ValueError`` says
+    what is wrong without quoting the file's contents."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the token file: {type(exc).__name__}") from None
+    if not KUBEADM_TOKEN.match(token):
+        raise ValueError(
+            "the token file does not hold a kubeadm bootstrap token "
+            "(6 and 16 lower-case letters or digits joined by a dot, as `kubeadm token create` "
+            "prints)"
+        )
+    return token
+
+
+def read_munge_key(path: Path) -> bytes:
+    """The munge key in ``path``, as bytes. A ``ValueError`` says what is wrong."""
+    try:
+        key = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read the munge key file: {type(exc).__name__}") from None
+    if not MUNGE_KEY_MIN <= len(key) <= MUNGE_KEY_MAX:
+        raise ValueError(
+            f"the munge key file holds {len(key)} bytes; munged needs {MUNGE_KEY_MIN} to "
+            f"{MUNGE_KEY_MAX} (`mungekey` writes 128)"
+        )
+    return key

@@ -1,0 +1,174 @@
+"""Taking a draining node back: the undrain hook (command or webhook) and the executor step
+that calls it and marks the node ready, then the planner sees it as capacity again."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from shoal.daemon.config import parse_config
+from shoal.daemon.drain import (
+    CommandUndrainHook,
+    DrainError,
+    NoUndrainHook,
+    WebhookUndrainHook,
+    make_undrain_hook,
+)
+from shoal.daemon.executor import Executor
+from shoal.daemon.http import start_http
+from shoal.daemon.metrics import ShoalMetrics
+from shoal.daemon.nodes import NodeTracker, TrackedState
+from shoal.providers.base import TAG_AUTOSCALED, Node
+from shoal.providers.clock import FakeClock
+from shoal.providers.simulated import SimulatedProvisioner
+from shoal.scaler.model import AddCause, NodeAction, NodeType, Plan, PlannerState, Policy
+from shoal.scaler.shape import Shape
+
+ZONE = "us-west-2a"
+
+
+def config_dict(**sections: Any) -> dict[str, Any]:
+    return {
+        "cluster_name": "test",
+        "provider": {"kind": "simulated", "zone": ZONE},
+        "node_types": [{"type": "c5.xlarge"}],
+        **sections,
+    }
+
+
+def make_provider(clock: FakeClock) -> SimulatedProvisioner:
+    return SimulatedProvisioner(clusterName="test", clusterType="mesos", zone=ZONE, clock=clock)
+
+
+C5 = NodeType("c5.xlarge", ("c5.xlarge",), Shape(3600, 8 * 1024**3, 4, 50 * 1024**3, False))
+
+
+async def test_undrain_command_substitutes_the_node_and_fails_loudly(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    await CommandUndrainHook(["sh", "-c", f"echo {{node}} > {out}"]).undrain("i-7")
+    assert out.read_text().strip() == "i-7"
+    with pytest.raises(DrainError, match="undrain command 'sh' exited 3"):
+        await CommandUndrainHook(["sh", "-c", "exit 3"]).undrain("i-7")
+    with pytest.raises(DrainError, match="undrain command 'sleep' timed out"):
+        await CommandUndrainHook(["sleep", "5"], timeout=0.2).undrain("i-7")
+
+
+async def test_undrain_webhook_posts_the_node_and_fails_on_errors() -> None:
+    seen: list[Any] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append(body)
+        return web.json_response({}, status=503 if body["node"] == "bad" else 204)
+
+    app = web.Application()
+    app.router.add_post("/undrain", hook)
+    runner, port = await start_http(app, "127.0.0.1", 0)
+    try:
+        undrain = WebhookUndrainHook(f"http://127.0.0.1:{port}/undrain", timeout=5)
+        await undrain.undrain("i-1")
+        with pytest.raises(DrainError, match="undrain webhook answered HTTP 503"):
+            await undrain.undrain("bad")
+    finally:
+        await runner.cleanup()
+    assert seen == [{"node": "i-1"}, {"node": "bad"}]
+
+
+def test_undrain_hook_follows_the_config(tmp_path: Path) -> None:
+    drain = parse_config(
+        config_dict(drain={"undrain_command": ["scontrol", "update", "{node}", "resume"]})
+    ).drain
+    assert isinstance(
+        make_undrain_hook(drain.undrain_command, drain.undrain_webhook), CommandUndrainHook
+    )
+    web_drain = parse_config(config_dict(drain={"undrain_webhook": "http://127.0.0.1:1/u"})).drain
+    hook = make_undrain_hook(web_drain.undrain_command, web_drain.undrain_webhook)
+    assert isinstance(hook, WebhookUndrainHook) and hook.url == "http://127.0.0.1:1/u"
+    assert isinstance(make_undrain_hook(None, None), NoUndrainHook)
+
+
+class Recorder:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[str] = []
+        self.fail = fail
+
+    async def undrain(self, node: str) -> None:
+        self.calls.append(node)
+        if self.fail:
+            raise DrainError("scheduler said no")
+
+
+def _tracker(*states: tuple[str, TrackedState]) -> NodeTracker:
+    tracker = NodeTracker([C5], default_zone=ZONE)
+    nodes = [
+        Node(
+            None,
+            f"10.0.0.{i}",
+            name,
+            dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+            "c5.xlarge",
+            False,
+            tags={TAG_AUTOSCALED: "true"},
+            joined=True,
+        )
+        for i, (name, _) in enumerate(states)
+    ]
+    tracker.observe(nodes, None)
+    for name, state in states:
+        tracker.mark(name, state)
+    return tracker
+
+
+def _plan(*node_ids: str) -> Plan:
+    return Plan(
+        launches=(),
+        drains=(),
+        terminations=(),
+        targets={"c5.xlarge": len(node_ids)},
+        unschedulable=(),
+        state=PlannerState(),
+        undrains=tuple(
+            NodeAction(n, "c5.xlarge", AddCause.DEMAND, "2 queued jobs need 1 x c5.xlarge")
+            for n in node_ids
+        ),
+    )
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["hook-succeeds", "hook-fails"])
+async def test_executor_undrains_through_the_hook_and_marks_ready(fail: bool) -> None:
+    clock = FakeClock()
+    provider = make_provider(clock)
+    hook = Recorder(fail=fail)
+    executor = Executor(provider, clock, ShoalMetrics(), undrain_hook=hook)
+    tracker = _tracker(("n1", TrackedState.DRAINING), ("n2", TrackedState.READY))
+    report = await executor.execute(_plan("n1", "n2"), Policy(node_types=(C5,)), tracker, set())
+    assert hook.calls == ["n1"]  # n2 is not draining: nothing to take back
+    n1 = tracker.get("n1")
+    assert n1 is not None
+    if fail:
+        assert n1.state is TrackedState.DRAINING
+        assert report.undrained == [] and "scheduler said no" in report.errors[0]
+    else:
+        assert n1.state is TrackedState.READY
+        assert report.undrained == ["n1"] and report.errors == []
+        # the planner sees it as ready capacity again, not a node to terminate
+        assert {i.id: i.state.value for i in tracker.infos()} == {"n1": "ready", "n2": "ready"}
+
+
+async def test_executor_refuses_to_undrain_a_static_node() -> None:
+    clock = FakeClock()
+    provider = make_provider(clock)
+    hook = Recorder()
+    tracker = NodeTracker([C5], default_zone=ZONE)
+    static = Node(
+        None, "10.0.0.9", "s1", dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "c5.xlarge", False
+    )
+    tracker.observe([static], None)
+    tracker.mark("s1", TrackedState.DRAINING)
+    executor = Executor(provider, clock, ShoalMetrics(), undrain_hook=hook)
+    report = await executor.execute(_plan("s1"), Policy(node_types=(C5,)), tracker, set())
+    assert hook.calls == [] and report.undrained == []
+    assert tracker.get("s1").state is TrackedState.DRAINING  # type: ignore[union-attr]

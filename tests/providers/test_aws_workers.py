@@ -1,0 +1,319 @@
+"""Workers the AWS provider launches join the scheduler: their user data, read back from a
+local moto server (DescribeInstanceAttribute userData) and decoded, holds the agent unit of
+the cluster type, enabled, pointing at the configured leader, and every unit verifies.
+
+The provisioner is built from a real daemon config (``AWSProvisioner.from_config``), as the
+service builds it; the leader is found as configured: its address, the instance
+``launchCluster`` tagged in moto, or the instance metadata service (a fake IMDSv2 serving the
+leader's metadata as moto describes the instance). ``readClusterSettings`` reads the fake.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiobotocore.session import get_session
+from fake_imds import FakeImds
+from moto_fixtures import Ec2Behaviour
+from shoal.daemon.config import ShoalConfig, parse_config
+from shoal.providers.aws import MAX_USER_DATA, AWSProvisioner
+from shoal.providers.base import client_token
+from shoal.providers.errors import ProviderError
+from shoal.providers.outcomes import LaunchRequest
+from shoal.providers.workers import TAG_SLURM_NODE
+from shoal.scaler.model import CapacityType, Offering
+from systemd_verify import assert_units_verify, files_of, needs_systemd_analyze, units_of
+from test_ignition import check_ignition_2_2
+
+IMAGE = "ami-12c6146b"
+ZONE = "us-east-1a"
+TOKEN = "abcdef.0123456789abcdef"
+CA_HASH = "sha256:" + "cd" * 32
+MUNGE_KEY = hashlib.sha512(b"moto munge").digest() * 2
+
+
+@dataclasses.dataclass
+class Env:
+    url: str
+    behaviour: Ec2Behaviour
+    tmp: Path
+    imds_url: str = "http://127.0.0.1:9"  # nothing listens: a test that reads it says so
+
+    def config(self, cluster_type: str, workers: dict[str, Any] | None, **provider: Any) -> Any:
+        (self.tmp / "token").write_text(TOKEN + "\n")
+        (self.tmp / "munge.key").write_bytes(MUNGE_KEY)
+        data: dict[str, Any] = {
+            "cluster_name": "demo",
+            "provider": {
+                "kind": "aws",
+                "cluster_type": cluster_type,
+                "region": "us-east-1",
+                "zone": ZONE,
+                "endpoint_url": self.url,
+                "image_id": IMAGE,
+                "metadata_endpoint": self.imds_url,
+                **provider,
+            },
+            "node_types": [{"type": "c5.xlarge", "max": 5}],
+        }
+        if workers is not None:
+            data["workers"] = workers
+        return parse_config(data)
+
+    def k8s(self, **extra: Any) -> dict[str, Any]:
+        return {"token_file": str(self.tmp / "token"), "ca_cert_hash": CA_HASH, **extra}
+
+    def slurm(self, **extra: Any) -> dict[str, Any]:
+        return {"munge_key_file": str(self.tmp / "munge.key"), **extra}
+
+    async def describe(self, instance_id: str) -> dict[str, Any]:
+        async with self.client() as ec2:
+            resp = await ec2.describe_instances(InstanceIds=[instance_id])
+        return resp["Reservations"][0]["Instances"][0]
+
+    async def user_data(self, instance_id: str) -> dict[str, Any]:
+        async with self.client() as ec2:
+            attr = await ec2.describe_instance_attribute(
+                InstanceId=instance_id, Attribute="userData"
+            )
+        raw = base64.b64decode(attr["UserData"]["Value"])
+        assert len(raw) <= MAX_USER_DATA
+        assert check_ignition_2_2(raw.decode()) == []
+        return json.loads(raw)
+
+    def client(self) -> Any:
+        return get_session().create_client(
+            "ec2",  # type: ignore[call-overload]
+            region_name="us-east-1",
+            endpoint_url=self.url,
+        )
+
+
+@pytest.fixture
+def env(moto_url: str, ec2_behaviour: Ec2Behaviour, tmp_path: Path) -> Env:
+    return Env(moto_url, ec2_behaviour, tmp_path)
+
+
+@pytest.fixture
+async def leader(env: Env) -> dict[str, Any]:
+    """The cluster's leader, launched and tagged by launchCluster in moto."""
+    async with AWSProvisioner.from_config(env.config("mesos", None)) as launcher:
+        await launcher.launchCluster("t3.medium")
+        node = await launcher.getLeader()
+    return await env.describe(node.name)
+
+
+@pytest.fixture
+async def imds(env: Env, leader: dict[str, Any]) -> AsyncIterator[FakeImds]:
+    """IMDSv2 of the leader instance (shoal runs there); env's configs point at it."""
+    fake = FakeImds.of_instance(leader)
+    env.imds_url = await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+async def add_one(aws: AWSProvisioner) -> str:
+    """Launch one worker as the planner does (addNodes); its instance id."""
+    assert await aws.addNodes(["c5.xlarge"], 1, False, requestId="join-1") == 1
+    (node,) = await aws.getProvisionedWorkers()
+    return node.name
+
+
+async def launch_one(config: ShoalConfig) -> tuple[AWSProvisioner, str]:
+    """A provisioner built from ``config`` (closed again) and the worker it launched."""
+    async with AWSProvisioner.from_config(config) as aws:
+        return aws, await add_one(aws)
+
+
+# -- the agent in the user data of a launched worker --------------------------------------
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("source", ["address", "discover-tag", "discover-imds"])
+async def test_mesos_worker_runs_the_agent_of_the_leader(
+    source: str, env: Env, leader: dict[str, Any], imds: FakeImds, tmp_path: Path
+) -> None:
+    leader_ip = leader["PrivateIpAddress"]
+    how = {"address": {"address": leader_ip}}.get(source, {"discover": source[9:]})
+    aws, worker = await launch_one(env.config("mesos", {"leader": how}))  # prepared on launch
+    assert aws._leaderPrivateIP == leader_ip
+    if source == "discover-imds":
+        assert aws.leader_instance_id == leader["InstanceId"]
+    doc = await env.user_data(worker)
+    (unit,) = [u for u in doc["systemd"]["units"] if u["name"] == "toil-worker.service"]
+    assert unit["enabled"] is True
+    assert f"--master={leader_ip}:5050" in unit["contents"]
+    assert "--entrypoint=mesos-agent" in unit["contents"]
+    assert_units_verify(tmp_path, doc)
+    imds_reads = [p for m, p, _ in imds.requests if m == "GET"]
+    assert bool(imds_reads) == (source == "discover-imds")
+
+
+@needs_systemd_analyze
+async def test_kubernetes_worker_joins_with_the_configured_values(
+    env: Env, leader: dict[str, Any], imds: FakeImds, tmp_path: Path
+) -> None:
+    config = env.config("kubernetes", {"leader": {"discover": "imds"}, "kubernetes": env.k8s()})
+    async with AWSProvisioner.from_config(config) as aws:
+        await aws.prepare_workers(config.workers)  # what the service does at start
+        worker = await add_one(aws)
+    doc = await env.user_data(worker)
+    units = {u["name"]: u for u in doc["systemd"]["units"]}
+    join = units["join-kubernetes-cluster.service"]
+    assert join["enabled"] is True
+    assert "Requires=install-kubernetes.service" in join["contents"].splitlines()
+    assert {"install-kubernetes.service", "kubelet.service"} <= set(units)
+    files = files_of(doc)
+    endpoint = f"{leader['PrivateIpAddress']}:6443"
+    assert f'kubeadm join "{endpoint}"' in files["/home/core/join-kubernetes-cluster.sh"]
+    worker_yml = files["/home/core/kubernetes-worker.yml"]
+    assert f'token: "{TOKEN}"' in worker_yml and CA_HASH in worker_yml
+    assert_units_verify(tmp_path, doc)
+
+
+@needs_systemd_analyze
+async def test_dynamic_slurm_worker_starts_munge_and_slurmd(env: Env, tmp_path: Path) -> None:
+    workers = {
+        "leader": {"address": "10.0.0.5"},
+        "slurm": env.slurm(registration="dynamic", features=["shoal"]),
+    }
+    _, worker = await launch_one(env.config("slurm", workers))
+    doc = await env.user_data(worker)
+    units = {u["name"]: u for u in doc["systemd"]["units"]}
+    assert units["slurmd.service"]["enabled"] and units["munge.service"]["enabled"]
+    assert "configless from 10.0.0.5" in units["slurmd.service"]["contents"]
+    script = files_of(doc)["/home/core/start-slurmd.sh"]
+    assert "conf_server=10.0.0.5\n" in script
+    assert "dynamic_conf=Feature=shoal,c5.xlarge\n" in script
+    assert_units_verify(tmp_path, doc)
+    # No metadata tags needed: the launch leaves the instance's metadata options alone.
+    assert (await env.describe(worker)).get("MetadataOptions", {}).get("InstanceMetadataTags") in (
+        None,
+        "disabled",
+    )
+
+
+async def test_named_slurm_worker_is_launched_one_by_one_with_its_tag(env: Env) -> None:
+    config = env.config(
+        "slurm", {"slurm": env.slurm(conf_server="ctl.internal:6817", node_name="tag")}
+    )
+    async with AWSProvisioner.from_config(config) as aws:
+        # The planner's launches carry no node name: refused before anything is launched.
+        with pytest.raises(ProviderError) as info:
+            await aws.addNodes(["c5.xlarge"], 2, False)
+        assert info.value.code == "SlurmNodeNameMissing"
+        assert env.behaviour.requests == []
+        await aws.catalogue(["c5.xlarge"])
+        offering = Offering("c5.xlarge", ZONE, CapacityType.ON_DEMAND)
+        request = LaunchRequest(
+            offering=offering,
+            count=1,
+            client_token=client_token("resume-1", offering),
+            request_id="resume-1",
+            spot_bid=None,
+            tags={**aws.worker_tags("c5.xlarge", "resume-1"), TAG_SLURM_NODE: "aws-c5-1"},
+        )
+        (worker,) = await aws.launch_offering(request)
+    instance = await env.describe(worker)
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    assert tags[TAG_SLURM_NODE] == "aws-c5-1"
+    assert instance["MetadataOptions"]["InstanceMetadataTags"] == "enabled"
+    script = files_of(await env.user_data(worker))["/home/core/start-slurmd.sh"]
+    assert "conf_server=ctl.internal:6817\n" in script and "node_name=tag" in script
+
+
+async def test_tag_keys_imds_cannot_serve_are_refused(env: Env) -> None:
+    config = env.config(
+        "slurm",
+        {"slurm": env.slurm(conf_server="ctl")},
+        extra_tags={"kubernetes.io/cluster/x": "owned"},
+    )
+    async with AWSProvisioner.from_config(config) as aws:
+        await aws.catalogue(["c5.xlarge"])
+        offering = Offering("c5.xlarge", ZONE, CapacityType.ON_DEMAND)
+        request = LaunchRequest(offering, 1, "tok-1", "r-1", None, {TAG_SLURM_NODE: "aws-c5-1"})
+        with pytest.raises(ProviderError) as info:
+            await aws.launch_offering(request)
+    assert info.value.code == "InvalidTagKey"
+    assert "'kubernetes.io/cluster/x'" in str(info.value)
+    assert env.behaviour.requests == []
+
+
+# -- nothing launches that could not join ------------------------------------------------
+
+
+async def test_no_leader_to_discover_launches_nothing(env: Env) -> None:
+    config = env.config("mesos", {"leader": {"discover": "tag"}})
+    async with AWSProvisioner.from_config(config) as aws:
+        with pytest.raises(ProviderError) as info:
+            await aws.prepare_workers()
+        assert info.value.code == "NoLeader"
+        with pytest.raises(ProviderError) as info:
+            await aws.addNodes(["c5.xlarge"], 1, False)
+        assert info.value.code == "NoLeader"
+        assert await aws.getProvisionedWorkers() == []
+    assert env.behaviour.requests == []
+
+
+async def test_without_workers_section_workers_get_the_base_config(env: Env) -> None:
+    """No ``workers`` section: as before, the worker boots the base config (the daemon can
+    still be used with images that join by themselves)."""
+    _, worker = await launch_one(env.config("kubernetes", None))
+    assert set(units_of(await env.user_data(worker))) == {
+        "volume-mounting.service",
+        "node-exporter.service",
+    }
+
+
+async def test_user_data_over_the_ec2_limit_is_refused(env: Env) -> None:
+    aws = AWSProvisioner.from_config(env.config("mesos", {"leader": {"address": "10.0.0.5"}}))
+    async with aws:
+        aws.customInitCommand = "echo " + "x" * MAX_USER_DATA
+        with pytest.raises(ProviderError) as info:
+            await aws.addNodes(["c5.xlarge"], 1, False)
+    assert info.value.code == "UserDataTooLarge"
+    assert env.behaviour.requests == []
+
+
+# -- readClusterSettings (IMDSv2) -----------------------------------------------------------
+
+
+async def test_read_cluster_settings_reads_the_leader_from_imds(
+    env: Env, leader: dict[str, Any], imds: FakeImds
+) -> None:
+    aws = AWSProvisioner(
+        "demo", "mesos", endpoint_url=env.url, image_id=IMAGE, metadata_endpoint=imds.url
+    )
+    async with aws:
+        assert aws.zones == ()
+        await aws.readClusterSettings()
+        assert aws._leaderPrivateIP == leader["PrivateIpAddress"]
+        assert aws.leader_instance_id == leader["InstanceId"]
+        assert aws.zones == (leader["Placement"]["AvailabilityZone"],)
+    methods = [m for m, _, _ in imds.requests]
+    assert methods == ["PUT", "GET", "GET", "GET"]
+
+
+async def test_read_cluster_settings_keeps_the_configured_zones(env: Env, imds: FakeImds) -> None:
+    aws = AWSProvisioner.from_config(env.config("mesos", None, zone=None, zones=["us-east-1c"]))
+    async with aws:
+        await aws.readClusterSettings()
+    assert aws.zones == ("us-east-1c",)
+
+
+async def test_read_cluster_settings_off_ec2_fails_clearly(env: Env) -> None:
+    aws = AWSProvisioner.from_config(env.config("mesos", None))
+    async with aws:
+        with pytest.raises(ProviderError) as info:
+            await aws.readClusterSettings()
+    assert info.value.code == "InstanceMetadataUnavailable"
+    assert env.imds_url in str(info.value)
