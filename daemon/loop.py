@@ -490,30 +490,10 @@ class Controller:
         report: ExecutionReport,
         hold: _Hold | None = None,
     ) -> PassRecord:
-        now = self.clock.now()
-        for tracked in self.tracker.record_launch(report.attempts, now):
-            log.info(
-                "event=launch_booked node=%s offering=%s placeholder=%s",
-                tracked.id,
-                tracked.offering(),
-                tracked.placeholder,
-            )
+        now = self.record_outcomes(report)
         if hold is None or not hold.keep_state:
             self.state = plan.state
         self.last_plan = plan
-        for offering in report.succeeded_offerings:
-            self.backoff = self.backoff.record_success(offering)
-        for event in report.failed_offerings:
-            self.backoff = self.backoff.record_failure(
-                event.offering, now, event.kind, event.reason
-            )
-            log.warning(
-                'event=offering_backoff offering=%s kind=%s until=%.0f reason="%s"',
-                event.offering,
-                event.kind,
-                self.backoff.entries[event.offering].until,
-                event.reason,
-            )
         self._last_ok = self.clock.monotonic()
         m = self.metrics
         m.set_targets(plan.targets)
@@ -543,6 +523,33 @@ class Controller:
                 len(record.errors),
             )
         return record
+
+    def record_outcomes(self, report: ExecutionReport) -> float:
+        """Book what an execution did: launches in the ledger, offerings into or out of
+        backoff. Every pass does; so does a launch made outside a pass (a Slurm resume
+        request). Returns the time it was booked at."""
+        now = self.clock.now()
+        for tracked in self.tracker.record_launch(report.attempts, now):
+            log.info(
+                "event=launch_booked node=%s offering=%s placeholder=%s",
+                tracked.id,
+                tracked.offering(),
+                tracked.placeholder,
+            )
+        for offering in report.succeeded_offerings:
+            self.backoff = self.backoff.record_success(offering)
+        for event in report.failed_offerings:
+            self.backoff = self.backoff.record_failure(
+                event.offering, now, event.kind, event.reason
+            )
+            log.warning(
+                'event=offering_backoff offering=%s kind=%s until=%.0f reason="%s"',
+                event.offering,
+                event.kind,
+                self.backoff.entries[event.offering].until,
+                event.reason,
+            )
+        return now
 
     def _skipped(self, number: int, started_at: float, start: float, reason: str) -> PassRecord:
         log.warning('event=pass_skipped pass=%d reason="%s"', number, reason)
