@@ -230,7 +230,14 @@ def unpriced_node_types(policy: Policy) -> list[str]:
 
 
 def build_undrain_hook(config: ShoalConfig) -> UndrainHook:
+    """The configured undrain command or webhook; in Slurm's external mode, scontrol."""
     d = config.drain
+    if not (d.undrain_command or d.undrain_webhook) and config.slurm is not None:
+        from shoal.daemon.slurm.integration import slurm_drain_hook
+
+        hook = slurm_drain_hook(config)
+        if hook is not None:
+            return hook
     return make_undrain_hook(d.undrain_command, d.undrain_webhook, d.timeout)
 
 

@@ -38,6 +38,7 @@ from typing import TypeVar
 
 import hostlist
 from shoal.providers.errors import ProviderError, RetryableError
+from shoal.providers.workers import TAG_SLURM_NODE  # the Slurm node an instance is for
 from shoal.scaler.model import Demand, QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 
@@ -79,7 +80,6 @@ MiB = 1024**2
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 # Tags on the instances of a Slurm cluster (besides providers.base's membership tags):
-TAG_SLURM_NODE = "shoal:slurm-node"  # the Slurm node an instance was launched for (power saving)
 # the features a dynamic node registers with (slurmd -Z --conf "Feature=..."), comma-separated
 TAG_SLURM_FEATURES = "shoal:slurm-features"
 

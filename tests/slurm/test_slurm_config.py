@@ -191,3 +191,24 @@ def test_the_daemon_refuses_to_start_on_a_damaged_state_file(tmp_path: Path) -> 
     assert run.returncode == 1
     assert "stage=slurm" in run.stderr and "malformed" in run.stderr, run.stderr
     assert state.read_text() == '{"version": 1, "requests": {"cloud1": {}}}'  # left as found
+
+
+def test_external_mode_drains_and_undrains_with_scontrol_unless_hooks_are_set() -> None:
+    from shoal.daemon.drain import CommandUndrainHook, NoUndrainHook
+    from shoal.daemon.service import build_drain_hook, build_undrain_hook
+    from shoal.daemon.slurm.drain import SlurmDrainHook
+
+    external = parse_config(config(**{"slurm.mode": "external", "slurm.state_file": None}))
+    assert isinstance(build_drain_hook(external), SlurmDrainHook)
+    assert isinstance(build_undrain_hook(external), SlurmDrainHook)
+    own = parse_config(
+        config(
+            **{
+                "slurm.mode": "external",
+                "slurm.state_file": None,
+                "drain.undrain_command": ["resume-node", "{node}"],
+            }
+        )
+    )
+    assert isinstance(build_undrain_hook(own), CommandUndrainHook)
+    assert isinstance(build_undrain_hook(parse_config(config())), NoUndrainHook)  # power_save
