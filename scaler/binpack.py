@@ -60,7 +60,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 
 from shoal.scaler import colgen
 from shoal.scaler.booking import best_booking, horizon
@@ -128,6 +128,7 @@ def _product(columns: float, sequential: float) -> float:
 
 Lane = tuple[Res, float, float]  # free resources, free from, free until (inf: for good)
 _LANE_ORDER = itemgetter(1, 0, 2)  # earliest first, then smallest room
+_TOIL_ORDER = attrgetter("order")  # sorted(shapes, key=_TOIL_ORDER) == sorted(shapes)
 
 # Three ways to give back what placed columns leave free. Each is a valid picture of the
 # free room and each loses something the others keep, so binpack runs all three:
@@ -161,7 +162,7 @@ class _Pool:
     def _fill(self, lane: Lane, count: int, job: Shape, n: int) -> int:
         """Place up to n jobs into ``count`` identical lanes; returns how many were placed."""
         room, start, until = lane
-        k = _columns(room, _res(job))
+        k = _columns(room, (job.memory, job.cores, job.disk))
         j = _sequential(start, until, job.wallTime, self.target_time)
         per_lane = _product(k, j)
         if per_lane <= 0:
@@ -198,44 +199,51 @@ class _Pool:
             # Zero-resource jobs take nothing; zero-length jobs give it all back at once.
             self._add(room, start, until, count)
             return
-        need = _res(job)
+        memory, cores, disk = need = (job.memory, job.cores, job.disk)
         columns = int(columns)
         end_last = start + last * d
         end_full = start + j * d if columns > 1 else end_last
-        spare = tuple(max(0.0, a - columns * b) for a, b in zip(room, need, strict=True))
-        if self.split == WIDTH:
-            self._add(spare, start, until, count)  # type: ignore[arg-type]
+        spare = (
+            max(0.0, room[0] - columns * memory),
+            max(0.0, room[1] - columns * cores),
+            max(0.0, room[2] - columns * disk),
+        )
+        split = self.split
+        if split == WIDTH:
+            self._add(spare, start, until, count)
             self._add(need, end_last, until, count)
             if columns > 1:
                 self._add(need, end_full, until, count * (columns - 1))
-        elif self.split == TIME:
-            after_last = tuple(a + b for a, b in zip(spare, need, strict=True))
-            self._add(spare, start, end_last, count)  # type: ignore[arg-type]
-            self._add(after_last, end_last, end_full, count)  # type: ignore[arg-type]
+        elif split == TIME:
+            after_last = (spare[0] + memory, spare[1] + cores, spare[2] + disk)
+            self._add(spare, start, end_last, count)
+            self._add(after_last, end_last, end_full, count)
             self._add(room, end_full, until, count)
         else:  # WHOLE
             self._add(room, end_full, until, count)
 
     def place(self, job: Shape, n: int) -> int:
         """Put as many of n jobs as fit into already opened lanes; returns how many."""
-        placed = 0
-        memory, cores, disk = _res(job)
-        duration = job.wallTime
+        memory, cores, disk, duration = job.memory, job.cores, job.disk, job.wallTime
+        lanes = self.lanes
+        # Most lanes cannot take this job at all: leave them out before sorting.
+        fitting = [
+            lane
+            for lane in lanes
+            if lane[0][0] + _EPS >= memory
+            and lane[0][1] + _EPS >= cores
+            and lane[0][2] + _EPS >= disk
+            and lane[1] + duration <= lane[2] + _EPS
+        ]
+        if not fitting:
+            return 0
         # Earliest lanes first, then the smallest that fits (keeps big room for big jobs).
-        for lane in sorted(self.lanes, key=_LANE_ORDER):
+        fitting.sort(key=_LANE_ORDER)
+        placed = 0
+        for lane in fitting:
             if placed >= n:
                 break
-            (room_memory, room_cores, room_disk), start, until = lane
-            # Most lanes cannot take this job at all: say so without touching them.
-            if (
-                room_memory + _EPS < memory
-                or room_cores + _EPS < cores
-                or room_disk + _EPS < disk
-                or start + duration > until + _EPS
-            ):
-                continue
-            count = self.lanes.pop(lane)
-            placed += self._fill(lane, count, job, n - placed)
+            placed += self._fill(lane, lanes.pop(lane), job, n - placed)
         return placed
 
     def open(self, job: Shape, n: int) -> int:
@@ -504,7 +512,7 @@ def _pack(
             jobs = assignment.setdefault(shape, {})
             jobs[job] = jobs.get(job, 0) + count
 
-    for job in order or sorted(groups, reverse=True):  # largest first, as Toil packs
+    for job in order or sorted(groups, key=_TOIL_ORDER, reverse=True):  # largest first, as Toil
         n = groups[job]
         fitting = [s for s in nodes if not job.fits_in(s)]
         if not fitting:

@@ -30,9 +30,9 @@ __all__ = ["billed_intervals", "timeline_count", "timeline_pack"]
 
 
 class _Node:
-    __slots__ = ("end", "free", "interval", "jobs", "times")
+    __slots__ = ("end", "free", "interval", "jobs", "latest", "peak", "times")
 
-    def __init__(self, room: Res, interval: float) -> None:
+    def __init__(self, room: Res, interval: float, latest: float) -> None:
         self.times: list[float] = [0.0]
         self.free: list[Res] = [room]
         self.jobs: list[tuple[Shape, float]] = []  # (job, start), for callers that check
@@ -40,6 +40,11 @@ class _Node:
         # starting at 0 books more, and a later one must end within what is booked.
         self.interval = interval
         self.end = interval if interval > 0 else math.inf
+        # The most of each resource free in any segment where a job may start (one that
+        # starts by ``latest``): a job that needs more of one cannot start on this node.
+        # (``earliest`` is then None for it, whatever its duration).
+        self.latest = latest
+        self.peak: Res = room
 
     def earliest(self, need: Res, duration: float, start: float, latest: float) -> float | None:
         """The earliest breakpoint in [start, latest] where the job fits throughout, or None."""
@@ -78,9 +83,23 @@ class _Node:
             self.end = math.ceil(duration / self.interval - _EPS) * self.interval
         first = self._cut(start)
         last = self._cut(start + duration)
+        free = self.free
         for k in range(first, last):
-            m, c, d = self.free[k]
-            self.free[k] = (m - need[0], c - need[1], d - need[2])
+            m, c, d = free[k]
+            free[k] = (m - need[0], c - need[1], d - need[2])
+        times, limit = self.times, self.latest + _EPS
+        pm, pc, pd = free[0]
+        for k in range(1, len(times)):
+            if times[k] > limit:
+                break
+            m, c, d = free[k]
+            if m > pm:
+                pm = m
+            if c > pc:
+                pc = c
+            if d > pd:
+                pd = d
+        self.peak = (pm, pc, pd)
 
 
 def timeline_count(
@@ -120,19 +139,22 @@ def timeline_pack(
             # A zero-length job holds its node for an instant, which any node that
             # fits it has between its other jobs: they all go to the first node.
             if not nodes:
-                nodes.append(_Node(room, interval))
+                nodes.append(_Node(room, interval, target_time))
             nodes[0].jobs.extend([(job, 0.0)] * count)
             continue
         index, start = 0, 0.0  # where the previous job of this group went
         for _ in range(count):
             while index < len(nodes):
-                at = nodes[index].earliest(need, job.wallTime, start, target_time)
-                if at is not None:
-                    start = at
-                    break
+                candidate = nodes[index]
+                m, c, d = candidate.peak  # a node whose peak is too small refuses the job
+                if m + _EPS >= need[0] and c + _EPS >= need[1] and d + _EPS >= need[2]:
+                    at = candidate.earliest(need, job.wallTime, start, target_time)
+                    if at is not None:
+                        start = at
+                        break
                 index, start = index + 1, 0.0
             else:
-                nodes.append(_Node(room, interval))
+                nodes.append(_Node(room, interval, target_time))
                 start = 0.0
             nodes[index].take(job, need, start, job.wallTime)
     return [n.jobs for n in nodes]
