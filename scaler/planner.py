@@ -76,6 +76,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from shoal.scaler.binpack import binpack
+from shoal.scaler.memo import Memo
 from shoal.scaler.model import (
     AddCause,
     Launch,
@@ -94,6 +95,7 @@ from shoal.scaler.overhead import disk_overhead, memory_overhead
 from shoal.scaler.shape import Shape
 
 __all__ = [
+    "NEEDS",
     "RUNNING_JOB_MIN_REMAINING",
     "cost_aware",
     "plan",
@@ -111,6 +113,11 @@ REASON_COST_CEILING = "cost-ceiling"
 REASON_UNAVAILABLE = "unavailable"  # every type that fits is in backoff and cannot grow
 
 Jobs = dict[Shape, int]
+
+# Nodes of one shape a set of jobs needs, as binpack counts them, remembered across passes:
+# a pass whose demand did not change (a timer pass; a type whose jobs did not change) packs
+# nothing again. Same answers, so the same plans; bounded, so its memory is too.
+NEEDS: Memo[int] = Memo(256)
 
 
 def round_half_away(number: float) -> int:
@@ -381,14 +388,23 @@ def _need(
         _add(jobs, shape, count)
     if not jobs:
         return 0
-    need = binpack(jobs, [node], target_time=policy.target_time).counts.get(node, 0)
+    target = policy.target_time
+    # Count packing sorts the jobs itself, so their order is not part of the key. The key
+    # holds the packer too: one swapped in (a test's recording wrapper) is always called.
+    need = NEEDS.get(
+        (binpack, frozenset(jobs.items()), node, target, "count"),
+        lambda: binpack(jobs, [node], target_time=target).counts.get(node, 0),
+    )
     if not cost_aware(policy):
         return int(need)
     if hint is not None and hint[0] == jobs:  # the cost packer's count for these very jobs
         return int(min(need, hint[1]))
-    # the priced heuristic mixes job shapes on a node
-    mixed = binpack(jobs, [node], policy.target_time, prices={node: 1.0}, time_limit=0)
-    return int(min(need, mixed.counts.get(node, 0)))
+    # the priced heuristic mixes job shapes on a node (its result may follow the jobs' order)
+    mixed = NEEDS.get(
+        (binpack, tuple(jobs.items()), node, target, "mixed"),
+        lambda: binpack(jobs, [node], target, prices={node: 1.0}, time_limit=0).counts.get(node, 0),
+    )
+    return int(min(need, mixed))
 
 
 def _prefix(groups: Sequence[tuple[Shape, int]], k: int) -> list[tuple[Shape, int]]:
