@@ -24,7 +24,8 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
                     takes wait for preemptible compensation
     smooth          betaInertia on the raw estimate: estimate = (1-b)*raw +
                     b*previous, rounded half away from zero, as Toil's
-                    ``smoothEstimate``
+                    ``smoothEstimate``; an estimate within ``SETTLED`` of the
+                    raw estimate is stored as the raw estimate (below)
     compensate      a spot type in backoff misses min(its smoothed estimate,
                     its max) - its live nodes; the on-demand type of the same
                     instance types gets round(missing x
@@ -62,6 +63,15 @@ Semantics a caller can rely on:
   table plus 100 MiB, 5 GB + 5 % of disk), taken from memory and disk, never
   cores. ``Policy.node_memory_overhead`` / ``node_disk_overhead`` replace it with
   a flat amount per node.
+* An estimate that has settled is stored exactly: Toil's estimate approaches the raw
+  estimate geometrically and, in floats, never reaches it (with b = 0.1 and a raw
+  estimate of 0 it falls by ten each pass until it underflows, some 320 passes), so the
+  planner state would change every pass although the plan does not. Within ``SETTLED``
+  (1e-9) of the raw estimate, the raw estimate itself is stored: this pass rounds to it
+  either way, and the next pass's weighted estimate moves by less than b x 1e-9, which
+  changes its rounding only if it lies that close to a half (a tie Toil would round by
+  float noise). A cluster at rest then reaches a fixed point, which the simulator needs
+  to skip its timer passes.
 * The cost ceiling covers live nodes plus undrains plus launches, priced by
   ``NodeType.price_per_hour`` (a type without a price counts as free). It only
   trims undrains and launches: ``min_nodes`` wins over it, and existing nodes
@@ -97,6 +107,7 @@ from shoal.scaler.shape import Shape
 __all__ = [
     "NEEDS",
     "RUNNING_JOB_MIN_REMAINING",
+    "SETTLED",
     "cost_aware",
     "plan",
     "round_half_away",
@@ -107,6 +118,8 @@ __all__ = [
 # A running job past its expected run time still holds its node; assume it holds
 # it at least this long more (seconds).
 RUNNING_JOB_MIN_REMAINING = 60.0
+# A betaInertia estimate this close to the raw estimate is stored as the raw estimate.
+SETTLED = 1e-9
 
 REASON_MAX_NODES = "max-nodes"
 REASON_COST_CEILING = "cost-ceiling"
@@ -540,6 +553,8 @@ def _smooth_and_limit(
     for t in view.types:  # spot types come first, so their deficits are known in time
         d = demand[t.name]
         weighted = (1 - b) * d.raw + b * state.estimates.get(t.name, 0.0)
+        if abs(weighted - d.raw) <= SETTLED:  # settled: see the module docstring
+            weighted = float(d.raw)
         estimates[t.name] = weighted
         smoothed = round_half_away(weighted)
         notes: list[str] = []
