@@ -438,9 +438,13 @@ def _serve(d: _TypeDemand, node: Shape, cap: int, policy: Policy) -> tuple[Jobs,
     if need <= cap:
         return dict(groups), {}, need
     lo, hi = 0, total  # largest k whose prefix fits in cap nodes (running jobs always held)
+    floor = _Floor(d.running, node, policy.target_time)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if _need(d.running, _prefix(groups, mid), node, policy) <= cap:
+        prefix = _prefix(groups, mid)
+        if floor.over(prefix, cap):
+            hi = mid - 1
+        elif _need(d.running, prefix, node, policy) <= cap:
             lo = mid
         else:
             hi = mid - 1
@@ -449,6 +453,54 @@ def _serve(d: _TypeDemand, node: Shape, cap: int, policy: Policy) -> tuple[Jobs,
         _add(served, shape, count)
     overflow = {s: c - served.get(s, 0) for s, c in groups if c - served.get(s, 0) > 0}
     return served, overflow, _need(d.running, served.items(), node, policy)
+
+
+FLOOR_MARGIN = 1.0  # seconds past the target time a job must run to count in _Floor
+
+
+class _Floor:
+    """A lower bound on the nodes of shape ``node`` that any packing of some jobs needs.
+
+    Every job starts by the target time, so the jobs that run longer than the target all
+    run at that moment, side by side: in each resource, their sum over the node's room is
+    a floor for every packer binpack runs (jobs that do not fit the node are left out, as
+    binpack leaves them out). ``_serve`` asks it before packing a prefix: a prefix whose
+    floor is over the cap needs more nodes than the cap whatever the packing, so the
+    binary search takes the same step without packing it.
+
+    The packers compare with a tolerance (a start may be a hair past the target, a node a
+    hair over full), so only jobs at least ``FLOOR_MARGIN`` s longer than the target count,
+    and the sums are taken a millionth short."""
+
+    __slots__ = ("cores", "disk", "memory", "node", "target")
+
+    def __init__(self, running: Jobs, node: Shape, target: float) -> None:
+        self.node = node
+        self.target = target
+        self.memory, self.cores, self.disk = self._sums(running.items())
+
+    def _sums(self, jobs: Iterable[tuple[Shape, int]]) -> tuple[float, float, float]:
+        memory = cores = disk = 0.0
+        node, target = self.node, self.target
+        for job, count in jobs:
+            if job.wallTime >= target + FLOOR_MARGIN and not job.fits_in(node):
+                memory += job.memory * count
+                cores += job.cores * count
+                disk += job.disk * count
+        return memory, cores, disk
+
+    def over(self, queued: Iterable[tuple[Shape, int]], cap: int) -> bool:
+        """Whether the running jobs and ``queued`` need more than ``cap`` nodes by the floor."""
+        memory, cores, disk = self._sums(queued)
+        node = self.node
+        for total, room in (
+            (self.memory + memory, node.memory),
+            (self.cores + cores, node.cores),
+            (self.disk + disk, node.disk),
+        ):
+            if room > 0 and total / room * (1 - 1e-6) > cap:
+                return True
+        return False
 
 
 def _report(
