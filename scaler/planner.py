@@ -7,8 +7,9 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
                     in backoff
     assign          give each job a node type, as Toil's bin packing does: a
                     running job stays on its node's type (for its *remaining*
-                    expected time); a queued job goes to the first type, in
-                    Toil's shape order, whose shape after overhead fits it.
+                    expected time, rounded up to whole minutes: below); a
+                    queued job goes to the first type, in Toil's shape order,
+                    whose shape after overhead fits it.
                     In cost packing (``Policy.packing`` "cost", or "auto" with
                     a price on every type) queued jobs go where ``binpack``
                     with prices and the types' max as limits puts them (the
@@ -63,6 +64,14 @@ Semantics a caller can rely on:
   table plus 100 MiB, 5 GB + 5 % of disk), taken from memory and disk, never
   cores. ``Policy.node_memory_overhead`` / ``node_disk_overhead`` replace it with
   a flat amount per node.
+* A running job holds its node for its remaining expected time (run time less elapsed,
+  at least ``RUNNING_JOB_MIN_REMAINING``) rounded *up* to whole minutes
+  (``RUNNING_JOB_GRID``): never less than it has left, so capacity is never
+  under-estimated; running jobs of one size then fall into fewer shapes (binpack's work
+  grows with the shapes), and a pass whose running jobs moved on by a few seconds more
+  often packs the very jobs of an earlier pass (remembered: ``NEEDS``). On 300 recorded
+  snapshots (tests/scaler/test_planner_recorded.py) no plan asks for less than with exact
+  remaining times, and all but a few are the same.
 * An estimate that has settled is stored exactly: Toil's estimate approaches the raw
   estimate geometrically and, in floats, never reaches it (with b = 0.1 and a raw
   estimate of 0 it falls by ten each pass until it underflows, some 320 passes), so the
@@ -106,6 +115,7 @@ from shoal.scaler.shape import Shape
 
 __all__ = [
     "NEEDS",
+    "RUNNING_JOB_GRID",
     "RUNNING_JOB_MIN_REMAINING",
     "SETTLED",
     "cost_aware",
@@ -118,6 +128,8 @@ __all__ = [
 # A running job past its expected run time still holds its node; assume it holds
 # it at least this long more (seconds).
 RUNNING_JOB_MIN_REMAINING = 60.0
+# A running job's remaining time is rounded up to whole minutes (see the module docstring).
+RUNNING_JOB_GRID = 60.0
 # A betaInertia estimate this close to the raw estimate is stored as the raw estimate.
 SETTLED = 1e-9
 
@@ -287,6 +299,7 @@ def _assign(
             continue  # on a draining, timed-out or unmanaged node: not our demand
         s = job.shape
         remaining = max(s.wallTime - job.elapsed, RUNNING_JOB_MIN_REMAINING)
+        remaining = math.ceil(remaining / RUNNING_JOB_GRID) * RUNNING_JOB_GRID
         _add(
             demand[node_type].running, Shape(remaining, s.memory, s.cores, s.disk, s.preemptible), 1
         )

@@ -1,9 +1,10 @@
 """Seeded random planner inputs with many running jobs, and plans recorded for them.
 
 ``tests/scaler/data/recorded_plans.json`` holds, per seed, the plan that the planner as it
-was before its speed work (commit 1fffab1) made for ``case(seed)``: the differential
-test (test_planner_recorded.py) checks the planner of today against it. Re-record only
-from a planner whose decisions are known to be right:
+was before its speed work (commit ab55952, the same planner as 1fffab1) made for
+``case(seed)``: the differential test (test_planner_recorded.py) checks the planner of
+today against it. Recording again from a later planner would check it against itself;
+record only from a planner whose decisions are the reference, with
 
     .venv/bin/python tests/scaler/recorded.py --record
 

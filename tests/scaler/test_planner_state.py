@@ -1,11 +1,13 @@
-"""The planner state between passes: a settled betaInertia estimate reaches a fixed point."""
+"""What the planner carries between passes: a settled betaInertia estimate reaches a fixed
+point, and running jobs' remaining times on a minute grid, so passes repeat their packings."""
 
 from __future__ import annotations
 
 import pytest
-from builders import NOW, job, node, node_type, policy, queued, snapshot
+from builders import NOW, job, node, node_type, policy, queued, running, snapshot
+from shoal.scaler import planner
 from shoal.scaler.model import PlannerState
-from shoal.scaler.planner import SETTLED, plan
+from shoal.scaler.planner import RUNNING_JOB_GRID, RUNNING_JOB_MIN_REMAINING, SETTLED, plan
 
 A = node_type("a", cores=4, mem_gib=9, disk_gib=20, price=0.2, max_nodes=40)
 
@@ -65,3 +67,46 @@ def test_an_estimate_further_away_is_kept_as_toil_computes_it(offset):
     p = plan(snap, pol, PlannerState(estimates={"a": previous}), NOW)
     assert p.state.estimates["a"] == 0.5 * 3 + 0.5 * previous
     assert p.targets["a"] == 3
+
+
+# -- running jobs: remaining time rounded up to whole minutes ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("wall", "elapsed", "held"),
+    [
+        (7200, 6000, 1200),  # whole minutes stay as they are
+        (7200, 6000.5, 1200),  # 1199.5 s left: a whole minute up
+        (7200, 5999.5, 1260),  # 1200.5 s left
+        (3600.2, 0, 3660),
+        (600, 900, RUNNING_JOB_MIN_REMAINING),  # overran: the minimum, a whole minute
+    ],
+    ids=["whole", "just-under", "just-over", "fraction", "overran"],
+)
+def test_running_jobs_remaining_time_is_rounded_up_to_a_minute(monkeypatch, wall, elapsed, held):
+    seen = []
+    real = planner.binpack
+
+    def recording(jobs, node_shapes, target_time=3600, prices=None):
+        seen.append(dict(jobs))
+        return real(jobs, node_shapes, target_time=target_time, prices=prices)
+
+    monkeypatch.setattr(planner, "binpack", recording)
+    snap = snapshot(nodes=[node("n1", A)], runs=[running(job(cores=2, wall=wall), "n1", elapsed)])
+    plan(snap, policy(A), PlannerState(), NOW)
+    assert seen == [{job(cores=2, wall=held): 1}]
+    assert held % RUNNING_JOB_GRID == 0
+
+
+def test_running_jobs_a_few_seconds_apart_share_a_shape(monkeypatch):
+    seen = []
+    real = planner.binpack
+
+    def recording(jobs, node_shapes, target_time=3600, prices=None):
+        seen.append(dict(jobs))
+        return real(jobs, node_shapes, target_time=target_time, prices=prices)
+
+    monkeypatch.setattr(planner, "binpack", recording)
+    runs = [running(job(wall=5000), "n1", elapsed=e) for e in (100, 101.5, 110, 139.9)]
+    plan(snapshot(nodes=[node("n1", A)], runs=runs), policy(A), PlannerState(), NOW)
+    assert seen == [{job(wall=4920): 4}]
