@@ -311,13 +311,11 @@ def binpack(
         return _cost_packing(groups, nodes, target_time, prices, max_nodes or {}, time_limit)
     # Node shapes pack independently (each job shape goes to the first that fits), so the
     # best per node shape over the three lane bookkeepings is a valid packing.
-    packings = [_pack(groups, nodes, target_time, None, split) for split in SPLITS]
-    best = {s: min((p.intervals[s], p.counts[s]) for p in packings) for s in nodes}
+    best, assignment, unschedulable = _lane_packings(groups, nodes, target_time)
     # Small inputs also go job by job on exact timelines, which the lanes approximate,
     # both free-running and booked by billing interval. The booked one is Toil's own
     # packing, so nothing with more nodes than it is taken.
     # Every packing gives each group to its first fitting node shape, largest group first.
-    assignment = packings[0].assignment
     for shape, share in assignment.items():
         if sum(share.values()) <= TIMELINE_LIMIT:
             toil = timeline_pack(list(share.items()), shape, target_time, booked=True)
@@ -327,10 +325,37 @@ def binpack(
             best[shape] = min(o for o in options if o[1] <= ceiling)
     return Packing(
         {s: best[s][1] for s in nodes},
-        packings[0].unschedulable,
+        unschedulable,
         assignment,
         intervals={s: best[s][0] for s in nodes},
     )
+
+
+def _lane_packings(
+    groups: dict[Shape, int], nodes: list[Shape], target_time: float
+) -> tuple[dict[Shape, tuple[int, int]], dict[Shape, dict[Shape, int]], dict[Shape, list[str]]]:
+    """Count packing on lanes, the three bookkeepings side by side (what ``_pack`` does
+    without prices, once per split, in one pass): per node shape the best (billed
+    intervals, nodes) of the three, which jobs each node shape gets, and the jobs that fit
+    none."""
+    pools = [{s: _Pool(s, target_time, split) for s in nodes} for split in SPLITS]
+    assignment: dict[Shape, dict[Shape, int]] = {}
+    unschedulable: dict[Shape, list[str]] = {}
+    for job in sorted(groups, key=_TOIL_ORDER, reverse=True):  # largest first, as Toil
+        n = groups[job]
+        shape = next((s for s in nodes if not job.fits_in(s)), None)
+        if shape is None:
+            unschedulable[job] = _failed_dimensions(job, nodes)
+            continue
+        share = assignment.setdefault(shape, {})
+        share[job] = share.get(job, 0) + n
+        for split in pools:
+            pool = split[shape]
+            left = n - pool.place(job, n)
+            if left > 0:
+                pool.open(job, left)
+    best = {s: min((split[s].intervals, split[s].nodes) for split in pools) for s in nodes}
+    return best, assignment, unschedulable
 
 
 def _cost_packing(

@@ -68,26 +68,27 @@ class _Node:
             i = k + 1
         return None
 
-    def _cut(self, t: float) -> int:
-        """Make ``t`` a breakpoint; returns its index."""
-        i = bisect_right(self.times, t + _EPS) - 1
-        if abs(self.times[i] - t) <= _EPS:
-            return i
-        self.times.insert(i + 1, t)
-        self.free.insert(i + 1, self.free[i])
-        return i + 1
-
     def take(self, job: Shape, need: Res, start: float, duration: float) -> None:
         self.jobs.append((job, start))
         if start <= 0 and duration > self.end:
             self.end = math.ceil(duration / self.interval - _EPS) * self.interval
-        first = self._cut(start)
-        last = self._cut(start + duration)
-        free = self.free
+        times, free = self.times, self.free
+        # make start and end breakpoints (a new one splits the segment it falls in)
+        first = bisect_right(times, start + _EPS) - 1
+        if abs(times[first] - start) > _EPS:
+            first += 1
+            times.insert(first, start)
+            free.insert(first, free[first - 1])
+        end = start + duration
+        last = bisect_right(times, end + _EPS) - 1
+        if abs(times[last] - end) > _EPS:
+            last += 1
+            times.insert(last, end)
+            free.insert(last, free[last - 1])
         for k in range(first, last):
             m, c, d = free[k]
             free[k] = (m - need[0], c - need[1], d - need[2])
-        times, limit = self.times, self.latest + _EPS
+        limit = self.latest + _EPS
         pm, pc, pd = free[0]
         for k in range(1, len(times)):
             if times[k] > limit:
