@@ -92,6 +92,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import MappingProxyType
 
 from shoal.scaler.binpack import binpack
@@ -283,6 +284,13 @@ def _fewest_failures(shape: Shape, view: _View) -> tuple[str, ...]:
     return tuple(best or ("no node types",))
 
 
+@lru_cache(maxsize=4096)
+def _holding(s: Shape, remaining: float) -> Shape:
+    """A running job of shape ``s`` as the packer sees it: ``remaining`` seconds long. The
+    same few are made pass after pass, so they are made once."""
+    return Shape(remaining, s.memory, s.cores, s.disk, s.preemptible)
+
+
 def _assign(
     snapshot: Snapshot,
     view: _View,
@@ -300,9 +308,9 @@ def _assign(
         s = job.shape
         remaining = max(s.wallTime - job.elapsed, RUNNING_JOB_MIN_REMAINING)
         remaining = math.ceil(remaining / RUNNING_JOB_GRID) * RUNNING_JOB_GRID
-        _add(
-            demand[node_type].running, Shape(remaining, s.memory, s.cores, s.disk, s.preemptible), 1
-        )
+        running = demand[node_type].running
+        held = _holding(s, remaining)
+        running[held] = running.get(held, 0) + 1
     queued: Jobs = {}
     for q in snapshot.demand.queued:
         _add(queued, q.shape, q.count)
