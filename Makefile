@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TOIL_VENV := bench/.toil-venv
 CONFIG ?= config.example.yaml
 
-.PHONY: setup tools toil run test lint format bench clean
+.PHONY: setup tools toil run run-slurm test lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ $(TOIL_VENV)/.installed:
 run: setup
 	$(BIN)/shoal run -c $(CONFIG)
 
+# A Slurm cluster on this machine (munged, slurmctld, shoal's hooks) scaled by shoal on the local
+# provider: submit jobs and watch sinfo. Needs root and Slurm (`make tools`); Ctrl-C stops all.
+run-slurm: setup
+	$(BIN)/python scripts/run_slurm.py $(ARGS)
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -48,6 +53,7 @@ bench: setup toil
 	$(BIN)/python bench/footprint.py
 	$(BIN)/python bench/simulate_io.py
 	$(BIN)/python bench/simulate.py
+	$(BIN)/python bench/slurm_hook.py
 
 clean:
 	rm -rf $(VENV) $(TOIL_VENV) .pytest_cache .ruff_cache

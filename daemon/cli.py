@@ -8,24 +8,33 @@ shoal plan -c FILE --demand FILE [--nodes FILE]
 shoal simulate -c FILE --trace FILE [--out DIR] [--compare KEY=V1,V2 ...] [--seed N]
                                    replay a job trace on the simulated cloud; cost and
                                    waits per config variant (exit 2 on bad input)
+shoal slurm-resume|slurm-suspend|slurm-resume-fail [-c FILE] HOSTLIST
+                                   Slurm's power-saving programs (daemon.slurm.hook)
+
+The modules behind the other commands (pydantic, asyncio, the daemon) are imported when a
+command needs them, so the Slurm hooks start in milliseconds.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from shoal.daemon.config import ConfigError, ShoalConfig, load_config
-from shoal.daemon.demand import DemandError, parse_demand
+if TYPE_CHECKING:
+    from shoal.daemon.config import ConfigError, ShoalConfig
+
+# the Slurm hooks: subcommand -> request kind (see daemon/slurm/hook.py)
+SLURM_HOOKS = {
+    "slurm-resume": "resume",
+    "slurm-suspend": "suspend",
+    "slurm-resume-fail": "resume-fail",
+}
 
 __all__ = ["main"]
 
@@ -33,6 +42,8 @@ log = logging.getLogger(__name__)
 
 
 def _version() -> str:
+    from importlib import metadata
+
     try:
         return metadata.version("shoal")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
@@ -46,6 +57,8 @@ def _print_errors(exc: ConfigError) -> None:
 
 
 def _load(path: str) -> ShoalConfig | None:
+    from shoal.daemon.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -65,6 +78,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     """Validate the file, and that cost features have a price for every type (from what the
     provider ships, without calling a cloud)."""
+    from shoal.daemon.config import ConfigError
     from shoal.daemon.service import price_issues, unpriced_offline
 
     config = _load(args.file)
@@ -82,6 +96,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
+    from shoal.daemon.config import ShoalConfig
+
     json.dump(ShoalConfig.model_json_schema(), sys.stdout, indent=2)
     print()
     return 0
@@ -107,12 +123,12 @@ async def _plan_controller(config: ShoalConfig, catalogue: str | None) -> Any:
     try:
         return await build_controller(config, provider, clock)
     finally:
-        close = getattr(provider, "close", None)
-        if close is not None:
-            await close()
+        await provider.close()
 
 
 def _read_structured(path: str) -> Any:
+    import yaml
+
     text = Path(path).read_text()
     return yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
 
@@ -151,6 +167,10 @@ def _nodes(path: str | None, config: ShoalConfig, now: float) -> tuple[Any, ...]
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import yaml
+    from shoal.daemon.demand import DemandError, parse_demand
     from shoal.daemon.views import plan_json
     from shoal.providers.errors import ProviderError
     from shoal.scaler.model import PlannerState, Snapshot
@@ -238,6 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--now", type=float, default=None, help="epoch seconds (default: now)")
     plan.set_defaults(func=_cmd_plan)
 
+    for command, kind in SLURM_HOOKS.items():
+        hook = sub.add_parser(
+            command,
+            help=f"Slurm's {kind} program: hand HOSTLIST to the running daemon, return at once",
+        )
+        hook.add_argument(
+            "-c",
+            "--config",
+            help="YAML config file (default: $SHOAL_CONFIG, else /etc/shoal/config.yaml)",
+        )
+        hook.add_argument("hostlist", help="Slurm hostlist, e.g. cloud[1-3]")
+        hook.set_defaults(func=_cmd_slurm_hook, kind=kind)
+
     from shoal.daemon.simulate import args as simulate_args
 
     simulate = sub.add_parser(
@@ -248,7 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cmd_slurm_hook(args: argparse.Namespace) -> int:
+    from shoal.daemon.slurm.hook import main as hook
+
+    return hook([*(["-c", args.config] if args.config else []), args.hostlist], kind=args.kind)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given and given[0] in SLURM_HOOKS:  # the fast path slurmctld takes: no argparse
+        from shoal.daemon.slurm.hook import main as hook
+
+        return hook(given[1:], kind=SLURM_HOOKS[given[0]])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

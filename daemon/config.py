@@ -219,7 +219,54 @@ class AwsProviderConfig(_ProviderCommon):
         return self
 
 
-ProviderConfig = Annotated[SimulatedProviderConfig | AwsProviderConfig, Field(discriminator="kind")]
+class LocalInstanceTypeConfig(BaseModel):
+    """A type of local "machine" of the local provider: its slurmd's CPUs and RealMemory."""
+
+    model_config = _STRICT
+    cores: int = Field(ge=1, le=4096)
+    memory: Size = Field(gt=0)
+    price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """USD per hour (only cost features need it)."""
+
+
+class LocalProviderConfig(_ProviderCommon):
+    """Local processes for Slurm tests and demos: launching a node starts a slurmd here."""
+
+    kind: Literal["local"]
+    cluster_type: Literal["slurm"] = "slurm"  # type: ignore[assignment]
+    zone: str | None = Field(default="local", min_length=1)
+    state_dir: Path
+    """Where the provider keeps its records (instances.json) and the slurmd logs."""
+    slurmd: str = Field(default="slurmd", min_length=1)
+    """The slurmd program (a name on PATH or in /usr/sbin, or a path)."""
+    slurm_conf: Path | None = None
+    """SLURM_CONF for the slurmd processes; default slurm.slurm_conf, else slurmd's own."""
+    instance_types: dict[str, LocalInstanceTypeConfig] = Field(min_length=1)
+    capacity: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    """Per type limit on instances running at once (absent: unlimited; 0: a stock-out)."""
+    launch_delay: Duration = 0.0
+    """Time a launch waits before it takes effect (tests)."""
+    answer_delay: Duration = 0.0
+    """Time a launch waits after it took effect, before it answers (tests)."""
+    never_join: tuple[str, ...] = ()
+    """Types whose nodes never register: a sleep stands in for their slurmd (tests)."""
+
+    @model_validator(mode="after")
+    def _known_types(self) -> LocalProviderConfig:
+        for key in ("capacity", "never_join"):
+            unknown = sorted(set(getattr(self, key)) - set(self.instance_types))
+            if unknown:
+                raise ValueError(
+                    f"{key} names {', '.join(unknown)}, not in instance_types "
+                    f"({', '.join(sorted(self.instance_types))})"
+                )
+        return self
+
+
+ProviderConfig = Annotated[
+    SimulatedProviderConfig | AwsProviderConfig | LocalProviderConfig,
+    Field(discriminator="kind"),
+]
 
 
 # --- workers -------------------------------------------------------------------------------
@@ -490,6 +537,8 @@ class DemandConfig(BaseModel):
     """A JSON or YAML demand file, re-read when it changes."""
     demo: bool = False
     """Built-in demo demand: a scale-up then scale-down cycle every few minutes."""
+    slurm: bool = False
+    """Read squeue and sinfo (settings in the slurm section); reports running and joined."""
     reports: tuple[DemandField, ...] = ("queued", "running")
     """What the pushed demand (API, file) reports: queued jobs always; running jobs per node
     (then a node running none is idle, so bodies must carry "running", [] when none run; a
@@ -511,12 +560,13 @@ class DemandConfig(BaseModel):
 
     def sources(self) -> list[str]:
         """The demand sources configured."""
-        return [n for n, on in (("api", self.api), ("file", self.file), ("demo", self.demo)) if on]
+        named = (("api", self.api), ("file", self.file), ("demo", self.demo), ("slurm", self.slurm))
+        return [n for n, on in named if on]
 
     def reports_running(self) -> bool:
         """Some source says which nodes run jobs (so the others are idle)."""
         pushed = (self.api or self.file is not None) and "running" in self.reports
-        return pushed or self.demo
+        return pushed or self.demo or self.slurm
 
 
 class DrainConfig(BaseModel):
@@ -614,6 +664,71 @@ class ApiConfig(BaseModel):
         return self.token_file.read_text().strip() if self.token_file else None
 
 
+# --- slurm ---------------------------------------------------------------------------------
+
+
+class SlurmConfig(BaseModel):
+    """Slurm as the demand source and scheduler (``demand.slurm: true``)."""
+
+    model_config = _STRICT
+    mode: Literal["power_save", "external"] = "power_save"
+    """power_save: Slurm's power saving decides (ResumeProgram/SuspendProgram are shoal's
+    hooks) and shoal launches and terminates the named nodes; external: shoal's planner
+    decides from the queue, with dynamic nodes (slurmd -Z) it drains and deletes."""
+    squeue: str = Field(default="squeue", min_length=1)
+    sinfo: str = Field(default="sinfo", min_length=1)
+    scontrol: str = Field(default="scontrol", min_length=1)
+    slurm_conf: Path | None = None
+    """SLURM_CONF for the commands (None: theirs, /etc/slurm/slurm.conf)."""
+    command_timeout: PositiveDuration = 30.0
+    poll_interval: PositiveDuration = 10.0
+    """squeue and sinfo are read this often, and at once after a resume request."""
+    max_age: PositiveDuration | None = None
+    """Demand older than this is stale (default: 3 poll intervals + the command timeout)."""
+    partitions: tuple[Annotated[str, Field(min_length=1)], ...] | None = None
+    """Only jobs that may run in one of these partitions count (None: all)."""
+    default_wall_time: PositiveDuration = 3600.0
+    """The expected run time of a job without a time limit."""
+    node_types: dict[Annotated[str, Field(min_length=1)], str] = Field(default_factory=dict)
+    """power_save: Slurm node names -> node type (a node_types entry's type, or one of its
+    instance types). A key is a hostlist ("cloud[1-4]"), a node name, or a prefix ("gpu"
+    matches gpu1, gpu2...); the most specific match wins."""
+    features: dict[str, tuple[Annotated[str, Field(min_length=1)], ...]] = Field(
+        default_factory=dict
+    )
+    """external: node type -> features its dynamic nodes register with (besides "shoal")."""
+    state_file: Path | None = None
+    """power_save: where accepted resume requests and held nodes are kept across restarts."""
+    resume_timeout: PositiveDuration | None = None
+    """A node POWERING_UP longer than this is reset (default: Slurm's ResumeTimeout)."""
+    cleanup_interval: PositiveDuration = 60.0
+    """How often instances and Slurm's nodes are compared (orphans, stuck nodes)."""
+    orphan_grace: PositiveDuration = 120.0
+    """An instance this young is never an orphan (its node may not show it yet)."""
+    set_node_addr: bool = False
+    """Set each resumed node's NodeAddr/NodeHostname to its instance's private address
+    (false: slurmctld learns it from the registration, SlurmctldParameters=cloud_reg_addrs)."""
+
+    @model_validator(mode="after")
+    def _mode(self) -> SlurmConfig:
+        if self.mode == "power_save":
+            if not self.node_types:
+                raise ValueError(
+                    "power_save needs node_types: Slurm node names -> node type, "
+                    'e.g. {"cloud[1-4]": "c5.xlarge"}'
+                )
+            if self.state_file is None:
+                raise ValueError(
+                    "power_save needs state_file (accepted resume requests survive a restart)"
+                )
+        return self
+
+    def demand_max_age(self) -> float:
+        if self.max_age is not None:
+            return self.max_age
+        return 3 * self.poll_interval + self.command_timeout
+
+
 class ShoalConfig(BaseModel):
     model_config = _STRICT
 
@@ -626,6 +741,7 @@ class ShoalConfig(BaseModel):
     api: ApiConfig = Field(default_factory=ApiConfig)
     workers: WorkersConfig | None = None
     """How launched workers join the scheduler; absent: they join nothing."""
+    slurm: SlurmConfig | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     @field_validator("log_level", mode="before")
@@ -646,6 +762,44 @@ class ShoalConfig(BaseModel):
             "node from a busy one: add running to demand.reports (and send running jobs), "
             "or set drain.command or drain.webhook to a hook that returns once the node is empty"
         )
+
+    @model_validator(mode="after")
+    def _slurm(self) -> ShoalConfig:
+        if not self.demand.slurm:
+            if self.slurm is not None:
+                raise ValueError("a slurm section needs demand.slurm: true (or remove it)")
+            return self
+        if self.slurm is None:
+            raise ValueError("demand.slurm needs a slurm section (commands, mode, node_types)")
+        others = [n for n in self.demand.sources() if n != "slurm"]
+        if others:
+            raise ValueError(
+                f"demand.slurm is the only demand source: turn {', '.join(others)} off "
+                "(demand.api: false, demand.file: null, demand.demo: false)"
+            )
+        names = {e.type for e in self.node_types} | set(self.instance_types())
+        for key, what in (
+            ("node_types", self.slurm.node_types.values()),
+            ("features", self.slurm.features),
+        ):
+            unknown = sorted(set(what) - names)
+            if unknown:
+                raise ValueError(
+                    f"slurm.{key} names {', '.join(map(repr, unknown))}, which is no node "
+                    f"type: use a node_types entry's type or one of its instance types"
+                )
+        return self
+
+    def node_type_of(self, name: str) -> str:
+        """The node_types entry (its type) that ``name`` stands for: the entry itself, or
+        the first entry holding ``name`` as an instance type. KeyError otherwise."""
+        for entry in self.node_types:
+            if entry.type == name:
+                return entry.type
+        for entry in self.node_types:
+            if name in entry.instance_types:
+                return entry.type
+        raise KeyError(name)
 
     @field_validator("node_types")
     @classmethod
@@ -780,7 +934,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("simulated", "aws") and out == "provider":
+        elif part in ("simulated", "aws", "local") and out == "provider":
             continue  # the discriminated union's tag adds nothing for the reader
         elif str(part).startswith(("function-", "tagged-union")):
             continue
@@ -795,7 +949,7 @@ def _lookup(data: Any, loc: tuple[int | str, ...]) -> Any:
         in_list = isinstance(data, list | tuple) and isinstance(part, int) and part < len(data)
         if in_map or in_list:
             data = data[part]
-        elif part in ("simulated", "aws"):
+        elif part in ("simulated", "aws", "local"):
             continue
         else:
             return _MISSING
@@ -883,6 +1037,10 @@ _RELATIVE_PATHS = (
     ("demand", "file"),
     ("workers", "kubernetes", "token_file"),
     ("workers", "slurm", "munge_key_file"),
+    ("slurm", "state_file"),
+    ("slurm", "slurm_conf"),
+    ("provider", "state_dir"),
+    ("provider", "slurm_conf"),
 )
 
 

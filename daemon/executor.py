@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -105,6 +105,8 @@ class Executor:
         self.drain_hook: DrainHook = drain_hook or NoDrainHook()
         self.undrain_hook: UndrainHook = undrain_hook or NoUndrainHook()
         self.request_ids = request_ids
+        # extra tags for every launch of a node type (a Slurm cluster's node features)
+        self.launch_tags: Callable[[NodeType], Mapping[str, str]] = lambda node_type: {}
         self._events: dict[str, list[ProviderEvent]] = {}
         provider.subscribe(self._on_event)
 
@@ -225,14 +227,33 @@ class Executor:
             jobs.append(self._terminate(name, terminations, tracker, report))
         await asyncio.gather(*jobs)
 
+    async def launch(
+        self,
+        node_type: NodeType,
+        launch: Launch,
+        unavailable: set[Offering],
+        *,
+        request_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> ExecutionReport:
+        """One launch outside a plan (a Slurm resume request): as a plan's launch, with the
+        caller's request id (a retried request then launches nothing twice) and extra tags.
+        The caller books the report (``Controller.record_outcomes``)."""
+        report = ExecutionReport()
+        await self._launch(node_type, launch, unavailable, report, request_id, tags)
+        return report
+
     async def _launch(
         self,
         node_type: NodeType,
         launch: Launch,
         unavailable: set[Offering],
         report: ExecutionReport,
+        request_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
-        request_id = self.request_ids()
+        request_id = request_id or self.request_ids()
+        tags = {**self.launch_tags(node_type), **(tags or {})}
         log.info(
             'event=scale_up node_type=%s count=%d cause=%s request_id=%s reason="%s"',
             node_type.name,
@@ -250,6 +271,7 @@ class Executor:
                 node_type.bid,
                 requestId=request_id,
                 exclude=unavailable,
+                tags=tags,
             )
 
         result, events = await self._tracked_call("addNodes", request_id, add)

@@ -11,6 +11,10 @@
 ``GET /readyz``     200 once the first reconcile with the cloud is done, else 503
 ==================  =====================================================================
 
+With Slurm (``demand.slurm``), ``daemon.slurm.integration`` adds ``POST /v1/slurm/resume``,
+``/suspend``, ``/resume-fail`` (the power-saving hooks, same bearer token) and
+``GET /v1/slurm``.
+
 ``check_listen`` refuses a listener beyond loopback without a token. Tokens are compared in
 constant time and never logged.
 """
@@ -29,7 +33,14 @@ from shoal.daemon.loop import Controller
 from shoal.daemon.metrics import CONTENT_TYPE_LATEST
 from shoal.daemon.views import status_json
 
-__all__ = ["MAX_BODY_BYTES", "InsecureListenError", "check_listen", "make_app", "start_http"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "InsecureListenError",
+    "bearer_authorized",
+    "check_listen",
+    "make_app",
+    "start_http",
+]
 
 log = logging.getLogger(__name__)
 CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
@@ -54,6 +65,17 @@ def check_listen(host: str, token: str | None) -> None:
             f"refusing to listen on {host!r} without a bearer token: set api.token_file "
             "or listen on 127.0.0.1"
         )
+
+
+def bearer_authorized(request: web.Request, token: str | None) -> bool:
+    """The request carries ``Authorization: Bearer <token>`` (always true without a token);
+    compared in constant time."""
+    if not token:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def _error(status: int, message: str, details: list[str] | None = None) -> web.Response:

@@ -215,15 +215,17 @@ class Controller:
             self.tracker.ledger_ttl = settings.ledger_ttl
 
     def _on_provider_event(self, event: ProviderEvent) -> None:
-        """New prices: count the refresh, and plan with them from the next pass."""
+        """New prices: count the refresh, and plan with the catalogue's prices from the next
+        pass (a refresh that failed in part still updated what it could; the rest is the last
+        good price)."""
         if not isinstance(event, PricesUpdated):
             return
         self.metrics.price_refreshes.labels(outcome="ok" if event.ok else "failed").inc()
         if not event.ok:
             log.warning('event=price_refresh_failed kept=last-good error="%s"', event.error)
-        elif self.policy_source is not None:
+        if self.policy_source is not None:
             self.set_policy(self.policy_source())
-            log.info("event=prices_updated source=%s", event.source)
+            log.info("event=prices_updated source=%s ok=%s", event.source, event.ok)
 
     def stop(self) -> None:
         """Finish the current pass, launch nothing new, leave ``run``."""
@@ -488,30 +490,10 @@ class Controller:
         report: ExecutionReport,
         hold: _Hold | None = None,
     ) -> PassRecord:
-        now = self.clock.now()
-        for tracked in self.tracker.record_launch(report.attempts, now):
-            log.info(
-                "event=launch_booked node=%s offering=%s placeholder=%s",
-                tracked.id,
-                tracked.offering(),
-                tracked.placeholder,
-            )
+        now = self.record_outcomes(report)
         if hold is None or not hold.keep_state:
             self.state = plan.state
         self.last_plan = plan
-        for offering in report.succeeded_offerings:
-            self.backoff = self.backoff.record_success(offering)
-        for event in report.failed_offerings:
-            self.backoff = self.backoff.record_failure(
-                event.offering, now, event.kind, event.reason
-            )
-            log.warning(
-                'event=offering_backoff offering=%s kind=%s until=%.0f reason="%s"',
-                event.offering,
-                event.kind,
-                self.backoff.entries[event.offering].until,
-                event.reason,
-            )
         self._last_ok = self.clock.monotonic()
         m = self.metrics
         m.set_targets(plan.targets)
@@ -541,6 +523,33 @@ class Controller:
                 len(record.errors),
             )
         return record
+
+    def record_outcomes(self, report: ExecutionReport) -> float:
+        """Book what an execution did: launches in the ledger, offerings into or out of
+        backoff. Every pass does; so does a launch made outside a pass (a Slurm resume
+        request). Returns the time it was booked at."""
+        now = self.clock.now()
+        for tracked in self.tracker.record_launch(report.attempts, now):
+            log.info(
+                "event=launch_booked node=%s offering=%s placeholder=%s",
+                tracked.id,
+                tracked.offering(),
+                tracked.placeholder,
+            )
+        for offering in report.succeeded_offerings:
+            self.backoff = self.backoff.record_success(offering)
+        for event in report.failed_offerings:
+            self.backoff = self.backoff.record_failure(
+                event.offering, now, event.kind, event.reason
+            )
+            log.warning(
+                'event=offering_backoff offering=%s kind=%s until=%.0f reason="%s"',
+                event.offering,
+                event.kind,
+                self.backoff.entries[event.offering].until,
+                event.reason,
+            )
+        return now
 
     def _skipped(self, number: int, started_at: float, start: float, reason: str) -> PassRecord:
         log.warning('event=pass_skipped pass=%d reason="%s"', number, reason)

@@ -25,9 +25,24 @@ if TYPE_CHECKING:
     from shoal.providers.clock import Clock
     from shoal.scaler.model import Offering
 
-__all__ = ["CONTENT_TYPE_LATEST", "PASS_OUTCOMES", "ShoalMetrics"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "PASS_OUTCOMES",
+    "SLURM_CLEANUP_KINDS",
+    "SLURM_REQUEST_KINDS",
+    "ShoalMetrics",
+]
 
 PASS_OUTCOMES = ("ok", "error", "skipped")
+# what the Slurm clean-up loop repairs (daemon.slurm.cleanup.RepairKind)
+SLURM_CLEANUP_KINDS = (
+    "orphan",
+    "duplicate",
+    "stuck_powering_up",
+    "down_without_instance",
+    "dynamic_without_instance",
+)
+SLURM_REQUEST_KINDS = ("resume", "suspend", "resume_fail")
 NODE_STATES = ("booting", "ready", "draining", "terminated")
 
 _PROVIDER_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -131,8 +146,34 @@ class ShoalMetrics:
             "Seconds since the demand was last reported.",
             registry=r,
         )
+        # Slurm (demand.slurm): failed reads of its state, power-saving requests, repairs
+        self.slurm_read_failures = Counter(
+            "shoal_slurm_read_failures",
+            "Failed reads of Slurm's state (squeue, sinfo, scontrol show config): the demand "
+            "is stale until the next good read, so nothing is launched or removed.",
+            ["command"],
+            registry=r,
+        )
+        self.slurm_requests = Counter(
+            "shoal_slurm_requests",
+            "Slurm nodes named by the power-saving hooks, by kind (resume, suspend, resume_fail).",
+            ["kind"],
+            registry=r,
+        )
+        self.slurm_cleanups = Counter(
+            "shoal_slurm_cleanups",
+            "Repairs by the Slurm clean-up loop, by kind (orphan instances, stuck or down nodes).",
+            ["kind"],
+            registry=r,
+        )
         for outcome in PASS_OUTCOMES:
             self.passes.labels(outcome=outcome)
+        for command in ("squeue", "sinfo", "scontrol"):
+            self.slurm_read_failures.labels(command=command)
+        for kind in SLURM_REQUEST_KINDS:
+            self.slurm_requests.labels(kind=kind)
+        for kind in SLURM_CLEANUP_KINDS:
+            self.slurm_cleanups.labels(kind=kind)
         for outcome in ("ok", "failed"):
             self.price_refreshes.labels(outcome=outcome)
 

@@ -101,8 +101,10 @@ class SystemdNotifier:
 
 
 def build_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
-    """The configured cloud: the simulated one or EC2."""
+    """The configured cloud: the simulated one, local slurmd processes, or EC2."""
     p = config.provider
+    if p.kind == "local":
+        return build_local_provider(config, clock)
     if p.kind == "simulated":
         from shoal.providers.simulated import SimulatedProvisioner
 
@@ -123,6 +125,43 @@ def build_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
     from shoal.providers.aws import AWSProvisioner
 
     return AWSProvisioner.from_config(config, clock=clock)
+
+
+def build_local_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
+    """Local slurmd processes (providers.local), for Slurm tests and demos."""
+    from shoal.daemon.config import LocalProviderConfig
+    from shoal.providers.local import LocalInstanceType, LocalProvisioner
+
+    p = config.provider
+    assert isinstance(p, LocalProviderConfig)
+    slurm_conf = p.slurm_conf or (config.slurm.slurm_conf if config.slurm else None)
+    return LocalProvisioner(
+        clusterName=config.cluster_name,
+        zones=p.launch_zones,
+        nodeStorage=p.node_storage,
+        nodeStorageOverrides=list(p.node_storage_overrides),
+        state_dir=p.state_dir,
+        instance_types=[
+            LocalInstanceType(name, t.cores, t.memory, t.price)
+            for name, t in p.instance_types.items()
+        ],
+        slurmd=p.slurmd,
+        slurm_conf=str(slurm_conf) if slurm_conf is not None else None,
+        capacity=dict(p.capacity),
+        launch_delay=p.launch_delay,
+        answer_delay=p.answer_delay,
+        never_join=p.never_join,
+        clock=clock,
+    )
+
+
+def build_slurm(config: ShoalConfig, clock: Clock, metrics: ShoalMetrics) -> Any:
+    """The Slurm integration (daemon.slurm) when demand.slurm is on, else None."""
+    if not config.demand.slurm or config.slurm is None:
+        return None
+    from shoal.daemon.slurm.integration import SlurmIntegration
+
+    return SlurmIntegration(config, clock, metrics)
 
 
 def catalogue_policy(config: ShoalConfig, provider: AbstractProvisioner) -> Policy:
@@ -170,6 +209,12 @@ def unpriced_offline(config: ShoalConfig) -> list[str]:
     """Instance types with no known on-demand price, from what the provider ships (no cloud
     call): the simulated cloud's catalogue, or the shipped AWS price table for the region."""
     p = config.provider
+    if p.kind == "local":
+        return [
+            t
+            for t in config.instance_types()
+            if t not in p.instance_types or p.instance_types[t].price is None
+        ]
     if p.kind == "simulated":
         from shoal.providers.simulated import load_catalogue
 
@@ -185,7 +230,14 @@ def unpriced_node_types(policy: Policy) -> list[str]:
 
 
 def build_undrain_hook(config: ShoalConfig) -> UndrainHook:
+    """The configured undrain command or webhook; in Slurm's external mode, scontrol."""
     d = config.drain
+    if not (d.undrain_command or d.undrain_webhook) and config.slurm is not None:
+        from shoal.daemon.slurm.integration import slurm_drain_hook
+
+        hook = slurm_drain_hook(config)
+        if hook is not None:
+            return hook
     return make_undrain_hook(d.undrain_command, d.undrain_webhook, d.timeout)
 
 
@@ -195,6 +247,12 @@ def build_drain_hook(config: ShoalConfig) -> DrainHook:
         return CommandDrainHook(d.command, d.timeout)
     if d.webhook:
         return WebhookDrainHook(d.webhook, d.timeout)
+    if config.slurm is not None:
+        from shoal.daemon.slurm.integration import slurm_drain_hook
+
+        hook = slurm_drain_hook(config)
+        if hook is not None:
+            return hook
     return NoDrainHook()
 
 
@@ -238,6 +296,11 @@ async def build_controller(
     async def policy() -> Policy:
         return await build_policy(config, provider)
 
+    if planner is None and config.slurm is not None:
+        from shoal.daemon.slurm.integration import slurm_planner
+
+        planner = slurm_planner(config)
+
     return Controller(
         provider,
         await executor.call("describe_instance_types", policy),
@@ -273,6 +336,7 @@ class Service:
         self.install_signals = install_signals
         self.metrics = ShoalMetrics()
         self.controller: Controller | None = None
+        self.slurm: Any = None  # daemon.slurm.integration.SlurmIntegration when configured
         self.port: int | None = None
         self.started = asyncio.Event()  # HTTP listening, controller running
         self._stop = asyncio.Event()
@@ -324,7 +388,7 @@ class Service:
             logging.getLogger().setLevel(new.log_level)
             restart = [
                 name
-                for name in ("cluster_name", "provider", "api", "demand")
+                for name in ("cluster_name", "provider", "api", "demand", "slurm")
                 if getattr(new, name) != getattr(self.config, name)
             ]
             if restart:
@@ -365,6 +429,11 @@ class Service:
         if self.provider is None:
             self.provider = build_provider(config, self.clock)
         try:
+            self.slurm = build_slurm(config, self.clock, self.metrics)
+        except Exception as exc:
+            log.error('event=startup_failed stage=slurm error="%s"', exc)
+            return 1
+        try:
             await self.provider.prepare_workers(config.workers)  # leader, join values: at start
             controller = await build_controller(
                 config, self.provider, self.clock, metrics=self.metrics
@@ -382,6 +451,8 @@ class Service:
             return 2
         await self.provider.start()
         self.controller = controller
+        if self.slurm is not None:
+            self.slurm.attach(controller)
         controller.on_ready.append(self._ready)
         controller.on_pass.append(self._after_pass)
         app = make_app(
@@ -391,6 +462,8 @@ class Service:
             reports=config.demand.pushed_reports(),
             max_age=config.demand.max_age,
         )
+        if self.slurm is not None:
+            self.slurm.add_routes(app, token)
         try:
             runner, self.port = await start_http(app, config.api.host, config.api.port)
         except OSError as exc:
@@ -417,6 +490,8 @@ class Service:
             self._tasks.append(asyncio.create_task(self._pump(source), name="shoal-demand"))
         if self.notifier.watchdog_seconds is not None:
             self._tasks.append(asyncio.create_task(self._heartbeat(), name="shoal-watchdog"))
+        if self.slurm is not None:
+            self._tasks.append(asyncio.create_task(self.slurm.run(), name="shoal-slurm"))
         self.started.set()
         try:
             stop_wait = asyncio.create_task(self._stop.wait())
@@ -438,6 +513,8 @@ class Service:
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if self.slurm is not None:
+                await self.slurm.close()
             if self.install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
@@ -486,6 +563,8 @@ class Service:
             )
         if config.demand.demo:
             sources.append(DemoDemandSource(self.clock, node_names=self._ready_nodes))
+        if self.slurm is not None:
+            sources.append(self.slurm.source)
         return sources
 
     def _ready_nodes(self) -> list[str]:
@@ -501,10 +580,20 @@ class Service:
     async def _pump(self, source: DemandSource) -> None:
         assert self.controller is not None
         updates: AsyncIterator[DemandUpdate | DemandFailure] = source.updates()
+        last: tuple[int, int, int] | None = None
         async for update in updates:
             self.controller.set_demand(update)
             if isinstance(update, DemandUpdate):
-                log.info(
+                # a polled source sends every read (running jobs' elapsed times move): log
+                # at INFO only when the counts change
+                counts = (
+                    sum(q.count for q in update.demand.queued),
+                    len(update.demand.running),
+                    len(update.joined_nodes or ()),
+                )
+                same, last = counts == last, counts
+                log.log(
+                    logging.DEBUG if same else logging.INFO,
                     "event=demand_updated source=%s queued=%d running=%d",
                     type(source).__name__,
                     sum(q.count for q in update.demand.queued),

@@ -345,22 +345,31 @@ class AWSProvisioner(AbstractProvisioner):
         stands in until the first refresh answers."""
         if not self.price_refresh or self._refresh_task is not None:
             return
-        pricing_region = pricing_endpoint_region(self.region)
-        pricing = None
-        if pricing_region is not None:
-            pricing = await self._client(
-                "pricing", region=pricing_region, endpoint_url=self.pricing_endpoint_url
+        refresher = await self._refresher()
+        self._refresh_task = asyncio.create_task(refresher.run(), name="shoal-prices")
+
+    async def refresh_prices(self) -> RefreshResult:
+        """One price refresh now (what ``start`` repeats every 12 h)."""
+        return await (await self._refresher()).refresh_once()
+
+    async def _refresher(self) -> PricingRefresher:
+        if self.refresher is None:
+            pricing_region = pricing_endpoint_region(self.region)
+            pricing = None
+            if pricing_region is not None:
+                pricing = await self._client(
+                    "pricing", region=pricing_region, endpoint_url=self.pricing_endpoint_url
+                )
+            ec2 = await self._client("ec2", endpoint_url=self.pricing_endpoint_url)
+            self.refresher = PricingRefresher(
+                self.prices,
+                ec2=ec2,
+                pricing=pricing,
+                instance_types=sorted(self._catalogue) or None,
+                clock=self.clock,
+                on_refresh=self._prices_refreshed,
             )
-        ec2 = await self._client("ec2", endpoint_url=self.pricing_endpoint_url)
-        self.refresher = PricingRefresher(
-            self.prices,
-            ec2=ec2,
-            pricing=pricing,
-            instance_types=sorted(self._catalogue) or None,
-            clock=self.clock,
-            on_refresh=self._prices_refreshed,
-        )
-        self._refresh_task = asyncio.create_task(self.refresher.run(), name="shoal-prices")
+        return self.refresher
 
     def _prices_refreshed(self, result: RefreshResult) -> None:
         """Reprice what the catalogue holds and tell the listeners."""

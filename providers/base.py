@@ -17,7 +17,7 @@ primitives each cloud implements (so the simulated cloud and EC2 behave alike by
     list_instances() -> [Node]                         the cluster's tagged workers
     describe_instance_types([name]) -> {name: InstanceTypeInfo}   shapes and prices
 
-``addNodes(nodeTypes, numNodes, preemptible, spotBid, *, requestId, exclude)`` tries the
+``addNodes(nodeTypes, numNodes, preemptible, spotBid, *, requestId, exclude, tags)`` tries the
 offerings in preference order (the alternatives in the caller's order for a list or tuple,
 sorted for a set, which keeps the seed's "any of these"; each in every zone of ``zones``),
 skipping ``exclude`` (offerings the caller has in backoff), fills what one offering could not
@@ -376,10 +376,12 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
         *,
         requestId: str | None = None,
         exclude: Collection[Offering] = (),
+        tags: Mapping[str, str] | None = None,
     ) -> int:
         """Launch ``numNodes`` workers of one of ``nodeTypes``; returns how many were launched.
 
-        See the module docstring for the order, fallback, errors and idempotency.
+        See the module docstring for the order, fallback, errors and idempotency. ``tags`` are
+        added to the worker tags (a Slurm node name, say); they cannot replace shoal's own.
         """
         ordered = ordered_types(nodeTypes)
         if numNodes <= 0 or not ordered:
@@ -401,7 +403,7 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
                 client_token=client_token(request_id, offering),
                 request_id=request_id,
                 spot_bid=spotBid,
-                tags=self.worker_tags(offering.instance_type, request_id),
+                tags={**(tags or {}), **self.worker_tags(offering.instance_type, request_id)},
             )
             try:
                 ids = await self.launch_offering(request)

@@ -506,10 +506,11 @@ class InstanceSetupMixin:
 
         ``settings.registration`` ``named`` starts ``slurmd -N NAME``, the name read at boot
         from the instance tag ``slurmNodeNameTag`` (``node_name: tag``) or the metadata
-        service's host name (``node_name: hostname``); ``dynamic`` starts ``slurmd -Z --conf
-        "Feature=..."`` with ``settings.features`` and ``instanceType``. The machine image
-        provides munged and slurmd (``settings.munged``/``settings.slurmd``) and a ``munge``
-        user, as Slurm's packages do.
+        service's host name (``node_name: hostname``); ``dynamic`` starts ``slurmd -Z -N
+        <instance id> --conf "Feature=shoal,..."`` with ``settings.features`` and
+        ``instanceType``: named after its instance, as shoal's Slurm integration finds it.
+        The machine image provides munged and slurmd (``settings.munged``/``settings.slurmd``)
+        and a ``munge`` user, as Slurm's packages do.
         """
         if not _CONF_SERVER.match(confServer):
             raise ValueError(f"Slurm controller {confServer!r} is not host[:port][,host[:port]]")
@@ -520,9 +521,8 @@ class InstanceSetupMixin:
             raise ValueError(f"unknown Slurm registration {settings.registration!r}")
         if settings.node_name not in ("tag", "hostname"):
             raise ValueError(f"unknown Slurm node name source {settings.node_name!r}")
-        features = list(
-            dict.fromkeys([*settings.features, *([instanceType] if instanceType else [])])
-        )
+        # "shoal" marks a dynamic node as shoal's (its clean-up loop looks for it)
+        features = list(dict.fromkeys(["shoal", *settings.features, *filter(None, [instanceType])]))
         for feature in features:
             if not _SLURM_FEATURE.match(feature):
                 raise ValueError(
@@ -530,7 +530,7 @@ class InstanceSetupMixin:
                 )
         if not isinstance(mungeKey, bytes) or not mungeKey:
             raise ValueError("the munge key must be non-empty bytes")
-        dynamic_conf = f"Feature={','.join(features)}" if features else ""
+        dynamic_conf = f"Feature={','.join(features)}" if settings.registration == "dynamic" else ""
         config.addFile(MUNGE_KEY_PATH, mode="0400", contents=mungeKey)
         config.addUnit(
             "munge.service",

@@ -38,6 +38,7 @@ from typing import TypeVar
 
 import hostlist
 from shoal.providers.errors import ProviderError, RetryableError
+from shoal.providers.workers import TAG_SLURM_NODE  # the Slurm node an instance is for
 from shoal.scaler.model import Demand, QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 
@@ -47,6 +48,8 @@ __all__ = [
     "HOLDING_STATES",
     "SINFO_FIELDS",
     "SQUEUE_FIELDS",
+    "TAG_SLURM_FEATURES",
+    "TAG_SLURM_NODE",
     "SlurmClient",
     "SlurmCommandError",
     "SlurmCommands",
@@ -62,6 +65,7 @@ __all__ = [
     "parse_config",
     "parse_duration",
     "parse_memory",
+    "parse_seconds",
     "parse_sinfo",
     "parse_squeue",
     "sinfo_argv",
@@ -74,6 +78,10 @@ T = TypeVar("T")
 
 MiB = 1024**2
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+
+# Tags on the instances of a Slurm cluster (besides providers.base's membership tags):
+# the features a dynamic node registers with (slurmd -Z --conf "Feature=..."), comma-separated
+TAG_SLURM_FEATURES = "shoal:slurm-features"
 
 # --- errors ------------------------------------------------------------------------------
 
@@ -229,6 +237,18 @@ def parse_duration(text: str) -> float | None:
     if len(parts) == 2:  # minutes:seconds
         return float(parts[0] * 60 + parts[1])
     return float(parts[0] * 3600 + parts[1] * 60 + parts[2])
+
+
+def parse_seconds(text: str) -> float | None:
+    """Seconds from a duration as ``scontrol show config`` prints it (``30 sec``, ``0 sec``,
+    ``UNLIMITED``, ``NONE``): None when unset. Raises ValueError otherwise."""
+    value = text.strip()
+    if value.upper() in _UNSET_TIMES:
+        return None
+    number, _, unit = value.partition(" ")
+    if unit.strip() not in ("", "sec", "secs", "seconds") or not number.isdigit():
+        raise ValueError(f"not a Slurm duration in seconds: {text!r}")
+    return float(number)
 
 
 def parse_memory(text: str) -> int:

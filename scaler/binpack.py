@@ -387,7 +387,9 @@ def _cost_packing(
         return replace(heuristic, method=f"heuristic (the solver found nothing in {limit})")
     solved = _from_solution(solution, servable, nodes, prices, unschedulable)
     bound = solution.bound
-    above = f", {solved.cost(prices) / bound - 1:.1%} above the LP bound" if bound else ""
+    # The bound prices jobs left beyond max-nodes too; against it only a full packing compares.
+    full = not any(solution.left.values())
+    above = f", {solved.cost(prices) / bound - 1:.1%} above the LP bound" if bound and full else ""
     if solution.status == "optimal":
         return replace(solved, method=f"solver (HiGHS){above}")
     greedy = _cheapest_order(groups, nodes, target_time, prices)

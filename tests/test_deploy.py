@@ -46,6 +46,10 @@ ISSUE_FAMILIES = {
     "shoal_nodes_unlisted",
     "shoal_price_refreshes_total",
     "shoal_demand_age_seconds",
+    # Slurm (demand.slurm): failed reads, power-saving requests, clean-up repairs
+    "shoal_slurm_read_failures_total",
+    "shoal_slurm_requests_total",
+    "shoal_slurm_cleanups_total",
 }
 HISTOGRAMS = {"shoal_provider_call_duration_seconds", "shoal_pass_duration_seconds"}
 # Sample names a query may use: a histogram only through _bucket/_sum/_count.

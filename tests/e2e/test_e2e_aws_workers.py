@@ -152,7 +152,7 @@ def test_launched_worker_runs_the_agent_of_the_leader(
         assert units["munge.service"]["enabled"]
         script = file_text(doc, "/home/core/start-slurmd.sh")
         assert f"conf_server={leader_ip}\n" in script
-        assert "dynamic_conf=Feature=c5.xlarge\n" in script
+        assert "dynamic_conf=Feature=shoal,c5.xlarge\n" in script
     assert agent["enabled"] is True
     print(f"\n{cluster_type}: worker {worker} boots {agent['name']} joining {leader_ip}")
 

@@ -485,7 +485,7 @@ def stub_slurmd(tmp_path: Path) -> str:
         ({"node_name": "hostname"}, ["-N", "ip-10-0-0-5"]),
         (
             {"registration": "dynamic", "features": ["shoal", "gpu"]},
-            ["-Z", "--conf", "Feature=shoal,gpu,c5.xlarge"],
+            ["-Z", "-N", "i-0123456789abcdef0", "--conf", "Feature=shoal,gpu,c5.xlarge"],
         ),
     ],
     ids=["named-tag", "named-hostname", "dynamic"],

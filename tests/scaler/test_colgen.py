@@ -81,6 +81,21 @@ def test_jobs_no_shape_holds_within_its_limit_are_left() -> None:
     assert solution.left == {job(8, 30): 3}
 
 
+def test_a_packing_with_jobs_left_claims_no_gap_to_the_bound() -> None:
+    # The bound prices the jobs left beyond max-nodes as well: a packing that leaves some
+    # costs less than it, and a "gap" against it would be negative nonsense.
+    groups = {job(8, 30): 5}
+    full = binpack(groups, [SMALL, BIG], 0, prices={SMALL: 0.1, BIG: 0.36}, time_limit=5)
+    assert full.method.startswith("solver (HiGHS), ") and "above the LP bound" in full.method
+    gap = float(full.method.split(", ")[1].split("%")[0])
+    assert 0 <= gap < 1
+    capped = binpack(
+        groups, [SMALL, BIG], 0, prices={SMALL: 0.1, BIG: 0.36}, max_nodes={BIG: 2}, time_limit=5
+    )
+    assert capped.method == "solver (HiGHS)"
+    assert sum(capped.left.values()) == 3
+
+
 def test_billing_intervals_are_booked_and_priced() -> None:
     # 300 s jobs, target 1 h: a node booked for one hour runs 12 back to back, for two 13
     # (the 13th starts at 3600); one-hour bookings are cheaper per job.

@@ -96,6 +96,7 @@ class NodeGroup:
     cpus: int = 2
     memory_mb: int = 1000
     features: tuple[str, ...] = ()
+    weight: int | None = None  # Slurm allocates the lowest weight first
 
     def names(self) -> list[str]:
         return [f"{self.prefix}{i}" for i in range(1, self.count + 1)]
@@ -115,6 +116,9 @@ class ClusterSpec:
     suspend_time: int = 15
     suspend_timeout: int = 10
     resume_timeout: int = 30
+    # a credential's lifetime: a requeued batch job is held this long + 1 s before it is
+    # placed again (Slurm's minimum is 5)
+    cred_expire: int = 10
     resume_program: str | None = None  # None: the recorder script
     suspend_program: str | None = None
     resume_fail_program: str | None = None
@@ -224,7 +228,7 @@ class SlurmCluster:
             auth = {
                 "AuthType": "auth/munge",
                 "CredType": "cred/munge",
-                "AuthInfo": f"socket={self.munge_socket},cred_expire=10",
+                "AuthInfo": f"socket={self.munge_socket},cred_expire={spec.cred_expire}",
             }
         settings = {
             "ClusterName": "shoaltest",
@@ -258,7 +262,12 @@ class SlurmCluster:
             "TreeWidth": "65533",
             # without it, powered-down cloud nodes are hidden from sinfo and scontrol
             "PrivateData": "cloud",
-            "SlurmctldParameters": "idle_on_node_suspend,cloud_reg_addrs",
+            # power_save_interval: the power-saving loop (suspends, resumes, ResumeTimeout)
+            # looks every second instead of every 10 seconds
+            "SlurmctldParameters": (
+                "idle_on_node_suspend,cloud_reg_addrs,power_save_interval=1,"
+                "power_save_min_interval=0"
+            ),
             # listen on the configured addresses (127.0.0.1), not on every interface: the
             # default binds slurmctld, slurmd and srun to 0.0.0.0
             "CommunicationParameters": "NoCtldInAddrAny,NoInAddrAny",
@@ -278,6 +287,8 @@ class SlurmCluster:
         lines = [f"{key}={value}" for key, value in self.settings().items()]
         for group in self.spec.cloud:
             features = f" Feature={','.join(group.features)}" if group.features else ""
+            if group.weight is not None:
+                features += f" Weight={group.weight}"
             for name in group.names():
                 # NodeAddr: slurmctld never resolves the node name (an unresolvable name can
                 # stall it for seconds per node); cloud_reg_addrs overwrites it on registration.

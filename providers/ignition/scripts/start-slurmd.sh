@@ -42,11 +42,13 @@ case "$registration" in
         exec "$slurmd" -D --conf-server "$conf_server" -N "$name"
         ;;
     dynamic)
-        args=(-Z)
+        # named after its instance, so the controller's node and the cloud's instance match
+        name="$(metadata instance-id)"
+        args=(-Z -N "$name")
         if [ -n "$dynamic_conf" ]; then
             args+=(--conf "$dynamic_conf")
         fi
-        echo "starting dynamic slurmd (${dynamic_conf:-no features}), configuration from $conf_server"
+        echo "starting dynamic slurmd $name (${dynamic_conf:-no features}), configuration from $conf_server"
         exec "$slurmd" -D --conf-server "$conf_server" "${args[@]}"
         ;;
     *)

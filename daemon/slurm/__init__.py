@@ -1,0 +1,20 @@
+"""shoal on a Slurm cluster: Slurm is the demand source, and its power saving or shoal's planner
+decides which nodes run.
+
+``source``      SlurmDemandSource: squeue and sinfo every poll interval (and at once after a
+                resume request) -> DemandUpdate, or DemandFailure when Slurm cannot be read
+``power``       PowerSaver: the power-saving requests (resume, suspend, resume-fail) the
+                hooks hand over, launched and terminated through the executor; kept in a
+                state file across restarts; failed launches hold the node DOWN, then
+                POWER_DOWN it
+``cleanup``     the clean-up loop: orphan instances, nodes stuck powering up, down nodes
+                without an instance, deleted dynamic nodes
+``drain``       SlurmDrainHook: drain and undrain with scontrol (external mode)
+``names``       Slurm node names -> node types (slurm.node_types)
+``state``       the state file
+``integration`` SlurmIntegration: wires the above into the daemon (source, routes, tasks)
+``hook``        the ``shoal slurm-resume`` / ``slurm-suspend`` commands: stdlib only, so they
+                return in milliseconds
+
+This package imports nothing at import time, so the hook commands stay fast.
+"""

@@ -1,0 +1,179 @@
+"""Slurm's power-saving programs: hand the request to the running daemon and return at once.
+
+    shoal slurm-resume [-c CONFIG] HOSTLIST       ResumeProgram
+    shoal slurm-suspend [-c CONFIG] HOSTLIST      SuspendProgram (and ResumeFailProgram)
+    shoal slurm-resume-fail [-c CONFIG] HOSTLIST  ResumeFailProgram, logged as such
+
+slurm.conf takes a program without arguments, so each is also a program of its own:
+``shoal-slurm-resume``, ``shoal-slurm-suspend``, ``shoal-slurm-resume-fail``.
+
+slurmctld runs the program with only ``SLURM_CONF`` and ``SLURM_RESUME_FILE`` in its
+environment (no PATH), and waits for it: it must not block. So the program
+
+1. copies ``SLURM_RESUME_FILE`` first (a ``/proc/<pid>/fd/N`` path, valid only while it runs),
+2. reads the daemon's address and bearer token from the config file (``-c``, else
+   ``$SHOAL_CONFIG``, else /etc/shoal/config.yaml: ``api.listen``, ``api.token_file``),
+3. POSTs ``{"nodes": HOSTLIST, "resume_file": {...}}`` to ``/v1/slurm/<kind>`` on loopback;
+   the daemon persists the request and answers 202 before it launches anything,
+4. exits 0 on 2xx, 1 otherwise (with the reason on stderr, which slurmctld logs).
+
+Only the standard library and PyYAML are imported: the program returns in tens of
+milliseconds, most of it the interpreter's start-up (``bench/slurm_hook.py`` measures it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+__all__ = [
+    "COMMANDS",
+    "DEFAULT_CONFIG",
+    "HookError",
+    "daemon_endpoint",
+    "main",
+    "resume_fail_main",
+    "resume_main",
+    "send",
+    "suspend_main",
+]
+
+DEFAULT_CONFIG = "/etc/shoal/config.yaml"
+DEFAULT_LISTEN = "127.0.0.1:8089"
+TIMEOUT = 5.0  # seconds: connect and answer (the daemon answers in milliseconds)
+# subcommand -> the daemon's request kind (the URL's last part)
+COMMANDS = {
+    "slurm-resume": "resume",
+    "slurm-suspend": "suspend",
+    "slurm-resume-fail": "resume-fail",
+}
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+
+class HookError(RuntimeError):
+    """The request could not be handed to the daemon."""
+
+
+def _resume_file() -> Any:
+    """SLURM_RESUME_FILE's JSON (None when unset or unreadable)."""
+    path = os.environ.get("SLURM_RESUME_FILE")
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def daemon_endpoint(config_path: str) -> tuple[str, int, str | None]:
+    """(host, port, bearer token or None) of the daemon the config file describes."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        with open(config_path, encoding="utf-8") as handle:
+            data = yaml.load(handle, Loader=loader)
+    except (OSError, yaml.YAMLError) as exc:
+        raise HookError(f"cannot read the shoal config {config_path}: {exc}") from None
+    api = (data or {}).get("api") or {}
+    listen = str(api.get("listen") or DEFAULT_LISTEN)
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host in _WILDCARDS:
+        host = "127.0.0.1"
+    if not port.isdigit():
+        raise HookError(f"api.listen {listen!r} in {config_path} is not host:port")
+    token = None
+    token_file = api.get("token_file")
+    if token_file:
+        path = str(token_file)
+        if not os.path.isabs(path):
+            path = os.path.join(os.path.dirname(os.path.abspath(config_path)), path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                token = handle.read().strip() or None
+        except OSError as exc:
+            raise HookError(f"cannot read api.token_file {path}: {exc.strerror}") from None
+    return host, int(port), token
+
+
+def send(
+    kind: str,
+    hostlist: str,
+    config_path: str,
+    resume_file: Any = None,
+    timeout: float = TIMEOUT,
+) -> dict[str, Any]:
+    """POST the request; the daemon's answer. Raises HookError when it was not accepted."""
+    import http.client
+
+    host, port, token = daemon_endpoint(config_path)
+    body = json.dumps({"nodes": hostlist, "resume_file": resume_file}).encode()
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("POST", f"/v1/slurm/{kind}", body=body, headers=headers)
+        response = connection.getresponse()
+        status, raw = response.status, response.read()
+    except OSError as exc:
+        raise HookError(f"shoal at {host}:{port} did not take the request: {exc}") from None
+    finally:
+        connection.close()
+    try:
+        answer = json.loads(raw) if raw else {}
+    except ValueError:
+        answer = {"error": raw.decode("utf-8", "replace")[:200]}
+    if not 200 <= status < 300:
+        raise HookError(f"shoal answered HTTP {status}: {answer.get('error', answer)}")
+    return answer if isinstance(answer, dict) else {}
+
+
+def main(argv: list[str] | None = None, *, kind: str) -> int:
+    """``shoal slurm-<kind> [-c CONFIG] HOSTLIST``; the exit status."""
+    resume_file = _resume_file()  # first: the file is gone once slurmctld's pipe closes
+    args = list(sys.argv[1:] if argv is None else argv)
+    config_path = os.environ.get("SHOAL_CONFIG") or DEFAULT_CONFIG
+    hostlists = []
+    while args:
+        arg = args.pop(0)
+        if arg in ("-c", "--config") and args:
+            config_path = args.pop(0)
+        elif arg.startswith("--config="):
+            config_path = arg.split("=", 1)[1]
+        elif arg in ("-h", "--help"):
+            print(f"usage: shoal slurm-{kind} [-c CONFIG] HOSTLIST\n{__doc__}")
+            return 0
+        else:
+            hostlists.append(arg)
+    if len(hostlists) != 1:
+        print(f"usage: shoal slurm-{kind} [-c CONFIG] HOSTLIST", file=sys.stderr)
+        return 2
+    try:
+        answer = send(kind, hostlists[0], config_path, resume_file)
+    except HookError as exc:
+        print(f"shoal slurm-{kind} {hostlists[0]}: {exc}", file=sys.stderr)
+        return 1
+    accepted = ",".join(answer.get("accepted", [])) or "-"
+    print(f"shoal slurm-{kind}: accepted {accepted}")
+    return 0
+
+
+def resume_main() -> int:
+    return main(kind="resume")
+
+
+def suspend_main() -> int:
+    return main(kind="suspend")
+
+
+def resume_fail_main() -> int:
+    return main(kind="resume-fail")

@@ -1,0 +1,585 @@
+"""Slurm's power saving, carried out by shoal: the requests the hooks hand over.
+
+Slurm decides (``ResumeProgram``, ``SuspendProgram``, ``ResumeFailProgram`` are
+``shoal slurm-resume`` / ``slurm-suspend``); the daemon's planner stands aside
+(``hold_planner``) and the power saver launches and terminates, through the executor (its
+retries, metrics and the provider's events) and the controller (ledger and backoff)::
+
+    hook ─► POST /v1/slurm/resume ─► accept: persist the request (state file), answer 202
+                                       │ one worker per node, requests in order
+                                       ▼
+             the node has an instance (tag shoal:slurm-node)? ── yes ─► nothing (idempotent)
+                                       │ no
+                                       ▼
+             launch 1 of its node type (alternatives and zones in order, offerings in backoff
+             skipped), tagged with the node name, request id from the state file
+                  │ launched                              │ failed (capacity, quota, error,
+                  ▼                                       ▼ every offering in backoff)
+             request done (NodeAddr set if asked)    node DOWN with the reason (Slurm requeues
+                                                     its jobs to other nodes), held until the
+                                                     type's backoff ends, then POWER_DOWN: back
+                                                     in Slurm's pool (idle~), no stock-out loop
+
+    suspend / resume_fail ─► terminate the node's instances (a pending launch is dropped);
+                             resume_fail (the node never registered by ResumeTimeout) also
+                             backs its offering off and holds the node DOWN like a failed
+                             launch
+
+Restart safety: a request is written to the state file before the hook is answered and
+removed once its launch returned ids; holds are written too. After ``kill -9`` anywhere in
+between, the daemon serves what the file holds again with the same request id, and the
+provider's client tokens (a function of request id and offering) make a launch that had
+already happened return its instance instead of launching a second: served once, no
+duplicate, no orphan. (Re-deriving requests from Slurm's POWERING_UP nodes instead cannot
+tell a lost request from a launch the cloud's listing does not show yet, and would launch
+twice on EC2.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from shoal.daemon.executor import BackoffEvent, ExecutionReport
+from shoal.daemon.metrics import ShoalMetrics
+from shoal.daemon.nodes import TrackedState
+from shoal.daemon.slurm.names import NodeTypeMap
+from shoal.daemon.slurm.state import Hold, PowerState, ResumeRequest
+from shoal.providers.base import TAG_AUTOSCALED, Node
+from shoal.providers.clock import Clock
+from shoal.providers.errors import ProviderError, TerminationError
+from shoal.providers.slurm import (
+    TAG_SLURM_NODE,
+    SlurmClient,
+    SlurmCommandError,
+    SlurmError,
+    expand_hostlist,
+)
+from shoal.scaler.backoff import FailureKind
+from shoal.scaler.model import (
+    AddCause,
+    CapacityType,
+    Launch,
+    NodeType,
+    Offering,
+    Plan,
+    PlannerState,
+    Policy,
+    Snapshot,
+)
+
+if TYPE_CHECKING:
+    from shoal.daemon.loop import Controller
+
+__all__ = ["REQUEST_KINDS", "PowerSaver", "hold_planner", "slurm_node_of"]
+
+log = logging.getLogger(__name__)
+
+REQUEST_KINDS = ("resume", "suspend", "resume_fail")
+LISTING_MAX_AGE = 0.5  # seconds a provider listing is shared by the node workers
+ADDRESS_TRIES = 30
+
+
+def hold_planner(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) -> Plan:
+    """The planner in power-saving mode: Slurm decides which nodes run, so the plan launches
+    and removes nothing (nodes that never joined are still terminated by the loop)."""
+    targets: dict[str, int] = {nt.name: 0 for nt in policy.node_types}
+    for node in snapshot.nodes:
+        if node.node_type in targets:
+            targets[node.node_type] += 1
+    return Plan((), (), (), targets, (), state)
+
+
+def slurm_node_of(node: Node) -> str:
+    """The Slurm node an instance stands for: its tag, else its id (a dynamic node)."""
+    return node.tags.get(TAG_SLURM_NODE) or node.name
+
+
+class PowerSaver:
+    """Serves resume, suspend and resume-fail requests; see the module docstring."""
+
+    def __init__(
+        self,
+        client: SlurmClient,
+        clock: Clock,
+        state: PowerState,
+        types: NodeTypeMap,
+        *,
+        metrics: ShoalMetrics | None = None,
+        node_type_of: Callable[[str], str] = lambda name: name,
+        retry_interval: float = 10.0,
+        set_node_addr: bool = False,
+        concurrency: int = 16,
+        on_request: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.client = client
+        self.clock = clock
+        self.state = state
+        self.types = types
+        self.metrics = metrics or ShoalMetrics()
+        self.node_type_of = node_type_of
+        self.retry_interval = retry_interval
+        self.set_node_addr = set_node_addr
+        self.on_request = on_request
+        self.controller: Controller | None = None
+        self._ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._events: dict[str, collections.deque[str]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._by_node: dict[str, str] = {}  # Slurm node -> instance id (launches, listings)
+        self._listing: tuple[float, list[Node]] | None = None
+        self._listing_lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}
+        # (node, instance id) of the latest launches, for GET /v1/slurm and the logs
+        self.launched: collections.deque[tuple[str, str]] = collections.deque(maxlen=1000)
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    def attach(self, controller: Controller) -> None:
+        """Serve requests once ``controller`` has reconciled with the cloud (so instances a
+        previous daemon launched are known); requests from the state file are queued now."""
+        self.controller = controller
+        if controller.ready:
+            self._ready.set()
+        else:
+            controller.on_ready.append(self._ready.set)
+        for node in sorted(self.state.requests):
+            self._enqueue(node, "resume")
+
+    def lock(self, node: str) -> asyncio.Lock:
+        """Held while a request for ``node`` is served (the clean-up loop takes it too)."""
+        return self._locks.setdefault(node, asyncio.Lock())
+
+    @property
+    def busy(self) -> set[str]:
+        """Nodes with a request in hand or held DOWN: the clean-up loop leaves them alone."""
+        queued = {n for n, q in self._events.items() if q}
+        working = {n for n, t in self._workers.items() if not t.done()}
+        return queued | working | set(self.state.requests) | set(self.state.holds)
+
+    def instance_id(self, node: str) -> str:
+        """The daemon's id of a Slurm node's instance, or the node name when it has none."""
+        return self._by_node.get(node, node)
+
+    def note_instances(self, nodes: Iterable[Node]) -> None:
+        """Learn which instance stands for which Slurm node (from a listing or the tracker)."""
+        for node in nodes:
+            name = node.tags.get(TAG_SLURM_NODE)
+            if name:
+                self._by_node[name] = node.name
+
+    # -- requests -------------------------------------------------------------------------
+
+    def accept(
+        self, kind: str, hostlist: str, resume_file: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Take a hook's request: persisted (resume) and queued; returns the answer's body.
+        Raises ValueError for an unknown kind or a malformed hostlist."""
+        if kind not in REQUEST_KINDS:
+            raise ValueError(f"unknown request kind {kind!r}; expected one of {REQUEST_KINDS}")
+        names = list(dict.fromkeys(expand_hostlist(hostlist)))
+        if not names:
+            raise ValueError("no node names given")
+        accepted, repeated = [], []
+        if kind == "resume":
+            jobs = _jobs_by_node(resume_file)
+            now = self.clock.now()
+            for name in names:
+                if name in self.state.requests:
+                    repeated.append(name)
+                    continue
+                request_id = f"slurm-{uuid.uuid4().hex}"
+                self.state.requests[name] = ResumeRequest(request_id, now, jobs.get(name, ()))
+                accepted.append(name)
+            if accepted:
+                self.state.save()  # before the hook is answered: a restart serves it
+        else:
+            accepted = names
+        for name in accepted:
+            self._enqueue(name, kind)
+        self.metrics.slurm_requests.labels(kind=kind).inc(len(names))
+        log.info(
+            "event=slurm_request kind=%s nodes=%s accepted=%d repeated=%d",
+            kind,
+            hostlist,
+            len(accepted),
+            len(repeated),
+        )
+        self.on_request()
+        return {"kind": kind, "accepted": accepted, "repeated": repeated}
+
+    def _enqueue(self, node: str, kind: str) -> None:
+        self._events.setdefault(node, collections.deque()).append(kind)
+        worker = self._workers.get(node)
+        if worker is None or worker.done():
+            self._workers[node] = asyncio.create_task(self._work(node), name=f"slurm-{node}")
+
+    async def _work(self, node: str) -> None:
+        await self._ready.wait()
+        async with self._slots:
+            queue = self._events.get(node)
+            while queue:
+                kind = queue.popleft()
+                try:
+                    async with self.lock(node):
+                        if kind == "resume":
+                            await self._resume(node)
+                        else:
+                            await self._suspend(node, kind)
+                except Exception as exc:  # the request stays in the state file: retried
+                    log.error(
+                        'event=slurm_request_failed node=%s kind=%s error="%r"', node, kind, exc
+                    )
+            self._events.pop(node, None)
+
+    async def drain_requests(self) -> None:
+        """Wait until every queued request was handled (tests and shutdown)."""
+        while True:
+            pending = [t for t in self._workers.values() if not t.done()]
+            if not pending:
+                return
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- resume ---------------------------------------------------------------------------
+
+    def _controller(self) -> Controller:
+        if self.controller is None:
+            raise RuntimeError("the power saver is not attached to a controller")
+        return self.controller
+
+    def _node_type(self, name: str) -> NodeType | None:
+        for node_type in self._controller().policy.node_types:
+            if node_type.name == name:
+                return node_type
+        return None
+
+    async def _resume(self, node: str) -> None:
+        request = self.state.requests.get(node)
+        if request is None:  # suspended before it was served
+            return
+        controller = self._controller()
+        self.state.holds.pop(node, None)
+        configured = self.types.node_type(node)
+        node_type = None
+        if configured is not None:
+            try:
+                node_type = self._node_type(self.node_type_of(configured))
+            except KeyError:
+                node_type = None
+        if node_type is None:
+            self._finish(node)
+            reason = f"shoal: no node type for {node} (slurm.node_types)"
+            log.error("event=slurm_resume_refused node=%s reason=no-node-type", node)
+            await self._set_down(node, reason)
+            return
+        existing = [n.name for n in await self._instances(node)]
+        if existing:
+            self._finish(node)
+            log.info(
+                "event=slurm_resume_served_before node=%s instances=%s request_id=%s",
+                node,
+                ",".join(existing),
+                request.request_id,
+            )
+            return
+        now = self.clock.now()
+        unavailable = set(controller.backoff.unavailable(now))
+        jobs = f" for job {','.join(request.jobs)}" if request.jobs else ""
+        launch = Launch(node_type.name, 1, AddCause.DEMAND, f"Slurm resumes {node}{jobs}")
+        report = await controller.executor.launch(
+            node_type,
+            launch,
+            unavailable,
+            request_id=request.request_id,
+            tags={TAG_SLURM_NODE: node},
+        )
+        controller.record_outcomes(report)
+        ids = [i for attempt in report.attempts for i in attempt.ids]
+        if ids:
+            for instance_id in ids:
+                self._by_node[node] = instance_id
+                self.launched.append((node, instance_id))
+            self._listing = None
+            self._finish(node)
+            log.info(
+                "event=slurm_resumed node=%s node_type=%s instance=%s request_id=%s waited=%.3fs",
+                node,
+                node_type.name,
+                ",".join(ids),
+                request.request_id,
+                self.clock.now() - request.accepted_at,
+            )
+            if self.set_node_addr:
+                self._spawn(self._set_address(node, ids[0]))
+            return
+        outcome = report.launches[0] if report.launches else None
+        error = outcome.error if outcome is not None and outcome.error else ""
+        if not error:
+            error = "every offering is in backoff"
+        await self._hold(node, node_type, f"shoal: {error}"[:200])
+
+    def _finish(self, node: str) -> None:
+        if self.state.requests.pop(node, None) is not None:
+            self.state.save()
+
+    def _hold_until(self, node_type: NodeType, now: float) -> float:
+        """When the node type may launch again: the end of its offerings' backoff, or the
+        backoff's first step when a failure put none of them in backoff (an API error)."""
+        controller = self._controller()
+        unavailable = controller.backoff.unavailable(now)
+        offerings = node_type.offerings()
+        if offerings and all(o in unavailable for o in offerings):
+            return min(unavailable[o] for o in offerings)
+        return now + controller.backoff.policy.initial
+
+    async def _hold(
+        self, node: str, node_type: NodeType, reason: str, *, marked: bool = False
+    ) -> None:
+        """DOWN now (Slurm requeues the node's jobs), POWER_DOWN when the backoff ends."""
+        until = self._hold_until(node_type, self.clock.now())
+        self.state.requests.pop(node, None)
+        self.state.holds[node] = Hold(until, reason, marked=marked)
+        self.state.save()
+        log.warning(
+            'event=slurm_node_held node=%s node_type=%s until=%.0f reason="%s"',
+            node,
+            node_type.name,
+            until,
+            reason,
+        )
+        if not marked:
+            await self._set_down(node, reason)
+        self._wake.set()
+
+    async def _set_down(self, node: str, reason: str) -> bool:
+        try:
+            await self.client.set_down(node, reason)
+        except SlurmCommandError as exc:
+            if exc.code == "exec":  # scontrol could not be run: try again later
+                log.error('event=slurm_set_down_failed node=%s error="%s"', node, exc)
+                return False
+            # Slurm refused (an unknown node): there is nothing to hold
+            log.error('event=slurm_set_down_refused node=%s error="%s"', node, exc)
+            if node in self.state.holds:
+                del self.state.holds[node]
+                self.state.save()
+            return False
+        except SlurmError as exc:  # slurmctld unavailable: the hold loop tries again
+            log.warning('event=slurm_set_down_failed node=%s error="%s"', node, exc)
+            return False
+        hold = self.state.holds.get(node)
+        if hold is not None and not hold.marked:
+            self.state.holds[node] = Hold(hold.until, hold.reason, marked=True)
+            self.state.save()
+        log.info('event=slurm_node_down node=%s reason="%s"', node, reason)
+        return True
+
+    async def _set_address(self, node: str, instance_id: str) -> None:
+        """NodeAddr and NodeHostname from the instance's private address, once listed."""
+        for _ in range(ADDRESS_TRIES):
+            listed = {n.name: n for n in await self._listed(max_age=0.0)}
+            address = listed[instance_id].privateIP if instance_id in listed else None
+            if address:
+                try:
+                    await self.client.set_address(node, address, address)
+                except SlurmError as exc:
+                    log.warning('event=slurm_set_address_failed node=%s error="%s"', node, exc)
+                else:
+                    log.info("event=slurm_node_address node=%s address=%s", node, address)
+                    return
+            await self.clock.sleep(self.retry_interval)
+
+    # -- suspend --------------------------------------------------------------------------
+
+    async def _suspend(self, node: str, kind: str) -> None:
+        dropped = self.state.requests.pop(node, None)
+        held = self.state.holds.pop(node, None) if kind == "suspend" else None
+        if dropped is not None or held is not None:
+            self.state.save()
+        instances = await self._instances(node)
+        if instances:
+            await self._terminate(node, instances, kind)
+        else:
+            log.info("event=slurm_suspend_nothing node=%s kind=%s", node, kind)
+        self._by_node.pop(node, None)
+        if kind == "resume_fail":
+            configured = self.types.node_type(node)
+            try:
+                node_type = self._node_type(self.node_type_of(configured or ""))
+            except KeyError:
+                node_type = None
+            if node_type is not None and node not in self.state.holds:
+                # Slurm has set it DOWN itself ("ResumeTimeout reached")
+                await self._hold(
+                    node, node_type, "shoal: never registered by ResumeTimeout", marked=True
+                )
+        elif held is not None:
+            log.info("event=slurm_hold_dropped node=%s reason=suspended", node)
+
+    async def _terminate(self, node: str, instances: list[Node], kind: str) -> None:
+        controller = self._controller()
+        ids = [n.name for n in instances]
+
+        async def terminate() -> None:
+            await controller.provider.terminateNodes(ids)
+
+        try:
+            await controller.executor.call("terminateNodes", terminate)
+        except TerminationError as exc:
+            log.error('event=slurm_suspend_failed node=%s error="%s"', node, exc)
+            return
+        except ProviderError as exc:
+            log.error('event=slurm_suspend_failed node=%s error="%r"', node, exc)
+            return
+        self._listing = None
+        cause = "join-timeout" if kind == "resume_fail" else "idle"
+        report = ExecutionReport()
+        for instance in instances:
+            controller.tracker.mark(instance.name, TrackedState.TERMINATED)
+            tracked = controller.tracker.get(instance.name)
+            type_name = tracked.node_type if tracked is not None and tracked.node_type else "-"
+            self.metrics.scale_downs.labels(node_type=type_name, cause=cause).inc()
+            if kind == "resume_fail":
+                capacity = CapacityType.SPOT if instance.preemptible else CapacityType.ON_DEMAND
+                zone = instance.zone or (tracked.zone if tracked is not None else "")
+                offering = Offering(instance.nodeType or "", zone, capacity)
+                report.failed_offerings.append(
+                    BackoffEvent(offering, FailureKind.CAPACITY, "join-timeout")
+                )
+        controller.record_outcomes(report)
+        log.info("event=slurm_suspended node=%s kind=%s instances=%s", node, kind, ",".join(ids))
+
+    # -- instances --------------------------------------------------------------------------
+
+    async def _listed(self, max_age: float = LISTING_MAX_AGE) -> list[Node]:
+        """The provider's workers, through the executor; one listing shared by the node
+        workers that ask within ``max_age`` seconds."""
+        controller = self._controller()
+        async with self._listing_lock:
+            now = self.clock.monotonic()
+            if self._listing is not None and now - self._listing[0] <= max_age:
+                return self._listing[1]
+
+            async def listing() -> list[Node]:
+                return await controller.provider.getProvisionedWorkers()
+
+            nodes = await controller.executor.call("getProvisionedWorkers", listing)
+            self._listing = (self.clock.monotonic(), nodes)
+            self.note_instances(nodes)
+            return nodes
+
+    async def _instances(self, node: str) -> list[Node]:
+        """Live autoscaled instances launched for Slurm node ``node``: listed, or launched by
+        this daemon and not listed yet (the ledger)."""
+        listed = [
+            n
+            for n in await self._listed()
+            if n.tags.get(TAG_AUTOSCALED) == "true" and n.tags.get(TAG_SLURM_NODE) == node
+        ]
+        names = {n.name for n in listed}
+        controller = self._controller()
+        unlisted = [
+            t.node
+            for t in controller.tracker.pending()
+            if not t.placeholder
+            and t.state is not TrackedState.TERMINATED
+            and t.id not in names
+            and self._by_node.get(node) == t.id
+        ]
+        return listed + unlisted
+
+    # -- holds ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Release held nodes when their backoff ends (POWER_DOWN), mark DOWN the ones that
+        could not be marked yet, and retry requests whose worker died."""
+        await self._ready.wait()
+        while True:
+            now = self.clock.now()
+            for node, hold in sorted(self.state.holds.items()):
+                if not hold.marked:
+                    await self._set_down(node, hold.reason)
+                elif hold.until <= now:
+                    await self._release(node)
+            for node in sorted(self.state.requests):
+                worker = self._workers.get(node)
+                if worker is None or worker.done():
+                    self._enqueue(node, "resume")
+            due = [h.until - now for h in self.state.holds.values() if h.marked]
+            wait = min([self.retry_interval, *due])
+            await self._sleep(max(wait, 0.05))
+
+    async def _release(self, node: str) -> None:
+        try:
+            await self.client.power_down(node)
+        except SlurmCommandError as exc:
+            if exc.code == "exec":  # scontrol could not be run: try again later
+                log.error('event=slurm_release_failed node=%s error="%s"', node, exc)
+                return
+            # Slurm refused (an admin changed the node meanwhile): nothing left to do
+            log.warning('event=slurm_release_refused node=%s error="%s"', node, exc)
+        except SlurmError as exc:
+            log.warning('event=slurm_release_failed node=%s error="%s"', node, exc)
+            return
+        else:
+            log.info("event=slurm_node_released node=%s action=power_down", node)
+        if self.state.holds.pop(node, None) is not None:
+            self.state.save()
+
+    async def _sleep(self, seconds: float) -> None:
+        sleep = asyncio.ensure_future(self.clock.sleep(seconds))
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleep, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleep, woken):
+                task.cancel()
+            await asyncio.gather(sleep, woken, return_exceptions=True)
+            self._wake.clear()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Cancel the workers (their requests stay in the state file)."""
+        tasks = [*self._workers.values(), *self._tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def status(self) -> dict[str, Any]:
+        """For ``GET /v1/slurm``."""
+        return {
+            "requests": {n: r.request_id for n, r in sorted(self.state.requests.items())},
+            "holds": {
+                n: {"until": h.until, "reason": h.reason, "down": h.marked}
+                for n, h in sorted(self.state.holds.items())
+            },
+            "busy": sorted(self.busy),
+            "instances": dict(sorted(self._by_node.items())),
+            "launched": [list(pair) for pair in self.launched],
+        }
+
+
+def _jobs_by_node(resume_file: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]]:
+    """SLURM_RESUME_FILE's ``{"jobs": [{"job_id": 1, "nodes": "cloud[1-2]"}]}`` by node."""
+    out: dict[str, list[str]] = {}
+    jobs = resume_file.get("jobs") if isinstance(resume_file, Mapping) else None
+    for job in jobs if isinstance(jobs, list) else []:
+        if not isinstance(job, Mapping):
+            continue
+        try:
+            names = expand_hostlist(str(job.get("nodes", "")))
+        except ValueError:
+            continue
+        for name in names:
+            out.setdefault(name, []).append(str(job.get("job_id", "?")))
+    return {n: tuple(j) for n, j in out.items()}

@@ -1,0 +1,121 @@
+"""The power saver's state file: resume requests accepted but not yet launched, and nodes held
+DOWN after a failed launch. Both must survive a restart (``kill -9`` included):
+
+- a request is written (and fsynced) before the hook is answered, and removed once its launch
+  returned instance ids; a request found at start is launched again with the same request id,
+  so the provider's idempotency (the client token is a function of request id and offering)
+  returns the instances a launch that died with the daemon may have made, and launches nothing
+  twice;
+- a hold is written when a launch failed and removed once the node was powered down, so a
+  node is never left DOWN because the daemon restarted.
+
+Writes replace the file atomically (temporary file, fsync, rename). The format is JSON::
+
+    {"version": 1,
+     "requests": {"cloud1": {"request_id": "slurm-...", "accepted_at": 1700000000.0,
+                             "jobs": ["12"]}},
+     "holds": {"cloud2": {"until": 1700000180.0, "reason": "shoal: no capacity ...",
+                          "marked": true}}}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Hold", "PowerState", "ResumeRequest", "StateError"]
+
+VERSION = 1
+
+
+class StateError(RuntimeError):
+    """The state file exists but cannot be read or understood."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRequest:
+    """Slurm asked for ``node``; ``request_id`` names its launch (and its client tokens)."""
+
+    request_id: str
+    accepted_at: float
+    jobs: tuple[str, ...] = ()  # the jobs waiting for the node (from SLURM_RESUME_FILE)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """``node`` stays DOWN with ``reason`` until ``until``, then is powered down."""
+
+    until: float
+    reason: str
+    marked: bool = False  # DOWN is set in Slurm
+
+
+class PowerState:
+    """Requests and holds by Slurm node name, kept in ``path``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.requests: dict[str, ResumeRequest] = {}
+        self.holds: dict[str, Hold] = {}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PowerState:
+        """The state in ``path``; empty when the file does not exist."""
+        state = cls(path)
+        try:
+            data = json.loads(state.path.read_text())
+        except FileNotFoundError:
+            return state
+        except (OSError, ValueError) as exc:
+            raise StateError(f"cannot read the Slurm state file {state.path}: {exc}") from exc
+        try:
+            if data.get("version") != VERSION:
+                raise ValueError(f"version {data.get('version')!r}, expected {VERSION}")
+            state.requests = {
+                node: ResumeRequest(
+                    str(r["request_id"]), float(r["accepted_at"]), tuple(r.get("jobs", ()))
+                )
+                for node, r in data.get("requests", {}).items()
+            }
+            state.holds = {
+                node: Hold(float(h["until"]), str(h["reason"]), bool(h.get("marked", False)))
+                for node, h in data.get("holds", {}).items()
+            }
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"the Slurm state file {state.path} is malformed: {exc}") from exc
+        return state
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": VERSION,
+            "requests": {
+                n: {**asdict(r), "jobs": list(r.jobs)} for n, r in sorted(self.requests.items())
+            },
+            "holds": {n: asdict(h) for n, h in sorted(self.holds.items())},
+        }
+
+    def save(self) -> None:
+        """Replace the file atomically with the current state (fsynced before it returns)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump(self.to_json(), out, indent=1)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # the rename itself survives a power loss
+            dirfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)

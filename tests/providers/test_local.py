@@ -1,0 +1,257 @@
+"""The local process provider: real processes, started and stopped by pid.
+
+A probe program stands in for slurmd where a test needs to see what the provider runs (its
+argv and environment) without a Slurm controller; ``never_join`` types run ``sleep``, as a
+machine whose slurmd never comes up. Every process a test starts is killed by pid at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import stat
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from shoal.providers.base import TAG_NODE_TYPE, TAG_REQUEST_ID, client_token
+from shoal.providers.errors import CapacityError
+from shoal.providers.local import (
+    INSTANCE_ENV,
+    LocalInstanceType,
+    LocalProvisioner,
+    process_alive,
+    session_pids,
+)
+from shoal.providers.outcomes import LaunchRequest, TerminationStatus
+from shoal.providers.slurm import TAG_SLURM_FEATURES, TAG_SLURM_NODE
+from shoal.scaler.model import CapacityType, Offering
+
+MiB = 1024**2
+TYPES = [LocalInstanceType("small", 2, 1000 * MiB), LocalInstanceType("hung", 1, 500 * MiB)]
+
+PROBE = """#!/bin/sh
+# stands in for slurmd: records how it was started, starts a child, then waits
+printf '%s\\n' "$@" > "{out}/argv-$$"
+env > "{out}/env-$$"
+sleep 300 &
+wait
+"""
+
+
+@pytest.fixture
+async def make(tmp_path: Path) -> AsyncIterator[Callable[..., LocalProvisioner]]:
+    made: list[LocalProvisioner] = []
+    probe = tmp_path / "probe.sh"
+    probe.write_text(PROBE.format(out=tmp_path))
+    probe.chmod(probe.stat().st_mode | stat.S_IXUSR)
+
+    def factory(**kwargs: object) -> LocalProvisioner:
+        options: dict[str, object] = {
+            "clusterName": "t",
+            "state_dir": tmp_path / "local",
+            "instance_types": TYPES,
+            "slurmd": str(probe),
+            "slurm_conf": "/etc/test/slurm.conf",
+            "never_join": ["hung"],
+            "stop_timeout": 5.0,
+            **kwargs,
+        }
+        provider = LocalProvisioner(**options)  # type: ignore[arg-type]
+        made.append(provider)
+        return provider
+
+    yield factory
+    records = tmp_path / "local" / "instances.json"
+    instances = json.loads(records.read_text())["instances"] if records.exists() else {}
+    for record in instances.values():
+        pid = record.get("pid")
+        if pid is None:
+            continue
+        for target in session_pids(pid):  # the process and its children, by pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def request(
+    instance_type: str = "small", count: int = 1, token: str = "tok-1", **tags: str
+) -> LaunchRequest:
+    offering = Offering(instance_type, "local", CapacityType.ON_DEMAND)
+    return LaunchRequest(
+        offering, count, token, "req-1", None, {TAG_NODE_TYPE: instance_type, **tags}
+    )
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+async def wait_file(path_glob: Callable[[], list[Path]]) -> Path:
+    for _ in range(500):
+        found = path_glob()
+        if found:
+            await asyncio.sleep(0.05)  # let the probe finish writing
+            return found[0]
+        await asyncio.sleep(0.01)
+    raise AssertionError("the probe never wrote its file")
+
+
+async def test_a_node_runs_in_its_own_session_with_signals_unblocked(
+    make: Callable[..., LocalProvisioner],
+) -> None:
+    provider = make()
+    # slurmctld starts its programs with SIGTERM, SIGINT, SIGHUP... blocked: so do we here
+    blocked = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        (instance_id,) = await provider.launch_offering(request("hung"))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    pid = provider.pids()[instance_id]
+    status = proc_status(pid)
+    assert int(status["SigBlk"], 16) == 0
+    assert int(status["SigIgn"], 16) & (1 << (signal.SIGPIPE - 1)) == 0  # Python ignores it
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    assert int(fields[3]) == pid  # session id: it leads its own session
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    marker = f"{INSTANCE_ENV}={provider.state_dir.resolve()}/{instance_id}"
+    assert marker.encode() in environ
+
+
+async def test_a_power_saving_node_runs_slurmd_b_with_its_name(
+    make: Callable[..., LocalProvisioner], tmp_path: Path
+) -> None:
+    provider = make()
+    (instance_id,) = await provider.launch_offering(request(**{TAG_SLURM_NODE: "cloud3"}))
+    pid = provider.pids()[instance_id]
+    argv = await wait_file(lambda: list(tmp_path.glob(f"argv-{pid}")))
+    assert argv.read_text().split("\n")[:-1] == ["-D", "-b", "-N", "cloud3"]
+    env = (tmp_path / f"env-{pid}").read_text().splitlines()
+    assert "SLURM_CONF=/etc/test/slurm.conf" in env
+    assert (await provider.list_instances())[0].tags[TAG_SLURM_NODE] == "cloud3"
+
+
+async def test_a_dynamic_node_registers_with_its_shape_and_features(
+    make: Callable[..., LocalProvisioner], tmp_path: Path
+) -> None:
+    provider = make()
+    (instance_id,) = await provider.launch_offering(request(**{TAG_SLURM_FEATURES: "shoal,dyn"}))
+    pid = provider.pids()[instance_id]
+    argv = (await wait_file(lambda: list(tmp_path.glob(f"argv-{pid}")))).read_text()
+    assert argv.split("\n")[:-1] == [
+        "-D",
+        "-Z",
+        "-N",
+        instance_id,
+        "--conf",
+        "CPUs=2 RealMemory=1000 Feature=shoal,dyn NodeAddr=127.0.0.1",
+    ]
+
+
+async def test_one_client_token_launches_once(make: Callable[..., LocalProvisioner]) -> None:
+    provider = make()
+    first = await provider.launch_offering(request("hung", count=2))
+    again = await provider.launch_offering(request("hung", count=2))
+    assert first == again and len(first) == 2
+    assert sorted(provider.pids()) == sorted(first)
+    other = await provider.launch_offering(request("hung", token="tok-2"))
+    assert other != first and len(provider.pids()) == 3
+
+
+async def test_capacity_fills_partly_then_is_a_capacity_error(
+    make: Callable[..., LocalProvisioner],
+) -> None:
+    provider = make(capacity={"hung": 2})
+    assert len(await provider.launch_offering(request("hung", count=3))) == 2
+    with pytest.raises(CapacityError) as caught:
+        await provider.launch_offering(request("hung", token="tok-2"))
+    assert caught.value.code == "InsufficientInstanceCapacity"
+    assert caught.value.offerings == (Offering("hung", "local", CapacityType.ON_DEMAND),)
+
+
+async def test_add_nodes_tags_what_it_launches_and_zero_capacity_raises(
+    make: Callable[..., LocalProvisioner],
+) -> None:
+    provider = make(capacity={"small": 0})
+    assert await provider.addNodes(["hung"], 1, False, requestId="r-7", tags={"x": "y"}) == 1
+    (node,) = await provider.list_instances()
+    assert (node.tags["x"], node.tags[TAG_REQUEST_ID], node.nodeType) == ("y", "r-7", "hung")
+    assert node.privateIP == "127.0.0.1" and node.zone == "local"
+    with pytest.raises(CapacityError):
+        await provider.addNodes(["small"], 1, False)
+
+
+async def test_records_survive_a_restart_of_the_daemon(
+    make: Callable[..., LocalProvisioner],
+) -> None:
+    first = make()
+    ids = await first.launch_offering(request("hung"))
+    second = make()  # a new daemon, the same state_dir
+    assert [n.name for n in await second.list_instances()] == ids
+    assert await second.launch_offering(request("hung")) == ids  # the token is remembered
+    assert (await second.launch_offering(request("hung", token="tok-9")))[0] not in ids
+
+
+async def test_terminate_stops_the_process_and_everything_in_its_session(
+    make: Callable[..., LocalProvisioner], tmp_path: Path
+) -> None:
+    provider = make()
+    (instance_id,) = await provider.launch_offering(request())
+    pid = provider.pids()[instance_id]
+    await wait_file(lambda: list(tmp_path.glob(f"env-{pid}")))
+    family = session_pids(pid)
+    assert len(family) >= 2  # the probe and its sleep
+    outcome = await provider.terminate_instances([instance_id, "t-404"])
+    assert outcome == {
+        instance_id: TerminationStatus.TERMINATED,
+        "t-404": TerminationStatus.ALREADY_GONE,
+    }
+    assert not any(process_alive(p) for p in family)
+    assert await provider.list_instances() == []
+    again = await provider.terminate_instances([instance_id])
+    assert again == {instance_id: TerminationStatus.ALREADY_GONE}
+
+
+async def test_a_process_that_died_is_no_longer_listed(
+    make: Callable[..., LocalProvisioner],
+) -> None:
+    provider = make()
+    (instance_id,) = await provider.launch_offering(request("hung"))
+    pid = provider.pids()[instance_id]
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert await provider.list_instances() == []
+    records = json.loads(provider.records_path.read_text())
+    assert records["instances"] == {}
+
+
+async def test_an_instance_recorded_without_its_pid_is_found_by_its_environment(
+    make: Callable[..., LocalProvisioner],
+) -> None:
+    first = make()
+    (instance_id,) = await first.launch_offering(request("hung"))
+    pid = first.pids()[instance_id]
+    records = json.loads(first.records_path.read_text())
+    records["instances"][instance_id]["pid"] = None  # died between the record and the spawn
+    first.records_path.write_text(json.dumps(records))
+    second = make()
+    assert [n.name for n in await second.list_instances()] == [instance_id]
+    assert second.pids() == {instance_id: pid}
+    assert json.loads(first.records_path.read_text())["instances"][instance_id]["pid"] == pid
+
+
+async def test_the_catalogue_is_the_configured_types(make: Callable[..., LocalProvisioner]) -> None:
+    provider = make()
+    infos = await provider.describe_instance_types(["small", "nope"])
+    assert list(infos) == ["small"]
+    assert (infos["small"].cores, infos["small"].memory) == (2.0, 1000 * MiB)
+    assert provider.supportedClusterTypes() == {"slurm"}
+    assert client_token("a", Offering("small", "local", CapacityType.ON_DEMAND)).startswith(
+        "shoal-"
+    )

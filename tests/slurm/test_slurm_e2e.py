@@ -1,0 +1,419 @@
+"""shoal scaling a real Slurm: slurmctld runs shoal's hooks, shoal launches slurmd processes
+through the local provider, jobs run on them.
+
+Each test starts its own cluster (munged, slurmctld) and ``shoal run`` as a process on the
+local provider, and stops every process by pid at the end: the daemon, the slurmds it
+started (by the pids in the provider's records), then the cluster. Batch jobs on a node that
+has just powered up start at slurmctld's 30-second job check; ``srun`` starts at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from shoal.providers.slurm import expand_hostlist
+from slurm.cluster import ClusterSpec, NodeGroup, SlurmCluster
+from slurm.shoal_proc import (
+    HookRun,
+    ShoalDaemon,
+    free_port,
+    hook_programs,
+    hook_runs,
+    local_instances,
+    shoal_config,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slurm
+
+LOCAL_MARKER = b"SHOAL_LOCAL_INSTANCE="
+
+
+@dataclass
+class Setup:
+    cluster: SlurmCluster
+    daemon: ShoalDaemon
+    workdir: Path
+
+    def jobs(self) -> dict[str, tuple[str, str]]:
+        """Every job (array tasks one by one): id -> (state, nodes)."""
+        out = self.cluster.run("squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%N").stdout
+        return {
+            line.split("|")[0]: (line.split("|")[1], line.split("|")[2])
+            for line in out.splitlines()
+            if line.strip()
+        }
+
+    def states(self, names: list[str]) -> dict[str, set[str]]:
+        return {n: set(self.cluster.node_state(n).split("+")) for n in names}
+
+    def reason(self, name: str) -> str:
+        result = self.cluster.run("sinfo", "-h", "-N", "-n", name, "-O", "Reason:0")
+        return result.stdout.strip()
+
+    def hooks(self) -> list[HookRun]:
+        return hook_runs(self.workdir)
+
+    def instances(self) -> dict[str, dict[str, Any]]:
+        return local_instances(self.workdir)
+
+    def metric(self, name: str, **labels: str) -> float:
+        total = 0.0
+        for line in self.daemon.metrics().splitlines():
+            match = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
+            if match is None or match.group(1) != name:
+                continue
+            have = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+            if all(have.get(k) == v for k, v in labels.items()):
+                total += float(match.group(3))
+        return total
+
+    def explain(self) -> str:
+        nodes = self.cluster.run("sinfo", "-h", "-N", "-O", "NodeList:12,StateComplete:45,Reason:0")
+        return (
+            f"jobs: {self.jobs()}\nnodes:\n{nodes.stdout}\nhooks: {self.hooks()}\n"
+            f"instances: {sorted(self.instances())}\nshoal log:\n{self.daemon.tail(40)}"
+        )
+
+
+def local_processes(workdir: Path) -> list[int]:
+    """Live processes the local provider of ``workdir`` started (found by their marker)."""
+    marker = LOCAL_MARKER + str((workdir / "local").resolve()).encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(e.startswith(marker) for e in environ):
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.fixture
+def setup_factory(
+    slurm_cluster_factory: Callable[..., SlurmCluster], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Setup]]:
+    made: list[ShoalDaemon] = []
+
+    def make(spec: ClusterSpec, *, start: bool = True, hooks: bool = True, **config: Any) -> Setup:
+        workdir = tmp_path_factory.mktemp("shoal")
+        if hooks:
+            programs = hook_programs(workdir, workdir / "shoal.yaml")
+            spec = replace(
+                spec,
+                resume_program=programs["resume"],
+                suspend_program=programs["suspend"],
+                resume_fail_program=programs["resume-fail"],
+            )
+        cluster = slurm_cluster_factory(spec)
+        daemon = ShoalDaemon(
+            cluster, workdir, shoal_config(cluster, workdir, free_port(), **config)
+        )
+        made.append(daemon)
+        if start:
+            daemon.start()
+        return Setup(cluster, daemon, workdir)
+
+    yield make
+    for daemon in made:  # before the clusters (their fixture ends after this one)
+        daemon.stop()
+        daemon.stop_instances()
+        print(f"shoal log {daemon.log_path}:\n{daemon.tail(30)}")
+
+
+def srun(cluster: SlurmCluster, *args: str) -> subprocess.Popen[str]:
+    """``srun`` in the background (it blocks until its job ends)."""
+    return subprocess.Popen(
+        [cluster.program("srun"), *args],
+        env=cluster.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 90) -> str:
+    """Wait for a background ``srun``; its output (one line per task)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"srun did not finish: {out}{err}") from None
+    assert proc.returncode == 0, out + err
+    return out
+
+
+def named(runs: list[HookRun], kind: str) -> Counter[str]:
+    """How often the hooks of ``kind`` named each node."""
+    return Counter(n for r in runs if r.kind == kind for n in expand_hostlist(r.hostlist))
+
+
+# -- power saving -------------------------------------------------------------------------
+
+
+def test_power_saving_resumes_exactly_the_named_nodes_and_suspends_them(
+    setup_factory: Callable[..., Setup],
+) -> None:
+    spec = ClusterSpec(
+        cloud=(NodeGroup("cloud", 6),), dynamic_partition=None, suspend_time=5, suspend_timeout=5
+    )
+    s = setup_factory(spec, slurm={"node_types": {"cloud": "small"}})
+    names = s.cluster.cloud_nodes
+    step = srun(s.cluster, "-N2", "hostname")
+    submitted = [
+        s.cluster.sbatch("-c1", "--wrap", "sleep 1"),
+        s.cluster.sbatch("-c2", "--mem=500M", "--wrap", "sleep 1"),
+        s.cluster.sbatch("--array=1-3", "-c1", "--wrap", "sleep 1"),
+    ]
+    assert len(finish(step).split()) == 2
+    wait_until(
+        "every job to complete",
+        lambda: len(jobs := s.jobs()) == 6 and all(st == "COMPLETED" for st, _ in jobs.values()),
+        120,
+        poll=0.5,
+        explain=s.explain,
+    )
+    resumed = named(s.hooks(), "resume")
+    launched = Counter(node for node, _ in s.daemon.get("/v1/slurm")["power_saving"]["launched"])
+    assert launched == resumed  # exactly the named nodes, once per resume
+    records = json.loads((s.workdir / "local" / "instances.json").read_text())
+    assert records["next"] - 1 == sum(launched.values())  # and nothing else was started
+    ran_on = {n for _, nodes in s.jobs().values() for n in expand_hostlist(nodes)}
+    assert ran_on <= set(launched)
+    assert all(run.status == 0 for run in s.hooks()), s.hooks()
+    assert submitted and all(job_id.isdigit() for job_id in submitted)
+
+    wait_until(
+        "the nodes to be suspended",
+        lambda: all("powered_down" in f for f in s.states(names).values()) and not s.instances(),
+        90,
+        poll=0.5,
+        explain=s.explain,
+    )
+    assert named(s.hooks(), "suspend") == launched  # each instance suspended once
+    assert local_processes(s.workdir) == []  # every slurmd gone: no orphan
+    assert s.daemon.get("/v1/status")["node_counts"] == {}
+    print(
+        "hook runs (kind, hostlist, ms):",
+        [(r.kind, r.hostlist, r.micros // 1000) for r in s.hooks()],
+    )
+
+
+# -- failures -----------------------------------------------------------------------------
+
+
+def test_no_capacity_and_a_node_that_never_registers(setup_factory: Callable[..., Setup]) -> None:
+    """a1 (preferred for jobs needing x) has no capacity: DOWN with the reason, the job goes to
+    c, a1 is powered down when its backoff ends. b1 (preferred for y) never registers: at
+    ResumeTimeout slurmctld runs ResumeFailProgram, shoal terminates its instance, holds it,
+    and powers it down; the job goes to c as well."""
+    spec = ClusterSpec(
+        cloud=(
+            NodeGroup("a", 1, features=("x",), weight=1),
+            NodeGroup("b", 1, features=("y",), weight=2),
+            NodeGroup("c", 2, features=("x", "y"), weight=10),
+        ),
+        dynamic_partition=None,
+        suspend_time=60,
+        suspend_timeout=5,
+        resume_timeout=8,
+        cred_expire=5,
+    )
+    types = {name: {"cores": 2, "memory": "1000MiB"} for name in "abc"}
+    s = setup_factory(
+        spec,
+        types=types,
+        slurm={"node_types": {"a": "a", "b": "b", "c": "c"}},
+        provider={"capacity": {"a": 0}, "never_join": ["b"]},
+    )
+    on_x = s.cluster.sbatch("--constraint=x", "-c2", "--wrap", "sleep 1")
+    on_y = s.cluster.sbatch("--constraint=y", "-c2", "--wrap", "sleep 1")
+
+    def a1_held() -> dict[str, Any] | None:
+        status = s.daemon.get("/v1/status")
+        held = "down" in s.states(["a1"])["a1"] and "no capacity" in s.reason("a1")
+        backoff = [b for b in status["backoff"] if b["offering"] == "a/local/on-demand"]
+        return backoff[0] if held and backoff else None
+
+    backoff = wait_until("a1 DOWN with shoal's reason", a1_held, 30, poll=0.2, explain=s.explain)
+    assert backoff["kind"] == "capacity" and "InsufficientInstanceCapacity" in backoff["reason"]
+    assert s.reason("a1").startswith("shoal: ")
+    wait_until(
+        "both jobs to complete on c",
+        lambda: all(s.jobs()[j][0] == "COMPLETED" for j in (on_x, on_y)),
+        120,
+        poll=0.5,
+        explain=s.explain,
+    )
+    assert {s.jobs()[on_x][1], s.jobs()[on_y][1]} == {"c1", "c2"}
+    fails = [
+        n for run in s.hooks() if run.kind == "resume-fail" for n in expand_hostlist(run.hostlist)
+    ]
+    assert "b1" in fails
+    wait_until(
+        "a1 and b1 powered down, back in the pool",
+        lambda: all(
+            "powered_down" in f and "down" not in f for f in s.states(["a1", "b1"]).values()
+        ),
+        60,
+        poll=0.5,
+        explain=s.explain,
+    )
+    assert s.metric("shoal_scale_up_failures_total", node_type="a", reason="capacity") >= 1
+    assert s.metric("shoal_scale_downs_total", node_type="b", cause="join-timeout") == 1
+    assert not [r for r in s.instances().values() if r["tags"]["shoal:slurm-node"] in ("a1", "b1")]
+    holds = s.daemon.get("/v1/slurm")["power_saving"]["holds"]
+    assert holds == {}
+
+
+# -- external mode ------------------------------------------------------------------------
+
+
+def test_external_mode_launches_a_dynamic_node_then_drains_terminates_and_deletes_it(
+    setup_factory: Callable[..., Setup],
+) -> None:
+    spec = ClusterSpec(cloud=(), dynamic_partition="dyn")
+    s = setup_factory(
+        spec,
+        hooks=False,
+        mode="external",
+        slurm={"partitions": ["dyn"], "features": {"small": ["dyn"]}},
+        provider={"capacity": {"small": 1}},
+    )
+    job = s.cluster.sbatch("-p", "dyn", "-c1", "--wrap", "sleep 1")
+    wait_until(
+        "the job to complete", lambda: s.jobs()[job][0] == "COMPLETED", 60, explain=s.explain
+    )
+    (instance_id,) = s.instances()
+    assert s.jobs()[job][1] == instance_id  # the dynamic node is named after its instance
+    features = s.cluster.run("sinfo", "-h", "-N", "-n", instance_id, "-O", "Features:0").stdout
+    assert features.strip() == "shoal,dyn"
+    drained = wait_until(
+        "the idle node to be drained",
+        lambda: s.reason(instance_id) == "shoal" or not s.instances(),
+        30,
+        poll=0.1,
+        explain=s.explain,
+    )
+    assert drained
+    wait_until(
+        "the node to be terminated and deleted",
+        lambda: not s.instances() and not s.cluster.node_state(instance_id),
+        30,
+        poll=0.2,
+        explain=s.explain,
+    )
+    assert local_processes(s.workdir) == []
+    assert s.metric("shoal_scale_downs_total", node_type="small", cause="idle") == 1
+    assert "event=drain node=" + instance_id in s.daemon.tail(200)
+
+
+# -- restart --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        pytest.param("launch_delay", id="killed-before-the-launch"),
+        pytest.param("answer_delay", id="killed-after-the-launch-before-its-answer"),
+    ],
+)
+def test_kill_9_between_the_request_and_the_launch_serves_it_once(
+    setup_factory: Callable[..., Setup], window: str
+) -> None:
+    spec = ClusterSpec(cloud=(NodeGroup("cloud", 2),), dynamic_partition=None)
+    s = setup_factory(spec, slurm={"node_types": {"cloud": "small"}}, provider={window: "120s"})
+    step = srun(s.cluster, "-N1", "hostname")
+    state = s.workdir / "slurm-state.json"
+    wait_until(
+        "the resume request to be handed over",
+        lambda: any(r.kind == "resume" for r in s.hooks()),
+        30,
+        explain=s.explain,
+    )
+    (run,) = s.hooks()
+    assert run.status == 0  # the hook returned...
+    requests = json.loads(state.read_text())["requests"]
+    assert list(requests) == ["cloud1"]  # ...with the request on disk
+    if window == "launch_delay":
+        assert s.instances() == {}  # and nothing launched: the hook did not wait for it
+    else:
+        wait_until("the launch to take effect", lambda: s.instances(), 10, explain=s.explain)
+    s.daemon.kill9()
+
+    config = json.loads(json.dumps(s.daemon.config))
+    config["provider"][window] = "0s"
+    s.daemon.write(config)
+    s.daemon.start()
+    assert len(finish(step).split()) == 1
+    (record,) = s.instances().values()  # one instance, launched for that request
+    assert record["tags"]["shoal:slurm-node"] == "cloud1"
+    assert record["tags"]["shoal:request-id"] == requests["cloud1"]["request_id"]
+    records = json.loads((s.workdir / "local" / "instances.json").read_text())
+    assert records["next"] == 2  # and no other was ever started
+    assert local_processes(s.workdir) == [record["pid"]]
+    assert json.loads(state.read_text())["requests"] == {}
+
+
+# -- clean-up -------------------------------------------------------------------------------
+
+
+def test_cleanup_repairs_what_lost_hook_calls_left(setup_factory: Callable[..., Setup]) -> None:
+    """shoal is down (kill -9) while Slurm suspends cloud1 and resumes cloud2: both hook
+    calls fail. After the restart the clean-up loop terminates cloud1's orphan instance and
+    resets cloud2, left DOWN at ResumeTimeout."""
+    spec = ClusterSpec(
+        cloud=(NodeGroup("cloud", 2),),
+        dynamic_partition=None,
+        suspend_time=3,
+        suspend_timeout=3,
+        resume_timeout=5,
+    )
+    s = setup_factory(spec, slurm={"node_types": {"cloud": "small"}})
+    finish(srun(s.cluster, "-N1", "-w", "cloud1", "hostname"))
+    (orphan,) = s.instances()
+    s.daemon.kill9()
+    job = s.cluster.sbatch("-w", "cloud2", "--wrap", "sleep 1")
+    wait_until(
+        "cloud1 suspended and cloud2 DOWN at ResumeTimeout, their hooks failing",
+        lambda: (
+            "powered_down" in s.states(["cloud1"])["cloud1"]
+            and s.reason("cloud2") == "ResumeTimeout reached"
+            and {r.kind for r in s.hooks() if r.status != 0} >= {"suspend", "resume"}
+        ),
+        60,
+        poll=0.5,
+        explain=s.explain,
+    )
+    s.cluster.run("scancel", job)
+    assert list(s.instances()) == [orphan]  # still running: nobody terminated it
+    s.daemon.start()
+    wait_until(
+        "the orphan terminated and cloud2 reset",
+        lambda: (
+            not s.instances()
+            and "down" not in s.states(["cloud2"])["cloud2"]
+            and s.metric("shoal_slurm_cleanups_total", kind="orphan") == 1
+        ),
+        30,
+        poll=0.5,
+        explain=s.explain,
+    )
+    assert s.metric("shoal_slurm_cleanups_total", kind="down_without_instance") == 1
+    assert local_processes(s.workdir) == []
+    repairs = s.daemon.tail(200)
+    assert "event=slurm_cleanup kind=orphan node=cloud1" in repairs

@@ -1,0 +1,101 @@
+"""Slurm node names -> node types, and the power saver's state file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from shoal.daemon.slurm.names import NodeTypeMap
+from shoal.daemon.slurm.state import Hold, PowerState, ResumeRequest, StateError
+
+MAPPING = {
+    "cloud[1-4]": "c5.xlarge",
+    "gpu": "p3.2xlarge",
+    "gpubig": "p3.8xlarge",
+    "cloud9": "r5.large",
+    "a1,a2": "m5.large",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "node_type"),
+    [
+        pytest.param("cloud1", "c5.xlarge", id="hostlist"),
+        pytest.param("cloud4", "c5.xlarge", id="hostlist-end"),
+        pytest.param("cloud9", "r5.large", id="exact-name"),
+        pytest.param("cloud5", None, id="outside-the-hostlist"),
+        pytest.param("gpu12", "p3.2xlarge", id="prefix"),
+        pytest.param("gpubig3", "p3.8xlarge", id="longest-prefix-wins"),
+        pytest.param("gpu", "p3.2xlarge", id="the-prefix-itself"),
+        pytest.param("a2", "m5.large", id="comma-list"),
+        pytest.param("b1", None, id="unknown"),
+    ],
+)
+def test_node_type_of_a_name(name: str, node_type: str | None) -> None:
+    assert NodeTypeMap.from_config(MAPPING).node_type(name) == node_type
+
+
+def test_a_listed_name_wins_over_a_prefix() -> None:
+    types = NodeTypeMap.from_config({"cl": "small", "cloud[1-2]": "big"})
+    assert [types.node_type(n) for n in ("cloud1", "cloud3", "cl7")] == ["big", "small", "small"]
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        pytest.param({"cloud[1-2]": "a", "cloud[2-3]": "b"}, "both", id="claimed-twice"),
+        pytest.param({"cloud[1-": "a"}, "not a Slurm hostlist", id="malformed"),
+    ],
+)
+def test_bad_mappings_are_refused(mapping: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        NodeTypeMap.from_config(mapping)
+
+
+def test_state_round_trips_through_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "state.json"
+    state = PowerState(path)
+    state.requests["cloud1"] = ResumeRequest("slurm-1", 100.0, ("7", "8_1"))
+    state.holds["cloud2"] = Hold(200.0, "shoal: no capacity", marked=True)
+    state.save()
+    again = PowerState.load(path)
+    assert again.requests == state.requests
+    assert again.holds == state.holds
+    assert json.loads(path.read_text())["version"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["state.json"]  # no temporary left
+
+
+def test_a_missing_state_file_is_an_empty_state(tmp_path: Path) -> None:
+    state = PowerState.load(tmp_path / "none.json")
+    assert state.requests == {} and state.holds == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("{not json", "cannot read", id="not-json"),
+        pytest.param('{"version": 2}', "version 2", id="other-version"),
+        pytest.param('{"version": 1, "requests": {"a": {}}}', "malformed", id="no-request-id"),
+        pytest.param('{"version": 1, "holds": {"a": {"until": "x"}}}', "malformed", id="bad-hold"),
+    ],
+)
+def test_a_damaged_state_file_is_an_error_not_an_empty_state(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(text)
+    with pytest.raises(StateError, match=message):
+        PowerState.load(path)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    state = PowerState(path)
+    state.requests["cloud1"] = ResumeRequest("slurm-1", 1.0)
+    state.save()
+    state.requests["cloud2"] = ResumeRequest("slurm-2", 2.0, (object(),))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # json.dump fails half-way through the temporary file
+        state.save()
+    assert set(PowerState.load(path).requests) == {"cloud1"}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
