@@ -61,8 +61,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from operator import attrgetter, itemgetter
+from typing import TYPE_CHECKING
 
-from shoal.scaler import colgen
 from shoal.scaler.booking import best_booking, horizon
 from shoal.scaler.patterns import Pattern, pattern_pack
 from shoal.scaler.resources import EPS as _EPS
@@ -72,6 +72,9 @@ from shoal.scaler.resources import res as _res
 from shoal.scaler.resources import sequential as _sequential
 from shoal.scaler.shape import Shape
 from shoal.scaler.timeline import billed_intervals, timeline_pack
+
+if TYPE_CHECKING:  # the solver (numpy, highspy: ~20 MB) loads with the first cost packing
+    from shoal.scaler import colgen
 
 __all__ = ["Packing", "binpack", "jobs_per_node"]
 
@@ -379,6 +382,8 @@ def _cost_packing(
         why = "solver off" if time_limit <= 0 else "nothing for the solver"
         heuristic = _priced(groups, nodes, target_time, prices, unschedulable)
         return replace(heuristic, method=f"heuristic ({why})")
+    from shoal.scaler import colgen
+
     solution = colgen.solve(
         packable, nodes, target_time, prices, max_nodes=max_nodes, time_limit=time_limit
     )
