@@ -35,6 +35,7 @@ from shoal.daemon.simulate.engine import DAY, ReplayOptions, replay  # noqa: E40
 from shoal.daemon.simulate.report import Report, report_json  # noqa: E402
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate  # noqa: E402
 from shoal.daemon.simulate.trace import Trace, TraceBuilder  # noqa: E402
+from shoal.scaler.planner import NEEDS  # noqa: E402
 
 CONFIG = ROOT / "examples" / "simulate.yaml"
 
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     planner = PlannerClock()
     planner.install()
+    NEEDS.clear()  # count the replay's own packings, not the peer's
     start = time.perf_counter()
     done = replay(trace, config, ReplayOptions())
     wall = time.perf_counter() - start
@@ -123,10 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(trace) / wall:,.0f} jobs/s | {simulated_days / wall:.2f} simulated days/s | "
         f"peak RSS {rss_mb:.0f} MB"
     )
+    needs = NEEDS.hits + NEEDS.misses
     print(
         f"  passes: {done.stats.passes:,} run, {done.stats.passes_skipped:,} skipped; planner "
         f"{planner.seconds:.1f} s of it ({100 * planner.seconds / wall:.0f}%, "
-        f"{1000 * planner.seconds / max(planner.calls, 1):.2f} ms a pass)"
+        f"{1000 * planner.seconds / max(planner.calls, 1):.2f} ms a pass; "
+        f"{NEEDS.misses:,} packings, {100 * NEEDS.hits / max(needs, 1):.0f}% of node counts "
+        f"remembered)"
     )
     print(
         f"  result: ${v.cost:,.2f}, {v.node_hours:,.1f} node-hours, wait p50 {v.wait.p50:.0f} s "

@@ -60,9 +60,9 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from operator import itemgetter
+from operator import attrgetter, itemgetter
+from typing import TYPE_CHECKING
 
-from shoal.scaler import colgen
 from shoal.scaler.booking import best_booking, horizon
 from shoal.scaler.patterns import Pattern, pattern_pack
 from shoal.scaler.resources import EPS as _EPS
@@ -72,6 +72,9 @@ from shoal.scaler.resources import res as _res
 from shoal.scaler.resources import sequential as _sequential
 from shoal.scaler.shape import Shape
 from shoal.scaler.timeline import billed_intervals, timeline_pack
+
+if TYPE_CHECKING:  # the solver (numpy, highspy: ~20 MB) loads with the first cost packing
+    from shoal.scaler import colgen
 
 __all__ = ["Packing", "binpack", "jobs_per_node"]
 
@@ -128,6 +131,7 @@ def _product(columns: float, sequential: float) -> float:
 
 Lane = tuple[Res, float, float]  # free resources, free from, free until (inf: for good)
 _LANE_ORDER = itemgetter(1, 0, 2)  # earliest first, then smallest room
+_TOIL_ORDER = attrgetter("order")  # sorted(shapes, key=_TOIL_ORDER) == sorted(shapes)
 
 # Three ways to give back what placed columns leave free. Each is a valid picture of the
 # free room and each loses something the others keep, so binpack runs all three:
@@ -161,7 +165,7 @@ class _Pool:
     def _fill(self, lane: Lane, count: int, job: Shape, n: int) -> int:
         """Place up to n jobs into ``count`` identical lanes; returns how many were placed."""
         room, start, until = lane
-        k = _columns(room, _res(job))
+        k = _columns(room, (job.memory, job.cores, job.disk))
         j = _sequential(start, until, job.wallTime, self.target_time)
         per_lane = _product(k, j)
         if per_lane <= 0:
@@ -198,44 +202,51 @@ class _Pool:
             # Zero-resource jobs take nothing; zero-length jobs give it all back at once.
             self._add(room, start, until, count)
             return
-        need = _res(job)
+        memory, cores, disk = need = (job.memory, job.cores, job.disk)
         columns = int(columns)
         end_last = start + last * d
         end_full = start + j * d if columns > 1 else end_last
-        spare = tuple(max(0.0, a - columns * b) for a, b in zip(room, need, strict=True))
-        if self.split == WIDTH:
-            self._add(spare, start, until, count)  # type: ignore[arg-type]
+        spare = (
+            max(0.0, room[0] - columns * memory),
+            max(0.0, room[1] - columns * cores),
+            max(0.0, room[2] - columns * disk),
+        )
+        split = self.split
+        if split == WIDTH:
+            self._add(spare, start, until, count)
             self._add(need, end_last, until, count)
             if columns > 1:
                 self._add(need, end_full, until, count * (columns - 1))
-        elif self.split == TIME:
-            after_last = tuple(a + b for a, b in zip(spare, need, strict=True))
-            self._add(spare, start, end_last, count)  # type: ignore[arg-type]
-            self._add(after_last, end_last, end_full, count)  # type: ignore[arg-type]
+        elif split == TIME:
+            after_last = (spare[0] + memory, spare[1] + cores, spare[2] + disk)
+            self._add(spare, start, end_last, count)
+            self._add(after_last, end_last, end_full, count)
             self._add(room, end_full, until, count)
         else:  # WHOLE
             self._add(room, end_full, until, count)
 
     def place(self, job: Shape, n: int) -> int:
         """Put as many of n jobs as fit into already opened lanes; returns how many."""
-        placed = 0
-        memory, cores, disk = _res(job)
-        duration = job.wallTime
+        memory, cores, disk, duration = job.memory, job.cores, job.disk, job.wallTime
+        lanes = self.lanes
+        # Most lanes cannot take this job at all: leave them out before sorting.
+        fitting = [
+            lane
+            for lane in lanes
+            if lane[0][0] + _EPS >= memory
+            and lane[0][1] + _EPS >= cores
+            and lane[0][2] + _EPS >= disk
+            and lane[1] + duration <= lane[2] + _EPS
+        ]
+        if not fitting:
+            return 0
         # Earliest lanes first, then the smallest that fits (keeps big room for big jobs).
-        for lane in sorted(self.lanes, key=_LANE_ORDER):
+        fitting.sort(key=_LANE_ORDER)
+        placed = 0
+        for lane in fitting:
             if placed >= n:
                 break
-            (room_memory, room_cores, room_disk), start, until = lane
-            # Most lanes cannot take this job at all: say so without touching them.
-            if (
-                room_memory + _EPS < memory
-                or room_cores + _EPS < cores
-                or room_disk + _EPS < disk
-                or start + duration > until + _EPS
-            ):
-                continue
-            count = self.lanes.pop(lane)
-            placed += self._fill(lane, count, job, n - placed)
+            placed += self._fill(lane, lanes.pop(lane), job, n - placed)
         return placed
 
     def open(self, job: Shape, n: int) -> int:
@@ -303,13 +314,11 @@ def binpack(
         return _cost_packing(groups, nodes, target_time, prices, max_nodes or {}, time_limit)
     # Node shapes pack independently (each job shape goes to the first that fits), so the
     # best per node shape over the three lane bookkeepings is a valid packing.
-    packings = [_pack(groups, nodes, target_time, None, split) for split in SPLITS]
-    best = {s: min((p.intervals[s], p.counts[s]) for p in packings) for s in nodes}
+    best, assignment, unschedulable = _lane_packings(groups, nodes, target_time)
     # Small inputs also go job by job on exact timelines, which the lanes approximate,
     # both free-running and booked by billing interval. The booked one is Toil's own
     # packing, so nothing with more nodes than it is taken.
     # Every packing gives each group to its first fitting node shape, largest group first.
-    assignment = packings[0].assignment
     for shape, share in assignment.items():
         if sum(share.values()) <= TIMELINE_LIMIT:
             toil = timeline_pack(list(share.items()), shape, target_time, booked=True)
@@ -319,10 +328,37 @@ def binpack(
             best[shape] = min(o for o in options if o[1] <= ceiling)
     return Packing(
         {s: best[s][1] for s in nodes},
-        packings[0].unschedulable,
+        unschedulable,
         assignment,
         intervals={s: best[s][0] for s in nodes},
     )
+
+
+def _lane_packings(
+    groups: dict[Shape, int], nodes: list[Shape], target_time: float
+) -> tuple[dict[Shape, tuple[int, int]], dict[Shape, dict[Shape, int]], dict[Shape, list[str]]]:
+    """Count packing on lanes, the three bookkeepings side by side (what ``_pack`` does
+    without prices, once per split, in one pass): per node shape the best (billed
+    intervals, nodes) of the three, which jobs each node shape gets, and the jobs that fit
+    none."""
+    pools = [{s: _Pool(s, target_time, split) for s in nodes} for split in SPLITS]
+    assignment: dict[Shape, dict[Shape, int]] = {}
+    unschedulable: dict[Shape, list[str]] = {}
+    for job in sorted(groups, key=_TOIL_ORDER, reverse=True):  # largest first, as Toil
+        n = groups[job]
+        shape = next((s for s in nodes if not job.fits_in(s)), None)
+        if shape is None:
+            unschedulable[job] = _failed_dimensions(job, nodes)
+            continue
+        share = assignment.setdefault(shape, {})
+        share[job] = share.get(job, 0) + n
+        for split in pools:
+            pool = split[shape]
+            left = n - pool.place(job, n)
+            if left > 0:
+                pool.open(job, left)
+    best = {s: min((split[s].intervals, split[s].nodes) for split in pools) for s in nodes}
+    return best, assignment, unschedulable
 
 
 def _cost_packing(
@@ -346,6 +382,8 @@ def _cost_packing(
         why = "solver off" if time_limit <= 0 else "nothing for the solver"
         heuristic = _priced(groups, nodes, target_time, prices, unschedulable)
         return replace(heuristic, method=f"heuristic ({why})")
+    from shoal.scaler import colgen
+
     solution = colgen.solve(
         packable, nodes, target_time, prices, max_nodes=max_nodes, time_limit=time_limit
     )
@@ -506,7 +544,7 @@ def _pack(
             jobs = assignment.setdefault(shape, {})
             jobs[job] = jobs.get(job, 0) + count
 
-    for job in order or sorted(groups, reverse=True):  # largest first, as Toil packs
+    for job in order or sorted(groups, key=_TOIL_ORDER, reverse=True):  # largest first, as Toil
         n = groups[job]
         fitting = [s for s in nodes if not job.fits_in(s)]
         if not fitting:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from shoal.scaler.resources import EPS, columns, res, sequential
 from shoal.scaler.shape import Shape
@@ -62,9 +63,11 @@ def _longest(job: Shape, node: Shape, target_time: float) -> int:
     return max(first, math.ceil(starts * job.wallTime / node.wallTime - EPS))
 
 
+@lru_cache(maxsize=8192)
 def best_booking(job: Shape, node: Shape, n: int, target_time: float) -> tuple[int, float]:
     """For ``n`` jobs of one shape on empty nodes: the booking (intervals) and the jobs a
-    node then holds, for the fewest billed intervals, then the fewest nodes."""
+    node then holds, for the fewest billed intervals, then the fewest nodes. Remembered:
+    the packers ask for the same few bookings over and over."""
     width = columns(res(node), res(job))
     best: tuple[tuple[float, float], int, float] | None = None
     for k in range(first_booking(job, node), _longest(job, node, target_time) + 1):

@@ -18,10 +18,18 @@ def res(s: Shape) -> Res:
 
 def columns(room: Res, need: Res) -> float:
     """How many jobs needing ``need`` fit side by side in ``room`` (inf for a zero job)."""
-    k = math.inf
-    for have, want in zip(room, need, strict=True):
-        if want > 0:
-            k = min(k, math.floor(have / want + EPS))
+    k: float = math.inf
+    memory, cores, disk = need
+    if memory > 0:
+        k = math.floor(room[0] / memory + EPS)
+    if cores > 0:
+        c = math.floor(room[1] / cores + EPS)
+        if c < k:
+            k = c
+    if disk > 0:
+        d = math.floor(room[2] / disk + EPS)
+        if d < k:
+            k = d
     return k
 
 

@@ -7,7 +7,7 @@ dictionaries safely. ``parse_node_types`` reads Toil's ``--nodeTypes`` syntax.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["NodeTypeSpec", "Shape", "parse_node_types"]
@@ -19,6 +19,10 @@ class Shape:
 
     For a job, ``wallTime`` is its expected run time; for a node, its billing
     interval (3600 s on AWS).
+
+    Shapes key the packers' dictionaries and are sorted by them all the time, so the
+    five-tuple (equality and hash) and Toil's order (``order``) are computed once, when
+    the shape is made.
     """
 
     wallTime: float
@@ -26,27 +30,32 @@ class Shape:
     cores: float
     disk: float
     preemptible: bool
+    _key: tuple[float, float, float, float, bool] = field(init=False, repr=False)
+    _hash: int = field(init=False, repr=False)
+    order: tuple[bool, float, float, float, float] = field(init=False, repr=False)
 
-    def _key(self) -> tuple[float, float, float, float, bool]:
-        return (self.wallTime, self.memory, self.cores, self.disk, self.preemptible)
+    def __post_init__(self) -> None:
+        key = (self.wallTime, self.memory, self.cores, self.disk, self.preemptible)
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_hash", hash(key))
+        # Toil's order as a sort key, ascending: preemptible first, then memory, cores,
+        # disk, wallTime. sorted(shapes, key=attrgetter("order")) == sorted(shapes).
+        order = (not self.preemptible, self.memory, self.cores, self.disk, self.wallTime)
+        object.__setattr__(self, "order", order)
 
     def __eq__(self, other: Any) -> bool:
         if not isinstance(other, Shape):
             return NotImplemented
-        return self._key() == other._key()
+        return self._key == other._key
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        return self._hash
 
     def greater_than(self, other: Any) -> bool:
         """Toil's order: non-preemptible above preemptible, then memory, cores, disk, wallTime."""
         if not isinstance(other, Shape):
             return NotImplemented
-        if self.preemptible != other.preemptible:
-            return not self.preemptible
-        mine = (self.memory, self.cores, self.disk, self.wallTime)
-        theirs = (other.memory, other.cores, other.disk, other.wallTime)
-        return mine > theirs
+        return self.order > other.order
 
     def __gt__(self, other: Any) -> bool:
         return self.greater_than(other)
@@ -54,7 +63,7 @@ class Shape:
     def __lt__(self, other: Any) -> bool:
         if not isinstance(other, Shape):
             return NotImplemented
-        return other.greater_than(self)
+        return other.order > self.order
 
     def __repr__(self) -> str:
         return (

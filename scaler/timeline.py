@@ -30,9 +30,9 @@ __all__ = ["billed_intervals", "timeline_count", "timeline_pack"]
 
 
 class _Node:
-    __slots__ = ("end", "free", "interval", "jobs", "times")
+    __slots__ = ("end", "free", "interval", "jobs", "latest", "peak", "times")
 
-    def __init__(self, room: Res, interval: float) -> None:
+    def __init__(self, room: Res, interval: float, latest: float) -> None:
         self.times: list[float] = [0.0]
         self.free: list[Res] = [room]
         self.jobs: list[tuple[Shape, float]] = []  # (job, start), for callers that check
@@ -40,6 +40,11 @@ class _Node:
         # starting at 0 books more, and a later one must end within what is booked.
         self.interval = interval
         self.end = interval if interval > 0 else math.inf
+        # The most of each resource free in any segment where a job may start (one that
+        # starts by ``latest``): a job that needs more of one cannot start on this node.
+        # (``earliest`` is then None for it, whatever its duration).
+        self.latest = latest
+        self.peak: Res = room
 
     def earliest(self, need: Res, duration: float, start: float, latest: float) -> float | None:
         """The earliest breakpoint in [start, latest] where the job fits throughout, or None."""
@@ -63,24 +68,39 @@ class _Node:
             i = k + 1
         return None
 
-    def _cut(self, t: float) -> int:
-        """Make ``t`` a breakpoint; returns its index."""
-        i = bisect_right(self.times, t + _EPS) - 1
-        if abs(self.times[i] - t) <= _EPS:
-            return i
-        self.times.insert(i + 1, t)
-        self.free.insert(i + 1, self.free[i])
-        return i + 1
-
     def take(self, job: Shape, need: Res, start: float, duration: float) -> None:
         self.jobs.append((job, start))
         if start <= 0 and duration > self.end:
             self.end = math.ceil(duration / self.interval - _EPS) * self.interval
-        first = self._cut(start)
-        last = self._cut(start + duration)
+        times, free = self.times, self.free
+        # make start and end breakpoints (a new one splits the segment it falls in)
+        first = bisect_right(times, start + _EPS) - 1
+        if abs(times[first] - start) > _EPS:
+            first += 1
+            times.insert(first, start)
+            free.insert(first, free[first - 1])
+        end = start + duration
+        last = bisect_right(times, end + _EPS) - 1
+        if abs(times[last] - end) > _EPS:
+            last += 1
+            times.insert(last, end)
+            free.insert(last, free[last - 1])
         for k in range(first, last):
-            m, c, d = self.free[k]
-            self.free[k] = (m - need[0], c - need[1], d - need[2])
+            m, c, d = free[k]
+            free[k] = (m - need[0], c - need[1], d - need[2])
+        limit = self.latest + _EPS
+        pm, pc, pd = free[0]
+        for k in range(1, len(times)):
+            if times[k] > limit:
+                break
+            m, c, d = free[k]
+            if m > pm:
+                pm = m
+            if c > pc:
+                pc = c
+            if d > pd:
+                pd = d
+        self.peak = (pm, pc, pd)
 
 
 def timeline_count(
@@ -120,19 +140,22 @@ def timeline_pack(
             # A zero-length job holds its node for an instant, which any node that
             # fits it has between its other jobs: they all go to the first node.
             if not nodes:
-                nodes.append(_Node(room, interval))
+                nodes.append(_Node(room, interval, target_time))
             nodes[0].jobs.extend([(job, 0.0)] * count)
             continue
         index, start = 0, 0.0  # where the previous job of this group went
         for _ in range(count):
             while index < len(nodes):
-                at = nodes[index].earliest(need, job.wallTime, start, target_time)
-                if at is not None:
-                    start = at
-                    break
+                candidate = nodes[index]
+                m, c, d = candidate.peak  # a node whose peak is too small refuses the job
+                if m + _EPS >= need[0] and c + _EPS >= need[1] and d + _EPS >= need[2]:
+                    at = candidate.earliest(need, job.wallTime, start, target_time)
+                    if at is not None:
+                        start = at
+                        break
                 index, start = index + 1, 0.0
             else:
-                nodes.append(_Node(room, interval))
+                nodes.append(_Node(room, interval, target_time))
                 start = 0.0
             nodes[index].take(job, need, start, job.wallTime)
     return [n.jobs for n in nodes]

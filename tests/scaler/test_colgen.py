@@ -157,3 +157,27 @@ def test_solutions_are_real_packings_within_limits(groups, target, limit) -> Non
     if limits is None:
         assert solution.left == {}
         assert solution.bound is None or solution.bound <= solution.cost + 1e-6
+
+
+def test_the_solver_loads_only_with_the_first_cost_packing() -> None:
+    """numpy and highspy (~20 MB of a daemon's resident memory) are not imported by the daemon
+    or by count packing; the first cost packing imports them."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import shoal.daemon.service\n"
+        "from shoal.scaler.binpack import binpack\n"
+        "from shoal.scaler.shape import Shape\n"
+        "node, job = Shape(3600, 4, 8 << 30, 0, False), Shape(600, 1, 1 << 30, 0, False)\n"
+        "binpack({job: 8}, [node], 3600)\n"
+        "before = {'numpy', 'highspy'} & set(sys.modules)\n"
+        "binpack({job: 8}, [node], 3600, prices={node: 0.2})\n"
+        "after = {'numpy', 'highspy'} <= set(sys.modules)\n"
+        "print(sorted(before), after)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["[]", "True"]

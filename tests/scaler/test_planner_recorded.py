@@ -1,0 +1,73 @@
+"""The planner against the plans it made before its speed work, on 300 seeded snapshots.
+
+``recorded.py`` builds each snapshot (many running jobs, each with its own remaining time)
+and holds the plans the unoptimised planner made for them.
+
+* Where every running job's remaining time is a whole number of minutes (even seeds, and
+  snapshots without running jobs), the plan must be the same, message for message (its
+  digest covers launches, undrains, drains, terminations, targets, unschedulable jobs,
+  the new planner state and the cost).
+* Elsewhere the planner now rounds remaining times up to whole minutes
+  (``RUNNING_JOB_GRID``), a conservative approximation: the plan may differ, but never
+  asks for less (no target lower, no fewer launches and undrains, no drain or
+  termination the recorded plan did not make).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from recorded import CASES, DATA, case, digest, on_minute_grid, summary
+from shoal.scaler.planner import plan
+
+RECORDED = json.loads(DATA.read_text())
+
+
+def test_the_cases_cover_what_they_claim_to() -> None:
+    """The set is as recorded, and holds what makes the planner slow: many running jobs,
+    each with its own remaining time, on and off the minute grid."""
+    assert sorted(RECORDED, key=int) == [str(s) for s in range(CASES)]
+    busy = [case(s)[0] for s in range(0, CASES, 3)]
+    assert sum(len(snap.demand.running) >= 60 for snap in busy) >= 20
+    assert any(on_minute_grid(snap) for snap in busy if snap.demand.running)
+    assert any(not on_minute_grid(snap) for snap in busy if snap.demand.running)
+
+
+ON_GRID = [s for s in range(CASES) if on_minute_grid(case(s)[0])]
+OFF_GRID = [s for s in range(CASES) if s not in ON_GRID]
+
+
+def test_both_kinds_are_there() -> None:
+    assert len(ON_GRID) >= 150 and len(OFF_GRID) >= 100
+
+
+@pytest.mark.parametrize("seed", ON_GRID)
+def test_same_plan_as_recorded(seed: int) -> None:
+    p = plan(*case(seed))
+    expected = RECORDED[str(seed)]
+    assert summary(p) == {k: v for k, v in expected.items() if k != "digest"}
+    assert digest(p) == expected["digest"]
+
+
+@pytest.mark.parametrize("seed", OFF_GRID)
+def test_rounded_remaining_times_never_ask_for_less(seed: int) -> None:
+    p = plan(*case(seed))
+    expected = RECORDED[str(seed)]
+    if digest(p) == expected["digest"]:
+        return
+    now = summary(p)
+    assert now["targets"].keys() == expected["targets"].keys()
+    for name, target in expected["targets"].items():
+        assert now["targets"][name] >= target, name
+    adds = sum(now["launches"].values()) + len(now["undrains"])
+    assert adds >= sum(expected["launches"].values()) + len(expected["undrains"])
+    assert set(now["drains"]) <= set(expected["drains"])
+    assert set(now["terminations"]) <= set(expected["terminations"])
+
+
+def test_most_plans_off_the_grid_are_still_the_same() -> None:
+    """Rounding to whole minutes rarely changes a decision: on all but a few snapshots the
+    plan is the same, message for message."""
+    same = sum(digest(plan(*case(s))) == RECORDED[str(s)]["digest"] for s in OFF_GRID)
+    assert same >= 0.9 * len(OFF_GRID)

@@ -1,0 +1,112 @@
+"""What the planner carries between passes: a settled betaInertia estimate reaches a fixed
+point, and running jobs' remaining times on a minute grid, so passes repeat their packings."""
+
+from __future__ import annotations
+
+import pytest
+from builders import NOW, job, node, node_type, policy, queued, running, snapshot
+from shoal.scaler import planner
+from shoal.scaler.model import PlannerState
+from shoal.scaler.planner import RUNNING_JOB_GRID, RUNNING_JOB_MIN_REMAINING, SETTLED, plan
+
+A = node_type("a", cores=4, mem_gib=9, disk_gib=20, price=0.2, max_nodes=40)
+
+
+def passes(snap, pol, state, limit=2000):
+    """Plan the same snapshot until the state stops changing; returns the plans."""
+    plans = []
+    for _ in range(limit):
+        p = plan(snap, pol, state, NOW)
+        plans.append(p)
+        if p.state == state:
+            return plans
+        state = p.state
+    raise AssertionError(f"no fixed point in {limit} passes: {state}")
+
+
+@pytest.mark.parametrize(
+    ("beta", "start", "need", "settles_within"),
+    [
+        (0.1, 5.0, 0, 12),  # decays to 0: Toil's float would take ~320 passes to underflow
+        (0.1, 0.0, 13, 12),  # 0.9 x 13 + 0.1 x 13 is 13.000000000000002 in floats
+        (0.5, 9.0, 2, 35),
+        (0.0, 4.0, 3, 2),
+    ],
+    ids=["decay-to-zero", "float-noise-above", "slow-inertia", "no-inertia"],
+)
+def test_estimate_reaches_a_fixed_point(beta, start, need, settles_within):
+    nodes = [node(f"n{i}", A) for i in range(need)]
+    snap = snapshot(nodes=nodes, queue=[queued(job(cores=4), need)] if need else [])
+    plans = passes(snap, policy(A, beta_inertia=beta), PlannerState(estimates={"a": start}))
+    assert len(plans) <= settles_within
+    assert plans[-1].state.estimates["a"] == float(need)  # exactly, not within a tolerance
+    assert plans[-1].targets["a"] == need
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [0.0, 0.4 * SETTLED, -0.9 * SETTLED, 3e-12],
+    ids=["exact", "just-above", "just-below", "float-noise"],
+)
+def test_an_estimate_within_settled_of_the_raw_one_is_stored_as_it(offset):
+    pol = policy(A, beta_inertia=0.5)
+    snap = snapshot(queue=[queued(job(cores=4), 3)])
+    # (1 - 0.5) x 3 + 0.5 x previous = 3 + offset
+    p = plan(snap, pol, PlannerState(estimates={"a": 3.0 + 2 * offset}), NOW)
+    assert p.state.estimates["a"] == 3.0
+    assert p.targets["a"] == 3
+
+
+@pytest.mark.parametrize(
+    "offset", [3 * SETTLED, -3 * SETTLED, 0.2], ids=["above", "below", "far-above"]
+)
+def test_an_estimate_further_away_is_kept_as_toil_computes_it(offset):
+    pol = policy(A, beta_inertia=0.5)
+    snap = snapshot(queue=[queued(job(cores=4), 3)])
+    previous = 3.0 + 2 * offset
+    p = plan(snap, pol, PlannerState(estimates={"a": previous}), NOW)
+    assert p.state.estimates["a"] == 0.5 * 3 + 0.5 * previous
+    assert p.targets["a"] == 3
+
+
+# -- running jobs: remaining time rounded up to whole minutes ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("wall", "elapsed", "held"),
+    [
+        (7200, 6000, 1200),  # whole minutes stay as they are
+        (7200, 6000.5, 1200),  # 1199.5 s left: a whole minute up
+        (7200, 5999.5, 1260),  # 1200.5 s left
+        (3600.2, 0, 3660),
+        (600, 900, RUNNING_JOB_MIN_REMAINING),  # overran: the minimum, a whole minute
+    ],
+    ids=["whole", "just-under", "just-over", "fraction", "overran"],
+)
+def test_running_jobs_remaining_time_is_rounded_up_to_a_minute(monkeypatch, wall, elapsed, held):
+    seen = []
+    real = planner.binpack
+
+    def recording(jobs, node_shapes, target_time=3600, prices=None):
+        seen.append(dict(jobs))
+        return real(jobs, node_shapes, target_time=target_time, prices=prices)
+
+    monkeypatch.setattr(planner, "binpack", recording)
+    snap = snapshot(nodes=[node("n1", A)], runs=[running(job(cores=2, wall=wall), "n1", elapsed)])
+    plan(snap, policy(A), PlannerState(), NOW)
+    assert seen == [{job(cores=2, wall=held): 1}]
+    assert held % RUNNING_JOB_GRID == 0
+
+
+def test_running_jobs_a_few_seconds_apart_share_a_shape(monkeypatch):
+    seen = []
+    real = planner.binpack
+
+    def recording(jobs, node_shapes, target_time=3600, prices=None):
+        seen.append(dict(jobs))
+        return real(jobs, node_shapes, target_time=target_time, prices=prices)
+
+    monkeypatch.setattr(planner, "binpack", recording)
+    runs = [running(job(wall=5000), "n1", elapsed=e) for e in (100, 101.5, 110, 139.9)]
+    plan(snapshot(nodes=[node("n1", A)], runs=runs), policy(A), PlannerState(), NOW)
+    assert seen == [{job(wall=4920): 4}]
