@@ -49,7 +49,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -65,6 +65,7 @@ __all__ = [
     "LocalInstanceType",
     "LocalProvisioner",
     "find_program",
+    "pids_with_env",
     "process_alive",
     "session_pids",
 ]
@@ -148,7 +149,8 @@ def session_pids(leader: int) -> list[int]:
     return sorted(found)
 
 
-def _pid_with_env(entry: bytes) -> int | None:
+def pids_with_env(entry: bytes) -> Iterator[int]:
+    """Processes whose environment holds ``entry`` (``NAME=value``), zombies included."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -156,9 +158,12 @@ def _pid_with_env(entry: bytes) -> int | None:
             environ = (proc / "environ").read_bytes()
         except OSError:
             continue
-        if entry in environ.split(b"\0") and process_alive(int(proc.name)):
-            return int(proc.name)
-    return None
+        if entry in environ.split(b"\0"):
+            yield int(proc.name)
+
+
+def _pid_with_env(entry: bytes) -> int | None:
+    return next((pid for pid in pids_with_env(entry) if process_alive(pid)), None)
 
 
 def _reap(pid: int) -> None:

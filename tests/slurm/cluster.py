@@ -25,15 +25,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
+
+from shoal.providers.local import find_program, pids_with_env, process_alive
 
 __all__ = [
     "MARKER_ENV",
@@ -62,15 +63,6 @@ MAX_ROOT_LEN = 60  # unix socket paths (munge, slurmd step sockets) must stay un
 
 class SlurmClusterError(RuntimeError):
     """The cluster could not be set up or did not reach the awaited state in time."""
-
-
-def find_program(name: str) -> str | None:
-    """The program on PATH, else in /usr/sbin (daemons are not on every user's PATH)."""
-    found = shutil.which(name)
-    if found:
-        return found
-    candidate = Path("/usr/sbin") / name
-    return str(candidate) if os.access(candidate, os.X_OK) else None
 
 
 def missing_requirements(auth: Literal["munge", "none"] = "munge") -> str | None:
@@ -438,12 +430,14 @@ class SlurmCluster:
     def _kill_marked(self) -> None:
         """SIGKILL what our daemons left behind (job steps, hooks): found by our marker."""
         marker = f"{MARKER_ENV}={self.root}".encode()
-        pids = [pid for pid in _pids_with_env(marker) if pid != os.getpid()]
+        pids = [pid for pid in pids_with_env(marker) if pid != os.getpid()]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(SlurmClusterError):
-            _wait("killed job processes to go", lambda: not any(_alive(p) for p in pids), 5.0)
+            _wait(
+                "killed job processes to go", lambda: not any(process_alive(p) for p in pids), 5.0
+            )
 
     def __enter__(self) -> SlurmCluster:
         return self.start()
@@ -533,23 +527,3 @@ def _terminate(proc: subprocess.Popen[bytes] | None, grace: float = STOP_GRACE) 
     if proc.poll() is None:
         proc.kill()
     return proc.wait()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie has exited
-
-
-def _pids_with_env(entry: bytes) -> Iterator[int]:
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if entry in environ.split(b"\0"):
-            yield int(proc.name)
