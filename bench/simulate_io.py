@@ -22,16 +22,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "simulate"))
 
+from fleet import fixed_fleet  # noqa: E402  (shared with tests/simulate)
 from matplotlib.figure import Figure  # noqa: E402
 from shoal.daemon.simulate import plots  # noqa: E402
-from shoal.daemon.simulate.cluster import Cluster  # noqa: E402
 from shoal.daemon.simulate.report import (  # noqa: E402
-    CostLine,
     Report,
-    SeriesRecorder,
     VariantResult,
-    WaitStats,
     format_table,
     write_csv,
     write_html,
@@ -90,48 +88,7 @@ def timed(fn, *args):  # type: ignore[no-untyped-def]
 
 def fleet(trace: Trace, nodes: int, price: float) -> VariantResult:
     usable = Shape(3600, 63 * GiB, 16, 96 * GiB, False)
-    cluster = Cluster([usable])
-    recorder = SeriesRecorder()
-    for i in range(nodes):
-        cluster.node_joined(f"n{i}", usable, 0.0)
-    now = 0.0
-
-    def sample(t: float) -> None:
-        cluster.advance(t)
-        cost = nodes * price * t / 3600
-        recorder.sample(t, nodes, 0, cluster.queued_count, cluster.running_count, cost)
-
-    for job in trace:
-        now = job.submit
-        cluster.submit(job.index, job.shape, job.run_time, now)
-        sample(now)
-    while (at := cluster.next_finish()) is not None:
-        now = at
-        sample(now)
-    stats = cluster.stats(now)
-    hours = nodes * now / 3600
-    return VariantResult(
-        name=f"fleet={nodes}",
-        overrides=(("fleet", str(nodes)),),
-        jobs=len(trace),
-        jobs_started=stats.started,
-        jobs_completed=stats.completed,
-        jobs_never_started=stats.never_started,
-        jobs_unschedulable=len(stats.unschedulable),
-        cost=hours * price,
-        node_hours=hours,
-        by_type=(CostLine("m5.4xlarge", "on-demand", hours * price, hours),),
-        utilisation=stats.utilisation,
-        wait=WaitStats.of(stats.waits),
-        launches=nodes,
-        terminations=0,
-        interruptions=0,
-        cost_ceiling_hits=0,
-        requeues=stats.requeues,
-        simulated_seconds=now,
-        series=recorder.build(),
-        waits=stats.waits,
-    )
+    return fixed_fleet(trace, nodes, price, f"fleet={nodes}", usable)
 
 
 def main() -> None:

@@ -11,11 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib import image
-from shoal.daemon.simulate.cluster import Cluster
 from shoal.daemon.simulate.progress import ReplayProgress
 from shoal.daemon.simulate.report import (
     TABLE_COLUMNS,
-    CostLine,
     Report,
     Series,
     SeriesRecorder,
@@ -28,6 +26,7 @@ from shoal.daemon.simulate.report import (
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate
 from shoal.daemon.simulate.trace import Trace, read_trace
 from shoal.scaler.shape import Shape
+from simulate import fleet
 
 ROOT = Path(__file__).resolve().parents[2]
 GiB = 1024**3
@@ -35,51 +34,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def fixed_fleet(trace: Trace, nodes: int, price: float, name: str) -> VariantResult:
-    """Replay ``trace`` on ``nodes`` always-on nodes through the real scheduler, sampling
-    the series at every event (a stand-in for the engine, which scales the fleet)."""
-    usable = Shape(3600, 31 * GiB, 16, 100 * GiB, False)
-    cluster = Cluster([usable])
-    recorder = SeriesRecorder()
-    for i in range(nodes):
-        cluster.node_joined(f"n{i}", usable, 0.0)
-
-    def sample(t: float) -> None:
-        cluster.advance(t)
-        cost = nodes * price * t / 3600
-        recorder.sample(t, nodes, 0, cluster.queued_count, cluster.running_count, cost)
-
-    now = 0.0
-    for job in trace:
-        now = job.submit
-        cluster.submit(job.index, job.shape, job.run_time, now)
-        sample(now)
-    while (at := cluster.next_finish()) is not None:
-        now = at
-        sample(now)
-    stats = cluster.stats(now)
-    hours = nodes * now / 3600
-    return VariantResult(
-        name=name,
-        overrides=(("fleet", str(nodes)),),
-        jobs=len(trace),
-        jobs_started=stats.started,
-        jobs_completed=stats.completed,
-        jobs_never_started=stats.never_started,
-        jobs_unschedulable=len(stats.unschedulable),
-        cost=hours * price,
-        node_hours=hours,
-        by_type=(CostLine("m5.4xlarge", "on-demand", hours * price, hours),),
-        utilisation=stats.utilisation,
-        wait=WaitStats.of(stats.waits),
-        launches=nodes,
-        terminations=0,
-        interruptions=stats.interruptions,
-        cost_ceiling_hits=0,
-        requeues=stats.requeues,
-        simulated_seconds=now,
-        series=recorder.build(),
-        waits=stats.waits,
-    )
+    return fleet.fixed_fleet(trace, nodes, price, name, Shape(3600, 31 * GiB, 16, 100 * GiB, False))
 
 
 def build_report(trace_path: Path = ROOT / "examples" / "small.swf") -> Report:
