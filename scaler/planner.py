@@ -90,7 +90,7 @@ Semantics a caller can rely on:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
@@ -296,9 +296,11 @@ def _assign(
     view: _View,
     policy: Policy,
     unschedulable: dict[tuple[Shape, tuple[str, ...]], int],
+    reserved: Mapping[str, int],
 ) -> tuple[dict[str, _TypeDemand], str]:
     """Each job to a type; returns the demand per type and, in cost packing, which
-    packing was used (for the launch messages)."""
+    packing was used (for the launch messages). ``reserved``: live nodes per type that
+    preemptible compensation holds, which queued jobs do not count as room."""
     demand = {t.name: _TypeDemand() for t in view.types}
     where = {n.id: n.node_type for nodes in view.live.values() for n in nodes}
     for job in snapshot.demand.running:
@@ -316,7 +318,7 @@ def _assign(
         _add(queued, q.shape, q.count)
     note = ""
     if view.cost:
-        queued, note = _assign_by_cost(queued, view, policy, demand)
+        queued, note = _assign_by_cost(queued, view, policy, demand, reserved)
     for shape, count in queued.items():
         for t in view.types:
             if not shape.fits_in(view.usable[t.name]):
@@ -333,7 +335,11 @@ def _price(t: NodeType) -> float:
 
 
 def _assign_by_cost(
-    queued: Jobs, view: _View, policy: Policy, demand: dict[str, _TypeDemand]
+    queued: Jobs,
+    view: _View,
+    policy: Policy,
+    demand: dict[str, _TypeDemand],
+    reserved: Mapping[str, int],
 ) -> tuple[Jobs, str]:
     """Queued jobs to the cheapest mix of types that can grow, within their max; then
     live nodes that mix leaves idle take jobs from types that would launch. Returns what
@@ -374,9 +380,12 @@ def _assign_by_cost(
         d = demand[t.name]
         return _need(d.running, shares[t.name].items(), view.usable[t.name], policy, d.hint)
 
-    short = [t for t in view.types if need(t) > view.current(t.name)]
+    def room(t: NodeType) -> int:  # live nodes free for queued jobs
+        return max(0, view.current(t.name) - reserved.get(t.name, 0))
+
+    short = [t for t in view.types if need(t) > room(t)]
     for t in view.types:
-        if not short or not view.current(t.name) or need(t) >= view.current(t.name):
+        if not short or not room(t) or need(t) >= room(t):
             continue
         usable = view.usable[t.name]
         offered: Jobs = {}
@@ -387,9 +396,7 @@ def _assign_by_cost(
         held = dict(demand[t.name].running)
         for job, count in shares[t.name].items():
             _add(held, job, count)
-        served, _, _ = _serve(
-            _TypeDemand(running=held, queued=offered), usable, view.current(t.name), policy
-        )
+        served, _, _ = _serve(_TypeDemand(running=held, queued=offered), usable, room(t), policy)
         for job, count in served.items():
             _add(shares[t.name], job, count)
             for other in short:  # taken from the short types in order
@@ -898,11 +905,20 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
     """Decide what to launch, undrain, drain and terminate. Pure: same arguments, same
     plan, unless cost packing's solver runs out of its time (then the packing it found
     depends on how fast the machine is)."""
-    unschedulable: dict[tuple[Shape, tuple[str, ...]], int] = {}
     view = _observe(snapshot, policy, now)
-    demand, note = _assign(snapshot, view, policy, unschedulable)
+    unschedulable: dict[tuple[Shape, tuple[str, ...]], int] = {}
+    demand, note = _assign(snapshot, view, policy, unschedulable, {})
     _pack(view, policy, demand, unschedulable)
     targets, estimates = _smooth_and_limit(view, policy, state, demand, unschedulable)
+    reserved = {name: d.compensation for name, d in demand.items() if d.compensation}
+    if view.cost and reserved:
+        # Compensation nodes are added on top of a type's need, so the live ones are not
+        # room for queued jobs: assign again without them (else the pass after they boot
+        # puts jobs on them and launches their replacement).
+        unschedulable = {}
+        demand, note = _assign(snapshot, view, policy, unschedulable, reserved)
+        _pack(view, policy, demand, unschedulable)
+        targets, estimates = _smooth_and_limit(view, policy, state, demand, unschedulable)
     _cost_ceiling(view, policy, demand, targets, unschedulable)
     _report_stranded(view, policy, demand, targets, unschedulable)
     for t in view.types:  # what the cluster heads to: never above what it can reach

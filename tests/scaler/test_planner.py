@@ -546,6 +546,29 @@ def test_compensation_on_another_type_only_when_asked(other_types, launches):
     assert sum(u.count for u in p.unschedulable) == (0 if other_types else 8)
 
 
+def test_compensation_nodes_are_not_room_for_queued_jobs_once_they_boot():
+    # Cost packing; the spot type (min 2) is backed off, so 1 on-demand "medium" compensates
+    # (2 missing x 0.5). A queued job the cost mix gives to "medium" goes to the idle
+    # booting "large" instead, as "medium" has no node yet. Once the compensation node
+    # boots it must not take the job (it is there for the spot deficit): the next pass
+    # launches nothing. (Found by hypothesis: before, it launched a second "medium".)
+    spot = node_type("medium:0.08", price=0.08, spot=True, min_nodes=2, max_nodes=2,
+                     instance_types=["medium"])  # fmt: skip
+    medium = node_type("medium", price=0.2, max_nodes=2)
+    large = node_type("large", cores=8, mem_gib=17, disk_gib=36, price=0.45, max_nodes=1)
+    pol = policy(spot, medium, large, preemptible_compensation=0.5, packing="cost")
+    small_job = queued(job(cores=0.5, mem_gib=0.5, wall=60), 1)
+    nodes = [node("l0", large, NodeState.BOOTING, age=0)]
+    first = plan(snapshot(nodes, [small_job], unavailable=backed_off(spot)), pol, EMPTY, NOW)
+    assert launched(first) == {"medium": 1}
+    assert first.launches[0].cause is AddCause.PREEMPTIBLE_COMPENSATION
+    assert first.targets["large"] == 1  # the job's node
+    nodes.append(node("m0", medium, NodeState.BOOTING, age=0))
+    again = plan(snapshot(nodes, [small_job], unavailable=backed_off(spot)), pol, EMPTY, NOW)
+    assert again.launches == ()
+    assert again.targets == first.targets
+
+
 def test_default_overhead_is_toils_reservation_per_node_size():
     # Toil's test_overhead_accounting_observed: a 62.5 GiB job never starts on a 64 GiB
     # node (Toil keeps about 5.2 GiB of it), so it goes to the 128 GiB type.
