@@ -32,7 +32,10 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
                     instance types gets round(missing x
                     ``preemptible_compensation``) more, as Toil's
                     ``preemptibleNodeDeficit`` (any other on-demand type only
-                    with ``Policy.compensate_other_types``)
+                    with ``Policy.compensate_other_types``). In cost packing,
+                    a type's live nodes are not room for queued jobs as far
+                    as they are owed as compensation: assign, pack, smooth and
+                    compensate run again holding them back
     limit           clamp to min/max; wanted = target - live nodes, taken first
                     from the type's draining nodes (undrains), then launched
     cost ceiling    trim launches, then undrains (least preferred type first)
