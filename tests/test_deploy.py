@@ -6,6 +6,7 @@ Each check also runs against a broken input, to show it can fail."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from shoal.scaler.model import CapacityType, Offering
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "shoal.service"
+SLURM_DROP_IN = ROOT / "deploy" / "shoal.service.d" / "slurm.conf"
 DOCKERFILE = ROOT / "Dockerfile"
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
 MAX_EXPOSURE = 2.5
@@ -68,25 +70,37 @@ def systemd_analyze() -> str:
     return tool
 
 
-def stand_in_unit(text: str, directory: Path) -> Path:
+def stand_in_unit(text: str, directory: Path, drop_in: str | None = None) -> Path:
     """A copy named shoal.service whose ExecStart is an existing executable (/bin/true):
-    verify checks that the binary exists, and /usr/local/bin/shoal is not installed here."""
+    verify checks that the binary exists, and /usr/local/bin/shoal is not installed here.
+    ``drop_in`` goes beside it as shoal.service.d/drop-in.conf."""
     stand_in = shutil.which("true") or "/bin/true"
     path = directory / "shoal.service"
     path.write_text(text.replace("/usr/local/bin/shoal", stand_in))
+    if drop_in is not None:
+        (directory / "shoal.service.d").mkdir(exist_ok=True)
+        (directory / "shoal.service.d" / "drop-in.conf").write_text(drop_in)
     return path
 
 
-def verify_problems(text: str, directory: Path) -> str:
-    """What ``systemd-analyze verify`` says about the unit; '' when clean. It exits 0 on
-    unknown keys and bad values (it only warns), so any output counts as a problem."""
-    path = stand_in_unit(text, directory)
+def unit_path_env(directory: Path) -> dict[str, str]:
+    """systemd-analyze loads units, and their drop-ins, from ``directory`` first (the
+    trailing colon keeps the built-in search path after it)."""
+    return {**os.environ, "SYSTEMD_UNIT_PATH": f"{directory}:"}
+
+
+def verify_problems(text: str, directory: Path, drop_in: str | None = None) -> str:
+    """What ``systemd-analyze verify`` says about the unit (with ``drop_in``); '' when
+    clean. It exits 0 on unknown keys and bad values (it only warns), so any output counts
+    as a problem."""
+    stand_in_unit(text, directory, drop_in)
     result = subprocess.run(
-        [systemd_analyze(), "verify", str(path)],
+        [systemd_analyze(), "verify", "shoal.service"],
         capture_output=True,
         text=True,
         timeout=30,
         cwd=directory,
+        env=unit_path_env(directory),
     )
     out = (result.stdout + result.stderr).strip()
     if result.returncode != 0 and not out:
@@ -94,14 +108,15 @@ def verify_problems(text: str, directory: Path) -> str:
     return out
 
 
-def exposure(text: str, directory: Path) -> float:
-    path = stand_in_unit(text, directory)
+def exposure(text: str, directory: Path, drop_in: str | None = None) -> float:
+    stand_in_unit(text, directory, drop_in)
     result = subprocess.run(
-        [systemd_analyze(), "security", "--offline=true", "--no-pager", str(path)],
+        [systemd_analyze(), "security", "--offline=true", "--no-pager", "shoal.service"],
         capture_output=True,
         text=True,
         timeout=30,
         cwd=directory,
+        env=unit_path_env(directory),
     )
     match = EXPOSURE.search(result.stdout + result.stderr)
     assert match, result.stdout + result.stderr
@@ -135,6 +150,31 @@ def test_unit_exposure_is_at_most_2_5(tmp_path: Path) -> None:
 def test_exposure_check_fails_an_unhardened_unit(tmp_path: Path) -> None:
     bare = "[Service]\nType=notify\nExecStart=/usr/local/bin/shoal run\n"
     assert exposure(bare, tmp_path) > MAX_EXPOSURE
+
+
+def test_slurm_drop_in_passes_verify_with_the_unit(tmp_path: Path) -> None:
+    assert verify_problems(UNIT.read_text(), tmp_path, SLURM_DROP_IN.read_text()) == ""
+
+
+def test_verify_reads_the_drop_in(tmp_path: Path) -> None:
+    broken = SLURM_DROP_IN.read_text().replace("PrivateUsers=no", "PrivateUser=no")
+    problems = verify_problems(UNIT.read_text(), tmp_path, broken)
+    assert "PrivateUser" in problems and "drop-in.conf" in problems, problems
+
+
+def test_slurm_drop_in_keeps_exposure_at_most_2_5(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "slurm").mkdir()
+    plain = exposure(UNIT.read_text(), tmp_path / "plain")
+    with_slurm = exposure(UNIT.read_text(), tmp_path / "slurm", SLURM_DROP_IN.read_text())
+    assert plain < with_slurm <= MAX_EXPOSURE  # the drop-in is read, and costs a little
+
+
+def test_slurm_drop_in_runs_as_slurmuser_with_a_state_directory() -> None:
+    s = unit_settings(SLURM_DROP_IN.read_text())
+    assert s["User"] == ["slurm"] and s["DynamicUser"] == ["no"] and s["PrivateUsers"] == ["no"]
+    assert s["StateDirectory"] == ["shoal"]  # /var/lib/shoal, as its comment says
+    assert "slurm.state_file: /var/lib/shoal/" in SLURM_DROP_IN.read_text()
 
 
 def test_unit_runs_shoal_as_a_notify_service_with_watchdog_and_reload() -> None:
