@@ -393,8 +393,11 @@ def _cost_packing(
     solved = _from_solution(solution, servable, nodes, prices, unschedulable)
     bound = solution.bound
     # The bound prices jobs left beyond max-nodes too; against it only a full packing compares.
+    # Below one node's price it says nothing (a lone 1-minute job is "5900% above" it).
     full = not any(solution.left.values())
-    above = f", {solved.cost(prices) / bound - 1:.1%} above the LP bound" if bound and full else ""
+    one_node = min((prices[s] for s in nodes if prices.get(s)), default=0.0)
+    telling = bound is not None and bound >= one_node > 0 and full
+    above = f", {solved.cost(prices) / bound - 1:.1%} above the LP bound" if telling else ""
     if solution.status == "optimal":
         return replace(solved, method=f"solver (HiGHS){above}")
     greedy = _cheapest_order(groups, nodes, target_time, prices)

@@ -159,6 +159,16 @@ def test_solutions_are_real_packings_within_limits(groups, target, limit) -> Non
         assert solution.bound is None or solution.bound <= solution.cost + 1e-6
 
 
+def test_a_bound_below_one_node_claims_no_gap() -> None:
+    # One 1-minute job on hourly nodes: the LP bound is a sixtieth of a node, and "5900%
+    # above" it would say nothing about the packing. Sixty such jobs fill the node exactly.
+    short = Shape(60, 1 << 30, 1, 0, False)
+    one = binpack({short: 1}, [SMALL, BIG], 3600, prices={SMALL: 0.1, BIG: 0.36}, time_limit=5)
+    assert one.method == "solver (HiGHS)" and one.counts[SMALL] == 1
+    many = binpack({short: 240}, [SMALL, BIG], 3600, prices={SMALL: 0.1, BIG: 0.36}, time_limit=5)
+    assert many.method.startswith("solver (HiGHS), ") and "above the LP bound" in many.method
+
+
 def test_the_solver_loads_only_with_the_first_cost_packing() -> None:
     """numpy and highspy (~20 MB of a daemon's resident memory) are not imported by the daemon
     or by count packing; the first cost packing imports them."""
