@@ -131,8 +131,16 @@ def main() -> int:
             handoff = timed(post, args.runs)
         finally:
             daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=20)
-            log.close()
+            try:
+                daemon.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+                tail = (directory / "shoal.log").read_text(errors="replace").splitlines()[-40:]
+                why = "shoal did not stop within 20 s of SIGTERM:\n" + "\n".join(tail)
+                raise SystemExit(why) from None
+            finally:
+                log.close()
     ratio = statistics.median(script) / statistics.median(peer)
     print(
         f"shoal-slurm-resume: {summary(script)} | python -c pass: {summary(peer)} | "

@@ -34,6 +34,7 @@ from shoal.daemon.metrics import CONTENT_TYPE_LATEST
 from shoal.daemon.views import status_json
 
 __all__ = [
+    "HTTP_SHUTDOWN_TIMEOUT",
     "MAX_BODY_BYTES",
     "InsecureListenError",
     "bearer_authorized",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+HTTP_SHUTDOWN_TIMEOUT = 1.0  # seconds requests in flight get to finish when shoal stops
 CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
 
 
@@ -179,8 +181,11 @@ def make_app(
 
 
 async def start_http(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start listening; returns the runner (``await runner.cleanup()`` to stop) and the port."""
-    runner = web.AppRunner(app, access_log=None)
+    """Start listening; returns the runner (``await runner.cleanup()`` to stop) and the port.
+
+    On cleanup, requests in flight get ``HTTP_SHUTDOWN_TIMEOUT`` to finish (aiohttp's own
+    default is 60 s): a client that holds a request open must not hold SIGTERM up."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

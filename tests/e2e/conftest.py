@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 import urllib.error
@@ -24,7 +23,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from procs import free_port, shoal_argv
+from procs import free_port, shoal_argv, stop_process
 
 T = TypeVar("T")
 
@@ -212,16 +211,7 @@ class ShoalProcess:
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after 10 s; returns the exit code (None if never started)."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return stop_process(self.proc)
 
     def tail(self, lines: int = 60) -> str:
         try:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["free_port", "shoal_argv"]
+__all__ = ["free_port", "shoal_argv", "stop_process"]
 
 
 def shoal_argv() -> list[str]:
@@ -23,3 +25,17 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 10.0) -> int | None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; the exit status (None if never started)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=grace)
+    return proc.returncode

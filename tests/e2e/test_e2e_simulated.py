@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from typing import Any
 
 import pytest
+from shoal.daemon.http import HTTP_SHUTDOWN_TIMEOUT
 from shoal.daemon.service import SHUTDOWN_TIMEOUT
 
 pytestmark = pytest.mark.e2e
@@ -104,3 +106,26 @@ def test_sigterm_exits_zero_within_ten_seconds(shoal: Any, e2e: Any) -> None:
     assert "event=stopped" in log, daemon.tail()
     # the pass in flight finished by itself, before the service's deadline
     assert "event=shutdown_timeout" not in log and took < SHUTDOWN_TIMEOUT, daemon.tail()
+
+
+def test_a_client_holding_a_request_open_does_not_hold_sigterm_up(shoal: Any, e2e: Any) -> None:
+    """A PUT whose body never arrives keeps its handler waiting; on SIGTERM it gets
+    HTTP_SHUTDOWN_TIMEOUT, not aiohttp's default (the process took 9.8 s to exit before)."""
+    port = e2e.free_port()
+    daemon = shoal(e2e.simulated_config(port)).start()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(
+            b"PUT /v1/demand HTTP/1.1\r\nHost: shoal\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"jobs": '
+        )
+        e2e.wait_for("the first pass", lambda: daemon.status()["passes"] >= 1, 5.0)
+        start = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        try:
+            code = daemon.proc.wait(timeout=10)
+        except Exception:
+            pytest.fail(f"still running 10 s after SIGTERM\n{daemon.tail()}")
+        took = time.monotonic() - start
+    print(f"\nSIGTERM with a request held open -> exit {code} in {took * 1000:.0f} ms")
+    assert code == 0, daemon.tail()
+    assert took < HTTP_SHUTDOWN_TIMEOUT + 4, daemon.tail()  # generous: 1.1 s measured here

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from e2e.procs import free_port, stop_process
 from slurm.cluster import SlurmCluster, SlurmClusterError
 
 __all__ = [
@@ -64,13 +64,6 @@ class HookRun:
     hostlist: str
     micros: int  # how long shoal's hook ran
     status: int
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now (the daemon binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def hook_programs(directory: Path, config: Path) -> dict[str, str]:
@@ -245,16 +238,7 @@ class ShoalDaemon:
 
     def stop(self) -> int | None:
         """SIGTERM and wait (SIGKILL after 10 s); the exit status."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return stop_process(self.proc)
 
     def stop_instances(self) -> None:
         """Kill every process the local provider started, by the pids in its records."""
