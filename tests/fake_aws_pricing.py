@@ -33,6 +33,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from aiohttp import web
+from loopback import serve
 
 __all__ = [
     "LOCATIONS",
@@ -246,12 +247,7 @@ class FakeAwsPricing:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve(app)
         return self.url
 
     async def stop(self) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from loopback import serve
 
 __all__ = ["FakeImds", "FakeTime"]
 
@@ -82,12 +83,7 @@ class FakeImds:
         app = web.Application()
         app.router.add_route("*", "/latest/api/token", self._token)
         app.router.add_route("*", "/latest/meta-data/{path:.*}", self._metadata)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve(app)
         return self.url
 
     async def stop(self) -> None:

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from fake_imds import FakeImds
+from loopback import serve
 from shoal.providers.aws_imds import InstanceIdentity, InstanceMetadataClient
 from shoal.providers.clock import FakeClock
 from shoal.providers.errors import ProviderError, RetryableError
@@ -170,11 +171,8 @@ async def test_client_server_error_is_retryable(clock: FakeClock) -> None:
     app = web.Application()
     app.router.add_put("/latest/api/token", issue)
     app.router.add_get("/latest/meta-data/{path:.*}", fail)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    runner, url = await serve(app)
     try:
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         with pytest.raises(RetryableError) as info:
             await InstanceMetadataClient(url, clock=clock).get("instance-id")
     finally:
@@ -203,11 +201,8 @@ async def test_client_gives_up_after_its_timeout(clock: FakeClock) -> None:
 
     app = web.Application()
     app.router.add_put("/latest/api/token", hang)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    runner, url = await serve(app)
     try:
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         client = InstanceMetadataClient(url, timeout=0.2, clock=clock)
         with pytest.raises(RetryableError) as info:
             await client.get("instance-id")
