@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import pytest
 from shoal.providers.errors import RetryableError
+from shoal.providers.local import pids_with_env
 from shoal.providers.slurm import (
     SlurmClient,
     SlurmCommandError,
@@ -205,15 +206,7 @@ def black_hole(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[Path]:
 
 def commands_using(conf: Path) -> set[int]:
     entry = f"SLURM_CONF={conf}".encode()
-    pids = set()
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if entry in (proc / "environ").read_bytes().split(b"\0"):
-                    pids.add(int(proc.name))
-            except OSError:
-                continue
-    return pids
+    return set(pids_with_env(entry))
 
 
 async def test_a_hung_command_times_out_and_is_killed(slurm_cluster: SlurmCluster, black_hole):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from shoal.providers.local import pids_with_env
 from slurm import cluster as cluster_module
 from slurm.cluster import (
     MARKER_ENV,
@@ -31,15 +32,7 @@ def registered(flags: set[str]) -> bool:
 def marked_pids(cluster: SlurmCluster) -> set[int]:
     """Processes carrying this cluster's marker: everything it started, directly or not."""
     entry = f"{MARKER_ENV}={cluster.root}".encode()
-    pids = set()
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if entry in (proc / "environ").read_bytes().split(b"\0"):
-                    pids.add(int(proc.name))
-            except OSError:
-                continue
-    return pids
+    return set(pids_with_env(entry))
 
 
 def commands(pids: set[int]) -> set[str]:
