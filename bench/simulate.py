@@ -15,6 +15,12 @@ skipping and with every pass run (``ReplayOptions(skip=False)``), best of two ea
 interleaved; the ratio is what skipping no-op passes saves, and the two results must be
 identical (``--peer-only`` stops there). Then the share of the
 replay's time spent in the planner (``scaler.planner.plan``), measured by wrapping it.
+
+``--breakdown`` (alone) says where a pass's time goes, on the trace's first
+``--breakdown-days`` days (default 12): passes by what woke them (a demand change or the
+timer) with their time, the packings by what asked for them (a type's node count, or the
+search for how many queued jobs fit under a type's ``max``), and the same days replayed
+with a longer ``scaler.debounce`` (fewer passes, a slightly different policy).
 """
 
 from __future__ import annotations
@@ -76,6 +82,84 @@ class PlannerClock:
         loop._default_planner = lambda: timed  # type: ignore[assignment]
 
 
+def breakdown(trace: Trace, days: float) -> None:
+    """Where the replay's time goes, on the first ``days`` days (see the module docstring)."""
+    import inspect
+    from collections import Counter
+
+    from shoal.scaler import planner as planner_module
+
+    head = prefix(trace, days)
+    config = load_config(CONFIG)
+    count: Counter[str] = Counter()
+    seconds: Counter[str] = Counter()
+    real_pass = engine._Engine._pass
+    real_binpack = planner_module.binpack
+    real_need = planner_module._need
+    # _serve's probes in its search for how many queued jobs fit under a type's max
+    serve = planner_module._serve
+    lines, first = inspect.getsourcelines(serve)
+    probe = first + next(i for i, line in enumerate(lines) if "_need(d.running, prefix" in line)
+    asker = {"kind": "node count"}
+
+    async def timed_pass(self: engine._Engine, t: float) -> object:
+        kind = "demand" if self.change_at is not None else "timer"
+        start = time.perf_counter()
+        try:
+            return await real_pass(self, t)
+        finally:
+            seconds[kind] += time.perf_counter() - start
+            count[kind] += 1
+
+    def need(*args: object, **kwargs: object) -> int:
+        caller = sys._getframe(1)
+        in_search = caller.f_code is serve.__code__ and caller.f_lineno == probe
+        asker["kind"] = "limit search" if in_search else "node count"
+        return real_need(*args, **kwargs)  # type: ignore[arg-type]
+
+    def timed_binpack(*args: object, **kwargs: object) -> object:
+        kind = asker["kind"]
+        start = time.perf_counter()
+        try:
+            return real_binpack(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            seconds[kind] += time.perf_counter() - start
+            count[kind] += 1
+
+    engine._Engine._pass = timed_pass  # type: ignore[method-assign]
+    planner_module.binpack = timed_binpack  # type: ignore[assignment]
+    planner_module._need = need  # type: ignore[assignment]
+    NEEDS.clear()
+    try:
+        start = time.perf_counter()
+        done = replay(head, config, ReplayOptions())
+        wall = time.perf_counter() - start
+    finally:
+        engine._Engine._pass = real_pass  # type: ignore[method-assign]
+        planner_module.binpack = real_binpack
+        planner_module._need = real_need
+    print(f"breakdown, first {days:g} days ({len(head):,} jobs): {wall:.1f} s")
+    for kind in ("demand", "timer"):
+        n = count[kind]
+        print(f"  passes woken by {kind}: {n:,}, {seconds[kind]:.1f} s "
+              f"({1000 * seconds[kind] / max(n, 1):.2f} ms a pass)")  # fmt: skip
+    print(f"  timer passes skipped: {done.stats.passes_skipped:,}")
+    for kind in ("node count", "limit search"):
+        n = count[kind]
+        print(f"  packings for a {kind}: {n:,}, {seconds[kind]:.1f} s "
+              f"({1000 * seconds[kind] / max(n, 1):.2f} ms each)")  # fmt: skip
+    for debounce in (0.2, 10.0, 60.0):
+        scaler = config.scaler.model_copy(update={"debounce": debounce})
+        variant = config.model_copy(update={"scaler": scaler})
+        NEEDS.clear()
+        start = time.perf_counter()
+        v = replay(head, variant, ReplayOptions())
+        wall = time.perf_counter() - start
+        r = v.result
+        print(f"  debounce {debounce:g} s: {wall:.1f} s, {v.stats.passes:,} passes, "
+              f"${r.cost:,.2f}, wait p95 {r.wait.p95:.0f} s")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=50_000)
@@ -83,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-days", type=float, default=2.0)
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--peer-only", action="store_true")
+    parser.add_argument("--breakdown", action="store_true", help="where a pass's time goes")
+    parser.add_argument("--breakdown-days", type=float, default=12.0)
     args = parser.parse_args(argv)
     days = args.days if args.days is not None else 90.0 * args.jobs / 50_000
     config = load_config(CONFIG)
@@ -91,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     trace = generate(SyntheticSpec(jobs=args.jobs, days=days, seed=11))
     print(f"trace: {len(trace):,} jobs over {days:g} days, generated in "
           f"{time.perf_counter() - start:.1f} s")  # fmt: skip
+    if args.breakdown:
+        breakdown(trace, args.breakdown_days)
+        return 0
 
     if not args.no_peer:
         head = prefix(trace, args.peer_days)
