@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from procs import free_port, shoal_argv  # noqa: E402  (shared with the e2e tests)
+from procs import free_port, poll_until, shoal_argv  # noqa: E402  (shared with the e2e tests)
 
 NODE_TYPE = "m5.24xlarge"  # 96 vCPU, 384 GiB
 CORES_PER_NODE = 96
@@ -108,15 +108,10 @@ def status_kib(pid: int, key: str) -> int:
 
 
 def wait(what: str, probe, deadline: float, interval: float, log: Path):
-    end = time.monotonic() + deadline
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > end:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-            raise SystemExit(f"timed out after {deadline}s waiting for {what}\n{tail}")
-        time.sleep(interval)
+    def tail() -> str:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+
+    return poll_until(what, probe, deadline, interval=interval, explain=tail, error=SystemExit)
 
 
 def main() -> int:
@@ -194,8 +189,10 @@ def measure(args, proc: subprocess.Popen, base: str, log: Path, nodes_wanted: in
     if code != 200:
         raise SystemExit(f"PUT /v1/demand -> {code}: {body!r}")
 
-    def launched() -> float:
-        return metric_sum(http("GET", base + "/metrics")[1].decode(), "shoal_scale_ups_total")
+    def launched() -> float | None:
+        return (
+            metric_sum(http("GET", base + "/metrics")[1].decode(), "shoal_scale_ups_total") or None
+        )
 
     wait("the first launch", launched, 30.0, 0.002, log)
     latency = time.monotonic() - start
@@ -206,10 +203,10 @@ def measure(args, proc: subprocess.Popen, base: str, log: Path, nodes_wanted: in
     if abs(target - nodes_wanted) > 0.05 * nodes_wanted:
         print(f"warning: the plan wants {target} nodes, not ~{nodes_wanted}", file=sys.stderr)
 
-    def all_ready() -> float:
+    def all_ready() -> float | None:
         text = http("GET", base + "/metrics")[1].decode()
         count = metric_sum(text, "shoal_nodes", 'state="ready"')
-        return count if count >= target else 0.0
+        return count if count >= target and count else None
 
     nodes = wait(f"{target} ready nodes", all_ready, 120.0, 0.5, log)
     time.sleep(1.0)  # the pass that saw them all join is over

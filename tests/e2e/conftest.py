@@ -14,7 +14,6 @@ import json
 import os
 import re
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from procs import free_port, shoal_argv, stop_process
+from procs import free_port, poll_until, shoal_argv, stop_process
 
 T = TypeVar("T")
 
@@ -79,16 +78,10 @@ def wait_for(
     interval: float = POLL,
     on_timeout: Callable[[], str] = lambda: "",
 ) -> T:
-    """Poll ``probe`` until it returns something other than None/False; bounded."""
-    end = time.monotonic() + deadline
-    last: Any = None
-    while True:
-        last = probe()
-        if last is not None and last is not False:
-            return last
-        if time.monotonic() >= end:
-            pytest.fail(f"timed out after {deadline:.1f}s waiting for {what}\n{on_timeout()}")
-        time.sleep(interval)
+    """``poll_until``, failing the test (as ``pytest.fail``) when it times out."""
+    return poll_until(
+        what, probe, deadline, interval=interval, explain=on_timeout, error=pytest.fail.Exception
+    )
 
 
 class HttpResult:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from e2e.procs import poll_until
 from shoal.providers.local import find_program, pids_with_env, process_alive
 
 __all__ = [
@@ -138,14 +139,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _wait(what: str, probe: Callable[[], T | None], deadline: float) -> T:
-    end = time.monotonic() + deadline
-    while True:
-        result = probe()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() > end:
-            raise SlurmClusterError(f"timed out after {deadline:.0f}s waiting for {what}")
-        time.sleep(POLL)
+    return poll_until(what, probe, deadline, interval=POLL, error=SlurmClusterError)
 
 
 _RECORDER = """#!/bin/sh

@@ -16,16 +16,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
-from e2e.procs import free_port, stop_process
+from e2e.procs import free_port, poll_until, stop_process
 from slurm.cluster import SlurmCluster, SlurmClusterError
 
 __all__ = [
@@ -36,10 +34,8 @@ __all__ = [
     "hook_runs",
     "local_instances",
     "shoal_config",
-    "wait_until",
 ]
 
-T = TypeVar("T")
 BIN = Path(sys.executable).parent
 KINDS = {
     "resume": "shoal-slurm-resume",
@@ -94,23 +90,6 @@ def hook_runs(directory: Path) -> list[HookRun]:
         kind, hostlist, micros, status = line.split("\t")
         runs.append(HookRun(kind, hostlist, int(micros), int(status)))
     return runs
-
-
-def wait_until(
-    what: str,
-    probe: Callable[[], T | None],
-    deadline: float,
-    poll: float = 0.1,
-    explain: Callable[[], str] = lambda: "",
-) -> T:
-    end = time.monotonic() + deadline
-    while True:
-        result = probe()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline:.0f}s waiting for {what}\n{explain()}")
-        time.sleep(poll)
 
 
 def shoal_config(
@@ -204,7 +183,7 @@ class ShoalDaemon:
                 cwd=self.workdir,
             )
         if ready:
-            wait_until("shoal to answer /healthz", self._answers, 20, explain=self.tail)
+            poll_until("shoal to answer /healthz", self._answers, 20, explain=self.tail)
         return self
 
     def _answers(self) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e.procs import poll_until
 from shoal.providers.slurm import expand_hostlist
 from slurm.cluster import ClusterSpec, NodeGroup, SlurmCluster
 from slurm.shoal_proc import (
@@ -29,7 +30,6 @@ from slurm.shoal_proc import (
     hook_runs,
     local_instances,
     shoal_config,
-    wait_until,
 )
 
 pytestmark = pytest.mark.slurm
@@ -180,11 +180,11 @@ def test_power_saving_resumes_exactly_the_named_nodes_and_suspends_them(
         s.cluster.sbatch("--array=1-3", "-c1", "--wrap", "sleep 1"),
     ]
     assert len(finish(step).split()) == 2
-    wait_until(
+    poll_until(
         "every job to complete",
         lambda: len(jobs := s.jobs()) == 6 and all(st == "COMPLETED" for st, _ in jobs.values()),
         120,
-        poll=0.5,
+        interval=0.5,
         explain=s.explain,
     )
     resumed = named(s.hooks(), "resume")
@@ -197,11 +197,11 @@ def test_power_saving_resumes_exactly_the_named_nodes_and_suspends_them(
     assert all(run.status == 0 for run in s.hooks()), s.hooks()
     assert submitted and all(job_id.isdigit() for job_id in submitted)
 
-    wait_until(
+    poll_until(
         "the nodes to be suspended",
         lambda: all("powered_down" in f for f in s.states(names).values()) and not s.instances(),
         90,
-        poll=0.5,
+        interval=0.5,
         explain=s.explain,
     )
     assert named(s.hooks(), "suspend") == launched  # each instance suspended once
@@ -249,14 +249,16 @@ def test_no_capacity_and_a_node_that_never_registers(setup_factory: Callable[...
         backoff = [b for b in status["backoff"] if b["offering"] == "a/local/on-demand"]
         return backoff[0] if held and backoff else None
 
-    backoff = wait_until("a1 DOWN with shoal's reason", a1_held, 30, poll=0.2, explain=s.explain)
+    backoff = poll_until(
+        "a1 DOWN with shoal's reason", a1_held, 30, interval=0.2, explain=s.explain
+    )
     assert backoff["kind"] == "capacity" and "InsufficientInstanceCapacity" in backoff["reason"]
     assert s.reason("a1").startswith("shoal: ")
-    wait_until(
+    poll_until(
         "both jobs to complete on c",
         lambda: all(s.jobs()[j][0] == "COMPLETED" for j in (on_x, on_y)),
         120,
-        poll=0.5,
+        interval=0.5,
         explain=s.explain,
     )
     # on c: side by side on c1 and c2, or one after the other on c1 when c2's slurmd (started
@@ -266,13 +268,13 @@ def test_no_capacity_and_a_node_that_never_registers(setup_factory: Callable[...
         n for run in s.hooks() if run.kind == "resume-fail" for n in expand_hostlist(run.hostlist)
     ]
     assert "b1" in fails
-    wait_until(
+    poll_until(
         "a1 and b1 powered down, back in the pool",
         lambda: all(
             "powered_down" in f and "down" not in f for f in s.states(["a1", "b1"]).values()
         ),
         60,
-        poll=0.5,
+        interval=0.5,
         explain=s.explain,
     )
     assert s.metric("shoal_scale_up_failures_total", node_type="a", reason="capacity") >= 1
@@ -297,26 +299,26 @@ def test_external_mode_launches_a_dynamic_node_then_drains_terminates_and_delete
         provider={"capacity": {"small": 1}},
     )
     job = s.cluster.sbatch("-p", "dyn", "-c1", "--wrap", "sleep 1")
-    wait_until(
+    poll_until(
         "the job to complete", lambda: s.jobs()[job][0] == "COMPLETED", 60, explain=s.explain
     )
     (instance_id,) = s.instances()
     assert s.jobs()[job][1] == instance_id  # the dynamic node is named after its instance
     features = s.cluster.run("sinfo", "-h", "-N", "-n", instance_id, "-O", "Features:0").stdout
     assert features.strip() == "shoal,dyn"
-    drained = wait_until(
+    drained = poll_until(
         "the idle node to be drained",
         lambda: s.reason(instance_id) == "shoal" or not s.instances(),
         30,
-        poll=0.1,
+        interval=0.1,
         explain=s.explain,
     )
     assert drained
-    wait_until(
+    poll_until(
         "the node to be terminated and deleted",
         lambda: not s.instances() and not s.cluster.node_state(instance_id),
         30,
-        poll=0.2,
+        interval=0.2,
         explain=s.explain,
     )
     assert local_processes(s.workdir) == []
@@ -341,7 +343,7 @@ def test_kill_9_between_the_request_and_the_launch_serves_it_once(
     s = setup_factory(spec, slurm={"node_types": {"cloud": "small"}}, provider={window: "120s"})
     step = srun(s.cluster, "-N1", "hostname")
     state = s.workdir / "slurm-state.json"
-    wait_until(
+    poll_until(
         "the resume request to be handed over",
         lambda: any(r.kind == "resume" for r in s.hooks()),
         30,
@@ -354,7 +356,7 @@ def test_kill_9_between_the_request_and_the_launch_serves_it_once(
     if window == "launch_delay":
         assert s.instances() == {}  # and nothing launched: the hook did not wait for it
     else:
-        wait_until("the launch to take effect", lambda: s.instances(), 10, explain=s.explain)
+        poll_until("the launch to take effect", lambda: s.instances(), 10, explain=s.explain)
     s.daemon.kill9()
 
     config = json.loads(json.dumps(s.daemon.config))
@@ -390,7 +392,7 @@ def test_cleanup_repairs_what_lost_hook_calls_left(setup_factory: Callable[..., 
     (orphan,) = s.instances()
     s.daemon.kill9()
     job = s.cluster.sbatch("-w", "cloud2", "--wrap", "sleep 1")
-    wait_until(
+    poll_until(
         "cloud1 suspended and cloud2 DOWN at ResumeTimeout, their hooks failing",
         lambda: (
             "powered_down" in s.states(["cloud1"])["cloud1"]
@@ -398,13 +400,13 @@ def test_cleanup_repairs_what_lost_hook_calls_left(setup_factory: Callable[..., 
             and {r.kind for r in s.hooks() if r.status != 0} >= {"suspend", "resume"}
         ),
         60,
-        poll=0.5,
+        interval=0.5,
         explain=s.explain,
     )
     s.cluster.run("scancel", job)
     assert list(s.instances()) == [orphan]  # still running: nobody terminated it
     s.daemon.start()
-    wait_until(
+    poll_until(
         "the orphan terminated and cloud2 reset",
         lambda: (
             not s.instances()
@@ -412,7 +414,7 @@ def test_cleanup_repairs_what_lost_hook_calls_left(setup_factory: Callable[..., 
             and s.metric("shoal_slurm_cleanups_total", kind="orphan") == 1
         ),
         30,
-        poll=0.5,
+        interval=0.5,
         explain=s.explain,
     )
     assert s.metric("shoal_slurm_cleanups_total", kind="down_without_instance") == 1
