@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pytest
+from shoal.scaler import planner
 from shoal.scaler.model import (
     CapacityType,
     Demand,
@@ -125,3 +127,17 @@ def unneeded(*ids: str, since: float) -> PlannerState:
 
 def offering(t: NodeType) -> Offering:
     return Offering(t.instance_types[0], t.zone, CapacityType(t.capacity_type))
+
+
+def record_packings(monkeypatch: pytest.MonkeyPatch) -> list[dict[Shape, int]]:
+    """Make the planner's ``binpack`` note the jobs of every packing it runs (then pack them);
+    returns the list it appends them to."""
+    seen: list[dict[Shape, int]] = []
+    real = planner.binpack
+
+    def recording(jobs, node_shapes, target_time=3600, prices=None):
+        seen.append(dict(jobs))
+        return real(jobs, node_shapes, target_time=target_time, prices=prices)
+
+    monkeypatch.setattr(planner, "binpack", recording)
+    return seen

@@ -14,11 +14,11 @@ from builders import (
     node_type,
     policy,
     queued,
+    record_packings,
     running,
     snapshot,
     unneeded,
 )
-from shoal.scaler import planner
 from shoal.scaler.model import AddCause, NodeState, PlannerState, Policy, RemoveCause
 from shoal.scaler.overhead import disk_overhead, memory_overhead
 from shoal.scaler.planner import (
@@ -125,14 +125,7 @@ def test_launch_message_says_why():
     ids=["remaining-time", "just-started", "overran-holds-minimum"],
 )
 def test_running_job_holds_its_node_for_its_remaining_time(monkeypatch, wall, elapsed, held):
-    seen = []
-    real = planner.binpack
-
-    def recording(jobs, node_shapes, target_time=3600, prices=None):
-        seen.append(dict(jobs))
-        return real(jobs, node_shapes, target_time=target_time, prices=prices)
-
-    monkeypatch.setattr(planner, "binpack", recording)
+    seen = record_packings(monkeypatch)
     snap = snapshot(
         nodes=[node("n1", A)],
         queue=[queued(job(wall=300), 1)],

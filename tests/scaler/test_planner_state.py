@@ -4,8 +4,7 @@ point, and running jobs' remaining times on a minute grid, so passes repeat thei
 from __future__ import annotations
 
 import pytest
-from builders import NOW, job, node, node_type, policy, queued, running, snapshot
-from shoal.scaler import planner
+from builders import NOW, job, node, node_type, policy, queued, record_packings, running, snapshot
 from shoal.scaler.model import PlannerState
 from shoal.scaler.planner import RUNNING_JOB_GRID, RUNNING_JOB_MIN_REMAINING, SETTLED, plan
 
@@ -84,14 +83,7 @@ def test_an_estimate_further_away_is_kept_as_toil_computes_it(offset):
     ids=["whole", "just-under", "just-over", "fraction", "overran"],
 )
 def test_running_jobs_remaining_time_is_rounded_up_to_a_minute(monkeypatch, wall, elapsed, held):
-    seen = []
-    real = planner.binpack
-
-    def recording(jobs, node_shapes, target_time=3600, prices=None):
-        seen.append(dict(jobs))
-        return real(jobs, node_shapes, target_time=target_time, prices=prices)
-
-    monkeypatch.setattr(planner, "binpack", recording)
+    seen = record_packings(monkeypatch)
     snap = snapshot(nodes=[node("n1", A)], runs=[running(job(cores=2, wall=wall), "n1", elapsed)])
     plan(snap, policy(A), PlannerState(), NOW)
     assert seen == [{job(cores=2, wall=held): 1}]
@@ -99,14 +91,7 @@ def test_running_jobs_remaining_time_is_rounded_up_to_a_minute(monkeypatch, wall
 
 
 def test_running_jobs_a_few_seconds_apart_share_a_shape(monkeypatch):
-    seen = []
-    real = planner.binpack
-
-    def recording(jobs, node_shapes, target_time=3600, prices=None):
-        seen.append(dict(jobs))
-        return real(jobs, node_shapes, target_time=target_time, prices=prices)
-
-    monkeypatch.setattr(planner, "binpack", recording)
+    seen = record_packings(monkeypatch)
     runs = [running(job(wall=5000), "n1", elapsed=e) for e in (100, 101.5, 110, 139.9)]
     plan(snapshot(nodes=[node("n1", A)], runs=runs), policy(A), PlannerState(), NOW)
     assert seen == [{job(wall=4920): 4}]
