@@ -48,7 +48,6 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +56,7 @@ from typing import Any, ClassVar
 from shoal.providers.base import AbstractProvisioner, Node
 from shoal.providers.clock import Clock, SystemClock
 from shoal.providers.errors import CapacityError, ProviderError
+from shoal.providers.files import write_json_atomic
 from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
 from shoal.providers.slurm import TAG_SLURM_FEATURES, TAG_SLURM_NODE
 
@@ -239,18 +239,7 @@ class LocalProvisioner(AbstractProvisioner):
 
     def _save(self) -> None:
         records = self._load()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".instances.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as out:
-                json.dump(records, out, indent=1, sort_keys=True)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.records_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_json_atomic(self.records_path, records, sort_keys=True)
 
     def _marker(self, instance_id: str) -> str:
         return f"{self.state_dir.resolve()}/{instance_id}"

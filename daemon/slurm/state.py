@@ -20,13 +20,13 @@ Writes replace the file atomically (temporary file, fsync, rename). The format i
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from shoal.providers.files import write_json_atomic
 
 __all__ = ["Hold", "PowerState", "ResumeRequest", "StateError"]
 
@@ -101,21 +101,4 @@ class PowerState:
 
     def save(self) -> None:
         """Replace the file atomically with the current state (fsynced before it returns)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            with os.fdopen(fd, "w") as out:
-                json.dump(self.to_json(), out, indent=1)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        with contextlib.suppress(OSError):  # the rename itself survives a power loss
-            dirfd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dirfd)
-            finally:
-                os.close(dirfd)
+        write_json_atomic(self.path, self.to_json())
