@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from procs import free_port  # noqa: E402  (shared with the e2e tests)
+from procs import free_port, stop_process  # noqa: E402  (shared with the e2e tests)
 
 BIN = Path(sys.executable).parent
 TOKEN = "bench-token"
@@ -130,15 +130,11 @@ def main() -> int:
             )
             handoff = timed(post, args.runs)
         finally:
-            daemon.send_signal(signal.SIGTERM)
             try:
-                daemon.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
-                tail = (directory / "shoal.log").read_text(errors="replace").splitlines()[-40:]
-                why = "shoal did not stop within 20 s of SIGTERM:\n" + "\n".join(tail)
-                raise SystemExit(why) from None
+                if stop_process(daemon, grace=20) == -signal.SIGKILL:  # SIGTERM was not enough
+                    tail = (directory / "shoal.log").read_text(errors="replace").splitlines()[-40:]
+                    why = "shoal did not stop within 20 s of SIGTERM:\n" + "\n".join(tail)
+                    raise SystemExit(why)
             finally:
                 log.close()
     ratio = statistics.median(script) / statistics.median(peer)

@@ -33,6 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from e2e.procs import stop_process  # noqa: E402
 from slurm.cluster import ClusterSpec, NodeGroup, SlurmCluster, missing_requirements  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -183,13 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             while not _stop and shoal.poll() is None:
                 time.sleep(0.5)
     finally:
-        if shoal is not None and shoal.poll() is None:
-            shoal.send_signal(signal.SIGTERM)
-            try:
-                shoal.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                shoal.kill()
-                shoal.wait()
+        stop_process(shoal, grace=15)
         killed = stop_local_slurmds(top)
         cluster.stop()
         print(f"run-slurm: stopped shoal, {killed} slurmd(s), slurmctld and munged")
