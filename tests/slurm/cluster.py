@@ -36,6 +36,7 @@ from typing import Literal, TypeVar
 
 from e2e.procs import poll_until
 from shoal.providers.local import find_program, pids_with_env, process_alive
+from shoal.providers.slurm import SlurmCommands
 
 __all__ = [
     "MARKER_ENV",
@@ -193,6 +194,16 @@ class SlurmCluster:
         if path is None:
             raise SlurmClusterError(f"{name} is not installed")
         return path
+
+    def commands(self, **options: float) -> SlurmCommands:
+        """shoal's Slurm client commands for this cluster (``options``: e.g. ``timeout``)."""
+        return SlurmCommands(
+            squeue=self.program("squeue"),
+            sinfo=self.program("sinfo"),
+            scontrol=self.program("scontrol"),
+            slurm_conf=str(self.conf_path),
+            **options,
+        )
 
     def _recorder(self, kind: str) -> str:
         return str(self.root / f"record-{kind}.sh")

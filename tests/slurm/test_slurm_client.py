@@ -34,15 +34,7 @@ MiB = 1024**2
 
 
 def client_for(cluster: SlurmCluster, **options: float) -> SlurmClient:
-    return SlurmClient(
-        SlurmCommands(
-            squeue=cluster.program("squeue"),
-            sinfo=cluster.program("sinfo"),
-            scontrol=cluster.program("scontrol"),
-            slurm_conf=str(cluster.conf_path),
-            **options,
-        )
-    )
+    return SlurmClient(cluster.commands(**options))
 
 
 async def until(what: str, probe: Callable[[], Awaitable[T | None]], deadline: float = 20) -> T:

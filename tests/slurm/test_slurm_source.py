@@ -17,7 +17,7 @@ from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.simulated import SimulatedProvisioner
-from shoal.providers.slurm import SlurmClient, SlurmCommands
+from shoal.providers.slurm import SlurmClient
 from shoal.scaler.model import Demand
 from slurm.cluster import SlurmCluster
 
@@ -26,15 +26,7 @@ ZONE = "us-west-2a"
 
 
 def client_of(cluster: SlurmCluster) -> SlurmClient:
-    return SlurmClient(
-        SlurmCommands(
-            squeue=cluster.program("squeue"),
-            sinfo=cluster.program("sinfo"),
-            scontrol=cluster.program("scontrol"),
-            slurm_conf=str(cluster.conf_path),
-            timeout=10,
-        )
-    )
+    return SlurmClient(cluster.commands(timeout=10))
 
 
 async def test_reads_demand_then_a_stopped_controller_is_a_failure_that_holds_the_loop(
