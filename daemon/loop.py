@@ -24,20 +24,19 @@ anything new.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.executor import ExecutionReport, Executor
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import DEFAULT_LEDGER_TTL, NodeTracker, TrackedNode
 from shoal.providers.base import AbstractProvisioner, Node
-from shoal.providers.clock import Clock, SystemClock
+from shoal.providers.clock import Clock, SystemClock, sleep_or_event
 from shoal.providers.outcomes import PricesUpdated, ProviderEvent
 from shoal.scaler.backoff import BackoffTable
 from shoal.scaler.model import (
@@ -282,21 +281,8 @@ class Controller:
 
     async def _wait(self, seconds: float, *, wake_on_demand: bool) -> bool:
         """Sleep on the clock; returns True if a demand change woke us (and clears it)."""
-        waits: dict[asyncio.Task[Any], str] = {
-            asyncio.ensure_future(self.clock.sleep(seconds)): "timer",
-            asyncio.ensure_future(self._stop.wait()): "stop",
-        }
-        if wake_on_demand:
-            waits[asyncio.ensure_future(self._demand_changed.wait())] = "demand"
-        try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waits:
-                task.cancel()
-            for task in waits:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        woke = any(waits[t] == "demand" for t in done)
+        events = [self._stop, self._demand_changed] if wake_on_demand else [self._stop]
+        woke = self._demand_changed in await sleep_or_event(self.clock, seconds, *events)
         if not wake_on_demand or woke:
             self._demand_changed.clear()
         return woke

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Clock", "FakeClock", "InlineExecutor", "SystemClock"]
+__all__ = ["Clock", "FakeClock", "InlineExecutor", "SystemClock", "sleep_or_event"]
 
 T = TypeVar("T")
 SETTLE_LIMIT = 100_000  # callbacks in a row before settle() calls the loop livelocked
@@ -45,6 +45,23 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+
+async def sleep_or_event(
+    clock: Clock, seconds: float, *events: asyncio.Event
+) -> set[asyncio.Event]:
+    """Sleep ``seconds`` on ``clock`` or until one of ``events`` is set, whichever comes
+    first; returns the events that ended the wait (none: the time passed). Clears nothing,
+    and leaves no task behind, cancelled or not."""
+    waits = {asyncio.ensure_future(event.wait()): event for event in events}
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        done, _ = await asyncio.wait({timer, *waits}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (timer, *waits):
+            task.cancel()
+        await asyncio.gather(timer, *waits, return_exceptions=True)
+    return {waits[task] for task in done if task in waits}
 
 
 class InlineExecutor(concurrent.futures.ThreadPoolExecutor):

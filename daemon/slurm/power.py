@@ -50,7 +50,7 @@ from shoal.daemon.nodes import TrackedState
 from shoal.daemon.slurm.names import NodeTypeMap
 from shoal.daemon.slurm.state import Hold, PowerState, ResumeRequest
 from shoal.providers.base import TAG_AUTOSCALED, Node
-from shoal.providers.clock import Clock
+from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.errors import ProviderError, TerminationError
 from shoal.providers.slurm import (
     TAG_SLURM_NODE,
@@ -533,14 +533,9 @@ class PowerSaver:
             self.state.save()
 
     async def _sleep(self, seconds: float) -> None:
-        sleep = asyncio.ensure_future(self.clock.sleep(seconds))
-        woken = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait({sleep, woken}, return_when=asyncio.FIRST_COMPLETED)
+            await sleep_or_event(self.clock, seconds, self._wake)
         finally:
-            for task in (sleep, woken):
-                task.cancel()
-            await asyncio.gather(sleep, woken, return_exceptions=True)
             self._wake.clear()
 
     def _spawn(self, coroutine: Any) -> None:

@@ -20,14 +20,13 @@ Slurm's node states through it) as a ``SlurmSnapshot``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, replace
 
 from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.metrics import ShoalMetrics
-from shoal.providers.clock import Clock
+from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.slurm import (
     SlurmClient,
     SlurmDemand,
@@ -154,14 +153,7 @@ class SlurmDemandSource:
             await self._wait()
 
     async def _wait(self) -> None:
-        sleep = asyncio.ensure_future(self.clock.sleep(self.poll_interval))
-        poked = asyncio.ensure_future(self._poke.wait())
         try:
-            await asyncio.wait({sleep, poked}, return_when=asyncio.FIRST_COMPLETED)
+            await sleep_or_event(self.clock, self.poll_interval, self._poke)
         finally:
-            for task in (sleep, poked):
-                task.cancel()
-            for task in (sleep, poked):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             self._poke.clear()

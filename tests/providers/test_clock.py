@@ -1,0 +1,51 @@
+"""sleep_or_event: the wait the daemon's loop, the Slurm source and power saving share."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shoal.providers.clock import FakeClock, sleep_or_event
+
+
+async def test_the_time_passing_ends_the_wait_with_no_event() -> None:
+    clock = FakeClock()
+    event = asyncio.Event()
+    woken = await clock.run_until(sleep_or_event(clock, 30.0, event))
+    assert woken == set()
+    assert clock.monotonic() == 30.0
+    assert clock.pending() == 0
+
+
+async def test_an_event_set_ends_the_wait_early_and_is_named() -> None:
+    clock = FakeClock()
+    first, second = asyncio.Event(), asyncio.Event()
+    wait = asyncio.ensure_future(sleep_or_event(clock, 30.0, first, second))
+    await clock.advance(5.0)
+    assert not wait.done()
+    second.set()
+    await clock.settle()
+    assert wait.result() == {second}
+    assert second.is_set()  # the caller clears it
+    assert clock.pending() == 0  # the timer is cancelled, not left sleeping
+    assert clock.monotonic() == 5.0
+
+
+async def test_an_event_already_set_returns_at_once() -> None:
+    clock = FakeClock()
+    event = asyncio.Event()
+    event.set()
+    assert await sleep_or_event(clock, 30.0, event) == {event}
+    assert clock.monotonic() == 0.0
+
+
+async def test_cancelling_the_wait_leaves_no_task_behind() -> None:
+    clock = FakeClock()
+    event = asyncio.Event()
+    before = asyncio.all_tasks()
+    wait = asyncio.ensure_future(sleep_or_event(clock, 30.0, event))
+    await clock.settle()
+    wait.cancel()
+    await clock.settle()
+    assert wait.cancelled()
+    assert asyncio.all_tasks() == before
+    assert clock.pending() == 0
