@@ -313,9 +313,7 @@ def _assign(
         s = job.shape
         remaining = max(s.wallTime - job.elapsed, RUNNING_JOB_MIN_REMAINING)
         remaining = math.ceil(remaining / RUNNING_JOB_GRID) * RUNNING_JOB_GRID
-        running = demand[node_type].running
-        held = _holding(s, remaining)
-        running[held] = running.get(held, 0) + 1
+        _add(demand[node_type].running, _holding(s, remaining), 1)
     queued: Jobs = {}
     for q in snapshot.demand.queued:
         _add(queued, q.shape, q.count)

