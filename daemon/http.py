@@ -41,6 +41,7 @@ __all__ = [
     "check_listen",
     "make_app",
     "start_http",
+    "unauthorized",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,15 @@ def bearer_authorized(request: web.Request, token: str | None) -> bool:
     return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
+def unauthorized() -> web.Response:
+    """401 for a missing or wrong bearer token."""
+    return web.json_response(
+        {"error": "missing or wrong bearer token"},
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="shoal"'},
+    )
+
+
 def _error(status: int, message: str, details: list[str] | None = None) -> web.Response:
     body: dict[str, Any] = {"error": message}
     if details:
@@ -99,25 +109,12 @@ def make_app(
     """The daemon's aiohttp application over ``controller``. Pushed demand must carry what
     ``reports`` promises and goes stale ``max_age`` seconds after it arrived."""
 
-    def authorized(request: web.Request) -> bool:
-        if not token:
-            return True
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        return hmac.compare_digest(given.strip().encode(), token.encode())
-
     async def put_demand(request: web.Request) -> web.Response:
         if not accept_demand:
             return _error(404, "demand over HTTP is disabled (demand.api: false)")
-        if not authorized(request):
+        if not bearer_authorized(request, token):
             log.warning("event=demand_rejected status=401 peer=%s", request.remote)
-            return web.json_response(
-                {"error": "missing or wrong bearer token"},
-                status=401,
-                headers={"WWW-Authenticate": 'Bearer realm="shoal"'},
-            )
+            return unauthorized()
         if request.content_length is not None and request.content_length > max_body:
             return _error(413, f"body larger than {max_body} bytes")
         try:

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from shoal.daemon.http import bearer_authorized
+from shoal.daemon.http import bearer_authorized, unauthorized
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.slurm.cleanup import SHOAL_FEATURE, Cleaner
 from shoal.daemon.slurm.drain import SlurmDrainHook
@@ -192,11 +192,7 @@ class SlurmIntegration:
             kind = request.match_info["kind"].replace("-", "_")
             if not bearer_authorized(request, token):
                 log.warning("event=slurm_request_rejected status=401 kind=%s", kind)
-                return web.json_response(
-                    {"error": "missing or wrong bearer token"},
-                    status=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="shoal"'},
-                )
+                return unauthorized()
             if self.power is None:
                 return web.json_response(
                     {"error": "slurm.mode is external: shoal's planner decides, no hooks"},
