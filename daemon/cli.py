@@ -26,15 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shoal.daemon.slurm.hook import COMMANDS as SLURM_HOOKS  # stdlib only: cheap to import
+
 if TYPE_CHECKING:
     from shoal.daemon.config import ConfigError, ShoalConfig
 
-# the Slurm hooks: subcommand -> request kind (see daemon/slurm/hook.py)
-SLURM_HOOKS = {
-    "slurm-resume": "resume",
-    "slurm-suspend": "suspend",
-    "slurm-resume-fail": "resume-fail",
-}
 
 __all__ = ["main"]
 
@@ -258,18 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--now", type=float, default=None, help="epoch seconds (default: now)")
     plan.set_defaults(func=_cmd_plan)
 
-    for command, kind in SLURM_HOOKS.items():
-        hook = sub.add_parser(
+    for command, kind in SLURM_HOOKS.items():  # listed for --help; main() runs them
+        sub.add_parser(
             command,
             help=f"Slurm's {kind} program: hand HOSTLIST to the running daemon, return at once",
         )
-        hook.add_argument(
-            "-c",
-            "--config",
-            help="YAML config file (default: $SHOAL_CONFIG, else /etc/shoal/config.yaml)",
-        )
-        hook.add_argument("hostlist", help="Slurm hostlist, e.g. cloud[1-3]")
-        hook.set_defaults(func=_cmd_slurm_hook, kind=kind)
 
     from shoal.daemon.simulate import args as simulate_args
 
@@ -279,12 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
     simulate_args.add_arguments(simulate)
     simulate.set_defaults(func=_cmd_simulate)
     return parser
-
-
-def _cmd_slurm_hook(args: argparse.Namespace) -> int:
-    from shoal.daemon.slurm.hook import main as hook
-
-    return hook([*(["-c", args.config] if args.config else []), args.hostlist], kind=args.kind)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
