@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from shoal.daemon.executor import BackoffEvent, ExecutionReport
-from shoal.daemon.metrics import ShoalMetrics
+from shoal.daemon.metrics import SLURM_REQUEST_KINDS, ShoalMetrics
 from shoal.daemon.nodes import TrackedState
 from shoal.daemon.slurm.names import NodeTypeMap
 from shoal.daemon.slurm.state import Hold, PowerState, ResumeRequest
@@ -79,7 +79,7 @@ __all__ = ["REQUEST_KINDS", "PowerSaver", "hold_planner", "slurm_node_of"]
 
 log = logging.getLogger(__name__)
 
-REQUEST_KINDS = ("resume", "suspend", "resume_fail")
+REQUEST_KINDS = SLURM_REQUEST_KINDS  # each has its own request counter
 LISTING_MAX_AGE = 0.5  # seconds a provider listing is shared by the node workers
 ADDRESS_TRIES = 30
 
