@@ -37,6 +37,7 @@ from shoal.providers import ignition
 from shoal.providers.errors import ProviderError
 from shoal.providers.workers import (
     KUBERNETES_API_PORT,
+    SHOAL_FEATURE,
     TAG_SLURM_NODE,
     SlurmWorkerSettings,
     WorkerSettings,
@@ -521,8 +522,10 @@ class InstanceSetupMixin:
             raise ValueError(f"unknown Slurm registration {settings.registration!r}")
         if settings.node_name not in ("tag", "hostname"):
             raise ValueError(f"unknown Slurm node name source {settings.node_name!r}")
-        # "shoal" marks a dynamic node as shoal's (its clean-up loop looks for it)
-        features = list(dict.fromkeys(["shoal", *settings.features, *filter(None, [instanceType])]))
+        # SHOAL_FEATURE marks a dynamic node as shoal's (its clean-up loop looks for it)
+        features = list(
+            dict.fromkeys([SHOAL_FEATURE, *settings.features, *filter(None, [instanceType])])
+        )
         for feature in features:
             if not _SLURM_FEATURE.match(feature):
                 raise ValueError(

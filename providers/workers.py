@@ -27,6 +27,7 @@ __all__ = [
     "KUBERNETES_API_PORT",
     "MUNGE_KEY_MAX",
     "MUNGE_KEY_MIN",
+    "SHOAL_FEATURE",
     "TAG_SLURM_NODE",
     "KubernetesJoinSettings",
     "LeaderSettings",
@@ -40,6 +41,9 @@ __all__ = [
 #: ``node_name: tag``); the worker reads it from the instance metadata service, so its key
 #: uses only characters EC2 allows in metadata tag keys.
 TAG_SLURM_NODE = "shoal:slurm-node"
+#: The Slurm feature every dynamic node shoal launches registers with: the clean-up loop
+#: (daemon.slurm.cleanup) knows its nodes by it.
+SHOAL_FEATURE = "shoal"
 KUBERNETES_API_PORT = 6443
 #: A kubeadm bootstrap token: ``[a-z0-9]{6}.[a-z0-9]{16}`` (kubeadm's own format check).
 KUBEADM_TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")

@@ -42,15 +42,15 @@ from shoal.providers.base import TAG_AUTOSCALED, Node
 from shoal.providers.clock import Clock
 from shoal.providers.errors import ProviderError
 from shoal.providers.slurm import SlurmClient, SlurmCommandError, SlurmError, SlurmNode
+from shoal.providers.workers import SHOAL_FEATURE
 
 if TYPE_CHECKING:
     from shoal.daemon.loop import Controller
 
-__all__ = ["SHOAL_FEATURE", "Cleaner", "Repair", "RepairKind", "find_repairs"]
+__all__ = ["Cleaner", "Repair", "RepairKind", "find_repairs"]
 
 log = logging.getLogger(__name__)
 
-SHOAL_FEATURE = "shoal"  # every dynamic node shoal launches registers with it
 RESETTABLE_REASONS = ("ResumeTimeout reached", "shoal")  # reasons a failed resume leaves
 STUCK_MARGIN = 60.0
 

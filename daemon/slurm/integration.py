@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from shoal.daemon.http import bearer_authorized, unauthorized
 from shoal.daemon.metrics import ShoalMetrics
-from shoal.daemon.slurm.cleanup import SHOAL_FEATURE, Cleaner
+from shoal.daemon.slurm.cleanup import Cleaner
 from shoal.daemon.slurm.drain import SlurmDrainHook
 from shoal.daemon.slurm.names import NodeTypeMap
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
@@ -44,6 +44,7 @@ from shoal.providers.slurm import (
     SlurmCommands,
     SlurmError,
 )
+from shoal.providers.workers import SHOAL_FEATURE
 from shoal.scaler.model import NodeType
 
 if TYPE_CHECKING:
