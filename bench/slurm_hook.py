@@ -106,11 +106,9 @@ def main() -> int:
 
                 return run
 
-            offset = [0]
-
             def post(i: int) -> None:
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                body = json.dumps({"nodes": f"node{10_000 + offset[0] + i}", "resume_file": None})
+                body = json.dumps({"nodes": f"node{10_000 + args.runs + i}", "resume_file": None})
                 connection.request(
                     "POST",
                     "/v1/slurm/resume",
@@ -124,7 +122,6 @@ def main() -> int:
                 lambda i: subprocess.run([sys.executable, "-c", "pass"], check=True), args.runs
             )
             script = timed(hook([str(BIN / "shoal-slurm-resume")]), args.runs)
-            offset[0] = args.runs
             subcommand = timed(
                 lambda i: hook([str(BIN / "shoal"), "slurm-resume"])(i + args.runs), args.runs
             )

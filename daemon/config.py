@@ -928,13 +928,16 @@ class ShoalConfig(BaseModel):
 
 # --- loading -------------------------------------------------------------------------------
 
+# The provider union's tags: pydantic puts the chosen one in an error's location.
+_PROVIDER_KINDS = ("simulated", "aws", "local")
+
 
 def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("simulated", "aws", "local") and out == "provider":
+        elif part in _PROVIDER_KINDS and out == "provider":
             continue  # the discriminated union's tag adds nothing for the reader
         elif str(part).startswith(("function-", "tagged-union")):
             continue
@@ -949,7 +952,7 @@ def _lookup(data: Any, loc: tuple[int | str, ...]) -> Any:
         in_list = isinstance(data, list | tuple) and isinstance(part, int) and part < len(data)
         if in_map or in_list:
             data = data[part]
-        elif part in ("simulated", "aws", "local"):
+        elif part in _PROVIDER_KINDS:
             continue
         else:
             return _MISSING

@@ -596,8 +596,7 @@ class Service:
                     logging.DEBUG if same else logging.INFO,
                     "event=demand_updated source=%s queued=%d running=%d",
                     type(source).__name__,
-                    sum(q.count for q in update.demand.queued),
-                    len(update.demand.running),
+                    *counts[:2],
                 )
 
 
