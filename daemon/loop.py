@@ -27,14 +27,14 @@ import asyncio
 import dataclasses
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.executor import ExecutionReport, Executor
 from shoal.daemon.metrics import ShoalMetrics
-from shoal.daemon.nodes import DEFAULT_LEDGER_TTL, NodeTracker, TrackedNode
+from shoal.daemon.nodes import DEFAULT_LEDGER_TTL, NodeTracker, TrackedNode, TrackedState
 from shoal.providers.base import AbstractProvisioner, Node
 from shoal.providers.clock import Clock, SystemClock, sleep_or_event
 from shoal.providers.outcomes import PricesUpdated, ProviderEvent
@@ -289,7 +289,7 @@ class Controller:
 
     async def reconcile(self) -> None:
         """Rebuild the view from the cloud: adopt every tagged node; launch nothing."""
-        workers = await self.executor.call("getProvisionedWorkers", self._list)
+        workers = await self.list_workers()
         adopted = self.tracker.observe(workers, self.joined)
         for tracked in adopted:
             log.info(
@@ -347,13 +347,29 @@ class Controller:
 
     # -- phases ---------------------------------------------------------------------------
 
+    async def list_workers(self) -> list[Node]:
+        """The provider's workers, through the executor (its retry policy, its metrics)."""
+        return await self.executor.call("getProvisionedWorkers", self._list)
+
+    async def terminate_workers(self, ids: Sequence[str]) -> None:
+        """Terminate instances outside a plan (Slurm's suspend, the clean-up loop) through
+        the executor, then mark them terminated in the tracker; raises what the executor
+        raises (nothing is marked then)."""
+
+        async def terminate() -> None:
+            await self.provider.terminateNodes(list(ids))
+
+        await self.executor.call("terminateNodes", terminate)
+        for instance_id in ids:
+            self.tracker.mark(instance_id, TrackedState.TERMINATED)
+
     async def _list(self) -> list[Node]:
         return await self.provider.getProvisionedWorkers()
 
     async def _observe(self) -> _Observation | str:
         """List the cloud into the tracker and build the snapshot; a reason string to skip."""
         try:
-            workers = await self.executor.call("getProvisionedWorkers", self._list)
+            workers = await self.list_workers()
         except Exception as exc:
             return f"provider listing failed: {exc!r}"
         new = self.tracker.observe(workers, self.joined)

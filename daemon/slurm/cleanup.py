@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from shoal.daemon.metrics import ShoalMetrics
-from shoal.daemon.nodes import TrackedState
 from shoal.daemon.slurm.drain import DRAIN_REASON
 from shoal.daemon.slurm.power import slurm_node_of
 from shoal.daemon.slurm.source import SlurmSnapshot
@@ -222,11 +221,7 @@ class Cleaner:
     async def once(self) -> list[Repair]:
         """One comparison; the repairs found (each attempted)."""
         controller = self._controller()
-
-        async def listing() -> list[Node]:
-            return await controller.provider.getProvisionedWorkers()
-
-        instances = await controller.executor.call("getProvisionedWorkers", listing)
+        instances = await controller.list_workers()
         try:
             nodes = await self.client.nodes()  # after the listing: see the module docstring
         except SlurmError as exc:
@@ -284,11 +279,4 @@ class Cleaner:
                 log.warning('event=slurm_cleanup_failed node=%s error="%s"', repair.node, exc)
 
     async def _terminate(self, ids: Sequence[str]) -> None:
-        controller = self._controller()
-
-        async def terminate() -> None:
-            await controller.provider.terminateNodes(list(ids))
-
-        await controller.executor.call("terminateNodes", terminate)
-        for instance_id in ids:
-            controller.tracker.mark(instance_id, TrackedState.TERMINATED)
+        await self._controller().terminate_workers(ids)

@@ -425,12 +425,8 @@ class PowerSaver:
     async def _terminate(self, node: str, instances: list[Node], kind: str) -> None:
         controller = self._controller()
         ids = [n.name for n in instances]
-
-        async def terminate() -> None:
-            await controller.provider.terminateNodes(ids)
-
         try:
-            await controller.executor.call("terminateNodes", terminate)
+            await controller.terminate_workers(ids)
         except TerminationError as exc:
             log.error('event=slurm_suspend_failed node=%s error="%s"', node, exc)
             return
@@ -441,7 +437,6 @@ class PowerSaver:
         cause = "join-timeout" if kind == "resume_fail" else "idle"
         report = ExecutionReport()
         for instance in instances:
-            controller.tracker.mark(instance.name, TrackedState.TERMINATED)
             tracked = controller.tracker.get(instance.name)
             type_name = tracked.node_type if tracked is not None and tracked.node_type else "-"
             self.metrics.scale_downs.labels(node_type=type_name, cause=cause).inc()
@@ -465,11 +460,7 @@ class PowerSaver:
             now = self.clock.monotonic()
             if self._listing is not None and now - self._listing[0] <= max_age:
                 return self._listing[1]
-
-            async def listing() -> list[Node]:
-                return await controller.provider.getProvisionedWorkers()
-
-            nodes = await controller.executor.call("getProvisionedWorkers", listing)
+            nodes = await controller.list_workers()
             self._listing = (self.clock.monotonic(), nodes)
             self.note_instances(nodes)
             return nodes
