@@ -413,6 +413,11 @@ class SlurmNode:
     reason: str = ""
 
     @property
+    def state_text(self) -> str:
+        """The state and its flags, lower case, flags sorted: ``idle+cloud+powered_down``."""
+        return "+".join([self.state.lower(), *sorted(f.lower() for f in self.flags)])
+
+    @property
     def responding(self) -> bool:
         return "NOT_RESPONDING" not in self.flags
 

@@ -128,7 +128,7 @@ def find_repairs(
         )
         if off:
             if old:
-                why = f"its Slurm node {name} is powered down ({_state(node)})"
+                why = f"its Slurm node {name} is powered down ({node.state_text})"
                 repairs.append(Repair(RepairKind.ORPHAN, name, old, why))
             continue
         extra = tuple(i for i in old if i != group[0].name)
@@ -159,10 +159,6 @@ def find_repairs(
             why = f"DOWN and powered down ({node.reason}) with no instance"
             repairs.append(Repair(RepairKind.DOWN_WITHOUT_INSTANCE, node.name, (), why))
     return repairs
-
-
-def _state(node: SlurmNode) -> str:
-    return "+".join([node.state.lower(), *sorted(f.lower() for f in node.flags)])
 
 
 class Cleaner:

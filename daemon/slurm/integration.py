@@ -226,12 +226,7 @@ class SlurmIntegration:
             "mode": self.settings.mode,
             "last_read": None if last is None else last.at,
             "read_error": self.source.last_error,
-            "nodes": None
-            if last is None
-            else {
-                n.name: "+".join([n.state.lower(), *sorted(f.lower() for f in n.flags)])
-                for n in last.nodes
-            },
+            "nodes": None if last is None else {n.name: n.state_text for n in last.nodes},
             "power_saving": None if self.power is None else self.power.status(),
             "cleanup": {
                 "runs": self.cleaner.runs,

@@ -259,19 +259,23 @@ class PowerSaver:
                 return node_type
         return None
 
+    def _node_type_for(self, node: str) -> NodeType | None:
+        """The planner's node type for Slurm node ``node`` (``slurm.node_types``), if any."""
+        configured = self.types.node_type(node)
+        if configured is None:
+            return None
+        try:
+            return self._node_type(self.node_type_of(configured))
+        except KeyError:
+            return None
+
     async def _resume(self, node: str) -> None:
         request = self.state.requests.get(node)
         if request is None:  # suspended before it was served
             return
         controller = self._controller()
         self.state.holds.pop(node, None)
-        configured = self.types.node_type(node)
-        node_type = None
-        if configured is not None:
-            try:
-                node_type = self._node_type(self.node_type_of(configured))
-            except KeyError:
-                node_type = None
+        node_type = self._node_type_for(node)
         if node_type is None:
             self._finish(node)
             reason = f"shoal: no node type for {node} (slurm.node_types)"
@@ -409,11 +413,7 @@ class PowerSaver:
             log.info("event=slurm_suspend_nothing node=%s kind=%s", node, kind)
         self._by_node.pop(node, None)
         if kind == "resume_fail":
-            configured = self.types.node_type(node)
-            try:
-                node_type = self._node_type(self.node_type_of(configured or ""))
-            except KeyError:
-                node_type = None
+            node_type = self._node_type_for(node)
             if node_type is not None and node not in self.state.holds:
                 # Slurm has set it DOWN itself ("ResumeTimeout reached")
                 await self._hold(

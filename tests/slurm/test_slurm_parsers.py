@@ -156,6 +156,11 @@ def test_sinfo(name: str, node: str):
     assert got.dynamic == (node == "dyn1")
 
 
+def test_state_text_puts_the_flags_after_the_state_in_order():
+    node = next(n for n in parse_sinfo(data("sinfo-requeued.txt")) if n.name == "cloud3")
+    assert node.state_text == "idle+cloud+powering_down"
+
+
 def test_sinfo_merges_a_node_listed_once_per_partition():
     line = data("sinfo-dynamic.txt").splitlines()[-1]  # dyn1, partition dyn
     twice = line + "\n" + line.replace("\tdyn\t", "\tother\t", 1) + "\n"
