@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,8 +30,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from e2e.procs import stop_process  # noqa: E402
+from e2e.procs import free_port, poll_until, stop_process  # noqa: E402
 from slurm.cluster import ClusterSpec, NodeGroup, SlurmCluster, missing_requirements  # noqa: E402
+from slurm.shoal_proc import kill_local_instances  # noqa: E402
 
 BIN = Path(sys.executable).parent
 HOOK = """#!/bin/sh
@@ -42,12 +40,6 @@ HOOK = """#!/bin/sh
 exec '{program}' -c '{config}' "$@"
 """
 _stop = False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _on_signal(signum: int, frame: object) -> None:
@@ -92,33 +84,14 @@ def shoal_config(
 
 
 def wait_ready(base: str, shoal: subprocess.Popen[bytes], deadline: float = 30.0) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
+    def ready() -> bool:
         if shoal.poll() is not None:
             raise SystemExit(f"shoal exited with {shoal.returncode}")
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(base + "/readyz", timeout=1) as response,
-        ):
-            if response.status == 200:
-                return
-        time.sleep(0.2)
-    raise SystemExit("shoal did not become ready")
+        with contextlib.suppress(OSError), urllib.request.urlopen(base + "/readyz", timeout=1) as r:
+            return r.status == 200
+        return False
 
-
-def stop_local_slurmds(directory: Path) -> int:
-    """Kill what the local provider started (each in its own session), by its records."""
-    records = directory / "local" / "instances.json"
-    if not records.exists():
-        return 0
-    killed = 0
-    for record in json.loads(records.read_text())["instances"].values():
-        pid = record.get("pid")
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-                killed += 1
-    return killed
+    poll_until("shoal /readyz", ready, deadline, interval=0.2, error=SystemExit)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         cluster.start()
-        port = args.port or _free_port()
+        port = args.port or free_port()
         config = shoal_config(cluster, top, port, args.cpus, args.memory)
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         log = open(top / "shoal.log", "ab") if args.smoke else None  # noqa: SIM115
@@ -185,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)
     finally:
         stop_process(shoal, grace=15)
-        killed = stop_local_slurmds(top)
+        killed = kill_local_instances(top)
         cluster.stop()
         print(f"run-slurm: stopped shoal, {killed} slurmd(s), slurmctld and munged")
         if not args.keep:

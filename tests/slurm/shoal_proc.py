@@ -32,6 +32,7 @@ __all__ = [
     "free_port",
     "hook_programs",
     "hook_runs",
+    "kill_local_instances",
     "local_instances",
     "shoal_config",
 ]
@@ -153,6 +154,19 @@ def local_instances(workdir: Path) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text())["instances"]
 
 
+def kill_local_instances(workdir: Path) -> int:
+    """SIGKILL every process the local provider started (each in its own session, so its
+    job steps too), by the pids in its records; how many were signalled."""
+    killed = 0
+    for record in local_instances(workdir).values():
+        pid = record.get("pid")
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+                killed += 1
+    return killed
+
+
 class ShoalDaemon:
     """``shoal run`` as a process with the cluster's environment."""
 
@@ -221,11 +235,7 @@ class ShoalDaemon:
 
     def stop_instances(self) -> None:
         """Kill every process the local provider started, by the pids in its records."""
-        for record in local_instances(self.workdir).values():
-            pid = record.get("pid")
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)  # each runs in its own session
+        kill_local_instances(self.workdir)
 
     def tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
