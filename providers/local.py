@@ -250,8 +250,7 @@ class LocalProvisioner(AbstractProvisioner):
             found = _pid_with_env(f"{INSTANCE_ENV}={self._marker(instance_id)}".encode())
             if found is None:
                 return False
-            record["pid"], record["start_ticks"] = found, _start_ticks(found)
-            self._save()
+            record["pid"], record["start_ticks"] = found, _start_ticks(found)  # saved by _live
             pid = found
         _reap(pid)
         return process_alive(pid, record.get("start_ticks"))
@@ -260,11 +259,13 @@ class LocalProvisioner(AbstractProvisioner):
         """Instances whose process runs; the records of the others are dropped."""
         records = self._load()
         instances: dict[str, dict[str, Any]] = records["instances"]
+        unnoted = [i for i, r in instances.items() if r.get("pid") is None]
         dead = [i for i, r in instances.items() if not self._alive(i, r)]
         for instance_id in dead:
             log.info("event=local_instance_gone instance=%s", instance_id)
             del instances[instance_id]
-        if dead:
+        found = [i for i in unnoted if i in instances]  # their pid found again by _alive
+        if dead or found:
             self._save()
         return dict(instances)
 
@@ -429,7 +430,8 @@ class LocalProvisioner(AbstractProvisioner):
                 continue
             self._load()["instances"].pop(instance_id, None)
             out[instance_id] = TerminationStatus.TERMINATED
-        self._save()
+        if TerminationStatus.TERMINATED in out.values():
+            self._save()
         return out
 
     async def _stop(self, instance_id: str, pid: int, start_ticks: int | None) -> None:
