@@ -45,6 +45,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from shoal.providers.errors import (
+    INSUFFICIENT_CAPACITY,
     CapacityError,
     ManagedNodesNotSupportedException,
     ProviderError,
@@ -430,7 +431,7 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
             launched += len(ids)
         if not launched and failed:
             codes = {e.code for e in failed}
-            code = codes.pop() if len(codes) == 1 else "InsufficientInstanceCapacity"
+            code = codes.pop() if len(codes) == 1 else INSUFFICIENT_CAPACITY
             error = QuotaError if all(isinstance(e, QuotaError) for e in failed) else CapacityError
             raise error(
                 "no capacity for "

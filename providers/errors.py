@@ -18,6 +18,7 @@ from __future__ import annotations
 from shoal.scaler.model import Offering
 
 __all__ = [
+    "INSUFFICIENT_CAPACITY",
     "CapacityError",
     "ManagedNodesNotSupportedException",
     "ProviderError",
@@ -26,6 +27,10 @@ __all__ = [
     "TerminationError",
     "is_retryable",
 ]
+
+
+# EC2's error code for an offering out of stock; the fake clouds answer with it too.
+INSUFFICIENT_CAPACITY = "InsufficientInstanceCapacity"
 
 
 class ManagedNodesNotSupportedException(RuntimeError):

@@ -55,7 +55,7 @@ from typing import Any, ClassVar
 
 from shoal.providers.base import AbstractProvisioner, Node
 from shoal.providers.clock import Clock, SystemClock
-from shoal.providers.errors import CapacityError, ProviderError
+from shoal.providers.errors import INSUFFICIENT_CAPACITY, CapacityError, ProviderError
 from shoal.providers.files import write_json_atomic
 from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
 from shoal.providers.slurm import TAG_SLURM_FEATURES, TAG_SLURM_NODE
@@ -74,7 +74,6 @@ log = logging.getLogger(__name__)
 
 MiB = 1024**2
 INSTANCE_ENV = "SHOAL_LOCAL_INSTANCE"  # "<state dir>/<instance id>" in every process started
-INSUFFICIENT_CAPACITY = "InsufficientInstanceCapacity"
 RECORDS = "instances.json"
 _POLL = 0.05
 

@@ -64,6 +64,7 @@ from shoal.providers.base import (
 )
 from shoal.providers.clock import Clock, SystemClock
 from shoal.providers.errors import (
+    INSUFFICIENT_CAPACITY,
     CapacityError,
     ProviderError,
     QuotaError,
@@ -85,7 +86,6 @@ __all__ = [
 
 DEFAULT_ZONE = "sim-1a"
 TAG_MANAGED_GROUP = "shoal:managed-group"  # the managed group a node belongs to
-INSUFFICIENT_CAPACITY = "InsufficientInstanceCapacity"
 SPOT_PRICE_TOO_LOW = "SpotMaxPriceTooLow"
 INSTANCE_LIMIT = "InstanceLimitExceeded"
 THROTTLED = "RequestLimitExceeded"
