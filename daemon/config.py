@@ -742,6 +742,10 @@ class ShoalConfig(BaseModel):
     workers: WorkersConfig | None = None
     """How launched workers join the scheduler; absent: they join nothing."""
     slurm: SlurmConfig | None = None
+    state_dir: Path | None = None
+    """Where shoal keeps what must survive a crash (the launch ledger, drains, Slurm
+    power-save requests, suspends and holds), written before the action it protects.
+    Absent: kept in memory only, so a restart forgets launches in flight."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     @field_validator("log_level", mode="before")
@@ -1036,6 +1040,7 @@ def load_config(path: str | os.PathLike[str]) -> ShoalConfig:
 
 
 _RELATIVE_PATHS = (
+    ("state_dir",),
     ("api", "token_file"),
     ("demand", "file"),
     ("workers", "kubernetes", "token_file"),

@@ -4,7 +4,12 @@
 # systemd-analyze (Debian `systemd`): verifies the unit files we ship and generate.
 # slurmctld, slurmd, squeue/sinfo/scontrol/sbatch, munged (Debian `slurmctld`, `slurmd`,
 # `slurm-client`, `munge`): the Slurm tests run a real controller and real slurmd processes.
-# Installing them starts nothing (no systemd here; where there is one, see below).
+#
+# This installs packages and nothing else. shoal runs on a cluster's leader, whose own Slurm,
+# munge and Prometheus may be production services: it never stops, disables or kills a
+# service. A policy-rc.d that refuses every start keeps the packages' maintainer scripts from
+# starting anything during apt-get (Debian's invoke-rc.d and deb-systemd-invoke both ask it);
+# the tests run private copies on free ports and sockets and stop them by pid.
 set -eu
 missing=""
 # A program is there when it is on PATH or in /usr/sbin (daemons; not on every user's PATH).
@@ -20,16 +25,19 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "warning: missing system packages:$missing (not root or no apt-get); tests that need them will skip"
     exit 0
 fi
-echo "installing system packages:$missing"
+echo "installing system packages (no service is started):$missing"
 export DEBIAN_FRONTEND=noninteractive
+policy=/usr/sbin/policy-rc.d
+own_policy=""
+if [ ! -e "$policy" ]; then
+    # exit 101: "action forbidden by policy"; removed again however apt-get ends
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    own_policy=1
+    trap 'rm -f "$policy"' EXIT INT TERM
+fi
 apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
-# The Debian prometheus package starts a server on :9090 where it can; we want only its binaries.
-if command -v systemctl >/dev/null 2>&1; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
-pkill -x prometheus 2>/dev/null || true
-# Where systemd runs, the Slurm and munge packages enable their services; the tests start their
-# own on private sockets and ports, so keep the system ones off.
-if command -v systemctl >/dev/null 2>&1; then
-    systemctl disable --now slurmctld slurmd munge >/dev/null 2>&1 || true
-fi
+[ -n "$own_policy" ] && rm -f "$policy"
+exit 0
