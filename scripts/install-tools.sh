@@ -11,9 +11,10 @@
 # starting anything during apt-get (Debian's invoke-rc.d and deb-systemd-invoke both ask it);
 # the tests run private copies on free ports and sockets and stop them by pid.
 set -eu
+sbin=${SHOAL_SBIN:-/usr/sbin}  # the tests point it at a folder of their own
 missing=""
 # A program is there when it is on PATH or in /usr/sbin (daemons; not on every user's PATH).
-have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "$sbin/$1" ]; }
 have promtool || missing="$missing prometheus"
 have systemd-analyze || missing="$missing systemd"
 have slurmctld || missing="$missing slurmctld"
@@ -27,7 +28,7 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 echo "installing system packages (no service is started):$missing"
 export DEBIAN_FRONTEND=noninteractive
-policy=/usr/sbin/policy-rc.d
+policy="$sbin/policy-rc.d"
 own_policy=""
 if [ ! -e "$policy" ]; then
     # exit 101: "action forbidden by policy"; removed again however apt-get ends
