@@ -168,11 +168,24 @@ class PowerSaver:
         return self._by_node.get(node, node)
 
     def note_instances(self, nodes: Iterable[Node]) -> None:
-        """Learn which instance stands for which Slurm node (from a listing or the tracker)."""
+        """Learn which instance stands for which Slurm node (from a listing or the tracker).
+        An instance the tracker has as TERMINATED stands for no node: the tracker and the
+        cloud's listing keep it for a while after a suspend, and a read in between must not
+        bring it back."""
+        gone = self._terminated()
         for node in nodes:
             name = node.tags.get(TAG_SLURM_NODE)
-            if name:
+            if name and node.name not in gone:
                 self._by_node[name] = node.name
+        for name, instance_id in list(self._by_node.items()):
+            if instance_id in gone:
+                del self._by_node[name]
+
+    def _terminated(self) -> set[str]:
+        if self.controller is None:
+            return set()
+        tracker = self.controller.tracker
+        return {t.id for t in tracker.all() if t.state is TrackedState.TERMINATED}
 
     # -- requests -------------------------------------------------------------------------
 

@@ -18,11 +18,12 @@ from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
 from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
+from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.daemon.slurm.state import PowerState
 from shoal.providers.base import TAG_REQUEST_ID
 from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.simulated import SimulatedProvisioner
-from shoal.providers.slurm import TAG_SLURM_NODE
+from shoal.providers.slurm import TAG_SLURM_NODE, SlurmDemand
 from shoal.scaler.model import Demand, PlannerState, QueuedJobs, Snapshot
 from shoal.scaler.shape import Shape
 
@@ -231,3 +232,29 @@ def test_the_planner_stands_aside_in_power_saving_mode(tmp_path: Path) -> None:
     plan = hold_planner(Snapshot(demand, ()), policy, PlannerState(), 0.0)
     assert plan.is_noop
     assert plan.targets == {"c5.xlarge": 0, "r5.large": 0}
+
+
+async def test_a_slurm_read_after_a_suspend_does_not_bring_its_instance_back(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Bug 12: the tracker keeps a terminated instance until the cloud stops listing it; a
+    Slurm read in between must not map the node to it again (GET /v1/slurm showed it)."""
+    d = await start(tmp_path, clock)
+    d.power.accept("resume", "cloud[1-2]")
+    await d.served()
+    kept, terminated = d.power.instance_id("cloud2"), d.power.instance_id("cloud1")
+    controller = d.power._controller()
+    await clock.run_until(controller.run_pass())  # the tracker lists them, tags and all
+    d.power.accept("suspend", "cloud1")
+    await d.served()
+    assert "cloud1" not in d.slurm.status()["power_saving"]["instances"]
+    read = SlurmSnapshot(clock.now(), (), (), SlurmDemand(Demand(), frozenset(), {}))
+    for listener in d.slurm.source.listeners:  # a read the suspend triggered
+        listener(read)
+    assert d.slurm.status()["power_saving"]["instances"] == {"cloud2": kept}
+    assert d.power.instance_id("cloud1") == "cloud1"
+    # nor does a listing that still shows it (EC2 lists shutting-down instances for a while)
+    gone = controller.tracker.get(terminated)
+    assert gone is not None
+    d.power.note_instances([gone.node])
+    assert d.slurm.status()["power_saving"]["instances"] == {"cloud2": kept}
