@@ -10,8 +10,13 @@ the background work (held nodes, clean-up); ``close()`` stops it.
 ``POST /v1/slurm/suspend``        hooks' requests; 202 once persisted (resume) and queued,
 ``POST /v1/slurm/resume-fail``    400 for a bad body, 401 without the bearer token (when one
                                   is configured), 409 in external mode (no power saving)
+                                  (the hooks' ``request_id`` makes a request served once)
 ``GET /v1/slurm``                 mode, last read, requests in hand, held nodes, last repairs
 ================================  ===========================================================
+
+Hook requests the daemon missed wait in the spool (``<state_dir>/spool``, ``spool``): it is
+served at start, every poll interval, and at once after any request that reached the daemon,
+through the same intake as the HTTP requests (``_accept``).
 
 ``slurm_planner(config)`` is the planner the controller uses (power_save: ``hold_planner``),
 and ``slurm_drain_hook(config)`` its drain hook (external: ``SlurmDrainHook``).
@@ -24,18 +29,20 @@ import contextlib
 import json
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from shoal.daemon.http import bearer_authorized, unauthorized
 from shoal.daemon.metrics import ShoalMetrics
+from shoal.daemon.slurm import spool
 from shoal.daemon.slurm.cleanup import Cleaner
 from shoal.daemon.slurm.drain import SlurmDrainHook
 from shoal.daemon.slurm.names import NodeTypeMap
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.daemon.slurm.state import PowerState
-from shoal.providers.clock import Clock
+from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.outcomes import ProviderEvent, TerminationResult
 from shoal.providers.slurm import (
     TAG_SLURM_FEATURES,
@@ -136,6 +143,12 @@ class SlurmIntegration:
         )
         self.source.listeners.append(self.cleaner.observe)
         self._pending: set[asyncio.Task[None]] = set()
+        self.token = config.api.token()  # spooled requests are signed with it
+        self.spool_dir: Path | None = None
+        if self.power is not None and config.state_dir is not None:
+            self.spool_dir = spool.spool_dir(config.state_dir)
+            spool.prepare(self.spool_dir)
+        self._spool_wake = asyncio.Event()
 
     def _resume_timeout(self) -> float | None:
         return self.settings.resume_timeout or self.source.resume_timeout()
@@ -206,12 +219,17 @@ class SlurmIntegration:
                 body = json.loads(raw)
                 if not isinstance(body, dict) or not isinstance(body.get("nodes"), str):
                     raise ValueError('expected {"nodes": "<hostlist>", "resume_file": ...}')
-                resume_file = body.get("resume_file")
-                answer = self.power.accept(
-                    kind, body["nodes"], resume_file if isinstance(resume_file, dict) else None
+                request_id = body.get("request_id")
+                if request_id is not None and not (
+                    isinstance(request_id, str) and spool.REQUEST_ID.match(request_id)
+                ):
+                    raise ValueError("request_id must be 1-100 letters, digits, '-' or '_'")
+                answer = await self._accept(
+                    kind, body["nodes"], body.get("resume_file"), request_id
                 )
             except ValueError as exc:  # json.JSONDecodeError is one
                 return web.json_response({"error": str(exc)}, status=400)
+            self._spool_wake.set()  # the daemon is reachable: serve what waited meanwhile
             return web.json_response(answer, status=202)
 
         async def status(request: web.Request) -> web.Response:
@@ -219,6 +237,68 @@ class SlurmIntegration:
 
         app.router.add_post("/v1/slurm/{kind:resume|suspend|resume-fail}", post)
         app.router.add_get("/v1/slurm", status)
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def _accept(
+        self, kind: str, nodes: str, resume_file: Any, request_id: str | None
+    ) -> dict[str, Any]:
+        """The one way a hook's request reaches the power saver (HTTP and spool)."""
+        assert self.power is not None
+        return self.power.accept(
+            kind,
+            nodes,
+            resume_file if isinstance(resume_file, dict) else None,
+            request_id=request_id,
+        )
+
+    async def serve_spool(self) -> int:
+        """Hand each spooled hook request to the power saver, oldest first, and delete its
+        file once accepted (durably: the request id is saved with it, so a file left by a
+        crash right after is served once). How many brought something new (not repeats)."""
+        directory = self.spool_dir
+        if directory is None:
+            return 0
+        loop = asyncio.get_running_loop()
+        for name in await loop.run_in_executor(None, spool.sweep, directory, self.clock.now()):
+            log.warning("event=slurm_spool_swept file=%s reason=hook-died-mid-write", name)
+        served = 0
+        for path in await loop.run_in_executor(None, spool.pending, directory):
+            try:
+                request = await loop.run_in_executor(None, spool.read, path, self.token)
+                answer = await self._accept(
+                    request.kind.replace("-", "_"),
+                    request.nodes,
+                    request.resume_file,
+                    request.request_id,
+                )
+            except OSError as exc:  # unreadable for now: the next scan tries again
+                log.warning('event=slurm_spool_unreadable file=%s error="%s"', path.name, exc)
+                continue
+            except (spool.SpoolError, ValueError) as exc:  # never servable: dropped
+                log.error('event=slurm_spool_refused file=%s error="%s"', path.name, exc)
+            else:
+                served += bool(answer.get("accepted"))
+                log.info(
+                    "event=slurm_spool_served request_id=%s kind=%s nodes=%s accepted=%s "
+                    "waited=%.1fs",
+                    request.request_id,
+                    request.kind,
+                    request.nodes,
+                    ",".join(answer.get("accepted", [])) or "-",
+                    self.clock.now() - request.spooled_at,
+                )
+            await loop.run_in_executor(None, spool.remove, path)
+        return served
+
+    async def _serve_spool_forever(self) -> None:
+        while True:
+            self._spool_wake.clear()
+            try:
+                await self.serve_spool()
+            except Exception as exc:  # the folder is unreadable: keep trying
+                log.error('event=slurm_spool_failed error="%r"', exc)
+            await sleep_or_event(self.clock, self.settings.poll_interval, self._spool_wake)
 
     def status(self) -> dict[str, Any]:
         last = self.source.last
@@ -248,6 +328,8 @@ class SlurmIntegration:
         jobs = [self.cleaner.run()]
         if self.power is not None:
             jobs.append(self.power.run())
+        if self.spool_dir is not None:
+            jobs.append(self._serve_spool_forever())
         await asyncio.gather(*jobs)
 
     async def close(self) -> None:

@@ -30,9 +30,10 @@ from shoal.scaler.shape import Shape
 ZONE = "us-west-2a"
 
 
-def config(tmp_path: Path, **slurm: Any) -> Any:
+def config(tmp_path: Path, *, top: dict[str, Any] | None = None, **slurm: Any) -> Any:
     return parse_config(
         {
+            **(top or {}),
             "cluster_name": "t",
             "provider": {"kind": "simulated", "zone": ZONE},
             "node_types": [{"type": "c5.xlarge", "max": 10}, {"type": "r5.large", "max": 10}],
@@ -76,10 +77,14 @@ class Daemon:
 
 
 async def start(
-    tmp_path: Path, clock: FakeClock, provider: SimulatedProvisioner | None = None, **slurm: Any
+    tmp_path: Path,
+    clock: FakeClock,
+    provider: SimulatedProvisioner | None = None,
+    top: dict[str, Any] | None = None,
+    **slurm: Any,
 ) -> Daemon:
     asyncio.get_running_loop().set_default_executor(InlineExecutor())
-    cfg = config(tmp_path, **slurm)
+    cfg = config(tmp_path, top=top, **slurm)
     provider = provider or SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock)
     metrics = ShoalMetrics()
     controller = await build_controller(cfg, provider, clock, metrics=metrics)
