@@ -1,9 +1,12 @@
 """Wires Slurm into the daemon (``demand.slurm: true`` with a ``slurm`` section).
 
-``SlurmIntegration(config, clock, metrics)`` builds the client, the demand source, the power
-saver (power_save mode) and the clean-up loop; ``attach(controller)`` connects them to the
-controller; ``add_routes(app, token)`` adds the hooks' endpoints to the HTTP API; ``run()`` is
-the background work (held nodes, clean-up); ``close()`` stops it.
+The first integration (``daemon.integration``): ``SLURM`` (an ``IntegrationKind``) gives the
+controller its planner (power_save: ``hold_planner``), drain and undrain hooks (external:
+``SlurmDrainHook``) and launch tags (external: the dynamic node's features); then
+``SlurmIntegration(config, clock, controller, metrics)`` builds the client, the demand
+source, the power saver (power_save mode) and the clean-up loop around that controller;
+``add_routes(app, token)`` adds the hooks' endpoints to the HTTP API; ``run()`` is the
+background work (held nodes, clean-up, the spool); ``close()`` stops it.
 
 ================================  ===========================================================
 ``POST /v1/slurm/resume``         ``{"nodes": "cloud[1-2]", "resume_file": {...}}``: the
@@ -18,17 +21,16 @@ Hook requests the daemon missed wait in the spool (``<state_dir>/spool``, ``spoo
 served at start, every poll interval, and at once after any request that reached the daemon,
 through the same intake as the HTTP requests (``_accept``).
 
-``slurm_planner(config)`` is the planner the controller uses (power_save: ``hold_planner``),
-and ``slurm_drain_hook(config)`` its drain hook (external: ``SlurmDrainHook``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,9 +58,19 @@ from shoal.scaler.model import NodeType
 
 if TYPE_CHECKING:
     from shoal.daemon.config import ShoalConfig, SlurmConfig
+    from shoal.daemon.demand import DemandSource
+    from shoal.daemon.integration import LaunchTags
     from shoal.daemon.loop import Controller, Planner
 
-__all__ = ["SlurmIntegration", "slurm_commands", "slurm_drain_hook", "slurm_planner"]
+__all__ = [
+    "SLURM",
+    "SlurmIntegration",
+    "SlurmKind",
+    "slurm_commands",
+    "slurm_drain_hook",
+    "slurm_features",
+    "slurm_planner",
+]
 
 log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -88,21 +100,69 @@ def slurm_drain_hook(config: ShoalConfig) -> SlurmDrainHook | None:
     return None
 
 
+def slurm_features(settings: SlurmConfig, node_type: NodeType) -> tuple[str, ...]:
+    """The features a dynamic node of ``node_type`` registers with: "shoal" (the clean-up
+    loop's mark) and the configured ones."""
+    configured = settings.features
+    found = configured.get(node_type.name)
+    if found is None:
+        found = next((configured[t] for t in node_type.instance_types if t in configured), ())
+    return tuple(dict.fromkeys((SHOAL_FEATURE, *found)))
+
+
+def _launch_tags(settings: SlurmConfig, node_type: NodeType) -> Mapping[str, str]:
+    return {TAG_SLURM_FEATURES: ",".join(slurm_features(settings, node_type))}
+
+
+class SlurmKind:
+    """Slurm before the controller exists (``daemon.integration.IntegrationKind``)."""
+
+    name = "slurm"
+
+    def planner(self, config: ShoalConfig) -> Planner | None:
+        return slurm_planner(config)
+
+    def drain_hook(self, config: ShoalConfig) -> SlurmDrainHook | None:
+        return slurm_drain_hook(config)
+
+    def undrain_hook(self, config: ShoalConfig) -> SlurmDrainHook | None:
+        return slurm_drain_hook(config)
+
+    def launch_tags(self, config: ShoalConfig) -> LaunchTags | None:
+        """external: every launch carries its dynamic node's features."""
+        if config.slurm is not None and config.slurm.mode == "external":
+            return functools.partial(_launch_tags, config.slurm)
+        return None
+
+    def build(
+        self, config: ShoalConfig, clock: Clock, metrics: ShoalMetrics, controller: Controller
+    ) -> SlurmIntegration:
+        return SlurmIntegration(config, clock, controller, metrics)
+
+
+SLURM = SlurmKind()
+
+
 class SlurmIntegration:
-    """Slurm's side of one daemon; see the module docstring."""
+    """Slurm's side of one daemon (``daemon.integration.Integration``); see the module
+    docstring."""
 
     def __init__(
-        self, config: ShoalConfig, clock: Clock, metrics: ShoalMetrics | None = None
+        self,
+        config: ShoalConfig,
+        clock: Clock,
+        controller: Controller,
+        metrics: ShoalMetrics | None = None,
     ) -> None:
         if config.slurm is None:
             raise ValueError("no slurm section in the config")
         self.config = config
         self.settings = settings = config.slurm
         self.clock = clock
+        self.controller = controller
         self.metrics = metrics or ShoalMetrics()
         self.client = SlurmClient(slurm_commands(settings))
         self.types = NodeTypeMap.from_config(settings.node_types)
-        self.controller: Controller | None = None
         self.power: PowerSaver | None = None
         self.source = SlurmDemandSource(
             self.client,
@@ -149,36 +209,27 @@ class SlurmIntegration:
             self.spool_dir = spool.spool_dir(config.state_dir)
             spool.prepare(self.spool_dir)
         self._spool_wake = asyncio.Event()
+        # connected to the controller (the power saver serves once it has reconciled)
+        if self.power is not None:
+            self.power.attach(controller)
+        self.cleaner.attach(controller)
+        self._unsubscribe = (
+            controller.provider.subscribe(self._on_provider_event)
+            if settings.mode == "external"
+            else None
+        )
 
     def _resume_timeout(self) -> float | None:
         return self.settings.resume_timeout or self.source.resume_timeout()
 
     # -- wiring ---------------------------------------------------------------------------
 
-    def attach(self, controller: Controller) -> None:
-        self.controller = controller
-        if self.power is not None:
-            self.power.attach(controller)
-        self.cleaner.attach(controller)
-        if self.settings.mode == "external":
-            controller.executor.launch_tags = self._launch_tags
-            controller.provider.subscribe(self._on_provider_event)
+    def demand_sources(self) -> Sequence[DemandSource]:
+        return (self.source,)
 
     def _note_instances(self, snapshot: SlurmSnapshot) -> None:
-        if self.power is not None and self.controller is not None:
+        if self.power is not None:
             self.power.note_instances(t.node for t in self.controller.tracker.all())
-
-    def features(self, node_type: NodeType) -> tuple[str, ...]:
-        """The features a dynamic node of ``node_type`` registers with: "shoal" (the clean-up
-        loop's mark) and the configured ones."""
-        configured = self.settings.features
-        found = configured.get(node_type.name)
-        if found is None:
-            found = next((configured[t] for t in node_type.instance_types if t in configured), ())
-        return tuple(dict.fromkeys((SHOAL_FEATURE, *found)))
-
-    def _launch_tags(self, node_type: NodeType) -> Mapping[str, str]:
-        return {TAG_SLURM_FEATURES: ",".join(self.features(node_type))}
 
     def _on_provider_event(self, event: ProviderEvent) -> None:
         """External mode: a terminated worker's dynamic node is deleted from Slurm at once
@@ -333,6 +384,8 @@ class SlurmIntegration:
         await asyncio.gather(*jobs)
 
     async def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         if self.power is not None:
             await self.power.close()
         for task in list(self._pending):

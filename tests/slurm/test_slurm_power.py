@@ -23,8 +23,8 @@ from shoal.daemon.slurm.state import PowerState
 from shoal.providers.base import TAG_REQUEST_ID
 from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.simulated import SimulatedProvisioner
-from shoal.providers.slurm import TAG_SLURM_NODE, SlurmDemand
-from shoal.scaler.model import Demand, PlannerState, QueuedJobs, Snapshot
+from shoal.providers.slurm import TAG_SLURM_FEATURES, TAG_SLURM_NODE, SlurmDemand
+from shoal.scaler.model import AddCause, Demand, Launch, PlannerState, QueuedJobs, Snapshot
 from shoal.scaler.shape import Shape
 
 ZONE = "us-west-2a"
@@ -88,8 +88,7 @@ async def start(
     provider = provider or SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock)
     metrics = ShoalMetrics()
     controller = await build_controller(cfg, provider, clock, metrics=metrics)
-    slurm_side = SlurmIntegration(cfg, clock, metrics)
-    slurm_side.attach(controller)
+    slurm_side = SlurmIntegration(cfg, clock, controller, metrics)
     await clock.run_until(controller.reconcile())
     return Daemon(clock, provider, slurm_side, metrics)
 
@@ -200,8 +199,7 @@ async def test_requests_wait_for_the_first_reconcile(tmp_path: Path, clock: Fake
     cfg = config(tmp_path)
     provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock)
     controller = await build_controller(cfg, provider, clock)
-    slurm_side = SlurmIntegration(cfg, clock)
-    slurm_side.attach(controller)
+    slurm_side = SlurmIntegration(cfg, clock, controller)
     assert slurm_side.power is not None
     slurm_side.power.accept("resume", "cloud1")
     await clock.advance(60)
@@ -263,3 +261,18 @@ async def test_a_slurm_read_after_a_suspend_does_not_bring_its_instance_back(
     assert gone is not None
     d.power.note_instances([gone.node])
     assert d.slurm.status()["power_saving"]["instances"] == {"cloud2": kept}
+
+
+async def test_external_mode_launches_carry_the_dynamic_nodes_features(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The launch tags come with the controller (daemon.integration), not set on it later."""
+    asyncio.get_running_loop().set_default_executor(InlineExecutor())
+    cfg = config(tmp_path, mode="external", features={"c5.xlarge": ["fast"]}, state_file=None)
+    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock)
+    controller = await build_controller(cfg, provider, clock)
+    (node_type, *_) = controller.policy.node_types
+    launch = Launch(node_type.name, 1, AddCause.DEMAND, "test")
+    await clock.run_until(controller.executor.launch(node_type, launch, set()))
+    (instance,) = await provider.list_instances()
+    assert instance.tags[TAG_SLURM_FEATURES] == "shoal,fast"
