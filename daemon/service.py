@@ -3,7 +3,8 @@
 Lifecycle::
 
     build_provider (simulated | aws) ─► build_controller (catalogue: shapes and prices ─►
-      policy ─► executor, controller) ─► HTTP listener
+      policy ─► executor, controller; integrations' planner, drain hooks, launch tags)
+      ─► integrations built around the controller (daemon.integration) ─► HTTP listener
       ─► controller.run(): reconcile ─► READY=1 ─► passes (WATCHDOG=1 after each healthy one)
     SIGHUP          reload the config file; an invalid one is refused and the old one kept
     SIGTERM/SIGINT  STOPPING=1, finish the current pass, launch nothing new, exit 0 (< 10 s)
