@@ -86,6 +86,10 @@ def new_request_id() -> str:
     return f"shoal-{uuid.uuid4().hex}"
 
 
+def _no_tags(node_type: NodeType) -> Mapping[str, str]:
+    return {}
+
+
 class Executor:
     def __init__(
         self,
@@ -97,6 +101,7 @@ class Executor:
         drain_hook: DrainHook | None = None,
         undrain_hook: UndrainHook | None = None,
         request_ids: Callable[[], str] = new_request_id,
+        launch_tags: Callable[[NodeType], Mapping[str, str]] | None = None,
     ) -> None:
         self.provider = provider
         self.clock = clock
@@ -106,7 +111,7 @@ class Executor:
         self.undrain_hook: UndrainHook = undrain_hook or NoUndrainHook()
         self.request_ids = request_ids
         # extra tags for every launch of a node type (a Slurm cluster's node features)
-        self.launch_tags: Callable[[NodeType], Mapping[str, str]] = lambda node_type: {}
+        self.launch_tags: Callable[[NodeType], Mapping[str, str]] = launch_tags or _no_tags
         self._events: dict[str, list[ProviderEvent]] = {}
         provider.subscribe(self._on_event)
 

@@ -3,7 +3,8 @@
 Lifecycle::
 
     build_provider (simulated | aws) ─► build_controller (catalogue: shapes and prices ─►
-      policy ─► executor, controller) ─► HTTP listener
+      policy ─► executor, controller; integrations' planner, drain hooks, launch tags)
+      ─► integrations built around the controller (daemon.integration) ─► HTTP listener
       ─► controller.run(): reconcile ─► READY=1 ─► passes (WATCHDOG=1 after each healthy one)
     SIGHUP          reload the config file; an invalid one is refused and the old one kept
     SIGTERM/SIGINT  STOPPING=1, finish the current pass, launch nothing new, exit 0 (< 10 s)
@@ -44,6 +45,7 @@ from shoal.daemon.drain import (
 )
 from shoal.daemon.executor import Executor
 from shoal.daemon.http import InsecureListenError, check_listen, make_app, start_http
+from shoal.daemon.integration import Integration, integration_kinds
 from shoal.daemon.loop import Controller, ControllerSettings, PassRecord, Planner
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import TrackedState
@@ -155,15 +157,6 @@ def build_local_provider(config: ShoalConfig, clock: Clock) -> AbstractProvision
     )
 
 
-def build_slurm(config: ShoalConfig, clock: Clock, metrics: ShoalMetrics) -> Any:
-    """The Slurm integration (daemon.slurm) when demand.slurm is on, else None."""
-    if not config.demand.slurm or config.slurm is None:
-        return None
-    from shoal.daemon.slurm.integration import SlurmIntegration
-
-    return SlurmIntegration(config, clock, metrics)
-
-
 def catalogue_policy(config: ShoalConfig, provider: AbstractProvisioner) -> Policy:
     """The planner policy from the provider's catalogue (which holds every configured type):
     shapes, and prices where known (a spot entry at its spot price)."""
@@ -232,12 +225,11 @@ def unpriced_node_types(policy: Policy) -> list[str]:
 def build_undrain_hook(config: ShoalConfig) -> UndrainHook:
     """The configured undrain command or webhook; in Slurm's external mode, scontrol."""
     d = config.drain
-    if not (d.undrain_command or d.undrain_webhook) and config.slurm is not None:
-        from shoal.daemon.slurm.integration import slurm_drain_hook
-
-        hook = slurm_drain_hook(config)
-        if hook is not None:
-            return hook
+    if not (d.undrain_command or d.undrain_webhook):
+        for kind in integration_kinds(config):
+            hook = kind.undrain_hook(config)
+            if hook is not None:
+                return hook
     return make_undrain_hook(d.undrain_command, d.undrain_webhook, d.timeout)
 
 
@@ -247,10 +239,8 @@ def build_drain_hook(config: ShoalConfig) -> DrainHook:
         return CommandDrainHook(d.command, d.timeout)
     if d.webhook:
         return WebhookDrainHook(d.webhook, d.timeout)
-    if config.slurm is not None:
-        from shoal.daemon.slurm.integration import slurm_drain_hook
-
-        hook = slurm_drain_hook(config)
+    for kind in integration_kinds(config):
+        hook = kind.drain_hook(config)
         if hook is not None:
             return hook
     return NoDrainHook()
@@ -284,6 +274,7 @@ async def build_controller(
     policy from the provider's catalogue (looked up through the retry layer), the executor with
     the configured retries and drain hook, the backoff policy and the loop's settings."""
     metrics = metrics or ShoalMetrics()
+    kinds = integration_kinds(config)
     executor = Executor(
         provider,
         clock,
@@ -291,15 +282,14 @@ async def build_controller(
         retry=config.retry_policy(),
         drain_hook=build_drain_hook(config),
         undrain_hook=build_undrain_hook(config),
+        launch_tags=next(filter(None, (k.launch_tags(config) for k in kinds)), None),
     )
 
     async def policy() -> Policy:
         return await build_policy(config, provider)
 
-    if planner is None and config.slurm is not None:
-        from shoal.daemon.slurm.integration import slurm_planner
-
-        planner = slurm_planner(config)
+    if planner is None:
+        planner = next(filter(None, (k.planner(config) for k in kinds)), None)
 
     return Controller(
         provider,
@@ -336,7 +326,7 @@ class Service:
         self.install_signals = install_signals
         self.metrics = ShoalMetrics()
         self.controller: Controller | None = None
-        self.slurm: Any = None  # daemon.slurm.integration.SlurmIntegration when configured
+        self.integrations: list[Integration] = []  # built around the controller
         self.port: int | None = None
         self.started = asyncio.Event()  # HTTP listening, controller running
         self._stop = asyncio.Event()
@@ -429,11 +419,6 @@ class Service:
         if self.provider is None:
             self.provider = build_provider(config, self.clock)
         try:
-            self.slurm = build_slurm(config, self.clock, self.metrics)
-        except Exception as exc:
-            log.error('event=startup_failed stage=slurm error="%s"', exc)
-            return 1
-        try:
             await self.provider.prepare_workers(config.workers)  # leader, join values: at start
             controller = await build_controller(
                 config, self.provider, self.clock, metrics=self.metrics
@@ -449,10 +434,15 @@ class Service:
             for issue in issues:
                 log.error('event=startup_failed stage=prices error="%s"', issue)
             return 2
+        for kind in integration_kinds(config):
+            try:
+                self.integrations.append(kind.build(config, self.clock, self.metrics, controller))
+            except Exception as exc:
+                log.error('event=startup_failed stage=%s error="%s"', kind.name, exc)
+                await self._close_integrations()
+                return 1
         await self.provider.start()
         self.controller = controller
-        if self.slurm is not None:
-            self.slurm.attach(controller)
         controller.on_ready.append(self._ready)
         controller.on_pass.append(self._after_pass)
         app = make_app(
@@ -462,14 +452,15 @@ class Service:
             reports=config.demand.pushed_reports(),
             max_age=config.demand.max_age,
         )
-        if self.slurm is not None:
-            self.slurm.add_routes(app, token)
+        for integration in self.integrations:
+            integration.add_routes(app, token)
         try:
             runner, self.port = await start_http(app, config.api.host, config.api.port)
         except OSError as exc:
             log.error(
                 'event=startup_failed stage=http listen=%s error="%s"', config.api.listen, exc
             )
+            await self._close_integrations()
             return 1
         loop = asyncio.get_running_loop()
         if self.install_signals:
@@ -490,8 +481,10 @@ class Service:
             self._tasks.append(asyncio.create_task(self._pump(source), name="shoal-demand"))
         if self.notifier.watchdog_seconds is not None:
             self._tasks.append(asyncio.create_task(self._heartbeat(), name="shoal-watchdog"))
-        if self.slurm is not None:
-            self._tasks.append(asyncio.create_task(self.slurm.run(), name="shoal-slurm"))
+        for i, integration in enumerate(self.integrations):
+            self._tasks.append(
+                asyncio.create_task(integration.run(), name=f"shoal-integration-{i}")
+            )
         self.started.set()
         try:
             stop_wait = asyncio.create_task(self._stop.wait())
@@ -513,14 +506,17 @@ class Service:
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            if self.slurm is not None:
-                await self.slurm.close()
+            await self._close_integrations()
             if self.install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
             await runner.cleanup()
         log.info("event=stopped passes=%d", controller.passes)
         return 0
+
+    async def _close_integrations(self) -> None:
+        for integration in self.integrations:
+            await integration.close()
 
     def _on_sighup(self) -> None:
         log.info("event=reload_requested signal=SIGHUP path=%s", self.config_path)
@@ -563,8 +559,8 @@ class Service:
             )
         if config.demand.demo:
             sources.append(DemoDemandSource(self.clock, node_names=self._ready_nodes))
-        if self.slurm is not None:
-            sources.append(self.slurm.source)
+        for integration in self.integrations:
+            sources.extend(integration.demand_sources())
         return sources
 
     def _ready_nodes(self) -> list[str]:

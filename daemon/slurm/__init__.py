@@ -15,6 +15,8 @@ decides which nodes run.
 ``integration`` SlurmIntegration: wires the above into the daemon (source, routes, tasks)
 ``hook``        the ``shoal slurm-resume`` / ``slurm-suspend`` commands: stdlib only, so they
                 return in milliseconds
+``spool``       where a hook leaves a request the daemon did not answer, served once when it
+                is back
 
 This package imports nothing at import time, so the hook commands stay fast.
 """

@@ -1,41 +1,50 @@
 """Wires Slurm into the daemon (``demand.slurm: true`` with a ``slurm`` section).
 
-``SlurmIntegration(config, clock, metrics)`` builds the client, the demand source, the power
-saver (power_save mode) and the clean-up loop; ``attach(controller)`` connects them to the
-controller; ``add_routes(app, token)`` adds the hooks' endpoints to the HTTP API; ``run()`` is
-the background work (held nodes, clean-up); ``close()`` stops it.
+The first integration (``daemon.integration``): ``SLURM`` (an ``IntegrationKind``) gives the
+controller its planner (power_save: ``hold_planner``), drain and undrain hooks (external:
+``SlurmDrainHook``) and launch tags (external: the dynamic node's features); then
+``SlurmIntegration(config, clock, controller, metrics)`` builds the client, the demand
+source, the power saver (power_save mode) and the clean-up loop around that controller;
+``add_routes(app, token)`` adds the hooks' endpoints to the HTTP API; ``run()`` is the
+background work (held nodes, clean-up, the spool); ``close()`` stops it.
 
 ================================  ===========================================================
 ``POST /v1/slurm/resume``         ``{"nodes": "cloud[1-2]", "resume_file": {...}}``: the
 ``POST /v1/slurm/suspend``        hooks' requests; 202 once persisted (resume) and queued,
 ``POST /v1/slurm/resume-fail``    400 for a bad body, 401 without the bearer token (when one
                                   is configured), 409 in external mode (no power saving)
+                                  (the hooks' ``request_id`` makes a request served once)
 ``GET /v1/slurm``                 mode, last read, requests in hand, held nodes, last repairs
 ================================  ===========================================================
 
-``slurm_planner(config)`` is the planner the controller uses (power_save: ``hold_planner``),
-and ``slurm_drain_hook(config)`` its drain hook (external: ``SlurmDrainHook``).
+Hook requests the daemon missed wait in the spool (``<state_dir>/spool``, ``spool``): it is
+served at start, every poll interval, and at once after any request that reached the daemon,
+through the same intake as the HTTP requests (``_accept``).
+
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from shoal.daemon.http import bearer_authorized, unauthorized
 from shoal.daemon.metrics import ShoalMetrics
+from shoal.daemon.slurm import spool
 from shoal.daemon.slurm.cleanup import Cleaner
 from shoal.daemon.slurm.drain import SlurmDrainHook
 from shoal.daemon.slurm.names import NodeTypeMap
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.daemon.slurm.state import PowerState
-from shoal.providers.clock import Clock
+from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.outcomes import ProviderEvent, TerminationResult
 from shoal.providers.slurm import (
     TAG_SLURM_FEATURES,
@@ -49,9 +58,19 @@ from shoal.scaler.model import NodeType
 
 if TYPE_CHECKING:
     from shoal.daemon.config import ShoalConfig, SlurmConfig
+    from shoal.daemon.demand import DemandSource
+    from shoal.daemon.integration import LaunchTags
     from shoal.daemon.loop import Controller, Planner
 
-__all__ = ["SlurmIntegration", "slurm_commands", "slurm_drain_hook", "slurm_planner"]
+__all__ = [
+    "SLURM",
+    "SlurmIntegration",
+    "SlurmKind",
+    "slurm_commands",
+    "slurm_drain_hook",
+    "slurm_features",
+    "slurm_planner",
+]
 
 log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -81,21 +100,69 @@ def slurm_drain_hook(config: ShoalConfig) -> SlurmDrainHook | None:
     return None
 
 
+def slurm_features(settings: SlurmConfig, node_type: NodeType) -> tuple[str, ...]:
+    """The features a dynamic node of ``node_type`` registers with: "shoal" (the clean-up
+    loop's mark) and the configured ones."""
+    configured = settings.features
+    found = configured.get(node_type.name)
+    if found is None:
+        found = next((configured[t] for t in node_type.instance_types if t in configured), ())
+    return tuple(dict.fromkeys((SHOAL_FEATURE, *found)))
+
+
+def _launch_tags(settings: SlurmConfig, node_type: NodeType) -> Mapping[str, str]:
+    return {TAG_SLURM_FEATURES: ",".join(slurm_features(settings, node_type))}
+
+
+class SlurmKind:
+    """Slurm before the controller exists (``daemon.integration.IntegrationKind``)."""
+
+    name = "slurm"
+
+    def planner(self, config: ShoalConfig) -> Planner | None:
+        return slurm_planner(config)
+
+    def drain_hook(self, config: ShoalConfig) -> SlurmDrainHook | None:
+        return slurm_drain_hook(config)
+
+    def undrain_hook(self, config: ShoalConfig) -> SlurmDrainHook | None:
+        return slurm_drain_hook(config)
+
+    def launch_tags(self, config: ShoalConfig) -> LaunchTags | None:
+        """external: every launch carries its dynamic node's features."""
+        if config.slurm is not None and config.slurm.mode == "external":
+            return functools.partial(_launch_tags, config.slurm)
+        return None
+
+    def build(
+        self, config: ShoalConfig, clock: Clock, metrics: ShoalMetrics, controller: Controller
+    ) -> SlurmIntegration:
+        return SlurmIntegration(config, clock, controller, metrics)
+
+
+SLURM = SlurmKind()
+
+
 class SlurmIntegration:
-    """Slurm's side of one daemon; see the module docstring."""
+    """Slurm's side of one daemon (``daemon.integration.Integration``); see the module
+    docstring."""
 
     def __init__(
-        self, config: ShoalConfig, clock: Clock, metrics: ShoalMetrics | None = None
+        self,
+        config: ShoalConfig,
+        clock: Clock,
+        controller: Controller,
+        metrics: ShoalMetrics | None = None,
     ) -> None:
         if config.slurm is None:
             raise ValueError("no slurm section in the config")
         self.config = config
         self.settings = settings = config.slurm
         self.clock = clock
+        self.controller = controller
         self.metrics = metrics or ShoalMetrics()
         self.client = SlurmClient(slurm_commands(settings))
         self.types = NodeTypeMap.from_config(settings.node_types)
-        self.controller: Controller | None = None
         self.power: PowerSaver | None = None
         self.source = SlurmDemandSource(
             self.client,
@@ -136,36 +203,33 @@ class SlurmIntegration:
         )
         self.source.listeners.append(self.cleaner.observe)
         self._pending: set[asyncio.Task[None]] = set()
+        self.token = config.api.token()  # spooled requests are signed with it
+        self.spool_dir: Path | None = None
+        if self.power is not None and config.state_dir is not None:
+            self.spool_dir = spool.spool_dir(config.state_dir)
+            spool.prepare(self.spool_dir)
+        self._spool_wake = asyncio.Event()
+        # connected to the controller (the power saver serves once it has reconciled)
+        if self.power is not None:
+            self.power.attach(controller)
+        self.cleaner.attach(controller)
+        self._unsubscribe = (
+            controller.provider.subscribe(self._on_provider_event)
+            if settings.mode == "external"
+            else None
+        )
 
     def _resume_timeout(self) -> float | None:
         return self.settings.resume_timeout or self.source.resume_timeout()
 
     # -- wiring ---------------------------------------------------------------------------
 
-    def attach(self, controller: Controller) -> None:
-        self.controller = controller
-        if self.power is not None:
-            self.power.attach(controller)
-        self.cleaner.attach(controller)
-        if self.settings.mode == "external":
-            controller.executor.launch_tags = self._launch_tags
-            controller.provider.subscribe(self._on_provider_event)
+    def demand_sources(self) -> Sequence[DemandSource]:
+        return (self.source,)
 
     def _note_instances(self, snapshot: SlurmSnapshot) -> None:
-        if self.power is not None and self.controller is not None:
+        if self.power is not None:
             self.power.note_instances(t.node for t in self.controller.tracker.all())
-
-    def features(self, node_type: NodeType) -> tuple[str, ...]:
-        """The features a dynamic node of ``node_type`` registers with: "shoal" (the clean-up
-        loop's mark) and the configured ones."""
-        configured = self.settings.features
-        found = configured.get(node_type.name)
-        if found is None:
-            found = next((configured[t] for t in node_type.instance_types if t in configured), ())
-        return tuple(dict.fromkeys((SHOAL_FEATURE, *found)))
-
-    def _launch_tags(self, node_type: NodeType) -> Mapping[str, str]:
-        return {TAG_SLURM_FEATURES: ",".join(self.features(node_type))}
 
     def _on_provider_event(self, event: ProviderEvent) -> None:
         """External mode: a terminated worker's dynamic node is deleted from Slurm at once
@@ -206,12 +270,17 @@ class SlurmIntegration:
                 body = json.loads(raw)
                 if not isinstance(body, dict) or not isinstance(body.get("nodes"), str):
                     raise ValueError('expected {"nodes": "<hostlist>", "resume_file": ...}')
-                resume_file = body.get("resume_file")
-                answer = self.power.accept(
-                    kind, body["nodes"], resume_file if isinstance(resume_file, dict) else None
+                request_id = body.get("request_id")
+                if request_id is not None and not (
+                    isinstance(request_id, str) and spool.REQUEST_ID.match(request_id)
+                ):
+                    raise ValueError("request_id must be 1-100 letters, digits, '-' or '_'")
+                answer = await self._accept(
+                    kind, body["nodes"], body.get("resume_file"), request_id
                 )
             except ValueError as exc:  # json.JSONDecodeError is one
                 return web.json_response({"error": str(exc)}, status=400)
+            self._spool_wake.set()  # the daemon is reachable: serve what waited meanwhile
             return web.json_response(answer, status=202)
 
         async def status(request: web.Request) -> web.Response:
@@ -219,6 +288,68 @@ class SlurmIntegration:
 
         app.router.add_post("/v1/slurm/{kind:resume|suspend|resume-fail}", post)
         app.router.add_get("/v1/slurm", status)
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def _accept(
+        self, kind: str, nodes: str, resume_file: Any, request_id: str | None
+    ) -> dict[str, Any]:
+        """The one way a hook's request reaches the power saver (HTTP and spool)."""
+        assert self.power is not None
+        return self.power.accept(
+            kind,
+            nodes,
+            resume_file if isinstance(resume_file, dict) else None,
+            request_id=request_id,
+        )
+
+    async def serve_spool(self) -> int:
+        """Hand each spooled hook request to the power saver, oldest first, and delete its
+        file once accepted (durably: the request id is saved with it, so a file left by a
+        crash right after is served once). How many brought something new (not repeats)."""
+        directory = self.spool_dir
+        if directory is None:
+            return 0
+        loop = asyncio.get_running_loop()
+        for name in await loop.run_in_executor(None, spool.sweep, directory, self.clock.now()):
+            log.warning("event=slurm_spool_swept file=%s reason=hook-died-mid-write", name)
+        served = 0
+        for path in await loop.run_in_executor(None, spool.pending, directory):
+            try:
+                request = await loop.run_in_executor(None, spool.read, path, self.token)
+                answer = await self._accept(
+                    request.kind.replace("-", "_"),
+                    request.nodes,
+                    request.resume_file,
+                    request.request_id,
+                )
+            except OSError as exc:  # unreadable for now: the next scan tries again
+                log.warning('event=slurm_spool_unreadable file=%s error="%s"', path.name, exc)
+                continue
+            except (spool.SpoolError, ValueError) as exc:  # never servable: dropped
+                log.error('event=slurm_spool_refused file=%s error="%s"', path.name, exc)
+            else:
+                served += bool(answer.get("accepted"))
+                log.info(
+                    "event=slurm_spool_served request_id=%s kind=%s nodes=%s accepted=%s "
+                    "waited=%.1fs",
+                    request.request_id,
+                    request.kind,
+                    request.nodes,
+                    ",".join(answer.get("accepted", [])) or "-",
+                    self.clock.now() - request.spooled_at,
+                )
+            await loop.run_in_executor(None, spool.remove, path)
+        return served
+
+    async def _serve_spool_forever(self) -> None:
+        while True:
+            self._spool_wake.clear()
+            try:
+                await self.serve_spool()
+            except Exception as exc:  # the folder is unreadable: keep trying
+                log.error('event=slurm_spool_failed error="%r"', exc)
+            await sleep_or_event(self.clock, self.settings.poll_interval, self._spool_wake)
 
     def status(self) -> dict[str, Any]:
         last = self.source.last
@@ -248,9 +379,13 @@ class SlurmIntegration:
         jobs = [self.cleaner.run()]
         if self.power is not None:
             jobs.append(self.power.run())
+        if self.spool_dir is not None:
+            jobs.append(self._serve_spool_forever())
         await asyncio.gather(*jobs)
 
     async def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         if self.power is not None:
             await self.power.close()
         for task in list(self._pending):

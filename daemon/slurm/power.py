@@ -168,24 +168,47 @@ class PowerSaver:
         return self._by_node.get(node, node)
 
     def note_instances(self, nodes: Iterable[Node]) -> None:
-        """Learn which instance stands for which Slurm node (from a listing or the tracker)."""
+        """Learn which instance stands for which Slurm node (from a listing or the tracker).
+        An instance the tracker has as TERMINATED stands for no node: the tracker and the
+        cloud's listing keep it for a while after a suspend, and a read in between must not
+        bring it back."""
+        gone = self._terminated()
         for node in nodes:
             name = node.tags.get(TAG_SLURM_NODE)
-            if name:
+            if name and node.name not in gone:
                 self._by_node[name] = node.name
+        for name, instance_id in list(self._by_node.items()):
+            if instance_id in gone:
+                del self._by_node[name]
+
+    def _terminated(self) -> set[str]:
+        if self.controller is None:
+            return set()
+        tracker = self.controller.tracker
+        return {t.id for t in tracker.all() if t.state is TrackedState.TERMINATED}
 
     # -- requests -------------------------------------------------------------------------
 
     def accept(
-        self, kind: str, hostlist: str, resume_file: Mapping[str, Any] | None = None
+        self,
+        kind: str,
+        hostlist: str,
+        resume_file: Mapping[str, Any] | None = None,
+        *,
+        request_id: str | None = None,
     ) -> dict[str, Any]:
         """Take a hook's request: persisted (resume) and queued; returns the answer's body.
+        ``request_id`` (the hook's) is saved with it, and a request id accepted before is
+        answered as repeated and changes nothing: the spool and a late answer serve it once.
         Raises ValueError for an unknown kind or a malformed hostlist."""
         if kind not in REQUEST_KINDS:
             raise ValueError(f"unknown request kind {kind!r}; expected one of {REQUEST_KINDS}")
         names = list(dict.fromkeys(expand_hostlist(hostlist)))
         if not names:
             raise ValueError("no node names given")
+        if request_id is not None and request_id in self.state.accepted_ids:
+            log.info("event=slurm_request_repeated kind=%s request_id=%s", kind, request_id)
+            return {"kind": kind, "accepted": [], "repeated": names}
         accepted, repeated = [], []
         if kind == "resume":
             jobs = _jobs_by_node(resume_file)
@@ -194,13 +217,15 @@ class PowerSaver:
                 if name in self.state.requests:
                     repeated.append(name)
                     continue
-                request_id = f"slurm-{uuid.uuid4().hex}"
-                self.state.requests[name] = ResumeRequest(request_id, now, jobs.get(name, ()))
+                launch_id = f"slurm-{uuid.uuid4().hex}"
+                self.state.requests[name] = ResumeRequest(launch_id, now, jobs.get(name, ()))
                 accepted.append(name)
-            if accepted:
-                self.state.save()  # before the hook is answered: a restart serves it
         else:
             accepted = names
+        if request_id is not None:
+            self.state.note_accepted(request_id)
+        if (accepted and kind == "resume") or request_id is not None:
+            self.state.save()  # before the hook is answered: a restart serves it
         for name in accepted:
             self._enqueue(name, kind)
         self.metrics.slurm_requests.labels(kind=kind).inc(len(names))

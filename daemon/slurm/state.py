@@ -7,11 +7,15 @@ DOWN after a failed launch. Both must survive a restart (``kill -9`` included):
   returns the instances a launch that died with the daemon may have made, and launches nothing
   twice;
 - a hold is written when a launch failed and removed once the node was powered down, so a
-  node is never left DOWN because the daemon restarted.
+  node is never left DOWN because the daemon restarted;
+- the ids of the latest hook requests accepted (``accepted_ids``, the last
+  ``ACCEPTED_IDS_KEPT``), written with the request they carry: a hook's request found again in
+  the spool (``spool``) after a crash between its accept and its deletion is not served twice.
 
 Writes replace the file atomically (temporary file, fsync, rename). The format is JSON::
 
     {"version": 1,
+     "accepted_ids": ["hook-..."],
      "requests": {"cloud1": {"request_id": "slurm-...", "accepted_at": 1700000000.0,
                              "jobs": ["12"]}},
      "holds": {"cloud2": {"until": 1700000180.0, "reason": "shoal: no capacity ...",
@@ -31,6 +35,7 @@ from shoal.providers.files import write_json_atomic
 __all__ = ["Hold", "PowerState", "ResumeRequest", "StateError"]
 
 VERSION = 1
+ACCEPTED_IDS_KEPT = 1024  # far more than requests in flight between an accept and its delete
 
 
 class StateError(RuntimeError):
@@ -62,6 +67,11 @@ class PowerState:
         self.path = Path(path)
         self.requests: dict[str, ResumeRequest] = {}
         self.holds: dict[str, Hold] = {}
+        self.accepted_ids: list[str] = []  # oldest first, at most ACCEPTED_IDS_KEPT
+
+    def note_accepted(self, request_id: str) -> None:
+        """Remember a hook request id as accepted (saved by the next ``save``)."""
+        self.accepted_ids = [*self.accepted_ids, request_id][-ACCEPTED_IDS_KEPT:]
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PowerState:
@@ -82,6 +92,7 @@ class PowerState:
                 )
                 for node, r in data.get("requests", {}).items()
             }
+            state.accepted_ids = [str(i) for i in data.get("accepted_ids", [])]
             state.holds = {
                 node: Hold(float(h["until"]), str(h["reason"]), bool(h.get("marked", False)))
                 for node, h in data.get("holds", {}).items()
@@ -97,6 +108,7 @@ class PowerState:
                 n: {**asdict(r), "jobs": list(r.jobs)} for n, r in sorted(self.requests.items())
             },
             "holds": {n: asdict(h) for n, h in sorted(self.holds.items())},
+            "accepted_ids": list(self.accepted_ids),
         }
 
     def save(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -421,3 +422,35 @@ def test_cleanup_repairs_what_lost_hook_calls_left(setup_factory: Callable[..., 
     assert local_processes(s.workdir) == []
     repairs = s.daemon.tail(200)
     assert "event=slurm_cleanup kind=orphan node=cloud1" in repairs
+
+
+def test_a_hook_call_while_shoal_is_down_is_served_when_it_is_back(
+    setup_factory: Callable[..., Setup],
+) -> None:
+    """Bug 11: the resume hook found shoal down and failed, and the job waited for
+    ResumeTimeout (77 s instead of about 12 s). Now it spools the request and exits 0, and
+    shoal serves it when it is back: the job starts about the restart's time later."""
+    spec = ClusterSpec(cloud=(NodeGroup("cloud", 2),), dynamic_partition=None, resume_timeout=60)
+    s = setup_factory(spec, start=False, slurm={"node_types": {"cloud": "small"}})
+    s.daemon.write({**s.daemon.config, "state_dir": str(s.workdir / "state")})
+    s.daemon.start()  # makes the spool
+    s.daemon.kill9()
+    down_for = 5.0
+    submitted = time.monotonic()
+    step = srun(s.cluster, "-N1", "hostname")
+    try:
+        poll_until("the resume hook to run", lambda: bool(s.hooks()), 30, explain=s.explain)
+        (run,) = s.hooks()
+        assert (run.kind, run.status) == ("resume", 0)  # spooled, not failed
+        time.sleep(max(0.0, submitted + down_for - time.monotonic()))  # shoal stays down
+        s.daemon.start()
+        assert len(finish(step).split()) == 1
+    finally:
+        if step.poll() is None:
+            step.kill()
+            step.communicate()
+    waited = time.monotonic() - submitted
+    print(f"srun submit to finish with shoal down {down_for:.0f}s at the resume: {waited:.1f}s")
+    assert waited < spec.resume_timeout / 2, s.explain()
+    assert "event=slurm_spool_served" in s.daemon.tail(200)
+    assert not list((s.workdir / "state" / "spool").iterdir())

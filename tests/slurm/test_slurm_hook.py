@@ -18,15 +18,18 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 from shoal.daemon.config import parse_config
 from shoal.daemon.http import make_app, start_http
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
+from shoal.daemon.slurm import hook, spool
 from shoal.daemon.slurm.hook import HookError, daemon_endpoint
 from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.state import PowerState
 from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.simulated import SimulatedProvisioner
+from shoal.providers.slurm import TAG_SLURM_NODE
 from slurm.shoal_proc import free_port
 
 BIN = Path(sys.executable).parent
@@ -42,6 +45,7 @@ class Api:
     slurm: SlurmIntegration
     provider: SimulatedProvisioner
     metrics: ShoalMetrics
+    clock: FakeClock
 
     async def hook(
         self, command: str, *args: str, env: dict[str, str] | None = None
@@ -60,12 +64,13 @@ class Api:
         return proc.returncode, out.decode(), err.decode()
 
 
-def daemon_config(tmp_path: Path, mode: str = "power_save") -> Any:
+def daemon_config(tmp_path: Path, mode: str = "power_save", state_dir: Path | None = None) -> Any:
     slurm: dict[str, Any] = {"mode": mode, "scontrol": str(tmp_path / "no-scontrol")}
     if mode == "power_save":
         slurm |= {"node_types": {"cloud": "c5.xlarge"}, "state_file": str(tmp_path / "st.json")}
     return parse_config(
         {
+            "state_dir": None if state_dir is None else str(state_dir),
             "cluster_name": "t",
             "provider": {"kind": "simulated", "zone": ZONE},
             "node_types": [{"type": "c5.xlarge"}],
@@ -79,19 +84,20 @@ def daemon_config(tmp_path: Path, mode: str = "power_save") -> Any:
 async def api_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
     runners = []
 
-    async def factory(mode: str = "power_save", api_latency: float = 0.0) -> Api:
+    async def factory(
+        mode: str = "power_save", api_latency: float = 0.0, state_dir: Path | None = None
+    ) -> Api:
         """The daemon's app on a loopback port; with ``api_latency`` every cloud call takes
         that long on a fake clock nobody moves: a launch that never finishes."""
         asyncio.get_running_loop().set_default_executor(InlineExecutor())
         clock = FakeClock()
-        cfg = daemon_config(tmp_path, mode)
+        cfg = daemon_config(tmp_path, mode, state_dir)
         provider = SimulatedProvisioner(
             clusterName="t", zone=ZONE, clock=clock, api_latency=api_latency
         )
         metrics = ShoalMetrics()
         controller = await clock.run_until(build_controller(cfg, provider, clock, metrics=metrics))
-        slurm = SlurmIntegration(cfg, clock, metrics)
-        slurm.attach(controller)
+        slurm = SlurmIntegration(cfg, clock, controller, metrics)
         await clock.run_until(controller.reconcile())
         app = make_app(controller, token=TOKEN, accept_demand=False)
         slurm.add_routes(app, TOKEN)
@@ -109,6 +115,7 @@ async def api_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[A
             slurm,
             provider,
             metrics,
+            clock,
         )
 
     yield factory
@@ -198,6 +205,7 @@ async def test_a_hook_with_no_daemon_fails_fast_with_the_reason(tmp_path: Path) 
         pytest.param({"nodes": 3}, 400, "hostlist", id="nodes-not-a-string"),
         pytest.param({"nodes": "cloud[1-"}, 400, "not a Slurm hostlist", id="bad-hostlist"),
         pytest.param({"nodes": ""}, 400, "no node names", id="empty"),
+        pytest.param({"nodes": "cloud1", "request_id": "../x"}, 400, "request_id", id="bad-id"),
     ],
 )
 async def test_malformed_bodies_are_refused(
@@ -256,3 +264,79 @@ def test_an_unreadable_token_file_is_a_hook_error(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"api": {"token_file": "missing"}}))
     with pytest.raises(HookError, match=r"cannot read api\.token_file"):
         daemon_endpoint(str(path))
+
+
+def hook_config(tmp_path: Path, port: int, state_dir: Path | None) -> Path:
+    """The config file the hooks read: the daemon's address, its token and its state_dir."""
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    path = tmp_path / "hooks.yaml"
+    config: dict[str, Any] = {"api": {"listen": f"127.0.0.1:{port}", "token_file": "token"}}
+    if state_dir is not None:
+        config["state_dir"] = str(state_dir)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def test_a_hook_run_while_the_daemon_is_down_is_served_when_it_starts(
+    api_factory: Callable[..., Awaitable[Api]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bug 11: the hook exited 1 and the job waited for ResumeTimeout."""
+    state_dir = tmp_path / "state"
+    spool.prepare(spool.spool_dir(state_dir))  # made by the daemon when it last ran
+    resume_file = tmp_path / "resume.json"
+    resume_file.write_text(json.dumps({"jobs": [{"job_id": 9, "nodes": "cloud1"}]}))
+    monkeypatch.setenv("SLURM_RESUME_FILE", str(resume_file))
+    config = hook_config(tmp_path, free_port(), state_dir)  # nothing listens there
+    assert hook.main(["-c", str(config), "cloud1"], kind="resume") == 0
+    err = capsys.readouterr().err
+    assert "Connection refused" in err and "spooled to" in err
+    api = await api_factory(state_dir=state_dir)  # the daemon starts
+    running = asyncio.create_task(api.slurm.run())
+    try:
+        assert api.slurm.power is not None
+        await api.clock.advance(0)  # the start's first scan
+        await api.clock.run_until(api.slurm.power.drain_requests())
+        (instance,) = await api.provider.list_instances()
+        assert instance.tags[TAG_SLURM_NODE] == "cloud1"
+        assert spool.pending(spool.spool_dir(state_dir)) == []
+        assert api.slurm.power.launched[0][0] == "cloud1"
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_hook_that_can_neither_reach_nor_spool_fails_with_both_reasons(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = hook_config(tmp_path, free_port(), tmp_path / "never-started")
+    assert hook.main(["-c", str(config), "cloud1"], kind="suspend") == 1
+    err = capsys.readouterr().err
+    assert "did not take the request" in err and "not spooled either" in err
+    assert "No such file or directory" in err
+
+
+async def test_a_daemon_that_fails_with_5xx_gets_the_request_spooled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def failing(request: web.Request) -> web.Response:
+        return web.json_response({"error": "state file unwritable"}, status=503)
+
+    app = web.Application()
+    app.router.add_post("/v1/slurm/{kind}", failing)
+    runner, port = await start_http(app, "127.0.0.1", 0)
+    try:
+        state_dir = tmp_path / "state"
+        spool.prepare(spool.spool_dir(state_dir))
+        config = hook_config(tmp_path, port, state_dir)
+        status = await asyncio.to_thread(
+            hook.main, ["-c", str(config), "cloud[1-2]"], kind="resume-fail"
+        )
+    finally:
+        await runner.cleanup()
+    assert status == 0 and "HTTP 503" in capsys.readouterr().err
+    (path,) = spool.pending(spool.spool_dir(state_dir))
+    request = spool.read(path, token=TOKEN)  # signed with the API's token
+    assert (request.kind, request.nodes) == ("resume-fail", "cloud[1-2]")

@@ -18,20 +18,22 @@ from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
 from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
+from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.daemon.slurm.state import PowerState
 from shoal.providers.base import TAG_REQUEST_ID
 from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.simulated import SimulatedProvisioner
-from shoal.providers.slurm import TAG_SLURM_NODE
-from shoal.scaler.model import Demand, PlannerState, QueuedJobs, Snapshot
+from shoal.providers.slurm import TAG_SLURM_FEATURES, TAG_SLURM_NODE, SlurmDemand
+from shoal.scaler.model import AddCause, Demand, Launch, PlannerState, QueuedJobs, Snapshot
 from shoal.scaler.shape import Shape
 
 ZONE = "us-west-2a"
 
 
-def config(tmp_path: Path, **slurm: Any) -> Any:
+def config(tmp_path: Path, *, top: dict[str, Any] | None = None, **slurm: Any) -> Any:
     return parse_config(
         {
+            **(top or {}),
             "cluster_name": "t",
             "provider": {"kind": "simulated", "zone": ZONE},
             "node_types": [{"type": "c5.xlarge", "max": 10}, {"type": "r5.large", "max": 10}],
@@ -75,15 +77,18 @@ class Daemon:
 
 
 async def start(
-    tmp_path: Path, clock: FakeClock, provider: SimulatedProvisioner | None = None, **slurm: Any
+    tmp_path: Path,
+    clock: FakeClock,
+    provider: SimulatedProvisioner | None = None,
+    top: dict[str, Any] | None = None,
+    **slurm: Any,
 ) -> Daemon:
     asyncio.get_running_loop().set_default_executor(InlineExecutor())
-    cfg = config(tmp_path, **slurm)
+    cfg = config(tmp_path, top=top, **slurm)
     provider = provider or SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock)
     metrics = ShoalMetrics()
     controller = await build_controller(cfg, provider, clock, metrics=metrics)
-    slurm_side = SlurmIntegration(cfg, clock, metrics)
-    slurm_side.attach(controller)
+    slurm_side = SlurmIntegration(cfg, clock, controller, metrics)
     await clock.run_until(controller.reconcile())
     return Daemon(clock, provider, slurm_side, metrics)
 
@@ -194,8 +199,7 @@ async def test_requests_wait_for_the_first_reconcile(tmp_path: Path, clock: Fake
     cfg = config(tmp_path)
     provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock)
     controller = await build_controller(cfg, provider, clock)
-    slurm_side = SlurmIntegration(cfg, clock)
-    slurm_side.attach(controller)
+    slurm_side = SlurmIntegration(cfg, clock, controller)
     assert slurm_side.power is not None
     slurm_side.power.accept("resume", "cloud1")
     await clock.advance(60)
@@ -231,3 +235,44 @@ def test_the_planner_stands_aside_in_power_saving_mode(tmp_path: Path) -> None:
     plan = hold_planner(Snapshot(demand, ()), policy, PlannerState(), 0.0)
     assert plan.is_noop
     assert plan.targets == {"c5.xlarge": 0, "r5.large": 0}
+
+
+async def test_a_slurm_read_after_a_suspend_does_not_bring_its_instance_back(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Bug 12: the tracker keeps a terminated instance until the cloud stops listing it; a
+    Slurm read in between must not map the node to it again (GET /v1/slurm showed it)."""
+    d = await start(tmp_path, clock)
+    d.power.accept("resume", "cloud[1-2]")
+    await d.served()
+    kept, terminated = d.power.instance_id("cloud2"), d.power.instance_id("cloud1")
+    controller = d.power._controller()
+    await clock.run_until(controller.run_pass())  # the tracker lists them, tags and all
+    d.power.accept("suspend", "cloud1")
+    await d.served()
+    assert "cloud1" not in d.slurm.status()["power_saving"]["instances"]
+    read = SlurmSnapshot(clock.now(), (), (), SlurmDemand(Demand(), frozenset(), {}))
+    for listener in d.slurm.source.listeners:  # a read the suspend triggered
+        listener(read)
+    assert d.slurm.status()["power_saving"]["instances"] == {"cloud2": kept}
+    assert d.power.instance_id("cloud1") == "cloud1"
+    # nor does a listing that still shows it (EC2 lists shutting-down instances for a while)
+    gone = controller.tracker.get(terminated)
+    assert gone is not None
+    d.power.note_instances([gone.node])
+    assert d.slurm.status()["power_saving"]["instances"] == {"cloud2": kept}
+
+
+async def test_external_mode_launches_carry_the_dynamic_nodes_features(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The launch tags come with the controller (daemon.integration), not set on it later."""
+    asyncio.get_running_loop().set_default_executor(InlineExecutor())
+    cfg = config(tmp_path, mode="external", features={"c5.xlarge": ["fast"]}, state_file=None)
+    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock)
+    controller = await build_controller(cfg, provider, clock)
+    (node_type, *_) = controller.policy.node_types
+    launch = Launch(node_type.name, 1, AddCause.DEMAND, "test")
+    await clock.run_until(controller.executor.launch(node_type, launch, set()))
+    (instance,) = await provider.list_instances()
+    assert instance.tags[TAG_SLURM_FEATURES] == "shoal,fast"

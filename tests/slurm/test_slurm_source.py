@@ -146,8 +146,7 @@ async def test_set_node_addr_gives_slurm_the_instances_address(
     )
     provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock, boot_delay=0)
     controller = await clock.run_until(build_controller(config, provider, clock))
-    integration = SlurmIntegration(config, clock)
-    integration.attach(controller)
+    integration = SlurmIntegration(config, clock, controller)
     await clock.run_until(controller.reconcile())
     assert integration.power is not None
     integration.power.accept("resume", "cloud2")

@@ -1,0 +1,173 @@
+"""The hooks' spool (``daemon.slurm.spool``): a request the daemon could not take waits on disk,
+whole or not at all, and the daemon serves each one once, also across a crash between its
+accept and its deletion, and also when the daemon took it late and the hook spooled it too."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from shoal.daemon.slurm import spool
+from shoal.providers.clock import FakeClock
+from shoal.providers.simulated import SimulatedProvisioner
+from slurm.test_slurm_power import ZONE, start
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def test_the_daemon_makes_a_spool_anyone_may_write_and_only_it_may_list(tmp_path: Path) -> None:
+    directory = spool.spool_dir(tmp_path / "state")
+    spool.prepare(directory)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o1733
+    os.chmod(directory, 0o700)
+    spool.prepare(directory)  # a folder made otherwise is put right
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o1733
+
+
+def test_a_spooled_request_is_whole_and_readable_by_another_user(tmp_path: Path) -> None:
+    old = os.umask(0o077)  # slurmctld's umask must not hide the file from the daemon
+    try:
+        path = Path(spool.write(tmp_path, "resume-fail", "cloud[1-2]", {"jobs": []}, "hook-1"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert spool.pending(tmp_path) == [path]
+    request = spool.read(path)
+    assert (request.request_id, request.kind, request.nodes, request.resume_file) == (
+        "hook-1",
+        "resume-fail",
+        "cloud[1-2]",
+        {"jobs": []},
+    )
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_a_write_that_fails_midway_leaves_nothing_to_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool.os, "fsync", full)
+    with pytest.raises(spool.SpoolError, match="No space left"):
+        spool.write(tmp_path, "resume", "cloud1", None, "hook-2")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_hook_killed_before_its_rename_leaves_no_request_and_its_file_is_swept(
+    tmp_path: Path,
+) -> None:
+    temp = tmp_path / ".tmp-hook-3"
+    temp.write_text('{"version": 1, "request_id": "hook-3"')  # killed mid-write
+    assert spool.pending(tmp_path) == []
+    now = temp.stat().st_mtime
+    assert spool.sweep(tmp_path, now + 60) == []  # a hook may still be writing it
+    assert spool.sweep(tmp_path, now + spool.TEMP_MAX_AGE + 1) == [temp.name]
+    assert not temp.exists()
+
+
+def test_requests_are_served_in_the_order_they_were_spooled(tmp_path: Path) -> None:
+    ids = [f"hook-{i}-{'z' if i % 2 else 'a'}" for i in range(5)]
+    paths = [Path(spool.write(tmp_path, "suspend", "cloud1", None, i)) for i in ids]
+    assert spool.pending(tmp_path) == paths
+    assert [spool.read(p).request_id for p in spool.pending(tmp_path)] == ids
+
+
+def test_a_request_not_signed_with_the_token_is_refused(tmp_path: Path) -> None:
+    good = Path(spool.write(tmp_path, "suspend", "cloud1", None, "hook-4", token="secret"))
+    assert spool.read(good, token="secret").nodes == "cloud1"
+    forged = spool.write(tmp_path, "suspend", "cloud2", None, "hook-5", token="guess")
+    unsigned = spool.write(tmp_path, "suspend", "cloud3", None, "hook-6")
+    for path in (Path(forged), Path(unsigned)):
+        with pytest.raises(spool.SpoolError, match="not signed"):
+            spool.read(path, token="secret")
+    data = json.loads(good.read_text())
+    data["nodes"] = "cloud[1-99]"  # a signed request changed afterwards
+    good.write_text(json.dumps(data))
+    with pytest.raises(spool.SpoolError, match="not signed"):
+        spool.read(good, token="secret")
+
+
+class Crash(BaseException):
+    """The daemon dies here (nothing after this line runs)."""
+
+
+async def test_a_crash_between_accept_and_delete_serves_the_request_once(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    top = {"state_dir": str(tmp_path / "state")}
+    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock)
+    first = await start(tmp_path, clock, provider, top=top)
+    directory = first.slurm.spool_dir
+    assert directory == tmp_path / "state" / "spool"
+    spool.write(directory, "resume", "cloud1", None, spool.new_request_id())
+
+    def crash(path: Path) -> None:
+        raise Crash
+
+    with monkeypatch.context() as patch:
+        patch.setattr(spool, "remove", crash)
+        with pytest.raises(Crash):
+            await first.slurm.serve_spool()
+    await first.served()  # its launch went out while the file was being deleted
+    assert first.launches() == 1 and len(spool.pending(directory)) == 1
+    await first.slurm.close()
+
+    second = await start(tmp_path, clock, provider, top=top)  # the restart
+    assert await second.slurm.serve_spool() == 0  # accepted before: only deleted
+    assert spool.pending(directory) == []
+    await second.served()
+    assert second.launches() == 1 and second.power.state.requests == {}
+    counted = second.metrics.registry.get_sample_value(
+        "shoal_slurm_requests_total", {"kind": "resume"}
+    )
+    assert counted in (None, 0.0)
+
+
+async def test_a_request_taken_late_and_spooled_too_is_served_once(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The daemon took a suspend but answered after the hook gave up, so the hook spooled it
+    too; a resume of the node follows. Served again, the suspend would end the new instance."""
+    d = await start(tmp_path, clock, top={"state_dir": str(tmp_path / "state")})
+    d.power.accept("resume", "cloud1")
+    await d.served()
+    late = spool.new_request_id()
+    d.power.accept("suspend", "cloud1", request_id=late)
+    assert d.slurm.spool_dir is not None
+    spool.write(d.slurm.spool_dir, "suspend", "cloud1", None, late)
+    await d.served()
+    d.power.accept("resume", "cloud1", request_id=spool.new_request_id())
+    await d.served()
+    (instance,) = (await d.workers())["cloud1"]
+    assert await d.slurm.serve_spool() == 0
+    await d.served()
+    assert (await d.workers()) == {"cloud1": [instance]}
+    assert spool.pending(d.slurm.spool_dir) == []
+
+
+async def test_a_running_daemon_serves_the_spool_every_poll_interval(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    import asyncio
+
+    d = await start(tmp_path, clock, top={"state_dir": str(tmp_path / "state")})
+    assert d.slurm.spool_dir is not None
+    running = asyncio.create_task(d.slurm.run())
+    try:
+        await clock.advance(1)
+        spool.write(d.slurm.spool_dir, "resume", "cloud2", None, spool.new_request_id())
+        await clock.advance(d.slurm.settings.poll_interval)
+        await d.served()
+        assert sorted(await d.workers()) == ["cloud2"]
+        assert spool.pending(d.slurm.spool_dir) == []
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await d.slurm.close()
