@@ -14,7 +14,8 @@ A pass is the four named phases below. ``observe`` lists the provider's workers 
 node tracker (beside the launch ledger: nodes the cloud accepted but does not list yet) and
 builds a ``Snapshot`` (demand, nodes, offerings in backoff); ``plan`` calls the pure planner
 on a worker thread, so a long pass never delays the HTTP API, and adds the ledger's expired
-launches as join timeouts (unless a running job names one); ``execute`` hands the plan to
+launches as join timeouts (unless a running job names one), then holds back what the demand
+cannot vouch for (stale: everything; none yet: every removal); ``execute`` hands the plan to
 the executor; ``record`` books the launches in the ledger, keeps the planner state, turns
 capacity errors into backoff entries and updates metrics. Passes never overlap (a lock), a
 pass that raises is counted and logged and the loop goes on, and after ``stop()`` the current
@@ -465,20 +466,21 @@ class Controller:
         )
 
     def _hold(self, plan: Plan) -> _Hold | None:
-        """Don't act on what the demand cannot tell: on stale demand launch and remove
-        nothing (and keep the planner's state, so idle timers do not run on it); before any
-        demand arrived, remove nothing. Nodes that never joined are terminated either way."""
+        """Don't act on what the demand cannot vouch for: on stale demand launch, undrain and
+        remove nothing (and keep the planner's state, so idle timers do not run on it);
+        before any demand arrived, remove nothing. Removing means every drain and every
+        termination, join timeouts and expired launches included: whether a node joined or
+        runs a job is the demand source's word too."""
         stale = self.demand_stale()
         if stale is None and self.demand_at is not None:
             return None
         reason = stale or "no demand received yet: removing nothing"
-        kept = tuple(t for t in plan.terminations if t.cause is RemoveCause.JOIN_TIMEOUT)
         held = dataclasses.replace(
             plan,
             launches=() if stale else plan.launches,
             drains=(),
             undrains=() if stale else plan.undrains,
-            terminations=kept,
+            terminations=(),
         )
         if held != plan:
             log.warning('event=pass_held reason="%s"', reason)

@@ -454,6 +454,48 @@ async def test_a_missing_node_counts_until_unhealthy_timeout_of_continuous_absen
     assert record.launched == 1  # min 1: replaced at once
 
 
+async def test_stale_demand_terminates_nothing(harness_factory: Any) -> None:
+    """Stale demand holds everything: a never-joined node past its join timeout and a
+    launch the cloud never listed within the ledger's TTL are terminated only once the
+    demand source vouches for the demand again."""
+    h: Harness = await harness_factory(scaler={"join_timeout": "10m", "launch_ledger_ttl": "5m"})
+    h.provider.never_join()
+    h.set_demand(h.jobs(4))  # one node
+    await h.pass_()  # t=0
+    (booting,) = states(h)
+    await h.clock.advance(400)
+    h.provider.listing_lag = 400  # the next launch is listed only 400 s after it: past the TTL
+    h.set_demand(h.jobs(8))  # two nodes
+    await h.pass_()  # t=400
+    (unlisted,) = set(states(h)) - {booting}
+    h.controller.set_demand(DemandFailure("squeue: connection refused", h.clock.now()))
+    await h.clock.advance(300)  # t=700: past the join timeout and the ledger's TTL
+    for _ in range(2):
+        record = await h.pass_()
+        assert record.terminated == () and record.launched == 0
+        assert record.reason == "demand source failed: squeue: connection refused"
+        await h.clock.advance(30)
+    h.set_demand(h.jobs(8))  # a fresh read (t=760): the timeouts take effect
+    record = await h.pass_()
+    assert set(record.terminated) == {booting, unlisted}
+    assert h.controller.tracker.get(unlisted) is not None
+    assert not h.controller.tracker.get(unlisted).listed  # it was the ledger's expiry
+
+
+async def test_before_any_demand_no_join_timeout(harness_factory: Any) -> None:
+    """Before any demand has arrived nothing is removed, join timeouts included; min_nodes
+    launches go on."""
+    h: Harness = await harness_factory(node_types=[{"type": "c5.xlarge", "min": 1, "max": 3}])
+    h.provider.never_join()
+    assert (await h.pass_()).launched == 1
+    await h.clock.advance(15 * 60 + 1)
+    record = await h.pass_()
+    assert record.terminated == ()
+    assert record.reason == "no demand received yet: removing nothing"
+    h.set_demand(h.running())
+    assert len((await h.pass_()).terminated) == 1
+
+
 async def test_an_unlisted_launch_running_a_job_is_not_expired(harness_factory: Any) -> None:
     """The launch ledger's TTL does not end a node a running job names (the scheduler has
     it; the cloud's listing lags): it is terminated once it runs nothing."""
