@@ -512,6 +512,10 @@ class ScalerConfig(BaseModel):
     unneeded_time: Duration = 600.0
     scale_down_budget: float = Field(default=0.1, gt=0.0, le=1.0)
     join_timeout: PositiveDuration = 900.0
+    """A node never seen joined is terminated this long after its launch."""
+    unhealthy_timeout: PositiveDuration = 600.0
+    """A node that joined and then is missing from every read this long is replaced, if it
+    runs nothing; meanwhile it counts as capacity."""
     launch_ledger_ttl: PositiveDuration = 600.0
     """A node the cloud accepted but never lists within this time counts as never joined."""
     cost_ceiling_per_hour: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
@@ -914,6 +918,7 @@ class ShoalConfig(BaseModel):
             scale_down_unneeded_time=s.unneeded_time,
             scale_down_budget=s.scale_down_budget,
             join_timeout=s.join_timeout,
+            unhealthy_timeout=s.unhealthy_timeout,
             cost_ceiling_per_hour=s.cost_ceiling_per_hour,
             packing=s.packing,
             solver_time_limit=s.solver_time_limit,

@@ -14,11 +14,12 @@ A pass is the four named phases below. ``observe`` lists the provider's workers 
 node tracker (beside the launch ledger: nodes the cloud accepted but does not list yet) and
 builds a ``Snapshot`` (demand, nodes, offerings in backoff); ``plan`` calls the pure planner
 on a worker thread, so a long pass never delays the HTTP API, and adds the ledger's expired
-launches as join timeouts; ``execute`` hands the plan to the executor; ``record`` books the
-launches in the ledger, keeps the planner state, turns capacity errors into backoff entries
-and updates metrics. Passes never overlap (a lock), a pass that raises is counted and logged
-and the loop goes on, and after ``stop()`` the current pass finishes without launching
-anything new.
+launches as join timeouts (unless a running job names one), then holds back what the demand
+cannot vouch for (stale: everything; none yet: every removal); ``execute`` hands the plan to
+the executor; ``record`` books the launches in the ledger, keeps the planner state, turns
+capacity errors into backoff entries and updates metrics. Passes never overlap (a lock), a
+pass that raises is counted and logged and the loop goes on, and after ``stop()`` the current
+pass finishes without launching anything new.
 """
 
 from __future__ import annotations
@@ -290,7 +291,7 @@ class Controller:
     async def reconcile(self) -> None:
         """Rebuild the view from the cloud: adopt every tagged node; launch nothing."""
         workers = await self.list_workers()
-        adopted = self.tracker.observe(workers, self.joined)
+        adopted = self.tracker.observe(workers, self.joined, self.clock.now())
         for tracked in adopted:
             log.info(
                 "event=adopt node=%s node_type=%s instance_type=%s state=%s static=%s "
@@ -372,7 +373,7 @@ class Controller:
             workers = await self.list_workers()
         except Exception as exc:
             return f"provider listing failed: {exc!r}"
-        new = self.tracker.observe(workers, self.joined)
+        new = self.tracker.observe(workers, self.joined, self.clock.now())
         for tracked in new:
             log.info(
                 "event=node_seen node=%s node_type=%s state=%s",
@@ -405,7 +406,9 @@ class Controller:
         plan = await asyncio.to_thread(
             self.planner, observation.snapshot, self.policy, self.state, observation.now
         )
-        if observation.expired:
+        busy = {job.node_id for job in observation.snapshot.demand.running}
+        expired = [t for t in observation.expired if t.id not in busy]  # a job runs: keep it
+        if expired:
             plan = dataclasses.replace(
                 plan,
                 terminations=plan.terminations
@@ -417,7 +420,7 @@ class Controller:
                         f"accepted by the cloud {self.tracker.ledger_ttl:.0f}s ago and never "
                         f"listed; offering {t.offering()} should back off",
                     )
-                    for t in observation.expired
+                    for t in expired
                 ),
             )
         for launch in plan.launches:
@@ -463,20 +466,21 @@ class Controller:
         )
 
     def _hold(self, plan: Plan) -> _Hold | None:
-        """Don't act on what the demand cannot tell: on stale demand launch and remove
-        nothing (and keep the planner's state, so idle timers do not run on it); before any
-        demand arrived, remove nothing. Nodes that never joined are terminated either way."""
+        """Don't act on what the demand cannot vouch for: on stale demand launch, undrain and
+        remove nothing (and keep the planner's state, so idle timers do not run on it);
+        before any demand arrived, remove nothing. Removing means every drain and every
+        termination, join timeouts and expired launches included: whether a node joined or
+        runs a job is the demand source's word too."""
         stale = self.demand_stale()
         if stale is None and self.demand_at is not None:
             return None
         reason = stale or "no demand received yet: removing nothing"
-        kept = tuple(t for t in plan.terminations if t.cause is RemoveCause.JOIN_TIMEOUT)
         held = dataclasses.replace(
             plan,
             launches=() if stale else plan.launches,
             drains=(),
             undrains=() if stale else plan.undrains,
-            terminations=kept,
+            terminations=(),
         )
         if held != plan:
             log.warning('event=pass_held reason="%s"', reason)

@@ -19,6 +19,13 @@ Membership comes from the cloud's tags (``TAG_AUTOSCALED == "true"`` marks a nod
 remove; any other worker is static), launch times from the cloud, so a restarted daemon
 adopts what a previous one launched. A node the provider stops listing is forgotten.
 
+Joined stays joined: a node once seen joined (``joined_at``) never goes back to BOOTING, so
+the join timeout is only for nodes that never joined. A read that leaves it out (Slurm marks
+it NOT_RESPONDING for a few seconds, a push omits it) marks it missing (``missing_since``,
+cleared by the next read that lists it); the planner counts it as capacity, as Cluster
+Autoscaler counts an unready node, until it has been missing from every read for
+``scaler.unhealthy_timeout``, and replaces it then only if it runs nothing.
+
 The launch ledger: EC2's listing is eventually consistent, so a node the cloud accepted may be
 missing from the next listings. Every id ``addNodes`` reported launched is kept as a booting
 node from the moment the cloud accepted it until a listing shows it or ``ttl`` passes; a
@@ -61,6 +68,10 @@ class TrackedNode:
     accepted_at: float | None = None
     placeholder: bool = False  # a lost launch response: no instance id known
     expired: bool = False  # never listed within the ledger's TTL: to be terminated
+    # first seen joined (None: never, so it may time out joining); since when a node that
+    # joined has been missing from every read (None: not missing)
+    joined_at: float | None = None
+    missing_since: float | None = None
 
     @property
     def id(self) -> str:
@@ -84,6 +95,8 @@ class TrackedNode:
             state=NodeState(self.state.value),
             launched_at=self.node.launchTime.timestamp(),
             static=self.static,
+            joined_at=self.joined_at,
+            missing_since=self.missing_since,
         )
 
 
@@ -201,12 +214,19 @@ class NodeTracker:
 
     # -- listings -----------------------------------------------------------------------------
 
-    def observe(self, workers: Iterable[Node], joined: Collection[str] | None) -> list[TrackedNode]:
-        """Apply a complete provider listing. Returns the nodes seen for the first time.
+    def observe(
+        self, workers: Iterable[Node], joined: Collection[str] | None, now: float
+    ) -> list[TrackedNode]:
+        """Apply a complete provider listing at ``now``. Returns the nodes seen for the first
+        time.
 
         ``joined`` is the node names the demand source reports as joined, or None when it
         reports none; then a node is READY when ``Node.joined`` is True or None (cannot tell).
         Ledger entries the listing does not show yet are kept (see the module docstring).
+        Joined stays joined: a node once seen joined that a read leaves out (Slurm's
+        NOT_RESPONDING, a push that omits it) stays READY, missing since then; the planner
+        replaces it only after ``unhealthy_timeout`` of absence (``NodeInfo.missing_since``),
+        and never times it out as a node that did not join.
         """
         seen: dict[str, TrackedNode] = {}
         new: list[TrackedNode] = []
@@ -214,16 +234,24 @@ class NodeTracker:
         for node in workers:
             old = self._nodes.get(node.name)
             is_joined = (node.name in joined) if joined is not None else node.joined is not False
+            joined_at = old.joined_at if old is not None else None
+            missing_since = old.missing_since if old is not None else None
+            if is_joined:
+                joined_at, missing_since = now if joined_at is None else joined_at, None
+            elif joined_at is not None and missing_since is None:
+                missing_since = now
             if old is not None and old.state in (TrackedState.DRAINING, TrackedState.TERMINATED):
                 state = old.state
             else:
-                state = TrackedState.READY if is_joined else TrackedState.BOOTING
+                state = TrackedState.READY if joined_at is not None else TrackedState.BOOTING
             tracked = TrackedNode(
                 node=node,
                 node_type=self._node_type(node),
                 state=state,
                 static=node.tags.get(TAG_AUTOSCALED) != "true",
                 zone=node.zone or self._default_zone,
+                joined_at=joined_at,
+                missing_since=missing_since,
             )
             seen[node.name] = tracked
             request = node.tags.get(TAG_REQUEST_ID)

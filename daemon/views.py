@@ -116,6 +116,8 @@ def status_json(controller: Controller) -> dict[str, Any]:
                 "static": t.static,
                 "launched_at": t.node.launchTime.timestamp(),
                 "listed": t.listed,
+                "joined_at": t.joined_at,
+                "missing_since": t.missing_since,  # joined, then left out of the reads
             }
         )
     plan = controller.last_plan

@@ -108,6 +108,10 @@ class NodeInfo:
     state: NodeState
     launched_at: float
     static: bool = False  # static nodes are never scaled down
+    # When the node was first seen joined (None: never, so the join timeout applies), and
+    # since when it has been missing from every read after it joined (None: not missing).
+    joined_at: float | None = None
+    missing_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +160,9 @@ class Policy:
     node_disk_overhead: int | None = None
     scale_down_unneeded_time: float = 600.0
     scale_down_budget: float = 0.1  # fraction of nodes removable per pass (at least 1)
-    join_timeout: float = 900.0  # a booting node older than this is terminated
+    join_timeout: float = 900.0  # a node never seen joined and older than this is terminated
+    # a joined node missing from every read this long is replaced (if it runs nothing)
+    unhealthy_timeout: float = 600.0
     cost_ceiling_per_hour: float | None = None
     # "count": each queued job goes to the first type that fits, as in Toil. "cost": the
     # types' live nodes are filled first, then the rest is packed by binpack with prices,
@@ -186,6 +192,7 @@ class RemoveCause(enum.StrEnum):
     IDLE = "idle"  # unneeded for the unneeded period
     ABOVE_MAX = "above-max"
     JOIN_TIMEOUT = "join-timeout"  # booted but never joined; its offering should back off
+    UNHEALTHY = "unhealthy"  # joined, then missing from the reads for the unhealthy timeout
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,8 @@
 The body is a fixed sequence of named steps, as Ray v2's scheduler is::
 
     observe         classify nodes per type: live (booting + ready) capacity,
-                    draining, join timeouts, busy, types whose offerings are all
-                    in backoff
+                    draining, join timeouts, unhealthy, busy, types whose
+                    offerings are all in backoff
     assign          give each job a node type, as Toil's bin packing does: a
                     running job stays on its node's type (for its *remaining*
                     expected time, rounded up to whole minutes: below); a
@@ -41,7 +41,7 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
     cost ceiling    trim launches, then undrains (least preferred type first)
                     until the cluster's cost fits; report the demand left
                     ("cost-ceiling")
-    scale down      join timeouts; draining+idle -> terminate (unless taken
+    scale down      join timeouts, unhealthy; draining+idle -> terminate (unless taken
                     back); idle nodes above max -> drain (ABOVE_MAX); idle,
                     ready, autoscaled nodes of a type above its target,
                     unneeded long enough -> drain (IDLE), within the budget,
@@ -58,6 +58,15 @@ Semantics a caller can rely on:
   before it launches any, as Toil un-ignores nodes before adding
   (``testNoLaunchingIfDeltaAlreadyMet``). Undrains need no cloud capacity, so a
   type in backoff may undrain.
+* A node a running job names (``Demand.running``) is never drained or terminated,
+  whatever its state: a booting node past its join timeout that runs a job, or a missing
+  one, is capacity.
+* The join timeout applies only to booting nodes never seen joined
+  (``NodeInfo.joined_at`` None): a node that joined and then went missing from the
+  scheduler's reads is not booting again. Such a node (``missing_since``) stays capacity,
+  as Cluster Autoscaler counts an unready node, until it has been missing for
+  ``Policy.unhealthy_timeout``; then, if it runs nothing, it is terminated (UNHEALTHY)
+  and the same plan launches its replacement.
 * Static nodes, and nodes of no configured type, are never drained, undrained or
   terminated. Static nodes of a configured type count as its capacity (as in
   Toil, whose node counts include them).
@@ -202,6 +211,7 @@ class _View:
     draining: list[NodeInfo]
     reusable: dict[str, list[NodeInfo]]  # draining autoscaled nodes a type may take back
     join_timeouts: list[NodeInfo]
+    unhealthy: list[NodeInfo]  # joined, then missing for the unhealthy timeout; idle
     busy: set[str]
     blocked: dict[str, float]  # type -> time the earliest of its offerings frees up
     now: float
@@ -219,6 +229,7 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
     draining: list[NodeInfo] = []
     timeouts: list[NodeInfo] = []
     busy = {job.node_id for job in snapshot.demand.running}
+    unhealthy: list[NodeInfo] = []
     for node in sorted(snapshot.nodes, key=lambda n: n.id):
         if node.node_type not in names:
             continue
@@ -226,12 +237,18 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
             draining.append(node)
             if not node.static:
                 reusable[node.node_type].append(node)
+        elif node.static or node.id in busy:
+            live[node.node_type].append(node)  # never removed: see the module docstring
         elif (
             node.state is NodeState.BOOTING
-            and not node.static
+            and node.joined_at is None
             and now - node.launched_at > policy.join_timeout
         ):
             timeouts.append(node)
+        elif (
+            node.missing_since is not None and now - node.missing_since >= policy.unhealthy_timeout
+        ):
+            unhealthy.append(node)
         else:
             live[node.node_type].append(node)
     by_name = {t.name: t for t in types}
@@ -249,6 +266,7 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
         draining=draining,
         reusable=reusable,
         join_timeouts=timeouts,
+        unhealthy=unhealthy,
         busy=busy,
         blocked=blocked,
         now=now,
@@ -785,6 +803,18 @@ def _scale_down(
                 f"booting for {_duration(now - node.launched_at)} without joining "
                 f"(join timeout {_duration(policy.join_timeout)}); "
                 f"offering {node.instance_type}/{node.zone} should back off",
+            )
+        )
+    for node in view.unhealthy:
+        assert node.missing_since is not None
+        terminations.append(
+            NodeAction(
+                node.id,
+                node.node_type,
+                RemoveCause.UNHEALTHY,
+                f"joined, then missing from the scheduler's reads for "
+                f"{_duration(now - node.missing_since)} (unhealthy timeout "
+                f"{_duration(policy.unhealthy_timeout)}); runs nothing",
             )
         )
     taken_back = {n.id for tt in targets.values() for n in tt.undrain}

@@ -35,8 +35,9 @@ anything: nothing happened since the last pass that ran (no demand change, no ch
 cloud's listing), that pass planned nothing (``Plan.is_noop``) and left the planner state
 as it found it (a fixed point: betaInertia estimates converged, unneeded marks unchanged),
 and no timer of the controller falls due before it: a node's ``unneeded_time``, a booting
-node's ``join_timeout``, an offering's backoff expiry, a launch ledger entry's TTL, or a
-launched instance becoming visible after ``listing_lag``. Since the controller's demand is
+node's ``join_timeout``, a missing node's ``unhealthy_timeout``, an offering's backoff
+expiry, a launch ledger entry's TTL, or a launched instance becoming visible after
+``listing_lag``. Since the controller's demand is
 the object the last event gave it, such a pass would see the same snapshot, make the same
 no-op plan and keep the same state. The engine then jumps to the first grid point at or
 after the earliest due time (less a microsecond, so float rounding can only add a pass,
@@ -392,8 +393,10 @@ class _Engine:
         if c.state.unneeded_since:
             times.append(min(c.state.unneeded_since.values()) + policy.scale_down_unneeded_time)
         for info in c.tracker.infos():
-            if info.state is NodeState.BOOTING and not info.static:
+            if info.state is NodeState.BOOTING and not info.static and info.joined_at is None:
                 times.append(info.launched_at + policy.join_timeout)
+            if info.missing_since is not None and not info.static:
+                times.append(info.missing_since + policy.unhealthy_timeout)
         times.extend(e.until for e in c.backoff.entries.values() if e.until > now)
         times.extend(
             t.accepted_at + c.tracker.ledger_ttl

@@ -86,7 +86,8 @@ ADDRESS_TRIES = 30
 
 def hold_planner(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) -> Plan:
     """The planner in power-saving mode: Slurm decides which nodes run, so the plan launches
-    and removes nothing (nodes that never joined are still terminated by the loop)."""
+    and removes nothing (the loop still terminates launches the cloud never listed, on
+    fresh demand)."""
     targets: dict[str, int] = {nt.name: 0 for nt in policy.node_types}
     for node in snapshot.nodes:
         if node.node_type in targets:

@@ -389,6 +389,7 @@ def test_policy_from_shapes() -> None:
     assert policy.scale_down_unneeded_time == 60.0
     assert policy.scale_down_budget == 0.5
     assert policy.join_timeout == 300.0
+    assert policy.unhealthy_timeout == 600.0
     assert policy.node_disk_overhead is None and policy.node_memory_overhead is None
     assert policy.packing == "auto" and policy.solver_time_limit == 0.2
     assert not policy.compensate_other_types
@@ -399,8 +400,10 @@ def test_policy_from_shapes() -> None:
         "node_disk_overhead": "4GiB",
         "solver_time_limit": "50ms",
         "compensate_other_types": True,
+        "unhealthy_timeout": "7m",
     }
     flat = parse_config(data).policy(shapes, prices)
+    assert flat.unhealthy_timeout == 420.0
     assert flat.packing == "cost" and flat.solver_time_limit == pytest.approx(0.05)
     assert (flat.node_memory_overhead, flat.node_disk_overhead) == (GiB, 4 * GiB)
     assert flat.compensate_other_types

@@ -79,14 +79,20 @@ async def test_nodes_become_ready_when_they_join(harness: Harness) -> None:
     await h.clock.advance(60)  # booted and joined in the simulated cloud
     await h.pass_()
     assert set(states(h).values()) == {"ready"}
-    # with a node list from the demand source, that list decides
+    (node_id,) = states(h)
+    # with a node list from the demand source, that list decides; joined stays joined: a
+    # read that leaves the node out marks it missing, not booting again
     h.set_demand(h.jobs(4), joined=set())
     await h.pass_()
-    assert set(states(h).values()) == {"booting"}
-    (node_id,) = states(h)
+    assert states(h) == {node_id: "ready"}
+    tracked = h.controller.tracker.get(node_id)
+    assert tracked is not None and tracked.missing_since == h.clock.now()
+    await h.clock.advance(5)
     h.set_demand(h.jobs(4), joined={node_id})
     await h.pass_()
     assert states(h) == {node_id: "ready"}
+    tracked = h.controller.tracker.get(node_id)
+    assert tracked is not None and tracked.missing_since is None
 
 
 async def test_capacity_error_backs_off_and_falls_back(harness_factory: Any) -> None:
@@ -280,7 +286,7 @@ def test_tracker_readiness_membership_and_types() -> None:
         node("s", True, autoscaled=False),
         node("x", True, itype="z9.huge"),
     ]
-    tracker.observe(workers, joined=None)
+    tracker.observe(workers, joined=None, now=100.0)
     infos = {n.id: n for n in tracker.infos()}
     assert {k: v.state.value for k, v in infos.items()} == {
         "a": "ready",
@@ -292,13 +298,26 @@ def test_tracker_readiness_membership_and_types() -> None:
     assert infos["s"].static and not infos["a"].static
     assert infos["a"].node_type == "c5.xlarge/c5a.xlarge" and infos["x"].node_type == ""
     assert infos["a"].launched_at == launched.timestamp()
-    # the demand source's list, when given, decides
-    tracker.observe(workers, joined={"b"})
-    assert {n.id for n in tracker.infos() if n.state is NodeState.READY} == {"b"}
+    assert infos["a"].joined_at == 100.0 and infos["b"].joined_at is None
+    # the demand source's list, when given, decides; a node it leaves out that joined before
+    # stays ready, missing since the first read without it
+    tracker.observe(workers, joined={"b"}, now=200.0)
+    tracker.observe(workers, joined={"b"}, now=300.0)
+    infos = {n.id: n for n in tracker.infos()}
+    assert {k for k, v in infos.items() if v.state is NodeState.READY} == {"a", "b", "c", "s", "x"}
+    assert {k: v.missing_since for k, v in infos.items()} == {
+        "a": 200.0,
+        "b": None,
+        "c": 200.0,
+        "s": 200.0,
+        "x": 200.0,
+    }
+    assert infos["b"].joined_at == 200.0 and infos["a"].joined_at == 100.0
     # draining and terminated stick; a node no longer listed is forgotten
     tracker.mark("b", TrackedState.DRAINING)
     tracker.mark("a", TrackedState.TERMINATED)
-    tracker.observe(workers[:3], joined=None)
+    tracker.observe(workers[:3], joined=None, now=400.0)
+    assert tracker.get("c") is not None and tracker.get("c").missing_since is None  # back
     assert {n.id: n.state.value for n in tracker.infos()} == {"b": "draining", "c": "ready"}
     assert tracker.counts()[("c5.xlarge/c5a.xlarge", "terminated")] == 1
 
@@ -364,3 +383,132 @@ async def test_before_any_demand_nothing_is_removed(harness_factory: Any) -> Non
     await h.clock.advance(3600)
     record = await h.pass_()
     assert record.drained == () and record.terminated == ()
+
+
+async def _joined_node(h: Harness) -> str:
+    """One node launched, booted and joined (the demand source lists it), idle."""
+    h.set_demand(h.jobs(1))
+    await h.pass_()
+    await h.clock.advance(60)
+    (node_id,) = states(h)
+    h.set_demand(h.running(), joined={node_id})
+    await h.pass_()
+    assert states(h) == {node_id: "ready"}
+    return node_id
+
+
+async def test_a_busy_node_missing_from_reads_is_never_terminated(harness: Harness) -> None:
+    """Issue 17, bug 1: a joined node running a job drops out of the joined nodes (Slurm
+    NOT_RESPONDING, a push that leaves it out) past its launch's join timeout. It is not
+    a join timeout (it joined), and while a job runs on it nothing terminates it; once it
+    runs nothing and has stayed missing for unhealthy_timeout, it is replaced."""
+    h = harness
+    node_id = await _joined_node(h)
+    await h.clock.advance(15 * 60 + 1)  # past the join timeout of its launch
+    for _ in range(3):  # missing from one read, then from several, the job still running
+        h.set_demand(h.running(node_id), joined=set())
+        record = await h.pass_()
+        assert record.terminated == () and record.drained == ()
+        assert states(h) == {node_id: "ready"}
+        await h.clock.advance(400)  # 20 minutes in all: past unhealthy_timeout (10m)
+    h.set_demand(h.running(node_id), joined=set())
+    assert (await h.pass_()).terminated == ()
+    (shown,) = h.status()["nodes"]["c5.xlarge"]["ready"]
+    assert h.clock.now() - shown["missing_since"] == 1200  # /v1/status says since when
+    # the job ends; the node is still missing, for longer than unhealthy_timeout: replaced
+    h.set_demand(h.jobs(1), joined=set())
+    record = await h.pass_()
+    assert record.terminated == (node_id,)
+    assert record.launched == 1  # its replacement, in the same pass
+    assert h.sample("shoal_scale_downs_total", node_type="c5.xlarge", cause="unhealthy") == 1
+    assert h.sample("shoal_scale_downs_total", node_type="c5.xlarge", cause="join-timeout") == 0
+    offering = Offering("c5.xlarge", "us-west-2a", "on-demand")
+    assert offering not in h.controller.backoff.unavailable(h.clock.now())  # it did join
+
+
+async def test_a_missing_node_counts_until_unhealthy_timeout_of_continuous_absence(
+    harness_factory: Any,
+) -> None:
+    """A joined node missing from reads is capacity (as in Cluster Autoscaler) until it
+    has been missing from every read for unhealthy_timeout; a read that lists it again
+    restarts the count."""
+    h: Harness = await harness_factory(node_types=[{"type": "c5.xlarge", "min": 1, "max": 3}])
+    node_id = await _joined_node(h)
+    await h.clock.advance(15 * 60 + 1)
+    for _ in range(2):  # 500 s missing, back, 500 s missing: 1000 s, never 600 s in a row
+        h.set_demand(h.running(), joined=set())
+        for _ in range(2):
+            record = await h.pass_()
+            assert record.terminated == () and record.launched == 0
+            assert states(h) == {node_id: "ready"}
+            await h.clock.advance(250)
+        h.set_demand(h.running(), joined={node_id})
+        assert (await h.pass_()).terminated == ()
+    h.set_demand(h.running(), joined=set())
+    await h.pass_()
+    await h.clock.advance(599)
+    assert (await h.pass_()).terminated == ()
+    await h.clock.advance(1)
+    record = await h.pass_()
+    assert record.terminated == (node_id,)
+    assert record.launched == 1  # min 1: replaced at once
+
+
+async def test_stale_demand_terminates_nothing(harness_factory: Any) -> None:
+    """Stale demand holds everything: a never-joined node past its join timeout and a
+    launch the cloud never listed within the ledger's TTL are terminated only once the
+    demand source vouches for the demand again."""
+    h: Harness = await harness_factory(scaler={"join_timeout": "10m", "launch_ledger_ttl": "5m"})
+    h.provider.never_join()
+    h.set_demand(h.jobs(4))  # one node
+    await h.pass_()  # t=0
+    (booting,) = states(h)
+    await h.clock.advance(400)
+    h.provider.listing_lag = 400  # the next launch is listed only 400 s after it: past the TTL
+    h.set_demand(h.jobs(8))  # two nodes
+    await h.pass_()  # t=400
+    (unlisted,) = set(states(h)) - {booting}
+    h.controller.set_demand(DemandFailure("squeue: connection refused", h.clock.now()))
+    await h.clock.advance(300)  # t=700: past the join timeout and the ledger's TTL
+    for _ in range(2):
+        record = await h.pass_()
+        assert record.terminated == () and record.launched == 0
+        assert record.reason == "demand source failed: squeue: connection refused"
+        await h.clock.advance(30)
+    h.set_demand(h.jobs(8))  # a fresh read (t=760): the timeouts take effect
+    record = await h.pass_()
+    assert set(record.terminated) == {booting, unlisted}
+    assert h.controller.tracker.get(unlisted) is not None
+    assert not h.controller.tracker.get(unlisted).listed  # it was the ledger's expiry
+
+
+async def test_before_any_demand_no_join_timeout(harness_factory: Any) -> None:
+    """Before any demand has arrived nothing is removed, join timeouts included; min_nodes
+    launches go on."""
+    h: Harness = await harness_factory(node_types=[{"type": "c5.xlarge", "min": 1, "max": 3}])
+    h.provider.never_join()
+    assert (await h.pass_()).launched == 1
+    await h.clock.advance(15 * 60 + 1)
+    record = await h.pass_()
+    assert record.terminated == ()
+    assert record.reason == "no demand received yet: removing nothing"
+    h.set_demand(h.running())
+    assert len((await h.pass_()).terminated) == 1
+
+
+async def test_an_unlisted_launch_running_a_job_is_not_expired(harness_factory: Any) -> None:
+    """The launch ledger's TTL does not end a node a running job names (the scheduler has
+    it; the cloud's listing lags): it is terminated once it runs nothing."""
+    h: Harness = await harness_factory(scaler={"launch_ledger_ttl": "5m"})
+    h.provider.listing_lag = 10**6  # launched, never listed
+    h.set_demand(h.jobs(4))
+    await h.pass_()
+    (node_id,) = states(h)
+    await h.clock.advance(301)
+    h.set_demand(h.running(node_id), joined={node_id})
+    record = await h.pass_()
+    assert record.terminated == () and record.launched == 0
+    h.set_demand(h.running(), joined={node_id})
+    record = await h.pass_()
+    assert record.terminated == (node_id,)
+    assert h.sample("shoal_scale_downs_total", node_type="c5.xlarge", cause="join-timeout") == 1

@@ -116,7 +116,7 @@ def _tracker(*states: tuple[str, TrackedState]) -> NodeTracker:
         )
         for i, (name, _) in enumerate(states)
     ]
-    tracker.observe(nodes, None)
+    tracker.observe(nodes, None, 0.0)
     for name, state in states:
         tracker.mark(name, state)
     return tracker
@@ -166,7 +166,7 @@ async def test_executor_refuses_to_undrain_a_static_node() -> None:
     static = Node(
         None, "10.0.0.9", "s1", dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "c5.xlarge", False
     )
-    tracker.observe([static], None)
+    tracker.observe([static], None, 0.0)
     tracker.mark("s1", TrackedState.DRAINING)
     executor = Executor(provider, clock, ShoalMetrics(), undrain_hook=hook)
     report = await executor.execute(_plan("s1"), Policy(node_types=(C5,)), tracker, set())

@@ -411,6 +411,52 @@ def test_join_timeout_terminates_booting_node_and_replaces_it():
     assert launched(p) == {"a": 1}
 
 
+def test_join_timeout_only_for_nodes_never_seen_joined():
+    # a node that joined and went missing is not booting again: no join timeout
+    joined = replace(node("n1", A, age=5000), joined_at=NOW - 4900, missing_since=NOW - 60)
+    snap = snapshot(nodes=[joined], queue=[queued(job(), 1)])
+    p = plan(snap, policy(A, join_timeout=900), EMPTY, NOW)
+    assert p.terminations == () and launched(p) == {}  # still capacity
+    booting = replace(node("n1", A, NodeState.BOOTING, age=5000), joined_at=NOW - 4900)
+    p = plan(snapshot(nodes=[booting]), policy(A, join_timeout=900), EMPTY, NOW)
+    assert p.terminations == ()
+
+
+def test_a_busy_node_is_never_a_join_timeout_and_counts_as_capacity():
+    snap = snapshot(
+        nodes=[node("n1", A, NodeState.BOOTING, age=5000)],
+        queue=[queued(job(), 1)],
+        runs=[running(job(), "n1")],
+    )
+    p = plan(snap, policy(A, join_timeout=900), EMPTY, NOW)
+    assert p.terminations == ()
+    assert launched(p) == {}  # its room holds the queued job
+
+
+def test_a_node_missing_past_the_unhealthy_timeout_is_replaced_if_idle():
+    missing = replace(node("n1", A), joined_at=NOW - 1100, missing_since=NOW - 600)
+    snap = snapshot(nodes=[missing], queue=[queued(job(), 1)])
+    p = plan(snap, policy(A, unhealthy_timeout=600), EMPTY, NOW)
+    (t,) = p.terminations
+    assert (t.node_id, t.cause) == ("n1", RemoveCause.UNHEALTHY)
+    assert "10m" in t.message
+    assert launched(p) == {"a": 1}  # its replacement
+    # before the timeout it is capacity (as in Cluster Autoscaler): nothing happens
+    early = replace(missing, missing_since=NOW - 599)
+    p = plan(snapshot(nodes=[early], queue=[queued(job(), 1)]), policy(A), EMPTY, NOW)
+    assert p.is_noop
+
+
+def test_a_missing_node_is_kept_while_busy_and_static_ones_always():
+    missing = replace(node("n1", A), joined_at=NOW - 1e5, missing_since=NOW - 5e4)
+    snap = snapshot(nodes=[missing], runs=[running(job(), "n1")])
+    p = plan(snap, policy(A), EMPTY, NOW)
+    assert p.terminations == () and p.drains == () and launched(p) == {}
+    static = replace(missing, static=True)
+    p = plan(snapshot(nodes=[static]), policy(A), EMPTY, NOW)
+    assert p.terminations == ()
+
+
 def test_nodes_above_max_are_drained_at_once_idle_ones_only():
     a = node_type("a", max_nodes=1)
     nodes = [node("n1", a), node("n2", a), node("n3", a)]

@@ -49,15 +49,21 @@ def scenarios(draw, beta=None):
     nodes = []
     for i in range(draw(st.integers(0, 8))):
         t = draw(st.sampled_from(types))
-        nodes.append(
-            node(
-                f"n{i}",
-                t,
-                draw(st.sampled_from(list(NodeState))),
-                age=draw(st.sampled_from([0, 300, 1000, 3000, 5000])),
-                static=draw(st.booleans()) and draw(st.booleans()),
-            )
+        n = node(
+            f"n{i}",
+            t,
+            draw(st.sampled_from(list(NodeState))),
+            age=draw(st.sampled_from([0, 300, 1000, 3000, 5000])),
+            static=draw(st.booleans()) and draw(st.booleans()),
         )
+        if n.state is not NodeState.BOOTING or draw(st.booleans()):  # seen joined
+            missing = draw(st.sampled_from([None, None, 0, 300, 600, 1000]))
+            n = replace(
+                n,
+                joined_at=n.launched_at,
+                missing_since=None if missing is None else NOW - missing,
+            )
+        nodes.append(n)
     busy = draw(st.lists(st.sampled_from(nodes), unique=True)) if nodes else []
     running = tuple(
         RunningJob(draw(JOBS), n.id, draw(st.sampled_from([0, 100, 5000]))) for n in busy
@@ -92,14 +98,22 @@ def scenarios(draw, beta=None):
     return snapshot, policy, state
 
 
+def removable(n, snapshot, policy):
+    """Whether the plan may remove ``n`` at once (a join timeout or unhealthy): neither
+    static nor running a job, and never seen joined past the join timeout or missing past
+    the unhealthy timeout."""
+    if n.static or n.id in {j.node_id for j in snapshot.demand.running}:
+        return False
+    never_joined = n.state is NodeState.BOOTING and n.joined_at is None
+    return (never_joined and NOW - n.launched_at > policy.join_timeout) or (
+        n.missing_since is not None and NOW - n.missing_since >= policy.unhealthy_timeout
+    )
+
+
 def live_counts(snapshot, policy):
     counts = {t.name: 0 for t in policy.node_types}
     for n in snapshot.nodes:
-        timed_out = (
-            n.state is NodeState.BOOTING
-            and not n.static
-            and NOW - n.launched_at > policy.join_timeout
-        )
+        timed_out = removable(n, snapshot, policy)
         if n.node_type in counts and n.state is not NodeState.DRAINING and not timed_out:
             counts[n.node_type] += 1
     return counts
@@ -121,14 +135,17 @@ def test_never_removes_busy_booting_static_or_foreign_nodes(scenario):
     for action in removed:
         n = by_id[action.node_id]
         assert not n.static and n.node_type == action.node_type
-        assert n.id not in busy or action.cause is RemoveCause.JOIN_TIMEOUT
+        assert n.id not in busy  # whatever its state or timers
+        if action.cause in (RemoveCause.JOIN_TIMEOUT, RemoveCause.UNHEALTHY):
+            assert n.state is not NodeState.DRAINING and removable(n, snapshot, policy)
+        if action.cause is RemoveCause.JOIN_TIMEOUT:
+            assert n.state is NodeState.BOOTING and n.joined_at is None
         if n.state is NodeState.BOOTING:
-            assert action.cause is RemoveCause.JOIN_TIMEOUT
-            assert NOW - n.launched_at > policy.join_timeout
+            assert action.cause in (RemoveCause.JOIN_TIMEOUT, RemoveCause.UNHEALTHY)
     for d in p.drains:
         assert by_id[d.node_id].state is NodeState.READY
     for t in p.terminations:
-        assert by_id[t.node_id].state is not NodeState.READY
+        assert by_id[t.node_id].state is not NodeState.READY or t.cause is RemoveCause.UNHEALTHY
     # Only draining autoscaled nodes of a configured type are taken back, each once, and
     # never also terminated; and only while their type launches nothing instead.
     taken = [u.node_id for u in p.undrains]
