@@ -42,6 +42,7 @@ from shoal.daemon.drain import (
     WebhookDrainHook,
     make_undrain_hook,
 )
+from shoal.daemon.durable import DurableStore
 from shoal.daemon.executor import Executor
 from shoal.daemon.http import InsecureListenError, check_listen, make_app, start_http
 from shoal.daemon.loop import Controller, ControllerSettings, PassRecord, Planner
@@ -312,6 +313,7 @@ async def build_controller(
         planner=planner,
         zone=config.provider.launch_zones[0],
         policy_source=functools.partial(catalogue_policy, config, provider),
+        store=DurableStore.open(config.state_dir),
     )
 
 
@@ -452,7 +454,11 @@ class Service:
         await self.provider.start()
         self.controller = controller
         if self.slurm is not None:
-            self.slurm.attach(controller)
+            try:
+                self.slurm.attach(controller)  # loads its state from the controller's store
+            except Exception as exc:
+                log.error('event=startup_failed stage=slurm error="%s"', exc)
+                return 1
         controller.on_ready.append(self._ready)
         controller.on_pass.append(self._after_pass)
         app = make_app(

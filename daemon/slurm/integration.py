@@ -7,7 +7,7 @@ the background work (held nodes, clean-up); ``close()`` stops it.
 
 ================================  ===========================================================
 ``POST /v1/slurm/resume``         ``{"nodes": "cloud[1-2]", "resume_file": {...}}``: the
-``POST /v1/slurm/suspend``        hooks' requests; 202 once persisted (resume) and queued,
+``POST /v1/slurm/suspend``        hooks' requests; 202 once persisted and queued,
 ``POST /v1/slurm/resume-fail``    400 for a bad body, 401 without the bearer token (when one
                                   is configured), 409 in external mode (no power saving)
 ``GET /v1/slurm``                 mode, last read, requests in hand, held nodes, last repairs
@@ -34,7 +34,6 @@ from shoal.daemon.slurm.drain import SlurmDrainHook
 from shoal.daemon.slurm.names import NodeTypeMap
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
-from shoal.daemon.slurm.state import PowerState
 from shoal.providers.clock import Clock
 from shoal.providers.outcomes import ProviderEvent, TerminationResult
 from shoal.providers.slurm import (
@@ -107,11 +106,9 @@ class SlurmIntegration:
             metrics=self.metrics,
         )
         if settings.mode == "power_save":
-            assert settings.state_file is not None  # the config demands it
             self.power = PowerSaver(
                 self.client,
                 clock,
-                PowerState.load(settings.state_file),
                 self.types,
                 metrics=self.metrics,
                 node_type_of=config.node_type_of,
@@ -207,7 +204,7 @@ class SlurmIntegration:
                 if not isinstance(body, dict) or not isinstance(body.get("nodes"), str):
                     raise ValueError('expected {"nodes": "<hostlist>", "resume_file": ...}')
                 resume_file = body.get("resume_file")
-                answer = self.power.accept(
+                answer = await self.power.accept(
                     kind, body["nodes"], resume_file if isinstance(resume_file, dict) else None
                 )
             except ValueError as exc:  # json.JSONDecodeError is one

@@ -63,10 +63,11 @@ class Api:
 def daemon_config(tmp_path: Path, mode: str = "power_save") -> Any:
     slurm: dict[str, Any] = {"mode": mode, "scontrol": str(tmp_path / "no-scontrol")}
     if mode == "power_save":
-        slurm |= {"node_types": {"cloud": "c5.xlarge"}, "state_file": str(tmp_path / "st.json")}
+        slurm |= {"node_types": {"cloud": "c5.xlarge"}}
     return parse_config(
         {
             "cluster_name": "t",
+            "state_dir": str(tmp_path / "state"),
             "provider": {"kind": "simulated", "zone": ZONE},
             "node_types": [{"type": "c5.xlarge"}],
             "demand": {"api": False, "slurm": True},

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from shoal.daemon.config import parse_config
+from shoal.daemon.durable import DurableStore
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
 from shoal.daemon.slurm.integration import SlurmIntegration
@@ -33,19 +34,24 @@ def config(tmp_path: Path, **slurm: Any) -> Any:
     return parse_config(
         {
             "cluster_name": "t",
+            "state_dir": str(tmp_path / "state"),
             "provider": {"kind": "simulated", "zone": ZONE},
             "node_types": [{"type": "c5.xlarge", "max": 10}, {"type": "r5.large", "max": 10}],
             "scaler": {"retry": {"attempts": 2, "initial": "1s", "max": "1s", "deadline": "5s"}},
             "demand": {"api": False, "slurm": True},
             "slurm": {
                 "node_types": {"cloud": "c5.xlarge", "mem[1-2]": "r5.large"},
-                "state_file": str(tmp_path / "state.json"),
                 # never run here: a call would fail loudly
                 "scontrol": str(tmp_path / "no-scontrol"),
                 **slurm,
             },
         }
     )
+
+
+def saved(tmp_path: Path) -> PowerState:
+    """The power saver's state as a restarted daemon would read it from disk."""
+    return PowerState(DurableStore.open(tmp_path / "state"))
 
 
 @dataclass
@@ -97,20 +103,20 @@ async def test_resume_launches_one_instance_per_named_node_of_its_type(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     d = await start(tmp_path, clock)
-    answer = d.power.accept(
+    answer = await d.power.accept(
         "resume", "cloud[1-2],mem1", {"jobs": [{"job_id": 7, "nodes": "cloud[1-2]"}]}
     )
     assert answer == {"kind": "resume", "accepted": ["cloud1", "cloud2", "mem1"], "repeated": []}
     # persisted before the answer: a daemon killed now serves it after its restart
-    assert set(PowerState.load(tmp_path / "state.json").requests) == {"cloud1", "cloud2", "mem1"}
-    assert PowerState.load(tmp_path / "state.json").requests["cloud1"].jobs == ("7",)
+    assert set(saved(tmp_path).requests) == {"cloud1", "cloud2", "mem1"}
+    assert saved(tmp_path).requests["cloud1"].jobs == ("7",)
     await d.served()
     workers = await d.workers()
     assert sorted(workers) == ["cloud1", "cloud2", "mem1"]
     assert all(len(ids) == 1 for ids in workers.values())
     types = {n.tags[TAG_SLURM_NODE]: n.nodeType for n in await d.provider.list_instances()}
     assert types == {"cloud1": "c5.xlarge", "cloud2": "c5.xlarge", "mem1": "r5.large"}
-    assert PowerState.load(tmp_path / "state.json").requests == {}
+    assert saved(tmp_path).requests == {}
     assert (
         d.metrics.registry.get_sample_value("shoal_slurm_requests_total", {"kind": "resume"}) == 3
     )
@@ -119,9 +125,9 @@ async def test_resume_launches_one_instance_per_named_node_of_its_type(
 
 async def test_a_repeated_resume_launches_nothing(tmp_path: Path, clock: FakeClock) -> None:
     d = await start(tmp_path, clock)
-    d.power.accept("resume", "cloud1")
+    await d.power.accept("resume", "cloud1")
     await d.served()
-    again = d.power.accept("resume", "cloud1")
+    again = await d.power.accept("resume", "cloud1")
     await d.served()
     assert again["accepted"] == ["cloud1"]  # a new request (a new power-up)...
     assert (
@@ -133,8 +139,8 @@ async def test_a_resume_sent_twice_before_it_is_served_is_one_request(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     d = await start(tmp_path, clock)
-    d.power.accept("resume", "cloud1")
-    assert d.power.accept("resume", "cloud1")["repeated"] == ["cloud1"]
+    await d.power.accept("resume", "cloud1")
+    assert (await d.power.accept("resume", "cloud1"))["repeated"] == ["cloud1"]
     await d.served()
     assert d.launches() == 1
 
@@ -147,7 +153,7 @@ async def test_after_a_restart_a_launch_whose_answer_was_lost_is_not_repeated(
     request's id, and the client token makes the cloud answer with the same instance."""
     provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock, listing_lag=300)
     first = await start(tmp_path, clock, provider)
-    first.power.accept("resume", "cloud1")
+    await first.power.accept("resume", "cloud1")
     request_id = first.power.state.requests["cloud1"].request_id
     await first.power.close()  # the daemon dies before its worker ran...
     # ...but the launch it was making reached the cloud:
@@ -168,9 +174,9 @@ async def test_after_a_restart_a_launch_whose_answer_was_lost_is_not_repeated(
 
 async def test_suspend_terminates_the_nodes_instance(tmp_path: Path, clock: FakeClock) -> None:
     d = await start(tmp_path, clock)
-    d.power.accept("resume", "cloud[1-2]")
+    await d.power.accept("resume", "cloud[1-2]")
     await d.served()
-    d.power.accept("suspend", "cloud1")
+    await d.power.accept("suspend", "cloud1")
     await d.served()
     assert sorted(await d.workers()) == ["cloud2"]
     terminated = d.metrics.registry.get_sample_value(
@@ -183,8 +189,8 @@ async def test_a_suspend_queued_behind_its_resume_leaves_nothing_running(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     d = await start(tmp_path, clock)
-    d.power.accept("resume", "cloud1")
-    d.power.accept("suspend", "cloud1")
+    await d.power.accept("resume", "cloud1")
+    await d.power.accept("suspend", "cloud1")
     await d.served()
     assert await d.workers() == {} and d.power.state.requests == {}
 
@@ -197,7 +203,7 @@ async def test_requests_wait_for_the_first_reconcile(tmp_path: Path, clock: Fake
     slurm_side = SlurmIntegration(cfg, clock)
     slurm_side.attach(controller)
     assert slurm_side.power is not None
-    slurm_side.power.accept("resume", "cloud1")
+    await slurm_side.power.accept("resume", "cloud1")
     await clock.advance(60)
     assert provider.count() == 0
     await clock.run_until(controller.reconcile())
@@ -218,7 +224,7 @@ async def test_malformed_requests_are_refused(
 ) -> None:
     d = await start(tmp_path, clock)
     with pytest.raises(ValueError, match=message):
-        d.power.accept(kind, hostlist)
+        await d.power.accept(kind, hostlist)
     assert d.power.state.requests == {}
 
 
