@@ -98,7 +98,7 @@ class DurableStore:
         self.path = path
         self._loaded: dict[str, Any] = {k: v for k, v in (data or {}).items() if k != "version"}
         self._dumps: dict[str, Callable[[], Any]] = {}
-        self._writer = writer
+        self.writer = writer
         self._version = 0  # bumped by every change
         self._written = 0  # the version on disk
         self._task: asyncio.Task[None] | None = None
@@ -164,7 +164,7 @@ class DurableStore:
                 version = self._version
                 data = {"version": VERSION, **self._loaded}
                 data.update({name: dump() for name, dump in self._dumps.items()})
-                await asyncio.to_thread(self._writer, self.path, data)
+                await asyncio.to_thread(self.writer, self.path, data)
                 self.writes += 1
                 self._written = version
         finally:

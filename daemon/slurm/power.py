@@ -317,7 +317,9 @@ class PowerSaver:
             token = client_token(request.request_id, offering)
             request = dataclasses.replace(request, offering=offering, client_token=token)
             self.state.requests[node] = request
-            await self.state.save()
+            # no write of its own: Controller.launch writes the launch's intent to the same
+            # store, and so this, before addNodes is called
+            self.state.changed()
         jobs = f" for job {','.join(request.jobs)}" if request.jobs else ""
         launch = Launch(node_type.name, 1, AddCause.DEMAND, f"Slurm resumes {node}{jobs}")
         report = await controller.launch(

@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 import yaml
 from shoal.daemon.config import parse_config
+from shoal.daemon.durable import DurableStore
 from shoal.daemon.http import make_app, start_http
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
@@ -38,7 +39,7 @@ ZONE = "us-west-2a"
 class Api:
     base: str
     config_path: Path  # what the hooks read (api.listen, api.token_file)
-    state_path: Path
+    state_dir: Path
     slurm: SlurmIntegration
     provider: SimulatedProvisioner
     metrics: ShoalMetrics
@@ -106,7 +107,7 @@ async def api_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[A
         return Api(
             f"http://127.0.0.1:{port}",
             hook_config,
-            tmp_path / "st.json",
+            tmp_path / "state",
             slurm,
             provider,
             metrics,
@@ -142,7 +143,7 @@ async def test_the_resume_hook_hands_over_the_nodes_and_the_resume_file(
     assert (status, out.strip()) == (0, "shoal slurm-resume: accepted cloud1,cloud2"), err
     # the hook returned while the launches still wait on the cloud: it never waits for them
     assert api.provider.count() == 0
-    state = PowerState.load(api.state_path)
+    state = PowerState(DurableStore.open(api.state_dir))
     assert {n: r.jobs for n, r in state.requests.items()} == {"cloud1": ("41",), "cloud2": ("41",)}
 
 
@@ -174,7 +175,7 @@ async def test_a_hook_without_the_token_is_refused(
     api.config_path.write_text(yaml.safe_dump(config))
     status, _, err = await api.hook(str(BIN / "shoal-slurm-resume"), "cloud1")
     assert status == 1 and expected in err
-    assert PowerState.load(api.state_path).requests == {}
+    assert PowerState(DurableStore.open(api.state_dir)).requests == {}
 
 
 async def test_a_hook_with_no_daemon_fails_fast_with_the_reason(tmp_path: Path) -> None:

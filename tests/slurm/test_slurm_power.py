@@ -8,6 +8,8 @@ launch held DOWN, ResumeTimeout) run against a real slurmctld in ``test_slurm_e2
 from __future__ import annotations
 
 import asyncio
+import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,11 @@ from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.state import PowerState
 from shoal.providers.base import TAG_REQUEST_ID
 from shoal.providers.clock import FakeClock, InlineExecutor
+from shoal.providers.errors import ProviderError
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.providers.slurm import TAG_SLURM_NODE
-from shoal.scaler.model import Demand, PlannerState, QueuedJobs, Snapshot
+from shoal.scaler.backoff import FailureKind
+from shoal.scaler.model import CapacityType, Demand, Offering, PlannerState, QueuedJobs, Snapshot
 from shoal.scaler.shape import Shape
 
 ZONE = "us-west-2a"
@@ -237,3 +241,169 @@ def test_the_planner_stands_aside_in_power_saving_mode(tmp_path: Path) -> None:
     plan = hold_planner(Snapshot(demand, ()), policy, PlannerState(), 0.0)
     assert plan.is_noop
     assert plan.targets == {"c5.xlarge": 0, "r5.large": 0}
+
+
+class FakeSlurm:
+    """scontrol's node updates, recorded; ``power_down`` waits for ``gate`` when set."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.gate: asyncio.Event | None = None
+
+    async def set_down(self, node: str, reason: str) -> None:
+        self.calls.append(("down", node))
+
+    async def power_down(self, node: str) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        self.calls.append(("power_down", node))
+
+    async def set_address(self, node: str, address: str, hostname: str) -> None:
+        self.calls.append(("address", node))
+
+
+def crash_copy_after_launch(provider: SimulatedProvisioner, state: Path, crashed: Path) -> Any:
+    """Make the cloud's next RunInstances copy ``state`` to ``crashed`` once it answered: what
+    disk holds when kill -9 lands right after the launch. Returns the original method."""
+    real = provider.launch_offering
+
+    async def launch_then_crash(request: Any) -> list[str]:
+        ids = await real(request)
+        if not crashed.exists():
+            shutil.copytree(state, crashed)
+        return ids
+
+    provider.launch_offering = launch_then_crash  # type: ignore[method-assign]
+    return real
+
+
+async def test_a_replayed_resume_tries_the_offering_it_chose_first(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Bug 3: the first try skipped zone A (in backoff) and launched in zone B; the daemon
+    died right after. The restarted one has an empty backoff table, so without the offering
+    on disk it would try A first, with A's client token, and launch a second instance."""
+    zone_b = "us-west-2b"
+    provider = SimulatedProvisioner(
+        clusterName="t", zones=[ZONE, zone_b], clock=clock, listing_lag=300
+    )
+    first = await start(tmp_path, clock, provider)
+    controller = first.slurm.controller
+    assert controller is not None
+    in_a = Offering("c5.xlarge", ZONE, CapacityType.ON_DEMAND)
+    controller.backoff = controller.backoff.record_failure(
+        in_a, clock.now(), FailureKind.CAPACITY, "test"
+    )
+    crashed = tmp_path / "crashed"
+    crash_copy_after_launch(provider, tmp_path / "state", crashed / "state")
+    await first.power.accept("resume", "cloud1")
+    await first.served()
+    await first.power.close()
+    (launched,) = [c for c in provider.calls if c.operation == "RunInstances"]
+    assert launched.kwargs["offering"].zone == zone_b
+    on_disk = saved(crashed).requests["cloud1"]
+    assert on_disk.offering == Offering("c5.xlarge", zone_b, CapacityType.ON_DEMAND)
+
+    second = await start(crashed, clock, provider)  # restarted from the disk of the crash
+    await second.served()
+    assert provider.count() == 1
+    await clock.advance(300)
+    assert len((await second.workers())["cloud1"]) == 1
+
+
+async def test_the_hold_loop_and_a_new_request_for_the_node_take_turns(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Bug 7: the hold loop powers a held node down while a new resume for it fails again
+    and holds it anew; without the node's lock the release then dropped the new hold, and
+    the node stayed DOWN with nothing to release it."""
+    d = await start(tmp_path, clock)
+    slurm = FakeSlurm()
+    d.power.client = slurm  # type: ignore[assignment]
+    d.provider.set_unavailable("c5.xlarge")
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    hold = d.power.state.holds["cloud1"]
+    assert hold.marked and slurm.calls == [("down", "cloud1")]
+    slurm.gate = asyncio.Event()
+    loop = asyncio.ensure_future(d.power.run())
+    await clock.advance(hold.until - clock.now() + 1)  # the release is under way, gated
+    await d.power.accept("resume", "cloud1")  # Slurm resumes it again: still no capacity
+    await clock.settle()
+    slurm.gate.set()
+    await d.served()
+    await clock.settle()
+    assert "cloud1" in d.power.state.holds  # the new failure's hold is kept
+    assert "cloud1" in saved(tmp_path).holds
+    assert slurm.calls[-1] == ("down", "cloud1")  # released, then held DOWN again
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+
+
+async def test_a_hold_dropped_by_a_resume_is_saved(tmp_path: Path, clock: FakeClock) -> None:
+    """Bug 7: a resume drops the node's hold; the drop must reach the disk even when serving
+    the request then fails (the request stays and is retried), or a restart would hold the
+    node DOWN again and power it down under the pending resume."""
+    d = await start(tmp_path, clock)
+    d.power.client = FakeSlurm()  # type: ignore[assignment]
+    d.provider.set_unavailable("c5.xlarge")
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    assert "cloud1" in saved(tmp_path).holds
+    controller = d.slurm.controller
+    assert controller is not None
+
+    async def listing_fails() -> list[Any]:
+        raise ProviderError("DescribeInstances unavailable")
+
+    controller.list_workers = listing_fails  # type: ignore[method-assign]
+    await clock.advance(1)  # the power saver's shared listing is out of date
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    await clock.settle()
+    on_disk = saved(tmp_path)
+    assert "cloud1" in on_disk.requests and "cloud1" not in on_disk.holds
+
+
+async def test_a_suspend_accepted_before_a_crash_is_served_at_the_next_start(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Bug 7: suspends were memory only, so an instance whose suspend was answered but not
+    served before a crash kept running until the clean-up loop found it."""
+    first = await start(tmp_path, clock)
+    await first.power.accept("resume", "cloud1")
+    await first.served()
+    await first.power.accept("suspend", "cloud1")
+    assert saved(tmp_path).suspends["cloud1"].kind == "suspend"  # on disk before the answer
+    await first.power.close()  # the daemon dies before serving it
+    assert list(await first.workers()) == ["cloud1"]
+
+    second = await start(tmp_path, clock, first.provider)
+    await second.served()
+    assert await second.workers() == {}
+    await clock.settle()
+    assert saved(tmp_path).suspends == {}
+
+
+async def test_a_burst_of_500_resumes_is_written_in_a_few_batches_off_the_loop(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Bug 6: the state was written (and fsynced twice: file and folder) once per node, on
+    the event loop; 500 nodes meant ~1,000 fsyncs stalling /healthz and the watchdog."""
+    d = await start(tmp_path, clock)
+    controller = d.slurm.controller
+    assert controller is not None
+    writes: list[str] = []
+    real = controller.store.writer
+
+    def counting_writer(path: Path, data: Any) -> None:
+        writes.append(threading.current_thread().name)
+        real(path, data)
+
+    controller.store.writer = counting_writer
+    answer = await d.power.accept("resume", "cloud[1-500]")
+    assert len(answer["accepted"]) == 500 and len(writes) == 1
+    await d.served()
+    await clock.settle()
+    assert d.launches() == 500 and saved(tmp_path).requests == {}
+    assert len(writes) <= 100, len(writes)  # was 501 (one per node, and the accept); now ~65
