@@ -370,7 +370,7 @@ def test_kill_9_between_the_request_and_the_launch_serves_it_once(
     records = json.loads((s.workdir / "local" / "instances.json").read_text())
     assert records["next"] == 2  # and no other was ever started
     assert local_processes(s.workdir) == [record["pid"]]
-    assert json.loads(state.read_text())["requests"] == {}
+    assert json.loads(state.read_text())["slurm"]["requests"] == {}
 
 
 # -- clean-up -------------------------------------------------------------------------------
