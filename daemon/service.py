@@ -390,7 +390,7 @@ class Service:
             logging.getLogger().setLevel(new.log_level)
             restart = [
                 name
-                for name in ("cluster_name", "provider", "api", "demand", "slurm")
+                for name in ("cluster_name", "provider", "api", "demand", "slurm", "state_dir")
                 if getattr(new, name) != getattr(self.config, name)
             ]
             if restart:

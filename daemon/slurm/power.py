@@ -152,6 +152,8 @@ class PowerSaver:
         self.state = PowerState(controller.store)
         self.state.requests.update(early.requests)  # accepted before attach (memory only)
         self.state.suspends.update(early.suspends)
+        if early.requests or early.suspends:
+            self.state.changed()
         if controller.ready:
             self._ready.set()
         else:
