@@ -42,6 +42,7 @@ def config(directory: Path, port: int) -> str:
     (directory / "token").write_text(TOKEN)
     return f"""\
 cluster_name: bench
+state_dir: {directory / "state"}
 provider: {{kind: simulated, zone: sim-1a, boot_delay: 100ms, join_delay: 100ms}}
 node_types: [{{type: c5.xlarge, max: 10000}}]
 demand: {{api: false, slurm: true}}
@@ -53,7 +54,6 @@ slurm:
   poll_interval: 1h
   cleanup_interval: 1h
   node_types: {{node: c5.xlarge}}
-  state_file: {directory / "state.json"}
 api: {{listen: "127.0.0.1:{port}", token_file: token}}
 log_level: WARNING
 """

@@ -701,8 +701,6 @@ class SlurmConfig(BaseModel):
         default_factory=dict
     )
     """external: node type -> features its dynamic nodes register with (besides "shoal")."""
-    state_file: Path | None = None
-    """power_save: where accepted resume requests and held nodes are kept across restarts."""
     resume_timeout: PositiveDuration | None = None
     """A node POWERING_UP longer than this is reset (default: Slurm's ResumeTimeout)."""
     cleanup_interval: PositiveDuration = 60.0
@@ -713,18 +711,24 @@ class SlurmConfig(BaseModel):
     """Set each resumed node's NodeAddr/NodeHostname to its instance's private address
     (false: slurmctld learns it from the registration, SlurmctldParameters=cloud_reg_addrs)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_state_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "state_file" in data:
+            raise ValueError(
+                "slurm.state_file was removed: set the top-level state_dir instead (power-save "
+                "requests, suspends and holds live in <state_dir>/state.json with the launch "
+                "ledger)"
+            )
+        return data
+
     @model_validator(mode="after")
     def _mode(self) -> SlurmConfig:
-        if self.mode == "power_save":
-            if not self.node_types:
-                raise ValueError(
-                    "power_save needs node_types: Slurm node names -> node type, "
-                    'e.g. {"cloud[1-4]": "c5.xlarge"}'
-                )
-            if self.state_file is None:
-                raise ValueError(
-                    "power_save needs state_file (accepted resume requests survive a restart)"
-                )
+        if self.mode == "power_save" and not self.node_types:
+            raise ValueError(
+                "power_save needs node_types: Slurm node names -> node type, "
+                'e.g. {"cloud[1-4]": "c5.xlarge"}'
+            )
         return self
 
     def demand_max_age(self) -> float:
@@ -784,6 +788,11 @@ class ShoalConfig(BaseModel):
             raise ValueError(
                 f"demand.slurm is the only demand source: turn {', '.join(others)} off "
                 "(demand.api: false, demand.file: null, demand.demo: false)"
+            )
+        if self.slurm.mode == "power_save" and self.state_dir is None:
+            raise ValueError(
+                "slurm.mode power_save needs state_dir (accepted resume and suspend requests, "
+                "held nodes and launches in flight must survive a restart)"
             )
         names = {e.type for e in self.node_types} | set(self.instance_types())
         for key, what in (
@@ -1050,7 +1059,6 @@ _RELATIVE_PATHS = (
     ("demand", "file"),
     ("workers", "kubernetes", "token_file"),
     ("workers", "slurm", "munge_key_file"),
-    ("slurm", "state_file"),
     ("slurm", "slurm_conf"),
     ("provider", "state_dir"),
     ("provider", "slurm_conf"),

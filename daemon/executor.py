@@ -48,6 +48,8 @@ __all__ = ["BackoffEvent", "ExecutionReport", "Executor", "LaunchOutcome", "new_
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# (request id, node type, count, the offering tried first) -> awaited before addNodes
+BeforeLaunch = Callable[[str, NodeType, int, Offering], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,7 @@ class Executor:
         undrain_hook: UndrainHook | None = None,
         request_ids: Callable[[], str] = new_request_id,
         launch_tags: Callable[[NodeType], Mapping[str, str]] | None = None,
+        before_launch: BeforeLaunch | None = None,
     ) -> None:
         self.provider = provider
         self.clock = clock
@@ -110,6 +113,8 @@ class Executor:
         self.drain_hook: DrainHook = drain_hook or NoDrainHook()
         self.undrain_hook: UndrainHook = undrain_hook or NoUndrainHook()
         self.request_ids = request_ids
+        # awaited before every addNodes: the launch's intent goes on disk (daemon.durable)
+        self.before_launch = before_launch
         # extra tags for every launch of a node type (a Slurm cluster's node features)
         self.launch_tags: Callable[[NodeType], Mapping[str, str]] = launch_tags or _no_tags
         self._events: dict[str, list[ProviderEvent]] = {}
@@ -240,13 +245,20 @@ class Executor:
         *,
         request_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        first: Offering | None = None,
     ) -> ExecutionReport:
         """One launch outside a plan (a Slurm resume request): as a plan's launch, with the
-        caller's request id (a retried request then launches nothing twice) and extra tags.
-        The caller books the report (``Controller.record_outcomes``)."""
+        caller's request id (a retried request then launches nothing twice), extra tags and
+        the offering to try first. ``Controller.launch`` calls it and books the report."""
         report = ExecutionReport()
-        await self._launch(node_type, launch, unavailable, report, request_id, tags)
+        await self._launch(node_type, launch, unavailable, report, request_id, tags, first)
         return report
+
+    def first_offering(self, node_type: NodeType, unavailable: set[Offering]) -> Offering:
+        """The offering ``addNodes`` tries first for ``node_type``: the first in preference
+        order not in backoff (the first of all when every one is)."""
+        offerings = self.provider.offerings(list(node_type.instance_types), node_type.preemptible)
+        return next((o for o in offerings if o not in unavailable), offerings[0])
 
     async def _launch(
         self,
@@ -256,6 +268,7 @@ class Executor:
         report: ExecutionReport,
         request_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        first: Offering | None = None,
     ) -> None:
         request_id = request_id or self.request_ids()
         tags = {**self.launch_tags(node_type), **(tags or {})}
@@ -268,6 +281,18 @@ class Executor:
             launch.message,
         )
 
+        if self.before_launch is not None:
+            offering = first or self.first_offering(node_type, unavailable)
+            try:
+                await self.before_launch(request_id, node_type, launch.count, offering)
+            except Exception as exc:  # not on disk: launching could not be undone after a crash
+                log.error('event=launch_not_journaled request_id=%s error="%r"', request_id, exc)
+                report.errors.append(f"addNodes {node_type.name}: state not written: {exc!r}")
+                report.launches.append(
+                    LaunchOutcome(node_type.name, launch.count, 0, request_id, f"error: {exc}")
+                )
+                return
+
         async def add() -> int:
             return await self.provider.addNodes(
                 list(node_type.instance_types),  # preference order, as configured
@@ -277,6 +302,7 @@ class Executor:
                 requestId=request_id,
                 exclude=unavailable,
                 tags=tags,
+                first=first,
             )
 
         result, events = await self._tracked_call("addNodes", request_id, add)

@@ -28,21 +28,26 @@ import asyncio
 import dataclasses
 import enum
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from shoal.daemon.demand import DemandFailure, DemandUpdate
-from shoal.daemon.executor import ExecutionReport, Executor
+from shoal.daemon.durable import DurableStore, LaunchJournal
+from shoal.daemon.executor import BackoffEvent, ExecutionReport, Executor
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import DEFAULT_LEDGER_TTL, NodeTracker, TrackedNode, TrackedState
 from shoal.providers.base import AbstractProvisioner, Node
 from shoal.providers.clock import Clock, SystemClock, sleep_or_event
 from shoal.providers.outcomes import PricesUpdated, ProviderEvent
-from shoal.scaler.backoff import BackoffTable
+from shoal.scaler.backoff import BackoffTable, FailureKind
 from shoal.scaler.model import (
+    CapacityType,
     Demand,
+    Launch,
     NodeAction,
+    NodeType,
+    Offering,
     Plan,
     PlannerState,
     Policy,
@@ -136,6 +141,7 @@ class Controller:
         planner: Planner | None = None,
         zone: str = "",
         policy_source: Callable[[], Policy] | None = None,
+        store: DurableStore | None = None,
     ) -> None:
         self.provider = provider
         self.policy = policy
@@ -148,6 +154,18 @@ class Controller:
         self.tracker = NodeTracker(
             policy.node_types, default_zone=zone, ledger_ttl=self.settings.ledger_ttl
         )
+        # what must survive a crash (daemon.durable); the launch ledger is reloaded at once
+        self.store = store or DurableStore(None)
+        self.journal = LaunchJournal(self.store)
+        for tracked in self.journal.restore(self.tracker):
+            log.info(
+                "event=launch_restored node=%s offering=%s placeholder=%s accepted_at=%.0f",
+                tracked.id,
+                tracked.offering(),
+                tracked.placeholder,
+                tracked.accepted_at or 0.0,
+            )
+        self.executor.before_launch = self._before_launch
         self.state = PlannerState()
         self.demand = Demand()
         self.joined: frozenset[str] | None = None
@@ -292,6 +310,7 @@ class Controller:
         """Rebuild the view from the cloud: adopt every tagged node; launch nothing."""
         workers = await self.list_workers()
         adopted = self.tracker.observe(workers, self.joined, self.clock.now())
+        self.journal.sync(self.tracker)
         for tracked in adopted:
             log.info(
                 "event=adopt node=%s node_type=%s instance_type=%s state=%s static=%s "
@@ -352,17 +371,66 @@ class Controller:
         """The provider's workers, through the executor (its retry policy, its metrics)."""
         return await self.executor.call("getProvisionedWorkers", self._list)
 
-    async def terminate_workers(self, ids: Sequence[str]) -> None:
+    async def launch(
+        self,
+        node_type: NodeType,
+        launch: Launch,
+        *,
+        request_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        first: Offering | None = None,
+    ) -> ExecutionReport:
+        """Launch outside a plan (a Slurm resume request) through the executor, skipping the
+        offerings in backoff (``first`` is tried first regardless), and book it: ledger,
+        backoff table, durable state. The intent is on disk before ``addNodes`` is called."""
+        unavailable = set(self.backoff.unavailable(self.clock.now()))
+        report = await self.executor.launch(
+            node_type, launch, unavailable, request_id=request_id, tags=tags, first=first
+        )
+        self.record_outcomes(report)
+        return report
+
+    def first_offering(self, node_type: NodeType) -> Offering:
+        """The offering a launch of ``node_type`` would try first now (backoff skipped)."""
+        unavailable = set(self.backoff.unavailable(self.clock.now()))
+        return self.executor.first_offering(node_type, unavailable)
+
+    async def terminate(
+        self, nodes: Sequence[Node | str], *, cause: str | None = None, back_off: bool = False
+    ) -> None:
         """Terminate instances outside a plan (Slurm's suspend, the clean-up loop) through
-        the executor, then mark them terminated in the tracker; raises what the executor
-        raises (nothing is marked then)."""
+        the executor and book it: marked terminated in the tracker (and so out of the ledger),
+        counted as scale-downs with ``cause`` when given, and with ``back_off`` each one's
+        offering backed off (a node that never joined). Raises what the executor raises
+        (nothing is booked then)."""
+        ids = [n if isinstance(n, str) else n.name for n in nodes]
 
         async def terminate() -> None:
-            await self.provider.terminateNodes(list(ids))
+            await self.provider.terminateNodes(ids)
 
         await self.executor.call("terminateNodes", terminate)
-        for instance_id in ids:
-            self.tracker.mark(instance_id, TrackedState.TERMINATED)
+        report = ExecutionReport()
+        for node in nodes:
+            name = node if isinstance(node, str) else node.name
+            tracked = self.tracker.get(name)
+            self.tracker.mark(name, TrackedState.TERMINATED)
+            if cause is not None:
+                type_name = tracked.node_type if tracked is not None and tracked.node_type else "-"
+                self.metrics.scale_downs.labels(node_type=type_name, cause=cause).inc()
+            instance = node if isinstance(node, Node) else tracked.node if tracked else None
+            if back_off and instance is not None:
+                capacity = CapacityType.SPOT if instance.preemptible else CapacityType.ON_DEMAND
+                zone = instance.zone or (tracked.zone if tracked is not None else "")
+                offering = Offering(instance.nodeType or "", zone, capacity)
+                report.failed_offerings.append(
+                    BackoffEvent(offering, FailureKind.CAPACITY, cause or "terminated")
+                )
+        self.record_outcomes(report)
+
+    async def _before_launch(
+        self, request_id: str, node_type: NodeType, count: int, offering: Offering
+    ) -> None:
+        await self.journal.intent(request_id, node_type, count, offering, self.clock.now())
 
     async def _list(self) -> list[Node]:
         return await self.provider.getProvisionedWorkers()
@@ -391,6 +459,7 @@ class Controller:
                 tracked.accepted_at or 0.0,
                 self.tracker.ledger_ttl,
             )
+        self.journal.sync(self.tracker)
         self.backoff = self.backoff.prune(now)
         snapshot = Snapshot(
             demand=self.demand,
@@ -542,6 +611,7 @@ class Controller:
                 tracked.offering(),
                 tracked.placeholder,
             )
+        self.journal.sync(self.tracker, answered=[o.request_id for o in report.launches])
         for offering in report.succeeded_offerings:
             self.backoff = self.backoff.record_success(offering)
         for event in report.failed_offerings:

@@ -43,6 +43,7 @@ from shoal.daemon.drain import (
     WebhookDrainHook,
     make_undrain_hook,
 )
+from shoal.daemon.durable import DurableStore
 from shoal.daemon.executor import Executor
 from shoal.daemon.http import InsecureListenError, check_listen, make_app, start_http
 from shoal.daemon.integration import Integration, integration_kinds
@@ -302,6 +303,7 @@ async def build_controller(
         planner=planner,
         zone=config.provider.launch_zones[0],
         policy_source=functools.partial(catalogue_policy, config, provider),
+        store=DurableStore.open(config.state_dir),
     )
 
 
@@ -378,7 +380,7 @@ class Service:
             logging.getLogger().setLevel(new.log_level)
             restart = [
                 name
-                for name in ("cluster_name", "provider", "api", "demand", "slurm")
+                for name in ("cluster_name", "provider", "api", "demand", "slurm", "state_dir")
                 if getattr(new, name) != getattr(self.config, name)
             ]
             if restart:

@@ -378,11 +378,14 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
         requestId: str | None = None,
         exclude: Collection[Offering] = (),
         tags: Mapping[str, str] | None = None,
+        first: Offering | None = None,
     ) -> int:
         """Launch ``numNodes`` workers of one of ``nodeTypes``; returns how many were launched.
 
         See the module docstring for the order, fallback, errors and idempotency. ``tags`` are
         added to the worker tags (a Slurm node name, say); they cannot replace shoal's own.
+        ``first`` is tried before the others, even if excluded: the offering a replayed
+        request chose before (its client token returns what it launched then).
         """
         ordered = ordered_types(nodeTypes)
         if numNodes <= 0 or not ordered:
@@ -392,6 +395,8 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
             spotBid = self._spotBidsMap.get(frozenset(ordered))
         request_id = requestId if requestId is not None else f"shoal-{uuid.uuid4().hex}"
         offerings = [o for o in self.offerings(ordered, preemptible) if o not in exclude]
+        if first is not None:
+            offerings = [first, *(o for o in offerings if o != first)]
         launched = 0
         failed: list[CapacityError] = []
         for offering in offerings:

@@ -62,6 +62,7 @@ def shoal_config(
 ) -> dict:
     return {
         "cluster_name": "demo",
+        "state_dir": str(directory / "state"),
         "provider": {
             "kind": "local",
             "state_dir": str(directory / "local"),
@@ -75,7 +76,6 @@ def shoal_config(
             "slurm_conf": str(cluster.conf_path),
             "poll_interval": "2s",
             "node_types": {"cloud": "small"},
-            "state_file": str(directory / "slurm-state.json"),
             "cleanup_interval": "10s",
             "orphan_grace": "30s",
         },

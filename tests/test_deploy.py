@@ -174,7 +174,7 @@ def test_slurm_drop_in_runs_as_slurmuser_with_a_state_directory() -> None:
     s = unit_settings(SLURM_DROP_IN.read_text())
     assert s["User"] == ["slurm"] and s["DynamicUser"] == ["no"] and s["PrivateUsers"] == ["no"]
     assert s["StateDirectory"] == ["shoal"]  # /var/lib/shoal, as its comment says
-    assert "slurm.state_file: /var/lib/shoal/" in SLURM_DROP_IN.read_text()
+    assert "state_dir: /var/lib/shoal " in SLURM_DROP_IN.read_text()
 
 
 def test_unit_runs_shoal_as_a_notify_service_with_watchdog_and_reload() -> None:

@@ -275,4 +275,4 @@ class Cleaner:
                 log.warning('event=slurm_cleanup_failed node=%s error="%s"', repair.node, exc)
 
     async def _terminate(self, ids: Sequence[str]) -> None:
-        await self._controller().terminate_workers(ids)
+        await self._controller().terminate(ids)

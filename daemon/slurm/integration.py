@@ -10,7 +10,7 @@ background work (held nodes, clean-up, the spool); ``close()`` stops it.
 
 ================================  ===========================================================
 ``POST /v1/slurm/resume``         ``{"nodes": "cloud[1-2]", "resume_file": {...}}``: the
-``POST /v1/slurm/suspend``        hooks' requests; 202 once persisted (resume) and queued,
+``POST /v1/slurm/suspend``        hooks' requests; 202 once persisted and queued,
 ``POST /v1/slurm/resume-fail``    400 for a bad body, 401 without the bearer token (when one
                                   is configured), 409 in external mode (no power saving)
                                   (the hooks' ``request_id`` makes a request served once)
@@ -43,7 +43,6 @@ from shoal.daemon.slurm.drain import SlurmDrainHook
 from shoal.daemon.slurm.names import NodeTypeMap
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
-from shoal.daemon.slurm.state import PowerState
 from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.outcomes import ProviderEvent, TerminationResult
 from shoal.providers.slurm import (
@@ -174,11 +173,9 @@ class SlurmIntegration:
             metrics=self.metrics,
         )
         if settings.mode == "power_save":
-            assert settings.state_file is not None  # the config demands it
             self.power = PowerSaver(
                 self.client,
                 clock,
-                PowerState.load(settings.state_file),
                 self.types,
                 metrics=self.metrics,
                 node_type_of=config.node_type_of,
@@ -296,7 +293,7 @@ class SlurmIntegration:
     ) -> dict[str, Any]:
         """The one way a hook's request reaches the power saver (HTTP and spool)."""
         assert self.power is not None
-        return self.power.accept(
+        return await self.power.accept(
             kind,
             nodes,
             resume_file if isinstance(resume_file, dict) else None,

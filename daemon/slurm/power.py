@@ -5,14 +5,15 @@ Slurm decides (``ResumeProgram``, ``SuspendProgram``, ``ResumeFailProgram`` are
 (``hold_planner``) and the power saver launches and terminates, through the executor (its
 retries, metrics and the provider's events) and the controller (ledger and backoff)::
 
-    hook ─► POST /v1/slurm/resume ─► accept: persist the request (state file), answer 202
+    hook ─► POST /v1/slurm/resume ─► accept: persist the request (state_dir), answer 202
                                        │ one worker per node, requests in order
                                        ▼
              the node has an instance (tag shoal:slurm-node)? ── yes ─► nothing (idempotent)
                                        │ no
                                        ▼
-             launch 1 of its node type (alternatives and zones in order, offerings in backoff
-             skipped), tagged with the node name, request id from the state file
+             choose the offering (alternatives and zones in order, offerings in backoff
+             skipped) and save it with its client token; launch 1 through
+             Controller.launch, that offering first, tagged with the node name
                   │ launched                              │ failed (capacity, quota, error,
                   ▼                                       ▼ every offering in backoff)
              request done (NodeAddr set if asked)    node DOWN with the reason (Slurm requeues
@@ -20,36 +21,40 @@ retries, metrics and the provider's events) and the controller (ledger and backo
                                                      type's backoff ends, then POWER_DOWN: back
                                                      in Slurm's pool (idle~), no stock-out loop
 
-    suspend / resume_fail ─► terminate the node's instances (a pending launch is dropped);
+    suspend / resume_fail ─► persisted before the answer; terminate the node's instances
+                             through Controller.terminate (a pending launch is dropped);
                              resume_fail (the node never registered by ResumeTimeout) also
                              backs its offering off and holds the node DOWN like a failed
                              launch
 
-Restart safety: a request is written to the state file before the hook is answered and
-removed once its launch returned ids; holds are written too. After ``kill -9`` anywhere in
-between, the daemon serves what the file holds again with the same request id, and the
-provider's client tokens (a function of request id and offering) make a launch that had
+Restart safety (``daemon.slurm.state``): a request is on disk before the hook is answered
+and removed once served; the offering a resume tries first is on disk before its launch;
+holds and suspends are written too. After ``kill -9`` anywhere in between, the daemon serves
+what the file holds again with the same request id and the same first offering, so the
+provider's client token (a function of request id and offering) makes a launch that had
 already happened return its instance instead of launching a second: served once, no
-duplicate, no orphan. (Re-deriving requests from Slurm's POWERING_UP nodes instead cannot
-tell a lost request from a launch the cloud's listing does not show yet, and would launch
-twice on EC2.)
+duplicate, no orphan. Every change of a node's state (a request served, the hold loop's
+release) happens under that node's lock. Writes go through the daemon's store: coalesced
+and off the event loop, so a burst of 500 requests costs a few fsyncs, not 1,000.
+(Re-deriving requests from Slurm's POWERING_UP nodes instead cannot tell a lost request
+from a launch the cloud's listing does not show yet, and would launch twice on EC2.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from shoal.daemon.executor import BackoffEvent, ExecutionReport
 from shoal.daemon.metrics import SLURM_REQUEST_KINDS, ShoalMetrics
 from shoal.daemon.nodes import TrackedState
 from shoal.daemon.slurm.names import NodeTypeMap
-from shoal.daemon.slurm.state import Hold, PowerState, ResumeRequest
-from shoal.providers.base import TAG_AUTOSCALED, Node
+from shoal.daemon.slurm.state import Hold, PowerState, ResumeRequest, SuspendRequest
+from shoal.providers.base import TAG_AUTOSCALED, Node, client_token
 from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.errors import ProviderError, TerminationError
 from shoal.providers.slurm import (
@@ -59,13 +64,10 @@ from shoal.providers.slurm import (
     SlurmError,
     expand_hostlist,
 )
-from shoal.scaler.backoff import FailureKind
 from shoal.scaler.model import (
     AddCause,
-    CapacityType,
     Launch,
     NodeType,
-    Offering,
     Plan,
     PlannerState,
     Policy,
@@ -107,7 +109,6 @@ class PowerSaver:
         self,
         client: SlurmClient,
         clock: Clock,
-        state: PowerState,
         types: NodeTypeMap,
         *,
         metrics: ShoalMetrics | None = None,
@@ -119,7 +120,8 @@ class PowerSaver:
     ) -> None:
         self.client = client
         self.clock = clock
-        self.state = state
+        # memory only until attach() loads the controller's store
+        self.state = PowerState()
         self.types = types
         self.metrics = metrics or ShoalMetrics()
         self.node_type_of = node_type_of
@@ -144,12 +146,21 @@ class PowerSaver:
 
     def attach(self, controller: Controller) -> None:
         """Serve requests once ``controller`` has reconciled with the cloud (so instances a
-        previous daemon launched are known); requests from the state file are queued now."""
+        previous daemon launched are known); the requests its store holds are queued now,
+        suspends first (see ``daemon.slurm.state``). Raises StateError for a damaged state."""
         self.controller = controller
+        early = self.state
+        self.state = PowerState(controller.store)
+        self.state.requests.update(early.requests)  # accepted before attach (memory only)
+        self.state.suspends.update(early.suspends)
+        if early.requests or early.suspends:
+            self.state.changed()
         if controller.ready:
             self._ready.set()
         else:
             controller.on_ready.append(self._ready.set)
+        for node, suspend in sorted(self.state.suspends.items()):
+            self._enqueue(node, suspend.kind)
         for node in sorted(self.state.requests):
             self._enqueue(node, "resume")
 
@@ -162,7 +173,13 @@ class PowerSaver:
         """Nodes with a request in hand or held DOWN: the clean-up loop leaves them alone."""
         queued = {n for n, q in self._events.items() if q}
         working = {n for n, t in self._workers.items() if not t.done()}
-        return queued | working | set(self.state.requests) | set(self.state.holds)
+        return (
+            queued
+            | working
+            | set(self.state.requests)
+            | set(self.state.suspends)
+            | set(self.state.holds)
+        )
 
     def instance_id(self, node: str) -> str:
         """The daemon's id of a Slurm node's instance, or the node name when it has none."""
@@ -190,7 +207,7 @@ class PowerSaver:
 
     # -- requests -------------------------------------------------------------------------
 
-    def accept(
+    async def accept(
         self,
         kind: str,
         hostlist: str,
@@ -198,10 +215,11 @@ class PowerSaver:
         *,
         request_id: str | None = None,
     ) -> dict[str, Any]:
-        """Take a hook's request: persisted (resume) and queued; returns the answer's body.
-        ``request_id`` (the hook's) is saved with it, and a request id accepted before is
-        answered as repeated and changes nothing: the spool and a late answer serve it once.
-        Raises ValueError for an unknown kind or a malformed hostlist."""
+        """Take a hook's request: on disk once this returns (resume, suspend, resume_fail),
+        and queued; returns the answer's body. ``request_id`` (the hook's) is saved with it,
+        and a request id accepted before is answered as repeated and changes nothing: the
+        spool and a late answer serve it once. Raises ValueError for an unknown kind or a
+        malformed hostlist, and what the state's write raised."""
         if kind not in REQUEST_KINDS:
             raise ValueError(f"unknown request kind {kind!r}; expected one of {REQUEST_KINDS}")
         names = list(dict.fromkeys(expand_hostlist(hostlist)))
@@ -211,9 +229,9 @@ class PowerSaver:
             log.info("event=slurm_request_repeated kind=%s request_id=%s", kind, request_id)
             return {"kind": kind, "accepted": [], "repeated": names}
         accepted, repeated = [], []
+        now = self.clock.now()
         if kind == "resume":
             jobs = _jobs_by_node(resume_file)
-            now = self.clock.now()
             for name in names:
                 if name in self.state.requests:
                     repeated.append(name)
@@ -223,10 +241,13 @@ class PowerSaver:
                 accepted.append(name)
         else:
             accepted = names
+            for name in names:  # a resume not served yet is superseded
+                self.state.requests.pop(name, None)
+                self.state.suspends[name] = SuspendRequest(kind, now)
         if request_id is not None:
             self.state.note_accepted(request_id)
-        if (accepted and kind == "resume") or request_id is not None:
-            self.state.save()  # before the hook is answered: a restart serves it
+        if accepted or request_id is not None:
+            await self.state.save()  # before the hook is answered: a restart serves it
         for name in accepted:
             self._enqueue(name, kind)
         self.metrics.slurm_requests.labels(kind=kind).inc(len(names))
@@ -300,7 +321,8 @@ class PowerSaver:
         if request is None:  # suspended before it was served
             return
         controller = self._controller()
-        self.state.holds.pop(node, None)
+        if self.state.holds.pop(node, None) is not None:
+            self.state.changed()
         node_type = self._node_type_for(node)
         if node_type is None:
             self._finish(node)
@@ -318,18 +340,23 @@ class PowerSaver:
                 request.request_id,
             )
             return
-        now = self.clock.now()
-        unavailable = set(controller.backoff.unavailable(now))
+        if request.offering is None:  # chosen once, on disk before the launch: see state.py
+            offering = controller.first_offering(node_type)
+            token = client_token(request.request_id, offering)
+            request = dataclasses.replace(request, offering=offering, client_token=token)
+            self.state.requests[node] = request
+            # no write of its own: Controller.launch writes the launch's intent to the same
+            # store, and so this, before addNodes is called
+            self.state.changed()
         jobs = f" for job {','.join(request.jobs)}" if request.jobs else ""
         launch = Launch(node_type.name, 1, AddCause.DEMAND, f"Slurm resumes {node}{jobs}")
-        report = await controller.executor.launch(
+        report = await controller.launch(
             node_type,
             launch,
-            unavailable,
             request_id=request.request_id,
             tags={TAG_SLURM_NODE: node},
+            first=request.offering,
         )
-        controller.record_outcomes(report)
         ids = [i for attempt in report.attempts for i in attempt.ids]
         if ids:
             for instance_id in ids:
@@ -356,7 +383,7 @@ class PowerSaver:
 
     def _finish(self, node: str) -> None:
         if self.state.requests.pop(node, None) is not None:
-            self.state.save()
+            self.state.changed()
 
     def _hold_until(self, node_type: NodeType, now: float) -> float:
         """When the node type may launch again: the end of its offerings' backoff, or the
@@ -375,7 +402,7 @@ class PowerSaver:
         until = self._hold_until(node_type, self.clock.now())
         self.state.requests.pop(node, None)
         self.state.holds[node] = Hold(until, reason, marked=marked)
-        self.state.save()
+        await self.state.save()  # before DOWN: a restart releases the node
         log.warning(
             'event=slurm_node_held node=%s node_type=%s until=%.0f reason="%s"',
             node,
@@ -398,7 +425,7 @@ class PowerSaver:
             log.error('event=slurm_set_down_refused node=%s error="%s"', node, exc)
             if node in self.state.holds:
                 del self.state.holds[node]
-                self.state.save()
+                self.state.changed()
             return False
         except SlurmError as exc:  # slurmctld unavailable: the hold loop tries again
             log.warning('event=slurm_set_down_failed node=%s error="%s"', node, exc)
@@ -406,7 +433,7 @@ class PowerSaver:
         hold = self.state.holds.get(node)
         if hold is not None and not hold.marked:
             self.state.holds[node] = Hold(hold.until, hold.reason, marked=True)
-            self.state.save()
+            self.state.changed()
         log.info('event=slurm_node_down node=%s reason="%s"', node, reason)
         return True
 
@@ -431,13 +458,15 @@ class PowerSaver:
         dropped = self.state.requests.pop(node, None)
         held = self.state.holds.pop(node, None) if kind == "suspend" else None
         if dropped is not None or held is not None:
-            self.state.save()
+            self.state.changed()
         instances = await self._instances(node)
-        if instances:
-            await self._terminate(node, instances, kind)
-        else:
+        if instances and not await self._terminate(node, instances, kind):
+            return  # the suspend stays on disk: served again at the next start
+        if not instances:
             log.info("event=slurm_suspend_nothing node=%s kind=%s", node, kind)
         self._by_node.pop(node, None)
+        if self.state.suspends.pop(node, None) is not None:
+            self.state.changed()
         if kind == "resume_fail":
             node_type = self._node_type_for(node)
             if node_type is not None and node not in self.state.holds:
@@ -448,33 +477,25 @@ class PowerSaver:
         elif held is not None:
             log.info("event=slurm_hold_dropped node=%s reason=suspended", node)
 
-    async def _terminate(self, node: str, instances: list[Node], kind: str) -> None:
-        controller = self._controller()
+    async def _terminate(self, node: str, instances: list[Node], kind: str) -> bool:
+        """Terminate ``node``'s instances (resume_fail: and back their offerings off);
+        False when the cloud refused."""
         ids = [n.name for n in instances]
         try:
-            await controller.terminate_workers(ids)
+            await self._controller().terminate(
+                instances,
+                cause="join-timeout" if kind == "resume_fail" else "idle",
+                back_off=kind == "resume_fail",
+            )
         except TerminationError as exc:
             log.error('event=slurm_suspend_failed node=%s error="%s"', node, exc)
-            return
+            return False
         except ProviderError as exc:
             log.error('event=slurm_suspend_failed node=%s error="%r"', node, exc)
-            return
+            return False
         self._listing = None
-        cause = "join-timeout" if kind == "resume_fail" else "idle"
-        report = ExecutionReport()
-        for instance in instances:
-            tracked = controller.tracker.get(instance.name)
-            type_name = tracked.node_type if tracked is not None and tracked.node_type else "-"
-            self.metrics.scale_downs.labels(node_type=type_name, cause=cause).inc()
-            if kind == "resume_fail":
-                capacity = CapacityType.SPOT if instance.preemptible else CapacityType.ON_DEMAND
-                zone = instance.zone or (tracked.zone if tracked is not None else "")
-                offering = Offering(instance.nodeType or "", zone, capacity)
-                report.failed_offerings.append(
-                    BackoffEvent(offering, FailureKind.CAPACITY, "join-timeout")
-                )
-        controller.record_outcomes(report)
         log.info("event=slurm_suspended node=%s kind=%s instances=%s", node, kind, ",".join(ids))
+        return True
 
     # -- instances --------------------------------------------------------------------------
 
@@ -518,21 +539,31 @@ class PowerSaver:
         could not be marked yet, and retry requests whose worker died."""
         await self._ready.wait()
         while True:
-            now = self.clock.now()
-            for node, hold in sorted(self.state.holds.items()):
-                if not hold.marked:
-                    await self._set_down(node, hold.reason)
-                elif hold.until <= now:
-                    await self._release(node)
+            for node in sorted(self.state.holds):
+                async with self.lock(node):  # a request for the node may be served meanwhile
+                    hold = self.state.holds.get(node)
+                    if hold is None:
+                        continue
+                    if not hold.marked:
+                        await self._set_down(node, hold.reason)
+                    elif hold.until <= self.clock.now():
+                        await self._release(node, hold)
+            for node, suspend in sorted(self.state.suspends.items()):
+                worker = self._workers.get(node)
+                if worker is None or worker.done():
+                    self._enqueue(node, suspend.kind)
             for node in sorted(self.state.requests):
                 worker = self._workers.get(node)
                 if worker is None or worker.done():
                     self._enqueue(node, "resume")
+            now = self.clock.now()
             due = [h.until - now for h in self.state.holds.values() if h.marked]
             wait = min([self.retry_interval, *due])
             await self._sleep(max(wait, 0.05))
 
-    async def _release(self, node: str) -> None:
+    async def _release(self, node: str, hold: Hold) -> None:
+        """POWER_DOWN a held node whose backoff ended (under the node's lock); the hold is
+        dropped only if it is still the one released."""
         try:
             await self.client.power_down(node)
         except SlurmCommandError as exc:
@@ -546,8 +577,9 @@ class PowerSaver:
             return
         else:
             log.info("event=slurm_node_released node=%s action=power_down", node)
-        if self.state.holds.pop(node, None) is not None:
-            self.state.save()
+        if self.state.holds.get(node) == hold:
+            del self.state.holds[node]
+            self.state.changed()
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -571,6 +603,7 @@ class PowerSaver:
         """For ``GET /v1/slurm``."""
         return {
             "requests": {n: r.request_id for n, r in sorted(self.state.requests.items())},
+            "suspends": {n: s.kind for n, s in sorted(self.state.suspends.items())},
             "holds": {
                 n: {"until": h.until, "reason": h.reason, "down": h.marked}
                 for n, h in sorted(self.state.holds.items())

@@ -1,45 +1,45 @@
-"""The power saver's state file: resume requests accepted but not yet launched, and nodes held
-DOWN after a failed launch. Both must survive a restart (``kill -9`` included):
+"""The power saver's durable state: resume requests accepted but not yet launched (with the
+offering chosen for each and its client token), suspend requests not yet served, and nodes
+held DOWN after a failed launch. All of it must survive a restart (``kill -9`` included), so
+it lives in the ``slurm`` section of the daemon's one state file (``daemon.durable``):
 
-- a request is written (and fsynced) before the hook is answered, and removed once its launch
-  returned instance ids; a request found at start is launched again with the same request id,
-  so the provider's idempotency (the client token is a function of request id and offering)
-  returns the instances a launch that died with the daemon may have made, and launches nothing
-  twice;
-- a hold is written when a launch failed and removed once the node was powered down, so a
-  node is never left DOWN because the daemon restarted;
+- a resume or suspend request is on disk before the hook is answered, and removed once it was
+  served; a request found at start is served again (suspends first: a suspend accepted
+  drops the node's older resume, so a resume on disk beside a suspend came after it);
+- before a resume is launched the offering it tries first and that offering's client token
+  are on disk; a replay tries the same offering with the same token first, so the cloud
+  returns what the first try launched whatever the backoff table (memory only) says now;
+- a hold is on disk before the node is set DOWN and removed once it was powered down or
+  dropped, so a node is never left DOWN because the daemon restarted.
 - the ids of the latest hook requests accepted (``accepted_ids``, the last
   ``ACCEPTED_IDS_KEPT``), written with the request they carry: a hook's request found again in
   the spool (``spool``) after a crash between its accept and its deletion is not served twice.
 
-Writes replace the file atomically (temporary file, fsync, rename). The format is JSON::
+The section's JSON::
 
-    {"version": 1,
-     "accepted_ids": ["hook-..."],
+    {"accepted_ids": ["hook-..."],
      "requests": {"cloud1": {"request_id": "slurm-...", "accepted_at": 1700000000.0,
-                             "jobs": ["12"]}},
+                             "jobs": ["12"],
+                             "offering": {"instance_type": "c5.xlarge", "zone": "us-west-2a",
+                                          "capacity": "on-demand"},
+                             "client_token": "shoal-..."}},
+     "suspends": {"cloud3": {"kind": "suspend", "accepted_at": 1700000100.0}},
      "holds": {"cloud2": {"until": 1700000180.0, "reason": "shoal: no capacity ...",
                           "marked": true}}}
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from shoal.providers.files import write_json_atomic
+from shoal.daemon.durable import DurableStore, StateError, offering_from_json, offering_to_json
+from shoal.scaler.model import Offering
 
-__all__ = ["Hold", "PowerState", "ResumeRequest", "StateError"]
+__all__ = ["Hold", "PowerState", "ResumeRequest", "StateError", "SuspendRequest"]
 
-VERSION = 1
+SECTION = "slurm"
 ACCEPTED_IDS_KEPT = 1024  # far more than requests in flight between an accept and its delete
-
-
-class StateError(RuntimeError):
-    """The state file exists but cannot be read or understood."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,16 @@ class ResumeRequest:
     request_id: str
     accepted_at: float
     jobs: tuple[str, ...] = ()  # the jobs waiting for the node (from SLURM_RESUME_FILE)
+    offering: Offering | None = None  # tried first; chosen (and saved) before the launch
+    client_token: str = ""  # the offering's client token, for the logs and the operator
+
+
+@dataclass(frozen=True, slots=True)
+class SuspendRequest:
+    """Slurm suspended ``node`` (``suspend``), or it never registered (``resume_fail``)."""
+
+    kind: str
+    accepted_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,56 +71,66 @@ class Hold:
 
 
 class PowerState:
-    """Requests and holds by Slurm node name, kept in ``path``."""
+    """Requests, suspends and holds by Slurm node name, kept in ``store`` (memory only when
+    none is given)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, store: DurableStore | None = None) -> None:
+        self.store = store or DurableStore(None)
         self.requests: dict[str, ResumeRequest] = {}
+        self.suspends: dict[str, SuspendRequest] = {}
         self.holds: dict[str, Hold] = {}
         self.accepted_ids: list[str] = []  # oldest first, at most ACCEPTED_IDS_KEPT
+        data = self.store.section(SECTION, self.to_json)
+        if data is not None:
+            self._parse(data)
 
     def note_accepted(self, request_id: str) -> None:
         """Remember a hook request id as accepted (saved by the next ``save``)."""
         self.accepted_ids = [*self.accepted_ids, request_id][-ACCEPTED_IDS_KEPT:]
 
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PowerState:
-        """The state in ``path``; empty when the file does not exist."""
-        state = cls(path)
+    def _parse(self, data: Any) -> None:
         try:
-            data = json.loads(state.path.read_text())
-        except FileNotFoundError:
-            return state
-        except (OSError, ValueError) as exc:
-            raise StateError(f"cannot read the Slurm state file {state.path}: {exc}") from exc
-        try:
-            if data.get("version") != VERSION:
-                raise ValueError(f"version {data.get('version')!r}, expected {VERSION}")
-            state.requests = {
+            self.requests = {
                 node: ResumeRequest(
-                    str(r["request_id"]), float(r["accepted_at"]), tuple(r.get("jobs", ()))
+                    str(r["request_id"]),
+                    float(r["accepted_at"]),
+                    tuple(r.get("jobs", ())),
+                    offering_from_json(r["offering"]) if r.get("offering") else None,
+                    str(r.get("client_token", "")),
                 )
                 for node, r in data.get("requests", {}).items()
             }
-            state.accepted_ids = [str(i) for i in data.get("accepted_ids", [])]
-            state.holds = {
+            self.accepted_ids = [str(i) for i in data.get("accepted_ids", [])]
+            self.suspends = {
+                node: SuspendRequest(str(s["kind"]), float(s["accepted_at"]))
+                for node, s in data.get("suspends", {}).items()
+            }
+            self.holds = {
                 node: Hold(float(h["until"]), str(h["reason"]), bool(h.get("marked", False)))
                 for node, h in data.get("holds", {}).items()
             }
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"the Slurm state file {state.path} is malformed: {exc}") from exc
-        return state
+            raise StateError(
+                f"the Slurm section of the state file {self.store.path} is malformed: {exc}"
+            ) from exc
 
     def to_json(self) -> dict[str, Any]:
+        def request(r: ResumeRequest) -> dict[str, Any]:
+            offering = offering_to_json(r.offering) if r.offering is not None else None
+            return {**asdict(r), "jobs": list(r.jobs), "offering": offering}
+
         return {
-            "version": VERSION,
-            "requests": {
-                n: {**asdict(r), "jobs": list(r.jobs)} for n, r in sorted(self.requests.items())
-            },
+            "requests": {n: request(r) for n, r in sorted(self.requests.items())},
+            "suspends": {n: asdict(s) for n, s in sorted(self.suspends.items())},
             "holds": {n: asdict(h) for n, h in sorted(self.holds.items())},
             "accepted_ids": list(self.accepted_ids),
         }
 
-    def save(self) -> None:
-        """Replace the file atomically with the current state (fsynced before it returns)."""
-        write_json_atomic(self.path, self.to_json())
+    async def save(self) -> None:
+        """Return once the current state is on disk (coalesced with other changes)."""
+        await self.store.flush()
+
+    def changed(self) -> None:
+        """Write the current state soon, in the background (what may be lost without harm:
+        a request served, a hold released)."""
+        self.store.changed()

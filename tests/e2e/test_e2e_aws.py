@@ -221,6 +221,58 @@ def test_kill9_during_scale_up_then_restart_no_duplicates_no_orphans(
     assert e2e.metric(second.metrics(), "shoal_scale_downs_total") == 3
 
 
+def test_kill9_after_runinstances_on_a_lagging_listing_launches_nothing_twice(
+    shoal: Any, e2e: Any, moto: Moto, tmp_path: Any
+) -> None:
+    """Issue 17, bug 4: as above, but EC2's listing lags 8 s, so the restarted daemon cannot
+    adopt the instances yet. The launch's intent in state_dir (written before RunInstances)
+    stands for them until they are listed: 3 instances for 3 nodes of demand, not 6."""
+    cluster = "e2e-crash-lag"
+    moto.behaviour.listing_lag = 8.0
+    created = threading.Event()
+    release = threading.Event()
+    config = aws_config(e2e, moto, cluster, state_dir=str(tmp_path / "state"))
+    demand = {"jobs": [e2e.job(3, cores=4)], "running": []}
+    first = shoal(config, name="first").start(env=daemon_env())
+    inner = InstanceResponse.run_instances
+
+    def slow_response(self: InstanceResponse) -> Any:
+        result = inner(self)
+        created.set()
+        release.wait(timeout=30)
+        return result
+
+    with patched(InstanceResponse, "run_instances", slow_response):
+        try:
+            assert first.put_demand(demand).status == 200
+            if not created.wait(timeout=15):
+                pytest.fail(f"no RunInstances within 15 s\n{first.tail()}")
+            first.kill9()
+        finally:
+            release.set()
+    launched_by_first = set(moto.behaviour._launched_at)  # every id EC2 made, listed or not
+    assert len(launched_by_first) == 3
+
+    second = shoal(config, name="second").start(env=daemon_env())
+    # not listed yet: the launch in flight stands as 3 placeholders from the intent on disk
+    placeholders = daemon_ids(second)
+    assert len(placeholders) == 3 and all(i.startswith("unconfirmed:") for i in placeholders)
+    assert second.put_demand(demand).status == 200
+    time.sleep(3)  # passes every 500 ms, all within the listing lag
+    assert set(moto.behaviour._launched_at) == launched_by_first, "launched again"
+    e2e.wait_for(
+        "the instances listed and known",
+        lambda: daemon_ids(second) == launched_by_first,
+        15.0,
+        0.1,
+        on_timeout=second.tail,
+    )
+    time.sleep(1.5)
+    assert moto.live_ids(cluster) == launched_by_first
+    assert len(moto.run_calls) == 1, moto.run_calls
+    assert e2e.metric(second.metrics(), "shoal_scale_ups_total") == 0
+
+
 def test_throttling_and_capacity_faults_are_survived_and_counted(
     shoal: Any, e2e: Any, moto: Moto
 ) -> None:

@@ -109,6 +109,7 @@ def shoal_config(
     types = types or {"small": {"cores": 2, "memory": "1000MiB"}}
     config: dict[str, Any] = {
         "cluster_name": "t",
+        "state_dir": str(workdir / "state"),
         "provider": {
             "kind": "local",
             "state_dir": str(workdir / "local"),
@@ -137,7 +138,6 @@ def shoal_config(
             "command_timeout": "10s",
             "cleanup_interval": "2s",
             "orphan_grace": "3s",
-            **({"state_file": str(workdir / "slurm-state.json")} if mode == "power_save" else {}),
             **(slurm or {}),
         },
         "api": {"listen": f"127.0.0.1:{port}"},

@@ -32,11 +32,9 @@ BASE: dict[str, Any] = {
         },
     },
     "node_types": [{"type": "small"}, {"type": "big"}],
+    "state_dir": "/var/lib/shoal/state",
     "demand": {"api": False, "slurm": True},
-    "slurm": {
-        "node_types": {"cloud[1-4]": "small", "big": "big"},
-        "state_file": "/var/lib/shoal/slurm.json",
-    },
+    "slurm": {"node_types": {"cloud[1-4]": "small", "big": "big"}},
 }
 
 
@@ -74,7 +72,7 @@ def test_external_mode_needs_neither_node_names_nor_a_state_file() -> None:
             **{
                 "slurm.mode": "external",
                 "slurm.node_types": None,
-                "slurm.state_file": None,
+                "state_dir": None,
                 "slurm.features": {"small": ["dyn"]},
                 "slurm.partitions": ["dyn"],
             }
@@ -105,7 +103,12 @@ def test_a_node_type_may_be_named_by_one_of_its_instance_types() -> None:
             {"slurm.features": {"tiny": ["x"]}}, "'tiny', which is no node type", id="bad-feature"
         ),
         pytest.param({"slurm.node_types": {}}, "power_save needs node_types", id="no-names"),
-        pytest.param({"slurm.state_file": None}, "power_save needs state_file", id="no-state"),
+        pytest.param({"state_dir": None}, "power_save needs state_dir", id="no-state"),
+        pytest.param(
+            {"slurm.state_file": "/var/lib/shoal/s.json"},
+            "set the top-level state_dir instead",
+            id="state-file-removed",
+        ),
         pytest.param({"slurm.mode": "magic"}, "power_save", id="bad-mode"),
         pytest.param({"slurm.poll_interval": "0s"}, "greater than 0", id="zero-poll"),
         pytest.param({"slurm.colour": "blue"}, "unknown key", id="unknown-key"),
@@ -130,13 +133,13 @@ def test_invalid_slurm_configs_name_the_problem(changes: dict[str, Any], message
 
 
 def test_relative_paths_are_taken_from_the_config_file(tmp_path: Path) -> None:
-    data = config(**{"slurm.state_file": "state/slurm.json", "provider.state_dir": "local"})
+    data = config(**{"state_dir": "state", "provider.state_dir": "local"})
     data["slurm"]["slurm_conf"] = "etc/slurm.conf"
     path = tmp_path / "shoal.yaml"
     path.write_text(yaml.safe_dump(data))
     loaded = load_config(path)
     assert loaded.slurm is not None and isinstance(loaded.provider, LocalProviderConfig)
-    assert loaded.slurm.state_file == tmp_path / "state" / "slurm.json"
+    assert loaded.state_dir == tmp_path / "state"
     assert loaded.slurm.slurm_conf == tmp_path / "etc" / "slurm.conf"
     assert loaded.provider.state_dir == tmp_path / "local"
 
@@ -170,15 +173,16 @@ def test_the_example_slurm_section_uncommented_is_valid() -> None:
     data = yaml.safe_load((ROOT / "config.example.yaml").read_text())
     data["slurm"] = yaml.safe_load("\n".join(block))["slurm"]
     data["demand"] = {"api": False, "demo": False, "slurm": True}
+    data["state_dir"] = "/var/lib/shoal"  # power_save needs it (null in the example)
     loaded = parse_config(data)
     assert loaded.slurm is not None and loaded.slurm.mode == "power_save"
     assert loaded.node_type_of(loaded.slurm.node_types["mem"]) == "r5.large:0.05"
 
 
 def test_the_daemon_refuses_to_start_on_a_damaged_state_file(tmp_path: Path) -> None:
-    state = tmp_path / "slurm.json"
-    state.write_text('{"version": 1, "requests": {"cloud1": {}}}')
-    data = config(**{"slurm.state_file": str(state), "provider.state_dir": str(tmp_path)})
+    state = tmp_path / "state.json"
+    state.write_text('{"version": 1, "slurm": {"requests": {"cloud1": {}}}}')
+    data = config(**{"state_dir": str(tmp_path), "provider.state_dir": str(tmp_path)})
     data["api"] = {"listen": f"127.0.0.1:{free_port()}"}
     path = tmp_path / "shoal.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -190,7 +194,7 @@ def test_the_daemon_refuses_to_start_on_a_damaged_state_file(tmp_path: Path) -> 
     )
     assert run.returncode == 1
     assert "stage=slurm" in run.stderr and "malformed" in run.stderr, run.stderr
-    assert state.read_text() == '{"version": 1, "requests": {"cloud1": {}}}'  # left as found
+    assert state.read_text() == '{"version": 1, "slurm": {"requests": {"cloud1": {}}}}'  # as found
 
 
 def test_external_mode_drains_and_undrains_with_scontrol_unless_hooks_are_set() -> None:
@@ -198,14 +202,14 @@ def test_external_mode_drains_and_undrains_with_scontrol_unless_hooks_are_set() 
     from shoal.daemon.service import build_drain_hook, build_undrain_hook
     from shoal.daemon.slurm.drain import SlurmDrainHook
 
-    external = parse_config(config(**{"slurm.mode": "external", "slurm.state_file": None}))
+    external = parse_config(config(**{"slurm.mode": "external", "state_dir": None}))
     assert isinstance(build_drain_hook(external), SlurmDrainHook)
     assert isinstance(build_undrain_hook(external), SlurmDrainHook)
     own = parse_config(
         config(
             **{
                 "slurm.mode": "external",
-                "slurm.state_file": None,
+                "state_dir": None,
                 "drain.undrain_command": ["resume-node", "{node}"],
             }
         )

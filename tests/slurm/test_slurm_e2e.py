@@ -343,7 +343,7 @@ def test_kill_9_between_the_request_and_the_launch_serves_it_once(
     spec = ClusterSpec(cloud=(NodeGroup("cloud", 2),), dynamic_partition=None)
     s = setup_factory(spec, slurm={"node_types": {"cloud": "small"}}, provider={window: "120s"})
     step = srun(s.cluster, "-N1", "hostname")
-    state = s.workdir / "slurm-state.json"
+    state = s.workdir / "state" / "state.json"
     poll_until(
         "the resume request to be handed over",
         lambda: any(r.kind == "resume" for r in s.hooks()),
@@ -352,7 +352,7 @@ def test_kill_9_between_the_request_and_the_launch_serves_it_once(
     )
     (run,) = s.hooks()
     assert run.status == 0  # the hook returned...
-    requests = json.loads(state.read_text())["requests"]
+    requests = json.loads(state.read_text())["slurm"]["requests"]
     assert list(requests) == ["cloud1"]  # ...with the request on disk
     if window == "launch_delay":
         assert s.instances() == {}  # and nothing launched: the hook did not wait for it
@@ -371,7 +371,7 @@ def test_kill_9_between_the_request_and_the_launch_serves_it_once(
     records = json.loads((s.workdir / "local" / "instances.json").read_text())
     assert records["next"] == 2  # and no other was ever started
     assert local_processes(s.workdir) == [record["pid"]]
-    assert json.loads(state.read_text())["requests"] == {}
+    assert json.loads(state.read_text())["slurm"]["requests"] == {}
 
 
 # -- clean-up -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from aiohttp import web
 from shoal.daemon.config import parse_config
+from shoal.daemon.durable import DurableStore
 from shoal.daemon.http import make_app, start_http
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
@@ -41,7 +42,7 @@ ZONE = "us-west-2a"
 class Api:
     base: str
     config_path: Path  # what the hooks read (api.listen, api.token_file)
-    state_path: Path
+    state_dir: Path
     slurm: SlurmIntegration
     provider: SimulatedProvisioner
     metrics: ShoalMetrics
@@ -67,11 +68,11 @@ class Api:
 def daemon_config(tmp_path: Path, mode: str = "power_save", state_dir: Path | None = None) -> Any:
     slurm: dict[str, Any] = {"mode": mode, "scontrol": str(tmp_path / "no-scontrol")}
     if mode == "power_save":
-        slurm |= {"node_types": {"cloud": "c5.xlarge"}, "state_file": str(tmp_path / "st.json")}
+        slurm |= {"node_types": {"cloud": "c5.xlarge"}}
     return parse_config(
         {
-            "state_dir": None if state_dir is None else str(state_dir),
             "cluster_name": "t",
+            "state_dir": str(state_dir or tmp_path / "state"),
             "provider": {"kind": "simulated", "zone": ZONE},
             "node_types": [{"type": "c5.xlarge"}],
             "demand": {"api": False, "slurm": True},
@@ -111,7 +112,7 @@ async def api_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[A
         return Api(
             f"http://127.0.0.1:{port}",
             hook_config,
-            tmp_path / "st.json",
+            tmp_path / "state",
             slurm,
             provider,
             metrics,
@@ -148,7 +149,7 @@ async def test_the_resume_hook_hands_over_the_nodes_and_the_resume_file(
     assert (status, out.strip()) == (0, "shoal slurm-resume: accepted cloud1,cloud2"), err
     # the hook returned while the launches still wait on the cloud: it never waits for them
     assert api.provider.count() == 0
-    state = PowerState.load(api.state_path)
+    state = PowerState(DurableStore.open(api.state_dir))
     assert {n: r.jobs for n, r in state.requests.items()} == {"cloud1": ("41",), "cloud2": ("41",)}
 
 
@@ -180,7 +181,7 @@ async def test_a_hook_without_the_token_is_refused(
     api.config_path.write_text(yaml.safe_dump(config))
     status, _, err = await api.hook(str(BIN / "shoal-slurm-resume"), "cloud1")
     assert status == 1 and expected in err
-    assert PowerState.load(api.state_path).requests == {}
+    assert PowerState(DurableStore.open(api.state_dir)).requests == {}
 
 
 async def test_a_hook_with_no_daemon_fails_fast_with_the_reason(tmp_path: Path) -> None:

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from shoal.daemon.durable import STATE_FILE, DurableStore
 from shoal.daemon.slurm.names import NodeTypeMap
-from shoal.daemon.slurm.state import Hold, PowerState, ResumeRequest, StateError
+from shoal.daemon.slurm.state import Hold, PowerState, ResumeRequest, StateError, SuspendRequest
+from shoal.scaler.model import CapacityType, Offering
 
 MAPPING = {
     "cloud[1-4]": "c5.xlarge",
@@ -53,22 +55,25 @@ def test_bad_mappings_are_refused(mapping: dict[str, str], message: str) -> None
         NodeTypeMap.from_config(mapping)
 
 
-def test_state_round_trips_through_its_file(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "state.json"
-    state = PowerState(path)
-    state.requests["cloud1"] = ResumeRequest("slurm-1", 100.0, ("7", "8_1"))
+async def test_state_round_trips_through_its_file(tmp_path: Path) -> None:
+    folder = tmp_path / "sub"
+    state = PowerState(DurableStore.open(folder))
+    offering = Offering("c5.xlarge", "us-west-2a", CapacityType.ON_DEMAND)
+    state.requests["cloud1"] = ResumeRequest("slurm-1", 100.0, ("7", "8_1"), offering, "tok")
+    state.suspends["cloud3"] = SuspendRequest("resume_fail", 150.0)
     state.holds["cloud2"] = Hold(200.0, "shoal: no capacity", marked=True)
-    state.save()
-    again = PowerState.load(path)
+    await state.save()
+    again = PowerState(DurableStore.open(folder))
     assert again.requests == state.requests
+    assert again.suspends == state.suspends
     assert again.holds == state.holds
-    assert json.loads(path.read_text())["version"] == 1
-    assert [p.name for p in path.parent.iterdir()] == ["state.json"]  # no temporary left
+    assert json.loads((folder / STATE_FILE).read_text())["version"] == 1
+    assert [p.name for p in folder.iterdir()] == [STATE_FILE]  # no temporary left
 
 
 def test_a_missing_state_file_is_an_empty_state(tmp_path: Path) -> None:
-    state = PowerState.load(tmp_path / "none.json")
-    assert state.requests == {} and state.holds == {}
+    state = PowerState(DurableStore.open(tmp_path / "none"))
+    assert state.requests == {} and state.holds == {} and state.suspends == {}
 
 
 @pytest.mark.parametrize(
@@ -76,26 +81,31 @@ def test_a_missing_state_file_is_an_empty_state(tmp_path: Path) -> None:
     [
         pytest.param("{not json", "cannot read", id="not-json"),
         pytest.param('{"version": 2}', "version 2", id="other-version"),
-        pytest.param('{"version": 1, "requests": {"a": {}}}', "malformed", id="no-request-id"),
-        pytest.param('{"version": 1, "holds": {"a": {"until": "x"}}}', "malformed", id="bad-hold"),
+        pytest.param(
+            '{"version": 1, "slurm": {"requests": {"a": {}}}}', "malformed", id="no-request-id"
+        ),
+        pytest.param(
+            '{"version": 1, "slurm": {"holds": {"a": {"until": "x"}}}}', "malformed", id="bad-hold"
+        ),
+        pytest.param(
+            '{"version": 1, "slurm": {"suspends": {"a": {}}}}', "malformed", id="bad-suspend"
+        ),
     ],
 )
 def test_a_damaged_state_file_is_an_error_not_an_empty_state(
     tmp_path: Path, text: str, message: str
 ) -> None:
-    path = tmp_path / "state.json"
-    path.write_text(text)
+    (tmp_path / STATE_FILE).write_text(text)
     with pytest.raises(StateError, match=message):
-        PowerState.load(path)
+        PowerState(DurableStore.open(tmp_path))
 
 
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
-    path = tmp_path / "state.json"
-    state = PowerState(path)
+async def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    state = PowerState(DurableStore.open(tmp_path))
     state.requests["cloud1"] = ResumeRequest("slurm-1", 1.0)
-    state.save()
+    await state.save()
     state.requests["cloud2"] = ResumeRequest("slurm-2", 2.0, (object(),))  # type: ignore[arg-type]
     with pytest.raises(TypeError):  # json.dump fails half-way through the temporary file
-        state.save()
-    assert set(PowerState.load(path).requests) == {"cloud1"}
-    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+        await state.save()
+    assert set(PowerState(DurableStore.open(tmp_path)).requests) == {"cloud1"}
+    assert [p.name for p in tmp_path.iterdir()] == [STATE_FILE]

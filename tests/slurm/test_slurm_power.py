@@ -8,12 +8,15 @@ launch held DOWN, ResumeTimeout) run against a real slurmctld in ``test_slurm_e2
 from __future__ import annotations
 
 import asyncio
+import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from shoal.daemon.config import parse_config
+from shoal.daemon.durable import DurableStore
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
 from shoal.daemon.slurm.integration import SlurmIntegration
@@ -22,9 +25,20 @@ from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.daemon.slurm.state import PowerState
 from shoal.providers.base import TAG_REQUEST_ID
 from shoal.providers.clock import FakeClock, InlineExecutor
+from shoal.providers.errors import ProviderError
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.providers.slurm import TAG_SLURM_FEATURES, TAG_SLURM_NODE, SlurmDemand
-from shoal.scaler.model import AddCause, Demand, Launch, PlannerState, QueuedJobs, Snapshot
+from shoal.scaler.backoff import FailureKind
+from shoal.scaler.model import (
+    AddCause,
+    CapacityType,
+    Demand,
+    Launch,
+    Offering,
+    PlannerState,
+    QueuedJobs,
+    Snapshot,
+)
 from shoal.scaler.shape import Shape
 
 ZONE = "us-west-2a"
@@ -35,19 +49,24 @@ def config(tmp_path: Path, *, top: dict[str, Any] | None = None, **slurm: Any) -
         {
             **(top or {}),
             "cluster_name": "t",
+            "state_dir": str(tmp_path / "state"),
             "provider": {"kind": "simulated", "zone": ZONE},
             "node_types": [{"type": "c5.xlarge", "max": 10}, {"type": "r5.large", "max": 10}],
             "scaler": {"retry": {"attempts": 2, "initial": "1s", "max": "1s", "deadline": "5s"}},
             "demand": {"api": False, "slurm": True},
             "slurm": {
                 "node_types": {"cloud": "c5.xlarge", "mem[1-2]": "r5.large"},
-                "state_file": str(tmp_path / "state.json"),
                 # never run here: a call would fail loudly
                 "scontrol": str(tmp_path / "no-scontrol"),
                 **slurm,
             },
         }
     )
+
+
+def saved(tmp_path: Path) -> PowerState:
+    """The power saver's state as a restarted daemon would read it from disk."""
+    return PowerState(DurableStore.open(tmp_path / "state"))
 
 
 @dataclass
@@ -102,20 +121,20 @@ async def test_resume_launches_one_instance_per_named_node_of_its_type(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     d = await start(tmp_path, clock)
-    answer = d.power.accept(
+    answer = await d.power.accept(
         "resume", "cloud[1-2],mem1", {"jobs": [{"job_id": 7, "nodes": "cloud[1-2]"}]}
     )
     assert answer == {"kind": "resume", "accepted": ["cloud1", "cloud2", "mem1"], "repeated": []}
     # persisted before the answer: a daemon killed now serves it after its restart
-    assert set(PowerState.load(tmp_path / "state.json").requests) == {"cloud1", "cloud2", "mem1"}
-    assert PowerState.load(tmp_path / "state.json").requests["cloud1"].jobs == ("7",)
+    assert set(saved(tmp_path).requests) == {"cloud1", "cloud2", "mem1"}
+    assert saved(tmp_path).requests["cloud1"].jobs == ("7",)
     await d.served()
     workers = await d.workers()
     assert sorted(workers) == ["cloud1", "cloud2", "mem1"]
     assert all(len(ids) == 1 for ids in workers.values())
     types = {n.tags[TAG_SLURM_NODE]: n.nodeType for n in await d.provider.list_instances()}
     assert types == {"cloud1": "c5.xlarge", "cloud2": "c5.xlarge", "mem1": "r5.large"}
-    assert PowerState.load(tmp_path / "state.json").requests == {}
+    assert saved(tmp_path).requests == {}
     assert (
         d.metrics.registry.get_sample_value("shoal_slurm_requests_total", {"kind": "resume"}) == 3
     )
@@ -124,9 +143,9 @@ async def test_resume_launches_one_instance_per_named_node_of_its_type(
 
 async def test_a_repeated_resume_launches_nothing(tmp_path: Path, clock: FakeClock) -> None:
     d = await start(tmp_path, clock)
-    d.power.accept("resume", "cloud1")
+    await d.power.accept("resume", "cloud1")
     await d.served()
-    again = d.power.accept("resume", "cloud1")
+    again = await d.power.accept("resume", "cloud1")
     await d.served()
     assert again["accepted"] == ["cloud1"]  # a new request (a new power-up)...
     assert (
@@ -138,8 +157,8 @@ async def test_a_resume_sent_twice_before_it_is_served_is_one_request(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     d = await start(tmp_path, clock)
-    d.power.accept("resume", "cloud1")
-    assert d.power.accept("resume", "cloud1")["repeated"] == ["cloud1"]
+    await d.power.accept("resume", "cloud1")
+    assert (await d.power.accept("resume", "cloud1"))["repeated"] == ["cloud1"]
     await d.served()
     assert d.launches() == 1
 
@@ -152,7 +171,7 @@ async def test_after_a_restart_a_launch_whose_answer_was_lost_is_not_repeated(
     request's id, and the client token makes the cloud answer with the same instance."""
     provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock, listing_lag=300)
     first = await start(tmp_path, clock, provider)
-    first.power.accept("resume", "cloud1")
+    await first.power.accept("resume", "cloud1")
     request_id = first.power.state.requests["cloud1"].request_id
     await first.power.close()  # the daemon dies before its worker ran...
     # ...but the launch it was making reached the cloud:
@@ -173,9 +192,9 @@ async def test_after_a_restart_a_launch_whose_answer_was_lost_is_not_repeated(
 
 async def test_suspend_terminates_the_nodes_instance(tmp_path: Path, clock: FakeClock) -> None:
     d = await start(tmp_path, clock)
-    d.power.accept("resume", "cloud[1-2]")
+    await d.power.accept("resume", "cloud[1-2]")
     await d.served()
-    d.power.accept("suspend", "cloud1")
+    await d.power.accept("suspend", "cloud1")
     await d.served()
     assert sorted(await d.workers()) == ["cloud2"]
     terminated = d.metrics.registry.get_sample_value(
@@ -188,8 +207,8 @@ async def test_a_suspend_queued_behind_its_resume_leaves_nothing_running(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     d = await start(tmp_path, clock)
-    d.power.accept("resume", "cloud1")
-    d.power.accept("suspend", "cloud1")
+    await d.power.accept("resume", "cloud1")
+    await d.power.accept("suspend", "cloud1")
     await d.served()
     assert await d.workers() == {} and d.power.state.requests == {}
 
@@ -201,7 +220,7 @@ async def test_requests_wait_for_the_first_reconcile(tmp_path: Path, clock: Fake
     controller = await build_controller(cfg, provider, clock)
     slurm_side = SlurmIntegration(cfg, clock, controller)
     assert slurm_side.power is not None
-    slurm_side.power.accept("resume", "cloud1")
+    await slurm_side.power.accept("resume", "cloud1")
     await clock.advance(60)
     assert provider.count() == 0
     await clock.run_until(controller.reconcile())
@@ -222,7 +241,7 @@ async def test_malformed_requests_are_refused(
 ) -> None:
     d = await start(tmp_path, clock)
     with pytest.raises(ValueError, match=message):
-        d.power.accept(kind, hostlist)
+        await d.power.accept(kind, hostlist)
     assert d.power.state.requests == {}
 
 
@@ -243,12 +262,12 @@ async def test_a_slurm_read_after_a_suspend_does_not_bring_its_instance_back(
     """Bug 12: the tracker keeps a terminated instance until the cloud stops listing it; a
     Slurm read in between must not map the node to it again (GET /v1/slurm showed it)."""
     d = await start(tmp_path, clock)
-    d.power.accept("resume", "cloud[1-2]")
+    await d.power.accept("resume", "cloud[1-2]")
     await d.served()
     kept, terminated = d.power.instance_id("cloud2"), d.power.instance_id("cloud1")
     controller = d.power._controller()
     await clock.run_until(controller.run_pass())  # the tracker lists them, tags and all
-    d.power.accept("suspend", "cloud1")
+    await d.power.accept("suspend", "cloud1")
     await d.served()
     assert "cloud1" not in d.slurm.status()["power_saving"]["instances"]
     read = SlurmSnapshot(clock.now(), (), (), SlurmDemand(Demand(), frozenset(), {}))
@@ -268,7 +287,7 @@ async def test_external_mode_launches_carry_the_dynamic_nodes_features(
 ) -> None:
     """The launch tags come with the controller (daemon.integration), not set on it later."""
     asyncio.get_running_loop().set_default_executor(InlineExecutor())
-    cfg = config(tmp_path, mode="external", features={"c5.xlarge": ["fast"]}, state_file=None)
+    cfg = config(tmp_path, mode="external", features={"c5.xlarge": ["fast"]})
     provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock)
     controller = await build_controller(cfg, provider, clock)
     (node_type, *_) = controller.policy.node_types
@@ -276,3 +295,169 @@ async def test_external_mode_launches_carry_the_dynamic_nodes_features(
     await clock.run_until(controller.executor.launch(node_type, launch, set()))
     (instance,) = await provider.list_instances()
     assert instance.tags[TAG_SLURM_FEATURES] == "shoal,fast"
+
+
+class FakeSlurm:
+    """scontrol's node updates, recorded; ``power_down`` waits for ``gate`` when set."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.gate: asyncio.Event | None = None
+
+    async def set_down(self, node: str, reason: str) -> None:
+        self.calls.append(("down", node))
+
+    async def power_down(self, node: str) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        self.calls.append(("power_down", node))
+
+    async def set_address(self, node: str, address: str, hostname: str) -> None:
+        self.calls.append(("address", node))
+
+
+def crash_copy_after_launch(provider: SimulatedProvisioner, state: Path, crashed: Path) -> Any:
+    """Make the cloud's next RunInstances copy ``state`` to ``crashed`` once it answered: what
+    disk holds when kill -9 lands right after the launch. Returns the original method."""
+    real = provider.launch_offering
+
+    async def launch_then_crash(request: Any) -> list[str]:
+        ids = await real(request)
+        if not crashed.exists():
+            shutil.copytree(state, crashed)
+        return ids
+
+    provider.launch_offering = launch_then_crash  # type: ignore[method-assign]
+    return real
+
+
+async def test_a_replayed_resume_tries_the_offering_it_chose_first(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Bug 3: the first try skipped zone A (in backoff) and launched in zone B; the daemon
+    died right after. The restarted one has an empty backoff table, so without the offering
+    on disk it would try A first, with A's client token, and launch a second instance."""
+    zone_b = "us-west-2b"
+    provider = SimulatedProvisioner(
+        clusterName="t", zones=[ZONE, zone_b], clock=clock, listing_lag=300
+    )
+    first = await start(tmp_path, clock, provider)
+    controller = first.slurm.controller
+    assert controller is not None
+    in_a = Offering("c5.xlarge", ZONE, CapacityType.ON_DEMAND)
+    controller.backoff = controller.backoff.record_failure(
+        in_a, clock.now(), FailureKind.CAPACITY, "test"
+    )
+    crashed = tmp_path / "crashed"
+    crash_copy_after_launch(provider, tmp_path / "state", crashed / "state")
+    await first.power.accept("resume", "cloud1")
+    await first.served()
+    await first.power.close()
+    (launched,) = [c for c in provider.calls if c.operation == "RunInstances"]
+    assert launched.kwargs["offering"].zone == zone_b
+    on_disk = saved(crashed).requests["cloud1"]
+    assert on_disk.offering == Offering("c5.xlarge", zone_b, CapacityType.ON_DEMAND)
+
+    second = await start(crashed, clock, provider)  # restarted from the disk of the crash
+    await second.served()
+    assert provider.count() == 1
+    await clock.advance(300)
+    assert len((await second.workers())["cloud1"]) == 1
+
+
+async def test_the_hold_loop_and_a_new_request_for_the_node_take_turns(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Bug 7: the hold loop powers a held node down while a new resume for it fails again
+    and holds it anew; without the node's lock the release then dropped the new hold, and
+    the node stayed DOWN with nothing to release it."""
+    d = await start(tmp_path, clock)
+    slurm = FakeSlurm()
+    d.power.client = slurm  # type: ignore[assignment]
+    d.provider.set_unavailable("c5.xlarge")
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    hold = d.power.state.holds["cloud1"]
+    assert hold.marked and slurm.calls == [("down", "cloud1")]
+    slurm.gate = asyncio.Event()
+    loop = asyncio.ensure_future(d.power.run())
+    await clock.advance(hold.until - clock.now() + 1)  # the release is under way, gated
+    await d.power.accept("resume", "cloud1")  # Slurm resumes it again: still no capacity
+    await clock.settle()
+    slurm.gate.set()
+    await d.served()
+    await clock.settle()
+    assert "cloud1" in d.power.state.holds  # the new failure's hold is kept
+    assert "cloud1" in saved(tmp_path).holds
+    assert slurm.calls[-1] == ("down", "cloud1")  # released, then held DOWN again
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+
+
+async def test_a_hold_dropped_by_a_resume_is_saved(tmp_path: Path, clock: FakeClock) -> None:
+    """Bug 7: a resume drops the node's hold; the drop must reach the disk even when serving
+    the request then fails (the request stays and is retried), or a restart would hold the
+    node DOWN again and power it down under the pending resume."""
+    d = await start(tmp_path, clock)
+    d.power.client = FakeSlurm()  # type: ignore[assignment]
+    d.provider.set_unavailable("c5.xlarge")
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    assert "cloud1" in saved(tmp_path).holds
+    controller = d.slurm.controller
+    assert controller is not None
+
+    async def listing_fails() -> list[Any]:
+        raise ProviderError("DescribeInstances unavailable")
+
+    controller.list_workers = listing_fails  # type: ignore[method-assign]
+    await clock.advance(1)  # the power saver's shared listing is out of date
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    await clock.settle()
+    on_disk = saved(tmp_path)
+    assert "cloud1" in on_disk.requests and "cloud1" not in on_disk.holds
+
+
+async def test_a_suspend_accepted_before_a_crash_is_served_at_the_next_start(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Bug 7: suspends were memory only, so an instance whose suspend was answered but not
+    served before a crash kept running until the clean-up loop found it."""
+    first = await start(tmp_path, clock)
+    await first.power.accept("resume", "cloud1")
+    await first.served()
+    await first.power.accept("suspend", "cloud1")
+    assert saved(tmp_path).suspends["cloud1"].kind == "suspend"  # on disk before the answer
+    await first.power.close()  # the daemon dies before serving it
+    assert list(await first.workers()) == ["cloud1"]
+
+    second = await start(tmp_path, clock, first.provider)
+    await second.served()
+    assert await second.workers() == {}
+    await clock.settle()
+    assert saved(tmp_path).suspends == {}
+
+
+async def test_a_burst_of_500_resumes_is_written_in_a_few_batches_off_the_loop(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Bug 6: the state was written (and fsynced twice: file and folder) once per node, on
+    the event loop; 500 nodes meant ~1,000 fsyncs stalling /healthz and the watchdog."""
+    d = await start(tmp_path, clock)
+    controller = d.slurm.controller
+    assert controller is not None
+    writes: list[str] = []
+    real = controller.store.writer
+
+    def counting_writer(path: Path, data: Any) -> None:
+        writes.append(threading.current_thread().name)
+        real(path, data)
+
+    controller.store.writer = counting_writer
+    answer = await d.power.accept("resume", "cloud[1-500]")
+    assert len(answer["accepted"]) == 500 and len(writes) == 1
+    await d.served()
+    await clock.settle()
+    assert d.launches() == 500 and saved(tmp_path).requests == {}
+    assert len(writes) <= 100, len(writes)  # was 501 (one per node, and the accept); now ~65

@@ -132,6 +132,7 @@ async def test_set_node_addr_gives_slurm_the_instances_address(
     config = parse_config(
         {
             "cluster_name": "t",
+            "state_dir": str(tmp_path / "state"),
             "provider": {"kind": "simulated", "zone": ZONE, "boot_delay": 0},
             "node_types": [{"type": "c5.xlarge"}],
             "demand": {"api": False, "slurm": True},
@@ -139,7 +140,6 @@ async def test_set_node_addr_gives_slurm_the_instances_address(
                 "slurm_conf": str(slurm_cluster.conf_path),
                 "scontrol": slurm_cluster.program("scontrol"),
                 "node_types": {"cloud": "c5.xlarge"},
-                "state_file": str(tmp_path / "state.json"),
                 "set_node_addr": True,
             },
         }
@@ -149,7 +149,7 @@ async def test_set_node_addr_gives_slurm_the_instances_address(
     integration = SlurmIntegration(config, clock, controller)
     await clock.run_until(controller.reconcile())
     assert integration.power is not None
-    integration.power.accept("resume", "cloud2")
+    await integration.power.accept("resume", "cloud2")
     await clock.run_until(integration.power.drain_requests())
     (node,) = await provider.list_instances()
 

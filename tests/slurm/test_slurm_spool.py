@@ -136,14 +136,14 @@ async def test_a_request_taken_late_and_spooled_too_is_served_once(
     """The daemon took a suspend but answered after the hook gave up, so the hook spooled it
     too; a resume of the node follows. Served again, the suspend would end the new instance."""
     d = await start(tmp_path, clock, top={"state_dir": str(tmp_path / "state")})
-    d.power.accept("resume", "cloud1")
+    await d.power.accept("resume", "cloud1")
     await d.served()
     late = spool.new_request_id()
-    d.power.accept("suspend", "cloud1", request_id=late)
+    await d.power.accept("suspend", "cloud1", request_id=late)
     assert d.slurm.spool_dir is not None
     spool.write(d.slurm.spool_dir, "suspend", "cloud1", None, late)
     await d.served()
-    d.power.accept("resume", "cloud1", request_id=spool.new_request_id())
+    await d.power.accept("resume", "cloud1", request_id=spool.new_request_id())
     await d.served()
     (instance,) = (await d.workers())["cloud1"]
     assert await d.slurm.serve_spool() == 0

@@ -1,0 +1,292 @@
+"""What must survive a crash, on disk before the action it protects: one store in ``state_dir``.
+
+Everything the daemon must not forget across ``kill -9`` lives in one JSON file,
+``<state_dir>/state.json``, in named sections:
+
+``ledger``  launches in flight (``LaunchJournal``): the intent of every ``addNodes`` call
+            (request id, node type, count, time), written before the call; the instance ids
+            it answered, kept until a listing shows them or ``launch_ledger_ttl`` passes
+``slurm``   the power saver's resume requests (with the offering chosen and its client
+            token), suspend requests and held nodes (``daemon.slurm.state``)
+
+Writes are off the event loop and coalesced::
+
+    change ─► store.changed()          (background: written soon)
+          └─► await store.flush()      (returns once the change is on disk)
+                    │
+                    ▼ one writer task at a time; a snapshot of every section is taken on the
+      loop, then written on a thread (asyncio.to_thread): temporary file, fsync, rename, fsync
+      of the folder (``providers.files.write_json_atomic``). Changes made while a write runs
+      are all carried by the next one, so a burst of N changes costs two writes, not N, and
+      concurrent callers of ``flush`` share them.
+
+A caller awaits ``flush`` before the action the state protects (``addNodes``, answering a
+hook); what can be lost without harm (a request done, an entry listed) only calls
+``changed``. Without ``state_dir`` the store keeps everything in memory (a warning at start):
+a restart then forgets launches in flight.
+
+After a restart ``LaunchJournal.restore`` puts the ledger back into the node tracker before
+the first listing is applied: answered ids become ledger entries again (booting, accepted at
+their original time), intents without an answer become placeholders found again by the
+request-id tag, exactly as a lost launch response. The planner counts both as booting
+nodes, so a restarted daemon whose cloud listing lags waits for its launches in flight, or
+their TTL, before launching that capacity again; the client tokens (a function of request
+id and offering) make any replayed launch return what the cloud already launched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from shoal.daemon.nodes import NodeTracker, TrackedNode, TrackedState
+from shoal.providers.base import TAG_REQUEST_ID
+from shoal.providers.errors import RetryableError
+from shoal.providers.files import write_json_atomic
+from shoal.providers.outcomes import LaunchAttempt
+from shoal.scaler.model import CapacityType, NodeType, Offering
+
+__all__ = [
+    "STATE_FILE",
+    "DurableStore",
+    "LaunchJournal",
+    "StateError",
+    "offering_from_json",
+    "offering_to_json",
+]
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+VERSION = 1
+
+Writer = Callable[[Path, Any], None]
+
+
+class StateError(RuntimeError):
+    """The state file exists but cannot be read or understood."""
+
+
+def offering_to_json(offering: Offering) -> dict[str, str]:
+    return {
+        "instance_type": offering.instance_type,
+        "zone": offering.zone,
+        "capacity": str(offering.capacity_type),
+    }
+
+
+def offering_from_json(data: Mapping[str, Any]) -> Offering:
+    return Offering(
+        str(data["instance_type"]), str(data["zone"]), CapacityType(str(data["capacity"]))
+    )
+
+
+class DurableStore:
+    """Named sections of one state file, written coalesced and off the event loop."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        data: Mapping[str, Any] | None = None,
+        *,
+        writer: Writer = write_json_atomic,
+    ) -> None:
+        self.path = path
+        self._loaded: dict[str, Any] = {k: v for k, v in (data or {}).items() if k != "version"}
+        self._dumps: dict[str, Callable[[], Any]] = {}
+        self.writer = writer
+        self._version = 0  # bumped by every change
+        self._written = 0  # the version on disk
+        self._task: asyncio.Task[None] | None = None
+        self.writes = 0
+
+    @classmethod
+    def open(
+        cls, state_dir: str | Path | None, *, writer: Writer = write_json_atomic
+    ) -> DurableStore:
+        """The store in ``state_dir`` (its file read now; none yet is an empty store), or a
+        memory-only store when ``state_dir`` is None. Raises StateError for a damaged file."""
+        if state_dir is None:
+            log.warning(
+                "event=state_in_memory reason=no-state_dir "
+                "effect=a-restart-forgets-launches-in-flight-and-slurm-requests"
+            )
+            return cls(None, writer=writer)
+        path = Path(state_dir) / STATE_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return cls(path, writer=writer)
+        except (OSError, ValueError) as exc:
+            raise StateError(f"cannot read the state file {path}: {exc}") from exc
+        if not isinstance(data, dict) or data.get("version") != VERSION:
+            version = data.get("version") if isinstance(data, dict) else None
+            raise StateError(f"the state file {path} has version {version!r}, expected {VERSION}")
+        log.info("event=state_loaded path=%s sections=%s", path, ",".join(sorted(data)))
+        return cls(path, data, writer=writer)
+
+    @property
+    def durable(self) -> bool:
+        return self.path is not None
+
+    def section(self, name: str, dump: Callable[[], Any]) -> Any:
+        """Own section ``name``: ``dump()`` returns its current JSON (new objects: it is written
+        on another thread) at every write. Returns what the file held for it, or None."""
+        self._dumps[name] = dump
+        return self._loaded.get(name)
+
+    def changed(self) -> None:
+        """Note a change: it is written soon, in the background, with any others."""
+        self._version += 1
+        if self.path is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._write())
+            self._task.add_done_callback(_log_failure)
+
+    async def flush(self) -> None:
+        """Note a change and return once it (and every change before it) is on disk; raises
+        what the write raised."""
+        self.changed()
+        target = self._version
+        while self.path is not None and self._written < target:
+            if self._task is None:  # the last write failed: try again
+                self._task = asyncio.get_running_loop().create_task(self._write())
+                self._task.add_done_callback(_log_failure)
+            await asyncio.shield(self._task)
+
+    async def _write(self) -> None:
+        assert self.path is not None
+        try:
+            while self._written < self._version:
+                version = self._version
+                data = {"version": VERSION, **self._loaded}
+                data.update({name: dump() for name, dump in self._dumps.items()})
+                await asyncio.to_thread(self.writer, self.path, data)
+                self.writes += 1
+                self._written = version
+        finally:
+            self._task = None
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error('event=state_write_failed error="%r"', exc)
+
+
+class LaunchJournal:
+    """The launch ledger's ``ledger`` section: intents before ``addNodes``, then the answered
+    launches the cloud does not list yet (see the module docstring)."""
+
+    def __init__(self, store: DurableStore) -> None:
+        self.store = store
+        loaded = store.section("ledger", self._dump) or {}
+        try:
+            self._intents: dict[str, dict[str, Any]] = {
+                str(k): dict(v) for k, v in loaded.get("intents", {}).items()
+            }
+            self._entries: list[dict[str, Any]] = [dict(e) for e in loaded.get("entries", [])]
+            for entry in self._entries:
+                offering_from_json(entry["offering"])
+                float(entry["accepted_at"])
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"the ledger in {store.path} is malformed: {exc}") from exc
+
+    def _dump(self) -> dict[str, Any]:
+        return {
+            "intents": {k: dict(v) for k, v in sorted(self._intents.items())},
+            "entries": [dict(e) for e in self._entries],
+        }
+
+    @property
+    def intents(self) -> dict[str, dict[str, Any]]:
+        """Launches asked for and not answered yet, by request id."""
+        return dict(self._intents)
+
+    async def intent(
+        self, request_id: str, node_type: NodeType, count: int, offering: Offering, now: float
+    ) -> None:
+        """Before ``addNodes``: the launch is on disk once this returns."""
+        self._intents[request_id] = {
+            "node_type": node_type.name,
+            "count": count,
+            "offering": offering_to_json(offering),
+            "at": now,
+        }
+        await self.store.flush()
+
+    def sync(self, tracker: NodeTracker, answered: Iterable[str] = ()) -> None:
+        """After a launch was booked (its intents are answered) or a listing was applied: keep
+        the tracker's ledger entries; written in the background when they changed."""
+        dropped = [r for r in answered if self._intents.pop(r, None) is not None]
+        entries = [_entry(t) for t in tracker.pending() if t.state is not TrackedState.TERMINATED]
+        if dropped or entries != self._entries:
+            self._entries = entries
+            self.store.changed()
+
+    def restore(self, tracker: NodeTracker) -> list[TrackedNode]:
+        """At start, before the first listing: put the ledger back into ``tracker``; intents
+        without an answer become placeholders (found again by their request-id tag)."""
+        restored: list[TrackedNode] = []
+        placeholders: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for entry in self._entries:
+            if entry.get("placeholder"):
+                placeholders.setdefault((entry["request_id"], entry["token"]), []).append(entry)
+                continue
+            attempt = LaunchAttempt(
+                request_id=str(entry["request_id"]),
+                offering=offering_from_json(entry["offering"]),
+                requested=1,
+                client_token=str(entry.get("token", "")),
+                ids=(str(entry["id"]),),
+            )
+            restored += tracker.record_launch([attempt], float(entry["accepted_at"]))
+        for (request_id, token), group in placeholders.items():
+            restored += self._placeholders(
+                tracker,
+                request_id,
+                token,
+                offering_from_json(group[0]["offering"]),
+                len(group),
+                float(group[0]["accepted_at"]),
+            )
+        for request_id, intent in self._intents.items():
+            restored += self._placeholders(
+                tracker,
+                request_id,
+                request_id,
+                offering_from_json(intent["offering"]),
+                int(intent["count"]),
+                float(intent["at"]),
+            )
+        self._intents.clear()
+        return restored
+
+    @staticmethod
+    def _placeholders(
+        tracker: NodeTracker,
+        request_id: str,
+        token: str,
+        offering: Offering,
+        count: int,
+        at: float,
+    ) -> list[TrackedNode]:
+        lost = RetryableError("launch in flight when the daemon stopped")
+        attempt = LaunchAttempt(request_id, offering, count, token, error=lost)
+        return tracker.record_launch([attempt], at)
+
+
+def _entry(tracked: TrackedNode) -> dict[str, Any]:
+    token = ""
+    if tracked.placeholder:  # named unconfirmed:<client token>:<i> by the tracker
+        token = tracked.id.split(":")[1]
+    return {
+        "id": tracked.id,
+        "request_id": tracked.node.tags.get(TAG_REQUEST_ID, ""),
+        "token": token,
+        "offering": offering_to_json(tracked.offering()),
+        "accepted_at": tracked.accepted_at,
+        "placeholder": tracked.placeholder,
+    }

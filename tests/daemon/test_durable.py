@@ -1,0 +1,168 @@
+"""The durable store (daemon/durable.py): coalesced writes off the event loop, and the launch
+ledger surviving a crash of the daemon on a cloud whose listing lags (issue 17, bug 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shoal.daemon.durable import STATE_FILE, DurableStore
+from shoal.providers.files import write_json_atomic
+from shoal.providers.outcomes import LaunchRequest
+
+if TYPE_CHECKING:
+    from conftest import Harness
+
+
+async def test_concurrent_changes_share_writes_and_the_write_runs_off_the_loop(
+    tmp_path: Path,
+) -> None:
+    """A burst of 200 flushes costs two writes (the one running, and one for every change
+    made meanwhile); the writes run on another thread, and the loop keeps serving while one
+    is blocked (a stalled disk does not stall /healthz)."""
+    loop_thread = threading.get_ident()
+    release = threading.Event()
+    threads: list[int] = []
+
+    def slow_writer(path: Path, data: Any) -> None:
+        threads.append(threading.get_ident())
+        release.wait(10)
+        write_json_atomic(path, data)
+
+    store = DurableStore.open(tmp_path, writer=slow_writer)
+    counter = {"n": 0}
+    store.section("test", lambda: {"n": counter["n"]})
+
+    async def change() -> None:
+        counter["n"] += 1
+        await store.flush()
+
+    first = asyncio.ensure_future(change())
+    await asyncio.sleep(0.05)  # the first write has started and is blocked on the "disk"
+    assert threads and store.writes == 0
+    rest = [asyncio.ensure_future(change()) for _ in range(199)]
+    pings = 0
+    for _ in range(5):  # the loop is free while the write blocks
+        await asyncio.sleep(0)
+        pings += 1
+    assert pings == 5 and not first.done()
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+    assert store.writes == 2
+    assert all(t != loop_thread for t in threads)
+    assert json.loads((tmp_path / STATE_FILE).read_text())["test"] == {"n": 200}
+
+
+async def test_without_a_state_dir_nothing_is_written(tmp_path: Path) -> None:
+    calls: list[Path] = []
+    store = DurableStore.open(None, writer=lambda path, data: calls.append(path))
+    store.section("test", dict)
+    await store.flush()
+    assert calls == [] and store.writes == 0
+
+
+async def _launch_crashes_after_answer(h: Harness, state: Path, crashed: Path) -> None:
+    """Run one pass whose launch is answered by the cloud; ``crashed`` gets a copy of
+    ``state`` as it is right after the answer: what disk holds when kill -9 lands then."""
+    real = h.provider.launch_offering
+
+    async def launch_then_crash(request: LaunchRequest) -> list[str]:
+        ids = await real(request)
+        if state.exists():
+            shutil.copytree(state, crashed)
+        else:
+            crashed.mkdir()
+        return ids
+
+    h.provider.launch_offering = launch_then_crash  # type: ignore[method-assign]
+    h.set_demand(h.jobs(12))  # 3 four-core nodes
+    record = await h.pass_()
+    h.provider.launch_offering = real  # type: ignore[method-assign]
+    assert record.launched == 3
+
+
+async def test_a_restart_right_after_runinstances_answered_launches_nothing_twice(
+    tmp_path: Path, harness_factory: Any
+) -> None:
+    """kill -9 right after the cloud answered (ids not booked yet), restart while the listing
+    still lags: the intent on disk stands for the launch (placeholders found again by the
+    request-id tag), so the restarted daemon waits for it instead of launching 3 more."""
+    state, crashed = tmp_path / "state", tmp_path / "crashed"
+    h: Harness = await harness_factory(state_dir=str(state))
+    h.provider.listing_lag = 8.0
+    await _launch_crashes_after_answer(h, state, crashed)
+    assert await h.provider.getProvisionedWorkers() == []  # not listed yet
+
+    await h.clock.advance(1)
+    fresh: Harness = await harness_factory(state_dir=str(crashed), provider=h.provider)
+    await fresh.drive(fresh.controller.reconcile())
+    fresh.set_demand(fresh.jobs(12))
+    assert (await fresh.pass_()).launched == 0
+    await fresh.clock.advance(10)  # now listed: the placeholders give way to the instances
+    assert (await fresh.pass_()).launched == 0
+    assert len(await h.provider.getProvisionedWorkers()) == 3
+    assert fresh.controller.tracker.pending() == []
+    saved = json.loads((crashed / STATE_FILE).read_text())["ledger"]
+    assert saved == {"intents": {}, "entries": []}  # nothing in flight any more
+
+
+async def test_a_restart_after_the_answer_was_booked_keeps_the_ids(
+    tmp_path: Path, harness_factory: Any
+) -> None:
+    state = tmp_path / "state"
+    h: Harness = await harness_factory(state_dir=str(state))
+    h.provider.listing_lag = 8.0
+    h.set_demand(h.jobs(12))
+    assert (await h.pass_()).launched == 3
+    await h.settle()  # the booked ids are written in the background
+    launched = {t.id for t in h.controller.tracker.pending()}
+    assert len(launched) == 3
+    entries = json.loads((state / STATE_FILE).read_text())["ledger"]["entries"]
+    assert {e["id"] for e in entries} == launched
+
+    fresh: Harness = await harness_factory(state_dir=str(state), provider=h.provider)
+    await fresh.drive(fresh.controller.reconcile())
+    assert {t.id for t in fresh.controller.tracker.pending()} == launched
+    fresh.set_demand(fresh.jobs(12))
+    assert (await fresh.pass_()).launched == 0
+    assert len(h.launch_calls()) == 1
+
+
+async def test_an_intent_whose_launch_never_happened_holds_capacity_until_the_ttl(
+    tmp_path: Path, harness_factory: Any
+) -> None:
+    """Crash after the intent was written but before addNodes reached the cloud: nothing is
+    ever listed, so the placeholders hold that capacity only until launch_ledger_ttl."""
+    state = tmp_path / "state"
+    store = DurableStore.open(state)
+    store.section(
+        "ledger",
+        lambda: {
+            "intents": {
+                "shoal-lost": {
+                    "node_type": "c5.xlarge",
+                    "count": 3,
+                    "offering": {
+                        "instance_type": "c5.xlarge",
+                        "zone": "us-west-2a",
+                        "capacity": "on-demand",
+                    },
+                    "at": 1_700_000_000.0,
+                }
+            },
+            "entries": [],
+        },
+    )
+    await store.flush()
+    h: Harness = await harness_factory(
+        state_dir=str(state), scaler={"launch_ledger_ttl": "5m", "interval": "30s"}
+    )
+    await h.drive(h.controller.reconcile())
+    h.set_demand(h.jobs(12))
+    assert (await h.pass_()).launched == 0  # waits for the launch in flight
+    await h.clock.advance(301)
+    assert (await h.pass_()).launched == 3  # its TTL passed: launched now
