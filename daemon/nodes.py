@@ -17,7 +17,10 @@ States (``scaler.NodeState`` plus the daemon's own ``terminated``)::
 
 Membership comes from the cloud's tags (``TAG_AUTOSCALED == "true"`` marks a node shoal may
 remove; any other worker is static), launch times from the cloud, so a restarted daemon
-adopts what a previous one launched. A node the provider stops listing is forgotten.
+adopts what a previous one launched. A node the provider stops listing is forgotten. Drains
+outlive the daemon the same way: the executor tags a node ``TAG_DRAINING`` before its drain
+takes effect, and a listed node with the tag is DRAINING, never room. A node the cloud lists
+stopped (``Node.stopped``) is no capacity either and is left out of the planner's view.
 
 The launch ledger: EC2's listing is eventually consistent, so a node the cloud accepted may be
 missing from the next listings. Every id ``addNodes`` reported launched is kept as a booting
@@ -34,7 +37,13 @@ import enum
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from shoal.providers.base import TAG_AUTOSCALED, TAG_NODE_TYPE, TAG_REQUEST_ID, Node
+from shoal.providers.base import (
+    TAG_AUTOSCALED,
+    TAG_DRAINING,
+    TAG_NODE_TYPE,
+    TAG_REQUEST_ID,
+    Node,
+)
 from shoal.providers.outcomes import LaunchAttempt
 from shoal.scaler.model import CapacityType, NodeInfo, NodeState, NodeType, Offering
 
@@ -201,11 +210,19 @@ class NodeTracker:
 
     # -- listings -----------------------------------------------------------------------------
 
-    def observe(self, workers: Iterable[Node], joined: Collection[str] | None) -> list[TrackedNode]:
+    def observe(
+        self,
+        workers: Iterable[Node],
+        joined: Collection[str] | None,
+        draining: Collection[str] = (),
+    ) -> list[TrackedNode]:
         """Apply a complete provider listing. Returns the nodes seen for the first time.
 
         ``joined`` is the node names the demand source reports as joined, or None when it
         reports none; then a node is READY when ``Node.joined`` is True or None (cannot tell).
+        A node tagged ``TAG_DRAINING`` is DRAINING (shoal's drain, from before a restart too);
+        so is one in ``draining`` (the scheduler shows it drained), which without the tag is
+        someone else's drain: static then, neither room nor shoal's to undrain or remove.
         Ledger entries the listing does not show yet are kept (see the module docstring).
         """
         seen: dict[str, TrackedNode] = {}
@@ -214,15 +231,22 @@ class NodeTracker:
         for node in workers:
             old = self._nodes.get(node.name)
             is_joined = (node.name in joined) if joined is not None else node.joined is not False
-            if old is not None and old.state in (TrackedState.DRAINING, TrackedState.TERMINATED):
+            # shoal's drain: the mark, or one made by this daemon whose mark is not listed yet
+            own = TAG_DRAINING in node.tags or (
+                old is not None and old.state is TrackedState.DRAINING and not old.static
+            )
+            if old is not None and old.state is TrackedState.TERMINATED:
                 state = old.state
+            elif own or node.name in draining:
+                state = TrackedState.DRAINING
             else:
                 state = TrackedState.READY if is_joined else TrackedState.BOOTING
             tracked = TrackedNode(
                 node=node,
                 node_type=self._node_type(node),
                 state=state,
-                static=node.tags.get(TAG_AUTOSCALED) != "true",
+                static=node.tags.get(TAG_AUTOSCALED) != "true"
+                or (node.name in draining and not own),
                 zone=node.zone or self._default_zone,
             )
             seen[node.name] = tracked
@@ -254,10 +278,21 @@ class NodeTracker:
         return sorted(self._nodes.values(), key=lambda t: t.id)
 
     def infos(self) -> tuple[NodeInfo, ...]:
-        """The planner's view: every node not terminated, ledger entries not expired included."""
+        """The planner's view: every node not terminated, ledger entries not expired included;
+        not stopped ones (no capacity: the loop terminates them)."""
         return tuple(
-            t.info() for t in self.all() if t.state is not TrackedState.TERMINATED and not t.expired
+            t.info()
+            for t in self.all()
+            if t.state is not TrackedState.TERMINATED and not t.expired and not t.node.stopped
         )
+
+    def stopped(self) -> list[TrackedNode]:
+        """Autoscaled nodes the cloud lists stopped or stopping, not yet terminated."""
+        return [
+            t
+            for t in self.all()
+            if t.node.stopped and not t.static and t.state is not TrackedState.TERMINATED
+        ]
 
     def counts(self) -> Mapping[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}

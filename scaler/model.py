@@ -186,6 +186,7 @@ class RemoveCause(enum.StrEnum):
     IDLE = "idle"  # unneeded for the unneeded period
     ABOVE_MAX = "above-max"
     JOIN_TIMEOUT = "join-timeout"  # booted but never joined; its offering should back off
+    STOPPED = "stopped"  # stopped by someone else (shoal never stops one): it only costs
 
 
 @dataclass(frozen=True, slots=True)

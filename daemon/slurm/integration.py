@@ -30,7 +30,7 @@ from aiohttp import web
 from shoal.daemon.http import bearer_authorized, unauthorized
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.slurm.cleanup import Cleaner
-from shoal.daemon.slurm.drain import SlurmDrainHook
+from shoal.daemon.slurm.drain import DrainAdopter, SlurmDrainHook
 from shoal.daemon.slurm.names import NodeTypeMap
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
@@ -97,6 +97,7 @@ class SlurmIntegration:
         self.types = NodeTypeMap.from_config(settings.node_types)
         self.controller: Controller | None = None
         self.power: PowerSaver | None = None
+        self.adopter: DrainAdopter | None = None  # external mode: Slurm's drains made shoal's
         self.source = SlurmDemandSource(
             self.client,
             clock,
@@ -150,6 +151,8 @@ class SlurmIntegration:
         if self.settings.mode == "external":
             controller.executor.launch_tags = self._launch_tags
             controller.provider.subscribe(self._on_provider_event)
+            self.adopter = DrainAdopter(controller)
+            self.source.listeners.append(self.adopter.observe)
 
     def _note_instances(self, snapshot: SlurmSnapshot) -> None:
         if self.power is not None and self.controller is not None:
@@ -253,6 +256,8 @@ class SlurmIntegration:
     async def close(self) -> None:
         if self.power is not None:
             await self.power.close()
+        if self.adopter is not None:
+            await self.adopter.close()
         for task in list(self._pending):
             task.cancel()
         with contextlib.suppress(Exception):
