@@ -109,6 +109,8 @@ class DemandUpdate:
     joined_nodes: frozenset[str] | None = None
     at: float | None = None
     max_age: float | None = None
+    # nodes the scheduler shows drained (no new work; not in joined_nodes): never room
+    draining_nodes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,13 @@ What the seed's return values cannot say comes from the provider's events
 (``providers.outcomes``), collected per request: every offering tried, with the ids it launched
 (for the launch ledger) or its error (capacity and quota errors back that offering off, even
 when another offering filled the request; a success clears only the offering that launched),
-and for terminations which ids are gone and which failed. Drains call the drain hook and then
-mark the node draining; undrains (draining nodes the plan takes back) call the undrain hook
-and then mark the node ready; only the plan's terminations are terminated, never a static or
-unknown node; a ledger placeholder (a launch whose response was lost) has no instance to
-terminate.
+and for terminations which ids are gone and which failed. Drains tag the instance
+``shoal:draining=<epoch seconds>`` (``TAG_DRAINING``, so a restarted daemon adopts it as
+draining; a failed tag means no drain this pass), call the drain hook and then mark the node
+draining (a failed hook removes the tag again); undrains (draining nodes the plan takes back)
+call the undrain hook, remove the tag and then mark the node ready; only the plan's
+terminations are terminated, never a static or unknown node; a ledger placeholder (a launch
+whose response was lost) has no instance to terminate.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from shoal.daemon.drain import (
 )
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import NodeTracker, TrackedState
-from shoal.providers.base import AbstractProvisioner
+from shoal.providers.base import TAG_DRAINING, AbstractProvisioner
 from shoal.providers.clock import Clock
 from shoal.providers.errors import CapacityError, ProviderError, TerminationError
 from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationResult
@@ -367,6 +369,9 @@ class Executor:
             return
         if tracked.state is TrackedState.DRAINING:
             return
+        # The mark first: a daemon restarted after the hook ran must find the node draining.
+        if not await self._retag(action.node_id, self.clock.now(), report):
+            return  # no mark, no drain: the next plan asks again
         try:
             await self.drain_hook.drain(action.node_id)
         except DrainTimeout as exc:
@@ -381,6 +386,7 @@ class Executor:
         except (DrainError, OSError) as exc:
             report.errors.append(f"drain {action.node_id}: {exc}")
             log.warning('event=drain_failed node=%s error="%s"', action.node_id, exc)
+            await self._retag(action.node_id, None, report)  # left as it was, mark included
             return
         tracker.mark(action.node_id, TrackedState.DRAINING)
         report.drained.append(action.node_id)
@@ -412,6 +418,9 @@ class Executor:
             report.errors.append(f"undrain {action.node_id}: {exc}")
             log.warning('event=undrain_failed node=%s error="%s"', action.node_id, exc)
             return
+        # The scheduler takes work again; a mark left behind (the removal failed) shows the
+        # node draining again in the next listing, and the plan takes it back once more.
+        await self._retag(action.node_id, None, report)
         tracker.mark(action.node_id, TrackedState.READY)
         report.undrained.append(action.node_id)
         log.info(
@@ -421,6 +430,31 @@ class Executor:
             action.cause,
             action.message,
         )
+
+    async def mark_draining(self, node_id: str, since: float | None) -> None:
+        """Tag a node ``TAG_DRAINING=<since>`` (epoch seconds), or remove the tag (None),
+        through the retry layer; raises what the provider raised last."""
+
+        async def tag() -> None:
+            await self.provider.tag_instances([node_id], {TAG_DRAINING: str(int(since or 0))})
+
+        async def untag() -> None:
+            await self.provider.untag_instances([node_id], [TAG_DRAINING])
+
+        if since is not None:
+            await self.call("tagInstances", tag)
+        else:
+            await self.call("untagInstances", untag)
+
+    async def _retag(self, node_id: str, since: float | None, report: ExecutionReport) -> bool:
+        """``mark_draining``; False, with the error in the report, when the cloud refused."""
+        try:
+            await self.mark_draining(node_id, since)
+        except Exception as exc:
+            report.errors.append(f"draining mark of {node_id}: {exc!r}")
+            log.warning('event=drain_mark_failed node=%s since=%s error="%r"', node_id, since, exc)
+            return False
+        return True
 
     async def _terminate(
         self,

@@ -169,6 +169,7 @@ class Controller:
         self.state = PlannerState()
         self.demand = Demand()
         self.joined: frozenset[str] | None = None
+        self.draining: frozenset[str] = frozenset()  # nodes the scheduler shows drained
         self.demand_at: float | None = None  # None: no demand received yet
         self.demand_max_age: float | None = None
         self.demand_failure: str | None = None
@@ -207,6 +208,7 @@ class Controller:
         joined = frozenset(update.joined_nodes) if update.joined_nodes is not None else None
         changed = (update.demand, joined) != (self.demand, self.joined) or self.demand_failure
         self.demand, self.joined = update.demand, joined
+        self.draining = update.draining_nodes
         self.demand_at = update.at if update.at is not None else now
         self.demand_max_age = update.max_age
         self.demand_failure = None
@@ -309,7 +311,7 @@ class Controller:
     async def reconcile(self) -> None:
         """Rebuild the view from the cloud: adopt every tagged node; launch nothing."""
         workers = await self.list_workers()
-        adopted = self.tracker.observe(workers, self.joined, self.clock.now())
+        adopted = self.tracker.observe(workers, self.joined, self.clock.now(), self.draining)
         self.journal.sync(self.tracker)
         for tracked in adopted:
             log.info(
@@ -441,7 +443,7 @@ class Controller:
             workers = await self.list_workers()
         except Exception as exc:
             return f"provider listing failed: {exc!r}"
-        new = self.tracker.observe(workers, self.joined, self.clock.now())
+        new = self.tracker.observe(workers, self.joined, self.clock.now(), self.draining)
         for tracked in new:
             log.info(
                 "event=node_seen node=%s node_type=%s state=%s",
@@ -492,6 +494,14 @@ class Controller:
                     for t in expired
                 ),
             )
+        stopped = tuple(  # shoal never stops an instance: someone else did, and it only costs
+            NodeAction(
+                t.id, t.node_type, RemoveCause.STOPPED, f"the cloud lists it {t.node.cloud_state}"
+            )
+            for t in self.tracker.stopped()
+        )
+        if stopped:
+            plan = dataclasses.replace(plan, terminations=plan.terminations + stopped)
         for launch in plan.launches:
             log.info(
                 'event=plan_launch node_type=%s count=%d cause=%s reason="%s"',

@@ -17,7 +17,10 @@ States (``scaler.NodeState`` plus the daemon's own ``terminated``)::
 
 Membership comes from the cloud's tags (``TAG_AUTOSCALED == "true"`` marks a node shoal may
 remove; any other worker is static), launch times from the cloud, so a restarted daemon
-adopts what a previous one launched. A node the provider stops listing is forgotten.
+adopts what a previous one launched. A node the provider stops listing is forgotten. Drains
+outlive the daemon the same way: the executor tags a node ``TAG_DRAINING`` before its drain
+takes effect, and a listed node with the tag is DRAINING, never room. A node the cloud lists
+stopped (``Node.stopped``) is no capacity either and is left out of the planner's view.
 
 Joined stays joined: a node once seen joined (``joined_at``) never goes back to BOOTING, so
 the join timeout is only for nodes that never joined. A read that leaves it out (Slurm marks
@@ -41,7 +44,13 @@ import enum
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from shoal.providers.base import TAG_AUTOSCALED, TAG_NODE_TYPE, TAG_REQUEST_ID, Node
+from shoal.providers.base import (
+    TAG_AUTOSCALED,
+    TAG_DRAINING,
+    TAG_NODE_TYPE,
+    TAG_REQUEST_ID,
+    Node,
+)
 from shoal.providers.outcomes import LaunchAttempt
 from shoal.scaler.model import CapacityType, NodeInfo, NodeState, NodeType, Offering
 
@@ -215,13 +224,20 @@ class NodeTracker:
     # -- listings -----------------------------------------------------------------------------
 
     def observe(
-        self, workers: Iterable[Node], joined: Collection[str] | None, now: float
+        self,
+        workers: Iterable[Node],
+        joined: Collection[str] | None,
+        now: float,
+        draining: Collection[str] = (),
     ) -> list[TrackedNode]:
         """Apply a complete provider listing at ``now``. Returns the nodes seen for the first
         time.
 
         ``joined`` is the node names the demand source reports as joined, or None when it
         reports none; then a node is READY when ``Node.joined`` is True or None (cannot tell).
+        A node tagged ``TAG_DRAINING`` is DRAINING (shoal's drain, from before a restart too);
+        so is one in ``draining`` (the scheduler shows it drained), which without the tag is
+        someone else's drain: static then, neither room nor shoal's to undrain or remove.
         Ledger entries the listing does not show yet are kept (see the module docstring).
         Joined stays joined: a node once seen joined that a read leaves out (Slurm's
         NOT_RESPONDING, a push that omits it) stays READY, missing since then; the planner
@@ -236,19 +252,27 @@ class NodeTracker:
             is_joined = (node.name in joined) if joined is not None else node.joined is not False
             joined_at = old.joined_at if old is not None else None
             missing_since = old.missing_since if old is not None else None
-            if is_joined:
+            # a node the scheduler shows drained is there, only not taking work
+            if is_joined or node.name in draining:
                 joined_at, missing_since = now if joined_at is None else joined_at, None
             elif joined_at is not None and missing_since is None:
                 missing_since = now
-            if old is not None and old.state in (TrackedState.DRAINING, TrackedState.TERMINATED):
+            # shoal's drain: the mark, or one made by this daemon whose mark is not listed yet
+            own = TAG_DRAINING in node.tags or (
+                old is not None and old.state is TrackedState.DRAINING and not old.static
+            )
+            if old is not None and old.state is TrackedState.TERMINATED:
                 state = old.state
+            elif own or node.name in draining:
+                state = TrackedState.DRAINING
             else:
                 state = TrackedState.READY if joined_at is not None else TrackedState.BOOTING
             tracked = TrackedNode(
                 node=node,
                 node_type=self._node_type(node),
                 state=state,
-                static=node.tags.get(TAG_AUTOSCALED) != "true",
+                static=node.tags.get(TAG_AUTOSCALED) != "true"
+                or (node.name in draining and not own),
                 zone=node.zone or self._default_zone,
                 joined_at=joined_at,
                 missing_since=missing_since,
@@ -282,10 +306,21 @@ class NodeTracker:
         return sorted(self._nodes.values(), key=lambda t: t.id)
 
     def infos(self) -> tuple[NodeInfo, ...]:
-        """The planner's view: every node not terminated, ledger entries not expired included."""
+        """The planner's view: every node not terminated, ledger entries not expired included;
+        not stopped ones (no capacity: the loop terminates them)."""
         return tuple(
-            t.info() for t in self.all() if t.state is not TrackedState.TERMINATED and not t.expired
+            t.info()
+            for t in self.all()
+            if t.state is not TrackedState.TERMINATED and not t.expired and not t.node.stopped
         )
+
+    def stopped(self) -> list[TrackedNode]:
+        """Autoscaled nodes the cloud lists stopped or stopping, not yet terminated."""
+        return [
+            t
+            for t in self.all()
+            if t.node.stopped and not t.static and t.state is not TrackedState.TERMINATED
+        ]
 
     def counts(self) -> Mapping[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}

@@ -13,7 +13,11 @@
   so every id ends terminated, already gone, or failed with its error.
 - ``list_instances``: DescribeInstances by the cluster's tags, page by page, so a restarted
   daemon rebuilds its view from EC2 alone. EC2 documents it as eventually consistent: a new
-  instance may be missing for a while (the daemon's launch ledger covers that gap).
+  instance may be missing for a while (the daemon's launch ledger covers that gap). It lists
+  pending, running, stopping and stopped instances with their state (``Node.cloud_state``):
+  a stopped worker still costs its EBS volumes and the daemon terminates it; shutting-down
+  ones are already on their way out and left out.
+- ``tag_instances``/``untag_instances``: CreateTags/DeleteTags (the draining mark).
 - ``describe_instance_types``: DescribeInstanceTypes for shapes, priced from a ``PriceBook``
   (``providers.aws_pricing``): the shipped on-demand table, refreshed by ``start()`` at once and
   every 12 h from the Pricing API and spot price history, as Karpenter does. A spot price not
@@ -44,7 +48,7 @@ import os
 import re
 import shlex
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar
 
 from aiobotocore.session import get_session
@@ -143,6 +147,10 @@ _TRANSPORT_ERRORS = (
 # Tag keys EC2 allows when instance tags are readable from the metadata service.
 _IMDS_TAG_KEY = re.compile(r"^(?!\.{1,2}$|_index$)[A-Za-z0-9+\-=.,_:@]{1,128}$")
 LIVE_STATES = ["pending", "running"]
+# What list_instances shows: every state an instance can leave only by being terminated (or
+# started again). Not "shutting-down": that instance is already being terminated, has nothing
+# left for shoal to do, and must not count as capacity.
+LISTED_STATES = ["pending", "running", "stopping", "stopped"]
 NOT_GONE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
 
@@ -615,8 +623,18 @@ class AWSProvisioner(AbstractProvisioner):
         return out
 
     async def list_instances(self) -> list[Node]:
-        filters = self._cluster_filters("worker", LIVE_STATES)
+        filters = self._cluster_filters("worker", LISTED_STATES)
         return [self._node(i) for i in await self._describe(filters)]
+
+    async def tag_instances(self, ids: Sequence[str], tags: Mapping[str, str]) -> None:
+        await self._call(
+            "create_tags", {"Resources": list(ids), "Tags": self._tag_list(dict(tags))}
+        )
+
+    async def untag_instances(self, ids: Sequence[str], keys: Collection[str]) -> None:
+        await self._call(
+            "delete_tags", {"Resources": list(ids), "Tags": [{"Key": k} for k in keys]}
+        )
 
     # -- launching -----------------------------------------------------------------------
 
@@ -834,6 +852,7 @@ class AWSProvisioner(AbstractProvisioner):
             tags={t["Key"]: t["Value"] for t in inst.get("Tags", [])},
             zone=inst.get("Placement", {}).get("AvailabilityZone"),
             joined=None,  # EC2 cannot tell whether the node joined the scheduler
+            cloud_state=inst.get("State", {}).get("Name"),
         )
 
     async def getLeader(self) -> Node:

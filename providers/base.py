@@ -6,7 +6,7 @@ to a cloud are coroutines: ``addNodes``, ``terminateNodes``, ``addManagedNodes``
 ``createClusterSettings``, ``readClusterSettings``, ``getNodeShape`` and, because it looks
 shapes up, ``setAutoscaledNodeTypes``. Everything else is synchronous and pure.
 
-``addNodes`` and ``terminateNodes`` are written once, here, as template methods over four small
+``addNodes`` and ``terminateNodes`` are written once, here, as template methods over small
 primitives each cloud implements (so the simulated cloud and EC2 behave alike by construction)::
 
     launch_offering(LaunchRequest) -> [instance id]    up to n nodes of ONE offering
@@ -14,8 +14,16 @@ primitives each cloud implements (so the simulated cloud and EC2 behave alike by
                                                        one or a typed error; idempotent by
                                                        request.client_token
     terminate_instances([id]) -> {id: status | error}  one batch; unknown ids are ALREADY_GONE
-    list_instances() -> [Node]                         the cluster's tagged workers
+    list_instances() -> [Node]                         the cluster's tagged workers, in
+                                                       every state but terminated
+                                                       (``Node.cloud_state``)
     describe_instance_types([name]) -> {name: InstanceTypeInfo}   shapes and prices
+    tag_instances([id], {key: value})                  add or overwrite tags
+    untag_instances([id], [key])                       remove tags (absent keys are fine)
+
+The tags are how a decision outlives the daemon: ``TAG_DRAINING`` marks a worker shoal is
+draining (its value the epoch second the drain began), set before the drain takes effect, so a
+restarted daemon adopts the node as draining instead of as room for new work.
 
 ``addNodes(nodeTypes, numNodes, preemptible, spotBid, *, requestId, exclude, tags)`` tries the
 offerings in preference order (the alternatives in the caller's order for a list or tuple,
@@ -66,8 +74,10 @@ from shoal.scaler.shape import Shape
 
 __all__ = [
     "LEADER_HOME_DIR",
+    "STOPPED_STATES",
     "TAG_AUTOSCALED",
     "TAG_CLUSTER",
+    "TAG_DRAINING",
     "TAG_NODE_TYPE",
     "TAG_REQUEST_ID",
     "TAG_ROLE",
@@ -91,6 +101,10 @@ TAG_ROLE = "shoal:role"  # "leader" | "worker"
 TAG_AUTOSCALED = "shoal:autoscaled"  # "true" on workers launched by addNodes; others are static
 TAG_NODE_TYPE = "shoal:node-type"  # the instance type launched
 TAG_REQUEST_ID = "shoal:request-id"  # the addNodes requestId that launched it
+TAG_DRAINING = "shoal:draining"  # set while shoal drains it: the drain's start, epoch seconds
+# Cloud states (EC2's names) of an instance that exists but is not running and never will be
+# by itself: shoal never stops an instance, so one of its workers found so is terminated.
+STOPPED_STATES = frozenset({"stopping", "stopped"})
 GIB = 2**30
 
 
@@ -132,6 +146,7 @@ class Node:
         *,
         zone: str | None = None,
         joined: bool | None = None,
+        cloud_state: str | None = None,
     ) -> None:
         self.publicIP = publicIP
         self.privateIP = privateIP
@@ -150,6 +165,14 @@ class Node:
         # treats a running instance as joined).
         self.zone = zone
         self.joined = joined
+        # The cloud's state of the instance, in EC2's words ("pending", "running",
+        # "stopping", "stopped"); None: the provider does not say (it lists live ones only).
+        self.cloud_state = cloud_state
+
+    @property
+    def stopped(self) -> bool:
+        """Stopped or stopping: it runs nothing and is no capacity (``STOPPED_STATES``)."""
+        return self.cloud_state in STOPPED_STATES
 
     def __str__(self) -> str:
         return f"{self.name} at {self.effectiveIP}"
@@ -342,11 +365,23 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
 
     @abstractmethod
     async def list_instances(self) -> list[Node]:
-        """Every live worker of this cluster (static and autoscaled), from the cloud's tags."""
+        """Every worker of this cluster (static and autoscaled), from the cloud's tags: pending,
+        running, and stopping or stopped (with ``Node.cloud_state``, so the daemon can end
+        them); not terminated or being terminated."""
 
     @abstractmethod
     async def describe_instance_types(self, names: Sequence[str]) -> dict[str, InstanceTypeInfo]:
         """Shapes and prices of the named types the cloud knows (unknown names left out)."""
+
+    @abstractmethod
+    async def tag_instances(self, ids: Sequence[str], tags: Mapping[str, str]) -> None:
+        """Add ``tags`` to the instances (a key already there takes the new value); the next
+        listings show them (as eventually as the cloud's listing is). An unknown id is a
+        ``ProviderError``; transient failures are raised for the caller's retry layer."""
+
+    @abstractmethod
+    async def untag_instances(self, ids: Sequence[str], keys: Collection[str]) -> None:
+        """Remove the tag ``keys`` from the instances; a key an instance lacks is no error."""
 
     # -- cloud operations, written once ---------------------------------------
 

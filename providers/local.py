@@ -20,6 +20,8 @@ class's):
                             SIGTERM then SIGKILL, by pid; unknown or dead ids are already gone.
 ``list_instances``          the instances of the records file whose process still runs.
 ``describe_instance_types`` the configured types (cores, memory, price or None).
+``tag_instances``,          change the tags in the instance's record (saved at once); an
+``untag_instances``         id whose process no longer runs is ``InvalidInstanceID.NotFound``.
 
 Every process is started with ``posix_spawn``: its own session (``setsid``: slurmctld or a
 terminal stopping shoal's process group must not take it along), an empty signal mask and
@@ -48,7 +50,7 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -477,6 +479,29 @@ class LocalProvisioner(AbstractProvisioner):
                 )
             )
         return nodes
+
+    async def tag_instances(self, ids: Sequence[str], tags: Mapping[str, str]) -> None:
+        for record in self._records_of(ids, "tag_instances"):
+            record["tags"].update(tags)
+        self._save()
+
+    async def untag_instances(self, ids: Sequence[str], keys: Collection[str]) -> None:
+        for record in self._records_of(ids, "untag_instances"):
+            for key in keys:
+                record["tags"].pop(key, None)
+        self._save()
+
+    def _records_of(self, ids: Sequence[str], operation: str) -> list[dict[str, Any]]:
+        """The live instances' records, or, as EC2, an error naming the unknown ids."""
+        live = self._live()
+        unknown = [i for i in ids if i not in live]
+        if unknown:
+            raise ProviderError(
+                f"The instance IDs '{', '.join(unknown)}' do not exist",
+                code="InvalidInstanceID.NotFound",
+                operation=operation,
+            )
+        return [self._load()["instances"][i] for i in ids]
 
     def pids(self) -> dict[str, int]:
         """The pid of every live instance's process (for tests and the demo's clean-up)."""

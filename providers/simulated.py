@@ -21,12 +21,19 @@ Behaviour as EC2 documents it, inconvenient parts included:
   the way back; ``throttle_next`` and ``fail_next`` inject errors before anything happens.
 - ``terminate_instances`` answers per id: terminated, already gone (unknown ids), or the error
   set with ``fail_termination``.
+- ``tag_instances``/``untag_instances`` (CreateTags/DeleteTags) change every id or none (an
+  unknown id is ``InvalidInstanceID.NotFound``); the next listing shows the new tags. Faults
+  apply to them by those operation names.
+- ``stop_instance`` stops an instance as an operator or EC2 would: it lists as ``stopping``,
+  then ``stopped`` (``Node.cloud_state``; pending and running otherwise), never joined, until
+  it is terminated; it still counts against capacity, as a reserved host would.
 
 Knobs for tests (as Karpenter's fake.CloudProvider): ``throttle_next``, ``fail_next``,
 ``lose_next_response``, ``fail_termination``, ``set_capacity``, ``set_unavailable``,
-``set_instance_limit``, ``never_join``, ``preempt``, ``add_static_nodes``,
+``set_instance_limit``, ``never_join``, ``preempt``, ``stop_instance``, ``add_static_nodes``,
 ``set_managed_desired``, ``reset_faults``; inspection: ``calls`` (recorded by EC2 operation name:
-RunInstances, TerminateInstances, DescribeInstances, DescribeInstanceTypes, and the seed's names
+RunInstances, TerminateInstances, DescribeInstances, DescribeInstanceTypes, CreateTags,
+DeleteTags, and the seed's names
 for cluster operations), ``api_errors``, ``interruptions``, ``instance_state``, ``cost_per_hour``.
 
 Managed nodes are supported, as an Auto Scaling group would be: ``addManagedNodes`` creates
@@ -46,7 +53,7 @@ import json
 import math
 import random
 import shlex
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -184,14 +191,25 @@ class _Instance:
     tags: dict[str, str]
     interrupt_at: float = math.inf
     group: str | None = None
-    node_booting: Node | None = None  # cached Node objects, one per joined state
-    node_joined: Node | None = None
+    stopping_at: float = math.inf  # stopped by someone else (``stop_instance``): from then
+    stopped_at: float = math.inf  # "stopping", and "stopped" from this time
+    # cached Node objects, one per (joined, cloud state); cleared when the tags change
+    nodes: dict[tuple[bool, str], Node] = field(default_factory=dict)
+
+    def cloud_state(self, now: float) -> str:
+        """EC2's state name: pending, running, stopping or stopped."""
+        if now >= self.stopped_at:
+            return "stopped"
+        if now >= self.stopping_at:
+            return "stopping"
+        return "running" if now >= self.running_at else "pending"
 
     def node(self, now: float) -> Node:
-        joined = now >= self.joined_at
-        cached = self.node_joined if joined else self.node_booting
+        state = self.cloud_state(now)
+        joined = now >= self.joined_at and now < self.stopping_at
+        cached = self.nodes.get((joined, state))
         if cached is None:
-            cached = Node(
+            cached = self.nodes[joined, state] = Node(
                 publicIP=self.public_ip,
                 privateIP=self.private_ip,
                 name=self.name,
@@ -202,11 +220,8 @@ class _Instance:
                 use_private_ip=self.role == "worker",
                 zone=self.zone,
                 joined=joined,
+                cloud_state=state,
             )
-            if joined:
-                self.node_joined = cached
-            else:
-                self.node_booting = cached
         return cached
 
 
@@ -397,6 +412,38 @@ class SimulatedProvisioner(AbstractProvisioner):
             if inst.role == "worker" and now >= inst.launched_at + self.listing_lag
         ]
 
+    async def tag_instances(self, ids: Sequence[str], tags: Mapping[str, str]) -> None:
+        await self._api(
+            "CreateTags",
+            {"Resources": list(ids), "Tags": dict(tags)},
+            effect=lambda: self._retag(ids, lambda t: t.update(tags)),
+        )
+
+    async def untag_instances(self, ids: Sequence[str], keys: Collection[str]) -> None:
+        def drop(t: dict[str, str]) -> None:
+            for key in keys:
+                t.pop(key, None)
+
+        await self._api(
+            "DeleteTags",
+            {"Resources": list(ids), "Keys": list(keys)},
+            effect=lambda: self._retag(ids, drop),
+        )
+
+    def _retag(self, ids: Sequence[str], change: Callable[[dict[str, str]], None]) -> None:
+        """The effect of CreateTags/DeleteTags: all ids known, or none changed (as EC2); the
+        next listing shows the new tags."""
+        unknown = [name for name in ids if name not in self._instances]
+        if unknown:
+            raise ProviderError(
+                f"The instance IDs '{', '.join(unknown)}' do not exist",
+                code="InvalidInstanceID.NotFound",
+            )
+        for name in ids:
+            inst = self._instances[name]
+            change(inst.tags)
+            inst.nodes.clear()
+
     async def launchCluster(
         self,
         leaderNodeType: str,
@@ -518,12 +565,15 @@ class SimulatedProvisioner(AbstractProvisioner):
         return None
 
     def instance_state(self, name: str) -> str:
-        """``"booting"``, ``"running"``, ``"joined"`` or ``"terminated"`` (also unknown names)."""
+        """``"booting"``, ``"running"``, ``"joined"``, ``"stopping"``, ``"stopped"`` or
+        ``"terminated"`` (also unknown names)."""
         self._reap()
         inst = self._instances.get(name)
         if inst is None:
             return "terminated"
         now = self.clock.now()
+        if now >= inst.stopping_at:
+            return inst.cloud_state(now)
         if now >= inst.joined_at:
             return "joined"
         return "running" if now >= inst.running_at else "booting"
@@ -650,6 +700,18 @@ class SimulatedProvisioner(AbstractProvisioner):
             raise ValueError(f"node {node_name!r} is on-demand; only spot nodes are interrupted")
         self.interruptions.append((node_name, self.clock.now()))
         self._remove(node_name)
+
+    def stop_instance(self, node_name: str, *, stopping_for: float = 0.0) -> None:
+        """Someone else stops ``node_name`` now (an operator, or EC2 for a spot instance whose
+        interruption behaviour is "stop"): it leaves its scheduler and lists as ``stopping``
+        for ``stopping_for`` seconds, then ``stopped``, until it is terminated. Not an API
+        call; not subject to faults."""
+        inst = self._instances.get(node_name)
+        if inst is None:
+            raise KeyError(f"no live node {node_name!r}")
+        now = self.clock.now()
+        inst.stopping_at = min(inst.stopping_at, now)
+        inst.stopped_at = min(inst.stopped_at, now + stopping_for)
 
     # -- internals --------------------------------------------------------------------------
 

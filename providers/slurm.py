@@ -18,7 +18,8 @@ The parsers (``parse_squeue``, ``parse_sinfo``, ``parse_config``, ``parse_durati
 ``parse_memory``) are pure, and ``slurm_demand`` turns their records into shoal's
 ``Demand``: PENDING jobs that wait for capacity become ``QueuedJobs`` (one shape per node of
 an N-node job, array tasks counted), jobs that hold nodes become one ``RunningJob`` per node,
-and the nodes whose slurmd has registered and responds are the joined nodes.
+the nodes whose slurmd has registered and responds are the joined nodes, and drained nodes
+(which take no new jobs) are draining, not joined.
 """
 
 from __future__ import annotations
@@ -583,12 +584,14 @@ def def_mem_per_cpu(config: Mapping[str, str]) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class SlurmDemand:
-    """Shoal's view of a Slurm cluster: the demand, the joined nodes, and how many pending
-    jobs (array tasks counted) were left out, by reason (e.g. {"JobHeldUser": 2})."""
+    """Shoal's view of a Slurm cluster: the demand, the joined nodes (room for work), the
+    drained ones (DRAIN, DRAINING or DRAINED: no room, whatever else they are), and how many
+    pending jobs (array tasks counted) were left out, by reason (e.g. {"JobHeldUser": 2})."""
 
     demand: Demand
     joined: frozenset[str]
     skipped: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+    draining: frozenset[str] = frozenset()
 
 
 def _needs_capacity(job: SlurmJob, reasons: Collection[str]) -> bool:
@@ -618,7 +621,9 @@ def slurm_demand(
     counted. Running: one ``RunningJob`` per node a job holds (RUNNING, CONFIGURING,
     COMPLETING...), ``elapsed`` its time used. A shape's wall time is the job's time limit,
     ``default_wall_time`` when it has none. ``partitions`` keeps only jobs that may run in
-    one of them. Joined: nodes whose slurmd registered and responds (``SlurmNode.joined``).
+    one of them. Joined: nodes whose slurmd registered and responds (``SlurmNode.joined``)
+    and that take new work: a drained node is in ``draining`` instead, so it is never counted
+    as room for the queued jobs.
     """
     queued: Counter[Shape] = Counter()
     running: list[RunningJob] = []
@@ -645,8 +650,10 @@ def slurm_demand(
         queued=tuple(QueuedJobs(shape, count) for shape, count in queued.items()),
         running=tuple(running),
     )
-    joined = frozenset(node.name for node in nodes if node.joined)
-    return SlurmDemand(demand, joined, MappingProxyType(dict(skipped)))
+    nodes = tuple(nodes)
+    joined = frozenset(node.name for node in nodes if node.joined and not node.drain)
+    draining = frozenset(node.name for node in nodes if node.drain)
+    return SlurmDemand(demand, joined, MappingProxyType(dict(skipped)), draining)
 
 
 # --- the client ----------------------------------------------------------------------------

@@ -193,6 +193,7 @@ class RemoveCause(enum.StrEnum):
     ABOVE_MAX = "above-max"
     JOIN_TIMEOUT = "join-timeout"  # booted but never joined; its offering should back off
     UNHEALTHY = "unhealthy"  # joined, then missing from the reads for the unhealthy timeout
+    STOPPED = "stopped"  # stopped by someone else (shoal never stops one): it only costs
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from shoal.daemon.metrics import ShoalMetrics
-from shoal.daemon.slurm.drain import DRAIN_REASON
+from shoal.daemon.slurm.drain import drained_by_shoal
 from shoal.daemon.slurm.power import slurm_node_of
 from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.providers.base import TAG_AUTOSCALED, Node
@@ -96,7 +96,7 @@ def find_repairs(
         for node in slurm.values():
             if not node.dynamic or node.name in ids or node.name in busy:
                 continue
-            drained = node.drain and node.reason.startswith(DRAIN_REASON)
+            drained = drained_by_shoal(node)
             ours = SHOAL_FEATURE in node.features and not node.responding
             if drained or ours:
                 why = "drained by shoal" if drained else "registered by shoal, not responding"

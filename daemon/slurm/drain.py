@@ -6,18 +6,41 @@ node id is the Slurm node name: in external mode a worker registers as a dynamic
 after its instance. Slurm's errors become ``DrainError``s (the node is left as it was and the
 next plan asks again); a drain that does not finish within the command timeout is a
 ``DrainTimeout``.
+
+Slurm remembers shoal's drains as well as the instance's ``shoal:draining`` tag does: a node
+drained with reason ``shoal`` is shoal's. ``DrainAdopter`` (a source listener, external mode)
+tags the instance of every such node whose tag is missing (a drain from before the tag
+existed, or a tag lost), so the daemon adopts it as its own drain: a node it terminates once
+idle or undrains when demand returns. Until then it is draining and static (not room, not
+touched), as a node drained by anyone else stays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+import logging
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING
 
 from shoal.daemon.drain import DrainError, DrainTimeout
-from shoal.providers.slurm import SlurmClient, SlurmError
+from shoal.daemon.nodes import TrackedState
+from shoal.providers.base import TAG_DRAINING
+from shoal.providers.slurm import SlurmClient, SlurmError, SlurmNode
 
-__all__ = ["DRAIN_REASON", "SlurmDrainHook"]
+if TYPE_CHECKING:
+    from shoal.daemon.loop import Controller
+    from shoal.daemon.slurm.source import SlurmSnapshot
+
+__all__ = ["DRAIN_REASON", "DrainAdopter", "SlurmDrainHook", "drained_by_shoal"]
+
+log = logging.getLogger(__name__)
 
 DRAIN_REASON = "shoal"  # the clean-up loop deletes dynamic nodes drained with it
+
+
+def drained_by_shoal(node: SlurmNode) -> bool:
+    """Slurm shows the node drained with shoal's reason (``shoal``, or ``shoal ...``)."""
+    return node.drain and node.reason.startswith(DRAIN_REASON)
 
 
 class SlurmDrainHook:
@@ -41,3 +64,51 @@ class SlurmDrainHook:
             if exc.code == "timeout":
                 raise DrainTimeout(f"slurm {what} timed out: {exc}") from exc
             raise DrainError(f"slurm {what} failed: {exc}") from exc
+
+
+class DrainAdopter:
+    """Tags the instances of nodes Slurm shows drained by shoal that lack ``TAG_DRAINING``
+    (external mode: a node is named after its instance). ``observe`` is a source listener;
+    each tag is one task, through the executor's retry layer; a failure is tried again on a
+    later read."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def untagged(self, nodes: Iterable[SlurmNode]) -> list[str]:
+        """Nodes drained by shoal whose listed, autoscaled instance has no draining tag."""
+        tracker = self.controller.tracker
+        out = []
+        for node in nodes:
+            tracked = tracker.get(node.name)
+            if (
+                drained_by_shoal(node)
+                and tracked is not None
+                and tracked.listed
+                and tracked.state is not TrackedState.TERMINATED
+                and not tracked.static
+                and TAG_DRAINING not in tracked.node.tags
+            ):
+                out.append(node.name)
+        return out
+
+    def observe(self, snapshot: SlurmSnapshot) -> None:
+        for name in self.untagged(snapshot.nodes):
+            if name not in self._tasks:
+                task = asyncio.get_running_loop().create_task(self._adopt(name))
+                self._tasks[name] = task
+                task.add_done_callback(lambda _, name=name: self._tasks.pop(name, None))
+
+    async def _adopt(self, name: str) -> None:
+        try:
+            await self.controller.executor.mark_draining(name, self.controller.clock.now())
+        except Exception as exc:
+            log.warning('event=drain_adopt_failed node=%s error="%r"', name, exc)
+        else:
+            log.info("event=drain_adopted node=%s reason=slurm-drained-by-shoal", name)
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)

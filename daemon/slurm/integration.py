@@ -39,7 +39,7 @@ from shoal.daemon.http import bearer_authorized, unauthorized
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.slurm import spool
 from shoal.daemon.slurm.cleanup import Cleaner
-from shoal.daemon.slurm.drain import SlurmDrainHook
+from shoal.daemon.slurm.drain import DrainAdopter, SlurmDrainHook
 from shoal.daemon.slurm.names import NodeTypeMap
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
@@ -163,6 +163,7 @@ class SlurmIntegration:
         self.client = SlurmClient(slurm_commands(settings))
         self.types = NodeTypeMap.from_config(settings.node_types)
         self.power: PowerSaver | None = None
+        self.adopter: DrainAdopter | None = None  # external mode: Slurm's drains made shoal's
         self.source = SlurmDemandSource(
             self.client,
             clock,
@@ -215,6 +216,9 @@ class SlurmIntegration:
             if settings.mode == "external"
             else None
         )
+        if settings.mode == "external":  # Slurm's drains with shoal's reason are shoal's
+            self.adopter = DrainAdopter(controller)
+            self.source.listeners.append(self.adopter.observe)
 
     def _resume_timeout(self) -> float | None:
         return self.settings.resume_timeout or self.source.resume_timeout()
@@ -385,6 +389,8 @@ class SlurmIntegration:
             self._unsubscribe()
         if self.power is not None:
             await self.power.close()
+        if self.adopter is not None:
+            await self.adopter.close()
         for task in list(self._pending):
             task.cancel()
         with contextlib.suppress(Exception):

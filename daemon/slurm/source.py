@@ -3,7 +3,8 @@ once after a resume request (``poke``).
 
 Each read yields a ``DemandUpdate`` observed at the poll time (``at``) that goes stale after
 ``max_age`` (a few poll intervals): queued jobs that wait for capacity, running jobs per node,
-and the nodes that joined (registered and responding) -- ``providers.slurm.slurm_demand``.
+the nodes that joined (registered and responding) and the drained ones (never room) --
+``providers.slurm.slurm_demand``.
 Node names are translated to the daemon's node ids (``translate``: a power-saving node is
 known by its instance's id; a dynamic node is named after its instance, so it is its own id).
 
@@ -140,6 +141,7 @@ class SlurmDemandSource:
             frozenset(self.translate(n) for n in demand.joined),
             at=now,
             max_age=self.max_age,
+            draining_nodes=frozenset(self.translate(n) for n in demand.draining),
         )
 
     def _translated(self, demand: Demand) -> Demand:

@@ -21,7 +21,7 @@ from shoal.daemon.executor import Executor
 from shoal.daemon.http import start_http
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import NodeTracker, TrackedState
-from shoal.providers.base import TAG_AUTOSCALED, Node
+from shoal.providers.base import TAG_DRAINING, Node
 from shoal.providers.clock import FakeClock
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.scaler.model import AddCause, NodeAction, NodeType, Plan, PlannerState, Policy
@@ -101,25 +101,20 @@ class Recorder:
             raise DrainError("scheduler said no")
 
 
-def _tracker(*states: tuple[str, TrackedState]) -> NodeTracker:
+async def _tracker(
+    provider: SimulatedProvisioner, *states: TrackedState
+) -> tuple[NodeTracker, list[str]]:
+    """Workers launched on the simulated cloud, joined, listed, then set to ``states``."""
+    await provider.addNodes(["c5.xlarge"], len(states), False)
+    clock = provider.clock
+    assert isinstance(clock, FakeClock)
+    await clock.advance(provider.boot_delay + provider.join_delay)
     tracker = NodeTracker([C5], default_zone=ZONE)
-    nodes = [
-        Node(
-            None,
-            f"10.0.0.{i}",
-            name,
-            dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-            "c5.xlarge",
-            False,
-            tags={TAG_AUTOSCALED: "true"},
-            joined=True,
-        )
-        for i, (name, _) in enumerate(states)
-    ]
-    tracker.observe(nodes, None, 0.0)
-    for name, state in states:
+    tracker.observe(await provider.list_instances(), None, 0.0)
+    names = [t.id for t in tracker.all()]
+    for name, state in zip(names, states, strict=True):
         tracker.mark(name, state)
-    return tracker
+    return tracker, names
 
 
 def _plan(*node_ids: str) -> Plan:
@@ -143,19 +138,22 @@ async def test_executor_undrains_through_the_hook_and_marks_ready(fail: bool) ->
     provider = make_provider(clock)
     hook = Recorder(fail=fail)
     executor = Executor(provider, clock, ShoalMetrics(), undrain_hook=hook)
-    tracker = _tracker(("n1", TrackedState.DRAINING), ("n2", TrackedState.READY))
-    report = await executor.execute(_plan("n1", "n2"), Policy(node_types=(C5,)), tracker, set())
-    assert hook.calls == ["n1"]  # n2 is not draining: nothing to take back
-    n1 = tracker.get("n1")
-    assert n1 is not None
+    tracker, (n1, n2) = await _tracker(provider, TrackedState.DRAINING, TrackedState.READY)
+    await provider.tag_instances([n1], {TAG_DRAINING: "1700000000"})  # as the drain left it
+    report = await executor.execute(_plan(n1, n2), Policy(node_types=(C5,)), tracker, set())
+    assert hook.calls == [n1]  # n2 is not draining: nothing to take back
+    listed = {n.name: n.tags for n in await provider.list_instances()}
     if fail:
-        assert n1.state is TrackedState.DRAINING
+        assert tracker.get(n1).state is TrackedState.DRAINING  # type: ignore[union-attr]
         assert report.undrained == [] and "scheduler said no" in report.errors[0]
+        assert listed[n1][TAG_DRAINING] == "1700000000"  # still draining after a restart
     else:
-        assert n1.state is TrackedState.READY
-        assert report.undrained == ["n1"] and report.errors == []
+        assert tracker.get(n1).state is TrackedState.READY  # type: ignore[union-attr]
+        assert report.undrained == [n1] and report.errors == []
+        assert TAG_DRAINING not in listed[n1]  # the mark is gone with the drain
         # the planner sees it as ready capacity again, not a node to terminate
-        assert {i.id: i.state.value for i in tracker.infos()} == {"n1": "ready", "n2": "ready"}
+        tracker.observe(await provider.list_instances(), None, 0.0)
+        assert {i.id: i.state.value for i in tracker.infos()} == {n1: "ready", n2: "ready"}
 
 
 async def test_executor_refuses_to_undrain_a_static_node() -> None:

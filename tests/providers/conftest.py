@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -105,6 +105,15 @@ class MinimalProvisioner(AbstractProvisioner):
 
     async def list_instances(self) -> list[Node]:
         return list(self.instances.values())
+
+    async def tag_instances(self, ids: Sequence[str], tags: Mapping[str, str]) -> None:
+        for i in ids:
+            self.instances[i].tags.update(tags)
+
+    async def untag_instances(self, ids: Sequence[str], keys: Collection[str]) -> None:
+        for i in ids:
+            for key in keys:
+                self.instances[i].tags.pop(key, None)
 
     async def getLeader(self) -> Node:
         return Node("203.0.113.1", "10.0.0.1", "leader", "2026-01-01T00:00:00Z", "t3.large", False)

@@ -26,6 +26,7 @@ from shoal.providers.aws import AWSProvisioner, translate_error
 from shoal.providers.base import (
     TAG_AUTOSCALED,
     TAG_CLUSTER,
+    TAG_DRAINING,
     TAG_NODE_TYPE,
     TAG_REQUEST_ID,
     TAG_ROLE,
@@ -618,3 +619,31 @@ async def test_the_listing_is_eventually_consistent(aws: AWSProvisioner, env: En
     assert await aws.getProvisionedWorkers() == []
     now[0] += 5.0
     assert len(await aws.getProvisionedWorkers()) == 2
+
+
+async def test_tags_round_trip_through_ec2(aws: AWSProvisioner, env: Env) -> None:
+    """CreateTags/DeleteTags: the draining mark shows in the next listing and goes again."""
+    assert await aws.addNodes(["t3.micro"], 2, False) == 2
+    first, second = sorted(n.name for n in await aws.getProvisionedWorkers())
+    await aws.tag_instances([first], {TAG_DRAINING: "1700000000"})
+    tags = {n.name: n.tags for n in await aws.getProvisionedWorkers()}
+    assert tags[first][TAG_DRAINING] == "1700000000" and TAG_DRAINING not in tags[second]
+    assert tags[first][TAG_AUTOSCALED] == "true"  # the other tags stay
+    await aws.untag_instances([first, second], [TAG_DRAINING])  # absent on one: no error
+    tags = {n.name: n.tags for n in await aws.getProvisionedWorkers()}
+    assert TAG_DRAINING not in tags[first] and tags[first][TAG_AUTOSCALED] == "true"
+
+
+async def test_stopped_and_stopping_workers_are_listed_with_their_state(
+    aws: AWSProvisioner, env: Env
+) -> None:
+    assert await aws.addNodes(["t3.micro"], 2, False) == 2
+    stopped, running = sorted(n.name for n in await aws.getProvisionedWorkers())
+    async with env.client("ec2") as ec2:
+        await ec2.stop_instances(InstanceIds=[stopped])  # an operator, or EC2 for a spot node
+    nodes = {n.name: n for n in await aws.getProvisionedWorkers()}
+    assert set(nodes) == {stopped, running}  # still the cluster's, still costing for EBS
+    assert nodes[stopped].cloud_state in ("stopping", "stopped") and nodes[stopped].stopped
+    assert nodes[running].cloud_state == "running" and not nodes[running].stopped
+    await aws.terminateNodes([stopped])
+    assert [n.name for n in await aws.getProvisionedWorkers()] == [running]

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from shoal.providers.base import TAG_NODE_TYPE, TAG_REQUEST_ID, client_token
-from shoal.providers.errors import CapacityError
+from shoal.providers.base import TAG_DRAINING, TAG_NODE_TYPE, TAG_REQUEST_ID, client_token
+from shoal.providers.errors import CapacityError, ProviderError
 from shoal.providers.local import (
     INSTANCE_ENV,
     LocalInstanceType,
@@ -196,6 +196,23 @@ async def test_records_survive_a_restart_of_the_daemon(
     assert [n.name for n in await second.list_instances()] == ids
     assert await second.launch_offering(request("hung")) == ids  # the token is remembered
     assert (await second.launch_offering(request("hung", token="tok-9")))[0] not in ids
+
+
+async def test_tags_are_kept_in_the_records_across_a_restart(
+    make: Callable[..., LocalProvisioner],
+) -> None:
+    first = make()
+    (instance_id,) = await first.launch_offering(request("hung"))
+    await first.tag_instances([instance_id], {TAG_DRAINING: "1700000000"})
+    second = make()  # a new daemon, the same state_dir: the drain is still marked
+    (node,) = await second.list_instances()
+    assert node.tags[TAG_DRAINING] == "1700000000" and node.tags[TAG_NODE_TYPE] == "hung"
+    await second.untag_instances([instance_id], [TAG_DRAINING, "absent"])
+    assert TAG_DRAINING not in (await make().list_instances())[0].tags
+    with pytest.raises(ProviderError) as info:
+        await second.tag_instances([instance_id, "t-404"], {TAG_DRAINING: "1"})
+    assert info.value.code == "InvalidInstanceID.NotFound" and "t-404" in str(info.value)
+    assert TAG_DRAINING not in (await second.list_instances())[0].tags  # all or nothing
 
 
 async def test_terminate_stops_the_process_and_everything_in_its_session(

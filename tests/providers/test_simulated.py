@@ -9,6 +9,7 @@ import pytest
 from shoal.providers.base import (
     TAG_AUTOSCALED,
     TAG_CLUSTER,
+    TAG_DRAINING,
     TAG_NODE_TYPE,
     TAG_REQUEST_ID,
     TAG_ROLE,
@@ -498,3 +499,52 @@ async def test_a_termination_can_fail_per_node(sim: SimulatedProvisioner) -> Non
     sim.fail_termination(a, None)
     await sim.terminateNodes([a])
     assert sim.count() == 0
+
+
+async def test_tags_change_every_id_or_none_and_show_in_the_next_listing(
+    sim: SimulatedProvisioner, clock: FakeClock
+) -> None:
+    await sim.addNodes(["m5.large"], 2, False)
+    first, second = sorted(n.name for n in await sim.list_instances())
+    before = {n.name: n for n in await sim.list_instances()}
+    await sim.tag_instances([first], {TAG_DRAINING: "1700000000"})
+    listed = {n.name: n for n in await sim.list_instances()}
+    assert listed[first].tags[TAG_DRAINING] == "1700000000"
+    assert TAG_DRAINING not in before[first].tags  # an earlier listing is not changed
+    assert TAG_DRAINING not in listed[second].tags
+    with pytest.raises(ProviderError) as info:
+        await sim.tag_instances([second, "sim-999999"], {TAG_DRAINING: "1"})
+    assert info.value.code == "InvalidInstanceID.NotFound"
+    assert TAG_DRAINING not in {n.name: n for n in await sim.list_instances()}[second].tags
+    sim.throttle_next(1, operation="DeleteTags")
+    with pytest.raises(RetryableError):
+        await sim.untag_instances([first], [TAG_DRAINING])
+    await sim.untag_instances([first, second], [TAG_DRAINING])
+    assert all(TAG_DRAINING not in n.tags for n in await sim.list_instances())
+    assert [c.operation for c in sim.calls if "Tags" in c.operation] == [
+        "CreateTags",
+        "CreateTags",
+        "DeleteTags",
+        "DeleteTags",
+    ]
+
+
+async def test_a_stopped_instance_lists_stopping_then_stopped_until_terminated(
+    sim: SimulatedProvisioner, clock: FakeClock
+) -> None:
+    await sim.addNodes(["m5.large"], 2, False)
+    assert {n.cloud_state for n in await sim.list_instances()} == {"pending"}
+    await clock.advance(45)
+    stopped, running = sorted(n.name for n in await sim.list_instances())
+    sim.stop_instance(stopped, stopping_for=20)
+    nodes = {n.name: n for n in await sim.list_instances()}
+    assert (nodes[stopped].cloud_state, nodes[stopped].joined) == ("stopping", False)
+    assert nodes[stopped].stopped and not nodes[running].stopped
+    assert (nodes[running].cloud_state, nodes[running].joined) == ("running", True)
+    await clock.advance(20)
+    assert sim.instance_state(stopped) == "stopped"
+    assert {n.name: n.cloud_state for n in await sim.list_instances()}[stopped] == "stopped"
+    await sim.terminateNodes([stopped])
+    assert [n.name for n in await sim.list_instances()] == [running]
+    with pytest.raises(KeyError):
+        sim.stop_instance(stopped)

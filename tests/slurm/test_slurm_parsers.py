@@ -210,7 +210,11 @@ def test_demand_dynamic_nodes_joined_and_busy():
     got = slurm_demand(
         parse_squeue(data("squeue-dynamic.txt")), parse_sinfo(data("sinfo-dynamic.txt"))
     )
-    assert got.joined == {"cloud1", "cloud2", "dyn1"}  # cloud1 drains but has joined
+    # cloud1 (allocated+drain, reason "shoal idle") runs its job but takes no new one: it is
+    # draining, never room for the queued jobs
+    assert got.joined == {"cloud2", "dyn1"}
+    assert got.draining == {"cloud1"}
+    assert "cloud1" in {r.node_id for r in got.demand.running}  # still busy: not idle
     on_dyn1 = sorted(r.shape.memory for r in got.demand.running if r.node_id == "dyn1")
     assert on_dyn1 == [100 * MiB, 2000 * MiB]
 

@@ -15,6 +15,7 @@ from shoal.daemon.service import build_controller
 from shoal.daemon.slurm.drain import SlurmDrainHook
 from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
+from shoal.providers.base import TAG_DRAINING
 from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.providers.slurm import SlurmClient
@@ -161,4 +162,58 @@ async def test_set_node_addr_gives_slurm_the_instances_address(
             await asyncio.sleep(0.05)
 
     assert await clock.run_until(address()) == f"{node.privateIP} {node.privateIP}"
+    await integration.close()
+
+
+async def test_a_node_slurm_shows_drained_by_shoal_is_adopted_as_draining(
+    slurm_cluster_factory: Callable[..., SlurmCluster],
+) -> None:
+    """External mode, after a restart that lost the instance's draining tag: Slurm still shows
+    the node drained with reason "shoal". It is not joined capacity, the adopter puts the tag
+    back, and from then on it is shoal's own draining node: the queued job makes the plan
+    undrain it with scontrol. (A drain by anyone else: tests/daemon/test_drain_restart.py.)"""
+    cluster = slurm_cluster_factory(cloud=())
+    asyncio.get_running_loop().set_default_executor(InlineExecutor())
+    clock = FakeClock()
+    config = parse_config(
+        {
+            "cluster_name": "t",
+            "provider": {"kind": "simulated", "zone": ZONE, "boot_delay": 0, "join_delay": 0},
+            "node_types": [{"type": "c5.large"}],
+            "demand": {"api": False, "slurm": True},
+            "slurm": {
+                "mode": "external",
+                "slurm_conf": str(cluster.conf_path),
+                "squeue": cluster.program("squeue"),
+                "sinfo": cluster.program("sinfo"),
+                "scontrol": cluster.program("scontrol"),
+            },
+        }
+    )
+    provider = SimulatedProvisioner(
+        clusterName="t", zone=ZONE, clock=clock, boot_delay=0, join_delay=0
+    )
+    await provider.addNodes(["c5.large"], 1, False)
+    (node,) = [n.name for n in await provider.list_instances()]
+    cluster.start_dynamic_slurmd(node, cpus=2)  # it registers as a node named after it
+    cluster.wait_node(node, lambda flags: "not_responding" not in flags, 15)
+    cluster.scontrol("update", f"nodename={node}", "state=drain", "reason=shoal")
+    controller = await clock.run_until(build_controller(config, provider, clock))
+    integration = SlurmIntegration(config, clock)
+    integration.attach(controller)
+    await clock.run_until(controller.reconcile())  # the restart: no tag on the instance
+
+    cluster.sbatch("-p", "dyn", "-c2", "--wrap", "sleep 1")  # nowhere to run: drained
+    update = await clock.run_until(integration.source.read())
+    assert isinstance(update, DemandUpdate) and update.demand.queued
+    assert update.draining_nodes == {node} and node not in (update.joined_nodes or ())
+    await clock.settle()  # the adopter's tag call
+    assert TAG_DRAINING in (await provider.list_instances())[0].tags
+
+    controller.set_demand(update)
+    record = await clock.run_until(controller.run_pass())
+    # the drained node is no room for the queued job: the plan takes it back, in Slurm too
+    assert record.undrained == (node,) and record.launched == 0 and record.errors == ()
+    assert "drain" not in cluster.node_state(node).split("+")
+    assert TAG_DRAINING not in (await provider.list_instances())[0].tags
     await integration.close()
