@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import enum
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -37,7 +38,12 @@ from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import DEFAULT_LEDGER_TTL, NodeTracker, TrackedNode, TrackedState
 from shoal.providers.base import AbstractProvisioner, Node
 from shoal.providers.clock import Clock, SystemClock, sleep_or_event
-from shoal.providers.outcomes import PricesUpdated, ProviderEvent
+from shoal.providers.outcomes import (
+    LaunchAttempt,
+    PricesUpdated,
+    ProviderEvent,
+    TerminationResult,
+)
 from shoal.scaler.backoff import BackoffTable
 from shoal.scaler.model import (
     Demand,
@@ -107,10 +113,28 @@ class _Observation:
 
 
 @dataclass(frozen=True, slots=True)
+class _Listing:
+    asked_at: float  # monotonic time the listing was asked for (its age counts from then)
+    nodes: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class _Hold:
     plan: Plan  # what may be done
     reason: str
     keep_state: bool  # do not take the planner's new state
+
+
+def _wake_key(demand: Demand, joined: frozenset[str] | None) -> tuple[object, ...]:
+    """What of a demand can change a plan, so a change of it wakes a pass: the queued jobs,
+    which jobs run on which node, and the joined nodes. Not the running jobs' elapsed times:
+    a polled source moves them on every read, and a pass for each read would list the cloud
+    every poll for nothing (the timer pass plans with the newest elapsed times)."""
+    queued: Counter[object] = Counter()
+    for q in demand.queued:
+        queued[q.shape] += q.count
+    running = Counter((r.node_id, r.shape) for r in demand.running)
+    return queued, running, joined
 
 
 def _default_planner() -> Planner:
@@ -171,12 +195,16 @@ class Controller:
         self._last_ok: float | None = None
         self._last_finished: float | None = None
         self._pass_started: float | None = None
+        self._listing: _Listing | None = None  # shared by callers of list_workers(max_age)
+        self._listing_generation = 0  # bumped by every action on the cloud
+        self._listing_lock = asyncio.Lock()
 
     # -- inputs ---------------------------------------------------------------------------
 
     def set_demand(self, update: DemandUpdate | DemandFailure | Demand) -> None:
-        """Replace the demand (waking the loop, after the debounce, when it changed), or note
-        that the source failed to read it (the demand is stale from then on)."""
+        """Replace the demand (waking the loop, after the debounce, when it changed in a way
+        that can change a plan: see ``_wake_key``), or note that the source failed to read it
+        (the demand is stale from then on)."""
         now = self.clock.now()
         if isinstance(update, DemandFailure):
             if self.demand_failure is None:
@@ -186,7 +214,10 @@ class Controller:
         if isinstance(update, Demand):
             update = DemandUpdate(update)
         joined = frozenset(update.joined_nodes) if update.joined_nodes is not None else None
-        changed = (update.demand, joined) != (self.demand, self.joined) or self.demand_failure
+        changed = (
+            _wake_key(update.demand, joined) != _wake_key(self.demand, self.joined)
+            or self.demand_failure
+        )
         self.demand, self.joined = update.demand, joined
         self.demand_at = update.at if update.at is not None else now
         self.demand_max_age = update.max_age
@@ -214,9 +245,13 @@ class Controller:
             self.tracker.ledger_ttl = settings.ledger_ttl
 
     def _on_provider_event(self, event: ProviderEvent) -> None:
-        """New prices: count the refresh, and plan with the catalogue's prices from the next
+        """A launch or termination: the shared listing is out of date. New prices: count the
+        refresh, and plan with the catalogue's prices from the next
         pass (a refresh that failed in part still updated what it could; the rest is the last
         good price)."""
+        if isinstance(event, LaunchAttempt | TerminationResult):
+            self.invalidate_listing()
+            return
         if not isinstance(event, PricesUpdated):
             return
         self.metrics.price_refreshes.labels(outcome="ok" if event.ok else "failed").inc()
@@ -347,9 +382,38 @@ class Controller:
 
     # -- phases ---------------------------------------------------------------------------
 
-    async def list_workers(self) -> list[Node]:
-        """The provider's workers, through the executor (its retry policy, its metrics)."""
-        return await self.executor.call("getProvisionedWorkers", self._list)
+    async def list_workers(self, max_age: float = 0.0) -> list[Node]:
+        """The provider's workers, through the executor (its retry policy, its metrics).
+
+        One listing serves every caller within ``max_age`` seconds of when it was asked for
+        (0: list now): a pass lists fresh and the power saver and the clean-up loop take its
+        listing, so a pass, a burst of resume requests and a clean-up make one paginated
+        DescribeInstances. A launch or termination through the provider (its events), or a
+        call of ``invalidate_listing``, retires the shared listing, and a listing that was in
+        flight across one is never shared: no caller is served a view older than an action
+        as if it were current."""
+        if max_age <= 0:
+            return await self._fresh_listing()
+        async with self._listing_lock:
+            cached = self._listing
+            if cached is not None and self.clock.monotonic() - cached.asked_at <= max_age:
+                return list(cached.nodes)
+            return await self._fresh_listing()
+
+    async def _fresh_listing(self) -> list[Node]:
+        generation, asked_at = self._listing_generation, self.clock.monotonic()
+        nodes = await self.executor.call("getProvisionedWorkers", self._list)
+        shared = self._listing
+        if generation == self._listing_generation and (
+            shared is None or shared.asked_at <= asked_at
+        ):
+            self._listing = _Listing(asked_at, tuple(nodes))
+        return nodes
+
+    def invalidate_listing(self) -> None:
+        """The cloud changed (or may have): the shared listing is not served again."""
+        self._listing_generation += 1
+        self._listing = None
 
     async def terminate_workers(self, ids: Sequence[str]) -> None:
         """Terminate instances outside a plan (Slurm's suspend, the clean-up loop) through
@@ -359,7 +423,10 @@ class Controller:
         async def terminate() -> None:
             await self.provider.terminateNodes(list(ids))
 
-        await self.executor.call("terminateNodes", terminate)
+        try:
+            await self.executor.call("terminateNodes", terminate)
+        finally:
+            self.invalidate_listing()  # even a failed call may have terminated some
         for instance_id in ids:
             self.tracker.mark(instance_id, TrackedState.TERMINATED)
 
@@ -531,6 +598,8 @@ class Controller:
         backoff. Every pass does; so does a launch made outside a pass (a Slurm resume
         request). Returns the time it was booked at."""
         now = self.clock.now()
+        if report.launches or report.attempts or report.terminated or report.errors:
+            self.invalidate_listing()
         for tracked in self.tracker.record_launch(report.attempts, now):
             log.info(
                 "event=launch_booked node=%s offering=%s placeholder=%s",

@@ -80,7 +80,9 @@ __all__ = ["REQUEST_KINDS", "PowerSaver", "hold_planner", "slurm_node_of"]
 log = logging.getLogger(__name__)
 
 REQUEST_KINDS = SLURM_REQUEST_KINDS  # each has its own request counter
-LISTING_MAX_AGE = 0.5  # seconds a provider listing is shared by the node workers
+# seconds a listing (a pass's, the clean-up's, another worker's) may be old to serve a request;
+# launches and terminations retire it sooner (Controller.list_workers)
+LISTING_MAX_AGE = 5.0
 ADDRESS_TRIES = 30
 
 
@@ -133,8 +135,6 @@ class PowerSaver:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._by_node: dict[str, str] = {}  # Slurm node -> instance id (launches, listings)
-        self._listing: tuple[float, list[Node]] | None = None
-        self._listing_lock = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
         # (node, instance id) of the latest launches, for GET /v1/slurm and the logs
         self.launched: collections.deque[tuple[str, str]] = collections.deque(maxlen=1000)
@@ -309,7 +309,6 @@ class PowerSaver:
             for instance_id in ids:
                 self._by_node[node] = instance_id
                 self.launched.append((node, instance_id))
-            self._listing = None
             self._finish(node)
             log.info(
                 "event=slurm_resumed node=%s node_type=%s instance=%s request_id=%s waited=%.3fs",
@@ -433,7 +432,6 @@ class PowerSaver:
         except ProviderError as exc:
             log.error('event=slurm_suspend_failed node=%s error="%r"', node, exc)
             return
-        self._listing = None
         cause = "join-timeout" if kind == "resume_fail" else "idle"
         report = ExecutionReport()
         for instance in instances:
@@ -453,17 +451,12 @@ class PowerSaver:
     # -- instances --------------------------------------------------------------------------
 
     async def _listed(self, max_age: float = LISTING_MAX_AGE) -> list[Node]:
-        """The provider's workers, through the executor; one listing shared by the node
-        workers that ask within ``max_age`` seconds."""
-        controller = self._controller()
-        async with self._listing_lock:
-            now = self.clock.monotonic()
-            if self._listing is not None and now - self._listing[0] <= max_age:
-                return self._listing[1]
-            nodes = await controller.list_workers()
-            self._listing = (self.clock.monotonic(), nodes)
-            self.note_instances(nodes)
-            return nodes
+        """The provider's workers: the controller's listing, shared with its passes, the
+        clean-up loop and the other node workers when no older than ``max_age`` seconds and
+        no launch or termination came since (``Controller.list_workers``)."""
+        nodes = await self._controller().list_workers(max_age)
+        self.note_instances(nodes)
+        return nodes
 
     async def _instances(self, node: str) -> list[Node]:
         """Live autoscaled instances launched for Slurm node ``node``: listed, or launched by
