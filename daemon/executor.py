@@ -14,7 +14,9 @@ and for terminations which ids are gone and which failed. Drains call the drain 
 mark the node draining; undrains (draining nodes the plan takes back) call the undrain hook
 and then mark the node ready; only the plan's terminations are terminated, never a static or
 unknown node; a ledger placeholder (a launch whose response was lost) has no instance to
-terminate.
+terminate. Every branch (per node type, and each step within one) runs to its end even when
+another raises: that exception is an error in the report, and the others' outcomes stay in it
+to be booked.
 """
 
 from __future__ import annotations
@@ -169,8 +171,8 @@ class Executor:
             | {a.node_type for a in plan.undrains}
             | {a.node_type for a in plan.terminations}
         )
-        await asyncio.gather(
-            *(
+        await self._gather(
+            [
                 self._execute_type(
                     name,
                     types.get(name),
@@ -181,9 +183,23 @@ class Executor:
                     allow_launch,
                 )
                 for name in names
-            )
+            ],
+            report,
         )
         return report
+
+    @staticmethod
+    async def _gather(jobs: list[Awaitable[None]], report: ExecutionReport) -> None:
+        """Run ``jobs`` to the end, every one of them: a job that raises becomes an error in
+        the report, and what the others did stays in it (a launch of one type is booked
+        even when another type's drain hook raised). Cancellation is not caught."""
+        for result in await asyncio.gather(*jobs, return_exceptions=True):
+            if isinstance(result, Exception):
+                report.errors.append(f"{type(result).__name__}: {result}")
+                log.error('event=execute_branch_failed error="%r"', result)
+                log.debug("event=execute_branch_failed_traceback", exc_info=result)
+            elif isinstance(result, BaseException):
+                raise result
 
     async def _execute_type(
         self,
@@ -225,7 +241,7 @@ class Executor:
         terminations = [a for a in plan.terminations if a.node_type == name]
         if terminations:
             jobs.append(self._terminate(name, terminations, tracker, report))
-        await asyncio.gather(*jobs)
+        await self._gather(jobs, report)
 
     async def launch(
         self,
@@ -325,7 +341,7 @@ class Executor:
     async def _drain_all(
         self, actions: list[NodeAction], tracker: NodeTracker, report: ExecutionReport
     ) -> None:
-        await asyncio.gather(*(self._drain(a, tracker, report) for a in actions))
+        await self._gather([self._drain(a, tracker, report) for a in actions], report)
 
     async def _drain(
         self, action: NodeAction, tracker: NodeTracker, report: ExecutionReport
@@ -364,7 +380,7 @@ class Executor:
     async def _undrain_all(
         self, actions: list[NodeAction], tracker: NodeTracker, report: ExecutionReport
     ) -> None:
-        await asyncio.gather(*(self._undrain(a, tracker, report) for a in actions))
+        await self._gather([self._undrain(a, tracker, report) for a in actions], report)
 
     async def _undrain(
         self, action: NodeAction, tracker: NodeTracker, report: ExecutionReport
