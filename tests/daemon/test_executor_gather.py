@@ -7,11 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import config_dict, make_harness
-from shoal.daemon.config import parse_config
 from shoal.daemon.loop import PassOutcome
 from shoal.providers.clock import FakeClock
 from shoal.providers.outcomes import LaunchAttempt
+from shoal.providers.simulated import SimulatedProvisioner
 from shoal.scaler.model import (
     AddCause,
     Launch,
@@ -50,14 +49,14 @@ class Scripted:
 
 @pytest.mark.parametrize("launched_type", ["c5.xlarge", "r5.large"])
 async def test_a_drain_that_raises_does_not_lose_a_launch(
-    clock: FakeClock, launched_type: str
+    clock: FakeClock, harness_factory: Any, launched_type: str
 ) -> None:
     """The launch is of another type (another branch) or of the drained node's type (another
     step of the same branch)."""
     planner = Scripted()
-    provider = {**config_dict()["provider"], "listing_lag": "5m"}  # launches: ledger only
-    config = parse_config(config_dict(node_types=TYPES, provider=provider))
-    h = await make_harness(clock, config, planner=planner)
+    # what a pass launches is only in the ledger: the cloud lists it 5 minutes later
+    cloud = SimulatedProvisioner("test", zone="us-west-2a", clock=clock, listing_lag=300)
+    h = await harness_factory(cloud, planner, node_types=TYPES)
     h.set_demand(h.jobs(1))
     planner.next = Plan(
         (Launch("r5.large", 1, AddCause.DEMAND, "test"),), (), (), {}, (), PlannerState()
