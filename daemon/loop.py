@@ -8,7 +8,8 @@
     ┌──► pass: observe ─► plan ─► execute ─► record
     │          │ listing failed: skip (metric + status reason), never plan on a bad view
     │          ▼
-    └── wait: scale interval, or demand changed (+ debounce), or stop
+    └── wait: scale interval, or the next deadline if sooner, or demand changed in a way
+              that can change a plan (+ debounce), or stop
 
 A pass is the four named phases below. ``observe`` lists the provider's workers into the
 node tracker (beside the launch ledger: nodes the cloud accepted but does not list yet) and
@@ -19,6 +20,11 @@ launches in the ledger, keeps the planner state, turns capacity errors into back
 and updates metrics. Passes never overlap (a lock), a pass that raises is counted and logged
 and the loop goes on, and after ``stop()`` the current pass finishes without launching
 anything new.
+
+When to wake is one policy (``next_deadline``): besides the interval and a demand change, the
+loop wakes when a timer of its state falls due (an unneeded node ripens, a join timeout, a
+ledger entry's TTL, a backoff's end, a power-save hold's end), and the replay engine asks the
+same method which timer passes it may skip.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from shoal.scaler.model import (
 )
 
 __all__ = [
+    "WAKE_SLACK",
     "Controller",
     "ControllerSettings",
     "PassOutcome",
@@ -64,6 +71,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# The loop wakes this long after a timer's deadline (float rounding and strict comparisons).
+WAKE_SLACK = 1e-3
 
 
 class Planner(Protocol):
@@ -184,6 +194,9 @@ class Controller:
         self.stopping = False
         self.on_pass: list[Callable[[PassRecord], None]] = []
         self.on_ready: list[Callable[[], None]] = []
+        # timers beside the controller's own (the Slurm power saver's holds): each gives the
+        # earliest time after ``now`` it falls due, or None (see ``next_deadline``)
+        self.deadline_sources: list[Callable[[float], float | None]] = []
         self._lock = asyncio.Lock()
         self._demand_changed = asyncio.Event()
         self._stop = asyncio.Event()
@@ -305,7 +318,7 @@ class Controller:
             await self.run_pass()
             if self.stopping:
                 break
-            woke_on_demand = await self._wait(self.interval, wake_on_demand=True)
+            woke_on_demand = await self._wait(self._timer_wait(), wake_on_demand=True)
             if woke_on_demand and not self.stopping:
                 await self._wait(self.settings.debounce, wake_on_demand=False)
         log.info("event=loop_stopped passes=%d", self.passes)
@@ -313,6 +326,38 @@ class Controller:
     @property
     def interval(self) -> float:
         return self.settings.interval
+
+    def next_deadline(self, after: float | None = None) -> float | None:
+        """The one wake policy: the earliest time after ``after`` (default: now) at which a
+        timer falls due, so a pass then may do what the last one could not; None when no
+        timer runs. The timers
+        are the planner state's (an unneeded node ripens), the node tracker's (a booting
+        node's join timeout, a ledger entry's TTL), the backoff table's (an offering's block
+        ends) and those of ``deadline_sources`` (the Slurm power saver's holds). The loop
+        wakes for it (``wake_at``) and the replay engine skips the timer passes before it:
+        a new timer goes in one of these, never beside them."""
+        now = self.clock.now() if after is None else after
+        times = (
+            self.state.next_deadline(self.policy, now),
+            self.tracker.next_deadline(self.policy.join_timeout, now),
+            self.backoff.next_deadline(now),
+            *(source(now) for source in self.deadline_sources),
+        )
+        return min((t for t in times if t is not None), default=None)
+
+    def wake_at(self) -> float | None:
+        """When the loop wakes for the next deadline: ``WAKE_SLACK`` after it, so the pass
+        finds it due whether the timer compares with ``>`` or ``>=``; None without one."""
+        deadline = self.next_deadline()
+        return None if deadline is None else deadline + WAKE_SLACK
+
+    def _timer_wait(self) -> float:
+        """Seconds until the next timer pass: the interval, or less when a deadline falls
+        due before it."""
+        wake = self.wake_at()
+        if wake is None:
+            return self.interval
+        return min(self.interval, max(0.0, wake - self.clock.now()))
 
     async def _wait(self, seconds: float, *, wake_on_demand: bool) -> bool:
         """Sleep on the clock; returns True if a demand change woke us (and clears it)."""

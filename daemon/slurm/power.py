@@ -145,6 +145,7 @@ class PowerSaver:
         """Serve requests once ``controller`` has reconciled with the cloud (so instances a
         previous daemon launched are known); requests from the state file are queued now."""
         self.controller = controller
+        controller.deadline_sources.append(self.next_deadline)
         if controller.ready:
             self._ready.set()
         else:
@@ -495,9 +496,14 @@ class PowerSaver:
                 worker = self._workers.get(node)
                 if worker is None or worker.done():
                     self._enqueue(node, "resume")
-            due = [h.until - now for h in self.state.holds.values() if h.marked]
-            wait = min([self.retry_interval, *due])
-            await self._sleep(max(wait, 0.05))
+            deadline = self.next_deadline(now)
+            wait = self.retry_interval if deadline is None else deadline - now
+            await self._sleep(max(min(wait, self.retry_interval), 0.05))
+
+    def next_deadline(self, now: float) -> float | None:
+        """The earliest time after ``now`` a hold ends (its node is released), or None."""
+        ends = (h.until for h in self.state.holds.values() if h.marked and h.until > now)
+        return min(ends, default=None)
 
     async def _release(self, node: str) -> None:
         try:

@@ -4,10 +4,19 @@ and one listing of the cloud is shared until it is too old or an action retires 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import pytest
 from shoal.daemon.demand import DemandUpdate
-from shoal.scaler.model import Demand, QueuedJobs, RunningJob
+from shoal.daemon.loop import WAKE_SLACK
+from shoal.scaler.model import (
+    CapacityType,
+    Demand,
+    Offering,
+    PlannerState,
+    QueuedJobs,
+    RunningJob,
+)
 from shoal.scaler.shape import Shape
 
 if TYPE_CHECKING:
@@ -145,3 +154,65 @@ async def test_a_listing_in_flight_across_an_action_is_not_shared(harness: Harne
     before = describes(h)
     await h.drive(h.controller.list_workers(max_age=60))
     assert describes(h) == before + 1
+
+
+# --- one wake policy: the loop wakes for the next deadline -----------------------------
+
+
+async def test_the_loop_wakes_when_an_unneeded_node_ripens(harness_factory: Any) -> None:
+    """unneeded_time 100 s, interval 30 s: the drain comes at the deadline, not at the timer
+    pass after it (120 s)."""
+    h: Harness = await harness_factory(scaler={"unneeded_time": "100s"})
+    h.set_demand(h.jobs(1))
+    task = asyncio.create_task(h.controller.run())
+    await h.controller.wait_for_pass(1)
+    await h.clock.advance(60)  # booted and joined; two timer passes
+    await h.settle()
+    (node,) = [t.id for t in h.controller.tracker.all()]
+    h.set_demand(Demand())  # the job is gone: the node is unneeded from the next pass
+    await h.settle()
+    await h.clock.advance(0.5)
+    await h.settle()
+    marked = h.controller.state.unneeded_since[node]
+    assert h.controller.next_deadline() == marked + 100
+    await h.clock.advance(marked + 100 - h.clock.now() - 0.01)
+    assert h.controller.tracker.get(node).state.value == "ready"  # type: ignore[union-attr]
+    await h.clock.advance(0.02)
+    await h.settle()
+    assert h.controller.tracker.get(node).state.value == "draining"  # type: ignore[union-attr]
+    assert h.controller.last_pass is not None
+    assert h.controller.last_pass.drained == (node,)
+    assert h.controller.last_pass.started_at == pytest.approx(marked + 100 + WAKE_SLACK)
+    await stop_loop(h, task)
+
+
+async def test_next_deadline_is_the_earliest_of_every_timer(harness: Harness) -> None:
+    h = harness
+    c = h.controller
+    now = h.clock.now()
+    assert c.next_deadline() is None
+    c.state = PlannerState(unneeded_since={"i-1": now - 10})
+    assert c.next_deadline() == now - 10 + c.policy.scale_down_unneeded_time
+    offering = Offering("c5.xlarge", "us-west-2a", CapacityType.ON_DEMAND)
+    c.backoff = c.backoff.record_failure(offering, now - 120)  # blocked for 180 s
+    assert c.next_deadline() == now + 60
+    c.deadline_sources.append(lambda at: now + 5 if now + 5 > at else None)
+    assert c.next_deadline() == now + 5
+    assert c.next_deadline(after=now + 5) == now + 60  # each source: only after ``after``
+    await h.clock.advance(61)
+    assert c.next_deadline() == now - 10 + c.policy.scale_down_unneeded_time
+
+
+async def test_the_tracker_deadlines_are_join_timeouts_and_ledger_ttls(harness: Harness) -> None:
+    h = harness
+    c = h.controller
+    h.provider.listing_lag = 1000.0  # launched, but only in the ledger
+    h.set_demand(h.jobs(4))
+    start = h.clock.now()
+    await h.pass_()
+    ttl, join = c.tracker.ledger_ttl, c.policy.join_timeout
+    assert c.tracker.next_deadline(join, start) == start + min(ttl, join)
+    assert c.tracker.next_deadline(join, start + min(ttl, join)) == start + max(ttl, join)
+    await h.clock.advance(ttl)
+    await h.pass_()  # never listed within the TTL: expired and terminated, no timer left
+    assert c.tracker.next_deadline(join, h.clock.now()) is None
