@@ -16,7 +16,9 @@ draining; a failed tag means no drain this pass), call the drain hook and then m
 draining (a failed hook removes the tag again); undrains (draining nodes the plan takes back)
 call the undrain hook, remove the tag and then mark the node ready; only the plan's
 terminations are terminated, never a static or unknown node; a ledger placeholder (a launch
-whose response was lost) has no instance to terminate.
+whose response was lost) has no instance to terminate. Every branch (per node type, and each
+step within one) runs to its end even when another raises: that exception is an error in the
+report, and the others' outcomes stay in it to be booked.
 """
 
 from __future__ import annotations
@@ -181,8 +183,8 @@ class Executor:
             | {a.node_type for a in plan.undrains}
             | {a.node_type for a in plan.terminations}
         )
-        await asyncio.gather(
-            *(
+        await self._gather(
+            [
                 self._execute_type(
                     name,
                     types.get(name),
@@ -193,9 +195,23 @@ class Executor:
                     allow_launch,
                 )
                 for name in names
-            )
+            ],
+            report,
         )
         return report
+
+    @staticmethod
+    async def _gather(jobs: list[Awaitable[None]], report: ExecutionReport) -> None:
+        """Run ``jobs`` to the end, every one of them: a job that raises becomes an error in
+        the report, and what the others did stays in it (a launch of one type is booked
+        even when another type's drain hook raised). Cancellation is not caught."""
+        for result in await asyncio.gather(*jobs, return_exceptions=True):
+            if isinstance(result, Exception):
+                report.errors.append(f"{type(result).__name__}: {result}")
+                log.error('event=execute_branch_failed error="%r"', result)
+                log.debug("event=execute_branch_failed_traceback", exc_info=result)
+            elif isinstance(result, BaseException):
+                raise result
 
     async def _execute_type(
         self,
@@ -237,7 +253,7 @@ class Executor:
         terminations = [a for a in plan.terminations if a.node_type == name]
         if terminations:
             jobs.append(self._terminate(name, terminations, tracker, report))
-        await asyncio.gather(*jobs)
+        await self._gather(jobs, report)
 
     async def launch(
         self,
@@ -358,7 +374,7 @@ class Executor:
     async def _drain_all(
         self, actions: list[NodeAction], tracker: NodeTracker, report: ExecutionReport
     ) -> None:
-        await asyncio.gather(*(self._drain(a, tracker, report) for a in actions))
+        await self._gather([self._drain(a, tracker, report) for a in actions], report)
 
     async def _drain(
         self, action: NodeAction, tracker: NodeTracker, report: ExecutionReport
@@ -401,7 +417,7 @@ class Executor:
     async def _undrain_all(
         self, actions: list[NodeAction], tracker: NodeTracker, report: ExecutionReport
     ) -> None:
-        await asyncio.gather(*(self._undrain(a, tracker, report) for a in actions))
+        await self._gather([self._undrain(a, tracker, report) for a in actions], report)
 
     async def _undrain(
         self, action: NodeAction, tracker: NodeTracker, report: ExecutionReport

@@ -8,7 +8,8 @@
     ┌──► pass: observe ─► plan ─► execute ─► record
     │          │ listing failed: skip (metric + status reason), never plan on a bad view
     │          ▼
-    └── wait: scale interval, or demand changed (+ debounce), or stop
+    └── wait: scale interval, or the next deadline if sooner, or demand changed in a way
+              that can change a plan (+ debounce), or stop
 
 A pass is the four named phases below. ``observe`` lists the provider's workers into the
 node tracker (beside the launch ledger: nodes the cloud accepted but does not list yet) and
@@ -20,6 +21,11 @@ the executor; ``record`` books the launches in the ledger, keeps the planner sta
 capacity errors into backoff entries and updates metrics. Passes never overlap (a lock), a
 pass that raises is counted and logged and the loop goes on, and after ``stop()`` the current
 pass finishes without launching anything new.
+
+When to wake is one policy (``next_deadline``): besides the interval and a demand change, the
+loop wakes when a timer of its state falls due (an unneeded node ripens, a join timeout, a
+ledger entry's TTL, a backoff's end, a power-save hold's end), and the replay engine asks the
+same method which timer passes it may skip.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import asyncio
 import dataclasses
 import enum
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -39,7 +46,12 @@ from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import DEFAULT_LEDGER_TTL, NodeTracker, TrackedNode, TrackedState
 from shoal.providers.base import AbstractProvisioner, Node
 from shoal.providers.clock import Clock, SystemClock, sleep_or_event
-from shoal.providers.outcomes import PricesUpdated, ProviderEvent
+from shoal.providers.outcomes import (
+    LaunchAttempt,
+    PricesUpdated,
+    ProviderEvent,
+    TerminationResult,
+)
 from shoal.scaler.backoff import BackoffTable, FailureKind
 from shoal.scaler.model import (
     CapacityType,
@@ -56,6 +68,7 @@ from shoal.scaler.model import (
 )
 
 __all__ = [
+    "WAKE_SLACK",
     "Controller",
     "ControllerSettings",
     "PassOutcome",
@@ -64,6 +77,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# The loop wakes this long after a timer's deadline (float rounding and strict comparisons).
+WAKE_SLACK = 1e-3
 
 
 class Planner(Protocol):
@@ -113,10 +129,28 @@ class _Observation:
 
 
 @dataclass(frozen=True, slots=True)
+class _Listing:
+    asked_at: float  # monotonic time the listing was asked for (its age counts from then)
+    nodes: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class _Hold:
     plan: Plan  # what may be done
     reason: str
     keep_state: bool  # do not take the planner's new state
+
+
+def _wake_key(demand: Demand, joined: frozenset[str] | None) -> tuple[object, ...]:
+    """What of a demand can change a plan, so a change of it wakes a pass: the queued jobs,
+    which jobs run on which node, and the joined nodes. Not the running jobs' elapsed times:
+    a polled source moves them on every read, and a pass for each read would list the cloud
+    every poll for nothing (the timer pass plans with the newest elapsed times)."""
+    queued: Counter[object] = Counter()
+    for q in demand.queued:
+        queued[q.shape] += q.count
+    running = Counter((r.node_id, r.shape) for r in demand.running)
+    return queued, running, joined
 
 
 def _default_planner() -> Planner:
@@ -180,6 +214,9 @@ class Controller:
         self.stopping = False
         self.on_pass: list[Callable[[PassRecord], None]] = []
         self.on_ready: list[Callable[[], None]] = []
+        # timers beside the controller's own (the Slurm power saver's holds): each gives the
+        # earliest time after ``now`` it falls due, or None (see ``next_deadline``)
+        self.deadline_sources: list[Callable[[float], float | None]] = []
         self._lock = asyncio.Lock()
         self._demand_changed = asyncio.Event()
         self._stop = asyncio.Event()
@@ -191,12 +228,16 @@ class Controller:
         self._last_ok: float | None = None
         self._last_finished: float | None = None
         self._pass_started: float | None = None
+        self._listing: _Listing | None = None  # shared by callers of list_workers(max_age)
+        self._listing_generation = 0  # bumped by every action on the cloud
+        self._listing_lock = asyncio.Lock()
 
     # -- inputs ---------------------------------------------------------------------------
 
     def set_demand(self, update: DemandUpdate | DemandFailure | Demand) -> None:
-        """Replace the demand (waking the loop, after the debounce, when it changed), or note
-        that the source failed to read it (the demand is stale from then on)."""
+        """Replace the demand (waking the loop, after the debounce, when it changed in a way
+        that can change a plan: see ``_wake_key``), or note that the source failed to read it
+        (the demand is stale from then on)."""
         now = self.clock.now()
         if isinstance(update, DemandFailure):
             if self.demand_failure is None:
@@ -206,7 +247,10 @@ class Controller:
         if isinstance(update, Demand):
             update = DemandUpdate(update)
         joined = frozenset(update.joined_nodes) if update.joined_nodes is not None else None
-        changed = (update.demand, joined) != (self.demand, self.joined) or self.demand_failure
+        changed = (
+            _wake_key(update.demand, joined) != _wake_key(self.demand, self.joined)
+            or self.demand_failure
+        )
         self.demand, self.joined = update.demand, joined
         self.draining = update.draining_nodes
         self.demand_at = update.at if update.at is not None else now
@@ -235,9 +279,13 @@ class Controller:
             self.tracker.ledger_ttl = settings.ledger_ttl
 
     def _on_provider_event(self, event: ProviderEvent) -> None:
-        """New prices: count the refresh, and plan with the catalogue's prices from the next
+        """A launch or termination: the shared listing is out of date. New prices: count the
+        refresh, and plan with the catalogue's prices from the next
         pass (a refresh that failed in part still updated what it could; the rest is the last
         good price)."""
+        if isinstance(event, LaunchAttempt | TerminationResult):
+            self.invalidate_listing()
+            return
         if not isinstance(event, PricesUpdated):
             return
         self.metrics.price_refreshes.labels(outcome="ok" if event.ok else "failed").inc()
@@ -291,7 +339,7 @@ class Controller:
             await self.run_pass()
             if self.stopping:
                 break
-            woke_on_demand = await self._wait(self.interval, wake_on_demand=True)
+            woke_on_demand = await self._wait(self._timer_wait(), wake_on_demand=True)
             if woke_on_demand and not self.stopping:
                 await self._wait(self.settings.debounce, wake_on_demand=False)
         log.info("event=loop_stopped passes=%d", self.passes)
@@ -299,6 +347,40 @@ class Controller:
     @property
     def interval(self) -> float:
         return self.settings.interval
+
+    def next_deadline(self, after: float | None = None) -> float | None:
+        """The one wake policy: the earliest time after ``after`` (default: now) at which a
+        timer falls due, so a pass then may do what the last one could not; None when no
+        timer runs. The timers
+        are the planner state's (an unneeded node ripens), the node tracker's (a booting
+        node's join timeout, a ledger entry's TTL), the backoff table's (an offering's block
+        ends) and those of ``deadline_sources`` (the Slurm power saver's holds). The loop
+        wakes for it (``wake_at``) and the replay engine skips the timer passes before it:
+        a new timer goes in one of these, never beside them."""
+        now = self.clock.now() if after is None else after
+        times = (
+            self.state.next_deadline(self.policy, now),
+            self.tracker.next_deadline(
+                self.policy.join_timeout, self.policy.unhealthy_timeout, now
+            ),
+            self.backoff.next_deadline(now),
+            *(source(now) for source in self.deadline_sources),
+        )
+        return min((t for t in times if t is not None), default=None)
+
+    def wake_at(self) -> float | None:
+        """When the loop wakes for the next deadline: ``WAKE_SLACK`` after it, so the pass
+        finds it due whether the timer compares with ``>`` or ``>=``; None without one."""
+        deadline = self.next_deadline()
+        return None if deadline is None else deadline + WAKE_SLACK
+
+    def _timer_wait(self) -> float:
+        """Seconds until the next timer pass: the interval, or less when a deadline falls
+        due before it."""
+        wake = self.wake_at()
+        if wake is None:
+            return self.interval
+        return min(self.interval, max(0.0, wake - self.clock.now()))
 
     async def _wait(self, seconds: float, *, wake_on_demand: bool) -> bool:
         """Sleep on the clock; returns True if a demand change woke us (and clears it)."""
@@ -369,9 +451,38 @@ class Controller:
 
     # -- phases ---------------------------------------------------------------------------
 
-    async def list_workers(self) -> list[Node]:
-        """The provider's workers, through the executor (its retry policy, its metrics)."""
-        return await self.executor.call("getProvisionedWorkers", self._list)
+    async def list_workers(self, max_age: float = 0.0) -> list[Node]:
+        """The provider's workers, through the executor (its retry policy, its metrics).
+
+        One listing serves every caller within ``max_age`` seconds of when it was asked for
+        (0: list now): a pass lists fresh and the power saver and the clean-up loop take its
+        listing, so a pass, a burst of resume requests and a clean-up make one paginated
+        DescribeInstances. A launch or termination through the provider (its events), or a
+        call of ``invalidate_listing``, retires the shared listing, and a listing that was in
+        flight across one is never shared: no caller is served a view older than an action
+        as if it were current."""
+        if max_age <= 0:
+            return await self._fresh_listing()
+        async with self._listing_lock:
+            cached = self._listing
+            if cached is not None and self.clock.monotonic() - cached.asked_at <= max_age:
+                return list(cached.nodes)
+            return await self._fresh_listing()
+
+    async def _fresh_listing(self) -> list[Node]:
+        generation, asked_at = self._listing_generation, self.clock.monotonic()
+        nodes = await self.executor.call("getProvisionedWorkers", self._list)
+        shared = self._listing
+        if generation == self._listing_generation and (
+            shared is None or shared.asked_at <= asked_at
+        ):
+            self._listing = _Listing(asked_at, tuple(nodes))
+        return nodes
+
+    def invalidate_listing(self) -> None:
+        """The cloud changed (or may have): the shared listing is not served again."""
+        self._listing_generation += 1
+        self._listing = None
 
     async def launch(
         self,
@@ -410,7 +521,10 @@ class Controller:
         async def terminate() -> None:
             await self.provider.terminateNodes(ids)
 
-        await self.executor.call("terminateNodes", terminate)
+        try:
+            await self.executor.call("terminateNodes", terminate)
+        finally:
+            self.invalidate_listing()  # even a failed call may have terminated some
         report = ExecutionReport()
         for node in nodes:
             name = node if isinstance(node, str) else node.name
@@ -614,6 +728,8 @@ class Controller:
         backoff. Every pass does; so does a launch made outside a pass (a Slurm resume
         request). Returns the time it was booked at."""
         now = self.clock.now()
+        if report.launches or report.attempts or report.terminated or report.errors:
+            self.invalidate_listing()
         for tracked in self.tracker.record_launch(report.attempts, now):
             log.info(
                 "event=launch_booked node=%s offering=%s placeholder=%s",

@@ -217,6 +217,25 @@ class NodeTracker:
                 self._nodes[t.id] = replace(t, expired=True)
         return expired
 
+    def next_deadline(
+        self, join_timeout: float, unhealthy_timeout: float, now: float
+    ) -> float | None:
+        """The earliest time after ``now`` a node's timer here falls due, or None: the join
+        timeout of a booting node never seen joined (``join_timeout`` after its launch; the
+        planner's), the unhealthy timeout of a joined node missing from the reads, and a
+        ledger entry's TTL (``expire``)."""
+        times: list[float] = []
+        for t in self._nodes.values():
+            if t.state is TrackedState.TERMINATED or t.expired:
+                continue
+            if t.state is TrackedState.BOOTING and not t.static and t.joined_at is None:
+                times.append(t.node.launchTime.timestamp() + join_timeout)
+            if t.missing_since is not None and not t.static:
+                times.append(t.missing_since + unhealthy_timeout)
+            if t.accepted_at is not None:
+                times.append(t.accepted_at + self.ledger_ttl)
+        return min((t for t in times if t > now), default=None)
+
     def pending(self) -> list[TrackedNode]:
         """Ledger entries: accepted by the cloud, not yet listed."""
         return [t for t in self._nodes.values() if not t.listed]

@@ -102,6 +102,10 @@ class BackoffTable:
             {offering: e.until for offering, e in self.entries.items() if now < e.until}
         )
 
+    def next_deadline(self, now: float) -> float | None:
+        """The earliest time after ``now`` an offering's block ends, or None."""
+        return min((e.until for e in self.entries.values() if e.until > now), default=None)
+
     def prune(self, now: float) -> BackoffTable:
         """Forget offerings whose block ended more than ``policy.maximum`` ago."""
         keep = {k: v for k, v in self.entries.items() if now < v.until + self.policy.maximum}

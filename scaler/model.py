@@ -180,6 +180,12 @@ class PlannerState:
     estimates: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # betaInertia
     unneeded_since: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # node id -> t
 
+    def next_deadline(self, policy: Policy, now: float) -> float | None:
+        """The earliest time after ``now`` a node marked unneeded ripens for removal
+        (``policy.scale_down_unneeded_time`` after it was marked), or None."""
+        ripe = [t + policy.scale_down_unneeded_time for t in self.unneeded_since.values()]
+        return min((t for t in ripe if t > now), default=None)
+
 
 class AddCause(enum.StrEnum):
     DEMAND = "demand"

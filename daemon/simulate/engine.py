@@ -23,10 +23,12 @@ from event to event, never sleeping; at each time ``t``, in this order:
    terminated nodes leave the scheduler (``node_removed``: jobs requeued).
 
 When passes run is the daemon's loop (``Controller.run``) replayed: the first pass at
-``t = 0``; after a pass, the next one ``scaler.interval`` later, unless the demand changes
-first (at ``c``), then at ``c + scaler.debounce`` (a change at the very time a timer pass
-is due wins, as the demand event does in ``Controller._wait``). Timer passes fall on a
-grid: the time of the last demand-triggered pass plus whole intervals. Like a demand
+``t = 0``; after a pass, the next one ``scaler.interval`` later, or sooner when a timer of
+the controller falls due first (``Controller.wake_at``: its next deadline plus
+``WAKE_SLACK``), unless the demand changes first (at ``c``), then at ``c + scaler.debounce``
+(a change at the very time a timer pass is due wins, as the demand event does in
+``Controller._wait``). Timer passes fall on a grid: the time of the last pass woken by a
+demand change or a deadline plus whole intervals. Like a demand
 source that pushes on change, the scheduler reports running jobs' elapsed times as of the
 last change: the controller plans with those until the next one.
 
@@ -34,13 +36,16 @@ last change: the controller plans with those until the next one.
 anything: nothing happened since the last pass that ran (no demand change, no change in the
 cloud's listing), that pass planned nothing (``Plan.is_noop``) and left the planner state
 as it found it (a fixed point: betaInertia estimates converged, unneeded marks unchanged),
-and no timer of the controller falls due before it: a node's ``unneeded_time``, a booting
-node's ``join_timeout``, a missing node's ``unhealthy_timeout``, an offering's backoff
-expiry, a launch ledger entry's TTL, or a launched instance becoming visible after
-``listing_lag``. Since the controller's demand is
-the object the last event gave it, such a pass would see the same snapshot, make the same
-no-op plan and keep the same state. The engine then jumps to the first grid point at or
-after the earliest due time (less a microsecond, so float rounding can only add a pass,
+and no timer falls due before it. The engine does not list the timers itself: it asks
+``Controller.next_deadline()``, the daemon loop's one wake policy (a node's
+``unneeded_time``, a booting node's ``join_timeout``, a missing node's
+``unhealthy_timeout``, an offering's backoff expiry, a launch
+ledger entry's TTL, any timer added there later), and adds only what the simulated cloud
+knows: a launched instance becoming visible after ``listing_lag``. Since the controller's
+demand is the object the last event gave it, such a pass would see the same snapshot, make
+the same no-op plan and keep the same state. The engine then jumps to the pass the loop
+wakes for at the next deadline, or to the first grid point at or after a due time if that
+comes first (due times taken a microsecond early, so float rounding can only add a pass,
 never lose one). ``ReplayOptions(skip=False)`` runs every pass; the tests check both give
 the same result.
 
@@ -82,7 +87,7 @@ from shoal.daemon.simulate.trace import Trace
 from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationResult
 from shoal.providers.simulated import SimulatedProvisioner
-from shoal.scaler.model import CapacityType, NodeState, Plan, Policy
+from shoal.scaler.model import CapacityType, Plan, Policy
 from shoal.scaler.planner import REASON_COST_CEILING, usable, usable_shape
 from shoal.scaler.shape import Shape
 
@@ -384,29 +389,27 @@ class _Engine:
 
     # --- skipping ----------------------------------------------------------------------
 
+    def _wake(self) -> float | None:
+        """When the daemon's loop wakes for the controller's next deadline
+        (``Controller.wake_at``: the one wake policy), or None."""
+        at = self.controller.wake_at()
+        return None if at is None else at - EPOCH
+
     def _due(self) -> float | None:
-        """The earliest time a timer of the controller (or the listing) changes a pass."""
-        c = self.controller
-        policy = c.policy
-        now = self.clock.now()
+        """After a fixed point, the first pass that may change anything: the deadline pass
+        (``_wake``), a timer pass at or after that deadline (it may come first), or the first
+        timer pass that sees a launched instance listed. Deadlines are taken ``_SLACK`` early,
+        so one falling on this very pass (a strict timer not due yet) keeps the next timer
+        pass: an extra pass, never one less."""
         times: list[float] = []
-        if c.state.unneeded_since:
-            times.append(min(c.state.unneeded_since.values()) + policy.scale_down_unneeded_time)
-        for info in c.tracker.infos():
-            if info.state is NodeState.BOOTING and not info.static and info.joined_at is None:
-                times.append(info.launched_at + policy.join_timeout)
-            if info.missing_since is not None and not info.static:
-                times.append(info.missing_since + policy.unhealthy_timeout)
-        times.extend(e.until for e in c.backoff.entries.values() if e.until > now)
-        times.extend(
-            t.accepted_at + c.tracker.ledger_ttl
-            for t in c.tracker.pending()
-            if t.accepted_at is not None
-        )
-        due = min(times) - EPOCH if times else None
+        if self.wake is not None:
+            times.append(self.wake)
+        near = self.controller.next_deadline(after=self.clock.now() - _SLACK)
+        if near is not None:
+            times.append(self._next_grid(near - EPOCH - _SLACK))
         if self.unlisted:
-            due = self.unlisted[0] if due is None else min(due, self.unlisted[0])
-        return None if due is None else due - _SLACK
+            times.append(self._next_grid(self.unlisted[0] - _SLACK))
+        return min(times, default=None)
 
     def _next_grid(self, due: float) -> float:
         """The first timer pass at or after ``due`` (and after the last one)."""
@@ -440,6 +443,7 @@ class _Engine:
         self.change_at: float | None = None  # the first demand change since the last pass
         self.anchor = 0.0  # timer passes fall at anchor + k * interval
         self.k = -1  # the last timer pass since the anchor (the first pass is at 0)
+        self.wake: float | None = None  # the controller's next deadline pass (``_wake``)
         self.ceiling = False  # the last plan held jobs back for the cost ceiling
         fixed = False  # the last pass run was a no-op at a fixed point, nothing since
         due: float | None = None  # when a timer of the controller falls due (if fixed)
@@ -448,12 +452,15 @@ class _Engine:
         t = 0.0
         capped = False
         while True:
+            grid = self.anchor + (self.k + 1) * self.interval
             if self.change_at is not None:
                 pass_at = self.change_at + self.debounce
             elif skip and fixed:
-                pass_at = math.inf if due is None else self._next_grid(due)
+                pass_at = math.inf if due is None else due
+            elif self.wake is not None and self.wake < grid:
+                pass_at = self.wake
             else:
-                pass_at = self.anchor + (self.k + 1) * self.interval
+                pass_at = grid
             if (
                 i >= n
                 and fixed
@@ -495,15 +502,13 @@ class _Engine:
                 kind = "timer"
             elif self.change_at is not None:
                 kind = "event" if t >= self.change_at + self.debounce else ""
-            elif skip and fixed:
-                kind = "timer" if t >= pass_at else ""
-            elif t >= self.anchor + (self.k + 1) * self.interval:
-                kind = "timer"
             else:
-                kind = ""
+                kind = "timer" if t >= pass_at else ""
             if kind:
                 if kind == "timer" and skip and fixed:
                     self._catch_up(t)
+                if kind == "timer" and not first and t < self.anchor + (self.k + 1) * self.interval:
+                    kind = "deadline"  # off the grid: the loop woke for a timer's deadline
                 record, fixed, self.ceiling = await self._pass(t)
                 first = False
                 if kind == "timer":
@@ -517,6 +522,7 @@ class _Engine:
                     fixed = False
                 while self.unlisted and self.unlisted[0] <= t:
                     heapq.heappop(self.unlisted)
+                self.wake = self._wake()
                 due = self._due() if fixed else None
             self._sample(t)
             if self.progress is not None:

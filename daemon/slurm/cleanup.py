@@ -1,10 +1,13 @@
 """The clean-up loop (as ParallelCluster's clustermgtd): compare the cloud's instances with
 Slurm's nodes, and repair what crashes, lost hook calls and restarts leave behind.
 
-Every ``cleanup_interval`` the loop lists the instances (through the executor) and *then*
-reads sinfo, so an instance launched after the listing is never judged against a node state
-older than it. ``find_repairs`` is pure; each repair found is logged with its reason, counted
-in ``shoal_slurm_cleanups_total{kind}`` and carried out:
+Every ``cleanup_interval`` the loop takes a listing of the instances and *then* reads sinfo,
+so an instance launched after the listing is never judged against a node state older than
+it. The listing is the controller's shared one (``Controller.list_workers``): its last pass's
+when no older than one scaler interval and no launch or termination came since, else a fresh
+one, so the clean-up adds no DescribeInstances of its own to the passes'. ``find_repairs``
+is pure; each repair found is logged with its reason, counted in
+``shoal_slurm_cleanups_total{kind}`` and carried out:
 
 ``orphan``                    an instance launched for a Slurm node that is powered down (its
                               suspend never reached shoal) or does not exist: terminated
@@ -217,7 +220,7 @@ class Cleaner:
     async def once(self) -> list[Repair]:
         """One comparison; the repairs found (each attempted)."""
         controller = self._controller()
-        instances = await controller.list_workers()
+        instances = await controller.list_workers(max_age=controller.interval)
         try:
             nodes = await self.client.nodes()  # after the listing: see the module docstring
         except SlurmError as exc:

@@ -82,7 +82,9 @@ __all__ = ["REQUEST_KINDS", "PowerSaver", "hold_planner", "slurm_node_of"]
 log = logging.getLogger(__name__)
 
 REQUEST_KINDS = SLURM_REQUEST_KINDS  # each has its own request counter
-LISTING_MAX_AGE = 0.5  # seconds a provider listing is shared by the node workers
+# seconds a listing (a pass's, the clean-up's, another worker's) may be old to serve a request;
+# launches and terminations retire it sooner (Controller.list_workers)
+LISTING_MAX_AGE = 5.0
 ADDRESS_TRIES = 30
 
 
@@ -136,8 +138,6 @@ class PowerSaver:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._by_node: dict[str, str] = {}  # Slurm node -> instance id (launches, listings)
-        self._listing: tuple[float, list[Node]] | None = None
-        self._listing_lock = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
         # (node, instance id) of the latest launches, for GET /v1/slurm and the logs
         self.launched: collections.deque[tuple[str, str]] = collections.deque(maxlen=1000)
@@ -155,6 +155,7 @@ class PowerSaver:
         self.state.suspends.update(early.suspends)
         if early.requests or early.suspends:
             self.state.changed()
+        controller.deadline_sources.append(self.next_deadline)
         if controller.ready:
             self._ready.set()
         else:
@@ -362,7 +363,6 @@ class PowerSaver:
             for instance_id in ids:
                 self._by_node[node] = instance_id
                 self.launched.append((node, instance_id))
-            self._listing = None
             self._finish(node)
             log.info(
                 "event=slurm_resumed node=%s node_type=%s instance=%s request_id=%s waited=%.3fs",
@@ -493,24 +493,18 @@ class PowerSaver:
         except ProviderError as exc:
             log.error('event=slurm_suspend_failed node=%s error="%r"', node, exc)
             return False
-        self._listing = None
         log.info("event=slurm_suspended node=%s kind=%s instances=%s", node, kind, ",".join(ids))
         return True
 
     # -- instances --------------------------------------------------------------------------
 
     async def _listed(self, max_age: float = LISTING_MAX_AGE) -> list[Node]:
-        """The provider's workers, through the executor; one listing shared by the node
-        workers that ask within ``max_age`` seconds."""
-        controller = self._controller()
-        async with self._listing_lock:
-            now = self.clock.monotonic()
-            if self._listing is not None and now - self._listing[0] <= max_age:
-                return self._listing[1]
-            nodes = await controller.list_workers()
-            self._listing = (self.clock.monotonic(), nodes)
-            self.note_instances(nodes)
-            return nodes
+        """The provider's workers: the controller's listing, shared with its passes, the
+        clean-up loop and the other node workers when no older than ``max_age`` seconds and
+        no launch or termination came since (``Controller.list_workers``)."""
+        nodes = await self._controller().list_workers(max_age)
+        self.note_instances(nodes)
+        return nodes
 
     async def _instances(self, node: str) -> list[Node]:
         """Live autoscaled instances launched for Slurm node ``node``: listed, or launched by
@@ -557,9 +551,14 @@ class PowerSaver:
                 if worker is None or worker.done():
                     self._enqueue(node, "resume")
             now = self.clock.now()
-            due = [h.until - now for h in self.state.holds.values() if h.marked]
-            wait = min([self.retry_interval, *due])
-            await self._sleep(max(wait, 0.05))
+            deadline = self.next_deadline(now)
+            wait = self.retry_interval if deadline is None else deadline - now
+            await self._sleep(max(min(wait, self.retry_interval), 0.05))
+
+    def next_deadline(self, now: float) -> float | None:
+        """The earliest time after ``now`` a hold ends (its node is released), or None."""
+        ends = (h.until for h in self.state.holds.values() if h.marked and h.until > now)
+        return min(ends, default=None)
 
     async def _release(self, node: str, hold: Hold) -> None:
         """POWER_DOWN a held node whose backoff ended (under the node's lock); the hold is
