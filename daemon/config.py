@@ -692,7 +692,8 @@ class SlurmConfig(BaseModel):
     node_types: dict[Annotated[str, Field(min_length=1)], str] = Field(default_factory=dict)
     """power_save: Slurm node names -> node type (a node_types entry's type, or one of its
     instance types). A key is a hostlist ("cloud[1-4]"), a node name, or a prefix ("gpu"
-    matches gpu1, gpu2...); the most specific match wins."""
+    matches gpu1, gpu2...); the most specific match wins. Empty: "<name>-[1-<max>]" per
+    node type, as `shoal slurm-conf` declares them (c5.xlarge: c5-xlarge-[1-10])."""
     features: dict[str, tuple[Annotated[str, Field(min_length=1)], ...]] = Field(
         default_factory=dict
     )
@@ -711,16 +712,10 @@ class SlurmConfig(BaseModel):
 
     @model_validator(mode="after")
     def _mode(self) -> SlurmConfig:
-        if self.mode == "power_save":
-            if not self.node_types:
-                raise ValueError(
-                    "power_save needs node_types: Slurm node names -> node type, "
-                    'e.g. {"cloud[1-4]": "c5.xlarge"}'
-                )
-            if self.state_file is None:
-                raise ValueError(
-                    "power_save needs state_file (accepted resume requests survive a restart)"
-                )
+        if self.mode == "power_save" and self.state_file is None:
+            raise ValueError(
+                "power_save needs state_file (accepted resume requests survive a restart)"
+            )
         return self
 
     def demand_max_age(self) -> float:
@@ -781,6 +776,13 @@ class ShoalConfig(BaseModel):
                 f"demand.slurm is the only demand source: turn {', '.join(others)} off "
                 "(demand.api: false, demand.file: null, demand.demo: false)"
             )
+        if self.slurm.mode == "power_save" and not self.slurm.node_types:
+            from shoal.daemon.slurm.names import derived_node_types
+
+            try:
+                derived_node_types(self.node_types)
+            except ValueError as exc:  # two types with one name
+                raise _FieldError("slurm.node_types", str(exc)) from None
         names = {e.type for e in self.node_types} | set(self.instance_types())
         for key, what in (
             ("node_types", self.slurm.node_types.values()),

@@ -30,8 +30,9 @@ from aiohttp import web
 from shoal.daemon.http import bearer_authorized, unauthorized
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.slurm.cleanup import Cleaner
+from shoal.daemon.slurm.conf import type_features
 from shoal.daemon.slurm.drain import SlurmDrainHook
-from shoal.daemon.slurm.names import NodeTypeMap
+from shoal.daemon.slurm.names import NodeTypeMap, node_type_keys
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.daemon.slurm.state import PowerState
@@ -44,7 +45,6 @@ from shoal.providers.slurm import (
     SlurmCommands,
     SlurmError,
 )
-from shoal.providers.workers import SHOAL_FEATURE
 from shoal.scaler.model import NodeType
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ class SlurmIntegration:
         self.clock = clock
         self.metrics = metrics or ShoalMetrics()
         self.client = SlurmClient(slurm_commands(settings))
-        self.types = NodeTypeMap.from_config(settings.node_types)
+        self.types = NodeTypeMap.from_config(node_type_keys(config))
         self.controller: Controller | None = None
         self.power: PowerSaver | None = None
         self.source = SlurmDemandSource(
@@ -157,12 +157,13 @@ class SlurmIntegration:
 
     def features(self, node_type: NodeType) -> tuple[str, ...]:
         """The features a dynamic node of ``node_type`` registers with: "shoal" (the clean-up
-        loop's mark) and the configured ones."""
+        loop's mark), its type's Slurm name and capacity type (as ``shoal slurm-conf``
+        declares them) and the configured ones."""
         configured = self.settings.features
         found = configured.get(node_type.name)
         if found is None:
             found = next((configured[t] for t in node_type.instance_types if t in configured), ())
-        return tuple(dict.fromkeys((SHOAL_FEATURE, *found)))
+        return tuple(dict.fromkeys((*type_features(node_type), *found)))
 
     def _launch_tags(self, node_type: NodeType) -> Mapping[str, str]:
         return {TAG_SLURM_FEATURES: ",".join(self.features(node_type))}
