@@ -3,6 +3,7 @@
 shoal run -c FILE                  the daemon (exit 2 when the config is invalid)
 shoal check-config FILE            "OK" or every error (path, value, expectation); exit 2
 shoal config-schema                JSON schema of the config file
+shoal demand-schema                JSON schema of PUT /v1/demand's body (docs/demand-api.md)
 shoal plan -c FILE --demand FILE [--nodes FILE]
                                    one decision as JSON; nothing launched
 shoal simulate -c FILE --trace FILE [--out DIR] [--compare KEY=V1,V2 ...] [--seed N]
@@ -97,6 +98,19 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     from shoal.daemon.config import ShoalConfig
 
     json.dump(ShoalConfig.model_json_schema(), sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def _cmd_demand_schema(args: argparse.Namespace) -> int:
+    """The model ``PUT /v1/demand`` validates with (``parse_demand``), so they cannot drift."""
+    from shoal.daemon.demand import DemandBody
+
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **DemandBody.model_json_schema(),
+    }
+    json.dump(schema, sys.stdout, indent=2)
     print()
     return 0
 
@@ -257,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("config-schema", help="print the config file's JSON schema")
     schema.set_defaults(func=_cmd_schema)
+
+    demand_schema = sub.add_parser(
+        "demand-schema", help="print the JSON schema of PUT /v1/demand's body"
+    )
+    demand_schema.set_defaults(func=_cmd_demand_schema)
 
     plan = sub.add_parser(
         "plan",

@@ -26,11 +26,12 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 from shoal.daemon.demand import DemandReports
-from shoal.daemon.units import parse_duration, parse_size
+from shoal.daemon.units import DURATION_SCHEMA, SIZE_SCHEMA, parse_duration, parse_size
 from shoal.providers.retry import RetryPolicy
 from shoal.providers.workers import read_kubeadm_token, read_munge_key
 from shoal.scaler.model import NodeType, Policy
@@ -59,13 +60,16 @@ __all__ = [
     "parse_config",
 ]
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
 """Seconds; accepts ``30``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"200ms"``."""
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-Size = Annotated[int, BeforeValidator(parse_size)]
+PositiveDuration = Annotated[
+    float, BeforeValidator(parse_duration), Field(gt=0), WithJsonSchema(DURATION_SCHEMA)
+]
+Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(SIZE_SCHEMA)]
 """Bytes; accepts ``1073741824``, ``"1GiB"``, ``"512MiB"``, ``"1G"``."""
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+# the docstring under each field is its description in `shoal config-schema`
+_STRICT = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 @dataclass(frozen=True, slots=True)
