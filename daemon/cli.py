@@ -3,11 +3,14 @@
 shoal run -c FILE                  the daemon (exit 2 when the config is invalid)
 shoal check-config FILE            "OK" or every error (path, value, expectation); exit 2
 shoal config-schema                JSON schema of the config file
+shoal demand-schema                JSON schema of PUT /v1/demand's body (docs/demand-api.md)
 shoal plan -c FILE --demand FILE [--nodes FILE]
                                    one decision as JSON; nothing launched
 shoal simulate -c FILE --trace FILE [--out DIR] [--compare KEY=V1,V2 ...] [--seed N]
                                    replay a job trace on the simulated cloud; cost and
                                    waits per config variant (exit 2 on bad input)
+shoal slurm-conf -c FILE [--catalogue FILE] [--bin-dir DIR] [--partition NAME]
+                                   slurm.conf lines for the node types (daemon.slurm.conf)
 shoal slurm-resume|slurm-suspend|slurm-resume-fail [-c FILE] HOSTLIST
                                    Slurm's power-saving programs (daemon.slurm.hook)
 
@@ -95,6 +98,19 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     from shoal.daemon.config import ShoalConfig
 
     json.dump(ShoalConfig.model_json_schema(), sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def _cmd_demand_schema(args: argparse.Namespace) -> int:
+    """The model ``PUT /v1/demand`` validates with (``parse_demand``), so they cannot drift."""
+    from shoal.daemon.demand import DemandBody
+
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **DemandBody.model_json_schema(),
+    }
+    json.dump(schema, sys.stdout, indent=2)
     print()
     return 0
 
@@ -203,6 +219,35 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_slurm_conf(args: argparse.Namespace) -> int:
+    """The node, nodeset and partition lines from the policy the daemon would plan with."""
+    import asyncio
+
+    from shoal.daemon.slurm.conf import render
+    from shoal.providers.errors import ProviderError
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    if config.slurm is None:
+        print(f"shoal slurm-conf: {args.config} has no slurm section", file=sys.stderr)
+        return 2
+    try:
+        controller = asyncio.run(_plan_controller(config, args.catalogue))
+        text = render(
+            config,
+            controller.policy,
+            bin_dir=args.bin_dir,
+            partition=args.partition,
+            source=str(Path(args.config).resolve()),
+        )
+    except (OSError, ValueError, KeyError, ProviderError) as exc:
+        print(f"shoal slurm-conf: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from shoal.daemon.simulate import command
 
@@ -226,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("config-schema", help="print the config file's JSON schema")
     schema.set_defaults(func=_cmd_schema)
+
+    demand_schema = sub.add_parser(
+        "demand-schema", help="print the JSON schema of PUT /v1/demand's body"
+    )
+    demand_schema.set_defaults(func=_cmd_demand_schema)
 
     plan = sub.add_parser(
         "plan",
@@ -253,6 +303,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--now", type=float, default=None, help="epoch seconds (default: now)")
     plan.set_defaults(func=_cmd_plan)
+
+    import sysconfig
+
+    slurm_conf = sub.add_parser(
+        "slurm-conf",
+        help="print slurm.conf's node, nodeset and partition lines for the node types",
+        description=(
+            "Print the slurm.conf lines for the configured node types (for Include, or to "
+            "paste): CPUs, RealMemory as the memory shoal's planner packs (less its "
+            "overhead), Features (shoal, the type, the instance type, spot or on-demand), "
+            "Weight by price (cheapest first), node counts from each type's max; in "
+            "power_save mode the power-saving settings with shoal's hooks, in external mode "
+            "a NodeSet of dynamic nodes. Shapes and prices come from the provider's "
+            "catalogue, as for `shoal plan`."
+        ),
+    )
+    slurm_conf.add_argument("-c", "--config", required=True, help="YAML config file")
+    slurm_conf.add_argument(
+        "--catalogue",
+        default=None,
+        help="instance type catalogue JSON for the simulated provider (default: the shipped one)",
+    )
+    slurm_conf.add_argument(
+        "--bin-dir",
+        default=sysconfig.get_path("scripts"),
+        help="where shoal-slurm-resume etc. are installed (default: %(default)s)",
+    )
+    slurm_conf.add_argument(
+        "--partition", default="shoal", help="the partition's name (default: %(default)s)"
+    )
+    slurm_conf.set_defaults(func=_cmd_slurm_conf)
 
     for command, kind in SLURM_HOOKS.items():  # listed for --help; main() runs them
         sub.add_parser(

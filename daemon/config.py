@@ -26,11 +26,12 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 from shoal.daemon.demand import DemandReports
-from shoal.daemon.units import parse_duration, parse_size
+from shoal.daemon.units import DURATION_SCHEMA, SIZE_SCHEMA, parse_duration, parse_size
 from shoal.providers.retry import RetryPolicy
 from shoal.providers.workers import read_kubeadm_token, read_munge_key
 from shoal.scaler.model import NodeType, Policy
@@ -59,13 +60,16 @@ __all__ = [
     "parse_config",
 ]
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
 """Seconds; accepts ``30``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"200ms"``."""
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-Size = Annotated[int, BeforeValidator(parse_size)]
+PositiveDuration = Annotated[
+    float, BeforeValidator(parse_duration), Field(gt=0), WithJsonSchema(DURATION_SCHEMA)
+]
+Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(SIZE_SCHEMA)]
 """Bytes; accepts ``1073741824``, ``"1GiB"``, ``"512MiB"``, ``"1G"``."""
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+# the docstring under each field is its description in `shoal config-schema`
+_STRICT = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -696,7 +700,8 @@ class SlurmConfig(BaseModel):
     node_types: dict[Annotated[str, Field(min_length=1)], str] = Field(default_factory=dict)
     """power_save: Slurm node names -> node type (a node_types entry's type, or one of its
     instance types). A key is a hostlist ("cloud[1-4]"), a node name, or a prefix ("gpu"
-    matches gpu1, gpu2...); the most specific match wins."""
+    matches gpu1, gpu2...); the most specific match wins. Empty: "<name>-[1-<max>]" per
+    node type, as `shoal slurm-conf` declares them (c5.xlarge: c5-xlarge-[1-10])."""
     features: dict[str, tuple[Annotated[str, Field(min_length=1)], ...]] = Field(
         default_factory=dict
     )
@@ -721,15 +726,6 @@ class SlurmConfig(BaseModel):
                 "ledger)"
             )
         return data
-
-    @model_validator(mode="after")
-    def _mode(self) -> SlurmConfig:
-        if self.mode == "power_save" and not self.node_types:
-            raise ValueError(
-                "power_save needs node_types: Slurm node names -> node type, "
-                'e.g. {"cloud[1-4]": "c5.xlarge"}'
-            )
-        return self
 
     def demand_max_age(self) -> float:
         if self.max_age is not None:
@@ -794,6 +790,13 @@ class ShoalConfig(BaseModel):
                 "slurm.mode power_save needs state_dir (accepted resume and suspend requests, "
                 "held nodes and launches in flight must survive a restart)"
             )
+        if self.slurm.mode == "power_save" and not self.slurm.node_types:
+            from shoal.daemon.slurm.names import derived_node_types
+
+            try:
+                derived_node_types(self.node_types)
+            except ValueError as exc:  # two types with one name
+                raise _FieldError("slurm.node_types", str(exc)) from None
         names = {e.type for e in self.node_types} | set(self.instance_types())
         for key, what in (
             ("node_types", self.slurm.node_types.values()),

@@ -37,8 +37,15 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from shoal.daemon.units import parse_duration, parse_size
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+)
+from shoal.daemon.units import DURATION_SCHEMA, SIZE_SCHEMA, parse_duration, parse_size
 from shoal.providers.clock import Clock
 from shoal.scaler.model import Demand, QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
@@ -61,9 +68,12 @@ log = logging.getLogger(__name__)
 MAX_COUNT = 10_000_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
-Size = Annotated[int, BeforeValidator(parse_size)]
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(SIZE_SCHEMA)]
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
+# the attribute docstrings are the field descriptions of `shoal demand-schema`
+_STRICT = ConfigDict(
+    extra="forbid", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
+)
 
 
 class JobsBody(BaseModel):
@@ -71,11 +81,17 @@ class JobsBody(BaseModel):
 
     model_config = _STRICT
     cores: float = Field(gt=0, le=100_000)
+    """Cores one job needs (fractions allowed)."""
     memory: Size
+    """Memory one job needs: bytes, or "2GiB", "512MiB", "1G"."""
     disk: Size = 0
+    """Disk one job needs."""
     wall_time: Duration = 3600.0
+    """The job's expected run time: seconds, or "10m", "1h30m"."""
     preemptible: bool = False
+    """The job may run on spot (preemptible) nodes."""
     count: int = Field(default=1, ge=1, le=MAX_COUNT)
+    """How many queued jobs have this shape."""
 
 
 class RunningBody(BaseModel):
@@ -83,19 +99,35 @@ class RunningBody(BaseModel):
 
     model_config = _STRICT
     node: str = Field(min_length=1)
+    """The node it runs on, named as shoal lists its workers (on EC2 the instance id, as
+    GET /v1/status shows them); jobs on other nodes count for no node."""
     cores: float = Field(gt=0, le=100_000)
+    """Cores it holds."""
     memory: Size
+    """Memory it holds."""
     disk: Size = 0
+    """Disk it holds."""
     wall_time: Duration = 3600.0
+    """Its expected run time."""
     elapsed: Duration = 0.0
+    """How long it has run: it frees its node after about wall_time - elapsed."""
     preemptible: bool = False
+    """It may run on spot nodes."""
 
 
 class DemandBody(BaseModel):
+    """The body of ``PUT /v1/demand``: the whole demand now, replacing the last one."""
+
     model_config = _STRICT
     jobs: tuple[JobsBody, ...] = ()
+    """Queued jobs waiting for capacity, by shape."""
     running: tuple[RunningBody, ...] = ()
+    """Every running job, per node: a node running none is idle and may be scaled down.
+    Required (send [] when none run) when demand.reports holds "running"."""
     nodes: tuple[Annotated[str, Field(min_length=1)], ...] | None = None
+    """The nodes that have joined the scheduler, named as in running (a node listed is
+    ready, one not listed is still booting). Required when demand.reports holds "joined";
+    otherwise optional."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -697,7 +697,7 @@ class Controller:
         m = self.metrics
         m.set_targets(plan.targets)
         m.estimated_cost.set(plan.cost_per_hour)
-        m.jobs_unschedulable.set(sum(u.count for u in plan.unschedulable))
+        m.set_unschedulable(plan.unschedulable)
         m.last_successful_pass.set(now)
         self._update_node_metrics()
         record = PassRecord(

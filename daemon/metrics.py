@@ -18,12 +18,13 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from shoal.scaler.planner import WAITING_REASONS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from shoal.providers.clock import Clock
-    from shoal.scaler.model import Offering
+    from shoal.scaler.model import Offering, Unschedulable
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -65,7 +66,16 @@ class ShoalMetrics:
         self.jobs_running = Gauge("shoal_jobs_running", "Jobs running on a node.", registry=r)
         self.jobs_unschedulable = Gauge(
             "shoal_jobs_unschedulable",
-            "Queued jobs that fit no node type or are held back by a limit.",
+            "Queued jobs that can never fit: no node type has room for them, by the "
+            "dimensions that fail (reason: cores, memory, disk, comma-separated).",
+            ["reason"],
+            registry=r,
+        )
+        self.jobs_waiting_for_limit = Gauge(
+            "shoal_jobs_waiting_for_limit",
+            "Queued jobs that fit a node type but wait: its max (max-nodes), the cost "
+            "ceiling (cost-ceiling), or every type that fits in capacity backoff (unavailable).",
+            ["reason"],
             registry=r,
         )
         self.target_nodes = Gauge(
@@ -176,6 +186,8 @@ class ShoalMetrics:
             self.slurm_cleanups.labels(kind=kind)
         for outcome in ("ok", "failed"):
             self.price_refreshes.labels(outcome=outcome)
+        for reason in WAITING_REASONS:
+            self.jobs_waiting_for_limit.labels(reason=reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -213,6 +225,26 @@ class ShoalMetrics:
                 zone=offering.zone,
                 capacity_type=str(offering.capacity_type),
             ).set(at)
+
+    def set_unschedulable(self, items: Iterable[Unschedulable]) -> None:
+        """Split the plan's unschedulable jobs: those that can never fit
+        (``shoal_jobs_unschedulable``, by failing dimensions) and those waiting for a limit
+        or for capacity (``shoal_jobs_waiting_for_limit``), so an alert on the first does
+        not page on a queue that is merely full."""
+        never: dict[str, int] = {}
+        waiting = dict.fromkeys(WAITING_REASONS, 0)
+        for item in items:
+            held = [r for r in item.reasons if r in waiting]
+            if held:
+                waiting[held[0]] += item.count
+            else:
+                reason = ",".join(sorted(item.reasons))
+                never[reason] = never.get(reason, 0) + item.count
+        self.jobs_unschedulable.clear()
+        for reason, count in never.items():
+            self.jobs_unschedulable.labels(reason=reason).set(count)
+        for reason, count in waiting.items():
+            self.jobs_waiting_for_limit.labels(reason=reason).set(count)
 
     def set_targets(self, targets: Mapping[str, int]) -> None:
         self.target_nodes.clear()

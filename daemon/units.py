@@ -12,7 +12,13 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["format_duration", "parse_duration", "parse_size"]
+__all__ = [
+    "DURATION_SCHEMA",
+    "SIZE_SCHEMA",
+    "format_duration",
+    "parse_duration",
+    "parse_size",
+]
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -40,6 +46,27 @@ _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)")
 
 DURATION_EXPECTED = 'a duration: seconds or a string like "200ms", "30s", "5m", "1h30m"'
 SIZE_EXPECTED = 'a size: bytes or a string like "512MiB", "4GiB", "1G"'
+
+# JSON schemas of what parse_duration and parse_size accept (``shoal config-schema``,
+# ``shoal demand-schema``); tests/daemon/test_units.py checks them against the parsers
+_NUMBER = r"\d+(\.\d+)?"
+DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {
+            "type": "string",
+            "pattern": rf"^\s*{_NUMBER}\s*$|^(\s*{_NUMBER}\s*([mM][sS]|[sSmMhHdD]))+\s*$",
+        },
+    ],
+    "description": DURATION_EXPECTED[0].upper() + DURATION_EXPECTED[1:],
+}
+SIZE_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": rf"^\s*{_NUMBER}\s*([bB]|[kKmMgGtT][iI]?[bB]?)?\s*$"},
+    ],
+    "description": SIZE_EXPECTED[0].upper() + SIZE_EXPECTED[1:],
+}
 
 
 def _check_number(value: float, expected: str) -> float:

@@ -128,9 +128,13 @@ from shoal.scaler.shape import Shape
 
 __all__ = [
     "NEEDS",
+    "REASON_COST_CEILING",
+    "REASON_MAX_NODES",
+    "REASON_UNAVAILABLE",
     "RUNNING_JOB_GRID",
     "RUNNING_JOB_MIN_REMAINING",
     "SETTLED",
+    "WAITING_REASONS",
     "cost_aware",
     "plan",
     "round_half_away",
@@ -149,6 +153,9 @@ SETTLED = 1e-9
 REASON_MAX_NODES = "max-nodes"
 REASON_COST_CEILING = "cost-ceiling"
 REASON_UNAVAILABLE = "unavailable"  # every type that fits is in backoff and cannot grow
+# Reasons of jobs that fit a node type but wait (a limit, or capacity): they are not
+# unschedulable in the sense of "can never fit", which names the failing dimensions.
+WAITING_REASONS = (REASON_MAX_NODES, REASON_COST_CEILING, REASON_UNAVAILABLE)
 
 Jobs = dict[Shape, int]
 

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 from shoal.daemon.metrics import ShoalMetrics
-from shoal.scaler.model import CapacityType, Offering
+from shoal.scaler.model import CapacityType, Offering, Unschedulable
+from shoal.scaler.shape import Shape
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "shoal.service"
+ALERTS = ROOT / "deploy" / "prometheus-rules.yaml"
 SLURM_DROP_IN = ROOT / "deploy" / "shoal.service.d" / "slurm.conf"
 DOCKERFILE = ROOT / "Dockerfile"
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
@@ -32,6 +34,8 @@ ISSUE_FAMILIES = {
     "shoal_jobs_queued",
     "shoal_jobs_running",
     "shoal_jobs_unschedulable",
+    # jobs that fit but wait for a type's max, the cost ceiling or capacity (issue 20)
+    "shoal_jobs_waiting_for_limit",
     "shoal_target_nodes",
     "shoal_scale_ups_total",
     "shoal_scale_downs_total",
@@ -242,6 +246,7 @@ def exported() -> tuple[set[str], set[str]]:
             return 0.0
 
     m = ShoalMetrics()
+    m.set_unschedulable([Unschedulable(Shape(60, 1, 999, 0, False), 1, ("cores",))])
     m.set_nodes({("c5.xlarge", "ready"): 2}, ["c5.xlarge"])
     m.set_targets({"c5.xlarge": 3})
     m.scale_ups.labels(node_type="c5.xlarge").inc()
@@ -394,3 +399,108 @@ def test_promtool_check_catches_a_broken_query(tmp_path: Path) -> None:
     exprs[0] = exprs[0].replace(")", "", 1)  # unbalance the first query's parentheses
     problems = promtool_problems(exprs, tmp_path)
     assert "could not parse expression" in problems, problems
+
+
+# -- the shipped alerts (promtool check rules, promtool test rules) ----------------------------
+
+# Two hours of series, one sample a minute: a full queue (jobs held by a type's max and by the
+# cost ceiling) and, from minute 30, two jobs that fit no node type.
+ALERT_TESTS = {
+    "rule_files": [str(ALERTS)],
+    "evaluation_interval": "1m",
+    "tests": [
+        {
+            "interval": "1m",
+            "input_series": [
+                {
+                    "series": 'shoal_jobs_waiting_for_limit{instance="leader:8089",'
+                    'reason="max-nodes"}',
+                    "values": "500x120",
+                },
+                {
+                    "series": 'shoal_jobs_waiting_for_limit{instance="leader:8089",'
+                    'reason="cost-ceiling"}',
+                    "values": "40x120",
+                },
+                {
+                    "series": 'shoal_jobs_unschedulable{instance="leader:8089",reason="memory"}',
+                    "values": "_x30 2x90",
+                },
+                {
+                    "series": "shoal_last_successful_pass_timestamp_seconds"
+                    '{instance="leader:8089"}',
+                    "values": "0+60x120",
+                },
+            ],
+            "alert_rule_test": [
+                # a full queue alone pages nobody
+                {"eval_time": "29m", "alertname": "ShoalJobsUnschedulable", "exp_alerts": []},
+                {"eval_time": "40m", "alertname": "ShoalJobsUnschedulable", "exp_alerts": []},
+                {
+                    "eval_time": "50m",
+                    "alertname": "ShoalJobsUnschedulable",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "instance": "leader:8089",
+                                "reason": "memory",
+                                "severity": "ticket",
+                            },
+                            "exp_annotations": {
+                                "summary": "2 queued jobs fit no node type on leader:8089",
+                                "description": "No configured node type has enough memory for "
+                                "these jobs, so they will never start: add a larger node type, "
+                                "or fix the jobs' requests.",
+                            },
+                        }
+                    ],
+                },
+                {"eval_time": "60m", "alertname": "ShoalLoopStalled", "exp_alerts": []},
+            ],
+        }
+    ],
+}
+
+
+def promtool() -> str:
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip("promtool not installed (Debian package 'prometheus'; `make tools`)")
+    return tool
+
+
+def test_the_shipped_alerts_pass_promtool_check_rules() -> None:
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def run_alert_tests(tests: dict, directory: Path) -> subprocess.CompletedProcess[str]:
+    path = directory / "alert-tests.json"  # JSON is YAML, which promtool reads
+    path.write_text(json.dumps(tests))
+    return subprocess.run(
+        [promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_unschedulable_alert_fires_on_jobs_that_never_fit_not_on_a_full_queue(
+    tmp_path: Path,
+) -> None:
+    result = run_alert_tests(ALERT_TESTS, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_test_rules_catches_an_alert_that_pages_on_a_full_queue(tmp_path: Path) -> None:
+    """The old rule, on every unschedulable-or-waiting job, fails the same test."""
+    old = ALERTS.read_text().replace(
+        "sum by (instance, reason) (shoal_jobs_unschedulable) > 0",
+        "sum by (instance, reason) ({__name__=~'shoal_jobs_unschedulable|"
+        "shoal_jobs_waiting_for_limit'}) > 0",
+    )
+    assert old != ALERTS.read_text()
+    rules = tmp_path / "old-rules.yaml"
+    rules.write_text(old)
+    result = run_alert_tests({**ALERT_TESTS, "rule_files": [str(rules)]}, tmp_path)
+    assert result.returncode != 0
+    assert "ShoalJobsUnschedulable" in result.stdout + result.stderr

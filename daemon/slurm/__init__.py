@@ -10,7 +10,8 @@ decides which nodes run.
 ``cleanup``     the clean-up loop: orphan instances, nodes stuck powering up, down nodes
                 without an instance, deleted dynamic nodes
 ``drain``       SlurmDrainHook: drain and undrain with scontrol (external mode)
-``names``       Slurm node names -> node types (slurm.node_types)
+``names``       Slurm node names -> node types (slurm.node_types, or derived from node_types)
+``conf``        the slurm.conf lines of ``shoal slurm-conf``, from the planner's policy
 ``state``       the state file
 ``integration`` SlurmIntegration: wires the above into the daemon (source, routes, tasks)
 ``hook``        the ``shoal slurm-resume`` / ``slurm-suspend`` commands: stdlib only, so they

@@ -39,8 +39,9 @@ from shoal.daemon.http import bearer_authorized, unauthorized
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.slurm import spool
 from shoal.daemon.slurm.cleanup import Cleaner
+from shoal.daemon.slurm.conf import type_features
 from shoal.daemon.slurm.drain import DrainAdopter, SlurmDrainHook
-from shoal.daemon.slurm.names import NodeTypeMap
+from shoal.daemon.slurm.names import NodeTypeMap, node_type_keys
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.providers.clock import Clock, sleep_or_event
@@ -52,7 +53,6 @@ from shoal.providers.slurm import (
     SlurmCommands,
     SlurmError,
 )
-from shoal.providers.workers import SHOAL_FEATURE
 from shoal.scaler.model import NodeType
 
 if TYPE_CHECKING:
@@ -101,12 +101,19 @@ def slurm_drain_hook(config: ShoalConfig) -> SlurmDrainHook | None:
 
 def slurm_features(settings: SlurmConfig, node_type: NodeType) -> tuple[str, ...]:
     """The features a dynamic node of ``node_type`` registers with: "shoal" (the clean-up
-    loop's mark) and the configured ones."""
+    loop's mark), its type's Slurm name and capacity type (as ``shoal slurm-conf`` declares
+    them) and the configured ones."""
     configured = settings.features
     found = configured.get(node_type.name)
     if found is None:
         found = next((configured[t] for t in node_type.instance_types if t in configured), ())
-    return tuple(dict.fromkeys((SHOAL_FEATURE, *found)))
+    return tuple(dict.fromkeys((*type_features(node_type), *found)))
+
+
+def slurm_node_types(config: ShoalConfig) -> NodeTypeMap:
+    """Slurm node names -> node type, as the hooks' requests meet them: ``slurm.node_types``,
+    or the names ``shoal slurm-conf`` declares for each node type when it is absent."""
+    return NodeTypeMap.from_config(node_type_keys(config))
 
 
 def _launch_tags(settings: SlurmConfig, node_type: NodeType) -> Mapping[str, str]:
@@ -161,7 +168,7 @@ class SlurmIntegration:
         self.controller = controller
         self.metrics = metrics or ShoalMetrics()
         self.client = SlurmClient(slurm_commands(settings))
-        self.types = NodeTypeMap.from_config(settings.node_types)
+        self.types = slurm_node_types(config)
         self.power: PowerSaver | None = None
         self.adopter: DrainAdopter | None = None  # external mode: Slurm's drains made shoal's
         self.source = SlurmDemandSource(

@@ -17,6 +17,7 @@ EXPECTED = {
     "shoal_jobs_queued": "gauge",
     "shoal_jobs_running": "gauge",
     "shoal_jobs_unschedulable": "gauge",
+    "shoal_jobs_waiting_for_limit": "gauge",
     "shoal_target_nodes": "gauge",
     "shoal_scale_ups_total": "counter",
     "shoal_scale_downs_total": "counter",
@@ -88,7 +89,8 @@ async def test_values_reflect_the_state(harness: Harness) -> None:
     assert v("shoal_nodes", node_type="c5.xlarge", state="booting") == 0
     assert v("shoal_jobs_queued") == 13
     assert v("shoal_jobs_running") == 0
-    assert v("shoal_jobs_unschedulable") == 1
+    assert v("shoal_jobs_unschedulable", reason="cores") == 1  # the 999-core job
+    assert v("shoal_jobs_waiting_for_limit", reason="max-nodes") == 0
     assert v("shoal_target_nodes", node_type="c5.xlarge") >= 2
     assert v("shoal_scale_ups_total", node_type="c5.xlarge") == 2
     assert v("shoal_scale_up_failures_total", node_type="c5.xlarge", reason="capacity") == 1
@@ -106,3 +108,38 @@ def test_each_daemon_has_its_own_registry() -> None:
     a, b = ShoalMetrics(), ShoalMetrics()
     a.scale_ups.labels(node_type="x").inc()
     assert b.registry.get_sample_value("shoal_scale_ups_total", {"node_type": "x"}) is None
+
+
+async def test_jobs_held_by_a_limit_wait_and_only_jobs_that_never_fit_are_unschedulable(
+    harness_factory: Any,
+) -> None:
+    """A full queue is not an outage: jobs beyond a type's max or the cost ceiling wait
+    (shoal_jobs_waiting_for_limit); only jobs no node type can hold are unschedulable, the
+    series the shipped alert watches."""
+    h = await harness_factory(node_types=[{"type": "c5.xlarge", "max": 2}])
+    demand = h.jobs(30)  # 1 core, 2 GiB each: far more than two c5.xlarge hold
+    huge = h.jobs(3, memory=512 * 1024**3)
+    h.set_demand(type(demand)(queued=demand.queued + huge.queued))
+    await h.pass_()
+    waiting = h.sample("shoal_jobs_waiting_for_limit", reason="max-nodes")
+    assert 0 < waiting < 30
+    assert h.sample("shoal_jobs_unschedulable", reason="memory") == 3
+    unschedulable = {
+        line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+        for line in h.metrics.render().decode().splitlines()
+        if line.startswith("shoal_jobs_unschedulable{")
+    }
+    assert unschedulable == {'reason="memory"': 3.0}
+    # the huge jobs leave the queue: their series goes, nothing is left to alert on
+    h.set_demand(demand)
+    await h.pass_()
+    assert "shoal_jobs_unschedulable{" not in h.metrics.render().decode()
+    assert h.sample("shoal_jobs_waiting_for_limit", reason="max-nodes") == waiting
+
+
+async def test_jobs_held_by_the_cost_ceiling_wait(harness_factory: Any) -> None:
+    h = await harness_factory(scaler={"cost_ceiling_per_hour": 0.2})  # one c5.xlarge
+    h.set_demand(h.jobs(30))
+    await h.pass_()
+    assert h.sample("shoal_jobs_waiting_for_limit", reason="cost-ceiling") > 0
+    assert "shoal_jobs_unschedulable{" not in h.metrics.render().decode()

@@ -117,6 +117,9 @@ class ClusterSpec:
     suspend_program: str | None = None
     resume_fail_program: str | None = None
     settings: Mapping[str, str] = field(default_factory=dict)  # extra or overriding lines
+    # a slurm.conf fragment (e.g. `shoal slurm-conf`'s), written beside slurm.conf and
+    # Included after the settings; a setting it gives replaces ours (never given twice)
+    include: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,10 @@ class SlurmCluster:
     @property
     def cloud_nodes(self) -> list[str]:
         return list(self.node_ports)
+
+    @property
+    def include_path(self) -> Path:
+        return self.root / "included.conf"
 
     @property
     def munge_socket(self) -> Path:
@@ -278,6 +285,8 @@ class SlurmCluster:
         if spec.dynamic_partition is not None:
             settings["MaxNodeCount"] = str(spec.max_node_count)
         settings.update(spec.settings)
+        for key in _fragment_settings(spec.include or ""):
+            settings.pop(key, None)
         return settings
 
     def render_conf(self) -> str:
@@ -299,6 +308,8 @@ class SlurmCluster:
                 f"PartitionName={self.spec.cloud_partition} Nodes={nodes} Default=YES "
                 "MaxTime=INFINITE State=UP"
             )
+        if self.spec.include is not None:
+            lines.append(f"Include {self.include_path}")
         if self.spec.dynamic_partition is not None:
             lines.append(f"Nodeset=dynset Feature={self.spec.dynamic_feature}")
             default = "NO" if self.spec.cloud else "YES"
@@ -326,6 +337,8 @@ class SlurmCluster:
         for sub in ("state", "spool", "run", "log"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._write_recorders()
+        if self.spec.include is not None:
+            self.include_path.write_text(self.spec.include)
         self.conf_path.write_text(self.render_conf())
         try:
             if self.spec.auth == "munge":
@@ -517,6 +530,20 @@ class SlurmCluster:
         if not path.exists():
             return f"({path} does not exist)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+_LINE_KEYS = ("nodename", "nodeset", "partitionname", "include", "downnodes", "frontendname")
+
+
+def _fragment_settings(text: str) -> list[str]:
+    """The global settings a slurm.conf fragment gives (not its node or partition lines)."""
+    keys = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        key = line.split("=", 1)[0].strip()
+        if "=" in line and key.lower() not in _LINE_KEYS:
+            keys.append(key)
+    return keys
 
 
 def _terminate(proc: subprocess.Popen[bytes] | None, grace: float = STOP_GRACE) -> int | None:

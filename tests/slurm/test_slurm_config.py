@@ -81,6 +81,16 @@ def test_external_mode_needs_neither_node_names_nor_a_state_file() -> None:
     assert loaded.slurm is not None and loaded.slurm.features == {"small": ("dyn",)}
 
 
+def test_power_save_without_node_names_derives_them_from_the_node_types(tmp_path: Path) -> None:
+    from shoal.daemon.slurm.integration import slurm_node_types
+
+    loaded = parse_config(config(**{"slurm.node_types": None}))
+    assert loaded.slurm is not None and loaded.slurm.node_types == {}
+    types = slurm_node_types(loaded)  # what the hooks' requests meet
+    names = ("small-1", "small-10", "small-11", "big-10", "cloud1")
+    assert [types.node_type(n) for n in names] == ["small", "small", None, "big", None]
+
+
 def test_a_node_type_may_be_named_by_one_of_its_instance_types() -> None:
     data = config(**{"slurm.node_types": {"cloud": "c5.xlarge"}})
     data["provider"] = {"kind": "simulated", "zone": "z"}
@@ -102,7 +112,6 @@ def test_a_node_type_may_be_named_by_one_of_its_instance_types() -> None:
         pytest.param(
             {"slurm.features": {"tiny": ["x"]}}, "'tiny', which is no node type", id="bad-feature"
         ),
-        pytest.param({"slurm.node_types": {}}, "power_save needs node_types", id="no-names"),
         pytest.param({"state_dir": None}, "power_save needs state_dir", id="no-state"),
         pytest.param(
             {"slurm.state_file": "/var/lib/shoal/s.json"},

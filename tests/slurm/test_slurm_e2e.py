@@ -306,7 +306,8 @@ def test_external_mode_launches_a_dynamic_node_then_drains_terminates_and_delete
     (instance_id,) = s.instances()
     assert s.jobs()[job][1] == instance_id  # the dynamic node is named after its instance
     features = s.cluster.run("sinfo", "-h", "-N", "-n", instance_id, "-O", "Features:0").stdout
-    assert features.strip() == "shoal,dyn"
+    # shoal's mark, the type's feature as `shoal slurm-conf` names it, then the configured
+    assert features.strip() == "shoal,small,on-demand,dyn"
     drained = poll_until(
         "the idle node to be drained",
         lambda: s.reason(instance_id) == "shoal" or not s.instances(),

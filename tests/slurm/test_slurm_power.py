@@ -294,7 +294,7 @@ async def test_external_mode_launches_carry_the_dynamic_nodes_features(
     launch = Launch(node_type.name, 1, AddCause.DEMAND, "test")
     await clock.run_until(controller.executor.launch(node_type, launch, set()))
     (instance,) = await provider.list_instances()
-    assert instance.tags[TAG_SLURM_FEATURES] == "shoal,fast"
+    assert instance.tags[TAG_SLURM_FEATURES] == "shoal,c5-xlarge,on-demand,fast"
 
 
 class FakeSlurm:

@@ -199,8 +199,7 @@ async def test_a_node_slurm_shows_drained_by_shoal_is_adopted_as_draining(
     cluster.wait_node(node, lambda flags: "not_responding" not in flags, 15)
     cluster.scontrol("update", f"nodename={node}", "state=drain", "reason=shoal")
     controller = await clock.run_until(build_controller(config, provider, clock))
-    integration = SlurmIntegration(config, clock)
-    integration.attach(controller)
+    integration = SlurmIntegration(config, clock, controller)
     await clock.run_until(controller.reconcile())  # the restart: no tag on the instance
 
     cluster.sbatch("-p", "dyn", "-c2", "--wrap", "sleep 1")  # nowhere to run: drained
