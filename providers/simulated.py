@@ -21,13 +21,18 @@ Behaviour as EC2 documents it, inconvenient parts included:
   the way back; ``throttle_next`` and ``fail_next`` inject errors before anything happens.
 - ``terminate_instances`` answers per id: terminated, already gone (unknown ids), or the error
   set with ``fail_termination``.
+- ``stop_instance`` is someone else's StopInstances: the instance is ``stopped`` (it leaves its
+  scheduler, frees its capacity, keeps its tags and its volumes, so it still costs) until it is
+  terminated. It is not listed, as the AWS provider's listing (``pending`` and ``running``
+  instances only) does not list it.
 
 Knobs for tests (as Karpenter's fake.CloudProvider): ``throttle_next``, ``fail_next``,
 ``lose_next_response``, ``fail_termination``, ``set_capacity``, ``set_unavailable``,
 ``set_instance_limit``, ``never_join``, ``preempt``, ``add_static_nodes``,
-``set_managed_desired``, ``reset_faults``; inspection: ``calls`` (recorded by EC2 operation name:
-RunInstances, TerminateInstances, DescribeInstances, DescribeInstanceTypes, and the seed's names
-for cluster operations), ``api_errors``, ``interruptions``, ``instance_state``, ``cost_per_hour``.
+``set_managed_desired``, ``stop_instance``, ``reset_faults``; inspection: ``calls`` (recorded
+by EC2 operation name: RunInstances, TerminateInstances, DescribeInstances,
+DescribeInstanceTypes, and the seed's names for cluster operations), ``api_errors``,
+``interruptions``, ``instance_state``, ``worker_names``, ``cost_per_hour``.
 
 Managed nodes are supported, as an Auto Scaling group would be: ``addManagedNodes`` creates
 a group at ``minNodes`` that the cloud keeps at its desired size (replacing terminated or
@@ -184,6 +189,7 @@ class _Instance:
     tags: dict[str, str]
     interrupt_at: float = math.inf
     group: str | None = None
+    stopped_at: float | None = None  # stopped by someone (StopInstances), not terminated
     node_booting: Node | None = None  # cached Node objects, one per joined state
     node_joined: Node | None = None
 
@@ -394,7 +400,9 @@ class SimulatedProvisioner(AbstractProvisioner):
         return [
             inst.node(now)
             for inst in self._instances.values()
-            if inst.role == "worker" and now >= inst.launched_at + self.listing_lag
+            if inst.role == "worker"
+            and now >= inst.launched_at + self.listing_lag
+            and inst.stopped_at is None
         ]
 
     async def launchCluster(
@@ -518,18 +526,27 @@ class SimulatedProvisioner(AbstractProvisioner):
         return None
 
     def instance_state(self, name: str) -> str:
-        """``"booting"``, ``"running"``, ``"joined"`` or ``"terminated"`` (also unknown names)."""
+        """``"booting"``, ``"running"``, ``"joined"``, ``"stopped"`` or ``"terminated"`` (also
+        unknown names)."""
         self._reap()
         inst = self._instances.get(name)
         if inst is None:
             return "terminated"
+        if inst.stopped_at is not None:
+            return "stopped"
         now = self.clock.now()
         if now >= inst.joined_at:
             return "joined"
         return "running" if now >= inst.running_at else "booting"
 
+    def worker_names(self) -> list[str]:
+        """Every worker not terminated, stopped ones and ones not listed yet included: the
+        cloud's truth, for tests (the listing is what shoal sees)."""
+        self._reap()
+        return [name for name, inst in self._instances.items() if inst.role == "worker"]
+
     def count(self, instance_type: str | None = None) -> int:
-        """Live instances (of one type), leader included; O(1)."""
+        """Live instances (of one type), leader included, stopped ones not; O(1)."""
         self._reap()
         if instance_type is None:
             return sum(self._alive_by_type.values())
@@ -651,6 +668,20 @@ class SimulatedProvisioner(AbstractProvisioner):
         self.interruptions.append((node_name, self.clock.now()))
         self._remove(node_name)
 
+    def stop_instance(self, node_name: str) -> None:
+        """Someone stopped ``node_name`` (StopInstances outside shoal; see the module
+        docstring). A stopped spot instance is no longer interrupted."""
+        self._reap()
+        inst = self._instances.get(node_name)
+        if inst is None:
+            raise KeyError(f"no live node {node_name!r}")
+        if inst.stopped_at is not None:
+            return
+        inst.stopped_at = self.clock.now()
+        inst.interrupt_at = math.inf
+        self._alive_by_type[inst.instance_type] -= 1
+        self._alive_by_offer[inst.instance_type, inst.preemptible] -= 1
+
     # -- internals --------------------------------------------------------------------------
 
     def _type(self, name: str) -> InstanceType:
@@ -770,8 +801,9 @@ class SimulatedProvisioner(AbstractProvisioner):
         inst = self._instances.pop(name, None)
         if inst is None:
             return
-        self._alive_by_type[inst.instance_type] -= 1
-        self._alive_by_offer[inst.instance_type, inst.preemptible] -= 1
+        if inst.stopped_at is None:  # a stopped one left the counts when it stopped
+            self._alive_by_type[inst.instance_type] -= 1
+            self._alive_by_offer[inst.instance_type, inst.preemptible] -= 1
         if inst.group is not None and inst.group in self._groups:
             self._groups[inst.group].members.discard(name)
         if self._leader == name:
