@@ -73,7 +73,7 @@ import os
 import random
 import tempfile
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,9 @@ from .faults import KINDS, Crash, FaultPlan, FaultyCloud
 
 __all__ = [
     "END",
+    "FAULT_END",
     "KINDS",
+    "Sabotage",
     "SeedResult",
     "Violation",
     "chaos_config",
@@ -112,6 +114,9 @@ END = 6 * HOUR
 PUSH_EVERY = 90.0  # a pushing source re-sends its demand at least this often
 GiB = 1024**3
 LOG_TAIL = 60  # events printed with a violation
+
+# plan, snapshot, seconds since the run began -> the plan to carry out instead
+Sabotage = Callable[[Plan, Snapshot, float], Plan]
 
 
 def chaos_config(seed: int, plan: FaultPlan, state_dir: Path) -> ShoalConfig:
@@ -306,8 +311,16 @@ class _DrainHook:
 
 
 class _Run:
-    def __init__(self, seed: int, kinds: frozenset[str], state_dir: Path, verbose: bool) -> None:
+    def __init__(
+        self,
+        seed: int,
+        kinds: frozenset[str],
+        state_dir: Path,
+        verbose: bool,
+        sabotage: Sabotage | None = None,
+    ) -> None:
         self.seed = seed
+        self.sabotage = sabotage
         self.plan = FaultPlan.draw(seed, kinds, FAULT_END)
         self.config = chaos_config(seed, self.plan, state_dir)
         self.verbose = verbose
@@ -376,6 +389,8 @@ class _Run:
     def planner(self, snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) -> Plan:
         """The daemon's planner, watched: the harness keeps the plan of the pass."""
         plan = default_plan(snapshot, policy, state, now)
+        if self.sabotage is not None:
+            plan = self.sabotage(plan, snapshot, now - EPOCH)
         if self.ctx is not None:
             self.ctx.plan = plan
         for launch in plan.launches:
@@ -803,14 +818,21 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(old)
 
 
-def run_seed(seed: int, kinds: Iterable[str] = KINDS, *, verbose: bool = False) -> SeedResult:
-    """One seed, in a fresh event loop and a fresh ``state_dir``."""
+def run_seed(
+    seed: int,
+    kinds: Iterable[str] = KINDS,
+    *,
+    verbose: bool = False,
+    sabotage: Sabotage | None = None,
+) -> SeedResult:
+    """One seed, in a fresh event loop and a fresh ``state_dir``. ``sabotage`` rewrites every
+    plan (the harness's own tests plant bugs with it, to show each invariant can fail)."""
     allowed = frozenset(kinds)
     unknown = allowed - set(KINDS)
     if unknown:
         raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
     with tempfile.TemporaryDirectory(prefix="shoal-chaos-") as tmp, _quiet():
-        run = _Run(seed, allowed, Path(tmp), verbose)
+        run = _Run(seed, allowed, Path(tmp), verbose, sabotage)
         random.seed(f"jitter-{seed}")  # the retry layer's jitter draws from the global stream
         _CURRENT.append(run)
         os.fsync = _fsync

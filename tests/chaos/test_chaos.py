@@ -5,9 +5,13 @@ prints each violating seed with its violations and the tail of its event log; re
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
-from chaos.harness import KINDS, run_seed, run_seeds
+import pytest
+from shoal.scaler.model import NodeAction, Plan, RemoveCause, Snapshot
+
+from chaos.harness import FAULT_END, KINDS, Sabotage, run_seed, run_seeds
 
 SEEDS = int(os.environ.get("SHOAL_CHAOS_SEEDS", "200"))
 WORKERS = 2  # this machine's cores
@@ -34,3 +38,51 @@ def test_a_seed_replays_exactly() -> None:
     assert first.log == again.log
     assert first.passes > 100 and first.jobs > 0
     assert run_seed(6).log != first.log
+
+
+# -- the harness's own checks can fail: bugs planted in the plan, on a run without faults ---
+
+PLANTED = ("busy-killed", "duplicate-launch", "over-max", "not-quiescent", "starved")
+
+
+def kill_busy(plan: Plan, snapshot: Snapshot, t: float) -> Plan:
+    types = {n.id: n.node_type for n in snapshot.nodes}
+    busy = sorted({r.node_id for r in snapshot.demand.running if r.node_id in types})
+    kills = tuple(NodeAction(n, types[n], RemoveCause.IDLE, "planted") for n in busy)
+    return dataclasses.replace(plan, terminations=plan.terminations + kills)
+
+
+def launch_one_more(plan: Plan, snapshot: Snapshot, t: float) -> Plan:
+    more = tuple(dataclasses.replace(la, count=la.count + 1) for la in plan.launches)
+    return dataclasses.replace(plan, launches=more)
+
+
+def launch_many_more(plan: Plan, snapshot: Snapshot, t: float) -> Plan:
+    more = tuple(dataclasses.replace(la, count=la.count + 5) for la in plan.launches)
+    return dataclasses.replace(plan, launches=more)
+
+
+def never_remove_late(plan: Plan, snapshot: Snapshot, t: float) -> Plan:
+    return plan if t < FAULT_END else dataclasses.replace(plan, drains=(), terminations=())
+
+
+def never_launch_late(plan: Plan, snapshot: Snapshot, t: float) -> Plan:
+    return plan if t < FAULT_END else dataclasses.replace(plan, launches=(), undrains=())
+
+
+@pytest.mark.parametrize(
+    ("sabotage", "invariant"),
+    [
+        (kill_busy, "busy-killed"),
+        (launch_one_more, "duplicate-launch"),
+        (launch_many_more, "over-max"),
+        (never_remove_late, "not-quiescent"),
+        (never_launch_late, "starved"),
+    ],
+)
+def test_a_planted_bug_is_found(sabotage: Sabotage, invariant: str) -> None:
+    seed = 2  # jobs in the calm phase that need a launch; several node types used
+    clean = {v.invariant for v in run_seed(seed, ()).violations}
+    assert not clean & set(PLANTED), clean
+    found = {v.invariant for v in run_seed(seed, (), sabotage=sabotage).violations}
+    assert invariant in found, found
