@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 import pytest
+from shoal.providers.files import write_json_atomic
 from shoal.scaler.model import NodeAction, Plan, RemoveCause, Snapshot
 
+from chaos import harness
 from chaos.harness import FAULT_END, KINDS, Sabotage, run_seed, run_seeds
 
 SEEDS = int(os.environ.get("SHOAL_CHAOS_SEEDS", "200"))
@@ -86,3 +89,20 @@ def test_a_planted_bug_is_found(sabotage: Sabotage, invariant: str) -> None:
     assert not clean & set(PLANTED), clean
     found = {v.invariant for v in run_seed(seed, (), sabotage=sabotage).violations}
     assert invariant in found, found
+
+
+def test_an_fsync_on_the_event_loop_is_found(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A durable write made on the loop (here: by the drain hook) is reported; the same run
+    without it is not."""
+    assert "fsync-on-loop" not in {v.invariant for v in run_seed(2, ()).violations}
+    drain = harness._DrainHook.drain
+
+    async def drain_and_save(self: harness._DrainHook, node: str) -> None:
+        write_json_atomic(tmp_path / "drained.json", {"node": node})
+        await drain(self, node)
+
+    monkeypatch.setattr(harness._DrainHook, "drain", drain_and_save)
+    found = [v for v in run_seed(2, ()).violations if v.invariant == "fsync-on-loop"]
+    assert len(found) == 1 and "drain_and_save" in found[0].detail
