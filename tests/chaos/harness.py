@@ -406,7 +406,9 @@ class _Run:
         and the cloud. False if it crashed while starting (it is then down again)."""
         self.incarnation += 1
         self.faulty.dead = False
-        self.cloud._listeners[:] = self.listeners  # the dead process's subscribers died with it
+        # A new process: the dead one's subscribers and its client-side catalogue died with it.
+        self.cloud._listeners[:] = self.listeners
+        self.cloud._catalogue.clear()
         self.faulty.arm(crashes and self.t < FAULT_END)
         counter = itertools.count(1)
         prefix = f"shoal-{self.seed}-{self.incarnation}"
