@@ -35,14 +35,15 @@ Invariants, checked after every pass (and at each call where they are about a ca
     its ``max``; checked after every launch takes effect.
 ``duplicate-launch``
     A pass that launches nodes of type T ends with no more live instances of T than its plan's
-    need: ``alive_before(T) - terminated(T) + launched(T) <= plan.targets[T]``, where
+    need: ``alive_before(T) - out(T) + launched(T) <= plan.targets[T]``, where
     ``alive_before`` is the cloud's truth when the pass started (launches still in flight, i.e.
     accepted but not listed yet, included; stopped instances and nodes shoal drained excluded),
-    ``terminated`` what shoal terminated in the pass, ``launched`` what the cloud launched in it
-    (lost responses included) and ``plan.targets[T]`` the planner's own target for the pass.
-    The planner launches ``target - current`` where ``current`` is what it believes is present or
-    booting, so this fails exactly when the daemon's view missed live instances: a launch ledger
-    lost in a crash, a listing lag not covered, a launch whose record was dropped.
+    ``out`` the live ones the pass terminated or planned to terminate or drain (a termination
+    that fails does not make its replacement a duplicate), ``launched`` what the cloud launched
+    in it (lost responses included) and ``plan.targets[T]`` the planner's own target for the
+    pass. The planner launches ``target - current`` where ``current`` is what it believes is
+    present or booting, so this fails exactly when the daemon's view missed live instances: a
+    launch ledger lost in a crash, a listing lag not covered, a launch whose record was dropped.
 ``stale-acted``
     A pass that starts with stale demand (``Controller.demand_stale()``: a failed read, or a
     read older than its ``max_age``) launches nothing and terminates nothing.
@@ -57,6 +58,20 @@ Invariants, checked after every pass (and at each call where they are about a ca
     intervals and the debounce (the passes that see it), plus boot, join and listing lag, plus
     the longest a fault phase can leave behind: an offering's backoff (``backoff.max``), a ledger
     entry of a lost launch (``launch_ledger_ttl``) and the retry deadline.
+
+``drain-forgotten``
+    A node shoal drained (the scheduler gives it no new work) is never ready capacity in the
+    daemon's view (``Controller.tracker``), across restarts too.
+``noisy-wake``
+    A pushed demand that changed neither the queued jobs, the running jobs per node (elapsed
+    times aside) nor the joined nodes does not wake a pass (the loop's own wake-up event,
+    ``Controller._demand_changed``, is what the harness reads). Reported once per run.
+``fsync-on-loop``
+    Nothing is fsynced on the event loop (work handed to ``asyncio.to_thread`` is off it).
+
+Power-save mode (``PowerSaver`` and ``Cleaner`` driven by a fake slurmctld, with the hook
+invariants: every accepted request served or explicitly failed, one instance per Slurm node)
+is not simulated yet.
 
 A violation records the seed and the run's event log; ``bench/chaos.py --seed S --verbose``
 replays it and prints every event.
@@ -243,10 +258,19 @@ class _Pass:
 
     stale: str | None
     alive_before: collections.Counter[str]
+    alive_names: dict[str, str]  # live instance -> node type, when the pass started
     plan: Plan | None = None
     launched: collections.Counter[str] = field(default_factory=collections.Counter)
-    terminated: collections.Counter[str] = field(default_factory=collections.Counter)
-    removed: list[str] = field(default_factory=list)
+    gone: set[str] = field(default_factory=set)  # terminated by shoal in the pass
+
+    def out(self) -> collections.Counter[str]:
+        """Per node type, the live instances the pass took out of the count: terminated, or
+        planned to be terminated or drained (a termination that failed still let the planner
+        launch its replacement)."""
+        names = set(self.gone)
+        if self.plan is not None:
+            names |= {a.node_id for a in (*self.plan.terminations, *self.plan.drains)}
+        return collections.Counter(self.alive_names[n] for n in names if n in self.alive_names)
 
 
 def _plan_input(update: DemandUpdate) -> tuple[Any, ...]:
@@ -490,10 +514,7 @@ class _Run:
                             f"{n} live instances of {nt} (max {self.types[nt].max_nodes})",
                         )
         elif op == "TerminateInstances":
-            if phase == "before":
-                self._types_before = {name: self.node_type(name) for name in arg}
-                return
-            if isinstance(result, BaseException):
+            if phase == "before" or isinstance(result, BaseException):
                 return
             gone = [n for n, st in result.items() if st is TerminationStatus.TERMINATED]
             if gone:
@@ -507,7 +528,7 @@ class _Run:
                 if ctx is not None and ctx.stale:
                     self.violate("stale-acted", f"terminated {name} on stale demand ({ctx.stale})")
                 if ctx is not None:
-                    ctx.terminated[self._types_before.get(name, "")] += 1
+                    ctx.gone.add(name)
                 self.forget(name, shoal=True)
 
     def forget(self, name: str, *, shoal: bool = False) -> None:
@@ -727,9 +748,12 @@ class _Run:
             self.note(f"capacity back for {target}")
 
     async def one_pass(self, c: Controller) -> None:
-        self.ctx = ctx = _Pass(c.demand_stale(), self.alive())
-        for name in self.drained:
-            ctx.alive_before[self.node_type(name)] -= 1
+        alive = {
+            n: self.node_type(n)
+            for n in self.cloud.worker_names()
+            if n not in self.drained and self.cloud.instance_state(n) != "stopped"
+        }
+        self.ctx = ctx = _Pass(c.demand_stale(), collections.Counter(alive.values()), alive)
         self.change_at = None
         self.passes += 1
         try:
@@ -763,14 +787,16 @@ class _Run:
     def check_duplicates(self, ctx: _Pass) -> None:
         if ctx.plan is None or not ctx.launched:
             return
+        out = ctx.out()
         for nt, launched in ctx.launched.items():
             target = ctx.plan.targets.get(nt, 0)
-            total = ctx.alive_before[nt] - ctx.terminated[nt] + launched
+            total = ctx.alive_before[nt] - out[nt] + launched
             if total > target:
                 self.violate(
                     "duplicate-launch",
-                    f"{nt}: {ctx.alive_before[nt]} live before the pass, {ctx.terminated[nt]} "
-                    f"terminated, {launched} launched > the plan's target {target}",
+                    f"{nt}: {ctx.alive_before[nt]} live before the pass, {out[nt]} taken out "
+                    f"(terminated, or planned to be), {launched} launched > the plan's target "
+                    f"{target}",
                 )
 
     def check_drains(self, c: Controller) -> None:
