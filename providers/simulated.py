@@ -578,6 +578,12 @@ class SimulatedProvisioner(AbstractProvisioner):
             return "joined"
         return "running" if now >= inst.running_at else "booting"
 
+    def worker_names(self) -> list[str]:
+        """Every worker not terminated, stopped ones and ones not listed yet included: the
+        cloud's truth, for tests (the listing is what shoal sees)."""
+        self._reap()
+        return [name for name, inst in self._instances.items() if inst.role == "worker"]
+
     def count(self, instance_type: str | None = None) -> int:
         """Live instances (of one type), leader included; O(1)."""
         self._reap()

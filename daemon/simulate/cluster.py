@@ -8,8 +8,8 @@ takes ``now`` (seconds, never decreasing from call to call, else ``ValueError``)
 * Scheduling is FIFO with first-fit backfill and no reservations: queued jobs are taken in
   submit order (a requeued job keeps its place), each starts on the first joined node, in
   join order, with room for it (cores, memory, disk; a non-preemptible job never on a
-  preemptible node; never on a cordoned node); a job that fits nowhere waits and later,
-  smaller jobs may start past it.
+  preemptible node; never on a cordoned node, until ``uncordon``); a job that fits nowhere
+  waits and later, smaller jobs may start past it.
 * A job runs for its run time from its start, then frees its room.
 * ``node_removed`` (terminated) and ``node_interrupted`` (spot interruption) requeue the
   node's running jobs, which start again from scratch; ``cordon`` stops new work on a node
@@ -374,6 +374,16 @@ class Cluster:
             node.cordoned = True
             self.version += 1
 
+    def uncordon(self, name: str, now: float) -> None:
+        """New work on ``name`` again (an undrain). Unknown names are ignored."""
+        self._advance_to(now)
+        node = self._nodes.get(name)
+        if node is not None and node.cordoned:
+            node.cordoned = False
+            self._fresh_nodes.add(name)
+            self._dirty = True
+            self.version += 1
+
     def node_removed(self, name: str, now: float) -> tuple[int, ...]:
         """``name`` was terminated: its running jobs are requeued (their ids returned)."""
         return self._remove(name, now, interrupted=False)
@@ -420,6 +430,10 @@ class Cluster:
         if now is not None:
             self.advance(now)
         return frozenset(self._nodes)
+
+    def queued_jobs(self) -> list[tuple[int, Shape, float]]:
+        """Every queued job as (id, shape, queued since: submit or latest requeue)."""
+        return [(j.id, j.shape, j.queued_since) for j in self._jobs.values() if j.start is None]
 
     def running_on(self, name: str) -> int:
         """How many jobs run on ``name`` (0 for an unknown node)."""

@@ -177,6 +177,21 @@ def test_cordoned_node_takes_no_new_work_but_finishes_its_own() -> None:
     c.cordon("unknown", 600)
 
 
+def test_an_uncordoned_node_takes_the_queued_work_again() -> None:
+    c = Cluster()
+    c.node_joined("n1", node(2), 0)
+    c.cordon("n1", 0)
+    c.submit(0, job(1), 100, 5)
+    c.submit(1, job(1), 100, 6)
+    assert sorted((i, since) for i, _, since in c.queued_jobs()) == [(0, 5.0), (1, 6.0)]
+    version = c.version
+    c.uncordon("n1", 30)
+    assert c.version > version
+    c.advance(30)
+    assert c.queued_jobs() == [] and c.running_on("n1") == 2
+    c.uncordon("unknown", 40)
+
+
 def test_zero_run_time_jobs_start_and_end_at_once() -> None:
     c = Cluster()
     c.node_joined("n1", node(1), 0)

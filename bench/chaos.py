@@ -1,0 +1,78 @@
+"""Deterministic simulation testing with fault injection: many seeds, each six simulated hours
+of the daemon's own controller on the simulated cloud with a random mix of faults
+(``tests/chaos/harness.py`` describes the run and its invariants, ``tests/chaos/faults.py`` the
+faults).
+
+    .venv/bin/python bench/chaos.py --seeds 300              # seeds 0..299 on 2 processes
+    .venv/bin/python bench/chaos.py --seed 17 --verbose      # replay one seed, every event
+    .venv/bin/python bench/chaos.py --seeds 300 --faults crash,lag   # only these kinds
+
+Prints each violating seed with its violations and the tail of its event log, then a summary:
+violations per invariant, seeds per second. Exits 1 when any invariant was violated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from chaos.harness import KINDS, run_seed, run_seeds  # noqa: E402  (shared with tests/chaos)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=100, help="how many seeds (default 100)")
+    ap.add_argument("--first", type=int, default=0, help="the first seed (default 0)")
+    ap.add_argument("--seed", type=int, help="run this one seed only")
+    ap.add_argument("--verbose", action="store_true", help="print every event of the run")
+    ap.add_argument(
+        "--faults",
+        default=",".join(KINDS),
+        help=f"fault kinds allowed, comma-separated (default all: {','.join(KINDS)})",
+    )
+    ap.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    ap.add_argument("--show", type=int, default=5, help="violating seeds printed in full")
+    args = ap.parse_args(argv)
+    kinds = tuple(k for k in args.faults.split(",") if k)
+    bad = sorted(set(kinds) - set(KINDS))
+    if bad:
+        ap.error(f"unknown fault kinds {bad}; known: {', '.join(KINDS)}")
+    if args.seed is not None:
+        result = run_seed(args.seed, kinds, verbose=args.verbose)
+        print(result.report() if result.violations else f"seed {args.seed}: ok; {result.faults}")
+        return 1 if result.violations else 0
+    start = time.perf_counter()
+    by_invariant: collections.Counter[str] = collections.Counter()
+    seeds_by_invariant: dict[str, list[int]] = collections.defaultdict(list)
+    failing = 0
+    seeds = range(args.first, args.first + args.seeds)
+    for result in run_seeds(seeds, kinds, workers=args.workers):
+        if not result.violations:
+            continue
+        failing += 1
+        if failing <= args.show:
+            print(result.report(tail=30 if not args.verbose else 10_000))
+        for invariant in sorted({v.invariant for v in result.violations}):
+            seeds_by_invariant[invariant].append(result.seed)
+        for v in result.violations:
+            by_invariant[v.invariant] += 1
+    elapsed = time.perf_counter() - start
+    total = sum(by_invariant.values())
+    print(
+        f"{args.seeds} seeds x 6 simulated hours, faults {','.join(kinds)}: {total} violations "
+        f"in {failing} seeds; {elapsed:.1f} s, {args.seeds / elapsed:.2f} seeds/s "
+        f"({args.workers} processes)"
+    )
+    for invariant, count in by_invariant.most_common():
+        some = seeds_by_invariant[invariant]
+        print(f"  {invariant}: {count} in {len(some)} seeds, e.g. {some[:8]}")
+    return 1 if total else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

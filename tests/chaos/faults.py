@@ -1,0 +1,243 @@
+"""What goes wrong in one chaos run, drawn from its seed, and the provider wrapper that injects it.
+
+``FaultPlan.draw(seed, kinds)`` picks a random mix of the fault kinds allowed (``KINDS``, or the
+subset given to ``bench/chaos.py --faults``) and a rate for each. Every kind is something the
+daemon meets in production:
+
+=========  ======================================================================================
+kind       what happens
+=========  ======================================================================================
+missing    a joined node drops out of the joined nodes of the pushed demand for a few seconds to a
+           few minutes (Slurm's NOT_RESPONDING, a push that leaves it out); its jobs still run
+stale      the source re-sends an old read: the last demand with an ``at`` older than ``max_age``
+fail       the source cannot read its scheduler: ``DemandFailure`` for a while
+lost       RunInstances takes effect and its response is lost (``lose_next_response``)
+lag        the listing shows a new instance only after a lag (``listing_lag``, per seed)
+capacity   an offering answers InsufficientInstanceCapacity for a while (``set_unavailable``)
+throttle   a call is throttled before it takes effect (``throttle_next``)
+spot       spot interruptions (``spot_interruption_rate``, drawn on the cloud's seeded clock)
+slowterm   TerminateInstances takes seconds to minutes to take effect (the pass waits in it)
+stop       someone stops a worker (``stop_instance``): it leaves the scheduler and the listing
+hookerr    the drain hook fails with an error the daemon does not expect (not a DrainError)
+crash      the process dies at a provider call, before the call takes effect or after it (the
+           response is lost with the process); every in-memory object is thrown away and
+           ``build_controller`` builds them again from ``state_dir`` and the cloud's tags
+=========  ======================================================================================
+
+Windowed faults (missing, stale, fail, capacity, stop) are drawn as timed events over the fault
+phase of the run; per-call faults (lost, throttle, slowterm, crash) are drawn by ``FaultyCloud``
+at each provider call from its own seeded stream, so a run replays exactly from its seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shoal.providers.simulated import SimulatedProvisioner
+
+__all__ = ["KINDS", "Crash", "FaultPlan", "FaultyCloud", "Window"]
+
+KINDS = (
+    "missing",
+    "stale",
+    "fail",
+    "lost",
+    "lag",
+    "capacity",
+    "throttle",
+    "spot",
+    "slowterm",
+    "stop",
+    "crash",
+    "hookerr",
+)
+
+
+class Crash(BaseException):
+    """The process dies here. A ``BaseException`` so no ``except Exception`` of the daemon can
+    swallow it: it unwinds the pass as a kill -9 would end it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A windowed fault: ``kind`` from ``start`` to ``end`` (seconds since the run began);
+    ``pick`` chooses the node or offering it hits."""
+
+    start: float
+    end: float
+    kind: str
+    pick: float
+
+
+@dataclass(frozen=True, slots=True)
+class FaultPlan:
+    seed: int
+    kinds: frozenset[str]  # the kinds on in this run
+    windows: tuple[Window, ...]
+    lost_p: float  # per RunInstances call
+    throttle_p: float  # per call
+    slowterm_p: float  # per TerminateInstances call
+    slowterm_max: float  # seconds
+    crash_every: float  # mean provider calls between crashes
+    crash_after_p: float  # a crash comes after the call took effect
+    restart_delay: tuple[float, float]  # seconds the daemon is down
+    lag: float  # listing lag, seconds
+    spot_rate: float  # interruptions per spot node-hour
+    hookerr_p: float  # per drain
+
+    @classmethod
+    def draw(cls, seed: int, allowed: frozenset[str], fault_end: float) -> FaultPlan:
+        """A random mix of ``allowed`` kinds (each on with probability 0.6) and their rates;
+        windows fall in [0, ``fault_end``)."""
+        rng = random.Random(f"plan-{seed}")
+        on = frozenset(k for k in KINDS if k in allowed and rng.random() < 0.6)
+        windows: list[Window] = []
+        spans = {
+            "missing": (4.0, (5.0, 180.0)),  # per hour, duration bounds
+            "stale": (1.5, (30.0, 600.0)),
+            "fail": (1.5, (30.0, 600.0)),
+            "capacity": (2.0, (60.0, 1200.0)),
+            "stop": (0.5, (0.0, 0.0)),
+        }
+        for kind, (per_hour, (lo, hi)) in spans.items():
+            if kind not in on:
+                continue
+            rate = per_hour * rng.uniform(0.3, 2.0) / 3600.0
+            t = rng.expovariate(rate)
+            while t < fault_end:
+                windows.append(
+                    Window(t, min(fault_end, t + rng.uniform(lo, hi)), kind, rng.random())
+                )
+                t += rng.expovariate(rate)
+        windows.sort(key=lambda w: (w.start, w.kind))
+        return cls(
+            seed=seed,
+            kinds=on,
+            windows=tuple(windows),
+            lost_p=rng.uniform(0.05, 0.5) if "lost" in on else 0.0,
+            throttle_p=rng.uniform(0.02, 0.2) if "throttle" in on else 0.0,
+            slowterm_p=rng.uniform(0.2, 1.0) if "slowterm" in on else 0.0,
+            slowterm_max=rng.choice((5.0, 30.0, 120.0)),
+            crash_every=rng.uniform(40.0, 400.0),
+            crash_after_p=rng.uniform(0.3, 0.8),
+            restart_delay=(1.0, rng.choice((5.0, 30.0, 120.0))),
+            lag=rng.choice((5.0, 20.0, 60.0, 120.0)) if "lag" in on else 0.0,
+            spot_rate=rng.uniform(0.2, 2.0) if "spot" in on else 0.0,
+            hookerr_p=rng.uniform(0.1, 0.5) if "hookerr" in on else 0.0,
+        )
+
+    def describe(self) -> str:
+        parts = [f"kinds={','.join(k for k in KINDS if k in self.kinds) or '-'}"]
+        if "lag" in self.kinds:
+            parts.append(f"lag={self.lag:g}s")
+        if "spot" in self.kinds:
+            parts.append(f"spot={self.spot_rate:.2f}/h")
+        if "lost" in self.kinds:
+            parts.append(f"lost_p={self.lost_p:.2f}")
+        if "throttle" in self.kinds:
+            parts.append(f"throttle_p={self.throttle_p:.2f}")
+        if "slowterm" in self.kinds:
+            parts.append(f"slowterm_p={self.slowterm_p:.2f}<= {self.slowterm_max:g}s")
+        if "crash" in self.kinds:
+            parts.append(f"crash_every~{self.crash_every:.0f} calls")
+        parts.append(f"windows={len(self.windows)}")
+        return " ".join(parts)
+
+
+class FaultyCloud:
+    """Wraps the simulated cloud's primitives on the instance (``addNodes``, ``terminateNodes``
+    and ``getProvisionedWorkers`` are the base class's and call them), to inject the per-call
+    faults and let the harness watch every call take effect.
+
+    ``observer(operation, phase, args, result)`` is called with ``phase`` ``"before"`` (the
+    call is about to take effect: raising there stops it) and ``"after"`` (it took effect;
+    ``result`` is what the cloud answered, or the exception it raised).
+    """
+
+    WRAPPED = (
+        "launch_offering",
+        "terminate_instances",
+        "list_instances",
+        "describe_instance_types",
+    )
+
+    def __init__(
+        self,
+        cloud: SimulatedProvisioner,
+        plan: FaultPlan,
+        observer: Callable[[str, str, Any, Any], None],
+        log: Callable[[str], None],
+    ) -> None:
+        self.cloud = cloud
+        self.plan = plan
+        self.observer = observer
+        self.log = log
+        self.rng = random.Random(f"calls-{plan.seed}")
+        self.calls = 0
+        self.crash_at: int | None = None
+        self.armed = False  # crashes only while armed (the fault phase)
+        self.dead = False
+        for name in self.WRAPPED:
+            setattr(cloud, name, self._wrap(name, getattr(cloud, name)))
+
+    def arm(self, on: bool) -> None:
+        """Crashes on (drawing the next one) or off."""
+        self.armed = on and "crash" in self.plan.kinds
+        self.crash_at = None
+        if self.armed:
+            self.crash_at = self.calls + 1 + int(self.rng.expovariate(1.0 / self.plan.crash_every))
+
+    def _wrap(self, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        clock = self.cloud.clock
+        op = {
+            "launch_offering": "RunInstances",
+            "terminate_instances": "TerminateInstances",
+            "list_instances": "DescribeInstances",
+            "describe_instance_types": "DescribeInstanceTypes",
+        }[name]
+
+        async def wrapped(*args: Any) -> Any:
+            arg = args[0] if args else None
+            if self.dead:
+                raise Crash(f"{op} by a dead process")
+            self.calls += 1
+            crash = self.armed and self.crash_at is not None and self.calls >= self.crash_at
+            after = (
+                crash and op != "DescribeInstances" and self.rng.random() < self.plan.crash_after_p
+            )
+            if crash and not after:
+                self._die(f"crash before {op} (call {self.calls})")
+            if self.rng.random() < self.plan.throttle_p:
+                self.cloud.throttle_next(1, op)
+                self.log(f"throttle {op}")
+            if op == "RunInstances" and self.rng.random() < self.plan.lost_p:
+                self.cloud.lose_next_response(1, op)
+                self.log("lose the response of RunInstances")
+            if op == "TerminateInstances" and self.rng.random() < self.plan.slowterm_p:
+                delay = self.rng.uniform(1.0, self.plan.slowterm_max)
+                self.log(f"slow TerminateInstances: {delay:.0f}s")
+                await clock.sleep(delay)
+                if self.dead:
+                    raise Crash(f"{op} by a dead process")
+            self.observer(op, "before", arg, None)
+            try:
+                result = await call(*args)
+            except Exception as exc:
+                self.observer(op, "after", arg, exc)
+                if after:
+                    self._die(f"crash after {op} failed (call {self.calls})")
+                raise
+            self.observer(op, "after", arg, result)
+            if after:
+                self._die(f"crash after {op} took effect (call {self.calls})")
+            return result
+
+        return wrapped
+
+    def _die(self, why: str) -> None:
+        self.dead = True
+        self.log(why)
+        raise Crash(why)

@@ -1,0 +1,892 @@
+"""Deterministic simulation testing of the daemon with fault injection (FoundationDB, TigerBeetle).
+
+``run_seed(seed, kinds) -> SeedResult`` runs the daemon's own pieces on a virtual clock for six
+simulated hours: the controller built by ``service.build_controller`` exactly as ``shoal run``
+builds it (planner, executor, retry layer, node tracker, backoff table), against the simulated
+cloud (``providers.simulated``, built by ``service.build_provider``), with the replay engine's
+scheduler (``daemon.simulate.cluster.Cluster``) standing in for Slurm: its demand is pushed to the
+controller as ``PUT /v1/demand`` would (``Controller.set_demand``, on every change and every
+``PUSH_EVERY`` seconds). Everything random comes from the seed, so a seed replays exactly.
+
+The run
+=======
+- ``[0, FAULT_END)``: jobs arrive and the faults of ``faults.FaultPlan.draw(seed)`` happen (see
+  ``faults``): flapping and stale reads, lost responses, listing lag, capacity errors,
+  throttling, spot interruptions, slow terminations, stopped nodes, and crashes at any provider
+  call followed by a restart that throws away every in-memory object and builds them again from
+  ``state_dir`` (a fresh temp dir per seed, kept across restarts) and the cloud's tags. The
+  simulated cloud and the scheduler live on.
+- ``[FAULT_END, SUBMIT_END)``: calm (no new fault; instances stopped before stay stopped), jobs
+  still arrive.
+- ``[SUBMIT_END, END]``: no new job; the cluster must scale to nothing.
+
+Passes run as ``Controller.run`` schedules them: every ``scaler.interval`` after the last one, or
+``scaler.debounce`` after a demand change. A pass may take virtual time (retries, a slow
+termination); the harness steps from event to event (submits, job ends, joins, interruptions,
+fault windows, passes, pushes) and never sleeps.
+
+Invariants, checked after every pass (and at each call where they are about a call)
+===================================================================================
+``busy-killed``
+    No node running a job, by the scheduler's truth at the last step, is terminated by shoal.
+    (Interruptions and stops are not shoal's.)
+``over-max``
+    Live instances of a node type (the cloud's truth: not stopped, listed or not) never exceed
+    its ``max``; checked after every launch takes effect.
+``duplicate-launch``
+    A pass that launches nodes of type T ends with no more live instances of T than its plan's
+    need: ``alive_before(T) - out(T) + launched(T) <= plan.targets[T]``, where
+    ``alive_before`` is the cloud's truth when the pass started (launches still in flight, i.e.
+    accepted but not listed yet, included; stopped instances and nodes shoal drained excluded),
+    ``out`` the live ones the pass terminated or planned to terminate or drain (a termination
+    that fails does not make its replacement a duplicate), ``launched`` what the cloud launched
+    in it (lost responses included) and ``plan.targets[T]`` the planner's own target for the
+    pass. The planner launches ``target - current`` where ``current`` is what it believes is
+    present or booting, so this fails exactly when the daemon's view missed live instances: a
+    launch ledger lost in a crash, a listing lag not covered, a launch whose record was dropped.
+``stale-acted``
+    A pass that starts with stale demand (``Controller.demand_stale()``: a failed read, or a
+    read older than its ``max_age``) launches nothing and terminates nothing.
+``not-quiescent``
+    At the end (``END``: demand ended ``END - SUBMIT_END`` seconds before, longer than every
+    timer) no instance of the cluster is left, stopped ones included, whatever crashed.
+``starved``
+    Liveness, in the calm and the tail: a queued job that fits a node type starts within
+    ``liveness_bound(config)`` of ``max(queued since, FAULT_END)``; the clock of a job restarts
+    at every step where every type it fits is at ``max`` (then it waits for room, not for shoal).
+    The bound is the planner's ``target_time`` (a job may wait for a running one), plus three
+    intervals and the debounce (the passes that see it), plus boot, join and listing lag, plus
+    the longest a fault phase can leave behind: an offering's backoff (``backoff.max``), a ledger
+    entry of a lost launch (``launch_ledger_ttl``) and the retry deadline.
+
+``drain-forgotten``
+    A node shoal drained (the scheduler gives it no new work) is never ready capacity in the
+    daemon's view (``Controller.tracker``), across restarts too.
+``noisy-wake``
+    A pushed demand that changed neither the queued jobs, the running jobs per node (elapsed
+    times aside) nor the joined nodes does not wake a pass (the loop's own wake-up event,
+    ``Controller._demand_changed``, is what the harness reads). Reported once per run.
+``fsync-on-loop``
+    Nothing is fsynced on the event loop (work handed to ``asyncio.to_thread`` is off it).
+
+Power-save mode (``PowerSaver`` and ``Cleaner`` driven by a fake slurmctld, with the hook
+invariants: every accepted request served or explicitly failed, one instance per Slurm node)
+is not simulated yet.
+
+A violation records the seed and the run's event log; ``bench/chaos.py --seed S --verbose``
+replays it and prints every event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import os
+import random
+import tempfile
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal.daemon.config import ShoalConfig, parse_config
+from shoal.daemon.demand import DemandFailure, DemandUpdate
+from shoal.daemon.loop import Controller
+from shoal.daemon.service import build_controller, build_provider
+from shoal.daemon.simulate.cluster import Cluster
+from shoal.daemon.simulate.engine import EPOCH, _ReplayMetrics
+from shoal.providers.clock import FakeClock, InlineExecutor
+from shoal.providers.outcomes import TerminationStatus
+from shoal.providers.simulated import SimulatedProvisioner
+from shoal.scaler.model import NodeType, Plan, PlannerState, Policy, Snapshot
+from shoal.scaler.planner import plan as default_plan
+from shoal.scaler.planner import usable_shape
+from shoal.scaler.shape import Shape
+
+from .faults import KINDS, Crash, FaultPlan, FaultyCloud
+
+__all__ = [
+    "END",
+    "FAULT_END",
+    "KINDS",
+    "Sabotage",
+    "SeedResult",
+    "Violation",
+    "chaos_config",
+    "liveness_bound",
+    "run_seed",
+    "run_seeds",
+]
+
+HOUR = 3600.0
+FAULT_END = 3 * HOUR
+SUBMIT_END = 3.5 * HOUR
+END = 6 * HOUR
+PUSH_EVERY = 90.0  # a pushing source re-sends its demand at least this often
+GiB = 1024**3
+LOG_TAIL = 60  # events printed with a violation
+
+# plan, snapshot, seconds since the run began -> the plan to carry out instead
+Sabotage = Callable[[Plan, Snapshot, float], Plan]
+
+
+def chaos_config(seed: int, plan: FaultPlan, state_dir: Path) -> ShoalConfig:
+    """A small cluster: three node types (one spot), tight timers, count packing."""
+    return parse_config(
+        {
+            "cluster_name": "chaos",
+            "provider": {
+                "kind": "simulated",
+                "zone": "sim-1a",
+                "boot_delay": "60s",
+                "join_delay": "30s",
+                "listing_lag": plan.lag,
+                "spot_interruption_rate": min(1.0, plan.spot_rate),
+                "seed": seed,
+            },
+            "node_types": [
+                {"type": "c5.large", "max": 3},
+                {"type": "r5.large", "max": 2},
+                {"type": "c5.xlarge:0.2", "max": 3},
+            ],
+            "scaler": {
+                "interval": "60s",
+                "debounce": "1s",
+                "target_time": "15m",
+                "beta_inertia": 0.0,
+                "unneeded_time": "300s",
+                "scale_down_budget": 1.0,
+                "join_timeout": "600s",
+                "launch_ledger_ttl": "600s",
+                "packing": "count",
+                "backoff": {"initial": "60s", "max": "300s"},
+                "retry": {"attempts": 4, "initial": "1s", "max": "10s", "deadline": "60s"},
+            },
+            "demand": {"max_age": "120s"},
+            "state_dir": str(state_dir),
+        }
+    )
+
+
+def liveness_bound(config: ShoalConfig) -> float:
+    """See ``starved`` in the module docstring."""
+    s, p = config.scaler, config.provider
+    return (
+        s.target_time
+        + 3 * s.interval
+        + s.debounce
+        + p.boot_delay  # type: ignore[union-attr]
+        + p.join_delay  # type: ignore[union-attr]
+        + p.listing_lag  # type: ignore[union-attr]
+        + max(s.backoff.max, s.launch_ledger_ttl)
+        + s.retry.deadline
+    )
+
+
+# (cores, memory GiB, preemptible): fit c5.large / r5.large / c5.xlarge spot as commented
+_JOB_SHAPES = (
+    (1.0, 1.5, False),  # any on-demand type, or spot
+    (2.0, 2.5, False),  # c5.large, r5.large
+    (1.0, 10.0, False),  # r5.large only
+    (3.0, 5.0, True),  # c5.xlarge spot only
+    (1.0, 1.0, True),  # anything
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    submit: float
+    shape: Shape
+    run: float
+
+
+def make_jobs(seed: int) -> list[Job]:
+    """Tens of jobs in a few bursts over [0, SUBMIT_END), run 2-20 minutes."""
+    rng = random.Random(f"jobs-{seed}")
+    jobs: list[Job] = []
+    for _ in range(rng.randint(4, 10)):
+        at = rng.uniform(0.0, SUBMIT_END)
+        for _ in range(rng.randint(1, 8)):
+            cores, mem, pre = rng.choice(_JOB_SHAPES)
+            run = rng.uniform(120.0, 1200.0)
+            shape = Shape(run * 1.5, int(mem * GiB), cores, GiB, pre)
+            jobs.append(Job(len(jobs), at + rng.uniform(0.0, 120.0), shape, run))
+    jobs.sort(key=lambda j: j.submit)
+    return jobs
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    invariant: str
+    at: float  # seconds since the run began
+    detail: str
+
+    def __str__(self) -> str:
+        return f"t={self.at:.1f} {self.invariant}: {self.detail}"
+
+
+@dataclass(slots=True)
+class SeedResult:
+    seed: int
+    faults: str
+    violations: list[Violation]
+    log: list[str]
+    passes: int = 0
+    crashes: int = 0
+    launched: int = 0
+    jobs: int = 0
+
+    def report(self, tail: int = LOG_TAIL) -> str:
+        lines = [f"seed {self.seed}: {len(self.violations)} violation(s); faults: {self.faults}"]
+        lines += [f"  {v}" for v in self.violations[:10]]
+        lines.append(
+            f"  last {min(tail, len(self.log))} events (replay: bench/chaos.py --seed "
+            f"{self.seed} --verbose):"
+        )
+        lines += [f"    {e}" for e in self.log[-tail:]]
+        return "\n".join(lines)
+
+
+@dataclass(slots=True)
+class _Pass:
+    """What one pass did, as the cloud saw it."""
+
+    stale: str | None
+    alive_before: collections.Counter[str]
+    alive_names: dict[str, str]  # live instance -> node type, when the pass started
+    plan: Plan | None = None
+    launched: collections.Counter[str] = field(default_factory=collections.Counter)
+    gone: set[str] = field(default_factory=set)  # terminated by shoal in the pass
+
+    def out(self) -> collections.Counter[str]:
+        """Per node type, the live instances the pass took out of the count: terminated, or
+        planned to be terminated or drained (a termination that failed still let the planner
+        launch its replacement)."""
+        names = set(self.gone)
+        if self.plan is not None:
+            names |= {a.node_id for a in (*self.plan.terminations, *self.plan.drains)}
+        return collections.Counter(self.alive_names[n] for n in names if n in self.alive_names)
+
+
+def _plan_input(update: DemandUpdate) -> tuple[Any, ...]:
+    """What of a demand can change a plan: the queued jobs, the running jobs per node (not
+    their elapsed times) and the joined nodes."""
+    d = update.demand
+    running = sorted((r.node_id, repr(r.shape)) for r in d.running)
+    return (frozenset(d.queued), tuple(running), update.joined_nodes)
+
+
+class _Executor(InlineExecutor):
+    """``InlineExecutor`` that knows when it runs work handed off the event loop."""
+
+    inside = False
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        _Executor.inside = True
+        try:
+            return super().submit(fn, *args, **kwargs)
+        finally:
+            _Executor.inside = False
+
+
+_CURRENT: list[_Run] = []  # the run in progress in this process
+_real_fsync = os.fsync
+
+
+def _fsync(fd: int) -> None:
+    """``fsync-on-loop``: a write that must survive a crash is fsynced off the event loop
+    (``asyncio.to_thread``), never on it, where it would stall every other task."""
+    if _CURRENT and not _Executor.inside:
+        run = _CURRENT[-1]
+        if not run.fsync_reported:
+            run.fsync_reported = True
+            where = "".join(traceback.format_stack(limit=6)[:-1])
+            run.violate("fsync-on-loop", f"fsync on the event loop:\n{where}")
+    _real_fsync(fd)
+
+
+class _DrainHook:
+    """The scheduler's side of a drain and an undrain (the configured hooks' job): the node
+    takes no new work, or takes it again.
+    With the ``hookerr`` fault it sometimes fails with an error the daemon does not expect
+    (not a ``DrainError``), as a webhook client's bug or an unmapped exception would."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.rng = random.Random(f"drain-{run.seed}-{run.incarnation}")
+
+    async def drain(self, node: str) -> None:
+        run = self.run
+        if run.t < FAULT_END and self.rng.random() < run.plan.hookerr_p:
+            run.note(f"drain hook fails on {node}")
+            raise RuntimeError(f"chaos: the drain hook failed on {node}")
+        run.drained.add(node)
+        run.cluster.cordon(node, max(run.t, run.cluster.now))
+
+    async def undrain(self, node: str) -> None:
+        run = self.run
+        run.drained.discard(node)
+        run.cluster.uncordon(node, max(run.t, run.cluster.now))
+
+
+class _Run:
+    def __init__(
+        self,
+        seed: int,
+        kinds: frozenset[str],
+        state_dir: Path,
+        verbose: bool,
+        sabotage: Sabotage | None = None,
+    ) -> None:
+        self.seed = seed
+        self.sabotage = sabotage
+        self.plan = FaultPlan.draw(seed, kinds, FAULT_END)
+        self.config = chaos_config(seed, self.plan, state_dir)
+        self.verbose = verbose
+        self.log: list[str] = []
+        self.violations: list[Violation] = []
+        self.t = 0.0
+        self.ctx: _Pass | None = None
+        self.controller: Controller | None = None
+        self.incarnation = 0
+        self.crashes = 0
+        self.passes = 0
+        self.launched_total = 0
+        self.join_at: dict[str, float] = {}  # instance -> when it joins the scheduler
+        self.joined: set[str] = set()
+        self.drained: set[str] = set()
+        self.forgotten: set[str] = set()
+        self.noisy_wakes = 0
+        self.fsync_reported = False
+        self.change_at: float | None = 0.0
+        self.stopped: set[str] = set()
+        self.missing: dict[str, float] = {}  # node -> flap end
+        self.stale_until = -1.0
+        self.stale_kind = ""
+        self.last_update: DemandUpdate | None = None
+        self.starved: set[int] = set()
+        self.seen_interruptions = 0
+        self.cluster: Cluster | None = None
+        self.paused: dict[int, float] = {}
+
+    # -- the event log --------------------------------------------------------------------
+
+    def note(self, text: str) -> None:
+        line = f"t={self.t:8.1f} {text}"
+        self.log.append(line)
+        if self.verbose:
+            print(line)
+
+    def violate(self, invariant: str, detail: str) -> None:
+        v = Violation(invariant, self.t, detail)
+        self.violations.append(v)
+        self.note(f"VIOLATION {invariant}: {detail}")
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        asyncio.get_running_loop().set_default_executor(_Executor())
+        self.clock = FakeClock(EPOCH)
+        cloud = build_provider(self.config, self.clock)
+        assert isinstance(cloud, SimulatedProvisioner)
+        self.cloud = cloud
+        self.faulty = FaultyCloud(cloud, self.plan, self.observe_call, self.note)
+        self.listeners = list(cloud._listeners)  # the cloud's own, before any daemon's
+        await self.start_daemon(crashes=False)  # the first start, on an empty cloud
+        assert self.controller is not None
+        policy = self.controller.policy
+        self.types: dict[str, NodeType] = {t.name: t for t in policy.node_types}
+        self.type_of = {
+            (i, t.preemptible): t.name for t in policy.node_types for i in t.instance_types
+        }
+        self.usable = {t.name: usable_shape(t, policy) for t in policy.node_types}
+        self.cluster = Cluster(self.usable.values())
+        self.bound = liveness_bound(self.config)
+        self.push(force=True)
+        self.note(f"faults: {self.plan.describe()}; liveness bound {self.bound:.0f}s")
+
+    def planner(self, snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) -> Plan:
+        """The daemon's planner, watched: the harness keeps the plan of the pass."""
+        plan = default_plan(snapshot, policy, state, now)
+        if self.sabotage is not None:
+            plan = self.sabotage(plan, snapshot, now - EPOCH)
+        if self.ctx is not None:
+            self.ctx.plan = plan
+        for launch in plan.launches:
+            self.note(f"plan: launch {launch.count} {launch.node_type} ({launch.cause})")
+        for action in plan.undrains:
+            self.note(f"plan: undrain {action.node_id} ({action.cause})")
+        for action in (*plan.drains, *plan.terminations):
+            self.note(f"plan: remove {action.node_id} ({action.cause}: {action.message})")
+        return plan
+
+    async def start_daemon(self, crashes: bool = True) -> bool:
+        """A new process: every in-memory object built again from the config, ``state_dir``
+        and the cloud. False if it crashed while starting (it is then down again)."""
+        self.incarnation += 1
+        self.faulty.dead = False
+        # A new process: the dead one's subscribers and its client-side catalogue died with it.
+        self.cloud._listeners[:] = self.listeners
+        self.cloud._catalogue.clear()
+        self.faulty.arm(crashes and self.t < FAULT_END)
+        counter = itertools.count(1)
+        prefix = f"shoal-{self.seed}-{self.incarnation}"
+        try:
+            controller = await self.clock.run_until(
+                build_controller(
+                    self.config,
+                    self.cloud,
+                    self.clock,
+                    metrics=_ReplayMetrics(),
+                    planner=self.planner,
+                )
+            )
+            controller.executor.request_ids = lambda: f"{prefix}-{next(counter)}"
+            controller.executor.drain_hook = controller.executor.undrain_hook = _DrainHook(self)
+            await self.clock.run_until(controller.reconcile())
+            if not crashes:
+                self.faulty.arm(True)
+        except Crash:
+            await self.bury()
+            return False
+        self.controller = controller
+        self.note(f"daemon started (incarnation {self.incarnation})")
+        self.push(force=True)
+        return True
+
+    async def bury(self) -> None:
+        """The process died: cancel whatever it left running (the other branches of a
+        gather), and schedule the restart."""
+        self.crashes += 1
+        self.controller = None
+        me = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not me:
+                task.cancel()
+        await self.clock.settle()
+        rng = random.Random(f"restart-{self.seed}-{self.crashes}")
+        self.restart_at = self.clock.now() - EPOCH + rng.uniform(*self.plan.restart_delay)
+        self.note(f"daemon down until t={self.restart_at:.1f}")
+
+    # -- the cloud's truth ----------------------------------------------------------------
+
+    def node_type(self, name: str) -> str:
+        inst = self.cloud._instances.get(name)
+        return "" if inst is None else self.type_of.get((inst.instance_type, inst.preemptible), "")
+
+    def alive(self) -> collections.Counter[str]:
+        """Live instances per node type: not stopped, listed or not."""
+        out: collections.Counter[str] = collections.Counter()
+        for name in self.cloud.worker_names():
+            if self.cloud.instance_state(name) != "stopped":
+                out[self.node_type(name)] += 1
+        return out
+
+    def observe_call(self, op: str, phase: str, arg: Any, result: Any) -> None:
+        """The cloud's side of every call: checks about the call, and what it did."""
+        ctx = self.ctx
+        if op == "RunInstances":
+            if phase == "before":
+                self._names_before = set(self.cloud.worker_names())
+                return
+            new = [n for n in self.cloud.worker_names() if n not in self._names_before]
+            now = self.clock.now() - EPOCH
+            for name in new:
+                self.join_at[name] = now + self.cloud.boot_delay + self.cloud.join_delay
+                nt = self.node_type(name)
+                self.launched_total += 1
+                if ctx is not None:
+                    ctx.launched[nt] += 1
+            if new:
+                self.note(f"launched {', '.join(new)} ({arg.offering})")
+                if ctx is not None and ctx.stale:
+                    self.violate("stale-acted", f"launched {new} on stale demand ({ctx.stale})")
+                alive = self.alive()
+                for nt, n in alive.items():
+                    if nt and n > self.types[nt].max_nodes:
+                        self.violate(
+                            "over-max",
+                            f"{n} live instances of {nt} (max {self.types[nt].max_nodes})",
+                        )
+        elif op == "TerminateInstances":
+            if phase == "before" or isinstance(result, BaseException):
+                return
+            gone = [n for n, st in result.items() if st is TerminationStatus.TERMINATED]
+            if gone:
+                self.note(f"shoal terminated {', '.join(gone)}")
+            for name in gone:
+                running = self.cluster.running_on(name)
+                if running:
+                    self.violate(
+                        "busy-killed", f"shoal terminated {name}, which ran {running} job(s)"
+                    )
+                if ctx is not None and ctx.stale:
+                    self.violate("stale-acted", f"terminated {name} on stale demand ({ctx.stale})")
+                if ctx is not None:
+                    ctx.gone.add(name)
+                self.forget(name, shoal=True)
+
+    def forget(self, name: str, *, shoal: bool = False) -> None:
+        self.join_at.pop(name, None)
+        self.drained.discard(name)
+        self.missing.pop(name, None)
+        if name in self.joined:
+            self.joined.discard(name)
+            now = max(self.t, self.cluster.now)
+            if shoal:
+                self.cluster.node_removed(name, now)
+            else:
+                self.cluster.node_interrupted(name, now)
+
+    # -- demand -----------------------------------------------------------------------------
+
+    def push(self, force: bool = False) -> None:
+        """What the source sends now: the scheduler's demand (less flapping nodes), or during a
+        stale window the old read or the failure."""
+        c = self.controller
+        now = self.clock.now()
+        if c is None or self.cluster is None:
+            return
+        if self.t < self.stale_until:
+            if self.stale_kind == "fail":
+                c.set_demand(DemandFailure("chaos: the scheduler does not answer", now))
+            elif self.last_update is not None:
+                old = self.last_update
+                max_age = self.config.demand.max_age
+                at = min(old.at or now, now - max_age - 1.0)
+                c.set_demand(DemandUpdate(old.demand, old.joined_nodes, at=at, max_age=max_age))
+            if c._demand_changed.is_set():
+                c._demand_changed.clear()
+                self.change_at = self.t if self.change_at is None else self.change_at
+            self.pushed_at = self.t
+            return
+        update = self.cluster.update(self.t)
+        joined = update.joined_nodes
+        if self.missing and joined is not None:
+            joined = frozenset(n for n in joined if n not in self.missing)
+        update = DemandUpdate(update.demand, joined, at=now, max_age=self.config.demand.max_age)
+        previous = self.last_update
+        self.last_update = update
+        self.pushed_version = self.cluster.version
+        self.pushed_at = self.t
+        c.set_demand(update)
+        # The loop's own wake-up decision (Controller.run waits on this event, then clears it).
+        woke = c._demand_changed.is_set()
+        c._demand_changed.clear()
+        if force or woke:
+            self.change_at = self.t if self.change_at is None else self.change_at
+        if (
+            woke
+            and not force
+            and previous is not None
+            and _plan_input(previous) == _plan_input(update)
+        ):
+            self.noisy_wakes += 1
+            if self.noisy_wakes == 1:  # reported once per run
+                self.violate(
+                    "noisy-wake",
+                    "a push that changed neither the queued jobs, the running jobs per node nor "
+                    "the joined nodes woke a pass",
+                )
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> SeedResult:
+        await self.setup()
+        jobs = make_jobs(self.seed)
+        windows = list(self.plan.windows)
+        ends: list[tuple[float, str, str]] = []  # (end, kind, target)
+        i = wi = 0
+        self.last_pass = -1e9
+        self.restart_at = 0.0
+        self.pushed_version = -1
+        self.pushed_at = 0.0
+        while True:
+            c = self.controller
+            times = [END]
+            if i < len(jobs):
+                times.append(jobs[i].submit)
+            if wi < len(windows):
+                times.append(windows[wi].start)
+            if ends:
+                times.append(min(e[0] for e in ends))
+            finish = self.cluster.next_finish()
+            if finish is not None:
+                times.append(finish)
+            if self.join_at:
+                times.append(min(self.join_at.values()))
+            interrupt = self.cloud.next_interruption()
+            if interrupt is not None:
+                times.append(interrupt - EPOCH)
+            if c is None:
+                times.append(self.restart_at)
+            else:
+                due = self.last_pass + self.config.scaler.interval
+                if self.change_at is not None:
+                    due = min(due, self.change_at + self.config.scaler.debounce)
+                times.append(due)
+                times.append(self.pushed_at + PUSH_EVERY)
+            if self.t < FAULT_END:
+                times.append(FAULT_END)
+            t = max(self.t, min(times))
+            await self.clock.advance(EPOCH + t - self.clock.now())
+            self.t = t
+            self.step_cloud()
+            while i < len(jobs) and jobs[i].submit <= t:
+                j = jobs[i]
+                self.cluster.submit(j.id, j.shape, j.run, t)
+                i += 1
+            while wi < len(windows) and windows[wi].start <= t:
+                self.open_window(windows[wi], ends)
+                wi += 1
+            for end in [e for e in ends if e[0] <= t]:
+                ends.remove(end)
+                self.close_window(end)
+            if t >= FAULT_END and self.faulty.armed:
+                self.faulty.arm(False)
+                self.note("calm: no new faults")
+            self.cluster.advance(t)
+            c = self.controller
+            if c is None:
+                if t >= self.restart_at:
+                    await self.start_daemon()
+                continue
+            if self.cluster.version != self.pushed_version or t >= self.pushed_at + PUSH_EVERY:
+                self.push()
+            self.check_liveness()
+            if t >= END:
+                break
+            due = self.last_pass + self.config.scaler.interval
+            if self.change_at is not None:
+                due = min(due, self.change_at + self.config.scaler.debounce)
+            if t >= due:
+                await self.one_pass(c)
+        self.check_end()
+        return SeedResult(
+            self.seed,
+            self.plan.describe(),
+            self.violations,
+            self.log,
+            self.passes,
+            self.crashes,
+            self.launched_total,
+            len(jobs),
+        )
+
+    def step_cloud(self) -> None:
+        """Interruptions and joins up to now."""
+        cloud = self.cloud
+        cloud.count()  # applies what happened on the clock
+        for name, _ in cloud.interruptions[self.seen_interruptions :]:
+            self.note(f"spot interruption of {name}")
+            self.forget(name)
+        self.seen_interruptions = len(cloud.interruptions)
+        for name, at in sorted(self.join_at.items(), key=lambda kv: kv[1]):
+            if at > self.t:
+                continue
+            del self.join_at[name]
+            if cloud.instance_state(name) == "joined":
+                self.joined.add(name)
+                self.cluster.node_joined(
+                    name, self.usable[self.node_type(name)], max(self.t, self.cluster.now)
+                )
+
+    def open_window(self, w: Any, ends: list[tuple[float, str, str]]) -> None:
+        kind = w.kind
+        if kind == "missing":
+            nodes = sorted(self.joined)
+            if not nodes:
+                return
+            busy = [n for n in nodes if self.cluster.running_on(n)]
+            pool = busy or nodes
+            name = pool[int(w.pick * len(pool))]
+            self.missing[name] = w.end
+            ends.append((w.end, kind, name))
+            self.note(f"{name} missing from the joined nodes until t={w.end:.1f}")
+            self.push()
+        elif kind in ("stale", "fail"):
+            if self.t < self.stale_until:
+                return
+            self.stale_until, self.stale_kind = w.end, kind
+            ends.append((w.end, kind, ""))
+            self.note(f"{'stale reads' if kind == 'stale' else 'failed reads'} until t={w.end:.1f}")
+            self.push()
+        elif kind == "capacity":
+            nt = sorted(self.types.values(), key=lambda t: t.name)[int(w.pick * len(self.types))]
+            self.cloud.set_unavailable(nt.instance_types[0], nt.preemptible)
+            ends.append((w.end, kind, nt.name))
+            self.note(f"no capacity for {nt.name} until t={w.end:.1f}")
+        elif kind == "stop":
+            names = sorted(n for n in self.cloud.worker_names() if n not in self.stopped)
+            if not names:
+                return
+            name = names[int(w.pick * len(names))]
+            self.cloud.stop_instance(name)
+            self.stopped.add(name)
+            self.note(f"someone stops {name}")
+            self.forget(name)
+
+    def close_window(self, end: tuple[float, str, str]) -> None:
+        _, kind, target = end
+        if kind == "missing":
+            if self.missing.get(target, -1.0) <= self.t:
+                self.missing.pop(target, None)
+                self.note(f"{target} back in the joined nodes")
+                self.push()
+        elif kind in ("stale", "fail"):
+            self.stale_until = -1.0
+            self.note("reads fresh again")
+            self.push()
+        elif kind == "capacity":
+            nt = self.types[target]
+            self.cloud.set_unavailable(nt.instance_types[0], nt.preemptible, code=None)
+            self.note(f"capacity back for {target}")
+
+    async def one_pass(self, c: Controller) -> None:
+        alive = {
+            n: self.node_type(n)
+            for n in self.cloud.worker_names()
+            if n not in self.drained and self.cloud.instance_state(n) != "stopped"
+        }
+        self.ctx = ctx = _Pass(c.demand_stale(), collections.Counter(alive.values()), alive)
+        self.change_at = None
+        self.passes += 1
+        try:
+            record = await self.clock.run_until(c.run_pass())
+        except Crash:
+            self.ctx = None
+            await self.bury()
+            self.check_duplicates(ctx)
+            return
+        finally:
+            self.t = max(self.t, self.clock.now() - EPOCH)
+        self.ctx = None
+        self.last_pass = self.t
+        for name in record.drained:
+            self.drained.add(name)
+            self.cluster.cordon(name, max(self.t, self.cluster.now))
+        for name in record.undrained:
+            self.drained.discard(name)
+            self.cluster.uncordon(name, max(self.t, self.cluster.now))
+        if record.launched or record.terminated or record.errors or record.reason:
+            self.note(
+                f"pass {record.number}: {record.outcome} launched={record.launched} "
+                f"terminated={len(record.terminated)} errors={len(record.errors)}"
+                + (f" ({record.reason})" if record.reason else "")
+            )
+        self.check_duplicates(ctx)
+        self.check_drains(c)
+
+    # -- invariants -------------------------------------------------------------------------
+
+    def check_duplicates(self, ctx: _Pass) -> None:
+        if ctx.plan is None or not ctx.launched:
+            return
+        out = ctx.out()
+        for nt, launched in ctx.launched.items():
+            target = ctx.plan.targets.get(nt, 0)
+            total = ctx.alive_before[nt] - out[nt] + launched
+            if total > target:
+                self.violate(
+                    "duplicate-launch",
+                    f"{nt}: {ctx.alive_before[nt]} live before the pass, {out[nt]} taken out "
+                    f"(terminated, or planned to be), {launched} launched > the plan's target "
+                    f"{target}",
+                )
+
+    def check_drains(self, c: Controller) -> None:
+        """``drain-forgotten``: a node shoal drained (the scheduler gives it no new work) is
+        never ready capacity in the daemon's view, across restarts too."""
+        for name in sorted(self.drained):
+            tracked = c.tracker.get(name)
+            ready = tracked is not None and tracked.state.value == "ready"
+            if ready and name not in self.forgotten:  # reported once
+                self.forgotten.add(name)
+                self.violate("drain-forgotten", f"{name} is drained but counted as ready")
+
+    def check_liveness(self) -> None:
+        if self.t < FAULT_END:
+            return
+        alive = self.alive()
+        full = {name for name, nt in self.types.items() if alive[name] >= nt.max_nodes}
+        for job_id, shape, since in self.cluster.queued_jobs():
+            if job_id in self.starved:
+                continue
+            fits = [n for n, u in self.usable.items() if not shape.fits_in(u)]
+            fits = [n for n in fits if shape.preemptible or not self.types[n].preemptible]
+            if not fits:
+                continue
+            if all(n in full for n in fits):
+                self.paused[job_id] = self.t
+            start = max(since, FAULT_END, self.paused.get(job_id, -1.0))
+            if self.t - start > self.bound:
+                self.starved.add(job_id)
+                self.violate("starved", f"job {job_id} ({shape}) queued since t={since:.1f}")
+
+    def check_end(self) -> None:
+        left = self.cloud.worker_names()
+        if left:
+            states = ", ".join(f"{n} ({self.cloud.instance_state(n)})" for n in left)
+            self.violate("not-quiescent", f"{len(left)} instance(s) left: {states}")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    logger = logging.getLogger("shoal")
+    old = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+def run_seed(
+    seed: int,
+    kinds: Iterable[str] = KINDS,
+    *,
+    verbose: bool = False,
+    sabotage: Sabotage | None = None,
+) -> SeedResult:
+    """One seed, in a fresh event loop and a fresh ``state_dir``. ``sabotage`` rewrites every
+    plan (the harness's own tests plant bugs with it, to show each invariant can fail)."""
+    allowed = frozenset(kinds)
+    unknown = allowed - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
+    with tempfile.TemporaryDirectory(prefix="shoal-chaos-") as tmp, _quiet():
+        run = _Run(seed, allowed, Path(tmp), verbose, sabotage)
+        random.seed(f"jitter-{seed}")  # the retry layer's jitter draws from the global stream
+        _CURRENT.append(run)
+        os.fsync = _fsync
+        try:
+            return asyncio.run(run.run())
+        except Exception:
+            # the harness itself failed: a bug to fix here, reported with its seed
+            run.violate("harness-error", traceback.format_exc())
+            return SeedResult(seed, run.plan.describe(), run.violations, run.log)
+        finally:
+            os.fsync = _real_fsync
+            _CURRENT.pop()
+
+
+def run_seeds(
+    seeds: Iterable[int], kinds: Iterable[str] = KINDS, *, workers: int = 2
+) -> Iterator[SeedResult]:
+    """Many seeds over ``workers`` processes, in seed order."""
+    seeds = list(seeds)
+    kinds = tuple(kinds)
+    if workers <= 1:
+        for s in seeds:
+            yield run_seed(s, kinds)
+        return
+    import concurrent.futures
+    import functools
+
+    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        yield from pool.map(functools.partial(run_seed, kinds=kinds), seeds, chunksize=4)
