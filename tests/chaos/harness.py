@@ -64,8 +64,10 @@ Invariants, checked after every pass (and at each call where they are about a ca
     daemon's view (``Controller.tracker``), across restarts too.
 ``noisy-wake``
     A pushed demand that changed neither the queued jobs, the running jobs per node (elapsed
-    times aside) nor the joined nodes does not wake a pass (the loop's own wake-up event,
-    ``Controller._demand_changed``, is what the harness reads). Reported once per run.
+    times aside) nor the joined nodes does not wake a pass, unless the daemon's demand was
+    stale or absent before it (a restart, a failed read: then what was held back may be
+    done). The loop's own wake-up event, ``Controller._demand_changed``, is what the harness
+    reads. Reported once per run.
 ``fsync-on-loop``
     Nothing is fsynced on the event loop (work handed to ``asyncio.to_thread`` is off it).
 
@@ -574,6 +576,8 @@ class _Run:
         self.last_update = update
         self.pushed_version = self.cluster.version
         self.pushed_at = self.t
+        # a fresh read after a stale spell may act on what was held back: a wake worth having
+        was_stale = c.demand_stale() is not None or c.demand_at is None
         c.set_demand(update)
         # The loop's own wake-up decision (Controller.run waits on this event, then clears it).
         woke = c._demand_changed.is_set()
@@ -583,6 +587,7 @@ class _Run:
         if (
             woke
             and not force
+            and not was_stale
             and previous is not None
             and _plan_input(previous) == _plan_input(update)
         ):
