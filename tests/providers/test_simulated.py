@@ -22,7 +22,6 @@ from shoal.providers.errors import (
     RetryableError,
     TerminationError,
 )
-from shoal.providers.outcomes import TerminationStatus
 from shoal.providers.simulated import (
     TAG_MANAGED_GROUP,
     SimulatedProvisioner,
