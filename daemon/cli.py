@@ -6,9 +6,10 @@ shoal config-schema                JSON schema of the config file
 shoal demand-schema                JSON schema of PUT /v1/demand's body (docs/demand-api.md)
 shoal plan -c FILE --demand FILE [--nodes FILE]
                                    one decision as JSON; nothing launched
-shoal simulate -c FILE --trace FILE [--out DIR] [--compare KEY=V1,V2 ...] [--seed N]
+shoal simulate -c FILE --trace FILE [--out DIR] [--compare KEY=V1,V2 ...] [--seed N] [-j N]
                                    replay a job trace on the simulated cloud; cost and
-                                   waits per config variant (exit 2 on bad input)
+                                   waits per config variant, N variants at once in
+                                   worker processes (exit 2 on bad input)
 shoal slurm-conf -c FILE [--catalogue FILE] [--bin-dir DIR] [--partition NAME]
                                    slurm.conf lines for the node types (daemon.slurm.conf)
 shoal slurm-resume|slurm-suspend|slurm-resume-fail [-c FILE] HOSTLIST

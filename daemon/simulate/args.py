@@ -42,6 +42,16 @@ def _compare(text: str) -> tuple[str, tuple[str, ...]]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
@@ -83,6 +93,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="seed of the simulated cloud's spot interruptions, for every variant "
         "(default: the config's provider.seed, else 0)",
+    )
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="replay up to N variants at once, in worker processes; the report is the same "
+        "for any N (default: the number of cores)",
     )
     parser.add_argument(
         "--skip-bad-lines",

@@ -3,9 +3,12 @@
 ``run(args, stdout, stderr) -> exit status``: 0 when the report was written; 2 for bad
 input, with a message naming what is wrong (the config file and its key, the trace file,
 line and field, a ``--compare`` variant, or an instance type the simulated cloud does not
-know); nothing is replayed then. The table goes to ``stdout`` (rich's box drawing when it
-is a terminal, aligned plain text otherwise), the progress bar to ``stderr`` when that is a
-terminal, and a note to ``stderr`` for jobs that fit no node type.
+know); nothing is replayed then. The variants run in ``-j`` worker processes
+(``daemon.simulate.parallel``: the report does not depend on how many); a variant that
+fails stops the others, exit 2 naming it; Ctrl-C stops them all, exit 130. The table goes
+to ``stdout`` (rich's box drawing when it is a terminal, aligned plain text otherwise), the
+progress bar (a row per variant) to ``stderr`` when that is a terminal, and, once every
+variant is done, a note to ``stderr`` for jobs that fit no node type.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import IO
 from shoal.daemon.config import ConfigError, load_config
 from shoal.daemon.simulate.args import replay_options, trace_options
 from shoal.daemon.simulate.compare import CompareError, Variant, build_variants
-from shoal.daemon.simulate.engine import Replay, SimulateError, replay
+from shoal.daemon.simulate.engine import Replay, SimulateError
+from shoal.daemon.simulate.parallel import VariantError, replay_variants
 from shoal.daemon.simulate.progress import ReplayProgress
 from shoal.daemon.simulate.report import Report, format_table, write_report
 from shoal.daemon.simulate.trace import Trace, TraceError, read_trace
@@ -92,23 +96,20 @@ def run(
         print(f"trace: {trace.bad_lines} malformed lines skipped; the first:", file=stderr)
         for error in trace.errors:
             print(f"  {error}", file=stderr)
-    results = []
-    for variant in variants:
-        try:
-            with ReplayProgress(trace.span, description=variant.name, stream=stderr) as bar:
-                done = replay(
-                    trace,
-                    variant.config,
-                    options,
-                    name=variant.name,
-                    overrides=variant.overrides,
-                    progress=bar.update,
-                )
-        except (SimulateError, ProviderError) as exc:
-            print(f"shoal simulate: variant {variant.name}: {exc}", file=stderr)
-            return 2
+    try:
+        with ReplayProgress(trace.span, [v.name for v in variants], stream=stderr) as bar:
+            replays = replay_variants(trace, variants, options, jobs=args.jobs, progress=bar)
+    except VariantError as exc:
+        if not isinstance(exc.__cause__, SimulateError | ProviderError):
+            raise
+        print(f"shoal simulate: {exc}", file=stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("shoal simulate: interrupted; no report written", file=stderr)
+        return 130
+    for variant, done in zip(variants, replays, strict=True):
         _unschedulable_note(trace, variant, done, stderr)
-        results.append(done.result)
+    results = [done.result for done in replays]
     report = Report(
         trace=str(args.trace),
         trace_format=trace.format,

@@ -4,13 +4,17 @@
         ...
         bar.update(simulated_seconds_done)
 
-``update`` is cheap to call at every event: it forwards to rich only when the replay has
-moved on by ``1 / steps`` of the total (and always at the end).
+One bar per variant: ``description`` may be a list of names, and ``update(done, row)``
+moves row ``row`` (``--compare`` replays in parallel move several rows at once; a row not
+started yet stays at 0 %, a finished one at 100 %). ``update`` is cheap to call at every
+event: it forwards to rich only when the row has moved on by ``1 / steps`` of the total
+(and always at the end).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from types import TracebackType
 from typing import IO
 
@@ -18,6 +22,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -28,13 +33,13 @@ __all__ = ["ReplayProgress"]
 
 
 class ReplayProgress:
-    """Simulated seconds done out of ``total``. ``enabled=None``: on when ``stream`` (default
-    stderr) is a terminal."""
+    """Simulated seconds done out of ``total``, one row per description. ``enabled=None``: on
+    when ``stream`` (default stderr) is a terminal."""
 
     def __init__(
         self,
         total: float,
-        description: str = "replay",
+        description: str | Sequence[str] = "replay",
         enabled: bool | None = None,
         stream: IO[str] | None = None,
         steps: int = 1000,
@@ -45,11 +50,11 @@ class ReplayProgress:
             enabled = bool(isatty and isatty())
         self.enabled = enabled
         self.total = max(float(total), 0.0)
-        self.description = description
+        self.descriptions = (description,) if isinstance(description, str) else tuple(description)
         self._step = self.total / max(steps, 1)
-        self._shown = -1.0
+        self._shown = [-1.0] * len(self.descriptions)
         self._progress: Progress | None = None
-        self._task: int | None = None
+        self._tasks: list[TaskID] = []
 
     def __enter__(self) -> ReplayProgress:
         if self.enabled:
@@ -65,19 +70,20 @@ class ReplayProgress:
                 transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task(
-                self.description, total=self.total or 1, days="0.0"
-            )
+            self._tasks = [
+                self._progress.add_task(name, total=self.total or 1, days="0.0")
+                for name in self.descriptions
+            ]
         return self
 
-    def update(self, done: float) -> None:
-        if self._progress is None or self._task is None:
+    def update(self, done: float, row: int = 0) -> None:
+        if self._progress is None:
             return
         done = min(max(done, 0.0), self.total)
-        if done < self.total and done - self._shown < self._step:
+        if done < self.total and done - self._shown[row] < self._step:
             return
-        self._shown = done
-        self._progress.update(self._task, completed=done, days=f"{done / 86400:.1f}")
+        self._shown[row] = done
+        self._progress.update(self._tasks[row], completed=done, days=f"{done / 86400:.1f}")
 
     def __exit__(
         self,
@@ -87,6 +93,7 @@ class ReplayProgress:
     ) -> None:
         if self._progress is not None:
             if kind is None:
-                self.update(self.total)
+                for row in range(len(self._tasks)):
+                    self.update(self.total, row)
             self._progress.stop()
             self._progress = None

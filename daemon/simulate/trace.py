@@ -210,6 +210,18 @@ class Trace:
     def __len__(self) -> int:
         return len(self.submit)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (``shoal simulate -j`` sends the trace to its workers): the header as a
+        plain dict; ``__setstate__`` makes it and the columns read-only again."""
+        return {**self.__dict__, "header": dict(self.header)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "header", MappingProxyType(dict(state["header"])))
+
     def __getitem__(self, index: int) -> TraceJob:
         if index < 0:
             index += len(self)
