@@ -54,10 +54,11 @@ Semantics a caller can rely on:
   so a second pass over the same demand with the launched nodes present as booting
   launches nothing.
 * A draining node is not capacity, its running jobs are not demand, and it is
-  terminated once idle; but while it is still listed (draining, not terminated), a
-  type that wants more nodes takes it back (``Plan.undrains``, idle ones first)
-  before it launches any, as Toil un-ignores nodes before adding
-  (``testNoLaunchingIfDeltaAlreadyMet``). Undrains need no cloud capacity, so a
+  terminated once idle (not while ``NodeInfo.drain_unconfirmed``: only the daemon's
+  mark says it drains, and the scheduler may still send it work); but while it is
+  still listed (draining, not terminated), a type that wants more nodes takes it back
+  (``Plan.undrains``, idle ones first) before it launches any, as Toil un-ignores nodes
+  before adding (``testNoLaunchingIfDeltaAlreadyMet``). Undrains need no cloud capacity, so a
   type in backoff may undrain.
 * A node a running job names (``Demand.running``) is never drained or terminated,
   whatever its state: a booting node past its join timeout that runs a job, or a missing
@@ -854,6 +855,8 @@ def _scale_down(
     taken_back = {n.id for tt in targets.values() for n in tt.undrain}
     for node in view.draining:
         if node.static or node.id in view.busy or node.id in taken_back:
+            continue
+        if node.drain_unconfirmed:  # the mark alone: the scheduler may still send it work
             continue
         terminations.append(
             NodeAction(node.id, node.node_type, RemoveCause.IDLE, "drained and now idle")
