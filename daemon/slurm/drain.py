@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from shoal.daemon.drain import DrainError, DrainTimeout
@@ -42,6 +42,7 @@ __all__ = ["DRAIN_REASON", "DrainAdopter", "SlurmDrainHook", "drained_by_shoal"]
 log = logging.getLogger(__name__)
 
 DRAIN_REASON = "shoal"  # the clean-up loop deletes dynamic nodes drained with it
+NOT_DRAINED = "Invalid node state specified"  # scontrol's answer to resuming a node not drained
 
 
 def drained_by_shoal(node: SlurmNode) -> bool:
@@ -58,19 +59,28 @@ class SlurmDrainHook:
         self.reason = reason
 
     async def drain(self, node: str) -> None:
-        await self._update("drain", self.client.drain(node, self.reason))
+        try:
+            await self.client.drain(node, self.reason)
+        except SlurmError as exc:
+            raise _drain_error("drain", exc) from exc
 
     async def undrain(self, node: str) -> None:
-        await self._update("undrain", self.client.resume(node))
-
-    @staticmethod
-    async def _update(what: str, update: Awaitable[None]) -> None:
+        """``State=RESUME``; a node that is not drained (Slurm refuses the resume: "Invalid
+        node state specified") is undrained already, as when only shoal's mark said it was
+        draining (the drain never made): an undrain, like a drain, may be made twice."""
         try:
-            await update
+            await self.client.resume(node)
         except SlurmError as exc:
-            if exc.code == "timeout":
-                raise DrainTimeout(f"slurm {what} timed out: {exc}") from exc
-            raise DrainError(f"slurm {what} failed: {exc}") from exc
+            if exc.code != "timeout" and NOT_DRAINED in f"{exc} {exc.stderr}":
+                log.info("event=undrain_not_drained node=%s", node)
+                return
+            raise _drain_error("undrain", exc) from exc
+
+
+def _drain_error(what: str, exc: SlurmError) -> DrainError:
+    if exc.code == "timeout":
+        return DrainTimeout(f"slurm {what} timed out: {exc}")
+    return DrainError(f"slurm {what} failed: {exc}")
 
 
 class DrainAdopter:
