@@ -143,6 +143,9 @@ class DemandUpdate:
     max_age: float | None = None
     # nodes the scheduler shows drained (no new work; not in joined_nodes): never room
     draining_nodes: frozenset[str] = frozenset()
+    # those of them drained with shoal's own reason; None: the source reports no reasons
+    # (then the instance's draining tag tells shoal's drains from anyone else's)
+    own_drains: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

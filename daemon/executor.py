@@ -13,7 +13,9 @@ when another offering filled the request; a success clears only the offering tha
 and for terminations which ids are gone and which failed. Drains tag the instance
 ``shoal:draining=<epoch seconds>`` (``TAG_DRAINING``, so a restarted daemon adopts it as
 draining; a failed tag means no drain this pass), call the drain hook and then mark the node
-draining (a failed hook removes the tag again); undrains (draining nodes the plan takes back)
+draining, the drain confirmed (a failed hook removes the tag again); a drain the tag alone
+vouches for (``TrackedNode.drain_confirmed`` False) runs the hook again, hooks being
+idempotent; undrains (draining nodes the plan takes back)
 call the undrain hook, remove the tag and then mark the node ready; only the plan's
 terminations are terminated, never a static or unknown node; a ledger placeholder (a launch
 whose response was lost) has no instance to terminate. Every branch (per node type, and each
@@ -24,9 +26,10 @@ report, and the others' outcomes stay in it to be booked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -122,7 +125,22 @@ class Executor:
         # extra tags for every launch of a node type (a Slurm cluster's node features)
         self.launch_tags: Callable[[NodeType], Mapping[str, str]] = launch_tags or _no_tags
         self._events: dict[str, list[ProviderEvent]] = {}
+        self._node_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         provider.subscribe(self._on_event)
+
+    @contextlib.asynccontextmanager
+    async def node_lock(self, node_id: str) -> AsyncIterator[None]:
+        """Held across a node's drain (tag, hook), undrain (hook, untag) or adoption (the
+        tag, and the check before it), so none of them interleaves with another."""
+        lock, users = self._node_locks.setdefault(node_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._node_locks[node_id]
 
     def _on_event(self, event: ProviderEvent) -> None:
         if isinstance(event, LaunchAttempt | TerminationResult):
@@ -379,14 +397,22 @@ class Executor:
     async def _drain(
         self, action: NodeAction, tracker: NodeTracker, report: ExecutionReport
     ) -> None:
+        async with self.node_lock(action.node_id):
+            await self._drain_locked(action, tracker, report)
+
+    async def _drain_locked(
+        self, action: NodeAction, tracker: NodeTracker, report: ExecutionReport
+    ) -> None:
         tracked = tracker.get(action.node_id)
         if tracked is None or tracked.static:
             log.error("event=drain_refused node=%s reason=unknown-or-static", action.node_id)
             return
-        if tracked.state is TrackedState.DRAINING:
+        # a drain only the mark vouches for is made again (drain hooks are idempotent)
+        again = tracked.state is TrackedState.DRAINING
+        if again and tracked.drain_confirmed:
             return
         # The mark first: a daemon restarted after the hook ran must find the node draining.
-        if not await self._retag(action.node_id, self.clock.now(), report):
+        if not again and not await self._retag(action.node_id, self.clock.now(), report):
             return  # no mark, no drain: the next plan asks again
         try:
             await self.drain_hook.drain(action.node_id)
@@ -402,9 +428,11 @@ class Executor:
         except (DrainError, OSError) as exc:
             report.errors.append(f"drain {action.node_id}: {exc}")
             log.warning('event=drain_failed node=%s error="%s"', action.node_id, exc)
-            await self._retag(action.node_id, None, report)  # left as it was, mark included
+            # left as it was, mark included (a mark that stays makes it a drain to make again)
+            if not again and await self._retag(action.node_id, None, report):
+                tracker.mark_undrained(action.node_id, self.clock.now())
             return
-        tracker.mark(action.node_id, TrackedState.DRAINING)
+        tracker.mark_drained(action.node_id)
         report.drained.append(action.node_id)
         log.info(
             'event=drain node=%s node_type=%s cause=%s reason="%s"',
@@ -422,6 +450,12 @@ class Executor:
     async def _undrain(
         self, action: NodeAction, tracker: NodeTracker, report: ExecutionReport
     ) -> None:
+        async with self.node_lock(action.node_id):
+            await self._undrain_locked(action, tracker, report)
+
+    async def _undrain_locked(
+        self, action: NodeAction, tracker: NodeTracker, report: ExecutionReport
+    ) -> None:
         tracked = tracker.get(action.node_id)
         if tracked is None or tracked.static:
             log.error("event=undrain_refused node=%s reason=unknown-or-static", action.node_id)
@@ -434,10 +468,11 @@ class Executor:
             report.errors.append(f"undrain {action.node_id}: {exc}")
             log.warning('event=undrain_failed node=%s error="%s"', action.node_id, exc)
             return
-        # The scheduler takes work again; a mark left behind (the removal failed) shows the
-        # node draining again in the next listing, and the plan takes it back once more.
+        # The scheduler takes work again. The tracker ignores a mark listings still show (its
+        # removal not listed yet, or failed) for the ledger's TTL; one left after that is a
+        # drain to make again.
         await self._retag(action.node_id, None, report)
-        tracker.mark(action.node_id, TrackedState.READY)
+        tracker.mark_undrained(action.node_id, self.clock.now())
         report.undrained.append(action.node_id)
         log.info(
             'event=undrain node=%s node_type=%s cause=%s reason="%s"',

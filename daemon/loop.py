@@ -204,6 +204,8 @@ class Controller:
         self.demand = Demand()
         self.joined: frozenset[str] | None = None
         self.draining: frozenset[str] = frozenset()  # nodes the scheduler shows drained
+        self.own_drains: frozenset[str] | None = None  # those drained for shoal's reason
+        self._drained_by_others: set[str] = set()  # logged once each
         self.demand_at: float | None = None  # None: no demand received yet
         self.demand_max_age: float | None = None
         self.demand_failure: str | None = None
@@ -252,7 +254,7 @@ class Controller:
             or self.demand_failure
         )
         self.demand, self.joined = update.demand, joined
-        self.draining = update.draining_nodes
+        self.draining, self.own_drains = update.draining_nodes, update.own_drains
         self.demand_at = update.at if update.at is not None else now
         self.demand_max_age = update.max_age
         self.demand_failure = None
@@ -393,7 +395,9 @@ class Controller:
     async def reconcile(self) -> None:
         """Rebuild the view from the cloud: adopt every tagged node; launch nothing."""
         workers = await self.list_workers()
-        adopted = self.tracker.observe(workers, self.joined, self.clock.now(), self.draining)
+        adopted = self.tracker.observe(
+            workers, self.joined, self.clock.now(), self.draining, self.own_drains
+        )
         self.journal.sync(self.tracker)
         for tracked in adopted:
             log.info(
@@ -557,7 +561,9 @@ class Controller:
             workers = await self.list_workers()
         except Exception as exc:
             return f"provider listing failed: {exc!r}"
-        new = self.tracker.observe(workers, self.joined, self.clock.now(), self.draining)
+        new = self.tracker.observe(
+            workers, self.joined, self.clock.now(), self.draining, self.own_drains
+        )
         for tracked in new:
             log.info(
                 "event=node_seen node=%s node_type=%s state=%s",
@@ -616,6 +622,14 @@ class Controller:
         )
         if stopped:
             plan = dataclasses.replace(plan, terminations=plan.terminations + stopped)
+        taken_back = {a.node_id for a in plan.undrains}
+        redrains = tuple(  # only the mark says draining: make the drain (the hook) again
+            NodeAction(t.id, t.node_type, RemoveCause.IDLE, "marked draining, drain unconfirmed")
+            for t in self.tracker.unconfirmed_drains()
+            if t.id not in taken_back
+        )
+        if redrains:
+            plan = dataclasses.replace(plan, drains=plan.drains + redrains)
         for launch in plan.launches:
             log.info(
                 'event=plan_launch node_type=%s count=%d cause=%s reason="%s"',
@@ -778,3 +792,12 @@ class Controller:
         m.offerings_in_backoff.set(len(unavailable))
         m.set_backoff(unavailable)
         m.nodes_unlisted.set(len(self.tracker.pending()))
+        others = {t.id: t for t in self.tracker.drained_by_others()}
+        m.nodes_drained_by_others.set(len(others))
+        for name in others.keys() - self._drained_by_others:
+            log.warning(
+                "event=drained_by_others node=%s node_type=%s action=counted-toward-max,left-alone",
+                name,
+                others[name].node_type or "-",
+            )
+        self._drained_by_others = set(others)

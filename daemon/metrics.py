@@ -140,6 +140,12 @@ class ShoalMetrics:
             ["instance_type", "zone", "capacity_type"],
             registry=r,
         )
+        self.nodes_drained_by_others = Gauge(
+            "shoal_nodes_drained_by_others",
+            "Nodes the scheduler shows drained by someone else (an admin, the scheduler's own "
+            "health checks): never undrained or terminated by shoal, counted toward the max.",
+            registry=r,
+        )
         self.nodes_unlisted = Gauge(
             "shoal_nodes_unlisted",
             "Nodes the cloud accepted that its listing does not show yet (the launch ledger).",

@@ -19,7 +19,12 @@ Membership comes from the cloud's tags (``TAG_AUTOSCALED == "true"`` marks a nod
 remove; any other worker is static), launch times from the cloud, so a restarted daemon
 adopts what a previous one launched. A node the provider stops listing is forgotten. Drains
 outlive the daemon the same way: the executor tags a node ``TAG_DRAINING`` before its drain
-takes effect, and a listed node with the tag is DRAINING, never room. A node the cloud lists
+takes effect, and a listed node with the tag is DRAINING, never room; the drain counts as
+done (``drain_confirmed``) once the scheduler shows it drained or this daemon's drain hook
+succeeded, and until then the node is never terminated as drained and idle. A drain by
+someone else (the scheduler shows the node drained without the tag, or with another reason
+than shoal's) is static: never undrained or removed, but counted toward the type's max
+(``drained_by_others``). A node the cloud lists
 stopped (``Node.stopped``) is no capacity either and is left out of the planner's view.
 
 Joined stays joined: a node once seen joined (``joined_at``) never goes back to BOOTING, so
@@ -81,6 +86,11 @@ class TrackedNode:
     # joined has been missing from every read (None: not missing)
     joined_at: float | None = None
     missing_since: float | None = None
+    # DRAINING, shoal's: the drain is known to be in effect (this daemon's drain hook
+    # succeeded, or the scheduler shows it drained); False: only the tag says so
+    drain_confirmed: bool = False
+    # the scheduler shows it drained by someone else: static, counted, never touched
+    drained_by_others: bool = False
 
     @property
     def id(self) -> str:
@@ -106,6 +116,9 @@ class TrackedNode:
             static=self.static,
             joined_at=self.joined_at,
             missing_since=self.missing_since,
+            drain_unconfirmed=self.state is TrackedState.DRAINING
+            and not self.static
+            and not self.drain_confirmed,
         )
 
 
@@ -120,6 +133,10 @@ class NodeTracker:
         ledger_ttl: float = DEFAULT_LEDGER_TTL,
     ) -> None:
         self._nodes: dict[str, TrackedNode] = {}
+        # undrained by this daemon: when; and those whose draining tag listings still show
+        # (the removal not listed yet, or failed): ignored until one does not, or the TTL
+        self._undrained: dict[str, float] = {}
+        self._stale_tag: set[str] = set()
         self._default_zone = default_zone
         self.ledger_ttl = ledger_ttl
         self.set_node_types(node_types)
@@ -248,6 +265,7 @@ class NodeTracker:
         joined: Collection[str] | None,
         now: float,
         draining: Collection[str] = (),
+        own_drains: Collection[str] | None = None,
     ) -> list[TrackedNode]:
         """Apply a complete provider listing at ``now``. Returns the nodes seen for the first
         time.
@@ -257,6 +275,14 @@ class NodeTracker:
         A node tagged ``TAG_DRAINING`` is DRAINING (shoal's drain, from before a restart too);
         so is one in ``draining`` (the scheduler shows it drained), which without the tag is
         someone else's drain: static then, neither room nor shoal's to undrain or remove.
+        When the source reports drain reasons (``own_drains``: the drained nodes with
+        shoal's), a drain with another reason is someone else's, tag or not (an admin
+        drained the node again: "bad GPU"). A drain of shoal's is confirmed once the
+        scheduler shows it drained or this daemon's drain hook succeeded (``mark_drained``);
+        with the tag alone (the daemon died before the hook, the hook and the tag's removal
+        both failed) it is not, and is never terminated as idle: the drain is made again
+        first. After an undrain (``mark_undrained``) the tag is ignored until a listing no
+        longer shows it, or for ``ledger_ttl`` at most (EC2's tags are eventually consistent).
         Ledger entries the listing does not show yet are kept (see the module docstring).
         Joined stays joined: a node once seen joined that a read leaves out (Slurm's
         NOT_RESPONDING, a push that omits it) stays READY, missing since then; the planner
@@ -276,13 +302,21 @@ class NodeTracker:
                 joined_at, missing_since = now if joined_at is None else joined_at, None
             elif joined_at is not None and missing_since is None:
                 missing_since = now
-            # shoal's drain: the mark, or one made by this daemon whose mark is not listed yet
-            own = TAG_DRAINING in node.tags or (
-                old is not None and old.state is TrackedState.DRAINING and not old.static
-            )
+            tagged = TAG_DRAINING in node.tags
+            if node.name in self._stale_tag:
+                if tagged and now - self._undrained[node.name] < self.ledger_ttl:
+                    tagged = False  # undrained: the tag's removal is not listed yet
+                else:
+                    self._stale_tag.discard(node.name)
+            drained = node.name in draining
+            shoals = own_drains is None or node.name in own_drains  # by the reason
+            was_own = old is not None and old.state is TrackedState.DRAINING and not old.static
+            # shoal's drain: the mark, or one made by this daemon whose mark is not listed yet;
+            # never while the scheduler shows it drained for another reason
+            own = (tagged or was_own) and (shoals or not drained)
             if old is not None and old.state is TrackedState.TERMINATED:
                 state = old.state
-            elif own or node.name in draining:
+            elif own or drained:
                 state = TrackedState.DRAINING
             else:
                 state = TrackedState.READY if joined_at is not None else TrackedState.BOOTING
@@ -290,11 +324,13 @@ class NodeTracker:
                 node=node,
                 node_type=self._node_type(node),
                 state=state,
-                static=node.tags.get(TAG_AUTOSCALED) != "true"
-                or (node.name in draining and not own),
+                static=node.tags.get(TAG_AUTOSCALED) != "true" or (drained and not own),
                 zone=node.zone or self._default_zone,
                 joined_at=joined_at,
                 missing_since=missing_since,
+                drain_confirmed=own
+                and (drained or (was_own and old is not None and old.drain_confirmed)),
+                drained_by_others=drained and not own and not (own_drains is not None and shoals),
             )
             seen[node.name] = tracked
             request = node.tags.get(TAG_REQUEST_ID)
@@ -309,11 +345,46 @@ class NodeTracker:
                 continue  # the lost launch's instances are listed now: they stand for it
             seen[name] = old
         self._nodes = seen
+        self._undrained = {k: v for k, v in self._undrained.items() if k in seen}
+        self._stale_tag &= seen.keys()
         return new
 
     def mark(self, node_id: str, state: TrackedState) -> None:
         if node_id in self._nodes:
             self._nodes[node_id] = replace(self._nodes[node_id], state=state)
+
+    def mark_drained(self, node_id: str) -> None:
+        """This daemon's drain hook succeeded: DRAINING, the drain confirmed."""
+        if node_id in self._nodes:
+            node = replace(self._nodes[node_id], state=TrackedState.DRAINING, drain_confirmed=True)
+            self._nodes[node_id] = node
+            self._stale_tag.discard(node_id)
+
+    def mark_undrained(self, node_id: str, now: float) -> None:
+        """Undrained (or a drain undone) at ``now``: READY, and the draining tag listings
+        may still show is ignored until one does not (bounded by ``ledger_ttl``)."""
+        if node_id in self._nodes:
+            node = replace(self._nodes[node_id], state=TrackedState.READY, drain_confirmed=False)
+            self._nodes[node_id] = node
+            self._undrained[node_id] = now
+            self._stale_tag.add(node_id)
+
+    def undrained_at(self, node_id: str) -> float | None:
+        """When this daemon last undrained the node (None: never, or no longer listed)."""
+        return self._undrained.get(node_id)
+
+    def unconfirmed_drains(self) -> list[TrackedNode]:
+        """Shoal's draining nodes whose drain only the tag vouches for: the drain hook
+        runs again for them before any is terminated as idle."""
+        return [
+            t
+            for t in self.all()
+            if t.state is TrackedState.DRAINING and not t.static and not t.drain_confirmed
+        ]
+
+    def drained_by_others(self) -> list[TrackedNode]:
+        """Nodes the scheduler shows drained by someone else (never shoal's to touch)."""
+        return [t for t in self.all() if t.drained_by_others and t.state is TrackedState.DRAINING]
 
     def forget(self, node_id: str) -> None:
         self._nodes.pop(node_id, None)

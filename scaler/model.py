@@ -112,6 +112,9 @@ class NodeInfo:
     # since when it has been missing from every read after it joined (None: not missing).
     joined_at: float | None = None
     missing_since: float | None = None
+    # DRAINING with only the daemon's mark to say so (the drain hook may never have run):
+    # not room, and never terminated as drained and idle until the drain is made again
+    drain_unconfirmed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

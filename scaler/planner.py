@@ -37,7 +37,8 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
                     as they are owed as compensation: assign, pack, smooth and
                     compensate run again holding them back
     limit           clamp to min/max; wanted = target - live nodes, taken first
-                    from the type's draining nodes (undrains), then launched
+                    from the type's draining nodes (undrains), then launched, as
+                    far as the max allows with every draining node counted
     cost ceiling    trim launches, then undrains (least preferred type first)
                     until the cluster's cost fits; report the demand left
                     ("cost-ceiling")
@@ -53,10 +54,11 @@ Semantics a caller can rely on:
   so a second pass over the same demand with the launched nodes present as booting
   launches nothing.
 * A draining node is not capacity, its running jobs are not demand, and it is
-  terminated once idle; but while it is still listed (draining, not terminated), a
-  type that wants more nodes takes it back (``Plan.undrains``, idle ones first)
-  before it launches any, as Toil un-ignores nodes before adding
-  (``testNoLaunchingIfDeltaAlreadyMet``). Undrains need no cloud capacity, so a
+  terminated once idle (not while ``NodeInfo.drain_unconfirmed``: only the daemon's
+  mark says it drains, and the scheduler may still send it work); but while it is
+  still listed (draining, not terminated), a type that wants more nodes takes it back
+  (``Plan.undrains``, idle ones first) before it launches any, as Toil un-ignores nodes
+  before adding (``testNoLaunchingIfDeltaAlreadyMet``). Undrains need no cloud capacity, so a
   type in backoff may undrain.
 * A node a running job names (``Demand.running``) is never drained or terminated,
   whatever its state: a booting node past its join timeout that runs a job, or a missing
@@ -67,6 +69,11 @@ Semantics a caller can rely on:
   as Cluster Autoscaler counts an unready node, until it has been missing for
   ``Policy.unhealthy_timeout``; then, if it runs nothing, it is terminated (UNHEALTHY)
   and the same plan launches its replacement.
+* Every draining node counts toward its type's max, a drain by someone else (static:
+  the scheduler drained it on its own, an admin did) included, and the max wins over the
+  min there: a scheduler that drains each new node (a failing prolog) would otherwise
+  have the planner replace it pass after pass, beyond any max. Jobs a launch so cut
+  leaves waiting are reported "max-nodes".
 * Static nodes, and nodes of no configured type, are never drained, undrained or
   terminated. Static nodes of a configured type count as its capacity (as in
   Toil, whose node counts include them).
@@ -216,6 +223,7 @@ class _View:
     usable: dict[str, Shape]
     live: dict[str, list[NodeInfo]]  # booting + ready, not timed out
     draining: list[NodeInfo]
+    drained: dict[str, int]  # draining nodes per type, anyone's drain: they count toward max
     reusable: dict[str, list[NodeInfo]]  # draining autoscaled nodes a type may take back
     join_timeouts: list[NodeInfo]
     unhealthy: list[NodeInfo]  # joined, then missing for the unhealthy timeout; idle
@@ -227,6 +235,11 @@ class _View:
     def current(self, name: str) -> int:
         return len(self.live[name])
 
+    def room(self, t: NodeType) -> int:
+        """Nodes the type may launch under its max: every draining node counts toward it,
+        someone else's drain included (a launch comes after taking back all of shoal's own)."""
+        return max(0, t.max_nodes - self.current(t.name) - self.drained[t.name])
+
 
 def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
     types = sorted(policy.node_types, key=_type_order)
@@ -234,6 +247,7 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
     live: dict[str, list[NodeInfo]] = {t.name: [] for t in types}
     reusable: dict[str, list[NodeInfo]] = {t.name: [] for t in types}
     draining: list[NodeInfo] = []
+    drained = {t.name: 0 for t in types}
     timeouts: list[NodeInfo] = []
     busy = {job.node_id for job in snapshot.demand.running}
     unhealthy: list[NodeInfo] = []
@@ -242,6 +256,7 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
             continue
         if node.state is NodeState.DRAINING:
             draining.append(node)
+            drained[node.node_type] += 1
             if not node.static:
                 reusable[node.node_type].append(node)
         elif node.static or node.id in busy:
@@ -271,6 +286,7 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
         usable={t.name: usable_shape(t, policy) for t in types},
         live=live,
         draining=draining,
+        drained=drained,
         reusable=reusable,
         join_timeouts=timeouts,
         unhealthy=unhealthy,
@@ -606,6 +622,13 @@ def _pack(
             d.raw = _need(d.running, kept.items(), usable, policy)
 
 
+def _serve_within(view: _View, policy: Policy, t: NodeType, d: _TypeDemand, cap: int) -> Jobs:
+    """Keep the type's queued jobs that ``cap`` nodes serve; returns the rest."""
+    served, overflow, d.need = _serve(d, view.usable[t.name], cap, policy)
+    d.queued = served
+    return overflow
+
+
 # -- steps 4 to 6: smooth, compensate, limit ----------------------------------------------
 
 
@@ -699,6 +722,14 @@ def _smooth_and_limit(
         want = max(0, target - current)
         undrain = view.reusable[t.name][:want]
         launch = want - len(undrain)
+        if launch > view.room(t):
+            notes.append(
+                f"launching {view.room(t)}, not {launch}: {view.drained[t.name]} draining "
+                f"(drained by others included) count toward max {t.max_nodes}"
+            )
+            launch = view.room(t)
+            overflow = _serve_within(view, policy, t, d, current + len(undrain) + launch)
+            _report(unschedulable, overflow, REASON_MAX_NODES)
         if launch and t.name in view.blocked:
             notes.append(
                 f"not launching {launch}: all offerings in backoff for another "
@@ -763,10 +794,7 @@ def _cost_ceiling(
         if not cut:
             continue
         tt.notes.append(f"{cut} fewer to stay within the cost ceiling of ${ceiling:g}/h")
-        d = demand[t.name]
-        cap = view.current(t.name) + tt.adds
-        served, overflow, d.need = _serve(d, view.usable[t.name], cap, policy)
-        d.queued = served
+        overflow = _serve_within(view, policy, t, demand[t.name], view.current(t.name) + tt.adds)
         _report(unschedulable, overflow, REASON_COST_CEILING)
 
 
@@ -827,6 +855,8 @@ def _scale_down(
     taken_back = {n.id for tt in targets.values() for n in tt.undrain}
     for node in view.draining:
         if node.static or node.id in view.busy or node.id in taken_back:
+            continue
+        if node.drain_unconfirmed:  # the mark alone: the scheduler may still send it work
             continue
         terminations.append(
             NodeAction(node.id, node.node_type, RemoveCause.IDLE, "drained and now idle")

@@ -52,6 +52,8 @@ ISSUE_FAMILIES = {
     "shoal_nodes_unlisted",
     "shoal_price_refreshes_total",
     "shoal_demand_age_seconds",
+    # nodes the scheduler shows drained by someone else (issue 17 review)
+    "shoal_nodes_drained_by_others",
     # Slurm (demand.slurm): failed reads, power-saving requests, clean-up repairs
     "shoal_slurm_read_failures_total",
     "shoal_slurm_requests_total",

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 
 from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.metrics import ShoalMetrics
+from shoal.daemon.slurm.drain import drained_by_shoal
 from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.slurm import (
     SlurmClient,
@@ -142,6 +143,7 @@ class SlurmDemandSource:
             at=now,
             max_age=self.max_age,
             draining_nodes=frozenset(self.translate(n) for n in demand.draining),
+            own_drains=frozenset(self.translate(n.name) for n in nodes if drained_by_shoal(n)),
         )
 
     def _translated(self, demand: Demand) -> Demand:

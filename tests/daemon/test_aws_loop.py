@@ -281,6 +281,9 @@ async def test_a_drain_survives_a_restart_through_the_instance_tag(
     fresh = await make_daemon(scaler={"unneeded_time": "1m"})  # the restart
     states = {t.id: t.state for t in fresh.controller.tracker.all()}
     assert states == {busy: TrackedState.READY, idle: TrackedState.DRAINING}
+    # the tag alone says draining (no scheduler read says drained): the hook runs again first
+    record = await fresh.pass_(running_on(busy))
+    assert record.drained == (idle,) and record.terminated == ()
     record = await fresh.pass_(running_on(busy))
     assert record.terminated == (idle,)
     assert fresh.sample("shoal_scale_downs_total", node_type="c5.xlarge", cause="idle") == 1

@@ -392,6 +392,31 @@ def test_static_draining_node_is_not_taken_back():
     assert p.undrains == () and launched(p) == {"a": 1}
 
 
+def test_nodes_drained_by_others_count_toward_max():
+    """Slurm drains each new node itself (a prolog error, "Kill task failed"): the drained
+    node is static and draining, its job is requeued. Were it not counted, every pass would
+    launch another up to max beside all the drained ones (a reviewer saw 7 for max 2)."""
+    two = replace(A, max_nodes=2)
+    drained = [node(f"s{i}", two, NodeState.DRAINING, static=True) for i in range(5)]
+    p = plan(snapshot(nodes=drained, queue=[queued(job(cores=4), 2)]), policy(two), EMPTY, NOW)
+    assert launched(p) == {} and p.undrains == () and p.terminations == ()
+    assert unsched(p) == {(job(cores=4), ("max-nodes",)): 2}
+
+    # max 4: one live node, one drained by others and one of shoal's own drains (taken back
+    # first) leave room for one launch, not for the three the jobs need
+    four = replace(A, max_nodes=4)
+    nodes = [
+        node("n1", four),
+        node("s1", four, NodeState.DRAINING, static=True),
+        node("d1", four, NodeState.DRAINING),
+    ]
+    p = plan(snapshot(nodes=nodes, queue=[queued(job(cores=4), 5)]), policy(four), EMPTY, NOW)
+    assert [u.node_id for u in p.undrains] == ["d1"] and launched(p) == {"a": 1}
+    assert "count toward max 4" in p.launches[0].message
+    assert unsched(p) == {(job(cores=4), ("max-nodes",)): 2}
+    assert p.targets["a"] == 3  # what it can reach: 1 live + 1 taken back + 1 launched
+
+
 def test_cost_ceiling_trims_undrains_after_launches():
     snap = snapshot(
         nodes=[node("n1", A, NodeState.DRAINING), node("n2", A, NodeState.DRAINING)],

@@ -177,13 +177,26 @@ def test_limits_and_cost_ceiling(scenario):
     min_cost = 0.0
     for t in policy.node_types:
         after = live[t.name] + launched[t.name]
+        draining = [
+            n for n in snapshot.nodes if n.node_type == t.name and n.state is NodeState.DRAINING
+        ]
+        # draining nodes shoal cannot take back (someone else's drain) count toward the max,
+        # which wins over the min: else a node the scheduler drains at once is replaced forever
+        cap = t.max_nodes - sum(1 for n in draining if n.static)
         if launched[t.name]:
             assert after <= t.max_nodes  # never launches beyond a max
         if any(launch.node_type == t.name for launch in p.launches):
             assert not blocked(snapshot, t)  # never launches into backoff
+            assert (
+                live[t.name]
+                + len(draining)
+                + launched[t.name]
+                - len([u for u in p.undrains if u.node_type == t.name])
+                <= t.max_nodes
+            )  # every draining node counts toward the max
         if not blocked(snapshot, t):
-            assert after >= min(t.min_nodes, t.max_nodes)  # never undercuts a min
-        assert t.min_nodes <= p.targets[t.name] or blocked(snapshot, t)
+            assert after >= min(t.min_nodes, cap)  # never undercuts a min
+        assert min(t.min_nodes, cap) <= p.targets[t.name] or blocked(snapshot, t)
         drained = sum(1 for d in p.drains if d.node_type == t.name)
         assert live[t.name] - drained >= min(t.min_nodes, live[t.name])  # drains keep the min
         min_cost += max(0, t.min_nodes - live[t.name]) * t.price_per_hour

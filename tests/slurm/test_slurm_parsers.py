@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from shoal.daemon.demand import DemandUpdate
+from shoal.daemon.slurm.drain import DRAIN_REASON, drained_by_shoal
+from shoal.daemon.slurm.source import SlurmDemandSource
+from shoal.providers.clock import FakeClock
 from shoal.providers.slurm import (
     SQUEUE_FIELDS,
     SlurmJob,
@@ -399,3 +403,43 @@ def test_sinfo_parse_error_names_the_line():
     lines[2] = lines[2].replace("\t1000\t", "\tplenty\t", 1)
     with pytest.raises(SlurmParseError, match="sinfo line 3: not a Slurm size"):
         parse_sinfo("\n".join(lines))
+
+
+# --- whose drain -----------------------------------------------------------------------------
+
+
+class FixtureClient:
+    """A SlurmClient answering with captured output (``nodes`` may be edited)."""
+
+    def __init__(self, squeue: str, sinfo: str) -> None:
+        self.jobs_ = parse_squeue(data(squeue))
+        self.nodes_ = parse_sinfo(data(sinfo))
+
+    async def config(self) -> dict[str, str]:
+        return parse_config(data("config-defmem.txt"))
+
+    async def jobs(self) -> list[SlurmJob]:
+        return list(self.jobs_)
+
+    async def nodes(self) -> list:
+        return list(self.nodes_)
+
+
+async def test_only_a_drain_with_shoals_exact_reason_is_shoals() -> None:
+    """cloud1 is drained with reason "shoal idle" (sinfo-dynamic.txt): a prefix of shoal's
+    reason is someone else's drain -- not adopted, not cleaned up, not shoal's to undrain or
+    terminate. Drained with "shoal" itself, it is shoal's."""
+    client = FixtureClient("squeue-dynamic.txt", "sinfo-dynamic.txt")
+    cloud1 = next(n for n in client.nodes_ if n.name == "cloud1")
+    assert cloud1.drain and cloud1.reason == "shoal idle" and not drained_by_shoal(cloud1)
+    source = SlurmDemandSource(client, FakeClock(), translate=lambda n: f"i-{n}")  # type: ignore[arg-type]
+    update = await source.read()
+    assert isinstance(update, DemandUpdate)
+    assert update.draining_nodes == {"i-cloud1"} and update.own_drains == frozenset()
+
+    client.nodes_ = [
+        dataclasses.replace(n, reason=DRAIN_REASON) if n.name == "cloud1" else n
+        for n in client.nodes_
+    ]
+    update = await source.read()
+    assert isinstance(update, DemandUpdate) and update.own_drains == {"i-cloud1"}

@@ -121,8 +121,14 @@ async def test_drain_and_undrain_a_dynamic_node(
     assert "drain" in cluster.node_state("t-1").split("+") and reason == "shoal"
     await hook.undrain("t-1")
     assert "drain" not in cluster.node_state("t-1").split("+")
+    # again: Slurm refuses to resume a node that is not drained ("Invalid node state
+    # specified"), which is what an undrain wants (only shoal's mark said it drained)
+    await hook.undrain("t-1")
+    assert "drain" not in cluster.node_state("t-1").split("+")
     with pytest.raises(DrainError, match="Invalid node name"):
         await hook.drain("nosuchnode")
+    with pytest.raises(DrainError, match="Invalid node name"):
+        await hook.undrain("nosuchnode")
 
 
 async def test_set_node_addr_gives_slurm_the_instances_address(
