@@ -36,31 +36,31 @@ def test_the_cases_cover_what_they_claim_to() -> None:
 
 ON_GRID = [s for s in range(CASES) if on_minute_grid(case(s)[0])]
 OFF_GRID = [s for s in range(CASES) if s not in ON_GRID]
-# Recorded plans the planner no longer makes, on purpose (not re-recorded: the coordinator
-# decides). 272: c5.2xlarge (max 6) has 1 live node and 1 drained by someone else (static);
-# the recorded plan launched 5, 7 instances for a max of 6. Every draining node now counts
-# toward the max (issue 17 review), so it launches 4 and reports one more job "max-nodes".
-CHANGED = {272: "draining nodes count toward max"}
+# 272 was re-recorded on purpose (issue 17's review): c5.2xlarge (max 6) has 1 live node and
+# 1 drained by someone else; the old plan launched 5, 7 instances for a max of 6. Every draining
+# node now counts toward the max, so it launches 4 (test_272_counts_the_drained_node_toward_max).
 
 
 def test_both_kinds_are_there() -> None:
     assert len(ON_GRID) >= 150 and len(OFF_GRID) >= 100
 
 
-@pytest.mark.parametrize(
-    "seed",
-    [
-        pytest.param(s, marks=pytest.mark.xfail(reason=CHANGED[s], strict=True))
-        if s in CHANGED
-        else s
-        for s in ON_GRID
-    ],
-)
+@pytest.mark.parametrize("seed", ON_GRID)
 def test_same_plan_as_recorded(seed: int) -> None:
     p = plan(*case(seed))
     expected = RECORDED[str(seed)]
     assert summary(p) == {k: v for k, v in expected.items() if k != "digest"}
     assert digest(p) == expected["digest"]
+
+
+def test_272_counts_the_drained_node_toward_max() -> None:
+    snapshot, policy, _, _ = case(272)
+    (c5,) = [t for t in policy.node_types if t.name == "c5.2xlarge"]
+    nodes = [n for n in snapshot.nodes if n.node_type == "c5.2xlarge"]
+    p = plan(*case(272))
+    launched = sum(x.count for x in p.launches if x.node_type == "c5.2xlarge")
+    assert c5.max_nodes == 6 and len(nodes) == 2  # one live, one drained by someone else
+    assert len(nodes) + launched == c5.max_nodes  # the old plan made it 7
 
 
 @pytest.mark.parametrize("seed", OFF_GRID)
