@@ -35,7 +35,7 @@ import dataclasses
 import enum
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -393,7 +393,9 @@ class Controller:
     async def reconcile(self) -> None:
         """Rebuild the view from the cloud: adopt every tagged node; launch nothing."""
         workers = await self.list_workers()
-        adopted = self.tracker.observe(workers, self.joined, self.clock.now(), self.draining)
+        adopted = self.tracker.observe(
+            workers, self._joined_view(workers), self.clock.now(), self.draining
+        )
         self.journal.sync(self.tracker)
         for tracked in adopted:
             log.info(
@@ -548,6 +550,14 @@ class Controller:
     ) -> None:
         await self.journal.intent(request_id, node_type, count, offering, self.clock.now())
 
+    def _joined_view(self, workers: Iterable[Node]) -> Collection[str] | None:
+        """The joined nodes for the tracker: the demand's; before any demand arrived, only
+        those the provider itself says joined (``Node.joined`` None means it cannot tell,
+        and before a read nobody can: a node is not taken for joined on no evidence)."""
+        if self.demand_at is None:
+            return frozenset(n.name for n in workers if n.joined)
+        return self.joined
+
     async def _list(self) -> list[Node]:
         return await self.provider.getProvisionedWorkers()
 
@@ -557,7 +567,9 @@ class Controller:
             workers = await self.list_workers()
         except Exception as exc:
             return f"provider listing failed: {exc!r}"
-        new = self.tracker.observe(workers, self.joined, self.clock.now(), self.draining)
+        new = self.tracker.observe(
+            workers, self._joined_view(workers), self.clock.now(), self.draining
+        )
         for tracked in new:
             log.info(
                 "event=node_seen node=%s node_type=%s state=%s",
