@@ -35,7 +35,7 @@ import dataclasses
 import enum
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -393,9 +393,7 @@ class Controller:
     async def reconcile(self) -> None:
         """Rebuild the view from the cloud: adopt every tagged node; launch nothing."""
         workers = await self.list_workers()
-        adopted = self.tracker.observe(
-            workers, self._joined_view(workers), self.clock.now(), self.draining
-        )
+        adopted = self._observe_listing(workers)
         self.journal.sync(self.tracker)
         for tracked in adopted:
             log.info(
@@ -550,13 +548,13 @@ class Controller:
     ) -> None:
         await self.journal.intent(request_id, node_type, count, offering, self.clock.now())
 
-    def _joined_view(self, workers: Iterable[Node]) -> Collection[str] | None:
-        """The joined nodes for the tracker: the demand's; before any demand arrived, only
-        those the provider itself says joined (``Node.joined`` None means it cannot tell,
-        and before a read nobody can: a node is not taken for joined on no evidence)."""
-        if self.demand_at is None:
-            return frozenset(n.name for n in workers if n.joined)
-        return self.joined
+    def _observe_listing(self, workers: list[Node]) -> list[TrackedNode]:
+        """Apply a listing to the tracker. Before any demand arrived (``unread``) nobody can
+        say which nodes joined: a node is not taken for joined, nor marked missing, on no
+        evidence (``Node.joined`` None means the provider cannot tell)."""
+        return self.tracker.observe(
+            workers, self.joined, self.clock.now(), self.draining, unread=self.demand_at is None
+        )
 
     async def _list(self) -> list[Node]:
         return await self.provider.getProvisionedWorkers()
@@ -567,9 +565,7 @@ class Controller:
             workers = await self.list_workers()
         except Exception as exc:
             return f"provider listing failed: {exc!r}"
-        new = self.tracker.observe(
-            workers, self._joined_view(workers), self.clock.now(), self.draining
-        )
+        new = self._observe_listing(workers)
         for tracked in new:
             log.info(
                 "event=node_seen node=%s node_type=%s state=%s",
@@ -672,10 +668,11 @@ class Controller:
 
     def _hold(self, plan: Plan) -> _Hold | None:
         """Don't act on what the demand cannot vouch for: on stale demand launch, undrain and
-        remove nothing (and keep the planner's state, so idle timers do not run on it);
-        before any demand arrived, remove nothing. Removing means every drain and every
-        termination, join timeouts and expired launches included: whether a node joined or
-        runs a job is the demand source's word too."""
+        remove nothing; before any demand arrived, remove nothing. Either way keep the
+        planner's state, so idle timers do not run on a demand nobody read (a node idle at
+        the first read is removed ``unneeded_time`` after it, not at it). Removing means
+        every drain and every termination, join timeouts and expired launches included:
+        whether a node joined or runs a job is the demand source's word too."""
         stale = self.demand_stale()
         if stale is None and self.demand_at is not None:
             return None
@@ -689,7 +686,7 @@ class Controller:
         )
         if held != plan:
             log.warning('event=pass_held reason="%s"', reason)
-        return _Hold(held, reason, keep_state=stale is not None)
+        return _Hold(held, reason, keep_state=True)
 
     def _record(
         self,

@@ -275,6 +275,8 @@ class NodeTracker:
         joined: Collection[str] | None,
         now: float,
         draining: Collection[str] = (),
+        *,
+        unread: bool = False,
     ) -> list[TrackedNode]:
         """Apply a complete provider listing at ``now``. Returns the nodes seen for the first
         time.
@@ -288,7 +290,9 @@ class NodeTracker:
         Joined stays joined: a node once seen joined that a read leaves out (Slurm's
         NOT_RESPONDING, a push that omits it) stays READY, missing since then; the planner
         replaces it only after ``unhealthy_timeout`` of absence (``NodeInfo.missing_since``),
-        and never times it out as a node that did not join.
+        and never times it out as a node that did not join. ``unread``: no read has arrived
+        yet (a restart), so only the provider's own ``Node.joined`` True says a node joined,
+        and none is marked missing.
         """
         seen: dict[str, TrackedNode] = {}
         new: list[TrackedNode] = []
@@ -296,6 +300,7 @@ class NodeTracker:
         for node in workers:
             old = self._nodes.get(node.name)
             is_joined = (node.name in joined) if joined is not None else node.joined is not False
+            is_joined = node.joined is True if unread else is_joined
             if old is not None:
                 joined_at, missing_since = old.joined_at, old.missing_since
             else:
@@ -303,7 +308,7 @@ class NodeTracker:
             # a node the scheduler shows drained is there, only not taking work
             if is_joined or node.name in draining:
                 joined_at, missing_since = now if joined_at is None else joined_at, None
-            elif joined_at is not None and missing_since is None:
+            elif joined_at is not None and missing_since is None and not unread:
                 missing_since = now
             # shoal's drain: the mark, or one made by this daemon whose mark is not listed yet
             own = TAG_DRAINING in node.tags or (

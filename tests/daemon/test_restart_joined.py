@@ -134,3 +134,28 @@ async def test_without_state_dir_an_adopted_node_is_never_a_join_timeout(
     assert (await fresh.pass_()).terminated == (node_id,)
     assert fresh.sample("shoal_scale_downs_total", node_type="c5.xlarge", cause="join-timeout") == 0
     assert OFFERING not in fresh.controller.backoff.unavailable(fresh.clock.now())
+
+
+def removed(record: Any) -> tuple[str, ...]:
+    return (*record.drained, *record.terminated)
+
+
+async def test_idle_timers_wait_for_the_first_demand(harness_factory: Any) -> None:
+    """Issue 17 review, 5b: before any demand arrived nothing is removed, and the unneeded
+    timers do not run on the empty demand either: a node idle by the first read is removed
+    unneeded_time after it, not at it."""
+    h: Harness = await harness_factory()
+    node_id = await _one_node(h, joins=True)
+    fresh: Harness = await harness_factory(provider=h.provider)  # a restart
+    await fresh.drive(fresh.controller.reconcile())
+    for _ in range(30):  # 15 minutes of timer passes with no demand yet
+        assert removed(await fresh.pass_()) == ()
+        await fresh.clock.advance(30)
+    fresh.set_demand(fresh.jobs(0), joined={node_id})  # the first read: the node is idle
+    assert removed(await fresh.pass_()) == ()
+    await fresh.clock.advance(9 * 60)
+    fresh.set_demand(fresh.jobs(0), joined={node_id})
+    assert removed(await fresh.pass_()) == ()
+    await fresh.clock.advance(60)  # unneeded_time (10m) after the first read
+    fresh.set_demand(fresh.jobs(0), joined={node_id})
+    assert removed(await fresh.pass_()) == (node_id,)
