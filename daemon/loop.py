@@ -648,6 +648,14 @@ class Controller:
                 action.cause,
                 action.message,
             )
+        for action in plan.held:
+            log.warning(
+                'event=plan_remove_held node=%s node_type=%s cause=%s reason="%s"',
+                action.node_id,
+                action.node_type,
+                action.cause,
+                action.message,
+            )
         for item in plan.unschedulable:
             log.warning(
                 'event=unschedulable count=%d shape="%s" reasons="%s"',
@@ -707,6 +715,9 @@ class Controller:
         m.set_targets(plan.targets)
         m.estimated_cost.set(plan.cost_per_hour)
         m.set_unschedulable(plan.unschedulable)
+        held = Counter(str(a.cause) for a in plan.held)
+        for cause in RemoveCause:
+            m.removals_held.labels(cause=str(cause)).set(held[str(cause)])
         m.last_successful_pass.set(now)
         self._update_node_metrics()
         record = PassRecord(
