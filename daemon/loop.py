@@ -715,9 +715,6 @@ class Controller:
         m.set_targets(plan.targets)
         m.estimated_cost.set(plan.cost_per_hour)
         m.set_unschedulable(plan.unschedulable)
-        held = Counter(str(a.cause) for a in plan.held)
-        for cause in RemoveCause:
-            m.removals_held.labels(cause=str(cause)).set(held[str(cause)])
         m.last_successful_pass.set(now)
         self._update_node_metrics()
         record = PassRecord(

@@ -151,13 +151,6 @@ class ShoalMetrics:
             ["outcome"],
             registry=r,
         )
-        self.removals_held = Gauge(
-            "shoal_removals_held",
-            "Removals the last plan held back, by cause: unhealthy nodes not replaced because "
-            "too many are missing (the scheduler is likely at fault) or beyond the budget.",
-            ["cause"],
-            registry=r,
-        )
         self.demand_age = Gauge(
             "shoal_demand_age_seconds",
             "Seconds since the demand was last reported.",
