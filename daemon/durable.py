@@ -17,8 +17,9 @@ process holds it (two daemons would each replace the whole file and lose the oth
 intents, and both serve the spool). The lock file, with this pid written and fsynced, is
 also the start-up probe that ``state_dir`` is writable: ``shoal run`` fails at once on a
 read-only or full disk instead of running without its launch ledger. A later open in the
-same process (a restart simulated in tests) reuses the process's lock. ``open`` also
-removes the temporary files a crash in the middle of a write left behind.
+same process (a restart simulated in tests) shares the process's lock, which the last of
+its stores releases (``close``, or garbage collection). ``open`` also removes the temporary
+files a crash in the middle of a write left behind.
 
 A section no part of the daemon claims (``section``) is dropped from the file by
 ``drop_unclaimed``, called once every part is built: after power_save -> external ->
@@ -63,7 +64,9 @@ import fcntl
 import json
 import logging
 import os
+import weakref
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,16 +101,24 @@ class StateError(RuntimeError):
     locked or written."""
 
 
-# state_dir (resolved) -> the open lock file: held until the process exits
-_LOCKS: dict[Path, int] = {}
+@dataclass(slots=True)
+class _Lock:
+    fd: int
+    stores: int  # open stores of this process on the folder
 
 
-def _lock(folder: Path) -> None:
+# state_dir (resolved) -> this process's lock on it: released when its last store is gone
+_LOCKS: dict[Path, _Lock] = {}
+
+
+def _lock(folder: Path) -> tuple[Path, bool]:
     """Take ``<folder>/lock`` for this process (see the module docstring); write and fsync
-    our pid in it, which proves the folder writable. Raises StateError."""
+    our pid in it, which proves the folder writable. Returns the lock's key and whether it
+    was taken now (False: this process held it already). Raises StateError."""
     folder = folder.resolve()
-    if folder in _LOCKS:
-        return
+    if (held := _LOCKS.get(folder)) is not None:
+        held.stores += 1
+        return folder, False
     path = folder / LOCK_FILE
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -134,7 +145,19 @@ def _lock(folder: Path) -> None:
     except BaseException:
         os.close(fd)
         raise
-    _LOCKS[folder] = fd
+    _LOCKS[folder] = _Lock(fd, 1)
+    return folder, True
+
+
+def _unlock(key: Path) -> None:
+    """A store on ``key`` is gone: the last one releases the lock."""
+    held = _LOCKS.get(key)
+    if held is None:
+        return
+    held.stores -= 1
+    if held.stores <= 0:
+        del _LOCKS[key]
+        os.close(held.fd)  # closing the only descriptor releases the flock
 
 
 def _sweep(folder: Path) -> None:
@@ -178,6 +201,7 @@ class DurableStore:
         self._written = 0  # the version on disk
         self._task: asyncio.Task[None] | None = None
         self.writes = 0
+        self._release: weakref.finalize[Any, Any] | None = None  # the state_dir lock's
 
     @classmethod
     def open(
@@ -191,20 +215,23 @@ class DurableStore:
                 "effect=a-restart-forgets-launches-in-flight-and-slurm-requests"
             )
             return cls(None, writer=writer)
-        _lock(Path(state_dir))
-        _sweep(Path(state_dir))
-        path = Path(state_dir) / STATE_FILE
+        key, taken = _lock(Path(state_dir))
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return cls(path, writer=writer)
-        except (OSError, ValueError) as exc:
-            raise StateError(f"cannot read the state file {path}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("version") != VERSION:
-            version = data.get("version") if isinstance(data, dict) else None
-            raise StateError(f"the state file {path} has version {version!r}, expected {VERSION}")
-        log.info("event=state_loaded path=%s sections=%s", path, ",".join(sorted(data)))
-        return cls(path, data, writer=writer)
+            if taken:  # no other store of this process may be writing
+                _sweep(Path(state_dir))
+            store = cls(Path(state_dir) / STATE_FILE, _read(Path(state_dir) / STATE_FILE))
+        except BaseException:
+            _unlock(key)
+            raise
+        store.writer = writer
+        store._release = weakref.finalize(store, _unlock, key)
+        return store
+
+    def close(self) -> None:
+        """Release ``state_dir``'s lock (the last store of the process on it releases it; so
+        does garbage collection, and the process's exit)."""
+        if self._release is not None:
+            self._release()
 
     @property
     def durable(self) -> bool:
@@ -257,6 +284,21 @@ class DurableStore:
                 self._written = version
         finally:
             self._task = None
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """The state file's sections; None when there is none yet. Raises StateError."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise StateError(f"cannot read the state file {path}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        version = data.get("version") if isinstance(data, dict) else None
+        raise StateError(f"the state file {path} has version {version!r}, expected {VERSION}")
+    log.info("event=state_loaded path=%s sections=%s", path, ",".join(sorted(data)))
+    return data
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

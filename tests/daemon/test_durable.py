@@ -179,7 +179,7 @@ async def test_an_intent_whose_launch_never_happened_holds_capacity_until_the_tt
 HOLDER = """
 import sys
 from shoal.daemon.durable import DurableStore
-DurableStore.open(sys.argv[1])
+store = DurableStore.open(sys.argv[1])  # held while the store lives
 print("locked", flush=True)
 sys.stdin.read()  # hold the lock until the test closes our stdin
 """
@@ -284,3 +284,14 @@ async def test_a_section_nothing_claims_is_dropped_at_start(tmp_path: Path) -> N
     finally:
         service.stop()
         assert await asyncio.wait_for(task, 10) == 0
+
+
+def test_the_lock_is_released_with_the_last_store_of_the_process(tmp_path: Path) -> None:
+    """A restart in the same process (tests, the chaos harness) shares the lock; it is
+    released when the last store goes, so thousands of simulated seeds hold no descriptor."""
+    first, second = DurableStore.open(tmp_path), DurableStore.open(tmp_path)
+    probe = [sys.executable, "-c", HOLDER.replace("sys.stdin.read()", "pass"), str(tmp_path)]
+    first.close()
+    assert subprocess.run(probe, capture_output=True).returncode != 0  # still held
+    second.close()
+    assert subprocess.run(probe, capture_output=True, text=True).stdout == "locked\n"
