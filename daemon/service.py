@@ -306,7 +306,8 @@ async def build_controller(
         planner=planner,
         zone=config.provider.launch_zones[0],
         policy_source=functools.partial(catalogue_policy, config, provider),
-        store=DurableStore.open(config.state_dir if durable else None),
+        # off the event loop: the lock file's write is fsynced (the start-up probe)
+        store=await asyncio.to_thread(DurableStore.open, config.state_dir if durable else None),
     )
 
 
