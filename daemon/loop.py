@@ -320,8 +320,10 @@ class Controller:
 
     async def wait_for_pass(self, number: int) -> PassRecord:
         """Wait until pass ``number`` (1-based) has finished; for tests and the service."""
-        async with self._pass_done:
-            await self._pass_done.wait_for(lambda: self.passes >= number)
+        async with self._pass_done:  # finished: ``passes`` counts the one under way too
+            await self._pass_done.wait_for(
+                lambda: self.last_pass is not None and self.last_pass.number >= number
+            )
             assert self.last_pass is not None
             return self.last_pass
 
