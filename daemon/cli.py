@@ -134,7 +134,7 @@ async def _plan_controller(config: ShoalConfig, catalogue: str | None) -> Any:
             raise ValueError("--catalogue applies to the simulated provider only")
         provider.types = load_catalogue(catalogue)
     try:
-        return await build_controller(config, provider, clock)
+        return await build_controller(config, provider, clock, durable=False)
     finally:
         await provider.close()
 

@@ -520,6 +520,12 @@ class ScalerConfig(BaseModel):
     unhealthy_timeout: PositiveDuration = 600.0
     """A node that joined and then is missing from every read this long is replaced, if it
     runs nothing; meanwhile it counts as capacity."""
+    unhealthy_ok_count: int = Field(default=3, ge=0)
+    unhealthy_max_fraction: float = Field(default=0.45, ge=0.0, le=1.0)
+    """No missing node is replaced while more than max(unhealthy_ok_count,
+    unhealthy_max_fraction x nodes) are missing, in the cluster or in their node type (the
+    scheduler is likely at fault: Cluster Autoscaler's ok-total-unready-count and
+    max-total-unready-percentage)."""
     launch_ledger_ttl: PositiveDuration = 600.0
     """A node the cloud accepted but never lists within this time counts as never joined."""
     cost_ceiling_per_hour: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
@@ -931,6 +937,8 @@ class ShoalConfig(BaseModel):
             scale_down_budget=s.scale_down_budget,
             join_timeout=s.join_timeout,
             unhealthy_timeout=s.unhealthy_timeout,
+            unhealthy_ok_count=s.unhealthy_ok_count,
+            unhealthy_max_fraction=s.unhealthy_max_fraction,
             cost_ceiling_per_hour=s.cost_ceiling_per_hour,
             packing=s.packing,
             solver_time_limit=s.solver_time_limit,

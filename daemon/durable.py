@@ -6,8 +6,25 @@ Everything the daemon must not forget across ``kill -9`` lives in one JSON file,
 ``ledger``  launches in flight (``LaunchJournal``): the intent of every ``addNodes`` call
             (request id, node type, count, time), written before the call; the instance ids
             it answered, kept until a listing shows them or ``launch_ledger_ttl`` passes
+            and the nodes seen joined (``joined``: id -> time first seen joined, and since when
+            it has been missing from the reads), written in the background when they change
 ``slurm``   the power saver's resume requests (with the offering chosen and its client
             token), suspend requests and held nodes (``daemon.slurm.state``)
+
+One daemon per ``state_dir``: ``open`` takes an exclusive ``flock`` on ``<state_dir>/lock``
+for the life of the process and refuses to start, naming the holder's pid, when another
+process holds it (two daemons would each replace the whole file and lose the other's
+intents, and both serve the spool). The lock file, with this pid written and fsynced, is
+also the start-up probe that ``state_dir`` is writable: ``shoal run`` fails at once on a
+read-only or full disk instead of running without its launch ledger. A later open in the
+same process (a restart simulated in tests) shares the process's lock, which the last of
+its stores releases (``close``, or garbage collection). ``open`` also removes the temporary
+files a crash in the middle of a write left behind.
+
+A section no part of the daemon claims (``section``) is dropped from the file by
+``drop_unclaimed``, called once every part is built: after power_save -> external ->
+power_save, the first switch dropped the ``slurm`` section, so old resume requests and
+holds are not replayed.
 
 Writes are off the event loop and coalesced::
 
@@ -31,15 +48,25 @@ their original time), intents without an answer become placeholders found again 
 request-id tag, exactly as a lost launch response. The planner counts both as booting
 nodes, so a restarted daemon whose cloud listing lags waits for its launches in flight, or
 their TTL, before launching that capacity again; the client tokens (a function of request
-id and offering) make any replayed launch return what the cloud already launched.
+id and offering) make any replayed launch return what the cloud already launched. It also
+gives the tracker the nodes seen joined (``NodeTracker.restore_joined``): a node that joined
+before the restart is not timed out as one that never joined when the first read leaves it
+out, and one that never joined is not taken for joined when the first listing comes before
+any read. A file written before this was kept (no ``joined`` in it), or none at all, tells
+nothing: the tracker then takes every node of its first listing for joined (see there).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
+import os
+import weakref
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +78,7 @@ from shoal.providers.outcomes import LaunchAttempt
 from shoal.scaler.model import CapacityType, NodeType, Offering
 
 __all__ = [
+    "LOCK_FILE",
     "STATE_FILE",
     "DurableStore",
     "LaunchJournal",
@@ -62,13 +90,83 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+LOCK_FILE = "lock"
 VERSION = 1
 
 Writer = Callable[[Path, Any], None]
 
 
 class StateError(RuntimeError):
-    """The state file exists but cannot be read or understood."""
+    """The state file exists but cannot be read or understood, or ``state_dir`` cannot be
+    locked or written."""
+
+
+@dataclass(slots=True)
+class _Lock:
+    fd: int
+    stores: int  # open stores of this process on the folder
+
+
+# state_dir (resolved) -> this process's lock on it: released when its last store is gone
+_LOCKS: dict[Path, _Lock] = {}
+
+
+def _lock(folder: Path) -> tuple[Path, bool]:
+    """Take ``<folder>/lock`` for this process (see the module docstring); write and fsync
+    our pid in it, which proves the folder writable. Returns the lock's key and whether it
+    was taken now (False: this process held it already). Raises StateError."""
+    folder = folder.resolve()
+    if (held := _LOCKS.get(folder)) is not None:
+        held.stores += 1
+        return folder, False
+    path = folder / LOCK_FILE
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StateError(f"state_dir {folder} is not writable: {exc}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise StateError(
+                f"state_dir {folder} is in use by another shoal (pid {holder}, holding "
+                f"{path}): one daemon per state_dir"
+            ) from None
+        pid = f"{os.getpid()}\n".encode()
+        os.ftruncate(fd, 0)
+        if os.pwrite(fd, pid, 0) != len(pid):
+            raise OSError(f"short write to {path}")
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise StateError(f"state_dir {folder} is not writable: {exc}") from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    _LOCKS[folder] = _Lock(fd, 1)
+    return folder, True
+
+
+def _unlock(key: Path) -> None:
+    """A store on ``key`` is gone: the last one releases the lock."""
+    held = _LOCKS.get(key)
+    if held is None:
+        return
+    held.stores -= 1
+    if held.stores <= 0:
+        del _LOCKS[key]
+        os.close(held.fd)  # closing the only descriptor releases the flock
+
+
+def _sweep(folder: Path) -> None:
+    """Remove what a crash in the middle of a write left: ``write_json_atomic``'s temporary
+    files (``.state.json.*``) beside the state file."""
+    for leftover in folder.glob(f".{STATE_FILE}.*"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+            log.info("event=state_temp_removed path=%s", leftover)
 
 
 def offering_to_json(offering: Offering) -> dict[str, str]:
@@ -103,6 +201,7 @@ class DurableStore:
         self._written = 0  # the version on disk
         self._task: asyncio.Task[None] | None = None
         self.writes = 0
+        self._release: weakref.finalize[Any, Any] | None = None  # the state_dir lock's
 
     @classmethod
     def open(
@@ -116,18 +215,23 @@ class DurableStore:
                 "effect=a-restart-forgets-launches-in-flight-and-slurm-requests"
             )
             return cls(None, writer=writer)
-        path = Path(state_dir) / STATE_FILE
+        key, taken = _lock(Path(state_dir))
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return cls(path, writer=writer)
-        except (OSError, ValueError) as exc:
-            raise StateError(f"cannot read the state file {path}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("version") != VERSION:
-            version = data.get("version") if isinstance(data, dict) else None
-            raise StateError(f"the state file {path} has version {version!r}, expected {VERSION}")
-        log.info("event=state_loaded path=%s sections=%s", path, ",".join(sorted(data)))
-        return cls(path, data, writer=writer)
+            if taken:  # no other store of this process may be writing
+                _sweep(Path(state_dir))
+            store = cls(Path(state_dir) / STATE_FILE, _read(Path(state_dir) / STATE_FILE))
+        except BaseException:
+            _unlock(key)
+            raise
+        store.writer = writer
+        store._release = weakref.finalize(store, _unlock, key)
+        return store
+
+    def close(self) -> None:
+        """Release ``state_dir``'s lock (the last store of the process on it releases it; so
+        does garbage collection, and the process's exit)."""
+        if self._release is not None:
+            self._release()
 
     @property
     def durable(self) -> bool:
@@ -138,6 +242,17 @@ class DurableStore:
         on another thread) at every write. Returns what the file held for it, or None."""
         self._dumps[name] = dump
         return self._loaded.get(name)
+
+    def drop_unclaimed(self) -> list[str]:
+        """Forget the sections the file held that nothing claimed (call once every part of
+        the daemon is built; see the module docstring); returns their names."""
+        dropped = sorted(set(self._loaded) - set(self._dumps))
+        for name in dropped:
+            del self._loaded[name]
+            log.warning("event=state_section_dropped section=%s reason=unclaimed", name)
+        if dropped and self.path is not None:
+            self.changed()
+        return dropped
 
     def changed(self) -> None:
         """Note a change: it is written soon, in the background, with any others."""
@@ -171,6 +286,21 @@ class DurableStore:
             self._task = None
 
 
+def _read(path: Path) -> dict[str, Any] | None:
+    """The state file's sections; None when there is none yet. Raises StateError."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise StateError(f"cannot read the state file {path}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        version = data.get("version") if isinstance(data, dict) else None
+        raise StateError(f"the state file {path} has version {version!r}, expected {VERSION}")
+    log.info("event=state_loaded path=%s sections=%s", path, ",".join(sorted(data)))
+    return data
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error('event=state_write_failed error="%r"', exc)
@@ -191,13 +321,21 @@ class LaunchJournal:
             for entry in self._entries:
                 offering_from_json(entry["offering"])
                 float(entry["accepted_at"])
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            # None: the file told nothing of which nodes joined (none, or an older one)
+            self._joined: dict[str, list[float | None]] | None = None
+            if "joined" in loaded:
+                self._joined = {
+                    str(k): [float(v[0]), None if v[1] is None else float(v[1])]
+                    for k, v in loaded["joined"].items()
+                }
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
             raise StateError(f"the ledger in {store.path} is malformed: {exc}") from exc
 
     def _dump(self) -> dict[str, Any]:
         return {
             "intents": {k: dict(v) for k, v in sorted(self._intents.items())},
             "entries": [dict(e) for e in self._entries],
+            "joined": {k: list(v) for k, v in sorted((self._joined or {}).items())},
         }
 
     @property
@@ -219,16 +357,27 @@ class LaunchJournal:
 
     def sync(self, tracker: NodeTracker, answered: Iterable[str] = ()) -> None:
         """After a launch was booked (its intents are answered) or a listing was applied: keep
-        the tracker's ledger entries; written in the background when they changed."""
+        the tracker's ledger entries and its nodes seen joined; written in the background
+        when they changed."""
         dropped = [r for r in answered if self._intents.pop(r, None) is not None]
         entries = [_entry(t) for t in tracker.pending() if t.state is not TrackedState.TERMINATED]
-        if dropped or entries != self._entries:
-            self._entries = entries
+        joined: dict[str, list[float | None]] = {
+            t.id: [t.joined_at, t.missing_since]
+            for t in tracker.all()
+            if t.joined_at is not None and t.listed and t.state is not TrackedState.TERMINATED
+        }
+        if dropped or entries != self._entries or joined != self._joined:
+            self._entries, self._joined = entries, joined
             self.store.changed()
 
     def restore(self, tracker: NodeTracker) -> list[TrackedNode]:
         """At start, before the first listing: put the ledger back into ``tracker``; intents
-        without an answer become placeholders (found again by their request-id tag)."""
+        without an answer become placeholders (found again by their request-id tag); and the
+        nodes seen joined (``NodeTracker.restore_joined``)."""
+        joined = self._joined
+        tracker.restore_joined(
+            None if joined is None else {k: (v[0], v[1]) for k, v in joined.items()}
+        )
         restored: list[TrackedNode] = []
         placeholders: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for entry in self._entries:

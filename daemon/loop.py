@@ -322,8 +322,10 @@ class Controller:
 
     async def wait_for_pass(self, number: int) -> PassRecord:
         """Wait until pass ``number`` (1-based) has finished; for tests and the service."""
-        async with self._pass_done:
-            await self._pass_done.wait_for(lambda: self.passes >= number)
+        async with self._pass_done:  # finished: ``passes`` counts the one under way too
+            await self._pass_done.wait_for(
+                lambda: self.last_pass is not None and self.last_pass.number >= number
+            )
             assert self.last_pass is not None
             return self.last_pass
 
@@ -395,9 +397,7 @@ class Controller:
     async def reconcile(self) -> None:
         """Rebuild the view from the cloud: adopt every tagged node; launch nothing."""
         workers = await self.list_workers()
-        adopted = self.tracker.observe(
-            workers, self.joined, self.clock.now(), self.draining, self.own_drains
-        )
+        adopted = self._observe_listing(workers)
         self.journal.sync(self.tracker)
         for tracked in adopted:
             log.info(
@@ -552,6 +552,19 @@ class Controller:
     ) -> None:
         await self.journal.intent(request_id, node_type, count, offering, self.clock.now())
 
+    def _observe_listing(self, workers: list[Node]) -> list[TrackedNode]:
+        """Apply a listing to the tracker. Before any demand arrived (``unread``) nobody can
+        say which nodes joined: a node is not taken for joined, nor marked missing, on no
+        evidence (``Node.joined`` None means the provider cannot tell)."""
+        return self.tracker.observe(
+            workers,
+            self.joined,
+            self.clock.now(),
+            self.draining,
+            self.own_drains,
+            unread=self.demand_at is None,
+        )
+
     async def _list(self) -> list[Node]:
         return await self.provider.getProvisionedWorkers()
 
@@ -561,9 +574,7 @@ class Controller:
             workers = await self.list_workers()
         except Exception as exc:
             return f"provider listing failed: {exc!r}"
-        new = self.tracker.observe(
-            workers, self.joined, self.clock.now(), self.draining, self.own_drains
-        )
+        new = self._observe_listing(workers)
         for tracked in new:
             log.info(
                 "event=node_seen node=%s node_type=%s state=%s",
@@ -654,6 +665,14 @@ class Controller:
                 action.cause,
                 action.message,
             )
+        for action in plan.held:
+            log.warning(
+                'event=plan_remove_held node=%s node_type=%s cause=%s reason="%s"',
+                action.node_id,
+                action.node_type,
+                action.cause,
+                action.message,
+            )
         for item in plan.unschedulable:
             log.warning(
                 'event=unschedulable count=%d shape="%s" reasons="%s"',
@@ -674,10 +693,11 @@ class Controller:
 
     def _hold(self, plan: Plan) -> _Hold | None:
         """Don't act on what the demand cannot vouch for: on stale demand launch, undrain and
-        remove nothing (and keep the planner's state, so idle timers do not run on it);
-        before any demand arrived, remove nothing. Removing means every drain and every
-        termination, join timeouts and expired launches included: whether a node joined or
-        runs a job is the demand source's word too."""
+        remove nothing; before any demand arrived, remove nothing. Either way keep the
+        planner's state, so idle timers do not run on a demand nobody read (a node idle at
+        the first read is removed ``unneeded_time`` after it, not at it). Removing means
+        every drain and every termination, join timeouts and expired launches included:
+        whether a node joined or runs a job is the demand source's word too."""
         stale = self.demand_stale()
         if stale is None and self.demand_at is not None:
             return None
@@ -691,7 +711,7 @@ class Controller:
         )
         if held != plan:
             log.warning('event=pass_held reason="%s"', reason)
-        return _Hold(held, reason, keep_state=stale is not None)
+        return _Hold(held, reason, keep_state=True)
 
     def _record(
         self,

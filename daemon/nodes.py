@@ -34,6 +34,16 @@ cleared by the next read that lists it); the planner counts it as capacity, as C
 Autoscaler counts an unready node, until it has been missing from every read for
 ``scaler.unhealthy_timeout``, and replaces it then only if it runs nothing.
 
+Joined stays joined across a restart too (``restore_joined``): the durable store keeps
+``joined_at`` and ``missing_since`` of every listed node, and a node the first listing after
+a restart shows takes them back; a node the store does not name never joined, and its join
+timeout runs from its launch. Without that knowledge (no ``state_dir``, or a file from an
+older shoal) the first listing's nodes are taken as joined then (unless the provider itself
+says one has not joined, ``Node.joined`` False): one a read leaves out is
+missing from that moment, so it is replaced after ``unhealthy_timeout`` as unhealthy, never
+at once as a join timeout (and its offering is not backed off). Either way, which of the
+first listing and the first read comes first no longer matters.
+
 The launch ledger: EC2's listing is eventually consistent, so a node the cloud accepted may be
 missing from the next listings. Every id ``addNodes`` reported launched is kept as a booting
 node from the moment the cloud accepted it until a listing shows it or ``ttl`` passes; a
@@ -139,6 +149,9 @@ class NodeTracker:
         self._stale_tag: set[str] = set()
         self._default_zone = default_zone
         self.ledger_ttl = ledger_ttl
+        # what a restart knows of nodes seen joined before it (restore_joined); None: nothing
+        self._known: dict[str, tuple[float, float | None]] | None = None
+        self._adopting = False  # the next listing is the first since a restart
         self.set_node_types(node_types)
 
     def set_node_types(self, node_types: Iterable[NodeType]) -> None:
@@ -160,6 +173,20 @@ class NodeTracker:
     def _node_type(self, node: Node) -> str:
         instance_type = node.tags.get(TAG_NODE_TYPE) or node.nodeType or ""
         return self._type_of.get((instance_type, node.preemptible), "")
+
+    def restore_joined(self, known: Mapping[str, tuple[float, float | None]] | None) -> None:
+        """At start, before the first listing: node id -> (``joined_at``, ``missing_since``)
+        from before the restart, or None when that is unknown (see the module docstring)."""
+        self._known = dict(known) if known is not None else None
+        self._adopting = True
+
+    def _adopted(self, node: Node, now: float) -> tuple[float | None, float | None]:
+        """``joined_at`` and ``missing_since`` of a node listed for the first time."""
+        if self._known is not None:
+            return self._known.pop(node.name, (None, None))
+        if self._adopting and node.joined is not False:
+            return now, None  # no knowledge: taken as joined at the start, unless the
+        return None, None  # provider itself says it has not joined
 
     # -- the launch ledger ------------------------------------------------------------------
 
@@ -266,6 +293,8 @@ class NodeTracker:
         now: float,
         draining: Collection[str] = (),
         own_drains: Collection[str] | None = None,
+        *,
+        unread: bool = False,
     ) -> list[TrackedNode]:
         """Apply a complete provider listing at ``now``. Returns the nodes seen for the first
         time.
@@ -287,7 +316,9 @@ class NodeTracker:
         Joined stays joined: a node once seen joined that a read leaves out (Slurm's
         NOT_RESPONDING, a push that omits it) stays READY, missing since then; the planner
         replaces it only after ``unhealthy_timeout`` of absence (``NodeInfo.missing_since``),
-        and never times it out as a node that did not join.
+        and never times it out as a node that did not join. ``unread``: no read has arrived
+        yet (a restart), so only the provider's own ``Node.joined`` True says a node joined,
+        and none is marked missing.
         """
         seen: dict[str, TrackedNode] = {}
         new: list[TrackedNode] = []
@@ -295,12 +326,15 @@ class NodeTracker:
         for node in workers:
             old = self._nodes.get(node.name)
             is_joined = (node.name in joined) if joined is not None else node.joined is not False
-            joined_at = old.joined_at if old is not None else None
-            missing_since = old.missing_since if old is not None else None
+            is_joined = node.joined is True if unread else is_joined
+            if old is not None:
+                joined_at, missing_since = old.joined_at, old.missing_since
+            else:
+                joined_at, missing_since = self._adopted(node, now)
             # a node the scheduler shows drained is there, only not taking work
             if is_joined or node.name in draining:
                 joined_at, missing_since = now if joined_at is None else joined_at, None
-            elif joined_at is not None and missing_since is None:
+            elif joined_at is not None and missing_since is None and not unread:
                 missing_since = now
             tagged = TAG_DRAINING in node.tags
             if node.name in self._stale_tag:
@@ -347,6 +381,7 @@ class NodeTracker:
         self._nodes = seen
         self._undrained = {k: v for k, v in self._undrained.items() if k in seen}
         self._stale_tag &= seen.keys()
+        self._adopting = False
         return new
 
     def mark(self, node_id: str, state: TrackedState) -> None:

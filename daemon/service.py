@@ -270,10 +270,13 @@ async def build_controller(
     *,
     metrics: ShoalMetrics | None = None,
     planner: Planner | None = None,
+    durable: bool = True,
 ) -> Controller:
     """The one wiring of a controller, for ``shoal run``, ``shoal plan`` and the tests: the
     policy from the provider's catalogue (looked up through the retry layer), the executor with
-    the configured retries and drain hook, the backoff policy and the loop's settings."""
+    the configured retries and drain hook, the backoff policy and the loop's settings.
+    ``durable`` False (``shoal plan``, ``shoal slurm-conf``): ``state_dir`` is neither locked
+    nor read."""
     metrics = metrics or ShoalMetrics()
     kinds = integration_kinds(config)
     executor = Executor(
@@ -303,7 +306,8 @@ async def build_controller(
         planner=planner,
         zone=config.provider.launch_zones[0],
         policy_source=functools.partial(catalogue_policy, config, provider),
-        store=DurableStore.open(config.state_dir),
+        # off the event loop: the lock file's write is fsynced (the start-up probe)
+        store=await asyncio.to_thread(DurableStore.open, config.state_dir if durable else None),
     )
 
 
@@ -443,6 +447,7 @@ class Service:
                 log.error('event=startup_failed stage=%s error="%s"', kind.name, exc)
                 await self._close_integrations()
                 return 1
+        controller.store.drop_unclaimed()  # e.g. the slurm section after power_save is off
         await self.provider.start()
         self.controller = controller
         controller.on_ready.append(self._ready)

@@ -164,8 +164,13 @@ class Policy:
     scale_down_unneeded_time: float = 600.0
     scale_down_budget: float = 0.1  # fraction of nodes removable per pass (at least 1)
     join_timeout: float = 900.0  # a node never seen joined and older than this is terminated
-    # a joined node missing from every read this long is replaced (if it runs nothing)
+    # a joined node missing from every read this long is replaced (if it runs nothing);
+    # none is while more than max(ok count, max fraction x nodes) are missing (in the
+    # cluster or the type): the scheduler is likely at fault, as Cluster Autoscaler's
+    # ok-total-unready-count and max-total-unready-percentage
     unhealthy_timeout: float = 600.0
+    unhealthy_ok_count: int = 3
+    unhealthy_max_fraction: float = 0.45
     cost_ceiling_per_hour: float | None = None
     # "count": each queued job goes to the first type that fits, as in Toil. "cost": the
     # types' live nodes are filled first, then the rest is packed by binpack with prices,
@@ -241,6 +246,8 @@ class Plan:
     cost_per_hour: float = 0.0  # estimated cost of the target cluster
     # draining nodes taken back (schedulable again) instead of launching new ones
     undrains: tuple[NodeAction, ...] = ()
+    # removals the planner holds back (unhealthy nodes not replaced now), each saying why
+    held: tuple[NodeAction, ...] = ()
 
     @property
     def is_noop(self) -> bool:

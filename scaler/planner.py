@@ -74,6 +74,16 @@ Semantics a caller can rely on:
   min there: a scheduler that drains each new node (a failing prolog) would otherwise
   have the planner replace it pass after pass, beyond any max. Jobs a launch so cut
   leaves waiting are reported "max-nodes".
+* Unhealthy replacements are capped, as Cluster Autoscaler stops at 45 % unready nodes
+  (``max-total-unready-percentage``, ``ok-total-unready-count``): when more nodes are
+  missing from the reads than max(``Policy.unhealthy_ok_count``,
+  ``Policy.unhealthy_max_fraction`` x nodes), in the cluster or in one type, the fault is
+  likely the scheduler's (slurmctld cannot reach the slurmds, a munge key, a pusher that
+  sends no nodes), not the nodes', and replacements could not join either: none of them
+  (of that type) is terminated, each stays capacity (and is not drained either), and
+  ``Plan.held`` says why. The rest are terminated within ``scale_down_budget``, shared
+  with idle drains (oldest missing first); those beyond it are held the same way until a
+  later pass.
 * Static nodes, and nodes of no configured type, are never drained, undrained or
   terminated. Static nodes of a configured type count as its capacity (as in
   Toil, whose node counts include them).
@@ -227,6 +237,7 @@ class _View:
     reusable: dict[str, list[NodeInfo]]  # draining autoscaled nodes a type may take back
     join_timeouts: list[NodeInfo]
     unhealthy: list[NodeInfo]  # joined, then missing for the unhealthy timeout; idle
+    held: list[NodeAction]  # unhealthy nodes not replaced now (capped): live, and why
     busy: set[str]
     blocked: dict[str, float]  # type -> time the earliest of its offerings frees up
     now: float
@@ -251,6 +262,7 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
     timeouts: list[NodeInfo] = []
     busy = {job.node_id for job in snapshot.demand.running}
     unhealthy: list[NodeInfo] = []
+    by_id = {n.id: n for n in snapshot.nodes}
     for node in sorted(snapshot.nodes, key=lambda n: n.id):
         if node.node_type not in names:
             continue
@@ -273,6 +285,9 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
             unhealthy.append(node)
         else:
             live[node.node_type].append(node)
+    unhealthy, held = _cap_unhealthy(unhealthy, live, policy)
+    for action in held:  # not replaced now: capacity, as a missing node is until then
+        live[action.node_type].append(by_id[action.node_id])
     by_name = {t.name: t for t in types}
     for name, nodes in reusable.items():  # idle first, then the most paid-for time left
         nodes.sort(key=lambda n: (n.id in busy, -_billing(n, by_name[name], now)[0], n.id))
@@ -290,11 +305,60 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
         reusable=reusable,
         join_timeouts=timeouts,
         unhealthy=unhealthy,
+        held=held,
         busy=busy,
         blocked=blocked,
         now=now,
         cost=cost_aware(policy),
     )
+
+
+def _cap_unhealthy(
+    unhealthy: list[NodeInfo], live: Mapping[str, list[NodeInfo]], policy: Policy
+) -> tuple[list[NodeInfo], list[NodeAction]]:
+    """Which unhealthy nodes to replace now, and the others with why not (see the module
+    docstring): none when too many nodes are missing, in the cluster or in their type;
+    of the rest, the longest missing within ``scale_down_budget``."""
+    if not unhealthy:
+        return [], []
+    nodes = [n for group in live.values() for n in group] + unhealthy
+
+    def too_many(group: Sequence[NodeInfo]) -> str | None:
+        missing = sum(1 for n in group if n.missing_since is not None)
+        limit = max(policy.unhealthy_ok_count, policy.unhealthy_max_fraction * len(group))
+        if missing <= limit:
+            return None
+        return (
+            f"{missing} of {len(group)} nodes are missing from the scheduler's reads, more "
+            f"than max({policy.unhealthy_ok_count}, {policy.unhealthy_max_fraction:.0%}): "
+            "likely the scheduler's fault, not the nodes'; replacing none"
+        )
+
+    held: list[NodeAction] = []
+    kept: list[NodeInfo] = []
+    cluster = too_many(nodes)
+    for node in unhealthy:
+        why = cluster
+        if why is None:
+            group = [n for n in nodes if n.node_type == node.node_type]
+            why = too_many(group)
+            why = None if why is None else f"of {node.node_type}, {why}"
+        if why is None:
+            kept.append(node)
+        else:
+            held.append(NodeAction(node.id, node.node_type, RemoveCause.UNHEALTHY, why))
+    kept.sort(key=lambda n: (n.missing_since, n.id))
+    budget = max(1, math.floor(policy.scale_down_budget * len(nodes)))
+    for node in kept[budget:]:
+        held.append(
+            NodeAction(
+                node.id,
+                node.node_type,
+                RemoveCause.UNHEALTHY,
+                f"beyond scale_down_budget ({budget} of {len(nodes)} nodes per pass)",
+            )
+        )
+    return kept[:budget], held
 
 
 # -- step 2: assign -----------------------------------------------------------------------
@@ -863,7 +927,10 @@ def _scale_down(
         )
 
     total = sum(len(nodes) for nodes in view.live.values())
-    budget = max(1, math.floor(policy.scale_down_budget * total))
+    # shared with the unhealthy terminations (chosen within it by _cap_unhealthy)
+    budget = max(1, math.floor(policy.scale_down_budget * (total + len(view.unhealthy))))
+    budget -= len(view.unhealthy)
+    held = {a.node_id for a in view.held}
     unneeded: dict[str, float] = {}
     for t in view.types:
         live = view.live[t.name]
@@ -871,7 +938,12 @@ def _scale_down(
         if surplus <= 0:
             continue
         idle = [
-            n for n in live if n.state is NodeState.READY and not n.static and n.id not in view.busy
+            n
+            for n in live
+            if n.state is NodeState.READY
+            and not n.static
+            and n.id not in view.busy
+            and n.id not in held  # missing, not replaced now: not drained either
         ]
         idle.sort(key=lambda n: (_billing(n, t, now)[0], n.id))
         excess = len(live) - t.max_nodes
@@ -1009,5 +1081,6 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
             estimates=MappingProxyType(estimates), unneeded_since=MappingProxyType(unneeded)
         ),
         cost_per_hour=sum(_price(t) * targets[t.name].target for t in view.types),
+        held=tuple(view.held),
         undrains=tuple(undrains),
     )

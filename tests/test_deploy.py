@@ -179,8 +179,23 @@ def test_slurm_drop_in_keeps_exposure_at_most_2_5(tmp_path: Path) -> None:
 def test_slurm_drop_in_runs_as_slurmuser_with_a_state_directory() -> None:
     s = unit_settings(SLURM_DROP_IN.read_text())
     assert s["User"] == ["slurm"] and s["DynamicUser"] == ["no"] and s["PrivateUsers"] == ["no"]
-    assert s["StateDirectory"] == ["shoal"]  # /var/lib/shoal, as its comment says
+    assert "StateDirectory" not in s  # the base unit's: /var/lib/shoal, as its comment says
     assert "state_dir: /var/lib/shoal " in SLURM_DROP_IN.read_text()
+
+
+def test_the_base_unit_can_write_the_documented_state_dir() -> None:
+    """Issue 17 review, 4: ProtectSystem=strict makes /var/lib read-only; without
+    StateDirectory= a config with the documented ``state_dir: /var/lib/shoal`` failed every
+    launch intent (EROFS) while the daemon reported READY."""
+    s = unit_settings(UNIT.read_text())
+    assert s["ProtectSystem"] == ["strict"]
+    assert s["StateDirectory"] == ["shoal"]  # /var/lib/shoal, writable by the service
+    assert "Production:\n" in (ROOT / "config.example.yaml").read_text()
+    assert (
+        "#   /var/lib/shoal (the systemd unit's StateDirectory)"
+        in (ROOT / "config.example.yaml").read_text()
+    )
+    assert "keeps no local state" not in UNIT.read_text()
 
 
 def test_unit_runs_shoal_as_a_notify_service_with_watchdog_and_reload() -> None:

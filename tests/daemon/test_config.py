@@ -390,6 +390,7 @@ def test_policy_from_shapes() -> None:
     assert policy.scale_down_budget == 0.5
     assert policy.join_timeout == 300.0
     assert policy.unhealthy_timeout == 600.0
+    assert (policy.unhealthy_ok_count, policy.unhealthy_max_fraction) == (3, 0.45)
     assert policy.node_disk_overhead is None and policy.node_memory_overhead is None
     assert policy.packing == "auto" and policy.solver_time_limit == 0.2
     assert not policy.compensate_other_types
@@ -401,9 +402,12 @@ def test_policy_from_shapes() -> None:
         "solver_time_limit": "50ms",
         "compensate_other_types": True,
         "unhealthy_timeout": "7m",
+        "unhealthy_ok_count": 5,
+        "unhealthy_max_fraction": 0.3,
     }
     flat = parse_config(data).policy(shapes, prices)
     assert flat.unhealthy_timeout == 420.0
+    assert (flat.unhealthy_ok_count, flat.unhealthy_max_fraction) == (5, 0.3)
     assert flat.packing == "cost" and flat.solver_time_limit == pytest.approx(0.05)
     assert (flat.node_memory_overhead, flat.node_disk_overhead) == (GiB, 4 * GiB)
     assert flat.compensate_other_types

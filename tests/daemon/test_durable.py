@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shoal.daemon.durable import STATE_FILE, DurableStore
+import pytest
+import yaml
+from shoal.daemon.config import load_config
+from shoal.daemon.durable import LOCK_FILE, STATE_FILE, DurableStore, StateError
+from shoal.daemon.service import Service
 from shoal.providers.files import write_json_atomic
 from shoal.providers.outcomes import LaunchRequest
 
@@ -107,7 +115,7 @@ async def test_a_restart_right_after_runinstances_answered_launches_nothing_twic
     assert len(await h.provider.getProvisionedWorkers()) == 3
     assert fresh.controller.tracker.pending() == []
     saved = json.loads((crashed / STATE_FILE).read_text())["ledger"]
-    assert saved == {"intents": {}, "entries": []}  # nothing in flight any more
+    assert (saved["intents"], saved["entries"]) == ({}, [])  # nothing in flight any more
 
 
 async def test_a_restart_after_the_answer_was_booked_keeps_the_ids(
@@ -166,3 +174,124 @@ async def test_an_intent_whose_launch_never_happened_holds_capacity_until_the_tt
     assert (await h.pass_()).launched == 0  # waits for the launch in flight
     await h.clock.advance(301)
     assert (await h.pass_()).launched == 3  # its TTL passed: launched now
+
+
+HOLDER = """
+import sys
+from shoal.daemon.durable import DurableStore
+store = DurableStore.open(sys.argv[1])  # held while the store lives
+print("locked", flush=True)
+sys.stdin.read()  # hold the lock until the test closes our stdin
+"""
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
+    """Issue 17 review, 3: two daemons on one state_dir would each replace the whole file
+    and both serve the spool. The second is refused, naming the holder's pid; once the
+    holder exits, the lock is free."""
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+            with pytest.raises(StateError, match=rf"in use by another shoal \(pid {holder.pid}"):
+                DurableStore.open(tmp_path)
+        finally:
+            assert holder.stdin is not None
+            holder.stdin.close()
+            assert holder.wait(10) == 0
+    store = DurableStore.open(tmp_path)  # the holder exited: its lock went with it
+    assert store.durable
+    assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+
+
+def test_leftover_temporary_files_are_removed_at_open(tmp_path: Path) -> None:
+    """Issue 17 review, 5a: a crash in the middle of a write leaves write_json_atomic's
+    temporary file; the next open removes it (and nothing else)."""
+    (tmp_path / f".{STATE_FILE}.k2j4h1x9").write_text('{"version": 1, "led')
+    (tmp_path / "other").write_text("kept")
+    DurableStore.open(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE, "other"]
+
+
+def service_config(tmp_path: Path, state_dir: Path) -> Path:
+    """A config for ``Service``: the simulated cloud, no Slurm, ``state_dir``."""
+    path = tmp_path / "shoal.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "cluster_name": "svc",
+                "provider": {"kind": "simulated", "zone": "us-west-2a"},
+                "node_types": [{"type": "c5.xlarge", "max": 5}],
+                "state_dir": str(state_dir),
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def unwritable(tmp_path: Path) -> Iterator[Path]:
+    """An existing folder nothing can write into, even root (immutable: chattr +i)."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+async def test_an_unwritable_state_dir_fails_the_start(
+    tmp_path: Path, unwritable: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17 review, 4: a state_dir shoal cannot write (the base unit's read-only /var/lib
+    before StateDirectory=) would make every launch intent fail while the daemon reports
+    READY. shoal run fails at start instead, saying why."""
+    path = service_config(tmp_path, unwritable)
+    service = Service(load_config(path), path, install_signals=False)
+    assert await asyncio.wait_for(service.serve(), 10) == 1
+    assert not service.started.is_set()
+    assert f"state_dir {unwritable} is not writable" in caplog.text
+
+
+async def test_a_section_nothing_claims_is_dropped_at_start(tmp_path: Path) -> None:
+    """Issue 17 review, 5c: power_save, then a restart without it (external mode, or no
+    Slurm): the slurm section (resume requests, holds) is dropped, not carried to replay
+    stale requests when power_save comes back. The ledger is kept."""
+    state = tmp_path / "state"
+    ledger = {"intents": {}, "entries": [], "joined": {}}
+    requests = {"requests": {"cloud1": {"at": 1.0}}, "suspends": {}, "holds": {}}
+    write_json_atomic(state / STATE_FILE, {"version": 1, "ledger": ledger, "slurm": requests})
+    path = service_config(tmp_path, state)
+    service = Service(load_config(path), path, install_signals=False)
+    task = asyncio.create_task(service.serve())
+    try:
+        await asyncio.wait_for(service.started.wait(), 10)
+        assert service.controller is not None
+        await asyncio.wait_for(service.controller.store.flush(), 10)
+        saved = json.loads((state / STATE_FILE).read_text())
+        assert "slurm" not in saved and saved["ledger"] == ledger
+    finally:
+        service.stop()
+        assert await asyncio.wait_for(task, 10) == 0
+
+
+def test_the_lock_is_released_with_the_last_store_of_the_process(tmp_path: Path) -> None:
+    """A restart in the same process (tests, the chaos harness) shares the lock; it is
+    released when the last store goes, so thousands of simulated seeds hold no descriptor."""
+    first, second = DurableStore.open(tmp_path), DurableStore.open(tmp_path)
+    probe = [sys.executable, "-c", HOLDER.replace("sys.stdin.read()", "pass"), str(tmp_path)]
+    first.close()
+    assert subprocess.run(probe, capture_output=True).returncode != 0  # still held
+    second.close()
+    assert subprocess.run(probe, capture_output=True, text=True).stdout == "locked\n"

@@ -110,10 +110,14 @@ def removable(n, snapshot, policy):
     )
 
 
-def live_counts(snapshot, policy):
+def live_counts(snapshot, policy, p):
+    """Nodes per type the plan counts as capacity: not draining, not removable at once,
+    unless the plan holds its removal back (``Plan.held``: too many missing, or beyond the
+    budget), which keeps it as capacity."""
+    held = {a.node_id for a in p.held}
     counts = {t.name: 0 for t in policy.node_types}
     for n in snapshot.nodes:
-        timed_out = removable(n, snapshot, policy)
+        timed_out = removable(n, snapshot, policy) and n.id not in held
         if n.node_type in counts and n.state is not NodeState.DRAINING and not timed_out:
             counts[n.node_type] += 1
     return counts
@@ -159,6 +163,19 @@ def test_never_removes_busy_booting_static_or_foreign_nodes(scenario):
         assert not any(launch.node_type == n.node_type for launch in p.launches) or not any(
             m.state is NodeState.DRAINING and not m.static for m in left
         )
+    # Unhealthy nodes are terminated or held back, never both, and none is held unless
+    # the missing nodes are too many (in the cluster or its type) or the budget is spent.
+    held = {a.node_id: a for a in p.held}
+    assert not set(held) & {a.node_id for a in removed}
+    unhealthy = [t for t in p.terminations if t.cause is RemoveCause.UNHEALTHY]
+    for n in snapshot.nodes:
+        joined_missing = n.missing_since is not None and n.state is not NodeState.DRAINING
+        if joined_missing and removable(n, snapshot, policy) and n.node_type in p.targets:
+            assert n.id in held or any(t.node_id == n.id for t in unhealthy)
+    if held and unhealthy:  # some were replaced: the others only for the budget or their type
+        assert all(
+            "scale_down_budget" in a.message or a.message.startswith("of ") for a in held.values()
+        )
     assert plan(snapshot, policy, state, NOW) == p  # deterministic
 
 
@@ -167,7 +184,7 @@ def test_never_removes_busy_booting_static_or_foreign_nodes(scenario):
 def test_limits_and_cost_ceiling(scenario):
     snapshot, policy, state = scenario
     p = plan(snapshot, policy, state, NOW)
-    live = live_counts(snapshot, policy)
+    live = live_counts(snapshot, policy, p)
     launched = {t.name: 0 for t in policy.node_types}
     for launch in p.launches:
         assert launch.count > 0 and launch.message
@@ -219,7 +236,7 @@ def test_every_queued_job_is_placed_or_reported_and_booting_prevents_relaunch(sc
     for u in p.unschedulable:
         assert u.count > 0 and u.reasons
         reported[u.shape] = reported.get(u.shape, 0) + u.count
-    live = live_counts(snapshot, policy)
+    live = live_counts(snapshot, policy, p)
     for shape, count in queued.items():
         fitting = [t for t in policy.node_types if not shape.fits_in(usable_shape(t, policy))]
         assert reported.get(shape, 0) <= count

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from shoal.daemon.durable import STATE_FILE, DurableStore
+from shoal.daemon.durable import LOCK_FILE, STATE_FILE, DurableStore
 from shoal.daemon.slurm.names import NodeTypeMap
 from shoal.daemon.slurm.state import Hold, PowerState, ResumeRequest, StateError, SuspendRequest
 from shoal.scaler.model import CapacityType, Offering
@@ -68,7 +68,7 @@ async def test_state_round_trips_through_its_file(tmp_path: Path) -> None:
     assert again.suspends == state.suspends
     assert again.holds == state.holds
     assert json.loads((folder / STATE_FILE).read_text())["version"] == 1
-    assert [p.name for p in folder.iterdir()] == [STATE_FILE]  # no temporary left
+    assert sorted(p.name for p in folder.iterdir()) == [LOCK_FILE, STATE_FILE]  # no temporary
 
 
 def test_a_missing_state_file_is_an_empty_state(tmp_path: Path) -> None:
@@ -108,4 +108,4 @@ async def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Pat
     with pytest.raises(TypeError):  # json.dump fails half-way through the temporary file
         await state.save()
     assert set(PowerState(DurableStore.open(tmp_path)).requests) == {"cloud1"}
-    assert [p.name for p in tmp_path.iterdir()] == [STATE_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE, STATE_FILE]
