@@ -190,6 +190,29 @@ async def test_after_a_restart_a_launch_whose_answer_was_lost_is_not_repeated(
     assert second.power.state.requests == {}
 
 
+async def test_a_resume_of_a_node_whose_instance_was_stopped_launches_a_new_one(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Someone stopped cloud1's instance and Slurm resumes cloud1 again: the stopped instance
+    was taken for the node's ("served before"), nothing was launched, the loop terminated the
+    stopped one, and Slurm waited for ResumeTimeout and set cloud1 DOWN."""
+    d = await start(tmp_path, clock)
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    (old,) = (await d.workers())["cloud1"]
+    d.provider.stop_instance(old, stopping_for=30)
+    controller = d.power._controller()
+    await clock.run_until(controller.run_pass())  # the tracker lists it stopping
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    assert d.launches() == 2
+    new = d.power.instance_id("cloud1")
+    assert new != old
+    assert sorted((await d.workers())["cloud1"]) == sorted([old, new])  # the loop ends old
+    d.power.note_instances(await d.provider.list_instances())  # a listing shows both
+    assert d.power.instance_id("cloud1") == new
+
+
 async def test_suspend_terminates_the_nodes_instance(tmp_path: Path, clock: FakeClock) -> None:
     d = await start(tmp_path, clock)
     await d.power.accept("resume", "cloud[1-2]")
