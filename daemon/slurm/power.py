@@ -442,9 +442,12 @@ class PowerSaver:
         return True
 
     async def _set_address(self, node: str, instance_id: str) -> None:
-        """NodeAddr and NodeHostname from the instance's private address, once listed."""
+        """NodeAddr and NodeHostname from the instance's private address, once listed. The
+        listing is the shared one (``_listed``): a burst of N launches waits for one or two
+        DescribeInstances, not N at once; one that does not show the instance yet is retried
+        after ``retry_interval``, by then older than its max age (a fresh one)."""
         for _ in range(ADDRESS_TRIES):
-            listed = {n.name: n for n in await self._listed(max_age=0.0)}
+            listed = {n.name: n for n in await self._listed()}
             address = listed[instance_id].privateIP if instance_id in listed else None
             if address:
                 try:

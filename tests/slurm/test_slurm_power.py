@@ -484,3 +484,28 @@ async def test_a_burst_of_500_resumes_is_written_in_a_few_batches_off_the_loop(
     await clock.settle()
     assert d.launches() == 500 and saved(tmp_path).requests == {}
     assert len(writes) <= 100, len(writes)  # was 501 (one per node, and the accept); now ~65
+
+
+async def test_a_burst_of_resumes_setting_node_addresses_shares_the_listings(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With set_node_addr every launched node looked for its address in a listing of its own
+    (max_age 0): a burst of N resumes made N paginated DescribeInstances at once."""
+    d = await start(tmp_path, clock, set_node_addr=True)
+    provider = d.provider
+    provider.api_latency = 0.2  # calls overlap, as EC2's do
+    addresses: dict[str, str] = {}
+
+    async def set_address(node: str, address: str, hostname: str | None = None) -> None:
+        addresses[node] = address  # what scontrol update NodeAddr= would do
+
+    monkeypatch.setattr(d.power.client, "set_address", set_address)
+    before = sum(1 for c in provider.calls if c.operation == "DescribeInstances")
+    await d.power.accept("resume", "cloud[1-8]")
+    await d.served()
+    await clock.run_until(asyncio.gather(*d.power._tasks))
+    listings = sum(1 for c in provider.calls if c.operation == "DescribeInstances") - before
+    instances = await clock.run_until(provider.list_instances())
+    assert addresses == {n.tags[TAG_SLURM_NODE]: n.privateIP for n in instances}
+    assert len(addresses) == 8
+    assert listings <= 3, f"{listings} DescribeInstances for 8 addresses"
