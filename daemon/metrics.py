@@ -182,6 +182,13 @@ class ShoalMetrics:
             ["kind"],
             registry=r,
         )
+        self.slurm_spool_quarantined = Counter(
+            "shoal_slurm_spool_quarantined",
+            "Files in the hooks' spool that could not be served, moved to <state_dir>/spool-bad, "
+            "by reason (not_a_file, too_large, malformed, unsigned, refused, failing).",
+            ["reason"],
+            registry=r,
+        )
         for outcome in PASS_OUTCOMES:
             self.passes.labels(outcome=outcome)
         for command in ("squeue", "sinfo", "scontrol"):

@@ -420,7 +420,9 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
         See the module docstring for the order, fallback, errors and idempotency. ``tags`` are
         added to the worker tags (a Slurm node name, say); they cannot replace shoal's own.
         ``first`` is tried before the others, even if excluded: the offering a replayed
-        request chose before (its client token returns what it launched then).
+        request chose before (its client token returns what it launched then). One that is
+        not among these types' offerings any more (the config changed since: a zone or an
+        instance type removed) is ignored, and logged.
         """
         ordered = ordered_types(nodeTypes)
         if numNodes <= 0 or not ordered:
@@ -429,8 +431,15 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
         if preemptible and spotBid is None:
             spotBid = self._spotBidsMap.get(frozenset(ordered))
         request_id = requestId if requestId is not None else f"shoal-{uuid.uuid4().hex}"
-        offerings = [o for o in self.offerings(ordered, preemptible) if o not in exclude]
-        if first is not None:
+        every = self.offerings(ordered, preemptible)
+        offerings = [o for o in every if o not in exclude]
+        if first is not None and first not in every:
+            logger.warning(
+                "event=launch_first_ignored offering=%s request=%s reason=not-an-offering-now",
+                first,
+                request_id,
+            )
+        elif first is not None:
             offerings = [first, *(o for o in offerings if o != first)]
         launched = 0
         failed: list[CapacityError] = []

@@ -11,7 +11,11 @@ is pure; each repair found is logged with its reason, counted in
 
 ``orphan``                    an instance launched for a Slurm node that is powered down (its
                               suspend never reached shoal) or does not exist: terminated
-``duplicate``                 a second instance for one node (the oldest stays): terminated
+``duplicate``                 a second instance for one node: terminated. The one whose
+                              private address is the node's NodeAddr stays (the one Slurm
+                              talks to), else the oldest; never while the node runs a job by
+                              Slurm's view (allocated, mixed, completing): which instance runs
+                              it cannot be told for sure
 ``stuck_powering_up``         a node POWERING_UP for longer than ResumeTimeout and a margin
                               (slurmctld gives up at ResumeTimeout itself; one still powering
                               up was forgotten, across a slurmctld restart say): its instance
@@ -24,7 +28,8 @@ is pure; each repair found is logged with its reason, counted in
                               ``scontrol delete``
 
 Nodes the power saver is busy with (a request in hand, a hold) are left alone, and so are
-instances younger than ``grace`` (their node may not show them yet).
+instances younger than ``grace`` (their node may not show them yet). A stopped (or stopping)
+instance is nobody's node instance here: the loop terminates it (reason ``stopped``).
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ def find_repairs(
     stuck_margin: float = STUCK_MARGIN,
 ) -> list[Repair]:
     """What to repair, from a listing of instances and a later read of Slurm's nodes."""
-    autoscaled = [i for i in instances if i.tags.get(TAG_AUTOSCALED) == "true"]
+    autoscaled = [i for i in instances if i.tags.get(TAG_AUTOSCALED) == "true" and not i.stopped]
     slurm = {n.name: n for n in nodes}
     repairs: list[Repair] = []
     if mode == "external":
@@ -134,9 +139,14 @@ def find_repairs(
                 why = f"its Slurm node {name} is powered down ({node.state_text})"
                 repairs.append(Repair(RepairKind.ORPHAN, name, old, why))
             continue
-        extra = tuple(i for i in old if i != group[0].name)
+        if len(group) < 2 or _runs_a_job(node):
+            continue
+        registered = [i for i in group if node.address and i.privateIP == node.address]
+        keep = registered[0] if registered else group[0]
+        extra = tuple(i for i in old if i != keep.name)
         if extra:
-            why = f"{len(group)} instances for {name}; {group[0].name} (the oldest) stays"
+            which = "its NodeAddr" if registered else "the oldest"
+            why = f"{len(group)} instances for {name}; {keep.name} ({which}) stays"
             repairs.append(Repair(RepairKind.DUPLICATE, name, extra, why))
     since = powering_up_since or {}
     for node in slurm.values():
@@ -162,6 +172,15 @@ def find_repairs(
             why = f"DOWN and powered down ({node.reason}) with no instance"
             repairs.append(Repair(RepairKind.DOWN_WITHOUT_INSTANCE, node.name, (), why))
     return repairs
+
+
+def _runs_a_job(node: SlurmNode) -> bool:
+    """Slurm has a job on ``node`` (or one still completing)."""
+    return (
+        node.cpus_allocated > 0
+        or node.state in ("ALLOCATED", "MIXED", "COMPLETING")
+        or "COMPLETING" in node.flags
+    )
 
 
 class Cleaner:

@@ -19,7 +19,13 @@ background work (held nodes, clean-up, the spool); ``close()`` stops it.
 
 Hook requests the daemon missed wait in the spool (``<state_dir>/spool``, ``spool``): it is
 served at start, every poll interval, and at once after any request that reached the daemon,
-through the same intake as the HTTP requests (``_accept``).
+through the same intake as the HTTP requests (``_accept``). At start it is served before the
+first HTTP request is taken (the handler waits for that first scan): a resume spooled while
+the daemon was down comes before a suspend of the same node sent once it is back. A spooled
+file that cannot be served (``spool.read``: not a regular file, too large, malformed, not
+signed, refused by the power saver, or failing ``SPOOL_TRIES`` scans in a row) is moved to
+the quarantine (``spool.quarantine``), logged and counted in
+``shoal_slurm_spool_quarantined_total{reason}``: it never stops the requests after it.
 
 """
 
@@ -72,7 +78,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-MAX_REQUEST_BYTES = 1024 * 1024
+MAX_REQUEST_BYTES = spool.MAX_BYTES
+SPOOL_TRIES = 5  # scans in a row a spooled file may fail for a passing reason (then quarantined)
 
 
 def slurm_commands(settings: SlurmConfig) -> SlurmCommands:
@@ -214,6 +221,10 @@ class SlurmIntegration:
             self.spool_dir = spool.spool_dir(config.state_dir)
             spool.prepare(self.spool_dir)
         self._spool_wake = asyncio.Event()
+        self._spool_lock = asyncio.Lock()  # one scan at a time
+        self._spool_scanned = self.spool_dir is None  # the first scan (HTTP waits for it)
+        self._spool_failures: dict[str, int] = {}  # file -> scans in a row it failed
+        self._spool_stuck: set[str] = set()  # files that could not even be quarantined
         # connected to the controller (the power saver serves once it has reconciled)
         if self.power is not None:
             self.power.attach(controller)
@@ -283,6 +294,8 @@ class SlurmIntegration:
                     isinstance(request_id, str) and spool.REQUEST_ID.match(request_id)
                 ):
                     raise ValueError("request_id must be 1-100 letters, digits, '-' or '_'")
+                if not self._spool_scanned:  # what waited in the spool comes first
+                    await self._serve_spool_logged()
                 answer = await self._accept(
                     kind, body["nodes"], body.get("resume_file"), request_id
                 )
@@ -314,49 +327,120 @@ class SlurmIntegration:
     async def serve_spool(self) -> int:
         """Hand each spooled hook request to the power saver, oldest first, and delete its
         file once accepted (durably: the request id is saved with it, so a file left by a
-        crash right after is served once). How many brought something new (not repeats)."""
+        crash right after is served once); quarantine the files that cannot be served. How
+        many brought something new (not repeats)."""
         directory = self.spool_dir
         if directory is None:
             return 0
+        async with self._spool_lock:
+            try:
+                return await self._serve_spool(directory)
+            finally:
+                self._spool_scanned = True
+
+    async def _serve_spool(self, directory: Path) -> int:
         loop = asyncio.get_running_loop()
         for name in await loop.run_in_executor(None, spool.sweep, directory, self.clock.now()):
             log.warning("event=slurm_spool_swept file=%s reason=hook-died-mid-write", name)
         served = 0
         for path in await loop.run_in_executor(None, spool.pending, directory):
+            if path.name in self._spool_stuck:
+                continue
             try:
-                request = await loop.run_in_executor(None, spool.read, path, self.token)
+                request = await self._read_spooled(path)
                 answer = await self._accept(
                     request.kind.replace("-", "_"),
                     request.nodes,
                     request.resume_file,
                     request.request_id,
                 )
-            except OSError as exc:  # unreadable for now: the next scan tries again
-                log.warning('event=slurm_spool_unreadable file=%s error="%s"', path.name, exc)
+            except FileNotFoundError:  # gone meanwhile
                 continue
-            except (spool.SpoolError, ValueError) as exc:  # never servable: dropped
-                log.error('event=slurm_spool_refused file=%s error="%s"', path.name, exc)
-            else:
-                served += bool(answer.get("accepted"))
-                log.info(
-                    "event=slurm_spool_served request_id=%s kind=%s nodes=%s accepted=%s "
-                    "waited=%.1fs",
-                    request.request_id,
-                    request.kind,
-                    request.nodes,
-                    ",".join(answer.get("accepted", [])) or "-",
-                    self.clock.now() - request.spooled_at,
+            except spool.SpoolError as exc:  # never servable
+                await self._quarantine(path, exc.reason, exc)
+                continue
+            except ValueError as exc:  # the power saver refuses it (a malformed hostlist)
+                await self._quarantine(path, "refused", exc)
+                continue
+            except RecursionError as exc:  # whatever deep nesting a check missed
+                await self._quarantine(path, "malformed", exc)
+                continue
+            except Exception as exc:  # unreadable for now, or the state cannot be written
+                tries = self._spool_failures.get(path.name, 0) + 1
+                self._spool_failures[path.name] = tries
+                log.warning(
+                    'event=slurm_spool_unreadable file=%s tries=%d error="%r"',
+                    path.name,
+                    tries,
+                    exc,
                 )
+                if tries >= SPOOL_TRIES:
+                    await self._quarantine(path, "failing", exc)
+                    continue
+                break  # the next scan tries again; the requests after it wait (their order)
+            self._spool_failures.pop(path.name, None)
+            served += bool(answer.get("accepted"))
+            log.info(
+                "event=slurm_spool_served request_id=%s kind=%s nodes=%s accepted=%s waited=%.1fs",
+                request.request_id,
+                request.kind,
+                request.nodes,
+                ",".join(answer.get("accepted", [])) or "-",
+                self.clock.now() - request.spooled_at,
+            )
             await loop.run_in_executor(None, spool.remove, path)
         return served
+
+    async def _read_spooled(self, path: Path) -> spool.SpooledRequest:
+        """``spool.read`` with the API's token; when the signature does not match, the token
+        file is read again (the hooks read it on every call: it may have been rotated)."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, spool.read, path, self.token)
+        except spool.SpoolSignatureError:
+            try:
+                token = await loop.run_in_executor(None, self.config.api.token)
+            except OSError as exc:
+                log.warning('event=slurm_token_unreadable error="%s"', exc.strerror)
+                raise
+            if token == self.token:
+                raise
+            log.info("event=slurm_token_reloaded reason=spooled-request-signed-with-another")
+            self.token = token
+            return await loop.run_in_executor(None, spool.read, path, self.token)
+
+    async def _quarantine(self, path: Path, reason: str, error: BaseException) -> None:
+        self._spool_failures.pop(path.name, None)
+        self.metrics.slurm_spool_quarantined.labels(reason=reason).inc()
+        try:
+            where = await asyncio.get_running_loop().run_in_executor(None, spool.quarantine, path)
+        except OSError as exc:  # left where it is, skipped from now on (this process)
+            self._spool_stuck.add(path.name)
+            log.error(
+                'event=slurm_spool_quarantine_failed file=%s reason=%s error="%s"',
+                path.name,
+                reason,
+                exc,
+            )
+            return
+        log.error(
+            'event=slurm_spool_quarantined file=%s reason=%s moved_to=%s error="%s"',
+            path.name,
+            reason,
+            where,
+            str(error)[:300],
+        )
+
+    async def _serve_spool_logged(self) -> None:
+        try:
+            await self.serve_spool()
+        except Exception as exc:  # the folder is unreadable: keep trying
+            log.error('event=slurm_spool_failed error="%r"', exc)
 
     async def _serve_spool_forever(self) -> None:
         while True:
             self._spool_wake.clear()
-            try:
-                await self.serve_spool()
-            except Exception as exc:  # the folder is unreadable: keep trying
-                log.error('event=slurm_spool_failed error="%r"', exc)
+            await self._serve_spool_logged()
             await sleep_or_event(self.clock, self.settings.poll_interval, self._spool_wake)
 
     def status(self) -> dict[str, Any]:

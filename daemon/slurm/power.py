@@ -190,9 +190,11 @@ class PowerSaver:
         """Learn which instance stands for which Slurm node (from a listing or the tracker).
         An instance the tracker has as TERMINATED stands for no node: the tracker and the
         cloud's listing keep it for a while after a suspend, and a read in between must not
-        bring it back."""
-        gone = self._terminated()
-        for node in nodes:
+        bring it back. Nor does a stopped (or stopping) one: it runs nothing, and the loop
+        terminates it."""
+        listed = list(nodes)
+        gone = self._terminated() | {n.name for n in listed if n.stopped}
+        for node in listed:
             name = node.tags.get(TAG_SLURM_NODE)
             if name and node.name not in gone:
                 self._by_node[name] = node.name
@@ -331,7 +333,9 @@ class PowerSaver:
             log.error("event=slurm_resume_refused node=%s reason=no-node-type", node)
             await self._set_down(node, reason)
             return
-        existing = [n.name for n in await self._instances(node)]
+        # a stopped instance is not the node's: it runs nothing (someone stopped it, the loop
+        # terminates it as "stopped"), and Slurm waits for a node that registers
+        existing = [n.name for n in await self._instances(node) if not n.stopped]
         if existing:
             self._finish(node)
             log.info(
@@ -438,9 +442,12 @@ class PowerSaver:
         return True
 
     async def _set_address(self, node: str, instance_id: str) -> None:
-        """NodeAddr and NodeHostname from the instance's private address, once listed."""
+        """NodeAddr and NodeHostname from the instance's private address, once listed. The
+        listing is the shared one (``_listed``): a burst of N launches waits for one or two
+        DescribeInstances, not N at once; one that does not show the instance yet is retried
+        after ``retry_interval``, by then older than its max age (a fresh one)."""
         for _ in range(ADDRESS_TRIES):
-            listed = {n.name: n for n in await self._listed(max_age=0.0)}
+            listed = {n.name: n for n in await self._listed()}
             address = listed[instance_id].privateIP if instance_id in listed else None
             if address:
                 try:

@@ -20,10 +20,28 @@ daemon took but answered too late to the hook (which spooled it too) is served o
 Folder and files: ``<state_dir>/spool``, made by the daemon with mode 1733 (sticky,
 writable by everyone, listable only by the daemon's user): SlurmUser creates files in it
 whatever user the daemon runs as, nobody else can list, rename or delete them. Files are
-mode 0644 so a daemon of another user reads them. When ``api.token_file`` is set the hook
-signs the request (HMAC-SHA256 with the token) and the daemon drops a request whose
-signature does not match: the spool is no way round the API's token. Without a token the
-API is open to every local user, and so is the spool.
+mode 0644 so a daemon of another user reads them. A file is a header line and the request's
+JSON::
+
+    shoal-spool 2 <HMAC-SHA256 of the JSON bytes with api.token_file's token, or "-">
+    {"version": 2, "request_id": ..., "kind": ..., "nodes": ..., "resume_file": ...}
+
+When ``api.token_file`` is set the daemon checks the signature on the raw bytes *before* it
+parses them (a request whose signature does not match is never parsed, nor served): the
+spool is no way round the API's token. The hooks read the token file on every call, so on a
+mismatch the daemon reads the token file again (it was rotated) before it gives up on the
+file. Without a token the API is open to every local user, and so is the spool.
+
+Anybody may drop anything in the folder, so the daemon reads a file defensively
+(``read``): opened with O_NOFOLLOW and O_NONBLOCK (a symlink to /dev/zero, a FIFO that would
+block the read forever), served only if it is a regular file, at most ``MAX_BYTES`` read
+(requests are small). A file that cannot be served (not a regular file, too large,
+malformed, not signed, nested deep enough to raise RecursionError in the JSON parser, refused
+by the power saver) is moved to the quarantine, ``<state_dir>/spool-bad`` (the daemon's
+own folder, not the world-writable spool: nobody can plant a symlink there), which keeps the
+latest ``QUARANTINE_MAX`` files for an operator to look at. It is never served and never
+blocks the requests after it. (No check of the file's owner: the daemon does not know
+SlurmUser's uid, and the token is what proves a request came from a hook.)
 
 Standard library only, and little of it at import time: the hooks import this (the daemon's
 side imports pathlib and hmac when it runs).
@@ -32,9 +50,11 @@ side imports pathlib and hmac when it runs).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import stat
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -44,11 +64,16 @@ if TYPE_CHECKING:
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
+    "MAX_BYTES",
+    "QUARANTINE_MAX",
     "SpoolError",
+    "SpoolSignatureError",
     "SpooledRequest",
     "new_request_id",
     "pending",
     "prepare",
+    "quarantine",
+    "quarantine_dir",
     "read",
     "remove",
     "spool_dir",
@@ -56,7 +81,10 @@ __all__ = [
     "write",
 ]
 
-VERSION = 1
+VERSION = 2
+MAGIC = b"shoal-spool"
+MAX_BYTES = 1024 * 1024  # as the HTTP API's body limit: a request is a few kB
+QUARANTINE_MAX = 100  # files kept in the quarantine (the latest)
 DIR_MODE = 0o1733
 FILE_MODE = 0o644
 TEMP_PREFIX = ".tmp-"
@@ -67,7 +95,16 @@ _NAME = re.compile(r"^\d{20}-([A-Za-z0-9_-]{1,100})\.json$")
 
 
 class SpoolError(RuntimeError):
-    """A request cannot be spooled, or a spooled file cannot be served."""
+    """A request cannot be spooled, or a spooled file cannot be served (``reason``: a word
+    for the metric's label)."""
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class SpoolSignatureError(SpoolError):
+    """A spooled file is not signed with the token the daemon has (it may have rotated)."""
 
 
 class SpooledRequest(NamedTuple):
@@ -91,12 +128,11 @@ def new_request_id() -> str:
     return f"hook-{os.urandom(16).hex()}"
 
 
-def _signature(token: str, payload: dict[str, Any]) -> str:
+def _signature(token: str, body: bytes) -> bytes:
     import hashlib
     import hmac
 
-    body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    return hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.new(token.encode(), body, hashlib.sha256).hexdigest().encode()
 
 
 def _fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -129,15 +165,16 @@ def write(
         "resume_file": resume_file,
         "spooled_at": time.time(),
     }
-    if token:
-        payload["signature"] = _signature(token, payload)
+    body = json.dumps(payload).encode()
+    signature = _signature(token, body) if token else b"-"
+    content = b"%s %d %s\n%s" % (MAGIC, VERSION, signature, body)
     temp = os.path.join(directory, f"{TEMP_PREFIX}{request_id}")
     final = os.path.join(directory, f"{time.time_ns():020d}-{request_id}.json")
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             os.fchmod(fd, FILE_MODE)  # whatever the umask: a daemon of another user reads it
-            os.write(fd, json.dumps(payload).encode())
+            os.write(fd, content)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -153,6 +190,7 @@ def write(
 def prepare(directory: Path) -> None:
     """The daemon's side: make the folder (mode 1733) if missing. Raises OSError."""
     directory.mkdir(parents=True, exist_ok=True)
+    quarantine_dir(directory).mkdir(mode=0o700, exist_ok=True)
     if directory.stat().st_mode & 0o7777 != DIR_MODE:
         os.chmod(directory, DIR_MODE)
 
@@ -166,23 +204,56 @@ def pending(directory: Path) -> list[Path]:
     return [directory / name for name in sorted(names)]
 
 
-def read(path: Path, token: str | None = None) -> SpooledRequest:
-    """A spooled request; SpoolError for one that is malformed or not signed with ``token``
-    (never served: delete it), OSError when it cannot be read (try again later)."""
-    raw = path.read_bytes()
+def _read_regular(path: Path) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most MAX_BYTES (SpoolError if not);
+    OSError when it cannot be read for now. Never follows a symlink, never blocks on a FIFO."""
     try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise SpoolError(f"{path.name} is not JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("version") != VERSION:
-        raise SpoolError(f"{path.name} is not a version {VERSION} spooled request")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENXIO, errno.ENODEV):
+            raise SpoolError(f"{path.name}: {exc.strerror}", "not_a_file") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SpoolError(f"{path.name} is not a regular file", "not_a_file")
+        if info.st_size > MAX_BYTES:
+            raise SpoolError(f"{path.name} is larger than {MAX_BYTES} bytes", "too_large")
+        chunks, size = [], 0
+        while size <= MAX_BYTES:
+            chunk = os.read(fd, MAX_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_BYTES:  # it grew meanwhile
+            raise SpoolError(f"{path.name} is larger than {MAX_BYTES} bytes", "too_large")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read(path: Path, token: str | None = None) -> SpooledRequest:
+    """A spooled request; SpoolError for one that can never be served (not a regular file,
+    too large, malformed; SpoolSignatureError: not signed with ``token``, checked before the
+    JSON is parsed), OSError when it cannot be read for now (try again later)."""
     import hmac
 
-    signature = data.pop("signature", None)
-    if token and not (
-        isinstance(signature, str) and hmac.compare_digest(signature, _signature(token, data))
-    ):
-        raise SpoolError(f"{path.name} is not signed with api.token_file's token")
+    raw = _read_regular(path)
+    header, newline, body = raw.partition(b"\n")
+    fields = header.split(b" ")
+    if not newline or len(fields) != 3 or fields[:2] != [MAGIC, str(VERSION).encode()]:
+        raise SpoolError(f"{path.name} is not a version {VERSION} spooled request")
+    if token and not hmac.compare_digest(fields[2], _signature(token, body)):
+        raise SpoolSignatureError(
+            f"{path.name} is not signed with api.token_file's token", "unsigned"
+        )
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
+        raise SpoolError(f"{path.name} is not JSON: {exc!r}"[:300]) from None
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        raise SpoolError(f"{path.name} is not a version {VERSION} spooled request")
     request_id, kind, nodes = data.get("request_id"), data.get("kind"), data.get("nodes")
     named = _NAME.match(path.name)
     if (
@@ -202,6 +273,32 @@ def read(path: Path, token: str | None = None) -> SpooledRequest:
         float(spooled_at) if isinstance(spooled_at, int | float) else 0.0,
         path,
     )
+
+
+def quarantine_dir(directory: Path) -> Path:
+    """Where the spool ``directory``'s bad files go: beside it, in the daemon's own folder
+    (a folder inside the world-writable spool could be a symlink planted by anybody)."""
+    return directory.parent / "spool-bad"
+
+
+def quarantine(path: Path, keep: int = QUARANTINE_MAX) -> Path:
+    """Move a file that cannot be served out of the spool, and keep only the ``keep`` latest
+    files in the quarantine; where it went. Raises OSError."""
+    bad = quarantine_dir(path.parent)
+    bad.mkdir(mode=0o700, exist_ok=True)
+    target = bad / f"{time.time_ns():020d}-{path.name}"
+    os.rename(path, target)  # the entry itself: a symlink or a FIFO is moved, not opened
+    for name in sorted(os.listdir(bad))[:-keep]:
+        with contextlib.suppress(OSError):
+            old = bad / name
+            if old.is_dir() and not old.is_symlink():
+                import shutil
+
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.unlink(old)
+    _fsync_dir(path.parent)
+    return target
 
 
 def remove(path: Path) -> None:

@@ -257,6 +257,28 @@ async def test_excluded_offerings_are_not_asked(cloud: Any) -> None:
     assert [r.offering for r in cloud.launches] == [od("c5.xlarge", "z2")]
 
 
+async def test_a_first_offering_is_tried_first_even_if_excluded(cloud: Any) -> None:
+    first = od("c5.xlarge", "z2")
+    await cloud.addNodes(["c5.xlarge"], 1, False, exclude={first}, first=first)
+    assert [r.offering for r in cloud.launches] == [first]
+
+
+async def test_a_first_offering_no_longer_among_the_types_offerings_is_ignored(
+    cloud: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replayed resume saved the offering it chose; the config changed since (a zone or an
+    instance type removed): that offering is not launched."""
+    for gone in (
+        od("c5.xlarge", "z9"),
+        od("r5.large", "z1"),
+        Offering("c5.xlarge", "z1", CapacityType.SPOT),
+    ):
+        cloud.launches.clear()
+        assert await cloud.addNodes(["c5.xlarge"], 1, False, first=gone) == 1
+        assert [r.offering for r in cloud.launches] == [od("c5.xlarge", "z1")]
+    assert "event=launch_first_ignored" in caplog.text
+
+
 async def test_no_capacity_anywhere_is_one_error_naming_every_offering(cloud: Any) -> None:
     cloud.capacity.update({("c5.xlarge", "z1"): 0, ("c5.xlarge", "z2"): 0})
     with pytest.raises(CapacityError) as info:

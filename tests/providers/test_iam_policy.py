@@ -175,6 +175,23 @@ def test_writes_are_held_to_the_cluster_tag_where_ec2_allows_it() -> None:
         assert not any(r.split(":")[5].startswith(("instance/", "volume/")) for r in resources)
 
 
+def test_a_for_all_values_condition_also_requires_its_key() -> None:
+    """``ForAllValues`` is true when the request has no value for the key at all: a DeleteTags
+    without Tags (which removes every user tag of the instance) passed the draining mark's
+    ``ForAllValues:StringEquals aws:TagKeys [shoal:draining]``. Each such condition needs
+    ``"Null": {key: "false"}`` beside it."""
+    checked = 0
+    for statement in policy()["Statement"]:
+        condition = statement.get("Condition", {})
+        for operator, keys in condition.items():
+            if not operator.startswith("ForAllValues:"):
+                continue
+            for key in keys:
+                checked += 1
+                assert condition.get("Null", {}).get(key) == "false", (statement["Sid"], key)
+    assert checked >= 1  # the draining mark's statement has one
+
+
 def test_the_recorded_writes_carry_the_tag_the_conditions_ask_for(
     recorded: ActionRecorder,
 ) -> None:

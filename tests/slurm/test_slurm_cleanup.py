@@ -19,17 +19,24 @@ NOW = 1_700_000_000.0
 GRACE = 60.0
 
 
-def slurm_node(name: str, state: str, reason: str = "", features: str = "(null)") -> SlurmNode:
+def slurm_node(
+    name: str,
+    state: str,
+    reason: str = "",
+    features: str = "(null)",
+    address: str = "127.0.0.1",
+    cpus: str = "0/2/0/2",
+) -> SlurmNode:
     values = {
         "nodelist": name,
         "partitionname": "cloud",
         "statecomplete": state,
         "cpus": "2",
-        "cpusstate": "0/2/0/2",
+        "cpusstate": cpus,
         "memory": "1000",
         "features": features,
         "features_act": features,
-        "nodeaddr": "127.0.0.1",
+        "nodeaddr": address,
         "nodehost": name,
         "reason": reason or "none",
     }
@@ -38,13 +45,18 @@ def slurm_node(name: str, state: str, reason: str = "", features: str = "(null)"
 
 
 def instance(
-    name: str, slurm: str | None = None, age: float = 600.0, autoscaled: bool = True
+    name: str,
+    slurm: str | None = None,
+    age: float = 600.0,
+    autoscaled: bool = True,
+    ip: str = "10.0.0.1",
+    cloud_state: str | None = None,
 ) -> Node:
     tags = {TAG_AUTOSCALED: "true" if autoscaled else "false"}
     if slurm is not None:
         tags[TAG_SLURM_NODE] = slurm
     launched = dt.datetime.fromtimestamp(NOW - age, dt.UTC)
-    return Node(None, "10.0.0.1", name, launched, "c5.xlarge", False, tags)
+    return Node(None, ip, name, launched, "c5.xlarge", False, tags, cloud_state=cloud_state)
 
 
 @dataclass
@@ -97,8 +109,34 @@ CASES = {
     ),
     "second-instance-for-a-node-is-a-duplicate": Case(
         [instance("i-2", "cloud1", age=300), instance("i-1", "cloud1", age=900)],
-        [slurm_node("cloud1", "mixed+cloud")],
+        [slurm_node("cloud1", "idle+cloud")],
         [(RepairKind.DUPLICATE, "cloud1", ("i-2",))],
+    ),
+    "the-duplicate-slurm-registered-stays-not-the-oldest": Case(
+        [
+            instance("i-2", "cloud1", age=300, ip="10.0.0.2"),
+            instance("i-1", "cloud1", age=900, ip="10.0.0.1"),
+        ],
+        [slurm_node("cloud1", "idle+cloud", address="10.0.0.2")],
+        [(RepairKind.DUPLICATE, "cloud1", ("i-1",))],
+    ),
+    "no-duplicate-is-terminated-while-the-node-runs-a-job": Case(
+        [instance("i-2", "cloud1", age=300), instance("i-1", "cloud1", age=900)],
+        [slurm_node("cloud1", "mixed+cloud", cpus="1/1/0/2")],
+        [],
+    ),
+    "no-duplicate-is-terminated-while-a-job-completes": Case(
+        [instance("i-2", "cloud1", age=300), instance("i-1", "cloud1", age=900)],
+        [slurm_node("cloud1", "idle+cloud+completing")],
+        [],
+    ),
+    "a-stopped-instance-is-not-the-nodes-and-no-duplicate": Case(
+        [
+            instance("i-2", "cloud1", age=300, ip="10.0.0.2"),
+            instance("i-1", "cloud1", age=900, cloud_state="stopped"),
+        ],
+        [slurm_node("cloud1", "idle+cloud", address="cloud1")],
+        [],
     ),
     "stuck-powering-up-past-resume-timeout": Case(
         [instance("i-1", "cloud1")],

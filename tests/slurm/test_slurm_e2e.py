@@ -379,9 +379,11 @@ def test_kill_9_between_the_request_and_the_launch_serves_it_once(
 
 
 def test_cleanup_repairs_what_lost_hook_calls_left(setup_factory: Callable[..., Setup]) -> None:
-    """shoal is down (kill -9) while Slurm suspends cloud1 and resumes cloud2: both hook
-    calls fail. After the restart the clean-up loop terminates cloud1's orphan instance and
-    resets cloud2, left DOWN at ResumeTimeout."""
+    """shoal is down (kill -9) while Slurm suspends cloud1 and resumes cloud2, and the hooks
+    cannot spool either (the spool is unusable meanwhile: a full disk, say): both hook calls
+    fail. After the restart the clean-up loop terminates cloud1's orphan instance and resets
+    cloud2, left DOWN at ResumeTimeout. (With a usable spool the calls are not lost: see
+    test_a_hook_call_while_shoal_is_down_is_served_when_it_is_back.)"""
     spec = ClusterSpec(
         cloud=(NodeGroup("cloud", 2),),
         dynamic_partition=None,
@@ -393,6 +395,9 @@ def test_cleanup_repairs_what_lost_hook_calls_left(setup_factory: Callable[..., 
     finish(srun(s.cluster, "-N1", "-w", "cloud1", "hostname"))
     (orphan,) = s.instances()
     s.daemon.kill9()
+    spool_dir = s.workdir / "state" / "spool"
+    spool_dir.rename(spool_dir.with_name("spool.away"))
+    spool_dir.write_text("not a folder: the hooks cannot spool\n")
     job = s.cluster.sbatch("-w", "cloud2", "--wrap", "sleep 1")
     poll_until(
         "cloud1 suspended and cloud2 DOWN at ResumeTimeout, their hooks failing",
@@ -407,6 +412,8 @@ def test_cleanup_repairs_what_lost_hook_calls_left(setup_factory: Callable[..., 
     )
     s.cluster.run("scancel", job)
     assert list(s.instances()) == [orphan]  # still running: nobody terminated it
+    spool_dir.unlink()
+    spool_dir.with_name("spool.away").rename(spool_dir)
     s.daemon.start()
     poll_until(
         "the orphan terminated and cloud2 reset",

@@ -341,3 +341,21 @@ async def test_a_daemon_that_fails_with_5xx_gets_the_request_spooled(
     (path,) = spool.pending(spool.spool_dir(state_dir))
     request = spool.read(path, token=TOKEN)  # signed with the API's token
     assert (request.kind, request.nodes) == ("resume-fail", "cloud[1-2]")
+
+
+async def test_a_request_spooled_while_the_daemon_was_down_comes_before_the_next_one(
+    api_factory: Callable[..., Awaitable[Api]],
+) -> None:
+    """Slurm resumed cloud1 while the daemon was down (spooled), then suspended it once the
+    daemon was back (over HTTP). Served after the suspend, the resume left cloud1 an instance
+    while Slurm has it powered down."""
+    api = await api_factory()
+    assert api.slurm.power is not None
+    directory = spool.spool_dir(api.state_dir)
+    spool.write(directory, "resume", "cloud1", None, spool.new_request_id(), token=TOKEN)
+    status, _ = await post(f"{api.base}/v1/slurm/suspend", {"nodes": "cloud1"})
+    assert status == 202
+    await api.slurm.serve_spool()  # the periodic scan
+    await api.clock.run_until(api.slurm.power.drain_requests())
+    assert await api.provider.list_instances() == []
+    assert api.slurm.power.state.requests == {} and spool.pending(directory) == []

@@ -190,6 +190,29 @@ async def test_after_a_restart_a_launch_whose_answer_was_lost_is_not_repeated(
     assert second.power.state.requests == {}
 
 
+async def test_a_resume_of_a_node_whose_instance_was_stopped_launches_a_new_one(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Someone stopped cloud1's instance and Slurm resumes cloud1 again: the stopped instance
+    was taken for the node's ("served before"), nothing was launched, the loop terminated the
+    stopped one, and Slurm waited for ResumeTimeout and set cloud1 DOWN."""
+    d = await start(tmp_path, clock)
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    (old,) = (await d.workers())["cloud1"]
+    d.provider.stop_instance(old, stopping_for=30)
+    controller = d.power._controller()
+    await clock.run_until(controller.run_pass())  # the tracker lists it stopping
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    assert d.launches() == 2
+    new = d.power.instance_id("cloud1")
+    assert new != old
+    assert sorted((await d.workers())["cloud1"]) == sorted([old, new])  # the loop ends old
+    d.power.note_instances(await d.provider.list_instances())  # a listing shows both
+    assert d.power.instance_id("cloud1") == new
+
+
 async def test_suspend_terminates_the_nodes_instance(tmp_path: Path, clock: FakeClock) -> None:
     d = await start(tmp_path, clock)
     await d.power.accept("resume", "cloud[1-2]")
@@ -461,3 +484,28 @@ async def test_a_burst_of_500_resumes_is_written_in_a_few_batches_off_the_loop(
     await clock.settle()
     assert d.launches() == 500 and saved(tmp_path).requests == {}
     assert len(writes) <= 100, len(writes)  # was 501 (one per node, and the accept); now ~65
+
+
+async def test_a_burst_of_resumes_setting_node_addresses_shares_the_listings(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With set_node_addr every launched node looked for its address in a listing of its own
+    (max_age 0): a burst of N resumes made N paginated DescribeInstances at once."""
+    d = await start(tmp_path, clock, set_node_addr=True)
+    provider = d.provider
+    provider.api_latency = 0.2  # calls overlap, as EC2's do
+    addresses: dict[str, str] = {}
+
+    async def set_address(node: str, address: str, hostname: str | None = None) -> None:
+        addresses[node] = address  # what scontrol update NodeAddr= would do
+
+    monkeypatch.setattr(d.power.client, "set_address", set_address)
+    before = sum(1 for c in provider.calls if c.operation == "DescribeInstances")
+    await d.power.accept("resume", "cloud[1-8]")
+    await d.served()
+    await clock.run_until(asyncio.gather(*d.power._tasks))
+    listings = sum(1 for c in provider.calls if c.operation == "DescribeInstances") - before
+    instances = await clock.run_until(provider.list_instances())
+    assert addresses == {n.tags[TAG_SLURM_NODE]: n.privateIP for n in instances}
+    assert len(addresses) == 8
+    assert listings <= 3, f"{listings} DescribeInstances for 8 addresses"

@@ -4,7 +4,6 @@ accept and its deletion, and also when the daemon took it late and the hook spoo
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
@@ -87,9 +86,8 @@ def test_a_request_not_signed_with_the_token_is_refused(tmp_path: Path) -> None:
     for path in (Path(forged), Path(unsigned)):
         with pytest.raises(spool.SpoolError, match="not signed"):
             spool.read(path, token="secret")
-    data = json.loads(good.read_text())
-    data["nodes"] = "cloud[1-99]"  # a signed request changed afterwards
-    good.write_text(json.dumps(data))
+    # a signed request changed afterwards
+    good.write_bytes(good.read_bytes().replace(b'"cloud1"', b'"cloud[1-99]"'))
     with pytest.raises(spool.SpoolError, match="not signed"):
         spool.read(good, token="secret")
 
@@ -171,3 +169,118 @@ async def test_a_running_daemon_serves_the_spool_every_poll_interval(
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
         await d.slurm.close()
+
+
+def quarantined(directory: Path) -> list[str]:
+    """The spool's files in the quarantine, by their name in the spool."""
+    return sorted(p.name.split("-", 1)[1] for p in spool.quarantine_dir(directory).iterdir())
+
+
+def spooled_name(directory: Path, order: int, request_id: str) -> Path:
+    return directory / f"{order:020d}-{request_id}.json"
+
+
+async def test_files_that_cannot_be_served_are_quarantined_and_never_block_the_rest(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The spool is writable by every local user. A file nested deeply enough to raise
+    RecursionError in the JSON parser stopped every scan at it, for good (nothing spooled
+    after it was served); a symlink was followed (to /dev/zero: memory exhausted); a file of
+    any size was read whole."""
+    d = await start(tmp_path, clock, top={"state_dir": str(tmp_path / "state")})
+    directory = d.slurm.spool_dir
+    assert directory is not None
+    spooled_name(directory, 1, "deep").write_text("[" * 200_000)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = spool.write(elsewhere, "resume", "cloud3", None, "hook-linked")
+    spooled_name(directory, 2, "hook-linked").symlink_to(target)  # valid, but a symlink
+    big = spool.write(elsewhere, "resume", "cloud4", {"pad": "x" * spool.MAX_BYTES}, "hook-big")
+    os.rename(big, spooled_name(directory, 3, "hook-big"))
+    spooled_name(directory, 4, "hook-folder").mkdir()
+    spooled_name(directory, 5, "hook-bad-nodes").write_bytes(
+        Path(spool.write(elsewhere, "resume", "cloud[", None, "hook-bad-nodes")).read_bytes()
+    )
+    spool.write(directory, "resume", "cloud1", None, spool.new_request_id())
+
+    assert await d.slurm.serve_spool() == 1
+    await d.served()
+    assert sorted(await d.workers()) == ["cloud1"]
+    assert spool.pending(directory) == []
+    assert quarantined(directory) == [
+        f"{i:020d}-{name}.json"
+        for i, name in enumerate(("deep", "hook-linked", "hook-big", "hook-folder"), 1)
+    ] + [f"{5:020d}-hook-bad-nodes.json"]
+    counted = {
+        reason: d.metrics.registry.get_sample_value(
+            "shoal_slurm_spool_quarantined_total", {"reason": reason}
+        )
+        for reason in ("malformed", "not_a_file", "too_large", "refused")
+    }
+    assert counted == {"malformed": 1, "not_a_file": 2, "too_large": 1, "refused": 1}
+    assert Path(target).exists()  # the link was moved, not what it points at
+
+
+async def test_a_fifo_in_the_spool_does_not_hang_the_daemon(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A FIFO named like a request blocked the read forever, and with it the spool's scans
+    (and, served at start, the daemon)."""
+    import threading
+
+    d = await start(tmp_path, clock, top={"state_dir": str(tmp_path / "state")})
+    directory = d.slurm.spool_dir
+    assert directory is not None
+    fifo = spooled_name(directory, 1, "hook-fifo")
+    os.mkfifo(fifo)
+    spool.write(directory, "resume", "cloud1", None, spool.new_request_id())
+    done, hung = threading.Event(), []
+
+    def watchdog() -> None:  # unblocks a hung read, so that the test fails instead of hanging
+        if not done.wait(10):
+            hung.append(True)
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    guard = threading.Thread(target=watchdog, daemon=True)
+    guard.start()
+    try:
+        served = await d.slurm.serve_spool()
+    finally:
+        done.set()
+        guard.join()
+    assert not hung, "the scan blocked on the FIFO"
+    assert served == 1
+    assert quarantined(directory) == [fifo.name]
+
+
+async def test_a_request_signed_with_a_rotated_token_is_served_and_a_forged_one_kept(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The daemon read the token once, the hooks on every call: after a rotation a spooled
+    request signed with the new token was refused and deleted (lost); a request that is not
+    signed was deleted too (nothing left to look at)."""
+    token_file = tmp_path / "token"
+    token_file.write_text("first\n")
+    top = {"state_dir": str(tmp_path / "state"), "api": {"token_file": str(token_file)}}
+    d = await start(tmp_path, clock, top=top)
+    directory = d.slurm.spool_dir
+    assert directory is not None
+    token_file.write_text("second\n")  # rotated while the daemon runs
+    rotated = spool.write(directory, "resume", "cloud1", None, "hook-new", token="second")
+    forged = spool.write(directory, "resume", "cloud2", None, "hook-forged", token="guess")
+    assert await d.slurm.serve_spool() == 1
+    await d.served()
+    assert sorted(await d.workers()) == ["cloud1"]
+    assert spool.pending(directory) == []
+    assert quarantined(directory) == [Path(forged).name]
+    assert Path(rotated).name not in quarantined(directory)
+
+
+def test_the_quarantine_keeps_only_the_latest_files(tmp_path: Path) -> None:
+    directory = spool.spool_dir(tmp_path)
+    spool.prepare(directory)
+    for i in range(5):
+        spooled_name(directory, i, f"bad-{i}").write_text("{")
+        spool.quarantine(spooled_name(directory, i, f"bad-{i}"), keep=3)
+    assert quarantined(directory) == [f"{i:020d}-bad-{i}.json" for i in (2, 3, 4)]
+    assert spool.pending(directory) == []
