@@ -35,6 +35,15 @@ __all__ = [
 ]
 
 PASS_OUTCOMES = ("ok", "error", "skipped")
+# why a spooled hook request was quarantined (daemon.slurm.spool's SpoolError.reason)
+SPOOL_QUARANTINE_REASONS = (
+    "not_a_file",
+    "too_large",
+    "malformed",
+    "unsigned",
+    "refused",
+    "failing",
+)
 # what the Slurm clean-up loop repairs (daemon.slurm.cleanup.RepairKind)
 SLURM_CLEANUP_KINDS = (
     "orphan",
@@ -185,7 +194,7 @@ class ShoalMetrics:
         self.slurm_spool_quarantined = Counter(
             "shoal_slurm_spool_quarantined",
             "Files in the hooks' spool that could not be served, moved to <state_dir>/spool-bad, "
-            "by reason (not_a_file, too_large, malformed, unsigned, refused, failing).",
+            f"by reason ({', '.join(SPOOL_QUARANTINE_REASONS)}).",
             ["reason"],
             registry=r,
         )
@@ -197,6 +206,8 @@ class ShoalMetrics:
             self.slurm_requests.labels(kind=kind)
         for kind in SLURM_CLEANUP_KINDS:
             self.slurm_cleanups.labels(kind=kind)
+        for reason in SPOOL_QUARANTINE_REASONS:
+            self.slurm_spool_quarantined.labels(reason=reason)
         for outcome in ("ok", "failed"):
             self.price_refreshes.labels(outcome=outcome)
         for reason in WAITING_REASONS:

@@ -58,6 +58,8 @@ ISSUE_FAMILIES = {
     "shoal_slurm_read_failures_total",
     "shoal_slurm_requests_total",
     "shoal_slurm_cleanups_total",
+    # hook requests in the spool that could never be served (issue 17 review)
+    "shoal_slurm_spool_quarantined_total",
 }
 HISTOGRAMS = {"shoal_provider_call_duration_seconds", "shoal_pass_duration_seconds"}
 # Sample names a query may use: a histogram only through _bucket/_sum/_count.
