@@ -199,6 +199,9 @@ class FaultyCloud:
         self.crash_at: int | None = None
         self.armed = False  # crashes only while armed (the fault phase)
         self.dead = False
+        # called as the process dies (power-saving mode: stops its other tasks at once, as
+        # kill -9 does, so none of them acts after the death)
+        self.on_death: Callable[[], None] | None = None
         for name in self.WRAPPED:
             setattr(cloud, name, self._wrap(name, getattr(cloud, name)))
 
@@ -266,4 +269,6 @@ class FaultyCloud:
     def _die(self, why: str) -> None:
         self.dead = True
         self.log(why)
+        if self.on_death is not None:
+            self.on_death()
         raise Crash(why)

@@ -120,6 +120,8 @@ class PowerRun(_Run):
         assert isinstance(cloud, SimulatedProvisioner)
         self.cloud = cloud
         self.faulty = FaultyCloud(cloud, self.plan, self.observe_call, self.note)
+        self.faulty.on_death = self.kill
+        self.main_task = asyncio.current_task()
         self.listeners = list(cloud._listeners)
         self.rng = random.Random(f"slurm-{self.seed}")
         self.ctld = SlurmCtld(
@@ -182,7 +184,9 @@ class PowerRun(_Run):
             await self.clock.run_until(controller.reconcile())
             if not crashes:
                 self.faulty.arm(True)
-        except Crash:
+        except (Crash, asyncio.CancelledError):  # cancelled: another task died (``kill``)
+            if not self.faulty.dead:
+                raise
             await self.bury()
             return False
         self.controller, self.integration = controller, integration
@@ -199,6 +203,14 @@ class PowerRun(_Run):
         """``Service._pump``: every read of the source into the controller."""
         async for update in source.updates():
             controller.set_demand(update)
+
+    def kill(self) -> None:
+        """kill -9: every task of the process stops where it is (the hooks' requests in
+        flight get no answer); ``bury`` schedules the restart at the harness's next step."""
+        me = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not me and task is not self.main_task:
+                task.cancel()
 
     async def bury(self) -> None:
         self.integration = None
@@ -455,7 +467,9 @@ class PowerRun(_Run):
         self.passes += 1
         try:
             record = await self.clock.run_until(c.run_pass())
-        except Crash:
+        except (Crash, asyncio.CancelledError):  # cancelled: another task died (``kill``)
+            if not self.faulty.dead:
+                raise
             await self.bury()
             return
         finally:
