@@ -190,6 +190,32 @@ async def test_after_a_restart_a_launch_whose_answer_was_lost_is_not_repeated(
     assert second.power.state.requests == {}
 
 
+async def test_a_launch_whose_every_answer_was_lost_is_tried_again_not_failed(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """RunInstances took effect but every answer was lost until the retries ran out (found by
+    the chaos harness in power-saving mode): the outcome is unknown, so the node is not failed
+    (set DOWN, its job requeued while its instance boots). The request stays, with the
+    offering and client token of the launch in doubt, and the next try gets that instance
+    back by its token: one instance, the request served."""
+    d = await start(tmp_path, clock)
+    d.provider.lose_next_response(2, "RunInstances")  # both attempts of the retry policy
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    assert d.power.state.holds == {}  # not failed: nothing to hold DOWN
+    request = d.power.state.requests["cloud1"]
+    assert request.offering is not None and request.client_token
+    assert d.provider.count() == 1
+    runner = asyncio.create_task(d.power.run())  # retries what is left, every poll interval
+    await clock.advance(d.power.retry_interval + 1)
+    await d.served()
+    runner.cancel()
+    workers = await d.workers()
+    assert workers == {"cloud1": [workers["cloud1"][0]]} and d.provider.count() == 1
+    assert d.power.state.requests == {} and d.power.state.holds == {}
+    assert d.power.instance_id("cloud1") == workers["cloud1"][0]
+
+
 async def test_suspend_terminates_the_nodes_instance(tmp_path: Path, clock: FakeClock) -> None:
     d = await start(tmp_path, clock)
     await d.power.accept("resume", "cloud[1-2]")
