@@ -128,8 +128,9 @@ class PowerRun(_Run):
             {}, self.clock, EPOCH, self.hook, self.tagged, self.note, self.on_resume_timeout
         )
         self.client = FakeSlurmClient(self.ctld, self.gate, self.on_update, self.faulty.die_after)
-        if not await self.start_daemon(crashes=False):
-            raise RuntimeError("the first start crashed")
+        while not await self.start_daemon(crashes=False):  # a start may fail: throttled
+            await self.clock.advance(EPOCH + self.restart_at - self.clock.now())
+            self.t = self.restart_at
         assert self.controller is not None
         policy = self.controller.policy
         self.types = {t.name: t for t in policy.node_types}
@@ -189,6 +190,12 @@ class PowerRun(_Run):
                 raise
             await self.bury()
             return False
+        except Exception as exc:  # shoal run exits (startup_failed); systemd restarts it
+            self.note(f"the daemon failed to start: {exc!r}")
+            self.faulty.dead = True
+            self.kill()
+            await self.bury()
+            return False
         self.controller, self.integration = controller, integration
         loop = asyncio.get_running_loop()
         self.tasks = [  # cancelled by ``bury`` with every other task of the dead process
@@ -230,15 +237,17 @@ class PowerRun(_Run):
 
     # -- Slurm's side -------------------------------------------------------------------------
 
-    def tagged(self) -> Mapping[str, tuple[str, bool]]:
-        """Live instances: their Slurm node tag and whether they joined (the cloud's truth)."""
+    def tagged(self) -> Mapping[str, tuple[str, float | None]]:
+        """Live instances: their Slurm node tag and when they joined, if they did (the
+        cloud's truth)."""
         out = {}
         for name in self.cloud.worker_names():
             inst = self.cloud._instances[name]
             state = self.cloud.instance_state(name)
             if state in ("stopping", "stopped"):
                 continue
-            out[name] = (inst.tags.get(TAG_SLURM_NODE, ""), state == "joined")
+            joined = inst.joined_at - EPOCH if state == "joined" else None
+            out[name] = (inst.tags.get(TAG_SLURM_NODE, ""), joined)
         return out
 
     async def gate(self, command: str) -> bool:

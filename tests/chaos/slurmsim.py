@@ -8,9 +8,9 @@ per node (exclusive jobs):
   one (``idle~``), which goes POWERING_UP: slurmctld calls ResumeProgram for the nodes it
   powered up in the same step (one hostlist, ``SLURM_RESUME_FILE``'s jobs);
 - a node registers when an instance tagged ``shoal:slurm-node=<node>`` joins (the cloud's
-  truth); its job then runs. A node not registered ResumeTimeout after its power-up is set
-  DOWN ("ResumeTimeout reached") and powered down, its job requeued, and slurmctld calls
-  ResumeFailProgram;
+  truth) after the node's power-up began; its job then runs. A node not registered
+  ResumeTimeout after its power-up is set DOWN ("ResumeTimeout reached") and powered down,
+  its job requeued, and slurmctld calls ResumeFailProgram;
 - a registered node idle for SuspendTime is powered down: SuspendProgram is called, the node
   is POWERING_DOWN for SuspendTimeout, then ``idle~`` again (Slurm does not wait for the
   instance to go);
@@ -92,8 +92,9 @@ class SlurmCtld:
     epoch: float
     # (kind, hostlist, resume_file) -> None: slurmctld runs a hook program
     hook: Callable[[str, list[str], Mapping[str, Any] | None], None]
-    # instance id -> (slurm node tag, joined?) for every live instance: the cloud's truth
-    instances: Callable[[], Mapping[str, tuple[str, bool]]]
+    # instance id -> (slurm node tag, joined at or None) for every live instance: the
+    # cloud's truth
+    instances: Callable[[], Mapping[str, tuple[str, float | None]]]
     note: Callable[[str], None]
     # (node, powered up at): a node did not register by ResumeTimeout
     on_timeout: Callable[[str, float], None]
@@ -136,7 +137,13 @@ class SlurmCtld:
         suspend: list[str] = []
         for n in self.nodes.values():
             if n.power == "resuming":
-                joined = [i for i, (tag, ok) in sorted(live.items()) if tag == n.name and ok]
+                # a slurmd that started after the power-up registers (one left running on an
+                # instance that is being terminated after a suspend does not)
+                joined = [
+                    i
+                    for i, (tag, at) in sorted(live.items())
+                    if tag == n.name and at is not None and at >= n.since
+                ]
                 if joined:
                     n.power, n.instance, n.since = "up", joined[0], t
                     self.note(f"slurm: {n.name} registered ({joined[0]})")
