@@ -106,9 +106,13 @@ class FaultPlan:
     late_p: float = 0.0  # per hook request the daemon took
 
     @classmethod
-    def draw(cls, seed: int, allowed: frozenset[str], fault_end: float) -> FaultPlan:
+    def draw(
+        cls, seed: int, allowed: frozenset[str], fault_end: float, power: bool = False
+    ) -> FaultPlan:
         """A random mix of ``allowed`` kinds (each on with probability 0.6) and their rates;
-        windows fall in [0, ``fault_end``)."""
+        windows fall in [0, ``fault_end``). ``power`` (power-saving mode): capacity windows
+        are more frequent and shorter, each on one offering, so a launch meets an offering in
+        backoff and a replay after a restart meets it available again."""
         rng = random.Random(f"plan-{seed}")
         on = frozenset(k for k in KINDS if k in allowed and rng.random() < 0.6)
         windows: list[Window] = []
@@ -120,6 +124,8 @@ class FaultPlan:
             "stop": (0.5, (0.0, 0.0)),
             "slurmerr": (1.5, (10.0, 300.0)),
         }
+        if power:
+            spans["capacity"] = (6.0, (20.0, 300.0))
         for kind, (per_hour, (lo, hi)) in spans.items():
             if kind not in on:
                 continue
@@ -250,6 +256,12 @@ class FaultyCloud:
             return result
 
         return wrapped
+
+    def crash_soon(self, within: int) -> None:
+        """Bring the next crash forward to one of the next ``within`` crash points (when
+        crashes are on): the moments right after an action are where restarts find bugs."""
+        if self.armed and self.crash_at is not None:
+            self.crash_at = min(self.crash_at, self.calls + 1 + self.rng.randrange(within))
 
     def point(self, op: str, may_take_effect: bool = True) -> bool:
         """A crash point: raises Crash when the process dies here before ``op`` takes effect

@@ -373,7 +373,7 @@ class _Run:
         self.seed = seed
         self.mode = mode
         self.sabotage = sabotage
-        self.plan = FaultPlan.draw(seed, kinds, FAULT_END)
+        self.plan = FaultPlan.draw(seed, kinds, FAULT_END, power=mode == "power_save")
         self.config = chaos_config(seed, self.plan, state_dir, mode)
         self.verbose = verbose
         self.log: list[str] = []

@@ -80,6 +80,7 @@ __all__ = ["SUSPEND_BOUND", "PowerRun"]
 
 SUSPEND_BOUND = 900.0  # a suspend's instances are gone by then (the clean-up loop's too)
 REPORTED_PER_INVARIANT = 5
+CRASH_AFTER_LAUNCH = 0.2  # a launch brings the next crash (if any) forward to right after it
 
 
 class PowerRun(_Run):
@@ -501,6 +502,8 @@ class PowerRun(_Run):
             if not new:
                 return
             self.launched_total += len(new)
+            if self.rng.random() < CRASH_AFTER_LAUNCH:
+                self.faulty.crash_soon(4)
             tags = {n: self.cloud._instances[n].tags.get(TAG_SLURM_NODE, "-") for n in new}
             self.note(
                 "launched " + ", ".join(f"{n} for {tags[n]}" for n in new) + f" ({arg.offering})"
