@@ -90,7 +90,8 @@ class PowerRun(_Run):
         super().__init__(*args)
         self.integration: SlurmIntegration | None = None
         self.hook_ids = itertools.count(1)
-        self.in_flight: dict[str, asyncio.Task[None]] = {}
+        # hook requests handed to the daemon, not answered yet: id -> (task, kind, hostlist)
+        self.in_flight: dict[str, tuple[asyncio.Task[None], str, str]] = {}
         self.resume_calls: dict[str, float] = {}  # node -> when slurmctld powered it up
         self.down_tries: dict[str, float] = {}  # node -> shoal's last DOWN (attempted)
         self.suspend_calls: list[tuple[float, str, frozenset[str]]] = []
@@ -216,9 +217,14 @@ class PowerRun(_Run):
         """kill -9: every task of the process stops where it is (the hooks' requests in
         flight get no answer); ``bury`` schedules the restart at the harness's next step."""
         me = asyncio.current_task()
+        hooks, self.in_flight = self.in_flight, {}
         for task in asyncio.all_tasks():
             if task is not me and task is not self.main_task:
                 task.cancel()
+        # a hook whose POST had not been answered (or not even sent: a task cancelled before
+        # it ran never runs) gets no answer now: it spools the request
+        for request_id, (_, kind, hostlist) in hooks.items():
+            self.spool(kind, hostlist, request_id, "the daemon died with the request")
 
     async def bury(self) -> None:
         self.integration = None
@@ -311,7 +317,7 @@ class PowerRun(_Run):
         task = asyncio.get_running_loop().create_task(
             self.post(integration, kind, hostlist, resume_file, request_id)
         )
-        self.in_flight[request_id] = task
+        self.in_flight[request_id] = (task, kind, hostlist)
 
     async def post(
         self,
@@ -327,10 +333,10 @@ class PowerRun(_Run):
                 kind.replace("-", "_"), hostlist, dict(resume_file or {}), request_id
             )
         except (Crash, asyncio.CancelledError):
-            self.spool(kind, hostlist, request_id, "the daemon died with the request")
+            if self.in_flight.pop(request_id, None) is not None:  # else ``kill`` spooled it
+                self.spool(kind, hostlist, request_id, "the daemon died with the request")
             return
-        finally:
-            self.in_flight.pop(request_id, None)
+        self.in_flight.pop(request_id, None)
         integration._spool_wake.set()
         if self.rng.random() < self.plan.late_p:
             self.spool(kind, hostlist, request_id, "the answer came too late")
