@@ -476,7 +476,16 @@ class PowerSaver:
     # -- suspend --------------------------------------------------------------------------
 
     async def _suspend(self, node: str, kind: str) -> None:
-        dropped = self.state.requests.pop(node, None)
+        # accepting the suspend dropped the resumes before it: a resume here came after it
+        # (the node was powered up again while the suspend waited), served after it
+        dropped = None
+        request, suspend = self.state.requests.get(node), self.state.suspends.get(node)
+        if (
+            request is not None
+            and suspend is not None
+            and request.accepted_at < suspend.accepted_at
+        ):
+            dropped = self.state.requests.pop(node)
         held = self.state.holds.pop(node, None) if kind == "suspend" else None
         if dropped is not None or held is not None:
             self.state.changed()

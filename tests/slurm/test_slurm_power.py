@@ -216,6 +216,28 @@ async def test_a_launch_whose_every_answer_was_lost_is_tried_again_not_failed(
     assert d.power.instance_id("cloud1") == workers["cloud1"][0]
 
 
+async def test_a_resume_accepted_after_a_suspend_not_served_yet_is_served_after_it(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Slurm suspends a node and powers it up again for a new job before the suspend was
+    served (its worker waits for the node's lock, or a restart finds both on disk: found by
+    the chaos harness). The suspend terminates the old instance, then the newer resume
+    launches one: serving the suspend must not drop the resume, or the job waits for
+    ResumeTimeout."""
+    d = await start(tmp_path, clock)
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    (old,) = (await d.workers())["cloud1"]
+    async with d.power.lock("cloud1"):  # the clean-up loop is at the node, say
+        await d.power.accept("suspend", "cloud1")
+        await clock.settle()
+        await d.power.accept("resume", "cloud1")  # Slurm powered it down and up again
+    await d.served()
+    (new,) = (await d.workers())["cloud1"]
+    assert new != old
+    assert d.power.state.requests == {} and d.power.state.suspends == {}
+
+
 async def test_suspend_terminates_the_nodes_instance(tmp_path: Path, clock: FakeClock) -> None:
     d = await start(tmp_path, clock)
     await d.power.accept("resume", "cloud[1-2]")
