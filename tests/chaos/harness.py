@@ -84,6 +84,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -919,7 +920,9 @@ def run_seed(
         _CURRENT.append(run)
         os.fsync = _fsync
         try:
-            return asyncio.run(run.run())
+            result = asyncio.run(run.run())
+            gc.collect()  # the dead processes' tasks, while their warnings are quiet
+            return result
         except Exception:
             # the harness itself failed: a bug to fix here, reported with its seed
             run.violate("harness-error", traceback.format_exc())
