@@ -25,7 +25,7 @@ from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.daemon.slurm.state import PowerState
 from shoal.providers.base import TAG_REQUEST_ID
 from shoal.providers.clock import FakeClock, InlineExecutor
-from shoal.providers.errors import ProviderError
+from shoal.providers.errors import ProviderError, RetryableError
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.providers.slurm import TAG_SLURM_FEATURES, TAG_SLURM_NODE, SlurmDemand
 from shoal.scaler.backoff import FailureKind
@@ -236,6 +236,37 @@ async def test_a_resume_accepted_after_a_suspend_not_served_yet_is_served_after_
     (new,) = (await d.workers())["cloud1"]
     assert new != old
     assert d.power.state.requests == {} and d.power.state.suspends == {}
+
+
+async def test_a_retry_after_a_lost_answer_resumes_at_that_offering(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The first offering has no capacity, the second launches but its answer is lost, and the
+    first has capacity again when the retry layer tries again (found by the chaos harness in
+    power-saving mode): the retry must start at the offering in doubt, whose client token
+    returns its instance, not at the first, which would launch a second node for cloud1."""
+    provider = SimulatedProvisioner(
+        clusterName="t", zones=(ZONE, "us-west-2b"), clock=clock, listing_lag=300
+    )
+    provider.set_unavailable("c5.xlarge", False, zone=ZONE)
+    real = provider.launch_offering
+    lost: list[str] = []
+
+    async def launch_offering(request: Any) -> list[str]:
+        ids = await real(request)
+        if request.offering.zone == "us-west-2b" and not lost:
+            lost.extend(ids)
+            provider.set_unavailable("c5.xlarge", False, code=None, zone=ZONE)
+            raise RetryableError("the answer was lost")
+        return ids
+
+    provider.launch_offering = launch_offering  # type: ignore[method-assign]
+    d = await start(tmp_path, clock, provider)
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    assert provider.count() == 1, provider.worker_names()
+    assert d.power.instance_id("cloud1") == lost[0]
+    assert d.power.state.requests == {}
 
 
 async def test_suspend_terminates_the_nodes_instance(tmp_path: Path, clock: FakeClock) -> None:
