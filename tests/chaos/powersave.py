@@ -68,7 +68,7 @@ from shoal.providers.clock import FakeClock
 from shoal.providers.outcomes import TerminationStatus
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.providers.slurm import TAG_SLURM_NODE, compress_hostlist, expand_hostlist
-from shoal.scaler.model import CapacityType, Plan, PlannerState, Policy, Snapshot
+from shoal.scaler.model import CapacityType, Offering, Plan, PlannerState, Policy, Snapshot
 from shoal.scaler.planner import usable_shape
 
 from . import harness
@@ -80,7 +80,9 @@ __all__ = ["SUSPEND_BOUND", "PowerRun"]
 
 SUSPEND_BOUND = 900.0  # a suspend's instances are gone by then (the clean-up loop's too)
 REPORTED_PER_INVARIANT = 5
-CRASH_AFTER_LAUNCH = 0.2  # a launch brings the next crash (if any) forward to right after it
+# a launch brings the next crash (if crashes are on) forward to right after it, with these
+# odds: on its type's first offering, on another one
+CRASH_AFTER_LAUNCH = (0.1, 0.5)
 
 
 class PowerRun(_Run):
@@ -437,6 +439,14 @@ class PowerRun(_Run):
         self.check_end()
         return self.result(len(jobs))
 
+    def first_offering(self, offering: Offering) -> Offering:
+        """The first offering of the node type ``offering`` belongs to (its first instance
+        type in the first zone)."""
+        preemptible = offering.capacity_type is CapacityType.SPOT
+        node_type = self.types[self.type_of[offering.instance_type, preemptible]]
+        zone = self.config.provider.launch_zones[0]
+        return Offering(node_type.instance_types[0], zone, offering.capacity_type)
+
     def submit(self, job: harness.Job) -> None:
         shape = job.shape
         fits = [
@@ -508,8 +518,11 @@ class PowerRun(_Run):
             if not new:
                 return
             self.launched_total += len(new)
-            if self.rng.random() < CRASH_AFTER_LAUNCH:
-                self.faulty.crash_soon(4)
+            # a launch on an offering other than its type's first (the first was in backoff,
+            # or failed) is where a replay after a restart may choose differently
+            odds = CRASH_AFTER_LAUNCH[arg.offering != self.first_offering(arg.offering)]
+            if self.rng.random() < odds:
+                self.faulty.crash_soon(2)
             tags = {n: self.cloud._instances[n].tags.get(TAG_SLURM_NODE, "-") for n in new}
             self.note(
                 "launched " + ", ".join(f"{n} for {tags[n]}" for n in new) + f" ({arg.offering})"
