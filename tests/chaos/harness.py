@@ -71,9 +71,10 @@ Invariants, checked after every pass (and at each call where they are about a ca
 ``fsync-on-loop``
     Nothing is fsynced on the event loop (work handed to ``asyncio.to_thread`` is off it).
 
-Power-save mode (``PowerSaver`` and ``Cleaner`` driven by a fake slurmctld, with the hook
-invariants: every accepted request served or explicitly failed, one instance per Slurm node)
-is not simulated yet.
+This is push mode (``mode="push"``). Slurm's power-saving mode (``mode="power_save"``:
+``PowerSaver``, ``Cleaner`` and the hook spool driven by a simulated slurmctld, with the hook
+invariants) is ``powersave.PowerRun``, a subclass of this run; its module docstring lists
+what it adds.
 
 A violation records the seed and the run's event log; ``bench/chaos.py --seed S --verbose``
 replays it and prints every event.
