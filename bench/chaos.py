@@ -3,9 +3,13 @@ of the daemon's own controller on the simulated cloud with a random mix of fault
 (``tests/chaos/harness.py`` describes the run and its invariants, ``tests/chaos/faults.py`` the
 faults).
 
-    .venv/bin/python bench/chaos.py --seeds 300              # seeds 0..299 on 2 processes
-    .venv/bin/python bench/chaos.py --seed 17 --verbose      # replay one seed, every event
+    .venv/bin/python bench/chaos.py --seeds 300              # seeds 0..299, each mode, 2 processes
+    .venv/bin/python bench/chaos.py --mode power_save --seed 17 --verbose   # replay one seed
     .venv/bin/python bench/chaos.py --seeds 300 --faults crash,lag   # only these kinds
+
+Modes: ``push`` (shoal's planner, demand pushed as PUT /v1/demand would) and ``power_save``
+(Slurm's power saving: the power saver, the clean-up loop and the hook spool driven by a
+simulated slurmctld, ``tests/chaos/powersave.py``); ``both`` (the default) runs each.
 
 Prints each violating seed with its violations and the tail of its event log, then a summary:
 violations per invariant, seeds per second. Exits 1 when any invariant was violated.
@@ -21,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from chaos.harness import KINDS, run_seed, run_seeds  # noqa: E402  (shared with tests/chaos)
+from chaos.harness import KINDS, MODES, mode_kinds, run_seed, run_seeds  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,26 +36,45 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", action="store_true", help="print every event of the run")
     ap.add_argument(
         "--faults",
-        default=",".join(KINDS),
-        help=f"fault kinds allowed, comma-separated (default all: {','.join(KINDS)})",
+        help="fault kinds allowed, comma-separated (default: all of the mode's: push "
+        f"{','.join(mode_kinds('push'))}; power_save {','.join(mode_kinds('power_save'))})",
+    )
+    ap.add_argument(
+        "--mode", default="both", choices=(*MODES, "both"), help="which mode (default both)"
     )
     ap.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     ap.add_argument("--show", type=int, default=5, help="violating seeds printed in full")
     args = ap.parse_args(argv)
-    kinds = tuple(k for k in args.faults.split(",") if k)
-    bad = sorted(set(kinds) - set(KINDS))
+    kinds = None if args.faults is None else tuple(k for k in args.faults.split(",") if k)
+    bad = sorted(set(kinds or ()) - set(KINDS))
     if bad:
         ap.error(f"unknown fault kinds {bad}; known: {', '.join(KINDS)}")
+    modes = MODES if args.mode == "both" else (args.mode,)
     if args.seed is not None:
-        result = run_seed(args.seed, kinds, verbose=args.verbose)
-        print(result.report() if result.violations else f"seed {args.seed}: ok; {result.faults}")
-        return 1 if result.violations else 0
+        failed = False
+        for mode in modes:
+            result = run_seed(args.seed, kinds, mode=mode, verbose=args.verbose)
+            failed |= bool(result.violations)
+            print(
+                result.report()
+                if result.violations
+                else f"seed {args.seed} ({mode}): ok; {result.faults}"
+            )
+        return 1 if failed else 0
+    total = 0
+    for mode in modes:
+        total += run_mode(mode, args, kinds)
+    return 1 if total else 0
+
+
+def run_mode(mode: str, args: argparse.Namespace, kinds: tuple[str, ...] | None) -> int:
+    """Run the seeds in one mode and print its summary; the violations found."""
     start = time.perf_counter()
     by_invariant: collections.Counter[str] = collections.Counter()
     seeds_by_invariant: dict[str, list[int]] = collections.defaultdict(list)
     failing = 0
     seeds = range(args.first, args.first + args.seeds)
-    for result in run_seeds(seeds, kinds, workers=args.workers):
+    for result in run_seeds(seeds, kinds, mode=mode, workers=args.workers):
         if not result.violations:
             continue
         failing += 1
@@ -63,15 +86,16 @@ def main(argv: list[str] | None = None) -> int:
             by_invariant[v.invariant] += 1
     elapsed = time.perf_counter() - start
     total = sum(by_invariant.values())
+    allowed = ",".join(kinds if kinds is not None else mode_kinds(mode))
     print(
-        f"{args.seeds} seeds x 6 simulated hours, faults {','.join(kinds)}: {total} violations "
-        f"in {failing} seeds; {elapsed:.1f} s, {args.seeds / elapsed:.2f} seeds/s "
+        f"{mode}: {args.seeds} seeds x 6 simulated hours, faults {allowed}: {total} "
+        f"violations in {failing} seeds; {elapsed:.1f} s, {args.seeds / elapsed:.2f} seeds/s "
         f"({args.workers} processes)"
     )
     for invariant, count in by_invariant.most_common():
         some = seeds_by_invariant[invariant]
         print(f"  {invariant}: {count} in {len(some)} seeds, e.g. {some[:8]}")
-    return 1 if total else 0
+    return total
 
 
 if __name__ == "__main__":

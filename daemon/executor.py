@@ -330,6 +330,14 @@ class Executor:
                 return
 
         async def add() -> int:
+            # A retry starts at the offering whose answer was lost: it may have launched, and
+            # its client token returns what it did. Starting over at the first offering would
+            # launch again elsewhere once that one has capacity back.
+            doubt = [
+                e
+                for e in self._events.get(request_id, ())
+                if isinstance(e, LaunchAttempt) and e.uncertain
+            ]
             return await self.provider.addNodes(
                 list(node_type.instance_types),  # preference order, as configured
                 launch.count,
@@ -338,7 +346,7 @@ class Executor:
                 requestId=request_id,
                 exclude=unavailable,
                 tags=tags,
-                first=first,
+                first=doubt[-1].offering if doubt else first,
             )
 
         result, events = await self._tracked_call("addNodes", request_id, add)

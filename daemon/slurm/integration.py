@@ -166,7 +166,11 @@ class SlurmIntegration:
         clock: Clock,
         controller: Controller,
         metrics: ShoalMetrics | None = None,
+        *,
+        client: SlurmClient | None = None,
     ) -> None:
+        """``client`` talks to slurmctld; the default runs the configured commands (the
+        chaos harness gives a simulated slurmctld's)."""
         if config.slurm is None:
             raise ValueError("no slurm section in the config")
         self.config = config
@@ -174,7 +178,7 @@ class SlurmIntegration:
         self.clock = clock
         self.controller = controller
         self.metrics = metrics or ShoalMetrics()
-        self.client = SlurmClient(slurm_commands(settings))
+        self.client = client or SlurmClient(slurm_commands(settings))
         self.types = slurm_node_types(config)
         self.power: PowerSaver | None = None
         self.adopter: DrainAdopter | None = None  # external mode: Slurm's drains made shoal's

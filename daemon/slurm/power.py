@@ -15,7 +15,9 @@ retries, metrics and the provider's events) and the controller (ledger and backo
              skipped) and save it with its client token; launch 1 through
              Controller.launch, that offering first, tagged with the node name
                   │ launched                              │ failed (capacity, quota, error,
-                  ▼                                       ▼ every offering in backoff)
+                  │ (outcome unknown: an answer lost      │ every offering in backoff)
+                  │ past the retries: kept, tried again   │
+                  ▼ with its offering and token)          ▼
              request done (NodeAddr set if asked)    node DOWN with the reason (Slurm requeues
                                                      its jobs to other nodes), held until the
                                                      type's backoff ends, then POWER_DOWN: back
@@ -379,6 +381,25 @@ class PowerSaver:
             if self.set_node_addr:
                 self._spawn(self._set_address(node, ids[0]))
             return
+        doubt = [a for a in report.attempts if a.uncertain]
+        if doubt:
+            # The cloud may have launched with every answer lost: failing the node now would
+            # requeue its job while its instance boots. Keep the request, that launch's
+            # offering first with its client token (which returns what it launched), for the
+            # hold loop's next try; Slurm's ResumeTimeout bounds the wait.
+            attempt = doubt[-1]
+            self.state.requests[node] = dataclasses.replace(
+                request, offering=attempt.offering, client_token=attempt.client_token
+            )
+            self.state.changed()
+            log.warning(
+                'event=slurm_resume_uncertain node=%s offering=%s request_id=%s error="%s"',
+                node,
+                attempt.offering,
+                request.request_id,
+                attempt.error,
+            )
+            return
         outcome = report.launches[0] if report.launches else None
         error = outcome.error if outcome is not None and outcome.error else ""
         if not error:
@@ -462,7 +483,16 @@ class PowerSaver:
     # -- suspend --------------------------------------------------------------------------
 
     async def _suspend(self, node: str, kind: str) -> None:
-        dropped = self.state.requests.pop(node, None)
+        # accepting the suspend dropped the resumes before it: a resume here came after it
+        # (the node was powered up again while the suspend waited), served after it
+        dropped = None
+        request, suspend = self.state.requests.get(node), self.state.suspends.get(node)
+        if (
+            request is not None
+            and suspend is not None
+            and request.accepted_at < suspend.accepted_at
+        ):
+            dropped = self.state.requests.pop(node)
         held = self.state.holds.pop(node, None) if kind == "suspend" else None
         if dropped is not None or held is not None:
             self.state.changed()

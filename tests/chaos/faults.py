@@ -21,12 +21,21 @@ stop       someone stops a worker (``stop_instance``): it leaves the scheduler a
 hookerr    the drain hook fails with an error the daemon does not expect (not a DrainError)
 crash      the process dies at a provider call, before the call takes effect or after it (the
            response is lost with the process); every in-memory object is thrown away and
-           ``build_controller`` builds them again from ``state_dir`` and the cloud's tags
+           ``build_controller`` builds them again from ``state_dir`` and the cloud's tags.
+           In power-saving mode also at a Slurm command and at a durable write (before the
+           state file is replaced, or after), so hook requests in flight die with it; the
+           daemon stays down for a while and the hooks spool what they cannot hand over
+slurmerr   (power saving) slurmctld does not answer for a while: every squeue, sinfo and
+           scontrol fails; commands otherwise take up to a few seconds
+late       (power saving) the daemon took a hook's request but answered too late: the hook
+           spools it as well, with the same request id
 =========  ======================================================================================
 
 Windowed faults (missing, stale, fail, capacity, stop) are drawn as timed events over the fault
 phase of the run; per-call faults (lost, throttle, slowterm, crash) are drawn by ``FaultyCloud``
 at each provider call from its own seeded stream, so a run replays exactly from its seed.
+In power-saving mode a capacity window hits one offering (instance type, zone, capacity
+type), so which offering a launch tries first depends on the backoff table.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from typing import Any
 
 from shoal.providers.simulated import SimulatedProvisioner
 
-__all__ = ["KINDS", "Crash", "FaultPlan", "FaultyCloud", "Window"]
+__all__ = ["KINDS", "POWER_KINDS", "PUSH_KINDS", "Crash", "FaultPlan", "FaultyCloud", "Window"]
 
 KINDS = (
     "missing",
@@ -53,7 +62,14 @@ KINDS = (
     "stop",
     "crash",
     "hookerr",
+    "slurmerr",
+    "late",
 )
+# the kinds each mode draws from (harness.MODES); a kind outside its mode has no effect there
+PUSH_KINDS = KINDS[:12]
+# power saving: Slurm decides, so the push's reads (missing, stale, fail), spot interruptions,
+# stopped nodes and drain hooks do not apply; slurmctld's own faults do
+POWER_KINDS = ("lost", "lag", "capacity", "throttle", "slowterm", "crash", "slurmerr", "late")
 
 
 class Crash(BaseException):
@@ -87,11 +103,16 @@ class FaultPlan:
     lag: float  # listing lag, seconds
     spot_rate: float  # interruptions per spot node-hour
     hookerr_p: float  # per drain
+    late_p: float = 0.0  # per hook request the daemon took
 
     @classmethod
-    def draw(cls, seed: int, allowed: frozenset[str], fault_end: float) -> FaultPlan:
+    def draw(
+        cls, seed: int, allowed: frozenset[str], fault_end: float, power: bool = False
+    ) -> FaultPlan:
         """A random mix of ``allowed`` kinds (each on with probability 0.6) and their rates;
-        windows fall in [0, ``fault_end``)."""
+        windows fall in [0, ``fault_end``). ``power`` (power-saving mode): capacity windows
+        are more frequent and shorter, each on one offering, so a launch meets an offering in
+        backoff and a replay after a restart meets it available again."""
         rng = random.Random(f"plan-{seed}")
         on = frozenset(k for k in KINDS if k in allowed and rng.random() < 0.6)
         windows: list[Window] = []
@@ -101,7 +122,10 @@ class FaultPlan:
             "fail": (1.5, (30.0, 600.0)),
             "capacity": (2.0, (60.0, 1200.0)),
             "stop": (0.5, (0.0, 0.0)),
+            "slurmerr": (1.5, (10.0, 300.0)),
         }
+        if power:
+            spans["capacity"] = (6.0, (20.0, 300.0))
         for kind, (per_hour, (lo, hi)) in spans.items():
             if kind not in on:
                 continue
@@ -127,6 +151,7 @@ class FaultPlan:
             lag=rng.choice((5.0, 20.0, 60.0, 120.0)) if "lag" in on else 0.0,
             spot_rate=rng.uniform(0.2, 2.0) if "spot" in on else 0.0,
             hookerr_p=rng.uniform(0.1, 0.5) if "hookerr" in on else 0.0,
+            late_p=rng.uniform(0.05, 0.5) if "late" in on else 0.0,
         )
 
     def describe(self) -> str:
@@ -180,6 +205,9 @@ class FaultyCloud:
         self.crash_at: int | None = None
         self.armed = False  # crashes only while armed (the fault phase)
         self.dead = False
+        # called as the process dies (power-saving mode: stops its other tasks at once, as
+        # kill -9 does, so none of them acts after the death)
+        self.on_death: Callable[[], None] | None = None
         for name in self.WRAPPED:
             setattr(cloud, name, self._wrap(name, getattr(cloud, name)))
 
@@ -201,15 +229,7 @@ class FaultyCloud:
 
         async def wrapped(*args: Any) -> Any:
             arg = args[0] if args else None
-            if self.dead:
-                raise Crash(f"{op} by a dead process")
-            self.calls += 1
-            crash = self.armed and self.crash_at is not None and self.calls >= self.crash_at
-            after = (
-                crash and op != "DescribeInstances" and self.rng.random() < self.plan.crash_after_p
-            )
-            if crash and not after:
-                self._die(f"crash before {op} (call {self.calls})")
+            after = self.point(op, op != "DescribeInstances")
             if self.rng.random() < self.plan.throttle_p:
                 self.cloud.throttle_next(1, op)
                 self.log(f"throttle {op}")
@@ -237,7 +257,30 @@ class FaultyCloud:
 
         return wrapped
 
+    def crash_soon(self, within: int) -> None:
+        """Bring the next crash forward to one of the next ``within`` crash points (when
+        crashes are on): the moments right after an action are where restarts find bugs."""
+        if self.armed and self.crash_at is not None:
+            self.crash_at = min(self.crash_at, self.calls + 1 + self.rng.randrange(within))
+
+    def point(self, op: str, may_take_effect: bool = True) -> bool:
+        """A crash point: raises Crash when the process dies here before ``op`` takes effect
+        (or is made by a dead process); True when it dies right after ``op`` took effect."""
+        if self.dead:
+            raise Crash(f"{op} by a dead process")
+        self.calls += 1
+        crash = self.armed and self.crash_at is not None and self.calls >= self.crash_at
+        after = crash and may_take_effect and self.rng.random() < self.plan.crash_after_p
+        if crash and not after:
+            self._die(f"crash before {op} (call {self.calls})")
+        return after
+
+    def die_after(self, op: str) -> None:
+        self._die(f"crash after {op} took effect (call {self.calls})")
+
     def _die(self, why: str) -> None:
         self.dead = True
         self.log(why)
+        if self.on_death is not None:
+            self.on_death()
         raise Crash(why)

@@ -71,9 +71,10 @@ Invariants, checked after every pass (and at each call where they are about a ca
 ``fsync-on-loop``
     Nothing is fsynced on the event loop (work handed to ``asyncio.to_thread`` is off it).
 
-Power-save mode (``PowerSaver`` and ``Cleaner`` driven by a fake slurmctld, with the hook
-invariants: every accepted request served or explicitly failed, one instance per Slurm node)
-is not simulated yet.
+This is push mode (``mode="push"``). Slurm's power-saving mode (``mode="power_save"``:
+``PowerSaver``, ``Cleaner`` and the hook spool driven by a simulated slurmctld, with the hook
+invariants) is ``powersave.PowerRun``, a subclass of this run; its module docstring lists
+what it adds.
 
 A violation records the seed and the run's event log; ``bench/chaos.py --seed S --verbose``
 replays it and prints every event.
@@ -84,6 +85,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -109,12 +111,13 @@ from shoal.scaler.planner import plan as default_plan
 from shoal.scaler.planner import usable_shape
 from shoal.scaler.shape import Shape
 
-from .faults import KINDS, Crash, FaultPlan, FaultyCloud
+from .faults import KINDS, POWER_KINDS, PUSH_KINDS, Crash, FaultPlan, FaultyCloud
 
 __all__ = [
     "END",
     "FAULT_END",
     "KINDS",
+    "MODES",
     "Sabotage",
     "SeedResult",
     "Violation",
@@ -131,19 +134,36 @@ END = 6 * HOUR
 PUSH_EVERY = 90.0  # a pushing source re-sends its demand at least this often
 GiB = 1024**3
 LOG_TAIL = 60  # events printed with a violation
+MODES = ("push", "power_save")
 
 # plan, snapshot, seconds since the run began -> the plan to carry out instead
 Sabotage = Callable[[Plan, Snapshot, float], Plan]
 
 
-def chaos_config(seed: int, plan: FaultPlan, state_dir: Path) -> ShoalConfig:
-    """A small cluster: three node types (one spot), tight timers, count packing."""
+def chaos_config(seed: int, plan: FaultPlan, state_dir: Path, mode: str = "push") -> ShoalConfig:
+    """A small cluster: three node types (one spot), tight timers, count packing. In
+    power-saving mode Slurm's power saving drives it (``powersave``): two zones, and a node
+    type with two instance types, so a launch has several offerings to choose from."""
+    power = mode == "power_save"
+    zone: dict[str, Any] = {"zones": ["sim-1a", "sim-1b"]} if power else {"zone": "sim-1a"}
+    extra: dict[str, Any] = {}
+    if power:
+        extra = {
+            "demand": {"api": False, "slurm": True},
+            "slurm": {
+                "mode": "power_save",
+                "poll_interval": "20s",
+                "cleanup_interval": "60s",
+                "orphan_grace": "120s",
+            },
+        }
+    first = "c5.large/c5a.large" if power else "c5.large"
     return parse_config(
         {
             "cluster_name": "chaos",
             "provider": {
                 "kind": "simulated",
-                "zone": "sim-1a",
+                **zone,
                 "boot_delay": "60s",
                 "join_delay": "30s",
                 "listing_lag": plan.lag,
@@ -151,7 +171,7 @@ def chaos_config(seed: int, plan: FaultPlan, state_dir: Path) -> ShoalConfig:
                 "seed": seed,
             },
             "node_types": [
-                {"type": "c5.large", "max": 3},
+                {"type": first, "max": 3},
                 {"type": "r5.large", "max": 2},
                 {"type": "c5.xlarge:0.2", "max": 3},
             ],
@@ -170,6 +190,7 @@ def chaos_config(seed: int, plan: FaultPlan, state_dir: Path) -> ShoalConfig:
             },
             "demand": {"max_age": "120s"},
             "state_dir": str(state_dir),
+            **extra,
         }
     )
 
@@ -242,13 +263,17 @@ class SeedResult:
     crashes: int = 0
     launched: int = 0
     jobs: int = 0
+    mode: str = "push"
 
     def report(self, tail: int = LOG_TAIL) -> str:
-        lines = [f"seed {self.seed}: {len(self.violations)} violation(s); faults: {self.faults}"]
+        lines = [
+            f"seed {self.seed} ({self.mode}): {len(self.violations)} violation(s); "
+            f"faults: {self.faults}"
+        ]
         lines += [f"  {v}" for v in self.violations[:10]]
         lines.append(
-            f"  last {min(tail, len(self.log))} events (replay: bench/chaos.py --seed "
-            f"{self.seed} --verbose):"
+            f"  last {min(tail, len(self.log))} events (replay: bench/chaos.py --mode "
+            f"{self.mode} --seed {self.seed} --verbose):"
         )
         lines += [f"    {e}" for e in self.log[-tail:]]
         return "\n".join(lines)
@@ -309,7 +334,8 @@ def _fsync(fd: int) -> None:
             run.fsync_reported = True
             where = "".join(traceback.format_stack(limit=6)[:-1])
             run.violate("fsync-on-loop", f"fsync on the event loop:\n{where}")
-    _real_fsync(fd)
+    # no real fsync: a simulated crash loses no page cache (the machine lives on), and the
+    # disk's flush would be most of a power-saving seed's time
 
 
 class _DrainHook:
@@ -344,11 +370,13 @@ class _Run:
         state_dir: Path,
         verbose: bool,
         sabotage: Sabotage | None = None,
+        mode: str = "push",
     ) -> None:
         self.seed = seed
+        self.mode = mode
         self.sabotage = sabotage
-        self.plan = FaultPlan.draw(seed, kinds, FAULT_END)
-        self.config = chaos_config(seed, self.plan, state_dir)
+        self.plan = FaultPlan.draw(seed, kinds, FAULT_END, power=mode == "power_save")
+        self.config = chaos_config(seed, self.plan, state_dir, mode)
         self.verbose = verbose
         self.log: list[str] = []
         self.violations: list[Violation] = []
@@ -672,6 +700,9 @@ class _Run:
             if t >= due:
                 await self.one_pass(c)
         self.check_end()
+        return self.result(len(jobs))
+
+    def result(self, jobs: int) -> SeedResult:
         return SeedResult(
             self.seed,
             self.plan.describe(),
@@ -680,7 +711,8 @@ class _Run:
             self.passes,
             self.crashes,
             self.launched_total,
-            len(jobs),
+            jobs,
+            self.mode,
         )
 
     def step_cloud(self) -> None:
@@ -842,56 +874,82 @@ class _Run:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    logger = logging.getLogger("shoal")
-    old = logger.level
-    logger.setLevel(logging.CRITICAL)
+    loggers = [logging.getLogger("shoal"), logging.getLogger("asyncio")]
+    old = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(old)
+        for logger, level in zip(loggers, old, strict=True):
+            logger.setLevel(level)
+
+
+def mode_kinds(mode: str) -> tuple[str, ...]:
+    """The fault kinds a mode draws from by default."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    return POWER_KINDS if mode == "power_save" else PUSH_KINDS
 
 
 def run_seed(
     seed: int,
-    kinds: Iterable[str] = KINDS,
+    kinds: Iterable[str] | None = None,
     *,
+    mode: str = "push",
     verbose: bool = False,
     sabotage: Sabotage | None = None,
 ) -> SeedResult:
     """One seed, in a fresh event loop and a fresh ``state_dir``. ``sabotage`` rewrites every
-    plan (the harness's own tests plant bugs with it, to show each invariant can fail)."""
-    allowed = frozenset(kinds)
+    plan (the harness's own tests plant bugs with it, to show each invariant can fail).
+    ``mode``: ``push`` (shoal's planner, demand pushed) or ``power_save`` (Slurm's power
+    saving: ``powersave``)."""
+    allowed = frozenset(mode_kinds(mode) if kinds is None else kinds)
     unknown = allowed - set(KINDS)
     if unknown:
         raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
-    with tempfile.TemporaryDirectory(prefix="shoal-chaos-") as tmp, _quiet():
-        run = _Run(seed, allowed, Path(tmp), verbose, sabotage)
+    memory = "/dev/shm" if os.path.isdir("/dev/shm") else None  # state files in memory
+    with tempfile.TemporaryDirectory(prefix="shoal-chaos-", dir=memory) as tmp, _quiet():
+        if mode == "power_save":
+            from .powersave import PowerRun
+
+            state = Path(tmp) / "state"
+            run: _Run = PowerRun(seed, allowed, state, verbose, sabotage, mode)
+        else:
+            run = _Run(seed, allowed, Path(tmp), verbose, sabotage, mode)
         random.seed(f"jitter-{seed}")  # the retry layer's jitter draws from the global stream
         _CURRENT.append(run)
         os.fsync = _fsync
         try:
-            return asyncio.run(run.run())
+            result = asyncio.run(run.run())
+            gc.collect()  # the dead processes' tasks, while their warnings are quiet
+            return result
         except Exception:
             # the harness itself failed: a bug to fix here, reported with its seed
             run.violate("harness-error", traceback.format_exc())
-            return SeedResult(seed, run.plan.describe(), run.violations, run.log)
+            return run.result(0)
         finally:
             os.fsync = _real_fsync
             _CURRENT.pop()
 
 
 def run_seeds(
-    seeds: Iterable[int], kinds: Iterable[str] = KINDS, *, workers: int = 2
+    seeds: Iterable[int],
+    kinds: Iterable[str] | None = None,
+    *,
+    mode: str = "push",
+    workers: int = 2,
 ) -> Iterator[SeedResult]:
     """Many seeds over ``workers`` processes, in seed order."""
     seeds = list(seeds)
-    kinds = tuple(kinds)
+    chosen = None if kinds is None else tuple(kinds)
     if workers <= 1:
         for s in seeds:
-            yield run_seed(s, kinds)
+            yield run_seed(s, chosen, mode=mode)
         return
     import concurrent.futures
     import functools
 
     with concurrent.futures.ProcessPoolExecutor(workers) as pool:
-        yield from pool.map(functools.partial(run_seed, kinds=kinds), seeds, chunksize=4)
+        run = functools.partial(run_seed, kinds=chosen, mode=mode)
+        yield from pool.map(run, seeds, chunksize=4)

@@ -1,7 +1,8 @@
-"""The chaos harness in ``make test``: 200 seeds of six simulated hours with random faults, and
-not one violation of shoal's invariants (``tests/chaos/harness.py`` lists them). A failure
-prints each violating seed with its violations and the tail of its event log; replay one with
-``bench/chaos.py --seed S --verbose``."""
+"""The chaos harness in ``make test``: 200 seeds in push mode and 60 in Slurm's power-saving
+mode (``tests/chaos/powersave.py``), six simulated hours each with random faults, and not one
+violation of shoal's invariants (``tests/chaos/harness.py`` and ``powersave.py`` list them).
+A failure prints each violating seed with its violations and the tail of its event log;
+replay one with ``bench/chaos.py --mode MODE --seed S --verbose``."""
 
 from __future__ import annotations
 
@@ -14,33 +15,45 @@ from shoal.providers.files import write_json_atomic
 from shoal.scaler.model import NodeAction, Plan, RemoveCause, Snapshot
 
 from chaos import harness
-from chaos.harness import FAULT_END, KINDS, Sabotage, run_seed, run_seeds
+from chaos.harness import FAULT_END, MODES, Sabotage, run_seed, run_seeds
 
-SEEDS = int(os.environ.get("SHOAL_CHAOS_SEEDS", "200"))
+# seeds per mode: push mode (shoal's planner) is ~4x cheaper than power saving
+SEEDS = {
+    "push": int(os.environ.get("SHOAL_CHAOS_SEEDS", "200")),
+    "power_save": int(os.environ.get("SHOAL_CHAOS_POWER_SEEDS", "60")),
+}
 WORKERS = 2  # this machine's cores
 
 
-def test_every_invariant_holds_over_the_seeds() -> None:
-    failing = [r for r in run_seeds(range(SEEDS), KINDS, workers=WORKERS) if r.violations]
+@pytest.mark.parametrize("mode", MODES)
+def test_every_invariant_holds_over_the_seeds(mode: str) -> None:
+    seeds = SEEDS[mode]
+    results = run_seeds(range(seeds), mode=mode, workers=WORKERS)
+    failing = [r for r in results if r.violations]
     summary = "\n\n".join(r.report(tail=25) for r in failing[:3])
     counts: dict[str, int] = {}
     for r in failing:
         for v in r.violations:
             counts[v.invariant] = counts.get(v.invariant, 0) + 1
     assert not failing, (
-        f"{len(failing)} of {SEEDS} seeds violate an invariant {counts}; seeds "
+        f"{len(failing)} of {seeds} seeds ({mode}) violate an invariant {counts}; seeds "
         f"{[r.seed for r in failing][:30]}\n\n{summary}"
     )
 
 
-def test_a_seed_replays_exactly() -> None:
-    """Everything random comes from the seed (cloud, faults, crashes, retry jitter), so the
-    event log of a seed is the same run after run: a reported seed can be replayed."""
-    first = run_seed(5)
-    again = run_seed(5)
+@pytest.mark.parametrize(("mode", "seed"), [("push", 5), ("power_save", 3)])
+def test_a_seed_replays_exactly(mode: str, seed: int) -> None:
+    """Everything random comes from the seed (cloud, faults, crashes, retry jitter, hook
+    calls), so the event log of a seed is the same run after run: a reported seed can be
+    replayed."""
+    first = run_seed(seed, mode=mode)
+    again = run_seed(seed, mode=mode)
     assert first.log == again.log
     assert first.passes > 100 and first.jobs > 0
-    assert run_seed(6).log != first.log
+    if mode == "power_save":  # the run went through crashes, spooled hooks and launches
+        assert first.crashes > 0 and first.launched > 0
+        assert any("spooled" in line for line in first.log)
+    assert run_seed(seed + 1, mode=mode).log != first.log
 
 
 # -- the harness's own checks can fail: bugs planted in the plan, on a run without faults ---

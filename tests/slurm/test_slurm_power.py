@@ -25,7 +25,7 @@ from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.daemon.slurm.state import PowerState
 from shoal.providers.base import TAG_REQUEST_ID
 from shoal.providers.clock import FakeClock, InlineExecutor
-from shoal.providers.errors import ProviderError
+from shoal.providers.errors import ProviderError, RetryableError
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.providers.slurm import TAG_SLURM_FEATURES, TAG_SLURM_NODE, SlurmDemand
 from shoal.scaler.backoff import FailureKind
@@ -211,6 +211,85 @@ async def test_a_resume_of_a_node_whose_instance_was_stopped_launches_a_new_one(
     assert sorted((await d.workers())["cloud1"]) == sorted([old, new])  # the loop ends old
     d.power.note_instances(await d.provider.list_instances())  # a listing shows both
     assert d.power.instance_id("cloud1") == new
+
+
+async def test_a_launch_whose_every_answer_was_lost_is_tried_again_not_failed(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """RunInstances took effect but every answer was lost until the retries ran out (found by
+    the chaos harness in power-saving mode): the outcome is unknown, so the node is not failed
+    (set DOWN, its job requeued while its instance boots). The request stays, with the
+    offering and client token of the launch in doubt, and the next try gets that instance
+    back by its token: one instance, the request served."""
+    d = await start(tmp_path, clock)
+    d.provider.lose_next_response(2, "RunInstances")  # both attempts of the retry policy
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    assert d.power.state.holds == {}  # not failed: nothing to hold DOWN
+    request = d.power.state.requests["cloud1"]
+    assert request.offering is not None and request.client_token
+    assert d.provider.count() == 1
+    runner = asyncio.create_task(d.power.run())  # retries what is left, every poll interval
+    await clock.advance(d.power.retry_interval + 1)
+    await d.served()
+    runner.cancel()
+    workers = await d.workers()
+    assert workers == {"cloud1": [workers["cloud1"][0]]} and d.provider.count() == 1
+    assert d.power.state.requests == {} and d.power.state.holds == {}
+    assert d.power.instance_id("cloud1") == workers["cloud1"][0]
+
+
+async def test_a_resume_accepted_after_a_suspend_not_served_yet_is_served_after_it(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Slurm suspends a node and powers it up again for a new job before the suspend was
+    served (its worker waits for the node's lock, or a restart finds both on disk: found by
+    the chaos harness). The suspend terminates the old instance, then the newer resume
+    launches one: serving the suspend must not drop the resume, or the job waits for
+    ResumeTimeout."""
+    d = await start(tmp_path, clock)
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    (old,) = (await d.workers())["cloud1"]
+    async with d.power.lock("cloud1"):  # the clean-up loop is at the node, say
+        await d.power.accept("suspend", "cloud1")
+        await clock.settle()
+        await d.power.accept("resume", "cloud1")  # Slurm powered it down and up again
+    await d.served()
+    (new,) = (await d.workers())["cloud1"]
+    assert new != old
+    assert d.power.state.requests == {} and d.power.state.suspends == {}
+
+
+async def test_a_retry_after_a_lost_answer_resumes_at_that_offering(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The first offering has no capacity, the second launches but its answer is lost, and the
+    first has capacity again when the retry layer tries again (found by the chaos harness in
+    power-saving mode): the retry must start at the offering in doubt, whose client token
+    returns its instance, not at the first, which would launch a second node for cloud1."""
+    provider = SimulatedProvisioner(
+        clusterName="t", zones=(ZONE, "us-west-2b"), clock=clock, listing_lag=300
+    )
+    provider.set_unavailable("c5.xlarge", False, zone=ZONE)
+    real = provider.launch_offering
+    lost: list[str] = []
+
+    async def launch_offering(request: Any) -> list[str]:
+        ids = await real(request)
+        if request.offering.zone == "us-west-2b" and not lost:
+            lost.extend(ids)
+            provider.set_unavailable("c5.xlarge", False, code=None, zone=ZONE)
+            raise RetryableError("the answer was lost")
+        return ids
+
+    provider.launch_offering = launch_offering  # type: ignore[method-assign]
+    d = await start(tmp_path, clock, provider)
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    assert provider.count() == 1, provider.worker_names()
+    assert d.power.instance_id("cloud1") == lost[0]
+    assert d.power.state.requests == {}
 
 
 async def test_suspend_terminates_the_nodes_instance(tmp_path: Path, clock: FakeClock) -> None:
