@@ -4,12 +4,13 @@ Everything the daemon must not forget across ``kill -9`` lives in one JSON file,
 ``<state_dir>/state.json``, in named sections:
 
 ``ledger``  launches in flight (``LaunchJournal``): the intent of every ``addNodes`` call
-            (request id, node type, count, time), written before the call; the instance ids
+            (request id, node type, count, offering, time), written again before each
+            offering the call tries (its offering that one): one flush each; the instance ids
             it answered, kept until a listing shows them or ``launch_ledger_ttl`` passes
             and the nodes seen joined (``joined``: id -> time first seen joined, and since when
             it has been missing from the reads), written in the background when they change
-``slurm``   the power saver's resume requests (with the offering chosen and its client
-            token), suspend requests and held nodes (``daemon.slurm.state``)
+``slurm``   the power saver's resume requests (with the offering last tried and its
+            client token), suspend requests and held nodes (``daemon.slurm.state``)
 
 One daemon per ``state_dir``: ``open`` takes an exclusive ``flock`` on ``<state_dir>/lock``
 for the life of the process and refuses to start, naming the holder's pid, when another
@@ -346,7 +347,8 @@ class LaunchJournal:
     async def intent(
         self, request_id: str, node_type: NodeType, count: int, offering: Offering, now: float
     ) -> None:
-        """Before ``addNodes``: the launch is on disk once this returns."""
+        """Before each offering ``addNodes`` tries: the launch, with ``offering``, is on disk
+        once this returns."""
         self._intents[request_id] = {
             "node_type": node_type.name,
             "count": count,

@@ -51,12 +51,27 @@ from shoal.providers.retry import RetryPolicy, call_with_retry
 from shoal.scaler.backoff import FailureKind
 from shoal.scaler.model import Launch, NodeAction, NodeType, Offering, Plan, Policy, RemoveCause
 
-__all__ = ["BackoffEvent", "ExecutionReport", "Executor", "LaunchOutcome", "new_request_id"]
+__all__ = [
+    "BackoffEvent",
+    "ExecutionReport",
+    "Executor",
+    "LaunchOutcome",
+    "OnOffering",
+    "new_request_id",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# (request id, node type, count, the offering tried first) -> awaited before addNodes
+# (request id, node type, count, the offering about to be tried) -> awaited before each
+# offering addNodes tries
 BeforeLaunch = Callable[[str, NodeType, int, Offering], Awaitable[None]]
+# (the offering about to be tried, its client token) -> noted before before_launch's write
+OnOffering = Callable[[Offering, str], None]
+
+
+class _NotWritten(Exception):
+    """``before_launch`` failed: the offering was not tried (a launch not on disk could not
+    be found again after a crash)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +135,8 @@ class Executor:
         self.drain_hook: DrainHook = drain_hook or NoDrainHook()
         self.undrain_hook: UndrainHook = undrain_hook or NoUndrainHook()
         self.request_ids = request_ids
-        # awaited before every addNodes: the launch's intent goes on disk (daemon.durable)
+        # awaited before each offering addNodes tries: the launch's intent, with that offering,
+        # goes on disk (daemon.durable)
         self.before_launch = before_launch
         # extra tags for every launch of a node type (a Slurm cluster's node features)
         self.launch_tags: Callable[[NodeType], Mapping[str, str]] = launch_tags or _no_tags
@@ -282,19 +298,18 @@ class Executor:
         request_id: str | None = None,
         tags: Mapping[str, str] | None = None,
         first: Offering | None = None,
+        on_offering: OnOffering | None = None,
     ) -> ExecutionReport:
         """One launch outside a plan (a Slurm resume request): as a plan's launch, with the
-        caller's request id (a retried request then launches nothing twice), extra tags and
-        the offering to try first. ``Controller.launch`` calls it and books the report."""
+        caller's request id (a retried request then launches nothing twice), extra tags, the
+        offering to try first, and ``on_offering`` called with each offering and its client
+        token before it is tried (and before ``before_launch``'s write, which saves what it
+        changed). ``Controller.launch`` calls it and books the report."""
         report = ExecutionReport()
-        await self._launch(node_type, launch, unavailable, report, request_id, tags, first)
+        await self._launch(
+            node_type, launch, unavailable, report, request_id, tags, first, on_offering
+        )
         return report
-
-    def first_offering(self, node_type: NodeType, unavailable: set[Offering]) -> Offering:
-        """The offering ``addNodes`` tries first for ``node_type``: the first in preference
-        order not in backoff (the first of all when every one is)."""
-        offerings = self.provider.offerings(list(node_type.instance_types), node_type.preemptible)
-        return next((o for o in offerings if o not in unavailable), offerings[0])
 
     async def _launch(
         self,
@@ -305,6 +320,7 @@ class Executor:
         request_id: str | None = None,
         tags: Mapping[str, str] | None = None,
         first: Offering | None = None,
+        on_offering: OnOffering | None = None,
     ) -> None:
         request_id = request_id or self.request_ids()
         tags = {**self.launch_tags(node_type), **(tags or {})}
@@ -317,17 +333,17 @@ class Executor:
             launch.message,
         )
 
-        if self.before_launch is not None:
-            offering = first or self.first_offering(node_type, unavailable)
-            try:
-                await self.before_launch(request_id, node_type, launch.count, offering)
-            except Exception as exc:  # not on disk: launching could not be undone after a crash
-                log.error('event=launch_not_journaled request_id=%s error="%r"', request_id, exc)
-                report.errors.append(f"addNodes {node_type.name}: state not written: {exc!r}")
-                report.launches.append(
-                    LaunchOutcome(node_type.name, launch.count, 0, request_id, f"error: {exc}")
-                )
-                return
+        async def before_offering(offering: Offering, token: str) -> None:
+            # Each offering and its intent on disk before it is tried, not just the first: a
+            # replay after a crash starts at the last one that may have launched, whose client
+            # token returns what it did (one that failed may have capacity again by then).
+            if on_offering is not None:
+                on_offering(offering, token)
+            if self.before_launch is not None:
+                try:
+                    await self.before_launch(request_id, node_type, launch.count, offering)
+                except Exception as exc:  # not on disk: it could not be found after a crash
+                    raise _NotWritten(f"state not written: {exc!r}") from exc
 
         async def add() -> int:
             # A retry starts at the offering whose answer was lost: it may have launched, and
@@ -347,6 +363,7 @@ class Executor:
                 exclude=unavailable,
                 tags=tags,
                 first=doubt[-1].offering if doubt else first,
+                before_offering=before_offering,
             )
 
         result, events = await self._tracked_call("addNodes", request_id, add)
@@ -366,7 +383,11 @@ class Executor:
                 node_type=node_type.name, reason=event.kind.value
             ).inc()
         error = ""
-        if isinstance(result, BaseException):
+        if isinstance(result, _NotWritten):
+            log.error('event=launch_not_journaled request_id=%s error="%s"', request_id, result)
+            report.errors.append(f"addNodes {node_type.name}: {result}")
+            error = f"error: {result}"
+        elif isinstance(result, BaseException):
             if not isinstance(result, CapacityError):
                 self.metrics.scale_up_failures.labels(
                     node_type=node_type.name, reason="error"

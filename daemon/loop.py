@@ -41,7 +41,7 @@ from typing import Protocol
 
 from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.durable import DurableStore, LaunchJournal
-from shoal.daemon.executor import BackoffEvent, ExecutionReport, Executor
+from shoal.daemon.executor import BackoffEvent, ExecutionReport, Executor, OnOffering
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import DEFAULT_LEDGER_TTL, NodeTracker, TrackedNode, TrackedState
 from shoal.providers.base import AbstractProvisioner, Node
@@ -496,21 +496,25 @@ class Controller:
         request_id: str | None = None,
         tags: Mapping[str, str] | None = None,
         first: Offering | None = None,
+        on_offering: OnOffering | None = None,
     ) -> ExecutionReport:
         """Launch outside a plan (a Slurm resume request) through the executor, skipping the
         offerings in backoff (``first`` is tried first regardless), and book it: ledger,
-        backoff table, durable state. The intent is on disk before ``addNodes`` is called."""
+        backoff table, durable state. Before each offering is tried, ``on_offering`` is called
+        with it and its client token, and then the intent (with that offering) is written, with
+        whatever ``on_offering`` changed in the same store."""
         unavailable = set(self.backoff.unavailable(self.clock.now()))
         report = await self.executor.launch(
-            node_type, launch, unavailable, request_id=request_id, tags=tags, first=first
+            node_type,
+            launch,
+            unavailable,
+            request_id=request_id,
+            tags=tags,
+            first=first,
+            on_offering=on_offering,
         )
         self.record_outcomes(report)
         return report
-
-    def first_offering(self, node_type: NodeType) -> Offering:
-        """The offering a launch of ``node_type`` would try first now (backoff skipped)."""
-        unavailable = set(self.backoff.unavailable(self.clock.now()))
-        return self.executor.first_offering(node_type, unavailable)
 
     async def terminate(
         self, nodes: Sequence[Node | str], *, cause: str | None = None, back_off: bool = False

@@ -25,7 +25,8 @@ The tags are how a decision outlives the daemon: ``TAG_DRAINING`` marks a worker
 draining (its value the epoch second the drain began), set before the drain takes effect, so a
 restarted daemon adopts the node as draining instead of as room for new work.
 
-``addNodes(nodeTypes, numNodes, preemptible, spotBid, *, requestId, exclude, tags)`` tries the
+``addNodes(nodeTypes, numNodes, preemptible, spotBid, *, requestId, exclude, tags, first,
+before_offering)`` tries the
 offerings in preference order (the alternatives in the caller's order for a list or tuple,
 sorted for a set, which keeps the seed's "any of these"; each in every zone of ``zones``),
 skipping ``exclude`` (offerings the caller has in backoff), fills what one offering could not
@@ -34,7 +35,9 @@ offering out of capacity it raises ``CapacityError`` (``QuotaError`` when all we
 carrying the offerings. A transient error is raised as it is, for the caller's one retry layer
 (``providers.retry``, driven by ``retryPredicate``): the client token of each offering is a
 function of (requestId, offering), so a retried call returns the instances already launched and
-launches nothing twice. ``terminateNodes`` terminates in batches; ids already gone count as
+launches nothing twice; ``before_offering`` is awaited with each offering and its client token
+before that offering is tried (a caller saves them, so a restart replays from the last offering
+that may have launched). ``terminateNodes`` terminates in batches; ids already gone count as
 terminated and any other failure raises ``TerminationError`` naming every failed id.
 
 What the seed's return values cannot carry comes through ``subscribe``: see
@@ -49,7 +52,7 @@ import hashlib
 import logging
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from shoal.providers.errors import (
@@ -414,6 +417,7 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
         exclude: Collection[Offering] = (),
         tags: Mapping[str, str] | None = None,
         first: Offering | None = None,
+        before_offering: Callable[[Offering, str], Awaitable[None]] | None = None,
     ) -> int:
         """Launch ``numNodes`` workers of one of ``nodeTypes``; returns how many were launched.
 
@@ -422,7 +426,9 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
         ``first`` is tried before the others, even if excluded: the offering a replayed
         request chose before (its client token returns what it launched then). One that is
         not among these types' offerings any more (the config changed since: a zone or an
-        instance type removed) is ignored, and logged.
+        instance type removed) is ignored, and logged. ``before_offering(offering, client
+        token)`` is awaited before each offering is tried; what it raises ends the call (that
+        offering untried) and is raised as it is.
         """
         ordered = ordered_types(nodeTypes)
         if numNodes <= 0 or not ordered:
@@ -455,6 +461,8 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
                 spot_bid=spotBid,
                 tags={**(tags or {}), **self.worker_tags(offering.instance_type, request_id)},
             )
+            if before_offering is not None:
+                await before_offering(offering, request.client_token)
             try:
                 ids = await self.launch_offering(request)
             except ProviderError as e:

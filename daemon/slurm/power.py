@@ -11,9 +11,9 @@ retries, metrics and the provider's events) and the controller (ledger and backo
              the node has an instance (tag shoal:slurm-node)? ── yes ─► nothing (idempotent)
                                        │ no
                                        ▼
-             choose the offering (alternatives and zones in order, offerings in backoff
-             skipped) and save it with its client token; launch 1 through
-             Controller.launch, that offering first, tagged with the node name
+             launch 1 through Controller.launch (alternatives and zones in order,
+             offerings in backoff skipped; a replay's saved offering first), tagged with
+             the node name; each offering saved with its client token before it is tried
                   │ launched                              │ failed (capacity, quota, error,
                   │ (outcome unknown: an answer lost      │ every offering in backoff)
                   │ past the retries: kept, tried again   │
@@ -30,12 +30,17 @@ retries, metrics and the provider's events) and the controller (ledger and backo
                              launch
 
 Restart safety (``daemon.slurm.state``): a request is on disk before the hook is answered
-and removed once served; the offering a resume tries first is on disk before its launch;
+and removed once served; each offering a resume tries is on disk (with its client token)
+before that offering's launch, so the file names the last offering that may have launched;
 holds and suspends are written too. After ``kill -9`` anywhere in between, the daemon serves
-what the file holds again with the same request id and the same first offering, so the
+what the file holds again with the same request id, starting at that offering, so the
 provider's client token (a function of request id and offering) makes a launch that had
 already happened return its instance instead of launching a second: served once, no
-duplicate, no orphan. Every change of a node's state (a request served, the hold loop's
+duplicate, no orphan. (Saving only the offering tried first is not enough: when it fails
+and the launch falls through to the next, a replay from the first, whose capacity may be
+back, launches a second instance while the listing does not show the one launched.) The
+save costs no write of its own: the launch intent's flush, one per offering tried, writes
+it. Every change of a node's state (a request served, the hold loop's
 release) happens under that node's lock. Writes go through the daemon's store: coalesced
 and off the event loop, so a burst of 500 requests costs a few fsyncs, not 1,000.
 (Re-deriving requests from Slurm's POWERING_UP nodes instead cannot tell a lost request
@@ -56,7 +61,7 @@ from shoal.daemon.metrics import SLURM_REQUEST_KINDS, ShoalMetrics
 from shoal.daemon.nodes import TrackedState
 from shoal.daemon.slurm.names import NodeTypeMap
 from shoal.daemon.slurm.state import Hold, PowerState, ResumeRequest, SuspendRequest
-from shoal.providers.base import TAG_AUTOSCALED, Node, client_token
+from shoal.providers.base import TAG_AUTOSCALED, Node
 from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.errors import ProviderError, TerminationError
 from shoal.providers.slurm import (
@@ -70,6 +75,7 @@ from shoal.scaler.model import (
     AddCause,
     Launch,
     NodeType,
+    Offering,
     Plan,
     PlannerState,
     Policy,
@@ -347,22 +353,28 @@ class PowerSaver:
                 request.request_id,
             )
             return
-        if request.offering is None:  # chosen once, on disk before the launch: see state.py
-            offering = controller.first_offering(node_type)
-            token = client_token(request.request_id, offering)
-            request = dataclasses.replace(request, offering=offering, client_token=token)
-            self.state.requests[node] = request
-            # no write of its own: Controller.launch writes the launch's intent to the same
-            # store, and so this, before addNodes is called
-            self.state.changed()
         jobs = f" for job {','.join(request.jobs)}" if request.jobs else ""
         launch = Launch(node_type.name, 1, AddCause.DEMAND, f"Slurm resumes {node}{jobs}")
+
+        def trying(offering: Offering, token: str) -> None:
+            # Each offering is saved before it is tried (see state.py): a replay starts at the
+            # last one that may have launched, never at an earlier one that failed and may have
+            # capacity again. No write of its own: Controller.launch then writes the launch's
+            # intent to the same store, and so this, before that offering's launch.
+            saved = self.state.requests.get(node)
+            if saved is not None and saved.request_id == request.request_id:
+                self.state.requests[node] = dataclasses.replace(
+                    saved, offering=offering, client_token=token
+                )
+                self.state.changed()
+
         report = await controller.launch(
             node_type,
             launch,
             request_id=request.request_id,
             tags={TAG_SLURM_NODE: node},
             first=request.offering,
+            on_offering=trying,
         )
         ids = [i for attempt in report.attempts for i in attempt.ids]
         if ids:

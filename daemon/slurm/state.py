@@ -6,9 +6,11 @@ it lives in the ``slurm`` section of the daemon's one state file (``daemon.durab
 - a resume or suspend request is on disk before the hook is answered, and removed once it was
   served; a request found at start is served again (suspends first: a suspend accepted
   drops the node's older resume, so a resume on disk beside a suspend came after it);
-- before a resume is launched the offering it tries first and that offering's client token
-  are on disk; a replay tries the same offering with the same token first, so the cloud
-  returns what the first try launched whatever the backoff table (memory only) says now;
+- before a resume's launch tries an offering, that offering and its client token are on
+  disk (each offering tried, not only the first: a launch that falls through to the next
+  offering saves that one before trying it); a replay tries the saved offering with the same
+  token first, so the cloud returns what it launched, whatever the backoff table (memory
+  only) says now and whatever capacity the offerings tried before it have again;
 - a hold is on disk before the node is set DOWN and removed once it was powered down or
   dropped, so a node is never left DOWN because the daemon restarted.
 - the ids of the latest hook requests accepted (``accepted_ids``, the last
@@ -49,7 +51,7 @@ class ResumeRequest:
     request_id: str
     accepted_at: float
     jobs: tuple[str, ...] = ()  # the jobs waiting for the node (from SLURM_RESUME_FILE)
-    offering: Offering | None = None  # tried first; chosen (and saved) before the launch
+    offering: Offering | None = None  # the last tried, saved before its launch; a replay's first
     client_token: str = ""  # the offering's client token, for the logs and the operator
 
 

@@ -19,11 +19,16 @@ import yaml
 from shoal.daemon.config import load_config
 from shoal.daemon.durable import LOCK_FILE, STATE_FILE, DurableStore, StateError
 from shoal.daemon.service import Service
+from shoal.providers.clock import FakeClock
 from shoal.providers.files import write_json_atomic
 from shoal.providers.outcomes import LaunchRequest
+from shoal.providers.simulated import SimulatedProvisioner
+from shoal.scaler.model import AddCause, Launch
 
 if TYPE_CHECKING:
     from conftest import Harness
+
+ZONE_A, ZONE_B = "us-west-2a", "us-west-2b"
 
 
 async def test_concurrent_changes_share_writes_and_the_write_runs_off_the_loop(
@@ -295,3 +300,49 @@ def test_the_lock_is_released_with_the_last_store_of_the_process(tmp_path: Path)
     assert subprocess.run(probe, capture_output=True).returncode != 0  # still held
     second.close()
     assert subprocess.run(probe, capture_output=True, text=True).stdout == "locked\n"
+
+
+async def test_the_intent_on_disk_names_the_offering_being_tried(
+    tmp_path: Path, clock: FakeClock, harness_factory: Any
+) -> None:
+    """Zone a has no capacity, so the launch falls through to zone b: when b is launched, the
+    intent on disk names b (the placeholders a restart makes stand for the launch that may
+    have happened). An intent that cannot be written stops the launch before its offering is
+    tried, and the failure on a before it is still booked (backoff)."""
+    state = tmp_path / "state"
+    cloud = SimulatedProvisioner(clusterName="test", zones=[ZONE_A, ZONE_B], clock=clock)
+    h: Harness = await harness_factory(state_dir=str(state), provider=cloud)
+    await h.drive(h.controller.reconcile())
+    h.provider.set_unavailable("c5.xlarge", zone=ZONE_A)
+    on_disk: list[str] = []
+    real = h.provider.launch_offering
+
+    async def launch(request: LaunchRequest) -> list[str]:
+        intents = json.loads((state / STATE_FILE).read_text())["ledger"]["intents"]
+        on_disk.extend(i["offering"]["zone"] for i in intents.values())
+        return await real(request)
+
+    h.provider.launch_offering = launch  # type: ignore[method-assign]
+    (node_type,) = h.controller.policy.node_types
+    report = await h.drive(
+        h.controller.launch(node_type, Launch("c5.xlarge", 1, AddCause.DEMAND, "test"))
+    )
+    assert report.launched == 1 and on_disk == [ZONE_A, ZONE_B]
+
+    await h.clock.advance(3600)  # a's backoff ended: tried first again, still no capacity
+    write = h.controller.journal.intent
+
+    async def refused(request_id: str, nt: Any, count: int, offering: Any, now: float) -> None:
+        if offering.zone == ZONE_B:
+            raise OSError("No space left on device")
+        await write(request_id, nt, count, offering, now)
+
+    h.controller.journal.intent = refused  # type: ignore[method-assign]
+    on_disk.clear()
+    report = await h.drive(
+        h.controller.launch(node_type, Launch("c5.xlarge", 1, AddCause.DEMAND, "test"))
+    )
+    assert report.launched == 0 and on_disk == [ZONE_A]  # b never tried
+    assert "state not written" in report.launches[0].error
+    assert [e.offering.zone for e in report.failed_offerings] == [ZONE_A]
+    assert report.failed_offerings[0].offering in h.controller.backoff.unavailable(h.clock.now())

@@ -279,6 +279,32 @@ async def test_a_first_offering_no_longer_among_the_types_offerings_is_ignored(
     assert "event=launch_first_ignored" in caplog.text
 
 
+async def test_each_offering_is_announced_before_it_is_tried(cloud: Any) -> None:
+    """A caller saves each offering and its client token before it is tried (a power-save
+    request's replay must start at the last offering that may have launched)."""
+    cloud.capacity[("c5.xlarge", "z1")] = 0
+    seen: list[tuple[Offering, str, int]] = []
+
+    async def before(offering: Offering, token: str) -> None:
+        seen.append((offering, token, len(cloud.launches)))
+
+    assert await cloud.addNodes(["c5.xlarge"], 1, False, requestId="r", before_offering=before)
+    tokens = [r.client_token for r in cloud.launches]
+    assert seen == [
+        (od("c5.xlarge", "z1"), tokens[0], 0),
+        (od("c5.xlarge", "z2"), tokens[1], 1),
+    ]
+    assert tokens == [base.client_token("r", o) for o, _, _ in seen]
+
+    async def refuse(offering: Offering, token: str) -> None:
+        raise OSError("disk full")
+
+    cloud.launches.clear()
+    with pytest.raises(OSError):
+        await cloud.addNodes(["c5.xlarge"], 1, False, before_offering=refuse)
+    assert cloud.launches == []  # nothing tried that was not saved
+
+
 async def test_no_capacity_anywhere_is_one_error_naming_every_offering(cloud: Any) -> None:
     cloud.capacity.update({("c5.xlarge", "z1"): 0, ("c5.xlarge", "z2"): 0})
     with pytest.raises(CapacityError) as info:

@@ -23,7 +23,7 @@ from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.daemon.slurm.state import PowerState
-from shoal.providers.base import TAG_REQUEST_ID
+from shoal.providers.base import TAG_REQUEST_ID, client_token
 from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.errors import ProviderError, RetryableError
 from shoal.providers.simulated import SimulatedProvisioner
@@ -460,6 +460,42 @@ async def test_a_replayed_resume_tries_the_offering_it_chose_first(
     on_disk = saved(crashed).requests["cloud1"]
     assert on_disk.offering == Offering("c5.xlarge", zone_b, CapacityType.ON_DEMAND)
 
+    second = await start(crashed, clock, provider)  # restarted from the disk of the crash
+    await second.served()
+    assert provider.count() == 1
+    await clock.advance(300)
+    assert len((await second.workers())["cloud1"]) == 1
+
+
+async def test_a_replayed_resume_starts_at_the_offering_that_launched(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Bug 3: zone A, tried first, had no capacity, so the launch fell through to zone B,
+    which launched; the daemon died before the request's removal was written. A has capacity
+    again at the restart, and B's instance is not listed yet: a replay from the offering tried
+    first (A, with A's client token) would launch a second instance for the node. The offering
+    being tried is on disk before its launch, so the replay starts at B and its token returns
+    B's instance."""
+    zone_b = "us-west-2b"
+    provider = SimulatedProvisioner(
+        clusterName="t", zones=[ZONE, zone_b], clock=clock, listing_lag=300
+    )
+    first = await start(tmp_path, clock, provider)
+    provider.set_unavailable("c5.xlarge", zone=ZONE)
+    crashed = tmp_path / "crashed"
+    crash_copy_after_launch(provider, tmp_path / "state", crashed / "state")
+    await first.power.accept("resume", "cloud1")
+    await first.served()
+    await first.power.close()
+    tried = [c.kwargs["offering"].zone for c in provider.calls if c.operation == "RunInstances"]
+    assert tried == [ZONE, zone_b]
+    assert provider.count() == 1
+    on_disk = saved(crashed).requests["cloud1"]
+    in_b = Offering("c5.xlarge", zone_b, CapacityType.ON_DEMAND)
+    assert on_disk.offering == in_b
+    assert on_disk.client_token == client_token(on_disk.request_id, in_b)
+
+    provider.set_unavailable("c5.xlarge", code=None, zone=ZONE)  # A has capacity again
     second = await start(crashed, clock, provider)  # restarted from the disk of the crash
     await second.served()
     assert provider.count() == 1
