@@ -144,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
             result = cluster.run("srun", "-N2", "hostname", check=False, timeout=120)
             print(result.stdout, end="")
             status = result.returncode
+            if status:  # say why: srun's own words, and what shoal and slurmctld logged
+                print(result.stderr, end="", file=sys.stderr)
+                for path in (top / "shoal.log", *sorted(top.glob("**/slurmctld.log"))):
+                    if path.is_file():
+                        tail = path.read_text(errors="replace").splitlines()[-40:]
+                        print(f"--- {path.name} ends:", *tail, sep="\n", file=sys.stderr)
         else:
             print(
                 f"\nshoal scales {', '.join(cluster.cloud_nodes)} (power saving, local slurmds)."

@@ -379,7 +379,14 @@ def test_kill_9_between_the_request_and_the_launch_serves_it_once(
         15,
         explain=lambda: f"{local_processes(s.workdir)} (expected [{record['pid']}])",
     )
-    assert json.loads(state.read_text())["slurm"]["requests"] == {}
+    # the served request leaves the state file (a write in the background: losing it would
+    # only serve the request again, which its client token makes launch nothing)
+    poll_until(
+        "the served request to leave the state file",
+        lambda: json.loads(state.read_text())["slurm"]["requests"] == {},
+        15,
+        explain=lambda: state.read_text(),
+    )
 
 
 # -- clean-up -------------------------------------------------------------------------------
