@@ -455,9 +455,10 @@ class _Run:
             self.note(f"plan: remove {action.node_id} ({action.cause}: {action.message})")
         return plan
 
-    async def start_daemon(self, crashes: bool = True) -> bool:
-        """A new process: every in-memory object built again from the config, ``state_dir``
-        and the cloud. False if it crashed while starting (it is then down again)."""
+    async def new_controller(self, crashes: bool) -> Controller:
+        """A new process's controller, built by ``build_controller`` from the config,
+        ``state_dir`` and the cloud (crash points armed unless ``crashes`` is False), with
+        request ids that say which incarnation launched what."""
         self.incarnation += 1
         self.faulty.dead = False
         # A new process: the dead one's subscribers and its client-side catalogue died with it.
@@ -466,17 +467,19 @@ class _Run:
         self.faulty.arm(crashes and self.t < FAULT_END)
         counter = itertools.count(1)
         prefix = f"shoal-{self.seed}-{self.incarnation}"
-        try:
-            controller = await self.clock.run_until(
-                build_controller(
-                    self.config,
-                    self.cloud,
-                    self.clock,
-                    metrics=_ReplayMetrics(),
-                    planner=self.planner,
-                )
+        controller = await self.clock.run_until(
+            build_controller(
+                self.config, self.cloud, self.clock, metrics=_ReplayMetrics(), planner=self.planner
             )
-            controller.executor.request_ids = lambda: f"{prefix}-{next(counter)}"
+        )
+        controller.executor.request_ids = lambda: f"{prefix}-{next(counter)}"
+        return controller
+
+    async def start_daemon(self, crashes: bool = True) -> bool:
+        """A new process: every in-memory object built again from the config, ``state_dir``
+        and the cloud. False if it crashed while starting (it is then down again)."""
+        try:
+            controller = await self.new_controller(crashes)
             controller.executor.drain_hook = controller.executor.undrain_hook = _DrainHook(self)
             await self.clock.run_until(controller.reconcile())
             if not crashes:

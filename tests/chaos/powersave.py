@@ -57,8 +57,8 @@ from pathlib import Path
 from typing import Any
 
 from shoal.daemon.loop import Controller
-from shoal.daemon.service import build_controller, build_provider
-from shoal.daemon.simulate.engine import EPOCH, _ReplayMetrics
+from shoal.daemon.service import build_provider
+from shoal.daemon.simulate.engine import EPOCH
 from shoal.daemon.slurm import hook, spool
 from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.names import node_type_keys
@@ -163,24 +163,8 @@ class PowerRun(_Run):
     async def start_daemon(self, crashes: bool = True) -> bool:
         """A new process, built as ``shoal run`` builds it: controller, then the Slurm
         integration around it (its state from ``state_dir``), reconcile, background work."""
-        self.incarnation += 1
-        self.faulty.dead = False
-        self.cloud._listeners[:] = self.listeners
-        self.cloud._catalogue.clear()
-        self.faulty.arm(crashes and self.t < FAULT_END)
-        counter = itertools.count(1)
-        prefix = f"shoal-{self.seed}-{self.incarnation}"
         try:
-            controller = await self.clock.run_until(
-                build_controller(
-                    self.config,
-                    self.cloud,
-                    self.clock,
-                    metrics=_ReplayMetrics(),
-                    planner=self.planner,
-                )
-            )
-            controller.executor.request_ids = lambda: f"{prefix}-{next(counter)}"
+            controller = await self.new_controller(crashes)
             controller.store.writer = self.faulty_writer(controller.store.writer)
             integration = SlurmIntegration(
                 self.config, self.clock, controller, controller.metrics, client=self.client
