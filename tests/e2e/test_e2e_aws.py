@@ -155,19 +155,15 @@ def test_demand_launches_tagged_instances_in_ec2(shoal: Any, e2e: Any, moto: Mot
     assert e2e.metric(daemon.metrics(), "shoal_scale_ups_total") == 3
 
 
-def test_kill9_during_scale_up_then_restart_no_duplicates_no_orphans(
-    shoal: Any, e2e: Any, moto: Moto
-) -> None:
-    cluster = "e2e-crash"
+def kill9_mid_runinstances(shoal: Any, config: Any, demand: dict[str, Any]) -> None:
+    """Start a daemon, push ``demand`` and kill -9 it while EC2's RunInstances is answering:
+    EC2 has made the instances, the daemon never hears back."""
     created = threading.Event()
     release = threading.Event()
-    config = aws_config(e2e, moto, cluster, scaler={"unneeded_time": "1s"})
-    demand = {"jobs": [e2e.job(3, cores=4)], "running": []}
     first = shoal(config, name="first").start(env=daemon_env())
     inner = InstanceResponse.run_instances  # ec2_behaviour's RunInstances
 
     def slow_response(self: InstanceResponse) -> Any:
-        """EC2 has made the instances; the daemon dies before it hears back."""
         result = inner(self)
         created.set()
         release.wait(timeout=30)
@@ -178,9 +174,18 @@ def test_kill9_during_scale_up_then_restart_no_duplicates_no_orphans(
             assert first.put_demand(demand).status == 200
             if not created.wait(timeout=15):
                 pytest.fail(f"no RunInstances within 15 s\n{first.tail()}")
-            first.kill9()  # mid-call: the instances exist, the daemon never saw the reply
+            first.kill9()
         finally:
             release.set()
+
+
+def test_kill9_during_scale_up_then_restart_no_duplicates_no_orphans(
+    shoal: Any, e2e: Any, moto: Moto
+) -> None:
+    cluster = "e2e-crash"
+    config = aws_config(e2e, moto, cluster, scaler={"unneeded_time": "1s"})
+    demand = {"jobs": [e2e.job(3, cores=4)], "running": []}
+    kill9_mid_runinstances(shoal, config, demand)
     launched_by_first = moto.live_ids(cluster)
     print(f"\nkilled mid-RunInstances; EC2 holds {len(launched_by_first)} instance(s)")
     assert len(launched_by_first) == 3, "the interrupted RunInstances did not launch 3"
@@ -229,27 +234,9 @@ def test_kill9_after_runinstances_on_a_lagging_listing_launches_nothing_twice(
     stands for them until they are listed: 3 instances for 3 nodes of demand, not 6."""
     cluster = "e2e-crash-lag"
     moto.behaviour.listing_lag = 8.0
-    created = threading.Event()
-    release = threading.Event()
     config = aws_config(e2e, moto, cluster, state_dir=str(tmp_path / "state"))
     demand = {"jobs": [e2e.job(3, cores=4)], "running": []}
-    first = shoal(config, name="first").start(env=daemon_env())
-    inner = InstanceResponse.run_instances
-
-    def slow_response(self: InstanceResponse) -> Any:
-        result = inner(self)
-        created.set()
-        release.wait(timeout=30)
-        return result
-
-    with patched(InstanceResponse, "run_instances", slow_response):
-        try:
-            assert first.put_demand(demand).status == 200
-            if not created.wait(timeout=15):
-                pytest.fail(f"no RunInstances within 15 s\n{first.tail()}")
-            first.kill9()
-        finally:
-            release.set()
+    kill9_mid_runinstances(shoal, config, demand)
     launched_by_first = set(moto.behaviour._launched_at)  # every id EC2 made, listed or not
     assert len(launched_by_first) == 3
 
