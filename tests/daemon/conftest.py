@@ -118,6 +118,19 @@ class Harness:
         value = self.metrics.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
 
+    def states(self) -> dict[str, str]:
+        """Node id -> the tracker's state for it."""
+        return {t.id: t.state.value for t in self.controller.tracker.all()}
+
+    async def one_ready_node(self) -> str:
+        """Four one-core jobs launch one node; a minute later it has joined and is ready."""
+        self.set_demand(self.jobs(4))
+        await self.pass_()
+        await self.clock.advance(60)
+        await self.pass_()
+        (node,) = self.states()
+        return node
+
 
 async def make_harness(
     clock: FakeClock,

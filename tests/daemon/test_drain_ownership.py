@@ -27,10 +27,6 @@ if TYPE_CHECKING:
     from conftest import Harness
 
 
-def states(h: Harness) -> dict[str, str]:
-    return {t.id: t.state.value for t in h.controller.tracker.all()}
-
-
 async def listed_tags(h: Harness) -> dict[str, dict[str, str]]:
     return {n.name: n.tags for n in await h.provider.list_instances()}
 
@@ -57,8 +53,8 @@ async def ready_nodes(h: Harness, count: int) -> list[str]:
     await h.pass_()
     await h.clock.advance(60)
     await h.pass_()
-    nodes = sorted(states(h))
-    assert len(nodes) == count and set(states(h).values()) == {"ready"}
+    nodes = sorted(h.states())
+    assert len(nodes) == count and set(h.states().values()) == {"ready"}
     return nodes
 
 
@@ -70,7 +66,7 @@ async def drained_pair(h: Harness) -> tuple[str, str]:
     await h.pass_()
     await h.clock.advance(601)
     record = await h.pass_()
-    assert record.drained == (idle,) and states(h)[idle] == "draining"
+    assert record.drained == (idle,) and h.states()[idle] == "draining"
     return busy, idle
 
 
@@ -174,7 +170,7 @@ async def test_a_tag_still_listed_after_an_undrain_is_ignored_for_a_while(
     h.set_demand(h.running(busy))  # the queued job went elsewhere: the node idles again
     for _ in range(3):
         record = await h.pass_()
-        assert record.terminated == () and states(h)[idle] == "ready"
+        assert record.terminated == () and h.states()[idle] == "ready"
         await h.clock.advance(60)
     await h.clock.advance(h.controller.tracker.ledger_ttl)
     record = await h.pass_()

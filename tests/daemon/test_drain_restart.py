@@ -20,10 +20,6 @@ if TYPE_CHECKING:
     from conftest import Harness
 
 
-def states(h: Harness) -> dict[str, str]:
-    return {t.id: t.state.value for t in h.controller.tracker.all()}
-
-
 async def listed_tags(h: Harness) -> dict[str, dict[str, str]]:
     return {n.name: n.tags for n in await h.provider.list_instances()}
 
@@ -35,7 +31,7 @@ async def drained_pair(h: Harness) -> tuple[str, str]:
     await h.pass_()
     await h.clock.advance(60)
     await h.pass_()
-    busy, idle = sorted(states(h))
+    busy, idle = sorted(h.states())
     h.set_demand(h.running(busy))
     await h.pass_()  # idle noted
     await h.clock.advance(601)
@@ -77,7 +73,7 @@ async def test_a_restart_keeps_a_drained_node_draining_and_never_room(
     # the daemon dies before the drained node was terminated; a new one starts
     fresh: Harness = await harness_factory(provider=h.provider)
     await fresh.controller.reconcile()
-    assert states(fresh) == {busy: "ready", idle: "draining"}
+    assert fresh.states() == {busy: "ready", idle: "draining"}
 
     # a queued job that needs a whole node: the drained node is no room for it, so the plan
     # takes it back (an undrain), it does not wait on it
@@ -86,7 +82,7 @@ async def test_a_restart_keeps_a_drained_node_draining_and_never_room(
     )
     record = await fresh.pass_()
     assert record.undrained == (idle,) and record.launched == 0
-    assert states(fresh) == {busy: "ready", idle: "ready"}
+    assert fresh.states() == {busy: "ready", idle: "ready"}
     assert TAG_DRAINING not in (await listed_tags(fresh))[idle]  # the mark goes with the drain
 
 
@@ -108,11 +104,7 @@ async def test_a_restart_terminates_a_drained_node_once_idle(harness_factory: An
 async def test_a_failed_tag_means_no_drain_this_pass(harness_factory: Any, tmp_path: Path) -> None:
     seen = tmp_path / "seen"
     h: Harness = await harness_factory(drain={"command": ["sh", "-c", f"echo {{node}} >> {seen}"]})
-    h.set_demand(h.jobs(4))
-    await h.pass_()
-    await h.clock.advance(60)
-    await h.pass_()
-    (node,) = states(h)
+    node = await h.one_ready_node()
     h.set_demand(Demand())
     await h.pass_()
     await h.clock.advance(601)
@@ -120,7 +112,7 @@ async def test_a_failed_tag_means_no_drain_this_pass(harness_factory: Any, tmp_p
     h.provider.fail_next(ProviderError("not allowed", code="UnauthorizedOperation"), "CreateTags")
     record = await h.pass_()
     assert record.drained == () and "not allowed" in " ".join(record.errors)
-    assert not seen.exists() and states(h) == {node: "ready"}
+    assert not seen.exists() and h.states() == {node: "ready"}
     await h.pass_()  # the node is unneeded again from now: the plan asks again later
     await h.clock.advance(601)
     h.provider.fail_next(RetryableError("slow down", code="RequestLimitExceeded"), "CreateTags", 4)
@@ -135,11 +127,7 @@ async def test_a_failed_tag_means_no_drain_this_pass(harness_factory: Any, tmp_p
 
 async def test_a_failed_drain_hook_takes_the_mark_off_again(harness_factory: Any) -> None:
     h: Harness = await harness_factory(drain={"command": ["sh", "-c", "exit 3"]})
-    h.set_demand(h.jobs(4))
-    await h.pass_()
-    await h.clock.advance(60)
-    await h.pass_()
-    (node,) = states(h)
+    node = await h.one_ready_node()
     h.set_demand(Demand())
     await h.pass_()
     await h.clock.advance(601)
@@ -147,7 +135,7 @@ async def test_a_failed_drain_hook_takes_the_mark_off_again(harness_factory: Any
     assert record.drained == () and "exited 3" in " ".join(record.errors)
     assert TAG_DRAINING not in (await listed_tags(h))[node]
     await h.pass_()
-    assert states(h) == {node: "ready"}  # the scheduler still sends it work: room
+    assert h.states() == {node: "ready"}  # the scheduler still sends it work: room
 
 
 async def test_a_node_the_scheduler_shows_drained_is_never_room(harness_factory: Any) -> None:
@@ -155,11 +143,7 @@ async def test_a_node_the_scheduler_shows_drained_is_never_room(harness_factory:
     the queued job (a launch), and neither undrained nor removed by shoal. With the mark (a
     drain shoal made), it is shoal's own draining node."""
     h: Harness = await harness_factory()
-    h.set_demand(h.jobs(4))
-    await h.pass_()
-    await h.clock.advance(60)
-    await h.pass_()
-    (node,) = states(h)
+    node = await h.one_ready_node()
     queued = h.jobs(1, cores=4)
     h.controller.set_demand(DemandUpdate(queued, frozenset(), draining_nodes=frozenset({node})))
     record = await h.pass_()
@@ -176,11 +160,7 @@ async def test_a_node_the_scheduler_shows_drained_is_never_room(harness_factory:
 
 async def test_a_stopped_instance_is_terminated_and_is_no_capacity(harness: Harness) -> None:
     h = harness
-    h.set_demand(h.jobs(4))
-    await h.pass_()
-    await h.clock.advance(60)
-    await h.pass_()
-    (node,) = states(h)
+    node = await h.one_ready_node()
     h.provider.stop_instance(node, stopping_for=30)  # an operator stops it
     assert h.provider.instance_state(node) == "stopping"
     record = await h.pass_()

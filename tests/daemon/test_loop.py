@@ -18,10 +18,6 @@ if TYPE_CHECKING:
     from conftest import Harness
 
 
-def states(h: Harness) -> dict[str, str]:
-    return {t.id: t.state.value for t in h.controller.tracker.all()}
-
-
 async def test_demand_launches_on_next_pass(harness: Harness) -> None:
     h = harness
     await h.controller.reconcile()
@@ -69,7 +65,7 @@ async def test_booting_nodes_are_capacity_not_relaunched(harness: Harness) -> No
         record = await h.pass_()
         assert record.launched == 0
     assert len(h.launch_calls()) == 1
-    assert set(states(h).values()) == {"booting"}
+    assert set(h.states().values()) == {"booting"}
 
 
 async def test_nodes_become_ready_when_they_join(harness: Harness) -> None:
@@ -78,19 +74,19 @@ async def test_nodes_become_ready_when_they_join(harness: Harness) -> None:
     await h.pass_()
     await h.clock.advance(60)  # booted and joined in the simulated cloud
     await h.pass_()
-    assert set(states(h).values()) == {"ready"}
-    (node_id,) = states(h)
+    assert set(h.states().values()) == {"ready"}
+    (node_id,) = h.states()
     # with a node list from the demand source, that list decides; joined stays joined: a
     # read that leaves the node out marks it missing, not booting again
     h.set_demand(h.jobs(4), joined=set())
     await h.pass_()
-    assert states(h) == {node_id: "ready"}
+    assert h.states() == {node_id: "ready"}
     tracked = h.controller.tracker.get(node_id)
     assert tracked is not None and tracked.missing_since == h.clock.now()
     await h.clock.advance(5)
     h.set_demand(h.jobs(4), joined={node_id})
     await h.pass_()
-    assert states(h) == {node_id: "ready"}
+    assert h.states() == {node_id: "ready"}
     tracked = h.controller.tracker.get(node_id)
     assert tracked is not None and tracked.missing_since is None
 
@@ -191,27 +187,27 @@ async def test_scale_down_drains_then_terminates_idle_nodes_keeps_busy(
     await h.pass_()
     await h.clock.advance(60)
     await h.pass_()
-    busy, idle = sorted(states(h))
-    assert states(h) == {busy: "ready", idle: "ready"}
+    busy, idle = sorted(h.states())
+    assert h.states() == {busy: "ready", idle: "ready"}
 
     h.set_demand(h.running(busy))  # one node runs a job, the other has nothing
     await h.pass_()  # idle noted
-    assert states(h)[idle] == "ready"
+    assert h.states()[idle] == "ready"
     await h.clock.advance(300)
     await h.pass_()
-    assert states(h)[idle] == "ready"  # not yet unneeded for 10 minutes
+    assert h.states()[idle] == "ready"  # not yet unneeded for 10 minutes
     await h.clock.advance(301)
     record = await h.pass_()
     assert record.drained == (idle,)
     assert log.read_text().split() == [idle]
-    assert states(h)[idle] == "draining"
+    assert h.states()[idle] == "draining"
 
     record = await h.pass_()
     assert record.terminated == (idle,)
     assert h.sample("shoal_scale_downs_total", node_type="c5.xlarge", cause="idle") == 1
     await h.clock.advance(30)
     await h.pass_()
-    assert states(h) == {busy: "ready"}
+    assert h.states() == {busy: "ready"}
     assert [n.name for n in await h.provider.getProvisionedWorkers()] == [busy]
 
 
@@ -353,11 +349,7 @@ async def test_a_wedged_pass_is_not_alive(harness: Harness) -> None:
 
 async def test_a_failed_read_makes_the_demand_stale_at_once(harness: Harness) -> None:
     h = harness
-    h.set_demand(h.jobs(4))
-    await h.pass_()
-    await h.clock.advance(60)
-    await h.pass_()
-    (node,) = states(h)
+    node = await h.one_ready_node()
     h.set_demand(h.running())  # nothing runs: the node is idle
     h.controller.set_demand(DemandFailure("squeue: connection refused", h.clock.now()))
     assert h.controller.demand_stale() == "demand source failed: squeue: connection refused"
@@ -365,11 +357,11 @@ async def test_a_failed_read_makes_the_demand_stale_at_once(harness: Harness) ->
     record = await h.pass_()
     assert record.drained == () and record.terminated == ()
     assert record.reason == "demand source failed: squeue: connection refused"
-    assert states(h) == {node: "ready"}
+    assert h.states() == {node: "ready"}
     h.set_demand(h.running())  # the source reads again: the idle timer starts only now
     assert h.controller.demand_stale() is None
     await h.pass_()
-    assert states(h) == {node: "ready"}
+    assert h.states() == {node: "ready"}
     await h.clock.advance(601)
     assert (await h.pass_()).drained == (node,)
 
@@ -390,10 +382,10 @@ async def _joined_node(h: Harness) -> str:
     h.set_demand(h.jobs(1))
     await h.pass_()
     await h.clock.advance(60)
-    (node_id,) = states(h)
+    (node_id,) = h.states()
     h.set_demand(h.running(), joined={node_id})
     await h.pass_()
-    assert states(h) == {node_id: "ready"}
+    assert h.states() == {node_id: "ready"}
     return node_id
 
 
@@ -409,7 +401,7 @@ async def test_a_busy_node_missing_from_reads_is_never_terminated(harness: Harne
         h.set_demand(h.running(node_id), joined=set())
         record = await h.pass_()
         assert record.terminated == () and record.drained == ()
-        assert states(h) == {node_id: "ready"}
+        assert h.states() == {node_id: "ready"}
         await h.clock.advance(400)  # 20 minutes in all: past unhealthy_timeout (10m)
     h.set_demand(h.running(node_id), joined=set())
     assert (await h.pass_()).terminated == ()
@@ -440,7 +432,7 @@ async def test_a_missing_node_counts_until_unhealthy_timeout_of_continuous_absen
         for _ in range(2):
             record = await h.pass_()
             assert record.terminated == () and record.launched == 0
-            assert states(h) == {node_id: "ready"}
+            assert h.states() == {node_id: "ready"}
             await h.clock.advance(250)
         h.set_demand(h.running(), joined={node_id})
         assert (await h.pass_()).terminated == ()
@@ -462,12 +454,12 @@ async def test_stale_demand_terminates_nothing(harness_factory: Any) -> None:
     h.provider.never_join()
     h.set_demand(h.jobs(4))  # one node
     await h.pass_()  # t=0
-    (booting,) = states(h)
+    (booting,) = h.states()
     await h.clock.advance(400)
     h.provider.listing_lag = 400  # the next launch is listed only 400 s after it: past the TTL
     h.set_demand(h.jobs(8))  # two nodes
     await h.pass_()  # t=400
-    (unlisted,) = set(states(h)) - {booting}
+    (unlisted,) = set(h.states()) - {booting}
     h.controller.set_demand(DemandFailure("squeue: connection refused", h.clock.now()))
     await h.clock.advance(300)  # t=700: past the join timeout and the ledger's TTL
     for _ in range(2):
@@ -503,7 +495,7 @@ async def test_an_unlisted_launch_running_a_job_is_not_expired(harness_factory: 
     h.provider.listing_lag = 10**6  # launched, never listed
     h.set_demand(h.jobs(4))
     await h.pass_()
-    (node_id,) = states(h)
+    (node_id,) = h.states()
     await h.clock.advance(301)
     h.set_demand(h.running(node_id), joined={node_id})
     record = await h.pass_()
