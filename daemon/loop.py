@@ -43,7 +43,13 @@ from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.durable import DurableStore, LaunchJournal
 from shoal.daemon.executor import BackoffEvent, ExecutionReport, Executor, OnOffering
 from shoal.daemon.metrics import ShoalMetrics
-from shoal.daemon.nodes import DEFAULT_LEDGER_TTL, NodeTracker, TrackedNode, TrackedState
+from shoal.daemon.nodes import (
+    DEFAULT_LEDGER_TTL,
+    NodeTracker,
+    TrackedNode,
+    TrackedState,
+    node_offering,
+)
 from shoal.providers.base import AbstractProvisioner, Node
 from shoal.providers.clock import Clock, SystemClock, sleep_or_event
 from shoal.providers.outcomes import (
@@ -54,7 +60,6 @@ from shoal.providers.outcomes import (
 )
 from shoal.scaler.backoff import BackoffTable, FailureKind
 from shoal.scaler.model import (
-    CapacityType,
     Demand,
     Launch,
     NodeAction,
@@ -543,9 +548,7 @@ class Controller:
                 self.metrics.scale_downs.labels(node_type=type_name, cause=cause).inc()
             instance = node if isinstance(node, Node) else tracked.node if tracked else None
             if back_off and instance is not None:
-                capacity = CapacityType.SPOT if instance.preemptible else CapacityType.ON_DEMAND
-                zone = instance.zone or (tracked.zone if tracked is not None else "")
-                offering = Offering(instance.nodeType or "", zone, capacity)
+                offering = node_offering(instance, tracked.zone if tracked is not None else "")
                 report.failed_offerings.append(
                     BackoffEvent(offering, FailureKind.CAPACITY, cause or "terminated")
                 )

@@ -81,6 +81,12 @@ class TrackedState(enum.StrEnum):
     TERMINATED = "terminated"  # terminate call made; still listed until the cloud catches up
 
 
+def node_offering(node: Node, zone: str) -> Offering:
+    """The offering ``node`` was launched from (its zone, or ``zone`` when it has none)."""
+    capacity = CapacityType.SPOT if node.preemptible else CapacityType.ON_DEMAND
+    return Offering(node.nodeType or "", node.zone or zone, capacity)
+
+
 @dataclass(frozen=True, slots=True)
 class TrackedNode:
     node: Node
@@ -111,8 +117,7 @@ class TrackedNode:
         return self.accepted_at is None
 
     def offering(self) -> Offering:
-        capacity = CapacityType.SPOT if self.node.preemptible else CapacityType.ON_DEMAND
-        return Offering(self.node.nodeType or "", self.zone, capacity)
+        return node_offering(self.node, self.zone)
 
     def info(self) -> NodeInfo:
         return NodeInfo(
