@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json_atomic"]
+__all__ = ["fsync_dir", "write_json_atomic"]
 
 
 def write_json_atomic(path: Path, data: Any, *, sort_keys: bool = False) -> None:
@@ -29,9 +29,15 @@ def write_json_atomic(path: Path, data: Any, *, sort_keys: bool = False) -> None
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make a rename or unlink in ``directory`` durable. Best effort: it needs read access to
+    the folder (a Slurm hook spooling as another user has none; its file is fsynced)."""
     with contextlib.suppress(OSError):
-        dirfd = os.open(path.parent, os.O_RDONLY)
+        fd = os.open(directory, os.O_RDONLY)
         try:
-            os.fsync(dirfd)
+            os.fsync(fd)
         finally:
-            os.close(dirfd)
+            os.close(fd)

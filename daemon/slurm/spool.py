@@ -58,6 +58,8 @@ import stat
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from shoal.providers.files import fsync_dir
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -135,17 +137,6 @@ def _signature(token: str, body: bytes) -> bytes:
     return hmac.new(token.encode(), body, hashlib.sha256).hexdigest().encode()
 
 
-def _fsync_dir(directory: str | os.PathLike[str]) -> None:
-    """Make a rename or unlink in ``directory`` durable; needs read access to the folder,
-    which the daemon has and a hook of another user has not (its file is fsynced)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write(
     directory: str | os.PathLike[str],
     kind: str,
@@ -183,7 +174,7 @@ def write(
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise SpoolError(f"cannot spool to {directory}: {exc.strerror or exc}") from None
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return final
 
 
@@ -297,7 +288,7 @@ def quarantine(path: Path, keep: int = QUARANTINE_MAX) -> Path:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.unlink(old)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return target
 
 
@@ -305,7 +296,7 @@ def remove(path: Path) -> None:
     """Delete a served (or refused) request, durably."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def sweep(directory: Path, now: float, max_age: float = TEMP_MAX_AGE) -> list[str]:
