@@ -23,8 +23,10 @@
   every 12 h from the Pricing API and spot price history, as Karpenter does. A spot price not
   yet known is bounded by the on-demand price; an on-demand price nobody has stays unknown.
 
-Every botocore error is mapped to the ``providers.errors`` hierarchy in ``translate_error``;
-``retryPredicate`` decides what the daemon's one retry layer (``providers.retry``) retries.
+Every botocore error is mapped to the ``providers.errors`` hierarchy by ``_call``, through
+``providers.aws_errors.translate_error`` (the one AWS code table, shared with the price refresh);
+``retryPredicate`` decides on those typed errors what the daemon's one retry layer
+(``providers.retry``) retries.
 Each API call here is made once: botocore's own retries are off (``total_max_attempts=1``).
 
 ``Node.joined`` is always None: EC2 cannot tell whether a node has joined the scheduler.
@@ -54,14 +56,8 @@ from typing import Any, ClassVar
 from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.configprovider import ConstantProvider
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
+from shoal.providers.aws_errors import NOT_FOUND_CODES, translate_error
 from shoal.providers.aws_imds import DEFAULT_ENDPOINT, InstanceMetadataClient
 from shoal.providers.aws_pricing import (
     SOURCE_PRICING_API,
@@ -81,13 +77,7 @@ from shoal.providers.base import (
     ordered_types,
 )
 from shoal.providers.clock import Clock, SystemClock
-from shoal.providers.errors import (
-    CapacityError,
-    ProviderError,
-    QuotaError,
-    RetryableError,
-    is_retryable,
-)
+from shoal.providers.errors import ProviderError, is_retryable
 from shoal.providers.outcomes import (
     InstanceTypeInfo,
     LaunchRequest,
@@ -98,13 +88,8 @@ from shoal.providers.workers import TAG_SLURM_NODE, WorkerSettings
 from shoal.scaler.model import CapacityType, Offering
 
 __all__ = [
-    "CAPACITY_CODES",
     "MAX_USER_DATA",
-    "NOT_FOUND_CODES",
-    "QUOTA_CODES",
-    "THROTTLE_CODES",
     "AWSProvisioner",
-    "translate_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,38 +97,6 @@ log = logging.getLogger(__name__)
 MIB = 2**20
 MAX_USER_DATA = 16384  # EC2's limit on user data, in bytes before base64
 
-THROTTLE_CODES = frozenset(
-    {
-        "RequestLimitExceeded",
-        "Throttling",
-        "ThrottlingException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "EC2ThrottledException",
-    }
-)
-SERVER_CODES = frozenset(
-    {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "ServerInternal"}
-)
-# Eventual consistency: an instance just launched may not be visible to the next call yet.
-NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound"})
-CAPACITY_CODES = frozenset(
-    {
-        "InsufficientInstanceCapacity",
-        "InsufficientCapacity",
-        "MaxSpotInstanceCountExceeded",
-        "SpotMaxPriceTooLow",
-        "Unsupported",  # the type is not offered in this zone
-    }
-)
-QUOTA_CODES = frozenset({"InstanceLimitExceeded", "VcpuLimitExceeded"})
-_TRANSPORT_ERRORS = (
-    EndpointConnectionError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    ReadTimeoutError,
-)
 # Tag keys EC2 allows when instance tags are readable from the metadata service.
 _IMDS_TAG_KEY = re.compile(r"^(?!\.{1,2}$|_index$)[A-Za-z0-9+\-=.,_:@]{1,128}$")
 LIVE_STATES = ["pending", "running"]
@@ -152,51 +105,6 @@ LIVE_STATES = ["pending", "running"]
 # left for shoal to do, and must not count as capacity.
 LISTED_STATES = ["pending", "running", "stopping", "stopped"]
 NOT_GONE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
-
-
-def _error_code(e: BaseException) -> str:
-    if isinstance(e, ProviderError):
-        return e.code
-    if isinstance(e, ClientError):
-        return str(e.response.get("Error", {}).get("Code", ""))
-    return ""
-
-
-def _http_status(e: BaseException) -> int:
-    if isinstance(e, ClientError):
-        meta = e.response.get("ResponseMetadata", {})
-        with contextlib.suppress(TypeError, ValueError):
-            return int(meta.get("HTTPStatusCode", 0))
-    return 0
-
-
-def translate_error(
-    e: BaseException, operation: str, offerings: tuple[Offering, ...] = ()
-) -> ProviderError:
-    """The one place botocore errors become ``providers.errors``.
-
-    Throttling, 5xx, transport errors and eventual-consistency NotFound are ``RetryableError``;
-    capacity codes ``CapacityError`` and account limits ``QuotaError`` (both with
-    ``offerings``); anything else a plain ``ProviderError`` with the AWS code.
-    """
-    if isinstance(e, ProviderError):
-        return e
-    code = _error_code(e)
-    message = f"{operation}: {e}"
-    if isinstance(e, _TRANSPORT_ERRORS):
-        return RetryableError(message, code=type(e).__name__, operation=operation)
-    if code in QUOTA_CODES:
-        return QuotaError(message, offerings=offerings, code=code, operation=operation)
-    if code in CAPACITY_CODES:
-        return CapacityError(message, offerings=offerings, code=code, operation=operation)
-    if (
-        code in THROTTLE_CODES
-        or code in SERVER_CODES
-        or code in NOT_FOUND_CODES
-        or _http_status(e) >= 500
-    ):
-        return RetryableError(message, code=code, operation=operation)
-    return ProviderError(message, code=code or type(e).__name__, operation=operation)
 
 
 class AWSProvisioner(AbstractProvisioner):
@@ -438,18 +346,10 @@ class AWSProvisioner(AbstractProvisioner):
 
     @staticmethod
     def retryPredicate(e: BaseException) -> bool:
-        """True for throttling, 5xx, timeouts/connection errors and InvalidInstanceID.NotFound
-        (eventual consistency); False for capacity and quota errors and everything else."""
-        if isinstance(e, ProviderError):
-            return is_retryable(e)
-        if isinstance(e, _TRANSPORT_ERRORS):
-            return True
-        code = _error_code(e)
-        if code in CAPACITY_CODES or code in QUOTA_CODES:
-            return False
-        if code in THROTTLE_CODES or code in SERVER_CODES or code in NOT_FOUND_CODES:
-            return True
-        return _http_status(e) >= 500
+        """True for what ``_call`` translated as transient (throttling, 5xx, transport errors,
+        InvalidInstanceID.NotFound); capacity, quota, auth and other errors are not retried.
+        Every AWS error reaches the retry layer translated (``providers.aws_errors``)."""
+        return is_retryable(e)
 
     # -- settings ------------------------------------------------------------------------
 
