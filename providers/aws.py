@@ -176,8 +176,6 @@ class AWSProvisioner(AbstractProvisioner):
         self._imds = InstanceMetadataClient(
             metadata_endpoint or DEFAULT_ENDPOINT, timeout=metadata_timeout, clock=self.clock
         )
-        #: The instance shoal runs on, once ``readClusterSettings`` has read it.
-        self.leader_instance_id: str | None = None
         self.worker_settings = workers
         self._session = get_session()
         if not os.environ.get("AWS_PROFILE") and not os.environ.get("AWS_DEFAULT_PROFILE"):
@@ -263,10 +261,6 @@ class AWSProvisioner(AbstractProvisioner):
             return
         refresher = await self._refresher()
         self._refresh_task = asyncio.create_task(refresher.run(), name="shoal-prices")
-
-    async def refresh_prices(self) -> RefreshResult:
-        """One price refresh now (what ``start`` repeats every 12 h)."""
-        return await (await self._refresher()).refresh_once()
 
     async def _refresher(self) -> PricingRefresher:
         if self.refresher is None:
@@ -366,11 +360,10 @@ class AWSProvisioner(AbstractProvisioner):
 
     async def readClusterSettings(self) -> None:
         """Initialise from the instance shoal runs on, the leader: its private IP (the address
-        workers join), instance id and zone (the launch zone when none is configured), read
+        workers join) and zone (the launch zone when none is configured), read
         from the instance metadata service with IMDSv2; then resolve the image."""
         identity = await self._imds.identity()
         self._leaderPrivateIP = identity.private_ip
-        self.leader_instance_id = identity.instance_id
         if not self.zones:
             self.zones = (identity.zone,)
             self._zone = identity.zone

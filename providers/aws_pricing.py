@@ -209,29 +209,9 @@ class PriceBook:
     def spot_price(self, instance_type: str, zone: str) -> Price | None:
         return self._spot.get(instance_type, {}).get(zone)
 
-    def spot_zones(self, instance_type: str) -> dict[str, Price]:
-        """The zones with a known spot price for the type."""
-        return dict(self._spot.get(instance_type, {}))
-
-    def on_demand_types(self) -> frozenset[str]:
-        return frozenset(self._on_demand)
-
     def missing_on_demand(self, instance_types: Iterable[str]) -> list[str]:
         """The given types without an on-demand price, in the order given (for config checks)."""
         return [t for t in instance_types if t not in self._on_demand]
-
-    def summary(self) -> dict[str, Any]:
-        """Counts and sources, for a status page."""
-        sources: dict[str, int] = {}
-        for price in self._on_demand.values():
-            sources[price.source] = sources.get(price.source, 0) + 1
-        return {
-            "region": self.region,
-            "table_as_of": self.table.as_of,
-            "on_demand_types": len(self._on_demand),
-            "on_demand_sources": sources,
-            "spot_offerings": sum(len(z) for z in self._spot.values()),
-        }
 
     # writing (the refresher's)
 

@@ -377,7 +377,6 @@ async def test_cluster_settings_and_close(env: Env) -> None:
     finally:
         await imds.stop()
     assert on_leader._leaderPrivateIP == leader.privateIP
-    assert on_leader.leader_instance_id == leader.name
     await on_leader.close()
     with pytest.raises(ProviderError) as info:
         await on_leader.getProvisionedWorkers()

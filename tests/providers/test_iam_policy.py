@@ -11,6 +11,7 @@ it, with the recorded requests carrying that tag.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -110,10 +111,13 @@ async def recorded(moto_url: str, ec2_behaviour: Ec2Behaviour) -> AsyncIterator[
                 endpoint_url=moto_url,
                 instance_profile_arn=profile["InstanceProfile"]["Arn"],
                 pricing_endpoint_url=pricing_url,
+                price_refresh=True,
                 sleep=sleep,
             ) as aws:
                 await aws.catalogue(["t3.micro"])
-                await aws.refresh_prices()
+                await aws.start()  # the first price refresh, at once
+                assert aws.refresher is not None
+                await asyncio.wait_for(aws.refresher.wait_for_attempts(1), 30)
                 assert await aws.addNodes(["t3.micro"], 2, False) == 2
                 workers = await aws.getProvisionedWorkers()
                 marked = [workers[1].name]
