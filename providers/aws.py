@@ -679,7 +679,11 @@ class AWSProvisioner(AbstractProvisioner):
         userTags: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
-        """Create the leader node (tagged role=leader, not autoscaled)."""
+        """Create the cluster, as Toil's ``launch-cluster``: its security group (every node
+        in it reaches every other) and the leader node in it, tagged with the cluster
+        (role=leader, not autoscaled), in this provisioner's zone. A cluster that already has a
+        leader is refused (``ClusterExists``); a security group left by an earlier launch is
+        reused. ``destroyCluster`` deletes both."""
         try:
             leader = await self.getLeader()
         except ProviderError as e:
@@ -696,6 +700,9 @@ class AWSProvisioner(AbstractProvisioner):
         if owner:
             tags["Owner"] = owner
         spec = await self._launch_spec(leaderNodeType, False, None, tags, self._user_data("leader"))
+        group = await self._cluster_security_group(create=True)
+        assert group is not None
+        spec["SecurityGroupIds"] = [*spec.get("SecurityGroupIds", []), group]
         if "BlockDeviceMappings" in spec:
             spec["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] = leaderStorage
         spec.update(MinCount=1, MaxCount=1, ClientToken=f"shoal-leader-{uuid.uuid4().hex}")
@@ -707,6 +714,43 @@ class AWSProvisioner(AbstractProvisioner):
         log.info(
             "event=leader_launched instance=%s type=%s", instance["InstanceId"], leaderNodeType
         )
+
+    async def _cluster_security_group(self, *, create: bool = False) -> str | None:
+        """The id of the cluster's security group (tagged with the cluster), or None; with
+        ``create``, made if missing, in the subnet's VPC (the default VPC without a subnet),
+        open to traffic from its own members only."""
+        resp = await self._call(
+            "describe_security_groups",
+            {"Filters": [{"Name": f"tag:{TAG_CLUSTER}", "Values": [self.clusterName or ""]}]},
+        )
+        for found in resp.get("SecurityGroups", []):
+            return str(found["GroupId"])
+        if not create:
+            return None
+        name = f"shoal-{self.clusterName}"
+        kwargs: dict[str, Any] = {
+            "GroupName": name,
+            "Description": f"shoal cluster {self.clusterName}: its nodes reach one another",
+            "TagSpecifications": [
+                {
+                    "ResourceType": "security-group",
+                    "Tags": self._tag_list({"Name": name, TAG_CLUSTER: self.clusterName or ""}),
+                }
+            ],
+        }
+        if self.subnet_id:
+            subnets = await self._call("describe_subnets", {"SubnetIds": [self.subnet_id]})
+            kwargs["VpcId"] = subnets["Subnets"][0]["VpcId"]
+        group = str((await self._call("create_security_group", kwargs))["GroupId"])
+        await self._call(
+            "authorize_security_group_ingress",
+            {
+                "GroupId": group,
+                "IpPermissions": [{"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group}]}],
+            },
+        )
+        log.info("event=security_group_created cluster=%s group=%s", self.clusterName, group)
+        return group
 
     # -- membership ----------------------------------------------------------------------
 
@@ -764,16 +808,23 @@ class AWSProvisioner(AbstractProvisioner):
 
     async def destroyCluster(self) -> None:
         """Delete the cluster's Auto Scaling groups and launch templates, terminate every
-        instance tagged with the cluster, and wait (bounded) until they are all gone."""
+        instance tagged with the cluster (leader and workers), wait (bounded) until they are
+        all gone, then delete the security group ``launchCluster`` made. What is already gone
+        is skipped, so a second call (or one after a failed call) finishes the job."""
         await self._delete_managed_groups()
         filters = self._cluster_filters(None, NOT_GONE_STATES)
         for _ in range(self.destroy_poll_limit):
             instances = await self._describe(filters)
             live = [i["InstanceId"] for i in instances if i["State"]["Name"] != "shutting-down"]
             if live:
+                log.info("event=cluster_terminating instances=%s", ",".join(live))
                 await self.terminateNodes(live)
             elif not instances:
                 self._leaderPrivateIP = None
+                group = await self._cluster_security_group()
+                if group is not None:
+                    await self._call("delete_security_group", {"GroupId": group})
+                    log.info("event=security_group_deleted group=%s", group)
                 log.info("event=cluster_destroyed cluster=%s", self.clusterName)
                 return
             await self._sleep(self.destroy_poll_interval)
@@ -782,6 +833,13 @@ class AWSProvisioner(AbstractProvisioner):
             code="DestroyTimeout",
             operation="destroyCluster",
         )
+
+    async def cluster_exists(self) -> bool:
+        """Whether anything of the cluster is left: an instance tagged with it (not yet
+        terminated) or the security group ``launchCluster`` made."""
+        if await self._describe(self._cluster_filters(None, NOT_GONE_STATES)):
+            return True
+        return await self._cluster_security_group() is not None
 
     # -- managed nodes (Auto Scaling) -----------------------------------------------------
 

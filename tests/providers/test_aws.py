@@ -334,15 +334,43 @@ async def test_managed_nodes_are_an_auto_scaling_group(env: Env) -> None:
         assert groups == []
 
 
-async def test_destroy_cluster_terminates_only_this_cluster(env: Env) -> None:
+async def _cluster_groups(env: Env, cluster: str) -> list[dict[str, Any]]:
+    async with env.client("ec2") as ec2:
+        resp = await ec2.describe_security_groups(
+            Filters=[{"Name": f"tag:{TAG_CLUSTER}", "Values": [cluster]}]
+        )
+    return list(resp["SecurityGroups"])
+
+
+async def test_launch_then_destroy_a_cluster_as_toil_does(env: Env) -> None:
+    """launchCluster makes the cluster's security group and its leader in it; destroyCluster
+    terminates the leader and every worker, of this cluster only, deletes the group, and can
+    be called again."""
     async with env.provisioner("demo") as demo, env.provisioner("other") as other:
-        await demo.launchCluster("t3.medium")
+        await demo.launchCluster("t3.medium", userTags={"team": "x"})
+        (group,) = await _cluster_groups(env, "demo")
+        leader = await demo.getLeader()
+        assert (leader.nodeType, leader.zone) == ("t3.medium", ZONE)
+        assert leader.tags[TAG_ROLE] == "leader" and leader.tags["team"] == "x"
+        async with env.client("ec2") as ec2:
+            described = await ec2.describe_instances(InstanceIds=[leader.name])
+        (instance,) = described["Reservations"][0]["Instances"]
+        assert group["GroupId"] in {g["GroupId"] for g in instance["SecurityGroups"]}
+        (rule,) = group["IpPermissions"]  # members reach members, nothing else gets in
+        assert [p["GroupId"] for p in rule["UserIdGroupPairs"]] == [group["GroupId"]]
+        with pytest.raises(ProviderError) as info:
+            await demo.launchCluster("t3.medium")
+        assert info.value.code == "ClusterExists"
+
         await demo.addNodes(["t3.micro"], 3, False)
         await other.addNodes(["t3.micro"], 1, False)
         await demo.destroyCluster()
         assert await demo.getProvisionedWorkers() == []
         with pytest.raises(ProviderError):
             await demo.getLeader()
+        assert await _cluster_groups(env, "demo") == []
+        assert len(await other.getProvisionedWorkers()) == 1
+        await demo.destroyCluster()  # nothing left: a no-op
         assert len(await other.getProvisionedWorkers()) == 1
 
 
