@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from passes import wait_for_pass
 from shoal.daemon.demand import DemandFailure
 from shoal.daemon.loop import PassOutcome
 from shoal.daemon.nodes import NodeTracker, TrackedState
@@ -14,6 +13,7 @@ from shoal.providers.base import TAG_AUTOSCALED, Node
 from shoal.providers.errors import ProviderError
 from shoal.scaler.model import AddCause, NodeState, NodeType, Offering
 from shoal.scaler.shape import Shape
+from waits import wait_for_pass
 
 if TYPE_CHECKING:
     from conftest import Harness

@@ -14,9 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from passes import wait_for_pass
 from shoal.daemon.config import load_config
 from shoal.daemon.service import SHUTDOWN_TIMEOUT, Service, SystemdNotifier
+from waits import wait_for_pass
 
 
 def free_port() -> int:

@@ -7,7 +7,6 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from passes import wait_for_pass
 from shoal.daemon.demand import DemandUpdate
 from shoal.daemon.loop import WAKE_SLACK
 from shoal.scaler.model import (
@@ -19,6 +18,7 @@ from shoal.scaler.model import (
     RunningJob,
 )
 from shoal.scaler.shape import Shape
+from waits import wait_for_pass
 
 if TYPE_CHECKING:
     from conftest import Harness
