@@ -14,6 +14,11 @@ shoal slurm-conf -c FILE [--catalogue FILE] [--bin-dir DIR] [--partition NAME]
                                    slurm.conf lines for the node types (daemon.slurm.conf)
 shoal slurm-resume|slurm-suspend|slurm-resume-fail [-c FILE] HOSTLIST
                                    Slurm's power-saving programs (daemon.slurm.hook)
+shoal cluster launch -c FILE --leader-node-type TYPE [--leader-storage GB] [--owner NAME]
+                     [-t KEY=VALUE ...]
+shoal cluster destroy -c FILE      create or delete the config's AWS cluster, as Toil's
+                                   launch-cluster and destroy-cluster (exit 1 when it
+                                   already exists / does not exist)
 
 The modules behind the other commands (pydantic, asyncio, the daemon) are imported when a
 command needs them, so the Slurm hooks start in milliseconds.
@@ -255,6 +260,73 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return command.run(args)
 
 
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    """Launch or destroy the config's cluster on AWS (``launchCluster``/``destroyCluster``);
+    progress goes to stderr, one line a step."""
+    config = _load(args.config)
+    if config is None:
+        return 2
+    if config.provider.kind != "aws":
+        print(
+            f"shoal cluster: provider kind is {config.provider.kind!r}; "
+            "cluster launch and destroy need kind: aws",
+            file=sys.stderr,
+        )
+        return 2
+    tags: dict[str, str] = {}
+    for tag in getattr(args, "tag", None) or []:
+        key, sep, value = tag.partition("=")
+        if not sep or not key:
+            print(f"shoal cluster: tag {tag!r} is not KEY=VALUE", file=sys.stderr)
+            return 2
+        tags[key] = value
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    import asyncio
+
+    return asyncio.run(_cluster(args, config, tags))
+
+
+async def _cluster(args: argparse.Namespace, config: ShoalConfig, tags: dict[str, str]) -> int:
+    from shoal.providers.aws import AWSProvisioner
+    from shoal.providers.errors import ProviderError
+
+    name = config.cluster_name
+    async with AWSProvisioner.from_config(config) as aws:
+        try:
+            if args.action == "launch":
+                if not aws.zones:
+                    print("shoal cluster launch: set provider.zones", file=sys.stderr)
+                    return 2
+                print(
+                    f"launching cluster {name}: leader {args.leader_node_type} in {aws.zones[0]}",
+                    file=sys.stderr,
+                )
+                await aws.launchCluster(
+                    args.leader_node_type, args.leader_storage, args.owner or "", userTags=tags
+                )
+                leader = await aws.getLeader()
+                print(
+                    f"cluster {name} launched: leader {leader.name} ({leader.cloud_state}) "
+                    f"at {leader.privateIP or '-'}",
+                    file=sys.stderr,
+                )
+                return 0
+            if not await aws.cluster_exists():
+                print(
+                    f"shoal cluster destroy: cluster {name} does not exist (no instance or "
+                    f"security group is tagged with it)",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"destroying cluster {name}", file=sys.stderr)
+            await aws.destroyCluster()
+            print(f"cluster {name} is gone", file=sys.stderr)
+            return 0
+        except ProviderError as e:
+            print(f"shoal cluster {args.action}: {e}", file=sys.stderr)
+            return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shoal", description="Autoscaling daemon for batch clusters."
@@ -341,6 +413,34 @@ def build_parser() -> argparse.ArgumentParser:
             command,
             help=f"Slurm's {kind} program: hand HOSTLIST to the running daemon, return at once",
         )
+
+    cluster = sub.add_parser(
+        "cluster",
+        help="launch or destroy the config's AWS cluster (as Toil's launch-cluster)",
+        description=(
+            "launch: the cluster's security group (its members reach one another) and the "
+            "leader instance in it, tagged with the cluster name, in the first of "
+            "provider.zones; refused when the cluster has a leader already. destroy: every "
+            "instance tagged with the cluster (leader and workers), its Auto Scaling groups "
+            "and launch templates, then the security group, waiting until the instances "
+            "are gone; refused when nothing of the cluster exists. Both are safe to run "
+            "again after a failure."
+        ),
+    )
+    cluster_sub = cluster.add_subparsers(dest="action", required=True, metavar="ACTION")
+    launch = cluster_sub.add_parser("launch", help="create the security group and the leader")
+    launch.add_argument("-c", "--config", required=True, help="YAML config file")
+    launch.add_argument("--leader-node-type", required=True, help="the leader's instance type")
+    launch.add_argument(
+        "--leader-storage", type=int, default=50, help="root volume GiB (default: %(default)s)"
+    )
+    launch.add_argument("--owner", default=None, help="value of the Owner tag")
+    launch.add_argument(
+        "-t", "--tag", action="append", metavar="KEY=VALUE", help="another tag (repeatable)"
+    )
+    destroy = cluster_sub.add_parser("destroy", help="terminate and delete everything of it")
+    destroy.add_argument("-c", "--config", required=True, help="YAML config file")
+    cluster.set_defaults(func=_cmd_cluster)
 
     from shoal.daemon.simulate import args as simulate_args
 

@@ -129,7 +129,6 @@ class PassRecord:
 class _Observation:
     snapshot: Snapshot
     now: float
-    new_nodes: list[Node] = field(default_factory=list)
     expired: list[TrackedNode] = field(default_factory=list)
 
 
@@ -227,7 +226,6 @@ class Controller:
         self._lock = asyncio.Lock()
         self._demand_changed = asyncio.Event()
         self._stop = asyncio.Event()
-        self._pass_done = asyncio.Condition()
         self._started = self.clock.monotonic()
         # rebuilds the policy from the provider's catalogue when its prices change
         self.policy_source = policy_source
@@ -324,15 +322,6 @@ class Controller:
             return now - self._pass_started <= self.settings.stuck_after
         since = self._last_finished if self._last_finished is not None else self._started
         return now - since <= self.settings.health_factor * self.settings.interval
-
-    async def wait_for_pass(self, number: int) -> PassRecord:
-        """Wait until pass ``number`` (1-based) has finished; for tests and the service."""
-        async with self._pass_done:  # finished: ``passes`` counts the one under way too
-            await self._pass_done.wait_for(
-                lambda: self.last_pass is not None and self.last_pass.number >= number
-            )
-            assert self.last_pass is not None
-            return self.last_pass
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -454,8 +443,6 @@ class Controller:
                 callback(record)
             except Exception as exc:
                 log.error('event=pass_callback_failed error="%r"', exc)
-        async with self._pass_done:
-            self._pass_done.notify_all()
         return record
 
     # -- phases ---------------------------------------------------------------------------
@@ -606,9 +593,7 @@ class Controller:
             nodes=self.tracker.infos(),
             unavailable=self.backoff.unavailable(now),
         )
-        return _Observation(
-            snapshot, now, [t.node for t in new], [t for t in expired if not t.placeholder]
-        )
+        return _Observation(snapshot, now, [t for t in expired if not t.placeholder])
 
     async def _plan(self, observation: _Observation) -> Plan:
         # Off the event loop: a pass over a large demand must not delay /healthz or a PUT.

@@ -23,8 +23,10 @@
   every 12 h from the Pricing API and spot price history, as Karpenter does. A spot price not
   yet known is bounded by the on-demand price; an on-demand price nobody has stays unknown.
 
-Every botocore error is mapped to the ``providers.errors`` hierarchy in ``translate_error``;
-``retryPredicate`` decides what the daemon's one retry layer (``providers.retry``) retries.
+Every botocore error is mapped to the ``providers.errors`` hierarchy by ``_call``, through
+``providers.aws_errors.translate_error`` (the one AWS code table, shared with the price refresh);
+``retryPredicate`` decides on those typed errors what the daemon's one retry layer
+(``providers.retry``) retries.
 Each API call here is made once: botocore's own retries are off (``total_max_attempts=1``).
 
 ``Node.joined`` is always None: EC2 cannot tell whether a node has joined the scheduler.
@@ -54,14 +56,8 @@ from typing import Any, ClassVar
 from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.configprovider import ConstantProvider
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
+from shoal.providers.aws_errors import NOT_FOUND_CODES, translate_error
 from shoal.providers.aws_imds import DEFAULT_ENDPOINT, InstanceMetadataClient
 from shoal.providers.aws_pricing import (
     SOURCE_PRICING_API,
@@ -81,13 +77,7 @@ from shoal.providers.base import (
     ordered_types,
 )
 from shoal.providers.clock import Clock, SystemClock
-from shoal.providers.errors import (
-    CapacityError,
-    ProviderError,
-    QuotaError,
-    RetryableError,
-    is_retryable,
-)
+from shoal.providers.errors import ProviderError, is_retryable
 from shoal.providers.outcomes import (
     InstanceTypeInfo,
     LaunchRequest,
@@ -98,13 +88,8 @@ from shoal.providers.workers import TAG_SLURM_NODE, WorkerSettings
 from shoal.scaler.model import CapacityType, Offering
 
 __all__ = [
-    "CAPACITY_CODES",
     "MAX_USER_DATA",
-    "NOT_FOUND_CODES",
-    "QUOTA_CODES",
-    "THROTTLE_CODES",
     "AWSProvisioner",
-    "translate_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,38 +97,6 @@ log = logging.getLogger(__name__)
 MIB = 2**20
 MAX_USER_DATA = 16384  # EC2's limit on user data, in bytes before base64
 
-THROTTLE_CODES = frozenset(
-    {
-        "RequestLimitExceeded",
-        "Throttling",
-        "ThrottlingException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "EC2ThrottledException",
-    }
-)
-SERVER_CODES = frozenset(
-    {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "ServerInternal"}
-)
-# Eventual consistency: an instance just launched may not be visible to the next call yet.
-NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound"})
-CAPACITY_CODES = frozenset(
-    {
-        "InsufficientInstanceCapacity",
-        "InsufficientCapacity",
-        "MaxSpotInstanceCountExceeded",
-        "SpotMaxPriceTooLow",
-        "Unsupported",  # the type is not offered in this zone
-    }
-)
-QUOTA_CODES = frozenset({"InstanceLimitExceeded", "VcpuLimitExceeded"})
-_TRANSPORT_ERRORS = (
-    EndpointConnectionError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    ReadTimeoutError,
-)
 # Tag keys EC2 allows when instance tags are readable from the metadata service.
 _IMDS_TAG_KEY = re.compile(r"^(?!\.{1,2}$|_index$)[A-Za-z0-9+\-=.,_:@]{1,128}$")
 LIVE_STATES = ["pending", "running"]
@@ -152,51 +105,6 @@ LIVE_STATES = ["pending", "running"]
 # left for shoal to do, and must not count as capacity.
 LISTED_STATES = ["pending", "running", "stopping", "stopped"]
 NOT_GONE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
-
-
-def _error_code(e: BaseException) -> str:
-    if isinstance(e, ProviderError):
-        return e.code
-    if isinstance(e, ClientError):
-        return str(e.response.get("Error", {}).get("Code", ""))
-    return ""
-
-
-def _http_status(e: BaseException) -> int:
-    if isinstance(e, ClientError):
-        meta = e.response.get("ResponseMetadata", {})
-        with contextlib.suppress(TypeError, ValueError):
-            return int(meta.get("HTTPStatusCode", 0))
-    return 0
-
-
-def translate_error(
-    e: BaseException, operation: str, offerings: tuple[Offering, ...] = ()
-) -> ProviderError:
-    """The one place botocore errors become ``providers.errors``.
-
-    Throttling, 5xx, transport errors and eventual-consistency NotFound are ``RetryableError``;
-    capacity codes ``CapacityError`` and account limits ``QuotaError`` (both with
-    ``offerings``); anything else a plain ``ProviderError`` with the AWS code.
-    """
-    if isinstance(e, ProviderError):
-        return e
-    code = _error_code(e)
-    message = f"{operation}: {e}"
-    if isinstance(e, _TRANSPORT_ERRORS):
-        return RetryableError(message, code=type(e).__name__, operation=operation)
-    if code in QUOTA_CODES:
-        return QuotaError(message, offerings=offerings, code=code, operation=operation)
-    if code in CAPACITY_CODES:
-        return CapacityError(message, offerings=offerings, code=code, operation=operation)
-    if (
-        code in THROTTLE_CODES
-        or code in SERVER_CODES
-        or code in NOT_FOUND_CODES
-        or _http_status(e) >= 500
-    ):
-        return RetryableError(message, code=code, operation=operation)
-    return ProviderError(message, code=code or type(e).__name__, operation=operation)
 
 
 class AWSProvisioner(AbstractProvisioner):
@@ -268,8 +176,6 @@ class AWSProvisioner(AbstractProvisioner):
         self._imds = InstanceMetadataClient(
             metadata_endpoint or DEFAULT_ENDPOINT, timeout=metadata_timeout, clock=self.clock
         )
-        #: The instance shoal runs on, once ``readClusterSettings`` has read it.
-        self.leader_instance_id: str | None = None
         self.worker_settings = workers
         self._session = get_session()
         if not os.environ.get("AWS_PROFILE") and not os.environ.get("AWS_DEFAULT_PROFILE"):
@@ -356,10 +262,6 @@ class AWSProvisioner(AbstractProvisioner):
         refresher = await self._refresher()
         self._refresh_task = asyncio.create_task(refresher.run(), name="shoal-prices")
 
-    async def refresh_prices(self) -> RefreshResult:
-        """One price refresh now (what ``start`` repeats every 12 h)."""
-        return await (await self._refresher()).refresh_once()
-
     async def _refresher(self) -> PricingRefresher:
         if self.refresher is None:
             pricing_region = pricing_endpoint_region(self.region)
@@ -438,18 +340,10 @@ class AWSProvisioner(AbstractProvisioner):
 
     @staticmethod
     def retryPredicate(e: BaseException) -> bool:
-        """True for throttling, 5xx, timeouts/connection errors and InvalidInstanceID.NotFound
-        (eventual consistency); False for capacity and quota errors and everything else."""
-        if isinstance(e, ProviderError):
-            return is_retryable(e)
-        if isinstance(e, _TRANSPORT_ERRORS):
-            return True
-        code = _error_code(e)
-        if code in CAPACITY_CODES or code in QUOTA_CODES:
-            return False
-        if code in THROTTLE_CODES or code in SERVER_CODES or code in NOT_FOUND_CODES:
-            return True
-        return _http_status(e) >= 500
+        """True for what ``_call`` translated as transient (throttling, 5xx, transport errors,
+        InvalidInstanceID.NotFound); capacity, quota, auth and other errors are not retried.
+        Every AWS error reaches the retry layer translated (``providers.aws_errors``)."""
+        return is_retryable(e)
 
     # -- settings ------------------------------------------------------------------------
 
@@ -466,11 +360,10 @@ class AWSProvisioner(AbstractProvisioner):
 
     async def readClusterSettings(self) -> None:
         """Initialise from the instance shoal runs on, the leader: its private IP (the address
-        workers join), instance id and zone (the launch zone when none is configured), read
+        workers join) and zone (the launch zone when none is configured), read
         from the instance metadata service with IMDSv2; then resolve the image."""
         identity = await self._imds.identity()
         self._leaderPrivateIP = identity.private_ip
-        self.leader_instance_id = identity.instance_id
         if not self.zones:
             self.zones = (identity.zone,)
             self._zone = identity.zone
@@ -786,7 +679,11 @@ class AWSProvisioner(AbstractProvisioner):
         userTags: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
-        """Create the leader node (tagged role=leader, not autoscaled)."""
+        """Create the cluster, as Toil's ``launch-cluster``: its security group (every node
+        in it reaches every other) and the leader node in it, tagged with the cluster
+        (role=leader, not autoscaled), in this provisioner's zone. A cluster that already has a
+        leader is refused (``ClusterExists``); a security group left by an earlier launch is
+        reused. ``destroyCluster`` deletes both."""
         try:
             leader = await self.getLeader()
         except ProviderError as e:
@@ -803,6 +700,9 @@ class AWSProvisioner(AbstractProvisioner):
         if owner:
             tags["Owner"] = owner
         spec = await self._launch_spec(leaderNodeType, False, None, tags, self._user_data("leader"))
+        group = await self._cluster_security_group(create=True)
+        assert group is not None
+        spec["SecurityGroupIds"] = [*spec.get("SecurityGroupIds", []), group]
         if "BlockDeviceMappings" in spec:
             spec["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] = leaderStorage
         spec.update(MinCount=1, MaxCount=1, ClientToken=f"shoal-leader-{uuid.uuid4().hex}")
@@ -814,6 +714,43 @@ class AWSProvisioner(AbstractProvisioner):
         log.info(
             "event=leader_launched instance=%s type=%s", instance["InstanceId"], leaderNodeType
         )
+
+    async def _cluster_security_group(self, *, create: bool = False) -> str | None:
+        """The id of the cluster's security group (tagged with the cluster), or None; with
+        ``create``, made if missing, in the subnet's VPC (the default VPC without a subnet),
+        open to traffic from its own members only."""
+        resp = await self._call(
+            "describe_security_groups",
+            {"Filters": [{"Name": f"tag:{TAG_CLUSTER}", "Values": [self.clusterName or ""]}]},
+        )
+        for found in resp.get("SecurityGroups", []):
+            return str(found["GroupId"])
+        if not create:
+            return None
+        name = f"shoal-{self.clusterName}"
+        kwargs: dict[str, Any] = {
+            "GroupName": name,
+            "Description": f"shoal cluster {self.clusterName}: its nodes reach one another",
+            "TagSpecifications": [
+                {
+                    "ResourceType": "security-group",
+                    "Tags": self._tag_list({"Name": name, TAG_CLUSTER: self.clusterName or ""}),
+                }
+            ],
+        }
+        if self.subnet_id:
+            subnets = await self._call("describe_subnets", {"SubnetIds": [self.subnet_id]})
+            kwargs["VpcId"] = subnets["Subnets"][0]["VpcId"]
+        group = str((await self._call("create_security_group", kwargs))["GroupId"])
+        await self._call(
+            "authorize_security_group_ingress",
+            {
+                "GroupId": group,
+                "IpPermissions": [{"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group}]}],
+            },
+        )
+        log.info("event=security_group_created cluster=%s group=%s", self.clusterName, group)
+        return group
 
     # -- membership ----------------------------------------------------------------------
 
@@ -871,16 +808,23 @@ class AWSProvisioner(AbstractProvisioner):
 
     async def destroyCluster(self) -> None:
         """Delete the cluster's Auto Scaling groups and launch templates, terminate every
-        instance tagged with the cluster, and wait (bounded) until they are all gone."""
+        instance tagged with the cluster (leader and workers), wait (bounded) until they are
+        all gone, then delete the security group ``launchCluster`` made. What is already gone
+        is skipped, so a second call (or one after a failed call) finishes the job."""
         await self._delete_managed_groups()
         filters = self._cluster_filters(None, NOT_GONE_STATES)
         for _ in range(self.destroy_poll_limit):
             instances = await self._describe(filters)
             live = [i["InstanceId"] for i in instances if i["State"]["Name"] != "shutting-down"]
             if live:
+                log.info("event=cluster_terminating instances=%s", ",".join(live))
                 await self.terminateNodes(live)
             elif not instances:
                 self._leaderPrivateIP = None
+                group = await self._cluster_security_group()
+                if group is not None:
+                    await self._call("delete_security_group", {"GroupId": group})
+                    log.info("event=security_group_deleted group=%s", group)
                 log.info("event=cluster_destroyed cluster=%s", self.clusterName)
                 return
             await self._sleep(self.destroy_poll_interval)
@@ -889,6 +833,13 @@ class AWSProvisioner(AbstractProvisioner):
             code="DestroyTimeout",
             operation="destroyCluster",
         )
+
+    async def cluster_exists(self) -> bool:
+        """Whether anything of the cluster is left: an instance tagged with it (not yet
+        terminated) or the security group ``launchCluster`` made."""
+        if await self._describe(self._cluster_filters(None, NOT_GONE_STATES)):
+            return True
+        return await self._cluster_security_group() is not None
 
     # -- managed nodes (Auto Scaling) -----------------------------------------------------
 

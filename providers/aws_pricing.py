@@ -19,9 +19,10 @@
 
 ``pricing_endpoint_region`` picks the Pricing API endpoint for an EC2 region. Any endpoint
 answers for every region (the region is a filter); the choice only keeps the call near.
-Errors: botocore errors become ``providers.errors`` here (throttling, 5xx and transport errors
-are ``RetryableError`` and retried with ``call_with_retry``); this module does not import
-``providers.aws`` so that the provisioner can import it.
+Errors: botocore errors become ``providers.errors`` through ``providers.aws_errors``, the same
+code table the provisioner's EC2 calls use (throttling, 5xx and transport errors are retried
+with ``call_with_retry``); this module does not import ``providers.aws`` so that the
+provisioner can import it.
 """
 
 from __future__ import annotations
@@ -37,16 +38,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
+from shoal.providers.aws_errors import translate_error
 from shoal.providers.clock import Clock, SystemClock
-from shoal.providers.errors import ProviderError, RetryableError
+from shoal.providers.errors import ProviderError, is_retryable
 from shoal.providers.retry import RetryPolicy, call_with_retry
 
 __all__ = [
@@ -95,32 +90,6 @@ ON_DEMAND_ATTRIBUTES: Mapping[str, str] = {
 SPOT_PRODUCT_DESCRIPTIONS = ("Linux/UNIX", "Linux/UNIX (Amazon VPC)")
 GET_PRODUCTS_PAGE = 100  # GetProducts' MaxResults is 1..100
 SPOT_HISTORY_PAGE = 1000
-
-_THROTTLE_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-    }
-)
-_SERVER_CODES = frozenset(
-    {
-        "InternalErrorException",
-        "InternalError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "Unavailable",
-    }
-)
-_TRANSPORT_ERRORS = (
-    EndpointConnectionError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    ReadTimeoutError,
-)
 
 
 def pricing_endpoint_region(region: str) -> str | None:
@@ -240,29 +209,9 @@ class PriceBook:
     def spot_price(self, instance_type: str, zone: str) -> Price | None:
         return self._spot.get(instance_type, {}).get(zone)
 
-    def spot_zones(self, instance_type: str) -> dict[str, Price]:
-        """The zones with a known spot price for the type."""
-        return dict(self._spot.get(instance_type, {}))
-
-    def on_demand_types(self) -> frozenset[str]:
-        return frozenset(self._on_demand)
-
     def missing_on_demand(self, instance_types: Iterable[str]) -> list[str]:
         """The given types without an on-demand price, in the order given (for config checks)."""
         return [t for t in instance_types if t not in self._on_demand]
-
-    def summary(self) -> dict[str, Any]:
-        """Counts and sources, for a status page."""
-        sources: dict[str, int] = {}
-        for price in self._on_demand.values():
-            sources[price.source] = sources.get(price.source, 0) + 1
-        return {
-            "region": self.region,
-            "table_as_of": self.table.as_of,
-            "on_demand_types": len(self._on_demand),
-            "on_demand_sources": sources,
-            "spot_offerings": sum(len(z) for z in self._spot.values()),
-        }
 
     # writing (the refresher's)
 
@@ -411,23 +360,6 @@ class RefreshResult:
         return self.on_demand_ok and self.spot_ok
 
 
-def _translate(e: BaseException, operation: str) -> ProviderError:
-    """botocore errors as ``providers.errors``: throttling, 5xx and transport are retryable."""
-    if isinstance(e, ProviderError):
-        return e
-    message = f"{operation}: {e}"
-    if isinstance(e, _TRANSPORT_ERRORS):
-        return RetryableError(message, code=type(e).__name__, operation=operation)
-    if isinstance(e, ClientError):
-        error = e.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code in _THROTTLE_CODES or code in _SERVER_CODES or status >= 500:
-            return RetryableError(message, code=code, operation=operation)
-        return ProviderError(message, code=code, operation=operation)
-    return ProviderError(message, code=type(e).__name__, operation=operation)
-
-
 async def _call(
     fn: Callable[[], Awaitable[dict[str, Any]]],
     operation: str,
@@ -438,11 +370,11 @@ async def _call(
         try:
             return await fn()
         except (ClientError, BotoCoreError) as e:
-            raise _translate(e, operation) from e
+            raise translate_error(e, operation) from e
 
     return await call_with_retry(
         attempt,
-        lambda e: isinstance(e, RetryableError),
+        is_retryable,
         policy,
         operation=operation,
         sleep=sleep,

@@ -8,6 +8,7 @@ ProviderError
 │   └── QuotaError        an account limit (InstanceLimitExceeded): back it off longer
 ├── TerminationError      some ids of a terminateNodes call could not be terminated
 │                         (``failed``: id -> error); retryable when every failure is
+├── AuthError             the credentials or the IAM policy refuse the call (never retried)
 └── (other subclasses for errors that a retry will not fix)
 
 ManagedNodesNotSupportedException(RuntimeError)   as in Toil's seed
@@ -19,6 +20,7 @@ from shoal.scaler.model import Offering
 
 __all__ = [
     "INSUFFICIENT_CAPACITY",
+    "AuthError",
     "CapacityError",
     "ManagedNodesNotSupportedException",
     "ProviderError",
@@ -48,6 +50,11 @@ class ProviderError(Exception):
 
 class RetryableError(ProviderError):
     """A transient error: the same call may succeed if retried after a backoff."""
+
+
+class AuthError(ProviderError):
+    """The credentials are missing, wrong or expired, or the IAM policy refuses the action:
+    a retry will not fix it, an operator must."""
 
 
 class CapacityError(ProviderError):

@@ -296,14 +296,6 @@ class PowerSaver:
                     )
             self._events.pop(node, None)
 
-    async def drain_requests(self) -> None:
-        """Wait until every queued request was handled (tests and shutdown)."""
-        while True:
-            pending = [t for t in self._workers.values() if not t.done()]
-            if not pending:
-                return
-            await asyncio.gather(*pending, return_exceptions=True)
-
     # -- resume ---------------------------------------------------------------------------
 
     def _controller(self) -> Controller:

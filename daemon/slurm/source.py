@@ -90,7 +90,6 @@ class SlurmDemandSource:
         self.slurm_config: dict[str, str] | None = None
         self.last: SlurmSnapshot | None = None
         self.last_error: str | None = None
-        self.reads = 0
         self.failures = 0
         self._poke = asyncio.Event()
 
@@ -110,7 +109,6 @@ class SlurmDemandSource:
     async def read(self) -> DemandUpdate | DemandFailure:
         """One read: the demand now, or why Slurm could not be read."""
         now = self.clock.now()
-        self.reads += 1
         try:
             if self.slurm_config is None:
                 self.slurm_config = await self.client.config()

@@ -223,6 +223,13 @@ async def test_the_cost_ceiling_bounds_the_fleet_with_shipped_prices(
     assert sum(u.count for u in plan.unschedulable) == 6
 
 
+async def refresh_prices(provider: AWSProvisioner) -> None:
+    """One price refresh now: what ``provider.start()`` repeats every 12 h in the background,
+    run here without that loop, whose sleep on the fake clock would fire whenever the clock
+    moves while a call waits on moto."""
+    await (await provider._refresher()).refresh_once()
+
+
 async def test_a_spot_price_refresh_changes_the_plans_cost(
     make_daemon: Callable[..., Awaitable[Daemon]], ec2_behaviour: Ec2Behaviour
 ) -> None:
@@ -241,7 +248,7 @@ async def test_a_spot_price_refresh_changes_the_plans_cost(
         await d.pass_(jobs(2, preemptible=True))
         plan = d.controller.last_plan
         assert plan is not None and plan.cost_per_hour == pytest.approx(2 * 0.192)
-        await d.run(d.provider.refresh_prices())
+        await d.run(refresh_prices(d.provider))
         (spot,) = d.controller.policy.node_types
         assert spot.price_per_hour == 0.051  # the first zone's spot price
         await d.pass_(jobs(2, preemptible=True))
@@ -250,7 +257,7 @@ async def test_a_spot_price_refresh_changes_the_plans_cost(
         assert d.sample("shoal_price_refreshes_total", outcome="ok") == 1
         # a refresh that fails keeps the last good prices, and is counted
         fake.fail_next("DescribeSpotPriceHistory", "UnauthorizedOperation")
-        await d.run(d.provider.refresh_prices())
+        await d.run(refresh_prices(d.provider))
         assert d.sample("shoal_price_refreshes_total", outcome="failed") == 1
         assert d.controller.policy.node_types[0].price_per_hour == 0.051
     finally:

@@ -13,6 +13,7 @@ from shoal.providers.base import TAG_AUTOSCALED, Node
 from shoal.providers.errors import ProviderError
 from shoal.scaler.model import AddCause, NodeState, NodeType, Offering
 from shoal.scaler.shape import Shape
+from waits import wait_for_pass
 
 if TYPE_CHECKING:
     from conftest import Harness
@@ -34,7 +35,7 @@ async def test_demand_launches_on_next_pass(harness: Harness) -> None:
 async def test_demand_change_wakes_the_loop_at_once_debounced(harness: Harness) -> None:
     h = harness
     task = asyncio.create_task(h.controller.run())
-    await h.controller.wait_for_pass(1)
+    await wait_for_pass(h.controller, 1)
     await h.settle()  # the loop waits for the interval or a demand change
     h.set_demand(h.jobs(4))
     await h.settle()
@@ -43,7 +44,7 @@ async def test_demand_change_wakes_the_loop_at_once_debounced(harness: Harness) 
     h.set_demand(h.jobs(8))  # a burst within the debounce window is one pass
     await h.settle()
     await h.clock.advance(0.15)
-    await asyncio.wait_for(h.controller.wait_for_pass(2), 1)
+    await asyncio.wait_for(wait_for_pass(h.controller, 2), 1)
     assert h.controller.passes == 2
     assert len(h.launch_calls()) == 1
     assert len(await h.provider.getProvisionedWorkers()) == 2
@@ -51,7 +52,7 @@ async def test_demand_change_wakes_the_loop_at_once_debounced(harness: Harness) 
     await h.clock.advance(29)  # nothing until the interval
     assert h.controller.passes == 2
     await h.clock.advance(1.5)
-    await asyncio.wait_for(h.controller.wait_for_pass(3), 1)
+    await asyncio.wait_for(wait_for_pass(h.controller, 3), 1)
     h.controller.stop()
     await asyncio.wait_for(task, 1)
 
@@ -165,12 +166,12 @@ async def test_a_pass_that_raises_is_counted_and_the_loop_goes_on(harness_factor
     h: Harness = await harness_factory(planner=flaky_plan)
     h.set_demand(h.jobs(4))
     task = asyncio.create_task(h.controller.run())
-    first = await h.controller.wait_for_pass(1)
+    first = await wait_for_pass(h.controller, 1)
     assert first.outcome is PassOutcome.ERROR
     assert "planner bug" in first.reason
     await h.settle()
     await h.clock.advance(30)
-    second = await asyncio.wait_for(h.controller.wait_for_pass(2), 1)
+    second = await asyncio.wait_for(wait_for_pass(h.controller, 2), 1)
     assert second.outcome is PassOutcome.OK and second.launched == 1
     assert h.sample("shoal_passes_total", outcome="error") == 1
     assert h.sample("shoal_passes_total", outcome="ok") == 1
@@ -257,7 +258,7 @@ async def test_reconcile_adopts_tagged_nodes_and_launches_nothing_twice(
 async def test_stop_launches_nothing_new(harness: Harness) -> None:
     h = harness
     task = asyncio.create_task(h.controller.run())
-    await h.controller.wait_for_pass(1)
+    await wait_for_pass(h.controller, 1)
     h.set_demand(h.jobs(4))
     h.controller.stop()
     await asyncio.wait_for(task, 1)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from shoal.daemon.config import load_config
 from shoal.daemon.service import SHUTDOWN_TIMEOUT, Service, SystemdNotifier
+from waits import wait_for_pass
 
 
 def free_port() -> int:
@@ -70,7 +71,7 @@ async def start(service: Service) -> asyncio.Task[int]:
     task = asyncio.create_task(service.serve())
     await asyncio.wait_for(service.started.wait(), 10)
     assert service.controller is not None
-    await asyncio.wait_for(service.controller.wait_for_pass(1), 10)
+    await asyncio.wait_for(wait_for_pass(service.controller, 1), 10)
     return task
 
 
@@ -91,7 +92,7 @@ async def test_starts_serves_and_stops_cleanly_on_sigterm(
         ) as r:
             assert r.status == 200
     assert service.controller is not None
-    await asyncio.wait_for(service.controller.wait_for_pass(2), 5)  # woken by the demand
+    await asyncio.wait_for(wait_for_pass(service.controller, 2), 5)  # woken by the demand
     assert service.controller.last_pass is not None
     assert service.controller.last_pass.launched == 1
     os.kill(os.getpid(), signal.SIGTERM)

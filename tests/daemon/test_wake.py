@@ -18,6 +18,7 @@ from shoal.scaler.model import (
     RunningJob,
 )
 from shoal.scaler.shape import Shape
+from waits import wait_for_pass
 
 if TYPE_CHECKING:
     from conftest import Harness
@@ -45,12 +46,12 @@ def describes(h: Harness) -> int:
 async def run_loop(h: Harness, first: DemandUpdate) -> asyncio.Task[None]:
     """The loop running, after the pass that ``first`` (a change) woke."""
     task = asyncio.create_task(h.controller.run())
-    await h.controller.wait_for_pass(1)
+    await wait_for_pass(h.controller, 1)
     await h.settle()  # waiting for the interval or a demand change
     h.controller.set_demand(first)
     await h.settle()
     await h.clock.advance(0.5)  # the debounce
-    await asyncio.wait_for(h.controller.wait_for_pass(2), 1)
+    await asyncio.wait_for(wait_for_pass(h.controller, 2), 1)
     await h.settle()
     return task
 
@@ -75,7 +76,7 @@ async def test_polls_that_only_move_elapsed_times_wake_no_pass(harness: Harness)
     assert {r.elapsed for r in h.controller.demand.running} == {80}
     assert h.controller.demand_at == h.clock.now() - 1
     await h.clock.advance(9)  # the timer, 30 s after the last pass
-    await asyncio.wait_for(h.controller.wait_for_pass(3), 1)
+    await asyncio.wait_for(wait_for_pass(h.controller, 3), 1)
     await stop_loop(h, task)
 
 
@@ -86,7 +87,7 @@ async def test_a_job_moving_to_another_node_wakes_a_pass(harness: Harness) -> No
     h.controller.set_demand(polled(62, "w-1", "w-3"))  # same count, another node
     await h.settle()
     await h.clock.advance(0.5)  # the debounce
-    await asyncio.wait_for(h.controller.wait_for_pass(3), 1)
+    await asyncio.wait_for(wait_for_pass(h.controller, 3), 1)
     await stop_loop(h, task)
 
 
@@ -97,13 +98,13 @@ async def test_a_queued_job_or_a_joined_node_wakes_a_pass(harness: Harness) -> N
     h.controller.set_demand(polled(62, "w-1", queued=1))
     await h.settle()
     await h.clock.advance(0.5)
-    await asyncio.wait_for(h.controller.wait_for_pass(3), 1)
+    await asyncio.wait_for(wait_for_pass(h.controller, 3), 1)
     await h.settle()
     joined = polled(63, "w-1", queued=1)
     h.controller.set_demand(DemandUpdate(joined.demand, frozenset({"w-1", "w-9"})))
     await h.settle()
     await h.clock.advance(0.5)
-    await asyncio.wait_for(h.controller.wait_for_pass(4), 1)
+    await asyncio.wait_for(wait_for_pass(h.controller, 4), 1)
     await stop_loop(h, task)
 
 
@@ -165,7 +166,7 @@ async def test_the_loop_wakes_when_an_unneeded_node_ripens(harness_factory: Any)
     h: Harness = await harness_factory(scaler={"unneeded_time": "100s"})
     h.set_demand(h.jobs(1))
     task = asyncio.create_task(h.controller.run())
-    await h.controller.wait_for_pass(1)
+    await wait_for_pass(h.controller, 1)
     await h.clock.advance(60)  # booted and joined; two timer passes
     await h.settle()
     (node,) = [t.id for t in h.controller.tracker.all()]

@@ -22,7 +22,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from fake_imds import FakeImds
 from moto.ec2.responses.instances import InstanceResponse
 from moto_fixtures import Ec2Behaviour
-from shoal.providers.aws import AWSProvisioner, translate_error
+from shoal.providers.aws import AWSProvisioner
+from shoal.providers.aws_errors import error_code, translate_error
 from shoal.providers.base import (
     TAG_AUTOSCALED,
     TAG_CLUSTER,
@@ -33,6 +34,7 @@ from shoal.providers.base import (
     client_token,
 )
 from shoal.providers.errors import (
+    AuthError,
     CapacityError,
     ProviderError,
     QuotaError,
@@ -332,15 +334,43 @@ async def test_managed_nodes_are_an_auto_scaling_group(env: Env) -> None:
         assert groups == []
 
 
-async def test_destroy_cluster_terminates_only_this_cluster(env: Env) -> None:
+async def _cluster_groups(env: Env, cluster: str) -> list[dict[str, Any]]:
+    async with env.client("ec2") as ec2:
+        resp = await ec2.describe_security_groups(
+            Filters=[{"Name": f"tag:{TAG_CLUSTER}", "Values": [cluster]}]
+        )
+    return list(resp["SecurityGroups"])
+
+
+async def test_launch_then_destroy_a_cluster_as_toil_does(env: Env) -> None:
+    """launchCluster makes the cluster's security group and its leader in it; destroyCluster
+    terminates the leader and every worker, of this cluster only, deletes the group, and can
+    be called again."""
     async with env.provisioner("demo") as demo, env.provisioner("other") as other:
-        await demo.launchCluster("t3.medium")
+        await demo.launchCluster("t3.medium", userTags={"team": "x"})
+        (group,) = await _cluster_groups(env, "demo")
+        leader = await demo.getLeader()
+        assert (leader.nodeType, leader.zone) == ("t3.medium", ZONE)
+        assert leader.tags[TAG_ROLE] == "leader" and leader.tags["team"] == "x"
+        async with env.client("ec2") as ec2:
+            described = await ec2.describe_instances(InstanceIds=[leader.name])
+        (instance,) = described["Reservations"][0]["Instances"]
+        assert group["GroupId"] in {g["GroupId"] for g in instance["SecurityGroups"]}
+        (rule,) = group["IpPermissions"]  # members reach members, nothing else gets in
+        assert [p["GroupId"] for p in rule["UserIdGroupPairs"]] == [group["GroupId"]]
+        with pytest.raises(ProviderError) as info:
+            await demo.launchCluster("t3.medium")
+        assert info.value.code == "ClusterExists"
+
         await demo.addNodes(["t3.micro"], 3, False)
         await other.addNodes(["t3.micro"], 1, False)
         await demo.destroyCluster()
         assert await demo.getProvisionedWorkers() == []
         with pytest.raises(ProviderError):
             await demo.getLeader()
+        assert await _cluster_groups(env, "demo") == []
+        assert len(await other.getProvisionedWorkers()) == 1
+        await demo.destroyCluster()  # nothing left: a no-op
         assert len(await other.getProvisionedWorkers()) == 1
 
 
@@ -375,7 +405,6 @@ async def test_cluster_settings_and_close(env: Env) -> None:
     finally:
         await imds.stop()
     assert on_leader._leaderPrivateIP == leader.privateIP
-    assert on_leader.leader_instance_id == leader.name
     await on_leader.close()
     with pytest.raises(ProviderError) as info:
         await on_leader.getProvisionedWorkers()
@@ -459,23 +488,48 @@ def _client_error(code: str, status: int = 400) -> ClientError:
     )
 
 
+# Each class of AWS error code as AWS documents it ("Error codes for the Amazon EC2 API",
+# the Pricing API's GetProducts errors), with the HTTP status AWS answers it with.
 @pytest.mark.parametrize(
     ("error", "retry", "typed"),
     [
+        # throttling
         (_client_error("RequestLimitExceeded", 503), True, RetryableError),
         (_client_error("Throttling"), True, RetryableError),
         (_client_error("ThrottlingException"), True, RetryableError),
         (_client_error("RequestThrottled"), True, RetryableError),
+        (_client_error("EC2ThrottledException"), True, RetryableError),
+        # server errors, and any 5xx
         (_client_error("InternalError", 500), True, RetryableError),
+        (_client_error("InternalFailure", 500), True, RetryableError),
+        (_client_error("Unavailable", 503), True, RetryableError),
+        (_client_error("ServiceUnavailable", 503), True, RetryableError),
+        (_client_error("InternalErrorException", 500), True, RetryableError),
+        (_client_error("RequestTimeout"), True, RetryableError),
         (_client_error("Whatever", 503), True, RetryableError),
-        (_client_error("InvalidInstanceID.NotFound"), True, RetryableError),
+        # transport
         (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), True, RetryableError),
         (ReadTimeoutError(endpoint_url="http://127.0.0.1:1"), True, RetryableError),
-        (_client_error("InsufficientInstanceCapacity"), False, CapacityError),
+        # eventual consistency; other not-found codes are final
+        (_client_error("InvalidInstanceID.NotFound"), True, RetryableError),
+        (_client_error("InvalidAMIID.NotFound"), False, ProviderError),
+        (_client_error("NotFoundException"), False, ProviderError),
+        # capacity: EC2 answers 500, but the same offering is backed off, not retried
+        (_client_error("InsufficientInstanceCapacity", 500), False, CapacityError),
+        (_client_error("InsufficientCapacity", 500), False, CapacityError),
         (_client_error("MaxSpotInstanceCountExceeded"), False, CapacityError),
         (_client_error("SpotMaxPriceTooLow"), False, CapacityError),
+        (_client_error("Unsupported"), False, CapacityError),
+        # account quotas
         (_client_error("InstanceLimitExceeded"), False, QuotaError),
-        (_client_error("UnauthorizedOperation", 403), False, ProviderError),
+        (_client_error("VcpuLimitExceeded"), False, QuotaError),
+        # credentials and permissions
+        (_client_error("AuthFailure", 401), False, AuthError),
+        (_client_error("UnauthorizedOperation", 403), False, AuthError),
+        (_client_error("OptInRequired", 401), False, AuthError),
+        (_client_error("AccessDeniedException"), False, AuthError),
+        (_client_error("ExpiredToken"), False, AuthError),
+        # anything else
         (_client_error("InvalidParameterValue"), False, ProviderError),
         (ValueError("x"), False, ProviderError),
     ],
@@ -483,13 +537,43 @@ def _client_error(code: str, status: int = 400) -> ClientError:
 def test_retry_predicate_and_error_mapping(
     error: BaseException, retry: bool, typed: type[ProviderError]
 ) -> None:
-    assert AWSProvisioner.retryPredicate(error) is retry
     offering = Offering("t3.micro", ZONE, CapacityType.ON_DEMAND)
     mapped = translate_error(error, "run_instances", (offering,))
     assert type(mapped) is typed
+    assert mapped.code == (error_code(error) or type(error).__name__)
     assert AWSProvisioner.retryPredicate(mapped) is retry
     if isinstance(mapped, CapacityError):
         assert mapped.offerings == (offering,)
+
+
+@pytest.mark.parametrize(
+    ("code", "typed", "calls"),
+    [
+        ("RequestLimitExceeded", RetryableError, 2),
+        ("Unavailable", RetryableError, 2),
+        ("InsufficientInstanceCapacity", CapacityError, 1),
+        ("VcpuLimitExceeded", QuotaError, 1),
+        ("UnauthorizedOperation", AuthError, 1),
+        ("InvalidParameterValue", ProviderError, 1),
+    ],
+)
+async def test_ec2_errors_on_the_wire_are_typed_and_retried_by_class(
+    aws: AWSProvisioner, env: Env, code: str, typed: type[ProviderError], calls: int
+) -> None:
+    """moto answers RunInstances with the code; a transient one is retried once and the launch
+    goes through, any other reaches the caller typed after one call."""
+    env.behaviour.fail_next(code, "injected")
+
+    async def add() -> int:
+        return await aws.addNodes(["t3.micro"], 1, False)
+
+    if typed is RetryableError:
+        assert await env.retry(add) == 1
+    else:
+        with pytest.raises(ProviderError) as info:
+            await env.retry(add)
+        assert type(info.value) is typed and info.value.code == code
+    assert len(env.behaviour.requests) == calls
 
 
 async def test_empty_aws_profile_means_no_profile(

@@ -146,8 +146,6 @@ async def test_mesos_worker_runs_the_agent_of_the_leader(
     how = {"address": {"address": leader_ip}}.get(source, {"discover": source[9:]})
     aws, worker = await launch_one(env.config("mesos", {"leader": how}))  # prepared on launch
     assert aws._leaderPrivateIP == leader_ip
-    if source == "discover-imds":
-        assert aws.leader_instance_id == leader["InstanceId"]
     doc = await env.user_data(worker)
     (unit,) = [u for u in doc["systemd"]["units"] if u["name"] == "toil-worker.service"]
     assert unit["enabled"] is True
@@ -297,7 +295,6 @@ async def test_read_cluster_settings_reads_the_leader_from_imds(
         assert aws.zones == ()
         await aws.readClusterSettings()
         assert aws._leaderPrivateIP == leader["PrivateIpAddress"]
-        assert aws.leader_instance_id == leader["InstanceId"]
         assert aws.zones == (leader["Placement"]["AvailabilityZone"],)
     methods = [m for m, _, _ in imds.requests]
     assert methods == ["PUT", "GET", "GET", "GET"]

@@ -11,6 +11,7 @@ it, with the recorded requests carrying that tag.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -43,7 +44,9 @@ UNSCOPED = {
     "ec2:DescribeImages",
     "ec2:DescribeInstanceTypes",
     "ec2:DescribeInstances",
+    "ec2:DescribeSecurityGroups",
     "ec2:DescribeSpotPriceHistory",
+    "ec2:DescribeSubnets",
     "autoscaling:DescribeAutoScalingGroups",
     "pricing:GetProducts",
 }
@@ -93,6 +96,13 @@ async def recorded(moto_url: str, ec2_behaviour: Ec2Behaviour) -> AsyncIterator[
         await iam.add_role_to_instance_profile(
             InstanceProfileName="shoal-worker", RoleName="shoal-worker"
         )
+    async with get_session().create_client(
+        "ec2", region_name="us-east-1", endpoint_url=moto_url
+    ) as ec2:  # a subnet given: the cluster's security group goes in its VPC
+        subnets = await ec2.describe_subnets(
+            Filters=[{"Name": "availability-zone", "Values": ["us-east-1a"]}]
+        )
+    subnet = subnets["Subnets"][0]["SubnetId"]
     sleeps: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -105,15 +115,19 @@ async def recorded(moto_url: str, ec2_behaviour: Ec2Behaviour) -> AsyncIterator[
                 CLUSTER,
                 "kubernetes",
                 zone="us-east-1a",
+                subnet_id=subnet,
                 image_name="amzn*",
                 image_owner="amazon",
                 endpoint_url=moto_url,
                 instance_profile_arn=profile["InstanceProfile"]["Arn"],
                 pricing_endpoint_url=pricing_url,
+                price_refresh=True,
                 sleep=sleep,
             ) as aws:
                 await aws.catalogue(["t3.micro"])
-                await aws.refresh_prices()
+                await aws.start()  # the first price refresh, at once
+                assert aws.refresher is not None
+                await asyncio.wait_for(aws.refresher.wait_for_attempts(1), 30)
                 assert await aws.addNodes(["t3.micro"], 2, False) == 2
                 workers = await aws.getProvisionedWorkers()
                 marked = [workers[1].name]
@@ -209,6 +223,8 @@ def test_the_recorded_writes_carry_the_tag_the_conditions_ask_for(
     # the draining mark adds and removes that one key only
     for call in (*recorded.of("ec2:CreateTags"), *recorded.of("ec2:DeleteTags")):
         assert [t["Key"] for t in call["Tags"]] == [TAG_DRAINING]
+    (security_group,) = recorded.of("ec2:CreateSecurityGroup")
+    assert tags(security_group["TagSpecifications"], "security-group")[TAG_CLUSTER] == CLUSTER
     (group,) = recorded.of("autoscaling:CreateAutoScalingGroup")
     assert {t["Key"]: t["Value"] for t in group["Tags"]}[TAG_CLUSTER] == CLUSTER
     # what is terminated or deleted was created with that tag

@@ -32,6 +32,7 @@ from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.providers.slurm import TAG_SLURM_NODE
 from slurm.shoal_proc import free_port
+from waits import slurm_requests_served
 
 BIN = Path(sys.executable).parent
 TOKEN = "hook-token-123"
@@ -299,7 +300,7 @@ async def test_a_hook_run_while_the_daemon_is_down_is_served_when_it_starts(
     try:
         assert api.slurm.power is not None
         await api.clock.advance(0)  # the start's first scan
-        await api.clock.run_until(api.slurm.power.drain_requests())
+        await api.clock.run_until(slurm_requests_served(api.slurm.power))
         (instance,) = await api.provider.list_instances()
         assert instance.tags[TAG_SLURM_NODE] == "cloud1"
         assert spool.pending(spool.spool_dir(state_dir)) == []
@@ -356,6 +357,6 @@ async def test_a_request_spooled_while_the_daemon_was_down_comes_before_the_next
     status, _ = await post(f"{api.base}/v1/slurm/suspend", {"nodes": "cloud1"})
     assert status == 202
     await api.slurm.serve_spool()  # the periodic scan
-    await api.clock.run_until(api.slurm.power.drain_requests())
+    await api.clock.run_until(slurm_requests_served(api.slurm.power))
     assert await api.provider.list_instances() == []
     assert api.slurm.power.state.requests == {} and spool.pending(directory) == []

@@ -40,6 +40,7 @@ from shoal.scaler.model import (
     Snapshot,
 )
 from shoal.scaler.shape import Shape
+from waits import slurm_requests_served
 
 ZONE = "us-west-2a"
 
@@ -82,7 +83,7 @@ class Daemon:
         return self.slurm.power
 
     async def served(self) -> None:
-        await self.clock.run_until(self.power.drain_requests())
+        await self.clock.run_until(slurm_requests_served(self.power))
 
     async def workers(self) -> dict[str, list[str]]:
         """Slurm node -> its live instances, as the cloud lists them."""
@@ -326,7 +327,7 @@ async def test_requests_wait_for_the_first_reconcile(tmp_path: Path, clock: Fake
     await clock.advance(60)
     assert provider.count() == 0
     await clock.run_until(controller.reconcile())
-    await clock.run_until(slurm_side.power.drain_requests())
+    await clock.run_until(slurm_requests_served(slurm_side.power))
     assert provider.count() == 1
 
 
