@@ -199,12 +199,9 @@ def test_run_hands_the_config_to_the_service_and_returns_its_exit_code(
 def test_plan_shows_a_gang_launch_and_a_gang_that_fits_nowhere(
     tmp_path: Path, catalogue: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    demand = tmp_path / "d.yaml"
-    demand.write_text(
-        "jobs:\n"
-        "  - {cores: 4, memory: 4GiB, wall_time: 2h, node_count: 3}\n"
-        "  - {cores: 64, memory: 1GiB, node_count: 2}\n"
-    )
+    gang = {"cores": 4, "memory": "4GiB", "wall_time": "2h", "node_count": 3}
+    too_wide = {"cores": 64, "memory": "1GiB", "node_count": 2}
+    (demand := tmp_path / "d.json").write_text(json.dumps({"jobs": [gang, too_wide]}))
     args = ["plan", "-c", str(EXAMPLE), "--demand", str(demand), "--catalogue", str(catalogue)]
     assert main([*args, "--now", "1700000000"]) == 0
     out = json.loads(capsys.readouterr().out)
