@@ -64,3 +64,16 @@ def test_a_gang_that_fits_no_type_is_reported_with_its_size() -> None:
     c.submit(1, PER_NODE, 10, 0, nodes=8)  # fits per node: schedulable, given 8 nodes
     [unfit] = c.stats(0).unschedulable
     assert (unfit.job, unfit.nodes, unfit.reasons) == (0, 8, ("cores",))
+
+
+def test_every_node_a_gang_frees_takes_waiting_1_node_jobs() -> None:
+    c = Cluster()
+    c.node_joined("n0", C12, 0)
+    c.node_joined("n1", C12, 0)
+    c.submit(0, PER_NODE, 100, 0, nodes=2)
+    c.submit(1, PER_NODE, 50, 0)
+    c.submit(2, PER_NODE, 50, 0)
+    c.advance(0)
+    assert c.nodes_of(0) == ("n0", "n1") and c.queued_count == 2
+    c.advance(100)  # the gang ends: both its nodes are free for the two waiting jobs
+    assert (c.nodes_of(1), c.nodes_of(2)) == (("n0",), ("n1",))
