@@ -5,7 +5,9 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
     observe         classify nodes per type: live (booting + ready) capacity,
                     draining, join timeouts, unhealthy, busy, types whose
                     offerings are all in backoff
-    assign          give each job a node type, as Toil's bin packing does: a
+    assign          gangs (multi-node jobs, ``QueuedJobs.node_count`` > 1) first,
+                    each on N nodes of one type (``_place_gangs``); then
+                    give each job a node type, as Toil's bin packing does: a
                     running job stays on its node's type (for its *remaining*
                     expected time, rounded up to whole minutes: below); a
                     queued job goes to the first type, in Toil's shape order,
@@ -50,6 +52,14 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
 
 Semantics a caller can rely on:
 
+* A gang of N nodes is placed whole on one type: on N free (idle) live nodes of a type
+  when one has that many, else on N new nodes of a type with room under its max beside
+  all its live and draining nodes. It has those nodes to itself (1-node jobs are packed
+  beside it on other nodes: the plan never counts on room the gang may take). Its new
+  nodes are one unit of ``Launch.gangs``, launched all or none in one zone (zones are
+  the executor's); they are never assembled from draining nodes, and when smoothing,
+  the max or the cost ceiling leaves a launch short of a gang's nodes, none of them is
+  launched (``_whole_gangs``). 1-node jobs take exactly the path they took before gangs.
 * Booting and ready nodes are capacity. Launches are ``target - live - undrains``,
   so a second pass over the same demand with the launched nodes present as booting
   launches nothing.
@@ -482,9 +492,8 @@ def _place_gangs(
     free = {t.name: sum(1 for n in view.live[t.name] if n.id not in view.busy) for t in view.types}
     taken = {t.name: 0 for t in view.types}  # free nodes gangs take
     grown = {t.name: 0 for t in view.types}  # new nodes for gangs
-    growable = (
-        sorted(view.types, key=_price) if view.cost else view.types
-    )  # stable: ties keep order
+    # where new nodes go: Toil's order, or the cheapest first (a stable sort: ties keep it)
+    growable = sorted(view.types, key=_price) if view.cost else view.types
     for (shape, n), count in sorted(
         gangs.items(), key=lambda it: (_job_order(it[0][0]), it[0][1]), reverse=True
     ):
