@@ -3,16 +3,17 @@
 Body (JSON; a demand file may also be YAML)::
 
     {"jobs":    [{"cores": 1, "memory": "2GiB", "disk": "1GiB", "wall_time": "10m",
-                  "preemptible": false, "count": 100}],
+                  "preemptible": false, "count": 100, "node_count": 1}],
      "running": [{"node": "w-1", "cores": 1, "memory": "2GiB", "disk": "1GiB",
                   "wall_time": "10m", "elapsed": "3m"}],
      "nodes":   ["w-1"]}          # optional: nodes the scheduler reports as joined
 
-``parse_demand(raw)`` returns a ``DemandUpdate`` (a ``scaler.Demand`` with identical job
-shapes aggregated, plus the joined node names or ``None``) or raises ``DemandError`` whose
-``messages`` name each bad field and value. ``parse_demand(raw, reports)`` also checks the
-body says what its source promised (``DemandReports``): a source that reports running jobs
-sends ``"running": []`` when none run, one that reports joined nodes always sends ``"nodes"``.
+``parse_demand(raw)`` returns a ``DemandUpdate`` (a ``scaler.Demand`` with jobs of identical
+shape and node count aggregated, plus the joined node names or ``None``) or raises
+``DemandError`` whose ``messages`` name each bad field and value. ``parse_demand(raw,
+reports)`` also checks the body says what its source promised (``DemandReports``): a source
+that reports running jobs sends ``"running": []`` when none run, one that reports joined
+nodes always sends ``"nodes"``.
 
 The observation contract: every ``DemandUpdate`` says when it was observed (``at``) and how old
 it may grow before it is stale (``max_age``: pushed demand has one, a source polled by the
@@ -52,6 +53,7 @@ from shoal.scaler.shape import Shape
 
 __all__ = [
     "MAX_COUNT",
+    "MAX_NODE_COUNT",
     "DemandBody",
     "DemandError",
     "DemandFailure",
@@ -66,6 +68,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_COUNT = 10_000_000
+# Nodes one (multi-node) job may ask for: beyond any cluster shoal scales, so a larger
+# number is a client's mistake (a total of cores where cores per node was meant)
+MAX_NODE_COUNT = 10_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(SIZE_SCHEMA)]
@@ -92,6 +97,9 @@ class JobsBody(BaseModel):
     """The job may run on spot (preemptible) nodes."""
     count: int = Field(default=1, ge=1, le=MAX_COUNT)
     """How many queued jobs have this shape."""
+    node_count: int = Field(default=1, ge=1, le=MAX_NODE_COUNT)
+    """Nodes each job runs on at once (an MPI job, Slurm's -N); cores, memory and disk are
+    then per node. shoal launches all of a job's nodes, of one node type, or none."""
 
 
 class RunningBody(BaseModel):
@@ -237,13 +245,14 @@ def _validate(data: Any, reports: DemandReports | None = None) -> DemandUpdate:
 
 def to_update(body: DemandBody) -> DemandUpdate:
     """Turn a validated body into a ``DemandUpdate``, summing jobs of identical shape."""
-    counts: dict[Shape, int] = {}
+    counts: dict[tuple[Shape, int], int] = {}
     for job in body.jobs:
         shape = Shape(job.wall_time, job.memory, job.cores, job.disk, job.preemptible)
-        counts[shape] = counts.get(shape, 0) + job.count
+        key = (shape, job.node_count)
+        counts[key] = counts.get(key, 0) + job.count
     problems = [
         f"jobs: {n} jobs of {s} exceed the limit of {MAX_COUNT}"
-        for s, n in counts.items()
+        for (s, _), n in counts.items()
         if n > MAX_COUNT
     ]
     running = []
@@ -252,7 +261,7 @@ def to_update(body: DemandBody) -> DemandUpdate:
         running.append(RunningJob(shape=shape, node_id=job.node, elapsed=job.elapsed))
     if problems:
         raise DemandError(problems)
-    queued = tuple(QueuedJobs(shape=s, count=n) for s, n in counts.items())
+    queued = tuple(QueuedJobs(shape=s, count=n, node_count=k) for (s, k), n in counts.items())
     joined = frozenset(body.nodes) if body.nodes is not None else None
     return DemandUpdate(Demand(queued=queued, running=tuple(running)), joined)
 

@@ -667,8 +667,9 @@ class Controller:
             )
         for item in plan.unschedulable:
             log.warning(
-                'event=unschedulable count=%d shape="%s" reasons="%s"',
+                'event=unschedulable count=%d nodes=%d shape="%s" reasons="%s"',
                 item.count,
+                item.node_count,
                 item.shape,
                 ",".join(item.reasons),
             )

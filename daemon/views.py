@@ -28,12 +28,15 @@ def shape_json(shape: Shape) -> dict[str, Any]:
 
 
 def _launch_json(launch: Launch) -> dict[str, Any]:
-    return {
+    out = {
         "node_type": launch.node_type,
         "count": launch.count,
         "cause": str(launch.cause),
         "reason": launch.message,
     }
+    if launch.gangs:  # multi-node jobs' nodes within count, each launched all or none
+        out["gangs"] = list(launch.gangs)
+    return out
 
 
 def _action_json(action: NodeAction) -> dict[str, Any]:
@@ -46,9 +49,13 @@ def _action_json(action: NodeAction) -> dict[str, Any]:
 
 
 def unschedulable_json(items: Iterable[Unschedulable]) -> list[dict[str, Any]]:
-    return [
-        {"shape": shape_json(u.shape), "count": u.count, "reasons": list(u.reasons)} for u in items
-    ]
+    out = []
+    for u in items:
+        item = {"shape": shape_json(u.shape), "count": u.count, "reasons": list(u.reasons)}
+        if u.node_count > 1:  # a multi-node job: the shape is per node
+            item["node_count"] = u.node_count
+        out.append(item)
+    return out
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:

@@ -119,8 +119,13 @@ class NodeInfo:
 
 @dataclass(frozen=True, slots=True)
 class QueuedJobs:
-    shape: Shape  # wallTime = expected run time
+    """``count`` queued jobs of one shape. A job of ``node_count`` > 1 is a gang: it runs
+    on that many nodes at once, all of one node type (and one zone), and ``shape`` is what
+    it needs on *each* node (cores, memory and disk per node, as Slurm's ``-N``)."""
+
+    shape: Shape  # wallTime = expected run time; per node for a gang
     count: int
+    node_count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +221,11 @@ class Launch:
     count: int
     cause: AddCause
     message: str  # e.g. "32 queued jobs need 4 x c5.4xlarge"
+    # Gangs within ``count``: each entry is one multi-node job's node count, nodes to be
+    # launched all or nothing, in one zone (the rest of ``count`` are single nodes). The
+    # plan never launches part of a gang; an executor that cannot launch a gang whole
+    # launches none of it.
+    gangs: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +243,7 @@ class Unschedulable:
     shape: Shape
     count: int
     reasons: tuple[str, ...]  # failing dimensions ("memory", ...) or "cost-ceiling", "max-nodes"
+    node_count: int = 1  # a gang's nodes (``shape`` is per node)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,9 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
     observe         classify nodes per type: live (booting + ready) capacity,
                     draining, join timeouts, unhealthy, busy, types whose
                     offerings are all in backoff
-    assign          give each job a node type, as Toil's bin packing does: a
+    assign          gangs (multi-node jobs, ``QueuedJobs.node_count`` > 1) first,
+                    each on N nodes of one type (``_place_gangs``); then
+                    give each job a node type, as Toil's bin packing does: a
                     running job stays on its node's type (for its *remaining*
                     expected time, rounded up to whole minutes: below); a
                     queued job goes to the first type, in Toil's shape order,
@@ -50,6 +52,14 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
 
 Semantics a caller can rely on:
 
+* A gang of N nodes is placed whole on one type: on N free (idle) live nodes of a type
+  when one has that many, else on N new nodes of a type with room under its max beside
+  all its live and draining nodes. It has those nodes to itself (1-node jobs are packed
+  beside it on other nodes: the plan never counts on room the gang may take). Its new
+  nodes are one unit of ``Launch.gangs``, launched all or none in one zone (zones are
+  the executor's); they are never assembled from draining nodes, and when smoothing,
+  the max or the cost ceiling leaves a launch short of a gang's nodes, none of them is
+  launched (``_whole_gangs``). 1-node jobs take exactly the path they took before gangs.
 * Booting and ready nodes are capacity. Launches are ``target - live - undrains``,
   so a second pass over the same demand with the launched nodes present as booting
   launches nothing.
@@ -128,6 +138,7 @@ from shoal.scaler.binpack import binpack
 from shoal.scaler.memo import Memo
 from shoal.scaler.model import (
     AddCause,
+    GiB,
     Launch,
     NodeAction,
     NodeInfo,
@@ -175,6 +186,8 @@ REASON_UNAVAILABLE = "unavailable"  # every type that fits is in backoff and can
 WAITING_REASONS = (REASON_MAX_NODES, REASON_COST_CEILING, REASON_UNAVAILABLE)
 
 Jobs = dict[Shape, int]
+# Jobs that wait or fit nowhere: (per-node shape, reasons, node count) -> jobs
+Waiting = dict[tuple[Shape, tuple[str, ...], int], int]
 
 # Nodes of one shape a set of jobs needs, as binpack counts them, remembered across passes:
 # a pass whose demand did not change (a timer pass; a type whose jobs did not change) packs
@@ -376,6 +389,20 @@ class _TypeDemand:
     compensation: int = 0  # on demand: nodes added for other types' deficits
     compensated: list[str] = field(default_factory=list)  # the spot types compensated
     hint: tuple[Jobs, int] | None = None  # the cost packer's count for exactly these jobs
+    # gangs (multi-node jobs) placed on this type, one (per-node shape, nodes) each: on
+    # free live nodes, and to launch (all or nothing; see _place_gangs)
+    gangs_live: list[tuple[Shape, int]] = field(default_factory=list)
+    gangs: list[tuple[Shape, int]] = field(default_factory=list)
+    gang_raw: int = 0  # the gangs' nodes in ``raw``
+    gangs_cut: bool = False  # a limit cut a gang to launch
+
+    @property
+    def gang_nodes(self) -> int:
+        return sum(n for _, n in self.gangs_live) + self.gang_launch
+
+    @property
+    def gang_launch(self) -> int:
+        return sum(n for _, n in self.gangs)
 
 
 def _add(jobs: Jobs, shape: Shape, count: int) -> None:
@@ -403,7 +430,7 @@ def _assign(
     snapshot: Snapshot,
     view: _View,
     policy: Policy,
-    unschedulable: dict[tuple[Shape, tuple[str, ...]], int],
+    unschedulable: Waiting,
     reserved: Mapping[str, int],
 ) -> tuple[dict[str, _TypeDemand], str]:
     """Each job to a type; returns the demand per type and, in cost packing, which
@@ -420,8 +447,15 @@ def _assign(
         remaining = math.ceil(remaining / RUNNING_JOB_GRID) * RUNNING_JOB_GRID
         _add(demand[node_type].running, _holding(s, remaining), 1)
     queued: Jobs = {}
+    gangs: dict[tuple[Shape, int], int] = {}
     for q in snapshot.demand.queued:
-        _add(queued, q.shape, q.count)
+        if q.node_count > 1:
+            gangs[q.shape, q.node_count] = gangs.get((q.shape, q.node_count), 0) + q.count
+        else:
+            _add(queued, q.shape, q.count)
+    if gangs:
+        taken = _place_gangs(gangs, view, demand, unschedulable)
+        reserved = {t.name: reserved.get(t.name, 0) + taken[t.name] for t in view.types}
     note = ""
     if view.cost:
         queued, note = _assign_by_cost(queued, view, policy, demand, reserved)
@@ -431,13 +465,60 @@ def _assign(
                 _add(demand[t.name].queued, shape, count)
                 break
         else:
-            key = (shape, _fewest_failures(shape, view))
+            key = (shape, _fewest_failures(shape, view), 1)
             unschedulable[key] = unschedulable.get(key, 0) + count
     return demand, note
 
 
 def _price(t: NodeType) -> float:
     return t.price_per_hour or 0.0  # a type without a price cannot be held to the ceiling
+
+
+def _place_gangs(
+    gangs: Mapping[tuple[Shape, int], int],
+    view: _View,
+    demand: dict[str, _TypeDemand],
+    unschedulable: Waiting,
+) -> dict[str, int]:
+    """Place each gang (a job on N nodes at once) on N nodes of ONE type, before any
+    1-node job: N free live nodes of a type that fits (idle, booting or ready; in the
+    types' order) if some type has that many, else N new nodes of the first type that
+    fits and can launch (in count packing Toil's order, in cost packing the cheapest),
+    as far as its max leaves room beside all its live and draining nodes (free nodes too
+    few for a gang are no part of it: they are drained as unneeded, as any idle node, and
+    make room for it). A gang has its nodes to itself: the room it leaves on them is not
+    offered to 1-node jobs (so the plan never counts on room a gang may take). Returns
+    the live nodes gangs take per type, which are then no room for 1-node jobs."""
+    free = {t.name: sum(1 for n in view.live[t.name] if n.id not in view.busy) for t in view.types}
+    taken = {t.name: 0 for t in view.types}  # free nodes gangs take
+    grown = {t.name: 0 for t in view.types}  # new nodes for gangs
+    # where new nodes go: Toil's order, or the cheapest first (a stable sort: ties keep it)
+    growable = sorted(view.types, key=_price) if view.cost else view.types
+    for (shape, n), count in sorted(
+        gangs.items(), key=lambda it: (_job_order(it[0][0]), it[0][1]), reverse=True
+    ):
+        fits = [t for t in view.types if not shape.fits_in(view.usable[t.name])]
+        if not fits:
+            key = (shape, _fewest_failures(shape, view), n)
+            unschedulable[key] = unschedulable.get(key, 0) + count
+            continue
+        for _ in range(count):
+            here = next((t for t in fits if free[t.name] - taken[t.name] >= n), None)
+            if here is not None:
+                taken[here.name] += n
+                demand[here.name].gangs_live.append((shape, n))
+                continue
+            within = [t for t in fits if grown[t.name] + n <= view.room(t)]
+            here = next((t for t in growable if t in within and t.name not in view.blocked), None)
+            if here is None:
+                reason = REASON_UNAVAILABLE if within else REASON_MAX_NODES
+                _report(unschedulable, {shape: 1}, reason, n)
+                continue
+            grown[here.name] += n
+            demand[here.name].gangs.append((shape, n))
+            if fits[0] is not here and fits[0].name in view.blocked:
+                demand[here.name].fallback_from.add(fits[0].name)
+    return taken
 
 
 def _assign_by_cost(
@@ -461,7 +542,10 @@ def _assign_by_cost(
     if not queued or not owner:
         return queued, ""
     limits = {
-        s: max(0, t.max_nodes - _need(demand[t.name].running, (), s, policy))
+        s: max(
+            0,
+            t.max_nodes - _need(demand[t.name].running, (), s, policy) - demand[t.name].gang_nodes,
+        )
         for s, t in owner.items()
     }
     packing = binpack(
@@ -637,11 +721,9 @@ class _Floor:
         return False
 
 
-def _report(
-    unschedulable: dict[tuple[Shape, tuple[str, ...]], int], jobs: Jobs, reason: str
-) -> None:
+def _report(unschedulable: Waiting, jobs: Jobs, reason: str, nodes: int = 1) -> None:
     for shape, count in jobs.items():
-        key = (shape, (reason,))
+        key = (shape, (reason,), nodes)
         unschedulable[key] = unschedulable.get(key, 0) + count
 
 
@@ -649,22 +731,27 @@ def _pack(
     view: _View,
     policy: Policy,
     demand: dict[str, _TypeDemand],
-    unschedulable: dict[tuple[Shape, tuple[str, ...]], int],
+    unschedulable: Waiting,
 ) -> None:
     for i, t in enumerate(view.types):
         d = demand[t.name]
         usable = view.usable[t.name]
         everything = d.queued
-        served, beyond, d.need = _serve(d, usable, t.max_nodes, policy)
+        gang = d.gang_nodes  # placed first, within the max (_place_gangs)
+        served, beyond, d.need = _serve(d, usable, t.max_nodes - gang, policy)
         # Toil's estimate packs every job, max or not; the max clamps it after smoothing.
         d.raw = _need(d.running, everything.items(), usable, policy) if beyond else d.need
+        d.need += gang
+        d.raw += gang
+        d.gang_raw = gang
         _report(unschedulable, beyond, REASON_MAX_NODES)  # Toil's max: no spill
         d.queued = served
         if t.name not in view.blocked:
             continue
         # Cannot launch: what the live and draining nodes hold stays, the rest moves on.
         room = view.current(t.name) + len(view.reusable[t.name])
-        served, overflow, d.need = _serve(d, usable, min(room, t.max_nodes), policy)
+        served, overflow, d.need = _serve(d, usable, min(room, t.max_nodes) - gang, policy)
+        d.need += gang
         d.queued = served
         later = view.types[i + 1 :]
         moved: Jobs = {}
@@ -683,14 +770,28 @@ def _pack(
             kept = dict(served)
             for shape, count in overflow.items():
                 _add(kept, shape, count - moved.get(shape, 0))
-            d.raw = _need(d.running, kept.items(), usable, policy)
+            d.raw = _need(d.running, kept.items(), usable, policy) + gang
 
 
-def _serve_within(view: _View, policy: Policy, t: NodeType, d: _TypeDemand, cap: int) -> Jobs:
-    """Keep the type's queued jobs that ``cap`` nodes serve; returns the rest."""
-    served, overflow, d.need = _serve(d, view.usable[t.name], cap, policy)
+def _serve_within(
+    view: _View, policy: Policy, t: NodeType, d: _TypeDemand, cap: int, out: Waiting, reason: str
+) -> None:
+    """Keep the type's gangs, then its queued jobs, that ``cap`` nodes serve; report the
+    rest in ``out`` as waiting for ``reason``."""
+    cap -= sum(n for _, n in d.gangs_live)  # on live nodes: within any cap of live + more
+    kept: list[tuple[Shape, int]] = []
+    for shape, n in d.gangs:
+        if n <= cap:
+            kept.append((shape, n))
+            cap -= n
+        else:
+            _report(out, {shape: 1}, reason, n)
+            d.gangs_cut = True
+    d.gangs = kept
+    served, overflow, d.need = _serve(d, view.usable[t.name], max(0, cap), policy)
+    d.need += d.gang_nodes
     d.queued = served
-    return overflow
+    _report(out, overflow, reason)
 
 
 # -- steps 4 to 6: smooth, compensate, limit ----------------------------------------------
@@ -735,7 +836,7 @@ def _smooth_and_limit(
     policy: Policy,
     state: PlannerState,
     demand: dict[str, _TypeDemand],
-    unschedulable: dict[tuple[Shape, tuple[str, ...]], int],
+    unschedulable: Waiting,
 ) -> tuple[dict[str, _Target], dict[str, float]]:
     b = policy.beta_inertia
     c = policy.preemptible_compensation
@@ -783,8 +884,9 @@ def _smooth_and_limit(
             notes.append(f"capped to max {t.max_nodes}")
         elif target > estimate:
             notes.append(f"raised to min {t.min_nodes}")
-        want = max(0, target - current)
-        undrain = view.reusable[t.name][:want]
+        gang = min(d.gang_launch, target)  # a gang to launch gets new nodes, free ones or not
+        want = max(0, target - gang - current) + gang
+        undrain = view.reusable[t.name][: max(0, want - d.gang_launch)]  # gangs: new nodes
         launch = want - len(undrain)
         if launch > view.room(t):
             notes.append(
@@ -792,8 +894,8 @@ def _smooth_and_limit(
                 f"(drained by others included) count toward max {t.max_nodes}"
             )
             launch = view.room(t)
-            overflow = _serve_within(view, policy, t, d, current + len(undrain) + launch)
-            _report(unschedulable, overflow, REASON_MAX_NODES)
+            cap = current + len(undrain) + launch
+            _serve_within(view, policy, t, d, cap, unschedulable, REASON_MAX_NODES)
         if launch and t.name in view.blocked:
             notes.append(
                 f"not launching {launch}: all offerings in backoff for another "
@@ -809,7 +911,7 @@ def _report_stranded(
     policy: Policy,
     demand: dict[str, _TypeDemand],
     targets: dict[str, _Target],
-    unschedulable: dict[tuple[Shape, tuple[str, ...]], int],
+    unschedulable: Waiting,
 ) -> None:
     """Spot jobs no type takes: the compensation nodes that are really added (after the
     limits and the cost ceiling) serve some; the rest wait for spot ("unavailable")."""
@@ -838,7 +940,7 @@ def _cost_ceiling(
     policy: Policy,
     demand: dict[str, _TypeDemand],
     targets: dict[str, _Target],
-    unschedulable: dict[tuple[Shape, tuple[str, ...]], int],
+    unschedulable: Waiting,
 ) -> None:
     ceiling = policy.cost_ceiling_per_hour
     if ceiling is None:
@@ -858,8 +960,33 @@ def _cost_ceiling(
         if not cut:
             continue
         tt.notes.append(f"{cut} fewer to stay within the cost ceiling of ${ceiling:g}/h")
-        overflow = _serve_within(view, policy, t, demand[t.name], view.current(t.name) + tt.adds)
-        _report(unschedulable, overflow, REASON_COST_CEILING)
+        cap = view.current(t.name) + tt.adds
+        _serve_within(view, policy, t, demand[t.name], cap, unschedulable, REASON_COST_CEILING)
+
+
+def _whole_gangs(view: _View, demand: dict[str, _TypeDemand], targets: dict[str, _Target]) -> None:
+    """A launch holds every gang it serves whole: one that smoothing, the max or the cost
+    ceiling left short of a gang's nodes launches that gang not at all (the gangs come
+    first, then 1-node jobs; the gangs a limit cut are reported there)."""
+    for t in view.types:
+        d, tt = demand[t.name], targets[t.name]
+        if tt.launch >= d.gang_launch and not d.gangs_cut:
+            continue
+        kept: list[tuple[Shape, int]] = []
+        nodes = 0
+        for shape, n in d.gangs:
+            if nodes + n <= tt.launch:
+                kept.append((shape, n))
+                nodes += n
+        # what is left of the launch serves 1-node jobs only as far as they need new nodes
+        singles = d.need - d.gang_launch - view.current(t.name) - len(tt.undrain)
+        launch = nodes + max(0, min(tt.launch - nodes, singles))
+        if launch < tt.launch:
+            tt.notes.append(
+                f"launching {launch}, not {tt.launch}: a gang's nodes are launched all or none"
+            )
+        d.gangs = kept
+        tt.launch = launch
 
 
 # -- step 8: scale down -------------------------------------------------------------------
@@ -995,7 +1122,13 @@ def _why(view: _View, t: NodeType, d: _TypeDemand, tt: _Target, note: str) -> li
     queued = sum(d.queued.values())
     running = sum(d.running.values())
     held = f" and {running} running" if running else ""
-    parts = [f"{queued} queued{held} jobs need {d.raw} x {t.name}"]
+    gangs = _gang_phrases(d, t)
+    parts = (
+        []
+        if gangs and not queued + running
+        else [f"{queued} queued{held} jobs need {d.raw - d.gang_raw} x {t.name}"]
+    )
+    parts.extend(gangs)
     if d.fallback_from:
         parts.append(
             "falling back from " + ", ".join(sorted(d.fallback_from)) + " (offerings in backoff)"
@@ -1003,6 +1136,23 @@ def _why(view: _View, t: NodeType, d: _TypeDemand, tt: _Target, note: str) -> li
     if note:
         parts.append(f"cost packing: {note}")
     parts.extend(tt.notes)
+    return parts
+
+
+def _gang_phrases(d: _TypeDemand, t: NodeType) -> list[str]:
+    """The gangs on this type, e.g. "a 4-node job of 12 cores, 40 GiB each needs 4 x
+    c5.4xlarge (one zone, all or none)"."""
+    parts = []
+    for where, gangs in (("free", d.gangs_live), ("new", d.gangs)):
+        counts: dict[tuple[Shape, int], int] = {}
+        for key in gangs:
+            counts[key] = counts.get(key, 0) + 1
+        for (shape, n), count in counts.items():
+            size = f"{shape.cores:g} cores, {shape.memory / GiB:g} GiB each"
+            jobs = f"a {n}-node job" if count == 1 else f"{count} {n}-node jobs"
+            verb = "needs" if count == 1 else "need"
+            tail = "one zone, all or none" if where == "new" else "free nodes"
+            parts.append(f"{jobs} of {size} {verb} {n * count} x {t.name} ({tail})")
     return parts
 
 
@@ -1037,7 +1187,8 @@ def _actions(
         if tt.launch:
             taking = f", taking back {reused} draining" if reused else ""
             parts.append(f"{current} present or booting{taking}, launching {tt.launch}")
-            launches.append(Launch(t.name, tt.launch, cause, "; ".join(parts)))
+            gangs = tuple(n for _, n in d.gangs)
+            launches.append(Launch(t.name, tt.launch, cause, "; ".join(parts), gangs))
     return launches, undrains
 
 
@@ -1046,7 +1197,7 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
     plan, unless cost packing's solver runs out of its time (then the packing it found
     depends on how fast the machine is)."""
     view = _observe(snapshot, policy, now)
-    unschedulable: dict[tuple[Shape, tuple[str, ...]], int] = {}
+    unschedulable: Waiting = {}
     demand, note = _assign(snapshot, view, policy, unschedulable, {})
     _pack(view, policy, demand, unschedulable)
     targets, estimates = _smooth_and_limit(view, policy, state, demand, unschedulable)
@@ -1060,6 +1211,7 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
         _pack(view, policy, demand, unschedulable)
         targets, estimates = _smooth_and_limit(view, policy, state, demand, unschedulable)
     _cost_ceiling(view, policy, demand, targets, unschedulable)
+    _whole_gangs(view, demand, targets)
     _report_stranded(view, policy, demand, targets, unschedulable)
     for t in view.types:  # what the cluster heads to: never above what it can reach
         tt = targets[t.name]
@@ -1072,9 +1224,9 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
         terminations=tuple(terminations),
         targets=MappingProxyType({t.name: targets[t.name].target for t in view.types}),
         unschedulable=tuple(
-            Unschedulable(shape, count, reasons)
-            for (shape, reasons), count in sorted(
-                unschedulable.items(), key=lambda it: (_job_order(it[0][0]), it[0][1])
+            Unschedulable(shape, count, reasons, nodes)
+            for (shape, reasons, nodes), count in sorted(
+                unschedulable.items(), key=lambda it: (_job_order(it[0][0]), *it[0][1:])
             )
         ),
         state=PlannerState(

@@ -52,6 +52,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _queues(text: str) -> frozenset[int]:
+    try:
+        queues = frozenset(int(q) for q in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of queue numbers"
+        ) from None
+    if any(q < 0 for q in queues):
+        raise argparse.ArgumentTypeError(f"queue numbers are >= 0, not {text!r}")
+    return queues
+
+
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
@@ -120,6 +132,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="SWF, and CSV/JSONL rows without the field: jobs may run on spot nodes",
     )
+    parser.add_argument(
+        "--cores-per-node",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="SWF: split each job into nodes of at most N cores (a multi-node job starts "
+        "only on that many nodes of one type at once; default: the header's MaxProcs / "
+        "MaxNodes, else no split)",
+    )
+    parser.add_argument(
+        "--preemptible-queues",
+        type=_queues,
+        default=frozenset(),
+        metavar="Q[,Q...]",
+        help="SWF: jobs of these queues (field 15, e.g. a best-effort queue) may run on spot nodes",
+    )
     _add_replay_arguments(parser)
 
 
@@ -172,4 +200,6 @@ def trace_options(args: argparse.Namespace) -> TraceOptions:
         skip_bad_lines=args.skip_bad_lines,
         memory_per_core=args.memory_per_core,
         preemptible=args.preemptible,
+        cores_per_node=args.cores_per_node,
+        preemptible_queues=args.preemptible_queues,
     )

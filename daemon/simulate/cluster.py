@@ -10,6 +10,10 @@ takes ``now`` (seconds, never decreasing from call to call, else ``ValueError``)
   join order, with room for it (cores, memory, disk; a non-preemptible job never on a
   preemptible node; never on a cordoned node, until ``uncordon``); a job that fits nowhere
   waits and later, smaller jobs may start past it.
+* A gang (a job of ``nodes`` > 1, its shape per node) starts only on ``nodes`` nodes of
+  one type (one usable shape) each with room for its shape, the first such nodes in join
+  order; gangs are tried before the 1-node jobs of each pass, in submit order. A gang's
+  nodes are freed together, and removing or interrupting any one of them requeues it.
 * A job runs for its run time from its start, then frees its room.
 * ``node_removed`` (terminated) and ``node_interrupted`` (spot interruption) requeue the
   node's running jobs, which start again from scratch; ``cordon`` stops new work on a node
@@ -30,7 +34,7 @@ whenever the demand or the joined nodes change.
 
 Each job's wait is the time it spent queued before its (latest) start, requeues
 included; ``stats(now)`` gives waits, jobs never started, jobs no node type could ever
-hold (given ``node_shapes``), requeues and core-seconds.
+hold (given ``node_shapes``; a gang by its per-node shape), requeues and core-seconds.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class UnschedulableJob:
     job: int
     shape: Shape
     reasons: tuple[str, ...]
+    nodes: int = 1  # a gang's size (``shape`` is per node)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -93,6 +98,8 @@ class _Job:
     __slots__ = (
         "id",
         "node",
+        "nodes",
+        "others",
         "queued_since",
         "run_time",
         "seq",
@@ -102,8 +109,12 @@ class _Job:
         "waited",
     )
 
-    def __init__(self, job_id: int, shape: Shape, run_time: float, seq: int, now: float) -> None:
+    def __init__(
+        self, job_id: int, shape: Shape, run_time: float, seq: int, now: float, nodes: int = 1
+    ) -> None:
         self.id = job_id
+        self.nodes = nodes
+        self.others: tuple[_Node, ...] = ()  # a running gang's nodes beyond ``node``
         self.shape = shape
         self.run_time = run_time
         self.seq = seq  # FIFO position: submit order
@@ -150,7 +161,9 @@ class Cluster:
         self.version = 0
         self._jobs: dict[int, _Job] = {}  # queued or running
         self._queue: dict[_FitKey, list[tuple[int, int]]] = {}  # key -> heap of (seq, job id)
-        self._queued_shapes: dict[Shape, int] = {}
+        self._queued_shapes: dict[tuple[Shape, int], int] = {}  # (shape, nodes) -> jobs
+        self._gangs: list[tuple[int, int]] = []  # queued gangs: heap of (seq, job id)
+        self._gangs_dirty = False  # a gang queued or a node gained room since the last try
         self._queued = 0
         self._running = 0
         self._finishes: list[tuple[float, int, int, int]] = []  # (end, seq, token, job id)
@@ -215,21 +228,26 @@ class Cluster:
 
     # --- jobs ------------------------------------------------------------------------------
 
-    def submit(self, job_id: int, shape: Shape, run_time: float, now: float) -> None:
-        """Queue a job (``shape.wallTime`` is what the demand reports as its wall time)."""
+    def submit(
+        self, job_id: int, shape: Shape, run_time: float, now: float, nodes: int = 1
+    ) -> None:
+        """Queue a job (``shape.wallTime`` is what the demand reports as its wall time) of
+        ``nodes`` nodes (a gang when > 1: ``shape`` is per node)."""
         self._advance_to(now)
         if job_id in self._jobs:
             raise ValueError(f"job {job_id} is already queued or running")
         if not run_time >= 0 or math.isinf(run_time):
             raise ValueError(f"job {job_id} has run time {run_time!r}; expected a finite >= 0")
-        job = _Job(job_id, shape, float(run_time), self._seq, now)
+        if nodes < 1:
+            raise ValueError(f"job {job_id} has {nodes} nodes; expected >= 1")
+        job = _Job(job_id, shape, float(run_time), self._seq, now, nodes)
         self._seq += 1
         self._submitted += 1
         self._jobs[job_id] = job
         if self._node_shapes:
             reasons = self._unfit(shape)
             if reasons:
-                self._unschedulable.append(UnschedulableJob(job_id, shape, reasons))
+                self._unschedulable.append(UnschedulableJob(job_id, shape, reasons, nodes))
         self._enqueue(job, now)
 
     def _unfit(self, shape: Shape) -> tuple[str, ...]:
@@ -243,35 +261,43 @@ class Cluster:
         return tuple(best or ())
 
     def _enqueue(self, job: _Job, now: float) -> None:
-        key = _fit_key(job.shape)
-        heap = self._queue.get(key)
-        if heap is None:
-            heap = self._queue[key] = []
-            self._new_groups.add(key)
-        heapq.heappush(heap, (job.seq, job.id))
+        if job.nodes > 1:
+            heapq.heappush(self._gangs, (job.seq, job.id))
+            self._gangs_dirty = True
+        else:
+            key = _fit_key(job.shape)
+            heap = self._queue.get(key)
+            if heap is None:
+                heap = self._queue[key] = []
+                self._new_groups.add(key)
+            heapq.heappush(heap, (job.seq, job.id))
         job.queued_since = now
         self._queued += 1
-        self._queued_shapes[job.shape] = self._queued_shapes.get(job.shape, 0) + 1
+        queued = (job.shape, job.nodes)
+        self._queued_shapes[queued] = self._queued_shapes.get(queued, 0) + 1
         self._dirty = True
         self.version += 1
 
-    def _start(self, job: _Job, node: _Node, now: float) -> None:
+    def _start(self, job: _Job, node: _Node, now: float, others: tuple[_Node, ...] = ()) -> None:
         shape = job.shape
-        count = self._queued_shapes[shape] - 1
+        queued = (shape, job.nodes)
+        count = self._queued_shapes[queued] - 1
         if count:
-            self._queued_shapes[shape] = count
+            self._queued_shapes[queued] = count
         else:
-            del self._queued_shapes[shape]
+            del self._queued_shapes[queued]
         self._queued -= 1
         self._running += 1
         job.waited += now - job.queued_since
         job.start = now
         job.node = node
+        job.others = others
         job.token += 1
-        node.jobs[job.id] = job
-        node.cores -= shape.cores
-        node.memory -= shape.memory
-        node.disk -= shape.disk
+        for on in (node, *others):
+            on.jobs[job.id] = job
+            on.cores -= shape.cores
+            on.memory -= shape.memory
+            on.disk -= shape.disk
         heapq.heappush(self._finishes, (now + job.run_time, job.seq, job.token, job.id))
         self.version += 1
 
@@ -279,13 +305,18 @@ class Cluster:
         """Take a running job off its node, counting its core-seconds."""
         node = job.node
         assert node is not None and job.start is not None
-        del node.jobs[job.id]
-        node.cores += job.shape.cores
-        node.memory += job.shape.memory
-        node.disk += job.shape.disk
-        self._busy += job.shape.cores * (now - job.start)
+        for on in (node, *job.others):  # a gang's nodes, together
+            del on.jobs[job.id]
+            on.cores += job.shape.cores
+            on.memory += job.shape.memory
+            on.disk += job.shape.disk
+            if job.others and on.name in self._nodes:  # a gang's: each gained room
+                self._fresh_nodes.add(on.name)
+        self._busy += job.shape.cores * job.nodes * (now - job.start)
         self._running -= 1
         job.node = None
+        job.others = ()
+        self._gangs_dirty = True
         self.version += 1
 
     def _finish(self, job: _Job, now: float) -> None:
@@ -301,7 +332,7 @@ class Cluster:
 
     def _requeue(self, job: _Job, now: float) -> None:
         assert job.start is not None
-        self._lost += job.shape.cores * (now - job.start)
+        self._lost += job.shape.cores * job.nodes * (now - job.start)
         self._release(job, now)
         job.start = None
         self._requeues += 1
@@ -319,6 +350,8 @@ class Cluster:
         scan resumes where it stopped, and a group that fits nowhere is done.
         """
         self._dirty = False
+        if self._gangs_dirty:
+            self._schedule_gangs(now)
         fresh_names, self._fresh_nodes = self._fresh_nodes, set()
         new_groups, self._new_groups = self._new_groups, set()
         if not self._queue or not self._order:
@@ -352,6 +385,33 @@ class Cluster:
                 del self._queue[key]
                 heapq.heappop(heads)
 
+    def _schedule_gangs(self, now: float) -> None:
+        """Start each queued gang, in submit order, that has enough nodes of one usable
+        shape with room for it (the first such nodes in join order). Not incremental: it
+        runs only when a gang was queued or a node gained room since the last try."""
+        self._gangs_dirty = False
+        if not self._gangs or not self._order:
+            return
+        waiting: list[tuple[int, int]] = []
+        while self._gangs:
+            seq, job_id = heapq.heappop(self._gangs)
+            job = self._jobs[job_id]
+            key = _fit_key(job.shape)
+            by_type: dict[Shape, list[_Node]] = {}
+            chosen: list[_Node] | None = None
+            for node in self._order:
+                if node.fits(key):
+                    group = by_type.setdefault(node.usable, [])
+                    group.append(node)
+                    if len(group) == job.nodes:
+                        chosen = group
+                        break
+            if chosen is None:
+                waiting.append((seq, job_id))
+            else:
+                self._start(job, chosen[0], now, tuple(chosen[1:]))
+        self._gangs = waiting  # popped in order: still a heap
+
     # --- nodes -----------------------------------------------------------------------------
 
     def node_joined(self, name: str, usable: Shape, now: float) -> None:
@@ -364,6 +424,7 @@ class Cluster:
         self._order.append(node)
         self._fresh_nodes.add(name)
         self._dirty = True
+        self._gangs_dirty = True
         self.version += 1
 
     def cordon(self, name: str, now: float) -> None:
@@ -382,6 +443,7 @@ class Cluster:
             node.cordoned = False
             self._fresh_nodes.add(name)
             self._dirty = True
+            self._gangs_dirty = True
             self.version += 1
 
     def node_removed(self, name: str, now: float) -> tuple[int, ...]:
@@ -413,7 +475,9 @@ class Cluster:
     def demand(self, now: float) -> Demand:
         """Queued jobs per shape and running jobs with their elapsed time, at ``now``."""
         self.advance(now)
-        queued = tuple(QueuedJobs(shape, count) for shape, count in self._queued_shapes.items())
+        queued = tuple(
+            QueuedJobs(shape, count, nodes) for (shape, nodes), count in self._queued_shapes.items()
+        )
         running = tuple(
             RunningJob(job.shape, node.name, now - (job.start or 0.0))
             for node in self._order
@@ -434,6 +498,13 @@ class Cluster:
     def queued_jobs(self) -> list[tuple[int, Shape, float]]:
         """Every queued job as (id, shape, queued since: submit or latest requeue)."""
         return [(j.id, j.shape, j.queued_since) for j in self._jobs.values() if j.start is None]
+
+    def nodes_of(self, job_id: int) -> tuple[str, ...]:
+        """The nodes a running job runs on (a gang's in order; () when it is not running)."""
+        job = self._jobs.get(job_id)
+        if job is None or job.node is None:
+            return ()
+        return tuple(n.name for n in (job.node, *job.others))
 
     def running_on(self, name: str) -> int:
         """How many jobs run on ``name`` (0 for an unknown node)."""
@@ -465,7 +536,7 @@ class Cluster:
             if job.start is not None:
                 ids.append(job.id)
                 waits.append(job.waited)
-                busy += job.shape.cores * (now - job.start)
+                busy += job.shape.cores * job.nodes * (now - job.start)
             elif job.token:
                 ids.append(job.id)  # requeued and waiting again: its last start counts
                 waits.append(job.waited)

@@ -49,10 +49,19 @@ def _unschedulable_note(trace: Trace, variant: Variant, done: Replay, stderr: IO
     if not jobs:
         return
     print(f"{variant.name}: {len(jobs)} jobs fit no node type and never started:", file=stderr)
+    sizes: dict[int, int] = {}
+    for job in jobs:
+        sizes[job.nodes] = sizes.get(job.nodes, 0) + 1
+    if len(sizes) > 1 or 1 not in sizes:
+        by_size = ", ".join(
+            f"{count} of {n} node{'s' if n > 1 else ''}" for n, count in sorted(sizes.items())
+        )
+        print(f"  by gang size: {by_size}", file=stderr)
     for job in jobs[:UNSCHEDULABLE_SHOWN]:
         s = job.shape
+        each = f"{job.nodes} nodes of " if job.nodes > 1 else ""
         print(
-            f"  {trace.source} line {int(trace.line[job.job])}: {s.cores:g} cores, "
+            f"  {trace.source} line {int(trace.line[job.job])}: {each}{s.cores:g} cores, "
             f"{s.memory / 2**30:g} GiB memory, {s.disk / 2**30:g} GiB disk "
             f"(too large: {', '.join(job.reasons)})",
             file=stderr,

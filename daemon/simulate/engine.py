@@ -435,6 +435,7 @@ class _Engine:
         submits = trace.submit.tolist()
         runs = trace.run_time.tolist()
         shape_of = [trace.shapes[i] for i in trace.shape_index.tolist()]
+        nodes_of = [1] * len(submits) if trace.nodes is None else trace.nodes.tolist()
         n = len(submits)
         cap = (submits[-1] if n else 0.0) + self.options.tail
         cluster = self.cluster
@@ -491,7 +492,7 @@ class _Engine:
             listing_changed = self._interruptions(t)
             self._joins(t)
             while i < n and submits[i] <= t:
-                cluster.submit(i, shape_of[i], runs[i], t)
+                cluster.submit(i, shape_of[i], runs[i], t, nodes_of[i])
                 i += 1
             self._feed(t)
             if fixed and (listing_changed or self.change_at is not None):

@@ -1,9 +1,10 @@
 """Job traces: the Standard Workload Format (SWF v2.2) and shoal's own CSV and JSON lines.
 
 ``read_trace(path, options)`` reads a whole trace into a compact, immutable ``Trace``:
-one row per job (submit time, run time, requested wall time, ``Shape``), sorted by submit
-time, in numpy columns with the distinct shapes kept once. The format comes from the file
-name (``.swf``, ``.csv``, ``.jsonl``/``.ndjson``, each optionally ``.gz``), else from the
+one row per job (submit time, run time, requested wall time, ``Shape``, nodes: a job on
+more than one node is a gang whose shape is per node), sorted by submit time, in numpy
+columns with the distinct shapes kept once. The format comes from the file name
+(``.swf``, ``.csv``, ``.jsonl``/``.ndjson``, each optionally ``.gz``), else from the
 first line. Files are read line by line (a million lines take a few seconds).
 
 A malformed line raises ``TraceError`` naming the file, the line number and the field, and
@@ -23,21 +24,29 @@ number of lines it applied to)::
     wall time  field 9 (requested time); -1 -> the run time
     cores      field 5 (allocated processors); -1 or 0 -> field 8 (requested processors);
                both unknown -> 1
-    memory     field 10 (requested memory, KB per processor) x cores; -1 -> field 7
-               (used memory, KB per processor) x cores; both -1 -> options.memory_per_core
-               x cores (1 GiB per core)
+    nodes      processors split by cores per node: ceil(processors / cores per node)
+               nodes of ceil(processors / nodes) cores each. Cores per node:
+               options.cores_per_node, else the header's MaxProcs / MaxNodes rounded to a
+               whole number (reported once as a default); neither -> one node of all the
+               processors (no split)
+    memory     field 10 (requested memory, KB per processor) x cores (per node); -1 ->
+               field 7 (used memory, KB per processor) x cores; both -1 ->
+               options.memory_per_core x cores (1 GiB per core)
     disk       SWF has none -> options.disk (0 B)
-    preemptible  SWF has none -> options.preemptible (False: on-demand nodes only)
+    preemptible  field 15 (queue number) in options.preemptible_queues (a best-effort
+               queue) -> True; else options.preemptible (False: on-demand nodes only)
 
 **CSV**: a header line naming columns from ``submit, cores, memory, disk, wall_time,
-run_time, preemptible`` (any order; ``#`` lines and blank lines are skipped; quoted cells
-are allowed, not line breaks inside them). **JSON lines**: one object per line with the
-same keys. ``submit`` (seconds from the trace start), ``wall_time`` and ``run_time`` are
-durations and ``memory``/``disk`` sizes, in the config's syntax (``90``, ``"1h30m"``,
+run_time, preemptible, nodes`` (any order; ``#`` lines and blank lines are skipped; quoted
+cells are allowed, not line breaks inside them). **JSON lines**: one object per line with
+the same keys. ``submit`` (seconds from the trace start), ``wall_time`` and ``run_time``
+are durations and ``memory``/``disk`` sizes, in the config's syntax (``90``, ``"1h30m"``,
 ``"4GiB"``); ``preemptible`` is true/false (also yes/no, 1/0 in CSV). ``submit``,
 ``cores`` and ``memory`` are required, and ``run_time`` or ``wall_time`` (the missing one
 takes the other's value); ``disk`` defaults to ``options.disk`` and ``preemptible`` to
-``options.preemptible``. An empty cell or a JSON ``null`` is unknown and takes the default.
+``options.preemptible``; ``nodes`` (default 1) makes a job a gang of that many nodes, with
+``cores``, ``memory`` and ``disk`` per node. An empty cell or a JSON ``null`` is unknown
+and takes the default.
 """
 
 from __future__ import annotations
@@ -102,6 +111,7 @@ SWF_FIELDS = (
 
 # 0-based indices of the SWF fields shoal uses: each must be >= 0, or -1 for unknown.
 _SUBMIT, _RUN, _ALLOC, _USED_MEM, _REQ_PROCS, _REQ_TIME, _REQ_MEM = 1, 3, 4, 6, 7, 8, 9
+_QUEUE = 14
 _SWF_USED = (_SUBMIT, _RUN, _ALLOC, _USED_MEM, _REQ_PROCS, _REQ_TIME, _REQ_MEM)
 _SWF_NUMERIC_HEADERS = frozenset(
     {
@@ -119,7 +129,16 @@ _SWF_NUMERIC_HEADERS = frozenset(
 _HEADER = re.compile(r";\s*([A-Za-z][A-Za-z0-9]*)\s*:\s*(.*)")
 _LIMIT = 1e15  # larger values are not plausible seconds, processors or KB
 
-CSV_COLUMNS = ("submit", "cores", "memory", "disk", "wall_time", "run_time", "preemptible")
+CSV_COLUMNS = (
+    "submit",
+    "cores",
+    "memory",
+    "disk",
+    "wall_time",
+    "run_time",
+    "preemptible",
+    "nodes",
+)
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -132,6 +151,9 @@ class TraceOptions:
     disk: int = 0  # SWF has no disk; CSV/JSONL without a disk value
     preemptible: bool = False  # SWF has no such field; CSV/JSONL without a value
     errors_kept: int = 10  # skip mode: how many bad lines to keep for the report
+    # SWF: split jobs into nodes of this many cores (None: from the header, else no split)
+    cores_per_node: int | None = None
+    preemptible_queues: frozenset[int] = frozenset()  # SWF queue numbers (field 15)
 
 
 class TraceError(ValueError):
@@ -174,8 +196,9 @@ class TraceJob:
     submit: float  # seconds since the trace start
     run_time: float
     wall_time: float
-    shape: Shape
+    shape: Shape  # per node
     line: int  # line in the source file (0 for generated traces)
+    nodes: int = 1  # > 1: a gang of that many nodes
 
 
 def _frozen(values: Any, dtype: Any) -> np.ndarray:
@@ -189,8 +212,8 @@ class Trace:
     """A job trace sorted by submit time (stable: ties keep file order), in columns.
 
     Iterate it for ``TraceJob`` rows or index it (``trace[i]``); the numpy columns
-    (``submit``, ``run_time``, ``wall_time``, ``shape_index`` into ``shapes``, ``line``)
-    are read-only.
+    (``submit``, ``run_time``, ``wall_time``, ``shape_index`` into ``shapes``, ``line``,
+    ``nodes``: None when every job is on one node) are read-only.
     """
 
     source: str
@@ -206,6 +229,10 @@ class Trace:
     defaults: tuple[DefaultUsed, ...] = ()
     bad_lines: int = 0
     errors: tuple[TraceError, ...] = ()  # the first bad lines, in skip mode
+    nodes: np.ndarray | None = None  # nodes per job; None: one each
+
+    def nodes_of(self, index: int) -> int:
+        return 1 if self.nodes is None else int(self.nodes[index])
 
     def __len__(self) -> int:
         return len(self.submit)
@@ -234,20 +261,23 @@ class Trace:
             float(self.wall_time[index]),
             self.shapes[int(self.shape_index[index])],
             int(self.line[index]),
+            self.nodes_of(index),
         )
 
     def __iter__(self) -> Iterator[TraceJob]:
         shapes = self.shapes
+        nodes = [1] * len(self) if self.nodes is None else self.nodes.tolist()
         rows = zip(
             self.submit.tolist(),
             self.run_time.tolist(),
             self.wall_time.tolist(),
             self.shape_index.tolist(),
             self.line.tolist(),
+            nodes,
             strict=True,
         )
-        for index, (submit, run, wall, shape, line) in enumerate(rows):
-            yield TraceJob(index, submit, run, wall, shapes[shape], line)
+        for index, (submit, run, wall, shape, line, n) in enumerate(rows):
+            yield TraceJob(index, submit, run, wall, shapes[shape], line, n)
 
     @property
     def span(self) -> float:
@@ -270,6 +300,7 @@ class TraceBuilder:
         self._wall = array("d")
         self._shape = array("l")
         self._line = array("q")
+        self._nodes = array("q")
         self._shapes: list[Shape] = []
         self._shape_ids: dict[tuple[float, float, float, float, bool], int] = {}
         self._defaults: dict[tuple[str, str], list[int]] = {}  # -> [lines, first line]
@@ -289,6 +320,7 @@ class TraceBuilder:
         disk: float,
         preemptible: bool,
         line: int = 0,
+        nodes: int = 1,
     ) -> None:
         key = (wall_time, memory, cores, disk, preemptible)
         index = self._shape_ids.get(key)
@@ -300,6 +332,7 @@ class TraceBuilder:
         self._wall.append(wall_time)
         self._shape.append(index)
         self._line.append(line)
+        self._nodes.append(nodes)
 
     def default(self, field_name: str, default: str, line: int) -> None:
         """Note that ``default`` stood in for an unknown ``field_name`` on ``line``."""
@@ -330,6 +363,7 @@ class TraceBuilder:
             np.array(self._wall, dtype=np.float64),
             np.array(self._shape, dtype=np.int64),
             np.array(self._line, dtype=np.int64),
+            np.array(self._nodes, dtype=np.int64),
         ]
         if len(submit) > 1 and bool(np.any(submit[1:] < submit[:-1])):
             order = np.argsort(submit, kind="stable")
@@ -375,6 +409,7 @@ class TraceBuilder:
             defaults=defaults,
             bad_lines=self.bad_lines,
             errors=tuple(self.errors),
+            nodes=_frozen(columns[5], np.int64) if bool(np.any(columns[5] > 1)) else None,
         )
 
 
@@ -476,11 +511,36 @@ def _swf_locate(builder: TraceBuilder, parts: list[str], lineno: int) -> TraceEr
     raise AssertionError(f"line {lineno} passed field by field")  # pragma: no cover
 
 
+def _swf_cores_per_node(builder: TraceBuilder) -> float | None:
+    """Cores per node for the split: the option, else MaxProcs / MaxNodes from the header
+    (rounded to a whole number, at least 1; reported once), else None (no split)."""
+    given = builder.options.cores_per_node
+    if given is not None:
+        return float(given)
+    procs, nodes = builder.header.get("MaxProcs"), builder.header.get("MaxNodes")
+    if not procs or not nodes or procs <= 0 or nodes <= 0:
+        return None
+    cores = max(1, math.floor(procs / nodes + 0.5))  # half up
+    builder.default_for_all(
+        "cores per node", f"{cores} (header MaxProcs {procs} / MaxNodes {nodes}, rounded)"
+    )
+    return float(cores)
+
+
 def _read_swf(stream: IO[str], builder: TraceBuilder) -> None:
     options = builder.options
     disk, preemptible, per_core = options.disk, options.preemptible, options.memory_per_core
+    queues = options.preemptible_queues
     builder.default_for_all("disk", f"{disk} B (SWF has no disk field)")
-    builder.default_for_all("preemptible", f"{preemptible} (SWF has no such field)")
+    if queues:
+        builder.default_for_all(
+            "preemptible",
+            f"True in queues {', '.join(map(str, sorted(queues)))} (field 15), else {preemptible}",
+        )
+    else:
+        builder.default_for_all("preemptible", f"{preemptible} (SWF has no such field)")
+    per_node: float | None = None  # from the header, which comes before the jobs
+    header_read = False
     note = builder.default
     add = builder.add
     isfinite = math.isfinite
@@ -493,6 +553,9 @@ def _read_swf(stream: IO[str], builder: TraceBuilder) -> None:
         if text[0] == ";":
             _swf_header(builder, text, lineno)
             continue
+        if not header_read:
+            per_node = _swf_cores_per_node(builder)
+            header_read = True
         parts = text.split()
         if len(parts) != 18:
             builder.bad(
@@ -533,6 +596,10 @@ def _read_swf(stream: IO[str], builder: TraceBuilder) -> None:
             else:
                 cores = 1.0
                 note(_swf_field(_ALLOC), "unknown (-1 or 0), requested too: 1 processor", lineno)
+        nodes = 1
+        if per_node is not None and cores > per_node:
+            nodes = math.ceil(cores / per_node)
+            cores = float(math.ceil(cores / nodes))
         kb = v[_REQ_MEM]
         if kb == -1:
             kb = v[_USED_MEM]
@@ -547,7 +614,8 @@ def _read_swf(stream: IO[str], builder: TraceBuilder) -> None:
             )
         else:
             memory = kb * KiB * cores
-        add(submit, run, req_time, cores, memory, disk, preemptible, lineno)
+        queued_preemptible = preemptible or (bool(queues) and int(v[_QUEUE]) in queues)
+        add(submit, run, req_time, cores, memory, disk, queued_preemptible, lineno, nodes)
 
 
 # --- CSV and JSON lines --------------------------------------------------------------------
@@ -579,16 +647,27 @@ def _cached(parse: Callable[[Any], float]) -> Callable[[Any], float]:
     return convert
 
 
-def _cores(value: Any) -> float:
+def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"{value!r} is not a number of cores")
+        raise ValueError(f"{value!r} is not a number of {what}")
     try:
-        number = float(value)
+        return float(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not a number of cores") from None
+        raise ValueError(f"{value!r} is not a number of {what}") from None
+
+
+def _cores(value: Any) -> float:
+    number = _number(value, "cores")
     if not (0 < number < _LIMIT):
         raise ValueError(f"{value!r} is not a positive, finite number of cores")
     return number
+
+
+def _nodes(value: Any) -> int:
+    number = _number(value, "nodes")
+    if not number.is_integer() or not 1 <= number <= 100_000:
+        raise ValueError(f"{value!r} is not a whole number of nodes from 1 to 100000")
+    return int(number)
 
 
 def _bool(value: Any) -> bool:
@@ -636,6 +715,9 @@ class _Rows:
             name = "preemptible"
             preemptible = row.get(name)
             preemptible = b.options.preemptible if preemptible is None else _bool(preemptible)
+            name = "nodes"
+            nodes = row.get(name)
+            nodes = 1 if nodes is None else _nodes(nodes)
         except ValueError as exc:
             b.bad(TraceError(b.source, lineno, name, str(exc)))
             return
@@ -649,7 +731,7 @@ class _Rows:
             b.default("disk", f"unknown: {b.options.disk} B", lineno)
         if row.get("preemptible") is None:
             b.default("preemptible", f"unknown: {b.options.preemptible}", lineno)
-        b.add(submit, run, wall, cores, memory, disk, preemptible, lineno)
+        b.add(submit, run, wall, cores, memory, disk, preemptible, lineno, nodes)
 
 
 def _required(row: Mapping[str, Any], name: str) -> Any:

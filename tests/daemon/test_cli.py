@@ -194,3 +194,22 @@ def test_run_hands_the_config_to_the_service_and_returns_its_exit_code(
     assert main(["run", "-c", str(EXAMPLE)]) == 3
     assert [path for _, path in calls] == [EXAMPLE]
     assert calls[0][0].cluster_name == "demo"
+
+
+def test_plan_shows_a_gang_launch_and_a_gang_that_fits_nowhere(
+    tmp_path: Path, catalogue: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gang = {"cores": 4, "memory": "4GiB", "wall_time": "2h", "node_count": 3}
+    too_wide = {"cores": 64, "memory": "1GiB", "node_count": 2}
+    (demand := tmp_path / "d.json").write_text(json.dumps({"jobs": [gang, too_wide]}))
+    args = ["plan", "-c", str(EXAMPLE), "--demand", str(demand), "--catalogue", str(catalogue)]
+    assert main([*args, "--now", "1700000000"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # 4 cores and 4 GiB fill a c5.xlarge (4 cores, 8 GiB): the 3 nodes come as one gang
+    assert [(a["node_type"], a["count"], a["gangs"]) for a in out["launches"]] == [
+        ("c5.xlarge/c5a.xlarge", 3, [3])
+    ]
+    assert (
+        "a 3-node job of 4 cores, 4 GiB each needs 3 x c5.xlarge" in (out["launches"][0]["reason"])
+    )
+    assert [(u["node_count"], u["reasons"]) for u in out["unschedulable"]] == [(2, ["cores"])]

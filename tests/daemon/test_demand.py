@@ -54,6 +54,14 @@ def test_good_body_exact_demand() -> None:
     )
 
 
+def test_node_count_makes_a_gang_with_per_node_resources() -> None:
+    gang = {"cores": 12, "memory": "40GiB", "wall_time": "2h", "count": 2, "node_count": 4}
+    update = parse_demand({"jobs": [gang, {**gang, "count": 1}, {**gang, "node_count": 1}]})
+    shape = Shape(7200, 40 * GiB, 12, 0, False)
+    # the same shape on 4 nodes and on 1 node are different demand; gangs add up
+    assert update.demand.queued == (QueuedJobs(shape, 3, node_count=4), QueuedJobs(shape, 2))
+
+
 def test_bytes_dict_and_empty_body() -> None:
     assert parse_demand(b'{"jobs": []}') == DemandUpdate(Demand(), None)
     assert parse_demand({}) == DemandUpdate(Demand(), None)
@@ -81,6 +89,18 @@ MALFORMED: list[tuple[str, Any, str]] = [
     ("count-absurd", {"jobs": [{**JOB, "count": 10_000_001}]}, "10000001"),
     ("count-sum-absurd", {"jobs": [{**JOB, "count": 6_000_000}] * 2}, "exceed the limit"),
     ("count-float", {"jobs": [{**JOB, "count": 1.5}]}, "jobs[0].count"),
+    (
+        "node-count-zero",
+        {"jobs": [{**JOB, "node_count": 0}]},
+        "jobs[0].node_count: Input should be greater than or equal to 1 (got 0)",
+    ),
+    (
+        "node-count-absurd",
+        {"jobs": [{**JOB, "node_count": 10_001}]},
+        "jobs[0].node_count: Input should be less than or equal to 10000 (got 10001)",
+    ),
+    ("node-count-float", {"jobs": [{**JOB, "node_count": 2.5}]}, "jobs[0].node_count"),
+    ("node-count-string", {"jobs": [{**JOB, "node_count": "four"}]}, "jobs[0].node_count"),
     ("bad-wall-time", {"jobs": [{**JOB, "wall_time": "soon"}]}, "jobs[0].wall_time"),
     ("negative-wall-time", {"jobs": [{**JOB, "wall_time": -1}]}, "is negative"),
     ("preemptible-string", {"jobs": [{**JOB, "preemptible": "maybe"}]}, "jobs[0].preemptible"),

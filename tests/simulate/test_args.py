@@ -38,6 +38,8 @@ def test_every_flag() -> None:
             "--memory-per-core", "2GiB",
             "--preemptible",
             "--trace-format", "swf",
+            "--cores-per-node", "12",
+            "--preemptible-queues", "2,5",
         ]
     )  # fmt: skip
     assert (args.config, args.trace, args.out, args.seed, args.trace_format) == (
@@ -52,7 +54,11 @@ def test_every_flag() -> None:
         ("policy", ("toil", "shoal")),
     ]
     assert trace_options(args) == TraceOptions(
-        skip_bad_lines=True, memory_per_core=2 * GiB, preemptible=True
+        skip_bad_lines=True,
+        memory_per_core=2 * GiB,
+        preemptible=True,
+        cores_per_node=12,
+        preemptible_queues=frozenset({2, 5}),
     )
 
 
@@ -95,6 +101,9 @@ def test_replay_options() -> None:
         pytest.param(["--compare", "scaler.packing"], "expected KEY=V1,V2", id="compare"),
         pytest.param(["--compare", "policy=slurm"], "unknown policy", id="policy"),
         pytest.param(["--memory-per-core", "lots"], "size", id="size"),
+        pytest.param(["--cores-per-node", "0"], "at least 1", id="cores-per-node"),
+        pytest.param(["--preemptible-queues", "2,x"], "queue numbers", id="queues"),
+        pytest.param(["--preemptible-queues", "-1"], ">= 0", id="negative-queue"),
     ],
 )
 def test_bad_flags_stop_argparse(

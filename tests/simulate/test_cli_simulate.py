@@ -219,3 +219,29 @@ def test_malformed_compare_flag_stops_argparse(capsys: pytest.CaptureFixture[str
         simulate("-c", CONFIG, "--trace", "x.swf", "--compare", "no-equals-sign")
     assert exc.value.code == 2
     assert "--compare" in capsys.readouterr().err
+
+
+def test_jobs_that_fit_no_node_type_are_counted_by_gang_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text(
+        "submit,cores,memory,run_time,nodes\n"
+        "0,1,1GiB,60,\n"
+        "5,64,1GiB,60,\n"
+        "6,64,1GiB,60,4\n"
+        "7,32,1GiB,60,4\n"
+    )
+    assert simulate("-c", CONFIG, "--trace", trace, "--out", tmp_path / "r") == 0
+    err = capsys.readouterr().err
+    assert "3 jobs fit no node type" in err
+    assert "by gang size: 1 of 1 node, 2 of 4 nodes" in err
+    assert f"{trace} line 4: 4 nodes of 64 cores" in err
+
+
+def test_the_readme_gang_example_runs_every_job(tmp_path: Path) -> None:
+    trace = ROOT / "examples" / "gangs.csv"
+    assert "examples/gangs.csv" in (ROOT / "README.md").read_text()
+    assert simulate("-c", CONFIG, "--trace", trace, "--out", tmp_path) == 0
+    [variant] = json.loads((tmp_path / "report.json").read_text())["variants"]
+    assert (variant["jobs"]["never_started"], variant["jobs"]["completed"]) == (0, 6)

@@ -258,6 +258,7 @@ class RefNode:
     disk: float
     pre: bool
     cordoned: bool = False
+    kind: int = 0  # its node type: a gang's nodes are all of one
 
 
 @dataclass
@@ -272,11 +273,13 @@ class RefJob:
     node: RefNode | None = None
     done: bool = False
     starts: list[tuple[float, str]] = field(default_factory=list)
+    nodes: int = 1  # a gang's size
+    others: list[RefNode] = field(default_factory=list)  # a running gang's other nodes
 
 
 class Reference:
-    """Same rules as Cluster, written the obvious way: every pass scans every queued job
-    in submit order against every node in join order."""
+    """Same rules as Cluster, written the obvious way: every pass scans every queued gang,
+    then every queued 1-node job, in submit order against every node in join order."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -293,26 +296,39 @@ class Reference:
             and (s.preemptible or not n.pre)
         )
 
+    def take(self, j: RefJob, nodes: list[RefNode], t: float) -> None:
+        for n in nodes:
+            n.cores -= j.shape.cores
+            n.memory -= j.shape.memory
+            n.disk -= j.shape.disk
+        j.waited += t - j.queued_since
+        j.start, j.node, j.others = t, nodes[0], nodes[1:]
+        j.starts.append((t, nodes[0].name))
+
     def scan(self, t: float) -> None:
-        for j in sorted(self.jobs.values(), key=lambda j: j.seq):
-            if j.start is not None or j.done:
-                continue
+        queued = [j for j in sorted(self.jobs.values(), key=lambda j: j.seq) if j.start is None]
+        for j in (j for j in queued if j.nodes > 1 and not j.done):
+            by_kind: dict[int, list[RefNode]] = {}
             for n in self.nodes:
                 if self.fits(n, j.shape):
-                    n.cores -= j.shape.cores
-                    n.memory -= j.shape.memory
-                    n.disk -= j.shape.disk
-                    j.waited += t - j.queued_since
-                    j.start, j.node = t, n
-                    j.starts.append((t, n.name))
+                    group = by_kind.setdefault(n.kind, [])
+                    group.append(n)
+                    if len(group) == j.nodes:
+                        self.take(j, group, t)
+                        break
+        for j in (j for j in queued if j.nodes == 1 and not j.done):
+            for n in self.nodes:
+                if self.fits(n, j.shape):
+                    self.take(j, [n], t)
                     break
 
     def free(self, j: RefJob) -> None:
         assert j.node is not None
-        j.node.cores += j.shape.cores
-        j.node.memory += j.shape.memory
-        j.node.disk += j.shape.disk
-        j.node = None
+        for n in [j.node, *j.others]:
+            n.cores += j.shape.cores
+            n.memory += j.shape.memory
+            n.disk += j.shape.disk
+        j.node, j.others = None, []
 
     def to(self, t: float) -> None:
         if t == self.now:
@@ -336,7 +352,7 @@ class Reference:
         for n in self.nodes:
             if n.name == name:
                 for j in sorted(self.jobs.values(), key=lambda j: j.seq):
-                    if j.node is n:
+                    if j.node is n or any(o is n for o in j.others):
                         self.free(j)
                         j.start = None
                         j.queued_since = self.now
@@ -357,7 +373,9 @@ JOB_SHAPES = [
 events = st.lists(
     st.tuples(
         st.sampled_from([0, 0, 1, 5, 30]),  # time step
-        st.sampled_from(["submit", "submit", "submit", "join", "remove", "interrupt", "cordon"]),
+        st.sampled_from(
+            ["submit", "submit", "submit", "gang", "join", "remove", "interrupt", "cordon"]
+        ),
         st.integers(min_value=0, max_value=40),  # which shape / node
         st.sampled_from([1, 10, 45, 100]),  # run time
     ),
@@ -376,18 +394,20 @@ def test_incremental_passes_match_the_naive_reference(events: list) -> None:  # 
     for step, op, pick, run in events:
         t += step
         ref.to(t)
-        if op == "submit":
+        if op in ("submit", "gang"):
             shape = JOB_SHAPES[pick % len(JOB_SHAPES)]
-            c.submit(next_job, shape, run, t)
-            ref.jobs[next_job] = RefJob(next_job, shape, run, next_job, t)
+            size = 2 + pick % 2 if op == "gang" else 1
+            c.submit(next_job, shape, run, t, size)
+            ref.jobs[next_job] = RefJob(next_job, shape, run, next_job, t, nodes=size)
             next_job += 1
         elif op == "join":
             name = f"n{len(names)}"
             names.append(name)
-            shape = NODE_SHAPES[pick % len(NODE_SHAPES)]
+            kind = pick % len(NODE_SHAPES)
+            shape = NODE_SHAPES[kind]
             c.node_joined(name, shape, t)
             ref.nodes.append(
-                RefNode(name, shape.cores, shape.memory, shape.disk, shape.preemptible)
+                RefNode(name, shape.cores, shape.memory, shape.disk, shape.preemptible, kind=kind)
             )
         elif names:
             name = names[pick % len(names)]
@@ -415,7 +435,11 @@ def test_incremental_passes_match_the_naive_reference(events: list) -> None:  # 
     assert stats.completed == sum(1 for j in ref.jobs.values() if j.done)
     running = sorted((r.node_id, r.elapsed) for r in c.demand(end).running)
     assert running == sorted(
-        (j.node.name, end - j.start)
+        (n.name, end - j.start)
         for j in ref.jobs.values()
         if j.start is not None and j.node is not None
+        for n in [j.node, *j.others]
     )
+    for j in ref.jobs.values():  # a gang on the very nodes the reference chose
+        if j.start is not None and j.node is not None:
+            assert c.nodes_of(j.id) == tuple(n.name for n in [j.node, *j.others])

@@ -348,3 +348,34 @@ def test_empty_trace() -> None:
     # no demand ever arrives, so the first pass keeps the planner's state (nothing may be
     # decided on no evidence): a fixed point at once, and the replay ends at 0
     assert v.simulated_seconds == 0
+
+
+# --- gangs -----------------------------------------------------------------------------
+
+
+def gang_trace(*jobs: tuple[float, float, float, float, float, int]) -> Trace:
+    """Jobs as (submit, run time, wall time, cores per node, GiB per node, nodes)."""
+    b = TraceBuilder("test", "csv")
+    for line, (submit, run_time, wall, cores, memory, nodes) in enumerate(jobs, 1):
+        b.add(submit, run_time, wall, cores, memory * GiB, 0, False, line=line, nodes=nodes)
+    return b.build()
+
+
+def test_a_gang_is_launched_whole_and_starts_when_all_its_nodes_joined() -> None:
+    """A 4-node job of 4 cores a node (a whole c5.xlarge each): one launch of 4 nodes at
+    t=0, all join at t=90, the job starts then on all 4 and runs 600 s."""
+    r = run(gang_trace((0, 600, 7200, 4, 4, 4)), config())
+    v = r.result
+    assert v.launches == 4 and v.waits.tolist() == [90.0]
+    assert (v.jobs_completed, v.jobs_never_started) == (1, 0)
+    assert v.utilisation == pytest.approx(4 * 4 * 600 / (4 * 4 * (1020 - 90)))
+
+
+def test_a_gang_beyond_the_max_launches_nothing() -> None:
+    """Three c5.xlarge at most: the 4-node job can never start, so no node is launched for
+    it (three would bill and never run it); the 1-node job still runs."""
+    cfg = config(node_types=[{"type": "c5.xlarge", "max": 3}])
+    r = run(gang_trace((0, 600, 7200, 4, 4, 4), (0, 600, 7200, 1, 1, 1)), cfg)
+    v = r.result
+    assert (v.launches, v.jobs_completed, v.jobs_never_started) == (1, 1, 1)
+    assert r.unschedulable == ()  # each part fits a c5.xlarge: it waits for the max

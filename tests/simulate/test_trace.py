@@ -62,12 +62,16 @@ def test_swf_with_every_field(tmp_path: Path) -> None:
     assert jobs[0].line == 10
     assert jobs[1].shape == Shape(600.0, 1 * 524288 * KB, 1, 0, False)
     assert (jobs[2].submit, jobs[2].run_time) == (90.0, 0.5)
-    assert jobs[2].shape == Shape(3600.0, 16 * 4194304 * KB, 16, 0, False)
+    # 16 processors on nodes of MaxProcs / MaxNodes = 8 cores: 2 nodes of 8 cores each,
+    # memory per processor kept
+    assert jobs[2].shape == Shape(3600.0, 8 * 4194304 * KB, 8, 0, False)
+    assert [j.nodes for j in jobs] == [1, 1, 2]
     assert [j.index for j in jobs] == [0, 1, 2]
     assert trace[1] == jobs[1]
     assert trace[-1] == jobs[2]
     # Only the fields SWF lacks took a default, each once for the whole file.
     assert [(d.field, d.lines, d.first_line) for d in trace.defaults] == [
+        ("cores per node", 3, 10),
         ("disk", 3, 10),
         ("preemptible", 3, 10),
     ]
@@ -79,7 +83,7 @@ def test_swf_options_set_the_missing_fields(tmp_path: Path) -> None:
     options = TraceOptions(disk=2 * GiB, preemptible=True)
     trace = read_trace(write(tmp_path, "full.swf", FULL_SWF), options)
     assert {(j.shape.disk, j.shape.preemptible) for j in trace} == {(2 * GiB, True)}
-    assert "2147483648 B" in str(trace.defaults[0])
+    assert "2147483648 B" in str(trace.defaults[1])
 
 
 def swf_line(**fields: float) -> str:
@@ -406,3 +410,58 @@ def test_empty_trace(tmp_path: Path) -> None:
     assert trace.defaults == ()
     assert trace.span == 0.0
     assert list(trace) == []
+
+
+# queue number is field 15
+GANG_SWF = """\
+; MaxProcs: 100
+; MaxNodes: 8
+1  0 0 600 48 -1 1048576 48 1200 -1 1 1 1 1 1 1 -1 -1
+2 10 0 600 20 -1 -1 20 1200 524288 1 1 1 1 2 1 -1 -1
+3 20 0 600  6 -1 -1  6 1200 524288 1 1 1 1 2 1 -1 -1
+"""
+
+
+def test_swf_jobs_split_by_cores_per_node_keep_memory_per_processor(tmp_path: Path) -> None:
+    trace = read_trace(write(tmp_path, "g.swf", GANG_SWF), TraceOptions(cores_per_node=12))
+    jobs = list(trace)
+    # 48 processors: 4 nodes of 12; 20: 2 nodes of 10 (spread evenly); 6: one node
+    assert [(j.nodes, j.shape.cores) for j in jobs] == [(4, 12), (2, 10), (1, 6)]
+    assert [j.shape.memory for j in jobs] == [12 * GiB, 10 * 512 * 1024 * KB, 6 * GiB // 2]
+    assert trace.nodes is not None and trace.nodes.tolist() == [4, 2, 1]
+    assert "cores per node" not in {d.field for d in trace.defaults}  # given, not a default
+
+
+def test_swf_cores_per_node_from_the_header_rounded_and_reported_once(tmp_path: Path) -> None:
+    trace = read_trace(write(tmp_path, "g.swf", GANG_SWF))
+    # MaxProcs 100 / MaxNodes 8 = 12.5, rounded half up: 13 cores per node
+    assert [(j.nodes, j.shape.cores) for j in trace] == [(4, 12), (2, 10), (1, 6)]
+    [used] = [d for d in trace.defaults if d.field == "cores per node"]
+    assert (used.default, used.lines) == ("13 (header MaxProcs 100 / MaxNodes 8, rounded)", 3)
+    no_header = "\n".join(GANG_SWF.splitlines()[2:]) + "\n"
+    plain = read_trace(write(tmp_path, "plain.swf", no_header))
+    assert plain.nodes is None  # no MaxNodes, no option: every job on one node, as before
+    assert [j.shape.cores for j in plain] == [48, 20, 6]
+
+
+def test_swf_preemptible_queues(tmp_path: Path) -> None:
+    options = TraceOptions(preemptible_queues=frozenset({2}))
+    trace = read_trace(write(tmp_path, "g.swf", GANG_SWF), options)
+    assert [j.shape.preemptible for j in trace] == [False, True, True]
+    [used] = [d for d in trace.defaults if d.field == "preemptible"]
+    assert used.default == "True in queues 2 (field 15), else False"
+
+
+def test_csv_nodes_column(tmp_path: Path) -> None:
+    text = "submit,cores,memory,run_time,nodes\n0,12,40GiB,1h,4\n5,1,1GiB,1h,\n"
+    trace = read_trace(write(tmp_path, "g.csv", text))
+    assert [(j.nodes, j.shape.cores, j.shape.memory) for j in trace] == [
+        (4, 12, 40 * GiB),
+        (1, 1, GiB),
+    ]
+    for bad in ("0", "2.5", "many"):
+        with pytest.raises(TraceError) as info:
+            read_trace(
+                write(tmp_path, "bad.csv", f"submit,cores,memory,run_time,nodes\n0,1,1,1,{bad}\n")
+            )
+        assert (info.value.line, info.value.field) == (2, "nodes")

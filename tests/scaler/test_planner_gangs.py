@@ -1,0 +1,183 @@
+"""Gangs in the planner: a multi-node job goes onto N nodes of one type, all or none."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from builders import NOW, backed_off, job, node, node_type, policy, snapshot
+from hypothesis import given
+from hypothesis import strategies as st
+from shoal.scaler.model import AddCause, NodeState, PlannerState, QueuedJobs, RunningJob, Snapshot
+from shoal.scaler.planner import plan
+from test_planner_properties import JOBS, SETTINGS, scenarios
+
+# 12-core types; after the builders' flat overhead: 12 cores, 47 GiB / 95 GiB usable
+C12 = node_type("c12", 12, 48, 100, price=0.5)
+C12_BIG = node_type("c12big", 12, 96, 100, price=0.9)
+GANG = job(12, 40, 10)  # per node
+
+
+def gang(count: int = 1, nodes: int = 4, shape=GANG) -> QueuedJobs:
+    return QueuedJobs(shape, count, node_count=nodes)
+
+
+def test_a_gang_launches_its_nodes_whole_on_one_type_and_says_so():
+    p = plan(snapshot(queue=[gang()]), policy(C12, C12_BIG), PlannerState(), NOW)
+    assert [(la.node_type, la.count, la.gangs) for la in p.launches] == [("c12", 4, (4,))]
+    assert "a 4-node job of 12 cores, 40 GiB each needs 4 x c12 (one zone, all or none)" in (
+        p.launches[0].message
+    )
+    assert p.targets == {"c12": 4, "c12big": 0}
+
+
+def test_four_1_node_jobs_of_the_same_shape_still_launch_single_nodes():
+    p = plan(snapshot(queue=[QueuedJobs(GANG, 4)]), policy(C12), PlannerState(), NOW)
+    assert [(la.count, la.gangs) for la in p.launches] == [(4, ())]
+
+
+def test_a_gang_on_its_booting_nodes_launches_nothing_more():
+    t = C12
+    nodes = [node(f"n{i}", t, NodeState.BOOTING, age=30) for i in range(4)]
+    p = plan(snapshot(nodes, [gang()]), policy(t), PlannerState(), NOW)
+    assert p.launches == ()
+    assert p.targets == {"c12": 4}
+    assert p.drains == ()
+
+
+def test_free_nodes_count_only_when_enough_of_one_type_are_free():
+    # 3 free c12 and 3 free c12big: neither type has 4, so the gang gets 4 new nodes
+    nodes = [node(f"a{i}", C12) for i in range(3)] + [node(f"b{i}", C12_BIG) for i in range(3)]
+    p = plan(snapshot(nodes, [gang()]), policy(C12, C12_BIG), PlannerState(), NOW)
+    assert [(la.node_type, la.count, la.gangs) for la in p.launches] == [("c12", 4, (4,))]
+    # 4 free of the larger type: the gang runs there, nothing is launched
+    nodes.append(node("b3", C12_BIG))
+    p = plan(snapshot(nodes, [gang()]), policy(C12, C12_BIG), PlannerState(), NOW)
+    assert p.launches == ()
+    assert p.targets["c12big"] == 4
+
+
+def test_a_busy_node_is_not_free_for_a_gang():
+    nodes = [node(f"n{i}", C12) for i in range(4)]
+    busy = RunningJob(job(12, 40, 10), "n0", 60.0)
+    p = plan(snapshot(nodes, [gang()], [busy]), policy(C12), PlannerState(), NOW)
+    assert [(la.count, la.gangs) for la in p.launches] == [(4, (4,))]
+
+
+def test_a_type_whose_max_is_below_the_gang_is_skipped_and_named_when_none_fits():
+    small_max = replace(C12, max_nodes=3)
+    p = plan(snapshot(queue=[gang()]), policy(small_max, C12_BIG), PlannerState(), NOW)
+    assert [(la.node_type, la.gangs) for la in p.launches] == [("c12big", (4,))]
+    p = plan(snapshot(queue=[gang()]), policy(small_max), PlannerState(), NOW)
+    assert p.launches == ()
+    assert [(u.count, u.node_count, u.reasons) for u in p.unschedulable] == [(1, 4, ("max-nodes",))]
+
+
+def test_two_gangs_share_a_type_only_within_its_max():
+    t = replace(C12, max_nodes=6)
+    p = plan(snapshot(queue=[gang(2)]), policy(t, C12_BIG), PlannerState(), NOW)
+    assert sorted((la.node_type, la.count, la.gangs) for la in p.launches) == [
+        ("c12", 4, (4,)),
+        ("c12big", 4, (4,)),
+    ]
+
+
+def test_a_gang_that_fits_no_type_names_the_failing_dimension_and_its_size():
+    p = plan(snapshot(queue=[gang(shape=job(16, 4, 1))]), policy(C12), PlannerState(), NOW)
+    assert p.launches == ()
+    assert [(u.node_count, u.reasons) for u in p.unschedulable] == [(4, ("cores",))]
+
+
+def test_a_gang_falls_back_whole_when_its_type_is_in_backoff():
+    s = replace(snapshot(queue=[gang()]), unavailable=backed_off(C12))
+    p = plan(s, policy(C12, C12_BIG), PlannerState(), NOW)
+    assert [(la.node_type, la.count, la.gangs, la.cause) for la in p.launches] == [
+        ("c12big", 4, (4,), AddCause.FALLBACK)
+    ]
+    s = replace(snapshot(queue=[gang()]), unavailable=backed_off(C12))
+    p = plan(s, policy(C12), PlannerState(), NOW)
+    assert p.launches == ()
+    assert [(u.node_count, u.reasons) for u in p.unschedulable] == [(4, ("unavailable",))]
+
+
+def test_smoothing_never_launches_part_of_a_gang():
+    pol = policy(C12, beta_inertia=0.5)
+    state = PlannerState()
+    launched = []
+    for _ in range(4):
+        p = plan(snapshot(queue=[gang()]), pol, state, NOW)
+        launched.append([(la.count, la.gangs) for la in p.launches])
+        state = p.state
+    # raw 4 smoothed to 2, then 3, 3.5 (rounds to 4): nothing, nothing, the whole gang
+    assert launched[:3] == [[], [], [(4, (4,))]]
+
+
+def test_the_cost_ceiling_cuts_a_gang_whole_and_reports_it():
+    p = plan(snapshot(queue=[gang()]), policy(C12, cost_ceiling_per_hour=1.9), PlannerState(), NOW)
+    assert p.launches == ()
+    assert [(u.node_count, u.reasons) for u in p.unschedulable] == [(4, ("cost-ceiling",))]
+
+
+def test_a_draining_node_is_not_taken_back_for_a_gang():
+    nodes = [node("d0", C12, NodeState.DRAINING)]
+    p = plan(snapshot(nodes, [gang()]), policy(C12), PlannerState(), NOW)
+    assert p.undrains == ()
+    assert [(la.count, la.gangs) for la in p.launches] == [(4, (4,))]
+
+
+def test_gangs_and_1_node_jobs_together():
+    p = plan(
+        snapshot(queue=[gang(), QueuedJobs(job(2, 4, 1), 3)]), policy(C12), PlannerState(), NOW
+    )
+    assert [(la.count, la.gangs) for la in p.launches] == [(5, (4,))]
+    msg = p.launches[0].message
+    assert msg.startswith("3 queued jobs need 1 x c12; a 4-node job of 12 cores")
+
+
+def test_cost_packing_puts_a_gang_on_the_cheapest_type_that_fits():
+    cheap_big = replace(C12_BIG, price_per_hour=0.3)
+    pol = policy(C12, cheap_big, packing="cost")
+    p = plan(snapshot(queue=[gang()]), pol, PlannerState(), NOW)
+    assert [(la.node_type, la.gangs) for la in p.launches] == [("c12big", (4,))]
+
+
+@st.composite
+def with_gangs(draw):
+    """The property tests' random clusters, with gangs of 2 to 5 nodes queued too."""
+    snap, pol, state = draw(scenarios())
+    gangs = tuple(
+        QueuedJobs(draw(JOBS), draw(st.integers(1, 3)), node_count=draw(st.integers(2, 5)))
+        for _ in range(draw(st.integers(1, 3)))
+    )
+    demand = replace(snap.demand, queued=snap.demand.queued + gangs)
+    return Snapshot(demand, snap.nodes, snap.unavailable), pol, state
+
+
+@SETTINGS
+@given(with_gangs())
+def test_a_gang_is_launched_whole_on_one_type_or_not_at_all(scenario):
+    snap, pol, state = scenario
+    p = plan(snap, pol, state, NOW)
+    queued: dict[int, int] = {}
+    for q in snap.demand.queued:
+        if q.node_count > 1:
+            queued[q.node_count] = queued.get(q.node_count, 0) + q.count
+    launched: dict[int, int] = {}
+    for la in p.launches:
+        # each gang is one entry of one launch (one type), its nodes all in the count
+        assert sum(la.gangs) <= la.count
+        for n in la.gangs:
+            launched[n] = launched.get(n, 0) + 1
+    for n, count in launched.items():
+        assert count <= queued.get(n, 0)
+    gangs_only = not any(q.node_count == 1 and q.count for q in snap.demand.queued)
+    no_min = all(t.min_nodes == 0 for t in pol.node_types)
+    if gangs_only and not snap.demand.running and pol.preemptible_compensation == 0 and no_min:
+        # nothing else to launch for: every launched node is a gang's
+        assert all(la.count == sum(la.gangs) for la in p.launches)
+
+
+@SETTINGS
+@given(with_gangs())
+def test_gangs_leave_the_plan_deterministic(scenario):
+    snap, pol, state = scenario
+    assert plan(snap, pol, state, NOW) == plan(snap, pol, state, NOW)
