@@ -9,10 +9,11 @@ from pathlib import Path
 from pydantic import BaseModel, field_validator, model_validator
 from shoal.daemon.config.common import _STRICT
 
-__all__ = ["ApiConfig"]
+__all__ = ["ApiConfig", "InsecureListenError", "check_listen", "is_loopback", "split_listen"]
 
 
-def _split_listen(value: str) -> tuple[str, int]:
+def split_listen(value: str) -> tuple[str, int]:
+    """(host, port) of a ``host:port`` listen address (IPv6 hosts in brackets)."""
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -20,13 +21,28 @@ def _split_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+class InsecureListenError(ValueError):
+    """Listening beyond loopback without a bearer token."""
+
+
+def check_listen(host: str, token: str | Path | None) -> None:
+    """The one listener rule: beyond loopback only with a bearer token (``token``: the token,
+    or the file holding it; empty or None: no token). The config checks it with the token
+    file, the daemon again with the token it read."""
+    if not token and not is_loopback(host):
+        raise InsecureListenError(
+            f"refusing to listen on {host!r} without a bearer token: set api.token_file "
+            "or listen on 127.0.0.1"
+        )
 
 
 class ApiConfig(BaseModel):
@@ -40,7 +56,7 @@ class ApiConfig(BaseModel):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        _split_listen(value)
+        split_listen(value)
         return value
 
     @field_validator("token_file")
@@ -58,20 +74,16 @@ class ApiConfig(BaseModel):
 
     @model_validator(mode="after")
     def _exposed(self) -> ApiConfig:
-        if self.token_file is None and not _is_loopback(self.host):
-            raise ValueError(
-                f"listen {self.listen!r} is not loopback: set api.token_file so "
-                "PUT /v1/demand requires a bearer token"
-            )
+        check_listen(self.host, self.token_file)
         return self
 
     @property
     def host(self) -> str:
-        return _split_listen(self.listen)[0]
+        return split_listen(self.listen)[0]
 
     @property
     def port(self) -> int:
-        return _split_listen(self.listen)[1]
+        return split_listen(self.listen)[1]
 
     def token(self) -> str | None:
         """The bearer token (never log it)."""
