@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from shoal.daemon.config.common import _STRICT
 from shoal.daemon.units import Duration, Size
+from shoal.scaler.shape import parse_storage_overrides
 
 __all__ = [
     "AwsProviderConfig",
@@ -41,13 +42,7 @@ class _ProviderCommon(BaseModel):
     @field_validator("node_storage_overrides")
     @classmethod
     def _overrides(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            name, sep, size = item.partition(":")
-            if not (sep and name.strip() and size.strip().isdigit() and int(size) > 0):
-                raise ValueError(
-                    f"{item!r} is not 'instance_type:GiB' with a positive integer, "
-                    'e.g. "i3.large:100"'
-                )
+        parse_storage_overrides(value, minimum=1)  # ValueError quoting the bad item
         return value
 
     @field_validator("zones")

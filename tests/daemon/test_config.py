@@ -65,6 +65,24 @@ def test_minimal_config_and_toil_string() -> None:
     assert config.node_type_specs() == [({"c5.xlarge", "c5a.xlarge"}, None), ({"r5.large"}, 0.05)]
 
 
+async def test_storage_overrides_the_config_accepts_reach_the_provider() -> None:
+    """The config and the provider read node_storage_overrides with one parser: an override
+    the config accepts (blanks around the parts) sizes the root volume; before, the config
+    accepted "r5.large: 100" and the provider refused it at start."""
+    from shoal.daemon.service import build_provider
+    from shoal.providers.clock import FakeClock
+
+    data = example()
+    data["provider"]["node_storage_overrides"] = ["r5.large: 100", " c5.xlarge :70"]
+    provider = build_provider(parse_config(data), FakeClock())
+    try:
+        await provider.catalogue(["r5.large", "c5.xlarge"])
+        assert provider.node_shape("r5.large").disk == 100 * GiB
+        assert provider.node_shape("c5.xlarge").disk == 70 * GiB
+    finally:
+        await provider.close()
+
+
 def test_aws_provider() -> None:
     data = example()
     data["provider"] = {
@@ -262,7 +280,7 @@ MALFORMED = [
         _set("provider.node_storage_overrides", ["i3.large"]),
         "provider.node_storage_overrides",
         "i3.large",
-        "instance_type:GiB",
+        "INSTANCE_TYPE:GIB",
     ),
     (
         "spot-rate",

@@ -53,7 +53,7 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any] | str, str, str]] = [
         "storage-override",
         {"provider": {"node_storage_overrides": ["i3.large"]}},
         "provider.node_storage_overrides",
-        "instance_type:GiB",
+        "INSTANCE_TYPE:GIB",
     ),
     ("aws-key-on-simulated", {"provider": {"region": "us-west-2"}}, "provider.region", "unknown"),
     ("aws-no-region", {"provider": {**AWS_OK, "region": None}}, "provider.region", "required"),
