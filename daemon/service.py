@@ -6,7 +6,8 @@ Lifecycle::
       policy ─► executor, controller; integrations' planner, drain hooks, launch tags)
       ─► integrations built around the controller (daemon.integration) ─► HTTP listener
       ─► controller.run(): reconcile ─► READY=1 ─► passes (WATCHDOG=1 after each healthy one)
-    SIGHUP          reload the config file; an invalid one is refused and the old one kept
+    SIGHUP          reload the config file; an invalid one (or one whose files fail
+                    ``preflight``) is refused and the old one kept
     SIGTERM/SIGINT  STOPPING=1, finish the current pass, launch nothing new, exit 0 (< 10 s)
 
 systemd notifications are datagrams to ``$NOTIFY_SOCKET`` (``@`` = abstract namespace),
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.daemon.config import ConfigError, ConfigIssue, ShoalConfig, load_config
+from shoal.daemon.config.preflight import preflight
 from shoal.daemon.demand import (
     DemandFailure,
     DemandSource,
@@ -360,6 +362,9 @@ class Service:
         try:
             try:
                 new = load_config(self.config_path)
+                issues = preflight(new)
+                if issues:
+                    raise ConfigError(str(self.config_path), issues)
             except ConfigError as exc:
                 issues = "; ".join(str(e) for e in exc.errors)
                 log.error('event=reload_refused path=%s errors="%s"', self.config_path, issues)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 
 from pydantic import BaseModel, field_validator, model_validator
@@ -57,19 +56,6 @@ class ApiConfig(BaseModel):
     @classmethod
     def _listen(cls, value: str) -> str:
         split_listen(value)
-        return value
-
-    @field_validator("token_file")
-    @classmethod
-    def _token(cls, value: Path | None) -> Path | None:
-        if value is None:
-            return value
-        if not value.is_file():
-            raise ValueError("expected an existing, readable token file")
-        if not os.access(value, os.R_OK):
-            raise ValueError("token file is not readable")
-        if not value.read_text().strip():
-            raise ValueError("token file is empty")
         return value
 
     @model_validator(mode="after")

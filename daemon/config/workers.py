@@ -13,7 +13,6 @@ from typing import Literal
 
 from pydantic import BaseModel, field_validator, model_validator
 from shoal.daemon.config.common import _STRICT
-from shoal.providers.workers import read_kubeadm_token, read_munge_key
 
 __all__ = ["KubernetesJoinConfig", "LeaderConfig", "SlurmWorkerConfig", "WorkersConfig"]
 
@@ -64,14 +63,6 @@ class KubernetesJoinConfig(BaseModel):
     api_endpoint: str | None = None
     """host:port of the API server; default: the leader, port 6443."""
 
-    @field_validator("token_file")
-    @classmethod
-    def _token(cls, value: Path) -> Path:
-        if not value.is_file():
-            raise ValueError("expected an existing, readable token file")
-        read_kubeadm_token(value)  # ValueError saying what is wrong, never the contents
-        return value
-
     @field_validator("ca_cert_hash")
     @classmethod
     def _hash(cls, value: str) -> str:
@@ -106,14 +97,6 @@ class SlurmWorkerConfig(BaseModel):
     """slurmd on the machine image."""
     munged: str = "/usr/sbin/munged"
     """munged on the machine image."""
-
-    @field_validator("munge_key_file")
-    @classmethod
-    def _key(cls, value: Path) -> Path:
-        if not value.is_file():
-            raise ValueError("expected an existing, readable munge key file")
-        read_munge_key(value)
-        return value
 
     @field_validator("conf_server")
     @classmethod
