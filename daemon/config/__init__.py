@@ -2,10 +2,15 @@
 
 ``load_config(path)`` returns a ``ShoalConfig`` or raises ``ConfigError`` whose ``errors``
 each name the field path (``scaler.beta_inertia``, ``node_types[1].max``), the offending
-value and what was expected. ``ShoalConfig.policy(shapes, prices)`` turns the config into
-the planner's ``scaler.Policy``; ``retry_policy()`` gives the provider ``RetryPolicy``;
-``workers`` is what the provider's ``prepare_workers`` takes (``providers.workers``).
-Every key is documented in ``config.example.yaml``.
+value and what was expected. One module a section (``provider``, ``workers``, ``scaler``,
+``demand``, ``api``, ``slurm``); this package re-exports them and holds the checks across
+sections and the loading.
+
+Validation only, on the file alone: the same answer on any machine. The files the config
+names (token files, munge key, state directories) are checked by ``preflight.preflight``,
+which ``shoal run`` calls at start; ``daemon.wiring`` turns the config into the planner's
+``Policy``, the ``RetryPolicy`` and the backoff policy. Every key is documented in
+``config.example.yaml``.
 """
 
 from __future__ import annotations
@@ -50,9 +55,6 @@ from shoal.daemon.config.workers import (
     WorkersConfig,
 )
 from shoal.daemon.units import Duration, Size
-from shoal.providers.retry import RetryPolicy
-from shoal.scaler.model import NodeType, Policy
-from shoal.scaler.shape import Shape, parse_node_types
 
 __all__ = [
     "ApiConfig",
@@ -231,70 +233,6 @@ class ShoalConfig(BaseModel):
         for entry in self.node_types:
             out.extend(t for t in entry.instance_types if t not in out)
         return out
-
-    def node_type_specs(self) -> list[tuple[set[str], float | None]]:
-        """The entries as ``parse_node_types`` gives them (for setAutoscaledNodeTypes)."""
-        return [parse_node_types(entry.type)[0] for entry in self.node_types]
-
-    def policy(
-        self, shapes: Mapping[str, Shape], prices: Mapping[str, float | None] | None = None
-    ) -> Policy:
-        """The planner policy. ``shapes``/``prices`` are keyed by instance type; for a spot
-        entry, ``prices`` may hold ``"<type>:spot"`` which is preferred to the on-demand price.
-        Raises ``KeyError`` naming an instance type with no shape."""
-        prices = prices or {}
-        node_types = []
-        for entry in self.node_types:
-            first = entry.instance_types[0]
-            if first not in shapes:
-                raise KeyError(f"no shape for instance type {first!r}")
-            base = shapes[first]
-            bid = entry.bid
-            shape = Shape(base.wallTime, base.memory, base.cores, base.disk, bid is not None)
-            price = prices.get(f"{first}:spot") if bid is not None else None
-            if price is None:
-                price = prices.get(first)
-            node_types.append(
-                NodeType(
-                    name=entry.type,
-                    instance_types=entry.instance_types,
-                    shape=shape,
-                    price_per_hour=price,
-                    bid=bid,
-                    min_nodes=entry.min,
-                    max_nodes=entry.max,
-                    zones=self.provider.launch_zones,
-                )
-            )
-        s = self.scaler
-        return Policy(
-            node_types=tuple(node_types),
-            target_time=s.target_time,
-            beta_inertia=s.beta_inertia,
-            preemptible_compensation=s.preemptible_compensation,
-            compensate_other_types=s.compensate_other_types,
-            node_memory_overhead=s.node_memory_overhead,
-            node_disk_overhead=s.node_disk_overhead,
-            scale_down_unneeded_time=s.unneeded_time,
-            scale_down_budget=s.scale_down_budget,
-            join_timeout=s.join_timeout,
-            unhealthy_timeout=s.unhealthy_timeout,
-            unhealthy_ok_count=s.unhealthy_ok_count,
-            unhealthy_max_fraction=s.unhealthy_max_fraction,
-            cost_ceiling_per_hour=s.cost_ceiling_per_hour,
-            packing=s.packing,
-            solver_time_limit=s.solver_time_limit,
-        )
-
-    def retry_policy(self) -> RetryPolicy:
-        r = self.scaler.retry
-        return RetryPolicy(
-            attempts=r.attempts, initial=r.initial, maximum=r.max, deadline=r.deadline
-        )
-
-    def backoff_bounds(self) -> tuple[float, float]:
-        """(initial, max) seconds of an offering's backoff after a capacity error."""
-        return self.scaler.backoff.initial, self.scaler.backoff.max
 
 
 # --- loading -------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from typing import Literal
 
 from pydantic import BaseModel, field_validator
 from shoal.daemon.config.common import _STRICT
-from shoal.daemon.demand import DemandReports
 from shoal.daemon.units import PositiveDuration
 
 __all__ = ["DemandConfig", "DemandField", "DrainConfig"]
@@ -42,9 +41,6 @@ class DemandConfig(BaseModel):
         if "queued" not in value:
             raise ValueError("must include queued")
         return tuple(dict.fromkeys(value))
-
-    def pushed_reports(self) -> DemandReports:
-        return DemandReports(running="running" in self.reports, joined="joined" in self.reports)
 
     def sources(self) -> list[str]:
         """The demand sources configured."""

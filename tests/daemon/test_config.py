@@ -12,6 +12,13 @@ from shoal.daemon.cli import main
 from shoal.daemon.config import ConfigError, ShoalConfig, load_config, parse_config
 from shoal.daemon.config.preflight import preflight
 from shoal.daemon.demand import DemandReports
+from shoal.daemon.wiring import (
+    backoff_policy,
+    demand_reports,
+    node_type_specs,
+    planner_policy,
+    retry_policy,
+)
 from shoal.providers.retry import RetryPolicy
 from shoal.scaler.model import GiB
 from shoal.scaler.shape import Shape
@@ -37,8 +44,9 @@ def test_example_config_loads() -> None:
     assert config.scaler.node_memory_overhead is None  # Toil's reservation by node size
     assert config.scaler.packing == "auto" and config.scaler.solver_time_limit == 0.2
     assert config.drain.undrain_command is None and config.drain.undrain_webhook is None
-    assert config.retry_policy() == RetryPolicy(attempts=5, initial=0.5, maximum=20.0, deadline=120)
-    assert config.backoff_bounds() == (60.0, 600.0)
+    assert retry_policy(config) == RetryPolicy(attempts=5, initial=0.5, maximum=20.0, deadline=120)
+    backoff = backoff_policy(config)
+    assert (backoff.initial, backoff.maximum, backoff.quota_initial) == (60.0, 600.0, 300.0)
     assert config.instance_types() == ["c5.xlarge", "c5a.xlarge", "r5.large"]
 
 
@@ -63,7 +71,7 @@ def test_minimal_config_and_toil_string() -> None:
         ("r5.large:0.05", 0, 10),
     ]
     assert config.node_types[1].bid == 0.05
-    assert config.node_type_specs() == [({"c5.xlarge", "c5a.xlarge"}, None), ({"r5.large"}, 0.05)]
+    assert node_type_specs(config) == [({"c5.xlarge", "c5a.xlarge"}, None), ({"r5.large"}, 0.05)]
 
 
 async def test_storage_overrides_the_config_accepts_reach_the_provider() -> None:
@@ -389,7 +397,7 @@ def test_policy_from_shapes() -> None:
         "r5.large": Shape(3600, 16 * GiB, 2, 50 * GiB, False),
     }
     prices = {"c5.xlarge": 0.17, "c5a.xlarge": 0.154, "r5.large": 0.126, "r5.large:spot": 0.04}
-    policy = config.policy(shapes, prices)
+    policy = planner_policy(config, shapes, prices)
     first, spot = policy.node_types
     assert first.name == "c5.xlarge/c5a.xlarge"
     assert first.instance_types == ("c5.xlarge", "c5a.xlarge")
@@ -418,16 +426,16 @@ def test_policy_from_shapes() -> None:
         "unhealthy_ok_count": 5,
         "unhealthy_max_fraction": 0.3,
     }
-    flat = parse_config(data).policy(shapes, prices)
+    flat = planner_policy(parse_config(data), shapes, prices)
     assert flat.unhealthy_timeout == 420.0
     assert (flat.unhealthy_ok_count, flat.unhealthy_max_fraction) == (5, 0.3)
     assert flat.packing == "cost" and flat.solver_time_limit == pytest.approx(0.05)
     assert (flat.node_memory_overhead, flat.node_disk_overhead) == (GiB, 4 * GiB)
     assert flat.compensate_other_types
     # no spot price: the on-demand price stands in
-    assert config.policy(shapes, {"r5.large": 0.126}).node_types[1].price_per_hour == 0.126
+    assert planner_policy(config, shapes, {"r5.large": 0.126}).node_types[1].price_per_hour == 0.126
     with pytest.raises(KeyError, match=r"c5\.xlarge"):
-        config.policy({}, {})
+        planner_policy(config, {}, {})
 
 
 def test_check_config_main(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -517,7 +525,7 @@ def test_idle_scale_down_needs_running_jobs_or_a_drain_hook() -> None:
     assert issue.path == "drain"
     assert "add running to demand.reports" in str(issue) and "drain.command" in str(issue)
     data["drain"] = {"command": ["kubectl", "drain", "{node}"]}
-    assert parse_config(data).demand.pushed_reports() == DemandReports(running=False)
+    assert demand_reports(parse_config(data).demand) == DemandReports(running=False)
     data["demand"] = {"api": True, "reports": ["running"]}
     with pytest.raises(ConfigError, match="must include queued"):
         parse_config(data)
