@@ -84,23 +84,36 @@ __all__ = [
 
 
 class ShoalConfig(BaseModel):
+    """shoal's configuration file (every key: config.example.yaml)."""
+
     model_config = _STRICT
 
     cluster_name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Names this cluster; tags every instance shoal launches."""
     provider: ProviderConfig
+    """The cloud workers launch in: kind simulated, aws or local."""
     node_types: Annotated[tuple[NodeTypeEntry, ...], BeforeValidator(_node_types)]
+    """Node types with their limits: a list of entries, or a Toil string
+    "c5.xlarge/c5a.xlarge,r5.large:0.05" (entries with default limits)."""
     scaler: ScalerConfig = Field(default_factory=ScalerConfig)
+    """Planning and scaling: timers, Toil's estimate, scale-down, health, packing, backoff,
+    retries."""
     demand: DemandConfig = Field(default_factory=DemandConfig)
+    """Where demand comes from."""
     drain: DrainConfig = Field(default_factory=DrainConfig, validate_default=True)
+    """Hooks that empty a node before it is terminated."""
     api: ApiConfig = Field(default_factory=ApiConfig)
+    """The HTTP listener."""
     workers: WorkersConfig | None = None
     """How launched workers join the scheduler; absent: they join nothing."""
     slurm: SlurmConfig | None = None
+    """Slurm as the demand source and scheduler (with demand.slurm: true)."""
     state_dir: Path | None = None
     """Where shoal keeps what must survive a crash (the launch ledger, drains, Slurm
     power-save requests, suspends and holds), written before the action it protects.
     Absent: kept in memory only, so a restart forgets launches in flight."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    """Logging threshold (case-insensitive)."""
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -45,6 +45,8 @@ def check_listen(host: str, token: str | Path | None) -> None:
 
 
 class ApiConfig(BaseModel):
+    """The HTTP listener: metrics, health, status and PUT /v1/demand."""
+
     model_config = _STRICT
 
     listen: str = "127.0.0.1:8089"

@@ -16,6 +16,8 @@ DemandField = Literal["queued", "running", "joined"]
 
 
 class DemandConfig(BaseModel):
+    """Where demand comes from (docs/demand-api.md)."""
+
     model_config = _STRICT
 
     api: bool = True
@@ -54,6 +56,8 @@ class DemandConfig(BaseModel):
 
 
 class DrainConfig(BaseModel):
+    """Hooks run before a node is terminated, and when a draining node is taken back."""
+
     model_config = _STRICT
 
     command: tuple[str, ...] | None = None

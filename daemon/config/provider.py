@@ -67,6 +67,7 @@ class SimulatedProviderConfig(_ProviderCommon):
     """The in-process simulated cloud (catalogue of AWS-like types, prices, boot delays)."""
 
     kind: Literal["simulated"]
+    """The in-process simulated cloud."""
     boot_delay: Duration = 20.0
     """Time from launch until the instance is running."""
     join_delay: Duration = 10.0
@@ -85,9 +86,11 @@ class AwsProviderConfig(_ProviderCommon):
     """Amazon EC2 (aiobotocore); credentials come from the usual AWS chain, never from here."""
 
     kind: Literal["aws"]
+    """Amazon EC2."""
     cluster_type: Literal["mesos", "kubernetes", "slurm"] = "mesos"
     """The scheduler workers join (Toil's clusterType; slurm: munge and a configless slurmd)."""
     region: str = Field(min_length=1)
+    """The EC2 region, e.g. us-west-2."""
     endpoint_url: str | None = None
     """Alternative EC2 endpoint (e.g. a moto server in tests)."""
     metadata_endpoint: str = "http://169.254.169.254"
@@ -95,11 +98,17 @@ class AwsProviderConfig(_ProviderCommon):
     image_id: str | None = None
     """AMI id; or give image_name and image_owner to look it up."""
     image_name: str | None = None
+    """AMI name to look up (with image_owner); the newest match is used."""
     image_owner: str | None = None
+    """Account id (or alias) that owns the AMI named by image_name."""
     subnet_id: str | None = None
+    """Subnet workers launch in (absent: the default subnet of the zone)."""
     security_group_ids: tuple[str, ...] = ()
+    """Security groups of every worker."""
     key_name: str | None = None
+    """EC2 key pair for SSH to the workers."""
     instance_profile_arn: str | None = None
+    """IAM instance profile of the workers."""
     extra_tags: dict[str, str] = Field(default_factory=dict)
     """Tags added to every instance (besides shoal's membership tags)."""
     price_refresh: bool = True
@@ -129,7 +138,9 @@ class LocalInstanceTypeConfig(BaseModel):
 
     model_config = _STRICT
     cores: int = Field(ge=1, le=4096)
+    """CPUs the node's slurmd reports."""
     memory: Size = Field(gt=0)
+    """RealMemory the node's slurmd reports."""
     price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     """USD per hour (only cost features need it)."""
 
@@ -138,8 +149,11 @@ class LocalProviderConfig(_ProviderCommon):
     """Local processes for Slurm tests and demos: launching a node starts a slurmd here."""
 
     kind: Literal["local"]
+    """slurmd processes on this machine (Slurm tests and demos)."""
     cluster_type: Literal["slurm"] = "slurm"  # type: ignore[assignment]
+    """The local provider runs Slurm workers only."""
     zone: str | None = Field(default="local", min_length=1)
+    """The zone name its nodes report."""
     state_dir: Path
     """Where the provider keeps its records (instances.json) and the slurmd logs."""
     slurmd: str = Field(default="slurmd", min_length=1)
@@ -147,6 +161,7 @@ class LocalProviderConfig(_ProviderCommon):
     slurm_conf: Path | None = None
     """SLURM_CONF for the slurmd processes; default slurm.slurm_conf, else slurmd's own."""
     instance_types: dict[str, LocalInstanceTypeConfig] = Field(min_length=1)
+    """The local "machines" by type name: what each slurmd reports."""
     capacity: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     """Per type limit on instances running at once (absent: unlimited; 0: a stock-out)."""
     launch_delay: Duration = 0.0

@@ -23,8 +23,12 @@ class NodeTypeEntry(BaseModel):
     model_config = _STRICT
 
     type: str
+    """Toil node type: instance types in preference order separated by "/"; ":<bid>" makes
+    it spot (e.g. "c5.xlarge/c5a.xlarge", "r5.large:0.05")."""
     min: int = Field(default=0, ge=0)
+    """Never fewer nodes of this type."""
     max: int = Field(default=10, ge=0)
+    """Never more nodes of this type."""
 
     @field_validator("type")
     @classmethod
@@ -68,7 +72,9 @@ class Backoff(BaseModel):
 
     model_config = _STRICT
     initial: PositiveDuration = 180.0
+    """First backoff, doubled at each further capacity error."""
     max: PositiveDuration = 1800.0
+    """The longest backoff."""
 
     @model_validator(mode="after")
     def _order(self) -> Backoff:
@@ -82,9 +88,13 @@ class RetryConfig(BaseModel):
 
     model_config = _STRICT
     attempts: int = Field(default=5, ge=1, le=100)
+    """Total tries, the first included."""
     initial: PositiveDuration = 0.5
+    """First wait between tries."""
     max: PositiveDuration = 20.0
+    """The longest wait between tries."""
     deadline: PositiveDuration = 120.0
+    """Give up on the call after this long."""
 
     @model_validator(mode="after")
     def _order(self) -> RetryConfig:
@@ -94,6 +104,8 @@ class RetryConfig(BaseModel):
 
 
 class ScalerConfig(BaseModel):
+    """The planner's and the control loop's knobs."""
+
     model_config = _STRICT
 
     interval: PositiveDuration = 30.0
@@ -103,6 +115,7 @@ class ScalerConfig(BaseModel):
     target_time: PositiveDuration = 3600.0
     """Jobs should start within this time (Toil's targetTime)."""
     beta_inertia: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Smoothing weight of the previous node-count estimate (Toil's betaInertia)."""
     preemptible_compensation: float = Field(default=0.0, ge=0.0, le=1.0)
     """On-demand nodes of the same instance type per missing spot node (Toil's)."""
     compensate_other_types: bool = False
@@ -112,13 +125,16 @@ class ScalerConfig(BaseModel):
     node_disk_overhead: Size | None = None
     """Disk kept per node for the OS; unset: Toil's 5 GB + 5 % of the disk."""
     unneeded_time: Duration = 600.0
+    """A node idle this long may be scaled down."""
     scale_down_budget: float = Field(default=0.1, gt=0.0, le=1.0)
+    """Fraction of the nodes removable in one pass (at least one)."""
     join_timeout: PositiveDuration = 900.0
     """A node never seen joined is terminated this long after its launch."""
     unhealthy_timeout: PositiveDuration = 600.0
     """A node that joined and then is missing from every read this long is replaced, if it
     runs nothing; meanwhile it counts as capacity."""
     unhealthy_ok_count: int = Field(default=3, ge=0)
+    """Missing nodes tolerated before replacements stop (see unhealthy_max_fraction)."""
     unhealthy_max_fraction: float = Field(default=0.45, ge=0.0, le=1.0)
     """No missing node is replaced while more than max(unhealthy_ok_count,
     unhealthy_max_fraction x nodes) are missing, in the cluster or in their node type (the
@@ -127,6 +143,8 @@ class ScalerConfig(BaseModel):
     launch_ledger_ttl: PositiveDuration = 600.0
     """A node the cloud accepted but never lists within this time counts as never joined."""
     cost_ceiling_per_hour: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    """Dollars per hour the target cluster may cost (needs a price for every node type);
+    absent: no ceiling."""
     packing: Literal["auto", "count", "cost"] = "auto"
     """"count": each job to the first node type that fits (Toil's order); "cost": the
     cheapest mix of priced node types, after the room live nodes have; "auto": "cost"
@@ -134,4 +152,6 @@ class ScalerConfig(BaseModel):
     solver_time_limit: Duration = Field(default=0.2, ge=0.0)
     """Solver (HiGHS) time per pass for cost packing; 0: the heuristic alone."""
     backoff: Backoff = Field(default_factory=Backoff)
+    """An offering's backoff after a capacity error."""
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    """Retries of each provider call (EC2, the Pricing API) on throttling and server errors."""

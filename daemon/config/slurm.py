@@ -21,11 +21,15 @@ class SlurmConfig(BaseModel):
     hooks) and shoal launches and terminates the named nodes; external: shoal's planner
     decides from the queue, with dynamic nodes (slurmd -Z) it drains and deletes."""
     squeue: str = Field(default="squeue", min_length=1)
+    """The squeue command (a name on PATH or a path)."""
     sinfo: str = Field(default="sinfo", min_length=1)
+    """The sinfo command (a name on PATH or a path)."""
     scontrol: str = Field(default="scontrol", min_length=1)
+    """The scontrol command (a name on PATH or a path)."""
     slurm_conf: Path | None = None
     """SLURM_CONF for the commands (None: theirs, /etc/slurm/slurm.conf)."""
     command_timeout: PositiveDuration = 30.0
+    """A Slurm command still running after this long is killed; the read failed."""
     poll_interval: PositiveDuration = 10.0
     """squeue and sinfo are read this often, and at once after a resume request."""
     max_age: PositiveDuration | None = None

@@ -134,5 +134,8 @@ class WorkersConfig(BaseModel):
 
     model_config = _STRICT
     leader: LeaderConfig | None = None
+    """Where the leader is (mesos workers need it; the others default to it)."""
     kubernetes: KubernetesJoinConfig | None = None
+    """cluster_type kubernetes: the kubeadm join values."""
     slurm: SlurmWorkerConfig | None = None
+    """cluster_type slurm: munge and a configless slurmd."""

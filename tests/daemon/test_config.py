@@ -503,6 +503,25 @@ def test_run_with_invalid_config_exits_2(tmp_path: Path) -> None:
     assert main(["run", "-c", str(bad)]) == 2
 
 
+def test_schema_describes_every_key() -> None:
+    """`shoal config-schema` is what operators read: every key and section says what it is
+    (a duration or size key more than the unit's generic text)."""
+    from shoal.daemon.units import DURATION_SCHEMA, SIZE_SCHEMA
+
+    schema = ShoalConfig.model_json_schema()
+    generic = {None, DURATION_SCHEMA["description"], SIZE_SCHEMA["description"]}
+    undescribed = []
+    for name, model in [("ShoalConfig", schema), *schema["$defs"].items()]:
+        if "description" not in model:
+            undescribed.append(name)
+        for key, field in model.get("properties", {}).items():
+            ref = field.get("$ref", "").removeprefix("#/$defs/")
+            described = field.get("description") or schema["$defs"].get(ref, {}).get("description")
+            if described in generic:
+                undescribed.append(f"{name}.{key}")
+    assert undescribed == []
+
+
 def test_schema_forbids_extra_keys() -> None:
     schema = ShoalConfig.model_json_schema()
     assert schema["additionalProperties"] is False
