@@ -67,6 +67,11 @@ def _node_types(value: Any) -> Any:
     return value
 
 
+def _initial_not_above_max(initial: float, maximum: float) -> None:
+    if initial > maximum:
+        raise ValueError(f"initial ({initial}s) is greater than max ({maximum}s)")
+
+
 class Backoff(BaseModel):
     """Backoff of an offering (type x zone x capacity type) after a capacity error."""
 
@@ -78,8 +83,7 @@ class Backoff(BaseModel):
 
     @model_validator(mode="after")
     def _order(self) -> Backoff:
-        if self.initial > self.max:
-            raise ValueError(f"initial ({self.initial}s) is greater than max ({self.max}s)")
+        _initial_not_above_max(self.initial, self.max)
         return self
 
 
@@ -98,8 +102,7 @@ class RetryConfig(BaseModel):
 
     @model_validator(mode="after")
     def _order(self) -> RetryConfig:
-        if self.initial > self.max:
-            raise ValueError(f"initial ({self.initial}s) is greater than max ({self.max}s)")
+        _initial_not_above_max(self.initial, self.max)
         return self
 
 
