@@ -53,6 +53,7 @@ from shoal.daemon.loop import Controller, ControllerSettings, PassRecord, Planne
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import TrackedState
 from shoal.daemon.wiring import (
+    api_token,
     backoff_policy,
     demand_reports,
     node_type_specs,
@@ -423,7 +424,7 @@ class Service:
 
     async def _serve(self) -> int:
         config = self.config
-        token = config.api.token()
+        token = api_token(config)
         try:
             check_listen(config.api.host, token)
         except InsecureListenError as exc:

@@ -8,7 +8,8 @@ planner, the provider and the loop.
 - ``node_type_specs(config)``: the entries as the seed's ``setAutoscaledNodeTypes`` takes them;
 - ``retry_policy(config)``: the provider calls' ``RetryPolicy``;
 - ``backoff_policy(config)``: an offering's backoff after a capacity error;
-- ``demand_reports(demand)``: what pushed demand (API, file) reports.
+- ``demand_reports(demand)``: what pushed demand (API, file) reports;
+- ``api_token(config)``: the bearer token, read from ``api.token_file`` (never log it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from shoal.scaler.model import NodeType, Policy
 from shoal.scaler.shape import NodeTypeSpec, Shape, parse_node_types
 
 __all__ = [
+    "api_token",
     "backoff_policy",
     "demand_reports",
     "node_type_specs",
@@ -103,3 +105,9 @@ def backoff_policy(config: ShoalConfig) -> BackoffPolicy:
 def demand_reports(demand: DemandConfig) -> DemandReports:
     """What pushed demand (the API, a file) reports besides the queue."""
     return DemandReports(running="running" in demand.reports, joined="joined" in demand.reports)
+
+
+def api_token(config: ShoalConfig) -> str | None:
+    """The bearer token of the API and the Slurm hooks (never log it); None without a file."""
+    path = config.api.token_file
+    return path.read_text().strip() if path else None

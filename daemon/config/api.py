@@ -72,7 +72,3 @@ class ApiConfig(BaseModel):
     @property
     def port(self) -> int:
         return split_listen(self.listen)[1]
-
-    def token(self) -> str | None:
-        """The bearer token (never log it)."""
-        return self.token_file.read_text().strip() if self.token_file else None

@@ -13,6 +13,7 @@ from shoal.daemon.config import ConfigError, ShoalConfig, load_config, parse_con
 from shoal.daemon.config.preflight import preflight
 from shoal.daemon.demand import DemandReports
 from shoal.daemon.wiring import (
+    api_token,
     backoff_policy,
     demand_reports,
     node_type_specs,
@@ -37,7 +38,7 @@ def test_example_config_loads() -> None:
     assert config.provider.kind == "simulated"
     assert config.demand.demo and config.demand.api
     assert (config.api.host, config.api.port) == ("127.0.0.1", 8089)
-    assert config.api.token() is None
+    assert api_token(config) is None
     assert [e.type for e in config.node_types] == ["c5.xlarge/c5a.xlarge", "r5.large:0.05"]
     assert config.scaler.interval == 10.0
     assert config.scaler.debounce == pytest.approx(0.2)
@@ -365,7 +366,7 @@ def test_token_file_makes_open_listen_valid(tmp_path: Path) -> None:
     data["api"] = {"listen": "0.0.0.0:9000", "token_file": "token"}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
     config = load_config(tmp_path / "c.yaml")  # token_file relative to the config file
-    assert config.api.token() == "s3cret"
+    assert api_token(config) == "s3cret"
     assert config.api.port == 9000
     assert preflight(config) == []
     token.write_text("  \n")
