@@ -8,18 +8,11 @@ from typing import Any
 
 import pytest
 import yaml
+from shoal.daemon import wiring
 from shoal.daemon.cli import main
 from shoal.daemon.config import ConfigError, ShoalConfig, load_config, parse_config
 from shoal.daemon.config.preflight import preflight
 from shoal.daemon.demand import DemandReports
-from shoal.daemon.wiring import (
-    api_token,
-    backoff_policy,
-    demand_reports,
-    node_type_specs,
-    planner_policy,
-    retry_policy,
-)
 from shoal.providers.retry import RetryPolicy
 from shoal.scaler.model import GiB
 from shoal.scaler.shape import Shape
@@ -38,15 +31,17 @@ def test_example_config_loads() -> None:
     assert config.provider.kind == "simulated"
     assert config.demand.demo and config.demand.api
     assert (config.api.host, config.api.port) == ("127.0.0.1", 8089)
-    assert api_token(config) is None
+    assert wiring.api_token(config) is None
     assert [e.type for e in config.node_types] == ["c5.xlarge/c5a.xlarge", "r5.large:0.05"]
     assert config.scaler.interval == 10.0
     assert config.scaler.debounce == pytest.approx(0.2)
     assert config.scaler.node_memory_overhead is None  # Toil's reservation by node size
     assert config.scaler.packing == "auto" and config.scaler.solver_time_limit == 0.2
     assert config.drain.undrain_command is None and config.drain.undrain_webhook is None
-    assert retry_policy(config) == RetryPolicy(attempts=5, initial=0.5, maximum=20.0, deadline=120)
-    backoff = backoff_policy(config)
+    assert wiring.retry_policy(config) == RetryPolicy(
+        attempts=5, initial=0.5, maximum=20.0, deadline=120
+    )
+    backoff = wiring.backoff_policy(config)
     assert (backoff.initial, backoff.maximum, backoff.quota_initial) == (60.0, 600.0, 300.0)
     assert config.instance_types() == ["c5.xlarge", "c5a.xlarge", "r5.large"]
 
@@ -72,7 +67,10 @@ def test_minimal_config_and_toil_string() -> None:
         ("r5.large:0.05", 0, 10),
     ]
     assert config.node_types[1].bid == 0.05
-    assert node_type_specs(config) == [({"c5.xlarge", "c5a.xlarge"}, None), ({"r5.large"}, 0.05)]
+    assert wiring.node_type_specs(config) == [
+        ({"c5.xlarge", "c5a.xlarge"}, None),
+        ({"r5.large"}, 0.05),
+    ]
 
 
 async def test_storage_overrides_the_config_accepts_reach_the_provider() -> None:
@@ -366,7 +364,7 @@ def test_token_file_makes_open_listen_valid(tmp_path: Path) -> None:
     data["api"] = {"listen": "0.0.0.0:9000", "token_file": "token"}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
     config = load_config(tmp_path / "c.yaml")  # token_file relative to the config file
-    assert api_token(config) == "s3cret"
+    assert wiring.api_token(config) == "s3cret"
     assert config.api.port == 9000
     assert preflight(config) == []
     token.write_text("  \n")
@@ -398,7 +396,7 @@ def test_policy_from_shapes() -> None:
         "r5.large": Shape(3600, 16 * GiB, 2, 50 * GiB, False),
     }
     prices = {"c5.xlarge": 0.17, "c5a.xlarge": 0.154, "r5.large": 0.126, "r5.large:spot": 0.04}
-    policy = planner_policy(config, shapes, prices)
+    policy = wiring.planner_policy(config, shapes, prices)
     first, spot = policy.node_types
     assert first.name == "c5.xlarge/c5a.xlarge"
     assert first.instance_types == ("c5.xlarge", "c5a.xlarge")
@@ -427,16 +425,19 @@ def test_policy_from_shapes() -> None:
         "unhealthy_ok_count": 5,
         "unhealthy_max_fraction": 0.3,
     }
-    flat = planner_policy(parse_config(data), shapes, prices)
+    flat = wiring.planner_policy(parse_config(data), shapes, prices)
     assert flat.unhealthy_timeout == 420.0
     assert (flat.unhealthy_ok_count, flat.unhealthy_max_fraction) == (5, 0.3)
     assert flat.packing == "cost" and flat.solver_time_limit == pytest.approx(0.05)
     assert (flat.node_memory_overhead, flat.node_disk_overhead) == (GiB, 4 * GiB)
     assert flat.compensate_other_types
     # no spot price: the on-demand price stands in
-    assert planner_policy(config, shapes, {"r5.large": 0.126}).node_types[1].price_per_hour == 0.126
+    assert (
+        wiring.planner_policy(config, shapes, {"r5.large": 0.126}).node_types[1].price_per_hour
+        == 0.126
+    )
     with pytest.raises(KeyError, match=r"c5\.xlarge"):
-        planner_policy(config, {}, {})
+        wiring.planner_policy(config, {}, {})
 
 
 def test_check_config_main(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -545,7 +546,7 @@ def test_idle_scale_down_needs_running_jobs_or_a_drain_hook() -> None:
     assert issue.path == "drain"
     assert "add running to demand.reports" in str(issue) and "drain.command" in str(issue)
     data["drain"] = {"command": ["kubectl", "drain", "{node}"]}
-    assert demand_reports(parse_config(data).demand) == DemandReports(running=False)
+    assert wiring.demand_reports(parse_config(data).demand) == DemandReports(running=False)
     data["demand"] = {"api": True, "reports": ["running"]}
     with pytest.raises(ConfigError, match="must include queued"):
         parse_config(data)
