@@ -1,7 +1,9 @@
 """The ``shoal`` command: run the daemon, check a config, print its schema, plan once.
 
-shoal run -c FILE                  the daemon (exit 2 when the config is invalid)
-shoal check-config FILE            "OK" or every error (path, value, expectation); exit 2
+shoal run -c FILE                  the daemon (exit 2 when the config is invalid or fails preflight)
+shoal check-config [--preflight] FILE
+                                   "OK" or every error (path, value, expectation); exit 2;
+                                   --preflight: also the files it names, as `run` checks them
 shoal config-schema                JSON schema of the config file
 shoal demand-schema                JSON schema of PUT /v1/demand's body (docs/demand-api.md)
 shoal plan -c FILE --demand FILE [--nodes FILE]
@@ -71,9 +73,20 @@ def _load(path: str) -> ShoalConfig | None:
         return None
 
 
+def _preflight_ok(config: ShoalConfig, source: str) -> bool:
+    """The files and directories the config names are usable here; else print why."""
+    from shoal.daemon.config import ConfigError
+    from shoal.daemon.config.preflight import preflight
+
+    issues = preflight(config)
+    if issues:
+        _print_errors(ConfigError(source, issues))
+    return not issues
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    if config is None:
+    if config is None or not _preflight_ok(config, args.config):
         return 2
     from shoal.daemon import service
 
@@ -82,12 +95,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     """Validate the file, and that cost features have a price for every type (from what the
-    provider ships, without calling a cloud)."""
+    provider ships, without calling a cloud); the same on any machine. ``--preflight`` also
+    checks the files and directories it names, as ``shoal run`` does at start."""
     from shoal.daemon.config import ConfigError
     from shoal.daemon.service import price_issues, unpriced_offline
 
     config = _load(args.file)
-    if config is None:
+    if config is None or (args.preflight and not _preflight_ok(config, args.file)):
         return 2
     where = {"simulated": "the simulated catalogue"}.get(
         config.provider.kind, f"the shipped {config.provider.kind} price table"
@@ -340,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file; print OK or every error")
     check.add_argument("file", help="YAML config file")
+    check.add_argument(
+        "--preflight",
+        action="store_true",
+        help="also check, on this machine, the files and directories the config names (token "
+        "files, munge key, state_dir), as `shoal run` does at start",
+    )
     check.set_defaults(func=_cmd_check)
 
     schema = sub.add_parser("config-schema", help="print the config file's JSON schema")

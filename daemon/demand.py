@@ -40,13 +40,11 @@ from typing import Annotated, Any, Protocol
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
-    WithJsonSchema,
 )
-from shoal.daemon.units import DURATION_SCHEMA, SIZE_SCHEMA, parse_duration, parse_size
+from shoal.daemon.units import Duration, Size
 from shoal.providers.clock import Clock
 from shoal.scaler.model import Demand, QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
@@ -73,8 +71,6 @@ MAX_COUNT = 10_000_000
 MAX_NODE_COUNT = 10_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
-Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(SIZE_SCHEMA)]
-Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
 # the attribute docstrings are the field descriptions of `shoal demand-schema`
 _STRICT = ConfigDict(
     extra="forbid", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True

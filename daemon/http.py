@@ -15,19 +15,19 @@ With Slurm (``demand.slurm``), ``daemon.slurm.integration`` adds ``POST /v1/slur
 ``/suspend``, ``/resume-fail`` (the power-saving hooks, same bearer token) and
 ``GET /v1/slurm``.
 
-``check_listen`` refuses a listener beyond loopback without a token. Tokens are compared in
-constant time and never logged.
+``check_listen`` (the config's listener rule, ``daemon.config.api``) refuses a listener beyond
+loopback without a token. Tokens are compared in constant time and never logged.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
+from shoal.daemon.config.api import InsecureListenError, check_listen
 from shoal.daemon.demand import MAX_BODY_BYTES, DemandError, DemandReports, parse_demand
 from shoal.daemon.loop import Controller
 from shoal.daemon.metrics import CONTENT_TYPE_LATEST
@@ -47,27 +47,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 HTTP_SHUTDOWN_TIMEOUT = 1.0  # seconds requests in flight get to finish when shoal stops
 CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
-
-
-class InsecureListenError(ValueError):
-    """Listening beyond loopback without a bearer token."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_listen(host: str, token: str | None) -> None:
-    if not token and not is_loopback(host):
-        raise InsecureListenError(
-            f"refusing to listen on {host!r} without a bearer token: set api.token_file "
-            "or listen on 127.0.0.1"
-        )
 
 
 def bearer_authorized(request: web.Request, token: str | None) -> bool:

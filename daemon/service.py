@@ -6,7 +6,8 @@ Lifecycle::
       policy ─► executor, controller; integrations' planner, drain hooks, launch tags)
       ─► integrations built around the controller (daemon.integration) ─► HTTP listener
       ─► controller.run(): reconcile ─► READY=1 ─► passes (WATCHDOG=1 after each healthy one)
-    SIGHUP          reload the config file; an invalid one is refused and the old one kept
+    SIGHUP          reload the config file; an invalid one (or one whose files fail
+                    ``preflight``) is refused and the old one kept
     SIGTERM/SIGINT  STOPPING=1, finish the current pass, launch nothing new, exit 0 (< 10 s)
 
 systemd notifications are datagrams to ``$NOTIFY_SOCKET`` (``@`` = abstract namespace),
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.daemon.config import ConfigError, ConfigIssue, ShoalConfig, load_config
+from shoal.daemon.config.preflight import preflight
 from shoal.daemon.demand import (
     DemandFailure,
     DemandSource,
@@ -50,9 +52,17 @@ from shoal.daemon.integration import Integration, integration_kinds
 from shoal.daemon.loop import Controller, ControllerSettings, PassRecord, Planner
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import TrackedState
+from shoal.daemon.wiring import (
+    api_token,
+    backoff_policy,
+    demand_reports,
+    node_type_specs,
+    planner_policy,
+    retry_policy,
+)
 from shoal.providers.base import AbstractProvisioner
 from shoal.providers.clock import Clock, SystemClock
-from shoal.scaler.backoff import BackoffPolicy, BackoffTable
+from shoal.scaler.backoff import BackoffTable
 from shoal.scaler.model import Policy
 
 __all__ = [
@@ -167,12 +177,12 @@ def catalogue_policy(config: ShoalConfig, provider: AbstractProvisioner) -> Poli
     for t in types:
         prices[t] = provider.instancePrice(t, False)
         prices[f"{t}:spot"] = provider.instancePrice(t, True)
-    return config.policy(shapes, prices)
+    return planner_policy(config, shapes, prices)
 
 
 async def build_policy(config: ShoalConfig, provider: AbstractProvisioner) -> Policy:
     """Look the configured types up in the provider's catalogue; the planner policy."""
-    await provider.setAutoscaledNodeTypes(config.node_type_specs())
+    await provider.setAutoscaledNodeTypes(node_type_specs(config))
     await provider.catalogue(config.instance_types())
     return catalogue_policy(config, provider)
 
@@ -248,7 +258,7 @@ def build_drain_hook(config: ShoalConfig) -> DrainHook:
 
 
 def controller_settings(config: ShoalConfig) -> ControllerSettings:
-    retry = config.retry_policy()
+    retry = retry_policy(config)
     return ControllerSettings(
         interval=config.scaler.interval,
         debounce=config.scaler.debounce,
@@ -256,11 +266,6 @@ def controller_settings(config: ShoalConfig) -> ControllerSettings:
         stuck_after=3 * retry.deadline + config.scaler.interval,
         ledger_ttl=config.scaler.launch_ledger_ttl,
     )
-
-
-def backoff_policy(config: ShoalConfig) -> BackoffPolicy:
-    initial, maximum = config.backoff_bounds()
-    return BackoffPolicy(initial=initial, maximum=maximum, quota_initial=max(initial, maximum / 2))
 
 
 async def build_controller(
@@ -283,7 +288,7 @@ async def build_controller(
         provider,
         clock,
         metrics,
-        retry=config.retry_policy(),
+        retry=retry_policy(config),
         drain_hook=build_drain_hook(config),
         undrain_hook=build_undrain_hook(config),
         launch_tags=next(filter(None, (k.launch_tags(config) for k in kinds)), None),
@@ -360,6 +365,9 @@ class Service:
         try:
             try:
                 new = load_config(self.config_path)
+                issues = preflight(new)
+                if issues:
+                    raise ConfigError(str(self.config_path), issues)
             except ConfigError as exc:
                 issues = "; ".join(str(e) for e in exc.errors)
                 log.error('event=reload_refused path=%s errors="%s"', self.config_path, issues)
@@ -377,7 +385,7 @@ class Service:
             controller = self.controller
             controller.set_policy(policy, controller_settings(new))
             controller.policy_source = functools.partial(catalogue_policy, new, self._provider())
-            controller.executor.retry = new.retry_policy()
+            controller.executor.retry = retry_policy(new)
             controller.executor.drain_hook = build_drain_hook(new)
             controller.executor.undrain_hook = build_undrain_hook(new)
             controller.backoff = dataclasses.replace(controller.backoff, policy=backoff_policy(new))
@@ -416,7 +424,7 @@ class Service:
 
     async def _serve(self) -> int:
         config = self.config
-        token = config.api.token()
+        token = api_token(config)
         try:
             check_listen(config.api.host, token)
         except InsecureListenError as exc:
@@ -456,7 +464,7 @@ class Service:
             controller,
             token=token,
             accept_demand=config.demand.api,
-            reports=config.demand.pushed_reports(),
+            reports=demand_reports(config.demand),
             max_age=config.demand.max_age,
         )
         for integration in self.integrations:
@@ -562,7 +570,7 @@ class Service:
         d = config.demand
         if d.file is not None:
             sources.append(
-                FileDemandSource(d.file, self.clock, reports=d.pushed_reports(), max_age=d.max_age)
+                FileDemandSource(d.file, self.clock, reports=demand_reports(d), max_age=d.max_age)
             )
         if config.demand.demo:
             sources.append(DemoDemandSource(self.clock, node_names=self._ready_nodes))

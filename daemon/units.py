@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 __all__ = [
     "DURATION_SCHEMA",
     "SIZE_SCHEMA",
+    "Duration",
+    "PositiveDuration",
+    "Size",
     "format_duration",
     "parse_duration",
     "parse_size",
@@ -128,3 +134,13 @@ def format_duration(seconds: float) -> str:
             out.append(f"{rest // size}{unit}")
             rest %= size
     return "".join(out) or "0s"
+
+
+# The pydantic field types of the config and the demand body (their JSON schemas above)
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
+"""Seconds; accepts ``30``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"200ms"``."""
+PositiveDuration = Annotated[
+    float, BeforeValidator(parse_duration), Field(gt=0), WithJsonSchema(DURATION_SCHEMA)
+]
+Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(SIZE_SCHEMA)]
+"""Bytes; accepts ``1073741824``, ``"1GiB"``, ``"512MiB"``, ``"1G"``."""

@@ -73,7 +73,7 @@ from shoal.providers.outcomes import (
     TerminationStatus,
 )
 from shoal.scaler.model import CapacityType, Offering
-from shoal.scaler.shape import Shape
+from shoal.scaler.shape import Shape, parse_storage_overrides
 
 __all__ = [
     "LEADER_HOME_DIR",
@@ -227,14 +227,7 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
         self.zones: tuple[str, ...] = tuple(dict.fromkeys([*([zone] if zone else []), *zones]))
         self._zone = self.zones[0] if self.zones else None
         self._nodeStorage = nodeStorage
-        self._nodeStorageOverrides: dict[str, int] = {}
-        for override in nodeStorageOverrides or []:
-            name, sep, size = override.partition(":")
-            if not sep or not name or not size.isdigit():
-                raise ValueError(
-                    f"node storage override {override!r} is not of the form INSTANCE_TYPE:GIB"
-                )
-            self._nodeStorageOverrides[name] = int(size)
+        self._nodeStorageOverrides = parse_storage_overrides(nodeStorageOverrides or [])
         self._spotBidsMap: dict[frozenset[str], float] = {}
         self._shape_to_instance_type: dict[Shape, str] = {}
         self._leaderPrivateIP: str | None = None

@@ -2,15 +2,18 @@
 
 ``Shape`` is Toil's ``toil.provisioners.abstractProvisioner.Shape`` with the
 same equality, ordering, hash and text form, made immutable so it can key
-dictionaries safely. ``parse_node_types`` reads Toil's ``--nodeTypes`` syntax.
+dictionaries safely. ``parse_node_types`` reads Toil's ``--nodeTypes`` syntax and
+``parse_storage_overrides`` its ``--nodeStorageOverrides`` (the provider and the config
+both use them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["NodeTypeSpec", "Shape", "parse_node_types"]
+__all__ = ["NodeTypeSpec", "Shape", "parse_node_types", "parse_storage_overrides"]
 
 
 @dataclass(frozen=True, eq=False, repr=False, slots=True)
@@ -129,3 +132,20 @@ def parse_node_types(text: str | None) -> list[NodeTypeSpec]:
 def ordered_instance_types(entry: str) -> list[str]:
     """The instance type names of one node-type entry in the order written (preference order)."""
     return [name.strip() for name in entry.split(":")[0].split("/")]
+
+
+def parse_storage_overrides(items: Iterable[str], minimum: int = 0) -> dict[str, int]:
+    """Toil's node storage overrides, ``["i3.large:100", ...]``: root volume GiB by instance
+    type (blanks around either part are ignored). Raises ``ValueError`` quoting an item that
+    is not ``INSTANCE_TYPE:GIB`` with a whole number of GiB >= ``minimum``."""
+    overrides: dict[str, int] = {}
+    for item in items:
+        name, sep, size = item.partition(":")
+        name, size = name.strip(), size.strip()
+        if not (sep and name and size.isdigit() and int(size) >= minimum):
+            raise ValueError(
+                f"{item!r} is not INSTANCE_TYPE:GIB with a whole number of GiB >= {minimum}, "
+                'e.g. "i3.large:100"'
+            )
+        overrides[name] = int(size)
+    return overrides

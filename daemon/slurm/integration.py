@@ -50,6 +50,7 @@ from shoal.daemon.slurm.drain import DrainAdopter, SlurmDrainHook
 from shoal.daemon.slurm.names import NodeTypeMap, node_type_keys
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
+from shoal.daemon.wiring import api_token
 from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.outcomes import ProviderEvent, TerminationResult
 from shoal.providers.slurm import (
@@ -219,7 +220,7 @@ class SlurmIntegration:
         )
         self.source.listeners.append(self.cleaner.observe)
         self._pending: set[asyncio.Task[None]] = set()
-        self.token = config.api.token()  # spooled requests are signed with it
+        self.token = api_token(config)  # spooled requests are signed with it
         self.spool_dir: Path | None = None
         if self.power is not None and config.state_dir is not None:
             self.spool_dir = spool.spool_dir(config.state_dir)
@@ -403,7 +404,7 @@ class SlurmIntegration:
             return await loop.run_in_executor(None, spool.read, path, self.token)
         except spool.SpoolSignatureError:
             try:
-                token = await loop.run_in_executor(None, self.config.api.token)
+                token = await loop.run_in_executor(None, functools.partial(api_token, self.config))
             except OSError as exc:
                 log.warning('event=slurm_token_unreadable error="%s"', exc.strerror)
                 raise

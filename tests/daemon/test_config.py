@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
+from shoal.daemon import wiring
 from shoal.daemon.cli import main
 from shoal.daemon.config import ConfigError, ShoalConfig, load_config, parse_config
+from shoal.daemon.config.preflight import preflight
 from shoal.daemon.demand import DemandReports
 from shoal.providers.retry import RetryPolicy
 from shoal.scaler.model import GiB
@@ -29,15 +31,18 @@ def test_example_config_loads() -> None:
     assert config.provider.kind == "simulated"
     assert config.demand.demo and config.demand.api
     assert (config.api.host, config.api.port) == ("127.0.0.1", 8089)
-    assert config.api.token() is None
+    assert wiring.api_token(config) is None
     assert [e.type for e in config.node_types] == ["c5.xlarge/c5a.xlarge", "r5.large:0.05"]
     assert config.scaler.interval == 10.0
     assert config.scaler.debounce == pytest.approx(0.2)
     assert config.scaler.node_memory_overhead is None  # Toil's reservation by node size
     assert config.scaler.packing == "auto" and config.scaler.solver_time_limit == 0.2
     assert config.drain.undrain_command is None and config.drain.undrain_webhook is None
-    assert config.retry_policy() == RetryPolicy(attempts=5, initial=0.5, maximum=20.0, deadline=120)
-    assert config.backoff_bounds() == (60.0, 600.0)
+    assert wiring.retry_policy(config) == RetryPolicy(
+        attempts=5, initial=0.5, maximum=20.0, deadline=120
+    )
+    backoff = wiring.backoff_policy(config)
+    assert (backoff.initial, backoff.maximum, backoff.quota_initial) == (60.0, 600.0, 300.0)
     assert config.instance_types() == ["c5.xlarge", "c5a.xlarge", "r5.large"]
 
 
@@ -62,7 +67,28 @@ def test_minimal_config_and_toil_string() -> None:
         ("r5.large:0.05", 0, 10),
     ]
     assert config.node_types[1].bid == 0.05
-    assert config.node_type_specs() == [({"c5.xlarge", "c5a.xlarge"}, None), ({"r5.large"}, 0.05)]
+    assert wiring.node_type_specs(config) == [
+        ({"c5.xlarge", "c5a.xlarge"}, None),
+        ({"r5.large"}, 0.05),
+    ]
+
+
+async def test_storage_overrides_the_config_accepts_reach_the_provider() -> None:
+    """The config and the provider read node_storage_overrides with one parser: an override
+    the config accepts (blanks around the parts) sizes the root volume; before, the config
+    accepted "r5.large: 100" and the provider refused it at start."""
+    from shoal.daemon.service import build_provider
+    from shoal.providers.clock import FakeClock
+
+    data = example()
+    data["provider"]["node_storage_overrides"] = ["r5.large: 100", " c5.xlarge :70"]
+    provider = build_provider(parse_config(data), FakeClock())
+    try:
+        await provider.catalogue(["r5.large", "c5.xlarge"])
+        assert provider.node_shape("r5.large").disk == 100 * GiB
+        assert provider.node_shape("c5.xlarge").disk == 70 * GiB
+    finally:
+        await provider.close()
 
 
 def test_aws_provider() -> None:
@@ -204,13 +230,6 @@ MALFORMED = [
     ("missing-cluster-name", _set("cluster_name", _DELETE), "cluster_name", "", "required"),
     ("open-listen", _set("api.listen", "0.0.0.0:8089"), "api", "0.0.0.0:8089", "token_file"),
     ("bad-listen", _set("api.listen", "localhost"), "api.listen", "localhost", "host:port"),
-    (
-        "missing-token-file",
-        _set("api.token_file", "/nonexistent/token"),
-        "api.token_file",
-        "/nonexistent/token",
-        "existing, readable token file",
-    ),
     ("bad-duration", _set("scaler.interval", "5x"), "scaler.interval", "5x", "duration"),
     ("zero-interval", _set("scaler.interval", 0), "scaler.interval", "0", "greater than 0"),
     (
@@ -262,7 +281,7 @@ MALFORMED = [
         _set("provider.node_storage_overrides", ["i3.large"]),
         "provider.node_storage_overrides",
         "i3.large",
-        "instance_type:GiB",
+        "INSTANCE_TYPE:GIB",
     ),
     (
         "spot-rate",
@@ -345,11 +364,12 @@ def test_token_file_makes_open_listen_valid(tmp_path: Path) -> None:
     data["api"] = {"listen": "0.0.0.0:9000", "token_file": "token"}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
     config = load_config(tmp_path / "c.yaml")  # token_file relative to the config file
-    assert config.api.token() == "s3cret"
+    assert wiring.api_token(config) == "s3cret"
     assert config.api.port == 9000
+    assert preflight(config) == []
     token.write_text("  \n")
-    with pytest.raises(ConfigError, match="token file is empty"):
-        load_config(tmp_path / "c.yaml")
+    (issue,) = preflight(load_config(tmp_path / "c.yaml"))
+    assert (issue.path, issue.expected) == ("api.token_file", "token file is empty")
 
 
 def test_file_problems(tmp_path: Path) -> None:
@@ -376,7 +396,7 @@ def test_policy_from_shapes() -> None:
         "r5.large": Shape(3600, 16 * GiB, 2, 50 * GiB, False),
     }
     prices = {"c5.xlarge": 0.17, "c5a.xlarge": 0.154, "r5.large": 0.126, "r5.large:spot": 0.04}
-    policy = config.policy(shapes, prices)
+    policy = wiring.planner_policy(config, shapes, prices)
     first, spot = policy.node_types
     assert first.name == "c5.xlarge/c5a.xlarge"
     assert first.instance_types == ("c5.xlarge", "c5a.xlarge")
@@ -405,16 +425,19 @@ def test_policy_from_shapes() -> None:
         "unhealthy_ok_count": 5,
         "unhealthy_max_fraction": 0.3,
     }
-    flat = parse_config(data).policy(shapes, prices)
+    flat = wiring.planner_policy(parse_config(data), shapes, prices)
     assert flat.unhealthy_timeout == 420.0
     assert (flat.unhealthy_ok_count, flat.unhealthy_max_fraction) == (5, 0.3)
     assert flat.packing == "cost" and flat.solver_time_limit == pytest.approx(0.05)
     assert (flat.node_memory_overhead, flat.node_disk_overhead) == (GiB, 4 * GiB)
     assert flat.compensate_other_types
     # no spot price: the on-demand price stands in
-    assert config.policy(shapes, {"r5.large": 0.126}).node_types[1].price_per_hour == 0.126
+    assert (
+        wiring.planner_policy(config, shapes, {"r5.large": 0.126}).node_types[1].price_per_hour
+        == 0.126
+    )
     with pytest.raises(KeyError, match=r"c5\.xlarge"):
-        config.policy({}, {})
+        wiring.planner_policy(config, {}, {})
 
 
 def test_check_config_main(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -429,6 +452,40 @@ def test_check_config_main(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     err = capsys.readouterr().err
     assert "scaler.beta_inertia: got 7; expected less than 1" in err
     assert "node_types[1].max: got -1" in err
+
+
+def test_check_config_is_the_same_anywhere_preflight_checks_the_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A config naming secret files absent from this machine validates (check-config checks
+    the file alone); --preflight and `shoal run` refuse it, naming each key and file."""
+    data = example()
+    missing = tmp_path / "secrets"
+    data["api"] = {"listen": "127.0.0.1:8089", "token_file": str(missing / "api-token")}
+    data["state_dir"] = str(tmp_path / "state")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["check-config", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == "OK"
+    for argv in (["check-config", "--preflight", str(path)], ["run", "-c", str(path)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"api.token_file: got '{missing / 'api-token'}'; expected an existing" in err, err
+    (missing).mkdir()
+    (missing / "api-token").write_text("s3cret\n")
+    assert main(["check-config", "--preflight", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == "OK"
+
+
+def test_preflight_state_dir_must_be_writable(tmp_path: Path) -> None:
+    data = example()
+    (tmp_path / "file").write_text("")
+    data["state_dir"] = str(tmp_path / "file" / "state")
+    (issue,) = preflight(parse_config(data))
+    assert issue.path == "state_dir"
+    assert issue.expected == f"expected a directory; {tmp_path / 'file'} is not one"
+    data["state_dir"] = str(tmp_path / "new" / "state")  # made at start
+    assert preflight(parse_config(data)) == []
 
 
 def test_check_config_subprocess(tmp_path: Path) -> None:
@@ -446,6 +503,25 @@ def test_run_with_invalid_config_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("cluster_name: x\n")
     assert main(["run", "-c", str(bad)]) == 2
+
+
+def test_schema_describes_every_key() -> None:
+    """`shoal config-schema` is what operators read: every key and section says what it is
+    (a duration or size key more than the unit's generic text)."""
+    from shoal.daemon.units import DURATION_SCHEMA, SIZE_SCHEMA
+
+    schema = ShoalConfig.model_json_schema()
+    generic = {None, DURATION_SCHEMA["description"], SIZE_SCHEMA["description"]}
+    undescribed = []
+    for name, model in [("ShoalConfig", schema), *schema["$defs"].items()]:
+        if "description" not in model:
+            undescribed.append(name)
+        for key, field in model.get("properties", {}).items():
+            ref = field.get("$ref", "").removeprefix("#/$defs/")
+            described = field.get("description") or schema["$defs"].get(ref, {}).get("description")
+            if described in generic:
+                undescribed.append(f"{name}.{key}")
+    assert undescribed == []
 
 
 def test_schema_forbids_extra_keys() -> None:
@@ -470,7 +546,7 @@ def test_idle_scale_down_needs_running_jobs_or_a_drain_hook() -> None:
     assert issue.path == "drain"
     assert "add running to demand.reports" in str(issue) and "drain.command" in str(issue)
     data["drain"] = {"command": ["kubectl", "drain", "{node}"]}
-    assert parse_config(data).demand.pushed_reports() == DemandReports(running=False)
+    assert wiring.demand_reports(parse_config(data).demand) == DemandReports(running=False)
     data["demand"] = {"api": True, "reports": ["running"]}
     with pytest.raises(ConfigError, match="must include queued"):
         parse_config(data)

@@ -122,10 +122,20 @@ async def test_sighup_reloads_and_refuses_an_invalid_config(tmp_path: Path) -> N
     assert controller.policy is old_policy
     assert service.config.node_types[0].max == 5
 
+    # a valid file naming a token file that is not there: refused by preflight
+    write_config(path, node_types=[{"type": "c5.xlarge", "max": 6}], api={"listen": listen})
+    data = yaml.safe_load(path.read_text())
+    data["api"]["token_file"] = str(tmp_path / "absent-token")
+    path.write_text(yaml.safe_dump(data))
+    os.kill(os.getpid(), signal.SIGHUP)
+    await wait_until(lambda: service.reloads == 2)
+    assert service.last_reload_ok is False
+    assert service.config.node_types[0].max == 5
+
     # a valid change: applied
     write_config(path, node_types=[{"type": "c5.xlarge", "max": 7}], api={"listen": listen})
     os.kill(os.getpid(), signal.SIGHUP)
-    await wait_until(lambda: service.reloads == 2)
+    await wait_until(lambda: service.reloads == 3)
     assert service.last_reload_ok is True
     assert controller.policy.node_types[0].max_nodes == 7
     assert service.config.node_types[0].max == 7

@@ -53,7 +53,7 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any] | str, str, str]] = [
         "storage-override",
         {"provider": {"node_storage_overrides": ["i3.large"]}},
         "provider.node_storage_overrides",
-        "instance_type:GiB",
+        "INSTANCE_TYPE:GIB",
     ),
     ("aws-key-on-simulated", {"provider": {"region": "us-west-2"}}, "provider.region", "unknown"),
     ("aws-no-region", {"provider": {**AWS_OK, "region": None}}, "provider.region", "required"),
@@ -122,7 +122,6 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any] | str, str, str]] = [
     ("drain-webhook", {"drain": {"webhook": "ftp://x/drain"}}, "drain.webhook", "http"),
     ("listen-no-port", {"api": {"listen": "localhost"}}, "api.listen", "host:port"),
     ("listen-exposed", {"api": {"listen": "0.0.0.0:8089"}}, "api", "token_file"),
-    ("token-file-missing", {"api": {"token_file": "/nonexistent/token"}}, "api.token_file", "file"),
     ("log-level", {"log_level": "LOUD"}, "log_level", "'DEBUG'"),
     (
         "yaml-syntax",
@@ -187,6 +186,23 @@ def test_malformed_config_is_refused_naming_the_field(
         assert _names_field(result.stderr, path, fragment), (
             f"no line naming {path!r} with {fragment!r}\n{shown}"
         )
+
+
+def test_missing_secret_file_passes_check_config_and_fails_preflight(
+    tmp_path: Path, e2e: Any
+) -> None:
+    """check-config judges the file alone (it runs away from the leader too); the files it
+    names are checked by --preflight and by `shoal run` before it starts anything."""
+    missing = tmp_path / "absent" / "token"
+    config = _write(tmp_path, e2e, {"api": {"token_file": str(missing)}})
+    result = _run([*e2e.shoal_argv(), "check-config", str(config)], tmp_path)
+    assert (result.returncode, result.stdout.strip()) == (0, "OK"), result.stderr
+    for argv in (["check-config", "--preflight", str(config)], ["run", "-c", str(config)]):
+        result = _run([*e2e.shoal_argv(), *argv], tmp_path)
+        shown = f"shoal {' '.join(argv[:2])} exit {result.returncode}\nstderr:\n{result.stderr}"
+        assert result.returncode == 2, shown
+        assert "Traceback" not in result.stderr, shown
+        assert _names_field(result.stderr, "api.token_file", str(missing)), shown
 
 
 def test_at_least_twenty_malformed_configs() -> None:

@@ -12,6 +12,7 @@ from shoal.daemon.simulate.cluster import Cluster
 from shoal.daemon.simulate.compare import build_variants
 from shoal.daemon.simulate.engine import ReplayOptions
 from shoal.daemon.simulate.trace import GiB, TraceOptions, read_trace
+from shoal.daemon.wiring import planner_policy
 from shoal.providers.simulated import load_catalogue
 from shoal.scaler.planner import usable_shape
 from shoal.scaler.shape import Shape
@@ -122,7 +123,7 @@ def test_every_job_of_the_bundled_trace_fits_a_node_type_of_the_bundled_config()
         name: Shape(3600, t.memory_gib * GiB, t.cores, config.provider.node_storage * GiB, False)
         for name, t in catalogue.items()
     }
-    policy = config.policy(shapes)
+    policy = planner_policy(config, shapes)
     cluster = Cluster(usable_shape(t, policy) for t in policy.node_types)
     for job in read_trace(ROOT / "examples" / "small.swf"):
         cluster.submit(job.index, job.shape, job.run_time, job.submit)

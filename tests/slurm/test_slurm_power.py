@@ -23,6 +23,7 @@ from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.daemon.slurm.state import PowerState
+from shoal.daemon.wiring import planner_policy
 from shoal.providers.base import TAG_REQUEST_ID, client_token
 from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.errors import ProviderError, RetryableError
@@ -352,7 +353,7 @@ def test_the_planner_stands_aside_in_power_saving_mode(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     shapes = {"c5.xlarge": Shape(3600, 8 * 2**30, 4, 0, False)}
     shapes["r5.large"] = Shape(3600, 16 * 2**30, 2, 0, False)
-    policy = cfg.policy(shapes)
+    policy = planner_policy(cfg, shapes)
     demand = Demand(queued=(QueuedJobs(Shape(60, 2**30, 1, 0, False), 50),))
     plan = hold_planner(Snapshot(demand, ()), policy, PlannerState(), 0.0)
     assert plan.is_noop
