@@ -1,6 +1,11 @@
 """shoal on a Slurm cluster: Slurm is the demand source, and its power saving or shoal's planner
-decides which nodes run.
+decides which nodes run. Everything that knows Slurm is here (``providers`` knows clouds).
 
+``client``      SlurmClient: squeue, sinfo and scontrol as asyncio subprocesses
+``errors``      the client's typed errors (SlurmUnavailableError is retryable)
+``parse``       their output as records (SlurmJob, SlurmNode), pure
+``demand``      records -> shoal's Demand (queued, running, joined, draining), pure
+``constants``   the output formats, job reasons and states, the drain reason, the tag names
 ``source``      SlurmDemandSource: squeue and sinfo every poll interval (and at once after a
                 resume request) -> DemandUpdate, or DemandFailure when Slurm cannot be read
 ``power``       PowerSaver: the power-saving requests (resume, suspend, resume-fail) the

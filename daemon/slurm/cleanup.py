@@ -42,14 +42,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from shoal.daemon.metrics import ShoalMetrics
+from shoal.daemon.slurm.client import SlurmClient
+from shoal.daemon.slurm.constants import RESETTABLE_REASONS, SHOAL_FEATURE
 from shoal.daemon.slurm.drain import drained_by_shoal
+from shoal.daemon.slurm.errors import SlurmCommandError, SlurmError
+from shoal.daemon.slurm.parse import SlurmNode
 from shoal.daemon.slurm.power import slurm_node_of
 from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.providers.base import TAG_AUTOSCALED, Node
 from shoal.providers.clock import Clock
 from shoal.providers.errors import ProviderError
-from shoal.providers.slurm import SlurmClient, SlurmCommandError, SlurmError, SlurmNode
-from shoal.providers.workers import SHOAL_FEATURE
 
 if TYPE_CHECKING:
     from shoal.daemon.loop import Controller
@@ -58,7 +60,6 @@ __all__ = ["Cleaner", "Repair", "RepairKind", "find_repairs"]
 
 log = logging.getLogger(__name__)
 
-RESETTABLE_REASONS = ("ResumeTimeout reached", "shoal")  # reasons a failed resume leaves
 STUCK_MARGIN = 60.0
 
 

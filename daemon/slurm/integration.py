@@ -45,20 +45,16 @@ from shoal.daemon.http import bearer_authorized, unauthorized
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.slurm import spool
 from shoal.daemon.slurm.cleanup import Cleaner
+from shoal.daemon.slurm.client import SlurmClient, SlurmCommands
 from shoal.daemon.slurm.conf import type_features
+from shoal.daemon.slurm.constants import TAG_SLURM_FEATURES
 from shoal.daemon.slurm.drain import DrainAdopter, SlurmDrainHook
+from shoal.daemon.slurm.errors import SlurmCommandError, SlurmError
 from shoal.daemon.slurm.names import NodeTypeMap, node_type_keys
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.outcomes import ProviderEvent, TerminationResult
-from shoal.providers.slurm import (
-    TAG_SLURM_FEATURES,
-    SlurmClient,
-    SlurmCommandError,
-    SlurmCommands,
-    SlurmError,
-)
 from shoal.scaler.model import NodeType
 
 if TYPE_CHECKING:

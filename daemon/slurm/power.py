@@ -59,18 +59,15 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.daemon.metrics import SLURM_REQUEST_KINDS, ShoalMetrics
 from shoal.daemon.nodes import TrackedState
+from shoal.daemon.slurm.client import SlurmClient
+from shoal.daemon.slurm.constants import TAG_SLURM_NODE
+from shoal.daemon.slurm.errors import SlurmCommandError, SlurmError
 from shoal.daemon.slurm.names import NodeTypeMap
+from shoal.daemon.slurm.parse import expand_hostlist
 from shoal.daemon.slurm.state import Hold, PowerState, ResumeRequest, SuspendRequest
 from shoal.providers.base import TAG_AUTOSCALED, Node
 from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.errors import ProviderError, TerminationError
-from shoal.providers.slurm import (
-    TAG_SLURM_NODE,
-    SlurmClient,
-    SlurmCommandError,
-    SlurmError,
-    expand_hostlist,
-)
 from shoal.scaler.model import (
     AddCause,
     Launch,

@@ -60,14 +60,15 @@ from shoal.daemon.loop import Controller
 from shoal.daemon.service import build_provider
 from shoal.daemon.simulate.engine import EPOCH
 from shoal.daemon.slurm import hook, spool
+from shoal.daemon.slurm.constants import TAG_SLURM_NODE
 from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.names import node_type_keys
+from shoal.daemon.slurm.parse import compress_hostlist, expand_hostlist
 from shoal.daemon.slurm.power import hold_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.providers.clock import FakeClock
 from shoal.providers.outcomes import TerminationStatus
 from shoal.providers.simulated import SimulatedProvisioner
-from shoal.providers.slurm import TAG_SLURM_NODE, compress_hostlist, expand_hostlist
 from shoal.scaler.model import CapacityType, Offering, Plan, PlannerState, Policy, Snapshot
 from shoal.scaler.planner import usable_shape
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from e2e.procs import poll_until
-from shoal.providers.slurm import expand_hostlist
+from shoal.daemon.slurm.parse import expand_hostlist
 from slurm.cluster import ClusterSpec, NodeGroup, SlurmCluster
 from slurm.shoal_proc import (
     HookRun,

@@ -13,13 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from shoal.daemon.demand import DemandUpdate
-from shoal.daemon.slurm.drain import DRAIN_REASON, drained_by_shoal
-from shoal.daemon.slurm.source import SlurmDemandSource
-from shoal.providers.clock import FakeClock
-from shoal.providers.slurm import (
-    SQUEUE_FIELDS,
+from shoal.daemon.slurm.constants import DRAIN_REASON, SQUEUE_FIELDS
+from shoal.daemon.slurm.demand import slurm_demand
+from shoal.daemon.slurm.drain import drained_by_shoal
+from shoal.daemon.slurm.errors import SlurmParseError
+from shoal.daemon.slurm.parse import (
     SlurmJob,
-    SlurmParseError,
     compress_hostlist,
     def_mem_per_cpu,
     expand_hostlist,
@@ -28,8 +27,9 @@ from shoal.providers.slurm import (
     parse_memory,
     parse_sinfo,
     parse_squeue,
-    slurm_demand,
 )
+from shoal.daemon.slurm.source import SlurmDemandSource
+from shoal.providers.clock import FakeClock
 from shoal.scaler.model import QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 

@@ -19,6 +19,8 @@ from shoal.daemon.config import parse_config
 from shoal.daemon.durable import DurableStore
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
+from shoal.daemon.slurm.constants import TAG_SLURM_FEATURES, TAG_SLURM_NODE
+from shoal.daemon.slurm.demand import SlurmDemand
 from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmSnapshot
@@ -27,7 +29,6 @@ from shoal.providers.base import TAG_REQUEST_ID, client_token
 from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.errors import ProviderError, RetryableError
 from shoal.providers.simulated import SimulatedProvisioner
-from shoal.providers.slurm import TAG_SLURM_FEATURES, TAG_SLURM_NODE, SlurmDemand
 from shoal.scaler.backoff import FailureKind
 from shoal.scaler.model import (
     AddCause,
