@@ -31,8 +31,8 @@ from shoal.daemon.slurm.parse import (
     SlurmNode,
     compress_hostlist,
     expand_hostlist,
-    parse_config,
     parse_sinfo,
+    parse_slurm_config,
     parse_squeue,
 )
 
@@ -168,7 +168,7 @@ class SlurmClient:
 
     async def config(self) -> dict[str, str]:
         """``scontrol show config`` as a mapping (see ``def_mem_per_cpu``)."""
-        return parse_config(await self.run([self.commands.scontrol, "show", "config"]))
+        return parse_slurm_config(await self.run([self.commands.scontrol, "show", "config"]))
 
     @staticmethod
     def _parsed(parse: Callable[[str], T], text: str, argv: Sequence[str]) -> T:

@@ -28,11 +28,11 @@ __all__ = [
     "compress_hostlist",
     "def_mem_per_cpu",
     "expand_hostlist",
-    "parse_config",
-    "parse_duration",
     "parse_memory",
     "parse_seconds",
     "parse_sinfo",
+    "parse_slurm_config",
+    "parse_slurm_time",
     "parse_squeue",
 ]
 
@@ -50,7 +50,7 @@ _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGTP]?)B?$", re.IGNORECASE)
 _UNITS = {"": MiB, "K": 1024, "M": MiB, "G": 1024**3, "T": 1024**4, "P": 1024**5}
 
 
-def parse_duration(text: str) -> float | None:
+def parse_slurm_time(text: str) -> float | None:
     """Seconds from a Slurm time: ``UNLIMITED``/``NOT_SET``/``INVALID``... -> None, else one of
     ``minutes``, ``minutes:seconds``, ``hours:minutes:seconds``, ``days-hours``,
     ``days-hours:minutes``, ``days-hours:minutes:seconds`` (squeue prints ``30:00`` for 30
@@ -299,7 +299,7 @@ def _parse_job(line: str) -> SlurmJob:
     task = _none(f["arraytaskid"]) or None
     array_job = f["arrayjobid"] if task is not None else None
     job_id = f"{array_job}_{task}" if task is not None else f["jobid"]
-    time_used = parse_duration(f["timeused"])
+    time_used = parse_slurm_time(f["timeused"])
     return SlurmJob(
         job_id=job_id,
         state=f["state"].upper(),
@@ -310,7 +310,7 @@ def _parse_job(line: str) -> SlurmJob:
         min_cpus_per_node=_int(f["mincpus"], "CPUs per node"),
         min_memory=parse_memory(f["minmemory"]),
         nodes=_int(f["numnodes"], "node count"),
-        time_limit=parse_duration(f["timelimit"]),
+        time_limit=parse_slurm_time(f["timelimit"]),
         time_used=time_used or 0.0,
         partitions=tuple(p for p in f["partition"].split(",") if p),
         node_list=tuple(expand_hostlist(f["nodelist"])),
@@ -382,7 +382,7 @@ def parse_sinfo(text: str) -> tuple[SlurmNode, ...]:
 _CONFIG_LINE = re.compile(r"^(\S+)\s*=\s?(.*)$")
 
 
-def parse_config(text: str) -> dict[str, str]:
+def parse_slurm_config(text: str) -> dict[str, str]:
     """``scontrol show config`` -> {"DefMemPerCPU": "100", "SuspendTime": "15 sec", ...}."""
     out = {}
     for line in text.splitlines():
