@@ -191,6 +191,7 @@ class Cleaner:
         self,
         client: SlurmClient,
         clock: Clock,
+        controller: Controller,
         *,
         mode: Literal["power_save", "external"],
         interval: float = 60.0,
@@ -203,6 +204,7 @@ class Cleaner:
     ) -> None:
         self.client = client
         self.clock = clock
+        self.controller = controller
         self.mode: Literal["power_save", "external"] = mode
         self.interval = interval
         self.grace = grace
@@ -212,12 +214,8 @@ class Cleaner:
         self.lock = lock
         self.resume_timeout = resume_timeout
         self.powering_up_since: dict[str, float] = {}
-        self.controller: Controller | None = None
         self.last: list[Repair] = []
         self.runs = 0
-
-    def attach(self, controller: Controller) -> None:
-        self.controller = controller
 
     def observe(self, snapshot: SlurmSnapshot) -> None:
         """A source listener: when each node was first seen POWERING_UP (in this daemon)."""
@@ -230,7 +228,7 @@ class Cleaner:
     async def run(self) -> None:
         while True:
             await self.clock.sleep(self.interval)
-            if self.controller is None or not self.controller.ready:
+            if not self.controller.ready:
                 continue
             try:
                 await self.once()
@@ -239,7 +237,7 @@ class Cleaner:
 
     async def once(self) -> list[Repair]:
         """One comparison; the repairs found (each attempted)."""
-        controller = self._controller()
+        controller = self.controller
         instances = await controller.list_workers(max_age=controller.interval)
         try:
             nodes = await self.client.nodes()  # after the listing: see the module docstring
@@ -262,11 +260,6 @@ class Cleaner:
         for repair in repairs:
             await self._apply(repair)
         return repairs
-
-    def _controller(self) -> Controller:
-        if self.controller is None:
-            raise RuntimeError("the clean-up loop is not attached to a controller")
-        return self.controller
 
     async def _apply(self, repair: Repair) -> None:
         lock = self.lock(repair.node) if self.lock is not None else asyncio.Lock()
@@ -298,4 +291,4 @@ class Cleaner:
                 log.warning('event=slurm_cleanup_failed node=%s error="%s"', repair.node, exc)
 
     async def _terminate(self, ids: Sequence[str]) -> None:
-        await self._controller().terminate(ids)
+        await self.controller.terminate(ids)

@@ -187,11 +187,18 @@ class SlurmIntegration:
             default_wall_time=settings.default_wall_time,
             metrics=self.metrics,
         )
+        self.token = config.api.token()  # spooled requests are signed with it
+        self.spool_dir: Path | None = None
+        if settings.mode == "power_save" and config.state_dir is not None:
+            self.spool_dir = spool.spool_dir(config.state_dir)
+            spool.prepare(self.spool_dir)
+        # the power saver queues the requests the store holds: built after what can fail
         if settings.mode == "power_save":
             self.power = PowerSaver(
                 self.client,
                 clock,
                 self.types,
+                controller,
                 metrics=self.metrics,
                 node_type_of=config.node_type_of,
                 retry_interval=settings.poll_interval,
@@ -204,6 +211,7 @@ class SlurmIntegration:
         self.cleaner = Cleaner(
             self.client,
             clock,
+            controller,
             mode=settings.mode,
             interval=settings.cleanup_interval,
             grace=settings.orphan_grace,
@@ -215,20 +223,11 @@ class SlurmIntegration:
         )
         self.source.listeners.append(self.cleaner.observe)
         self._pending: set[asyncio.Task[None]] = set()
-        self.token = config.api.token()  # spooled requests are signed with it
-        self.spool_dir: Path | None = None
-        if self.power is not None and config.state_dir is not None:
-            self.spool_dir = spool.spool_dir(config.state_dir)
-            spool.prepare(self.spool_dir)
         self._spool_wake = asyncio.Event()
         self._spool_lock = asyncio.Lock()  # one scan at a time
         self._spool_scanned = self.spool_dir is None  # the first scan (HTTP waits for it)
         self._spool_failures: dict[str, int] = {}  # file -> scans in a row it failed
         self._spool_stuck: set[str] = set()  # files that could not even be quarantined
-        # connected to the controller (the power saver serves once it has reconciled)
-        if self.power is not None:
-            self.power.attach(controller)
-        self.cleaner.attach(controller)
         self._unsubscribe = (
             controller.provider.subscribe(self._on_provider_event)
             if settings.mode == "external"

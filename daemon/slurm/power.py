@@ -117,6 +117,7 @@ class PowerSaver:
         client: SlurmClient,
         clock: Clock,
         types: NodeTypeMap,
+        controller: Controller,
         *,
         metrics: ShoalMetrics | None = None,
         node_type_of: Callable[[str], str] = lambda name: name,
@@ -125,17 +126,19 @@ class PowerSaver:
         concurrency: int = 16,
         on_request: Callable[[], None] = lambda: None,
     ) -> None:
+        """Serves requests once ``controller`` has reconciled with the cloud (so instances a
+        previous daemon launched are known); the requests its store holds are queued now,
+        suspends first (see ``daemon.slurm.state``). Raises StateError for a damaged state."""
         self.client = client
         self.clock = clock
-        # memory only until attach() loads the controller's store
-        self.state = PowerState()
+        self.controller = controller
+        self.state = PowerState(controller.store)
         self.types = types
         self.metrics = metrics or ShoalMetrics()
         self.node_type_of = node_type_of
         self.retry_interval = retry_interval
         self.set_node_addr = set_node_addr
         self.on_request = on_request
-        self.controller: Controller | None = None
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
@@ -146,20 +149,6 @@ class PowerSaver:
         self._locks: dict[str, asyncio.Lock] = {}
         # (node, instance id) of the latest launches, for GET /v1/slurm and the logs
         self.launched: collections.deque[tuple[str, str]] = collections.deque(maxlen=1000)
-
-    # -- wiring ---------------------------------------------------------------------------
-
-    def attach(self, controller: Controller) -> None:
-        """Serve requests once ``controller`` has reconciled with the cloud (so instances a
-        previous daemon launched are known); the requests its store holds are queued now,
-        suspends first (see ``daemon.slurm.state``). Raises StateError for a damaged state."""
-        self.controller = controller
-        early = self.state
-        self.state = PowerState(controller.store)
-        self.state.requests.update(early.requests)  # accepted before attach (memory only)
-        self.state.suspends.update(early.suspends)
-        if early.requests or early.suspends:
-            self.state.changed()
         controller.deadline_sources.append(self.next_deadline)
         if controller.ready:
             self._ready.set()
@@ -169,6 +158,8 @@ class PowerSaver:
             self._enqueue(node, suspend.kind)
         for node in sorted(self.state.requests):
             self._enqueue(node, "resume")
+
+    # -- wiring ---------------------------------------------------------------------------
 
     def lock(self, node: str) -> asyncio.Lock:
         """Held while a request for ``node`` is served (the clean-up loop takes it too)."""
@@ -208,8 +199,6 @@ class PowerSaver:
                 del self._by_node[name]
 
     def _terminated(self) -> set[str]:
-        if self.controller is None:
-            return set()
         tracker = self.controller.tracker
         return {t.id for t in tracker.all() if t.state is TrackedState.TERMINATED}
 
@@ -303,13 +292,8 @@ class PowerSaver:
 
     # -- resume ---------------------------------------------------------------------------
 
-    def _controller(self) -> Controller:
-        if self.controller is None:
-            raise RuntimeError("the power saver is not attached to a controller")
-        return self.controller
-
     def _node_type(self, name: str) -> NodeType | None:
-        for node_type in self._controller().policy.node_types:
+        for node_type in self.controller.policy.node_types:
             if node_type.name == name:
                 return node_type
         return None
@@ -328,7 +312,7 @@ class PowerSaver:
         request = self.state.requests.get(node)
         if request is None:  # suspended before it was served
             return
-        controller = self._controller()
+        controller = self.controller
         if self.state.holds.pop(node, None) is not None:
             self.state.changed()
         node_type = self._node_type_for(node)
@@ -422,7 +406,7 @@ class PowerSaver:
     def _hold_until(self, node_type: NodeType, now: float) -> float:
         """When the node type may launch again: the end of its offerings' backoff, or the
         backoff's first step when a failure put none of them in backoff (an API error)."""
-        controller = self._controller()
+        controller = self.controller
         unavailable = controller.backoff.unavailable(now)
         offerings = node_type.offerings()
         if offerings and all(o in unavailable for o in offerings):
@@ -528,7 +512,7 @@ class PowerSaver:
         False when the cloud refused."""
         ids = [n.name for n in instances]
         try:
-            await self._controller().terminate(
+            await self.controller.terminate(
                 instances,
                 cause="join-timeout" if kind == "resume_fail" else "idle",
                 back_off=kind == "resume_fail",
@@ -548,7 +532,7 @@ class PowerSaver:
         """The provider's workers: the controller's listing, shared with its passes, the
         clean-up loop and the other node workers when no older than ``max_age`` seconds and
         no launch or termination came since (``Controller.list_workers``)."""
-        nodes = await self._controller().list_workers(max_age)
+        nodes = await self.controller.list_workers(max_age)
         self.note_instances(nodes)
         return nodes
 
@@ -561,7 +545,7 @@ class PowerSaver:
             if n.tags.get(TAG_AUTOSCALED) == "true" and n.tags.get(TAG_SLURM_NODE) == node
         ]
         names = {n.name for n in listed}
-        controller = self._controller()
+        controller = self.controller
         unlisted = [
             t.node
             for t in controller.tracker.pending()

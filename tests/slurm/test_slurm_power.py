@@ -19,12 +19,13 @@ from shoal.daemon.config import parse_config
 from shoal.daemon.durable import DurableStore
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
+from shoal.daemon.slurm.client import SlurmClient
 from shoal.daemon.slurm.constants import TAG_SLURM_FEATURES, TAG_SLURM_NODE
 from shoal.daemon.slurm.demand import SlurmDemand
-from shoal.daemon.slurm.integration import SlurmIntegration
+from shoal.daemon.slurm.integration import SlurmIntegration, slurm_commands, slurm_node_types
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmSnapshot
-from shoal.daemon.slurm.state import PowerState
+from shoal.daemon.slurm.state import PowerState, ResumeRequest
 from shoal.providers.base import TAG_REQUEST_ID, client_token
 from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.errors import ProviderError, RetryableError
@@ -202,7 +203,7 @@ async def test_a_resume_of_a_node_whose_instance_was_stopped_launches_a_new_one(
     await d.served()
     (old,) = (await d.workers())["cloud1"]
     d.provider.stop_instance(old, stopping_for=30)
-    controller = d.power._controller()
+    controller = d.power.controller
     await clock.run_until(controller.run_pass())  # the tracker lists it stopping
     await d.power.accept("resume", "cloud1")
     await d.served()
@@ -331,6 +332,34 @@ async def test_requests_wait_for_the_first_reconcile(tmp_path: Path, clock: Fake
     assert provider.count() == 1
 
 
+async def test_the_power_saver_is_built_around_its_controller(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Issue 17 C, constructor injection: the controller is the power saver's constructor
+    argument (it was set by an ``attach`` call after construction, and a saver used before
+    it raised). Built on a controller whose state file holds a resume, the saver has the
+    request in hand and its deadlines in the controller's wake policy at once, and serves
+    it after the first reconcile."""
+    asyncio.get_running_loop().set_default_executor(InlineExecutor())
+    cfg = config(tmp_path)
+    store = DurableStore.open(tmp_path / "state")
+    state = PowerState(store)
+    state.requests["cloud1"] = ResumeRequest("slurm-before-restart", 0.0)
+    await clock.run_until(state.save())
+    store.close()
+    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock)
+    controller = await build_controller(cfg, provider, clock)
+    saver = PowerSaver(
+        SlurmClient(slurm_commands(cfg.slurm)), clock, slurm_node_types(cfg), controller
+    )
+    assert saver.controller is controller
+    assert "cloud1" in saver.busy
+    assert saver.next_deadline in controller.deadline_sources
+    await clock.run_until(controller.reconcile())
+    await clock.run_until(saver.drain_requests())
+    assert [n.tags[TAG_SLURM_NODE] for n in await provider.list_instances()] == ["cloud1"]
+
+
 @pytest.mark.parametrize(
     ("kind", "hostlist", "message"),
     [
@@ -368,7 +397,7 @@ async def test_a_slurm_read_after_a_suspend_does_not_bring_its_instance_back(
     await d.power.accept("resume", "cloud[1-2]")
     await d.served()
     kept, terminated = d.power.instance_id("cloud2"), d.power.instance_id("cloud1")
-    controller = d.power._controller()
+    controller = d.power.controller
     await clock.run_until(controller.run_pass())  # the tracker lists them, tags and all
     await d.power.accept("suspend", "cloud1")
     await d.served()
