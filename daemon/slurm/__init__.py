@@ -10,7 +10,7 @@ decides which nodes run. Everything that knows Slurm is here (``providers`` know
                 resume request) -> DemandUpdate, or DemandFailure when Slurm cannot be read
 ``power``       PowerSaver: the power-saving requests (resume, suspend, resume-fail) the
                 hooks hand over, launched and terminated through the executor; kept in a
-                state file across restarts; failed launches hold the node DOWN, then
+                state file across restarts; failed launches keep the node DOWN, then
                 POWER_DOWN it
 ``cleanup``     the clean-up loop: orphan instances, nodes stuck powering up, down nodes
                 without an instance, deleted dynamic nodes

@@ -27,7 +27,7 @@ is pure; each repair found is logged with its reason, counted in
                               registered (feature "shoal") that has lost its instance:
                               ``scontrol delete``
 
-Nodes the power saver is busy with (a request in hand, a hold) are left alone, and so are
+Nodes the power saver is busy with (a request in hand, a node kept DOWN) are left alone, and so are
 instances younger than ``grace`` (their node may not show them yet). A stopped (or stopping)
 instance is nobody's node instance here: the loop terminates it (reason ``stopped``).
 """

@@ -1,12 +1,12 @@
 """Wires Slurm into the daemon (``demand.slurm: true`` with a ``slurm`` section).
 
 The first integration (``daemon.integration``): ``SLURM`` (an ``IntegrationKind``) gives the
-controller its planner (power_save: ``hold_planner``), drain and undrain hooks (external:
+controller its planner (power_save: ``requests_only_planner``), drain and undrain hooks (external:
 ``SlurmDrainHook``) and launch tags (external: the dynamic node's features); then
 ``SlurmIntegration(config, clock, controller, metrics)`` builds the client, the demand
 source, the power saver (power_save mode) and the clean-up loop around that controller;
 ``add_routes(app, token)`` adds the hooks' endpoints to the HTTP API; ``run()`` is the
-background work (held nodes, clean-up, the spool); ``close()`` stops it.
+background work (nodes kept DOWN, clean-up, the spool); ``close()`` stops it.
 
 ================================  ===========================================================
 ``POST /v1/slurm/resume``         ``{"nodes": "cloud[1-2]", "resume_file": {...}}``: the
@@ -14,7 +14,7 @@ background work (held nodes, clean-up, the spool); ``close()`` stops it.
 ``POST /v1/slurm/resume-fail``    400 for a bad body, 401 without the bearer token (when one
                                   is configured), 409 in external mode (no power saving)
                                   (the hooks' ``request_id`` makes a request served once)
-``GET /v1/slurm``                 mode, last read, requests in hand, held nodes, last repairs
+``GET /v1/slurm``                 mode, last read, requests in hand, nodes kept DOWN, repairs
 ================================  ===========================================================
 
 Hook requests the daemon missed wait in the spool (``<state_dir>/spool``, ``spool``): it is
@@ -51,7 +51,7 @@ from shoal.daemon.slurm.constants import TAG_SLURM_FEATURES
 from shoal.daemon.slurm.drain import DrainAdopter, SlurmDrainHook
 from shoal.daemon.slurm.errors import SlurmCommandError, SlurmError
 from shoal.daemon.slurm.names import NodeTypeMap, node_type_keys
-from shoal.daemon.slurm.power import PowerSaver, hold_planner
+from shoal.daemon.slurm.power import PowerSaver, requests_only_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.outcomes import ProviderEvent, TerminationResult
@@ -91,7 +91,7 @@ def slurm_commands(settings: SlurmConfig) -> SlurmCommands:
 def slurm_planner(config: ShoalConfig) -> Planner | None:
     """power_save: Slurm decides, the plan launches and removes nothing."""
     if config.slurm is not None and config.slurm.mode == "power_save":
-        return hold_planner
+        return requests_only_planner
     return None
 
 

@@ -2,7 +2,7 @@
 
 What is checked here needs no Slurm command (a resume that launches, a suspend that
 terminates, idempotency and restarts); the paths that change Slurm's node states (a failed
-launch held DOWN, ResumeTimeout) run against a real slurmctld in ``test_slurm_e2e.py``.
+launch kept DOWN, ResumeTimeout) run against a real slurmctld in ``test_slurm_e2e.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from shoal.daemon.slurm.client import SlurmClient
 from shoal.daemon.slurm.constants import TAG_SLURM_FEATURES, TAG_SLURM_NODE
 from shoal.daemon.slurm.demand import SlurmDemand
 from shoal.daemon.slurm.integration import SlurmIntegration, slurm_commands, slurm_node_types
-from shoal.daemon.slurm.power import PowerSaver, hold_planner
+from shoal.daemon.slurm.power import PowerSaver, requests_only_planner
 from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.daemon.slurm.state import PowerState, ResumeRequest
 from shoal.providers.base import TAG_REQUEST_ID, client_token
@@ -227,7 +227,7 @@ async def test_a_launch_whose_every_answer_was_lost_is_tried_again_not_failed(
     d.provider.lose_next_response(2, "RunInstances")  # both attempts of the retry policy
     await d.power.accept("resume", "cloud1")
     await d.served()
-    assert d.power.state.holds == {}  # not failed: nothing to hold DOWN
+    assert d.power.state.kept_down == {}  # not failed: nothing to keep DOWN
     request = d.power.state.requests["cloud1"]
     assert request.offering is not None and request.client_token
     assert d.provider.count() == 1
@@ -237,7 +237,7 @@ async def test_a_launch_whose_every_answer_was_lost_is_tried_again_not_failed(
     runner.cancel()
     workers = await d.workers()
     assert workers == {"cloud1": [workers["cloud1"][0]]} and d.provider.count() == 1
-    assert d.power.state.requests == {} and d.power.state.holds == {}
+    assert d.power.state.requests == {} and d.power.state.kept_down == {}
     assert d.power.instance_id("cloud1") == workers["cloud1"][0]
 
 
@@ -383,7 +383,7 @@ def test_the_planner_stands_aside_in_power_saving_mode(tmp_path: Path) -> None:
     shapes["r5.large"] = Shape(3600, 16 * 2**30, 2, 0, False)
     policy = cfg.policy(shapes)
     demand = Demand(queued=(QueuedJobs(Shape(60, 2**30, 1, 0, False), 50),))
-    plan = hold_planner(Snapshot(demand, ()), policy, PlannerState(), 0.0)
+    plan = requests_only_planner(Snapshot(demand, ()), policy, PlannerState(), 0.0)
     assert plan.is_noop
     assert plan.targets == {"c5.xlarge": 0, "r5.large": 0}
 
@@ -533,11 +533,12 @@ async def test_a_replayed_resume_starts_at_the_offering_that_launched(
     assert len((await second.workers())["cloud1"]) == 1
 
 
-async def test_the_hold_loop_and_a_new_request_for_the_node_take_turns(
+async def test_the_release_loop_and_a_new_request_for_the_node_take_turns(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    """Bug 7: the hold loop powers a held node down while a new resume for it fails again
-    and holds it anew; without the node's lock the release then dropped the new hold, and
+    """Bug 7: the release loop powers a node kept DOWN down while a new resume for it fails
+    again and keeps it DOWN anew; without the node's lock the release then dropped the new
+    entry, and
     the node stayed DOWN with nothing to release it."""
     d = await start(tmp_path, clock)
     slurm = FakeSlurm()
@@ -545,33 +546,35 @@ async def test_the_hold_loop_and_a_new_request_for_the_node_take_turns(
     d.provider.set_unavailable("c5.xlarge")
     await d.power.accept("resume", "cloud1")
     await d.served()
-    hold = d.power.state.holds["cloud1"]
-    assert hold.marked and slurm.calls == [("down", "cloud1")]
+    kept = d.power.state.kept_down["cloud1"]
+    assert kept.marked and slurm.calls == [("down", "cloud1")]
     slurm.gate = asyncio.Event()
     loop = asyncio.ensure_future(d.power.run())
-    await clock.advance(hold.until - clock.now() + 1)  # the release is under way, gated
+    await clock.advance(kept.until - clock.now() + 1)  # the release is under way, gated
     await d.power.accept("resume", "cloud1")  # Slurm resumes it again: still no capacity
     await clock.settle()
     slurm.gate.set()
     await d.served()
     await clock.settle()
-    assert "cloud1" in d.power.state.holds  # the new failure's hold is kept
-    assert "cloud1" in saved(tmp_path).holds
-    assert slurm.calls[-1] == ("down", "cloud1")  # released, then held DOWN again
+    assert "cloud1" in d.power.state.kept_down  # kept DOWN again by the new failure
+    assert "cloud1" in saved(tmp_path).kept_down
+    assert slurm.calls[-1] == ("down", "cloud1")  # released, then kept DOWN again
     loop.cancel()
     await asyncio.gather(loop, return_exceptions=True)
 
 
-async def test_a_hold_dropped_by_a_resume_is_saved(tmp_path: Path, clock: FakeClock) -> None:
-    """Bug 7: a resume drops the node's hold; the drop must reach the disk even when serving
-    the request then fails (the request stays and is retried), or a restart would hold the
-    node DOWN again and power it down under the pending resume."""
+async def test_a_kept_down_node_dropped_by_a_resume_is_saved(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Bug 7: a resume drops the node's kept-DOWN entry; the drop must reach the disk even
+    when serving the request then fails (the request stays and is retried), or a restart
+    would keep the node DOWN again and power it down under the pending resume."""
     d = await start(tmp_path, clock)
     d.power.client = FakeSlurm()  # type: ignore[assignment]
     d.provider.set_unavailable("c5.xlarge")
     await d.power.accept("resume", "cloud1")
     await d.served()
-    assert "cloud1" in saved(tmp_path).holds
+    assert "cloud1" in saved(tmp_path).kept_down
     controller = d.slurm.controller
     assert controller is not None
 
@@ -584,7 +587,7 @@ async def test_a_hold_dropped_by_a_resume_is_saved(tmp_path: Path, clock: FakeCl
     await d.served()
     await clock.settle()
     on_disk = saved(tmp_path)
-    assert "cloud1" in on_disk.requests and "cloud1" not in on_disk.holds
+    assert "cloud1" in on_disk.requests and "cloud1" not in on_disk.kept_down
 
 
 async def test_a_suspend_accepted_before_a_crash_is_served_at_the_next_start(
