@@ -10,7 +10,7 @@ Everything the daemon must not forget across ``kill -9`` lives in one JSON file,
             and the nodes seen joined (``joined``: id -> time first seen joined, and since when
             it has been missing from the reads), written in the background when they change
 ``slurm``   the power saver's resume requests (with the offering last tried and its
-            client token), suspend requests and held nodes (``daemon.slurm.state``)
+            client token), suspend requests and nodes kept DOWN (``daemon.slurm.state``)
 
 One daemon per ``state_dir``: ``open`` takes an exclusive ``flock`` on ``<state_dir>/lock``
 for the life of the process and refuses to start, naming the holder's pid, when another
@@ -25,7 +25,7 @@ files a crash in the middle of a write left behind.
 A section no part of the daemon claims (``section``) is dropped from the file by
 ``drop_unclaimed``, called once every part is built: after power_save -> external ->
 power_save, the first switch dropped the ``slurm`` section, so old resume requests and
-holds are not replayed.
+nodes kept DOWN are not replayed.
 
 Writes are off the event loop and coalesced::
 

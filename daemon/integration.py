@@ -1,10 +1,11 @@
 """Integrations: what a scheduler (Slurm is the first) adds to the daemon, in two steps.
 
 An ``IntegrationKind`` is asked before the controller exists, for what the controller is built
-with: a planner that replaces shoal's (Slurm's power saving: ``hold_planner``), a drain and an
-undrain hook (``scontrol``), extra tags for every launch (a dynamic node's features). Then
-``build(config, clock, metrics, controller)`` makes the ``Integration`` around that controller:
-everything it needs is in its constructor, nothing is set on it or by it afterwards. The
+with: a planner that replaces shoal's (Slurm's power saving: ``requests_only_planner``), a
+drain and an undrain hook (``scontrol``), extra tags for every launch (a dynamic node's
+features). Then ``build(config, clock, metrics, controller)`` makes the ``Integration``
+around that controller: everything it needs is in its constructor, nothing is set on it or
+by it afterwards. The
 ``Service`` iterates over its integrations for their demand sources, HTTP routes, background
 work and close::
 

@@ -24,8 +24,8 @@ pass finishes without launching anything new.
 
 When to wake is one policy (``next_deadline``): besides the interval and a demand change, the
 loop wakes when a timer of its state falls due (an unneeded node ripens, a join timeout, a
-ledger entry's TTL, a backoff's end, a power-save hold's end), and the replay engine asks the
-same method which timer passes it may skip.
+ledger entry's TTL, a backoff's end, a power-save node's time kept DOWN ends), and the
+replay engine asks the same method which timer passes it may skip.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class _Listing:
 
 
 @dataclass(frozen=True, slots=True)
-class _Hold:
+class _Withheld:
     plan: Plan  # what may be done
     reason: str
     keep_state: bool  # do not take the planner's new state
@@ -220,8 +220,8 @@ class Controller:
         self.stopping = False
         self.on_pass: list[Callable[[PassRecord], None]] = []
         self.on_ready: list[Callable[[], None]] = []
-        # timers beside the controller's own (the Slurm power saver's holds): each gives the
-        # earliest time after ``now`` it falls due, or None (see ``next_deadline``)
+        # timers beside the controller's own (the Slurm power saver's nodes kept DOWN): each
+        # gives the earliest time after ``now`` it falls due, or None (see ``next_deadline``)
         self.deadline_sources: list[Callable[[float], float | None]] = []
         self._lock = asyncio.Lock()
         self._demand_changed = asyncio.Event()
@@ -352,7 +352,7 @@ class Controller:
         timer runs. The timers
         are the planner state's (an unneeded node ripens), the node tracker's (a booting
         node's join timeout, a ledger entry's TTL), the backoff table's (an offering's block
-        ends) and those of ``deadline_sources`` (the Slurm power saver's holds). The loop
+        ends) and those of ``deadline_sources`` (the Slurm power saver's nodes kept DOWN). The loop
         wakes for it (``wake_at``) and the replay engine skips the timer passes before it:
         a new timer goes in one of these, never beside them."""
         now = self.clock.now() if after is None else after
@@ -423,12 +423,12 @@ class Controller:
                     record = self._skipped(number, started_at, start, observation)
                 else:
                     plan = await self._plan(observation)
-                    hold = self._hold(plan)
-                    if hold is not None:
-                        plan = hold.plan
+                    withheld = self._withhold(plan)
+                    if withheld is not None:
+                        plan = withheld.plan
                     report = await self._execute(plan, observation)
                     record = self._record(
-                        number, started_at, start, observation, plan, report, hold
+                        number, started_at, start, observation, plan, report, withheld
                     )
             except Exception as exc:
                 record = self._failed(number, started_at, start, exc)
@@ -657,9 +657,9 @@ class Controller:
                 action.cause,
                 action.message,
             )
-        for action in plan.held:
+        for action in plan.withheld:
             log.warning(
-                'event=plan_remove_held node=%s node_type=%s cause=%s reason="%s"',
+                'event=plan_remove_withheld node=%s node_type=%s cause=%s reason="%s"',
                 action.node_id,
                 action.node_type,
                 action.cause,
@@ -684,7 +684,7 @@ class Controller:
             allow_launch=not self.stopping,
         )
 
-    def _hold(self, plan: Plan) -> _Hold | None:
+    def _withhold(self, plan: Plan) -> _Withheld | None:
         """Don't act on what the demand cannot vouch for: on stale demand launch, undrain and
         remove nothing; before any demand arrived, remove nothing. Either way keep the
         planner's state, so idle timers do not run on a demand nobody read (a node idle at
@@ -695,16 +695,16 @@ class Controller:
         if stale is None and self.demand_at is not None:
             return None
         reason = stale or "no demand received yet: removing nothing"
-        held = dataclasses.replace(
+        withheld = dataclasses.replace(
             plan,
             launches=() if stale else plan.launches,
             drains=(),
             undrains=() if stale else plan.undrains,
             terminations=(),
         )
-        if held != plan:
-            log.warning('event=pass_held reason="%s"', reason)
-        return _Hold(held, reason, keep_state=True)
+        if withheld != plan:
+            log.warning('event=pass_withheld reason="%s"', reason)
+        return _Withheld(withheld, reason, keep_state=True)
 
     def _record(
         self,
@@ -714,10 +714,10 @@ class Controller:
         observation: _Observation,
         plan: Plan,
         report: ExecutionReport,
-        hold: _Hold | None = None,
+        withheld: _Withheld | None = None,
     ) -> PassRecord:
         now = self.record_outcomes(report)
-        if hold is None or not hold.keep_state:
+        if withheld is None or not withheld.keep_state:
             self.state = plan.state
         self.last_plan = plan
         self._last_ok = self.clock.monotonic()
@@ -732,7 +732,7 @@ class Controller:
             outcome=PassOutcome.OK,
             started_at=started_at,
             duration=max(0.0, self.clock.monotonic() - start),
-            reason="" if hold is None else hold.reason,
+            reason="" if withheld is None else withheld.reason,
             launched=report.launched,
             drained=tuple(report.drained),
             undrained=tuple(report.undrained),

@@ -60,7 +60,7 @@ def unschedulable_json(items: Iterable[Unschedulable]) -> list[dict[str, Any]]:
 
 def plan_json(plan: Plan) -> dict[str, Any]:
     """A plan: launches, drains, undrains and terminations with their causes and reasons, targets,
-    unschedulable jobs and the target cluster's cost; ``held``: removals held back, each
+    unschedulable jobs and the target cluster's cost; ``withheld``: removals withheld, each
     saying why (unhealthy nodes not replaced while too many are missing)."""
     return {
         "launches": [_launch_json(a) for a in plan.launches],
@@ -70,7 +70,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "targets": dict(plan.targets),
         "unschedulable": unschedulable_json(plan.unschedulable),
         "cost_per_hour": plan.cost_per_hour,
-        "held": [_action_json(a) for a in plan.held],
+        "withheld": [_action_json(a) for a in plan.withheld],
     }
 
 

@@ -60,7 +60,7 @@ from shoal.providers.clock import Clock, SystemClock
 from shoal.providers.errors import INSUFFICIENT_CAPACITY, CapacityError, ProviderError
 from shoal.providers.files import write_json_atomic
 from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
-from shoal.providers.slurm import TAG_SLURM_FEATURES, TAG_SLURM_NODE
+from shoal.providers.workers import TAG_SLURM_FEATURES, TAG_SLURM_NODE
 
 __all__ = [
     "INSTANCE_ENV",

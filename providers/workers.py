@@ -28,6 +28,7 @@ __all__ = [
     "MUNGE_KEY_MAX",
     "MUNGE_KEY_MIN",
     "SHOAL_FEATURE",
+    "TAG_SLURM_FEATURES",
     "TAG_SLURM_NODE",
     "KubernetesJoinSettings",
     "LeaderSettings",
@@ -41,6 +42,9 @@ __all__ = [
 #: ``node_name: tag``); the worker reads it from the instance metadata service, so its key
 #: uses only characters EC2 allows in metadata tag keys.
 TAG_SLURM_NODE = "shoal:slurm-node"
+#: The instance tag holding the features a dynamic node registers with (``slurmd -Z --conf
+#: "Feature=..."``), comma-separated: ``providers.local`` starts its slurmd with them.
+TAG_SLURM_FEATURES = "shoal:slurm-features"
 #: The Slurm feature every dynamic node shoal launches registers with: the clean-up loop
 #: (daemon.slurm.cleanup) knows its nodes by it.
 SHOAL_FEATURE = "shoal"

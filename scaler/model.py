@@ -257,8 +257,8 @@ class Plan:
     cost_per_hour: float = 0.0  # estimated cost of the target cluster
     # draining nodes taken back (schedulable again) instead of launching new ones
     undrains: tuple[NodeAction, ...] = ()
-    # removals the planner holds back (unhealthy nodes not replaced now), each saying why
-    held: tuple[NodeAction, ...] = ()
+    # removals the planner withholds (unhealthy nodes not replaced now), each saying why
+    withheld: tuple[NodeAction, ...] = ()
 
     @property
     def is_noop(self) -> bool:

@@ -91,8 +91,8 @@ Semantics a caller can rely on:
   likely the scheduler's (slurmctld cannot reach the slurmds, a munge key, a pusher that
   sends no nodes), not the nodes', and replacements could not join either: none of them
   (of that type) is terminated, each stays capacity (and is not drained either), and
-  ``Plan.held`` says why. The rest are terminated within ``scale_down_budget``, shared
-  with idle drains (oldest missing first); those beyond it are held the same way until a
+  ``Plan.withheld`` says why. The rest are terminated within ``scale_down_budget``, shared
+  with idle drains (oldest missing first); those beyond it are withheld the same way until a
   later pass.
 * Static nodes, and nodes of no configured type, are never drained, undrained or
   terminated. Static nodes of a configured type count as its capacity (as in
@@ -250,7 +250,7 @@ class _View:
     reusable: dict[str, list[NodeInfo]]  # draining autoscaled nodes a type may take back
     join_timeouts: list[NodeInfo]
     unhealthy: list[NodeInfo]  # joined, then missing for the unhealthy timeout; idle
-    held: list[NodeAction]  # unhealthy nodes not replaced now (capped): live, and why
+    withheld: list[NodeAction]  # unhealthy nodes not replaced now (capped): live, and why
     busy: set[str]
     blocked: dict[str, float]  # type -> time the earliest of its offerings frees up
     now: float
@@ -298,8 +298,8 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
             unhealthy.append(node)
         else:
             live[node.node_type].append(node)
-    unhealthy, held = _cap_unhealthy(unhealthy, live, policy)
-    for action in held:  # not replaced now: capacity, as a missing node is until then
+    unhealthy, withheld = _cap_unhealthy(unhealthy, live, policy)
+    for action in withheld:  # not replaced now: capacity, as a missing node is until then
         live[action.node_type].append(by_id[action.node_id])
     by_name = {t.name: t for t in types}
     for name, nodes in reusable.items():  # idle first, then the most paid-for time left
@@ -318,7 +318,7 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
         reusable=reusable,
         join_timeouts=timeouts,
         unhealthy=unhealthy,
-        held=held,
+        withheld=withheld,
         busy=busy,
         blocked=blocked,
         now=now,
@@ -347,7 +347,7 @@ def _cap_unhealthy(
             "likely the scheduler's fault, not the nodes'; replacing none"
         )
 
-    held: list[NodeAction] = []
+    withheld: list[NodeAction] = []
     kept: list[NodeInfo] = []
     cluster = too_many(nodes)
     for node in unhealthy:
@@ -359,11 +359,11 @@ def _cap_unhealthy(
         if why is None:
             kept.append(node)
         else:
-            held.append(NodeAction(node.id, node.node_type, RemoveCause.UNHEALTHY, why))
+            withheld.append(NodeAction(node.id, node.node_type, RemoveCause.UNHEALTHY, why))
     kept.sort(key=lambda n: (n.missing_since, n.id))
     budget = max(1, math.floor(policy.scale_down_budget * len(nodes)))
     for node in kept[budget:]:
-        held.append(
+        withheld.append(
             NodeAction(
                 node.id,
                 node.node_type,
@@ -371,7 +371,7 @@ def _cap_unhealthy(
                 f"beyond scale_down_budget ({budget} of {len(nodes)} nodes per pass)",
             )
         )
-    return kept[:budget], held
+    return kept[:budget], withheld
 
 
 # -- step 2: assign -----------------------------------------------------------------------
@@ -1057,7 +1057,7 @@ def _scale_down(
     # shared with the unhealthy terminations (chosen within it by _cap_unhealthy)
     budget = max(1, math.floor(policy.scale_down_budget * (total + len(view.unhealthy))))
     budget -= len(view.unhealthy)
-    held = {a.node_id for a in view.held}
+    withheld = {a.node_id for a in view.withheld}
     unneeded: dict[str, float] = {}
     for t in view.types:
         live = view.live[t.name]
@@ -1070,7 +1070,7 @@ def _scale_down(
             if n.state is NodeState.READY
             and not n.static
             and n.id not in view.busy
-            and n.id not in held  # missing, not replaced now: not drained either
+            and n.id not in withheld  # missing, not replaced now: not drained either
         ]
         idle.sort(key=lambda n: (_billing(n, t, now)[0], n.id))
         excess = len(live) - t.max_nodes
@@ -1233,6 +1233,6 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
             estimates=MappingProxyType(estimates), unneeded_since=MappingProxyType(unneeded)
         ),
         cost_per_hour=sum(_price(t) * targets[t.name].target for t in view.types),
-        held=tuple(view.held),
+        withheld=tuple(view.withheld),
         undrains=tuple(undrains),
     )

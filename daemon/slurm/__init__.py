@@ -1,11 +1,16 @@
 """shoal on a Slurm cluster: Slurm is the demand source, and its power saving or shoal's planner
-decides which nodes run.
+decides which nodes run. Everything that knows Slurm is here (``providers`` knows clouds).
 
+``client``      SlurmClient: squeue, sinfo and scontrol as asyncio subprocesses
+``errors``      the client's typed errors (SlurmUnavailableError is retryable)
+``parse``       their output as records (SlurmJob, SlurmNode), pure
+``demand``      records -> shoal's Demand (queued, running, joined, draining), pure
+``constants``   the output formats, job reasons and states, the drain reason, the tag names
 ``source``      SlurmDemandSource: squeue and sinfo every poll interval (and at once after a
                 resume request) -> DemandUpdate, or DemandFailure when Slurm cannot be read
 ``power``       PowerSaver: the power-saving requests (resume, suspend, resume-fail) the
                 hooks hand over, launched and terminated through the executor; kept in a
-                state file across restarts; failed launches hold the node DOWN, then
+                state file across restarts; failed launches keep the node DOWN, then
                 POWER_DOWN it
 ``cleanup``     the clean-up loop: orphan instances, nodes stuck powering up, down nodes
                 without an instance, deleted dynamic nodes

@@ -27,7 +27,7 @@ is pure; each repair found is logged with its reason, counted in
                               registered (feature "shoal") that has lost its instance:
                               ``scontrol delete``
 
-Nodes the power saver is busy with (a request in hand, a hold) are left alone, and so are
+Nodes the power saver is busy with (a request in hand, a node kept DOWN) are left alone, and so are
 instances younger than ``grace`` (their node may not show them yet). A stopped (or stopping)
 instance is nobody's node instance here: the loop terminates it (reason ``stopped``).
 """
@@ -42,14 +42,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from shoal.daemon.metrics import ShoalMetrics
+from shoal.daemon.slurm.client import SlurmClient
+from shoal.daemon.slurm.constants import RESETTABLE_REASONS, SHOAL_FEATURE
 from shoal.daemon.slurm.drain import drained_by_shoal
+from shoal.daemon.slurm.errors import SlurmCommandError, SlurmError
+from shoal.daemon.slurm.parse import SlurmNode
 from shoal.daemon.slurm.power import slurm_node_of
 from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.providers.base import TAG_AUTOSCALED, Node
 from shoal.providers.clock import Clock
 from shoal.providers.errors import ProviderError
-from shoal.providers.slurm import SlurmClient, SlurmCommandError, SlurmError, SlurmNode
-from shoal.providers.workers import SHOAL_FEATURE
 
 if TYPE_CHECKING:
     from shoal.daemon.loop import Controller
@@ -58,7 +60,6 @@ __all__ = ["Cleaner", "Repair", "RepairKind", "find_repairs"]
 
 log = logging.getLogger(__name__)
 
-RESETTABLE_REASONS = ("ResumeTimeout reached", "shoal")  # reasons a failed resume leaves
 STUCK_MARGIN = 60.0
 
 
@@ -190,6 +191,7 @@ class Cleaner:
         self,
         client: SlurmClient,
         clock: Clock,
+        controller: Controller,
         *,
         mode: Literal["power_save", "external"],
         interval: float = 60.0,
@@ -202,6 +204,7 @@ class Cleaner:
     ) -> None:
         self.client = client
         self.clock = clock
+        self.controller = controller
         self.mode: Literal["power_save", "external"] = mode
         self.interval = interval
         self.grace = grace
@@ -211,12 +214,8 @@ class Cleaner:
         self.lock = lock
         self.resume_timeout = resume_timeout
         self.powering_up_since: dict[str, float] = {}
-        self.controller: Controller | None = None
         self.last: list[Repair] = []
         self.runs = 0
-
-    def attach(self, controller: Controller) -> None:
-        self.controller = controller
 
     def observe(self, snapshot: SlurmSnapshot) -> None:
         """A source listener: when each node was first seen POWERING_UP (in this daemon)."""
@@ -229,7 +228,7 @@ class Cleaner:
     async def run(self) -> None:
         while True:
             await self.clock.sleep(self.interval)
-            if self.controller is None or not self.controller.ready:
+            if not self.controller.ready:
                 continue
             try:
                 await self.once()
@@ -238,7 +237,7 @@ class Cleaner:
 
     async def once(self) -> list[Repair]:
         """One comparison; the repairs found (each attempted)."""
-        controller = self._controller()
+        controller = self.controller
         instances = await controller.list_workers(max_age=controller.interval)
         try:
             nodes = await self.client.nodes()  # after the listing: see the module docstring
@@ -261,11 +260,6 @@ class Cleaner:
         for repair in repairs:
             await self._apply(repair)
         return repairs
-
-    def _controller(self) -> Controller:
-        if self.controller is None:
-            raise RuntimeError("the clean-up loop is not attached to a controller")
-        return self.controller
 
     async def _apply(self, repair: Repair) -> None:
         lock = self.lock(repair.node) if self.lock is not None else asyncio.Lock()
@@ -297,4 +291,4 @@ class Cleaner:
                 log.warning('event=slurm_cleanup_failed node=%s error="%s"', repair.node, exc)
 
     async def _terminate(self, ids: Sequence[str]) -> None:
-        await self._controller().terminate(ids)
+        await self.controller.terminate(ids)

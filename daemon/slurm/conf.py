@@ -33,10 +33,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from shoal.daemon.slurm.constants import SHOAL_FEATURE
 from shoal.daemon.slurm.hook import COMMANDS, DEFAULT_CONFIG
 from shoal.daemon.slurm.names import NodeTypeMap, node_type_keys, slurm_name
-from shoal.providers.slurm import expand_hostlist
-from shoal.providers.workers import SHOAL_FEATURE
+from shoal.daemon.slurm.parse import expand_hostlist
 from shoal.scaler.model import NodeType, Policy
 from shoal.scaler.planner import usable_shape
 

@@ -30,19 +30,19 @@ from typing import TYPE_CHECKING
 
 from shoal.daemon.drain import DrainError, DrainTimeout
 from shoal.daemon.nodes import TrackedState
+from shoal.daemon.slurm.client import SlurmClient
+from shoal.daemon.slurm.constants import DRAIN_REASON, NOT_DRAINED
+from shoal.daemon.slurm.errors import SlurmError
+from shoal.daemon.slurm.parse import SlurmNode
 from shoal.providers.base import TAG_AUTOSCALED, TAG_DRAINING
-from shoal.providers.slurm import SlurmClient, SlurmError, SlurmNode
 
 if TYPE_CHECKING:
     from shoal.daemon.loop import Controller
     from shoal.daemon.slurm.source import SlurmSnapshot
 
-__all__ = ["DRAIN_REASON", "DrainAdopter", "SlurmDrainHook", "drained_by_shoal"]
+__all__ = ["DrainAdopter", "SlurmDrainHook", "drained_by_shoal"]
 
 log = logging.getLogger(__name__)
-
-DRAIN_REASON = "shoal"  # the clean-up loop deletes dynamic nodes drained with it
-NOT_DRAINED = "Invalid node state specified"  # scontrol's answer to resuming a node not drained
 
 
 def drained_by_shoal(node: SlurmNode) -> bool:

@@ -1,12 +1,12 @@
 """Wires Slurm into the daemon (``demand.slurm: true`` with a ``slurm`` section).
 
 The first integration (``daemon.integration``): ``SLURM`` (an ``IntegrationKind``) gives the
-controller its planner (power_save: ``hold_planner``), drain and undrain hooks (external:
+controller its planner (power_save: ``requests_only_planner``), drain and undrain hooks (external:
 ``SlurmDrainHook``) and launch tags (external: the dynamic node's features); then
 ``SlurmIntegration(config, clock, controller, metrics)`` builds the client, the demand
 source, the power saver (power_save mode) and the clean-up loop around that controller;
 ``add_routes(app, token)`` adds the hooks' endpoints to the HTTP API; ``run()`` is the
-background work (held nodes, clean-up, the spool); ``close()`` stops it.
+background work (nodes kept DOWN, clean-up, the spool); ``close()`` stops it.
 
 ================================  ===========================================================
 ``POST /v1/slurm/resume``         ``{"nodes": "cloud[1-2]", "resume_file": {...}}``: the
@@ -14,7 +14,7 @@ background work (held nodes, clean-up, the spool); ``close()`` stops it.
 ``POST /v1/slurm/resume-fail``    400 for a bad body, 401 without the bearer token (when one
                                   is configured), 409 in external mode (no power saving)
                                   (the hooks' ``request_id`` makes a request served once)
-``GET /v1/slurm``                 mode, last read, requests in hand, held nodes, last repairs
+``GET /v1/slurm``                 mode, last read, requests in hand, nodes kept DOWN, repairs
 ================================  ===========================================================
 
 Hook requests the daemon missed wait in the spool (``<state_dir>/spool``, ``spool``): it is
@@ -45,21 +45,17 @@ from shoal.daemon.http import bearer_authorized, unauthorized
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.slurm import spool
 from shoal.daemon.slurm.cleanup import Cleaner
+from shoal.daemon.slurm.client import SlurmClient, SlurmCommands
 from shoal.daemon.slurm.conf import type_features
+from shoal.daemon.slurm.constants import TAG_SLURM_FEATURES
 from shoal.daemon.slurm.drain import DrainAdopter, SlurmDrainHook
+from shoal.daemon.slurm.errors import SlurmCommandError, SlurmError
 from shoal.daemon.slurm.names import NodeTypeMap, node_type_keys
-from shoal.daemon.slurm.power import PowerSaver, hold_planner
+from shoal.daemon.slurm.power import PowerSaver, requests_only_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.daemon.wiring import api_token
 from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.outcomes import ProviderEvent, TerminationResult
-from shoal.providers.slurm import (
-    TAG_SLURM_FEATURES,
-    SlurmClient,
-    SlurmCommandError,
-    SlurmCommands,
-    SlurmError,
-)
 from shoal.scaler.model import NodeType
 
 if TYPE_CHECKING:
@@ -96,7 +92,7 @@ def slurm_commands(settings: SlurmConfig) -> SlurmCommands:
 def slurm_planner(config: ShoalConfig) -> Planner | None:
     """power_save: Slurm decides, the plan launches and removes nothing."""
     if config.slurm is not None and config.slurm.mode == "power_save":
-        return hold_planner
+        return requests_only_planner
     return None
 
 
@@ -192,11 +188,18 @@ class SlurmIntegration:
             default_wall_time=settings.default_wall_time,
             metrics=self.metrics,
         )
+        self.token = api_token(config)  # spooled requests are signed with it
+        self.spool_dir: Path | None = None
+        if settings.mode == "power_save" and config.state_dir is not None:
+            self.spool_dir = spool.spool_dir(config.state_dir)
+            spool.prepare(self.spool_dir)
+        # the power saver queues the requests the store holds: built after what can fail
         if settings.mode == "power_save":
             self.power = PowerSaver(
                 self.client,
                 clock,
                 self.types,
+                controller,
                 metrics=self.metrics,
                 node_type_of=config.node_type_of,
                 retry_interval=settings.poll_interval,
@@ -209,6 +212,7 @@ class SlurmIntegration:
         self.cleaner = Cleaner(
             self.client,
             clock,
+            controller,
             mode=settings.mode,
             interval=settings.cleanup_interval,
             grace=settings.orphan_grace,
@@ -220,20 +224,11 @@ class SlurmIntegration:
         )
         self.source.listeners.append(self.cleaner.observe)
         self._pending: set[asyncio.Task[None]] = set()
-        self.token = api_token(config)  # spooled requests are signed with it
-        self.spool_dir: Path | None = None
-        if self.power is not None and config.state_dir is not None:
-            self.spool_dir = spool.spool_dir(config.state_dir)
-            spool.prepare(self.spool_dir)
         self._spool_wake = asyncio.Event()
         self._spool_lock = asyncio.Lock()  # one scan at a time
         self._spool_scanned = self.spool_dir is None  # the first scan (HTTP waits for it)
         self._spool_failures: dict[str, int] = {}  # file -> scans in a row it failed
         self._spool_stuck: set[str] = set()  # files that could not even be quarantined
-        # connected to the controller (the power saver serves once it has reconciled)
-        if self.power is not None:
-            self.power.attach(controller)
-        self.cleaner.attach(controller)
         self._unsubscribe = (
             controller.provider.subscribe(self._on_provider_event)
             if settings.mode == "external"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from shoal.providers.slurm import expand_hostlist
+from shoal.daemon.slurm.parse import expand_hostlist
 from shoal.scaler.shape import ordered_instance_types, parse_node_types
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Slurm decides (``ResumeProgram``, ``SuspendProgram``, ``ResumeFailProgram`` are
 ``shoal slurm-resume`` / ``slurm-suspend``); the daemon's planner stands aside
-(``hold_planner``) and the power saver launches and terminates, through the executor (its
+(``requests_only_planner``) and the power saver launches and terminates, through the executor (its
 retries, metrics and the provider's events) and the controller (ledger and backoff)::
 
     hook ─► POST /v1/slurm/resume ─► accept: persist the request (state_dir), answer 202
@@ -19,28 +19,28 @@ retries, metrics and the provider's events) and the controller (ledger and backo
                   │ past the retries: kept, tried again   │
                   ▼ with its offering and token)          ▼
              request done (NodeAddr set if asked)    node DOWN with the reason (Slurm requeues
-                                                     its jobs to other nodes), held until the
+                                                     its jobs to other nodes), kept so until the
                                                      type's backoff ends, then POWER_DOWN: back
                                                      in Slurm's pool (idle~), no stock-out loop
 
     suspend / resume_fail ─► persisted before the answer; terminate the node's instances
                              through Controller.terminate (a pending launch is dropped);
                              resume_fail (the node never registered by ResumeTimeout) also
-                             backs its offering off and holds the node DOWN like a failed
+                             backs its offering off and keeps the node DOWN like a failed
                              launch
 
 Restart safety (``daemon.slurm.state``): a request is on disk before the hook is answered
 and removed once served; each offering a resume tries is on disk (with its client token)
 before that offering's launch, so the file names the last offering that may have launched;
-holds and suspends are written too. After ``kill -9`` anywhere in between, the daemon serves
-what the file holds again with the same request id, starting at that offering, so the
+nodes kept DOWN and suspends are written too. After ``kill -9`` anywhere in between, the
+daemon serves what the file holds again with the same request id, starting at that offering, so the
 provider's client token (a function of request id and offering) makes a launch that had
 already happened return its instance instead of launching a second: served once, no
 duplicate, no orphan. (Saving only the offering tried first is not enough: when it fails
 and the launch falls through to the next, a replay from the first, whose capacity may be
 back, launches a second instance while the listing does not show the one launched.) The
 save costs no write of its own: the launch intent's flush, one per offering tried, writes
-it. Every change of a node's state (a request served, the hold loop's
+it. Every change of a node's state (a request served, the release loop's
 release) happens under that node's lock. Writes go through the daemon's store: coalesced
 and off the event loop, so a burst of 500 requests costs a few fsyncs, not 1,000.
 (Re-deriving requests from Slurm's POWERING_UP nodes instead cannot tell a lost request
@@ -59,18 +59,15 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.daemon.metrics import SLURM_REQUEST_KINDS, ShoalMetrics
 from shoal.daemon.nodes import TrackedState
+from shoal.daemon.slurm.client import SlurmClient
+from shoal.daemon.slurm.constants import TAG_SLURM_NODE
+from shoal.daemon.slurm.errors import SlurmCommandError, SlurmError
 from shoal.daemon.slurm.names import NodeTypeMap
-from shoal.daemon.slurm.state import Hold, PowerState, ResumeRequest, SuspendRequest
+from shoal.daemon.slurm.parse import expand_hostlist
+from shoal.daemon.slurm.state import KeptDown, PowerState, ResumeRequest, SuspendRequest
 from shoal.providers.base import TAG_AUTOSCALED, Node
 from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.errors import ProviderError, TerminationError
-from shoal.providers.slurm import (
-    TAG_SLURM_NODE,
-    SlurmClient,
-    SlurmCommandError,
-    SlurmError,
-    expand_hostlist,
-)
 from shoal.scaler.model import (
     AddCause,
     Launch,
@@ -85,7 +82,7 @@ from shoal.scaler.model import (
 if TYPE_CHECKING:
     from shoal.daemon.loop import Controller
 
-__all__ = ["REQUEST_KINDS", "PowerSaver", "hold_planner", "slurm_node_of"]
+__all__ = ["REQUEST_KINDS", "PowerSaver", "requests_only_planner", "slurm_node_of"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +93,9 @@ LISTING_MAX_AGE = 5.0
 ADDRESS_TRIES = 30
 
 
-def hold_planner(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) -> Plan:
+def requests_only_planner(
+    snapshot: Snapshot, policy: Policy, state: PlannerState, now: float
+) -> Plan:
     """The planner in power-saving mode: Slurm decides which nodes run, so the plan launches
     and removes nothing (the loop still terminates launches the cloud never listed, on
     fresh demand)."""
@@ -120,6 +119,7 @@ class PowerSaver:
         client: SlurmClient,
         clock: Clock,
         types: NodeTypeMap,
+        controller: Controller,
         *,
         metrics: ShoalMetrics | None = None,
         node_type_of: Callable[[str], str] = lambda name: name,
@@ -128,17 +128,19 @@ class PowerSaver:
         concurrency: int = 16,
         on_request: Callable[[], None] = lambda: None,
     ) -> None:
+        """Serves requests once ``controller`` has reconciled with the cloud (so instances a
+        previous daemon launched are known); the requests its store holds are queued now,
+        suspends first (see ``daemon.slurm.state``). Raises StateError for a damaged state."""
         self.client = client
         self.clock = clock
-        # memory only until attach() loads the controller's store
-        self.state = PowerState()
+        self.controller = controller
+        self.state = PowerState(controller.store)
         self.types = types
         self.metrics = metrics or ShoalMetrics()
         self.node_type_of = node_type_of
         self.retry_interval = retry_interval
         self.set_node_addr = set_node_addr
         self.on_request = on_request
-        self.controller: Controller | None = None
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
@@ -149,20 +151,6 @@ class PowerSaver:
         self._locks: dict[str, asyncio.Lock] = {}
         # (node, instance id) of the latest launches, for GET /v1/slurm and the logs
         self.launched: collections.deque[tuple[str, str]] = collections.deque(maxlen=1000)
-
-    # -- wiring ---------------------------------------------------------------------------
-
-    def attach(self, controller: Controller) -> None:
-        """Serve requests once ``controller`` has reconciled with the cloud (so instances a
-        previous daemon launched are known); the requests its store holds are queued now,
-        suspends first (see ``daemon.slurm.state``). Raises StateError for a damaged state."""
-        self.controller = controller
-        early = self.state
-        self.state = PowerState(controller.store)
-        self.state.requests.update(early.requests)  # accepted before attach (memory only)
-        self.state.suspends.update(early.suspends)
-        if early.requests or early.suspends:
-            self.state.changed()
         controller.deadline_sources.append(self.next_deadline)
         if controller.ready:
             self._ready.set()
@@ -173,13 +161,15 @@ class PowerSaver:
         for node in sorted(self.state.requests):
             self._enqueue(node, "resume")
 
+    # -- wiring ---------------------------------------------------------------------------
+
     def lock(self, node: str) -> asyncio.Lock:
         """Held while a request for ``node`` is served (the clean-up loop takes it too)."""
         return self._locks.setdefault(node, asyncio.Lock())
 
     @property
     def busy(self) -> set[str]:
-        """Nodes with a request in hand or held DOWN: the clean-up loop leaves them alone."""
+        """Nodes with a request in hand or kept DOWN: the clean-up loop leaves them alone."""
         queued = {n for n, q in self._events.items() if q}
         working = {n for n, t in self._workers.items() if not t.done()}
         return (
@@ -187,7 +177,7 @@ class PowerSaver:
             | working
             | set(self.state.requests)
             | set(self.state.suspends)
-            | set(self.state.holds)
+            | set(self.state.kept_down)
         )
 
     def instance_id(self, node: str) -> str:
@@ -211,8 +201,6 @@ class PowerSaver:
                 del self._by_node[name]
 
     def _terminated(self) -> set[str]:
-        if self.controller is None:
-            return set()
         tracker = self.controller.tracker
         return {t.id for t in tracker.all() if t.state is TrackedState.TERMINATED}
 
@@ -298,13 +286,8 @@ class PowerSaver:
 
     # -- resume ---------------------------------------------------------------------------
 
-    def _controller(self) -> Controller:
-        if self.controller is None:
-            raise RuntimeError("the power saver is not attached to a controller")
-        return self.controller
-
     def _node_type(self, name: str) -> NodeType | None:
-        for node_type in self._controller().policy.node_types:
+        for node_type in self.controller.policy.node_types:
             if node_type.name == name:
                 return node_type
         return None
@@ -323,8 +306,8 @@ class PowerSaver:
         request = self.state.requests.get(node)
         if request is None:  # suspended before it was served
             return
-        controller = self._controller()
-        if self.state.holds.pop(node, None) is not None:
+        controller = self.controller
+        if self.state.kept_down.pop(node, None) is not None:
             self.state.changed()
         node_type = self._node_type_for(node)
         if node_type is None:
@@ -390,7 +373,7 @@ class PowerSaver:
             # The cloud may have launched with every answer lost: failing the node now would
             # requeue its job while its instance boots. Keep the request, that launch's
             # offering first with its client token (which returns what it launched), for the
-            # hold loop's next try; Slurm's ResumeTimeout bounds the wait.
+            # release loop's next try; Slurm's ResumeTimeout bounds the wait.
             attempt = doubt[-1]
             self.state.requests[node] = dataclasses.replace(
                 request, offering=attempt.offering, client_token=attempt.client_token
@@ -408,32 +391,32 @@ class PowerSaver:
         error = outcome.error if outcome is not None and outcome.error else ""
         if not error:
             error = "every offering is in backoff"
-        await self._hold(node, node_type, f"shoal: {error}"[:200])
+        await self._keep_down(node, node_type, f"shoal: {error}"[:200])
 
     def _finish(self, node: str) -> None:
         if self.state.requests.pop(node, None) is not None:
             self.state.changed()
 
-    def _hold_until(self, node_type: NodeType, now: float) -> float:
+    def _kept_down_until(self, node_type: NodeType, now: float) -> float:
         """When the node type may launch again: the end of its offerings' backoff, or the
         backoff's first step when a failure put none of them in backoff (an API error)."""
-        controller = self._controller()
+        controller = self.controller
         unavailable = controller.backoff.unavailable(now)
         offerings = node_type.offerings()
         if offerings and all(o in unavailable for o in offerings):
             return min(unavailable[o] for o in offerings)
         return now + controller.backoff.policy.initial
 
-    async def _hold(
+    async def _keep_down(
         self, node: str, node_type: NodeType, reason: str, *, marked: bool = False
     ) -> None:
         """DOWN now (Slurm requeues the node's jobs), POWER_DOWN when the backoff ends."""
-        until = self._hold_until(node_type, self.clock.now())
+        until = self._kept_down_until(node_type, self.clock.now())
         self.state.requests.pop(node, None)
-        self.state.holds[node] = Hold(until, reason, marked=marked)
+        self.state.kept_down[node] = KeptDown(until, reason, marked=marked)
         await self.state.save()  # before DOWN: a restart releases the node
         log.warning(
-            'event=slurm_node_held node=%s node_type=%s until=%.0f reason="%s"',
+            'event=slurm_node_kept_down node=%s node_type=%s until=%.0f reason="%s"',
             node,
             node_type.name,
             until,
@@ -450,18 +433,18 @@ class PowerSaver:
             if exc.code == "exec":  # scontrol could not be run: try again later
                 log.error('event=slurm_set_down_failed node=%s error="%s"', node, exc)
                 return False
-            # Slurm refused (an unknown node): there is nothing to hold
+            # Slurm refused (an unknown node): there is nothing to keep DOWN
             log.error('event=slurm_set_down_refused node=%s error="%s"', node, exc)
-            if node in self.state.holds:
-                del self.state.holds[node]
+            if node in self.state.kept_down:
+                del self.state.kept_down[node]
                 self.state.changed()
             return False
-        except SlurmError as exc:  # slurmctld unavailable: the hold loop tries again
+        except SlurmError as exc:  # slurmctld unavailable: the release loop tries again
             log.warning('event=slurm_set_down_failed node=%s error="%s"', node, exc)
             return False
-        hold = self.state.holds.get(node)
-        if hold is not None and not hold.marked:
-            self.state.holds[node] = Hold(hold.until, hold.reason, marked=True)
+        kept = self.state.kept_down.get(node)
+        if kept is not None and not kept.marked:
+            self.state.kept_down[node] = KeptDown(kept.until, kept.reason, marked=True)
             self.state.changed()
         log.info('event=slurm_node_down node=%s reason="%s"', node, reason)
         return True
@@ -497,8 +480,8 @@ class PowerSaver:
             and request.accepted_at < suspend.accepted_at
         ):
             dropped = self.state.requests.pop(node)
-        held = self.state.holds.pop(node, None) if kind == "suspend" else None
-        if dropped is not None or held is not None:
+        kept = self.state.kept_down.pop(node, None) if kind == "suspend" else None
+        if dropped is not None or kept is not None:
             self.state.changed()
         instances = await self._instances(node)
         if instances and not await self._terminate(node, instances, kind):
@@ -510,20 +493,20 @@ class PowerSaver:
             self.state.changed()
         if kind == "resume_fail":
             node_type = self._node_type_for(node)
-            if node_type is not None and node not in self.state.holds:
+            if node_type is not None and node not in self.state.kept_down:
                 # Slurm has set it DOWN itself ("ResumeTimeout reached")
-                await self._hold(
+                await self._keep_down(
                     node, node_type, "shoal: never registered by ResumeTimeout", marked=True
                 )
-        elif held is not None:
-            log.info("event=slurm_hold_dropped node=%s reason=suspended", node)
+        elif kept is not None:
+            log.info("event=slurm_kept_down_dropped node=%s reason=suspended", node)
 
     async def _terminate(self, node: str, instances: list[Node], kind: str) -> bool:
         """Terminate ``node``'s instances (resume_fail: and back their offerings off);
         False when the cloud refused."""
         ids = [n.name for n in instances]
         try:
-            await self._controller().terminate(
+            await self.controller.terminate(
                 instances,
                 cause="join-timeout" if kind == "resume_fail" else "idle",
                 back_off=kind == "resume_fail",
@@ -543,7 +526,7 @@ class PowerSaver:
         """The provider's workers: the controller's listing, shared with its passes, the
         clean-up loop and the other node workers when no older than ``max_age`` seconds and
         no launch or termination came since (``Controller.list_workers``)."""
-        nodes = await self._controller().list_workers(max_age)
+        nodes = await self.controller.list_workers(max_age)
         self.note_instances(nodes)
         return nodes
 
@@ -556,7 +539,7 @@ class PowerSaver:
             if n.tags.get(TAG_AUTOSCALED) == "true" and n.tags.get(TAG_SLURM_NODE) == node
         ]
         names = {n.name for n in listed}
-        controller = self._controller()
+        controller = self.controller
         unlisted = [
             t.node
             for t in controller.tracker.pending()
@@ -567,22 +550,22 @@ class PowerSaver:
         ]
         return listed + unlisted
 
-    # -- holds ----------------------------------------------------------------------------
+    # -- kept DOWN --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Release held nodes when their backoff ends (POWER_DOWN), mark DOWN the ones that
+        """Release nodes kept DOWN when their backoff ends (POWER_DOWN), mark DOWN the ones that
         could not be marked yet, and retry requests whose worker died."""
         await self._ready.wait()
         while True:
-            for node in sorted(self.state.holds):
+            for node in sorted(self.state.kept_down):
                 async with self.lock(node):  # a request for the node may be served meanwhile
-                    hold = self.state.holds.get(node)
-                    if hold is None:
+                    kept = self.state.kept_down.get(node)
+                    if kept is None:
                         continue
-                    if not hold.marked:
-                        await self._set_down(node, hold.reason)
-                    elif hold.until <= self.clock.now():
-                        await self._release(node, hold)
+                    if not kept.marked:
+                        await self._set_down(node, kept.reason)
+                    elif kept.until <= self.clock.now():
+                        await self._release(node, kept)
             for node, suspend in sorted(self.state.suspends.items()):
                 worker = self._workers.get(node)
                 if worker is None or worker.done():
@@ -597,12 +580,12 @@ class PowerSaver:
             await self._sleep(max(min(wait, self.retry_interval), 0.05))
 
     def next_deadline(self, now: float) -> float | None:
-        """The earliest time after ``now`` a hold ends (its node is released), or None."""
-        ends = (h.until for h in self.state.holds.values() if h.marked and h.until > now)
+        """The earliest time after ``now`` a node kept DOWN is released, or None."""
+        ends = (k.until for k in self.state.kept_down.values() if k.marked and k.until > now)
         return min(ends, default=None)
 
-    async def _release(self, node: str, hold: Hold) -> None:
-        """POWER_DOWN a held node whose backoff ended (under the node's lock); the hold is
+    async def _release(self, node: str, kept: KeptDown) -> None:
+        """POWER_DOWN a node kept DOWN whose backoff ended (under the node's lock); its entry is
         dropped only if it is still the one released."""
         try:
             await self.client.power_down(node)
@@ -617,8 +600,8 @@ class PowerSaver:
             return
         else:
             log.info("event=slurm_node_released node=%s action=power_down", node)
-        if self.state.holds.get(node) == hold:
-            del self.state.holds[node]
+        if self.state.kept_down.get(node) == kept:
+            del self.state.kept_down[node]
             self.state.changed()
 
     async def _sleep(self, seconds: float) -> None:
@@ -644,9 +627,9 @@ class PowerSaver:
         return {
             "requests": {n: r.request_id for n, r in sorted(self.state.requests.items())},
             "suspends": {n: s.kind for n, s in sorted(self.state.suspends.items())},
-            "holds": {
-                n: {"until": h.until, "reason": h.reason, "down": h.marked}
-                for n, h in sorted(self.state.holds.items())
+            "kept_down": {
+                n: {"until": k.until, "reason": k.reason, "down": k.marked}
+                for n, k in sorted(self.state.kept_down.items())
             },
             "busy": sorted(self.busy),
             "instances": dict(sorted(self._by_node.items())),

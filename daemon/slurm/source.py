@@ -4,7 +4,7 @@ once after a resume request (``poke``).
 Each read yields a ``DemandUpdate`` observed at the poll time (``at``) that goes stale after
 ``max_age`` (a few poll intervals): queued jobs that wait for capacity, running jobs per node,
 the nodes that joined (registered and responding) and the drained ones (never room) --
-``providers.slurm.slurm_demand``.
+``daemon.slurm.demand.slurm_demand``.
 Node names are translated to the daemon's node ids (``translate``: a power-saving node is
 known by its instance's id; a dynamic node is named after its instance, so it is its own id).
 
@@ -27,18 +27,12 @@ from dataclasses import dataclass, replace
 
 from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.metrics import ShoalMetrics
+from shoal.daemon.slurm.client import SlurmClient
+from shoal.daemon.slurm.demand import SlurmDemand, slurm_demand
 from shoal.daemon.slurm.drain import drained_by_shoal
+from shoal.daemon.slurm.errors import SlurmError
+from shoal.daemon.slurm.parse import SlurmJob, SlurmNode, def_mem_per_cpu, parse_seconds
 from shoal.providers.clock import Clock, sleep_or_event
-from shoal.providers.slurm import (
-    SlurmClient,
-    SlurmDemand,
-    SlurmError,
-    SlurmJob,
-    SlurmNode,
-    def_mem_per_cpu,
-    parse_seconds,
-    slurm_demand,
-)
 from shoal.scaler.model import Demand
 
 __all__ = ["SlurmDemandSource", "SlurmSnapshot"]

@@ -1,6 +1,6 @@
 """The power saver's durable state: resume requests accepted but not yet launched (with the
 offering chosen for each and its client token), suspend requests not yet served, and nodes
-held DOWN after a failed launch. All of it must survive a restart (``kill -9`` included), so
+kept DOWN after a failed launch. All of it must survive a restart (``kill -9`` included), so
 it lives in the ``slurm`` section of the daemon's one state file (``daemon.durable``):
 
 - a resume or suspend request is on disk before the hook is answered, and removed once it was
@@ -11,8 +11,8 @@ it lives in the ``slurm`` section of the daemon's one state file (``daemon.durab
   offering saves that one before trying it); a replay tries the saved offering with the same
   token first, so the cloud returns what it launched, whatever the backoff table (memory
   only) says now and whatever capacity the offerings tried before it have again;
-- a hold is on disk before the node is set DOWN and removed once it was powered down or
-  dropped, so a node is never left DOWN because the daemon restarted.
+- a node kept DOWN is on disk before it is set DOWN and removed once it was powered down
+  or dropped, so a node is never left DOWN because the daemon restarted.
 - the ids of the latest hook requests accepted (``accepted_ids``, the last
   ``ACCEPTED_IDS_KEPT``), written with the request they carry: a hook's request found again in
   the spool (``spool``) after a crash between its accept and its deletion is not served twice.
@@ -26,8 +26,11 @@ The section's JSON::
                                           "capacity": "on-demand"},
                              "client_token": "shoal-..."}},
      "suspends": {"cloud3": {"kind": "suspend", "accepted_at": 1700000100.0}},
-     "holds": {"cloud2": {"until": 1700000180.0, "reason": "shoal: no capacity ...",
-                          "marked": true}}}
+     "kept_down": {"cloud2": {"until": 1700000180.0, "reason": "shoal: no capacity ...",
+                              "marked": true}}}
+
+A file written before the section was renamed has ``"holds"`` for ``"kept_down"``: it is
+read all the same.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 from shoal.daemon.durable import DurableStore, StateError, offering_from_json, offering_to_json
 from shoal.scaler.model import Offering
 
-__all__ = ["Hold", "PowerState", "ResumeRequest", "StateError", "SuspendRequest"]
+__all__ = ["KeptDown", "PowerState", "ResumeRequest", "StateError", "SuspendRequest"]
 
 SECTION = "slurm"
 ACCEPTED_IDS_KEPT = 1024  # far more than requests in flight between an accept and its delete
@@ -64,7 +67,7 @@ class SuspendRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class Hold:
+class KeptDown:
     """``node`` stays DOWN with ``reason`` until ``until``, then is powered down."""
 
     until: float
@@ -73,14 +76,14 @@ class Hold:
 
 
 class PowerState:
-    """Requests, suspends and holds by Slurm node name, kept in ``store`` (memory only when
-    none is given)."""
+    """Requests, suspends and nodes kept DOWN by Slurm node name, kept in ``store`` (memory
+    only when none is given)."""
 
     def __init__(self, store: DurableStore | None = None) -> None:
         self.store = store or DurableStore(None)
         self.requests: dict[str, ResumeRequest] = {}
         self.suspends: dict[str, SuspendRequest] = {}
-        self.holds: dict[str, Hold] = {}
+        self.kept_down: dict[str, KeptDown] = {}
         self.accepted_ids: list[str] = []  # oldest first, at most ACCEPTED_IDS_KEPT
         data = self.store.section(SECTION, self.to_json)
         if data is not None:
@@ -107,9 +110,10 @@ class PowerState:
                 node: SuspendRequest(str(s["kind"]), float(s["accepted_at"]))
                 for node, s in data.get("suspends", {}).items()
             }
-            self.holds = {
-                node: Hold(float(h["until"]), str(h["reason"]), bool(h.get("marked", False)))
-                for node, h in data.get("holds", {}).items()
+            kept_down = data.get("kept_down", data.get("holds", {}))  # "holds": older files
+            self.kept_down = {
+                node: KeptDown(float(k["until"]), str(k["reason"]), bool(k.get("marked", False)))
+                for node, k in kept_down.items()
             }
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise StateError(
@@ -124,7 +128,7 @@ class PowerState:
         return {
             "requests": {n: request(r) for n, r in sorted(self.requests.items())},
             "suspends": {n: asdict(s) for n, s in sorted(self.suspends.items())},
-            "holds": {n: asdict(h) for n, h in sorted(self.holds.items())},
+            "kept_down": {n: asdict(k) for n, k in sorted(self.kept_down.items())},
             "accepted_ids": list(self.accepted_ids),
         }
 
@@ -134,5 +138,5 @@ class PowerState:
 
     def changed(self) -> None:
         """Write the current state soon, in the background (what may be lost without harm:
-        a request served, a hold released)."""
+        a request served, a node kept DOWN released)."""
         self.store.changed()

@@ -1,7 +1,7 @@
 """The chaos harness in Slurm's power-saving mode (``run_seed(seed, mode="power_save")``).
 
 The daemon's own power-saving pieces, built as ``shoal run`` builds them: the controller of
-``service.build_controller`` (its planner the power saver's ``hold_planner``) and the
+``service.build_controller`` (its planner the power saver's ``requests_only_planner``) and the
 ``SlurmIntegration`` around it (``PowerSaver``, ``Cleaner``, the demand source, the hook
 spool), whose ``SlurmClient`` is the only thing replaced: ``slurmsim.FakeSlurmClient``
 answers from a simulated slurmctld (``slurmsim.SlurmCtld``) instead of running squeue,
@@ -60,14 +60,15 @@ from shoal.daemon.loop import Controller
 from shoal.daemon.service import build_provider
 from shoal.daemon.simulate.engine import EPOCH
 from shoal.daemon.slurm import hook, spool
+from shoal.daemon.slurm.constants import TAG_SLURM_NODE
 from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.names import node_type_keys
-from shoal.daemon.slurm.power import hold_planner
+from shoal.daemon.slurm.parse import compress_hostlist, expand_hostlist
+from shoal.daemon.slurm.power import requests_only_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.providers.clock import FakeClock
 from shoal.providers.outcomes import TerminationStatus
 from shoal.providers.simulated import SimulatedProvisioner
-from shoal.providers.slurm import TAG_SLURM_NODE, compress_hostlist, expand_hostlist
 from shoal.scaler.model import CapacityType, Offering, Plan, PlannerState, Policy, Snapshot
 from shoal.scaler.planner import usable_shape
 
@@ -158,7 +159,7 @@ class PowerRun(_Run):
         )
 
     def planner(self, snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) -> Plan:
-        return hold_planner(snapshot, policy, state, now)
+        return requests_only_planner(snapshot, policy, state, now)
 
     async def start_daemon(self, crashes: bool = True) -> bool:
         """A new process, built as ``shoal run`` builds it: controller, then the Slurm

@@ -34,16 +34,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shoal.daemon.slurm.client import SlurmClient
+from shoal.daemon.slurm.errors import SlurmCommandError, SlurmUnavailableError
+from shoal.daemon.slurm.parse import SlurmJob, SlurmNode, compress_hostlist, expand_hostlist
 from shoal.providers.clock import FakeClock
-from shoal.providers.slurm import (
-    SlurmClient,
-    SlurmCommandError,
-    SlurmJob,
-    SlurmNode,
-    SlurmUnavailableError,
-    compress_hostlist,
-    expand_hostlist,
-)
 from shoal.scaler.shape import Shape
 
 __all__ = ["FakeSlurmClient", "SJob", "SNode", "SlurmCtld"]

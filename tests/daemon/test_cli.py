@@ -151,7 +151,7 @@ def test_plan_prints_json_plan(
         "drains": [],
         "undrains": [],
         "terminations": [],
-        "held": [],
+        "withheld": [],
         "targets": {"c5.xlarge/c5a.xlarge": 2, "r5.large:0.05": 0},
         "unschedulable": [
             {

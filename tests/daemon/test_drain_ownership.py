@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from shoal.daemon.demand import DemandUpdate
 from shoal.daemon.drain import DrainError
-from shoal.daemon.slurm.drain import DRAIN_REASON, DrainAdopter
+from shoal.daemon.slurm.constants import DRAIN_REASON
+from shoal.daemon.slurm.demand import SlurmDemand
+from shoal.daemon.slurm.drain import DrainAdopter
+from shoal.daemon.slurm.parse import SlurmNode
 from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.providers.base import TAG_DRAINING
 from shoal.providers.errors import ProviderError
-from shoal.providers.slurm import SlurmDemand, SlurmNode
 from shoal.scaler.model import Demand
 
 if TYPE_CHECKING:

@@ -27,12 +27,12 @@ async def test_every_node_missing_for_the_unhealthy_timeout_replaces_nothing(
         h.set_demand(h.jobs(20), joined=set())
         record = await h.pass_()
         assert record.terminated == () and record.launched == 0
-    held = h.status()["last_plan"]["held"]
+    held = h.status()["last_plan"]["withheld"]
     assert [(a["node"], a["cause"]) for a in held] == [(n, "unhealthy") for n in sorted(names)]
     assert all("5 of 5 nodes are missing" in a["reason"] for a in held)
-    assert "event=plan_remove_held" in caplog.text
+    assert "event=plan_remove_withheld" in caplog.text
     assert h.sample("shoal_scale_downs_total", node_type="c5.xlarge", cause="unhealthy") == 0
     # the partition heals: the nodes are listed again, nothing is held any more
     h.set_demand(h.jobs(20), joined=names)
     await h.pass_()
-    assert h.status()["last_plan"]["held"] == []
+    assert h.status()["last_plan"]["withheld"] == []

@@ -27,7 +27,7 @@ from shoal.providers.local import (
     session_pids,
 )
 from shoal.providers.outcomes import LaunchRequest, TerminationStatus
-from shoal.providers.slurm import TAG_SLURM_FEATURES, TAG_SLURM_NODE
+from shoal.providers.workers import TAG_SLURM_FEATURES, TAG_SLURM_NODE
 from shoal.scaler.model import CapacityType, Offering
 
 MiB = 1024**2

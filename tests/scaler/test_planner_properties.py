@@ -112,9 +112,9 @@ def removable(n, snapshot, policy):
 
 def live_counts(snapshot, policy, p):
     """Nodes per type the plan counts as capacity: not draining, not removable at once,
-    unless the plan holds its removal back (``Plan.held``: too many missing, or beyond the
+    unless the plan holds its removal back (``Plan.withheld``: too many missing, or beyond the
     budget), which keeps it as capacity."""
-    held = {a.node_id for a in p.held}
+    held = {a.node_id for a in p.withheld}
     counts = {t.name: 0 for t in policy.node_types}
     for n in snapshot.nodes:
         timed_out = removable(n, snapshot, policy) and n.id not in held
@@ -165,7 +165,7 @@ def test_never_removes_busy_booting_static_or_foreign_nodes(scenario):
         )
     # Unhealthy nodes are terminated or held back, never both, and none is held unless
     # the missing nodes are too many (in the cluster or its type) or the budget is spent.
-    held = {a.node_id: a for a in p.held}
+    held = {a.node_id: a for a in p.withheld}
     assert not set(held) & {a.node_id for a in removed}
     unhealthy = [t for t in p.terminations if t.cause is RemoveCause.UNHEALTHY]
     for n in snapshot.nodes:

@@ -22,7 +22,7 @@ def missing(node_id: str, t=A, since: float = NOW - 700) -> NodeInfo:
 
 
 def held(p) -> dict[str, str]:
-    return {a.node_id: a.message for a in p.held}
+    return {a.node_id: a.message for a in p.withheld}
 
 
 def test_a_partition_of_the_whole_fleet_replaces_nothing():
@@ -33,7 +33,7 @@ def test_a_partition_of_the_whole_fleet_replaces_nothing():
     assert p.terminations == () and p.launches == () and p.drains == ()
     assert set(held(p)) == {n.id for n in nodes}
     assert all("10 of 10 nodes are missing" in m for m in held(p).values())
-    assert {a.cause for a in p.held} == {RemoveCause.UNHEALTHY}
+    assert {a.cause for a in p.withheld} == {RemoveCause.UNHEALTHY}
 
 
 def test_few_missing_nodes_are_replaced_up_to_the_ok_count():
@@ -43,7 +43,7 @@ def test_few_missing_nodes_are_replaced_up_to_the_ok_count():
     snap = snapshot(nodes=nodes, queue=[queued(job(cores=4, mem_gib=8), 4)])
     p = plan(snap, policy(A, scale_down_budget=1.0), EMPTY, NOW)
     assert sorted(t.node_id for t in p.terminations) == ["n0", "n1", "n2"]
-    assert p.held == ()
+    assert p.withheld == ()
 
 
 def test_above_the_fraction_a_type_holds_even_if_the_cluster_is_fine():

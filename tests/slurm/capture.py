@@ -5,7 +5,7 @@ Run as root where Slurm is installed (``make tools``)::
     .venv/bin/python tests/slurm/capture.py [OUTDIR]
 
 It starts a ``SlurmCluster`` (``cluster.py``), brings a mix of jobs and nodes into known
-states, and writes the exact stdout of the commands ``shoal.providers.slurm`` runs
+states, and writes the exact stdout of the commands ``shoal.daemon.slurm.client`` runs
 (``squeue_argv``, ``sinfo_argv``, ``scontrol show config``) at each step; ``data/README.md``
 says which file holds which step. The parser tests read these files, so they test the
 parsers on what Slurm really prints. Takes about a minute.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shoal.providers.slurm import SlurmCommands, sinfo_argv, squeue_argv
+from shoal.daemon.slurm.client import SlurmCommands, sinfo_argv, squeue_argv
 from slurm.cluster import ClusterSpec, SlurmCluster, missing_requirements
 
 

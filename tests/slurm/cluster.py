@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from e2e.procs import poll_until
+from shoal.daemon.slurm.client import SlurmCommands
 from shoal.providers.local import find_program, pids_with_env, process_alive
-from shoal.providers.slurm import SlurmCommands
 
 __all__ = [
     "MARKER_ENV",

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import pytest
 from shoal.daemon.metrics import SLURM_CLEANUP_KINDS
 from shoal.daemon.slurm.cleanup import Repair, RepairKind, find_repairs
+from shoal.daemon.slurm.constants import SINFO_FIELDS, TAG_SLURM_NODE
+from shoal.daemon.slurm.parse import SlurmNode, parse_sinfo
 from shoal.providers.base import TAG_AUTOSCALED, Node
-from shoal.providers.slurm import SINFO_FIELDS, TAG_SLURM_NODE, SlurmNode, parse_sinfo
 
 NOW = 1_700_000_000.0
 GRACE = 60.0

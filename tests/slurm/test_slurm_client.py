@@ -12,18 +12,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from shoal.daemon.slurm.client import SlurmClient, SlurmCommands
+from shoal.daemon.slurm.demand import slurm_demand
+from shoal.daemon.slurm.errors import SlurmCommandError, SlurmUnavailableError
+from shoal.daemon.slurm.parse import SlurmJob, SlurmNode, def_mem_per_cpu
 from shoal.providers.errors import RetryableError
 from shoal.providers.local import pids_with_env
-from shoal.providers.slurm import (
-    SlurmClient,
-    SlurmCommandError,
-    SlurmCommands,
-    SlurmJob,
-    SlurmNode,
-    SlurmUnavailableError,
-    def_mem_per_cpu,
-    slurm_demand,
-)
 from shoal.scaler.model import QueuedJobs
 from shoal.scaler.shape import Shape
 from slurm.cluster import SlurmCluster

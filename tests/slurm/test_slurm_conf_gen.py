@@ -22,8 +22,8 @@ from shoal.daemon.service import build_policy
 from shoal.daemon.slurm.conf import node_lines, render
 from shoal.daemon.slurm.integration import slurm_features, slurm_node_types
 from shoal.daemon.slurm.names import derived_node_types, slurm_name
+from shoal.daemon.slurm.parse import expand_hostlist
 from shoal.providers.simulated import SimulatedProvisioner
-from shoal.providers.slurm import expand_hostlist
 from shoal.scaler.model import Policy
 from shoal.scaler.planner import usable_shape
 from slurm.cluster import ClusterSpec, SlurmCluster

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from e2e.procs import poll_until
-from shoal.providers.slurm import expand_hostlist
+from shoal.daemon.slurm.parse import expand_hostlist
 from slurm.cluster import ClusterSpec, NodeGroup, SlurmCluster
 from slurm.shoal_proc import (
     HookRun,
@@ -281,8 +281,8 @@ def test_no_capacity_and_a_node_that_never_registers(setup_factory: Callable[...
     assert s.metric("shoal_scale_up_failures_total", node_type="a", reason="capacity") >= 1
     assert s.metric("shoal_scale_downs_total", node_type="b", cause="join-timeout") == 1
     assert not [r for r in s.instances().values() if r["tags"]["shoal:slurm-node"] in ("a1", "b1")]
-    holds = s.daemon.get("/v1/slurm")["power_saving"]["holds"]
-    assert "a1" not in holds and "b1" not in holds
+    kept_down = s.daemon.get("/v1/slurm")["power_saving"]["kept_down"]
+    assert "a1" not in kept_down and "b1" not in kept_down
 
 
 # -- external mode ------------------------------------------------------------------------

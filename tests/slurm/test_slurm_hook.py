@@ -25,12 +25,12 @@ from shoal.daemon.http import make_app, start_http
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
 from shoal.daemon.slurm import hook, spool
+from shoal.daemon.slurm.constants import TAG_SLURM_NODE
 from shoal.daemon.slurm.hook import HookError, daemon_endpoint
 from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.state import PowerState
 from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.simulated import SimulatedProvisioner
-from shoal.providers.slurm import TAG_SLURM_NODE
 from slurm.shoal_proc import free_port
 from waits import slurm_requests_served
 

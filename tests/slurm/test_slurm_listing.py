@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from shoal.daemon.slurm.parse import SlurmNode
 from shoal.providers.clock import FakeClock
-from shoal.providers.slurm import SlurmNode
 from test_slurm_power import Daemon, start
 
 

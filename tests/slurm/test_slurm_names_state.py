@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from shoal.daemon.durable import LOCK_FILE, STATE_FILE, DurableStore
 from shoal.daemon.slurm.names import NodeTypeMap
-from shoal.daemon.slurm.state import Hold, PowerState, ResumeRequest, StateError, SuspendRequest
+from shoal.daemon.slurm.state import KeptDown, PowerState, ResumeRequest, StateError, SuspendRequest
 from shoal.scaler.model import CapacityType, Offering
 
 MAPPING = {
@@ -61,19 +61,33 @@ async def test_state_round_trips_through_its_file(tmp_path: Path) -> None:
     offering = Offering("c5.xlarge", "us-west-2a", CapacityType.ON_DEMAND)
     state.requests["cloud1"] = ResumeRequest("slurm-1", 100.0, ("7", "8_1"), offering, "tok")
     state.suspends["cloud3"] = SuspendRequest("resume_fail", 150.0)
-    state.holds["cloud2"] = Hold(200.0, "shoal: no capacity", marked=True)
+    state.kept_down["cloud2"] = KeptDown(200.0, "shoal: no capacity", marked=True)
     await state.save()
     again = PowerState(DurableStore.open(folder))
     assert again.requests == state.requests
     assert again.suspends == state.suspends
-    assert again.holds == state.holds
+    assert again.kept_down == state.kept_down
     assert json.loads((folder / STATE_FILE).read_text())["version"] == 1
     assert sorted(p.name for p in folder.iterdir()) == [LOCK_FILE, STATE_FILE]  # no temporary
 
 
+def test_a_state_file_from_before_the_rename_keeps_its_nodes_down(tmp_path: Path) -> None:
+    """Issue 22 item 5: the section's ``holds`` became ``kept_down``. A file an older daemon
+    wrote still has ``holds``: its nodes stay DOWN until released, and the next write uses the
+    new key."""
+    folder = tmp_path / "old"
+    folder.mkdir()
+    old = {"until": 200.0, "reason": "shoal: no capacity", "marked": True}
+    older = {"version": 1, "slurm": {"holds": {"cloud2": old}}}
+    (folder / STATE_FILE).write_text(json.dumps(older))
+    state = PowerState(DurableStore.open(folder))
+    assert state.kept_down == {"cloud2": KeptDown(200.0, "shoal: no capacity", marked=True)}
+    assert state.to_json()["kept_down"] == {"cloud2": old} and "holds" not in state.to_json()
+
+
 def test_a_missing_state_file_is_an_empty_state(tmp_path: Path) -> None:
     state = PowerState(DurableStore.open(tmp_path / "none"))
-    assert state.requests == {} and state.holds == {} and state.suspends == {}
+    assert state.requests == {} and state.kept_down == {} and state.suspends == {}
 
 
 @pytest.mark.parametrize(
@@ -83,6 +97,11 @@ def test_a_missing_state_file_is_an_empty_state(tmp_path: Path) -> None:
         pytest.param('{"version": 2}', "version 2", id="other-version"),
         pytest.param(
             '{"version": 1, "slurm": {"requests": {"a": {}}}}', "malformed", id="no-request-id"
+        ),
+        pytest.param(
+            '{"version": 1, "slurm": {"kept_down": {"a": {"until": "x"}}}}',
+            "malformed",
+            id="bad-kept-down",
         ),
         pytest.param(
             '{"version": 1, "slurm": {"holds": {"a": {"until": "x"}}}}', "malformed", id="bad-hold"

@@ -13,23 +13,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from shoal.daemon.demand import DemandUpdate
-from shoal.daemon.slurm.drain import DRAIN_REASON, drained_by_shoal
-from shoal.daemon.slurm.source import SlurmDemandSource
-from shoal.providers.clock import FakeClock
-from shoal.providers.slurm import (
-    SQUEUE_FIELDS,
+from shoal.daemon.slurm.constants import DRAIN_REASON, SQUEUE_FIELDS
+from shoal.daemon.slurm.demand import slurm_demand
+from shoal.daemon.slurm.drain import drained_by_shoal
+from shoal.daemon.slurm.errors import SlurmParseError
+from shoal.daemon.slurm.parse import (
     SlurmJob,
-    SlurmParseError,
     compress_hostlist,
     def_mem_per_cpu,
     expand_hostlist,
-    parse_config,
-    parse_duration,
     parse_memory,
     parse_sinfo,
+    parse_slurm_config,
+    parse_slurm_time,
     parse_squeue,
-    slurm_demand,
 )
+from shoal.daemon.slurm.source import SlurmDemandSource
+from shoal.providers.clock import FakeClock
 from shoal.scaler.model import QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 
@@ -258,7 +258,7 @@ def test_demand_options_reach_the_shapes():
     ids=["DefMemPerCPU=100", "unset"],
 )
 def test_def_mem_per_cpu(name: str, expected: int | None):
-    config = parse_config(data(name))
+    config = parse_slurm_config(data(name))
     assert def_mem_per_cpu(config) == expected
     assert config["SuspendTime"] == "15 sec"
     assert config["SlurmctldHost[0]"].endswith("(127.0.0.1)")
@@ -291,14 +291,14 @@ def test_def_mem_per_cpu_fills_in_when_slurm_gave_no_memory():
         ("10-01:02:03", 867723.0),
     ],
 )
-def test_parse_duration(text: str, seconds: float | None):
-    assert parse_duration(text) == seconds
+def test_parse_slurm_time(text: str, seconds: float | None):
+    assert parse_slurm_time(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "abc", "1:2:3:4", "-5", "1-", "1.5", "1:60x"])
-def test_parse_duration_rejects(text: str):
+def test_parse_slurm_time_rejects(text: str):
     with pytest.raises(ValueError, match="not a Slurm time"):
-        parse_duration(text)
+        parse_slurm_time(text)
 
 
 def squeue_time(seconds: int) -> str:
@@ -314,8 +314,8 @@ def squeue_time(seconds: int) -> str:
 
 
 @given(st.integers(min_value=0, max_value=365 * 86400))
-def test_parse_duration_reads_what_squeue_prints(seconds: int):
-    assert parse_duration(squeue_time(seconds)) == seconds
+def test_parse_slurm_time_reads_what_squeue_prints(seconds: int):
+    assert parse_slurm_time(squeue_time(seconds)) == seconds
 
 
 @pytest.mark.parametrize(
@@ -416,7 +416,7 @@ class FixtureClient:
         self.nodes_ = parse_sinfo(data(sinfo))
 
     async def config(self) -> dict[str, str]:
-        return parse_config(data("config-defmem.txt"))
+        return parse_slurm_config(data("config-defmem.txt"))
 
     async def jobs(self) -> list[SlurmJob]:
         return list(self.jobs_)

@@ -2,7 +2,7 @@
 
 What is checked here needs no Slurm command (a resume that launches, a suspend that
 terminates, idempotency and restarts); the paths that change Slurm's node states (a failed
-launch held DOWN, ResumeTimeout) run against a real slurmctld in ``test_slurm_e2e.py``.
+launch kept DOWN, ResumeTimeout) run against a real slurmctld in ``test_slurm_e2e.py``.
 """
 
 from __future__ import annotations
@@ -19,16 +19,18 @@ from shoal.daemon.config import parse_config
 from shoal.daemon.durable import DurableStore
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
-from shoal.daemon.slurm.integration import SlurmIntegration
-from shoal.daemon.slurm.power import PowerSaver, hold_planner
+from shoal.daemon.slurm.client import SlurmClient
+from shoal.daemon.slurm.constants import TAG_SLURM_FEATURES, TAG_SLURM_NODE
+from shoal.daemon.slurm.demand import SlurmDemand
+from shoal.daemon.slurm.integration import SlurmIntegration, slurm_commands, slurm_node_types
+from shoal.daemon.slurm.power import PowerSaver, requests_only_planner
 from shoal.daemon.slurm.source import SlurmSnapshot
-from shoal.daemon.slurm.state import PowerState
+from shoal.daemon.slurm.state import PowerState, ResumeRequest
 from shoal.daemon.wiring import planner_policy
 from shoal.providers.base import TAG_REQUEST_ID, client_token
 from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.errors import ProviderError, RetryableError
 from shoal.providers.simulated import SimulatedProvisioner
-from shoal.providers.slurm import TAG_SLURM_FEATURES, TAG_SLURM_NODE, SlurmDemand
 from shoal.scaler.backoff import FailureKind
 from shoal.scaler.model import (
     AddCause,
@@ -203,7 +205,7 @@ async def test_a_resume_of_a_node_whose_instance_was_stopped_launches_a_new_one(
     await d.served()
     (old,) = (await d.workers())["cloud1"]
     d.provider.stop_instance(old, stopping_for=30)
-    controller = d.power._controller()
+    controller = d.power.controller
     await clock.run_until(controller.run_pass())  # the tracker lists it stopping
     await d.power.accept("resume", "cloud1")
     await d.served()
@@ -227,7 +229,7 @@ async def test_a_launch_whose_every_answer_was_lost_is_tried_again_not_failed(
     d.provider.lose_next_response(2, "RunInstances")  # both attempts of the retry policy
     await d.power.accept("resume", "cloud1")
     await d.served()
-    assert d.power.state.holds == {}  # not failed: nothing to hold DOWN
+    assert d.power.state.kept_down == {}  # not failed: nothing to keep DOWN
     request = d.power.state.requests["cloud1"]
     assert request.offering is not None and request.client_token
     assert d.provider.count() == 1
@@ -237,7 +239,7 @@ async def test_a_launch_whose_every_answer_was_lost_is_tried_again_not_failed(
     runner.cancel()
     workers = await d.workers()
     assert workers == {"cloud1": [workers["cloud1"][0]]} and d.provider.count() == 1
-    assert d.power.state.requests == {} and d.power.state.holds == {}
+    assert d.power.state.requests == {} and d.power.state.kept_down == {}
     assert d.power.instance_id("cloud1") == workers["cloud1"][0]
 
 
@@ -332,6 +334,34 @@ async def test_requests_wait_for_the_first_reconcile(tmp_path: Path, clock: Fake
     assert provider.count() == 1
 
 
+async def test_the_power_saver_is_built_around_its_controller(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Issue 17 C, constructor injection: the controller is the power saver's constructor
+    argument (it was set by an ``attach`` call after construction, and a saver used before
+    it raised). Built on a controller whose state file holds a resume, the saver has the
+    request in hand and its deadlines in the controller's wake policy at once, and serves
+    it after the first reconcile."""
+    asyncio.get_running_loop().set_default_executor(InlineExecutor())
+    cfg = config(tmp_path)
+    store = DurableStore.open(tmp_path / "state")
+    state = PowerState(store)
+    state.requests["cloud1"] = ResumeRequest("slurm-before-restart", 0.0)
+    await clock.run_until(state.save())
+    store.close()
+    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock)
+    controller = await build_controller(cfg, provider, clock)
+    saver = PowerSaver(
+        SlurmClient(slurm_commands(cfg.slurm)), clock, slurm_node_types(cfg), controller
+    )
+    assert saver.controller is controller
+    assert "cloud1" in saver.busy
+    assert saver.next_deadline in controller.deadline_sources
+    await clock.run_until(controller.reconcile())
+    await clock.run_until(saver.drain_requests())
+    assert [n.tags[TAG_SLURM_NODE] for n in await provider.list_instances()] == ["cloud1"]
+
+
 @pytest.mark.parametrize(
     ("kind", "hostlist", "message"),
     [
@@ -355,7 +385,7 @@ def test_the_planner_stands_aside_in_power_saving_mode(tmp_path: Path) -> None:
     shapes["r5.large"] = Shape(3600, 16 * 2**30, 2, 0, False)
     policy = planner_policy(cfg, shapes)
     demand = Demand(queued=(QueuedJobs(Shape(60, 2**30, 1, 0, False), 50),))
-    plan = hold_planner(Snapshot(demand, ()), policy, PlannerState(), 0.0)
+    plan = requests_only_planner(Snapshot(demand, ()), policy, PlannerState(), 0.0)
     assert plan.is_noop
     assert plan.targets == {"c5.xlarge": 0, "r5.large": 0}
 
@@ -369,7 +399,7 @@ async def test_a_slurm_read_after_a_suspend_does_not_bring_its_instance_back(
     await d.power.accept("resume", "cloud[1-2]")
     await d.served()
     kept, terminated = d.power.instance_id("cloud2"), d.power.instance_id("cloud1")
-    controller = d.power._controller()
+    controller = d.power.controller
     await clock.run_until(controller.run_pass())  # the tracker lists them, tags and all
     await d.power.accept("suspend", "cloud1")
     await d.served()
@@ -505,11 +535,12 @@ async def test_a_replayed_resume_starts_at_the_offering_that_launched(
     assert len((await second.workers())["cloud1"]) == 1
 
 
-async def test_the_hold_loop_and_a_new_request_for_the_node_take_turns(
+async def test_the_release_loop_and_a_new_request_for_the_node_take_turns(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    """Bug 7: the hold loop powers a held node down while a new resume for it fails again
-    and holds it anew; without the node's lock the release then dropped the new hold, and
+    """Bug 7: the release loop powers a node kept DOWN down while a new resume for it fails
+    again and keeps it DOWN anew; without the node's lock the release then dropped the new
+    entry, and
     the node stayed DOWN with nothing to release it."""
     d = await start(tmp_path, clock)
     slurm = FakeSlurm()
@@ -517,33 +548,35 @@ async def test_the_hold_loop_and_a_new_request_for_the_node_take_turns(
     d.provider.set_unavailable("c5.xlarge")
     await d.power.accept("resume", "cloud1")
     await d.served()
-    hold = d.power.state.holds["cloud1"]
-    assert hold.marked and slurm.calls == [("down", "cloud1")]
+    kept = d.power.state.kept_down["cloud1"]
+    assert kept.marked and slurm.calls == [("down", "cloud1")]
     slurm.gate = asyncio.Event()
     loop = asyncio.ensure_future(d.power.run())
-    await clock.advance(hold.until - clock.now() + 1)  # the release is under way, gated
+    await clock.advance(kept.until - clock.now() + 1)  # the release is under way, gated
     await d.power.accept("resume", "cloud1")  # Slurm resumes it again: still no capacity
     await clock.settle()
     slurm.gate.set()
     await d.served()
     await clock.settle()
-    assert "cloud1" in d.power.state.holds  # the new failure's hold is kept
-    assert "cloud1" in saved(tmp_path).holds
-    assert slurm.calls[-1] == ("down", "cloud1")  # released, then held DOWN again
+    assert "cloud1" in d.power.state.kept_down  # kept DOWN again by the new failure
+    assert "cloud1" in saved(tmp_path).kept_down
+    assert slurm.calls[-1] == ("down", "cloud1")  # released, then kept DOWN again
     loop.cancel()
     await asyncio.gather(loop, return_exceptions=True)
 
 
-async def test_a_hold_dropped_by_a_resume_is_saved(tmp_path: Path, clock: FakeClock) -> None:
-    """Bug 7: a resume drops the node's hold; the drop must reach the disk even when serving
-    the request then fails (the request stays and is retried), or a restart would hold the
-    node DOWN again and power it down under the pending resume."""
+async def test_a_kept_down_node_dropped_by_a_resume_is_saved(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Bug 7: a resume drops the node's kept-DOWN entry; the drop must reach the disk even
+    when serving the request then fails (the request stays and is retried), or a restart
+    would keep the node DOWN again and power it down under the pending resume."""
     d = await start(tmp_path, clock)
     d.power.client = FakeSlurm()  # type: ignore[assignment]
     d.provider.set_unavailable("c5.xlarge")
     await d.power.accept("resume", "cloud1")
     await d.served()
-    assert "cloud1" in saved(tmp_path).holds
+    assert "cloud1" in saved(tmp_path).kept_down
     controller = d.slurm.controller
     assert controller is not None
 
@@ -556,7 +589,7 @@ async def test_a_hold_dropped_by_a_resume_is_saved(tmp_path: Path, clock: FakeCl
     await d.served()
     await clock.settle()
     on_disk = saved(tmp_path)
-    assert "cloud1" in on_disk.requests and "cloud1" not in on_disk.holds
+    assert "cloud1" in on_disk.requests and "cloud1" not in on_disk.kept_down
 
 
 async def test_a_suspend_accepted_before_a_crash_is_served_at_the_next_start(

@@ -12,13 +12,13 @@ from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.drain import DrainError
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
+from shoal.daemon.slurm.client import SlurmClient
 from shoal.daemon.slurm.drain import SlurmDrainHook
 from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.providers.base import TAG_DRAINING
 from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.simulated import SimulatedProvisioner
-from shoal.providers.slurm import SlurmClient
 from shoal.scaler.model import Demand
 from slurm.cluster import SlurmCluster
 from waits import slurm_requests_served

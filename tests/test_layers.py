@@ -1,0 +1,65 @@
+"""The layers' import rules, read from the source (no import runs): ``daemon -> providers ->
+scaler``, and the Slurm package's pure modules stay pure.
+
+``providers/`` knows clouds, never the daemon (issue 22 item 1: the Slurm client and demand
+moved to ``daemon/slurm/``; what a provider needs of Slurm is a plain tag name in
+``providers.workers``). ``scaler`` imports neither. ``daemon/slurm/parse.py``, ``demand.py``
+and ``constants.py`` run no command and read no clock.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imports(path: Path) -> set[str]:
+    """The modules ``path`` imports, at any depth (``TYPE_CHECKING`` blocks included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+    return found
+
+
+def offenders(folder: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    out = {}
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        bad = sorted(m for m in imports(path) if m.startswith(forbidden))
+        if bad:
+            out[str(path.relative_to(ROOT))] = bad
+    return out
+
+
+@pytest.mark.parametrize(
+    ("folder", "forbidden"),
+    [
+        pytest.param("providers", ("shoal.daemon",), id="providers-not-daemon"),
+        pytest.param("scaler", ("shoal.daemon", "shoal.providers"), id="scaler-alone"),
+    ],
+)
+def test_dependencies_point_one_way(folder: str, forbidden: tuple[str, ...]) -> None:
+    assert offenders(folder, forbidden) == {}
+
+
+@pytest.mark.parametrize("module", ["parse", "demand", "constants"])
+def test_the_slurm_parsing_and_demand_are_pure(module: str) -> None:
+    io = ("asyncio", "subprocess", "time", "shoal.daemon.slurm.client", "shoal.providers.clock")
+    found = imports(ROOT / "daemon" / "slurm" / f"{module}.py")
+    assert sorted(m for m in found if m.startswith(io)) == []
+
+
+def test_no_slurm_client_left_in_providers() -> None:
+    """Slurm's commands are run from one place, ``daemon/slurm/client.py``."""
+    mentions = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "providers").rglob("*.py"))
+        if any(word in path.read_text() for word in ("squeue", "sinfo", "SlurmClient"))
+    ]
+    assert mentions == []
