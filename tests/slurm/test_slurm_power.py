@@ -358,7 +358,7 @@ async def test_the_power_saver_is_built_around_its_controller(
     assert "cloud1" in saver.busy
     assert saver.next_deadline in controller.deadline_sources
     await clock.run_until(controller.reconcile())
-    await clock.run_until(saver.drain_requests())
+    await clock.run_until(slurm_requests_served(saver))
     assert [n.tags[TAG_SLURM_NODE] for n in await provider.list_instances()] == ["cloud1"]
 
 
