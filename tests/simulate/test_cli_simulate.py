@@ -219,3 +219,51 @@ def test_malformed_compare_flag_stops_argparse(capsys: pytest.CaptureFixture[str
         simulate("-c", CONFIG, "--trace", "x.swf", "--compare", "no-equals-sign")
     assert exc.value.code == 2
     assert "--compare" in capsys.readouterr().err
+
+
+# --- the replay is an optional extra: pip install 'shoal[simulate]' ------------------------
+
+_WITHOUT_EXTRA = (
+    "import sys\n"
+    "sys.modules['matplotlib'] = None\n"  # import matplotlib / rich now raise ImportError,
+    "sys.modules['rich'] = None\n"  # as where the [simulate] extra is not installed
+    "from shoal.daemon.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_simulate_without_the_extra_exits_2_saying_how_to_install_it(
+    tiny_trace: Path, tmp_path: Path
+) -> None:
+    argv = ["simulate", "-c", str(CONFIG), "--trace", str(tiny_trace), "--out", str(tmp_path)]
+    out = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EXTRA, *argv], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.splitlines() == [
+        "shoal simulate needs matplotlib and rich: pip install 'shoal[simulate]'"
+    ]
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_imports_neither_matplotlib_nor_rich() -> None:
+    """What ``shoal run`` imports, through building the controller and the service on the
+    simulated provider, loads neither of the replay's extras."""
+    script = (
+        "import asyncio, sys\n"
+        "import shoal.daemon.cli\n"
+        "from shoal.daemon.config import load_config\n"
+        "from shoal.daemon import service\n"
+        "from shoal.providers.clock import SystemClock\n"
+        f"config = load_config({str(CONFIG)!r})\n"
+        "async def build():\n"
+        "    provider = service.build_provider(config, SystemClock())\n"
+        "    service.Service(config, None, provider=provider)\n"
+        "    await service.build_controller(config, provider, SystemClock(), durable=False)\n"
+        "asyncio.run(build())\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'rich'}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["[]"]
