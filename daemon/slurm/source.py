@@ -26,8 +26,8 @@ from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, replace
 
 from shoal.daemon.demand import DemandFailure, DemandUpdate
-from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.slurm.drain import drained_by_shoal
+from shoal.daemon.slurm.metrics import SlurmMetrics
 from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.slurm import (
     SlurmClient,
@@ -75,7 +75,7 @@ class SlurmDemandSource:
         max_age: float | None = None,
         partitions: Collection[str] | None = None,
         default_wall_time: float = 3600.0,
-        metrics: ShoalMetrics | None = None,
+        metrics: SlurmMetrics | None = None,
         translate: Callable[[str], str] = _identity,
     ) -> None:
         self.client = client
