@@ -7,7 +7,11 @@ dimension, every job must be served once, and no node shape may exceed its limit
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+from fresh_python import fresh_python
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shoal.scaler.binpack import binpack
@@ -172,9 +176,6 @@ def test_a_bound_below_one_node_claims_no_gap() -> None:
 def test_the_solver_loads_only_with_the_first_cost_packing() -> None:
     """numpy and highspy (~20 MB of a daemon's resident memory) are not imported by the daemon
     or by count packing; the first cost packing imports them."""
-    import subprocess
-    import sys
-
     script = (
         "import sys\n"
         "import shoal.daemon.service\n"
@@ -187,65 +188,42 @@ def test_the_solver_loads_only_with_the_first_cost_packing() -> None:
         "after = {'numpy', 'highspy'} <= set(sys.modules)\n"
         "print(sorted(before), after)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert out.stdout.split() == ["[]", "True"]
+    out = fresh_python(script)
+    assert out.stdout.split() == ["[]", "True"], out.stderr
 
 
-def _hard_mix() -> tuple[dict[Shape, int], list[Shape], dict[Shape, float]]:
-    """40 job shapes on 8 node shapes: the solver stops at its work limit, not at the optimum."""
-    import random
-
-    rng = random.Random(5)
-    cores = [2, 4, 8, 16, 36, 2, 4, 8]
-    memory = [4, 8, 16, 32, 72, 8, 16, 32]
-    nodes = [Shape(3600, m * GiB, c, 200 * GiB, False) for c, m in zip(cores, memory, strict=True)]
-    prices = {s: 0.045 * s.cores + 0.004 * s.memory / GiB for s in nodes}
-    groups: dict[Shape, int] = {}
-    while len(groups) < 40:
-        shape = Shape(
-            rng.choice([600, 3600]),
-            rng.choice([0.5, 1, 2, 3, 4, 6, 8, 12, 16, 24]) * rng.choice([0.9, 1, 1.1]) * GiB,
-            rng.choice([0.5, 1, 2, 3, 4, 6, 8]),
-            5 * GiB,
-            False,
-        )
-        groups[shape] = rng.randint(5, 400)
-    return groups, nodes, prices
-
-
-_PACK_HARD_MIX = (
-    "import json, sys, threading\n"
-    "sys.path.insert(0, {tests!r})\n"
-    "from test_colgen import _hard_mix\n"
+# A mix the solver cannot finish within its default work: bench/cost_gap.py's first 50 job
+# shapes x 10 node shapes.
+_HARD_MIX = (
+    "import sys\n"
+    "sys.path.insert(0, {bench!r})\n"
+    "from cost_gap import large\n"
+    "groups, nodes, prices = large(1)[0]\n"
+)
+_PACK_HARD_MIX = _HARD_MIX + (
+    "import json, threading\n"
     "from shoal.scaler.binpack import binpack\n"
     "def spin():\n"  # a busy thread: the packing gets about half the interpreter
     "    while True:\n"
     "        sum(range(1000))\n"
     "threading.Thread(target=spin, daemon=True).start()\n"
-    "groups, nodes, prices = _hard_mix()\n"
     "p = binpack(groups, nodes, 0, prices=prices)\n"
     "print(json.dumps([p.method, sorted(map(str, p.counts.items()))]))\n"
 )
+BENCH = str(Path(__file__).resolve().parents[2] / "bench")
 
 
 def test_the_same_mix_gives_the_same_packing_whatever_the_load() -> None:
     """The solver's limit is work (simplex iterations, branch-and-bound nodes, rounds), not
     time: a mix it cannot finish is packed the same, to the node, in this process and in
     another one slowed by a busy thread."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    groups, nodes, prices = _hard_mix()
+    mix: dict = {}
+    exec(_HARD_MIX.format(bench=BENCH), mix)
+    groups, nodes, prices = mix["groups"], mix["nodes"], mix["prices"]
     packings = [binpack(groups, nodes, 0, prices=prices) for _ in range(2)]
     assert "limit" in packings[0].method  # the limit, not the optimum, ends this solve
     assert packings[0] == packings[1]
-    script = _PACK_HARD_MIX.format(tests=str(Path(__file__).parent))
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
-    )
+    out = fresh_python(_PACK_HARD_MIX.format(bench=BENCH))
+    assert out.returncode == 0, out.stderr
     method, counts = json.loads(out.stdout)
     assert (method, counts) == (packings[0].method, sorted(map(str, packings[0].counts.items())))

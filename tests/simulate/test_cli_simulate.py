@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fresh_python import fresh_python
 from shoal.daemon.cli import main
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate, write_swf
 
@@ -236,9 +237,7 @@ def test_simulate_without_the_extra_exits_2_saying_how_to_install_it(
     tiny_trace: Path, tmp_path: Path
 ) -> None:
     argv = ["simulate", "-c", str(CONFIG), "--trace", str(tiny_trace), "--out", str(tmp_path)]
-    out = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_EXTRA, *argv], capture_output=True, text=True, timeout=60
-    )
+    out = fresh_python(_WITHOUT_EXTRA, *argv)
     assert out.returncode == 2, out.stderr
     assert out.stderr.splitlines() == [
         "shoal simulate needs matplotlib and rich: pip install 'shoal[simulate]'"
@@ -263,7 +262,5 @@ def test_run_imports_neither_matplotlib_nor_rich() -> None:
         "asyncio.run(build())\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'rich'}))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert out.stdout.split() == ["[]"]
+    out = fresh_python(script)
+    assert out.stdout.split() == ["[]"], out.stderr
