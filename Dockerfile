@@ -13,6 +13,7 @@ COPY pyproject.toml README.md ./
 COPY scaler ./scaler
 COPY providers ./providers
 COPY daemon ./daemon
+# The daemon alone: no [simulate] extra (matplotlib, rich), which `shoal run` never imports.
 RUN /opt/shoal/bin/pip install --no-cache-dir .
 
 FROM python:3.11-slim AS runtime

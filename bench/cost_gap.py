@@ -14,7 +14,7 @@ with a price per node shape. Any packing costs at least the larger of two bounds
 
 Prints, over 200 mixes of 1-6 job shapes on 3-8 of 14 on-demand node shapes:
 the mean and worst gap of ``binpack(..., prices=...)`` (the solver with its
-default 200 ms; targets: mean <= 1 %, worst <= 5 %), of shoal's count packing
+default 200 ms of work; targets: mean <= 1 %, worst <= 5 %), of shoal's count packing
 and of Toil 9.6's ``binPacking`` (price-blind, run in its own venv) priced the
 same way; then the time of one cost packing at 50 job shapes x 10 node shapes
 (target: median <= 200 ms) and which packer each pass used.

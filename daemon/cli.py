@@ -23,7 +23,9 @@ shoal cluster destroy -c FILE      create or delete the config's AWS cluster, as
                                    already exists / does not exist)
 
 The modules behind the other commands (pydantic, asyncio, the daemon) are imported when a
-command needs them, so the Slurm hooks start in milliseconds.
+command needs them, so the Slurm hooks start in milliseconds. ``simulate`` needs the
+``[simulate]`` extra (matplotlib, rich), which the daemon never imports; without it the
+command says how to install it and exits 2.
 """
 
 from __future__ import annotations
@@ -268,7 +270,25 @@ def _cmd_slurm_conf(args: argparse.Namespace) -> int:
     return 0
 
 
+# The replay's plots and progress bar: the [simulate] extra, which `shoal run` does without.
+SIMULATE_EXTRA = ("matplotlib", "rich")
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    import importlib
+
+    missing = []
+    for name in SIMULATE_EXTRA:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        print(
+            f"shoal simulate needs {' and '.join(missing)}: pip install 'shoal[simulate]'",
+            file=sys.stderr,
+        )
+        return 2
     from shoal.daemon.simulate import command
 
     return command.run(args)

@@ -1,6 +1,8 @@
 """Prometheus metrics of one daemon, in its own ``CollectorRegistry`` (prefix ``shoal_``).
 
 The names are a contract with the Grafana dashboard; change them only together with it.
+These are the core metrics; a subsystem registers its own collectors on the same registry
+(the Slurm integration's: ``daemon.slurm.metrics``).
 ``ShoalMetrics.render()`` gives the text exposition served on ``GET /metrics``.
 """
 
@@ -26,33 +28,9 @@ if TYPE_CHECKING:
     from shoal.providers.clock import Clock
     from shoal.scaler.model import Offering, Unschedulable
 
-__all__ = [
-    "CONTENT_TYPE_LATEST",
-    "PASS_OUTCOMES",
-    "SLURM_CLEANUP_KINDS",
-    "SLURM_REQUEST_KINDS",
-    "ShoalMetrics",
-]
+__all__ = ["CONTENT_TYPE_LATEST", "PASS_OUTCOMES", "ShoalMetrics"]
 
 PASS_OUTCOMES = ("ok", "error", "skipped")
-# why a spooled hook request was quarantined (daemon.slurm.spool's SpoolError.reason)
-SPOOL_QUARANTINE_REASONS = (
-    "not_a_file",
-    "too_large",
-    "malformed",
-    "unsigned",
-    "refused",
-    "failing",
-)
-# what the Slurm clean-up loop repairs (daemon.slurm.cleanup.RepairKind)
-SLURM_CLEANUP_KINDS = (
-    "orphan",
-    "duplicate",
-    "stuck_powering_up",
-    "down_without_instance",
-    "dynamic_without_instance",
-)
-SLURM_REQUEST_KINDS = ("resume", "suspend", "resume_fail")
 NODE_STATES = ("booting", "ready", "draining", "terminated")
 
 _PROVIDER_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -171,43 +149,8 @@ class ShoalMetrics:
             "Seconds since the demand was last reported.",
             registry=r,
         )
-        # Slurm (demand.slurm): failed reads of its state, power-saving requests, repairs
-        self.slurm_read_failures = Counter(
-            "shoal_slurm_read_failures",
-            "Failed reads of Slurm's state (squeue, sinfo, scontrol show config): the demand "
-            "is stale until the next good read, so nothing is launched or removed.",
-            ["command"],
-            registry=r,
-        )
-        self.slurm_requests = Counter(
-            "shoal_slurm_requests",
-            "Slurm nodes named by the power-saving hooks, by kind (resume, suspend, resume_fail).",
-            ["kind"],
-            registry=r,
-        )
-        self.slurm_cleanups = Counter(
-            "shoal_slurm_cleanups",
-            "Repairs by the Slurm clean-up loop, by kind (orphan instances, stuck or down nodes).",
-            ["kind"],
-            registry=r,
-        )
-        self.slurm_spool_quarantined = Counter(
-            "shoal_slurm_spool_quarantined",
-            "Files in the hooks' spool that could not be served, moved to <state_dir>/spool-bad, "
-            f"by reason ({', '.join(SPOOL_QUARANTINE_REASONS)}).",
-            ["reason"],
-            registry=r,
-        )
         for outcome in PASS_OUTCOMES:
             self.passes.labels(outcome=outcome)
-        for command in ("squeue", "sinfo", "scontrol"):
-            self.slurm_read_failures.labels(command=command)
-        for kind in SLURM_REQUEST_KINDS:
-            self.slurm_requests.labels(kind=kind)
-        for kind in SLURM_CLEANUP_KINDS:
-            self.slurm_cleanups.labels(kind=kind)
-        for reason in SPOOL_QUARANTINE_REASONS:
-            self.slurm_spool_quarantined.labels(reason=reason)
         for outcome in ("ok", "failed"):
             self.price_refreshes.labels(outcome=outcome)
         for reason in WAITING_REASONS:

@@ -41,14 +41,15 @@ booked node-intervals cost:
 * the solver (``scaler.colgen``): column generation over node fillings with
   HiGHS, then an integer master over the fillings generated; ``max_nodes`` are
   its constraints, so jobs spill to the next best node shape, and what no shape
-  within its limit holds is ``Packing.left``. A pass takes about ``time_limit``
-  seconds;
+  within its limit holds is ``Packing.left``. Its limit is work, not time
+  (``time_limit`` seconds' worth on a reference machine, see ``scaler.colgen``), so
+  the same jobs give the same packing on any machine under any load;
 * the heuristic: a per-group greedy that fills room on opened nodes first and
   opens the shape cheapest per job, over a few group orders; with the solver off
   (``time_limit`` 0) also a local search over the menu and node patterns
   (``scaler.patterns``) that mix groups on one node, the cheapest of them.
 
-When the solver runs out of time, the cheaper of its best packing and the
+When the solver runs out of work, the cheaper of its best packing and the
 heuristic's greedy one is used; ``Packing.method`` says which, and how far above
 the LP bound the solver's packing is when it knows. ``bench/cost_gap.py``
 measures the result against the configuration-LP lower bound.
@@ -80,7 +81,7 @@ __all__ = ["Packing", "binpack", "jobs_per_node"]
 
 # Up to this many jobs per node shape, binpack also packs job by job (scaler.timeline).
 TIMELINE_LIMIT = 1000
-DEFAULT_TIME_LIMIT = 0.2  # seconds of solver time per cost packing
+DEFAULT_TIME_LIMIT = 0.2  # the solver's work per cost packing, in reference-machine seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,8 +302,9 @@ def binpack(
 ) -> Packing:
     """Pack ``jobs`` (shapes, or shape -> count) onto ``node_shapes``; see the module docstring.
 
-    ``max_nodes`` (node shape -> most nodes) and ``time_limit`` (seconds of solver time;
-    0: the heuristic alone) apply to cost packing only."""
+    ``max_nodes`` (node shape -> most nodes) and ``time_limit`` (the solver's work, in
+    seconds of a reference machine, ``scaler.colgen``; 0: the heuristic alone) apply to
+    cost packing only."""
     if target_time < 0:
         raise ValueError(f"target_time must be >= 0, got {target_time}")
     nodes = sorted(set(node_shapes))
@@ -369,7 +371,7 @@ def _cost_packing(
     max_nodes: Mapping[Shape, int],
     time_limit: float,
 ) -> Packing:
-    """The solver's packing when it finishes; when it runs out of time, the cheaper of its
+    """The solver's packing when it finishes; when it runs out of work, the cheaper of its
     best and the heuristic's greedy packing (one that breaks a node limit never wins);
     the whole heuristic when the solver is off or finds nothing."""
     unschedulable = {
@@ -377,7 +379,7 @@ def _cost_packing(
     }
     servable = {job: n for job, n in groups.items() if job not in unschedulable}
     packable = {job: n for job, n in servable.items() if job.wallTime > 0 and any(_res(job))}
-    limit = f"{time_limit * 1000:.0f} ms"
+    limit = f"{time_limit * 1000:.0f} ms work limit"
     if time_limit <= 0 or not packable:
         why = "solver off" if time_limit <= 0 else "nothing for the solver"
         heuristic = _priced(groups, nodes, target_time, prices, unschedulable)
@@ -389,7 +391,7 @@ def _cost_packing(
     )
     if solution.status == "none":
         heuristic = _priced(groups, nodes, target_time, prices, unschedulable)
-        return replace(heuristic, method=f"heuristic (the solver found nothing in {limit})")
+        return replace(heuristic, method=f"heuristic (the solver found nothing within its {limit})")
     solved = _from_solution(solution, servable, nodes, prices, unschedulable)
     bound = solution.bound
     # The bound prices jobs left beyond max-nodes too; against it only a full packing compares.
@@ -403,10 +405,8 @@ def _cost_packing(
     greedy = _cheapest_order(groups, nodes, target_time, prices)
     within = all(greedy.counts.get(s, 0) <= n for s, n in max_nodes.items())
     if within and greedy.cost(prices) < solved.cost(prices) - 1e-9:
-        return replace(
-            greedy, method=f"heuristic (cheaper than the solver's best at its {limit} limit)"
-        )
-    return replace(solved, method=f"solver's best at its {limit} limit{above}")
+        return replace(greedy, method=f"heuristic (cheaper than the solver's best at its {limit})")
+    return replace(solved, method=f"solver's best at its {limit}{above}")
 
 
 def _from_solution(

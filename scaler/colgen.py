@@ -26,11 +26,18 @@ then a lower bound on the cost of any packing. The integer master is the same
 model over the fillings generated, with whole ``x``, solved by HiGHS's MIP from
 the LP's solution rounded up (always a packing).
 
-Time: every HiGHS call gets what is left of its share of the budget as its
-``time_limit``, and the budget is charged with HiGHS's own run time, so nothing
-here reads a clock. HiGHS is used through its Python binding's core class, which
-prints nothing. A pass that runs out of time depends on the machine's speed; one
-that finishes does not.
+Work, not time: the budget is counted in work units, a simplex iteration one, a
+branch-and-bound node ``NODE_WORK``, a round of column generation ``ROUND_WORK``
+per bin (the greedy pricing in Python). Every LP gets what is left as its
+``simplex_iteration_limit``, every MIP as ``mip_max_nodes``, and each is charged
+what HiGHS reports it did. With one thread HiGHS is deterministic, so a pass
+that runs out of work stops at the same point on any machine under any load, and
+the same snapshot gives the same plan (as ``scaler`` promises); nothing here
+reads a clock. The budget is given in seconds of a reference machine
+(``WORK_PER_SECOND``, the shared 2-core machine of bench/README.md; as Gurobi's
+``WorkLimit``), so ``solver_time_limit`` keeps its meaning there: a slower
+machine takes longer for the same plan. HiGHS is used through its Python
+binding's core class, which prints nothing.
 """
 
 from __future__ import annotations
@@ -54,15 +61,19 @@ GREEDY_FIRSTS = 3  # groups tried first in a greedy filling, densest first
 GREEDY_KEEP = 3  # improving greedy fillings added per bin and round
 MIP_GAP = 1e-3  # the integer master stops within 0.1 % of its own bound
 PRICING_GAP = 0.02  # a pricing knapsack stops within 2 % of the best filling
-PRICING_TIME = 0.005  # seconds one pricing knapsack may take
-# Of the time limit, HiGHS gets HIGHS_SHARE (column generation all but MASTER_SHARE of it,
-# the integer master the rest); our own work between HiGHS calls takes about the remainder
-# (measured: HiGHS's calls take 1.5 to 2 times the run time it reports, at 50 job
-# shapes x 10 node types, and our own work a little more).
-HIGHS_SHARE = 0.4
-MASTER_SHARE = 1 / 3
+# Work units (see the module docstring): a simplex iteration is one.
+WORK_PER_SECOND = 12_000  # work units a second of budget buys (calibrated in bench/README.md)
+NODE_WORK = 2  # a branch-and-bound node
+ROUND_WORK = 1  # per bin, a round of column generation (greedy pricing in Python)
+PRICING_WORK = 400  # what one pricing knapsack may take
+KNAPSACK_WORK = 100  # a pricing knapsack's set-up and root, before its iterations and nodes
+MASTER_SHARE = 1 / 3  # of the budget, kept for the integer master
+DIVE_ROUND_UP = 0.5  # a dive rounds up at once every filling at least this far to whole
+DIVE_STEP_WORK = 200  # what one step of the dive may take even when the budget is spent
+MASTER_ROOT_WORK = 0.05  # x fillings squared: the integer master's root, before any node
 CG_GAP = 0.002  # column generation stops with the LP within 0.2 % of its lower bound
 _INF = highspy.kHighsInf
+_MAX_INT = 2**31 - 1  # HiGHS's integer options are C ints
 _OPTIMAL = highspy.HighsModelStatus.kOptimal
 _NOTSET = highspy.HighsModelStatus.kNotset
 _INT = highspy.HighsVarType.kInteger
@@ -84,8 +95,8 @@ class Solution:
     left: dict[Shape, int]  # jobs no node within the limits serves
     cost: float
     bound: float | None  # the configuration-LP bound, when column generation finished
-    status: str  # "optimal", "time-limit" (the best found in time) or "none" (nothing found)
-    seconds: float = 0.0  # HiGHS's run time
+    status: str  # "optimal", "work-limit" (the best found within it) or "none" (nothing found)
+    work: float = 0.0  # work units spent (module docstring)
     jobs: dict[Bin, dict[Shape, int]] = field(default_factory=dict)
 
 
@@ -94,25 +105,30 @@ def _dims(s: Shape) -> tuple[float, float, float]:
 
 
 class _Budget:
-    """What is left of the solver's time, charged with HiGHS's reported run times. Column
-    generation stops with ``MASTER_SHARE`` of it left, for the integer master."""
+    """What is left of the solver's work, charged with what HiGHS reports it did (simplex
+    iterations and branch-and-bound nodes) and with our own rounds. Column generation
+    stops with ``MASTER_SHARE`` of it left, for the integer master."""
 
-    def __init__(self, seconds: float) -> None:
-        self.left = seconds
-        self.reserve = seconds * MASTER_SHARE
+    def __init__(self, work: float) -> None:
+        self.left = work
+        self.reserve = work * MASTER_SHARE
         self.spent = 0.0
 
+    def charge(self, work: float) -> None:
+        self.left -= work
+        self.spent += work
+
     def run(self, h: highspy._Highs, cap: float = math.inf) -> None:
-        h.setOptionValue("time_limit", max(min(self.left, cap), 1e-3))
-        before = h.getRunTime()
+        allowed = max(min(self.left, cap), 1.0)
+        h.setOptionValue("simplex_iteration_limit", int(min(allowed, _MAX_INT)))
+        h.setOptionValue("mip_max_nodes", int(min(max(allowed / NODE_WORK, 1.0), _MAX_INT)))
         if h.run() == highspy.HighsStatus.kError and h.getModelStatus() == _NOTSET:
             # HiGHS's thread pool is global: another user in the process started it with
             # more threads than ours asks for. Start it again for one, and retry.
             h.resetGlobalScheduler(True)
             h.run()
-        used = max(0.0, h.getRunTime() - before)
-        self.left -= used
-        self.spent += used
+        info = h.getInfo()
+        self.charge(info.simplex_iteration_count + NODE_WORK * max(info.mip_node_count, 0))
 
     @property
     def generation_over(self) -> bool:
@@ -405,7 +421,7 @@ class _Model:
         return column
 
     def price(
-        self, b: int, duals: np.ndarray, budget: _Budget, time_cap: float
+        self, b: int, duals: np.ndarray, budget: _Budget, work_cap: float
     ) -> tuple[list[int] | None, bool]:
         """A filling of bin ``b`` worth more than the bin at ``duals`` (HiGHS's MIP, to
         within ``PRICING_GAP`` of the best), and whether none exists was proved."""
@@ -434,11 +450,12 @@ class _Model:
         lp.a_matrix_.value_ = np.concatenate([self.need[fit].T.reshape(-1), value])
         lp.integrality_ = [_INT] * n
         h.passModel(lp)
-        budget.run(h, cap=time_cap)
+        budget.charge(KNAPSACK_WORK)
+        budget.run(h, cap=work_cap)
         if h.getModelStatus() == highspy.HighsModelStatus.kInfeasible:
             return None, True  # no filling is worth its bin
         if h.getInfo().primal_solution_status != highspy.kSolutionStatusFeasible:
-            return None, False  # out of time before an answer
+            return None, False  # out of work before an answer
         a = [0] * len(self.jobs)
         for i, v in zip(fit, h.getSolution().col_value, strict=True):
             a[int(i)] = round(v)
@@ -463,10 +480,10 @@ class _Model:
 
 
 def _generate(
-    model: _Model, budget: _Budget, gap: float = CG_GAP, pricing_time: float = PRICING_TIME
+    model: _Model, budget: _Budget, gap: float = CG_GAP, pricing_work: float = PRICING_WORK
 ) -> float | None:
     """Column generation until the LP is within ``gap`` of a proven lower bound; returns
-    that bound, or None if the time for it ran out first (what is left then goes to the
+    that bound, or None if the work for it ran out first (what is left then goes to the
     integer master).
 
     Each round prices every bin greedily; when that finds nothing, the knapsacks' LP
@@ -475,6 +492,7 @@ def _generate(
     tried; only then HiGHS's MIP prices each bin exactly."""
     h = model.master
     for _ in range(MAX_ROUNDS):
+        budget.charge(ROUND_WORK * len(model.bins))
         budget.run(h)
         if h.getModelStatus() != _OPTIMAL or budget.generation_over:
             return None
@@ -496,7 +514,7 @@ def _generate(
             continue
         proved = True  # the knapsacks find a filling, or prove there is none
         for b in range(len(model.bins)):
-            a, none = model.price(b, duals, budget, pricing_time)
+            a, none = model.price(b, duals, budget, pricing_work)
             if a is not None:
                 added |= model.add(b, a)
             proved &= none
@@ -507,29 +525,74 @@ def _generate(
     return None
 
 
+def _dive(model: _Model, budget: _Budget) -> np.ndarray | None:
+    """Whole numbers of each filling by diving: solve the master LP, round up the fillings
+    whose fractional part is at least ``DIVE_ROUND_UP`` (else the one with the largest),
+    solve again (warm, a few simplex iterations), until no value is fractional. Every
+    round fixes one more filling at least, so it ends; rounding up keeps every group
+    covered. None when
+    a node limit or the work runs out first. Restores the LP's bounds."""
+    h = model.master
+    ng, count = len(model.jobs), len(model.columns)
+    cols = np.arange(ng, ng + count, dtype=np.int32)
+    x = None
+    for _ in range(count + 1):
+        budget.run(h, cap=max(budget.left, DIVE_STEP_WORK))
+        if h.getModelStatus() != _OPTIMAL:
+            x = None
+            break
+        x = np.array(h.getSolution().col_value)
+        part = x[ng:] - np.floor(x[ng:] + 1e-9)
+        part[part < 1e-6] = 0.0
+        if not part.any():
+            break
+        up = np.flatnonzero(part >= DIVE_ROUND_UP)
+        if not len(up):
+            up = np.array([int(np.argmax(part))])
+        lower = np.ceil(x[ng + up] - 1e-9)
+        h.changeColsBounds(len(up), (ng + up).astype(np.int32), lower, np.full(len(up), _INF))
+        x = None
+    h.changeColsBounds(count, cols, np.zeros(count), np.full(count, _INF))
+    return x
+
+
 def _integer(model: _Model, budget: _Budget) -> tuple[np.ndarray | None, bool]:
-    """Whole numbers of each filling: HiGHS's MIP over the generated fillings, started
-    from the LP's solution rounded up (which covers every group) when that keeps to the
-    node limits. Returns the solution (None if none was found) and whether HiGHS
-    finished (optimal within ``MIP_GAP``)."""
+    """Whole numbers of each filling: the cheaper of the LP's solution rounded up (which
+    covers every group, when it keeps to the node limits) and a dive (``_dive``); then,
+    when the work left pays for its root (``MASTER_ROOT_WORK`` per filling, which HiGHS
+    cannot stop part way), HiGHS's MIP over the generated fillings started from that.
+    Returns the solution (None if none was found) and whether it is proved optimal
+    within ``MIP_GAP``."""
     h = model.master
     ng = len(model.jobs)
     count = len(model.columns)
+    cost = np.array([*([model.penalty] * ng), *(model.bins[b].price for b, _ in model.columns)])
     lp = np.array(h.getSolution().col_value) if h.getModelStatus() == _OPTIMAL else None
+    found = []
+    if lp is not None and len(lp) == ng + count:
+        rounded = np.concatenate([lp[:ng], np.ceil(lp[ng:] - 1e-9)])
+        if model.feasible(rounded):
+            found.append(rounded)
+    dived = _dive(model, budget)
+    if dived is not None:
+        found.append(dived)
+    best = min(found, key=lambda x: float(cost @ x), default=None)
+    root = MASTER_ROOT_WORK * count**2
+    if budget.left < root:
+        return best, False
     h.changeColsIntegrality(
         count, np.arange(ng, ng + count, dtype=np.int32), np.array([_INT] * count)
     )
     h.setOptionValue("mip_rel_gap", MIP_GAP)
     h.setOptionValue("presolve", "on")
-    if lp is not None and len(lp) == ng + count:
-        rounded = np.concatenate([lp[:ng], np.ceil(lp[ng:] - 1e-9)])
-        if model.feasible(rounded):
-            solution = highspy.HighsSolution()
-            solution.col_value = list(rounded)
-            h.setSolution(solution)
+    if best is not None:
+        solution = highspy.HighsSolution()
+        solution.col_value = list(best)
+        h.setSolution(solution)
+    budget.charge(root)
     budget.run(h)
     if h.getInfo().primal_solution_status != highspy.kSolutionStatusFeasible:
-        return None, False
+        return best, False
     return np.array(h.getSolution().col_value), h.getModelStatus() == _OPTIMAL
 
 
@@ -543,8 +606,9 @@ def solve(
     time_limit: float = 0.2,
 ) -> Solution:
     """Pack ``groups`` (every job fits some node shape and takes room and time) for the
-    least cost within ``max_nodes``, in about ``time_limit`` seconds."""
-    budget = _Budget(time_limit * HIGHS_SHARE)
+    least cost within ``max_nodes``, with ``time_limit`` seconds' worth of work (about that
+    long on the reference machine; the same packing on any machine)."""
+    budget = _Budget(time_limit * WORK_PER_SECOND)
     bins = bins_for(list(groups), nodes, target_time, prices)
     model = _Model(groups, bins, target_time, max_nodes)
     model.seed()
@@ -552,12 +616,12 @@ def solve(
     x, finished = _integer(model, budget)
     if x is None:
         return Solution([], dict(groups), math.inf, bound, "none", budget.spent)
-    status = "optimal" if bound is not None and finished else "time-limit"
+    status = "optimal" if bound is not None and finished else "work-limit"
     return _solution(model, x, bound, status, budget.spent)
 
 
 def _solution(
-    model: _Model, x: np.ndarray, bound: float | None, status: str, seconds: float
+    model: _Model, x: np.ndarray, bound: float | None, status: str, work: float
 ) -> Solution:
     ng = len(model.jobs)
     left = {g: int(model.n[i]) for i, g in enumerate(model.jobs)}
@@ -586,7 +650,7 @@ def _solution(
         fillings.append(Filling(bin_, cols, used))
         cost += used * bin_.price
     left = {g: n for g, n in left.items() if n > 0}
-    return Solution(fillings, left, cost, bound, status, seconds, jobs)
+    return Solution(fillings, left, cost, bound, status, work, jobs)
 
 
 def configuration_bound(
@@ -598,12 +662,14 @@ def configuration_bound(
     time_limit: float = 600.0,
 ) -> float:
     """The configuration LP's optimum (no node limits): a lower bound on the cost of any
-    packing. Column generation to the end, every knapsack priced exactly."""
-    budget = _Budget(time_limit)
+    packing. Column generation to the end, every knapsack priced exactly, with
+    ``time_limit`` seconds' worth of work at the most."""
+    work = time_limit * WORK_PER_SECOND
+    budget = _Budget(work)
     budget.reserve = 0.0
     model = _Model(groups, bins_for(list(groups), nodes, target_time, prices), target_time, None)
     model.seed()
-    bound = _generate(model, budget, gap=1e-9, pricing_time=time_limit)
+    bound = _generate(model, budget, gap=1e-9, pricing_work=work)
     if bound is None:
-        raise RuntimeError("column generation did not finish within its time limit")
+        raise RuntimeError("column generation did not finish within its work limit")
     return bound

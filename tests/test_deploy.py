@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from shoal.daemon.metrics import ShoalMetrics
+from shoal.daemon.slurm.metrics import SlurmMetrics
 from shoal.scaler.model import CapacityType, Offering, Unschedulable
 from shoal.scaler.shape import Shape
 
@@ -265,6 +266,7 @@ def exported() -> tuple[set[str], set[str]]:
             return 0.0
 
     m = ShoalMetrics()
+    SlurmMetrics.on(m.registry)  # a Slurm daemon's: its collectors beside the core ones
     m.set_unschedulable([Unschedulable(Shape(60, 1, 999, 0, False), 1, ("cores",))])
     m.set_nodes({("c5.xlarge", "ready"): 2}, ["c5.xlarge"])
     m.set_targets({"c5.xlarge": 3})

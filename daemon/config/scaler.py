@@ -153,7 +153,8 @@ class ScalerConfig(BaseModel):
     cheapest mix of priced node types, after the room live nodes have; "auto": "cost"
     when every node type has a price, else "count"."""
     solver_time_limit: Duration = Field(default=0.2, ge=0.0)
-    """Solver (HiGHS) time per pass for cost packing; 0: the heuristic alone."""
+    """Solver (HiGHS) work per pass for cost packing, in seconds of a reference machine (counted in
+    simplex iterations and nodes: the same plan on any machine); 0: the heuristic alone."""
     backoff: Backoff = Field(default_factory=Backoff)
     """An offering's backoff after a capacity error."""
     retry: RetryConfig = Field(default_factory=RetryConfig)

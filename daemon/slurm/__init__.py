@@ -18,6 +18,7 @@ decides which nodes run. Everything that knows Slurm is here (``providers`` know
 ``names``       Slurm node names -> node types (slurm.node_types, or derived from node_types)
 ``conf``        the slurm.conf lines of ``shoal slurm-conf``, from the planner's policy
 ``state``       the state file
+``metrics``     SlurmMetrics: the shoal_slurm_* collectors, on the daemon's registry
 ``integration`` SlurmIntegration: wires the above into the daemon (source, routes, tasks)
 ``hook``        the ``shoal slurm-resume`` / ``slurm-suspend`` commands: stdlib only, so they
                 return in milliseconds

@@ -41,11 +41,11 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.slurm.client import SlurmClient
 from shoal.daemon.slurm.constants import RESETTABLE_REASONS, SHOAL_FEATURE
 from shoal.daemon.slurm.drain import drained_by_shoal
 from shoal.daemon.slurm.errors import SlurmCommandError, SlurmError
+from shoal.daemon.slurm.metrics import SlurmMetrics
 from shoal.daemon.slurm.parse import SlurmNode
 from shoal.daemon.slurm.power import slurm_node_of
 from shoal.daemon.slurm.source import SlurmSnapshot
@@ -196,7 +196,7 @@ class Cleaner:
         mode: Literal["power_save", "external"],
         interval: float = 60.0,
         grace: float = 120.0,
-        metrics: ShoalMetrics | None = None,
+        metrics: SlurmMetrics | None = None,
         managed: Callable[[str], bool] = lambda name: True,
         busy: Callable[[], Collection[str]] = frozenset,
         lock: Callable[[str], asyncio.Lock] | None = None,
@@ -208,7 +208,7 @@ class Cleaner:
         self.mode: Literal["power_save", "external"] = mode
         self.interval = interval
         self.grace = grace
-        self.metrics = metrics or ShoalMetrics()
+        self.metrics = metrics or SlurmMetrics()
         self.managed = managed
         self.busy = busy
         self.lock = lock

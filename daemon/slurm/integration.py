@@ -50,6 +50,7 @@ from shoal.daemon.slurm.conf import type_features
 from shoal.daemon.slurm.constants import TAG_SLURM_FEATURES
 from shoal.daemon.slurm.drain import DrainAdopter, SlurmDrainHook
 from shoal.daemon.slurm.errors import SlurmCommandError, SlurmError
+from shoal.daemon.slurm.metrics import SlurmMetrics
 from shoal.daemon.slurm.names import NodeTypeMap, node_type_keys
 from shoal.daemon.slurm.power import PowerSaver, requests_only_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
@@ -174,7 +175,8 @@ class SlurmIntegration:
         self.settings = settings = config.slurm
         self.clock = clock
         self.controller = controller
-        self.metrics = metrics or ShoalMetrics()
+        # the Slurm side's own collectors, beside the core ones on the daemon's registry
+        self.metrics = SlurmMetrics.on(metrics.registry) if metrics else SlurmMetrics()
         self.client = client or SlurmClient(slurm_commands(settings))
         self.types = slurm_node_types(config)
         self.power: PowerSaver | None = None

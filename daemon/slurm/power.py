@@ -57,11 +57,11 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from shoal.daemon.metrics import SLURM_REQUEST_KINDS, ShoalMetrics
 from shoal.daemon.nodes import TrackedState
 from shoal.daemon.slurm.client import SlurmClient
 from shoal.daemon.slurm.constants import TAG_SLURM_NODE
 from shoal.daemon.slurm.errors import SlurmCommandError, SlurmError
+from shoal.daemon.slurm.metrics import SlurmMetrics
 from shoal.daemon.slurm.names import NodeTypeMap
 from shoal.daemon.slurm.parse import expand_hostlist
 from shoal.daemon.slurm.state import KeptDown, PowerState, ResumeRequest, SuspendRequest
@@ -86,7 +86,7 @@ __all__ = ["REQUEST_KINDS", "PowerSaver", "requests_only_planner", "slurm_node_o
 
 log = logging.getLogger(__name__)
 
-REQUEST_KINDS = SLURM_REQUEST_KINDS  # each has its own request counter
+REQUEST_KINDS = ("resume", "suspend", "resume_fail")  # each has its own request counter
 # seconds a listing (a pass's, the clean-up's, another worker's) may be old to serve a request;
 # launches and terminations retire it sooner (Controller.list_workers)
 LISTING_MAX_AGE = 5.0
@@ -121,7 +121,7 @@ class PowerSaver:
         types: NodeTypeMap,
         controller: Controller,
         *,
-        metrics: ShoalMetrics | None = None,
+        metrics: SlurmMetrics | None = None,
         node_type_of: Callable[[str], str] = lambda name: name,
         retry_interval: float = 10.0,
         set_node_addr: bool = False,
@@ -136,7 +136,7 @@ class PowerSaver:
         self.controller = controller
         self.state = PowerState(controller.store)
         self.types = types
-        self.metrics = metrics or ShoalMetrics()
+        self.metrics = metrics or SlurmMetrics()
         self.node_type_of = node_type_of
         self.retry_interval = retry_interval
         self.set_node_addr = set_node_addr

@@ -26,11 +26,11 @@ from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, replace
 
 from shoal.daemon.demand import DemandFailure, DemandUpdate
-from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.slurm.client import SlurmClient
 from shoal.daemon.slurm.demand import SlurmDemand, slurm_demand
 from shoal.daemon.slurm.drain import drained_by_shoal
 from shoal.daemon.slurm.errors import SlurmError
+from shoal.daemon.slurm.metrics import SlurmMetrics
 from shoal.daemon.slurm.parse import SlurmJob, SlurmNode, def_mem_per_cpu, parse_seconds
 from shoal.providers.clock import Clock, sleep_or_event
 from shoal.scaler.model import Demand
@@ -69,7 +69,7 @@ class SlurmDemandSource:
         max_age: float | None = None,
         partitions: Collection[str] | None = None,
         default_wall_time: float = 3600.0,
-        metrics: ShoalMetrics | None = None,
+        metrics: SlurmMetrics | None = None,
         translate: Callable[[str], str] = _identity,
     ) -> None:
         self.client = client

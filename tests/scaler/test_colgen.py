@@ -7,7 +7,11 @@ dimension, every job must be served once, and no node shape may exceed its limit
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+from fresh_python import fresh_python
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shoal.scaler.binpack import binpack
@@ -172,9 +176,6 @@ def test_a_bound_below_one_node_claims_no_gap() -> None:
 def test_the_solver_loads_only_with_the_first_cost_packing() -> None:
     """numpy and highspy (~20 MB of a daemon's resident memory) are not imported by the daemon
     or by count packing; the first cost packing imports them."""
-    import subprocess
-    import sys
-
     script = (
         "import sys\n"
         "import shoal.daemon.service\n"
@@ -187,7 +188,42 @@ def test_the_solver_loads_only_with_the_first_cost_packing() -> None:
         "after = {'numpy', 'highspy'} <= set(sys.modules)\n"
         "print(sorted(before), after)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert out.stdout.split() == ["[]", "True"]
+    out = fresh_python(script)
+    assert out.stdout.split() == ["[]", "True"], out.stderr
+
+
+# A mix the solver cannot finish within its default work: bench/cost_gap.py's first 50 job
+# shapes x 10 node shapes.
+_HARD_MIX = (
+    "import sys\n"
+    "sys.path.insert(0, {bench!r})\n"
+    "from cost_gap import large\n"
+    "groups, nodes, prices = large(1)[0]\n"
+)
+_PACK_HARD_MIX = _HARD_MIX + (
+    "import json, threading\n"
+    "from shoal.scaler.binpack import binpack\n"
+    "def spin():\n"  # a busy thread: the packing gets about half the interpreter
+    "    while True:\n"
+    "        sum(range(1000))\n"
+    "threading.Thread(target=spin, daemon=True).start()\n"
+    "p = binpack(groups, nodes, 0, prices=prices)\n"
+    "print(json.dumps([p.method, sorted(map(str, p.counts.items()))]))\n"
+)
+BENCH = str(Path(__file__).resolve().parents[2] / "bench")
+
+
+def test_the_same_mix_gives_the_same_packing_whatever_the_load() -> None:
+    """The solver's limit is work (simplex iterations, branch-and-bound nodes, rounds), not
+    time: a mix it cannot finish is packed the same, to the node, in this process and in
+    another one slowed by a busy thread."""
+    mix: dict = {}
+    exec(_HARD_MIX.format(bench=BENCH), mix)
+    groups, nodes, prices = mix["groups"], mix["nodes"], mix["prices"]
+    packings = [binpack(groups, nodes, 0, prices=prices) for _ in range(2)]
+    assert "limit" in packings[0].method  # the limit, not the optimum, ends this solve
+    assert packings[0] == packings[1]
+    out = fresh_python(_PACK_HARD_MIX.format(bench=BENCH))
+    assert out.returncode == 0, out.stderr
+    method, counts = json.loads(out.stdout)
+    assert (method, counts) == (packings[0].method, sorted(map(str, packings[0].counts.items())))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fresh_python import fresh_python
 from shoal.daemon.cli import main
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate, write_swf
 
@@ -245,3 +246,47 @@ def test_the_readme_gang_example_runs_every_job(tmp_path: Path) -> None:
     assert simulate("-c", CONFIG, "--trace", trace, "--out", tmp_path) == 0
     [variant] = json.loads((tmp_path / "report.json").read_text())["variants"]
     assert (variant["jobs"]["never_started"], variant["jobs"]["completed"]) == (0, 6)
+
+
+# --- the replay is an optional extra: pip install 'shoal[simulate]' ------------------------
+
+_WITHOUT_EXTRA = (
+    "import sys\n"
+    "sys.modules['matplotlib'] = None\n"  # import matplotlib / rich now raise ImportError,
+    "sys.modules['rich'] = None\n"  # as where the [simulate] extra is not installed
+    "from shoal.daemon.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_simulate_without_the_extra_exits_2_saying_how_to_install_it(
+    tiny_trace: Path, tmp_path: Path
+) -> None:
+    argv = ["simulate", "-c", str(CONFIG), "--trace", str(tiny_trace), "--out", str(tmp_path)]
+    out = fresh_python(_WITHOUT_EXTRA, *argv)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.splitlines() == [
+        "shoal simulate needs matplotlib and rich: pip install 'shoal[simulate]'"
+    ]
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_imports_neither_matplotlib_nor_rich() -> None:
+    """What ``shoal run`` imports, through building the controller and the service on the
+    simulated provider, loads neither of the replay's extras."""
+    script = (
+        "import asyncio, sys\n"
+        "import shoal.daemon.cli\n"
+        "from shoal.daemon.config import load_config\n"
+        "from shoal.daemon import service\n"
+        "from shoal.providers.clock import SystemClock\n"
+        f"config = load_config({str(CONFIG)!r})\n"
+        "async def build():\n"
+        "    provider = service.build_provider(config, SystemClock())\n"
+        "    service.Service(config, None, provider=provider)\n"
+        "    await service.build_controller(config, provider, SystemClock(), durable=False)\n"
+        "asyncio.run(build())\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'rich'}))\n"
+    )
+    out = fresh_python(script)
+    assert out.stdout.split() == ["[]"], out.stderr

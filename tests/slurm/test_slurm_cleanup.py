@@ -10,7 +10,6 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import pytest
-from shoal.daemon.metrics import SLURM_CLEANUP_KINDS
 from shoal.daemon.slurm.cleanup import Repair, RepairKind, find_repairs
 from shoal.daemon.slurm.constants import SINFO_FIELDS, TAG_SLURM_NODE
 from shoal.daemon.slurm.parse import SlurmNode, parse_sinfo
@@ -233,9 +232,3 @@ def test_only_managed_nodes_are_reset() -> None:
         [], nodes, mode="power_save", now=NOW, managed=lambda name: name.startswith("cloud")
     )
     assert [r.node for r in repairs] == ["cloud1"]
-
-
-def test_every_repair_kind_has_its_counter() -> None:
-    # metrics cannot import the clean-up (it imports metrics), so it spells the kinds out
-    # to export each counter at 0 from the start; a kind missing there would not be
-    assert tuple(kind.value for kind in RepairKind) == SLURM_CLEANUP_KINDS

@@ -10,11 +10,11 @@ import pytest
 from shoal.daemon.config import parse_config
 from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.drain import DrainError
-from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
 from shoal.daemon.slurm.client import SlurmClient
 from shoal.daemon.slurm.drain import SlurmDrainHook
 from shoal.daemon.slurm.integration import SlurmIntegration
+from shoal.daemon.slurm.metrics import SlurmMetrics
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.providers.base import TAG_DRAINING
 from shoal.providers.clock import FakeClock, InlineExecutor
@@ -36,7 +36,7 @@ async def test_reads_demand_then_a_stopped_controller_is_a_failure_that_holds_th
 ) -> None:
     asyncio.get_running_loop().set_default_executor(InlineExecutor())
     clock = FakeClock()
-    metrics = ShoalMetrics()
+    metrics = SlurmMetrics()
     seen: list[SlurmSnapshot] = []
     source = SlurmDemandSource(
         client_of(slurm_cluster),
