@@ -74,7 +74,7 @@ from shoal.providers.base import (
     GIB,
     TAG_AUTOSCALED,
     TAG_CLUSTER,
-    TAG_NODE_TYPE,
+    TAG_INSTANCE_TYPE,
     TAG_ROLE,
     AbstractProvisioner,
     Node,
@@ -799,7 +799,7 @@ class AWSProvisioner(AbstractProvisioner):
                 operation="launchCluster",
             )
         tags = {**dict(userTags or {}), **self._tags("leader", "false")}
-        tags[TAG_NODE_TYPE] = leaderNodeType
+        tags[TAG_INSTANCE_TYPE] = leaderNodeType
         if owner:
             tags["Owner"] = owner
         spec = await self._launch_spec(leaderNodeType, False, None, tags, self._user_data("leader"))
@@ -915,7 +915,7 @@ class AWSProvisioner(AbstractProvisioner):
         if preemptible and spotBid is None:
             spotBid = self._spotBidsMap.get(frozenset(ordered))
         name = self._group_name(ordered, preemptible)
-        tags = self._tags("worker", "false", **{TAG_NODE_TYPE: ordered[0]})
+        tags = self._tags("worker", "false", **{TAG_INSTANCE_TYPE: ordered[0]})
         spec = await self._launch_spec(
             ordered[0], False, None, tags, self._user_data("worker", preemptible)
         )

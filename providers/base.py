@@ -81,7 +81,7 @@ __all__ = [
     "TAG_AUTOSCALED",
     "TAG_CLUSTER",
     "TAG_DRAINING",
-    "TAG_NODE_TYPE",
+    "TAG_INSTANCE_TYPE",
     "TAG_REQUEST_ID",
     "TAG_ROLE",
     "AbstractProvisioner",
@@ -102,7 +102,9 @@ logger = logging.getLogger(__name__)
 TAG_CLUSTER = "shoal:cluster"  # the cluster name
 TAG_ROLE = "shoal:role"  # "leader" | "worker"
 TAG_AUTOSCALED = "shoal:autoscaled"  # "true" on workers launched by addNodes; others are static
-TAG_NODE_TYPE = "shoal:node-type"  # the instance type launched
+# The instance type launched. The key keeps its first name: in the seed's words a node type
+# is an instance type (``Node.nodeType``), and running instances already carry it.
+TAG_INSTANCE_TYPE = "shoal:node-type"
 TAG_REQUEST_ID = "shoal:request-id"  # the addNodes requestId that launched it
 TAG_DRAINING = "shoal:draining"  # set while shoal drains it: the drain's start, epoch seconds
 # Cloud states (EC2's names) of an instance that exists but is not running and never will be
@@ -402,7 +404,7 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
             TAG_CLUSTER: name,
             TAG_ROLE: "worker",
             TAG_AUTOSCALED: "true",
-            TAG_NODE_TYPE: instance_type,
+            TAG_INSTANCE_TYPE: instance_type,
             TAG_REQUEST_ID: request_id,
         }
 

@@ -63,7 +63,7 @@ from shoal.providers.base import (
     GIB,
     TAG_AUTOSCALED,
     TAG_CLUSTER,
-    TAG_NODE_TYPE,
+    TAG_INSTANCE_TYPE,
     TAG_ROLE,
     AbstractProvisioner,
     Node,
@@ -792,7 +792,7 @@ class SimulatedProvisioner(AbstractProvisioner):
             TAG_CLUSTER: self.clusterName or "",
             TAG_ROLE: role,
             TAG_AUTOSCALED: autoscaled,
-            TAG_NODE_TYPE: instance_type,
+            TAG_INSTANCE_TYPE: instance_type,
             **(extra_tags or {}),
         }
         if group is not None:

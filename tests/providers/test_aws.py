@@ -27,7 +27,7 @@ from shoal.providers.base import (
     TAG_AUTOSCALED,
     TAG_CLUSTER,
     TAG_DRAINING,
-    TAG_NODE_TYPE,
+    TAG_INSTANCE_TYPE,
     TAG_REQUEST_ID,
     TAG_ROLE,
     client_token,
@@ -112,7 +112,7 @@ async def test_launch_list_terminate(aws: AWSProvisioner, env: Env) -> None:
     assert node.tags["Name"] == "demo"
     assert node.tags[TAG_ROLE] == "worker"
     assert node.tags[TAG_AUTOSCALED] == "true"
-    assert node.tags[TAG_NODE_TYPE] == "t3.micro"
+    assert node.tags[TAG_INSTANCE_TYPE] == "t3.micro"
     assert node.tags[TAG_REQUEST_ID] == "req-1"
     assert await aws.getProvisionedWorkers(instance_type="m5.large") == []
 

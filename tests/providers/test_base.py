@@ -377,3 +377,10 @@ async def test_prices_are_part_of_the_catalogue_and_may_be_unknown(cloud: Any) -
     assert cloud.instancePrice("c5.xlarge", preemptible=True) == 0.05  # first zone with a price
     with pytest.raises(ProviderError, match=r"no\.such"):
         await cloud.catalogue(["no.such"])
+
+
+def test_instance_type_tag_keeps_its_key() -> None:
+    # Running instances carry this key: the constant was renamed for what it holds (the
+    # instance type), its value must not change or they would lose their type on a restart.
+    assert base.TAG_INSTANCE_TYPE == "shoal:node-type"
+    assert "TAG_INSTANCE_TYPE" in base.__all__
