@@ -63,7 +63,7 @@ from shoal.providers.errors import (
     QuotaError,
     TerminationError,
 )
-from shoal.providers.instance_setup import InstanceConfiguration, InstanceSetupMixin
+from shoal.providers.instance_setup import InstanceConfiguration, WorkerBootstrap
 from shoal.providers.outcomes import (
     InstanceTypeInfo,
     LaunchAttempt,
@@ -72,6 +72,7 @@ from shoal.providers.outcomes import (
     TerminationResult,
     TerminationStatus,
 )
+from shoal.providers.workers import WorkerSettings
 from shoal.scaler.model import CapacityType, Offering
 from shoal.scaler.shape import Shape
 
@@ -195,10 +196,12 @@ class Node:
         return hash(self.name)
 
 
-class AbstractProvisioner(InstanceSetupMixin, ABC):
+class AbstractProvisioner(ABC):
     """Interface for provisioning worker nodes of a cluster (see the module docstring).
 
-    Instance setup (Ignition user data, node services) comes from ``InstanceSetupMixin``.
+    Instance setup (Ignition user data, node services, worker join values) is its
+    ``bootstrap``, a ``providers.instance_setup.WorkerBootstrap``; the seed's instance-setup
+    methods hand over to it.
     """
 
     LEADER_HOME_DIR = LEADER_HOME_DIR
@@ -242,6 +245,7 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
         self._leaderPrivateIP: str | None = None
         self._catalogue: dict[str, InstanceTypeInfo] = {}
         self._listeners: list[Callable[[ProviderEvent], None]] = []
+        self.bootstrap = WorkerBootstrap(self)
 
     # -- cluster settings -------------------------------------------------
 
@@ -335,11 +339,11 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
 
     # -- lifecycle ----------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional hook, nothing by default
         """Start background work the provider needs while the daemon runs (a price refresh,
         say). Nothing by default."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing by default
         """Stop background work and release connections. Nothing by default."""
 
     # -- outcomes -----------------------------------------------------------
@@ -598,8 +602,45 @@ class AbstractProvisioner(InstanceSetupMixin, ABC):
         """The Kubernetes cloud provider name to pass to kubelets, or None."""
         return None
 
-    # -- instance setup (Ignition) ----------------------------------------
-    # InstanceConfiguration, getBaseInstanceConfiguration, addVolumesService,
-    # addNodeExporterService, toil_service_env_options, add_toil_service,
-    # getKubernetesValues, addKubernetesServices, addKubernetesLeader,
-    # addKubernetesWorker: inherited from providers.instance_setup.InstanceSetupMixin.
+    # -- instance setup (Ignition): the seed's methods, carried out by ``bootstrap`` ----------
+
+    def getBaseInstanceConfiguration(self) -> InstanceConfiguration:
+        return self.bootstrap.getBaseInstanceConfiguration()
+
+    def addVolumesService(self, config: InstanceConfiguration) -> None:
+        self.bootstrap.addVolumesService(config)
+
+    def addNodeExporterService(self, config: InstanceConfiguration) -> None:
+        self.bootstrap.addNodeExporterService(config)
+
+    def toil_service_env_options(self) -> str:
+        return self.bootstrap.toil_service_env_options()
+
+    def add_toil_service(
+        self,
+        config: InstanceConfiguration,
+        role: str,
+        keyPath: str | None = None,
+        preemptible: bool = False,
+    ) -> None:
+        self.bootstrap.add_toil_service(config, role, keyPath, preemptible)
+
+    def getKubernetesValues(self, architecture: str = "amd64") -> dict[str, str]:
+        return self.bootstrap.getKubernetesValues(architecture)
+
+    def addKubernetesServices(
+        self, config: InstanceConfiguration, architecture: str = "amd64"
+    ) -> None:
+        self.bootstrap.addKubernetesServices(config, architecture)
+
+    def addKubernetesLeader(self, config: InstanceConfiguration) -> None:
+        self.bootstrap.addKubernetesLeader(config)
+
+    def addKubernetesWorker(
+        self, config: InstanceConfiguration, authVars: dict[str, str], preemptible: bool = False
+    ) -> None:
+        self.bootstrap.addKubernetesWorker(config, authVars, preemptible)
+
+    async def prepare_workers(self, settings: WorkerSettings | None = None) -> None:
+        """Learn what worker user data needs (``WorkerBootstrap.prepare_workers``)."""
+        await self.bootstrap.prepare_workers(settings)

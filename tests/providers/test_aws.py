@@ -449,7 +449,7 @@ def test_from_config(tmp_path: Path) -> None:
     assert aws.security_group_ids == ["sg-1"] and aws.extra_tags == {"team": "x"}
     assert aws.zones == ("us-west-2a", "us-west-2c")
     assert aws._imds.endpoint == "http://127.0.0.1:8"
-    assert aws.worker_settings is config.workers
+    assert aws.bootstrap.worker_settings is config.workers
 
 
 def _client_error(code: str, status: int = 400) -> ClientError:
