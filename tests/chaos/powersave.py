@@ -126,7 +126,7 @@ class PowerRun(_Run):
         self.faulty = FaultyCloud(cloud, self.plan, self.observe_call, self.note)
         self.faulty.on_death = self.kill
         self.main_task = asyncio.current_task()
-        self.listeners = list(cloud._listeners)
+        self.listeners = list(cloud.fleet._listeners)
         self.rng = random.Random(f"slurm-{self.seed}")
         self.ctld = SlurmCtld(
             {}, self.clock, EPOCH, self.hook, self.tagged, self.note, self.on_resume_timeout
