@@ -11,6 +11,7 @@ RUN python -m venv /opt/shoal
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY scaler ./scaler
+COPY runtime ./runtime
 COPY providers ./providers
 COPY daemon ./daemon
 RUN /opt/shoal/bin/pip install --no-cache-dir .

@@ -46,7 +46,7 @@ from pydantic import (
     WithJsonSchema,
 )
 from shoal.daemon.units import DURATION_SCHEMA, SIZE_SCHEMA, parse_duration, parse_size
-from shoal.providers.clock import Clock
+from shoal.runtime.clock import Clock
 from shoal.scaler.model import Demand, QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 

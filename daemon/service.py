@@ -51,7 +51,7 @@ from shoal.daemon.loop import Controller, ControllerSettings, PassRecord, Planne
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import TrackedState
 from shoal.providers.base import AbstractProvisioner
-from shoal.providers.clock import Clock, SystemClock
+from shoal.runtime.clock import Clock, SystemClock
 from shoal.scaler.backoff import BackoffPolicy, BackoffTable
 from shoal.scaler.model import Policy
 

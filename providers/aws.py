@@ -80,7 +80,6 @@ from shoal.providers.base import (
     Node,
     ordered_types,
 )
-from shoal.providers.clock import Clock, SystemClock
 from shoal.providers.errors import (
     CapacityError,
     ProviderError,
@@ -95,6 +94,7 @@ from shoal.providers.outcomes import (
     TerminationStatus,
 )
 from shoal.providers.workers import TAG_SLURM_NODE, WorkerSettings
+from shoal.runtime.clock import Clock, SystemClock
 from shoal.scaler.model import CapacityType, Offering
 
 __all__ = [

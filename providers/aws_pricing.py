@@ -45,9 +45,9 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
-from shoal.providers.clock import Clock, SystemClock
 from shoal.providers.errors import ProviderError, RetryableError
 from shoal.providers.retry import RetryPolicy, call_with_retry
+from shoal.runtime.clock import Clock, SystemClock
 
 __all__ = [
     "DEFAULT_FAILURE_RETRY",

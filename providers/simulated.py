@@ -69,7 +69,6 @@ from shoal.providers.base import (
     Node,
     ordered_types,
 )
-from shoal.providers.clock import Clock, SystemClock
 from shoal.providers.errors import (
     INSUFFICIENT_CAPACITY,
     CapacityError,
@@ -79,6 +78,7 @@ from shoal.providers.errors import (
     is_retryable,
 )
 from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
+from shoal.runtime.clock import Clock, SystemClock
 from shoal.scaler.model import CapacityType
 
 __all__ = [

@@ -46,10 +46,10 @@ from shoal.daemon.slurm.drain import drained_by_shoal
 from shoal.daemon.slurm.power import slurm_node_of
 from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.providers.base import TAG_AUTOSCALED, Node
-from shoal.providers.clock import Clock
 from shoal.providers.errors import ProviderError
 from shoal.providers.slurm import SlurmClient, SlurmCommandError, SlurmError, SlurmNode
 from shoal.providers.workers import SHOAL_FEATURE
+from shoal.runtime.clock import Clock
 
 if TYPE_CHECKING:
     from shoal.daemon.loop import Controller

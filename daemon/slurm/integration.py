@@ -50,7 +50,6 @@ from shoal.daemon.slurm.drain import DrainAdopter, SlurmDrainHook
 from shoal.daemon.slurm.names import NodeTypeMap, node_type_keys
 from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
-from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.outcomes import ProviderEvent, TerminationResult
 from shoal.providers.slurm import (
     TAG_SLURM_FEATURES,
@@ -59,6 +58,7 @@ from shoal.providers.slurm import (
     SlurmCommands,
     SlurmError,
 )
+from shoal.runtime.clock import Clock, sleep_or_event
 from shoal.scaler.model import NodeType
 
 if TYPE_CHECKING:

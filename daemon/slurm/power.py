@@ -62,7 +62,6 @@ from shoal.daemon.nodes import TrackedState
 from shoal.daemon.slurm.names import NodeTypeMap
 from shoal.daemon.slurm.state import Hold, PowerState, ResumeRequest, SuspendRequest
 from shoal.providers.base import TAG_AUTOSCALED, Node
-from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.errors import ProviderError, TerminationError
 from shoal.providers.slurm import (
     TAG_SLURM_NODE,
@@ -71,6 +70,7 @@ from shoal.providers.slurm import (
     SlurmError,
     expand_hostlist,
 )
+from shoal.runtime.clock import Clock, sleep_or_event
 from shoal.scaler.model import (
     AddCause,
     Launch,

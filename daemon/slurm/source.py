@@ -28,7 +28,6 @@ from dataclasses import dataclass, replace
 from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.slurm.drain import drained_by_shoal
-from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.slurm import (
     SlurmClient,
     SlurmDemand,
@@ -39,6 +38,7 @@ from shoal.providers.slurm import (
     parse_seconds,
     slurm_demand,
 )
+from shoal.runtime.clock import Clock, sleep_or_event
 from shoal.scaler.model import Demand
 
 __all__ = ["SlurmDemandSource", "SlurmSnapshot"]

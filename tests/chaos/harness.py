@@ -103,9 +103,9 @@ from shoal.daemon.loop import Controller
 from shoal.daemon.service import build_controller, build_provider
 from shoal.daemon.simulate.cluster import Cluster
 from shoal.daemon.simulate.engine import EPOCH, _ReplayMetrics
-from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.outcomes import TerminationStatus
 from shoal.providers.simulated import SimulatedProvisioner
+from shoal.runtime.testing import FakeClock, InlineExecutor
 from shoal.scaler.model import NodeType, Plan, PlannerState, Policy, Snapshot
 from shoal.scaler.planner import plan as default_plan
 from shoal.scaler.planner import usable_shape

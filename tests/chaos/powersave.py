@@ -64,10 +64,10 @@ from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.names import node_type_keys
 from shoal.daemon.slurm.power import hold_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
-from shoal.providers.clock import FakeClock
 from shoal.providers.outcomes import TerminationStatus
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.providers.slurm import TAG_SLURM_NODE, compress_hostlist, expand_hostlist
+from shoal.runtime.testing import FakeClock
 from shoal.scaler.model import CapacityType, Offering, Plan, PlannerState, Policy, Snapshot
 from shoal.scaler.planner import usable_shape
 

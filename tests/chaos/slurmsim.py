@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shoal.providers.clock import FakeClock
 from shoal.providers.slurm import (
     SlurmClient,
     SlurmCommandError,
@@ -44,6 +43,7 @@ from shoal.providers.slurm import (
     compress_hostlist,
     expand_hostlist,
 )
+from shoal.runtime.testing import FakeClock
 from shoal.scaler.shape import Shape
 
 __all__ = ["FakeSlurmClient", "SJob", "SNode", "SlurmCtld"]

@@ -5,11 +5,11 @@ the provider's own fleet untouched."""
 from __future__ import annotations
 
 from shoal.providers.base import TAG_INSTANCE_TYPE, TAG_REQUEST_ID
-from shoal.providers.clock import FakeClock
 from shoal.providers.fleet import Fleet
 from shoal.providers.node_provider import NodeProvider
 from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationResult
 from shoal.providers.simulated import SimulatedProvisioner
+from shoal.runtime.testing import FakeClock
 from shoal.scaler.model import CapacityType, Offering
 
 

@@ -14,7 +14,6 @@ from shoal.providers.base import (
     TAG_REQUEST_ID,
     TAG_ROLE,
 )
-from shoal.providers.clock import FakeClock
 from shoal.providers.errors import (
     CapacityError,
     ProviderError,
@@ -27,6 +26,7 @@ from shoal.providers.simulated import (
     SimulatedProvisioner,
     load_catalogue,
 )
+from shoal.runtime.testing import FakeClock
 from shoal.scaler.model import CapacityType, Offering
 
 GIB = 2**30

@@ -28,9 +28,9 @@ from shoal.daemon.slurm import hook, spool
 from shoal.daemon.slurm.hook import HookError, daemon_endpoint
 from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.state import PowerState
-from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.providers.slurm import TAG_SLURM_NODE
+from shoal.runtime.testing import FakeClock, InlineExecutor
 from slurm.shoal_proc import free_port
 
 BIN = Path(sys.executable).parent

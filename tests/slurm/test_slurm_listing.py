@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from shoal.providers.clock import FakeClock
 from shoal.providers.slurm import SlurmNode
+from shoal.runtime.testing import FakeClock
 from test_slurm_power import Daemon, start
 
 

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from shoal.daemon.demand import DemandUpdate
 from shoal.daemon.slurm.drain import DRAIN_REASON, drained_by_shoal
 from shoal.daemon.slurm.source import SlurmDemandSource
-from shoal.providers.clock import FakeClock
 from shoal.providers.slurm import (
     SQUEUE_FIELDS,
     SlurmJob,
@@ -30,6 +29,7 @@ from shoal.providers.slurm import (
     parse_squeue,
     slurm_demand,
 )
+from shoal.runtime.testing import FakeClock
 from shoal.scaler.model import QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 

@@ -24,10 +24,10 @@ from shoal.daemon.slurm.power import PowerSaver, hold_planner
 from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.daemon.slurm.state import PowerState
 from shoal.providers.base import TAG_REQUEST_ID, client_token
-from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.errors import ProviderError, RetryableError
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.providers.slurm import TAG_SLURM_FEATURES, TAG_SLURM_NODE, SlurmDemand
+from shoal.runtime.testing import FakeClock, InlineExecutor
 from shoal.scaler.backoff import FailureKind
 from shoal.scaler.model import (
     AddCause,
