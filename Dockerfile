@@ -11,6 +11,7 @@ RUN python -m venv /opt/shoal
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY scaler ./scaler
+COPY runtime ./runtime
 COPY providers ./providers
 COPY daemon ./daemon
 # The daemon alone: no [simulate] extra (matplotlib, rich), which `shoal run` never imports.

@@ -145,8 +145,8 @@ async def _plan_controller(config: ShoalConfig, catalogue: str | None) -> Any:
     which is only asked for its catalogue; nothing is launched. ``--catalogue`` replaces the
     simulated cloud's shipped catalogue."""
     from shoal.daemon.service import build_controller, build_provider
-    from shoal.providers.clock import SystemClock
     from shoal.providers.simulated import SimulatedProvisioner, load_catalogue
+    from shoal.runtime.clock import SystemClock
 
     clock = SystemClock()
     provider = build_provider(config, clock)

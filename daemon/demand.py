@@ -45,7 +45,7 @@ from pydantic import (
     ValidationError,
 )
 from shoal.daemon.units import Duration, Size
-from shoal.providers.clock import Clock
+from shoal.runtime.clock import Clock
 from shoal.scaler.model import Demand, QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 

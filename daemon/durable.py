@@ -34,7 +34,7 @@ Writes are off the event loop and coalesced::
                     │
                     ▼ one writer task at a time; a snapshot of every section is taken on the
       loop, then written on a thread (asyncio.to_thread): temporary file, fsync, rename, fsync
-      of the folder (``providers.files.write_json_atomic``). Changes made while a write runs
+      of the folder (``runtime.files.write_json_atomic``). Changes made while a write runs
       are all carried by the next one, so a burst of N changes costs two writes, not N, and
       concurrent callers of ``flush`` share them.
 
@@ -74,8 +74,8 @@ from typing import Any
 from shoal.daemon.nodes import NodeTracker, TrackedNode, TrackedState
 from shoal.providers.base import TAG_REQUEST_ID
 from shoal.providers.errors import RetryableError
-from shoal.providers.files import write_json_atomic
 from shoal.providers.outcomes import LaunchAttempt
+from shoal.runtime.files import write_json_atomic
 from shoal.scaler.model import CapacityType, NodeType, Offering
 
 __all__ = [

@@ -44,10 +44,10 @@ from shoal.daemon.drain import (
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import NodeTracker, TrackedState
 from shoal.providers.base import TAG_DRAINING, AbstractProvisioner
-from shoal.providers.clock import Clock
 from shoal.providers.errors import CapacityError, ProviderError, TerminationError
 from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationResult
 from shoal.providers.retry import RetryPolicy, call_with_retry
+from shoal.runtime.clock import Clock
 from shoal.scaler.backoff import FailureKind
 from shoal.scaler.model import Launch, NodeAction, NodeType, Offering, Plan, Policy, RemoveCause
 

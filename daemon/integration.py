@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from shoal.daemon.drain import DrainHook, UndrainHook
     from shoal.daemon.loop import Controller, Planner
     from shoal.daemon.metrics import ShoalMetrics
-    from shoal.providers.clock import Clock
+    from shoal.runtime.clock import Clock
     from shoal.scaler.model import NodeType
 
 __all__ = ["Integration", "IntegrationKind", "LaunchTags", "integration_kinds"]

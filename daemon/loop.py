@@ -51,13 +51,13 @@ from shoal.daemon.nodes import (
     node_offering,
 )
 from shoal.providers.base import AbstractProvisioner, Node
-from shoal.providers.clock import Clock, SystemClock, sleep_or_event
 from shoal.providers.outcomes import (
     LaunchAttempt,
     PricesUpdated,
     ProviderEvent,
     TerminationResult,
 )
+from shoal.runtime.clock import Clock, SystemClock, sleep_or_event
 from shoal.scaler.backoff import BackoffTable, FailureKind
 from shoal.scaler.model import (
     Demand,

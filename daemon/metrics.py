@@ -25,7 +25,7 @@ from shoal.scaler.planner import WAITING_REASONS
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from shoal.providers.clock import Clock
+    from shoal.runtime.clock import Clock
     from shoal.scaler.model import Offering, Unschedulable
 
 __all__ = ["CONTENT_TYPE_LATEST", "PASS_OUTCOMES", "ShoalMetrics"]

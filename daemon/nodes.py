@@ -62,7 +62,7 @@ from dataclasses import dataclass, replace
 from shoal.providers.base import (
     TAG_AUTOSCALED,
     TAG_DRAINING,
-    TAG_NODE_TYPE,
+    TAG_INSTANCE_TYPE,
     TAG_REQUEST_ID,
     Node,
 )
@@ -176,7 +176,7 @@ class NodeTracker:
         return list(self._names)
 
     def _node_type(self, node: Node) -> str:
-        instance_type = node.tags.get(TAG_NODE_TYPE) or node.nodeType or ""
+        instance_type = node.tags.get(TAG_INSTANCE_TYPE) or node.nodeType or ""
         return self._type_of.get((instance_type, node.preemptible), "")
 
     def restore_joined(self, known: Mapping[str, tuple[float, float | None]] | None) -> None:
@@ -229,7 +229,7 @@ class NodeTracker:
             preemptible=preemptible,
             tags={
                 TAG_AUTOSCALED: "true",
-                TAG_NODE_TYPE: offering.instance_type,
+                TAG_INSTANCE_TYPE: offering.instance_type,
                 TAG_REQUEST_ID: attempt.request_id,
             },
             zone=offering.zone,

@@ -61,7 +61,7 @@ from shoal.daemon.wiring import (
     retry_policy,
 )
 from shoal.providers.base import AbstractProvisioner
-from shoal.providers.clock import Clock, SystemClock
+from shoal.runtime.clock import Clock, SystemClock
 from shoal.scaler.backoff import BackoffTable
 from shoal.scaler.model import Policy
 

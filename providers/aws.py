@@ -70,13 +70,12 @@ from shoal.providers.base import (
     GIB,
     TAG_AUTOSCALED,
     TAG_CLUSTER,
-    TAG_NODE_TYPE,
+    TAG_INSTANCE_TYPE,
     TAG_ROLE,
     AbstractProvisioner,
     Node,
     ordered_types,
 )
-from shoal.providers.clock import Clock, SystemClock
 from shoal.providers.errors import ProviderError, is_retryable
 from shoal.providers.outcomes import (
     InstanceTypeInfo,
@@ -85,6 +84,7 @@ from shoal.providers.outcomes import (
     TerminationStatus,
 )
 from shoal.providers.workers import TAG_SLURM_NODE, WorkerSettings
+from shoal.runtime.clock import Clock, SystemClock
 from shoal.scaler.model import CapacityType, Offering
 
 __all__ = [
@@ -176,7 +176,7 @@ class AWSProvisioner(AbstractProvisioner):
         self._imds = InstanceMetadataClient(
             metadata_endpoint or DEFAULT_ENDPOINT, timeout=metadata_timeout, clock=self.clock
         )
-        self.worker_settings = workers
+        self.bootstrap.worker_settings = workers
         self._session = get_session()
         if not os.environ.get("AWS_PROFILE") and not os.environ.get("AWS_DEFAULT_PROFILE"):
             # An empty AWS_PROFILE (set to blank out a user's profile) means no profile, as
@@ -463,7 +463,7 @@ class AWSProvisioner(AbstractProvisioner):
         """One RunInstances in the offering's zone (MinCount=1, MaxCount=count) with the
         request's ClientToken; returns the instance ids."""
         offering = request.offering
-        if self.worker_settings is not None and not self._workers_prepared:
+        if self.bootstrap.worker_settings is not None and not self.bootstrap.prepared:
             await self.prepare_workers()
         user_data, metadata_options = self._worker_user_data(request)
         spec = await self._launch_spec(
@@ -553,7 +553,7 @@ class AWSProvisioner(AbstractProvisioner):
     def _user_data(
         self, role: str, preemptible: bool = False, instance_type: str | None = None
     ) -> str:
-        """Ignition JSON for a worker or the leader (see ``InstanceSetupMixin``).
+        """Ignition JSON for a worker or the leader (see ``WorkerBootstrap``).
 
         A worker gets the agent of the cluster type (``addWorkerAgent``) when the leader and
         join values are known; when ``workers`` is configured and they are not, this raises
@@ -567,9 +567,9 @@ class AWSProvisioner(AbstractProvisioner):
             elif self.clusterType == "mesos":
                 self.add_toil_service(config, "leader")
             # slurm: the controller is the operator's; the leader gets the base config
-        elif self.workerJoinKnown():
-            self.addWorkerAgent(config, preemptible, instance_type)
-        elif self.worker_settings is not None:
+        elif self.bootstrap.workerJoinKnown():
+            self.bootstrap.addWorkerAgent(config, preemptible, instance_type)
+        elif self.bootstrap.worker_settings is not None:
             raise ProviderError(
                 f"a {self.clusterType} worker would join nothing: the leader or join values "
                 "are not known (prepare_workers failed or was not called)",
@@ -590,7 +590,8 @@ class AWSProvisioner(AbstractProvisioner):
         by its tag reads that tag from the metadata service, so tags must be on there, and
         each such launch is one instance carrying its own name."""
         options: dict[str, str] = {}
-        slurm = self.worker_settings.slurm if self.worker_settings is not None else None
+        settings = self.bootstrap.worker_settings
+        slurm = settings.slurm if settings is not None else None
         named_by_tag = (
             self.clusterType == "slurm"
             and slurm is not None
@@ -696,7 +697,7 @@ class AWSProvisioner(AbstractProvisioner):
                 operation="launchCluster",
             )
         tags = {**dict(userTags or {}), **self._tags("leader", "false")}
-        tags[TAG_NODE_TYPE] = leaderNodeType
+        tags[TAG_INSTANCE_TYPE] = leaderNodeType
         if owner:
             tags["Owner"] = owner
         spec = await self._launch_spec(leaderNodeType, False, None, tags, self._user_data("leader"))
@@ -866,7 +867,7 @@ class AWSProvisioner(AbstractProvisioner):
         if preemptible and spotBid is None:
             spotBid = self._spotBidsMap.get(frozenset(ordered))
         name = self._group_name(ordered, preemptible)
-        tags = self._tags("worker", "false", **{TAG_NODE_TYPE: ordered[0]})
+        tags = self._tags("worker", "false", **{TAG_INSTANCE_TYPE: ordered[0]})
         spec = await self._launch_spec(
             ordered[0], False, None, tags, self._user_data("worker", preemptible)
         )

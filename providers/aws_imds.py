@@ -18,8 +18,8 @@ import logging
 from dataclasses import dataclass
 
 import aiohttp
-from shoal.providers.clock import Clock, SystemClock
 from shoal.providers.errors import ProviderError, RetryableError
+from shoal.runtime.clock import Clock, SystemClock
 
 __all__ = [
     "DEFAULT_ENDPOINT",

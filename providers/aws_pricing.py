@@ -40,9 +40,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from shoal.providers.aws_errors import translate_error
-from shoal.providers.clock import Clock, SystemClock
 from shoal.providers.errors import ProviderError, is_retryable
 from shoal.providers.retry import RetryPolicy, call_with_retry
+from shoal.runtime.clock import Clock, SystemClock
 
 __all__ = [
     "DEFAULT_FAILURE_RETRY",

@@ -2,10 +2,11 @@
 
 ``InstanceConfiguration`` collects files, systemd units and SSH keys and turns
 them into an Ignition spec 2.2.0 config (Flatcar's dialect), the user data a
-node boots from. ``InstanceSetupMixin`` is the instance-setup half of the
-provisioner interface (``AbstractProvisioner`` inherits it): the base config,
+node boots from. ``WorkerBootstrap`` builds what a node boots with: the base config,
 the scratch-volume and node-exporter services, the Toil leader/worker service
-and the Kubernetes install/leader/worker services. Behaviour follows Toil 9.6's
+and the Kubernetes install/leader/worker services, and holds the join secrets. A provisioner
+has one (``AbstractProvisioner.bootstrap``, composed, not inherited); the seed's
+instance-setup methods on ``AbstractProvisioner`` hand over to it. Behaviour follows Toil 9.6's
 ``AbstractProvisioner``; the unit files and scripts are shoal's own, kept as templates in
 the ``shoal.providers.ignition`` package (this module decides where each one goes).
 
@@ -16,12 +17,11 @@ scheduler agent of the cluster type: the Toil/Mesos worker service, the Kubernet
 and join services, or munge and a configless slurmd. Each config is self-contained: a unit
 ``Requires=`` only units of the same config (or the operating system's).
 
-The mixin reads these attributes of the provisioner: ``clusterType``,
-``clusterName``, ``_leaderPrivateIP`` (set by ``AbstractProvisioner``) and the
-documented class attributes below (``applianceImage``, ``enable_fuse``,
-``customInitCommand``); it calls ``getKubernetesCloudProvider()``,
-``getKubernetesAutoscalerSetupCommands(values)``, and, to find the leader, ``getLeader()``
-and ``readClusterSettings()``.
+The bootstrap asks its provisioner (a ``BootstrapHost``: what ``AbstractProvisioner`` is) for
+``clusterType``, ``clusterName`` and ``_leaderPrivateIP``, the Kubernetes answers
+(``getKubernetesCloudProvider()``, ``getKubernetesAutoscalerSetupCommands(values)``) and, to
+find the leader, ``getLeader()`` and ``readClusterSettings()``. Its own settings are the
+documented attributes below (``applianceImage``, ``enable_fuse``, ``customInitCommand``...).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import json
 import logging
 import re
 import shlex
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 from urllib.parse import quote
 
 from shoal.providers import ignition
@@ -50,8 +50,9 @@ __all__ = [
     "KUBERNETES_JOIN_KEYS",
     "MUNGE_KEY_PATH",
     "UNIT_SUFFIXES",
+    "BootstrapHost",
     "InstanceConfiguration",
-    "InstanceSetupMixin",
+    "WorkerBootstrap",
 ]
 
 IGNITION_VERSION = "2.2.0"
@@ -199,10 +200,34 @@ def _requires_install(config: InstanceConfiguration) -> str:
     return ""
 
 
-class InstanceSetupMixin:
-    """Instance setup methods of the provisioner interface (Toil's names and signatures)."""
+class _Addressed(Protocol):
+    @property
+    def privateIP(self) -> str | None: ...
 
-    InstanceConfiguration: ClassVar[type[InstanceConfiguration]] = InstanceConfiguration
+
+class BootstrapHost(Protocol):
+    """What a ``WorkerBootstrap`` asks of the provisioner it serves (``AbstractProvisioner``)."""
+
+    clusterName: str | None
+    clusterType: str | None
+    _leaderPrivateIP: str | None
+
+    def getKubernetesCloudProvider(self) -> str | None: ...
+
+    def getKubernetesAutoscalerSetupCommands(self, values: dict[str, str]) -> str: ...
+
+    async def getLeader(self) -> _Addressed: ...
+
+    async def readClusterSettings(self) -> None: ...
+
+
+class WorkerBootstrap:
+    """What a node boots with, for the provisioner ``host`` (Toil's method names and
+    signatures, as the seed's ``AbstractProvisioner`` lists them), and the worker join values.
+
+    ``settings`` is how workers join (the daemon's ``workers`` section); ``prepare_workers``
+    may also set it.
+    """
 
     #: Docker image the Toil leader/worker service runs (Toil uses ``applianceSelf()``).
     applianceImage: ClassVar[str] = "quay.io/ucsc_cgl/toil:9.6.0"
@@ -227,16 +252,38 @@ class InstanceSetupMixin:
     _slurm_conf_server: str | None = None
     _workers_prepared: bool = False
 
-    # Provided by AbstractProvisioner.
-    clusterName: str | None
-    clusterType: str | None
-    _leaderPrivateIP: str | None
+    def __init__(self, host: BootstrapHost, settings: WorkerSettings | None = None) -> None:
+        self.host = host
+        if settings is not None:
+            self.worker_settings = settings
+
+    # The cluster's identity and leader are the provisioner's.
+    @property
+    def clusterName(self) -> str | None:
+        return self.host.clusterName
+
+    @property
+    def clusterType(self) -> str | None:
+        return self.host.clusterType
+
+    @property
+    def _leaderPrivateIP(self) -> str | None:
+        return self.host._leaderPrivateIP
+
+    @_leaderPrivateIP.setter
+    def _leaderPrivateIP(self, address: str | None) -> None:
+        self.host._leaderPrivateIP = address
+
+    @property
+    def prepared(self) -> bool:
+        """True once ``prepare_workers`` has learnt the join values."""
+        return self._workers_prepared
 
     # -- base --------------------------------------------------------------
 
     def getBaseInstanceConfiguration(self) -> InstanceConfiguration:
         """The configuration every node gets, leader or worker, whatever the cluster type."""
-        config = self.InstanceConfiguration()
+        config = InstanceConfiguration()
         # Flatcar: stay on the stable channel and never reboot a node on its own for updates.
         config.addFile(
             "/etc/flatcar/update.conf",
@@ -365,7 +412,7 @@ class InstanceSetupMixin:
 
     def getKubernetesValues(self, architecture: str = "amd64") -> dict[str, str]:
         """Versions and paths of the Kubernetes components, for the Kubernetes templates."""
-        cloud_provider = self.getKubernetesCloudProvider()  # type: ignore[attr-defined]
+        cloud_provider = self.host.getKubernetesCloudProvider()
         return {
             "ARCHITECTURE": architecture,
             "CNI_VERSION": "v0.8.2",
@@ -422,7 +469,7 @@ class InstanceSetupMixin:
             mode="0644",
             contents=ignition.render("config/kubernetes-leader.yml", values),
         )
-        autoscaler = self.getKubernetesAutoscalerSetupCommands(values)  # type: ignore[attr-defined]
+        autoscaler = self.host.getKubernetesAutoscalerSetupCommands(values)
         setup = autoscaler.rstrip("\n") + "\n\n" if autoscaler.strip() else ""
         config.addFile(
             "/home/core/create-kubernetes-cluster.sh",
@@ -684,10 +731,10 @@ class InstanceSetupMixin:
         if how.address:
             address: str | None = how.address
         elif how.discover == "tag":
-            leader = await self.getLeader()  # type: ignore[attr-defined]
+            leader = await self.host.getLeader()
             address = leader.privateIP
         elif how.discover == "imds":
-            await self.readClusterSettings()  # type: ignore[attr-defined]
+            await self.host.readClusterSettings()
             address = self._leaderPrivateIP
         else:
             raise ValueError(f"unknown leader discovery {how.discover!r}")

@@ -56,11 +56,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from shoal.providers.base import AbstractProvisioner, Node
-from shoal.providers.clock import Clock, SystemClock
 from shoal.providers.errors import INSUFFICIENT_CAPACITY, CapacityError, ProviderError
-from shoal.providers.files import write_json_atomic
 from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
 from shoal.providers.workers import TAG_SLURM_FEATURES, TAG_SLURM_NODE
+from shoal.runtime.clock import Clock, SystemClock
+from shoal.runtime.files import write_json_atomic
 
 __all__ = [
     "INSTANCE_ENV",

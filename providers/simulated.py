@@ -63,13 +63,12 @@ from shoal.providers.base import (
     GIB,
     TAG_AUTOSCALED,
     TAG_CLUSTER,
-    TAG_NODE_TYPE,
+    TAG_INSTANCE_TYPE,
     TAG_ROLE,
     AbstractProvisioner,
     Node,
     ordered_types,
 )
-from shoal.providers.clock import Clock, SystemClock
 from shoal.providers.errors import (
     INSUFFICIENT_CAPACITY,
     CapacityError,
@@ -79,6 +78,7 @@ from shoal.providers.errors import (
     is_retryable,
 )
 from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
+from shoal.runtime.clock import Clock, SystemClock
 from shoal.scaler.model import CapacityType
 
 __all__ = [
@@ -792,7 +792,7 @@ class SimulatedProvisioner(AbstractProvisioner):
             TAG_CLUSTER: self.clusterName or "",
             TAG_ROLE: role,
             TAG_AUTOSCALED: autoscaled,
-            TAG_NODE_TYPE: instance_type,
+            TAG_INSTANCE_TYPE: instance_type,
             **(extra_tags or {}),
         }
         if group is not None:

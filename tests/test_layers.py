@@ -50,7 +50,7 @@ def test_dependencies_point_one_way(folder: str, forbidden: tuple[str, ...]) -> 
 
 @pytest.mark.parametrize("module", ["parse", "demand", "constants"])
 def test_the_slurm_parsing_and_demand_are_pure(module: str) -> None:
-    io = ("asyncio", "subprocess", "time", "shoal.daemon.slurm.client", "shoal.providers.clock")
+    io = ("asyncio", "subprocess", "time", "shoal.daemon.slurm.client", "shoal.runtime.clock")
     found = imports(ROOT / "daemon" / "slurm" / f"{module}.py")
     assert sorted(m for m in found if m.startswith(io)) == []
 

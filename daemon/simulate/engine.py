@@ -84,9 +84,9 @@ from shoal.daemon.service import build_controller, build_provider
 from shoal.daemon.simulate.cluster import Cluster, UnschedulableJob
 from shoal.daemon.simulate.report import CostLine, SeriesRecorder, VariantResult, WaitStats
 from shoal.daemon.simulate.trace import Trace
-from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationResult
 from shoal.providers.simulated import SimulatedProvisioner
+from shoal.runtime.testing import FakeClock, InlineExecutor
 from shoal.scaler.model import CapacityType, Plan, Policy
 from shoal.scaler.planner import REASON_COST_CEILING, usable, usable_shape
 from shoal.scaler.shape import Shape

@@ -50,8 +50,8 @@ from shoal.daemon.slurm.parse import SlurmNode
 from shoal.daemon.slurm.power import slurm_node_of
 from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.providers.base import TAG_AUTOSCALED, Node
-from shoal.providers.clock import Clock
 from shoal.providers.errors import ProviderError
+from shoal.runtime.clock import Clock
 
 if TYPE_CHECKING:
     from shoal.daemon.loop import Controller

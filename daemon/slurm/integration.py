@@ -55,8 +55,8 @@ from shoal.daemon.slurm.names import NodeTypeMap, node_type_keys
 from shoal.daemon.slurm.power import PowerSaver, requests_only_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.daemon.wiring import api_token
-from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.outcomes import ProviderEvent, TerminationResult
+from shoal.runtime.clock import Clock, sleep_or_event
 from shoal.scaler.model import NodeType
 
 if TYPE_CHECKING:

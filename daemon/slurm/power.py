@@ -66,8 +66,8 @@ from shoal.daemon.slurm.names import NodeTypeMap
 from shoal.daemon.slurm.parse import expand_hostlist
 from shoal.daemon.slurm.state import KeptDown, PowerState, ResumeRequest, SuspendRequest
 from shoal.providers.base import TAG_AUTOSCALED, Node
-from shoal.providers.clock import Clock, sleep_or_event
 from shoal.providers.errors import ProviderError, TerminationError
+from shoal.runtime.clock import Clock, sleep_or_event
 from shoal.scaler.model import (
     AddCause,
     Launch,

@@ -32,7 +32,7 @@ from shoal.daemon.slurm.drain import drained_by_shoal
 from shoal.daemon.slurm.errors import SlurmError
 from shoal.daemon.slurm.metrics import SlurmMetrics
 from shoal.daemon.slurm.parse import SlurmJob, SlurmNode, def_mem_per_cpu, parse_seconds
-from shoal.providers.clock import Clock, sleep_or_event
+from shoal.runtime.clock import Clock, sleep_or_event
 from shoal.scaler.model import Demand
 
 __all__ = ["SlurmDemandSource", "SlurmSnapshot"]

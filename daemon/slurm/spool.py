@@ -58,7 +58,7 @@ import stat
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from shoal.providers.files import fsync_dir
+from shoal.runtime.files import fsync_dir
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -103,9 +103,9 @@ from shoal.daemon.loop import Controller
 from shoal.daemon.service import build_controller, build_provider
 from shoal.daemon.simulate.cluster import Cluster
 from shoal.daemon.simulate.engine import EPOCH, _ReplayMetrics
-from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.outcomes import TerminationStatus
 from shoal.providers.simulated import SimulatedProvisioner
+from shoal.runtime.testing import FakeClock, InlineExecutor
 from shoal.scaler.model import NodeType, Plan, PlannerState, Policy, Snapshot
 from shoal.scaler.planner import plan as default_plan
 from shoal.scaler.planner import usable_shape
@@ -426,7 +426,7 @@ class _Run:
         assert isinstance(cloud, SimulatedProvisioner)
         self.cloud = cloud
         self.faulty = FaultyCloud(cloud, self.plan, self.observe_call, self.note)
-        self.listeners = list(cloud._listeners)  # the cloud's own, before any daemon's
+        self.listeners = list(cloud.fleet._listeners)  # the cloud's own, before any daemon's
         await self.start_daemon(crashes=False)  # the first start, on an empty cloud
         assert self.controller is not None
         policy = self.controller.policy
@@ -462,7 +462,7 @@ class _Run:
         self.incarnation += 1
         self.faulty.dead = False
         # A new process: the dead one's subscribers and its client-side catalogue died with it.
-        self.cloud._listeners[:] = self.listeners
+        self.cloud.fleet._listeners[:] = self.listeners
         self.cloud._catalogue.clear()
         self.faulty.arm(crashes and self.t < FAULT_END)
         counter = itertools.count(1)

@@ -66,9 +66,9 @@ from shoal.daemon.slurm.names import node_type_keys
 from shoal.daemon.slurm.parse import compress_hostlist, expand_hostlist
 from shoal.daemon.slurm.power import requests_only_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
-from shoal.providers.clock import FakeClock
 from shoal.providers.outcomes import TerminationStatus
 from shoal.providers.simulated import SimulatedProvisioner
+from shoal.runtime.testing import FakeClock
 from shoal.scaler.model import CapacityType, Offering, Plan, PlannerState, Policy, Snapshot
 from shoal.scaler.planner import usable_shape
 
@@ -127,7 +127,7 @@ class PowerRun(_Run):
         self.faulty = FaultyCloud(cloud, self.plan, self.observe_call, self.note)
         self.faulty.on_death = self.kill
         self.main_task = asyncio.current_task()
-        self.listeners = list(cloud._listeners)
+        self.listeners = list(cloud.fleet._listeners)
         self.rng = random.Random(f"slurm-{self.seed}")
         self.ctld = SlurmCtld(
             {}, self.clock, EPOCH, self.hook, self.tagged, self.note, self.on_resume_timeout

@@ -37,7 +37,7 @@ from typing import Any
 from shoal.daemon.slurm.client import SlurmClient
 from shoal.daemon.slurm.errors import SlurmCommandError, SlurmUnavailableError
 from shoal.daemon.slurm.parse import SlurmJob, SlurmNode, compress_hostlist, expand_hostlist
-from shoal.providers.clock import FakeClock
+from shoal.runtime.testing import FakeClock
 from shoal.scaler.shape import Shape
 
 __all__ = ["FakeSlurmClient", "SJob", "SNode", "SlurmCtld"]

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from shoal.providers.files import write_json_atomic
+from shoal.runtime.files import write_json_atomic
 from shoal.scaler.model import NodeAction, Plan, RemoveCause, Snapshot
 
 from chaos import harness

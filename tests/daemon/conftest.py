@@ -14,7 +14,7 @@ from shoal.daemon.loop import Controller
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller, build_provider
 from shoal.daemon.views import status_json
-from shoal.providers.clock import FakeClock, InlineExecutor
+from shoal.runtime.testing import FakeClock, InlineExecutor
 from shoal.scaler.model import Demand, QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 

@@ -24,7 +24,7 @@ from shoal.daemon.service import build_controller, build_provider
 from shoal.daemon.views import status_json
 from shoal.providers.aws import AWSProvisioner
 from shoal.providers.base import TAG_DRAINING
-from shoal.providers.clock import FakeClock, InlineExecutor
+from shoal.runtime.testing import FakeClock, InlineExecutor
 from shoal.scaler.model import CapacityType, Demand, Offering, QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 

@@ -78,7 +78,7 @@ async def test_storage_overrides_the_config_accepts_reach_the_provider() -> None
     the config accepts (blanks around the parts) sizes the root volume; before, the config
     accepted "r5.large: 100" and the provider refused it at start."""
     from shoal.daemon.service import build_provider
-    from shoal.providers.clock import FakeClock
+    from shoal.runtime.testing import FakeClock
 
     data = example()
     data["provider"]["node_storage_overrides"] = ["r5.large: 100", " c5.xlarge :70"]

@@ -14,7 +14,7 @@ from shoal.daemon.demand import (
     FileDemandSource,
     parse_demand,
 )
-from shoal.providers.clock import FakeClock
+from shoal.runtime.testing import FakeClock
 from shoal.scaler.model import Demand, GiB, QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 

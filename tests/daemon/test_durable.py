@@ -19,10 +19,10 @@ import yaml
 from shoal.daemon.config import load_config
 from shoal.daemon.durable import LOCK_FILE, STATE_FILE, DurableStore, StateError
 from shoal.daemon.service import Service
-from shoal.providers.clock import FakeClock
-from shoal.providers.files import write_json_atomic
 from shoal.providers.outcomes import LaunchRequest
 from shoal.providers.simulated import SimulatedProvisioner
+from shoal.runtime.files import write_json_atomic
+from shoal.runtime.testing import FakeClock
 from shoal.scaler.model import AddCause, Launch
 
 if TYPE_CHECKING:

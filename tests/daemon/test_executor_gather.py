@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from shoal.daemon.loop import PassOutcome
-from shoal.providers.clock import FakeClock
 from shoal.providers.outcomes import LaunchAttempt
 from shoal.providers.simulated import SimulatedProvisioner
+from shoal.runtime.testing import FakeClock
 from shoal.scaler.model import (
     AddCause,
     Launch,

@@ -22,8 +22,8 @@ from shoal.daemon.http import start_http
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import NodeTracker, TrackedState
 from shoal.providers.base import TAG_DRAINING, Node
-from shoal.providers.clock import FakeClock
 from shoal.providers.simulated import SimulatedProvisioner
+from shoal.runtime.testing import FakeClock
 from shoal.scaler.model import AddCause, NodeAction, NodeType, Plan, PlannerState, Policy
 from shoal.scaler.shape import Shape
 

@@ -28,7 +28,7 @@ from shoal.providers.base import (
     TAG_AUTOSCALED,
     TAG_CLUSTER,
     TAG_DRAINING,
-    TAG_NODE_TYPE,
+    TAG_INSTANCE_TYPE,
     TAG_REQUEST_ID,
     TAG_ROLE,
     client_token,
@@ -114,7 +114,7 @@ async def test_launch_list_terminate(aws: AWSProvisioner, env: Env) -> None:
     assert node.tags["Name"] == "demo"
     assert node.tags[TAG_ROLE] == "worker"
     assert node.tags[TAG_AUTOSCALED] == "true"
-    assert node.tags[TAG_NODE_TYPE] == "t3.micro"
+    assert node.tags[TAG_INSTANCE_TYPE] == "t3.micro"
     assert node.tags[TAG_REQUEST_ID] == "req-1"
     assert await aws.getProvisionedWorkers(instance_type="m5.large") == []
 
@@ -478,7 +478,7 @@ def test_from_config(tmp_path: Path) -> None:
     assert aws.security_group_ids == ["sg-1"] and aws.extra_tags == {"team": "x"}
     assert aws.zones == ("us-west-2a", "us-west-2c")
     assert aws._imds.endpoint == "http://127.0.0.1:8"
-    assert aws.worker_settings is config.workers
+    assert aws.bootstrap.worker_settings is config.workers
 
 
 def _client_error(code: str, status: int = 400) -> ClientError:

@@ -14,8 +14,8 @@ from aiohttp import web
 from fake_imds import FakeImds
 from loopback import serve
 from shoal.providers.aws_imds import InstanceIdentity, InstanceMetadataClient
-from shoal.providers.clock import FakeClock
 from shoal.providers.errors import ProviderError, RetryableError
+from shoal.runtime.testing import FakeClock
 
 TTL = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN = "X-aws-ec2-metadata-token"

@@ -39,8 +39,8 @@ from shoal.providers.aws_pricing import (
     pricing_endpoint_region,
     refresh,
 )
-from shoal.providers.clock import FakeClock
 from shoal.providers.retry import RetryPolicy
+from shoal.runtime.testing import FakeClock
 
 MAIN_REGIONS = (
     "us-east-1",

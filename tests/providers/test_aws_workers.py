@@ -275,7 +275,7 @@ async def test_without_workers_section_workers_get_the_base_config(env: Env) -> 
 async def test_user_data_over_the_ec2_limit_is_refused(env: Env) -> None:
     aws = AWSProvisioner.from_config(env.config("mesos", {"leader": {"address": "10.0.0.5"}}))
     async with aws:
-        aws.customInitCommand = "echo " + "x" * MAX_USER_DATA
+        aws.bootstrap.customInitCommand = "echo " + "x" * MAX_USER_DATA
         with pytest.raises(ProviderError) as info:
             await aws.addNodes(["c5.xlarge"], 1, False)
     assert info.value.code == "UserDataTooLarge"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 from typing import Any
 
 import pytest
@@ -377,3 +378,49 @@ async def test_prices_are_part_of_the_catalogue_and_may_be_unknown(cloud: Any) -
     assert cloud.instancePrice("c5.xlarge", preemptible=True) == 0.05  # first zone with a price
     with pytest.raises(ProviderError, match=r"no\.such"):
         await cloud.catalogue(["no.such"])
+
+
+def test_instance_type_tag_keeps_its_key() -> None:
+    # Running instances carry this key: the constant was renamed for what it holds (the
+    # instance type), its value must not change or they would lose their type on a restart.
+    assert base.TAG_INSTANCE_TYPE == "shoal:node-type"
+    assert "TAG_INSTANCE_TYPE" in base.__all__
+
+
+# The seed's AbstractProvisioner methods (/work/shared/seed), with their parameters in order;
+# shoal may add keyword-only parameters or **options after them.
+SEED_METHODS = {
+    "supportedClusterTypes": [],
+    "createClusterSettings": [],
+    "readClusterSettings": [],
+    "setAutoscaledNodeTypes": ["nodeTypes"],
+    "hasAutoscaledNodeTypes": [],
+    "getAutoscaledInstanceShapes": [],
+    "launchCluster": ["args", "kwargs"],
+    "addNodes": ["nodeTypes", "numNodes", "preemptible", "spotBid"],
+    "addManagedNodes": ["nodeTypes", "minNodes", "maxNodes", "preemptible", "spotBid"],
+    "terminateNodes": ["nodes"],
+    "getLeader": [],
+    "getProvisionedWorkers": ["instance_type", "preemptible"],
+    "getNodeShape": ["instance_type", "preemptible"],
+    "destroyCluster": [],
+    "getBaseInstanceConfiguration": [],
+    "addVolumesService": ["config"],
+    "addNodeExporterService": ["config"],
+    "toil_service_env_options": [],
+    "add_toil_service": ["config", "role", "keyPath", "preemptible"],
+    "getKubernetesValues": ["architecture"],
+    "addKubernetesServices": ["config", "architecture"],
+    "getKubernetesAutoscalerSetupCommands": ["values"],
+    "getKubernetesCloudProvider": [],
+    "addKubernetesLeader": ["config"],
+    "addKubernetesWorker": ["config", "authVars", "preemptible"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEED_METHODS))
+def test_the_seed_surface_is_whole(name: str) -> None:
+    params = list(inspect.signature(getattr(AbstractProvisioner, name)).parameters.values())
+    positional = [p.name for p in params[1:] if p.kind is not p.KEYWORD_ONLY]
+    assert positional[: len(SEED_METHODS[name])] == SEED_METHODS[name]
+    assert not positional[len(SEED_METHODS[name]) :] or positional[-1] in ("options", "kwargs")

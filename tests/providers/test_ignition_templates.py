@@ -50,16 +50,16 @@ SLURM_VARIANTS = {
 def _fresh(method: str, *args: Any, **kwargs: Any) -> Build:
     def build(p: Any) -> InstanceConfiguration:
         config = InstanceConfiguration()
-        getattr(p, method)(config, *args, **kwargs)
+        getattr(p.bootstrap, method)(config, *args, **kwargs)
         return config
 
     return build
 
 
 def _builds(cluster_type: str) -> dict[str, Build]:
-    """Every method of the mixin that adds to a config, with the arguments that change output."""
+    """Every method of the bootstrap that adds to a config, with arguments that change output."""
     builds: dict[str, Build] = {
-        "base": lambda p: p.getBaseInstanceConfiguration(),
+        "base": lambda p: p.bootstrap.getBaseInstanceConfiguration(),
         "volumes": _fresh("addVolumesService"),
         "node-exporter": _fresh("addNodeExporterService"),
     }
@@ -105,7 +105,7 @@ def _contents(config: InstanceConfiguration) -> list[str]:
 
 @pytest.fixture
 def generated(make_provisioner: Any) -> dict[str, str]:
-    """Every unit and file text the mixin generates over the matrix, keyed by where from."""
+    """Every unit and file text the bootstrap generates over the matrix, keyed by where from."""
     out: dict[str, str] = {}
 
     class AnyCluster(make_provisioner):  # type: ignore[misc, valid-type]
@@ -117,7 +117,8 @@ def generated(make_provisioner: Any) -> dict[str, str]:
         p = AnyCluster(clusterName="demo", clusterType=cluster_type)
         p._leaderPrivateIP = "10.0.0.1"
         for name, value in attrs.items():
-            setattr(p, name, value)
+            # the bootstrap's settings, or the provisioner's (its Kubernetes answers)
+            setattr(p.bootstrap if hasattr(p.bootstrap, name) else p, name, value)
         for build_name, build in _builds(cluster_type).items():
             for i, text in enumerate(_contents(build(p))):
                 out[f"{cluster_type}/{setting}/{build_name}/{i}"] = text

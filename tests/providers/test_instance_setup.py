@@ -93,7 +93,8 @@ def provisioner(make_provisioner: Any) -> Any:
         p = make_provisioner(clusterName="demo", clusterType=cluster_type)
         p._leaderPrivateIP = "10.0.0.1"
         for name, value in attrs.items():
-            setattr(p, name, value)
+            # the bootstrap's settings, or the provisioner's (its Kubernetes answers)
+            setattr(p.bootstrap if hasattr(p.bootstrap, name) else p, name, value)
         return p
 
     return make
@@ -185,7 +186,7 @@ def test_mesos_leader_and_worker(provisioner: Any) -> None:
     assert "--entrypoint=mesos-agent" in worker and "--master=10.0.0.1:5050" in worker
     assert "--attributes=preemptible:False" in worker
     assert "--name=toil_leader" in leader and "--name=toil_worker" in worker
-    assert p.applianceImage in leader and p.applianceImage in worker
+    assert p.bootstrap.applianceImage in leader and p.bootstrap.applianceImage in worker
 
 
 def test_mesos_worker_preemptible_attribute(provisioner: Any) -> None:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from shoal.providers.base import TAG_DRAINING, TAG_NODE_TYPE, TAG_REQUEST_ID, client_token
+from shoal.providers.base import TAG_DRAINING, TAG_INSTANCE_TYPE, TAG_REQUEST_ID, client_token
 from shoal.providers.errors import CapacityError, ProviderError
 from shoal.providers.local import (
     INSTANCE_ENV,
@@ -83,7 +83,7 @@ def request(
 ) -> LaunchRequest:
     offering = Offering(instance_type, "local", CapacityType.ON_DEMAND)
     return LaunchRequest(
-        offering, count, token, "req-1", None, {TAG_NODE_TYPE: instance_type, **tags}
+        offering, count, token, "req-1", None, {TAG_INSTANCE_TYPE: instance_type, **tags}
     )
 
 
@@ -206,7 +206,7 @@ async def test_tags_are_kept_in_the_records_across_a_restart(
     await first.tag_instances([instance_id], {TAG_DRAINING: "1700000000"})
     second = make()  # a new daemon, the same state_dir: the drain is still marked
     (node,) = await second.list_instances()
-    assert node.tags[TAG_DRAINING] == "1700000000" and node.tags[TAG_NODE_TYPE] == "hung"
+    assert node.tags[TAG_DRAINING] == "1700000000" and node.tags[TAG_INSTANCE_TYPE] == "hung"
     await second.untag_instances([instance_id], [TAG_DRAINING, "absent"])
     assert TAG_DRAINING not in (await make().list_instances())[0].tags
     with pytest.raises(ProviderError) as info:

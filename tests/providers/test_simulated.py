@@ -10,11 +10,10 @@ from shoal.providers.base import (
     TAG_AUTOSCALED,
     TAG_CLUSTER,
     TAG_DRAINING,
-    TAG_NODE_TYPE,
+    TAG_INSTANCE_TYPE,
     TAG_REQUEST_ID,
     TAG_ROLE,
 )
-from shoal.providers.clock import FakeClock
 from shoal.providers.errors import (
     CapacityError,
     ProviderError,
@@ -27,6 +26,7 @@ from shoal.providers.simulated import (
     SimulatedProvisioner,
     load_catalogue,
 )
+from shoal.runtime.testing import FakeClock
 from shoal.scaler.model import CapacityType, Offering
 
 GIB = 2**30
@@ -79,7 +79,7 @@ async def test_launch_list_terminate(sim: SimulatedProvisioner, clock: FakeClock
     assert n.tags[TAG_CLUSTER] == "demo"
     assert n.tags[TAG_ROLE] == "worker"
     assert n.tags[TAG_AUTOSCALED] == "true"
-    assert n.tags[TAG_NODE_TYPE] == "c5.xlarge"
+    assert n.tags[TAG_INSTANCE_TYPE] == "c5.xlarge"
     assert n.tags[TAG_REQUEST_ID] == "r1"
     assert sim.cost_per_hour() == pytest.approx(3 * 0.17)
 

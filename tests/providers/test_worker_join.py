@@ -24,7 +24,7 @@ import pytest
 from fake_imds import FakeImds
 from shoal.daemon.config import WorkersConfig
 from shoal.providers.errors import ProviderError
-from shoal.providers.instance_setup import MUNGE_KEY_PATH, InstanceConfiguration
+from shoal.providers.instance_setup import MUNGE_KEY_PATH, InstanceConfiguration, WorkerBootstrap
 from shoal.providers.workers import TAG_SLURM_NODE
 from systemd_verify import (
     HOST_UNITS,
@@ -100,7 +100,8 @@ def make(make_provisioner: Any) -> Any:
     def build(cluster_type: str, **attrs: Any) -> Any:
         p = Provisioner(clusterName="demo", clusterType=cluster_type)
         for name, value in attrs.items():
-            setattr(p, name, value)
+            # the bootstrap's settings, or the provisioner's (its Kubernetes answers)
+            setattr(p.bootstrap if hasattr(p.bootstrap, name) else p, name, value)
         return p
 
     return build
@@ -108,7 +109,7 @@ def make(make_provisioner: Any) -> Any:
 
 def worker_config(p: Any, preemptible: bool = False, instance_type: str = "c5.xlarge") -> Any:
     config = p.getBaseInstanceConfiguration()
-    p.addWorkerAgent(config, preemptible, instance_type)
+    p.bootstrap.addWorkerAgent(config, preemptible, instance_type)
     return config
 
 
@@ -129,12 +130,47 @@ async def test_prepare_learns_the_leader_a_mesos_agent_joins(
     leader: dict[str, str], expected: str, make: Any, secrets: Secrets
 ) -> None:
     p = make("mesos")
-    assert not p.workerJoinKnown()
+    assert not p.bootstrap.workerJoinKnown()
     await p.prepare_workers(workers(secrets, "mesos", leader))
     assert p._leaderPrivateIP == expected
     unit = units_of(worker_config(p, preemptible=True))["toil-worker.service"]
     assert f"--master={expected}:5050" in unit
     assert "--attributes=preemptible:True" in unit
+
+
+async def test_a_bootstrap_serves_any_host_not_only_a_provisioner(
+    secrets: Secrets, tmp_path: Path
+) -> None:
+    """WorkerBootstrap is composed, not inherited: it needs only a ``BootstrapHost`` (its
+    cluster, leader and Kubernetes answers), here a plain object that is no provisioner."""
+
+    class Host:
+        clusterName: str | None = "demo"
+        clusterType: str | None = "kubernetes"
+        _leaderPrivateIP: str | None = None
+
+        def getKubernetesCloudProvider(self) -> str | None:
+            return "aws"
+
+        def getKubernetesAutoscalerSetupCommands(self, values: dict[str, str]) -> str:
+            return f"echo autoscaler for {values['CLUSTER_NAME']}\n"
+
+        async def getLeader(self) -> Any:
+            return dataclasses.make_dataclass("Leader", ["privateIP"])("10.0.0.3")
+
+        async def readClusterSettings(self) -> None:
+            raise AssertionError("discover: tag must not read this machine's settings")
+
+    host = Host()
+    bootstrap = WorkerBootstrap(host, workers(secrets, "kubernetes", {"discover": "tag"}))
+    await bootstrap.prepare_workers()
+    assert host._leaderPrivateIP == "10.0.0.3" and bootstrap.prepared
+    assert bootstrap.kubernetes_join_vars is not None
+    assert bootstrap.kubernetes_join_vars["JOIN_ENDPOINT"] == "10.0.0.3:6443"
+    config = bootstrap.getBaseInstanceConfiguration()
+    bootstrap.addKubernetesLeader(config)
+    assert "echo autoscaler for demo" in files_of(config)["/home/core/create-kubernetes-cluster.sh"]
+    assert "cloud-provider: aws" in files_of(config)["/home/core/kubernetes-leader.yml"]
 
 
 @pytest.mark.parametrize(
@@ -155,7 +191,7 @@ async def test_prepare_reads_the_kubernetes_join_values(
 ) -> None:
     p = make("kubernetes")
     await p.prepare_workers(workers(secrets, "kubernetes", leader, **section))
-    assert p.kubernetes_join_vars == {
+    assert p.bootstrap.kubernetes_join_vars == {
         "JOIN_TOKEN": TOKEN,
         "JOIN_CERT_HASH": CA_HASH,
         "JOIN_ENDPOINT": endpoint,
@@ -175,8 +211,8 @@ async def test_prepare_reads_the_munge_key_and_controller(
 ) -> None:
     p = make("slurm")
     await p.prepare_workers(workers(secrets, "slurm", **section))
-    assert p._munge_key == MUNGE_KEY
-    assert p._slurm_conf_server == conf_server
+    assert p.bootstrap._munge_key == MUNGE_KEY
+    assert p.bootstrap._slurm_conf_server == conf_server
     assert (
         f"conf_server={conf_server}\n" in files_of(worker_config(p))["/home/core/start-slurmd.sh"]
     )
@@ -188,13 +224,13 @@ async def test_prepare_uses_the_settings_the_provisioner_was_built_with(
     p = make("mesos", worker_settings=workers(secrets, "mesos"))
     await p.prepare_workers()
     assert p._leaderPrivateIP == LEADER
-    assert p._workers_prepared
+    assert p.bootstrap._workers_prepared
 
 
 async def test_without_workers_settings_nothing_is_prepared(make: Any) -> None:
     p = make("kubernetes")
     await p.prepare_workers(None)
-    assert not p._workers_prepared and not p.workerJoinKnown()
+    assert not p.bootstrap._workers_prepared and not p.bootstrap.workerJoinKnown()
     with pytest.raises(ValueError, match="cannot join"):
         worker_config(p)
 
@@ -288,7 +324,7 @@ async def test_prepare_errors_name_the_setting(case: str, make: Any, secrets: Se
     assert info.value.code == code
     assert words in str(info.value)
     assert "secret" not in str(info.value)
-    assert not p.workerJoinKnown()
+    assert not p.bootstrap.workerJoinKnown()
 
 
 async def test_secrets_are_never_logged(
@@ -365,7 +401,7 @@ async def test_kubernetes_agent_adds_the_install_services_once(make: Any, secret
     )
     already = p.getBaseInstanceConfiguration()
     p.addKubernetesServices(already)
-    p.addWorkerAgent(already)
+    p.bootstrap.addWorkerAgent(already)
     names = [u["name"] for u in parsed(already)["systemd"]["units"]]
     assert sorted(names) == sorted(u["name"] for u in parsed(fresh)["systemd"]["units"])
 
@@ -423,7 +459,7 @@ def test_add_slurm_worker_rejects_unsafe_values(
     conf_server = override.pop("conf_server", LEADER)
     settings = Settings(**override)
     with pytest.raises(ValueError, match=re.escape(message)):
-        make("slurm").addSlurmWorker(
+        make("slurm").bootstrap.addSlurmWorker(
             InstanceConfiguration(), settings, MUNGE_KEY, conf_server, instance_type
         )
 

@@ -279,7 +279,7 @@ def test_run_imports_neither_matplotlib_nor_rich() -> None:
         "import shoal.daemon.cli\n"
         "from shoal.daemon.config import load_config\n"
         "from shoal.daemon import service\n"
-        "from shoal.providers.clock import SystemClock\n"
+        "from shoal.runtime.clock import SystemClock\n"
         f"config = load_config({str(CONFIG)!r})\n"
         "async def build():\n"
         "    provider = service.build_provider(config, SystemClock())\n"

@@ -29,8 +29,8 @@ from shoal.daemon.slurm.constants import TAG_SLURM_NODE
 from shoal.daemon.slurm.hook import HookError, daemon_endpoint
 from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.state import PowerState
-from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.simulated import SimulatedProvisioner
+from shoal.runtime.testing import FakeClock, InlineExecutor
 from slurm.shoal_proc import free_port
 from waits import slurm_requests_served
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from shoal.daemon.slurm.parse import SlurmNode
-from shoal.providers.clock import FakeClock
+from shoal.runtime.testing import FakeClock
 from test_slurm_power import Daemon, start
 
 

@@ -29,7 +29,7 @@ from shoal.daemon.slurm.parse import (
     parse_squeue,
 )
 from shoal.daemon.slurm.source import SlurmDemandSource
-from shoal.providers.clock import FakeClock
+from shoal.runtime.testing import FakeClock
 from shoal.scaler.model import QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 

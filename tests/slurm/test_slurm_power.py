@@ -28,9 +28,9 @@ from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.daemon.slurm.state import PowerState, ResumeRequest
 from shoal.daemon.wiring import planner_policy
 from shoal.providers.base import TAG_REQUEST_ID, client_token
-from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.errors import ProviderError, RetryableError
 from shoal.providers.simulated import SimulatedProvisioner
+from shoal.runtime.testing import FakeClock, InlineExecutor
 from shoal.scaler.backoff import FailureKind
 from shoal.scaler.model import (
     AddCause,

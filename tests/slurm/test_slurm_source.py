@@ -17,8 +17,8 @@ from shoal.daemon.slurm.integration import SlurmIntegration
 from shoal.daemon.slurm.metrics import SlurmMetrics
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.providers.base import TAG_DRAINING
-from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.simulated import SimulatedProvisioner
+from shoal.runtime.testing import FakeClock, InlineExecutor
 from shoal.scaler.model import Demand
 from slurm.cluster import SlurmCluster
 from waits import slurm_requests_served

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from shoal.daemon.slurm import spool
-from shoal.providers.clock import FakeClock
 from shoal.providers.simulated import SimulatedProvisioner
+from shoal.runtime.testing import FakeClock
 from slurm.test_slurm_power import ZONE, start
 
 

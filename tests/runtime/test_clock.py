@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from shoal.providers.clock import FakeClock, sleep_or_event
+from shoal.runtime.clock import sleep_or_event
+from shoal.runtime.testing import FakeClock
 
 
 async def test_the_time_passing_ends_the_wait_with_no_event() -> None:
