@@ -52,11 +52,13 @@ async def sleep_or_event(
 ) -> set[asyncio.Event]:
     """Sleep ``seconds`` on ``clock`` or until one of ``events`` is set, whichever comes
     first; returns the events that ended the wait (none: the time passed). Clears nothing,
-    and leaves no task behind, cancelled or not. An event already set returns at once. The
-    background loops wait here every poll, so it is lean: one task per wait, each resolving
-    a single future, no ``asyncio.wait`` nor ``gather``."""
+    and leaves no task behind, cancelled or not. An event already set returns after one
+    loop turn, with no task. The background loops wait here every poll, so it is lean: a
+    task for the timer and one per event, each resolving a single future through a done
+    callback, no ``asyncio.wait`` nor ``gather``."""
     fired = {event for event in events if event.is_set()}
     if fired:
+        await asyncio.sleep(0)  # a wait always yields: a caller looping on it cannot starve
         return fired
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
