@@ -46,13 +46,29 @@ async def sleep_or_event(
 ) -> set[asyncio.Event]:
     """Sleep ``seconds`` on ``clock`` or until one of ``events`` is set, whichever comes
     first; returns the events that ended the wait (none: the time passed). Clears nothing,
-    and leaves no task behind, cancelled or not."""
-    waits = {asyncio.ensure_future(event.wait()): event for event in events}
-    timer = asyncio.ensure_future(clock.sleep(seconds))
+    and leaves no task behind, cancelled or not. An event already set returns after one
+    loop turn, with no task. The background loops wait here every poll, so it is lean: a
+    task for the timer and one per event, each resolving a single future through a done
+    callback, no ``asyncio.wait`` nor ``gather``."""
+    fired = {event for event in events if event.is_set()}
+    if fired:
+        await asyncio.sleep(0)  # a wait always yields: a caller looping on it cannot starve
+        return fired
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object) -> None:
+        if not done.done():
+            done.set_result(None)
+
+    waits = {loop.create_task(event.wait()): event for event in events}
+    tasks = [loop.create_task(clock.sleep(seconds)), *waits]
+    for task in tasks:
+        task.add_done_callback(wake)
     try:
-        done, _ = await asyncio.wait({timer, *waits}, return_when=asyncio.FIRST_COMPLETED)
+        await done
+        return {event for task, event in waits.items() if task.done() and not task.cancelled()}
     finally:
-        for task in (timer, *waits):
+        for task in tasks:
+            task.remove_done_callback(wake)
             task.cancel()
-        await asyncio.gather(timer, *waits, return_exceptions=True)
-    return {waits[task] for task in done if task in waits}

@@ -341,6 +341,8 @@ class SlurmIntegration:
                 self._spool_scanned = True
 
     async def _serve_spool(self, directory: Path) -> int:
+        if not spool.occupied(directory):  # nearly always: nothing to list or sweep
+            return 0
         loop = asyncio.get_running_loop()
         for name in await loop.run_in_executor(None, spool.sweep, directory, self.clock.now()):
             log.warning("event=slurm_spool_swept file=%s reason=hook-died-mid-write", name)

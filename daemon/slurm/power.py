@@ -143,6 +143,7 @@ class PowerSaver:
         self.on_request = on_request
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()
+        self._idle = False  # the hold loop sleeps until ``_wake``: nothing to retry or release
         self._slots = asyncio.Semaphore(concurrency)
         self._events: dict[str, collections.deque[str]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -249,6 +250,8 @@ class PowerSaver:
             await self.state.save()  # before the hook is answered: a restart serves it
         for name in accepted:
             self._enqueue(name, kind)
+        if accepted and self._idle:  # the hold loop retries it if its worker leaves it
+            self._wake.set()
         self.metrics.slurm_requests.labels(kind=kind).inc(len(names))
         log.info(
             "event=slurm_request kind=%s nodes=%s accepted=%d repeated=%d",
@@ -554,7 +557,9 @@ class PowerSaver:
 
     async def run(self) -> None:
         """Release nodes kept DOWN when their backoff ends (POWER_DOWN), mark DOWN the ones that
-        could not be marked yet, and retry requests whose worker died."""
+        could not be marked yet, and retry requests whose worker died: every retry interval,
+        or when the next one kept DOWN is due, while anything is kept DOWN or in hand; with
+        nothing, it sleeps until a request is accepted or a node kept DOWN (no timer)."""
         await self._ready.wait()
         while True:
             for node in sorted(self.state.kept_down):
@@ -576,6 +581,10 @@ class PowerSaver:
                     self._enqueue(node, "resume")
             now = self.clock.now()
             deadline = self.next_deadline(now)
+            state = self.state
+            if deadline is None and not (state.holds or state.suspends or state.requests):
+                await self._sleep(None)  # nothing to retry or release: until a request
+                continue
             wait = self.retry_interval if deadline is None else deadline - now
             await self._sleep(max(min(wait, self.retry_interval), 0.05))
 
@@ -604,10 +613,17 @@ class PowerSaver:
             del self.state.kept_down[node]
             self.state.changed()
 
-    async def _sleep(self, seconds: float) -> None:
+    async def _sleep(self, seconds: float | None) -> None:
+        """Until ``seconds`` pass or ``_wake`` is set; None: until ``_wake`` (idle: a request
+        accepted then sets it)."""
+        self._idle = seconds is None
         try:
-            await sleep_or_event(self.clock, seconds, self._wake)
+            if seconds is None:
+                await self._wake.wait()
+            else:
+                await sleep_or_event(self.clock, seconds, self._wake)
         finally:
+            self._idle = False
             self._wake.clear()
 
     def _spawn(self, coroutine: Any) -> None:

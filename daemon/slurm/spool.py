@@ -5,7 +5,8 @@ again: a request the daemon misses (down, restarting, not answering) would leave
 waiting for ResumeTimeout. So when the POST fails for a reason the daemon may be past later
 (connection refused, a timeout, an HTTP 5xx) the hook writes the request here and exits 0;
 the daemon serves the spool at start and again every poll interval (at once after any
-request that reached it), each request exactly once::
+request that reached it), each request exactly once; a scan of an empty folder stops at
+``occupied``, which reads no more than its first entry::
 
     hook: temporary file ".tmp-<id>" ─► write, fsync ─► rename to "<ns>-<id>.json" (atomic:
           the daemon sees the whole request or none) ─► fsync the folder (when readable)
@@ -72,6 +73,7 @@ __all__ = [
     "SpoolSignatureError",
     "SpooledRequest",
     "new_request_id",
+    "occupied",
     "pending",
     "prepare",
     "quarantine",
@@ -184,6 +186,17 @@ def prepare(directory: Path) -> None:
     quarantine_dir(directory).mkdir(mode=0o700, exist_ok=True)
     if directory.stat().st_mode & 0o7777 != DIR_MODE:
         os.chmod(directory, DIR_MODE)
+
+
+def occupied(directory: Path) -> bool:
+    """Whether anything is in the folder (a request, a hook's temporary file, junk): one read
+    of the folder that stops at its first entry, cheap enough for the event loop. The spool is
+    empty nearly always, and then a scan costs no listing."""
+    try:
+        with os.scandir(directory) as entries:
+            return next(entries, None) is not None
+    except FileNotFoundError:
+        return False
 
 
 def pending(directory: Path) -> list[Path]:

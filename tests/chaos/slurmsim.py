@@ -96,6 +96,9 @@ class SlurmCtld:
     pending: list[int] = field(default_factory=list)  # FIFO (requeued jobs keep their place)
     finished: int = 0
     version: int = 0
+    # slurm_nodes' last answer and what it was built from
+    _shown_key: tuple[Any, ...] = ()
+    _shown: tuple[SlurmNode, ...] = ()
 
     def t(self) -> float:
         return self.clock.now() - self.epoch
@@ -292,6 +295,17 @@ class SlurmCtld:
         return tuple(out)
 
     def slurm_nodes(self) -> tuple[SlurmNode, ...]:
+        """sinfo's nodes; rebuilt only when what it shows of a node changed (most reads
+        find none changed)."""
+        key = tuple(
+            (n.name, n.power, n.down, n.job is None, n.lost_at is None, n.addr)
+            for n in self.nodes.values()
+        )
+        if key != self._shown_key:
+            self._shown_key, self._shown = key, self._build_nodes()
+        return self._shown
+
+    def _build_nodes(self) -> tuple[SlurmNode, ...]:
         out = []
         for n in self.nodes.values():
             flags = {"CLOUD"}

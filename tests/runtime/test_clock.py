@@ -50,3 +50,19 @@ async def test_cancelling_the_wait_leaves_no_task_behind() -> None:
     assert wait.cancelled()
     assert asyncio.all_tasks() == before
     assert clock.pending() == 0
+
+
+async def test_a_wait_on_an_event_already_set_still_lets_other_tasks_run() -> None:
+    """A loop that waits on an event set again and again must not starve the others."""
+    clock = FakeClock()
+    event = asyncio.Event()
+    event.set()
+    ran: list[bool] = []
+
+    async def other() -> None:
+        ran.append(True)
+
+    task = asyncio.ensure_future(other())  # ready to run before the wait begins
+    assert await sleep_or_event(clock, 30.0, event) == {event}
+    assert ran == [True]
+    await task

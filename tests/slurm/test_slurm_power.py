@@ -243,6 +243,32 @@ async def test_a_launch_whose_every_answer_was_lost_is_tried_again_not_failed(
     assert d.power.instance_id("cloud1") == workers["cloud1"][0]
 
 
+async def test_the_hold_loop_idle_sets_no_timer_and_still_retries_a_request_left(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Nothing held and nothing to serve again: the hold loop sleeps until a request comes,
+    it does not wake every retry interval (most of a power-saving chaos seed was such
+    wakes). A request left after its worker (every launch answer lost) is tried again a
+    retry interval later, as before."""
+    d = await start(tmp_path, clock)
+    runner = asyncio.create_task(d.power.run())
+    try:
+        await clock.advance(10 * d.power.retry_interval)
+        assert clock.pending() == 0  # no timer: idle
+        d.provider.lose_next_response(2, "RunInstances")
+        await d.power.accept("resume", "cloud1")
+        await d.served()
+        assert "cloud1" in d.power.state.requests and d.provider.count() == 1
+        await clock.advance(d.power.retry_interval + 1)
+        await d.served()
+        assert d.power.state.requests == {} and d.provider.count() == 1
+        await clock.advance(d.power.retry_interval + 1)
+        assert clock.pending() == 0  # idle again
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
 async def test_a_resume_accepted_after_a_suspend_not_served_yet_is_served_after_it(
     tmp_path: Path, clock: FakeClock
 ) -> None:

@@ -171,6 +171,40 @@ async def test_a_running_daemon_serves_the_spool_every_poll_interval(
         await d.slurm.close()
 
 
+async def test_an_empty_spool_is_not_listed_and_a_request_in_it_is_still_served(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool is empty nearly always: a poll looks at its first entry only, it lists and
+    sweeps nothing (the listing cost most of a power-saving chaos seed)."""
+    import asyncio
+
+    d = await start(tmp_path, clock, top={"state_dir": str(tmp_path / "state")})
+    assert d.slurm.spool_dir is not None
+    listings = []
+    for name in ("pending", "sweep"):
+        real = getattr(spool, name)
+
+        def counted(*args: object, real: object = real, name: str = name) -> object:
+            listings.append(name)
+            return real(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr(spool, name, counted)
+    running = asyncio.create_task(d.slurm.run())
+    try:
+        await clock.advance(10 * d.slurm.settings.poll_interval)
+        assert listings == []
+        spool.write(d.slurm.spool_dir, "resume", "cloud2", None, spool.new_request_id())
+        await clock.advance(d.slurm.settings.poll_interval)
+        await d.served()
+        assert sorted(await d.workers()) == ["cloud2"]
+        assert spool.pending(d.slurm.spool_dir) == []
+        assert "pending" in listings
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await d.slurm.close()
+
+
 def quarantined(directory: Path) -> list[str]:
     """The spool's files in the quarantine, by their name in the spool."""
     return sorted(p.name.split("-", 1)[1] for p in spool.quarantine_dir(directory).iterdir())
