@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from shoal.daemon.config import ShoalConfig
     from shoal.daemon.demand import DemandSource
     from shoal.daemon.drain import DrainHook, UndrainHook
+    from shoal.daemon.http import BearerToken
     from shoal.daemon.loop import Controller, Planner
     from shoal.daemon.metrics import ShoalMetrics
     from shoal.providers.clock import Clock
@@ -44,7 +45,7 @@ class Integration(Protocol):
         """Sources the service pumps into the controller."""
         ...
 
-    def add_routes(self, app: web.Application, token: str | None) -> None:
+    def add_routes(self, app: web.Application, token: str | BearerToken | None) -> None:
         """Its HTTP endpoints, behind the API's bearer token where they change anything."""
         ...
 
