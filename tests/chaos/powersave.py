@@ -22,7 +22,9 @@ Faults (``faults.POWER_KINDS``): crashes at any provider call, Slurm command or 
 stays down for a while; capacity errors per offering (instance type, zone, capacity type),
 so the offering a launch tries first depends on the backoff table; lost launch responses,
 listing lag, throttling, slow terminations; slurmctld not answering for a while
-(``slurmerr``); hook answers too late (``late``).
+(``slurmerr``); hook answers too late (``late``); ``scontrol update`` answers that come up to
+a minute after the command took effect (``slowslurm``: slurmctld returns a released node to
+the pool and resumes it again while the daemon still waits in the call).
 
 Invariants (beside ``over-max``, ``not-quiescent`` and ``fsync-on-loop`` of push mode):
 
@@ -37,7 +39,19 @@ Invariants (beside ``over-max``, ``not-quiescent`` and ``fsync-on-loop`` of push
     was resumed since).
 ``busy-killed``
     Shoal never terminates the instance a registered node runs a job on, nor sets DOWN or
-    POWER_DOWN a node whose job runs or waits on an instance launched for it.
+    POWER_DOWN a node whose job runs or waits on an instance launched for it, nor
+    POWER_DOWN a node powering up for a job within ResumeTimeout (only a held node, DOWN, is
+    released so).
+``down-unheld``
+    Every node Slurm shows DOWN with a reason the power saver gave (``shoal: ...``) has a
+    hold in the state file on disk (``state.json``, as the last write left it), checked after
+    every write and every step of the run: a node shoal set DOWN is released by whichever
+    daemon runs next, not left DOWN until the clean-up loop happens to find it. (The
+    clean-up loop's own DOWN on its way to POWER_DOWN, "shoal: powering up for ...", is
+    not a hold.)
+``unsaved-answer``
+    A hook's request the daemon answered (202) is on disk when the answer goes out: its
+    request id, and each node it accepted as a resume or a suspend (resume_fail).
 ``status-terminated``
     After every Slurm read, ``SlurmIntegration.status()`` (``GET /v1/slurm``) maps no node
     to an instance the cloud has terminated.
@@ -101,6 +115,8 @@ class PowerRun(_Run):
         self.reported: collections.Counter[str] = collections.Counter()
         self.duplicated: set[str] = set()
         self.bad_status: set[tuple[str, str]] = set()
+        self.on_disk: Mapping[str, Any] = {}  # the slurm section of state.json, as written
+        self.unheld: set[tuple[str, float]] = set()  # (node, when set DOWN) reported
 
     def violate(self, invariant: str, detail: str) -> None:
         self.reported[invariant] += 1
@@ -128,10 +144,13 @@ class PowerRun(_Run):
         self.main_task = asyncio.current_task()
         self.listeners = list(cloud._listeners)
         self.rng = random.Random(f"slurm-{self.seed}")
+        self.answer_rng = random.Random(f"answers-{self.seed}")
         self.ctld = SlurmCtld(
             {}, self.clock, EPOCH, self.hook, self.tagged, self.note, self.on_resume_timeout
         )
-        self.client = FakeSlurmClient(self.ctld, self.gate, self.on_update, self.faulty.die_after)
+        self.client = FakeSlurmClient(
+            self.ctld, self.gate, self.on_update, self.faulty.die_after, self.late_answer
+        )
         while not await self.start_daemon(crashes=False):  # a start may fail: throttled
             await self.clock.advance(EPOCH + self.restart_at - self.clock.now())
             self.t = self.restart_at
@@ -223,6 +242,8 @@ class PowerRun(_Run):
         def writer(path: Path, data: Any) -> None:
             after = self.faulty.point("write state.json")
             write(path, data)
+            self.on_disk = data.get("slurm") or {}
+            self.check_holds()
             if after:
                 self.faulty.die_after("write state.json")
 
@@ -254,6 +275,16 @@ class PowerRun(_Run):
             raise unavailable(command)
         return after
 
+    async def late_answer(self, command: str) -> None:
+        """``slowslurm``: the command took effect; its answer comes later."""
+        if self.answer_rng.random() >= self.plan.slowslurm_p:
+            return
+        delay = self.answer_rng.uniform(1.0, 60.0)
+        self.note(f"{command}: answer {delay:.0f}s late")
+        await self.clock.sleep(delay)
+        if self.faulty.dead:
+            raise Crash(f"{command} answered to a dead process")
+
     def on_update(self, names: list[str], settings: Mapping[str, str]) -> None:
         """Shoal's ``scontrol update`` (tried: slurmctld may not answer), checked against the
         jobs: ``busy-killed``; a DOWN tried counts as failing the node's power-up."""
@@ -274,7 +305,8 @@ class PowerRun(_Run):
                 for i, (tag, _) in live.items()
                 if tag == name and self.cloud._instances[i].launched_at - EPOCH >= since
             )
-            if node.power == "up" or serving:
+            powering_up = node.power == "resuming" and now - node.since < RESUME_TIMEOUT
+            if node.power == "up" or serving or (state != "DOWN" and powering_up):
                 self.violate(
                     "busy-killed",
                     f"shoal set {name} {state} while job {node.job} "
@@ -315,7 +347,7 @@ class PowerRun(_Run):
     ) -> None:
         """The hook's POST, handled as the HTTP route handles it."""
         try:
-            await integration._accept(
+            answer = await integration._accept(
                 kind.replace("-", "_"), hostlist, dict(resume_file or {}), request_id
             )
         except (Crash, asyncio.CancelledError):
@@ -323,6 +355,7 @@ class PowerRun(_Run):
                 self.spool(kind, hostlist, request_id, "the daemon died with the request")
             return
         self.in_flight.pop(request_id, None)
+        self.check_saved(kind, request_id, answer)
         integration._spool_wake.set()
         if self.rng.random() < self.plan.late_p:
             self.spool(kind, hostlist, request_id, "the answer came too late")
@@ -403,6 +436,7 @@ class PowerRun(_Run):
                 self.note("calm: no new faults")
             self.ctld.step()
             self.check_suspends()
+            self.check_holds()
             c = self.controller
             if c is None:
                 if t >= self.restart_at:
@@ -557,6 +591,37 @@ class PowerRun(_Run):
                     "status-terminated",
                     f"/v1/slurm maps {node} to {instance}, which is terminated (after a read)",
                 )
+
+    def check_holds(self) -> None:
+        """``down-unheld``: every node DOWN for a reason of the power saver's has a hold on
+        disk."""
+        holds = self.on_disk.get("holds", {})
+        for node in self.ctld.nodes.values():
+            reason = node.down or ""
+            if not reason.startswith("shoal:") or reason.startswith("shoal: powering up for"):
+                continue
+            key = (node.name, self.down_tries.get(node.name, -1.0))
+            if node.name not in holds and key not in self.unheld:
+                self.unheld.add(key)
+                self.violate(
+                    "down-unheld",
+                    f"{node.name} is DOWN ({reason!r}, set at t={key[1]:.1f}) and the state "
+                    "file holds no hold for it: a restart would leave it DOWN",
+                )
+
+    def check_saved(self, kind: str, request_id: str, answer: Mapping[str, Any]) -> None:
+        """``unsaved-answer``: what the daemon answered for is on disk."""
+        accepted = list(answer.get("accepted", ()))
+        if not accepted:
+            return
+        where = "requests" if kind == "resume" else "suspends"
+        missing = [n for n in accepted if n not in self.on_disk.get(where, {})]
+        if request_id not in self.on_disk.get("accepted_ids", ()) or missing:
+            self.violate(
+                "unsaved-answer",
+                f"the daemon answered hook {request_id} ({kind} {','.join(accepted)}) before "
+                f"it was on disk (not in the state file: {missing or 'its request id'})",
+            )
 
     def check_suspends(self) -> None:
         now = self.t
