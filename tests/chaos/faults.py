@@ -32,6 +32,8 @@ late       (power saving) the daemon took a hook's request but answered too late
 slowslurm  (power saving) an ``scontrol update`` takes effect at once but its answer comes
            seconds to a minute later: slurmctld acts on it (a node powered down is back in
            the pool and may be resumed again) while the daemon still waits in the call
+stockout   (power saving) every offering of one node type has no capacity for a while: its
+           resumes fail, their nodes are held DOWN and released when the backoff ends
 =========  ======================================================================================
 
 Windowed faults (missing, stale, fail, capacity, stop) are drawn as timed events over the fault
@@ -68,7 +70,9 @@ KINDS = (
     "slurmerr",
     "late",
     "slowslurm",
+    "stockout",
 )
+LATER = ("slowslurm", "stockout")  # drawn from their own stream (see FaultPlan.draw)
 # the kinds each mode draws from (harness.MODES); a kind outside its mode has no effect there
 PUSH_KINDS = KINDS[:12]
 # power saving: Slurm decides, so the push's reads (missing, stale, fail), spot interruptions,
@@ -83,6 +87,7 @@ POWER_KINDS = (
     "slurmerr",
     "late",
     "slowslurm",
+    "stockout",
 )
 
 
@@ -129,12 +134,11 @@ class FaultPlan:
         are more frequent and shorter, each on one offering, so a launch meets an offering in
         backoff and a replay after a restart meets it available again."""
         rng = random.Random(f"plan-{seed}")
-        on = frozenset(k for k in KINDS[:-1] if k in allowed and rng.random() < 0.6)
+        on = frozenset(k for k in KINDS if k not in LATER and k in allowed and rng.random() < 0.6)
         # kinds added later draw from their own stream: the other draws of a seed stay as
         # they were (a seed named in bench/README.md replays the same faults)
         later = random.Random(f"plan-{seed}-later")
-        if "slowslurm" in allowed and later.random() < 0.6:
-            on |= {"slowslurm"}
+        on |= {k for k in LATER if k in allowed and later.random() < 0.6}
         windows: list[Window] = []
         spans = {
             "missing": (4.0, (5.0, 180.0)),  # per hour, duration bounds
@@ -156,6 +160,13 @@ class FaultPlan:
                     Window(t, min(fault_end, t + rng.uniform(lo, hi)), kind, rng.random())
                 )
                 t += rng.expovariate(rate)
+        if "stockout" in on:  # per hour, on one node type (``pick``)
+            rate = 1.0 * later.uniform(0.3, 2.0) / 3600.0
+            t = later.expovariate(rate)
+            while t < fault_end:
+                end = min(fault_end, t + later.uniform(60.0, 900.0))
+                windows.append(Window(t, end, "stockout", later.random()))
+                t += later.expovariate(rate)
         windows.sort(key=lambda w: (w.start, w.kind))
         return cls(
             seed=seed,
