@@ -34,6 +34,10 @@ slowslurm  (power saving) an ``scontrol update`` takes effect at once but its an
            the pool and may be resumed again) while the daemon still waits in the call
 stockout   (power saving) every offering of one node type has no capacity for a while: its
            resumes fail, their nodes are held DOWN and released when the backoff ends
+flicker    (power saving) a node type's first offering has no capacity until a launch tries
+           it: it answers InsufficientInstanceCapacity once and has capacity again right
+           after (the daemon has it in backoff and launches on the next offering; a
+           restarted daemon, whose backoff table was in memory, finds it available)
 =========  ======================================================================================
 
 Windowed faults (missing, stale, fail, capacity, stop) are drawn as timed events over the fault
@@ -71,8 +75,9 @@ KINDS = (
     "late",
     "slowslurm",
     "stockout",
+    "flicker",
 )
-LATER = ("slowslurm", "stockout")  # drawn from their own stream (see FaultPlan.draw)
+LATER = ("slowslurm", "stockout", "flicker")  # drawn from their own stream (see FaultPlan.draw)
 # the kinds each mode draws from (harness.MODES); a kind outside its mode has no effect there
 PUSH_KINDS = KINDS[:12]
 # power saving: Slurm decides, so the push's reads (missing, stale, fail), spot interruptions,
@@ -88,6 +93,7 @@ POWER_KINDS = (
     "late",
     "slowslurm",
     "stockout",
+    "flicker",
 )
 
 
@@ -160,12 +166,17 @@ class FaultPlan:
                     Window(t, min(fault_end, t + rng.uniform(lo, hi)), kind, rng.random())
                 )
                 t += rng.expovariate(rate)
-        if "stockout" in on:  # per hour, on one node type (``pick``)
-            rate = 1.0 * later.uniform(0.3, 2.0) / 3600.0
+        for kind, per_hour, (lo, hi) in (
+            ("stockout", 1.0, (60.0, 900.0)),  # on one node type (``pick``)
+            ("flicker", 3.0, (600.0, 1800.0)),  # until a launch tries it, at most this long
+        ):
+            if kind not in on:
+                continue
+            rate = per_hour * later.uniform(0.3, 2.0) / 3600.0
             t = later.expovariate(rate)
             while t < fault_end:
-                end = min(fault_end, t + later.uniform(60.0, 900.0))
-                windows.append(Window(t, end, "stockout", later.random()))
+                end = min(fault_end, t + later.uniform(lo, hi))
+                windows.append(Window(t, end, kind, later.random()))
                 t += later.expovariate(rate)
         windows.sort(key=lambda w: (w.start, w.kind))
         return cls(

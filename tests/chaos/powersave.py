@@ -24,7 +24,10 @@ so the offering a launch tries first depends on the backoff table; lost launch r
 listing lag, throttling, slow terminations; slurmctld not answering for a while
 (``slurmerr``); hook answers too late (``late``); ``scontrol update`` answers that come up to
 a minute after the command took effect (``slowslurm``: slurmctld returns a released node to
-the pool and resumes it again while the daemon still waits in the call).
+the pool and resumes it again while the daemon still waits in the call); a node type
+without any capacity for a while (``stockout``); an offering whose capacity comes back
+right after it answered InsufficientInstanceCapacity (``flicker``: in backoff for the
+daemon, available to a restarted one).
 
 Invariants (beside ``over-max``, ``not-quiescent`` and ``fsync-on-loop`` of push mode):
 
@@ -81,6 +84,7 @@ from shoal.daemon.slurm.names import node_type_keys
 from shoal.daemon.slurm.power import hold_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.providers.clock import FakeClock
+from shoal.providers.errors import CapacityError
 from shoal.providers.outcomes import TerminationStatus
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.providers.slurm import TAG_SLURM_NODE, compress_hostlist, expand_hostlist
@@ -99,6 +103,9 @@ REPORTED_PER_INVARIANT = 5
 # a launch brings the next crash (if crashes are on) forward to right after it, with these
 # odds: on its type's first offering, on another one
 CRASH_AFTER_LAUNCH = (0.1, 0.5)
+# ... and when the offering tried before it failed and has capacity again (``flicker``): a
+# replay that does not start at the offering that launched launches a second instance
+CRASH_AFTER_FLICKER = 0.9
 
 
 class PowerRun(_Run):
@@ -119,6 +126,8 @@ class PowerRun(_Run):
         self.bad_status: set[tuple[str, str]] = set()
         self.on_disk: Mapping[str, Any] = {}  # the slurm section of state.json, as written
         self.unheld: set[tuple[str, float]] = set()  # (node, when set DOWN) reported
+        self.flickered_at = -1.0  # when an offering's capacity came back at once (flicker)
+        self.flickering: set[Offering] = set()  # without capacity until a launch tries it
 
     def violate(self, invariant: str, detail: str) -> None:
         self.reported[invariant] += 1
@@ -503,6 +512,15 @@ class PowerRun(_Run):
                 self.cloud.set_unavailable(itype, preemptible, zone=zone)
             ends.append((w.end, "stockout", hit))
             self.note(f"no capacity for any offering of {name} until t={w.end:.1f}")
+        elif w.kind == "flicker":
+            node_type = self.types[sorted(self.types)[int(w.pick * len(self.types))]]
+            capacity = CapacityType.SPOT if node_type.preemptible else CapacityType.ON_DEMAND
+            first = node_type.instance_types[0], self.config.provider.launch_zones[0]
+            offering = Offering(first[0], first[1], capacity)
+            self.flickering.add(offering)
+            self.cloud.set_unavailable(first[0], node_type.preemptible, zone=first[1])
+            ends.append((w.end, "flicker", offering))
+            self.note(f"no capacity for {offering} until a launch tries it")
         elif w.kind == "slurmerr":
             self.slurm_down_until = max(self.slurm_down_until, w.end)
             self.note(f"slurmctld does not answer until t={w.end:.1f}")
@@ -513,6 +531,12 @@ class PowerRun(_Run):
             itype, preemptible, zone = target
             self.cloud.set_unavailable(itype, preemptible, code=None, zone=zone)
             self.note(f"capacity back for {itype} in {zone}")
+        elif kind == "flicker" and target in self.flickering:  # no launch tried it
+            self.flickering.discard(target)
+            preemptible = target.capacity_type is CapacityType.SPOT
+            self.cloud.set_unavailable(
+                target.instance_type, preemptible, code=None, zone=target.zone
+            )
         elif kind == "stockout":
             for itype, preemptible, zone in target:
                 self.cloud.set_unavailable(itype, preemptible, code=None, zone=zone)
@@ -542,6 +566,19 @@ class PowerRun(_Run):
     # -- invariants ---------------------------------------------------------------------------
 
     def observe_call(self, op: str, phase: str, arg: Any, result: Any) -> None:
+        if (
+            op == "RunInstances"
+            and isinstance(result, CapacityError)
+            and arg.offering in self.flickering
+        ):
+            offering = arg.offering
+            self.flickering.discard(offering)
+            preemptible = offering.capacity_type is CapacityType.SPOT
+            self.cloud.set_unavailable(
+                offering.instance_type, preemptible, code=None, zone=offering.zone
+            )
+            self.note(f"capacity back at once for {offering}")
+            self.flickered_at = self.clock.now()
         if op == "RunInstances":
             if phase == "before":
                 self._names_before = set(self.cloud.worker_names())
@@ -553,6 +590,8 @@ class PowerRun(_Run):
             # a launch on an offering other than its type's first (the first was in backoff,
             # or failed) is where a replay after a restart may choose differently
             odds = CRASH_AFTER_LAUNCH[arg.offering != self.first_offering(arg.offering)]
+            if self.flickered_at == self.clock.now():  # the offering before has capacity again
+                odds = CRASH_AFTER_FLICKER
             if self.rng.random() < odds:
                 self.faulty.crash_soon(2)
             tags = {n: self.cloud._instances[n].tags.get(TAG_SLURM_NODE, "-") for n in new}
