@@ -16,14 +16,22 @@ With Slurm (``demand.slurm``), ``daemon.slurm.integration`` adds ``POST /v1/slur
 ``GET /v1/slurm``.
 
 ``check_listen`` (the config's listener rule, ``daemon.config.api``) refuses a listener beyond
-loopback without a token. Tokens are compared in constant time and never logged.
+loopback without a token. Tokens are compared in
+constant time and never logged. The token comes from ``api.token_file`` through
+``BearerToken``, which stats the file at each request and reads it again only when it
+changed (replaced or rewritten: rotated), so a rotation needs no restart: the hooks and
+pushes, which read the file on every call, carry the new token at once. A file that is
+missing, unreadable or empty for a moment (a rotation in progress) keeps the last token:
+never no token at all.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import os
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -36,6 +44,7 @@ from shoal.daemon.views import status_json
 __all__ = [
     "HTTP_SHUTDOWN_TIMEOUT",
     "MAX_BODY_BYTES",
+    "BearerToken",
     "InsecureListenError",
     "bearer_authorized",
     "check_listen",
@@ -49,9 +58,50 @@ HTTP_SHUTDOWN_TIMEOUT = 1.0  # seconds requests in flight get to finish when sho
 CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
 
 
-def bearer_authorized(request: web.Request, token: str | None) -> bool:
+class BearerToken:
+    """The API's bearer token from ``path`` (None: no token), read again when the file
+    changes (its inode, size or mtime): one ``stat`` per request, a read only after a
+    rotation. Keeps the last token while the file cannot be read or is empty."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._key: tuple[int, int, int, int] | None = None
+        self._token: str | None = None
+        if path is not None:
+            self._token = path.read_text().strip() or None  # raises at start: a config error
+            self._key = self._stat()
+
+    def _stat(self) -> tuple[int, int, int, int] | None:
+        assert self.path is not None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def current(self) -> str | None:
+        if self.path is None:
+            return None
+        key = self._stat()
+        if key is None or key == self._key:
+            return self._token
+        try:
+            token = self.path.read_text().strip()
+        except OSError as exc:
+            log.warning('event=api_token_unreadable error="%s"', exc.strerror)
+            return self._token
+        if token:  # an empty file (a rotation half done) is read again at the next request
+            if token != self._token:
+                log.info("event=api_token_reloaded reason=token-file-changed")
+            self._token, self._key = token, key
+        return self._token
+
+
+def bearer_authorized(request: web.Request, token: str | BearerToken | None) -> bool:
     """The request carries ``Authorization: Bearer <token>`` (always true without a token);
     compared in constant time."""
+    if isinstance(token, BearerToken):
+        token = token.current()
     if not token:
         return True
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -79,7 +129,7 @@ def _error(status: int, message: str, details: list[str] | None = None) -> web.R
 def make_app(
     controller: Controller,
     *,
-    token: str | None = None,
+    token: str | BearerToken | None = None,
     accept_demand: bool = True,
     reports: DemandReports | None = None,
     max_age: float | None = None,

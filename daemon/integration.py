@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from shoal.daemon.config import ShoalConfig
     from shoal.daemon.demand import DemandSource
     from shoal.daemon.drain import DrainHook, UndrainHook
+    from shoal.daemon.http import BearerToken
     from shoal.daemon.loop import Controller, Planner
     from shoal.daemon.metrics import ShoalMetrics
     from shoal.runtime.clock import Clock
@@ -45,7 +46,7 @@ class Integration(Protocol):
         """Sources the service pumps into the controller."""
         ...
 
-    def add_routes(self, app: web.Application, token: str | None) -> None:
+    def add_routes(self, app: web.Application, token: str | BearerToken | None) -> None:
         """Its HTTP endpoints, behind the API's bearer token where they change anything."""
         ...
 

@@ -47,13 +47,18 @@ from shoal.daemon.drain import (
 )
 from shoal.daemon.durable import DurableStore
 from shoal.daemon.executor import Executor
-from shoal.daemon.http import InsecureListenError, check_listen, make_app, start_http
+from shoal.daemon.http import (
+    BearerToken,
+    InsecureListenError,
+    check_listen,
+    make_app,
+    start_http,
+)
 from shoal.daemon.integration import Integration, integration_kinds
 from shoal.daemon.loop import Controller, ControllerSettings, PassRecord, Planner
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import TrackedState
 from shoal.daemon.wiring import (
-    api_token,
     backoff_policy,
     demand_reports,
     node_type_specs,
@@ -424,9 +429,9 @@ class Service:
 
     async def _serve(self) -> int:
         config = self.config
-        token = api_token(config)
+        token = BearerToken(config.api.token_file)  # read again when rotated
         try:
-            check_listen(config.api.host, token)
+            check_listen(config.api.host, token.current())
         except InsecureListenError as exc:
             log.error('event=startup_failed error="%s"', exc)
             return 2

@@ -19,14 +19,22 @@ under the executor's lock on the node, after checking again that the latest read
 shows the drain and was made after this daemon last undrained the node: a read from before
 an undrain, or a tag call retried across one, would otherwise put the mark back on a node
 taking work again.
+
+The other way round, an admin's ``scontrol update State=RESUME`` over shoal's drain means
+"don't drain this node": once a read has shown shoal's drain of a node whose drain the
+daemon holds as confirmed (``drain_confirmed``), a later read that shows the node neither
+drained nor shoal's drops the drain (``drain_dropped`` in the log): its tag is removed and
+the tracker takes it as undrained (ready, room again). A read must have shown the drain
+first, and after this daemon's last undrain of the node: a read made before the drain took
+effect shows the node undrained too, and is no admin's resume.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
 
 from shoal.daemon.drain import DrainError, DrainTimeout
 from shoal.daemon.nodes import TrackedState
@@ -93,6 +101,8 @@ class DrainAdopter:
         self.controller = controller
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._latest: SlurmSnapshot | None = None
+        # node -> when the latest read showing shoal's confirmed drain of it was made
+        self._shown: dict[str, float] = {}
 
     def untagged(self, nodes: Iterable[SlurmNode], at: float | None = None) -> list[str]:
         """Nodes drained by shoal whose listed, autoscaled instance has no draining tag and
@@ -116,13 +126,65 @@ class DrainAdopter:
                 out.append(node.name)
         return out
 
+    def resumed(self, nodes: Iterable[SlurmNode], at: float) -> list[str]:
+        """Nodes whose drain shoal holds as confirmed that a read made at ``at`` shows no
+        longer drained by shoal, after an earlier read (made since this daemon last undrained
+        them) showed that drain: an admin resumed them. Notes the reads showing the drain."""
+        tracker = self.controller.tracker
+        out = []
+        for node in nodes:
+            tracked = tracker.get(node.name)
+            if (
+                tracked is None
+                or tracked.static
+                or tracked.state is not TrackedState.DRAINING
+                or not tracked.drain_confirmed
+            ):
+                self._shown.pop(node.name, None)
+                continue
+            if drained_by_shoal(node):
+                self._shown[node.name] = at
+                continue
+            shown = self._shown.get(node.name)
+            undrained = tracker.undrained_at(node.name)
+            if shown is not None and at > shown and (undrained is None or shown > undrained):
+                out.append(node.name)
+        return out
+
     def observe(self, snapshot: SlurmSnapshot) -> None:
         self._latest = snapshot
         for name in self.untagged(snapshot.nodes, snapshot.at):
-            if name not in self._tasks:
-                task = asyncio.get_running_loop().create_task(self._adopt(name))
-                self._tasks[name] = task
-                task.add_done_callback(lambda _, name=name: self._tasks.pop(name, None))
+            self._spawn(name, self._adopt(name))
+        for name in self.resumed(snapshot.nodes, snapshot.at):
+            self._spawn(name, self._drop(name))
+        listed = {n.name for n in snapshot.nodes}  # dynamic nodes come and go
+        self._shown = {k: v for k, v in self._shown.items() if k in listed}
+
+    def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        if name in self._tasks:
+            work.close()
+            return
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks[name] = task
+        task.add_done_callback(lambda _, name=name: self._tasks.pop(name, None))
+
+    async def _drop(self, name: str) -> None:
+        """An admin resumed ``name``: drop shoal's drain (the tag, then the tracker's
+        state), under the executor's lock on the node, if the latest read still says so."""
+        executor = self.controller.executor
+        async with executor.node_lock(name):
+            latest = self._latest
+            node = latest.node(name) if latest is not None else None
+            if latest is None or node is None or name not in self.resumed([node], latest.at):
+                return
+            try:
+                await executor.mark_draining(name, None)
+            except Exception as exc:  # the next read tries again
+                log.warning('event=drain_drop_failed node=%s error="%r"', name, exc)
+                return
+            self.controller.tracker.mark_undrained(name, self.controller.clock.now())
+            self._shown.pop(name, None)
+            log.info("event=drain_dropped node=%s reason=resumed-in-slurm", name)
 
     async def _adopt(self, name: str) -> None:
         executor = self.controller.executor

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from shoal.daemon.http import bearer_authorized, unauthorized
+from shoal.daemon.http import BearerToken, bearer_authorized, unauthorized
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.slurm import spool
 from shoal.daemon.slurm.cleanup import Cleaner
@@ -273,7 +273,7 @@ class SlurmIntegration:
 
     # -- HTTP -----------------------------------------------------------------------------
 
-    def add_routes(self, app: web.Application, token: str | None) -> None:
+    def add_routes(self, app: web.Application, token: str | BearerToken | None) -> None:
         async def post(request: web.Request) -> web.Response:
             kind = request.match_info["kind"].replace("-", "_")
             if not bearer_authorized(request, token):

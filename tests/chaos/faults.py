@@ -29,6 +29,15 @@ slurmerr   (power saving) slurmctld does not answer for a while: every squeue, s
            scontrol fails; commands otherwise take up to a few seconds
 late       (power saving) the daemon took a hook's request but answered too late: the hook
            spools it as well, with the same request id
+slowslurm  (power saving) an ``scontrol update`` takes effect at once but its answer comes
+           seconds to a minute later: slurmctld acts on it (a node powered down is back in
+           the pool and may be resumed again) while the daemon still waits in the call
+stockout   (power saving) every offering of one node type has no capacity for a while: its
+           resumes fail, their nodes are held DOWN and released when the backoff ends
+flicker    (power saving) a node type's first offering has no capacity until a launch tries
+           it: it answers InsufficientInstanceCapacity once and has capacity again right
+           after (the daemon has it in backoff and launches on the next offering; a
+           restarted daemon, whose backoff table was in memory, finds it available)
 =========  ======================================================================================
 
 Windowed faults (missing, stale, fail, capacity, stop) are drawn as timed events over the fault
@@ -64,12 +73,28 @@ KINDS = (
     "hookerr",
     "slurmerr",
     "late",
+    "slowslurm",
+    "stockout",
+    "flicker",
 )
+LATER = ("slowslurm", "stockout", "flicker")  # drawn from their own stream (see FaultPlan.draw)
 # the kinds each mode draws from (harness.MODES); a kind outside its mode has no effect there
 PUSH_KINDS = KINDS[:12]
 # power saving: Slurm decides, so the push's reads (missing, stale, fail), spot interruptions,
 # stopped nodes and drain hooks do not apply; slurmctld's own faults do
-POWER_KINDS = ("lost", "lag", "capacity", "throttle", "slowterm", "crash", "slurmerr", "late")
+POWER_KINDS = (
+    "lost",
+    "lag",
+    "capacity",
+    "throttle",
+    "slowterm",
+    "crash",
+    "slurmerr",
+    "late",
+    "slowslurm",
+    "stockout",
+    "flicker",
+)
 
 
 class Crash(BaseException):
@@ -104,6 +129,7 @@ class FaultPlan:
     spot_rate: float  # interruptions per spot node-hour
     hookerr_p: float  # per drain
     late_p: float = 0.0  # per hook request the daemon took
+    slowslurm_p: float = 0.0  # per scontrol update: its answer comes late
 
     @classmethod
     def draw(
@@ -114,7 +140,11 @@ class FaultPlan:
         are more frequent and shorter, each on one offering, so a launch meets an offering in
         backoff and a replay after a restart meets it available again."""
         rng = random.Random(f"plan-{seed}")
-        on = frozenset(k for k in KINDS if k in allowed and rng.random() < 0.6)
+        on = frozenset(k for k in KINDS if k not in LATER and k in allowed and rng.random() < 0.6)
+        # kinds added later draw from their own stream: the other draws of a seed stay as
+        # they were (a seed named in bench/README.md replays the same faults)
+        later = random.Random(f"plan-{seed}-later")
+        on |= {k for k in LATER if k in allowed and later.random() < 0.6}
         windows: list[Window] = []
         spans = {
             "missing": (4.0, (5.0, 180.0)),  # per hour, duration bounds
@@ -136,6 +166,18 @@ class FaultPlan:
                     Window(t, min(fault_end, t + rng.uniform(lo, hi)), kind, rng.random())
                 )
                 t += rng.expovariate(rate)
+        for kind, per_hour, (lo, hi) in (
+            ("stockout", 1.0, (60.0, 900.0)),  # on one node type (``pick``)
+            ("flicker", 3.0, (600.0, 1800.0)),  # until a launch tries it, at most this long
+        ):
+            if kind not in on:
+                continue
+            rate = per_hour * later.uniform(0.3, 2.0) / 3600.0
+            t = later.expovariate(rate)
+            while t < fault_end:
+                end = min(fault_end, t + later.uniform(lo, hi))
+                windows.append(Window(t, end, kind, later.random()))
+                t += later.expovariate(rate)
         windows.sort(key=lambda w: (w.start, w.kind))
         return cls(
             seed=seed,
@@ -152,6 +194,7 @@ class FaultPlan:
             spot_rate=rng.uniform(0.2, 2.0) if "spot" in on else 0.0,
             hookerr_p=rng.uniform(0.1, 0.5) if "hookerr" in on else 0.0,
             late_p=rng.uniform(0.05, 0.5) if "late" in on else 0.0,
+            slowslurm_p=later.uniform(0.1, 0.5) if "slowslurm" in on else 0.0,
         )
 
     def describe(self) -> str:
@@ -168,6 +211,8 @@ class FaultPlan:
             parts.append(f"slowterm_p={self.slowterm_p:.2f}<= {self.slowterm_max:g}s")
         if "crash" in self.kinds:
             parts.append(f"crash_every~{self.crash_every:.0f} calls")
+        if "slowslurm" in self.kinds:
+            parts.append(f"slowslurm_p={self.slowslurm_p:.2f}")
         parts.append(f"windows={len(self.windows)}")
         return " ".join(parts)
 

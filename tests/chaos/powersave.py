@@ -22,7 +22,12 @@ Faults (``faults.POWER_KINDS``): crashes at any provider call, Slurm command or 
 stays down for a while; capacity errors per offering (instance type, zone, capacity type),
 so the offering a launch tries first depends on the backoff table; lost launch responses,
 listing lag, throttling, slow terminations; slurmctld not answering for a while
-(``slurmerr``); hook answers too late (``late``).
+(``slurmerr``); hook answers too late (``late``); ``scontrol update`` answers that come up to
+a minute after the command took effect (``slowslurm``: slurmctld returns a released node to
+the pool and resumes it again while the daemon still waits in the call); a node type
+without any capacity for a while (``stockout``); an offering whose capacity comes back
+right after it answered InsufficientInstanceCapacity (``flicker``: in backoff for the
+daemon, available to a restarted one).
 
 Invariants (beside ``over-max``, ``not-quiescent`` and ``fsync-on-loop`` of push mode):
 
@@ -37,7 +42,21 @@ Invariants (beside ``over-max``, ``not-quiescent`` and ``fsync-on-loop`` of push
     was resumed since).
 ``busy-killed``
     Shoal never terminates the instance a registered node runs a job on, nor sets DOWN or
-    POWER_DOWN a node whose job runs or waits on an instance launched for it.
+    POWER_DOWN a node whose job runs or waits on an instance launched for it, nor
+    POWER_DOWN a node powering up for a job within ResumeTimeout (only a held node, DOWN, is
+    released so).
+``down-unheld``
+    Every node Slurm shows DOWN with a reason the power saver gave (``shoal: ...``) has a
+    hold in the state file on disk (``state.json``, as the last write left it), checked after
+    every write and every step of the run: a node shoal set DOWN is released by whichever
+    daemon runs next, not left DOWN until the clean-up loop happens to find it. (The
+    clean-up loop's own DOWN on its way to POWER_DOWN, "shoal: powering up for ...", is
+    not a hold.)
+``unsaved-answer``
+    A hook's request the daemon answered (202), accepting a node, is on disk when the answer
+    goes out: its request id is in the state file's ``accepted_ids``, which the daemon
+    writes in the same write as the requests it carries (those may be served and gone by
+    the time the answer goes out: the hold loop retries a request it finds in memory).
 ``status-terminated``
     After every Slurm read, ``SlurmIntegration.status()`` (``GET /v1/slurm``) maps no node
     to an instance the cloud has terminated.
@@ -66,6 +85,7 @@ from shoal.daemon.slurm.names import node_type_keys
 from shoal.daemon.slurm.parse import compress_hostlist, expand_hostlist
 from shoal.daemon.slurm.power import requests_only_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
+from shoal.providers.errors import CapacityError
 from shoal.providers.outcomes import TerminationStatus
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.runtime.testing import FakeClock
@@ -84,6 +104,9 @@ REPORTED_PER_INVARIANT = 5
 # a launch brings the next crash (if crashes are on) forward to right after it, with these
 # odds: on its type's first offering, on another one
 CRASH_AFTER_LAUNCH = (0.1, 0.5)
+# ... and when the offering tried before it failed and has capacity again (``flicker``): a
+# replay that does not start at the offering that launched launches a second instance
+CRASH_AFTER_FLICKER = 0.9
 
 
 class PowerRun(_Run):
@@ -102,6 +125,10 @@ class PowerRun(_Run):
         self.reported: collections.Counter[str] = collections.Counter()
         self.duplicated: set[str] = set()
         self.bad_status: set[tuple[str, str]] = set()
+        self.on_disk: Mapping[str, Any] = {}  # the slurm section of state.json, as written
+        self.unheld: set[tuple[str, float]] = set()  # (node, when set DOWN) reported
+        self.flickered_at = -1.0  # when an offering's capacity came back at once (flicker)
+        self.flickering: set[Offering] = set()  # without capacity until a launch tries it
 
     def violate(self, invariant: str, detail: str) -> None:
         self.reported[invariant] += 1
@@ -129,10 +156,13 @@ class PowerRun(_Run):
         self.main_task = asyncio.current_task()
         self.listeners = list(cloud.fleet._listeners)
         self.rng = random.Random(f"slurm-{self.seed}")
+        self.answer_rng = random.Random(f"answers-{self.seed}")
         self.ctld = SlurmCtld(
             {}, self.clock, EPOCH, self.hook, self.tagged, self.note, self.on_resume_timeout
         )
-        self.client = FakeSlurmClient(self.ctld, self.gate, self.on_update, self.faulty.die_after)
+        self.client = FakeSlurmClient(
+            self.ctld, self.gate, self.on_update, self.faulty.die_after, self.late_answer
+        )
         while not await self.start_daemon(crashes=False):  # a start may fail: throttled
             await self.clock.advance(EPOCH + self.restart_at - self.clock.now())
             self.t = self.restart_at
@@ -224,6 +254,8 @@ class PowerRun(_Run):
         def writer(path: Path, data: Any) -> None:
             after = self.faulty.point("write state.json")
             write(path, data)
+            self.on_disk = data.get("slurm") or {}
+            self.check_holds()
             if after:
                 self.faulty.die_after("write state.json")
 
@@ -255,6 +287,16 @@ class PowerRun(_Run):
             raise unavailable(command)
         return after
 
+    async def late_answer(self, command: str) -> None:
+        """``slowslurm``: the command took effect; its answer comes later."""
+        if self.answer_rng.random() >= self.plan.slowslurm_p:
+            return
+        delay = self.answer_rng.uniform(1.0, 60.0)
+        self.note(f"{command}: answer {delay:.0f}s late")
+        await self.clock.sleep(delay)
+        if self.faulty.dead:
+            raise Crash(f"{command} answered to a dead process")
+
     def on_update(self, names: list[str], settings: Mapping[str, str]) -> None:
         """Shoal's ``scontrol update`` (tried: slurmctld may not answer), checked against the
         jobs: ``busy-killed``; a DOWN tried counts as failing the node's power-up."""
@@ -275,7 +317,8 @@ class PowerRun(_Run):
                 for i, (tag, _) in live.items()
                 if tag == name and self.cloud._instances[i].launched_at - EPOCH >= since
             )
-            if node.power == "up" or serving:
+            powering_up = node.power == "resuming" and now - node.since < RESUME_TIMEOUT
+            if node.power == "up" or serving or (state != "DOWN" and powering_up):
                 self.violate(
                     "busy-killed",
                     f"shoal set {name} {state} while job {node.job} "
@@ -316,7 +359,7 @@ class PowerRun(_Run):
     ) -> None:
         """The hook's POST, handled as the HTTP route handles it."""
         try:
-            await integration._accept(
+            answer = await integration._accept(
                 kind.replace("-", "_"), hostlist, dict(resume_file or {}), request_id
             )
         except (Crash, asyncio.CancelledError):
@@ -324,6 +367,7 @@ class PowerRun(_Run):
                 self.spool(kind, hostlist, request_id, "the daemon died with the request")
             return
         self.in_flight.pop(request_id, None)
+        self.check_saved(kind, request_id, answer)
         integration._spool_wake.set()
         if self.rng.random() < self.plan.late_p:
             self.spool(kind, hostlist, request_id, "the answer came too late")
@@ -404,6 +448,7 @@ class PowerRun(_Run):
                 self.note("calm: no new faults")
             self.ctld.step()
             self.check_suspends()
+            self.check_holds()
             c = self.controller
             if c is None:
                 if t >= self.restart_at:
@@ -460,6 +505,23 @@ class PowerRun(_Run):
             ends.append((w.end, "capacity", offering))
             kind = CapacityType.SPOT if preemptible else CapacityType.ON_DEMAND
             self.note(f"no capacity for {itype} {kind} in {zone} until t={w.end:.1f}")
+        elif w.kind == "stockout":
+            types = sorted(self.types)
+            name = types[int(w.pick * len(types))]
+            hit = [o for o in self.offerings if self.type_of[o[0], o[1]] == name]
+            for itype, preemptible, zone in hit:
+                self.cloud.set_unavailable(itype, preemptible, zone=zone)
+            ends.append((w.end, "stockout", hit))
+            self.note(f"no capacity for any offering of {name} until t={w.end:.1f}")
+        elif w.kind == "flicker":
+            node_type = self.types[sorted(self.types)[int(w.pick * len(self.types))]]
+            capacity = CapacityType.SPOT if node_type.preemptible else CapacityType.ON_DEMAND
+            first = node_type.instance_types[0], self.config.provider.launch_zones[0]
+            offering = Offering(first[0], first[1], capacity)
+            self.flickering.add(offering)
+            self.cloud.set_unavailable(first[0], node_type.preemptible, zone=first[1])
+            ends.append((w.end, "flicker", offering))
+            self.note(f"no capacity for {offering} until a launch tries it")
         elif w.kind == "slurmerr":
             self.slurm_down_until = max(self.slurm_down_until, w.end)
             self.note(f"slurmctld does not answer until t={w.end:.1f}")
@@ -470,6 +532,16 @@ class PowerRun(_Run):
             itype, preemptible, zone = target
             self.cloud.set_unavailable(itype, preemptible, code=None, zone=zone)
             self.note(f"capacity back for {itype} in {zone}")
+        elif kind == "flicker" and target in self.flickering:  # no launch tried it
+            self.flickering.discard(target)
+            preemptible = target.capacity_type is CapacityType.SPOT
+            self.cloud.set_unavailable(
+                target.instance_type, preemptible, code=None, zone=target.zone
+            )
+        elif kind == "stockout":
+            for itype, preemptible, zone in target:
+                self.cloud.set_unavailable(itype, preemptible, code=None, zone=zone)
+            self.note("capacity back for every offering of the type")
         elif kind == "slurmerr" and self.t >= self.slurm_down_until:
             self.note("slurmctld answers again")
 
@@ -495,6 +567,19 @@ class PowerRun(_Run):
     # -- invariants ---------------------------------------------------------------------------
 
     def observe_call(self, op: str, phase: str, arg: Any, result: Any) -> None:
+        if (
+            op == "RunInstances"
+            and isinstance(result, CapacityError)
+            and arg.offering in self.flickering
+        ):
+            offering = arg.offering
+            self.flickering.discard(offering)
+            preemptible = offering.capacity_type is CapacityType.SPOT
+            self.cloud.set_unavailable(
+                offering.instance_type, preemptible, code=None, zone=offering.zone
+            )
+            self.note(f"capacity back at once for {offering}")
+            self.flickered_at = self.clock.now()
         if op == "RunInstances":
             if phase == "before":
                 self._names_before = set(self.cloud.worker_names())
@@ -506,6 +591,8 @@ class PowerRun(_Run):
             # a launch on an offering other than its type's first (the first was in backoff,
             # or failed) is where a replay after a restart may choose differently
             odds = CRASH_AFTER_LAUNCH[arg.offering != self.first_offering(arg.offering)]
+            if self.flickered_at == self.clock.now():  # the offering before has capacity again
+                odds = CRASH_AFTER_FLICKER
             if self.rng.random() < odds:
                 self.faulty.crash_soon(2)
             tags = {n: self.cloud._instances[n].tags.get(TAG_SLURM_NODE, "-") for n in new}
@@ -558,6 +645,33 @@ class PowerRun(_Run):
                     "status-terminated",
                     f"/v1/slurm maps {node} to {instance}, which is terminated (after a read)",
                 )
+
+    def check_holds(self) -> None:
+        """``down-unheld``: every node DOWN for a reason of the power saver's has a hold on
+        disk."""
+        holds = self.on_disk.get("holds", {})
+        for node in self.ctld.nodes.values():
+            reason = node.down or ""
+            if not reason.startswith("shoal:") or reason.startswith("shoal: powering up for"):
+                continue
+            key = (node.name, self.down_tries.get(node.name, -1.0))
+            if node.name not in holds and key not in self.unheld:
+                self.unheld.add(key)
+                self.violate(
+                    "down-unheld",
+                    f"{node.name} is DOWN ({reason!r}, set at t={key[1]:.1f}) and the state "
+                    "file holds no hold for it: a restart would leave it DOWN",
+                )
+
+    def check_saved(self, kind: str, request_id: str, answer: Mapping[str, Any]) -> None:
+        """``unsaved-answer``: what the daemon answered for is on disk."""
+        accepted = list(answer.get("accepted", ()))
+        if accepted and request_id not in self.on_disk.get("accepted_ids", ()):
+            self.violate(
+                "unsaved-answer",
+                f"the daemon answered hook {request_id} ({kind} {','.join(accepted)}) before "
+                "it was on disk (its request id is not in the state file)",
+            )
 
     def check_suspends(self) -> None:
         now = self.t

@@ -346,7 +346,9 @@ class FakeSlurmClient(SlurmClient):
     each command: it may sleep (the command's latency) and raise (slurmctld not responding,
     the calling process dies before the command takes effect); it returns True when the
     process dies right after the command took effect (then ``die(command)`` is called).
-    ``on_update(names, settings)`` sees every ``scontrol update`` shoal tries."""
+    ``on_update(names, settings)`` sees every ``scontrol update`` shoal tries; ``answer``,
+    if given, is awaited once an ``scontrol update`` took effect, before it returns (a late
+    answer)."""
 
     def __init__(
         self,
@@ -354,12 +356,14 @@ class FakeSlurmClient(SlurmClient):
         gate: Callable[[str], Awaitable[bool]],
         on_update: Callable[[list[str], Mapping[str, str]], None],
         die: Callable[[str], None],
+        answer: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__()
         self.ctld = ctld
         self.gate = gate
         self.on_update = on_update
         self.die = die
+        self.answer = answer
 
     async def run(self, argv: Sequence[str]) -> str:  # never a real command
         raise SlurmCommandError(f"the simulated slurmctld runs no {argv[0]}", code="exec")
@@ -386,6 +390,8 @@ class FakeSlurmClient(SlurmClient):
         self.ctld.schedule()
         if after:
             self.die("scontrol update")
+        if self.answer is not None:
+            await self.answer("scontrol update")
 
     async def delete_nodes(self, nodes: str | Iterable[str]) -> None:
         await self.gate("scontrol delete")

@@ -7,10 +7,13 @@ replay one with ``bench/chaos.py --mode MODE --seed S --verbose``."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 
 import pytest
+from shoal.daemon.slurm.power import PowerSaver
+from shoal.daemon.slurm.state import PowerState
 from shoal.runtime.files import write_json_atomic
 from shoal.scaler.model import NodeAction, Plan, RemoveCause, Snapshot
 
@@ -119,3 +122,61 @@ def test_an_fsync_on_the_event_loop_is_found(
     monkeypatch.setattr(harness._DrainHook, "drain", drain_and_save)
     found = [v for v in run_seed(2, ()).violations if v.invariant == "fsync-on-loop"]
     assert len(found) == 1 and "drain_and_save" in found[0].detail
+
+
+# -- power-saving mode's own checks can fail: bugs planted in the power saver ----------------
+
+
+def power_invariants(seed: int, kinds: tuple[str, ...]) -> set[str]:
+    return {v.invariant for v in run_seed(seed, kinds, mode="power_save").violations}
+
+
+clean_power_invariants = functools.cache(power_invariants)  # the same seed's run without a bug
+
+
+def test_an_answer_before_the_request_is_on_disk_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``unsaved-answer``: the power saver answers a hook once its request is only noted to
+    be written (issue 17 bug 7: suspend requests were not persisted before the answer)."""
+    assert "unsaved-answer" not in clean_power_invariants(0, ())
+
+    async def save_later(self: PowerState) -> None:
+        self.changed()
+
+    monkeypatch.setattr(PowerState, "save", save_later)
+    assert "unsaved-answer" in power_invariants(0, ())
+
+
+def test_a_node_left_down_without_a_hold_on_disk_is_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``down-unheld``: a hold dropped while its node stays DOWN (issue 17 bug 7: the hold
+    loop's release dropped a newer hold). Seed 1 with node types out of stock for a while:
+    resumes fail and nodes are held."""
+    kinds = ("stockout",)
+    assert "down-unheld" not in power_invariants(1, kinds)
+    set_down = PowerSaver._set_down
+
+    async def set_down_and_forget(self: PowerSaver, node: str, reason: str) -> bool:
+        done = await set_down(self, node, reason)
+        if self.state.holds.pop(node, None) is not None:
+            self.state.changed()
+        return done
+
+    monkeypatch.setattr(PowerSaver, "_set_down", set_down_and_forget)
+    assert "down-unheld" in power_invariants(1, kinds)
+
+
+def test_a_power_down_of_a_node_powering_up_for_a_job_is_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``busy-killed``: shoal powers down a node slurmctld is powering up for a job (issue
+    17 bug 7: a restarted daemon released a hold a resume had dropped in memory only)."""
+    assert "busy-killed" not in clean_power_invariants(0, ())
+    resume = PowerSaver._resume
+
+    async def power_down_first(self: PowerSaver, node: str) -> None:
+        await self.client.power_down(node)
+        await resume(self, node)
+
+    monkeypatch.setattr(PowerSaver, "_resume", power_down_first)
+    assert "busy-killed" in power_invariants(0, ())

@@ -288,3 +288,64 @@ async def test_an_admin_drain_over_shoals_is_not_shoals(harness_factory: Any) ->
     )
     record = await h.pass_()
     assert idle in record.terminated
+
+
+# -- 4. an admin's resume over shoal's drain --------------------------------------------------
+
+
+async def test_an_admin_resume_drops_shoals_confirmed_drain(
+    harness_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Shoal drained the node (its hook succeeded: confirmed) and Slurm showed the drain; an
+    admin then resumes it (``scontrol update state=resume``): "don't drain this node". The
+    next read shows it neither drained nor shoal's: the drain and its tag are dropped (it is
+    ready, room again), not kept from memory and the node terminated as drained and idle."""
+    caplog.set_level(logging.INFO)
+    h: Harness = await harness_factory()
+    with_hook(h)
+    busy, idle = await drained_pair(h)
+    adopter = DrainAdopter(h.controller)
+    adopter.observe(slurm_read(h.clock.now(), slurm_node(idle)))  # Slurm shows shoal's drain
+    await h.settle()
+    assert TAG_DRAINING in (await listed_tags(h))[idle]
+    await h.clock.advance(20)
+    adopter.observe(slurm_read(h.clock.now(), slurm_node(idle, reason="", drain=False)))
+    await h.settle()
+    assert TAG_DRAINING not in (await listed_tags(h))[idle]
+    h.controller.set_demand(
+        DemandUpdate(
+            h.running(busy),
+            frozenset({busy, idle}),
+            draining_nodes=frozenset(),
+            own_drains=frozenset(),
+        )
+    )
+    record = await h.pass_()
+    assert idle not in record.terminated and h.states()[idle] == "ready"
+    assert any(f"event=drain_dropped node={idle}" in r.getMessage() for r in caplog.records)
+    await adopter.close()
+
+
+async def test_a_read_from_before_shoals_new_drain_does_not_drop_it(
+    harness_factory: Any,
+) -> None:
+    """Slurm showed shoal's drain; shoal undrained the node for a job, then drained it again.
+    A read made between the undrain and the new drain shows the node undrained: that is no
+    admin's resume (the read that showed a drain came before the undrain), the drain stays."""
+    h: Harness = await harness_factory()
+    with_hook(h)
+    busy, idle = await drained_pair(h)
+    adopter = DrainAdopter(h.controller)
+    adopter.observe(slurm_read(h.clock.now(), slurm_node(idle)))
+    h.set_demand(Demand(queued=h.jobs(1, cores=4).queued, running=h.running(busy).running))
+    await h.clock.advance(1)
+    assert (await h.pass_()).undrained == (idle,)
+    between = h.clock.now() + 1  # Slurm read then, undrained
+    h.set_demand(h.running(busy))
+    await h.pass_()
+    await h.clock.advance(601)
+    assert (await h.pass_()).drained == (idle,)
+    adopter.observe(slurm_read(between, slurm_node(idle, reason="", drain=False)))
+    await h.settle()
+    assert TAG_DRAINING in (await listed_tags(h))[idle] and h.states()[idle] == "draining"
+    await adopter.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -12,7 +13,13 @@ import pytest
 from aiohttp import web
 from shoal.daemon.demand import MAX_BODY_BYTES, DemandReports
 from shoal.daemon.drain import CommandDrainHook, DrainError, WebhookDrainHook
-from shoal.daemon.http import InsecureListenError, check_listen, make_app, start_http
+from shoal.daemon.http import (
+    BearerToken,
+    InsecureListenError,
+    check_listen,
+    make_app,
+    start_http,
+)
 
 if TYPE_CHECKING:
     from conftest import Harness
@@ -251,3 +258,34 @@ async def test_pushed_demand_goes_stale_and_then_nothing_is_launched_or_removed(
     assert (await request("GET", f"{base}/readyz"))[0] == 200
     record = await h.pass_()
     assert record.launched == 1 and record.reason == ""
+
+
+async def test_the_token_file_is_read_again_when_it_changes_never_emptied(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """``BearerToken``: a rotated file is taken at the next request; a file emptied or gone
+    for a moment (a rotation half done) keeps the last token: the API never opens."""
+    path = tmp_path / "token"
+    path.write_text("one\n")
+    runner, port = await start_http(
+        make_app(harness.controller, token=BearerToken(path)), "127.0.0.1", 0
+    )
+    url = f"http://127.0.0.1:{port}/v1/demand"
+
+    async def put(token: str | None) -> int:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        status, _, _ = await request("PUT", url, json=BODY, headers=headers)
+        return status
+
+    try:
+        assert (await put("one"), await put("two"), await put(None)) == (200, 401, 401)
+        path.write_text("two\n")
+        assert (await put("two"), await put("one")) == (200, 401)
+        path.write_text("")
+        assert (await put("two"), await put(None)) == (200, 401)
+        path.unlink()
+        assert (await put("two"), await put(None)) == (200, 401)
+        path.write_text("three\n")
+        assert (await put("three"), await put("two")) == (200, 401)
+    finally:
+        await runner.cleanup()

@@ -167,3 +167,37 @@ def test_notifier_is_silent_without_notify_socket() -> None:
     assert notifier.notify("READY=1") is False
     assert notifier.watchdog() is False
     assert SystemdNotifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "5", "WATCHDOG_PID": "1"})
+
+
+async def test_a_rotated_token_file_is_honoured_without_a_restart(tmp_path: Path) -> None:
+    """The operator rotates ``api.token_file`` (replaced, or rewritten in place): the pushes
+    and hooks, which read the file on every call, carry the new token; the daemon takes it
+    from the next request on (before: 401 until a restart) and refuses the old one."""
+    token_file = tmp_path / "token"
+    token_file.write_text("first-token\n")
+    path = write_config(tmp_path / "shoal.yaml")
+    config = yaml.safe_load(path.read_text())
+    config["api"]["token_file"] = str(token_file)
+    path.write_text(yaml.safe_dump(config))
+    service = Service(load_config(path), path)
+    task = await start(service)
+    body = {"jobs": [{"cores": 1, "memory": "1GiB", "count": 1}], "running": []}
+
+    async def put(token: str) -> int:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.put(
+                f"http://127.0.0.1:{service.port}/v1/demand", json=body, headers=headers
+            ) as r,
+        ):
+            return r.status
+
+    assert await put("first-token") == 200
+    (tmp_path / "token.new").write_text("second-token\n")
+    os.replace(tmp_path / "token.new", token_file)  # rotated as an atomic replace
+    assert (await put("second-token"), await put("first-token")) == (200, 401)
+    token_file.write_text("third\n")  # rotated in place
+    assert (await put("third"), await put("second-token")) == (200, 401)
+    service.stop("test")
+    assert await asyncio.wait_for(task, 10) == 0
