@@ -16,6 +16,7 @@ __all__ = [
     "DURATION_SCHEMA",
     "SIZE_SCHEMA",
     "format_duration",
+    "format_size",
     "parse_duration",
     "parse_size",
 ]
@@ -128,3 +129,15 @@ def format_duration(seconds: float) -> str:
             out.append(f"{rest // size}{unit}")
             rest %= size
     return "".join(out) or "0s"
+
+
+def format_size(size: float) -> str:
+    """A short human form in binary units, e.g. ``4294967296 -> "4 GiB"``, ``1536 MiB ->
+    "1.5 GiB"``, ``0 -> "0 B"``; what ``parse_size`` reads back."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    text = f"{value:.1f}".removesuffix(".0")
+    return f"{text} {unit}"
