@@ -6,6 +6,8 @@ shoal check-config [--preflight] FILE
                                    --preflight: also the files it names, as `run` checks them
 shoal config-schema                JSON schema of the config file
 shoal demand-schema                JSON schema of PUT /v1/demand's body (docs/demand-api.md)
+shoal status [-c FILE | --url URL] [--token-file FILE] [--json] [--plain] [--timeout S]
+                                   a running daemon's GET /v1/status as tables (daemon.status)
 shoal plan -c FILE --demand FILE [--nodes FILE]
                                    one decision as JSON; nothing launched
 shoal simulate -c FILE --trace FILE [--out DIR] [--compare KEY=V1,V2 ...] [--seed N] [-j N]
@@ -134,6 +136,40 @@ def _cmd_demand_schema(args: argparse.Namespace) -> int:
     }
     json.dump(schema, sys.stdout, indent=2)
     print()
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """Ask the daemon the config (its api.listen and api.token_file) or --url names."""
+    from shoal.daemon.status import StatusError, daemon_url, fetch, print_status
+
+    token = None
+    if args.url is not None:
+        base = args.url
+    elif args.config is not None:
+        config = _load(args.config)
+        if config is None:
+            return 2
+        base, token = daemon_url(config.api.listen), config.api.token()
+    else:
+        from shoal.daemon.config import ApiConfig
+
+        base = daemon_url(ApiConfig().listen)
+    if args.token_file is not None:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            print(f"shoal status: cannot read the token: {exc}", file=sys.stderr)
+            return 2
+    try:
+        text, status = fetch(base, token, timeout=args.timeout)
+    except StatusError as exc:
+        print(f"shoal status: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        print_status(status, base, sys.stdout, plain=args.plain)
     return 0
 
 
@@ -389,6 +425,30 @@ def build_parser() -> argparse.ArgumentParser:
         "demand-schema", help="print the JSON schema of PUT /v1/demand's body"
     )
     demand_schema.set_defaults(func=_cmd_demand_schema)
+
+    status = sub.add_parser(
+        "status",
+        help="print a running daemon's /v1/status as tables",
+        description=(
+            "Ask a running daemon for GET /v1/status and print it as tables: nodes by type "
+            "and state, demand and its source, the last plan with its reasons, jobs left "
+            "waiting, offerings in backoff, the last pass. The daemon is found from the "
+            "config (api.listen, api.token_file) or --url (default: the default listen "
+            "address). Exit 1 when it cannot be asked."
+        ),
+    )
+    where = status.add_mutually_exclusive_group()
+    where.add_argument("-c", "--config", help="the daemon's YAML config file")
+    where.add_argument("--url", help="the daemon's base URL, e.g. http://127.0.0.1:8089")
+    status.add_argument("--token-file", help="bearer token file (default: api.token_file)")
+    status.add_argument("--json", action="store_true", help="print the JSON as the daemon sent it")
+    status.add_argument(
+        "--plain", action="store_true", help="plain text tables (the default without rich)"
+    )
+    status.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait (default: %(default)s)"
+    )
+    status.set_defaults(func=_cmd_status)
 
     plan = sub.add_parser(
         "plan",

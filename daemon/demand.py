@@ -150,6 +150,9 @@ class DemandUpdate:
     # those of them drained with shoal's own reason; None: the source reports no reasons
     # (then the instance's draining tag tells shoal's drains from anyone else's)
     own_drains: frozenset[str] | None = None
+    # who sent it: "push" (PUT /v1/demand), or the polling source's ``name`` ("file",
+    # "demo", "slurm"); /v1/status names the one that fed the last pass
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +277,8 @@ def parse_demand(
 
 
 class DemandSource(Protocol):
+    name: str  # what DemandUpdate.source says: "file", "demo", "slurm"
+
     def updates(self) -> AsyncIterator[DemandUpdate | DemandFailure]: ...
 
 
@@ -311,6 +316,8 @@ class _PollingSource:
 
 class FileDemandSource(_PollingSource):
     """Demand from a JSON or YAML file, re-read whenever its mtime or size changes."""
+
+    name = "file"
 
     def __init__(
         self,
@@ -374,7 +381,11 @@ class DemoDemandSource(_PollingSource):
     ``node_names()`` returns (the daemon passes its joined nodes, so they stay busy) or on
     notional nodes ``demo-0`` ... when it is not given or returns none (the planner ignores
     jobs on nodes it does not manage); afterwards -> no demand, so idle nodes scale down.
+
+    The daemon stops it for good once ``PUT /v1/demand`` accepts a body: pushed demand wins.
     """
+
+    name = "demo"
 
     def __init__(
         self,

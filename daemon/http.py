@@ -30,6 +30,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -134,9 +135,11 @@ def make_app(
     reports: DemandReports | None = None,
     max_age: float | None = None,
     max_body: int = MAX_BODY_BYTES,
+    on_push: Callable[[], None] | None = None,
 ) -> web.Application:
     """The daemon's aiohttp application over ``controller``. Pushed demand must carry what
-    ``reports`` promises and goes stale ``max_age`` seconds after it arrived."""
+    ``reports`` promises and goes stale ``max_age`` seconds after it arrived; ``on_push`` is
+    called after each accepted body (the service stops the demo then)."""
 
     async def put_demand(request: web.Request) -> web.Response:
         if not accept_demand:
@@ -153,12 +156,14 @@ def make_app(
         if len(raw) > max_body:
             return _error(413, f"body larger than {max_body} bytes")
         try:
-            update = replace(parse_demand(raw, reports), max_age=max_age)
+            update = replace(parse_demand(raw, reports), max_age=max_age, source="push")
         except DemandError as exc:
             details = list(exc.messages)
             log.info('event=demand_rejected status=400 error="%s"', exc)
             return _error(400, str(exc), details)
         controller.set_demand(update)
+        if on_push is not None:
+            on_push()
         demand = controller.demand
         queued = sum(q.count for q in demand.queued)
         log.info(

@@ -123,6 +123,7 @@ class PassRecord:
     undrained: tuple[str, ...] = ()
     terminated: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
+    demand_source: str | None = None  # which source's demand it planned from
 
 
 @dataclass(slots=True)
@@ -213,6 +214,8 @@ class Controller:
         self.demand_at: float | None = None  # None: no demand received yet
         self.demand_max_age: float | None = None
         self.demand_failure: str | None = None
+        self.demand_source: str | None = None  # DemandUpdate.source of the current demand
+        self._observed_source: str | None = None  # that of the demand the pass plans from
         self.last_plan: Plan | None = None
         self.last_pass: PassRecord | None = None
         self.passes = 0
@@ -260,6 +263,7 @@ class Controller:
         self.draining, self.own_drains = update.draining_nodes, update.own_drains
         self.demand_at = update.at if update.at is not None else now
         self.demand_max_age = update.max_age
+        self.demand_source = update.source
         self.demand_failure = None
         if changed:
             self._demand_changed.set()
@@ -588,6 +592,7 @@ class Controller:
             )
         self.journal.sync(self.tracker)
         self.backoff = self.backoff.prune(now)
+        self._observed_source = self.demand_source
         snapshot = Snapshot(
             demand=self.demand,
             nodes=self.tracker.infos(),
@@ -738,6 +743,7 @@ class Controller:
             undrained=tuple(report.undrained),
             terminated=tuple(report.terminated),
             errors=tuple(report.errors),
+            demand_source=self._observed_source,
         )
         if not plan.is_noop or report.errors:
             log.info(

@@ -349,6 +349,7 @@ class Service:
         self._tasks: list[asyncio.Task[Any]] = []
         self.reloads = 0  # reload attempts finished
         self.last_reload_ok: bool | None = None
+        self._demo: asyncio.Task[None] | None = None  # demand.demo's pump, until a push
 
     # -- control ----------------------------------------------------------------------------
 
@@ -471,6 +472,7 @@ class Service:
             accept_demand=config.demand.api,
             reports=demand_reports(config.demand),
             max_age=config.demand.max_age,
+            on_push=self._stop_demo,
         )
         for integration in self.integrations:
             integration.add_routes(app, token)
@@ -498,7 +500,10 @@ class Service:
         )
         run_task = asyncio.create_task(controller.run(), name="shoal-controller")
         for source in self._demand_sources(config):
-            self._tasks.append(asyncio.create_task(self._pump(source), name="shoal-demand"))
+            task = asyncio.create_task(self._pump(source), name=f"shoal-demand-{source.name}")
+            self._tasks.append(task)
+            if isinstance(source, DemoDemandSource):
+                self._demo = task
         if self.notifier.watchdog_seconds is not None:
             self._tasks.append(asyncio.create_task(self._heartbeat(), name="shoal-watchdog"))
         for i, integration in enumerate(self.integrations):
@@ -583,6 +588,14 @@ class Service:
             sources.extend(integration.demand_sources())
         return sources
 
+    def _stop_demo(self) -> None:
+        """Pushed demand wins: the demo stops for good at the first accepted PUT, so it never
+        overwrites what was pushed."""
+        if self._demo is not None and not self._demo.done():
+            self._demo.cancel()
+            log.info("event=demo_stopped reason=pushed_demand")
+        self._demo = None
+
     def _ready_nodes(self) -> list[str]:
         """Joined autoscaled nodes, for the demo demand to keep busy."""
         if self.controller is None:
@@ -598,6 +611,8 @@ class Service:
         updates: AsyncIterator[DemandUpdate | DemandFailure] = source.updates()
         last: tuple[int, int, int] | None = None
         async for update in updates:
+            if isinstance(update, DemandUpdate):
+                update = dataclasses.replace(update, source=source.name)
             self.controller.set_demand(update)
             if isinstance(update, DemandUpdate):
                 # a polled source sends every read (running jobs' elapsed times move): log
@@ -611,7 +626,7 @@ class Service:
                 log.log(
                     logging.DEBUG if same else logging.INFO,
                     "event=demand_updated source=%s queued=%d running=%d",
-                    type(source).__name__,
+                    source.name,
                     *counts[:2],
                 )
 

@@ -22,6 +22,7 @@ __all__ = [
     "PositiveDuration",
     "Size",
     "format_duration",
+    "format_size",
     "parse_duration",
     "parse_size",
 ]
@@ -144,3 +145,15 @@ PositiveDuration = Annotated[
 ]
 Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(SIZE_SCHEMA)]
 """Bytes; accepts ``1073741824``, ``"1GiB"``, ``"512MiB"``, ``"1G"``."""
+
+
+def format_size(size: float) -> str:
+    """A short human form in binary units, e.g. ``4294967296 -> "4 GiB"``, ``1536 MiB ->
+    "1.5 GiB"``, ``0 -> "0 B"``; what ``parse_size`` reads back."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    text = f"{value:.1f}".removesuffix(".0")
+    return f"{text} {unit}"

@@ -86,6 +86,7 @@ def pass_json(record: PassRecord) -> dict[str, Any]:
         "undrained": list(record.undrained),
         "terminated": list(record.terminated),
         "errors": list(record.errors),
+        "demand_source": record.demand_source,
     }
 
 
@@ -131,11 +132,14 @@ def status_json(controller: Controller) -> dict[str, Any]:
         )
     plan = controller.last_plan
     demand = controller.demand
+    last = controller.last_pass
     return {
         "ready": controller.ready,
         "healthy": controller.healthy(),
         "stopping": controller.stopping,
         "now": now,
+        # which source fed the last pass: "push" (PUT /v1/demand), "file", "demo", "slurm"
+        "demand_source": None if last is None else last.demand_source,
         "nodes": nodes,
         "node_counts": _counts(nodes),
         "demand": {
@@ -143,10 +147,11 @@ def status_json(controller: Controller) -> dict[str, Any]:
             "queued_shapes": len(demand.queued),
             "running_jobs": len(demand.running),
             "joined_nodes": None if controller.joined is None else len(controller.joined),
+            "source": controller.demand_source,  # of the demand now, maybe newer than a pass
         },
         "last_plan": None if plan is None else plan_json(plan),
         "unschedulable": [] if plan is None else unschedulable_json(plan.unschedulable),
         "backoff": backoff_json(controller.backoff, now),
-        "last_pass": None if controller.last_pass is None else pass_json(controller.last_pass),
+        "last_pass": None if last is None else pass_json(last),
         "passes": controller.passes,
     }

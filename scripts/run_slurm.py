@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from e2e.procs import free_port, poll_until, stop_process  # noqa: E402
-from slurm.cluster import ClusterSpec, NodeGroup, SlurmCluster, missing_requirements  # noqa: E402
-from slurm.shoal_proc import kill_local_instances  # noqa: E402
+from slurm.cluster import ClusterSpec, SlurmCluster, missing_requirements  # noqa: E402
+from slurm.shoal_proc import kill_local_instances, slurm_conf_lines  # noqa: E402
 
 BIN = Path(sys.executable).parent
 HOOK = """#!/bin/sh
@@ -58,7 +58,7 @@ def hooks(directory: Path, config: Path) -> dict[str, str]:
 
 
 def shoal_config(
-    cluster: SlurmCluster, directory: Path, port: int, cores: int, memory: int
+    slurm_conf: Path, directory: Path, port: int, nodes: int, cores: int, memory: int
 ) -> dict:
     return {
         "cluster_name": "demo",
@@ -68,14 +68,14 @@ def shoal_config(
             "state_dir": str(directory / "local"),
             "instance_types": {"small": {"cores": cores, "memory": f"{memory}MiB"}},
         },
-        "node_types": [{"type": "small", "max": len(cluster.cloud_nodes)}],
+        "node_types": [{"type": "small", "max": nodes}],
         "scaler": {"interval": "10s"},
         "demand": {"api": False, "slurm": True},
         "slurm": {
             "mode": "power_save",
-            "slurm_conf": str(cluster.conf_path),
+            "slurm_conf": str(slurm_conf),
             "poll_interval": "2s",
-            "node_types": {"cloud": "small"},
+            "node_types": {"cloud": "small"},  # cloud1..cloud<nodes>
             "cleanup_interval": "10s",
             "orphan_grace": "30s",
         },
@@ -112,8 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     (top / "slurm").mkdir()
     print(f"run-slurm: directory {top}", flush=True)
     config_path = top / "shoal.yaml"
+    port = args.port or free_port()
+    config = shoal_config(
+        top / "slurm" / "slurm.conf", top, port, args.nodes, args.cpus, args.memory
+    )
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     spec = ClusterSpec(
-        cloud=(NodeGroup("cloud", args.nodes, cpus=args.cpus, memory_mb=args.memory),),
+        cloud=(),
+        shoal_nodes=slurm_conf_lines(config, top),  # the nodes `shoal slurm-conf` declares
         dynamic_partition=None,
         suspend_time=args.suspend_time,
         suspend_timeout=10,
@@ -127,9 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         cluster.start()
-        port = args.port or free_port()
-        config = shoal_config(cluster, top, port, args.cpus, args.memory)
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         log = open(top / "shoal.log", "ab") if args.smoke else None  # noqa: SIM115
         shoal = subprocess.Popen(
             [str(BIN / "shoal"), "run", "-c", str(config_path)],

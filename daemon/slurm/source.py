@@ -60,6 +60,8 @@ def _identity(name: str) -> str:
 class SlurmDemandSource:
     """Polls Slurm on the injected clock; an async iterator of updates and failures."""
 
+    name = "slurm"
+
     def __init__(
         self,
         client: SlurmClient,

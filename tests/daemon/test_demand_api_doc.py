@@ -120,9 +120,10 @@ def test_config_schema_carries_the_field_docstrings(capsys: pytest.CaptureFixtur
 # --- every config key is in config.example.yaml -------------------------------------------
 
 
-def schema_paths(schema: dict[str, Any]) -> set[str]:
+def schema_paths(schema: dict[str, Any], sections: set[str] | None = None) -> set[str]:
     """Dotted paths of every key the config schema allows (list items without an index; maps
-    with free keys, such as provider.capacity, end at the map)."""
+    with free keys, such as provider.capacity, end at the map). ``sections`` receives the
+    paths of the objects whose keys are fixed (``""``: the top level)."""
     defs = schema["$defs"]
     paths: set[str] = set()
 
@@ -135,6 +136,8 @@ def schema_paths(schema: dict[str, Any]) -> set[str]:
                 walk(option, prefix)
         if "items" in node and isinstance(node["items"], dict):
             walk(node["items"], prefix)
+        if "properties" in node and sections is not None:
+            sections.add(prefix)
         for name, sub in node.get("properties", {}).items():
             path = f"{prefix}.{name}" if prefix else name
             paths.add(path)
@@ -145,8 +148,8 @@ def schema_paths(schema: dict[str, Any]) -> set[str]:
 
 
 # indentation, "# " (a commented-out key), more indentation, "# " again (an alternative
-# inside a commented-out block), "- " (a list item), the key
-KEY_LINE = re.compile(r"^(\s*)(?:#\s?)?(\s*)(?:#\s?)?(?:-\s+)?([A-Za-z_]\w*):(?:\s|$)")
+# inside a commented-out block), "- " (a list item), the key (lower case: "# Sizes: ..." is prose)
+KEY_LINE = re.compile(r"^(\s*)(?:#\s?)?(\s*)(?:#\s?)?(?:-\s+)?([a-z_]\w*):(?:\s|$)")
 
 
 def example_paths(text: str) -> set[str]:
@@ -180,3 +183,26 @@ def test_the_key_walk_sees_a_missing_key() -> None:
     cut = "\n".join(line for line in text.splitlines() if "max_age: 5m" not in line)
     missing = schema_paths(ShoalConfig.model_json_schema()) - example_paths(cut)
     assert missing == {"demand.max_age"}
+
+
+def unknown_keys(text: str) -> list[str]:
+    """Keys the example shows in a section with fixed keys that the config does not have
+    (free maps such as provider.instance_types, and the values listed under a scalar key
+    such as scaler.packing, are not sections)."""
+    sections: set[str] = set()
+    known = schema_paths(ShoalConfig.model_json_schema(), sections)
+    return sorted(p for p in example_paths(text) - known if p.rpartition(".")[0] in sections)
+
+
+def test_the_example_shows_no_key_the_config_lacks() -> None:
+    """The other way round: a renamed or removed key does not stay documented."""
+    text = EXAMPLE.read_text()
+    assert unknown_keys(text) == []
+    assert unknown_keys(text.replace("# price_refresh:", "# price_refreshing:", 1)) == [
+        "provider.price_refreshing"
+    ]
+    # a key written at the wrong level is both missing where it belongs and unknown where it is
+    moved = text.replace("  token_file: null ", "token_file: null ", 1)
+    assert unknown_keys(moved) == ["token_file"]
+    missing = schema_paths(ShoalConfig.model_json_schema()) - example_paths(moved)
+    assert missing == {"api.token_file"}

@@ -17,6 +17,10 @@ power-saving programs default to a recorder script that appends one line per cal
 ``hooks.log`` (see ``hook_calls()``); tests that want Slurm to reach shoal's hooks pass their
 own commands.
 
+The cloud nodes are ``NodeGroup``s declared here, or (``ClusterSpec.shoal_nodes``) the lines
+``shoal slurm-conf`` generates for shoal's config, so what the end-to-end tests run is what an
+operator's slurm.conf gets: only the per-node ``Port`` and ``NodeAddr`` are this harness's.
+
 ``timings`` records how long each start and the stop took, in seconds.
 """
 
@@ -36,6 +40,7 @@ from typing import Literal, TypeVar
 
 from e2e.procs import poll_until
 from shoal.daemon.slurm.client import SlurmCommands
+from shoal.daemon.slurm.parse import expand_hostlist
 from shoal.providers.local import find_program, pids_with_env, process_alive
 
 __all__ = [
@@ -46,6 +51,7 @@ __all__ = [
     "SlurmCluster",
     "SlurmClusterError",
     "find_program",
+    "generated_nodes",
     "missing_requirements",
 ]
 
@@ -120,6 +126,10 @@ class ClusterSpec:
     # a slurm.conf fragment (e.g. `shoal slurm-conf`'s), written beside slurm.conf and
     # Included after the settings; a setting it gives replaces ours (never given twice)
     include: str | None = None
+    # `shoal slurm-conf`'s output (power_save): the cloud nodes are those its NodeName lines
+    # declare, each line written as generated for one node of its hostlist plus the private
+    # Port and NodeAddr this cluster needs; its other lines (the hooks, timeouts) are unused
+    shoal_nodes: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +182,9 @@ class SlurmCluster:
         self._slurmctld: subprocess.Popen[bytes] | None = None
         self._slurmds: dict[str, subprocess.Popen[bytes]] = {}
         self._stopped = False
+        self._generated = dict(generated_nodes(self.spec.shoal_nodes or ""))
         names = [name for group in self.spec.cloud for name in group.names()]
+        names += list(self._generated)
         ports = _free_ports(2 + len(names))
         self.slurmctld_port, self.slurmd_port = ports[0], ports[1]
         self.node_ports = dict(zip(names, ports[2:], strict=True))
@@ -302,7 +314,11 @@ class SlurmCluster:
                     f"NodeName={name} CPUs={group.cpus} RealMemory={group.memory_mb}"
                     f"{features} State=CLOUD Port={self.node_ports[name]} NodeAddr=127.0.0.1"
                 )
-        if self.spec.cloud:
+        for name, attributes in self._generated.items():
+            lines.append(
+                f"NodeName={name} {attributes} Port={self.node_ports[name]} NodeAddr=127.0.0.1"
+            )
+        if self.cloud_nodes:
             nodes = ",".join(self.cloud_nodes)
             lines.append(
                 f"PartitionName={self.spec.cloud_partition} Nodes={nodes} Default=YES "
@@ -533,6 +549,17 @@ class SlurmCluster:
 
 
 _LINE_KEYS = ("nodename", "nodeset", "partitionname", "include", "downnodes", "frontendname")
+
+
+def generated_nodes(text: str) -> list[tuple[str, str]]:
+    """(node, the rest of its line) for every node the NodeName lines of ``text`` declare,
+    their hostlists expanded, in order."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("NodeName="):
+            hostlist, _, attributes = line.removeprefix("NodeName=").partition(" ")
+            out.extend((name, attributes) for name in expand_hostlist(hostlist))
+    return out
 
 
 def _fragment_settings(text: str) -> list[str]:

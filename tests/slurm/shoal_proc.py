@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from e2e.procs import free_port, poll_until, stop_process
+from e2e.procs import free_port, poll_until, shoal_argv, stop_process
 from slurm.cluster import SlurmCluster, SlurmClusterError
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "kill_local_instances",
     "local_instances",
     "shoal_config",
+    "slurm_conf_lines",
 ]
 
 BIN = Path(sys.executable).parent
@@ -94,7 +95,7 @@ def hook_runs(directory: Path) -> list[HookRun]:
 
 
 def shoal_config(
-    cluster: SlurmCluster,
+    slurm_conf: Path,
     workdir: Path,
     port: int,
     *,
@@ -104,8 +105,8 @@ def shoal_config(
     provider: dict[str, Any] | None = None,
     scaler: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A config for the local provider against ``cluster``: instance types named after the
-    node groups (2 CPUs, 1000 MB by default), short timings."""
+    """A config for the local provider against the cluster of ``slurm_conf``: instance types
+    named after the node groups (2 CPUs, 1000 MB by default), short timings."""
     types = types or {"small": {"cores": 2, "memory": "1000MiB"}}
     config: dict[str, Any] = {
         "cluster_name": "t",
@@ -133,7 +134,7 @@ def shoal_config(
         "demand": {"api": False, "slurm": True},
         "slurm": {
             "mode": mode,
-            "slurm_conf": str(cluster.conf_path),
+            "slurm_conf": str(slurm_conf),
             "poll_interval": "1s",
             "command_timeout": "10s",
             "cleanup_interval": "2s",
@@ -144,6 +145,22 @@ def shoal_config(
         "log_level": "INFO",
     }
     return config
+
+
+def slurm_conf_lines(config: dict[str, Any], workdir: Path) -> str:
+    """What ``shoal slurm-conf -c CONFIG`` prints for ``config`` (the real command, as an
+    operator runs it; its hook programs in this virtualenv's bin)."""
+    path = workdir / "slurm-conf-input.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = subprocess.run(
+        [*shoal_argv(), "slurm-conf", "-c", str(path), "--bin-dir", str(BIN)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise SlurmClusterError(f"shoal slurm-conf failed: {result.stderr}")
+    return result.stdout
 
 
 def local_instances(workdir: Path) -> dict[str, dict[str, Any]]:

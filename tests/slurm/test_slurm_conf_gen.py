@@ -215,6 +215,34 @@ def test_slurm_conf_needs_a_slurm_section(
     assert "has no slurm section" in capsys.readouterr().err
 
 
+def test_the_test_clusters_nodes_are_the_generated_lines(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Slurm end-to-end tests' cluster declares its cloud nodes from `shoal slurm-conf`'s
+    lines, so the two cannot drift: each node's line is the generated one for its hostlist,
+    with only the private Port and NodeAddr added (every slurmd here needs its own port)."""
+    text = generate(tmp_path, config(tmp_path), capsys)
+    spec = ClusterSpec(cloud=(), dynamic_partition=None, shoal_nodes=text)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("c"), spec)  # short: socket paths
+    generated = node_lines_of(text)
+    written = node_lines_of(cluster.render_conf())
+    assert (
+        list(written)
+        == [name for hostlist in generated for name in expand_hostlist(hostlist)]
+        == cluster.cloud_nodes
+    )
+    for hostlist, fields in generated.items():
+        for name in expand_hostlist(hostlist):
+            assert written[name] == {
+                **fields,
+                "NodeName": name,
+                "Port": str(cluster.node_ports[name]),
+                "NodeAddr": "127.0.0.1",
+            }
+    assert len(set(cluster.node_ports.values())) == len(written) == 18
+    assert f"PartitionName=cloud Nodes={','.join(written)} Default=YES" in cluster.render_conf()
+
+
 # --- a real slurmctld reads them --------------------------------------------------------
 
 

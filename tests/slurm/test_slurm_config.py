@@ -164,17 +164,6 @@ def test_check_config_accepts_a_slurm_config_and_prices_local_types(tmp_path: Pa
     assert unpriced.returncode == 2 and "none for small" in unpriced.stderr, unpriced.stderr
 
 
-def test_the_example_config_documents_the_slurm_section() -> None:
-    text = (ROOT / "config.example.yaml").read_text()
-    commented = "\n".join(
-        line.replace("# ", "", 1) if line.lstrip().startswith("# ") else line
-        for line in text.splitlines()
-    )
-    assert "slurm:" in text
-    for key in SlurmConfig.model_fields:
-        assert f"{key}:" in commented, f"slurm.{key} is not in config.example.yaml"
-
-
 def test_the_example_slurm_section_uncommented_is_valid() -> None:
     lines = (ROOT / "config.example.yaml").read_text().splitlines()
     start = lines.index("# slurm:")

@@ -31,6 +31,7 @@ from slurm.shoal_proc import (
     hook_runs,
     local_instances,
     shoal_config,
+    slurm_conf_lines,
 )
 
 pytestmark = pytest.mark.slurm
@@ -109,7 +110,14 @@ def setup_factory(
     made: list[ShoalDaemon] = []
 
     def make(spec: ClusterSpec, *, start: bool = True, hooks: bool = True, **config: Any) -> Setup:
+        """A cluster of ``spec`` and a shoal daemon for it. In power_save mode, unless ``spec``
+        declares its own node groups, its cloud nodes are what `shoal slurm-conf` generates
+        from the daemon's config."""
         workdir = tmp_path_factory.mktemp("shoal")
+        port = free_port()
+        if not spec.cloud and config.get("mode", "power_save") == "power_save":
+            draft = shoal_config(workdir / "slurm.conf", workdir, port, **config)
+            spec = replace(spec, shoal_nodes=slurm_conf_lines(draft, workdir))
         if hooks:
             programs = hook_programs(workdir, workdir / "shoal.yaml")
             spec = replace(
@@ -120,7 +128,7 @@ def setup_factory(
             )
         cluster = slurm_cluster_factory(spec)
         daemon = ShoalDaemon(
-            cluster, workdir, shoal_config(cluster, workdir, free_port(), **config)
+            cluster, workdir, shoal_config(cluster.conf_path, workdir, port, **config)
         )
         made.append(daemon)
         if start:
@@ -169,11 +177,12 @@ def named(runs: list[HookRun], kind: str) -> Counter[str]:
 def test_power_saving_resumes_exactly_the_named_nodes_and_suspends_them(
     setup_factory: Callable[..., Setup],
 ) -> None:
-    spec = ClusterSpec(
-        cloud=(NodeGroup("cloud", 6),), dynamic_partition=None, suspend_time=5, suspend_timeout=5
-    )
-    s = setup_factory(spec, slurm={"node_types": {"cloud": "small"}})
+    spec = ClusterSpec(cloud=(), dynamic_partition=None, suspend_time=5, suspend_timeout=5)
+    s = setup_factory(spec, slurm={"node_types": {"cloud[1-6]": "small"}})
     names = s.cluster.cloud_nodes
+    assert names == [f"cloud{i}" for i in range(1, 7)]  # as `shoal slurm-conf` declares them
+    features = s.cluster.run("sinfo", "-h", "-N", "-n", "cloud1", "-O", "Features:0").stdout
+    assert features.strip().split(",")[:2] == ["shoal", "small"]
     step = srun(s.cluster, "-N2", "hostname")
     submitted = [
         s.cluster.sbatch("-c1", "--wrap", "sleep 1"),
@@ -341,8 +350,10 @@ def test_external_mode_launches_a_dynamic_node_then_drains_terminates_and_delete
 def test_kill_9_between_the_request_and_the_launch_serves_it_once(
     setup_factory: Callable[..., Setup], window: str
 ) -> None:
-    spec = ClusterSpec(cloud=(NodeGroup("cloud", 2),), dynamic_partition=None)
-    s = setup_factory(spec, slurm={"node_types": {"cloud": "small"}}, provider={window: "120s"})
+    spec = ClusterSpec(cloud=(), dynamic_partition=None)
+    s = setup_factory(
+        spec, slurm={"node_types": {"cloud[1-2]": "small"}}, provider={window: "120s"}
+    )
     step = srun(s.cluster, "-N1", "hostname")
     state = s.workdir / "state" / "state.json"
     poll_until(
@@ -399,13 +410,9 @@ def test_cleanup_repairs_what_lost_hook_calls_left(setup_factory: Callable[..., 
     cloud2, left DOWN at ResumeTimeout. (With a usable spool the calls are not lost: see
     test_a_hook_call_while_shoal_is_down_is_served_when_it_is_back.)"""
     spec = ClusterSpec(
-        cloud=(NodeGroup("cloud", 2),),
-        dynamic_partition=None,
-        suspend_time=3,
-        suspend_timeout=3,
-        resume_timeout=5,
+        cloud=(), dynamic_partition=None, suspend_time=3, suspend_timeout=3, resume_timeout=5
     )
-    s = setup_factory(spec, slurm={"node_types": {"cloud": "small"}})
+    s = setup_factory(spec, slurm={"node_types": {"cloud[1-2]": "small"}})
     finish(srun(s.cluster, "-N1", "-w", "cloud1", "hostname"))
     (orphan,) = s.instances()
     s.daemon.kill9()
@@ -452,8 +459,8 @@ def test_a_hook_call_while_shoal_is_down_is_served_when_it_is_back(
     """Bug 11: the resume hook found shoal down and failed, and the job waited for
     ResumeTimeout (77 s instead of about 12 s). Now it spools the request and exits 0, and
     shoal serves it when it is back: the job starts about the restart's time later."""
-    spec = ClusterSpec(cloud=(NodeGroup("cloud", 2),), dynamic_partition=None, resume_timeout=60)
-    s = setup_factory(spec, start=False, slurm={"node_types": {"cloud": "small"}})
+    spec = ClusterSpec(cloud=(), dynamic_partition=None, resume_timeout=60)
+    s = setup_factory(spec, start=False, slurm={"node_types": {"cloud[1-2]": "small"}})
     s.daemon.write({**s.daemon.config, "state_dir": str(s.workdir / "state")})
     s.daemon.start()  # makes the spool
     s.daemon.kill9()

@@ -1,0 +1,103 @@
+"""Issue 20, 5: the demo demand yields to pushed demand, and /v1/status names the source.
+
+The service runs in-process on a ``FakeClock`` (the demo's phases, the loop's interval and
+debounce move only when the test advances it) with its HTTP API on a real loopback port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from shoal.daemon.config import load_config
+from shoal.daemon.service import Service
+from shoal.runtime.testing import FakeClock
+from test_service import free_port
+from waits import wait_for_pass
+
+PUSHED = {
+    "jobs": [{"count": 3, "cores": 2, "memory": "3GiB", "wall_time": "20m"}],
+    "running": [],
+}
+
+
+def demo_config(tmp_path: Path) -> Path:
+    path = tmp_path / "shoal.yaml"
+    data: dict[str, Any] = {
+        "cluster_name": "demo-yields",
+        "provider": {"kind": "simulated", "zone": "us-west-2a", "boot_delay": "1s"},
+        "node_types": [{"type": "c5.xlarge", "max": 20}],
+        "scaler": {"interval": "30s", "debounce": "1s", "retry": {"initial": "1s", "max": "2s"}},
+        "demand": {"api": True, "demo": True},
+        "api": {"listen": f"127.0.0.1:{free_port()}"},
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+async def next_pass(service: Service, clock: FakeClock) -> dict[str, Any]:
+    """Advance the clock by one interval and wait (for real: the planner runs in a thread)
+    for the pass it starts; returns /v1/status's JSON after it."""
+    assert service.controller is not None
+    number = service.controller.passes + 1
+    waiter = asyncio.ensure_future(wait_for_pass(service.controller, number))
+    await clock.advance(30)
+    await asyncio.wait_for(waiter, 10)
+    return await get_status(service)
+
+
+async def get_status(service: Service) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{service.port}/v1/status"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        assert response.status == 200
+        body: dict[str, Any] = await response.json()
+        return body
+
+
+async def test_a_push_stops_the_demo_for_good_and_status_names_the_source(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="shoal")
+    path = demo_config(tmp_path)
+    clock = FakeClock()
+    service = Service(load_config(path), path, clock=clock, install_signals=False)
+    task = asyncio.create_task(service.serve())
+    try:
+        await asyncio.wait_for(service.started.wait(), 10)
+        controller = service.controller
+        assert controller is not None
+        status = await next_pass(service, clock)
+        assert status["demand_source"] == "demo"  # the demo's burst: 24 jobs of 1 core
+        assert status["demand"] == {
+            "queued_jobs": 24,
+            "queued_shapes": 1,
+            "running_jobs": 0,
+            "joined_nodes": None,
+            "source": "demo",
+        }
+
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{service.port}/v1/demand"
+            async with http.put(url, json=PUSHED) as response:
+                assert response.status == 200, await response.text()
+        pushed = controller.demand
+        assert [(q.count, q.shape.cores) for q in pushed.queued] == [(3, 2.0)]
+
+        # well past the demo's burst (60 s) and run (60 s) phases, into its next cycle: every
+        # pass plans from the pushed demand, which nothing overwrote
+        for _ in range(12):
+            status = await next_pass(service, clock)
+            assert controller.demand == pushed
+            assert status["demand_source"] == "push"
+            assert status["last_pass"]["demand_source"] == "push"
+            assert status["demand"]["source"] == "push"
+            assert status["demand"]["queued_jobs"] == 3
+        assert caplog.text.count("event=demo_stopped reason=pushed_demand") == 1
+    finally:
+        service.stop()
+        assert await asyncio.wait_for(task, 10) == 0
