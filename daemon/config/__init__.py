@@ -351,7 +351,9 @@ def parse_config(data: Any, source: str = "<config>") -> ShoalConfig:
     if data is None:
         raise ConfigError(source, [ConfigIssue("(top level)", _MISSING, "the config is empty")])
     if not isinstance(data, Mapping):
-        raise ConfigError(source, [ConfigIssue("(top level)", data, "expected a mapping of keys")])
+        raise ConfigError(
+            source, [ConfigIssue("(top level)", _shown(data), "expected a mapping of keys")]
+        )
     try:
         return ShoalConfig.model_validate(data)
     except ValidationError as exc:

@@ -201,3 +201,10 @@ def test_long_lists_and_mappings_are_never_quoted() -> None:
     )
     for text in errors(data):
         assert "{" not in text, text
+
+
+def test_a_file_that_is_no_mapping_is_not_quoted_whole() -> None:
+    (text,) = errors([{"cluster_name": "x", "provider": {"kind": "simulated"}}])  # type: ignore[arg-type]
+    assert text == "(top level): expected a mapping of keys"
+    (text,) = errors("just words")  # type: ignore[arg-type]
+    assert text == "(top level): got 'just words'; expected a mapping of keys"
