@@ -1,8 +1,10 @@
 """The ``shoal`` command: run the daemon, check a config, print its schema, plan once.
 
 shoal run -c FILE                  the daemon (exit 2 when the config is invalid or fails preflight)
-shoal check-config [--preflight] FILE
-                                   "OK" or every error (path, value, expectation); exit 2;
+shoal check-config [--preflight] [-c] FILE
+                                   "OK" or every error (path, value, expectation), one line
+                                   each, exit 2; checks everything that needs no network:
+                                   keys, values, instance types, region, prices;
                                    --preflight: also the files it names, as `run` checks them
 shoal config-schema                JSON schema of the config file
 shoal demand-schema                JSON schema of PUT /v1/demand's body (docs/demand-api.md)
@@ -98,21 +100,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    """Validate the file, and that cost features have a price for every type (from what the
-    provider ships, without calling a cloud); the same on any machine. ``--preflight`` also
+    """Validate the file; check the instance types, region and zones it names against what
+    the provider ships (``config.catalogue``), and that cost features have a price for every
+    known type; all without calling a cloud, the same on any machine. ``--preflight`` also
     checks the files and directories it names, as ``shoal run`` does at start."""
     from shoal.daemon.config import ConfigError
+    from shoal.daemon.config.catalogue import catalogue_issues
     from shoal.daemon.service import price_issues, unpriced_offline
 
-    config = _load(args.file)
-    if config is None or (args.preflight and not _preflight_ok(config, args.file)):
+    path = args.config or args.file
+    if path is None or (args.config and args.file):
+        print("shoal check-config: give the config file once: FILE or -c FILE", file=sys.stderr)
+        return 2
+    config = _load(path)
+    if config is None or (args.preflight and not _preflight_ok(config, path)):
         return 2
     where = {"simulated": "the simulated catalogue"}.get(
         config.provider.kind, f"the shipped {config.provider.kind} price table"
     )
-    issues = price_issues(config, unpriced_offline(config), where)
+    issues = catalogue_issues(config)
+    if not any(issue.path == "provider.region" for issue in issues):  # else no prices at all
+        unknown = {issue.value for issue in issues}  # an unknown type is reported once
+        unpriced = [name for name in unpriced_offline(config) if name not in unknown]
+        issues += price_issues(config, unpriced, where)
     if issues:
-        _print_errors(ConfigError(args.file, issues))
+        _print_errors(ConfigError(path, issues))
         return 2
     print("OK")
     return 0
@@ -350,6 +362,19 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
             print(f"shoal cluster: tag {tag!r} is not KEY=VALUE", file=sys.stderr)
             return 2
         tags[key] = value
+    leader = getattr(args, "leader_node_type", None)
+    if leader is not None:
+        from shoal.daemon.config.catalogue import aws_instance_types
+        from shoal.daemon.config.suggest import did_you_mean
+
+        if leader not in aws_instance_types():
+            hint = did_you_mean(leader, aws_instance_types())
+            print(
+                f"shoal cluster launch: --leader-node-type {leader!r}: unknown instance type: "
+                f"not in EC2's instance types{hint}",
+                file=sys.stderr,
+            )
+            return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     import asyncio
 
@@ -409,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file; print OK or every error")
-    check.add_argument("file", help="YAML config file")
+    check.add_argument("file", nargs="?", help="YAML config file")
+    check.add_argument("-c", "--config", help="YAML config file (as `run -c`)")
     check.add_argument(
         "--preflight",
         action="store_true",

@@ -48,6 +48,7 @@ from shoal.daemon.config.scaler import (
     _node_types,
 )
 from shoal.daemon.config.slurm import SlurmConfig
+from shoal.daemon.config.suggest import did_you_mean, keys_at
 from shoal.daemon.config.workers import (
     KubernetesJoinConfig,
     LeaderConfig,
@@ -138,20 +139,28 @@ class ShoalConfig(BaseModel):
     def _slurm(self) -> ShoalConfig:
         if not self.demand.slurm:
             if self.slurm is not None:
-                raise ValueError("a slurm section needs demand.slurm: true (or remove it)")
+                raise _FieldError(
+                    ("slurm", "demand.slurm"),
+                    "a slurm section needs demand.slurm: true (or remove it)",
+                )
             return self
         if self.slurm is None:
-            raise ValueError("demand.slurm needs a slurm section (commands, mode, node_types)")
+            raise _FieldError(
+                ("demand.slurm", "slurm"),
+                "demand.slurm needs a slurm section (commands, mode, node_types)",
+            )
         others = [n for n in self.demand.sources() if n != "slurm"]
         if others:
-            raise ValueError(
+            raise _FieldError(
+                ["demand.slurm", *(f"demand.{name}" for name in others)],
                 f"demand.slurm is the only demand source: turn {', '.join(others)} off "
-                "(demand.api: false, demand.file: null, demand.demo: false)"
+                "(demand.api: false, demand.file: null, demand.demo: false)",
             )
         if self.slurm.mode == "power_save" and self.state_dir is None:
-            raise ValueError(
+            raise _FieldError(
+                ("slurm.mode", "state_dir"),
                 "slurm.mode power_save needs state_dir (accepted resume and suspend requests, "
-                "held nodes and launches in flight must survive a restart)"
+                "held nodes and launches in flight must survive a restart)",
             )
         if self.slurm.mode == "power_save" and not self.slurm.node_types:
             from shoal.daemon.slurm.names import derived_node_types
@@ -167,9 +176,10 @@ class ShoalConfig(BaseModel):
         ):
             unknown = sorted(set(what) - names)
             if unknown:
-                raise ValueError(
+                raise _FieldError(
+                    f"slurm.{key}",
                     f"slurm.{key} names {', '.join(map(repr, unknown))}, which is no node "
-                    f"type: use a node_types entry's type or one of its instance types"
+                    f"type: use a node_types entry's type or one of its instance types",
                 )
         return self
 
@@ -192,9 +202,10 @@ class ShoalConfig(BaseModel):
             for name in entry.instance_types:
                 key = f"{name}/{'spot' if entry.bid is not None else 'on-demand'}"
                 if key in seen:
-                    raise ValueError(
+                    raise _FieldError(
+                        (f"[{seen[key]}].type", f"[{index}].type"),
                         f"instance type {name!r} appears in node_types[{seen[key]}] and "
-                        f"node_types[{index}]; each (type, spot or not) may appear once"
+                        f"node_types[{index}]; each (type, spot or not) may appear once",
                     )
                 seen[key] = index
         return value
@@ -281,6 +292,25 @@ def _lookup(data: Any, loc: tuple[int | str, ...]) -> Any:
     return data
 
 
+def _shown(value: Any) -> Any:
+    """``value`` as an issue quotes it: a scalar or a short list of scalars. A section, an
+    entry or a long list is never dumped (``_MISSING``): the path says where to look."""
+    scalar = (str, int, float, bool, type(None))
+    if isinstance(value, list | tuple) and all(isinstance(v, scalar) for v in value):
+        return value if len(repr(value)) <= 80 else _MISSING
+    return value if isinstance(value, scalar) else _MISSING
+
+
+def _unknown_key(loc: tuple[int | str, ...], value: Any) -> ConfigIssue:
+    """An unknown key, its section, and the closest key valid there."""
+    section = _path(loc[:-1])
+    where = "at the top level" if section == "(top level)" else f"in {section}"
+    if loc[:1] == ("provider",) and len(loc) == 3:
+        where = f"for provider kind {loc[1]!r}"
+    close = did_you_mean(str(loc[-1]), keys_at(ShoalConfig, loc[:-1]))
+    return ConfigIssue(_path(loc), _shown(value), f"unknown key {where}{close or '; remove it'}")
+
+
 def _issues(exc: ValidationError, data: Any) -> list[ConfigIssue]:
     issues = []
     for err in exc.errors(include_url=False):
@@ -288,10 +318,7 @@ def _issues(exc: ValidationError, data: Any) -> list[ConfigIssue]:
         kind = err["type"]
         msg = err["msg"].removeprefix("Value error, ")
         if kind == "extra_forbidden":
-            hint = "unknown key; remove it"
-            if loc and loc[0] == "provider" and len(loc) == 3:
-                hint = f"unknown key for provider kind {loc[1]!r}; remove it"
-            issues.append(ConfigIssue(_path(loc), err["input"], hint))
+            issues.append(_unknown_key(loc, err["input"]))
             continue
         if kind == "missing":
             issues.append(ConfigIssue(_path(loc), _MISSING, "required key is missing"))
@@ -305,7 +332,9 @@ def _issues(exc: ValidationError, data: Any) -> list[ConfigIssue]:
             value = _lookup(data, loc)
         error = err.get("ctx", {}).get("error")
         if isinstance(error, _FieldError):
-            issues.append(ConfigIssue(error.path, _lookup(data, tuple(error.path.split("."))), msg))
+            locs = [loc + where for where in error.locs]
+            value = _lookup(data, locs[0]) if len(locs) == 1 else _MISSING
+            issues.append(ConfigIssue(", ".join(map(_path, locs)), _shown(value), msg))
             continue
         if kind == "value_error":
             expected = msg
@@ -313,7 +342,7 @@ def _issues(exc: ValidationError, data: Any) -> list[ConfigIssue]:
             expected = "expected " + msg.removeprefix("Input should be ")
         else:
             expected = f"expected {msg[0].lower()}{msg[1:]}"
-        issues.append(ConfigIssue(_path(loc), value, expected))
+        issues.append(ConfigIssue(_path(loc), _shown(value), expected))
     return issues
 
 
@@ -322,7 +351,9 @@ def parse_config(data: Any, source: str = "<config>") -> ShoalConfig:
     if data is None:
         raise ConfigError(source, [ConfigIssue("(top level)", _MISSING, "the config is empty")])
     if not isinstance(data, Mapping):
-        raise ConfigError(source, [ConfigIssue("(top level)", data, "expected a mapping of keys")])
+        raise ConfigError(
+            source, [ConfigIssue("(top level)", _shown(data), "expected a mapping of keys")]
+        )
     try:
         return ShoalConfig.model_validate(data)
     except ValidationError as exc:

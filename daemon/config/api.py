@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 
 from pydantic import BaseModel, field_validator, model_validator
-from shoal.daemon.config.common import _STRICT
+from shoal.daemon.config.common import _STRICT, _FieldError
 
 __all__ = ["ApiConfig", "InsecureListenError", "check_listen", "is_loopback", "split_listen"]
 
@@ -62,7 +62,10 @@ class ApiConfig(BaseModel):
 
     @model_validator(mode="after")
     def _exposed(self) -> ApiConfig:
-        check_listen(self.host, self.token_file)
+        try:
+            check_listen(self.host, self.token_file)
+        except InsecureListenError as exc:
+            raise _FieldError(("listen", "token_file"), str(exc)) from None
         return self
 
     @property

@@ -2,11 +2,14 @@
 
 A ``ConfigIssue`` names the field path, the value found and what was expected; a
 ``ConfigError`` lists every issue of one file. ``_FieldError`` lets a check that spans
-sections report at the field it is about.
+fields or sections report at the fields it is about, never at the model that ran it (whose
+input, a whole section, would say nothing).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,11 +43,21 @@ _MISSING: Any = _Missing()
 
 
 class _FieldError(ValueError):
-    """A check across sections, reported at ``path`` (dotted) rather than where it ran."""
+    """A check across fields, reported at ``path`` (one dotted path such as
+    ``"node_types[0].max"``, or several) rather than where it ran. Paths are relative to
+    what the check validated: the whole config for a check of ``ShoalConfig``, the section
+    for a section's model validator, the field for a field validator."""
 
-    def __init__(self, path: str, message: str) -> None:
+    def __init__(self, path: str | Sequence[str], message: str) -> None:
         super().__init__(message)
-        self.path = path
+        paths = (path,) if isinstance(path, str) else tuple(path)
+        self.locs = tuple(_loc(p) for p in paths)
+
+
+def _loc(path: str) -> tuple[str | int, ...]:
+    """``"node_types[0].max"`` -> ``("node_types", 0, "max")``."""
+    parts = re.findall(r"\[(\d+)\]|([^.\[\]]+)", path)
+    return tuple(int(index) if index else key for index, key in parts)
 
 
 class ConfigError(Exception):

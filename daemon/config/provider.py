@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
-from shoal.daemon.config.common import _STRICT
+from shoal.daemon.config.common import _STRICT, _FieldError
 from shoal.daemon.units import Duration, Size
 from shoal.scaler.shape import parse_storage_overrides
 
@@ -126,10 +126,16 @@ class AwsProviderConfig(_ProviderCommon):
 
     @model_validator(mode="after")
     def _image(self) -> AwsProviderConfig:
-        if self.image_id and (self.image_name or self.image_owner):
-            raise ValueError("give image_id, or image_name with image_owner, not both")
-        if not self.image_id and not (self.image_name and self.image_owner):
-            raise ValueError("an image is required: image_id, or image_name and image_owner")
+        by_name = [k for k in ("image_name", "image_owner") if getattr(self, k)]
+        if self.image_id and by_name:
+            raise _FieldError(
+                ("image_id", *by_name), "give image_id, or image_name with image_owner, not both"
+            )
+        if not self.image_id and len(by_name) < 2:
+            raise _FieldError(
+                by_name or "image_id",
+                "an image is required: image_id, or image_name and image_owner",
+            )
         return self
 
 
@@ -176,9 +182,10 @@ class LocalProviderConfig(_ProviderCommon):
         for key in ("capacity", "never_join"):
             unknown = sorted(set(getattr(self, key)) - set(self.instance_types))
             if unknown:
-                raise ValueError(
+                raise _FieldError(
+                    key,
                     f"{key} names {', '.join(unknown)}, not in instance_types "
-                    f"({', '.join(sorted(self.instance_types))})"
+                    f"({', '.join(sorted(self.instance_types))})",
                 )
         return self
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
-from shoal.daemon.config.common import _STRICT
+from shoal.daemon.config.common import _STRICT, _FieldError
 from shoal.daemon.units import Duration, PositiveDuration, Size
 from shoal.scaler.shape import ordered_instance_types, parse_node_types
 
@@ -43,7 +43,7 @@ class NodeTypeEntry(BaseModel):
     @model_validator(mode="after")
     def _limits(self) -> NodeTypeEntry:
         if self.min > self.max:
-            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+            raise _FieldError(("min", "max"), f"min ({self.min}) is greater than max ({self.max})")
         return self
 
     @property
@@ -69,7 +69,9 @@ def _node_types(value: Any) -> Any:
 
 def _initial_not_above_max(initial: float, maximum: float) -> None:
     if initial > maximum:
-        raise ValueError(f"initial ({initial}s) is greater than max ({maximum}s)")
+        raise _FieldError(
+            ("initial", "max"), f"initial ({initial}s) is greater than max ({maximum}s)"
+        )
 
 
 class Backoff(BaseModel):

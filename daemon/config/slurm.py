@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
-from shoal.daemon.config.common import _STRICT
+from shoal.daemon.config.common import _STRICT, _FieldError
 from shoal.daemon.units import PositiveDuration
 
 __all__ = ["SlurmConfig"]
@@ -61,10 +61,11 @@ class SlurmConfig(BaseModel):
     @classmethod
     def _no_state_file(cls, data: Any) -> Any:
         if isinstance(data, dict) and "state_file" in data:
-            raise ValueError(
+            raise _FieldError(
+                "state_file",
                 "slurm.state_file was removed: set the top-level state_dir instead (power-save "
                 "requests, suspends and holds live in <state_dir>/state.json with the launch "
-                "ledger)"
+                "ledger)",
             )
         return data
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, field_validator, model_validator
-from shoal.daemon.config.common import _STRICT
+from shoal.daemon.config.common import _STRICT, _FieldError
 
 __all__ = ["KubernetesJoinConfig", "LeaderConfig", "SlurmWorkerConfig", "WorkersConfig"]
 
@@ -48,7 +48,10 @@ class LeaderConfig(BaseModel):
     @model_validator(mode="after")
     def _one(self) -> LeaderConfig:
         if (self.address is None) == (self.discover is None):
-            raise ValueError("give address: <ip or name>, or discover: tag | imds (one of them)")
+            raise _FieldError(
+                ("address", "discover"),
+                "give address: <ip or name>, or discover: tag | imds (one of them)",
+            )
         return self
 
 
@@ -123,9 +126,14 @@ class SlurmWorkerConfig(BaseModel):
     @model_validator(mode="after")
     def _registration(self) -> SlurmWorkerConfig:
         if self.registration == "dynamic" and "node_name" in self.model_fields_set:
-            raise ValueError("node_name applies to registration: named, not dynamic")
+            raise _FieldError(
+                ("registration", "node_name"),
+                "node_name applies to registration: named, not dynamic",
+            )
         if self.registration == "named" and self.features:
-            raise ValueError("features apply to registration: dynamic, not named")
+            raise _FieldError(
+                ("registration", "features"), "features apply to registration: dynamic, not named"
+            )
         return self
 
 

@@ -164,8 +164,8 @@ MALFORMED = [
     (
         "min-above-max",
         _set("node_types.1.min", 9),
-        "node_types[1]",
-        "'min': 9",
+        "node_types[1].min, node_types[1].max",
+        "",
         "min (9) is greater than max (5)",
     ),
     (
@@ -193,7 +193,7 @@ MALFORMED = [
     (
         "duplicate-type",
         lambda d: d["node_types"].append({"type": "c5.xlarge"}),
-        "node_types",
+        "node_types[0].type, node_types[2].type",
         "c5.xlarge",
         "appears in node_types[0] and node_types[2]",
     ),
@@ -228,7 +228,13 @@ MALFORMED = [
         "a zone appears twice",
     ),
     ("missing-cluster-name", _set("cluster_name", _DELETE), "cluster_name", "", "required"),
-    ("open-listen", _set("api.listen", "0.0.0.0:8089"), "api", "0.0.0.0:8089", "token_file"),
+    (
+        "open-listen",
+        _set("api.listen", "0.0.0.0:8089"),
+        "api.listen, api.token_file",
+        "0.0.0.0",
+        "without a bearer token",
+    ),
     ("bad-listen", _set("api.listen", "localhost"), "api.listen", "localhost", "host:port"),
     ("bad-duration", _set("scaler.interval", "5x"), "scaler.interval", "5x", "duration"),
     ("zero-interval", _set("scaler.interval", 0), "scaler.interval", "0", "greater than 0"),
@@ -257,8 +263,8 @@ MALFORMED = [
     (
         "backoff-order",
         _set("scaler.backoff", {"initial": "1h", "max": "1m"}),
-        "scaler.backoff",
-        "1h",
+        "scaler.backoff.initial, scaler.backoff.max",
+        "",
         "initial (3600.0s) is greater than max (60.0s)",
     ),
     (

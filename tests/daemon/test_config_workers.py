@@ -114,10 +114,16 @@ ERRORS = [
         "leader-both",
         "mesos",
         lambda f: {"leader": {"address": "10.0.0.5", "discover": "tag"}},
-        "workers.leader",
+        "workers.leader.address, workers.leader.discover",
         "one of them",
     ),
-    ("leader-neither", "mesos", lambda f: {"leader": {}}, "workers.leader", "one of them"),
+    (
+        "leader-neither",
+        "mesos",
+        lambda f: {"leader": {}},
+        "workers.leader.address, workers.leader.discover",
+        "one of them",
+    ),
     (
         "leader-discover",
         "mesos",
@@ -227,7 +233,7 @@ ERRORS = [
         "slurm-features-named",
         "slurm",
         lambda f: {"leader": ADDR, "slurm": _slurm(f, features=["gpu"])},
-        "workers.slurm",
+        "workers.slurm.registration, workers.slurm.features",
         "features apply to registration: dynamic",
     ),
     (
@@ -237,7 +243,7 @@ ERRORS = [
             "leader": ADDR,
             "slurm": _slurm(f, registration="dynamic", node_name="hostname"),
         },
-        "workers.slurm",
+        "workers.slurm.registration, workers.slurm.node_name",
         "node_name applies to registration: named",
     ),
     (

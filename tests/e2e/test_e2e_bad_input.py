@@ -57,12 +57,12 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any] | str, str, str]] = [
     ),
     ("aws-key-on-simulated", {"provider": {"region": "us-west-2"}}, "provider.region", "unknown"),
     ("aws-no-region", {"provider": {**AWS_OK, "region": None}}, "provider.region", "required"),
-    ("aws-no-image", {"provider": {**AWS_OK, "image_id": None}}, "provider", "image"),
+    ("aws-no-image", {"provider": {**AWS_OK, "image_id": None}}, "provider.image_id", "image"),
     ("node-types-empty", {"node_types": []}, "node_types", "at least one node type"),
     (
         "min-above-max",
         {"node_types": [{"type": "c5.xlarge", "min": 5, "max": 2}]},
-        "node_types[0]",
+        "node_types[0].min, node_types[0].max",
         "greater than max",
     ),
     (
@@ -81,7 +81,7 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any] | str, str, str]] = [
     (
         "type-twice",
         {"node_types": [{"type": "c5.xlarge"}, {"type": "c5.xlarge"}]},
-        "node_types",
+        "node_types[0].type, node_types[1].type",
         "appears in",
     ),
     ("interval-zero", {"scaler": {"interval": 0}}, "scaler.interval", "greater than 0"),
@@ -107,7 +107,7 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any] | str, str, str]] = [
     (
         "backoff-order",
         {"scaler": {"backoff": {"initial": "20m", "max": "10m"}}},
-        "scaler.backoff",
+        "scaler.backoff.initial, scaler.backoff.max",
         "greater than max",
     ),
     (
@@ -121,7 +121,12 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any] | str, str, str]] = [
     ("drain-command-empty", {"drain": {"command": []}}, "drain.command", "argv"),
     ("drain-webhook", {"drain": {"webhook": "ftp://x/drain"}}, "drain.webhook", "http"),
     ("listen-no-port", {"api": {"listen": "localhost"}}, "api.listen", "host:port"),
-    ("listen-exposed", {"api": {"listen": "0.0.0.0:8089"}}, "api", "token_file"),
+    (
+        "listen-exposed",
+        {"api": {"listen": "0.0.0.0:8089"}},
+        "api.listen, api.token_file",
+        "token_file",
+    ),
     ("log-level", {"log_level": "LOUD"}, "log_level", "'DEBUG'"),
     (
         "yaml-syntax",
