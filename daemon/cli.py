@@ -154,6 +154,7 @@ def _cmd_demand_schema(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     """Ask the daemon the config (its api.listen and api.token_file) or --url names."""
     from shoal.daemon.status import StatusError, daemon_url, fetch, print_status
+    from shoal.daemon.wiring import api_token
 
     token = None
     if args.url is not None:
@@ -162,7 +163,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         config = _load(args.config)
         if config is None:
             return 2
-        base, token = daemon_url(config.api.listen), config.api.token()
+        base, token = daemon_url(config.api.listen), api_token(config)
     else:
         from shoal.daemon.config import ApiConfig
 

@@ -307,7 +307,13 @@ def test_malformed_body_is_400_and_demand_unchanged(
     api_daemon: Any, body: Any, field: str, says: str
 ) -> None:
     before = api_daemon.status()["demand"]
-    assert before == {"queued_jobs": 7, "queued_shapes": 1, "running_jobs": 1, "joined_nodes": 1}
+    assert before == {
+        "queued_jobs": 7,
+        "queued_shapes": 1,
+        "running_jobs": 1,
+        "joined_nodes": 1,
+        "source": "push",
+    }
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     reply = api_daemon.put_demand(raw)
     assert reply.status == 400, f"{reply.status}: {reply.text}"
