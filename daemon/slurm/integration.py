@@ -472,6 +472,11 @@ class SlurmIntegration:
     # -- background -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        if self.spool_dir is not None:
+            # what the hooks spooled while the daemon was down comes before the release loop:
+            # a resume waiting there for a node kept DOWN drops that entry, and releasing it
+            # first would POWER_DOWN a node Slurm is powering up for a job (chaos seed 47)
+            await self._serve_spool_logged()
         jobs = [self.cleaner.run()]
         if self.power is not None:
             jobs.append(self.power.run())
