@@ -38,6 +38,7 @@ ignored, malformed, failed) per message.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,10 +81,11 @@ log = logging.getLogger(__name__)
 
 # a state change that means the instance is going or gone (Karpenter's list)
 GOING_STATES = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
-OUTCOMES = ("handled", "ignored", "malformed", "failed")
 
 
-class Outcome:
+class Outcome(enum.StrEnum):
+    """What became of one message (``shoal_interruption_messages_total{outcome}``)."""
+
     HANDLED = "handled"
     IGNORED = "ignored"
     MALFORMED = "malformed"
@@ -167,7 +169,7 @@ class InterruptionHandler:
                 await self.queue.delete(message)
         return len(messages)
 
-    async def handle_message(self, message: QueueMessage) -> str:
+    async def handle_message(self, message: QueueMessage) -> Outcome:
         try:
             notice = parse_event(message.body)
         except MalformedMessage as exc:
@@ -182,7 +184,7 @@ class InterruptionHandler:
             return Outcome.IGNORED
         return await self.handle(notice)
 
-    async def handle(self, notice: Notice) -> str:
+    async def handle(self, notice: Notice) -> Outcome:
         """Act on one notice (idempotent); its outcome."""
         tracker = self.controller.tracker
         ours = []

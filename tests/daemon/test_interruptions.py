@@ -36,7 +36,7 @@ from shoal.providers.aws import AWSProvisioner
 from shoal.providers.aws_interruptions import QueueMessage
 from shoal.providers.base import TAG_DRAINING
 from shoal.providers.clock import FakeClock, InlineExecutor
-from shoal.providers.errors import RetryableError
+from shoal.providers.errors import AuthError, RetryableError
 from shoal.providers.slurm import SlurmClient, SlurmCommands, SlurmNode
 from shoal.scaler.model import CapacityType, Demand, Offering, QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
@@ -450,3 +450,28 @@ async def test_a_command_or_webhook_drain_hook_gets_the_reason(tmp_path: Path) -
     finally:
         await runner.cleanup()
     assert bodies == [{"node": "i-1", "reason": "spot interruption"}, {"node": "i-2"}]
+
+
+async def test_a_drain_that_cannot_be_marked_leaves_the_message_for_redelivery(
+    spot: Spot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = await spot.one_busy_spot_node()
+    await spot.sqs.set_queue_attributes(
+        QueueUrl=spot.queue_url, Attributes={"VisibilityTimeout": "0"}
+    )
+    await spot.warn(node)
+
+    async def refused(ids: Any, tags: Any) -> None:
+        raise AuthError("CreateTags: UnauthorizedOperation", code="UnauthorizedOperation")
+
+    tag = spot.provider.tag_instances
+    monkeypatch.setattr(spot.provider, "tag_instances", refused)
+    assert await spot.poll() == 1
+    assert spot.sample("shoal_interruption_messages_total", outcome="failed") == 1
+    assert await spot.in_queue() == 1  # not deleted: the drain is owed
+    assert spot.hook.calls == []  # no mark, no drain
+    assert spot.controller.tracker.interrupted() == frozenset({node})  # but no room already
+    monkeypatch.setattr(spot.provider, "tag_instances", tag)
+    assert await spot.poll() == 1
+    assert spot.hook.calls == [(node, "spot interruption")]
+    assert await spot.in_queue() == 0
