@@ -4,11 +4,13 @@ The drain hook runs before shoal removes a node; the undrain hook when the plann
 draining node back because demand returned (``Plan.undrains``), before it is marked ready.
 Each is either a command (argv, ``{node}`` replaced by the node name; success is exit
 status 0) or a webhook (``POST {"node": name}``; success is a 2xx answer), each bounded by
-a timeout. With neither configured draining and undraining are only shoal's own
-bookkeeping. A failed hook raises ``DrainError``; the caller leaves the node as it was and
-the next plan asks again. A hook that times out raises ``DrainTimeout``: a drain is then
-treated as done (the node is terminated once no job runs on it, as the config documents), an
-undrain as failed.
+a timeout. A drain may carry a reason (an interruption notice's: ``INTERRUPTION_REASONS``):
+a command's ``{reason}`` is replaced by it ("shoal" when none is given), a webhook's body
+gets ``"reason"``, and Slurm records it as the drain's reason. With neither configured
+draining and undraining are only shoal's own bookkeeping. A failed hook raises
+``DrainError``; the caller leaves the node as it was and the next plan asks again. A hook
+that times out raises ``DrainTimeout``: a drain is then treated as done (the node is
+terminated once no job runs on it, as the config documents), an undrain as failed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Protocol
 import aiohttp
 
 __all__ = [
+    "INTERRUPTION_REASONS",
     "CommandDrainHook",
     "CommandUndrainHook",
     "DrainError",
@@ -36,6 +39,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# The drain reason of a node the cloud is about to take away, by notice kind
+# (providers.aws_interruptions.NoticeKind); the scheduler shows it (Slurm: scontrol's Reason).
+INTERRUPTION_REASONS = {
+    "spot_interruption": "spot interruption",
+    "scheduled_change": "scheduled change",
+}
+
 
 class DrainError(Exception):
     """The drain or undrain hook failed or timed out."""
@@ -46,15 +56,17 @@ class DrainTimeout(DrainError):
 
 
 class DrainHook(Protocol):
-    async def drain(self, node: str) -> None: ...
+    async def drain(self, node: str, reason: str | None = None) -> None: ...
 
 
 class UndrainHook(Protocol):
     async def undrain(self, node: str) -> None: ...
 
 
-async def _run_command(argv: Sequence[str], node: str, timeout: float, what: str) -> None:
-    argv = [part.replace("{node}", node) for part in argv]
+async def _run_command(
+    argv: Sequence[str], node: str, timeout: float, what: str, reason: str | None = None
+) -> None:
+    argv = [part.replace("{node}", node).replace("{reason}", reason or "shoal") for part in argv]
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
@@ -72,11 +84,12 @@ async def _run_command(argv: Sequence[str], node: str, timeout: float, what: str
         raise DrainError(f"{what} command {argv[0]!r} exited {proc.returncode}: {tail}")
 
 
-async def _post(url: str, node: str, timeout: float, what: str) -> None:
+async def _post(url: str, node: str, timeout: float, what: str, reason: str | None = None) -> None:
+    body = {"node": node} if reason is None else {"node": node, "reason": reason}
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.post(url, json={"node": node}) as response,
+            session.post(url, json=body) as response,
         ):
             if not 200 <= response.status < 300:
                 raise DrainError(f"{what} webhook answered HTTP {response.status}")
@@ -87,7 +100,7 @@ async def _post(url: str, node: str, timeout: float, what: str) -> None:
 
 
 class NoDrainHook:
-    async def drain(self, node: str) -> None:
+    async def drain(self, node: str, reason: str | None = None) -> None:
         return None
 
 
@@ -96,8 +109,8 @@ class CommandDrainHook:
         self.argv = tuple(argv)
         self.timeout = timeout
 
-    async def drain(self, node: str) -> None:
-        await _run_command(self.argv, node, self.timeout, "drain")
+    async def drain(self, node: str, reason: str | None = None) -> None:
+        await _run_command(self.argv, node, self.timeout, "drain", reason)
 
 
 class WebhookDrainHook:
@@ -105,8 +118,8 @@ class WebhookDrainHook:
         self.url = url
         self.timeout = timeout
 
-    async def drain(self, node: str) -> None:
-        await _post(self.url, node, self.timeout, "drain")
+    async def drain(self, node: str, reason: str | None = None) -> None:
+        await _post(self.url, node, self.timeout, "drain", reason)
 
 
 class NoUndrainHook:

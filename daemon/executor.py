@@ -429,8 +429,22 @@ class Executor:
         async with self.node_lock(action.node_id):
             await self._drain_locked(action, tracker, report)
 
+    async def drain_now(
+        self, action: NodeAction, tracker: NodeTracker, reason: str | None = None
+    ) -> ExecutionReport:
+        """Drain one node outside a plan (an interruption notice), as a plan's drain is made
+        (the mark, then the hook, given ``reason``); what it did is in the report."""
+        report = ExecutionReport()
+        async with self.node_lock(action.node_id):
+            await self._drain_locked(action, tracker, report, reason)
+        return report
+
     async def _drain_locked(
-        self, action: NodeAction, tracker: NodeTracker, report: ExecutionReport
+        self,
+        action: NodeAction,
+        tracker: NodeTracker,
+        report: ExecutionReport,
+        reason: str | None = None,
     ) -> None:
         tracked = tracker.get(action.node_id)
         if tracked is None or tracked.static:
@@ -444,7 +458,10 @@ class Executor:
         if not again and not await self._retag(action.node_id, self.clock.now(), report):
             return  # no mark, no drain: the next plan asks again
         try:
-            await self.drain_hook.drain(action.node_id)
+            if reason is None:  # a plan's drain: the hook's own reason
+                await self.drain_hook.drain(action.node_id)
+            else:
+                await self.drain_hook.drain(action.node_id, reason)
         except DrainTimeout as exc:
             # As documented: a drain that times out counts as done; the node is terminated
             # once no job runs on it.

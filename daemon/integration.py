@@ -84,4 +84,8 @@ def integration_kinds(config: ShoalConfig) -> list[IntegrationKind]:
         from shoal.daemon.slurm.integration import SLURM
 
         kinds.append(SLURM)
+    if getattr(config.provider, "interruption_queue", None):
+        from shoal.daemon.interruptions import INTERRUPTIONS
+
+        kinds.append(INTERRUPTIONS)
     return kinds

@@ -49,6 +49,7 @@ from shoal.daemon.nodes import (
     TrackedNode,
     TrackedState,
     node_offering,
+    requeue_running,
 )
 from shoal.providers.base import AbstractProvisioner, Node
 from shoal.providers.outcomes import (
@@ -303,6 +304,11 @@ class Controller:
         if self.policy_source is not None:
             self.set_policy(self.policy_source())
             log.info("event=prices_updated source=%s ok=%s", event.source, event.ok)
+
+    def wake(self) -> None:
+        """Run a pass soon (after the debounce), as a demand change does: the cloud changed
+        in a way a plan must answer now (an interruption notice)."""
+        self._demand_changed.set()
 
     def stop(self) -> None:
         """Finish the current pass, launch nothing new, leave ``run``."""
@@ -594,7 +600,7 @@ class Controller:
         self.backoff = self.backoff.prune(now)
         self._observed_source = self.demand_source
         snapshot = Snapshot(
-            demand=self.demand,
+            demand=requeue_running(self.demand, self.tracker.interrupted()),
             nodes=self.tracker.infos(),
             unavailable=self.backoff.unavailable(now),
         )

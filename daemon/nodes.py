@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -67,9 +68,23 @@ from shoal.providers.base import (
     Node,
 )
 from shoal.providers.outcomes import LaunchAttempt
-from shoal.scaler.model import CapacityType, NodeInfo, NodeState, NodeType, Offering
+from shoal.scaler.model import (
+    CapacityType,
+    Demand,
+    NodeInfo,
+    NodeState,
+    NodeType,
+    Offering,
+    QueuedJobs,
+)
 
-__all__ = ["DEFAULT_LEDGER_TTL", "NodeTracker", "TrackedNode", "TrackedState"]
+__all__ = [
+    "DEFAULT_LEDGER_TTL",
+    "NodeTracker",
+    "TrackedNode",
+    "TrackedState",
+    "requeue_running",
+]
 
 DEFAULT_LEDGER_TTL = 600.0  # seconds a launched node may stay unlisted
 
@@ -152,6 +167,8 @@ class NodeTracker:
         # (the removal not listed yet, or failed): ignored until one does not, or the TTL
         self._undrained: dict[str, float] = {}
         self._stale_tag: set[str] = set()
+        # the cloud is taking these away (an interruption notice): since when
+        self._interrupted: dict[str, float] = {}
         self._default_zone = default_zone
         self.ledger_ttl = ledger_ttl
         # what a restart knows of nodes seen joined before it (restore_joined); None: nothing
@@ -386,6 +403,7 @@ class NodeTracker:
         self._nodes = seen
         self._undrained = {k: v for k, v in self._undrained.items() if k in seen}
         self._stale_tag &= seen.keys()
+        self._interrupted = {k: v for k, v in self._interrupted.items() if k in seen}
         self._adopting = False
         return new
 
@@ -408,6 +426,20 @@ class NodeTracker:
             self._nodes[node_id] = node
             self._undrained[node_id] = now
             self._stale_tag.add(node_id)
+
+    def mark_interrupted(self, node_id: str, now: float) -> bool:
+        """The cloud takes the node away soon (a spot interruption warning): from now on it
+        is out of the planner's view (no room, never undrained, its running jobs the
+        caller's to requeue) until listings stop showing it. False: unknown, or marked
+        already (a notice delivered again)."""
+        if node_id not in self._nodes or node_id in self._interrupted:
+            return False
+        self._interrupted[node_id] = now
+        return True
+
+    def interrupted(self) -> frozenset[str]:
+        """Nodes marked interrupted that listings still show."""
+        return frozenset(self._interrupted)
 
     def undrained_at(self, node_id: str) -> float | None:
         """When this daemon last undrained the node (None: never, or no longer listed)."""
@@ -437,11 +469,14 @@ class NodeTracker:
 
     def infos(self) -> tuple[NodeInfo, ...]:
         """The planner's view: every node not terminated, ledger entries not expired included;
-        not stopped ones (no capacity: the loop terminates them)."""
+        not stopped ones (no capacity: the loop terminates them) nor interrupted ones."""
         return tuple(
             t.info()
             for t in self.all()
-            if t.state is not TrackedState.TERMINATED and not t.expired and not t.node.stopped
+            if t.state is not TrackedState.TERMINATED
+            and not t.expired
+            and not t.node.stopped
+            and t.id not in self._interrupted
         )
 
     def stopped(self) -> list[TrackedNode]:
@@ -458,3 +493,19 @@ class NodeTracker:
             key = (t.node_type or "unmanaged", t.state.value)
             out[key] = out.get(key, 0) + 1
         return out
+
+
+def requeue_running(demand: Demand, node_ids: Collection[str]) -> Demand:
+    """``demand`` with the jobs running on ``node_ids`` (nodes the cloud is taking away) as
+    queued jobs of their whole shape: the scheduler requeues them when the node goes, and
+    the plan launches room for them now, before it has gone."""
+    if not node_ids:
+        return demand
+    moved = [job for job in demand.running if job.node_id in node_ids]
+    if not moved:
+        return demand
+    requeued = Counter(job.shape for job in moved)
+    return Demand(
+        queued=demand.queued + tuple(QueuedJobs(shape, n) for shape, n in requeued.items()),
+        running=tuple(job for job in demand.running if job.node_id not in node_ids),
+    )

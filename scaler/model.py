@@ -213,6 +213,7 @@ class RemoveCause(enum.StrEnum):
     JOIN_TIMEOUT = "join-timeout"  # booted but never joined; its offering should back off
     UNHEALTHY = "unhealthy"  # joined, then missing from the reads for the unhealthy timeout
     STOPPED = "stopped"  # stopped by someone else (shoal never stops one): it only costs
+    INTERRUPTED = "interrupted"  # the cloud takes it away (a spot interruption warning)
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,9 +61,11 @@ class DrainConfig(BaseModel):
     model_config = _STRICT
 
     command: tuple[str, ...] | None = None
-    """argv run before a node is terminated; "{node}" is replaced by the node name."""
+    """argv run before a node is terminated; "{node}" is replaced by the node name, "{reason}"
+    by "shoal" or an interruption notice's reason ("spot interruption")."""
     webhook: str | None = None
-    """URL sent POST {"node": name} before a node is terminated."""
+    """URL sent POST {"node": name} before a node is terminated (with "reason" for an
+    interruption notice's drain)."""
     undrain_command: tuple[str, ...] | None = None
     """argv run when a draining node is taken back because demand returned."""
     undrain_webhook: str | None = None

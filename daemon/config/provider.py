@@ -116,6 +116,10 @@ class AwsProviderConfig(_ProviderCommon):
     (the shipped on-demand table stands in until then and on failure)."""
     pricing_endpoint_url: str | None = None
     """Alternative endpoint for the Pricing API and spot price history (tests)."""
+    interruption_queue: str | None = Field(default=None, min_length=1)
+    """SQS queue (URL, or name in this region) fed by EventBridge with spot interruption
+    warnings, rebalance recommendations, instance state changes and AWS Health scheduled
+    changes (deploy/interruption-queue.yaml creates it); absent: no interruption handling."""
 
     @field_validator("metadata_endpoint")
     @classmethod

@@ -1,6 +1,7 @@
 """The drain hook of a Slurm cluster in external mode: ``scontrol update`` instead of a command.
 
-``drain(node)`` sets ``State=DRAIN Reason=shoal`` (no new jobs; running ones finish), and
+``drain(node)`` sets ``State=DRAIN Reason=shoal`` (no new jobs; running ones finish; an
+interruption notice's drain gives its own reason, "spot interruption"), and
 ``undrain(node)`` sets ``State=RESUME`` when demand returns before the node was removed. The
 node id is the Slurm node name: in external mode a worker registers as a dynamic node named
 after its instance. Slurm's errors become ``DrainError``s (the node is left as it was and the
@@ -36,7 +37,7 @@ import logging
 from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
-from shoal.daemon.drain import DrainError, DrainTimeout
+from shoal.daemon.drain import INTERRUPTION_REASONS, DrainError, DrainTimeout
 from shoal.daemon.nodes import TrackedState
 from shoal.daemon.slurm.client import SlurmClient
 from shoal.daemon.slurm.constants import DRAIN_REASON, NOT_DRAINED
@@ -54,9 +55,12 @@ log = logging.getLogger(__name__)
 
 
 def drained_by_shoal(node: SlurmNode) -> bool:
-    """Slurm shows the node drained with shoal's reason, exactly: a drain with any other
-    ("shoal-maint", or an admin's "bad GPU" over shoal's) is someone else's."""
-    return node.drain and node.reason == DRAIN_REASON
+    """Slurm shows the node drained with shoal's reason, exactly ("shoal", or an interruption
+    notice's, "spot interruption"): a drain with any other ("shoal-maint", or an admin's
+    "bad GPU" over shoal's) is someone else's."""
+    return node.drain and (
+        node.reason == DRAIN_REASON or node.reason in INTERRUPTION_REASONS.values()
+    )
 
 
 class SlurmDrainHook:
@@ -66,9 +70,9 @@ class SlurmDrainHook:
         self.client = client
         self.reason = reason
 
-    async def drain(self, node: str) -> None:
+    async def drain(self, node: str, reason: str | None = None) -> None:
         try:
-            await self.client.drain(node, self.reason)
+            await self.client.drain(node, reason or self.reason)
         except SlurmError as exc:
             raise _drain_error("drain", exc) from exc
 

@@ -1,12 +1,13 @@
 """deploy/iam-policy.json against what the code really calls.
 
 One run of every AWS operation the provider has (image lookup, shapes, prices, launch, list,
-terminate, the leader, a managed group, destroy) on moto and the fake Pricing API, with every
-call recorded by a botocore event hook (``aws_actions``). The policy must allow each recorded
-action and hold nothing else but the two permissions AWS checks without an API call of their
-own (tag-on-create, passing the workers' role); the scenario must reach every operation the
-provider's source names; and every write must be held to this cluster's tag where EC2 allows
-it, with the recorded requests carrying that tag.
+terminate, the leader, a managed group, destroy, the interruption queue) on moto and the fake
+Pricing API, with every call recorded by a botocore event hook (``aws_actions``). The policy
+must allow each recorded action and hold nothing else but the two permissions AWS checks
+without an API call of their own (tag-on-create, passing the workers' role); the scenario must
+reach every operation the provider's source names; and every write must be held to this
+cluster's tag where EC2 allows it (the interruption queue, which has no tags to check, to its
+own ARN), with the recorded requests carrying that tag.
 """
 
 from __future__ import annotations
@@ -26,13 +27,21 @@ from botocore import xform_name
 from fake_aws_pricing import FakeAwsPricing, SpotRecord, ec2_product
 from moto_fixtures import Ec2Behaviour
 from shoal.providers.aws import AWSProvisioner
+from shoal.providers.aws_interruptions import InterruptionQueue
 from shoal.providers.base import TAG_CLUSTER, TAG_DRAINING
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "deploy" / "iam-policy.json"
-SOURCES = [ROOT / "providers" / "aws.py", ROOT / "providers" / "aws_pricing.py"]
+SOURCES = [
+    ROOT / "providers" / "aws.py",
+    ROOT / "providers" / "aws_pricing.py",
+    ROOT / "providers" / "aws_interruptions.py",
+]
 CLUSTER = "demo"
 CLUSTER_PLACEHOLDER = "SHOAL_CLUSTER_NAME"
+# deploy/interruption-queue.yaml's queue for the cluster: SQS scopes by the queue's ARN
+QUEUE = f"shoal-{CLUSTER}-interruptions"
+QUEUE_ARN = f"arn:aws:sqs:*:SHOAL_ACCOUNT_ID:shoal-{CLUSTER_PLACEHOLDER}-interruptions"
 # What IAM checks without an API call of its own, and why the code needs it. (CreateTags is
 # also checked that way, for RunInstances and CreateLaunchTemplate tagging what they create,
 # but the draining mark calls it too, so the scenario records it.)
@@ -74,6 +83,7 @@ def source_actions() -> set[str]:
         calls = re.findall(r'_call\(\s*"(\w+)"(?:[^)]*service="(\w+)")?', text)
         calls += [("get_products", "pricing") for _ in re.findall(r"\.get_products\(", text)]
         calls += [(op, "ec2") for op in re.findall(r"\bec2\.(describe_\w+)\(", text)]
+        calls += [(op, "sqs") for op in re.findall(r'_sqs\(\s*"(\w+)"', text)]
         for operation, service in calls:
             model = session.get_service_model(service or "ec2")
             names = {xform_name(name): name for name in model.operation_names}
@@ -103,6 +113,11 @@ async def recorded(moto_url: str, ec2_behaviour: Ec2Behaviour) -> AsyncIterator[
             Filters=[{"Name": "availability-zone", "Values": ["us-east-1a"]}]
         )
     subnet = subnets["Subnets"][0]["SubnetId"]
+    async with get_session().create_client(
+        "sqs", region_name="us-east-1", endpoint_url=moto_url
+    ) as sqs:  # the queue deploy/interruption-queue.yaml makes, with one notice in it
+        url = (await sqs.create_queue(QueueName=QUEUE))["QueueUrl"]
+        await sqs.send_message(QueueUrl=url, MessageBody="{}")
     sleeps: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -138,6 +153,9 @@ async def recorded(moto_url: str, ec2_behaviour: Ec2Behaviour) -> AsyncIterator[
                 await aws.getLeader()
                 await aws.addManagedNodes(["t3.micro"], 0, 2, False)
                 await aws.destroyCluster()
+                queue = InterruptionQueue.for_provider(aws, QUEUE, wait_time=0)  # by name
+                for message in await queue.receive():
+                    await queue.delete(message)
         yield recorder
     finally:
         await fake.stop()
@@ -181,6 +199,9 @@ def test_writes_are_held_to_the_cluster_tag_where_ec2_allows_it() -> None:
         resources = [resources] if isinstance(resources, str) else resources
         if actions == {"iam:PassRole"}:
             assert "*" not in resources[0] and "iam:PassedToService" in condition
+            continue
+        if all(a.startswith("sqs:") for a in actions):  # SQS has no tags to condition on
+            assert resources == [QUEUE_ARN], statement["Sid"]
             continue
         if f'/{TAG_CLUSTER}": "{CLUSTER_PLACEHOLDER}"' in condition:
             continue
