@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from shoal.daemon.integration import LaunchTags
     from shoal.daemon.loop import Controller, Planner
     from shoal.daemon.metrics import ShoalMetrics
-    from shoal.providers.clock import Clock
+    from shoal.runtime.clock import Clock
 
 __all__ = [
     "INTERRUPTIONS",

@@ -31,13 +31,14 @@ from shoal.daemon.loop import Controller
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import TrackedState
 from shoal.daemon.service import build_controller, build_provider
+from shoal.daemon.slurm.client import SlurmClient, SlurmCommands
 from shoal.daemon.slurm.drain import SlurmDrainHook, drained_by_shoal
+from shoal.daemon.slurm.parse import SlurmNode
 from shoal.providers.aws import AWSProvisioner
 from shoal.providers.aws_interruptions import QueueMessage
 from shoal.providers.base import TAG_DRAINING
-from shoal.providers.clock import FakeClock, InlineExecutor
 from shoal.providers.errors import AuthError, RetryableError
-from shoal.providers.slurm import SlurmClient, SlurmCommands, SlurmNode
+from shoal.runtime.testing import FakeClock, InlineExecutor
 from shoal.scaler.model import CapacityType, Demand, Offering, QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 

@@ -18,9 +18,9 @@ from shoal.providers.aws_interruptions import (
     NoticeKind,
     parse_event,
 )
-from shoal.providers.clock import SystemClock
 from shoal.providers.errors import ProviderError, RetryableError
 from shoal.providers.retry import RetryPolicy
+from shoal.runtime.clock import SystemClock
 
 # The examples of AWS's documentation ("EC2 Spot Instance interruption notices", "EC2 Instance
 # rebalance recommendations", "EventBridge events for EC2 instance state changes", AWS Health
