@@ -162,7 +162,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
         config = _load(args.config)
         if config is None:
             return 2
-        base, token = daemon_url(config.api.listen), config.api.token()
+        from shoal.daemon.wiring import api_token
+
+        base = daemon_url(config.api.listen)
+        try:
+            token = api_token(config)
+        except OSError as exc:
+            print(f"shoal status: cannot read api.token_file: {exc}", file=sys.stderr)
+            return 2
     else:
         from shoal.daemon.config import ApiConfig
 
