@@ -147,13 +147,16 @@ async def test_same_files_and_units_as_ignition(
         assert "docker.io" in doc["packages"]
 
 
+@pytest.fixture(params=VARIANTS, ids=[f"{c}-{v}".rstrip("-") for c, v in VARIANTS])
+async def user_data(request: pytest.FixtureRequest, make: Any, secrets: Secrets) -> str:
+    """A worker's #cloud-config, for each variant."""
+    _, config, p = await configs(make, secrets, *request.param)
+    return str(p.bootstrap.user_data(config))
+
+
 @needs_cloud_init
-@pytest.mark.parametrize(("cluster_type", "variant"), VARIANTS)
-async def test_user_data_passes_cloud_init_schema(
-    cluster_type: str, variant: str, make: Any, secrets: Secrets, tmp_path: Path
-) -> None:
-    _, config, p = await configs(make, secrets, cluster_type, variant)
-    done = schema_check(tmp_path, p.bootstrap.user_data(config))
+def test_user_data_passes_cloud_init_schema(user_data: str, tmp_path: Path) -> None:
+    done = schema_check(tmp_path, user_data)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Valid cloud-config" in done.stdout
 
@@ -167,15 +170,9 @@ def test_the_schema_check_finds_a_wrong_document(tmp_path: Path) -> None:
 
 
 @needs_shellcheck
-@pytest.mark.parametrize(("cluster_type", "variant"), VARIANTS)
-async def test_scripts_pass_shellcheck(
-    cluster_type: str, variant: str, make: Any, secrets: Secrets, tmp_path: Path
-) -> None:
-    _, config, p = await configs(make, secrets, cluster_type, variant)
-    scripts = {
-        path: data for path, (data, _) in written(parse(p.bootstrap.user_data(config))).items()
-        if path.endswith(".sh")
-    }  # fmt: skip
+def test_scripts_pass_shellcheck(user_data: str, tmp_path: Path) -> None:
+    files = written(parse(user_data))
+    scripts = {path: data for path, (data, _) in files.items() if path.endswith(".sh")}
     assert START_UNITS_PATH in scripts
     for path, data in scripts.items():
         local = tmp_path / Path(path).name
