@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# System tools some tests use (promtool, systemd-analyze). Installed when we are root
+# System tools some tests use (promtool, systemd-analyze, Slurm, shellcheck; cloud-init unpacked
+# apart, never installed). Installed when we are root
 # and apt-get exists; otherwise the tests that need them skip and name the tool.
 tools:
 	@sh scripts/install-tools.sh

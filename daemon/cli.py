@@ -163,7 +163,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
         config = _load(args.config)
         if config is None:
             return 2
-        base, token = daemon_url(config.api.listen), api_token(config)
+        from shoal.daemon.wiring import api_token
+
+        base = daemon_url(config.api.listen)
+        try:
+            token = api_token(config)
+        except OSError as exc:
+            print(f"shoal status: cannot read api.token_file: {exc}", file=sys.stderr)
+            return 2
     else:
         from shoal.daemon.config import ApiConfig
 

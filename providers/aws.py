@@ -553,7 +553,8 @@ class AWSProvisioner(AbstractProvisioner):
     def _user_data(
         self, role: str, preemptible: bool = False, instance_type: str | None = None
     ) -> str:
-        """Ignition JSON for a worker or the leader (see ``WorkerBootstrap``).
+        """User data for a worker or the leader: Ignition JSON, or #cloud-config with
+        ``workers.bootstrap: cloud-init`` (``WorkerBootstrap.user_data``).
 
         A worker gets the agent of the cluster type (``addWorkerAgent``) when the leader and
         join values are known; when ``workers`` is configured and they are not, this raises
@@ -576,7 +577,7 @@ class AWSProvisioner(AbstractProvisioner):
                 code="WorkerJoinIncomplete",
                 operation="launch",
             )
-        data = config.toIgnitionConfig()
+        data = self.bootstrap.user_data(config)
         if len(data.encode()) > MAX_USER_DATA:
             raise ProviderError(
                 f"{role} user data is {len(data.encode())} bytes; EC2 allows {MAX_USER_DATA}",

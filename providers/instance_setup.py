@@ -33,7 +33,7 @@ import shlex
 from typing import Any, ClassVar, Protocol
 from urllib.parse import quote
 
-from shoal.providers import ignition
+from shoal.providers import cloud_init, ignition
 from shoal.providers.errors import ProviderError
 from shoal.providers.workers import (
     KUBERNETES_API_PORT,
@@ -111,6 +111,23 @@ class InstanceConfiguration:
         self.files: list[dict[str, Any]] = []
         self.units: list[dict[str, Any]] = []
         self.sshPublicKeys: list[str] = []
+        # For a stock image (cloud-init): the Debian/Ubuntu packages that provide what the
+        # units run, and the programs to check before starting them. A Flatcar image
+        # (Ignition) must carry them already: Ignition installs nothing.
+        self.packages: list[str] = []
+        self.programs: list[str] = []
+
+    def addPackages(self, *names: str, programs: tuple[str, ...] = ()) -> None:
+        """Need the packages ``names`` on a stock image, and ``programs`` (absolute paths)
+        present and executable before the units start."""
+        for name in names:
+            if not re.match(r"^[a-z0-9][a-z0-9.+-]+$", name):
+                raise ValueError(f"package name {name!r} is not a Debian package name")
+        for path in programs:
+            if not _PROGRAM_PATH.match(path):
+                raise ValueError(f"program path {path!r} must be absolute, without spaces")
+        self.packages.extend(n for n in names if n not in self.packages)
+        self.programs.extend(p for p in programs if p not in self.programs)
 
     def addFile(
         self,
@@ -182,6 +199,11 @@ class InstanceConfiguration:
                 "users": [{"name": "core", "sshAuthorizedKeys": list(self.sshPublicKeys)}]
             }
         return json.dumps(config, separators=(",", ":"))
+
+    def toCloudConfig(self) -> str:
+        """The same setup as #cloud-config user data for a stock Debian/Ubuntu image
+        (``providers.cloud_init``)."""
+        return cloud_init.cloud_config(self)
 
 
 # Characters allowed in a Toil service argument or a Kubernetes join value (no quoting needed).
@@ -281,15 +303,29 @@ class WorkerBootstrap:
 
     # -- base --------------------------------------------------------------
 
+    @property
+    def dialect(self) -> str:
+        """The user data's dialect, from ``workers.bootstrap``: ``"ignition"`` (Flatcar, the
+        default) or ``"cloud-init"`` (a stock Debian/Ubuntu image)."""
+        settings = self.worker_settings
+        return getattr(settings, "bootstrap", None) or "ignition"
+
+    def user_data(self, config: InstanceConfiguration) -> str:
+        """``config`` as the user data of the configured dialect."""
+        if self.dialect == "cloud-init":
+            return config.toCloudConfig()
+        return config.toIgnitionConfig()
+
     def getBaseInstanceConfiguration(self) -> InstanceConfiguration:
         """The configuration every node gets, leader or worker, whatever the cluster type."""
         config = InstanceConfiguration()
-        # Flatcar: stay on the stable channel and never reboot a node on its own for updates.
-        config.addFile(
-            "/etc/flatcar/update.conf",
-            mode="0644",
-            contents=ignition.render("config/update.conf", {}),
-        )
+        if self.dialect == "ignition":
+            # Flatcar: stay on the stable channel; never reboot a node on its own for updates.
+            config.addFile(
+                "/etc/flatcar/update.conf",
+                mode="0644",
+                contents=ignition.render("config/update.conf", {}),
+            )
         self.addVolumesService(config)
         self.addNodeExporterService(config)
         return config
@@ -297,6 +333,7 @@ class WorkerBootstrap:
     def addVolumesService(self, config: InstanceConfiguration) -> None:
         """Add a service that RAID-0s and mounts the ephemeral disks, and bind-mounts
         the work directories (/var/lib/toil, docker, kubelet, ...) onto them."""
+        config.addPackages("mdadm")  # RAIDs several disks (Flatcar ships it)
         config.addFile(
             "/home/core/volumes.sh", mode="0755", contents=ignition.render("scripts/volumes.sh", {})
         )
@@ -306,7 +343,11 @@ class WorkerBootstrap:
         )
 
     def addNodeExporterService(self, config: InstanceConfiguration) -> None:
-        """Add the Prometheus node exporter (port 9100) as a Docker container service."""
+        """Add the Prometheus node exporter (port 9100): a Docker container service on
+        Flatcar; Debian's package (its own service, same port) on a stock image."""
+        if self.dialect == "cloud-init":
+            config.addPackages("prometheus-node-exporter")
+            return
         config.addUnit(
             "node-exporter.service",
             contents=ignition.render(
@@ -406,6 +447,7 @@ class WorkerBootstrap:
                 "ARGS": args,
             },
         )
+        config.addPackages("docker.io", programs=("/usr/bin/docker",))
         config.addUnit(f"toil-{role}.service", contents=unit)
 
     # -- Kubernetes --------------------------------------------------------
@@ -437,6 +479,16 @@ class WorkerBootstrap:
         """Add the Kubernetes install (CNI, crictl, kubeadm, kubelet, kubectl) and the kubelet
         service, which restarts until kubeadm configures it. Same on leaders and workers."""
         values = self.getKubernetesValues(architecture)
+        # what Flatcar ships and kubeadm's preflight checks want (1.19: Docker's runtime)
+        config.addPackages(
+            "docker.io",
+            "conntrack",
+            "socat",
+            "ebtables",
+            "ethtool",
+            "curl",
+            programs=("/usr/bin/docker",),
+        )
         config.addUnit("kubelet.service", contents=ignition.render("units/kubelet.service", values))
         # kubeadm's drop-in: the kubelet reads the flags kubeadm init/join writes.
         config.addFile(
@@ -581,6 +633,8 @@ class WorkerBootstrap:
         if not isinstance(mungeKey, bytes) or not mungeKey:
             raise ValueError("the munge key must be non-empty bytes")
         dynamic_conf = f"Feature={','.join(features)}" if settings.registration == "dynamic" else ""
+        # Debian 12 and Ubuntu 24.04 name them so; start-slurmd.sh asks IMDS with curl
+        config.addPackages("munge", "slurmd", "curl", programs=(settings.munged, settings.slurmd))
         config.addFile(MUNGE_KEY_PATH, mode="0400", contents=mungeKey)
         config.addUnit(
             "munge.service",

@@ -3,6 +3,8 @@
 The daemon's ``workers`` config section (``daemon.config.WorkersConfig``) satisfies
 ``WorkerSettings``; providers only read these attributes, so they never import the daemon.
 
+- ``bootstrap``: the user data's dialect: ``"ignition"`` (Flatcar) or ``"cloud-init"`` (a
+  stock Debian 12 / Ubuntu 24.04 image); the same files and units either way.
 - ``leader``: where the scheduler's leader is: ``address`` given, or ``discover``:
   ``"tag"`` (the instance ``launchCluster`` tagged as this cluster's leader, via ``getLeader``)
   or ``"imds"`` (this machine, shoal running on the leader: ``readClusterSettings``).
@@ -106,6 +108,11 @@ class SlurmWorkerSettings(Protocol):
 
 
 class WorkerSettings(Protocol):
+    @property
+    def bootstrap(self) -> str:
+        """``"ignition"`` (Flatcar) or ``"cloud-init"`` (a stock Debian/Ubuntu image)."""
+        ...
+
     @property
     def leader(self) -> LeaderSettings | None: ...
 

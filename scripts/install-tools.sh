@@ -4,6 +4,13 @@
 # systemd-analyze (Debian `systemd`): verifies the unit files we ship and generate.
 # slurmctld, slurmd, squeue/sinfo/scontrol/sbatch, munged (Debian `slurmctld`, `slurmd`,
 # `slurm-client`, `munge`): the Slurm tests run a real controller and real slurmd processes.
+# shellcheck (Debian `shellcheck`): lints the scripts a worker's user data carries.
+# cloud-init (Debian `cloud-init`): `cloud-init schema` validates the #cloud-config user data.
+#   cloud-init is a boot-time agent: installed, its units would run at this host's next boot.
+#   So it is never installed here: its package is unpacked (`dpkg -x`, which runs no
+#   maintainer script and writes nothing outside the folder) into $tools/cloud-init, and the
+#   tests run its schema command from there with the Python libraries it needs (installed
+#   as packages; they hold no service).
 #
 # This installs packages and nothing else. shoal runs on a cluster's leader, whose own Slurm,
 # munge and Prometheus may be production services: it never stops, disables or kills a
@@ -21,6 +28,17 @@ have slurmctld || missing="$missing slurmctld"
 have slurmd || missing="$missing slurmd"
 have squeue || missing="$missing slurm-client"
 have munged || missing="$missing munge"
+have shellcheck || missing="$missing shellcheck"
+tools=${SHOAL_TOOLS:-/opt/shoal-tools}  # unpacked tools (cloud-init); tests look there too
+unpack=""
+if ! have cloud-init && [ ! -e "$tools/cloud-init/usr/bin/cloud-init" ]; then
+    unpack=cloud-init
+    # cloud-init's Python dependencies (Debian's Depends, less the system tools it runs
+    # when it boots a machine and the schema check does not)
+    missing="$missing python3-configobj python3-jinja2 python3-jsonpatch python3-jsonschema"
+    missing="$missing python3-netifaces python3-oauthlib python3-requests python3-serial"
+    missing="$missing python3-yaml"
+fi
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "warning: missing system packages:$missing (not root or no apt-get); tests that need them will skip"
@@ -40,5 +58,12 @@ fi
 apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
+if [ -n "$unpack" ]; then
+    download="$(mktemp -d)"
+    (cd "$download" && apt-get download -qq -o APT::Sandbox::User=root "$unpack" >/dev/null)
+    mkdir -p "$tools/$unpack"
+    for deb in "$download"/*.deb; do dpkg -x "$deb" "$tools/$unpack"; done
+    rm -rf "$download"
+fi
 [ -n "$own_policy" ] && rm -f "$policy"
 exit 0

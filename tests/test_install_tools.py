@@ -6,6 +6,7 @@ slurmd munge`` whenever one package was missing. These tests run the real script
 command it could reach replaced by a recorder: ``apt-get`` records its arguments and whether
 a ``policy-rc.d`` refusing service starts was in place while it ran; ``systemctl``, ``service``,
 ``invoke-rc.d``, ``pkill``, ``killall`` and ``kill`` record that they were called at all.
+cloud-init, a boot-time agent, is unpacked apart (``dpkg -x``, recorded), never installed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ FORBIDDEN = (
     "kill",
     "deb-systemd-invoke",
 )
-REAL = ("sh", "printf", "chmod", "rm", "cat")
+REAL = ("sh", "printf", "chmod", "rm", "cat", "mktemp", "mkdir")
 
 APT_GET = """#!/bin/sh
 echo "apt-get $*" >>"$LOG"
@@ -34,6 +35,13 @@ if [ "$1" = install ]; then
     if [ -x "$policy" ]; then "$policy" slurmctld start; echo "policy-rc.d exit $?" >>"$LOG";
     else echo "no policy-rc.d" >>"$LOG"; fi
 fi
+if [ "$1" = download ]; then : >"cloud-init_22.4_all.deb"; fi
+"""
+# dpkg -x (unpack) only; the recorder fails anything else, as an install must not happen
+DPKG = """#!/bin/sh
+echo "dpkg $*" >>"$LOG"
+[ "$1" = -x ] || exit 1
+mkdir -p "$3/usr/bin" && : >"$3/usr/bin/cloud-init"
 """
 
 
@@ -47,7 +55,7 @@ def _run(tmp_path: Path, uid: int = 0, policy: str | None = None) -> tuple[int, 
         found = shutil.which(name)
         assert found is not None, name
         (bin_dir / name).symlink_to(found)
-    shims = {"apt-get": APT_GET, "id": f"#!/bin/sh\necho {uid}\n"}
+    shims = {"apt-get": APT_GET, "dpkg": DPKG, "id": f"#!/bin/sh\necho {uid}\n"}
     for name in FORBIDDEN:
         shims[name] = f'#!/bin/sh\necho "{name} $*" >>"$LOG"\n'
     for name, text in shims.items():
@@ -57,7 +65,13 @@ def _run(tmp_path: Path, uid: int = 0, policy: str | None = None) -> tuple[int, 
     if policy is not None:
         (sbin / "policy-rc.d").write_text(policy)
         (sbin / "policy-rc.d").chmod(0o755)
-    env = {"PATH": str(bin_dir), "SHOAL_SBIN": str(sbin), "LOG": str(log)}
+    env = {
+        "PATH": str(bin_dir),
+        "SHOAL_SBIN": str(sbin),
+        "SHOAL_TOOLS": str(tmp_path / "tools"),
+        "LOG": str(log),
+        "TMPDIR": str(tmp_path),
+    }
     done = subprocess.run(
         [shutil.which("sh") or "/bin/sh", str(SCRIPT)], env=env, capture_output=True, timeout=60
     )
@@ -70,8 +84,14 @@ def test_installing_refuses_every_service_start_and_stops_nothing(tmp_path: Path
     assert rc == 0
     install = [line for line in log if line.startswith("apt-get install")]
     assert len(install) == 1
-    for package in ("prometheus", "slurmctld", "slurmd", "slurm-client", "munge"):
+    for package in ("prometheus", "slurmctld", "slurmd", "slurm-client", "munge", "shellcheck"):
         assert package in install[0].split()
+    # cloud-init would run at this host's next boot: never installed, only unpacked apart
+    assert "cloud-init" not in install[0].split()
+    assert "python3-jsonschema" in install[0].split()  # what its schema check imports
+    (unpack,) = [line for line in log if line.startswith("dpkg")]
+    assert unpack.startswith("dpkg -x ") and unpack.endswith(f".deb {tmp_path}/tools/cloud-init")
+    assert (tmp_path / "tools" / "cloud-init" / "usr" / "bin" / "cloud-init").exists()
     # while the packages' maintainer scripts ran, a start was "forbidden by policy" (101)
     assert "policy-rc.d exit 101" in log
     assert not [line for line in log if line.split()[0] in FORBIDDEN], log

@@ -141,6 +141,10 @@ class WorkersConfig(BaseModel):
     """How launched workers join the scheduler (the agent follows provider.cluster_type)."""
 
     model_config = _STRICT
+    bootstrap: Literal["ignition", "cloud-init"] = "ignition"
+    """The user data workers boot from: ignition (Flatcar: an Ignition 2.2 config; the image
+    carries the agents) or cloud-init (a stock Debian 12 / Ubuntu 24.04 image: #cloud-config
+    that installs the agents' packages, then writes and starts the same units)."""
     leader: LeaderConfig | None = None
     """Where the leader is (mesos workers need it; the others default to it)."""
     kubernetes: KubernetesJoinConfig | None = None

@@ -56,7 +56,8 @@ POWER_SAVE_SETTINGS = {
     "ReturnToService": "2",
     "TreeWidth": "65533",
     "PrivateData": "cloud",  # otherwise powered-down cloud nodes are hidden from sinfo
-    "SlurmctldParameters": "idle_on_node_suspend,cloud_reg_addrs",
+    # enable_configless: shoal's workers fetch this slurm.conf (slurmd --conf-server)
+    "SlurmctldParameters": "enable_configless,idle_on_node_suspend,cloud_reg_addrs",
     "CommunicationParameters": "NoAddrCache",  # cloud nodes change address between power-ups
 }
 
@@ -185,6 +186,8 @@ def render(
         out.append(f"PartitionName={partition} Nodes={nodes} Default=YES MaxTime=INFINITE State=UP")
         return "\n".join(out) + "\n"
     total = sum(t.max_nodes for t in policy.node_types)
+    out.append("# shoal's workers fetch slurm.conf (slurmd --conf-server): SlurmctldParameters")
+    out.append("# must hold enable_configless.")
     out.append(f"MaxNodeCount={total}")
     for line in lines:
         t = line.node_type

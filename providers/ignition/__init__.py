@@ -5,10 +5,13 @@ They are data files of this package, read with ``importlib.resources``:
 - ``units/``: systemd units (``toil.service`` serves both ``toil-leader`` and
   ``toil-worker``) and ``units/kubelet.service.d/``, the kubelet's drop-in;
 - ``scripts/``: the bash scripts those units run;
-- ``config/``: Flatcar's update settings and the kubeadm/scheduler configurations.
+- ``config/``: Flatcar's update settings and the kubeadm/scheduler configurations;
+- ``cloudinit/``: what only a stock image's ``#cloud-config`` adds (``providers.cloud_init``):
+  the script that starts the units once their packages are installed.
 
 Where a template goes on the node (path, mode, unit name) is decided by
-``shoal.providers.instance_setup``, which renders them into an Ignition config.
+``shoal.providers.instance_setup``, which renders them into an Ignition config or, for a
+stock image, ``#cloud-config`` (the same files and units in both).
 
 A placeholder is ``@NAME@`` (upper case, digits, underscores): ``string.Template`` with
 that pattern, so shell ``$VAR`` and ``${...}``, systemd's ``$$`` and ``%%`` and YAML

@@ -90,6 +90,7 @@ def test_each_cluster_type_with_what_it_needs(files: dict[str, str]) -> None:
         )
     )
     assert slurm.workers is not None and slurm.workers.slurm is not None
+    assert slurm.workers.bootstrap == "ignition"  # Flatcar, unless cloud-init is asked for
     s = slurm.workers.slurm
     assert (s.registration, s.features, s.slurmd) == (
         "dynamic",
@@ -276,6 +277,13 @@ ERRORS = [
         lambda f: {"leader": ADDR, "kubernetes": _k8s(f), "slurm": _slurm(f)},
         "workers.slurm",
         "only for provider.cluster_type slurm",
+    ),
+    (
+        "bootstrap-unknown",
+        "mesos",
+        lambda f: {"leader": ADDR, "bootstrap": "cloudinit"},
+        "workers.bootstrap",
+        "'ignition' or 'cloud-init'",
     ),
 ]
 

@@ -204,3 +204,21 @@ def test_a_listener_that_never_answers_times_out() -> None:
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         with pytest.raises(StatusError, match=r"no answer within 0.3s"):
             fetch(url, timeout=0.3)
+
+
+def test_the_config_names_the_daemon_and_its_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-c FILE: api.listen and api.token_file of the config (the deploy guide's check)."""
+    port = free_port()
+    (tmp_path / "token").write_text("t" * 32 + "\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "cluster_name: c\nprovider: {kind: simulated, zone: sim-1a}\nnode_types: c5.xlarge\n"
+        f"api: {{listen: '127.0.0.1:{port}', token_file: {tmp_path / 'token'}}}\n"
+    )
+    assert main(["status", "-c", str(config)]) == 1
+    assert f"no shoal daemon at http://127.0.0.1:{port}/v1/status" in capsys.readouterr().err
+    (tmp_path / "token").unlink()
+    assert main(["status", "-c", str(config)]) == 2
+    assert "cannot read api.token_file" in capsys.readouterr().err

@@ -13,9 +13,11 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from shoal.providers import ignition
+from shoal.providers.cloud_init import START_UNITS_PATH
 from shoal.providers.instance_setup import InstanceConfiguration
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "providers" / "ignition"
@@ -100,6 +102,9 @@ def _contents(config: InstanceConfiguration) -> list[str]:
     texts = [u["contents"] for u in doc["systemd"]["units"]]
     for entry in doc["storage"]["files"]:
         texts.append(unquote_to_bytes(entry["contents"]["source"].split(",", 1)[1]).decode())
+    # what only a stock image's #cloud-config adds
+    cloud = yaml.safe_load(config.toCloudConfig())
+    texts += [f["content"] for f in cloud["write_files"] if f["path"] == START_UNITS_PATH]
     return texts
 
 
@@ -146,7 +151,7 @@ def test_the_package_holds_the_templates_on_disk() -> None:
         if p.is_file() and p.suffix not in (".py", ".pyc")
     )
     assert ignition.template_names() == on_disk
-    assert {name.split("/")[0] for name in on_disk} == {"config", "scripts", "units"}
+    assert {name.split("/")[0] for name in on_disk} == {"config", "scripts", "units", "cloudinit"}
 
 
 @pytest.mark.parametrize("name", ignition.template_names())
@@ -178,7 +183,7 @@ def test_whole_line_placeholders_add_their_lines(generated: dict[str, str]) -> N
     with_autoscaler = [t for t in leaders if "echo set up the autoscaler for demo\n\n#" in t]
     without = [t for t in leaders if "done\n\n# Metrics server" in t]
     assert with_autoscaler and without
-    inits = [t for w, t in generated.items() if "/fuse-and-init/toil-" in w]
+    inits = [t for w, t in generated.items() if "/fuse-and-init/toil-" in w and "[Unit]" in t]
     assert inits
     for unit in inits:
         assert '-c "echo \\"$$HOME\\" 100%% ok"\nExecStart=/usr/bin/docker run \\\n' in unit

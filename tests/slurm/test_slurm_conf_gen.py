@@ -103,6 +103,8 @@ def test_power_save_lines_carry_usable_shapes_features_weights_and_counts(
     assert settings["ResumeFailProgram"] == "/opt/shoal/bin/shoal-slurm-resume-fail"
     # scaler.unneeded_time and join_timeout by default (10 min, 15 min)
     assert (settings["SuspendTime"], settings["ResumeTimeout"]) == ("600", "900")
+    # the workers shoal launches run slurmd configless: slurmctld must serve its config
+    assert "enable_configless" in settings["SlurmctldParameters"].split(",")
     assert settings["PartitionName"].startswith(
         "shoal Nodes=c5-xlarge-[1-10],r5-large-spot-[1-5],c5-2xlarge-[1-3] Default=YES"
     )
@@ -190,6 +192,7 @@ async def test_external_mode_declares_room_and_a_nodeset_the_workers_join(
     text = render(loaded, policy, bin_dir="/b")
     assert "NodeName=" not in text and "ResumeProgram" not in text
     assert "\nMaxNodeCount=18\n" in text
+    assert "SlurmctldParameters\n# must hold enable_configless." in text
     assert "\nNodeSet=shoal-nodes Feature=shoal\n" in text
     by_name = {t.name: t for t in policy.node_types}
     assert loaded.slurm is not None
