@@ -210,11 +210,6 @@ def test_missing_secret_file_passes_check_config_and_fails_preflight(
         assert _names_field(result.stderr, "api.token_file", str(missing)), shown
 
 
-def test_at_least_twenty_malformed_configs() -> None:
-    assert len(BAD_CONFIGS) >= 20
-    assert len({c[0] for c in BAD_CONFIGS}) == len(BAD_CONFIGS)
-
-
 # --- demand bodies -------------------------------------------------------------------------
 
 GOOD_JOB = {"cores": 1, "memory": "2GiB", "disk": "1GiB", "wall_time": "10m", "count": 3}
@@ -293,11 +288,6 @@ def api_daemon(tmp_path_factory: pytest.TempPathFactory, e2e: Any) -> Iterator[A
         if daemon.proc is not None and daemon.proc.poll() is None:
             daemon.proc.kill()
             daemon.proc.wait(timeout=10)
-
-
-def test_at_least_twenty_malformed_bodies() -> None:
-    assert len(BAD_BODIES) >= 20
-    assert len({b[0] for b in BAD_BODIES}) == len(BAD_BODIES)
 
 
 @pytest.mark.parametrize(
