@@ -150,7 +150,7 @@ def test_demand_launches_tagged_instances_in_ec2(shoal: Any, e2e: Any, moto: Mot
         on_timeout=lambda: f"{daemon.status()['nodes']}\n{daemon.tail()}",
     )
     # Steady: a few more passes launch nothing more.
-    time.sleep(1.5)
+    daemon.wait_passes(3)
     assert moto.live_ids(cluster) == ids
     assert e2e.metric(daemon.metrics(), "shoal_scale_ups_total") == 3
 
@@ -200,7 +200,7 @@ def test_kill9_during_scale_up_then_restart_no_duplicates_no_orphans(
         return ids if len(ids) >= 3 and daemon_ids(second) == ids else None
 
     ids = e2e.wait_for("3 instances, all known", settled, 15.0, 0.1, on_timeout=second.tail)
-    time.sleep(1.5)  # a few more passes
+    second.wait_passes(3)
     assert moto.live_ids(cluster) == ids == launched_by_first, "a duplicate after the restart"
     assert daemon_ids(second) == ids
     assert e2e.metric(second.metrics(), "shoal_scale_ups_total") == 0
@@ -245,7 +245,7 @@ def test_kill9_after_runinstances_on_a_lagging_listing_launches_nothing_twice(
     placeholders = daemon_ids(second)
     assert len(placeholders) == 3 and all(i.startswith("unconfirmed:") for i in placeholders)
     assert second.put_demand(demand).status == 200
-    time.sleep(3)  # passes every 500 ms, all within the listing lag
+    second.wait_passes(4)  # passes every 500 ms, all within the listing lag
     assert set(moto.behaviour._launched_at) == launched_by_first, "launched again"
     e2e.wait_for(
         "the instances listed and known",
@@ -254,7 +254,7 @@ def test_kill9_after_runinstances_on_a_lagging_listing_launches_nothing_twice(
         0.1,
         on_timeout=second.tail,
     )
-    time.sleep(1.5)
+    second.wait_passes(3)
     assert moto.live_ids(cluster) == launched_by_first
     assert len(moto.run_calls) == 1, moto.run_calls
     assert e2e.metric(second.metrics(), "shoal_scale_ups_total") == 0
@@ -313,7 +313,7 @@ def test_throttling_and_capacity_faults_are_survived_and_counted(
         return live if len(live) >= 2 else None
 
     live = e2e.wait_for("m5.xlarge instances", two_live, 30.0, 0.1, on_timeout=daemon.tail)
-    time.sleep(1.0)  # a few more passes: nothing more launched
+    daemon.wait_passes(3)  # nothing more launched
     live = moto.instances(cluster, LIVE)
     assert sorted(i["InstanceType"] for i in live) == ["m5.xlarge", "m5.xlarge"], live
     calls = [(c["InstanceType"], c["MaxCount"]) for c in moto.run_calls]
