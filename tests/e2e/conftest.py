@@ -14,7 +14,6 @@ import json
 import os
 import re
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -220,21 +219,18 @@ class ShoalProcess:
         assert result.status == 200, f"/metrics -> {result.status}: {result.text}"
         return parse_metrics(result.text)
 
-    def wait_passes(self, more: int, after: float = 0.0) -> dict[str, Any]:
-        """Wait until ``more`` passes have finished since this call, the last of them started
-        at least ``after`` seconds from now; return /v1/status then. A test that asserts
-        nothing more happened waits here rather than sleeping, so it cannot pass unchecked
-        when no pass ran."""
+    def wait_passes(self, more: int) -> dict[str, Any]:
+        """Wait until ``more`` passes have started and finished since this call; return
+        /v1/status then. A test that asserts nothing more happened waits here rather than
+        sleeping, so it cannot pass unchecked when no pass ran."""
         first = self.status()["passes"] + more  # a pass under way now does not count
-        not_before = time.time() + after
 
         def done() -> dict[str, Any] | None:
             status = self.status()
             last = status["last_pass"]
-            ok = last is not None and last["number"] >= first and last["started_at"] >= not_before
-            return status if ok else None
+            return status if last is not None and last["number"] >= first else None
 
-        return wait_for(f"{more} more passes", done, after + 15.0, on_timeout=self.tail)
+        return wait_for(f"{more} more passes", done, 15.0, on_timeout=self.tail)
 
     def node_ids(self, state: str | None = None) -> set[str]:
         out: set[str] = set()
