@@ -46,6 +46,20 @@ def patched(
         setattr(owner, name, original)
 
 
+@contextlib.contextmanager
+def daemon_listings_throttled() -> Iterator[None]:
+    """For a block, every DescribeInstances but the test's own answers RequestLimitExceeded."""
+    describe = InstanceResponse.describe_instances
+
+    def throttled_describe(self: InstanceResponse) -> Any:
+        if OBSERVER not in self.headers.get("User-Agent", ""):
+            raise EC2ClientError("RequestLimitExceeded", "Request limit exceeded.")
+        return describe(self)
+
+    with patched(InstanceResponse, "describe_instances", throttled_describe):
+        yield
+
+
 class Moto:
     """The moto EC2 endpoint, a boto3 client on it (marked as the observer) and EC2 behaviour."""
 
@@ -279,15 +293,9 @@ def test_throttling_and_capacity_faults_are_survived_and_counted(
         },
     )
     daemon = shoal(config).start(env=daemon_env())  # reconciled before the faults
-    describe = InstanceResponse.describe_instances
-
-    def throttled_describe(self: InstanceResponse) -> Any:
-        if OBSERVER not in self.headers.get("User-Agent", ""):
-            raise EC2ClientError("RequestLimitExceeded", "Request limit exceeded.")
-        return describe(self)
 
     # 1. Every listing throttled: passes are skipped and counted; the daemon stays up.
-    with patched(InstanceResponse, "describe_instances", throttled_describe):
+    with daemon_listings_throttled():
         start = time.monotonic()
 
         def throttle_counted() -> bool:
@@ -348,14 +356,8 @@ def test_configured_retry_bounds_a_throttled_call(shoal: Any, e2e: Any, moto: Mo
     retry = {"attempts": 2, "initial": "50ms", "max": "100ms", "deadline": "1s"}
     config = aws_config(e2e, moto, "e2e-retry", scaler={"interval": "200ms", "retry": retry})
     daemon = shoal(config).start(env=daemon_env())
-    describe = InstanceResponse.describe_instances
 
-    def throttled_describe(self: InstanceResponse) -> Any:
-        if OBSERVER not in self.headers.get("User-Agent", ""):
-            raise EC2ClientError("RequestLimitExceeded", "Request limit exceeded.")
-        return describe(self)
-
-    with patched(InstanceResponse, "describe_instances", throttled_describe):
+    with daemon_listings_throttled():
         start = time.monotonic()
         e2e.wait_for(
             "a throttled listing given up",
