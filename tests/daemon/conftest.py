@@ -7,6 +7,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import configs
 import pytest
 from shoal.daemon.config import ShoalConfig, parse_config
 from shoal.daemon.demand import DemandUpdate
@@ -38,11 +39,9 @@ T = TypeVar("T")
 
 def config_dict(**overrides: Any) -> dict[str, Any]:
     """A valid config: the simulated cloud, one on-demand node type, small timings."""
-    base: dict[str, Any] = {
-        "cluster_name": "test",
-        "provider": {"kind": "simulated", "zone": ZONE, "boot_delay": "20s", "join_delay": "10s"},
-        "node_types": [{"type": "c5.xlarge", "min": 0, "max": 10}],
-        "scaler": {
+    base = configs.config(
+        provider={"zone": ZONE, "boot_delay": "20s", "join_delay": "10s"},
+        scaler={
             "interval": "30s",
             "debounce": "200ms",
             "beta_inertia": 0.0,
@@ -51,14 +50,9 @@ def config_dict(**overrides: Any) -> dict[str, Any]:
             "scale_down_budget": 1.0,
             "retry": {"attempts": 4, "initial": "1s", "max": "2s", "deadline": "60s"},
         },
-        "demand": {"reports": ["queued", "running"]},
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = {**base[key], **value}
-        else:
-            base[key] = value
-    return base
+        demand={"reports": ["queued", "running"]},
+    )
+    return configs.merge(base, overrides)
 
 
 def jobs(

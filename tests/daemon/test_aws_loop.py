@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import configs
 import pytest
 from aiobotocore.session import get_session
 from fake_aws_pricing import FakeAwsPricing, SpotRecord, ec2_product
@@ -36,15 +37,9 @@ T = TypeVar("T")
 
 
 def config(url: str, node_type: str = "c5.xlarge", **overrides: Any) -> ShoalConfig:
-    provider = {
-        "kind": "aws",
-        "region": REGION,
-        "zones": ZONES,
-        "endpoint_url": url,
-        "image_id": IMAGE,
-        "price_refresh": False,
-        **overrides.pop("provider", {}),
-    }
+    provider = configs.aws_provider(
+        url, region=REGION, zones=ZONES, image_id=IMAGE, **overrides.pop("provider", {})
+    )
     scaler = {
         "interval": "30s",
         "debounce": "0s",
@@ -56,14 +51,14 @@ def config(url: str, node_type: str = "c5.xlarge", **overrides: Any) -> ShoalCon
         **overrides.pop("scaler", {}),
     }
     return parse_config(
-        {
-            "cluster_name": "aws-loop",
-            "provider": provider,
-            "node_types": [{"type": node_type, "max": 10}],
-            "scaler": scaler,
-            "demand": {"reports": ["queued", "running"]},
+        configs.config(
+            cluster_name="aws-loop",
+            provider=provider,
+            node_types=[{"type": node_type, "max": 10}],
+            scaler=scaler,
+            demand={"reports": ["queued", "running"]},
             **overrides,
-        }
+        )
     )
 
 

@@ -7,8 +7,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import configs
 import pytest
-import yaml
 from aiobotocore.session import get_session
 from moto_fixtures import Ec2Behaviour
 from shoal.daemon.cli import main
@@ -18,20 +18,12 @@ IMAGE = "ami-12c6146b"
 
 
 def write_config(path: Path, url: str, cluster: str = "demo", **provider: Any) -> str:
-    body = {
-        "cluster_name": cluster,
-        "provider": {
-            "kind": "aws",
-            "region": "us-east-1",
-            "zones": ["us-east-1b"],
-            "endpoint_url": url,
-            "image_id": IMAGE,
-            **provider,
-        },
-        "node_types": [{"type": "t3.micro", "max": 3}],
-    }
-    path.write_text(yaml.safe_dump(body))
-    return str(path)
+    body = configs.config(
+        cluster_name=cluster,
+        provider=configs.aws_provider(url, zones=["us-east-1b"], image_id=IMAGE, **provider),
+        node_types=[{"type": "t3.micro", "max": 3}],
+    )
+    return str(configs.write(path, body))
 
 
 def ec2_view(url: str, cluster: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -118,15 +110,7 @@ def test_bad_input_is_refused_before_any_call(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     simulated = tmp_path / "sim.yaml"
-    simulated.write_text(
-        yaml.safe_dump(
-            {
-                "cluster_name": "demo",
-                "provider": {"kind": "simulated", "zones": ["sim-1a"]},
-                "node_types": [{"type": "t3.micro", "max": 3}],
-            }
-        )
-    )
+    configs.write(simulated, configs.config(node_types=[{"type": "t3.micro", "max": 3}]))
     assert main(["cluster", "destroy", "-c", str(simulated)]) == 2
     assert "need kind: aws" in capsys.readouterr().err
     # nothing listens there: a tag that is not KEY=VALUE fails before any call is made

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -492,17 +490,6 @@ def test_preflight_state_dir_must_be_writable(tmp_path: Path) -> None:
     assert issue.expected == f"expected a directory; {tmp_path / 'file'} is not one"
     data["state_dir"] = str(tmp_path / "new" / "state")  # made at start
     assert preflight(parse_config(data)) == []
-
-
-def test_check_config_subprocess(tmp_path: Path) -> None:
-    shoal = Path(sys.executable).parent / "shoal"
-    ok = subprocess.run([shoal, "check-config", EXAMPLE], capture_output=True, text=True)
-    assert (ok.returncode, ok.stdout.strip()) == (0, "OK")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("cluster_name: x\nprovider: {kind: simulated, zone: z}\nnode_types: []\n")
-    res = subprocess.run([shoal, "check-config", bad], capture_output=True, text=True)
-    assert res.returncode == 2
-    assert "node_types: got []" in res.stderr
 
 
 def test_run_with_invalid_config_exits_2(tmp_path: Path) -> None:

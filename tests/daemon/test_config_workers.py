@@ -7,6 +7,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import configs
 import pytest
 import yaml
 from shoal.daemon.config import (
@@ -34,21 +35,13 @@ def files(tmp_path: Path) -> dict[str, str]:
 
 
 def config(cluster_type: str, workers: Any, **provider: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "cluster_name": "c",
-        "provider": {
-            "kind": "aws",
-            "cluster_type": cluster_type,
-            "region": "us-east-1",
-            "zone": "us-east-1a",
-            "image_id": "ami-1",
-            **provider,
-        },
-        "node_types": "c5.xlarge",
-    }
-    if workers is not None:
-        data["workers"] = workers
-    return data
+    aws = {"cluster_type": cluster_type, "zone": "us-east-1a", "image_id": "ami-1"}
+    return configs.config(
+        cluster_name="c",
+        provider=configs.aws_provider(None, price_refresh=None, **(aws | provider)),
+        node_types="c5.xlarge",
+        workers=workers,  # None: no workers section
+    )
 
 
 def test_no_workers_section_is_valid() -> None:

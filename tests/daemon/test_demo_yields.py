@@ -13,11 +13,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 from shoal.daemon.config import load_config
 from shoal.daemon.service import Service
 from shoal.runtime.testing import FakeClock
-from test_service import free_port
+from test_service import write_config
 from waits import wait_for_pass
 
 PUSHED = {
@@ -27,17 +26,13 @@ PUSHED = {
 
 
 def demo_config(tmp_path: Path) -> Path:
-    path = tmp_path / "shoal.yaml"
-    data: dict[str, Any] = {
-        "cluster_name": "demo-yields",
-        "provider": {"kind": "simulated", "zone": "us-west-2a", "boot_delay": "1s"},
-        "node_types": [{"type": "c5.xlarge", "max": 20}],
-        "scaler": {"interval": "30s", "debounce": "1s", "retry": {"initial": "1s", "max": "2s"}},
-        "demand": {"api": True, "demo": True},
-        "api": {"listen": f"127.0.0.1:{free_port()}"},
-    }
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_config(
+        tmp_path / "shoal.yaml",
+        cluster_name="demo-yields",
+        node_types=[{"type": "c5.xlarge", "max": 20}],
+        scaler={"debounce": "1s"},
+        demand={"api": True, "demo": True},
+    )
 
 
 async def next_pass(service: Service, clock: FakeClock) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import configs
 import pytest
-import yaml
 from shoal.daemon.config import load_config
 from shoal.daemon.durable import LOCK_FILE, STATE_FILE, DurableStore, StateError
 from shoal.daemon.service import Service
@@ -224,18 +224,10 @@ def test_leftover_temporary_files_are_removed_at_open(tmp_path: Path) -> None:
 
 def service_config(tmp_path: Path, state_dir: Path) -> Path:
     """A config for ``Service``: the simulated cloud, no Slurm, ``state_dir``."""
-    path = tmp_path / "shoal.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "cluster_name": "svc",
-                "provider": {"kind": "simulated", "zone": "us-west-2a"},
-                "node_types": [{"type": "c5.xlarge", "max": 5}],
-                "state_dir": str(state_dir),
-            }
-        )
+    data = configs.config(
+        cluster_name="svc", node_types=[{"type": "c5.xlarge", "max": 5}], state_dir=str(state_dir)
     )
-    return path
+    return configs.write(tmp_path / "shoal.yaml", data)
 
 
 @pytest.fixture

@@ -209,6 +209,8 @@ async def test_scale_down_drains_then_terminates_idle_nodes_keeps_busy(
     await h.clock.advance(30)
     await h.pass_()
     assert h.states() == {busy: "ready"}
+    assert h.sample("shoal_jobs_running") == 1
+    assert h.sample("shoal_nodes", node_type="c5.xlarge", state="ready") == 1
     assert [n.name for n in await h.provider.getProvisionedWorkers()] == [busy]
 
 

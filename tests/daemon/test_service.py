@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import configs
 import pytest
 import yaml
 from shoal.daemon.config import load_config
@@ -26,17 +27,15 @@ def free_port() -> int:
 
 
 def write_config(path: Path, **overrides: Any) -> Path:
-    data: dict[str, Any] = {
-        "cluster_name": "svc",
-        "provider": {"kind": "simulated", "zone": "us-west-2a", "boot_delay": "1s"},
-        "node_types": [{"type": "c5.xlarge", "max": 5}],
+    data = configs.config(
+        cluster_name="svc",
+        provider={"boot_delay": "1s"},
+        node_types=[{"type": "c5.xlarge", "max": 5}],
         # initial 1s: providers/retry.py passes tenacity's deprecated `initial` (warns if != 1)
-        "scaler": {"interval": "30s", "retry": {"initial": "1s", "max": "2s"}},
-        "api": {"listen": f"127.0.0.1:{free_port()}"},
-    }
-    data.update(overrides)
-    path.write_text(yaml.safe_dump(data))
-    return path
+        scaler={"interval": "30s", "retry": {"initial": "1s", "max": "2s"}},
+        api={"listen": f"127.0.0.1:{free_port()}"},
+    )
+    return configs.write(path, configs.merge(data, overrides))
 
 
 @pytest.fixture

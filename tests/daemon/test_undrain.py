@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import configs
 import pytest
 from aiohttp import web
 from shoal.daemon.config import parse_config
@@ -28,15 +29,6 @@ from shoal.scaler.model import AddCause, NodeAction, NodeType, Plan, PlannerStat
 from shoal.scaler.shape import Shape
 
 ZONE = "us-west-2a"
-
-
-def config_dict(**sections: Any) -> dict[str, Any]:
-    return {
-        "cluster_name": "test",
-        "provider": {"kind": "simulated", "zone": ZONE},
-        "node_types": [{"type": "c5.xlarge"}],
-        **sections,
-    }
 
 
 def make_provider(clock: FakeClock) -> SimulatedProvisioner:
@@ -79,12 +71,14 @@ async def test_undrain_webhook_posts_the_node_and_fails_on_errors() -> None:
 
 def test_undrain_hook_follows_the_config(tmp_path: Path) -> None:
     drain = parse_config(
-        config_dict(drain={"undrain_command": ["scontrol", "update", "{node}", "resume"]})
+        configs.config(drain={"undrain_command": ["scontrol", "update", "{node}", "resume"]})
     ).drain
     assert isinstance(
         make_undrain_hook(drain.undrain_command, drain.undrain_webhook), CommandUndrainHook
     )
-    web_drain = parse_config(config_dict(drain={"undrain_webhook": "http://127.0.0.1:1/u"})).drain
+    web_drain = parse_config(
+        configs.config(drain={"undrain_webhook": "http://127.0.0.1:1/u"})
+    ).drain
     hook = make_undrain_hook(web_drain.undrain_command, web_drain.undrain_webhook)
     assert isinstance(hook, WebhookUndrainHook) and hook.url == "http://127.0.0.1:1/u"
     assert isinstance(make_undrain_hook(None, None), NoUndrainHook)

@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import configs
 import pytest
 import yaml
+from configs import merge
 from procs import free_port, poll_until, shoal_argv, stop_process
 
 T = TypeVar("T")
@@ -31,31 +33,13 @@ START_DEADLINE = 15.0  # seconds for a daemon to answer /readyz
 POLL = 0.01  # seconds between polls of the daemon's HTTP endpoints
 
 
-def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``overrides`` into a copy of ``base``; a None value deletes the key."""
-    out = dict(base)
-    for key, value in overrides.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def simulated_config(port: int, **overrides: Any) -> dict[str, Any]:
     """A valid config on the simulated cloud with short timings, listening on ``port``."""
-    base: dict[str, Any] = {
-        "cluster_name": "e2e",
-        "provider": {
-            "kind": "simulated",
-            "zone": "sim-1a",
-            "boot_delay": "200ms",
-            "join_delay": "200ms",
-        },
-        "node_types": [{"type": "c5.xlarge", "min": 0, "max": 20}],
-        "scaler": {
+    base = configs.config(
+        cluster_name="e2e",
+        provider={"zone": "sim-1a", "boot_delay": "200ms", "join_delay": "200ms"},
+        node_types=[{"type": "c5.xlarge", "min": 0, "max": 20}],
+        scaler={
             "interval": "30s",
             "debounce": "200ms",
             "beta_inertia": 0.0,
@@ -64,10 +48,10 @@ def simulated_config(port: int, **overrides: Any) -> dict[str, Any]:
             "join_timeout": "1m",
             "retry": {"attempts": 3, "initial": "100ms", "max": "500ms", "deadline": "5s"},
         },
-        "demand": {"api": True, "demo": False, "reports": ["queued", "running"]},
-        "api": {"listen": f"127.0.0.1:{port}"},
-        "log_level": "INFO",
-    }
+        demand={"api": True, "demo": False, "reports": ["queued", "running"]},
+        api={"listen": f"127.0.0.1:{port}"},
+        log_level="INFO",
+    )
     return merge(base, overrides)
 
 
@@ -234,6 +218,19 @@ class ShoalProcess:
         result = self.get("/metrics")
         assert result.status == 200, f"/metrics -> {result.status}: {result.text}"
         return parse_metrics(result.text)
+
+    def wait_passes(self, more: int) -> dict[str, Any]:
+        """Wait until ``more`` passes have started and finished since this call; return
+        /v1/status then. A test that asserts nothing more happened waits here rather than
+        sleeping, so it cannot pass unchecked when no pass ran."""
+        first = self.status()["passes"] + more  # a pass under way now does not count
+
+        def done() -> dict[str, Any] | None:
+            status = self.status()
+            last = status["last_pass"]
+            return status if last is not None and last["number"] >= first else None
+
+        return wait_for(f"{more} more passes", done, 15.0, on_timeout=self.tail)
 
     def node_ids(self, state: str | None = None) -> set[str]:
         out: set[str] = set()

@@ -46,6 +46,20 @@ def patched(
         setattr(owner, name, original)
 
 
+@contextlib.contextmanager
+def daemon_listings_throttled() -> Iterator[None]:
+    """For a block, every DescribeInstances but the test's own answers RequestLimitExceeded."""
+    describe = InstanceResponse.describe_instances
+
+    def throttled_describe(self: InstanceResponse) -> Any:
+        if OBSERVER not in self.headers.get("User-Agent", ""):
+            raise EC2ClientError("RequestLimitExceeded", "Request limit exceeded.")
+        return describe(self)
+
+    with patched(InstanceResponse, "describe_instances", throttled_describe):
+        yield
+
+
 class Moto:
     """The moto EC2 endpoint, a boto3 client on it (marked as the observer) and EC2 behaviour."""
 
@@ -150,7 +164,7 @@ def test_demand_launches_tagged_instances_in_ec2(shoal: Any, e2e: Any, moto: Mot
         on_timeout=lambda: f"{daemon.status()['nodes']}\n{daemon.tail()}",
     )
     # Steady: a few more passes launch nothing more.
-    time.sleep(1.5)
+    daemon.wait_passes(3)
     assert moto.live_ids(cluster) == ids
     assert e2e.metric(daemon.metrics(), "shoal_scale_ups_total") == 3
 
@@ -200,7 +214,7 @@ def test_kill9_during_scale_up_then_restart_no_duplicates_no_orphans(
         return ids if len(ids) >= 3 and daemon_ids(second) == ids else None
 
     ids = e2e.wait_for("3 instances, all known", settled, 15.0, 0.1, on_timeout=second.tail)
-    time.sleep(1.5)  # a few more passes
+    second.wait_passes(3)
     assert moto.live_ids(cluster) == ids == launched_by_first, "a duplicate after the restart"
     assert daemon_ids(second) == ids
     assert e2e.metric(second.metrics(), "shoal_scale_ups_total") == 0
@@ -245,7 +259,7 @@ def test_kill9_after_runinstances_on_a_lagging_listing_launches_nothing_twice(
     placeholders = daemon_ids(second)
     assert len(placeholders) == 3 and all(i.startswith("unconfirmed:") for i in placeholders)
     assert second.put_demand(demand).status == 200
-    time.sleep(3)  # passes every 500 ms, all within the listing lag
+    second.wait_passes(4)  # passes every 500 ms, all within the listing lag
     assert set(moto.behaviour._launched_at) == launched_by_first, "launched again"
     e2e.wait_for(
         "the instances listed and known",
@@ -254,7 +268,7 @@ def test_kill9_after_runinstances_on_a_lagging_listing_launches_nothing_twice(
         0.1,
         on_timeout=second.tail,
     )
-    time.sleep(1.5)
+    second.wait_passes(3)
     assert moto.live_ids(cluster) == launched_by_first
     assert len(moto.run_calls) == 1, moto.run_calls
     assert e2e.metric(second.metrics(), "shoal_scale_ups_total") == 0
@@ -279,15 +293,9 @@ def test_throttling_and_capacity_faults_are_survived_and_counted(
         },
     )
     daemon = shoal(config).start(env=daemon_env())  # reconciled before the faults
-    describe = InstanceResponse.describe_instances
-
-    def throttled_describe(self: InstanceResponse) -> Any:
-        if OBSERVER not in self.headers.get("User-Agent", ""):
-            raise EC2ClientError("RequestLimitExceeded", "Request limit exceeded.")
-        return describe(self)
 
     # 1. Every listing throttled: passes are skipped and counted; the daemon stays up.
-    with patched(InstanceResponse, "describe_instances", throttled_describe):
+    with daemon_listings_throttled():
         start = time.monotonic()
 
         def throttle_counted() -> bool:
@@ -313,7 +321,7 @@ def test_throttling_and_capacity_faults_are_survived_and_counted(
         return live if len(live) >= 2 else None
 
     live = e2e.wait_for("m5.xlarge instances", two_live, 30.0, 0.1, on_timeout=daemon.tail)
-    time.sleep(1.0)  # a few more passes: nothing more launched
+    daemon.wait_passes(3)  # nothing more launched
     live = moto.instances(cluster, LIVE)
     assert sorted(i["InstanceType"] for i in live) == ["m5.xlarge", "m5.xlarge"], live
     calls = [(c["InstanceType"], c["MaxCount"]) for c in moto.run_calls]
@@ -348,14 +356,8 @@ def test_configured_retry_bounds_a_throttled_call(shoal: Any, e2e: Any, moto: Mo
     retry = {"attempts": 2, "initial": "50ms", "max": "100ms", "deadline": "1s"}
     config = aws_config(e2e, moto, "e2e-retry", scaler={"interval": "200ms", "retry": retry})
     daemon = shoal(config).start(env=daemon_env())
-    describe = InstanceResponse.describe_instances
 
-    def throttled_describe(self: InstanceResponse) -> Any:
-        if OBSERVER not in self.headers.get("User-Agent", ""):
-            raise EC2ClientError("RequestLimitExceeded", "Request limit exceeded.")
-        return describe(self)
-
-    with patched(InstanceResponse, "describe_instances", throttled_describe):
+    with daemon_listings_throttled():
         start = time.monotonic()
         e2e.wait_for(
             "a throttled listing given up",

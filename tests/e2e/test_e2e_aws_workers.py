@@ -1,12 +1,17 @@
 """`shoal run` on AWS (a moto server in this process) launches workers that join the leader.
 
 A leader instance is launched in moto first, tagged as ``launchCluster`` tags it. The daemon
-is a subprocess configured with a ``workers`` section: it learns the leader at start (its tag,
-the instance metadata service of "its" machine, or the address given), and on demand launches
-a worker. The test reads the worker's user data back from EC2 (DescribeInstanceAttribute),
-decodes the Ignition config and finds the agent of the cluster type, enabled, pointing at the
-leader. The fake IMDSv2 (tests/fake_imds.py) runs on 127.0.0.1 in a thread of this
-process, serving the leader's metadata.
+is a subprocess configured with a ``workers`` section: it learns the leader at start from
+the instance metadata service of "its" machine, and on demand launches a worker. The test
+reads the worker's user data back from EC2 (DescribeInstanceAttribute), decodes the Ignition
+config and finds the Kubernetes join, enabled, pointing at the leader, with the token read
+from a file relative to the config and never logged. The fake IMDSv2 (tests/fake_imds.py)
+runs on 127.0.0.1 in a thread of this process, serving the leader's metadata.
+
+This is the one end-to-end join. The other cluster types and leader sources are shown
+where they can be: the units in tests/providers/test_worker_join.py, the Mesos agent with a
+leader found by its tag or by IMDS and the dynamic Slurm worker on moto in
+tests/providers/test_aws_workers.py.
 """
 
 from __future__ import annotations
@@ -86,25 +91,7 @@ def file_text(doc: dict[str, Any], path: str) -> str:
     return unquote_to_bytes(entry["contents"]["source"].split(",", 1)[1]).decode()
 
 
-def workers_section(cluster_type: str, tmp_path: Path, leader_ip: str) -> dict[str, Any]:
-    if cluster_type == "mesos":
-        return {"leader": {"discover": "tag"}}
-    if cluster_type == "kubernetes":
-        (tmp_path / "kubeadm-token").write_text(TOKEN + "\n")
-        return {
-            "leader": {"discover": "imds"},
-            "kubernetes": {"token_file": "kubeadm-token", "ca_cert_hash": CA_HASH},
-        }
-    (tmp_path / "munge.key").write_bytes(bytes(range(128)))
-    return {
-        "leader": {"address": leader_ip},
-        "slurm": {"munge_key_file": "munge.key", "registration": "dynamic"},
-    }
-
-
-@pytest.mark.parametrize("cluster_type", ["mesos", "kubernetes", "slurm"])
 def test_launched_worker_runs_the_agent_of_the_leader(
-    cluster_type: str,
     shoal: Any,
     e2e: Any,
     moto: Moto,  # noqa: F811
@@ -112,19 +99,17 @@ def test_launched_worker_runs_the_agent_of_the_leader(
     imds_of: Any,
     tmp_path: Path,
 ) -> None:
-    cluster = f"e2e-join-{cluster_type}"
+    cluster_type, cluster = "kubernetes", "e2e-join"
     the_leader = leader(cluster)
     leader_ip = the_leader["PrivateIpAddress"]
-    provider: dict[str, Any] = {"cluster_type": cluster_type}
-    if cluster_type == "kubernetes":  # shoal runs on the leader: its metadata says so
-        provider["metadata_endpoint"] = imds_of(the_leader)
-    config = aws_config(
-        e2e,
-        moto,
-        cluster,
-        provider=provider,
-        workers=workers_section(cluster_type, tmp_path, leader_ip),
-    )
+    # shoal runs on the leader: its metadata says so
+    provider = {"cluster_type": cluster_type, "metadata_endpoint": imds_of(the_leader)}
+    (tmp_path / "kubeadm-token").write_text(TOKEN + "\n")
+    workers = {
+        "leader": {"discover": "imds"},
+        "kubernetes": {"token_file": "kubeadm-token", "ca_cert_hash": CA_HASH},
+    }
+    config = aws_config(e2e, moto, cluster, provider=provider, workers=workers)
     daemon = shoal(config).start(env=daemon_env())
     assert f"event=workers_prepared cluster_type={cluster_type} leader={leader_ip}" in (
         daemon.log_path.read_text()
@@ -138,21 +123,12 @@ def test_launched_worker_runs_the_agent_of_the_leader(
     (worker,) = e2e.wait_for("a worker in EC2", one_worker, 15.0, 0.05, on_timeout=daemon.tail)
     doc = user_data(moto, worker)
     units = {u["name"]: u for u in doc["systemd"]["units"]}
-    if cluster_type == "mesos":
-        agent = units["toil-worker.service"]
-        assert f"--master={leader_ip}:5050" in agent["contents"]
-    elif cluster_type == "kubernetes":
-        agent = units["join-kubernetes-cluster.service"]
-        assert units["install-kubernetes.service"]["enabled"]
-        script = file_text(doc, "/home/core/join-kubernetes-cluster.sh")
-        assert f'kubeadm join "{leader_ip}:6443"' in script
-        assert TOKEN not in daemon.log_path.read_text()
-    else:
-        agent = units["slurmd.service"]
-        assert units["munge.service"]["enabled"]
-        script = file_text(doc, "/home/core/start-slurmd.sh")
-        assert f"conf_server={leader_ip}\n" in script
-        assert "dynamic_conf=Feature=shoal,c5.xlarge\n" in script
+    agent = units["join-kubernetes-cluster.service"]
+    assert units["install-kubernetes.service"]["enabled"]
+    script = file_text(doc, "/home/core/join-kubernetes-cluster.sh")
+    assert f'kubeadm join "{leader_ip}:6443"' in script
+    assert f'token: "{TOKEN}"' in file_text(doc, "/home/core/kubernetes-worker.yml")
+    assert TOKEN not in daemon.log_path.read_text()
     assert agent["enabled"] is True
     print(f"\n{cluster_type}: worker {worker} boots {agent['name']} joining {leader_ip}")
 

@@ -1,4 +1,8 @@
-"""`shoal run` on the simulated cloud, as a subprocess: scale-up latency, scale-down, SIGTERM."""
+"""`shoal run` on the simulated cloud, as a subprocess: scale-up latency and SIGTERM.
+
+Scale-down (idle nodes go after unneeded_time, a busy one stays) is the loop's
+(tests/daemon/test_loop.py::test_scale_down_drains_then_terminates_idle_nodes_keeps_busy,
+on a FakeClock); the process-level scale-down is test_e2e_aws.py's restart test."""
 
 from __future__ import annotations
 
@@ -44,43 +48,6 @@ def test_demand_reaches_add_nodes_within_one_second(shoal: Any, e2e: Any) -> Non
     assert status["last_pass"]["launched"] == 5, status["last_pass"]
     assert status["demand"]["queued_jobs"] == 5
     assert status["last_plan"]["targets"] == {NODE_TYPE: 5}
-
-
-def test_idle_nodes_go_after_unneeded_time_busy_node_stays(shoal: Any, e2e: Any) -> None:
-    unneeded = 2.0
-    config = e2e.simulated_config(
-        e2e.free_port(), scaler={"interval": "300ms", "unneeded_time": f"{unneeded}s"}
-    )
-    daemon = shoal(config).start()
-    assert daemon.put_demand({"jobs": [e2e.job(3, cores=4)], "running": []}).status == 200
-
-    def three_ready() -> set[str] | None:
-        ready = daemon.node_ids("ready")
-        return ready if len(ready) == 3 else None
-
-    nodes = e2e.wait_for("3 ready nodes", three_ready, 10.0, on_timeout=daemon.tail)
-    busy = sorted(nodes)[0]
-    # Queue drained: one job now runs on `busy`, the other two nodes are idle.
-    removed_at = time.monotonic()
-    reply = daemon.put_demand({"jobs": [], "running": [e2e.running_job(busy, cores=4)]})
-    assert reply.status == 200, reply.text
-
-    def only_busy_left() -> bool:
-        return daemon.node_ids() - daemon.node_ids("terminated") == {busy}
-
-    e2e.wait_for("idle nodes terminated", only_busy_left, 10.0, on_timeout=daemon.tail)
-    took = time.monotonic() - removed_at
-    print(f"\nidle nodes terminated {took:.2f}s after the demand went (unneeded_time {unneeded}s)")
-    assert took >= unneeded * 0.9, f"idle nodes went after {took:.2f}s < unneeded_time"
-
-    # Well past another unneeded period, the busy node is still there and still ready.
-    time.sleep(unneeded + 1.0)
-    assert daemon.node_ids("ready") == {busy}, daemon.status()["nodes"]
-    samples = daemon.metrics()
-    assert e2e.metric(samples, "shoal_scale_downs_total", node_type=NODE_TYPE) == 2
-    assert e2e.metric(samples, "shoal_nodes", node_type=NODE_TYPE, state="ready") == 1
-    assert e2e.metric(samples, "shoal_jobs_running") == 1
-    assert daemon.alive()
 
 
 def sigterm(daemon: Any) -> tuple[int, float]:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import configs
 import pytest
 from aiobotocore.session import get_session
 from fake_imds import FakeImds
@@ -34,8 +35,6 @@ from test_ignition import check_ignition_2_2
 
 IMAGE = "ami-12c6146b"
 ZONE = "us-east-1a"
-TOKEN = "abcdef.0123456789abcdef"
-CA_HASH = "sha256:" + "cd" * 32
 MUNGE_KEY = hashlib.sha512(b"moto munge").digest() * 2
 
 
@@ -47,28 +46,17 @@ class Env:
     imds_url: str = "http://127.0.0.1:9"  # nothing listens: a test that reads it says so
 
     def config(self, cluster_type: str, workers: dict[str, Any] | None, **provider: Any) -> Any:
-        (self.tmp / "token").write_text(TOKEN + "\n")
         (self.tmp / "munge.key").write_bytes(MUNGE_KEY)
-        data: dict[str, Any] = {
-            "cluster_name": "demo",
-            "provider": {
-                "kind": "aws",
-                "cluster_type": cluster_type,
-                "region": "us-east-1",
-                "zone": ZONE,
-                "endpoint_url": self.url,
-                "image_id": IMAGE,
-                "metadata_endpoint": self.imds_url,
-                **provider,
-            },
-            "node_types": [{"type": "c5.xlarge", "max": 5}],
-        }
-        if workers is not None:
-            data["workers"] = workers
-        return parse_config(data)
-
-    def k8s(self, **extra: Any) -> dict[str, Any]:
-        return {"token_file": str(self.tmp / "token"), "ca_cert_hash": CA_HASH, **extra}
+        aws = {"cluster_type": cluster_type, "zone": ZONE, "metadata_endpoint": self.imds_url}
+        section = configs.aws_provider(self.url, image_id=IMAGE, price_refresh=None, **aws)
+        return parse_config(
+            configs.config(
+                cluster_name="demo",
+                provider=configs.merge(section, provider),
+                node_types=[{"type": "c5.xlarge", "max": 5}],
+                workers=workers,  # None: no workers section
+            )
+        )
 
     def slurm(self, **extra: Any) -> dict[str, Any]:
         return {"munge_key_file": str(self.tmp / "munge.key"), **extra}
@@ -138,12 +126,14 @@ async def launch_one(config: ShoalConfig) -> tuple[AWSProvisioner, str]:
 
 
 @needs_systemd_analyze
-@pytest.mark.parametrize("source", ["address", "discover-tag", "discover-imds"])
+@pytest.mark.parametrize("source", ["tag", "imds"])
 async def test_mesos_worker_runs_the_agent_of_the_leader(
     source: str, env: Env, leader: dict[str, Any], imds: FakeImds, tmp_path: Path
 ) -> None:
+    """The leader discovered in moto (its tag) or the fake IMDS; a given address is
+    test_worker_join's (test_prepare_learns_the_leader_a_mesos_agent_joins[address])."""
     leader_ip = leader["PrivateIpAddress"]
-    how = {"address": {"address": leader_ip}}.get(source, {"discover": source[9:]})
+    how = {"discover": source}
     aws, worker = await launch_one(env.config("mesos", {"leader": how}))  # prepared on launch
     assert aws._leaderPrivateIP == leader_ip
     doc = await env.user_data(worker)
@@ -153,29 +143,7 @@ async def test_mesos_worker_runs_the_agent_of_the_leader(
     assert "--entrypoint=mesos-agent" in unit["contents"]
     assert_units_verify(tmp_path, doc)
     imds_reads = [p for m, p, _ in imds.requests if m == "GET"]
-    assert bool(imds_reads) == (source == "discover-imds")
-
-
-@needs_systemd_analyze
-async def test_kubernetes_worker_joins_with_the_configured_values(
-    env: Env, leader: dict[str, Any], imds: FakeImds, tmp_path: Path
-) -> None:
-    config = env.config("kubernetes", {"leader": {"discover": "imds"}, "kubernetes": env.k8s()})
-    async with AWSProvisioner.from_config(config) as aws:
-        await aws.prepare_workers(config.workers)  # what the service does at start
-        worker = await add_one(aws)
-    doc = await env.user_data(worker)
-    units = {u["name"]: u for u in doc["systemd"]["units"]}
-    join = units["join-kubernetes-cluster.service"]
-    assert join["enabled"] is True
-    assert "Requires=install-kubernetes.service" in join["contents"].splitlines()
-    assert {"install-kubernetes.service", "kubelet.service"} <= set(units)
-    files = files_of(doc)
-    endpoint = f"{leader['PrivateIpAddress']}:6443"
-    assert f'kubeadm join "{endpoint}"' in files["/home/core/join-kubernetes-cluster.sh"]
-    worker_yml = files["/home/core/kubernetes-worker.yml"]
-    assert f'token: "{TOKEN}"' in worker_yml and CA_HASH in worker_yml
-    assert_units_verify(tmp_path, doc)
+    assert bool(imds_reads) == (source == "imds")
 
 
 @needs_systemd_analyze

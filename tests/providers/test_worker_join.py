@@ -347,10 +347,10 @@ async def test_secrets_are_never_logged(
 
 AGENTS = {
     # case: (cluster type, extra slurm settings, preemptible, the agent unit)
+    # (spot workers differ in an agent argument only: test_instance_setup verifies the
+    # preemptible mesos-worker and k8s-worker-node)
     "mesos": ("mesos", {}, False, "toil-worker.service"),
-    "mesos-spot": ("mesos", {}, True, "toil-worker.service"),
     "kubernetes": ("kubernetes", {}, False, "join-kubernetes-cluster.service"),
-    "kubernetes-spot": ("kubernetes", {}, True, "join-kubernetes-cluster.service"),
     "slurm-named-tag": ("slurm", {}, False, "slurmd.service"),
     "slurm-named-hostname": ("slurm", {"node_name": "hostname"}, False, "slurmd.service"),
     "slurm-dynamic": (

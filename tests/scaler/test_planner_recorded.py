@@ -24,25 +24,11 @@ from shoal.scaler.planner import plan
 RECORDED = json.loads(DATA.read_text())
 
 
-def test_the_cases_cover_what_they_claim_to() -> None:
-    """The set is as recorded, and holds what makes the planner slow: many running jobs,
-    each with its own remaining time, on and off the minute grid."""
-    assert sorted(RECORDED, key=int) == [str(s) for s in range(CASES)]
-    busy = [case(s)[0] for s in range(0, CASES, 3)]
-    assert sum(len(snap.demand.running) >= 60 for snap in busy) >= 20
-    assert any(on_minute_grid(snap) for snap in busy if snap.demand.running)
-    assert any(not on_minute_grid(snap) for snap in busy if snap.demand.running)
-
-
 ON_GRID = [s for s in range(CASES) if on_minute_grid(case(s)[0])]
 OFF_GRID = [s for s in range(CASES) if s not in ON_GRID]
 # 272 was re-recorded on purpose (issue 17's review): c5.2xlarge (max 6) has 1 live node and
 # 1 drained by someone else; the old plan launched 5, 7 instances for a max of 6. Every draining
 # node now counts toward the max, so it launches 4 (test_272_counts_the_drained_node_toward_max).
-
-
-def test_both_kinds_are_there() -> None:
-    assert len(ON_GRID) >= 150 and len(OFF_GRID) >= 100
 
 
 @pytest.mark.parametrize("seed", ON_GRID)
@@ -59,8 +45,8 @@ def test_272_counts_the_drained_node_toward_max() -> None:
     nodes = [n for n in snapshot.nodes if n.node_type == "c5.2xlarge"]
     p = plan(*case(272))
     launched = sum(x.count for x in p.launches if x.node_type == "c5.2xlarge")
-    assert c5.max_nodes == 6 and len(nodes) == 2  # one live, one drained by someone else
-    assert len(nodes) + launched == c5.max_nodes  # the old plan made it 7
+    # one live, one drained by someone else: 4 more make the max of 6 (the old plan made it 7)
+    assert (launched, len(nodes) + launched) == (4, c5.max_nodes)
 
 
 @pytest.mark.parametrize("seed", OFF_GRID)

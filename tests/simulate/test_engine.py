@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import configs
 import numpy as np
 import pytest
 from shoal.daemon.config import ShoalConfig, parse_config
@@ -29,17 +30,11 @@ def config(**scaler: Any) -> ShoalConfig:
     """One on-demand type; no smoothing, no debounce, so every step lands on whole seconds."""
     provider = scaler.pop("provider", {})
     node_types = scaler.pop("node_types", [{"type": "c5.xlarge", "max": 10}])
-    data = {
-        "cluster_name": "sim",
-        "provider": {
-            "kind": "simulated",
-            "zone": "sim-1a",
-            "boot_delay": "60s",
-            "join_delay": "30s",
-            **provider,
-        },
-        "node_types": node_types,
-        "scaler": {
+    data = configs.config(
+        cluster_name="sim",
+        provider={"zone": "sim-1a", "boot_delay": "60s", "join_delay": "30s", **provider},
+        node_types=node_types,
+        scaler={
             "interval": "30s",
             "debounce": "0s",
             "beta_inertia": 0.0,
@@ -48,8 +43,8 @@ def config(**scaler: Any) -> ShoalConfig:
             "target_time": "1h",
             **scaler,
         },
-        "demand": {"api": False},
-    }
+        demand={"api": False},
+    )
     return parse_config(data)
 
 
