@@ -4,7 +4,8 @@
 ``addNodes``/``terminateNodes`` once, for every cloud):
 
 - ``launch_offering``: one ``RunInstances`` in one zone, MinCount=1 and MaxCount=n (EC2 launches
-  what capacity allows), with the request's ``ClientToken``, so a retried or repeated launch
+  what capacity allows; a gang's request has MinCount = MaxCount = n, and EC2 launches all of
+  them or none), with the request's ``ClientToken``, so a retried or repeated launch
   creates nothing twice: EC2 answers a repeated token with the original reservation. A capacity
   code is a ``CapacityError`` (``QuotaError`` for account limits) carrying the offering.
 - ``terminate_instances``: one ``TerminateInstances`` per batch of <= 1000. EC2 rejects the whole
@@ -460,8 +461,8 @@ class AWSProvisioner(AbstractProvisioner):
         return {"InstanceTypes": found}
 
     async def launch_offering(self, request: LaunchRequest) -> list[str]:
-        """One RunInstances in the offering's zone (MinCount=1, MaxCount=count) with the
-        request's ClientToken; returns the instance ids."""
+        """One RunInstances in the offering's zone (MinCount=min_count, MaxCount=count) with
+        the request's ClientToken; returns the instance ids."""
         offering = request.offering
         if self.bootstrap.worker_settings is not None and not self.bootstrap.prepared:
             await self.prepare_workers()
@@ -476,7 +477,9 @@ class AWSProvisioner(AbstractProvisioner):
         )
         if metadata_options:
             spec["MetadataOptions"] = metadata_options
-        spec.update(MinCount=1, MaxCount=request.count, ClientToken=request.client_token)
+        spec.update(
+            MinCount=request.min_count, MaxCount=request.count, ClientToken=request.client_token
+        )
         resp = await self._call("run_instances", spec, offerings=(offering,))
         return [i["InstanceId"] for i in resp.get("Instances", [])]
 
