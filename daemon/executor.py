@@ -405,6 +405,7 @@ class Executor:
                 first=doubt[-1].offering if doubt else first,
                 before_offering=before_offering,
                 all_or_nothing=all_or_nothing,
+                placement_group=node_type.placement_group,
             )
 
         result, events = await self._tracked_call("addNodes", request_id, add)

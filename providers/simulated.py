@@ -346,6 +346,8 @@ class SimulatedProvisioner(AbstractProvisioner):
                 "client_token": request.client_token,
                 "requestId": request.request_id,
                 "spot_bid": request.spot_bid,
+                "min_count": request.min_count,
+                "placement_group": request.placement_group,
             },
             effect=lambda: self._run_instances(request),
         )

@@ -94,3 +94,28 @@ async def test_each_gang_of_a_launch_is_its_own_request(clock: FakeClock) -> Non
         ("r-1", 3, 0),
     ]
     assert len(h.provider.worker_names()) == 3
+
+
+async def test_a_node_types_placement_group_goes_with_its_launches(clock: FakeClock) -> None:
+    """``node_types[].placement_group`` reaches every launch of that type (the config, the
+    planner's node type, the executor, the provider's request), gangs and single nodes."""
+    config = config_dict(
+        node_types=[
+            {"type": "c5.xlarge", "max": 10, "placement_group": "cluster"},
+            {"type": "m5.xlarge", "max": 10},
+        ]
+    )
+    h = await make_harness(clock, parse_config(config))
+    (c5, m5) = h.controller.policy.node_types
+    assert (c5.placement_group, m5.placement_group) == ("cluster", None)
+    await h.drive(h.controller.launch(c5, Launch(c5.name, 3, AddCause.DEMAND, "g", gangs=(2,))))
+    await h.drive(h.controller.launch(m5, Launch(m5.name, 1, AddCause.DEMAND, "one")))
+    assert [
+        (
+            c.kwargs["offering"].instance_type,
+            c.kwargs["count"],
+            c.kwargs["min_count"],
+            c.kwargs["placement_group"],
+        )
+        for c in h.launch_calls()
+    ] == [("c5.xlarge", 2, 2, "cluster"), ("c5.xlarge", 1, 1, "cluster"), ("m5.xlarge", 1, 1, None)]

@@ -750,6 +750,38 @@ async def test_a_cloud_answering_part_of_a_gang_has_it_terminated(env: Env) -> N
         assert {n.zone for n in workers} == {"us-east-1b"} and len(workers) == 4
 
 
+async def test_a_cluster_placement_group_per_type_and_zone_made_once_deleted_on_destroy(
+    env: Env,
+) -> None:
+    """``placement_group="cluster"``: RunInstances names the cluster's group for the type and
+    zone, made once (tagged with the cluster) and reused; a group another daemon made is used
+    as it is; destroyCluster deletes them once the instances are gone."""
+    env.behaviour.capacity[("c5.large", "us-east-1a")] = 1
+    async with env.provisioner(zone=None, zones=["us-east-1a", "us-east-1b"]) as aws:
+        assert await aws.addNodes(["c5.large"], 2, False, placement_group="cluster") == 2
+        assert await aws.addNodes(["c5.large"], 1, False, placement_group="cluster") == 1
+        assert [(r["Zone"], r["PlacementGroup"]) for r in env.behaviour.requests] == [
+            ("us-east-1a", "shoal-demo-c5.large-us-east-1a"),
+            ("us-east-1b", "shoal-demo-c5.large-us-east-1b"),
+            ("us-east-1a", "shoal-demo-c5.large-us-east-1a"),
+            ("us-east-1b", "shoal-demo-c5.large-us-east-1b"),
+        ]
+        groups = env.behaviour.placement_groups
+        assert sorted(groups) == [
+            "shoal-demo-c5.large-us-east-1a",
+            "shoal-demo-c5.large-us-east-1b",
+        ]
+        assert all(g["Strategy"] == "cluster" for g in groups.values())
+        assert all({"Key": TAG_CLUSTER, "Value": "demo"} in g["Tags"] for g in groups.values())
+        assert await aws.addNodes(["t3.micro"], 1, False) == 1  # no group asked: none used
+        assert env.behaviour.requests[-1]["PlacementGroup"] == ""
+    async with env.provisioner(zone=None, zones=["us-east-1b"]) as again:  # a new daemon
+        assert await again.addNodes(["c5.large"], 1, False, placement_group="cluster") == 1
+        assert env.behaviour.requests[-1]["PlacementGroup"] == "shoal-demo-c5.large-us-east-1b"
+        await again.destroyCluster()
+        assert env.behaviour.placement_groups == {}
+
+
 async def test_the_listing_is_eventually_consistent(aws: AWSProvisioner, env: Env) -> None:
     now = [1000.0]
     env.behaviour.now = lambda: now[0]
