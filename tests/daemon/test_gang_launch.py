@@ -119,3 +119,29 @@ async def test_a_node_types_placement_group_goes_with_its_launches(clock: FakeCl
         )
         for c in h.launch_calls()
     ] == [("c5.xlarge", 2, 2, "cluster"), ("c5.xlarge", 1, 1, "cluster"), ("m5.xlarge", 1, 1, None)]
+
+
+async def test_a_gang_is_one_intent_on_disk_rewritten_per_offering(clock: FakeClock) -> None:
+    """Before each offering is tried the intent is written: a gang's is its own request, with
+    its whole count, the offering about to be tried and (so) that offering's client token."""
+    h = await harness(clock)
+    h.provider.set_capacity("c5.xlarge", 3, zone="us-west-2a")
+    (node_type,) = h.controller.policy.node_types
+    journal = h.controller.journal
+    written: list[tuple[str, int, str]] = []
+    intent = journal.intent
+
+    async def recorded(
+        request_id: str, nt: Any, count: int, offering: Offering, now: float
+    ) -> None:
+        await intent(request_id, nt, count, offering, now)
+        saved = journal.intents[request_id]
+        written.append((request_id, saved["count"], saved["offering"]["zone"]))
+
+    journal.intent = recorded  # type: ignore[method-assign]
+    launch = Launch(node_type.name, 5, AddCause.DEMAND, "a 4-node job and 1 more", gangs=(4,))
+    report = await h.drive(h.controller.launch(node_type, launch, request_id="r"))
+    assert written == [("r", 4, "us-west-2a"), ("r", 4, "us-west-2b"), ("r-1", 1, "us-west-2a")]
+    assert [(o.request_id, o.launched) for o in report.launches] == [("r", 4), ("r-1", 1)]
+    assert journal.intents == {}  # answered: booked in the ledger instead
+    assert zones_alive(h) == ["us-west-2a"] + ["us-west-2b"] * 4

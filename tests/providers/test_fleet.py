@@ -57,11 +57,11 @@ async def test_a_fleet_of_its_own_over_the_simulated_cloud() -> None:
     assert await fleet.getProvisionedWorkers() == []
 
 
-async def test_a_gang_falls_back_whole_and_is_never_listed_in_part() -> None:
-    """The simulated cloud as EC2: a 4-node gang in a zone with room for 3 launches nothing
-    there, then all 4 in the next zone, and no listing between the calls shows part of it."""
-    cloud = SimulatedProvisioner("demo", zones=["sim-1a", "sim-1b"], clock=FakeClock())
-    cloud.set_capacity("c5.xlarge", 3, zone="sim-1a")
+async def launch_gang(
+    cloud: SimulatedProvisioner, nodes: int
+) -> tuple[Fleet, int, list[int], list[ProviderEvent]]:
+    """A gang of ``nodes`` c5.xlarge through a fleet of its own: the fleet, how many it
+    launched, the workers alive before each offering was tried, and the events."""
     fleet = Fleet(cloud, cluster_name="demo", zones=cloud.zones)
     events: list[ProviderEvent] = []
     fleet.subscribe(events.append)
@@ -71,8 +71,18 @@ async def test_a_gang_falls_back_whole_and_is_never_listed_in_part() -> None:
         seen.append(len(cloud.worker_names()))
 
     launched = await fleet.addNodes(
-        ["c5.xlarge"], 4, False, all_or_nothing=True, before_offering=before_offering
+        ["c5.xlarge"], nodes, False, all_or_nothing=True, before_offering=before_offering
     )
+    return fleet, launched, seen, events
+
+
+async def test_a_gang_falls_back_whole_and_is_never_listed_in_part() -> None:
+    """The simulated cloud as EC2: a 4-node gang in a zone with room for 3 launches nothing
+    there, then all 4 in the next zone, and no listing between the calls shows part of it."""
+    cloud = SimulatedProvisioner("demo", zones=["sim-1a", "sim-1b"], clock=FakeClock())
+    cloud.set_capacity("c5.xlarge", 3, zone="sim-1a")
+
+    fleet, launched, seen, events = await launch_gang(cloud, 4)
 
     assert launched == 4 and seen == [0, 0]
     # refused by the cloud itself, not launched in part and ended by the fleet
@@ -119,21 +129,10 @@ async def test_part_of_a_gang_a_cloud_answers_is_terminated_at_once() -> None:
         return await real(dataclasses.replace(request, min_count=1))
 
     cloud.launch_offering = min_count_ignored  # type: ignore[method-assign]
-    fleet = Fleet(cloud, cluster_name="demo", zones=cloud.zones)
-    events: list[ProviderEvent] = []
-    fleet.subscribe(events.append)
-    seen: list[int] = []
 
-    async def before_offering(offering: Offering, token: str) -> None:
-        seen.append(len(cloud.worker_names()))
+    fleet, launched, seen, events = await launch_gang(cloud, 4)
 
-    assert (
-        await fleet.addNodes(
-            ["c5.xlarge"], 4, False, all_or_nothing=True, before_offering=before_offering
-        )
-        == 4
-    )
-    assert seen == [0, 0]  # the 3 of sim-1a were gone before sim-1b was tried
+    assert launched == 4 and seen == [0, 0]  # the 3 of sim-1a were gone before sim-1b
     attempts = [e for e in events if isinstance(e, LaunchAttempt)]
     assert [(len(a.ids), a.capacity_error) for a in attempts] == [(0, True), (4, False)]
     (ended,) = [e for e in events if isinstance(e, TerminationResult)]
