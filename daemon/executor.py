@@ -5,6 +5,10 @@ by ``provider.retryPredicate`` and the configured ``RetryPolicy``, and is timed 
 ``shoal_provider_call_duration_seconds``. A launch carries a ``requestId`` made once per planned
 launch and reused by every retry; the provider derives each offering's client token from it,
 so a retried ``addNodes`` returns what an earlier attempt launched and never launches twice.
+A launch's gangs (``Launch.gangs``: multi-node jobs) are each one request of their own, all or
+nothing (``addNodes(all_or_nothing=True)``: the whole gang in one offering, so one zone, or
+none of it), before the rest of its count as single nodes; each request is one intent on disk
+(``before_launch``) and one ``LaunchOutcome``.
 
 What the seed's return values cannot say comes from the provider's events
 (``providers.outcomes``), collected per request: every offering tried, with the ids it launched
@@ -322,12 +326,48 @@ class Executor:
         first: Offering | None = None,
         on_offering: OnOffering | None = None,
     ) -> None:
-        request_id = request_id or self.request_ids()
-        tags = {**self.launch_tags(node_type), **(tags or {})}
+        """``launch`` as one request per unit, one after the other: each gang of
+        ``launch.gangs`` all or nothing (in one offering: one zone), then the rest of its count
+        as single nodes. A unit is one request id (the caller's for the first, suffixed ``-i``
+        for the i-th after it), one intent on disk and one ``LaunchOutcome``."""
+        units = [(n, True) for n in launch.gangs if n > 0]
+        if (rest := launch.count - sum(n for n, _ in units)) > 0:
+            units.append((rest, False))
+        for i, (count, all_or_nothing) in enumerate(units):
+            unit_id = self.request_ids() if request_id is None else request_id
+            if request_id is not None and i:
+                unit_id = f"{request_id}-{i}"
+            await self._launch_unit(
+                node_type,
+                launch,
+                count,
+                all_or_nothing,
+                unavailable,
+                report,
+                unit_id,
+                {**self.launch_tags(node_type), **(tags or {})},
+                first,
+                on_offering,
+            )
+
+    async def _launch_unit(
+        self,
+        node_type: NodeType,
+        launch: Launch,
+        count: int,
+        all_or_nothing: bool,
+        unavailable: set[Offering],
+        report: ExecutionReport,
+        request_id: str,
+        tags: Mapping[str, str],
+        first: Offering | None,
+        on_offering: OnOffering | None,
+    ) -> None:
         log.info(
-            'event=scale_up node_type=%s count=%d cause=%s request_id=%s reason="%s"',
+            'event=scale_up node_type=%s count=%d gang=%s cause=%s request_id=%s reason="%s"',
             node_type.name,
-            launch.count,
+            count,
+            all_or_nothing,
             launch.cause,
             request_id,
             launch.message,
@@ -341,7 +381,7 @@ class Executor:
                 on_offering(offering, token)
             if self.before_launch is not None:
                 try:
-                    await self.before_launch(request_id, node_type, launch.count, offering)
+                    await self.before_launch(request_id, node_type, count, offering)
                 except Exception as exc:  # not on disk: it could not be found after a crash
                     raise _NotWritten(f"state not written: {exc!r}") from exc
 
@@ -356,7 +396,7 @@ class Executor:
             ]
             return await self.provider.addNodes(
                 list(node_type.instance_types),  # preference order, as configured
-                launch.count,
+                count,
                 node_type.preemptible,
                 node_type.bid,
                 requestId=request_id,
@@ -364,6 +404,8 @@ class Executor:
                 tags=tags,
                 first=doubt[-1].offering if doubt else first,
                 before_offering=before_offering,
+                all_or_nothing=all_or_nothing,
+                placement_group=node_type.placement_group,
             )
 
         result, events = await self._tracked_call("addNodes", request_id, add)
@@ -399,7 +441,7 @@ class Executor:
                 "event=scale_up_failed node_type=%s requested=%d launched=%d request_id=%s "
                 'error="%r"',
                 node_type.name,
-                launch.count,
+                count,
                 len(launched_ids),
                 request_id,
                 result,
@@ -409,13 +451,13 @@ class Executor:
                 "event=scaled_up node_type=%s launched=%d requested=%d request_id=%s",
                 node_type.name,
                 result,
-                launch.count,
+                count,
                 request_id,
             )
         if launched_ids:
             self.metrics.scale_ups.labels(node_type=node_type.name).inc(len(launched_ids))
         report.launches.append(
-            LaunchOutcome(node_type.name, launch.count, len(launched_ids), request_id, error)
+            LaunchOutcome(node_type.name, count, len(launched_ids), request_id, error)
         )
 
     async def _drain_all(

@@ -68,6 +68,7 @@ def planner_policy(
                 min_nodes=entry.min,
                 max_nodes=entry.max,
                 zones=config.provider.launch_zones,
+                placement_group=entry.placement_group,
             )
         )
     s = config.scaler

@@ -4,9 +4,13 @@
 ``addNodes``/``terminateNodes`` once, for every cloud):
 
 - ``launch_offering``: one ``RunInstances`` in one zone, MinCount=1 and MaxCount=n (EC2 launches
-  what capacity allows), with the request's ``ClientToken``, so a retried or repeated launch
+  what capacity allows; a gang's request has MinCount = MaxCount = n, and EC2 launches all of
+  them or none), with the request's ``ClientToken``, so a retried or repeated launch
   creates nothing twice: EC2 answers a repeated token with the original reservation. A capacity
   code is a ``CapacityError`` (``QuotaError`` for account limits) carrying the offering.
+  With ``request.placement_group`` (a strategy: "cluster") the instances go into the cluster's
+  placement group for their type and zone, ``shoal-<cluster>-<type>-<zone>``, created on first
+  use tagged with the cluster and deleted by ``destroyCluster``.
 - ``terminate_instances``: one ``TerminateInstances`` per batch of <= 1000. EC2 rejects the whole
   call when any id is unknown (``InvalidInstanceID.NotFound``): the ids its message names are
   already gone and the rest is sent again; when the message names none, each id is tried alone,
@@ -195,6 +199,7 @@ class AWSProvisioner(AbstractProvisioner):
         self.refresher: PricingRefresher | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._placement_groups: set[str] = set()  # known to exist (made or found)
 
     @classmethod
     def from_config(cls, config: Any, *, clock: Clock | None = None) -> AWSProvisioner:
@@ -460,8 +465,8 @@ class AWSProvisioner(AbstractProvisioner):
         return {"InstanceTypes": found}
 
     async def launch_offering(self, request: LaunchRequest) -> list[str]:
-        """One RunInstances in the offering's zone (MinCount=1, MaxCount=count) with the
-        request's ClientToken; returns the instance ids."""
+        """One RunInstances in the offering's zone (MinCount=min_count, MaxCount=count) with
+        the request's ClientToken; returns the instance ids."""
         offering = request.offering
         if self.bootstrap.worker_settings is not None and not self.bootstrap.prepared:
             await self.prepare_workers()
@@ -476,9 +481,54 @@ class AWSProvisioner(AbstractProvisioner):
         )
         if metadata_options:
             spec["MetadataOptions"] = metadata_options
-        spec.update(MinCount=1, MaxCount=request.count, ClientToken=request.client_token)
+        if request.placement_group:
+            group = await self._placement_group(offering, request.placement_group)
+            spec["Placement"] = {**spec.get("Placement", {}), "GroupName": group}
+        spec.update(
+            MinCount=request.min_count, MaxCount=request.count, ClientToken=request.client_token
+        )
         resp = await self._call("run_instances", spec, offerings=(offering,))
         return [i["InstanceId"] for i in resp.get("Instances", [])]
+
+    async def _placement_group(self, offering: Offering, strategy: str) -> str:
+        """The cluster's placement group of ``strategy`` for the offering's type and zone
+        (one per pair: a cluster group holds one zone), created tagged with the cluster the
+        first time; one that exists already (another daemon's start, a lost answer) is used."""
+        name = f"shoal-{self.clusterName}-{offering.instance_type}-{offering.zone or self._zone}"
+        if name in self._placement_groups:
+            return name
+        try:
+            await self._call(
+                "create_placement_group",
+                {
+                    "GroupName": name,
+                    "Strategy": strategy,
+                    "TagSpecifications": [
+                        {
+                            "ResourceType": "placement-group",
+                            "Tags": self._tag_list({TAG_CLUSTER: self.clusterName or ""}),
+                        }
+                    ],
+                },
+            )
+            log.info("event=placement_group_created group=%s strategy=%s", name, strategy)
+        except ProviderError as e:
+            if e.code != "InvalidPlacementGroup.Duplicate":
+                raise
+        self._placement_groups.add(name)
+        return name
+
+    async def _delete_placement_groups(self) -> None:
+        """Delete the placement groups tagged with the cluster (its instances are gone)."""
+        resp = await self._call(
+            "describe_placement_groups",
+            {"Filters": [{"Name": f"tag:{TAG_CLUSTER}", "Values": [self.clusterName or ""]}]},
+        )
+        for group in resp.get("PlacementGroups", []):
+            with contextlib.suppress(ProviderError):  # gone already: nothing left to do
+                await self._call("delete_placement_group", {"GroupName": group["GroupName"]})
+                log.info("event=placement_group_deleted group=%s", group["GroupName"])
+        self._placement_groups.clear()
 
     async def terminate_instances(
         self, ids: Sequence[str]
@@ -811,7 +861,8 @@ class AWSProvisioner(AbstractProvisioner):
     async def destroyCluster(self) -> None:
         """Delete the cluster's Auto Scaling groups and launch templates, terminate every
         instance tagged with the cluster (leader and workers), wait (bounded) until they are
-        all gone, then delete the security group ``launchCluster`` made. What is already gone
+        all gone, then delete the security group ``launchCluster`` made and the cluster's
+        placement groups. What is already gone
         is skipped, so a second call (or one after a failed call) finishes the job."""
         await self._delete_managed_groups()
         filters = self._cluster_filters(None, NOT_GONE_STATES)
@@ -827,6 +878,7 @@ class AWSProvisioner(AbstractProvisioner):
                 if group is not None:
                     await self._call("delete_security_group", {"GroupId": group})
                     log.info("event=security_group_deleted group=%s", group)
+                await self._delete_placement_groups()
                 log.info("event=cluster_destroyed cluster=%s", self.clusterName)
                 return
             await self._sleep(self.destroy_poll_interval)

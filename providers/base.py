@@ -270,7 +270,7 @@ class AbstractProvisioner(ABC):
     ) -> int:
         """Launch ``numNodes`` workers of one of ``nodeTypes``; returns how many were launched.
         ``options`` are shoal's (``requestId``, ``exclude``, ``tags``, ``first``,
-        ``before_offering``): see ``Fleet.addNodes``."""
+        ``before_offering``, ``all_or_nothing``, ``placement_group``): see ``Fleet.addNodes``."""
         return await self.fleet.addNodes(nodeTypes, numNodes, preemptible, spotBid, **options)
 
     async def terminateNodes(

@@ -14,8 +14,11 @@ carrying the offerings. A transient error is raised as it is, for the caller's o
 function of (requestId, offering), so a retried call returns the instances already launched and
 launches nothing twice; ``before_offering`` is awaited with each offering and its client token
 before that offering is tried (a caller saves them, so a restart replays from the last offering
-that may have launched). ``terminateNodes`` terminates in batches; ids already gone count as
-terminated and any other failure raises ``TerminationError`` naming every failed id.
+that may have launched). With ``all_or_nothing`` the nodes are one gang: each offering is asked
+for all of them or none (``LaunchRequest.min_count``), the fallback moves the gang whole, and a
+cloud answering with fewer has them terminated at once. ``terminateNodes`` terminates in
+batches; ids already gone count as terminated and any other failure raises
+``TerminationError`` naming every failed id.
 
 What the seed's return values cannot carry comes through ``subscribe``: see
 ``providers.outcomes``. Prices sit in the catalogue beside the shapes: ``instancePrice`` and
@@ -180,6 +183,8 @@ class Fleet:
         tags: Mapping[str, str] | None = None,
         first: Offering | None = None,
         before_offering: Callable[[Offering, str], Awaitable[None]] | None = None,
+        all_or_nothing: bool = False,
+        placement_group: str | None = None,
     ) -> int:
         """Launch ``numNodes`` workers of one of ``nodeTypes``; returns how many were launched.
 
@@ -191,6 +196,15 @@ class Fleet:
         instance type removed) is ignored, and logged. ``before_offering(offering, client
         token)`` is awaited before each offering is tried; what it raises ends the call (that
         offering untried) and is raised as it is.
+
+        ``all_or_nothing``: the ``numNodes`` are one gang, launched whole in one offering (one
+        zone) or not at all: each offering is asked for all of them (``LaunchRequest.min_count``
+        = ``numNodes``, EC2's MinCount = MaxCount), and the fallback moves the whole gang to the
+        next offering. Should a cloud still answer with fewer, they are terminated at once and
+        that offering counts as out of capacity (when terminating fails, the attempt is told
+        with the ids, so the caller books them and ends them later, and the error is raised).
+        ``placement_group`` (a strategy, "cluster"): the nodes go into the cloud's placement
+        group of that strategy for their type and zone.
         """
         ordered = ordered_types(nodeTypes)
         if numNodes <= 0 or not ordered:
@@ -222,6 +236,8 @@ class Fleet:
                 request_id=request_id,
                 spot_bid=spotBid,
                 tags={**(tags or {}), **self.worker_tags(offering.instance_type, request_id)},
+                min_count=remaining if all_or_nothing else 1,
+                placement_group=placement_group,
             )
             if before_offering is not None:
                 await before_offering(offering, request.client_token)
@@ -238,6 +254,11 @@ class Fleet:
                     request_id,
                 )
                 failed.append(e)
+                continue
+            if len(ids) < request.min_count:
+                error = await self._undo_partial(request, ids)
+                self.emit(self._attempt(request, error=error))
+                failed.append(error)
                 continue
             self.emit(self._attempt(request, ids=tuple(ids)))
             logger.info(
@@ -260,6 +281,31 @@ class Fleet:
                 operation="addNodes",
             )
         return launched
+
+    async def _undo_partial(self, request: LaunchRequest, ids: Sequence[str]) -> CapacityError:
+        """A cloud launched fewer than an all-or-nothing request's ``min_count``: terminate
+        them and return the ``CapacityError`` that offering failed with. When terminating
+        fails, the attempt is told with the ids (booked, to be ended later) and the error
+        raised."""
+        logger.warning(
+            "event=launch_partial_gang offering=%s launched=%d asked=%d request=%s",
+            request.offering,
+            len(ids),
+            request.min_count,
+            request.request_id,
+        )
+        try:
+            await self.terminateNodes(ids, requestId=request.request_id)
+        except ProviderError as e:
+            self.emit(self._attempt(request, ids=tuple(ids), error=e))
+            raise
+        return CapacityError(
+            f"{request.offering} launched {len(ids)} of an all-or-nothing {request.min_count}"
+            " (terminated)",
+            offerings=(request.offering,),
+            code=INSUFFICIENT_CAPACITY,
+            operation="addNodes",
+        )
 
     @staticmethod
     def _attempt(

@@ -15,7 +15,8 @@ class's):
                             of ``TAG_SLURM_FEATURES`` (one per host: ``--conf`` takes no port).
                             Idempotent by client token; up to ``capacity[type]`` instances of a
                             type run at once (beyond that ``InsufficientInstanceCapacity``, as
-                            EC2 says it: tests force a stock-out with 0).
+                            EC2 says it: tests force a stock-out with 0); an all-or-nothing
+                            request (``min_count`` = count, a gang) starts all or none.
 ``terminate_instances``     stops the process and everything in its session (its job steps),
                             SIGTERM then SIGKILL, by pid; unknown or dead ids are already gone.
 ``list_instances``          the instances of the records file whose process still runs.
@@ -313,7 +314,7 @@ class LocalProvisioner(AbstractProvisioner):
         if kind.name in self.capacity:
             running = sum(1 for r in self._live().values() if r["instance_type"] == kind.name)
             count = min(count, self.capacity[kind.name] - running)
-            if count <= 0:
+            if count < request.min_count:  # as EC2: at least MinCount (a gang: all), or none
                 raise CapacityError(
                     f"no capacity for {offering} ({INSUFFICIENT_CAPACITY}): "
                     f"{running} of {self.capacity[kind.name]} {kind.name} running",

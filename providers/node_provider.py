@@ -5,7 +5,8 @@ A ``NodeProvider`` is what shoal needs from a cloud, and no more (as Karpenter's
 
     launch_offering(LaunchRequest) -> [instance id]    up to n nodes of ONE offering
                                                        (type x zone x spot/on-demand); at least
-                                                       one or a typed error; idempotent by
+                                                       request.min_count (1, or n: all or
+                                                       nothing) or a typed error; idempotent by
                                                        request.client_token
     terminate_instances([id]) -> {id: status | error}  one batch; unknown ids are ALREADY_GONE
     list_instances() -> [Node]                         the cluster's tagged workers, in
@@ -176,8 +177,9 @@ class NodeProvider(Protocol):
 
     async def launch_offering(self, request: LaunchRequest) -> list[str]:
         """Launch up to ``request.count`` workers of one offering, tagged ``request.tags``;
-        return their ids (at least one). A repeated ``request.client_token`` returns the
-        instances launched with it and launches nothing. Raises ``CapacityError`` /
+        return their ids (at least ``request.min_count``: fewer is none, and an error). A
+        repeated ``request.client_token`` returns the instances launched with it and launches
+        nothing. Raises ``CapacityError`` /
         ``QuotaError`` carrying the offering when it can launch none."""
 
     async def terminate_instances(

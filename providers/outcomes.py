@@ -72,10 +72,13 @@ class InstanceTypeInfo:
 
 @dataclass(frozen=True, slots=True)
 class LaunchRequest:
-    """What ``launch_offering`` is asked: up to ``count`` nodes of one offering.
+    """What ``launch_offering`` is asked: up to ``count`` nodes of one offering, at least
+    ``min_count`` of them or none (EC2's MinCount; ``min_count == count`` is an all-or-nothing
+    launch: a gang, every node in the offering's one zone).
 
     ``client_token`` is the idempotency key: the same token must return the same instances
     and launch nothing more, however often it is sent (EC2's ClientToken).
+    ``placement_group`` is a placement strategy ("cluster") for the nodes, or None.
     """
 
     offering: Offering
@@ -84,6 +87,8 @@ class LaunchRequest:
     request_id: str
     spot_bid: float | None
     tags: Mapping[str, str]
+    min_count: int = 1
+    placement_group: str | None = None
 
     @property
     def preemptible(self) -> bool:

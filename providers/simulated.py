@@ -11,7 +11,9 @@ States are computed lazily from those times; there are no per-node tasks or time
 Behaviour as EC2 documents it, inconvenient parts included:
 
 - ``launch_offering`` (RunInstances) launches up to the count asked, as capacity allows
-  (MinCount=1/MaxCount=n): a partial fill launches fewer; none is ``InsufficientInstanceCapacity``
+  (MinCount=1/MaxCount=n): a partial fill launches fewer; an all-or-nothing request
+  (``LaunchRequest.min_count`` = n, a gang) launches all or none; none is
+  ``InsufficientInstanceCapacity``
   (a ``CapacityError``), the account limit ``InstanceLimitExceeded`` (a ``QuotaError``), a spot bid
   below the spot price ``SpotMaxPriceTooLow``. A repeated client token returns the instances
   launched with it and launches nothing.
@@ -280,6 +282,8 @@ class SimulatedProvisioner(AbstractProvisioner):
         self.spot_interruption_rate = float(spot_interruption_rate)
         self._rng = random.Random(seed)
         self._capacity: dict[str, int] = dict(capacity or {})
+        self._zone_capacity: dict[tuple[str, str], int] = {}  # (type, zone) -> most live
+        self._alive_by_zone: collections.Counter[tuple[str, str]] = collections.Counter()
         self._unavailable: dict[tuple[str, CapacityType, str | None], str] = {}
         self._instance_limit: int | None = None
         self._instances: dict[str, _Instance] = {}
@@ -342,6 +346,8 @@ class SimulatedProvisioner(AbstractProvisioner):
                 "client_token": request.client_token,
                 "requestId": request.request_id,
                 "spot_bid": request.spot_bid,
+                "min_count": request.min_count,
+                "placement_group": request.placement_group,
             },
             effect=lambda: self._run_instances(request),
         )
@@ -361,15 +367,18 @@ class SimulatedProvisioner(AbstractProvisioner):
         if code is None and preemptible and bid is not None and bid < info.spot_price:
             code = SPOT_PRICE_TOO_LOW
         room = request.count
-        if code is None and offering.instance_type in self._capacity:
+        if offering.instance_type in self._capacity:
             room = min(
                 room, self._capacity[offering.instance_type] - self._alive_by_type[info.name]
             )
-            if room <= 0:
-                code = INSUFFICIENT_CAPACITY
+        pool = (offering.instance_type, offering.zone)
+        if pool in self._zone_capacity:
+            room = min(room, self._zone_capacity[pool] - self._alive_by_zone[pool])
+        if code is None and room < request.min_count:  # as EC2: at least MinCount, or none
+            code = INSUFFICIENT_CAPACITY
         if code is None and self._instance_limit is not None:
             room = min(room, self._instance_limit - sum(self._alive_by_type.values()))
-            if room <= 0:
+            if room < request.min_count:
                 code = INSTANCE_LIMIT
         if code is not None:
             error = QuotaError if code == INSTANCE_LIMIT else CapacityError
@@ -645,13 +654,16 @@ class SimulatedProvisioner(AbstractProvisioner):
         else:
             self._termination_failures[name] = error
 
-    def set_capacity(self, instance_type: str, n: int | None) -> None:
-        """At most ``n`` live instances of ``instance_type`` (None: unlimited)."""
+    def set_capacity(self, instance_type: str, n: int | None, *, zone: str | None = None) -> None:
+        """At most ``n`` live instances of ``instance_type`` (None: unlimited), in ``zone``
+        when given (a zone's limit and the type's both apply)."""
         self._type(instance_type)
+        caps: dict[Any, int] = self._capacity if zone is None else self._zone_capacity
+        key = instance_type if zone is None else (instance_type, zone)
         if n is None:
-            self._capacity.pop(instance_type, None)
+            caps.pop(key, None)
         else:
-            self._capacity[instance_type] = n
+            caps[key] = n
 
     def set_unavailable(
         self,
@@ -828,6 +840,7 @@ class SimulatedProvisioner(AbstractProvisioner):
                 heapq.heappush(self._interrupt_heap, (inst.interrupt_at, inst.name))
             self._instances[inst.name] = inst
             self._alive_by_type[instance_type] += 1
+            self._alive_by_zone[instance_type, inst.zone] += 1
             self._alive_by_offer[instance_type, preemptible] += 1
             if group is not None:
                 self._groups[group].members.add(inst.name)
@@ -839,6 +852,7 @@ class SimulatedProvisioner(AbstractProvisioner):
         if inst is None:
             return
         self._alive_by_type[inst.instance_type] -= 1
+        self._alive_by_zone[inst.instance_type, inst.zone] -= 1
         self._alive_by_offer[inst.instance_type, inst.preemptible] -= 1
         if inst.group is not None and inst.group in self._groups:
             self._groups[inst.group].members.discard(name)

@@ -75,6 +75,7 @@ class NodeType:
     min_nodes: int = 0
     max_nodes: int = 10
     zones: tuple[str, ...] = ()
+    placement_group: str | None = None  # a placement strategy ("cluster") for its launches
 
     @property
     def preemptible(self) -> bool:

@@ -18,6 +18,13 @@ as EC2 documents for RunInstances:
 - **capacity** per instance type, or per instance type and zone (``capacity[type]`` or
   ``capacity[(type, zone)]``), and an account **instance limit** (``instance_limit``, counting
   pending/running instances) exist (moto has none);
+- **placement groups** (moto has none): CreatePlacementGroup (with tags; a name taken is
+  ``InvalidPlacementGroup.Duplicate``), DescribePlacementGroups (by ``GroupNames`` or
+  ``tag:<key>`` filters), DeletePlacementGroup (``InvalidPlacementGroup.Unknown`` for a name it
+  does not know, ``InvalidPlacementGroup.InUse`` while a live instance is in it), and
+  RunInstances into one (``Placement.GroupName``; an unknown one is
+  ``InvalidPlacementGroup.Unknown``); ``placement_groups`` holds them by name, ``members`` which
+  instances were launched into which;
 - DescribeInstances is **eventually consistent** (``listing_lag`` seconds: a new instance is
   missing from listings that long, as EC2 documents; moto lists it at once).
 
@@ -44,6 +51,7 @@ import pytest
 from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.instances import InstanceBackend, Reservation
+from moto.ec2.responses import EC2Response
 from moto.ec2.responses.instances import InstanceResponse
 from moto.server import ThreadedMotoServer
 
@@ -103,6 +111,8 @@ class Ec2Behaviour:
     now: Callable[[], float] = time.monotonic  # the listing lag's clock (a test may fake it)
     requests: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     terminations: list[list[str]] = dataclasses.field(default_factory=list)
+    placement_groups: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    members: dict[str, str] = dataclasses.field(default_factory=dict)  # instance id -> group
     _faults: list[_Fault] = dataclasses.field(default_factory=list)
     _terminate_faults: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     _launched_at: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -194,8 +204,17 @@ class Ec2Behaviour:
         InstanceResponse.run_instances = response_run_instances  # type: ignore[method-assign]
         InstanceBackend.describe_instances = describe_instances  # type: ignore[method-assign]
         InstanceResponse.terminate_instances = terminate_instances  # type: ignore[method-assign]
+        groups = {
+            "create_placement_group": self._create_placement_group,
+            "describe_placement_groups": self._describe_placement_groups,
+            "delete_placement_group": self._delete_placement_group,
+        }
+        for name, handler in groups.items():
+            setattr(EC2Response, name, lambda response, handler=handler: handler(response))
 
         def undo() -> None:
+            for name in groups:
+                delattr(EC2Response, name)
             InstanceBackend.run_instances = original_backend  # type: ignore[method-assign]
             InstanceResponse.run_instances = original_response  # type: ignore[method-assign]
             InstanceBackend.describe_instances = original_describe  # type: ignore[method-assign]
@@ -206,6 +225,63 @@ class Ec2Behaviour:
     def uninstall(self) -> None:
         while self._undo:
             self._undo.pop()()
+
+    def _create_placement_group(self, response: EC2Response) -> ActionResult:
+        name = response._get_param("GroupName")
+        tags = [t for spec in response._get_param("TagSpecifications", []) for t in spec["Tags"]]
+        with self._lock:
+            if name in self.placement_groups:
+                raise EC2ClientError(
+                    "InvalidPlacementGroup.Duplicate",
+                    f"The Placement Group '{name}' already exists.",
+                )
+            group = {
+                "GroupName": name,
+                "GroupId": f"pg-{len(self.placement_groups) + 1:017x}",
+                "Strategy": response._get_param("Strategy"),
+                "State": "available",
+                "Tags": tags,
+            }
+            self.placement_groups[name] = group
+        return ActionResult({"PlacementGroup": group})
+
+    def _describe_placement_groups(self, response: EC2Response) -> ActionResult:
+        names = response._get_param("GroupNames", [])
+        unknown = [n for n in names if n not in self.placement_groups]
+        if unknown:
+            raise EC2ClientError(
+                "InvalidPlacementGroup.Unknown", f"The Placement Group '{unknown[0]}' is unknown."
+            )
+        found = [g for g in self.placement_groups.values() if not names or g["GroupName"] in names]
+        for f in response._get_param("Filters", []):
+            assert f["Name"].startswith("tag:"), f"filter {f['Name']} not faked"
+            key = f["Name"].removeprefix("tag:")
+            found = [
+                g
+                for g in found
+                if any(t["Key"] == key and t["Value"] in f["Values"] for t in g["Tags"])
+            ]
+        return ActionResult({"PlacementGroups": found})
+
+    def _delete_placement_group(self, response: EC2Response) -> ActionResult:
+        name = response._get_param("GroupName")
+        live = {
+            instance.id
+            for reservation in response.ec2_backend.reservations.values()
+            for instance in reservation.instances
+            if instance.state in _LIVE
+        }
+        with self._lock:
+            if name not in self.placement_groups:
+                raise EC2ClientError(
+                    "InvalidPlacementGroup.Unknown", f"The Placement Group '{name}' is unknown."
+                )
+            if any(g == name and i in live for i, g in self.members.items()):
+                raise EC2ClientError(
+                    "InvalidPlacementGroup.InUse", f"The Placement Group '{name}' is in use."
+                )
+            del self.placement_groups[name]
+        return ActionResult({})
 
     def _run_instances(
         self,
@@ -218,6 +294,7 @@ class Ec2Behaviour:
         min_count = int(response._get_param("MinCount", if_none="1"))
         max_count = int(response._get_param("MaxCount", if_none=str(min_count)))
         token = response._get_param("ClientToken") or ""
+        group = response._get_param("Placement", {}).get("GroupName", "")
         self.requests.append(
             {
                 "InstanceType": instance_type,
@@ -226,8 +303,13 @@ class Ec2Behaviour:
                 "ClientToken": token,
                 "Zone": zone,
                 "InstanceMarketOptions": response._get_param("InstanceMarketOptions", {}),
+                "PlacementGroup": group,
             }
         )
+        if group and group not in self.placement_groups:
+            raise EC2ClientError(
+                "InvalidPlacementGroup.Unknown", f"The Placement Group '{group}' is unknown."
+            )
         fault = self._take_fault(instance_type)
         if fault is not None and not fault.after_launch:
             raise EC2ClientError(fault.code, fault.message)
@@ -272,6 +354,8 @@ class Ec2Behaviour:
             now = self.now()
             for instance in reservation.instances:  # type: ignore[attr-defined]
                 self._launched_at[instance.id] = now
+                if group:
+                    self.members[instance.id] = group
             if token:
                 self._tokens[key] = reservation
         if fault is not None:  # after_launch: the instances exist, the answer is lost

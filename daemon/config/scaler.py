@@ -29,6 +29,10 @@ class NodeTypeEntry(BaseModel):
     """Never fewer nodes of this type."""
     max: int = Field(default=10, ge=0)
     """Never more nodes of this type."""
+    placement_group: Literal["cluster"] | None = None
+    """"cluster": launch this type's nodes into a cluster placement group (one per instance
+    type and zone, made on first use, deleted with the cluster): low latency between the
+    nodes of a multi-node job. AWS only; other providers ignore it. null: none."""
 
     @field_validator("type")
     @classmethod

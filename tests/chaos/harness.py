@@ -44,6 +44,9 @@ Invariants, checked after every pass (and at each call where they are about a ca
     pass. The planner launches ``target - current`` where ``current`` is what it believes is
     present or booting, so this fails exactly when the daemon's view missed live instances: a
     launch ledger lost in a crash, a listing lag not covered, a launch whose record was dropped.
+    A pass that launches a gang of T checks ``launched(T) <= plan.targets[T]`` only: a gang
+    goes on N free nodes of one type or N new ones, so the plan may launch it whole beside
+    live nodes it cannot use.
 ``stale-acted``
     A pass that starts with stale demand (``Controller.demand_stale()``: a failed read, or a
     read older than its ``max_age``) launches nothing and terminates nothing.
@@ -53,7 +56,8 @@ Invariants, checked after every pass (and at each call where they are about a ca
 ``starved``
     Liveness, in the calm and the tail: a queued job that fits a node type starts within
     ``liveness_bound(config)`` of ``max(queued since, FAULT_END)``; the clock of a job restarts
-    at every step where every type it fits is at ``max`` (then it waits for room, not for shoal).
+    at every step where every type it fits is at ``max`` (then it waits for room, not for shoal),
+    for a gang of N nodes where no type it fits could launch N more within its ``max``.
     The bound is the planner's ``target_time`` (a job may wait for a running one), plus three
     intervals and the debounce (the passes that see it), plus boot, join and listing lag, plus
     the longest a fault phase can leave behind: an offering's backoff (``backoff.max``), a ledger
@@ -70,6 +74,13 @@ Invariants, checked after every pass (and at each call where they are about a ca
     reads. Reported once per run.
 ``fsync-on-loop``
     Nothing is fsynced on the event loop (work handed to ``asyncio.to_thread`` is off it).
+``partial-gang``
+    A pass whose plan launches gangs (``Launch.gangs``: multi-node jobs, to be launched whole
+    or not at all) launches, per node type, whole gangs and at most its single nodes beside
+    them, never part of a gang; checked after every pass, crashed ones too. Push mode draws up
+    to three gangs of 2 or 3 nodes per seed (their own random stream), and with the
+    ``capacity`` fault half the seeds give the first node type room for only 2 instances
+    until ``FAULT_END`` (below its ``max``: a 3-node gang finds part of its room).
 
 This is push mode (``mode="push"``). Slurm's power-saving mode (``mode="power_save"``:
 ``PowerSaver``, ``Cleaner`` and the hook spool driven by a simulated slurmctld, with the hook
@@ -226,10 +237,13 @@ class Job:
     submit: float
     shape: Shape
     run: float
+    nodes: int = 1  # a gang's size (``shape`` is per node)
 
 
-def make_jobs(seed: int) -> list[Job]:
-    """Tens of jobs in a few bursts over [0, SUBMIT_END), run 2-20 minutes."""
+def make_jobs(seed: int, gangs: bool = False) -> list[Job]:
+    """Tens of jobs in a few bursts over [0, SUBMIT_END), run 2-20 minutes; with ``gangs``
+    also up to three multi-node jobs of 2 or 3 on-demand nodes, drawn from a stream of their
+    own (the 1-node jobs of a seed are the same either way)."""
     rng = random.Random(f"jobs-{seed}")
     jobs: list[Job] = []
     for _ in range(rng.randint(4, 10)):
@@ -239,8 +253,33 @@ def make_jobs(seed: int) -> list[Job]:
             run = rng.uniform(120.0, 1200.0)
             shape = Shape(run * 1.5, int(mem * GiB), cores, GiB, pre)
             jobs.append(Job(len(jobs), at + rng.uniform(0.0, 120.0), shape, run))
+    rng = random.Random(f"gangs-{seed}")
+    for _ in range(rng.randint(0, 3) if gangs else 0):
+        cores, mem, pre = rng.choice(_JOB_SHAPES[:2])
+        run = rng.uniform(120.0, 1200.0)
+        shape = Shape(run * 1.5, int(mem * GiB), cores, GiB, pre)
+        jobs.append(Job(len(jobs), rng.uniform(0.0, SUBMIT_END), shape, run, rng.randint(2, 3)))
     jobs.sort(key=lambda j: j.submit)
     return jobs
+
+
+def gang_launches(plan: Plan) -> dict[str, tuple[list[int], int]]:
+    """Per node type, the gangs a plan launches and how many single nodes beside them."""
+    out: dict[str, tuple[list[int], int]] = {}
+    for launch in plan.launches:
+        gangs, singles = out.get(launch.node_type, ([], 0))
+        gangs = [*gangs, *launch.gangs]
+        out[launch.node_type] = (gangs, singles + launch.count - sum(launch.gangs))
+    return out
+
+
+def whole_gangs(launched: int, gangs: list[int], singles: int) -> bool:
+    """Whether ``launched`` nodes can be whole gangs of ``gangs`` plus at most ``singles``
+    single nodes (a single may fill partly, a gang only all or none)."""
+    sums = {0}
+    for g in gangs:
+        sums |= {s + g for s in sums}
+    return any(0 <= launched - s <= singles for s in sums)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +442,10 @@ class _Run:
         self.seen_interruptions = 0
         self.cluster: Cluster | None = None
         self.paused: dict[int, float] = {}
+        self.job_nodes: dict[int, int] = {}  # a gang's size, by job id
+        # a type's capacity below its max during the fault phase (see ``partial-gang``)
+        draw = random.Random(f"tight-{seed}").random()
+        self.tight = mode == "push" and "capacity" in self.plan.kinds and draw < 0.5
 
     # -- the event log --------------------------------------------------------------------
 
@@ -439,6 +482,10 @@ class _Run:
         self.bound = liveness_bound(self.config)
         self.push(force=True)
         self.note(f"faults: {self.plan.describe()}; liveness bound {self.bound:.0f}s")
+        if self.tight:
+            self.tight_type = policy.node_types[0].instance_types[0]
+            self.cloud.set_capacity(self.tight_type, 2)
+            self.note(f"room for 2 {self.tight_type} until t={FAULT_END:.1f}")
 
     def planner(self, snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) -> Plan:
         """The daemon's planner, watched: the harness keeps the plan of the pass."""
@@ -634,7 +681,7 @@ class _Run:
 
     async def run(self) -> SeedResult:
         await self.setup()
-        jobs = make_jobs(self.seed)
+        jobs = make_jobs(self.seed, gangs=True)
         windows = list(self.plan.windows)
         ends: list[tuple[float, str, str]] = []  # (end, kind, target)
         i = wi = 0
@@ -675,7 +722,8 @@ class _Run:
             self.step_cloud()
             while i < len(jobs) and jobs[i].submit <= t:
                 j = jobs[i]
-                self.cluster.submit(j.id, j.shape, j.run, t)
+                self.cluster.submit(j.id, j.shape, j.run, t, j.nodes)
+                self.job_nodes[j.id] = j.nodes
                 i += 1
             while wi < len(windows) and windows[wi].start <= t:
                 self.open_window(windows[wi], ends)
@@ -686,6 +734,10 @@ class _Run:
             if t >= FAULT_END and self.faulty.armed:
                 self.faulty.arm(False)
                 self.note("calm: no new faults")
+            if t >= FAULT_END and self.tight:
+                self.tight = False
+                self.cloud.set_capacity(self.tight_type, None)
+                self.note(f"room for {self.tight_type} back")
             self.cluster.advance(t)
             c = self.controller
             if c is None:
@@ -802,6 +854,7 @@ class _Run:
             self.ctx = None
             await self.bury()
             self.check_duplicates(ctx)
+            self.check_gangs(ctx)
             return
         finally:
             self.t = max(self.t, self.clock.now() - EPOCH)
@@ -820,6 +873,7 @@ class _Run:
                 + (f" ({record.reason})" if record.reason else "")
             )
         self.check_duplicates(ctx)
+        self.check_gangs(ctx)
         self.check_drains(c)
 
     # -- invariants -------------------------------------------------------------------------
@@ -828,15 +882,34 @@ class _Run:
         if ctx.plan is None or not ctx.launched:
             return
         out = ctx.out()
+        gangs = gang_launches(ctx.plan)
         for nt, launched in ctx.launched.items():
             target = ctx.plan.targets.get(nt, 0)
             total = ctx.alive_before[nt] - out[nt] + launched
+            if gangs.get(nt, ([], 0))[0]:
+                # a gang goes on N free nodes of one type or on N new ones: beside live nodes
+                # it cannot use (busy, or fewer than N free) the plan launches it whole, past
+                # its target; what it launched is still bounded by the target
+                total = launched
             if total > target:
                 self.violate(
                     "duplicate-launch",
                     f"{nt}: {ctx.alive_before[nt]} live before the pass, {out[nt]} taken out "
                     f"(terminated, or planned to be), {launched} launched > the plan's target "
                     f"{target}",
+                )
+
+    def check_gangs(self, ctx: _Pass) -> None:
+        """``partial-gang``: per node type, the pass launched whole gangs of its plan and at
+        most its single nodes beside them."""
+        if ctx.plan is None:
+            return
+        for nt, (gangs, singles) in gang_launches(ctx.plan).items():
+            if gangs and not whole_gangs(ctx.launched[nt], gangs, singles):
+                self.violate(
+                    "partial-gang",
+                    f"{nt}: {ctx.launched[nt]} launched for gangs {gangs} and {singles} single "
+                    "node(s): part of a gang",
                 )
 
     def check_drains(self, c: Controller) -> None:
@@ -857,11 +930,14 @@ class _Run:
         for job_id, shape, since in self.cluster.queued_jobs():
             if job_id in self.starved:
                 continue
+            nodes = self.job_nodes.get(job_id, 1)
             fits = [n for n, u in self.usable.items() if not shape.fits_in(u)]
             fits = [n for n in fits if shape.preemptible or not self.types[n].preemptible]
+            fits = [n for n in fits if self.types[n].max_nodes >= nodes]
             if not fits:
                 continue
-            if all(n in full for n in fits):
+            # a gang waits for room while no type it fits could launch all of it
+            if all(n in full or alive[n] + nodes > self.types[n].max_nodes for n in fits):
                 self.paused[job_id] = self.t
             start = max(since, FAULT_END, self.paused.get(job_id, -1.0))
             if self.t - start > self.bound:

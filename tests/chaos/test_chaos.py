@@ -10,10 +10,12 @@ import dataclasses
 import functools
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from shoal.daemon.slurm.power import PowerSaver
 from shoal.daemon.slurm.state import PowerState
+from shoal.providers.fleet import Fleet
 from shoal.runtime.files import write_json_atomic
 from shoal.scaler.model import NodeAction, Plan, RemoveCause, Snapshot
 
@@ -122,6 +124,31 @@ def test_an_fsync_on_the_event_loop_is_found(
     monkeypatch.setattr(harness._DrainHook, "drain", drain_and_save)
     found = [v for v in run_seed(2, ()).violations if v.invariant == "fsync-on-loop"]
     assert len(found) == 1 and "drain_and_save" in found[0].detail
+
+
+def test_part_of_a_gang_launched_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An executor that launches a gang as single nodes (``all_or_nothing`` dropped) leaves
+    part of it running when the first node type has room for 2 of a 3-node gang: found; the
+    same run launching gangs whole is clean."""
+    seed, kinds = 7, ("capacity",)  # a 3-node gang on c5.large while it has room for 2
+    run = run_seed(seed, kinds)
+    assert any("room for 2" in line for line in run.log) and not run.violations
+    add_nodes = Fleet.addNodes
+
+    async def gangs_as_singles(self: Fleet, *args: Any, **kwargs: Any) -> int:
+        kwargs.pop("all_or_nothing", None)
+        return await add_nodes(self, *args, **kwargs)
+
+    monkeypatch.setattr(Fleet, "addNodes", gangs_as_singles)
+    found = [v for v in run_seed(seed, kinds).violations if v.invariant == "partial-gang"]
+    assert found and "part of a gang" in found[0].detail
+
+
+def test_whole_gangs_counts_gangs_all_or_none_and_singles_up_to_their_number() -> None:
+    assert harness.whole_gangs(0, [3], 0) and harness.whole_gangs(3, [3], 0)
+    assert not harness.whole_gangs(2, [3], 0) and not harness.whole_gangs(1, [3, 2], 0)
+    assert harness.whole_gangs(5, [3, 2], 0) and harness.whole_gangs(4, [3], 2)
+    assert not harness.whole_gangs(6, [3], 2)
 
 
 # -- power-saving mode's own checks can fail: bugs planted in the power saver ----------------

@@ -41,7 +41,7 @@ from shoal.providers.errors import (
     RetryableError,
     TerminationError,
 )
-from shoal.providers.outcomes import TerminationResult
+from shoal.providers.outcomes import LaunchAttempt, LaunchRequest, TerminationResult
 from shoal.providers.retry import RetryPolicy, call_with_retry
 from shoal.scaler.model import CapacityType, Offering
 from shoal.scaler.shape import Shape
@@ -697,6 +697,93 @@ async def test_a_zone_out_of_capacity_falls_back_to_the_next_zone(env: Env) -> N
         ]
         assert [a.capacity_error for a in attempts] == [True, False]
         assert {n.zone for n in await aws.getProvisionedWorkers()} == {"us-east-1b"}
+
+
+async def test_a_gang_launches_whole_in_one_zone_or_not_at_all(env: Env) -> None:
+    """A 4-node gang in a zone with room for 3 launches nothing there (RunInstances with
+    MinCount = MaxCount = 4), then all 4 in the next zone; no listing taken between the calls
+    ever shows part of it."""
+    env.behaviour.capacity[("c5.large", "us-east-1a")] = 3
+    async with env.provisioner(zone=None, zones=["us-east-1a", "us-east-1b"]) as aws:
+        attempts: list[Any] = []
+        aws.subscribe(attempts.append)
+        seen: list[int] = []
+
+        async def before_offering(offering: Offering, token: str) -> None:
+            seen.append(len(await aws.getProvisionedWorkers()))
+
+        launched = await aws.addNodes(
+            ["c5.large"],
+            4,
+            False,
+            requestId="g",
+            all_or_nothing=True,
+            before_offering=before_offering,
+        )
+        assert launched == 4
+        assert [(r["Zone"], r["MinCount"], r["MaxCount"]) for r in env.behaviour.requests] == [
+            ("us-east-1a", 4, 4),
+            ("us-east-1b", 4, 4),
+        ]
+        assert [a.capacity_error for a in attempts] == [True, False]
+        assert seen == [0, 0]  # nothing of the gang in the full zone, before or after
+        workers = await aws.getProvisionedWorkers()
+        assert len(workers) == 4 and {n.zone for n in workers} == {"us-east-1b"}
+        assert env.behaviour.capacity[("c5.large", "us-east-1a")] == 3  # untouched
+
+
+async def test_a_cloud_answering_part_of_a_gang_has_it_terminated(env: Env) -> None:
+    """Should EC2 answer an all-or-nothing request with fewer (MinCount not honoured), the
+    instances are terminated at once and the offering counts as out of capacity."""
+    env.behaviour.capacity[("c5.large", "us-east-1a")] = 3
+    async with env.provisioner(zone=None, zones=["us-east-1a", "us-east-1b"]) as aws:
+        attempts: list[Any] = []
+        aws.subscribe(attempts.append)
+        real = aws.launch_offering
+
+        async def min_count_ignored(request: LaunchRequest) -> list[str]:
+            return await real(dataclasses.replace(request, min_count=1))
+
+        aws.launch_offering = min_count_ignored  # type: ignore[method-assign]
+        assert await aws.addNodes(["c5.large"], 4, False, all_or_nothing=True) == 4
+        partial = env.behaviour.terminations[0]
+        assert len(partial) == 3  # the three of the full zone, ended
+        launches = [a for a in attempts if isinstance(a, LaunchAttempt)]
+        assert [(a.capacity_error, len(a.ids)) for a in launches] == [(True, 0), (False, 4)]
+        workers = await aws.getProvisionedWorkers()
+        assert {n.zone for n in workers} == {"us-east-1b"} and len(workers) == 4
+
+
+async def test_a_cluster_placement_group_per_type_and_zone_made_once_deleted_on_destroy(
+    env: Env,
+) -> None:
+    """``placement_group="cluster"``: RunInstances names the cluster's group for the type and
+    zone, made once (tagged with the cluster) and reused; a group another daemon made is used
+    as it is; destroyCluster deletes them once the instances are gone."""
+    env.behaviour.capacity[("c5.large", "us-east-1a")] = 1
+    async with env.provisioner(zone=None, zones=["us-east-1a", "us-east-1b"]) as aws:
+        assert await aws.addNodes(["c5.large"], 2, False, placement_group="cluster") == 2
+        assert await aws.addNodes(["c5.large"], 1, False, placement_group="cluster") == 1
+        assert [(r["Zone"], r["PlacementGroup"]) for r in env.behaviour.requests] == [
+            ("us-east-1a", "shoal-demo-c5.large-us-east-1a"),
+            ("us-east-1b", "shoal-demo-c5.large-us-east-1b"),
+            ("us-east-1a", "shoal-demo-c5.large-us-east-1a"),
+            ("us-east-1b", "shoal-demo-c5.large-us-east-1b"),
+        ]
+        groups = env.behaviour.placement_groups
+        assert sorted(groups) == [
+            "shoal-demo-c5.large-us-east-1a",
+            "shoal-demo-c5.large-us-east-1b",
+        ]
+        assert all(g["Strategy"] == "cluster" for g in groups.values())
+        assert all({"Key": TAG_CLUSTER, "Value": "demo"} in g["Tags"] for g in groups.values())
+        assert await aws.addNodes(["t3.micro"], 1, False) == 1  # no group asked: none used
+        assert env.behaviour.requests[-1]["PlacementGroup"] == ""
+    async with env.provisioner(zone=None, zones=["us-east-1b"]) as again:  # a new daemon
+        assert await again.addNodes(["c5.large"], 1, False, placement_group="cluster") == 1
+        assert env.behaviour.requests[-1]["PlacementGroup"] == "shoal-demo-c5.large-us-east-1b"
+        await again.destroyCluster()
+        assert env.behaviour.placement_groups == {}
 
 
 async def test_the_listing_is_eventually_consistent(aws: AWSProvisioner, env: Env) -> None:

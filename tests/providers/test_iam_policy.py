@@ -53,6 +53,7 @@ UNSCOPED = {
     "ec2:DescribeImages",
     "ec2:DescribeInstanceTypes",
     "ec2:DescribeInstances",
+    "ec2:DescribePlacementGroups",
     "ec2:DescribeSecurityGroups",
     "ec2:DescribeSpotPriceHistory",
     "ec2:DescribeSubnets",
@@ -144,6 +145,13 @@ async def recorded(moto_url: str, ec2_behaviour: Ec2Behaviour) -> AsyncIterator[
                 assert aws.refresher is not None
                 await asyncio.wait_for(aws.refresher.wait_for_attempts(1), 30)
                 assert await aws.addNodes(["t3.micro"], 2, False) == 2
+                # a gang into the cluster placement group of its type and zone
+                assert (
+                    await aws.addNodes(
+                        ["t3.micro"], 2, False, all_or_nothing=True, placement_group="cluster"
+                    )
+                    == 2
+                )
                 workers = await aws.getProvisionedWorkers()
                 marked = [workers[1].name]
                 await aws.tag_instances(marked, {TAG_DRAINING: "1700000000"})  # a drain
@@ -235,12 +243,16 @@ def test_the_recorded_writes_carry_the_tag_the_conditions_ask_for(
         return {t["Key"]: t["Value"] for t in spec["Tags"]}
 
     runs = recorded.of("ec2:RunInstances")
-    assert len(runs) == 2  # the workers and the leader
+    assert len(runs) == 3  # the workers, a gang in a placement group and the leader
     for run in runs:
         for kind in ("instance", "volume"):
             assert tags(run["TagSpecifications"], kind)[TAG_CLUSTER] == CLUSTER
     (template,) = recorded.of("ec2:CreateLaunchTemplate")
     assert tags(template["TagSpecifications"], "launch-template")[TAG_CLUSTER] == CLUSTER
+    (placement,) = recorded.of("ec2:CreatePlacementGroup")
+    assert tags(placement["TagSpecifications"], "placement-group")[TAG_CLUSTER] == CLUSTER
+    deleted_groups = [p["GroupName"] for p in recorded.of("ec2:DeletePlacementGroup")]
+    assert deleted_groups == [placement["GroupName"]]
     # the draining mark adds and removes that one key only
     for call in (*recorded.of("ec2:CreateTags"), *recorded.of("ec2:DeleteTags")):
         assert [t["Key"] for t in call["Tags"]] == [TAG_DRAINING]

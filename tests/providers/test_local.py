@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -173,6 +174,18 @@ async def test_capacity_fills_partly_then_is_a_capacity_error(
         await provider.launch_offering(request("hung", token="tok-2"))
     assert caught.value.code == "InsufficientInstanceCapacity"
     assert caught.value.offerings == (Offering("hung", "local", CapacityType.ON_DEMAND),)
+
+
+async def test_a_gang_starts_whole_on_a_type_with_room_or_not_at_all(
+    make: Callable[..., LocalProvisioner],
+) -> None:
+    provider = make(capacity={"hung": 2})
+    gang = dataclasses.replace(request("hung", count=3), min_count=3)
+    with pytest.raises(CapacityError):  # room for 2 of a 3-node gang: none started
+        await provider.launch_offering(gang)
+    assert provider.pids() == {} and await provider.list_instances() == []
+    assert await provider.addNodes(["hung", "small"], 3, False, all_or_nothing=True) == 3
+    assert {n.nodeType for n in await provider.list_instances()} == {"small"}
 
 
 async def test_add_nodes_tags_what_it_launches_and_zero_capacity_raises(
