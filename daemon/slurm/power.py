@@ -582,7 +582,7 @@ class PowerSaver:
             now = self.clock.now()
             deadline = self.next_deadline(now)
             state = self.state
-            if deadline is None and not (state.holds or state.suspends or state.requests):
+            if deadline is None and not (state.kept_down or state.suspends or state.requests):
                 await self._sleep(None)  # nothing to retry or release: until a request
                 continue
             wait = self.retry_interval if deadline is None else deadline - now
