@@ -18,7 +18,7 @@ The daemon's ``workers`` config section (``daemon.config.WorkersConfig``) satisf
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -36,12 +36,16 @@ __all__ = [
     "WorkerSettings",
     "read_kubeadm_token",
     "read_munge_key",
+    "slurm_node_tags",
 ]
 
 #: The instance tag holding a worker's Slurm node name (``registration: named``,
 #: ``node_name: tag``); the worker reads it from the instance metadata service, so its key
 #: uses only characters EC2 allows in metadata tag keys.
 TAG_SLURM_NODE = "shoal:slurm-node"
+#: A gang of power-saving nodes (one multi-node job's nodes, launched all or nothing) is one
+#: launch request whose ``TAG_SLURM_NODE`` lists one node name per instance, comma-separated,
+#: in launch order (Slurm node names hold no comma): see ``slurm_node_tags``.
 #: The instance tag holding the features a dynamic node registers with (``slurmd -Z --conf
 #: "Feature=..."``), comma-separated: ``providers.local`` starts its slurmd with them.
 TAG_SLURM_FEATURES = "shoal:slurm-features"
@@ -55,6 +59,20 @@ KUBEADM_TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 #: The upper bound keeps the key well inside EC2's 16 KiB of user data.
 MUNGE_KEY_MIN = 32
 MUNGE_KEY_MAX = 1024
+
+
+def slurm_node_tags(tags: Mapping[str, str], count: int) -> list[dict[str, str]]:
+    """Each of ``count`` instances' tags, launched with ``tags``: instance i of a gang gets
+    the i-th name of ``TAG_SLURM_NODE``'s comma-separated list; without a list every one gets
+    ``tags``. Raises ValueError when a list does not name exactly ``count`` distinct nodes
+    (one name per instance: a node never has two)."""
+    names = tags.get(TAG_SLURM_NODE, "")
+    if not names:
+        return [dict(tags) for _ in range(count)]
+    listed = names.split(",")
+    if len(listed) != count or len(set(listed)) != count or not all(listed):
+        raise ValueError(f"{count} instance(s) for Slurm node(s) {names!r}: one name each")
+    return [{**tags, TAG_SLURM_NODE: name} for name in listed]
 
 
 class LeaderSettings(Protocol):
