@@ -649,7 +649,7 @@ class PowerRun(_Run):
     def check_holds(self) -> None:
         """``down-unheld``: every node DOWN for a reason of the power saver's has a hold on
         disk."""
-        holds = self.on_disk.get("holds", {})
+        holds = self.on_disk.get("kept_down", {})
         for node in self.ctld.nodes.values():
             reason = node.down or ""
             if not reason.startswith("shoal:") or reason.startswith("shoal: powering up for"):

@@ -158,7 +158,7 @@ def test_a_node_left_down_without_a_hold_on_disk_is_found(
 
     async def set_down_and_forget(self: PowerSaver, node: str, reason: str) -> bool:
         done = await set_down(self, node, reason)
-        if self.state.holds.pop(node, None) is not None:
+        if self.state.kept_down.pop(node, None) is not None:
             self.state.changed()
         return done
 
