@@ -302,12 +302,8 @@ class LocalProvisioner(AbstractProvisioner):
                 code="InvalidInstanceType",
                 operation="launch_offering",
             )
-        try:  # one Slurm node name per instance (a gang's names listed in launch order)
-            own_tags = slurm_node_tags(request.tags, request.count)
-        except ValueError as exc:
-            raise ProviderError(
-                str(exc), code="InvalidParameterValue", operation="launch_offering"
-            ) from None
+        # one Slurm node name per instance (a gang's names listed in launch order)
+        own_tags = slurm_node_tags(request.tags, request.count, "launch_offering")
         count = request.count
         if kind.name in self.capacity:
             running = sum(1 for r in self._live().values() if r["instance_type"] == kind.name)

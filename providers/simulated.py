@@ -361,12 +361,8 @@ class SimulatedProvisioner(AbstractProvisioner):
         bid = request.spot_bid
         if code is None and preemptible and bid is not None and bid < info.spot_price:
             code = SPOT_PRICE_TOO_LOW
-        try:  # one Slurm node name per instance (a gang's names listed in launch order)
-            own_tags = slurm_node_tags(request.tags, request.count)
-        except ValueError as exc:
-            raise ProviderError(
-                str(exc), code="InvalidParameterValue", operation="RunInstances"
-            ) from None
+        # one Slurm node name per instance (a gang's names listed in launch order)
+        own_tags = slurm_node_tags(request.tags, request.count, "RunInstances")
         room = request.count
         if code is None and offering.instance_type in self._capacity:
             room = min(

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from shoal.providers.errors import ProviderError
+
 __all__ = [
     "KUBEADM_TOKEN",
     "KUBERNETES_API_PORT",
@@ -61,17 +63,23 @@ MUNGE_KEY_MIN = 32
 MUNGE_KEY_MAX = 1024
 
 
-def slurm_node_tags(tags: Mapping[str, str], count: int) -> list[dict[str, str]]:
+def slurm_node_tags(
+    tags: Mapping[str, str], count: int, operation: str = "launch"
+) -> list[dict[str, str]]:
     """Each of ``count`` instances' tags, launched with ``tags``: instance i of a gang gets
     the i-th name of ``TAG_SLURM_NODE``'s comma-separated list; without a list every one gets
-    ``tags``. Raises ValueError when a list does not name exactly ``count`` distinct nodes
-    (one name per instance: a node never has two)."""
+    ``tags``. Raises ProviderError (InvalidParameterValue, of ``operation``) when a list does
+    not name exactly ``count`` distinct nodes (one name per instance: a node never has two)."""
     names = tags.get(TAG_SLURM_NODE, "")
     if not names:
         return [dict(tags) for _ in range(count)]
     listed = names.split(",")
     if len(listed) != count or len(set(listed)) != count or not all(listed):
-        raise ValueError(f"{count} instance(s) for Slurm node(s) {names!r}: one name each")
+        raise ProviderError(
+            f"{count} instance(s) for Slurm node(s) {names!r}: one name each",
+            code="InvalidParameterValue",
+            operation=operation,
+        )
     return [{**tags, TAG_SLURM_NODE: name} for name in listed]
 
 
