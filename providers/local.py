@@ -59,7 +59,7 @@ from typing import Any, ClassVar
 from shoal.providers.base import AbstractProvisioner, Node
 from shoal.providers.errors import INSUFFICIENT_CAPACITY, CapacityError, ProviderError
 from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
-from shoal.providers.workers import TAG_SLURM_FEATURES, TAG_SLURM_NODE
+from shoal.providers.workers import TAG_SLURM_FEATURES, TAG_SLURM_NODE, slurm_node_tags
 from shoal.runtime.clock import Clock, SystemClock
 from shoal.runtime.files import write_json_atomic
 
@@ -303,13 +303,8 @@ class LocalProvisioner(AbstractProvisioner):
                 code="InvalidInstanceType",
                 operation="launch_offering",
             )
-        node_name = request.tags.get(TAG_SLURM_NODE)
-        if node_name and request.count != 1:
-            raise ProviderError(
-                f"one instance per Slurm node name, not {request.count} for {node_name}",
-                code="InvalidParameterValue",
-                operation="launch_offering",
-            )
+        # one Slurm node name per instance (a gang's names listed in launch order)
+        own_tags = slurm_node_tags(request.tags, request.count, "launch_offering")
         count = request.count
         if kind.name in self.capacity:
             running = sum(1 for r in self._live().values() if r["instance_type"] == kind.name)
@@ -325,11 +320,11 @@ class LocalProvisioner(AbstractProvisioner):
         ids = [self._new_id() for _ in range(count)]
         records["tokens"][request.client_token] = ids
         now = self.clock.now()
-        for instance_id in ids:
+        for instance_id, tags in zip(ids, own_tags, strict=False):
             records["instances"][instance_id] = {
                 "instance_type": kind.name,
                 "zone": offering.zone,
-                "tags": dict(request.tags),
+                "tags": tags,
                 "launched_at": now,
                 "pid": None,
                 "start_ticks": None,
@@ -337,14 +332,14 @@ class LocalProvisioner(AbstractProvisioner):
         self._save()  # recorded before any process starts: a crash leaves no stray slurmd
         try:
             for instance_id in ids:
-                pid = self._spawn(instance_id, kind, request.tags)
                 record = records["instances"][instance_id]
+                pid = self._spawn(instance_id, kind, record["tags"])
                 record["pid"], record["start_ticks"] = pid, _start_ticks(pid)
                 log.info(
                     "event=local_instance_started instance=%s type=%s slurm_node=%s pid=%d",
                     instance_id,
                     kind.name,
-                    node_name or instance_id,
+                    record["tags"].get(TAG_SLURM_NODE, instance_id),
                     pid,
                 )
         finally:

@@ -80,6 +80,7 @@ from shoal.providers.errors import (
     is_retryable,
 )
 from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
+from shoal.providers.workers import slurm_node_tags
 from shoal.runtime.clock import Clock, SystemClock
 from shoal.scaler.model import CapacityType
 
@@ -366,6 +367,8 @@ class SimulatedProvisioner(AbstractProvisioner):
         bid = request.spot_bid
         if code is None and preemptible and bid is not None and bid < info.spot_price:
             code = SPOT_PRICE_TOO_LOW
+        # one Slurm node name per instance (a gang's names listed in launch order)
+        own_tags = slurm_node_tags(request.tags, request.count, "RunInstances")
         room = request.count
         if offering.instance_type in self._capacity:
             room = min(
@@ -395,6 +398,8 @@ class SimulatedProvisioner(AbstractProvisioner):
             zone=offering.zone,
             extra_tags=dict(request.tags),
         )
+        for inst, tags in zip(made, own_tags, strict=False):
+            inst.tags.update(tags)
         self._tokens[request.client_token] = [inst.name for inst in made]
 
     async def terminate_instances(

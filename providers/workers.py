@@ -20,9 +20,11 @@ The daemon's ``workers`` config section (``daemon.config.WorkersConfig``) satisf
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
+
+from shoal.providers.errors import ProviderError
 
 __all__ = [
     "KUBEADM_TOKEN",
@@ -38,12 +40,16 @@ __all__ = [
     "WorkerSettings",
     "read_kubeadm_token",
     "read_munge_key",
+    "slurm_node_tags",
 ]
 
 #: The instance tag holding a worker's Slurm node name (``registration: named``,
 #: ``node_name: tag``); the worker reads it from the instance metadata service, so its key
 #: uses only characters EC2 allows in metadata tag keys.
 TAG_SLURM_NODE = "shoal:slurm-node"
+#: A gang of power-saving nodes (one multi-node job's nodes, launched all or nothing) is one
+#: launch request whose ``TAG_SLURM_NODE`` lists one node name per instance, comma-separated,
+#: in launch order (Slurm node names hold no comma): see ``slurm_node_tags``.
 #: The instance tag holding the features a dynamic node registers with (``slurmd -Z --conf
 #: "Feature=..."``), comma-separated: ``providers.local`` starts its slurmd with them.
 TAG_SLURM_FEATURES = "shoal:slurm-features"
@@ -57,6 +63,26 @@ KUBEADM_TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 #: The upper bound keeps the key well inside EC2's 16 KiB of user data.
 MUNGE_KEY_MIN = 32
 MUNGE_KEY_MAX = 1024
+
+
+def slurm_node_tags(
+    tags: Mapping[str, str], count: int, operation: str = "launch"
+) -> list[dict[str, str]]:
+    """Each of ``count`` instances' tags, launched with ``tags``: instance i of a gang gets
+    the i-th name of ``TAG_SLURM_NODE``'s comma-separated list; without a list every one gets
+    ``tags``. Raises ProviderError (InvalidParameterValue, of ``operation``) when a list does
+    not name exactly ``count`` distinct nodes (one name per instance: a node never has two)."""
+    names = tags.get(TAG_SLURM_NODE, "")
+    if not names:
+        return [dict(tags) for _ in range(count)]
+    listed = names.split(",")
+    if len(listed) != count or len(set(listed)) != count or not all(listed):
+        raise ProviderError(
+            f"{count} instance(s) for Slurm node(s) {names!r}: one name each",
+            code="InvalidParameterValue",
+            operation=operation,
+        )
+    return [{**tags, TAG_SLURM_NODE: name} for name in listed]
 
 
 class LeaderSettings(Protocol):

@@ -56,6 +56,10 @@ class SlurmConfig(BaseModel):
     set_node_addr: bool = False
     """Set each resumed node's NodeAddr/NodeHostname to its instance's private address
     (false: slurmctld learns it from the registration, SlurmctldParameters=cloud_reg_addrs)."""
+    all_or_nothing: bool = True
+    """power_save: launch the nodes a multi-node job is resumed on (SLURM_RESUME_FILE) all or
+    nothing; when they cannot all launch, none stays running and every one is set DOWN with
+    the reason, then powered down (Slurm requeues the job at once). false: node by node."""
 
     @model_validator(mode="before")
     @classmethod

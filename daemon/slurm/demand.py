@@ -1,10 +1,11 @@
 """Slurm's jobs and nodes as shoal's demand (``scaler.model.Demand``), pure.
 
 ``slurm_demand`` turns the records of ``daemon.slurm.parse`` into ``SlurmDemand``: PENDING
-jobs that wait for capacity become ``QueuedJobs`` (one shape per node of an N-node job, array
-tasks counted), jobs that hold nodes become one ``RunningJob`` per node, the nodes whose
-slurmd has registered and responds are the joined nodes, and drained nodes (which take no new
-jobs) are draining, not joined.
+jobs that wait for capacity become ``QueuedJobs`` (an N-node job one gang of N nodes,
+``node_count=N``, its shape what Slurm allocates on each node; array tasks counted), jobs
+that hold nodes become one ``RunningJob`` per node, the nodes whose slurmd has registered and
+responds are the joined nodes, and drained nodes (which take no new jobs) are draining, not
+joined.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def slurm_demand(
     """Demand from Slurm's jobs and nodes.
 
     Queued: PENDING jobs whose reason means more nodes would let them run (``capacity_
-    reasons``; held jobs never), each node of an N-node job one shape, each array task
+    reasons``; held jobs never), an N-node job (``-N``) one gang: ``node_count=N`` and a
+    per-node shape (``SlurmJob.cores_per_node``, ``memory_per_node``), each array task
     counted. Running: one ``RunningJob`` per node a job holds (RUNNING, CONFIGURING,
     COMPLETING...), ``elapsed`` its time used. A shape's wall time is the job's time limit,
     ``default_wall_time`` when it has none. ``partitions`` keeps only jobs that may run in
@@ -67,7 +69,7 @@ def slurm_demand(
     and that take new work: a drained node is in ``draining`` instead, so it is never counted
     as room for the queued jobs.
     """
-    queued: Counter[Shape] = Counter()
+    queued: Counter[tuple[Shape, int]] = Counter()  # (per-node shape, node count)
     running: list[RunningJob] = []
     skipped: Counter[str] = Counter()
     for job in jobs:
@@ -83,13 +85,13 @@ def slurm_demand(
         )
         if job.state == "PENDING":
             if not job.held and _needs_capacity(job, capacity_reasons):
-                queued[shape] += job.nodes * job.array_tasks
+                queued[shape, max(job.nodes, 1)] += job.array_tasks
             else:
                 skipped[job.reason.split(",")[0].strip() or "None"] += job.array_tasks
         elif job.state in HOLDING_STATES:
             running.extend(RunningJob(shape, name, job.time_used) for name in job.node_list)
     demand = Demand(
-        queued=tuple(QueuedJobs(shape, count) for shape, count in queued.items()),
+        queued=tuple(QueuedJobs(shape, count, n) for (shape, n), count in queued.items()),
         running=tuple(running),
     )
     nodes = tuple(nodes)

@@ -206,6 +206,7 @@ class SlurmIntegration:
                 node_type_of=config.node_type_of,
                 retry_interval=settings.poll_interval,
                 set_node_addr=settings.set_node_addr,
+                all_or_nothing=settings.all_or_nothing,
                 on_request=self.source.poke,
             )
             self.source.translate = self.power.instance_id

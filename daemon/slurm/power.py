@@ -51,19 +51,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from shoal.daemon.executor import ExecutionReport
 from shoal.daemon.nodes import TrackedState
 from shoal.daemon.slurm.client import SlurmClient
 from shoal.daemon.slurm.constants import TAG_SLURM_NODE
 from shoal.daemon.slurm.errors import SlurmCommandError, SlurmError
 from shoal.daemon.slurm.metrics import SlurmMetrics
 from shoal.daemon.slurm.names import NodeTypeMap
-from shoal.daemon.slurm.parse import expand_hostlist
+from shoal.daemon.slurm.parse import compress_hostlist, expand_hostlist
 from shoal.daemon.slurm.state import KeptDown, PowerState, ResumeRequest, SuspendRequest
 from shoal.providers.base import TAG_AUTOSCALED, Node
 from shoal.providers.errors import ProviderError, TerminationError
@@ -125,6 +127,7 @@ class PowerSaver:
         node_type_of: Callable[[str], str] = lambda name: name,
         retry_interval: float = 10.0,
         set_node_addr: bool = False,
+        all_or_nothing: bool = True,
         concurrency: int = 16,
         on_request: Callable[[], None] = lambda: None,
     ) -> None:
@@ -140,6 +143,7 @@ class PowerSaver:
         self.node_type_of = node_type_of
         self.retry_interval = retry_interval
         self.set_node_addr = set_node_addr
+        self.all_or_nothing = all_or_nothing
         self.on_request = on_request
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()
@@ -159,7 +163,7 @@ class PowerSaver:
             controller.on_ready.append(self._ready.set)
         for node, suspend in sorted(self.state.suspends.items()):
             self._enqueue(node, suspend.kind)
-        for node in sorted(self.state.requests):
+        for node in sorted({self._server(n) for n in self.state.requests}):
             self._enqueue(node, "resume")
 
     # -- wiring ---------------------------------------------------------------------------
@@ -232,12 +236,16 @@ class PowerSaver:
         now = self.clock.now()
         if kind == "resume":
             jobs = _jobs_by_node(resume_file)
+            fresh = [n for n in names if n not in self.state.requests]
+            gangs = _gangs(jobs, fresh) if self.all_or_nothing else {}
             for name in names:
                 if name in self.state.requests:
                     repeated.append(name)
                     continue
                 launch_id = f"slurm-{uuid.uuid4().hex}"
-                self.state.requests[name] = ResumeRequest(launch_id, now, jobs.get(name, ()))
+                self.state.requests[name] = ResumeRequest(
+                    launch_id, now, jobs.get(name, ()), gang=gangs.get(name, ())
+                )
                 accepted.append(name)
         else:
             accepted = names
@@ -248,7 +256,8 @@ class PowerSaver:
             self.state.note_accepted(request_id)
         if accepted or request_id is not None:
             await self.state.save()  # before the hook is answered: a restart serves it
-        for name in accepted:
+        servers = [self._server(n) for n in accepted] if kind == "resume" else accepted
+        for name in dict.fromkeys(servers):
             self._enqueue(name, kind)
         if accepted and self._idle:  # the hold loop retries it if its worker leaves it
             self._wake.set()
@@ -309,7 +318,9 @@ class PowerSaver:
         request = self.state.requests.get(node)
         if request is None:  # suspended before it was served
             return
-        controller = self.controller
+        if len(self._members(request.gang)) > 1:
+            await self._resume_gang(node, request.gang)
+            return
         if self.state.kept_down.pop(node, None) is not None:
             self.state.changed()
         node_type = self._node_type_for(node)
@@ -321,7 +332,7 @@ class PowerSaver:
             return
         # a stopped instance is not the node's: it runs nothing (someone stopped it, the loop
         # terminates it as "stopped"), and Slurm waits for a node that registers
-        existing = [n.name for n in await self._instances(node) if not n.stopped]
+        existing = await self._running(node)
         if existing:
             self._finish(node)
             log.info(
@@ -333,27 +344,7 @@ class PowerSaver:
             return
         jobs = f" for job {','.join(request.jobs)}" if request.jobs else ""
         launch = Launch(node_type.name, 1, AddCause.DEMAND, f"Slurm resumes {node}{jobs}")
-
-        def trying(offering: Offering, token: str) -> None:
-            # Each offering is saved before it is tried (see state.py): a replay starts at the
-            # last one that may have launched, never at an earlier one that failed and may have
-            # capacity again. No write of its own: Controller.launch then writes the launch's
-            # intent to the same store, and so this, before that offering's launch.
-            saved = self.state.requests.get(node)
-            if saved is not None and saved.request_id == request.request_id:
-                self.state.requests[node] = dataclasses.replace(
-                    saved, offering=offering, client_token=token
-                )
-                self.state.changed()
-
-        report = await controller.launch(
-            node_type,
-            launch,
-            request_id=request.request_id,
-            tags={TAG_SLURM_NODE: node},
-            first=request.offering,
-            on_offering=trying,
-        )
+        report = await self._launch(node_type, launch, [node])
         ids = [i for attempt in report.attempts for i in attempt.ids]
         if ids:
             for instance_id in ids:
@@ -371,30 +362,177 @@ class PowerSaver:
             if self.set_node_addr:
                 self._spawn(self._set_address(node, ids[0]))
             return
+        if not self._uncertain(node, report):
+            await self._keep_down(node, node_type, _launch_error(report))
+
+    async def _launch(
+        self, node_type: NodeType, launch: Launch, nodes: list[str]
+    ) -> ExecutionReport:
+        """Launch ``nodes`` (one instance each, tagged with its name in launch order) as the
+        request of ``nodes[0]``: its request id, its saved offering first; each offering is
+        saved in it before it is tried."""
+        node = nodes[0]
+        request = self.state.requests[node]
+
+        def trying(offering: Offering, token: str) -> None:
+            # Each offering is saved before it is tried (see state.py): a replay starts at the
+            # last one that may have launched, never at an earlier one that failed and may have
+            # capacity again. No write of its own: Controller.launch then writes the launch's
+            # intent to the same store, and so this, before that offering's launch.
+            saved = self.state.requests.get(node)
+            if saved is not None and saved.request_id == request.request_id:
+                self.state.requests[node] = dataclasses.replace(
+                    saved, offering=offering, client_token=token
+                )
+                self.state.changed()
+
+        return await self.controller.launch(
+            node_type,
+            launch,
+            request_id=request.request_id,
+            tags={TAG_SLURM_NODE: ",".join(nodes)},  # one name per instance (slurm_node_tags)
+            first=request.offering,
+            on_offering=trying,
+        )
+
+    def _uncertain(self, node: str, report: ExecutionReport) -> bool:
+        """True when a launch for ``node``'s request may have happened with every answer lost:
+        failing the node now would requeue its job while its instance boots. The request is
+        kept, that launch's offering first with its client token (which returns what it
+        launched), for the release loop's next try; Slurm's ResumeTimeout bounds the wait."""
         doubt = [a for a in report.attempts if a.uncertain]
-        if doubt:
-            # The cloud may have launched with every answer lost: failing the node now would
-            # requeue its job while its instance boots. Keep the request, that launch's
-            # offering first with its client token (which returns what it launched), for the
-            # release loop's next try; Slurm's ResumeTimeout bounds the wait.
-            attempt = doubt[-1]
-            self.state.requests[node] = dataclasses.replace(
-                request, offering=attempt.offering, client_token=attempt.client_token
-            )
+        request = self.state.requests.get(node)
+        if not doubt or request is None:
+            return False
+        attempt = doubt[-1]
+        self.state.requests[node] = dataclasses.replace(
+            request, offering=attempt.offering, client_token=attempt.client_token
+        )
+        self.state.changed()
+        log.warning(
+            'event=slurm_resume_uncertain node=%s offering=%s request_id=%s error="%s"',
+            node,
+            attempt.offering,
+            request.request_id,
+            attempt.error,
+        )
+        return True
+
+    async def _running(self, node: str) -> list[str]:
+        """The ids of ``node``'s instances that are not stopped: a stopped instance is not the
+        node's, it runs nothing (someone stopped it, the loop terminates it as "stopped")."""
+        return [n.name for n in await self._instances(node) if not n.stopped]
+
+    # -- a multi-node job's nodes, all or nothing -------------------------------------------
+
+    def _members(self, gang: tuple[str, ...]) -> list[str]:
+        """The nodes of ``gang`` still requested as part of it (a suspend drops a node's)."""
+        requests = self.state.requests
+        return [n for n in gang if n in requests and requests[n].gang == gang]
+
+    def _server(self, node: str) -> str:
+        """The node whose worker serves ``node``'s resume: its gang's first member still
+        requested (``node`` itself when it is launched on its own)."""
+        request = self.state.requests.get(node)
+        members = self._members(request.gang) if request is not None else []
+        return members[0] if members else node
+
+    async def _resume_gang(self, node: str, gang: tuple[str, ...]) -> None:
+        """Serve a multi-node job's nodes as one (under ``node``'s lock, its first member):
+        the other members' locks are taken in name order, as the gang's first member holds
+        its own, so two workers never wait on each other."""
+        if self._server(node) != node:
+            return  # another member serves the gang
+        async with contextlib.AsyncExitStack() as stack:
+            for member in self._members(gang)[1:]:
+                await stack.enter_async_context(self.lock(member))
+            members = self._members(gang)
+            if members and members[0] == node:
+                await self._serve_gang(members)
+
+    async def _serve_gang(self, members: list[str]) -> None:
+        """Launch ``members`` all or nothing: each node type's group as one request (its first
+        node's: request id, saved offering), ``Launch(count=N, gangs=(N,))``. A member that
+        already has an instance (served before a restart) is not launched again. When a group
+        cannot launch whole, what this gang launched (and its members' earlier instances) is
+        terminated and every member is set DOWN with the reason, then powered down when its
+        type's backoff ends: Slurm requeues the job at once and no partial gang bills. An
+        answer lost for a group keeps every request for the next try (the groups that did
+        launch are then served before)."""
+        label = compress_hostlist(members)
+        if any(self.state.kept_down.pop(m, None) is not None for m in list(members)):
             self.state.changed()
-            log.warning(
-                'event=slurm_resume_uncertain node=%s offering=%s request_id=%s error="%s"',
-                node,
-                attempt.offering,
-                request.request_id,
-                attempt.error,
-            )
+        types = {m: self._node_type_for(m) for m in members}
+        groups: dict[str, list[str]] = {}
+        running: list[str] = []
+        for member in members:
+            node_type = types[member]
+            ids = await self._running(member) if node_type is not None else []
+            running.extend(ids)
+            if node_type is not None and not ids:
+                groups.setdefault(node_type.name, []).append(member)
+        untyped = [m for m in members if types[m] is None]
+        reason = (
+            f"shoal: no node type for {','.join(untyped)} (slurm.node_types)" if untyped else ""
+        )
+        launched: list[str] = []
+        for group in [] if reason else groups.values():
+            node_type = types[group[0]]
+            assert node_type is not None
+            ids, reason = await self._launch_gang(node_type, group, label)
+            launched.extend(ids)
+            if reason is None:  # an answer lost: the requests stay for the next try
+                return
+            if reason:
+                break
+        if not reason:
+            for member in members:
+                self._finish(member)
+            log.info("event=slurm_gang_resumed nodes=%s instances=%d", label, len(launched))
             return
-        outcome = report.launches[0] if report.launches else None
-        error = outcome.error if outcome is not None and outcome.error else ""
-        if not error:
-            error = "every offering is in backoff"
-        await self._keep_down(node, node_type, f"shoal: {error}"[:200])
+        log.warning('event=slurm_gang_failed nodes=%s reason="%s"', label, reason)
+        if launched or running:  # never a partial gang left billing
+            try:
+                await self.controller.terminate([*launched, *running], cause="gang-failed")
+            except ProviderError as exc:  # TerminationError too: logged, the rest still fails
+                log.error('event=slurm_gang_terminate_failed nodes=%s error="%r"', label, exc)
+        for member in members:
+            node_type = types[member]
+            if node_type is None:
+                self._finish(member)
+                await self._set_down(member, reason)
+            else:
+                await self._keep_down(member, node_type, reason)
+
+    async def _launch_gang(
+        self, node_type: NodeType, group: list[str], label: str
+    ) -> tuple[list[str], str | None]:
+        """Launch ``group`` (one node type) as one all-or-nothing request: (its instance ids,
+        "") when all launched from one offering; ([], None) when an answer was lost; else the
+        ids that did launch (a provider that launched part of the group) and the reason."""
+        request = self.state.requests[group[0]]
+        count = len(group)
+        jobs = f" for job {','.join(request.jobs)}" if request.jobs else ""
+        message = f"Slurm resumes {compress_hostlist(group)}{jobs}, all or nothing"
+        launch = Launch(node_type.name, count, AddCause.DEMAND, message, gangs=(count,))
+        report = await self._launch(node_type, launch, group)
+        made = [a for a in report.attempts if a.ids]
+        ids = [i for a in made for i in a.ids]
+        if len(made) == 1 and len(ids) == count:
+            for member, instance_id in zip(group, ids, strict=True):  # tagged in launch order
+                self._by_node[member] = instance_id
+                self.launched.append((member, instance_id))
+                if self.set_node_addr:
+                    self._spawn(self._set_address(member, instance_id))
+            return ids, ""
+        if not ids and self._uncertain(group[0], report):
+            return [], None
+        if ids:
+            return ids, (
+                f"shoal: {len(ids)} of the {count} {node_type.name} nodes of {label} launched, "
+                "all or nothing: none kept"
+            )
+        return [], _launch_error(report)
 
     def _finish(self, node: str) -> None:
         if self.state.requests.pop(node, None) is not None:
@@ -575,7 +713,7 @@ class PowerSaver:
                 worker = self._workers.get(node)
                 if worker is None or worker.done():
                     self._enqueue(node, suspend.kind)
-            for node in sorted(self.state.requests):
+            for node in sorted({self._server(n) for n in self.state.requests}):
                 worker = self._workers.get(node)
                 if worker is None or worker.done():
                     self._enqueue(node, "resume")
@@ -653,17 +791,60 @@ class PowerSaver:
         }
 
 
+def _launch_error(report: ExecutionReport) -> str:
+    """Why a launch launched nothing, as a node's DOWN reason."""
+    outcome = report.launches[0] if report.launches else None
+    error = outcome.error if outcome is not None and outcome.error else ""
+    return f"shoal: {error or 'every offering is in backoff'}"[:200]
+
+
+def _job_nodes(job: Mapping[str, Any]) -> str:
+    """The nodes a job of SLURM_RESUME_FILE is resumed on: ``nodes_resume`` (Slurm 23.02 and
+    later; ``nodes_alloc`` is its whole allocation), ``nodes`` in 22.05."""
+    for key in ("nodes_resume", "nodes", "nodes_alloc"):
+        if job.get(key):
+            return str(job[key])
+    return ""
+
+
 def _jobs_by_node(resume_file: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]]:
-    """SLURM_RESUME_FILE's ``{"jobs": [{"job_id": 1, "nodes": "cloud[1-2]"}]}`` by node."""
+    """SLURM_RESUME_FILE's ``{"jobs": [{"job_id": 1, "nodes": "cloud[1-2]"}]}`` by node (Slurm
+    22.05 as observed; ``nodes_resume`` from 23.02)."""
     out: dict[str, list[str]] = {}
     jobs = resume_file.get("jobs") if isinstance(resume_file, Mapping) else None
     for job in jobs if isinstance(jobs, list) else []:
         if not isinstance(job, Mapping):
             continue
         try:
-            names = expand_hostlist(str(job.get("nodes", "")))
+            names = expand_hostlist(_job_nodes(job))
         except ValueError:
             continue
         for name in names:
             out.setdefault(name, []).append(str(job.get("job_id", "?")))
     return {n: tuple(j) for n, j in out.items()}
+
+
+def _gangs(jobs: Mapping[str, tuple[str, ...]], names: list[str]) -> dict[str, tuple[str, ...]]:
+    """The nodes of ``names`` to launch all or nothing, by node: those of one multi-node job,
+    joined with the nodes of any other job that shares one of them (a 1-node job may share a
+    node with a 3-node job: Slurm packs them). A node of no multi-node job is not in it."""
+    by_job: dict[str, list[str]] = {}
+    for name in names:
+        for job in jobs.get(name, ()):
+            by_job.setdefault(job, []).append(name)
+    parent = {name: name for name in names}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            name = parent[name]
+        return name
+
+    for nodes in by_job.values():
+        for other in nodes[1:]:
+            parent[root(other)] = root(nodes[0])
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(root(name), []).append(name)
+    return {
+        name: tuple(sorted(group)) for group in groups.values() if len(group) > 1 for name in group
+    }

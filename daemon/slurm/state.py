@@ -13,6 +13,8 @@ it lives in the ``slurm`` section of the daemon's one state file (``daemon.durab
   only) says now and whatever capacity the offerings tried before it have again;
 - a node kept DOWN is on disk before it is set DOWN and removed once it was powered down
   or dropped, so a node is never left DOWN because the daemon restarted.
+- a multi-node job's nodes (``gang``, from SLURM_RESUME_FILE) are each a request naming the
+  whole gang: one of them (the first still requested) launches them all, all or nothing;
 - the ids of the latest hook requests accepted (``accepted_ids``, the last
   ``ACCEPTED_IDS_KEPT``), written with the request they carry: a hook's request found again in
   the spool (``spool``) after a crash between its accept and its deletion is not served twice.
@@ -24,7 +26,8 @@ The section's JSON::
                              "jobs": ["12"],
                              "offering": {"instance_type": "c5.xlarge", "zone": "us-west-2a",
                                           "capacity": "on-demand"},
-                             "client_token": "shoal-..."}},
+                             "client_token": "shoal-...",
+                             "gang": ["cloud1", "cloud2"]}},
      "suspends": {"cloud3": {"kind": "suspend", "accepted_at": 1700000100.0}},
      "kept_down": {"cloud2": {"until": 1700000180.0, "reason": "shoal: no capacity ...",
                               "marked": true}}}
@@ -56,6 +59,9 @@ class ResumeRequest:
     jobs: tuple[str, ...] = ()  # the jobs waiting for the node (from SLURM_RESUME_FILE)
     offering: Offering | None = None  # the last tried, saved before its launch; a replay's first
     client_token: str = ""  # the offering's client token, for the logs and the operator
+    # the nodes launched all or nothing with this one (a multi-node job's, sorted, this one
+    # among them); () for a node launched on its own
+    gang: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,7 @@ class PowerState:
                     tuple(r.get("jobs", ())),
                     offering_from_json(r["offering"]) if r.get("offering") else None,
                     str(r.get("client_token", "")),
+                    tuple(str(n) for n in r.get("gang", ())),
                 )
                 for node, r in data.get("requests", {}).items()
             }
@@ -123,7 +130,7 @@ class PowerState:
     def to_json(self) -> dict[str, Any]:
         def request(r: ResumeRequest) -> dict[str, Any]:
             offering = offering_to_json(r.offering) if r.offering is not None else None
-            return {**asdict(r), "jobs": list(r.jobs), "offering": offering}
+            return {**asdict(r), "jobs": list(r.jobs), "offering": offering, "gang": list(r.gang)}
 
         return {
             "requests": {n: request(r) for n, r in sorted(self.requests.items())},

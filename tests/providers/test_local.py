@@ -138,6 +138,24 @@ async def test_a_power_saving_node_runs_slurmd_b_with_its_name(
     assert (await provider.list_instances())[0].tags[TAG_SLURM_NODE] == "cloud3"
 
 
+async def test_a_gang_of_power_saving_nodes_names_each_instance_in_launch_order(
+    make: Callable[..., LocalProvisioner], tmp_path: Path
+) -> None:
+    """A multi-node job's nodes are one request listing one name per instance."""
+    provider = make()
+    ids = await provider.launch_offering(request(count=2, **{TAG_SLURM_NODE: "cloud4,cloud2"}))
+    for instance_id, name in zip(ids, ["cloud4", "cloud2"], strict=True):
+        pid = provider.pids()[instance_id]
+        argv = await wait_file(lambda pid=pid: list(tmp_path.glob(f"argv-{pid}")))
+        assert argv.read_text().split("\n")[:-1] == ["-D", "-b", "-N", name]
+    tags = {i.name: i.tags[TAG_SLURM_NODE] for i in await provider.list_instances()}
+    assert tags == dict(zip(ids, ["cloud4", "cloud2"], strict=True))
+    with pytest.raises(ProviderError, match="one name each"):  # a node never gets two
+        await provider.launch_offering(
+            request(count=2, token="tok-2", **{TAG_SLURM_NODE: "cloud1"})
+        )
+
+
 async def test_a_dynamic_node_registers_with_its_shape_and_features(
     make: Callable[..., LocalProvisioner], tmp_path: Path
 ) -> None:

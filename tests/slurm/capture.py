@@ -2,7 +2,7 @@
 
 Run as root where Slurm is installed (``make tools``)::
 
-    .venv/bin/python tests/slurm/capture.py [OUTDIR]
+    .venv/bin/python tests/slurm/capture.py [OUTDIR [STEP...]]
 
 It starts a ``SlurmCluster`` (``cluster.py``), brings a mix of jobs and nodes into known
 states, and writes the exact stdout of the commands ``shoal.daemon.slurm.client`` runs
@@ -138,6 +138,26 @@ def no_default_memory(outdir: Path, root: Path) -> None:
     (outdir / "squeue-down.stderr").write_text(f"exit {down.returncode}\n{down.stderr}")
 
 
+def gangs(outdir: Path, root: Path) -> None:
+    """Multi-node jobs pending for capacity (partition dyn has no node yet: PartitionConfig),
+    one per way of sizing a node: --mem, --mem-per-cpu with -c, --ntasks-per-node, uneven -n."""
+    with SlurmCluster(root / "gangs", ClusterSpec()) as cluster:
+        cap = Capture(cluster, outdir)
+        for args in (
+            ("-N3", "--mem=500", "-t", "1:00:00"),
+            ("-N2", "--mem-per-cpu=200", "-c2"),
+            ("-N2", "--ntasks-per-node=3", "--mem-per-cpu=100"),
+            ("-N2", "--ntasks-per-node=2", "-c2", "--mem=700"),
+            ("-N3", "-n4", "--mem-per-cpu=100"),
+        ):
+            cluster.sbatch("-p", "dyn", *args, "--wrap", "srun sleep 1")
+        cap.settle()
+        cap.save("squeue-gangs.txt", cap.squeue)
+
+
+STEPS = {"mixed": mixed, "nodefmem": no_default_memory, "gangs": gangs}
+
+
 def main() -> int:
     reason = missing_requirements()
     if reason:
@@ -145,9 +165,10 @@ def main() -> int:
         return 1
     outdir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "data"
     outdir.mkdir(parents=True, exist_ok=True)
+    steps = sys.argv[2:] or list(STEPS)  # e.g. `capture.py tests/slurm/data gangs`
     with tempfile.TemporaryDirectory(prefix="shoal-slurm-") as tmp:
-        mixed(outdir, Path(tmp))
-        no_default_memory(outdir, Path(tmp))
+        for step in steps:
+            STEPS[step](outdir, Path(tmp))
     return 0
 
 

@@ -294,6 +294,52 @@ def test_no_capacity_and_a_node_that_never_registers(setup_factory: Callable[...
     assert "a1" not in kept_down and "b1" not in kept_down
 
 
+def test_a_multi_node_job_without_room_for_all_its_nodes_leaves_none_running(
+    setup_factory: Callable[..., Setup],
+) -> None:
+    """``sbatch -N3`` on a type with room for 2 (issue 18): Slurm resumes g[1-3] in one call,
+    shoal launches them all or nothing, so no slurmd is left running for the job: all three
+    nodes are DOWN with shoal's reason and the job waits, requeued, instead of 2 nodes
+    billing for a job that cannot start."""
+    spec = ClusterSpec(
+        cloud=(NodeGroup("g", 3),),
+        dynamic_partition=None,
+        suspend_time=60,
+        suspend_timeout=5,
+        resume_timeout=30,
+        cred_expire=5,
+    )
+    s = setup_factory(
+        spec,
+        types={"g": {"cores": 2, "memory": "1000MiB"}},
+        slurm={"node_types": {"g": "g"}},
+        provider={"capacity": {"g": 2}},
+    )
+    job = s.cluster.sbatch("-N3", "-c2", "--wrap", "srun hostname")
+    names = ["g1", "g2", "g3"]
+
+    def all_down() -> bool:
+        states = s.states(names)
+        return all("down" in f for f in states.values()) and all(
+            s.reason(n).startswith("shoal: ") for n in names
+        )
+
+    poll_until("g[1-3] DOWN with shoal's reason", all_down, 40, interval=0.2, explain=s.explain)
+    poll_until(
+        "no slurmd left running",
+        lambda: not s.instances() and not local_processes(s.workdir),
+        20,
+        interval=0.2,
+        explain=s.explain,
+    )
+    resumed = [r for r in s.hooks() if r.kind == "resume"]
+    assert [expand_hostlist(r.hostlist) for r in resumed] == [names]
+    assert s.jobs()[job][0] == "PENDING"  # requeued: it waits for capacity, on no node
+    kept_down = s.daemon.get("/v1/slurm")["power_saving"]["kept_down"]
+    assert sorted(kept_down) == names
+    assert len({k["reason"] for k in kept_down.values()}) == 1
+
+
 # -- external mode ------------------------------------------------------------------------
 
 

@@ -183,7 +183,7 @@ def test_demand_mixed():
     got = slurm_demand(parse_squeue(data("squeue-mixed.txt")), parse_sinfo(data("sinfo-mixed.txt")))
     assert set(got.demand.queued) == {
         QueuedJobs(shape(1800, 500, 2), 1),  # 5: Resources
-        QueuedJobs(shape(H, 300, 2), 2),  # 6: -n3 -N2 --mem-per-cpu=150, one per node
+        QueuedJobs(shape(H, 300, 2), 1, 2),  # 6: -n3 -N2 --mem-per-cpu=150: one 2-node gang
         QueuedJobs(shape(2700, 300, 1), 3),  # array 7, three tasks
         QueuedJobs(shape(H, 100, 1), 1),  # 10: ReqNodeNotAvail
         QueuedJobs(shape(H, 2000, 1), 1),  # 11: PartitionConfig
@@ -201,6 +201,18 @@ def test_demand_mixed():
     assert len(got.demand.running) == 5
     assert all(r.elapsed >= 0 for r in got.demand.running)
     assert got.joined == {"cloud1", "cloud2"}
+
+
+def test_demand_multi_node_jobs_are_gangs_of_what_slurm_allocates_per_node():
+    """Real squeue output of pending -N jobs: each one gang, its shape per node."""
+    got = slurm_demand(parse_squeue(data("squeue-gangs.txt")), ())
+    assert sorted(got.demand.queued, key=lambda q: (q.node_count, q.shape.cores)) == [
+        QueuedJobs(shape(H, 400, 2), 1, 2),  # -N2 --mem-per-cpu=200 -c2: 2 CPUs x 200M a node
+        QueuedJobs(shape(H, 300, 3), 1, 2),  # -N2 --ntasks-per-node=3 --mem-per-cpu=100
+        QueuedJobs(shape(H, 700, 4), 1, 2),  # -N2 --ntasks-per-node=2 -c2 --mem=700 (per node)
+        QueuedJobs(shape(3600, 500, 1), 1, 3),  # -N3 --mem=500: 500M on each node
+        QueuedJobs(shape(H, 200, 2), 1, 3),  # -N3 -n4 --mem-per-cpu=100: the busiest node's 2
+    ]
 
 
 def test_demand_counts_a_requeued_job_waiting_out_its_begin_time():

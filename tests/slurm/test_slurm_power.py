@@ -685,3 +685,120 @@ async def test_a_burst_of_resumes_setting_node_addresses_shares_the_listings(
     assert addresses == {n.tags[TAG_SLURM_NODE]: n.privateIP for n in instances}
     assert len(addresses) == 8
     assert listings <= 3, f"{listings} DescribeInstances for 8 addresses"
+
+
+# --- a multi-node job's nodes, all or nothing (issue 18 item 4) --------------------------
+
+# SLURM_RESUME_FILE as slurmctld 22.05 wrote it for `sbatch -N3` and then a 1-node job that
+# it packed onto cloud1 with it (recorded by tests/slurm/cluster.py's hook recorder)
+THREE_NODE_JOB = {
+    "jobs": [{"job_id": 1, "nodes": "cloud[1-3]"}, {"job_id": 2, "nodes": "cloud1"}],
+    "all_nodes": "cloud[1-3]",
+}
+
+
+def run_instances(d: Daemon) -> list[int]:
+    """The count of each RunInstances call, in order."""
+    return [c.kwargs["count"] for c in d.provider.calls if c.operation == "RunInstances"]
+
+
+async def test_a_multi_node_jobs_resume_launches_its_nodes_as_one_request(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    d = await start(tmp_path, clock)
+    await d.power.accept("resume", "cloud[1-3]", THREE_NODE_JOB)
+    assert saved(tmp_path).requests["cloud2"].gang == ("cloud1", "cloud2", "cloud3")
+    await d.served()
+    assert run_instances(d) == [3]  # one request of 3, not three of 1
+    workers = await d.workers()
+    assert sorted(workers) == ["cloud1", "cloud2", "cloud3"]
+    assert all(len(ids) == 1 for ids in workers.values())
+    assert d.power.state.requests == {} and d.power.state.kept_down == {}
+    assert {d.power.instance_id(n) for n in workers} == {i for ids in workers.values() for i in ids}
+
+
+async def test_a_multi_node_job_without_room_for_all_its_nodes_leaves_none_running(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Room for 2 of 3: nothing stays running, all 3 nodes are set DOWN with the reason (Slurm
+    requeues the job at once), and each is powered down when the type's backoff ends."""
+    d = await start(tmp_path, clock)
+    slurm = FakeSlurm()
+    d.power.client = slurm  # type: ignore[assignment]
+    d.provider.set_capacity("c5.xlarge", 2)
+    await d.power.accept("resume", "cloud[1-3]", THREE_NODE_JOB)
+    await d.served()
+    assert d.provider.count() == 0
+    assert sorted(slurm.calls) == [("down", "cloud1"), ("down", "cloud2"), ("down", "cloud3")]
+    kept = saved(tmp_path).kept_down
+    assert sorted(kept) == ["cloud1", "cloud2", "cloud3"]
+    (reason,) = {k.reason for k in kept.values()}
+    assert reason.startswith("shoal: ") and "cloud[1-3]" in reason
+    runner = asyncio.create_task(d.power.run())
+    try:
+        await clock.advance(max(k.until for k in kept.values()) - clock.now() + 1)
+        assert d.power.state.kept_down == {}
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert sorted(c for c in slurm.calls if c[0] == "power_down") == [
+        ("power_down", "cloud1"),
+        ("power_down", "cloud2"),
+        ("power_down", "cloud3"),
+    ]
+    assert d.provider.count() == 0
+
+
+async def test_a_multi_node_job_over_two_node_types_fails_whole_when_one_type_cannot_launch(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """cloud[1-2] (c5.xlarge) launch, mem1 (r5.large) cannot: the c5 instances are terminated
+    and the job's three nodes are all set DOWN."""
+    d = await start(tmp_path, clock)
+    slurm = FakeSlurm()
+    d.power.client = slurm  # type: ignore[assignment]
+    d.provider.set_unavailable("r5.large")
+    job = {"jobs": [{"job_id": 4, "nodes": "cloud[1-2],mem1"}]}
+    await d.power.accept("resume", "cloud[1-2],mem1", job)
+    await d.served()
+    assert run_instances(d)[0] == 2  # the c5.xlarge group as one request: launched, then...
+    assert d.provider.count() == 0  # ...terminated when mem1 could not launch
+    assert sorted(slurm.calls) == [("down", "cloud1"), ("down", "cloud2"), ("down", "mem1")]
+    assert sorted(d.power.state.kept_down) == ["cloud1", "cloud2", "mem1"]
+
+
+async def test_all_or_nothing_off_launches_a_multi_node_jobs_nodes_one_by_one(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    d = await start(tmp_path, clock, all_or_nothing=False)
+    d.power.client = FakeSlurm()  # type: ignore[assignment]
+    d.provider.set_capacity("c5.xlarge", 2)
+    await d.power.accept("resume", "cloud[1-3]", THREE_NODE_JOB)
+    await d.served()
+    assert run_instances(d) == [1, 1, 1]
+    assert d.provider.count() == 2 and len(d.power.state.kept_down) == 1
+
+
+async def test_a_multi_node_job_replayed_after_a_crash_launches_nothing_twice(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """kill -9 right after the gang's RunInstances answered, the listing not showing the
+    instances yet: the restarted daemon replays the gang with its saved offering and client
+    token, which return the same three instances."""
+    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock, listing_lag=300)
+    first = await start(tmp_path, clock, provider)
+    crashed = tmp_path / "crashed"
+    crash_copy_after_launch(provider, tmp_path / "state", crashed / "state")
+    await first.power.accept("resume", "cloud[1-3]", THREE_NODE_JOB)
+    await first.served()
+    await first.power.close()
+    assert sorted(saved(crashed).requests) == ["cloud1", "cloud2", "cloud3"]
+
+    second = await start(crashed, clock, provider)
+    await second.served()
+    assert second.power.state.requests == {}
+    assert provider.count() == 3
+    await clock.advance(300)
+    workers = await second.workers()
+    assert sorted(workers) == ["cloud1", "cloud2", "cloud3"]
+    assert all(len(ids) == 1 for ids in workers.values())
