@@ -532,7 +532,12 @@ class PowerSaver:
                 f"shoal: {len(ids)} of the {count} {node_type.name} nodes of {label} launched, "
                 "all or nothing: none kept"
             )
-        return [], _launch_error(report)
+        # nothing launched: the whole group was refused (an all-or-nothing launch); the reason
+        # names the group so `sinfo -R` says why all of its nodes are DOWN together
+        error = _launch_error(report).removeprefix("shoal: ")
+        return [], f"shoal: {count} {node_type.name} nodes of {label}, all or nothing: {error}"[
+            :200
+        ]
 
     def _finish(self, node: str) -> None:
         if self.state.requests.pop(node, None) is not None:
