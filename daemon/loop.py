@@ -634,6 +634,11 @@ class Controller:
             )
             for t in self.tracker.stopped()
         )
+        running = {job.node_id for job in self.demand.running}  # the snapshot's requeued them
+        stopped += tuple(  # out of the planner's view: no idle timer would remove them
+            NodeAction(t.id, t.node_type, RemoveCause.INTERRUPTED, "drained for the cloud, idle")
+            for t in self.tracker.interrupted_idle(running)
+        )
         if stopped:
             plan = dataclasses.replace(plan, terminations=plan.terminations + stopped)
         taken_back = {a.node_id for a in plan.undrains}

@@ -441,6 +441,21 @@ class NodeTracker:
         """Nodes marked interrupted that listings still show."""
         return frozenset(self._interrupted)
 
+    def interrupted_idle(self, busy: Collection[str]) -> list[TrackedNode]:
+        """Interrupted nodes to terminate now: drained (confirmed) and running no job (not
+        in ``busy``). They are out of the planner's view, so no idle timer removes them, and
+        a scheduled change may come weeks before the cloud takes the node."""
+        return [
+            t
+            for t in self.all()
+            if t.id in self._interrupted
+            and t.id not in busy
+            and t.state is TrackedState.DRAINING
+            and t.drain_confirmed
+            and not t.static
+            and not t.node.stopped
+        ]
+
     def undrained_at(self, node_id: str) -> float | None:
         """When this daemon last undrained the node (None: never, or no longer listed)."""
         return self._undrained.get(node_id)

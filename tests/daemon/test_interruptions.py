@@ -476,3 +476,38 @@ async def test_a_drain_that_cannot_be_marked_leaves_the_message_for_redelivery(
     assert await spot.poll() == 1
     assert spot.hook.calls == [(node, "spot interruption")]
     assert await spot.in_queue() == 0
+
+
+async def scheduled_change(spot: Spot, node: str) -> None:
+    detail = {
+        "service": "EC2",
+        "eventTypeCategory": "scheduledChange",
+        "eventTypeCode": "AWS_EC2_PERSISTENT_INSTANCE_RETIREMENT_SCHEDULED",
+        "affectedEntities": [{"entityValue": node}],
+    }
+    await spot.put("aws.health", "AWS Health Event", detail)
+    assert await spot.poll() == 1
+
+
+async def test_a_node_drained_for_a_scheduled_change_is_terminated_once_its_jobs_end(
+    spot: Spot,
+) -> None:
+    """A retirement is scheduled days or weeks ahead: the cloud does not take the node
+    within minutes as it does a spot one, so shoal must not leave it running, drained and
+    idle, until then."""
+    node = await spot.one_busy_spot_node()
+    await scheduled_change(spot, node)
+    record = await spot.pass_()
+    assert record.launched == 1  # room for the job still running there
+    # the job still runs on the drained node: it is not removed under it
+    assert node not in {a.node_id for a in spot.controller.last_plan.terminations}  # type: ignore[union-attr]
+    (other,) = [t.id for t in spot.controller.tracker.all() if t.id != node]
+    idle = DemandUpdate(Demand(), joined_nodes=frozenset({node, other}))
+    spot.controller.set_demand(idle)  # the job ended
+    await spot.pass_()
+    await spot.clock.advance(2 * 3600)  # past unneeded_time, long before any retirement
+    spot.controller.set_demand(idle)
+    await spot.pass_()
+    removed = {a.node_id for a in spot.controller.last_plan.terminations}  # type: ignore[union-attr]
+    tracked = spot.controller.tracker.get(node)
+    assert node in removed or tracked is None or tracked.state is TrackedState.TERMINATED
