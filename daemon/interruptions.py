@@ -13,7 +13,11 @@ Karpenter's interruption controller does:
   ``scontrol update state=drain reason="spot interruption"`` stops placing jobs on it), and
   the controller is woken for a pass now, which launches the replacement. A spot
   interruption also backs off the node's offering (instance type x zone x spot), as Karpenter
-  marks it unavailable: the pool is being reclaimed.
+  marks it unavailable: the pool is being reclaimed. Once drained, the drain mark's value
+  says interrupted (``nodes.INTERRUPTED_MARK``): a restarted daemon's tracker marks it
+  interrupted again, so it is never taken back as room after the message is gone. The loop
+  terminates an interrupted node once it is drained and runs no job: a scheduled change may
+  come weeks before the cloud acts, and a node out of the planner's view has no idle timer.
 - **state change** to stopping, stopped, shutting-down or terminated: the shared listing is
   out of date; it is invalidated and a pass woken (a stopped worker is terminated by the
   plan, a terminated one leaves the view).
@@ -269,7 +273,19 @@ class InterruptionHandler:
                     action.node_id,
                     "; ".join(report.errors),
                 )
+            elif tracked is not None and not await self._mark(action.node_id, now):
+                failed = True  # a restart would not know: handled again on re-delivery
         return failed
+
+    async def _mark(self, node: str, now: float) -> bool:
+        """The drain mark says interrupted, so a restarted daemon keeps the node out of
+        the planner's view (never undrained) and terminates it once idle; False: refused."""
+        try:
+            await self.controller.executor.mark_draining(node, now, interrupted=True)
+        except Exception as exc:
+            log.warning('event=interruption_mark_failed node=%s error="%r"', node, exc)
+            return False
+        return True
 
 
 class _InterruptionIntegration:

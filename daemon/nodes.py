@@ -80,6 +80,7 @@ from shoal.scaler.model import (
 
 __all__ = [
     "DEFAULT_LEDGER_TTL",
+    "INTERRUPTED_MARK",
     "NodeTracker",
     "TrackedNode",
     "TrackedState",
@@ -87,6 +88,10 @@ __all__ = [
 ]
 
 DEFAULT_LEDGER_TTL = 600.0  # seconds a launched node may stay unlisted
+# The drain mark's value ends with it on a node the cloud takes away (an interruption
+# notice): "<epoch seconds> interrupted", so a restarted daemon knows it too. One tag key:
+# deploy/iam-policy.json lets shoal write TAG_DRAINING alone.
+INTERRUPTED_MARK = "interrupted"
 
 
 class TrackedState(enum.StrEnum):
@@ -359,6 +364,8 @@ class NodeTracker:
             elif joined_at is not None and missing_since is None and not unread:
                 missing_since = now
             tagged = TAG_DRAINING in node.tags
+            if node.tags.get(TAG_DRAINING, "").endswith(INTERRUPTED_MARK):
+                self._interrupted.setdefault(node.name, now)  # marked before a restart
             if node.name in self._stale_tag:
                 if tagged and now - self._undrained[node.name] < self.ledger_ttl:
                     tagged = False  # undrained: the tag's removal is not listed yet

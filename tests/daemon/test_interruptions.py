@@ -511,3 +511,28 @@ async def test_a_node_drained_for_a_scheduled_change_is_terminated_once_its_jobs
     removed = {a.node_id for a in spot.controller.last_plan.terminations}  # type: ignore[union-attr]
     tracked = spot.controller.tracker.get(node)
     assert node in removed or tracked is None or tracked.state is TrackedState.TERMINATED
+
+
+async def test_a_restarted_daemon_never_undrains_a_warned_node(spot: Spot) -> None:
+    """The interrupted mark outlives the daemon: a restart after a scheduled change's
+    notice (deleted once handled) still knows the cloud takes the node, so demand that
+    returns gets a new node, never the warned one undrained."""
+    node = await spot.one_busy_spot_node()
+    await scheduled_change(spot, node)
+    assert await spot.in_queue() == 0
+    restarted = await spot.run(
+        build_controller(spot.config, spot.provider, spot.clock, metrics=ShoalMetrics())
+    )
+    await spot.run(restarted.reconcile())
+    restarted.executor.drain_hook = spot.hook
+    busy = Demand(
+        queued=(QueuedJobs(WHOLE_NODE, 1),),
+        running=(),
+    )
+    restarted.set_demand(DemandUpdate(busy, joined_nodes=frozenset({node})))
+    await spot.run(restarted.run_pass())
+    plan = restarted.last_plan
+    assert plan is not None
+    assert node not in {a.node_id for a in plan.undrains}
+    assert node in restarted.tracker.interrupted()
+    assert sum(launch.count for launch in plan.launches) == 1
