@@ -17,7 +17,9 @@ Karpenter's interruption controller does:
   says interrupted (``nodes.INTERRUPTED_MARK``): a restarted daemon's tracker marks it
   interrupted again, so it is never taken back as room after the message is gone. The loop
   terminates an interrupted node once it is drained and runs no job: a scheduled change may
-  come weeks before the cloud acts, and a node out of the planner's view has no idle timer.
+  come weeks before the cloud acts, and a node out of the planner's view has no idle timer
+  (not with Slurm's power saving, ``Controller.remove_interrupted`` off: Slurm, which shoal
+  does not drain there, suspends the node once idle, and a kill could catch a new job).
 - **state change** to stopping, stopped, shutting-down or terminated: the shared listing is
   out of date; it is invalidated and a pass woken (a stopped worker is terminated by the
   plan, a terminated one leaves the view).
@@ -336,6 +338,8 @@ class _InterruptionKind:
             raise ValueError("provider.interruption_queue needs provider.kind aws")
         queue = InterruptionQueue.for_provider(provider, queue_name, retry=retry_policy(config))
         handler = InterruptionHandler(controller, queue, register_metrics(metrics.registry))
+        if config.slurm is not None and config.slurm.mode == "power_save":
+            controller.remove_interrupted = False  # Slurm suspends the idle node: no kill
         log.info("event=interruption_queue_watched queue=%s", queue_name)
         return _InterruptionIntegration(handler)
 

@@ -224,6 +224,9 @@ class Controller:
         self.stopping = False
         self.on_pass: list[Callable[[PassRecord], None]] = []
         self.on_ready: list[Callable[[], None]] = []
+        # the loop terminates interrupted nodes once drained and idle; off where the scheduler
+        # decides which nodes run (Slurm's power saving suspends an idle node itself)
+        self.remove_interrupted = True
         # timers beside the controller's own (the Slurm power saver's nodes kept DOWN): each
         # gives the earliest time after ``now`` it falls due, or None (see ``next_deadline``)
         self.deadline_sources: list[Callable[[float], float | None]] = []
@@ -638,6 +641,7 @@ class Controller:
         stopped += tuple(  # out of the planner's view: no idle timer would remove them
             NodeAction(t.id, t.node_type, RemoveCause.INTERRUPTED, "drained for the cloud, idle")
             for t in self.tracker.interrupted_idle(running)
+            if self.remove_interrupted
         )
         if stopped:
             plan = dataclasses.replace(plan, terminations=plan.terminations + stopped)

@@ -536,3 +536,29 @@ async def test_a_restarted_daemon_never_undrains_a_warned_node(spot: Spot) -> No
     assert node not in {a.node_id for a in plan.undrains}
     assert node in restarted.tracker.interrupted()
     assert sum(launch.count for launch in plan.launches) == 1
+
+
+async def test_with_slurm_power_saving_an_idle_interrupted_node_is_left_to_slurm(
+    spot: Spot, moto_url: str, tmp_path: Path
+) -> None:
+    """Power saving: Slurm decides which nodes run and is not told of shoal's drain there;
+    it suspends the idle node itself (its suspend hook terminates it), so the loop does not
+    terminate it under a job Slurm may be placing on it."""
+    plain = config(moto_url).model_dump(exclude_none=True)
+    power_save = parse_config(
+        {
+            **plain,
+            "demand": {"slurm": True, "api": False},
+            "slurm": {"mode": "power_save"},
+            "state_dir": str(tmp_path),
+        }
+    )
+    INTERRUPTIONS.build(power_save, spot.clock, ShoalMetrics(), spot.controller)
+    node = await spot.one_busy_spot_node()
+    await scheduled_change(spot, node)
+    idle = DemandUpdate(Demand(), joined_nodes=frozenset({node}))
+    spot.controller.set_demand(idle)
+    await spot.pass_()
+    removed = {a.node_id for a in spot.controller.last_plan.terminations}  # type: ignore[union-attr]
+    assert node not in removed
+    assert spot.controller.tracker.get(node).state is TrackedState.DRAINING  # type: ignore[union-attr]
