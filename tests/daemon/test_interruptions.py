@@ -562,3 +562,47 @@ async def test_with_slurm_power_saving_an_idle_interrupted_node_is_left_to_slurm
     removed = {a.node_id for a in spot.controller.last_plan.terminations}  # type: ignore[union-attr]
     assert node not in removed
     assert spot.controller.tracker.get(node).state is TrackedState.DRAINING  # type: ignore[union-attr]
+
+
+class StuckDrainHook:
+    """A drain hook that answers only when released (a slow scontrol, a webhook that hangs
+    until its timeout)."""
+
+    def __init__(self, expected: int) -> None:
+        self.started: list[str] = []
+        self.expected = expected
+        self.all_started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def drain(self, node: str, reason: str | None = None) -> None:
+        self.started.append(node)
+        if len(self.started) == self.expected:
+            self.all_started.set()
+        await self.release.wait()
+
+
+async def test_a_slow_drain_does_not_hold_back_the_other_warnings_of_a_receive(
+    spot: Spot,
+) -> None:
+    """EC2 reclaims spot capacity in bulk: one receive brings several warnings, and each
+    node must be out of the view, draining and replaced within its two minutes, not after
+    the drains of the nodes before it."""
+    await spot.pass_(Demand(queued=(QueuedJobs(WHOLE_NODE, 2),)))
+    nodes = sorted(t.id for t in spot.controller.tracker.all())
+    assert len(nodes) == 2
+    spot.controller.set_demand(DemandUpdate(Demand(), joined_nodes=frozenset(nodes)))
+    await spot.pass_()
+    hook = StuckDrainHook(len(nodes))
+    spot.controller.executor.drain_hook = hook
+    for node in nodes:
+        await spot.warn(node)
+    poll = asyncio.ensure_future(spot.handler.poll_once())
+    try:
+        # a bound for the failure only: with the drains made together this returns at once
+        await asyncio.wait_for(hook.all_started.wait(), 20)
+        assert sorted(hook.started) == nodes  # both drains under way at once
+        assert spot.controller.tracker.interrupted() == frozenset(nodes)
+    finally:
+        hook.release.set()
+        assert await spot.run(poll) == 2
+    assert await spot.in_queue() == 0
