@@ -28,7 +28,9 @@ Karpenter's interruption controller does:
   that keep running, and the interruption warning, when it comes, still leaves two minutes.
 
 A notice for an instance the tracker does not know as one of this cluster's autoscaled
-workers is ignored (another cluster's instance, a static node). Each message is deleted only
+workers is ignored (another cluster's instance, a static node), so the queue is read only
+once the loop's first listing is in (``Controller.ready``): warnings queued while the
+daemon was down are not taken for another cluster's. Each message is deleted only
 once it has been handled, so a daemon that dies in between handles it again when SQS
 re-delivers it: handling is idempotent (a node marked interrupted already is neither backed
 off again nor drained twice; the executor skips a confirmed drain). A message that is not a
@@ -143,12 +145,19 @@ class InterruptionHandler:
         self.error_pause = error_pause  # after a failed receive, past the retry layer
         # after an empty receive: 0 with a long poll (SQS waited already); tests short-poll
         self.idle_pause = idle_pause
+        # the first listing done (Controller.ready): before it every notice would be taken
+        # for another cluster's and deleted
+        self._ready = asyncio.Event()
+        controller.on_ready.append(self._ready.set)
+        if controller.ready:
+            self._ready.set()
 
     @property
     def clock(self) -> Clock:
         return self.controller.clock
 
     async def run(self) -> None:
+        await self._ready.wait()
         while True:
             try:
                 handled = await self.poll_once()

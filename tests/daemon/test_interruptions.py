@@ -606,3 +606,43 @@ async def test_a_slow_drain_does_not_hold_back_the_other_warnings_of_a_receive(
         hook.release.set()
         assert await spot.run(poll) == 2
     assert await spot.in_queue() == 0
+
+
+async def test_a_restarted_daemon_reads_no_warning_before_it_knows_its_nodes(spot: Spot) -> None:
+    """Warnings queue up while the daemon is down (SQS keeps them five minutes). The reader
+    starts beside the loop: read before the first listing, every one would be "not this
+    cluster's" and deleted, and the nodes would never be drained nor replaced."""
+    node = await spot.one_busy_spot_node()
+    await spot.warn(node)  # while the daemon is down
+    restarted = await spot.run(
+        build_controller(spot.config, spot.provider, spot.clock, metrics=ShoalMetrics())
+    )
+    restarted.executor.drain_hook = spot.hook
+    handler = INTERRUPTIONS.build(spot.config, spot.clock, restarted.metrics, restarted).handler
+    handler.queue.wait_time = 0
+    handler.idle_pause = 60.0  # on the fake clock: no busy loop on an empty short poll
+    known_at_receive: list[bool] = []
+    deleted = asyncio.Event()
+    receive, delete = handler.queue.receive, handler.queue.delete
+
+    async def recording_receive() -> list[QueueMessage]:
+        known_at_receive.append(restarted.ready)
+        return await receive()
+
+    async def recording_delete(message: QueueMessage) -> None:
+        await delete(message)
+        deleted.set()
+
+    handler.queue.receive = recording_receive  # type: ignore[method-assign]
+    handler.queue.delete = recording_delete  # type: ignore[method-assign]
+    task = asyncio.ensure_future(handler.run())  # started with the loop, as the service does
+    try:
+        await spot.run(restarted.reconcile())  # the loop's first listing
+        await asyncio.wait_for(deleted.wait(), 30)  # a bound for the failure only
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert known_at_receive and all(known_at_receive)
+    assert restarted.tracker.interrupted() == frozenset({node})
+    assert spot.hook.calls == [(node, "spot interruption")]
