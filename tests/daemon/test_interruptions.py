@@ -334,8 +334,7 @@ async def test_a_rebalance_recommendation_is_counted_and_drains_nothing(spot: Sp
     assert spot.controller.tracker.interrupted() == frozenset()
 
 
-async def test_a_scheduled_change_drains_without_backing_off(spot: Spot) -> None:
-    node = await spot.one_busy_spot_node()
+async def scheduled_change(spot: Spot, node: str) -> None:
     detail = {
         "service": "EC2",
         "eventTypeCategory": "scheduledChange",
@@ -344,6 +343,11 @@ async def test_a_scheduled_change_drains_without_backing_off(spot: Spot) -> None
     }
     await spot.put("aws.health", "AWS Health Event", detail)
     assert await spot.poll() == 1
+
+
+async def test_a_scheduled_change_drains_without_backing_off(spot: Spot) -> None:
+    node = await spot.one_busy_spot_node()
+    await scheduled_change(spot, node)
     assert spot.hook.calls == [(node, "scheduled change")]
     assert spot.controller.backoff.unavailable(spot.clock.now()) == {}
 
@@ -476,17 +480,6 @@ async def test_a_drain_that_cannot_be_marked_leaves_the_message_for_redelivery(
     assert await spot.poll() == 1
     assert spot.hook.calls == [(node, "spot interruption")]
     assert await spot.in_queue() == 0
-
-
-async def scheduled_change(spot: Spot, node: str) -> None:
-    detail = {
-        "service": "EC2",
-        "eventTypeCategory": "scheduledChange",
-        "eventTypeCode": "AWS_EC2_PERSISTENT_INSTANCE_RETIREMENT_SCHEDULED",
-        "affectedEntities": [{"entityValue": node}],
-    }
-    await spot.put("aws.health", "AWS Health Event", detail)
-    assert await spot.poll() == 1
 
 
 async def test_a_node_drained_for_a_scheduled_change_is_terminated_once_its_jobs_end(
