@@ -6,11 +6,13 @@ Karpenter's interruption controller does:
 
 - **spot interruption** (the 2-minute warning) and **scheduled change** (AWS Health: a
   retirement or maintenance of the instance): the node is marked interrupted in the tracker
-  (out of the planner's view at once: no room, never undrained, and the jobs running on it
-  requeued into the snapshot's demand, ``nodes.requeue_running``, so the plan launches their
-  room now), drained through the drain hook as a plan's drain is (the ``shoal:draining`` mark,
-  then the hook with the reason "spot interruption" or "scheduled change": Slurm's
-  ``scontrol update state=drain reason="spot interruption"`` stops placing jobs on it), and
+  (out of the planner's view at once: no room, never undrained; after a spot warning the
+  jobs running on it are requeued into the snapshot's demand, ``nodes.requeue_running``, so
+  the plan launches their room now, while a scheduled change's, weeks ahead maybe, finish
+  there and get no second node), drained through the drain hook as a plan's drain is (the
+  ``shoal:draining`` mark, then the hook with the reason "spot interruption" or "scheduled
+  change": Slurm's ``scontrol update state=drain reason="spot interruption"`` stops placing
+  jobs on it), and
   the controller is woken for a pass now, which launches the replacement. A spot
   interruption also backs off the node's offering (instance type x zone x spot), as Karpenter
   marks it unavailable: the pool is being reclaimed. Once drained, the drain mark's value
@@ -250,7 +252,8 @@ class InterruptionHandler:
         for node in nodes:
             tracked = tracker.get(node)
             assert tracked is not None
-            if tracker.mark_interrupted(node, now):
+            imminent = notice.kind is NoticeKind.SPOT_INTERRUPTION
+            if tracker.mark_interrupted(node, now, imminent=imminent):
                 warned = notice.at if notice.at is not None else now
                 log.warning(
                     "event=node_interrupted kind=%s node=%s node_type=%s offering=%s "

@@ -603,7 +603,7 @@ class Controller:
         self.backoff = self.backoff.prune(now)
         self._observed_source = self.demand_source
         snapshot = Snapshot(
-            demand=requeue_running(self.demand, self.tracker.interrupted()),
+            demand=requeue_running(self.demand, self.tracker.imminent()),
             nodes=self.tracker.infos(),
             unavailable=self.backoff.unavailable(now),
         )

@@ -638,3 +638,23 @@ async def test_a_restarted_daemon_reads_no_warning_before_it_knows_its_nodes(spo
     assert known_at_receive and all(known_at_receive)
     assert restarted.tracker.interrupted() == frozenset({node})
     assert spot.hook.calls == [(node, "spot interruption")]
+
+
+async def test_a_scheduled_change_launches_no_room_for_the_jobs_still_running_there(
+    spot: Spot,
+) -> None:
+    """A retirement is days or weeks ahead: the job running on the node finishes there, so a
+    node launched for it now would only idle beside it. (A spot warning's jobs die within
+    two minutes: their room is launched at once, as the first test shows.)"""
+    node = await spot.one_busy_spot_node()
+    await scheduled_change(spot, node)
+    record = await spot.pass_()
+    assert record.launched == 0
+    assert [t.id for t in spot.controller.tracker.all()] == [node]
+    # new work gets a new node: the drained one is no room
+    running = Demand(
+        queued=(QueuedJobs(WHOLE_NODE, 1),),
+        running=(RunningJob(WHOLE_NODE, node, elapsed=900),),
+    )
+    record = await spot.pass_(running)
+    assert record.launched == 1
