@@ -46,7 +46,7 @@ from shoal.daemon.drain import (
     UndrainHook,
 )
 from shoal.daemon.metrics import ShoalMetrics
-from shoal.daemon.nodes import NodeTracker, TrackedState
+from shoal.daemon.nodes import INTERRUPTED_MARK, NodeTracker, TrackedState
 from shoal.providers.base import TAG_DRAINING, AbstractProvisioner
 from shoal.providers.errors import CapacityError, ProviderError, TerminationError
 from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationResult
@@ -570,12 +570,16 @@ class Executor:
             action.message,
         )
 
-    async def mark_draining(self, node_id: str, since: float | None) -> None:
-        """Tag a node ``TAG_DRAINING=<since>`` (epoch seconds), or remove the tag (None),
-        through the retry layer; raises what the provider raised last."""
+    async def mark_draining(
+        self, node_id: str, since: float | None, *, interrupted: bool = False
+    ) -> None:
+        """Tag a node ``TAG_DRAINING=<since>`` (epoch seconds; ``<since> interrupted`` when
+        the cloud takes it away: ``INTERRUPTED_MARK``), or remove the tag (None), through the
+        retry layer; raises what the provider raised last."""
+        value = f"{int(since or 0)} {INTERRUPTED_MARK}" if interrupted else str(int(since or 0))
 
         async def tag() -> None:
-            await self.provider.tag_instances([node_id], {TAG_DRAINING: str(int(since or 0))})
+            await self.provider.tag_instances([node_id], {TAG_DRAINING: value})
 
         async def untag() -> None:
             await self.provider.untag_instances([node_id], [TAG_DRAINING])

@@ -6,14 +6,22 @@ Karpenter's interruption controller does:
 
 - **spot interruption** (the 2-minute warning) and **scheduled change** (AWS Health: a
   retirement or maintenance of the instance): the node is marked interrupted in the tracker
-  (out of the planner's view at once: no room, never undrained, and the jobs running on it
-  requeued into the snapshot's demand, ``nodes.requeue_running``, so the plan launches their
-  room now), drained through the drain hook as a plan's drain is (the ``shoal:draining`` mark,
-  then the hook with the reason "spot interruption" or "scheduled change": Slurm's
-  ``scontrol update state=drain reason="spot interruption"`` stops placing jobs on it), and
+  (out of the planner's view at once: no room, never undrained; after a spot warning the
+  jobs running on it are requeued into the snapshot's demand, ``nodes.requeue_running``, so
+  the plan launches their room now, while a scheduled change's, weeks ahead maybe, finish
+  there and get no second node), drained through the drain hook as a plan's drain is (the
+  ``shoal:draining`` mark, then the hook with the reason "spot interruption" or "scheduled
+  change": Slurm's ``scontrol update state=drain reason="spot interruption"`` stops placing
+  jobs on it), and
   the controller is woken for a pass now, which launches the replacement. A spot
   interruption also backs off the node's offering (instance type x zone x spot), as Karpenter
-  marks it unavailable: the pool is being reclaimed.
+  marks it unavailable: the pool is being reclaimed. Once drained, the drain mark's value
+  says interrupted (``nodes.INTERRUPTED_MARK``): a restarted daemon's tracker marks it
+  interrupted again, so it is never taken back as room after the message is gone. The loop
+  terminates an interrupted node once it is drained and runs no job: a scheduled change may
+  come weeks before the cloud acts, and a node out of the planner's view has no idle timer
+  (not with Slurm's power saving, ``Controller.remove_interrupted`` off: Slurm, which shoal
+  does not drain there, suspends the node once idle, and a kill could catch a new job).
 - **state change** to stopping, stopped, shutting-down or terminated: the shared listing is
   out of date; it is invalidated and a pass woken (a stopped worker is terminated by the
   plan, a terminated one leaves the view).
@@ -22,7 +30,9 @@ Karpenter's interruption controller does:
   that keep running, and the interruption warning, when it comes, still leaves two minutes.
 
 A notice for an instance the tracker does not know as one of this cluster's autoscaled
-workers is ignored (another cluster's instance, a static node). Each message is deleted only
+workers is ignored (another cluster's instance, a static node), so the queue is read only
+once the loop's first listing is in (``Controller.ready``): warnings queued while the
+daemon was down are not taken for another cluster's. Each message is deleted only
 once it has been handled, so a daemon that dies in between handles it again when SQS
 re-delivers it: handling is idempotent (a node marked interrupted already is neither backed
 off again nor drained twice; the executor skips a confirmed drain). A message that is not a
@@ -137,12 +147,19 @@ class InterruptionHandler:
         self.error_pause = error_pause  # after a failed receive, past the retry layer
         # after an empty receive: 0 with a long poll (SQS waited already); tests short-poll
         self.idle_pause = idle_pause
+        # the first listing done (Controller.ready): before it every notice would be taken
+        # for another cluster's and deleted
+        self._ready = asyncio.Event()
+        controller.on_ready.append(self._ready.set)
+        if controller.ready:
+            self._ready.set()
 
     @property
     def clock(self) -> Clock:
         return self.controller.clock
 
     async def run(self) -> None:
+        await self._ready.wait()
         while True:
             try:
                 handled = await self.poll_once()
@@ -159,15 +176,22 @@ class InterruptionHandler:
                 await self.clock.sleep(self.idle_pause)
 
     async def poll_once(self) -> int:
-        """One receive, each message handled and then deleted; returns how many messages
-        were read. A message whose handling failed is left for SQS to deliver again."""
+        """One receive, its messages handled together (EC2 reclaims spot capacity in bulk:
+        a slow drain of one node must not hold back the next node's), each deleted once
+        handled; returns how many messages were read. A message whose handling failed is
+        left for SQS to deliver again; an error raised by one is raised once all are done."""
         messages = await self.queue.receive()
-        for message in messages:
-            outcome = await self.handle_message(message)
-            self.metrics.messages.labels(outcome=outcome).inc()
-            if outcome != Outcome.FAILED:
-                await self.queue.delete(message)
+        results = await asyncio.gather(*map(self._one, messages), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return len(messages)
+
+    async def _one(self, message: QueueMessage) -> None:
+        outcome = await self.handle_message(message)
+        self.metrics.messages.labels(outcome=outcome).inc()
+        if outcome != Outcome.FAILED:
+            await self.queue.delete(message)
 
     async def handle_message(self, message: QueueMessage) -> Outcome:
         try:
@@ -228,7 +252,8 @@ class InterruptionHandler:
         for node in nodes:
             tracked = tracker.get(node)
             assert tracked is not None
-            if tracker.mark_interrupted(node, now):
+            imminent = notice.kind is NoticeKind.SPOT_INTERRUPTION
+            if tracker.mark_interrupted(node, now, imminent=imminent):
                 warned = notice.at if notice.at is not None else now
                 log.warning(
                     "event=node_interrupted kind=%s node=%s node_type=%s offering=%s "
@@ -269,7 +294,19 @@ class InterruptionHandler:
                     action.node_id,
                     "; ".join(report.errors),
                 )
+            elif tracked is not None and not await self._mark(action.node_id, now):
+                failed = True  # a restart would not know: handled again on re-delivery
         return failed
+
+    async def _mark(self, node: str, now: float) -> bool:
+        """The drain mark says interrupted, so a restarted daemon keeps the node out of
+        the planner's view (never undrained) and terminates it once idle; False: refused."""
+        try:
+            await self.controller.executor.mark_draining(node, now, interrupted=True)
+        except Exception as exc:
+            log.warning('event=interruption_mark_failed node=%s error="%r"', node, exc)
+            return False
+        return True
 
 
 class _InterruptionIntegration:
@@ -320,6 +357,8 @@ class _InterruptionKind:
             raise ValueError("provider.interruption_queue needs provider.kind aws")
         queue = InterruptionQueue.for_provider(provider, queue_name, retry=retry_policy(config))
         handler = InterruptionHandler(controller, queue, register_metrics(metrics.registry))
+        if config.slurm is not None and config.slurm.mode == "power_save":
+            controller.remove_interrupted = False  # Slurm suspends the idle node: no kill
         log.info("event=interruption_queue_watched queue=%s", queue_name)
         return _InterruptionIntegration(handler)
 

@@ -224,6 +224,9 @@ class Controller:
         self.stopping = False
         self.on_pass: list[Callable[[PassRecord], None]] = []
         self.on_ready: list[Callable[[], None]] = []
+        # the loop terminates interrupted nodes once drained and idle; off where the scheduler
+        # decides which nodes run (Slurm's power saving suspends an idle node itself)
+        self.remove_interrupted = True
         # timers beside the controller's own (the Slurm power saver's nodes kept DOWN): each
         # gives the earliest time after ``now`` it falls due, or None (see ``next_deadline``)
         self.deadline_sources: list[Callable[[float], float | None]] = []
@@ -600,7 +603,7 @@ class Controller:
         self.backoff = self.backoff.prune(now)
         self._observed_source = self.demand_source
         snapshot = Snapshot(
-            demand=requeue_running(self.demand, self.tracker.interrupted()),
+            demand=requeue_running(self.demand, self.tracker.imminent()),
             nodes=self.tracker.infos(),
             unavailable=self.backoff.unavailable(now),
         )
@@ -633,6 +636,12 @@ class Controller:
                 t.id, t.node_type, RemoveCause.STOPPED, f"the cloud lists it {t.node.cloud_state}"
             )
             for t in self.tracker.stopped()
+        )
+        running = {job.node_id for job in self.demand.running}  # the snapshot's requeued them
+        stopped += tuple(  # out of the planner's view: no idle timer would remove them
+            NodeAction(t.id, t.node_type, RemoveCause.INTERRUPTED, "drained for the cloud, idle")
+            for t in self.tracker.interrupted_idle(running)
+            if self.remove_interrupted
         )
         if stopped:
             plan = dataclasses.replace(plan, terminations=plan.terminations + stopped)

@@ -80,6 +80,7 @@ from shoal.scaler.model import (
 
 __all__ = [
     "DEFAULT_LEDGER_TTL",
+    "INTERRUPTED_MARK",
     "NodeTracker",
     "TrackedNode",
     "TrackedState",
@@ -87,6 +88,10 @@ __all__ = [
 ]
 
 DEFAULT_LEDGER_TTL = 600.0  # seconds a launched node may stay unlisted
+# The drain mark's value ends with it on a node the cloud takes away (an interruption
+# notice): "<epoch seconds> interrupted", so a restarted daemon knows it too. One tag key:
+# deploy/iam-policy.json lets shoal write TAG_DRAINING alone.
+INTERRUPTED_MARK = "interrupted"
 
 
 class TrackedState(enum.StrEnum):
@@ -169,6 +174,7 @@ class NodeTracker:
         self._stale_tag: set[str] = set()
         # the cloud is taking these away (an interruption notice): since when
         self._interrupted: dict[str, float] = {}
+        self._imminent: set[str] = set()  # of those, within minutes (a spot warning)
         self._default_zone = default_zone
         self.ledger_ttl = ledger_ttl
         # what a restart knows of nodes seen joined before it (restore_joined); None: nothing
@@ -359,6 +365,8 @@ class NodeTracker:
             elif joined_at is not None and missing_since is None and not unread:
                 missing_since = now
             tagged = TAG_DRAINING in node.tags
+            if node.tags.get(TAG_DRAINING, "").endswith(INTERRUPTED_MARK):
+                self._interrupted.setdefault(node.name, now)  # marked before a restart
             if node.name in self._stale_tag:
                 if tagged and now - self._undrained[node.name] < self.ledger_ttl:
                     tagged = False  # undrained: the tag's removal is not listed yet
@@ -404,6 +412,7 @@ class NodeTracker:
         self._undrained = {k: v for k, v in self._undrained.items() if k in seen}
         self._stale_tag &= seen.keys()
         self._interrupted = {k: v for k, v in self._interrupted.items() if k in seen}
+        self._imminent &= self._interrupted.keys()
         self._adopting = False
         return new
 
@@ -427,19 +436,41 @@ class NodeTracker:
             self._undrained[node_id] = now
             self._stale_tag.add(node_id)
 
-    def mark_interrupted(self, node_id: str, now: float) -> bool:
-        """The cloud takes the node away soon (a spot interruption warning): from now on it
-        is out of the planner's view (no room, never undrained, its running jobs the
-        caller's to requeue) until listings stop showing it. False: unknown, or marked
-        already (a notice delivered again)."""
+    def mark_interrupted(self, node_id: str, now: float, *, imminent: bool = True) -> bool:
+        """The cloud takes the node away (an interruption notice): from now on it is out of
+        the planner's view (no room, never undrained) until listings stop showing it;
+        ``imminent`` (a spot warning: within minutes), its running jobs are the caller's to
+        requeue (``imminent()``); not so a scheduled change's, weeks ahead maybe, which
+        finish there. False: unknown, or marked already (a notice delivered again)."""
         if node_id not in self._nodes or node_id in self._interrupted:
             return False
         self._interrupted[node_id] = now
+        if imminent:
+            self._imminent.add(node_id)
         return True
 
     def interrupted(self) -> frozenset[str]:
         """Nodes marked interrupted that listings still show."""
         return frozenset(self._interrupted)
+
+    def imminent(self) -> frozenset[str]:
+        """Interrupted nodes the cloud takes within minutes: their jobs die with them."""
+        return frozenset(self._imminent)
+
+    def interrupted_idle(self, busy: Collection[str]) -> list[TrackedNode]:
+        """Interrupted nodes to terminate now: drained (confirmed) and running no job (not
+        in ``busy``). They are out of the planner's view, so no idle timer removes them, and
+        a scheduled change may come weeks before the cloud takes the node."""
+        return [
+            t
+            for t in self.all()
+            if t.id in self._interrupted
+            and t.id not in busy
+            and t.state is TrackedState.DRAINING
+            and t.drain_confirmed
+            and not t.static
+            and not t.node.stopped
+        ]
 
     def undrained_at(self, node_id: str) -> float | None:
         """When this daemon last undrained the node (None: never, or no longer listed)."""

@@ -776,7 +776,16 @@ class AWSProvisioner(AbstractProvisioner):
             {"Filters": [{"Name": f"tag:{TAG_CLUSTER}", "Values": [self.clusterName or ""]}]},
         )
         for found in resp.get("SecurityGroups", []):
-            return str(found["GroupId"])
+            group = str(found["GroupId"])
+            pairs = [
+                pair.get("GroupId")
+                for rule in found.get("IpPermissions", [])
+                if rule.get("IpProtocol") == "-1"
+                for pair in rule.get("UserIdGroupPairs", [])
+            ]
+            if create and group not in pairs:  # a launch died before the rule: add it now
+                await self._allow_members(group)
+            return group
         if not create:
             return None
         name = f"shoal-{self.clusterName}"
@@ -794,6 +803,12 @@ class AWSProvisioner(AbstractProvisioner):
             subnets = await self._call("describe_subnets", {"SubnetIds": [self.subnet_id]})
             kwargs["VpcId"] = subnets["Subnets"][0]["VpcId"]
         group = str((await self._call("create_security_group", kwargs))["GroupId"])
+        await self._allow_members(group)
+        log.info("event=security_group_created cluster=%s group=%s", self.clusterName, group)
+        return group
+
+    async def _allow_members(self, group: str) -> None:
+        """The cluster group's one rule: all traffic from its own members."""
         await self._call(
             "authorize_security_group_ingress",
             {
@@ -801,8 +816,6 @@ class AWSProvisioner(AbstractProvisioner):
                 "IpPermissions": [{"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group}]}],
             },
         )
-        log.info("event=security_group_created cluster=%s group=%s", self.clusterName, group)
-        return group
 
     # -- membership ----------------------------------------------------------------------
 

@@ -118,3 +118,49 @@ def test_bad_input_is_refused_before_any_call(
     launch = ["cluster", "launch", "-c", config, "--leader-node-type", "t3.medium"]
     assert main([*launch, "-t", "novalue"]) == 2
     assert "is not KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_group_left_without_its_rule_gets_it_when_reused(
+    moto_url: str, ec2_behaviour: Ec2Behaviour, tmp_path: Path
+) -> None:
+    """A launch that died between CreateSecurityGroup and AuthorizeSecurityGroupIngress left
+    the cluster's group without its rule: the next launch reuses the group, and the nodes in
+    it must still reach one another."""
+
+    async def half_made() -> str:
+        async with get_session().create_client(
+            "ec2", region_name="us-east-1", endpoint_url=moto_url
+        ) as ec2:
+            answer = await ec2.create_security_group(
+                GroupName="shoal-demo",
+                Description="left by a launch that died",
+                TagSpecifications=[
+                    {
+                        "ResourceType": "security-group",
+                        "Tags": [{"Key": TAG_CLUSTER, "Value": "demo"}],
+                    }
+                ],
+            )
+            return str(answer["GroupId"])
+
+    group = asyncio.run(half_made())
+    config = write_config(tmp_path / "shoal.yaml", moto_url)
+    assert main(["cluster", "launch", "-c", config, "--leader-node-type", "t3.medium"]) == 0
+
+    async def rules() -> list[dict[str, Any]]:
+        async with get_session().create_client(
+            "ec2", region_name="us-east-1", endpoint_url=moto_url
+        ) as ec2:
+            (found,) = (await ec2.describe_security_groups(GroupIds=[group]))["SecurityGroups"]
+            return list(found["IpPermissions"])
+
+    (leader,), (listed,) = ec2_view(moto_url, "demo")
+    assert listed == group and group in {g["GroupId"] for g in leader["SecurityGroups"]}
+    assert [
+        (p["IpProtocol"], [pair["GroupId"] for pair in p["UserIdGroupPairs"]])
+        for p in asyncio.run(rules())
+    ] == [("-1", [group])]
+    # and a launch after a complete one (the rule there already) is not refused for it
+    assert main(["cluster", "destroy", "-c", config]) == 0
+    assert main(["cluster", "launch", "-c", config, "--leader-node-type", "t3.medium"]) == 0
+    assert main(["cluster", "destroy", "-c", config]) == 0

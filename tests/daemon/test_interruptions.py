@@ -334,8 +334,7 @@ async def test_a_rebalance_recommendation_is_counted_and_drains_nothing(spot: Sp
     assert spot.controller.tracker.interrupted() == frozenset()
 
 
-async def test_a_scheduled_change_drains_without_backing_off(spot: Spot) -> None:
-    node = await spot.one_busy_spot_node()
+async def scheduled_change(spot: Spot, node: str) -> None:
     detail = {
         "service": "EC2",
         "eventTypeCategory": "scheduledChange",
@@ -344,6 +343,11 @@ async def test_a_scheduled_change_drains_without_backing_off(spot: Spot) -> None
     }
     await spot.put("aws.health", "AWS Health Event", detail)
     assert await spot.poll() == 1
+
+
+async def test_a_scheduled_change_drains_without_backing_off(spot: Spot) -> None:
+    node = await spot.one_busy_spot_node()
+    await scheduled_change(spot, node)
     assert spot.hook.calls == [(node, "scheduled change")]
     assert spot.controller.backoff.unavailable(spot.clock.now()) == {}
 
@@ -476,3 +480,181 @@ async def test_a_drain_that_cannot_be_marked_leaves_the_message_for_redelivery(
     assert await spot.poll() == 1
     assert spot.hook.calls == [(node, "spot interruption")]
     assert await spot.in_queue() == 0
+
+
+async def test_a_node_drained_for_a_scheduled_change_is_terminated_once_its_jobs_end(
+    spot: Spot,
+) -> None:
+    """A retirement is scheduled days or weeks ahead: the cloud does not take the node
+    within minutes as it does a spot one, so shoal must not leave it running, drained and
+    idle, until then."""
+    node = await spot.one_busy_spot_node()
+    await scheduled_change(spot, node)
+    await spot.pass_()
+    # the job still runs on the drained node: it is not removed under it
+    assert node not in {a.node_id for a in spot.controller.last_plan.terminations}  # type: ignore[union-attr]
+    everyone = frozenset(t.id for t in spot.controller.tracker.all())  # a replacement too
+    idle = DemandUpdate(Demand(), joined_nodes=everyone)
+    spot.controller.set_demand(idle)  # the job ended
+    await spot.pass_()
+    await spot.clock.advance(2 * 3600)  # past unneeded_time, long before any retirement
+    spot.controller.set_demand(idle)
+    await spot.pass_()
+    removed = {a.node_id for a in spot.controller.last_plan.terminations}  # type: ignore[union-attr]
+    tracked = spot.controller.tracker.get(node)
+    assert node in removed or tracked is None or tracked.state is TrackedState.TERMINATED
+
+
+async def test_a_restarted_daemon_never_undrains_a_warned_node(spot: Spot) -> None:
+    """The interrupted mark outlives the daemon: a restart after a scheduled change's
+    notice (deleted once handled) still knows the cloud takes the node, so demand that
+    returns gets a new node, never the warned one undrained."""
+    node = await spot.one_busy_spot_node()
+    await scheduled_change(spot, node)
+    assert await spot.in_queue() == 0
+    restarted = await spot.run(
+        build_controller(spot.config, spot.provider, spot.clock, metrics=ShoalMetrics())
+    )
+    await spot.run(restarted.reconcile())
+    restarted.executor.drain_hook = spot.hook
+    busy = Demand(
+        queued=(QueuedJobs(WHOLE_NODE, 1),),
+        running=(),
+    )
+    restarted.set_demand(DemandUpdate(busy, joined_nodes=frozenset({node})))
+    await spot.run(restarted.run_pass())
+    plan = restarted.last_plan
+    assert plan is not None
+    assert node not in {a.node_id for a in plan.undrains}
+    assert node in restarted.tracker.interrupted()
+    assert sum(launch.count for launch in plan.launches) == 1
+
+
+async def test_with_slurm_power_saving_an_idle_interrupted_node_is_left_to_slurm(
+    spot: Spot, moto_url: str, tmp_path: Path
+) -> None:
+    """Power saving: Slurm decides which nodes run and is not told of shoal's drain there;
+    it suspends the idle node itself (its suspend hook terminates it), so the loop does not
+    terminate it under a job Slurm may be placing on it."""
+    plain = config(moto_url).model_dump(exclude_none=True)
+    power_save = parse_config(
+        {
+            **plain,
+            "demand": {"slurm": True, "api": False},
+            "slurm": {"mode": "power_save"},
+            "state_dir": str(tmp_path),
+        }
+    )
+    INTERRUPTIONS.build(power_save, spot.clock, ShoalMetrics(), spot.controller)
+    node = await spot.one_busy_spot_node()
+    await scheduled_change(spot, node)
+    idle = DemandUpdate(Demand(), joined_nodes=frozenset({node}))
+    spot.controller.set_demand(idle)
+    await spot.pass_()
+    removed = {a.node_id for a in spot.controller.last_plan.terminations}  # type: ignore[union-attr]
+    assert node not in removed
+    assert spot.controller.tracker.get(node).state is TrackedState.DRAINING  # type: ignore[union-attr]
+
+
+class StuckDrainHook:
+    """A drain hook that answers only when released (a slow scontrol, a webhook that hangs
+    until its timeout)."""
+
+    def __init__(self, expected: int) -> None:
+        self.started: list[str] = []
+        self.expected = expected
+        self.all_started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def drain(self, node: str, reason: str | None = None) -> None:
+        self.started.append(node)
+        if len(self.started) == self.expected:
+            self.all_started.set()
+        await self.release.wait()
+
+
+async def test_a_slow_drain_does_not_hold_back_the_other_warnings_of_a_receive(
+    spot: Spot,
+) -> None:
+    """EC2 reclaims spot capacity in bulk: one receive brings several warnings, and each
+    node must be out of the view, draining and replaced within its two minutes, not after
+    the drains of the nodes before it."""
+    await spot.pass_(Demand(queued=(QueuedJobs(WHOLE_NODE, 2),)))
+    nodes = sorted(t.id for t in spot.controller.tracker.all())
+    assert len(nodes) == 2
+    spot.controller.set_demand(DemandUpdate(Demand(), joined_nodes=frozenset(nodes)))
+    await spot.pass_()
+    hook = StuckDrainHook(len(nodes))
+    spot.controller.executor.drain_hook = hook
+    for node in nodes:
+        await spot.warn(node)
+    poll = asyncio.ensure_future(spot.handler.poll_once())
+    try:
+        # a bound for the failure only: with the drains made together this returns at once
+        await asyncio.wait_for(hook.all_started.wait(), 20)
+        assert sorted(hook.started) == nodes  # both drains under way at once
+        assert spot.controller.tracker.interrupted() == frozenset(nodes)
+    finally:
+        hook.release.set()
+        assert await spot.run(poll) == 2
+    assert await spot.in_queue() == 0
+
+
+async def test_a_restarted_daemon_reads_no_warning_before_it_knows_its_nodes(spot: Spot) -> None:
+    """Warnings queue up while the daemon is down (SQS keeps them five minutes). The reader
+    starts beside the loop: read before the first listing, every one would be "not this
+    cluster's" and deleted, and the nodes would never be drained nor replaced."""
+    node = await spot.one_busy_spot_node()
+    await spot.warn(node)  # while the daemon is down
+    restarted = await spot.run(
+        build_controller(spot.config, spot.provider, spot.clock, metrics=ShoalMetrics())
+    )
+    restarted.executor.drain_hook = spot.hook
+    handler = INTERRUPTIONS.build(spot.config, spot.clock, restarted.metrics, restarted).handler
+    handler.queue.wait_time = 0
+    handler.idle_pause = 60.0  # on the fake clock: no busy loop on an empty short poll
+    known_at_receive: list[bool] = []
+    deleted = asyncio.Event()
+    receive, delete = handler.queue.receive, handler.queue.delete
+
+    async def recording_receive() -> list[QueueMessage]:
+        known_at_receive.append(restarted.ready)
+        return await receive()
+
+    async def recording_delete(message: QueueMessage) -> None:
+        await delete(message)
+        deleted.set()
+
+    handler.queue.receive = recording_receive  # type: ignore[method-assign]
+    handler.queue.delete = recording_delete  # type: ignore[method-assign]
+    task = asyncio.ensure_future(handler.run())  # started with the loop, as the service does
+    try:
+        await spot.run(restarted.reconcile())  # the loop's first listing
+        await asyncio.wait_for(deleted.wait(), 30)  # a bound for the failure only
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert known_at_receive and all(known_at_receive)
+    assert restarted.tracker.interrupted() == frozenset({node})
+    assert spot.hook.calls == [(node, "spot interruption")]
+
+
+async def test_a_scheduled_change_launches_no_room_for_the_jobs_still_running_there(
+    spot: Spot,
+) -> None:
+    """A retirement is days or weeks ahead: the job running on the node finishes there, so a
+    node launched for it now would only idle beside it. (A spot warning's jobs die within
+    two minutes: their room is launched at once, as the first test shows.)"""
+    node = await spot.one_busy_spot_node()
+    await scheduled_change(spot, node)
+    record = await spot.pass_()
+    assert record.launched == 0
+    assert [t.id for t in spot.controller.tracker.all()] == [node]
+    # new work gets a new node: the drained one is no room
+    running = Demand(
+        queued=(QueuedJobs(WHOLE_NODE, 1),),
+        running=(RunningJob(WHOLE_NODE, node, elapsed=900),),
+    )
+    record = await spot.pass_(running)
+    assert record.launched == 1
