@@ -510,7 +510,8 @@ class AWSProvisioner(AbstractProvisioner):
 
     async def launch_offering(self, request: LaunchRequest) -> list[str]:
         """One RunInstances in the offering's zone (MinCount=min_count, MaxCount=count) with
-        the request's ClientToken; returns the instance ids."""
+        the request's ClientToken; returns the instance ids in launch order, so a gang's id i
+        is the instance named with its i-th name (``_name_gang``): the power saver pairs them so."""
         offering = request.offering
         _check_gang_names(request)
         if self.bootstrap.worker_settings is not None and not self.bootstrap.prepared:
