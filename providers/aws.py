@@ -8,6 +8,14 @@
   them or none), with the request's ``ClientToken``, so a retried or repeated launch
   creates nothing twice: EC2 answers a repeated token with the original reservation. A capacity
   code is a ``CapacityError`` (``QuotaError`` for account limits) carrying the offering.
+  The ids come back in launch order (AmiLaunchIndex).
+- Slurm gangs: a power-save launch of N named nodes tags all N instances with the list of
+  names ``TAG_SLURM_NODE="a,b,c"`` (RunInstances gives every instance the same tags), then
+  CreateTags gives instance i (AmiLaunchIndex i) name i, so ids and names pair in order. The
+  worker waits for a name without a comma before it starts slurmd. The list on the instances
+  is the durable intent: a retry or a restart's replay (same client token, same instances)
+  names them again, and ``list_instances`` names any member it finds still carrying a list,
+  so a daemon stopped between the two calls leaves no instance without its node.
   With ``request.placement_group`` (a strategy: "cluster") the instances go into the cluster's
   placement group for their type and zone, ``shoal-<cluster>-<type>-<zone>``, created on first
   use tagged with the cluster and deleted by ``destroyCluster``.
@@ -87,7 +95,7 @@ from shoal.providers.outcomes import (
     PricesUpdated,
     TerminationStatus,
 )
-from shoal.providers.workers import TAG_SLURM_NODE, WorkerSettings
+from shoal.providers.workers import TAG_SLURM_NODE, WorkerSettings, slurm_node_tags
 from shoal.runtime.clock import Clock, SystemClock
 from shoal.scaler.model import CapacityType, Offering
 
@@ -100,6 +108,7 @@ log = logging.getLogger(__name__)
 
 MIB = 2**20
 MAX_USER_DATA = 16384  # EC2's limit on user data, in bytes before base64
+MAX_TAG_VALUE = 256  # EC2's limit on a tag value, in characters
 
 # Tag keys EC2 allows when instance tags are readable from the metadata service.
 _IMDS_TAG_KEY = re.compile(r"^(?!\.{1,2}$|_index$)[A-Za-z0-9+\-=.,_:@]{1,128}$")
@@ -109,6 +118,41 @@ LIVE_STATES = ["pending", "running"]
 # left for shoal to do, and must not count as capacity.
 LISTED_STATES = ["pending", "running", "stopping", "stopped"]
 NOT_GONE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+
+
+def _tags_of(inst: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+
+
+def _launch_index(inst: dict[str, Any]) -> int:
+    """The instance's place in its launch (EC2's AmiLaunchIndex, 0-based)."""
+    return int(inst.get("AmiLaunchIndex", 0))
+
+
+def _gang_names(tags: Mapping[str, str]) -> list[str]:
+    """A gang launch's Slurm node names (``TAG_SLURM_NODE`` listing more than one), or []."""
+    value = tags.get(TAG_SLURM_NODE, "")
+    return value.split(",") if "," in value else []
+
+
+def _check_gang_names(request: LaunchRequest) -> None:
+    """A gang's names are launched all or nothing, one distinct name per instance, and fit
+    in one EC2 tag value; raises ProviderError (InvalidParameterValue) before any launch."""
+    names = _gang_names(request.tags)
+    if not names:
+        return
+    slurm_node_tags(request.tags, request.count, "launch")  # one distinct name each
+    problem = ""
+    if request.min_count != request.count:
+        problem = "a gang's named instances are launched all or nothing (MinCount=MaxCount)"
+    elif len(request.tags[TAG_SLURM_NODE]) > MAX_TAG_VALUE:
+        problem = f"the list of names is over EC2's {MAX_TAG_VALUE} characters of a tag value"
+    if problem:
+        raise ProviderError(
+            f"{problem}: {request.tags[TAG_SLURM_NODE][:80]!r}",
+            code="InvalidParameterValue",
+            operation="launch",
+        )
 
 
 class AWSProvisioner(AbstractProvisioner):
@@ -466,8 +510,10 @@ class AWSProvisioner(AbstractProvisioner):
 
     async def launch_offering(self, request: LaunchRequest) -> list[str]:
         """One RunInstances in the offering's zone (MinCount=min_count, MaxCount=count) with
-        the request's ClientToken; returns the instance ids."""
+        the request's ClientToken; returns the instance ids in launch order, so a gang's id i
+        is the instance named with its i-th name (``_name_gang``): the power saver pairs them so."""
         offering = request.offering
+        _check_gang_names(request)
         if self.bootstrap.worker_settings is not None and not self.bootstrap.prepared:
             await self.prepare_workers()
         user_data, metadata_options = self._worker_user_data(request)
@@ -488,7 +534,50 @@ class AWSProvisioner(AbstractProvisioner):
             MinCount=request.min_count, MaxCount=request.count, ClientToken=request.client_token
         )
         resp = await self._call("run_instances", spec, offerings=(offering,))
-        return [i["InstanceId"] for i in resp.get("Instances", [])]
+        instances = sorted(resp.get("Instances", []), key=_launch_index)
+        if names := _gang_names(request.tags):
+            await self._name_gang(instances, names, request.client_token)
+        return [i["InstanceId"] for i in instances]
+
+    async def _name_gang(
+        self, instances: list[dict[str, Any]], names: list[str], token: str
+    ) -> None:
+        """Give each instance of a gang launch (in launch order) its own Slurm node name.
+        A transient error is raised as it is: the retry (or a restart's replay) repeats the
+        launch with its client token, which returns these instances, and names them again
+        (the same names: CreateTags is idempotent). Any other error (IAM refusing the tag, say)
+        leaves no instance billing that no node owns: they are terminated, then it is raised."""
+        try:
+            for inst, name in zip(instances, names, strict=False):
+                await self._write_name(inst, name)
+        except ProviderError as e:
+            if not is_retryable(e):
+                ids = [i["InstanceId"] for i in instances]
+                log.error(
+                    "event=gang_naming_failed token=%s code=%s terminating=%s",
+                    token,
+                    e.code,
+                    ",".join(ids),
+                )
+                try:
+                    await self.terminate_instances(ids)
+                except ProviderError as undo:  # the listing names them; the clean-up ends them
+                    log.error(
+                        "event=gang_terminate_failed ids=%s code=%s", ",".join(ids), undo.code
+                    )
+            raise
+
+    async def _write_name(self, inst: dict[str, Any], name: str) -> None:
+        """CreateTags of ``inst``'s Slurm node name; ``inst``'s tags show it from now on,
+        whether the call succeeds or not (the caller decides what a failure means)."""
+        inst["Tags"] = [
+            *(t for t in inst.get("Tags", []) if t["Key"] != TAG_SLURM_NODE),
+            {"Key": TAG_SLURM_NODE, "Value": name},
+        ]
+        await self._call(
+            "create_tags",
+            {"Resources": [inst["InstanceId"]], "Tags": [{"Key": TAG_SLURM_NODE, "Value": name}]},
+        )
 
     async def _placement_group(self, offering: Offering, strategy: str) -> str:
         """The cluster's placement group of ``strategy`` for the offering's type and zone
@@ -566,8 +655,27 @@ class AWSProvisioner(AbstractProvisioner):
         return out
 
     async def list_instances(self) -> list[Node]:
+        """The cluster's workers. A gang member still carrying its launch's list of names
+        (the daemon stopped, or every answer was lost, between RunInstances and its naming)
+        is named now, and listed with its own name even when that CreateTags fails (logged;
+        the next listing tries again): its Slurm node is never left without its instance."""
         filters = self._cluster_filters("worker", LISTED_STATES)
-        return [self._node(i) for i in await self._describe(filters)]
+        instances = await self._describe(filters)
+        for inst in instances:
+            names, index = _gang_names(_tags_of(inst)), _launch_index(inst)
+            if not names or index >= len(names):  # (never: a gang has one name per instance)
+                continue
+            try:
+                await self._write_name(inst, names[index])
+            except ProviderError as e:
+                log.warning(
+                    "event=gang_naming_deferred instance=%s code=%s", inst["InstanceId"], e.code
+                )
+            else:
+                log.info(
+                    "event=gang_member_named instance=%s node=%s", inst["InstanceId"], names[index]
+                )
+        return [self._node(i) for i in instances]
 
     async def tag_instances(self, ids: Sequence[str], tags: Mapping[str, str]) -> None:
         await self._call(
@@ -639,7 +747,7 @@ class AWSProvisioner(AbstractProvisioner):
     def _worker_user_data(self, request: LaunchRequest) -> tuple[str, dict[str, str]]:
         """A worker's user data and the MetadataOptions its launch needs: a Slurm worker named
         by its tag reads that tag from the metadata service, so tags must be on there, and
-        each such launch is one instance carrying its own name."""
+        each such launch carries its name (a gang's: one per instance, see ``_name_gang``)."""
         options: dict[str, str] = {}
         settings = self.bootstrap.worker_settings
         slurm = settings.slurm if settings is not None else None
@@ -650,11 +758,10 @@ class AWSProvisioner(AbstractProvisioner):
             and slurm.node_name == "tag"
         )
         if named_by_tag:
-            if not request.tags.get(TAG_SLURM_NODE) or request.count != 1:
+            if not request.tags.get(TAG_SLURM_NODE):
                 raise ProviderError(
-                    f"a Slurm worker named by its tag is launched one at a time with its "
-                    f"{TAG_SLURM_NODE} tag (got {request.count} instance(s), tag "
-                    f"{request.tags.get(TAG_SLURM_NODE)!r}); use registration: dynamic or "
+                    f"a Slurm worker named by its tag is launched with its {TAG_SLURM_NODE} "
+                    "tag (a power-save resume names it); use registration: dynamic or "
                     "node_name: hostname for workers the planner launches",
                     code="SlurmNodeNameMissing",
                     operation="launch",

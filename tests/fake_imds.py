@@ -11,7 +11,9 @@ are ``HttpTokens: required`` (the default here; ``optional`` also answers tokenl
   carries the token's remaining TTL. Unknown paths are 404; a path ending in ``/`` lists its
   children, one per line, sub-directories with a trailing ``/``.
 - ``tags/instance/<key>`` is served only when ``instance_metadata_tags`` is on (as EC2's
-  ``InstanceMetadataTags: enabled``); otherwise that whole tree is 404.
+  ``InstanceMetadataTags: enabled``); otherwise that whole tree is 404. ``retag_after(n,
+  tags)`` changes the tags once ``n`` tag reads have been answered, as a CreateTags made
+  while the instance runs shows in its metadata.
 
 Time comes from an injected ``now()`` (seconds), so tests expire tokens by moving it, never by
 waiting. ``revoke_all()`` forgets every token. ``requests`` records (method, path, headers
@@ -62,6 +64,8 @@ class FakeImds:
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     url: str = ""
     _tokens: dict[str, float] = field(default_factory=dict)
+    _retags: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    _tag_reads: int = 0
     _runner: web.AppRunner | None = None
 
     @classmethod
@@ -90,6 +94,10 @@ class FakeImds:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def retag_after(self, reads: int, tags: dict[str, str]) -> None:
+        """The tags become ``tags`` once ``reads`` reads of a tag have been answered."""
+        self._retags.append((reads, tags))
 
     def revoke_all(self) -> None:
         self._tokens.clear()
@@ -150,6 +158,11 @@ class FakeImds:
             return web.Response(text="\n".join(children), headers=headers)
         if path not in tree:
             return web.Response(status=404, text="Not Found")
+        if path.startswith("tags/instance/"):
+            self._tag_reads += 1
+            for reads, tags in [r for r in self._retags if r[0] <= self._tag_reads]:
+                self._retags.remove((reads, tags))
+                self.tags = dict(tags)
         return web.Response(text=tree[path], headers=headers)
 
     def _tree(self) -> dict[str, str]:

@@ -32,7 +32,8 @@ It also injects faults: ``fail_next(code, ...)`` makes the next matching RunInst
 with that error code before anything launches (throttling, capacity); ``lose_next_response``
 lets the next one launch and then answers ``InternalError``, as a response lost on the way back;
 ``fail_next_terminate(code, message)`` makes the next TerminateInstances fail with an EC2 error
-shape (``{ids}`` in the message is replaced by the ids asked for). ``requests`` records every
+shape (``{ids}`` in the message is replaced by the ids asked for); ``fail_next_create_tags(code)``
+makes the next CreateTags fail, tagging nothing. ``requests`` records every
 RunInstances call's parameters as the server received them, ``terminations`` every
 TerminateInstances call's ids.
 """
@@ -53,6 +54,7 @@ from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.instances import InstanceBackend, Reservation
 from moto.ec2.responses import EC2Response
 from moto.ec2.responses.instances import InstanceResponse
+from moto.ec2.responses.tags import TagResponse
 from moto.server import ThreadedMotoServer
 
 __all__ = [
@@ -115,6 +117,7 @@ class Ec2Behaviour:
     members: dict[str, str] = dataclasses.field(default_factory=dict)  # instance id -> group
     _faults: list[_Fault] = dataclasses.field(default_factory=list)
     _terminate_faults: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    _tag_faults: list[str] = dataclasses.field(default_factory=list)
     _launched_at: dict[str, float] = dataclasses.field(default_factory=dict)
     _tokens: dict[tuple[str, str, str], Any] = dataclasses.field(default_factory=dict)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
@@ -139,6 +142,10 @@ class Ec2Behaviour:
         """The next ``times`` TerminateInstances fail with ``code`` and ``message`` (``{ids}``
         is replaced by the ids asked for), terminating nothing."""
         self._terminate_faults.extend([(code, message)] * times)
+
+    def fail_next_create_tags(self, code: str, *, times: int = 1) -> None:
+        """The next ``times`` CreateTags fail with ``code``, tagging nothing."""
+        self._tag_faults.extend([code] * times)
 
     def _visible(self, instance_id: str) -> bool:
         launched = self._launched_at.get(instance_id)
@@ -165,6 +172,7 @@ class Ec2Behaviour:
         original_backend = InstanceBackend.run_instances
         original_describe = InstanceBackend.describe_instances
         original_terminate = InstanceResponse.terminate_instances
+        original_create_tags = TagResponse.create_tags
         count_override = threading.local()
 
         def describe_instances(backend: Any, filters: Any = None) -> list[Reservation]:
@@ -189,6 +197,13 @@ class Ec2Behaviour:
                 raise EC2ClientError(code, message.replace("{ids}", ", ".join(ids)))
             return original_terminate(response)
 
+        def create_tags(response: TagResponse) -> ActionResult:
+            with behaviour._lock:
+                code = behaviour._tag_faults.pop(0) if behaviour._tag_faults else None
+            if code is not None:
+                raise EC2ClientError(code, "injected fault")
+            return original_create_tags(response)
+
         def backend_run_instances(
             backend: Any, image_id: str, count: int, *args: Any, **kwargs: Any
         ) -> Any:
@@ -204,6 +219,7 @@ class Ec2Behaviour:
         InstanceResponse.run_instances = response_run_instances  # type: ignore[method-assign]
         InstanceBackend.describe_instances = describe_instances  # type: ignore[method-assign]
         InstanceResponse.terminate_instances = terminate_instances  # type: ignore[method-assign]
+        TagResponse.create_tags = create_tags  # type: ignore[method-assign]
         groups = {
             "create_placement_group": self._create_placement_group,
             "describe_placement_groups": self._describe_placement_groups,
@@ -219,6 +235,7 @@ class Ec2Behaviour:
             InstanceResponse.run_instances = original_response  # type: ignore[method-assign]
             InstanceBackend.describe_instances = original_describe  # type: ignore[method-assign]
             InstanceResponse.terminate_instances = original_terminate  # type: ignore[method-assign]
+            TagResponse.create_tags = original_create_tags  # type: ignore[method-assign]
 
         self._undo.append(undo)
 

@@ -197,6 +197,135 @@ async def test_named_slurm_worker_is_launched_one_by_one_with_its_tag(env: Env) 
     assert "conf_server=ctl.internal:6817\n" in script and "node_name=tag" in script
 
 
+# -- a Slurm gang: one all-or-nothing launch, one node name per instance (issue 18) ---------
+
+GANG = ("aws-c5-1", "aws-c5-2", "aws-c5-3")
+
+
+def gang_request(aws: AWSProvisioner, names: tuple[str, ...] = GANG, **kw: Any) -> LaunchRequest:
+    """A power-save gang's request, as ``Fleet.addNodes(all_or_nothing=True)`` makes it."""
+    offering = Offering("c5.xlarge", ZONE, CapacityType.ON_DEMAND)
+    fields: dict[str, Any] = {
+        "offering": offering,
+        "count": len(names),
+        "client_token": client_token("resume-7", offering),
+        "request_id": "resume-7",
+        "spot_bid": None,
+        "tags": {**aws.worker_tags("c5.xlarge", "resume-7"), TAG_SLURM_NODE: ",".join(names)},
+        "min_count": len(names),
+    }
+    return LaunchRequest(**{**fields, **kw})
+
+
+def named_tag_config(env: Env) -> ShoalConfig:
+    return env.config("slurm", {"slurm": env.slurm(conf_server="ctl", node_name="tag")})
+
+
+async def slurm_names(env: Env, ids: list[str]) -> list[str]:
+    """Each instance's Slurm node tag, as EC2 holds it (not as the provider listed it)."""
+    return [
+        {t["Key"]: t["Value"] for t in (await env.describe(i))["Tags"]}[TAG_SLURM_NODE] for i in ids
+    ]
+
+
+async def test_a_gang_is_one_run_instances_and_each_instance_gets_its_own_name(
+    env: Env,
+) -> None:
+    async with AWSProvisioner.from_config(named_tag_config(env)) as aws:
+        await aws.catalogue(["c5.xlarge"])
+        ids = await aws.launch_offering(gang_request(aws))
+        listed = {n.name: n.tags[TAG_SLURM_NODE] for n in await aws.list_instances()}
+    assert [(r["MinCount"], r["MaxCount"]) for r in env.behaviour.requests] == [(3, 3)]
+    assert len(set(ids)) == 3
+    # ids in launch order, instance i tagged with name i: the power saver pairs them so
+    assert [(await env.describe(i))["AmiLaunchIndex"] for i in ids] == [0, 1, 2]
+    assert await slurm_names(env, ids) == list(GANG)
+    assert listed == dict(zip(ids, GANG, strict=True))
+    for i in ids:  # each reads its own name from the metadata service
+        assert (await env.describe(i))["MetadataOptions"]["InstanceMetadataTags"] == "enabled"
+
+
+async def test_a_gang_whose_answer_was_lost_is_named_when_replayed(env: Env) -> None:
+    """RunInstances launched but its answer was lost: the replay (same client token) gets the
+    same three instances back, launches none more, and names them."""
+    env.behaviour.lose_next_response()
+    async with AWSProvisioner.from_config(named_tag_config(env)) as aws:
+        await aws.catalogue(["c5.xlarge"])
+        with pytest.raises(ProviderError) as lost:
+            await aws.launch_offering(gang_request(aws))
+        assert aws.retryPredicate(lost.value)
+        ids = await aws.launch_offering(gang_request(aws))
+        assert len(await aws.list_instances()) == 3
+    assert len(env.behaviour.requests) == 2
+    assert await slurm_names(env, ids) == list(GANG)
+
+
+async def test_a_daemon_stopped_before_naming_a_gang_names_it_after_its_restart(
+    env: Env,
+) -> None:
+    """The launch's CreateTags all failed (throttled, then the daemon stopped): the instances
+    carry the list of names. The restarted daemon's first listing names each from its launch
+    index (no power-save request needed), and a replay of the request launches nothing."""
+    env.behaviour.fail_next_create_tags("RequestLimitExceeded")
+    async with AWSProvisioner.from_config(named_tag_config(env)) as aws:
+        await aws.catalogue(["c5.xlarge"])
+        with pytest.raises(ProviderError) as throttled:
+            await aws.launch_offering(gang_request(aws))
+        assert aws.retryPredicate(throttled.value)
+    async with env.client() as ec2:
+        resp = await ec2.describe_instances()
+    launched = [i for r in resp["Reservations"] for i in r["Instances"]]
+    ids = [i["InstanceId"] for i in sorted(launched, key=lambda i: i["AmiLaunchIndex"])]
+    assert await slurm_names(env, ids) == [",".join(GANG)] * 3  # not named yet
+
+    async with AWSProvisioner.from_config(named_tag_config(env)) as restarted:
+        env.behaviour.fail_next_create_tags("RequestLimitExceeded")  # the first one fails...
+        listed = {n.name: n.tags[TAG_SLURM_NODE] for n in await restarted.list_instances()}
+        # ...the node is listed with its own name all the same, and the next listing writes it
+        assert listed == dict(zip(ids, GANG, strict=True))
+        assert await slurm_names(env, ids) == [",".join(GANG), *GANG[1:]]
+        await restarted.list_instances()
+        assert await slurm_names(env, ids) == list(GANG)
+        await restarted.catalogue(["c5.xlarge"])
+        assert await restarted.launch_offering(gang_request(restarted)) == ids
+    assert len(env.behaviour.requests) == 2 and len(launched) == 3
+
+
+async def test_a_gang_that_cannot_be_named_is_terminated(env: Env) -> None:
+    """CreateTags refused for good (an IAM policy without the naming statement): no instance
+    is left billing under a list of names; the error is raised, not retried."""
+    env.behaviour.fail_next_create_tags("UnauthorizedOperation")
+    async with AWSProvisioner.from_config(named_tag_config(env)) as aws:
+        await aws.catalogue(["c5.xlarge"])
+        with pytest.raises(ProviderError) as refused:
+            await aws.launch_offering(gang_request(aws))
+        assert not aws.retryPredicate(refused.value)
+        assert await aws.list_instances() == []
+    (terminated,) = env.behaviour.terminations
+    assert len(terminated) == 3
+
+
+@pytest.mark.parametrize(
+    ("names", "fields", "message"),
+    [
+        (GANG, {"count": 2, "min_count": 2}, "one name each"),
+        (("a", "a"), {}, "one name each"),
+        (GANG, {"min_count": 1}, "all or nothing"),
+        (tuple(f"compute-node-{i:03}" for i in range(20)), {}, "256 characters"),
+    ],
+    ids=["count", "twice", "not-all-or-nothing", "too-long"],
+)
+async def test_a_gang_that_cannot_be_named_is_refused_before_launching(
+    names: tuple[str, ...], fields: dict[str, Any], message: str, env: Env
+) -> None:
+    async with AWSProvisioner.from_config(named_tag_config(env)) as aws:
+        await aws.catalogue(["c5.xlarge"])
+        with pytest.raises(ProviderError, match=message) as info:
+            await aws.launch_offering(gang_request(aws, names, **fields))
+    assert info.value.code == "InvalidParameterValue"
+    assert env.behaviour.requests == []
+
+
 async def test_tag_keys_imds_cannot_serve_are_refused(env: Env) -> None:
     config = env.config(
         "slurm",

@@ -29,6 +29,7 @@ from moto_fixtures import Ec2Behaviour
 from shoal.providers.aws import AWSProvisioner
 from shoal.providers.aws_interruptions import InterruptionQueue
 from shoal.providers.base import TAG_CLUSTER, TAG_DRAINING
+from shoal.providers.workers import TAG_SLURM_NODE
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "deploy" / "iam-policy.json"
@@ -152,6 +153,9 @@ async def recorded(moto_url: str, ec2_behaviour: Ec2Behaviour) -> AsyncIterator[
                     )
                     == 2
                 )
+                # a Slurm gang: each instance gets its own node name after the launch
+                gang = {TAG_SLURM_NODE: "cloud1,cloud2"}
+                assert await aws.addNodes(["t3.micro"], 2, False, all_or_nothing=True, tags=gang)
                 workers = await aws.getProvisionedWorkers()
                 marked = [workers[1].name]
                 await aws.tag_instances(marked, {TAG_DRAINING: "1700000000"})  # a drain
@@ -243,7 +247,7 @@ def test_the_recorded_writes_carry_the_tag_the_conditions_ask_for(
         return {t["Key"]: t["Value"] for t in spec["Tags"]}
 
     runs = recorded.of("ec2:RunInstances")
-    assert len(runs) == 3  # the workers, a gang in a placement group and the leader
+    assert len(runs) == 4  # the workers, a gang in a placement group, a Slurm gang, the leader
     for run in runs:
         for kind in ("instance", "volume"):
             assert tags(run["TagSpecifications"], kind)[TAG_CLUSTER] == CLUSTER
@@ -253,8 +257,13 @@ def test_the_recorded_writes_carry_the_tag_the_conditions_ask_for(
     assert tags(placement["TagSpecifications"], "placement-group")[TAG_CLUSTER] == CLUSTER
     deleted_groups = [p["GroupName"] for p in recorded.of("ec2:DeletePlacementGroup")]
     assert deleted_groups == [placement["GroupName"]]
-    # the draining mark adds and removes that one key only
-    for call in (*recorded.of("ec2:CreateTags"), *recorded.of("ec2:DeleteTags")):
+    # the draining mark adds and removes that one key only; a gang's naming adds its own
+    names = [c for c in recorded.of("ec2:CreateTags") if c["Tags"][0]["Key"] == TAG_SLURM_NODE]
+    assert [(len(c["Resources"]), c["Tags"]) for c in names] == [
+        (1, [{"Key": TAG_SLURM_NODE, "Value": name}]) for name in ("cloud1", "cloud2")
+    ]
+    drains = [*recorded.of("ec2:CreateTags"), *recorded.of("ec2:DeleteTags")]
+    for call in (c for c in drains if c not in names):
         assert [t["Key"] for t in call["Tags"]] == [TAG_DRAINING]
     (security_group,) = recorded.of("ec2:CreateSecurityGroup")
     assert tags(security_group["TagSpecifications"], "security-group")[TAG_CLUSTER] == CLUSTER

@@ -482,7 +482,7 @@ async def imds() -> AsyncIterator[FakeImds]:
 
 
 async def run_start_script(
-    p: Any, tmp_path: Path, imds_url: str
+    p: Any, tmp_path: Path, imds_url: str, **env: str
 ) -> tuple[int, str, list[str] | None]:
     """Write the worker's start-slurmd.sh and run it with bash against ``imds_url``; slurmd is
     a stub that records its arguments. Returns (exit status, output, slurmd's argv)."""
@@ -493,7 +493,7 @@ async def run_start_script(
         str(script),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={"PATH": os.environ["PATH"], "SHOAL_IMDS_ENDPOINT": imds_url},
+        env={"PATH": os.environ["PATH"], "SHOAL_IMDS_ENDPOINT": imds_url, **env},
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
@@ -560,3 +560,35 @@ async def test_start_script_fails_without_the_name_tag(
     assert status != 0
     assert argv is None
     assert "404" in out
+
+
+async def test_start_script_waits_for_a_gang_members_own_name(
+    make: Any, secrets: Secrets, imds: FakeImds, tmp_path: Path
+) -> None:
+    """A gang member is launched tagged with the list of the gang's names and named after:
+    slurmd starts once its tag holds one name, never as the list."""
+    imds.tags[TAG_SLURM_NODE] = "aws-c5-1,aws-c5-2,aws-c5-3"
+    imds.retag_after(3, {**imds.tags, TAG_SLURM_NODE: "aws-c5-2"})
+    p = make("slurm")
+    await p.prepare_workers(workers(secrets, "slurm", slurmd=stub_slurmd(tmp_path)))
+    status, out, argv = await run_start_script(p, tmp_path, imds.url, SHOAL_NAME_POLL="0")
+    assert status == 0, out
+    assert argv == ["-D", "--conf-server", LEADER, "-N", "aws-c5-2"], out
+    tag_reads = [path for m, path, _ in imds.requests if "tags/instance" in path]
+    assert len(tag_reads) == 4  # three answered with the list, the fourth with its name
+
+
+async def test_start_script_gives_up_on_a_name_that_stays_a_list(
+    make: Any, secrets: Secrets, imds: FakeImds, tmp_path: Path
+) -> None:
+    """Never named (the daemon has not named it yet): the script fails without starting
+    slurmd, and systemd (Restart=on-failure) starts it again later."""
+    imds.tags[TAG_SLURM_NODE] = "aws-c5-1,aws-c5-2"
+    p = make("slurm")
+    await p.prepare_workers(workers(secrets, "slurm", slurmd=stub_slurmd(tmp_path)))
+    status, out, argv = await run_start_script(
+        p, tmp_path, imds.url, SHOAL_NAME_POLL="0", SHOAL_NAME_TRIES="2"
+    )
+    assert status == 1 and argv is None
+    assert "no Slurm node name of its own" in out
+    assert len([path for m, path, _ in imds.requests if "tags/instance" in path]) == 3

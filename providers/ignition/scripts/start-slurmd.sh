@@ -9,6 +9,8 @@ registration=@REGISTRATION@  # named: slurmd -N NAME | dynamic: slurmd -Z --conf
 node_name=@NODE_NAME@        # named: where NAME comes from (tag | hostname)
 dynamic_conf=@DYNAMIC_CONF@
 imds="${SHOAL_IMDS_ENDPOINT:-http://169.254.169.254}"
+name_poll="${SHOAL_NAME_POLL:-2}"  # seconds between reads of a gang member's name tag
+name_tries="${SHOAL_NAME_TRIES:-150}"
 
 # One item of the instance metadata, through an IMDSv2 session token.
 metadata() {
@@ -23,7 +25,19 @@ case "$registration" in
     named)
         case "$node_name" in
             tag)
+                # A multi-node job's instances are launched together tagged with the list of
+                # their names, then each is tagged with its own: wait for it (a Slurm node
+                # name holds no comma). Given up after a while: systemd starts this again.
                 name="$(metadata "tags/instance/@NODE_NAME_TAG@")"
+                tries=0
+                while [[ "$name" == *,* ]]; do
+                    if ((++tries > name_tries)); then
+                        echo "still no Slurm node name of its own (tag lists $name)" >&2
+                        exit 1
+                    fi
+                    sleep "$name_poll"
+                    name="$(metadata "tags/instance/@NODE_NAME_TAG@")"
+                done
                 ;;
             hostname)
                 name="$(metadata local-hostname)"
