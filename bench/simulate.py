@@ -16,6 +16,17 @@ interleaved; the ratio is what skipping no-op passes saves, and the two results 
 identical (``--peer-only`` stops there). Then the share of the
 replay's time spent in the planner (``scaler.planner.plan``), measured by wrapping it.
 
+``--trace FILE`` replays a trace file instead (read by ``trace.read_trace``, as ``shoal
+simulate`` reads it), e.g. the stand-in for a real log, where nearly every job has its own
+memory size and wide jobs are gangs::
+
+    .venv/bin/python -m shoal.daemon.simulate.synthetic --jobs 50000 --days 90 --seed 11 \
+        --memory per-job --gang-share 0.05 -o /tmp/perjob.swf
+    .venv/bin/python bench/simulate.py --trace /tmp/perjob.swf --no-peer
+
+The replay line gives CPU time (user + sys of this process, ``resource.getrusage``) beside
+the wall time: on a shared machine compare CPU times.
+
 ``--breakdown`` (alone) says where a pass's time goes, on the trace's first
 ``--breakdown-days`` days (default 12): passes by what woke them (a demand change or the
 timer) with their time, the packings by what asked for them (a type's node count, or the
@@ -40,10 +51,15 @@ from shoal.daemon.simulate import engine  # noqa: E402
 from shoal.daemon.simulate.engine import DAY, ReplayOptions, replay  # noqa: E402
 from shoal.daemon.simulate.report import Report, report_json  # noqa: E402
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate  # noqa: E402
-from shoal.daemon.simulate.trace import Trace, TraceBuilder  # noqa: E402
+from shoal.daemon.simulate.trace import Trace, TraceBuilder, read_trace  # noqa: E402
 from shoal.scaler.planner import NEEDS  # noqa: E402
 
 CONFIG = ROOT / "examples" / "simulate.yaml"
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def prefix(trace: Trace, days: float) -> Trace:
@@ -52,7 +68,10 @@ def prefix(trace: Trace, days: float) -> Trace:
         if job.submit >= days * DAY:
             break
         s = job.shape
-        b.add(job.submit, job.run_time, job.wall_time, s.cores, s.memory, s.disk, s.preemptible)
+        b.add(
+            job.submit, job.run_time, job.wall_time, s.cores, s.memory, s.disk, s.preemptible,
+            nodes=job.nodes,
+        )  # fmt: skip
     return b.build()
 
 
@@ -168,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-days", type=float, default=2.0)
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--peer-only", action="store_true")
+    parser.add_argument("--trace", type=Path, default=None, help="replay this trace file")
     parser.add_argument("--breakdown", action="store_true", help="where a pass's time goes")
     parser.add_argument("--breakdown-days", type=float, default=12.0)
     args = parser.parse_args(argv)
@@ -175,9 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(CONFIG)
 
     start = time.perf_counter()
-    trace = generate(SyntheticSpec(jobs=args.jobs, days=days, seed=11))
-    print(f"trace: {len(trace):,} jobs over {days:g} days, generated in "
-          f"{time.perf_counter() - start:.1f} s")  # fmt: skip
+    if args.trace is not None:
+        trace = read_trace(args.trace)
+        print(f"trace: {len(trace):,} jobs, {len(trace.shapes):,} shapes, read from "
+              f"{args.trace} in {time.perf_counter() - start:.1f} s")  # fmt: skip
+    else:
+        trace = generate(SyntheticSpec(jobs=args.jobs, days=days, seed=11))
+        print(f"trace: {len(trace):,} jobs over {days:g} days, generated in "
+              f"{time.perf_counter() - start:.1f} s")  # fmt: skip
     if args.breakdown:
         breakdown(trace, args.breakdown_days)
         return 0
@@ -204,16 +229,18 @@ def main(argv: list[str] | None = None) -> int:
     planner = PlannerClock()
     planner.install()
     NEEDS.clear()  # count the replay's own packings, not the peer's
+    cpu_start = _cpu()
     start = time.perf_counter()
     done = replay(trace, config, ReplayOptions())
     wall = time.perf_counter() - start
+    cpu = _cpu() - cpu_start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     simulated_days = done.stats.end / DAY
     v = done.result
     print(
-        f"replay: {len(trace):,} jobs, {simulated_days:.1f} simulated days in {wall:.1f} s | "
-        f"{len(trace) / wall:,.0f} jobs/s | {simulated_days / wall:.2f} simulated days/s | "
-        f"peak RSS {rss_mb:.0f} MB"
+        f"replay: {len(trace):,} jobs, {simulated_days:.1f} simulated days in {wall:.1f} s "
+        f"wall, {cpu:.1f} s CPU | {len(trace) / cpu:,.0f} jobs/s | "
+        f"{simulated_days / cpu:.2f} simulated days/s (per CPU second) | peak RSS {rss_mb:.0f} MB"
     )
     needs = NEEDS.hits + NEEDS.misses
     print(
@@ -227,13 +254,15 @@ def main(argv: list[str] | None = None) -> int:
         f"  result: ${v.cost:,.2f}, {v.node_hours:,.1f} node-hours, wait p50 {v.wait.p50:.0f} s "
         f"p95 {v.wait.p95:.0f} s, {v.launches:,} launches, {v.jobs_never_started} never started"
     )
-    if args.jobs == 50_000 and args.days is None:
+    if args.trace is not None and simulated_days >= 85:
+        print(f"  target (a ~90-day real log): < 90 s: {'met' if cpu < 90 else 'NOT met'} (CPU)")
+    elif args.jobs == 50_000 and args.days is None:
         print(
             f"  targets: < 60 s: {'met' if wall < 60 else 'NOT met'} | < 500 MB: "
             f"{'met' if rss_mb < 500 else 'NOT met'}"
         )
     elif args.jobs >= 1_000_000:
-        print(f"  target: < 20 minutes: {'met' if wall < 1200 else 'NOT met'}")
+        print(f"  target: < 20 minutes: {'met' if cpu < 1200 else 'NOT met'} (CPU)")
     return 0
 
 

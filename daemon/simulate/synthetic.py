@@ -19,6 +19,15 @@ The model, over ``spec.days``:
   for more than they use.
 * Shapes: a weighted mix of cores and memory (``spec.shapes``); ``preemptible_share`` of
   the jobs (per burst in a bursty phase) may run on spot nodes.
+* ``memory="per-job"`` stands in for a real log, where nearly every job asks for its own
+  memory: cores are drawn per job (burst) from ``PER_JOB_CORES`` (1-16) and each job's
+  memory per core log-uniformly from 256 MiB to ``min(7 GiB, 56 GiB / cores)`` in whole
+  KiB (so a job fits a 4-core 32 GiB or a 16-core 64 GiB node after overhead), and
+  ``gang_share`` of the jobs (bursts) ask for 17-128 processors, split into nodes as the
+  SWF reader splits a job wider than ``cores_per_node`` (ceil(processors / cores per
+  node) nodes of ceil(processors / nodes) cores): a gang. ``write_swf`` writes the
+  header's ``MaxProcs``/``MaxNodes`` so that the reader splits them the same way.
+  The default ``memory="mix"`` draws exactly what it drew before the option existed.
 
 ``write_swf`` and ``write_csv`` write a trace in the formats ``trace.read_trace`` reads
 (SWF has no preemptible field: it is lost there, and read back as the reader's option).
@@ -66,6 +75,18 @@ DEFAULT_SHAPES: tuple[tuple[float, int, float], ...] = (
     (16, 28 * GiB, 0.04),
 )
 
+# memory="per-job": processors per job (weights), as in PWA logs (powers of two dominate)
+PER_JOB_CORES: tuple[tuple[int, float], ...] = (
+    (1, 0.30),
+    (2, 0.15),
+    (3, 0.03),
+    (4, 0.15),
+    (6, 0.04),
+    (8, 0.14),
+    (12, 0.05),
+    (16, 0.14),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class SyntheticSpec:
@@ -79,6 +100,9 @@ class SyntheticSpec:
     preemptible_share: float = 0.0
     shapes: tuple[tuple[float, int, float], ...] = DEFAULT_SHAPES
     start_epoch: float = 1_700_000_000.0  # 2023-11-14T22:13:20Z, written as UnixStartTime
+    memory: str = "mix"  # "mix": spec.shapes; "per-job": every job its own memory (above)
+    gang_share: float = 0.0  # memory="per-job": fraction of jobs (bursts) on several nodes
+    cores_per_node: int = 16  # memory="per-job": the SWF split's node width
 
     def __post_init__(self) -> None:
         if self.jobs < 0:
@@ -89,7 +113,11 @@ class SyntheticSpec:
             raise ValueError(f"mean_burst is {self.mean_burst}; expected >= 1")
         if not self.median_run_time > 0 or not self.max_run_time >= 1:
             raise ValueError("median_run_time must be > 0 and max_run_time >= 1")
-        for name in ("tail_share", "preemptible_share"):
+        if self.memory not in ("mix", "per-job"):
+            raise ValueError(f"memory is {self.memory!r}; expected 'mix' or 'per-job'")
+        if self.cores_per_node < 16:
+            raise ValueError(f"cores_per_node is {self.cores_per_node}; expected >= 16")
+        for name in ("tail_share", "preemptible_share", "gang_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} is {getattr(self, name)}; expected 0..1")
         if not self.shapes or any(c <= 0 or m < 0 or w <= 0 for c, m, w in self.shapes):
@@ -178,8 +206,16 @@ def generate(spec: SyntheticSpec | None = None) -> Trace:
     builder.start_epoch = spec.start_epoch
     builder.header.update({"Computer": "shoal synthetic", "UnixStartTime": int(spec.start_epoch)})
 
+    per_job = spec.memory == "per-job"
+    if per_job:
+        weights = [w for _, w in PER_JOB_CORES]
+
     def add(submit: float, median: float, shape: int, preemptible: bool) -> None:
-        cores, memory, _ = spec.shapes[shape]
+        nodes = 1
+        if per_job:
+            cores, memory, nodes = _per_job_shape(draw, shape)
+        else:
+            cores, memory, _ = spec.shapes[shape]
         run = _run_time(draw, spec, median)
         builder.add(
             float(min(math.floor(submit), horizon - 1)),
@@ -189,20 +225,38 @@ def generate(spec: SyntheticSpec | None = None) -> Trace:
             float(memory),
             0.0,
             preemptible,
+            nodes=nodes,
         )
+
+    def _per_job_shape(draw: _Draw, shape: int) -> tuple[float, int, int]:
+        """``shape`` < 0: a gang of ``-shape`` processors; else an index into PER_JOB_CORES."""
+        nodes = 1
+        if shape < 0:
+            nodes = math.ceil(-shape / spec.cores_per_node)
+            cores = math.ceil(-shape / nodes)
+        else:
+            cores = PER_JOB_CORES[shape][0]
+        low, high = 256 * MiB, min(7 * GiB, 56 * GiB / cores)
+        kb = math.floor(low * (high / low) ** draw.u() / 1024)
+        return cores, kb * 1024 * cores, nodes
+
+    def pick_shape() -> int:
+        if per_job and draw.u() < spec.gang_share:
+            return -math.floor(draw.uniform(spec.cores_per_node + 1, 8 * spec.cores_per_node + 1))
+        return draw.pick(weights)
 
     for (kind, start, end), count in zip(phases, counts, strict=True):
         if kind == "steady":
             for _ in range(count):
                 preemptible = draw.u() < spec.preemptible_share
-                add(draw.uniform(start, end), spec.median_run_time, draw.pick(weights), preemptible)
+                add(draw.uniform(start, end), spec.median_run_time, pick_shape(), preemptible)
         elif kind == "bursty":
             left = count
             while left > 0:
                 size = min(left, draw.geometric(spec.mean_burst))
                 left -= size
                 at = draw.uniform(start, end)
-                shape = draw.pick(weights)
+                shape = pick_shape()
                 median = spec.median_run_time * math.exp(0.5 * draw.normal())
                 preemptible = draw.u() < spec.preemptible_share
                 for _ in range(size):
@@ -223,14 +277,29 @@ def _open_out(out: str | os.PathLike[str] | IO[str]) -> tuple[IO[str], bool]:
     return out, False
 
 
-def write_swf(trace: Trace, out: str | os.PathLike[str] | IO[str], note: str = "") -> None:
+def write_swf(
+    trace: Trace,
+    out: str | os.PathLike[str] | IO[str],
+    note: str = "",
+    cores_per_node: int | None = None,
+) -> None:
     """Write ``trace`` as SWF v2.2. Memory is written as requested memory in KB per processor
-    (rounded to whole KB); fields shoal does not model are -1; every job has status 1."""
+    (rounded to whole KB); fields shoal does not model are -1; every job has status 1.
+    A gang is written as one job of all its nodes' processors; with ``cores_per_node`` the
+    header's ``MaxProcs``/``MaxNodes`` say the node width, so that the reader splits such a
+    job back into its nodes (a trace with gangs needs it)."""
+    if trace.nodes is not None and cores_per_node is None:
+        raise ValueError("a trace with gangs needs cores_per_node to be read back as gangs")
     stream, close = _open_out(out)
     try:
         shapes = trace.shapes
         used = {int(i) for i in set(trace.shape_index.tolist())}
         max_procs = max((shapes[i].cores for i in used), default=0)
+        machine = []
+        if cores_per_node is not None:
+            max_nodes = 1 if trace.nodes is None else max(1, int(trace.nodes.max()))
+            max_procs = max_nodes * cores_per_node
+            machine = [f"; MaxNodes: {max_nodes}"]
         max_run = float(trace.run_time.max()) if len(trace) else 0.0
         max_mem_kb = max(
             (round(shapes[i].memory / shapes[i].cores / 1024) for i in used), default=0
@@ -244,6 +313,7 @@ def write_swf(trace: Trace, out: str | os.PathLike[str] | IO[str], note: str = "
             f"; MaxRecords: {len(trace)}",
             f"; UnixStartTime: {_num(start)}",
             f"; MaxProcs: {_num(max_procs)}",
+            *machine,
             f"; MaxRuntime: {_num(max_run)}",
             f"; MaxMemory: {max_mem_kb}",
         ]
@@ -252,15 +322,16 @@ def write_swf(trace: Trace, out: str | os.PathLike[str] | IO[str], note: str = "
         for job in trace:
             s = job.shape
             kb = round(s.memory / s.cores / 1024)
+            procs = _num(s.cores * job.nodes)
             fields = (
                 str(job.index + 1),
                 _num(job.submit),
                 "-1",
                 _num(job.run_time),
-                _num(s.cores),
+                procs,
                 "-1",
                 "-1",
-                _num(s.cores),
+                procs,
                 _num(job.wall_time),
                 str(kb),
                 "1",
@@ -273,15 +344,19 @@ def write_swf(trace: Trace, out: str | os.PathLike[str] | IO[str], note: str = "
 
 
 def write_csv(trace: Trace, out: str | os.PathLike[str] | IO[str]) -> None:
-    """Write ``trace`` as shoal's CSV (sizes in bytes, durations in seconds)."""
+    """Write ``trace`` as shoal's CSV (sizes in bytes, durations in seconds; a ``nodes``
+    column when the trace has gangs)."""
     stream, close = _open_out(out)
     try:
-        stream.write("submit,cores,memory,disk,wall_time,run_time,preemptible\n")
+        gangs = trace.nodes is not None
+        stream.write("submit,cores,memory,disk,wall_time,run_time,preemptible")
+        stream.write(",nodes\n" if gangs else "\n")
         for job in trace:
             s = job.shape
             stream.write(
                 f"{_num(job.submit)},{_num(s.cores)},{_num(s.memory)},{_num(s.disk)},"
-                f"{_num(job.wall_time)},{_num(job.run_time)},{str(s.preemptible).lower()}\n"
+                f"{_num(job.wall_time)},{_num(job.run_time)},{str(s.preemptible).lower()}"
+                + (f",{job.nodes}\n" if gangs else "\n")
             )
     finally:
         if close:
@@ -305,6 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--median-run-time", type=float, default=default.median_run_time, help="seconds"
     )
     parser.add_argument("--preemptible-share", type=float, default=0.0)
+    parser.add_argument(
+        "--memory",
+        choices=("mix", "per-job"),
+        default=default.memory,
+        help="per-job: every job its own memory, as in real logs (default: mix)",
+    )
+    parser.add_argument(
+        "--gang-share", type=float, default=0.0, help="with --memory per-job: jobs on several nodes"
+    )
     parser.add_argument("-o", "--out", default="-", help="output file (default: stdout, SWF)")
     return parser
 
@@ -319,18 +403,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             mean_burst=args.mean_burst,
             median_run_time=args.median_run_time,
             preemptible_share=args.preemptible_share,
+            memory=args.memory,
+            gang_share=args.gang_share,
         )
     except ValueError as exc:
         print(f"synthetic: {exc}", file=sys.stderr)
         return 2
     trace = generate(spec)
     note = f"shoal synthetic trace: jobs={spec.jobs} days={_num(spec.days)} seed={spec.seed}"
+    if spec.memory != "mix":
+        note += f" memory={spec.memory} gang_share={spec.gang_share:g}"
+    width = spec.cores_per_node if spec.memory != "mix" else None
     if args.out == "-":
-        write_swf(trace, sys.stdout, note)
+        write_swf(trace, sys.stdout, note, width)
     elif str(args.out).endswith(".csv"):
         write_csv(trace, Path(args.out))
     else:
-        write_swf(trace, Path(args.out), note)
+        write_swf(trace, Path(args.out), note, width)
     return 0
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate, main, write_csv, write_swf
-from shoal.daemon.simulate.trace import Trace, TraceOptions, read_trace
+from shoal.daemon.simulate.trace import GiB, Trace, TraceOptions, read_trace
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "small.swf"
@@ -130,3 +130,39 @@ def test_spec_rejects_bad_values(kwargs: dict[str, object], name: str) -> None:
 def test_main_reports_a_bad_spec(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--jobs", "-3"]) == 2
     assert "jobs is -3" in capsys.readouterr().err
+
+
+def test_per_job_memory_gives_every_job_its_own_size_and_gangs_survive_swf(
+    tmp_path: Path,
+) -> None:
+    """The stand-in for a real log: nearly every job its own memory, gangs split as SWF's."""
+    spec = SyntheticSpec(jobs=2000, days=4, seed=11, memory="per-job", gang_share=0.05)
+    trace = generate(spec)
+    assert len(trace.shapes) > 0.95 * len(trace)  # (wall time is in the shape key too)
+    assert len({s.memory for s in trace.shapes}) > 0.9 * len(trace)
+    assert {s.cores for s in trace.shapes} <= set(range(1, 17))
+    assert trace.nodes is not None
+    gangs = [j for j in trace if j.nodes > 1]
+    assert 0.01 * len(trace) < len(gangs) < 0.2 * len(trace)
+    for j in gangs:
+        assert 2 <= j.nodes <= 8 and j.shape.cores <= 16
+    # every job fits a 4-core 32 GiB or a 16-core 64 GiB node (after ~6 GiB of overhead)
+    for s in trace.shapes:
+        assert s.memory <= (28 * GiB if s.cores <= 4 else 56 * GiB)
+    path = tmp_path / "t.swf"
+    write_swf(trace, path, cores_per_node=spec.cores_per_node)
+    back = read_trace(path)
+    assert rows(back) == rows(trace)
+    assert back.nodes is not None and back.nodes.tolist() == trace.nodes.tolist()
+    with pytest.raises(ValueError, match="cores_per_node"):
+        write_swf(trace, tmp_path / "u.swf")
+    csv_path = tmp_path / "t.csv"
+    write_csv(trace, csv_path)
+    again = read_trace(csv_path)
+    assert rows(again) == rows(trace) and again.nodes.tolist() == trace.nodes.tolist()
+
+
+def test_per_job_memory_leaves_the_default_mix_as_it_was() -> None:
+    base = generate(SyntheticSpec(jobs=500, days=2, seed=11))
+    same = generate(SyntheticSpec(jobs=500, days=2, seed=11, memory="mix", gang_share=0.5))
+    assert rows(base) == rows(same)
