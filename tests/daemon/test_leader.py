@@ -111,3 +111,38 @@ async def test_a_renewal_the_store_refuses_ends_the_term_at_once() -> None:
     await clock.run_until(b.campaign())
     await a.close()
     await b.close()
+
+
+def test_the_ha_section_default_key_and_ttl_rules() -> None:
+    from conftest import config_dict
+    from shoal.daemon.config import ConfigError, parse_config
+    from shoal.daemon.leader.etcd import EtcdElector
+    from shoal.daemon.leader.gate import build_elector
+
+    assert parse_config(config_dict()).ha is None
+    assert build_elector(parse_config(config_dict()), FakeClock()) is None  # acts alone
+    config = parse_config(config_dict(ha={"etcd": ["http://127.0.0.1:2379"], "name": "x"}))
+    elector = build_elector(config, FakeClock())
+    assert isinstance(elector, EtcdElector)
+    assert elector.key == f"/shoal/{config.cluster_name}/leader" and elector.ttl == 10.0
+    assert elector.me.name == "x" and elector.me.address == f"http://{config.api.listen}"
+    for ttl in ("1s", "2.5s"):
+        with pytest.raises(ConfigError, match=r"ha.ttl: .*whole seconds, at least 2s"):
+            parse_config(config_dict(ha={"etcd": ["http://127.0.0.1:2379"], "ttl": ttl}))
+    with pytest.raises(ConfigError, match=r"ha.etcd"):
+        parse_config(config_dict(ha={"etcd": []}))
+
+
+def test_the_commented_ha_block_of_the_example_loads() -> None:
+    from pathlib import Path
+
+    import yaml
+    from conftest import config_dict
+    from shoal.daemon.config import parse_config
+
+    lines = (Path(__file__).resolve().parents[2] / "config.example.yaml").read_text()
+    block = lines.split("\n# ha:\n", 1)[1].split("\n\n", 1)[0]
+    text = "ha:\n" + "\n".join(line.removeprefix("#") for line in block.splitlines())
+    ha = yaml.safe_load(text)["ha"]
+    assert set(ha) == {"etcd", "ttl", "key", "name", "advertise"}
+    assert parse_config(config_dict(ha=ha)).ha is not None
