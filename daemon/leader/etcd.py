@@ -7,7 +7,8 @@ serves on its client URL (``/v3/...``; keys and values base64):
   (absent), put our name with the lease, else read the holder. The epoch is the revision
   of our put (the key's create revision: it only grows, from term to term and leader to
   leader). A failed campaign revokes the lease it granted.
-- renew: ``lease/keepalive``; an answer without a TTL means the lease is gone: step down.
+- renew: ``lease/keepalive``, then ``kv/range``: an answer without a TTL (the lease is gone)
+  or a key held under another lease or none (deleted by hand) ends the term at once.
 - a follower waits on ``watch`` (a stream of JSON lines) for the key's DELETE from the
   revision its txn saw on, so a deletion between the txn and the watch is not missed; and
   at most one TTL, so a watch that hangs costs one more txn, nothing else.
@@ -124,8 +125,13 @@ class EtcdElector(LeaseElector):
             log.debug('event=lease_revoke_failed lease=%s error="%s"', lease, exc)
 
     async def _renew(self, lease: Any) -> bool:
+        """Keep the lease alive, then check the key is still ours: a key deleted by hand
+        leaves the lease alive, and the next campaign would find the key free."""
         answer = await self._call("lease/keepalive", {"ID": lease})
-        return int(answer.get("result", {}).get("TTL", 0)) > 0
+        if int(answer.get("result", {}).get("TTL", 0)) <= 0:
+            return False
+        kvs = (await self._call("kv/range", {"key": _b64(self.key)})).get("kvs") or []
+        return bool(kvs) and str(kvs[0].get("lease")) == str(lease)
 
     async def _release(self, lease: Any) -> None:
         await self._call("lease/revoke", {"ID": lease})

@@ -10,6 +10,7 @@ well under a second, and a leader that loses etcd stepping down before its lease
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import Iterator
@@ -125,3 +126,33 @@ def test_an_etcd_outage_longer_than_the_ttl_stops_the_leader_before_its_lease_ca
         return sorted([role(a), role(b)], key=str) == ["follower", "leader"]
 
     e2e.wait_for("one leader again", one_leader, 3 * TTL, on_timeout=a.tail)
+
+
+async def test_a_leader_whose_key_is_deleted_by_hand_steps_down_at_its_next_renewal(
+    etcd: EtcdServer,
+) -> None:
+    """`etcdctl del` of the key leaves the lease alive: renewing alone would keep this daemon
+    leading while another takes the free key. The renewal checks the key too."""
+    import aiohttp
+    from shoal.daemon.leader import LeaderInfo
+    from shoal.daemon.leader.etcd import EtcdElector, _b64
+    from shoal.runtime.clock import SystemClock
+
+    key = "/shoal/e2e/leader"
+    a = EtcdElector([etcd.url], key, LeaderInfo("a"), TTL, SystemClock())
+    b = EtcdElector([etcd.url], key, LeaderInfo("b"), TTL, SystemClock())
+    try:
+        await a.campaign()
+        async with aiohttp.ClientSession() as http:
+            url = f"{etcd.url}/v3/kv/deleterange"
+            async with http.post(url, json={"key": _b64(key)}) as response:
+                assert (await response.json())["deleted"] == "1"
+        deleted = time.monotonic()
+        await asyncio.wait_for(a.lost(), TTL / 3 + 1.0)
+        assert a._term is not None and a._term.reason == "lease-expired"
+        print(f"stepped down {time.monotonic() - deleted:.3f}s after the key was deleted")
+        await asyncio.wait_for(b.campaign(), TTL)
+        assert b.is_leader and not a.is_leader
+    finally:
+        await a.close()
+        await b.close()
