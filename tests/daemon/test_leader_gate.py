@@ -9,15 +9,16 @@ the electors' own events, never on sleeps.
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from shoal.daemon.config import load_config
 from shoal.daemon.leader.memory import MemoryElection
-from shoal.daemon.service import Service, build_provider
+from shoal.daemon.service import Service, SystemdNotifier, build_provider
 from shoal.runtime.testing import FakeClock, InlineExecutor
-from test_service import write_config
+from test_service import received, write_config
 from waits import wait_for_pass
 
 TTL = 10.0
@@ -41,11 +42,11 @@ def launched(service: Service) -> float:
     return sum(s.value for s in samples if s.name.endswith("_total"))
 
 
-async def test_only_the_leader_acts_and_a_cut_off_leader_stops_before_the_other_starts(
-    tmp_path: Path,
-) -> None:
+async def start_pair(
+    tmp_path: Path, clock: FakeClock, notifiers: dict[str, SystemdNotifier] | None = None
+) -> tuple[MemoryElection, list[Service], list[asyncio.Task[int]]]:
+    """Daemons ``a`` and ``b`` on one simulated cloud and one in-memory election, serving."""
     asyncio.get_running_loop().set_default_executor(InlineExecutor())
-    clock = FakeClock()
     election = MemoryElection(clock, TTL)
     services = []
     provider = None
@@ -61,13 +62,28 @@ async def test_only_the_leader_acts_and_a_cut_off_leader_stops_before_the_other_
                 provider=provider,
                 install_signals=False,
                 elector=election.elector(name, f"http://{config.api.listen}"),
+                notifier=(notifiers or {}).get(name),
             )
         )
     tasks = [asyncio.create_task(s.serve()) for s in services]
+    for s in services:
+        await asyncio.wait_for(s.started.wait(), 10)
+    await clock.settle()
+    return election, services, tasks
+
+
+async def stop_all(services: list[Service], tasks: list[asyncio.Task[int]]) -> None:
+    for s in services:
+        s.stop()
+    assert await asyncio.wait_for(asyncio.gather(*tasks), 10) == [0, 0]
+
+
+async def test_only_the_leader_acts_and_a_cut_off_leader_stops_before_the_other_starts(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    election, services, tasks = await start_pair(tmp_path, clock)
     try:
-        for s in services:
-            await asyncio.wait_for(s.started.wait(), 10)
-        await clock.settle()
         leaders = [s for s in services if s.elector is not None and s.elector.is_leader]
         assert len(leaders) == 1
         (old,) = leaders
@@ -129,6 +145,36 @@ async def test_only_the_leader_acts_and_a_cut_off_leader_stops_before_the_other_
         assert launched(new) == 0 and new.controller.last_plan is not None
         assert len(new.controller.tracker.all()) == launched(old)
     finally:
-        for s in services:
-            s.stop()
-        assert await asyncio.wait_for(asyncio.gather(*tasks), 10) == [0, 0]
+        await stop_all(services, tasks)
+
+
+async def test_a_follower_keeps_the_systemd_watchdog_fed_while_it_runs_no_pass(
+    tmp_path: Path,
+) -> None:
+    """A follower's controller runs no pass, so by the loop's liveness it would look wedged
+    after 3 intervals and systemd would kill it (WatchdogSec): it is fed while it follows."""
+    socks, notifiers = {}, {}
+    for name in ("a", "b"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(tmp_path / f"{name}.sock"))
+        sock.setblocking(False)
+        socks[name] = sock
+        env = {"NOTIFY_SOCKET": str(tmp_path / f"{name}.sock"), "WATCHDOG_USEC": "60000000"}
+        notifiers[name] = SystemdNotifier(env)
+    clock = FakeClock()
+    _, services, tasks = await start_pair(tmp_path, clock, notifiers)
+    try:
+        (follower,) = [s for s in services if s.elector is not None and not s.elector.is_leader]
+        name = follower.elector.me.name  # type: ignore[union-attr]
+        assert "READY=1" in received(socks[name])  # up, as systemd's Type=notify waits for
+        fed = []
+        for _ in range(30):  # 30 scale intervals; both sockets read as systemd would
+            await clock.advance(30.0)
+            got = {n: received(sock) for n, sock in socks.items()}
+            fed.append("WATCHDOG=1" in got[name])
+        assert follower.controller is not None and follower.controller.passes == 0
+        assert all(fed[3:])  # still fed, long after 3 intervals without a pass
+    finally:
+        await stop_all(services, tasks)
+        for sock in socks.values():
+            sock.close()
