@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+import configs
 import pytest
 from shoal.daemon.leader import lease_margin
 from shoal.daemon.leader.memory import MemoryElection, MemoryElector
@@ -114,30 +115,28 @@ async def test_a_renewal_the_store_refuses_ends_the_term_at_once() -> None:
 
 
 def test_the_ha_section_default_key_and_ttl_rules() -> None:
-    from conftest import config_dict
     from shoal.daemon.config import ConfigError, parse_config
     from shoal.daemon.leader.etcd import EtcdElector
     from shoal.daemon.leader.gate import build_elector
 
-    assert parse_config(config_dict()).ha is None
-    assert build_elector(parse_config(config_dict()), FakeClock()) is None  # acts alone
-    config = parse_config(config_dict(ha={"etcd": ["http://127.0.0.1:2379"], "name": "x"}))
+    assert parse_config(configs.config()).ha is None
+    assert build_elector(parse_config(configs.config()), FakeClock()) is None  # acts alone
+    config = parse_config(configs.config(ha={"etcd": ["http://127.0.0.1:2379"], "name": "x"}))
     elector = build_elector(config, FakeClock())
     assert isinstance(elector, EtcdElector)
     assert elector.key == f"/shoal/{config.cluster_name}/leader" and elector.ttl == 10.0
     assert elector.me.name == "x" and elector.me.address == f"http://{config.api.listen}"
     for ttl in ("1s", "2.5s"):
         with pytest.raises(ConfigError, match=r"ha.ttl: .*whole seconds, at least 2s"):
-            parse_config(config_dict(ha={"etcd": ["http://127.0.0.1:2379"], "ttl": ttl}))
+            parse_config(configs.config(ha={"etcd": ["http://127.0.0.1:2379"], "ttl": ttl}))
     with pytest.raises(ConfigError, match=r"ha.etcd"):
-        parse_config(config_dict(ha={"etcd": []}))
+        parse_config(configs.config(ha={"etcd": []}))
 
 
 def test_the_commented_ha_block_of_the_example_loads() -> None:
     from pathlib import Path
 
     import yaml
-    from conftest import config_dict
     from shoal.daemon.config import parse_config
 
     lines = (Path(__file__).resolve().parents[2] / "config.example.yaml").read_text()
@@ -145,4 +144,4 @@ def test_the_commented_ha_block_of_the_example_loads() -> None:
     text = "ha:\n" + "\n".join(line.removeprefix("#") for line in block.splitlines())
     ha = yaml.safe_load(text)["ha"]
     assert set(ha) == {"etcd", "ttl", "key", "name", "advertise"}
-    assert parse_config(config_dict(ha=ha)).ha is not None
+    assert parse_config(configs.config(ha=ha)).ha is not None
