@@ -318,6 +318,14 @@ class Controller:
         self.stopping = True
         self._stop.set()
 
+    def resume(self) -> None:
+        """Undo ``stop()`` for a daemon that leads again (``ha``): ``run`` may be called
+        again and reconciles with the cloud first (another daemon acted meanwhile); health
+        and liveness count from now."""
+        self.stopping, self.ready = False, False
+        self._stop.clear()
+        self._started, self._last_ok, self._last_finished = self.clock.monotonic(), None, None
+
     # -- health ---------------------------------------------------------------------------
 
     def healthy(self) -> bool:

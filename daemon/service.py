@@ -10,6 +10,13 @@ Lifecycle::
                     ``preflight``) is refused and the old one kept
     SIGTERM/SIGINT  STOPPING=1, finish the current pass, launch nothing new, exit 0 (< 10 s)
 
+With ``ha`` (``daemon.leader``) the controller's loop and the integrations' background work
+(the Slurm power saver, clean-up and spool, the interruption reader) run only while this
+daemon leads (``Service._lead``): a follower campaigns and serves HTTP (``leader.gate``). On
+loss the integrations are cancelled at once and the controller is stopped (no new launch)
+with half the lease's margin for the pass in flight to book what it launched, then
+cancelled; a stop resigns after the last pass, so another daemon leads at once.
+
 systemd notifications are datagrams to ``$NOTIFY_SOCKET`` (``@`` = abstract namespace),
 sent only when it is set; ``WATCHDOG=1`` only when ``$WATCHDOG_USEC`` is set too.
 """
@@ -55,6 +62,8 @@ from shoal.daemon.http import (
     start_http,
 )
 from shoal.daemon.integration import Integration, integration_kinds
+from shoal.daemon.leader import LeaderElector
+from shoal.daemon.leader.gate import LeaderGauge, build_elector, follower_middleware
 from shoal.daemon.loop import Controller, ControllerSettings, PassRecord, Planner
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import TrackedState
@@ -333,6 +342,7 @@ class Service:
         provider: AbstractProvisioner | None = None,
         notifier: SystemdNotifier | None = None,
         install_signals: bool = True,
+        elector: LeaderElector | None = None,
     ) -> None:
         self.config = config
         self.config_path = Path(config_path) if config_path is not None else None
@@ -350,6 +360,7 @@ class Service:
         self.reloads = 0  # reload attempts finished
         self.last_reload_ok: bool | None = None
         self._demo: asyncio.Task[None] | None = None  # demand.demo's pump, until a push
+        self.elector = elector or build_elector(config, self.clock)  # None: acts alone
 
     # -- control ----------------------------------------------------------------------------
 
@@ -476,6 +487,8 @@ class Service:
         )
         for integration in self.integrations:
             integration.add_routes(app, token)
+        if self.elector is not None:
+            app.middlewares.append(follower_middleware(self.elector))
         try:
             runner, self.port = await start_http(app, config.api.host, config.api.port)
         except OSError as exc:
@@ -498,7 +511,10 @@ class Service:
             self.port,
             len(policy.node_types),
         )
-        run_task = asyncio.create_task(controller.run(), name="shoal-controller")
+        run_task = asyncio.create_task(
+            controller.run() if self.elector is None else self._lead(self.elector, controller),
+            name="shoal-controller",
+        )
         for source in self._demand_sources(config):
             task = asyncio.create_task(self._pump(source), name=f"shoal-demand-{source.name}")
             self._tasks.append(task)
@@ -506,7 +522,7 @@ class Service:
                 self._demo = task
         if self.notifier.watchdog_seconds is not None:
             self._tasks.append(asyncio.create_task(self._heartbeat(), name="shoal-watchdog"))
-        for i, integration in enumerate(self.integrations):
+        for i, integration in enumerate(self.integrations if self.elector is None else ()):
             self._tasks.append(
                 asyncio.create_task(integration.run(), name=f"shoal-integration-{i}")
             )
@@ -532,12 +548,72 @@ class Service:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await self._close_integrations()
+            if self.elector is not None:
+                await self.elector.close()
             if self.install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
             await runner.cleanup()
         log.info("event=stopped passes=%d", controller.passes)
         return 0
+
+    async def _lead(self, elector: LeaderElector, controller: Controller) -> None:
+        """With ``ha``: campaign; while leading, act; on loss, stop acting and campaign
+        again; on stop, resign once the last pass is done. Returns when the controller's
+        loop ends by itself (a bug: ``_serve`` stops the daemon)."""
+        gauge = LeaderGauge(self.metrics.registry)
+        gauge.set(False)
+        self.notifier.notify("READY=1")  # a follower is up too (systemd's Type=notify)
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                campaign = asyncio.create_task(elector.campaign(), name="shoal-campaign")
+                await asyncio.wait({campaign, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not campaign.done():
+                    campaign.cancel()
+                    break
+                campaign.result()
+                gauge.set(True)
+                try:
+                    if await self._act(elector, controller):
+                        return
+                finally:
+                    gauge.set(False)
+        finally:
+            stop.cancel()
+            try:
+                await elector.resign()
+            except Exception as exc:  # the lease expires by itself
+                log.warning('event=resign_failed error="%r"', exc)
+
+    async def _act(self, elector: LeaderElector, controller: Controller) -> bool:
+        """One term: the controller's loop and the integrations' background work until the
+        term ends or the daemon stops, then no more; True when the loop ended by itself."""
+        controller.resume()
+        run = asyncio.create_task(controller.run(), name="shoal-controller-term")
+        actors = [
+            asyncio.create_task(integration.run(), name=f"shoal-integration-{i}")
+            for i, integration in enumerate(self.integrations)
+        ]
+        ended = [asyncio.create_task(elector.lost()), asyncio.create_task(self._stop.wait())]
+        try:
+            await asyncio.wait({run, *ended}, return_when=asyncio.FIRST_COMPLETED)
+            for task in actors:  # what the integrations do is not a pass: stopped now
+                task.cancel()
+            controller.stop()  # launch nothing new; the pass in flight books what it did
+            if run.done():
+                return not self._stop.is_set() and elector.is_leader
+            if self._stop.is_set() and elector.is_leader:
+                await asyncio.shield(run)  # _serve bounds it by SHUTDOWN_TIMEOUT
+            else:  # the lease runs out `margin` after the term ended: half of it for the pass
+                grace = self.clock.sleep(getattr(elector, "margin", 0.0) / 2)
+                ended.append(asyncio.create_task(grace))
+                await asyncio.wait({run, ended[-1]}, return_when=asyncio.FIRST_COMPLETED)
+            return False
+        finally:
+            for task in (run, *actors, *ended):
+                task.cancel()
+            await asyncio.gather(run, *actors, *ended, return_exceptions=True)
 
     async def _close_integrations(self) -> None:
         for integration in self.integrations:
@@ -563,7 +639,8 @@ class Service:
         assert seconds is not None and self.controller is not None
         while True:
             await self.clock.sleep(seconds / 3)
-            if self.controller.alive():
+            following = self.elector is not None and not self.elector.is_leader
+            if following or self.controller.alive():
                 self.notifier.watchdog()
 
     def _watchdog_warning(self) -> None:

@@ -11,6 +11,10 @@
 #   maintainer script and writes nothing outside the folder) into $tools/cloud-init, and the
 #   tests run its schema command from there with the Python libraries it needs (installed
 #   as packages; they hold no service).
+# etcd (Debian `etcd-server`): the HA tests run private etcd members on free loopback ports.
+#   Its postinst adds an `etcd` user and ENABLES etcd.service (dh_installsystemd: it would
+#   start at this host's next boot), so it is unpacked like cloud-init into $tools/etcd-server
+#   (one static binary, usr/bin/etcd), never installed.
 #
 # This installs packages and nothing else. shoal runs on a cluster's leader, whose own Slurm,
 # munge and Prometheus may be production services: it never stops, disables or kills a
@@ -31,20 +35,23 @@ have munged || missing="$missing munge"
 have shellcheck || missing="$missing shellcheck"
 tools=${SHOAL_TOOLS:-/opt/shoal-tools}  # unpacked tools (cloud-init); tests look there too
 unpack=""
+if ! have etcd && [ ! -e "$tools/etcd-server/usr/bin/etcd" ]; then
+    unpack="etcd-server"
+fi
 if ! have cloud-init && [ ! -e "$tools/cloud-init/usr/bin/cloud-init" ]; then
-    unpack=cloud-init
+    unpack="$unpack cloud-init"
     # cloud-init's Python dependencies (Debian's Depends, less the system tools it runs
     # when it boots a machine and the schema check does not)
     missing="$missing python3-configobj python3-jinja2 python3-jsonpatch python3-jsonschema"
     missing="$missing python3-netifaces python3-oauthlib python3-requests python3-serial"
     missing="$missing python3-yaml"
 fi
-[ -z "$missing" ] && exit 0
+[ -z "$missing$unpack" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "warning: missing system packages:$missing (not root or no apt-get); tests that need them will skip"
+    echo "warning: missing system packages:$missing $unpack (not root or no apt-get); tests that need them will skip"
     exit 0
 fi
-echo "installing system packages (no service is started):$missing"
+echo "installing system packages (no service is started):$missing; unpacking:$unpack"
 export DEBIAN_FRONTEND=noninteractive
 policy="$sbin/policy-rc.d"
 own_policy=""
@@ -56,14 +63,16 @@ if [ ! -e "$policy" ]; then
     trap 'rm -f "$policy"' EXIT INT TERM
 fi
 apt-get update -qq
-# shellcheck disable=SC2086
-apt-get install -y -qq --no-install-recommends $missing >/dev/null
-if [ -n "$unpack" ]; then
-    download="$(mktemp -d)"
-    (cd "$download" && apt-get download -qq -o APT::Sandbox::User=root "$unpack" >/dev/null)
-    mkdir -p "$tools/$unpack"
-    for deb in "$download"/*.deb; do dpkg -x "$deb" "$tools/$unpack"; done
-    rm -rf "$download"
+if [ -n "$missing" ]; then
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
+for package in $unpack; do
+    download="$(mktemp -d)"
+    (cd "$download" && apt-get download -qq -o APT::Sandbox::User=root "$package" >/dev/null)
+    mkdir -p "$tools/$package"
+    for deb in "$download"/*.deb; do dpkg -x "$deb" "$tools/$package"; done
+    rm -rf "$download"
+done
 [ -n "$own_policy" ] && rm -f "$policy"
 exit 0

@@ -35,13 +35,13 @@ if [ "$1" = install ]; then
     if [ -x "$policy" ]; then "$policy" slurmctld start; echo "policy-rc.d exit $?" >>"$LOG";
     else echo "no policy-rc.d" >>"$LOG"; fi
 fi
-if [ "$1" = download ]; then : >"cloud-init_22.4_all.deb"; fi
+if [ "$1" = download ]; then for last; do :; done; : >"${last}_1.0_all.deb"; fi
 """
 # dpkg -x (unpack) only; the recorder fails anything else, as an install must not happen
 DPKG = """#!/bin/sh
 echo "dpkg $*" >>"$LOG"
 [ "$1" = -x ] || exit 1
-mkdir -p "$3/usr/bin" && : >"$3/usr/bin/cloud-init"
+deb=${2##*/}; mkdir -p "$3/usr/bin" && : >"$3/usr/bin/${deb%%_*}"
 """
 
 
@@ -89,9 +89,15 @@ def test_installing_refuses_every_service_start_and_stops_nothing(tmp_path: Path
     # cloud-init would run at this host's next boot: never installed, only unpacked apart
     assert "cloud-init" not in install[0].split()
     assert "python3-jsonschema" in install[0].split()  # what its schema check imports
-    (unpack,) = [line for line in log if line.startswith("dpkg")]
-    assert unpack.startswith("dpkg -x ") and unpack.endswith(f".deb {tmp_path}/tools/cloud-init")
-    assert (tmp_path / "tools" / "cloud-init" / "usr" / "bin" / "cloud-init").exists()
+    # etcd-server's postinst enables etcd.service (it would start at the next boot): the
+    # same, its one static binary unpacked apart
+    assert "etcd-server" not in install[0].split()
+    unpacks = [line for line in log if line.startswith("dpkg")]
+    assert len(unpacks) == 2
+    for package in ("etcd-server", "cloud-init"):
+        (unpack,) = [line for line in unpacks if f"/{package}_" in line]
+        assert unpack.startswith("dpkg -x ") and unpack.endswith(f".deb {tmp_path}/tools/{package}")
+        assert (tmp_path / "tools" / package / "usr" / "bin" / package).exists()
     # while the packages' maintainer scripts ran, a start was "forbidden by policy" (101)
     assert "policy-rc.d exit 101" in log
     assert not [line for line in log if line.split()[0] in FORBIDDEN], log

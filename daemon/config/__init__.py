@@ -3,7 +3,7 @@
 ``load_config(path)`` returns a ``ShoalConfig`` or raises ``ConfigError`` whose ``errors``
 each name the field path (``scaler.beta_inertia``, ``node_types[1].max``), the offending
 value and what was expected. One module a section (``provider``, ``workers``, ``scaler``,
-``demand``, ``api``, ``slurm``); this package re-exports them and holds the checks across
+``demand``, ``api``, ``slurm``, ``ha``); this package re-exports them and holds the checks across
 sections and the loading.
 
 Validation only, on the file alone: the same answer on any machine. The files the config
@@ -33,6 +33,7 @@ from pydantic import (
 from shoal.daemon.config.api import ApiConfig
 from shoal.daemon.config.common import _MISSING, _STRICT, ConfigError, ConfigIssue, _FieldError
 from shoal.daemon.config.demand import DemandConfig, DrainConfig
+from shoal.daemon.config.ha import HaConfig
 from shoal.daemon.config.provider import (
     AwsProviderConfig,
     LocalInstanceTypeConfig,
@@ -66,6 +67,7 @@ __all__ = [
     "DemandConfig",
     "DrainConfig",
     "Duration",
+    "HaConfig",
     "KubernetesJoinConfig",
     "LeaderConfig",
     "LocalInstanceTypeConfig",
@@ -113,6 +115,8 @@ class ShoalConfig(BaseModel):
     """Where shoal keeps what must survive a crash (the launch ledger, drains, Slurm
     power-save requests, suspends and holds), written before the action it protects.
     Absent: kept in memory only, so a restart forgets launches in flight."""
+    ha: HaConfig | None = None
+    """Leader election on etcd among two or three daemons; absent: this daemon acts alone."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     """Logging threshold (case-insensitive)."""
 

@@ -1,0 +1,147 @@
+"""Leader election's lease logic (``daemon.leader``) on the in-memory store and a FakeClock.
+
+The store (``MemoryElection``) expires a lease ``ttl`` after its last renewal, as etcd does;
+the tests check the daemon's side: one leader, failover within one TTL after a crash, a
+handover at once after a resignation, and the split-brain guard: a leader whose renewals stop
+(the store cut off, or the renewer dead without a word) steps down on its own clock BEFORE
+its lease can pass to another daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import configs
+import pytest
+from shoal.daemon.leader import lease_margin
+from shoal.daemon.leader.memory import MemoryElection, MemoryElector
+from shoal.runtime.testing import FakeClock
+
+TTL = 10.0
+CAMPAIGNS: set[asyncio.Task[None]] = set()  # the followers' campaigns, referenced
+
+
+async def two(clock: FakeClock) -> tuple[MemoryElection, MemoryElector, MemoryElector]:
+    """Two electors campaigning; ``a`` leads (it asked first)."""
+    election = MemoryElection(clock, TTL)
+    a, b = election.elector("a", "http://a"), election.elector("b", "http://b")
+    await clock.run_until(a.campaign())
+    campaign = asyncio.create_task(b.campaign())
+    CAMPAIGNS.add(campaign)
+    campaign.add_done_callback(CAMPAIGNS.discard)
+    await clock.settle()
+    assert a.is_leader and not b.is_leader
+    assert b.leader is not None and b.leader.name == "a"  # the follower knows who leads
+    return election, a, b
+
+
+async def when_leading(clock: FakeClock, elector: MemoryElector) -> float:
+    await clock.run_until(elector.campaign(), limit=10 * TTL)
+    return clock.monotonic()
+
+
+async def test_one_leader_for_a_long_time_and_epochs_grow() -> None:
+    clock = FakeClock()
+    election, a, b = await two(clock)
+    await clock.advance(20 * TTL)  # many renewals
+    assert a.is_leader and not b.is_leader and a.epoch == 1 and b.epoch is None
+    await a.resign()
+    await clock.run_until(b.campaign())
+    assert b.epoch is not None and b.epoch > 1
+    assert [name for name, _ in election.grants] == ["a", "b"]
+    await b.close()
+
+
+async def test_a_crashed_leader_is_replaced_within_one_ttl() -> None:
+    clock = FakeClock()
+    _, a, b = await two(clock)
+    await clock.advance(TTL / 2)
+    crashed_at = clock.monotonic()
+    a.crash()
+    led_at = await when_leading(clock, b)
+    assert 0 < led_at - crashed_at <= TTL
+    await b.close()
+
+
+async def test_a_resigning_leader_hands_over_at_once() -> None:
+    clock = FakeClock()
+    _, a, b = await two(clock)
+    await clock.advance(3.0)
+    resigned_at = clock.monotonic()
+    await a.resign()
+    assert await when_leading(clock, b) == resigned_at
+    await a.close()
+    await b.close()
+
+
+@pytest.mark.parametrize("fault", ["store-unreachable", "renewer-died"])
+async def test_a_leader_that_cannot_renew_steps_down_before_its_lease_can_pass(
+    fault: str,
+) -> None:
+    """The split brain seen when the keepalive task died silently: the guard, reading only
+    the clock, ends the term ``margin`` before the store could give the key to ``b``."""
+    clock = FakeClock()
+    election, a, b = await two(clock)
+    await clock.advance(TTL)
+    lost = asyncio.ensure_future(a.lost())
+    if fault == "store-unreachable":
+        election.partition("a")
+    else:
+        term = a._term
+        assert term is not None
+        term.tasks[0].cancel()  # the renewer, gone without a word; the guard still runs
+    await clock.run_until(asyncio.shield(lost), limit=2 * TTL)
+    stepped_down = clock.monotonic()
+    assert not a.is_leader and a.epoch is None
+    led_at = await when_leading(clock, b)
+    assert led_at - stepped_down >= lease_margin(TTL) - 1e-9
+    election.heal("a")
+    await b.close()
+    await a.close()
+
+
+async def test_a_renewal_the_store_refuses_ends_the_term_at_once() -> None:
+    """The lease is gone on the store's side (deleted, expired while this daemon was
+    stopped): the next renewal says so and the term ends then, not at the deadline."""
+    clock = FakeClock()
+    election, a, b = await two(clock)
+    election._drop()  # the key and its lease gone, as `etcdctl lease revoke` does
+    await clock.advance(a.renew_every)
+    assert not a.is_leader
+    assert a._term is not None and a._term.reason == "lease-expired"
+    await clock.run_until(b.campaign())
+    await a.close()
+    await b.close()
+
+
+def test_the_ha_section_default_key_and_ttl_rules() -> None:
+    from shoal.daemon.config import ConfigError, parse_config
+    from shoal.daemon.leader.etcd import EtcdElector
+    from shoal.daemon.leader.gate import build_elector
+
+    assert parse_config(configs.config()).ha is None
+    assert build_elector(parse_config(configs.config()), FakeClock()) is None  # acts alone
+    config = parse_config(configs.config(ha={"etcd": ["http://127.0.0.1:2379"], "name": "x"}))
+    elector = build_elector(config, FakeClock())
+    assert isinstance(elector, EtcdElector)
+    assert elector.key == f"/shoal/{config.cluster_name}/leader" and elector.ttl == 10.0
+    assert elector.me.name == "x" and elector.me.address == f"http://{config.api.listen}"
+    for ttl in ("1s", "2.5s"):
+        with pytest.raises(ConfigError, match=r"ha.ttl: .*whole seconds, at least 2s"):
+            parse_config(configs.config(ha={"etcd": ["http://127.0.0.1:2379"], "ttl": ttl}))
+    with pytest.raises(ConfigError, match=r"ha.etcd"):
+        parse_config(configs.config(ha={"etcd": []}))
+
+
+def test_the_commented_ha_block_of_the_example_loads() -> None:
+    from pathlib import Path
+
+    import yaml
+    from shoal.daemon.config import parse_config
+
+    lines = (Path(__file__).resolve().parents[2] / "config.example.yaml").read_text()
+    block = lines.split("\n# ha:\n", 1)[1].split("\n\n", 1)[0]
+    text = "ha:\n" + "\n".join(line.removeprefix("#") for line in block.splitlines())
+    ha = yaml.safe_load(text)["ha"]
+    assert set(ha) == {"etcd", "ttl", "key", "name", "advertise"}
+    assert parse_config(configs.config(ha=ha)).ha is not None
