@@ -86,7 +86,7 @@ async def test_reads_jobs_nodes_and_config_into_demand(slurm_cluster: SlurmClust
     got = slurm_demand(jobs, nodes, def_mem_per_cpu=def_mem_per_cpu(config))
     assert set(got.demand.queued) == {
         QueuedJobs(Shape(2700.0, 600.0 * MiB, 2.0, 0.0, False), 3),
-        QueuedJobs(Shape(3600.0, 500.0 * MiB, 1.0, 0.0, False), 2),
+        QueuedJobs(Shape(3600.0, 500.0 * MiB, 1.0, 0.0, False), 1, node_count=2),  # -N2: a gang
     }
     [on_cloud1] = got.demand.running
     assert (on_cloud1.node_id, on_cloud1.shape) == (
