@@ -528,7 +528,15 @@ class _Run:
         try:
             controller = await self.new_controller(crashes)
             controller.executor.drain_hook = controller.executor.undrain_hook = _DrainHook(self)
-            await self.clock.run_until(controller.reconcile())
+            while True:  # as Controller.run: a failed first listing is tried again an interval on
+                try:
+                    await self.clock.run_until(controller.reconcile())
+                    break
+                except Crash:
+                    raise
+                except Exception as exc:
+                    self.note(f"reconcile failed ({exc!r}): again in {controller.interval:.0f} s")
+                    await self.clock.advance(controller.interval)
             if not crashes:
                 self.faulty.arm(True)
         except Crash:
