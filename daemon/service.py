@@ -28,7 +28,15 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from shoal.daemon.config import ConfigError, ConfigIssue, ShoalConfig, load_config
+from shoal.daemon.config import (
+    ConfigError,
+    ConfigIssue,
+    LocalProviderConfig,
+    ProviderConfig,
+    ShoalConfig,
+    SimulatedProviderConfig,
+    load_config,
+)
 from shoal.daemon.config.preflight import preflight
 from shoal.daemon.demand import (
     DemandFailure,
@@ -171,6 +179,29 @@ def build_local_provider(config: ShoalConfig, clock: Clock) -> AbstractProvision
         never_join=p.never_join,
         clock=clock,
     )
+
+
+def apply_capacity(
+    old: ProviderConfig, new: ProviderConfig, provider: AbstractProvisioner
+) -> ProviderConfig:
+    """A reload's changed ``provider.capacity`` applies at once to the local and simulated
+    providers (a stock-out ends, or starts, without a restart); the running provider section
+    with it. Any other provider, or a change of kind, keeps ``old`` (a restart applies it)."""
+    from shoal.providers.local import LocalProvisioner
+    from shoal.providers.simulated import SimulatedProvisioner
+
+    if (
+        not isinstance(provider, LocalProvisioner | SimulatedProvisioner)
+        or not isinstance(old, LocalProviderConfig | SimulatedProviderConfig)
+        or type(new) is not type(old)
+        or new.capacity == old.capacity
+    ):
+        return old
+    for name in sorted((old.capacity.keys() | new.capacity.keys()) & provider.types.keys()):
+        provider.set_capacity(name, new.capacity.get(name))  # (a limit on no type limits none)
+    limits = ",".join(f"{name}={n}" for name, n in sorted(new.capacity.items()))
+    log.info("event=capacity_applied capacity=%s", limits or "unlimited")
+    return old.model_copy(update={"capacity": new.capacity})
 
 
 def catalogue_policy(config: ShoalConfig, provider: AbstractProvisioner) -> Policy:
@@ -396,6 +427,8 @@ class Service:
             controller.executor.undrain_hook = build_undrain_hook(new)
             controller.backoff = dataclasses.replace(controller.backoff, policy=backoff_policy(new))
             logging.getLogger().setLevel(new.log_level)
+            provider = apply_capacity(self.config.provider, new.provider, self._provider())
+            self.config = self.config.model_copy(update={"provider": provider})
             restart = [
                 name
                 for name in ("cluster_name", "provider", "api", "demand", "slurm", "state_dir")
