@@ -7,7 +7,8 @@ Lifecycle::
       ─► integrations built around the controller (daemon.integration) ─► HTTP listener
       ─► controller.run(): reconcile ─► READY=1 ─► passes (WATCHDOG=1 after each healthy one)
     SIGHUP          reload the config file; an invalid one (or one whose files fail
-                    ``preflight``) is refused and the old one kept
+                    ``preflight``) is refused and the old one kept; a changed
+                    ``provider.capacity`` applies at once (``apply_capacity``)
     SIGTERM/SIGINT  STOPPING=1, finish the current pass, launch nothing new, exit 0 (< 10 s)
 
 systemd notifications are datagrams to ``$NOTIFY_SOCKET`` (``@`` = abstract namespace),
