@@ -194,7 +194,8 @@ def apply_capacity(
     if (
         not isinstance(provider, LocalProvisioner | SimulatedProvisioner)
         or not isinstance(old, LocalProviderConfig | SimulatedProviderConfig)
-        or type(new) is not type(old)
+        or not isinstance(new, LocalProviderConfig | SimulatedProviderConfig)
+        or new.kind != old.kind
         or new.capacity == old.capacity
     ):
         return old
