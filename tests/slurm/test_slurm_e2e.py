@@ -381,17 +381,20 @@ def test_a_multi_node_job_runs_once_capacity_returns(
         interval=0.1,
         explain=s.explain,
     )
+    # about 25 s; the deadline covers one node whose registration slurmctld never logs
+    # (seen once in 10 runs): its ResumeTimeout (30 s), shoal's relaunch of it, and the next
+    # 30-second check that starts the batch job
     poll_until(
         "the job to run on g[1-3]",
         lambda: (
             s.jobs()[job][0] in ("RUNNING", "COMPLETING", "COMPLETED")
             and expand_hostlist(s.jobs()[job][1]) == names
         ),
-        60,
+        120,
         interval=0.2,
         explain=s.explain,
     )
-    log = s.daemon.tail(400)
+    log = s.daemon.log_path.read_text()
     assert "event=capacity_applied capacity=g=3" in log
     assert "event=reload_needs_restart" not in log
     assert sorted(r["tags"]["shoal:slurm-node"] for r in s.instances().values()) == names
