@@ -7,7 +7,8 @@ Lifecycle::
       ─► integrations built around the controller (daemon.integration) ─► HTTP listener
       ─► controller.run(): reconcile ─► READY=1 ─► passes (WATCHDOG=1 after each healthy one)
     SIGHUP          reload the config file; an invalid one (or one whose files fail
-                    ``preflight``) is refused and the old one kept
+                    ``preflight``) is refused and the old one kept; a changed
+                    ``provider.capacity`` applies at once (``apply_capacity``)
     SIGTERM/SIGINT  STOPPING=1, finish the current pass, launch nothing new, exit 0 (< 10 s)
 
 With ``ha`` (``daemon.leader``) the controller's loop and the integrations' background work
@@ -35,7 +36,15 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from shoal.daemon.config import ConfigError, ConfigIssue, ShoalConfig, load_config
+from shoal.daemon.config import (
+    ConfigError,
+    ConfigIssue,
+    LocalProviderConfig,
+    ProviderConfig,
+    ShoalConfig,
+    SimulatedProviderConfig,
+    load_config,
+)
 from shoal.daemon.config.preflight import preflight
 from shoal.daemon.demand import (
     DemandFailure,
@@ -180,6 +189,30 @@ def build_local_provider(config: ShoalConfig, clock: Clock) -> AbstractProvision
         never_join=p.never_join,
         clock=clock,
     )
+
+
+def apply_capacity(
+    old: ProviderConfig, new: ProviderConfig, provider: AbstractProvisioner
+) -> ProviderConfig:
+    """A reload's changed ``provider.capacity`` applies at once to the local and simulated
+    providers (a stock-out ends, or starts, without a restart); the running provider section
+    with it. Any other provider, or a change of kind, keeps ``old`` (a restart applies it)."""
+    from shoal.providers.local import LocalProvisioner
+    from shoal.providers.simulated import SimulatedProvisioner
+
+    if (
+        not isinstance(provider, LocalProvisioner | SimulatedProvisioner)
+        or not isinstance(old, LocalProviderConfig | SimulatedProviderConfig)
+        or not isinstance(new, LocalProviderConfig | SimulatedProviderConfig)
+        or new.kind != old.kind
+        or new.capacity == old.capacity
+    ):
+        return old
+    for name in sorted((old.capacity.keys() | new.capacity.keys()) & provider.types.keys()):
+        provider.set_capacity(name, new.capacity.get(name))  # (a limit on no type limits none)
+    limits = ",".join(f"{name}={n}" for name, n in sorted(new.capacity.items()))
+    log.info("event=capacity_applied capacity=%s", limits or "unlimited")
+    return old.model_copy(update={"capacity": new.capacity})
 
 
 def catalogue_policy(config: ShoalConfig, provider: AbstractProvisioner) -> Policy:
@@ -407,6 +440,8 @@ class Service:
             controller.executor.undrain_hook = build_undrain_hook(new)
             controller.backoff = dataclasses.replace(controller.backoff, policy=backoff_policy(new))
             logging.getLogger().setLevel(new.log_level)
+            provider = apply_capacity(self.config.provider, new.provider, self._provider())
+            self.config = self.config.model_copy(update={"provider": provider})
             restart = [
                 name
                 for name in ("cluster_name", "provider", "api", "demand", "slurm", "state_dir")

@@ -23,6 +23,8 @@ class's):
 ``describe_instance_types`` the configured types (cores, memory, price or None).
 ``tag_instances``,          change the tags in the instance's record (saved at once); an
 ``untag_instances``         id whose process no longer runs is ``InvalidInstanceID.NotFound``.
+``set_capacity``            changes a type's ``capacity`` while the daemon runs (a SIGHUP
+                            reload of ``provider.capacity`` calls it).
 
 Every process is started with ``posix_spawn``: its own session (``setsid``: slurmctld or a
 terminal stopping shoal's process group must not take it along), an empty signal mask and
@@ -498,6 +500,21 @@ class LocalProvisioner(AbstractProvisioner):
                 operation=operation,
             )
         return [self._load()["instances"][i] for i in ids]
+
+    def set_capacity(self, instance_type: str, n: int | None) -> None:
+        """At most ``n`` instances of ``instance_type`` run at once from now on (None:
+        unlimited); those running stay. The daemon calls it when a SIGHUP reload changes
+        ``provider.capacity``: an operator ends (or starts) a stock-out without a restart."""
+        if instance_type not in self.types:
+            raise ProviderError(
+                f"unknown local instance type {instance_type!r}",
+                code="InvalidInstanceType",
+                operation="set_capacity",
+            )
+        if n is None:
+            self.capacity.pop(instance_type, None)
+        else:
+            self.capacity[instance_type] = n
 
     def pids(self) -> dict[str, int]:
         """The pid of every live instance's process (for tests and the demo's clean-up)."""

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from shoal.daemon.config import load_config
 from shoal.daemon.service import SHUTDOWN_TIMEOUT, Service, SystemdNotifier
+from shoal.providers.errors import CapacityError
 from waits import wait_for_pass
 
 
@@ -138,6 +139,36 @@ async def test_sighup_reloads_and_refuses_an_invalid_config(tmp_path: Path) -> N
     assert service.last_reload_ok is True
     assert controller.policy.node_types[0].max_nodes == 7
     assert service.config.node_types[0].max == 7
+
+    service.stop("test")
+    assert await asyncio.wait_for(task, 10) == 0
+
+
+async def test_sighup_applies_a_changed_provider_capacity_without_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator ends a stock-out: ``provider.capacity`` rewritten and SIGHUP, the running
+    provider launches what it refused (before: the reload kept the old limit and asked for a
+    restart of the whole daemon)."""
+    caplog.set_level(logging.INFO, logger="shoal")
+    path = write_config(tmp_path / "shoal.yaml", provider={"capacity": {"c5.xlarge": 0}})
+    service = Service(load_config(path), path)
+    task = await start(service)
+    provider = service.provider
+    assert provider is not None
+    with pytest.raises(CapacityError):
+        await provider.addNodes(["c5.xlarge"], 2, False, all_or_nothing=True)
+
+    listen = service.config.api.listen
+    write_config(path, provider={"capacity": {"c5.xlarge": 2}}, api={"listen": listen})
+    os.kill(os.getpid(), signal.SIGHUP)
+    await wait_until(lambda: service.reloads == 1)
+    assert service.last_reload_ok is True
+    assert service.config.provider.capacity == {"c5.xlarge": 2}
+    assert "event=reload_needs_restart" not in caplog.text
+    assert await provider.addNodes(["c5.xlarge"], 2, False, all_or_nothing=True) == 2
+    with pytest.raises(CapacityError):  # the new limit, not none
+        await provider.addNodes(["c5.xlarge"], 1, False)
 
     service.stop("test")
     assert await asyncio.wait_for(task, 10) == 0

@@ -206,6 +206,27 @@ async def test_a_gang_starts_whole_on_a_type_with_room_or_not_at_all(
     assert {n.nodeType for n in await provider.list_instances()} == {"small"}
 
 
+async def test_capacity_changed_at_run_time_applies_to_the_next_launch(
+    make: Callable[..., LocalProvisioner],
+) -> None:
+    """``set_capacity`` (what a SIGHUP reload of ``provider.capacity`` calls): a stock-out
+    ends for the next launch, a lower limit keeps what runs and refuses more."""
+    provider = make(capacity={"hung": 0})
+    gang = dataclasses.replace(request("hung", count=3), min_count=3)
+    with pytest.raises(CapacityError):
+        await provider.launch_offering(gang)
+    provider.set_capacity("hung", 3)
+    assert len(await provider.launch_offering(gang)) == 3
+    provider.set_capacity("hung", 1)
+    with pytest.raises(CapacityError):
+        await provider.launch_offering(request("hung", token="tok-2"))
+    assert len(provider.pids()) == 3
+    provider.set_capacity("hung", None)  # unlimited
+    assert len(await provider.launch_offering(request("hung", token="tok-3"))) == 1
+    with pytest.raises(ProviderError):
+        provider.set_capacity("absent", 1)
+
+
 async def test_add_nodes_tags_what_it_launches_and_zero_capacity_raises(
     make: Callable[..., LocalProvisioner],
 ) -> None:
