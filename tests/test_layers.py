@@ -87,3 +87,38 @@ def test_no_layer_reaches_into_a_providers_internals(folder: str) -> None:
     """The daemon, and the provider modules among themselves, use a provider's public
     methods only (issue 22: the interruption queue took ``AWSProvisioner._client``)."""
     assert private_provider_reaches(folder) == []
+
+
+def protocol_members(*names: str) -> set[str]:
+    """The methods the named classes of ``providers/node_provider.py`` declare."""
+    tree = ast.parse((ROOT / "providers" / "node_provider.py").read_text())
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in names]
+    assert len(classes) == len(names)
+    return {
+        f.name
+        for c in classes
+        for f in c.body
+        if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+
+
+CONTROL = ["daemon/executor.py", "daemon/loop.py", "daemon/interruptions.py"]
+
+
+@pytest.mark.parametrize(
+    "path", [*CONTROL, *(str(p.relative_to(ROOT)) for p in (ROOT / "daemon/slurm").glob("*.py"))]
+)
+def test_the_control_loop_takes_the_small_provisioner(path: str) -> None:
+    """The loop, the executor, the interruption handler and the Slurm package take a
+    ``Provisioner`` (``providers.node_provider``), never the seed's whole ``AbstractProvisioner``,
+    and call on it only what that protocol declares."""
+    tree = ast.parse((ROOT / path).read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert "AbstractProvisioner" not in names
+    called = {
+        n.attr
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute)
+        and re.fullmatch(r"(self\.|controller\.)?provider", ast.unparse(n.value))
+    }
+    assert called <= protocol_members("Provisioner")
