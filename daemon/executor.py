@@ -47,8 +47,8 @@ from shoal.daemon.drain import (
 )
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import INTERRUPTED_MARK, NodeTracker, TrackedState
-from shoal.providers.base import TAG_DRAINING, AbstractProvisioner
 from shoal.providers.errors import CapacityError, ProviderError, TerminationError
+from shoal.providers.node_provider import TAG_DRAINING, Provisioner
 from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationResult
 from shoal.providers.retry import RetryPolicy, call_with_retry
 from shoal.runtime.clock import Clock
@@ -121,7 +121,7 @@ def _no_tags(node_type: NodeType) -> Mapping[str, str]:
 class Executor:
     def __init__(
         self,
-        provider: AbstractProvisioner,
+        provider: Provisioner,
         clock: Clock,
         metrics: ShoalMetrics,
         *,

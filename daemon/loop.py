@@ -51,7 +51,7 @@ from shoal.daemon.nodes import (
     node_offering,
     requeue_running,
 )
-from shoal.providers.base import AbstractProvisioner, Node
+from shoal.providers.node_provider import Node, Provisioner
 from shoal.providers.outcomes import (
     LaunchAttempt,
     PricesUpdated,
@@ -170,7 +170,7 @@ class Controller:
 
     def __init__(
         self,
-        provider: AbstractProvisioner,
+        provider: Provisioner,
         policy: Policy,
         *,
         clock: Clock | None = None,

@@ -84,6 +84,7 @@ from shoal.daemon.wiring import (
     retry_policy,
 )
 from shoal.providers.base import AbstractProvisioner
+from shoal.providers.node_provider import Catalogue, CataloguedProvisioner
 from shoal.runtime.clock import Clock, SystemClock
 from shoal.scaler.backoff import BackoffTable
 from shoal.scaler.model import Policy
@@ -215,7 +216,7 @@ def apply_capacity(
     return old.model_copy(update={"capacity": new.capacity})
 
 
-def catalogue_policy(config: ShoalConfig, provider: AbstractProvisioner) -> Policy:
+def catalogue_policy(config: ShoalConfig, provider: Catalogue) -> Policy:
     """The planner policy from the provider's catalogue (which holds every configured type):
     shapes, and prices where known (a spot entry at its spot price)."""
     types = config.instance_types()
@@ -227,7 +228,7 @@ def catalogue_policy(config: ShoalConfig, provider: AbstractProvisioner) -> Poli
     return planner_policy(config, shapes, prices)
 
 
-async def build_policy(config: ShoalConfig, provider: AbstractProvisioner) -> Policy:
+async def build_policy(config: ShoalConfig, provider: Catalogue) -> Policy:
     """Look the configured types up in the provider's catalogue; the planner policy."""
     await provider.setAutoscaledNodeTypes(node_type_specs(config))
     await provider.catalogue(config.instance_types())
@@ -317,7 +318,7 @@ def controller_settings(config: ShoalConfig) -> ControllerSettings:
 
 async def build_controller(
     config: ShoalConfig,
-    provider: AbstractProvisioner,
+    provider: CataloguedProvisioner,
     clock: Clock,
     *,
     metrics: ShoalMetrics | None = None,

@@ -303,6 +303,11 @@ class AWSProvisioner(AbstractProvisioner):
                 )
             return self._clients[key]
 
+    async def sqs_client(self) -> Any:
+        """The SQS client in this provisioner's region, at its endpoint (the interruption
+        queue's, ``providers.aws_interruptions``); shared, closed with the provisioner."""
+        return await self._client("sqs")
+
     async def start(self) -> None:
         """Refresh prices now and every 12 h after, in the background; the shipped table
         stands in until the first refresh answers."""

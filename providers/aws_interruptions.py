@@ -176,12 +176,8 @@ class InterruptionQueue:
     ) -> InterruptionQueue:
         """The queue read with ``provider``'s SQS client (its region, endpoint and retry
         predicate), sleeping on its clock."""
-
-        async def client() -> Any:
-            return await provider._client("sqs")
-
         return cls(
-            client,
+            provider.sqs_client,
             queue,
             predicate=provider.retryPredicate,
             retry=retry,

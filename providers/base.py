@@ -74,8 +74,9 @@ class AbstractProvisioner(ABC):
     """Interface for provisioning worker nodes of a cluster (see the module docstring).
 
     A subclass is its own ``NodeProvider``: it implements the primitives; ``fleet`` launches
-    and terminates over them and keeps the catalogue, ``bootstrap`` builds user data. Callers
-    that need no more than launching, terminating and listing can take the ``Fleet``.
+    and terminates over them and keeps the catalogue, ``bootstrap`` builds user data. The
+    daemon's control loop takes it as the smaller ``Provisioner`` (policy building: as a
+    ``Catalogue``; ``providers.node_provider``), which every subclass satisfies.
     """
 
     LEADER_HOME_DIR = LEADER_HOME_DIR

@@ -22,6 +22,14 @@ with ``retryPredicate`` (which of its errors are transient), ``start`` and ``clo
 these primitives is ``providers.fleet.Fleet``; the seed's ``AbstractProvisioner`` is composed of
 both (``providers.base``).
 
+The daemon depends on less than ``AbstractProvisioner``, and says so with two protocols that
+every provisioner satisfies: ``Provisioner``, what the control loop and executor call (launch,
+terminate and list workers through the fleet, tag them, ``retryPredicate``, the events of
+``subscribe``), and ``Catalogue``, what building the planner's policy reads (shapes and
+prices); ``CataloguedProvisioner`` is both, what ``daemon.service.build_controller`` takes.
+Their signatures are the part the daemon uses; ``AbstractProvisioner``'s methods are the
+definitions.
+
 The tags are how a decision outlives the daemon: ``TAG_DRAINING`` marks a worker shoal is
 draining (its value the epoch second the drain began), set before the drain takes effect, so a
 restarted daemon adopts the node as draining instead of as room for new work.
@@ -31,12 +39,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Collection, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from shoal.providers.errors import ProviderError
-from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
+from shoal.providers.outcomes import (
+    InstanceTypeInfo,
+    LaunchRequest,
+    ProviderEvent,
+    TerminationStatus,
+)
 from shoal.scaler.model import Offering
+from shoal.scaler.shape import Shape
 
 __all__ = [
     "STOPPED_STATES",
@@ -46,8 +60,11 @@ __all__ = [
     "TAG_INSTANCE_TYPE",
     "TAG_REQUEST_ID",
     "TAG_ROLE",
+    "Catalogue",
+    "CataloguedProvisioner",
     "Node",
     "NodeProvider",
+    "Provisioner",
     "client_token",
     "ordered_types",
 ]
@@ -202,3 +219,55 @@ class NodeProvider(Protocol):
 
     async def untag_instances(self, ids: Sequence[str], keys: Collection[str]) -> None:
         """Remove the tag ``keys`` from the instances; a key an instance lacks is no error."""
+
+
+@runtime_checkable
+class Provisioner(Protocol):
+    """What the daemon's control loop and executor call on a provisioner: the fleet's launch,
+    termination and listing, the drain tag, which errors are transient, and the events
+    (``AbstractProvisioner`` and every cloud subclass of it satisfy it)."""
+
+    def retryPredicate(self, e: BaseException) -> bool: ...
+
+    def subscribe(self, listener: Callable[[ProviderEvent], None]) -> Callable[[], None]:
+        """Call ``listener`` with every ``providers.outcomes`` event; returns an unsubscriber."""
+        ...
+
+    async def addNodes(
+        self, types: Sequence[str], n: int, preemptible: bool, bid: float | None, /, **options: Any
+    ) -> int:
+        """Launch ``n`` workers of one of ``types``, in that order of preference; how many
+        launched. ``options``: ``requestId``, ``exclude``, ``tags``, ``first``,
+        ``before_offering``, ``all_or_nothing``, ``placement_group`` (``Fleet.addNodes``)."""
+        ...
+
+    async def terminateNodes(
+        self, nodes: Iterable[Node | str], *, requestId: str | None = None
+    ) -> None: ...
+
+    async def getProvisionedWorkers(self) -> list[Node]: ...
+
+    async def tag_instances(self, ids: Sequence[str], tags: Mapping[str, str]) -> None: ...
+
+    async def untag_instances(self, ids: Sequence[str], keys: Collection[str]) -> None: ...
+
+
+@runtime_checkable
+class Catalogue(Protocol):
+    """What building the planner's policy reads of a provisioner: the configured node types
+    looked up, then their shapes and prices (None: unknown)."""
+
+    async def setAutoscaledNodeTypes(
+        self, nodeTypes: list[tuple[set[str], float | None]]
+    ) -> None: ...
+
+    async def catalogue(self, names: Iterable[str]) -> dict[str, InstanceTypeInfo]: ...
+
+    def node_shape(self, instance_type: str, preemptible: bool = False) -> Shape: ...
+
+    def instancePrice(self, instance_type: str, preemptible: bool = False) -> float | None: ...
+
+
+@runtime_checkable
+class CataloguedProvisioner(Provisioner, Catalogue, Protocol):
+    """A ``Provisioner`` with its ``Catalogue``: what a controller is built over."""

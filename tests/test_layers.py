@@ -10,6 +10,7 @@ and ``constants.py`` run no command and read no clock.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,61 @@ def test_no_slurm_client_left_in_providers() -> None:
         if any(word in path.read_text() for word in ("squeue", "sinfo", "SlurmClient"))
     ]
     assert mentions == []
+
+
+def private_provider_reaches(folder: str) -> list[str]:
+    """Where code in ``folder`` reads a private attribute (``_x``, not ``__x__``) of a provider
+    object other than itself: ``provider._client``, ``self.provider._catalogue``,
+    ``controller.provider._x``. Read from the syntax tree, not by running anything."""
+    found = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
+                continue
+            if node.attr.startswith("__") or ast.unparse(node.value) in ("self", "cls"):
+                continue
+            if re.search(r"provider|provisioner", ast.unparse(node.value), re.IGNORECASE):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+@pytest.mark.parametrize("folder", ["daemon", "providers"])
+def test_no_layer_reaches_into_a_providers_internals(folder: str) -> None:
+    """The daemon, and the provider modules among themselves, use a provider's public
+    methods only (issue 22: the interruption queue took ``AWSProvisioner._client``)."""
+    assert private_provider_reaches(folder) == []
+
+
+def protocol_members(*names: str) -> set[str]:
+    """The methods the named classes of ``providers/node_provider.py`` declare."""
+    tree = ast.parse((ROOT / "providers" / "node_provider.py").read_text())
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in names]
+    assert len(classes) == len(names)
+    return {
+        f.name
+        for c in classes
+        for f in c.body
+        if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+
+
+CONTROL = ["daemon/executor.py", "daemon/loop.py", "daemon/interruptions.py"]
+
+
+@pytest.mark.parametrize(
+    "path", [*CONTROL, *(str(p.relative_to(ROOT)) for p in (ROOT / "daemon/slurm").glob("*.py"))]
+)
+def test_the_control_loop_takes_the_small_provisioner(path: str) -> None:
+    """The loop, the executor, the interruption handler and the Slurm package take a
+    ``Provisioner`` (``providers.node_provider``), never the seed's whole ``AbstractProvisioner``,
+    and call on it only what that protocol declares."""
+    tree = ast.parse((ROOT / path).read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert "AbstractProvisioner" not in names
+    called = {
+        n.attr
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute)
+        and re.fullmatch(r"(self\.|controller\.)?provider", ast.unparse(n.value))
+    }
+    assert called <= protocol_members("Provisioner")

@@ -424,3 +424,42 @@ def test_the_seed_surface_is_whole(name: str) -> None:
     positional = [p.name for p in params[1:] if p.kind is not p.KEYWORD_ONLY]
     assert positional[: len(SEED_METHODS[name])] == SEED_METHODS[name]
     assert not positional[len(SEED_METHODS[name]) :] or positional[-1] in ("options", "kwargs")
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        AbstractProvisioner,
+        pytest.param("shoal.providers.aws:AWSProvisioner", id="aws"),
+        pytest.param("shoal.providers.local:LocalProvisioner", id="local"),
+        pytest.param("shoal.providers.simulated:SimulatedProvisioner", id="simulated"),
+    ],
+)
+def test_every_provisioner_is_what_the_daemon_takes(cls: Any) -> None:
+    """The daemon takes a ``CataloguedProvisioner`` (``providers.node_provider``): each
+    provisioner has every member, and its methods accept the calls the protocols describe
+    (``addNodes`` with the four positionals the executor passes and its keyword options)."""
+    from shoal.providers.node_provider import Catalogue, CataloguedProvisioner, Provisioner
+
+    if isinstance(cls, str):
+        module, name = cls.split(":")
+        cls = getattr(__import__(module, fromlist=[name]), name)
+    assert issubclass(cls, CataloguedProvisioner)
+    members = [n for p in (Provisioner, Catalogue) for n in vars(p) if not n.startswith("_")]
+    assert len(members) == 11
+    for member in members:
+        wanted = inspect.signature(getattr(CataloguedProvisioner, member))
+        got = inspect.signature(getattr(cls, member))
+        args = [
+            p.name
+            for p in wanted.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        keywords = {p.name: None for p in wanted.parameters.values() if p.kind is p.KEYWORD_ONLY}
+        if isinstance(inspect.getattr_static(cls, member), staticmethod):
+            args = args[1:]  # called on an instance all the same: no self
+        got.bind(*args, **keywords)  # raises TypeError where the provisioner cannot be called so
+    options = ("requestId", "exclude", "tags", "first", "before_offering", "all_or_nothing")
+    inspect.signature(cls.addNodes).bind(
+        "self", ["m5.large"], 1, False, None, **dict.fromkeys(options), placement_group=None
+    )
