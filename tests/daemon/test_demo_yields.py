@@ -41,8 +41,13 @@ async def next_pass(service: Service, clock: FakeClock) -> dict[str, Any]:
     assert service.controller is not None
     number = service.controller.passes + 1
     waiter = asyncio.ensure_future(wait_for_pass(service.controller, number))
-    await clock.advance(30)
-    await asyncio.wait_for(waiter, 10)
+    # the loop may not be asleep on the clock yet (it finishes its start-up on the event loop):
+    # an advance made before it sleeps wakes nothing, so advance again until the pass comes
+    deadline = asyncio.get_running_loop().time() + 10
+    while not waiter.done():
+        assert asyncio.get_running_loop().time() < deadline, f"pass {number} never came"
+        await clock.advance(30)
+        await asyncio.wait([waiter], timeout=0.2)
     return await get_status(service)
 
 
