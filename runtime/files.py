@@ -21,7 +21,9 @@ def write_json_atomic(path: Path, data: Any, *, sort_keys: bool = False) -> None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as out:
-            json.dump(data, out, indent=1, sort_keys=sort_keys)
+            # one write of the whole text: json.dump would write each of its many small
+            # pieces to the file object in turn (a state file is rewritten on every change)
+            out.write(json.dumps(data, indent=1, sort_keys=sort_keys))
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)

@@ -10,8 +10,6 @@ the first event. A daemon without Slurm exports none of them.
 
 from __future__ import annotations
 
-from weakref import WeakKeyDictionary
-
 from prometheus_client import CollectorRegistry, Counter
 
 __all__ = ["READ_COMMANDS", "SPOOL_QUARANTINE_REASONS", "SlurmMetrics"]
@@ -27,8 +25,6 @@ SPOOL_QUARANTINE_REASONS = (
     "failing",
 )
 
-_ON: WeakKeyDictionary[CollectorRegistry, SlurmMetrics] = WeakKeyDictionary()
-
 
 class SlurmMetrics:
     """Failed reads of Slurm's state, power-saving requests, clean-up repairs and
@@ -38,9 +34,13 @@ class SlurmMetrics:
     def on(cls, registry: CollectorRegistry) -> SlurmMetrics:
         """The collectors on ``registry``, registered the first time (a registry takes
         each name once)."""
-        if registry not in _ON:
-            _ON[registry] = cls(registry)
-        return _ON[registry]
+        # kept on the registry itself: a WeakKeyDictionary's value (which holds the
+        # registry) kept its key alive, and every registry and its collectors leaked
+        found: SlurmMetrics | None = getattr(registry, "_shoal_slurm", None)
+        if found is None:
+            found = cls(registry)
+            registry._shoal_slurm = found  # type: ignore[attr-defined]
+        return found
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # The owners import this module, so their label sets are looked up here, late.

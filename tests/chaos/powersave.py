@@ -635,7 +635,9 @@ class PowerRun(_Run):
         integration = self.integration
         if integration is None:
             return
-        power = integration.status()["power_saving"] or {}
+        # /v1/slurm's "power_saving" is the power saver's status; the rest of the answer
+        # (every node's state text) is not checked here, so it is not built
+        power = integration.power.status() if integration.power is not None else {}
         for node, instance in sorted(power.get("instances", {}).items()):
             if self.cloud.instance_state(instance) == "terminated":
                 if (node, instance) in self.bad_status:

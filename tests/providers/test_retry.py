@@ -57,3 +57,21 @@ async def test_waits_are_capped() -> None:
     policy = RetryPolicy(attempts=9, initial=1.0, maximum=4.0)
     await call_with_retry(flaky, retryable, policy, sleep=flaky.sleep)
     assert max(flaky.waits) <= 4.0
+
+
+async def test_the_deadline_counts_the_first_try(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first try runs before tenacity starts; a first try that outlasted the deadline is
+    not retried, as when tenacity timed it."""
+    now = [1000.0]
+    monkeypatch.setattr("time.monotonic", lambda: now[0])
+
+    class Slow(Flaky):
+        async def __call__(self) -> str:
+            now[0] += 200.0  # longer than the deadline
+            return await super().__call__()
+
+    slow = Slow([RetryableError("late")] * 3)
+    with pytest.raises(RetryableError, match="late"):
+        await call_with_retry(slow, retryable, RetryPolicy(deadline=120.0), sleep=slow.sleep)
+    assert slow.calls == 1
+    assert slow.waits == []

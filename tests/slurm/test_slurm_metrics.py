@@ -28,3 +28,20 @@ def test_slurm_collectors_live_on_the_daemons_registry_every_kind_at_zero() -> N
     for command in ("squeue", "sinfo", "scontrol"):
         assert value("shoal_slurm_read_failures_total", {"command": command}) == 0
     assert value("shoal_slurm_spool_quarantined_total", {"reason": "unsigned"}) == 0
+
+
+def test_a_dropped_registry_is_freed_with_its_slurm_collectors() -> None:
+    """``SlurmMetrics.on`` keeps no registry alive: each restart in a chaos run builds a
+    registry, and the leaked ones made every later seed slower."""
+    import gc
+    import weakref
+
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    metrics = SlurmMetrics.on(registry)
+    assert SlurmMetrics.on(registry) is metrics
+    gone = weakref.ref(registry)
+    del registry, metrics
+    gc.collect()
+    assert gone() is None
