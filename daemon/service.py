@@ -72,6 +72,7 @@ from shoal.daemon.http import (
 )
 from shoal.daemon.integration import Integration, integration_kinds
 from shoal.daemon.leader import LeaderElector
+from shoal.daemon.leader.forward import LeaderForwarder
 from shoal.daemon.leader.gate import LeaderGauge, build_elector, follower_middleware
 from shoal.daemon.loop import Controller, ControllerSettings, PassRecord, Planner
 from shoal.daemon.metrics import ShoalMetrics
@@ -395,6 +396,8 @@ class Service:
         self.last_reload_ok: bool | None = None
         self._demo: asyncio.Task[None] | None = None  # demand.demo's pump, until a push
         self.elector = elector or build_elector(config, self.clock)  # None: acts alone
+        # a follower's writes go to the leader (None: no ha)
+        self.forwarder = LeaderForwarder(self.elector) if self.elector is not None else None
 
     # -- control ----------------------------------------------------------------------------
 
@@ -524,7 +527,7 @@ class Service:
         for integration in self.integrations:
             integration.add_routes(app, token)
         if self.elector is not None:
-            app.middlewares.append(follower_middleware(self.elector))
+            app.middlewares.append(follower_middleware(self.elector, self.forwarder))
         try:
             runner, self.port = await start_http(app, config.api.host, config.api.port)
         except OSError as exc:
@@ -586,6 +589,8 @@ class Service:
             await self._close_integrations()
             if self.elector is not None:
                 await self.elector.close()
+            if self.forwarder is not None:
+                await self.forwarder.close()
             if self.install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
