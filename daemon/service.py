@@ -70,7 +70,7 @@ from shoal.daemon.http import (
     make_app,
     start_http,
 )
-from shoal.daemon.integration import Integration, integration_kinds
+from shoal.daemon.integration import Follower, Integration, integration_kinds
 from shoal.daemon.leader import LeaderElector
 from shoal.daemon.leader.forward import LeaderForwarder
 from shoal.daemon.leader.gate import LeaderGauge, build_elector, follower_middleware
@@ -609,7 +609,11 @@ class Service:
         try:
             while not self._stop.is_set():
                 campaign = asyncio.create_task(elector.campaign(), name="shoal-campaign")
+                following = self._follow()
                 await asyncio.wait({campaign, stop}, return_when=asyncio.FIRST_COMPLETED)
+                for task in following:  # before this term's own work starts
+                    task.cancel()
+                await asyncio.gather(*following, return_exceptions=True)
                 if not campaign.done():
                     campaign.cancel()
                     break
@@ -626,6 +630,16 @@ class Service:
                 await elector.resign()
             except Exception as exc:  # the lease expires by itself
                 log.warning('event=resign_failed error="%r"', exc)
+
+    def _follow(self) -> list[asyncio.Task[None]]:
+        """What the integrations do while this daemon follows (``Follower``: the Slurm
+        spool of this host, forwarded to the leader)."""
+        assert self.forwarder is not None
+        return [
+            asyncio.create_task(integration.follow(self.forwarder), name=f"shoal-follow-{i}")
+            for i, integration in enumerate(self.integrations)
+            if isinstance(integration, Follower)
+        ]
 
     async def _act(self, elector: LeaderElector, controller: Controller) -> bool:
         """One term: the controller's loop and the integrations' background work until the
