@@ -69,9 +69,8 @@ def start_pair(shoal: Any, e2e: Any, etcd: EtcdServer) -> tuple[Any, Any]:
     a, b = daemons
     assert (leader_gauge(a, e2e), leader_gauge(b, e2e)) == (1, 0)
     assert b.get("/healthz").status == 200 and b.get("/readyz").status == 503
-    refused = b.put_demand({"jobs": [], "running": []})
-    assert refused.status == 503
-    assert refused.json()["leader"]["name"] == "a"
+    forwarded = b.put_demand({"jobs": [], "running": []})  # to the leader (test_e2e_ha_forward)
+    assert forwarded.status == 200 and forwarded.headers["X-Shoal-Served-By"] == "a"
     return a, b
 
 
