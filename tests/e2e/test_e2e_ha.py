@@ -32,12 +32,17 @@ def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
         yield server
 
 
-def leadership(daemon: Any) -> dict[str, Any] | None:
+def section(daemon: Any, path: str, key: str) -> Any:
+    """``key`` of the daemon's answer to GET ``path``; None while it does not answer 200."""
     try:
-        result = daemon.get("/v1/status", timeout=1.0)
+        result = daemon.get(path, timeout=1.0)
     except OSError:
         return None
-    return result.json()["leadership"] if result.status == 200 else None
+    return result.json()[key] if result.status == 200 else None
+
+
+def leadership(daemon: Any) -> dict[str, Any] | None:
+    return section(daemon, "/v1/status", "leadership")
 
 
 def role(daemon: Any) -> str | None:

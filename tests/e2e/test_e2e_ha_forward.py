@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from etcd_server import EtcdServer, etcd_server
-from test_e2e_ha import TTL, knows_leader, role
+from test_e2e_ha import TTL, knows_leader, role, section
 from test_e2e_ha import start_pair as start_plain_pair
 
 pytestmark = pytest.mark.e2e
@@ -80,11 +80,7 @@ def hook(e2e: Any, daemon: Any, kind: str, hostlist: str) -> subprocess.Complete
 
 
 def power(daemon: Any) -> dict[str, Any] | None:
-    try:
-        result = daemon.get("/v1/slurm", timeout=1.0)
-    except OSError:
-        return None
-    return result.json()["power_saving"] if result.status == 200 else None
+    return section(daemon, "/v1/slurm", "power_saving")
 
 
 def launched_for(daemon: Any, node: str) -> list[str] | None:
