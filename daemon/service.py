@@ -13,7 +13,8 @@ Lifecycle::
 
 With ``ha`` (``daemon.leader``) the controller's loop and the integrations' background work
 (the Slurm power saver, clean-up and spool, the interruption reader) run only while this
-daemon leads (``Service._lead``): a follower campaigns and serves HTTP (``leader.gate``). On
+daemon leads (``Service._lead``): a follower campaigns, serves HTTP (``leader.gate``: writes
+forwarded to the leader) and runs the integrations' ``follow`` (``Follower``). On
 loss the integrations are cancelled at once and the controller is stopped (no new launch)
 with half the lease's margin for the pass in flight to book what it launched, then
 cancelled; a stop resigns after the last pass, so another daemon leads at once.

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 FORWARDED_BY = "X-Shoal-Forwarded-By"  # the hop guard: set by the follower that forwarded
 SERVED_BY = "X-Shoal-Served-By"  # the daemon that served a write (set by the leader)
 FORWARD_TIMEOUT = 3.0  # seconds, connect and answer: below the hook's 5 s (it spools then)
-_PASSED_ON = ("Authorization", "Content-Type")
+_PASSED_ON = ("authorization", "content-type")  # compared in lower case, as HTTP does
 
 
 class Forwarded(NamedTuple):
@@ -98,7 +98,7 @@ class LeaderForwarder:
             return None
         assert leader.address is not None
         url = leader.address.rstrip("/") + path
-        sent = {k: v for k, v in headers.items() if k in _PASSED_ON}
+        sent = {k: v for k, v in headers.items() if k.lower() in _PASSED_ON}
         sent[FORWARDED_BY] = self.elector.me.name
         try:
             async with asyncio.timeout(self.timeout):

@@ -72,7 +72,8 @@ async def test_the_leader_checks_the_token_of_a_forwarded_request(tmp_path: Path
         leader, follower = roles(services)
         status, _, _ = await request(follower, "PUT", "/v1/demand", json=JOBS)
         assert status == 401 and queued(leader) == 0
-        good = {"Authorization": "Bearer s3cret"}
+        # header names are case-insensitive: a client's lowercase one is passed on too
+        good = {"authorization": "Bearer s3cret"}
         status, _, _ = await request(follower, "PUT", "/v1/demand", json=JOBS, headers=good)
         assert status == 200 and queued(leader) == 4
     finally:
