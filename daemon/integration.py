@@ -14,6 +14,9 @@ work and close::
     integrations = [k.build(config, clock, metrics, controller) for k in kinds]
     for i in integrations: i.demand_sources(), i.add_routes(app, token), i.run(), i.close()
 
+With ``ha`` ``run`` is the leader's work, for each term; an integration that is also a
+``Follower`` has ``follow`` run while its daemon follows.
+
 A new integration is a module with one ``IntegrationKind`` and an entry in
 ``integration_kinds``; the service needs no change.
 """
@@ -21,7 +24,7 @@ A new integration is a module with one ``IntegrationKind`` and an entry in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -29,12 +32,13 @@ if TYPE_CHECKING:
     from shoal.daemon.demand import DemandSource
     from shoal.daemon.drain import DrainHook, UndrainHook
     from shoal.daemon.http import BearerToken
+    from shoal.daemon.leader.forward import LeaderForwarder
     from shoal.daemon.loop import Controller, Planner
     from shoal.daemon.metrics import ShoalMetrics
     from shoal.runtime.clock import Clock
     from shoal.scaler.model import NodeType
 
-__all__ = ["Integration", "IntegrationKind", "LaunchTags", "integration_kinds"]
+__all__ = ["Follower", "Integration", "IntegrationKind", "LaunchTags", "integration_kinds"]
 
 LaunchTags = Callable[["NodeType"], Mapping[str, str]]
 
@@ -57,6 +61,15 @@ class Integration(Protocol):
     async def close(self) -> None:
         """Stop what ``run`` and its requests started."""
         ...
+
+
+@runtime_checkable
+class Follower(Protocol):
+    """An integration with work to do while this daemon follows (``ha``): ``follow`` runs
+    from the start of each campaign until this daemon leads or stops (then it is
+    cancelled), with the forwarder to the leader (``daemon.leader.forward``)."""
+
+    async def follow(self, forwarder: LeaderForwarder) -> None: ...
 
 
 class IntegrationKind(Protocol):

@@ -13,7 +13,8 @@ Lifecycle::
 
 With ``ha`` (``daemon.leader``) the controller's loop and the integrations' background work
 (the Slurm power saver, clean-up and spool, the interruption reader) run only while this
-daemon leads (``Service._lead``): a follower campaigns and serves HTTP (``leader.gate``). On
+daemon leads (``Service._lead``): a follower campaigns, serves HTTP (``leader.gate``: writes
+forwarded to the leader) and runs the integrations' ``follow`` (``Follower``). On
 loss the integrations are cancelled at once and the controller is stopped (no new launch)
 with half the lease's margin for the pass in flight to book what it launched, then
 cancelled; a stop resigns after the last pass, so another daemon leads at once.
@@ -70,8 +71,9 @@ from shoal.daemon.http import (
     make_app,
     start_http,
 )
-from shoal.daemon.integration import Integration, integration_kinds
+from shoal.daemon.integration import Follower, Integration, integration_kinds
 from shoal.daemon.leader import LeaderElector
+from shoal.daemon.leader.forward import LeaderForwarder
 from shoal.daemon.leader.gate import LeaderGauge, build_elector, follower_middleware
 from shoal.daemon.loop import Controller, ControllerSettings, PassRecord, Planner
 from shoal.daemon.metrics import ShoalMetrics
@@ -395,6 +397,8 @@ class Service:
         self.last_reload_ok: bool | None = None
         self._demo: asyncio.Task[None] | None = None  # demand.demo's pump, until a push
         self.elector = elector or build_elector(config, self.clock)  # None: acts alone
+        # a follower's writes go to the leader (None: no ha)
+        self.forwarder = LeaderForwarder(self.elector) if self.elector is not None else None
 
     # -- control ----------------------------------------------------------------------------
 
@@ -524,7 +528,7 @@ class Service:
         for integration in self.integrations:
             integration.add_routes(app, token)
         if self.elector is not None:
-            app.middlewares.append(follower_middleware(self.elector))
+            app.middlewares.append(follower_middleware(self.elector, self.forwarder))
         try:
             runner, self.port = await start_http(app, config.api.host, config.api.port)
         except OSError as exc:
@@ -586,6 +590,8 @@ class Service:
             await self._close_integrations()
             if self.elector is not None:
                 await self.elector.close()
+            if self.forwarder is not None:
+                await self.forwarder.close()
             if self.install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
@@ -604,7 +610,11 @@ class Service:
         try:
             while not self._stop.is_set():
                 campaign = asyncio.create_task(elector.campaign(), name="shoal-campaign")
+                following = self._follow()
                 await asyncio.wait({campaign, stop}, return_when=asyncio.FIRST_COMPLETED)
+                for task in following:  # before this term's own work starts
+                    task.cancel()
+                await asyncio.gather(*following, return_exceptions=True)
                 if not campaign.done():
                     campaign.cancel()
                     break
@@ -621,6 +631,16 @@ class Service:
                 await elector.resign()
             except Exception as exc:  # the lease expires by itself
                 log.warning('event=resign_failed error="%r"', exc)
+
+    def _follow(self) -> list[asyncio.Task[None]]:
+        """What the integrations do while this daemon follows (``Follower``: the Slurm
+        spool of this host, forwarded to the leader)."""
+        assert self.forwarder is not None
+        return [
+            asyncio.create_task(integration.follow(self.forwarder), name=f"shoal-follow-{i}")
+            for i, integration in enumerate(self.integrations)
+            if isinstance(integration, Follower)
+        ]
 
     async def _act(self, elector: LeaderElector, controller: Controller) -> bool:
         """One term: the controller's loop and the integrations' background work until the

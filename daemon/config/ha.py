@@ -33,8 +33,8 @@ class HaConfig(BaseModel):
     name: str | None = Field(default=None, min_length=1)
     """This daemon's name in the election and /v1/status; null: <hostname>:<pid>."""
     advertise: str | None = Field(default=None, min_length=1)
-    """The URL followers give for this daemon when it leads (their answer to a demand push
-    or a Slurm hook call); null: http://<api.listen>."""
+    """The URL followers forward demand pushes and Slurm hook calls to while this daemon
+    leads (and name in their 503 when it does not answer); null: http://<api.listen>."""
 
     @field_validator("ttl")
     @classmethod

@@ -7,9 +7,12 @@
 - ``follower_middleware``: a follower serves ``/metrics``, ``/v1/status`` and every other
   GET as it is; ``/healthz`` is 200 (a follower is healthy: it campaigns, ready to lead;
   its controller runs no passes to judge it by), ``/readyz`` 503 (it takes no demand); and
-  every request that changes something (``PUT /v1/demand``, the Slurm hooks' POSTs) gets
-  503 with the leader's name and address. The hook spools on a 5xx (``daemon.slurm.hook``);
-  forwarding to the leader is the next slice.
+  every request that changes something (``PUT /v1/demand``, the Slurm hooks' POSTs) is
+  forwarded to the leader and its answer returned (``leader.forward``). 503 with the
+  leader's name and address when that cannot be done (no leader known, the leader not
+  answering) and for a request that was forwarded already (the hop guard); the hook spools
+  on a 5xx (``daemon.slurm.hook``). The leader marks every write it serves with
+  ``X-Shoal-Served-By``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 from shoal.daemon.config import ShoalConfig
 from shoal.daemon.leader import LeaderElector, LeaderInfo, default_name
+from shoal.daemon.leader.forward import FORWARDED_BY, SERVED_BY, LeaderForwarder
 from shoal.runtime.clock import Clock
 
 __all__ = ["LeaderGauge", "build_elector", "follower_middleware", "leadership_view"]
@@ -59,11 +63,13 @@ def leadership_view(elector: LeaderElector) -> dict[str, Any]:
     }
 
 
-def _follower_answer(elector: LeaderElector) -> web.Response:
+def _follower_answer(
+    elector: LeaderElector, error: str = "this daemon follows; the leader acts"
+) -> web.Response:
     leader = elector.leader
     return web.json_response(
         {
-            "error": "this daemon follows; the leader acts",
+            "error": error,
             "leader": leader.to_json() if leader is not None else None,
         },
         status=503,
@@ -71,12 +77,20 @@ def _follower_answer(elector: LeaderElector) -> web.Response:
     )
 
 
-def follower_middleware(elector: LeaderElector) -> Callable[..., Awaitable[web.StreamResponse]]:
+def follower_middleware(
+    elector: LeaderElector, forwarder: LeaderForwarder | None = None
+) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        writes = request.method not in ("GET", "HEAD")
         if not elector.is_leader:
-            if request.method not in ("GET", "HEAD"):
-                return _follower_answer(elector)
+            if writes and FORWARDED_BY in request.headers:  # never forwarded twice
+                return _follower_answer(
+                    elector, "this daemon follows; a forwarded request is not forwarded again"
+                )
+            if writes:
+                answer = await forwarder.forward(request) if forwarder is not None else None
+                return answer if answer is not None else _follower_answer(elector)
             if request.path == "/healthz":
                 return web.json_response({"healthy": True, "role": "follower"})
             if request.path == "/readyz":
@@ -87,6 +101,8 @@ def follower_middleware(elector: LeaderElector) -> Callable[..., Awaitable[web.S
             body = json.loads(bytes(response.body))  # type: ignore[arg-type]
             body["leadership"] = leadership_view(elector)
             return web.json_response(body, status=response.status)
+        if writes and not response.prepared:
+            response.headers[SERVED_BY] = elector.me.name
         return response
 
     return middleware

@@ -27,6 +27,12 @@ signed, refused by the power saver, or failing ``SPOOL_TRIES`` scans in a row) i
 the quarantine (``spool.quarantine``), logged and counted in
 ``shoal_slurm_spool_quarantined_total{reason}``: it never stops the requests after it.
 
+With ``ha`` ``run`` is the leader's (each term starts with a scan of the spool), and a
+follower runs ``follow``: its host's spool, which the hooks there fill while no leader answers
+through it, is forwarded to the leader's hook endpoint (``daemon.leader.forward``) every poll
+interval, each request with its id (the leader answers an id it took before as repeated), and
+a file deleted only after the leader's 2xx; no answer is no failure (never quarantined for it).
+
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +69,7 @@ if TYPE_CHECKING:
     from shoal.daemon.config import ShoalConfig, SlurmConfig
     from shoal.daemon.demand import DemandSource
     from shoal.daemon.integration import LaunchTags
+    from shoal.daemon.leader.forward import LeaderForwarder
     from shoal.daemon.loop import Controller, Planner
 
 __all__ = [
@@ -76,8 +83,14 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+Accept = Callable[[str, str, Any, "str | None"], Awaitable[dict[str, Any]]]
 MAX_REQUEST_BYTES = spool.MAX_BYTES
 SPOOL_TRIES = 5  # scans in a row a spooled file may fail for a passing reason (then quarantined)
+
+
+class LeaderUnavailable(RuntimeError):
+    """A follower could not hand a spooled request to the leader: it waits for the next scan
+    (never counted against ``SPOOL_TRIES``: the request is fine)."""
 
 
 def slurm_commands(settings: SlurmConfig) -> SlurmCommands:
@@ -327,21 +340,22 @@ class SlurmIntegration:
             request_id=request_id,
         )
 
-    async def serve_spool(self) -> int:
-        """Hand each spooled hook request to the power saver, oldest first, and delete its
-        file once accepted (durably: the request id is saved with it, so a file left by a
-        crash right after is served once); quarantine the files that cannot be served. How
-        many brought something new (not repeats)."""
+    async def serve_spool(self, accept: Accept | None = None) -> int:
+        """Hand each spooled hook request to the power saver (or to ``accept``: a
+        follower's forward to the leader), oldest first, and delete its file once accepted
+        (durably: the request id is saved with it, so a file left by a crash right after is
+        served once); quarantine the files that cannot be served. How many brought
+        something new (not repeats)."""
         directory = self.spool_dir
         if directory is None:
             return 0
         async with self._spool_lock:
             try:
-                return await self._serve_spool(directory)
+                return await self._serve_spool(directory, accept or self._accept)
             finally:
-                self._spool_scanned = True
+                self._spool_scanned = self._spool_scanned or accept is None
 
-    async def _serve_spool(self, directory: Path) -> int:
+    async def _serve_spool(self, directory: Path, accept: Accept) -> int:
         if not spool.occupied(directory):  # nearly always: nothing to list or sweep
             return 0
         loop = asyncio.get_running_loop()
@@ -353,7 +367,7 @@ class SlurmIntegration:
                 continue
             try:
                 request = await self._read_spooled(path)
-                answer = await self._accept(
+                answer = await accept(
                     request.kind.replace("-", "_"),
                     request.nodes,
                     request.resume_file,
@@ -370,6 +384,9 @@ class SlurmIntegration:
             except RecursionError as exc:  # whatever deep nesting a check missed
                 await self._quarantine(path, "malformed", exc)
                 continue
+            except LeaderUnavailable as exc:  # a follower's: the next scan tries again
+                log.info('event=slurm_spool_waiting file=%s reason="%s"', path.name, exc)
+                break
             except Exception as exc:  # unreadable for now, or the state cannot be written
                 tries = self._spool_failures.get(path.name, 0) + 1
                 self._spool_failures[path.name] = tries
@@ -436,17 +453,64 @@ class SlurmIntegration:
             str(error)[:300],
         )
 
-    async def _serve_spool_logged(self) -> None:
+    async def _serve_spool_logged(self, accept: Accept | None = None) -> None:
         try:
-            await self.serve_spool()
+            await self.serve_spool(accept)
         except Exception as exc:  # the folder is unreadable: keep trying
             log.error('event=slurm_spool_failed error="%r"', exc)
 
-    async def _serve_spool_forever(self) -> None:
+    async def _serve_spool_forever(self, accept: Accept | None = None) -> None:
         while True:
             self._spool_wake.clear()
-            await self._serve_spool_logged()
+            await self._serve_spool_logged(accept)
             await sleep_or_event(self.clock, self.settings.poll_interval, self._spool_wake)
+
+    # -- following (ha) ---------------------------------------------------------------------
+
+    async def follow(self, forwarder: LeaderForwarder) -> None:
+        """While this daemon follows: this host's spool (what the hooks spooled while no
+        leader could be reached) goes to the leader every poll interval, through the hooks'
+        own endpoint with each request's id, so the leader serves each once; a file is
+        deleted only after the leader's 2xx (a lost answer: sent again, answered as
+        repeated). A daemon that leads serves its spool itself at the start of its term."""
+        if self.spool_dir is None:
+            return
+        self._spool_scanned = False  # the next term's HTTP requests wait for its first scan
+        await self._serve_spool_forever(functools.partial(self._forward, forwarder))
+
+    async def forward_spool(self, forwarder: LeaderForwarder) -> int:
+        """One scan of this host's spool, each request forwarded to the leader (``follow``
+        does this every poll interval); how many brought the leader something new."""
+        return await self.serve_spool(functools.partial(self._forward, forwarder))
+
+    async def _forward(
+        self,
+        forwarder: LeaderForwarder,
+        kind: str,
+        nodes: str,
+        resume_file: Any,
+        request_id: str | None,
+    ) -> dict[str, Any]:
+        """A spooled request, POSTed to the leader as the hook would have; its answer.
+        LeaderUnavailable when it should wait (no leader, no answer, 5xx, a token the
+        leader refuses), ValueError when the leader refuses the request itself."""
+        body = {"nodes": nodes, "resume_file": resume_file, "request_id": request_id}
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        path = f"/v1/slurm/{kind.replace('_', '-')}"
+        answer = await forwarder.send("POST", path, json.dumps(body).encode(), headers)
+        if answer is None or answer.status >= 500 or answer.status == 401:
+            status = "no answer" if answer is None else f"HTTP {answer.status}"
+            raise LeaderUnavailable(f"the leader did not take it ({status})")
+        text = answer.body.decode("utf-8", "replace")
+        if not 200 <= answer.status < 300:
+            raise ValueError(f"the leader refused it: HTTP {answer.status}: {text[:200]}")
+        try:
+            taken = json.loads(text)
+        except ValueError:
+            taken = {}
+        return taken if isinstance(taken, dict) else {}
 
     def status(self) -> dict[str, Any]:
         last = self.source.last

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 from shoal.daemon.config import load_config
+from shoal.daemon.leader.forward import FORWARDED_BY
 from shoal.daemon.leader.memory import MemoryElection
 from shoal.daemon.service import Service, SystemdNotifier, build_provider
 from shoal.runtime.testing import FakeClock, InlineExecutor
@@ -43,15 +44,19 @@ def launched(service: Service) -> float:
 
 
 async def start_pair(
-    tmp_path: Path, clock: FakeClock, notifiers: dict[str, SystemdNotifier] | None = None
+    tmp_path: Path,
+    clock: FakeClock,
+    notifiers: dict[str, SystemdNotifier] | None = None,
+    **overrides: Any,
 ) -> tuple[MemoryElection, list[Service], list[asyncio.Task[int]]]:
-    """Daemons ``a`` and ``b`` on one simulated cloud and one in-memory election, serving."""
+    """Daemons ``a`` and ``b`` on one simulated cloud and one in-memory election, serving;
+    ``overrides`` go into both configs."""
     asyncio.get_running_loop().set_default_executor(InlineExecutor())
     election = MemoryElection(clock, TTL)
     services = []
     provider = None
     for name in ("a", "b"):
-        path = write_config(tmp_path / f"{name}.yaml", demand={"api": True})
+        path = write_config(tmp_path / f"{name}.yaml", demand={"api": True}, **overrides)
         config = load_config(path)
         provider = provider or build_provider(config, clock)  # one cloud for both
         services.append(
@@ -91,10 +96,12 @@ async def test_only_the_leader_acts_and_a_cut_off_leader_stops_before_the_other_
         assert old.controller is not None and new.controller is not None
         await asyncio.wait_for(wait_for_pass(old.controller, 1), 10)
 
-        # the follower: healthy, not ready, reads as usual, every write refused with the leader
+        # the follower: healthy, not ready, reads as usual, a write it cannot forward (one
+        # forwarded already: test_leader_forward) refused with the leader
         assert await http(new, "GET", "/healthz") == (200, {"healthy": True, "role": "follower"})
         assert (await http(new, "GET", "/readyz"))[0] == 503
-        status, body = await http(new, "PUT", "/v1/demand", json=JOBS)
+        hop = {FORWARDED_BY: "c"}
+        status, body = await http(new, "PUT", "/v1/demand", json=JOBS, headers=hop)
         assert status == 503 and body["leader"] == {
             "name": old.elector.me.name,
             "address": old.elector.me.address,
