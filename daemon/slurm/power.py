@@ -69,6 +69,7 @@ from shoal.daemon.slurm.parse import compress_hostlist, expand_hostlist
 from shoal.daemon.slurm.state import KeptDown, PowerState, ResumeRequest, SuspendRequest
 from shoal.providers.base import TAG_AUTOSCALED, Node
 from shoal.providers.errors import ProviderError, TerminationError
+from shoal.providers.node_provider import term_request_id
 from shoal.runtime.clock import Clock, sleep_or_event
 from shoal.scaler.model import (
     AddCause,
@@ -185,6 +186,10 @@ class PowerSaver:
             | set(self.state.kept_down)
         )
 
+    @property
+    def _epoch(self) -> int | None:  # ha: the leader's term, in every new request id
+        return self.controller.executor.epoch
+
     def instance_id(self, node: str) -> str:
         """The daemon's id of a Slurm node's instance, or the node name when it has none."""
         return self._by_node.get(node, node)
@@ -242,7 +247,7 @@ class PowerSaver:
                 if name in self.state.requests:
                     repeated.append(name)
                     continue
-                launch_id = f"slurm-{uuid.uuid4().hex}"
+                launch_id = term_request_id(f"slurm-{uuid.uuid4().hex}", self._epoch)
                 self.state.requests[name] = ResumeRequest(
                     launch_id, now, jobs.get(name, ()), gang=gangs.get(name, ())
                 )
