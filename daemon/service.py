@@ -192,6 +192,7 @@ def build_local_provider(config: ShoalConfig, clock: Clock) -> AbstractProvision
         answer_delay=p.answer_delay,
         never_join=p.never_join,
         clock=clock,
+        listing_lag=p.listing_lag,
     )
 
 
