@@ -707,7 +707,23 @@ class PowerSaver:
         """Release nodes kept DOWN when their backoff ends (POWER_DOWN), mark DOWN the ones that
         could not be marked yet, and retry requests whose worker died: every retry interval,
         or when the next one kept DOWN is due, while anything is kept DOWN or in hand; with
-        nothing, it sleeps until a request is accepted or a node kept DOWN (no timer)."""
+        nothing, it sleeps until a request is accepted or a node kept DOWN (no timer).
+
+        Cancelled with the controller stopped (a term's end, ``ha``; or a stop), it cancels
+        the requests in hand too: a deposed leader actuates nothing more (their requests stay
+        in the state; the next leader serves them again, with the same client tokens), and the
+        next term's ``run`` waits for that term's reconcile."""
+        try:
+            await self._serve_forever()
+        finally:
+            if self.controller.stopping:
+                for worker in self._workers.values():
+                    worker.cancel()
+                self._ready.clear()
+                if self._ready.set not in self.controller.on_ready:
+                    self.controller.on_ready.append(self._ready.set)
+
+    async def _serve_forever(self) -> None:
         await self._ready.wait()
         while True:
             for node in sorted(self.state.kept_down):
