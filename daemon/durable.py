@@ -27,6 +27,13 @@ A section no part of the daemon claims (``section``) is dropped from the file by
 power_save, the first switch dropped the ``slurm`` section, so old resume requests and
 nodes kept DOWN are not replayed.
 
+Where the snapshot lives is a ``StateBackend`` (``load()``, ``save(snapshot, epoch)``):
+``FileBackend``, the file above, without ``ha``; with ``ha``, the etcd key beside the leader
+key (``daemon.leader.state``), whose writes are fenced by the term's epoch (a deposed
+leader's write raises ``Fenced``; ``on_fenced`` is told) and which a new leader reads at its
+term's start (``reload``: each section's owner takes its part again through the ``load``
+it gave to ``section``). ``state_dir`` is then only locked (the Slurm spool stays there).
+
 Writes are off the event loop and coalesced::
 
     change ─► store.changed()          (background: written soon)
