@@ -34,7 +34,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -373,6 +373,18 @@ async def build_controller(
     )
 
 
+def fence_handler(elector: LeaderElector, epoch: int) -> Callable[[Fenced], None]:
+    """What a refused state write does in the term ``epoch``: step down at once, unless that
+    term is over already (a write of an earlier term, refused after this daemon led again)."""
+
+    def fenced(exc: Fenced) -> None:
+        log.error('event=state_fenced epoch=%s error="%s"', epoch, exc)
+        if elector.epoch == epoch:
+            elector.step_down("fenced")
+
+    return fenced
+
+
 class Service:
     """One running daemon. ``await serve()`` until a stop signal; returns the exit code."""
 
@@ -647,12 +659,7 @@ class Service:
                 await elector.resign()
             await self.clock.sleep(getattr(elector, "renew_every", 1.0))
             return False
-
-        def fenced(exc: Fenced) -> None:
-            log.error('event=state_fenced epoch=%s error="%s"', epoch, exc)
-            elector.step_down("fenced")
-
-        controller.store.on_fenced[:] = [fenced]
+        controller.store.on_fenced[:] = [fence_handler(elector, epoch)]
         controller.resume()
         run = asyncio.create_task(controller.run(), name="shoal-controller-term")
         actors = [

@@ -10,6 +10,7 @@ before.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ from shoal.daemon.durable import (
     FileBackend,
     LaunchJournal,
 )
+from shoal.daemon.leader import LeaderInfo
 from shoal.daemon.leader.memory import MemoryElection, MemoryElector
 from shoal.daemon.leader.state import MemoryStateBackend
+from shoal.daemon.service import fence_handler
 from shoal.daemon.slurm.state import PowerState, ResumeRequest
 from shoal.providers.node_provider import TAG_EPOCH, TAG_REQUEST_ID, client_token
 from shoal.providers.outcomes import LaunchRequest
@@ -201,3 +204,52 @@ def test_the_state_key_sits_beside_the_leader_key() -> None:
     assert (ha.leader_key("c1"), ha.state_key("c1")) == ("/shoal/c1/leader", "/shoal/c1/state")
     custom = HaConfig(etcd=("http://127.0.0.1:2379",), key="/site/x")
     assert custom.state_key("c1") == "/site/x/state"
+
+
+class SlowBackend(MemoryStateBackend):
+    """etcd answering late: each save waits for ``answer`` before the txn is decided."""
+
+    def __init__(self, election: MemoryElection, who: LeaderInfo) -> None:
+        super().__init__(election, who)
+        self.answer = asyncio.Event()
+
+    async def save(self, snapshot: dict[str, Any], epoch: int | None) -> None:
+        await self.answer.wait()
+        await super().save(snapshot, epoch)
+
+
+async def test_a_late_refusal_of_an_earlier_terms_write_does_not_end_the_next_term() -> None:
+    """A write of term 1 still in flight when the same daemon leads again (term 3) is refused
+    while the new term starts: that refusal concerns term 1 and must not end term 3."""
+    clock = FakeClock()
+    election = MemoryElection(clock, TTL)
+    a = await leader(clock, election, "a")
+    backend = SlowBackend(election, a.me)
+    store = DurableStore(None, backend=backend)
+    store.section("ledger", dict)
+    first = a.epoch or 0
+    backend.answer.set()
+    await store.reload(first)
+    store.on_fenced[:] = [fence_handler(a, first)]
+    backend.answer.clear()
+    store.changed()  # term 1 writes; the store has not answered yet
+    await clock.settle()
+    await a.resign()
+    b = await leader(clock, election, "b")
+    await b.resign()
+    await clock.run_until(a.campaign(), limit=3 * TTL)  # a leads again: term 3
+    third = a.epoch
+    reloading = asyncio.ensure_future(store.reload(third))
+    await clock.settle()
+    backend.answer.set()  # now term 1's write is refused
+    await reloading
+    assert a.is_leader and a.epoch == third and store.epoch == third
+    store.on_fenced[:] = [fence_handler(a, third or 0)]
+    await store.flush()  # term 3 writes
+    a.crash()  # term 3's renewals stop; a still believes it leads
+    await clock.advance(TTL + 1)
+    c = await leader(clock, election, "c")
+    with pytest.raises(Fenced):
+        await store.flush()
+    assert not a.is_leader  # a refusal in the current term ends it
+    await c.close()
