@@ -14,6 +14,7 @@ processes are stopped by their pids at the end.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -122,3 +123,39 @@ def test_a_new_leader_launches_nothing_its_killed_predecessor_had_in_flight(
     for record in launched.values():  # each instance names the term that launched it
         assert record["tags"]["shoal:epoch"] == str(epoch)
         assert record["tags"]["shoal:request-id"].endswith(f"-e{epoch}")
+
+
+async def test_on_real_etcd_a_deposed_terms_state_write_is_refused(etcd: EtcdServer) -> None:
+    """The etcd backend's txn: a term's writes succeed while its leader key lives; once the
+    key is another term's, they are refused (``Fenced``) and the state keeps the last good
+    snapshot, which the next leader reads."""
+    import aiohttp
+    from shoal.daemon.durable import Fenced
+    from shoal.daemon.leader import LeaderInfo
+    from shoal.daemon.leader.etcd import EtcdElector, _b64
+    from shoal.daemon.leader.state import EtcdStateBackend
+    from shoal.runtime.clock import SystemClock
+
+    key, state_key = "/shoal/e2e/leader", "/shoal/e2e/state"
+    a = EtcdElector([etcd.url], key, LeaderInfo("a"), TTL, SystemClock())
+    b = EtcdElector([etcd.url], key, LeaderInfo("b"), TTL, SystemClock())
+    try:
+        await a.campaign()
+        a_epoch = a.epoch
+        a_state = EtcdStateBackend(a, state_key)
+        assert await a_state.load() is None
+        await a_state.save({"version": 1, "ledger": {"n": 1}}, a_epoch)
+        url = f"{etcd.url}/v3/kv/deleterange"  # a's key goes, as with its lease
+        async with aiohttp.ClientSession() as http, http.post(url, json={"key": _b64(key)}):
+            pass
+        await asyncio.wait_for(b.campaign(), TTL)
+        assert b.epoch != a_epoch
+        with pytest.raises(Fenced):  # a late write of a's term
+            await a_state.save({"version": 1, "ledger": {"n": 2}}, a_epoch)
+        b_state = EtcdStateBackend(b, state_key)
+        assert await b_state.load() == {"version": 1, "ledger": {"n": 1}}
+        await b_state.save({"version": 1, "ledger": {"n": 3}}, b.epoch)
+        assert await a_state.load() == {"version": 1, "ledger": {"n": 3}}
+    finally:
+        await a.close()
+        await b.close()
