@@ -35,6 +35,7 @@ from shoal.providers.outcomes import LaunchRequest
 from shoal.runtime.files import write_json_atomic
 from shoal.runtime.testing import FakeClock
 from shoal.scaler.model import AddCause, CapacityType, Launch, Offering
+from test_leader_gate import start_pair, stop_all
 
 TTL = 10.0
 OFFERING = Offering("c5.xlarge", "us-west-2a", CapacityType.ON_DEMAND)
@@ -253,3 +254,22 @@ async def test_a_late_refusal_of_an_earlier_terms_write_does_not_end_the_next_te
         await store.flush()
     assert not a.is_leader  # a refusal in the current term ends it
     await c.close()
+
+
+async def test_a_leader_that_cannot_read_the_state_does_not_act(tmp_path: Path) -> None:
+    """Acting without the last leader's launches in flight could launch them twice: a leader
+    whose read of the state fails gives its term back and acts not at all; once the state
+    can be read, a leader acts."""
+    clock = FakeClock()
+    election = MemoryElection(clock, TTL)
+    election.state = json.dumps({"version": 99})  # written by a shoal this one cannot read
+    _, services, tasks = await start_pair(tmp_path, clock, election=election)
+    try:
+        await clock.advance(3 * TTL)
+        assert len(election.grants) >= 2  # each won, could not begin, gave the term back
+        assert all(s.controller is not None and s.controller.passes == 0 for s in services)
+        election.state = None  # the operator removed it
+        await clock.advance(3 * TTL)
+        assert sum(s.controller is not None and s.controller.passes > 0 for s in services) == 1
+    finally:
+        await stop_all(services, tasks)
