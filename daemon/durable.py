@@ -27,6 +27,13 @@ A section no part of the daemon claims (``section``) is dropped from the file by
 power_save, the first switch dropped the ``slurm`` section, so old resume requests and
 nodes kept DOWN are not replayed.
 
+Where the snapshot lives is a ``StateBackend`` (``load()``, ``save(snapshot, epoch)``):
+``FileBackend``, the file above, without ``ha``; with ``ha``, the etcd key beside the leader
+key (``daemon.leader.state``), whose writes are fenced by the term's epoch (a deposed
+leader's write raises ``Fenced``; ``on_fenced`` is told) and which a new leader reads at its
+term's start (``reload``: each section's owner takes its part again through the ``load``
+it gave to ``section``). ``state_dir`` is then only locked (the Slurm spool stays there).
+
 Writes are off the event loop and coalesced::
 
     change ─► store.changed()          (background: written soon)
@@ -69,7 +76,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from shoal.daemon.nodes import NodeTracker, TrackedNode, TrackedState
 from shoal.providers.base import TAG_REQUEST_ID
@@ -82,8 +89,12 @@ __all__ = [
     "LOCK_FILE",
     "STATE_FILE",
     "DurableStore",
+    "Fenced",
+    "FileBackend",
     "LaunchJournal",
+    "StateBackend",
     "StateError",
+    "checked",
     "offering_from_json",
     "offering_to_json",
 ]
@@ -185,7 +196,8 @@ def offering_from_json(data: Mapping[str, Any]) -> Offering:
 
 
 class DurableStore:
-    """Named sections of one state file, written coalesced and off the event loop."""
+    """Named sections of one state file (or of another ``StateBackend``: etcd with ``ha``),
+    written coalesced and off the event loop."""
 
     def __init__(
         self,
@@ -193,23 +205,50 @@ class DurableStore:
         data: Mapping[str, Any] | None = None,
         *,
         writer: Writer = write_json_atomic,
+        backend: StateBackend | None = None,
     ) -> None:
         self.path = path
         self._loaded: dict[str, Any] = {k: v for k, v in (data or {}).items() if k != "version"}
         self._dumps: dict[str, Callable[[], Any]] = {}
-        self.writer = writer
+        self._loads: dict[str, Callable[[Any], None]] = {}
+        # None: memory only; else the file at ``path`` unless another backend is given
+        self.backend: StateBackend | None = backend
+        if backend is None and path is not None:
+            self.backend = FileBackend(path, writer)
+        self._writer = writer
+        self.epoch: int | None = None  # the term every write is fenced by (``reload``)
+        self.on_fenced: list[Callable[[Fenced], None]] = []
         self._version = 0  # bumped by every change
         self._written = 0  # the version on disk
         self._task: asyncio.Task[None] | None = None
         self.writes = 0
         self._release: weakref.finalize[Any, Any] | None = None  # the state_dir lock's
 
+    @property
+    def writer(self) -> Writer:
+        """How the file backend writes (tests wrap it to inject faults)."""
+        return self.backend.writer if isinstance(self.backend, FileBackend) else self._writer
+
+    @writer.setter
+    def writer(self, writer: Writer) -> None:
+        self._writer = writer
+        if isinstance(self.backend, FileBackend):
+            self.backend.writer = writer
+
     @classmethod
     def open(
-        cls, state_dir: str | Path | None, *, writer: Writer = write_json_atomic
+        cls,
+        state_dir: str | Path | None,
+        *,
+        writer: Writer = write_json_atomic,
+        backend: StateBackend | None = None,
     ) -> DurableStore:
         """The store in ``state_dir`` (its file read now; none yet is an empty store), or a
-        memory-only store when ``state_dir`` is None. Raises StateError for a damaged file."""
+        memory-only store when ``state_dir`` is None. With ``backend`` (etcd, ``ha``) the
+        state lives there, read by ``reload`` when a term starts, and ``state_dir`` (when
+        set) is only locked. Raises StateError for a damaged file."""
+        if backend is not None and state_dir is None:
+            return cls(None, backend=backend)
         if state_dir is None:
             log.warning(
                 "event=state_in_memory reason=no-state_dir "
@@ -220,7 +259,10 @@ class DurableStore:
         try:
             if taken:  # no other store of this process may be writing
                 _sweep(Path(state_dir))
-            store = cls(Path(state_dir) / STATE_FILE, _read(Path(state_dir) / STATE_FILE))
+            if backend is not None:
+                store = cls(None, backend=backend)
+            else:
+                store = cls(Path(state_dir) / STATE_FILE, _read(Path(state_dir) / STATE_FILE))
         except BaseException:
             _unlock(key)
             raise
@@ -236,13 +278,33 @@ class DurableStore:
 
     @property
     def durable(self) -> bool:
-        return self.path is not None
+        return self.backend is not None
 
-    def section(self, name: str, dump: Callable[[], Any]) -> Any:
+    def section(
+        self, name: str, dump: Callable[[], Any], load: Callable[[Any], None] | None = None
+    ) -> Any:
         """Own section ``name``: ``dump()`` returns its current JSON (new objects: it is written
-        on another thread) at every write. Returns what the file held for it, or None."""
+        on another thread) at every write. Returns what the file held for it, or None;
+        ``load(data or None)`` takes it again at each ``reload`` (a term's start)."""
         self._dumps[name] = dump
+        if load is not None:
+            self._loads[name] = load
         return self._loaded.get(name)
+
+    async def reload(self, epoch: int | None) -> None:
+        """A term starts (``ha``): wait for a write in flight, read the backend again and hand
+        each section's owner its part (``section(..., load)``); from now on every write is
+        fenced by ``epoch`` (refused once another term began). Raises StateError."""
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._task)
+        data = await self.backend.load() if self.backend is not None else None
+        self.epoch = epoch
+        self._loaded = {k: v for k, v in (data or {}).items() if k != "version"}
+        self._written = self._version  # what was read is what is stored
+        for name, load in self._loads.items():
+            load(self._loaded.get(name))
+        self.drop_unclaimed()
 
     def drop_unclaimed(self) -> list[str]:
         """Forget the sections the file held that nothing claimed (call once every part of
@@ -251,14 +313,14 @@ class DurableStore:
         for name in dropped:
             del self._loaded[name]
             log.warning("event=state_section_dropped section=%s reason=unclaimed", name)
-        if dropped and self.path is not None:
+        if dropped and self.durable:
             self.changed()
         return dropped
 
     def changed(self) -> None:
         """Note a change: it is written soon, in the background, with any others."""
         self._version += 1
-        if self.path is not None and self._task is None:
+        if self.backend is not None and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._write())
             self._task.add_done_callback(_log_failure)
 
@@ -267,24 +329,62 @@ class DurableStore:
         what the write raised."""
         self.changed()
         target = self._version
-        while self.path is not None and self._written < target:
+        while self.backend is not None and self._written < target:
             if self._task is None:  # the last write failed: try again
                 self._task = asyncio.get_running_loop().create_task(self._write())
                 self._task.add_done_callback(_log_failure)
             await asyncio.shield(self._task)
 
     async def _write(self) -> None:
-        assert self.path is not None
+        assert self.backend is not None
         try:
             while self._written < self._version:
                 version = self._version
                 data = {"version": VERSION, **self._loaded}
                 data.update({name: dump() for name, dump in self._dumps.items()})
-                await asyncio.to_thread(self.writer, self.path, data)
+                try:
+                    await self.backend.save(data, self.epoch)
+                except Fenced as exc:
+                    for callback in list(self.on_fenced):
+                        callback(exc)
+                    raise
                 self.writes += 1
                 self._written = version
         finally:
             self._task = None
+
+
+class Fenced(StateError):
+    """A write refused by the backend: the term it was made in is over (another daemon
+    leads). Whoever gets it must stop acting at once."""
+
+
+class StateBackend(Protocol):
+    """Where the store's snapshot lives: the file in ``state_dir`` (``FileBackend``), or etcd
+    beside the leader key (``daemon.leader.state``)."""
+
+    async def load(self) -> dict[str, Any] | None:
+        """The last snapshot saved (with its ``version``), or None. Raises StateError."""
+        ...
+
+    async def save(self, snapshot: dict[str, Any], epoch: int | None) -> None:
+        """Replace the snapshot; with ``epoch`` only while that term lasts, else ``Fenced``."""
+        ...
+
+
+class FileBackend:
+    """``<state_dir>/state.json``, written by ``writer`` on a thread (temporary file, fsync,
+    rename, fsync of the folder); one daemon per file, so the epoch fences nothing here."""
+
+    def __init__(self, path: Path, writer: Writer = write_json_atomic) -> None:
+        self.path = path
+        self.writer = writer
+
+    async def load(self) -> dict[str, Any] | None:
+        return await asyncio.to_thread(_read, self.path)
+
+    async def save(self, snapshot: dict[str, Any], epoch: int | None) -> None:
+        await asyncio.to_thread(self.writer, self.path, snapshot)
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -295,10 +395,15 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError) as exc:
         raise StateError(f"cannot read the state file {path}: {exc}") from exc
+    return checked(data, f"the state file {path}")
+
+
+def checked(data: Any, where: str) -> dict[str, Any]:
+    """A snapshot read from ``where``, if its version is this daemon's. Raises StateError."""
     if not isinstance(data, dict) or data.get("version") != VERSION:
         version = data.get("version") if isinstance(data, dict) else None
-        raise StateError(f"the state file {path} has version {version!r}, expected {VERSION}")
-    log.info("event=state_loaded path=%s sections=%s", path, ",".join(sorted(data)))
+        raise StateError(f"{where} has version {version!r}, expected {VERSION}")
+    log.info('event=state_loaded where="%s" sections=%s', where, ",".join(sorted(data)))
     return data
 
 
@@ -313,7 +418,11 @@ class LaunchJournal:
 
     def __init__(self, store: DurableStore) -> None:
         self.store = store
-        loaded = store.section("ledger", self._dump) or {}
+        self._load(store.section("ledger", self._dump, self._load))
+
+    def _load(self, loaded: Any) -> None:
+        """Take the section as read (at start, and again by ``DurableStore.reload``)."""
+        loaded = loaded or {}
         try:
             self._intents: dict[str, dict[str, Any]] = {
                 str(k): dict(v) for k, v in loaded.get("intents", {}).items()
@@ -330,7 +439,7 @@ class LaunchJournal:
                     for k, v in loaded["joined"].items()
                 }
         except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"the ledger in {store.path} is malformed: {exc}") from exc
+            raise StateError(f"the ledger in {self.store.path} is malformed: {exc}") from exc
 
     def _dump(self) -> dict[str, Any]:
         return {

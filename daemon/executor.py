@@ -48,7 +48,7 @@ from shoal.daemon.drain import (
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import INTERRUPTED_MARK, NodeTracker, TrackedState
 from shoal.providers.errors import CapacityError, ProviderError, TerminationError
-from shoal.providers.node_provider import TAG_DRAINING, Provisioner
+from shoal.providers.node_provider import TAG_DRAINING, TAG_EPOCH, Provisioner, term_request_id
 from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationResult
 from shoal.providers.retry import RetryPolicy, call_with_retry
 from shoal.runtime.clock import Clock
@@ -144,6 +144,8 @@ class Executor:
         self.before_launch = before_launch
         # extra tags for every launch of a node type (a Slurm cluster's node features)
         self.launch_tags: Callable[[NodeType], Mapping[str, str]] = launch_tags or _no_tags
+        # ha: the leader's term, in every new request id and a tag on every launch
+        self.epoch: int | None = None
         self._events: dict[str, list[ProviderEvent]] = {}
         self._node_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         provider.subscribe(self._on_event)
@@ -293,6 +295,13 @@ class Executor:
             jobs.append(self._terminate(name, terminations, tracker, report))
         await self._gather(jobs, report)
 
+    def new_request_id(self) -> str:
+        """A launch's request id: the term's while leading (``term_request_id``)."""
+        return term_request_id(self.request_ids(), self.epoch)
+
+    def _epoch_tag(self) -> dict[str, str]:
+        return {} if self.epoch is None else {TAG_EPOCH: str(self.epoch)}
+
     async def launch(
         self,
         node_type: NodeType,
@@ -334,7 +343,7 @@ class Executor:
         if (rest := launch.count - sum(n for n, _ in units)) > 0:
             units.append((rest, False))
         for i, (count, all_or_nothing) in enumerate(units):
-            unit_id = self.request_ids() if request_id is None else request_id
+            unit_id = self.new_request_id() if request_id is None else request_id
             if request_id is not None and i:
                 unit_id = f"{request_id}-{i}"
             await self._launch_unit(
@@ -345,7 +354,7 @@ class Executor:
                 unavailable,
                 report,
                 unit_id,
-                {**self.launch_tags(node_type), **(tags or {})},
+                {**self.launch_tags(node_type), **(tags or {}), **self._epoch_tag()},
                 first,
                 on_offering,
             )

@@ -191,20 +191,14 @@ class Controller:
         self.settings = settings or ControllerSettings()
         self.backoff = backoff or BackoffTable()
         self.planner: Planner = planner or _default_planner()
+        self.zone = zone
         self.tracker = NodeTracker(
             policy.node_types, default_zone=zone, ledger_ttl=self.settings.ledger_ttl
         )
         # what must survive a crash (daemon.durable); the launch ledger is reloaded at once
         self.store = store or DurableStore(None)
         self.journal = LaunchJournal(self.store)
-        for tracked in self.journal.restore(self.tracker):
-            log.info(
-                "event=launch_restored node=%s offering=%s placeholder=%s accepted_at=%.0f",
-                tracked.id,
-                tracked.offering(),
-                tracked.placeholder,
-                tracked.accepted_at or 0.0,
-            )
+        self._restore_ledger()
         self.executor.before_launch = self._before_launch
         self.state = PlannerState()
         self.demand = Demand()
@@ -325,6 +319,32 @@ class Controller:
         self.stopping, self.ready = False, False
         self._stop.clear()
         self._started, self._last_ok, self._last_finished = self.clock.monotonic(), None, None
+
+    async def begin_term(self, epoch: int) -> None:
+        """(``ha``) A term of leadership starts: before ``resume``, read the durable state as
+        the last leader left it (``DurableStore.reload``, fenced by ``epoch`` from now on)
+        into a new node tracker, exactly as a restart does: what this daemon knew may be a
+        term old. New request ids and launches carry ``epoch``. Raises what the read raised."""
+        await self.store.reload(epoch)
+        self.tracker = NodeTracker(
+            self.policy.node_types,
+            default_zone=self.zone,
+            ledger_ttl=self.settings.ledger_ttl,
+        )
+        self._restore_ledger()
+        self.state = PlannerState()
+        self.executor.epoch = epoch
+        self.invalidate_listing()
+
+    def _restore_ledger(self) -> None:
+        for tracked in self.journal.restore(self.tracker):
+            log.info(
+                "event=launch_restored node=%s offering=%s placeholder=%s accepted_at=%.0f",
+                tracked.id,
+                tracked.offering(),
+                tracked.placeholder,
+                tracked.accepted_at or 0.0,
+            )
 
     # -- health ---------------------------------------------------------------------------
 

@@ -17,7 +17,9 @@ daemon leads (``Service._lead``): a follower campaigns, serves HTTP (``leader.ga
 forwarded to the leader) and runs the integrations' ``follow`` (``Follower``). On
 loss the integrations are cancelled at once and the controller is stopped (no new launch)
 with half the lease's margin for the pass in flight to book what it launched, then
-cancelled; a stop resigns after the last pass, so another daemon leads at once.
+cancelled; a stop resigns after the last pass, so another daemon leads at once. Each term
+begins by reading the durable state from etcd (``daemon.leader.state``: the launches in
+flight of the last leader) and ends at once when a write of it is fenced.
 
 systemd notifications are datagrams to ``$NOTIFY_SOCKET`` (``@`` = abstract namespace),
 sent only when it is set; ``WATCHDOG=1`` only when ``$WATCHDOG_USEC`` is set too.
@@ -33,7 +35,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +64,7 @@ from shoal.daemon.drain import (
     WebhookDrainHook,
     make_undrain_hook,
 )
-from shoal.daemon.durable import DurableStore
+from shoal.daemon.durable import DurableStore, Fenced, StateBackend
 from shoal.daemon.executor import Executor
 from shoal.daemon.http import (
     BearerToken,
@@ -75,6 +77,7 @@ from shoal.daemon.integration import Follower, Integration, integration_kinds
 from shoal.daemon.leader import LeaderElector
 from shoal.daemon.leader.forward import LeaderForwarder
 from shoal.daemon.leader.gate import LeaderGauge, build_elector, follower_middleware
+from shoal.daemon.leader.state import state_backend
 from shoal.daemon.loop import Controller, ControllerSettings, PassRecord, Planner
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import TrackedState
@@ -191,6 +194,7 @@ def build_local_provider(config: ShoalConfig, clock: Clock) -> AbstractProvision
         answer_delay=p.answer_delay,
         never_join=p.never_join,
         clock=clock,
+        listing_lag=p.listing_lag,
     )
 
 
@@ -326,12 +330,14 @@ async def build_controller(
     metrics: ShoalMetrics | None = None,
     planner: Planner | None = None,
     durable: bool = True,
+    state_backend: StateBackend | None = None,
 ) -> Controller:
     """The one wiring of a controller, for ``shoal run``, ``shoal plan`` and the tests: the
     policy from the provider's catalogue (looked up through the retry layer), the executor with
     the configured retries and drain hook, the backoff policy and the loop's settings.
     ``durable`` False (``shoal plan``, ``shoal slurm-conf``): ``state_dir`` is neither locked
-    nor read."""
+    nor read. ``state_backend`` (``ha``: etcd) keeps the durable state in place of
+    ``state_dir``'s file."""
     metrics = metrics or ShoalMetrics()
     kinds = integration_kinds(config)
     executor = Executor(
@@ -362,8 +368,23 @@ async def build_controller(
         zone=config.provider.launch_zones[0],
         policy_source=functools.partial(catalogue_policy, config, provider),
         # off the event loop: the lock file's write is fsynced (the start-up probe)
-        store=await asyncio.to_thread(DurableStore.open, config.state_dir if durable else None),
+        store=await asyncio.to_thread(
+            functools.partial(DurableStore.open, backend=state_backend),
+            config.state_dir if durable else None,
+        ),
     )
+
+
+def fence_handler(elector: LeaderElector, epoch: int) -> Callable[[Fenced], None]:
+    """What a refused state write does in the term ``epoch``: step down at once, unless that
+    term is over already (a write of an earlier term, refused after this daemon led again)."""
+
+    def fenced(exc: Fenced) -> None:
+        log.error('event=state_fenced epoch=%s error="%s"', epoch, exc)
+        if elector.epoch == epoch:
+            elector.step_down("fenced")
+
+    return fenced
 
 
 class Service:
@@ -491,8 +512,9 @@ class Service:
             self.provider = build_provider(config, self.clock)
         try:
             await self.provider.prepare_workers(config.workers)  # leader, join values: at start
+            backend = state_backend(self.elector, config) if self.elector is not None else None
             controller = await build_controller(
-                config, self.provider, self.clock, metrics=self.metrics
+                config, self.provider, self.clock, metrics=self.metrics, state_backend=backend
             )
         except Exception as exc:
             log.error('event=startup_failed stage=policy error="%r"', exc)
@@ -643,8 +665,21 @@ class Service:
         ]
 
     async def _act(self, elector: LeaderElector, controller: Controller) -> bool:
-        """One term: the controller's loop and the integrations' background work until the
-        term ends or the daemon stops, then no more; True when the loop ended by itself."""
+        """One term: the durable state read (``Controller.begin_term``), then the controller's
+        loop and the integrations' background work until the term ends (a state write fenced
+        ends it too) or the daemon stops, then no more; True when the loop ended by itself."""
+        epoch = elector.epoch
+        try:
+            if epoch is None:
+                raise RuntimeError("no epoch: the term ended before it began")
+            await controller.begin_term(epoch)
+        except Exception as exc:  # acting without the last leader's state could launch twice
+            log.error('event=term_not_begun epoch=%s error="%r"', epoch, exc)
+            with contextlib.suppress(Exception):  # else the lease expires by itself
+                await elector.resign()
+            await self.clock.sleep(getattr(elector, "renew_every", 1.0))
+            return False
+        controller.store.on_fenced[:] = [fence_handler(elector, epoch)]
         controller.resume()
         run = asyncio.create_task(controller.run(), name="shoal-controller-term")
         actors = [

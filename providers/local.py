@@ -41,7 +41,10 @@ directory and the instance id, so two clusters on one machine never mix their pr
 Knobs for tests: ``launch_delay`` (seconds a launch waits before it takes effect: a window to
 kill the daemon in), ``answer_delay`` (seconds it waits after it took effect, before it
 answers: a response lost with the daemon), ``never_join`` (types whose "machine" never
-starts slurmd: a ``sleep`` stands in, so the node never registers).
+starts slurmd: a ``sleep`` stands in, so the node never registers), ``listing_lag`` (seconds
+an instance stays out of ``list_instances`` after its launch, as a lagging DescribeInstances).
+The records file is the one cloud two ``shoal run`` processes on this machine can share (the
+``ha`` end-to-end tests): each reads it at its first use.
 """
 
 from __future__ import annotations
@@ -201,6 +204,7 @@ class LocalProvisioner(AbstractProvisioner):
         never_join: Iterable[str] = (),
         stop_timeout: float = 10.0,
         clock: Clock | None = None,
+        listing_lag: float = 0.0,
     ) -> None:
         super().__init__(
             clusterName,
@@ -218,6 +222,7 @@ class LocalProvisioner(AbstractProvisioner):
         self.launch_delay = float(launch_delay)
         self.answer_delay = float(answer_delay)
         self.never_join = frozenset(never_join)
+        self.listing_lag = float(listing_lag)
         self.stop_timeout = float(stop_timeout)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._records: dict[str, Any] | None = None
@@ -461,7 +466,10 @@ class LocalProvisioner(AbstractProvisioner):
 
     async def list_instances(self) -> list[Node]:
         nodes = []
+        listed_before = self.clock.now() - self.listing_lag
         for instance_id, record in sorted(self._live().items()):
+            if record["launched_at"] > listed_before:
+                continue  # not listed yet: an eventually consistent cloud (listing_lag)
             nodes.append(
                 Node(
                     publicIP=None,

@@ -33,6 +33,9 @@ definitions.
 The tags are how a decision outlives the daemon: ``TAG_DRAINING`` marks a worker shoal is
 draining (its value the epoch second the drain began), set before the drain takes effect, so a
 restarted daemon adopts the node as draining instead of as room for new work.
+With ``ha``, ``TAG_EPOCH`` names the leader's term that asked for a worker, and the term is in
+the request id too (``term_request_id``), so its client tokens (``client_token``) are the
+term's: see the README's "High availability" section for what that buys.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ __all__ = [
     "TAG_AUTOSCALED",
     "TAG_CLUSTER",
     "TAG_DRAINING",
+    "TAG_EPOCH",
     "TAG_INSTANCE_TYPE",
     "TAG_REQUEST_ID",
     "TAG_ROLE",
@@ -67,6 +71,7 @@ __all__ = [
     "Provisioner",
     "client_token",
     "ordered_types",
+    "term_request_id",
 ]
 
 # Tags every provider puts on what it launches; membership is rebuilt from them after a restart.
@@ -78,6 +83,7 @@ TAG_AUTOSCALED = "shoal:autoscaled"  # "true" on workers launched by addNodes; o
 TAG_INSTANCE_TYPE = "shoal:node-type"
 TAG_REQUEST_ID = "shoal:request-id"  # the addNodes requestId that launched it
 TAG_DRAINING = "shoal:draining"  # set while shoal drains it: the drain's start, epoch seconds
+TAG_EPOCH = "shoal:epoch"  # ha: the leader's term (etcd revision) that launched it
 # Cloud states (EC2's names) of an instance that exists but is not running and never will be
 # by itself: shoal never stops an instance, so one of its workers found so is terminated.
 STOPPED_STATES = frozenset({"stopping", "stopped"})
@@ -91,6 +97,12 @@ def ordered_types(node_types: str | Collection[str]) -> list[str]:
     if isinstance(node_types, set | frozenset):
         return sorted(node_types)
     return list(dict.fromkeys(node_types))
+
+
+def term_request_id(request_id: str, epoch: int | None) -> str:
+    """A new request id of the leader's term ``epoch`` (``<id>-e<epoch>``; as it is without
+    ``ha``). Made once per request: a replay keeps the id, and so its client tokens."""
+    return request_id if epoch is None else f"{request_id}-e{epoch}"
 
 
 def client_token(request_id: str, offering: Offering) -> str:

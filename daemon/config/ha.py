@@ -45,3 +45,8 @@ class HaConfig(BaseModel):
 
     def leader_key(self, cluster_name: str) -> str:
         return self.key or f"/shoal/{cluster_name}/leader"
+
+    def state_key(self, cluster_name: str) -> str:
+        """Where the leader keeps the durable state: /shoal/<cluster_name>/state, or
+        <key>/state beside a configured election key."""
+        return f"{self.key}/state" if self.key else f"/shoal/{cluster_name}/state"

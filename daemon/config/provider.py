@@ -180,6 +180,8 @@ class LocalProviderConfig(_ProviderCommon):
     """Time a launch waits after it took effect, before it answers (tests)."""
     never_join: tuple[str, ...] = ()
     """Types whose nodes never register: a sleep stands in for their slurmd (tests)."""
+    listing_lag: Duration = 0.0
+    """Time a launched instance stays out of the listings (tests: a lagging cloud)."""
 
     @model_validator(mode="after")
     def _known_types(self) -> LocalProviderConfig:

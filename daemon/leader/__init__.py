@@ -5,7 +5,8 @@ or ``memory.MemoryElection``'s, on the injected clock, for the unit tests and th
 harness). ``campaign()`` returns once this daemon leads; ``lost()`` returns when it leads no
 more; ``resign()`` gives the lease back (a clean stop: another daemon leads within
 milliseconds); ``epoch`` numbers the term (etcd: the key's create revision, which only grows),
-for the fencing of the next slice (client tokens and an instance tag).
+for the fencing (``daemon.leader.state``: the durable state's writes; the request ids and
+the ``shoal:epoch`` tag of every launch).
 
 The split-brain guard is here, once, in ``LeaseElector``, under every implementation: a term
 has a renewer (renews the lease every ttl/3) and a guard that reads no I/O. The guard steps
@@ -92,6 +93,11 @@ class LeaderElector(Protocol):
 
     async def resign(self) -> None:
         """Stop leading and give the lease back, so another daemon leads at once."""
+        ...
+
+    def step_down(self, reason: str) -> None:
+        """Stop leading now, keeping the lease (a state write was fenced: another term
+        began); ``lost()`` returns and the next ``campaign`` starts over."""
         ...
 
     async def close(self) -> None: ...
@@ -186,6 +192,11 @@ class LeaseElector:
             return
         self._end(term, "resigned")
         await self._release(term.lease)
+
+    def step_down(self, reason: str) -> None:
+        term = self._term
+        if term is not None:
+            self._end(term, reason)
 
     async def close(self) -> None:
         term = self._term

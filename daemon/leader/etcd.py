@@ -64,6 +64,10 @@ class EtcdElector(LeaseElector):
             self._session = aiohttp.ClientSession()
         return self._session
 
+    async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One v3 gateway call (``daemon.leader.state`` keeps the durable state with it)."""
+        return await self._call(path, body)
+
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST to the first endpoint that answers; raises EtcdError."""
         errors = []

@@ -6,6 +6,9 @@ grows with every write (the epochs). Faults a real store has: ``partition(name)`
 elector off (its calls raise ``ConnectionError``, as a lost etcd does; its lease runs out on
 the store's side), ``heal(name)`` undoes it; ``crash(name)`` stops an elector's renewals
 without a word, as kill -9 does.
+
+It also holds the leader's durable state (``state``, JSON text), written by
+``daemon.leader.state.MemoryStateBackend`` only while ``holds(epoch)``, as etcd's txn does.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class MemoryElection:
         self._changed = asyncio.Event()
         self.cut_off: set[str] = set()
         self.grants: list[tuple[str, int]] = []  # (name, epoch), in order: the terms begun
+        self.state: str | None = None  # the leader's durable state (daemon.leader.state)
 
     def elector(self, name: str, address: str | None = None) -> MemoryElector:
         return MemoryElector(self, LeaderInfo(name, address))
@@ -49,6 +53,12 @@ class MemoryElection:
     def holder(self) -> LeaderInfo | None:
         hold = self._live()
         return hold.holder if hold is not None else None
+
+    def holds(self, who: LeaderInfo, epoch: int | None) -> bool:
+        """Whether the term ``epoch`` still holds the key (etcd: its create revision)."""
+        self._reach(who)
+        hold = self._live()
+        return hold is not None and epoch is not None and hold.lease == epoch
 
     def _live(self) -> _Hold | None:
         if self._hold is not None and self.clock.monotonic() >= self._hold.expires:

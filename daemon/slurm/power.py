@@ -69,6 +69,7 @@ from shoal.daemon.slurm.parse import compress_hostlist, expand_hostlist
 from shoal.daemon.slurm.state import KeptDown, PowerState, ResumeRequest, SuspendRequest
 from shoal.providers.base import TAG_AUTOSCALED, Node
 from shoal.providers.errors import ProviderError, TerminationError
+from shoal.providers.node_provider import term_request_id
 from shoal.runtime.clock import Clock, sleep_or_event
 from shoal.scaler.model import (
     AddCause,
@@ -185,6 +186,10 @@ class PowerSaver:
             | set(self.state.kept_down)
         )
 
+    @property
+    def _epoch(self) -> int | None:  # ha: the leader's term, in every new request id
+        return self.controller.executor.epoch
+
     def instance_id(self, node: str) -> str:
         """The daemon's id of a Slurm node's instance, or the node name when it has none."""
         return self._by_node.get(node, node)
@@ -242,7 +247,7 @@ class PowerSaver:
                 if name in self.state.requests:
                     repeated.append(name)
                     continue
-                launch_id = f"slurm-{uuid.uuid4().hex}"
+                launch_id = term_request_id(f"slurm-{uuid.uuid4().hex}", self._epoch)
                 self.state.requests[name] = ResumeRequest(
                     launch_id, now, jobs.get(name, ()), gang=gangs.get(name, ())
                 )
@@ -702,7 +707,23 @@ class PowerSaver:
         """Release nodes kept DOWN when their backoff ends (POWER_DOWN), mark DOWN the ones that
         could not be marked yet, and retry requests whose worker died: every retry interval,
         or when the next one kept DOWN is due, while anything is kept DOWN or in hand; with
-        nothing, it sleeps until a request is accepted or a node kept DOWN (no timer)."""
+        nothing, it sleeps until a request is accepted or a node kept DOWN (no timer).
+
+        Cancelled with the controller stopped (a term's end, ``ha``; or a stop), it cancels
+        the requests in hand too: a deposed leader actuates nothing more (their requests stay
+        in the state; the next leader serves them again, with the same client tokens), and the
+        next term's ``run`` waits for that term's reconcile."""
+        try:
+            await self._serve_forever()
+        finally:
+            if self.controller.stopping:
+                for worker in self._workers.values():
+                    worker.cancel()
+                self._ready.clear()
+                if self._ready.set not in self.controller.on_ready:
+                    self.controller.on_ready.append(self._ready.set)
+
+    async def _serve_forever(self) -> None:
         await self._ready.wait()
         while True:
             for node in sorted(self.state.kept_down):

@@ -91,7 +91,7 @@ class PowerState:
         self.suspends: dict[str, SuspendRequest] = {}
         self.kept_down: dict[str, KeptDown] = {}
         self.accepted_ids: list[str] = []  # oldest first, at most ACCEPTED_IDS_KEPT
-        data = self.store.section(SECTION, self.to_json)
+        data = self.store.section(SECTION, self.to_json, lambda data: self._parse(data or {}))
         if data is not None:
             self._parse(data)
 

@@ -47,16 +47,17 @@ async def start_pair(
     tmp_path: Path,
     clock: FakeClock,
     notifiers: dict[str, SystemdNotifier] | None = None,
+    election: MemoryElection | None = None,
     **overrides: Any,
 ) -> tuple[MemoryElection, list[Service], list[asyncio.Task[int]]]:
-    """Daemons ``a`` and ``b`` on one simulated cloud and one in-memory election, serving;
-    ``overrides`` go into both configs."""
+    """Daemons ``a`` and ``b`` on one simulated cloud and one in-memory election (``election``
+    when given), serving; ``overrides`` merged into both configs."""
     asyncio.get_running_loop().set_default_executor(InlineExecutor())
-    election = MemoryElection(clock, TTL)
+    election = election or MemoryElection(clock, TTL)
     services = []
     provider = None
     for name in ("a", "b"):
-        path = write_config(tmp_path / f"{name}.yaml", demand={"api": True}, **overrides)
+        path = write_config(tmp_path / f"{name}.yaml", **{"demand": {"api": True}, **overrides})
         config = load_config(path)
         provider = provider or build_provider(config, clock)  # one cloud for both
         services.append(
