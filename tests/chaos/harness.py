@@ -890,6 +890,14 @@ class _Run:
         if ctx.plan is None or not ctx.launched:
             return
         out = ctx.out()
+        # a spot interruption during the pass (after it began, before its listing) takes a
+        # node out of the count too: its replacement is no duplicate
+        counted = ctx.gone | {a.node_id for a in (*ctx.plan.terminations, *ctx.plan.drains)}
+        out.update(
+            nt
+            for n, nt in ctx.alive_names.items()
+            if n not in counted and self.cloud.instance_state(n) == "terminated"
+        )
         gangs = gang_launches(ctx.plan)
         for nt, launched in ctx.launched.items():
             target = ctx.plan.targets.get(nt, 0)
