@@ -55,7 +55,7 @@ from shoal.daemon.loop import Controller, PassRecord
 from shoal.daemon.simulate.engine import EPOCH
 
 from .faults import Crash, Window
-from .harness import FAULT_END, Sabotage, _DrainHook, _Run
+from .harness import FAULT_END, _DrainHook, _Run
 
 __all__ = ["NAMES", "TTL", "HaRun", "SteppedDown"]
 
@@ -130,17 +130,13 @@ def draw_ha_windows(seed: int, crashes: bool) -> list[Window]:
 
 class HaRun(_Run):
     def __init__(
-        self,
-        seed: int,
-        kinds: frozenset[str],
-        state_dir: Path,
-        verbose: bool,
-        sabotage: Sabotage | None = None,
-        mode: str = "ha",
+        self, seed: int, kinds: frozenset[str], state_dir: Path, *rest: Any, mode: str = "ha"
     ) -> None:
+        """``rest``: the base run's ``verbose`` and ``sabotage``; the base run is push mode's
+        (its config, its tight capacity), reported as ``mode``."""
         self.daemons = {n: _Daemon(n, state_dir / n) for n in NAMES}
         self._next_poll = 0.0
-        super().__init__(seed, kinds, state_dir, verbose, sabotage, "push")
+        super().__init__(seed, kinds, state_dir, *rest, mode="push")
         self.mode = mode
         windows = (*self.plan.windows, *draw_ha_windows(seed, "crash" in self.plan.kinds))
         self.plan = dataclasses.replace(

@@ -1015,7 +1015,7 @@ def run_seed(
         elif mode == "ha":
             from .ha import HaRun
 
-            run = HaRun(seed, allowed, Path(tmp), verbose, sabotage, mode)
+            run = HaRun(seed, allowed, Path(tmp), verbose, sabotage)
         else:
             run = _Run(seed, allowed, Path(tmp), verbose, sabotage, mode)
         random.seed(f"jitter-{seed}")  # the retry layer's jitter draws from the global stream
