@@ -9,7 +9,11 @@ faults).
 
 Modes: ``push`` (shoal's planner, demand pushed as PUT /v1/demand would) and ``power_save``
 (Slurm's power saving: the power saver, the clean-up loop and the hook spool driven by a
-simulated slurmctld, ``tests/chaos/powersave.py``); ``both`` (the default) runs each.
+simulated slurmctld, ``tests/chaos/powersave.py``); ``both`` (the default) runs these two;
+``ha`` runs push mode with two daemons on one elector, partitions and kills of a daemon
+(``tests/chaos/ha.py``); ``all`` runs the three.
+
+    .venv/bin/python bench/chaos.py --mode ha --seeds 100     # two daemons, one elector
 
 Prints each violating seed with its violations and the tail of its event log, then a summary:
 violations per invariant, seeds per second. Exits 1 when any invariant was violated.
@@ -40,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{','.join(mode_kinds('push'))}; power_save {','.join(mode_kinds('power_save'))})",
     )
     ap.add_argument(
-        "--mode", default="both", choices=(*MODES, "both"), help="which mode (default both)"
+        "--mode",
+        default="both",
+        choices=(*MODES, "both", "all"),
+        help="which mode (default both: push and power_save; all: with ha)",
     )
     ap.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     ap.add_argument("--show", type=int, default=5, help="violating seeds printed in full")
@@ -49,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = sorted(set(kinds or ()) - set(KINDS))
     if bad:
         ap.error(f"unknown fault kinds {bad}; known: {', '.join(KINDS)}")
-    modes = MODES if args.mode == "both" else (args.mode,)
+    modes = {"both": ("push", "power_save"), "all": MODES}.get(args.mode, (args.mode,))
     if args.seed is not None:
         failed = False
         for mode in modes:

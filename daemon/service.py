@@ -8,7 +8,8 @@ Lifecycle::
       ─► controller.run(): reconcile ─► READY=1 ─► passes (WATCHDOG=1 after each healthy one)
     SIGHUP          reload the config file; an invalid one (or one whose files fail
                     ``preflight``) is refused and the old one kept; a changed
-                    ``provider.capacity`` applies at once (``apply_capacity``)
+                    ``provider.capacity`` applies at once (``apply_capacity``); a changed
+                    ``ha`` section is warned about and kept (its elector needs a restart)
     SIGTERM/SIGINT  STOPPING=1, finish the current pass, launch nothing new, exit 0 (< 10 s)
 
 With ``ha`` (``daemon.leader``) the controller's loop and the integrations' background work
@@ -48,6 +49,7 @@ from shoal.daemon.config import (
     SimulatedProviderConfig,
     load_config,
 )
+from shoal.daemon.config.ha import ha_changes
 from shoal.daemon.config.preflight import preflight
 from shoal.daemon.demand import (
     DemandFailure,
@@ -475,6 +477,13 @@ class Service:
             ]
             if restart:
                 log.warning("event=reload_needs_restart sections=%s", ",".join(restart))
+            ha_changed = ha_changes(self.config.ha, new.ha)
+            if ha_changed:  # the running elector keeps its term: the old section stays
+                log.warning(
+                    "event=reload_ha_needs_restart changed=%s action=kept_old_ha",
+                    ",".join(ha_changed),
+                )
+                new = new.model_copy(update={"ha": self.config.ha})
             self.config = new
             log.info(
                 "event=reloaded path=%s node_types=%d", self.config_path, len(policy.node_types)

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "shoal.service"
 ALERTS = ROOT / "deploy" / "prometheus-rules.yaml"
 SLURM_DROP_IN = ROOT / "deploy" / "shoal.service.d" / "slurm.conf"
+HA_DROP_IN = ROOT / "deploy" / "shoal.service.d" / "ha.conf"
 DOCKERFILE = ROOT / "Dockerfile"
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
 MAX_EXPOSURE = 2.5
@@ -163,6 +164,11 @@ def test_exposure_check_fails_an_unhardened_unit(tmp_path: Path) -> None:
 
 def test_slurm_drop_in_passes_verify_with_the_unit(tmp_path: Path) -> None:
     assert verify_problems(UNIT.read_text(), tmp_path, SLURM_DROP_IN.read_text()) == ""
+
+
+def test_ha_drop_in_passes_verify_with_the_unit(tmp_path: Path) -> None:
+    assert verify_problems(UNIT.read_text(), tmp_path, HA_DROP_IN.read_text()) == ""
+    assert unit_settings(HA_DROP_IN.read_text())["Restart"] == ["always"]
 
 
 def test_verify_reads_the_drop_in(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 from shoal.daemon.config.common import _STRICT
 from shoal.daemon.units import Duration
 
-__all__ = ["MIN_TTL", "HaConfig"]
+__all__ = ["MIN_TTL", "HaConfig", "ha_changes"]
 
 MIN_TTL = 2  # seconds: etcd's minimum lease TTL
 
@@ -50,3 +50,10 @@ class HaConfig(BaseModel):
         """Where the leader keeps the durable state: /shoal/<cluster_name>/state, or
         <key>/state beside a configured election key."""
         return f"{self.key}/state" if self.key else f"/shoal/{cluster_name}/state"
+
+def ha_changes(old: HaConfig | None, new: HaConfig | None) -> list[str]:
+    """What differs between two ``ha`` sections, as dotted keys (``ha`` when one is absent):
+    a running daemon's elector cannot take them (a reload keeps the old, a restart applies)."""
+    if old is None or new is None:
+        return [] if old is new else ["ha"]
+    return [f"ha.{key}" for key in HaConfig.model_fields if getattr(old, key) != getattr(new, key)]

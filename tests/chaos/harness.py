@@ -85,7 +85,9 @@ Invariants, checked after every pass (and at each call where they are about a ca
 This is push mode (``mode="push"``). Slurm's power-saving mode (``mode="power_save"``:
 ``PowerSaver``, ``Cleaner`` and the hook spool driven by a simulated slurmctld, with the hook
 invariants) is ``powersave.PowerRun``, a subclass of this run; its module docstring lists
-what it adds.
+what it adds. With two daemons on one elector (``mode="ha"``: partitions from the election,
+kills of a daemon, and the invariants ``ha-overlap`` and ``acted-after-lease``) it is
+``ha.HaRun``, a subclass too.
 
 A violation records the seed and the run's event log; ``bench/chaos.py --seed S --verbose``
 replays it and prints every event.
@@ -145,7 +147,7 @@ END = 6 * HOUR
 PUSH_EVERY = 90.0  # a pushing source re-sends its demand at least this often
 GiB = 1024**3
 LOG_TAIL = 60  # events printed with a violation
-MODES = ("push", "power_save")
+MODES = ("push", "power_save", "ha")  # ha: two daemons, one elector (``ha``)
 
 # plan, snapshot, seconds since the run began -> the plan to carry out instead
 Sabotage = Callable[[Plan, Snapshot, float], Plan]
@@ -890,6 +892,14 @@ class _Run:
         if ctx.plan is None or not ctx.launched:
             return
         out = ctx.out()
+        # a spot interruption during the pass (after it began, before its listing) takes a
+        # node out of the count too: its replacement is no duplicate
+        counted = ctx.gone | {a.node_id for a in (*ctx.plan.terminations, *ctx.plan.drains)}
+        out.update(
+            nt
+            for n, nt in ctx.alive_names.items()
+            if n not in counted and self.cloud.instance_state(n) == "terminated"
+        )
         gangs = gang_launches(ctx.plan)
         for nt, launched in ctx.launched.items():
             target = ctx.plan.targets.get(nt, 0)
@@ -976,7 +986,7 @@ def mode_kinds(mode: str) -> tuple[str, ...]:
     """The fault kinds a mode draws from by default."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
-    return POWER_KINDS if mode == "power_save" else PUSH_KINDS
+    return POWER_KINDS if mode == "power_save" else PUSH_KINDS  # ha: push mode's
 
 
 def run_seed(
@@ -989,8 +999,8 @@ def run_seed(
 ) -> SeedResult:
     """One seed, in a fresh event loop and a fresh ``state_dir``. ``sabotage`` rewrites every
     plan (the harness's own tests plant bugs with it, to show each invariant can fail).
-    ``mode``: ``push`` (shoal's planner, demand pushed) or ``power_save`` (Slurm's power
-    saving: ``powersave``)."""
+    ``mode``: ``push`` (shoal's planner, demand pushed), ``power_save`` (Slurm's power
+    saving: ``powersave``) or ``ha`` (push mode with two daemons and one elector: ``ha``)."""
     allowed = frozenset(mode_kinds(mode) if kinds is None else kinds)
     unknown = allowed - set(KINDS)
     if unknown:
@@ -1002,6 +1012,10 @@ def run_seed(
 
             state = Path(tmp) / "state"
             run: _Run = PowerRun(seed, allowed, state, verbose, sabotage, mode)
+        elif mode == "ha":
+            from .ha import HaRun
+
+            run = HaRun(seed, allowed, Path(tmp), verbose, sabotage)
         else:
             run = _Run(seed, allowed, Path(tmp), verbose, sabotage, mode)
         random.seed(f"jitter-{seed}")  # the retry layer's jitter draws from the global stream

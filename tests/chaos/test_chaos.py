@@ -1,6 +1,7 @@
-"""The chaos harness in ``make test``: 200 seeds in push mode and 60 in Slurm's power-saving
-mode (``tests/chaos/powersave.py``), six simulated hours each with random faults, and not one
-violation of shoal's invariants (``tests/chaos/harness.py`` and ``powersave.py`` list them).
+"""The chaos harness in ``make test``: 200 seeds in push mode, 60 in Slurm's power-saving
+mode (``tests/chaos/powersave.py``) and 16 with two daemons and one elector
+(``tests/chaos/ha.py``), six simulated hours each with random faults, and not one violation
+of shoal's invariants (``tests/chaos/harness.py``, ``powersave.py`` and ``ha.py`` list them).
 A failure prints each violating seed with its violations and the tail of its event log;
 replay one with ``bench/chaos.py --mode MODE --seed S --verbose``."""
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shoal.daemon.leader import LeaseElector, Term
 from shoal.daemon.slurm.power import PowerSaver
 from shoal.daemon.slurm.state import PowerState
 from shoal.providers.fleet import Fleet
@@ -26,6 +28,7 @@ from chaos.harness import FAULT_END, MODES, Sabotage, run_seed, run_seeds
 SEEDS = {
     "push": int(os.environ.get("SHOAL_CHAOS_SEEDS", "200")),
     "power_save": int(os.environ.get("SHOAL_CHAOS_POWER_SEEDS", "60")),
+    "ha": int(os.environ.get("SHOAL_CHAOS_HA_SEEDS", "16")),  # ~3x push mode's cost
 }
 WORKERS = 2  # this machine's cores
 
@@ -46,7 +49,7 @@ def test_every_invariant_holds_over_the_seeds(mode: str) -> None:
     )
 
 
-@pytest.mark.parametrize(("mode", "seed"), [("push", 5), ("power_save", 3)])
+@pytest.mark.parametrize(("mode", "seed"), [("push", 5), ("power_save", 3), ("ha", 5)])
 def test_a_seed_replays_exactly(mode: str, seed: int) -> None:
     """Everything random comes from the seed (cloud, faults, crashes, retry jitter, hook
     calls), so the event log of a seed is the same run after run: a reported seed can be
@@ -55,6 +58,8 @@ def test_a_seed_replays_exactly(mode: str, seed: int) -> None:
     again = run_seed(seed, mode=mode)
     assert first.log == again.log
     assert first.passes > 100 and first.jobs > 0
+    if mode == "ha":  # leadership moved between the two daemons
+        assert sum("leads (epoch" in line for line in first.log) > 2
     if mode == "power_save":  # the run went through crashes, spooled hooks and launches
         assert first.crashes > 0 and first.launched > 0
         assert any("spooled" in line for line in first.log)
@@ -207,3 +212,25 @@ def test_a_power_down_of_a_node_powering_up_for_a_job_is_found(
 
     monkeypatch.setattr(PowerSaver, "_resume", power_down_first)
     assert "busy-killed" in power_invariants(0, ())
+
+
+# -- ha mode's own checks can fail: a leader that does not step down -------------------------
+
+
+def test_a_leader_that_does_not_step_down_on_its_deadline_is_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``acted-after-lease`` and ``ha-overlap``: a guard that never ends the term (the split
+    brain of issue 21: a leader cut off from the election acts on after its lease passed to
+    the other daemon, which acts too). Seed 0 without faults: the leader is cut off while
+    jobs come; the same run with the daemon's guard is clean."""
+    clean = run_seed(0, (), mode="ha")
+    assert not clean.violations and any("cut off from the election" in x for x in clean.log)
+    assert sum("leads (epoch" in x for x in clean.log) > 2  # leadership moved
+
+    async def never_step_down(self: LeaseElector, term: Term) -> None:
+        await term.ended.wait()
+
+    monkeypatch.setattr(LeaseElector, "_guard", never_step_down)
+    found = {v.invariant for v in run_seed(0, (), mode="ha").violations}
+    assert {"acted-after-lease", "ha-overlap"} <= found, found

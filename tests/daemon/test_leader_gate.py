@@ -9,11 +9,13 @@ the electors' own events, never on sleeps.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from shoal.daemon.config import load_config
 from shoal.daemon.leader.forward import FORWARDED_BY
 from shoal.daemon.leader.memory import MemoryElection
@@ -186,3 +188,47 @@ async def test_a_follower_keeps_the_systemd_watchdog_fed_while_it_runs_no_pass(
         await stop_all(services, tasks)
         for sock in socks.values():
             sock.close()
+
+
+async def test_a_reload_with_a_changed_ha_section_warns_and_keeps_the_old_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The running elector holds a term under the old ``ha`` section (its key, ttl, name): a
+    SIGHUP that changes it says so (which keys) and keeps it; the rest of the file applies."""
+    caplog.set_level(logging.INFO, logger="shoal")
+    clock = FakeClock()
+    asyncio.get_running_loop().set_default_executor(InlineExecutor())
+    ha = {"etcd": ["http://127.0.0.1:2379"], "ttl": "10s", "name": "a"}
+    path = write_config(tmp_path / "a.yaml", ha=ha)
+    config = load_config(path)
+    election = MemoryElection(clock, TTL)
+    service = Service(
+        config, path, clock=clock, install_signals=False, elector=election.elector("a")
+    )
+    task = asyncio.create_task(service.serve())
+    try:
+        await asyncio.wait_for(service.started.wait(), 10)
+        listen = config.api.listen
+        write_config(
+            path,
+            ha={**ha, "ttl": "20s", "name": "b"},
+            api={"listen": listen},
+            node_types=[{"type": "c5.xlarge", "max": 7}],
+        )
+        assert await service.reload() is True
+        assert "event=reload_ha_needs_restart changed=ha.ttl,ha.name" in caplog.text
+        assert service.config.ha == config.ha  # the old section, as the elector runs it
+        assert service.config.node_types[0].max == 7  # the rest applied
+
+        caplog.clear()  # an unchanged ha section: no warning
+        write_config(path, ha=ha, api={"listen": listen})
+        assert await service.reload() is True
+        assert "reload_ha_needs_restart" not in caplog.text
+
+        write_config(path, api={"listen": listen})  # ha removed: a restart too
+        assert await service.reload() is True
+        assert "event=reload_ha_needs_restart changed=ha " in caplog.text
+        assert service.config.ha == config.ha
+    finally:
+        service.stop()
+        assert await asyncio.wait_for(task, 10) == 0

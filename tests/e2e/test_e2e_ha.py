@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from etcd_server import EtcdServer, etcd_server
+from etcd_server import EtcdCluster, EtcdServer, etcd_cluster, etcd_server
 
 pytestmark = pytest.mark.e2e
 
 TTL = 2.0
 MARGIN = 0.5  # daemon.leader.lease_margin(2)
+CLUSTER_TTL = 5.0  # the 3-member etcd's test: see there
 
 
 @pytest.fixture
@@ -60,12 +61,15 @@ def leader_gauge(daemon: Any, e2e: Any) -> float:
     return float(e2e.metric(daemon.metrics(), "shoal_leader"))
 
 
-def start_pair(shoal: Any, e2e: Any, etcd: EtcdServer) -> tuple[Any, Any]:
+def start_pair(
+    shoal: Any, e2e: Any, etcd: EtcdServer | EtcdCluster, ttl: float = TTL
+) -> tuple[Any, Any]:
     """``a`` starts first and leads; ``b`` follows. Returns (a, b) once both say so."""
     daemons = []
+    urls = etcd.urls if isinstance(etcd, EtcdCluster) else [etcd.url]
     for name in ("a", "b"):
         config = e2e.simulated_config(
-            e2e.free_port(), ha={"etcd": [etcd.url], "ttl": f"{TTL:.0f}s", "name": name}
+            e2e.free_port(), ha={"etcd": urls, "ttl": f"{ttl:.0f}s", "name": name}
         )
         daemon = shoal(config, name=name).start(wait_ready=False)
         want = "leader" if name == "a" else "follower"
@@ -160,3 +164,40 @@ async def test_a_leader_whose_key_is_deleted_by_hand_steps_down_at_its_next_rene
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.parametrize("victim", ["a follower", "the raft leader"])
+def test_the_loss_of_one_of_three_etcd_members_changes_no_shoal_leader(
+    shoal: Any, e2e: Any, tmp_path: Path, victim: str
+) -> None:
+    """A 3-member etcd on loopback (three processes, their own ports and data dirs) loses one
+    member to kill -9: the shoal leader stays the same daemon in the same epoch, watched for
+    more than two TTLs, and the follower keeps following it. Both daemons list all three
+    client URLs (``ha.etcd``); a call to the dead member moves on to the next one.
+
+    TTL 5 s here: losing the raft leader stalls every write for etcd's own election (its
+    election timeout is 1 s by default), and with a 2 s lease, whose deadline is 1.5 s
+    after the last renewal sent, the shoal leader stepped down by design (seen here:
+    ``reason=renewal-deadline``); ``ha.ttl`` is 10 s by default."""
+    with etcd_cluster(tmp_path / "etcd") as cluster:
+        a, b = start_pair(shoal, e2e, cluster, ttl=CLUSTER_TTL)
+        before = leadership(a)
+        assert before is not None and before["role"] == "leader"
+        raft = cluster.leader()
+        assert raft is not None
+        target = (
+            raft
+            if victim == "the raft leader"
+            else next(m for m in cluster.members if m is not raft)
+        )
+        target.kill9()
+        killed = time.monotonic()
+        while time.monotonic() - killed < 2 * CLUSTER_TTL + 1.0:
+            assert leadership(a) == before, (victim, leadership(a), before)
+            assert knows_leader(b, "a", "follower")
+            assert (leader_gauge(a, e2e), leader_gauge(b, e2e)) == (1, 0)
+            time.sleep(0.05)
+        survivors = [m for m in cluster.members if m is not target]
+        assert all(m.healthy() for m in survivors)
+        print(f"kill -9 of {victim}: shoal leader a, epoch {before['epoch']}, unchanged")
+        assert "event=leadership_lost" not in a.log_path.read_text()

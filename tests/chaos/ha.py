@@ -1,0 +1,465 @@
+"""The chaos harness with two daemons and one elector (``run_seed(seed, mode="ha")``, issue 21).
+
+Push mode's run (``harness``), with two daemons, ``a`` and ``b``, for the one simulated cloud:
+each has its own controller (``service.build_controller``, as ``shoal run`` builds it), its
+own ``state_dir`` and its own elector on one ``daemon.leader.memory.MemoryElection`` on the
+virtual clock (TTL ``TTL``). Only the daemon whose elector leads acts, as ``Service._act``
+runs it: a term begins with ``Controller.resume`` and a reconcile (another daemon acted
+meanwhile), the harness runs its passes, and a pass in flight when the term ends is stopped
+(``Controller.stop``: launch nothing new) with half the lease's margin to finish, then
+cancelled. The demand goes to the leader (the pusher's retry after a follower's 503).
+
+Faults: push mode's (``faults.PUSH_KINDS``; a crash at a provider call kills the daemon
+making it), and from this module's own stream (``ha-<seed>``), in the fault phase:
+
+``partition``
+    one daemon (the leader, mostly) cannot reach the election for one to four TTLs: its
+    renewals fail, it must step down on its local deadline, and the other one leads.
+``kill``
+    (with ``crash``) a daemon, leader or follower, dies at once (kill -9: its renewals stop,
+    its lease runs out on the store's side) and restarts a few seconds to minutes later.
+
+Invariants: push mode's, plus
+
+``ha-overlap``
+    At most one daemon actuates in any epoch, and epochs only move forward: every cloud
+    actuation (RunInstances, TerminateInstances, a tag or an untag) is recorded with the
+    daemon making it and the epoch of its term; an actuation whose epoch is older than one
+    already acted in means two daemons acted in overlapping leadership.
+``acted-after-lease``
+    A daemon acts only while the election's ground truth (the store's key and lease, as the
+    store's clock says) says it holds the lease of its epoch: never after its lease could
+    have passed to another daemon, never while the other one holds the key.
+
+Durable state: each daemon has its own ``state_dir`` until the shared state backend lands,
+so a new leader does not see the old one's launches in flight (its launch ledger); the one
+place that knows this is ``HaRun.violate`` (``SHARED_STATE``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import dataclasses
+import functools
+import random
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal.daemon.leader.memory import MemoryElection, MemoryElector
+from shoal.daemon.loop import Controller, PassRecord
+from shoal.daemon.simulate.engine import EPOCH
+
+from .faults import Crash, Window
+from .harness import FAULT_END, _DrainHook, _Run
+
+__all__ = ["NAMES", "TTL", "HaRun", "SteppedDown"]
+
+TTL = 10.0  # the lease, seconds (the ha section's default)
+NAMES = ("a", "b")
+# The one switch of the missing shared state (``HaRun.violate``): False until the shared
+# state backend lands, each daemon with its own launch ledger.
+SHARED_STATE = False
+POLL = 1.0  # while nobody acts, the harness looks again this often (campaigns run meanwhile)
+
+# Which daemon's process a task belongs to (its creator's, at creation): a kill -9 cancels
+# the dead daemon's tasks and none of the other's (Task.get_context is 3.12's).
+_OWNER: contextvars.ContextVar[str] = contextvars.ContextVar("ha_owner", default="")
+_OWNERS: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = weakref.WeakKeyDictionary()
+
+
+def _task_factory(
+    loop: asyncio.AbstractEventLoop, coro: Any, context: contextvars.Context | None = None
+) -> asyncio.Task[Any]:
+    task = asyncio.Task(coro, loop=loop, context=context)
+    _OWNERS[task] = context.get(_OWNER, "") if context is not None else _OWNER.get()
+    return task
+
+
+@contextlib.contextmanager
+def _owned(name: str) -> Iterator[None]:
+    token = _OWNER.set(name)
+    try:
+        yield
+    finally:
+        _OWNER.reset(token)
+
+
+def _spawn(name: str, coro: Coroutine[Any, Any, None], task_name: str) -> asyncio.Task[None]:
+    context = contextvars.copy_context()
+    context.run(_OWNER.set, name)
+    return asyncio.get_running_loop().create_task(coro, name=task_name, context=context)
+
+
+class SteppedDown(Crash):
+    """A pass cancelled because its daemon's term ended and the grace ran out: the daemon
+    lives on (a ``Crash`` so the harness's pass ends the same way)."""
+
+
+@dataclass(eq=False)
+class _Daemon:
+    name: str
+    state_dir: Path
+    elector: MemoryElector | None = None
+    controller: Controller | None = None
+    campaign: asyncio.Task[None] | None = None
+    listeners: list[Any] = field(default_factory=list)  # its subscriptions on the cloud
+    epoch: int | None = None  # the term it acts in (reconciled), None: it does not act
+    down_until: float | None = None  # dead until then (seconds since the run began)
+
+
+def draw_ha_windows(seed: int, crashes: bool) -> list[Window]:
+    """Partitions (and kills, with ``crash``) over the fault phase, from their own stream
+    (push mode's draws of the seed stay as they are)."""
+    rng = random.Random(f"ha-{seed}")
+    out: list[Window] = []
+    for kind, per_hour, (lo, hi) in (("partition", 2.0, (TTL, 4 * TTL)), ("kill", 1.0, (0, 0))):
+        if kind == "kill" and not crashes:
+            continue
+        rate = per_hour * rng.uniform(0.5, 2.0) / 3600.0
+        t = rng.expovariate(rate)
+        while t < FAULT_END:
+            out.append(Window(t, min(FAULT_END, t + rng.uniform(lo, hi)), kind, rng.random()))
+            t += rng.expovariate(rate)
+    return out
+
+
+class HaRun(_Run):
+    def __init__(
+        self, seed: int, kinds: frozenset[str], state_dir: Path, *rest: Any, mode: str = "ha"
+    ) -> None:
+        """``rest``: the base run's ``verbose`` and ``sabotage``; the base run is push mode's
+        (its config, its tight capacity), reported as ``mode``."""
+        self.daemons = {n: _Daemon(n, state_dir / n) for n in NAMES}
+        self._next_poll = 0.0
+        super().__init__(seed, kinds, state_dir, *rest, mode="push")
+        self.mode = mode
+        windows = (*self.plan.windows, *draw_ha_windows(seed, "crash" in self.plan.kinds))
+        self.plan = dataclasses.replace(
+            self.plan, windows=tuple(sorted(windows, key=lambda w: (w.start, w.kind)))
+        )
+        self.election: MemoryElection | None = None
+        self.actor: _Daemon | None = None  # whose code makes the cloud calls now
+        self.stepped_down = False
+        self.acted: list[tuple[float, str, int]] = []  # (t, daemon, epoch) per actuation
+        self.max_epoch = 0
+        self.launched_by: dict[str, tuple[str, float]] = {}  # instance -> (daemon, at)
+        self.pass_started = 0.0
+        self.turn = 0
+
+    # -- who acts: the base run reads ``controller`` and ``restart_at`` ---------------------
+
+    def _acting(self) -> list[_Daemon]:
+        return [
+            d
+            for d in self.daemons.values()
+            if d.controller is not None
+            and d.elector is not None
+            and d.epoch is not None
+            and d.elector.epoch == d.epoch
+        ]
+
+    @property  # type: ignore[override]
+    def controller(self) -> Controller | None:
+        """The acting daemon's controller; None while nobody acts. Two daemons that both
+        believe they lead (a broken guard) take turns, pass by pass: both act."""
+        acting = self._acting()
+        if not acting:
+            return None
+        d = acting[self.turn % len(acting)]
+        self.actor = d
+        return d.controller
+
+    @controller.setter
+    def controller(self, value: Controller | None) -> None:
+        pass  # the daemons' own; set by start_daemon and bury
+
+    @property  # type: ignore[override]
+    def restart_at(self) -> float:
+        downs = [d.down_until for d in self.daemons.values() if d.down_until is not None]
+        return min([self._next_poll, *downs])
+
+    @restart_at.setter
+    def restart_at(self, value: float) -> None:
+        pass  # each daemon's own (``down_until``) and the poll
+
+    # -- the daemons' lives ---------------------------------------------------------------
+
+    async def start_daemon(self, crashes: bool = True) -> bool:
+        """The first call builds the election and starts both daemons; every later one
+        restarts the dead daemons whose time has come and begins the term of a daemon that
+        leads but does not act yet."""
+        self._next_poll = self.t + POLL
+        if self.election is None:
+            self.election = MemoryElection(self.clock, TTL)
+            for d in self.daemons.values():
+                await self._boot(d, crashes=False)
+            await self.clock.settle()
+            await self.tend()
+            if not crashes:
+                self.faulty.arm(True)
+            return True
+        await self.tend()
+        return self.controller is not None
+
+    async def tend(self) -> None:
+        for d in self.daemons.values():
+            if d.down_until is not None and self.t >= d.down_until:
+                await self._boot(d, crashes=True)
+        for d in self.daemons.values():
+            leads = d.elector is not None and d.elector.is_leader
+            if d.controller is not None and leads and d.elector.epoch != d.epoch:
+                await self._begin_term(d)
+
+    async def _boot(self, d: _Daemon, crashes: bool) -> None:
+        """A new process for ``d``: its controller (from its config and ``state_dir``), its
+        elector, its campaign. Its controller acts only once it leads (``_begin_term``)."""
+        assert self.election is not None
+        d.down_until, d.epoch = None, None
+        self.actor = d
+        config, self.config = self.config, self.config.model_copy(update={"state_dir": d.state_dir})
+        try:
+            with _owned(d.name):
+                controller = await self.new_controller(crashes)
+        except Crash:
+            self._die(d)
+            return
+        except Exception as exc:  # e.g. the catalogue's retries ran out: exit 1, restarted
+            self.note(f"daemon {d.name} failed to start ({exc!r})")
+            self._die(d)
+            return
+        finally:
+            self.config = config
+        ours = set(map(id, self.listeners))
+        # a process hears of its own calls only: the other daemon's events are not its
+        d.listeners = [
+            functools.partial(self._hear, d, x)
+            for x in self.cloud.fleet._listeners
+            if id(x) not in ours
+        ]
+        d.controller = controller
+        self._resubscribe()
+        controller.executor.drain_hook = controller.executor.undrain_hook = _DrainHook(self)
+        original = controller.run_pass
+        controller.run_pass = lambda: self._gated_pass(d, original)  # type: ignore[method-assign]
+        d.elector = self.election.elector(d.name)
+        d.campaign = _spawn(d.name, d.elector.campaign(), f"ha-campaign-{d.name}")
+        d.campaign.add_done_callback(lambda t: t.cancelled() or self._campaign_again(d))
+        self.note(f"daemon {d.name} started (incarnation {self.incarnation})")
+
+    def _hear(self, d: _Daemon, listener: Callable[[Any], None], event: Any) -> None:
+        if self.actor is d:
+            listener(event)
+
+    def _campaign_again(self, d: _Daemon) -> None:
+        """``Service._lead``: after a term ends, campaign again (the task that waits for the
+        loss is this one's successor)."""
+        elector = d.elector
+        if elector is None or d.controller is None:
+            return
+
+        async def next_term() -> None:
+            await elector.lost()
+            await elector.campaign()
+
+        d.campaign = _spawn(d.name, next_term(), f"ha-campaign-{d.name}")
+        d.campaign.add_done_callback(lambda t: t.cancelled() or self._campaign_again(d))
+
+    def _resubscribe(self) -> None:
+        """The cloud's own listeners and those of every live daemon (``new_controller``
+        reset them to the cloud's own, as for one process)."""
+        live = [x for d in self.daemons.values() if d.controller is not None for x in d.listeners]
+        self.cloud.fleet._listeners[:] = [*self.listeners, *live]
+
+    async def _begin_term(self, d: _Daemon) -> None:
+        """``Service._act``'s start: resume and reconcile; then the harness runs its passes."""
+        assert d.controller is not None and d.elector is not None
+        epoch = d.elector.epoch
+        d.controller.resume()
+        self.actor = d
+        try:
+            with _owned(d.name):
+                await self.clock.run_until(d.controller.reconcile())
+        except Crash:
+            self._die(d)
+            await self.clock.settle()
+            return
+        except Exception as exc:
+            self.note(f"{d.name}: reconcile failed ({exc!r}): again soon")
+            return
+        d.epoch = epoch
+        self.max_epoch = max(self.max_epoch, epoch or 0)
+        self.note(f"daemon {d.name} leads (epoch {epoch})")
+        self.push(force=True)
+
+    async def _gated_pass(
+        self, d: _Daemon, run_pass: Callable[[], Awaitable[PassRecord]]
+    ) -> PassRecord:
+        """One pass while the term lasts (``Service._act``): when the term ends during it,
+        ``Controller.stop`` (nothing new launched) and half the margin to finish, then the
+        pass is cancelled."""
+        assert d.elector is not None and d.controller is not None
+        elector, controller = d.elector, d.controller
+        run = asyncio.ensure_future(run_pass())
+        lost = asyncio.ensure_future(elector.lost())
+        try:
+            await asyncio.wait({run, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if not run.done():
+                controller.stop()
+                grace = asyncio.ensure_future(self.clock.sleep(elector.margin / 2))
+                await asyncio.wait({run, grace}, return_when=asyncio.FIRST_COMPLETED)
+                grace.cancel()
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
+                self.stepped_down = True
+                raise SteppedDown(f"{d.name}: term ended, pass cancelled after the grace")
+            return run.result()
+        finally:
+            lost.cancel()
+
+    async def one_pass(self, c: Controller) -> None:
+        await self.tend()
+        c2 = self.controller
+        if c2 is None:
+            return
+        self.turn += 1
+        self.pass_started = self.t
+        assert self.actor is not None
+        with _owned(self.actor.name):
+            await super().one_pass(c2)
+
+    async def bury(self) -> None:
+        """A pass ended by a ``Crash``: its daemon died (``FaultyCloud``), or stepped down
+        and had its pass cancelled (``SteppedDown``: it lives on and campaigns)."""
+        d = self.actor
+        assert d is not None
+        if self.stepped_down:
+            self.stepped_down = False
+            self.note(f"daemon {d.name} stepped down in a pass: the pass was cancelled")
+            d.epoch = None
+            return
+        self._die(d)
+        await self.clock.settle()
+
+    def _die(self, d: _Daemon) -> None:
+        """kill -9 of ``d``: its renewals stop without a word (its lease runs out on the
+        store), every task of its process is cancelled; the other daemon lives on."""
+        self.crashes += 1
+        if d.elector is not None:
+            d.elector.crash()
+        d.controller, d.elector, d.campaign, d.epoch = None, None, None, None
+        me = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not me and _OWNERS.get(task) == d.name:
+                task.cancel()
+        self._resubscribe()
+        self.faulty.dead = False  # the other process's calls go through
+        rng = random.Random(f"restart-{self.seed}-{self.crashes}")
+        d.down_until = self.clock.now() - EPOCH + rng.uniform(*self.plan.restart_delay)
+        self.note(f"daemon {d.name} down until t={d.down_until:.1f}")
+
+    # -- the ha faults ----------------------------------------------------------------------
+
+    def _pick(self, w: Window) -> _Daemon | None:
+        live = [d for d in self.daemons.values() if d.controller is not None]
+        leaders = [d for d in live if d.elector is not None and d.elector.is_leader]
+        pool = leaders if leaders and w.pick < 0.7 else live
+        return pool[int(w.pick * len(pool)) % len(pool)] if pool else None
+
+    def open_window(self, w: Any, ends: list[tuple[float, str, str]]) -> None:
+        if w.kind == "partition":
+            d = self._pick(w)
+            if d is not None and self.election is not None:
+                self.election.partition(d.name)
+                ends.append((w.end, w.kind, d.name))
+                self.note(f"{d.name} cut off from the election until t={w.end:.1f}")
+        elif w.kind == "kill":
+            d = self._pick(w)
+            if d is not None:
+                self.note(f"kill -9 of daemon {d.name}")
+                self._die(d)
+        else:
+            super().open_window(w, ends)
+
+    def close_window(self, end: tuple[float, str, str]) -> None:
+        if end[1] == "partition":
+            if self.election is not None:
+                self.election.heal(end[2])
+            self.note(f"{end[2]} reaches the election again")
+        else:
+            super().close_window(end)
+
+    # -- the ha invariants ------------------------------------------------------------------
+
+    def actuation(self, what: str) -> None:
+        """Checks one cloud actuation against the election's ground truth."""
+        d = self.actor
+        if d is None or self.election is None:
+            return
+        epoch = d.epoch
+        hold = self.election._live()  # the store's truth, on its own clock
+        self.acted.append((self.t, d.name, epoch or 0))
+        if epoch is None or hold is None or hold.holder.name != d.name or hold.lease != epoch:
+            holder = "nobody" if hold is None else f"{hold.holder.name} (epoch {hold.lease})"
+            self.violate(
+                "acted-after-lease",
+                f"daemon {d.name} (epoch {epoch}) {what} while the store says {holder} holds",
+            )
+        if epoch is not None and epoch < self.max_epoch:
+            self.violate(
+                "ha-overlap",
+                f"daemon {d.name} {what} in epoch {epoch} after epoch {self.max_epoch} acted",
+            )
+        self.max_epoch = max(self.max_epoch, epoch or 0)
+
+    def observe_call(self, op: str, phase: str, arg: Any, result: Any) -> None:
+        if phase == "before" and op in ("RunInstances", "TerminateInstances"):
+            self.actuation(op)
+        if op == "RunInstances" and phase == "after" and self.actor is not None:
+            now = self.clock.now() - EPOCH
+            for name in self.cloud.worker_names():
+                if name not in self._names_before:
+                    self.launched_by[name] = (self.actor.name, now)
+        super().observe_call(op, phase, arg, result)
+
+    async def setup(self) -> None:
+        asyncio.get_running_loop().set_task_factory(_task_factory)  # type: ignore[arg-type]
+        await super().setup()
+        for op in ("tag_instances", "untag_instances"):
+            call = getattr(self.cloud, op)
+
+            async def tagged(*args: Any, _call: Any = call, _op: str = op) -> Any:
+                self.actuation(_op)
+                return await _call(*args)
+
+            setattr(self.cloud, op, tagged)
+
+    def violate(self, invariant: str, detail: str) -> None:
+        # Until the shared state backend lands (helper "hafence": the launch ledger in one
+        # store for both daemons), a new leader cannot see the launches of the other daemon
+        # that its listing does not show yet (listing lag), so it may launch beside them: a
+        # duplicate or over-max then is the missing shared ledger's, noted, not reported.
+        # The coordinator sets SHARED_STATE at the merge and the excuse is gone.
+        if not SHARED_STATE and invariant in ("duplicate-launch", "over-max"):
+            unseen = self.unseen_foreign()
+            if unseen:
+                self.note(f"not reported ({invariant}): {unseen} of the other daemon unlisted")
+                return
+        super().violate(invariant, detail)
+
+    def unseen_foreign(self) -> list[str]:
+        """Live instances another daemon launched that the acting daemon's listing did not
+        show when its pass began (launched less than ``listing_lag`` before)."""
+        actor = self.actor.name if self.actor is not None else ""
+        lag = self.cloud.listing_lag
+        return sorted(
+            n
+            for n, (by, at) in self.launched_by.items()
+            if by != actor and self.pass_started <= at + lag and n in self.cloud.worker_names()
+        )
