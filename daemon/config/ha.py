@@ -51,6 +51,7 @@ class HaConfig(BaseModel):
         <key>/state beside a configured election key."""
         return f"{self.key}/state" if self.key else f"/shoal/{cluster_name}/state"
 
+
 def ha_changes(old: HaConfig | None, new: HaConfig | None) -> list[str]:
     """What differs between two ``ha`` sections, as dotted keys (``ha`` when one is absent):
     a running daemon's elector cannot take them (a reload keeps the old, a restart applies)."""
