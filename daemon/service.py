@@ -503,7 +503,9 @@ class Service:
             return 2
         for kind in integration_kinds(config):
             try:
-                self.integrations.append(kind.build(config, self.clock, self.metrics, controller))
+                self.integrations.append(
+                    kind.build(config, self.clock, self.metrics, controller, token)
+                )
             except Exception as exc:
                 log.error('event=startup_failed stage=%s error="%s"', kind.name, exc)
                 await self._close_integrations()
@@ -522,7 +524,7 @@ class Service:
             on_push=self._stop_demo,
         )
         for integration in self.integrations:
-            integration.add_routes(app, token)
+            integration.add_routes(app)
         if self.elector is not None:
             app.middlewares.append(follower_middleware(self.elector))
         try:

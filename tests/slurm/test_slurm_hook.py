@@ -21,7 +21,7 @@ import yaml
 from aiohttp import web
 from shoal.daemon.config import parse_config
 from shoal.daemon.durable import DurableStore
-from shoal.daemon.http import make_app, start_http
+from shoal.daemon.http import BearerToken, make_app, start_http
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
 from shoal.daemon.slurm import hook, spool
@@ -99,13 +99,14 @@ async def api_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[A
         )
         metrics = ShoalMetrics()
         controller = await clock.run_until(build_controller(cfg, provider, clock, metrics=metrics))
-        slurm = SlurmIntegration(cfg, clock, controller, metrics)
+        (tmp_path / "token").write_text(TOKEN + "\n")
+        token = BearerToken(tmp_path / "token")  # one object: the API, the hooks, the spool
+        slurm = SlurmIntegration(cfg, clock, controller, metrics, token=token)
         await clock.run_until(controller.reconcile())
-        app = make_app(controller, token=TOKEN, accept_demand=False)
-        slurm.add_routes(app, TOKEN)
+        app = make_app(controller, token=token, accept_demand=False)
+        slurm.add_routes(app)
         runner, port = await start_http(app, "127.0.0.1", 0)
         runners.append((runner, slurm))
-        (tmp_path / "token").write_text(TOKEN + "\n")
         hook_config = tmp_path / "hooks.yaml"
         hook_config.write_text(
             yaml.safe_dump({"api": {"listen": f"127.0.0.1:{port}", "token_file": "token"}})

@@ -310,6 +310,69 @@ async def test_a_request_signed_with_a_rotated_token_is_served_and_a_forged_one_
     assert Path(rotated).name not in quarantined(directory)
 
 
+async def test_a_token_file_emptied_mid_rotation_never_opens_the_spool(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The spool read the token file again on a mismatch, on its own: a file emptied by a
+    rotation in progress gave no token at all, and a forged request (and every one after)
+    was served. The spool asks the API's ``BearerToken``, which keeps the last token."""
+    token_file = tmp_path / "token"
+    token_file.write_text("first\n")
+    top = {"state_dir": str(tmp_path / "state"), "api": {"token_file": str(token_file)}}
+    d = await start(tmp_path, clock, top=top)
+    directory = d.slurm.spool_dir
+    assert directory is not None
+    token_file.write_text("")  # truncated: the new token is not written yet
+    forged = spool.write(directory, "resume", "cloud2", None, "hook-forged", token="guess")
+    unsigned = spool.write(directory, "resume", "cloud3", None, "hook-unsigned")
+    assert await d.slurm.serve_spool() == 0
+    await d.served()
+    assert await d.workers() == {}
+    assert quarantined(directory) == sorted([Path(forged).name, Path(unsigned).name])
+    unsigned_count = d.metrics.registry.get_sample_value(
+        "shoal_slurm_spool_quarantined_total", {"reason": "unsigned"}
+    )
+    assert unsigned_count == 2
+
+
+async def test_a_token_rotated_while_the_daemon_was_down_quarantines_the_old_requests_loudly(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hooks spooled requests signed with the old token while the daemon was down, then
+    the token was rotated. They are never served (whoever has the old token may write to the
+    spool), and they are told apart from forgeries: reason ``token_rotated`` in the log and
+    the metric. A request signed with the new token is served."""
+    token_file = tmp_path / "token"
+    token_file.write_text("old\n")
+    directory = spool.spool_dir(tmp_path / "state")
+    spool.prepare(directory)
+    before = spool.write(directory, "resume", "cloud1", None, "hook-before", token="old")
+    token_file.write_text("new\n")
+    rotated_ns = int(Path(before).name[:20]) + 1_000_000  # the rotation came after the write
+    os.utime(token_file, ns=(rotated_ns, rotated_ns))
+    after = spooled_name(directory, rotated_ns + 1, "hook-after")  # spooled after the rotation
+    os.rename(spool.write(tmp_path, "resume", "cloud2", None, "hook-after", token="new"), after)
+    forged = spooled_name(directory, rotated_ns + 2, "hook-forged")
+    os.rename(spool.write(tmp_path, "resume", "cloud3", None, "hook-forged", token="x"), forged)
+
+    top = {"state_dir": str(tmp_path / "state"), "api": {"token_file": str(token_file)}}
+    d = await start(tmp_path, clock, top=top)  # the restart, with the new token
+    assert await d.slurm.serve_spool() == 1
+    await d.served()
+    assert sorted(await d.workers()) == ["cloud2"]
+    assert spool.pending(directory) == []
+    assert quarantined(directory) == sorted([Path(before).name, forged.name])
+    counted = {
+        reason: d.metrics.registry.get_sample_value(
+            "shoal_slurm_spool_quarantined_total", {"reason": reason}
+        )
+        for reason in ("token_rotated", "unsigned")
+    }
+    assert counted == {"token_rotated": 1, "unsigned": 1}
+    assert f"file={Path(before).name} reason=token_rotated" in caplog.text
+    assert "before api.token_file last changed" in caplog.text
+
+
 def test_the_quarantine_keeps_only_the_latest_files(tmp_path: Path) -> None:
     directory = spool.spool_dir(tmp_path)
     spool.prepare(directory)
