@@ -85,6 +85,7 @@ from shoal.daemon.wiring import (
 )
 from shoal.providers.base import AbstractProvisioner
 from shoal.providers.node_provider import Catalogue, CataloguedProvisioner
+from shoal.providers.workers import WorkerSecrets
 from shoal.runtime.clock import Clock, SystemClock
 from shoal.scaler.backoff import BackoffTable
 from shoal.scaler.model import Policy
@@ -377,8 +378,12 @@ class Service:
         notifier: SystemdNotifier | None = None,
         install_signals: bool = True,
         elector: LeaderElector | None = None,
+        secrets: WorkerSecrets | None = None,
     ) -> None:
+        """``secrets``: the workers' secrets ``shoal run``'s preflight read (None: the
+        provider reads the files)."""
         self.config = config
+        self.secrets = secrets
         self.config_path = Path(config_path) if config_path is not None else None
         self.clock: Clock = clock or SystemClock()
         self.provider = provider
@@ -486,7 +491,8 @@ class Service:
         if self.provider is None:
             self.provider = build_provider(config, self.clock)
         try:
-            await self.provider.prepare_workers(config.workers)  # leader, join values: at start
+            # leader, join values: at start, with the secrets preflight read
+            await self.provider.prepare_workers(config.workers, self.secrets)
             controller = await build_controller(
                 config, self.provider, self.clock, metrics=self.metrics
             )
@@ -746,10 +752,15 @@ class Service:
                 )
 
 
-def run(config: ShoalConfig, config_path: str | os.PathLike[str] | None = None) -> int:
-    """Run the daemon until SIGTERM/SIGINT; returns the process exit code."""
+def run(
+    config: ShoalConfig,
+    config_path: str | os.PathLike[str] | None = None,
+    secrets: WorkerSecrets | None = None,
+) -> int:
+    """Run the daemon until SIGTERM/SIGINT; returns the process exit code. ``secrets``: what
+    the preflight read (``daemon.config.preflight.check``)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
-    return asyncio.run(Service(config, config_path).serve())
+    return asyncio.run(Service(config, config_path, secrets=secrets).serve())

@@ -49,7 +49,7 @@ from shoal.providers.outcomes import (
     ProviderEvent,
     TerminationStatus,
 )
-from shoal.providers.workers import WorkerSettings
+from shoal.providers.workers import WorkerSecrets, WorkerSettings
 from shoal.scaler.model import Offering
 from shoal.scaler.shape import Shape, parse_storage_overrides
 
@@ -362,6 +362,8 @@ class AbstractProvisioner(ABC):
     ) -> None:
         self.bootstrap.addKubernetesWorker(config, authVars, preemptible)
 
-    async def prepare_workers(self, settings: WorkerSettings | None = None) -> None:
+    async def prepare_workers(
+        self, settings: WorkerSettings | None = None, secrets: WorkerSecrets | None = None
+    ) -> None:
         """Learn what worker user data needs (``WorkerBootstrap.prepare_workers``)."""
-        await self.bootstrap.prepare_workers(settings)
+        await self.bootstrap.prepare_workers(settings, secrets)
