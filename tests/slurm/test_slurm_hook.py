@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import configs
 import pytest
 import yaml
 from aiohttp import web
@@ -71,14 +72,14 @@ def daemon_config(tmp_path: Path, mode: str = "power_save", state_dir: Path | No
     if mode == "power_save":
         slurm |= {"node_types": {"cloud": "c5.xlarge"}}
     return parse_config(
-        {
-            "cluster_name": "t",
-            "state_dir": str(state_dir or tmp_path / "state"),
-            "provider": {"kind": "simulated", "zone": ZONE},
-            "node_types": [{"type": "c5.xlarge"}],
-            "demand": {"api": False, "slurm": True},
-            "slurm": slurm,
-        }
+        configs.config(
+            cluster_name="t",
+            state_dir=str(state_dir or tmp_path / "state"),
+            provider={"kind": "simulated", "zone": ZONE},
+            node_types=[{"type": "c5.xlarge"}],
+            demand={"api": False, "slurm": True},
+            slurm=slurm,
+        )
     )
 
 
