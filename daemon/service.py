@@ -83,7 +83,7 @@ from shoal.daemon.wiring import (
     planner_policy,
     retry_policy,
 )
-from shoal.providers.base import AbstractProvisioner
+from shoal.providers.base import AbstractProvisioner, FleetProvisioner
 from shoal.providers.node_provider import Catalogue, CataloguedProvisioner
 from shoal.providers.workers import WorkerSecrets
 from shoal.runtime.clock import Clock, SystemClock
@@ -138,7 +138,7 @@ class SystemdNotifier:
         return self.watchdog_seconds is not None and self.notify("WATCHDOG=1")
 
 
-def build_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
+def build_provider(config: ShoalConfig, clock: Clock) -> FleetProvisioner:
     """The configured cloud: the simulated one, local slurmd processes, or EC2."""
     p = config.provider
     if p.kind == "local":
@@ -165,7 +165,7 @@ def build_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
     return AWSProvisioner.from_config(config, clock=clock)
 
 
-def build_local_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
+def build_local_provider(config: ShoalConfig, clock: Clock) -> FleetProvisioner:
     """Local slurmd processes (providers.local), for Slurm tests and demos."""
     from shoal.daemon.config import LocalProviderConfig
     from shoal.providers.local import LocalInstanceType, LocalProvisioner
@@ -194,7 +194,7 @@ def build_local_provider(config: ShoalConfig, clock: Clock) -> AbstractProvision
 
 
 def apply_capacity(
-    old: ProviderConfig, new: ProviderConfig, provider: AbstractProvisioner
+    old: ProviderConfig, new: ProviderConfig, provider: FleetProvisioner
 ) -> ProviderConfig:
     """A reload's changed ``provider.capacity`` applies at once to the local and simulated
     providers (a stock-out ends, or starts, without a restart); the running provider section
@@ -374,7 +374,7 @@ class Service:
         config_path: str | os.PathLike[str] | None,
         *,
         clock: Clock | None = None,
-        provider: AbstractProvisioner | None = None,
+        provider: FleetProvisioner | None = None,
         notifier: SystemdNotifier | None = None,
         install_signals: bool = True,
         elector: LeaderElector | None = None,
@@ -466,7 +466,7 @@ class Service:
             self.last_reload_ok = ok
             self.notifier.notify("READY=1")
 
-    def _provider(self) -> AbstractProvisioner:
+    def _provider(self) -> FleetProvisioner:
         assert self.provider is not None
         return self.provider
 
@@ -492,7 +492,8 @@ class Service:
             self.provider = build_provider(config, self.clock)
         try:
             # leader, join values: at start, with the secrets preflight read
-            await self.provider.prepare_workers(config.workers, self.secrets)
+            if isinstance(self.provider, AbstractProvisioner):  # clouds that boot workers
+                await self.provider.prepare_workers(config.workers, self.secrets)
             controller = await build_controller(
                 config, self.provider, self.clock, metrics=self.metrics
             )
