@@ -47,6 +47,7 @@ from shoal.daemon.slurm.hook import COMMANDS as SLURM_HOOKS  # stdlib only: chea
 
 if TYPE_CHECKING:
     from shoal.daemon.config import ConfigError, ShoalConfig
+    from shoal.providers.workers import WorkerSecrets
 
 
 __all__ = ["main"]
@@ -79,24 +80,27 @@ def _load(path: str) -> ShoalConfig | None:
         return None
 
 
-def _preflight_ok(config: ShoalConfig, source: str) -> bool:
-    """The files and directories the config names are usable here; else print why."""
+def _preflight(config: ShoalConfig, source: str) -> WorkerSecrets | None:
+    """The workers' secrets, read once, when the files and directories the config names are
+    usable here; else None, once it printed why."""
     from shoal.daemon.config import ConfigError
-    from shoal.daemon.config.preflight import preflight
+    from shoal.daemon.config.preflight import check
 
-    issues = preflight(config)
+    issues, secrets = check(config)
     if issues:
         _print_errors(ConfigError(source, issues))
-    return not issues
+        return None
+    return secrets
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    if config is None or not _preflight_ok(config, args.config):
+    secrets = None if config is None else _preflight(config, args.config)
+    if config is None or secrets is None:
         return 2
     from shoal.daemon import service
 
-    return service.run(config, Path(args.config))
+    return service.run(config, Path(args.config), secrets)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -113,7 +117,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print("shoal check-config: give the config file once: FILE or -c FILE", file=sys.stderr)
         return 2
     config = _load(path)
-    if config is None or (args.preflight and not _preflight_ok(config, path)):
+    if config is None or (args.preflight and _preflight(config, path) is None):
         return 2
     where = {"simulated": "the simulated catalogue"}.get(
         config.provider.kind, f"the shipped {config.provider.kind} price table"

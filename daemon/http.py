@@ -97,6 +97,11 @@ class BearerToken:
             self._token, self._key = token, key
         return self._token
 
+    def written_ns(self) -> int | None:
+        """When the token in force was written (the file's mtime, ns), as of the last
+        ``current``; None without a token file."""
+        return None if self._key is None else self._key[3]
+
 
 def bearer_authorized(request: web.Request, token: str | BearerToken | None) -> bool:
     """The request carries ``Authorization: Bearer <token>`` (always true without a token);

@@ -3,16 +3,17 @@
 An ``IntegrationKind`` is asked before the controller exists, for what the controller is built
 with: a planner that replaces shoal's (Slurm's power saving: ``requests_only_planner``), a
 drain and an undrain hook (``scontrol``), extra tags for every launch (a dynamic node's
-features). Then ``build(config, clock, metrics, controller)`` makes the ``Integration``
-around that controller: everything it needs is in its constructor, nothing is set on it or
+features). Then ``build(config, clock, metrics, controller, token)`` makes the
+``Integration`` around that controller (``token``: the service's one ``BearerToken``, which its
+endpoints check): everything it needs is in its constructor, nothing is set on it or
 by it afterwards. The
 ``Service`` iterates over its integrations for their demand sources, HTTP routes, background
 work and close::
 
     kinds = integration_kinds(config)
     controller = build_controller(...)          # planner, drain hooks, launch tags from kinds
-    integrations = [k.build(config, clock, metrics, controller) for k in kinds]
-    for i in integrations: i.demand_sources(), i.add_routes(app, token), i.run(), i.close()
+    integrations = [k.build(config, clock, metrics, controller, token) for k in kinds]
+    for i in integrations: i.demand_sources(), i.add_routes(app), i.run(), i.close()
 
 With ``ha`` ``run`` is the leader's work, for each term; an integration that is also a
 ``Follower`` has ``follow`` run while its daemon follows.
@@ -50,8 +51,9 @@ class Integration(Protocol):
         """Sources the service pumps into the controller."""
         ...
 
-    def add_routes(self, app: web.Application, token: str | BearerToken | None) -> None:
-        """Its HTTP endpoints, behind the API's bearer token where they change anything."""
+    def add_routes(self, app: web.Application) -> None:
+        """Its HTTP endpoints, behind the API's bearer token (given to ``build``) where they
+        change anything."""
         ...
 
     async def run(self) -> None:
@@ -86,7 +88,12 @@ class IntegrationKind(Protocol):
     def launch_tags(self, config: ShoalConfig) -> LaunchTags | None: ...
 
     def build(
-        self, config: ShoalConfig, clock: Clock, metrics: ShoalMetrics, controller: Controller
+        self,
+        config: ShoalConfig,
+        clock: Clock,
+        metrics: ShoalMetrics,
+        controller: Controller,
+        token: BearerToken | None = None,
     ) -> Integration: ...
 
 

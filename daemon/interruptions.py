@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     from shoal.daemon.config import ShoalConfig
     from shoal.daemon.demand import DemandSource
     from shoal.daemon.drain import DrainHook, UndrainHook
+    from shoal.daemon.http import BearerToken
     from shoal.daemon.integration import LaunchTags
     from shoal.daemon.loop import Controller, Planner
     from shoal.daemon.metrics import ShoalMetrics
@@ -318,7 +319,7 @@ class _InterruptionIntegration:
     def demand_sources(self) -> Sequence[DemandSource]:
         return ()
 
-    def add_routes(self, app: web.Application, token: str | None) -> None:
+    def add_routes(self, app: web.Application) -> None:
         return None
 
     async def run(self) -> None:
@@ -346,7 +347,12 @@ class _InterruptionKind:
         return None
 
     def build(
-        self, config: ShoalConfig, clock: Clock, metrics: ShoalMetrics, controller: Controller
+        self,
+        config: ShoalConfig,
+        clock: Clock,
+        metrics: ShoalMetrics,
+        controller: Controller,
+        token: BearerToken | None = None,
     ) -> _InterruptionIntegration:
         from shoal.daemon.wiring import retry_policy
         from shoal.providers.aws import AWSProvisioner

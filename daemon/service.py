@@ -90,8 +90,9 @@ from shoal.daemon.wiring import (
     planner_policy,
     retry_policy,
 )
-from shoal.providers.base import AbstractProvisioner
+from shoal.providers.base import AbstractProvisioner, FleetProvisioner
 from shoal.providers.node_provider import Catalogue, CataloguedProvisioner
+from shoal.providers.workers import WorkerSecrets
 from shoal.runtime.clock import Clock, SystemClock
 from shoal.scaler.backoff import BackoffTable
 from shoal.scaler.model import Policy
@@ -144,7 +145,7 @@ class SystemdNotifier:
         return self.watchdog_seconds is not None and self.notify("WATCHDOG=1")
 
 
-def build_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
+def build_provider(config: ShoalConfig, clock: Clock) -> FleetProvisioner:
     """The configured cloud: the simulated one, local slurmd processes, or EC2."""
     p = config.provider
     if p.kind == "local":
@@ -171,7 +172,7 @@ def build_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
     return AWSProvisioner.from_config(config, clock=clock)
 
 
-def build_local_provider(config: ShoalConfig, clock: Clock) -> AbstractProvisioner:
+def build_local_provider(config: ShoalConfig, clock: Clock) -> FleetProvisioner:
     """Local slurmd processes (providers.local), for Slurm tests and demos."""
     from shoal.daemon.config import LocalProviderConfig
     from shoal.providers.local import LocalInstanceType, LocalProvisioner
@@ -201,7 +202,7 @@ def build_local_provider(config: ShoalConfig, clock: Clock) -> AbstractProvision
 
 
 def apply_capacity(
-    old: ProviderConfig, new: ProviderConfig, provider: AbstractProvisioner
+    old: ProviderConfig, new: ProviderConfig, provider: FleetProvisioner
 ) -> ProviderConfig:
     """A reload's changed ``provider.capacity`` applies at once to the local and simulated
     providers (a stock-out ends, or starts, without a restart); the running provider section
@@ -398,12 +399,16 @@ class Service:
         config_path: str | os.PathLike[str] | None,
         *,
         clock: Clock | None = None,
-        provider: AbstractProvisioner | None = None,
+        provider: FleetProvisioner | None = None,
         notifier: SystemdNotifier | None = None,
         install_signals: bool = True,
         elector: LeaderElector | None = None,
+        secrets: WorkerSecrets | None = None,
     ) -> None:
+        """``secrets``: the workers' secrets ``shoal run``'s preflight read (None: the
+        provider reads the files)."""
         self.config = config
+        self.secrets = secrets
         self.config_path = Path(config_path) if config_path is not None else None
         self.clock: Clock = clock or SystemClock()
         self.provider = provider
@@ -495,7 +500,7 @@ class Service:
             self.last_reload_ok = ok
             self.notifier.notify("READY=1")
 
-    def _provider(self) -> AbstractProvisioner:
+    def _provider(self) -> FleetProvisioner:
         assert self.provider is not None
         return self.provider
 
@@ -520,7 +525,9 @@ class Service:
         if self.provider is None:
             self.provider = build_provider(config, self.clock)
         try:
-            await self.provider.prepare_workers(config.workers)  # leader, join values: at start
+            # leader, join values: at start, with the secrets preflight read
+            if isinstance(self.provider, AbstractProvisioner):  # clouds that boot workers
+                await self.provider.prepare_workers(config.workers, self.secrets)
             backend = state_backend(self.elector, config) if self.elector is not None else None
             controller = await build_controller(
                 config, self.provider, self.clock, metrics=self.metrics, state_backend=backend
@@ -538,7 +545,9 @@ class Service:
             return 2
         for kind in integration_kinds(config):
             try:
-                self.integrations.append(kind.build(config, self.clock, self.metrics, controller))
+                self.integrations.append(
+                    kind.build(config, self.clock, self.metrics, controller, token)
+                )
             except Exception as exc:
                 log.error('event=startup_failed stage=%s error="%s"', kind.name, exc)
                 await self._close_integrations()
@@ -557,7 +566,7 @@ class Service:
             on_push=self._stop_demo,
         )
         for integration in self.integrations:
-            integration.add_routes(app, token)
+            integration.add_routes(app)
         if self.elector is not None:
             app.middlewares.append(follower_middleware(self.elector, self.forwarder))
         try:
@@ -808,10 +817,15 @@ class Service:
                 )
 
 
-def run(config: ShoalConfig, config_path: str | os.PathLike[str] | None = None) -> int:
-    """Run the daemon until SIGTERM/SIGINT; returns the process exit code."""
+def run(
+    config: ShoalConfig,
+    config_path: str | os.PathLike[str] | None = None,
+    secrets: WorkerSecrets | None = None,
+) -> int:
+    """Run the daemon until SIGTERM/SIGINT; returns the process exit code. ``secrets``: what
+    the preflight read (``daemon.config.preflight.check``)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
-    return asyncio.run(Service(config, config_path).serve())
+    return asyncio.run(Service(config, config_path, secrets=secrets).serve())

@@ -13,7 +13,9 @@ controllers): ``AbstractProvisioner`` keeps the seed's surface whole and hands t
   (``launch_offering``, ``terminate_instances``, ``list_instances``,
   ``describe_instance_types``, ``tag_instances``, ``untag_instances``), ``retryPredicate``,
   ``start`` and ``close``. A cloud class subclasses ``AbstractProvisioner`` and implements
-  them itself, so it is its own node provider;
+  them itself, so it is its own node provider (a cloud with none of the seed's cluster
+  operations to give, ``providers.local``, subclasses ``FleetProvisioner``: the primitives,
+  the fleet and the autoscaled node types, what the daemon takes, without them);
 - its ``fleet`` (``providers.fleet.Fleet``): ``addNodes``/``terminateNodes`` written once over
   those primitives (offerings in preference order, fallback, idempotent client tokens, the
   events of ``providers.outcomes`` through ``subscribe``), and the catalogue of shapes and
@@ -49,13 +51,14 @@ from shoal.providers.outcomes import (
     ProviderEvent,
     TerminationStatus,
 )
-from shoal.providers.workers import WorkerSettings
+from shoal.providers.workers import WorkerSecrets, WorkerSettings
 from shoal.scaler.model import Offering
 from shoal.scaler.shape import Shape, parse_storage_overrides
 
 __all__ = [
     "LEADER_HOME_DIR",
     "AbstractProvisioner",
+    "FleetProvisioner",
     "InstanceTypeInfo",
     "ManagedNodesNotSupportedException",
     "Shape",
@@ -70,17 +73,15 @@ _Config = InstanceConfiguration
 logger = logging.getLogger(__name__)
 
 
-class AbstractProvisioner(ABC):
-    """Interface for provisioning worker nodes of a cluster (see the module docstring).
-
-    A subclass is its own ``NodeProvider``: it implements the primitives; ``fleet`` launches
-    and terminates over them and keeps the catalogue, ``bootstrap`` builds user data. The
-    daemon's control loop takes it as the smaller ``Provisioner`` (policy building: as a
-    ``Catalogue``; ``providers.node_provider``), which every subclass satisfies.
+class FleetProvisioner(ABC):
+    """A provisioner without the seed's cluster operations: its own ``NodeProvider``
+    primitives (abstract here), the ``fleet`` that launches and terminates over them and
+    keeps the catalogue, and the autoscaled node types. The daemon's ``Provisioner`` and
+    ``Catalogue`` (``providers.node_provider``) are all it offers, so a cloud with no leader,
+    no cluster to launch and no user data to build (``providers.local``) is one of these and
+    stubs nothing; ``AbstractProvisioner`` adds the seed's surface on top.
     """
 
-    LEADER_HOME_DIR = LEADER_HOME_DIR
-    InstanceConfiguration = InstanceConfiguration
     cloud: ClassVar[str] = ""
     #: The most ids one ``terminate_instances`` call takes (EC2: 1000).
     terminate_batch_size: ClassVar[int] = 1000
@@ -88,7 +89,6 @@ class AbstractProvisioner(ABC):
     def __init__(
         self,
         clusterName: str | None = None,
-        clusterType: str | None = "mesos",
         zone: str | None = None,
         nodeStorage: int = 50,
         nodeStorageOverrides: list[str] | None = None,
@@ -96,13 +96,6 @@ class AbstractProvisioner(ABC):
         zones: Sequence[str] = (),
     ) -> None:
         self.clusterName = clusterName
-        self.clusterType = clusterType
-        supported = self.supportedClusterTypes()
-        if clusterType not in supported:
-            raise ValueError(
-                f"{type(self).__name__} does not support cluster type {clusterType!r}; "
-                f"supported: {', '.join(sorted(supported))}"
-            )
         self.fleet = Fleet(
             self,
             cluster_name=clusterName,
@@ -112,8 +105,6 @@ class AbstractProvisioner(ABC):
             node_storage_overrides=parse_storage_overrides(nodeStorageOverrides or []),
         )
         self._shape_to_instance_type: dict[Shape, str] = {}
-        self._leaderPrivateIP: str | None = None
-        self.bootstrap = WorkerBootstrap(self)
 
     # The fleet's settings, under the seed's names.
     @property
@@ -149,20 +140,6 @@ class AbstractProvisioner(ABC):
     @property
     def _catalogue(self) -> dict[str, InstanceTypeInfo]:
         return self.fleet.catalogue_entries
-
-    # -- cluster settings -------------------------------------------------
-
-    @abstractmethod
-    def supportedClusterTypes(self) -> set[str]:
-        """The cluster types (``mesos``, ``kubernetes``) this provisioner supports."""
-
-    @abstractmethod
-    async def createClusterSettings(self) -> None:
-        """Initialise for a new cluster, to be deployed, when running outside the cloud."""
-
-    @abstractmethod
-    async def readClusterSettings(self) -> None:
-        """Initialise from an existing cluster; assumes we run on its leader."""
 
     # -- autoscaled node types and the catalogue ---------------------------
 
@@ -292,6 +269,55 @@ class AbstractProvisioner(ABC):
     def worker_tags(self, instance_type: str, request_id: str) -> dict[str, str]:
         return self.fleet.worker_tags(instance_type, request_id)
 
+
+class AbstractProvisioner(FleetProvisioner):
+    """Interface for provisioning worker nodes of a cluster (see the module docstring).
+
+    A subclass is its own ``NodeProvider``: it implements the primitives; ``fleet`` launches
+    and terminates over them and keeps the catalogue, ``bootstrap`` builds user data. The
+    daemon's control loop takes it as the smaller ``Provisioner`` (policy building: as a
+    ``Catalogue``; ``providers.node_provider``), which every subclass satisfies.
+    """
+
+    LEADER_HOME_DIR = LEADER_HOME_DIR
+    InstanceConfiguration = InstanceConfiguration
+
+    def __init__(
+        self,
+        clusterName: str | None = None,
+        clusterType: str | None = "mesos",
+        zone: str | None = None,
+        nodeStorage: int = 50,
+        nodeStorageOverrides: list[str] | None = None,
+        *,
+        zones: Sequence[str] = (),
+    ) -> None:
+        self.clusterName = clusterName
+        self.clusterType = clusterType
+        supported = self.supportedClusterTypes()
+        if clusterType not in supported:
+            raise ValueError(
+                f"{type(self).__name__} does not support cluster type {clusterType!r}; "
+                f"supported: {', '.join(sorted(supported))}"
+            )
+        super().__init__(clusterName, zone, nodeStorage, nodeStorageOverrides, zones=zones)
+        self._leaderPrivateIP: str | None = None
+        self.bootstrap = WorkerBootstrap(self)
+
+    # -- cluster settings -------------------------------------------------
+
+    @abstractmethod
+    def supportedClusterTypes(self) -> set[str]:
+        """The cluster types (``mesos``, ``kubernetes``) this provisioner supports."""
+
+    @abstractmethod
+    async def createClusterSettings(self) -> None:
+        """Initialise for a new cluster, to be deployed, when running outside the cloud."""
+
+    @abstractmethod
+    async def readClusterSettings(self) -> None:
+        """Initialise from an existing cluster; assumes we run on its leader."""
+
     # -- the seed's cluster operations ---------------------------------------------------
 
     @abstractmethod
@@ -362,6 +388,8 @@ class AbstractProvisioner(ABC):
     ) -> None:
         self.bootstrap.addKubernetesWorker(config, authVars, preemptible)
 
-    async def prepare_workers(self, settings: WorkerSettings | None = None) -> None:
+    async def prepare_workers(
+        self, settings: WorkerSettings | None = None, secrets: WorkerSecrets | None = None
+    ) -> None:
         """Learn what worker user data needs (``WorkerBootstrap.prepare_workers``)."""
-        await self.bootstrap.prepare_workers(settings)
+        await self.bootstrap.prepare_workers(settings, secrets)

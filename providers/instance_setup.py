@@ -40,6 +40,7 @@ from shoal.providers.workers import (
     SHOAL_FEATURE,
     TAG_SLURM_NODE,
     SlurmWorkerSettings,
+    WorkerSecrets,
     WorkerSettings,
     read_kubeadm_token,
     read_munge_key,
@@ -710,12 +711,15 @@ class WorkerBootstrap:
                 config, settings.slurm, self._munge_key, self._slurm_conf_server, instanceType
             )
 
-    async def prepare_workers(self, settings: WorkerSettings | None = None) -> None:
+    async def prepare_workers(
+        self, settings: WorkerSettings | None = None, secrets: WorkerSecrets | None = None
+    ) -> None:
         """Learn what worker user data needs, before the first launch.
 
         ``settings`` is the daemon's ``workers`` section (default: the one the provisioner was
-        built with; None anywhere: workers join nothing). Reads the Kubernetes token and the
-        munge key from their files first, then finds the leader: the given address, the
+        built with; None anywhere: workers join nothing). Takes the Kubernetes token and the
+        munge key from ``secrets`` (what the daemon's preflight read), or reads them from
+        their files when not given, then finds the leader: the given address, the
         instance tagged as leader (``getLeader``), or this machine (``readClusterSettings``).
         Raises ``ProviderError`` naming the setting that is missing or wrong; the secrets
         never appear in a message or a log line.
@@ -738,7 +742,8 @@ class WorkerBootstrap:
             if k8s is None:
                 raise incomplete("workers.kubernetes is needed for kubernetes workers to join")
             try:
-                token = read_kubeadm_token(k8s.token_file)
+                token = secrets.kubeadm_token if secrets else None
+                token = token or read_kubeadm_token(k8s.token_file)
             except ValueError as exc:
                 raise incomplete(f"workers.kubernetes.token_file: {exc}") from None
             needs_leader = not k8s.api_endpoint
@@ -746,7 +751,8 @@ class WorkerBootstrap:
             if slurm is None:
                 raise incomplete("workers.slurm is needed for slurm workers to join")
             try:
-                key = read_munge_key(slurm.munge_key_file)
+                key = secrets.munge_key if secrets else None
+                key = key or read_munge_key(slurm.munge_key_file)
             except ValueError as exc:
                 raise incomplete(f"workers.slurm.munge_key_file: {exc}") from None
             needs_leader = not slurm.conf_server

@@ -1,8 +1,10 @@
 """A cloud of local processes: each "instance" is a ``slurmd`` on this machine (tests, demos).
 
-``LocalProvisioner`` implements the four provider primitives of ``AbstractProvisioner`` so the
-daemon drives it exactly as it drives EC2 (``addNodes``/``terminateNodes`` are the base
-class's):
+``LocalProvisioner`` is a ``FleetProvisioner`` (``providers.base``): it implements the
+provider primitives so the daemon drives it exactly as it drives EC2 (``addNodes``/
+``terminateNodes`` are the fleet's), and nothing of the seed's cluster surface (no leader to
+launch or find, no Kubernetes, no user data: this machine is the leader, its slurmd
+processes join by themselves):
 
 ``launch_offering``         starts one process per instance. An instance tagged with a Slurm
                             node name (``TAG_SLURM_NODE``, power saving) runs
@@ -61,7 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from shoal.providers.base import AbstractProvisioner, Node
+from shoal.providers.base import FleetProvisioner, Node
 from shoal.providers.errors import INSUFFICIENT_CAPACITY, CapacityError, ProviderError
 from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
 from shoal.providers.workers import TAG_SLURM_FEATURES, TAG_SLURM_NODE, slurm_node_tags
@@ -179,7 +181,7 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-class LocalProvisioner(AbstractProvisioner):
+class LocalProvisioner(FleetProvisioner):
     """Instances are slurmd processes on this machine; see the module docstring."""
 
     cloud: ClassVar[str] = "local"
@@ -188,7 +190,6 @@ class LocalProvisioner(AbstractProvisioner):
     def __init__(
         self,
         clusterName: str | None = None,
-        clusterType: str | None = "slurm",
         zone: str | None = None,
         nodeStorage: int = 50,
         nodeStorageOverrides: list[str] | None = None,
@@ -208,7 +209,6 @@ class LocalProvisioner(AbstractProvisioner):
     ) -> None:
         super().__init__(
             clusterName,
-            clusterType,
             zone or (None if zones else "local"),
             nodeStorage,
             nodeStorageOverrides,
@@ -279,15 +279,6 @@ class LocalProvisioner(AbstractProvisioner):
         return dict(instances)
 
     # -- the provider primitives --------------------------------------------------------
-
-    def supportedClusterTypes(self) -> set[str]:
-        return {"slurm"}
-
-    async def createClusterSettings(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-
-    async def readClusterSettings(self) -> None:
-        self._load()
 
     async def describe_instance_types(self, names: Sequence[str]) -> dict[str, InstanceTypeInfo]:
         return {name: self.types[name].info() for name in names if name in self.types}
@@ -527,21 +518,3 @@ class LocalProvisioner(AbstractProvisioner):
     def pids(self) -> dict[str, int]:
         """The pid of every live instance's process (for tests and the demo's clean-up)."""
         return {i: int(r["pid"]) for i, r in self._live().items() if r.get("pid") is not None}
-
-    # -- cluster operations: this machine is the leader -------------------------------------
-
-    async def launchCluster(self, *args: Any, **kwargs: Any) -> None:
-        raise ProviderError(
-            "the local provider has no leader to launch: this machine is the leader",
-            code="NotSupported",
-            operation="launchCluster",
-        )
-
-    async def getLeader(self) -> Node:
-        return Node(None, "127.0.0.1", "localhost", dt.datetime.now(dt.UTC), None, False)
-
-    async def destroyCluster(self) -> None:
-        await self.terminateNodes(list(self._live()))
-
-    def getKubernetesAutoscalerSetupCommands(self, values: dict[str, str]) -> str:
-        return "# the local provider runs Slurm nodes only; no Kubernetes autoscaler\n"

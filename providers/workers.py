@@ -15,12 +15,18 @@ The daemon's ``workers`` config section (``daemon.config.WorkersConfig``) satisf
   configuration from (default: the leader), and how slurmd registers: ``named`` (``-N``, the
   name from the instance tag ``TAG_SLURM_NODE`` or the metadata service's host name) or
   ``dynamic`` (``-Z --conf "Feature=..."``).
+
+The secret files (the bootstrap token, the munge key) are read once at start: ``shoal run``'s
+preflight (``daemon.config.preflight.check``) reads and checks them and hands the values on as
+``WorkerSecrets`` to ``prepare_workers``, which reads a file itself only when it is given no
+value (a provisioner used on its own).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -37,6 +43,7 @@ __all__ = [
     "KubernetesJoinSettings",
     "LeaderSettings",
     "SlurmWorkerSettings",
+    "WorkerSecrets",
     "WorkerSettings",
     "read_kubeadm_token",
     "read_munge_key",
@@ -147,6 +154,15 @@ class WorkerSettings(Protocol):
 
     @property
     def slurm(self) -> SlurmWorkerSettings | None: ...
+
+
+@dataclass(frozen=True)
+class WorkerSecrets:
+    """The join secrets as read from their files at start (None: not read); never shown in a
+    repr, a message or a log line."""
+
+    kubeadm_token: str | None = field(default=None, repr=False)
+    munge_key: bytes | None = field(default=None, repr=False)
 
 
 def read_kubeadm_token(path: Path) -> str:

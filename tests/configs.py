@@ -11,12 +11,13 @@ the code paths that read one (``shoal run``, ``Service``, ``check-config``).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["ZONE", "aws_provider", "config", "merge", "write"]
+__all__ = ["ZONE", "aws_provider", "changed", "config", "merge", "write"]
 
 ZONE = "us-west-2a"
 
@@ -44,6 +45,23 @@ def config(**overrides: Any) -> dict[str, Any]:
     if "kind" in (overrides.get("provider") or {}):
         del base["provider"]
     return merge(base, overrides)
+
+
+def changed(data: dict[str, Any], **dotted: Any) -> dict[str, Any]:
+    """A copy of ``data`` with each dotted key (``"slurm.mode"``) set to its value, which
+    replaces what was there (unlike ``merge``, a dict is not merged into the old one); None
+    deletes the key."""
+    out = copy.deepcopy(data)
+    for path, value in dotted.items():
+        *parents, last = path.split(".")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return out
 
 
 def aws_provider(url: str | None, **fields: Any) -> dict[str, Any]:

@@ -8,6 +8,11 @@ uses), and that each state directory can be written. ``shoal run`` calls it at s
 SIGHUP before it takes a new config, ``shoal check-config --preflight`` on demand. Each
 problem is a ``ConfigIssue`` naming the key and the file; a secret's contents are never
 quoted.
+
+``check(config)`` is the same with what it read: the workers' secrets
+(``providers.workers.WorkerSecrets``), which ``shoal run`` hands to the provider's
+``prepare_workers``, so each secret file is read once at start (a file changed between the
+check and the start cannot give the daemon a value that was never checked).
 """
 
 from __future__ import annotations
@@ -15,53 +20,67 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from shoal.daemon.config.common import ConfigIssue
-from shoal.providers.workers import read_kubeadm_token, read_munge_key
+from shoal.providers.workers import WorkerSecrets, read_kubeadm_token, read_munge_key
 
 if TYPE_CHECKING:
     from shoal.daemon.config import ShoalConfig
 
-__all__ = ["preflight"]
+__all__ = ["Preflight", "check", "preflight"]
+
+
+class Preflight(NamedTuple):
+    """``check``'s answer: the problems (empty: none) and the secrets it read."""
+
+    issues: list[ConfigIssue]
+    secrets: WorkerSecrets
 
 
 def preflight(config: ShoalConfig) -> list[ConfigIssue]:
     """Every problem the files and directories ``config`` names have here (empty: none)."""
+    return check(config).issues
+
+
+def check(config: ShoalConfig) -> Preflight:
+    """``preflight``, with the workers' secrets it read (each file once)."""
     issues: list[ConfigIssue] = []
 
-    def check(key: str, path: Path | None, test: Callable[[Path], Any]) -> None:
+    def look(key: str, path: Path | None, test: Callable[[Path], Any]) -> Any:
         if path is None:
-            return
+            return None
         try:
-            test(path)
+            return test(path)
         except ValueError as exc:
             issues.append(ConfigIssue(key, str(path), str(exc)))
+            return None
 
-    check("api.token_file", config.api.token_file, _api_token)
+    look("api.token_file", config.api.token_file, _api_token)
     workers = config.workers
+    token = key = None
     if workers is not None and workers.kubernetes is not None:
-        check(
+        token = look(
             "workers.kubernetes.token_file",
             workers.kubernetes.token_file,
             lambda p: _secret(p, "token file", read_kubeadm_token),
         )
     if workers is not None and workers.slurm is not None:
-        check(
+        key = look(
             "workers.slurm.munge_key_file",
             workers.slurm.munge_key_file,
             lambda p: _secret(p, "munge key file", read_munge_key),
         )
-    check("state_dir", config.state_dir, _writable_dir)
+    look("state_dir", config.state_dir, _writable_dir)
     if config.provider.kind == "local":
-        check("provider.state_dir", config.provider.state_dir, _writable_dir)
-    return issues
+        look("provider.state_dir", config.provider.state_dir, _writable_dir)
+    return Preflight(issues, WorkerSecrets(kubeadm_token=token, munge_key=key))
 
 
-def _secret(path: Path, what: str, read: Callable[[Path], Any]) -> None:
+def _secret(path: Path, what: str, read: Callable[[Path], Any]) -> Any:
     if not path.is_file():
         raise ValueError(f"expected an existing, readable {what}")
-    read(path)  # ValueError saying what is wrong, never the contents
+    return read(path)  # ValueError saying what is wrong, never the contents
 
 
 def _api_token(path: Path) -> None:

@@ -49,20 +49,14 @@ SQUEUE_FIELDS = (
     "partition",
     "nodelist",
     "tres-alloc",
-    "feature",
     "reason",  # free text: last
 )
 SINFO_FIELDS = (
     "nodelist",
-    "partitionname",
     "statecomplete",
-    "cpus",
     "cpusstate",
-    "memory",
     "features",
-    "features_act",
     "nodeaddr",
-    "nodehost",
     "reason",  # free text: last
 )
 

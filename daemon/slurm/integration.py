@@ -3,9 +3,10 @@
 The first integration (``daemon.integration``): ``SLURM`` (an ``IntegrationKind``) gives the
 controller its planner (power_save: ``requests_only_planner``), drain and undrain hooks (external:
 ``SlurmDrainHook``) and launch tags (external: the dynamic node's features); then
-``SlurmIntegration(config, clock, controller, metrics)`` builds the client, the demand
-source, the power saver (power_save mode) and the clean-up loop around that controller;
-``add_routes(app, token)`` adds the hooks' endpoints to the HTTP API; ``run()`` is the
+``SlurmIntegration(config, clock, controller, metrics, token=...)`` builds the client, the
+demand source, the power saver (power_save mode) and the clean-up loop around that controller;
+``add_routes(app)`` adds the hooks' endpoints to the HTTP API, behind the service's one
+``BearerToken`` (the spool checks its signatures with the same object); ``run()`` is the
 background work (nodes kept DOWN, clean-up, the spool); ``close()`` stops it.
 
 ================================  ===========================================================
@@ -23,7 +24,8 @@ through the same intake as the HTTP requests (``_accept``). At start it is serve
 first HTTP request is taken (the handler waits for that first scan): a resume spooled while
 the daemon was down comes before a suspend of the same node sent once it is back. A spooled
 file that cannot be served (``spool.read``: not a regular file, too large, malformed, not
-signed, refused by the power saver, or failing ``SPOOL_TRIES`` scans in a row) is moved to
+signed, signed with the token before a rotation (``token_rotated``: never served, see
+``spool``), refused by the power saver, or failing ``SPOOL_TRIES`` scans in a row) is moved to
 the quarantine (``spool.quarantine``), logged and counted in
 ``shoal_slurm_spool_quarantined_total{reason}``: it never stops the requests after it.
 
@@ -60,7 +62,6 @@ from shoal.daemon.slurm.metrics import SlurmMetrics
 from shoal.daemon.slurm.names import NodeTypeMap, node_type_keys
 from shoal.daemon.slurm.power import PowerSaver, requests_only_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
-from shoal.daemon.wiring import api_token
 from shoal.providers.outcomes import ProviderEvent, TerminationResult
 from shoal.runtime.clock import Clock, sleep_or_event
 from shoal.scaler.model import NodeType
@@ -159,9 +160,14 @@ class SlurmKind:
         return None
 
     def build(
-        self, config: ShoalConfig, clock: Clock, metrics: ShoalMetrics, controller: Controller
+        self,
+        config: ShoalConfig,
+        clock: Clock,
+        metrics: ShoalMetrics,
+        controller: Controller,
+        token: BearerToken | None = None,
     ) -> SlurmIntegration:
-        return SlurmIntegration(config, clock, controller, metrics)
+        return SlurmIntegration(config, clock, controller, metrics, token=token)
 
 
 SLURM = SlurmKind()
@@ -178,10 +184,14 @@ class SlurmIntegration:
         controller: Controller,
         metrics: ShoalMetrics | None = None,
         *,
+        token: BearerToken | None = None,
         client: SlurmClient | None = None,
     ) -> None:
-        """``client`` talks to slurmctld; the default runs the configured commands (the
-        chaos harness gives a simulated slurmctld's)."""
+        """``token``: the API's bearer token, the service's one instance (the default, for a
+        Slurm side run alone: one over ``api.token_file``); the hooks' endpoints check it
+        and the spool's signatures are checked with it. ``client`` talks to slurmctld; the
+        default runs the configured commands (the chaos harness gives a simulated
+        slurmctld's)."""
         if config.slurm is None:
             raise ValueError("no slurm section in the config")
         self.config = config
@@ -203,7 +213,7 @@ class SlurmIntegration:
             default_wall_time=settings.default_wall_time,
             metrics=self.metrics,
         )
-        self.token = api_token(config)  # spooled requests are signed with it
+        self.token = token if token is not None else BearerToken(config.api.token_file)
         self.spool_dir: Path | None = None
         if settings.mode == "power_save" and config.state_dir is not None:
             self.spool_dir = spool.spool_dir(config.state_dir)
@@ -287,10 +297,10 @@ class SlurmIntegration:
 
     # -- HTTP -----------------------------------------------------------------------------
 
-    def add_routes(self, app: web.Application, token: str | BearerToken | None) -> None:
+    def add_routes(self, app: web.Application) -> None:
         async def post(request: web.Request) -> web.Response:
             kind = request.match_info["kind"].replace("-", "_")
-            if not bearer_authorized(request, token):
+            if not bearer_authorized(request, self.token):
                 log.warning("event=slurm_request_rejected status=401 kind=%s", kind)
                 return unauthorized()
             if self.power is None:
@@ -414,22 +424,12 @@ class SlurmIntegration:
         return served
 
     async def _read_spooled(self, path: Path) -> spool.SpooledRequest:
-        """``spool.read`` with the API's token; when the signature does not match, the token
-        file is read again (the hooks read it on every call: it may have been rotated)."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(None, spool.read, path, self.token)
-        except spool.SpoolSignatureError:
-            try:
-                token = await loop.run_in_executor(None, functools.partial(api_token, self.config))
-            except OSError as exc:
-                log.warning('event=slurm_token_unreadable error="%s"', exc.strerror)
-                raise
-            if token == self.token:
-                raise
-            log.info("event=slurm_token_reloaded reason=spooled-request-signed-with-another")
-            self.token = token
-            return await loop.run_in_executor(None, spool.read, path, self.token)
+        """``spool.read`` with the API's token as it is now (a rotation is taken here as by
+        the API) and when it was written (a file spooled before: ``token_rotated``)."""
+        token = self.token.current()
+        return await asyncio.get_running_loop().run_in_executor(
+            None, spool.read, path, token, self.token.written_ns()
+        )
 
     async def _quarantine(self, path: Path, reason: str, error: BaseException) -> None:
         self._spool_failures.pop(path.name, None)
@@ -496,8 +496,9 @@ class SlurmIntegration:
         leader refuses), ValueError when the leader refuses the request itself."""
         body = {"nodes": nodes, "resume_file": resume_file, "request_id": request_id}
         headers = {"Content-Type": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        token = self.token.current()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         path = f"/v1/slurm/{kind.replace('_', '-')}"
         answer = await forwarder.send("POST", path, json.dumps(body).encode(), headers)
         if answer is None or answer.status >= 500 or answer.status == 401:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import hostlist
@@ -176,9 +176,6 @@ class SlurmJob:
     partitions: tuple[str, ...]
     node_list: tuple[str, ...]  # the nodes it runs on (empty while pending)
     tres: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
-    features: str = ""
-    array_job_id: str | None = None
-    array_task_id: str | None = None  # "2"; a range such as "1-3" when not expanded
     array_tasks: int = 1  # how many tasks this line stands for
 
     @property
@@ -220,19 +217,16 @@ class SlurmJob:
 @dataclass(frozen=True, slots=True)
 class SlurmNode:
     """One node of ``sinfo``. ``state`` is the base state (IDLE, MIXED, ALLOCATED, DOWN...),
-    ``flags`` the rest (CLOUD, POWERED_DOWN, POWERING_UP, NOT_RESPONDING, DRAIN, ...)."""
+    ``flags`` the rest (CLOUD, POWERED_DOWN, POWERING_UP, NOT_RESPONDING, DRAIN, ...). Only
+    what shoal reads: the clean-up loop's allocated CPUs, features (its mark), address
+    (an instance's) and reason, the power saver's and the drain adopter's state."""
 
     name: str
-    partitions: tuple[str, ...]
     state: str
     flags: frozenset[str]
-    cpus: int
     cpus_allocated: int
-    memory: int  # bytes (RealMemory)
     features: tuple[str, ...] = ()
-    active_features: tuple[str, ...] = ()
     address: str = ""
-    hostname: str = ""
     reason: str = ""
 
     @property
@@ -315,9 +309,6 @@ def _parse_job(line: str) -> SlurmJob:
         partitions=tuple(p for p in f["partition"].split(",") if p),
         node_list=tuple(expand_hostlist(f["nodelist"])),
         tres=_tres(f["tres-alloc"]),
-        features=_none(f["feature"]),
-        array_job_id=array_job,
-        array_task_id=task,
         array_tasks=_array_tasks(task) if task is not None else 1,
     )
 
@@ -346,23 +337,18 @@ def _parse_node(line: str) -> SlurmNode:
     reason = f["reason"]
     return SlurmNode(
         name=f["nodelist"],
-        partitions=(f["partitionname"],) if _none(f["partitionname"]) else (),
         state=state,
         flags=frozenset(flags),
-        cpus=_int(f["cpus"], "CPUs"),
         cpus_allocated=_int(allocated, "allocated CPUs"),
-        memory=parse_memory(f["memory"]),
         features=_features(f["features"]),
-        active_features=_features(f["features_act"]),
         address=_none(f["nodeaddr"]),
-        hostname=_none(f["nodehost"]),
         reason="" if reason == "none" else reason,
     )
 
 
 def parse_sinfo(text: str) -> tuple[SlurmNode, ...]:
-    """Nodes from the output of ``sinfo_argv``: one record per node, its partitions merged
-    (``sinfo -N`` prints a node once per partition), in first-seen order."""
+    """Nodes from the output of ``sinfo_argv``: one record per node (``sinfo -N`` prints a
+    node once per partition it is in), in first-seen order."""
     nodes: dict[str, SlurmNode] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -371,11 +357,7 @@ def parse_sinfo(text: str) -> tuple[SlurmNode, ...]:
             node = _parse_node(line)
         except ValueError as exc:
             raise SlurmParseError(f"sinfo line {number}: {exc}: {line!r}") from None
-        seen = nodes.get(node.name)
-        if seen is not None:
-            more = tuple(p for p in node.partitions if p not in seen.partitions)
-            node = replace(seen, partitions=seen.partitions + more)
-        nodes[node.name] = node
+        nodes.setdefault(node.name, node)
     return tuple(nodes.values())
 
 

@@ -29,9 +29,22 @@ JSON::
 
 When ``api.token_file`` is set the daemon checks the signature on the raw bytes *before* it
 parses them (a request whose signature does not match is never parsed, nor served): the
-spool is no way round the API's token. The hooks read the token file on every call, so on a
-mismatch the daemon reads the token file again (it was rotated) before it gives up on the
-file. Without a token the API is open to every local user, and so is the spool.
+spool is no way round the API's token. The hooks read the token file on every call; the
+daemon checks with the token the API checks (its one ``daemon.http.BearerToken``, which
+stats the file and reads it again once rotated), so a request signed with a new token is
+served as soon as the hook wrote it. Without a token the API is open to every local user,
+and so is the spool.
+
+A request signed with the *previous* token (spooled before a rotation the daemon was down
+for, or a moment before one) is not served: it is quarantined with reason
+``token_rotated`` (spooled, by its file name, before the token file was last written),
+logged (``event=slurm_spool_quarantined reason=token_rotated``) and counted in
+``shoal_slurm_spool_quarantined_total{reason="token_rotated"}``; its nodes wait for
+Slurm's ResumeTimeout. The daemon keeps no old token: a token is rotated because it may
+have leaked, and whoever holds the old one may write to the spool (anybody may) and could
+stamp any time into a file name. So rotate the token while the daemon runs, or after the
+spool is empty. A file that does not match and was spooled after the rotation is
+``unsigned``.
 
 Anybody may drop anything in the folder, so the daemon reads a file defensively
 (``read``): opened with O_NOFOLLOW and O_NONBLOCK (a symlink to /dev/zero, a FIFO that would
@@ -237,10 +250,13 @@ def _read_regular(path: Path) -> bytes:
         os.close(fd)
 
 
-def read(path: Path, token: str | None = None) -> SpooledRequest:
+def read(
+    path: Path, token: str | None = None, token_written_ns: int | None = None
+) -> SpooledRequest:
     """A spooled request; SpoolError for one that can never be served (not a regular file,
     too large, malformed; SpoolSignatureError: not signed with ``token``, checked before the
-    JSON is parsed), OSError when it cannot be read for now (try again later)."""
+    JSON is parsed, with reason ``token_rotated`` when the file's name says it was spooled
+    before ``token_written_ns``), OSError when it cannot be read for now (try again later)."""
     import hmac
 
     raw = _read_regular(path)
@@ -249,6 +265,14 @@ def read(path: Path, token: str | None = None) -> SpooledRequest:
     if not newline or len(fields) != 3 or fields[:2] != [MAGIC, str(VERSION).encode()]:
         raise SpoolError(f"{path.name} is not a version {VERSION} spooled request")
     if token and not hmac.compare_digest(fields[2], _signature(token, body)):
+        named = _NAME.match(path.name)
+        if named and token_written_ns is not None and int(path.name[:20]) < token_written_ns:
+            raise SpoolSignatureError(
+                f"{path.name} was spooled before api.token_file last changed and is not "
+                "signed with the token now in it (the previous token's?): not served, its "
+                "nodes wait for ResumeTimeout",
+                "token_rotated",
+            )
         raise SpoolSignatureError(
             f"{path.name} is not signed with api.token_file's token", "unsigned"
         )

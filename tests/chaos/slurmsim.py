@@ -327,14 +327,10 @@ class SlurmCtld:
             out.append(
                 SlurmNode(
                     name=n.name,
-                    partitions=("cloud",),
                     state=state,
                     flags=frozenset(flags),
-                    cpus=cpus,
                     cpus_allocated=cpus if n.job is not None else 0,
-                    memory=int(n.usable.memory),
                     address=n.addr or n.name,
-                    hostname=n.name,
                     reason=n.down or "",
                 )
             )

@@ -186,7 +186,7 @@ def test_run_hands_the_config_to_the_service_and_returns_its_exit_code(
 
     calls = []
 
-    def fake_run(config: object, path: Path) -> int:
+    def fake_run(config: object, path: Path, secrets: object = None) -> int:
         calls.append((config, path))
         return 3
 

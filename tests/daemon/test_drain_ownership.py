@@ -182,7 +182,7 @@ async def test_a_tag_still_listed_after_an_undrain_is_ignored_for_a_while(
 
 def slurm_node(name: str, reason: str = DRAIN_REASON, drain: bool = True) -> SlurmNode:
     flags = frozenset({"DYNAMIC_NORM", "DRAIN"} if drain else {"DYNAMIC_NORM"})
-    return SlurmNode(name, ("dyn",), "IDLE", flags, 4, 0, 4 << 30, reason=reason)
+    return SlurmNode(name, "IDLE", flags, 0, reason=reason)
 
 
 def slurm_read(at: float, *nodes: SlurmNode) -> SlurmSnapshot:

@@ -370,9 +370,7 @@ async def test_with_slurm_the_warned_node_is_drained_by_scontrol_with_the_reason
         f"update NodeName={node} State=DRAIN Reason=spot interruption"
     ]
     # and Slurm's answer is read back as shoal's drain, not someone else's
-    drained = SlurmNode(
-        node, ("cloud",), "IDLE", frozenset({"DRAIN"}), 4, 0, 8 * GIB, reason="spot interruption"
-    )
+    drained = SlurmNode(node, "IDLE", frozenset({"DRAIN"}), 0, reason="spot interruption")
     assert drained_by_shoal(drained)
 
 

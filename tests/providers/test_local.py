@@ -320,7 +320,8 @@ async def test_the_catalogue_is_the_configured_types(make: Callable[..., LocalPr
     infos = await provider.describe_instance_types(["small", "nope"])
     assert list(infos) == ["small"]
     assert (infos["small"].cores, infos["small"].memory) == (2.0, 1000 * MiB)
-    assert provider.supportedClusterTypes() == {"slurm"}
+    # no seed cluster surface to stub: no leader, no cluster to launch, no Kubernetes
+    assert not hasattr(provider, "getLeader") and not hasattr(provider, "launchCluster")
     assert client_token("a", Offering("small", "local", CapacityType.ON_DEMAND)).startswith(
         "shoal-"
     )

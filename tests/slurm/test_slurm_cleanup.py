@@ -29,15 +29,10 @@ def slurm_node(
 ) -> SlurmNode:
     values = {
         "nodelist": name,
-        "partitionname": "cloud",
         "statecomplete": state,
-        "cpus": "2",
         "cpusstate": cpus,
-        "memory": "1000",
         "features": features,
-        "features_act": features,
         "nodeaddr": address,
-        "nodehost": name,
         "reason": reason or "none",
     }
     (node,) = parse_sinfo("\t".join(values[f] for f in SINFO_FIELDS))

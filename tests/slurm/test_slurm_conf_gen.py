@@ -7,12 +7,12 @@ them from Slurm), its RealMemory what the planner packs, its Weight the price or
 from __future__ import annotations
 
 import asyncio
-import copy
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import configs
 import pytest
 import yaml
 from e2e.procs import poll_until
@@ -32,27 +32,27 @@ from slurm.cluster import ClusterSpec, SlurmCluster
 # r5.large 2 cores 16 GiB (spot 0.045 $/h), c5.2xlarge 8 cores 16 GiB 0.34 $/h
 MiB = 1 << 20
 
-BASE: dict[str, Any] = {
-    "cluster_name": "demo",
-    "provider": {"kind": "simulated", "zone": "sim-1a"},
-    "node_types": [
+BASE: dict[str, Any] = configs.config(
+    cluster_name="demo",
+    provider={"kind": "simulated", "zone": "sim-1a"},
+    node_types=[
         {"type": "c5.xlarge/c5a.xlarge", "max": 10},
         {"type": "r5.large:0.05", "max": 5},
         {"type": "c5.2xlarge", "max": 3},
     ],
-    "scaler": {"node_memory_overhead": "1GiB"},
-    "demand": {"api": False, "slurm": True},
-    "state_dir": "/nonexistent/state",
-    "slurm": {"mode": "power_save"},
-}
+    scaler={"node_memory_overhead": "1GiB"},
+    demand={"api": False, "slurm": True},
+    state_dir="/nonexistent/state",
+    slurm={"mode": "power_save"},
+)
 
 
 def config(tmp_path: Path | None = None, **slurm: Any) -> dict[str, Any]:
-    data = copy.deepcopy(BASE)
-    data["slurm"].update(slurm)
+    """BASE with ``slurm`` keys set in its slurm section (and the state in ``tmp_path``)."""
+    changes = {f"slurm.{key}": value for key, value in slurm.items()}
     if tmp_path is not None:
-        data["state_dir"] = str(tmp_path / "state")
-    return data
+        changes["state_dir"] = str(tmp_path / "state")
+    return configs.changed(BASE, **changes)
 
 
 async def policy_of(loaded: ShoalConfig) -> Policy:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import configs
 import pytest
 import yaml
 from shoal.daemon.config import (
@@ -21,9 +21,9 @@ from slurm.shoal_proc import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
-BASE: dict[str, Any] = {
-    "cluster_name": "c",
-    "provider": {
+BASE: dict[str, Any] = configs.config(
+    cluster_name="c",
+    provider={
         "kind": "local",
         "state_dir": "/var/lib/shoal/local",
         "instance_types": {
@@ -31,26 +31,16 @@ BASE: dict[str, Any] = {
             "big": {"cores": 4, "memory": "2GiB", "price": 0.2},
         },
     },
-    "node_types": [{"type": "small"}, {"type": "big"}],
-    "state_dir": "/var/lib/shoal/state",
-    "demand": {"api": False, "slurm": True},
-    "slurm": {"node_types": {"cloud[1-4]": "small", "big": "big"}},
-}
+    node_types=[{"type": "small"}, {"type": "big"}],
+    state_dir="/var/lib/shoal/state",
+    demand={"api": False, "slurm": True},
+    slurm={"node_types": {"cloud[1-4]": "small", "big": "big"}},
+)
 
 
 def config(**changes: Any) -> dict[str, Any]:
     """BASE with dotted keys changed (value None deletes the key)."""
-    data = copy.deepcopy(BASE)
-    for dotted, value in changes.items():
-        *parents, last = dotted.split(".")
-        node = data
-        for key in parents:
-            node = node.setdefault(key, {})
-        if value is None:
-            node.pop(last, None)
-        else:
-            node[last] = value
-    return data
+    return configs.changed(BASE, **changes)
 
 
 def test_a_power_saving_config_loads_with_its_defaults() -> None:

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import configs
 import pytest
 import yaml
 from aiohttp import web
 from shoal.daemon.config import parse_config
 from shoal.daemon.durable import DurableStore
-from shoal.daemon.http import make_app, start_http
+from shoal.daemon.http import BearerToken, make_app, start_http
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
 from shoal.daemon.slurm import hook, spool
@@ -71,14 +72,14 @@ def daemon_config(tmp_path: Path, mode: str = "power_save", state_dir: Path | No
     if mode == "power_save":
         slurm |= {"node_types": {"cloud": "c5.xlarge"}}
     return parse_config(
-        {
-            "cluster_name": "t",
-            "state_dir": str(state_dir or tmp_path / "state"),
-            "provider": {"kind": "simulated", "zone": ZONE},
-            "node_types": [{"type": "c5.xlarge"}],
-            "demand": {"api": False, "slurm": True},
-            "slurm": slurm,
-        }
+        configs.config(
+            cluster_name="t",
+            state_dir=str(state_dir or tmp_path / "state"),
+            provider={"kind": "simulated", "zone": ZONE},
+            node_types=[{"type": "c5.xlarge"}],
+            demand={"api": False, "slurm": True},
+            slurm=slurm,
+        )
     )
 
 
@@ -99,13 +100,14 @@ async def api_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[A
         )
         metrics = ShoalMetrics()
         controller = await clock.run_until(build_controller(cfg, provider, clock, metrics=metrics))
-        slurm = SlurmIntegration(cfg, clock, controller, metrics)
+        (tmp_path / "token").write_text(TOKEN + "\n")
+        token = BearerToken(tmp_path / "token")  # one object: the API, the hooks, the spool
+        slurm = SlurmIntegration(cfg, clock, controller, metrics, token=token)
         await clock.run_until(controller.reconcile())
-        app = make_app(controller, token=TOKEN, accept_demand=False)
-        slurm.add_routes(app, TOKEN)
+        app = make_app(controller, token=token, accept_demand=False)
+        slurm.add_routes(app)
         runner, port = await start_http(app, "127.0.0.1", 0)
         runners.append((runner, slurm))
-        (tmp_path / "token").write_text(TOKEN + "\n")
         hook_config = tmp_path / "hooks.yaml"
         hook_config.write_text(
             yaml.safe_dump({"api": {"listen": f"127.0.0.1:{port}", "token_file": "token"}})

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import configs
 import pytest
 from shoal.daemon.config import parse_config
 from shoal.daemon.durable import DurableStore
@@ -49,23 +50,22 @@ ZONE = "us-west-2a"
 
 
 def config(tmp_path: Path, *, top: dict[str, Any] | None = None, **slurm: Any) -> Any:
-    return parse_config(
-        {
-            **(top or {}),
-            "cluster_name": "t",
-            "state_dir": str(tmp_path / "state"),
-            "provider": {"kind": "simulated", "zone": ZONE},
-            "node_types": [{"type": "c5.xlarge", "max": 10}, {"type": "r5.large", "max": 10}],
-            "scaler": {"retry": {"attempts": 2, "initial": "1s", "max": "1s", "deadline": "5s"}},
-            "demand": {"api": False, "slurm": True},
-            "slurm": {
-                "node_types": {"cloud": "c5.xlarge", "mem[1-2]": "r5.large"},
-                # never run here: a call would fail loudly
-                "scontrol": str(tmp_path / "no-scontrol"),
-                **slurm,
-            },
-        }
+    """The simulated cloud in ZONE with two node types and power saving; ``top`` adds
+    sections, ``slurm`` keys of the slurm section."""
+    base = configs.config(
+        cluster_name="t",
+        state_dir=str(tmp_path / "state"),
+        node_types=[{"type": "c5.xlarge", "max": 10}, {"type": "r5.large", "max": 10}],
+        scaler={"retry": {"attempts": 2, "initial": "1s", "max": "1s", "deadline": "5s"}},
+        demand={"api": False, "slurm": True},
+        slurm={
+            "node_types": {"cloud": "c5.xlarge", "mem[1-2]": "r5.large"},
+            # never run here: a call would fail loudly
+            "scontrol": str(tmp_path / "no-scontrol"),
+            **slurm,
+        },
     )
+    return parse_config(configs.merge(top or {}, base))
 
 
 def saved(tmp_path: Path) -> PowerState:

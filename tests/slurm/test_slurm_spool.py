@@ -12,7 +12,7 @@ import pytest
 from shoal.daemon.slurm import spool
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.runtime.testing import FakeClock
-from slurm.test_slurm_power import ZONE, start
+from slurm.test_slurm_power import ZONE, Daemon, start
 
 
 @pytest.fixture
@@ -245,12 +245,7 @@ async def test_files_that_cannot_be_served_are_quarantined_and_never_block_the_r
         f"{i:020d}-{name}.json"
         for i, name in enumerate(("deep", "hook-linked", "hook-big", "hook-folder"), 1)
     ] + [f"{5:020d}-hook-bad-nodes.json"]
-    counted = {
-        reason: d.metrics.registry.get_sample_value(
-            "shoal_slurm_spool_quarantined_total", {"reason": reason}
-        )
-        for reason in ("malformed", "not_a_file", "too_large", "refused")
-    }
+    counted = quarantine_counts(d, "malformed", "not_a_file", "too_large", "refused")
     assert counted == {"malformed": 1, "not_a_file": 2, "too_large": 1, "refused": 1}
     assert Path(target).exists()  # the link was moved, not what it points at
 
@@ -287,6 +282,21 @@ async def test_a_fifo_in_the_spool_does_not_hang_the_daemon(
     assert quarantined(directory) == [fifo.name]
 
 
+async def start_with_token(tmp_path: Path, clock: FakeClock, token_file: Path) -> Daemon:
+    """A power-saving daemon whose API (and spool) take the token in ``token_file``."""
+    top = {"state_dir": str(tmp_path / "state"), "api": {"token_file": str(token_file)}}
+    return await start(tmp_path, clock, top=top)
+
+
+def quarantine_counts(d: Daemon, *reasons: str) -> dict[str, float | None]:
+    return {
+        reason: d.metrics.registry.get_sample_value(
+            "shoal_slurm_spool_quarantined_total", {"reason": reason}
+        )
+        for reason in reasons
+    }
+
+
 async def test_a_request_signed_with_a_rotated_token_is_served_and_a_forged_one_kept(
     tmp_path: Path, clock: FakeClock
 ) -> None:
@@ -295,8 +305,7 @@ async def test_a_request_signed_with_a_rotated_token_is_served_and_a_forged_one_
     signed was deleted too (nothing left to look at)."""
     token_file = tmp_path / "token"
     token_file.write_text("first\n")
-    top = {"state_dir": str(tmp_path / "state"), "api": {"token_file": str(token_file)}}
-    d = await start(tmp_path, clock, top=top)
+    d = await start_with_token(tmp_path, clock, token_file)
     directory = d.slurm.spool_dir
     assert directory is not None
     token_file.write_text("second\n")  # rotated while the daemon runs
@@ -308,6 +317,58 @@ async def test_a_request_signed_with_a_rotated_token_is_served_and_a_forged_one_
     assert spool.pending(directory) == []
     assert quarantined(directory) == [Path(forged).name]
     assert Path(rotated).name not in quarantined(directory)
+
+
+async def test_a_token_file_emptied_mid_rotation_never_opens_the_spool(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The spool read the token file again on a mismatch, on its own: a file emptied by a
+    rotation in progress gave no token at all, and a forged request (and every one after)
+    was served. The spool asks the API's ``BearerToken``, which keeps the last token."""
+    token_file = tmp_path / "token"
+    token_file.write_text("first\n")
+    d = await start_with_token(tmp_path, clock, token_file)
+    directory = d.slurm.spool_dir
+    assert directory is not None
+    token_file.write_text("")  # truncated: the new token is not written yet
+    forged = spool.write(directory, "resume", "cloud2", None, "hook-forged", token="guess")
+    unsigned = spool.write(directory, "resume", "cloud3", None, "hook-unsigned")
+    assert await d.slurm.serve_spool() == 0
+    await d.served()
+    assert await d.workers() == {}
+    assert quarantined(directory) == sorted([Path(forged).name, Path(unsigned).name])
+    assert quarantine_counts(d, "unsigned") == {"unsigned": 2}
+
+
+async def test_a_token_rotated_while_the_daemon_was_down_quarantines_the_old_requests_loudly(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hooks spooled requests signed with the old token while the daemon was down, then
+    the token was rotated. They are never served (whoever has the old token may write to the
+    spool), and they are told apart from forgeries: reason ``token_rotated`` in the log and
+    the metric. A request signed with the new token is served."""
+    token_file = tmp_path / "token"
+    token_file.write_text("old\n")
+    directory = spool.spool_dir(tmp_path / "state")
+    spool.prepare(directory)
+    before = spool.write(directory, "resume", "cloud1", None, "hook-before", token="old")
+    token_file.write_text("new\n")
+    rotated_ns = int(Path(before).name[:20]) + 1_000_000  # the rotation came after the write
+    os.utime(token_file, ns=(rotated_ns, rotated_ns))
+    after = spooled_name(directory, rotated_ns + 1, "hook-after")  # spooled after the rotation
+    os.rename(spool.write(tmp_path, "resume", "cloud2", None, "hook-after", token="new"), after)
+    forged = spooled_name(directory, rotated_ns + 2, "hook-forged")
+    os.rename(spool.write(tmp_path, "resume", "cloud3", None, "hook-forged", token="x"), forged)
+
+    d = await start_with_token(tmp_path, clock, token_file)  # the restart, new token
+    assert await d.slurm.serve_spool() == 1
+    await d.served()
+    assert sorted(await d.workers()) == ["cloud2"]
+    assert spool.pending(directory) == []
+    assert quarantined(directory) == sorted([Path(before).name, forged.name])
+    assert quarantine_counts(d, "token_rotated", "unsigned") == {"token_rotated": 1, "unsigned": 1}
+    assert f"file={Path(before).name} reason=token_rotated" in caplog.text
+    assert "before api.token_file last changed" in caplog.text
 
 
 def test_the_quarantine_keeps_only_the_latest_files(tmp_path: Path) -> None:

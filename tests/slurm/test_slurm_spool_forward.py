@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from e2e.procs import free_port
-from shoal.daemon.http import start_http
+from shoal.daemon.http import BearerToken, start_http
 from shoal.daemon.leader.forward import LeaderForwarder
 from shoal.daemon.leader.gate import follower_middleware
 from shoal.daemon.leader.memory import MemoryElection
 from shoal.daemon.slurm import spool
-from shoal.daemon.slurm.integration import SPOOL_TRIES
+from shoal.daemon.slurm.integration import SPOOL_TRIES, LeaderUnavailable
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.runtime.testing import FakeClock
 from slurm.test_slurm_power import ZONE, Daemon, start
@@ -65,7 +65,7 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     await clock.settle()
     assert follows.leader is not None and follows.leader.name == "a"
     app = web.Application()
-    leader.slurm.add_routes(app, None)
+    leader.slurm.add_routes(app)
     app.middlewares.append(follower_middleware(leads))
     forwarder = LeaderForwarder(follows)
     made = Pair(leader, follower, forwarder, app, port)
@@ -144,3 +144,24 @@ async def test_a_request_the_leader_refuses_is_quarantined_on_the_followers_host
     assert pair.follower.metrics.registry.get_sample_value(
         "shoal_slurm_spool_quarantined_total", {"reason": "refused"}
     )
+
+
+async def test_a_forwarded_spool_request_carries_the_tokens_current_value(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """The spool forwards with the service's BearerToken: its value as the file holds it now
+    (rotated while running: the new one), never the object's text, which every leader
+    refuses (401: the request would wait forever)."""
+    token_file = tmp_path / "token"
+    token_file.write_text("first\n")
+    pair.follower.slurm.token = BearerToken(token_file)
+    token_file.write_text("second-token\n")
+    sent: list[dict[str, str]] = []
+
+    class Capture:
+        async def send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> None:
+            sent.append(headers)
+
+    with pytest.raises(LeaderUnavailable):  # no answer: it waits for the next scan
+        await pair.follower.slurm._forward(Capture(), "resume", "cloud1", None, "hook-1")  # type: ignore[arg-type]
+    assert sent[0]["Authorization"] == "Bearer second-token"
