@@ -3,7 +3,8 @@ and malformed demand bodies refused by a running daemon (400, the field named, d
 
 The malformed configs go through the command line's ``main`` in this process (a Python start
 per case cost four seconds each); ``REAL_PROCESS`` cases and the tests below them run the
-installed ``shoal`` script, so exit status and stderr are also checked from outside."""
+installed ``shoal`` script, so exit status and stderr are also checked from outside; the
+other commands run in this process too."""
 
 from __future__ import annotations
 
@@ -164,6 +165,20 @@ def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         pytest.fail(f"{argv} did not exit (config accepted?): {exc.stderr!r}")
 
 
+def _shoal(
+    argv: list[str], cwd: Path, e2e: Any, capsys: pytest.CaptureFixture[str], real: bool = False
+) -> tuple[int, str, str]:
+    """``shoal argv``: exit status, stdout, stderr; through cli.main here, or the installed
+    script in its own process (``real``)."""
+    if real:
+        result = _run([*e2e.shoal_argv(), *argv], cwd)
+        return result.returncode, result.stdout, result.stderr
+    capsys.readouterr()  # what came before is not this command's
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def _names_field(stderr: str, path: str, fragment: str) -> bool:
     """Some line says '<path>: ...<fragment>...' (the field named, then what is wrong)."""
     for line in stderr.splitlines():
@@ -173,11 +188,13 @@ def _names_field(stderr: str, path: str, fragment: str) -> bool:
     return False
 
 
-def test_the_base_config_is_valid(tmp_path: Path, e2e: Any) -> None:
+def test_the_base_config_is_valid(
+    tmp_path: Path, e2e: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The cases below differ from a config `check-config` accepts by only their defect."""
     path = _write(tmp_path, e2e, {})
-    result = _run([*e2e.shoal_argv(), "check-config", str(path)], tmp_path)
-    assert (result.returncode, result.stdout.strip()) == (0, "OK"), result.stderr
+    code, out, err = _shoal(["check-config", str(path)], tmp_path, e2e, capsys)
+    assert (code, out.strip()) == (0, "OK"), err
 
 
 REAL_PROCESS = {"yaml-syntax", "listen-exposed"}  # also through the installed script
@@ -198,12 +215,7 @@ def test_malformed_config_is_refused_naming_the_field(
     config = _write(tmp_path, e2e, case)
     # check-config first: a config it wrongly accepted would start the daemon under `run`
     for argv in (["check-config", str(config)], ["run", "-c", str(config)]):
-        if name in REAL_PROCESS:
-            result = _run([*e2e.shoal_argv(), *argv], tmp_path)
-            code, out, err = result.returncode, result.stdout, result.stderr
-        else:
-            code = main(argv)
-            out, err = capsys.readouterr()
+        code, out, err = _shoal(argv, tmp_path, e2e, capsys, real=name in REAL_PROCESS)
         shown = f"shoal {argv[0]} exit {code}\nstderr:\n{err}"
         assert code == 2, shown
         assert "OK" not in out, shown
@@ -213,20 +225,20 @@ def test_malformed_config_is_refused_naming_the_field(
 
 
 def test_missing_secret_file_passes_check_config_and_fails_preflight(
-    tmp_path: Path, e2e: Any
+    tmp_path: Path, e2e: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """check-config judges the file alone (it runs away from the leader too); the files it
     names are checked by --preflight and by `shoal run` before it starts anything."""
     missing = tmp_path / "absent" / "token"
     config = _write(tmp_path, e2e, {"api": {"token_file": str(missing)}})
-    result = _run([*e2e.shoal_argv(), "check-config", str(config)], tmp_path)
-    assert (result.returncode, result.stdout.strip()) == (0, "OK"), result.stderr
+    code, out, err = _shoal(["check-config", str(config)], tmp_path, e2e, capsys)
+    assert (code, out.strip()) == (0, "OK"), err
     for argv in (["check-config", "--preflight", str(config)], ["run", "-c", str(config)]):
-        result = _run([*e2e.shoal_argv(), *argv], tmp_path)
-        shown = f"shoal {' '.join(argv[:2])} exit {result.returncode}\nstderr:\n{result.stderr}"
-        assert result.returncode == 2, shown
-        assert "Traceback" not in result.stderr, shown
-        assert _names_field(result.stderr, "api.token_file", str(missing)), shown
+        code, _, err = _shoal(argv, tmp_path, e2e, capsys)
+        shown = f"shoal {' '.join(argv[:2])} exit {code}\nstderr:\n{err}"
+        assert code == 2, shown
+        assert "Traceback" not in err, shown
+        assert _names_field(err, "api.token_file", str(missing)), shown
 
 
 # --- demand bodies -------------------------------------------------------------------------
@@ -336,9 +348,11 @@ def test_error_text_has_one_prefix(api_daemon: Any) -> None:
     assert "invalid demand: invalid demand" not in reply.json()["error"]
 
 
-def test_a_bad_node_type_entry_is_one_error_not_two(tmp_path: Path, e2e: Any) -> None:
+def test_a_bad_node_type_entry_is_one_error_not_two(
+    tmp_path: Path, e2e: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = _write(tmp_path, e2e, {"node_types": [{"type": "c5.xlarge", "min": 5, "max": 2}]})
-    result = _run([*e2e.shoal_argv(), "check-config", str(config)], tmp_path)
-    issues = [line for line in result.stderr.splitlines() if line.startswith("  ")]
-    assert result.returncode == 2, result.stderr
-    assert len(issues) == 1, result.stderr
+    code, _, err = _shoal(["check-config", str(config)], tmp_path, e2e, capsys)
+    issues = [line for line in err.splitlines() if line.startswith("  ")]
+    assert code == 2, err
+    assert len(issues) == 1, err
