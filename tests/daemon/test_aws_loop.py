@@ -134,21 +134,6 @@ async def test_a_lagging_listing_never_launches_twice(
     assert d.sample("shoal_scale_downs_total", node_type="c5.xlarge", cause="idle") == 0
 
 
-async def test_a_lost_response_retried_launches_nothing_twice(
-    make_daemon: Callable[..., Awaitable[Daemon]], ec2_behaviour: Ec2Behaviour
-) -> None:
-    d = await make_daemon()
-    ec2_behaviour.lose_next_response()
-    record = await d.pass_(jobs(3))
-    assert record.launched == 3
-    first, second = ec2_behaviour.requests
-    assert first["ClientToken"] == second["ClientToken"]
-    assert len(ec2_behaviour._launched_at) == 3
-    for _ in range(3):
-        assert (await d.pass_(jobs(3))).launched == 0
-    assert len(ec2_behaviour._launched_at) == 3
-
-
 async def test_a_launch_whose_answers_were_all_lost_is_held_until_it_is_listed(
     make_daemon: Callable[..., Awaitable[Daemon]], ec2_behaviour: Ec2Behaviour
 ) -> None:
