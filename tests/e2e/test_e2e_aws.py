@@ -17,6 +17,7 @@ from typing import Any
 
 import boto3
 import botocore.config
+import configs
 import moto_fixtures as fixtures
 import pytest
 from moto.ec2.exceptions import EC2ClientError
@@ -108,17 +109,11 @@ def moto(moto_url: str, ec2_behaviour: Any) -> Moto:
 def aws_config(e2e: Any, moto: Moto, cluster: str, **overrides: Any) -> dict[str, Any]:
     base = e2e.simulated_config(e2e.free_port(), scaler={"interval": "500ms"})
     base["cluster_name"] = cluster
-    base["provider"] = {
-        "kind": "aws",
-        "zone": ZONE,
-        "region": REGION,
-        "endpoint_url": moto.url,
-        "image_id": moto.image_id,
-        "subnet_id": moto.subnet_id,
-        # moto has no Pricing API and one fake spot price for everything; the shipped table
-        # prices the fleet (a test of the refresh points pricing_endpoint_url at a fake)
-        "price_refresh": False,
-    }
+    # moto has no Pricing API and one fake spot price for everything: aws_provider turns the
+    # refresh off, and the shipped table prices the fleet
+    base["provider"] = configs.aws_provider(
+        moto.url, zone=ZONE, region=REGION, image_id=moto.image_id, subnet_id=moto.subnet_id
+    )
     base["node_types"] = [{"type": "c5.xlarge/c5a.xlarge", "min": 0, "max": 10}]
     return e2e.merge(base, overrides)
 
