@@ -193,18 +193,6 @@ async def test_throttling_is_retried_then_succeeds(aws: AWSProvisioner, env: Env
     assert len(await aws.getProvisionedWorkers()) == 2
 
 
-async def test_throttling_gives_up_after_the_policy(aws: AWSProvisioner, env: Env) -> None:
-    env.behaviour.fail_next("RequestLimitExceeded", times=10)
-
-    async def add() -> int:
-        return await aws.addNodes(["t3.micro"], 1, False)
-
-    with pytest.raises(RetryableError) as info:
-        await env.retry(add)
-    assert info.value.code == "RequestLimitExceeded"
-    assert len(env.behaviour.requests) == 4  # RetryPolicy(attempts=4)
-
-
 async def test_insufficient_capacity_falls_back_to_the_next_type(
     aws: AWSProvisioner, env: Env
 ) -> None:
