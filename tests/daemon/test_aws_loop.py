@@ -2,7 +2,12 @@
 with EC2's documented inconveniences patched in (tests/moto_fixtures.py): an eventually
 consistent DescribeInstances, lost responses, capacity per zone. Time is a FakeClock: the
 listing lag, retry backoffs and offering backoffs all run on it; moto's own work is real I/O
-on loopback."""
+on loopback.
+
+Only what the AWS provider changes about a pass is here. The loop's own scenarios are
+test_loop.py's and test_drain_restart.py's on the simulated cloud (a drain kept across a
+restart by its tag, a stopped instance terminated), and what EC2 adds to them is test_aws.py's
+(the tags round trip through EC2, a stopped instance is listed as stopped)."""
 
 from __future__ import annotations
 
@@ -13,20 +18,17 @@ from typing import Any, TypeVar
 
 import configs
 import pytest
-from aiobotocore.session import get_session
 from fake_aws_pricing import FakeAwsPricing, SpotRecord, ec2_product
 from moto_fixtures import Ec2Behaviour
 from shoal.daemon.config import ShoalConfig, parse_config
 from shoal.daemon.demand import DemandUpdate
 from shoal.daemon.loop import Controller, PassRecord
 from shoal.daemon.metrics import ShoalMetrics
-from shoal.daemon.nodes import TrackedState
 from shoal.daemon.service import build_controller, build_provider
 from shoal.daemon.views import status_json
 from shoal.providers.aws import AWSProvisioner
-from shoal.providers.base import TAG_DRAINING
 from shoal.runtime.testing import FakeClock, InlineExecutor
-from shoal.scaler.model import CapacityType, Demand, Offering, QueuedJobs, RunningJob
+from shoal.scaler.model import CapacityType, Demand, Offering, QueuedJobs
 from shoal.scaler.shape import Shape
 
 GIB = 2**30
@@ -132,21 +134,6 @@ async def test_a_lagging_listing_never_launches_twice(
     assert d.controller.tracker.pending() == []  # listed by now
     assert len(await d.provider.getProvisionedWorkers()) == 4
     assert d.sample("shoal_scale_downs_total", node_type="c5.xlarge", cause="idle") == 0
-
-
-async def test_a_lost_response_retried_launches_nothing_twice(
-    make_daemon: Callable[..., Awaitable[Daemon]], ec2_behaviour: Ec2Behaviour
-) -> None:
-    d = await make_daemon()
-    ec2_behaviour.lose_next_response()
-    record = await d.pass_(jobs(3))
-    assert record.launched == 3
-    first, second = ec2_behaviour.requests
-    assert first["ClientToken"] == second["ClientToken"]
-    assert len(ec2_behaviour._launched_at) == 3
-    for _ in range(3):
-        assert (await d.pass_(jobs(3))).launched == 0
-    assert len(ec2_behaviour._launched_at) == 3
 
 
 async def test_a_launch_whose_answers_were_all_lost_is_held_until_it_is_listed(
@@ -257,53 +244,3 @@ async def test_a_spot_price_refresh_changes_the_plans_cost(
         assert d.controller.policy.node_types[0].price_per_hour == 0.051
     finally:
         await fake.stop()
-
-
-def running_on(*nodes: str) -> DemandUpdate:
-    """A one-core job running on each of ``nodes``; nothing queued."""
-    shape = Shape(7200, GIB, 1, GIB, False)
-    return DemandUpdate(Demand(running=tuple(RunningJob(shape, n, 60) for n in nodes)))
-
-
-async def test_a_drain_survives_a_restart_through_the_instance_tag(
-    make_daemon: Callable[..., Awaitable[Daemon]], ec2_behaviour: Ec2Behaviour
-) -> None:
-    """The drained node is tagged on EC2; a new daemon over the same account adopts it as
-    draining (no room for new work) and terminates it once idle."""
-    d = await make_daemon(scaler={"unneeded_time": "1m"})
-    await d.pass_(jobs(2))
-    busy, idle = sorted(t.id for t in d.controller.tracker.all())
-    await d.pass_(running_on(busy))  # idle noted
-    await d.clock.advance(61)
-    record = await d.pass_(running_on(busy))
-    assert record.drained == (idle,)
-    tags = {n.name: n.tags for n in await d.provider.list_instances()}
-    assert int(tags[idle][TAG_DRAINING]) <= d.clock.now() and TAG_DRAINING not in tags[busy]
-
-    fresh = await make_daemon(scaler={"unneeded_time": "1m"})  # the restart
-    states = {t.id: t.state for t in fresh.controller.tracker.all()}
-    assert states == {busy: TrackedState.READY, idle: TrackedState.DRAINING}
-    # the tag alone says draining (no scheduler read says drained): the hook runs again first
-    record = await fresh.pass_(running_on(busy))
-    assert record.drained == (idle,) and record.terminated == ()
-    record = await fresh.pass_(running_on(busy))
-    assert record.terminated == (idle,)
-    assert fresh.sample("shoal_scale_downs_total", node_type="c5.xlarge", cause="idle") == 1
-    assert [n.name for n in await fresh.provider.list_instances()] == [busy]
-
-
-async def test_an_instance_stopped_outside_shoal_is_terminated(
-    make_daemon: Callable[..., Awaitable[Daemon]], ec2_behaviour: Ec2Behaviour, moto_url: str
-) -> None:
-    """StopInstances (an operator, or EC2 for a spot instance set to stop): the next pass
-    terminates it, cause "stopped", and replaces it for the demand it no longer serves."""
-    d = await make_daemon()
-    await d.pass_(jobs(1))
-    (node,) = [t.id for t in d.controller.tracker.all()]
-    async with get_session().create_client("ec2", region_name=REGION, endpoint_url=moto_url) as ec2:
-        await ec2.stop_instances(InstanceIds=[node])
-    record = await d.pass_(jobs(1))
-    assert record.terminated == (node,) and record.launched == 1
-    assert d.sample("shoal_scale_downs_total", node_type="c5.xlarge", cause="stopped") == 1
-    listed = await d.provider.list_instances()
-    assert node not in {n.name for n in listed} and len(listed) == 1

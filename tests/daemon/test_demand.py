@@ -120,6 +120,10 @@ MALFORMED: list[tuple[str, Any, str]] = [
     ("nodes-not-strings", {"nodes": [1]}, "nodes[0]"),
     ("nodes-empty-name", {"nodes": [""]}, "nodes[0]"),
     ("not-utf8", b"\xff\xfe", "not UTF-8"),
+    ("missing-cores", {"jobs": [{"memory": 1}]}, "jobs[0].cores: required field is missing"),
+    ("word-cores", {"jobs": [{**JOB, "cores": "four"}]}, "jobs[0].cores: Input should be a valid"),
+    ("second-job", {"jobs": [JOB, {**JOB, "cores": "x"}]}, "jobs[1].cores"),
+    ("nodes-not-list", {"nodes": "w-1"}, "nodes: Input should be a valid tuple (got 'w-1')"),
 ]
 
 

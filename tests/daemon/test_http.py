@@ -10,9 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from shoal.daemon.demand import MAX_BODY_BYTES, DemandReports
-from shoal.daemon.drain import CommandDrainHook, DrainError, WebhookDrainHook
 from shoal.daemon.http import (
     BearerToken,
     InsecureListenError,
@@ -177,39 +175,6 @@ def test_refuses_to_listen_beyond_loopback_without_a_token() -> None:
     check_listen("0.0.0.0", TOKEN)
     check_listen("127.0.0.1", None)
     check_listen("::1", None)
-
-
-async def test_drain_webhook_posts_the_node_and_fails_on_errors() -> None:
-    seen: list[Any] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        body = await request.json()
-        seen.append(body)
-        return web.json_response({}, status=500 if body["node"] == "bad" else 200)
-
-    app = web.Application()
-    app.router.add_post("/drain", hook)
-    runner, port = await start_http(app, "127.0.0.1", 0)
-    try:
-        drain = WebhookDrainHook(f"http://127.0.0.1:{port}/drain", timeout=5)
-        await drain.drain("i-1")
-        with pytest.raises(DrainError, match="500"):
-            await drain.drain("bad")
-    finally:
-        await runner.cleanup()
-    assert seen == [{"node": "i-1"}, {"node": "bad"}]
-    with pytest.raises(DrainError):
-        await WebhookDrainHook(f"http://127.0.0.1:{port}/drain", timeout=5).drain("gone")
-
-
-async def test_drain_command_substitutes_the_node_and_times_out(tmp_path: Any) -> None:
-    out = tmp_path / "out"
-    await CommandDrainHook(["sh", "-c", f"echo {{node}} > {out}"]).drain("i-7")
-    assert out.read_text().strip() == "i-7"
-    with pytest.raises(DrainError, match="exited 3"):
-        await CommandDrainHook(["sh", "-c", "exit 3"]).drain("i-7")
-    with pytest.raises(DrainError, match="timed out"):
-        await CommandDrainHook(["sleep", "5"], timeout=0.2).drain("i-7")
 
 
 # -- the observation contract ------------------------------------------------------------------

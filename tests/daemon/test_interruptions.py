@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import configs
 import pytest
 from aiobotocore.session import get_session
 from aiohttp import web
@@ -121,29 +122,23 @@ class Spot:
 
 
 def config(url: str) -> ShoalConfig:
+    provider = configs.aws_provider(url, zones=[ZONE, OTHER_ZONE], interruption_queue=QUEUE)
+    scaler = {
+        "interval": "10m",  # a pass within the notice comes from the wake, not the timer
+        "debounce": "0s",
+        "beta_inertia": 0.0,
+        "unneeded_time": "1h",
+        "join_timeout": "15m",
+        "retry": {"attempts": 3, "initial": "1s", "max": "2s", "deadline": "30s"},
+    }
     return parse_config(
-        {
-            "cluster_name": CLUSTER,
-            "provider": {
-                "kind": "aws",
-                "region": REGION,
-                "zones": [ZONE, OTHER_ZONE],
-                "endpoint_url": url,
-                "image_id": "ami-12c6146b",
-                "price_refresh": False,
-                "interruption_queue": QUEUE,
-            },
-            "node_types": [{"type": "c5.xlarge:0.5", "max": 4}],
-            "scaler": {
-                "interval": "10m",  # a pass within the notice comes from the wake, not the timer
-                "debounce": "0s",
-                "beta_inertia": 0.0,
-                "unneeded_time": "1h",
-                "join_timeout": "15m",
-                "retry": {"attempts": 3, "initial": "1s", "max": "2s", "deadline": "30s"},
-            },
-            "demand": {"reports": ["queued", "running"]},
-        }
+        configs.config(
+            cluster_name=CLUSTER,
+            provider=provider,
+            node_types=[{"type": "c5.xlarge:0.5", "max": 4}],
+            scaler=scaler,
+            demand={"reports": ["queued", "running"]},
+        )
     )
 
 

@@ -370,14 +370,21 @@ async def test_a_failed_read_makes_the_demand_stale_at_once(harness: Harness) ->
 
 
 async def test_before_any_demand_nothing_is_removed(harness_factory: Any) -> None:
+    """Before any demand has arrived nothing is removed, neither an idle node nor a launch
+    past its join timeout; min_nodes launches go on."""
     h: Harness = await harness_factory(node_types=[{"type": "c5.xlarge", "min": 1, "max": 3}])
+    h.provider.never_join()
     record = await h.pass_()
     assert record.launched == 1  # min_nodes needs no demand
     assert record.reason == "no demand received yet: removing nothing"
-    h.provider.add_static_nodes("c5.xlarge")
-    await h.clock.advance(3600)
+    (static,) = h.provider.add_static_nodes("c5.xlarge")
+    await h.clock.advance(3600)  # past the join timeout (15 m) and unneeded_time (10 m)
     record = await h.pass_()
     assert record.drained == () and record.terminated == ()
+    assert record.reason == "no demand received yet: removing nothing"
+    h.set_demand(h.running())
+    (timed_out,) = (await h.pass_()).terminated  # the join timeout, from the first demand on
+    assert timed_out != static.name
 
 
 async def _joined_node(h: Harness) -> str:
@@ -475,20 +482,6 @@ async def test_stale_demand_terminates_nothing(harness_factory: Any) -> None:
     assert set(record.terminated) == {booting, unlisted}
     assert h.controller.tracker.get(unlisted) is not None
     assert not h.controller.tracker.get(unlisted).listed  # it was the ledger's expiry
-
-
-async def test_before_any_demand_no_join_timeout(harness_factory: Any) -> None:
-    """Before any demand has arrived nothing is removed, join timeouts included; min_nodes
-    launches go on."""
-    h: Harness = await harness_factory(node_types=[{"type": "c5.xlarge", "min": 1, "max": 3}])
-    h.provider.never_join()
-    assert (await h.pass_()).launched == 1
-    await h.clock.advance(15 * 60 + 1)
-    record = await h.pass_()
-    assert record.terminated == ()
-    assert record.reason == "no demand received yet: removing nothing"
-    h.set_demand(h.running())
-    assert len((await h.pass_()).terminated) == 1
 
 
 async def test_an_unlisted_launch_running_a_job_is_not_expired(harness_factory: Any) -> None:

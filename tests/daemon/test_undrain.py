@@ -1,5 +1,6 @@
-"""Taking a draining node back: the undrain hook (command or webhook) and the executor step
-that calls it and marks the node ready, then the planner sees it as capacity again."""
+"""Taking a draining node back: the undrain hook (command or webhook; the drain hook's twin,
+tested here with it) and the executor step that calls it and marks the node ready, then the
+planner sees it as capacity again."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import pytest
 from aiohttp import web
 from shoal.daemon.config import parse_config
 from shoal.daemon.drain import (
+    CommandDrainHook,
     CommandUndrainHook,
     DrainError,
+    DrainTimeout,
     NoUndrainHook,
+    WebhookDrainHook,
     WebhookUndrainHook,
     make_undrain_hook,
 )
@@ -38,17 +42,30 @@ def make_provider(clock: FakeClock) -> SimulatedProvisioner:
 C5 = NodeType("c5.xlarge", ("c5.xlarge",), Shape(3600, 8 * 1024**3, 4, 50 * 1024**3, False))
 
 
-async def test_undrain_command_substitutes_the_node_and_fails_loudly(tmp_path: Path) -> None:
+# A drain and an undrain run their command and post their webhook through the same code; each
+# hook is checked for both, by its own name in what it says.
+HOOKS = {
+    "drain": (CommandDrainHook, WebhookDrainHook),
+    "undrain": (CommandUndrainHook, WebhookUndrainHook),
+}
+
+
+@pytest.mark.parametrize("verb", list(HOOKS))
+async def test_hook_command_substitutes_the_node_and_fails_loudly(
+    verb: str, tmp_path: Path
+) -> None:
+    command = HOOKS[verb][0]
     out = tmp_path / "out"
-    await CommandUndrainHook(["sh", "-c", f"echo {{node}} > {out}"]).undrain("i-7")
+    await getattr(command(["sh", "-c", f"echo {{node}} > {out}"]), verb)("i-7")
     assert out.read_text().strip() == "i-7"
-    with pytest.raises(DrainError, match="undrain command 'sh' exited 3"):
-        await CommandUndrainHook(["sh", "-c", "exit 3"]).undrain("i-7")
-    with pytest.raises(DrainError, match="undrain command 'sleep' timed out"):
-        await CommandUndrainHook(["sleep", "5"], timeout=0.2).undrain("i-7")
+    with pytest.raises(DrainError, match=f"^{verb} command 'sh' exited 3"):
+        await getattr(command(["sh", "-c", "exit 3"]), verb)("i-7")
+    with pytest.raises(DrainTimeout, match=f"^{verb} command 'sleep' timed out"):
+        await getattr(command(["sleep", "5"], timeout=0.2), verb)("i-7")
 
 
-async def test_undrain_webhook_posts_the_node_and_fails_on_errors() -> None:
+@pytest.mark.parametrize("verb", list(HOOKS))
+async def test_hook_webhook_posts_the_node_and_fails_on_errors(verb: str) -> None:
     seen: list[Any] = []
 
     async def hook(request: web.Request) -> web.Response:
@@ -57,16 +74,18 @@ async def test_undrain_webhook_posts_the_node_and_fails_on_errors() -> None:
         return web.json_response({}, status=503 if body["node"] == "bad" else 204)
 
     app = web.Application()
-    app.router.add_post("/undrain", hook)
+    app.router.add_post("/hook", hook)
     runner, port = await start_http(app, "127.0.0.1", 0)
+    webhook = HOOKS[verb][1](f"http://127.0.0.1:{port}/hook", timeout=5)
     try:
-        undrain = WebhookUndrainHook(f"http://127.0.0.1:{port}/undrain", timeout=5)
-        await undrain.undrain("i-1")
-        with pytest.raises(DrainError, match="undrain webhook answered HTTP 503"):
-            await undrain.undrain("bad")
+        await getattr(webhook, verb)("i-1")
+        with pytest.raises(DrainError, match=f"^{verb} webhook answered HTTP 503"):
+            await getattr(webhook, verb)("bad")
     finally:
         await runner.cleanup()
     assert seen == [{"node": "i-1"}, {"node": "bad"}]
+    with pytest.raises(DrainError, match=f"^{verb} webhook failed"):  # nothing listens now
+        await getattr(webhook, verb)("gone")
 
 
 def test_undrain_hook_follows_the_config(tmp_path: Path) -> None:

@@ -43,16 +43,21 @@ def describes(h: Harness) -> int:
     return sum(1 for c in h.provider.calls if c.operation == "DescribeInstances")
 
 
+async def wakes(h: Harness, update: DemandUpdate, passes: int) -> None:
+    """``update`` wakes a pass: the loop's ``passes``-th comes after the debounce."""
+    h.controller.set_demand(update)
+    await h.settle()
+    await h.clock.advance(0.5)  # the debounce
+    await asyncio.wait_for(wait_for_pass(h.controller, passes), 1)
+    await h.settle()
+
+
 async def run_loop(h: Harness, first: DemandUpdate) -> asyncio.Task[None]:
     """The loop running, after the pass that ``first`` (a change) woke."""
     task = asyncio.create_task(h.controller.run())
     await wait_for_pass(h.controller, 1)
     await h.settle()  # waiting for the interval or a demand change
-    h.controller.set_demand(first)
-    await h.settle()
-    await h.clock.advance(0.5)  # the debounce
-    await asyncio.wait_for(wait_for_pass(h.controller, 2), 1)
-    await h.settle()
+    await wakes(h, first, 2)
     return task
 
 
@@ -84,10 +89,7 @@ async def test_a_job_moving_to_another_node_wakes_a_pass(harness: Harness) -> No
     h = harness
     task = await run_loop(h, polled(60, "w-1", "w-2"))
     await h.clock.advance(2)
-    h.controller.set_demand(polled(62, "w-1", "w-3"))  # same count, another node
-    await h.settle()
-    await h.clock.advance(0.5)  # the debounce
-    await asyncio.wait_for(wait_for_pass(h.controller, 3), 1)
+    await wakes(h, polled(62, "w-1", "w-3"), 3)  # same count, another node
     await stop_loop(h, task)
 
 
@@ -95,16 +97,9 @@ async def test_a_queued_job_or_a_joined_node_wakes_a_pass(harness: Harness) -> N
     h = harness
     task = await run_loop(h, polled(60, "w-1"))
     await h.clock.advance(2)
-    h.controller.set_demand(polled(62, "w-1", queued=1))
-    await h.settle()
-    await h.clock.advance(0.5)
-    await asyncio.wait_for(wait_for_pass(h.controller, 3), 1)
-    await h.settle()
+    await wakes(h, polled(62, "w-1", queued=1), 3)
     joined = polled(63, "w-1", queued=1)
-    h.controller.set_demand(DemandUpdate(joined.demand, frozenset({"w-1", "w-9"})))
-    await h.settle()
-    await h.clock.advance(0.5)
-    await asyncio.wait_for(wait_for_pass(h.controller, 4), 1)
+    await wakes(h, DemandUpdate(joined.demand, frozenset({"w-1", "w-9"})), 4)
     await stop_loop(h, task)
 
 

@@ -3,7 +3,8 @@ and malformed demand bodies refused by a running daemon (400, the field named, d
 
 The malformed configs go through the command line's ``main`` in this process (a Python start
 per case cost four seconds each); ``REAL_PROCESS`` cases and the tests below them run the
-installed ``shoal`` script, so exit status and stderr are also checked from outside."""
+installed ``shoal`` script, so exit status and stderr are also checked from outside; the
+other commands run in this process too."""
 
 from __future__ import annotations
 
@@ -19,120 +20,26 @@ from shoal.daemon.cli import main
 
 pytestmark = pytest.mark.e2e
 
-# A valid aws provider block (None drops the simulated-only keys of the base config).
-AWS_OK = {
-    "kind": "aws",
-    "zone": "us-west-2a",
-    "region": "us-west-2",
-    "image_id": "ami-12345678",
-    "boot_delay": None,
-    "join_delay": None,
-}
-
+# The CLI's handling of each kind of defect: a missing key, an unknown one, one across fields,
+# one only the real process shows (``REAL_PROCESS``), and a file that is no config at all. The
+# field-by-field rules are tests/daemon/test_config.py's (``MALFORMED``, through parse_config).
 # (id, overrides merged into a valid config (None deletes a key) or raw YAML text,
 #  the field path the message must name, a fragment of what it must say)
 BAD_CONFIGS: list[tuple[str, dict[str, Any] | str, str, str]] = [
     ("no-cluster-name", {"cluster_name": None}, "cluster_name", "required"),
-    ("cluster-name-chars", {"cluster_name": "my cluster!"}, "cluster_name", "pattern"),
-    ("provider-kind", {"provider": {"kind": "gcp"}}, "provider.kind", "'simulated', 'aws'"),
-    ("provider-zone-empty", {"provider": {"zone": ""}}, "provider.zone", "at least 1 character"),
-    (
-        "node-storage-zero",
-        {"provider": {"node_storage": 0}},
-        "provider.node_storage",
-        "greater than or equal to 1",
-    ),
-    (
-        "boot-delay-word",
-        {"provider": {"boot_delay": "soon"}},
-        "provider.boot_delay",
-        "not a duration",
-    ),
-    (
-        "capacity-negative",
-        {"provider": {"capacity": {"c5.xlarge": -1}}},
-        "provider.capacity.c5.xlarge",
-        "greater than or equal to 0",
-    ),
-    (
-        "storage-override",
-        {"provider": {"node_storage_overrides": ["i3.large"]}},
-        "provider.node_storage_overrides",
-        "INSTANCE_TYPE:GIB",
-    ),
-    ("aws-key-on-simulated", {"provider": {"region": "us-west-2"}}, "provider.region", "unknown"),
-    ("aws-no-region", {"provider": {**AWS_OK, "region": None}}, "provider.region", "required"),
-    ("aws-no-image", {"provider": {**AWS_OK, "image_id": None}}, "provider.image_id", "image"),
-    ("node-types-empty", {"node_types": []}, "node_types", "at least one node type"),
     (
         "min-above-max",
         {"node_types": [{"type": "c5.xlarge", "min": 5, "max": 2}]},
         "node_types[0].min, node_types[0].max",
         "greater than max",
     ),
-    (
-        "max-negative",
-        {"node_types": [{"type": "c5.xlarge", "max": -1}]},
-        "node_types[0].max",
-        "greater than or equal to 0",
-    ),
-    ("type-empty", {"node_types": [{"type": ""}]}, "node_types[0].type", "empty"),
-    (
-        "bid-not-number",
-        {"node_types": [{"type": "r5.large:cheap"}]},
-        "node_types[0].type",
-        "not a number",
-    ),
-    (
-        "type-twice",
-        {"node_types": [{"type": "c5.xlarge"}, {"type": "c5.xlarge"}]},
-        "node_types[0].type, node_types[1].type",
-        "appears in",
-    ),
-    ("interval-zero", {"scaler": {"interval": 0}}, "scaler.interval", "greater than 0"),
-    ("beta-inertia", {"scaler": {"beta_inertia": 1.5}}, "scaler.beta_inertia", "less than 1"),
-    (
-        "budget-zero",
-        {"scaler": {"scale_down_budget": 0}},
-        "scaler.scale_down_budget",
-        "greater than 0",
-    ),
-    (
-        "unneeded-negative",
-        {"scaler": {"unneeded_time": "-5s"}},
-        "scaler.unneeded_time",
-        "not a duration",
-    ),
-    (
-        "overhead-word",
-        {"scaler": {"node_memory_overhead": "lots"}},
-        "scaler.node_memory_overhead",
-        "not a size",
-    ),
-    (
-        "backoff-order",
-        {"scaler": {"backoff": {"initial": "20m", "max": "10m"}}},
-        "scaler.backoff.initial, scaler.backoff.max",
-        "greater than max",
-    ),
-    (
-        "retry-attempts",
-        {"scaler": {"retry": {"attempts": 0}}},
-        "scaler.retry.attempts",
-        "greater than or equal to 1",
-    ),
     ("scaler-typo", {"scaler": {"intervall": "5s"}}, "scaler.intervall", "unknown key"),
-    ("demand-api", {"demand": {"api": "maybe"}}, "demand.api", "boolean"),
-    ("drain-command-empty", {"drain": {"command": []}}, "drain.command", "argv"),
-    ("drain-webhook", {"drain": {"webhook": "ftp://x/drain"}}, "drain.webhook", "http"),
-    ("listen-no-port", {"api": {"listen": "localhost"}}, "api.listen", "host:port"),
     (
         "listen-exposed",
         {"api": {"listen": "0.0.0.0:8089"}},
         "api.listen, api.token_file",
         "token_file",
     ),
-    ("log-level", {"log_level": "LOUD"}, "log_level", "'DEBUG'"),
     (
         "yaml-syntax",
         "cluster_name: [unclosed\nprovider: {kind: simulated\n",
@@ -164,6 +71,20 @@ def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         pytest.fail(f"{argv} did not exit (config accepted?): {exc.stderr!r}")
 
 
+def _shoal(
+    argv: list[str], cwd: Path, e2e: Any, capsys: pytest.CaptureFixture[str], real: bool = False
+) -> tuple[int, str, str]:
+    """``shoal argv``: exit status, stdout, stderr; through cli.main here, or the installed
+    script in its own process (``real``)."""
+    if real:
+        result = _run([*e2e.shoal_argv(), *argv], cwd)
+        return result.returncode, result.stdout, result.stderr
+    capsys.readouterr()  # what came before is not this command's
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def _names_field(stderr: str, path: str, fragment: str) -> bool:
     """Some line says '<path>: ...<fragment>...' (the field named, then what is wrong)."""
     for line in stderr.splitlines():
@@ -173,11 +94,13 @@ def _names_field(stderr: str, path: str, fragment: str) -> bool:
     return False
 
 
-def test_the_base_config_is_valid(tmp_path: Path, e2e: Any) -> None:
+def test_the_base_config_is_valid(
+    tmp_path: Path, e2e: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The cases below differ from a config `check-config` accepts by only their defect."""
     path = _write(tmp_path, e2e, {})
-    result = _run([*e2e.shoal_argv(), "check-config", str(path)], tmp_path)
-    assert (result.returncode, result.stdout.strip()) == (0, "OK"), result.stderr
+    code, out, err = _shoal(["check-config", str(path)], tmp_path, e2e, capsys)
+    assert (code, out.strip()) == (0, "OK"), err
 
 
 REAL_PROCESS = {"yaml-syntax", "listen-exposed"}  # also through the installed script
@@ -198,12 +121,7 @@ def test_malformed_config_is_refused_naming_the_field(
     config = _write(tmp_path, e2e, case)
     # check-config first: a config it wrongly accepted would start the daemon under `run`
     for argv in (["check-config", str(config)], ["run", "-c", str(config)]):
-        if name in REAL_PROCESS:
-            result = _run([*e2e.shoal_argv(), *argv], tmp_path)
-            code, out, err = result.returncode, result.stdout, result.stderr
-        else:
-            code = main(argv)
-            out, err = capsys.readouterr()
+        code, out, err = _shoal(argv, tmp_path, e2e, capsys, real=name in REAL_PROCESS)
         shown = f"shoal {argv[0]} exit {code}\nstderr:\n{err}"
         assert code == 2, shown
         assert "OK" not in out, shown
@@ -213,20 +131,20 @@ def test_malformed_config_is_refused_naming_the_field(
 
 
 def test_missing_secret_file_passes_check_config_and_fails_preflight(
-    tmp_path: Path, e2e: Any
+    tmp_path: Path, e2e: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """check-config judges the file alone (it runs away from the leader too); the files it
     names are checked by --preflight and by `shoal run` before it starts anything."""
     missing = tmp_path / "absent" / "token"
     config = _write(tmp_path, e2e, {"api": {"token_file": str(missing)}})
-    result = _run([*e2e.shoal_argv(), "check-config", str(config)], tmp_path)
-    assert (result.returncode, result.stdout.strip()) == (0, "OK"), result.stderr
+    code, out, err = _shoal(["check-config", str(config)], tmp_path, e2e, capsys)
+    assert (code, out.strip()) == (0, "OK"), err
     for argv in (["check-config", "--preflight", str(config)], ["run", "-c", str(config)]):
-        result = _run([*e2e.shoal_argv(), *argv], tmp_path)
-        shown = f"shoal {' '.join(argv[:2])} exit {result.returncode}\nstderr:\n{result.stderr}"
-        assert result.returncode == 2, shown
-        assert "Traceback" not in result.stderr, shown
-        assert _names_field(result.stderr, "api.token_file", str(missing)), shown
+        code, _, err = _shoal(argv, tmp_path, e2e, capsys)
+        shown = f"shoal {' '.join(argv[:2])} exit {code}\nstderr:\n{err}"
+        assert code == 2, shown
+        assert "Traceback" not in err, shown
+        assert _names_field(err, "api.token_file", str(missing)), shown
 
 
 # --- demand bodies -------------------------------------------------------------------------
@@ -245,43 +163,25 @@ def _running(**change: Any) -> dict[str, Any]:
     return {"running": [{k: v for k, v in row.items() if v is not None}]}
 
 
+# What the running daemon answers for each kind of bad body: not a body, not JSON, not an
+# object, a field, a field of a later job, of a running job, of the node list. Every field's
+# rule is tests/daemon/test_demand.py's (``MALFORMED``, through parse_demand).
 # (id, body: bytes sent as is, or JSON-encoded; the field a details line must start with ("" for
 #  the body as a whole); a fragment of what the error and that line must say)
 BAD_BODIES: list[tuple[str, bytes | dict[str, Any] | list[Any], str, str]] = [
     ("empty", b"", "", "body is empty"),
-    ("not-json", b"jobs: 3", "", "not valid JSON"),
+    ("not-utf8", b'{"jobs": [], "x": "\xff\xfe"}', "", "not UTF-8"),
     ("truncated-json", b'{"jobs": [', "", "not valid JSON"),
     ("array", [GOOD_JOB], "", "JSON object"),
-    ("string", b'"jobs"', "", "JSON object"),
-    ("not-utf8", b'{"jobs": [], "x": "\xff\xfe"}', "", "not UTF-8"),
-    ("nan", b'{"jobs": [{"cores": NaN, "memory": "1GiB"}]}', "", "NaN is not a finite number"),
-    ("jobs-not-list", {"jobs": "many"}, "jobs", "many"),
-    ("cores-missing", _jobs(cores=None), "jobs[0].cores", "missing"),
-    ("cores-zero", _jobs(cores=0), "jobs[0].cores", "greater than 0"),
-    ("cores-negative", _jobs(cores=-2), "jobs[0].cores", "greater than 0"),
     ("cores-word", _jobs(cores="four"), "jobs[0].cores", "valid number"),
-    ("memory-missing", _jobs(memory=None), "jobs[0].memory", "missing"),
-    ("memory-unit", _jobs(memory="2 gigs"), "jobs[0].memory", "not a size"),
-    ("memory-negative", _jobs(memory=-5), "jobs[0].memory", "negative"),
-    ("disk-unit", _jobs(disk="1XB"), "jobs[0].disk", "not a size"),
-    ("wall-time-word", _jobs(wall_time="forever"), "jobs[0].wall_time", "not a duration"),
-    ("count-zero", _jobs(count=0), "jobs[0].count", "greater than or equal to 1"),
-    ("count-fraction", _jobs(count=1.5), "jobs[0].count", "integer"),
-    ("count-huge", _jobs(count=10**12), "jobs[0].count", "less than or equal to"),
-    ("preemptible-word", _jobs(preemptible="sometimes"), "jobs[0].preemptible", "boolean"),
-    ("job-unknown-field", _jobs(gpus=1), "jobs[0].gpus", "unknown field"),
     (
         "second-job-bad",
         {"jobs": [GOOD_JOB, {**GOOD_JOB, "cores": "x"}]},
         "jobs[1].cores",
         "valid number",
     ),
-    ("top-unknown-field", {"jobs": [], "queue": "default"}, "queue", "unknown field"),
     ("running-no-node", _running(node=None), "running[0].node", "missing"),
-    ("running-node-empty", _running(node=""), "running[0].node", "at least 1 character"),
-    ("running-elapsed", _running(elapsed="-3m"), "running[0].elapsed", "not a duration"),
     ("nodes-not-list", {"jobs": [], "nodes": "w-1"}, "nodes", "w-1"),
-    ("nodes-empty-name", {"jobs": [], "nodes": [""]}, "nodes[0]", "at least 1 character"),
 ]
 
 
@@ -336,9 +236,11 @@ def test_error_text_has_one_prefix(api_daemon: Any) -> None:
     assert "invalid demand: invalid demand" not in reply.json()["error"]
 
 
-def test_a_bad_node_type_entry_is_one_error_not_two(tmp_path: Path, e2e: Any) -> None:
+def test_a_bad_node_type_entry_is_one_error_not_two(
+    tmp_path: Path, e2e: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = _write(tmp_path, e2e, {"node_types": [{"type": "c5.xlarge", "min": 5, "max": 2}]})
-    result = _run([*e2e.shoal_argv(), "check-config", str(config)], tmp_path)
-    issues = [line for line in result.stderr.splitlines() if line.startswith("  ")]
-    assert result.returncode == 2, result.stderr
-    assert len(issues) == 1, result.stderr
+    code, _, err = _shoal(["check-config", str(config)], tmp_path, e2e, capsys)
+    issues = [line for line in err.splitlines() if line.startswith("  ")]
+    assert code == 2, err
+    assert len(issues) == 1, err

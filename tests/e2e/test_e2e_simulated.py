@@ -1,4 +1,5 @@
-"""`shoal run` on the simulated cloud, as a subprocess: scale-up latency and SIGTERM.
+"""`shoal run` on the simulated cloud, as a subprocess: one run from a pushed demand to SIGTERM.
+In-process, test_service.py starts, serves and stops the same Service on SIGTERM.
 
 Scale-down (idle nodes go after unneeded_time, a busy one stays) is the loop's
 (tests/daemon/test_loop.py::test_scale_down_drains_then_terminates_idle_nodes_keeps_busy,
@@ -20,9 +21,24 @@ pytestmark = pytest.mark.e2e
 NODE_TYPE = "c5.xlarge"  # 4 vCPU, 8 GiB: a 4-core job fills one node
 
 
-def test_demand_reaches_add_nodes_within_one_second(shoal: Any, e2e: Any) -> None:
-    # A 30 s timer: only the demand wake-up (plus the 200 ms debounce) can launch in time.
-    daemon = shoal(e2e.simulated_config(e2e.free_port())).start()
+def sigterm(daemon: Any) -> tuple[int, float]:
+    """SIGTERM the daemon; its exit status and the seconds it took (fails past 10 s)."""
+    start = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    try:
+        code = daemon.proc.wait(timeout=10)
+    except Exception:
+        pytest.fail(f"still running 10 s after SIGTERM\n{daemon.tail()}")
+    return code, time.monotonic() - start
+
+
+def test_demand_wakes_a_launch_and_sigterm_exits_zero(shoal: Any, e2e: Any) -> None:
+    """The daemon's life as a process: a pushed demand wakes a pass that launches (the timer
+    is 30 s: only the wake-up, plus the 200 ms debounce, launches in time); SIGTERM, with a
+    client holding a PUT open whose body never arrives, exits 0 within HTTP_SHUTDOWN_TIMEOUT
+    (aiohttp's default is 60 s: before, shoal still ran 10 s later)."""
+    port = e2e.free_port()
+    daemon = shoal(e2e.simulated_config(port)).start()
     e2e.wait_for("the first pass", lambda: daemon.status()["passes"] >= 1, 5.0)
     assert e2e.metric(daemon.metrics(), "shoal_scale_ups_total", node_type=NODE_TYPE) == 0
 
@@ -49,49 +65,15 @@ def test_demand_reaches_add_nodes_within_one_second(shoal: Any, e2e: Any) -> Non
     assert status["demand"]["queued_jobs"] == 5
     assert status["last_plan"]["targets"] == {NODE_TYPE: 5}
 
-
-def sigterm(daemon: Any) -> tuple[int, float]:
-    """SIGTERM the daemon; its exit status and the seconds it took (fails past 10 s)."""
-    start = time.monotonic()
-    daemon.signal(signal.SIGTERM)
-    try:
-        code = daemon.proc.wait(timeout=10)
-    except Exception:
-        pytest.fail(f"still running 10 s after SIGTERM\n{daemon.tail()}")
-    return code, time.monotonic() - start
-
-
-def test_sigterm_exits_zero_within_ten_seconds(shoal: Any, e2e: Any) -> None:
-    config = e2e.simulated_config(e2e.free_port(), scaler={"interval": "200ms"})
-    daemon = shoal(config).start()
-    assert daemon.put_demand({"jobs": [e2e.job(4, cores=4)], "running": []}).status == 200
-    e2e.wait_for(
-        "a launch",
-        lambda: e2e.metric(daemon.metrics(), "shoal_scale_ups_total") >= 4,
-        5.0,
-        on_timeout=daemon.tail,
-    )
-    code, took = sigterm(daemon)
-    print(f"\nSIGTERM -> exit {code} in {took * 1000:.0f} ms")
-    assert code == 0, daemon.tail()
-    log = daemon.log_path.read_text()
-    assert "event=stopped" in log, daemon.tail()
-    # the pass in flight finished by itself, before the service's deadline
-    assert "event=shutdown_timeout" not in log and took < SHUTDOWN_TIMEOUT, daemon.tail()
-
-
-def test_a_client_holding_a_request_open_does_not_hold_sigterm_up(shoal: Any, e2e: Any) -> None:
-    """A PUT whose body never arrives keeps its handler waiting; on SIGTERM it gets
-    HTTP_SHUTDOWN_TIMEOUT, not aiohttp's 60 s default (before, shoal still ran 10 s later)."""
-    port = e2e.free_port()
-    daemon = shoal(e2e.simulated_config(port)).start()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
         client.sendall(
             b"PUT /v1/demand HTTP/1.1\r\nHost: shoal\r\nContent-Type: application/json\r\n"
             b'Content-Length: 100\r\n\r\n{"jobs": '
         )
-        e2e.wait_for("the first pass", lambda: daemon.status()["passes"] >= 1, 5.0)
         code, took = sigterm(daemon)
-    print(f"\nSIGTERM with a request held open -> exit {code} in {took * 1000:.0f} ms")
+    print(f"SIGTERM with a request held open -> exit {code} in {took * 1000:.0f} ms")
     assert code == 0, daemon.tail()
-    assert took < HTTP_SHUTDOWN_TIMEOUT + 4, daemon.tail()  # generous: 1.1 s measured here
+    log = daemon.log_path.read_text()
+    assert "event=stopped" in log, daemon.tail()
+    assert "event=shutdown_timeout" not in log, daemon.tail()
+    assert took < HTTP_SHUTDOWN_TIMEOUT + 4 < SHUTDOWN_TIMEOUT, daemon.tail()  # 1.1 s measured

@@ -41,7 +41,7 @@ from shoal.providers.errors import (
     RetryableError,
     TerminationError,
 )
-from shoal.providers.outcomes import LaunchAttempt, LaunchRequest, TerminationResult
+from shoal.providers.outcomes import TerminationResult
 from shoal.providers.retry import RetryPolicy, call_with_retry
 from shoal.scaler.model import CapacityType, Offering
 from shoal.scaler.shape import Shape
@@ -191,18 +191,6 @@ async def test_throttling_is_retried_then_succeeds(aws: AWSProvisioner, env: Env
     assert len(env.sleeps) == 2  # backed off twice, through the injected sleep
     assert len({r["ClientToken"] for r in env.behaviour.requests}) == 1
     assert len(await aws.getProvisionedWorkers()) == 2
-
-
-async def test_throttling_gives_up_after_the_policy(aws: AWSProvisioner, env: Env) -> None:
-    env.behaviour.fail_next("RequestLimitExceeded", times=10)
-
-    async def add() -> int:
-        return await aws.addNodes(["t3.micro"], 1, False)
-
-    with pytest.raises(RetryableError) as info:
-        await env.retry(add)
-    assert info.value.code == "RequestLimitExceeded"
-    assert len(env.behaviour.requests) == 4  # RetryPolicy(attempts=4)
 
 
 async def test_insufficient_capacity_falls_back_to_the_next_type(
@@ -702,7 +690,8 @@ async def test_a_zone_out_of_capacity_falls_back_to_the_next_zone(env: Env) -> N
 async def test_a_gang_launches_whole_in_one_zone_or_not_at_all(env: Env) -> None:
     """A 4-node gang in a zone with room for 3 launches nothing there (RunInstances with
     MinCount = MaxCount = 4), then all 4 in the next zone; no listing taken between the calls
-    ever shows part of it."""
+    ever shows part of it. What the fleet does with a cloud that answers part of a gang is
+    test_fleet's (test_part_of_a_gang_a_cloud_answers_is_terminated_at_once)."""
     env.behaviour.capacity[("c5.large", "us-east-1a")] = 3
     async with env.provisioner(zone=None, zones=["us-east-1a", "us-east-1b"]) as aws:
         attempts: list[Any] = []
@@ -730,28 +719,6 @@ async def test_a_gang_launches_whole_in_one_zone_or_not_at_all(env: Env) -> None
         workers = await aws.getProvisionedWorkers()
         assert len(workers) == 4 and {n.zone for n in workers} == {"us-east-1b"}
         assert env.behaviour.capacity[("c5.large", "us-east-1a")] == 3  # untouched
-
-
-async def test_a_cloud_answering_part_of_a_gang_has_it_terminated(env: Env) -> None:
-    """Should EC2 answer an all-or-nothing request with fewer (MinCount not honoured), the
-    instances are terminated at once and the offering counts as out of capacity."""
-    env.behaviour.capacity[("c5.large", "us-east-1a")] = 3
-    async with env.provisioner(zone=None, zones=["us-east-1a", "us-east-1b"]) as aws:
-        attempts: list[Any] = []
-        aws.subscribe(attempts.append)
-        real = aws.launch_offering
-
-        async def min_count_ignored(request: LaunchRequest) -> list[str]:
-            return await real(dataclasses.replace(request, min_count=1))
-
-        aws.launch_offering = min_count_ignored  # type: ignore[method-assign]
-        assert await aws.addNodes(["c5.large"], 4, False, all_or_nothing=True) == 4
-        partial = env.behaviour.terminations[0]
-        assert len(partial) == 3  # the three of the full zone, ended
-        launches = [a for a in attempts if isinstance(a, LaunchAttempt)]
-        assert [(a.capacity_error, len(a.ids)) for a in launches] == [(True, 0), (False, 4)]
-        workers = await aws.getProvisionedWorkers()
-        assert {n.zone for n in workers} == {"us-east-1b"} and len(workers) == 4
 
 
 async def test_a_cluster_placement_group_per_type_and_zone_made_once_deleted_on_destroy(

@@ -415,36 +415,22 @@ async def test_the_latest_spot_price_wins_whatever_page_it_is_on(env: Env) -> No
     assert book.spot("m5.large", "us-east-1a") == 0.05
 
 
-async def test_throttling_is_retried_with_backoff(env: Env) -> None:
-    env.fake.fail_next("GetProducts", "ThrottlingException", times=2)
-    env.fake.fail_next("DescribeSpotPriceHistory", "RequestLimitExceeded")
-    book = PriceBook("us-east-1")
-    result = await env.refresh(book, instance_types=["m5.large"])
-
-    assert result.ok
-    assert book.on_demand("m5.large") == 0.098
-    assert book.spot("m5.large", "us-east-1a") == 0.0352
-    assert len(env.fake.calls("GetProducts")) == 3
-    assert len(env.fake.calls("DescribeSpotPriceHistory")) == 2
-    assert len(env.sleeps) == 3  # each retry waited, through the injected sleep
-
-
 # The price refresh and the provisioner share one code table (providers.aws_errors): each
 # throttling code, whichever API spells it, is retried on both of the refresh's APIs.
 @pytest.mark.parametrize(
     "code", ["RequestLimitExceeded", "EC2ThrottledException", "ThrottlingException", "Throttling"]
 )
 async def test_a_pricing_throttle_is_retried_like_an_ec2_one(env: Env, code: str) -> None:
-    env.fake.fail_next("GetProducts", code)
+    env.fake.fail_next("GetProducts", code, times=2)
     env.fake.fail_next("DescribeSpotPriceHistory", code)
     book = PriceBook("us-east-1")
     result = await env.refresh(book, instance_types=["m5.large"])
 
     assert result.ok, (result.on_demand_errors, result.spot_errors)
     assert (book.on_demand("m5.large"), book.spot("m5.large", "us-east-1a")) == (0.098, 0.0352)
-    assert len(env.fake.calls("GetProducts")) == 2
+    assert len(env.fake.calls("GetProducts")) == 3
     assert len(env.fake.calls("DescribeSpotPriceHistory")) == 2
-    assert len(env.sleeps) == 2
+    assert len(env.sleeps) == 3  # each retry waited, through the injected sleep
 
 
 async def test_a_failed_query_keeps_the_last_good_prices(env: Env) -> None:

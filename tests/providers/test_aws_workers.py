@@ -146,28 +146,6 @@ async def test_mesos_worker_runs_the_agent_of_the_leader(
     assert bool(imds_reads) == (source == "imds")
 
 
-@needs_systemd_analyze
-async def test_dynamic_slurm_worker_starts_munge_and_slurmd(env: Env, tmp_path: Path) -> None:
-    workers = {
-        "leader": {"address": "10.0.0.5"},
-        "slurm": env.slurm(registration="dynamic", features=["shoal"]),
-    }
-    _, worker = await launch_one(env.config("slurm", workers))
-    doc = await env.user_data(worker)
-    units = {u["name"]: u for u in doc["systemd"]["units"]}
-    assert units["slurmd.service"]["enabled"] and units["munge.service"]["enabled"]
-    assert "configless from 10.0.0.5" in units["slurmd.service"]["contents"]
-    script = files_of(doc)["/home/core/start-slurmd.sh"]
-    assert "conf_server=10.0.0.5\n" in script
-    assert "dynamic_conf=Feature=shoal,c5.xlarge\n" in script
-    assert_units_verify(tmp_path, doc)
-    # No metadata tags needed: the launch leaves the instance's metadata options alone.
-    assert (await env.describe(worker)).get("MetadataOptions", {}).get("InstanceMetadataTags") in (
-        None,
-        "disabled",
-    )
-
-
 async def test_named_slurm_worker_is_launched_one_by_one_with_its_tag(env: Env) -> None:
     config = env.config(
         "slurm", {"slurm": env.slurm(conf_server="ctl.internal:6817", node_name="tag")}

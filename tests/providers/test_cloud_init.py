@@ -3,7 +3,8 @@ passes ``cloud-init schema`` (Debian's cloud-init) and its scripts pass ``shellc
 the same files and units as the Ignition config built from the same settings, so the Slurm
 start script the Ignition tests run is the one a Debian worker runs; it installs what those
 units need; its start script checks the programs and starts the units; and an AWS worker
-launched from an image looked up by name and owner boots from it.
+launched from an image looked up by name and owner boots from it (a dynamic Slurm node: no
+name tag, so the launch leaves the metadata options alone).
 
 ``cloud-init`` is never installed here (it would run at this host's next boot):
 ``make tools`` unpacks Debian's package into ``$SHOAL_TOOLS/cloud-init`` (default
@@ -21,6 +22,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import configs
 import pytest
 import yaml
 from aiobotocore.session import get_session
@@ -100,7 +102,7 @@ SLURM_SECTIONS = {
 VARIANTS = [("slurm", name) for name in SLURM_SECTIONS] + [("kubernetes", ""), ("mesos", "")]
 
 
-async def configs(
+async def both_configs(
     make: Any, secrets: Secrets, cluster_type: str, variant: str
 ) -> tuple[InstanceConfiguration, InstanceConfiguration, Any]:
     """The worker config built for Ignition and for cloud-init from the same settings, and
@@ -122,7 +124,7 @@ async def test_same_files_and_units_as_ignition(
 ) -> None:
     """One source: every file and unit of the Ignition worker, byte for byte, less Flatcar's
     own (its update settings, the node exporter container: Debian's package instead)."""
-    ign, config, p = await configs(make, secrets, cluster_type, variant)
+    ign, config, p = await both_configs(make, secrets, cluster_type, variant)
     doc = parse(p.bootstrap.user_data(config))
     files = written(doc)
     want_files = {
@@ -150,7 +152,7 @@ async def test_same_files_and_units_as_ignition(
 @pytest.fixture(params=VARIANTS, ids=[f"{c}-{v}".rstrip("-") for c, v in VARIANTS])
 async def user_data(request: pytest.FixtureRequest, make: Any, secrets: Secrets) -> str:
     """A worker's #cloud-config, for each variant."""
-    _, config, p = await configs(make, secrets, *request.param)
+    _, config, p = await both_configs(make, secrets, *request.param)
     return str(p.bootstrap.user_data(config))
 
 
@@ -271,28 +273,24 @@ async def test_aws_worker_from_a_named_image_boots_from_cloud_config(
             Name="debian-12-amd64-20250101-1", RootDeviceName="/dev/xvda"
         )
         owner = (await ec2.describe_images(ImageIds=[image["ImageId"]]))["Images"][0]["OwnerId"]
+        provider = configs.aws_provider(
+            moto_url,
+            cluster_type="slurm",
+            zone="us-east-1a",
+            image_id=None,
+            image_name="debian-12-amd64-*",
+            image_owner=owner,
+            price_refresh=None,
+        )
+        slurm = {"munge_key_file": str(tmp_path / "munge.key"), "registration": "dynamic"}
+        workers = {"bootstrap": "cloud-init", "leader": {"address": LEADER}, "slurm": slurm}
         config = parse_config(
-            {
-                "cluster_name": "demo",
-                "provider": {
-                    "kind": "aws",
-                    "cluster_type": "slurm",
-                    "region": "us-east-1",
-                    "zone": "us-east-1a",
-                    "endpoint_url": moto_url,
-                    "image_name": "debian-12-amd64-*",
-                    "image_owner": owner,
-                },
-                "node_types": [{"type": "c5.xlarge", "max": 5}],
-                "workers": {
-                    "bootstrap": "cloud-init",
-                    "leader": {"address": LEADER},
-                    "slurm": {
-                        "munge_key_file": str(tmp_path / "munge.key"),
-                        "registration": "dynamic",
-                    },
-                },
-            }
+            configs.config(
+                cluster_name="demo",
+                provider=provider,
+                node_types=[{"type": "c5.xlarge", "max": 5}],
+                workers=workers,
+            )
         )
         async with AWSProvisioner.from_config(config) as aws:
             assert await aws.addNodes(["c5.xlarge"], 1, False, requestId="ci-1") == 1
@@ -305,3 +303,5 @@ async def test_aws_worker_from_a_named_image_boots_from_cloud_config(
     script = files["/home/core/start-slurmd.sh"][0].decode()
     assert f"conf_server={LEADER}\n" in script
     assert "dynamic_conf=Feature=shoal,c5.xlarge\n" in script
+    # a dynamic node needs no name tag: the launch leaves the metadata options alone
+    assert instance.get("MetadataOptions", {}).get("InstanceMetadataTags") in (None, "disabled")

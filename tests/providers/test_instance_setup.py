@@ -401,23 +401,15 @@ print(json.dumps(out))
 """
 
 
-def layout_step(p: Any, name: str) -> InstanceConfiguration:
-    """What the Toil script's step ``name`` builds, built by ``p``."""
-    if name == "base":
-        return p.getBaseInstanceConfiguration()
-    config = InstanceConfiguration()
-    if name == "services":
-        p.addKubernetesServices(config)
-    elif name == "leader":
-        p.addKubernetesLeader(config)
-    elif name == "worker":
-        p.addKubernetesWorker(config, AUTH, True)
-    elif name == "toil-leader":
-        p.add_toil_service(config, "leader")
-    else:
-        assert name == "toil-worker", name
-        p.add_toil_service(config, "worker", "/k", True)
-    return config
+# What each step of the Toil script builds, built by ours.
+LAYOUT_STEPS = {
+    "base": base,
+    "services": only("addKubernetesServices"),
+    "leader": only("addKubernetesLeader"),
+    "worker": only("addKubernetesWorker", AUTH, True),
+    "toil-leader": only("add_toil_service", "leader"),
+    "toil-worker": only("add_toil_service", "worker", "/k", True),
+}
 
 
 @pytest.mark.toil
@@ -439,7 +431,7 @@ def test_same_files_and_units_as_toil(provisioner: Any) -> None:
     assert len(toil) == 11  # 6 steps for mesos, 5 for kubernetes (no Toil worker service)
     for key, expected in toil.items():
         cluster_type, name = key.split(":")
-        config = layout_step(provisioner(cluster_type), name)
+        config = LAYOUT_STEPS[name](provisioner(cluster_type))
         doc = parsed(config)
         ours = {
             "files": sorted(

@@ -14,7 +14,6 @@ from builders import (
     node_type,
     policy,
     queued,
-    record_packings,
     running,
     snapshot,
     unneeded,
@@ -22,7 +21,6 @@ from builders import (
 from shoal.scaler.model import AddCause, NodeState, PlannerState, Policy, RemoveCause
 from shoal.scaler.overhead import disk_overhead, memory_overhead
 from shoal.scaler.planner import (
-    RUNNING_JOB_MIN_REMAINING,
     cost_aware,
     plan,
     round_half_away,
@@ -117,22 +115,6 @@ def test_launch_message_says_why():
     assert launch.cause is AddCause.DEMAND
     assert "32 queued" in launch.message and "need 8 x a" in launch.message
     assert p.cost_per_hour == pytest.approx(8 * 0.2)
-
-
-@pytest.mark.parametrize(
-    ("wall", "elapsed", "held"),
-    [(7200, 6000, 1200), (600, 0, 600), (600, 900, RUNNING_JOB_MIN_REMAINING)],
-    ids=["remaining-time", "just-started", "overran-holds-minimum"],
-)
-def test_running_job_holds_its_node_for_its_remaining_time(monkeypatch, wall, elapsed, held):
-    seen = record_packings(monkeypatch)
-    snap = snapshot(
-        nodes=[node("n1", A)],
-        queue=[queued(job(wall=300), 1)],
-        runs=[running(job(cores=2, wall=wall), "n1", elapsed=elapsed)],
-    )
-    plan(snap, policy(A), EMPTY, NOW)
-    assert seen == [{job(cores=2, wall=held): 1, job(wall=300): 1}]
 
 
 @pytest.mark.parametrize(

@@ -75,18 +75,24 @@ def test_an_estimate_further_away_is_kept_as_toil_computes_it(offset):
     ("wall", "elapsed", "held"),
     [
         (7200, 6000, 1200),  # whole minutes stay as they are
+        (600, 0, 600),  # just started: its whole wall time
         (7200, 6000.5, 1200),  # 1199.5 s left: a whole minute up
         (7200, 5999.5, 1260),  # 1200.5 s left
         (3600.2, 0, 3660),
         (600, 900, RUNNING_JOB_MIN_REMAINING),  # overran: the minimum, a whole minute
     ],
-    ids=["whole", "just-under", "just-over", "fraction", "overran"],
+    ids=["whole", "just-started", "just-under", "just-over", "fraction", "overran"],
 )
 def test_running_jobs_remaining_time_is_rounded_up_to_a_minute(monkeypatch, wall, elapsed, held):
+    """A running job holds its node for its remaining time, packed with the queued jobs."""
     seen = record_packings(monkeypatch)
-    snap = snapshot(nodes=[node("n1", A)], runs=[running(job(cores=2, wall=wall), "n1", elapsed)])
+    snap = snapshot(
+        nodes=[node("n1", A)],
+        queue=[queued(job(wall=300), 1)],
+        runs=[running(job(cores=2, wall=wall), "n1", elapsed)],
+    )
     plan(snap, policy(A), PlannerState(), NOW)
-    assert seen == [{job(cores=2, wall=held): 1}]
+    assert seen == [{job(cores=2, wall=held): 1, job(wall=300): 1}]
     assert all(shape.wallTime % RUNNING_JOB_GRID == 0 for shape in seen[0])  # the minimum too
 
 
