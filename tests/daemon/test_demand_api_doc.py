@@ -18,7 +18,7 @@ from shoal.daemon.demand import DemandError, DemandReports, parse_demand
 from shoal.daemon.http import make_app, start_http
 
 if TYPE_CHECKING:
-    from conftest import Harness
+    from loop_harness import Harness
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "demand-api.md"

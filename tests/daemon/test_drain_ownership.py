@@ -26,7 +26,7 @@ from shoal.providers.errors import ProviderError
 from shoal.scaler.model import Demand
 
 if TYPE_CHECKING:
-    from conftest import Harness
+    from loop_harness import Harness
 
 
 async def listed_tags(h: Harness) -> dict[str, dict[str, str]]:

@@ -17,7 +17,7 @@ from shoal.providers.errors import ProviderError, RetryableError
 from shoal.scaler.model import Demand, NodeState
 
 if TYPE_CHECKING:
-    from conftest import Harness
+    from loop_harness import Harness
 
 
 async def listed_tags(h: Harness) -> dict[str, dict[str, str]]:

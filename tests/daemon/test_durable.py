@@ -26,7 +26,7 @@ from shoal.runtime.testing import FakeClock
 from shoal.scaler.model import AddCause, Launch
 
 if TYPE_CHECKING:
-    from conftest import Harness
+    from loop_harness import Harness
 
 ZONE_A, ZONE_B = "us-west-2a", "us-west-2b"
 

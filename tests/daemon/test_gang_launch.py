@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from conftest import GIB, config_dict, make_harness
+from loop_harness import GIB, config_dict, make_harness
 from shoal.daemon.config import parse_config
 from shoal.scaler.model import AddCause, Demand, Launch, Offering, QueuedJobs
 from shoal.scaler.shape import Shape

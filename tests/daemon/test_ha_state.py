@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Harness, config_dict, make_harness
+from loop_harness import Harness, config_dict, make_harness
 from shoal.daemon.config import parse_config
 from shoal.daemon.durable import (
     STATE_FILE,

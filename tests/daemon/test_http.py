@@ -20,7 +20,7 @@ from shoal.daemon.http import (
 )
 
 if TYPE_CHECKING:
-    from conftest import Harness
+    from loop_harness import Harness
 
 TOKEN = "s3cret-token"
 BODY = {"jobs": [{"cores": 1, "memory": "1GiB", "wall_time": "10m", "count": 4}]}

@@ -16,7 +16,7 @@ from shoal.scaler.shape import Shape
 from waits import wait_for_pass
 
 if TYPE_CHECKING:
-    from conftest import Harness
+    from loop_harness import Harness
 
 
 async def test_demand_launches_on_next_pass(harness: Harness) -> None:

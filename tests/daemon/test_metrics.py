@@ -10,7 +10,7 @@ import pytest
 from shoal.daemon.metrics import ShoalMetrics
 
 if TYPE_CHECKING:
-    from conftest import Harness
+    from loop_harness import Harness
 
 EXPECTED = {
     "shoal_nodes": "gauge",

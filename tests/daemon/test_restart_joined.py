@@ -18,7 +18,7 @@ from shoal.daemon.nodes import TrackedState
 from shoal.scaler.model import Offering
 
 if TYPE_CHECKING:
-    from conftest import Harness
+    from loop_harness import Harness
 
 OFFERING = Offering("c5.xlarge", "us-west-2a", "on-demand")
 ORDERS = ["read-first", "listing-first"]

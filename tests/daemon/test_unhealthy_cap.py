@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Harness
+    from loop_harness import Harness
 
 
 async def test_every_node_missing_for_the_unhealthy_timeout_replaces_nothing(

@@ -21,7 +21,7 @@ from shoal.scaler.shape import Shape
 from waits import wait_for_pass
 
 if TYPE_CHECKING:
-    from conftest import Harness
+    from loop_harness import Harness
 
 GIB = 1024**3
 SHAPE = Shape(3600, GIB, 1, GIB, False)
