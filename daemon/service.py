@@ -390,6 +390,46 @@ def fence_handler(elector: LeaderElector, epoch: int) -> Callable[[Fenced], None
     return fenced
 
 
+async def start_term(elector: LeaderElector, controller: Controller, clock: Clock) -> int | None:
+    """A term's start, before its first pass (``Service._act``, and each daemon of the chaos
+    harness's ha mode): the durable state as the last leader left it (``Controller.begin_term``),
+    a fenced state write ending the term (``fence_handler``), then ``Controller.resume``.
+    Returns the epoch; None when the term could not begin (the read failed, or the term ended
+    first): acting without the last leader's state could launch twice, so the lease is given
+    back and the caller campaigns again a renewal period later."""
+    epoch = elector.epoch
+    try:
+        if epoch is None:
+            raise RuntimeError("no epoch: the term ended before it began")
+        await controller.begin_term(epoch)
+    except Exception as exc:
+        log.error('event=term_not_begun epoch=%s error="%r"', epoch, exc)
+        with contextlib.suppress(Exception):  # else the lease expires by itself
+            await elector.resign()
+        await clock.sleep(getattr(elector, "renew_every", 1.0))
+        return None
+    controller.store.on_fenced[:] = [fence_handler(elector, epoch)]
+    controller.resume()
+    return epoch
+
+
+async def term_grace(
+    elector: LeaderElector, controller: Controller, clock: Clock, work: asyncio.Future[Any]
+) -> None:
+    """The term ended with ``work`` (the controller's loop, or one pass) in flight: launch
+    nothing new (``Controller.stop``) and give it half the lease's margin to finish (the lease
+    can pass to another daemon ``margin`` after the term ended); the caller cancels it if it
+    is still running then."""
+    controller.stop()
+    if work.done():
+        return
+    grace = asyncio.ensure_future(clock.sleep(getattr(elector, "margin", 0.0) / 2))
+    try:
+        await asyncio.wait({work, grace}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        grace.cancel()
+
+
 class Service:
     """One running daemon. ``await serve()`` until a stop signal; returns the exit code."""
 
@@ -686,19 +726,8 @@ class Service:
         """One term: the durable state read (``Controller.begin_term``), then the controller's
         loop and the integrations' background work until the term ends (a state write fenced
         ends it too) or the daemon stops, then no more; True when the loop ended by itself."""
-        epoch = elector.epoch
-        try:
-            if epoch is None:
-                raise RuntimeError("no epoch: the term ended before it began")
-            await controller.begin_term(epoch)
-        except Exception as exc:  # acting without the last leader's state could launch twice
-            log.error('event=term_not_begun epoch=%s error="%r"', epoch, exc)
-            with contextlib.suppress(Exception):  # else the lease expires by itself
-                await elector.resign()
-            await self.clock.sleep(getattr(elector, "renew_every", 1.0))
+        if await start_term(elector, controller, self.clock) is None:
             return False
-        controller.store.on_fenced[:] = [fence_handler(elector, epoch)]
-        controller.resume()
         run = asyncio.create_task(controller.run(), name="shoal-controller-term")
         actors = [
             asyncio.create_task(integration.run(), name=f"shoal-integration-{i}")
@@ -714,10 +743,8 @@ class Service:
                 return not self._stop.is_set() and elector.is_leader
             if self._stop.is_set() and elector.is_leader:
                 await asyncio.shield(run)  # _serve bounds it by SHUTDOWN_TIMEOUT
-            else:  # the lease runs out `margin` after the term ended: half of it for the pass
-                grace = self.clock.sleep(getattr(elector, "margin", 0.0) / 2)
-                ended.append(asyncio.create_task(grace))
-                await asyncio.wait({run, ended[-1]}, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await term_grace(elector, controller, self.clock, run)
             return False
         finally:
             for task in (run, *actors, *ended):

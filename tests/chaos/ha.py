@@ -2,12 +2,16 @@
 
 Push mode's run (``harness``), with two daemons, ``a`` and ``b``, for the one simulated cloud:
 each has its own controller (``service.build_controller``, as ``shoal run`` builds it), its
-own ``state_dir`` and its own elector on one ``daemon.leader.memory.MemoryElection`` on the
-virtual clock (TTL ``TTL``). Only the daemon whose elector leads acts, as ``Service._act``
-runs it: a term begins with ``Controller.resume`` and a reconcile (another daemon acted
-meanwhile), the harness runs its passes, and a pass in flight when the term ends is stopped
-(``Controller.stop``: launch nothing new) with half the lease's margin to finish, then
-cancelled. The demand goes to the leader (the pusher's retry after a follower's 503).
+own ``state_dir`` (locked only) and its own elector on one ``daemon.leader.memory.MemoryElection``
+on the virtual clock (TTL ``TTL``), and both keep their durable state (the launch ledger) in
+that election's store (``leader.state.state_backend``: ``MemoryStateBackend``, fenced by the
+term's epoch as etcd's txn is). Only the daemon whose elector leads acts, through the
+production code of ``Service._act``: a term begins with ``service.start_term`` (the last
+leader's state read into a fresh tracker; a fenced write steps the daemon down) and a
+reconcile (``Controller.run``'s first step), the harness runs its passes, and a pass in
+flight when the term ends gets ``service.term_grace`` (``Controller.stop``: launch nothing
+new; half the lease's margin to finish), then is cancelled. The demand goes to the leader
+(the pusher's retry after a follower's 503).
 
 Faults: push mode's (``faults.PUSH_KINDS``; a crash at a provider call kills the daemon
 making it), and from this module's own stream (``ha-<seed>``), in the fault phase:
@@ -31,9 +35,8 @@ Invariants: push mode's, plus
     store's clock says) says it holds the lease of its epoch: never after its lease could
     have passed to another daemon, never while the other one holds the key.
 
-Durable state: each daemon has its own ``state_dir`` until the shared state backend lands,
-so a new leader does not see the old one's launches in flight (its launch ledger); the one
-place that knows this is ``HaRun.violate`` (``SHARED_STATE``).
+Nothing is excused: a new leader sees the last one's launches in flight in the shared state,
+so a duplicate launch or a type over its max is reported as in push mode.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ from pathlib import Path
 from typing import Any
 
 from shoal.daemon.leader.memory import MemoryElection, MemoryElector
+from shoal.daemon.leader.state import state_backend
 from shoal.daemon.loop import Controller, PassRecord
+from shoal.daemon.service import start_term, term_grace
 from shoal.daemon.simulate.engine import EPOCH
 
 from .faults import Crash, Window
@@ -61,9 +66,6 @@ __all__ = ["NAMES", "TTL", "HaRun", "SteppedDown"]
 
 TTL = 10.0  # the lease, seconds (the ha section's default)
 NAMES = ("a", "b")
-# The one switch of the missing shared state (``HaRun.violate``): False until the shared
-# state backend lands, each daemon with its own launch ledger.
-SHARED_STATE = False
 POLL = 1.0  # while nobody acts, the harness looks again this often (campaigns run meanwhile)
 
 # Which daemon's process a task belongs to (its creator's, at creation): a kill -9 cancels
@@ -147,8 +149,6 @@ class HaRun(_Run):
         self.stepped_down = False
         self.acted: list[tuple[float, str, int]] = []  # (t, daemon, epoch) per actuation
         self.max_epoch = 0
-        self.launched_by: dict[str, tuple[str, float]] = {}  # instance -> (daemon, at)
-        self.pass_started = 0.0
         self.turn = 0
 
     # -- who acts: the base run reads ``controller`` and ``restart_at`` ---------------------
@@ -221,10 +221,12 @@ class HaRun(_Run):
         assert self.election is not None
         d.down_until, d.epoch = None, None
         self.actor = d
+        elector = self.election.elector(d.name)
         config, self.config = self.config, self.config.model_copy(update={"state_dir": d.state_dir})
         try:
             with _owned(d.name):
-                controller = await self.new_controller(crashes)
+                backend = state_backend(elector, self.config)  # the election's store, fenced
+                controller = await self.new_controller(crashes, backend)
         except Crash:
             self._die(d)
             return
@@ -246,7 +248,7 @@ class HaRun(_Run):
         controller.executor.drain_hook = controller.executor.undrain_hook = _DrainHook(self)
         original = controller.run_pass
         controller.run_pass = lambda: self._gated_pass(d, original)  # type: ignore[method-assign]
-        d.elector = self.election.elector(d.name)
+        d.elector = elector
         d.campaign = _spawn(d.name, d.elector.campaign(), f"ha-campaign-{d.name}")
         d.campaign.add_done_callback(lambda t: t.cancelled() or self._campaign_again(d))
         self.note(f"daemon {d.name} started (incarnation {self.incarnation})")
@@ -276,13 +278,18 @@ class HaRun(_Run):
         self.cloud.fleet._listeners[:] = [*self.listeners, *live]
 
     async def _begin_term(self, d: _Daemon) -> None:
-        """``Service._act``'s start: resume and reconcile; then the harness runs its passes."""
+        """``Service._act``'s start (``service.start_term``: the last leader's state read from
+        the election's store, fenced writes from now on, resume), then ``Controller.run``'s
+        first step, the reconcile; then the harness runs its passes."""
         assert d.controller is not None and d.elector is not None
-        epoch = d.elector.epoch
-        d.controller.resume()
         self.actor = d
         try:
             with _owned(d.name):
+                epoch = await self.clock.run_until(start_term(d.elector, d.controller, self.clock))
+                self.t = max(self.t, self.clock.now() - EPOCH)
+                if epoch is None:
+                    self.note(f"{d.name}: the term did not begin (state unread): campaigns again")
+                    return
                 await self.clock.run_until(d.controller.reconcile())
         except Crash:
             self._die(d)
@@ -309,10 +316,7 @@ class HaRun(_Run):
         try:
             await asyncio.wait({run, lost}, return_when=asyncio.FIRST_COMPLETED)
             if not run.done():
-                controller.stop()
-                grace = asyncio.ensure_future(self.clock.sleep(elector.margin / 2))
-                await asyncio.wait({run, grace}, return_when=asyncio.FIRST_COMPLETED)
-                grace.cancel()
+                await term_grace(elector, controller, self.clock, run)
             if not run.done():
                 run.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -329,7 +333,6 @@ class HaRun(_Run):
         if c2 is None:
             return
         self.turn += 1
-        self.pass_started = self.t
         assert self.actor is not None
         with _owned(self.actor.name):
             await super().one_pass(c2)
@@ -421,11 +424,6 @@ class HaRun(_Run):
     def observe_call(self, op: str, phase: str, arg: Any, result: Any) -> None:
         if phase == "before" and op in ("RunInstances", "TerminateInstances"):
             self.actuation(op)
-        if op == "RunInstances" and phase == "after" and self.actor is not None:
-            now = self.clock.now() - EPOCH
-            for name in self.cloud.worker_names():
-                if name not in self._names_before:
-                    self.launched_by[name] = (self.actor.name, now)
         super().observe_call(op, phase, arg, result)
 
     async def setup(self) -> None:
@@ -439,27 +437,3 @@ class HaRun(_Run):
                 return await _call(*args)
 
             setattr(self.cloud, op, tagged)
-
-    def violate(self, invariant: str, detail: str) -> None:
-        # Until the shared state backend lands (helper "hafence": the launch ledger in one
-        # store for both daemons), a new leader cannot see the launches of the other daemon
-        # that its listing does not show yet (listing lag), so it may launch beside them: a
-        # duplicate or over-max then is the missing shared ledger's, noted, not reported.
-        # The coordinator sets SHARED_STATE at the merge and the excuse is gone.
-        if not SHARED_STATE and invariant in ("duplicate-launch", "over-max"):
-            unseen = self.unseen_foreign()
-            if unseen:
-                self.note(f"not reported ({invariant}): {unseen} of the other daemon unlisted")
-                return
-        super().violate(invariant, detail)
-
-    def unseen_foreign(self) -> list[str]:
-        """Live instances another daemon launched that the acting daemon's listing did not
-        show when its pass began (launched less than ``listing_lag`` before)."""
-        actor = self.actor.name if self.actor is not None else ""
-        lag = self.cloud.listing_lag
-        return sorted(
-            n
-            for n, (by, at) in self.launched_by.items()
-            if by != actor and self.pass_started <= at + lag and n in self.cloud.worker_names()
-        )

@@ -112,6 +112,7 @@ from typing import Any
 
 from shoal.daemon.config import ShoalConfig, parse_config
 from shoal.daemon.demand import DemandFailure, DemandUpdate
+from shoal.daemon.durable import StateBackend
 from shoal.daemon.loop import Controller
 from shoal.daemon.service import build_controller, build_provider
 from shoal.daemon.simulate.cluster import Cluster
@@ -504,10 +505,12 @@ class _Run:
             self.note(f"plan: remove {action.node_id} ({action.cause}: {action.message})")
         return plan
 
-    async def new_controller(self, crashes: bool) -> Controller:
+    async def new_controller(
+        self, crashes: bool, state_backend: StateBackend | None = None
+    ) -> Controller:
         """A new process's controller, built by ``build_controller`` from the config,
-        ``state_dir`` and the cloud (crash points armed unless ``crashes`` is False), with
-        request ids that say which incarnation launched what."""
+        ``state_dir`` (or ``state_backend``) and the cloud (crash points armed unless
+        ``crashes`` is False), with request ids that say which incarnation launched what."""
         self.incarnation += 1
         self.faulty.dead = False
         # A new process: the dead one's subscribers and its client-side catalogue died with it.
@@ -518,7 +521,12 @@ class _Run:
         prefix = f"shoal-{self.seed}-{self.incarnation}"
         controller = await self.clock.run_until(
             build_controller(
-                self.config, self.cloud, self.clock, metrics=_ReplayMetrics(), planner=self.planner
+                self.config,
+                self.cloud,
+                self.clock,
+                metrics=_ReplayMetrics(),
+                planner=self.planner,
+                state_backend=state_backend,
             )
         )
         controller.executor.request_ids = lambda: f"{prefix}-{next(counter)}"

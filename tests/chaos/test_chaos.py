@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from shoal.daemon.leader import LeaseElector, Term
+from shoal.daemon.leader.state import MemoryStateBackend
 from shoal.daemon.slurm.power import PowerSaver
 from shoal.daemon.slurm.state import PowerState
 from shoal.providers.fleet import Fleet
@@ -234,3 +235,46 @@ def test_a_leader_that_does_not_step_down_on_its_deadline_is_found(
     monkeypatch.setattr(LeaseElector, "_guard", never_step_down)
     found = {v.invariant for v in run_seed(0, (), mode="ha").violations}
     assert {"acted-after-lease", "ha-overlap"} <= found, found
+
+
+def test_a_new_leader_that_forgets_the_launches_in_flight_is_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``duplicate-launch`` and ``over-max`` with two daemons, nothing excused: both keep the
+    launch ledger in the election's store (``MemoryStateBackend``), and a new leader whose read
+    of it comes back empty launches again what the last leader launched and the lagging
+    listing does not show yet. Seed 0 with listing lag and kills: clean with the real read."""
+    clean = run_seed(0, ("lag", "crash"), mode="ha")
+    assert not clean.violations and sum("leads (epoch" in x for x in clean.log) > 2
+
+    async def forget(self: MemoryStateBackend) -> None:
+        return None
+
+    monkeypatch.setattr(MemoryStateBackend, "load", forget)
+    found = {v.invariant for v in run_seed(0, ("lag", "crash"), mode="ha").violations}
+    assert {"duplicate-launch", "over-max"} <= found, found
+
+
+def test_the_fence_stops_a_deposed_leaders_launches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With neither the renewer nor the guard (a term never ends by itself: every lease runs
+    out on the store while its daemon believes it leads), the state write before every launch
+    (``MemoryStateBackend.save``, fenced by the epoch) is refused once another term began: the
+    daemon steps down (``service.fence_handler``) and launches nothing. Its terminations and
+    tags are not fenced: those are reported."""
+    stepped: list[str] = []
+    step_down = LeaseElector.step_down
+
+    async def never_end(self: LeaseElector, term: Term) -> None:
+        await term.ended.wait()
+
+    def counted(self: LeaseElector, reason: str) -> None:
+        if self.is_leader:
+            stepped.append(reason)
+        step_down(self, reason)
+
+    monkeypatch.setattr(LeaseElector, "_guard", never_end)
+    monkeypatch.setattr(LeaseElector, "_renewer", never_end)
+    monkeypatch.setattr(LeaseElector, "step_down", counted)
+    late = [v.detail for v in run_seed(0, (), mode="ha").violations]
+    assert "fenced" in stepped and any("TerminateInstances while" in x for x in late), late
+    assert not [x for x in late if "RunInstances" in x], late
