@@ -10,49 +10,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import configs
 import pytest
-from shoal.daemon.config import ShoalConfig, parse_config
+from shoal.daemon.config import ShoalConfig
+from shoal.daemon.config.slurm import SlurmConfig
 from shoal.daemon.simulate.engine import Replay, ReplayOptions, SimulateError, replay
 from shoal.daemon.simulate.report import Report, report_json
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate
-from shoal.daemon.simulate.trace import Trace, TraceBuilder
-
-GiB = 1024**3
+from shoal.daemon.simulate.trace import Trace
+from test_engine import config as pushed_config
+from test_engine import trace
 
 
 def config(slurm: dict[str, Any] | None = None, **scaler: Any) -> ShoalConfig:
-    """``slurm``: the slurm section (``demand.slurm: true``); None: pushed demand."""
-    provider = scaler.pop("provider", {})
-    node_types = scaler.pop("node_types", [{"type": "c5.xlarge", "max": 10}])
-    top = {k: scaler.pop(k) for k in ("state_dir",) if k in scaler}
-    data = configs.config(
-        cluster_name="sim",
-        provider={"zone": "sim-1a", "boot_delay": "60s", "join_delay": "30s", **provider},
-        node_types=node_types,
-        **top,
-        scaler={
-            "interval": "30s",
-            "debounce": "0s",
-            "beta_inertia": 0.0,
-            "unneeded_time": "300s",
-            "scale_down_budget": 1.0,
-            "target_time": "1h",
-            **scaler,
-        },
-        demand={"api": False, "slurm": slurm is not None},
-    )
-    if slurm is not None:
-        data["slurm"] = slurm
-    return parse_config(data)
+    """``test_engine``'s config; ``slurm``: with this slurm section as its demand source
+    (``demand.slurm: true``), None: pushed demand."""
+    cfg = pushed_config(**scaler)
+    if slurm is None:
+        return cfg
+    demand = cfg.demand.model_copy(update={"slurm": True})
+    return cfg.model_copy(update={"demand": demand, "slurm": SlurmConfig(**slurm)})
 
 
-def burst(submit: float, jobs: int = 4) -> Trace:
-    """``jobs`` one-core jobs at ``submit`` that ask for 2 h and run 600 s."""
-    b = TraceBuilder("test", "csv")
-    for line in range(1, jobs + 1):
-        b.add(submit, 600, 7200, 1, GiB, 0, False, line=line)
-    return b.build()
+def burst(submit: float) -> Trace:
+    """Four one-core jobs at ``submit`` that ask for 2 h and run 600 s."""
+    return trace(*[(submit, 600, 7200, 1, 1)] * 4)
 
 
 def report(r: Replay) -> str:
@@ -94,10 +75,7 @@ def test_a_change_on_a_poll_is_read_at_once_and_no_slurm_command_runs(tmp_path: 
 def test_changes_between_two_polls_make_one_pass() -> None:
     """Submits at 1, 2, ... 9 s: a pushed source wakes a pass for each; a Slurm source
     polling every 10 s hands them over at once at t=10, one pass launching for all."""
-    b = TraceBuilder("test", "csv")
-    for line in range(1, 10):
-        b.add(float(line), 600, 7200, 4, GiB, 0, False, line=line)
-    tr = b.build()
+    tr = trace(*[(float(s), 600, 7200, 4, 1) for s in range(1, 10)])
     pushed = replay(tr, config())
     polled = replay(tr, config({"mode": "external", "poll_interval": "10s"}))
     assert polled.stats.passes < pushed.stats.passes
@@ -126,7 +104,7 @@ def test_skipping_changes_nothing_with_a_slurm_source(poll: str) -> None:
     assert fast.result.jobs_never_started == 0
 
 
-def test_power_save_cannot_be_replayed(tmp_path: Any) -> None:
-    cfg = config({"mode": "power_save"}, state_dir=str(tmp_path))
+def test_power_save_cannot_be_replayed() -> None:
+    cfg = config({"mode": "power_save"})
     with pytest.raises(SimulateError, match="external"):
         replay(burst(3), cfg)
