@@ -32,6 +32,19 @@ demand change or a deadline plus whole intervals. Like a demand
 source that pushes on change, the scheduler reports running jobs' elapsed times as of the
 last change: the controller plans with those until the next one.
 
+**The demand source's cadence.** The replay observes demand the way the configured source
+does. A pushed source (``demand.api``, ``demand.file``, or none) reports each change as it
+happens (above). A Slurm source (``demand.slurm: true``) reads squeue every
+``slurm.poll_interval`` from the daemon's start: the scheduler's changes since the last read
+reach the controller only at the next read (``t = k * poll_interval``), as one change, and
+the pass follows ``scaler.debounce`` later. A read that finds nothing changed would hand the
+loop the same demand (running jobs' elapsed times aside, which a pushed source does not
+refresh either), so the engine stops only at reads with a change behind them. Only
+``slurm.mode: external`` replays (shoal's planner decides); in ``power_save`` Slurm decides,
+which the replay cannot play. The controller is built without the Slurm integration (its
+scontrol drain hook, its dynamic nodes' features): the replay's scheduler stands in for
+slurmctld.
+
 **Skipping.** A timer pass is skipped (not run, but counted) when it provably cannot change
 anything: nothing happened since the last pass that ran (no demand change, no change in the
 cloud's listing), that pass planned nothing (``Plan.is_noop``) and left the planner state
@@ -229,6 +242,16 @@ class _Engine:
         if options.seed is not None:
             provider = config.provider.model_copy(update={"seed": options.seed})
             config = config.model_copy(update={"provider": provider})
+        self.poll: float | None = None  # a Slurm source's poll interval; None: pushed demand
+        if config.demand.slurm and config.slurm is not None:
+            if config.slurm.mode != "external":
+                raise SimulateError(
+                    f"slurm.mode: shoal simulate replays shoal's planner (slurm.mode: "
+                    f"external); in {config.slurm.mode!r} Slurm's power saving decides"
+                )
+            self.poll = config.slurm.poll_interval
+            demand = config.demand.model_copy(update={"slurm": False})
+            config = config.model_copy(update={"demand": demand, "slurm": None})
         self.config = config
         self.trace = trace
         self.options = options
@@ -381,6 +404,13 @@ class _Engine:
     def _feed(self, t: float) -> None:
         cluster = self.cluster
         cluster.advance(t)
+        if self.poll is not None:
+            # the first read at or after ``t`` (reads passed over saw no change); an int
+            # count of reads, so float rounding cannot hold a read at ``t`` for ever
+            self.poll_k = max(self.poll_k, math.ceil(t / self.poll - 1e-6))
+            if t < self.poll_k * self.poll:
+                return  # a Slurm source reads at its next poll
+            self.poll_k += 1
         if cluster.version != self.fed_version:
             self.controller.set_demand(cluster.update(t))
             self.fed_version = cluster.version
@@ -441,6 +471,7 @@ class _Engine:
         cluster = self.cluster
         skip = self.options.skip
         self.fed_version = cluster.version
+        self.poll_k = 0  # a Slurm source's next read is at poll_k * poll (``_feed``)
         self.change_at: float | None = None  # the first demand change since the last pass
         self.anchor = 0.0  # timer passes fall at anchor + k * interval
         self.k = -1  # the last timer pass since the anchor (the first pass is at 0)
@@ -469,9 +500,12 @@ class _Engine:
                 and not self.joins
                 and not cluster.running_count
                 and self.change_at is None
+                and cluster.version == self.fed_version
             ):
                 break  # nothing can change any more
             nxt = pass_at
+            if self.poll is not None and cluster.version != self.fed_version:
+                nxt = min(nxt, self.poll_k * self.poll)  # the read that sees the change
             if i < n:
                 nxt = min(nxt, submits[i])
             finish = cluster.next_finish()
