@@ -7,8 +7,10 @@
 Both policies replay the same slice of the trace on the same node-type menu
 (``bench/policy.yaml``: c5/m5/m6i/r5 types of 8 to 48 cores on demand, one spot type) with
 the same seed, through ``shoal simulate``'s machinery: ``compare.build_variants`` makes
-the variants (``policy=toil,shoal``; ``--compare KEY=V1,V2`` adds more, as ``shoal simulate
---compare`` does) and the replay engine runs each in its own spawned process (``-j``).
+the variants (``policy=toil``, then ``policy=shoal``; ``--compare KEY=V1,V2`` replaces the
+latter with shoal's policy under each value, as ``shoal simulate --compare`` does, so
+``--compare scaler.unneeded_time=2m,10m`` is three rows) and the replay engine runs each in
+its own spawned process (``-j``).
 
 Printed side by side: cost, node-hours, utilisation, wait p50/p95/p99, launches, and each
 policy's cost over the clairvoyant lower bound: every job's node time (run time x nodes)
@@ -61,7 +63,6 @@ from shoal.scaler.planner import usable_shape  # noqa: E402
 from bench.simulate import prefix  # noqa: E402
 
 CONFIG = ROOT / "bench" / "policy.yaml"
-POLICIES = "policy=toil,shoal"
 STATES = ("boot", "idle", "busy")
 
 
@@ -297,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--span", type=float, default=90.0, help="stand-in: days (90)")
     p.add_argument("--seed", type=int, default=11, help="stand-in and simulated cloud seed")
     p.add_argument("-c", "--config", default=str(CONFIG), help="the node-type menu")
-    p.add_argument("--compare", action="append", default=[], help="more variants: KEY=V1,V2")
+    p.add_argument("--compare", action="append", default=[], help="shoal variants: KEY=V1,V2")
     p.add_argument("-j", type=int, default=2, help="processes (2)")
     p.add_argument("--short", type=float, default=10.0, help="minutes: a short-lived launch")
     p.add_argument("--cores-per-node", type=int, help="SWF: split wider jobs into gangs")
@@ -309,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config: ShoalConfig = load_config(args.config)
-    variants = build_variants(config, [POLICIES, *args.compare])
+    # Toil's policy as it is, then shoal's under each --compare combination (none: defaults)
+    toil = build_variants(config, ["policy=toil"])
+    variants = (*toil, *build_variants(config, ["policy=shoal", *args.compare]))
     queues = frozenset(int(q) for q in args.preemptible_queues.split(",") if q.strip())
     trace_options = TraceOptions(cores_per_node=args.cores_per_node, preemptible_queues=queues)
     with tempfile.TemporaryDirectory() as tmp:
