@@ -55,6 +55,7 @@ from shoal.daemon.config import ShoalConfig, load_config  # noqa: E402
 from shoal.daemon.simulate import engine  # noqa: E402
 from shoal.daemon.simulate.compare import Variant, build_variants  # noqa: E402
 from shoal.daemon.simulate.engine import Replay, ReplayOptions  # noqa: E402
+from shoal.daemon.simulate.report import TABLE_COLUMNS  # noqa: E402
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate, write_swf  # noqa: E402
 from shoal.daemon.simulate.trace import Trace, TraceOptions, read_trace  # noqa: E402
 from shoal.scaler.model import Policy  # noqa: E402
@@ -207,19 +208,8 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-COLUMNS = [
-    "variant",
-    "cost $",
-    "node-h",
-    "util",
-    "wait p50",
-    "p95",
-    "p99",
-    "launches",
-    "never started",
-    "x bound",
-    "x toil",
-]
+# the simulate table's first seven columns, then this bench's
+COLUMNS = [*TABLE_COLUMNS[:7], "launches", "never started", "x bound", "x toil"]
 
 
 def summary(results: Sequence[tuple[Replay, Audit, float]]) -> str:
