@@ -113,6 +113,8 @@ class _AuditedEngine(engine._Engine):
         self._since = 0.0
         self._state: list[tuple[str, tuple[str, bool, str], float]] = []
         self._busy: dict[str, float] = defaultdict(float)
+        self._live: dict[str, engine._Instance] = {}  # every instance not known ended
+        self._seen = 0  # instances in self.instances already added to _live
 
     def _sample(self, t: float) -> None:
         dt = t - self._since
@@ -127,8 +129,13 @@ class _AuditedEngine(engine._Engine):
         self._since = t
         nodes = self.cluster._nodes
         state = []
-        for name, inst in self.instances.items():
+        if len(self.instances) > self._seen:  # launched since: at the end, in launch order
+            new = list(self.instances.items())[self._seen :]
+            self._live.update(new)
+            self._seen = len(self.instances)
+        for name, inst in list(self._live.items()):
             if inst.ended is not None:
+                del self._live[name]
                 continue
             node = nodes.get(name) if inst.joined else None
             if node is None:
