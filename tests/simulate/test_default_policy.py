@@ -1,10 +1,10 @@
-"""shoal's default scale-down, replayed: an idle node is let go after about what launching
+"""shoal's default scale-down, replayed: an idle node is let go within about what launching
 another would cost (its boot and join time), not after ten minutes.
 
 On per-second billing an idle node costs its price per second, and a new one costs its boot
-and join time before it can take work: keeping an idle node that long and no longer is the
-ski-rental rule (never more than twice the cost of knowing the next job's arrival).
-``bench/policy.py`` measured it on the stand-in for a real log (bench/README.md).
+and join time before it can take work: keeping an idle node longer than that loses (the
+ski-rental rule). ``bench/policy.py`` measured it on the stand-in for a real log
+(bench/README.md): 1 minute, the default, is within 0.6 % of the best it found.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _two_bursts(gap: float):
     return b.build()
 
 
-def test_default_lets_an_idle_node_go_after_about_its_boot_time() -> None:
+def test_default_lets_an_idle_node_go_within_its_boot_time() -> None:
     data = configs.config(
         cluster_name="sim",
         provider={"zone": "sim-1a", "boot_delay": f"{BOOT}s", "join_delay": f"{JOIN}s"},
