@@ -101,8 +101,8 @@ def test_power_save_lines_carry_usable_shapes_features_weights_and_counts(
     assert settings["ResumeProgram"] == "/opt/shoal/bin/shoal-slurm-resume"
     assert settings["SuspendProgram"] == "/opt/shoal/bin/shoal-slurm-suspend"
     assert settings["ResumeFailProgram"] == "/opt/shoal/bin/shoal-slurm-resume-fail"
-    # scaler.unneeded_time and join_timeout by default (10 min, 15 min)
-    assert (settings["SuspendTime"], settings["ResumeTimeout"]) == ("600", "900")
+    # scaler.unneeded_time and join_timeout by default (1 min, 15 min)
+    assert (settings["SuspendTime"], settings["ResumeTimeout"]) == ("60", "900")
     # the workers shoal launches run slurmd configless: slurmctld must serve its config
     assert "enable_configless" in settings["SlurmctldParameters"].split(",")
     assert settings["PartitionName"].startswith(

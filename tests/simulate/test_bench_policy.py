@@ -1,0 +1,71 @@
+"""``bench/policy.py``: the clairvoyant bound by hand, and a run on a tiny trace that prints
+every column of both policies, the bound and the audit (seconds)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from shoal.daemon.simulate.trace import GiB, TraceBuilder
+from shoal.scaler.model import NodeType, Policy
+from shoal.scaler.planner import usable_shape
+from shoal.scaler.shape import Shape
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.policy import COLUMNS, clairvoyant_bound  # noqa: E402
+
+
+def _type(name: str, cores: int, memory_gib: int, price: float, bid: float | None = None):
+    shape = Shape(3600, memory_gib * GiB, cores, 100 * GiB, bid is not None)
+    return NodeType(name, (name,), shape, price_per_hour=price, bid=bid)
+
+
+def test_bound_prices_each_job_at_its_cheapest_share() -> None:
+    small = _type("c", 8, 16, 0.40)
+    wide = _type("r", 8, 64, 0.80)
+    spot = _type("s", 8, 64, 0.20, bid=0.3)
+    policy = Policy(node_types=(small, wide, spot), node_memory_overhead=0, node_disk_overhead=0)
+    room = {t.name: usable_shape(t, policy) for t in policy.node_types}
+    assert room["c"].memory == 16 * GiB  # no overhead: shares are exact
+    b = TraceBuilder("t", "csv")
+    b.add(0, 7200, 7200, 2, 2 * GiB, 0, False)  # 2/8 of c for 2 h: 0.25 x 0.40 x 2 = 0.20
+    b.add(10, 3600, 3600, 1, 32 * GiB, 0, False)  # only r: 32/64 x 0.80 = 0.40
+    b.add(20, 3600, 3600, 4, 8 * GiB, 0, True, nodes=2)  # spot: 0.5 x 0.20 x 2 nodes = 0.20
+    b.add(30, 3600, 3600, 4, 100 * GiB, 0, False)  # fits nothing
+    bound, unfit = clairvoyant_bound(b.build(), policy)
+    assert unfit == 1
+    assert bound == pytest.approx(0.20 + 0.40 + 0.20)
+
+
+def test_policy_bench_prints_both_policies_and_the_bound(tmp_path: Path) -> None:
+    script = str(ROOT / "bench" / "policy.py")
+    argv = [sys.executable, script, "--jobs", "150", "--span", "2", "--days", "0.5", "-j", "1"]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    header = next(line for line in out.splitlines() if line.startswith("variant"))
+    for column in COLUMNS:
+        assert column in header
+    rows = {}
+    for line in out.splitlines():
+        for name in ("policy=toil", "policy=shoal", "clairvoyant bound"):
+            if line.startswith(name + " "):
+                rows[name] = line[len(name) :].split()
+    assert set(rows) == {"policy=toil", "policy=shoal", "clairvoyant bound"}
+    bound = float(rows["clairvoyant bound"][0].replace(",", ""))
+    assert bound > 0
+    for name in ("policy=toil", "policy=shoal"):
+        cells = rows[name]
+        assert len(cells) == len(COLUMNS) - 1
+        cost = float(cells[0].replace(",", ""))
+        assert cost >= bound  # no policy beats the clairvoyant bound
+        assert float(cells[-2]) == pytest.approx(cost / bound, abs=0.01)  # printed in cents
+        # the audit's hours add up to the replay's node-hours
+        audit = out.split(f"{name}: ", 1)[1]
+        total = next(line for line in audit.splitlines() if line.strip().startswith("all"))
+        boot, idle, busy = (float(v.replace(",", "")) for v in total.split()[1:4])
+        assert boot + idle + busy == pytest.approx(float(cells[1].replace(",", "")), abs=0.2)
