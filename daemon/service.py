@@ -556,10 +556,10 @@ class Service:
 
     async def _serve(self) -> int:
         config = self.config
-        token = BearerToken(config.api.token_file)  # read again when rotated
         try:
+            token = BearerToken(config.api.token_file)  # read again when rotated
             check_listen(config.api.host, token.current())
-        except InsecureListenError as exc:
+        except (InsecureListenError, OSError, ValueError) as exc:  # never an open API
             log.error('event=startup_failed error="%s"', exc)
             return 2
         if self.provider is None:

@@ -252,5 +252,7 @@ async def test_the_token_file_is_read_again_when_it_changes_never_emptied(
         assert (await put("two"), await put(None)) == (200, 401)
         path.write_text("three\n")
         assert (await put("three"), await put("two")) == (200, 401)
+        path.write_bytes(b"\xff\xfe four\n")  # not text (a binary written): kept, no 500
+        assert (await put("three"), await put(None)) == (200, 401)
     finally:
         await runner.cleanup()
