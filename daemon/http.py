@@ -71,13 +71,13 @@ class BearerToken:
         self._key: tuple[int, int, int, int] | None = None
         self._token: str | None = None
         if path is not None:
+            self._key = self._stat()  # before the read: a file replaced between is read again
             try:
                 self._token = path.read_text().strip()  # OSError at start: a config error
             except UnicodeDecodeError:
                 raise ValueError(f"api.token_file {path} is not text") from None
             if not self._token:
                 raise ValueError(f"api.token_file {path} is empty")
-            self._key = self._stat()
 
     def _stat(self) -> tuple[int, int, int, int] | None:
         assert self.path is not None
