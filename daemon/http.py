@@ -62,15 +62,22 @@ CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
 class BearerToken:
     """The API's bearer token from ``path`` (None: no token), read again when the file
     changes (its inode, size or mtime): one ``stat`` per request, a read only after a
-    rotation. Keeps the last token while the file cannot be read or is empty."""
+    rotation. Keeps the last token while the file cannot be read, is not text or is empty.
+    A file that is empty or not text at start raises ``ValueError`` (OSError when it cannot
+    be read): with a token file named, the API is never open, even for a moment."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._key: tuple[int, int, int, int] | None = None
         self._token: str | None = None
         if path is not None:
-            self._token = path.read_text().strip() or None  # raises at start: a config error
-            self._key = self._stat()
+            self._key = self._stat()  # before the read: a file replaced between is read again
+            try:
+                self._token = path.read_text().strip()  # OSError at start: a config error
+            except UnicodeDecodeError:
+                raise ValueError(f"api.token_file {path} is not text") from None
+            if not self._token:
+                raise ValueError(f"api.token_file {path} is empty")
 
     def _stat(self) -> tuple[int, int, int, int] | None:
         assert self.path is not None
@@ -88,8 +95,9 @@ class BearerToken:
             return self._token
         try:
             token = self.path.read_text().strip()
-        except OSError as exc:
-            log.warning('event=api_token_unreadable error="%s"', exc.strerror)
+        except (OSError, UnicodeDecodeError) as exc:  # never quote the file's bytes
+            error = getattr(exc, "strerror", None) or type(exc).__name__
+            log.warning('event=api_token_unreadable error="%s"', error)
             return self._token
         if token:  # an empty file (a rotation half done) is read again at the next request
             if token != self._token:

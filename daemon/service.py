@@ -50,7 +50,7 @@ from shoal.daemon.config import (
     load_config,
 )
 from shoal.daemon.config.ha import ha_changes
-from shoal.daemon.config.preflight import preflight
+from shoal.daemon.config.preflight import check
 from shoal.daemon.demand import (
     DemandFailure,
     DemandSource,
@@ -488,7 +488,7 @@ class Service:
         try:
             try:
                 new = load_config(self.config_path)
-                issues = preflight(new)
+                issues, secrets = check(new)
                 if issues:
                     raise ConfigError(str(self.config_path), issues)
             except ConfigError as exc:
@@ -517,9 +517,19 @@ class Service:
             self.config = self.config.model_copy(update={"provider": provider})
             restart = [
                 name
-                for name in ("cluster_name", "provider", "api", "demand", "slurm", "state_dir")
+                for name in (
+                    "cluster_name",
+                    "provider",
+                    "api",
+                    "demand",
+                    "slurm",
+                    "state_dir",
+                    "workers",
+                )
                 if getattr(new, name) != getattr(self.config, name)
             ]
+            if self.secrets is not None and secrets != self.secrets:  # prepared at start only
+                restart.append("workers.secrets")
             if restart:
                 log.warning("event=reload_needs_restart sections=%s", ",".join(restart))
             ha_changed = ha_changes(self.config.ha, new.ha)
@@ -556,10 +566,10 @@ class Service:
 
     async def _serve(self) -> int:
         config = self.config
-        token = BearerToken(config.api.token_file)  # read again when rotated
         try:
+            token = BearerToken(config.api.token_file)  # read again when rotated
             check_listen(config.api.host, token.current())
-        except InsecureListenError as exc:
+        except (InsecureListenError, OSError, ValueError) as exc:  # never an open API
             log.error('event=startup_failed error="%s"', exc)
             return 2
         if self.provider is None:

@@ -46,7 +46,9 @@ answers: a response lost with the daemon), ``never_join`` (types whose "machine"
 starts slurmd: a ``sleep`` stands in, so the node never registers), ``listing_lag`` (seconds
 an instance stays out of ``list_instances`` after its launch, as a lagging DescribeInstances).
 The records file is the one cloud two ``shoal run`` processes on this machine can share (the
-``ha`` end-to-end tests): each reads it at its first use.
+``ha`` end-to-end tests, one leading at a time): each reads it again once it changed on disk
+(its inode, size or mtime; every write replaces it whole), so a daemon that leads again sees
+what the other launched. No lock: two writing at once would lose one's changes.
 """
 
 from __future__ import annotations
@@ -226,6 +228,7 @@ class LocalProvisioner(FleetProvisioner):
         self.stop_timeout = float(stop_timeout)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._records: dict[str, Any] | None = None
+        self._records_key: tuple[int, int, int] | None = None  # the file as last read/written
 
     # -- records ------------------------------------------------------------------------
 
@@ -233,8 +236,18 @@ class LocalProvisioner(FleetProvisioner):
     def records_path(self) -> Path:
         return self.state_dir / RECORDS
 
+    def _file_key(self) -> tuple[int, int, int] | None:
+        """The records file's inode, size and mtime (None: no file): it changed when this
+        differs from what was last read or written (another process wrote it)."""
+        try:
+            st = os.stat(self.records_path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
     def _load(self) -> dict[str, Any]:
-        if self._records is None:
+        key = self._file_key()
+        if self._records is None or key != self._records_key:
             try:
                 self._records = json.loads(self.records_path.read_text())
             except FileNotFoundError:
@@ -244,11 +257,14 @@ class LocalProvisioner(FleetProvisioner):
                     f"cannot read the local provider's records {self.records_path}: {exc}",
                     code="RecordsUnreadable",
                 ) from exc
+            self._records_key = key
         return self._records
 
     def _save(self) -> None:
-        records = self._load()
+        # what this process changed, never read again first (that would drop its changes)
+        records = self._records if self._records is not None else self._load()
         write_json_atomic(self.records_path, records, sort_keys=True)
+        self._records_key = self._file_key()
 
     def _marker(self, instance_id: str) -> str:
         return f"{self.state_dir.resolve()}/{instance_id}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -225,6 +226,30 @@ async def test_pushed_demand_goes_stale_and_then_nothing_is_launched_or_removed(
     assert record.launched == 1 and record.reason == ""
 
 
+def test_a_token_file_rotated_as_the_daemon_starts_is_taken_at_the_next_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is replaced between the start's read of the token and its look at the file:
+    the next request reads it again. Before, the start stat'ed the file after reading it,
+    kept the new file's key with the old token, and refused the new token until the next
+    rotation (every hook call a 401)."""
+    path = tmp_path / "token"
+    path.write_text("first\n")
+    real = Path.read_text
+
+    def read_then_rotated(self: Path, *args: Any, **kwargs: Any) -> str:
+        text = real(self, *args, **kwargs)
+        if self == path and text.startswith("first"):
+            (tmp_path / "token.new").write_text("second\n")
+            os.replace(tmp_path / "token.new", path)
+        return text
+
+    monkeypatch.setattr(Path, "read_text", read_then_rotated)
+    token = BearerToken(path)
+    monkeypatch.undo()
+    assert token.current() == "second"
+
+
 async def test_the_token_file_is_read_again_when_it_changes_never_emptied(
     harness: Harness, tmp_path: Path
 ) -> None:
@@ -252,5 +277,7 @@ async def test_the_token_file_is_read_again_when_it_changes_never_emptied(
         assert (await put("two"), await put(None)) == (200, 401)
         path.write_text("three\n")
         assert (await put("three"), await put("two")) == (200, 401)
+        path.write_bytes(b"\xff\xfe four\n")  # not text (a binary written): kept, no 500
+        assert (await put("three"), await put(None)) == (200, 401)
     finally:
         await runner.cleanup()

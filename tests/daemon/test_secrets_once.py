@@ -5,11 +5,13 @@ with a second read that could differ from what was checked."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
 import configs
 import pytest
+import yaml
 from shoal.daemon import service
 from shoal.daemon.cli import main
 from shoal.daemon.config import load_config
@@ -71,3 +73,44 @@ def test_shoal_run_joins_workers_with_the_token_its_preflight_read(
     monkeypatch.setattr(service, "run", run)
     assert main(["run", "-c", str(path)]) == 0
     assert joined["JOIN_TOKEN"] == TOKEN
+
+
+async def test_sighup_warns_that_changed_workers_or_secret_files_need_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Workers are prepared once, at start: a reload that changes the ``workers`` section or
+    a secret file's contents applies neither, so it says so (``reload_needs_restart``) and
+    never quotes the secret. Before, the reload logged ``reloaded`` and the workers kept
+    joining with the old token (an expired kubeadm token, silently)."""
+    caplog.set_level(logging.INFO, logger="shoal")
+    path, token_file = write_config(tmp_path)
+    config = load_config(path)
+    issues, secrets = check(config)
+    assert issues == []
+    provider = service.build_provider(config, service.SystemClock())
+    daemon = service.Service(
+        config, path, provider=provider, install_signals=False, secrets=secrets
+    )
+    task = asyncio.create_task(daemon.serve())
+    try:
+        await asyncio.wait_for(daemon.started.wait(), 10)
+        assert await daemon.reload()  # nothing changed: nothing to restart for
+        assert "event=reload_needs_restart" not in caplog.text
+
+        token_file.write_text(OTHER + "\n")
+        assert await daemon.reload()
+        (line,) = [r.message for r in caplog.records if "reload_needs_restart" in r.message]
+        assert "workers.secrets" in line and OTHER not in caplog.text
+        assert provider.bootstrap.kubernetes_join_vars["JOIN_TOKEN"] == TOKEN  # as it says
+
+        caplog.clear()
+        token_file.write_text(TOKEN + "\n")
+        data = yaml.safe_load(path.read_text())
+        data["workers"]["leader"]["address"] = "10.0.0.8"
+        path.write_text(yaml.safe_dump(data))
+        assert await daemon.reload()
+        (line,) = [r.message for r in caplog.records if "reload_needs_restart" in r.message]
+        assert line.endswith("sections=workers")
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(task, 10) == 0

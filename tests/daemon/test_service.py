@@ -231,3 +231,23 @@ async def test_a_rotated_token_file_is_honoured_without_a_restart(tmp_path: Path
     assert (await put("third"), await put("second-token")) == (200, 401)
     service.stop("test")
     assert await asyncio.wait_for(task, 10) == 0
+
+
+async def test_a_token_file_empty_at_start_stops_the_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``api.token_file`` empty when the daemon reads it (emptied after the preflight, a
+    rotation half done as it starts): the daemon exits 2 and never listens. Before, it took
+    an empty file for no token and served every push and hook call without one."""
+    token_file = tmp_path / "token"
+    token_file.write_text("\n")
+    path = write_config(tmp_path / "shoal.yaml", api={"token_file": str(token_file)})
+    service = Service(load_config(path), path)
+    started = asyncio.create_task(service.started.wait())
+    task = asyncio.create_task(service.serve())
+    await asyncio.wait([task, started], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    started.cancel()
+    service.stop("test")
+    assert await asyncio.wait_for(task, 10) == 2
+    assert not service.started.is_set()
+    assert "event=startup_failed" in caplog.text and "is empty" in caplog.text

@@ -250,6 +250,22 @@ async def test_records_survive_a_restart_of_the_daemon(
     assert (await second.launch_offering(request("hung", token="tok-9")))[0] not in ids
 
 
+async def test_two_daemons_sharing_the_records_file_see_each_others_changes(
+    make: Callable[..., LocalProvisioner],
+) -> None:
+    """Two ``shoal run`` on one machine share the records file (ha: one leads, then the
+    other, then the first again). Each read it once, at its first use: the first, leading
+    again, listed its own old copy (the other's launch missing, so launched again) and its
+    next write dropped the other's instance from the file (a process nobody would stop)."""
+    first, second = make(), make()
+    assert await first.list_instances() == []  # the first leads: it has read the file
+    ids = await second.launch_offering(request("hung"))  # the second leads, launches
+    assert [n.name for n in await first.list_instances()] == ids  # the first leads again
+    assert await first.launch_offering(request("hung")) == ids  # its retry: the same token
+    other = await first.launch_offering(request("hung", token="tok-2"))
+    assert sorted(n.name for n in await second.list_instances()) == sorted(ids + other)
+
+
 async def test_tags_are_kept_in_the_records_across_a_restart(
     make: Callable[..., LocalProvisioner],
 ) -> None:
