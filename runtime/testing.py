@@ -55,6 +55,15 @@ class FakeClock:
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), future))
         await future
 
+    def wake_after(self, seconds: float, future: asyncio.Future[None]) -> None:
+        """``sleep`` without a task: ``future`` joins the sleepers, resolved at its deadline
+        (the next loop turn for ``seconds <= 0``, as ``sleep`` yields once); once it is done
+        (cancelled, or resolved by someone else) it is skipped."""
+        if seconds <= 0:
+            future.get_loop().call_soon(lambda: future.done() or future.set_result(None))
+            return
+        heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), future))
+
     def pending(self) -> int:
         """How many sleepers are waiting."""
         return sum(1 for _, _, f in self._sleepers if not f.done())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from shoal.runtime.clock import sleep_or_event
+from shoal.runtime.clock import SystemClock, sleep_or_event
 from shoal.runtime.testing import FakeClock
 
 
@@ -66,3 +66,34 @@ async def test_a_wait_on_an_event_already_set_still_lets_other_tasks_run() -> No
     assert await sleep_or_event(clock, 30.0, event) == {event}
     assert ran == [True]
     await task
+
+
+async def test_the_wait_runs_no_task_of_its_own() -> None:
+    """The background loops wait here every poll: a task per timer and per event was most of
+    a chaos seed's loop turns. The waiting task is the only one."""
+    clock = FakeClock()
+    first, second = asyncio.Event(), asyncio.Event()
+    before = asyncio.all_tasks()
+    wait = asyncio.ensure_future(sleep_or_event(clock, 30.0, first, second))
+    await clock.settle()
+    assert asyncio.all_tasks() == before | {wait}
+    assert clock.pending() == 1
+    first.set()
+    await clock.settle()
+    assert wait.result() == {first}
+    assert clock.pending() == 0
+    second.set()  # the wait is over: its future is no longer among the event's waiters
+    await clock.settle()
+
+
+async def test_the_real_clock_wakes_the_wait_and_forgets_its_timer() -> None:
+    loop = asyncio.get_running_loop()
+    event = asyncio.Event()
+    assert await sleep_or_event(SystemClock(), 0.0, event) == set()
+    wait = asyncio.ensure_future(sleep_or_event(SystemClock(), 3600.0, event))
+    await asyncio.sleep(0)
+    timers = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+    assert len(timers) == 1 and timers[0].when() > loop.time() + 3000
+    event.set()
+    assert await wait == {event}
+    assert not [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
