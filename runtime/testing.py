@@ -20,7 +20,13 @@ SETTLE_LIMIT = 100_000  # callbacks in a row before settle() calls the loop live
 
 class InlineExecutor(concurrent.futures.ThreadPoolExecutor):
     """An executor that runs each function at once on the submitting thread (the event loop's,
-    for ``asyncio.to_thread``), so its result is ready as soon as the loop turns."""
+    for ``asyncio.to_thread``), so its result is ready as soon as the loop turns.
+
+    Submitted on the event loop's thread (``run_in_executor``), it returns an asyncio future
+    the loop resolves on its next turn, which ``run_in_executor`` hands on as it is: the
+    awaiting task resumes on the same turn as with a concurrent future, whose completion
+    reaches the loop through ``call_soon_threadsafe`` and a write to the loop's self-pipe
+    (a system call, and one more for the loop to read it), as a worker thread's would."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -28,7 +34,23 @@ class InlineExecutor(concurrent.futures.ThreadPoolExecutor):
             future.set_result(fn(*args, **kwargs))
         except BaseException as exc:
             future.set_exception(exc)
-        return future
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop's thread
+            return future
+        waiter: asyncio.Future[Any] = loop.create_future()
+        loop.call_soon(_copy_outcome, future, waiter)
+        return waiter
+
+
+def _copy_outcome(source: concurrent.futures.Future[Any], waiter: asyncio.Future[Any]) -> None:
+    if waiter.done():  # cancelled: the awaiting task was
+        return
+    exc = source.exception()
+    if exc is None:
+        waiter.set_result(source.result())
+    else:
+        waiter.set_exception(exc)
 
 
 class FakeClock:
