@@ -102,6 +102,8 @@ class FakeClock:
         loop has no ready callback left."""
         loop = asyncio.get_running_loop()
         ready = loop._ready  # type: ignore[attr-defined]  # CPython's queue of ready callbacks
+        if not ready:  # nothing else can run: a turn of the loop would run this task alone
+            return
         for _ in range(SETTLE_LIMIT):
             await asyncio.sleep(0)
             if not ready:

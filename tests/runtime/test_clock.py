@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from shoal.runtime.clock import SystemClock, sleep_or_event
 from shoal.runtime.testing import FakeClock
 
@@ -97,3 +98,16 @@ async def test_the_real_clock_wakes_the_wait_and_forgets_its_timer() -> None:
     event.set()
     assert await wait == {event}
     assert not [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+
+
+async def test_settling_an_idle_loop_takes_no_turn_of_it() -> None:
+    """The harnesses settle after every step and every sleeper they wake: on a loop with
+    nothing ready, a turn would only run the settling task again."""
+    clock = FakeClock()
+    settle = clock.settle()
+    with pytest.raises(StopIteration):  # done without suspending
+        settle.send(None)
+    ran: list[int] = []
+    asyncio.get_running_loop().call_soon(ran.append, 1)
+    await clock.settle()
+    assert ran == [1]
