@@ -104,11 +104,25 @@ class FakeClock:
         ready = loop._ready  # type: ignore[attr-defined]  # CPython's queue of ready callbacks
         if not ready:  # nothing else can run: a turn of the loop would run this task alone
             return
-        for _ in range(SETTLE_LIMIT):
-            await asyncio.sleep(0)
-            if not ready:
+        # a plain callback looks at the queue on each turn, where this task would resume (and
+        # with it every coroutine that awaits it, a harness's whole stack) only to look
+        idle: asyncio.Future[None] = loop.create_future()
+        turns = itertools.count(1)
+
+        def look() -> None:
+            if idle.done():  # the settling task was cancelled
                 return
-        raise RuntimeError(f"the event loop did not settle within {SETTLE_LIMIT} callbacks")
+            if not ready:
+                idle.set_result(None)
+            elif next(turns) < SETTLE_LIMIT:
+                loop.call_soon(look)
+            else:
+                idle.set_exception(
+                    RuntimeError(f"the event loop did not settle within {SETTLE_LIMIT} callbacks")
+                )
+
+        loop.call_soon(look)
+        await idle
 
     async def advance(self, seconds: float) -> None:
         """Move time forward, waking each sleeper at its deadline and settling the loop."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Generator
+from typing import Any
 
 import pytest
 from shoal.runtime.clock import SystemClock, sleep_or_event
@@ -111,3 +113,39 @@ async def test_settling_an_idle_loop_takes_no_turn_of_it() -> None:
     asyncio.get_running_loop().call_soon(ran.append, 1)
     await clock.settle()
     assert ran == [1]
+
+
+class _Suspensions:
+    """An awaitable that counts how often the one it wraps suspends its task."""
+
+    def __init__(self, awaitable: Any) -> None:
+        self.awaitable, self.count = awaitable, 0
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        inner = self.awaitable.__await__()
+        value = None
+        while True:
+            try:
+                step = inner.send(value)
+            except StopIteration as stop:
+                return stop.value
+            self.count += 1
+            value = yield step
+
+
+async def test_settling_suspends_its_task_once_however_long_the_loop_runs() -> None:
+    """A harness settles with its whole stack of coroutines above ``settle``: resuming them
+    on every turn only to look at the queue was a good part of a chaos seed's CPU."""
+    loop = asyncio.get_running_loop()
+    turns: list[int] = []
+
+    def chain() -> None:
+        turns.append(1)
+        if len(turns) < 50:
+            loop.call_soon(chain)
+
+    loop.call_soon(chain)
+    settle = _Suspensions(FakeClock().settle())
+    await settle
+    assert len(turns) == 50
+    assert settle.count == 1
