@@ -43,6 +43,9 @@ class ShoalMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        # the series each gauge set by ``_set_exactly`` shows, with their children
+        self._shown: dict[Gauge, dict[tuple[str, ...], Gauge]] = {}
+        self._call_timers: dict[str, Histogram] = {}  # provider_call_duration's, by operation
         self.nodes = Gauge(
             "shoal_nodes",
             "Worker nodes by node type and state.",
@@ -170,28 +173,38 @@ class ShoalMetrics:
             self.provider_errors.labels(operation=operation, code=code).inc()
             raise
         finally:
-            self.provider_call_duration.labels(operation=operation).observe(
-                max(0.0, clock.monotonic() - start)
-            )
+            timer = self._call_timers.get(operation)
+            if timer is None:
+                timer = self.provider_call_duration.labels(operation=operation)
+                self._call_timers[operation] = timer
+            timer.observe(max(0.0, clock.monotonic() - start))
+
+    def _set_exactly(self, gauge: Gauge, values: Mapping[tuple[str, ...], float]) -> None:
+        """Make ``values`` (label values, in the gauge's order -> value) the gauge's only
+        series: the others are removed, the ones kept keep their child (``clear`` then
+        ``labels`` built each series anew at every pass; ``labels`` is a lookup in itself)."""
+        shown = self._shown.setdefault(gauge, {})
+        for key in [k for k in shown if k not in values]:
+            gauge.remove(*key)
+            del shown[key]
+        for key, value in values.items():
+            child = shown.get(key)
+            if child is None:
+                child = shown[key] = gauge.labels(*key)
+            child.set(value)
 
     def set_nodes(self, counts: Mapping[tuple[str, str], int], node_types: Iterable[str]) -> None:
         """Set ``shoal_nodes`` from ``(node_type, state) -> count``; zeros for known types."""
-        self.nodes.clear()
-        for name in node_types:
-            for state in NODE_STATES:
-                self.nodes.labels(node_type=name, state=state).set(0)
-        for (name, state), count in counts.items():
-            self.nodes.labels(node_type=name, state=state).set(count)
+        values = {(name, state): 0.0 for name in node_types for state in NODE_STATES}
+        values.update(counts)
+        self._set_exactly(self.nodes, values)
 
     def set_backoff(self, until: Mapping[Offering, float]) -> None:
         """Set ``shoal_backoff_until_timestamp_seconds`` to exactly the offerings in backoff."""
-        self.backoff_until.clear()
-        for offering, at in until.items():
-            self.backoff_until.labels(
-                instance_type=offering.instance_type,
-                zone=offering.zone,
-                capacity_type=str(offering.capacity_type),
-            ).set(at)
+        self._set_exactly(
+            self.backoff_until,
+            {(o.instance_type, o.zone, str(o.capacity_type)): at for o, at in until.items()},
+        )
 
     def set_unschedulable(self, items: Iterable[Unschedulable]) -> None:
         """Split the plan's unschedulable jobs: those that can never fit
@@ -207,13 +220,8 @@ class ShoalMetrics:
             else:
                 reason = ",".join(sorted(item.reasons))
                 never[reason] = never.get(reason, 0) + item.count
-        self.jobs_unschedulable.clear()
-        for reason, count in never.items():
-            self.jobs_unschedulable.labels(reason=reason).set(count)
-        for reason, count in waiting.items():
-            self.jobs_waiting_for_limit.labels(reason=reason).set(count)
+        self._set_exactly(self.jobs_unschedulable, {(r,): n for r, n in never.items()})
+        self._set_exactly(self.jobs_waiting_for_limit, {(r,): n for r, n in waiting.items()})
 
     def set_targets(self, targets: Mapping[str, int]) -> None:
-        self.target_nodes.clear()
-        for name, count in targets.items():
-            self.target_nodes.labels(node_type=name).set(count)
+        self._set_exactly(self.target_nodes, {(name,): n for name, n in targets.items()})

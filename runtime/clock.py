@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["Clock", "SystemClock", "sleep_or_event"]
 
@@ -29,6 +29,11 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    def wake_after(self, seconds: float, future: asyncio.Future[None]) -> None:
+        """Resolve ``future`` (to None) once ``seconds`` have passed on this clock, unless it
+        is done by then; nothing stays scheduled once it is done. ``sleep`` without a task."""
+        ...
+
 
 class SystemClock:
     def now(self) -> float:
@@ -40,35 +45,40 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
+    def wake_after(self, seconds: float, future: asyncio.Future[None]) -> None:
+        timer = future.get_loop().call_later(max(0.0, seconds), _resolve, future)
+        future.add_done_callback(lambda _: timer.cancel())
+
+
+def _resolve(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(None)
+
 
 async def sleep_or_event(
     clock: Clock, seconds: float, *events: asyncio.Event
 ) -> set[asyncio.Event]:
     """Sleep ``seconds`` on ``clock`` or until one of ``events`` is set, whichever comes
-    first; returns the events that ended the wait (none: the time passed). Clears nothing,
-    and leaves no task behind, cancelled or not. An event already set returns after one
-    loop turn, with no task. The background loops wait here every poll, so it is lean: a
-    task for the timer and one per event, each resolving a single future through a done
-    callback, no ``asyncio.wait`` nor ``gather``."""
+    first; returns the events set when the wait ended (none: the time passed). Clears
+    nothing, and leaves nothing behind, cancelled or not. An event already set returns after
+    one loop turn. The background loops wait here every poll, so it is lean: one future,
+    resolved by the clock (``Clock.wake_after``) or by any of the events, and no task: the
+    future waits in each event's own list of waiters, as ``Event.wait`` puts its own there
+    (CPython's ``asyncio.Event._waiters``; ``Event.set`` resolves every future in it), so
+    the waiting task resumes on the loop turn after the time passes or an event is set."""
     fired = {event for event in events if event.is_set()}
     if fired:
         await asyncio.sleep(0)  # a wait always yields: a caller looping on it cannot starve
         return fired
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def wake(_: object) -> None:
-        if not done.done():
-            done.set_result(None)
-
-    waits = {loop.create_task(event.wait()): event for event in events}
-    tasks = [loop.create_task(clock.sleep(seconds)), *waits]
-    for task in tasks:
-        task.add_done_callback(wake)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    clock.wake_after(seconds, done)
+    for event in events:
+        event._waiters.append(done)  # type: ignore[attr-defined]
     try:
         await done
-        return {event for task, event in waits.items() if task.done() and not task.cancelled()}
+        return {event for event in events if event.is_set()}
     finally:
-        for task in tasks:
-            task.remove_done_callback(wake)
-            task.cancel()
+        if not done.done():
+            done.cancel()  # the clock forgets a done future
+        for event in events:
+            event._waiters.remove(done)  # type: ignore[attr-defined]

@@ -20,7 +20,13 @@ SETTLE_LIMIT = 100_000  # callbacks in a row before settle() calls the loop live
 
 class InlineExecutor(concurrent.futures.ThreadPoolExecutor):
     """An executor that runs each function at once on the submitting thread (the event loop's,
-    for ``asyncio.to_thread``), so its result is ready as soon as the loop turns."""
+    for ``asyncio.to_thread``), so its result is ready as soon as the loop turns.
+
+    Submitted on the event loop's thread (``run_in_executor``), it returns an asyncio future
+    the loop resolves on its next turn, which ``run_in_executor`` hands on as it is: the
+    awaiting task resumes on the same turn as with a concurrent future, whose completion
+    reaches the loop through ``call_soon_threadsafe`` and a write to the loop's self-pipe
+    (a system call, and one more for the loop to read it), as a worker thread's would."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -28,7 +34,23 @@ class InlineExecutor(concurrent.futures.ThreadPoolExecutor):
             future.set_result(fn(*args, **kwargs))
         except BaseException as exc:
             future.set_exception(exc)
-        return future
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop's thread
+            return future
+        waiter: asyncio.Future[Any] = loop.create_future()
+        loop.call_soon(_copy_outcome, future, waiter)
+        return waiter
+
+
+def _copy_outcome(source: concurrent.futures.Future[Any], waiter: asyncio.Future[Any]) -> None:
+    if waiter.done():  # cancelled: the awaiting task was
+        return
+    exc = source.exception()
+    if exc is None:
+        waiter.set_result(source.result())
+    else:
+        waiter.set_exception(exc)
 
 
 class FakeClock:
@@ -55,6 +77,15 @@ class FakeClock:
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), future))
         await future
 
+    def wake_after(self, seconds: float, future: asyncio.Future[None]) -> None:
+        """``sleep`` without a task: ``future`` joins the sleepers, resolved at its deadline
+        (the next loop turn for ``seconds <= 0``, as ``sleep`` yields once); once it is done
+        (cancelled, or resolved by someone else) it is skipped."""
+        if seconds <= 0:
+            future.get_loop().call_soon(lambda: future.done() or future.set_result(None))
+            return
+        heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), future))
+
     def pending(self) -> int:
         """How many sleepers are waiting."""
         return sum(1 for _, _, f in self._sleepers if not f.done())
@@ -71,11 +102,27 @@ class FakeClock:
         loop has no ready callback left."""
         loop = asyncio.get_running_loop()
         ready = loop._ready  # type: ignore[attr-defined]  # CPython's queue of ready callbacks
-        for _ in range(SETTLE_LIMIT):
-            await asyncio.sleep(0)
-            if not ready:
+        if not ready:  # nothing else can run: a turn of the loop would run this task alone
+            return
+        # a plain callback looks at the queue on each turn, where this task would resume (and
+        # with it every coroutine that awaits it, a harness's whole stack) only to look
+        idle: asyncio.Future[None] = loop.create_future()
+        turns = itertools.count(1)
+
+        def look() -> None:
+            if idle.done():  # the settling task was cancelled
                 return
-        raise RuntimeError(f"the event loop did not settle within {SETTLE_LIMIT} callbacks")
+            if not ready:
+                idle.set_result(None)
+            elif next(turns) < SETTLE_LIMIT:
+                loop.call_soon(look)
+            else:
+                idle.set_exception(
+                    RuntimeError(f"the event loop did not settle within {SETTLE_LIMIT} callbacks")
+                )
+
+        loop.call_soon(look)
+        await idle
 
     async def advance(self, seconds: float) -> None:
         """Move time forward, waking each sleeper at its deadline and settling the loop."""

@@ -278,3 +278,21 @@ def test_the_fence_stops_a_deposed_leaders_launches(monkeypatch: pytest.MonkeyPa
     late = [v.detail for v in run_seed(0, (), mode="ha").violations]
     assert "fenced" in stepped and any("TerminateInstances while" in x for x in late), late
     assert not [x for x in late if "RunInstances" in x], late
+
+
+def test_a_seed_loop_skips_its_busy_polls_and_still_wakes_from_a_thread() -> None:
+    """A seed's loop does no I/O, so it does not poll the kernel on the turns that have
+    callbacks ready; idle, it polls, so a thread's result (the default executor's) comes."""
+    import asyncio
+    import threading
+
+    loop = harness._seed_loop()
+    try:
+        loop._write_to_self()  # type: ignore[attr-defined]  # a wake-up is waiting in the pipe
+        assert loop._selector.select(0) == []  # type: ignore[attr-defined]
+        assert loop.run_until_complete(asyncio.to_thread(threading.get_ident)) != (
+            threading.get_ident()
+        )
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()

@@ -143,3 +143,28 @@ async def test_jobs_held_by_the_cost_ceiling_wait(harness_factory: Any) -> None:
     await h.pass_()
     assert h.sample("shoal_jobs_waiting_for_limit", reason="cost-ceiling") > 0
     assert "shoal_jobs_unschedulable{" not in h.metrics.render().decode()
+
+
+def test_a_gauge_set_every_pass_keeps_its_series_and_drops_the_gone_ones() -> None:
+    """Every pass sets shoal_nodes, the targets and the backoff anew: a series that stays is
+    the same child (not cleared and built again each pass), one that went is removed."""
+    m = ShoalMetrics()
+    m.set_nodes({("c5.large", "ready"): 2, ("gone.large", "ready"): 1}, ["c5.large"])
+    ready = m.nodes.labels(node_type="c5.large", state="ready")
+    m.set_nodes({("c5.large", "ready"): 3}, ["c5.large"])
+    assert m.nodes.labels(node_type="c5.large", state="ready") is ready
+    assert ready._value.get() == 3
+    assert (
+        m.registry.get_sample_value("shoal_nodes", {"node_type": "gone.large", "state": "ready"})
+        is None
+    )
+    assert (
+        m.registry.get_sample_value("shoal_nodes", {"node_type": "c5.large", "state": "booting"})
+        == 0
+    )
+    m.set_targets({"c5.large": 2})
+    target = m.target_nodes.labels(node_type="c5.large")
+    m.set_targets({"c5.large": 1})
+    assert m.target_nodes.labels(node_type="c5.large") is target
+    m.set_targets({})
+    assert m.registry.get_sample_value("shoal_target_nodes", {"node_type": "c5.large"}) is None
