@@ -987,10 +987,14 @@ class AWSProvisioner(AbstractProvisioner):
         """Delete the cluster's Auto Scaling groups and launch templates, terminate every
         instance tagged with the cluster (leader and workers), wait (bounded) until they are
         all gone, then delete the security group ``launchCluster`` made and the cluster's
-        placement groups. What is already gone
+        placement groups. EC2 refuses to delete the security group (``DependencyViolation``)
+        for a while after its instances terminate, until their network interfaces detach: it
+        is asked again within the same bound, and a group still held at the end is named in
+        the ``DestroyTimeout`` error. What is already gone
         is skipped, so a second call (or one after a failed call) finishes the job."""
         await self._delete_managed_groups()
         filters = self._cluster_filters(None, NOT_GONE_STATES)
+        problem = "instances still not terminated"
         for _ in range(self.destroy_poll_limit):
             instances = await self._describe(filters)
             live = [i["InstanceId"] for i in instances if i["State"]["Name"] != "shutting-down"]
@@ -999,19 +1003,38 @@ class AWSProvisioner(AbstractProvisioner):
                 await self.terminateNodes(live)
             elif not instances:
                 self._leaderPrivateIP = None
-                group = await self._cluster_security_group()
-                if group is not None:
-                    await self._call("delete_security_group", {"GroupId": group})
-                    log.info("event=security_group_deleted group=%s", group)
-                await self._delete_placement_groups()
-                log.info("event=cluster_destroyed cluster=%s", self.clusterName)
-                return
+                held = await self._delete_security_group()
+                if held is None:
+                    await self._delete_placement_groups()
+                    log.info("event=cluster_destroyed cluster=%s", self.clusterName)
+                    return
+                problem = (
+                    f"security group {held} still has a dependent object (EC2's "
+                    "DependencyViolation: its instances' network interfaces not yet detached)"
+                )
             await self._sleep(self.destroy_poll_interval)
         raise ProviderError(
-            f"cluster {self.clusterName!r}: instances still not terminated",
+            f"cluster {self.clusterName!r}: {problem} after {self.destroy_poll_limit} polls "
+            f"{self.destroy_poll_interval:g} s apart; run the destroy again later",
             code="DestroyTimeout",
             operation="destroyCluster",
         )
+
+    async def _delete_security_group(self) -> str | None:
+        """Delete the cluster's security group (if any); returns its id while EC2 refuses with
+        ``DependencyViolation`` (the terminated instances' network interfaces still hold it)."""
+        group = await self._cluster_security_group()
+        if group is None:
+            return None
+        try:
+            await self._call("delete_security_group", {"GroupId": group})
+        except ProviderError as e:
+            if e.code != "DependencyViolation":
+                raise
+            log.info("event=security_group_held group=%s", group)
+            return group
+        log.info("event=security_group_deleted group=%s", group)
+        return None
 
     async def cluster_exists(self) -> bool:
         """Whether anything of the cluster is left: an instance tagged with it (not yet
