@@ -28,14 +28,15 @@ _NUMBERED = re.compile(r"^(.*?)(\d+)$")
 _NOT_IN_A_NAME = re.compile(r"[\[\],\s]")
 
 
-def expand_hostlist(text: str) -> list[str]:
-    """``cloud[1-3],dyn1`` -> ``["cloud1", "cloud2", "cloud3", "dyn1"]``; "" -> [].
-    A malformed hostlist is a ValueError."""
+def expand_hostlist(text: str, *, allow_duplicates: bool = False) -> list[str]:
+    """``cloud[1-3],dyn1`` -> ``["cloud1", "cloud2", "cloud3", "dyn1"]``; "" -> []. A name
+    given twice is listed once unless ``allow_duplicates``. A malformed hostlist is a
+    ValueError."""
     text = text.strip()
     if not text or text in ("(null)", "N/A"):
         return []
     try:
-        return list(hostlist.expand_hostlist(text))
+        return list(hostlist.expand_hostlist(text, allow_duplicates=allow_duplicates))
     except hostlist.BadHostlist as exc:
         raise ValueError(f"not a Slurm hostlist: {text!r} ({exc})") from None
 
