@@ -10,12 +10,15 @@
   code is a ``CapacityError`` (``QuotaError`` for account limits) carrying the offering.
   The ids come back in launch order (AmiLaunchIndex).
 - Slurm gangs: a power-save launch of N named nodes tags all N instances with the list of
-  names ``TAG_SLURM_NODE="a,b,c"`` (RunInstances gives every instance the same tags), then
-  CreateTags gives instance i (AmiLaunchIndex i) name i, so ids and names pair in order. The
-  worker waits for a name without a comma before it starts slurmd. The list on the instances
-  is the durable intent: a retry or a restart's replay (same client token, same instances)
-  names them again, and ``list_instances`` names any member it finds still carrying a list,
-  so a daemon stopped between the two calls leaves no instance without its node.
+  names as a Slurm hostlist in launch order, ``TAG_SLURM_NODE="cloud[1-3]"``
+  (``providers.hostlist.compress_in_order``: a gang of consecutive names fits EC2's 256
+  characters of a tag value however large; RunInstances gives every instance the same tags),
+  then CreateTags gives instance i (AmiLaunchIndex i) name i, so ids and names pair in order.
+  The worker waits for a name without a comma or a bracket before it starts slurmd. The list
+  on the instances is the durable intent: a retry or a restart's replay (same client token,
+  same instances) names them again, and ``list_instances`` names any member it finds still
+  carrying a list, so a daemon stopped between the two calls leaves no instance without its
+  node.
   With ``request.placement_group`` (a strategy: "cluster") the instances go into the cluster's
   placement group for their type and zone, ``shoal-<cluster>-<type>-<zone>``, created on first
   use tagged with the cluster and deleted by ``destroyCluster``.
@@ -89,6 +92,7 @@ from shoal.providers.base import (
     ordered_types,
 )
 from shoal.providers.errors import ProviderError, is_retryable
+from shoal.providers.hostlist import compress_in_order, expand_hostlist
 from shoal.providers.outcomes import (
     InstanceTypeInfo,
     LaunchRequest,
@@ -120,6 +124,10 @@ LISTED_STATES = ["pending", "running", "stopping", "stopped"]
 NOT_GONE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
 
+# A TAG_SLURM_NODE value naming more than one node (a hostlist: a list or a range).
+_LISTS_NAMES = re.compile(r"[,\[]")
+
+
 def _tags_of(inst: dict[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
 
@@ -130,29 +138,46 @@ def _launch_index(inst: dict[str, Any]) -> int:
 
 
 def _gang_names(tags: Mapping[str, str]) -> list[str]:
-    """A gang launch's Slurm node names (``TAG_SLURM_NODE`` listing more than one), or []."""
+    """The Slurm node names ``TAG_SLURM_NODE`` holds in launch order when it names a gang: a
+    hostlist of more than one (``g[1-3]`` as EC2 holds it, ``g1,g2,g3`` as the power saver asks
+    for it), else [] (one name, or a value that is no hostlist)."""
     value = tags.get(TAG_SLURM_NODE, "")
-    return value.split(",") if "," in value else []
+    if not _LISTS_NAMES.search(value):
+        return []
+    try:
+        names = expand_hostlist(value)
+    except ValueError:
+        return []
+    return names if len(names) > 1 else []
 
 
-def _check_gang_names(request: LaunchRequest) -> None:
-    """A gang's names are launched all or nothing, one distinct name per instance, and fit
-    in one EC2 tag value; raises ProviderError (InvalidParameterValue) before any launch."""
-    names = _gang_names(request.tags)
-    if not names:
-        return
-    slurm_node_tags(request.tags, request.count, "launch")  # one distinct name each
+def _gang_tag(request: LaunchRequest) -> str | None:
+    """The ``TAG_SLURM_NODE`` value a gang's instances are launched with: its names (one
+    distinct name per instance, in launch order) as a hostlist, so a gang of consecutive
+    names (``cloud[1-100]``) fits in one EC2 tag value; None when the request lists no names.
+    Raises ProviderError (InvalidParameterValue) before any launch when the gang cannot be
+    launched all or nothing or its names do not fit even so."""
+    value = request.tags.get(TAG_SLURM_NODE, "")
+    if not _LISTS_NAMES.search(value):
+        return None
+    own = slurm_node_tags(request.tags, request.count, "launch")  # one distinct name each
+    try:
+        tag = compress_in_order([t[TAG_SLURM_NODE] for t in own])
+    except ValueError as e:
+        raise ProviderError(str(e), code="InvalidParameterValue", operation="launch") from None
     problem = ""
     if request.min_count != request.count:
         problem = "a gang's named instances are launched all or nothing (MinCount=MaxCount)"
-    elif len(request.tags[TAG_SLURM_NODE]) > MAX_TAG_VALUE:
-        problem = f"the list of names is over EC2's {MAX_TAG_VALUE} characters of a tag value"
+    elif len(tag) > MAX_TAG_VALUE:
+        problem = (
+            f"the gang's names, even as a hostlist ({len(tag)} characters), are over EC2's "
+            f"{MAX_TAG_VALUE} characters of a tag value"
+        )
     if problem:
         raise ProviderError(
-            f"{problem}: {request.tags[TAG_SLURM_NODE][:80]!r}",
-            code="InvalidParameterValue",
-            operation="launch",
+            f"{problem}: {tag[:80]!r}", code="InvalidParameterValue", operation="launch"
         )
+    return tag
 
 
 class AWSProvisioner(AbstractProvisioner):
@@ -518,15 +543,18 @@ class AWSProvisioner(AbstractProvisioner):
         the request's ClientToken; returns the instance ids in launch order, so a gang's id i
         is the instance named with its i-th name (``_name_gang``): the power saver pairs them so."""
         offering = request.offering
-        _check_gang_names(request)
+        gang_tag = _gang_tag(request)
         if self.bootstrap.worker_settings is not None and not self.bootstrap.prepared:
             await self.prepare_workers()
         user_data, metadata_options = self._worker_user_data(request)
+        tags = {**self.extra_tags, **request.tags}
+        if gang_tag is not None:
+            tags[TAG_SLURM_NODE] = gang_tag
         spec = await self._launch_spec(
             offering.instance_type,
             request.preemptible,
             request.spot_bid,
-            {**self.extra_tags, **request.tags},
+            tags,
             user_data,
             zone=offering.zone,
         )
@@ -987,10 +1015,14 @@ class AWSProvisioner(AbstractProvisioner):
         """Delete the cluster's Auto Scaling groups and launch templates, terminate every
         instance tagged with the cluster (leader and workers), wait (bounded) until they are
         all gone, then delete the security group ``launchCluster`` made and the cluster's
-        placement groups. What is already gone
+        placement groups. EC2 refuses to delete the security group (``DependencyViolation``)
+        for a while after its instances terminate, until their network interfaces detach: it
+        is asked again within the same bound, and a group still held at the end is named in
+        the ``DestroyTimeout`` error. What is already gone
         is skipped, so a second call (or one after a failed call) finishes the job."""
         await self._delete_managed_groups()
         filters = self._cluster_filters(None, NOT_GONE_STATES)
+        problem = "instances still not terminated"
         for _ in range(self.destroy_poll_limit):
             instances = await self._describe(filters)
             live = [i["InstanceId"] for i in instances if i["State"]["Name"] != "shutting-down"]
@@ -999,19 +1031,38 @@ class AWSProvisioner(AbstractProvisioner):
                 await self.terminateNodes(live)
             elif not instances:
                 self._leaderPrivateIP = None
-                group = await self._cluster_security_group()
-                if group is not None:
-                    await self._call("delete_security_group", {"GroupId": group})
-                    log.info("event=security_group_deleted group=%s", group)
-                await self._delete_placement_groups()
-                log.info("event=cluster_destroyed cluster=%s", self.clusterName)
-                return
+                held = await self._delete_security_group()
+                if held is None:
+                    await self._delete_placement_groups()
+                    log.info("event=cluster_destroyed cluster=%s", self.clusterName)
+                    return
+                problem = (
+                    f"security group {held} still has a dependent object (EC2's "
+                    "DependencyViolation: its instances' network interfaces not yet detached)"
+                )
             await self._sleep(self.destroy_poll_interval)
         raise ProviderError(
-            f"cluster {self.clusterName!r}: instances still not terminated",
+            f"cluster {self.clusterName!r}: {problem} after {self.destroy_poll_limit} polls "
+            f"{self.destroy_poll_interval:g} s apart; run the destroy again later",
             code="DestroyTimeout",
             operation="destroyCluster",
         )
+
+    async def _delete_security_group(self) -> str | None:
+        """Delete the cluster's security group (if any); returns its id while EC2 refuses with
+        ``DependencyViolation`` (the terminated instances' network interfaces still hold it)."""
+        group = await self._cluster_security_group()
+        if group is None:
+            return None
+        try:
+            await self._call("delete_security_group", {"GroupId": group})
+        except ProviderError as e:
+            if e.code != "DependencyViolation":
+                raise
+            log.info("event=security_group_held group=%s", group)
+            return group
+        log.info("event=security_group_deleted group=%s", group)
+        return None
 
     async def cluster_exists(self) -> bool:
         """Whether anything of the cluster is left: an instance tagged with it (not yet

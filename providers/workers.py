@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Protocol
 
 from shoal.providers.errors import ProviderError
+from shoal.providers.hostlist import expand_hostlist
 
 __all__ = [
     "KUBEADM_TOKEN",
@@ -55,8 +56,9 @@ __all__ = [
 #: uses only characters EC2 allows in metadata tag keys.
 TAG_SLURM_NODE = "shoal:slurm-node"
 #: A gang of power-saving nodes (one multi-node job's nodes, launched all or nothing) is one
-#: launch request whose ``TAG_SLURM_NODE`` lists one node name per instance, comma-separated,
-#: in launch order (Slurm node names hold no comma): see ``slurm_node_tags``.
+#: launch request whose ``TAG_SLURM_NODE`` lists one node name per instance in launch order, as
+#: a Slurm hostlist (``a,b,c`` or ``cloud[1-3]``; Slurm node names hold no comma or bracket):
+#: see ``slurm_node_tags``.
 #: The instance tag holding the features a dynamic node registers with (``slurmd -Z --conf
 #: "Feature=..."``), comma-separated: ``providers.local`` starts its slurmd with them.
 TAG_SLURM_FEATURES = "shoal:slurm-features"
@@ -76,13 +78,17 @@ def slurm_node_tags(
     tags: Mapping[str, str], count: int, operation: str = "launch"
 ) -> list[dict[str, str]]:
     """Each of ``count`` instances' tags, launched with ``tags``: instance i of a gang gets
-    the i-th name of ``TAG_SLURM_NODE``'s comma-separated list; without a list every one gets
-    ``tags``. Raises ProviderError (InvalidParameterValue, of ``operation``) when a list does
-    not name exactly ``count`` distinct nodes (one name per instance: a node never has two)."""
+    the i-th name of ``TAG_SLURM_NODE``'s list (a Slurm hostlist: ``a,b,c`` or ``cloud[1-3]``);
+    without a list every one gets ``tags``. Raises ProviderError (InvalidParameterValue, of
+    ``operation``) when a list does not name exactly ``count`` distinct nodes (one name per
+    instance: a node never has two)."""
     names = tags.get(TAG_SLURM_NODE, "")
     if not names:
         return [dict(tags) for _ in range(count)]
-    listed = names.split(",")
+    try:
+        listed = expand_hostlist(names, allow_duplicates=True)
+    except ValueError:
+        listed = []
     if len(listed) != count or len(set(listed)) != count or not all(listed):
         raise ProviderError(
             f"{count} instance(s) for Slurm node(s) {names!r}: one name each",

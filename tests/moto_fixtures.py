@@ -33,9 +33,11 @@ with that error code before anything launches (throttling, capacity); ``lose_nex
 lets the next one launch and then answers ``InternalError``, as a response lost on the way back;
 ``fail_next_terminate(code, message)`` makes the next TerminateInstances fail with an EC2 error
 shape (``{ids}`` in the message is replaced by the ids asked for); ``fail_next_create_tags(code)``
-makes the next CreateTags fail, tagging nothing. ``requests`` records every
-RunInstances call's parameters as the server received them, ``terminations`` every
-TerminateInstances call's ids.
+makes the next CreateTags fail, tagging nothing; ``hold_security_groups(times)`` makes the
+next DeleteSecurityGroup calls answer ``DependencyViolation``, deleting nothing, as EC2 does for
+a while after the group's instances terminate (their network interfaces detach later).
+``requests`` records every RunInstances call's parameters as the server received them,
+``terminations`` every TerminateInstances call's ids.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.instances import InstanceBackend, Reservation
 from moto.ec2.responses import EC2Response
 from moto.ec2.responses.instances import InstanceResponse
+from moto.ec2.responses.security_groups import SecurityGroups
 from moto.ec2.responses.tags import TagResponse
 from moto.server import ThreadedMotoServer
 
@@ -118,6 +121,7 @@ class Ec2Behaviour:
     _faults: list[_Fault] = dataclasses.field(default_factory=list)
     _terminate_faults: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     _tag_faults: list[str] = dataclasses.field(default_factory=list)
+    _group_holds: int = 0
     _launched_at: dict[str, float] = dataclasses.field(default_factory=dict)
     _tokens: dict[tuple[str, str, str], Any] = dataclasses.field(default_factory=dict)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
@@ -147,6 +151,11 @@ class Ec2Behaviour:
         """The next ``times`` CreateTags fail with ``code``, tagging nothing."""
         self._tag_faults.extend([code] * times)
 
+    def hold_security_groups(self, times: int) -> None:
+        """The next ``times`` DeleteSecurityGroup answer ``DependencyViolation`` (EC2's code and
+        message), deleting nothing: the detached instances' network interfaces still hold it."""
+        self._group_holds += times
+
     def _visible(self, instance_id: str) -> bool:
         launched = self._launched_at.get(instance_id)
         return launched is None or self.now() - launched >= self.listing_lag
@@ -173,6 +182,7 @@ class Ec2Behaviour:
         original_describe = InstanceBackend.describe_instances
         original_terminate = InstanceResponse.terminate_instances
         original_create_tags = TagResponse.create_tags
+        original_delete_group = SecurityGroups.delete_security_group
         count_override = threading.local()
 
         def describe_instances(backend: Any, filters: Any = None) -> list[Reservation]:
@@ -204,6 +214,17 @@ class Ec2Behaviour:
                 raise EC2ClientError(code, "injected fault")
             return original_create_tags(response)
 
+        def delete_security_group(response: SecurityGroups) -> ActionResult:
+            with behaviour._lock:
+                held = behaviour._group_holds > 0
+                behaviour._group_holds -= held
+            if held:
+                group = response._get_param("GroupId") or response._get_param("GroupName")
+                raise EC2ClientError(
+                    "DependencyViolation", f"resource {group} has a dependent object"
+                )
+            return original_delete_group(response)
+
         def backend_run_instances(
             backend: Any, image_id: str, count: int, *args: Any, **kwargs: Any
         ) -> Any:
@@ -220,6 +241,7 @@ class Ec2Behaviour:
         InstanceBackend.describe_instances = describe_instances  # type: ignore[method-assign]
         InstanceResponse.terminate_instances = terminate_instances  # type: ignore[method-assign]
         TagResponse.create_tags = create_tags  # type: ignore[method-assign]
+        SecurityGroups.delete_security_group = delete_security_group  # type: ignore[method-assign]
         groups = {
             "create_placement_group": self._create_placement_group,
             "describe_placement_groups": self._describe_placement_groups,
@@ -236,6 +258,7 @@ class Ec2Behaviour:
             InstanceBackend.describe_instances = original_describe  # type: ignore[method-assign]
             InstanceResponse.terminate_instances = original_terminate  # type: ignore[method-assign]
             TagResponse.create_tags = original_create_tags  # type: ignore[method-assign]
+            SecurityGroups.delete_security_group = original_delete_group  # type: ignore[method-assign]
 
         self._undo.append(undo)
 

@@ -7,20 +7,21 @@ per-CPU flag), and the node state letters show one flag of several. ``tres-alloc
 (``cpu=3,mem=450M,node=2,billing=3``: the request while pending, the allocation once running)
 tells the two memory forms apart, and ``StateComplete``
 (``mixed+cloud+not_responding+powering_up``) shows every node flag. A line not in the format
-asked for is a ``SlurmParseError``; a value not in Slurm's format a ValueError.
+asked for is a ``SlurmParseError``; a value not in Slurm's format a ValueError. Hostlists
+(``expand_hostlist``, ``compress_hostlist``) are ``providers.hostlist``'s, re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-import hostlist
 from shoal.daemon.slurm.constants import HELD_REASONS, SEP, SINFO_FIELDS, SQUEUE_FIELDS
 from shoal.daemon.slurm.errors import SlurmParseError
+from shoal.providers.hostlist import compress_hostlist, expand_hostlist
 
 __all__ = [
     "SlurmJob",
@@ -93,22 +94,6 @@ def parse_memory(text: str) -> int:
         raise ValueError(f"not a Slurm size: {text!r}")
     number, unit = match.groups()
     return round(float(number) * _UNITS[unit.upper()])
-
-
-def expand_hostlist(text: str) -> list[str]:
-    """``cloud[1-3],dyn1`` -> ``["cloud1", "cloud2", "cloud3", "dyn1"]``; "" -> []."""
-    text = text.strip()
-    if not text or text in ("(null)", "N/A"):
-        return []
-    try:
-        return list(hostlist.expand_hostlist(text))
-    except hostlist.BadHostlist as exc:
-        raise ValueError(f"not a Slurm hostlist: {text!r} ({exc})") from None
-
-
-def compress_hostlist(names: Iterable[str]) -> str:
-    """``["cloud1", "cloud2", "dyn1"]`` -> ``cloud[1-2],dyn1`` (sorted, duplicates dropped)."""
-    return str(hostlist.collect_hostlist(sorted(set(names))))
 
 
 def _int(text: str, what: str) -> int:

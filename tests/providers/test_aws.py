@@ -382,6 +382,36 @@ async def test_destroy_cluster_gives_up_after_its_poll_limit(
     assert env.sleeps == [aws.destroy_poll_interval] * 3
 
 
+async def test_destroy_waits_for_ec2_to_free_the_security_group(env: Env) -> None:
+    """EC2 answers DependencyViolation to DeleteSecurityGroup for a while after the group's
+    instances terminate (their network interfaces detach later): destroyCluster asks again
+    within its bounded poll and finishes."""
+    async with env.provisioner("demo") as demo:
+        await demo.launchCluster("t3.medium")
+        await demo.addNodes(["t3.micro"], 2, False)
+        env.behaviour.hold_security_groups(3)
+        await demo.destroyCluster()
+        assert await _cluster_groups(env, "demo") == []
+        assert not await demo.cluster_exists()
+        # a sleep after the termination and after each of the three refusals
+        assert env.sleeps == [demo.destroy_poll_interval] * 4
+
+
+async def test_destroy_names_the_security_group_ec2_never_frees(env: Env) -> None:
+    async with env.provisioner("demo") as demo:
+        await demo.launchCluster("t3.medium")
+        (group,) = await _cluster_groups(env, "demo")
+        env.behaviour.hold_security_groups(1000)
+        demo.destroy_poll_limit = 4
+        with pytest.raises(ProviderError) as info:
+            await demo.destroyCluster()
+        assert info.value.code == "DestroyTimeout"
+        assert group["GroupId"] in str(info.value) and "dependent object" in str(info.value)
+        assert len(env.sleeps) == 4
+        assert await demo.getProvisionedWorkers() == []  # the instances did go
+        assert await _cluster_groups(env, "demo") == [group]  # a later destroy finishes it
+
+
 async def test_cluster_settings_and_close(env: Env) -> None:
     async with env.provisioner() as launcher:
         await launcher.createClusterSettings()

@@ -223,6 +223,36 @@ async def test_a_gang_is_one_run_instances_and_each_instance_gets_its_own_name(
         assert (await env.describe(i))["MetadataOptions"]["InstanceMetadataTags"] == "enabled"
 
 
+async def test_a_100_node_gang_fits_its_names_in_one_tag_as_a_hostlist(env: Env) -> None:
+    """Slurm resumes ``g[1-100]`` for one job: the names, comma-separated, are far over EC2's
+    256 characters of a tag value; as a hostlist they fit. One RunInstances of 100, launched
+    tagged ``g[1-100]`` (the naming is held back to see it), then each instance gets its own
+    name: the one its launch index gives it."""
+    names = tuple(f"g{i}" for i in range(1, 101))
+    assert len(",".join(names)) > 256
+    env.behaviour.fail_next_create_tags("RequestLimitExceeded")
+    async with AWSProvisioner.from_config(named_tag_config(env)) as aws:
+        await aws.catalogue(["c5.xlarge"])
+        with pytest.raises(ProviderError) as throttled:
+            await aws.launch_offering(gang_request(aws, names))
+        assert aws.retryPredicate(throttled.value)
+        async with env.client() as ec2:
+            resp = await ec2.describe_instances()
+        launched = sorted(
+            (i for r in resp["Reservations"] for i in r["Instances"]),
+            key=lambda i: i["AmiLaunchIndex"],
+        )
+        assert len(launched) == 100
+        ids = [i["InstanceId"] for i in launched]
+        assert set(await slurm_names(env, ids[1:3])) == {"g[1-100]"}
+        # the retry (same client token) gets the same 100 back and names them
+        assert await aws.launch_offering(gang_request(aws, names)) == ids
+        listed = {n.name: n.tags[TAG_SLURM_NODE] for n in await aws.list_instances()}
+    assert [(r["MinCount"], r["MaxCount"]) for r in env.behaviour.requests] == [(100, 100)] * 2
+    assert await slurm_names(env, ids) == list(names)
+    assert listed == dict(zip(ids, names, strict=True))
+
+
 async def test_a_gang_whose_answer_was_lost_is_named_when_replayed(env: Env) -> None:
     """RunInstances launched but its answer was lost: the replay (same client token) gets the
     same three instances back, launches none more, and names them."""
@@ -254,14 +284,14 @@ async def test_a_daemon_stopped_before_naming_a_gang_names_it_after_its_restart(
         resp = await ec2.describe_instances()
     launched = [i for r in resp["Reservations"] for i in r["Instances"]]
     ids = [i["InstanceId"] for i in sorted(launched, key=lambda i: i["AmiLaunchIndex"])]
-    assert await slurm_names(env, ids) == [",".join(GANG)] * 3  # not named yet
+    assert await slurm_names(env, ids) == ["aws-c5-[1-3]"] * 3  # not named yet: a hostlist
 
     async with AWSProvisioner.from_config(named_tag_config(env)) as restarted:
         env.behaviour.fail_next_create_tags("RequestLimitExceeded")  # the first one fails...
         listed = {n.name: n.tags[TAG_SLURM_NODE] for n in await restarted.list_instances()}
         # ...the node is listed with its own name all the same, and the next listing writes it
         assert listed == dict(zip(ids, GANG, strict=True))
-        assert await slurm_names(env, ids) == [",".join(GANG), *GANG[1:]]
+        assert await slurm_names(env, ids) == ["aws-c5-[1-3]", *GANG[1:]]
         await restarted.list_instances()
         assert await slurm_names(env, ids) == list(GANG)
         await restarted.catalogue(["c5.xlarge"])
@@ -289,7 +319,8 @@ async def test_a_gang_that_cannot_be_named_is_terminated(env: Env) -> None:
         (GANG, {"count": 2, "min_count": 2}, "one name each"),
         (("a", "a"), {}, "one name each"),
         (GANG, {"min_count": 1}, "all or nothing"),
-        (tuple(f"compute-node-{i:03}" for i in range(20)), {}, "256 characters"),
+        # no run of numbers to merge: 20 names over 256 characters even as a hostlist
+        (tuple(f"compute-{i:03}-node" for i in range(20)), {}, "256 characters"),
     ],
     ids=["count", "twice", "not-all-or-nothing", "too-long"],
 )

@@ -562,12 +562,14 @@ async def test_start_script_fails_without_the_name_tag(
     assert "404" in out
 
 
+@pytest.mark.parametrize("listed", ["aws-c5-1,aws-c5-2,aws-c5-3", "aws-c5-[1-3]"])
 async def test_start_script_waits_for_a_gang_members_own_name(
-    make: Any, secrets: Secrets, imds: FakeImds, tmp_path: Path
+    listed: str, make: Any, secrets: Secrets, imds: FakeImds, tmp_path: Path
 ) -> None:
-    """A gang member is launched tagged with the list of the gang's names and named after:
-    slurmd starts once its tag holds one name, never as the list."""
-    imds.tags[TAG_SLURM_NODE] = "aws-c5-1,aws-c5-2,aws-c5-3"
+    """A gang member is launched tagged with the list of the gang's names (a hostlist, as the
+    AWS provider writes it) and named after: slurmd starts once its tag holds one name, never
+    as the list."""
+    imds.tags[TAG_SLURM_NODE] = listed
     imds.retag_after(3, {**imds.tags, TAG_SLURM_NODE: "aws-c5-2"})
     p = make("slurm")
     await p.prepare_workers(workers(secrets, "slurm", slurmd=stub_slurmd(tmp_path)))

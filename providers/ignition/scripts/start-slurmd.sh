@@ -26,11 +26,12 @@ case "$registration" in
         case "$node_name" in
             tag)
                 # A multi-node job's instances are launched together tagged with the list of
-                # their names, then each is tagged with its own: wait for it (a Slurm node
-                # name holds no comma). Given up after a while: systemd starts this again.
+                # their names (a hostlist: a,b or cloud[1-40]), then each is tagged with its
+                # own: wait for it (a Slurm node name holds no comma and no bracket). Given up
+                # after a while: systemd starts this again.
                 name="$(metadata "tags/instance/@NODE_NAME_TAG@")"
                 tries=0
-                while [[ "$name" == *,* ]]; do
+                while [[ "$name" == *[,[]* ]]; do
                     if ((++tries > name_tries)); then
                         echo "still no Slurm node name of its own (tag lists $name)" >&2
                         exit 1
