@@ -146,6 +146,9 @@ class Executor:
         self.launch_tags: Callable[[NodeType], Mapping[str, str]] = launch_tags or _no_tags
         # ha: the leader's term, in every new request id and a tag on every launch
         self.epoch: int | None = None
+        # awaited before a termination or a draining tag reaches the cloud (ha: a fenced
+        # state write confirming the term, as a launch's intent does); raising refuses it
+        self.before_actuate: Callable[[], Awaitable[None]] | None = None
         self._events: dict[str, list[ProviderEvent]] = {}
         self._node_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         provider.subscribe(self._on_event)
@@ -298,6 +301,13 @@ class Executor:
     def new_request_id(self) -> str:
         """A launch's request id: the term's while leading (``term_request_id``)."""
         return term_request_id(self.request_ids(), self.epoch)
+
+    async def confirm_term(self) -> None:
+        """Before a termination or a tag reaches the cloud: ``before_actuate`` (ha: a fenced
+        write proving the term still holds its key, so a deposed leader whose guard has not
+        fired yet cannot act). Raises what it raised (``Fenced``): nothing may be called then."""
+        if self.before_actuate is not None:
+            await self.before_actuate()
 
     def _epoch_tag(self) -> dict[str, str]:
         return {} if self.epoch is None else {TAG_EPOCH: str(self.epoch)}
@@ -593,6 +603,7 @@ class Executor:
         async def untag() -> None:
             await self.provider.untag_instances([node_id], [TAG_DRAINING])
 
+        await self.confirm_term()
         if since is not None:
             await self.call("tagInstances", tag)
         else:
@@ -631,6 +642,12 @@ class Executor:
                 continue
             chosen.append((action, tracked))
         if not chosen:
+            return
+        try:  # one confirmation per batch (concurrent ones share the store's write)
+            await self.confirm_term()
+        except Exception as exc:
+            report.errors.append(f"terminateNodes {name}: term not confirmed: {exc!r}")
+            log.error('event=scale_down_refused node_type=%s error="%r"', name, exc)
             return
         request_id = self.request_ids()
 
