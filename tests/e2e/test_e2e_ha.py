@@ -5,8 +5,8 @@ dir, stopped by pid); the daemons are real processes on the simulated cloud with
 2 s (etcd's minimum). Who leads is read from each daemon's ``/v1/status`` and ``/metrics``,
 as an operator would. The waits poll those over loopback (the processes run on real time);
 the bounds are the issue's: failover after kill -9 within TTL + 1 s, a SIGTERM handover in
-well under a second, and a leader that loses etcd for 7 s stepping down before its lease
-could move, with no launch by either daemon until one leads again.
+under 100 ms (timed by the daemons' own logs), and a leader that loses etcd for 7 s stepping
+down before its lease could move, with no launch by either daemon until one leads again.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,18 +99,34 @@ def test_kill9_of_the_leader_fails_over_within_ttl_plus_one_second(
     assert leader_gauge(b, e2e) == 1
 
 
-def test_sigterm_of_the_leader_hands_over_in_well_under_a_second(
+def logged_at(daemon: Any, event: str) -> float:
+    """When the daemon logged ``event`` first (its log's own timestamp, milliseconds: the
+    daemons share the host's clock), in epoch seconds."""
+    for line in daemon.log_path.read_text().splitlines():
+        if event in line:
+            stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            return stamp.timestamp()
+    raise AssertionError(f"{event!r} not in {daemon.log_path}")
+
+
+def test_sigterm_of_the_leader_hands_over_in_under_100ms(
     shoal: Any, e2e: Any, etcd: EtcdServer
 ) -> None:
+    """Timed from the daemons' own logs: a's ``event=stopping reason=SIGTERM`` to b's
+    ``event=leading`` (the issue's bound, 100 ms; measured 6-9 ms here). Polling b's /v1/status
+    from outside adds the test's HTTP round trips on a loaded host, so it only bounds the
+    handover seen by a client (0.5 s)."""
     a, b = start_pair(shoal, e2e, etcd)
     signalled = time.monotonic()
     a.signal(signal.SIGTERM)
     e2e.wait_for("b leads", lambda: role(b) == "leader", 1.0, interval=0.002, on_timeout=b.tail)
-    took = time.monotonic() - signalled
-    print(f"handover after SIGTERM: {took * 1000:.0f}ms")
-    assert took < 0.5
+    seen = time.monotonic() - signalled
     assert a.proc.wait(timeout=10) == 0  # the one SIGTERM: a clean exit
     assert "event=lease_revoked name=a" in a.log_path.read_text()
+    took = logged_at(b, "event=leading name=b") - logged_at(a, "event=stopping reason=SIGTERM")
+    print(f"handover after SIGTERM: {took * 1000:.0f}ms logged, {seen * 1000:.0f}ms polled")
+    assert 0 <= took < 0.1
+    assert seen < 0.5
 
 
 OUTAGE = 7.0  # the issue's: longer than two TTLs, so the lease has run out on etcd's side
