@@ -22,7 +22,10 @@ vouches for (``TrackedNode.drain_confirmed`` False) runs the hook again, hooks b
 idempotent; undrains (draining nodes the plan takes back)
 call the undrain hook, remove the tag and then mark the node ready; only the plan's
 terminations are terminated, never a static or unknown node; a ledger placeholder (a launch
-whose response was lost) has no instance to terminate. Every branch (per node type, and each
+whose response was lost) has no instance to terminate. With ``ha`` every action on an
+existing instance (a termination batch, a draining tag, a drain or undrain hook the tag does
+not precede) first confirms the term (``confirm_term``: a fenced state write, as a launch's
+intent is), so a deposed leader acts on nothing. Every branch (per node type, and each
 step within one) runs to its end even when another raises: that exception is an error in the
 report, and the others' outcomes stay in it to be booked.
 """
@@ -309,6 +312,16 @@ class Executor:
         if self.before_actuate is not None:
             await self.before_actuate()
 
+    async def _confirmed(self, what: str, report: ExecutionReport) -> bool:
+        """``confirm_term``; False, with the error in the report, when it was refused."""
+        try:
+            await self.confirm_term()
+        except Exception as exc:
+            report.errors.append(f"{what}: term not confirmed: {exc!r}")
+            log.error('event=actuation_refused what="%s" error="%r"', what, exc)
+            return False
+        return True
+
     def _epoch_tag(self) -> dict[str, str]:
         return {} if self.epoch is None else {TAG_EPOCH: str(self.epoch)}
 
@@ -518,6 +531,8 @@ class Executor:
         # The mark first: a daemon restarted after the hook ran must find the node draining.
         if not again and not await self._retag(action.node_id, self.clock.now(), report):
             return  # no mark, no drain: the next plan asks again
+        if again and not await self._confirmed(f"drain {action.node_id}", report):
+            return  # the mark confirmed the term; without one, this does
         try:
             if reason is None:  # a plan's drain: the hook's own reason
                 await self.drain_hook.drain(action.node_id)
@@ -569,6 +584,8 @@ class Executor:
             return
         if tracked.state is not TrackedState.DRAINING:
             return  # already back, or terminated meanwhile: nothing to take back
+        if not await self._confirmed(f"undrain {action.node_id}", report):
+            return  # the hook runs before the tag's removal: confirm the term first
         try:
             await self.undrain_hook.undrain(action.node_id)
         except (DrainError, OSError) as exc:
@@ -643,11 +660,8 @@ class Executor:
             chosen.append((action, tracked))
         if not chosen:
             return
-        try:  # one confirmation per batch (concurrent ones share the store's write)
-            await self.confirm_term()
-        except Exception as exc:
-            report.errors.append(f"terminateNodes {name}: term not confirmed: {exc!r}")
-            log.error('event=scale_down_refused node_type=%s error="%r"', name, exc)
+        # one confirmation per batch (concurrent ones share the store's write)
+        if not await self._confirmed(f"terminateNodes {name}", report):
             return
         request_id = self.request_ids()
 

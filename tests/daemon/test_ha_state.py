@@ -28,13 +28,23 @@ from shoal.daemon.durable import (
 from shoal.daemon.leader import LeaderInfo
 from shoal.daemon.leader.memory import MemoryElection, MemoryElector
 from shoal.daemon.leader.state import MemoryStateBackend
+from shoal.daemon.nodes import TrackedState
 from shoal.daemon.service import fence_handler
 from shoal.daemon.slurm.state import PowerState, ResumeRequest
 from shoal.providers.node_provider import TAG_EPOCH, TAG_REQUEST_ID, client_token
 from shoal.providers.outcomes import LaunchRequest
 from shoal.runtime.files import write_json_atomic
 from shoal.runtime.testing import FakeClock
-from shoal.scaler.model import AddCause, CapacityType, Launch, Offering
+from shoal.scaler.model import (
+    AddCause,
+    CapacityType,
+    Launch,
+    NodeAction,
+    Offering,
+    Plan,
+    PlannerState,
+    RemoveCause,
+)
 from test_leader_gate import start_pair, stop_all
 
 TTL = 10.0
@@ -355,3 +365,45 @@ async def test_one_fenced_write_confirms_a_batch_of_terminations() -> None:
     assert h.provider.count() == 0
     assert h.controller.store.writes - writes <= 2  # the confirmation, and the booking
     await a.close()
+
+
+class Hooks:
+    """The scheduler's drain and undrain hooks (scontrol), recording what they were asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def drain(self, node: str, reason: str | None = None) -> None:
+        self.calls.append(("drain", node))
+
+    async def undrain(self, node: str) -> None:
+        self.calls.append(("undrain", node))
+
+
+async def test_a_deposed_leader_runs_no_drain_or_undrain_hook() -> None:
+    """An undrain runs its hook (scontrol resume) before it removes the tag, and a drain the
+    tag alone vouches for runs its hook again without tagging: neither may be run by a
+    deposed leader (the new one may be terminating that node)."""
+    clock = FakeClock()
+    h, node, a, b = await deposed_with_a_ready_node(clock)
+    hooks = Hooks()
+    executor = h.controller.executor
+    executor.drain_hook, executor.undrain_hook = hooks, hooks
+    before = cloud_writes(h)
+    node_type = h.controller.policy.node_types[0].name
+    action = NodeAction(node, node_type, RemoveCause.IDLE, "idle")
+    undrain = NodeAction(node, node_type, AddCause.DEMAND, "demand is back")
+    for plan in (
+        Plan((), (), (), {}, (), PlannerState(), undrains=(undrain,)),
+        Plan((), (action,), (), {}, (), PlannerState()),
+    ):
+        h.controller.tracker.mark(node, TrackedState.DRAINING)  # by the tag alone
+        assert h.controller.tracker.get(node).drain_confirmed is False  # type: ignore[union-attr]
+        report = await h.drive(
+            executor.execute(plan, h.controller.policy, h.controller.tracker, set())
+        )
+        assert report.errors  # refused, and said so
+    assert hooks.calls == []
+    assert cloud_writes(h) == before
+    assert not a.is_leader
+    await b.close()
