@@ -22,7 +22,10 @@ vouches for (``TrackedNode.drain_confirmed`` False) runs the hook again, hooks b
 idempotent; undrains (draining nodes the plan takes back)
 call the undrain hook, remove the tag and then mark the node ready; only the plan's
 terminations are terminated, never a static or unknown node; a ledger placeholder (a launch
-whose response was lost) has no instance to terminate. Every branch (per node type, and each
+whose response was lost) has no instance to terminate. With ``ha`` every action on an
+existing instance (a termination batch, a draining tag, a drain or undrain hook the tag does
+not precede) first confirms the term (``confirm_term``: a fenced state write, as a launch's
+intent is), so a deposed leader acts on nothing. Every branch (per node type, and each
 step within one) runs to its end even when another raises: that exception is an error in the
 report, and the others' outcomes stay in it to be booked.
 """
@@ -146,6 +149,9 @@ class Executor:
         self.launch_tags: Callable[[NodeType], Mapping[str, str]] = launch_tags or _no_tags
         # ha: the leader's term, in every new request id and a tag on every launch
         self.epoch: int | None = None
+        # awaited before a termination or a draining tag reaches the cloud (ha: a fenced
+        # state write confirming the term, as a launch's intent does); raising refuses it
+        self.before_actuate: Callable[[], Awaitable[None]] | None = None
         self._events: dict[str, list[ProviderEvent]] = {}
         self._node_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         provider.subscribe(self._on_event)
@@ -298,6 +304,23 @@ class Executor:
     def new_request_id(self) -> str:
         """A launch's request id: the term's while leading (``term_request_id``)."""
         return term_request_id(self.request_ids(), self.epoch)
+
+    async def confirm_term(self) -> None:
+        """Before a termination or a tag reaches the cloud: ``before_actuate`` (ha: a fenced
+        write proving the term still holds its key, so a deposed leader whose guard has not
+        fired yet cannot act). Raises what it raised (``Fenced``): nothing may be called then."""
+        if self.before_actuate is not None:
+            await self.before_actuate()
+
+    async def _confirmed(self, what: str, report: ExecutionReport) -> bool:
+        """``confirm_term``; False, with the error in the report, when it was refused."""
+        try:
+            await self.confirm_term()
+        except Exception as exc:
+            report.errors.append(f"{what}: term not confirmed: {exc!r}")
+            log.error('event=actuation_refused what="%s" error="%r"', what, exc)
+            return False
+        return True
 
     def _epoch_tag(self) -> dict[str, str]:
         return {} if self.epoch is None else {TAG_EPOCH: str(self.epoch)}
@@ -508,6 +531,8 @@ class Executor:
         # The mark first: a daemon restarted after the hook ran must find the node draining.
         if not again and not await self._retag(action.node_id, self.clock.now(), report):
             return  # no mark, no drain: the next plan asks again
+        if again and not await self._confirmed(f"drain {action.node_id}", report):
+            return  # the mark confirmed the term; without one, this does
         try:
             if reason is None:  # a plan's drain: the hook's own reason
                 await self.drain_hook.drain(action.node_id)
@@ -559,6 +584,8 @@ class Executor:
             return
         if tracked.state is not TrackedState.DRAINING:
             return  # already back, or terminated meanwhile: nothing to take back
+        if not await self._confirmed(f"undrain {action.node_id}", report):
+            return  # the hook runs before the tag's removal: confirm the term first
         try:
             await self.undrain_hook.undrain(action.node_id)
         except (DrainError, OSError) as exc:
@@ -593,6 +620,7 @@ class Executor:
         async def untag() -> None:
             await self.provider.untag_instances([node_id], [TAG_DRAINING])
 
+        await self.confirm_term()
         if since is not None:
             await self.call("tagInstances", tag)
         else:
@@ -631,6 +659,9 @@ class Executor:
                 continue
             chosen.append((action, tracked))
         if not chosen:
+            return
+        # one confirmation per batch (concurrent ones share the store's write)
+        if not await self._confirmed(f"terminateNodes {name}", report):
             return
         request_id = self.request_ids()
 

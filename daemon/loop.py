@@ -200,6 +200,7 @@ class Controller:
         self.journal = LaunchJournal(self.store)
         self._restore_ledger()
         self.executor.before_launch = self._before_launch
+        self.executor.before_actuate = self._confirm_term
         self.state = PlannerState()
         self.demand = Demand()
         self.joined: frozenset[str] | None = None
@@ -556,8 +557,10 @@ class Controller:
         the executor and book it: marked terminated in the tracker (and so out of the ledger),
         counted as scale-downs with ``cause`` when given, and with ``back_off`` each one's
         offering backed off (a node that never joined). Raises what the executor raises
-        (nothing is booked then)."""
+        (nothing is booked then), ``Fenced`` first when the term is over (``ha``: nothing
+        reaches the cloud)."""
         ids = [n if isinstance(n, str) else n.name for n in nodes]
+        await self.executor.confirm_term()
 
         async def terminate() -> None:
             await self.provider.terminateNodes(ids)
@@ -581,6 +584,13 @@ class Controller:
                     BackoffEvent(offering, FailureKind.CAPACITY, cause or "terminated")
                 )
         self.record_outcomes(report)
+
+    async def _confirm_term(self) -> None:
+        """(``ha``) Before a termination or a tag: one state write, fenced by the term's
+        epoch (``Fenced`` once another term began; the store's ``on_fenced`` steps down).
+        Without a term (no ``ha``) nothing: the ``state_dir`` lock keeps one daemon."""
+        if self.store.epoch is not None:
+            await self.store.flush()
 
     async def _before_launch(
         self, request_id: str, node_type: NodeType, count: int, offering: Offering

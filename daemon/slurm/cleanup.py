@@ -27,6 +27,9 @@ is pure; each repair found is logged with its reason, counted in
                               registered (feature "shoal") that has lost its instance:
                               ``scontrol delete``
 
+With ``ha`` a run with repairs first confirms the leader's term (``Executor.confirm_term``: a
+fenced state write), so a deposed leader changes neither the cloud nor Slurm.
+
 Nodes the power saver is busy with (a request in hand, a node kept DOWN) are left alone, and so are
 instances younger than ``grace`` (their node may not show them yet). A stopped (or stopping)
 instance is nobody's node instance here: the loop terminates it (reason ``stopped``).
@@ -257,6 +260,12 @@ class Cleaner:
         )
         self.runs += 1
         self.last = repairs
+        if repairs:  # they change Slurm too: a deposed leader (ha) repairs nothing
+            try:
+                await controller.executor.confirm_term()
+            except Exception as exc:
+                log.warning('event=slurm_cleanup_skipped reason=term-unconfirmed error="%r"', exc)
+                return repairs
         for repair in repairs:
             await self._apply(repair)
         return repairs

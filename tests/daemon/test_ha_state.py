@@ -28,13 +28,23 @@ from shoal.daemon.durable import (
 from shoal.daemon.leader import LeaderInfo
 from shoal.daemon.leader.memory import MemoryElection, MemoryElector
 from shoal.daemon.leader.state import MemoryStateBackend
+from shoal.daemon.nodes import TrackedState
 from shoal.daemon.service import fence_handler
 from shoal.daemon.slurm.state import PowerState, ResumeRequest
 from shoal.providers.node_provider import TAG_EPOCH, TAG_REQUEST_ID, client_token
 from shoal.providers.outcomes import LaunchRequest
 from shoal.runtime.files import write_json_atomic
 from shoal.runtime.testing import FakeClock
-from shoal.scaler.model import AddCause, CapacityType, Launch, Offering
+from shoal.scaler.model import (
+    AddCause,
+    CapacityType,
+    Launch,
+    NodeAction,
+    Offering,
+    Plan,
+    PlannerState,
+    RemoveCause,
+)
 from test_leader_gate import start_pair, stop_all
 
 TTL = 10.0
@@ -273,3 +283,127 @@ async def test_a_leader_that_cannot_read_the_state_does_not_act(tmp_path: Path) 
         assert sum(s.controller is not None and s.controller.passes > 0 for s in services) == 1
     finally:
         await stop_all(services, tasks)
+
+
+async def deposed_with_a_ready_node(
+    clock: FakeClock,
+) -> tuple[Harness, str, MemoryElector, MemoryElector]:
+    """Leader a launched one node that joined; then a's renewals and guard stop (it still
+    believes it leads) and b takes the key: a is deposed and does not know it yet."""
+    election = MemoryElection(clock, TTL)
+    a = await leader(clock, election, "a")
+    h = await harness_of(clock, a, provider=None)
+    await h.controller.begin_term(a.epoch or 0)
+    h.controller.store.on_fenced[:] = [fence_handler(a, a.epoch or 0)]
+    node = await h.one_ready_node()
+    await clock.advance(125)  # listed now
+    await h.pass_()
+    assert h.states()[node] == "ready"
+    a.crash()
+    await clock.advance(TTL + 1)
+    b = await leader(clock, election, "b")
+    assert a.is_leader and b.is_leader  # two believe they lead
+    return h, node, a, b
+
+
+def cloud_writes(h: Harness) -> list[str]:
+    return [
+        c.operation
+        for c in h.provider.calls
+        if c.operation in ("TerminateInstances", "CreateTags", "DeleteTags")
+    ]
+
+
+async def test_a_deposed_leader_cannot_terminate_outside_a_plan() -> None:
+    """Slurm's suspend and the clean-up loop terminate through ``Controller.terminate``: a
+    deposed leader whose guard has not fired must not reach the cloud; its term ends."""
+    clock = FakeClock()
+    h, node, a, b = await deposed_with_a_ready_node(clock)
+    before = cloud_writes(h)
+    with pytest.raises(Fenced):
+        await h.drive(h.controller.terminate([node]))
+    assert cloud_writes(h) == before
+    assert h.provider.count() == 1
+    assert h.states()[node] == "ready"  # nothing booked
+    assert not a.is_leader
+    await b.close()
+
+
+async def test_a_deposed_leader_neither_drains_nor_terminates_in_a_pass() -> None:
+    """The plan's scale-down (the draining tag, then terminateNodes) is fenced as launches
+    are: a deposed leader's pass touches no instance, and its term ends at the refusal."""
+    clock = FakeClock()
+    h, node, a, b = await deposed_with_a_ready_node(clock)
+    before = cloud_writes(h)
+    saves = h.controller.store.writes
+    h.set_demand(h.jobs(0))
+    for _ in range(4):  # idle for longer than unneeded_time (10 min)
+        await clock.advance(200)
+        await h.pass_()
+    assert cloud_writes(h) == before
+    assert h.provider.count() == 1 and h.states()[node] == "ready"
+    assert h.controller.store.writes == saves
+    assert not a.is_leader
+    await b.close()
+
+
+async def test_one_fenced_write_confirms_a_batch_of_terminations() -> None:
+    """While the term holds, a scale-down of several nodes costs one confirming write (the
+    store coalesces), and then terminates them all."""
+    clock = FakeClock()
+    election = MemoryElection(clock, TTL)
+    a = await leader(clock, election, "a")
+    h = await harness_of(clock, a)
+    await h.controller.begin_term(a.epoch or 0)
+    h.set_demand(h.jobs(12))  # 3 four-core nodes
+    await h.pass_()
+    await clock.advance(125)
+    await h.pass_()
+    assert h.provider.count() == 3
+    writes = h.controller.store.writes
+    await h.drive(h.controller.terminate(sorted(h.states())))
+    assert h.provider.count() == 0
+    assert h.controller.store.writes - writes <= 2  # the confirmation, and the booking
+    await a.close()
+
+
+class Hooks:
+    """The scheduler's drain and undrain hooks (scontrol), recording what they were asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def drain(self, node: str, reason: str | None = None) -> None:
+        self.calls.append(("drain", node))
+
+    async def undrain(self, node: str) -> None:
+        self.calls.append(("undrain", node))
+
+
+async def test_a_deposed_leader_runs_no_drain_or_undrain_hook() -> None:
+    """An undrain runs its hook (scontrol resume) before it removes the tag, and a drain the
+    tag alone vouches for runs its hook again without tagging: neither may be run by a
+    deposed leader (the new one may be terminating that node)."""
+    clock = FakeClock()
+    h, node, a, b = await deposed_with_a_ready_node(clock)
+    hooks = Hooks()
+    executor = h.controller.executor
+    executor.drain_hook, executor.undrain_hook = hooks, hooks
+    before = cloud_writes(h)
+    node_type = h.controller.policy.node_types[0].name
+    action = NodeAction(node, node_type, RemoveCause.IDLE, "idle")
+    undrain = NodeAction(node, node_type, AddCause.DEMAND, "demand is back")
+    for plan in (
+        Plan((), (), (), {}, (), PlannerState(), undrains=(undrain,)),
+        Plan((), (action,), (), {}, (), PlannerState()),
+    ):
+        h.controller.tracker.mark(node, TrackedState.DRAINING)  # by the tag alone
+        assert h.controller.tracker.get(node).drain_confirmed is False  # type: ignore[union-attr]
+        report = await h.drive(
+            executor.execute(plan, h.controller.policy, h.controller.tracker, set())
+        )
+        assert report.errors  # refused, and said so
+    assert hooks.calls == []
+    assert cloud_writes(h) == before
+    assert not a.is_leader
+    await b.close()

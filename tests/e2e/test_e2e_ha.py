@@ -5,7 +5,8 @@ dir, stopped by pid); the daemons are real processes on the simulated cloud with
 2 s (etcd's minimum). Who leads is read from each daemon's ``/v1/status`` and ``/metrics``,
 as an operator would. The waits poll those over loopback (the processes run on real time);
 the bounds are the issue's: failover after kill -9 within TTL + 1 s, a SIGTERM handover in
-well under a second, and a leader that loses etcd stepping down before its lease could move.
+under 100 ms (timed by the daemons' own logs), and a leader that loses etcd for 7 s stepping
+down before its lease could move, with no launch by either daemon until one leads again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -97,43 +99,104 @@ def test_kill9_of_the_leader_fails_over_within_ttl_plus_one_second(
     assert leader_gauge(b, e2e) == 1
 
 
-def test_sigterm_of_the_leader_hands_over_in_well_under_a_second(
+def logged_at(daemon: Any, event: str) -> float:
+    """When the daemon logged ``event`` first (its log's own timestamp, milliseconds: the
+    daemons share the host's clock), in epoch seconds."""
+    for line in daemon.log_path.read_text().splitlines():
+        if event in line:
+            stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            return stamp.timestamp()
+    raise AssertionError(f"{event!r} not in {daemon.log_path}")
+
+
+def test_sigterm_of_the_leader_hands_over_in_under_100ms(
     shoal: Any, e2e: Any, etcd: EtcdServer
 ) -> None:
+    """Timed from the daemons' own logs: a's ``event=stopping reason=SIGTERM`` to b's
+    ``event=leading`` (the issue's bound, 100 ms; measured 6-9 ms here). Polling b's /v1/status
+    from outside adds the test's HTTP round trips on a loaded host, so it only bounds the
+    handover seen by a client (0.5 s)."""
     a, b = start_pair(shoal, e2e, etcd)
     signalled = time.monotonic()
     a.signal(signal.SIGTERM)
     e2e.wait_for("b leads", lambda: role(b) == "leader", 1.0, interval=0.002, on_timeout=b.tail)
-    took = time.monotonic() - signalled
-    print(f"handover after SIGTERM: {took * 1000:.0f}ms")
-    assert took < 0.5
+    seen = time.monotonic() - signalled
     assert a.proc.wait(timeout=10) == 0  # the one SIGTERM: a clean exit
     assert "event=lease_revoked name=a" in a.log_path.read_text()
+    took = logged_at(b, "event=leading name=b") - logged_at(a, "event=stopping reason=SIGTERM")
+    print(f"handover after SIGTERM: {took * 1000:.0f}ms logged, {seen * 1000:.0f}ms polled")
+    assert 0 <= took < 0.1
+    assert seen < 0.5
 
 
-def test_an_etcd_outage_longer_than_the_ttl_stops_the_leader_before_its_lease_can_move(
+OUTAGE = 7.0  # the issue's: longer than two TTLs, so the lease has run out on etcd's side
+
+
+def launched(daemon: Any, e2e: Any) -> float:
+    """Nodes this daemon launched (``shoal_scale_ups_total``; each daemon has its own
+    simulated cloud, so the sum over both is every launch)."""
+    return float(e2e.metric(daemon.metrics(), "shoal_scale_ups_total"))
+
+
+def test_an_etcd_outage_of_seven_seconds_stops_the_leader_and_nothing_launches(
     shoal: Any, e2e: Any, etcd: EtcdServer
 ) -> None:
+    """etcd stops answering for 7 s while demand asks for capacity: the leader, which takes
+    the demand before it knows, cannot write its launch's intent (fenced, in etcd), steps
+    down before its lease could move, and neither daemon launches anything until one leads
+    again; then the new leader launches what the demand needs, once."""
     a, b = start_pair(shoal, e2e, etcd)
+    assert (launched(a, e2e), launched(b, e2e)) == (0, 0)
     etcd.pause()
     paused = time.monotonic()
+    demand = {"jobs": [e2e.job(8)], "running": []}
+    pushed = a.put_demand(demand)
+    assert pushed.status == 200 and pushed.headers["X-Shoal-Served-By"] == "a"
     # a's last confirmed renewal was sent at most ttl/3 before the pause; it steps down
     # ttl - margin after it: before etcd could let the lease expire (ttl after it received it)
     e2e.wait_for("a steps down", lambda: leader_gauge(a, e2e) == 0, TTL, interval=0.01)
     stepped_down = time.monotonic() - paused
     print(f"leader stepped down {stepped_down:.3f}s into the etcd outage (ttl {TTL:.0f}s)")
     assert stepped_down < TTL - MARGIN + 0.1
-    while time.monotonic() - paused < 2 * TTL + 1:  # the outage goes on: nobody leads
+    # the demand reached a's planner: it asked for capacity (its intent could not be written)
+    assert e2e.metric(a.metrics(), "shoal_jobs_queued") == 8
+    polls = 0
+    while time.monotonic() - paused < OUTAGE:  # the outage goes on: nobody leads or launches
         assert (leader_gauge(a, e2e), leader_gauge(b, e2e)) == (0, 0)
         assert role(a) == role(b) == "follower"
+        assert (launched(a, e2e), launched(b, e2e)) == (0, 0)
+        polls += 1
         time.sleep(0.05)
-    assert "reason=renewal-deadline" in a.log_path.read_text()
+    assert polls > 20  # watched throughout, not once
+    log = a.log_path.read_text()
+    assert "reason=renewal-deadline" in log
+    assert "event=launch_not_journaled" in log  # it tried, and did not launch unjournaled
     etcd.resume()
 
     def one_leader() -> bool:
         return sorted([role(a), role(b)], key=str) == ["follower", "leader"]
 
     e2e.wait_for("one leader again", one_leader, 3 * TTL, on_timeout=a.tail)
+    assert b.put_demand(demand).status == 200  # to whichever leads now (b forwards)
+
+    def some_launched() -> float | None:
+        total = launched(a, e2e) + launched(b, e2e)
+        return total if total > 0 else None
+
+    first = e2e.wait_for("the new leader launches", some_launched, 10.0, on_timeout=a.tail)
+    leader, follower = (a, b) if role(a) == "leader" else (b, a)
+    passes = leader.status()["passes"]
+    # the same need (a longer wall time changes no plan), pushed again: one more pass
+    again = {"jobs": [e2e.job(8, wall_time="3h")], "running": []}
+    assert b.put_demand(again).status == 200
+
+    def passed() -> bool:
+        last = leader.status()["last_pass"]
+        return last is not None and last["number"] > passes
+
+    e2e.wait_for("one more pass", passed, 10.0, on_timeout=leader.tail)
+    assert launched(follower, e2e) == 0
+    assert launched(leader, e2e) == first == e2e.metric(leader.metrics(), "shoal_target_nodes")
 
 
 async def test_a_leader_whose_key_is_deleted_by_hand_steps_down_at_its_next_renewal(

@@ -17,7 +17,7 @@ from typing import Any
 import configs
 import pytest
 from shoal.daemon.config import parse_config
-from shoal.daemon.durable import DurableStore
+from shoal.daemon.durable import DurableStore, StateBackend
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller
 from shoal.daemon.slurm.client import SlurmClient
@@ -104,13 +104,16 @@ async def start(
     clock: FakeClock,
     provider: SimulatedProvisioner | None = None,
     top: dict[str, Any] | None = None,
+    state_backend: StateBackend | None = None,
     **slurm: Any,
 ) -> Daemon:
     asyncio.get_running_loop().set_default_executor(InlineExecutor())
     cfg = config(tmp_path, top=top, **slurm)
     provider = provider or SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock)
     metrics = ShoalMetrics()
-    controller = await build_controller(cfg, provider, clock, metrics=metrics)
+    controller = await build_controller(
+        cfg, provider, clock, metrics=metrics, state_backend=state_backend
+    )
     slurm_side = SlurmIntegration(cfg, clock, controller, metrics)
     await clock.run_until(controller.reconcile())
     return Daemon(clock, provider, slurm_side, metrics)
