@@ -146,6 +146,7 @@ HOUR = 3600.0
 FAULT_END = 3 * HOUR
 SUBMIT_END = 3.5 * HOUR
 END = 6 * HOUR
+RESTART_SEC = 5.0  # deploy/shoal.service's RestartSec: systemd starts a failed start again
 PUSH_EVERY = 90.0  # a pushing source re-sends its demand at least this often
 GiB = 1024**3
 LOG_TAIL = 60  # events printed with a violation
@@ -537,7 +538,15 @@ class _Run:
         """A new process: every in-memory object built again from the config, ``state_dir``
         and the cloud. False if it crashed while starting (it is then down again)."""
         try:
-            controller = await self.new_controller(crashes)
+            while True:  # as systemd: a start that fails (startup_failed) runs again RestartSec on
+                try:
+                    controller = await self.new_controller(crashes)
+                    break
+                except Crash:
+                    raise
+                except Exception as exc:
+                    self.note(f"start failed ({exc!r}): started again in {RESTART_SEC:.0f} s")
+                    await self.clock.advance(RESTART_SEC)
             controller.executor.drain_hook = controller.executor.undrain_hook = _DrainHook(self)
             while True:  # as Controller.run: a failed first listing is tried again an interval on
                 try:

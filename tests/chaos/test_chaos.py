@@ -308,3 +308,13 @@ def test_a_seed_loop_skips_its_busy_polls_and_still_wakes_from_a_thread() -> Non
     finally:
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
+
+
+def test_a_start_that_fails_is_started_again_as_systemd_does() -> None:
+    """Seed 1574 (found by ``bench/chaos.py --seeds 10000``): the first start's
+    DescribeInstanceTypes is throttled past its retries, so ``shoal run`` exits
+    (``startup_failed``); systemd starts it again ``RestartSec`` later, and so does the
+    harness, instead of ending the seed with a harness error."""
+    result = run_seed(1574, mode="push", verbose=True)
+    assert not result.violations, [v.detail[:200] for v in result.violations]
+    assert any("start failed" in line and "again in 5 s" in line for line in result.log)
