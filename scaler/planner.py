@@ -104,7 +104,11 @@ Semantics a caller can rely on:
   cores. ``Policy.node_memory_overhead`` / ``node_disk_overhead`` replace it with
   a flat amount per node.
 * A running job holds its node for its remaining expected time (run time less elapsed,
-  at least ``RUNNING_JOB_MIN_REMAINING``) rounded *up* to whole minutes
+  at least ``RUNNING_JOB_MIN_REMAINING``) from now: count packing pins it at time 0
+  (``binpack(pinned=...)``), so no queued job is planned to start before it on its room
+  (else a queued job that fits one type only could be planned "now" on the node a long
+  running job holds, and wait behind it past the target time with nothing launched). The
+  remaining time is rounded *up* to whole minutes
   (``RUNNING_JOB_GRID``): never less than it has left, so capacity is never
   under-estimated; running jobs of one size then fall into fewer shapes (binpack's work
   grows with the shapes), and a pass whose running jobs moved on by a few seconds more
@@ -614,17 +618,24 @@ def _need(
     policy: Policy,
     hint: tuple[Jobs, int] | None = None,
 ) -> int:
-    jobs = dict(running)
+    waiting: Jobs = {}
     for shape, count in queued:
+        _add(waiting, shape, count)
+    jobs = dict(running)
+    for shape, count in waiting.items():
         _add(jobs, shape, count)
     if not jobs:
         return 0
     target = policy.target_time
     # Count packing sorts the jobs itself, so their order is not part of the key. The key
     # holds the packer too: one swapped in (a test's recording wrapper) is always called.
+    # Count packing pins running jobs: they hold their room from now, no queued job goes
+    # before one. (Cost packing packs them as it always has: its priced packers take no
+    # pinned jobs, and it takes the fewer nodes of the two packings below.)
+    packed, pinned = (jobs, {}) if cost_aware(policy) else (waiting, running)
     need = NEEDS.get(
-        (binpack, frozenset(jobs.items()), node, target, "count"),
-        lambda: binpack(jobs, [node], target_time=target).counts.get(node, 0),
+        (binpack, frozenset(packed.items()), frozenset(pinned.items()), node, target, "count"),
+        lambda: binpack(packed, [node], target_time=target, pinned=pinned).counts.get(node, 0),
     )
     if not cost_aware(policy):
         return int(need)

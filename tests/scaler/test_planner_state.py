@@ -101,3 +101,29 @@ def test_running_jobs_a_few_seconds_apart_share_a_shape(monkeypatch):
     runs = [running(job(wall=5000), "n1", elapsed=e) for e in (100, 101.5, 110, 139.9)]
     plan(snapshot(nodes=[node("n1", A)], runs=runs), policy(A), PlannerState(), NOW)
     assert seen == [{job(wall=4920): 4}]
+
+
+@pytest.mark.parametrize("packing", ["count", "auto"])
+def test_a_queued_job_is_not_planned_ahead_of_a_running_one(packing):
+    """Chaos seed 5797: a 2-core job has just started on the only node of the type a
+    memory-heavy 1-core job fits, and runs past the target time. Merged with the queued job,
+    the packer put the queued job first and the running one after it (by the target), so
+    one node "held" both and nothing was launched: the queued job waited the running one out
+    (24 min against a 15-min target). The running job holds the node from now: a second
+    node is launched (count packing; cost packing keeps its own, unpinned packing)."""
+    r5 = node_type("r5", cores=2, mem_gib=16, disk_gib=20, price=0.126)
+    snap = snapshot(
+        nodes=[node("n1", r5)],
+        queue=[queued(job(cores=1, mem_gib=10, wall=800), 1)],
+        runs=[running(job(cores=2, mem_gib=2.5, wall=1454), "n1", elapsed=0.0)],
+    )
+    p = plan(snap, policy(r5, packing=packing, target_time=900.0), PlannerState(), NOW)
+    launches = [(la.node_type, la.count) for la in p.launches]
+    assert launches == ([("r5", 1)] if packing == "count" else [])
+    # a running job that ends within the target leaves room for the queued one: no launch
+    short = snapshot(
+        nodes=[node("n1", r5)],
+        queue=[queued(job(cores=1, mem_gib=10, wall=800), 1)],
+        runs=[running(job(cores=2, mem_gib=2.5, wall=1454), "n1", elapsed=900.0)],
+    )
+    assert plan(short, policy(r5, target_time=900.0), PlannerState(), NOW).launches == ()
