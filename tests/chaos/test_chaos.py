@@ -318,3 +318,18 @@ def test_a_start_that_fails_is_started_again_as_systemd_does() -> None:
     result = run_seed(1574, mode="push", verbose=True)
     assert not result.violations, [v.detail[:200] for v in result.violations]
     assert any("start failed" in line and "again in 5 s" in line for line in result.log)
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [5797, 2095],
+    ids=["queued-behind-a-running-job", "first-type-full"],
+)
+def test_the_starved_seeds_of_the_ten_thousand(seed: int) -> None:
+    """Found by ``bench/chaos.py --seeds 10000``. 5797: a 10 GiB job that fits r5.large only
+    waited behind 2-core jobs started on the one r5.large, as the planner packed it ahead of
+    them (running jobs are pinned at 0 now: a second r5.large is launched). 2095: 2-core jobs
+    wait for c5.large, at its max, with r5.large free: count packing does not spill past a
+    type's max (Toil's), so the job's clock restarts while its first type is full."""
+    result = run_seed(seed, mode="push")
+    assert not result.violations, [v.detail[:200] for v in result.violations]
