@@ -92,7 +92,9 @@ def test_running_jobs_remaining_time_is_rounded_up_to_a_minute(monkeypatch, wall
         runs=[running(job(cores=2, wall=wall), "n1", elapsed)],
     )
     plan(snap, policy(A), PlannerState(), NOW)
-    assert seen == [{job(cores=2, wall=held): 1, job(wall=300): 1}]
+    # merged first; then the running job alone and beside the queued one, pinned (_need)
+    assert seen[0] == {job(cores=2, wall=held): 1, job(wall=300): 1}
+    assert all(set(jobs) <= set(seen[0]) for jobs in seen)
     assert all(shape.wallTime % RUNNING_JOB_GRID == 0 for shape in seen[0])  # the minimum too
 
 
@@ -127,3 +129,17 @@ def test_a_queued_job_is_not_planned_ahead_of_a_running_one(packing):
         runs=[running(job(cores=2, mem_gib=2.5, wall=1454), "n1", elapsed=900.0)],
     )
     assert plan(short, policy(r5, target_time=900.0), PlannerState(), NOW).launches == ()
+
+
+def test_running_jobs_that_overfill_the_model_of_their_node_launch_nothing_pinned():
+    """Two running 8 GiB jobs share a 16 GiB node the model (1 GiB overhead) gives 15 GiB:
+    pinned at 0 they need two nodes, a node nobody waits for. The pin counts only what it
+    adds for the queued jobs, so a small queued job that the merged packing fits launches
+    nothing."""
+    t = node_type("m", cores=4, mem_gib=16, disk_gib=20)
+    snap = snapshot(
+        nodes=[node("n1", t)],
+        queue=[queued(job(wall=300), 1)],
+        runs=[running(job(mem_gib=8, wall=600), "n1", 0.0) for _ in range(2)],
+    )
+    assert plan(snap, policy(t, target_time=900.0), PlannerState(), NOW).launches == ()
