@@ -226,9 +226,12 @@ def test_a_leader_that_does_not_step_down_on_its_deadline_is_found(
     brain of issue 21: a leader cut off from the election acts on after its lease passed to
     the other daemon, which acts too), with the term's confirmation before terminations and
     tags off as well (the fence alone refuses them: the guard is the first line, the fence
-    the second). Seed 0 without faults: the leader is cut off while jobs come; the same run
-    with the daemon's guard is clean, and so is the one with the fence alone."""
-    clean = run_seed(0, (), mode="ha")
+    the second). Seed 14 without faults: the leader is cut off while jobs come and the plan
+    removes a node (seed 0 was, until count packing pinned running jobs and its scale-down
+    moved out of the cut-off windows); the same run with the daemon's guard is clean, and so
+    is the one with the fence alone."""
+    seed = 14
+    clean = run_seed(seed, (), mode="ha")
     assert not clean.violations and any("cut off from the election" in x for x in clean.log)
     assert sum("leads (epoch" in x for x in clean.log) > 2  # leadership moved
 
@@ -236,14 +239,14 @@ def test_a_leader_that_does_not_step_down_on_its_deadline_is_found(
         await term.ended.wait()
 
     monkeypatch.setattr(LeaseElector, "_guard", never_step_down)
-    fenced = {v.invariant for v in run_seed(0, (), mode="ha").violations}
+    fenced = {v.invariant for v in run_seed(seed, (), mode="ha").violations}
     assert not fenced & {"acted-after-lease", "ha-overlap"}, fenced
 
     async def unconfirmed(self: Executor) -> None:
         return None
 
     monkeypatch.setattr(Executor, "confirm_term", unconfirmed)
-    found = {v.invariant for v in run_seed(0, (), mode="ha").violations}
+    found = {v.invariant for v in run_seed(seed, (), mode="ha").violations}
     assert {"acted-after-lease", "ha-overlap"} <= found, found
 
 
