@@ -35,6 +35,15 @@ the five, never with more nodes than the booked timeline (which is Toil's own
 packing, job for job). Against Toil 9.6 on 1,200 random inputs that needs no
 more nodes on any (tests/scaler/test_toil_differential.py).
 
+Pinned jobs (``pinned``, count packing only): jobs already running, which hold their
+room from time 0 for their (remaining) ``wallTime`` and cannot be put off. Both
+packers place them first, each starting at 0 (a target of 0 for them), then the other
+jobs as above; so no job is planned to start ahead of a running one on room the running
+one holds. Merged with the other jobs, a running job longer than the target could be
+moved behind a queued one (the queued one at 0, the running one after it, still by the
+target): one node for both, while the real node runs the running job first and the
+queued one waits for it, longer than the target, with no launch ever made for it.
+
 Cost-aware packing (``prices`` given, per billing interval) minimises what the
 booked node-intervals cost:
 
@@ -134,6 +143,11 @@ Lane = tuple[Res, float, float]  # free resources, free from, free until (inf: f
 _LANE_ORDER = itemgetter(1, 0, 2)  # earliest first, then smallest room
 _TOIL_ORDER = attrgetter("order")  # sorted(shapes, key=_TOIL_ORDER) == sorted(shapes)
 
+
+def _by_toil(item: tuple[Shape, int]) -> object:
+    return item[0].order
+
+
 # Three ways to give back what placed columns leave free. Each is a valid picture of the
 # free room and each loses something the others keep, so binpack runs all three:
 WIDTH = "width"  # the unused width for good, and each column's width after it ends
@@ -163,11 +177,13 @@ class _Pool:
         key = (room, start, until)
         self.lanes[key] = self.lanes.get(key, 0) + count
 
-    def _fill(self, lane: Lane, count: int, job: Shape, n: int) -> int:
-        """Place up to n jobs into ``count`` identical lanes; returns how many were placed."""
+    def _fill(self, lane: Lane, count: int, job: Shape, n: int, latest: float | None = None) -> int:
+        """Place up to n jobs into ``count`` identical lanes, each starting by ``latest``
+        (the target time unless given); returns how many were placed."""
         room, start, until = lane
         k = _columns(room, (job.memory, job.cores, job.disk))
-        j = _sequential(start, until, job.wallTime, self.target_time)
+        latest = self.target_time if latest is None else latest
+        j = _sequential(start, until, job.wallTime, latest)
         per_lane = _product(k, j)
         if per_lane <= 0:
             self._add(room, start, until, count)
@@ -226,8 +242,9 @@ class _Pool:
         else:  # WHOLE
             self._add(room, end_full, until, count)
 
-    def place(self, job: Shape, n: int) -> int:
-        """Put as many of n jobs as fit into already opened lanes; returns how many."""
+    def place(self, job: Shape, n: int, latest: float | None = None) -> int:
+        """Put as many of n jobs as fit into already opened lanes, each starting by
+        ``latest`` (the target time unless given); returns how many."""
         memory, cores, disk, duration = job.memory, job.cores, job.disk, job.wallTime
         lanes = self.lanes
         # Most lanes cannot take this job at all: leave them out before sorting.
@@ -238,6 +255,7 @@ class _Pool:
             and lane[0][1] + _EPS >= cores
             and lane[0][2] + _EPS >= disk
             and lane[1] + duration <= lane[2] + _EPS
+            and (latest is None or lane[1] <= latest + _EPS)
         ]
         if not fitting:
             return 0
@@ -247,17 +265,20 @@ class _Pool:
         for lane in fitting:
             if placed >= n:
                 break
-            placed += self._fill(lane, lanes.pop(lane), job, n - placed)
+            placed += self._fill(lane, lanes.pop(lane), job, n - placed, latest)
         return placed
 
-    def open(self, job: Shape, n: int) -> int:
-        """Open as many empty nodes as n more jobs need, booked for the fewest billed
-        intervals, and place them; returns nodes opened."""
-        intervals, per_node = best_booking(job, self.shape, n, self.target_time)
+    def open(self, job: Shape, n: int, latest: float | None = None) -> int:
+        """Open as many empty nodes as n more jobs (each starting by ``latest``, the
+        target time unless given) need, booked for the fewest billed intervals, and place
+        them; returns nodes opened."""
+        latest = self.target_time if latest is None else latest
+        intervals, per_node = best_booking(job, self.shape, n, latest)
         new = 1 if per_node == math.inf else math.ceil(n / per_node)
         self.nodes += new
         self.intervals += new * intervals
-        self._fill((_res(self.shape), 0.0, horizon(self.shape, intervals)), new, job, n)
+        lane = (_res(self.shape), 0.0, horizon(self.shape, intervals))
+        self._fill(lane, new, job, n, latest)
         return new
 
 
@@ -299,16 +320,20 @@ def binpack(
     *,
     max_nodes: Mapping[Shape, int] | None = None,
     time_limit: float = DEFAULT_TIME_LIMIT,
+    pinned: Mapping[Shape, int] | None = None,
 ) -> Packing:
     """Pack ``jobs`` (shapes, or shape -> count) onto ``node_shapes``; see the module docstring.
 
     ``max_nodes`` (node shape -> most nodes) and ``time_limit`` (the solver's work, in
     seconds of a reference machine, ``scaler.colgen``; 0: the heuristic alone) apply to
-    cost packing only."""
+    cost packing only; ``pinned`` (running jobs: they start at 0) to count packing only."""
     if target_time < 0:
         raise ValueError(f"target_time must be >= 0, got {target_time}")
     nodes = sorted(set(node_shapes))
     groups = _group(jobs)
+    held = _group(pinned or {})
+    if prices is not None and held:
+        raise ValueError("pinned jobs are for count packing only (no prices)")
     if prices is not None:
         missing = [s for s in nodes if s not in prices]
         if missing:
@@ -316,15 +341,19 @@ def binpack(
         return _cost_packing(groups, nodes, target_time, prices, max_nodes or {}, time_limit)
     # Node shapes pack independently (each job shape goes to the first that fits), so the
     # best per node shape over the three lane bookkeepings is a valid packing.
-    best, assignment, unschedulable = _lane_packings(groups, nodes, target_time)
+    best, assignment, unschedulable = _lane_packings(groups, nodes, target_time, held)
     # Small inputs also go job by job on exact timelines, which the lanes approximate,
     # both free-running and booked by billing interval. The booked one is Toil's own
     # packing, so nothing with more nodes than it is taken.
     # Every packing gives each group to its first fitting node shape, largest group first.
     for shape, share in assignment.items():
         if sum(share.values()) <= TIMELINE_LIMIT:
-            toil = timeline_pack(list(share.items()), shape, target_time, booked=True)
-            free = timeline_pack(list(share.items()), shape, target_time, booked=False)
+            # a shape both running and queued is one entry of ``share``: split it again
+            first = [(job, held[job]) for job in share if job in held]
+            rest = [(job, n - held.get(job, 0)) for job, n in share.items()]
+            rest = sorted([(j, n) for j, n in rest if n > 0], key=_by_toil, reverse=True)
+            toil = timeline_pack(rest, shape, target_time, booked=True, pinned=first)
+            free = timeline_pack(rest, shape, target_time, booked=False, pinned=first)
             ceiling = len(toil)
             options = [best[shape], *((billed_intervals(t, shape), len(t)) for t in (toil, free))]
             best[shape] = min(o for o in options if o[1] <= ceiling)
@@ -337,17 +366,24 @@ def binpack(
 
 
 def _lane_packings(
-    groups: dict[Shape, int], nodes: list[Shape], target_time: float
+    groups: dict[Shape, int],
+    nodes: list[Shape],
+    target_time: float,
+    pinned: dict[Shape, int] | None = None,
 ) -> tuple[dict[Shape, tuple[int, int]], dict[Shape, dict[Shape, int]], dict[Shape, list[str]]]:
     """Count packing on lanes, the three bookkeepings side by side (what ``_pack`` does
     without prices, once per split, in one pass): per node shape the best (billed
-    intervals, nodes) of the three, which jobs each node shape gets, and the jobs that fit
-    none."""
+    intervals, nodes) of the three, which jobs each node shape gets (``pinned`` ones
+    included: they go first, each starting at 0), and the jobs that fit none."""
     pools = [{s: _Pool(s, target_time, split) for s in nodes} for split in SPLITS]
     assignment: dict[Shape, dict[Shape, int]] = {}
     unschedulable: dict[Shape, list[str]] = {}
-    for job in sorted(groups, key=_TOIL_ORDER, reverse=True):  # largest first, as Toil
-        n = groups[job]
+    pinned = pinned or {}
+    order = [  # largest first, as Toil; pinned (running) jobs before all others
+        *((job, n, 0.0) for job, n in sorted(pinned.items(), key=_by_toil, reverse=True)),
+        *((job, groups[job], None) for job in sorted(groups, key=_TOIL_ORDER, reverse=True)),
+    ]
+    for job, n, latest in order:
         shape = next((s for s in nodes if not job.fits_in(s)), None)
         if shape is None:
             unschedulable[job] = _failed_dimensions(job, nodes)
@@ -356,9 +392,9 @@ def _lane_packings(
         share[job] = share.get(job, 0) + n
         for split in pools:
             pool = split[shape]
-            left = n - pool.place(job, n)
+            left = n - pool.place(job, n, latest)
             if left > 0:
-                pool.open(job, left)
+                pool.open(job, left, latest)
     best = {s: min((split[s].intervals, split[s].nodes) for split in pools) for s in nodes}
     return best, assignment, unschedulable
 

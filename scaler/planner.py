@@ -104,7 +104,14 @@ Semantics a caller can rely on:
   cores. ``Policy.node_memory_overhead`` / ``node_disk_overhead`` replace it with
   a flat amount per node.
 * A running job holds its node for its remaining expected time (run time less elapsed,
-  at least ``RUNNING_JOB_MIN_REMAINING``) rounded *up* to whole minutes
+  at least ``RUNNING_JOB_MIN_REMAINING``) from now: count packing pins it at time 0
+  (``binpack(pinned=...)``), so no queued job is planned to start before it on its room
+  (else a queued job that fits one type only could be planned "now" on the node a long
+  running job holds, and wait behind it past the target time with nothing launched). A
+  type needs the more of that and the merged packing, less what the pin adds for its
+  running jobs alone (running jobs that overfill the model of their nodes: another
+  overhead, a scheduler that does not count memory). The remaining time is rounded *up*
+  to whole minutes
   (``RUNNING_JOB_GRID``): never less than it has left, so capacity is never
   under-estimated; running jobs of one size then fall into fewer shapes (binpack's work
   grows with the shapes), and a pass whose running jobs moved on by a few seconds more
@@ -614,18 +621,23 @@ def _need(
     policy: Policy,
     hint: tuple[Jobs, int] | None = None,
 ) -> int:
-    jobs = dict(running)
+    waiting: Jobs = {}
     for shape, count in queued:
+        _add(waiting, shape, count)
+    jobs = dict(running)
+    for shape, count in waiting.items():
         _add(jobs, shape, count)
     if not jobs:
         return 0
     target = policy.target_time
-    # Count packing sorts the jobs itself, so their order is not part of the key. The key
-    # holds the packer too: one swapped in (a test's recording wrapper) is always called.
-    need = NEEDS.get(
-        (binpack, frozenset(jobs.items()), node, target, "count"),
-        lambda: binpack(jobs, [node], target_time=target).counts.get(node, 0),
-    )
+    need = _count(jobs, {}, node, target)
+    if running and waiting and not cost_aware(policy):
+        # Pinned (binpack's ``pinned``): no queued job planned ahead of a running one. Only
+        # what the pin adds for the queued jobs counts: what it adds for the running jobs
+        # alone (they fit their real nodes, not the model's: another overhead, a scheduler
+        # that does not count memory) is no node anybody waits for.
+        model = _count({}, running, node, target) - _count(running, {}, node, target)
+        need = max(need, _count(waiting, running, node, target) - max(0, model))
     if not cost_aware(policy):
         return int(need)
     if hint is not None and hint[0] == jobs:  # the cost packer's count for these very jobs
@@ -636,6 +648,19 @@ def _need(
         lambda: binpack(jobs, [node], target, prices={node: 1.0}, time_limit=0).counts.get(node, 0),
     )
     return int(min(need, mixed))
+
+
+def _count(jobs: Jobs, pinned: Jobs, node: Shape, target: float) -> int:
+    """Nodes of shape ``node`` count packing needs for ``jobs`` beside the ``pinned`` ones
+    (running: they start at 0), remembered in ``NEEDS``."""
+    # Count packing sorts the jobs itself, so their order is not part of the key. The key
+    # holds the packer too: one swapped in (a test's recording wrapper) is always called.
+    return int(
+        NEEDS.get(
+            (binpack, frozenset(jobs.items()), frozenset(pinned.items()), node, target, "count"),
+            lambda: binpack(jobs, [node], target_time=target, pinned=pinned).counts.get(node, 0),
+        )
+    )
 
 
 def _prefix(groups: Sequence[tuple[Shape, int]], k: int) -> list[tuple[Shape, int]]:

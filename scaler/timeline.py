@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 
 from shoal.scaler.resources import EPS as _EPS
 from shoal.scaler.resources import Res
@@ -126,17 +127,23 @@ def billed_intervals(schedule: list[list[tuple[Shape, float]]], node: Shape) -> 
 
 
 def timeline_pack(
-    groups: list[tuple[Shape, int]], node: Shape, target_time: float, booked: bool = False
+    groups: list[tuple[Shape, int]],
+    node: Shape,
+    target_time: float,
+    booked: bool = False,
+    pinned: Sequence[tuple[Shape, int]] = (),
 ) -> list[list[tuple[Shape, float]]]:
     """The packing itself: per opened node, its jobs with their start times.
 
     ``booked``: a node is booked for whole billing intervals (its ``wallTime``), and
     only a job that starts at 0 books more, as Toil's reservations grow. It packs
-    worse on average, but differently, so on a few inputs it needs fewer nodes."""
+    worse on average, but differently, so on a few inputs it needs fewer nodes.
+    ``pinned`` (running jobs, largest first) go before ``groups``, each starting at 0."""
     interval = node.wallTime if booked else 0.0
     room: Res = (node.memory, node.cores, node.disk)
     nodes: list[_Node] = []
-    for job, count in groups:
+    steps = [*((job, n, 0.0) for job, n in pinned), *((job, n, target_time) for job, n in groups)]
+    for job, count, latest in steps:
         need: Res = (job.memory, job.cores, job.disk)
         if job.wallTime <= 0:
             # A zero-length job holds its node for an instant, which any node that
@@ -151,7 +158,7 @@ def timeline_pack(
                 candidate = nodes[index]
                 m, c, d = candidate.peak  # a node whose peak is too small refuses the job
                 if m + _EPS >= need[0] and c + _EPS >= need[1] and d + _EPS >= need[2]:
-                    at = candidate.earliest(need, job.wallTime, start, target_time)
+                    at = candidate.earliest(need, job.wallTime, start, latest)
                     if at is not None:
                         start = at
                         break

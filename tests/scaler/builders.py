@@ -130,14 +130,17 @@ def offering(t: NodeType) -> Offering:
 
 
 def record_packings(monkeypatch: pytest.MonkeyPatch) -> list[dict[Shape, int]]:
-    """Make the planner's ``binpack`` note the jobs of every packing it runs (then pack them);
-    returns the list it appends them to."""
+    """Make the planner's ``binpack`` note the jobs of every packing it runs, pinned (running)
+    and other jobs together (then pack them); returns the list it appends them to."""
     seen: list[dict[Shape, int]] = []
     real = planner.binpack
 
-    def recording(jobs, node_shapes, target_time=3600, prices=None):
-        seen.append(dict(jobs))
-        return real(jobs, node_shapes, target_time=target_time, prices=prices)
+    def recording(jobs, node_shapes, target_time=3600, prices=None, pinned=None):
+        noted = dict(pinned or {})
+        for shape, count in dict(jobs).items():
+            noted[shape] = noted.get(shape, 0) + count
+        seen.append(noted)
+        return real(jobs, node_shapes, target_time=target_time, prices=prices, pinned=pinned)
 
     monkeypatch.setattr(planner, "binpack", recording)
     return seen

@@ -226,3 +226,20 @@ def test_assignment_places_every_schedulable_job_once(jobs, nodes, target_time, 
             assert not shape.fits_in(node) and count > 0
             placed[shape] = placed.get(shape, 0) + count
     assert placed == {s: n for s, n in jobs.items() if s not in packing.unschedulable}
+
+
+@pytest.mark.parametrize("running", [1, 1001], ids=["timeline-and-lanes", "lanes-only"])
+def test_pinned_jobs_start_at_zero_and_no_job_goes_before_them(running: int) -> None:
+    """Running jobs (``pinned``) hold their room from 0. Merged with the queued jobs, the
+    packer runs the bigger queued job first and a running one after it, by the target: one
+    node fewer than the cluster really needs (chaos seed 5797). With 1002 jobs, beyond
+    ``TIMELINE_LIMIT``, the lane packers alone answer."""
+    busy = Shape(1500, 2.5 * GiB, 4, GiB, False)  # all the node's cores, past the target
+    heavy = Shape(500, 10 * GiB, 4, GiB, False)  # packed first (more memory), ends by 900 s
+    merged = binpack({busy: running, heavy: 1}, [NODE], target_time=900).counts[NODE]
+    pinned = binpack({heavy: 1}, [NODE], target_time=900, pinned={busy: running})
+    assert merged == running  # the queued job at 0, a running one after it at 500 s
+    assert pinned.counts[NODE] == running + 1
+    assert pinned.assignment[NODE] == {busy: running, heavy: 1}
+    with pytest.raises(ValueError, match="pinned"):
+        binpack({heavy: 1}, [NODE], 900, prices={NODE: 1.0}, pinned={busy: 1})

@@ -92,7 +92,9 @@ def test_running_jobs_remaining_time_is_rounded_up_to_a_minute(monkeypatch, wall
         runs=[running(job(cores=2, wall=wall), "n1", elapsed)],
     )
     plan(snap, policy(A), PlannerState(), NOW)
-    assert seen == [{job(cores=2, wall=held): 1, job(wall=300): 1}]
+    # merged first; then the running job alone and beside the queued one, pinned (_need)
+    assert seen[0] == {job(cores=2, wall=held): 1, job(wall=300): 1}
+    assert all(set(jobs) <= set(seen[0]) for jobs in seen)
     assert all(shape.wallTime % RUNNING_JOB_GRID == 0 for shape in seen[0])  # the minimum too
 
 
@@ -101,3 +103,43 @@ def test_running_jobs_a_few_seconds_apart_share_a_shape(monkeypatch):
     runs = [running(job(wall=5000), "n1", elapsed=e) for e in (100, 101.5, 110, 139.9)]
     plan(snapshot(nodes=[node("n1", A)], runs=runs), policy(A), PlannerState(), NOW)
     assert seen == [{job(wall=4920): 4}]
+
+
+@pytest.mark.parametrize("packing", ["count", "auto"])
+def test_a_queued_job_is_not_planned_ahead_of_a_running_one(packing):
+    """Chaos seed 5797: a 2-core job has just started on the only node of the type a
+    memory-heavy 1-core job fits, and runs past the target time. Merged with the queued job,
+    the packer put the queued job first and the running one after it (by the target), so
+    one node "held" both and nothing was launched: the queued job waited the running one out
+    (24 min against a 15-min target). The running job holds the node from now: a second
+    node is launched (count packing; cost packing keeps its own, unpinned packing)."""
+    r5 = node_type("r5", cores=2, mem_gib=16, disk_gib=20, price=0.126)
+    snap = snapshot(
+        nodes=[node("n1", r5)],
+        queue=[queued(job(cores=1, mem_gib=10, wall=800), 1)],
+        runs=[running(job(cores=2, mem_gib=2.5, wall=1454), "n1", elapsed=0.0)],
+    )
+    p = plan(snap, policy(r5, packing=packing, target_time=900.0), PlannerState(), NOW)
+    launches = [(la.node_type, la.count) for la in p.launches]
+    assert launches == ([("r5", 1)] if packing == "count" else [])
+    # a running job that ends within the target leaves room for the queued one: no launch
+    short = snapshot(
+        nodes=[node("n1", r5)],
+        queue=[queued(job(cores=1, mem_gib=10, wall=800), 1)],
+        runs=[running(job(cores=2, mem_gib=2.5, wall=1454), "n1", elapsed=900.0)],
+    )
+    assert plan(short, policy(r5, target_time=900.0), PlannerState(), NOW).launches == ()
+
+
+def test_running_jobs_that_overfill_the_model_of_their_node_launch_nothing_pinned():
+    """Two running 8 GiB jobs share a 16 GiB node the model (1 GiB overhead) gives 15 GiB:
+    pinned at 0 they need two nodes, a node nobody waits for. The pin counts only what it
+    adds for the queued jobs, so a small queued job that the merged packing fits launches
+    nothing."""
+    t = node_type("m", cores=4, mem_gib=16, disk_gib=20)
+    snap = snapshot(
+        nodes=[node("n1", t)],
+        queue=[queued(job(wall=300), 1)],
+        runs=[running(job(mem_gib=8, wall=600), "n1", 0.0) for _ in range(2)],
+    )
+    assert plan(snap, policy(t, target_time=900.0), PlannerState(), NOW).launches == ()

@@ -115,3 +115,11 @@ def test_every_schedule_is_feasible_and_places_every_job(groups, target_time, bo
         for j, _ in jobs:
             placed[j] = placed.get(j, 0) + 1
     assert placed == dict(groups)
+
+
+def test_pinned_jobs_start_at_zero_and_no_job_goes_before_them() -> None:
+    busy = Shape(1500, 2 * GiB, 4, GiB, False)
+    heavy = Shape(500, 10 * GiB, 4, GiB, False)
+    assert timeline_count([(heavy, 1), (busy, 1)], NODE, 900) == 1  # heavy at 0, busy at 500
+    nodes = timeline_pack([(heavy, 1)], NODE, 900, pinned=[(busy, 1)])
+    assert nodes == [[(busy, 0.0)], [(heavy, 0.0)]]
