@@ -27,7 +27,7 @@ from shoal.daemon.slurm.integration import SlurmIntegration, slurm_commands, slu
 from shoal.daemon.slurm.parse import SlurmNode
 from shoal.daemon.slurm.power import PowerSaver, requests_only_planner
 from shoal.daemon.slurm.source import SlurmSnapshot
-from shoal.daemon.slurm.state import PowerState, ResumeRequest
+from shoal.daemon.slurm.state import KeptDown, PowerState, ResumeRequest
 from shoal.daemon.wiring import planner_policy
 from shoal.providers.base import TAG_REQUEST_ID, client_token
 from shoal.providers.errors import ProviderError, RetryableError
@@ -487,6 +487,20 @@ class FakeSlurm:
         self.calls.append(("address", node))
 
 
+async def kept_down_cloud1(tmp_path: Path, clock: FakeClock) -> tuple[Daemon, FakeSlurm, KeptDown]:
+    """A daemon on a FakeSlurm whose resume of cloud1 found no capacity: cloud1 kept DOWN
+    (marked); returns the daemon, the FakeSlurm and the entry."""
+    d = await start(tmp_path, clock)
+    slurm = FakeSlurm()
+    d.power.client = slurm  # type: ignore[assignment]
+    d.provider.set_unavailable("c5.xlarge")
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    kept = d.power.state.kept_down["cloud1"]
+    assert kept.marked and slurm.calls == [("down", "cloud1")] and slurm.states["cloud1"].down
+    return d, slurm, kept
+
+
 def crash_copy_after_launch(provider: SimulatedProvisioner, state: Path, crashed: Path) -> Any:
     """Make the cloud's next RunInstances copy ``state`` to ``crashed`` once it answered: what
     disk holds when kill -9 lands right after the launch. Returns the original method."""
@@ -579,14 +593,7 @@ async def test_the_release_loop_and_a_new_request_for_the_node_take_turns(
     again and keeps it DOWN anew; without the node's lock the release then dropped the new
     entry, and
     the node stayed DOWN with nothing to release it."""
-    d = await start(tmp_path, clock)
-    slurm = FakeSlurm()
-    d.power.client = slurm  # type: ignore[assignment]
-    d.provider.set_unavailable("c5.xlarge")
-    await d.power.accept("resume", "cloud1")
-    await d.served()
-    kept = d.power.state.kept_down["cloud1"]
-    assert kept.marked and slurm.calls == [("down", "cloud1")]
+    d, slurm, kept = await kept_down_cloud1(tmp_path, clock)
     slurm.gate = asyncio.Event()
     loop = asyncio.ensure_future(d.power.run())
     await clock.advance(kept.until - clock.now() + 1)  # the release is under way, gated
@@ -610,14 +617,7 @@ async def test_a_release_lost_to_a_crash_is_not_replayed_on_a_node_given_to_a_jo
     the node, back in its pool, to a job (POWERING_UP). The next daemon found the entry due
     and set the node POWER_DOWN again, requeueing the job and cancelling its power-up. It
     now releases only a node sinfo still shows DOWN, and drops the entry of one that is not."""
-    first = await start(tmp_path, clock)
-    slurm = FakeSlurm()
-    first.power.client = slurm  # type: ignore[assignment]
-    first.provider.set_unavailable("c5.xlarge")
-    await first.power.accept("resume", "cloud1")
-    await first.served()
-    kept = first.power.state.kept_down["cloud1"]
-    assert kept.marked and slurm.states["cloud1"].down
+    first, slurm, kept = await kept_down_cloud1(tmp_path, clock)
     crashed = tmp_path / "crashed"
     shutil.copytree(tmp_path / "state", crashed / "state")  # disk before the release's write
     loop = asyncio.ensure_future(first.power.run())
