@@ -22,6 +22,10 @@ retries, metrics and the provider's events) and the controller (ledger and backo
                                                      its jobs to other nodes), kept so until the
                                                      type's backoff ends, then POWER_DOWN: back
                                                      in Slurm's pool (idle~), no stock-out loop
+                                                     (only if sinfo still shows it DOWN: one no
+                                                     longer DOWN was released before a crash
+                                                     lost the state's write, and may be
+                                                     POWERING_UP for a job by now)
 
     suspend / resume_fail ─► persisted before the answer; terminate the node's instances
                              through Controller.terminate (a pending launch is dropped);
@@ -726,6 +730,9 @@ class PowerSaver:
     async def _serve_forever(self) -> None:
         await self._ready.wait()
         while True:
+            now = self.clock.now()
+            due = {n: k for n, k in self.state.kept_down.items() if k.marked and k.until <= now}
+            undown = await self._not_down(sorted(due)) if due else set()
             for node in sorted(self.state.kept_down):
                 async with self.lock(node):  # a request for the node may be served meanwhile
                     kept = self.state.kept_down.get(node)
@@ -733,8 +740,11 @@ class PowerSaver:
                         continue
                     if not kept.marked:
                         await self._set_down(node, kept.reason)
-                    elif kept.until <= self.clock.now():
-                        await self._release(node, kept)
+                    elif undown is not None and due.get(node) == kept:
+                        if node in undown:
+                            self._released_before(node)
+                        else:
+                            await self._release(node, kept)
             for node, suspend in sorted(self.state.suspends.items()):
                 worker = self._workers.get(node)
                 if worker is None or worker.done():
@@ -756,6 +766,33 @@ class PowerSaver:
         """The earliest time after ``now`` a node kept DOWN is released, or None."""
         ends = (k.until for k in self.state.kept_down.values() if k.marked and k.until > now)
         return min(ends, default=None)
+
+    async def _not_down(self, nodes: list[str]) -> set[str] | None:
+        """Of ``nodes``, those sinfo shows not DOWN; None when slurmctld did not answer. A node
+        kept DOWN that Slurm no longer shows DOWN was released before: by a previous daemon
+        whose POWER_DOWN took effect but whose state write did not (``kill -9`` in between),
+        or by an admin. Slurm may have given it to a job since (POWERING_UP): a POWER_DOWN
+        replayed now would requeue that job and cancel its power-up. A DOWN node cannot be
+        allocated, so one read before the releases is enough: a node DOWN here stays DOWN
+        until shoal releases it."""
+        try:
+            shown = await self.client.nodes()
+        except SlurmError as exc:  # tried again at the next pass
+            log.warning(
+                'event=slurm_release_failed nodes=%s error="%s"', compress_hostlist(nodes), exc
+            )
+            return None
+        wanted = set(nodes)
+        return {n.name for n in shown if n.name in wanted and not n.down}
+
+    def _released_before(self, node: str) -> None:
+        """Drop the entry of a node kept DOWN that Slurm no longer shows DOWN (``_not_down``):
+        nothing to release, and a POWER_DOWN might cancel a job's power-up."""
+        log.info(
+            "event=slurm_kept_down_dropped node=%s reason=not-down state=released-before", node
+        )
+        del self.state.kept_down[node]
+        self.state.changed()
 
     async def _release(self, node: str, kept: KeptDown) -> None:
         """POWER_DOWN a node kept DOWN whose backoff ended (under the node's lock); its entry is

@@ -24,9 +24,10 @@ from shoal.daemon.slurm.client import SlurmClient
 from shoal.daemon.slurm.constants import TAG_SLURM_FEATURES, TAG_SLURM_NODE
 from shoal.daemon.slurm.demand import SlurmDemand
 from shoal.daemon.slurm.integration import SlurmIntegration, slurm_commands, slurm_node_types
+from shoal.daemon.slurm.parse import SlurmNode
 from shoal.daemon.slurm.power import PowerSaver, requests_only_planner
 from shoal.daemon.slurm.source import SlurmSnapshot
-from shoal.daemon.slurm.state import PowerState, ResumeRequest
+from shoal.daemon.slurm.state import KeptDown, PowerState, ResumeRequest
 from shoal.daemon.wiring import planner_policy
 from shoal.providers.base import TAG_REQUEST_ID, client_token
 from shoal.providers.errors import ProviderError, RetryableError
@@ -461,22 +462,43 @@ async def test_external_mode_launches_carry_the_dynamic_nodes_features(
 
 
 class FakeSlurm:
-    """scontrol's node updates, recorded; ``power_down`` waits for ``gate`` when set."""
+    """scontrol's node updates, recorded, and the node states they leave for sinfo (a node
+    not in ``states`` is idle~); ``power_down`` waits for ``gate`` when set."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
         self.gate: asyncio.Event | None = None
+        self.states: dict[str, SlurmNode] = {}
 
     async def set_down(self, node: str, reason: str) -> None:
         self.calls.append(("down", node))
+        self.states[node] = SlurmNode(node, "DOWN", frozenset({"CLOUD", "POWERED_DOWN"}), 0)
 
     async def power_down(self, node: str) -> None:
         if self.gate is not None:
             await self.gate.wait()
         self.calls.append(("power_down", node))
+        self.states.pop(node, None)
+
+    async def nodes(self) -> tuple[SlurmNode, ...]:
+        return tuple(self.states.values())
 
     async def set_address(self, node: str, address: str, hostname: str) -> None:
         self.calls.append(("address", node))
+
+
+async def kept_down_cloud1(tmp_path: Path, clock: FakeClock) -> tuple[Daemon, FakeSlurm, KeptDown]:
+    """A daemon on a FakeSlurm whose resume of cloud1 found no capacity: cloud1 kept DOWN
+    (marked); returns the daemon, the FakeSlurm and the entry."""
+    d = await start(tmp_path, clock)
+    slurm = FakeSlurm()
+    d.power.client = slurm  # type: ignore[assignment]
+    d.provider.set_unavailable("c5.xlarge")
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    kept = d.power.state.kept_down["cloud1"]
+    assert kept.marked and slurm.calls == [("down", "cloud1")] and slurm.states["cloud1"].down
+    return d, slurm, kept
 
 
 def crash_copy_after_launch(provider: SimulatedProvisioner, state: Path, crashed: Path) -> Any:
@@ -571,14 +593,7 @@ async def test_the_release_loop_and_a_new_request_for_the_node_take_turns(
     again and keeps it DOWN anew; without the node's lock the release then dropped the new
     entry, and
     the node stayed DOWN with nothing to release it."""
-    d = await start(tmp_path, clock)
-    slurm = FakeSlurm()
-    d.power.client = slurm  # type: ignore[assignment]
-    d.provider.set_unavailable("c5.xlarge")
-    await d.power.accept("resume", "cloud1")
-    await d.served()
-    kept = d.power.state.kept_down["cloud1"]
-    assert kept.marked and slurm.calls == [("down", "cloud1")]
+    d, slurm, kept = await kept_down_cloud1(tmp_path, clock)
     slurm.gate = asyncio.Event()
     loop = asyncio.ensure_future(d.power.run())
     await clock.advance(kept.until - clock.now() + 1)  # the release is under way, gated
@@ -592,6 +607,41 @@ async def test_the_release_loop_and_a_new_request_for_the_node_take_turns(
     assert slurm.calls[-1] == ("down", "cloud1")  # released, then kept DOWN again
     loop.cancel()
     await asyncio.gather(loop, return_exceptions=True)
+
+
+async def test_a_release_lost_to_a_crash_is_not_replayed_on_a_node_given_to_a_job(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Issue 17 (chaos power_save seeds 7794, 8166, ``busy-killed``): the release loop's
+    POWER_DOWN took effect, the daemon died before writing the entry's removal; Slurm gave
+    the node, back in its pool, to a job (POWERING_UP). The next daemon found the entry due
+    and set the node POWER_DOWN again, requeueing the job and cancelling its power-up. It
+    now releases only a node sinfo still shows DOWN, and drops the entry of one that is not."""
+    first, slurm, kept = await kept_down_cloud1(tmp_path, clock)
+    crashed = tmp_path / "crashed"
+    shutil.copytree(tmp_path / "state", crashed / "state")  # disk before the release's write
+    loop = asyncio.ensure_future(first.power.run())
+    await clock.advance(kept.until - clock.now() + 1)
+    assert slurm.calls == [("down", "cloud1"), ("power_down", "cloud1")]  # released
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+    await first.power.close()  # kill -9: the entry's removal never reached the disk
+    # Slurm powers the node up for a job
+    slurm.states["cloud1"] = SlurmNode(
+        "cloud1", "ALLOCATED", frozenset({"CLOUD", "POWERING_UP"}), 4
+    )
+
+    second = await start(crashed, clock, first.provider)
+    second.power.client = slurm  # type: ignore[assignment]
+    assert "cloud1" in second.power.state.kept_down  # the crash's disk
+    loop = asyncio.ensure_future(second.power.run())
+    await clock.advance(second.power.retry_interval + 1)
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+    assert slurm.calls == [("down", "cloud1"), ("power_down", "cloud1")]  # not again
+    assert second.power.state.kept_down == {}
+    await clock.settle()
+    assert saved(crashed).kept_down == {}
 
 
 async def test_a_kept_down_node_dropped_by_a_resume_is_saved(
