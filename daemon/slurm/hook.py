@@ -151,6 +151,19 @@ def spool_request(
     return path
 
 
+def hook_request(
+    kind: str, hostlist: str, resume_file: Any, request_id: str | None, token: str | None
+) -> tuple[str, bytes, dict[str, str]]:
+    """A hook request as the daemon's ``POST /v1/slurm/<kind>`` takes it: path, JSON body and
+    headers (the token as a bearer). The hook sends it; a follower forwarding its host's spool
+    to the leader sends the same."""
+    body = {"nodes": hostlist, "resume_file": resume_file, "request_id": request_id}
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return f"/v1/slurm/{kind}", json.dumps(body).encode(), headers
+
+
 def send(
     kind: str,
     hostlist: str,
@@ -164,15 +177,10 @@ def send(
     import http.client
 
     host, port, token = daemon_endpoint(config_path)
-    body = json.dumps(
-        {"nodes": hostlist, "resume_file": resume_file, "request_id": request_id}
-    ).encode()
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+    path, body, headers = hook_request(kind, hostlist, resume_file, request_id, token)
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        connection.request("POST", f"/v1/slurm/{kind}", body=body, headers=headers)
+        connection.request("POST", path, body=body, headers=headers)
         response = connection.getresponse()
         status, raw = response.status, response.read()
     except (OSError, http.client.HTTPException) as exc:

@@ -58,6 +58,7 @@ from shoal.daemon.slurm.conf import type_features
 from shoal.daemon.slurm.constants import TAG_SLURM_FEATURES
 from shoal.daemon.slurm.drain import DrainAdopter, SlurmDrainHook
 from shoal.daemon.slurm.errors import SlurmCommandError, SlurmError
+from shoal.daemon.slurm.hook import hook_request
 from shoal.daemon.slurm.metrics import SlurmMetrics
 from shoal.daemon.slurm.names import NodeTypeMap, node_type_keys
 from shoal.daemon.slurm.power import PowerSaver, requests_only_planner
@@ -494,13 +495,10 @@ class SlurmIntegration:
         """A spooled request, POSTed to the leader as the hook would have; its answer.
         LeaderUnavailable when it should wait (no leader, no answer, 5xx, a token the
         leader refuses), ValueError when the leader refuses the request itself."""
-        body = {"nodes": nodes, "resume_file": resume_file, "request_id": request_id}
-        headers = {"Content-Type": "application/json"}
-        token = self.token.current()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        path = f"/v1/slurm/{kind.replace('_', '-')}"
-        answer = await forwarder.send("POST", path, json.dumps(body).encode(), headers)
+        path, body, headers = hook_request(
+            kind.replace("_", "-"), nodes, resume_file, request_id, self.token.current()
+        )
+        answer = await forwarder.send("POST", path, body, headers)
         if answer is None or answer.status >= 500 or answer.status == 401:
             status = "no answer" if answer is None else f"HTTP {answer.status}"
             raise LeaderUnavailable(f"the leader did not take it ({status})")
