@@ -55,6 +55,7 @@ __all__ = ["PROGRESS_STEPS", "VariantError", "default_jobs", "replay_variants"]
 
 PROGRESS_STEPS = 200  # progress messages a worker sends per replay, at most
 _POLL = 0.1  # seconds between looks at the progress queue while variants run
+_MANAGER_JOIN = 10.0  # seconds to wait, at most, for the pool's thread to reap stopped workers
 
 
 class VariantError(Exception):
@@ -207,8 +208,15 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         terminate()
         return
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    # ``shutdown(wait=False)`` forgets the pool's manager thread, which then reaps the workers
+    # as they die, racing our joins: a join that loses that race returns before the worker is
+    # marked dead, and ``multiprocessing.active_children()`` still lists it. So join the
+    # thread too (bounded: it only waits on workers that are being terminated).
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
     for process in processes:
         process.join()
+    if manager is not None:
+        manager.join(timeout=_MANAGER_JOIN)
