@@ -60,6 +60,7 @@ class Forwarded(NamedTuple):
     body: bytes
     content_type: str
     served_by: str
+    retry_after: str | None = None  # the leader's own ``Retry-After``, passed on as it is
 
 
 class LeaderForwarder:
@@ -111,6 +112,7 @@ class LeaderForwarder:
                         raw,
                         response.content_type,
                         response.headers.get(SERVED_BY, leader.name),
+                        response.headers.get("Retry-After"),
                     )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self.failed += 1
@@ -139,11 +141,14 @@ class LeaderForwarder:
         answer = await self.send(request.method, request.path_qs, body, request.headers)
         if answer is None:
             return None
+        headers = {SERVED_BY: answer.served_by}
+        if answer.retry_after is not None:
+            headers["Retry-After"] = answer.retry_after
         return web.Response(
             status=answer.status,
             body=answer.body,
             content_type=answer.content_type,
-            headers={SERVED_BY: answer.served_by},
+            headers=headers,
         )
 
     async def close(self) -> None:

@@ -122,8 +122,9 @@ async def test_a_stale_leader_address_pointing_at_a_follower_makes_no_loop(
             await asyncio.wait_for(s.started.wait(), 10)
         await clock.settle()
         b, c = services
-        status, body, _ = await request(b, "PUT", "/v1/demand", json=JOBS)
+        status, body, headers = await request(b, "PUT", "/v1/demand", json=JOBS)
         assert status == 503 and "not forwarded again" in body["error"]
+        assert headers.get("Retry-After") == "1"  # c's, passed on: the caller knows when to retry
         assert b.forwarder is not None and c.forwarder is not None
         assert (b.forwarder.forwarded, c.forwarder.forwarded) == (1, 0)
     finally:
