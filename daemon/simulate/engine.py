@@ -610,6 +610,8 @@ class _Engine:
                 nxt = min(nxt, interrupt - EPOCH)
             nxt = max(nxt, t)
             if nxt > cap:
+                if skip and fixed:  # the timer passes skipped up to the cap would have run
+                    self._catch_up(math.nextafter(cap, math.inf))
                 capped = True
                 break
             t = nxt

@@ -311,6 +311,22 @@ def test_cost_ceiling_hits_are_counted() -> None:
     assert v.cost == pytest.approx(C5 * 1620 / 3600)
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.9])
+def test_skipped_ceiling_hits_are_counted_up_to_the_tail(beta: float) -> None:
+    """Jobs held back by the cost ceiling while the others run past the tail: every timer
+    pass up to the cap hits the ceiling, skipped ones too (they were lost before: 4 hits
+    counted instead of 101 at b = 0, 1 instead of 88 at b = 0.9)."""
+    tr = trace(*[(0, 20000, 40000, 1, 1)] * 8)
+    cfg = config(cost_ceiling_per_hour=0.2, beta_inertia=beta)
+    fast = run(tr, cfg, tail=3000.0)
+    slow = run(tr, cfg, tail=3000.0, skip=False)
+    assert fast.result.cost_ceiling_hits == slow.result.cost_ceiling_hits
+    assert variant_json(fast) == variant_json(slow)
+    assert fast.stats.capped and fast.stats.passes_skipped > 50
+    if beta == 0.0:  # every pass at 0, 30 ... 3000 s holds 4 jobs back
+        assert fast.result.cost_ceiling_hits == 3000 / 30 + 1
+
+
 # --- knobs ------------------------------------------------------------------------------
 
 
