@@ -173,6 +173,7 @@ __all__ = [
     "cost_aware",
     "plan",
     "round_half_away",
+    "smooth",
     "usable",
     "usable_shape",
 ]
@@ -206,6 +207,15 @@ def round_half_away(number: float) -> int:
     """Round to the nearest integer, ties away from zero (Toil's ``_round``)."""
     rounded = math.floor(abs(number) + 0.5)
     return int(rounded if number >= 0 else -rounded)
+
+
+def smooth(raw: int, estimate: float, beta: float) -> float:
+    """One betaInertia step from the last pass's ``estimate`` towards ``raw`` (settled within
+    ``SETTLED``: see the module docstring). The plan reads the result only through
+    ``round_half_away`` (the state keeps it whole): the replay engine relies on that to
+    skip the timer passes of an estimate that settles without changing its rounding."""
+    weighted = (1 - beta) * raw + beta * estimate
+    return float(raw) if abs(weighted - raw) <= SETTLED else weighted
 
 
 def usable_shape(node_type: NodeType, policy: Policy) -> Shape:
@@ -871,9 +881,7 @@ def _smooth_and_limit(
     owed: dict[str, list[tuple[NodeType, Jobs]]] = {t.name: [] for t in view.types}
     for t in view.types:  # spot types come first, so their deficits are known in time
         d = demand[t.name]
-        weighted = (1 - b) * d.raw + b * state.estimates.get(t.name, 0.0)
-        if abs(weighted - d.raw) <= SETTLED:  # settled: see the module docstring
-            weighted = float(d.raw)
+        weighted = smooth(d.raw, state.estimates.get(t.name, 0.0), b)
         estimates[t.name] = weighted
         smoothed = round_half_away(weighted)
         notes: list[str] = []

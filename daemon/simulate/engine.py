@@ -62,6 +62,19 @@ comes first (due times taken a microsecond early, so float rounding can only add
 never lose one). ``ReplayOptions(skip=False)`` runs every pass; the tests check both give
 the same result.
 
+**Settling.** After a demand change the betaInertia estimates (``PlannerState.estimates``)
+move towards the new raw estimates by one ``planner.smooth`` step a pass, for ~9 passes at
+b = 0.1 (hundreds at 0.9), so a no-op pass rarely leaves the state as it found it. The
+plan reads an estimate only through its rounding, so when a no-op pass changed nothing
+but the estimates, the engine takes each type's raw estimate (a whole node count) back
+from the step it saw (``_raw_estimate``: exact, or not at all) and steps the estimates on
+itself: as long as no type's rounding moves, each timer pass would make the same plan
+again and leave the next step's state. Those passes are skipped like the others, their
+states applied (``Controller.state``) as they are counted; the first pass whose rounding
+would move runs, and at the end of the replay the pass that reaches the fixed point runs,
+so the replay ends where running every pass ends it. Not applied when a plan may smooth
+twice with two raw estimates (cost packing with ``preemptible_compensation``).
+
 **Billing** (``ReplayOptions``, the ``--billing-interval`` and ``--billing-minimum`` flags;
 the cloud itself only has prices): each instance is charged its price for its lifetime,
 at least ``billing_minimum``, rounded up to whole ``billing_interval`` s: 1 s and 60 s are
@@ -88,6 +101,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 from shoal.daemon.config import ShoalConfig
@@ -100,8 +114,15 @@ from shoal.daemon.simulate.trace import Trace
 from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationResult
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.runtime.testing import FakeClock, InlineExecutor
-from shoal.scaler.model import CapacityType, Plan, Policy
-from shoal.scaler.planner import REASON_COST_CEILING, usable, usable_shape
+from shoal.scaler.model import CapacityType, Plan, PlannerState, Policy
+from shoal.scaler.planner import (
+    REASON_COST_CEILING,
+    cost_aware,
+    round_half_away,
+    smooth,
+    usable,
+    usable_shape,
+)
 from shoal.scaler.shape import Shape
 
 __all__ = [
@@ -217,6 +238,67 @@ class _Totals:
     skipped: int = 0
     steps: int = 0
     bills: dict[tuple[str, str], _Bill] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Settling:
+    """Timer passes proven to make the last plan again while its betaInertia estimates
+    settle ("Settling" in the module docstring): ``states[j]`` is the planner state the
+    ``j+1``-th timer pass after the pass at grid index ``k0`` leaves."""
+
+    k0: int
+    states: list[PlannerState]
+    fixed: bool  # the pass after the last of ``states`` changes nothing; else it must run
+
+    def end(self, anchor: float, interval: float) -> float:
+        """The grid time of the first pass past ``states``."""
+        return anchor + (self.k0 + len(self.states) + 1) * interval
+
+
+def _raw_estimate(before: float, after: float, beta: float) -> int | None:
+    """The raw estimate (a whole node count) a ``smooth`` step took from ``before`` to
+    ``after``, or None if it cannot be told exactly. With ``1 - beta`` at least 1e-6 and
+    estimates under 1e6, ``smooth`` is strictly increasing in the raw estimate (a step of
+    one moves the weighted estimate by >= 1e-6, far above its float error and ``SETTLED``),
+    so the one integer that reproduces ``after`` to the bit is the one the planner used."""
+    if not (1 - beta >= 1e-6 and abs(before) < 1e6 and abs(after) < 1e6):
+        return None
+    raw = round_half_away((after - beta * before) / (1 - beta))
+    return raw if raw >= 0 and smooth(raw, before, beta) == after else None
+
+
+def _settle(
+    policy: Policy, before: PlannerState, after: PlannerState
+) -> tuple[list[PlannerState], bool] | None:
+    """The states the next timer passes leave after a no-op pass that changed only the
+    betaInertia estimates (``before`` -> ``after``), as long as each pass provably makes
+    the same plan, and whether the pass after them is a fixed point; None when unproven."""
+    if after.unneeded_since != before.unneeded_since or not set(before.estimates) <= set(
+        after.estimates
+    ):
+        return None
+    if cost_aware(policy) and policy.preemptible_compensation > 0:
+        return None  # a plan may smooth twice, the second time with another raw estimate
+    b = policy.beta_inertia
+    raws: dict[str, int] = {}
+    for name, estimate in after.estimates.items():
+        last = before.estimates.get(name, 0.0)
+        if estimate != last:
+            raw = _raw_estimate(last, estimate, b)
+            if raw is None:
+                return None
+            raws[name] = raw
+    states: list[PlannerState] = []
+    estimates = dict(after.estimates)
+    for _ in range(2000):  # b = 0.9 settles in ~200 passes; a far slower b is not proven
+        step = {n: smooth(raws[n], e, b) if n in raws else e for n, e in estimates.items()}
+        if step == estimates:
+            return states, True
+        if any(round_half_away(step[n]) != round_half_away(estimates[n]) for n in raws):
+            return (states, False) if states else None
+        states.append(PlannerState(MappingProxyType(step), after.unneeded_since))
+        estimates = step
+    return (states, False) if states else None
 
 
 def _has_ceiling_hit(plan: Plan | None) -> bool:
@@ -456,6 +538,11 @@ class _Engine:
         self.k = k
         self.totals.skipped += skipped
         self.totals.ceiling_hits += skipped * self.ceiling
+        settling = self.settling
+        if skipped and settling is not None:
+            done = min(k - settling.k0, len(settling.states))  # then a fixed point
+            if done:
+                self.controller.state = settling.states[done - 1]
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -477,6 +564,7 @@ class _Engine:
         self.k = -1  # the last timer pass since the anchor (the first pass is at 0)
         self.wake: float | None = None  # the controller's next deadline pass (``_wake``)
         self.ceiling = False  # the last plan held jobs back for the cost ceiling
+        self.settling: _Settling | None = None  # estimates settling under the last plan
         fixed = False  # the last pass run was a no-op at a fixed point, nothing since
         due: float | None = None  # when a timer of the controller falls due (if fixed)
         first = True
@@ -502,7 +590,11 @@ class _Engine:
                 and self.change_at is None
                 and cluster.version == self.fed_version
             ):
-                break  # nothing can change any more
+                if self.settling is None:
+                    break  # nothing can change any more
+                # run the pass that ends the settling: the replay ends there, as it would
+                # with every pass run
+                due = pass_at = self.settling.end(self.anchor, self.interval)
             nxt = pass_at
             if self.poll is not None and cluster.version != self.fed_version:
                 nxt = min(nxt, self.poll_k * self.poll)  # the read that sees the change
@@ -518,6 +610,8 @@ class _Engine:
                 nxt = min(nxt, interrupt - EPOCH)
             nxt = max(nxt, t)
             if nxt > cap:
+                if skip and fixed:  # the timer passes skipped up to the cap would have run
+                    self._catch_up(math.nextafter(cap, math.inf))
                 capped = True
                 break
             t = nxt
@@ -544,12 +638,14 @@ class _Engine:
                     self._catch_up(t)
                 if kind == "timer" and not first and t < self.anchor + (self.k + 1) * self.interval:
                     kind = "deadline"  # off the grid: the loop woke for a timer's deadline
-                record, fixed, self.ceiling = await self._pass(t)
+                before = self.controller.state
+                record, noop, self.ceiling = await self._pass(t)
                 first = False
                 if kind == "timer":
                     self.k += 1
                 else:
                     self.anchor, self.k = t, 0
+                fixed, self.settling = self._fixed(noop, before)
                 self.change_at = None
                 self._after_pass(record, t)
                 self._feed(t)
@@ -559,14 +655,18 @@ class _Engine:
                     heapq.heappop(self.unlisted)
                 self.wake = self._wake()
                 due = self._due() if fixed else None
+                if self.settling is not None and not self.settling.fixed:
+                    end = self.settling.end(self.anchor, self.interval)  # that pass must run
+                    due = end if due is None else min(due, end)
             self._sample(t)
             if self.progress is not None:
                 self.progress(t)
         return self._result(cap if capped else t, capped)
 
     async def _pass(self, t: float) -> tuple[PassRecord, bool, bool]:
+        """Run a pass: its record, whether it was a no-op (planned nothing, no errors), and
+        whether its plan hit the cost ceiling."""
         c = self.controller
-        before = c.state
         # A pass sleeps on the clock only to retry a provider call: then let time run.
         record = await self.clock.run_until(c.run_pass())
         self.totals.passes += 1
@@ -576,8 +676,21 @@ class _Engine:
         assert plan is not None
         hit = _has_ceiling_hit(plan)
         self.totals.ceiling_hits += hit
-        fixed = plan.is_noop and not record.errors and c.state == before
-        return record, fixed, hit
+        return record, plan.is_noop and not record.errors, hit
+
+    def _fixed(self, noop: bool, before: PlannerState) -> tuple[bool, _Settling | None]:
+        """Whether the next timer passes may be skipped after a pass (a no-op that left the
+        planner state as it found it, or one whose estimates settle under the same plan:
+        then the settling, applied as passes are skipped)."""
+        state = self.controller.state
+        if not noop or state == before:
+            return noop, None
+        if not self.options.skip:
+            return False, None
+        settled = _settle(self.controller.policy, before, state)
+        if settled is None:
+            return False, None
+        return True, _Settling(self.k, *settled)
 
     # --- results -----------------------------------------------------------------------
 

@@ -15,10 +15,17 @@ import configs
 import numpy as np
 import pytest
 from shoal.daemon.config import ShoalConfig, parse_config
-from shoal.daemon.simulate.engine import Replay, ReplayOptions, SimulateError, replay
+from shoal.daemon.simulate.engine import (
+    Replay,
+    ReplayOptions,
+    SimulateError,
+    _raw_estimate,
+    replay,
+)
 from shoal.daemon.simulate.report import Report, report_json
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate
 from shoal.daemon.simulate.trace import Trace, TraceBuilder
+from shoal.scaler.planner import smooth
 
 GiB = 1024**3
 C5 = 0.17  # $/h, c5.xlarge on demand
@@ -233,6 +240,11 @@ SKIP_CASES = {
         {"spot_interruption_rate": 0.5, "listing_lag": "5s"},
         [{"type": "c5.2xlarge:0.20", "max": 6}, {"type": "c5.2xlarge", "max": 6}],
     ),
+    "slow-smoothing": (  # estimates settle over ~200 passes, cut short by new demand
+        dict(beta_inertia=0.9, debounce="1s"),
+        {"spot_interruption_rate": 0.2},
+        [{"type": "c5.2xlarge:0.20", "max": 6}, {"type": "r5.xlarge", "max": 4}],
+    ),
     "cost-ceiling-and-capacity": (
         dict(cost_ceiling_per_hour=0.7, unneeded_time="0s", packing="cost"),
         {"capacity": {"c5.2xlarge": 2}},
@@ -254,6 +266,37 @@ def test_skipping_changes_nothing(case: str) -> None:
     assert fast.stats.passes < slow.stats.passes
 
 
+@pytest.mark.parametrize("beta", [0.5, 0.9])
+def test_settling_estimates_skip_their_timer_passes(beta: float) -> None:
+    """8 one-core jobs (2 nodes) for an hour, then one more at 3 h. The betaInertia estimate
+    rounds to 2 nodes after a pass or two, then settles for tens (b = 0.5) or hundreds
+    (b = 0.9) of timer passes with the same plan: those are skipped, their state applied as
+    they are passed over, and the replay ends where running every pass ends it."""
+    tr = trace(*[(0, 3600, 7200, 1, 1)] * 8, (3 * 3600, 60, 120, 1, 1))
+    cfg = config(beta_inertia=beta)
+    fast = run(tr, cfg)
+    slow = run(tr, cfg, skip=False)
+    assert variant_json(fast) == variant_json(slow)
+    assert fast.stats.end == slow.stats.end
+    assert fast.stats.passes + fast.stats.passes_skipped == slow.stats.passes
+    # before: 101 (b = 0.5) and 543 (b = 0.9) of them run
+    assert fast.stats.passes < 40 < slow.stats.passes - 300
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.1, 0.5, 0.9, 0.999])
+@pytest.mark.parametrize("raw", [0, 1, 7, 300])
+@pytest.mark.parametrize("last", [0.0, 0.4999, 2.5, 12.25, 299.9, 1e5])
+def test_the_raw_estimate_is_told_from_one_step(beta: float, raw: int, last: float) -> None:
+    after = smooth(raw, last, beta)
+    assert _raw_estimate(last, after, beta) == raw
+
+
+def test_the_raw_estimate_is_not_guessed() -> None:
+    assert _raw_estimate(3.0, 3.5, 0.5) == 4
+    assert _raw_estimate(3.0, 3.25, 0.5) is None  # no whole raw estimate gives 3.25
+    assert _raw_estimate(3.0, 4.0, 1 - 1e-7) is None  # a step too small to tell
+
+
 def test_cost_ceiling_hits_are_counted() -> None:
     """A ceiling of $0.2/h holds one c5.xlarge ($0.17/h): of 8 one-core jobs, 4 run at 90
     and 4 are held back ("cost-ceiling") by every pass until those end at 690, when they
@@ -266,6 +309,22 @@ def test_cost_ceiling_hits_are_counted() -> None:
     assert r.stats.passes_skipped > 0
     assert v.waits.tolist() == [90.0] * 4 + [690.0] * 4
     assert v.cost == pytest.approx(C5 * 1620 / 3600)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.9])
+def test_skipped_ceiling_hits_are_counted_up_to_the_tail(beta: float) -> None:
+    """Jobs held back by the cost ceiling while the others run past the tail: every timer
+    pass up to the cap hits the ceiling, skipped ones too (they were lost before: 4 hits
+    counted instead of 101 at b = 0, 1 instead of 88 at b = 0.9)."""
+    tr = trace(*[(0, 20000, 40000, 1, 1)] * 8)
+    cfg = config(cost_ceiling_per_hour=0.2, beta_inertia=beta)
+    fast = run(tr, cfg, tail=3000.0)
+    slow = run(tr, cfg, tail=3000.0, skip=False)
+    assert fast.result.cost_ceiling_hits == slow.result.cost_ceiling_hits
+    assert variant_json(fast) == variant_json(slow)
+    assert fast.stats.capped and fast.stats.passes_skipped > 50
+    if beta == 0.0:  # every pass at 0, 30 ... 3000 s holds 4 jobs back
+        assert fast.result.cost_ceiling_hits == 3000 / 30 + 1
 
 
 # --- knobs ------------------------------------------------------------------------------
