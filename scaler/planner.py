@@ -644,9 +644,13 @@ def _need(
         # Pinned (binpack's ``pinned``): no queued job planned ahead of a running one. Only
         # what the pin adds for the queued jobs counts: what it adds for the running jobs
         # alone (they fit their real nodes, not the model's: another overhead, a scheduler
-        # that does not count memory) is no node anybody waits for.
-        model = _count({}, running, node, target) - _count(running, {}, node, target)
-        need = max(need, _count(waiting, running, node, target) - max(0, model))
+        # that does not count memory) is no node anybody waits for. That part is >= 0 and
+        # subtracted, so it can matter only when the pinned count is over the merged one:
+        # only then are the running jobs packed alone (twice), most passes they are not.
+        pinned = _count(waiting, running, node, target)
+        if pinned > need:
+            model = _count({}, running, node, target) - _count(running, {}, node, target)
+            need = max(need, pinned - max(0, model))
     if not cost_aware(policy):
         return int(need)
     if hint is not None and hint[0] == jobs:  # the cost packer's count for these very jobs
