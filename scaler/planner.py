@@ -630,7 +630,11 @@ def _need(
     node: Shape,
     policy: Policy,
     hint: tuple[Jobs, int] | None = None,
+    cap: int | None = None,
 ) -> int:
+    """Nodes of shape ``node`` the running and ``queued`` jobs need. With ``cap`` (``_serve``
+    asks only whether the need is over it): the need when it is at most ``cap``, else some
+    number over ``cap``, found with fewer packings (see below)."""
     waiting: Jobs = {}
     for shape, count in queued:
         _add(waiting, shape, count)
@@ -641,13 +645,22 @@ def _need(
         return 0
     target = policy.target_time
     need = _count(jobs, {}, node, target)
+    if cap is not None and need > cap and not cost_aware(policy):
+        # Count packing's need is the max of this and the pinned count below, so it is over
+        # the cap already; the pinned packing would not change that. (A cost-aware need is a
+        # min with the priced packing's count: no such exit.)
+        return int(need)
     if running and waiting and not cost_aware(policy):
         # Pinned (binpack's ``pinned``): no queued job planned ahead of a running one. Only
         # what the pin adds for the queued jobs counts: what it adds for the running jobs
         # alone (they fit their real nodes, not the model's: another overhead, a scheduler
-        # that does not count memory) is no node anybody waits for.
-        model = _count({}, running, node, target) - _count(running, {}, node, target)
-        need = max(need, _count(waiting, running, node, target) - max(0, model))
+        # that does not count memory) is no node anybody waits for. That part is >= 0 and
+        # subtracted, so it can matter only when the pinned count is over the merged one:
+        # only then are the running jobs packed alone (twice), most passes they are not.
+        pinned = _count(waiting, running, node, target)
+        if pinned > need:
+            model = _count({}, running, node, target) - _count(running, {}, node, target)
+            need = max(need, pinned - max(0, model))
     if not cost_aware(policy):
         return int(need)
     if hint is not None and hint[0] == jobs:  # the cost packer's count for these very jobs
@@ -687,7 +700,7 @@ def _serve(d: _TypeDemand, node: Shape, cap: int, policy: Policy) -> tuple[Jobs,
     """Split a type's queued jobs into (served, overflow) so the served ones need <= cap nodes."""
     groups = sorted(d.queued.items(), key=lambda item: _job_order(item[0]), reverse=True)
     total = sum(count for _, count in groups)
-    need = _need(d.running, groups, node, policy, d.hint)
+    need = _need(d.running, groups, node, policy, d.hint, cap)
     if need <= cap:
         return dict(groups), {}, need
     lo, hi = 0, total  # largest k whose prefix fits in cap nodes (running jobs always held)
@@ -697,7 +710,7 @@ def _serve(d: _TypeDemand, node: Shape, cap: int, policy: Policy) -> tuple[Jobs,
         prefix = _prefix(groups, mid)
         if floor.over(prefix, cap):
             hi = mid - 1
-        elif _need(d.running, prefix, node, policy) <= cap:
+        elif _need(d.running, prefix, node, policy, cap=cap) <= cap:
             lo = mid
         else:
             hi = mid - 1
