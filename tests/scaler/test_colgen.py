@@ -229,6 +229,37 @@ def test_the_same_mix_gives_the_same_packing_whatever_the_load() -> None:
     assert (method, counts) == (packings[0].method, sorted(map(str, packings[0].counts.items())))
 
 
+def test_a_repeated_cost_packing_is_remembered_not_solved_again(monkeypatch) -> None:
+    """A pass whose queue and limits did not change since an earlier one gets the earlier
+    packing without a solve (``binpack.COST_PACKINGS``); each caller gets its own copy; a
+    change to any input (here a node limit) solves again."""
+    import shoal.scaler.colgen as colgen
+    from shoal.scaler.binpack import COST_PACKINGS
+
+    COST_PACKINGS.clear()
+    calls = []
+    real = colgen.solve
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("max_nodes"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(colgen, "solve", counting)
+    groups = {job(1, 3): 20, job(3, 1): 12}
+    prices = {SMALL: 0.10, BIG: 0.36}
+    first = binpack(groups, [SMALL, BIG], 3600, prices=prices, max_nodes={BIG: 5})
+    first.assignment.clear()  # the caller's copy: the remembered packing is untouched
+    first.counts.clear()
+    again = binpack(dict(groups), [BIG, SMALL], 3600, prices=dict(prices), max_nodes={BIG: 5})
+    assert len(calls) == 1
+    assert again.assignment and sum(again.counts.values()) > 0
+    COST_PACKINGS.clear()
+    assert binpack(groups, [SMALL, BIG], 3600, prices=prices, max_nodes={BIG: 5}) == again
+    assert len(calls) == 2
+    binpack(groups, [SMALL, BIG], 3600, prices=prices, max_nodes={BIG: 4})
+    assert len(calls) == 3
+
+
 def test_seeding_in_one_call_builds_the_master_adding_one_by_one_would() -> None:
     """``_Model.seed`` adds its fillings in one call: the master LP (costs, bounds, matrix)
     and the fillings' order are those of adding each with ``_Model.add``."""
