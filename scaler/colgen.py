@@ -226,6 +226,11 @@ class _Model:
         self.offsets: list[int] = []
         self.fits = [np.flatnonzero(self.upper[b]) for b in range(len(bins))]
         self.fit_list = [fit.tolist() for fit in self.fits]
+        # every bin's groups one after another (the relaxation's columns), and their per
+        self.flat_group = np.concatenate([np.zeros(0, dtype=int), *self.fits])
+        self.flat_per = np.concatenate(
+            [np.zeros(0), *(self.per[b, fit] for b, fit in enumerate(self.fits))]
+        )
         # per bin, over the groups it holds: needs, dominant share of the node, upper bound
         self.static: list[tuple[list[tuple[float, float, float]], list[float], list[int]]] = []
         for b, bin_ in enumerate(bins):
@@ -298,13 +303,17 @@ class _Model:
                 np.array(values, dtype=float),
             )
 
-    def _worth(self, b: int, duals: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
-        """The groups bin ``b`` holds, their columns' worth at ``duals``, and the worth a
-        filling must exceed; None when no filling of the bin can."""
-        fit = np.flatnonzero(self.upper[b])
+    def _worth(
+        self, b: int, duals: np.ndarray, value: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """The groups bin ``b`` holds, their columns' worth at ``duals`` (``value``, when
+        the caller has it: ``_values``), and the worth a filling must exceed; None when no
+        filling of the bin can."""
+        fit = self.fits[b]
         if not len(fit):
             return None
-        value = duals[: len(self.jobs)][fit] * self.per[b, fit]
+        if value is None:
+            value = duals[: len(self.jobs)][fit] * self.per[b, fit]
         shape = self.bins[b].shape
         limit_dual = duals[self.limit_row[shape]] if shape in self.limit_row else 0.0
         threshold = self.bins[b].price - min(0.0, limit_dual)
@@ -375,16 +384,16 @@ class _Model:
         worth to what it must be worth (Farley's bound divides the master's value by it;
         inf when the LP fails), and the relaxations' fillings rounded down and topped up
         greedily that are worth their bins."""
-        blocks = []
-        for b in range(len(self.bins)):
-            found = self._worth(b, duals)
-            blocks.append(found)
         if self.relaxation is None:
             self.relaxation = self._relaxation()
+        # every bin's worths in one product, element by element as _worth's own
+        values = duals[self.flat_group] * self.flat_per
+        blocks = [
+            self._worth(b, duals, values[self.offsets[b] : self.offsets[b] + len(fit)])
+            for b, fit in enumerate(self.fits)
+        ]
         h = self.relaxation
-        cost = np.concatenate(
-            [-(duals[: len(self.jobs)][fit] * self.per[b, fit]) for b, fit in enumerate(self.fits)]
-        )
+        cost = -values
         h.changeColsCost(len(cost), np.arange(len(cost), dtype=np.int32), cost)
         budget.run(h)
         if h.getModelStatus() != _OPTIMAL:
