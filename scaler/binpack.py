@@ -71,7 +71,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shoal.scaler.booking import best_booking, horizon
 from shoal.scaler.memo import Memo
@@ -402,19 +402,13 @@ def _lane_packings(
     return best, assignment, unschedulable
 
 
-def _remembered(
-    groups: dict[Shape, int],
-    nodes: list[Shape],
-    target_time: float,
-    prices: Mapping[Shape, float],
-    max_nodes: Mapping[Shape, int],
-    time_limit: float,
-) -> Packing:
-    """``_cost_packing``, remembered in ``COST_PACKINGS``: a pass whose queue and limits
+def _remembered(*inputs: Any) -> Packing:
+    """``_cost_packing(*inputs)``, remembered in ``COST_PACKINGS``: a pass whose queue and limits
     did not change since an earlier one (a timer pass, a replay's pass between arrivals)
     gets the same packing without solving again. The solver counts work, not time, so its
     packing is a function of these inputs alone. The key keeps the groups' order (the
     solver's columns follow it); a caller gets its own copy of the packing's dicts."""
+    groups, nodes, target_time, prices, max_nodes, time_limit = inputs
     key = (
         tuple(groups.items()),
         tuple(nodes),
@@ -423,9 +417,7 @@ def _remembered(
         tuple(max_nodes.items()),
         time_limit,
     )
-    packing = COST_PACKINGS.get(
-        key, lambda: _cost_packing(groups, nodes, target_time, prices, max_nodes, time_limit)
-    )
+    packing = COST_PACKINGS.get(key, lambda: _cost_packing(*inputs))
     return replace(
         packing,
         counts=dict(packing.counts),
