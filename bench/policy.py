@@ -58,8 +58,9 @@ from shoal.daemon.simulate.engine import Replay, ReplayOptions  # noqa: E402
 from shoal.daemon.simulate.report import TABLE_COLUMNS  # noqa: E402
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate, write_swf  # noqa: E402
 from shoal.daemon.simulate.trace import Trace, TraceOptions, read_trace  # noqa: E402
+from shoal.scaler.binpack import COST_PACKINGS  # noqa: E402
 from shoal.scaler.model import Policy  # noqa: E402
-from shoal.scaler.planner import usable_shape  # noqa: E402
+from shoal.scaler.planner import NEEDS, usable_shape  # noqa: E402
 
 from bench.simulate import prefix  # noqa: E402
 
@@ -172,6 +173,8 @@ def _replay(variant: Variant) -> tuple[Replay, Audit, float]:
 
     trace: Trace = _WORKER["trace"]  # type: ignore[assignment]
     options: ReplayOptions = _WORKER["options"]  # type: ignore[assignment]
+    NEEDS.clear()  # with -j 1 the variants share a process: none reuses another's packings
+    COST_PACKINGS.clear()
     started = time.process_time()
     audited = _AuditedEngine(trace, variant.config, options, variant.name, variant.overrides, None)
     with engine._quiet_logs(50):

@@ -57,6 +57,7 @@ from shoal.daemon.simulate.engine import DAY, ReplayOptions, replay  # noqa: E40
 from shoal.daemon.simulate.report import Report, report_json  # noqa: E402
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate  # noqa: E402
 from shoal.daemon.simulate.trace import Trace, TraceBuilder, read_trace  # noqa: E402
+from shoal.scaler.binpack import COST_PACKINGS  # noqa: E402
 from shoal.scaler.planner import NEEDS  # noqa: E402
 
 CONFIG = ROOT / "examples" / "simulate.yaml"
@@ -154,6 +155,7 @@ def breakdown(trace: Trace, days: float, config: ShoalConfig) -> None:
     planner_module.binpack = timed_binpack  # type: ignore[assignment]
     planner_module._need = need  # type: ignore[assignment]
     NEEDS.clear()
+    COST_PACKINGS.clear()
     try:
         start = time.perf_counter()
         done = replay(head, config, ReplayOptions())
@@ -177,6 +179,7 @@ def breakdown(trace: Trace, days: float, config: ShoalConfig) -> None:
         scaler = config.scaler.model_copy(update={"debounce": debounce})
         variant = config.model_copy(update={"scaler": scaler})
         NEEDS.clear()
+        COST_PACKINGS.clear()
         start = time.perf_counter()
         v = replay(head, variant, ReplayOptions())
         wall = time.perf_counter() - start
@@ -244,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     planner = PlannerClock()
     planner.install()
     NEEDS.clear()  # count the replay's own packings, not the peer's
+    COST_PACKINGS.clear()
     cpu_start = _cpu()
     start = time.perf_counter()
     done = replay(trace, config, ReplayOptions())

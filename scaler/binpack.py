@@ -71,9 +71,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shoal.scaler.booking import best_booking, horizon
+from shoal.scaler.memo import Memo
 from shoal.scaler.patterns import Pattern, pattern_pack
 from shoal.scaler.resources import EPS as _EPS
 from shoal.scaler.resources import Res
@@ -91,6 +92,8 @@ __all__ = ["Packing", "binpack", "jobs_per_node"]
 # Up to this many jobs per node shape, binpack also packs job by job (scaler.timeline).
 TIMELINE_LIMIT = 1000
 DEFAULT_TIME_LIMIT = 0.2  # the solver's work per cost packing, in reference-machine seconds
+# Cost packings already made (``_remembered``): a pass that repeats an earlier one's inputs.
+COST_PACKINGS: Memo[Packing] = Memo(512)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +341,7 @@ def binpack(
         missing = [s for s in nodes if s not in prices]
         if missing:
             raise ValueError(f"no price for node shape(s): {', '.join(map(str, missing))}")
-        return _cost_packing(groups, nodes, target_time, prices, max_nodes or {}, time_limit)
+        return _remembered(groups, nodes, target_time, prices, max_nodes or {}, time_limit)
     # Node shapes pack independently (each job shape goes to the first that fits), so the
     # best per node shape over the three lane bookkeepings is a valid packing.
     best, assignment, unschedulable = _lane_packings(groups, nodes, target_time, held)
@@ -397,6 +400,32 @@ def _lane_packings(
                 pool.open(job, left, latest)
     best = {s: min((split[s].intervals, split[s].nodes) for split in pools) for s in nodes}
     return best, assignment, unschedulable
+
+
+def _remembered(*inputs: Any) -> Packing:
+    """``_cost_packing(*inputs)``, remembered in ``COST_PACKINGS``: a pass whose queue and limits
+    did not change since an earlier one (a timer pass, a replay's pass between arrivals)
+    gets the same packing without solving again. The solver counts work, not time, so its
+    packing is a function of these inputs alone. The key keeps the groups' order (the
+    solver's columns follow it); a caller gets its own copy of the packing's dicts."""
+    groups, nodes, target_time, prices, max_nodes, time_limit = inputs
+    key = (
+        tuple(groups.items()),
+        tuple(nodes),
+        target_time,
+        tuple(prices[s] for s in nodes),
+        tuple(max_nodes.items()),
+        time_limit,
+    )
+    packing = COST_PACKINGS.get(key, lambda: _cost_packing(*inputs))
+    return replace(
+        packing,
+        counts=dict(packing.counts),
+        unschedulable={job: list(why) for job, why in packing.unschedulable.items()},
+        assignment={shape: dict(jobs) for shape, jobs in packing.assignment.items()},
+        intervals=dict(packing.intervals),
+        left=dict(packing.left),
+    )
 
 
 def _cost_packing(

@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import highspy
 import numpy as np
@@ -147,6 +148,20 @@ def _quiet(presolve: bool = True) -> highspy._Highs:
     return h
 
 
+@lru_cache(maxsize=1 << 16)
+def _cell(job: Shape, node: Shape, intervals: int, target_time: float) -> tuple[float, int]:
+    """Jobs one column of ``job`` runs on ``node`` booked for ``intervals``, and the columns
+    an empty node holds; (0, 0) when it holds none. Remembered: the passes of a daemon or a
+    replay ask about the same few job and node shapes again and again."""
+    if job.fits_in(node):
+        return 0.0, 0
+    j = per_column(job, node, intervals, target_time)
+    w = columns(res(node), res(job))
+    if j >= 1 and w >= 1:
+        return j, int(w)
+    return 0.0, 0
+
+
 class _Model:
     """The master LP/MIP and one knapsack per bin, built once and changed in place."""
 
@@ -166,12 +181,9 @@ class _Model:
         self.width = np.zeros((nb, ng), dtype=int)  # columns an empty node holds
         for b, bin_ in enumerate(bins):
             for g, job in enumerate(self.jobs):
-                if job.fits_in(bin_.shape):
-                    continue
-                j = per_column(job, bin_.shape, bin_.intervals, target_time)
-                w = columns(res(bin_.shape), res(job))
-                if j >= 1 and w >= 1:
-                    self.per[b, g], self.width[b, g] = j, int(w)
+                j, w = _cell(job, bin_.shape, bin_.intervals, target_time)
+                if w:
+                    self.per[b, g], self.width[b, g] = j, w
         # no more columns of a group than its jobs need
         self.upper = np.where(
             self.width > 0, np.minimum(self.width, np.ceil(self.n / np.maximum(self.per, 1))), 0
@@ -213,6 +225,12 @@ class _Model:
         self.relaxation: highspy._Highs | None = None
         self.offsets: list[int] = []
         self.fits = [np.flatnonzero(self.upper[b]) for b in range(len(bins))]
+        self.fit_list = [fit.tolist() for fit in self.fits]
+        # every bin's groups one after another (the relaxation's columns), and their per
+        self.flat_group = np.concatenate([np.zeros(0, dtype=int), *self.fits])
+        self.flat_per = np.concatenate(
+            [np.zeros(0), *(self.per[b, fit] for b, fit in enumerate(self.fits))]
+        )
         # per bin, over the groups it holds: needs, dominant share of the node, upper bound
         self.static: list[tuple[list[tuple[float, float, float]], list[float], list[int]]] = []
         for b, bin_ in enumerate(bins):
@@ -226,13 +244,16 @@ class _Model:
             self.static.append((needs, shares, [int(u) for u in self.upper[b, fit]]))
 
     def add(self, b: int, a: Sequence[int]) -> bool:
-        key = (b, tuple(int(v) for v in a))
+        # whole numbers already (Python's or numpy's): a tuple of them hashes and compares
+        # as one of ints would
+        key = (b, tuple(a))
         if key in self.seen or not any(key[1]):
             return False
         self.seen.add(key)
         self.columns.append(key)
         rows = [g for g, v in enumerate(key[1]) if v]
-        values = [key[1][g] * self.per[b, g] for g in rows]
+        per = self.per[b]
+        values = [key[1][g] * per[g] for g in rows]
         shape = self.bins[b].shape
         if shape in self.limit_row:
             rows.append(self.limit_row[shape])
@@ -248,21 +269,51 @@ class _Model:
         return True
 
     def seed(self) -> None:
-        """One filling per group and bin: a node of that group alone."""
-        for b in range(len(self.bins)):
-            for g in range(len(self.jobs)):
-                if self.upper[b, g]:
-                    a = [0] * len(self.jobs)
-                    a[g] = int(self.upper[b, g])
-                    self.add(b, a)
+        """One filling per group and bin: a node of that group alone. Added to the master
+        in one call, in the order and with the values ``add`` would give them one by one
+        (a fresh model: nothing is solved yet, so the LP is the same)."""
+        ng = len(self.jobs)
+        zeros = (0,) * ng
+        costs, starts, index, values = [], [], [], []
+        for b, bin_ in enumerate(self.bins):
+            row = self.limit_row.get(bin_.shape)
+            for g in np.flatnonzero(self.upper[b]).tolist():
+                k = int(self.upper[b, g])
+                key = (b, (*zeros[:g], k, *zeros[g + 1 :]))
+                if key in self.seen:
+                    continue
+                self.seen.add(key)
+                self.columns.append(key)
+                starts.append(len(index))
+                costs.append(bin_.price)
+                index.append(g)
+                values.append(k * self.per[b, g])
+                if row is not None:
+                    index.append(row)
+                    values.append(1.0)
+        if costs:
+            self.master.addCols(
+                len(costs),
+                np.array(costs, dtype=float),
+                np.zeros(len(costs)),
+                np.full(len(costs), _INF),
+                len(index),
+                np.array(starts, dtype=np.int32),
+                np.array(index, dtype=np.int32),
+                np.array(values, dtype=float),
+            )
 
-    def _worth(self, b: int, duals: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
-        """The groups bin ``b`` holds, their columns' worth at ``duals``, and the worth a
-        filling must exceed; None when no filling of the bin can."""
-        fit = np.flatnonzero(self.upper[b])
+    def _worth(
+        self, b: int, duals: np.ndarray, value: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """The groups bin ``b`` holds, their columns' worth at ``duals`` (``value``, when
+        the caller has it: ``_values``), and the worth a filling must exceed; None when no
+        filling of the bin can."""
+        fit = self.fits[b]
         if not len(fit):
             return None
-        value = duals[: len(self.jobs)][fit] * self.per[b, fit]
+        if value is None:
+            value = duals[: len(self.jobs)][fit] * self.per[b, fit]
         shape = self.bins[b].shape
         limit_dual = duals[self.limit_row[shape]] if shape in self.limit_row else 0.0
         threshold = self.bins[b].price - min(0.0, limit_dual)
@@ -333,16 +384,16 @@ class _Model:
         worth to what it must be worth (Farley's bound divides the master's value by it;
         inf when the LP fails), and the relaxations' fillings rounded down and topped up
         greedily that are worth their bins."""
-        blocks = []
-        for b in range(len(self.bins)):
-            found = self._worth(b, duals)
-            blocks.append(found)
         if self.relaxation is None:
             self.relaxation = self._relaxation()
+        # every bin's worths in one product, element by element as _worth's own
+        values = duals[self.flat_group] * self.flat_per
+        blocks = [
+            self._worth(b, duals, values[self.offsets[b] : self.offsets[b] + len(fit)])
+            for b, fit in enumerate(self.fits)
+        ]
         h = self.relaxation
-        cost = np.concatenate(
-            [-(duals[: len(self.jobs)][fit] * self.per[b, fit]) for b, fit in enumerate(self.fits)]
-        )
+        cost = -values
         h.changeColsCost(len(cost), np.arange(len(cost), dtype=np.int32), cost)
         budget.run(h)
         if h.getModelStatus() != _OPTIMAL:
@@ -398,12 +449,19 @@ class _Model:
     ) -> list[int] | None:
         need, _, upper = self.static[b]
         left0, left1, left2 = _dims(self.bins[b].shape)
-        for (m, c, d), k in zip(need, a, strict=True):
+        # Groups with no column change nothing (x - 0 * m is x), so only the others are
+        # walked: the same numbers, in the same order, as over every group.
+        taken = [i for i, k in enumerate(a) if k]
+        for i in taken:
+            k = a[i]
+            m, c, d = need[i]
             left0, left1, left2 = left0 - k * m, left1 - k * c, left2 - k * d
         worth = value.tolist()
-        for i in sorted(range(len(a)), key=lambda i: -worth[i]):
-            m, c, d = need[i]
+        for i in np.argsort(-value, kind="stable").tolist():  # as sorted() by -worth
             k = upper[i] - a[i]
+            if k <= 0:
+                continue
+            m, c, d = need[i]
             if m > 0 and (q := int(left0 / m + EPS)) < k:
                 k = q
             if c > 0 and (q := int(left1 / c + EPS)) < k:
@@ -413,11 +471,15 @@ class _Model:
             if k > 0:
                 a[i] += k
                 left0, left1, left2 = left0 - k * m, left1 - k * c, left2 - k * d
-        if sum(k * w for k, w in zip(a, worth, strict=True)) <= threshold * (1 + 1e-7) + 1e-9:
+        total = 0  # the sum over every group: adding 0 * w leaves it as it is
+        for i, k in enumerate(a):
+            if k:
+                total += k * worth[i]
+        if total <= threshold * (1 + 1e-7) + 1e-9:
             return None
         column = [0] * len(self.jobs)
-        for i, v in zip(self.fits[b], a, strict=True):
-            column[int(i)] = v
+        for i, v in zip(self.fit_list[b], a, strict=True):
+            column[i] = v
         return column
 
     def price(

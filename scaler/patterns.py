@@ -84,12 +84,13 @@ def pattern_pack(
         min(b.price / (width[i][g] * per[i][g]) for i, b in enumerate(bins) if width[i][g])
         for g in range(len(jobs))
     ]
+    shares = [_shares(_res(b.shape), needs) for b in bins]
     while any(left):
         best: tuple[float, float, int, dict[int, int]] | None = None
         for i, b in enumerate(bins):
             demand = [math.ceil(n / per[i][g]) if width[i][g] else 0 for g, n in enumerate(left)]
             worth_per_column = [value[g] * per[i][g] for g in range(len(jobs))]
-            pattern = _fill(_res(b.shape), width[i], demand, worth_per_column, needs)
+            pattern = _fill(_res(b.shape), width[i], demand, worth_per_column, needs, shares[i])
             worth = sum(value[g] * min(left[g], a * per[i][g]) for g, a in pattern.items())
             if not worth:
                 continue
@@ -116,31 +117,47 @@ def pattern_pack(
     return patterns
 
 
+def _shares(room: Res, needs: list[Res]) -> list[float]:
+    """Each group's dominant share of a node with ``room`` (at least ``_EPS``)."""
+    return [
+        max(max((w / h for w, h in zip(need, room, strict=True) if h > 0), default=0.0), _EPS)
+        for need in needs
+    ]
+
+
 def _fill(
-    room: Res, width: list[int], demand: list[int], value: list[float], needs: list[Res]
+    room: Res,
+    width: list[int],
+    demand: list[int],
+    value: list[float],
+    needs: list[Res],
+    shares: list[float],
 ) -> dict[int, int]:
     """A good filling of one empty node (``room``) with the remaining demand: greedy by
-    value per dominant share, with each of the densest groups first, taking all or part
-    of what fits of it; the most valuable filling wins."""
+    value per dominant share (``shares``, see ``_shares``), with each of the densest groups
+    first, taking all or part of what fits of it; the most valuable filling wins."""
     items = [g for g, c in enumerate(demand) if c and width[g]]
     if not items:
         return {}
-
-    def density(g: int) -> float:
-        share = max((w / h for w, h in zip(needs[g], room, strict=True) if h > 0), default=0.0)
-        return value[g] / max(share, _EPS)
-
-    dense = sorted(items, key=density, reverse=True)
+    dense = sorted(items, key=lambda g: value[g] / shares[g], reverse=True)
+    # least[i]: the least memory, cores and disk a group from dense[i] on needs (0: some
+    # group needs none of it), so a filling stops once what is left holds none of them
+    least: list[Res] = [(0.0, 0.0, 0.0)] * (len(dense) + 1)
+    least[-1] = (math.inf, math.inf, math.inf)
+    for i in range(len(dense) - 1, -1, -1):
+        m, c, d = needs[dense[i]]
+        after = least[i + 1]
+        least[i] = (min(m, after[0]), min(c, after[1]), min(d, after[2]))
     # Taking all one group can is myopic (it may fill the node's cores and strand its
     # memory), so the first group also takes only part of what fits, then the rest fill.
-    starts: list[dict[int, int]] = []
+    starts: list[tuple[int, int]] = []
     for first in dense[:_FIRSTS]:
         most = min(demand[first], width[first])
-        starts += [{first: part} for part in sorted({max(1, int(most * f)) for f in _PARTS})]
+        starts += [(first, part) for part in sorted({max(1, int(most * f)) for f in _PARTS})]
     best: dict[int, int] = {}
     best_worth = 0.0
-    for start in starts:
-        pattern, worth = _complete(room, start, dense, demand, value, needs)
+    for first, part in starts:
+        pattern, worth = _complete(room, first, part, dense, least, demand, value, needs)
         if worth > best_worth + _EPS:
             best, best_worth = pattern, worth
     return best
@@ -148,27 +165,41 @@ def _fill(
 
 def _complete(
     room: Res,
-    start: dict[int, int],
+    first: int,
+    part: int,
     order: list[int],
+    least: list[Res],
     demand: list[int],
     value: list[float],
     needs: list[Res],
 ) -> tuple[dict[int, int], float]:
-    """``start`` (which fits), then as many of each group in ``order`` as still fit."""
+    """``part`` of group ``first`` (which fits), then as many of each group in ``order`` as
+    still fit; it stops when nothing further fits (``least``, see ``_fill``)."""
     left_m, left_c, left_d = room
     pattern: dict[int, int] = {}
     worth = 0.0
-    for g in [*start, *(g for g in order if g not in start)]:
+    for i, g in enumerate([first, *order]):
+        if i and g == first:
+            continue
         m, c, d = needs[g]
-        k = start.get(g, demand[g])
-        if m > 0:
-            k = min(k, math.floor(left_m / m + _EPS))
-        if c > 0:
-            k = min(k, math.floor(left_c / c + _EPS))
-        if d > 0:
-            k = min(k, math.floor(left_d / d + _EPS))
+        k = part if not i else demand[g]
+        if m > 0 and (q := math.floor(left_m / m + _EPS)) < k:
+            k = q
+        if c > 0 and (q := math.floor(left_c / c + _EPS)) < k:
+            k = q
+        if d > 0 and (q := math.floor(left_d / d + _EPS)) < k:
+            k = q
         if k > 0:
             pattern[g] = k
             worth += value[g] * k
             left_m, left_c, left_d = left_m - k * m, left_c - k * c, left_d - k * d
+            # nothing further fits: in some dimension every group left needs more than is
+            # left (what the lines above would find for each of them)
+            lm, lc, ld = least[i]
+            if (
+                (lm > 0 and left_m / lm + _EPS < 1)
+                or (lc > 0 and left_c / lc + _EPS < 1)
+                or (ld > 0 and left_d / ld + _EPS < 1)
+            ):
+                break
     return pattern, worth

@@ -227,3 +227,60 @@ def test_the_same_mix_gives_the_same_packing_whatever_the_load() -> None:
     assert out.returncode == 0, out.stderr
     method, counts = json.loads(out.stdout)
     assert (method, counts) == (packings[0].method, sorted(map(str, packings[0].counts.items())))
+
+
+def test_a_repeated_cost_packing_is_remembered_not_solved_again(monkeypatch) -> None:
+    """A pass whose queue and limits did not change since an earlier one gets the earlier
+    packing without a solve (``binpack.COST_PACKINGS``); each caller gets its own copy; a
+    change to any input (here a node limit) solves again."""
+    import shoal.scaler.colgen as colgen
+    from shoal.scaler.binpack import COST_PACKINGS
+
+    COST_PACKINGS.clear()
+    calls = []
+    real = colgen.solve
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("max_nodes"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(colgen, "solve", counting)
+    groups = {job(1, 3): 20, job(3, 1): 12}
+    prices = {SMALL: 0.10, BIG: 0.36}
+    first = binpack(groups, [SMALL, BIG], 3600, prices=prices, max_nodes={BIG: 5})
+    first.assignment.clear()  # the caller's copy: the remembered packing is untouched
+    first.counts.clear()
+    again = binpack(dict(groups), [BIG, SMALL], 3600, prices=dict(prices), max_nodes={BIG: 5})
+    assert len(calls) == 1
+    assert again.assignment and sum(again.counts.values()) > 0
+    COST_PACKINGS.clear()
+    assert binpack(groups, [SMALL, BIG], 3600, prices=prices, max_nodes={BIG: 5}) == again
+    assert len(calls) == 2
+    binpack(groups, [SMALL, BIG], 3600, prices=prices, max_nodes={BIG: 4})
+    assert len(calls) == 3
+
+
+def test_seeding_in_one_call_builds_the_master_adding_one_by_one_would() -> None:
+    """``_Model.seed`` adds its fillings in one call: the master LP (costs, bounds, matrix)
+    and the fillings' order are those of adding each with ``_Model.add``."""
+    from shoal.scaler.colgen import _Model
+
+    groups = {job(c, m, s): 7 for c, m, s in ((1, 3, 600), (3, 1, 1800), (0.5, 7, 5400))}
+    nodes = [SMALL, BIG]
+    prices = {SMALL: 0.10, BIG: 0.36}
+    bins = bins_for(list(groups), nodes, 3600, prices)
+    seeded, added = (_Model(groups, bins, 3600, {BIG: 3}) for _ in range(2))
+    seeded.seed()
+    for b in range(len(bins)):
+        for g in range(len(groups)):
+            if added.upper[b, g]:
+                a = [0] * len(groups)
+                a[g] = int(added.upper[b, g])
+                added.add(b, a)
+    assert len(seeded.columns) > len(bins)  # several groups per bin
+    assert seeded.columns == added.columns
+    one, other = seeded.master.getLp(), added.master.getLp()
+    for name in ("col_cost_", "col_lower_", "col_upper_", "row_lower_", "row_upper_"):
+        assert list(getattr(one, name)) == list(getattr(other, name)), name
+    for name in ("start_", "index_", "value_"):
+        assert list(getattr(one.a_matrix_, name)) == list(getattr(other.a_matrix_, name)), name

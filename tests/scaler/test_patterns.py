@@ -98,3 +98,60 @@ def test_patterns_fit_their_nodes_and_serve_every_job(groups, nodes, target_time
     prices = {s: round(rnd.uniform(0.01, 3.0), 3) for s in nodes}
     patterns = pattern_pack(groups, nodes, target_time, prices)
     check_patterns(patterns, groups, nodes, target_time)
+
+
+def _fill_every_group(room, width, demand, value, needs) -> dict[int, int]:
+    """``patterns._fill`` as it was before it stopped early: every start walks every group."""
+    items = [g for g, c in enumerate(demand) if c and width[g]]
+
+    def density(g: int) -> float:
+        share = max((w / h for w, h in zip(needs[g], room, strict=True) if h > 0), default=0.0)
+        return value[g] / max(share, 1e-9)
+
+    dense = sorted(items, key=density, reverse=True)
+    best: dict[int, int] = {}
+    best_worth = 0.0
+    for first in dense[:6]:
+        most = min(demand[first], width[first])
+        for part in sorted({max(1, int(most * k / 8)) for k in range(8, 0, -1)}):
+            left = list(room)
+            pattern: dict[int, int] = {}
+            worth = 0.0
+            for g in [first, *(g for g in dense if g != first)]:
+                k = part if g == first else demand[g]
+                for dim in range(3):
+                    if needs[g][dim] > 0:
+                        k = min(k, math.floor(left[dim] / needs[g][dim] + 1e-9))
+                if k > 0:
+                    pattern[g] = k
+                    worth += value[g] * k
+                    left = [h - k * n for h, n in zip(left, needs[g], strict=True)]
+            if worth > best_worth + 1e-9:
+                best, best_worth = pattern, worth
+    return best
+
+
+need = st.tuples(
+    st.sampled_from([0.0, 0.5, 1.0, 3.0, 7.5, 16.0, 60.0]),
+    st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0, 8.0]),
+    st.sampled_from([0.0, 1.0, 10.0]),
+).filter(any)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(need, st.integers(0, 40), st.floats(0.01, 5.0)), min_size=1, max_size=12),
+    st.sampled_from([(64.0, 16.0, 100.0), (16.0, 8.0, 50.0), (192.0, 48.0, 500.0)]),
+)
+def test_a_filling_that_stops_when_nothing_more_fits_is_the_full_walks(groups, room) -> None:
+    """``_fill`` stops a filling once no group left fits what is left of the node; that
+    gives the filling walking every group would, on any mix."""
+    from shoal.scaler.patterns import _fill, _shares
+    from shoal.scaler.resources import columns
+
+    needs = [n for n, _, _ in groups]
+    demand = [d for _, d, _ in groups]
+    value = [v for _, _, v in groups]
+    width = [int(min(columns(room, n), 1000)) for n in needs]
+    expected = _fill_every_group(room, width, demand, value, needs)
+    assert _fill(room, width, demand, value, needs, _shares(room, needs)) == expected
