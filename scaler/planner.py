@@ -536,14 +536,10 @@ def _place_gangs(
 
 
 def _onto_held(
-    queued: Jobs,
-    view: _View,
-    policy: Policy,
-    demand: dict[str, _TypeDemand],
-    shares: dict[str, Jobs],
-) -> Jobs:
-    """Queued jobs that fit in the room of nodes running jobs keep up anyway, put there (in
-    ``shares``) before any new node is priced; returns the others.
+    queued: Jobs, view: _View, policy: Policy, demand: dict[str, _TypeDemand]
+) -> tuple[dict[str, Jobs], Jobs]:
+    """Queued jobs that fit in the room of nodes running jobs keep up anyway, per type, and
+    the others; run before any new node is priced.
 
     A node stays up until its running jobs end whatever the plan, so room on it beside and
     after them costs nothing more, as long as the queued job ends by then: per type (Toil's
@@ -554,6 +550,7 @@ def _onto_held(
     room is not taken: measured on bench/policy.py's stand-in, waiting up to the target
     time (1 h) for it kept large nodes and made jobs queue up into batches the cheapest mix
     then bought large nodes for (cost +2 %, bench/README.md)."""
+    shares: dict[str, Jobs] = {t.name: {} for t in view.types}
     left = dict(queued)
     horizon = min(policy.target_time, HELD_ROOM_WAIT)
     for t in view.types:
@@ -581,7 +578,7 @@ def _onto_held(
         for job, count in _prefix(groups, lo):
             _add(shares[t.name], job, count)
             left[job] -= count
-    return {job: n for job, n in left.items() if n > 0}
+    return shares, {job: n for job, n in left.items() if n > 0}
 
 
 def _assign_by_cost(
@@ -605,8 +602,7 @@ def _assign_by_cost(
             owner[s] = t
     if not queued or not owner:
         return queued, ""
-    shares: dict[str, Jobs] = {t.name: {} for t in view.types}
-    queued = _onto_held(queued, view, policy, demand, shares)
+    shares, queued = _onto_held(queued, view, policy, demand)
     limits = {
         s: max(
             0,
