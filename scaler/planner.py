@@ -548,8 +548,7 @@ def _onto_held(
     ahead of a running job), each starting within ``HELD_ROOM_WAIT`` (and the target time),
     on no more nodes than the running jobs alone need, are taken. A longer wait for such
     room is not taken: measured on bench/policy.py's stand-in, waiting up to the target
-    time (1 h) for it kept large nodes and made jobs queue up into batches the cheapest mix
-    then bought large nodes for (cost +2 %, bench/README.md)."""
+    time (1 h) for it kept large nodes longer and cost 2 % more (bench/README.md)."""
     shares: dict[str, Jobs] = {t.name: {} for t in view.types}
     left = dict(queued)
     horizon = min(policy.target_time, HELD_ROOM_WAIT)
