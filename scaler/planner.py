@@ -13,7 +13,10 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
                     queued job goes to the first type, in Toil's shape order,
                     whose shape after overhead fits it.
                     In cost packing (``Policy.packing`` "cost", or "auto" with
-                    a price on every type) queued jobs go where ``binpack``
+                    a price on every type) queued jobs that fit in the room
+                    of nodes running jobs keep up anyway (starting within
+                    ``HELD_ROOM_WAIT``, ending by the type's longest running
+                    job) go there; the others go where ``binpack``
                     with prices and the types' max as limits puts them (the
                     cheapest mix of types that can grow), then live nodes that
                     mix leaves idle take jobs from types that would otherwise
@@ -162,6 +165,7 @@ from shoal.scaler.overhead import disk_overhead, memory_overhead
 from shoal.scaler.shape import Shape
 
 __all__ = [
+    "HELD_ROOM_WAIT",
     "NEEDS",
     "REASON_COST_CEILING",
     "REASON_MAX_NODES",
@@ -183,6 +187,9 @@ __all__ = [
 RUNNING_JOB_MIN_REMAINING = 60.0
 # A running job's remaining time is rounded up to whole minutes (see the module docstring).
 RUNNING_JOB_GRID = 60.0
+# Cost packing: a queued job waits at most this long (seconds; and the target time) for room
+# on a node running jobs keep anyway, rather than have a node bought for it (_onto_held).
+HELD_ROOM_WAIT = 600.0
 # A betaInertia estimate this close to the raw estimate is stored as the raw estimate.
 SETTLED = 1e-9
 
@@ -538,6 +545,51 @@ def _place_gangs(
     return taken
 
 
+def _onto_held(
+    queued: Jobs, view: _View, policy: Policy, demand: dict[str, _TypeDemand]
+) -> tuple[dict[str, Jobs], Jobs]:
+    """Queued jobs that fit in the room of nodes running jobs keep up anyway, per type, and
+    the others; run before any new node is priced.
+
+    A node stays up until its running jobs end whatever the plan, so room on it beside and
+    after them costs nothing more, as long as the queued job ends by then: per type (Toil's
+    order), of the queued jobs no longer than the type's longest running job, the largest
+    that count packing fits with the running jobs pinned at time 0 (so none is planned
+    ahead of a running job), each starting within ``HELD_ROOM_WAIT`` (and the target time),
+    on no more nodes than the running jobs alone need, are taken. A longer wait for such
+    room is not taken: measured on bench/policy.py's stand-in, waiting up to the target
+    time (1 h) for it kept large nodes longer and cost 2 % more (bench/README.md)."""
+    shares: dict[str, Jobs] = {t.name: {} for t in view.types}
+    left = dict(queued)
+    horizon = min(policy.target_time, HELD_ROOM_WAIT)
+    for t in view.types:
+        running = demand[t.name].running
+        if not running or not left:
+            continue
+        node = view.usable[t.name]
+        held = _count({}, running, node, horizon)
+        longest = max(s.wallTime for s in running)  # what the type's nodes are kept for
+        offered = {
+            job: n
+            for job, n in left.items()
+            if n > 0 and job.wallTime <= longest and not job.fits_in(node)
+        }
+        if not offered or not 0 < held <= view.current(t.name):
+            continue  # (more than its live nodes: the model overfills them, no room in it)
+        groups = sorted(offered.items(), key=lambda it: _job_order(it[0]), reverse=True)
+        lo, hi = 0, sum(offered.values())  # the largest prefix that needs no more nodes
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if _count(dict(_prefix(groups, mid)), running, node, horizon) <= held:
+                lo = mid
+            else:
+                hi = mid - 1
+        for job, count in _prefix(groups, lo):
+            _add(shares[t.name], job, count)
+            left[job] -= count
+    return shares, {job: n for job, n in left.items() if n > 0}
+
+
 def _assign_by_cost(
     queued: Jobs,
     view: _View,
@@ -545,8 +597,9 @@ def _assign_by_cost(
     demand: dict[str, _TypeDemand],
     reserved: Mapping[str, int],
 ) -> tuple[Jobs, str]:
-    """Queued jobs to the cheapest mix of types that can grow, within their max; then
-    live nodes that mix leaves idle take jobs from types that would launch. Returns what
+    """Queued jobs to the room of nodes running jobs keep anyway (``_onto_held``), the rest
+    to the cheapest mix of types that can grow, within their max; then live nodes that mix
+    leaves idle take jobs from types that would launch. Returns what
     no type that can grow takes, for Toil's order, and which packing was used.
 
     Only that surplus is offered, so the step is stable: once the launches are booting,
@@ -558,6 +611,7 @@ def _assign_by_cost(
             owner[s] = t
     if not queued or not owner:
         return queued, ""
+    shares, queued = _onto_held(queued, view, policy, demand)
     limits = {
         s: max(
             0,
@@ -574,7 +628,6 @@ def _assign_by_cost(
         time_limit=policy.solver_time_limit,
     )
     left = dict(queued)
-    shares: dict[str, Jobs] = {t.name: {} for t in view.types}
     for shape, jobs in packing.assignment.items():
         for job, count in jobs.items():
             _add(shares[owner[shape].name], job, count)

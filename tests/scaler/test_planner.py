@@ -21,6 +21,7 @@ from builders import (
 from shoal.scaler.model import AddCause, NodeState, PlannerState, Policy, RemoveCause
 from shoal.scaler.overhead import disk_overhead, memory_overhead
 from shoal.scaler.planner import (
+    HELD_ROOM_WAIT,
     cost_aware,
     plan,
     round_half_away,
@@ -538,6 +539,39 @@ def test_cost_packing_needs_a_price_on_every_type():
 def test_cost_packing_skips_types_in_backoff():
     snap = snapshot(queue=[queued(job(), 32)], unavailable=backed_off(CHEAP_B))
     assert launched(plan(snap, policy(A, CHEAP_B, packing="cost"), EMPTY, NOW)) == {"a": 8}
+
+
+# An 8-core node that a 2-hour job keeps up anyway, and a cheaper 4-core type that the
+# cheapest mix would buy for a 4-core job: $0.2 an hour against $0.5 for the big node.
+HELD = node_type("held", cores=8, mem_gib=17, disk_gib=36, price=0.5)
+
+
+@pytest.mark.parametrize(
+    ("short_left", "queued_wall", "launches"),
+    [
+        (300.0, 1800.0, {}),  # the node's other half frees in 5 min: the queued job goes there
+        (1200.0, 1800.0, {"a": 1}),  # in 20 min, past HELD_ROOM_WAIT: a new node
+        (300.0, 3 * 3600.0, {"a": 1}),  # it would outlive the 2-hour job: no room kept for it
+    ],
+    ids=["room-soon", "room-too-late", "job-outlives-the-node"],
+)
+def test_cost_packing_puts_queued_jobs_on_nodes_kept_anyway(short_left, queued_wall, launches):
+    # The big node's room behind its shorter job costs nothing more while the 2-hour job
+    # keeps it up, so no node is bought for a queued job that fits there soon and ends by
+    # then. (Before, the cheapest mix alone put it on a new "a" node: room on live nodes
+    # was used only when a whole node stood idle.)
+    assert HELD_ROOM_WAIT == 600.0
+    snap = snapshot(
+        nodes=[node("n1", HELD)],
+        queue=[queued(job(cores=4, wall=queued_wall), 1)],
+        runs=[
+            running(job(cores=4, wall=7200 + 60), "n1"),
+            running(job(cores=4, wall=short_left + 60), "n1"),
+        ],
+    )
+    p = plan(snap, policy(A, HELD, packing="cost"), EMPTY, NOW)
+    assert launched(p) == launches
+    assert p.targets["held"] == 1
 
 
 # -- Toil parity ----------------------------------------------------------------------------
