@@ -89,6 +89,7 @@ def planner_policy(
         cost_ceiling_per_hour=s.cost_ceiling_per_hour,
         packing=s.packing,
         solver_time_limit=s.solver_time_limit,
+        node_size_premium=s.node_size_premium,
     )
 
 

@@ -185,6 +185,9 @@ class Policy:
     packing: str = "auto"
     # Seconds the cost packer's solver (HiGHS) may take per pass; 0: heuristic only.
     solver_time_limit: float = 0.2
+    # The cost packer prices a type at price x (1 + this x its cores): a large node is more
+    # often held by one long job after its others end (fragmentation over wall time).
+    node_size_premium: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

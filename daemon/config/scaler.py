@@ -164,6 +164,10 @@ class ScalerConfig(BaseModel):
     solver_time_limit: Duration = Field(default=0.2, ge=0.0)
     """Solver (HiGHS) work per pass for cost packing, in seconds of a reference machine (counted in
     simplex iterations and nodes: the same plan on any machine); 0: the heuristic alone."""
+    node_size_premium: float = Field(default=0.0, ge=0.0)
+    """Cost packing prices a node type at its price x (1 + this x its cores), to weigh
+    fragmentation over wall time: jobs end at different times, and a large node stays up
+    (and billed) for its last one. 0: the prices alone (bench/README.md, policy.py)."""
     backoff: Backoff = Field(default_factory=Backoff)
     """An offering's backoff after a capacity error."""
     retry: RetryConfig = Field(default_factory=RetryConfig)

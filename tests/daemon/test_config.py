@@ -442,6 +442,7 @@ def test_policy_from_shapes() -> None:
     assert (policy.unhealthy_ok_count, policy.unhealthy_max_fraction) == (3, 0.45)
     assert policy.node_disk_overhead is None and policy.node_memory_overhead is None
     assert policy.packing == "auto" and policy.solver_time_limit == 0.2
+    assert policy.node_size_premium == 0.0
     assert not policy.compensate_other_types
     data = example()
     data["scaler"] |= {
@@ -449,6 +450,7 @@ def test_policy_from_shapes() -> None:
         "node_memory_overhead": "1GiB",
         "node_disk_overhead": "4GiB",
         "solver_time_limit": "50ms",
+        "node_size_premium": 0.04,
         "compensate_other_types": True,
         "unhealthy_timeout": "7m",
         "unhealthy_ok_count": 5,
@@ -458,6 +460,7 @@ def test_policy_from_shapes() -> None:
     assert flat.unhealthy_timeout == 420.0
     assert (flat.unhealthy_ok_count, flat.unhealthy_max_fraction) == (5, 0.3)
     assert flat.packing == "cost" and flat.solver_time_limit == pytest.approx(0.05)
+    assert flat.node_size_premium == 0.04
     assert (flat.node_memory_overhead, flat.node_disk_overhead) == (GiB, 4 * GiB)
     assert flat.compensate_other_types
     # no spot price: the on-demand price stands in

@@ -503,6 +503,17 @@ def test_cost_packing_launches_the_cheaper_mix():
     assert p.cost_per_hour == pytest.approx(1.2)
 
 
+@pytest.mark.parametrize(("premium", "expected"), [(0.1, {"b": 4}), (0.2, {"a": 8})])
+def test_node_size_premium_weighs_large_nodes(premium, expected):
+    # B is cheaper per core ($0.0375 against A's $0.05); with a premium per core on its
+    # price B costs 0.3 x (1 + 8p) for 8 cores, A 0.2 x (1 + 4p) for 4: above p = 0.125
+    # the 4-core type is the cheaper per core. The plan's cost is still the real prices'.
+    snap = snapshot(queue=[queued(job(), 32)])
+    p = plan(snap, policy(A, CHEAP_B, packing="cost", node_size_premium=premium), EMPTY, NOW)
+    assert launched(p) == expected
+    assert p.cost_per_hour == pytest.approx(1.2 if "b" in expected else 1.6)
+
+
 def test_cost_packing_fills_live_nodes_first():
     # Two idle A nodes hold the 8 jobs: nothing is launched, though B is cheaper per job.
     snap = snapshot(nodes=[node("n1", A), node("n2", A)], queue=[queued(job(), 8)])
