@@ -266,6 +266,26 @@ def test_skipping_changes_nothing(case: str) -> None:
     assert fast.stats.passes < slow.stats.passes
 
 
+def test_a_replay_ending_on_a_stale_join_counts_the_passes_it_skipped() -> None:
+    """A spot node interrupted while it boots is never replaced (its jobs found room), but its
+    join stays due: the replay ends at that join time. The timer passes up to it run when
+    every pass runs, each a cost-ceiling hit (the 20 GiB job only r5.xlarge fits is held back
+    by the ceiling for ever); skipping must count them too, not end at the last pass run."""
+    cfg = config(
+        provider={"boot_delay": "1800s", "spot_interruption_rate": 1.0},
+        node_types=[{"type": "c5.xlarge:0.10", "max": 4}, {"type": "r5.xlarge", "max": 2}],
+        join_timeout="3000s",
+        cost_ceiling_per_hour=0.25,
+    )
+    spot = [(t, 10, 7200, 1, 1, True) for t in (0, 0, 0, 0, 1700, 1700, 1700, 1700)]
+    tr = trace(*spot, (0, 60, 7200, 2, 20))
+    fast = run(tr, cfg, seed=3, tail=20000.0)
+    slow = run(tr, cfg, seed=3, tail=20000.0, skip=False)
+    assert variant_json(fast) == variant_json(slow)
+    assert fast.stats.passes + fast.stats.passes_skipped == slow.stats.passes
+    assert fast.stats.end == slow.stats.end
+
+
 @pytest.mark.parametrize("beta", [0.5, 0.9])
 def test_settling_estimates_skip_their_timer_passes(beta: float) -> None:
     """8 one-core jobs (2 nodes) for an hour, then one more at 3 h. The betaInertia estimate
