@@ -51,6 +51,8 @@ FORWARDED_BY = "X-Shoal-Forwarded-By"  # the hop guard: set by the follower that
 SERVED_BY = "X-Shoal-Served-By"  # the daemon that served a write (set by the leader)
 FORWARD_TIMEOUT = 3.0  # seconds, connect and answer: below the hook's 5 s (it spools then)
 _PASSED_ON = ("authorization", "content-type")  # compared in lower case, as HTTP does
+# what the leader's answer carries for its caller: when to retry a 503, how to authenticate
+_PASSED_BACK = ("Retry-After", "WWW-Authenticate")
 
 
 class Forwarded(NamedTuple):
@@ -60,7 +62,7 @@ class Forwarded(NamedTuple):
     body: bytes
     content_type: str
     served_by: str
-    retry_after: str | None = None  # the leader's own ``Retry-After``, passed on as it is
+    headers: tuple[tuple[str, str], ...] = ()  # the leader's ``_PASSED_BACK`` headers, as they are
 
 
 class LeaderForwarder:
@@ -112,7 +114,11 @@ class LeaderForwarder:
                         raw,
                         response.content_type,
                         response.headers.get(SERVED_BY, leader.name),
-                        response.headers.get("Retry-After"),
+                        tuple(
+                            (name, response.headers[name])
+                            for name in _PASSED_BACK
+                            if name in response.headers
+                        ),
                     )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self.failed += 1
@@ -141,9 +147,8 @@ class LeaderForwarder:
         answer = await self.send(request.method, request.path_qs, body, request.headers)
         if answer is None:
             return None
-        headers = {SERVED_BY: answer.served_by}
-        if answer.retry_after is not None:
-            headers["Retry-After"] = answer.retry_after
+        headers = dict(answer.headers)
+        headers[SERVED_BY] = answer.served_by
         return web.Response(
             status=answer.status,
             body=answer.body,

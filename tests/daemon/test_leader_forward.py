@@ -70,8 +70,9 @@ async def test_the_leader_checks_the_token_of_a_forwarded_request(tmp_path: Path
     _, services, tasks = await start_pair(tmp_path, clock, api={"token_file": str(token)})
     try:
         leader, follower = roles(services)
-        status, _, _ = await request(follower, "PUT", "/v1/demand", json=JOBS)
+        status, _, headers = await request(follower, "PUT", "/v1/demand", json=JOBS)
         assert status == 401 and queued(leader) == 0
+        assert headers.get("WWW-Authenticate", "").startswith("Bearer")  # the leader's, passed on
         # header names are case-insensitive: a client's lowercase one is passed on too
         good = {"authorization": "Bearer s3cret"}
         status, _, _ = await request(follower, "PUT", "/v1/demand", json=JOBS, headers=good)
