@@ -27,6 +27,7 @@ from chaos import harness
 from chaos.harness import FAULT_END, MODES, Sabotage, run_seed, run_seeds
 
 SPLIT_BRAIN_SEEDS = 40  # fault-free ha seeds searched for one that acts while cut off
+LAST_SPLIT_BRAIN_SEED = 14  # the one found last: tried first, so the search is one seed today
 
 # seeds per mode: push mode (shoal's planner) is ~4x cheaper than power saving
 SEEDS = {
@@ -245,7 +246,7 @@ def test_a_leader_that_does_not_step_down_on_its_deadline_is_found(
             return {v.invariant for v in run_seed(seed, (), mode="ha").violations}
 
     guard = (LeaseElector, "_guard", never_step_down)
-    for seed in range(SPLIT_BRAIN_SEEDS):
+    for seed in (LAST_SPLIT_BRAIN_SEED, *range(SPLIT_BRAIN_SEEDS)):
         found = invariants(seed, guard, (Executor, "confirm_term", unconfirmed))
         if {"acted-after-lease", "ha-overlap"} <= found:
             break
