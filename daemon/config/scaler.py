@@ -164,10 +164,11 @@ class ScalerConfig(BaseModel):
     solver_time_limit: Duration = Field(default=0.2, ge=0.0)
     """Solver (HiGHS) work per pass for cost packing, in seconds of a reference machine (counted in
     simplex iterations and nodes: the same plan on any machine); 0: the heuristic alone."""
-    node_size_premium: float = Field(default=0.0, ge=0.0)
+    node_size_premium: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     """Cost packing prices a node type at its price x (1 + this x its cores), to weigh
     fragmentation over wall time: jobs end at different times, and a large node stays up
-    (and billed) for its last one. 0: the prices alone (bench/README.md, policy.py)."""
+    (and billed) for its last one. 0: the prices alone (bench/README.md, policy.py). At most
+    1 (a 16-core type at 17x its price), finite: an infinite premium makes every price equal."""
     backoff: Backoff = Field(default_factory=Backoff)
     """An offering's backoff after a capacity error."""
     retry: RetryConfig = Field(default_factory=RetryConfig)

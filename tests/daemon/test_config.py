@@ -328,6 +328,20 @@ MALFORMED = [
         "-5",
         "greater than 0",
     ),
+    (
+        "premium-infinite",
+        _set("scaler.node_size_premium", float("inf")),
+        "scaler.node_size_premium",
+        "inf",
+        "finite number",
+    ),
+    (
+        "premium-huge",
+        _set("scaler.node_size_premium", 1e308),
+        "scaler.node_size_premium",
+        "1e+308",
+        "less than or equal to 1",
+    ),
     ("provider-not-mapping", _set("provider", "simulated"), "provider", "simulated", "dictionary"),
     (
         "packing",
