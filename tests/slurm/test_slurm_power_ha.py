@@ -43,6 +43,20 @@ async def begin(d: Daemon, a: MemoryElector) -> None:
     controller.store.on_fenced[:] = [fence_handler(a, a.epoch or 0)]
 
 
+async def kept_down(
+    tmp_path: Path, clock: FakeClock, hostlist: str
+) -> tuple[Daemon, MemoryElection, MemoryElector, FakeSlurm]:
+    """A leading daemon on a FakeSlurm whose resume of ``hostlist`` found no capacity: its
+    nodes kept DOWN (marked, while the term holds)."""
+    d, election, a = await leading(tmp_path, clock)
+    slurm = FakeSlurm()
+    d.power.client = slurm  # type: ignore[assignment]
+    d.provider.set_unavailable("c5.xlarge")
+    await d.power.accept("resume", hostlist)
+    await d.served()
+    return d, election, a, slurm
+
+
 async def depose(a: MemoryElector, election: MemoryElection, clock: FakeClock) -> MemoryElector:
     """``a`` is cut off (its renewals and guard stop: it still believes it leads), its lease
     runs out and ``b`` leads; returns b."""
@@ -143,12 +157,7 @@ async def test_a_deposed_leaders_release_loop_neither_releases_nor_marks_down(
     guard has not fired confirms its term first (once for the pass) and changes nothing (the
     new leader may be resuming those nodes); it steps down. Leading again, it releases."""
     clock = FakeClock()
-    d, election, a = await leading(tmp_path, clock)
-    slurm = FakeSlurm()
-    d.power.client = slurm  # type: ignore[assignment]
-    d.provider.set_unavailable("c5.xlarge")
-    await d.power.accept("resume", "cloud1")
-    await d.served()
+    d, election, a, slurm = await kept_down(tmp_path, clock, "cloud1")
     assert slurm.calls == [("down", "cloud1")]  # the term holds: its failure is marked DOWN
     kept = d.power.state.kept_down["cloud1"]
     d.power.state.kept_down["cloud2"] = KeptDown(kept.until, kept.reason, marked=False)
@@ -213,12 +222,7 @@ async def test_a_pass_of_the_release_loop_confirms_its_term_once(tmp_path: Path)
     """The term is confirmed per batch, as the executor does per termination batch: a pass
     that releases three nodes makes one fenced write for them, not three."""
     clock = FakeClock()
-    d, _, a = await leading(tmp_path, clock)
-    slurm = FakeSlurm()
-    d.power.client = slurm  # type: ignore[assignment]
-    d.provider.set_unavailable("c5.xlarge")
-    await d.power.accept("resume", "cloud[1-3]")
-    await d.served()
+    d, _, a, slurm = await kept_down(tmp_path, clock, "cloud[1-3]")
     until = max(k.until for k in d.power.state.kept_down.values())
     executor = d.power.controller.executor
     confirm, confirmed = executor.confirm_term, []
