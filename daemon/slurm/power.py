@@ -47,6 +47,13 @@ save costs no write of its own: the launch intent's flush, one per offering trie
 it. Every change of a node's state (a request served, the release loop's
 release) happens under that node's lock. Writes go through the daemon's store: coalesced
 and off the event loop, so a burst of 500 requests costs a few fsyncs, not 1,000.
+
+With ``ha`` every change the power saver makes to Slurm (DOWN, POWER_DOWN, NodeAddr) first
+confirms the leader's term (``TermCheck``: ``Executor.confirm_term``, the fenced state write a
+launch's intent and a termination make), once per batch: a pass of the release loop, a multi-node
+job's failure, one node's DOWN or address. A refusal (``Fenced``: another term began; the
+store's ``on_fenced`` steps down) writes nothing more in that batch, so a deposed leader whose
+guard has not fired yet cannot release, mark DOWN or re-address a node the new leader serves.
 (Re-deriving requests from Slurm's POWERING_UP nodes instead cannot tell a lost request
 from a launch the cloud's listing does not show yet, and would launch twice on EC2.)
 """
@@ -62,7 +69,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from shoal.daemon.executor import ExecutionReport
+from shoal.daemon.executor import ExecutionReport, Executor
 from shoal.daemon.nodes import TrackedState
 from shoal.daemon.slurm.client import SlurmClient
 from shoal.daemon.slurm.constants import TAG_SLURM_NODE
@@ -89,7 +96,7 @@ from shoal.scaler.model import (
 if TYPE_CHECKING:
     from shoal.daemon.loop import Controller
 
-__all__ = ["REQUEST_KINDS", "PowerSaver", "requests_only_planner", "slurm_node_of"]
+__all__ = ["REQUEST_KINDS", "PowerSaver", "TermCheck", "requests_only_planner", "slurm_node_of"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +123,29 @@ def requests_only_planner(
 def slurm_node_of(node: Node) -> str:
     """The Slurm node an instance stands for: its tag, else its id (a dynamic node)."""
     return node.tags.get(TAG_SLURM_NODE) or node.name
+
+
+class TermCheck:
+    """One batch of changes to Slurm: the leader's term confirmed before its first change
+    (``Executor.confirm_term``; with ``ha`` a fenced state write, refused once another term
+    began, whose refusal steps the daemon down; without ``ha`` nothing), not again for the
+    rest. A refusal holds for the whole batch: nothing more in it may reach Slurm."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self._held: bool | None = None  # None: not asked yet
+
+    async def confirm(self, what: str) -> bool:
+        """True when the batch may change Slurm (``what``: the first change, for the log)."""
+        if self._held is None:
+            try:
+                await self._executor.confirm_term()
+            except Exception as exc:
+                log.error('event=slurm_change_refused what="%s" error="%r"', what, exc)
+                self._held = False
+            else:
+                self._held = True
+        return self._held
 
 
 class PowerSaver:
@@ -193,6 +223,10 @@ class PowerSaver:
     @property
     def _epoch(self) -> int | None:  # ha: the leader's term, in every new request id
         return self.controller.executor.epoch
+
+    def _term(self) -> TermCheck:
+        """A new batch of changes to Slurm, confirmed before its first (see ``TermCheck``)."""
+        return TermCheck(self.controller.executor)
 
     def instance_id(self, node: str) -> str:
         """The daemon's id of a Slurm node's instance, or the node name when it has none."""
@@ -505,13 +539,14 @@ class PowerSaver:
                 await self.controller.terminate([*launched, *running], cause="gang-failed")
             except ProviderError as exc:  # TerminationError too: logged, the rest still fails
                 log.error('event=slurm_gang_terminate_failed nodes=%s error="%r"', label, exc)
+        term = self._term()  # one confirmation for the gang's DOWNs
         for member in members:
             node_type = types[member]
             if node_type is None:
                 self._finish(member)
-                await self._set_down(member, reason)
+                await self._set_down(member, reason, term)
             else:
-                await self._keep_down(member, node_type, reason)
+                await self._keep_down(member, node_type, reason, term=term)
 
     async def _launch_gang(
         self, node_type: NodeType, group: list[str], label: str
@@ -563,9 +598,16 @@ class PowerSaver:
         return now + controller.backoff.policy.initial
 
     async def _keep_down(
-        self, node: str, node_type: NodeType, reason: str, *, marked: bool = False
+        self,
+        node: str,
+        node_type: NodeType,
+        reason: str,
+        *,
+        marked: bool = False,
+        term: TermCheck | None = None,
     ) -> None:
-        """DOWN now (Slurm requeues the node's jobs), POWER_DOWN when the backoff ends."""
+        """DOWN now (Slurm requeues the node's jobs; ``term``: the batch it is part of),
+        POWER_DOWN when the backoff ends."""
         until = self._kept_down_until(node_type, self.clock.now())
         self.state.requests.pop(node, None)
         self.state.kept_down[node] = KeptDown(until, reason, marked=marked)
@@ -578,10 +620,14 @@ class PowerSaver:
             reason,
         )
         if not marked:
-            await self._set_down(node, reason)
+            await self._set_down(node, reason, term)
         self._wake.set()
 
-    async def _set_down(self, node: str, reason: str) -> bool:
+    async def _set_down(self, node: str, reason: str, term: TermCheck | None = None) -> bool:
+        """DOWN with ``reason``, once ``term`` (the batch it is part of; else its own) is
+        confirmed; True when Slurm took it."""
+        if not await (term or self._term()).confirm(f"DOWN {node}"):
+            return False
         try:
             await self.client.set_down(node, reason)
         except SlurmCommandError as exc:
@@ -613,6 +659,8 @@ class PowerSaver:
             listed = {n.name: n for n in await self._listed()}
             address = listed[instance_id].privateIP if instance_id in listed else None
             if address:
+                if not await self._term().confirm(f"NodeAddr {node}"):
+                    return  # a deposed leader: the instance may be the new leader's to judge
                 try:
                     await self.client.set_address(node, address, address)
                 except SlurmError as exc:
@@ -733,18 +781,19 @@ class PowerSaver:
             now = self.clock.now()
             due = {n: k for n, k in self.state.kept_down.items() if k.marked and k.until <= now}
             undown = await self._not_down(sorted(due)) if due else set()
+            term = self._term()  # one confirmation for the pass's DOWNs and releases
             for node in sorted(self.state.kept_down):
                 async with self.lock(node):  # a request for the node may be served meanwhile
                     kept = self.state.kept_down.get(node)
                     if kept is None:
                         continue
                     if not kept.marked:
-                        await self._set_down(node, kept.reason)
+                        await self._set_down(node, kept.reason, term)
                     elif undown is not None and due.get(node) == kept:
                         if node in undown:
                             self._released_before(node)
                         else:
-                            await self._release(node, kept)
+                            await self._release(node, kept, term)
             for node, suspend in sorted(self.state.suspends.items()):
                 worker = self._workers.get(node)
                 if worker is None or worker.done():
@@ -794,9 +843,11 @@ class PowerSaver:
         del self.state.kept_down[node]
         self.state.changed()
 
-    async def _release(self, node: str, kept: KeptDown) -> None:
-        """POWER_DOWN a node kept DOWN whose backoff ended (under the node's lock); its entry is
-        dropped only if it is still the one released."""
+    async def _release(self, node: str, kept: KeptDown, term: TermCheck) -> None:
+        """POWER_DOWN a node kept DOWN whose backoff ended (under the node's lock; once ``term``,
+        the pass's, is confirmed); its entry is dropped only if it is still the one released."""
+        if not await term.confirm(f"POWER_DOWN {node}"):
+            return  # kept: released by whoever leads
         try:
             await self.client.power_down(node)
         except SlurmCommandError as exc:

@@ -193,8 +193,10 @@ def test_a_node_left_down_without_a_hold_on_disk_is_found(
     assert "down-unheld" not in power_invariants(1, kinds)
     set_down = PowerSaver._set_down
 
-    async def set_down_and_forget(self: PowerSaver, node: str, reason: str) -> bool:
-        done = await set_down(self, node, reason)
+    async def set_down_and_forget(
+        self: PowerSaver, node: str, reason: str, term: Any = None
+    ) -> bool:
+        done = await set_down(self, node, reason, term)
         if self.state.kept_down.pop(node, None) is not None:
             self.state.changed()
         return done

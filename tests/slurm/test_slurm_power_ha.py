@@ -1,20 +1,70 @@
 """Issue 21: when a term ends (``ha``), the power saver stops serving the requests it had in
 hand, as the controller stops; the next term serves them again once it reconciled. A deposed
-leader's clean-up changes nothing in Slurm."""
+leader whose guard has not fired yet changes nothing in Slurm: neither its clean-up, nor the
+power saver's DOWNs, releases (POWER_DOWN) and node addresses, each refused by the term's
+confirmation (a fenced state write), which also steps it down."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
-from shoal.daemon.leader.memory import MemoryElection
+from shoal.daemon.leader.memory import MemoryElection, MemoryElector
 from shoal.daemon.leader.state import MemoryStateBackend
 from shoal.daemon.service import fence_handler
 from shoal.daemon.slurm.constants import SINFO_FIELDS
 from shoal.daemon.slurm.parse import SlurmNode, parse_sinfo
+from shoal.daemon.slurm.state import KeptDown
 from shoal.providers.errors import RetryableError
+from shoal.providers.simulated import SimulatedProvisioner
 from shoal.runtime.testing import FakeClock
-from test_slurm_power import start
+from test_slurm_power import ZONE, Daemon, FakeSlurm, start
+
+
+async def leading(
+    tmp_path: Path, clock: FakeClock, provider: SimulatedProvisioner | None = None, **slurm: Any
+) -> tuple[Daemon, MemoryElection, MemoryElector]:
+    """A power-saving daemon whose elector ``a`` leads, its state in the election's store
+    (fenced by a's epoch) and a refused write stepping it down, as ``service.start_term``
+    wires a term."""
+    election = MemoryElection(clock, 10.0)
+    a = election.elector("a")
+    await clock.run_until(a.campaign(), limit=30)
+    backend = MemoryStateBackend(election, a.me)
+    d = await start(tmp_path, clock, provider, state_backend=backend, **slurm)
+    await begin(d, a)
+    return d, election, a
+
+
+async def begin(d: Daemon, a: MemoryElector) -> None:
+    controller = d.power.controller
+    await controller.begin_term(a.epoch or 0)
+    controller.store.on_fenced[:] = [fence_handler(a, a.epoch or 0)]
+
+
+async def kept_down(
+    tmp_path: Path, clock: FakeClock, hostlist: str
+) -> tuple[Daemon, MemoryElection, MemoryElector, FakeSlurm]:
+    """A leading daemon on a FakeSlurm whose resume of ``hostlist`` found no capacity: its
+    nodes kept DOWN (marked, while the term holds)."""
+    d, election, a = await leading(tmp_path, clock)
+    slurm = FakeSlurm()
+    d.power.client = slurm  # type: ignore[assignment]
+    d.provider.set_unavailable("c5.xlarge")
+    await d.power.accept("resume", hostlist)
+    await d.served()
+    return d, election, a, slurm
+
+
+async def depose(a: MemoryElector, election: MemoryElection, clock: FakeClock) -> MemoryElector:
+    """``a`` is cut off (its renewals and guard stop: it still believes it leads), its lease
+    runs out and ``b`` leads; returns b."""
+    a.crash()
+    await clock.advance(11)
+    b = election.elector("b")
+    await clock.run_until(b.campaign(), limit=30)
+    return b
 
 
 async def test_a_term_end_stops_the_requests_in_hand_and_the_next_term_serves_them(
@@ -81,20 +131,11 @@ async def test_a_deposed_leaders_clean_up_changes_nothing_in_slurm(tmp_path: Pat
     deposed leader whose guard has not fired confirms its term first, and repairs nothing
     (the new leader may be resuming that node); while its term holds, it repairs."""
     clock = FakeClock()
-    election = MemoryElection(clock, 10.0)
-    a = election.elector("a")
-    await clock.run_until(a.campaign(), limit=30)
-    d = await start(tmp_path, clock, state_backend=MemoryStateBackend(election, a.me))
-    controller = d.power.controller
-    await controller.begin_term(a.epoch or 0)
-    controller.store.on_fenced[:] = [fence_handler(a, a.epoch or 0)]
+    d, election, a = await leading(tmp_path, clock)
     slurm = Slurm()
     d.slurm.cleaner.client = slurm  # type: ignore[assignment]
 
-    a.crash()  # renewals and guard stop: a still believes it leads
-    await clock.advance(11)
-    b = election.elector("b")
-    await clock.run_until(b.campaign(), limit=30)
+    b = await depose(a, election, clock)
     repairs = await clock.run_until(d.slurm.cleaner.once())
     assert [(r.kind.value, r.node) for r in repairs] == [("down_without_instance", "cloud1")]
     assert slurm.changes == []
@@ -102,8 +143,102 @@ async def test_a_deposed_leaders_clean_up_changes_nothing_in_slurm(tmp_path: Pat
 
     await b.resign()  # a leads again: its repairs go through
     await clock.run_until(a.campaign(), limit=30)
-    await controller.begin_term(a.epoch or 0)
-    controller.store.on_fenced[:] = [fence_handler(a, a.epoch or 0)]
+    await begin(d, a)
     await clock.run_until(d.slurm.cleaner.once())
     assert slurm.changes == [("power_down", "cloud1")]
+    await a.close()
+
+
+async def test_a_deposed_leaders_release_loop_neither_releases_nor_marks_down(
+    tmp_path: Path,
+) -> None:
+    """The release loop's POWER_DOWN of a node kept DOWN whose backoff ended, and its DOWN of
+    one not marked yet (slurmctld did not answer then), change Slurm: a deposed leader whose
+    guard has not fired confirms its term first (once for the pass) and changes nothing (the
+    new leader may be resuming those nodes); it steps down. Leading again, it releases."""
+    clock = FakeClock()
+    d, election, a, slurm = await kept_down(tmp_path, clock, "cloud1")
+    assert slurm.calls == [("down", "cloud1")]  # the term holds: its failure is marked DOWN
+    kept = d.power.state.kept_down["cloud1"]
+    d.power.state.kept_down["cloud2"] = KeptDown(kept.until, kept.reason, marked=False)
+
+    b = await depose(a, election, clock)
+    loop = asyncio.ensure_future(d.power.run())
+    await clock.advance(kept.until - clock.now() + d.power.retry_interval + 1)
+    assert slurm.calls == [("down", "cloud1")]  # no DOWN of cloud2, no release of cloud1
+    assert not a.is_leader and set(d.power.state.kept_down) == {"cloud1", "cloud2"}
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+
+    await b.resign()  # a leads again, from the state its term last wrote: it releases
+    await clock.run_until(a.campaign(), limit=30)
+    await begin(d, a)
+    loop = asyncio.ensure_future(d.power.run())
+    await clock.advance(1)
+    assert slurm.calls == [("down", "cloud1"), ("power_down", "cloud1")]
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+    await a.close()
+
+
+async def test_a_deposed_leader_marks_no_node_down(tmp_path: Path) -> None:
+    """A resume accepted in the term and served after it passed, for a node of no node type,
+    would set the node DOWN: a deposed leader confirms its term first and leaves it."""
+    clock = FakeClock()
+    d, election, a = await leading(tmp_path, clock)
+    slurm = FakeSlurm()
+    d.power.client = slurm  # type: ignore[assignment]
+    d.power._ready.clear()  # the request waits, as behind a reconcile
+    await d.power.accept("resume", "gpu1")
+    await depose(a, election, clock)
+    d.power._ready.set()
+    await d.served()
+    assert slurm.calls == [] and not a.is_leader
+    await a.close()
+
+
+async def test_a_deposed_leader_sets_no_node_address(tmp_path: Path) -> None:
+    """With ``set_node_addr`` a launched node's NodeAddr is set once the listing shows its
+    instance, maybe long after the launch: by then the term may have passed, and the new
+    leader may have replaced the instance. A deposed leader confirms its term first and sets
+    nothing."""
+    clock = FakeClock()
+    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock, listing_lag=30)
+    d, election, a = await leading(tmp_path, clock, provider, set_node_addr=True)
+    slurm = FakeSlurm()
+    d.power.client = slurm  # type: ignore[assignment]
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    assert len(d.power.launched) == 1 and d.power._tasks  # its address not listed yet
+
+    await depose(a, election, clock)
+    await clock.advance(60)  # listed by now
+    await clock.run_until(asyncio.gather(*d.power._tasks))
+    assert slurm.calls == [] and not a.is_leader
+    await a.close()
+
+
+async def test_a_pass_of_the_release_loop_confirms_its_term_once(tmp_path: Path) -> None:
+    """The term is confirmed per batch, as the executor does per termination batch: a pass
+    that releases three nodes makes one fenced write for them, not three."""
+    clock = FakeClock()
+    d, _, a, slurm = await kept_down(tmp_path, clock, "cloud[1-3]")
+    until = max(k.until for k in d.power.state.kept_down.values())
+    executor = d.power.controller.executor
+    confirm, confirmed = executor.confirm_term, []
+
+    async def counted() -> None:
+        confirmed.append(clock.now())
+        await confirm()
+
+    executor.confirm_term = counted  # type: ignore[method-assign]
+    await clock.advance(until - clock.now() + 0.5)
+    loop = asyncio.ensure_future(d.power.run())
+    await clock.advance(0.1)
+    assert [c for c in slurm.calls if c[0] == "power_down"] == [
+        ("power_down", f"cloud{i}") for i in (1, 2, 3)
+    ]
+    assert len(confirmed) == 1
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
     await a.close()
