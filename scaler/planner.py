@@ -15,8 +15,9 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
                     In cost packing (``Policy.packing`` "cost", or "auto" with
                     a price on every type) queued jobs that fit in the room
                     of nodes running jobs keep up anyway (starting within
-                    ``HELD_ROOM_WAIT``, ending by the type's longest running
-                    job) go there; the others go where ``binpack``
+                    ``HELD_ROOM_WAIT``, ending before the running jobs of any
+                    node it may start on, and adding no node to the type's
+                    need) go there; the others go where ``binpack``
                     with prices and the types' max as limits puts them (the
                     cheapest mix of types that can grow), then live nodes that
                     mix leaves idle take jobs from types that would otherwise
@@ -413,6 +414,9 @@ class _TypeDemand:
     compensation: int = 0  # on demand: nodes added for other types' deficits
     compensated: list[str] = field(default_factory=list)  # the spot types compensated
     hint: tuple[Jobs, int] | None = None  # the cost packer's count for exactly these jobs
+    # cost packing: each busy node's running jobs (as in ``running``, and whether past their
+    # estimate) for _onto_held
+    on_nodes: dict[str, list[tuple[Shape, bool]]] = field(default_factory=dict)
     # gangs (multi-node jobs) placed on this type, one (per-node shape, nodes) each: on
     # free live nodes, and to launch (all or nothing; see _place_gangs)
     gangs_live: list[tuple[Shape, int]] = field(default_factory=list)
@@ -467,9 +471,14 @@ def _assign(
         if node_type is None:
             continue  # on a draining, timed-out or unmanaged node: not our demand
         s = job.shape
-        remaining = max(s.wallTime - job.elapsed, RUNNING_JOB_MIN_REMAINING)
+        left = s.wallTime - job.elapsed
+        remaining = max(left, RUNNING_JOB_MIN_REMAINING)
         remaining = math.ceil(remaining / RUNNING_JOB_GRID) * RUNNING_JOB_GRID
-        _add(demand[node_type].running, _holding(s, remaining), 1)
+        held = _holding(s, remaining)
+        _add(demand[node_type].running, held, 1)
+        if view.cost:
+            on_node = demand[node_type].on_nodes.setdefault(job.node_id, [])
+            on_node.append((held, left <= 0))  # past its estimate: see _onto_held
     queued: Jobs = {}
     gangs: dict[tuple[Shape, int], int] = {}
     for q in snapshot.demand.queued:
@@ -552,35 +561,64 @@ def _onto_held(
     the others; run before any new node is priced.
 
     A node stays up until its running jobs end whatever the plan, so room on it beside and
-    after them costs nothing more, as long as the queued job ends by then: per type (Toil's
-    order), of the queued jobs no longer than the type's longest running job, the largest
-    that count packing fits with the running jobs pinned at time 0 (so none is planned
-    ahead of a running job), each starting within ``HELD_ROOM_WAIT`` (and the target time),
-    on no more nodes than the running jobs alone need, are taken. A longer wait for such
-    room is not taken: measured on bench/policy.py's stand-in, waiting up to the target
-    time (1 h) for it kept large nodes longer and cost 2 % more (bench/README.md)."""
+    after them costs nothing more, as long as the queued job ends by then. Per type (Toil's
+    order), a queued job is offered if it fits the room of some busy node within
+    ``HELD_ROOM_WAIT`` (and the target time), and every busy node whose room it fits that
+    soon stays up until it would end there (``_kept_until_done``: per node, not the type's
+    longest job, since the scheduler may start it on any node with room, and a node whose
+    last job ends in 5 min is not kept up for a 3-hour one). Of those, the largest prefix
+    (Toil's order) is taken that both fit on no more nodes than the running jobs alone hold:
+    in count packing with the running jobs pinned at time 0 (so none is planned ahead of a
+    running job) within that wait, and in ``_need``, the count ``_pack`` then uses for the
+    type (running and queued jobs merged, to the target time), so taking the room never
+    makes the type launch (nor, at its max, leaves a job "max-nodes" that the cost packer
+    would have put on a type with room).
+
+    A running job past its estimate has no known end: it holds its room past the wait and
+    keeps its node up for no time at all. Packing floors its remaining time at
+    ``RUNNING_JOB_MIN_REMAINING``, so it would look a minute from freeing its room every
+    pass while it overruns, and the queued job would wait for that room pass after pass
+    with nothing launched; this way its room is counted on only once it has ended (a later
+    pass sees it free). A job still within its estimate is counted as ending by it (rounded
+    up to the minute): at worst the queued job waits for it until it is past its estimate,
+    a bound that moves no further, so neither can starve the queued job.
+
+    A longer wait for such room is not taken: measured on bench/policy.py's stand-in,
+    waiting up to the target time (1 h) for it kept large nodes longer and cost 2 % more
+    (bench/README.md)."""
     shares: dict[str, Jobs] = {t.name: {} for t in view.types}
     left = dict(queued)
     horizon = min(policy.target_time, HELD_ROOM_WAIT)
     for t in view.types:
-        running = demand[t.name].running
-        if not running or not left:
+        d = demand[t.name]
+        if not d.running or not left:
             continue
         node = view.usable[t.name]
-        held = _count({}, running, node, horizon)
-        longest = max(s.wallTime for s in running)  # what the type's nodes are kept for
+        rooms = _rooms(d.on_nodes.values(), node, horizon)
         offered = {
             job: n
             for job, n in left.items()
-            if n > 0 and job.wallTime <= longest and not job.fits_in(node)
+            if n > 0 and not job.fits_in(node) and _kept_until_done(job, rooms)
         }
-        if not offered or not 0 < held <= view.current(t.name):
+        if not offered:
+            continue
+        held_past = horizon + RUNNING_JOB_GRID  # a job past its estimate: over the whole wait
+        pinned: Jobs = {}
+        for jobs in d.on_nodes.values():
+            for s, over in jobs:
+                _add(pinned, _holding(s, held_past) if over else s, 1)
+        held = _count({}, pinned, node, horizon)
+        if not 0 < held <= view.current(t.name):
             continue  # (more than its live nodes: the model overfills them, no room in it)
         groups = sorted(offered.items(), key=lambda it: _job_order(it[0]), reverse=True)
         lo, hi = 0, sum(offered.values())  # the largest prefix that needs no more nodes
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if _count(dict(_prefix(groups, mid)), running, node, horizon) <= held:
+            prefix = _prefix(groups, mid)
+            if (
+                _count(dict(prefix), pinned, node, horizon) <= held
+                and _need(d.running, prefix, node, policy) <= held
+            ):
                 lo = mid
             else:
                 hi = mid - 1
@@ -588,6 +626,43 @@ def _onto_held(
             _add(shares[t.name], job, count)
             left[job] -= count
     return shares, {job: n for job, n in left.items() if n > 0}
+
+
+# A busy node for _onto_held: how long its running jobs keep it up, and its free room
+# (memory, cores, disk) from each time one of them ends within the wait: (from, room).
+_Room = tuple[float, list[tuple[float, tuple[float, float, float]]]]
+
+
+def _rooms(on_nodes: Iterable[list[tuple[Shape, bool]]], node: Shape, wait: float) -> list[_Room]:
+    out = []
+    for jobs in on_nodes:
+        ends = {0.0, *(s.wallTime for s, over in jobs if not over and s.wallTime <= wait)}
+        free = []
+        for at in sorted(ends):
+            on = [s for s, over in jobs if over or s.wallTime > at]
+            room = (
+                node.memory - sum(s.memory for s in on),
+                node.cores - sum(s.cores for s in on),
+                node.disk - sum(s.disk for s in on),
+            )
+            free.append((at, room))
+        kept = max((s.wallTime for s, over in jobs if not over), default=0.0)
+        out.append((kept, free))
+    return out
+
+
+def _kept_until_done(job: Shape, rooms: Sequence[_Room]) -> bool:
+    """Whether ``job`` fits the room of some busy node within the wait, and every such node
+    stays up (for its running jobs) until ``job`` would end there."""
+    starts = False
+    for kept, free in rooms:
+        for at, (memory, cores, disk) in free:
+            if job.memory <= memory and job.cores <= cores and job.disk <= disk:
+                if at + job.wallTime > kept:
+                    return False
+                starts = True
+                break
+    return starts
 
 
 def _assign_by_cost(

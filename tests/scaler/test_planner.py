@@ -585,6 +585,67 @@ def test_cost_packing_puts_queued_jobs_on_nodes_kept_anyway(short_left, queued_w
     assert p.targets["held"] == 1
 
 
+# An expensive 8-core type with running jobs, and B, an 8-core type 12 times cheaper: room on
+# a "big" node is worth taking only if that node stays up anyway and no "big" node is bought.
+BIG = node_type("big", cores=8, mem_gib=33, disk_gib=36, price=5.0)
+BIG_AT_MAX = replace(BIG, max_nodes=2)
+
+
+@pytest.mark.parametrize("big", [BIG, BIG_AT_MAX], ids=["below-max", "at-max"])
+def test_held_room_is_not_taken_when_packing_the_type_then_needs_another_node(big):
+    # n2's 4-core job frees room in 6 min, beside a 4-hour job that keeps n2 up: the 3-hour
+    # job fits there in the pinned count. But the type's need (_pack: running and queued jobs
+    # together, unpinned, to the target time) puts the 6-min job on a third node, so taking
+    # the room launched a $5/h node (or, at the max, left the job "max-nodes") where the cost
+    # packer buys a $0.4/h one. (found by review)
+    snap = snapshot(
+        nodes=[node("n1", big), node("n2", big)],
+        queue=[queued(job(cores=4, wall=3 * 3600), 1)],
+        runs=[
+            running(job(cores=8, wall=4 * 3600 + 60), "n1"),
+            running(job(cores=4, wall=4 * 3600 + 60), "n2"),
+            running(job(cores=4, wall=360 + 60), "n2"),
+        ],
+    )
+    p = plan(snap, policy(big, B, packing="cost"), EMPTY, NOW)
+    assert launched(p) == {"b": 1}
+    assert p.targets["big"] == 2 and not p.unschedulable
+
+
+def test_held_room_must_be_on_a_node_kept_up_until_the_queued_job_ends():
+    # n1 is kept 4 h by its job, but the room is on n2, whose only job ends in 6 min: a
+    # 3-hour job there keeps a $5/h node up 3 h. The type's longest job (n1's) was the rule.
+    # (found by review)
+    snap = snapshot(
+        nodes=[node("n1", BIG), node("n2", BIG)],
+        queue=[queued(job(cores=4, wall=3 * 3600), 1)],
+        runs=[
+            running(job(cores=8, wall=4 * 3600 + 60), "n1"),
+            running(job(cores=4, wall=360 + 60), "n2"),
+        ],
+    )
+    p = plan(snap, policy(BIG, B, packing="cost"), EMPTY, NOW)
+    assert launched(p) == {"b": 1}
+    assert p.targets["big"] == 2
+
+
+@pytest.mark.parametrize("minutes", [0, 30, 90])
+def test_held_room_behind_a_job_past_its_estimate_is_not_counted_on(minutes):
+    # The 10-min job has run 1 h 40 min (and more, pass after pass): its remaining time is
+    # floored at RUNNING_JOB_MIN_REMAINING each pass, so its room always looked a minute away
+    # and nothing was ever launched for the queued job. (found by review)
+    t = NOW + 60 * minutes
+    snap = snapshot(
+        nodes=[node("n1", HELD, now=t)],
+        queue=[queued(job(cores=4, wall=1800), 1)],
+        runs=[
+            running(job(cores=4, wall=3 * 3600), "n1", elapsed=600 + 60 * minutes),
+            running(job(cores=4, wall=600), "n1", elapsed=6000 + 60 * minutes),
+        ],
+    )
+    assert launched(plan(snap, policy(A, HELD, packing="cost"), EMPTY, t)) == {"a": 1}
+
+
 # -- Toil parity ----------------------------------------------------------------------------
 
 
