@@ -135,24 +135,25 @@ def test_plan_prints_json_plan(
     out = capsys.readouterr().out
     assert code == 0, out
     # By hand: a c5.xlarge (8 GiB) keeps 1.9 GiB for the OS and agents as Toil does, leaving
-    # 3 slots of 2 GiB; 50-minute jobs may start up to 1 h in, so each slot runs two: 6 jobs
-    # a node, 2 nodes for 12, 1 is there already. Every type is priced: cost packing (auto).
+    # 3 slots of 2 GiB; 50-minute jobs must start within the 30-minute target time, so each
+    # slot runs one: 3 jobs a node, 4 nodes for 12, 1 is there already. Every type is priced:
+    # cost packing (auto).
     assert json.loads(out) == {
         "launches": [
             {
                 "node_type": "c5.xlarge/c5a.xlarge",
-                "count": 1,
+                "count": 3,
                 "cause": "demand",
-                "reason": "12 queued jobs need 2 x c5.xlarge/c5a.xlarge; "
+                "reason": "12 queued jobs need 4 x c5.xlarge/c5a.xlarge; "
                 "cost packing: solver (HiGHS), 0.0% above the LP bound; "
-                "1 present or booting, launching 1",
+                "1 present or booting, launching 3",
             }
         ],
         "drains": [],
         "undrains": [],
         "terminations": [],
         "withheld": [],
-        "targets": {"c5.xlarge/c5a.xlarge": 2, "r5.large:0.05": 0},
+        "targets": {"c5.xlarge/c5a.xlarge": 4, "r5.large:0.05": 0},
         "unschedulable": [
             {
                 "shape": {
@@ -166,7 +167,7 @@ def test_plan_prints_json_plan(
                 "reasons": ["cores"],
             }
         ],
-        "cost_per_hour": 0.34,
+        "cost_per_hour": 0.68,
     }
 
 

@@ -456,7 +456,7 @@ def test_policy_from_shapes() -> None:
     assert (policy.unhealthy_ok_count, policy.unhealthy_max_fraction) == (3, 0.45)
     assert policy.node_disk_overhead is None and policy.node_memory_overhead is None
     assert policy.packing == "auto" and policy.solver_time_limit == 0.2
-    assert policy.node_size_premium == 0.0
+    assert policy.node_size_premium == 0.04
     assert not policy.compensate_other_types
     data = example()
     data["scaler"] |= {
