@@ -69,6 +69,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from shoal.daemon.durable import Fenced
 from shoal.daemon.executor import ExecutionReport, Executor
 from shoal.daemon.nodes import TrackedState
 from shoal.daemon.slurm.client import SlurmClient
@@ -133,16 +134,23 @@ class TermCheck:
 
     def __init__(self, executor: Executor) -> None:
         self._executor = executor
-        self._held: bool | None = None  # None: not asked yet
+        self._held: bool | None = None  # None: not asked yet (or the last ask failed)
+        self.fenced = False  # the term was refused: another term began, nothing may follow
 
     async def confirm(self, what: str) -> bool:
-        """True when the batch may change Slurm (``what``: the first change, for the log)."""
+        """True when the batch may change Slurm (``what``: the first change, for the log).
+        A refusal (``Fenced``) holds for the batch; any other failure of the confirming write
+        (an etcd timeout) is not remembered: the change is not made now, and the next
+        ``confirm`` asks again (the daemon may still lead)."""
         if self._held is None:
             try:
                 await self._executor.confirm_term()
-            except Exception as exc:
+            except Fenced as exc:
                 log.error('event=slurm_change_refused what="%s" error="%r"', what, exc)
-                self._held = False
+                self.fenced, self._held = True, False
+            except Exception as exc:
+                log.warning('event=slurm_change_unconfirmed what="%s" error="%r"', what, exc)
+                return False
             else:
                 self._held = True
         return self._held
@@ -659,8 +667,12 @@ class PowerSaver:
             listed = {n.name: n for n in await self._listed()}
             address = listed[instance_id].privateIP if instance_id in listed else None
             if address:
-                if not await self._term().confirm(f"NodeAddr {node}"):
-                    return  # a deposed leader: the instance may be the new leader's to judge
+                term = self._term()
+                if not await term.confirm(f"NodeAddr {node}"):
+                    if term.fenced:
+                        return  # a deposed leader: the instance may be the new leader's to judge
+                    await self.clock.sleep(self.retry_interval)  # not confirmed: try again
+                    continue
                 try:
                     await self.client.set_address(node, address, address)
                 except SlurmError as exc:

@@ -10,6 +10,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from shoal.daemon.durable import StateError
 from shoal.daemon.leader.memory import MemoryElection, MemoryElector
 from shoal.daemon.leader.state import MemoryStateBackend
 from shoal.daemon.service import fence_handler
@@ -215,6 +216,35 @@ async def test_a_deposed_leader_sets_no_node_address(tmp_path: Path) -> None:
     await clock.advance(60)  # listed by now
     await clock.run_until(asyncio.gather(*d.power._tasks))
     assert slurm.calls == [] and not a.is_leader
+    await a.close()
+
+
+async def test_a_confirmation_lost_to_a_store_timeout_does_not_lose_the_node_address(
+    tmp_path: Path,
+) -> None:
+    """One etcd timeout on the confirming write is not a refusal: the daemon still leads,
+    so the address is tried again ``retry_interval`` later and set (before, it was dropped
+    for good, and the node waited for ResumeTimeout and was marked DOWN)."""
+    clock = FakeClock()
+    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock, listing_lag=30)
+    d, _, a = await leading(tmp_path, clock, provider, set_node_addr=True)
+    slurm = FakeSlurm()
+    d.power.client = slurm  # type: ignore[assignment]
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    backend = d.power.controller.store.backend
+    save, failures = backend.save, [StateError("etcd kv/txn timed out")]
+
+    async def flaky(snapshot: Any, epoch: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await save(snapshot, epoch)
+
+    backend.save = flaky  # type: ignore[method-assign]
+    await clock.advance(60)  # listed by now
+    await clock.run_until(asyncio.gather(*d.power._tasks))
+    assert not failures and a.is_leader
+    assert [c[0] for c in slurm.calls] == ["address"]
     await a.close()
 
 
