@@ -132,16 +132,27 @@ class TermCheck:
     began, whose refusal steps the daemon down; without ``ha`` nothing), not again for the
     rest. A refusal holds for the whole batch: nothing more in it may reach Slurm."""
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, epoch: int | None = None) -> None:
         self._executor = executor
         self._held: bool | None = None  # None: not asked yet (or the last ask failed)
         self.fenced = False  # the term was refused: another term began, nothing may follow
+        # the term the change belongs to (a task started in it may outlive it: this process
+        # may lead again, in a later term, by the time it writes): None, the current one
+        self._epoch = epoch if epoch is not None else executor.epoch
 
     async def confirm(self, what: str) -> bool:
         """True when the batch may change Slurm (``what``: the first change, for the log).
         A refusal (``Fenced``) holds for the batch; any other failure of the confirming write
         (an etcd timeout) is not remembered: the change is not made now, and the next
         ``confirm`` asks again (the daemon may still lead)."""
+        if self._held is None and self._executor.epoch != self._epoch:
+            log.error(
+                'event=slurm_change_refused what="%s" error="term %s ended (now %s)"',
+                what,
+                self._epoch,
+                self._executor.epoch,
+            )
+            self.fenced, self._held = True, False
         if self._held is None:
             try:
                 await self._executor.confirm_term()
@@ -232,9 +243,10 @@ class PowerSaver:
     def _epoch(self) -> int | None:  # ha: the leader's term, in every new request id
         return self.controller.executor.epoch
 
-    def _term(self) -> TermCheck:
-        """A new batch of changes to Slurm, confirmed before its first (see ``TermCheck``)."""
-        return TermCheck(self.controller.executor)
+    def _term(self, epoch: int | None = None) -> TermCheck:
+        """A new batch of changes to Slurm, confirmed before its first (see ``TermCheck``),
+        in the term ``epoch`` (None: the current one)."""
+        return TermCheck(self.controller.executor, epoch)
 
     def instance_id(self, node: str) -> str:
         """The daemon's id of a Slurm node's instance, or the node name when it has none."""
@@ -411,7 +423,7 @@ class PowerSaver:
                 self.clock.now() - request.accepted_at,
             )
             if self.set_node_addr:
-                self._spawn(self._set_address(node, ids[0]))
+                self._spawn(self._set_address(node, ids[0], self.controller.executor.epoch))
             return
         if not self._uncertain(node, report):
             await self._keep_down(node, node_type, _launch_error(report))
@@ -575,7 +587,9 @@ class PowerSaver:
                 self._by_node[member] = instance_id
                 self.launched.append((member, instance_id))
                 if self.set_node_addr:
-                    self._spawn(self._set_address(member, instance_id))
+                    self._spawn(
+                        self._set_address(member, instance_id, self.controller.executor.epoch)
+                    )
             return ids, ""
         if not ids and self._uncertain(group[0], report):
             return [], None
@@ -658,7 +672,7 @@ class PowerSaver:
         log.info('event=slurm_node_down node=%s reason="%s"', node, reason)
         return True
 
-    async def _set_address(self, node: str, instance_id: str) -> None:
+    async def _set_address(self, node: str, instance_id: str, epoch: int | None) -> None:
         """NodeAddr and NodeHostname from the instance's private address, once listed. The
         listing is the shared one (``_listed``): a burst of N launches waits for one or two
         DescribeInstances, not N at once; one that does not show the instance yet is retried
@@ -667,7 +681,7 @@ class PowerSaver:
             listed = {n.name: n for n in await self._listed()}
             address = listed[instance_id].privateIP if instance_id in listed else None
             if address:
-                term = self._term()
+                term = self._term(epoch)  # the launch's term, not whichever leads now
                 if not await term.confirm(f"NodeAddr {node}"):
                     if term.fenced:
                         return  # a deposed leader: the instance may be the new leader's to judge

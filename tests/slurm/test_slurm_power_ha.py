@@ -248,6 +248,31 @@ async def test_a_confirmation_lost_to_a_store_timeout_does_not_lose_the_node_add
     await a.close()
 
 
+async def test_an_address_decided_in_one_term_is_not_written_in_the_next(tmp_path: Path) -> None:
+    """The NodeAddr task of a launch outlives its term (only closing the integration cancels
+    it). When this daemon leads again, a later term's confirmation must not cover it: the
+    later term re-read the state and may judge the instance differently."""
+    clock = FakeClock()
+    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock, listing_lag=30)
+    d, _, a = await leading(tmp_path, clock, provider, set_node_addr=True)
+    slurm = FakeSlurm()
+    d.power.client = slurm  # type: ignore[assignment]
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    first = a.epoch
+    assert d.power._tasks  # its address not listed yet
+    await a.resign()  # the term ends as the service ends one: the task lives on
+    d.power.controller.stop()
+    await clock.run_until(a.campaign(), limit=30)  # elected again
+    d.power.controller.resume()
+    await begin(d, a)
+    assert a.epoch != first
+    await clock.advance(60)  # listed by now
+    await clock.run_until(asyncio.gather(*d.power._tasks))
+    assert slurm.calls == []
+    await a.close()
+
+
 async def test_a_pass_of_the_release_loop_confirms_its_term_once(tmp_path: Path) -> None:
     """The term is confirmed per batch, as the executor does per termination batch: a pass
     that releases three nodes makes one fenced write for them, not three."""
