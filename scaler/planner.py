@@ -584,8 +584,8 @@ def _onto_held(
     a bound that moves no further, so neither can starve the queued job.
 
     A longer wait for such room is not taken: measured on bench/policy.py's stand-in,
-    waiting up to the target time (1 h) for it kept large nodes longer and cost 2 % more
-    (bench/README.md)."""
+    waiting up to the target time (1 h when measured) for it kept large nodes longer and
+    cost 2 % more (bench/README.md)."""
     shares: dict[str, Jobs] = {t.name: {} for t in view.types}
     left = dict(queued)
     horizon = min(policy.target_time, HELD_ROOM_WAIT)
