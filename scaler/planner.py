@@ -140,9 +140,9 @@ Semantics a caller can rely on:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from types import MappingProxyType
 
 from shoal.scaler.binpack import binpack
@@ -611,21 +611,29 @@ def _onto_held(
         if not 0 < held <= view.current(t.name):
             continue  # (more than its live nodes: the model overfills them, no room in it)
         groups = sorted(offered.items(), key=lambda it: _job_order(it[0]), reverse=True)
-        lo, hi = 0, sum(offered.values())  # the largest prefix that needs no more nodes
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            prefix = _prefix(groups, mid)
-            if (
-                _count(dict(prefix), pinned, node, horizon) <= held
-                and _need(d.running, prefix, node, policy) <= held
-            ):
-                lo = mid
-            else:
-                hi = mid - 1
-        for job, count in _prefix(groups, lo):
+        fits = partial(_within_held, d.running, pinned, node, policy, horizon, held)
+        taken = _largest_prefix(groups, fits)  # the largest prefix that needs no more nodes
+        for job, count in taken:
             _add(shares[t.name], job, count)
             left[job] -= count
     return shares, {job: n for job, n in left.items() if n > 0}
+
+
+def _within_held(
+    running: Jobs,
+    pinned: Jobs,
+    node: Shape,
+    policy: Policy,
+    horizon: float,
+    held: int,
+    prefix: list[tuple[Shape, int]],
+) -> bool:
+    """(``_onto_held``) Whether queued ``prefix`` fits on the ``held`` nodes running jobs keep:
+    with them pinned at 0 within ``horizon``, and in the count ``_pack`` then uses."""
+    return (
+        _count(dict(prefix), pinned, node, horizon) <= held
+        and _need(running, prefix, node, policy) <= held
+    )
 
 
 # A busy node for _onto_held: how long its running jobs keep it up, and its free room
@@ -825,26 +833,36 @@ def _prefix(groups: Sequence[tuple[Shape, int]], k: int) -> list[tuple[Shape, in
     return out
 
 
-def _serve(d: _TypeDemand, node: Shape, cap: int, policy: Policy) -> tuple[Jobs, Jobs, int]:
-    """Split a type's queued jobs into (served, overflow) so the served ones need <= cap nodes."""
-    groups = sorted(d.queued.items(), key=lambda item: _job_order(item[0]), reverse=True)
-    total = sum(count for _, count in groups)
-    need = _need(d.running, groups, node, policy, d.hint, cap)
-    if need <= cap:
-        return dict(groups), {}, need
-    lo, hi = 0, total  # largest k whose prefix fits in cap nodes (running jobs always held)
-    floor = _Floor(d.running, node, policy.target_time)
+def _largest_prefix(
+    groups: Sequence[tuple[Shape, int]], fits: Callable[[list[tuple[Shape, int]]], bool]
+) -> list[tuple[Shape, int]]:
+    """The longest prefix of ``groups``, counted in jobs, that ``fits`` (a binary search:
+    ``fits`` is taken to hold for every prefix of one it holds for)."""
+    lo, hi = 0, sum(count for _, count in groups)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        prefix = _prefix(groups, mid)
-        if floor.over(prefix, cap):
-            hi = mid - 1
-        elif _need(d.running, prefix, node, policy, cap=cap) <= cap:
+        if fits(_prefix(groups, mid)):
             lo = mid
         else:
             hi = mid - 1
+    return _prefix(groups, lo)
+
+
+def _serve(d: _TypeDemand, node: Shape, cap: int, policy: Policy) -> tuple[Jobs, Jobs, int]:
+    """Split a type's queued jobs into (served, overflow) so the served ones need <= cap nodes."""
+    groups = sorted(d.queued.items(), key=lambda item: _job_order(item[0]), reverse=True)
+    need = _need(d.running, groups, node, policy, d.hint, cap)
+    if need <= cap:
+        return dict(groups), {}, need
+    floor = _Floor(d.running, node, policy.target_time)
+    fits = _largest_prefix(  # the largest prefix in cap nodes (running jobs always held)
+        groups,
+        lambda prefix: (
+            not floor.over(prefix, cap) and _need(d.running, prefix, node, policy, cap=cap) <= cap
+        ),
+    )
     served: Jobs = {}
-    for shape, count in _prefix(groups, lo):
+    for shape, count in fits:
         _add(served, shape, count)
     overflow = {s: c - served.get(s, 0) for s, c in groups if c - served.get(s, 0) > 0}
     return served, overflow, _need(d.running, served.items(), node, policy)
