@@ -423,7 +423,7 @@ class PowerSaver:
                 self.clock.now() - request.accepted_at,
             )
             if self.set_node_addr:
-                self._spawn(self._set_address(node, ids[0], self.controller.executor.epoch))
+                self._spawn(self._set_address(node, ids[0], self._epoch))
             return
         if not self._uncertain(node, report):
             await self._keep_down(node, node_type, _launch_error(report))
@@ -587,9 +587,7 @@ class PowerSaver:
                 self._by_node[member] = instance_id
                 self.launched.append((member, instance_id))
                 if self.set_node_addr:
-                    self._spawn(
-                        self._set_address(member, instance_id, self.controller.executor.epoch)
-                    )
+                    self._spawn(self._set_address(member, instance_id, self._epoch))
             return ids, ""
         if not ids and self._uncertain(group[0], report):
             return [], None
