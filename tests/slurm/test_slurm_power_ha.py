@@ -44,6 +44,20 @@ async def begin(d: Daemon, a: MemoryElector) -> None:
     controller.store.on_fenced[:] = [fence_handler(a, a.epoch or 0)]
 
 
+async def resumed_with_address_pending(
+    tmp_path: Path, clock: FakeClock
+) -> tuple[Daemon, MemoryElection, MemoryElector, FakeSlurm]:
+    """A leading daemon with ``set_node_addr`` that served a resume of ``cloud1``: its
+    instance is launched, its address not listed yet (a 30 s listing lag)."""
+    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock, listing_lag=30)
+    d, election, a = await leading(tmp_path, clock, provider, set_node_addr=True)
+    slurm = FakeSlurm()
+    d.power.client = slurm  # type: ignore[assignment]
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    return d, election, a, slurm
+
+
 async def kept_down(
     tmp_path: Path, clock: FakeClock, hostlist: str
 ) -> tuple[Daemon, MemoryElection, MemoryElector, FakeSlurm]:
@@ -204,12 +218,7 @@ async def test_a_deposed_leader_sets_no_node_address(tmp_path: Path) -> None:
     leader may have replaced the instance. A deposed leader confirms its term first and sets
     nothing."""
     clock = FakeClock()
-    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock, listing_lag=30)
-    d, election, a = await leading(tmp_path, clock, provider, set_node_addr=True)
-    slurm = FakeSlurm()
-    d.power.client = slurm  # type: ignore[assignment]
-    await d.power.accept("resume", "cloud1")
-    await d.served()
+    d, election, a, slurm = await resumed_with_address_pending(tmp_path, clock)
     assert len(d.power.launched) == 1 and d.power._tasks  # its address not listed yet
 
     await depose(a, election, clock)
@@ -226,12 +235,7 @@ async def test_a_confirmation_lost_to_a_store_timeout_does_not_lose_the_node_add
     so the address is tried again ``retry_interval`` later and set (before, it was dropped
     for good, and the node waited for ResumeTimeout and was marked DOWN)."""
     clock = FakeClock()
-    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock, listing_lag=30)
-    d, _, a = await leading(tmp_path, clock, provider, set_node_addr=True)
-    slurm = FakeSlurm()
-    d.power.client = slurm  # type: ignore[assignment]
-    await d.power.accept("resume", "cloud1")
-    await d.served()
+    d, _, a, slurm = await resumed_with_address_pending(tmp_path, clock)
     backend = d.power.controller.store.backend
     save, failures = backend.save, [StateError("etcd kv/txn timed out")]
 
@@ -253,12 +257,7 @@ async def test_an_address_decided_in_one_term_is_not_written_in_the_next(tmp_pat
     it). When this daemon leads again, a later term's confirmation must not cover it: the
     later term re-read the state and may judge the instance differently."""
     clock = FakeClock()
-    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock, listing_lag=30)
-    d, _, a = await leading(tmp_path, clock, provider, set_node_addr=True)
-    slurm = FakeSlurm()
-    d.power.client = slurm  # type: ignore[assignment]
-    await d.power.accept("resume", "cloud1")
-    await d.served()
+    d, _, a, slurm = await resumed_with_address_pending(tmp_path, clock)
     first = a.epoch
     assert d.power._tasks  # its address not listed yet
     await a.resign()  # the term ends as the service ends one: the task lives on
