@@ -612,11 +612,12 @@ def _onto_held(
     would have put on a type with room).
 
     A running job past its estimate has no known end: it holds its room past the wait and
-    keeps its node up for no time at all. Packing floors its remaining time at
-    ``RUNNING_JOB_MIN_REMAINING``, so it would look a minute from freeing its room every
-    pass while it overruns, and the queued job would wait for that room pass after pass
-    with nothing launched; this way its room is counted on only once it has ended (a later
-    pass sees it free). A job still within its estimate is counted as ending by it (rounded
+    keeps its node up for no time at all. (Packing takes it to run as long again as it has
+    overrun, ``running_remaining``: a job a few minutes late would look a few minutes from
+    freeing its room, and the queued job would wait for it, pass after pass, until the
+    overrun passed the wait. When that rule was a flat minute, it waited for as long as the
+    job overran.) This way its room is counted on only once it has ended (a later pass sees
+    it free). A job still within its estimate is counted as ending by it (rounded
     up to the minute): at worst the queued job waits for it until it is past its estimate,
     a bound that moves no further, so neither can starve the queued job.
 
