@@ -136,7 +136,7 @@ Semantics a caller can rely on:
   about that much late (within 2**(1/4)): then the queued job is planned past the target
   and a node is launched. So a job past its estimate keeps a queued job behind it waiting
   at most about the target time beyond that estimate (plus a boot). The geometric steps
-  keep the shapes few: the estimate moves some 20 times in a 6 h overrun, not 360, so
+  keep the shapes few: the estimate takes 29 values in a 6 h overrun, not 360, so
   passes of a long overrun reuse their packings (``NEEDS``).
 * An estimate that has settled is stored exactly: Toil's estimate approaches the raw
   estimate geometrically and, in floats, never reaches it (with b = 0.1 and a raw
