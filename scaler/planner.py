@@ -108,7 +108,8 @@ Semantics a caller can rely on:
   cores. ``Policy.node_memory_overhead`` / ``node_disk_overhead`` replace it with
   a flat amount per node.
 * A running job holds its node for its remaining expected time (run time less elapsed,
-  at least ``RUNNING_JOB_MIN_REMAINING``) from now: count packing pins it at time 0
+  at least ``RUNNING_JOB_MIN_REMAINING``; past its estimate, see below) from now: count
+  packing pins it at time 0
   (``binpack(pinned=...)``), so no queued job is planned to start before it on its room
   (else a queued job that fits one type only could be planned "now" on the node a long
   running job holds, and wait behind it past the target time with nothing launched). A
@@ -122,6 +123,21 @@ Semantics a caller can rely on:
   often packs the very jobs of an earlier pass (remembered: ``NEEDS``). On 300 recorded
   snapshots (tests/scaler/test_planner_recorded.py) no plan asks for less than with exact
   remaining times, and all but a few are the same.
+* A running job past its estimate (``running_remaining``) is taken to run as long again as
+  it has overrun so far (at least ``RUNNING_JOB_MIN_REMAINING``), its overrun rounded up to
+  ``OVERRUN_STEPS`` (whole minutes, each at most 2**(1/4) above the one before). Nothing is
+  known of it but how late it is; a job 5 min late most likely ends soon, one 3 h late
+  most likely does not (Gott's rule: as long again as it has lasted, here counted from its
+  estimate). The minimum alone (the rule until Dec 2026) made a job 3 h late look a minute
+  from ending on every pass, so a queued job that fits only its node's type (or whose
+  cheapest fit it is) was planned on that node a minute later, pass after pass, and nothing
+  was launched for it until the job really ended (hours, with the poor estimates of real
+  logs). Growing with the overrun, the estimate passes the target time once the job is
+  about that much late (within 2**(1/4)): then the queued job is planned past the target
+  and a node is launched. So a job past its estimate keeps a queued job behind it waiting
+  at most about the target time beyond that estimate (plus a boot). The geometric steps
+  keep the shapes few: the estimate takes 29 values in a 6 h overrun, not 360, so
+  passes of a long overrun reuse their packings (``NEEDS``).
 * An estimate that has settled is stored exactly: Toil's estimate approaches the raw
   estimate geometrically and, in floats, never reaches it (with b = 0.1 and a raw
   estimate of 0 it falls by ten each pass until it underflows, some 320 passes), so the
@@ -139,6 +155,7 @@ Semantics a caller can rely on:
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -168,6 +185,7 @@ from shoal.scaler.shape import Shape
 __all__ = [
     "HELD_ROOM_WAIT",
     "NEEDS",
+    "OVERRUN_STEPS",
     "REASON_COST_CEILING",
     "REASON_MAX_NODES",
     "REASON_UNAVAILABLE",
@@ -178,16 +196,23 @@ __all__ = [
     "cost_aware",
     "plan",
     "round_half_away",
+    "running_remaining",
     "smooth",
     "usable",
     "usable_shape",
 ]
 
-# A running job past its expected run time still holds its node; assume it holds
-# it at least this long more (seconds).
+# A running job about to end, or past its expected run time, still holds its node; assume it
+# holds it at least this long more (seconds).
 RUNNING_JOB_MIN_REMAINING = 60.0
 # A running job's remaining time is rounded up to whole minutes (see the module docstring).
 RUNNING_JOB_GRID = 60.0
+# A running job past its estimate: its overrun so far rounded up to the next of these
+# (seconds): whole minutes, each step up to 2**(1/4) times the one before (1, 2, 3, ... 8, 10,
+# 12, 14, 16, 20, 23, 27, 32, 39 ... minutes), up to some 2 years.
+OVERRUN_STEPS = tuple(
+    sorted({math.ceil(2 ** (k / 4)) * RUNNING_JOB_GRID for k in range(4 * 20 + 1)})
+)
 # Cost packing: a queued job waits at most this long (seconds; and the target time) for room
 # on a node running jobs keep anyway, rather than have a node bought for it (_onto_held).
 HELD_ROOM_WAIT = 600.0
@@ -454,6 +479,21 @@ def _holding(s: Shape, remaining: float) -> Shape:
     return Shape(remaining, s.memory, s.cores, s.disk, s.preemptible)
 
 
+def running_remaining(wall: float, elapsed: float) -> float:
+    """How long (seconds) a running job ``elapsed`` s into its expected ``wall`` s is taken to
+    hold its node (see the module docstring): what it has left, else as long again as it has
+    overrun so far, rounded up to ``OVERRUN_STEPS``; at least ``RUNNING_JOB_MIN_REMAINING``,
+    on ``RUNNING_JOB_GRID``."""
+    left = wall - elapsed
+    if left > 0:
+        return math.ceil(max(left, RUNNING_JOB_MIN_REMAINING) / RUNNING_JOB_GRID) * RUNNING_JOB_GRID
+    over = -left
+    step = bisect.bisect_left(OVERRUN_STEPS, over)
+    if step < len(OVERRUN_STEPS):
+        return OVERRUN_STEPS[step]
+    return math.ceil(over / RUNNING_JOB_GRID) * RUNNING_JOB_GRID  # (beyond some 2 years)
+
+
 def _assign(
     snapshot: Snapshot,
     view: _View,
@@ -471,14 +511,11 @@ def _assign(
         if node_type is None:
             continue  # on a draining, timed-out or unmanaged node: not our demand
         s = job.shape
-        left = s.wallTime - job.elapsed
-        remaining = max(left, RUNNING_JOB_MIN_REMAINING)
-        remaining = math.ceil(remaining / RUNNING_JOB_GRID) * RUNNING_JOB_GRID
-        held = _holding(s, remaining)
+        held = _holding(s, running_remaining(s.wallTime, job.elapsed))
         _add(demand[node_type].running, held, 1)
         if view.cost:
             on_node = demand[node_type].on_nodes.setdefault(job.node_id, [])
-            on_node.append((held, left <= 0))  # past its estimate: see _onto_held
+            on_node.append((held, job.elapsed >= s.wallTime))  # past its estimate: _onto_held
     queued: Jobs = {}
     gangs: dict[tuple[Shape, int], int] = {}
     for q in snapshot.demand.queued:
@@ -575,11 +612,12 @@ def _onto_held(
     would have put on a type with room).
 
     A running job past its estimate has no known end: it holds its room past the wait and
-    keeps its node up for no time at all. Packing floors its remaining time at
-    ``RUNNING_JOB_MIN_REMAINING``, so it would look a minute from freeing its room every
-    pass while it overruns, and the queued job would wait for that room pass after pass
-    with nothing launched; this way its room is counted on only once it has ended (a later
-    pass sees it free). A job still within its estimate is counted as ending by it (rounded
+    keeps its node up for no time at all. (Packing takes it to run as long again as it has
+    overrun, ``running_remaining``: a job a few minutes late would look a few minutes from
+    freeing its room, and the queued job would wait for it, pass after pass, until the
+    overrun passed the wait. When that rule was a flat minute, it waited for as long as the
+    job overran.) This way its room is counted on only once it has ended (a later pass sees
+    it free). A job still within its estimate is counted as ending by it (rounded
     up to the minute): at worst the queued job waits for it until it is past its estimate,
     a bound that moves no further, so neither can starve the queued job.
 

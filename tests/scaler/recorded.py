@@ -6,7 +6,11 @@ was before its speed work (commit ab55952, the same planner as 1fffab1) made for
 today against it. Recording again from a later planner would check it against itself;
 record only from a planner whose decisions are the reference, with
 
-    .venv/bin/python tests/scaler/recorded.py --record
+    .venv/bin/python tests/scaler/recorded.py --record [SEED ...]
+
+Given seeds, only those are recorded again (a change meant to move their plans), the ones
+off the minute grid with exact remaining times (``RUNNING_JOB_GRID`` 1e-6), as the others
+were recorded.
 
 Each case is a cluster in the middle of its work, as a replay sees it: 1-4 node types in
 Toil's shapes, live, booting and draining nodes, up to ~150 running jobs each with its
@@ -194,19 +198,23 @@ def summary(p: Plan) -> dict[str, Any]:
     }
 
 
-def record() -> None:
-    from shoal.scaler.planner import plan
+def record(seeds: list[int] | None = None) -> None:
+    from shoal.scaler import planner
 
-    out = {}
-    for seed in range(CASES):
-        p = plan(*case(seed))
+    out = json.loads(DATA.read_text()) if seeds else {}
+    grid = planner.RUNNING_JOB_GRID
+    for seed in range(CASES) if seeds is None else seeds:
+        args = case(seed)
+        planner.RUNNING_JOB_GRID = grid if seeds is None or on_minute_grid(args[0]) else 1e-6
+        p = planner.plan(*args)
         out[str(seed)] = {"digest": digest(p), **summary(p)}
+    planner.RUNNING_JOB_GRID = grid
     DATA.parent.mkdir(exist_ok=True)
     DATA.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
     print(f"recorded {len(out)} plans in {DATA}")
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--record"]:
+    if sys.argv[1:2] != ["--record"]:
         sys.exit(__doc__)
-    record()
+    record([int(seed) for seed in sys.argv[2:]] or None)

@@ -79,9 +79,10 @@ def test_an_estimate_further_away_is_kept_as_toil_computes_it(offset):
         (7200, 6000.5, 1200),  # 1199.5 s left: a whole minute up
         (7200, 5999.5, 1260),  # 1200.5 s left
         (3600.2, 0, 3660),
-        (600, 900, RUNNING_JOB_MIN_REMAINING),  # overran: the minimum, a whole minute
+        (600, 630, RUNNING_JOB_MIN_REMAINING),  # 30 s late: the minimum, a whole minute
+        (600, 900, 300),  # 5 min late: as long again (tests/scaler/test_planner_overrun.py)
     ],
-    ids=["whole", "just-started", "just-under", "just-over", "fraction", "overran"],
+    ids=["whole", "just-started", "just-under", "just-over", "fraction", "late", "overran"],
 )
 def test_running_jobs_remaining_time_is_rounded_up_to_a_minute(monkeypatch, wall, elapsed, held):
     """A running job holds its node for its remaining time, packed with the queued jobs."""
