@@ -174,11 +174,13 @@ def _fill(
     # least[i]: the least memory, cores and disk a group from dense[i] on needs (0: some
     # group needs none of it), so a filling stops once what is left holds none of them
     least: list[Res] = [(0.0, 0.0, 0.0)] * (len(dense) + 1)
-    least[-1] = (math.inf, math.inf, math.inf)
+    lm = lc = ld = math.inf
+    least[-1] = (lm, lc, ld)
     for i in range(len(dense) - 1, -1, -1):
         m, c, d = needs[dense[i]]
-        after = least[i + 1]
-        least[i] = (min(m, after[0]), min(c, after[1]), min(d, after[2]))
+        # min(m, lm) and so on, without a call per number
+        lm, lc, ld = (lm if lm < m else m), (lc if lc < c else c), (ld if ld < d else d)
+        least[i] = (lm, lc, ld)
     # Taking all one group can is myopic (it may fill the node's cores and strand its
     # memory), so the first group also takes only part of what fits, then the rest fill.
     starts: list[tuple[int, int]] = []
