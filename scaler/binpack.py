@@ -522,7 +522,13 @@ def _cheapest_order(
         sorted(groups, key=lambda j: (j.cores, j.memory, j.disk, j.wallTime), reverse=True),
         sorted(groups, key=lambda j: (dearest(j), j), reverse=True),
     ]
-    results = [_pack(groups, nodes, target_time, prices, WIDTH, order) for order in orders]
+    # Orders that come out the same (few groups, or groups in the same order by every key)
+    # give the same packing: each distinct order is packed once.
+    packed: dict[tuple[Shape, ...], Packing] = {}
+    for order in orders:
+        if tuple(order) not in packed:
+            packed[tuple(order)] = _pack(groups, nodes, target_time, prices, WIDTH, order)
+    results = [packed[tuple(order)] for order in orders]
     return min(results, key=lambda p: (p.cost(prices), p.total))
 
 

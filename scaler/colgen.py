@@ -275,10 +275,13 @@ class _Model:
         ng = len(self.jobs)
         zeros = (0,) * ng
         costs, starts, index, values = [], [], [], []
+        # rows as lists of Python floats: the same numbers, without numpy's per-item indexing
+        uppers, pers = self.upper.tolist(), self.per.tolist()
         for b, bin_ in enumerate(self.bins):
             row = self.limit_row.get(bin_.shape)
-            for g in np.flatnonzero(self.upper[b]).tolist():
-                k = int(self.upper[b, g])
+            upper, per = uppers[b], pers[b]
+            for g in self.fit_list[b]:
+                k = int(upper[g])
                 key = (b, (*zeros[:g], k, *zeros[g + 1 :]))
                 if key in self.seen:
                     continue
@@ -287,7 +290,7 @@ class _Model:
                 starts.append(len(index))
                 costs.append(bin_.price)
                 index.append(g)
-                values.append(k * self.per[b, g])
+                values.append(k * per[g])
                 if row is not None:
                     index.append(row)
                     values.append(1.0)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from functools import lru_cache
+from itertools import chain
 from typing import NamedTuple
 
 from shoal.scaler.booking import bins_for, per_column
@@ -85,12 +87,20 @@ def pattern_pack(
         for g in range(len(jobs))
     ]
     shares = [_shares(_res(b.shape), needs) for b in bins]
+    # Per bin, what does not change from round to round: a column's worth, the groups in
+    # _fill's order (densest first), and the columns each group still needs (updated below
+    # for the groups a round serves, not recomputed for every group).
+    worths = [[value[g] * per[i][g] for g in range(len(jobs))] for i in range(len(bins))]
+    orders = [_densest(width[i], worths[i], shares[i]) for i in range(len(bins))]
+    demands = [
+        [math.ceil(n / per[i][g]) if width[i][g] else 0 for g, n in enumerate(left)]
+        for i in range(len(bins))
+    ]
     while any(left):
         best: tuple[float, float, int, dict[int, int]] | None = None
         for i, b in enumerate(bins):
-            demand = [math.ceil(n / per[i][g]) if width[i][g] else 0 for g, n in enumerate(left)]
-            worth_per_column = [value[g] * per[i][g] for g in range(len(jobs))]
-            pattern = _fill(_res(b.shape), width[i], demand, worth_per_column, needs, shares[i])
+            demand = demands[i]
+            pattern = _fill(_res(b.shape), width[i], demand, worths[i], needs, shares[i], orders[i])
             worth = sum(value[g] * min(left[g], a * per[i][g]) for g, a in pattern.items())
             if not worth:
                 continue
@@ -106,6 +116,9 @@ def pattern_pack(
         )
         for g, a in pattern.items():
             left[g] = max(0, left[g] - repeat * a * int(per[i][g]))
+            for d, demand in enumerate(demands):
+                if width[d][g]:
+                    demand[g] = math.ceil(left[g] / per[d][g])
     for job in free:
         # Room on a node already opened serves it; otherwise the cheapest node that fits.
         fitting = [s for s in nodes if not job.fits_in(s)]
@@ -115,6 +128,21 @@ def pattern_pack(
         else:
             host.columns[job] = 1
     return patterns
+
+
+def _densest(width: list[int], value: list[float], shares: list[float]) -> list[int]:
+    """The groups a node holds (``width``), by value per dominant share, densest first
+    (a stable sort: ties in index order). Filtering it keeps that order, so it is sorted
+    once per node shape, not once per filling."""
+    return sorted(
+        (g for g, w in enumerate(width) if w), key=lambda g: value[g] / shares[g], reverse=True
+    )
+
+
+@lru_cache(maxsize=1024)
+def _parts(most: int) -> tuple[int, ...]:
+    """How many of the first group a filling takes, for each share in ``_PARTS``."""
+    return tuple(sorted({max(1, int(most * f)) for f in _PARTS}))
 
 
 def _shares(room: Res, needs: list[Res]) -> list[float]:
@@ -132,28 +160,32 @@ def _fill(
     value: list[float],
     needs: list[Res],
     shares: list[float],
+    order: list[int] | None = None,
 ) -> dict[int, int]:
     """A good filling of one empty node (``room``) with the remaining demand: greedy by
     value per dominant share (``shares``, see ``_shares``), with each of the densest groups
-    first, taking all or part of what fits of it; the most valuable filling wins."""
-    items = [g for g, c in enumerate(demand) if c and width[g]]
-    if not items:
+    first, taking all or part of what fits of it; the most valuable filling wins.
+    ``order``: ``_densest(width, value, shares)``, when the caller keeps it."""
+    if order is None:
+        order = _densest(width, value, shares)
+    dense = [g for g in order if demand[g]]
+    if not dense:
         return {}
-    dense = sorted(items, key=lambda g: value[g] / shares[g], reverse=True)
     # least[i]: the least memory, cores and disk a group from dense[i] on needs (0: some
     # group needs none of it), so a filling stops once what is left holds none of them
     least: list[Res] = [(0.0, 0.0, 0.0)] * (len(dense) + 1)
-    least[-1] = (math.inf, math.inf, math.inf)
+    lm = lc = ld = math.inf
+    least[-1] = (lm, lc, ld)
     for i in range(len(dense) - 1, -1, -1):
         m, c, d = needs[dense[i]]
-        after = least[i + 1]
-        least[i] = (min(m, after[0]), min(c, after[1]), min(d, after[2]))
+        # min(m, lm) and so on, without a call per number
+        lm, lc, ld = (lm if lm < m else m), (lc if lc < c else c), (ld if ld < d else d)
+        least[i] = (lm, lc, ld)
     # Taking all one group can is myopic (it may fill the node's cores and strand its
     # memory), so the first group also takes only part of what fits, then the rest fill.
     starts: list[tuple[int, int]] = []
     for first in dense[:_FIRSTS]:
-        most = min(demand[first], width[first])
-        starts += [(first, part) for part in sorted({max(1, int(most * f)) for f in _PARTS})]
+        starts += [(first, part) for part in _parts(min(demand[first], width[first]))]
     best: dict[int, int] = {}
     best_worth = 0.0
     for first, part in starts:
@@ -178,7 +210,10 @@ def _complete(
     left_m, left_c, left_d = room
     pattern: dict[int, int] = {}
     worth = 0.0
-    for i, g in enumerate([first, *order]):
+    # ``first``, then ``order`` without it; ``least[i]`` is what the groups after the i-th
+    # of ``[first, *order]`` need (the list itself is not built: it is walked only until
+    # the node is full)
+    for i, g in enumerate(chain((first,), order)):
         if i and g == first:
             continue
         m, c, d = needs[g]

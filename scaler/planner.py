@@ -840,6 +840,9 @@ def _need(
         return int(need)
     if hint is not None and hint[0] == jobs:  # the cost packer's count for these very jobs
         return int(min(need, hint[1]))
+    if _Floor(jobs, node, target).over((), need - 1):
+        return int(need)  # count packing is at the floor: the priced one cannot be below it
+
     # the priced heuristic mixes job shapes on a node (its result may follow the jobs' order)
     mixed = NEEDS.get(
         (binpack, tuple(jobs.items()), node, target, "mixed"),

@@ -243,3 +243,30 @@ def test_pinned_jobs_start_at_zero_and_no_job_goes_before_them(running: int) -> 
     assert pinned.assignment[NODE] == {busy: running, heavy: 1}
     with pytest.raises(ValueError, match="pinned"):
         binpack({heavy: 1}, [NODE], 900, prices={NODE: 1.0}, pinned={busy: 1})
+
+
+@settings(max_examples=200, deadline=None)
+@given(job_groups, node_shapes, st.sampled_from([0, 600, 3600]), st.randoms())
+def test_the_greedy_packs_each_distinct_group_order_once(jobs, nodes, target_time, rnd) -> None:
+    """``_cheapest_order`` packs every order it tries once, however many of its keys give
+    that order, and keeps the cheapest of the packings of all of them."""
+    import importlib
+    from unittest import mock
+
+    module = importlib.import_module("shoal.scaler.binpack")  # the module, not the function
+
+    prices = {s: round(rnd.uniform(0.01, 3.0), 3) for s in nodes}
+    real = module._pack
+    with mock.patch.object(module, "_pack", side_effect=real) as pack:
+        got = module._cheapest_order(jobs, sorted(nodes), target_time, prices)
+    orders = [tuple(c.args[5]) for c in pack.call_args_list]
+    assert len(orders) == len(set(orders))
+    each = [real(jobs, sorted(nodes), target_time, prices, module.WIDTH, list(o)) for o in orders]
+    best = min(each, key=lambda p: (p.cost(prices), p.total))
+    assert (got.counts, got.intervals, got.assignment) == (
+        best.counts,
+        best.intervals,
+        best.assignment,
+    )
+    if len(jobs) == 1:
+        assert len(orders) == 1

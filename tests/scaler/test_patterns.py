@@ -155,3 +155,68 @@ def test_a_filling_that_stops_when_nothing_more_fits_is_the_full_walks(groups, r
     width = [int(min(columns(room, n), 1000)) for n in needs]
     expected = _fill_every_group(room, width, demand, value, needs)
     assert _fill(room, width, demand, value, needs, _shares(room, needs)) == expected
+
+
+def _pattern_pack_afresh(groups, nodes, target_time, prices) -> list[tuple]:
+    """``pattern_pack``'s rounds as they were before it kept each bin's order and demand
+    between rounds: every round computes each bin's demand from what is left and lets
+    ``_fill`` sort the groups again (groups that take room and time only)."""
+    from shoal.scaler.booking import bins_for, per_column
+    from shoal.scaler.patterns import _fill, _shares
+    from shoal.scaler.resources import columns, res
+
+    jobs = list(groups)
+    left = [groups[j] for j in jobs]
+    bins = bins_for(jobs, nodes, target_time, prices)
+    per = {
+        (i, g): per_column(j, b.shape, b.intervals, target_time)
+        for i, b in enumerate(bins)
+        for g, j in enumerate(jobs)
+    }
+    wide = {
+        (i, g): int(columns(res(b.shape), res(j))) if per[i, g] and not j.fits_in(b.shape) else 0
+        for i, b in enumerate(bins)
+        for g, j in enumerate(jobs)
+    }
+    value = [
+        min(b.price / (wide[i, g] * per[i, g]) for i, b in enumerate(bins) if wide[i, g])
+        for g in range(len(jobs))
+    ]
+    out = []
+    while any(left):
+        best = None
+        for i, b in enumerate(bins):
+            width = [wide[i, g] for g in range(len(jobs))]
+            demand = [math.ceil(n / per[i, g]) if width[g] else 0 for g, n in enumerate(left)]
+            worth = [value[g] * per[i, g] for g in range(len(jobs))]
+            needs = [res(j) for j in jobs]
+            filled = _fill(res(b.shape), width, demand, worth, needs, _shares(res(b.shape), needs))
+            total = sum(value[g] * min(left[g], a * per[i, g]) for g, a in filled.items())
+            score = (total / b.price, -b.price)
+            if total and (best is None or score > best[0]):
+                best = (score, i, filled)
+        _, i, filled = best
+        repeat = max(1, int(min(left[g] // (a * per[i, g]) for g, a in filled.items())))
+        out.append((bins[i].shape, {jobs[g]: a for g, a in filled.items()}, repeat))
+        for g, a in filled.items():
+            left[g] = max(0, left[g] - repeat * a * int(per[i, g]))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(job_groups, node_shapes, st.sampled_from([0, 600, 3600]), st.randoms())
+def test_patterns_are_those_of_rounds_that_sort_and_count_afresh(
+    groups, nodes, target_time, rnd
+) -> None:
+    """Each bin's group order and demand, kept between rounds, give the patterns that
+    sorting and counting every round did."""
+    groups = {
+        j: n
+        for j, n in groups.items()
+        if j.wallTime > 0
+        and any((j.memory, j.cores, j.disk))
+        and any(not j.fits_in(s) for s in nodes)
+    }
+    prices = {s: round(rnd.uniform(0.01, 3.0), 3) for s in nodes}
+    got = [(p.shape, p.columns, p.repeat) for p in pattern_pack(groups, nodes, target_time, prices)]
+    assert got == _pattern_pack_afresh(groups, nodes, target_time, prices)
