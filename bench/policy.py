@@ -42,7 +42,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,20 +83,27 @@ class Audit:
 
 def clairvoyant_bound(trace: Trace, policy: Policy) -> tuple[float, int]:
     """Dollars for every job's node time at the cheapest share of a type it fits, and the
-    number of jobs no type fits (left out)."""
-    types = [(usable_shape(t, policy), t.price_per_hour or 0.0) for t in policy.node_types]
-    rate = np.full(len(trace.shapes), np.inf)  # dollars per hour of one job node
+    number of jobs no type fits (left out): a gang fits a type only if its nodes are within
+    the type's max, else no policy can start it (a wide SWF job split into gangs of small
+    nodes, say) and it costs nothing in any replay."""
+    types = [
+        (usable_shape(t, policy), t.price_per_hour or 0.0, t.max_nodes) for t in policy.node_types
+    ]
+    nodes = np.ones(len(trace), dtype=np.int64) if trace.nodes is None else trace.nodes
+    widths = np.unique(nodes)
+    # dollars per hour of one job node, per shape and gang width (its index in ``widths``)
+    rate = np.full((len(trace.shapes), len(widths)), np.inf)
     for i, job in enumerate(trace.shapes):
-        for room, price in types:
+        for room, price, most in types:
             if room.preemptible and not job.preemptible:
                 continue
             need = [(job.cores, room.cores), (job.memory, room.memory), (job.disk, room.disk)]
             if any(want > have + 1e-9 for want, have in need):
                 continue
             share = max(want / have for want, have in need if have > 0)
-            rate[i] = min(rate[i], share * price)
-    per_job = rate[trace.shape_index]
-    nodes = 1 if trace.nodes is None else trace.nodes
+            within = widths <= most
+            rate[i, within] = np.minimum(rate[i, within], share * price)
+    per_job = rate[trace.shape_index, np.searchsorted(widths, nodes)]
     fits = np.isfinite(per_job)
     hours = trace.run_time * nodes / 3600.0
     return float(np.sum(per_job[fits] * hours[fits])), int(np.sum(~fits))
@@ -189,13 +196,23 @@ def _replay(variant: Variant) -> tuple[Replay, Audit, float]:
 def replay_all(
     trace: Trace, variants: Sequence[Variant], options: ReplayOptions, jobs: int
 ) -> list[tuple[Replay, Audit, float]]:
+    """Every variant's replay, audit and CPU seconds, in variant order; each one's end is
+    noted on stderr as it comes (a long slice of a real log runs for minutes)."""
     workers = min(jobs, len(variants))
     if workers <= 1:
         _start(trace, options)
-        return [_replay(v) for v in variants]
+        return [_done(v, _replay(v)) for v in variants]
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, context, initializer=_start, initargs=(trace, options)) as p:
-        return list(p.map(_replay, variants))
+        futures = {p.submit(_replay, v): v for v in variants}
+        for future in as_completed(futures):
+            _done(futures[future], future.result())
+        return [f.result() for f in futures]
+
+
+def _done(variant: Variant, result: tuple[Replay, Audit, float]) -> tuple[Replay, Audit, float]:
+    print(f"  replayed {variant.name}: {result[2]:.0f} s CPU", file=sys.stderr, flush=True)
+    return result
 
 
 def _wait(seconds: float) -> str:
@@ -329,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"trace: {source}; first {args.days:g} days: {len(trace):,} jobs, "
         f"{len(set(trace.shape_index.tolist())):,} shapes, {gangs:,} gangs"
     )
+    for default in whole.defaults:  # what the reader assumed where the log says nothing
+        print(f"  assumed {default}")
     print(f"menu: {args.config}, {len(config.node_types)} node types; {len(variants)} variants")
     started = time.monotonic()
     results = replay_all(trace, variants, ReplayOptions(seed=args.seed), args.j)
@@ -337,7 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary(results))
     unfit = results[0][1].unfit
     if unfit:
-        print(f"({unfit:,} jobs fit no node type: left out of the bound)")
+        print(
+            f"({unfit:,} jobs fit no node type, or are gangs wider than the max of every type "
+            "they fit: left out of the bound; no policy starts them. A wide SWF job is a gang "
+            "of nodes of --cores-per-node cores)"
+        )
     if not args.no_breakdown:
         for done, audit, _ in results:
             print()

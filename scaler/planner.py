@@ -57,9 +57,11 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
 Semantics a caller can rely on:
 
 * A gang of N nodes is placed whole on one type: on N free (idle) live nodes of a type
-  when one has that many, else on N new nodes of a type with room under its max beside
-  all its live and draining nodes. It has those nodes to itself (1-node jobs are packed
-  beside it on other nodes: the plan never counts on room the gang may take). Its new
+  when one has that many; in cost packing, else on N live nodes of a type that are free
+  or whose running jobs all end within ``HELD_ROOM_WAIT`` (``_freed_soon``); else on N
+  new nodes of a type with room under its max beside all its live and draining nodes.
+  It has those nodes to itself (1-node jobs are packed beside it on other nodes: the
+  plan never counts on room the gang may take). Its new
   nodes are one unit of ``Launch.gangs``, launched all or none in one zone (zones are
   the executor's); they are never assembled from draining nodes, and when smoothing,
   the max or the cost ceiling leaves a launch short of a gang's nodes, none of them is
@@ -524,7 +526,7 @@ def _assign(
         else:
             _add(queued, q.shape, q.count)
     if gangs:
-        taken = _place_gangs(gangs, view, demand, unschedulable)
+        taken = _place_gangs(gangs, view, policy, demand, unschedulable)
         reserved = {t.name: reserved.get(t.name, 0) + taken[t.name] for t in view.types}
     note = ""
     if view.cost:
@@ -547,12 +549,14 @@ def _price(t: NodeType) -> float:
 def _place_gangs(
     gangs: Mapping[tuple[Shape, int], int],
     view: _View,
+    policy: Policy,
     demand: dict[str, _TypeDemand],
     unschedulable: Waiting,
 ) -> dict[str, int]:
     """Place each gang (a job on N nodes at once) on N nodes of ONE type, before any
     1-node job: N free live nodes of a type that fits (idle, booting or ready; in the
-    types' order) if some type has that many, else N new nodes of the first type that
+    types' order) if some type has that many, in cost packing else free and busy nodes
+    whose running jobs end soon (``_freed_soon``), else N new nodes of the first type that
     fits and can launch (in count packing Toil's order, in cost packing the cheapest),
     as far as its max leaves room beside all its live and draining nodes (free nodes too
     few for a gang are no part of it: they are drained as unneeded, as any idle node, and
@@ -564,6 +568,7 @@ def _place_gangs(
     grown = {t.name: 0 for t in view.types}  # new nodes for gangs
     # where new nodes go: Toil's order, or the cheapest first (a stable sort: ties keep it)
     growable = sorted(view.types, key=_price) if view.cost else view.types
+    wait = min(policy.target_time, HELD_ROOM_WAIT)
     for (shape, n), count in sorted(
         gangs.items(), key=lambda it: (_job_order(it[0][0]), it[0][1]), reverse=True
     ):
@@ -574,6 +579,8 @@ def _place_gangs(
             continue
         for _ in range(count):
             here = next((t for t in fits if free[t.name] - taken[t.name] >= n), None)
+            if here is None and view.cost:
+                here = next((t for t in fits if _freed_soon(t, n, free, taken, demand, wait)), None)
             if here is not None:
                 taken[here.name] += n
                 demand[here.name].gangs_live.append((shape, n))
@@ -589,6 +596,43 @@ def _place_gangs(
             if fits[0] is not here and fits[0].name in view.blocked:
                 demand[here.name].fallback_from.add(fits[0].name)
     return taken
+
+
+def _freed_soon(
+    t: NodeType,
+    n: int,
+    free: dict[str, int],
+    taken: Mapping[str, int],
+    demand: dict[str, _TypeDemand],
+    wait: float,
+) -> bool:
+    """(``_place_gangs``, cost packing) Whether a gang of ``n`` nodes of ``t`` can wait for
+    live nodes rather than new ones: its free nodes not yet taken, then busy nodes whose
+    running jobs all end (none past its estimate) within ``wait``, earliest first. If so,
+    those busy nodes are the gang's: their running jobs leave the type's demand (the gang
+    holds the nodes after them, to itself, as it holds free ones) and they count as free
+    nodes from then on, which the caller takes, so 1-node jobs count on no room there.
+
+    A gang frees its nodes together, and the next gang of its shape fits them all at once:
+    on a log of back-to-back wide jobs, nodes launched for the queued gang joined after it
+    had started on the nodes the running one freed, and never ran a job."""
+    d = demand[t.name]
+    idle = free[t.name] - taken[t.name]
+    ends = sorted(
+        (max(s.wallTime for s, _ in jobs), node)
+        for node, jobs in d.on_nodes.items()
+        if not any(over for _, over in jobs)
+    )
+    soon = [node for end, node in ends if end <= wait][: max(0, n - idle)]
+    if idle + len(soon) < n:
+        return False
+    for node in soon:
+        for s, _ in d.on_nodes.pop(node):
+            d.running[s] -= 1
+            if not d.running[s]:
+                del d.running[s]
+    free[t.name] += len(soon)
+    return True
 
 
 def _onto_held(

@@ -8,7 +8,7 @@ from builders import NOW, backed_off, job, node, node_type, policy, snapshot
 from hypothesis import given
 from hypothesis import strategies as st
 from shoal.scaler.model import AddCause, NodeState, PlannerState, QueuedJobs, RunningJob, Snapshot
-from shoal.scaler.planner import plan
+from shoal.scaler.planner import HELD_ROOM_WAIT, plan
 from test_planner_properties import JOBS, SETTINGS, scenarios
 
 # 12-core types; after the builders' flat overhead: 12 cores, 47 GiB / 95 GiB usable
@@ -189,3 +189,52 @@ def test_a_gang_is_launched_whole_on_one_type_or_not_at_all(scenario):
 def test_gangs_leave_the_plan_deterministic(scenario):
     snap, pol, state = scenario
     assert plan(snap, pol, state, NOW) == plan(snap, pol, state, NOW)
+
+
+def _ending(count: int, left: float, free: int = 0, wall: float = 600.0):
+    """``count`` c12 nodes each running one full-node job with ``left`` seconds to go (past
+    its estimate when negative), and ``free`` idle ones."""
+    nodes = [node(f"n{i}", C12) for i in range(count + free)]
+    runs = [RunningJob(job(12, 40, 10, wall=wall), f"n{i}", wall - left) for i in range(count)]
+    return nodes, runs
+
+
+def test_cost_packing_waits_for_nodes_running_jobs_free_soon_rather_than_launch_a_gang():
+    # a 4-node job running out in 2 minutes frees 4 nodes at once; the next gang takes them
+    # (new nodes would join after it started there, and never run a job)
+    nodes, runs = _ending(4, 120)
+    p = plan(snapshot(nodes, [gang()], runs), policy(C12, packing="cost"), PlannerState(), NOW)
+    assert p.launches == ()
+    assert p.targets == {"c12": 4}
+    # and with 2 of them free now, 2 ending soon: the same
+    nodes, runs = _ending(2, 120, free=2)
+    p = plan(snapshot(nodes, [gang()], runs), policy(C12, packing="cost"), PlannerState(), NOW)
+    assert p.launches == ()
+    assert p.drains == ()
+
+
+def test_a_gang_waits_for_busy_nodes_only_within_the_held_room_wait_and_estimates():
+    cost = policy(C12, packing="cost")
+    for left in (HELD_ROOM_WAIT + 120, -60):  # ends too late; past its estimate: no known end
+        nodes, runs = _ending(4, left, wall=7200)
+        p = plan(snapshot(nodes, [gang()], runs), cost, PlannerState(), NOW)
+        assert [(la.count, la.gangs) for la in p.launches] == [(4, (4,))], left
+    # three nodes soon free are not four: the gang gets new nodes
+    nodes, runs = _ending(3, 120)
+    p = plan(snapshot(nodes, [gang()], runs), cost, PlannerState(), NOW)
+    assert [(la.count, la.gangs) for la in p.launches] == [(4, (4,))]
+    # Toil's count packing launches for the gang as before
+    nodes, runs = _ending(4, 120)
+    p = plan(snapshot(nodes, [gang()], runs), policy(C12), PlannerState(), NOW)
+    assert [(la.count, la.gangs) for la in p.launches] == [(4, (4,))]
+
+
+def test_nodes_a_gang_waits_for_are_no_room_for_1_node_jobs():
+    # the 1-node job cannot count on the room the gang takes once the running jobs end
+    nodes, runs = _ending(4, 120)
+    single = QueuedJobs(job(2, 4, 1, wall=300), 1)
+    p = plan(
+        snapshot(nodes, [gang(), single], runs), policy(C12, packing="cost"), PlannerState(), NOW
+    )
+    assert [(la.node_type, la.count, la.gangs) for la in p.launches] == [("c12", 1, ())]
+    assert p.targets == {"c12": 5}

@@ -36,9 +36,11 @@ def test_bound_prices_each_job_at_its_cheapest_share() -> None:
     b.add(10, 3600, 3600, 1, 32 * GiB, 0, False)  # only r: 32/64 x 0.80 = 0.40
     b.add(20, 3600, 3600, 4, 8 * GiB, 0, True, nodes=2)  # spot: 0.5 x 0.20 x 2 nodes = 0.20
     b.add(30, 3600, 3600, 4, 100 * GiB, 0, False)  # fits nothing
+    b.add(40, 3600, 3600, 4, 8 * GiB, 0, False, nodes=11)  # 11 nodes: beyond c's max of 10
+    b.add(50, 3600, 3600, 4, 8 * GiB, 0, False, nodes=10)  # 10 x 0.5 x 0.40 = 2.00
     bound, unfit = clairvoyant_bound(b.build(), policy)
-    assert unfit == 1
-    assert bound == pytest.approx(0.20 + 0.40 + 0.20)
+    assert unfit == 2  # no policy starts the 11-node gang: it costs nothing in a replay
+    assert bound == pytest.approx(0.20 + 0.40 + 0.20 + 2.00)
 
 
 def test_policy_bench_prints_both_policies_and_the_bound(tmp_path: Path) -> None:
