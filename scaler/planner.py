@@ -523,6 +523,7 @@ def _place_gangs(
     offered to 1-node jobs (so the plan never counts on room a gang may take). Returns
     the live nodes gangs take per type, which are then no room for 1-node jobs."""
     free = {t.name: sum(1 for n in view.live[t.name] if n.id not in view.busy) for t in view.types}
+    room = {t.name: view.room(t) for t in view.types}  # the view does not change here
     taken = {t.name: 0 for t in view.types}  # free nodes gangs take
     grown = {t.name: 0 for t in view.types}  # new nodes for gangs
     # where new nodes go: Toil's order, or the cheapest first (a stable sort: ties keep it)
@@ -535,20 +536,31 @@ def _place_gangs(
             key = (shape, _fewest_failures(shape, view), n)
             unschedulable[key] = unschedulable.get(key, 0) + count
             continue
-        for _ in range(count):
+        # The ``count`` identical gangs are placed as one at a time would place them, in
+        # runs: one at a time, each goes to the first type (in ``fits``) with n free nodes
+        # left, as long as it has them (the types before it have fewer, and placing takes
+        # none of theirs); with none, to the first growable type within its max, as long
+        # as it has room (the types before it stay out of room or blocked). So a run
+        # takes as many as fit on one type in one step; once one cannot be placed, none
+        # of the rest can (nothing changed), and they are reported together.
+        while count:
             here = next((t for t in fits if free[t.name] - taken[t.name] >= n), None)
             if here is not None:
-                taken[here.name] += n
-                demand[here.name].gangs_live.append((shape, n))
+                k = min(count, (free[here.name] - taken[here.name]) // n)
+                taken[here.name] += k * n
+                demand[here.name].gangs_live.extend([(shape, n)] * k)
+                count -= k
                 continue
-            within = [t for t in fits if grown[t.name] + n <= view.room(t)]
+            within = [t for t in fits if grown[t.name] + n <= room[t.name]]
             here = next((t for t in growable if t in within and t.name not in view.blocked), None)
             if here is None:
                 reason = REASON_UNAVAILABLE if within else REASON_MAX_NODES
-                _report(unschedulable, {shape: 1}, reason, n)
-                continue
-            grown[here.name] += n
-            demand[here.name].gangs.append((shape, n))
+                _report(unschedulable, {shape: count}, reason, n)
+                break
+            k = min(count, (room[here.name] - grown[here.name]) // n)
+            grown[here.name] += k * n
+            demand[here.name].gangs.extend([(shape, n)] * k)
+            count -= k
             if fits[0] is not here and fits[0].name in view.blocked:
                 demand[here.name].fallback_from.add(fits[0].name)
     return taken

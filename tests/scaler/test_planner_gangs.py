@@ -7,6 +7,7 @@ from dataclasses import replace
 from builders import NOW, backed_off, job, node, node_type, policy, snapshot
 from hypothesis import given
 from hypothesis import strategies as st
+from shoal.scaler import planner
 from shoal.scaler.model import AddCause, NodeState, PlannerState, QueuedJobs, RunningJob, Snapshot
 from shoal.scaler.planner import plan
 from test_planner_properties import JOBS, SETTINGS, scenarios
@@ -189,3 +190,94 @@ def test_a_gang_is_launched_whole_on_one_type_or_not_at_all(scenario):
 def test_gangs_leave_the_plan_deterministic(scenario):
     snap, pol, state = scenario
     assert plan(snap, pol, state, NOW) == plan(snap, pol, state, NOW)
+
+
+def _one_gang_at_a_time(gangs, view):
+    """The reference for ``_place_gangs``: its docstring's rule applied to one gang at a
+    time, as the planner did before it placed identical gangs in runs. Returns what the
+    planner's does: (free nodes taken, per type: gangs on free nodes, gangs to launch,
+    fallbacks), and the unschedulable gangs in the order they were reported."""
+    names = [t.name for t in view.types]
+    left = {
+        t.name: len([n for n in view.live[t.name] if n.id not in view.busy]) for t in view.types
+    }
+    room = {t.name: view.room(t) for t in view.types}
+    on_live = {name: [] for name in names}
+    to_launch = {name: [] for name in names}
+    fallback = {name: set() for name in names}
+    reported = {}
+    order = sorted(view.types, key=planner._price) if view.cost else view.types
+    singles = [key for key, count in gangs.items() for _ in range(count)]
+    singles.sort(key=lambda g: (planner._job_order(g[0]), g[1]), reverse=True)
+    for shape, n in singles:
+        ok = [t for t in view.types if not shape.fits_in(view.usable[t.name])]
+        if not ok:
+            reasons = planner._fewest_failures(shape, view)
+        elif any(left[t.name] >= n for t in ok):
+            t = next(t for t in ok if left[t.name] >= n)
+            left[t.name] -= n
+            on_live[t.name].append((shape, n))
+            continue
+        else:
+            can = [t for t in ok if room[t.name] >= n]
+            grow = [t for t in order if t in can and t.name not in view.blocked]
+            if grow:
+                room[grow[0].name] -= n
+                to_launch[grow[0].name].append((shape, n))
+                if ok[0] is not grow[0] and ok[0].name in view.blocked:
+                    fallback[grow[0].name].add(ok[0].name)
+                continue
+            reasons = (planner.REASON_UNAVAILABLE if can else planner.REASON_MAX_NODES,)
+        reported[shape, reasons, n] = reported.get((shape, reasons, n), 0) + 1
+    free = {
+        t.name: len([n for n in view.live[t.name] if n.id not in view.busy]) for t in view.types
+    }
+    taken = {name: free[name] - left[name] for name in names}
+    return taken, on_live, to_launch, fallback, list(reported.items())
+
+
+@st.composite
+def many_identical_gangs(draw):
+    """The property tests' random clusters with room for several gangs (max up to 13 a
+    type) and gangs of 2-4 nodes queued by the handful, several of one shape."""
+    snap, pol, _ = draw(scenarios())
+    wider = tuple(
+        replace(t, max_nodes=t.max_nodes + draw(st.integers(0, 8))) for t in pol.node_types
+    )
+    gangs = {
+        (draw(JOBS), draw(st.integers(2, 4))): draw(st.integers(1, 9))
+        for _ in range(draw(st.integers(1, 4)))
+    }
+    return snap, replace(pol, node_types=wider), gangs
+
+
+@SETTINGS
+@given(many_identical_gangs())
+def test_identical_gangs_placed_in_runs_as_one_at_a_time(scenario):
+    snap, pol, gangs = scenario
+    view = planner._observe(snap, pol, NOW)
+    demand = {t.name: planner._TypeDemand() for t in view.types}
+    unschedulable = {}
+    taken = planner._place_gangs(gangs, view, demand, unschedulable)
+    got = (
+        taken,
+        {name: d.gangs_live for name, d in demand.items()},
+        {name: d.gangs for name, d in demand.items()},
+        {name: d.fallback_from for name, d in demand.items()},
+        list(unschedulable.items()),
+    )
+    assert got == _one_gang_at_a_time(gangs, view)
+
+
+def test_a_thousand_gangs_too_wide_for_any_max_are_reported_in_one_step(monkeypatch):
+    # the pathological real log: a queue of identical gangs wider than every type's max;
+    # placing them costs one step, not one per gang
+    calls = []
+    real = planner._report
+    monkeypatch.setattr(planner, "_report", lambda *a: calls.append(a) or real(*a))
+    wide = gang(1000, nodes=64)
+    p = plan(snapshot(queue=[wide]), policy(C12, C12_BIG), PlannerState(), NOW)
+    assert [(u.count, u.node_count, u.reasons) for u in p.unschedulable] == [
+        (1000, 64, ("max-nodes",))
+    ]
+    assert len([a for a in calls if a[3:] == (64,)]) == 1  # the gangs' one report
