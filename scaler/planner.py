@@ -528,14 +528,29 @@ def _place_gangs(
     grown = {t.name: 0 for t in view.types}  # new nodes for gangs
     # where new nodes go: Toil's order, or the cheapest first (a stable sort: ties keep it)
     growable = sorted(view.types, key=_price) if view.cost else view.types
-    for (shape, n), count in sorted(
-        gangs.items(), key=lambda it: (_job_order(it[0][0]), it[0][1]), reverse=True
-    ):
-        fits = [t for t in view.types if not shape.fits_in(view.usable[t.name])]
+    # A gang that fits no type, or is wider than every type's free nodes and room, is
+    # reported at once: it changes nothing, so where it stands in the order does not
+    # matter (the plan sorts what it reports), and a queue of thousands of them (a real
+    # log's jobs wider than the cluster may grow) is neither sorted nor placed. Which types
+    # a shape fits reads neither its wall time nor the gang's size: asked once a pass.
+    widest = max((max(free[name], room[name]) for name in free), default=0)
+    fitting: dict[tuple[float, float, float, bool], list[NodeType]] = {}
+    placeable: list[tuple[tuple[Shape, int], int, list[NodeType]]] = []
+    for (shape, n), count in gangs.items():
+        resources = (shape.memory, shape.cores, shape.disk, shape.preemptible)
+        fits = fitting.get(resources)
+        if fits is None:
+            fits = [t for t in view.types if not shape.fits_in(view.usable[t.name])]
+            fitting[resources] = fits
         if not fits:
             key = (shape, _fewest_failures(shape, view), n)
             unschedulable[key] = unschedulable.get(key, 0) + count
-            continue
+        elif n > widest:  # no n free nodes, no room for n: as below, "max-nodes"
+            _report(unschedulable, {shape: count}, REASON_MAX_NODES, n)
+        else:
+            placeable.append(((shape, n), count, fits))
+    placeable.sort(key=lambda it: (_job_order(it[0][0]), it[0][1]), reverse=True)
+    for (shape, n), count, fits in placeable:
         # The ``count`` identical gangs are placed as one at a time would place them, in
         # runs: one at a time, each goes to the first type (in ``fits``) with n free nodes
         # left, as long as it has them (the types before it have fewer, and placing takes

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from shoal.scaler import planner
 from shoal.scaler.model import AddCause, NodeState, PlannerState, QueuedJobs, RunningJob, Snapshot
 from shoal.scaler.planner import plan
+from shoal.scaler.shape import Shape
 from test_planner_properties import JOBS, SETTINGS, scenarios
 
 # 12-core types; after the builders' flat overhead: 12 cores, 47 GiB / 95 GiB usable
@@ -196,7 +197,7 @@ def _one_gang_at_a_time(gangs, view):
     """The reference for ``_place_gangs``: its docstring's rule applied to one gang at a
     time, as the planner did before it placed identical gangs in runs. Returns what the
     planner's does: (free nodes taken, per type: gangs on free nodes, gangs to launch,
-    fallbacks), and the unschedulable gangs in the order they were reported."""
+    fallbacks), and the unschedulable gangs (a dict: the plan sorts them)."""
     names = [t.name for t in view.types]
     left = {
         t.name: len([n for n in view.live[t.name] if n.id not in view.busy]) for t in view.types
@@ -233,7 +234,7 @@ def _one_gang_at_a_time(gangs, view):
         t.name: len([n for n in view.live[t.name] if n.id not in view.busy]) for t in view.types
     }
     taken = {name: free[name] - left[name] for name in names}
-    return taken, on_live, to_launch, fallback, list(reported.items())
+    return taken, on_live, to_launch, fallback, reported
 
 
 @st.composite
@@ -264,7 +265,7 @@ def test_identical_gangs_placed_in_runs_as_one_at_a_time(scenario):
         {name: d.gangs_live for name, d in demand.items()},
         {name: d.gangs for name, d in demand.items()},
         {name: d.fallback_from for name, d in demand.items()},
-        list(unschedulable.items()),
+        unschedulable,
     )
     assert got == _one_gang_at_a_time(gangs, view)
 
@@ -281,3 +282,18 @@ def test_a_thousand_gangs_too_wide_for_any_max_are_reported_in_one_step(monkeypa
         (1000, 64, ("max-nodes",))
     ]
     assert len([a for a in calls if a[3:] == (64,)]) == 1  # the gangs' one report
+
+
+def test_gangs_wider_than_the_cluster_may_grow_are_not_matched_to_types_one_by_one(monkeypatch):
+    # a real log's jobs are all of one shape but their run times: 500 gangs wider than
+    # any type's max, each its own wall time, ask which types fit once, not 500 times
+    asked = []
+    real = Shape.fits_in
+    monkeypatch.setattr(Shape, "fits_in", lambda s, o: asked.append(s) or real(s, o))
+    wide = [gang(1, nodes=64, shape=replace(GANG, wallTime=60.0 + i)) for i in range(500)]
+    p = plan(snapshot(queue=wide), policy(C12, C12_BIG), PlannerState(), NOW)
+    assert [(u.count, u.node_count, u.reasons) for u in p.unschedulable] == [
+        (1, 64, ("max-nodes",))
+    ] * 500
+    assert [u.shape.wallTime for u in p.unschedulable] == [60.0 + i for i in range(500)]
+    assert len(asked) <= 2  # one shape's resources, two types
