@@ -174,6 +174,9 @@ class Cluster:
         self._jobs: dict[int, _Job] = {}  # queued or running
         self._queue: dict[_FitKey, list[tuple[int, int]]] = {}  # key -> heap of (seq, job id)
         self._queued_shapes: dict[tuple[Shape, int], int] = {}  # (shape, nodes) -> jobs
+        # demand()'s queued jobs, made again only after _queued_shapes changed: a real
+        # log's queue may hold thousands of shapes that wait pass after pass
+        self._queued_demand: tuple[QueuedJobs, ...] | None = None
         # queued gangs by (fit key, nodes): heap of (seq, job id)
         self._gangs: dict[tuple[_FitKey, int], list[tuple[int, int]]] = {}
         self._gangs_dirty = False  # a gang queued or a node gained room since the last try
@@ -290,6 +293,7 @@ class Cluster:
         self._queued += 1
         queued = (job.shape, job.nodes)
         self._queued_shapes[queued] = self._queued_shapes.get(queued, 0) + 1
+        self._queued_demand = None
         self._dirty = True
         self.version += 1
 
@@ -301,6 +305,7 @@ class Cluster:
             self._queued_shapes[queued] = count
         else:
             del self._queued_shapes[queued]
+        self._queued_demand = None
         self._queued -= 1
         self._running += 1
         job.waited += now - job.queued_since
@@ -494,9 +499,12 @@ class Cluster:
     def demand(self, now: float) -> Demand:
         """Queued jobs per shape and running jobs with their elapsed time, at ``now``."""
         self.advance(now)
-        queued = tuple(
-            QueuedJobs(shape, count, nodes) for (shape, nodes), count in self._queued_shapes.items()
-        )
+        queued = self._queued_demand
+        if queued is None:
+            queued = self._queued_demand = tuple(
+                QueuedJobs(shape, count, nodes)
+                for (shape, nodes), count in self._queued_shapes.items()
+            )
         running = tuple(
             RunningJob(job.shape, node.name, now - (job.start or 0.0))
             for node in self._order

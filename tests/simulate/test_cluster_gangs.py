@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -140,8 +141,27 @@ def test_grouped_gangs_start_where_one_at_a_time_starts_them(steps, seed) -> Non
         assert [grouped.nodes_of(j) for j in range(i + 1)] == [
             reference.nodes_of(j) for j in range(i + 1)
         ]
+        if kind == "wait":  # the demand read, kept between queue changes, is the queue's
+            sizes = {j: n for j, (k, _, n) in enumerate(steps[: i + 1]) if k == "submit"}
+            waiting = Counter((shape, sizes[j]) for j, shape, _ in grouped.queued_jobs())
+            read = grouped.demand(now).queued
+            assert {(q.shape, q.node_count): q.count for q in read} == waiting
+            assert len(read) == len(waiting)
     assert grouped.demand(now) == reference.demand(now)
     assert grouped.stats(now).waits.tolist() == reference.stats(now).waits.tolist()
+
+
+def test_a_demand_read_reuses_the_queued_jobs_until_the_queue_changes() -> None:
+    c = Cluster()
+    c.node_joined("n0", C12, 0)
+    for j in range(3):
+        c.submit(j, PER_NODE, 100, 0, nodes=4)  # never start: one node
+    first = c.demand(10).queued
+    assert first == (QueuedJobs(PER_NODE, 3, node_count=4),)
+    assert c.demand(20).queued is first  # nothing queued or started since
+    c.submit(3, PER_NODE, 100, 30)  # starts on n0
+    c.submit(4, PER_NODE, 100, 30, nodes=4)
+    assert c.demand(30).queued == (QueuedJobs(PER_NODE, 4, node_count=4),)
 
 
 def test_a_thousand_gangs_too_wide_for_the_cluster_cost_a_pass_one_scan() -> None:
