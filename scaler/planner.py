@@ -1412,6 +1412,29 @@ def _actions(
     return launches, undrains
 
 
+# the last plan's unschedulable jobs and their tuple, one pair: replaced whole, read once
+# (plans may run in threads)
+_LAST_REPORTED: list[tuple[Waiting, tuple[Unschedulable, ...]]] = [({}, ())]
+
+
+def _reported(unschedulable: Waiting) -> tuple[Unschedulable, ...]:
+    """The plan's unschedulable jobs, in Toil's shape order. A queue that cannot run
+    reports the same jobs pass after pass (a real log may hold thousands of shapes wider
+    than the cluster may grow): when they equal the last plan's, its tuple is given again
+    (a dict compare instead of a sort and a record per shape)."""
+    last, reported = _LAST_REPORTED[0]
+    if unschedulable == last:
+        return reported
+    reported = tuple(
+        Unschedulable(shape, count, reasons, nodes)
+        for (shape, reasons, nodes), count in sorted(
+            unschedulable.items(), key=lambda it: (_job_order(it[0][0]), *it[0][1:])
+        )
+    )
+    _LAST_REPORTED[0] = (unschedulable, reported)
+    return reported
+
+
 def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) -> Plan:
     """Decide what to launch, undrain, drain and terminate. Pure: same arguments, same
     plan, unless cost packing's solver runs out of its time (then the packing it found
@@ -1443,12 +1466,7 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
         drains=tuple(drains),
         terminations=tuple(terminations),
         targets=MappingProxyType({t.name: targets[t.name].target for t in view.types}),
-        unschedulable=tuple(
-            Unschedulable(shape, count, reasons, nodes)
-            for (shape, reasons, nodes), count in sorted(
-                unschedulable.items(), key=lambda it: (_job_order(it[0][0]), *it[0][1:])
-            )
-        ),
+        unschedulable=_reported(unschedulable),
         state=PlannerState(
             estimates=MappingProxyType(estimates), unneeded_since=MappingProxyType(unneeded)
         ),

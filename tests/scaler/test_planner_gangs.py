@@ -297,3 +297,15 @@ def test_gangs_wider_than_the_cluster_may_grow_are_not_matched_to_types_one_by_o
     ] * 500
     assert [u.shape.wallTime for u in p.unschedulable] == [60.0 + i for i in range(500)]
     assert len(asked) <= 2  # one shape's resources, two types
+
+
+def test_a_plan_whose_unschedulable_jobs_are_the_last_plans_hands_the_same_tuple_again():
+    # a queue that cannot run reports the same jobs pass after pass: not sorted again
+    pol = policy(C12, C12_BIG)
+    queue = [gang(3, nodes=64), gang(2, nodes=65)]
+    first = plan(snapshot(queue=queue), pol, PlannerState(), NOW).unschedulable
+    again = plan(snapshot(queue=queue), pol, PlannerState(), NOW + 10).unschedulable
+    assert again is first
+    assert [(u.count, u.node_count) for u in first] == [(3, 64), (2, 65)]
+    fewer = plan(snapshot(queue=queue[:1]), pol, PlannerState(), NOW).unschedulable
+    assert [(u.count, u.node_count) for u in fewer] == [(3, 64)]
