@@ -536,6 +536,7 @@ def _place_gangs(
     widest = max((max(free[name], room[name]) for name in free), default=0)
     fitting: dict[tuple[float, float, float, bool], list[NodeType]] = {}
     placeable: list[tuple[tuple[Shape, int], int, list[NodeType]]] = []
+    max_nodes = (REASON_MAX_NODES,)
     for (shape, n), count in gangs.items():
         resources = (shape.memory, shape.cores, shape.disk, shape.preemptible)
         fits = fitting.get(resources)
@@ -546,7 +547,8 @@ def _place_gangs(
             key = (shape, _fewest_failures(shape, view), n)
             unschedulable[key] = unschedulable.get(key, 0) + count
         elif n > widest:  # no n free nodes, no room for n: as below, "max-nodes"
-            _report(unschedulable, {shape: count}, REASON_MAX_NODES, n)
+            key = (shape, max_nodes, n)
+            unschedulable[key] = unschedulable.get(key, 0) + count
         else:
             placeable.append(((shape, n), count, fits))
     placeable.sort(key=lambda it: (_job_order(it[0][0]), it[0][1]), reverse=True)

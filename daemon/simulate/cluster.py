@@ -173,7 +173,8 @@ class Cluster:
         self.version = 0
         self._jobs: dict[int, _Job] = {}  # queued or running
         self._queue: dict[_FitKey, list[tuple[int, int]]] = {}  # key -> heap of (seq, job id)
-        self._queued_shapes: dict[tuple[Shape, int], int] = {}  # (shape, nodes) -> jobs
+        # (shape, nodes) -> the QueuedJobs demand() reports, made again when its count moves
+        self._queued_shapes: dict[tuple[Shape, int], QueuedJobs] = {}
         # demand()'s queued jobs, made again only after _queued_shapes changed: a real
         # log's queue may hold thousands of shapes that wait pass after pass
         self._queued_demand: tuple[QueuedJobs, ...] | None = None
@@ -292,7 +293,9 @@ class Cluster:
         job.queued_since = now
         self._queued += 1
         queued = (job.shape, job.nodes)
-        self._queued_shapes[queued] = self._queued_shapes.get(queued, 0) + 1
+        held = self._queued_shapes.get(queued)
+        count = held.count + 1 if held is not None else 1
+        self._queued_shapes[queued] = QueuedJobs(job.shape, count, job.nodes)
         self._queued_demand = None
         self._dirty = True
         self.version += 1
@@ -300,9 +303,9 @@ class Cluster:
     def _start(self, job: _Job, node: _Node, now: float, others: tuple[_Node, ...] = ()) -> None:
         shape = job.shape
         queued = (shape, job.nodes)
-        count = self._queued_shapes[queued] - 1
+        count = self._queued_shapes[queued].count - 1
         if count:
-            self._queued_shapes[queued] = count
+            self._queued_shapes[queued] = QueuedJobs(shape, count, job.nodes)
         else:
             del self._queued_shapes[queued]
         self._queued_demand = None
@@ -501,10 +504,7 @@ class Cluster:
         self.advance(now)
         queued = self._queued_demand
         if queued is None:
-            queued = self._queued_demand = tuple(
-                QueuedJobs(shape, count, nodes)
-                for (shape, nodes), count in self._queued_shapes.items()
-            )
+            queued = self._queued_demand = tuple(self._queued_shapes.values())
         running = tuple(
             RunningJob(job.shape, node.name, now - (job.start or 0.0))
             for node in self._order
