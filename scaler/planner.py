@@ -492,13 +492,20 @@ def _assign(
     note = ""
     if view.cost:
         queued, note = _assign_by_cost(queued, view, policy, demand, reserved)
+    # the first type a shape fits (or why none), asked once per resources a pass: fits_in
+    # reads no wall time, and a real log's queue holds thousands of shapes alike but for it
+    fitting: dict[tuple[float, float, float, bool], str | tuple[str, ...]] = {}
     for shape, count in queued.items():
-        for t in view.types:
-            if not shape.fits_in(view.usable[t.name]):
-                _add(demand[t.name].queued, shape, count)
-                break
+        resources = (shape.memory, shape.cores, shape.disk, shape.preemptible)
+        where = fitting.get(resources)
+        if where is None:
+            first = next((t for t in view.types if not shape.fits_in(view.usable[t.name])), None)
+            where = _fewest_failures(shape, view) if first is None else first.name
+            fitting[resources] = where
+        if isinstance(where, str):
+            _add(demand[where].queued, shape, count)
         else:
-            key = (shape, _fewest_failures(shape, view), 1)
+            key = (shape, where, 1)
             unschedulable[key] = unschedulable.get(key, 0) + count
     return demand, note
 

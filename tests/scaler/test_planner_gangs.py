@@ -309,3 +309,20 @@ def test_a_plan_whose_unschedulable_jobs_are_the_last_plans_hands_the_same_tuple
     assert [(u.count, u.node_count) for u in first] == [(3, 64), (2, 65)]
     fewer = plan(snapshot(queue=queue[:1]), pol, PlannerState(), NOW).unschedulable
     assert [(u.count, u.node_count) for u in fewer] == [(3, 64)]
+
+
+def test_queued_jobs_alike_but_for_their_run_times_are_matched_to_types_once(monkeypatch):
+    # 1-node jobs too large for every type (a real log's wide jobs as 32-core nodes) and
+    # jobs that fit, each its own wall time: which type takes them is asked once a shape's
+    # resources, and each is still placed or reported on its own
+    asked = []
+    real = Shape.fits_in
+    monkeypatch.setattr(Shape, "fits_in", lambda s, o: asked.append(s) or real(s, o))
+    huge = replace(GANG, cores=32)
+    queue = [QueuedJobs(replace(huge, wallTime=60.0 + i), 1) for i in range(300)]
+    queue += [QueuedJobs(replace(GANG, wallTime=60.0 + i), 2) for i in range(300)]
+    p = plan(snapshot(queue=queue), policy(C12, C12_BIG), PlannerState(), NOW)
+    too_large = [(u.shape.wallTime, u.count) for u in p.unschedulable if u.reasons == ("cores",)]
+    assert too_large == [(60.0 + i, 1) for i in range(300)]
+    assert p.launches  # the others are placed on their type (as far as its max allows)
+    assert len([s for s in asked if s.cores == 32]) <= 4  # twice (first fit, fewest failures)
