@@ -27,7 +27,9 @@ memory size and wide jobs are gangs::
 A trace file is replayed on ``bench/hpc-slurm.yaml`` (the same cluster with Slurm as its
 demand source, read every ``slurm.poll_interval`` as the daemon reads it: a real log is a
 batch scheduler's), the synthetic on ``examples/simulate.yaml`` (pushed demand, each change
-seen at once); ``--config FILE`` replays on another.
+seen at once); ``--config FILE`` replays on another. ``--cores-per-node N`` splits an SWF
+log's wide jobs into gangs of ``N``-core nodes (as ``shoal simulate --cores-per-node``;
+default: the header's ``MaxProcs / MaxNodes``).
 
 The replay line gives CPU time (user + sys of this process, ``resource.getrusage``) beside
 the wall time: on a shared machine compare CPU times.
@@ -56,7 +58,7 @@ from shoal.daemon.simulate import engine  # noqa: E402
 from shoal.daemon.simulate.engine import DAY, ReplayOptions, replay  # noqa: E402
 from shoal.daemon.simulate.report import Report, report_json  # noqa: E402
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate  # noqa: E402
-from shoal.daemon.simulate.trace import Trace, TraceBuilder, read_trace  # noqa: E402
+from shoal.daemon.simulate.trace import Trace, TraceBuilder, TraceOptions, read_trace  # noqa: E402
 from shoal.scaler.binpack import COST_PACKINGS  # noqa: E402
 from shoal.scaler.planner import NEEDS  # noqa: E402
 
@@ -198,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--peer-only", action="store_true")
     parser.add_argument("--trace", type=Path, default=None, help="replay this trace file")
+    parser.add_argument(
+        "--cores-per-node",
+        type=int,
+        default=None,
+        help="--trace (SWF): split wide jobs into nodes of this many cores (default: header)",
+    )
     parser.add_argument("--breakdown", action="store_true", help="where a pass's time goes")
     parser.add_argument("--breakdown-days", type=float, default=12.0)
     parser.add_argument(
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     if args.trace is not None:
-        trace = read_trace(args.trace)
+        trace = read_trace(args.trace, TraceOptions(cores_per_node=args.cores_per_node))
         if args.days is not None:
             trace = prefix(trace, args.days)  # its first days
         print(f"trace: {len(trace):,} jobs, {len(trace.shapes):,} shapes, read from "

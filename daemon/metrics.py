@@ -158,6 +158,7 @@ class ShoalMetrics:
             self.price_refreshes.labels(outcome=outcome)
         for reason in WAITING_REASONS:
             self.jobs_waiting_for_limit.labels(reason=reason)
+        self._unschedulable_set: object = None  # the items last set (a plan's tuple)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -210,7 +211,11 @@ class ShoalMetrics:
         """Split the plan's unschedulable jobs: those that can never fit
         (``shoal_jobs_unschedulable``, by failing dimensions) and those waiting for a limit
         or for capacity (``shoal_jobs_waiting_for_limit``), so an alert on the first does
-        not page on a queue that is merely full."""
+        not page on a queue that is merely full. The very tuple set last (the planner hands
+        the same one again while the unschedulable jobs stay the same) is set already."""
+        if isinstance(items, tuple) and items is self._unschedulable_set:
+            return
+        self._unschedulable_set = items if isinstance(items, tuple) else None
         never: dict[str, int] = {}
         waiting = dict.fromkeys(WAITING_REASONS, 0)
         for item in items:

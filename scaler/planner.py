@@ -531,13 +531,20 @@ def _assign(
     note = ""
     if view.cost:
         queued, note = _assign_by_cost(queued, view, policy, demand, reserved)
+    # the first type a shape fits (or why none), asked once per resources a pass: fits_in
+    # reads no wall time, and a real log's queue holds thousands of shapes alike but for it
+    fitting: dict[tuple[float, float, float, bool], str | tuple[str, ...]] = {}
     for shape, count in queued.items():
-        for t in view.types:
-            if not shape.fits_in(view.usable[t.name]):
-                _add(demand[t.name].queued, shape, count)
-                break
+        resources = (shape.memory, shape.cores, shape.disk, shape.preemptible)
+        where = fitting.get(resources)
+        if where is None:
+            first = next((t for t in view.types if not shape.fits_in(view.usable[t.name])), None)
+            where = _fewest_failures(shape, view) if first is None else first.name
+            fitting[resources] = where
+        if isinstance(where, str):
+            _add(demand[where].queued, shape, count)
         else:
-            key = (shape, _fewest_failures(shape, view), 1)
+            key = (shape, where, 1)
             unschedulable[key] = unschedulable.get(key, 0) + count
     return demand, note
 
@@ -564,35 +571,66 @@ def _place_gangs(
     offered to 1-node jobs (so the plan never counts on room a gang may take). Returns
     the live nodes gangs take per type, which are then no room for 1-node jobs."""
     free = {t.name: sum(1 for n in view.live[t.name] if n.id not in view.busy) for t in view.types}
+    room = {t.name: view.room(t) for t in view.types}  # the view does not change here
     taken = {t.name: 0 for t in view.types}  # free nodes gangs take
     grown = {t.name: 0 for t in view.types}  # new nodes for gangs
     # where new nodes go: Toil's order, or the cheapest first (a stable sort: ties keep it)
     growable = sorted(view.types, key=_price) if view.cost else view.types
+    # A gang that fits no type, or is wider than every type's free nodes and room, is
+    # reported at once: it changes nothing, so where it stands in the order does not
+    # matter (the plan sorts what it reports), and a queue of thousands of them (a real
+    # log's jobs wider than the cluster may grow) is neither sorted nor placed. Which types
+    # a shape fits reads neither its wall time nor the gang's size: asked once a pass.
+    # (in cost packing a gang may also wait for busy nodes, ``_freed_soon``: all live ones)
+    live = {t.name: len(view.live[t.name]) if view.cost else free[t.name] for t in view.types}
+    widest = max((max(live[name], room[name]) for name in free), default=0)
     wait = min(policy.target_time, HELD_ROOM_WAIT)
-    for (shape, n), count in sorted(
-        gangs.items(), key=lambda it: (_job_order(it[0][0]), it[0][1]), reverse=True
-    ):
-        fits = [t for t in view.types if not shape.fits_in(view.usable[t.name])]
+    fitting: dict[tuple[float, float, float, bool], list[NodeType]] = {}
+    placeable: list[tuple[tuple[Shape, int], int, list[NodeType]]] = []
+    max_nodes = (REASON_MAX_NODES,)
+    for (shape, n), count in gangs.items():
+        resources = (shape.memory, shape.cores, shape.disk, shape.preemptible)
+        fits = fitting.get(resources)
+        if fits is None:
+            fits = [t for t in view.types if not shape.fits_in(view.usable[t.name])]
+            fitting[resources] = fits
         if not fits:
             key = (shape, _fewest_failures(shape, view), n)
             unschedulable[key] = unschedulable.get(key, 0) + count
-            continue
-        for _ in range(count):
+        elif n > widest:  # no n free nodes, no room for n: as below, "max-nodes"
+            key = (shape, max_nodes, n)
+            unschedulable[key] = unschedulable.get(key, 0) + count
+        else:
+            placeable.append(((shape, n), count, fits))
+    placeable.sort(key=lambda it: (_job_order(it[0][0]), it[0][1]), reverse=True)
+    for (shape, n), count, fits in placeable:
+        # The ``count`` identical gangs are placed as one at a time would place them, in
+        # runs: one at a time, each goes to the first type (in ``fits``) with n free nodes
+        # left, as long as it has them (the types before it have fewer, and placing takes
+        # none of theirs); with none, to the first growable type within its max, as long
+        # as it has room (the types before it stay out of room or blocked). So a run
+        # takes as many as fit on one type in one step; once one cannot be placed, none
+        # of the rest can (nothing changed), and they are reported together.
+        while count:
             here = next((t for t in fits if free[t.name] - taken[t.name] >= n), None)
             if here is None and view.cost:
                 here = next((t for t in fits if _freed_soon(t, n, free, taken, demand, wait)), None)
             if here is not None:
-                taken[here.name] += n
-                demand[here.name].gangs_live.append((shape, n))
+                k = min(count, (free[here.name] - taken[here.name]) // n)
+                taken[here.name] += k * n
+                demand[here.name].gangs_live.extend([(shape, n)] * k)
+                count -= k
                 continue
-            within = [t for t in fits if grown[t.name] + n <= view.room(t)]
+            within = [t for t in fits if grown[t.name] + n <= room[t.name]]
             here = next((t for t in growable if t in within and t.name not in view.blocked), None)
             if here is None:
                 reason = REASON_UNAVAILABLE if within else REASON_MAX_NODES
-                _report(unschedulable, {shape: 1}, reason, n)
-                continue
-            grown[here.name] += n
-            demand[here.name].gangs.append((shape, n))
+                _report(unschedulable, {shape: count}, reason, n)
+                break
+            k = min(count, (room[here.name] - grown[here.name]) // n)
+            grown[here.name] += k * n
+            demand[here.name].gangs.extend([(shape, n)] * k)
+            count -= k
             if fits[0] is not here and fits[0].name in view.blocked:
                 demand[here.name].fallback_from.add(fits[0].name)
     return taken
@@ -1470,6 +1508,29 @@ def _actions(
     return launches, undrains
 
 
+# the last plan's unschedulable jobs and their tuple, one pair: replaced whole, read once
+# (plans may run in threads)
+_LAST_REPORTED: list[tuple[Waiting, tuple[Unschedulable, ...]]] = [({}, ())]
+
+
+def _reported(unschedulable: Waiting) -> tuple[Unschedulable, ...]:
+    """The plan's unschedulable jobs, in Toil's shape order. A queue that cannot run
+    reports the same jobs pass after pass (a real log may hold thousands of shapes wider
+    than the cluster may grow): when they equal the last plan's, its tuple is given again
+    (a dict compare instead of a sort and a record per shape)."""
+    last, reported = _LAST_REPORTED[0]
+    if unschedulable == last:
+        return reported
+    reported = tuple(
+        Unschedulable(shape, count, reasons, nodes)
+        for (shape, reasons, nodes), count in sorted(
+            unschedulable.items(), key=lambda it: (_job_order(it[0][0]), *it[0][1:])
+        )
+    )
+    _LAST_REPORTED[0] = (unschedulable, reported)
+    return reported
+
+
 def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) -> Plan:
     """Decide what to launch, undrain, drain and terminate. Pure: same arguments, same
     plan, unless cost packing's solver runs out of its time (then the packing it found
@@ -1501,12 +1562,7 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
         drains=tuple(drains),
         terminations=tuple(terminations),
         targets=MappingProxyType({t.name: targets[t.name].target for t in view.types}),
-        unschedulable=tuple(
-            Unschedulable(shape, count, reasons, nodes)
-            for (shape, reasons, nodes), count in sorted(
-                unschedulable.items(), key=lambda it: (_job_order(it[0][0]), *it[0][1:])
-            )
-        ),
+        unschedulable=_reported(unschedulable),
         state=PlannerState(
             estimates=MappingProxyType(estimates), unneeded_since=MappingProxyType(unneeded)
         ),

@@ -149,6 +149,18 @@ class _Node:
         )
 
 
+def _gang_nodes(order: list[_Node], key: _FitKey, size: int) -> list[_Node] | None:
+    """The first ``size`` nodes in join order of one usable shape with room for ``key``."""
+    by_type: dict[Shape, list[_Node]] = {}
+    for node in order:
+        if node.fits(key):
+            nodes = by_type.setdefault(node.usable, [])
+            nodes.append(node)
+            if len(nodes) == size:
+                return nodes
+    return None
+
+
 class Cluster:
     """See the module docstring. ``node_shapes``: the usable shape of every node type the
     planner may launch; a submitted job that fits none is recorded as unschedulable (it
@@ -161,8 +173,13 @@ class Cluster:
         self.version = 0
         self._jobs: dict[int, _Job] = {}  # queued or running
         self._queue: dict[_FitKey, list[tuple[int, int]]] = {}  # key -> heap of (seq, job id)
-        self._queued_shapes: dict[tuple[Shape, int], int] = {}  # (shape, nodes) -> jobs
-        self._gangs: list[tuple[int, int]] = []  # queued gangs: heap of (seq, job id)
+        # (shape, nodes) -> the QueuedJobs demand() reports, made again when its count moves
+        self._queued_shapes: dict[tuple[Shape, int], QueuedJobs] = {}
+        # demand()'s queued jobs, made again only after _queued_shapes changed: a real
+        # log's queue may hold thousands of shapes that wait pass after pass
+        self._queued_demand: tuple[QueuedJobs, ...] | None = None
+        # queued gangs by (fit key, nodes): heap of (seq, job id)
+        self._gangs: dict[tuple[_FitKey, int], list[tuple[int, int]]] = {}
         self._gangs_dirty = False  # a gang queued or a node gained room since the last try
         self._queued = 0
         self._running = 0
@@ -262,7 +279,9 @@ class Cluster:
 
     def _enqueue(self, job: _Job, now: float) -> None:
         if job.nodes > 1:
-            heapq.heappush(self._gangs, (job.seq, job.id))
+            heapq.heappush(
+                self._gangs.setdefault((_fit_key(job.shape), job.nodes), []), (job.seq, job.id)
+            )
             self._gangs_dirty = True
         else:
             key = _fit_key(job.shape)
@@ -274,18 +293,22 @@ class Cluster:
         job.queued_since = now
         self._queued += 1
         queued = (job.shape, job.nodes)
-        self._queued_shapes[queued] = self._queued_shapes.get(queued, 0) + 1
+        held = self._queued_shapes.get(queued)
+        count = held.count + 1 if held is not None else 1
+        self._queued_shapes[queued] = QueuedJobs(job.shape, count, job.nodes)
+        self._queued_demand = None
         self._dirty = True
         self.version += 1
 
     def _start(self, job: _Job, node: _Node, now: float, others: tuple[_Node, ...] = ()) -> None:
         shape = job.shape
         queued = (shape, job.nodes)
-        count = self._queued_shapes[queued] - 1
+        count = self._queued_shapes[queued].count - 1
         if count:
-            self._queued_shapes[queued] = count
+            self._queued_shapes[queued] = QueuedJobs(shape, count, job.nodes)
         else:
             del self._queued_shapes[queued]
+        self._queued_demand = None
         self._queued -= 1
         self._running += 1
         job.waited += now - job.queued_since
@@ -388,29 +411,33 @@ class Cluster:
     def _schedule_gangs(self, now: float) -> None:
         """Start each queued gang, in submit order, that has enough nodes of one usable
         shape with room for it (the first such nodes in join order). Not incremental: it
-        runs only when a gang was queued or a node gained room since the last try."""
+        runs only when a gang was queued or a node gained room since the last try.
+
+        Gangs wait grouped by what decides where they fit (fit key and node count), the
+        groups taken by their first gang's submit order, as ``_schedule`` takes the 1-node
+        jobs: within a pass room only shrinks, so once a group's gang finds no nodes, none
+        of its later gangs would, and the group is done. A pass costs a node scan per
+        group, not per waiting gang (a real log may queue thousands of gangs wider than
+        the cluster can grow)."""
         self._gangs_dirty = False
         if not self._gangs or not self._order:
             return
-        waiting: list[tuple[int, int]] = []
-        while self._gangs:
-            seq, job_id = heapq.heappop(self._gangs)
-            job = self._jobs[job_id]
-            key = _fit_key(job.shape)
-            by_type: dict[Shape, list[_Node]] = {}
-            chosen: list[_Node] | None = None
-            for node in self._order:
-                if node.fits(key):
-                    group = by_type.setdefault(node.usable, [])
-                    group.append(node)
-                    if len(group) == job.nodes:
-                        chosen = group
-                        break
+        heads = [(heap[0][0], group) for group, heap in self._gangs.items()]
+        heapq.heapify(heads)
+        while heads:
+            _, group = heads[0]
+            chosen = _gang_nodes(self._order, *group)
             if chosen is None:
-                waiting.append((seq, job_id))
+                heapq.heappop(heads)
+                continue
+            heap = self._gangs[group]
+            _, job_id = heapq.heappop(heap)
+            self._start(self._jobs[job_id], chosen[0], now, tuple(chosen[1:]))
+            if heap:
+                heapq.heapreplace(heads, (heap[0][0], group))
             else:
-                self._start(job, chosen[0], now, tuple(chosen[1:]))
-        self._gangs = waiting  # popped in order: still a heap
+                del self._gangs[group]
+                heapq.heappop(heads)
 
     # --- nodes -----------------------------------------------------------------------------
 
@@ -475,9 +502,9 @@ class Cluster:
     def demand(self, now: float) -> Demand:
         """Queued jobs per shape and running jobs with their elapsed time, at ``now``."""
         self.advance(now)
-        queued = tuple(
-            QueuedJobs(shape, count, nodes) for (shape, nodes), count in self._queued_shapes.items()
-        )
+        queued = self._queued_demand
+        if queued is None:
+            queued = self._queued_demand = tuple(self._queued_shapes.values())
         running = tuple(
             RunningJob(job.shape, node.name, now - (job.start or 0.0))
             for node in self._order

@@ -168,3 +168,27 @@ def test_a_gauge_set_every_pass_keeps_its_series_and_drops_the_gone_ones() -> No
     assert m.target_nodes.labels(node_type="c5.large") is target
     m.set_targets({})
     assert m.registry.get_sample_value("shoal_target_nodes", {"node_type": "c5.large"}) is None
+
+
+def test_the_same_unschedulable_tuple_again_is_not_split_again_and_the_gauges_stay_right(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shoal.scaler.model import Unschedulable
+    from shoal.scaler.shape import Shape
+
+    wide = Unschedulable(Shape(60, 2**30, 1, 0, False), 5, ("max-nodes",), node_count=64)
+    huge = Unschedulable(Shape(60, 2**40, 1, 0, False), 2, ("memory",))
+    m = ShoalMetrics()
+    first, second = (wide, huge), (wide,)
+    m.set_unschedulable(first)
+    splits = []
+    real = m._set_exactly
+    monkeypatch.setattr(m, "_set_exactly", lambda *a: splits.append(a) or real(*a))
+    m.set_unschedulable(first)  # the planner's tuple, handed again while nothing changed
+    assert splits == []
+    m.set_unschedulable(second)
+    assert m.registry.get_sample_value("shoal_jobs_unschedulable", {"reason": "memory"}) is None
+    m.set_unschedulable(first)
+    waiting = m.registry.get_sample_value("shoal_jobs_waiting_for_limit", {"reason": "max-nodes"})
+    assert waiting == 5
+    assert m.registry.get_sample_value("shoal_jobs_unschedulable", {"reason": "memory"}) == 2

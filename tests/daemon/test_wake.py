@@ -230,3 +230,20 @@ async def test_a_joined_node_missing_from_reads_has_its_unhealthy_timer(harness:
     h.set_demand(h.jobs(1), joined=set())  # a read leaves it out
     await h.pass_()
     assert c.tracker.next_deadline(join, sick, h.clock.now()) == gone + sick
+
+
+def test_the_wake_key_counts_a_queued_tuple_once_and_a_changed_one_again() -> None:
+    from collections import Counter
+
+    from shoal.daemon.loop import _wake_key
+
+    shape = Shape(60, 2**30, 1, 0, False)
+    queued = (QueuedJobs(shape, 3), QueuedJobs(shape, 2, node_count=4))
+    first = _wake_key(Demand(queued), None)[0]
+    assert first == Counter({shape: 5})
+    assert _wake_key(Demand(queued), None)[0] is first  # the same tuple: counted once
+    assert _wake_key(Demand(queued[:1]), None)[0] == Counter({shape: 3})
+    listed = [QueuedJobs(shape, 1)]  # not a tuple: may change in place, counted each time
+    assert _wake_key(Demand(listed), None)[0] == Counter({shape: 1})  # type: ignore[arg-type]
+    listed.append(QueuedJobs(shape, 1))
+    assert _wake_key(Demand(listed), None)[0] == Counter({shape: 2})  # type: ignore[arg-type]

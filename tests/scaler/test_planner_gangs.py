@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 from builders import NOW, backed_off, job, node, node_type, policy, snapshot
 from hypothesis import given
 from hypothesis import strategies as st
+from shoal.scaler import planner
 from shoal.scaler.model import AddCause, NodeState, PlannerState, QueuedJobs, RunningJob, Snapshot
 from shoal.scaler.planner import HELD_ROOM_WAIT, plan
+from shoal.scaler.shape import Shape
 from test_planner_properties import JOBS, SETTINGS, scenarios
 
 # 12-core types; after the builders' flat overhead: 12 cores, 47 GiB / 95 GiB usable
@@ -213,6 +216,18 @@ def test_cost_packing_waits_for_nodes_running_jobs_free_soon_rather_than_launch_
     assert p.drains == ()
 
 
+def test_a_gang_at_its_types_max_waits_for_busy_nodes_ending_soon():
+    # every node the max allows is live and busy, ending in 2 minutes: no free node and no
+    # room to grow, yet the gang is not "max-nodes" (the quick report of gangs wider than
+    # every type's free nodes and room must count busy nodes in cost packing)
+    nodes, runs = _ending(4, 120)
+    at_max = policy(replace(C12, max_nodes=4), packing="cost")
+    p = plan(snapshot(nodes, [gang()], runs), at_max, PlannerState(), NOW)
+    assert p.unschedulable == ()
+    assert p.launches == ()
+    assert p.targets == {"c12": 4}
+
+
 def test_a_gang_waits_for_busy_nodes_only_within_the_held_room_wait_and_estimates():
     cost = policy(C12, packing="cost")
     for left in (HELD_ROOM_WAIT + 120, -60):  # ends too late; past its estimate: no known end
@@ -238,3 +253,148 @@ def test_nodes_a_gang_waits_for_are_no_room_for_1_node_jobs():
     )
     assert [(la.node_type, la.count, la.gangs) for la in p.launches] == [("c12", 1, ())]
     assert p.targets == {"c12": 5}
+def _one_gang_at_a_time(gangs, view, pol, demand):
+    """The reference for ``_place_gangs``: its docstring's rule applied to one gang at a
+    time, as the planner did before it placed identical gangs in runs (``demand``: the
+    running jobs' demand, which ``_freed_soon`` takes busy nodes from in cost packing).
+    Returns what the planner's does: (free nodes taken, per type: gangs on free nodes,
+    gangs to launch, fallbacks, running jobs left), and the unschedulable gangs (a dict:
+    the plan sorts them)."""
+    names = [t.name for t in view.types]
+    free = {
+        t.name: len([n for n in view.live[t.name] if n.id not in view.busy]) for t in view.types
+    }
+    taken = {name: 0 for name in names}
+    room = {t.name: view.room(t) for t in view.types}
+    wait = min(pol.target_time, planner.HELD_ROOM_WAIT)
+    on_live = {name: [] for name in names}
+    to_launch = {name: [] for name in names}
+    fallback = {name: set() for name in names}
+    reported = {}
+    order = sorted(view.types, key=planner._price) if view.cost else view.types
+    singles = [key for key, count in gangs.items() for _ in range(count)]
+    singles.sort(key=lambda g: (planner._job_order(g[0]), g[1]), reverse=True)
+    for shape, n in singles:
+        ok = [t for t in view.types if not shape.fits_in(view.usable[t.name])]
+        t = next((t for t in ok if free[t.name] - taken[t.name] >= n), None)
+        if t is None and view.cost:
+            t = next((t for t in ok if planner._freed_soon(t, n, free, taken, demand, wait)), None)
+        if not ok:
+            reasons = planner._fewest_failures(shape, view)
+        elif t is not None:
+            taken[t.name] += n
+            on_live[t.name].append((shape, n))
+            continue
+        else:
+            can = [t for t in ok if room[t.name] >= n]
+            grow = [t for t in order if t in can and t.name not in view.blocked]
+            if grow:
+                room[grow[0].name] -= n
+                to_launch[grow[0].name].append((shape, n))
+                if ok[0] is not grow[0] and ok[0].name in view.blocked:
+                    fallback[grow[0].name].add(ok[0].name)
+                continue
+            reasons = (planner.REASON_UNAVAILABLE if can else planner.REASON_MAX_NODES,)
+        reported[shape, reasons, n] = reported.get((shape, reasons, n), 0) + 1
+    running = {name: d.running for name, d in demand.items()}
+    return taken, on_live, to_launch, fallback, running, reported
+
+
+def _running_demand(snap, pol, view):
+    """The demand of the snapshot's running jobs alone, as ``_assign`` builds it."""
+    alone = replace(snap, demand=replace(snap.demand, queued=()))
+    demand, _ = planner._assign(alone, view, pol, {}, {})
+    return demand
+
+
+@st.composite
+def many_identical_gangs(draw):
+    """The property tests' random clusters with room for several gangs (max up to 13 a
+    type) and gangs of 2-4 nodes queued by the handful, several of one shape."""
+    snap, pol, _ = draw(scenarios())
+    wider = tuple(
+        replace(t, max_nodes=t.max_nodes + draw(st.integers(0, 8))) for t in pol.node_types
+    )
+    gangs = {
+        (draw(JOBS), draw(st.integers(2, 4))): draw(st.integers(1, 9))
+        for _ in range(draw(st.integers(1, 4)))
+    }
+    return snap, replace(pol, node_types=wider), gangs
+
+
+@SETTINGS
+@given(many_identical_gangs())
+def test_identical_gangs_placed_in_runs_as_one_at_a_time(scenario):
+    snap, pol, gangs = scenario
+    view = planner._observe(snap, pol, NOW)
+    demand = _running_demand(snap, pol, view)
+    reference = _one_gang_at_a_time(gangs, view, pol, copy.deepcopy(demand))
+    unschedulable = {}
+    taken = planner._place_gangs(gangs, view, pol, demand, unschedulable)
+    got = (
+        taken,
+        {name: d.gangs_live for name, d in demand.items()},
+        {name: d.gangs for name, d in demand.items()},
+        {name: d.fallback_from for name, d in demand.items()},
+        {name: d.running for name, d in demand.items()},
+        unschedulable,
+    )
+    assert got == reference
+
+
+def test_a_thousand_gangs_too_wide_for_any_max_are_reported_in_one_step(monkeypatch):
+    # the pathological real log: a queue of identical gangs wider than every type's max;
+    # placing them costs one step, not one per gang
+    calls = []
+    real = planner._report
+    monkeypatch.setattr(planner, "_report", lambda *a: calls.append(a) or real(*a))
+    wide = gang(1000, nodes=64)
+    p = plan(snapshot(queue=[wide]), policy(C12, C12_BIG), PlannerState(), NOW)
+    assert [(u.count, u.node_count, u.reasons) for u in p.unschedulable] == [
+        (1000, 64, ("max-nodes",))
+    ]
+    assert len([a for a in calls if a[3:] == (64,)]) <= 1  # at most one report for them all
+
+
+def test_gangs_wider_than_the_cluster_may_grow_are_not_matched_to_types_one_by_one(monkeypatch):
+    # a real log's jobs are all of one shape but their run times: 500 gangs wider than
+    # any type's max, each its own wall time, ask which types fit once, not 500 times
+    asked = []
+    real = Shape.fits_in
+    monkeypatch.setattr(Shape, "fits_in", lambda s, o: asked.append(s) or real(s, o))
+    wide = [gang(1, nodes=64, shape=replace(GANG, wallTime=60.0 + i)) for i in range(500)]
+    p = plan(snapshot(queue=wide), policy(C12, C12_BIG), PlannerState(), NOW)
+    assert [(u.count, u.node_count, u.reasons) for u in p.unschedulable] == [
+        (1, 64, ("max-nodes",))
+    ] * 500
+    assert [u.shape.wallTime for u in p.unschedulable] == [60.0 + i for i in range(500)]
+    assert len(asked) <= 2  # one shape's resources, two types
+
+
+def test_a_plan_whose_unschedulable_jobs_are_the_last_plans_hands_the_same_tuple_again():
+    # a queue that cannot run reports the same jobs pass after pass: not sorted again
+    pol = policy(C12, C12_BIG)
+    queue = [gang(3, nodes=64), gang(2, nodes=65)]
+    first = plan(snapshot(queue=queue), pol, PlannerState(), NOW).unschedulable
+    again = plan(snapshot(queue=queue), pol, PlannerState(), NOW + 10).unschedulable
+    assert again is first
+    assert [(u.count, u.node_count) for u in first] == [(3, 64), (2, 65)]
+    fewer = plan(snapshot(queue=queue[:1]), pol, PlannerState(), NOW).unschedulable
+    assert [(u.count, u.node_count) for u in fewer] == [(3, 64)]
+
+
+def test_queued_jobs_alike_but_for_their_run_times_are_matched_to_types_once(monkeypatch):
+    # 1-node jobs too large for every type (a real log's wide jobs as 32-core nodes) and
+    # jobs that fit, each its own wall time: which type takes them is asked once a shape's
+    # resources, and each is still placed or reported on its own
+    asked = []
+    real = Shape.fits_in
+    monkeypatch.setattr(Shape, "fits_in", lambda s, o: asked.append(s) or real(s, o))
+    huge = replace(GANG, cores=32)
+    queue = [QueuedJobs(replace(huge, wallTime=60.0 + i), 1) for i in range(300)]
+    queue += [QueuedJobs(replace(GANG, wallTime=60.0 + i), 2) for i in range(300)]
+    p = plan(snapshot(queue=queue), policy(C12, C12_BIG), PlannerState(), NOW)
+    too_large = [(u.shape.wallTime, u.count) for u in p.unschedulable if u.reasons == ("cores",)]
+    assert too_large == [(60.0 + i, 1) for i in range(300)]
+    assert p.launches  # the others are placed on their type (as far as its max allows)
+    assert len([s for s in asked if s.cores == 32]) <= 4  # twice (first fit, fewest failures)

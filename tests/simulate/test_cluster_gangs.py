@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from shoal.daemon.simulate.cluster import Cluster
+import random
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shoal.daemon.simulate import cluster as cluster_module
+from shoal.daemon.simulate.cluster import Cluster, _fit_key, _gang_nodes
 from shoal.scaler.model import QueuedJobs
 from shoal.scaler.shape import Shape
 
@@ -77,3 +84,101 @@ def test_every_node_a_gang_frees_takes_waiting_1_node_jobs() -> None:
     assert c.nodes_of(0) == ("n0", "n1") and c.queued_count == 2
     c.advance(100)  # the gang ends: both its nodes are free for the two waiting jobs
     assert (c.nodes_of(1), c.nodes_of(2)) == (("n0",), ("n1",))
+
+
+class _OneGangAtATime(Cluster):
+    """The reference: every queued gang tried in submit order, each on its own, as the
+    scheduler did before it grouped them."""
+
+    def _schedule_gangs(self, now: float) -> None:
+        self._gangs_dirty = False
+        waiting = sorted(entry for heap in self._gangs.values() for entry in heap)
+        self._gangs = {}
+        for seq, job_id in waiting:
+            job = self._jobs[job_id]
+            key = (_fit_key(job.shape), job.nodes)
+            chosen = _gang_nodes(self._order, *key) if self._order else None
+            if chosen is None:
+                self._gangs.setdefault(key, []).append((seq, job_id))  # sorted: a heap
+            else:
+                self._start(job, chosen[0], now, tuple(chosen[1:]))
+
+
+_GANG_SHAPES = (PER_NODE, Shape(3600, 4 * GiB, 4, 0, False), Shape(60, 90 * GiB, 6, 0, False))
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("submit"), st.sampled_from(_GANG_SHAPES), st.integers(1, 5)),
+        st.tuples(st.just("join"), st.sampled_from([C12, C12_OTHER]), st.just(0)),
+        st.tuples(st.just("remove"), st.integers(0, 11), st.just(0)),
+        st.tuples(st.just("wait"), st.sampled_from([0, 0, 10, 50, 300]), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(_STEPS, st.integers(0, 2**16))
+def test_grouped_gangs_start_where_one_at_a_time_starts_them(steps, seed) -> None:
+    # changes pile up between waits, so a pass may find several gangs of a group to start
+    rng = random.Random(seed)
+    grouped, reference = clusters = (Cluster([C12, C12_OTHER]), _OneGangAtATime([C12, C12_OTHER]))
+    now, joined = 0.0, []
+    for i, (kind, what, nodes) in enumerate(steps):
+        run_time = rng.choice([10, 50, 200])
+        if kind == "wait":
+            now += what
+        for c in clusters:
+            if kind == "submit":
+                c.submit(i, what, run_time, now, nodes=nodes)
+            elif kind == "join":
+                c.node_joined(f"n{i}", what, now)
+            elif kind == "remove" and joined:
+                c.node_removed(joined[what % len(joined)], now)
+            else:
+                c.advance(now)
+        if kind == "join":
+            joined.append(f"n{i}")
+        assert [grouped.nodes_of(j) for j in range(i + 1)] == [
+            reference.nodes_of(j) for j in range(i + 1)
+        ]
+        if kind == "wait":  # the demand read, kept between queue changes, is the queue's
+            sizes = {j: n for j, (k, _, n) in enumerate(steps[: i + 1]) if k == "submit"}
+            waiting = Counter((shape, sizes[j]) for j, shape, _ in grouped.queued_jobs())
+            read = grouped.demand(now).queued
+            assert {(q.shape, q.node_count): q.count for q in read} == waiting
+            assert len(read) == len(waiting)
+    assert grouped.demand(now) == reference.demand(now)
+    assert grouped.stats(now).waits.tolist() == reference.stats(now).waits.tolist()
+
+
+def test_a_demand_read_reuses_the_queued_jobs_until_the_queue_changes() -> None:
+    c = Cluster()
+    c.node_joined("n0", C12, 0)
+    for j in range(3):
+        c.submit(j, PER_NODE, 100, 0, nodes=4)  # never start: one node
+    first = c.demand(10).queued
+    assert first == (QueuedJobs(PER_NODE, 3, node_count=4),)
+    assert c.demand(20).queued is first  # nothing queued or started since
+    c.submit(3, PER_NODE, 100, 30)  # starts on n0
+    c.submit(4, PER_NODE, 100, 30, nodes=4)
+    assert c.demand(30).queued == (QueuedJobs(PER_NODE, 4, node_count=4),)
+
+
+def test_a_thousand_gangs_too_wide_for_the_cluster_cost_a_pass_one_scan() -> None:
+    # a real log's queue of identical gangs that can never run: each time a node gains
+    # room the scheduler tries them, with one scan of the nodes, not one per gang
+    c = Cluster([C12])
+    for i in range(8):
+        c.node_joined(f"n{i}", C12, 0)
+    for j in range(1000):
+        c.submit(j, PER_NODE, 100, 0, nodes=64)
+    c.submit(1000, PER_NODE, 50, 0)  # a 1-node job: its end gives a node room again
+    c.advance(0)
+    scans = []
+    real = cluster_module._Node.fits
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cluster_module._Node, "fits", lambda n, k: scans.append(n) or real(n, k))
+        c.advance(60)
+    assert c.stats(60).completed == 1
+    assert len(scans) <= 2 * 8  # the gangs' one scan of 8 nodes, and the 1-node queue's
+    assert c.queued_count == 1000
