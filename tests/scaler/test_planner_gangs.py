@@ -253,6 +253,8 @@ def test_nodes_a_gang_waits_for_are_no_room_for_1_node_jobs():
     )
     assert [(la.node_type, la.count, la.gangs) for la in p.launches] == [("c12", 1, ())]
     assert p.targets == {"c12": 5}
+
+
 def _one_gang_at_a_time(gangs, view, pol, demand):
     """The reference for ``_place_gangs``: its docstring's rule applied to one gang at a
     time, as the planner did before it placed identical gangs in runs (``demand``: the
