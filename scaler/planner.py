@@ -490,6 +490,8 @@ def running_remaining(wall: float, elapsed: float) -> float:
     if left > 0:
         return math.ceil(max(left, RUNNING_JOB_MIN_REMAINING) / RUNNING_JOB_GRID) * RUNNING_JOB_GRID
     over = -left
+    if not math.isfinite(over):  # an elapsed time that is no number: an end nobody knows
+        return OVERRUN_STEPS[-1]
     step = bisect.bisect_left(OVERRUN_STEPS, over)
     if step < len(OVERRUN_STEPS):
         return OVERRUN_STEPS[step]
