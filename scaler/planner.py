@@ -58,7 +58,8 @@ Semantics a caller can rely on:
 
 * A gang of N nodes is placed whole on one type: on N free (idle) live nodes of a type
   when one has that many; in cost packing, else on N live nodes of a type that are free
-  or whose running jobs all end within ``HELD_ROOM_WAIT`` (``_freed_soon``); else on N
+  or whose running jobs all end within ``HELD_ROOM_WAIT`` (``_freed_soon``; all at one
+  time if a queued 1-node job fits them, which would take a node freed first); else on N
   new nodes of a type with room under its max beside all its live and draining nodes.
   It has those nodes to itself (1-node jobs are packed beside it on other nodes: the
   plan never counts on room the gang may take). Its new
@@ -528,7 +529,7 @@ def _assign(
         else:
             _add(queued, q.shape, q.count)
     if gangs:
-        taken = _place_gangs(gangs, view, policy, demand, unschedulable)
+        taken = _place_gangs(gangs, view, policy, demand, unschedulable, queued)
         reserved = {t.name: reserved.get(t.name, 0) + taken[t.name] for t in view.types}
     note = ""
     if view.cost:
@@ -554,6 +555,7 @@ def _place_gangs(
     policy: Policy,
     demand: dict[str, _TypeDemand],
     unschedulable: Waiting,
+    singles: Jobs,
 ) -> dict[str, int]:
     """Place each gang (a job on N nodes at once) on N nodes of ONE type, before any
     1-node job: N free live nodes of a type that fits (idle, booting or ready; in the
@@ -564,13 +566,18 @@ def _place_gangs(
     few for a gang are no part of it: they are drained as unneeded, as any idle node, and
     make room for it). A gang has its nodes to itself: the room it leaves on them is not
     offered to 1-node jobs (so the plan never counts on room a gang may take). Returns
-    the live nodes gangs take per type, which are then no room for 1-node jobs."""
+    the live nodes gangs take per type, which are then no room for 1-node jobs.
+    ``singles``: the queued 1-node jobs (``_freed_soon``)."""
     free = {t.name: sum(1 for n in view.live[t.name] if n.id not in view.busy) for t in view.types}
     taken = {t.name: 0 for t in view.types}  # free nodes gangs take
     grown = {t.name: 0 for t in view.types}  # new nodes for gangs
     # where new nodes go: Toil's order, or the cheapest first (a stable sort: ties keep it)
     growable = sorted(view.types, key=_price) if view.cost else view.types
     wait = min(policy.target_time, HELD_ROOM_WAIT)
+    # types a queued 1-node job fits: it takes a node freed there before the gang's others
+    contested = {
+        t.name for t in view.types if any(not j.fits_in(view.usable[t.name]) for j in singles)
+    }
     for (shape, n), count in sorted(
         gangs.items(), key=lambda it: (_job_order(it[0][0]), it[0][1]), reverse=True
     ):
@@ -582,7 +589,14 @@ def _place_gangs(
         for _ in range(count):
             here = next((t for t in fits if free[t.name] - taken[t.name] >= n), None)
             if here is None and view.cost:
-                here = next((t for t in fits if _freed_soon(t, n, free, taken, demand, wait)), None)
+                here = next(
+                    (
+                        t
+                        for t in fits
+                        if _freed_soon(t, n, free, taken, demand, wait, t.name in contested)
+                    ),
+                    None,
+                )
             if here is not None:
                 taken[here.name] += n
                 demand[here.name].gangs_live.append((shape, n))
@@ -607,6 +621,7 @@ def _freed_soon(
     taken: Mapping[str, int],
     demand: dict[str, _TypeDemand],
     wait: float,
+    contested: bool,
 ) -> bool:
     """(``_place_gangs``, cost packing) Whether a gang of ``n`` nodes of ``t`` can wait for
     live nodes rather than new ones: its free nodes not yet taken, then busy nodes whose
@@ -617,7 +632,14 @@ def _freed_soon(
 
     A gang frees its nodes together, and the next gang of its shape fits them all at once:
     on a log of back-to-back wide jobs, nodes launched for the queued gang joined after it
-    had started on the nodes the running one freed, and never ran a job."""
+    had started on the nodes the running one freed, and never ran a job.
+
+    But a node freed before the others goes to a queued 1-node job that fits it (``contested``:
+    one is queued) where the scheduler keeps no reservation (the simulated one, Toil's): with
+    1-node jobs coming, the gang never saw its nodes free at once, and waited past the wait
+    (760-1100 s for nodes freed within 600 s, replayed). So with such a job queued, the gang
+    waits only for busy nodes that all end at one time (a gang's do) and no free node (a
+    free node's 1-node job would be running there, unless it is booting: it joins apart)."""
     d = demand[t.name]
     idle = free[t.name] - taken[t.name]
     ends = sorted(
@@ -625,9 +647,12 @@ def _freed_soon(
         for node, jobs in d.on_nodes.items()
         if not any(over for _, over in jobs)
     )
-    soon = [node for end, node in ends if end <= wait][: max(0, n - idle)]
-    if idle + len(soon) < n:
+    chosen = [(end, node) for end, node in ends if end <= wait][: max(0, n - idle)]
+    if idle + len(chosen) < n:
         return False
+    if contested and chosen and (idle or len({end for end, _ in chosen}) > 1):
+        return False  # freed one by one: 1-node jobs take them first
+    soon = [node for _, node in chosen]
     for node in soon:
         for s, _ in d.on_nodes.pop(node):
             d.running[s] -= 1
