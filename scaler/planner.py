@@ -638,8 +638,9 @@ def _freed_soon(
     one is queued) where the scheduler keeps no reservation (the simulated one, Toil's): with
     1-node jobs coming, the gang never saw its nodes free at once, and waited past the wait
     (760-1100 s for nodes freed within 600 s, replayed). So with such a job queued, the gang
-    waits only for busy nodes that all end at one time (a gang's do) and no free node (a
-    free node's 1-node job would be running there, unless it is booting: it joins apart)."""
+    waits only for busy nodes that all end at one time (a gang's do; the earliest such n)
+    and no free node (a free node's 1-node job would be running there, unless it is
+    booting: it joins apart)."""
     d = demand[t.name]
     idle = free[t.name] - taken[t.name]
     ends = sorted(
@@ -647,12 +648,16 @@ def _freed_soon(
         for node, jobs in d.on_nodes.items()
         if not any(over for _, over in jobs)
     )
-    chosen = [(end, node) for end, node in ends if end <= wait][: max(0, n - idle)]
-    if idle + len(chosen) < n:
+    within = [node for end, node in ends if end <= wait]
+    if contested:  # freed one by one, 1-node jobs take them first: the earliest n ending at once
+        together: dict[float, list[str]] = {}
+        for end, node in ends:
+            if end <= wait:
+                together.setdefault(end, []).append(node)
+        within = [] if idle else next((g for g in together.values() if len(g) >= n), [])
+    soon = within[: max(0, n - idle)]
+    if idle + len(soon) < n:
         return False
-    if contested and chosen and (idle or len({end for end, _ in chosen}) > 1):
-        return False  # freed one by one: 1-node jobs take them first
-    soon = [node for _, node in chosen]
     for node in soon:
         for s, _ in d.on_nodes.pop(node):
             d.running[s] -= 1

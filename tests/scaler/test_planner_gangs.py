@@ -267,3 +267,17 @@ def test_a_gang_does_not_wait_for_nodes_freed_one_by_one_that_1_node_jobs_take_f
         NOW,
     )
     assert p.launches == ()
+
+
+def test_a_gang_beside_1_node_jobs_waits_for_the_earliest_nodes_that_end_together():
+    # n0 ends in 2 min (a 1-node job takes it), n1 and n2 in 5, together: the gang waits for
+    # those two, not for n0 and n1, and nothing is launched for it
+    cost = policy(C12, packing="cost")
+    nodes = [node(f"n{i}", C12) for i in range(3)]
+    runs = [
+        RunningJob(job(12, 40, 10, wall=600), f"n{i}", 600 - left)
+        for i, left in enumerate((120, 300, 300))
+    ]
+    single = QueuedJobs(job(12, 40, 10, wall=300), 1)
+    p = plan(snapshot(nodes, [gang(nodes=2), single], runs), cost, PlannerState(), NOW)
+    assert p.launches == ()  # (the 1-node job waits for n0's room: held room, _onto_held)
