@@ -58,7 +58,8 @@ Semantics a caller can rely on:
 
 * A gang of N nodes is placed whole on one type: on N free (idle) live nodes of a type
   when one has that many; in cost packing, else on N live nodes of a type that are free
-  or whose running jobs all end within ``HELD_ROOM_WAIT`` (``_freed_soon``); else on N
+  or whose running jobs all end within ``HELD_ROOM_WAIT`` (``_freed_soon``; all at one
+  time if a queued 1-node job fits them, which would take a node freed first); else on N
   new nodes of a type with room under its max beside all its live and draining nodes.
   It has those nodes to itself (1-node jobs are packed beside it on other nodes: the
   plan never counts on room the gang may take). Its new
@@ -490,6 +491,8 @@ def running_remaining(wall: float, elapsed: float) -> float:
     if left > 0:
         return math.ceil(max(left, RUNNING_JOB_MIN_REMAINING) / RUNNING_JOB_GRID) * RUNNING_JOB_GRID
     over = -left
+    if not math.isfinite(over):  # an elapsed time that is no number: an end nobody knows
+        return OVERRUN_STEPS[-1]
     step = bisect.bisect_left(OVERRUN_STEPS, over)
     if step < len(OVERRUN_STEPS):
         return OVERRUN_STEPS[step]
@@ -526,7 +529,7 @@ def _assign(
         else:
             _add(queued, q.shape, q.count)
     if gangs:
-        taken = _place_gangs(gangs, view, policy, demand, unschedulable)
+        taken = _place_gangs(gangs, view, policy, demand, unschedulable, queued)
         reserved = {t.name: reserved.get(t.name, 0) + taken[t.name] for t in view.types}
     note = ""
     if view.cost:
@@ -559,6 +562,7 @@ def _place_gangs(
     policy: Policy,
     demand: dict[str, _TypeDemand],
     unschedulable: Waiting,
+    singles: Jobs,
 ) -> dict[str, int]:
     """Place each gang (a job on N nodes at once) on N nodes of ONE type, before any
     1-node job: N free live nodes of a type that fits (idle, booting or ready; in the
@@ -569,7 +573,8 @@ def _place_gangs(
     few for a gang are no part of it: they are drained as unneeded, as any idle node, and
     make room for it). A gang has its nodes to itself: the room it leaves on them is not
     offered to 1-node jobs (so the plan never counts on room a gang may take). Returns
-    the live nodes gangs take per type, which are then no room for 1-node jobs."""
+    the live nodes gangs take per type, which are then no room for 1-node jobs.
+    ``singles``: the queued 1-node jobs (``_freed_soon``)."""
     free = {t.name: sum(1 for n in view.live[t.name] if n.id not in view.busy) for t in view.types}
     room = {t.name: view.room(t) for t in view.types}  # the view does not change here
     taken = {t.name: 0 for t in view.types}  # free nodes gangs take
@@ -585,6 +590,12 @@ def _place_gangs(
     live = {t.name: len(view.live[t.name]) if view.cost else free[t.name] for t in view.types}
     widest = max((max(live[name], room[name]) for name in free), default=0)
     wait = min(policy.target_time, HELD_ROOM_WAIT)
+    # types a queued 1-node job fits: it takes a node freed there before the gang's others
+    contested = {
+        t.name
+        for t in view.types
+        if view.cost and any(not j.fits_in(view.usable[t.name]) for j in singles)
+    }
     fitting: dict[tuple[float, float, float, bool], list[NodeType]] = {}
     placeable: list[tuple[tuple[Shape, int], int, list[NodeType]]] = []
     max_nodes = (REASON_MAX_NODES,)
@@ -614,7 +625,14 @@ def _place_gangs(
         while count:
             here = next((t for t in fits if free[t.name] - taken[t.name] >= n), None)
             if here is None and view.cost:
-                here = next((t for t in fits if _freed_soon(t, n, free, taken, demand, wait)), None)
+                here = next(
+                    (
+                        t
+                        for t in fits
+                        if _freed_soon(t, n, free, taken, demand, wait, t.name in contested)
+                    ),
+                    None,
+                )
             if here is not None:
                 k = min(count, (free[here.name] - taken[here.name]) // n)
                 taken[here.name] += k * n
@@ -643,6 +661,7 @@ def _freed_soon(
     taken: Mapping[str, int],
     demand: dict[str, _TypeDemand],
     wait: float,
+    contested: bool,
 ) -> bool:
     """(``_place_gangs``, cost packing) Whether a gang of ``n`` nodes of ``t`` can wait for
     live nodes rather than new ones: its free nodes not yet taken, then busy nodes whose
@@ -653,7 +672,15 @@ def _freed_soon(
 
     A gang frees its nodes together, and the next gang of its shape fits them all at once:
     on a log of back-to-back wide jobs, nodes launched for the queued gang joined after it
-    had started on the nodes the running one freed, and never ran a job."""
+    had started on the nodes the running one freed, and never ran a job.
+
+    But a node freed before the others goes to a queued 1-node job that fits it (``contested``:
+    one is queued) where the scheduler keeps no reservation (the simulated one, Toil's): with
+    1-node jobs coming, the gang never saw its nodes free at once, and waited past the wait
+    (760-1100 s for nodes freed within 600 s, replayed). So with such a job queued, the gang
+    waits only for busy nodes that all end at one time (a gang's do; the earliest such n)
+    and no free node (a free node's 1-node job would be running there, unless it is
+    booting: it joins apart)."""
     d = demand[t.name]
     idle = free[t.name] - taken[t.name]
     ends = sorted(
@@ -661,7 +688,14 @@ def _freed_soon(
         for node, jobs in d.on_nodes.items()
         if not any(over for _, over in jobs)
     )
-    soon = [node for end, node in ends if end <= wait][: max(0, n - idle)]
+    within = [node for end, node in ends if end <= wait]
+    if contested:  # freed one by one, 1-node jobs take them first: the earliest n ending at once
+        together: dict[float, list[str]] = {}
+        for end, node in ends:
+            if end <= wait:
+                together.setdefault(end, []).append(node)
+        within = [] if idle else next((g for g in together.values() if len(g) >= n), [])
+    soon = within[: max(0, n - idle)]
     if idle + len(soon) < n:
         return False
     for node in soon:

@@ -122,3 +122,11 @@ def test_within_its_estimate_a_job_holds_what_it_has_left_rounded_up_to_a_minute
     assert held >= max(left, RUNNING_JOB_MIN_REMAINING)
     assert held - max(left, RUNNING_JOB_MIN_REMAINING) < RUNNING_JOB_GRID
     assert held % RUNNING_JOB_GRID == 0
+
+
+@pytest.mark.parametrize("elapsed", [float("inf"), float("nan")])
+def test_an_overrun_that_cannot_be_counted_holds_the_node_as_long_as_the_steps_go(elapsed):
+    # elapsed = inf raised OverflowError (math.ceil(inf)) and stopped the pass; NaN slipped
+    # through every comparison and came out as a minute from ending (its node then "freed
+    # soon" for a gang). An elapsed time that is no number is a job whose end nobody knows.
+    assert planner.running_remaining(600, elapsed) == planner.OVERRUN_STEPS[-1]

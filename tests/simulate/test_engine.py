@@ -453,3 +453,20 @@ def test_a_gang_beyond_the_max_launches_nothing() -> None:
     v = r.result
     assert (v.launches, v.jobs_completed, v.jobs_never_started) == (1, 1, 1)
     assert r.unschedulable == ()  # each part fits a c5.xlarge: it waits for the max
+
+
+def test_a_gang_gets_new_nodes_when_1_node_jobs_take_the_busy_ones_as_they_free() -> None:
+    """Cost packing, 10-minute target (so the held-room wait is 600 s). Two c5.xlarge run
+    full-node jobs ending at 1090 and 1290 s; at 700 s a 2-node gang is queued, and a
+    full-node 1-node job every 150 s from 710. The nodes free within the wait, but one by
+    one, and the simulated scheduler (no reservations) starts a 1-node job on each as it
+    frees: the gang, waiting for them, started at 1760 s (1060 s wait). With 1-node jobs
+    queued that fit them, it waits for busy nodes only when they end together: it gets
+    new nodes, boots (90 s) and starts (10 s to the pass that launches)."""
+    jobs = [(0.0, 1000.0, 1000.0, 4.0, 4.0, 1), (0.0, 1200.0, 1200.0, 4.0, 4.0, 1)]
+    jobs.append((700.0, 600.0, 600.0, 4.0, 4.0, 2))
+    jobs += [(float(t), 300.0, 300.0, 4.0, 4.0, 1) for t in range(710, 3600, 150)]
+    r = run(gang_trace(*jobs), config(packing="cost", target_time="10m"))
+    v = r.result
+    assert v.jobs_never_started == 0
+    assert v.waits[2] == 100.0  # the gang (job id 2, by submit time)
