@@ -240,10 +240,26 @@ def test_the_wake_key_counts_a_queued_tuple_once_and_a_changed_one_again() -> No
     shape = Shape(60, 2**30, 1, 0, False)
     queued = (QueuedJobs(shape, 3), QueuedJobs(shape, 2, node_count=4))
     first = _wake_key(Demand(queued), None)[0]
-    assert first == Counter({shape: 5})
+    assert first == Counter({(shape, 1): 3, (shape, 4): 2})
     assert _wake_key(Demand(queued), None)[0] is first  # the same tuple: counted once
-    assert _wake_key(Demand(queued[:1]), None)[0] == Counter({shape: 3})
+    assert _wake_key(Demand(queued[:1]), None)[0] == Counter({(shape, 1): 3})
     listed = [QueuedJobs(shape, 1)]  # not a tuple: may change in place, counted each time
-    assert _wake_key(Demand(listed), None)[0] == Counter({shape: 1})  # type: ignore[arg-type]
+    assert _wake_key(Demand(listed), None)[0] == Counter({(shape, 1): 1})  # type: ignore[arg-type]
     listed.append(QueuedJobs(shape, 1))
-    assert _wake_key(Demand(listed), None)[0] == Counter({shape: 2})  # type: ignore[arg-type]
+    assert _wake_key(Demand(listed), None)[0] == Counter({(shape, 1): 2})  # type: ignore[arg-type]
+
+
+async def test_a_queued_job_turned_gang_of_its_shape_wakes_a_pass(harness: Harness) -> None:
+    # the same per-node shape and count, now 4 nodes wide (a job cancelled and a gang
+    # submitted between two reads): another plan, so the read wakes a pass
+    h = harness
+    task = await run_loop(h, polled(60, "w-1", queued=1))
+    await h.clock.advance(2)
+    wide = Demand(
+        queued=(QueuedJobs(SHAPE, 1, node_count=4),), running=(RunningJob(SHAPE, "w-1", 62),)
+    )
+    await wakes(h, DemandUpdate(wide, frozenset({"w-1"})), 3)
+    await h.clock.advance(2)
+    wider = Demand(queued=(QueuedJobs(SHAPE, 1, node_count=8),), running=wide.running)
+    await wakes(h, DemandUpdate(wider, frozenset({"w-1"})), 4)
+    await stop_loop(h, task)
