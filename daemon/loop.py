@@ -263,8 +263,8 @@ class Controller:
         if isinstance(update, Demand):
             update = DemandUpdate(update)
         joined = frozenset(update.joined_nodes) if update.joined_nodes is not None else None
-        changed = (
-            _wake_key(update.demand, joined) != _wake_key(self.demand, self.joined)
+        changed = (  # the last read's key first: _wake_key keeps the queue it counted last
+            _wake_key(self.demand, self.joined) != _wake_key(update.demand, joined)
             or self.demand_failure
         )
         self.demand, self.joined = update.demand, joined

@@ -263,3 +263,25 @@ async def test_a_queued_job_turned_gang_of_its_shape_wakes_a_pass(harness: Harne
     wider = Demand(queued=(QueuedJobs(SHAPE, 1, node_count=8),), running=wide.running)
     await wakes(h, DemandUpdate(wider, frozenset({"w-1"})), 4)
     await stop_loop(h, task)
+
+
+class _Reads(tuple):  # type: ignore[type-arg]
+    """A queued tuple that counts how often it is read through."""
+
+    reads = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return super().__iter__()
+
+
+def test_each_queue_a_source_hands_is_counted_once_for_the_wake(harness: Harness) -> None:
+    # set_demand compares the new read's key with the last one's: the last read's queue
+    # was counted when it came, so a replay whose queue changes at every read counts each
+    # queue once (not once as the new read and again as the last one)
+    c = harness.controller
+    queues = [_Reads((QueuedJobs(SHAPE, k + 1),)) for k in range(4)]
+    for queue in queues:
+        c.set_demand(Demand(queued=queue))
+        c.set_demand(Demand(queued=queue))  # the same queue read again: counted already
+    assert [q.reads for q in queues] == [1, 1, 1, 1]
