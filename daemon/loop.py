@@ -152,15 +152,16 @@ _QUEUED_KEY: list[tuple[tuple[object, ...], Counter[object]]] = [((), Counter())
 
 
 def _wake_key(demand: Demand, joined: frozenset[str] | None) -> tuple[object, ...]:
-    """What of a demand can change a plan, so a change of it wakes a pass: the queued jobs,
-    which jobs run on which node, and the joined nodes. Not the running jobs' elapsed times:
-    a polled source moves them on every read, and a pass for each read would list the cloud
-    every poll for nothing (the timer pass plans with the newest elapsed times)."""
+    """What of a demand can change a plan, so a change of it wakes a pass: the queued jobs
+    (per shape and gang size), which jobs run on which node, and the joined nodes. Not the
+    running jobs' elapsed times: a polled source moves them on every read, and a pass for
+    each read would list the cloud every poll for nothing (the timer pass plans with the
+    newest elapsed times)."""
     last, queued = _QUEUED_KEY[0]
     if demand.queued is not last:  # a replay's source hands the same tuple while unchanged
         queued = Counter()
         for q in demand.queued:
-            queued[q.shape] += q.count
+            queued[q.shape, q.node_count] += q.count  # a gang of n is another plan
         if isinstance(demand.queued, tuple):  # immutable: its count stays right
             _QUEUED_KEY[0] = (demand.queued, queued)
     running = Counter((r.node_id, r.shape) for r in demand.running)
@@ -262,8 +263,8 @@ class Controller:
         if isinstance(update, Demand):
             update = DemandUpdate(update)
         joined = frozenset(update.joined_nodes) if update.joined_nodes is not None else None
-        changed = (
-            _wake_key(update.demand, joined) != _wake_key(self.demand, self.joined)
+        changed = (  # the last read's key first: _wake_key keeps the queue it counted last
+            _wake_key(self.demand, self.joined) != _wake_key(update.demand, joined)
             or self.demand_failure
         )
         self.demand, self.joined = update.demand, joined

@@ -240,10 +240,48 @@ def test_the_wake_key_counts_a_queued_tuple_once_and_a_changed_one_again() -> No
     shape = Shape(60, 2**30, 1, 0, False)
     queued = (QueuedJobs(shape, 3), QueuedJobs(shape, 2, node_count=4))
     first = _wake_key(Demand(queued), None)[0]
-    assert first == Counter({shape: 5})
+    assert first == Counter({(shape, 1): 3, (shape, 4): 2})
     assert _wake_key(Demand(queued), None)[0] is first  # the same tuple: counted once
-    assert _wake_key(Demand(queued[:1]), None)[0] == Counter({shape: 3})
+    assert _wake_key(Demand(queued[:1]), None)[0] == Counter({(shape, 1): 3})
     listed = [QueuedJobs(shape, 1)]  # not a tuple: may change in place, counted each time
-    assert _wake_key(Demand(listed), None)[0] == Counter({shape: 1})  # type: ignore[arg-type]
+    assert _wake_key(Demand(listed), None)[0] == Counter({(shape, 1): 1})  # type: ignore[arg-type]
     listed.append(QueuedJobs(shape, 1))
-    assert _wake_key(Demand(listed), None)[0] == Counter({shape: 2})  # type: ignore[arg-type]
+    assert _wake_key(Demand(listed), None)[0] == Counter({(shape, 1): 2})  # type: ignore[arg-type]
+
+
+async def test_a_queued_job_turned_gang_of_its_shape_wakes_a_pass(harness: Harness) -> None:
+    # the same per-node shape and count, now 4 nodes wide (a job cancelled and a gang
+    # submitted between two reads): another plan, so the read wakes a pass
+    h = harness
+    task = await run_loop(h, polled(60, "w-1", queued=1))
+    await h.clock.advance(2)
+    wide = Demand(
+        queued=(QueuedJobs(SHAPE, 1, node_count=4),), running=(RunningJob(SHAPE, "w-1", 62),)
+    )
+    await wakes(h, DemandUpdate(wide, frozenset({"w-1"})), 3)
+    await h.clock.advance(2)
+    wider = Demand(queued=(QueuedJobs(SHAPE, 1, node_count=8),), running=wide.running)
+    await wakes(h, DemandUpdate(wider, frozenset({"w-1"})), 4)
+    await stop_loop(h, task)
+
+
+class _Reads(tuple):  # type: ignore[type-arg]
+    """A queued tuple that counts how often it is read through."""
+
+    reads = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return super().__iter__()
+
+
+def test_each_queue_a_source_hands_is_counted_once_for_the_wake(harness: Harness) -> None:
+    # set_demand compares the new read's key with the last one's: the last read's queue
+    # was counted when it came, so a replay whose queue changes at every read counts each
+    # queue once (not once as the new read and again as the last one)
+    c = harness.controller
+    queues = [_Reads((QueuedJobs(SHAPE, k + 1),)) for k in range(4)]
+    for queue in queues:
+        c.set_demand(Demand(queued=queue))
+        c.set_demand(Demand(queued=queue))  # the same queue read again: counted already
+    assert [q.reads for q in queues] == [1, 1, 1, 1]
