@@ -66,7 +66,10 @@ Semantics a caller can rely on:
   nodes are one unit of ``Launch.gangs``, launched all or none in one zone (zones are
   the executor's); they are never assembled from draining nodes, and when smoothing,
   the max or the cost ceiling leaves a launch short of a gang's nodes, none of them is
-  launched (``_whole_gangs``). 1-node jobs take exactly the path they took before gangs.
+  launched (``_whole_gangs``). A type's target covers its gangs' nodes on top of its busy
+  nodes the gangs do not take (``_kept_beside_gangs``; no more is launched for it), and a
+  gang's launch has cause DEMAND (or FALLBACK, PREEMPTIBLE_COMPENSATION as any launch).
+  1-node jobs take exactly the path they took before gangs.
 * Booting and ready nodes are capacity. Launches are ``target - live - undrains``,
   so a second pass over the same demand with the launched nodes present as booting
   launches nothing.
@@ -1238,6 +1241,12 @@ def _smooth_and_limit(
         want = max(0, target - gang - current) + gang
         undrain = view.reusable[t.name][: max(0, want - d.gang_launch)]  # gangs: new nodes
         launch = want - len(undrain)
+        if d.gang_nodes:  # the gangs' nodes on top of the nodes they cannot have (no more adds)
+            kept = _kept_beside_gangs(view, t, d)
+            floor = min(t.max_nodes, kept + sum(n for _, n in d.gangs_live) + gang)
+            if floor > target:
+                notes.append(f"target {floor}: the gangs' nodes on top of {kept} busy ones")
+                target = floor
         if launch > view.room(t):
             notes.append(
                 f"launching {view.room(t)}, not {launch}: {view.drained[t.name]} draining "
@@ -1254,6 +1263,20 @@ def _smooth_and_limit(
             launch = 0
         out[t.name] = _Target(smoothed, target, launch, notes, undrain, owed[t.name])
     return out, estimates
+
+
+def _kept_beside_gangs(view: _View, t: NodeType, d: _TypeDemand) -> int:
+    """Live nodes of ``t`` running jobs hold that no gang takes (``_freed_soon`` takes busy
+    nodes only once every free one is taken). A type's target holds them beside the gangs'
+    nodes: the 1-node jobs' need may count fewer (count packing without queued jobs, cost
+    packing always, pack running jobs one after another, as if they were not all running
+    now on nodes of their own), and the gangs' free and new nodes would look like its
+    surplus: the plan launched new ones above its target, with cause "min-nodes", and
+    drained free ones a gang was to run on."""
+    live = view.live[t.name]
+    busy = sum(1 for n in live if n.id in view.busy)
+    taken_busy = max(0, sum(n for _, n in d.gangs_live) - (len(live) - busy))
+    return busy - taken_busy
 
 
 def _report_stranded(
@@ -1463,9 +1486,11 @@ def _cause(view: _View, t: NodeType, d: _TypeDemand, tt: _Target) -> AddCause:
         return AddCause.FALLBACK
     if d.compensation:
         return AddCause.PREEMPTIBLE_COMPENSATION
-    if tt.smoothed > view.current(t.name):
-        return AddCause.DEMAND
-    return AddCause.MIN_NODES
+    if tt.smoothed <= view.current(t.name) < t.min_nodes and not d.gangs:
+        return AddCause.MIN_NODES  # the min alone asks for more
+    # the jobs' need; or, beside gangs, their new nodes, and what _whole_gangs leaves 1-node
+    # jobs that need new nodes (the smoothed estimate may be at the live nodes then)
+    return AddCause.DEMAND
 
 
 def _why(view: _View, t: NodeType, d: _TypeDemand, tt: _Target, note: str) -> list[str]:
