@@ -554,3 +554,30 @@ def test_targets_cover_the_gangs_nodes_and_a_gangs_launch_is_for_demand(scenario
 @given(with_gangs())
 def test_targets_cover_the_gangs_nodes_with_smoothed_estimates(scenario):
     _assert_targets_cover_gangs(*scenario)
+
+
+def test_a_gang_waits_for_busy_nodes_whose_end_keeps_moving_no_longer_than_the_wait():
+    # A demand API that reports the running jobs as always 5 min from ending (elapsed never
+    # reaching the estimate): each pass alone, the gang may wait for those nodes; it waited
+    # 4 h (48 passes) with nothing launched. It waits the wait in all, then gets new nodes.
+    cost = policy(C12, packing="cost")
+    nodes = [node(f"n{i}", C12) for i in range(2)]
+    runs = [RunningJob(job(12, 40, 10, wall=3600), f"n{i}", 3600 - 300) for i in range(2)]
+    state, interval, launched = PlannerState(), 300.0, None
+    for k in range(48):
+        now = NOW + k * interval
+        p = plan(snapshot(nodes, [gang(nodes=2)], runs), cost, state, now)
+        if p.launches:
+            launched = now - NOW
+            assert [(la.count, la.gangs) for la in p.launches] == [(2, (2,))]
+            break
+        assert state.next_deadline(cost, now) in (None, NOW + HELD_ROOM_WAIT)
+        state = p.state
+    assert launched is not None and HELD_ROOM_WAIT <= launched <= HELD_ROOM_WAIT + interval
+    # a gang no longer queued (it started) leaves nothing behind: the next one waits anew
+    p = plan(snapshot(nodes, [], runs), cost, state, now + interval)
+    assert p.state.gang_waits == {}
+    later = now + 2 * interval
+    p = plan(snapshot(nodes, [gang(nodes=2)], runs), cost, p.state, later)
+    assert p.launches == ()
+    assert p.state.next_deadline(cost, later) == later + HELD_ROOM_WAIT
