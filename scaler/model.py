@@ -196,12 +196,16 @@ class PlannerState:
 
     estimates: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # betaInertia
     unneeded_since: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # node id -> t
+    # queued gang (per-node shape, nodes) -> the time it stops waiting for busy nodes
+    # (cost packing, planner._place_gangs), kept while it waits or is queued past that time
+    gang_waits: Mapping[tuple[Shape, int], float] = field(default_factory=lambda: _EMPTY)
 
     def next_deadline(self, policy: Policy, now: float) -> float | None:
         """The earliest time after ``now`` a node marked unneeded ripens for removal
-        (``policy.scale_down_unneeded_time`` after it was marked), or None."""
+        (``policy.scale_down_unneeded_time`` after it was marked) or a gang stops waiting
+        for busy nodes, or None."""
         ripe = [t + policy.scale_down_unneeded_time for t in self.unneeded_since.values()]
-        return min((t for t in ripe if t > now), default=None)
+        return min((t for t in (*ripe, *self.gang_waits.values()) if t > now), default=None)
 
 
 class AddCause(enum.StrEnum):

@@ -59,14 +59,18 @@ Semantics a caller can rely on:
 * A gang of N nodes is placed whole on one type: on N free (idle) live nodes of a type
   when one has that many; in cost packing, else on N live nodes of a type that are free
   or whose running jobs all end within ``HELD_ROOM_WAIT`` (``_freed_soon``; all at one
-  time if a queued 1-node job fits them, which would take a node freed first); else on N
+  time if a queued 1-node job fits them, which would take a node freed first; for at most
+  that wait in all, over passes: ``PlannerState.gang_waits``); else on N
   new nodes of a type with room under its max beside all its live and draining nodes.
   It has those nodes to itself (1-node jobs are packed beside it on other nodes: the
   plan never counts on room the gang may take). Its new
   nodes are one unit of ``Launch.gangs``, launched all or none in one zone (zones are
   the executor's); they are never assembled from draining nodes, and when smoothing,
   the max or the cost ceiling leaves a launch short of a gang's nodes, none of them is
-  launched (``_whole_gangs``). 1-node jobs take exactly the path they took before gangs.
+  launched (``_whole_gangs``). A type's target covers its gangs' nodes on top of its busy
+  nodes the gangs do not take (``_kept_beside_gangs``; no more is launched for it), and a
+  gang's launch has cause DEMAND (or FALLBACK, PREEMPTIBLE_COMPENSATION as any launch).
+  1-node jobs take exactly the path they took before gangs.
 * Booting and ready nodes are capacity. Launches are ``target - live - undrains``,
   so a second pass over the same demand with the launched nodes present as booting
   launches nothing.
@@ -505,10 +509,14 @@ def _assign(
     policy: Policy,
     unschedulable: Waiting,
     reserved: Mapping[str, int],
+    gang_waits: Mapping[tuple[Shape, int], float] = MappingProxyType({}),
+    waits: dict[tuple[Shape, int], float] | None = None,
 ) -> tuple[dict[str, _TypeDemand], str]:
     """Each job to a type; returns the demand per type and, in cost packing, which
     packing was used (for the launch messages). ``reserved``: live nodes per type that
-    preemptible compensation holds, which queued jobs do not count as room."""
+    preemptible compensation holds, which queued jobs do not count as room. ``gang_waits``
+    and ``waits``: the gangs' waits for busy nodes, the last pass's and this pass's
+    (``_place_gangs``)."""
     demand = {t.name: _TypeDemand() for t in view.types}
     where = {n.id: n.node_type for nodes in view.live.values() for n in nodes}
     for job in snapshot.demand.running:
@@ -529,7 +537,7 @@ def _assign(
         else:
             _add(queued, q.shape, q.count)
     if gangs:
-        taken = _place_gangs(gangs, view, policy, demand, unschedulable, queued)
+        taken = _place_gangs(gangs, view, policy, demand, unschedulable, queued, gang_waits, waits)
         reserved = {t.name: reserved.get(t.name, 0) + taken[t.name] for t in view.types}
     note = ""
     if view.cost:
@@ -563,6 +571,8 @@ def _place_gangs(
     demand: dict[str, _TypeDemand],
     unschedulable: Waiting,
     singles: Jobs,
+    gang_waits: Mapping[tuple[Shape, int], float] = MappingProxyType({}),
+    waits: dict[tuple[Shape, int], float] | None = None,
 ) -> dict[str, int]:
     """Place each gang (a job on N nodes at once) on N nodes of ONE type, before any
     1-node job: N free live nodes of a type that fits (idle, booting or ready; in the
@@ -574,7 +584,15 @@ def _place_gangs(
     make room for it). A gang has its nodes to itself: the room it leaves on them is not
     offered to 1-node jobs (so the plan never counts on room a gang may take). Returns
     the live nodes gangs take per type, which are then no room for 1-node jobs.
-    ``singles``: the queued 1-node jobs (``_freed_soon``)."""
+    ``singles``: the queued 1-node jobs (``_freed_soon``).
+
+    A gang waits for busy nodes only until ``wait`` after the pass it began to
+    (``gang_waits``, ``PlannerState.gang_waits``: when each gang's wait ends; this pass's
+    go to ``waits``, for the gangs that wait or are queued past it). ``_freed_soon`` sees
+    one pass: running jobs whose end keeps moving (a demand API that reports them always
+    5 min from ending) had a gang wait for them, launching nothing, for hours. Once its
+    wait is over a gang gets new nodes, and its entry stays while it finds no free ones
+    (on free nodes, such as its booting ones, it drops it). Gangs alike are one entry."""
     free = {t.name: sum(1 for n in view.live[t.name] if n.id not in view.busy) for t in view.types}
     room = {t.name: view.room(t) for t in view.types}  # the view does not change here
     taken = {t.name: 0 for t in view.types}  # free nodes gangs take
@@ -624,7 +642,11 @@ def _place_gangs(
         # of the rest can (nothing changed), and they are reported together.
         while count:
             here = next((t for t in fits if free[t.name] - taken[t.name] >= n), None)
-            if here is None and view.cost:
+            until = gang_waits.get((shape, n))
+            if here is None and view.cost and until is not None and until <= view.now:
+                if waits is not None:  # waited its whole wait for busy nodes: no more
+                    waits[shape, n] = until
+            elif here is None and view.cost:
                 here = next(
                     (
                         t
@@ -633,6 +655,8 @@ def _place_gangs(
                     ),
                     None,
                 )
+                if here is not None and waits is not None:  # waits for busy nodes
+                    waits[shape, n] = view.now + wait if until is None else until
             if here is not None:
                 k = min(count, (free[here.name] - taken[here.name]) // n)
                 taken[here.name] += k * n
@@ -680,7 +704,10 @@ def _freed_soon(
     (760-1100 s for nodes freed within 600 s, replayed). So with such a job queued, the gang
     waits only for busy nodes that all end at one time (a gang's do; the earliest such n)
     and no free node (a free node's 1-node job would be running there, unless it is
-    booting: it joins apart)."""
+    booting: it joins apart).
+
+    The wait is in all, not per pass: ``_place_gangs`` asks this only until the gang has
+    waited ``wait`` for busy nodes (``PlannerState.gang_waits``)."""
     d = demand[t.name]
     idle = free[t.name] - taken[t.name]
     ends = sorted(
@@ -1238,6 +1265,12 @@ def _smooth_and_limit(
         want = max(0, target - gang - current) + gang
         undrain = view.reusable[t.name][: max(0, want - d.gang_launch)]  # gangs: new nodes
         launch = want - len(undrain)
+        if d.gang_nodes:  # the gangs' nodes on top of the nodes they cannot have (no more adds)
+            kept = _kept_beside_gangs(view, t, d)
+            floor = min(t.max_nodes, kept + sum(n for _, n in d.gangs_live) + gang)
+            if floor > target:
+                notes.append(f"target {floor}: the gangs' nodes on top of {kept} busy ones")
+                target = floor
         if launch > view.room(t):
             notes.append(
                 f"launching {view.room(t)}, not {launch}: {view.drained[t.name]} draining "
@@ -1254,6 +1287,20 @@ def _smooth_and_limit(
             launch = 0
         out[t.name] = _Target(smoothed, target, launch, notes, undrain, owed[t.name])
     return out, estimates
+
+
+def _kept_beside_gangs(view: _View, t: NodeType, d: _TypeDemand) -> int:
+    """Live nodes of ``t`` running jobs hold that no gang takes (``_freed_soon`` takes busy
+    nodes only once every free one is taken). A type's target holds them beside the gangs'
+    nodes: the 1-node jobs' need may count fewer (count packing without queued jobs, cost
+    packing always, pack running jobs one after another, as if they were not all running
+    now on nodes of their own), and the gangs' free and new nodes would look like its
+    surplus: the plan launched new ones above its target, with cause "min-nodes", and
+    drained free ones a gang was to run on."""
+    live = view.live[t.name]
+    busy = sum(1 for n in live if n.id in view.busy)
+    taken_busy = max(0, sum(n for _, n in d.gangs_live) - (len(live) - busy))
+    return busy - taken_busy
 
 
 def _report_stranded(
@@ -1463,9 +1510,11 @@ def _cause(view: _View, t: NodeType, d: _TypeDemand, tt: _Target) -> AddCause:
         return AddCause.FALLBACK
     if d.compensation:
         return AddCause.PREEMPTIBLE_COMPENSATION
-    if tt.smoothed > view.current(t.name):
-        return AddCause.DEMAND
-    return AddCause.MIN_NODES
+    if tt.smoothed <= view.current(t.name) < t.min_nodes and not d.gangs:
+        return AddCause.MIN_NODES  # the min alone asks for more
+    # the jobs' need; or, beside gangs, their new nodes, and what _whole_gangs leaves 1-node
+    # jobs that need new nodes (the smoothed estimate may be at the live nodes then)
+    return AddCause.DEMAND
 
 
 def _why(view: _View, t: NodeType, d: _TypeDemand, tt: _Target, note: str) -> list[str]:
@@ -1571,7 +1620,8 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
     depends on how fast the machine is)."""
     view = _observe(snapshot, policy, now)
     unschedulable: Waiting = {}
-    demand, note = _assign(snapshot, view, policy, unschedulable, {})
+    waits: dict[tuple[Shape, int], float] = {}
+    demand, note = _assign(snapshot, view, policy, unschedulable, {}, state.gang_waits, waits)
     _pack(view, policy, demand, unschedulable)
     targets, estimates = _smooth_and_limit(view, policy, state, demand, unschedulable)
     reserved = {name: d.compensation for name, d in demand.items() if d.compensation}
@@ -1579,8 +1629,10 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
         # Compensation nodes are added on top of a type's need, so the live ones are not
         # room for queued jobs: assign again without them (else the pass after they boot
         # puts jobs on them and launches their replacement).
-        unschedulable = {}
-        demand, note = _assign(snapshot, view, policy, unschedulable, reserved)
+        unschedulable, waits = {}, {}
+        demand, note = _assign(
+            snapshot, view, policy, unschedulable, reserved, state.gang_waits, waits
+        )
         _pack(view, policy, demand, unschedulable)
         targets, estimates = _smooth_and_limit(view, policy, state, demand, unschedulable)
     _cost_ceiling(view, policy, demand, targets, unschedulable)
@@ -1598,7 +1650,9 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
         targets=MappingProxyType({t.name: targets[t.name].target for t in view.types}),
         unschedulable=_reported(unschedulable),
         state=PlannerState(
-            estimates=MappingProxyType(estimates), unneeded_since=MappingProxyType(unneeded)
+            estimates=MappingProxyType(estimates),
+            unneeded_since=MappingProxyType(unneeded),
+            gang_waits=MappingProxyType(waits),
         ),
         cost_per_hour=sum(_price(t) * targets[t.name].target for t in view.types),
         withheld=tuple(view.withheld),

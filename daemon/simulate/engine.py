@@ -277,6 +277,8 @@ def _settle(
         after.estimates
     ):
         return None
+    if after.gang_waits != before.gang_waits:
+        return None
     if cost_aware(policy) and policy.preemptible_compensation > 0:
         return None  # a plan may smooth twice, the second time with another raw estimate
     b = policy.beta_inertia
@@ -296,7 +298,7 @@ def _settle(
             return states, True
         if any(round_half_away(step[n]) != round_half_away(estimates[n]) for n in raws):
             return (states, False) if states else None
-        states.append(PlannerState(MappingProxyType(step), after.unneeded_since))
+        states.append(PlannerState(MappingProxyType(step), after.unneeded_since, after.gang_waits))
         estimates = step
     return (states, False) if states else None
 

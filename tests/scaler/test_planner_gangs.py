@@ -454,3 +454,130 @@ def test_a_gang_beside_1_node_jobs_waits_for_the_earliest_nodes_that_end_togethe
     single = QueuedJobs(job(12, 40, 10, wall=300), 1)
     p = plan(snapshot(nodes, [gang(nodes=2), single], runs), cost, PlannerState(), NOW)
     assert p.launches == ()  # (the 1-node job waits for n0's room: held room, _onto_held)
+
+
+def _busy_c12(lefts, cores=12, free=0):
+    """c12 nodes n0.. each running one 10-minute job of ``cores`` with ``lefts`` seconds to
+    go, then ``free`` idle ones, long unneeded (scale down would drain them at once)."""
+    nodes = [node(f"n{i}", C12) for i in range(len(lefts) + free)]
+    runs = [
+        RunningJob(job(cores, 4 * cores, 1, wall=600), f"n{i}", 600 - left)
+        for i, left in enumerate(lefts)
+    ]
+    state = PlannerState(unneeded_since={n.id: NOW - 86400 for n in nodes})
+    return nodes, runs, state
+
+
+def test_a_gangs_new_nodes_come_on_top_of_busy_nodes_in_the_target_and_launch_for_demand():
+    # 3 busy nodes ending in 2, 5 and 8 min, a 2-node gang and a 1-node job (which takes the
+    # node freed first, so the gang gets new nodes). Cost packing counts the running jobs one
+    # after another ("3 running jobs need 1 x c12"): the target was 3 (the gang's 2 nodes
+    # looked like the busy nodes' surplus) while 2 were launched, with cause "min-nodes".
+    nodes, runs, _ = _busy_c12((120, 300, 500))
+    single = QueuedJobs(job(2, 4, 1, wall=300), 1)
+    p = plan(
+        snapshot(nodes, [gang(nodes=2), single], runs),
+        policy(C12, packing="cost"),
+        PlannerState(),
+        NOW,
+    )
+    assert [(la.count, la.gangs, la.cause) for la in p.launches] == [(2, (2,), AddCause.DEMAND)]
+    assert p.targets == {"c12": 5}
+    # smoothed below the busy nodes too (betaInertia): the launch is the gang's, whole
+    pol = policy(C12, packing="cost", beta_inertia=0.5)
+    p = plan(snapshot(nodes, [gang(nodes=2), single], runs), pol, PlannerState(), NOW)
+    assert [(la.count, la.gangs, la.cause) for la in p.launches] == [(2, (2,), AddCause.DEMAND)]
+    assert p.targets == {"c12": 5}
+
+
+def test_free_nodes_a_gang_takes_are_not_drained_as_surplus_of_busy_nodes():
+    # 3 nodes run small jobs (packed one after another: 1 node's worth), 2 are free and the
+    # gang's; both packings counted the gang's 2 on top of that 1 and drained a free node
+    for packing in ("count", "cost"):
+        nodes, runs, state = _busy_c12((120, 300, 500), cores=2, free=2)
+        p = plan(snapshot(nodes, [gang(nodes=2)], runs), policy(C12, packing=packing), state, NOW)
+        assert p.drains == (), packing
+        assert p.launches == ()
+        assert p.targets == {"c12": 5}, packing
+
+
+def test_a_free_node_a_gang_takes_beside_busy_nodes_freed_soon_is_not_drained():
+    # 1 free node and 3 busy ones ending soon, no 1-node job queued: the gang waits for the
+    # free node and the busy one freed first (_freed_soon); the other 2 busy nodes are the
+    # running jobs', so the target is 4 and the free node stays
+    nodes, runs, state = _busy_c12((120, 300, 500), cores=2, free=1)
+    p = plan(snapshot(nodes, [gang(nodes=2)], runs), policy(C12, packing="cost"), state, NOW)
+    assert p.launches == ()
+    assert p.drains == ()
+    assert p.targets == {"c12": 4}
+
+
+def _gang_floor(snap, pol, p):
+    """Per type, the nodes its target must cover when gangs are on it: every busy node
+    (never drained), every free node gangs take, every node launched for a gang (as far
+    as the max allows); and the live nodes per type."""
+    view = planner._observe(snap, pol, NOW)
+    demand, _ = planner._assign(snap, view, pol, {}, {})
+    floors, live = {}, {}
+    for t in view.types:
+        d = demand[t.name]
+        live[t.name] = len(view.live[t.name])
+        busy = sum(1 for n in view.live[t.name] if n.id in view.busy)
+        taken = min(sum(n for _, n in d.gangs_live), live[t.name] - busy)
+        launched = sum(n for la in p.launches if la.node_type == t.name for n in la.gangs)
+        if d.gangs_live or launched:
+            floors[t.name] = min(t.max_nodes, busy + taken + launched)
+    return floors, live
+
+
+def _assert_targets_cover_gangs(snap, pol, state):
+    p = plan(snap, pol, state, NOW)
+    floors, live = _gang_floor(snap, pol, p)
+    for name, floor in floors.items():
+        assert p.targets[name] >= floor, (name, floor, dict(p.targets))
+    mins = {t.name: t.min_nodes for t in pol.node_types}
+    for la in p.launches:
+        if la.cause is AddCause.MIN_NODES:  # only for a type below its min
+            assert live[la.node_type] < mins[la.node_type], la
+
+
+@SETTINGS
+@given(many_identical_gangs())
+def test_targets_cover_the_gangs_nodes_and_a_gangs_launch_is_for_demand(scenario):
+    snap, pol, gangs = scenario
+    queued = tuple(QueuedJobs(shape, count, node_count=n) for (shape, n), count in gangs.items())
+    snap = replace(snap, demand=replace(snap.demand, queued=snap.demand.queued + queued))
+    _assert_targets_cover_gangs(snap, pol, PlannerState())
+
+
+@SETTINGS
+@given(with_gangs())
+def test_targets_cover_the_gangs_nodes_with_smoothed_estimates(scenario):
+    _assert_targets_cover_gangs(*scenario)
+
+
+def test_a_gang_waits_for_busy_nodes_whose_end_keeps_moving_no_longer_than_the_wait():
+    # A demand API that reports the running jobs as always 5 min from ending (elapsed never
+    # reaching the estimate): each pass alone, the gang may wait for those nodes; it waited
+    # 4 h (48 passes) with nothing launched. It waits the wait in all, then gets new nodes.
+    cost = policy(C12, packing="cost")
+    nodes = [node(f"n{i}", C12) for i in range(2)]
+    runs = [RunningJob(job(12, 40, 10, wall=3600), f"n{i}", 3600 - 300) for i in range(2)]
+    state, interval, launched = PlannerState(), 300.0, None
+    for k in range(48):
+        now = NOW + k * interval
+        p = plan(snapshot(nodes, [gang(nodes=2)], runs), cost, state, now)
+        if p.launches:
+            launched = now - NOW
+            assert [(la.count, la.gangs) for la in p.launches] == [(2, (2,))]
+            break
+        assert state.next_deadline(cost, now) in (None, NOW + HELD_ROOM_WAIT)
+        state = p.state
+    assert launched is not None and HELD_ROOM_WAIT <= launched <= HELD_ROOM_WAIT + interval
+    # a gang no longer queued (it started) leaves nothing behind: the next one waits anew
+    p = plan(snapshot(nodes, [], runs), cost, state, now + interval)
+    assert p.state.gang_waits == {}
+    later = now + 2 * interval
+    p = plan(snapshot(nodes, [gang(nodes=2)], runs), cost, p.state, later)
+    assert p.launches == ()
+    assert p.state.next_deadline(cost, later) == later + HELD_ROOM_WAIT

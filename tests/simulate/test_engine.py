@@ -9,6 +9,7 @@ prices (c5.xlarge: 4 cores, 8 GiB, $0.17/h on demand, $0.07/h spot; r5.xlarge: 4
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import configs
@@ -470,3 +471,20 @@ def test_a_gang_gets_new_nodes_when_1_node_jobs_take_the_busy_ones_as_they_free(
     v = r.result
     assert v.jobs_never_started == 0
     assert v.waits[2] == 100.0  # the gang (job id 2, by submit time)
+
+
+def test_settling_timer_passes_keep_the_gangs_waits_and_a_new_wait_is_not_settled():
+    # a skipped pass's state keeps when each gang stops waiting for busy nodes: dropped,
+    # the gang would begin its wait again after the skip (and could wait for ever)
+    from shoal.daemon.simulate import engine
+    from shoal.scaler.model import PlannerState, Policy
+    from shoal.scaler.shape import Shape
+
+    pol = Policy(node_types=(), beta_inertia=0.1, packing="count")
+    waits = {(Shape(600.0, 1.0, 1.0, 1.0, False), 2): 1234.0}
+    before = PlannerState(estimates={"a": 0.0}, gang_waits=waits)
+    after = PlannerState(estimates={"a": smooth(4, 0.0, 0.1)}, gang_waits=waits)
+    settled = engine._settle(pol, before, after)
+    assert settled is not None and settled[0]
+    assert all(s.gang_waits == waits for s in settled[0])
+    assert engine._settle(pol, replace(before, gang_waits={}), after) is None
