@@ -72,14 +72,14 @@ async def test_a_push_stops_the_demo_for_good_and_status_names_the_source(
         controller = service.controller
         assert controller is not None
         status = await next_pass(service, clock)
-        assert status["demand_source"] == "demo"  # the demo's burst: 24 jobs of 1 core
-        assert status["demand"] == {
-            "queued_jobs": 24,
-            "queued_shapes": 1,
-            "running_jobs": 0,
-            "joined_nodes": None,
-            "source": "demo",
-        }
+        assert status["demand_source"] == "demo"
+        demand = status["demand"]
+        assert (demand["source"], demand["joined_nodes"]) == ("demo", None)
+        # the demo's 24 jobs of 1 core: queued (its 60 s burst phase) or running (its run
+        # phase: under load the loop may sleep on the clock only after a second 30 s advance,
+        # and then the first pass comes a phase later; seen once in a full run under load)
+        counts = (demand["queued_jobs"], demand["queued_shapes"], demand["running_jobs"])
+        assert counts in {(24, 1, 0), (0, 0, 24)}, counts
 
         async with aiohttp.ClientSession() as http:
             url = f"http://127.0.0.1:{service.port}/v1/demand"
