@@ -1382,8 +1382,22 @@ def _whole_gangs(view: _View, demand: dict[str, _TypeDemand], targets: dict[str,
             tt.notes.append(
                 f"launching {launch}, not {tt.launch}: a gang's nodes are launched all or none"
             )
+        cut = d.gang_launch - nodes
         d.gangs = kept
         tt.launch = launch
+        if cut:  # the target no longer holds their new nodes (_cut_gangs_target)
+            tt.target = _cut_gangs_target(view, t, d, tt.target, cut)
+
+
+def _cut_gangs_target(view: _View, t: NodeType, d: _TypeDemand, target: int, cut: int) -> int:
+    """A type's target once ``cut`` nodes of gangs to launch are not launched: it held them
+    (their need, the floor of ``_smooth_and_limit``), so live nodes too few for a gang
+    were never surplus; with the cost ceiling cutting the gang, those idle nodes stayed up
+    for ever, their price keeping the gang under the ceiling. It still covers the 1-node
+    jobs' need and the gangs' other nodes on top of the busy ones, and the min."""
+    gangs = sum(n for _, n in d.gangs_live) + d.gang_launch
+    floor = min(t.max_nodes, _kept_beside_gangs(view, t, d) + gangs)
+    return min(target, max(t.min_nodes, floor, target - cut, d.need - cut))
 
 
 # -- step 8: scale down -------------------------------------------------------------------

@@ -581,3 +581,26 @@ def test_a_gang_waits_for_busy_nodes_whose_end_keeps_moving_no_longer_than_the_w
     p = plan(snapshot(nodes, [gang(nodes=2)], runs), cost, p.state, later)
     assert p.launches == ()
     assert p.state.next_deadline(cost, later) == later + HELD_ROOM_WAIT
+
+
+def test_idle_nodes_too_few_for_a_gang_the_cost_ceiling_cuts_are_drained_so_it_can_launch():
+    # 3 idle c12 (too few for the 4-node gang), a ceiling of $2.5/h (5 x c12): 3 + 4 new
+    # are over it, so the ceiling cuts the gang's launch and _whole_gangs launches none.
+    # The target still held the gang's 4 nodes, so the idle nodes were never surplus: they
+    # were billed for ever, and their price kept the gang under the ceiling for ever.
+    for packing in ("count", "cost"):
+        pol = policy(C12, packing=packing, cost_ceiling_per_hour=2.5)
+        nodes = [node(f"n{i}", C12) for i in range(3)]
+        state = PlannerState(unneeded_since={n.id: NOW - 86400 for n in nodes})
+        launched = None
+        for k in range(6):
+            p = plan(snapshot(nodes, [gang()], []), pol, state, NOW + 60 * k)
+            if p.launches:
+                launched = [(la.count, la.gangs, la.cause) for la in p.launches]
+                break
+            assert p.targets["c12"] < len(nodes), (packing, k)
+            gone = {d.node_id for d in p.drains}
+            nodes = [n for n in nodes if n.id not in gone]
+            state = p.state
+        assert launched == [(4, (4,), AddCause.DEMAND)], packing
+        assert len(nodes) <= 1  # 1 x c12 + 4 new is within $2.5/h
