@@ -1361,13 +1361,19 @@ def _cost_ceiling(
         _serve_within(view, policy, t, demand[t.name], cap, unschedulable, REASON_COST_CEILING)
 
 
-def _whole_gangs(view: _View, demand: dict[str, _TypeDemand], targets: dict[str, _Target]) -> None:
+def _whole_gangs(
+    view: _View,
+    demand: dict[str, _TypeDemand],
+    targets: dict[str, _Target],
+    planned: Mapping[str, int],
+) -> None:
     """A launch holds every gang it serves whole: one that smoothing, the max or the cost
     ceiling left short of a gang's nodes launches that gang not at all (the gangs come
-    first, then 1-node jobs; the gangs a limit cut are reported there)."""
+    first, then 1-node jobs; the gangs a limit cut are reported there). ``planned``: the
+    nodes of gangs to launch per type that the targets hold (before the cost ceiling)."""
     for t in view.types:
         d, tt = demand[t.name], targets[t.name]
-        if tt.launch >= d.gang_launch and not d.gangs_cut:
+        if tt.launch >= d.gang_launch == planned[t.name] and not d.gangs_cut:
             continue
         kept: list[tuple[Shape, int]] = []
         nodes = 0
@@ -1382,22 +1388,26 @@ def _whole_gangs(view: _View, demand: dict[str, _TypeDemand], targets: dict[str,
             tt.notes.append(
                 f"launching {launch}, not {tt.launch}: a gang's nodes are launched all or none"
             )
-        cut = d.gang_launch - nodes
+        rest = d.need - d.gang_launch + nodes  # 1-node jobs' need, gangs kept
         d.gangs = kept
         tt.launch = launch
-        if cut:  # the target no longer holds their new nodes (_cut_gangs_target)
-            tt.target = _cut_gangs_target(view, t, d, tt.target, cut)
+        cut = planned[t.name] - nodes
+        if cut > 0:  # the target no longer holds their new nodes (_cut_gangs_target)
+            tt.target = _cut_gangs_target(view, t, d, tt.target, cut, rest)
 
 
-def _cut_gangs_target(view: _View, t: NodeType, d: _TypeDemand, target: int, cut: int) -> int:
+def _cut_gangs_target(
+    view: _View, t: NodeType, d: _TypeDemand, target: int, cut: int, rest: int
+) -> int:
     """A type's target once ``cut`` nodes of gangs to launch are not launched: it held them
     (their need, the floor of ``_smooth_and_limit``), so live nodes too few for a gang
     were never surplus; with the cost ceiling cutting the gang, those idle nodes stayed up
-    for ever, their price keeping the gang under the ceiling. It still covers the 1-node
-    jobs' need and the gangs' other nodes on top of the busy ones, and the min."""
+    for ever, their price keeping the gang under the ceiling. It still covers ``rest``
+    (the 1-node jobs' need and the gangs kept), the gangs' nodes on top of the busy ones,
+    and the min."""
     gangs = sum(n for _, n in d.gangs_live) + d.gang_launch
     floor = min(t.max_nodes, _kept_beside_gangs(view, t, d) + gangs)
-    return min(target, max(t.min_nodes, floor, target - cut, d.need - cut))
+    return min(target, max(t.min_nodes, floor, target - cut, rest))
 
 
 # -- step 8: scale down -------------------------------------------------------------------
@@ -1649,8 +1659,9 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
         )
         _pack(view, policy, demand, unschedulable)
         targets, estimates = _smooth_and_limit(view, policy, state, demand, unschedulable)
+    planned = {name: d.gang_launch for name, d in demand.items()}
     _cost_ceiling(view, policy, demand, targets, unschedulable)
-    _whole_gangs(view, demand, targets)
+    _whole_gangs(view, demand, targets, planned)
     _report_stranded(view, policy, demand, targets, unschedulable)
     for t in view.types:  # what the cluster heads to: never above what it can reach
         tt = targets[t.name]

@@ -604,3 +604,18 @@ def test_idle_nodes_too_few_for_a_gang_the_cost_ceiling_cuts_are_drained_so_it_c
             state = p.state
         assert launched == [(4, (4,), AddCause.DEMAND)], packing
         assert len(nodes) <= 1  # 1 x c12 + 4 new is within $2.5/h
+
+
+def test_idle_nodes_a_cost_ceiling_below_their_price_leaves_no_gang_are_drained():
+    # the same 3 idle c12 and a ceiling of $1/h, below their own price: the ceiling cuts
+    # the gang before any launch (reported "cost-ceiling"), and the target held its nodes
+    p = plan(
+        snapshot([node(f"n{i}", C12) for i in range(3)], [gang()], []),
+        policy(C12, cost_ceiling_per_hour=1.0),
+        PlannerState(unneeded_since={f"n{i}": NOW - 86400 for i in range(3)}),
+        NOW,
+    )
+    assert p.targets == {"c12": 0}
+    assert len(p.drains) == 1  # the scale-down budget's one a pass; the others marked
+    assert set(p.state.unneeded_since) == {"n1", "n2"}
+    assert [(u.node_count, u.reasons) for u in p.unschedulable] == [(4, ("cost-ceiling",))]
