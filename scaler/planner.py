@@ -1156,13 +1156,16 @@ def _serve_within(
     view: _View, policy: Policy, t: NodeType, d: _TypeDemand, cap: int, out: Waiting, reason: str
 ) -> None:
     """Keep the type's gangs, then its queued jobs, that ``cap`` nodes serve; report the
-    rest in ``out`` as waiting for ``reason``."""
+    rest in ``out`` as waiting for ``reason``. A gang to launch needs new nodes: the live
+    ones within ``cap`` are too few for it (else it was placed there)."""
+    new = cap - view.current(t.name)
     cap -= sum(n for _, n in d.gangs_live)  # on live nodes: within any cap of live + more
     kept: list[tuple[Shape, int]] = []
     for shape, n in d.gangs:
-        if n <= cap:
+        if n <= min(cap, new):
             kept.append((shape, n))
             cap -= n
+            new -= n
         else:
             _report(out, {shape: 1}, reason, n)
             d.gangs_cut = True

@@ -619,3 +619,16 @@ def test_idle_nodes_a_cost_ceiling_below_their_price_leaves_no_gang_are_drained(
     assert len(p.drains) == 1  # the scale-down budget's one a pass; the others marked
     assert set(p.state.unneeded_since) == {"n1", "n2"}
     assert [(u.node_count, u.reasons) for u in p.unschedulable] == [(4, ("cost-ceiling",))]
+
+
+def test_a_gang_the_cost_ceiling_leaves_short_of_new_nodes_is_reported():
+    # 3 idle c12 and room under $2.5/h for 2 more: the cap of 5 nodes counted the idle ones
+    # as room for the 4-node gang (they are too few: it needs 4 new nodes), so it was kept,
+    # then _whole_gangs launched none of it, and nothing said why it waited
+    for packing in ("count", "cost"):
+        pol = policy(C12, packing=packing, cost_ceiling_per_hour=2.5)
+        p = plan(
+            snapshot([node(f"n{i}", C12) for i in range(3)], [gang()], []), pol, PlannerState(), NOW
+        )
+        assert p.launches == ()
+        assert [(u.node_count, u.reasons) for u in p.unschedulable] == [(4, ("cost-ceiling",))]
