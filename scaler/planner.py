@@ -67,7 +67,9 @@ Semantics a caller can rely on:
   nodes are one unit of ``Launch.gangs``, launched all or none in one zone (zones are
   the executor's); they are never assembled from draining nodes, and when smoothing,
   the max or the cost ceiling leaves a launch short of a gang's nodes, none of them is
-  launched (``_whole_gangs``). A type's target covers its gangs' nodes on top of its busy
+  launched (``_whole_gangs``; the target then holds none of them, so idle nodes too few
+  for the gang are drained: ``_cut_gangs_target``; one the cost ceiling cuts is reported
+  there). A type's target covers its gangs' nodes on top of its busy
   nodes the gangs do not take (``_kept_beside_gangs``; no more is launched for it), and a
   gang's launch has cause DEMAND (or FALLBACK, PREEMPTIBLE_COMPENSATION as any launch).
   1-node jobs take exactly the path they took before gangs.
