@@ -67,7 +67,9 @@ Semantics a caller can rely on:
   nodes are one unit of ``Launch.gangs``, launched all or none in one zone (zones are
   the executor's); they are never assembled from draining nodes, and when smoothing,
   the max or the cost ceiling leaves a launch short of a gang's nodes, none of them is
-  launched (``_whole_gangs``). A type's target covers its gangs' nodes on top of its busy
+  launched (``_whole_gangs``; the target then holds none of them, so idle nodes too few
+  for the gang are drained: ``_cut_gangs_target``; one the cost ceiling cuts is reported
+  there). A type's target covers its gangs' nodes on top of its busy
   nodes the gangs do not take (``_kept_beside_gangs``; no more is launched for it), and a
   gang's launch has cause DEMAND (or FALLBACK, PREEMPTIBLE_COMPENSATION as any launch).
   1-node jobs take exactly the path they took before gangs.
@@ -1156,13 +1158,16 @@ def _serve_within(
     view: _View, policy: Policy, t: NodeType, d: _TypeDemand, cap: int, out: Waiting, reason: str
 ) -> None:
     """Keep the type's gangs, then its queued jobs, that ``cap`` nodes serve; report the
-    rest in ``out`` as waiting for ``reason``."""
+    rest in ``out`` as waiting for ``reason``. A gang to launch needs new nodes: the live
+    ones within ``cap`` are too few for it (else it was placed there)."""
+    new = cap - view.current(t.name)
     cap -= sum(n for _, n in d.gangs_live)  # on live nodes: within any cap of live + more
     kept: list[tuple[Shape, int]] = []
     for shape, n in d.gangs:
-        if n <= cap:
+        if n <= min(cap, new):
             kept.append((shape, n))
             cap -= n
+            new -= n
         else:
             _report(out, {shape: 1}, reason, n)
             d.gangs_cut = True
@@ -1361,13 +1366,19 @@ def _cost_ceiling(
         _serve_within(view, policy, t, demand[t.name], cap, unschedulable, REASON_COST_CEILING)
 
 
-def _whole_gangs(view: _View, demand: dict[str, _TypeDemand], targets: dict[str, _Target]) -> None:
+def _whole_gangs(
+    view: _View,
+    demand: dict[str, _TypeDemand],
+    targets: dict[str, _Target],
+    planned: Mapping[str, int],
+) -> None:
     """A launch holds every gang it serves whole: one that smoothing, the max or the cost
     ceiling left short of a gang's nodes launches that gang not at all (the gangs come
-    first, then 1-node jobs; the gangs a limit cut are reported there)."""
+    first, then 1-node jobs; the gangs a limit cut are reported there). ``planned``: the
+    nodes of gangs to launch per type that the targets hold (before the cost ceiling)."""
     for t in view.types:
         d, tt = demand[t.name], targets[t.name]
-        if tt.launch >= d.gang_launch and not d.gangs_cut:
+        if tt.launch >= d.gang_launch == planned[t.name] and not d.gangs_cut:
             continue
         kept: list[tuple[Shape, int]] = []
         nodes = 0
@@ -1382,8 +1393,26 @@ def _whole_gangs(view: _View, demand: dict[str, _TypeDemand], targets: dict[str,
             tt.notes.append(
                 f"launching {launch}, not {tt.launch}: a gang's nodes are launched all or none"
             )
+        rest = d.need - d.gang_launch + nodes  # 1-node jobs' need, gangs kept
         d.gangs = kept
         tt.launch = launch
+        cut = planned[t.name] - nodes
+        if cut > 0:  # the target no longer holds their new nodes (_cut_gangs_target)
+            tt.target = _cut_gangs_target(view, t, d, tt.target, cut, rest)
+
+
+def _cut_gangs_target(
+    view: _View, t: NodeType, d: _TypeDemand, target: int, cut: int, rest: int
+) -> int:
+    """A type's target once ``cut`` nodes of gangs to launch are not launched: it held them
+    (their need, the floor of ``_smooth_and_limit``), so live nodes too few for a gang
+    were never surplus; with the cost ceiling cutting the gang, those idle nodes stayed up
+    for ever, their price keeping the gang under the ceiling. It still covers ``rest``
+    (the 1-node jobs' need and the gangs kept), the gangs' nodes on top of the busy ones,
+    and the min."""
+    gangs = sum(n for _, n in d.gangs_live) + d.gang_launch
+    floor = min(t.max_nodes, _kept_beside_gangs(view, t, d) + gangs)
+    return min(target, max(t.min_nodes, floor, target - cut, rest))
 
 
 # -- step 8: scale down -------------------------------------------------------------------
@@ -1635,8 +1664,9 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
         )
         _pack(view, policy, demand, unschedulable)
         targets, estimates = _smooth_and_limit(view, policy, state, demand, unschedulable)
+    planned = {name: d.gang_launch for name, d in demand.items()}
     _cost_ceiling(view, policy, demand, targets, unschedulable)
-    _whole_gangs(view, demand, targets)
+    _whole_gangs(view, demand, targets, planned)
     _report_stranded(view, policy, demand, targets, unschedulable)
     for t in view.types:  # what the cluster heads to: never above what it can reach
         tt = targets[t.name]

@@ -581,3 +581,54 @@ def test_a_gang_waits_for_busy_nodes_whose_end_keeps_moving_no_longer_than_the_w
     p = plan(snapshot(nodes, [gang(nodes=2)], runs), cost, p.state, later)
     assert p.launches == ()
     assert p.state.next_deadline(cost, later) == later + HELD_ROOM_WAIT
+
+
+def test_idle_nodes_too_few_for_a_gang_the_cost_ceiling_cuts_are_drained_so_it_can_launch():
+    # 3 idle c12 (too few for the 4-node gang), a ceiling of $2.5/h (5 x c12): 3 + 4 new
+    # are over it, so the ceiling cuts the gang's launch and _whole_gangs launches none.
+    # The target still held the gang's 4 nodes, so the idle nodes were never surplus: they
+    # were billed for ever, and their price kept the gang under the ceiling for ever.
+    for packing in ("count", "cost"):
+        pol = policy(C12, packing=packing, cost_ceiling_per_hour=2.5)
+        nodes = [node(f"n{i}", C12) for i in range(3)]
+        state = PlannerState(unneeded_since={n.id: NOW - 86400 for n in nodes})
+        launched = None
+        for k in range(6):
+            p = plan(snapshot(nodes, [gang()], []), pol, state, NOW + 60 * k)
+            if p.launches:
+                launched = [(la.count, la.gangs, la.cause) for la in p.launches]
+                break
+            assert p.targets["c12"] < len(nodes), (packing, k)
+            gone = {d.node_id for d in p.drains}
+            nodes = [n for n in nodes if n.id not in gone]
+            state = p.state
+        assert launched == [(4, (4,), AddCause.DEMAND)], packing
+        assert len(nodes) <= 1  # 1 x c12 + 4 new is within $2.5/h
+
+
+def test_idle_nodes_a_cost_ceiling_below_their_price_leaves_no_gang_are_drained():
+    # the same 3 idle c12 and a ceiling of $1/h, below their own price: the ceiling cuts
+    # the gang before any launch (reported "cost-ceiling"), and the target held its nodes
+    p = plan(
+        snapshot([node(f"n{i}", C12) for i in range(3)], [gang()], []),
+        policy(C12, cost_ceiling_per_hour=1.0),
+        PlannerState(unneeded_since={f"n{i}": NOW - 86400 for i in range(3)}),
+        NOW,
+    )
+    assert p.targets == {"c12": 0}
+    assert len(p.drains) == 1  # the scale-down budget's one a pass; the others marked
+    assert set(p.state.unneeded_since) == {"n1", "n2"}
+    assert [(u.node_count, u.reasons) for u in p.unschedulable] == [(4, ("cost-ceiling",))]
+
+
+def test_a_gang_the_cost_ceiling_leaves_short_of_new_nodes_is_reported():
+    # 3 idle c12 and room under $2.5/h for 2 more: the cap of 5 nodes counted the idle ones
+    # as room for the 4-node gang (they are too few: it needs 4 new nodes), so it was kept,
+    # then _whole_gangs launched none of it, and nothing said why it waited
+    for packing in ("count", "cost"):
+        pol = policy(C12, packing=packing, cost_ceiling_per_hour=2.5)
+        p = plan(
+            snapshot([node(f"n{i}", C12) for i in range(3)], [gang()], []), pol, PlannerState(), NOW
+        )
+        assert p.launches == ()
+        assert [(u.node_count, u.reasons) for u in p.unschedulable] == [(4, ("cost-ceiling",))]
