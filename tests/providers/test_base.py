@@ -387,7 +387,7 @@ def test_instance_type_tag_keeps_its_key() -> None:
     assert "TAG_INSTANCE_TYPE" in base.__all__
 
 
-# The seed's AbstractProvisioner methods (/work/shared/seed), with their parameters in order;
+# The seed's AbstractProvisioner methods (Toil's provider interface), with their parameters in order;
 # shoal may add keyword-only parameters or **options after them.
 SEED_METHODS = {
     "supportedClusterTypes": [],
