@@ -387,8 +387,8 @@ def test_instance_type_tag_keeps_its_key() -> None:
     assert "TAG_INSTANCE_TYPE" in base.__all__
 
 
-# The seed's AbstractProvisioner methods (Toil's provider interface), with their parameters in order;
-# shoal may add keyword-only parameters or **options after them.
+# The seed's AbstractProvisioner methods (Toil's provider interface), with their parameters
+# in order; shoal may add keyword-only parameters or **options after them.
 SEED_METHODS = {
     "supportedClusterTypes": [],
     "createClusterSettings": [],
