@@ -460,7 +460,11 @@ class _TypeDemand:
 
     @property
     def gang_nodes(self) -> int:
-        return sum(n for _, n in self.gangs_live) + self.gang_launch
+        return self.gang_live + self.gang_launch
+
+    @property
+    def gang_live(self) -> int:  # free live nodes gangs take
+        return sum(n for _, n in self.gangs_live)
 
     @property
     def gang_launch(self) -> int:
@@ -717,12 +721,12 @@ def _freed_soon(
         for node, jobs in d.on_nodes.items()
         if not any(over for _, over in jobs)
     )
-    within = [node for end, node in ends if end <= wait]
+    ending = [(end, node) for end, node in ends if end <= wait]
+    within = [node for _, node in ending]
     if contested:  # freed one by one, 1-node jobs take them first: the earliest n ending at once
         together: dict[float, list[str]] = {}
-        for end, node in ends:
-            if end <= wait:
-                together.setdefault(end, []).append(node)
+        for end, node in ending:
+            together.setdefault(end, []).append(node)
         within = [] if idle else next((g for g in together.values() if len(g) >= n), [])
     soon = within[: max(0, n - idle)]
     if idle + len(soon) < n:
@@ -1161,7 +1165,7 @@ def _serve_within(
     rest in ``out`` as waiting for ``reason``. A gang to launch needs new nodes: the live
     ones within ``cap`` are too few for it (else it was placed there)."""
     new = cap - view.current(t.name)
-    cap -= sum(n for _, n in d.gangs_live)  # on live nodes: within any cap of live + more
+    cap -= d.gang_live  # on live nodes: within any cap of live + more
     kept: list[tuple[Shape, int]] = []
     for shape, n in d.gangs:
         if n <= min(cap, new):
@@ -1272,7 +1276,7 @@ def _smooth_and_limit(
         launch = want - len(undrain)
         if d.gang_nodes:  # the gangs' nodes on top of the nodes they cannot have (no more adds)
             kept = _kept_beside_gangs(view, t, d)
-            floor = min(t.max_nodes, kept + sum(n for _, n in d.gangs_live) + gang)
+            floor = min(t.max_nodes, kept + d.gang_live + gang)
             if floor > target:
                 notes.append(f"target {floor}: the gangs' nodes on top of {kept} busy ones")
                 target = floor
@@ -1304,7 +1308,7 @@ def _kept_beside_gangs(view: _View, t: NodeType, d: _TypeDemand) -> int:
     drained free ones a gang was to run on."""
     live = view.live[t.name]
     busy = sum(1 for n in live if n.id in view.busy)
-    taken_busy = max(0, sum(n for _, n in d.gangs_live) - (len(live) - busy))
+    taken_busy = max(0, d.gang_live - (len(live) - busy))
     return busy - taken_busy
 
 
@@ -1410,8 +1414,7 @@ def _cut_gangs_target(
     for ever, their price keeping the gang under the ceiling. It still covers ``rest``
     (the 1-node jobs' need and the gangs kept), the gangs' nodes on top of the busy ones,
     and the min."""
-    gangs = sum(n for _, n in d.gangs_live) + d.gang_launch
-    floor = min(t.max_nodes, _kept_beside_gangs(view, t, d) + gangs)
+    floor = min(t.max_nodes, _kept_beside_gangs(view, t, d) + d.gang_nodes)
     return min(target, max(t.min_nodes, floor, target - cut, rest))
 
 
