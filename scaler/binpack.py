@@ -526,10 +526,11 @@ def _cheapest_order(
     # give the same packing: each distinct order is packed once.
     packed: dict[tuple[Shape, ...], Packing] = {}
     for order in orders:
-        if tuple(order) not in packed:
-            packed[tuple(order)] = _pack(groups, nodes, target_time, prices, WIDTH, order)
-    results = [packed[tuple(order)] for order in orders]
-    return min(results, key=lambda p: (p.cost(prices), p.total))
+        key = tuple(order)
+        if key not in packed:
+            packed[key] = _pack(groups, nodes, target_time, prices, WIDTH, order)
+    # the first cheapest in the orders' order, as over every order's packing
+    return min(packed.values(), key=lambda p: (p.cost(prices), p.total))
 
 
 def _priced(
