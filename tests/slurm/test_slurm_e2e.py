@@ -531,7 +531,10 @@ def test_cleanup_repairs_what_lost_hook_calls_left(setup_factory: Callable[..., 
         lambda: (
             "powered_down" in s.states(["cloud1"])["cloud1"]
             and s.reason("cloud2") == "ResumeTimeout reached"
-            and {r.kind for r in s.hooks() if r.status != 0} >= {"suspend", "resume"}
+            # resume-fail too: slurmctld runs it as it marks cloud2 DOWN, and one run after
+            # the spool is back is served at the restart (the power saver, not the clean-up,
+            # then resets cloud2: seen once in a CI rehearsal)
+            and {r.kind for r in s.hooks() if r.status != 0} >= {"suspend", "resume", "resume-fail"}
         ),
         60,
         interval=0.5,
