@@ -147,23 +147,22 @@ class _Withheld:
     keep_state: bool  # do not take the planner's new state
 
 
-# the last queued jobs _wake_key counted, and their count: one pair, replaced whole
-_QUEUED_KEY: list[tuple[tuple[object, ...], Counter[object]]] = [((), Counter())]
-
-
-def _wake_key(demand: Demand, joined: frozenset[str] | None) -> tuple[object, ...]:
+def _wake_key(
+    demand: Demand, joined: frozenset[str] | None, held: tuple[Demand, tuple[object, ...]] | None
+) -> tuple[object, ...]:
     """What of a demand can change a plan, so a change of it wakes a pass: the queued jobs
     (per shape and gang size), which jobs run on which node, and the joined nodes. Not the
     running jobs' elapsed times: a polled source moves them on every read, and a pass for
     each read would list the cloud every poll for nothing (the timer pass plans with the
-    newest elapsed times)."""
-    last, queued = _QUEUED_KEY[0]
-    if demand.queued is not last:  # a replay's source hands the same tuple while unchanged
+    newest elapsed times). ``held``: the demand held and its key, whose queue count serves
+    again when ``demand`` hands the very same queued tuple (a replay's source does while
+    the queue is unchanged; a tuple is immutable, so its count stays right)."""
+    if held is not None and demand.queued is held[0].queued and isinstance(demand.queued, tuple):
+        queued = held[1][0]
+    else:
         queued = Counter()
         for q in demand.queued:
             queued[q.shape, q.node_count] += q.count  # a gang of n is another plan
-        if isinstance(demand.queued, tuple):  # immutable: its count stays right
-            _QUEUED_KEY[0] = (demand.queued, queued)
     running = Counter((r.node_id, r.shape) for r in demand.running)
     return queued, running, joined
 
@@ -213,6 +212,8 @@ class Controller:
         self.state = PlannerState()
         self.demand = Demand()
         self.joined: frozenset[str] | None = None
+        # the held demand's _wake_key, made once as it came: a read compares its own with it
+        self._held_key: tuple[object, ...] = _wake_key(self.demand, self.joined, None)
         self.draining: frozenset[str] = frozenset()  # nodes the scheduler shows drained
         self.own_drains: frozenset[str] | None = None  # those drained for shoal's reason
         self._drained_by_others: set[str] = set()  # logged once each
@@ -263,10 +264,9 @@ class Controller:
         if isinstance(update, Demand):
             update = DemandUpdate(update)
         joined = frozenset(update.joined_nodes) if update.joined_nodes is not None else None
-        changed = (  # the last read's key first: _wake_key keeps the queue it counted last
-            _wake_key(self.demand, self.joined) != _wake_key(update.demand, joined)
-            or self.demand_failure
-        )
+        key = _wake_key(update.demand, joined, (self.demand, self._held_key))
+        changed = key != self._held_key or self.demand_failure
+        self._held_key = key
         self.demand, self.joined = update.demand, joined
         self.draining, self.own_drains = update.draining_nodes, update.own_drains
         self.demand_at = update.at if update.at is not None else now

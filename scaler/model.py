@@ -199,6 +199,12 @@ class PlannerState:
     # queued gang (per-node shape, nodes) -> the time it stops waiting for busy nodes
     # (cost packing, planner._place_gangs), kept while it waits or is queued past that time
     gang_waits: Mapping[tuple[Shape, int], float] = field(default_factory=lambda: _EMPTY)
+    # the last plan's unschedulable jobs, as the planner counted them, and the tuple it
+    # reported them as: equal jobs are reported as that very tuple again (planner._reported).
+    # What the plan reports, not what it decides: no part of the state's equality
+    reported: tuple[Mapping[tuple[Shape, tuple[str, ...], int], int], tuple[Unschedulable, ...]] = (
+        field(default=(_EMPTY, ()), compare=False, repr=False)
+    )
 
     def next_deadline(self, policy: Policy, now: float) -> float | None:
         """The earliest time after ``now`` a node marked unneeded ripens for removal

@@ -93,8 +93,7 @@ def pattern_pack(
     worths = [[value[g] * per[i][g] for g in range(len(jobs))] for i in range(len(bins))]
     orders = [_densest(width[i], worths[i], shares[i]) for i in range(len(bins))]
     demands = [
-        [math.ceil(n / per[i][g]) if width[i][g] else 0 for g, n in enumerate(left)]
-        for i in range(len(bins))
+        [_needed(n, per[i][g], width[i][g]) for g, n in enumerate(left)] for i in range(len(bins))
     ]
     while any(left):
         best: tuple[float, float, int, dict[int, int]] | None = None
@@ -117,8 +116,7 @@ def pattern_pack(
         for g, a in pattern.items():
             left[g] = max(0, left[g] - repeat * a * int(per[i][g]))
             for d, demand in enumerate(demands):
-                if width[d][g]:
-                    demand[g] = math.ceil(left[g] / per[d][g])
+                demand[g] = _needed(left[g], per[d][g], width[d][g])
     for job in free:
         # Room on a node already opened serves it; otherwise the cheapest node that fits.
         fitting = [s for s in nodes if not job.fits_in(s)]
@@ -128,6 +126,12 @@ def pattern_pack(
         else:
             host.columns[job] = 1
     return patterns
+
+
+def _needed(jobs: int, per: float, width: int) -> int:
+    """The columns a bin still needs for ``jobs`` of a group, a column running ``per`` of
+    them; none when the bin cannot hold the group (``width`` 0)."""
+    return math.ceil(jobs / per) if width else 0
 
 
 def _densest(width: list[int], value: list[float], shares: list[float]) -> list[int]:

@@ -1623,27 +1623,23 @@ def _actions(
     return launches, undrains
 
 
-# the last plan's unschedulable jobs and their tuple, one pair: replaced whole, read once
-# (plans may run in threads)
-_LAST_REPORTED: list[tuple[Waiting, tuple[Unschedulable, ...]]] = [({}, ())]
-
-
-def _reported(unschedulable: Waiting) -> tuple[Unschedulable, ...]:
+def _reported(
+    unschedulable: Waiting,
+    last: tuple[Mapping[tuple[Shape, tuple[str, ...], int], int], tuple[Unschedulable, ...]],
+) -> tuple[Unschedulable, ...]:
     """The plan's unschedulable jobs, in Toil's shape order. A queue that cannot run
     reports the same jobs pass after pass (a real log may hold thousands of shapes wider
-    than the cluster may grow): when they equal the last plan's, its tuple is given again
-    (a dict compare instead of a sort and a record per shape)."""
-    last, reported = _LAST_REPORTED[0]
-    if unschedulable == last:
-        return reported
-    reported = tuple(
+    than the cluster may grow): when they equal the last plan's (``last``, the state's
+    ``reported``), its tuple is given again (a dict compare instead of a sort and a record
+    per shape)."""
+    if unschedulable == last[0]:
+        return last[1]
+    return tuple(
         Unschedulable(shape, count, reasons, nodes)
         for (shape, reasons, nodes), count in sorted(
             unschedulable.items(), key=lambda it: (_job_order(it[0][0]), *it[0][1:])
         )
     )
-    _LAST_REPORTED[0] = (unschedulable, reported)
-    return reported
 
 
 def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) -> Plan:
@@ -1676,16 +1672,18 @@ def plan(snapshot: Snapshot, policy: Policy, state: PlannerState, now: float) ->
         tt.target = min(tt.target, view.current(t.name) + tt.adds)
     drains, terminations, unneeded = _scale_down(view, policy, state, targets)
     launches, undrains = _actions(view, demand, targets, note)
+    reported = _reported(unschedulable, state.reported)
     return Plan(
         launches=tuple(launches),
         drains=tuple(drains),
         terminations=tuple(terminations),
         targets=MappingProxyType({t.name: targets[t.name].target for t in view.types}),
-        unschedulable=_reported(unschedulable),
+        unschedulable=reported,
         state=PlannerState(
             estimates=MappingProxyType(estimates),
             unneeded_since=MappingProxyType(unneeded),
             gang_waits=MappingProxyType(waits),
+            reported=(unschedulable, reported),
         ),
         cost_per_hour=sum(_price(t) * targets[t.name].target for t in view.types),
         withheld=tuple(view.withheld),

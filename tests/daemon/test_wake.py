@@ -232,21 +232,36 @@ async def test_a_joined_node_missing_from_reads_has_its_unhealthy_timer(harness:
     assert c.tracker.next_deadline(join, sick, h.clock.now()) == gone + sick
 
 
-def test_the_wake_key_counts_a_queued_tuple_once_and_a_changed_one_again() -> None:
-    from collections import Counter
+async def test_a_changed_queue_wakes_a_pass_and_an_unchanged_one_does_not(
+    harness: Harness,
+) -> None:
+    h = harness
+    task = await run_loop(h, polled(60, "w-1", queued=2))
+    again = polled(61, "w-1", queued=2)  # an equal queue in another tuple
+    for update in (again, again):  # then the very same tuple handed again
+        await h.clock.advance(1)
+        h.controller.set_demand(update)
+        await h.settle()
+    await h.clock.advance(1)  # past any debounce
+    assert h.controller.passes == 2
+    await wakes(h, polled(63, "w-1", queued=3), 3)  # one more queued job
+    await h.clock.advance(1)
+    await wakes(h, polled(64, "w-1", queued=2), 4)  # and back: a change from the held queue
+    await stop_loop(h, task)
 
-    from shoal.daemon.loop import _wake_key
 
-    shape = Shape(60, 2**30, 1, 0, False)
-    queued = (QueuedJobs(shape, 3), QueuedJobs(shape, 2, node_count=4))
-    first = _wake_key(Demand(queued), None)[0]
-    assert first == Counter({(shape, 1): 3, (shape, 4): 2})
-    assert _wake_key(Demand(queued), None)[0] is first  # the same tuple: counted once
-    assert _wake_key(Demand(queued[:1]), None)[0] == Counter({(shape, 1): 3})
-    listed = [QueuedJobs(shape, 1)]  # not a tuple: may change in place, counted each time
-    assert _wake_key(Demand(listed), None)[0] == Counter({(shape, 1): 1})  # type: ignore[arg-type]
-    listed.append(QueuedJobs(shape, 1))
-    assert _wake_key(Demand(listed), None)[0] == Counter({(shape, 1): 2})  # type: ignore[arg-type]
+async def test_a_queue_changed_in_place_and_handed_again_wakes_a_pass(harness: Harness) -> None:
+    # not a tuple: it may change after it came, so it is counted at each read and compared
+    # with the count the held demand had when it came
+    h = harness
+    queued = [QueuedJobs(SHAPE, 1)]
+    running = (RunningJob(SHAPE, "w-1", 60),)
+    read = DemandUpdate(Demand(queued, running), frozenset({"w-1"}))  # type: ignore[arg-type]
+    task = await run_loop(h, read)
+    await h.clock.advance(1)
+    queued.append(QueuedJobs(SHAPE, 1))
+    await wakes(h, read, 3)
+    await stop_loop(h, task)
 
 
 async def test_a_queued_job_turned_gang_of_its_shape_wakes_a_pass(harness: Harness) -> None:
@@ -285,3 +300,18 @@ def test_each_queue_a_source_hands_is_counted_once_for_the_wake(harness: Harness
         c.set_demand(Demand(queued=queue))
         c.set_demand(Demand(queued=queue))  # the same queue read again: counted already
     assert [q.reads for q in queues] == [1, 1, 1, 1]
+
+
+async def test_two_controllers_in_one_process_keep_their_own_wake_keys(
+    harness_factory: Any,
+) -> None:
+    # each controller holds its own demand's key: another controller's reads in between
+    # (two daemons, or a replay's variants, in one process) do not make it count again
+    a = (await harness_factory()).controller
+    b = (await harness_factory()).controller
+    queues = [_Reads((QueuedJobs(SHAPE, k + 1),)) for k in range(2)]
+    for _ in range(3):
+        a.set_demand(Demand(queued=queues[0]))
+        b.set_demand(Demand(queued=queues[1]))
+    assert [q.reads for q in queues] == [1, 1]
+    assert a.demand.queued is queues[0] and b.demand.queued is queues[1]

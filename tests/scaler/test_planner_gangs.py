@@ -388,8 +388,9 @@ def test_a_plan_whose_unschedulable_jobs_are_the_last_plans_hands_the_same_tuple
     # a queue that cannot run reports the same jobs pass after pass: not sorted again
     pol = policy(C12, C12_BIG)
     queue = [gang(3, nodes=64), gang(2, nodes=65)]
-    first = plan(snapshot(queue=queue), pol, PlannerState(), NOW).unschedulable
-    again = plan(snapshot(queue=queue), pol, PlannerState(), NOW + 10).unschedulable
+    last = plan(snapshot(queue=queue), pol, PlannerState(), NOW)
+    first = last.unschedulable
+    again = plan(snapshot(queue=queue), pol, last.state, NOW + 10).unschedulable
     assert again is first
     assert [(u.count, u.node_count) for u in first] == [(3, 64), (2, 65)]
     fewer = plan(snapshot(queue=queue[:1]), pol, PlannerState(), NOW).unschedulable
