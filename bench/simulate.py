@@ -139,9 +139,9 @@ def breakdown(trace: Trace, days: float, config: ShoalConfig) -> None:
             count[kind] += 1
 
     def need(*args: object, **kwargs: object) -> int:
-        caller = sys._getframe(1)
-        in_search = caller.f_code is serve.__code__ and caller.f_lineno == probe
-        asker["kind"] = "limit search" if in_search else "node count"
+        caller = sys._getframe(1)  # the search's probe is a lambda inside _serve
+        inside = caller.f_code is serve.__code__ or caller.f_code in serve.__code__.co_consts
+        asker["kind"] = "limit search" if inside and caller.f_lineno == probe else "node count"
         return real_need(*args, **kwargs)  # type: ignore[arg-type]
 
     def timed_binpack(*args: object, **kwargs: object) -> object:
