@@ -3,14 +3,16 @@
     .venv/bin/python bench/policy.py                      # the stand-in, first 10 days
     .venv/bin/python bench/policy.py --trace LOG.swf      # a real PWA log, first 10 days
     .venv/bin/python bench/policy.py --days 30 -j 2       # a longer slice, 2 processes
+    .venv/bin/python bench/policy.py --trace LOG.swf --from-day 669 --days 14  # a window
 
 Both policies replay the same slice of the trace on the same node-type menu
 (``bench/policy.yaml``: c5/m5/m6i/r5 types of 8 to 48 cores on demand, one spot type) with
 the same seed, through ``shoal simulate``'s machinery: ``compare.build_variants`` makes
 the variants (``policy=toil``, then ``policy=shoal``; ``--compare KEY=V1,V2`` replaces the
 latter with shoal's policy under each value, as ``shoal simulate --compare`` does, so
-``--compare scaler.unneeded_time=2m,10m`` is three rows) and the replay engine runs each in
-its own spawned process (``-j``).
+``--compare scaler.unneeded_time=2m,10m`` is three rows; several ``--compare`` make a grid,
+while each ``--vary KEY=V1,V2`` adds rows of shoal's policy with that one key changed) and
+the replay engine runs each in its own spawned process (``-j``).
 
 Printed side by side: cost, node-hours, utilisation, wait p50/p95/p99, launches, and each
 policy's cost over the clairvoyant lower bound: every job's node time (run time x nodes)
@@ -36,6 +38,7 @@ names the SWF queues whose jobs may run on spot.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import sys
 import tempfile
@@ -54,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 from shoal.daemon.config import ShoalConfig, load_config  # noqa: E402
 from shoal.daemon.simulate import engine  # noqa: E402
 from shoal.daemon.simulate.compare import Variant, build_variants  # noqa: E402
-from shoal.daemon.simulate.engine import Replay, ReplayOptions  # noqa: E402
+from shoal.daemon.simulate.engine import DAY, Replay, ReplayOptions  # noqa: E402
 from shoal.daemon.simulate.report import TABLE_COLUMNS  # noqa: E402
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate, write_swf  # noqa: E402
 from shoal.daemon.simulate.trace import Trace, TraceOptions, read_trace  # noqa: E402
@@ -307,15 +310,53 @@ def stand_in(jobs: int, days: float, seed: int, directory: Path) -> Path:
     return path
 
 
+def window(trace: Trace, start: float, days: float) -> Trace:
+    """The jobs submitted in [``start``, ``start`` + ``days``) days, their submit times moved
+    back by ``start`` days (and the SWF start epoch forward by as much): a busy stretch of a
+    long log replayed on its own, as an empty cluster would meet it. Jobs submitted before
+    ``start`` are not in it, even those still running then. ``start`` 0 is ``prefix``."""
+    if start <= 0:
+        return prefix(trace, days)
+    lo, hi = np.searchsorted(trace.submit, [start * DAY, (start + days) * DAY], side="left")
+    nodes = None if trace.nodes is None else trace.nodes[lo:hi]
+    submit = trace.submit[lo:hi] - start * DAY
+    submit.flags.writeable = False
+    return dataclasses.replace(
+        trace,
+        submit=submit,
+        run_time=trace.run_time[lo:hi],
+        wall_time=trace.wall_time[lo:hi],
+        shape_index=trace.shape_index[lo:hi],
+        line=trace.line[lo:hi],
+        nodes=nodes if nodes is not None and bool(np.any(nodes > 1)) else None,
+        start_epoch=None if trace.start_epoch is None else trace.start_epoch + start * DAY,
+    )
+
+
+def policy_variants(
+    config: ShoalConfig, compare: Sequence[str], vary: Sequence[str] = ()
+) -> tuple[Variant, ...]:
+    """Toil's policy as it is, shoal's under each ``compare`` combination (none: its
+    defaults), then for each ``vary`` flag shoal's under those with that one key's values."""
+    variants = build_variants(config, ["policy=toil"])
+    for flags in ((), *((flag,) for flag in vary)):
+        variants += build_variants(config, ["policy=shoal", *compare, *flags])
+    return variants
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--trace", help="an SWF/CSV/JSONL trace (default: the stand-in)")
     p.add_argument("--days", type=float, default=10.0, help="replay the first D days (10)")
+    p.add_argument("--from-day", type=float, default=0.0, help="skip the trace's first D days")
     p.add_argument("--jobs", type=int, default=50_000, help="stand-in: jobs over --span days")
     p.add_argument("--span", type=float, default=90.0, help="stand-in: days (90)")
     p.add_argument("--seed", type=int, default=11, help="stand-in and simulated cloud seed")
     p.add_argument("-c", "--config", default=str(CONFIG), help="the node-type menu")
     p.add_argument("--compare", action="append", default=[], help="shoal variants: KEY=V1,V2")
+    p.add_argument(
+        "--vary", action="append", default=[], help="shoal variants, one key at a time: KEY=V1,V2"
+    )
     p.add_argument("-j", type=int, default=2, help="processes (2)")
     p.add_argument("--short", type=float, default=10.0, help="minutes: a short-lived launch")
     p.add_argument("--cores-per-node", type=int, help="SWF: split wider jobs into gangs")
@@ -327,9 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config: ShoalConfig = load_config(args.config)
-    # Toil's policy as it is, then shoal's under each --compare combination (none: defaults)
-    toil = build_variants(config, ["policy=toil"])
-    variants = (*toil, *build_variants(config, ["policy=shoal", *args.compare]))
+    variants = policy_variants(config, args.compare, args.vary)
     queues = frozenset(int(q) for q in args.preemptible_queues.split(",") if q.strip())
     trace_options = TraceOptions(cores_per_node=args.cores_per_node, preemptible_queues=queues)
     with tempfile.TemporaryDirectory() as tmp:
@@ -337,13 +376,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             Path(args.trace) if args.trace else stand_in(args.jobs, args.span, args.seed, Path(tmp))
         )
         whole = read_trace(path, trace_options)
-    trace = prefix(whole, args.days)
+    trace = window(whole, args.from_day, args.days)
     gangs = 0 if trace.nodes is None else int(np.sum(trace.nodes > 1))
     source = (
         args.trace or f"stand-in ({args.jobs:,} jobs over {args.span:g} days, seed {args.seed})"
     )
     print(
-        f"trace: {source}; first {args.days:g} days: {len(trace):,} jobs, "
+        f"trace: {source}; {args.days:g} days from day {args.from_day:g}: {len(trace):,} jobs, "
         f"{len(set(trace.shape_index.tolist())):,} shapes, {gangs:,} gangs"
     )
     for default in whole.defaults:  # what the reader assumed where the log says nothing

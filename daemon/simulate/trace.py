@@ -127,6 +127,7 @@ _SWF_NUMERIC_HEADERS = frozenset(
     }
 )
 _HEADER = re.compile(r";\s*([A-Za-z][A-Za-z0-9]*)\s*:\s*(.*)")
+_NOTED = re.compile(r"(\S+)\s+\(.*\)")
 _LIMIT = 1e15  # larger values are not plausible seconds, processors or KB
 
 CSV_COLUMNS = (
@@ -470,8 +471,10 @@ def _swf_header(builder: TraceBuilder, text: str, lineno: int) -> None:
         return  # a free-form comment
     key, value = match.group(1), match.group(2).strip()
     if key in _SWF_NUMERIC_HEADERS:
+        # a number, or one and a note in brackets (CTC-SP2: "338 (batch partition; 512 total)")
+        noted = _NOTED.fullmatch(value)
         try:
-            number = float(value)
+            number = float(noted.group(1) if noted else value)
         except ValueError:
             number = math.nan
         if not math.isfinite(number):

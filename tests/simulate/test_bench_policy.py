@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from shoal.daemon.simulate.engine import DAY
 from shoal.daemon.simulate.trace import GiB, TraceBuilder
 from shoal.scaler.model import NodeType, Policy
 from shoal.scaler.planner import usable_shape
@@ -16,7 +17,7 @@ from shoal.scaler.shape import Shape
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.policy import COLUMNS, clairvoyant_bound  # noqa: E402
+from bench.policy import COLUMNS, CONFIG, clairvoyant_bound, policy_variants, window  # noqa: E402
 
 
 def _type(name: str, cores: int, memory_gib: int, price: float, bid: float | None = None):
@@ -71,3 +72,60 @@ def test_policy_bench_prints_both_policies_and_the_bound(tmp_path: Path) -> None
         total = next(line for line in audit.splitlines() if line.strip().startswith("all"))
         boot, idle, busy = (float(v.replace(",", "")) for v in total.split()[1:4])
         assert boot + idle + busy == pytest.approx(float(cells[1].replace(",", "")), abs=0.2)
+
+
+def test_window_is_the_trace_cut_at_its_days_and_shifted() -> None:
+    """``--from-day``: the jobs submitted in the window, as the awk cut of a busy window of a
+    PWA log writes them (submit moved back, start epoch forward), shapes and gangs kept."""
+
+    b = TraceBuilder("t", "swf")
+    b.start_epoch = 1_000.0
+    rows = [  # submit (days), run, cores, GiB, nodes
+        (0.5, 600, 2, 4, 1),
+        (2.99, 7200, 8, 8, 3),  # before the window, still running at its start: left out
+        (3.0, 60, 4, 2, 1),
+        (3.5, 900, 8, 8, 2),
+        (4.2, 120, 1, 1, 1),
+        (5.0, 30, 2, 4, 1),  # at the window's end: left out
+    ]
+    for day, run, cores, gib, nodes in rows:
+        b.add(day * DAY, run, run, cores, gib * GiB, 0, False, nodes=nodes)
+    trace = b.build()
+    cut = window(trace, 3, 2)
+    want = [row for row in rows if 3 <= row[0] < 5]
+    assert [job.submit for job in cut] == pytest.approx([(r[0] - 3) * DAY for r in want])
+    assert [(j.run_time, j.shape.cores, j.shape.memory, j.nodes) for j in cut] == [
+        (r[1], r[2], r[3] * GiB, r[4]) for r in want
+    ]
+    assert cut.start_epoch == 1_000.0 + 3 * DAY
+    assert not cut.submit.flags.writeable
+    only_single = window(trace, 4, 2)  # no gang left: one node each, as the reader says it
+    assert only_single.nodes is None and len(only_single) == 2
+    assert [j.submit for j in window(trace, 0, 3.5)] == [r[0] * DAY for r in rows[:3]]
+
+
+def test_vary_adds_shoal_rows_one_key_at_a_time() -> None:
+    """``--vary``: each key's values on shoal's defaults alone (not a grid with the others)."""
+    from shoal.daemon.config import load_config
+
+    config = load_config(str(CONFIG))
+    variants = policy_variants(config, [], ["scaler.unneeded_time=0s", "scaler.target_time=15m,1h"])
+    assert [v.name for v in variants] == [
+        "policy=toil",
+        "policy=shoal",
+        "policy=shoal, scaler.unneeded_time=0s",
+        "policy=shoal, scaler.target_time=15m",
+        "policy=shoal, scaler.target_time=1h",
+    ]
+    scaler = [v.config.scaler for v in variants[1:]]
+    assert [(s.unneeded_time, s.target_time) for s in scaler] == [
+        (60.0, 1800.0),
+        (0.0, 1800.0),
+        (60.0, 900.0),
+        (60.0, 3600.0),
+    ]
+    grid = policy_variants(config, ["scaler.node_size_premium=0"], ["scaler.unneeded_time=0s"])
+    assert [v.name for v in grid][1:] == [
+        "policy=shoal, scaler.node_size_premium=0",
+        "policy=shoal, scaler.node_size_premium=0, scaler.unneeded_time=0s",
+    ]

@@ -465,3 +465,15 @@ def test_csv_nodes_column(tmp_path: Path) -> None:
                 write(tmp_path, "bad.csv", f"submit,cores,memory,run_time,nodes\n0,1,1,1,{bad}\n")
             )
         assert (info.value.line, info.value.field) == (2, "nodes")
+
+
+def test_swf_numeric_header_with_a_note_after_the_number(tmp_path: Path) -> None:
+    """The PWA's CTC-SP2 log says ``MaxNodes: 338 (batch partition; 512 total)``: the number
+    is read (the note dropped); a value that does not start with one is still bad."""
+    jobs = "\n".join(GANG_SWF.splitlines()[2:]) + "\n"
+    text = "; MaxProcs: 338\n; MaxNodes: 338 (batch partition; 512 total)\n" + jobs
+    trace = read_trace(write(tmp_path, "ctc.swf", text))
+    assert trace.header["MaxNodes"] == 338
+    assert [(j.nodes, j.shape.cores) for j in trace] == [(48, 1), (20, 1), (6, 1)]
+    with pytest.raises(TraceError, match="header MaxNodes"):
+        read_trace(write(tmp_path, "bad.swf", "; MaxNodes: (338)\n" + jobs))
