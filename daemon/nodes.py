@@ -59,6 +59,7 @@ import enum
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
+from operator import attrgetter
 
 from shoal.providers.base import (
     TAG_AUTOSCALED,
@@ -157,6 +158,28 @@ class TrackedNode:
         )
 
 
+# what ``NodeTracker.observe`` sets of a listed node beside its ``Node`` (the ledger's
+# fields keep their defaults)
+_LISTED = (
+    "node_type",
+    "state",
+    "static",
+    "zone",
+    "joined_at",
+    "missing_since",
+    "drain_confirmed",
+    "drained_by_others",
+)
+_listed = attrgetter(*_LISTED)
+
+
+def _fields(t: TrackedNode) -> tuple[object, ...]:
+    """``t``'s ``_LISTED`` fields; () for a ledger entry, which a listing never keeps."""
+    if t.accepted_at is not None or t.placeholder or t.expired:
+        return ()
+    return _listed(t)
+
+
 class NodeTracker:
     """Tracks workers across passes; ``observe`` applies a provider listing, ``record_launch``
     what ``addNodes`` reported."""
@@ -180,6 +203,9 @@ class NodeTracker:
         # what a restart knows of nodes seen joined before it (restore_joined); None: nothing
         self._known: dict[str, tuple[float, float | None]] | None = None
         self._adopting = False  # the next listing is the first since a restart
+        # each node's last NodeInfo, with the record it was made from (kept while the
+        # record is the same object: a pass's listing mostly changes nothing)
+        self._infos: dict[str, tuple[TrackedNode, NodeInfo]] = {}
         self.set_node_types(node_types)
 
     def set_node_types(self, node_types: Iterable[NodeType]) -> None:
@@ -384,18 +410,20 @@ class NodeTracker:
                 state = TrackedState.DRAINING
             else:
                 state = TrackedState.READY if joined_at is not None else TrackedState.BOOTING
-            tracked = TrackedNode(
-                node=node,
-                node_type=self._node_type(node),
-                state=state,
-                static=node.tags.get(TAG_AUTOSCALED) != "true" or (drained and not own),
-                zone=node.zone or self._default_zone,
-                joined_at=joined_at,
-                missing_since=missing_since,
-                drain_confirmed=own
-                and (drained or (was_own and old is not None and old.drain_confirmed)),
-                drained_by_others=drained and not own and not (own_drains is not None and shoals),
+            fields = (
+                self._node_type(node),
+                state,
+                node.tags.get(TAG_AUTOSCALED) != "true" or (drained and not own),
+                node.zone or self._default_zone,
+                joined_at,
+                missing_since,
+                own and (drained or (was_own and old is not None and old.drain_confirmed)),
+                drained and not own and not (own_drains is not None and shoals),
             )
+            if old is not None and old.node is node and _fields(old) == fields:
+                tracked = old  # unchanged (a listing hands the same Node while it is): kept
+            else:
+                tracked = TrackedNode(node, **dict(zip(_LISTED, fields, strict=True)))
             seen[node.name] = tracked
             request = node.tags.get(TAG_REQUEST_ID)
             if request:
@@ -501,14 +529,20 @@ class NodeTracker:
     def infos(self) -> tuple[NodeInfo, ...]:
         """The planner's view: every node not terminated, ledger entries not expired included;
         not stopped ones (no capacity: the loop terminates them) nor interrupted ones."""
-        return tuple(
-            t.info()
-            for t in self.all()
-            if t.state is not TrackedState.TERMINATED
-            and not t.expired
-            and not t.node.stopped
-            and t.id not in self._interrupted
-        )
+        made = self._infos
+        infos: dict[str, tuple[TrackedNode, NodeInfo]] = {}
+        for t in self.all():
+            if (
+                t.state is TrackedState.TERMINATED
+                or t.expired
+                or t.node.stopped
+                or t.id in self._interrupted
+            ):
+                continue
+            last = made.get(t.id)
+            infos[t.id] = last if last is not None and last[0] is t else (t, t.info())
+        self._infos = infos
+        return tuple(info for _, info in infos.values())
 
     def stopped(self) -> list[TrackedNode]:
         """Autoscaled nodes the cloud lists stopped or stopping, not yet terminated."""
