@@ -100,7 +100,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import numpy as np
@@ -298,7 +298,7 @@ def _settle(
             return states, True
         if any(round_half_away(step[n]) != round_half_away(estimates[n]) for n in raws):
             return (states, False) if states else None
-        states.append(PlannerState(MappingProxyType(step), after.unneeded_since, after.gang_waits))
+        states.append(replace(after, estimates=MappingProxyType(step)))  # keeps its reported
         estimates = step
     return (states, False) if states else None
 
