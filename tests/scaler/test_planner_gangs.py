@@ -143,25 +143,6 @@ def test_cost_packing_puts_a_gang_on_the_cheapest_type_that_fits():
     assert [(la.node_type, la.gangs) for la in p.launches] == [("c12big", (4,))]
 
 
-def test_cost_packing_grows_a_gang_where_its_nodes_share_of_a_node_costs_least():
-    """A gang's 8-core nodes on a 16-core type take half of each node, and the scheduler
-    puts other work in the other half: priced per node, the 8-core type with more memory
-    ($0.504) won over the 16-core one ($0.68, $0.34 a half) once the cheapest was full."""
-    c8 = node_type("c8", 8, 17, 100, price=0.34, max_nodes=3)  # too few for the gang
-    r8 = node_type("r8", 8, 65, 100, price=0.504)
-    c16 = node_type("c16", 16, 33, 100, price=0.68)
-    node = job(8, 8, 10)
-    for premium in (0.0, 0.04):  # with the premium: 0.558 a share against 0.665
-        pol = policy(c8, r8, c16, packing="cost", node_size_premium=premium)
-        p = plan(snapshot(queue=[gang(nodes=4, shape=node)]), pol, PlannerState(), NOW)
-        assert [(la.node_type, la.gangs) for la in p.launches] == [("c16", (4,))]
-    # a share is the largest of cores, memory and disk: 20 GiB is 0.625 of c16's 32 GiB, and
-    # with the premium 0.697 a share against r8's whole node at 0.665
-    pol = policy(c8, r8, c16, packing="cost", node_size_premium=0.04)
-    p = plan(snapshot(queue=[gang(nodes=4, shape=job(8, 20, 10))]), pol, PlannerState(), NOW)
-    assert [(la.node_type, la.gangs) for la in p.launches] == [("r8", (4,))]
-
-
 @st.composite
 def with_gangs(draw):
     """The property tests' random clusters, with gangs of 2 to 5 nodes queued too."""
