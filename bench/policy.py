@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import multiprocessing
 import sys
 import tempfile
@@ -54,9 +55,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shoal.daemon.config import ShoalConfig, load_config  # noqa: E402
+from shoal.daemon.config import ConfigError, ShoalConfig, load_config  # noqa: E402
 from shoal.daemon.simulate import engine  # noqa: E402
-from shoal.daemon.simulate.compare import Variant, build_variants  # noqa: E402
+from shoal.daemon.simulate.compare import CompareError, Variant, build_variants  # noqa: E402
 from shoal.daemon.simulate.engine import DAY, Replay, ReplayOptions  # noqa: E402
 from shoal.daemon.simulate.report import TABLE_COLUMNS  # noqa: E402
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate, write_swf  # noqa: E402
@@ -344,11 +345,19 @@ def policy_variants(
     return variants
 
 
+def _days(text: str) -> float:
+    """A number of days for ``--days`` / ``--from-day``: finite and not negative."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of days >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--trace", help="an SWF/CSV/JSONL trace (default: the stand-in)")
-    p.add_argument("--days", type=float, default=10.0, help="replay the first D days (10)")
-    p.add_argument("--from-day", type=float, default=0.0, help="skip the trace's first D days")
+    p.add_argument("--days", type=_days, default=10.0, help="replay the first D days (10)")
+    p.add_argument("--from-day", type=_days, default=0.0, help="skip the trace's first D days")
     p.add_argument("--jobs", type=int, default=50_000, help="stand-in: jobs over --span days")
     p.add_argument("--span", type=float, default=90.0, help="stand-in: days (90)")
     p.add_argument("--seed", type=int, default=11, help="stand-in and simulated cloud seed")
@@ -366,9 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     config: ShoalConfig = load_config(args.config)
-    variants = policy_variants(config, args.compare, args.vary)
+    try:
+        variants = policy_variants(config, args.compare, list(dict.fromkeys(args.vary)))
+    except (CompareError, ConfigError) as e:  # --vary's flags are --compare's
+        parser.error(str(e))
     queues = frozenset(int(q) for q in args.preemptible_queues.split(",") if q.strip())
     trace_options = TraceOptions(cores_per_node=args.cores_per_node, preemptible_queues=queues)
     with tempfile.TemporaryDirectory() as tmp:
@@ -377,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         whole = read_trace(path, trace_options)
     trace = window(whole, args.from_day, args.days)
+    if not len(trace):
+        parser.error(f"no job submitted in {args.days:g} days from day {args.from_day:g}")
     gangs = 0 if trace.nodes is None else int(np.sum(trace.nodes > 1))
     source = (
         args.trace or f"stand-in ({args.jobs:,} jobs over {args.span:g} days, seed {args.seed})"

@@ -116,6 +116,10 @@ class Node:
     """A provisioned machine, as Toil's ``toil.provisioners.node.Node``.
 
     ``launchTime`` accepts a datetime (naive means UTC) or an ISO 8601 string.
+
+    A provider's listing hands a new ``Node`` for a machine whose facts changed; it may
+    hand the same object again only while nothing in it changed: the daemon's node tracker
+    keeps what it built from a ``Node`` it has seen (``NodeTracker.observe``).
     """
 
     maxWaitTime = 7 * 60

@@ -584,8 +584,7 @@ def _place_gangs(
     1-node job: N free live nodes of a type that fits (idle, booting or ready; in the
     types' order) if some type has that many, in cost packing else free and busy nodes
     whose running jobs end soon (``_freed_soon``), else N new nodes of the first type that
-    fits and can launch (in count packing Toil's order, in cost packing the cheapest share
-    of a node, ``_share_price``),
+    fits and can launch (in count packing Toil's order, in cost packing the cheapest),
     as far as its max leaves room beside all its live and draining nodes (free nodes too
     few for a gang are no part of it: they are drained as unneeded, as any idle node, and
     make room for it). A gang has its nodes to itself: the room it leaves on them is not
@@ -604,8 +603,8 @@ def _place_gangs(
     room = {t.name: view.room(t) for t in view.types}  # the view does not change here
     taken = {t.name: 0 for t in view.types}  # free nodes gangs take
     grown = {t.name: 0 for t in view.types}  # new nodes for gangs
-    # where new nodes go: Toil's order, or in cost packing the cheapest share (_share_price)
-    growable = view.types
+    # where new nodes go: Toil's order, or the cheapest first (a stable sort: ties keep it)
+    growable = sorted(view.types, key=_price) if view.cost else view.types
     # A gang that fits no type, or is wider than every type's free nodes and room, is
     # reported at once: it changes nothing, so where it stands in the order does not
     # matter (the plan sorts what it reports), and a queue of thousands of them (a real
@@ -640,8 +639,6 @@ def _place_gangs(
             placeable.append(((shape, n), count, fits))
     placeable.sort(key=lambda it: (_job_order(it[0][0]), it[0][1]), reverse=True)
     for (shape, n), count, fits in placeable:
-        if view.cost:  # a stable sort: ties keep Toil's order
-            growable = sorted(fits, key=partial(_share_price, shape, view, policy))
         # The ``count`` identical gangs are placed as one at a time would place them, in
         # runs: one at a time, each goes to the first type (in ``fits``) with n free nodes
         # left, as long as it has them (the types before it have fewer, and placing takes
@@ -685,27 +682,6 @@ def _place_gangs(
             if fits[0] is not here and fits[0].name in view.blocked:
                 demand[here.name].fallback_from.add(fits[0].name)
     return taken
-
-
-def _share_price(shape: Shape, view: _View, policy: Policy, t: NodeType) -> float:
-    """(``_place_gangs``, cost packing) What one of a gang's nodes of per-node ``shape`` costs
-    on a new ``t`` node: the node's price as the cost packer weighs it (with the size
-    premium) times the share of it the gang's node takes (the largest of its cores, memory
-    and disk over the node's usable room), as the clairvoyant bound prices a job.
-
-    The plan gives a gang's node a node of its own, but the scheduler (Slurm's consumable
-    resources, the simulated one) puts other jobs, and other gangs' nodes, in the rest of its
-    room. Priced per node, an 8-core gang node went to an 8-core r5.2xlarge ($0.504) rather
-    than a 16-core c5.4xlarge ($0.68) whose other half the next gang or 1-node jobs take
-    ($0.34 each): on SDSC-BLUE's busy window (8 cores a node, gangs of up to 144 nodes) shoal
-    paid 1.059x Toil's policy, which grows gangs in Toil's order; priced by share, 1.025x
-    (bench/README.md, logs2). The premium stays in: the rest of a node is not always taken,
-    and without it a 36-core node won an 8-core gang node's share by a rounding (first 3
-    days: $6,302 against $5,732 with it, $5,815 per node)."""
-    room = view.usable[t.name]
-    needs = ((shape.cores, room.cores), (shape.memory, room.memory), (shape.disk, room.disk))
-    share = max((want / have for want, have in needs if have > 0), default=1.0)
-    return _price(t) * (1 + policy.node_size_premium * room.cores) * share
 
 
 def _freed_soon(

@@ -11,11 +11,12 @@ differential below checks the shortcut against a tracker handed fresh copies of 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shoal.daemon.nodes import NodeTracker, TrackedNode, TrackedState
+from shoal.daemon.nodes import _LISTED, NodeTracker, TrackedNode, TrackedState
 from shoal.providers.base import TAG_AUTOSCALED, TAG_DRAINING, Node
 from shoal.scaler.model import NodeType
 from shoal.scaler.shape import Shape
@@ -118,3 +119,11 @@ def test_kept_records_match_records_built_afresh(steps) -> None:
                 tracker.mark_interrupted(name, now)
         assert [fields(t) for t in kept.all()] == [fields(t) for t in fresh.all()]
         assert kept.infos() == fresh.infos()
+
+
+def test_a_kept_record_compares_every_field_a_listing_sets() -> None:
+    """A record is kept when its ``_LISTED`` fields are equal; the others are its ``node``
+    (the same object) and the launch ledger's (a ledger entry is never kept). A field added
+    to ``TrackedNode`` must join one of them, or a kept record could carry a stale value."""
+    ledger = {"accepted_at", "placeholder", "expired"}
+    assert {f.name for f in dataclasses.fields(TrackedNode)} == {"node", *_LISTED, *ledger}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 
+import pytest
 from builders import NOW, backed_off, job, node, node_type, policy, snapshot
 from hypothesis import given
 from hypothesis import strategies as st
@@ -143,23 +144,45 @@ def test_cost_packing_puts_a_gang_on_the_cheapest_type_that_fits():
     assert [(la.node_type, la.gangs) for la in p.launches] == [("c12big", (4,))]
 
 
-def test_cost_packing_grows_a_gang_where_its_nodes_share_of_a_node_costs_least():
-    """A gang's 8-core nodes on a 16-core type take half of each node, and the scheduler
-    puts other work in the other half: priced per node, the 8-core type with more memory
-    ($0.504) won over the 16-core one ($0.68, $0.34 a half) once the cheapest was full."""
-    c8 = node_type("c8", 8, 17, 100, price=0.34, max_nodes=3)  # too few for the gang
+# A gang's node has a node of its own in the plan, so the cheapest type per node is the
+# cheapest for it, whatever share of a large node it would take. Priced by share (tried on
+# a real log, reverted on review), a gang went to nodes up to 8x dearer with nothing queued
+# to fill the rest, the plan bought separate nodes for the jobs the share counted on, and
+# the cost ceiling cut such a gang for good where a cheaper type fitted under it.
+M4 = node_type("m4", 4, 9, 200, price=0.24, max_nodes=50)
+C16 = node_type("c16", 16, 33, 200, price=0.64, max_nodes=50)  # cheaper a core than m4
+SMALL_GANG = QueuedJobs(job(2, 4, 1), 1, node_count=4)  # 4 nodes of 2 cores, 4 GiB
+
+
+def test_a_gang_under_the_cost_ceiling_on_a_cheaper_type_is_launched():
+    pol = policy(M4, C16, packing="cost", cost_ceiling_per_hour=2.0, node_size_premium=0.04)
+    p = plan(snapshot(queue=[SMALL_GANG]), pol, PlannerState(), NOW)
+    assert p.unschedulable == ()
+    assert [(la.node_type, la.count) for la in p.launches] == [("m4", 4)]
+
+
+def test_a_lone_gang_takes_the_cheapest_nodes_not_the_cheapest_share():
+    one_core = QueuedJobs(job(1, 3, 1), 1, node_count=4)
+    small = node_type("c5.large", 2, 4, 20, price=0.085, max_nodes=50)
+    huge = node_type("c5.24xlarge", 96, 192, 200, price=4.08, max_nodes=50)  # same $ a core
+    for menu, gang, premium, cost in (
+        ((M4, C16), SMALL_GANG, 0.04, 0.96),
+        ((small, huge), one_core, 0.0, 0.34),
+    ):
+        pol = policy(*menu, packing="cost", node_size_premium=premium)
+        p = plan(snapshot(queue=[gang]), pol, PlannerState(), NOW)
+        assert p.cost_per_hour == pytest.approx(cost), p.launches
+
+
+def test_a_gang_beside_one_node_jobs_of_its_node_shape_takes_the_cheapest_nodes():
+    c8 = node_type("c8", 8, 17, 100, price=0.34, max_nodes=3)
     r8 = node_type("r8", 8, 65, 100, price=0.504)
     c16 = node_type("c16", 16, 33, 100, price=0.68)
-    node = job(8, 8, 10)
-    for premium in (0.0, 0.04):  # with the premium: 0.558 a share against 0.665
-        pol = policy(c8, r8, c16, packing="cost", node_size_premium=premium)
-        p = plan(snapshot(queue=[gang(nodes=4, shape=node)]), pol, PlannerState(), NOW)
-        assert [(la.node_type, la.gangs) for la in p.launches] == [("c16", (4,))]
-    # a share is the largest of cores, memory and disk: 20 GiB is 0.625 of c16's 32 GiB, and
-    # with the premium 0.697 a share against r8's whole node at 0.665
     pol = policy(c8, r8, c16, packing="cost", node_size_premium=0.04)
-    p = plan(snapshot(queue=[gang(nodes=4, shape=job(8, 20, 10))]), pol, PlannerState(), NOW)
-    assert [(la.node_type, la.gangs) for la in p.launches] == [("r8", (4,))]
+    node_job = job(8, 8, 10)
+    queue = [QueuedJobs(node_job, 1, node_count=4), QueuedJobs(node_job, 4)]
+    p = plan(snapshot(queue=queue), pol, PlannerState(), NOW)
+    assert p.cost_per_hour <= 3.376 + 1e-9, [(la.node_type, la.count) for la in p.launches]
 
 
 @st.composite

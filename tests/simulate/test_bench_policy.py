@@ -17,7 +17,7 @@ from shoal.scaler.shape import Shape
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.policy import COLUMNS, CONFIG, clairvoyant_bound, policy_variants, window  # noqa: E402
+from bench.policy import COLUMNS, CONFIG, clairvoyant_bound, main, policy_variants, window  # noqa: E402
 
 
 def _type(name: str, cores: int, memory_gib: int, price: float, bid: float | None = None):
@@ -129,3 +129,25 @@ def test_vary_adds_shoal_rows_one_key_at_a_time() -> None:
         "policy=shoal, scaler.node_size_premium=0",
         "policy=shoal, scaler.node_size_premium=0, scaler.unneeded_time=0s",
     ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--days", "nan"], "--days: 'nan' is not a finite number of days >= 0"),
+        (["--from-day", "-1"], "--from-day: '-1' is not a finite number of days >= 0"),
+        (["--from-day", "inf"], "--from-day: 'inf' is not a finite number of days >= 0"),
+        (["--from-day", "5", "--days", "1"], "no job submitted in 1 days from day 5"),
+        (["--vary", "scaler.no_such_key=1"], "scaler.no_such_key"),
+        (["--vary", "no-equals-sign"], "expected KEY=V1,V2"),
+    ],
+)
+def test_bad_flags_are_refused_before_any_replay(tmp_path: Path, capsys, flags, says) -> None:
+    """A window with no job, a day count that is not one, or a variant that does not
+    validate stop at once with a usage error (exit 2), not a table of zeros or a traceback."""
+    trace = tmp_path / "t.csv"
+    trace.write_text("submit,cores,memory,run_time\n0,1,1GiB,60\n3600,2,2GiB,120\n")
+    with pytest.raises(SystemExit) as stopped:
+        main(["--trace", str(trace), "-j", "1", *flags])
+    assert stopped.value.code == 2
+    assert says in capsys.readouterr().err

@@ -406,7 +406,14 @@ def test_a_multi_node_job_runs_once_capacity_returns(
 def test_external_mode_launches_a_dynamic_node_then_drains_terminates_and_deletes_it(
     setup_factory: Callable[..., Setup],
 ) -> None:
-    spec = ClusterSpec(cloud=(), dynamic_partition="dyn")
+    # the main scheduling loop every 2 s (default 60): slurmctld may look at the queue as the
+    # dynamic node registers, before it can take the job (seen under load: allocated at
+    # the next 60 s loop, 55 s after the node was up, and the test's 60 s wait ran out)
+    spec = ClusterSpec(
+        cloud=(),
+        dynamic_partition="dyn",
+        settings={"SchedulerParameters": "batch_sched_delay=0,sched_interval=2"},
+    )
     s = setup_factory(
         spec,
         hooks=False,
