@@ -426,6 +426,11 @@ class HaRun(_Run):
             self.actuation(op)
         super().observe_call(op, phase, arg, result)
 
+    def booted(self) -> Controller | None:
+        # a daemon built at the first start, acting or not: a throttled first reconcile
+        # leaves nobody acting yet (seed 1291), and the types are the same for both
+        return next((d.controller for d in self.daemons.values() if d.controller), None)
+
     async def setup(self) -> None:
         asyncio.get_running_loop().set_task_factory(_task_factory)  # type: ignore[arg-type]
         await super().setup()

@@ -472,6 +472,10 @@ class _Run:
 
     # -- set-up ---------------------------------------------------------------------------
 
+    def booted(self) -> Controller | None:
+        """A controller the first start built, to read the configured types from."""
+        return self.controller
+
     async def setup(self) -> None:
         asyncio.get_running_loop().set_default_executor(_Executor())
         self.clock = FakeClock(EPOCH)
@@ -481,8 +485,9 @@ class _Run:
         self.faulty = FaultyCloud(cloud, self.plan, self.observe_call, self.note)
         self.listeners = list(cloud.fleet._listeners)  # the cloud's own, before any daemon's
         await self.start_daemon(crashes=False)  # the first start, on an empty cloud
-        assert self.controller is not None
-        policy = self.controller.policy
+        booted = self.booted()
+        assert booted is not None
+        policy = booted.policy
         self.types: dict[str, NodeType] = {t.name: t for t in policy.node_types}
         self.type_of = {
             (i, t.preemptible): t.name for t in policy.node_types for i in t.instance_types
