@@ -129,3 +129,39 @@ def test_vary_adds_shoal_rows_one_key_at_a_time() -> None:
         "policy=shoal, scaler.node_size_premium=0",
         "policy=shoal, scaler.node_size_premium=0, scaler.unneeded_time=0s",
     ]
+
+
+def test_audit_walks_the_same_instances_as_every_instance_ever_launched() -> None:
+    """``_AuditedEngine`` notes each launch's new instances as they come (not by slicing every
+    instance ever launched at each step, which grew quadratically on a 90-day log): its audit
+    is the one an engine finds by walking every instance not ended at every step, on a replay
+    with launches, scale-down and spot interruptions, for both policies."""
+    import asyncio
+
+    from shoal.daemon.config import load_config
+    from shoal.daemon.simulate import engine
+    from shoal.daemon.simulate.engine import ReplayOptions
+    from shoal.daemon.simulate.synthetic import SyntheticSpec, generate
+
+    from bench.policy import _AuditedEngine
+
+    class WalkAll(_AuditedEngine):
+        def _sample(self, t: float) -> None:
+            self._live = {n: i for n, i in self.instances.items() if i.ended is None}
+            super()._sample(t)
+
+    spec = SyntheticSpec(jobs=120, days=1, seed=5, memory="per-job", preemptible_share=0.4)
+    trace = generate(spec)
+    for variant in policy_variants(load_config(str(CONFIG)), []):
+        audits = []
+        for cls in (_AuditedEngine, WalkAll):
+            audited = cls(trace, variant.config, ReplayOptions(seed=3), variant.name, (), None)
+            with engine._quiet_logs(50):
+                done = asyncio.run(audited.run())
+            audit = audited.audit
+            audits.append((dict(audit.seconds), dict(audit.thin), audit.lifetimes, audit.busy))
+        seconds, _, lifetimes, busy = audits[0]
+        assert audits[0] == audits[1]
+        assert len(lifetimes) == done.result.launches > 10
+        assert sum(busy) > 0 and any(k[1] for k in seconds)  # jobs ran; spot nodes lived
+        assert done.result.interruptions > 0
