@@ -126,6 +126,7 @@ class _AuditedEngine(engine._Engine):
         self._state: list[tuple[str, tuple[str, bool, str], float]] = []
         self._busy: dict[str, float] = defaultdict(float)
         self._live: dict[str, engine._Instance] = {}  # every instance not known ended
+        self._walked: tuple[int, int, int] | None = None  # what _state was walked at
 
     def _launched(self, attempt: LaunchAttempt, t: float) -> None:
         # the instances this launch adds, in launch order (a retried request's are known);
@@ -147,6 +148,16 @@ class _AuditedEngine(engine._Engine):
                     if used < 0.5:
                         audit.thin[key[:2]] += dt
         self._since = t
+        # each instance's state changes only with a launch, an end (``live``), a join or a
+        # job's start or end (the cluster's ``version``): walked again only then
+        key = (self.cluster.version, len(self.instances), self.live)
+        if key != self._walked:
+            self._walked = key
+            self._state = self._walk()
+        super()._sample(t)
+
+    def _walk(self) -> list[tuple[str, tuple[str, bool, str], float]]:
+        """Each live instance's (name, (type, spot, boot/idle/busy), share of it in use)."""
         nodes = self.cluster._nodes
         state = []
         for name, inst in list(self._live.items()):
@@ -163,8 +174,7 @@ class _AuditedEngine(engine._Engine):
                 used = max(1 - node.cores / room.cores, 1 - node.memory / max(room.memory, 1.0))
                 kind = "busy"
             state.append((name, (inst.instance_type, inst.preemptible, kind), used))
-        self._state = state
-        super()._sample(t)
+        return state
 
     def _result(self, end: float, capped: bool) -> Replay:
         done = super()._result(end, capped)

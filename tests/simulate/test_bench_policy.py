@@ -133,8 +133,9 @@ def test_vary_adds_shoal_rows_one_key_at_a_time() -> None:
 
 def test_audit_walks_the_same_instances_as_every_instance_ever_launched() -> None:
     """``_AuditedEngine`` notes each launch's new instances as they come (not by slicing every
-    instance ever launched at each step, which grew quadratically on a 90-day log): its audit
-    is the one an engine finds by walking every instance not ended at every step, on a replay
+    instance ever launched at each step, which grew quadratically on a 90-day log) and walks
+    them again only when the fleet or a node's jobs changed: its audit is the one an engine
+    finds by walking every instance not ended at every step, on a replay
     with launches, scale-down and spot interruptions, for both policies."""
     import asyncio
 
@@ -148,6 +149,7 @@ def test_audit_walks_the_same_instances_as_every_instance_ever_launched() -> Non
     class WalkAll(_AuditedEngine):
         def _sample(self, t: float) -> None:
             self._live = {n: i for n, i in self.instances.items() if i.ended is None}
+            self._walked = None  # every step
             super()._sample(t)
 
     spec = SyntheticSpec(jobs=120, days=1, seed=5, memory="per-job", preemptible_share=0.4)
