@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -168,6 +170,16 @@ def test_a_demand_read_reuses_the_queued_jobs_until_the_queue_changes() -> None:
     assert c.demand(30).queued == (QueuedJobs(PER_NODE, 4, node_count=4),)
 
 
+@contextlib.contextmanager
+def _node_scans() -> Iterator[list[object]]:
+    """Every node ``_Node.fits`` is asked about, while the block runs."""
+    scans: list[object] = []
+    real = cluster_module._Node.fits
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cluster_module._Node, "fits", lambda n, k: scans.append(n) or real(n, k))
+        yield scans
+
+
 def test_a_thousand_gangs_too_wide_for_the_cluster_cost_a_pass_one_scan() -> None:
     # a real log's queue of identical gangs that can never run: each time a node gains
     # room the scheduler tries them, with one scan of the nodes, not one per gang
@@ -178,10 +190,7 @@ def test_a_thousand_gangs_too_wide_for_the_cluster_cost_a_pass_one_scan() -> Non
         c.submit(j, PER_NODE, 100, 0, nodes=64)
     c.submit(1000, PER_NODE, 50, 0)  # a 1-node job: its end gives a node room again
     c.advance(0)
-    scans = []
-    real = cluster_module._Node.fits
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cluster_module._Node, "fits", lambda n, k: scans.append(n) or real(n, k))
+    with _node_scans() as scans:
         c.advance(60)
     assert c.stats(60).completed == 1
     assert len(scans) <= 2 * 8  # the gangs' one scan of 8 nodes, and the 1-node queue's
@@ -199,10 +208,7 @@ def test_gangs_wider_than_the_nodes_of_any_one_shape_cost_no_scan() -> None:
         c.submit(j, PER_NODE, 100, 0, nodes=width)
     c.submit(100, PER_NODE, 50, 0)  # a 1-node job: its end gives a node room again
     c.advance(0)
-    scans = []
-    real = cluster_module._Node.fits
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cluster_module._Node, "fits", lambda n, k: scans.append(n) or real(n, k))
+    with _node_scans() as scans:
         c.advance(60)
         assert c.stats(60).completed == 1
         assert len(scans) <= 6  # the 1-node queue's scan alone
