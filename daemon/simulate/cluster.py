@@ -42,6 +42,7 @@ from __future__ import annotations
 import heapq
 import math
 from array import array
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -418,15 +419,18 @@ class Cluster:
         jobs: within a pass room only shrinks, so once a group's gang finds no nodes, none
         of its later gangs would, and the group is done. A pass costs a node scan per
         group, not per waiting gang (a real log may queue thousands of gangs wider than
-        the cluster can grow)."""
+        the cluster can grow). A group wider than the most nodes of one usable shape is
+        not scanned at all (a real log's widest gangs, past every type's max, wait for
+        ever)."""
         self._gangs_dirty = False
         if not self._gangs or not self._order:
             return
+        most = max(Counter(node.usable for node in self._order).values())
         heads = [(heap[0][0], group) for group, heap in self._gangs.items()]
         heapq.heapify(heads)
         while heads:
             _, group = heads[0]
-            chosen = _gang_nodes(self._order, *group)
+            chosen = _gang_nodes(self._order, *group) if group[1] <= most else None
             if chosen is None:
                 heapq.heappop(heads)
                 continue

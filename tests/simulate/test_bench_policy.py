@@ -151,3 +151,41 @@ def test_bad_flags_are_refused_before_any_replay(tmp_path: Path, capsys, flags, 
         main(["--trace", str(trace), "-j", "1", *flags])
     assert stopped.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_audit_walks_the_same_instances_as_every_instance_ever_launched() -> None:
+    """``_AuditedEngine`` notes each launch's new instances as they come (not by slicing every
+    instance ever launched at each step, which grew quadratically on a 90-day log) and walks
+    them again only when the fleet or a node's jobs changed: its audit is the one an engine
+    finds by walking every instance not ended at every step, on a replay
+    with launches, scale-down and spot interruptions, for both policies."""
+    import asyncio
+
+    from shoal.daemon.config import load_config
+    from shoal.daemon.simulate import engine
+    from shoal.daemon.simulate.engine import ReplayOptions
+    from shoal.daemon.simulate.synthetic import SyntheticSpec, generate
+
+    from bench.policy import _AuditedEngine
+
+    class WalkAll(_AuditedEngine):
+        def _sample(self, t: float) -> None:
+            self._live = {n: i for n, i in self.instances.items() if i.ended is None}
+            self._walked = None  # every step
+            super()._sample(t)
+
+    spec = SyntheticSpec(jobs=120, days=1, seed=5, memory="per-job", preemptible_share=0.4)
+    trace = generate(spec)
+    for variant in policy_variants(load_config(str(CONFIG)), []):
+        audits = []
+        for cls in (_AuditedEngine, WalkAll):
+            audited = cls(trace, variant.config, ReplayOptions(seed=3), variant.name, (), None)
+            with engine._quiet_logs(50):
+                done = asyncio.run(audited.run())
+            audit = audited.audit
+            audits.append((dict(audit.seconds), dict(audit.thin), audit.lifetimes, audit.busy))
+        seconds, _, lifetimes, busy = audits[0]
+        assert audits[0] == audits[1]
+        assert len(lifetimes) == done.result.launches > 10
+        assert sum(busy) > 0 and any(k[1] for k in seconds)  # jobs ran; spot nodes lived
+        assert done.result.interruptions > 0

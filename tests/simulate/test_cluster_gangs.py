@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -168,6 +170,16 @@ def test_a_demand_read_reuses_the_queued_jobs_until_the_queue_changes() -> None:
     assert c.demand(30).queued == (QueuedJobs(PER_NODE, 4, node_count=4),)
 
 
+@contextlib.contextmanager
+def _node_scans() -> Iterator[list[object]]:
+    """Every node ``_Node.fits`` is asked about, while the block runs."""
+    scans: list[object] = []
+    real = cluster_module._Node.fits
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cluster_module._Node, "fits", lambda n, k: scans.append(n) or real(n, k))
+        yield scans
+
+
 def test_a_thousand_gangs_too_wide_for_the_cluster_cost_a_pass_one_scan() -> None:
     # a real log's queue of identical gangs that can never run: each time a node gains
     # room the scheduler tries them, with one scan of the nodes, not one per gang
@@ -178,11 +190,29 @@ def test_a_thousand_gangs_too_wide_for_the_cluster_cost_a_pass_one_scan() -> Non
         c.submit(j, PER_NODE, 100, 0, nodes=64)
     c.submit(1000, PER_NODE, 50, 0)  # a 1-node job: its end gives a node room again
     c.advance(0)
-    scans = []
-    real = cluster_module._Node.fits
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cluster_module._Node, "fits", lambda n, k: scans.append(n) or real(n, k))
+    with _node_scans() as scans:
         c.advance(60)
     assert c.stats(60).completed == 1
     assert len(scans) <= 2 * 8  # the gangs' one scan of 8 nodes, and the 1-node queue's
     assert c.queued_count == 1000
+
+
+def test_gangs_wider_than_the_nodes_of_any_one_shape_cost_no_scan() -> None:
+    # a real log's gangs wider than every type's max wait for ever, one group per width
+    # and shape: a pass does not scan the nodes for them while no usable shape has as
+    # many nodes, and does once one has
+    c = Cluster([C12, C12_OTHER])
+    for i in range(6):
+        c.node_joined(f"n{i}", C12 if i % 2 else C12_OTHER, 0)  # 3 nodes of each shape
+    for j, width in enumerate(range(4, 40)):
+        c.submit(j, PER_NODE, 100, 0, nodes=width)
+    c.submit(100, PER_NODE, 50, 0)  # a 1-node job: its end gives a node room again
+    c.advance(0)
+    with _node_scans() as scans:
+        c.advance(60)
+        assert c.stats(60).completed == 1
+        assert len(scans) <= 6  # the 1-node queue's scan alone
+        c.node_joined("n6", C12, 60)  # 4 nodes of C12: the 4-wide gang starts
+        c.advance(60)
+    assert c.nodes_of(0) == ("n1", "n3", "n5", "n6")
+    assert c.queued_count == 35
