@@ -187,6 +187,7 @@ class Cluster:
         self._finishes: list[tuple[float, int, int, int]] = []  # (end, seq, token, job id)
         self._nodes: dict[str, _Node] = {}  # join order
         self._order: list[_Node] = []
+        self._shapes: Counter[Shape] = Counter()  # nodes by usable shape
         # What changed since the last pass: only these can let a queued job start.
         self._dirty = False
         self._fresh_nodes: set[str] = set()
@@ -425,7 +426,7 @@ class Cluster:
         self._gangs_dirty = False
         if not self._gangs or not self._order:
             return
-        most = max(Counter(node.usable for node in self._order).values())
+        most = max(self._shapes.values())  # kept as nodes join and go, not counted a pass
         heads = [(heap[0][0], group) for group, heap in self._gangs.items()]
         heapq.heapify(heads)
         while heads:
@@ -453,6 +454,7 @@ class Cluster:
         node = _Node(name, usable, now)
         self._nodes[name] = node
         self._order.append(node)
+        self._shapes[usable] += 1
         self._fresh_nodes.add(name)
         self._dirty = True
         self._gangs_dirty = True
@@ -491,6 +493,9 @@ class Cluster:
         if node is None:
             return ()
         self._order.remove(node)
+        self._shapes[node.usable] -= 1
+        if not self._shapes[node.usable]:
+            del self._shapes[node.usable]
         self._fresh_nodes.discard(name)
         if interrupted:
             self._interruptions += 1
