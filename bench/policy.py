@@ -368,13 +368,40 @@ def _days(text: str) -> float:
     return value
 
 
+def _span(text: str) -> float:
+    """``--span``: days above 0."""
+    value = _days(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("the stand-in's span must be above 0 days")
+    return value
+
+
+def _positive(text: str) -> int:
+    """A count for ``--jobs`` / ``--cores-per-node``: a whole number above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return value
+
+
+def _queues(text: str) -> frozenset[int]:
+    """``--preemptible-queues``: SWF queue numbers, comma-separated."""
+    try:
+        return frozenset(int(q) for q in text.split(",") if q.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of queue numbers") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--trace", help="an SWF/CSV/JSONL trace (default: the stand-in)")
     p.add_argument("--days", type=_days, default=10.0, help="replay the first D days (10)")
     p.add_argument("--from-day", type=_days, default=0.0, help="skip the trace's first D days")
-    p.add_argument("--jobs", type=int, default=50_000, help="stand-in: jobs over --span days")
-    p.add_argument("--span", type=float, default=90.0, help="stand-in: days (90)")
+    p.add_argument("--jobs", type=_positive, default=50_000, help="stand-in: jobs over --span days")
+    p.add_argument("--span", type=_span, default=90.0, help="stand-in: days (90)")
     p.add_argument("--seed", type=int, default=11, help="stand-in and simulated cloud seed")
     p.add_argument("-c", "--config", default=str(CONFIG), help="the node-type menu")
     p.add_argument("--compare", action="append", default=[], help="shoal variants: KEY=V1,V2")
@@ -383,8 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-j", type=int, default=2, help="processes (2)")
     p.add_argument("--short", type=float, default=10.0, help="minutes: a short-lived launch")
-    p.add_argument("--cores-per-node", type=int, help="SWF: split wider jobs into gangs")
-    p.add_argument("--preemptible-queues", default="", help="SWF: queues whose jobs may use spot")
+    p.add_argument("--cores-per-node", type=_positive, help="SWF: split wider jobs into gangs")
+    p.add_argument(
+        "--preemptible-queues",
+        type=_queues,
+        default=frozenset(),
+        help="SWF: queues whose jobs may use spot",
+    )
     p.add_argument("--no-breakdown", action="store_true", help="the table alone")
     return p
 
@@ -397,8 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         variants = policy_variants(config, args.compare, list(dict.fromkeys(args.vary)))
     except (CompareError, ConfigError) as e:  # --vary's flags are --compare's
         parser.error(str(e))
-    queues = frozenset(int(q) for q in args.preemptible_queues.split(",") if q.strip())
-    trace_options = TraceOptions(cores_per_node=args.cores_per_node, preemptible_queues=queues)
+    trace_options = TraceOptions(
+        cores_per_node=args.cores_per_node, preemptible_queues=args.preemptible_queues
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = (
             Path(args.trace) if args.trace else stand_in(args.jobs, args.span, args.seed, Path(tmp))
