@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from shoal.daemon.config import ConfigError, ShoalConfig, load_config  # noqa: E402
 from shoal.daemon.simulate import engine  # noqa: E402
+from shoal.daemon.simulate.args import _positive, _queues  # noqa: E402
 from shoal.daemon.simulate.compare import CompareError, Variant, build_variants  # noqa: E402
 from shoal.daemon.simulate.engine import DAY, Replay, ReplayOptions  # noqa: E402
 from shoal.daemon.simulate.report import TABLE_COLUMNS  # noqa: E402
@@ -374,25 +375,6 @@ def _span(text: str) -> float:
     if value == 0:
         raise argparse.ArgumentTypeError("the stand-in's span must be above 0 days")
     return value
-
-
-def _positive(text: str) -> int:
-    """A count for ``--jobs`` / ``--cores-per-node``: a whole number above 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
-    return value
-
-
-def _queues(text: str) -> frozenset[int]:
-    """``--preemptible-queues``: SWF queue numbers, comma-separated."""
-    try:
-        return frozenset(int(q) for q in text.split(",") if q.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of queue numbers") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -141,9 +141,9 @@ def test_vary_adds_shoal_rows_one_key_at_a_time() -> None:
         (["--vary", "scaler.no_such_key=1"], "scaler.no_such_key"),
         (["--vary", "no-equals-sign"], "expected KEY=V1,V2"),
         (["--span", "0"], "span must be above 0 days"),
-        (["--jobs", "-5"], "--jobs: '-5' is not a whole number above 0"),
-        (["--cores-per-node", "0"], "--cores-per-node: '0' is not a whole number above 0"),
-        (["--preemptible-queues", "x"], "'x' is not a list of queue numbers"),
+        (["--jobs", "-5"], "--jobs: must be at least 1, not -5"),
+        (["--cores-per-node", "0"], "--cores-per-node: must be at least 1, not 0"),
+        (["--preemptible-queues", "x"], "'x' is not a comma-separated list of queue numbers"),
     ],
 )
 def test_bad_flags_are_refused_before_any_replay(tmp_path: Path, capsys, flags, says) -> None:
