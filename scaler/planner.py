@@ -314,9 +314,31 @@ class _View:
     blocked: dict[str, float]  # type -> time the earliest of its offerings frees up
     now: float
     cost: bool  # cost packing
+    # per job resources: the types they fit, in preference order, and why none does
+    _fits: dict[tuple[float, float, float, bool], tuple[list[NodeType], tuple[str, ...]]] = field(
+        default_factory=dict
+    )
 
     def current(self, name: str) -> int:
         return len(self.live[name])
+
+    def fitting(self, shape: Shape) -> list[NodeType]:
+        """The types ``shape`` fits, in preference order."""
+        return self._fit(shape)[0]
+
+    def why_not(self, shape: Shape) -> tuple[str, ...]:
+        """For a shape that fits no type, the dimensions it fails on the closest type."""
+        return self._fit(shape)[1]
+
+    def _fit(self, shape: Shape) -> tuple[list[NodeType], tuple[str, ...]]:
+        # asked once per resources a pass: fits_in reads no wall time, and a real log's
+        # queue holds thousands of shapes (and gangs) alike but for it
+        resources = (shape.memory, shape.cores, shape.disk, shape.preemptible)
+        fit = self._fits.get(resources)
+        if fit is None:
+            fits = [t for t in self.types if not shape.fits_in(self.usable[t.name])]
+            fit = self._fits[resources] = (fits, () if fits else _fewest_failures(shape, self))
+        return fit
 
     def room(self, t: NodeType) -> int:
         """Nodes the type may launch under its max: every draining node counts toward it,
@@ -548,20 +570,12 @@ def _assign(
     note = ""
     if view.cost:
         queued, note = _assign_by_cost(queued, view, policy, demand, reserved)
-    # the first type a shape fits (or why none), asked once per resources a pass: fits_in
-    # reads no wall time, and a real log's queue holds thousands of shapes alike but for it
-    fitting: dict[tuple[float, float, float, bool], str | tuple[str, ...]] = {}
     for shape, count in queued.items():
-        resources = (shape.memory, shape.cores, shape.disk, shape.preemptible)
-        where = fitting.get(resources)
-        if where is None:
-            first = next((t for t in view.types if not shape.fits_in(view.usable[t.name])), None)
-            where = _fewest_failures(shape, view) if first is None else first.name
-            fitting[resources] = where
-        if isinstance(where, str):
-            _add(demand[where].queued, shape, count)
+        fits = view.fitting(shape)
+        if fits:
+            _add(demand[fits[0].name].queued, shape, count)
         else:
-            key = (shape, where, 1)
+            key = (shape, view.why_not(shape), 1)
             unschedulable[key] = unschedulable.get(key, 0) + count
     return demand, note
 
@@ -608,8 +622,8 @@ def _place_gangs(
     # A gang that fits no type, or is wider than every type's free nodes and room, is
     # reported at once: it changes nothing, so where it stands in the order does not
     # matter (the plan sorts what it reports), and a queue of thousands of them (a real
-    # log's jobs wider than the cluster may grow) is neither sorted nor placed. Which types
-    # a shape fits reads neither its wall time nor the gang's size: asked once a pass.
+    # log's jobs wider than the cluster may grow) is neither sorted nor placed (which types
+    # a shape fits: ``view.fitting``, asked once per resources a pass).
     # (in cost packing a gang may also wait for busy nodes, ``_freed_soon``: all live ones)
     live = {t.name: len(view.live[t.name]) if view.cost else free[t.name] for t in view.types}
     widest = max((max(live[name], room[name]) for name in free), default=0)
@@ -620,17 +634,12 @@ def _place_gangs(
         for t in view.types
         if view.cost and any(not j.fits_in(view.usable[t.name]) for j in singles)
     }
-    fitting: dict[tuple[float, float, float, bool], list[NodeType]] = {}
     placeable: list[tuple[tuple[Shape, int], int, list[NodeType]]] = []
     max_nodes = (REASON_MAX_NODES,)
     for (shape, n), count in gangs.items():
-        resources = (shape.memory, shape.cores, shape.disk, shape.preemptible)
-        fits = fitting.get(resources)
-        if fits is None:
-            fits = [t for t in view.types if not shape.fits_in(view.usable[t.name])]
-            fitting[resources] = fits
+        fits = view.fitting(shape)
         if not fits:
-            key = (shape, _fewest_failures(shape, view), n)
+            key = (shape, view.why_not(shape), n)
             unschedulable[key] = unschedulable.get(key, 0) + count
         elif n > widest:  # no n free nodes, no room for n: as below, "max-nodes"
             key = (shape, max_nodes, n)
