@@ -68,8 +68,6 @@ from shoal.scaler.binpack import COST_PACKINGS  # noqa: E402
 from shoal.scaler.model import Policy  # noqa: E402
 from shoal.scaler.planner import NEEDS, usable_shape  # noqa: E402
 
-from bench.simulate import prefix  # noqa: E402
-
 CONFIG = ROOT / "bench" / "policy.yaml"
 STATES = ("boot", "idle", "busy")
 
@@ -331,9 +329,8 @@ def window(trace: Trace, start: float, days: float) -> Trace:
     """The jobs submitted in [``start``, ``start`` + ``days``) days, their submit times moved
     back by ``start`` days (and the SWF start epoch forward by as much): a busy stretch of a
     long log replayed on its own, as an empty cluster would meet it. Jobs submitted before
-    ``start`` are not in it, even those still running then. ``start`` 0 is ``prefix``."""
-    if start <= 0:
-        return prefix(trace, days)
+    ``start`` are not in it, even those still running then. Start 0: the first ``days``
+    (the same jobs as ``bench.simulate.prefix``, with the trace's header kept)."""
     lo, hi = np.searchsorted(trace.submit, [start * DAY, (start + days) * DAY], side="left")
     nodes = None if trace.nodes is None else trace.nodes[lo:hi]
     submit = trace.submit[lo:hi] - start * DAY
