@@ -103,10 +103,8 @@ class Packing:
     ``assignment``: which jobs go to each node shape (node shape -> job shape -> count),
     every job that fits somewhere exactly once, except ``left``: jobs no node shape
     within its ``max_nodes`` holds (cost packing only). ``intervals``: billed
-    node-intervals per node shape. ``held``: per node shape, the side-by-side columns of
-    jobs beyond each node's first, times that node's billed intervals (cost packing: what
-    the size premium prices). ``method``: for cost packing, which packer's result this is
-    and why."""
+    node-intervals per node shape. ``method``: for cost packing, which packer's result
+    this is and why."""
 
     counts: dict[Shape, int]
     unschedulable: dict[Shape, list[str]]
@@ -114,7 +112,6 @@ class Packing:
     intervals: dict[Shape, int] = field(default_factory=dict)
     left: dict[Shape, int] = field(default_factory=dict)
     method: str = ""
-    held: dict[Shape, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -124,15 +121,8 @@ class Packing:
         """Billed node-intervals of one node shape."""
         return self.intervals.get(shape, self.counts.get(shape, 0))
 
-    def cost(self, prices: Mapping[Shape, float], premium: float = 0.0) -> float:
-        """What the billed node-intervals cost, ``prices`` per billing interval; with a
-        size ``premium``, as the cost packer weighs it (``binpack``): each node-interval
-        also pays ``premium`` of its price for each column of jobs beyond its first."""
-        if premium:
-            return sum(
-                (self.billed(s) + premium * self.held.get(s, 0)) * prices.get(s, 0.0)
-                for s in self.counts
-            )
+    def cost(self, prices: Mapping[Shape, float]) -> float:
+        """What the billed node-intervals cost, ``prices`` per billing interval."""
         return sum(self.billed(s) * prices.get(s, 0.0) for s in self.counts)
 
 
@@ -295,35 +285,6 @@ class _Pool:
         return new
 
 
-class _PricedPool(_Pool):
-    """A ``_Pool`` that also counts what the size premium prices (``Packing.held``): the
-    columns placed side by side from a node's start, beyond each node's first, times
-    that node's billed intervals. Columns placed in room that frees up later (after
-    other columns end) run after those, not beside them, and are not counted."""
-
-    __slots__ = ("held",)
-
-    def __init__(self, shape: Shape, target_time: float, split: str = WIDTH) -> None:
-        super().__init__(shape, target_time, split)
-        self.held = 0
-
-    def _leftover(
-        self, lane: Lane, count: int, job: Shape, columns: float, j: float, last: float
-    ) -> None:
-        _, start, until = lane
-        if start <= _EPS and columns != math.inf and job.wallTime > 0:
-            booked = 1 if until == math.inf else round(until / self.shape.wallTime)
-            self.held += count * int(columns) * booked
-        super()._leftover(lane, count, job, columns, j, last)
-
-    def open(self, job: Shape, n: int, latest: float | None = None) -> int:
-        intervals, held = self.intervals, self.held
-        new = super().open(job, n, latest)
-        if self.held > held:  # each new node's first column pays no premium
-            self.held -= self.intervals - intervals
-        return new
-
-
 def _failed_dimensions(job: Shape, nodes: list[Shape]) -> list[str]:
     """The failing dimensions against the node shape that comes closest to fitting the job."""
     best: list[str] | None = None
@@ -363,14 +324,12 @@ def binpack(
     max_nodes: Mapping[Shape, int] | None = None,
     time_limit: float = DEFAULT_TIME_LIMIT,
     pinned: Mapping[Shape, int] | None = None,
-    premium: float = 0.0,
 ) -> Packing:
     """Pack ``jobs`` (shapes, or shape -> count) onto ``node_shapes``; see the module docstring.
 
-    ``max_nodes`` (node shape -> most nodes), ``time_limit`` (the solver's work, in
-    seconds of a reference machine, ``scaler.colgen``; 0: the heuristic alone) and
-    ``premium`` (the size premium, see the module docstring) apply to cost packing only;
-    ``pinned`` (running jobs: they start at 0) to count packing only."""
+    ``max_nodes`` (node shape -> most nodes) and ``time_limit`` (the solver's work, in
+    seconds of a reference machine, ``scaler.colgen``; 0: the heuristic alone) apply to
+    cost packing only; ``pinned`` (running jobs: they start at 0) to count packing only."""
     if target_time < 0:
         raise ValueError(f"target_time must be >= 0, got {target_time}")
     nodes = sorted(set(node_shapes))
@@ -382,7 +341,7 @@ def binpack(
         missing = [s for s in nodes if s not in prices]
         if missing:
             raise ValueError(f"no price for node shape(s): {', '.join(map(str, missing))}")
-        return _remembered(groups, nodes, target_time, prices, max_nodes or {}, time_limit, premium)
+        return _remembered(groups, nodes, target_time, prices, max_nodes or {}, time_limit)
     # Node shapes pack independently (each job shape goes to the first that fits), so the
     # best per node shape over the three lane bookkeepings is a valid packing.
     best, assignment, unschedulable = _lane_packings(groups, nodes, target_time, held)
@@ -449,7 +408,7 @@ def _remembered(*inputs: Any) -> Packing:
     gets the same packing without solving again. The solver counts work, not time, so its
     packing is a function of these inputs alone. The key keeps the groups' order (the
     solver's columns follow it); a caller gets its own copy of the packing's dicts."""
-    groups, nodes, target_time, prices, max_nodes, time_limit, premium = inputs
+    groups, nodes, target_time, prices, max_nodes, time_limit = inputs
     key = (
         tuple(groups.items()),
         tuple(nodes),
@@ -457,7 +416,6 @@ def _remembered(*inputs: Any) -> Packing:
         tuple(prices[s] for s in nodes),
         tuple(max_nodes.items()),
         time_limit,
-        premium,
     )
     packing = COST_PACKINGS.get(key, lambda: _cost_packing(*inputs))
     return replace(
@@ -467,7 +425,6 @@ def _remembered(*inputs: Any) -> Packing:
         assignment={shape: dict(jobs) for shape, jobs in packing.assignment.items()},
         intervals=dict(packing.intervals),
         left=dict(packing.left),
-        held=dict(packing.held),
     )
 
 
@@ -478,12 +435,10 @@ def _cost_packing(
     prices: Mapping[Shape, float],
     max_nodes: Mapping[Shape, int],
     time_limit: float,
-    premium: float = 0.0,
 ) -> Packing:
     """The solver's packing when it finishes; when it runs out of work, the cheaper of its
     best and the heuristic's greedy packing (one that breaks a node limit never wins);
-    the whole heuristic when the solver is off or finds nothing. Costs are weighed with
-    the size ``premium``."""
+    the whole heuristic when the solver is off or finds nothing."""
     unschedulable = {
         job: _failed_dimensions(job, nodes) for job in groups if all(job.fits_in(s) for s in nodes)
     }
@@ -492,21 +447,15 @@ def _cost_packing(
     limit = f"{time_limit * 1000:.0f} ms work limit"
     if time_limit <= 0 or not packable:
         why = "solver off" if time_limit <= 0 else "nothing for the solver"
-        heuristic = _priced(groups, nodes, target_time, prices, unschedulable, premium)
+        heuristic = _priced(groups, nodes, target_time, prices, unschedulable)
         return replace(heuristic, method=f"heuristic ({why})")
     from shoal.scaler import colgen
 
     solution = colgen.solve(
-        packable,
-        nodes,
-        target_time,
-        prices,
-        max_nodes=max_nodes,
-        time_limit=time_limit,
-        premium=premium,
+        packable, nodes, target_time, prices, max_nodes=max_nodes, time_limit=time_limit
     )
     if solution.status == "none":
-        heuristic = _priced(groups, nodes, target_time, prices, unschedulable, premium)
+        heuristic = _priced(groups, nodes, target_time, prices, unschedulable)
         return replace(heuristic, method=f"heuristic (the solver found nothing within its {limit})")
     solved = _from_solution(solution, servable, nodes, prices, unschedulable)
     bound = solution.bound
@@ -515,13 +464,12 @@ def _cost_packing(
     full = not any(solution.left.values())
     one_node = min((prices[s] for s in nodes if prices.get(s)), default=0.0)
     telling = bound is not None and bound >= one_node > 0 and full
-    cost = solved.cost(prices, premium)
-    above = f", {cost / bound - 1:.1%} above the LP bound" if telling else ""
+    above = f", {solved.cost(prices) / bound - 1:.1%} above the LP bound" if telling else ""
     if solution.status == "optimal":
         return replace(solved, method=f"solver (HiGHS){above}")
-    greedy = _cheapest_order(groups, nodes, target_time, prices, premium)
+    greedy = _cheapest_order(groups, nodes, target_time, prices)
     within = all(greedy.counts.get(s, 0) <= n for s, n in max_nodes.items())
-    if within and greedy.cost(prices, premium) < cost - 1e-9:
+    if within and greedy.cost(prices) < solved.cost(prices) - 1e-9:
         return replace(greedy, method=f"heuristic (cheaper than the solver's best at its {limit})")
     return replace(solved, method=f"solver's best at its {limit}{above}")
 
@@ -535,13 +483,10 @@ def _from_solution(
 ) -> Packing:
     counts = dict.fromkeys(nodes, 0)
     intervals = dict.fromkeys(nodes, 0)
-    held = dict.fromkeys(nodes, 0)
     assignment: dict[Shape, dict[Shape, int]] = {}
     for filling in solution.fillings:
         counts[filling.bin.shape] += filling.repeat
         intervals[filling.bin.shape] += filling.repeat * filling.bin.intervals
-        extra = sum(filling.columns.values()) - 1
-        held[filling.bin.shape] += filling.repeat * filling.bin.intervals * extra
     for bin_, share in solution.jobs.items():
         mine = assignment.setdefault(bin_.shape, {})
         for job, n in share.items():
@@ -558,15 +503,11 @@ def _from_solution(
             intervals[host] += 1
         mine = assignment.setdefault(host, {})
         mine[job] = mine.get(job, 0) + n
-    return Packing(counts, unschedulable, assignment, intervals, dict(solution.left), held=held)
+    return Packing(counts, unschedulable, assignment, intervals, dict(solution.left))
 
 
 def _cheapest_order(
-    groups: dict[Shape, int],
-    nodes: list[Shape],
-    target_time: float,
-    prices: Mapping[Shape, float],
-    premium: float = 0.0,
+    groups: dict[Shape, int], nodes: list[Shape], target_time: float, prices: Mapping[Shape, float]
 ) -> Packing:
     """The cheapest of a few group orders: which group opens nodes first decides what room
     the others find, and no single order is best (memory-heavy first, core-heavy first, or
@@ -574,7 +515,7 @@ def _cheapest_order(
 
     def dearest(job: Shape) -> float:
         fitting = [s for s in nodes if not job.fits_in(s)]
-        return min((_per_job(job, s, prices, target_time, premium) for s in fitting), default=0.0)
+        return min((_per_job(job, s, prices, target_time) for s in fitting), default=0.0)
 
     orders = [
         sorted(groups, reverse=True),
@@ -587,9 +528,9 @@ def _cheapest_order(
     for order in orders:
         key = tuple(order)
         if key not in packed:
-            packed[key] = _pack(groups, nodes, target_time, prices, WIDTH, order, premium)
+            packed[key] = _pack(groups, nodes, target_time, prices, WIDTH, order)
     # the first cheapest in the orders' order, as over every order's packing
-    return min(packed.values(), key=lambda p: (p.cost(prices, premium), p.total))
+    return min(packed.values(), key=lambda p: (p.cost(prices), p.total))
 
 
 def _priced(
@@ -598,51 +539,43 @@ def _priced(
     target_time: float,
     prices: Mapping[Shape, float],
     unschedulable: dict[Shape, list[str]],
-    premium: float = 0.0,
 ) -> Packing:
     """The heuristic: the per-group greedy with a local search over the menu (greedy
     choices per group can spread demand over too many node shapes, so drop a shape while
     that is cheaper and every job still fits somewhere), or node patterns, whichever
-    costs less (with the size ``premium``)."""
-    best = _cheapest_order(groups, nodes, target_time, prices, premium)
+    costs less."""
+    best = _cheapest_order(groups, nodes, target_time, prices)
     menu = list(nodes)
     improved = True
     while improved and len(menu) > 1:
         improved = False
         for shape in sorted((s for s in menu if best.counts.get(s)), key=lambda s: -prices[s]):
             smaller = [s for s in menu if s != shape]
-            trial = _cheapest_order(groups, smaller, target_time, prices, premium)
+            trial = _cheapest_order(groups, smaller, target_time, prices)
             if (
                 trial.unschedulable.keys() == best.unschedulable.keys()
-                and trial.cost(prices, premium) < best.cost(prices, premium) - 1e-9
+                and trial.cost(prices) < best.cost(prices) - 1e-9
             ):
                 best, menu, improved = trial, smaller, True
                 break
     counts = {s: best.counts.get(s, 0) for s in nodes}
     intervals = {s: best.intervals.get(s, 0) for s in nodes}
-    held = {s: best.held.get(s, 0) for s in nodes}
     assignment = best.assignment
     # Node patterns mix groups on one node, which the per-group greedy does only with
     # leftovers; keep whichever is cheaper.
     servable = {job: n for job, n in groups.items() if job not in unschedulable}
     if servable:
-        patterns = pattern_pack(servable, nodes, target_time, prices, premium)
+        patterns = pattern_pack(servable, nodes, target_time, prices)
         mixed = dict.fromkeys(nodes, 0)
         booked = dict.fromkeys(nodes, 0)
-        beside = dict.fromkeys(nodes, 0)
         for pattern in patterns:
             mixed[pattern.shape] += pattern.repeat
             booked[pattern.shape] += pattern.repeat * pattern.intervals
-            columns = sum(pattern.columns.values()) - 1
-            beside[pattern.shape] += pattern.repeat * pattern.intervals * columns
-        if (
-            _cost(booked, prices) + premium * _cost(beside, prices)
-            < _cost(intervals, prices) + premium * _cost(held, prices) - 1e-9
-        ):
-            counts, intervals, held = mixed, booked, beside
+        if _cost(booked, prices) < _cost(intervals, prices) - 1e-9:
+            counts, intervals = mixed, booked
             assignment = _share_out(servable, patterns, target_time)
     # Why a job fits nowhere is said against the whole menu, not the trimmed one.
-    return Packing(counts, unschedulable, assignment, intervals, held=held)
+    return Packing(counts, unschedulable, assignment, intervals)
 
 
 def _share_out(
@@ -676,10 +609,8 @@ def _pack(
     prices: Mapping[Shape, float] | None,
     split: str,
     order: list[Shape] | None = None,
-    premium: float = 0.0,
 ) -> Packing:
-    pool_class = _PricedPool if premium else _Pool
-    pools = {s: pool_class(s, target_time, split) for s in nodes}
+    pools = {s: _Pool(s, target_time, split) for s in nodes}
     unschedulable: dict[Shape, list[str]] = {}
     assignment: dict[Shape, dict[Shape, int]] = {}
 
@@ -710,7 +641,7 @@ def _pack(
         if n > 0:
             # The bulk goes to the node shape cheapest per job when full; the tail (what
             # does not fill a whole node of it) to the shape that serves it cheapest.
-            bulk = min(fitting, key=lambda s: _per_job(job, s, prices, target_time, premium))
+            bulk = min(fitting, key=lambda s: _per_job(job, s, prices, target_time))
             per_node = best_booking(job, bulk, n, target_time)[1]
             full = 0 if per_node == math.inf else int(n // per_node) * int(per_node)
             if full:
@@ -718,7 +649,7 @@ def _pack(
                 give(bulk, job, full)
                 n -= full
             if n > 0:
-                tail = _cheapest(job, n, fitting, prices, target_time, premium)
+                tail = _cheapest(job, n, fitting, prices, target_time)
                 pools[tail].open(job, n)
                 give(tail, job, n)
     return Packing(
@@ -726,47 +657,23 @@ def _pack(
         unschedulable,
         assignment,
         intervals={s: pools[s].intervals for s in nodes},
-        held={s: getattr(pools[s], "held", 0) for s in nodes},
     )
 
 
-def _per_job(
-    job: Shape,
-    shape: Shape,
-    prices: Mapping[Shape, float],
-    target_time: float,
-    premium: float = 0.0,
-) -> float:
-    """What one job costs on nodes of ``shape`` full of it, booked as they would be (with
-    the size ``premium`` for each of a node's columns beyond its first)."""
+def _per_job(job: Shape, shape: Shape, prices: Mapping[Shape, float], target_time: float) -> float:
+    """What one job costs on nodes of ``shape`` full of it, booked as they would be."""
     intervals, per_node = best_booking(job, shape, 1 << 30, target_time)
     if per_node == math.inf:
         return 0.0
-    if not per_node:
-        return math.inf
-    price = prices[shape]
-    if premium:
-        price *= 1 + premium * (_columns(_res(shape), _res(job)) - 1)
-    return price * intervals / per_node
+    return prices[shape] * intervals / per_node if per_node else math.inf
 
 
 def _cheapest(
-    job: Shape,
-    n: int,
-    fitting: list[Shape],
-    prices: Mapping[Shape, float],
-    target_time: float,
-    premium: float = 0.0,
+    job: Shape, n: int, fitting: list[Shape], prices: Mapping[Shape, float], target_time: float
 ) -> Shape:
     def cost(shape: Shape) -> tuple[float, int]:
         intervals, per_node = best_booking(job, shape, n, target_time)
         count = 1 if per_node == math.inf else math.ceil(n / per_node)
-        price = count * intervals * prices[shape]
-        if premium and per_node != math.inf:
-            # columns beyond each node's first: n jobs, a column running per_node / width
-            width = _columns(_res(shape), _res(job))
-            beside = math.ceil(n / (per_node / width)) - count
-            price += premium * intervals * prices[shape] * beside
-        return (price, count)
+        return (count * intervals * prices[shape], count)
 
     return min(fitting, key=cost)

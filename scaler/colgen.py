@@ -9,13 +9,9 @@ The model (Gilmore and Gomory's configuration LP, with billing and node limits):
   within the node's memory, cores and disk; each column runs ``j[b][g]`` jobs of
   the group back to back, so the filling serves ``a[g] * j[b][g]`` jobs of it;
 * the master LP buys fillings ``x`` at their bin's price so that every group's
-  jobs are served (with a size premium ``p``, a filling of ``c`` columns costs its bin's
-  price x (1 + p x (c - 1)): a node shared by several jobs is held, and billed, until the
-  last of them ends; one job filling a node pays none. The cost is linear in the columns,
-  so the pricing problem below stays a knapsack: each column's worth less ``p`` x the
-  bin's price, against the bin's price x (1 - p)), with at most ``max_nodes`` nodes
-  of each shape; a job no filling serves costs a penalty above any node, so the LP is
-  always feasible and the jobs that do not fit within the limits are the ones left out.
+  jobs are served, with at most ``max_nodes`` nodes of each shape; a job no
+  filling serves costs a penalty above any node, so the LP is always feasible and
+  the jobs that do not fit within the limits are the ones left out.
 
 Column generation: the master's duals price a job of each group, and a filling
 enters when it is worth more than its bin at those prices (plus the dual of the
@@ -175,10 +171,8 @@ class _Model:
         bins: list[Bin],
         target_time: float,
         max_nodes: Mapping[Shape, int] | None,
-        premium: float = 0.0,
     ) -> None:
         self.jobs = list(groups)
-        self.premium = premium
         self.n = np.array([groups[g] for g in self.jobs], dtype=float)
         self.bins = bins
         self.need = np.array([_dims(g) for g in self.jobs]).reshape(len(self.jobs), 3)
@@ -200,11 +194,7 @@ class _Model:
         self.limit_row = {s: ng + i for i, s in enumerate(self.limited)}
         # a job left out costs more than any node that could serve it alone
         self.penalty = 10 * max((b.price for b in bins), default=1.0) + 1.0
-        if premium:  # and more than any filling of a bin, premium and all
-            most = [self.cost(b, max(1, int(self.upper[b].sum()))) for b in range(nb)]
-            self.penalty = 10 * max(most, default=1.0) + 1.0
         self.columns: list[tuple[int, tuple[int, ...]]] = []  # (bin, columns per group)
-        self.costs: list[float] = []  # what each of ``columns`` costs (``cost``)
         self.seen: set[tuple[int, tuple[int, ...]]] = set()
         self.master = _quiet(presolve=False)  # warm-started LPs: presolve would cost more
         h = self.master
@@ -236,15 +226,10 @@ class _Model:
         self.offsets: list[int] = []
         self.fits = [np.flatnonzero(self.upper[b]) for b in range(len(bins))]
         self.fit_list = [fit.tolist() for fit in self.fits]
-        # a column's premium, per bin (what a column beyond the first adds to its cost)
-        self.extra = [premium * b.price for b in bins]
         # every bin's groups one after another (the relaxation's columns), and their per
         self.flat_group = np.concatenate([np.zeros(0, dtype=int), *self.fits])
         self.flat_per = np.concatenate(
             [np.zeros(0), *(self.per[b, fit] for b, fit in enumerate(self.fits))]
-        )
-        self.flat_extra = np.concatenate(
-            [np.zeros(0), *(np.full(len(fit), self.extra[b]) for b, fit in enumerate(self.fits))]
         )
         # per bin, over the groups it holds: needs, dominant share of the node, upper bound
         self.static: list[tuple[list[tuple[float, float, float]], list[float], list[int]]] = []
@@ -258,13 +243,6 @@ class _Model:
             ]
             self.static.append((needs, shares, [int(u) for u in self.upper[b, fit]]))
 
-    def cost(self, b: int, columns: int) -> float:
-        """What a filling of bin ``b`` with ``columns`` side-by-side columns costs: the
-        bin's price, and ``premium`` of it for each column beyond the first (a node shared
-        by several jobs is held, and billed, until the last of them ends)."""
-        price = self.bins[b].price
-        return price * (1 + self.premium * (columns - 1)) if self.premium else price
-
     def add(self, b: int, a: Sequence[int]) -> bool:
         # whole numbers already (Python's or numpy's): a tuple of them hashes and compares
         # as one of ints would
@@ -273,8 +251,6 @@ class _Model:
             return False
         self.seen.add(key)
         self.columns.append(key)
-        cost = self.cost(b, sum(key[1]))
-        self.costs.append(cost)
         rows = [g for g, v in enumerate(key[1]) if v]
         per = self.per[b]
         values = [key[1][g] * per[g] for g in rows]
@@ -283,7 +259,7 @@ class _Model:
             rows.append(self.limit_row[shape])
             values.append(1.0)
         self.master.addCol(
-            cost,
+            self.bins[b].price,
             0.0,
             _INF,
             len(rows),
@@ -312,8 +288,7 @@ class _Model:
                 self.seen.add(key)
                 self.columns.append(key)
                 starts.append(len(index))
-                costs.append(self.cost(b, k))
-                self.costs.append(costs[-1])
+                costs.append(bin_.price)
                 index.append(g)
                 values.append(k * per[g])
                 if row is not None:
@@ -336,25 +311,18 @@ class _Model:
     ) -> tuple[np.ndarray, np.ndarray, float] | None:
         """The groups bin ``b`` holds, their columns' worth at ``duals`` (``value``, when
         the caller has it: ``_values``), and the worth a filling must exceed; None when no
-        filling of the bin can. With a premium a filling costs the bin's price x (1 - premium)
-        plus the premium for each column (``cost``): that part is taken off each column's
-        worth, so the pricing problem stays a knapsack (a column may be worth less than 0)."""
+        filling of the bin can."""
         fit = self.fits[b]
         if not len(fit):
             return None
         if value is None:
             value = duals[: len(self.jobs)][fit] * self.per[b, fit]
-            if self.premium:
-                value = value - self.extra[b]
         shape = self.bins[b].shape
         limit_dual = duals[self.limit_row[shape]] if shape in self.limit_row else 0.0
         threshold = self.bins[b].price - min(0.0, limit_dual)
-        if self.premium:
-            threshold -= self.extra[b]
         if value.max(initial=0.0) <= 0:
             return None
-        most = np.maximum(value, 0.0) if self.premium else value
-        if float(most @ self.upper[b, fit]) <= threshold * (1 + 1e-9) + 1e-9:
+        if float(value @ self.upper[b, fit]) <= threshold * (1 + 1e-9) + 1e-9:
             return None  # even every column it may take is not worth the node
         return fit, value, threshold
 
@@ -423,8 +391,6 @@ class _Model:
             self.relaxation = self._relaxation()
         # every bin's worths in one product, element by element as _worth's own
         values = duals[self.flat_group] * self.flat_per
-        if self.premium:
-            values = values - self.flat_extra
         blocks = [
             self._worth(b, duals, values[self.offsets[b] : self.offsets[b] + len(fit)])
             for b, fit in enumerate(self.fits)
@@ -495,8 +461,6 @@ class _Model:
             left0, left1, left2 = left0 - k * m, left1 - k * c, left2 - k * d
         worth = value.tolist()
         for i in np.argsort(-value, kind="stable").tolist():  # as sorted() by -worth
-            if worth[i] < 0:
-                break  # a column that costs more premium than it is worth, and all after it
             k = upper[i] - a[i]
             if k <= 0:
                 continue
@@ -667,7 +631,7 @@ def _integer(model: _Model, budget: _Budget) -> tuple[np.ndarray | None, bool]:
     h = model.master
     ng = len(model.jobs)
     count = len(model.columns)
-    cost = np.array([*([model.penalty] * ng), *model.costs])
+    cost = np.array([*([model.penalty] * ng), *(model.bins[b].price for b, _ in model.columns)])
     lp = np.array(h.getSolution().col_value) if h.getModelStatus() == _OPTIMAL else None
     found = []
     if lp is not None and len(lp) == ng + count:
@@ -705,15 +669,13 @@ def solve(
     *,
     max_nodes: Mapping[Shape, int] | None = None,
     time_limit: float = 0.2,
-    premium: float = 0.0,
 ) -> Solution:
     """Pack ``groups`` (every job fits some node shape and takes room and time) for the
     least cost within ``max_nodes``, with ``time_limit`` seconds' worth of work (about that
-    long on the reference machine; the same packing on any machine). A filling costs its
-    bin's price x (1 + ``premium`` x (its columns - 1)) (``_Model.cost``)."""
+    long on the reference machine; the same packing on any machine)."""
     budget = _Budget(time_limit * WORK_PER_SECOND)
     bins = bins_for(list(groups), nodes, target_time, prices)
-    model = _Model(groups, bins, target_time, max_nodes, premium)
+    model = _Model(groups, bins, target_time, max_nodes)
     model.seed()
     bound = _generate(model, budget)
     x, finished = _integer(model, budget)
@@ -732,7 +694,7 @@ def _solution(
     jobs: dict[Bin, dict[Shape, int]] = {}
     cost = 0.0
     # Serve each group from the fillings in order; nodes left with no job are not bought.
-    for (b, a), price, value in zip(model.columns, model.costs, x[ng:], strict=True):
+    for (b, a), value in zip(model.columns, x[ng:], strict=True):
         repeat = round(value)
         if repeat <= 0:
             continue
@@ -751,7 +713,7 @@ def _solution(
                 left[job] -= took
         cols = {model.jobs[g]: c for g, c in enumerate(a) if c}
         fillings.append(Filling(bin_, cols, used))
-        cost += used * price
+        cost += used * bin_.price
     left = {g: n for g, n in left.items() if n > 0}
     return Solution(fillings, left, cost, bound, status, work, jobs)
 
@@ -763,17 +725,14 @@ def configuration_bound(
     prices: Mapping[Shape, float],
     *,
     time_limit: float = 600.0,
-    premium: float = 0.0,
 ) -> float:
     """The configuration LP's optimum (no node limits): a lower bound on the cost of any
-    packing (fillings priced with ``premium`` as in ``solve``). Column generation to the
-    end, every knapsack priced exactly, with ``time_limit`` seconds' worth of work at the
-    most."""
+    packing. Column generation to the end, every knapsack priced exactly, with
+    ``time_limit`` seconds' worth of work at the most."""
     work = time_limit * WORK_PER_SECOND
     budget = _Budget(work)
     budget.reserve = 0.0
-    bins = bins_for(list(groups), nodes, target_time, prices)
-    model = _Model(groups, bins, target_time, None, premium)
+    model = _Model(groups, bins_for(list(groups), nodes, target_time, prices), target_time, None)
     model.seed()
     bound = _generate(model, budget, gap=1e-9, pricing_work=work)
     if bound is None:

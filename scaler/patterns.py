@@ -14,12 +14,6 @@ placed first), take the pattern worth the most, and open as many nodes of it as
 the demand allows at once. That is the classic greedy for covering with
 configurations; with few distinct job shapes it runs a handful of rounds.
 
-With a size premium ``p`` a node of ``c`` columns costs its price x (1 + p x (c - 1))
-(a node shared by several jobs is held until the last of them ends; ``scaler.colgen``):
-a group's value is then taken on the node shape cheapest per column with that premium,
-a pattern's worth is per dollar of that cost, and a filling adds no column worth less
-than the premium it costs.
-
 ``binpack`` uses it next to its per-group greedy and keeps the cheaper result;
 ``bench/cost_gap.py`` measures both against a configuration-LP lower bound.
 """
@@ -61,13 +55,11 @@ def pattern_pack(
     nodes: list[Shape],
     target_time: float,
     prices: Mapping[Shape, float],
-    premium: float = 0.0,
 ) -> list[Pattern]:
     """The nodes to open for ``groups`` (every job fits some node shape), as patterns.
 
     A node shape is offered booked for each number of billing intervals its jobs need
-    (``scaler.booking``), at that many times its price (and the size ``premium``, see
-    the module docstring)."""
+    (``scaler.booking``), at that many times its price."""
     patterns: list[Pattern] = []
     jobs: list[Shape] = []  # groups that take room and time, by index below
     left: list[int] = []  # jobs still to place, per group
@@ -91,11 +83,7 @@ def pattern_pack(
     ]
     # a job's value: what it costs in the bin cheapest per job when that holds only it
     value = [
-        min(
-            _cost(b.price, premium, width[i][g]) / (width[i][g] * per[i][g])
-            for i, b in enumerate(bins)
-            if width[i][g]
-        )
+        min(b.price / (width[i][g] * per[i][g]) for i, b in enumerate(bins) if width[i][g])
         for g in range(len(jobs))
     ]
     shares = [_shares(_res(b.shape), needs) for b in bins]
@@ -111,17 +99,13 @@ def pattern_pack(
         best: tuple[float, float, int, dict[int, int]] | None = None
         for i, b in enumerate(bins):
             demand = demands[i]
-            extra = premium * b.price
-            pattern = _fill(
-                _res(b.shape), width[i], demand, worths[i], needs, shares[i], orders[i], extra
-            )
+            pattern = _fill(_res(b.shape), width[i], demand, worths[i], needs, shares[i], orders[i])
             worth = sum(value[g] * min(left[g], a * per[i][g]) for g, a in pattern.items())
             if not worth:
                 continue
-            cost = _cost(b.price, premium, sum(pattern.values()))
-            score = worth / cost if cost > 0 else math.inf
-            if best is None or (score, -cost) > best[:2]:
-                best = (score, -cost, i, pattern)
+            score = worth / b.price if b.price > 0 else math.inf
+            if best is None or (score, -b.price) > best[:2]:
+                best = (score, -b.price, i, pattern)
         assert best is not None, "every group fits some node shape"
         _, _, i, pattern = best
         repeat = max(1, int(min(left[g] // (a * per[i][g]) for g, a in pattern.items())))
@@ -142,11 +126,6 @@ def pattern_pack(
         else:
             host.columns[job] = 1
     return patterns
-
-
-def _cost(price: float, premium: float, columns: int) -> float:
-    """What a node of ``price`` costs with ``columns`` side by side and the size premium."""
-    return price * (1 + premium * (columns - 1)) if premium else price
 
 
 def _needed(jobs: int, per: float, width: int) -> int:
@@ -186,14 +165,11 @@ def _fill(
     needs: list[Res],
     shares: list[float],
     order: list[int] | None = None,
-    extra: float = 0.0,
 ) -> dict[int, int]:
     """A good filling of one empty node (``room``) with the remaining demand: greedy by
     value per dominant share (``shares``, see ``_shares``), with each of the densest groups
     first, taking all or part of what fits of it; the most valuable filling wins.
-    ``order``: ``_densest(width, value, shares)``, when the caller keeps it. ``extra``:
-    the size premium a column beyond the first costs; no column worth less is added, and
-    the filling worth the most over its premiums wins."""
+    ``order``: ``_densest(width, value, shares)``, when the caller keeps it."""
     if order is None:
         order = _densest(width, value, shares)
     dense = [g for g in order if demand[g]]
@@ -217,9 +193,7 @@ def _fill(
     best: dict[int, int] = {}
     best_worth = 0.0
     for first, part in starts:
-        pattern, worth = _complete(room, first, part, dense, least, demand, value, needs, extra)
-        if extra:  # what the filling is worth over the premiums of its columns
-            worth -= extra * (sum(pattern.values()) - 1)
+        pattern, worth = _complete(room, first, part, dense, least, demand, value, needs)
         if worth > best_worth + _EPS:
             best, best_worth = pattern, worth
     return best
@@ -234,11 +208,9 @@ def _complete(
     demand: list[int],
     value: list[float],
     needs: list[Res],
-    extra: float = 0.0,
 ) -> tuple[dict[int, int], float]:
     """``part`` of group ``first`` (which fits), then as many of each group in ``order`` as
-    still fit, but none whose column is worth less than ``extra``, the size premium it
-    costs; it stops when nothing further fits (``least``, see ``_fill``)."""
+    still fit; it stops when nothing further fits (``least``, see ``_fill``)."""
     left_m, left_c, left_d = room
     pattern: dict[int, int] = {}
     worth = 0.0
@@ -246,7 +218,7 @@ def _complete(
     # of ``[first, *order]`` need (the list itself is not built: it is walked only until
     # the node is full)
     for i, g in enumerate(chain((first,), order)):
-        if i and (g == first or value[g] < extra):
+        if i and g == first:
             continue
         m, c, d = needs[g]
         k = part if not i else demand[g]

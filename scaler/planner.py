@@ -902,12 +902,10 @@ def _assign_by_cost(
         queued,
         list(owner),
         policy.target_time,
-        prices={s: _price(t) for s, t in owner.items()},
+        # a large node stays up for its last job: weighed as a premium per core
+        prices={s: _price(t) * (1 + policy.node_size_premium * s.cores) for s, t in owner.items()},
         max_nodes=limits,
         time_limit=policy.solver_time_limit,
-        # a node shared by several jobs stays up for the last of them: a premium per job
-        # placed beside a node's first (binpack)
-        premium=policy.node_size_premium,
     )
     left = dict(queued)
     for shape, jobs in packing.assignment.items():

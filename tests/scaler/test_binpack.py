@@ -115,31 +115,6 @@ def test_prices_put_a_small_tail_on_a_small_node() -> None:
     assert packing.counts == {small: 1, NODE: 10}
 
 
-BIG = Shape(3600, 64 * GiB, 16, 100 * GiB, False)  # 16 cores at $0.70: cheaper per core
-
-
-@pytest.mark.parametrize("time_limit", [0.2, 0.0], ids=["solver", "heuristic"])
-def test_the_size_premium_prices_the_jobs_beside_a_nodes_first(time_limit: float) -> None:
-    """A node of c side-by-side jobs costs its price x (1 + premium x (c - 1)), in the
-    solver and the heuristic alike, and ``Packing.cost`` weighs it the same way."""
-    prices = {NODE: 0.20, BIG: 0.70}
-    jobs = {job(600, cores=1): 16}
-    # By the prices alone one 16-core node ($0.70) beats four 4-core ones ($0.80).
-    alone = binpack(jobs, [NODE, BIG], 0, prices=prices, time_limit=time_limit)
-    assert alone.counts == {NODE: 0, BIG: 1}
-    # At 0.04 the large node's 15 jobs beside its first cost 0.70 x 1.6 = $1.12; four
-    # small ones 4 x 0.20 x (1 + 0.04 x 3) = $0.896.
-    packing = binpack(jobs, [NODE, BIG], 0, prices=prices, time_limit=time_limit, premium=0.04)
-    assert packing.counts == {NODE: 4, BIG: 0}
-    assert packing.held == {NODE: 12, BIG: 0}
-    assert packing.cost(prices, 0.04) == pytest.approx(0.896)
-    assert packing.cost(prices) == pytest.approx(0.80)
-    # A job that fills a node alone pays no premium, however large the node.
-    wide = binpack({job(600, cores=16): 2}, [NODE, BIG], 0, prices=prices, premium=0.5)
-    assert wide.counts == {NODE: 0, BIG: 2}
-    assert wide.cost(prices, 0.5) == pytest.approx(1.40)
-
-
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="no price"):
         binpack({job(): 1}, [NODE, SPOT], prices={NODE: 1.0})

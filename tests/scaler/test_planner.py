@@ -762,20 +762,3 @@ def test_cost_packing_spills_past_a_max_to_the_next_best_type():
     assert all("cost packing: solver (HiGHS)" in x.message for x in p.launches)
     count = plan(snap, policy(A, b), EMPTY, NOW)
     assert launched(count) == {"a": 8}
-
-
-M5_8X = node_type("m5.8xlarge", cores=32, mem_gib=128, disk_gib=100, price=1.536)
-C5_9X = node_type("c5.9xlarge", cores=36, mem_gib=72, disk_gib=100, price=1.53)
-
-
-@pytest.mark.parametrize("premium", [0.0, 0.04, 0.25, 1.0])
-def test_node_size_premium_prices_the_filling_not_the_type(premium):
-    # HPC2N's case (bench/README.md, "The size premium's form"): each 32-core job fills a
-    # node of either type on its own, so no node is held by a last job beside others and
-    # no premium applies; the cheaper, larger c5.9xlarge wins. A premium per core of the
-    # type sent them to the dearer m5.8xlarge (1.536 x 2.28 against 1.53 x 2.44 at 0.04).
-    snap = snapshot(queue=[queued(job(cores=32, mem_gib=13), 3)])
-    pol = policy(M5_8X, C5_9X, packing="cost", node_size_premium=premium)
-    p = plan(snap, pol, EMPTY, NOW)
-    assert launched(p) == {"c5.9xlarge": 3}
-    assert p.cost_per_hour == pytest.approx(3 * 1.53)
