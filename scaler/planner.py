@@ -62,12 +62,17 @@ Semantics a caller can rely on:
   time if a queued 1-node job fits them, which would take a node freed first; for at most
   that wait in all, over passes: ``PlannerState.gang_waits``); else on N
   new nodes of a type with room under its max beside all its live and draining nodes.
-  It has those nodes to itself (1-node jobs are packed beside it on other nodes: the
-  plan never counts on room the gang may take). Its new
-  nodes are one unit of ``Launch.gangs``, launched all or none in one zone (zones are
-  the executor's); they are never assembled from draining nodes, and when smoothing,
-  the max or the cost ceiling leaves a launch short of a gang's nodes, none of them is
-  launched (``_whole_gangs``; the target then holds none of them, so idle nodes too few
+  In cost packing the room its nodes leave goes to the gangs placed after it in the plan
+  (a later gang takes the room of N of its nodes before nodes of its own), never to
+  1-node jobs (they are packed beside it on other nodes: the plan never counts on room
+  the gang may take, and a gang's launch never depends on them); in cost packing its
+  new nodes go to the type that costs least once the gangs that ride them are counted
+  (``_host``: a large node's share is priced only as far as this plan fills the rest).
+  Its new nodes are one unit of ``Launch.gangs`` (with the gangs riding them), launched
+  all or none in one zone (zones are the executor's); they are never assembled from
+  draining nodes, and when smoothing, the max or the cost ceiling leaves a launch short
+  of a gang's nodes, none of them is launched, nor the gangs riding them
+  (``_whole_gangs``; the target then holds none of them, so idle nodes too few
   for the gang are drained: ``_cut_gangs_target``; one the cost ceiling cuts is reported
   there). A type's target covers its gangs' nodes on top of its busy
   nodes the gangs do not take (``_kept_beside_gangs``; no more is launched for it), and a
@@ -619,8 +624,9 @@ def _place_gangs(
     make room for it). Returns the live nodes gangs take per type, which are then no room
     for 1-node jobs. ``singles``: the queued 1-node jobs (``_freed_soon``).
 
-    The room a gang's node leaves (the node's usable room less the gang's per-node shape)
-    is offered to the gangs placed after it in the same plan, never to 1-node jobs (so a
+    In cost packing, the room a gang's node leaves (the node's usable room less the gang's
+    per-node shape) is offered to the gangs placed after it in the same plan (count packing,
+    Toil's policy and the replays' baseline, keeps a gang's nodes to it), never to 1-node jobs (so a
     gang's launch never depends on them, nor theirs on a gang's): a gang takes the room
     of N nodes one earlier gang took (free ones, ``_ride``, then new ones: it rides that
     gang's launch, ``_Gang.riders``, launched or cut with it) before it takes nodes of its
@@ -708,9 +714,10 @@ def _place_gangs(
                 break
             usable = view.usable[here.name]
             k = min(count, (free[here.name] - taken[here.name]) // n)
-            k = 1 if _twice(shape, usable) else k  # two to a node: one at a time, they share
+            if view.cost:  # the room they leave; two to a node: one at a time, they share
+                k = 1 if _twice(shape, usable) else k
+                lanes[here.name].extend(_lanes(usable, shape, k * n))
             taken[here.name] += k * n
-            lanes[here.name].extend(_lanes(usable, shape, k * n))
             demand[here.name].gangs_live.extend([(shape, n)] * k)
             count -= k
     units: dict[str, list[_Gang]] = {t.name: [] for t in view.types}
@@ -724,7 +731,7 @@ def _place_gangs(
                     (t, g)
                     for t in fits
                     for g in units[t.name]
-                    if _rides(g, shape, n, _price(t), alone) is not None
+                    if g.lanes and _rides(g, shape, n, _price(t), alone) is not None
                 ),
                 None,
             )
@@ -750,11 +757,12 @@ def _place_gangs(
             else:
                 here, riders = ready[0], []
             usable = view.usable[here.name]
-            twice = _twice(shape, usable)
+            twice = view.cost and _twice(shape, usable)
             k = 1 if riders or twice else min(entry[2], (room[here.name] - grown[here.name]) // n)
             grown[here.name] += k * n
             for _ in range(k):
-                g = _Gang(shape, n, lanes=_lanes(usable, shape, n), wall=_wall(shape))
+                left = _lanes(usable, shape, n) if view.cost else []
+                g = _Gang(shape, n, lanes=left, wall=_wall(shape))
                 units[here.name].append(g)
                 demand[here.name].gangs.append(g)
             entry[2] -= k
@@ -840,7 +848,7 @@ def _rides(g: _Gang, shape: Shape, n: int, price: float, alone: float) -> float 
     """(cost packing) What a gang of ``n`` nodes of ``shape`` saves riding ``g``'s nodes
     against ``alone`` (its cost on nodes of its own), if it fits and saves anything: its
     room is free, but a gang longer than ``g``'s holds ``g``'s nodes longer. ``None`` if it
-    does not ride. (In count packing ``alone`` is 0, no price counts: it rides if it fits.)"""
+    does not ride. ``alone`` 0: it can grow nowhere else, and rides if it fits."""
     if n > g.n or not _ride(g.lanes, shape, n):
         return None
     longer = price * g.n * max(0.0, _wall(shape) - g.wall)

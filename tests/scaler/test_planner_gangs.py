@@ -209,14 +209,17 @@ def test_two_gangs_in_one_plan_share_the_nodes_a_larger_type_holds_both_on():
     assert p.drains == ()
 
 
-def test_a_gang_rides_an_earlier_gangs_new_nodes_in_count_packing_too():
-    # Toil's order puts both on c16 (the only type); the second takes the room of the first
-    p = plan(snapshot(queue=[gang(2, shape=NODE8)]), policy(C16_8), PlannerState(), NOW)
-    assert [(la.count, la.gangs) for la in p.launches] == [(4, (4,))]
-    # and a 2-node gang rides 2 of a 4-node gang's nodes
+def test_a_gang_rides_a_wider_gangs_nodes_and_count_packing_keeps_them_apart():
+    # a 2-node gang rides 2 of a 4-node gang's 16-core nodes, new or booting
     queue = [gang(shape=NODE8), gang(nodes=2, shape=job(4, 4, 10))]
-    p = plan(snapshot(queue=queue), policy(C16_8), PlannerState(), NOW)
+    cost = policy(C16_8, packing="cost")
+    p = plan(snapshot(queue=queue), cost, PlannerState(), NOW)
     assert [(la.count, la.gangs) for la in p.launches] == [(4, (4,))]
+    nodes = [node(f"n{i}", C16_8, NodeState.BOOTING, age=30) for i in range(4)]
+    assert plan(snapshot(nodes, queue), cost, PlannerState(), NOW).launches == ()
+    # count packing (Toil's policy, the replays' baseline) gives each gang nodes of its own
+    p = plan(snapshot(queue=queue), policy(C16_8), PlannerState(), NOW)
+    assert [(la.count, la.gangs) for la in p.launches] == [(6, (4, 2))]
 
 
 def test_a_gang_longer_than_the_one_it_would_ride_takes_nodes_of_its_own():
