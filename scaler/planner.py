@@ -721,17 +721,19 @@ def _place_gangs(
             demand[here.name].gangs_live.extend([(shape, n)] * k)
             count -= k
     units: dict[str, list[_Gang]] = {t.name: [] for t in view.types}
+    premium = policy.node_size_premium  # as the cost packer prices a type
+    priced = {t.name: _price(t) * (1 + premium * view.usable[t.name].cores) for t in view.types}
     for i, entry in enumerate(pending):
         shape, n, _, fits = entry
         while entry[2]:
             # in the room of new nodes an earlier gang of this plan launches
-            alone = _alone(shape, n, view, growable, grown, room) if view.cost else 0.0
+            alone = _alone(shape, n, view, priced, grown, room) if view.cost else 0.0
             unit = next(
                 (
                     (t, g)
                     for t in fits
                     for g in units[t.name]
-                    if g.lanes and _rides(g, shape, n, _price(t), alone) is not None
+                    if g.lanes and _rides(g, shape, n, priced[t.name], alone) is not None
                 ),
                 None,
             )
@@ -753,7 +755,7 @@ def _place_gangs(
             # trims launches type by type, and a dearer type's nodes it cut every pass
             # would keep the gang (and its riders) waiting where the cheaper one fit
             if view.cost and policy.cost_ceiling_per_hour is None:
-                here, riders = _host(pending, i, ready, view, growable, grown, room)
+                here, riders = _host(pending, i, ready, view, priced, grown, room)
             else:
                 here, riders = ready[0], []
             usable = view.usable[here.name]
@@ -828,27 +830,28 @@ def _alone(
     shape: Shape,
     n: int,
     view: _View,
-    growable: Sequence[NodeType],
+    priced: Mapping[str, float],
     grown: Mapping[str, int],
     room: Mapping[str, int],
 ) -> float:
-    """What a gang of ``n`` nodes of ``shape`` costs (node price x its wall time) on new
+    """What a gang of ``n`` nodes of ``shape`` costs (``priced`` x its wall time) on new
     nodes of the cheapest type it can grow on; 0 if none (it rides for free then)."""
-    for t in growable:  # cheapest first
-        if (
-            t.name not in view.blocked
-            and grown[t.name] + n <= room[t.name]
-            and not shape.fits_in(view.usable[t.name])
-        ):
-            return _price(t) * n * _wall(shape)
-    return 0.0
+    return min(
+        (
+            priced[t.name] * n * _wall(shape)
+            for t in view.fitting(shape)
+            if t.name not in view.blocked and grown[t.name] + n <= room[t.name]
+        ),
+        default=0.0,
+    )
 
 
 def _rides(g: _Gang, shape: Shape, n: int, price: float, alone: float) -> float | None:
     """(cost packing) What a gang of ``n`` nodes of ``shape`` saves riding ``g``'s nodes
-    against ``alone`` (its cost on nodes of its own), if it fits and saves anything: its
-    room is free, but a gang longer than ``g``'s holds ``g``'s nodes longer. ``None`` if it
-    does not ride. ``alone`` 0: it can grow nowhere else, and rides if it fits."""
+    (of ``price``) against ``alone`` (its cost on nodes of its own), if it fits and saves
+    anything: its room is free, but a gang longer than ``g``'s holds ``g``'s nodes longer.
+    ``None`` if it does not ride. ``alone`` 0: it can grow nowhere else, and rides if it
+    fits."""
     if n > g.n or not _ride(g.lanes, shape, n):
         return None
     longer = price * g.n * max(0.0, _wall(shape) - g.wall)
@@ -862,19 +865,21 @@ def _host(
     i: int,
     ready: list[NodeType],
     view: _View,
-    growable: Sequence[NodeType],
+    priced: Mapping[str, float],
     grown: Mapping[str, int],
     room: Mapping[str, int],
 ) -> tuple[NodeType, list[int]]:
-    """(cost packing) The type of ``ready`` (cheapest first) whose new nodes cost least for
-    gang ``pending[i]``, less what the gangs queued after it would cost on their own
-    (``_alone``) for those that ride them (``_rides``, greedily in order, each priced
-    only if it rides); and those riders (indices into ``pending``, one per gang)."""
+    """(cost packing) Where gang ``pending[i]`` grows: the cheapest type of ``ready`` (the
+    first), unless the new nodes of another cost less once the gangs queued after it
+    that would ride them are counted (``_rides``, greedily in order, each counted only if
+    it rides, at what it would cost on its own, ``_alone``); and the riders (indices into
+    ``pending``, one per gang). Prices are the cost packer's (``priced``: with the size
+    premium, since a large node stays up for its last gang) times the gangs' wall times."""
     shape, n = pending[i][0], pending[i][1]
     best: tuple[float, NodeType, list[int]] | None = None
     alone: dict[int, float] = {}
     for t in ready:
-        price = _price(t)
+        price = priced[t.name]
         g = _Gang(shape, n, lanes=_lanes(view.usable[t.name], shape, n), wall=_wall(shape))
         cost = price * n * g.wall
         riders: list[int] = []
@@ -884,7 +889,7 @@ def _host(
             if r_n > n or left <= 0 or t not in fits:
                 continue
             if j not in alone:
-                alone[j] = _alone(r_shape, r_n, view, growable, grown, room)
+                alone[j] = _alone(r_shape, r_n, view, priced, grown, room)
             while left:
                 saved = _rides(g, r_shape, r_n, price, alone[j] or price * r_n * _wall(r_shape))
                 if saved is None or saved <= 0:
@@ -894,7 +899,8 @@ def _host(
                 cost -= saved
                 riders.append(j)
                 left -= 1
-        if best is None or cost < best[0] - 1e-9:
+        # another type only for the gangs riding it (else the cheapest, as ever)
+        if best is None or (riders and cost < best[0] - 1e-9):
             best = (cost, t, riders)
     assert best is not None
     return best[1], best[2]
