@@ -62,17 +62,12 @@ Semantics a caller can rely on:
   time if a queued 1-node job fits them, which would take a node freed first; for at most
   that wait in all, over passes: ``PlannerState.gang_waits``); else on N
   new nodes of a type with room under its max beside all its live and draining nodes.
-  In cost packing the room its nodes leave goes to the gangs placed after it in the plan
-  (a later gang takes the room of N of its nodes before nodes of its own), never to
-  1-node jobs (they are packed beside it on other nodes: the plan never counts on room
-  the gang may take, and a gang's launch never depends on them); in cost packing its
-  new nodes go to the type that costs least once the gangs that ride them are counted
-  (``_host``: a large node's share is priced only as far as this plan fills the rest).
-  Its new nodes are one unit of ``Launch.gangs`` (with the gangs riding them), launched
-  all or none in one zone (zones are the executor's); they are never assembled from
-  draining nodes, and when smoothing, the max or the cost ceiling leaves a launch short
-  of a gang's nodes, none of them is launched, nor the gangs riding them
-  (``_whole_gangs``; the target then holds none of them, so idle nodes too few
+  It has those nodes to itself (1-node jobs are packed beside it on other nodes: the
+  plan never counts on room the gang may take). Its new
+  nodes are one unit of ``Launch.gangs``, launched all or none in one zone (zones are
+  the executor's); they are never assembled from draining nodes, and when smoothing,
+  the max or the cost ceiling leaves a launch short of a gang's nodes, none of them is
+  launched (``_whole_gangs``; the target then holds none of them, so idle nodes too few
   for the gang are drained: ``_cut_gangs_target``; one the cost ceiling cuts is reported
   there). A type's target covers its gangs' nodes on top of its busy
   nodes the gangs do not take (``_kept_beside_gangs``; no more is launched for it), and a
@@ -481,10 +476,9 @@ class _TypeDemand:
     # gangs (multi-node jobs) placed on this type, one (per-node shape, nodes) each: on
     # free live nodes, and to launch (all or nothing; see _place_gangs)
     gangs_live: list[tuple[Shape, int]] = field(default_factory=list)
-    gangs: list[_Gang] = field(default_factory=list)
+    gangs: list[tuple[Shape, int]] = field(default_factory=list)
     gang_raw: int = 0  # the gangs' nodes in ``raw``
     gangs_cut: bool = False  # a limit cut a gang to launch
-    live_shared: int = 0  # nodes of ``gangs_live`` in the room of free nodes another took
 
     @property
     def gang_nodes(self) -> int:
@@ -492,25 +486,11 @@ class _TypeDemand:
 
     @property
     def gang_live(self) -> int:  # free live nodes gangs take
-        return sum(n for _, n in self.gangs_live) - self.live_shared
+        return sum(n for _, n in self.gangs_live)
 
     @property
     def gang_launch(self) -> int:
-        return sum(g.n for g in self.gangs)
-
-
-@dataclass(slots=True)
-class _Gang:
-    """A gang's ``n`` new nodes (one unit of ``Launch.gangs``), and the gangs of the same
-    plan placed in the room they leave (``riders``: per-node shape, nodes; each on
-    ``nodes`` of these ``n``). ``lanes``: each node's room left (memory, cores, disk);
-    ``wall``: how long the longest of them holds its nodes (``_place_gangs``)."""
-
-    shape: Shape
-    n: int
-    riders: list[tuple[Shape, int]] = field(default_factory=list)
-    lanes: list[list[float]] = field(default_factory=list, compare=False, repr=False)
-    wall: float = 0.0
+        return sum(n for _, n in self.gangs)
 
 
 def _add(jobs: Jobs, shape: Shape, count: int) -> None:
@@ -621,21 +601,10 @@ def _place_gangs(
     fits and can launch (in count packing Toil's order, in cost packing the cheapest),
     as far as its max leaves room beside all its live and draining nodes (free nodes too
     few for a gang are no part of it: they are drained as unneeded, as any idle node, and
-    make room for it). Returns the live nodes gangs take per type, which are then no room
-    for 1-node jobs. ``singles``: the queued 1-node jobs (``_freed_soon``).
-
-    In cost packing, the room a gang's node leaves (the node's usable room less the gang's
-    per-node shape) is offered to the gangs placed after it in the same plan (count packing,
-    Toil's policy and the replays' baseline, keeps a gang's nodes to it), never to 1-node jobs (so a
-    gang's launch never depends on them, nor theirs on a gang's): a gang takes the room
-    of N nodes one earlier gang took (free ones, ``_ride``, then new ones: it rides that
-    gang's launch, ``_Gang.riders``, launched or cut with it) before it takes nodes of its
-    own. So the gangs of one pass share nodes as the scheduler then shares them, and the
-    next pass, with those nodes booting, places them all there again. In cost packing a
-    gang's new nodes go to the type whose nodes cost least once the gangs queued after it
-    that would ride them are counted (``_host``): each rider counts only as what it would
-    cost on the cheapest type it can grow on, and only if it rides (the share a gang's
-    node takes of a large node is priced only as far as this plan fills the rest).
+    make room for it). A gang has its nodes to itself: the room it leaves on them is not
+    offered to 1-node jobs (so the plan never counts on room a gang may take). Returns
+    the live nodes gangs take per type, which are then no room for 1-node jobs.
+    ``singles``: the queued 1-node jobs (``_freed_soon``).
 
     A gang waits for busy nodes only until ``wait`` after the pass it began to
     (``gang_waits``, ``PlannerState.gang_waits``: when each gang's wait ends; this pass's
@@ -648,7 +617,6 @@ def _place_gangs(
     room = {t.name: view.room(t) for t in view.types}  # the view does not change here
     taken = {t.name: 0 for t in view.types}  # free nodes gangs take
     grown = {t.name: 0 for t in view.types}  # new nodes for gangs
-    lanes: dict[str, list[list[float]]] = {t.name: [] for t in view.types}  # on taken nodes
     # where new nodes go: Toil's order, or the cheapest first (a stable sort: ties keep it)
     growable = sorted(view.types, key=_price) if view.cost else view.types
     # A gang that fits no type, or is wider than every type's free nodes and room, is
@@ -679,20 +647,15 @@ def _place_gangs(
         else:
             placeable.append(((shape, n), count, fits))
     placeable.sort(key=lambda it: (_job_order(it[0][0]), it[0][1]), reverse=True)
-    pending: list[list] = []  # [shape, n, count, fits]: the gangs that need new nodes
     for (shape, n), count, fits in placeable:
         # The ``count`` identical gangs are placed as one at a time would place them, in
         # runs: one at a time, each goes to the first type (in ``fits``) with n free nodes
         # left, as long as it has them (the types before it have fewer, and placing takes
-        # none of theirs); with none, to new nodes (below). So a run takes as many as fit
-        # on one type in one step (one at a time where two fit a node: they share it).
+        # none of theirs); with none, to the first growable type within its max, as long
+        # as it has room (the types before it stay out of room or blocked). So a run
+        # takes as many as fit on one type in one step; once one cannot be placed, none
+        # of the rest can (nothing changed), and they are reported together.
         while count:
-            on = next((t for t in fits if _ride(lanes[t.name], shape, n)), None)
-            if on is not None:  # in the room of free nodes an earlier gang took
-                demand[on.name].gangs_live.append((shape, n))
-                demand[on.name].live_shared += n
-                count -= 1
-                continue
             here = next((t for t in fits if free[t.name] - taken[t.name] >= n), None)
             until = gang_waits.get((shape, n))
             if here is None and view.cost and until is not None and until <= view.now:
@@ -709,201 +672,25 @@ def _place_gangs(
                 )
                 if here is not None and waits is not None:  # waits for busy nodes
                     waits[shape, n] = view.now + wait if until is None else until
-            if here is None:
-                pending.append([shape, n, count, fits])
-                break
-            usable = view.usable[here.name]
-            k = min(count, (free[here.name] - taken[here.name]) // n)
-            if view.cost:  # the room they leave; two to a node: one at a time, they share
-                k = 1 if _twice(shape, usable) else k
-                lanes[here.name].extend(_lanes(usable, shape, k * n))
-            taken[here.name] += k * n
-            demand[here.name].gangs_live.extend([(shape, n)] * k)
-            count -= k
-    units: dict[str, list[_Gang]] = {t.name: [] for t in view.types}
-    premium = policy.node_size_premium  # as the cost packer prices a type
-    priced = {t.name: _price(t) * (1 + premium * view.usable[t.name].cores) for t in view.types}
-    for i, entry in enumerate(pending):
-        shape, n, _, fits = entry
-        while entry[2]:
-            # in the room of new nodes an earlier gang of this plan launches
-            alone = _alone(shape, n, view, priced, grown, room) if view.cost else 0.0
-            unit = next(
-                (
-                    (t, g)
-                    for t in fits
-                    for g in units[t.name]
-                    if g.lanes and _rides(g, shape, n, priced[t.name], alone) is not None
-                ),
-                None,
-            )
-            if unit is not None:
-                t, g = unit
-                _ride(g.lanes, shape, n, take=True)
-                g.wall = max(g.wall, _wall(shape))
-                g.riders.append((shape, n))
-                _fell_back(demand, t, fits, view)
-                entry[2] -= 1
+            if here is not None:
+                k = min(count, (free[here.name] - taken[here.name]) // n)
+                taken[here.name] += k * n
+                demand[here.name].gangs_live.extend([(shape, n)] * k)
+                count -= k
                 continue
             within = [t for t in fits if grown[t.name] + n <= room[t.name]]
-            ready = [t for t in growable if t in within and t.name not in view.blocked]
-            if not ready:
+            here = next((t for t in growable if t in within and t.name not in view.blocked), None)
+            if here is None:
                 reason = REASON_UNAVAILABLE if within else REASON_MAX_NODES
-                _report(unschedulable, {shape: entry[2]}, reason, n)
+                _report(unschedulable, {shape: count}, reason, n)
                 break
-            # under a cost ceiling a gang grows on the cheapest type, as before: the ceiling
-            # trims launches type by type, and a dearer type's nodes it cut every pass
-            # would keep the gang (and its riders) waiting where the cheaper one fit
-            if view.cost and policy.cost_ceiling_per_hour is None:
-                here, riders = _host(pending, i, ready, view, priced, grown, room)
-            else:
-                here, riders = ready[0], []
-            usable = view.usable[here.name]
-            twice = view.cost and _twice(shape, usable)
-            k = 1 if riders or twice else min(entry[2], (room[here.name] - grown[here.name]) // n)
+            k = min(count, (room[here.name] - grown[here.name]) // n)
             grown[here.name] += k * n
-            for _ in range(k):
-                left = _lanes(usable, shape, n) if view.cost else []
-                g = _Gang(shape, n, lanes=left, wall=_wall(shape))
-                units[here.name].append(g)
-                demand[here.name].gangs.append(g)
-            entry[2] -= k
-            _fell_back(demand, here, fits, view)
-            for j in riders:  # the gangs queued after it that its nodes' room holds
-                rider = pending[j]
-                _ride(g.lanes, rider[0], rider[1], take=True)
-                g.wall = max(g.wall, _wall(rider[0]))
-                g.riders.append((rider[0], rider[1]))
-                _fell_back(demand, here, rider[3], view)
-                rider[2] -= 1
+            demand[here.name].gangs.extend([(shape, n)] * k)
+            count -= k
+            if fits[0] is not here and fits[0].name in view.blocked:
+                demand[here.name].fallback_from.add(fits[0].name)
     return taken
-
-
-def _fell_back(
-    demand: dict[str, _TypeDemand], here: NodeType, fits: list[NodeType], view: _View
-) -> None:
-    if fits[0] is not here and fits[0].name in view.blocked:
-        demand[here.name].fallback_from.add(fits[0].name)
-
-
-def _wall(s: Shape) -> float:
-    """How long a gang holds its nodes, as ``_host`` weighs it (a minute at least)."""
-    return min(max(s.wallTime, RUNNING_JOB_MIN_REMAINING), 1e9) if s.wallTime == s.wallTime else 1e9
-
-
-def _twice(shape: Shape, usable: Shape) -> bool:
-    """Whether two of a gang's nodes of ``shape`` fit on one node of shape ``usable``."""
-    return (
-        2 * shape.memory <= usable.memory
-        and 2 * shape.cores <= usable.cores
-        and 2 * shape.disk <= usable.disk
-    )
-
-
-def _lanes(usable: Shape, shape: Shape, count: int) -> list[list[float]]:
-    """The room ``count`` nodes of shape ``usable`` leave beside a gang's node of ``shape``
-    each: [memory, cores, disk]."""
-    left = [usable.memory - shape.memory, usable.cores - shape.cores, usable.disk - shape.disk]
-    return [list(left) for _ in range(count)] if left[1] > 0 and left[0] > 0 else []
-
-
-def _ride(lanes: list[list[float]], shape: Shape, n: int, take: bool = False) -> bool:
-    """Whether ``n`` of ``lanes`` (each a node's room left: ``_lanes``) hold a gang's node of
-    ``shape`` each; ``take``: and take their room for it (the first ``n`` that do)."""
-    fit = []
-    for lane in lanes:
-        if shape.memory <= lane[0] and shape.cores <= lane[1] and shape.disk <= lane[2]:
-            fit.append(lane)
-            if len(fit) == n:
-                break
-    if len(fit) < n:
-        return False
-    if take:
-        for lane in fit:
-            lane[0] -= shape.memory
-            lane[1] -= shape.cores
-            lane[2] -= shape.disk
-    return True
-
-
-def _alone(
-    shape: Shape,
-    n: int,
-    view: _View,
-    priced: Mapping[str, float],
-    grown: Mapping[str, int],
-    room: Mapping[str, int],
-) -> float:
-    """What a gang of ``n`` nodes of ``shape`` costs (``priced`` x its wall time) on new
-    nodes of the cheapest type it can grow on; 0 if none (it rides for free then)."""
-    return min(
-        (
-            priced[t.name] * n * _wall(shape)
-            for t in view.fitting(shape)
-            if t.name not in view.blocked and grown[t.name] + n <= room[t.name]
-        ),
-        default=0.0,
-    )
-
-
-def _rides(g: _Gang, shape: Shape, n: int, price: float, alone: float) -> float | None:
-    """(cost packing) What a gang of ``n`` nodes of ``shape`` saves riding ``g``'s nodes
-    (of ``price``) against ``alone`` (its cost on nodes of its own), if it fits and saves
-    anything: its room is free, but a gang longer than ``g``'s holds ``g``'s nodes longer.
-    ``None`` if it does not ride. ``alone`` 0: it can grow nowhere else, and rides if it
-    fits."""
-    if n > g.n or not _ride(g.lanes, shape, n):
-        return None
-    longer = price * g.n * max(0.0, _wall(shape) - g.wall)
-    if alone and longer >= alone:
-        return None
-    return alone - longer
-
-
-def _host(
-    pending: list[list],
-    i: int,
-    ready: list[NodeType],
-    view: _View,
-    priced: Mapping[str, float],
-    grown: Mapping[str, int],
-    room: Mapping[str, int],
-) -> tuple[NodeType, list[int]]:
-    """(cost packing) Where gang ``pending[i]`` grows: the cheapest type of ``ready`` (the
-    first), unless the new nodes of another cost less once the gangs queued after it
-    that would ride them are counted (``_rides``, greedily in order, each counted only if
-    it rides, at what it would cost on its own, ``_alone``); and the riders (indices into
-    ``pending``, one per gang). Prices are the cost packer's (``priced``: with the size
-    premium, since a large node stays up for its last gang) times the gangs' wall times."""
-    shape, n = pending[i][0], pending[i][1]
-    best: tuple[float, NodeType, list[int]] | None = None
-    alone: dict[int, float] = {}
-    for t in ready:
-        price = priced[t.name]
-        g = _Gang(shape, n, lanes=_lanes(view.usable[t.name], shape, n), wall=_wall(shape))
-        cost = price * n * g.wall
-        riders: list[int] = []
-        for j in range(i, len(pending)) if g.lanes else ():
-            r_shape, r_n, count, fits = pending[j]
-            left = count - (1 if j == i else 0)
-            if r_n > n or left <= 0 or t not in fits:
-                continue
-            if j not in alone:
-                alone[j] = _alone(r_shape, r_n, view, priced, grown, room)
-            while left:
-                saved = _rides(g, r_shape, r_n, price, alone[j] or price * r_n * _wall(r_shape))
-                if saved is None or saved <= 0:
-                    break
-                _ride(g.lanes, r_shape, r_n, take=True)
-                g.wall = max(g.wall, _wall(r_shape))
-                cost -= saved
-                riders.append(j)
-                left -= 1
-        # another type only for the gangs riding it (else the cheapest, as ever)
-        if best is None or (riders and cost < best[0] - 1e-9):
-            best = (cost, t, riders)
-    assert best is not None
-    return best[1], best[2]
 
 
 def _freed_soon(
@@ -1388,15 +1175,14 @@ def _serve_within(
     ones within ``cap`` are too few for it (else it was placed there)."""
     new = cap - view.current(t.name)
     cap -= d.gang_live  # on live nodes: within any cap of live + more
-    kept: list[_Gang] = []
-    for g in d.gangs:
-        if g.n <= min(cap, new):
-            kept.append(g)
-            cap -= g.n
-            new -= g.n
-        else:  # and the gangs riding its nodes
-            for shape, n in [(g.shape, g.n), *g.riders]:
-                _report(out, {shape: 1}, reason, n)
+    kept: list[tuple[Shape, int]] = []
+    for shape, n in d.gangs:
+        if n <= min(cap, new):
+            kept.append((shape, n))
+            cap -= n
+            new -= n
+        else:
+            _report(out, {shape: 1}, reason, n)
             d.gangs_cut = True
     d.gangs = kept
     served, overflow, d.need = _serve(d, view.usable[t.name], max(0, cap), policy)
@@ -1607,12 +1393,12 @@ def _whole_gangs(
         d, tt = demand[t.name], targets[t.name]
         if tt.launch >= d.gang_launch == planned[t.name] and not d.gangs_cut:
             continue
-        kept: list[_Gang] = []
+        kept: list[tuple[Shape, int]] = []
         nodes = 0
-        for g in d.gangs:  # (with the gangs riding its nodes)
-            if nodes + g.n <= tt.launch:
-                kept.append(g)
-                nodes += g.n
+        for shape, n in d.gangs:
+            if nodes + n <= tt.launch:
+                kept.append((shape, n))
+                nodes += n
         # what is left of the launch serves 1-node jobs only as far as they need new nodes
         singles = d.need - d.gang_launch - view.current(t.name) - len(tt.undrain)
         launch = nodes + max(0, min(tt.launch - nodes, singles))
@@ -1797,12 +1583,7 @@ def _gang_phrases(d: _TypeDemand, t: NodeType) -> list[str]:
     """The gangs on this type, e.g. "a 4-node job of 12 cores, 40 GiB each needs 4 x
     c5.4xlarge (one zone, all or none)"."""
     parts = []
-    riders = [key for g in d.gangs for key in g.riders]
-    for where, gangs in (
-        ("free nodes", d.gangs_live),
-        ("one zone, all or none", [(g.shape, g.n) for g in d.gangs]),
-        ("in the room of another's new nodes", riders),
-    ):
+    for where, gangs in (("free", d.gangs_live), ("new", d.gangs)):
         counts: dict[tuple[Shape, int], int] = {}
         for key in gangs:
             counts[key] = counts.get(key, 0) + 1
@@ -1810,7 +1591,8 @@ def _gang_phrases(d: _TypeDemand, t: NodeType) -> list[str]:
             size = f"{shape.cores:g} cores, {shape.memory / GiB:g} GiB each"
             jobs = f"a {n}-node job" if count == 1 else f"{count} {n}-node jobs"
             verb = "needs" if count == 1 else "need"
-            parts.append(f"{jobs} of {size} {verb} {n * count} x {t.name} ({where})")
+            tail = "one zone, all or none" if where == "new" else "free nodes"
+            parts.append(f"{jobs} of {size} {verb} {n * count} x {t.name} ({tail})")
     return parts
 
 
@@ -1845,7 +1627,7 @@ def _actions(
         if tt.launch:
             taking = f", taking back {reused} draining" if reused else ""
             parts.append(f"{current} present or booting{taking}, launching {tt.launch}")
-            gangs = tuple(g.n for g in d.gangs)
+            gangs = tuple(n for _, n in d.gangs)
             launches.append(Launch(t.name, tt.launch, cause, "; ".join(parts), gangs))
     return launches, undrains
 

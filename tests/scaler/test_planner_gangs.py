@@ -185,68 +185,6 @@ def test_a_gang_beside_one_node_jobs_of_its_node_shape_takes_the_cheapest_nodes(
     assert p.cost_per_hour <= 3.376 + 1e-9, [(la.node_type, la.count) for la in p.launches]
 
 
-# The room a gang's node leaves goes to the gangs of the same plan (gangroom): on a log of
-# 8-core gangs the cheapest type per node was an 8-core one, where two gangs' nodes share a
-# 16-core node that costs less than two 8-core ones; each gang had nodes of its own.
-C8 = node_type("c8", 8, 17, 100, price=0.34, max_nodes=3)  # too few for a 4-node gang
-R8 = node_type("r8", 8, 65, 100, price=0.504)
-C16_8 = node_type("c16", 16, 33, 100, price=0.68)
-NODE8 = job(8, 8, 10)
-
-
-def test_two_gangs_in_one_plan_share_the_nodes_a_larger_type_holds_both_on():
-    pol = policy(C8, R8, C16_8, packing="cost", node_size_premium=0.04)
-    p = plan(snapshot(queue=[gang(2, shape=NODE8)]), pol, PlannerState(), NOW)
-    # 4 x c16 for both ($2.72/h), not 8 x r8 ($4.032/h); one launch unit of 4 nodes
-    assert [(la.node_type, la.count, la.gangs) for la in p.launches] == [("c16", 4, (4,))]
-    assert p.cost_per_hour == pytest.approx(2.72)
-    assert "(in the room of another's new nodes)" in p.launches[0].message
-    # the next pass, the 4 nodes booting: both gangs are placed there, nothing more launched
-    nodes = [node(f"n{i}", C16_8, NodeState.BOOTING, age=30) for i in range(4)]
-    p = plan(snapshot(nodes, [gang(2, shape=NODE8)]), pol, PlannerState(), NOW)
-    assert p.launches == ()
-    assert p.targets["c16"] == 4
-    assert p.drains == ()
-
-
-def test_a_gang_rides_a_wider_gangs_nodes_and_count_packing_keeps_them_apart():
-    # a 2-node gang rides 2 of a 4-node gang's 16-core nodes, new or booting
-    queue = [gang(shape=NODE8), gang(nodes=2, shape=job(4, 4, 10))]
-    cost = policy(C16_8, packing="cost")
-    p = plan(snapshot(queue=queue), cost, PlannerState(), NOW)
-    assert [(la.count, la.gangs) for la in p.launches] == [(4, (4,))]
-    nodes = [node(f"n{i}", C16_8, NodeState.BOOTING, age=30) for i in range(4)]
-    assert plan(snapshot(nodes, queue), cost, PlannerState(), NOW).launches == ()
-    # count packing (Toil's policy, the replays' baseline) gives each gang nodes of its own
-    p = plan(snapshot(queue=queue), policy(C16_8), PlannerState(), NOW)
-    assert [(la.count, la.gangs) for la in p.launches] == [(6, (4, 2))]
-
-
-def test_a_gang_longer_than_the_one_it_would_ride_takes_nodes_of_its_own():
-    # riding a 10-minute gang's nodes for 10 hours keeps the 16-core nodes up 10 hours: the
-    # pair on c16 ($0.68 x 4 x 10 h) costs more than a 10-min gang on r8 and the long one on r8
-    pol = policy(C8, R8, C16_8, packing="cost", node_size_premium=0.04)
-    queue = [gang(shape=job(8, 8, 10, wall=600)), gang(shape=job(8, 8, 10, wall=36000))]
-    p = plan(snapshot(queue=queue), pol, PlannerState(), NOW)
-    assert [(la.node_type, la.count, la.gangs) for la in p.launches] == [("r8", 8, (4, 4))]
-
-
-def test_a_cut_gang_takes_the_gangs_riding_its_nodes_with_it():
-    # under a cost ceiling gangs grow on the cheapest type, and ride its room: two 4-node
-    # gangs of 4 cores share 4 x c16; a ceiling below that cuts both, and reports both
-    small = QueuedJobs(job(4, 4, 10), 2, node_count=4)
-    pol = policy(C16_8, packing="cost", cost_ceiling_per_hour=2.0)
-    p = plan(snapshot(queue=[small]), pol, PlannerState(), NOW)
-    assert p.launches == ()
-    assert [(u.count, u.node_count, u.reasons) for u in p.unschedulable] == [
-        (2, 4, ("cost-ceiling",))
-    ]
-    pol = policy(C16_8, packing="cost", cost_ceiling_per_hour=3.0)
-    p = plan(snapshot(queue=[small]), pol, PlannerState(), NOW)
-    assert [(la.count, la.gangs) for la in p.launches] == [(4, (4,))]
-    assert p.unschedulable == ()
-
-
 @st.composite
 def with_gangs(draw):
     """The property tests' random clusters, with gangs of 2 to 5 nodes queued too."""
@@ -448,55 +386,15 @@ def test_identical_gangs_placed_in_runs_as_one_at_a_time(scenario):
     reference = _one_gang_at_a_time(gangs, view, pol, copy.deepcopy(demand), singles)
     unschedulable = {}
     taken = planner._place_gangs(gangs, view, pol, demand, unschedulable, singles)
-    if any(d.live_shared or any(g.riders for g in d.gangs) for d in demand.values()):
-        return  # gangs share nodes: test_gangs_share_nodes_and_every_gang_is_placed_once
     got = (
         taken,
         {name: d.gangs_live for name, d in demand.items()},
-        {name: [(g.shape, g.n) for g in d.gangs] for name, d in demand.items()},
+        {name: d.gangs for name, d in demand.items()},
         {name: d.fallback_from for name, d in demand.items()},
         {name: d.running for name, d in demand.items()},
         unschedulable,
     )
     assert got == reference
-
-
-@SETTINGS
-@given(many_identical_gangs(), st.sampled_from(["count", "cost"]))
-def test_gangs_share_nodes_and_every_gang_is_placed_once(scenario, packing):
-    """Every gang is placed once (on free nodes, on new ones, riding another's new ones) or
-    reported; a type's gangs take at most its free nodes and its room, and the gangs on
-    one launch unit fit its nodes (a rider on at most the unit's nodes)."""
-    snap, pol, gangs = scenario
-    pol = replace(pol, packing=packing)
-    view = planner._observe(snap, pol, NOW)
-    demand = _running_demand(snap, pol, view)
-    singles = {}
-    for q in snap.demand.queued:
-        singles[q.shape] = singles.get(q.shape, 0) + q.count
-    unschedulable = {}
-    taken = planner._place_gangs(gangs, view, pol, demand, unschedulable, singles)
-    placed: dict = {}
-    for t in view.types:
-        d = demand[t.name]
-        usable = view.usable[t.name]
-        for key in d.gangs_live:
-            placed[key] = placed.get(key, 0) + 1
-        assert taken[t.name] == d.gang_live <= len(view.live[t.name])
-        assert d.gang_live >= max((n for _, n in d.gangs_live), default=0)
-        assert d.gang_launch <= view.room(t)
-        for g in d.gangs:
-            on = [(g.shape, g.n), *g.riders]
-            for shape, n in on:
-                placed[shape, n] = placed.get((shape, n), 0) + 1
-                assert n <= g.n
-                assert not shape.fits_in(usable)
-            for dim in ("cores", "memory", "disk"):  # what the unit's nodes hold in all
-                used = sum(getattr(shape, dim) * n for shape, n in on)
-                assert used <= getattr(usable, dim) * g.n * (1 + 1e-9)
-    for (shape, _, n), count in unschedulable.items():
-        placed[shape, n] = placed.get((shape, n), 0) + count
-    assert placed == gangs
 
 
 def test_a_thousand_gangs_too_wide_for_any_max_are_reported_in_one_step(monkeypatch):
@@ -668,7 +566,7 @@ def _gang_floor(snap, pol, p):
         d = demand[t.name]
         live[t.name] = len(view.live[t.name])
         busy = sum(1 for n in view.live[t.name] if n.id in view.busy)
-        taken = min(d.gang_live, live[t.name] - busy)  # distinct nodes: gangs share some
+        taken = min(sum(n for _, n in d.gangs_live), live[t.name] - busy)
         launched = sum(n for la in p.launches if la.node_type == t.name for n in la.gangs)
         if d.gangs_live or launched:
             floors[t.name] = min(t.max_nodes, busy + taken + launched)
