@@ -85,7 +85,7 @@ from shoal.scaler.resources import columns as _columns
 from shoal.scaler.resources import res as _res
 from shoal.scaler.resources import sequential as _sequential
 from shoal.scaler.shape import Shape
-from shoal.scaler.timeline import billed_intervals, timeline_pack
+from shoal.scaler.timeline import timeline_bill
 
 if TYPE_CHECKING:  # the solver (numpy, highspy: ~20 MB) loads with the first cost packing
     from shoal.scaler import colgen
@@ -360,10 +360,10 @@ def binpack(
             first = [(job, held[job]) for job in share if job in held]
             rest = [(job, n - held.get(job, 0)) for job, n in share.items()]
             rest = sorted([(j, n) for j, n in rest if n > 0], key=_by_toil, reverse=True)
-            toil = timeline_pack(rest, shape, target_time, booked=True, pinned=first)
-            free = timeline_pack(rest, shape, target_time, booked=False, pinned=first)
-            ceiling = len(toil)
-            options = [best[shape], *((billed_intervals(t, shape), len(t)) for t in (toil, free))]
+            toil = timeline_bill(rest, shape, target_time, booked=True, pinned=first)
+            free = timeline_bill(rest, shape, target_time, booked=False, pinned=first)
+            ceiling = toil[1]
+            options = [best[shape], toil, free]
             best[shape] = min(o for o in options if o[1] <= ceiling)
     return Packing(
         {s: best[s][1] for s in nodes},

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shoal.scaler.binpack import _timeline_floor, binpack
 from shoal.scaler.shape import Shape
-from shoal.scaler.timeline import billed_intervals, timeline_pack
+from shoal.scaler.timeline import billed_intervals, timeline_bill, timeline_pack
 
 binpack_module = importlib.import_module("shoal.scaler.binpack")  # the module, not the function
 GiB = 1024**3
@@ -99,9 +99,9 @@ def test_no_timeline_when_the_lanes_are_at_the_floor(monkeypatch: pytest.MonkeyP
 
     def counting(*args, **kwargs):
         calls.append(args)
-        return timeline_pack(*args, **kwargs)
+        return timeline_bill(*args, **kwargs)
 
-    monkeypatch.setattr(binpack_module, "timeline_pack", counting)
+    monkeypatch.setattr(binpack_module, "timeline_bill", counting)
     node = Shape(3600, 16 * GiB, 8, 0, False)
     whole = {Shape(36000, 8 * GiB, 8, 0, False): 16, Shape(90000, 8 * GiB, 8, 0, False): 16}
     packing = binpack(whole, [node], target_time=1800)
