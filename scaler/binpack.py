@@ -166,11 +166,12 @@ SPLITS = (WIDTH, TIME, WHOLE)
 class _Pool:
     """The free lanes of all opened nodes of one node shape: lane -> how many identical."""
 
-    __slots__ = ("intervals", "lanes", "nodes", "shape", "split", "target_time")
+    __slots__ = ("intervals", "lanes", "late", "nodes", "shape", "split", "target_time")
 
     def __init__(self, shape: Shape, target_time: float, split: str = WIDTH) -> None:
         self.shape = shape
         self.target_time = target_time
+        self.late = target_time + _EPS  # a lane starting after this takes no job
         self.split = split
         self.nodes = 0
         self.intervals = 0  # billed node-intervals of the opened nodes
@@ -178,7 +179,7 @@ class _Pool:
 
     def _add(self, room: Res, start: float, until: float, count: int) -> None:
         # A lane starting after the target takes no job; an empty time window holds nothing.
-        if count <= 0 or start > self.target_time + _EPS or until <= start + _EPS:
+        if count <= 0 or start > self.late or until <= start + _EPS:
             return
         key = (room, start, until)
         self.lanes[key] = self.lanes.get(key, 0) + count
@@ -190,7 +191,7 @@ class _Pool:
         k = _columns(room, (job.memory, job.cores, job.disk))
         latest = self.target_time if latest is None else latest
         j = _sequential(start, until, job.wallTime, latest)
-        per_lane = _product(k, j)
+        per_lane = 0 if k == 0 or j == 0 else k * j  # _product, inline: the hottest path
         if per_lane <= 0:
             self._add(room, start, until, count)
             return 0
@@ -229,11 +230,9 @@ class _Pool:
         columns = int(columns)
         end_last = start + last * d
         end_full = start + j * d if columns > 1 else end_last
-        spare = (
-            max(0.0, room[0] - columns * memory),
-            max(0.0, room[1] - columns * cores),
-            max(0.0, room[2] - columns * disk),
-        )
+        # max(0.0, x), spelt without the call (the same value, -0.0 and nan included)
+        m, c, k = room[0] - columns * memory, room[1] - columns * cores, room[2] - columns * disk
+        spare = (m if m > 0.0 else 0.0, c if c > 0.0 else 0.0, k if k > 0.0 else 0.0)
         split = self.split
         if split == WIDTH:
             self._add(spare, start, until, count)
@@ -251,17 +250,21 @@ class _Pool:
     def place(self, job: Shape, n: int, latest: float | None = None) -> int:
         """Put as many of n jobs as fit into already opened lanes, each starting by
         ``latest`` (the target time unless given); returns how many."""
-        memory, cores, disk, duration = job.memory, job.cores, job.disk, job.wallTime
         lanes = self.lanes
+        if not lanes:
+            return 0
+        memory, cores, disk, duration = job.memory, job.cores, job.disk, job.wallTime
+        # a lane's start is at most the target (``_add``): no limit when ``latest`` is None
+        by = math.inf if latest is None else latest + _EPS
         # Most lanes cannot take this job at all: leave them out before sorting.
         fitting = [
             lane
             for lane in lanes
-            if lane[0][0] + _EPS >= memory
-            and lane[0][1] + _EPS >= cores
-            and lane[0][2] + _EPS >= disk
+            if (room := lane[0])[0] + _EPS >= memory
+            and room[1] + _EPS >= cores
+            and room[2] + _EPS >= disk
             and lane[1] + duration <= lane[2] + _EPS
-            and (latest is None or lane[1] <= latest + _EPS)
+            and lane[1] <= by
         ]
         if not fitting:
             return 0
@@ -447,7 +450,7 @@ def _lane_packings(
     without prices, once per split, in one pass): per node shape the best (billed
     intervals, nodes) of the three, which jobs each node shape gets (``pinned`` ones
     included: they go first, each starting at 0), and the jobs that fit none."""
-    pools = [{s: _Pool(s, target_time, split) for s in nodes} for split in SPLITS]
+    pools = {s: [_Pool(s, target_time, split) for split in SPLITS] for s in nodes}
     assignment: dict[Shape, dict[Shape, int]] = {}
     unschedulable: dict[Shape, list[str]] = {}
     pinned = pinned or {}
@@ -462,12 +465,11 @@ def _lane_packings(
             continue
         share = assignment.setdefault(shape, {})
         share[job] = share.get(job, 0) + n
-        for split in pools:
-            pool = split[shape]
+        for pool in pools[shape]:
             left = n - pool.place(job, n, latest)
             if left > 0:
                 pool.open(job, left, latest)
-    best = {s: min((split[s].intervals, split[s].nodes) for split in pools) for s in nodes}
+    best = {s: min((pool.intervals, pool.nodes) for pool in pools[s]) for s in nodes}
     return best, assignment, unschedulable
 
 
