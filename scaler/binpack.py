@@ -33,7 +33,10 @@ job by job on exact free-resource timelines (``scaler.timeline``), once
 free-running and once booked as Toil's reservations are, and keeps the best of
 the five, never with more nodes than the booked timeline (which is Toil's own
 packing, job for job). Against Toil 9.6 on 1,200 random inputs that needs no
-more nodes on any (tests/scaler/test_toil_differential.py).
+more nodes on any (tests/scaler/test_toil_differential.py). The timelines are skipped
+when the lanes' best is at a lower bound on theirs (``_timeline_floor``: jobs longer
+than the target all run side by side just after it), so they cannot change it: on a
+real log of long whole-node jobs, two packings in three.
 
 Pinned jobs (``pinned``, count packing only): jobs already running, which hold their
 room from time 0 for their (remaining) ``wallTime`` and cannot be put off. Both
@@ -82,7 +85,7 @@ from shoal.scaler.resources import columns as _columns
 from shoal.scaler.resources import res as _res
 from shoal.scaler.resources import sequential as _sequential
 from shoal.scaler.shape import Shape
-from shoal.scaler.timeline import billed_intervals, timeline_pack
+from shoal.scaler.timeline import timeline_bill
 
 if TYPE_CHECKING:  # the solver (numpy, highspy: ~20 MB) loads with the first cost packing
     from shoal.scaler import colgen
@@ -163,11 +166,12 @@ SPLITS = (WIDTH, TIME, WHOLE)
 class _Pool:
     """The free lanes of all opened nodes of one node shape: lane -> how many identical."""
 
-    __slots__ = ("intervals", "lanes", "nodes", "shape", "split", "target_time")
+    __slots__ = ("intervals", "lanes", "late", "nodes", "shape", "split", "target_time")
 
     def __init__(self, shape: Shape, target_time: float, split: str = WIDTH) -> None:
         self.shape = shape
         self.target_time = target_time
+        self.late = target_time + _EPS  # a lane starting after this takes no job
         self.split = split
         self.nodes = 0
         self.intervals = 0  # billed node-intervals of the opened nodes
@@ -175,7 +179,7 @@ class _Pool:
 
     def _add(self, room: Res, start: float, until: float, count: int) -> None:
         # A lane starting after the target takes no job; an empty time window holds nothing.
-        if count <= 0 or start > self.target_time + _EPS or until <= start + _EPS:
+        if count <= 0 or start > self.late or until <= start + _EPS:
             return
         key = (room, start, until)
         self.lanes[key] = self.lanes.get(key, 0) + count
@@ -187,7 +191,7 @@ class _Pool:
         k = _columns(room, (job.memory, job.cores, job.disk))
         latest = self.target_time if latest is None else latest
         j = _sequential(start, until, job.wallTime, latest)
-        per_lane = _product(k, j)
+        per_lane = 0 if k == 0 or j == 0 else k * j  # _product, inline: the hottest path
         if per_lane <= 0:
             self._add(room, start, until, count)
             return 0
@@ -226,11 +230,9 @@ class _Pool:
         columns = int(columns)
         end_last = start + last * d
         end_full = start + j * d if columns > 1 else end_last
-        spare = (
-            max(0.0, room[0] - columns * memory),
-            max(0.0, room[1] - columns * cores),
-            max(0.0, room[2] - columns * disk),
-        )
+        # max(0.0, x), spelt without the call (the same value, -0.0 and nan included)
+        m, c, k = room[0] - columns * memory, room[1] - columns * cores, room[2] - columns * disk
+        spare = (m if m > 0.0 else 0.0, c if c > 0.0 else 0.0, k if k > 0.0 else 0.0)
         split = self.split
         if split == WIDTH:
             self._add(spare, start, until, count)
@@ -248,17 +250,21 @@ class _Pool:
     def place(self, job: Shape, n: int, latest: float | None = None) -> int:
         """Put as many of n jobs as fit into already opened lanes, each starting by
         ``latest`` (the target time unless given); returns how many."""
-        memory, cores, disk, duration = job.memory, job.cores, job.disk, job.wallTime
         lanes = self.lanes
+        if not lanes:
+            return 0
+        memory, cores, disk, duration = job.memory, job.cores, job.disk, job.wallTime
+        # a lane's start is at most the target (``_add``): no limit when ``latest`` is None
+        by = math.inf if latest is None else latest + _EPS
         # Most lanes cannot take this job at all: leave them out before sorting.
         fitting = [
             lane
             for lane in lanes
-            if lane[0][0] + _EPS >= memory
-            and lane[0][1] + _EPS >= cores
-            and lane[0][2] + _EPS >= disk
+            if (room := lane[0])[0] + _EPS >= memory
+            and room[1] + _EPS >= cores
+            and room[2] + _EPS >= disk
             and lane[1] + duration <= lane[2] + _EPS
-            and (latest is None or lane[1] <= latest + _EPS)
+            and lane[1] <= by
         ]
         if not fitting:
             return 0
@@ -350,15 +356,17 @@ def binpack(
     # packing, so nothing with more nodes than it is taken.
     # Every packing gives each group to its first fitting node shape, largest group first.
     for shape, share in assignment.items():
-        if sum(share.values()) <= TIMELINE_LIMIT:
+        if sum(share.values()) <= TIMELINE_LIMIT and not _at_floor(
+            best[shape], _timeline_floor(share, shape, target_time)
+        ):
             # a shape both running and queued is one entry of ``share``: split it again
             first = [(job, held[job]) for job in share if job in held]
             rest = [(job, n - held.get(job, 0)) for job, n in share.items()]
             rest = sorted([(j, n) for j, n in rest if n > 0], key=_by_toil, reverse=True)
-            toil = timeline_pack(rest, shape, target_time, booked=True, pinned=first)
-            free = timeline_pack(rest, shape, target_time, booked=False, pinned=first)
-            ceiling = len(toil)
-            options = [best[shape], *((billed_intervals(t, shape), len(t)) for t in (toil, free))]
+            toil = timeline_bill(rest, shape, target_time, booked=True, pinned=first)
+            free = timeline_bill(rest, shape, target_time, booked=False, pinned=first)
+            ceiling = toil[1]
+            options = [best[shape], toil, free]
             best[shape] = min(o for o in options if o[1] <= ceiling)
     return Packing(
         {s: best[s][1] for s in nodes},
@@ -366,6 +374,70 @@ def binpack(
         assignment,
         intervals={s: best[s][0] for s in nodes},
     )
+
+
+# Long jobs (this many seconds past the target) are all running just after the target time.
+LONG_MARGIN = 1.0
+
+
+def _at_floor(lanes: tuple[int, int], floor: tuple[int, int] | None) -> bool:
+    """Whether the lanes' best (billed intervals, nodes) is at or below ``floor`` (a lower
+    bound on every timeline packing's, or None) in both: then neither timeline can win,
+    nor set a ceiling under the lanes' nodes, and binpack keeps the lanes' best."""
+    return floor is not None and lanes[0] <= floor[0] and lanes[1] <= floor[1]
+
+
+def _timeline_floor(
+    share: Mapping[Shape, int], node: Shape, target_time: float
+) -> tuple[int, int] | None:
+    """A lower bound on (billed intervals, nodes) of every timeline packing of ``share``
+    on ``node`` (None: no long jobs, no bound worth taking).
+
+    Every job starts by the target, so the jobs at least ``LONG_MARGIN`` s longer run
+    side by side just after it. Nodes: in each resource their sum over the node's room;
+    and their count over how many of them at most one node holds at once (``cap``, from
+    the smallest need). Intervals: a node is billed until its last job ends, so the i-th
+    most billed node is billed at least for the ``(i-1) * cap + 1``-th longest of those
+    jobs (the longer ones do not fit on fewer nodes), and every other node for one
+    interval. The timelines let a job over by ``EPS`` a fit (per job, up to
+    ``TIMELINE_LIMIT`` jobs a node): the sums are taken 1e-5 short and the caps 1e-6
+    long, from rooms of at least 1 and needs of at least 0.01 only."""
+    long = sorted(
+        ((job, n) for job, n in share.items() if job.wallTime >= target_time + LONG_MARGIN),
+        key=lambda item: item[0].wallTime,
+        reverse=True,
+    )
+    if not long:
+        return None
+    nodes, cap = 1, math.inf
+    for room, needs in (
+        (node.memory, [(job.memory, n) for job, n in long]),
+        (node.cores, [(job.cores, n) for job, n in long]),
+        (node.disk, [(job.disk, n) for job, n in long]),
+    ):
+        if room < 1:
+            continue
+        nodes = max(nodes, math.ceil(sum(x * n for x, n in needs) / room * (1 - 1e-5)))
+        smallest = min(x for x, _ in needs)
+        if smallest >= 0.01:
+            cap = min(cap, max(1, math.floor(room / smallest * (1 + 1e-6))))
+    if cap == math.inf:
+        return None
+    count = sum(n for _, n in long)
+    nodes = max(nodes, math.ceil(count / cap))
+    if node.wallTime <= 0:
+        intervals = nodes  # one each
+    else:
+        intervals = billed = seen = 0  # billed: the nodes headed by the 1st, (cap+1)-th, ...
+        for job, n in long:
+            # the jobs seen .. seen + n - 1 (longest first): those at multiples of cap head one
+            heads = (seen + n - 1) // cap - (seen - 1) // cap
+            if heads:
+                intervals += heads * max(1, math.ceil(job.wallTime / node.wallTime - _EPS))
+                billed += heads
+            seen += n
+        intervals += max(0, nodes - billed)
+    return intervals, nodes
 
 
 def _lane_packings(
@@ -378,7 +450,7 @@ def _lane_packings(
     without prices, once per split, in one pass): per node shape the best (billed
     intervals, nodes) of the three, which jobs each node shape gets (``pinned`` ones
     included: they go first, each starting at 0), and the jobs that fit none."""
-    pools = [{s: _Pool(s, target_time, split) for s in nodes} for split in SPLITS]
+    pools = {s: [_Pool(s, target_time, split) for split in SPLITS] for s in nodes}
     assignment: dict[Shape, dict[Shape, int]] = {}
     unschedulable: dict[Shape, list[str]] = {}
     pinned = pinned or {}
@@ -393,12 +465,11 @@ def _lane_packings(
             continue
         share = assignment.setdefault(shape, {})
         share[job] = share.get(job, 0) + n
-        for split in pools:
-            pool = split[shape]
+        for pool in pools[shape]:
             left = n - pool.place(job, n, latest)
             if left > 0:
                 pool.open(job, left, latest)
-    best = {s: min((split[s].intervals, split[s].nodes) for split in pools) for s in nodes}
+    best = {s: min((pool.intervals, pool.nodes) for pool in pools[s]) for s in nodes}
     return best, assignment, unschedulable
 
 

@@ -21,22 +21,23 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from shoal.scaler.resources import EPS as _EPS
 from shoal.scaler.resources import Res
 from shoal.scaler.shape import Shape
 
-__all__ = ["billed_intervals", "timeline_count", "timeline_pack"]
+__all__ = ["billed_intervals", "timeline_bill", "timeline_count", "timeline_pack"]
 
 
 class _Node:
-    __slots__ = ("end", "free", "interval", "jobs", "latest", "peak", "times")
+    __slots__ = ("end", "free", "interval", "jobs", "last", "latest", "peak", "times")
 
     def __init__(self, room: Res, interval: float, latest: float) -> None:
         self.times: list[float] = [0.0]
         self.free: list[Res] = [room]
         self.jobs: list[tuple[Shape, float]] = []  # (job, start), for callers that check
+        self.last = 0.0  # when its last job ends (a zero-length job's 0 changes nothing)
         # With a billing interval, the node is booked for whole intervals: only a job
         # starting at 0 books more, and a later one must end within what is booked.
         self.interval = interval
@@ -83,14 +84,28 @@ class _Node:
             times.insert(first, start)
             free.insert(first, free[first - 1])
         end = start + duration
+        if end > self.last:
+            self.last = end
         last = bisect_right(times, end + _EPS) - 1
         if abs(times[last] - end) > _EPS:
             last += 1
             times.insert(last, end)
             free.insert(last, free[last - 1])
+        # The peak is a max over the segments, and only the job's segments change, each
+        # down (the two split off repeat a value already there): unless one of them held
+        # the peak before in a resource the job takes, the peak stays; else recount it.
+        nm, nc, nd = need
+        pm = self.peak[0] if nm > 0 else math.inf
+        pc = self.peak[1] if nc > 0 else math.inf
+        pd = self.peak[2] if nd > 0 else math.inf
+        stale = nm < 0 or nc < 0 or nd < 0
         for k in range(first, last):
             m, c, d = free[k]
-            free[k] = (m - need[0], c - need[1], d - need[2])
+            if m >= pm or c >= pc or d >= pd:
+                stale = True
+            free[k] = (m - nm, c - nc, d - nd)
+        if not stale:
+            return
         limit = self.latest + _EPS
         pm, pc, pd = free[0]
         for k in range(1, len(times)):
@@ -119,11 +134,29 @@ def timeline_count(
 def billed_intervals(schedule: list[list[tuple[Shape, float]]], node: Shape) -> int:
     """Billing intervals (the node's ``wallTime``) the packed nodes run: each until its
     last job ends, at least one."""
-    total = 0
-    for jobs in schedule:
-        end = max((start + job.wallTime for job, start in jobs), default=0.0)
-        total += 1 if node.wallTime <= 0 else max(1, math.ceil(end / node.wallTime - _EPS))
-    return total
+    return _billed(
+        (max((start + job.wallTime for job, start in jobs), default=0.0) for jobs in schedule),
+        node,
+    )
+
+
+def _billed(ends: Iterable[float], node: Shape) -> int:
+    if node.wallTime <= 0:
+        return sum(1 for _ in ends)
+    return sum(max(1, math.ceil(end / node.wallTime - _EPS)) for end in ends)
+
+
+def timeline_bill(
+    groups: list[tuple[Shape, int]],
+    node: Shape,
+    target_time: float,
+    booked: bool = False,
+    pinned: Sequence[tuple[Shape, int]] = (),
+) -> tuple[int, int]:
+    """(billed intervals, nodes) of ``timeline_pack``'s packing, as ``billed_intervals``
+    counts them, without the job lists: what ``binpack`` compares."""
+    nodes = _pack(groups, node, target_time, booked, pinned)
+    return _billed((n.last for n in nodes), node), len(nodes)
 
 
 def timeline_pack(
@@ -139,6 +172,16 @@ def timeline_pack(
     only a job that starts at 0 books more, as Toil's reservations grow. It packs
     worse on average, but differently, so on a few inputs it needs fewer nodes.
     ``pinned`` (running jobs, largest first) go before ``groups``, each starting at 0."""
+    return [n.jobs for n in _pack(groups, node, target_time, booked, pinned)]
+
+
+def _pack(
+    groups: list[tuple[Shape, int]],
+    node: Shape,
+    target_time: float,
+    booked: bool,
+    pinned: Sequence[tuple[Shape, int]],
+) -> list[_Node]:
     interval = node.wallTime if booked else 0.0
     room: Res = (node.memory, node.cores, node.disk)
     nodes: list[_Node] = []
@@ -167,4 +210,4 @@ def timeline_pack(
                 nodes.append(_Node(room, interval, target_time))
                 start = 0.0
             nodes[index].take(job, need, start, job.wallTime)
-    return [n.jobs for n in nodes]
+    return nodes

@@ -7,7 +7,13 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shoal.scaler.shape import Shape
-from shoal.scaler.timeline import timeline_count, timeline_pack
+from shoal.scaler.timeline import (
+    _Node,
+    billed_intervals,
+    timeline_bill,
+    timeline_count,
+    timeline_pack,
+)
 
 GiB = 1024**3
 NODE = Shape(3600, 16 * GiB, 4, 100 * GiB, False)
@@ -123,3 +129,35 @@ def test_pinned_jobs_start_at_zero_and_no_job_goes_before_them() -> None:
     assert timeline_count([(heavy, 1), (busy, 1)], NODE, 900) == 1  # heavy at 0, busy at 500
     nodes = timeline_pack([(heavy, 1)], NODE, 900, pinned=[(busy, 1)])
     assert nodes == [[(busy, 0.0)], [(heavy, 0.0)]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(jobs_strategy, st.sampled_from([0, 600, 3600, 7200]), st.booleans())
+def test_timeline_bill_counts_what_the_schedule_bills(groups, target_time, booked) -> None:
+    groups = sorted(groups, key=lambda g: g[0], reverse=True)
+    pinned, queued = groups[:1], groups[1:]
+    schedule = timeline_pack(queued, NODE, target_time, booked, pinned=pinned)
+    billed = timeline_bill(queued, NODE, target_time, booked, pinned=pinned)
+    assert billed == (billed_intervals(schedule, NODE), len(schedule))
+
+
+@settings(max_examples=300, deadline=None)
+@given(jobs_strategy, st.sampled_from([0, 600, 3600, 7200]), st.booleans())
+def test_a_nodes_peak_is_the_most_free_where_a_job_may_start(groups, target_time, booked) -> None:
+    """``take`` keeps the peak without a recount when the job's segments did not hold
+    it: after every take it is still the most free in each resource over the segments
+    starting by the target."""
+    node = _Node(
+        (NODE.memory, NODE.cores, NODE.disk), NODE.wallTime if booked else 0.0, target_time
+    )
+    for shape, count in sorted(groups, key=lambda g: g[0], reverse=True):
+        need = (shape.memory, shape.cores, shape.disk)
+        for _ in range(count):
+            if shape.wallTime <= 0:
+                break
+            at = node.earliest(need, shape.wallTime, 0.0, target_time)
+            if at is None:
+                break
+            node.take(shape, need, at, shape.wallTime)
+            starts = [f for t, f in zip(node.times, node.free, strict=True) if t <= target_time]
+            assert node.peak == tuple(max(f[i] for f in starts) for i in range(3))

@@ -1,0 +1,113 @@
+"""Count packing skips its two timeline packings when the lanes are at a lower bound.
+
+``binpack._timeline_floor`` bounds (billed intervals, nodes) of every timeline packing
+from below; when the lanes' best is at or under it in both, binpack keeps the lanes'
+best without packing the timelines. These tests check the bound against both timelines
+on random inputs, binpack with the skip against binpack that always packs the
+timelines (the behaviour before it), and that the skip happens where it should.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from shoal.scaler.binpack import _timeline_floor, binpack
+from shoal.scaler.shape import Shape
+from shoal.scaler.timeline import billed_intervals, timeline_bill, timeline_pack
+
+binpack_module = importlib.import_module("shoal.scaler.binpack")  # the module, not the function
+GiB = 1024**3
+
+nodes = st.builds(
+    Shape,
+    st.sampled_from([0, 600, 3600]),
+    st.sampled_from([2, 8, 16, 30, 64]).map(lambda g: g * GiB),
+    st.sampled_from([1, 2, 8, 16]),
+    st.sampled_from([0, 10, 100]).map(lambda g: g * GiB),
+    st.just(False),
+)
+# Long jobs (past the target) of sizes that often fill a node exactly, and short ones.
+jobs = st.dictionaries(
+    st.builds(
+        Shape,
+        st.sampled_from([0, 60, 1799, 1800, 1801, 1802, 3600, 7020, 36000, 90000]),
+        st.sampled_from([0, 0.5, 1, 2, 8, 15, 16]).map(lambda g: g * GiB),
+        st.sampled_from([0, 0.005, 1, 2, 4, 8, 16]),
+        st.sampled_from([0, 1, 10]).map(lambda g: g * GiB),
+        st.just(False),
+    ),
+    st.integers(1, 40),
+    min_size=1,
+    max_size=6,
+)
+targets = st.sampled_from([0.0, 600.0, 1800.0, 3600.0])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(share=jobs, node=nodes, target=targets, pinned=st.integers(0, 3))
+def test_the_floor_is_below_both_timelines(
+    share: dict[Shape, int], node: Shape, target: float, pinned: int
+) -> None:
+    share = {job: n for job, n in share.items() if not job.fits_in(node)}
+    floor = _timeline_floor(share, node, target)
+    if floor is None:
+        return
+    ordered = sorted(share.items(), key=lambda item: item[0].order, reverse=True)
+    first, rest = ordered[:pinned], ordered[pinned:]  # a few groups running, pinned at 0
+    for booked in (True, False):
+        schedule = timeline_pack(rest, node, target, booked=booked, pinned=first)
+        assert billed_intervals(schedule, node) >= floor[0]
+        assert len(schedule) >= floor[1]
+
+
+def _packings(
+    jobs: dict[Shape, int], node_shapes: list[Shape], target: float, pinned: dict[Shape, int]
+) -> tuple:
+    p = binpack(jobs, node_shapes, target, pinned=pinned)
+    return p.counts, p.intervals, p.assignment, p.unschedulable
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    queued=jobs,
+    running=jobs,
+    node_shapes=st.lists(nodes, min_size=1, max_size=3),
+    target=targets,
+    pin=st.booleans(),
+)
+def test_the_same_packing_as_with_the_timelines_always_packed(
+    queued: dict[Shape, int],
+    running: dict[Shape, int],
+    node_shapes: list[Shape],
+    target: float,
+    pin: bool,
+) -> None:
+    pinned = running if pin else {}
+    skipping = _packings(queued, node_shapes, target, pinned)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(binpack_module, "_at_floor", lambda lanes, floor: False)
+        assert _packings(queued, node_shapes, target, pinned) == skipping
+
+
+def test_no_timeline_when_the_lanes_are_at_the_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """32 long whole-node jobs: every packing needs 32 nodes, each billed for its job's
+    hours; the lanes find that, so neither timeline is packed."""
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return timeline_bill(*args, **kwargs)
+
+    monkeypatch.setattr(binpack_module, "timeline_bill", counting)
+    node = Shape(3600, 16 * GiB, 8, 0, False)
+    whole = {Shape(36000, 8 * GiB, 8, 0, False): 16, Shape(90000, 8 * GiB, 8, 0, False): 16}
+    packing = binpack(whole, [node], target_time=1800)
+    assert packing.counts == {node: 32}
+    assert packing.intervals == {node: 16 * 10 + 16 * 25}
+    assert calls == []
+    # Short jobs have no floor: the timelines are packed.
+    binpack({Shape(600, 8 * GiB, 8, 0, False): 4}, [node], target_time=1800)
+    assert len(calls) == 2
