@@ -547,13 +547,21 @@ def _assign(
     (``_place_gangs``)."""
     demand = {t.name: _TypeDemand() for t in view.types}
     where = {n.id: n.node_type for nodes in view.live.values() for n in nodes}
+    # a gang's jobs on its N nodes come one after another with one shape and elapsed time
+    # (and so do a node's equal jobs started together): held is worked out once for them
+    last: tuple[Shape, float, Shape] | None = None
     for job in snapshot.demand.running:
         node_type = where.get(job.node_id)
         if node_type is None:
             continue  # on a draining, timed-out or unmanaged node: not our demand
         s = job.shape
-        held = _holding(s, running_remaining(s.wallTime, job.elapsed))
-        _add(demand[node_type].running, held, 1)
+        if last is not None and s is last[0] and job.elapsed == last[1]:
+            held = last[2]
+        else:
+            held = _holding(s, running_remaining(s.wallTime, job.elapsed))
+            last = (s, job.elapsed, held)
+        running = demand[node_type].running
+        running[held] = running.get(held, 0) + 1
         if view.cost:
             on_node = demand[node_type].on_nodes.setdefault(job.node_id, [])
             on_node.append((held, job.elapsed >= s.wallTime))  # past its estimate: _onto_held
