@@ -469,12 +469,13 @@ class LaunchJournal:
     def sync(self, tracker: NodeTracker, answered: Iterable[str] = ()) -> None:
         """After a launch was booked (its intents are answered) or a listing was applied: keep
         the tracker's ledger entries and its nodes seen joined; written in the background
-        when they changed."""
+        when they changed. The joined nodes are walked in the tracker's order, not sorted
+        (twice a pass): a dict compares equal in any order, and ``_dump`` sorts them."""
         dropped = [r for r in answered if self._intents.pop(r, None) is not None]
         entries = [_entry(t) for t in tracker.pending() if t.state is not TrackedState.TERMINATED]
         joined: dict[str, list[float | None]] = {
             t.id: [t.joined_at, t.missing_since]
-            for t in tracker.all()
+            for t in tracker.records()
             if t.joined_at is not None and t.listed and t.state is not TrackedState.TERMINATED
         }
         if dropped or entries != self._entries or joined != self._joined:

@@ -526,6 +526,11 @@ class NodeTracker:
     def all(self) -> list[TrackedNode]:
         return sorted(self._nodes.values(), key=lambda t: t.id)
 
+    def records(self) -> Iterable[TrackedNode]:
+        """Every record, in no order (``all`` sorts them by id): for a reader whose result
+        does not depend on the order, without the sort (the launch journal, every pass)."""
+        return self._nodes.values()
+
     def infos(self) -> tuple[NodeInfo, ...]:
         """The planner's view: every node not terminated, ledger entries not expired included;
         not stopped ones (no capacity: the loop terminates them) nor interrupted ones."""
