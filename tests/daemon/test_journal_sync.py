@@ -1,9 +1,10 @@
 """The launch journal's nodes seen joined: walked in the tracker's order, written sorted.
 
 ``LaunchJournal.sync`` runs twice a pass; it walked ``NodeTracker.all()`` (sorted by id) to
-build the joined nodes, and now walks ``NodeTracker.records()`` (the tracker's own order):
-the section it writes must be the same bytes, and a listing that only reorders the nodes
-must not count as a change (no write).
+build the joined nodes, and now walks ``NodeTracker.records()`` (the tracker's own order),
+and not at all while the tracker holds the very records of its last walk: the section it
+writes must be the same bytes, and a listing that only reorders the nodes must not count
+as a change (no write).
 """
 
 from __future__ import annotations
@@ -73,3 +74,9 @@ def test_the_joined_section_is_the_sorted_walks_and_a_reorder_writes_nothing(ste
         journal.sync(tracker)
         assert store._version == version
         assert list(journal._dump()["joined"].items()) == list(dumped.items())
+    # the section read again (``DurableStore.reload``) with other nodes: the next sync, on
+    # the very records of the last one, still finds the change and writes the tracker's
+    journal._load({"joined": {"i-99": [1.0, None]}})
+    journal.sync(tracker)
+    assert store._version == version + 1
+    assert list(journal._dump()["joined"].items()) == list(sorted_reference(tracker).items())
