@@ -213,6 +213,10 @@ class NodeTracker:
         # what a restart knows of nodes seen joined before it (restore_joined); None: nothing
         self._known: dict[str, tuple[float, float | None]] | None = None
         self._adopting = False  # the next listing is the first since a restart
+        # the records the last listing kept, each with what else it was made from (the read,
+        # the drains): kept again, unexamined, while a listing hands the same Node and those
+        # (a kept record did not depend on the time: no joined_at or missing_since was set)
+        self._kept: dict[str, tuple[TrackedNode, tuple[bool, ...]]] = {}
         # each node's last NodeInfo, with the record it was made from (kept while the
         # record is the same object: a pass's listing mostly changes nothing)
         self._infos: dict[str, tuple[TrackedNode, NodeInfo]] = {}
@@ -403,10 +407,34 @@ class NodeTracker:
         seen: dict[str, TrackedNode] = {}
         new: list[TrackedNode] = []
         requests: set[str] = set()
+        kept: dict[str, tuple[TrackedNode, tuple[bool, ...]]] = {}
         for node in workers:
             old = self._nodes.get(node.name)
             is_joined = (node.name in joined) if joined is not None else node.joined is not False
             is_joined = node.joined is True if unread else is_joined
+            if node.tags.get(TAG_DRAINING, "").endswith(INTERRUPTED_MARK):
+                self._interrupted.setdefault(node.name, now)  # marked before a restart
+            # what the record is made from besides the old record and the Node: the last
+            # listing kept the record on the same, so this one would (``_kept``)
+            inputs = (
+                is_joined,
+                node.name in draining,
+                own_drains is None or node.name in own_drains,
+                unread,
+            )
+            last = self._kept.get(node.name)
+            if (
+                last is not None
+                and last[0] is old
+                and last[1] == inputs
+                and old.node is node
+                and node.name not in self._stale_tag
+            ):
+                seen[node.name], kept[node.name] = old, last
+                request = node.tags.get(TAG_REQUEST_ID)
+                if request:
+                    requests.add(request)
+                continue
             if old is not None:
                 joined_at, missing_since = old.joined_at, old.missing_since
             else:
@@ -417,8 +445,6 @@ class NodeTracker:
             elif joined_at is not None and missing_since is None and not unread:
                 missing_since = now
             tagged = TAG_DRAINING in node.tags
-            if node.tags.get(TAG_DRAINING, "").endswith(INTERRUPTED_MARK):
-                self._interrupted.setdefault(node.name, now)  # marked before a restart
             if node.name in self._stale_tag:
                 if tagged and now - self._undrained[node.name] < self.ledger_ttl:
                     tagged = False  # undrained: the tag's removal is not listed yet
@@ -448,6 +474,7 @@ class NodeTracker:
             )
             if old is not None and old.node is node and _fields(old) == fields:
                 tracked = old  # unchanged (a listing hands the same Node while it is): kept
+                kept[node.name] = (old, inputs)
             else:
                 tracked = TrackedNode(node, **dict(zip(_LISTED, fields, strict=True)))
             seen[node.name] = tracked
@@ -463,6 +490,7 @@ class NodeTracker:
                 continue  # the lost launch's instances are listed now: they stand for it
             seen[name] = old
         self._nodes = seen
+        self._kept = kept
         self._undrained = {k: v for k, v in self._undrained.items() if k in seen}
         self._stale_tag &= seen.keys()
         self._interrupted = {k: v for k, v in self._interrupted.items() if k in seen}

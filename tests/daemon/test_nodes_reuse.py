@@ -5,7 +5,10 @@ cloud caches one per state) lets ``observe`` keep the record it has and ``infos`
 ``NodeInfo`` it made, instead of building both again for every node on every pass (on a
 replay of a real log the tracker's two per-node constructions were ~10 % of the CPU). The
 differential below checks the shortcut against a tracker handed fresh copies of every
-``Node`` (so it never takes it), over random listings, reads, drains and marks.
+``Node`` (so it never takes it), over random listings, reads, drains and marks. Since
+speed4 a record the last listing kept is kept again unexamined when the listing hands the
+same ``Node`` with the same read and drains, and ``infos`` and ``next_deadline`` are kept
+while no record changed: checked here too, and against every record afresh.
 """
 
 from __future__ import annotations
