@@ -302,7 +302,7 @@ def _job_order(s: Shape) -> tuple:
 @dataclass(slots=True)
 class _View:
     types: list[NodeType]  # in preference order
-    usable: dict[str, Shape]
+    usable: Mapping[str, Shape]
     live: dict[str, list[NodeInfo]]  # booting + ready, not timed out
     draining: list[NodeInfo]
     drained: dict[str, int]  # draining nodes per type, anyone's drain: they count toward max
@@ -346,6 +346,24 @@ class _View:
         return max(0, t.max_nodes - self.current(t.name) - self.drained[t.name])
 
 
+# the last policy's usable shape per type: a pass made them anew though the daemon plans with
+# one policy object for pass after pass (a Policy is frozen; the policy is held, so no other
+# object takes its id); read-only once made
+_LAST_USABLE: tuple[Policy, Mapping[str, Shape]] | None = None
+
+
+def _usable_shapes(policy: Policy) -> Mapping[str, Shape]:
+    """Each type's ``usable_shape`` under ``policy``."""
+    global _LAST_USABLE
+    last = _LAST_USABLE
+    if last is not None and last[0] is policy:
+        return last[1]
+    types = sorted(policy.node_types, key=_type_order)  # in the view's order, as before
+    made = MappingProxyType({t.name: usable_shape(t, policy) for t in types})
+    _LAST_USABLE = (policy, made)
+    return made
+
+
 def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
     types = sorted(policy.node_types, key=_type_order)
     names = {t.name for t in types}
@@ -386,13 +404,13 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
     for name, nodes in reusable.items():  # idle first, then the most paid-for time left
         nodes.sort(key=lambda n: (n.id in busy, -_billing(n, by_name[name], now)[0], n.id))
     blocked: dict[str, float] = {}
-    for t in types:
+    for t in types if snapshot.unavailable else ():  # (none backed off: none blocked)
         untils = [snapshot.unavailable.get(o) for o in t.offerings()]
         if untils and all(u is not None and u > now for u in untils):
             blocked[t.name] = min(u for u in untils if u is not None)
     return _View(
         types=types,
-        usable={t.name: usable_shape(t, policy) for t in types},
+        usable=_usable_shapes(policy),
         live=live,
         draining=draining,
         drained=drained,
