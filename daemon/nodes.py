@@ -216,7 +216,7 @@ class NodeTracker:
         # the records the last listing kept, each with what else it was made from (the read,
         # the drains): kept again, unexamined, while a listing hands the same Node and those
         # (a kept record did not depend on the time: no joined_at or missing_since was set)
-        self._kept: dict[str, tuple[TrackedNode, tuple[bool, ...]]] = {}
+        self._kept: dict[str, tuple[TrackedNode, tuple[bool | None, ...]]] = {}
         # each node's last NodeInfo, with the record it was made from (kept while the
         # record is the same object: a pass's listing mostly changes nothing)
         self._infos: dict[str, tuple[TrackedNode, NodeInfo]] = {}
@@ -407,7 +407,7 @@ class NodeTracker:
         seen: dict[str, TrackedNode] = {}
         new: list[TrackedNode] = []
         requests: set[str] = set()
-        kept: dict[str, tuple[TrackedNode, tuple[bool, ...]]] = {}
+        kept: dict[str, tuple[TrackedNode, tuple[bool | None, ...]]] = {}
         for node in workers:
             old = self._nodes.get(node.name)
             is_joined = (node.name in joined) if joined is not None else node.joined is not False
@@ -419,7 +419,7 @@ class NodeTracker:
             inputs = (
                 is_joined,
                 node.name in draining,
-                own_drains is None or node.name in own_drains,
+                None if own_drains is None else node.name in own_drains,  # reasons read?
                 unread,
             )
             last = self._kept.get(node.name)
