@@ -162,7 +162,10 @@ def test_audit_walks_the_same_instances_as_every_instance_ever_launched() -> Non
     instance ever launched at each step, which grew quadratically on a 90-day log) and walks
     them again only when the fleet or a node's jobs changed: its audit is the one an engine
     finds by walking every instance not ended at every step, on a replay
-    with launches, scale-down and spot interruptions, for both policies."""
+    with launches, scale-down and spot interruptions, for both policies. Its sums are added
+    in three loops over lists made at the walk (speed4), not in one loop testing each
+    instance (``OneLoop``, the code before): each sum gets the same additions in the same
+    order, so the very same floats (adding ``n * dt`` per state instead fails this)."""
     import asyncio
 
     from shoal.daemon.config import load_config
@@ -177,38 +180,6 @@ def test_audit_walks_the_same_instances_as_every_instance_ever_launched() -> Non
             self._live = {n: i for n, i in self.instances.items() if i.ended is None}
             self._walked = None  # every step
             super()._sample(t)
-
-    spec = SyntheticSpec(jobs=120, days=1, seed=5, memory="per-job", preemptible_share=0.4)
-    trace = generate(spec)
-    for variant in policy_variants(load_config(str(CONFIG)), []):
-        audits = []
-        for cls in (_AuditedEngine, WalkAll):
-            audited = cls(trace, variant.config, ReplayOptions(seed=3), variant.name, (), None)
-            with engine._quiet_logs(50):
-                done = asyncio.run(audited.run())
-            audit = audited.audit
-            audits.append((dict(audit.seconds), dict(audit.thin), audit.lifetimes, audit.busy))
-        seconds, _, lifetimes, busy = audits[0]
-        assert audits[0] == audits[1]
-        assert len(lifetimes) == done.result.launches > 10
-        assert sum(busy) > 0 and any(k[1] for k in seconds)  # jobs ran; spot nodes lived
-        assert done.result.interruptions > 0
-
-
-def test_audit_sums_as_one_loop_over_the_instances_did() -> None:
-    """``_AuditedEngine._sample`` adds a step's seconds to the states, the busy instances and
-    the thin ones in three loops over lists made at the walk (speed4), not in one loop that
-    tests each instance: the same additions in the same order per sum, so the very same
-    floats and key order as the one loop below (the code before), on a replay with launches,
-    scale-down and spot interruptions."""
-    import asyncio
-
-    from shoal.daemon.config import load_config
-    from shoal.daemon.simulate import engine
-    from shoal.daemon.simulate.engine import ReplayOptions
-    from shoal.daemon.simulate.synthetic import SyntheticSpec, generate
-
-    from bench.policy import _AuditedEngine
 
     class OneLoop(_AuditedEngine):
         def _sample(self, t: float) -> None:
@@ -243,13 +214,17 @@ def test_audit_sums_as_one_loop_over_the_instances_did() -> None:
     trace = generate(spec)
     for variant in policy_variants(load_config(str(CONFIG)), []):
         audits = []
-        for cls in (_AuditedEngine, OneLoop):
+        for cls in (_AuditedEngine, WalkAll, OneLoop):
             audited = cls(trace, variant.config, ReplayOptions(seed=3), variant.name, (), None)
             with engine._quiet_logs(50):
-                asyncio.run(audited.run())
+                done = asyncio.run(audited.run())
             audit = audited.audit
             audits.append(
                 (list(audit.seconds.items()), list(audit.thin.items()), audit.lifetimes, audit.busy)
             )
-        assert audits[0] == audits[1]
-        assert audits[0][1]  # some busy node was less than half in use
+        seconds, thin, lifetimes, busy = audits[0]
+        assert audits[0] == audits[1] == audits[2]  # the same floats, in the same key order
+        assert len(lifetimes) == done.result.launches > 10
+        assert sum(busy) > 0 and any(k[1] for k, _ in seconds)  # jobs ran; spot nodes lived
+        assert thin  # some busy node was less than half in use
+        assert done.result.interruptions > 0
