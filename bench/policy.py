@@ -113,6 +113,15 @@ def clairvoyant_bound(trace: Trace, policy: Policy) -> tuple[float, int]:
     return float(np.sum(per_job[fits] * hours[fits])), int(np.sum(~fits))
 
 
+@dataclass
+class _Walked:
+    """What ``_AuditedEngine._walk`` found, as ``_sample`` adds each step's seconds to it."""
+
+    states: list[tuple[str, bool, str]]  # every live instance's (type, spot, state)
+    busy: list[str]  # the busy ones
+    thin: list[tuple[str, bool]]  # the busy ones less than half in use: (type, spot)
+
+
 class _AuditedEngine(engine._Engine):
     """The replay engine, noting each live instance's state between the steps it stops at
     (the fleet and the jobs only change at steps)."""
@@ -123,7 +132,7 @@ class _AuditedEngine(engine._Engine):
         for (instance_type, spot), _ in self._usable.items():
             self.audit.prices[instance_type, spot] = self.provider.types[instance_type].price(spot)
         self._since = 0.0
-        self._state: list[tuple[str, tuple[str, bool, str], float]] = []
+        self._state = _Walked([], [], [])
         self._busy: dict[str, float] = defaultdict(float)
         self._live: dict[str, engine._Instance] = {}  # every instance not known ended
         self._walked: tuple[int, int, int] | None = None  # what _state was walked at
@@ -141,12 +150,15 @@ class _AuditedEngine(engine._Engine):
         dt = t - self._since
         audit = self.audit
         if dt > 0:
-            for name, key, used in self._state:
-                audit.seconds[key] += dt
-                if key[2] == "busy":
-                    self._busy[name] += dt
-                    if used < 0.5:
-                        audit.thin[key[:2]] += dt
+            # each sum gets the same additions in the same order as when one loop over the
+            # instances added to all three (so the same floats), with no test per instance
+            seconds, busy, thin = audit.seconds, self._busy, audit.thin
+            for key in self._state.states:
+                seconds[key] += dt
+            for name in self._state.busy:
+                busy[name] += dt
+            for pair in self._state.thin:
+                thin[pair] += dt
         self._since = t
         # each instance's state changes only with a launch, an end (``live``), a join or a
         # job's start or end (the cluster's ``version``): walked again only then
@@ -156,24 +168,28 @@ class _AuditedEngine(engine._Engine):
             self._state = self._walk()
         super()._sample(t)
 
-    def _walk(self) -> list[tuple[str, tuple[str, bool, str], float]]:
-        """Each live instance's (name, (type, spot, boot/idle/busy), share of it in use)."""
+    def _walk(self) -> _Walked:
+        """Each live instance's (type, spot, boot/idle/busy), the busy ones' names and the
+        (type, spot) of those less than half in use, in the instances' order."""
         nodes = self.cluster._nodes
-        state = []
+        state = _Walked([], [], [])
         for name, inst in list(self._live.items()):
             if inst.ended is not None:
                 del self._live[name]
                 continue
             node = nodes.get(name) if inst.joined else None
             if node is None:
-                kind, used = ("boot" if not inst.joined else "idle"), 0.0
+                kind = "boot" if not inst.joined else "idle"
             elif not node.jobs:
-                kind, used = "idle", 0.0
+                kind = "idle"
             else:
                 room = node.usable
                 used = max(1 - node.cores / room.cores, 1 - node.memory / max(room.memory, 1.0))
                 kind = "busy"
-            state.append((name, (inst.instance_type, inst.preemptible, kind), used))
+                state.busy.append(name)
+                if used < 0.5:
+                    state.thin.append((inst.instance_type, inst.preemptible))
+            state.states.append((inst.instance_type, inst.preemptible, kind))
         return state
 
     def _result(self, end: float, capped: bool) -> Replay:

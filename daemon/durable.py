@@ -419,6 +419,9 @@ class LaunchJournal:
     def __init__(self, store: DurableStore) -> None:
         self.store = store
         self._load(store.section("ledger", self._dump, self._load))
+        # the tracker's records at the last ``sync``, their ids, and the joined nodes of them
+        self._walked: tuple[tuple[TrackedNode, ...], tuple[int, ...], dict[str, Any]]
+        self._walked = ((), (-1,), {})
 
     def _load(self, loaded: Any) -> None:
         """Take the section as read (at start, and again by ``DurableStore.reload``)."""
@@ -469,14 +472,21 @@ class LaunchJournal:
     def sync(self, tracker: NodeTracker, answered: Iterable[str] = ()) -> None:
         """After a launch was booked (its intents are answered) or a listing was applied: keep
         the tracker's ledger entries and its nodes seen joined; written in the background
-        when they changed."""
+        when they changed. The joined nodes are walked in the tracker's order, not sorted
+        (twice a pass): a dict compares equal in any order, and ``_dump`` sorts them; and
+        not walked again while the tracker holds the very records of the last walk."""
         dropped = [r for r in answered if self._intents.pop(r, None) is not None]
         entries = [_entry(t) for t in tracker.pending() if t.state is not TrackedState.TERMINATED]
-        joined: dict[str, list[float | None]] = {
-            t.id: [t.joined_at, t.missing_since]
-            for t in tracker.all()
-            if t.joined_at is not None and t.listed and t.state is not TrackedState.TERMINATED
-        }
+        records = tuple(tracker.records())
+        ids = tuple(map(id, records))  # the records are held (``_walked``): no id reused
+        if ids != self._walked[1]:
+            joined: dict[str, list[float | None]] = {
+                t.id: [t.joined_at, t.missing_since]
+                for t in records
+                if t.joined_at is not None and t.listed and t.state is not TrackedState.TERMINATED
+            }
+            self._walked = (records, ids, joined)
+        joined = self._walked[2]
         if dropped or entries != self._entries or joined != self._joined:
             self._entries, self._joined = entries, joined
             self.store.changed()

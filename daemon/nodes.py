@@ -54,6 +54,7 @@ TTL passes. Planning on the listing alone launched 28 instances for 4 nodes of d
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import enum
 from collections import Counter
@@ -180,6 +181,15 @@ def _fields(t: TrackedNode) -> tuple[object, ...]:
     return _listed(t)
 
 
+_name = attrgetter("node.name")  # TrackedNode.id
+
+
+def _by_id(records: Iterable[TrackedNode]) -> list[TrackedNode]:
+    """``records`` sorted by id. Readers that keep a few records filter first and sort what
+    is left (the same list as filtering the sorted records), not every record each pass."""
+    return sorted(records, key=_name)
+
+
 class NodeTracker:
     """Tracks workers across passes; ``observe`` applies a provider listing, ``record_launch``
     what ``addNodes`` reported."""
@@ -203,9 +213,19 @@ class NodeTracker:
         # what a restart knows of nodes seen joined before it (restore_joined); None: nothing
         self._known: dict[str, tuple[float, float | None]] | None = None
         self._adopting = False  # the next listing is the first since a restart
+        # the records the last listing kept, each with what else it was made from (the read,
+        # the drains): kept again, unexamined, while a listing hands the same Node and those
+        # (a kept record did not depend on the time: no joined_at or missing_since was set)
+        self._kept: dict[str, tuple[TrackedNode, tuple[bool | None, ...]]] = {}
         # each node's last NodeInfo, with the record it was made from (kept while the
         # record is the same object: a pass's listing mostly changes nothing)
         self._infos: dict[str, tuple[TrackedNode, NodeInfo]] = {}
+        # the last ``infos()`` and ``next_deadline``'s times, with what they were made from:
+        # the records (held, so no other object takes one's id) and the key of their ids
+        self._made: tuple[tuple[TrackedNode, ...], tuple[object, ...], tuple[NodeInfo, ...]]
+        self._made = ((), (None,), ())
+        self._deadlines: tuple[tuple[TrackedNode, ...], tuple[object, ...], list[float]]
+        self._deadlines = ((), (None,), [])
         self.set_node_types(node_types)
 
     def set_node_types(self, node_types: Iterable[NodeType]) -> None:
@@ -321,7 +341,17 @@ class NodeTracker:
         """The earliest time after ``now`` a node's timer here falls due, or None: the join
         timeout of a booting node never seen joined (``join_timeout`` after its launch; the
         planner's), the unhealthy timeout of a joined node missing from the reads, and a
-        ledger entry's TTL (``expire``)."""
+        ledger entry's TTL (``expire``). The times, sorted, are kept while no record changed
+        (a pass's listing mostly changes nothing, and the loop asks after every pass)."""
+        records = tuple(self._nodes.values())
+        key = (*map(id, records), join_timeout, unhealthy_timeout, self.ledger_ttl)
+        if key != self._deadlines[1]:
+            self._deadlines = (records, key, self._times(join_timeout, unhealthy_timeout))
+        times = self._deadlines[2]
+        first = bisect.bisect_right(times, now)
+        return times[first] if first < len(times) else None
+
+    def _times(self, join_timeout: float, unhealthy_timeout: float) -> list[float]:
         times: list[float] = []
         for t in self._nodes.values():
             if t.state is TrackedState.TERMINATED or t.expired:
@@ -332,7 +362,7 @@ class NodeTracker:
                 times.append(t.missing_since + unhealthy_timeout)
             if t.accepted_at is not None:
                 times.append(t.accepted_at + self.ledger_ttl)
-        return min((t for t in times if t > now), default=None)
+        return sorted(t for t in times if t == t)  # never a NaN: no time is after it
 
     def pending(self) -> list[TrackedNode]:
         """Ledger entries: accepted by the cloud, not yet listed."""
@@ -377,10 +407,34 @@ class NodeTracker:
         seen: dict[str, TrackedNode] = {}
         new: list[TrackedNode] = []
         requests: set[str] = set()
+        kept: dict[str, tuple[TrackedNode, tuple[bool | None, ...]]] = {}
         for node in workers:
             old = self._nodes.get(node.name)
             is_joined = (node.name in joined) if joined is not None else node.joined is not False
             is_joined = node.joined is True if unread else is_joined
+            if node.tags.get(TAG_DRAINING, "").endswith(INTERRUPTED_MARK):
+                self._interrupted.setdefault(node.name, now)  # marked before a restart
+            # what the record is made from besides the old record and the Node: the last
+            # listing kept the record on the same, so this one would (``_kept``)
+            inputs = (
+                is_joined,
+                node.name in draining,
+                None if own_drains is None else node.name in own_drains,  # reasons read?
+                unread,
+            )
+            last = self._kept.get(node.name)
+            if (
+                last is not None
+                and last[0] is old
+                and last[1] == inputs
+                and old.node is node
+                and node.name not in self._stale_tag
+            ):
+                seen[node.name], kept[node.name] = old, last
+                request = node.tags.get(TAG_REQUEST_ID)
+                if request:
+                    requests.add(request)
+                continue
             if old is not None:
                 joined_at, missing_since = old.joined_at, old.missing_since
             else:
@@ -391,8 +445,6 @@ class NodeTracker:
             elif joined_at is not None and missing_since is None and not unread:
                 missing_since = now
             tagged = TAG_DRAINING in node.tags
-            if node.tags.get(TAG_DRAINING, "").endswith(INTERRUPTED_MARK):
-                self._interrupted.setdefault(node.name, now)  # marked before a restart
             if node.name in self._stale_tag:
                 if tagged and now - self._undrained[node.name] < self.ledger_ttl:
                     tagged = False  # undrained: the tag's removal is not listed yet
@@ -422,6 +474,7 @@ class NodeTracker:
             )
             if old is not None and old.node is node and _fields(old) == fields:
                 tracked = old  # unchanged (a listing hands the same Node while it is): kept
+                kept[node.name] = (old, inputs)
             else:
                 tracked = TrackedNode(node, **dict(zip(_LISTED, fields, strict=True)))
             seen[node.name] = tracked
@@ -437,6 +490,7 @@ class NodeTracker:
                 continue  # the lost launch's instances are listed now: they stand for it
             seen[name] = old
         self._nodes = seen
+        self._kept = kept
         self._undrained = {k: v for k, v in self._undrained.items() if k in seen}
         self._stale_tag &= seen.keys()
         self._interrupted = {k: v for k, v in self._interrupted.items() if k in seen}
@@ -489,16 +543,16 @@ class NodeTracker:
         """Interrupted nodes to terminate now: drained (confirmed) and running no job (not
         in ``busy``). They are out of the planner's view, so no idle timer removes them, and
         a scheduled change may come weeks before the cloud takes the node."""
-        return [
+        return _by_id(
             t
-            for t in self.all()
+            for t in self._nodes.values()
             if t.id in self._interrupted
             and t.id not in busy
             and t.state is TrackedState.DRAINING
             and t.drain_confirmed
             and not t.static
             and not t.node.stopped
-        ]
+        )
 
     def undrained_at(self, node_id: str) -> float | None:
         """When this daemon last undrained the node (None: never, or no longer listed)."""
@@ -507,15 +561,19 @@ class NodeTracker:
     def unconfirmed_drains(self) -> list[TrackedNode]:
         """Shoal's draining nodes whose drain only the tag vouches for: the drain hook
         runs again for them before any is terminated as idle."""
-        return [
+        return _by_id(
             t
-            for t in self.all()
+            for t in self._nodes.values()
             if t.state is TrackedState.DRAINING and not t.static and not t.drain_confirmed
-        ]
+        )
 
     def drained_by_others(self) -> list[TrackedNode]:
         """Nodes the scheduler shows drained by someone else (never shoal's to touch)."""
-        return [t for t in self.all() if t.drained_by_others and t.state is TrackedState.DRAINING]
+        return _by_id(
+            t
+            for t in self._nodes.values()
+            if t.drained_by_others and t.state is TrackedState.DRAINING
+        )
 
     def forget(self, node_id: str) -> None:
         self._nodes.pop(node_id, None)
@@ -524,11 +582,21 @@ class NodeTracker:
         return self._nodes.get(node_id)
 
     def all(self) -> list[TrackedNode]:
-        return sorted(self._nodes.values(), key=lambda t: t.id)
+        return _by_id(self._nodes.values())
+
+    def records(self) -> Iterable[TrackedNode]:
+        """Every record, in no order (``all`` sorts them by id): for a reader whose result
+        does not depend on the order, without the sort (the launch journal, every pass)."""
+        return self._nodes.values()
 
     def infos(self) -> tuple[NodeInfo, ...]:
         """The planner's view: every node not terminated, ledger entries not expired included;
-        not stopped ones (no capacity: the loop terminates them) nor interrupted ones."""
+        not stopped ones (no capacity: the loop terminates them) nor interrupted ones. The
+        same tuple again while no record changed and no node was marked interrupted."""
+        records = tuple(self._nodes.values())
+        key = (*map(id, records), None, *self._interrupted)
+        if key == self._made[1]:
+            return self._made[2]
         made = self._infos
         infos: dict[str, tuple[TrackedNode, NodeInfo]] = {}
         for t in self.all():
@@ -542,15 +610,16 @@ class NodeTracker:
             last = made.get(t.id)
             infos[t.id] = last if last is not None and last[0] is t else (t, t.info())
         self._infos = infos
-        return tuple(info for _, info in infos.values())
+        self._made = (records, key, tuple(info for _, info in infos.values()))
+        return self._made[2]
 
     def stopped(self) -> list[TrackedNode]:
         """Autoscaled nodes the cloud lists stopped or stopping, not yet terminated."""
-        return [
+        return _by_id(
             t
-            for t in self.all()
+            for t in self._nodes.values()
             if t.node.stopped and not t.static and t.state is not TrackedState.TERMINATED
-        ]
+        )
 
     def counts(self) -> Mapping[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}

@@ -302,7 +302,7 @@ def _job_order(s: Shape) -> tuple:
 @dataclass(slots=True)
 class _View:
     types: list[NodeType]  # in preference order
-    usable: dict[str, Shape]
+    usable: Mapping[str, Shape]
     live: dict[str, list[NodeInfo]]  # booting + ready, not timed out
     draining: list[NodeInfo]
     drained: dict[str, int]  # draining nodes per type, anyone's drain: they count toward max
@@ -346,6 +346,24 @@ class _View:
         return max(0, t.max_nodes - self.current(t.name) - self.drained[t.name])
 
 
+# the last policy's usable shape per type: a pass made them anew though the daemon plans with
+# one policy object for pass after pass (a Policy is frozen; the policy is held, so no other
+# object takes its id); read-only once made
+_LAST_USABLE: tuple[Policy, Mapping[str, Shape]] | None = None
+
+
+def _usable_shapes(policy: Policy) -> Mapping[str, Shape]:
+    """Each type's ``usable_shape`` under ``policy``."""
+    global _LAST_USABLE
+    last = _LAST_USABLE
+    if last is not None and last[0] is policy:
+        return last[1]
+    types = sorted(policy.node_types, key=_type_order)  # in the view's order, as before
+    made = MappingProxyType({t.name: usable_shape(t, policy) for t in types})
+    _LAST_USABLE = (policy, made)
+    return made
+
+
 def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
     types = sorted(policy.node_types, key=_type_order)
     names = {t.name for t in types}
@@ -386,13 +404,13 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
     for name, nodes in reusable.items():  # idle first, then the most paid-for time left
         nodes.sort(key=lambda n: (n.id in busy, -_billing(n, by_name[name], now)[0], n.id))
     blocked: dict[str, float] = {}
-    for t in types:
+    for t in types if snapshot.unavailable else ():  # (none backed off: none blocked)
         untils = [snapshot.unavailable.get(o) for o in t.offerings()]
         if untils and all(u is not None and u > now for u in untils):
             blocked[t.name] = min(u for u in untils if u is not None)
     return _View(
         types=types,
-        usable={t.name: usable_shape(t, policy) for t in types},
+        usable=_usable_shapes(policy),
         live=live,
         draining=draining,
         drained=drained,
@@ -547,13 +565,21 @@ def _assign(
     (``_place_gangs``)."""
     demand = {t.name: _TypeDemand() for t in view.types}
     where = {n.id: n.node_type for nodes in view.live.values() for n in nodes}
+    # a gang's jobs on its N nodes come one after another with one shape and elapsed time
+    # (and so do a node's equal jobs started together): held is worked out once for them
+    last: tuple[Shape, float, Shape] | None = None
     for job in snapshot.demand.running:
         node_type = where.get(job.node_id)
         if node_type is None:
             continue  # on a draining, timed-out or unmanaged node: not our demand
         s = job.shape
-        held = _holding(s, running_remaining(s.wallTime, job.elapsed))
-        _add(demand[node_type].running, held, 1)
+        if last is not None and s is last[0] and job.elapsed == last[1]:
+            held = last[2]
+        else:
+            held = _holding(s, running_remaining(s.wallTime, job.elapsed))
+            last = (s, job.elapsed, held)
+        running = demand[node_type].running
+        running[held] = running.get(held, 0) + 1
         if view.cost:
             on_node = demand[node_type].on_nodes.setdefault(job.node_id, [])
             on_node.append((held, job.elapsed >= s.wallTime))  # past its estimate: _onto_held
