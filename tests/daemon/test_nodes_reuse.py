@@ -218,3 +218,29 @@ def test_what_the_tracker_keeps_follows_each_change_that_leaves_the_records_as_m
         change()
         check(tracker, now)
         assert (tracker.infos(), tracker.next_deadline(600.0, 300.0, now)) != before
+
+
+def test_a_still_listed_drain_tag_counts_again_after_the_grace_on_the_same_node_object():
+    # The listing fast path must not keep an undrained node's record once the undrain's
+    # grace (ledger_ttl) is over and the draining tag is still listed (review3: deleting
+    # the _stale_tag condition passed every other tracker test).
+    c5 = NodeType("c5", ("c5.xlarge",), Shape(3600, 8, 4, 10, False))
+    tracker = NodeTracker([c5], default_zone="z", ledger_ttl=600.0)
+    # one Node object, handed again by every listing (its facts do not change: the tag stays)
+    node = Node(
+        None,
+        "10.0.0.1",
+        "i-1",
+        dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        "c5.xlarge",
+        False,
+        {TAG_AUTOSCALED: "true", TAG_DRAINING: "1767225600"},
+    )
+    tracker.observe([node], frozenset({"i-1"}), 100.0)
+    assert tracker.get("i-1").state is TrackedState.DRAINING
+    tracker.mark_undrained("i-1", 110.0)
+    tracker.observe([node], frozenset({"i-1"}), 120.0)  # tag ignored: the removal may lag
+    tracker.observe([node], frozenset({"i-1"}), 130.0)  # same inputs again (record kept)
+    assert tracker.get("i-1").state is TrackedState.READY
+    tracker.observe([node], frozenset({"i-1"}), 110.0 + 600.0 + 1)  # grace over, tag listed
+    assert tracker.get("i-1").state is TrackedState.DRAINING

@@ -111,3 +111,18 @@ def test_no_timeline_when_the_lanes_are_at_the_floor(monkeypatch: pytest.MonkeyP
     # Short jobs have no floor: the timelines are packed.
     binpack({Shape(600, 8 * GiB, 8, 0, False): 4}, [node], target_time=1800)
     assert len(calls) == 2
+
+
+def test_lanes_at_the_floors_node_count_but_not_its_intervals_still_pack_the_timelines():
+    # The skip needs the lanes at the floor in billed intervals too, not in nodes only
+    # (review3: comparing node counts alone passed every other test here).
+    node = Shape(600, 16, 4, 0, False)  # billed per 10 minutes
+    jobs = {
+        Shape(4000, 4, 2, 0, False): 19,
+        Shape(1200, 4, 2, 0, False): 4,
+        Shape(3601, 3, 2, 0, False): 9,
+        Shape(600, 2, 2, 0, False): 1,
+    }
+    packing = binpack(jobs, [node], target_time=0.0)
+    # lanes: 17 nodes, 109 intervals; both timelines: 17 nodes, 108 intervals
+    assert (packing.intervals[node], packing.counts[node]) == (108, 17)
