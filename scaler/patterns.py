@@ -81,9 +81,17 @@ def pattern_pack(
         ]
         for i, b in enumerate(bins)
     ]
-    # a job's value: what it costs in the bin cheapest per job when that holds only it
+    # a job's value: what it costs in the bin cheapest per job when that holds only it. A
+    # free bin (price 0) is valued at the least positive price, not at 0: a group of value 0
+    # has no worth in any filling, so no pattern would ever serve it (its patterns still
+    # score infinite worth per dollar below, so free bins are filled first).
+    floor = min((b.price for b in bins if b.price > 0), default=1.0)
     value = [
-        min(b.price / (width[i][g] * per[i][g]) for i, b in enumerate(bins) if width[i][g])
+        min(
+            (b.price or floor) / (width[i][g] * per[i][g])
+            for i, b in enumerate(bins)
+            if width[i][g]
+        )
         for g in range(len(jobs))
     ]
     shares = [_shares(_res(b.shape), needs) for b in bins]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -270,3 +271,21 @@ def test_the_greedy_packs_each_distinct_group_order_once(jobs, nodes, target_tim
     )
     if len(jobs) == 1:
         assert len(orders) == 1
+
+
+def test_cost_packing_with_a_free_node_type_places_every_job():
+    # A type priced 0 (config allows it: on-premises nodes) gave its jobs no value in the
+    # node patterns, so none was ever served and the heuristic asserted (review3).
+    free, paid = Shape(3600, 8, 8, 10, False), Shape(3600, 16, 16, 10, False)
+    small, wide = Shape(1800, 3, 1, 0, False), Shape(600, 12, 2, 0, False)
+    prices = {free: 0.0, paid: 1.0}
+    packing = binpack({small: 7, wide: 3}, [free, paid], 3600, prices, time_limit=0)
+    placed = Counter()
+    for jobs in packing.assignment.values():
+        placed.update(jobs)
+    assert placed == {small: 7, wide: 3}
+    assert packing.counts[paid] == 1  # the wide jobs need it; nothing more is paid for
+    assert packing.cost(prices) == 1.0
+    # all free: the whole menu is free, the packing still places every job
+    packing = binpack({small: 7}, [free], 3600, {free: 0.0}, time_limit=0)
+    assert sum(packing.assignment[free].values()) == 7 and packing.counts[free] == 2
