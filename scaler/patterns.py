@@ -33,7 +33,7 @@ from shoal.scaler.resources import columns as _columns
 from shoal.scaler.resources import res as _res
 from shoal.scaler.shape import Shape
 
-__all__ = ["Pattern", "pattern_pack"]
+__all__ = ["Pattern", "pattern_floor", "pattern_pack"]
 
 _FIRSTS = 6  # groups tried first when filling a node, densest first
 _PARTS = tuple(k / 8 for k in range(8, 0, -1))  # shares of what fits the first group takes
@@ -126,6 +126,46 @@ def pattern_pack(
         else:
             host.columns[job] = 1
     return patterns
+
+
+def pattern_floor(
+    groups: Mapping[Shape, int],
+    nodes: list[Shape],
+    target_time: float,
+    prices: Mapping[Shape, float],
+) -> float:
+    """What ``pattern_pack(groups, nodes, target_time, prices)`` costs at least (a little
+    under: a float's slack), found without packing, so a caller whose packing already
+    costs no more can skip it.
+
+    A pattern holds its columns for the whole booking: in each dimension, a node of bin
+    ``b`` gives ``room`` for ``b.price``, and a job of group ``g`` holds ``need`` of it for
+    a column's share of the booking (one of ``per`` jobs), so it costs at least
+    ``b.price * need / (room * per)`` there, and the cheapest such bin is a floor on
+    what it costs in any pattern. Summed over the jobs, per dimension, the largest
+    sum is a floor on the patterns' cost (jobs that take no room or no time count 0).
+    With one node shape the cost is its price times whole bookings: rounded up to that."""
+    jobs = [job for job in groups if job.wallTime > 0 and any(_res(job))]
+    bins = bins_for(jobs, nodes, target_time, prices)
+    rooms = {s: _res(s) for s in nodes}
+    totals = [0.0, 0.0, 0.0]
+    for job in jobs:
+        need = _res(job)
+        cheapest = [math.inf, math.inf, math.inf]
+        for b in bins:
+            per = per_column(job, b.shape, b.intervals, target_time)
+            if not per or job.fits_in(b.shape):
+                continue
+            room = rooms[b.shape]
+            for x in range(3):
+                if need[x] > 0 and room[x] > 0:
+                    cheapest[x] = min(cheapest[x], b.price * need[x] / (room[x] * per))
+        for x in range(3):
+            if cheapest[x] < math.inf:
+                totals[x] += groups[job] * cheapest[x]
+    floor = max(totals) * (1 - 1e-6)  # below a float's error and the fit's EPS slack
+    price = prices[nodes[0]] if len(nodes) == 1 else 0.0
+    return price * math.ceil(floor / price) if price > 0 else floor
 
 
 def _needed(jobs: int, per: float, width: int) -> int:
