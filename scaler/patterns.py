@@ -27,6 +27,7 @@ from itertools import chain
 from typing import NamedTuple
 
 from shoal.scaler.booking import bins_for, per_column
+from shoal.scaler.memo import Memo
 from shoal.scaler.resources import EPS as _EPS
 from shoal.scaler.resources import Res
 from shoal.scaler.resources import columns as _columns
@@ -37,6 +38,10 @@ __all__ = ["Pattern", "pattern_floor", "pattern_pack"]
 
 _FIRSTS = 6  # groups tried first when filling a node, densest first
 _PARTS = tuple(k / 8 for k in range(8, 0, -1))  # shares of what fits the first group takes
+# Fillings already found (``_fill``), by everything a filling depends on: the priced
+# heuristic packs nearly the same groups pass after pass, and most of its rounds fill a
+# node as an earlier call's did.
+FILLINGS: Memo[tuple[tuple[int, int], ...]] = Memo(4096)
 
 
 class Pattern(NamedTuple):
@@ -215,6 +220,24 @@ def _fill(
     dense = [g for g in order if demand[g]]
     if not dense:
         return {}
+    # The filling is a function of the room and, in ``dense``'s order, each group's need,
+    # demand, worth and width; remembered by those, as positions in ``dense`` (a group's
+    # index differs between calls).
+    key = (room, tuple([(needs[g], demand[g], value[g], width[g]) for g in dense]))
+    found = FILLINGS.get(key, lambda: _filling(room, width, demand, value, needs, dense))
+    return {dense[i]: k for i, k in found}
+
+
+def _filling(
+    room: Res,
+    width: list[int],
+    demand: list[int],
+    value: list[float],
+    needs: list[Res],
+    dense: list[int],
+) -> tuple[tuple[int, int], ...]:
+    """``_fill``'s filling of the groups ``dense`` (densest first, each with demand), as
+    (position in ``dense``, columns) in the order the filling took them."""
     # least[i]: the least memory, cores and disk a group from dense[i] on needs (0: some
     # group needs none of it), so a filling stops once what is left holds none of them
     least: list[Res] = [(0.0, 0.0, 0.0)] * (len(dense) + 1)
@@ -236,7 +259,8 @@ def _fill(
         pattern, worth = _complete(room, first, part, dense, least, demand, value, needs)
         if worth > best_worth + _EPS:
             best, best_worth = pattern, worth
-    return best
+    where = {g: i for i, g in enumerate(dense)}
+    return tuple([(where[g], k) for g, k in best.items()])
 
 
 def _complete(

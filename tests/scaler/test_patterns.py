@@ -291,3 +291,39 @@ def test_the_heuristic_skipping_patterns_under_their_floor_packs_as_before(
         with mock.patch.object(module, "pattern_floor", lambda *_: -math.inf):
             always = binpack(groups, menu, target_time, prices=prices, time_limit=0)
         assert skipping == always
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(need, st.integers(0, 40), st.floats(0.01, 5.0)), min_size=1, max_size=8),
+    st.sampled_from([(64.0, 16.0, 100.0), (16.0, 8.0, 50.0)]),
+    st.integers(0, 7),
+    st.integers(0, 3),
+)
+def test_a_remembered_filling_is_the_one_its_groups_give_wherever_they_sit(
+    groups, room, moved, extra
+) -> None:
+    """``_fill`` remembers fillings (``FILLINGS``) by the groups' needs, demands, worths and
+    widths in their densest-first order, not by their indices: the same groups at other
+    indices, beside groups without demand, or with one group's demand changed, get the
+    filling a full walk finds for them."""
+    from shoal.scaler.patterns import FILLINGS, _fill, _shares
+    from shoal.scaler.resources import columns
+
+    FILLINGS.clear()
+
+    def check(items) -> None:
+        needs = [n for n, _, _ in items]
+        demand = [d for _, d, _ in items]
+        value = [v for _, _, v in items]
+        width = [int(min(columns(room, n), 1000)) for n in needs]
+        expected = _fill_every_group(room, width, demand, value, needs)
+        assert _fill(room, width, demand, value, needs, _shares(room, needs)) == expected
+
+    check(groups)
+    check([((1.0, 1.0, 1.0), 0, 1.0)] * extra + groups[::-1])  # other indices, idle groups
+    changed = list(groups)
+    n, d, v = changed[moved % len(changed)]
+    changed[moved % len(changed)] = (n, max(0, d - 1 - moved), v)
+    check(changed)
+    check(groups)
