@@ -149,27 +149,40 @@ def pattern_floor(
     ``b.price * need / (room * per)`` there, and the cheapest such bin is a floor on
     what it costs in any pattern. Summed over the jobs, per dimension, the largest
     sum is a floor on the patterns' cost (jobs that take no room or no time count 0).
-    With one node shape the cost is its price times whole bookings: rounded up to that."""
+
+    With one node shape, whole numbers tighten it: a group's columns are booked for
+    whole intervals, ``n * min(intervals / per)`` at least, so at least that rounded up;
+    each such column-interval holds ``need / room`` of a node-interval, and the sum over
+    the groups, rounded up, is whole node-intervals at the shape's price."""
     jobs = [job for job in groups if job.wallTime > 0 and any(_res(job))]
     bins = bins_for(jobs, nodes, target_time, prices)
     rooms = {s: _res(s) for s in nodes}
+    price = prices[nodes[0]] if len(nodes) == 1 else 0.0
     totals = [0.0, 0.0, 0.0]
     for job in jobs:
         need = _res(job)
         cheapest = [math.inf, math.inf, math.inf]
+        fewest = math.inf  # with one node shape: a column's bookings per job
         for b in bins:
             per = per_column(job, b.shape, b.intervals, target_time)
             if not per or job.fits_in(b.shape):
                 continue
+            fewest = min(fewest, b.intervals / per)
             room = rooms[b.shape]
             for x in range(3):
                 if need[x] > 0 and room[x] > 0:
                     cheapest[x] = min(cheapest[x], b.price * need[x] / (room[x] * per))
+        if price > 0 and fewest < math.inf:
+            booked = math.ceil(groups[job] * fewest * (1 - 1e-9))  # whole column-intervals
+            room = rooms[nodes[0]]
+            for x in range(3):
+                if need[x] > 0 and room[x] > 0:
+                    totals[x] += booked * price * need[x] / room[x]
+            continue
         for x in range(3):
             if cheapest[x] < math.inf:
                 totals[x] += groups[job] * cheapest[x]
     floor = max(totals) * (1 - 1e-6)  # below a float's error and the fit's EPS slack
-    price = prices[nodes[0]] if len(nodes) == 1 else 0.0
     return price * math.ceil(floor / price) if price > 0 else floor
 
 

@@ -259,12 +259,18 @@ def test_no_pattern_packing_costs_less_than_its_floor(groups, nodes, target_time
 
 
 def test_the_floor_is_what_the_best_pattern_costs_when_the_jobs_fill_nodes_exactly() -> None:
+    """``pattern_floor`` on mixes whose best patterns it meets."""
     # 48 one-core hour-long jobs a 48-core node, 96 jobs: 2 nodes, and the floor says 2
     # (cores), so a packing of 2 nodes need not try patterns; 97 jobs: 3 (rounded up).
     from shoal.scaler.patterns import pattern_floor
 
     assert pattern_floor({job(3600, 1, 1): 96}, [BIG], 0, {BIG: 2.0}) == 4.0
     assert pattern_floor({job(3600, 1, 1): 97}, [BIG], 0, {BIG: 2.0}) == 6.0
+    # five groups of one 10-minute whole-node job each: a column runs up to 4 of a group's
+    # jobs by the target, but no two groups share one, so 5 node-hours, not 5/4 rounded up
+    whole = {job(600 + i, 8, 48): 1 for i in range(5)}
+    assert pattern_floor(whole, [BIG], 1800, {BIG: 2.0}) == 10.0
+    assert sum(p.repeat for p in pattern_pack(whole, [BIG], 1800, {BIG: 2.0})) == 5
     # two shapes: no rounding, the cheaper per core-hour counts
     small = Shape(3600, 8 * GiB, 2, 100 * GiB, False)
     floor = pattern_floor({job(3600, 1, 1): 96}, [small, BIG], 0, {small: 0.05, BIG: 2.0})
