@@ -78,18 +78,25 @@ node_shapes = st.lists(
     max_size=5,
     unique=True,
 )
-job_groups = st.dictionaries(
-    st.builds(
-        job,
-        st.sampled_from([0, 60, 600, 1800, 3600]),
-        st.sampled_from([0, 0.5, 1, 2, 4, 8]),
-        st.sampled_from([0, 0.5, 1, 2, 4]),
-        st.sampled_from([0, 1, 5]),
-    ),
-    st.integers(1, 200),
-    min_size=1,
-    max_size=6,
-)
+
+
+def groups_of(seconds: list[float], most: int) -> st.SearchStrategy[dict[Shape, int]]:
+    """Job groups (shape -> count) of the given run times, up to ``most`` groups."""
+    return st.dictionaries(
+        st.builds(
+            job,
+            st.sampled_from(seconds),
+            st.sampled_from([0, 0.5, 1, 2, 4, 8]),
+            st.sampled_from([0, 0.5, 1, 2, 4]),
+            st.sampled_from([0, 1, 5]),
+        ),
+        st.integers(1, 200),
+        min_size=1,
+        max_size=most,
+    )
+
+
+job_groups = groups_of([0, 60, 600, 1800, 3600], 6)
 
 
 @settings(max_examples=300, deadline=None)
@@ -147,6 +154,11 @@ need = st.tuples(
 def test_a_filling_that_stops_when_nothing_more_fits_is_the_full_walks(groups, room) -> None:
     """``_fill`` stops a filling once no group left fits what is left of the node; that
     gives the filling walking every group would, on any mix."""
+    check_fill(room, groups)
+
+
+def check_fill(room, groups) -> None:
+    """``_fill`` on ``groups`` ((need, demand, worth) each) finds what a full walk does."""
     from shoal.scaler.patterns import _fill, _shares
     from shoal.scaler.resources import columns
 
@@ -223,18 +235,7 @@ def test_patterns_are_those_of_rounds_that_sort_and_count_afresh(
     assert got == _pattern_pack_afresh(groups, nodes, target_time, prices)
 
 
-long_groups = st.dictionaries(
-    st.builds(
-        job,
-        st.sampled_from([0, 60, 600, 1800, 3600, 5400, 9000]),
-        st.sampled_from([0, 0.5, 1, 2, 4, 8]),
-        st.sampled_from([0, 0.5, 1, 2, 4]),
-        st.sampled_from([0, 1, 5]),
-    ),
-    st.integers(1, 200),
-    min_size=1,
-    max_size=8,
-)
+long_groups = groups_of([0, 60, 600, 1800, 3600, 5400, 9000], 8)  # longer than a booking too
 
 
 @settings(max_examples=400, deadline=None)
@@ -313,23 +314,13 @@ def test_a_remembered_filling_is_the_one_its_groups_give_wherever_they_sit(
     widths in their densest-first order, not by their indices: the same groups at other
     indices, beside groups without demand, or with one group's demand changed, get the
     filling a full walk finds for them."""
-    from shoal.scaler.patterns import FILLINGS, _fill, _shares
-    from shoal.scaler.resources import columns
+    from shoal.scaler.patterns import FILLINGS
 
     FILLINGS.clear()
-
-    def check(items) -> None:
-        needs = [n for n, _, _ in items]
-        demand = [d for _, d, _ in items]
-        value = [v for _, _, v in items]
-        width = [int(min(columns(room, n), 1000)) for n in needs]
-        expected = _fill_every_group(room, width, demand, value, needs)
-        assert _fill(room, width, demand, value, needs, _shares(room, needs)) == expected
-
-    check(groups)
-    check([((1.0, 1.0, 1.0), 0, 1.0)] * extra + groups[::-1])  # other indices, idle groups
+    check_fill(room, groups)
+    check_fill(room, [((1.0, 1.0, 1.0), 0, 1.0)] * extra + groups[::-1])  # moved, idle ones
     changed = list(groups)
     n, d, v = changed[moved % len(changed)]
     changed[moved % len(changed)] = (n, max(0, d - 1 - moved), v)
-    check(changed)
-    check(groups)
+    check_fill(room, changed)
+    check_fill(room, groups)
