@@ -16,6 +16,10 @@ configurations; with few distinct job shapes it runs a handful of rounds.
 
 ``binpack`` uses it next to its per-group greedy and keeps the cheaper result;
 ``bench/cost_gap.py`` measures both against a configuration-LP lower bound.
+``pattern_floor`` is what the patterns cost at least, found without packing: when the
+greedy costs no more, binpack does not pack them (on a real log's single-type needs, most
+packings). Fillings are remembered across calls (``FILLINGS``): the planner packs nearly
+the same groups pass after pass.
 """
 
 from __future__ import annotations
