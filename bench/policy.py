@@ -66,6 +66,7 @@ from shoal.daemon.simulate.trace import Trace, TraceOptions, read_trace  # noqa:
 from shoal.providers.outcomes import LaunchAttempt  # noqa: E402
 from shoal.scaler.binpack import COST_PACKINGS  # noqa: E402
 from shoal.scaler.model import Policy  # noqa: E402
+from shoal.scaler.patterns import FILLINGS  # noqa: E402
 from shoal.scaler.planner import NEEDS, usable_shape  # noqa: E402
 
 CONFIG = ROOT / "bench" / "policy.yaml"
@@ -216,6 +217,7 @@ def _replay(variant: Variant) -> tuple[Replay, Audit, float]:
     options: ReplayOptions = _WORKER["options"]  # type: ignore[assignment]
     NEEDS.clear()  # with -j 1 the variants share a process: none reuses another's packings
     COST_PACKINGS.clear()
+    FILLINGS.clear()
     started = time.process_time()
     audited = _AuditedEngine(trace, variant.config, options, variant.name, variant.overrides, None)
     with engine._quiet_logs(50):

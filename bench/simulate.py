@@ -60,6 +60,7 @@ from shoal.daemon.simulate.report import Report, report_json  # noqa: E402
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate  # noqa: E402
 from shoal.daemon.simulate.trace import Trace, TraceBuilder, TraceOptions, read_trace  # noqa: E402
 from shoal.scaler.binpack import COST_PACKINGS  # noqa: E402
+from shoal.scaler.patterns import FILLINGS  # noqa: E402
 from shoal.scaler.planner import NEEDS  # noqa: E402
 
 CONFIG = ROOT / "examples" / "simulate.yaml"
@@ -158,6 +159,7 @@ def breakdown(trace: Trace, days: float, config: ShoalConfig) -> None:
     planner_module._need = need  # type: ignore[assignment]
     NEEDS.clear()
     COST_PACKINGS.clear()
+    FILLINGS.clear()
     try:
         start = time.perf_counter()
         done = replay(head, config, ReplayOptions())
@@ -182,6 +184,7 @@ def breakdown(trace: Trace, days: float, config: ShoalConfig) -> None:
         variant = config.model_copy(update={"scaler": scaler})
         NEEDS.clear()
         COST_PACKINGS.clear()
+        FILLINGS.clear()
         start = time.perf_counter()
         v = replay(head, variant, ReplayOptions())
         wall = time.perf_counter() - start
@@ -256,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     planner.install()
     NEEDS.clear()  # count the replay's own packings, not the peer's
     COST_PACKINGS.clear()
+    FILLINGS.clear()
     cpu_start = _cpu()
     start = time.perf_counter()
     done = replay(trace, config, ReplayOptions())

@@ -16,6 +16,10 @@ configurations; with few distinct job shapes it runs a handful of rounds.
 
 ``binpack`` uses it next to its per-group greedy and keeps the cheaper result;
 ``bench/cost_gap.py`` measures both against a configuration-LP lower bound.
+``pattern_floor`` is what the patterns cost at least, found without packing: when the
+greedy costs no more, binpack does not pack them (on a real log's single-type needs, most
+packings). Fillings are remembered across calls (``FILLINGS``): the planner packs nearly
+the same groups pass after pass.
 """
 
 from __future__ import annotations
@@ -27,16 +31,21 @@ from itertools import chain
 from typing import NamedTuple
 
 from shoal.scaler.booking import bins_for, per_column
+from shoal.scaler.memo import Memo
 from shoal.scaler.resources import EPS as _EPS
 from shoal.scaler.resources import Res
 from shoal.scaler.resources import columns as _columns
 from shoal.scaler.resources import res as _res
 from shoal.scaler.shape import Shape
 
-__all__ = ["Pattern", "pattern_pack"]
+__all__ = ["Pattern", "pattern_floor", "pattern_pack"]
 
 _FIRSTS = 6  # groups tried first when filling a node, densest first
 _PARTS = tuple(k / 8 for k in range(8, 0, -1))  # shares of what fits the first group takes
+# Fillings already found (``_fill``), by everything a filling depends on: the priced
+# heuristic packs nearly the same groups pass after pass, and most of its rounds fill a
+# node as an earlier call's did.
+FILLINGS: Memo[tuple[tuple[int, int], ...]] = Memo(4096)
 
 
 class Pattern(NamedTuple):
@@ -136,6 +145,59 @@ def pattern_pack(
     return patterns
 
 
+def pattern_floor(
+    groups: Mapping[Shape, int],
+    nodes: list[Shape],
+    target_time: float,
+    prices: Mapping[Shape, float],
+) -> float:
+    """What ``pattern_pack(groups, nodes, target_time, prices)`` costs at least (a little
+    under: a float's slack), found without packing, so a caller whose packing already
+    costs no more can skip it.
+
+    A pattern holds its columns for the whole booking: in each dimension, a node of bin
+    ``b`` gives ``room`` for ``b.price``, and a job of group ``g`` holds ``need`` of it for
+    a column's share of the booking (one of ``per`` jobs), so it costs at least
+    ``b.price * need / (room * per)`` there, and the cheapest such bin is a floor on
+    what it costs in any pattern. Summed over the jobs, per dimension, the largest
+    sum is a floor on the patterns' cost (jobs that take no room or no time count 0).
+
+    With one node shape, whole numbers tighten it: a group's columns are booked for
+    whole intervals, ``n * min(intervals / per)`` at least, so at least that rounded up;
+    each such column-interval holds ``need / room`` of a node-interval, and the sum over
+    the groups, rounded up, is whole node-intervals at the shape's price."""
+    jobs = [job for job in groups if job.wallTime > 0 and any(_res(job))]
+    bins = bins_for(jobs, nodes, target_time, prices)
+    rooms = {s: _res(s) for s in nodes}
+    price = prices[nodes[0]] if len(nodes) == 1 else 0.0
+    totals = [0.0, 0.0, 0.0]
+    for job in jobs:
+        need = _res(job)
+        cheapest = [math.inf, math.inf, math.inf]
+        fewest = math.inf  # with one node shape: a column's bookings per job
+        for b in bins:
+            per = per_column(job, b.shape, b.intervals, target_time)
+            if not per or job.fits_in(b.shape):
+                continue
+            fewest = min(fewest, b.intervals / per)
+            room = rooms[b.shape]
+            for x in range(3):
+                if need[x] > 0 and room[x] > 0:
+                    cheapest[x] = min(cheapest[x], b.price * need[x] / (room[x] * per))
+        if price > 0 and fewest < math.inf:
+            booked = math.ceil(groups[job] * fewest * (1 - 1e-9))  # whole column-intervals
+            room = rooms[nodes[0]]
+            for x in range(3):
+                if need[x] > 0 and room[x] > 0:
+                    totals[x] += booked * price * need[x] / room[x]
+            continue
+        for x in range(3):
+            if cheapest[x] < math.inf:
+                totals[x] += groups[job] * cheapest[x]
+    floor = max(totals) * (1 - 1e-6)  # below a float's error and the fit's EPS slack
+    return price * math.ceil(floor / price) if price > 0 else floor
+
+
 def _needed(jobs: int, per: float, width: int) -> int:
     """The columns a bin still needs for ``jobs`` of a group, a column running ``per`` of
     them; none when the bin cannot hold the group (``width`` 0)."""
@@ -183,6 +245,24 @@ def _fill(
     dense = [g for g in order if demand[g]]
     if not dense:
         return {}
+    # The filling is a function of the room and, in ``dense``'s order, each group's need,
+    # demand, worth and width; remembered by those, as positions in ``dense`` (a group's
+    # index differs between calls).
+    key = (room, tuple([(needs[g], demand[g], value[g], width[g]) for g in dense]))
+    found = FILLINGS.get(key, lambda: _filling(room, width, demand, value, needs, dense))
+    return {dense[i]: k for i, k in found}
+
+
+def _filling(
+    room: Res,
+    width: list[int],
+    demand: list[int],
+    value: list[float],
+    needs: list[Res],
+    dense: list[int],
+) -> tuple[tuple[int, int], ...]:
+    """``_fill``'s filling of the groups ``dense`` (densest first, each with demand), as
+    (position in ``dense``, columns) in the order the filling took them."""
     # least[i]: the least memory, cores and disk a group from dense[i] on needs (0: some
     # group needs none of it), so a filling stops once what is left holds none of them
     least: list[Res] = [(0.0, 0.0, 0.0)] * (len(dense) + 1)
@@ -204,7 +284,8 @@ def _fill(
         pattern, worth = _complete(room, first, part, dense, least, demand, value, needs)
         if worth > best_worth + _EPS:
             best, best_worth = pattern, worth
-    return best
+    where = {g: i for i, g in enumerate(dense)}
+    return tuple([(where[g], k) for g, k in best.items()])
 
 
 def _complete(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shoal.scaler.binpack import binpack
@@ -77,18 +78,25 @@ node_shapes = st.lists(
     max_size=5,
     unique=True,
 )
-job_groups = st.dictionaries(
-    st.builds(
-        job,
-        st.sampled_from([0, 60, 600, 1800, 3600]),
-        st.sampled_from([0, 0.5, 1, 2, 4, 8]),
-        st.sampled_from([0, 0.5, 1, 2, 4]),
-        st.sampled_from([0, 1, 5]),
-    ),
-    st.integers(1, 200),
-    min_size=1,
-    max_size=6,
-)
+
+
+def groups_of(seconds: list[float], most: int) -> st.SearchStrategy[dict[Shape, int]]:
+    """Job groups (shape -> count) of the given run times, up to ``most`` groups."""
+    return st.dictionaries(
+        st.builds(
+            job,
+            st.sampled_from(seconds),
+            st.sampled_from([0, 0.5, 1, 2, 4, 8]),
+            st.sampled_from([0, 0.5, 1, 2, 4]),
+            st.sampled_from([0, 1, 5]),
+        ),
+        st.integers(1, 200),
+        min_size=1,
+        max_size=most,
+    )
+
+
+job_groups = groups_of([0, 60, 600, 1800, 3600], 6)
 
 
 @settings(max_examples=300, deadline=None)
@@ -146,6 +154,11 @@ need = st.tuples(
 def test_a_filling_that_stops_when_nothing_more_fits_is_the_full_walks(groups, room) -> None:
     """``_fill`` stops a filling once no group left fits what is left of the node; that
     gives the filling walking every group would, on any mix."""
+    check_fill(room, groups)
+
+
+def check_fill(room, groups) -> None:
+    """``_fill`` on ``groups`` ((need, demand, worth) each) finds what a full walk does."""
     from shoal.scaler.patterns import _fill, _shares
     from shoal.scaler.resources import columns
 
@@ -220,3 +233,94 @@ def test_patterns_are_those_of_rounds_that_sort_and_count_afresh(
     prices = {s: round(rnd.uniform(0.01, 3.0), 3) for s in nodes}
     got = [(p.shape, p.columns, p.repeat) for p in pattern_pack(groups, nodes, target_time, prices)]
     assert got == _pattern_pack_afresh(groups, nodes, target_time, prices)
+
+
+long_groups = groups_of([0, 60, 600, 1800, 3600, 5400, 9000], 8)  # longer than a booking too
+
+
+@settings(max_examples=400, deadline=None)
+@given(long_groups, node_shapes, st.sampled_from([0, 600, 3600]), st.randoms())
+def test_no_pattern_packing_costs_less_than_its_floor(groups, nodes, target_time, rnd) -> None:
+    """``pattern_floor`` is a floor: ``pattern_pack``'s patterns never cost less (with one
+    node shape, rounded up to whole bookings; binpack skips the patterns on it)."""
+    from shoal.scaler.patterns import pattern_floor
+
+    groups = {j: n for j, n in groups.items() if any(not j.fits_in(s) for s in nodes)}
+    prices = {s: round(rnd.uniform(0.01, 3.0), 3) for s in nodes}
+    for menu in (nodes, nodes[:1]):
+        fitting = {j: n for j, n in groups.items() if any(not j.fits_in(s) for s in menu)}
+        if not fitting:
+            continue
+        patterns = pattern_pack(fitting, menu, target_time, prices)
+        booked = dict.fromkeys(menu, 0)  # as binpack prices them: intervals x price per shape
+        for p in patterns:
+            booked[p.shape] += p.repeat * p.intervals
+        cost = sum(n * prices[s] for s, n in booked.items())
+        assert pattern_floor(fitting, menu, target_time, prices) <= cost
+
+
+def test_the_floor_is_what_the_best_pattern_costs_when_the_jobs_fill_nodes_exactly() -> None:
+    """``pattern_floor`` on mixes whose best patterns it meets."""
+    # 48 one-core hour-long jobs a 48-core node, 96 jobs: 2 nodes, and the floor says 2
+    # (cores), so a packing of 2 nodes need not try patterns; 97 jobs: 3 (rounded up).
+    from shoal.scaler.patterns import pattern_floor
+
+    assert pattern_floor({job(3600, 1, 1): 96}, [BIG], 0, {BIG: 2.0}) == 4.0
+    assert pattern_floor({job(3600, 1, 1): 97}, [BIG], 0, {BIG: 2.0}) == 6.0
+    # five groups of one 10-minute whole-node job each: a column runs up to 4 of a group's
+    # jobs by the target, but no two groups share one, so 5 node-hours, not 5/4 rounded up
+    whole = {job(600 + i, 8, 48): 1 for i in range(5)}
+    assert pattern_floor(whole, [BIG], 1800, {BIG: 2.0}) == 10.0
+    assert sum(p.repeat for p in pattern_pack(whole, [BIG], 1800, {BIG: 2.0})) == 5
+    # two shapes: no rounding, the cheaper per core-hour counts
+    small = Shape(3600, 8 * GiB, 2, 100 * GiB, False)
+    floor = pattern_floor({job(3600, 1, 1): 96}, [small, BIG], 0, {small: 0.05, BIG: 2.0})
+    assert floor == pytest.approx(96 * 0.025, rel=1e-5) and floor < 96 * 0.025
+
+
+@settings(max_examples=300, deadline=None)
+@given(long_groups, node_shapes, st.sampled_from([0, 600, 3600]), st.randoms())
+def test_the_heuristic_skipping_patterns_under_their_floor_packs_as_before(
+    groups, nodes, target_time, rnd
+) -> None:
+    """binpack's priced heuristic (the solver off) packs patterns only when the greedy costs
+    more than their floor: the same packing as packing them every time."""
+    import sys
+    from unittest import mock
+
+    module = sys.modules["shoal.scaler.binpack"]  # the package exports the function too
+
+    prices = {s: round(rnd.uniform(0.01, 3.0), 3) for s in nodes}
+    for menu in (nodes, nodes[:1]):
+        module.COST_PACKINGS.clear()
+        skipping = binpack(groups, menu, target_time, prices=prices, time_limit=0)
+        module.COST_PACKINGS.clear()
+        with mock.patch.object(module, "pattern_floor", lambda *_: -math.inf):
+            always = binpack(groups, menu, target_time, prices=prices, time_limit=0)
+        assert skipping == always
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(need, st.integers(0, 40), st.floats(0.01, 5.0)), min_size=1, max_size=8),
+    st.sampled_from([(64.0, 16.0, 100.0), (16.0, 8.0, 50.0)]),
+    st.integers(0, 7),
+    st.integers(0, 3),
+)
+def test_a_remembered_filling_is_the_one_its_groups_give_wherever_they_sit(
+    groups, room, moved, extra
+) -> None:
+    """``_fill`` remembers fillings (``FILLINGS``) by the groups' needs, demands, worths and
+    widths in their densest-first order, not by their indices: the same groups at other
+    indices, beside groups without demand, or with one group's demand changed, get the
+    filling a full walk finds for them."""
+    from shoal.scaler.patterns import FILLINGS
+
+    FILLINGS.clear()
+    check_fill(room, groups)
+    check_fill(room, [((1.0, 1.0, 1.0), 0, 1.0)] * extra + groups[::-1])  # moved, idle ones
+    changed = list(groups)
+    n, d, v = changed[moved % len(changed)]
+    changed[moved % len(changed)] = (n, max(0, d - 1 - moved), v)
+    check_fill(room, changed)
+    check_fill(room, groups)
