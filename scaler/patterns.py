@@ -46,6 +46,11 @@ _PARTS = tuple(k / 8 for k in range(8, 0, -1))  # shares of what fits the first 
 # heuristic packs nearly the same groups pass after pass, and most of its rounds fill a
 # node as an earlier call's did.
 FILLINGS: Memo[tuple[tuple[int, int], ...]] = Memo(4096)
+# Fillings of more groups than this are not remembered: a key holds every group's need,
+# demand, worth and width, so 4,096 keys of thousands of groups took hundreds of MB
+# (review3: 733 MB at 4,000 groups), and such a queue rarely repeats anyway. At this cap
+# the memo holds at most a few tens of MB.
+_REMEMBERED_GROUPS = 32
 
 
 class Pattern(NamedTuple):
@@ -248,8 +253,11 @@ def _fill(
     # The filling is a function of the room and, in ``dense``'s order, each group's need,
     # demand, worth and width; remembered by those, as positions in ``dense`` (a group's
     # index differs between calls).
-    key = (room, tuple([(needs[g], demand[g], value[g], width[g]) for g in dense]))
-    found = FILLINGS.get(key, lambda: _filling(room, width, demand, value, needs, dense))
+    if len(dense) > _REMEMBERED_GROUPS:  # a key this long would hold too much memory
+        found = _filling(room, width, demand, value, needs, dense)
+    else:
+        key = (room, tuple([(needs[g], demand[g], value[g], width[g]) for g in dense]))
+        found = FILLINGS.get(key, lambda: _filling(room, width, demand, value, needs, dense))
     return {dense[i]: k for i, k in found}
 
 

@@ -324,3 +324,26 @@ def test_a_remembered_filling_is_the_one_its_groups_give_wherever_they_sit(
     changed[moved % len(changed)] = (n, max(0, d - 1 - moved), v)
     check_fill(room, changed)
     check_fill(room, groups)
+
+
+def test_fillings_of_many_groups_are_packed_but_not_remembered() -> None:
+    """A filling of more than ``_REMEMBERED_GROUPS`` groups is not remembered (its key holds
+    every group: 4,096 such keys of thousands of groups took hundreds of MB, review3), and
+    packs the same patterns as the same call with an empty memo."""
+    from shoal.scaler import patterns
+
+    node = Shape(3600, 64 * GiB, 16, 100 * GiB, False)
+    many = {
+        Shape(600 + 60 * i, (1 + i % 7) * GiB, 1 + i % 4, GiB, False): 1 + i % 3
+        for i in range(patterns._REMEMBERED_GROUPS + 8)
+    }
+    few = dict(list(many.items())[:4])
+    patterns.FILLINGS.clear()
+    first = pattern_pack(many, [node], 3600, {node: 1.0})
+    widths = [len(groups) for _, groups in patterns.FILLINGS._items]
+    assert widths and max(widths) <= patterns._REMEMBERED_GROUPS  # later rounds: fewer left
+    assert pattern_pack(many, [node], 3600, {node: 1.0}) == first
+    patterns.FILLINGS.clear()
+    assert pattern_pack(many, [node], 3600, {node: 1.0}) == first
+    pattern_pack(few, [node], 3600, {node: 1.0})
+    assert any(len(groups) == len(few) for _, groups in patterns.FILLINGS._items)
