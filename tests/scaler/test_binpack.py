@@ -289,3 +289,15 @@ def test_cost_packing_with_a_free_node_type_places_every_job():
     # all free: the whole menu is free, the packing still places every job
     packing = binpack({small: 7}, [free], 3600, {free: 0.0}, time_limit=0)
     assert sum(packing.assignment[free].values()) == 7 and packing.counts[free] == 2
+
+
+def test_the_solvers_optimum_loses_to_the_greedy_when_two_groups_share_a_column_in_time():
+    # The solver's fillings run one job group per column; six 10-core and six 12-core
+    # 5-minute jobs run one after another on a single 16-core node within the hour, which
+    # only the greedy's lanes find. The solver's optimum (two nodes) was kept (review4).
+    node = Shape(3600, 64 * GiB, 16, 100 * GiB, False)
+    a, b = Shape(300, GiB, 10, GiB, False), Shape(300, GiB, 12, GiB, False)
+    packing = binpack({a: 6, b: 6}, [node], 3600, {node: 1.0})
+    assert packing.counts[node] == 1 and packing.cost({node: 1.0}) == 1.0
+    assert packing.method == "heuristic (cheaper than the solver's optimum over its fillings)"
+    assert packing.assignment == {node: {a: 6, b: 6}}
