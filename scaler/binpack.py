@@ -97,7 +97,9 @@ __all__ = ["Packing", "binpack", "jobs_per_node"]
 TIMELINE_LIMIT = 1000
 DEFAULT_TIME_LIMIT = 0.2  # the solver's work per cost packing, in reference-machine seconds
 # Cost packings already made (``_remembered``): a pass that repeats an earlier one's inputs.
-COST_PACKINGS: Memo[Packing] = Memo(512)
+# Each weighs its job groups (key and packing grow with them: ~0.8 MiB for 1,000 groups),
+# so 512 queues of thousands of shapes cannot fill the memory (review4: ~400 MiB).
+COST_PACKINGS: Memo[Packing] = Memo(512, budget=20_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,7 +491,7 @@ def _remembered(*inputs: Any) -> Packing:
         tuple(max_nodes.items()),
         time_limit,
     )
-    packing = COST_PACKINGS.get(key, lambda: _cost_packing(*inputs))
+    packing = COST_PACKINGS.get(key, lambda: _cost_packing(*inputs), weight=len(groups) + 1)
     return replace(
         packing,
         counts=dict(packing.counts),

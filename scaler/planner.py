@@ -241,8 +241,9 @@ Waiting = dict[tuple[Shape, tuple[str, ...], int], int]
 
 # Nodes of one shape a set of jobs needs, as binpack counts them, remembered across passes:
 # a pass whose demand did not change (a timer pass; a type whose jobs did not change) packs
-# nothing again. Same answers, so the same plans; bounded, so its memory is too.
-NEEDS: Memo[int] = Memo(256)
+# nothing again. Same answers, so the same plans; bounded in entries and in the job groups
+# their keys hold, so its memory is too.
+NEEDS: Memo[int] = Memo(256, budget=20_000)
 
 
 def round_half_away(number: float) -> int:
@@ -1031,6 +1032,7 @@ def _need(
     mixed = NEEDS.get(
         (binpack, tuple(jobs.items()), node, target, "mixed"),
         lambda: binpack(jobs, [node], target, prices={node: 1.0}, time_limit=0).counts.get(node, 0),
+        weight=len(jobs) + 1,
     )
     return int(min(need, mixed))
 
@@ -1044,6 +1046,7 @@ def _count(jobs: Jobs, pinned: Jobs, node: Shape, target: float) -> int:
         NEEDS.get(
             (binpack, frozenset(jobs.items()), frozenset(pinned.items()), node, target, "count"),
             lambda: binpack(jobs, [node], target_time=target, pinned=pinned).counts.get(node, 0),
+            weight=len(jobs) + len(pinned) + 1,
         )
     )
 

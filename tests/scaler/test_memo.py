@@ -88,3 +88,32 @@ def test_threads_share_it_safely() -> None:
     assert not errors
     assert len(memo) == 50
     assert memo.hits + memo.misses == 8000
+
+
+def test_a_budget_bounds_the_entries_weights_forgetting_the_least_recently_used() -> None:
+    memo: Memo[str] = Memo(100, budget=10)
+    for key, weight in [("a", 4), ("b", 4), ("a", 4), ("c", 4)]:  # using "a" kept it
+        memo.get(key, lambda key=key: key.upper(), weight=weight)
+    assert (len(memo), memo.weight) == (2, 8)
+    calls: list[str] = []
+    assert memo.get("a", lambda: calls.append("a") or "A") == "A"  # still remembered
+    assert memo.get("b", lambda: calls.append("b") or "B", weight=4) == "B"  # forgotten
+    assert calls == ["b"]
+    assert memo.weight <= 10
+
+
+def test_an_entry_heavier_than_the_budget_is_computed_but_not_remembered() -> None:
+    memo: Memo[int] = Memo(100, budget=10)
+    memo.get("small", lambda: 1, weight=3)
+    assert memo.get("huge", lambda: 2, weight=11) == 2
+    assert (len(memo), memo.weight) == (1, 3)  # the small one was not pushed out either
+    calls: list[int] = []
+    memo.get("huge", lambda: calls.append(1) or 2, weight=11)
+    assert calls == [1]
+    memo.clear()
+    assert (len(memo), memo.weight) == (0, 0)
+
+
+def test_a_budget_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="budget"):
+        Memo(4, budget=0)
