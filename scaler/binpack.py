@@ -77,7 +77,7 @@ from dataclasses import dataclass, field, replace
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
-from shoal.scaler.booking import best_booking, horizon
+from shoal.scaler.booking import best_booking, first_booking, horizon
 from shoal.scaler.memo import Memo
 from shoal.scaler.patterns import Pattern, pattern_floor, pattern_pack
 from shoal.scaler.resources import EPS as _EPS
@@ -428,18 +428,15 @@ def _timeline_floor(
         return None
     count = sum(n for _, n in long)
     nodes = max(nodes, math.ceil(count / cap))
-    if node.wallTime <= 0:
-        intervals = nodes  # one each
-    else:
-        intervals = billed = seen = 0  # billed: the nodes headed by the 1st, (cap+1)-th, ...
-        for job, n in long:
-            # the jobs seen .. seen + n - 1 (longest first): those at multiples of cap head one
-            heads = (seen + n - 1) // cap - (seen - 1) // cap
-            if heads:
-                intervals += heads * max(1, math.ceil(job.wallTime / node.wallTime - _EPS))
-                billed += heads
-            seen += n
-        intervals += max(0, nodes - billed)
+    intervals = billed = seen = 0  # billed: the nodes headed by the 1st, (cap+1)-th, ...
+    for job, n in long:
+        # the jobs seen .. seen + n - 1 (longest first): those at multiples of cap head one
+        heads = (seen + n - 1) // cap - (seen - 1) // cap
+        if heads:
+            intervals += heads * first_booking(job, node)  # one each without billing intervals
+            billed += heads
+        seen += n
+    intervals += max(0, nodes - billed)
     return intervals, nodes
 
 
