@@ -353,13 +353,13 @@ class _View:
 _LAST_USABLE: tuple[Policy, Mapping[str, Shape]] | None = None
 
 
-def _usable_shapes(policy: Policy) -> Mapping[str, Shape]:
-    """Each type's ``usable_shape`` under ``policy``."""
+def _usable_shapes(policy: Policy, types: list[NodeType]) -> Mapping[str, Shape]:
+    """Each type's ``usable_shape`` under ``policy``, in the order of ``types`` (the
+    policy's node types, in the view's order)."""
     global _LAST_USABLE
     last = _LAST_USABLE
     if last is not None and last[0] is policy:
         return last[1]
-    types = sorted(policy.node_types, key=_type_order)  # in the view's order, as before
     made = MappingProxyType({t.name: usable_shape(t, policy) for t in types})
     _LAST_USABLE = (policy, made)
     return made
@@ -411,7 +411,7 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
             blocked[t.name] = min(u for u in untils if u is not None)
     return _View(
         types=types,
-        usable=_usable_shapes(policy),
+        usable=_usable_shapes(policy, types),
         live=live,
         draining=draining,
         drained=drained,
