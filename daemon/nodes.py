@@ -410,6 +410,9 @@ class NodeTracker:
         kept: dict[str, tuple[TrackedNode, tuple[bool | None, ...]]] = {}
         for node in workers:
             old = self._nodes.get(node.name)
+            request = node.tags.get(TAG_REQUEST_ID)
+            if request:
+                requests.add(request)
             is_joined = (node.name in joined) if joined is not None else node.joined is not False
             is_joined = node.joined is True if unread else is_joined
             if node.tags.get(TAG_DRAINING, "").endswith(INTERRUPTED_MARK):
@@ -431,9 +434,6 @@ class NodeTracker:
                 and node.name not in self._stale_tag
             ):
                 seen[node.name], kept[node.name] = old, last
-                request = node.tags.get(TAG_REQUEST_ID)
-                if request:
-                    requests.add(request)
                 continue
             if old is not None:
                 joined_at, missing_since = old.joined_at, old.missing_since
@@ -478,9 +478,6 @@ class NodeTracker:
             else:
                 tracked = TrackedNode(node, **dict(zip(_LISTED, fields, strict=True)))
             seen[node.name] = tracked
-            request = node.tags.get(TAG_REQUEST_ID)
-            if request:
-                requests.add(request)
             if old is None or not old.listed:
                 new.append(tracked)
         for name, old in self._nodes.items():
