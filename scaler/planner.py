@@ -579,8 +579,7 @@ def _assign(
         else:
             held = _holding(s, running_remaining(s.wallTime, job.elapsed))
             last = (s, job.elapsed, held)
-        running = demand[node_type].running
-        running[held] = running.get(held, 0) + 1
+        _add(demand[node_type].running, held, 1)
         if view.cost:
             on_node = demand[node_type].on_nodes.setdefault(job.node_id, [])
             on_node.append((held, job.elapsed >= s.wallTime))  # past its estimate: _onto_held
