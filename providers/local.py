@@ -11,9 +11,12 @@ processes join by themselves):
                             ``slurmd -D -b -N NAME``: ``-b`` tells slurmctld the node has just
                             booted (otherwise it ignores the registration after a resume
                             request), and slurmd takes its own port from the node's ``Port=``
-                            in slurm.conf. Any other instance registers a dynamic node named
-                            after its instance id: ``slurmd -D -Z -N ID --conf "CPUs=..
-                            RealMemory=.. Feature=.."`` with its type's shape and the features
+                            in slurm.conf. It starts in a wall-clock second after the one
+                            the launch was asked in (``boot_second_wait``: else slurmctld
+                            may take it as booted before the resume request). Any other
+                            instance registers a dynamic node named after its instance
+                            id: ``slurmd -D -Z -N ID --conf "CPUs=.. RealMemory=..
+                            Feature=.."`` with its type's shape and the features
                             of ``TAG_SLURM_FEATURES`` (one per host: ``--conf`` takes no port).
                             Idempotent by client token; up to ``capacity[type]`` instances of a
                             type run at once (beyond that ``InsufficientInstanceCapacity``, as
@@ -57,6 +60,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -101,6 +105,23 @@ class LocalInstanceType:
 
     def info(self) -> InstanceTypeInfo:
         return InstanceTypeInfo(self.name, float(self.cores), self.memory, 0, self.price)
+
+
+def boot_second_wait(asked: float) -> float:
+    """Seconds from ``asked`` to the start of the next wall-clock second: how long a
+    ``slurmd -b`` asked for at ``asked`` waits before it starts.
+
+    ``-b`` makes slurmd report as its uptime the whole seconds of the host's uptime clock
+    since its first reading, and slurmctld takes ``boot_time = now - uptime`` (whole seconds)
+    and ignores every registration of a powering-up node whose ``boot_time`` is before the
+    resume request's second (``waiting_for_node_boot``, Slurm 22.05): the node then stays
+    down until ResumeTimeout. A slurmd started in the resume request's own second can report
+    an uptime of 1 from its first registration (the uptime clock's seconds do not begin with
+    the wall clock's), one second too early: seen as two nodes of a gang never registering.
+    Started in a later second, ``boot_time`` is at least that second minus one, never before
+    the request (which came before ``asked``). A machine that really boots has no such
+    window; this is the local stand-in's."""
+    return math.floor(asked) + 1 - asked
 
 
 def find_program(name: str) -> str | None:
@@ -300,12 +321,16 @@ class LocalProvisioner(FleetProvisioner):
         return {name: self.types[name].info() for name in names if name in self.types}
 
     async def launch_offering(self, request: LaunchRequest) -> list[str]:
+        asked = self.clock.now()
         records = self._load()
         known = records["tokens"].get(request.client_token)
         if known is not None:  # as EC2: the same token, the same instances, nothing more
             return list(known)
-        if self.launch_delay > 0:
-            await self.clock.sleep(self.launch_delay)
+        delay = self.launch_delay
+        if request.tags.get(TAG_SLURM_NODE):
+            delay = max(delay, boot_second_wait(asked))
+        if delay > 0:
+            await self.clock.sleep(delay)
             known = records["tokens"].get(request.client_token)
             if known is not None:
                 return list(known)

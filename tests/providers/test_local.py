@@ -29,6 +29,7 @@ from shoal.providers.local import (
 )
 from shoal.providers.outcomes import LaunchRequest, TerminationStatus
 from shoal.providers.workers import TAG_SLURM_FEATURES, TAG_SLURM_NODE
+from shoal.runtime.testing import FakeClock
 from shoal.scaler.model import CapacityType, Offering
 
 MiB = 1024**2
@@ -136,6 +137,26 @@ async def test_a_power_saving_node_runs_slurmd_b_with_its_name(
     env = (tmp_path / f"env-{pid}").read_text().splitlines()
     assert "SLURM_CONF=/etc/test/slurm.conf" in env
     assert (await provider.list_instances())[0].tags[TAG_SLURM_NODE] == "cloud3"
+
+
+async def test_a_power_saving_slurmd_starts_in_a_later_second_than_its_launch_was_asked(
+    make: Callable[..., LocalProvisioner],
+) -> None:
+    """slurmd -b started in the resume request's own second can register as booted a second
+    before it, and slurmctld ignores it until ResumeTimeout (boot_second_wait): seen in CI as
+    two nodes of a gang that never came up. A dynamic node has no resume request to wait for."""
+    clock = FakeClock(start=1_000.25)
+    provider = make(clock=clock)
+    named = asyncio.create_task(provider.launch_offering(request(**{TAG_SLURM_NODE: "cloud3"})))
+    await clock.advance(0.74)
+    assert not named.done() and provider.pids() == {}  # nothing started in second 1000
+    await clock.advance(0.01)
+    (instance_id,) = await named
+    assert clock.now() >= 1_001.0 and instance_id in provider.pids()
+
+    provider.clock = clock = FakeClock(start=2_000.5)
+    (other,) = await provider.launch_offering(request(token="tok-2"))
+    assert other in provider.pids() and clock.now() == 2_000.5
 
 
 async def test_a_gang_of_power_saving_nodes_names_each_instance_in_launch_order(

@@ -41,7 +41,7 @@ from typing import Literal, TypeVar
 from e2e.procs import poll_until
 from shoal.daemon.slurm.client import SlurmCommands
 from shoal.daemon.slurm.parse import expand_hostlist
-from shoal.providers.local import find_program, pids_with_env, process_alive
+from shoal.providers.local import boot_second_wait, find_program, pids_with_env, process_alive
 
 __all__ = [
     "MARKER_ENV",
@@ -414,6 +414,9 @@ class SlurmCluster:
         argv = [self.program("slurmd"), "-D", "-N", name]
         if booted:
             argv.insert(2, "-b")
+            # after a resume request, a -b slurmd started in the request's own second can
+            # register as booted a second before it and be ignored (boot_second_wait)
+            time.sleep(boot_second_wait(time.time()))
         return self._start_slurmd_process(name, argv)
 
     def start_dynamic_slurmd(
