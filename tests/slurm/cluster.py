@@ -279,10 +279,13 @@ class SlurmCluster:
             # without it, powered-down cloud nodes are hidden from sinfo and scontrol
             "PrivateData": "cloud",
             # power_save_interval: the power-saving loop (suspends, resumes, ResumeTimeout)
-            # looks every second instead of every 10 seconds
+            # looks every second instead of every 10 seconds. No cloud_reg_addrs (shoal's
+            # slurm-conf has it): every node here is at 127.0.0.1 already, and with it a
+            # powered-down node's NodeAddr goes back to its name, which does not resolve:
+            # a job requeued from a node that never registered then stalls slurmctld 10 s per
+            # node while it retries the name (commands time out), as CI saw
             "SlurmctldParameters": (
-                "idle_on_node_suspend,cloud_reg_addrs,power_save_interval=1,"
-                "power_save_min_interval=0"
+                "idle_on_node_suspend,power_save_interval=1,power_save_min_interval=0"
             ),
             # listen on the configured addresses (127.0.0.1), not on every interface: the
             # default binds slurmctld, slurmd and srun to 0.0.0.0
@@ -308,8 +311,8 @@ class SlurmCluster:
             if group.weight is not None:
                 features += f" Weight={group.weight}"
             for name in group.names():
-                # NodeAddr: slurmctld never resolves the node name (an unresolvable name can
-                # stall it for seconds per node); cloud_reg_addrs overwrites it on registration.
+                # NodeAddr: slurmctld never resolves the node name (an unresolvable name
+                # stalls it 10 s per node); nothing here changes it (no cloud_reg_addrs)
                 lines.append(
                     f"NodeName={name} CPUs={group.cpus} RealMemory={group.memory_mb}"
                     f"{features} State=CLOUD Port={self.node_ports[name]} NodeAddr=127.0.0.1"
