@@ -68,7 +68,7 @@ def mixed(outdir: Path, root: Path) -> None:
     """DefMemPerCPU=100: running, configuring, pending for every reason, requeued, dynamic."""
     with SlurmCluster(root / "mixed", ClusterSpec()) as cluster:
         cap = Capture(cluster, outdir)
-        cluster.scontrol("update", "nodename=cloud[1-2]", "state=power_up")
+        cluster.power_up("cloud1", "cloud2")
         for name in ("cloud1", "cloud2"):
             cluster.start_slurmd(name)
         for name in ("cloud1", "cloud2"):

@@ -281,9 +281,10 @@ class SlurmCluster:
             # power_save_interval: the power-saving loop (suspends, resumes, ResumeTimeout)
             # looks every second instead of every 10 seconds. No cloud_reg_addrs (shoal's
             # slurm-conf has it): every node here is at 127.0.0.1 already, and with it a
-            # powered-down node's NodeAddr goes back to its name, which does not resolve:
-            # a job requeued from a node that never registered then stalls slurmctld 10 s per
-            # node while it retries the name (commands time out), as CI saw
+            # powered-down node's NodeAddr goes back to its name, which does not resolve: a
+            # job requeued from a node that never registered then has slurmctld retry the
+            # name for 10 s (Debian's build), and a node's address change meanwhile holds
+            # every command (they time out), as CI saw
             "SlurmctldParameters": (
                 "idle_on_node_suspend,power_save_interval=1,power_save_min_interval=0"
             ),
@@ -417,8 +418,9 @@ class SlurmCluster:
         argv = [self.program("slurmd"), "-D", "-N", name]
         if booted:
             argv.insert(2, "-b")
-            # after a resume request, a -b slurmd started in the request's own second can
-            # register as booted a second before it and be ignored (boot_second_wait)
+            # after a resume request (a resume hook call, or power_up), a -b slurmd started
+            # in the request's own second can register as booted a second before it and be
+            # ignored until ResumeTimeout (boot_second_wait)
             time.sleep(boot_second_wait(time.time()))
         return self._start_slurmd_process(name, argv)
 
@@ -519,6 +521,14 @@ class SlurmCluster:
         result = self.run("sinfo", "-h", "-N", "-n", name, "-O", "StateComplete:0", check=False)
         lines = result.stdout.split()
         return lines[0].strip().lower() if result.returncode == 0 and lines else ""
+
+    def power_up(self, *names: str, deadline: float = 15) -> None:
+        """Ask slurmctld to power ``names`` up and wait until each is POWERING_UP: it set the
+        node's resume request time with that state, so a ``start_slurmd`` after this starts
+        in a later second than the request (``boot_second_wait``)."""
+        self.scontrol("update", f"nodename={','.join(names)}", "state=power_up")
+        for name in names:
+            self.wait_node(name, lambda state: "powering_up" in state, deadline)
 
     def wait_node(self, name: str, predicate: Callable[[set[str]], bool], deadline: float) -> str:
         """Wait until ``predicate`` holds for the node's state flags; return the state."""

@@ -49,7 +49,7 @@ async def node(client: SlurmClient, name: str) -> SlurmNode | None:
 
 async def test_reads_jobs_nodes_and_config_into_demand(slurm_cluster: SlurmCluster):
     client = client_for(slurm_cluster)
-    slurm_cluster.scontrol("update", "nodename=cloud1", "state=power_up")
+    slurm_cluster.power_up("cloud1")
     slurm_cluster.start_slurmd("cloud1")
 
     async def cloud1_joined() -> SlurmNode | None:

@@ -138,7 +138,7 @@ def test_stop_ends_every_process_including_running_jobs(
     slurm_cluster_factory: Callable[..., SlurmCluster],
 ):
     cluster = slurm_cluster_factory(cloud=(NodeGroup("w", 1),), dynamic_partition=None)
-    cluster.scontrol("update", "nodename=w1", "state=power_up")
+    cluster.power_up("w1")
     cluster.start_slurmd("w1")
     cluster.wait_node("w1", registered, 15)
     job = cluster.sbatch("-c1", "--wrap", "sleep 300")

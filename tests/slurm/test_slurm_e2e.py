@@ -381,9 +381,10 @@ def test_a_multi_node_job_runs_once_capacity_returns(
         interval=0.1,
         explain=s.explain,
     )
-    # about 25 s; the deadline covers one node whose registration slurmctld never logs
-    # (seen once in 10 runs): its ResumeTimeout (30 s), shoal's relaunch of it, and the next
-    # 30-second check that starts the batch job
+    # about 25 s; the deadline covers one node whose registration slurmctld ignores: its
+    # ResumeTimeout (30 s), shoal's relaunch of it, and the next 30-second check that starts
+    # the batch job. (Seen in CI before the local provider waited for the next second to
+    # start a slurmd -b: boot_second_wait.)
     poll_until(
         "the job to run on g[1-3]",
         lambda: (
