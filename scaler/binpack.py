@@ -59,12 +59,21 @@ booked node-intervals cost:
 * the heuristic: a per-group greedy that fills room on opened nodes first and
   opens the shape cheapest per job, over a few group orders; with the solver off
   (``time_limit`` 0) also a local search over the menu and node patterns
-  (``scaler.patterns``) that mix groups on one node, the cheapest of them.
+  (``scaler.patterns``) that mix groups on one node, the cheapest of them. With the
+  solver off it keeps to ``max_nodes`` too: a shape at its max passes the rest to the
+  next cheapest that fits (when none could take them, its nodes are booked to hold the
+  most jobs, as the solver's penalty on a job left does), and what none holds is
+  ``Packing.left``, as the solver leaves it.
 
 The cheaper of the solver's packing and the heuristic's greedy one is used (when the
 solver runs out of work, and also at its optimum: its columns each run one job group,
 where the greedy's lanes run two groups' jobs one after the other); ``Packing.method``
-says which, and how far above the LP bound the solver's packing is when it knows.
+says which, and how far above the LP bound the solver's packing is when it knows. At
+equal cost the packing on fewer nodes wins, there and among the greedy's orders and
+menus: two free types (price 0) cost nothing either way, and 3 sixteen-core nodes beat
+10 four-core ones (the greedy values a free type at the least positive price to choose
+among them, as the patterns value a free bin, of which they fill the one worth most a
+node). Patterns against the greedy stay by cost alone (``_priced``).
 ``bench/cost_gap.py`` measures the result against the configuration-LP lower bound.
 """
 
@@ -72,12 +81,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
-from shoal.scaler.booking import best_booking, first_booking, horizon
+from shoal.scaler.booking import best_booking, densest_booking, first_booking, horizon
 from shoal.scaler.memo import Memo
 from shoal.scaler.patterns import Pattern, pattern_floor, pattern_pack
 from shoal.scaler.resources import EPS as _EPS
@@ -280,12 +289,18 @@ class _Pool:
             placed += self._fill(lane, lanes.pop(lane), job, n - placed, latest)
         return placed
 
-    def open(self, job: Shape, n: int, latest: float | None = None) -> int:
+    def open(
+        self,
+        job: Shape,
+        n: int,
+        latest: float | None = None,
+        booking: tuple[int, float] | None = None,
+    ) -> int:
         """Open as many empty nodes as n more jobs (each starting by ``latest``, the
-        target time unless given) need, booked for the fewest billed intervals, and place
-        them; returns nodes opened."""
+        target time unless given) need, booked for the fewest billed intervals (or as
+        ``booking`` says: intervals, jobs a node), and place them; returns nodes opened."""
         latest = self.target_time if latest is None else latest
-        intervals, per_node = best_booking(job, self.shape, n, latest)
+        intervals, per_node = booking or best_booking(job, self.shape, n, latest)
         new = 1 if per_node == math.inf else math.ceil(n / per_node)
         self.nodes += new
         self.intervals += new * intervals
@@ -518,7 +533,7 @@ def _cost_packing(
     limit = f"{time_limit * 1000:.0f} ms work limit"
     if time_limit <= 0 or not packable:
         why = "solver off" if time_limit <= 0 else "nothing for the solver"
-        heuristic = _priced(groups, nodes, target_time, prices, unschedulable)
+        heuristic = _priced(groups, nodes, target_time, prices, unschedulable, max_nodes)
         return replace(heuristic, method=f"heuristic ({why})")
     from shoal.scaler import colgen
 
@@ -526,7 +541,7 @@ def _cost_packing(
         packable, nodes, target_time, prices, max_nodes=max_nodes, time_limit=time_limit
     )
     if solution.status == "none":
-        heuristic = _priced(groups, nodes, target_time, prices, unschedulable)
+        heuristic = _priced(groups, nodes, target_time, prices, unschedulable, max_nodes)
         return replace(heuristic, method=f"heuristic (the solver found nothing within its {limit})")
     solved = _from_solution(solution, servable, nodes, prices, unschedulable)
     bound = solution.bound
@@ -540,16 +555,20 @@ def _cost_packing(
     # the greedy's lanes also run jobs of two groups one after the other in one column
     # (six 10-core and six 12-core 5-minute jobs on one 16-core node for the hour, where
     # the solver opens two), so it may cost less even then; the cheaper one is used.
+    # At equal cost the one on fewer nodes (two free types: the solver is indifferent).
     optimal = solution.status == "optimal"
     greedy = _cheapest_order(groups, nodes, target_time, prices)
     within = all(greedy.counts.get(s, 0) <= n for s, n in max_nodes.items())
-    if within and greedy.cost(prices) < solved.cost(prices) - 1e-9:
+    ours, theirs = _total(greedy, prices), _total(solved, prices)
+    if within and _less(ours, theirs):
         than = (
             "the solver's optimum over its fillings"
             if optimal
             else f"the solver's best at its {limit}"
         )
-        return replace(greedy, method=f"heuristic (cheaper than {than})")
+        if ours[0] < theirs[0] - 1e-9:
+            return replace(greedy, method=f"heuristic (cheaper than {than})")
+        return replace(greedy, method=f"heuristic (as cheap as {than}, on fewer nodes)")
     if optimal:
         return replace(solved, method=f"solver (HiGHS){above}")
     return replace(solved, method=f"solver's best at its {limit}{above}")
@@ -588,11 +607,16 @@ def _from_solution(
 
 
 def _cheapest_order(
-    groups: dict[Shape, int], nodes: list[Shape], target_time: float, prices: Mapping[Shape, float]
+    groups: dict[Shape, int],
+    nodes: list[Shape],
+    target_time: float,
+    prices: Mapping[Shape, float],
+    max_nodes: Mapping[Shape, int] | None = None,
 ) -> Packing:
     """The cheapest of a few group orders: which group opens nodes first decides what room
     the others find, and no single order is best (memory-heavy first, core-heavy first, or
-    the groups dearest per job first, whose nodes leave the most room for the rest)."""
+    the groups dearest per job first, whose nodes leave the most room for the rest). With
+    ``max_nodes``, the one that leaves the fewest jobs beyond them comes first."""
 
     def dearest(job: Shape) -> float:
         fitting = [s for s in nodes if not job.fits_in(s)]
@@ -609,9 +633,9 @@ def _cheapest_order(
     for order in orders:
         key = tuple(order)
         if key not in packed:
-            packed[key] = _pack(groups, nodes, target_time, prices, WIDTH, order)
+            packed[key] = _pack(groups, nodes, target_time, prices, WIDTH, order, max_nodes)
     # the first cheapest in the orders' order, as over every order's packing
-    return min(packed.values(), key=lambda p: (p.cost(prices), p.total))
+    return min(packed.values(), key=lambda p: (sum(p.left.values()), p.cost(prices), p.total))
 
 
 def _priced(
@@ -620,45 +644,76 @@ def _priced(
     target_time: float,
     prices: Mapping[Shape, float],
     unschedulable: dict[Shape, list[str]],
+    max_nodes: Mapping[Shape, int] | None = None,
 ) -> Packing:
     """The heuristic: the per-group greedy with a local search over the menu (greedy
     choices per group can spread demand over too many node shapes, so drop a shape while
-    that is cheaper and every job still fits somewhere), or node patterns, whichever
-    costs less."""
-    best = _cheapest_order(groups, nodes, target_time, prices)
+    that is cheaper, or as cheap on fewer nodes, and every job still fits somewhere), or
+    node patterns, whichever costs less. Both keep to ``max_nodes``, the jobs
+    beyond a shape's going to the next cheapest that fits them (what none holds is
+    ``left``); a smaller menu is taken only when it leaves no job beyond them."""
+    best = _cheapest_order(groups, nodes, target_time, prices, max_nodes)
     menu = list(nodes)
     improved = True
     while improved and len(menu) > 1:
         improved = False
         for shape in sorted((s for s in menu if best.counts.get(s)), key=lambda s: -prices[s]):
             smaller = [s for s in menu if s != shape]
-            trial = _cheapest_order(groups, smaller, target_time, prices)
+            trial = _cheapest_order(groups, smaller, target_time, prices, max_nodes)
             if (
                 trial.unschedulable.keys() == best.unschedulable.keys()
-                and trial.cost(prices) < best.cost(prices) - 1e-9
+                and not trial.left
+                and (best.left or _less(_total(trial, prices), _total(best, prices)))
             ):
                 best, menu, improved = trial, smaller, True
                 break
     counts = {s: best.counts.get(s, 0) for s in nodes}
     intervals = {s: best.intervals.get(s, 0) for s in nodes}
-    assignment = best.assignment
+    assignment, left = best.assignment, best.left
     # Node patterns mix groups on one node, which the per-group greedy does only with
     # leftovers; keep whichever is cheaper.
     servable = {job: n for job, n in groups.items() if job not in unschedulable}
     # Patterns are packed only when they could cost less (on a real log's single-type
-    # need, the greedy meets their floor in ~80 % of the packings).
-    if servable and _cost(intervals, prices) > pattern_floor(servable, nodes, target_time, prices):
-        patterns = pattern_pack(servable, nodes, target_time, prices)
+    # need, the greedy meets their floor in ~80 % of the packings), or serve more.
+    if servable and (
+        left or _cost(intervals, prices) > pattern_floor(servable, nodes, target_time, prices)
+    ):
+        patterns = pattern_pack(servable, nodes, target_time, prices, max_nodes)
         mixed = dict.fromkeys(nodes, 0)
         booked = dict.fromkeys(nodes, 0)
         for pattern in patterns:
             mixed[pattern.shape] += pattern.repeat
             booked[pattern.shape] += pattern.repeat * pattern.intervals
-        if _cost(booked, prices) < _cost(intervals, prices) - 1e-9:
-            counts, intervals = mixed, booked
-            assignment = _share_out(servable, patterns, target_time)
+        # Without a max the patterns serve every job; at one, what they leave is beyond it.
+        shared = _share_out(servable, patterns, target_time) if max_nodes else None
+        beyond = dict(servable)
+        for jobs in (shared or {}).values():
+            for job, n in jobs.items():
+                beyond[job] -= n
+        beyond = {job: n for job, n in beyond.items() if n > 0 and shared is not None}
+        # At equal cost the greedy's (not the fewer nodes, as elsewhere): the floor above
+        # skips patterns that could at most tie, so they would win a tie only some times.
+        fewer = sum(beyond.values()) - sum(left.values())
+        cheaper = _cost(booked, prices) < _cost(intervals, prices) - 1e-9
+        if fewer < 0 or (fewer == 0 and cheaper):
+            counts, intervals, left = mixed, booked, beyond
+            assignment = (
+                shared if shared is not None else _share_out(servable, patterns, target_time)
+            )
     # Why a job fits nowhere is said against the whole menu, not the trimmed one.
-    return Packing(counts, unschedulable, assignment, intervals)
+    return Packing(counts, unschedulable, assignment, intervals, left)
+
+
+def _total(packing: Packing, prices: Mapping[Shape, float]) -> tuple[float, int]:
+    return packing.cost(prices), packing.total
+
+
+def _less(ours: tuple[float, int], theirs: tuple[float, int]) -> bool:
+    """Whether (cost, nodes) ``ours`` beats ``theirs``: cheaper (beyond a float's error), or
+    as cheap and on fewer nodes (two free types: 3 sixteen-core nodes, not 10 four-core)."""
+    if ours[0] < theirs[0] - 1e-9:
+        return True
+    return ours[0] <= theirs[0] + 1e-9 and ours[1] < theirs[1]
 
 
 def _share_out(
@@ -692,10 +747,16 @@ def _pack(
     prices: Mapping[Shape, float] | None,
     split: str,
     order: list[Shape] | None = None,
+    max_nodes: Mapping[Shape, int] | None = None,
 ) -> Packing:
     pools = {s: _Pool(s, target_time, split) for s in nodes}
     unschedulable: dict[Shape, list[str]] = {}
     assignment: dict[Shape, dict[Shape, int]] = {}
+    left: dict[Shape, int] = {}  # (priced) jobs no node shape that fits them holds within its max
+    limits = max_nodes or {}
+
+    def room(shape: Shape) -> float:  # new nodes of ``shape`` within its max
+        return limits.get(shape, math.inf) - pools[shape].nodes
 
     def give(shape: Shape, job: Shape, count: int) -> None:
         if count > 0:
@@ -721,26 +782,90 @@ def _pack(
             placed = pools[shape].place(job, n)
             give(shape, job, placed)
             n -= placed
-        if n > 0:
-            # The bulk goes to the node shape cheapest per job when full; the tail (what
-            # does not fill a whole node of it) to the shape that serves it cheapest.
-            bulk = min(fitting, key=lambda s: _per_job(job, s, prices, target_time))
+        while n > 0:
+            # The bulk goes to the node shape cheapest per job when full (of equal ones, the
+            # one that books the fewest nodes a job, ``_bulk``); the tail (what does not
+            # fill a whole node of it) to the shape that serves it cheapest. Only shapes
+            # below their max open nodes: one that reaches it passes the rest on to the
+            # next cheapest, as the solver's limits do; what none holds is ``left``.
+            growing = [s for s in fitting if room(s) >= 1]
+            if not growing:
+                left[job] = n
+                break
+            bulk = _bulk(job, growing, prices, target_time)
             per_node = best_booking(job, bulk, n, target_time)[1]
-            full = 0 if per_node == math.inf else int(n // per_node) * int(per_node)
+            whole = 0 if per_node == math.inf else int(n // per_node) * int(per_node)
+            full = _most_within(job, bulk, whole, room(bulk), target_time)
+            booking = None
+            others = [s for s in growing if s is not bulk]
+            if full < whole and not _could_hold(job, n - full, others, room, target_time):
+                # At its max, and the others could not take the rest: as the solver (a job
+                # left costs more than any node), the booking that serves the most here.
+                booking = densest_booking(job, bulk, target_time)
+                most = math.inf if booking[1] == math.inf else int(room(bulk)) * int(booking[1])
+                full = int(min(n, most))
             if full:
-                pools[bulk].open(job, full)
+                pools[bulk].open(job, full, booking=booking)
                 give(bulk, job, full)
                 n -= full
+            growing = [s for s in growing if room(s) >= 1]
+            if full < whole or not growing:  # at its max: the next shape takes the rest
+                continue
             if n > 0:
-                tail = _cheapest(job, n, fitting, prices, target_time)
-                pools[tail].open(job, n)
-                give(tail, job, n)
+                tail = _cheapest(job, n, growing, prices, target_time)
+                placed = _most_within(job, tail, n, room(tail), target_time)
+                pools[tail].open(job, placed)
+                give(tail, job, placed)
+                n -= placed
     return Packing(
         {s: pools[s].nodes for s in nodes},
         unschedulable,
         assignment,
         intervals={s: pools[s].intervals for s in nodes},
+        left=left,
     )
+
+
+def _most_within(job: Shape, shape: Shape, n: int, room: float, target_time: float) -> int:
+    """The most of ``n`` jobs that ``_Pool.open`` places on at most ``room`` new nodes of
+    ``shape`` (all ``n`` without a max)."""
+    while n > 0 and room < math.inf:
+        per_node = best_booking(job, shape, n, target_time)[1]
+        if per_node == math.inf or math.ceil(n / per_node) <= room:
+            break
+        n = min(n - 1, int(room) * int(per_node))  # a smaller n may book differently
+    return n
+
+
+def _could_hold(
+    job: Shape, n: int, shapes: list[Shape], room: Callable[[Shape], float], target_time: float
+) -> bool:
+    """Whether ``shapes``, each with ``room(shape)`` new nodes, could hold ``n`` more jobs
+    (each booked to hold the most)."""
+    held = 0.0
+    for shape in shapes:
+        per_node = densest_booking(job, shape, target_time)[1]
+        if per_node > 0:
+            held += room(shape) * per_node
+        if held >= n:
+            return True
+    return False
+
+
+def _bulk(
+    job: Shape, shapes: list[Shape], prices: Mapping[Shape, float], target_time: float
+) -> Shape:
+    """The node shape cheapest per job when full of ``job``. Of equally cheap ones (free
+    types: nothing each), the cheapest with a free type priced at the least positive
+    price, as the patterns value a free bin: the one that books the fewest nodes (node
+    intervals) a job; then the first."""
+    costs = [_per_job(job, s, prices, target_time) for s in shapes]
+    least = min(costs)
+    tied = [s for s, c in zip(shapes, costs, strict=True) if c == least]
+    if len(tied) == 1:
+        return tied[0]
+    floor = min((p for p in prices.values() if p > 0), default=1.0)
+    return min(tied, key=lambda s: _per_job(job, s, {s: prices[s] or floor}, target_time))
 
 
 def _per_job(job: Shape, shape: Shape, prices: Mapping[Shape, float], target_time: float) -> float:

@@ -20,7 +20,7 @@ from functools import lru_cache
 from shoal.scaler.resources import EPS, columns, res, sequential
 from shoal.scaler.shape import Shape
 
-__all__ = ["Bin", "best_booking", "bins_for", "first_booking", "per_column"]
+__all__ = ["Bin", "best_booking", "bins_for", "densest_booking", "first_booking", "per_column"]
 
 MAX_LONGER = 4  # bookings per node shape beyond those the jobs need, for the cost packers
 
@@ -82,6 +82,20 @@ def best_booking(job: Shape, node: Shape, n: int, target_time: float) -> tuple[i
     if best is None:
         return first_booking(job, node), 0
     return best[1], best[2]
+
+
+@lru_cache(maxsize=8192)
+def densest_booking(job: Shape, node: Shape, target_time: float) -> tuple[int, float]:
+    """The booking (intervals) in which a node holds the most jobs of ``job`` (of those, the
+    fewest intervals), and how many: what serves the most jobs at a node limit."""
+    width = columns(res(node), res(job))
+    best: tuple[int, float] = (first_booking(job, node), 0)
+    for k in range(first_booking(job, node), _longest(job, node, target_time) + 1):
+        j = per_column(job, node, k, target_time)
+        per_node = math.inf if width == math.inf or j == math.inf else width * j
+        if per_node > best[1]:
+            best = (k, per_node)
+    return best
 
 
 def bins_for(

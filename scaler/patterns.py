@@ -69,11 +69,14 @@ def pattern_pack(
     nodes: list[Shape],
     target_time: float,
     prices: Mapping[Shape, float],
+    max_nodes: Mapping[Shape, int] | None = None,
 ) -> list[Pattern]:
     """The nodes to open for ``groups`` (every job fits some node shape), as patterns.
 
     A node shape is offered booked for each number of billing intervals its jobs need
-    (``scaler.booking``), at that many times its price."""
+    (``scaler.booking``), at that many times its price, while it has fewer nodes than its
+    ``max_nodes``: what no shape below its max holds is not served."""
+    room = {s: (max_nodes or {}).get(s, math.inf) for s in nodes}
     patterns: list[Pattern] = []
     jobs: list[Shape] = []  # groups that take room and time, by index below
     left: list[int] = []  # jobs still to place, per group
@@ -118,20 +121,28 @@ def pattern_pack(
         [_needed(n, per[i][g], width[i][g]) for g, n in enumerate(left)] for i in range(len(bins))
     ]
     while any(left):
-        best: tuple[float, float, int, dict[int, int]] | None = None
+        best: tuple[float, float, float, int, dict[int, int]] | None = None
         for i, b in enumerate(bins):
+            if room[b.shape] < 1:
+                continue
             demand = demands[i]
             pattern = _fill(_res(b.shape), width[i], demand, worths[i], needs, shares[i], orders[i])
             worth = sum(value[g] * min(left[g], a * per[i][g]) for g, a in pattern.items())
             if not worth:
                 continue
+            # free bins all score inf: of those, the one worth most a node (fewest nodes)
             score = worth / b.price if b.price > 0 else math.inf
-            if best is None or (score, -b.price) > best[:2]:
-                best = (score, -b.price, i, pattern)
-        assert best is not None, "every group fits some node shape"
-        _, _, i, pattern = best
+            if best is None or (score, -b.price, worth) > best[:3]:
+                best = (score, -b.price, worth, i, pattern)
+        if best is None:  # every shape that could serve what is left is at its max
+            assert any(r < 1 for r in room.values()), "every group fits some node shape"
+            break
+        _, _, _, i, pattern = best
         repeat = max(1, int(min(left[g] // (a * per[i][g]) for g, a in pattern.items())))
         b = bins[i]
+        if repeat > room[b.shape]:
+            repeat = int(room[b.shape])
+        room[b.shape] -= repeat
         patterns.append(
             Pattern(b.shape, {jobs[g]: a for g, a in pattern.items()}, repeat, b.intervals)
         )
@@ -143,9 +154,12 @@ def pattern_pack(
         # Room on a node already opened serves it; otherwise the cheapest node that fits.
         fitting = [s for s in nodes if not job.fits_in(s)]
         host = next((p for p in patterns if p.shape in fitting), None)
-        if host is None:
-            patterns.append(Pattern(min(fitting, key=lambda s: prices[s]), {job: 1}, 1))
-        else:
+        growing = [s for s in fitting if room[s] >= 1]
+        if host is None and growing:
+            shape = min(growing, key=lambda s: prices[s])
+            patterns.append(Pattern(shape, {job: 1}, 1))
+            room[shape] -= 1
+        elif host is not None:
             host.columns[job] = 1
     return patterns
 

@@ -301,3 +301,86 @@ def test_the_solvers_optimum_loses_to_the_greedy_when_two_groups_share_a_column_
     assert packing.counts[node] == 1 and packing.cost({node: 1.0}) == 1.0
     assert packing.method == "heuristic (cheaper than the solver's optimum over its fillings)"
     assert packing.assignment == {node: {a: 6, b: 6}}
+
+
+def test_the_heuristic_spills_past_a_max_to_the_next_cheapest_type():
+    # With the solver off, every job went to the type cheapest per job, its max or not, and
+    # the planner left those beyond it "max-nodes" (review4). Now each type opens nodes up
+    # to its max and passes the rest on to the next cheapest that fits.
+    small = Shape(3600, 16 * GiB, 4, 100 * GiB, False)  # 1 job at a time: $0.20 a job
+    mid = Shape(3600, 32 * GiB, 8, 100 * GiB, False)  # 2: $0.225 a job
+    big = Shape(3600, 64 * GiB, 16, 100 * GiB, False)  # 4: $0.25 a job
+    prices = {small: 0.2, mid: 0.45, big: 1.0}
+    four = Shape(3600, 2 * GiB, 4, GiB, False)
+    packing = binpack(
+        {four: 13}, [small, mid, big], 0, prices, max_nodes={small: 3, mid: 2}, time_limit=0
+    )
+    assert packing.method == "heuristic (solver off)"
+    assert packing.counts == {small: 3, mid: 2, big: 2}  # 3 + 4 + 6 jobs
+    assert packing.assignment == {small: {four: 3}, mid: {four: 4}, big: {four: 6}}
+    assert packing.left == {}
+    # every type at its max: what none holds is left, as the solver leaves it
+    packing = binpack(
+        {four: 13}, [small, mid, big], 0, prices, max_nodes={small: 3, mid: 2, big: 1}, time_limit=0
+    )
+    assert packing.counts == {small: 3, mid: 2, big: 1}
+    assert packing.left == {four: 2}
+    assert sum(n for jobs in packing.assignment.values() for n in jobs.values()) == 11
+
+
+@pytest.mark.parametrize("time_limit", [0, 1.0], ids=["heuristic", "solver"])
+def test_at_a_max_with_nowhere_to_spill_nodes_are_booked_to_serve_the_most(time_limit):
+    # Half-hour jobs: a node booked for one hour runs 8 x 2 of them, for two hours 8 x 3.
+    # One hour is cheaper per job, but with 2 nodes at most and no other type, two-hour
+    # bookings serve 48 jobs, not 32, as the solver (a job left costs more than any node).
+    node = Shape(3600, 16 * GiB, 8, 100 * GiB, False)
+    half = Shape(1800, 2 * GiB, 1, GiB, False)
+    packing = binpack(
+        {half: 100}, [node], 3600, {node: 1.0}, max_nodes={node: 2}, time_limit=time_limit
+    )
+    assert packing.counts == {node: 2} and packing.intervals == {node: 4}
+    assert packing.left == {half: 52} and packing.assignment == {node: {half: 48}}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    job_groups,
+    node_shapes,
+    st.sampled_from([0, 600, 3600]),
+    st.randoms(use_true_random=False),
+)
+def test_the_heuristic_keeps_to_the_max_and_leaves_a_job_only_when_every_type_is_full(
+    jobs, nodes, target_time, rnd
+) -> None:
+    prices = {s: round(rnd.uniform(0.01, 3.0), 3) for s in nodes}
+    limits = {s: rnd.randint(0, 4) for s in nodes if rnd.random() < 0.7}
+    packing = binpack(jobs, nodes, target_time, prices, max_nodes=limits, time_limit=0)
+    assert all(packing.counts[s] <= n for s, n in limits.items())
+    placed = Counter()
+    for node, share in packing.assignment.items():
+        assert packing.counts[node] > 0
+        for shape, count in share.items():
+            assert not shape.fits_in(node)
+            placed[shape] += count
+    placed.update(packing.left)
+    assert placed == {s: n for s, n in jobs.items() if s not in packing.unschedulable}
+    for shape in packing.left:  # no job waits while a type that fits it has room
+        fitting = [s for s in nodes if not shape.fits_in(s)]
+        assert fitting and all(s in limits and packing.counts[s] >= limits[s] for s in fitting)
+
+
+@pytest.mark.parametrize("time_limit", [0, 0.2], ids=["heuristic", "solver"])
+def test_two_free_types_tie_on_cost_and_the_one_needing_fewer_nodes_wins(time_limit):
+    # Both free: every packing costs 0, and the first type (10 four-core nodes) was taken
+    # where 3 sixteen-core nodes hold the same jobs (review4).
+    four = Shape(3600, 16 * GiB, 4, 100 * GiB, False)
+    sixteen = Shape(3600, 64 * GiB, 16, 100 * GiB, False)
+    work = Shape(3600, 2 * GiB, 4, GiB, False)
+    prices = {four: 0.0, sixteen: 0.0}
+    packing = binpack({work: 10}, [four, sixteen], 0, prices, time_limit=time_limit)
+    assert packing.counts == {four: 0, sixteen: 3}
+    assert packing.cost(prices) == 0.0 and packing.left == {}
+    if time_limit:  # the solver's optimum is the first type's: the greedy wins the tie
+        assert packing.method == (
+            "heuristic (as cheap as the solver's optimum over its fillings, on fewer nodes)"
+        )

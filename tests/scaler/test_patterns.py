@@ -347,3 +347,30 @@ def test_fillings_of_many_groups_are_packed_but_not_remembered() -> None:
     assert pattern_pack(many, [node], 3600, {node: 1.0}) == first
     pattern_pack(few, [node], 3600, {node: 1.0})
     assert any(len(groups) == len(few) for _, groups in patterns.FILLINGS._items)
+
+
+def test_patterns_keep_to_each_shapes_max_and_serve_the_rest_on_the_next() -> None:
+    # The core-heavy/memory-heavy mix wants 8 BIG nodes; BIG may have 5, so the rest goes
+    # to the smaller shape, and with that at its max too the remainder is not served.
+    small = Shape(3600, 64 * GiB, 16, 200 * GiB, False)
+    groups = {job(3600, 2, 6): 40, job(3600, 12, 1): 120}
+    prices = {small: 1.0, BIG: 2.304}
+    patterns = pattern_pack(groups, [small, BIG], 0, prices, {BIG: 5})
+    check_patterns(patterns, groups, [small, BIG], 0)
+    used = {s: sum(p.repeat for p in patterns if p.shape == s) for s in (small, BIG)}
+    assert used[BIG] == 5 and used[small] > 0
+    patterns = pattern_pack(groups, [small, BIG], 0, prices, {BIG: 5, small: 2})
+    assert sum(p.repeat for p in patterns if p.shape == BIG) == 5
+    assert sum(p.repeat for p in patterns if p.shape == small) == 2
+
+
+def test_of_two_free_shapes_the_one_needing_fewer_nodes_is_filled() -> None:
+    # Free bins all score inf per dollar: the first (4 cores) took 10 nodes where 3
+    # sixteen-core ones hold the same jobs.
+    four = Shape(3600, 16 * GiB, 4, 100 * GiB, False)
+    sixteen = Shape(3600, 64 * GiB, 16, 100 * GiB, False)
+    groups = {job(3600, 2, 4): 10}
+    patterns = pattern_pack(groups, [four, sixteen], 0, {four: 0.0, sixteen: 0.0})
+    check_patterns(patterns, groups, [four, sixteen], 0)
+    assert {p.shape for p in patterns} == {sixteen}
+    assert sum(p.repeat for p in patterns) == 3

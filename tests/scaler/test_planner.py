@@ -762,3 +762,19 @@ def test_cost_packing_spills_past_a_max_to_the_next_best_type():
     assert all("cost packing: solver (HiGHS)" in x.message for x in p.launches)
     count = plan(snap, policy(A, b), EMPTY, NOW)
     assert launched(count) == {"a": 8}
+
+
+def test_cost_packing_spills_past_a_max_with_the_solver_off():
+    # The heuristic put all 32 jobs on b, the planner capped b at its max and left 16
+    # "max-nodes" while a had room (review4); it now spills to a as the solver does.
+    b = node_type("b", cores=8, mem_gib=17, disk_gib=36, price=0.3, max_nodes=2)
+    snap = snapshot(queue=[queued(job(), 32)])
+    p = plan(snap, policy(A, b, packing="cost", solver_time_limit=0), EMPTY, NOW)
+    assert launched(p) == {"b": 2, "a": 4}
+    assert p.unschedulable == ()
+    assert all("cost packing: heuristic (solver off)" in x.message for x in p.launches)
+    # with a at its max too, only what neither holds waits as max-nodes
+    a = node_type("a", max_nodes=1)
+    p = plan(snap, policy(a, b, packing="cost", solver_time_limit=0), EMPTY, NOW)
+    assert launched(p) == {"b": 2, "a": 1}
+    assert unsched(p) == {(job(), ("max-nodes",)): 12}
