@@ -62,10 +62,10 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def built() -> list[Path]:
-    """The extension modules in scaler/ (this build's, or a stale one's)."""
+def built(scaler: Path = SCALER) -> list[Path]:
+    """The extension modules in ``scaler`` (this build's, or a stale one's)."""
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    return sorted(p for p in SCALER.iterdir() if p.name.endswith(suffixes))
+    return sorted(p for p in scaler.iterdir() if p.name.endswith(suffixes))
 
 
 def clean() -> None:
@@ -74,12 +74,15 @@ def clean() -> None:
     shutil.rmtree(STAGE, ignore_errors=True)
 
 
-def check() -> list[str]:
-    """Compiled modules whose source changed since the build (empty: all current)."""
-    if not STAMP.exists():
-        return []
-    digests = json.loads(STAMP.read_text())
-    return [m for m, d in sorted(digests.items()) if _digest(SCALER / f"{m}.py") != d]
+def check(scaler: Path = SCALER) -> list[str]:
+    """Why the extension modules in ``scaler`` may not be its sources' code (empty: none
+    there, or all built from the sources as they are): each compiled module whose source
+    changed since the build, or every extension module when the build left no record."""
+    stamp = scaler / STAMP.name
+    if not stamp.exists():
+        return [p.name for p in built(scaler)]
+    digests = json.loads(stamp.read_text())
+    return [m for m, d in sorted(digests.items()) if _digest(scaler / f"{m}.py") != d]
 
 
 def build(modules: list[str]) -> None:
