@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TOIL_VENV := bench/.toil-venv
 CONFIG ?= config.example.yaml
 
-.PHONY: setup tools toil run run-slurm test lint format bench clean
+.PHONY: setup tools toil run run-slurm test lint format bench clean compiled compiled-clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,18 @@ toil: $(TOIL_VENV)/.installed
 $(TOIL_VENV)/.installed:
 	@($(PYTHON) -m venv $(TOIL_VENV) && $(TOIL_VENV)/bin/pip install -q toil==9.6.0 \
 	  && touch $@) || echo "warning: could not build the Toil oracle venv; Toil tests will skip"
+
+# Opt-in, never part of `make setup` or `make test`: the scaler's hot modules compiled with
+# mypyc (scripts/build_compiled.py; ~1.9x less CPU on bench/simulate.py's replay, see
+# bench/README.md). Needs a C compiler and Python's headers; when the build fails the
+# pure-Python modules stay in use. Rebuild after editing a compiled module, or go back with
+# `make compiled-clean` (the tests that spy on the scaler's internal calls need pure Python).
+compiled: setup
+	$(BIN)/pip install -q -e '.[dev,compiled]'
+	$(BIN)/python scripts/build_compiled.py || echo "warning: compiled scaler not built; pure Python in use"
+
+compiled-clean:
+	test ! -x $(BIN)/python || $(BIN)/python scripts/build_compiled.py --clean
 
 run: setup
 	$(BIN)/shoal run -c $(CONFIG)
@@ -57,4 +69,4 @@ bench: setup toil
 	$(BIN)/python bench/slurm_hook.py
 
 clean:
-	rm -rf $(VENV) $(TOIL_VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOIL_VENV) .pytest_cache .ruff_cache build scaler/*.so scaler/_compiled.json

@@ -162,7 +162,7 @@ _LANE_ORDER = itemgetter(1, 0, 2)  # earliest first, then smallest room
 _TOIL_ORDER = attrgetter("order")  # sorted(shapes, key=_TOIL_ORDER) == sorted(shapes)
 
 
-def _by_toil(item: tuple[Shape, int]) -> object:
+def _by_toil(item: tuple[Shape, int]) -> tuple[bool, float, float, float, float]:
     return item[0].order
 
 
@@ -239,7 +239,6 @@ class _Pool:
             self._add(room, start, until, count)
             return
         memory, cores, disk = need = (job.memory, job.cores, job.disk)
-        columns = int(columns)
         end_last = start + last * d
         end_full = start + j * d if columns > 1 else end_last
         # max(0.0, x), spelt without the call (the same value, -0.0 and nan included)
@@ -250,7 +249,7 @@ class _Pool:
             self._add(spare, start, until, count)
             self._add(need, end_last, until, count)
             if columns > 1:
-                self._add(need, end_full, until, count * (columns - 1))
+                self._add(need, end_full, until, count * (int(columns) - 1))
         elif split == TIME:
             after_last = (spare[0] + memory, spare[1] + cores, spare[2] + disk)
             self._add(spare, start, end_last, count)
@@ -441,12 +440,13 @@ def _timeline_floor(
             cap = min(cap, max(1, math.floor(room / smallest * (1 + 1e-6))))
     if cap == math.inf:
         return None
+    per_node = int(cap)  # a whole count from here (min of inf and ints)
     count = sum(n for _, n in long)
-    nodes = max(nodes, math.ceil(count / cap))
+    nodes = max(nodes, math.ceil(count / per_node))
     intervals = billed = seen = 0  # billed: the nodes headed by the 1st, (cap+1)-th, ...
     for job, n in long:
         # the jobs seen .. seen + n - 1 (longest first): those at multiples of cap head one
-        heads = (seen + n - 1) // cap - (seen - 1) // cap
+        heads = (seen + n - 1) // per_node - (seen - 1) // per_node
         if heads:
             intervals += heads * first_booking(job, node)  # one each without billing intervals
             billed += heads
@@ -550,7 +550,11 @@ def _cost_packing(
     full = not any(solution.left.values())
     one_node = min((prices[s] for s in nodes if prices.get(s)), default=0.0)
     telling = bound is not None and bound >= one_node > 0 and full
-    above = f", {solved.cost(prices) / bound - 1:.1%} above the LP bound" if telling else ""
+    above = (
+        f", {solved.cost(prices) / bound - 1:.1%} above the LP bound"
+        if telling and bound is not None
+        else ""
+    )
     # The solver's optimum is over its own fillings, whose columns each run one job group:
     # the greedy's lanes also run jobs of two groups one after the other in one column
     # (six 10-core and six 12-core 5-minute jobs on one 16-core node for the hour, where

@@ -21,13 +21,13 @@ def columns(room: Res, need: Res) -> float:
     k: float = math.inf
     memory, cores, disk = need
     if memory > 0:
-        k = math.floor(room[0] / memory + EPS)
+        k = float(math.floor(room[0] / memory + EPS))
     if cores > 0:
-        c = math.floor(room[1] / cores + EPS)
+        c = float(math.floor(room[1] / cores + EPS))
         if c < k:
             k = c
     if disk > 0:
-        d = math.floor(room[2] / disk + EPS)
+        d = float(math.floor(room[2] / disk + EPS))
         if d < k:
             k = d
     return k

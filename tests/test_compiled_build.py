@@ -1,0 +1,46 @@
+"""The opt-in mypyc build of the scaler (scripts/build_compiled.py, ``make compiled``) is
+never stale: an extension module in ``scaler/`` is imported before the ``.py`` beside it, so
+a build older than its source would run old code in every test and in the daemon."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "build_compiled", ROOT / "scripts" / "build_compiled.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_scaler_has_no_stale_compiled_module() -> None:
+    stale = _script().check()
+    assert stale == [], f"rebuild (make compiled) or remove (make compiled-clean): {stale}"
+
+
+def test_check_names_a_module_edited_after_its_build(tmp_path: Path) -> None:
+    script = _script()
+    source = tmp_path / "binpack.py"
+    source.write_text("X = 1\n")
+    (tmp_path / "_compiled.json").write_text(json.dumps({"binpack": script._digest(source)}))
+    assert script.check(tmp_path) == []
+    source.write_text("X = 2\n")
+    assert script.check(tmp_path) == ["binpack"]
+
+
+def test_check_names_an_extension_module_no_build_recorded(tmp_path: Path) -> None:
+    script = _script()
+    (tmp_path / "binpack.py").write_text("X = 1\n")
+    assert script.check(tmp_path) == []
+    extension = "binpack" + importlib.machinery.EXTENSION_SUFFIXES[0]
+    (tmp_path / extension).write_bytes(b"")
+    assert script.check(tmp_path) == [extension]
