@@ -61,19 +61,21 @@ booked node-intervals cost:
   (``time_limit`` 0) also a local search over the menu and node patterns
   (``scaler.patterns``) that mix groups on one node, the cheapest of them. With the
   solver off it keeps to ``max_nodes`` too: a shape at its max passes the rest to the
-  next cheapest that fits (when none could take them, its nodes are booked to hold the
-  most jobs, as the solver's penalty on a job left does), and what none holds is
-  ``Packing.left``, as the solver leaves it.
+  next cheapest that fits (when none could take them, the nodes it opens for the group
+  at hand are booked to hold the most of that group; groups are taken one at a time, so
+  the heuristic may still leave more jobs than the solver at a max), and what none holds
+  is ``Packing.left``, as the solver leaves it.
 
 The cheaper of the solver's packing and the heuristic's greedy one is used (when the
 solver runs out of work, and also at its optimum: its columns each run one job group,
 where the greedy's lanes run two groups' jobs one after the other); ``Packing.method``
-says which, and how far above the LP bound the solver's packing is when it knows. At
-equal cost the packing on fewer nodes wins, there and among the greedy's orders and
-menus: two free types (price 0) cost nothing either way, and 3 sixteen-core nodes beat
-10 four-core ones (the greedy values a free type at the least positive price to choose
-among them, as the patterns value a free bin, of which they fill the one worth most a
-node). Patterns against the greedy stay by cost alone (``_priced``).
+says which, and how far above the LP bound the solver's packing is when it knows. Of two
+free packings (price 0: they cost nothing either way) the one on fewer nodes wins, there
+and among the greedy's menus, so 3 sixteen-core nodes beat 10 four-core ones (the greedy
+values a free type at the least positive price to choose among them, as the patterns
+value a free bin, of which they fill the one worth most a node). Priced packings of one
+cost stay as they were: fewer nodes may be dearer ones. Patterns against the greedy stay
+by cost alone (``_priced``).
 ``bench/cost_gap.py`` measures the result against the configuration-LP lower bound.
 """
 
@@ -559,7 +561,7 @@ def _cost_packing(
     # the greedy's lanes also run jobs of two groups one after the other in one column
     # (six 10-core and six 12-core 5-minute jobs on one 16-core node for the hour, where
     # the solver opens two), so it may cost less even then; the cheaper one is used.
-    # At equal cost the one on fewer nodes (two free types: the solver is indifferent).
+    # Both free: the one on fewer nodes (the solver is indifferent between free types).
     optimal = solution.status == "optimal"
     greedy = _cheapest_order(groups, nodes, target_time, prices)
     within = all(greedy.counts.get(s, 0) <= n for s, n in max_nodes.items())
@@ -652,7 +654,7 @@ def _priced(
 ) -> Packing:
     """The heuristic: the per-group greedy with a local search over the menu (greedy
     choices per group can spread demand over too many node shapes, so drop a shape while
-    that is cheaper, or as cheap on fewer nodes, and every job still fits somewhere), or
+    that is cheaper, or free on fewer nodes, and every job still fits somewhere), or
     node patterns, whichever costs less. Both keep to ``max_nodes``, the jobs
     beyond a shape's going to the next cheapest that fits them (what none holds is
     ``left``); a smaller menu is taken only when it leaves no job beyond them."""
@@ -714,10 +716,12 @@ def _total(packing: Packing, prices: Mapping[Shape, float]) -> tuple[float, int]
 
 def _less(ours: tuple[float, int], theirs: tuple[float, int]) -> bool:
     """Whether (cost, nodes) ``ours`` beats ``theirs``: cheaper (beyond a float's error), or
-    as cheap and on fewer nodes (two free types: 3 sixteen-core nodes, not 10 four-core)."""
+    both free and on fewer nodes (two free types: 3 sixteen-core nodes, not 10 four-core).
+    Between priced packings of one cost the node count says nothing: the planner recounts
+    each type, and fewer nodes there could be more dear ones (review6)."""
     if ours[0] < theirs[0] - 1e-9:
         return True
-    return ours[0] <= theirs[0] + 1e-9 and ours[1] < theirs[1]
+    return max(ours[0], theirs[0]) <= 1e-9 and ours[1] < theirs[1]
 
 
 def _share_out(

@@ -27,6 +27,7 @@ from shoal.scaler.planner import (
     round_half_away,
     usable_shape,
 )
+from shoal.scaler.shape import Shape
 
 A = node_type("a", cores=4, mem_gib=9, disk_gib=20, price=0.2)
 B = node_type("b", cores=8, mem_gib=17, disk_gib=36, price=0.4)
@@ -762,6 +763,21 @@ def test_cost_packing_spills_past_a_max_to_the_next_best_type():
     assert all("cost packing: solver (HiGHS)" in x.message for x in p.launches)
     count = plan(snap, policy(A, b), EMPTY, NOW)
     assert launched(count) == {"a": 8}
+
+
+def test_a_priced_packing_as_cheap_as_the_solvers_on_fewer_nodes_does_not_replace_it():
+    # review6: the greedy tied the solver's cost on fewer nodes and replaced it, and the
+    # planner's recount then launched one more $5 node (c1 + d5, $26.59/h, not c1 + d4):
+    # among priced packings of one cost the node count is no tie-break (only free ones)
+    c = node_type("c", cores=16, mem_gib=17, disk_gib=54, price=1.589, max_nodes=3)
+    c = replace(c, shape=replace(c.shape, wallTime=600))  # 10-minute billing
+    d = node_type("d", cores=16, mem_gib=17, disk_gib=54, price=5.0, max_nodes=50)
+    short, long = Shape(300, GiB, 8, GiB, False), Shape(3600, 8 * GiB, 8, GiB, False)
+    snap = snapshot(queue=[queued(short, 60), queued(long, 6)])
+    p = plan(snap, policy(c, d, packing="cost"), EMPTY, NOW)
+    assert launched(p) == {"c": 1, "d": 4}
+    assert p.cost_per_hour == pytest.approx(21.589)
+    assert all("solver (HiGHS)" in x.message for x in p.launches)
 
 
 def test_cost_packing_spills_past_a_max_with_the_solver_off():
