@@ -70,12 +70,12 @@ The cheaper of the solver's packing and the heuristic's greedy one is used (when
 solver runs out of work, and also at its optimum: its columns each run one job group,
 where the greedy's lanes run two groups' jobs one after the other); ``Packing.method``
 says which, and how far above the LP bound the solver's packing is when it knows. Of two
-free packings (price 0: they cost nothing either way) the one on fewer nodes wins, there
-and among the greedy's menus, so 3 sixteen-core nodes beat 10 four-core ones (the greedy
-values a free type at the least positive price to choose among them, as the patterns
-value a free bin, of which they fill the one worth most a node). Priced packings of one
-cost stay as they were: fewer nodes may be dearer ones. Patterns against the greedy stay
-by cost alone (``_priced``).
+free packings (price 0: they cost nothing either way) the one on fewer nodes wins, so 3
+sixteen-core nodes beat 10 four-core ones (the greedy values a free type at the least
+positive price to choose among them, as the patterns value a free bin, of which they fill
+the one worth most a node). Against the solver, a priced packing of the same cost on fewer
+nodes does not win (after the planner's recount it may be dearer); in the heuristic's menu
+search it does (``_less``). Patterns against the greedy stay by cost alone (``_priced``).
 ``bench/cost_gap.py`` measures the result against the configuration-LP lower bound.
 """
 
@@ -654,7 +654,7 @@ def _priced(
 ) -> Packing:
     """The heuristic: the per-group greedy with a local search over the menu (greedy
     choices per group can spread demand over too many node shapes, so drop a shape while
-    that is cheaper, or free on fewer nodes, and every job still fits somewhere), or
+    that is cheaper, or as cheap on fewer nodes, and every job still fits somewhere), or
     node patterns, whichever costs less. Both keep to ``max_nodes``, the jobs
     beyond a shape's going to the next cheapest that fits them (what none holds is
     ``left``); a smaller menu is taken only when it leaves no job beyond them."""
@@ -669,7 +669,10 @@ def _priced(
             if (
                 trial.unschedulable.keys() == best.unschedulable.keys()
                 and not trial.left
-                and (best.left or _less(_total(trial, prices), _total(best, prices)))
+                and (
+                    best.left
+                    or _less(_total(trial, prices), _total(best, prices), priced_ties=True)
+                )
             ):
                 best, menu, improved = trial, smaller, True
                 break
@@ -714,14 +717,18 @@ def _total(packing: Packing, prices: Mapping[Shape, float]) -> tuple[float, int]
     return packing.cost(prices), packing.total
 
 
-def _less(ours: tuple[float, int], theirs: tuple[float, int]) -> bool:
+def _less(ours: tuple[float, int], theirs: tuple[float, int], *, priced_ties: bool = False) -> bool:
     """Whether (cost, nodes) ``ours`` beats ``theirs``: cheaper (beyond a float's error), or
-    both free and on fewer nodes (two free types: 3 sixteen-core nodes, not 10 four-core).
-    Between priced packings of one cost the node count says nothing: the planner recounts
-    each type, and fewer nodes there could be more dear ones (review6)."""
+    as cheap and on fewer nodes, when both are free (two free types: 3 sixteen-core nodes,
+    not 10 four-core) or with ``priced_ties``. Against the solver's packing a priced tie
+    keeps the solver's: the planner recounts each type, and the greedy's fewer nodes came
+    out as one more dear node (review6). The heuristic's menu search breaks priced ties
+    on nodes (proportional prices tie exactly: c5.xlarge and c5.2xlarge), which with the
+    solver off leaves fewer jobs max-nodes on the recorded plans (175: none)."""
     if ours[0] < theirs[0] - 1e-9:
         return True
-    return max(ours[0], theirs[0]) <= 1e-9 and ours[1] < theirs[1]
+    tie = priced_ties or max(ours[0], theirs[0]) <= 1e-9
+    return tie and ours[0] <= theirs[0] + 1e-9 and ours[1] < theirs[1]
 
 
 def _share_out(
