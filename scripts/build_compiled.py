@@ -82,7 +82,13 @@ def check(scaler: Path = SCALER) -> list[str]:
     if not stamp.exists():
         return [p.name for p in built(scaler)]
     digests = json.loads(stamp.read_text())
-    return [m for m, d in sorted(digests.items()) if _digest(scaler / f"{m}.py") != d]
+    # a compiled module whose source is gone (removed or renamed) is stale too: its build
+    # is still imported under the old name
+    return [
+        m
+        for m, d in sorted(digests.items())
+        if not (scaler / f"{m}.py").exists() or _digest(scaler / f"{m}.py") != d
+    ]
 
 
 def build(modules: list[str]) -> None:
@@ -99,7 +105,9 @@ def build(modules: list[str]) -> None:
     for ext in package.iterdir():
         if ext.name.endswith(suffixes):
             shutil.copy2(ext, SCALER / ext.name)
-    STAMP.write_text(json.dumps({m: _digest(SCALER / f"{m}.py") for m in modules}, indent=1))
+    # the digests of the copies compiled, not of the sources now: a source edited during the
+    # build is then stale at once (review7)
+    STAMP.write_text(json.dumps({m: _digest(package / f"{m}.py") for m in modules}, indent=1))
 
 
 def main() -> int:

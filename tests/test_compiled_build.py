@@ -44,3 +44,14 @@ def test_check_names_an_extension_module_no_build_recorded(tmp_path: Path) -> No
     extension = "binpack" + importlib.machinery.EXTENSION_SUFFIXES[0]
     (tmp_path / extension).write_bytes(b"")
     assert script.check(tmp_path) == [extension]
+
+
+def test_check_names_a_compiled_module_whose_source_is_gone(tmp_path: Path) -> None:
+    # a module renamed after a build (git mv): its old build is still imported by the old
+    # name, and check() named nothing (it raised FileNotFoundError)
+    script = _script()
+    source = tmp_path / "memo.py"
+    source.write_text("X = 1\n")
+    (tmp_path / "_compiled.json").write_text(json.dumps({"memo": script._digest(source)}))
+    source.rename(tmp_path / "memos.py")
+    assert script.check(tmp_path) == ["memo"]
