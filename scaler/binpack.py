@@ -693,22 +693,21 @@ def _priced(
         for pattern in patterns:
             mixed[pattern.shape] += pattern.repeat
             booked[pattern.shape] += pattern.repeat * pattern.intervals
-        # Without a max the patterns serve every job; at one, what they leave is beyond it.
-        shared = _share_out(servable, patterns, target_time) if max_nodes else None
+        # What the patterns leave is beyond a max, or worth nothing in any filling (a job of
+        # a byte, no cores: pattern_pack stops); the greedy serves it then.
+        shared = _share_out(servable, patterns, target_time)
         beyond = dict(servable)
-        for jobs in (shared or {}).values():
+        for jobs in shared.values():
             for job, n in jobs.items():
                 beyond[job] -= n
-        beyond = {job: n for job, n in beyond.items() if n > 0 and shared is not None}
+        beyond = {job: n for job, n in beyond.items() if n > 0}
         # At equal cost the greedy's (not the fewer nodes, as elsewhere): the floor above
         # skips patterns that could at most tie, so they would win a tie only some times.
         fewer = sum(beyond.values()) - sum(left.values())
         cheaper = _cost(booked, prices) < _cost(intervals, prices) - 1e-9
         if fewer < 0 or (fewer == 0 and cheaper):
             counts, intervals, left = mixed, booked, beyond
-            assignment = (
-                shared if shared is not None else _share_out(servable, patterns, target_time)
-            )
+            assignment = shared
     # Why a job fits nowhere is said against the whole menu, not the trimmed one.
     return Packing(counts, unschedulable, assignment, intervals, left)
 

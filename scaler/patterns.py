@@ -134,9 +134,8 @@ def pattern_pack(
             score = worth / b.price if b.price > 0 else math.inf
             if best is None or (score, -b.price, worth) > best[:3]:
                 best = (score, -b.price, worth, i, pattern)
-        if best is None:  # every shape that could serve what is left is at its max
-            assert any(r < 1 for r in room.values()), "every group fits some node shape"
-            break
+        if best is None:  # every shape that could serve what is left is at its max, or
+            break  # what is left is worth nothing in any filling (a job of a byte): unserved
         _, _, _, i, pattern = best
         repeat = max(1, int(min(left[g] // (a * per[i][g]) for g, a in pattern.items())))
         b = bins[i]

@@ -384,3 +384,23 @@ def test_two_free_types_tie_on_cost_and_the_one_needing_fewer_nodes_wins(time_li
         assert packing.method == (
             "heuristic (as cheap as the solver's optimum over its fillings, on fewer nodes)"
         )
+
+
+@pytest.mark.parametrize("limit", [0.0, 10.0], ids=["heuristic", "solver"])
+@pytest.mark.parametrize("capped", [True, False], ids=["max", "no-max"])
+def test_a_job_worth_nothing_in_any_filling_does_not_break_cost_packing(limit, capped):
+    # A 1-byte job of no cores is worth less than the float slack in every node pattern, so
+    # no filling served it and pattern_pack asserted "every group fits some node shape"
+    # (review6). It stops now, and what the patterns leave the greedy serves: no job is
+    # lost, with a max or without (where the patterns were taken to serve every job).
+    a = Shape(1800, 16 * GiB, 8, 0, False)
+    b = Shape(3600, 7, 3, 0, False)
+    c = Shape(3600, 32 * GiB, 32, 0, True)
+    jobs = {Shape(3700, 8 * GiB, 2, 0, True): 3, Shape(60, 1, 0, 0, False): 12}
+    caps = {a: 3, c: 6} if capped else None
+    p = binpack(jobs, [a, b, c], 3600, {a: 0.5, b: 2, c: 1.0}, max_nodes=caps, time_limit=limit)
+    placed = Counter(p.left)
+    for share in p.assignment.values():
+        placed.update(share)
+    assert placed == Counter(jobs)
+    assert p.left == {}
