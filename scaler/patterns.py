@@ -130,10 +130,13 @@ def pattern_pack(
             worth = sum(value[g] * min(left[g], a * per[i][g]) for g, a in pattern.items())
             if not worth:
                 continue
-            # free bins all score inf: of those, the one worth most a node (fewest nodes)
+            # free bins all score inf: of those, the one worth most a node (fewest nodes);
+            # priced bins tie as before, the first (two worths a float's ulp apart may give
+            # one score: the larger worth must not win those)
             score = worth / b.price if b.price > 0 else math.inf
-            if best is None or (score, -b.price, worth) > best[:3]:
-                best = (score, -b.price, worth, i, pattern)
+            tie = worth if b.price <= 0 else 0.0
+            if best is None or (score, -b.price, tie) > best[:3]:
+                best = (score, -b.price, tie, i, pattern)
         if best is None:  # every shape that could serve what is left is at its max, or
             break  # what is left is worth nothing in any filling (a job of a byte): unserved
         _, _, _, i, pattern = best
