@@ -14,6 +14,7 @@ simulated slurmctld, ``tests/chaos/powersave.py``); ``both`` (the default) runs 
 (``tests/chaos/ha.py``); ``all`` runs the three.
 
     .venv/bin/python bench/chaos.py --mode ha --seeds 100     # two daemons, one elector
+    .venv/bin/python bench/chaos.py --mode push --packing cost --seeds 300   # plan by price
 
 Prints each violating seed with its violations and the tail of its event log, then a summary:
 violations per invariant, seeds per second. Exits 1 when any invariant was violated.
@@ -50,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         help="which mode (default both: push and power_save; all: with ha)",
     )
     ap.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    ap.add_argument(
+        "--packing",
+        default="count",
+        choices=("count", "cost"),
+        help="the planner's scaler.packing (default count; cost: by price, the default for "
+        "priced types; power_save launches by Slurm's requests, not by packing)",
+    )
     ap.add_argument("--show", type=int, default=5, help="violating seeds printed in full")
     args = ap.parse_args(argv)
     kinds = None if args.faults is None else tuple(k for k in args.faults.split(",") if k)
@@ -60,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is not None:
         failed = False
         for mode in modes:
-            result = run_seed(args.seed, kinds, mode=mode, verbose=args.verbose)
+            result = run_seed(
+                args.seed, kinds, mode=mode, verbose=args.verbose, packing=args.packing
+            )
             failed |= bool(result.violations)
             print(
                 result.report()
@@ -81,7 +91,7 @@ def run_mode(mode: str, args: argparse.Namespace, kinds: tuple[str, ...] | None)
     seeds_by_invariant: dict[str, list[int]] = collections.defaultdict(list)
     failing = 0
     seeds = range(args.first, args.first + args.seeds)
-    for result in run_seeds(seeds, kinds, mode=mode, workers=args.workers):
+    for result in run_seeds(seeds, kinds, mode=mode, workers=args.workers, packing=args.packing):
         if not result.violations:
             continue
         failing += 1
@@ -95,7 +105,8 @@ def run_mode(mode: str, args: argparse.Namespace, kinds: tuple[str, ...] | None)
     total = sum(by_invariant.values())
     allowed = ",".join(kinds if kinds is not None else mode_kinds(mode))
     print(
-        f"{mode}: {args.seeds} seeds x 6 simulated hours, faults {allowed}: {total} "
+        f"{mode} ({args.packing} packing): {args.seeds} seeds x 6 simulated hours, "
+        f"faults {allowed}: {total} "
         f"violations in {failing} seeds; {elapsed:.1f} s, {args.seeds / elapsed:.2f} seeds/s "
         f"({args.workers} processes)"
     )

@@ -162,7 +162,8 @@ Sabotage = Callable[[Plan, Snapshot, float], Plan]
 
 
 def chaos_config(seed: int, plan: FaultPlan, state_dir: Path, mode: str = "push") -> ShoalConfig:
-    """A small cluster: three node types (one spot), tight timers, count packing. In
+    """A small cluster: three node types (one spot), tight timers, count packing (``run_seed``
+    may switch it to cost packing: every type here has a price). In
     power-saving mode Slurm's power saving drives it (``powersave``): two zones, and a node
     type with two instance types, so a launch has several offerings to choose from."""
     power = mode == "power_save"
@@ -1028,11 +1029,14 @@ def run_seed(
     mode: str = "push",
     verbose: bool = False,
     sabotage: Sabotage | None = None,
+    packing: str = "count",
 ) -> SeedResult:
     """One seed, in a fresh event loop and a fresh ``state_dir``. ``sabotage`` rewrites every
     plan (the harness's own tests plant bugs with it, to show each invariant can fail).
     ``mode``: ``push`` (shoal's planner, demand pushed), ``power_save`` (Slurm's power
-    saving: ``powersave``) or ``ha`` (push mode with two daemons and one elector: ``ha``)."""
+    saving: ``powersave``) or ``ha`` (push mode with two daemons and one elector: ``ha``).
+    ``packing``: the planner's ``scaler.packing``, ``count`` (Toil's, the seeds' default)
+    or ``cost`` (the default wherever every node type has a price, as here)."""
     allowed = frozenset(mode_kinds(mode) if kinds is None else kinds)
     unknown = allowed - set(KINDS)
     if unknown:
@@ -1050,6 +1054,9 @@ def run_seed(
             run = HaRun(seed, allowed, Path(tmp), verbose, sabotage)
         else:
             run = _Run(seed, allowed, Path(tmp), verbose, sabotage, mode)
+        if packing != run.config.scaler.packing:
+            scaler = run.config.scaler.model_copy(update={"packing": packing})
+            run.config = run.config.model_copy(update={"scaler": scaler})
         random.seed(f"jitter-{seed}")  # the retry layer's jitter draws from the global stream
         _freeze_heap()
         _CURRENT.append(run)
@@ -1102,17 +1109,18 @@ def run_seeds(
     *,
     mode: str = "push",
     workers: int = 2,
+    packing: str = "count",
 ) -> Iterator[SeedResult]:
     """Many seeds over ``workers`` processes, in seed order."""
     seeds = list(seeds)
     chosen = None if kinds is None else tuple(kinds)
     if workers <= 1:
         for s in seeds:
-            yield run_seed(s, chosen, mode=mode)
+            yield run_seed(s, chosen, mode=mode, packing=packing)
         return
     import concurrent.futures
     import functools
 
     with concurrent.futures.ProcessPoolExecutor(workers) as pool:
-        run = functools.partial(run_seed, kinds=chosen, mode=mode)
+        run = functools.partial(run_seed, kinds=chosen, mode=mode, packing=packing)
         yield from pool.map(run, seeds, chunksize=4)

@@ -1,6 +1,7 @@
 """The chaos harness in ``make test``: 200 seeds in push mode, 60 in Slurm's power-saving
 mode (``tests/chaos/powersave.py``) and 16 with two daemons and one elector
-(``tests/chaos/ha.py``), six simulated hours each with random faults, and not one violation
+(``tests/chaos/ha.py``), with count packing, and 60 push and 8 ha seeds with cost packing,
+six simulated hours each with random faults, and not one violation
 of shoal's invariants (``tests/chaos/harness.py``, ``powersave.py`` and ``ha.py`` list them).
 A failure prints each violating seed with its violations and the tail of its event log;
 replay one with ``bench/chaos.py --mode MODE --seed S --verbose``."""
@@ -38,10 +39,45 @@ SEEDS = {
 WORKERS = 2  # this machine's cores
 
 
+# cost packing, the default wherever every node type has a price (as in the harness's
+# cluster): seeds from 1,000,000 on, so they are not the count-packing seeds again. Power
+# saving is left out: Slurm's requests, not the planner's packing, launch its nodes.
+COST_SEEDS = {
+    "push": int(os.environ.get("SHOAL_CHAOS_COST_SEEDS", "60")),
+    "ha": int(os.environ.get("SHOAL_CHAOS_COST_HA_SEEDS", "8")),
+}
+COST_FIRST = 1_000_000
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_every_invariant_holds_over_the_seeds(mode: str) -> None:
-    seeds = SEEDS[mode]
-    results = run_seeds(range(seeds), mode=mode, workers=WORKERS)
+    _assert_no_violation(mode, range(SEEDS[mode]), "count")
+
+
+@pytest.mark.parametrize("mode", sorted(COST_SEEDS))
+def test_every_invariant_holds_over_the_seeds_with_cost_packing(mode: str) -> None:
+    _assert_no_violation(mode, range(COST_FIRST, COST_FIRST + COST_SEEDS[mode]), "cost")
+
+
+def test_the_cost_packing_seeds_plan_with_cost_packing() -> None:
+    """The seeds above really plan by price: their launches say so (in count packing none
+    does), so a harness that lost the setting would not pass for one that tests it."""
+    for packing, expected in (("cost", True), ("count", False)):
+        messages: list[str] = []
+
+        def spy(plan: Plan, snapshot: Snapshot, t: float, into: list[str] = messages) -> Plan:
+            into.extend(launch.message for launch in plan.launches)
+            return plan
+
+        result = run_seed(COST_FIRST, mode="push", sabotage=spy, packing=packing)
+        assert not result.violations
+        assert messages, "the seed launched nothing"
+        # (a gang's launch names no packing: a gang runs on one type, placed before it)
+        assert any("cost packing" in m for m in messages) == expected, messages[:3]
+
+
+def _assert_no_violation(mode: str, seeds: range, packing: str) -> None:
+    results = run_seeds(seeds, mode=mode, workers=WORKERS, packing=packing)
     failing = [r for r in results if r.violations]
     summary = "\n\n".join(r.report(tail=25) for r in failing[:3])
     counts: dict[str, int] = {}
@@ -49,8 +85,8 @@ def test_every_invariant_holds_over_the_seeds(mode: str) -> None:
         for v in r.violations:
             counts[v.invariant] = counts.get(v.invariant, 0) + 1
     assert not failing, (
-        f"{len(failing)} of {seeds} seeds ({mode}) violate an invariant {counts}; seeds "
-        f"{[r.seed for r in failing][:30]}\n\n{summary}"
+        f"{len(failing)} of {len(seeds)} seeds ({mode}, {packing} packing) violate an "
+        f"invariant {counts}; seeds {[r.seed for r in failing][:30]}\n\n{summary}"
     )
 
 
