@@ -13,7 +13,7 @@ as long as its jobs run.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -63,16 +63,22 @@ def _longest(job: Shape, node: Shape, target_time: float) -> int:
     return max(first, math.ceil(starts * job.wallTime / node.wallTime - EPS))
 
 
+def _bookings(job: Shape, node: Shape, target_time: float) -> Iterator[tuple[int, float]]:
+    """Each booking (intervals) a node of ``node`` may take for jobs of ``job``, shortest
+    first, with the jobs a node then holds (inf: no limit)."""
+    width = columns(res(node), res(job))
+    for k in range(first_booking(job, node), _longest(job, node, target_time) + 1):
+        j = per_column(job, node, k, target_time)
+        yield k, (math.inf if width == math.inf or j == math.inf else width * j)
+
+
 @lru_cache(maxsize=8192)
 def best_booking(job: Shape, node: Shape, n: int, target_time: float) -> tuple[int, float]:
     """For ``n`` jobs of one shape on empty nodes: the booking (intervals) and the jobs a
     node then holds, for the fewest billed intervals, then the fewest nodes. Remembered:
     the packers ask for the same few bookings over and over."""
-    width = columns(res(node), res(job))
     best: tuple[tuple[float, float], int, float] | None = None
-    for k in range(first_booking(job, node), _longest(job, node, target_time) + 1):
-        j = per_column(job, node, k, target_time)
-        per_node = math.inf if width == math.inf or j == math.inf else width * j
+    for k, per_node in _bookings(job, node, target_time):
         if per_node <= 0:
             continue
         nodes = 1 if per_node == math.inf else math.ceil(n / per_node)
@@ -88,11 +94,8 @@ def best_booking(job: Shape, node: Shape, n: int, target_time: float) -> tuple[i
 def densest_booking(job: Shape, node: Shape, target_time: float) -> tuple[int, float]:
     """The booking (intervals) in which a node holds the most jobs of ``job`` (of those, the
     fewest intervals), and how many: what serves the most jobs at a node limit."""
-    width = columns(res(node), res(job))
     best: tuple[int, float] = (first_booking(job, node), 0)
-    for k in range(first_booking(job, node), _longest(job, node, target_time) + 1):
-        j = per_column(job, node, k, target_time)
-        per_node = math.inf if width == math.inf or j == math.inf else width * j
+    for k, per_node in _bookings(job, node, target_time):
         if per_node > best[1]:
             best = (k, per_node)
     return best
