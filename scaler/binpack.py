@@ -90,7 +90,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.scaler.booking import best_booking, densest_booking, first_booking, horizon
 from shoal.scaler.memo import Memo
-from shoal.scaler.patterns import Pattern, pattern_floor, pattern_pack
+from shoal.scaler.patterns import Pattern, free_value, pattern_floor, pattern_pack
 from shoal.scaler.resources import EPS as _EPS
 from shoal.scaler.resources import Res
 from shoal.scaler.resources import columns as _columns
@@ -878,7 +878,7 @@ def _bulk(
     tied = [s for s, c in zip(shapes, costs, strict=True) if c == least]
     if len(tied) == 1:
         return tied[0]
-    floor = min((p for p in prices.values() if p > 0), default=1.0)
+    floor = free_value(prices.values())
     return min(tied, key=lambda s: _per_job(job, s, {s: prices[s] or floor}, target_time))
 
 

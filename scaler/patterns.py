@@ -25,7 +25,7 @@ the same groups pass after pass.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from itertools import chain
 from typing import NamedTuple
@@ -51,6 +51,12 @@ FILLINGS: Memo[tuple[tuple[int, int], ...]] = Memo(4096)
 # (review3: 733 MB at 4,000 groups), and such a queue rarely repeats anyway. At this cap
 # the memo holds at most a few tens of MB.
 _REMEMBERED_GROUPS = 32
+
+
+def free_value(prices: Iterable[float]) -> float:
+    """What a free node (price 0) is valued at when choosing among free ones: the least
+    positive price (1 without one), so a node that holds more is worth more, as priced ones."""
+    return min((p for p in prices if p > 0), default=1.0)
 
 
 class Pattern(NamedTuple):
@@ -102,7 +108,7 @@ def pattern_pack(
     # free bin (price 0) is valued at the least positive price, not at 0: a group of value 0
     # has no worth in any filling, so no pattern would ever serve it (its patterns still
     # score infinite worth per dollar below, so free bins are filled first).
-    floor = min((b.price for b in bins if b.price > 0), default=1.0)
+    floor = free_value(b.price for b in bins)
     value = [
         min(
             (b.price or floor) / (width[i][g] * per[i][g])
