@@ -78,7 +78,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from shoal.daemon.nodes import NodeTracker, TrackedNode, TrackedState
+from shoal.daemon.nodes import NodeTracker, SameRecords, TrackedNode, TrackedState
 from shoal.providers.base import TAG_REQUEST_ID
 from shoal.providers.errors import RetryableError
 from shoal.providers.outcomes import LaunchAttempt
@@ -419,9 +419,8 @@ class LaunchJournal:
     def __init__(self, store: DurableStore) -> None:
         self.store = store
         self._load(store.section("ledger", self._dump, self._load))
-        # the tracker's records at the last ``sync``, their ids, and the joined nodes of them
-        self._walked: tuple[tuple[TrackedNode, ...], tuple[int, ...], dict[str, Any]]
-        self._walked = ((), (-1,), {})
+        # the joined nodes of the tracker's records at the last ``sync``, kept while they are
+        self._walked: SameRecords[dict[str, list[float | None]]] = SameRecords()
 
     def _load(self, loaded: Any) -> None:
         """Take the section as read (at start, and again by ``DurableStore.reload``)."""
@@ -477,16 +476,7 @@ class LaunchJournal:
         not walked again while the tracker holds the very records of the last walk."""
         dropped = [r for r in answered if self._intents.pop(r, None) is not None]
         entries = [_entry(t) for t in tracker.pending() if t.state is not TrackedState.TERMINATED]
-        records = tuple(tracker.records())
-        ids = tuple(map(id, records))  # the records are held (``_walked``): no id reused
-        if ids != self._walked[1]:
-            joined: dict[str, list[float | None]] = {
-                t.id: [t.joined_at, t.missing_since]
-                for t in records
-                if t.joined_at is not None and t.listed and t.state is not TrackedState.TERMINATED
-            }
-            self._walked = (records, ids, joined)
-        joined = self._walked[2]
+        joined = self._walked.get(tracker.records(), (), _joined)
         if dropped or entries != self._entries or joined != self._joined:
             self._entries, self._joined = entries, joined
             self.store.changed()
@@ -546,6 +536,15 @@ class LaunchJournal:
         lost = RetryableError("launch in flight when the daemon stopped")
         attempt = LaunchAttempt(request_id, offering, count, token, error=lost)
         return tracker.record_launch([attempt], at)
+
+
+def _joined(records: tuple[TrackedNode, ...]) -> dict[str, list[float | None]]:
+    """The nodes seen joined (listed, not terminated): when, and since when missing."""
+    return {
+        t.id: [t.joined_at, t.missing_since]
+        for t in records
+        if t.joined_at is not None and t.listed and t.state is not TrackedState.TERMINATED
+    }
 
 
 def _entry(tracked: TrackedNode) -> dict[str, Any]:

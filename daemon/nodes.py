@@ -58,9 +58,10 @@ import bisect
 import datetime as dt
 import enum
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from operator import attrgetter
+from typing import Generic, TypeVar, cast
 
 from shoal.providers.base import (
     TAG_AUTOSCALED,
@@ -190,6 +191,35 @@ def _by_id(records: Iterable[TrackedNode]) -> list[TrackedNode]:
     return sorted(records, key=_name)
 
 
+T = TypeVar("T")
+
+
+class SameRecords(Generic[T]):
+    """A value made from a tracker's records, made again only when the records are not the
+    very same objects as last time, or ``extra`` (what else it was made from) changed. The
+    records are held here, so no other object takes one's id while the value is kept: a
+    pass's listing mostly changes nothing, and the readers ask after every pass."""
+
+    __slots__ = ("_key", "_records", "_value")
+
+    def __init__(self) -> None:
+        self._records: tuple[TrackedNode, ...] = ()
+        self._key: object = None  # no key equals it: the first ``get`` makes the value
+        self._value: T | None = None
+
+    def get(
+        self,
+        records: Iterable[TrackedNode],
+        extra: tuple[object, ...],
+        make: Callable[[tuple[TrackedNode, ...]], T],
+    ) -> T:
+        held = tuple(records)
+        key = (tuple(map(id, held)), extra)
+        if key != self._key:
+            self._records, self._key, self._value = held, key, make(held)
+        return cast(T, self._value)
+
+
 class NodeTracker:
     """Tracks workers across passes; ``observe`` applies a provider listing, ``record_launch``
     what ``addNodes`` reported."""
@@ -220,12 +250,9 @@ class NodeTracker:
         # each node's last NodeInfo, with the record it was made from (kept while the
         # record is the same object: a pass's listing mostly changes nothing)
         self._infos: dict[str, tuple[TrackedNode, NodeInfo]] = {}
-        # the last ``infos()`` and ``next_deadline``'s times, with what they were made from:
-        # the records (held, so no other object takes one's id) and the key of their ids
-        self._made: tuple[tuple[TrackedNode, ...], tuple[object, ...], tuple[NodeInfo, ...]]
-        self._made = ((), (None,), ())
-        self._deadlines: tuple[tuple[TrackedNode, ...], tuple[object, ...], list[float]]
-        self._deadlines = ((), (None,), [])
+        # the last ``infos()`` and ``next_deadline``'s times, kept while the records are
+        self._made: SameRecords[tuple[NodeInfo, ...]] = SameRecords()
+        self._deadlines: SameRecords[list[float]] = SameRecords()
         self.set_node_types(node_types)
 
     def set_node_types(self, node_types: Iterable[NodeType]) -> None:
@@ -343,11 +370,11 @@ class NodeTracker:
         planner's), the unhealthy timeout of a joined node missing from the reads, and a
         ledger entry's TTL (``expire``). The times, sorted, are kept while no record changed
         (a pass's listing mostly changes nothing, and the loop asks after every pass)."""
-        records = tuple(self._nodes.values())
-        key = (*map(id, records), join_timeout, unhealthy_timeout, self.ledger_ttl)
-        if key != self._deadlines[1]:
-            self._deadlines = (records, key, self._times(join_timeout, unhealthy_timeout))
-        times = self._deadlines[2]
+        times = self._deadlines.get(
+            self._nodes.values(),
+            (join_timeout, unhealthy_timeout, self.ledger_ttl),
+            lambda _: self._times(join_timeout, unhealthy_timeout),
+        )
         first = bisect.bisect_right(times, now)
         return times[first] if first < len(times) else None
 
@@ -590,10 +617,9 @@ class NodeTracker:
         """The planner's view: every node not terminated, ledger entries not expired included;
         not stopped ones (no capacity: the loop terminates them) nor interrupted ones. The
         same tuple again while no record changed and no node was marked interrupted."""
-        records = tuple(self._nodes.values())
-        key = (*map(id, records), None, *self._interrupted)
-        if key == self._made[1]:
-            return self._made[2]
+        return self._made.get(self._nodes.values(), tuple(self._interrupted), self._make_infos)
+
+    def _make_infos(self, _: tuple[TrackedNode, ...]) -> tuple[NodeInfo, ...]:
         made = self._infos
         infos: dict[str, tuple[TrackedNode, NodeInfo]] = {}
         for t in self.all():
@@ -607,8 +633,7 @@ class NodeTracker:
             last = made.get(t.id)
             infos[t.id] = last if last is not None and last[0] is t else (t, t.info())
         self._infos = infos
-        self._made = (records, key, tuple(info for _, info in infos.values()))
-        return self._made[2]
+        return tuple(info for _, info in infos.values())
 
     def stopped(self) -> list[TrackedNode]:
         """Autoscaled nodes the cloud lists stopped or stopping, not yet terminated."""
