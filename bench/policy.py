@@ -69,6 +69,8 @@ from shoal.scaler.model import Policy  # noqa: E402
 from shoal.scaler.patterns import FILLINGS  # noqa: E402
 from shoal.scaler.planner import NEEDS, usable_shape  # noqa: E402
 
+from bench.scaler_build import announce  # noqa: E402
+
 CONFIG = ROOT / "bench" / "policy.yaml"
 STATES = ("boot", "idle", "busy")
 
@@ -448,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for default in whole.defaults:  # what the reader assumed where the log says nothing
         print(f"  assumed {default}")
     print(f"menu: {args.config}, {len(config.node_types)} node types; {len(variants)} variants")
+    announce()
     started = time.monotonic()
     results = replay_all(trace, variants, ReplayOptions(seed=args.seed), args.j)
     cpu = ", ".join(f"{cpu:.0f} s" for _, _, cpu in results)

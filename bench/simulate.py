@@ -63,6 +63,8 @@ from shoal.scaler.binpack import COST_PACKINGS  # noqa: E402
 from shoal.scaler.patterns import FILLINGS  # noqa: E402
 from shoal.scaler.planner import NEEDS  # noqa: E402
 
+from bench.scaler_build import announce  # noqa: E402
+
 CONFIG = ROOT / "examples" / "simulate.yaml"
 SLURM_CONFIG = ROOT / "bench" / "hpc-slurm.yaml"  # for --trace: a batch scheduler's log
 
@@ -220,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(config_path)
     source = f"slurm every {config.slurm.poll_interval:g} s" if config.slurm else "pushed"
     print(f"config: {config_path} (demand: {source})")
+    announce()
 
     start = time.perf_counter()
     if args.trace is not None:

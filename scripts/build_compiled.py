@@ -91,6 +91,22 @@ def check(scaler: Path = SCALER) -> list[str]:
     ]
 
 
+def describe(scaler: Path = SCALER) -> str:
+    """One line saying which scaler a run measures (the bench scripts print it beside their
+    figures): pure Python, a compiled build, or a stale one, named with how to mend it."""
+    extensions = built(scaler)
+    if not extensions:
+        return "pure Python"
+    stale = check(scaler)
+    if stale:
+        return (
+            f"compiled with mypyc, STALE (old code runs: `make compiled` to rebuild, "
+            f"`make compiled-clean` to remove): {', '.join(stale)}"
+        )
+    n = len(extensions)
+    return f"compiled with mypyc ({n} extension module{'' if n == 1 else 's'})"
+
+
 def build(modules: list[str]) -> None:
     clean()
     package = STAGE / "shoal" / "scaler"

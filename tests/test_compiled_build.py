@@ -55,3 +55,31 @@ def test_check_names_a_compiled_module_whose_source_is_gone(tmp_path: Path) -> N
     (tmp_path / "_compiled.json").write_text(json.dumps({"memo": script._digest(source)}))
     source.rename(tmp_path / "memos.py")
     assert script.check(tmp_path) == ["memo"]
+
+
+def test_describe_says_pure_compiled_or_stale_with_how_to_mend(tmp_path: Path) -> None:
+    # the bench scripts print it beside their figures (bench/scaler_build.py): a stale build
+    # times old code, and without the line a reader could not tell which scaler ran
+    script = _script()
+    source = tmp_path / "binpack.py"
+    source.write_text("X = 1\n")
+    assert script.describe(tmp_path) == "pure Python"
+    (tmp_path / ("binpack" + importlib.machinery.EXTENSION_SUFFIXES[0])).write_bytes(b"")
+    (tmp_path / "_compiled.json").write_text(json.dumps({"binpack": script._digest(source)}))
+    assert script.describe(tmp_path) == "compiled with mypyc (1 extension module)"
+    source.write_text("X = 2\n")
+    stale = script.describe(tmp_path)
+    assert stale.startswith("compiled with mypyc, STALE") and stale.endswith(": binpack")
+    assert "make compiled" in stale and "make compiled-clean" in stale
+
+
+def test_the_bench_scripts_say_which_scaler_they_measure(capsys) -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from bench.scaler_build import announce
+
+    announce()
+    out = capsys.readouterr()
+    assert out.out == f"scaler: {_script().describe()}\n"
+    assert ("STALE" in out.out) == ("warning" in out.err)
