@@ -369,15 +369,13 @@ def binpack(
         return _remembered(groups, nodes, target_time, prices, max_nodes or {}, time_limit)
     # Node shapes pack independently (each job shape goes to the first that fits), so the
     # best per node shape over the three lane bookkeepings is a valid packing.
-    best, assignment, unschedulable = _lane_packings(groups, nodes, target_time, held)
+    best, assignment, unschedulable, floors = _lane_packings(groups, nodes, target_time, held)
     # Small inputs also go job by job on exact timelines, which the lanes approximate,
     # both free-running and booked by billing interval. The booked one is Toil's own
     # packing, so nothing with more nodes than it is taken.
     # Every packing gives each group to its first fitting node shape, largest group first.
     for shape, share in assignment.items():
-        if sum(share.values()) <= TIMELINE_LIMIT and not _at_floor(
-            best[shape], _timeline_floor(share, shape, target_time)
-        ):
+        if sum(share.values()) <= TIMELINE_LIMIT and not _at_floor(best[shape], floors[shape]):
             # a shape both running and queued is one entry of ``share``: split it again
             first = [(job, held[job]) for job in share if job in held]
             rest = [(job, n - held.get(job, 0)) for job, n in share.items()]
@@ -462,12 +460,21 @@ def _lane_packings(
     nodes: list[Shape],
     target_time: float,
     pinned: dict[Shape, int] | None = None,
-) -> tuple[dict[Shape, tuple[int, int]], dict[Shape, dict[Shape, int]], dict[Shape, list[str]]]:
-    """Count packing on lanes, the three bookkeepings side by side (what ``_pack`` does
-    without prices, once per split, in one pass): per node shape the best (billed
-    intervals, nodes) of the three, which jobs each node shape gets (``pinned`` ones
-    included: they go first, each starting at 0), and the jobs that fit none."""
-    pools = {s: [_Pool(s, target_time, split) for split in SPLITS] for s in nodes}
+) -> tuple[
+    dict[Shape, tuple[int, int]],
+    dict[Shape, dict[Shape, int]],
+    dict[Shape, list[str]],
+    dict[Shape, tuple[int, int] | None],
+]:
+    """Count packing on lanes, the three bookkeepings one after another (what ``_pack``
+    does without prices, once per split): per node shape the best (billed intervals, nodes)
+    of them, which jobs each node shape gets (``pinned`` ones included: they go first, each
+    starting at 0), the jobs that fit none, and per node shape the floor under every
+    packing of its jobs (``_timeline_floor``; None: none taken, past ``TIMELINE_LIMIT`` jobs).
+
+    A bookkeeping at the floor in both counts cannot be beaten, so the rest are skipped:
+    the same best (equal tuples are equal packings), for a third of the work on real logs
+    of long whole-node jobs (``WIDTH``, the first, is the best or tied in nearly all)."""
     assignment: dict[Shape, dict[Shape, int]] = {}
     unschedulable: dict[Shape, list[str]] = {}
     pinned = pinned or {}
@@ -475,6 +482,7 @@ def _lane_packings(
         *((job, n, 0.0) for job, n in sorted(pinned.items(), key=_by_toil, reverse=True)),
         *((job, groups[job], None) for job in sorted(groups, key=_TOIL_ORDER, reverse=True)),
     ]
+    runs: dict[Shape, list[tuple[Shape, int, float | None]]] = {s: [] for s in nodes}
     for job, n, latest in order:
         shape = next((s for s in nodes if not job.fits_in(s)), None)
         if shape is None:
@@ -482,12 +490,31 @@ def _lane_packings(
             continue
         share = assignment.setdefault(shape, {})
         share[job] = share.get(job, 0) + n
-        for pool in pools[shape]:
-            left = n - pool.place(job, n, latest)
-            if left > 0:
-                pool.open(job, left, latest)
-    best = {s: min((pool.intervals, pool.nodes) for pool in pools[s]) for s in nodes}
-    return best, assignment, unschedulable
+        runs[shape].append((job, n, latest))
+    best: dict[Shape, tuple[int, int]] = {}
+    floors: dict[Shape, tuple[int, int] | None] = {}
+    for shape, run in runs.items():
+        share = assignment.get(shape)
+        if not share:
+            best[shape], floors[shape] = (0, 0), None
+            continue
+        floor = floors[shape] = (
+            _timeline_floor(share, shape, target_time)
+            if sum(share.values()) <= TIMELINE_LIMIT
+            else None
+        )
+        for split in SPLITS:
+            pool = _Pool(shape, target_time, split)
+            for job, n, latest in run:
+                left = n - pool.place(job, n, latest)
+                if left > 0:
+                    pool.open(job, left, latest)
+            packed = (pool.intervals, pool.nodes)
+            if shape not in best or packed < best[shape]:
+                best[shape] = packed
+            if _at_floor(best[shape], floor):
+                break
+    return best, assignment, unschedulable, floors
 
 
 def _remembered(*inputs: Any) -> Packing:

@@ -1,10 +1,10 @@
-"""Count packing skips its two timeline packings when the lanes are at a lower bound.
+"""Count packing skips packings that cannot win when a packing is at a lower bound.
 
-``binpack._timeline_floor`` bounds (billed intervals, nodes) of every timeline packing
-from below; when the lanes' best is at or under it in both, binpack keeps the lanes'
-best without packing the timelines. These tests check the bound against both timelines
-on random inputs, binpack with the skip against binpack that always packs the
-timelines (the behaviour before it), and that the skip happens where it should.
+``binpack._timeline_floor`` bounds (billed intervals, nodes) of every packing from below;
+when a lane bookkeeping's result is at or under it in both, binpack keeps it without
+packing the other lane bookkeepings or the timelines. These tests check the bound against
+both timelines on random inputs, binpack with the skips against binpack that always packs
+everything (the behaviour before them), and that the skips happen where they should.
 """
 
 from __future__ import annotations
@@ -126,3 +126,50 @@ def test_lanes_at_the_floors_node_count_but_not_its_intervals_still_pack_the_tim
     packing = binpack(jobs, [node], target_time=0.0)
     # lanes: 17 nodes, 109 intervals; both timelines: 17 nodes, 108 intervals
     assert (packing.intervals[node], packing.counts[node]) == (108, 17)
+
+
+def test_the_lanes_stop_at_the_first_bookkeeping_at_the_floor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Long whole-node jobs: the first lane bookkeeping (WIDTH) is at the floor, so the
+    other two are not packed; short jobs (no floor) pack all three."""
+    splits: list[str] = []
+    real = binpack_module._Pool
+
+    def recording(shape: Shape, target_time: float, split: str = binpack_module.WIDTH):
+        splits.append(split)
+        return real(shape, target_time, split)
+
+    monkeypatch.setattr(binpack_module, "_Pool", recording)
+    node = Shape(3600, 16 * GiB, 8, 0, False)
+    whole = {Shape(36000, 8 * GiB, 8, 0, False): 16, Shape(90000, 8 * GiB, 8, 0, False): 16}
+    assert binpack(whole, [node], target_time=1800).counts == {node: 32}
+    assert splits == [binpack_module.WIDTH]
+    splits.clear()
+    binpack({Shape(600, 8 * GiB, 8, 0, False): 4}, [node], target_time=1800)
+    assert splits == list(binpack_module.SPLITS)
+
+
+def test_a_bookkeeping_above_the_floor_does_not_stop_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """WIDTH needs 8 nodes here, over the floor of 7, so TIME is packed too (7 nodes: at
+    the floor, so WHOLE is not); the result is TIME's 7, as with every packing made."""
+    splits: list[str] = []
+    real = binpack_module._Pool
+
+    def recording(shape: Shape, target_time: float, split: str = binpack_module.WIDTH):
+        splits.append(split)
+        return real(shape, target_time, split)
+
+    node = Shape(0, 16 * GiB, 2, 0, False)
+    jobs = {
+        Shape(60, 4 * GiB, 1, 0, False): 6,
+        Shape(1801, 2 * GiB, 2, 0, False): 7,
+        Shape(60, 4 * GiB, 2, 0, False): 12,
+    }
+    assert _timeline_floor(jobs, node, 1800.0) == (7, 7)
+    monkeypatch.setattr(binpack_module, "_Pool", recording)
+    packing = binpack(jobs, [node], target_time=1800.0)
+    assert (packing.intervals[node], packing.counts[node]) == (7, 7)
+    assert splits == [binpack_module.WIDTH, binpack_module.TIME]
