@@ -48,7 +48,7 @@ targets = st.sampled_from([0.0, 600.0, 1800.0, 3600.0])
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(share=jobs, node=nodes, target=targets, pinned=st.integers(0, 3))
-def test_the_floor_is_below_both_timelines(
+def test_the_floor_is_below_both_timelines_and_the_lanes(
     share: dict[Shape, int], node: Shape, target: float, pinned: int
 ) -> None:
     share = {job: n for job, n in share.items() if not job.fits_in(node)}
@@ -61,6 +61,13 @@ def test_the_floor_is_below_both_timelines(
         schedule = timeline_pack(rest, node, target, booked=booked, pinned=first)
         assert billed_intervals(schedule, node) >= floor[0]
         assert len(schedule) >= floor[1]
+    for split in binpack_module.SPLITS:  # and below each lane bookkeeping (they stop at it)
+        pool = binpack_module._Pool(node, target, split)
+        for job, n, latest in [*((j, n, 0.0) for j, n in first), *((j, n, None) for j, n in rest)]:
+            left = n - pool.place(job, n, latest)
+            if left > 0:
+                pool.open(job, left, latest)
+        assert (pool.intervals >= floor[0], pool.nodes >= floor[1]) == (True, True)
 
 
 def _packings(
