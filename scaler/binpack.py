@@ -493,26 +493,26 @@ def _lane_packings(
         runs[shape].append((job, n, latest))
     best: dict[Shape, tuple[int, int]] = {}
     floors: dict[Shape, tuple[int, int] | None] = {}
-    for shape, run in runs.items():
-        share = assignment.get(shape)
-        if not share:
-            best[shape], floors[shape] = (0, 0), None
+    for node, run in runs.items():
+        mine = assignment.get(node, {})
+        if not mine:
+            best[node], floors[node] = (0, 0), None
             continue
-        floor = floors[shape] = (
-            _timeline_floor(share, shape, target_time)
-            if sum(share.values()) <= TIMELINE_LIMIT
+        floor = floors[node] = (
+            _timeline_floor(mine, node, target_time)
+            if sum(mine.values()) <= TIMELINE_LIMIT
             else None
         )
         for split in SPLITS:
-            pool = _Pool(shape, target_time, split)
+            pool = _Pool(node, target_time, split)
             for job, n, latest in run:
                 left = n - pool.place(job, n, latest)
                 if left > 0:
                     pool.open(job, left, latest)
             packed = (pool.intervals, pool.nodes)
-            if shape not in best or packed < best[shape]:
-                best[shape] = packed
-            if _at_floor(best[shape], floor):
+            if node not in best or packed < best[node]:
+                best[node] = packed
+            if _at_floor(best[node], floor):
                 break
     return best, assignment, unschedulable, floors
 

@@ -52,8 +52,8 @@ from mypyc.build import mypycify
 
 paths = [f"shoal/scaler/{m}.py" for m in sys.argv[1].split(",")]
 group = sys.argv[2]
+flags = sys.argv[3].split(",")
 sys.argv = [sys.argv[0], "build_ext", "--inplace"]
-flags = ["--explicit-package-bases", "--ignore-missing-imports", "--follow-imports=silent"]
 setup(name="shoal-compiled", ext_modules=mypycify([*flags, *paths], group_name=group))
 """
 
@@ -107,15 +107,33 @@ def describe(scaler: Path = SCALER) -> str:
     return f"compiled with mypyc ({n} extension module{'' if n == 1 else 's'})"
 
 
-def build(modules: list[str]) -> None:
-    clean()
-    package = STAGE / "shoal" / "scaler"
+FLAGS = ("--explicit-package-bases", "--ignore-missing-imports", "--follow-imports=silent")
+
+
+def _stage(stage: Path) -> Path:
+    """Copy every scaler module to ``stage``/shoal/scaler (mypyc names a module by its path)."""
+    package = stage / "shoal" / "scaler"
     package.mkdir(parents=True)
     for source in SCALER.glob("*.py"):
         shutil.copy2(source, package / source.name)
+    return package
+
+
+def typecheck(modules: list[str], stage: Path) -> subprocess.CompletedProcess[str]:
+    """mypy on ``modules`` as the build checks them (mypyc compiles only code that type-checks;
+    a change that does not would make ``make compiled`` fall back to pure Python)."""
+    _stage(stage)
+    paths = [f"shoal/scaler/{m}.py" for m in modules]
+    command = [sys.executable, "-m", "mypy", *FLAGS, *paths]
+    return subprocess.run(command, cwd=stage, capture_output=True, text=True, check=False)
+
+
+def build(modules: list[str]) -> None:
+    clean()
+    package = _stage(STAGE)
     setup = STAGE / "setup_mypyc.py"
     setup.write_text(SETUP)
-    command = [sys.executable, setup.name, ",".join(modules), GROUP]
+    command = [sys.executable, setup.name, ",".join(modules), GROUP, ",".join(FLAGS)]
     subprocess.run(command, cwd=STAGE, check=True)
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
     for ext in package.iterdir():
