@@ -5,6 +5,7 @@ would time (and plan with) old code."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -19,7 +20,9 @@ def describe() -> str:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return str(module.describe())
+    # the package imported, not this tree's scaler/: another tree's venv imports its own
+    package = Path(importlib.import_module("shoal.scaler").__file__ or "").parent
+    return str(module.describe(package))
 
 
 def announce() -> None:

@@ -393,7 +393,9 @@ def binpack(
     )
 
 
-# Long jobs (this many seconds past the target) are all running just after the target time.
+# Long jobs (this many seconds past the target, and a millionth of their length: a lane's
+# column starts a job up to ``EPS`` of its length past the target, a second from ~1e9 s)
+# are all running just after the target time.
 LONG_MARGIN = 1.0
 
 
@@ -410,17 +412,21 @@ def _timeline_floor(
     """A lower bound on (billed intervals, nodes) of every timeline packing of ``share``
     on ``node`` (None: no long jobs, no bound worth taking).
 
-    Every job starts by the target, so the jobs at least ``LONG_MARGIN`` s longer run
-    side by side just after it. Nodes: in each resource their sum over the node's room;
-    and their count over how many of them at most one node holds at once (``cap``, from
-    the smallest need). Intervals: a node is billed until its last job ends, so the i-th
-    most billed node is billed at least for the ``(i-1) * cap + 1``-th longest of those
-    jobs (the longer ones do not fit on fewer nodes), and every other node for one
-    interval. The timelines let a job over by ``EPS`` a fit (per job, up to
-    ``TIMELINE_LIMIT`` jobs a node): the sums are taken 1e-5 short and the caps 1e-6
-    long, from rooms of at least 1 and needs of at least 0.01 only."""
+    Every job starts by the target, so the jobs at least ``LONG_MARGIN`` s (and a millionth
+    of their length) longer run side by side just after it. Nodes: in each resource their
+    sum over the node's room; and their count over how many of them at most one node holds
+    at once (``cap``, from the smallest need). Intervals: a node is billed until its last
+    job ends, so the i-th most billed node is billed at least for the ``(i-1) * cap + 1``-th
+    longest of those jobs (the longer ones do not fit on fewer nodes), and every other node
+    for one interval. The timelines let a job over by ``EPS`` a fit (per job, up to
+    ``TIMELINE_LIMIT`` jobs a node): the sums are taken 1e-5 short and the caps 1e-6 long,
+    from rooms of at least 1 and needs of at least 0.01 only."""
     long = sorted(
-        ((job, n) for job, n in share.items() if job.wallTime >= target_time + LONG_MARGIN),
+        (
+            (job, n)
+            for job, n in share.items()
+            if job.wallTime >= target_time + max(LONG_MARGIN, job.wallTime * 1e-6)
+        ),
         key=lambda item: item[0].wallTime,
         reverse=True,
     )

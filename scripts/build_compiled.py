@@ -62,14 +62,21 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def built(scaler: Path = SCALER) -> list[Path]:
-    """The extension modules in ``scaler`` (this build's, or a stale one's)."""
-    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    return sorted(p for p in scaler.iterdir() if p.name.endswith(suffixes))
+def built(scaler: Path = SCALER, *, every: bool = False) -> list[Path]:
+    """The extension modules in ``scaler`` that this Python imports (this build's, or a
+    stale one's): a module name and one of its extension suffixes. ``.so`` is one, but a
+    build for another Python (``binpack.cpython-312-x86_64-linux-gnu.so`` under 3.11) is
+    never imported, so it is left out unless ``every`` (review9)."""
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    return sorted(
+        p
+        for p in scaler.iterdir()
+        if any(p.name.endswith(s) and (every or p.name[: -len(s)].isidentifier()) for s in suffixes)
+    )
 
 
 def clean() -> None:
-    for path in [*built(), STAMP]:
+    for path in [*built(every=True), STAMP]:
         path.unlink(missing_ok=True)
     shutil.rmtree(STAGE, ignore_errors=True)
 

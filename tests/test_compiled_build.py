@@ -92,3 +92,33 @@ def test_the_compiled_modules_type_check_as_mypyc_needs(tmp_path: Path) -> None:
     script = _script()
     result = script.typecheck(list(script.MODULES), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_build_for_another_python_is_not_taken_for_the_one_imported(tmp_path: Path) -> None:
+    # review9: ``.so`` is an extension suffix, but this Python never imports
+    # ``binpack.cpython-0-other.so``: the pure module runs, and describe said "STALE (old code
+    # runs ...)"; clean still removes it
+    script = _script()
+    (tmp_path / "binpack.py").write_text("X = 1\n")
+    (tmp_path / "binpack.cpython-0-other.so").write_bytes(b"")
+    assert script.describe(tmp_path) == "pure Python"
+    assert script.check(tmp_path) == []
+    assert [p.name for p in script.built(tmp_path, every=True)] == ["binpack.cpython-0-other.so"]
+
+
+def test_the_bench_describes_the_scaler_it_imports(tmp_path: Path, monkeypatch) -> None:
+    # review9: a bench script run by another tree's venv imports that tree's shoal.scaler;
+    # the line must describe that one, not the scaler/ beside the script
+    import sys
+    import types
+
+    sys.path.insert(0, str(ROOT))
+    from bench import scaler_build
+
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / ("binpack" + importlib.machinery.EXTENSION_SUFFIXES[0])).write_bytes(b"")
+    package = types.ModuleType("shoal.scaler")
+    package.__file__ = str(tmp_path / "__init__.py")
+    monkeypatch.setitem(sys.modules, "shoal.scaler", package)
+    assert scaler_build.describe() == _script().describe(tmp_path)
+    assert "STALE" in scaler_build.describe()

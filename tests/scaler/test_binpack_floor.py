@@ -180,3 +180,23 @@ def test_a_bookkeeping_above_the_floor_does_not_stop_the_next(
     packing = binpack(jobs, [node], target_time=1800.0)
     assert (packing.intervals[node], packing.counts[node]) == (7, 7)
     assert splits == [binpack_module.WIDTH, binpack_module.TIME]
+
+
+def test_a_target_past_a_billion_seconds_does_not_stop_the_lanes_above_their_best() -> None:
+    """review9: a column runs a second job that starts by the target give or take
+    ``EPS`` of its length (``resources.sequential``); from ~1e9 s that is a second, so
+    long jobs (the target and 1 s) run one after another on the lanes, not side by side
+    as the floor had them. Its 4 nodes (4 whole-node jobs the target and 1 s long) were
+    above TIME's 3 (binpack's packing before the lanes stopped at the floor): WIDTH
+    packed 4, at that floor, and stopped."""
+    node = Shape(0, 16, 8, 0, False)  # no billing interval: billed intervals are nodes
+    target = 1e9
+    jobs = {
+        Shape(target + 1, 16, 8, 0, False): 4,
+        Shape(target / 2, 2, 8, 0, False): 1,
+        Shape(10, 8, 2, 0, False): 1,
+    }
+    stopping = _packings(jobs, [node], target, {})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(binpack_module, "_at_floor", lambda lanes, floor: False)
+        assert stopping == _packings(jobs, [node], target, {})
