@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from shoal.scaler.resources import EPS, columns, res, sequential
+from shoal.scaler.resources import EPS, columns, covering, res, sequential
 from shoal.scaler.shape import Shape
 
 __all__ = ["Bin", "best_booking", "bins_for", "densest_booking", "first_booking", "per_column"]
@@ -39,7 +39,7 @@ def first_booking(job: Shape, node: Shape) -> int:
     """Intervals a node must be booked for to run one ``job`` (at least one)."""
     if node.wallTime <= 0:
         return 1
-    return max(1, math.ceil(job.wallTime / node.wallTime - EPS))
+    return covering(job.wallTime, node.wallTime)
 
 
 def horizon(node: Shape, intervals: int) -> float:
@@ -60,7 +60,7 @@ def _longest(job: Shape, node: Shape, target_time: float) -> int:
     if node.wallTime <= 0 or job.wallTime <= 0:
         return first
     starts = sequential(0.0, math.inf, job.wallTime, target_time)
-    return max(first, math.ceil(starts * job.wallTime / node.wallTime - EPS))
+    return max(first, covering(starts * job.wallTime, node.wallTime))
 
 
 def _bookings(job: Shape, node: Shape, target_time: float) -> Iterator[tuple[int, float]]:

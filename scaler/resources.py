@@ -6,7 +6,7 @@ import math
 
 from shoal.scaler.shape import Shape
 
-__all__ = ["EPS", "Res", "columns", "res", "sequential"]
+__all__ = ["EPS", "Res", "columns", "covering", "res", "sequential"]
 
 EPS = 1e-9  # float slack in every resource and time comparison
 Res = tuple[float, float, float]  # memory, cores, disk
@@ -44,3 +44,12 @@ def sequential(start: float, until: float, duration: float, target_time: float) 
     if until != math.inf:
         count = min(count, math.floor((until - start) / duration + EPS))
     return count
+
+
+def covering(length: float, interval: float) -> int:
+    """Whole ``interval`` s (> 0) that hold ``length``, at least one, with the slack every
+    fit takes: ``length`` fits ``k`` intervals when it ends at most ``EPS`` past them (as
+    ``booking.per_column`` and the timelines check). A tolerance relative to the interval
+    instead booked a job ``EPS`` to ``EPS * interval`` past a boundary one interval short,
+    where it then fit no booking (review9: binpack divided by zero)."""
+    return max(1, math.ceil((length - EPS) / interval))

@@ -24,7 +24,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 
 from shoal.scaler.resources import EPS as _EPS
-from shoal.scaler.resources import Res
+from shoal.scaler.resources import Res, covering
 from shoal.scaler.shape import Shape
 
 __all__ = ["billed_intervals", "timeline_bill", "timeline_count", "timeline_pack"]
@@ -73,7 +73,7 @@ class _Node:
     def take(self, job: Shape, need: Res, start: float, duration: float) -> None:
         self.jobs.append((job, start))
         if start <= 0 and duration > self.end:
-            self.end = math.ceil(duration / self.interval - _EPS) * self.interval
+            self.end = covering(duration, self.interval) * self.interval
         times, free = self.times, self.free
         # make start and end breakpoints (a new one splits the segment it falls in); written
         # out twice, not as a method: this is the timeline packer's hottest path, and the two
@@ -143,7 +143,7 @@ def billed_intervals(schedule: list[list[tuple[Shape, float]]], node: Shape) -> 
 def _billed(ends: Iterable[float], node: Shape) -> int:
     if node.wallTime <= 0:
         return sum(1 for _ in ends)
-    return sum(max(1, math.ceil(end / node.wallTime - _EPS)) for end in ends)
+    return sum(covering(end, node.wallTime) for end in ends)
 
 
 def timeline_bill(

@@ -77,6 +77,22 @@ async def test_put_demand_then_status_shows_it_and_the_plan(api: tuple[Harness, 
     assert body["last_plan"]["launches"] == []
 
 
+async def test_a_pushed_wall_time_a_hair_past_whole_hours_is_planned(
+    api: tuple[Harness, str],
+) -> None:
+    # review9: a float wall time 1e-8 s past 10 hours was booked for 10 hours, where it did
+    # not fit: every pass's plan raised (ZeroDivisionError) while the job was queued
+    h, base = api
+    body = {"jobs": [{"cores": 1, "memory": "1GiB", "wall_time": 36000.00000001, "count": 2}]}
+    status, _, _ = await request("PUT", f"{base}/v1/demand", json=body)
+    assert status == 200
+    await h.pass_()
+    _, body, _ = await request("GET", f"{base}/v1/status")
+    assert body["last_pass"]["outcome"] == "ok"
+    (launch,) = body["last_plan"]["launches"]
+    assert launch["count"] == 1
+
+
 async def test_status_reports_unschedulable_jobs(api: tuple[Harness, str]) -> None:
     h, base = api
     huge = {"jobs": [{"cores": 512, "memory": "1GiB", "count": 2}]}

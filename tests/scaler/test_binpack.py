@@ -404,3 +404,38 @@ def test_a_job_worth_nothing_in_any_filling_does_not_break_cost_packing(limit, c
         placed.update(share)
     assert placed == Counter(jobs)
     assert p.left == {}
+
+
+# review9: a job a hair (1e-9 to 3.6e-6 s) past a whole number of hours was booked one
+# hour short (a relative tolerance) and then fit no booking (an absolute one): binpack
+# divided by zero, so no pass could plan while such a job (a pushed float wall time) queued.
+HAIR = [0.0, 5e-10, 1e-9, 1.5e-9, 1e-8, 1e-7, 1e-6, 3.6e-6, 1e-5]
+
+
+@pytest.mark.parametrize("hair", HAIR)
+@pytest.mark.parametrize("prices", [None, 1.0], ids=["count", "cost"])
+def test_a_job_a_hair_past_whole_hours_is_booked_for_the_hours_it_needs(hair, prices):
+    node = Shape(3600, 16, 8, 0, False)
+    job = Shape(36000 + hair, 1, 1, 0, False)
+    packing = binpack({job: 3}, [node], 1800, None if prices is None else {node: prices})
+    assert packing.counts == {node: 1}
+    # 10 hours hold it when it ends within the fits' slack (1e-9 s) of them, else 11
+    assert packing.intervals == {node: 10 if hair <= 1e-9 else 11}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    k=st.integers(1, 48),
+    hair=st.sampled_from([-1e-6, -1e-9, 0.0, *HAIR]),
+    # (a run of k intervals also holds a job up to EPS x its length past it, in
+    # resources.sequential: at 1 s intervals that slack is EPS itself, a float's rounding)
+    interval=st.sampled_from([60.0, 600.0, 3600.0]),
+)
+def test_the_first_booking_always_holds_its_job(k, hair, interval):
+    from shoal.scaler.booking import first_booking, per_column
+
+    node = Shape(interval, 16, 8, 0, False)
+    job = Shape(k * interval + hair, 1, 1, 0, False)
+    first = first_booking(job, node)
+    assert per_column(job, node, first, target_time=0.0) >= 1
+    assert first == 1 or per_column(job, node, first - 1, target_time=0.0) == 0
