@@ -995,8 +995,7 @@ def _assign_by_cost(
         held = dict(demand[t.name].running)
         for job, count in shares[t.name].items():
             _add(held, job, count)
-        first = max(offered, key=_job_order)
-        if full and _need(held, [(first, 1)], usable, policy) > cap:
+        if full and _need(held, [(max(offered, key=_job_order), 1)], usable, policy) > cap:
             return False
         served, _, _ = _serve(_TypeDemand(running=held, queued=offered), usable, cap, policy)
         for job, count in served.items():

@@ -101,6 +101,39 @@ def test_the_dearer_of_two_types_of_one_shape_takes_the_spill_of_the_cheaper():
     assert waiting(p) == {(four, MAX): 1}
 
 
+@pytest.mark.parametrize("case_", ["twins", "recount", "backoff"])
+def test_a_second_pass_with_the_launches_booting_launches_nothing(case_):
+    # the step stays stable: the nodes launched (or taken back) for left jobs, booting, hold
+    # them on the next pass, and nothing more is launched
+    a = node_type("a", cores=4, mem_gib=9, disk_gib=20, price=0.2, max_nodes=2)
+    a2 = node_type("a2", cores=4, mem_gib=9, disk_gib=20, price=0.3, max_nodes=3)
+    b = node_type("b", cores=8, mem_gib=17, disk_gib=36, price=0.3, max_nodes=2)
+    three, four = job(3, 2), job(4, 2)
+    nodes, runs, off = [], [], None
+    if case_ == "twins":
+        types, queue = (a, a2), [queued(four, 6)]
+    elif case_ == "recount":
+        types, queue = (a, b), [queued(three, 8)]
+        nodes, runs = [node("b1", b)], [running(job(1, 1, wall=660), "b1", elapsed=60)]
+    else:
+        types, queue = (a, b), [queued(four, 5)]
+        nodes = [node("a1", a), node("b1", b), node("b2", b, NodeState.DRAINING)]
+        off = backed_off(b)
+    pol = policy(*types, packing="cost")
+    first = plan(snapshot(nodes, queue, runs, off), pol, EMPTY, NOW)
+    assert first.launches or first.undrains
+    taken = {x.node_id for x in first.undrains}
+    booted = [n if n.id not in taken else replace(n, state=NodeState.READY) for n in nodes]
+    by_name = {t.name: t for t in types}
+    for la in first.launches:
+        t = by_name[la.node_type]
+        booted += [node(f"{t.name}-new{i}", t, NodeState.BOOTING, age=30) for i in range(la.count)]
+    again = plan(snapshot(booted, queue, runs, off), pol, first.state, NOW)
+    assert again.launches == () and again.undrains == ()
+    assert dict(again.targets) == dict(first.targets)
+    assert waiting(again) == waiting(first)
+
+
 # -- what a first attempt broke -------------------------------------------------------------
 
 
