@@ -206,3 +206,34 @@ def test_a_types_own_jobs_past_its_max_stay_in_its_raw_need():
     # its raw need they keep it at 40 (without them: raw 40, smoothed to 36)
     p = plan(*case(245))
     assert p.targets["m5.4xlarge"] == 40
+
+
+# -- review10: what the review found --------------------------------------------------------
+
+
+def test_586_a_second_pass_with_the_launches_booting_launches_nothing():
+    # recorded seed 586 in cost packing, no inertia: the first pass launches 11 c5.xlarge (and
+    # takes one back) for every job. On the second, the same queue with those nodes booting,
+    # c5.xlarge's booting nodes are idle room that takes the jobs past every max before r5
+    # (in backoff, idle nodes) does; the count is not monotone, so the grow step stops c5 at
+    # 18 of 20 with 5 jobs left, and their raw need (24) lifts its target to its max: 3 more
+    # launched for jobs that 17 nodes held a pass before, and "max-nodes" for 5 that no
+    # longer wait on the third pass.
+    snap, pol, state, now = case(586)
+    pol = replace(pol, packing="cost", solver_time_limit=0.0, beta_inertia=0.0)
+    first = plan(snap, pol, state, now)
+    assert first.launches
+    gone = {a.node_id for a in first.terminations}
+    taken = {a.node_id for a in first.undrains}
+    nodes = [n for n in snap.nodes if n.id not in gone]
+    nodes = [replace(n, state=NodeState.READY) if n.id in taken else n for n in nodes]
+    by_name = {t.name: t for t in pol.node_types}
+    for la in first.launches:
+        t = by_name[la.node_type]
+        nodes += [
+            node(f"{t.name}-new{i}", t, NodeState.BOOTING, age=0, now=now) for i in range(la.count)
+        ]
+    again = plan(replace(snap, nodes=tuple(nodes)), pol, first.state, now + 10)
+    assert again.launches == () and again.undrains == ()
+    assert dict(again.targets) == dict(first.targets)
+    assert waiting(again) == waiting(first)
