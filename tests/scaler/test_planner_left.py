@@ -213,12 +213,12 @@ def test_a_types_own_jobs_past_its_max_stay_in_its_raw_need():
 
 def test_586_a_second_pass_with_the_launches_booting_launches_nothing():
     # recorded seed 586 in cost packing, no inertia: the first pass launches 11 c5.xlarge (and
-    # takes one back) for every job. On the second, the same queue with those nodes booting,
-    # c5.xlarge's booting nodes are idle room that takes the jobs past every max before r5
-    # (in backoff, idle nodes) does; the count is not monotone, so the grow step stops c5 at
-    # 18 of 20 with 5 jobs left, and their raw need (24) lifts its target to its max: 3 more
-    # launched for jobs that 17 nodes held a pass before, and "max-nodes" for 5 that no
-    # longer wait on the third pass.
+    # takes one back), and 17 c5.xlarge hold their 181 jobs. On the second, the same queue
+    # with those nodes booting, the idle step splits the jobs otherwise (r5, in backoff, and
+    # c5's booting room), and c5's count of its 172 jobs is 18 but 24 with one 1-core job
+    # more (the mixed heuristic in ``_need``): the grow step stops at 18 of 20 with 5 jobs
+    # left, they wait "max-nodes", and in c5's raw need (24) they lift its target to its max:
+    # 3 more launched for jobs that 17 nodes held a pass before (the third pass: none wait).
     snap, pol, state, now = case(586)
     pol = replace(pol, packing="cost", solver_time_limit=0.0, beta_inertia=0.0)
     first = plan(snap, pol, state, now)
