@@ -19,12 +19,12 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
                     node it may start on, and adding no node to the type's
                     need) go there; the others go where ``binpack``
                     with prices and the types' max as limits puts them (the
-                    cheapest mix of types that can grow), then live nodes that
-                    mix leaves idle take jobs from types that would otherwise
-                    launch; jobs past every max go to idle live room (a type in
-                    backoff's too), then to types with room left under their
-                    max, and the rest wait "max-nodes", in the raw estimate of
-                    every type that can launch and fits them
+                    cheapest mix of types that can grow); jobs past every max
+                    go to idle live room of types in backoff, then to types
+                    with room left under their max; then live nodes that mix
+                    leaves idle take jobs from types that would otherwise
+                    launch. The jobs left wait "max-nodes", in the raw
+                    estimate of every type that can launch and fits them
     pack            bin-pack each type's jobs (``scaler.binpack``): the raw
                     estimate, Toil's ``nodesToRunQueuedJobs``. Jobs beyond the
                     type's max are reported "max-nodes"; a type whose offerings
@@ -918,16 +918,16 @@ def _assign_by_cost(
     the next pass computes the same mix, finds no type short, and launches nothing.
 
     Jobs past every max (the packer's ``left``, and what a type's own count does not hold
-    within its max) go, in order, to idle live room of any type that fits (one in backoff
-    included: it cannot launch, its idle nodes run jobs), then to types that can still
-    grow (the cheapest first; one in backoff onto its draining nodes), as the planner
-    counts their nodes; the rest are reported "max-nodes" here and counted in the raw
-    need of every type that can launch and fits them. Before, they went to Toil's first
-    type that fits, its queue and its raw need alone: they never reached idle nodes of a
-    type in backoff, pushed out there jobs the packer had fitted, left the capped type's
-    raw need (smoothing kept it below its max) and types the count left below their max
-    (recorded seed 289: 19 of 20 nodes while 141 jobs waited; tests/scaler/
-    test_planner_left.py)."""
+    within its max) go, in order, to idle live room of types in backoff that fit them (they
+    cannot launch, their idle nodes run jobs), then to types that can still grow (the
+    cheapest first; one in backoff onto its draining nodes), as the planner counts their
+    nodes, before live nodes take jobs of types that would launch; the rest are reported
+    "max-nodes" here and counted in the raw need of every type that can launch and fits
+    them. Before, they went to Toil's first type that fits, its queue and its raw need
+    alone: they never reached idle nodes of a type in backoff, pushed out there jobs the
+    packer had fitted, left the capped type's raw need (smoothing kept it below its max) and
+    types the count left below their max (recorded seed 289: 19 of 20 nodes while 141 jobs
+    waited; tests/scaler/test_planner_left.py)."""
     owner: dict[Shape, NodeType] = {}
     for t in view.types:  # two types of one usable shape: the cheaper one (then the first)
         s = view.usable[t.name]
@@ -1019,27 +1019,39 @@ def _assign_by_cost(
                 for job, count in over.items():
                     _add(beyond, job, count)
 
+    def grow() -> None:
+        """Jobs past every max to types that can still grow within their max, the cheapest
+        first (as ``_pack`` counts them: the packer's limit, the max less what the running
+        jobs need alone, may be below that; a type of the cheaper one's usable shape is not
+        packed at all; a type in backoff grows only onto its draining nodes, taken back). A
+        type at its max may still hold jobs beside its own; one below it is asked again
+        while it takes some: the count is not monotone, so ``_serve``'s largest prefix may
+        leave room."""
+        for t in sorted(view.types, key=_price):
+            cap, count = reach(t), need(t)
+            while any(beyond.values()) and count <= cap and take(t, [beyond], cap, count == cap):
+                if count == cap:
+                    break
+                count = need(t)
+
     growable = [t for t in sorted(view.types, key=_price) if t.name not in view.blocked]
     trim()
-    # Live nodes the mix leaves idle (a type in backoff's too: they run jobs, and do not
-    # launch) take the jobs past every max first, then jobs of types that would launch.
+    # Idle live nodes of a type that cannot launch (in backoff: they run jobs) take the jobs
+    # past every max first; a type that can launch takes them in ``grow``, within its reach,
+    # not its room: its room counts the nodes booting for them since the pass before, so
+    # taking them here packed them otherwise on the next pass, and the count is not monotone
+    # (recorded seed 586: 3 more launched). Booting nodes change only which types are short.
+    for t in view.types:
+        if t not in growable and any(beyond.values()) and room(t) > need(t):
+            take(t, [beyond], room(t))
+    grow()
+    # Then live nodes the mix leaves idle take jobs of types that would launch.
     short = [t for t in view.types if need(t) > room(t)]
     for t in view.types:
-        if (short or any(beyond.values())) and room(t) > need(t):
-            take(t, [beyond, *(shares[o.name] for o in short)], room(t))
+        if short and room(t) > need(t):
+            take(t, [shares[o.name] for o in short], room(t))
     trim()  # (a short type that gave jobs away may need more nodes now)
-    # Then types that can still grow within their max, the cheapest first (as ``_pack``
-    # counts them: the packer's limit, the max less what the running jobs need alone, may
-    # be below that; a type of the cheaper one's usable shape is not packed at all; a type
-    # in backoff grows only onto its draining nodes, taken back). A type at its max may
-    # still hold jobs beside its own; one below it is asked again while it takes some: the
-    # count is not monotone, so ``_serve``'s largest prefix may leave room.
-    for t in sorted(view.types, key=_price):
-        cap, count = reach(t), need(t)
-        while any(beyond.values()) and count <= cap and take(t, [beyond], cap, count == cap):
-            if count == cap:
-                break
-            count = need(t)
+    grow()
     # The rest waits "max-nodes", in the raw need of every type that can launch and fits it
     # (all are at their max, as far as their count says): so smoothing heads each there.
     beyond = {job: n for job, n in beyond.items() if n > 0}

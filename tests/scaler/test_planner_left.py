@@ -1,7 +1,7 @@
 """Cost packing: the queued jobs the packer leaves beyond every type's max (``Packing.left``).
 
-They are served by free live room of any type that fits (one in backoff included), then by
-types that can still grow within their max (as the planner counts them); the rest wait
+They are served by free live room of types in backoff that fit them, then by types that can
+still grow within their max (as the planner counts them); the rest wait
 "max-nodes", counted in the raw need of every type that can launch and fits them (so
 smoothing heads each to its max). Each test of a defect fails on the planner before this
 change; the tests after "what a first attempt broke" pass on it, and guard what an earlier
@@ -219,6 +219,9 @@ def test_586_a_second_pass_with_the_launches_booting_launches_nothing():
     # more (the mixed heuristic in ``_need``): the grow step stops at 18 of 20 with 5 jobs
     # left, they wait "max-nodes", and in c5's raw need (24) they lift its target to its max:
     # 3 more launched for jobs that 17 nodes held a pass before (the third pass: none wait).
+    # Fixed (leftjobs3): a type that can launch takes such jobs only in the grow step, within
+    # its reach, which booting nodes do not change; it still ends at 20 with 5 waiting, from
+    # the first pass on (the count: 18 nodes for its 172 jobs, 24 for one 1-core job more).
     snap, pol, state, now = case(586)
     pol = replace(pol, packing="cost", solver_time_limit=0.0, beta_inertia=0.0)
     first = plan(snap, pol, state, now)
