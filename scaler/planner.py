@@ -1497,6 +1497,15 @@ def _cost_ceiling(
         tt.notes.append(f"{cut} fewer to stay within the cost ceiling of ${ceiling:g}/h")
         cap = view.current(t.name) + tt.adds
         _serve_within(view, policy, t, demand[t.name], cap, unschedulable, REASON_COST_CEILING)
+        # Jobs past every max that it fits wait for the ceiling first: a larger max runs none.
+        for shape, count in demand[t.name].past_max.items():
+            key = (shape, (REASON_MAX_NODES,), 1)
+            moved = min(count, unschedulable.get(key, 0))
+            if moved:
+                unschedulable[key] -= moved
+                if not unschedulable[key]:
+                    del unschedulable[key]
+                _report(unschedulable, {shape: moved}, REASON_COST_CEILING)
 
 
 def _whole_gangs(

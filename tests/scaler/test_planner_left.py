@@ -240,3 +240,15 @@ def test_586_a_second_pass_with_the_launches_booting_launches_nothing():
     assert again.launches == () and again.undrains == ()
     assert dict(again.targets) == dict(first.targets)
     assert waiting(again) == waiting(first)
+
+
+def test_jobs_past_every_max_that_a_type_held_by_the_cost_ceiling_fits_wait_cost_ceiling():
+    # recorded seed 110's case made small: a (max 2) holds 2 of the 3 jobs; the third is past
+    # every max; but the $0.2/h ceiling holds a at 1 of 2 nodes: the ceiling is the limit
+    # the jobs meet first (a larger max runs none of them), so all wait "cost-ceiling"
+    a = node_type("a", cores=4, mem_gib=9, disk_gib=20, price=0.2, max_nodes=2)
+    four = job(4, 2)
+    pol = policy(a, packing="cost", cost_ceiling_per_hour=0.2)
+    p = plan(snapshot(queue=[queued(four, 3)]), pol, EMPTY, NOW)
+    assert launched(p) == {"a": 1}
+    assert waiting(p) == {(four, ("cost-ceiling",)): 2}
