@@ -1688,14 +1688,16 @@ def _cause(view: _View, t: NodeType, d: _TypeDemand, tt: _Target) -> AddCause:
 
 
 def _why(view: _View, t: NodeType, d: _TypeDemand, tt: _Target, note: str) -> list[str]:
-    queued = sum(d.queued.values()) + sum(d.past_max.values())
+    past = sum(d.past_max.values())  # counted under every type that fits them: say so
+    queued = sum(d.queued.values()) + past
     running = sum(d.running.values())
     held = f" and {running} running" if running else ""
+    shared = f" ({past} of them wait past every max)" if past else ""
     gangs = _gang_phrases(d, t)
     parts = (
         []
         if gangs and not queued + running
-        else [f"{queued} queued{held} jobs need {d.raw - d.gang_raw} x {t.name}"]
+        else [f"{queued} queued{held} jobs need {d.raw - d.gang_raw} x {t.name}{shared}"]
     )
     parts.extend(gangs)
     if d.fallback_from:

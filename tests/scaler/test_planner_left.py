@@ -64,7 +64,8 @@ def test_the_capped_types_raw_need_counts_the_jobs_left_so_smoothing_heads_to_it
     assert waiting(p) == {(four, MAX): 5}
     assert dict(p.targets) == {"a": 1, "b": 2}
     b_launch = next(la for la in p.launches if la.node_type == "b")
-    assert "9 queued jobs need 5 x b" in b_launch.message  # its own 4 and the 5 left
+    # its own 4 and the 5 left, which every type that fits them counts: the message says so
+    assert "9 queued jobs need 5 x b (5 of them wait past every max);" in b_launch.message
 
 
 def test_a_type_the_recount_leaves_below_its_max_takes_left_jobs():
@@ -252,3 +253,21 @@ def test_jobs_past_every_max_that_a_type_held_by_the_cost_ceiling_fits_wait_cost
     p = plan(snapshot(queue=[queued(four, 3)]), pol, EMPTY, NOW)
     assert launched(p) == {"a": 1}
     assert waiting(p) == {(four, ("cost-ceiling",)): 2}
+
+
+def test_each_launch_message_says_how_many_of_its_queued_jobs_wait_past_every_max():
+    # review10: three types of max 1 and ten 4-core jobs; a holds 1, b 2, c 4 and 3 wait.
+    # Each type counts the 3 in its raw need, so each message counts them: it says so
+    # (before: 4 + 5 + 7 = 16 "queued" jobs for a queue of 10).
+    a = node_type("a", cores=4, mem_gib=9, disk_gib=20, price=0.2, max_nodes=1)
+    b = node_type("b", cores=8, mem_gib=17, disk_gib=36, price=0.3, max_nodes=1)
+    c = node_type("c", cores=16, mem_gib=33, disk_gib=68, price=0.9, max_nodes=1)
+    four = job(4, 2)
+    p = plan(snapshot(queue=[queued(four, 10)]), policy(a, b, c, packing="cost"), EMPTY, NOW)
+    assert waiting(p) == {(four, MAX): 3}
+    said = {la.node_type: la.message.split(";")[0] for la in p.launches}
+    assert said == {
+        "a": "4 queued jobs need 4 x a (3 of them wait past every max)",
+        "b": "5 queued jobs need 3 x b (3 of them wait past every max)",
+        "c": "7 queued jobs need 2 x c (3 of them wait past every max)",
+    }

@@ -95,6 +95,11 @@ OFF_GRID = [s for s in range(CASES) if s not in ON_GRID]
 # max-nodes, 1205 cost-ceiling -> 1575 cost-ceiling), 212 (22 + 15 -> 37), 286 (1277 + 62
 # -> 1339). Main reports the jobs beyond such a type's count at its max "max-nodes" (110:
 # 337): all of these now say the ceiling.
+# 17 were re-recorded on purpose (leftjobs3, review10): messages only. A launch message counts
+# the jobs waiting past every max under every type that fits them, and now says how many of
+# its queued jobs those are ("... need 4 x a (3 of them wait past every max)"): 12 38 50 61
+# 67 83 110 111 114 158 159 221 244 245 272 289 297 (61 67 83 159 221 245 289 297 off the
+# grid, recorded with RUNNING_JOB_GRID 1e-6 as before).
 
 
 @functools.cache
