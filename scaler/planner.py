@@ -1481,6 +1481,7 @@ def _cost_ceiling(
     if ceiling is None:
         return
     projected = sum(_price(t) * (view.current(t.name) + targets[t.name].adds) for t in view.types)
+    recaused: Jobs = {}  # jobs past every max now waiting "cost-ceiling"
     for t in reversed(view.types):  # least preferred (largest) type gives way first
         tt = targets[t.name]
         floor = max(0, t.min_nodes - view.current(t.name))  # min_nodes wins over the ceiling
@@ -1498,10 +1499,12 @@ def _cost_ceiling(
         cap = view.current(t.name) + tt.adds
         _serve_within(view, policy, t, demand[t.name], cap, unschedulable, REASON_COST_CEILING)
         # Jobs past every max that it fits wait for the ceiling first: a larger max runs none.
+        # (Each is reported once, and may fit more types the ceiling cuts: moved once.)
         for shape, count in demand[t.name].past_max.items():
             key = (shape, (REASON_MAX_NODES,), 1)
-            moved = min(count, unschedulable.get(key, 0))
-            if moved:
+            moved = min(count - recaused.get(shape, 0), unschedulable.get(key, 0))
+            if moved > 0:
+                _add(recaused, shape, moved)
                 unschedulable[key] -= moved
                 if not unschedulable[key]:
                     del unschedulable[key]
