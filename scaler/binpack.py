@@ -580,7 +580,7 @@ def _cost_packing(
     if solution.status == "none":
         heuristic = _priced(groups, nodes, target_time, prices, unschedulable, max_nodes)
         return replace(heuristic, method=f"heuristic (the solver found nothing within its {limit})")
-    solved = _from_solution(solution, servable, nodes, prices, unschedulable)
+    solved = _from_solution(solution, servable, nodes, prices, unschedulable, max_nodes)
     bound = solution.bound
     # The bound prices jobs left beyond max-nodes too; against it only a full packing compares.
     # Below one node's price it says nothing (a lone 1-minute job is "5900% above" it).
@@ -621,6 +621,7 @@ def _from_solution(
     nodes: list[Shape],
     prices: Mapping[Shape, float],
     unschedulable: dict[Shape, list[str]],
+    max_nodes: Mapping[Shape, int],
 ) -> Packing:
     counts = dict.fromkeys(nodes, 0)
     intervals = dict.fromkeys(nodes, 0)
@@ -632,19 +633,25 @@ def _from_solution(
         mine = assignment.setdefault(bin_.shape, {})
         for job, n in share.items():
             mine[job] = mine.get(job, 0) + n
+    left = dict(solution.left)
     for job, n in servable.items():
         if job in solution.left or (job.wallTime > 0 and any(_res(job))):
             continue
-        # Takes no room or no time: a node already bought holds it; else the cheapest.
+        # Takes no room or no time: a node already bought holds it; else the cheapest
+        # within its max; else it is left, as the solver leaves jobs beyond the max.
         fitting = [s for s in nodes if not job.fits_in(s)]
         host = next((s for s in fitting if counts[s]), None)
         if host is None:
-            host = min(fitting, key=lambda s: prices[s])
+            within = [s for s in fitting if max_nodes.get(s, math.inf) >= 1]
+            if not within:
+                left[job] = n
+                continue
+            host = min(within, key=lambda s: prices[s])
             counts[host] += 1
             intervals[host] += 1
         mine = assignment.setdefault(host, {})
         mine[job] = mine.get(job, 0) + n
-    return Packing(counts, unschedulable, assignment, intervals, dict(solution.left))
+    return Packing(counts, unschedulable, assignment, intervals, left)
 
 
 def _cheapest_order(

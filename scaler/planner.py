@@ -19,9 +19,12 @@ The body is a fixed sequence of named steps, as Ray v2's scheduler is::
                     node it may start on, and adding no node to the type's
                     need) go there; the others go where ``binpack``
                     with prices and the types' max as limits puts them (the
-                    cheapest mix of types that can grow), then live nodes that
-                    mix leaves idle take jobs from types that would otherwise
-                    launch
+                    cheapest mix of types that can grow); jobs past every max
+                    go to idle live room of types in backoff, then to types
+                    with room left under their max; then live nodes that mix
+                    leaves idle take jobs from types that would otherwise
+                    launch. The jobs left wait "max-nodes", in the raw
+                    estimate of every type that can launch and fits them
     pack            bin-pack each type's jobs (``scaler.binpack``): the raw
                     estimate, Toil's ``nodesToRunQueuedJobs``. Jobs beyond the
                     type's max are reported "max-nodes"; a type whose offerings
@@ -489,6 +492,9 @@ class _TypeDemand:
     compensation: int = 0  # on demand: nodes added for other types' deficits
     compensated: list[str] = field(default_factory=list)  # the spot types compensated
     hint: tuple[Jobs, int] | None = None  # the cost packer's count for exactly these jobs
+    # cost packing: jobs waiting "max-nodes" that fit this type, in its ``raw`` (reported
+    # once, by _assign_by_cost)
+    past_max: Jobs = field(default_factory=dict)
     # cost packing: each busy node's running jobs (as in ``running``, and whether past their
     # estimate) for _onto_held
     on_nodes: dict[str, list[tuple[Shape, bool]]] = field(default_factory=dict)
@@ -595,7 +601,7 @@ def _assign(
         reserved = {t.name: reserved.get(t.name, 0) + taken[t.name] for t in view.types}
     note = ""
     if view.cost:
-        queued, note = _assign_by_cost(queued, view, policy, demand, reserved)
+        queued, note = _assign_by_cost(queued, view, policy, demand, reserved, unschedulable)
     for shape, count in queued.items():
         fits = view.fitting(shape)
         if fits:
@@ -901,14 +907,27 @@ def _assign_by_cost(
     policy: Policy,
     demand: dict[str, _TypeDemand],
     reserved: Mapping[str, int],
+    unschedulable: Waiting,
 ) -> tuple[Jobs, str]:
     """Queued jobs to the room of nodes running jobs keep anyway (``_onto_held``), the rest
     to the cheapest mix of types that can grow, within their max; then live nodes that mix
-    leaves idle take jobs from types that would launch. Returns what
-    no type that can grow takes, for Toil's order, and which packing was used.
+    leaves idle take jobs from types that would launch. Returns what fits no type that can
+    grow, for Toil's order, and which packing was used.
 
     Only that surplus is offered, so the step is stable: once the launches are booting,
-    the next pass computes the same mix, finds no type short, and launches nothing."""
+    the next pass computes the same mix, finds no type short, and launches nothing.
+
+    Jobs past every max (the packer's ``left``, and what a type's own count does not hold
+    within its max) go, in order, to idle live room of types in backoff that fit them (they
+    cannot launch, their idle nodes run jobs), then to types that can still grow (the
+    cheapest first; one in backoff onto its draining nodes), as the planner counts their
+    nodes, before live nodes take jobs of types that would launch; the rest are reported
+    "max-nodes" here and counted in the raw need of every type that can launch and fits
+    them. Before, they went to Toil's first type that fits, its queue and its raw need
+    alone: they never reached idle nodes of a type in backoff, pushed out there jobs the
+    packer had fitted, left the capped type's raw need (smoothing kept it below its max) and
+    types the count left below their max (recorded seed 289: 19 of 20 nodes while 141 jobs
+    waited; tests/scaler/test_planner_left.py)."""
     owner: dict[Shape, NodeType] = {}
     for t in view.types:  # two types of one usable shape: the cheaper one (then the first)
         s = view.usable[t.name]
@@ -933,11 +952,14 @@ def _assign_by_cost(
         max_nodes=limits,
         time_limit=policy.solver_time_limit,
     )
-    left = dict(queued)
+    beyond = dict(packing.left)  # past every max (and, below, past a type's own count)
+    left = dict(queued)  # what fits no type that can launch: to Toil's order
+    for jobs in (beyond, *packing.assignment.values()):
+        for job, count in jobs.items():
+            left[job] -= count
     for shape, jobs in packing.assignment.items():
         for job, count in jobs.items():
             _add(shares[owner[shape].name], job, count)
-            left[job] -= count
     for shape, t in owner.items():
         if not demand[t.name].running:
             demand[t.name].hint = (dict(shares[t.name]), packing.counts.get(shape, 0))
@@ -946,30 +968,97 @@ def _assign_by_cost(
         d = demand[t.name]
         return _need(d.running, shares[t.name].items(), view.usable[t.name], policy, d.hint)
 
-    def room(t: NodeType) -> int:  # live nodes free for queued jobs
-        return max(0, view.current(t.name) - reserved.get(t.name, 0))
+    def room(t: NodeType) -> int:  # live nodes free for queued jobs, within the max
+        free = view.current(t.name) - reserved.get(t.name, 0)
+        return max(0, min(free, t.max_nodes - demand[t.name].gang_nodes))
 
-    short = [t for t in view.types if need(t) > room(t)]
-    for t in view.types:
-        if not short or not room(t) or need(t) >= room(t):
-            continue
+    def reach(t: NodeType) -> int:
+        """Nodes the type may have for queued jobs, within its max: its live ones, its
+        draining ones taken back, and launches (none in backoff), less its gangs' nodes."""
+        launches = 0 if t.name in view.blocked else view.room(t)
+        nodes = view.current(t.name) + len(view.reusable[t.name]) + launches
+        return min(t.max_nodes, nodes) - demand[t.name].gang_nodes
+
+    def take(t: NodeType, sources: Sequence[Jobs], cap: int, full: bool = False) -> bool:
+        """Move to ``t`` the jobs of ``sources`` (taken from them in order) that fit it
+        and that its nodes, within ``cap``, hold beside its own; whether it took any.
+        ``full``: its count is at ``cap``; unless the first job ``_serve`` offers holds
+        beside its own (one packing, not ``_serve``'s search), none is taken."""
         usable = view.usable[t.name]
         offered: Jobs = {}
-        for other in short:
-            for job, count in shares[other.name].items():
+        for jobs in sources:
+            for job, count in jobs.items():
                 if not job.fits_in(usable):
                     _add(offered, job, count)
+        if not offered:
+            return False
         held = dict(demand[t.name].running)
         for job, count in shares[t.name].items():
             _add(held, job, count)
-        served, _, _ = _serve(_TypeDemand(running=held, queued=offered), usable, room(t), policy)
+        if full and _need(held, [(max(offered, key=_job_order), 1)], usable, policy) > cap:
+            return False
+        served, _, _ = _serve(_TypeDemand(running=held, queued=offered), usable, cap, policy)
         for job, count in served.items():
             _add(shares[t.name], job, count)
-            for other in short:  # taken from the short types in order
-                moved = min(count, shares[other.name].get(job, 0))
+            for jobs in sources:
+                moved = min(count, jobs.get(job, 0))
                 if moved:
-                    shares[other.name][job] -= moved
+                    jobs[job] -= moved
                     count -= moved
+        return bool(served)
+
+    def trim() -> None:
+        """A type that can launch keeps the jobs its own count (``_pack``'s) holds within
+        ``reach``; the rest is past its max too. The packer's mix of job groups on a node
+        is not the count's, and the count is not monotone (fewer jobs may need more)."""
+        for t in growable:
+            if shares[t.name] and need(t) > reach(t):
+                d = demand[t.name]
+                mine = _TypeDemand(running=d.running, queued=shares[t.name], hint=d.hint)
+                shares[t.name], over, _ = _serve(mine, view.usable[t.name], reach(t), policy)
+                for job, count in over.items():
+                    _add(beyond, job, count)
+
+    def grow() -> None:
+        """Jobs past every max to types that can still grow within their max, the cheapest
+        first (as ``_pack`` counts them: the packer's limit, the max less what the running
+        jobs need alone, may be below that; a type of the cheaper one's usable shape is not
+        packed at all; a type in backoff grows only onto its draining nodes, taken back). A
+        type at its max may still hold jobs beside its own; one below it is asked again
+        while it takes some: the count is not monotone, so ``_serve``'s largest prefix may
+        leave room."""
+        for t in sorted(view.types, key=_price):
+            cap, count = reach(t), need(t)
+            while any(beyond.values()) and count <= cap and take(t, [beyond], cap, count == cap):
+                if count == cap:
+                    break
+                count = need(t)
+
+    growable = [t for t in sorted(view.types, key=_price) if t.name not in view.blocked]
+    trim()
+    # Idle live nodes of a type that cannot launch (in backoff: they run jobs) take the jobs
+    # past every max first; a type that can launch takes them in ``grow``, within its reach,
+    # not its room: its room counts the nodes booting for them since the pass before, so
+    # taking them here packed them otherwise on the next pass, and the count is not monotone
+    # (recorded seed 586: 3 more launched). Booting nodes change only which types are short.
+    for t in view.types:
+        if t not in growable and any(beyond.values()) and room(t) > need(t):
+            take(t, [beyond], room(t))
+    grow()
+    # Then live nodes the mix leaves idle take jobs of types that would launch.
+    short = [t for t in view.types if need(t) > room(t)]
+    for t in view.types:
+        if short and room(t) > need(t):
+            take(t, [shares[o.name] for o in short], room(t))
+    trim()  # (a short type that gave jobs away may need more nodes now)
+    grow()
+    # The rest waits "max-nodes", in the raw need of every type that can launch and fits it
+    # (all are at their max, as far as their count says): so smoothing heads each there.
+    beyond = {job: n for job, n in beyond.items() if n > 0}
+    _report(unschedulable, beyond, REASON_MAX_NODES)
+    for t in growable:
+        usable = view.usable[t.name]
+        demand[t.name].past_max = {j: n for j, n in beyond.items() if not j.fits_in(usable)}
     for t in view.types:
         for job, count in shares[t.name].items():
             _add(demand[t.name].queued, job, count)
@@ -1158,11 +1247,14 @@ def _pack(
     for i, t in enumerate(view.types):
         d = demand[t.name]
         usable = view.usable[t.name]
-        everything = d.queued
+        everything = dict(d.queued)
         gang = d.gang_nodes  # placed first, within the max (_place_gangs)
         served, beyond, d.need = _serve(d, usable, t.max_nodes - gang, policy)
+        for shape, count in d.past_max.items():
+            _add(everything, shape, count)
         # Toil's estimate packs every job, max or not; the max clamps it after smoothing.
-        d.raw = _need(d.running, everything.items(), usable, policy) if beyond else d.need
+        over = beyond or d.past_max
+        d.raw = _need(d.running, everything.items(), usable, policy) if over else d.need
         d.need += gang
         d.raw += gang
         d.gang_raw = gang
@@ -1389,6 +1481,7 @@ def _cost_ceiling(
     if ceiling is None:
         return
     projected = sum(_price(t) * (view.current(t.name) + targets[t.name].adds) for t in view.types)
+    recaused: Jobs = {}  # jobs past every max now waiting "cost-ceiling"
     for t in reversed(view.types):  # least preferred (largest) type gives way first
         tt = targets[t.name]
         floor = max(0, t.min_nodes - view.current(t.name))  # min_nodes wins over the ceiling
@@ -1405,6 +1498,17 @@ def _cost_ceiling(
         tt.notes.append(f"{cut} fewer to stay within the cost ceiling of ${ceiling:g}/h")
         cap = view.current(t.name) + tt.adds
         _serve_within(view, policy, t, demand[t.name], cap, unschedulable, REASON_COST_CEILING)
+        # Jobs past every max that it fits wait for the ceiling first: a larger max runs none.
+        # (Each is reported once, and may fit more types the ceiling cuts: moved once.)
+        for shape, count in demand[t.name].past_max.items():
+            key = (shape, (REASON_MAX_NODES,), 1)
+            moved = min(count - recaused.get(shape, 0), unschedulable.get(key, 0))
+            if moved > 0:
+                _add(recaused, shape, moved)
+                unschedulable[key] -= moved
+                if not unschedulable[key]:
+                    del unschedulable[key]
+                _report(unschedulable, {shape: moved}, REASON_COST_CEILING)
 
 
 def _whole_gangs(
@@ -1587,14 +1691,16 @@ def _cause(view: _View, t: NodeType, d: _TypeDemand, tt: _Target) -> AddCause:
 
 
 def _why(view: _View, t: NodeType, d: _TypeDemand, tt: _Target, note: str) -> list[str]:
-    queued = sum(d.queued.values())
+    past = sum(d.past_max.values())  # counted under every type that fits them: say so
+    queued = sum(d.queued.values()) + past
     running = sum(d.running.values())
     held = f" and {running} running" if running else ""
+    shared = f" ({past} of them wait past every max)" if past else ""
     gangs = _gang_phrases(d, t)
     parts = (
         []
         if gangs and not queued + running
-        else [f"{queued} queued{held} jobs need {d.raw - d.gang_raw} x {t.name}"]
+        else [f"{queued} queued{held} jobs need {d.raw - d.gang_raw} x {t.name}{shared}"]
     )
     parts.extend(gangs)
     if d.fallback_from:

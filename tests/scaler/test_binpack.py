@@ -342,6 +342,19 @@ def test_at_a_max_with_nowhere_to_spill_nodes_are_booked_to_serve_the_most(time_
     assert packing.left == {half: 52} and packing.assignment == {node: {half: 48}}
 
 
+@pytest.mark.parametrize("time_limit", [0, 1.0], ids=["heuristic", "solver"])
+def test_jobs_of_no_resources_get_no_node_past_a_max_of_0(time_limit):
+    # The solver packs only jobs that take room and time; those that take none went to a
+    # node it opened, or else to the cheapest type, past its max of 0 (bench/README.md).
+    node = Shape(3600, 16 * GiB, 8, 100 * GiB, False)
+    nothing, some = Shape(600, 0, 0, 0, False), Shape(7200, GiB, 1, GiB, False)
+    packing = binpack(
+        {nothing: 5, some: 1}, [node], 3600, {node: 1.0}, max_nodes={node: 0}, time_limit=time_limit
+    )
+    assert packing.counts.get(node, 0) == 0
+    assert packing.left == {nothing: 5, some: 1}
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     job_groups,
