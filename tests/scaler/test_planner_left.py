@@ -271,3 +271,38 @@ def test_each_launch_message_says_how_many_of_its_queued_jobs_wait_past_every_ma
         "b": "5 queued jobs need 3 x b (3 of them wait past every max)",
         "c": "7 queued jobs need 2 x c (3 of them wait past every max)",
     }
+
+
+# -- review11: what the review of the fixes found -------------------------------------------
+
+
+def test_jobs_past_every_max_a_larger_max_of_an_uncut_type_would_run_are_not_cost_ceiling():
+    # review11: a (cheap, max 1) holds one 4-core job, b (dear, max 1) four, one is past every
+    # max. The $0.6/h ceiling cuts b to 0 (it gives way first), so its four wait
+    # "cost-ceiling"; but the one past every max fits a, which the ceiling does not cut:
+    # with a's max at 6 all six run for $0.60/h, within the same ceiling. A larger max runs
+    # it, so it waits "max-nodes" (3bce7de says "cost-ceiling", as if no max could help).
+    a = node_type("a", cores=4, mem_gib=9, disk_gib=20, price=0.1, max_nodes=1)
+    b = node_type("b", cores=16, mem_gib=33, disk_gib=68, price=1.0, max_nodes=1)
+    four = job(4, 2)
+    pol = policy(a, b, packing="cost", cost_ceiling_per_hour=0.6)
+    roomier = policy(replace(a, max_nodes=6), b, packing="cost", cost_ceiling_per_hour=0.6)
+    assert waiting(plan(snapshot(queue=[queued(four, 6)]), roomier, EMPTY, NOW)) == {}
+    p = plan(snapshot(queue=[queued(four, 6)]), pol, EMPTY, NOW)
+    assert launched(p) == {"a": 1}
+    assert waiting(p) == {(four, ("cost-ceiling",)): 4, (four, MAX): 1}
+
+
+def test_a_launch_message_does_not_say_jobs_wait_past_every_max_that_wait_cost_ceiling():
+    # review11: the case of test_jobs_past_every_max_that_a_type_held_by_the_cost_ceiling_...:
+    # the plan reports both jobs that do not run "cost-ceiling" (3bce7de), yet a's launch
+    # message says one of its queued jobs waits past every max (3661698), and counts 2
+    # queued jobs for a raw need of 3 nodes of one job each (the one the ceiling cut is gone
+    # from the count, the one past every max is still in it)
+    a = node_type("a", cores=4, mem_gib=9, disk_gib=20, price=0.2, max_nodes=2)
+    four = job(4, 2)
+    pol = policy(a, packing="cost", cost_ceiling_per_hour=0.2)
+    p = plan(snapshot(queue=[queued(four, 3)]), pol, EMPTY, NOW)
+    assert waiting(p) == {(four, ("cost-ceiling",)): 2}
+    (la,) = p.launches
+    assert "past every max" not in la.message
