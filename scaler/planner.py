@@ -495,6 +495,8 @@ class _TypeDemand:
     # cost packing: jobs waiting "max-nodes" that fit this type, in its ``raw`` (reported
     # once, by _assign_by_cost)
     past_max: Jobs = field(default_factory=dict)
+    # of those, the ones reported "cost-ceiling" instead (_past_max_held_by_the_ceiling)
+    past_ceiling: Jobs = field(default_factory=dict)
     # cost packing: each busy node's running jobs (as in ``running``, and whether past their
     # estimate) for _onto_held
     on_nodes: dict[str, list[tuple[Shape, bool]]] = field(default_factory=dict)
@@ -1481,7 +1483,7 @@ def _cost_ceiling(
     if ceiling is None:
         return
     projected = sum(_price(t) * (view.current(t.name) + targets[t.name].adds) for t in view.types)
-    recaused: Jobs = {}  # jobs past every max now waiting "cost-ceiling"
+    cut_types: set[str] = set()
     for t in reversed(view.types):  # least preferred (largest) type gives way first
         tt = targets[t.name]
         floor = max(0, t.min_nodes - view.current(t.name))  # min_nodes wins over the ceiling
@@ -1498,17 +1500,35 @@ def _cost_ceiling(
         tt.notes.append(f"{cut} fewer to stay within the cost ceiling of ${ceiling:g}/h")
         cap = view.current(t.name) + tt.adds
         _serve_within(view, policy, t, demand[t.name], cap, unschedulable, REASON_COST_CEILING)
-        # Jobs past every max that it fits wait for the ceiling first: a larger max runs none.
-        # (Each is reported once, and may fit more types the ceiling cuts: moved once.)
-        for shape, count in demand[t.name].past_max.items():
-            key = (shape, (REASON_MAX_NODES,), 1)
-            moved = min(count - recaused.get(shape, 0), unschedulable.get(key, 0))
-            if moved > 0:
-                _add(recaused, shape, moved)
-                unschedulable[key] -= moved
-                if not unschedulable[key]:
-                    del unschedulable[key]
-                _report(unschedulable, {shape: moved}, REASON_COST_CEILING)
+        cut_types.add(t.name)
+    _past_max_held_by_the_ceiling(view, demand, cut_types, unschedulable)
+
+
+def _past_max_held_by_the_ceiling(
+    view: _View, demand: dict[str, _TypeDemand], cut: set[str], unschedulable: Waiting
+) -> None:
+    """Jobs past every max that only types the cost ceiling cut could take (every type that
+    fits them and can launch was cut) wait for the ceiling, not a max: a larger max runs
+    none of them. Where a type the ceiling left alone fits them, a larger max would
+    (review11), so they stay "max-nodes". Those that move go to every such type's
+    ``past_ceiling``, so no launch message says they wait past every max."""
+    fitting: dict[Shape, list[str]] = {}  # job shape -> the types whose past_max holds it
+    for t in view.types:
+        for shape in demand[t.name].past_max:
+            fitting.setdefault(shape, []).append(t.name)
+    for shape, names in fitting.items():
+        if not cut.issuperset(names):
+            continue
+        key = (shape, (REASON_MAX_NODES,), 1)
+        moved = min(demand[names[0]].past_max[shape], unschedulable.get(key, 0))
+        if moved <= 0:
+            continue
+        unschedulable[key] -= moved
+        if not unschedulable[key]:
+            del unschedulable[key]
+        _report(unschedulable, {shape: moved}, REASON_COST_CEILING)
+        for name in names:
+            _add(demand[name].past_ceiling, shape, moved)
 
 
 def _whole_gangs(
@@ -1691,8 +1711,9 @@ def _cause(view: _View, t: NodeType, d: _TypeDemand, tt: _Target) -> AddCause:
 
 
 def _why(view: _View, t: NodeType, d: _TypeDemand, tt: _Target, note: str) -> list[str]:
-    past = sum(d.past_max.values())  # counted under every type that fits them: say so
-    queued = sum(d.queued.values()) + past
+    queued = sum(d.queued.values()) + sum(d.past_max.values())
+    # counted under every type that fits them: say so (not those held by the cost ceiling)
+    past = sum(d.past_max.values()) - sum(d.past_ceiling.values())
     running = sum(d.running.values())
     held = f" and {running} running" if running else ""
     shared = f" ({past} of them wait past every max)" if past else ""

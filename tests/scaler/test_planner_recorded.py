@@ -100,6 +100,10 @@ OFF_GRID = [s for s in range(CASES) if s not in ON_GRID]
 # its queued jobs those are ("... need 4 x a (3 of them wait past every max)"): 12 38 50 61
 # 67 83 110 111 114 158 159 221 244 245 272 289 297 (61 67 83 159 221 245 289 297 off the
 # grid, recorded with RUNNING_JOB_GRID 1e-6 as before).
+# 110 was re-recorded again (issue 19, review11): its launch message said "(370 of them wait
+# past every max)" while the plan reports all 370 "cost-ceiling" (every type that fits them is
+# cut by the $3/h ceiling); the message now names only jobs that wait for a max. The plan's
+# summary (targets, launches, reasons) is the same.
 
 
 @functools.cache
