@@ -13,6 +13,7 @@ from shoal.scaler.model import (
     NodeState,
     NodeType,
     Offering,
+    Plan,
     PlannerState,
     Policy,
     QueuedJobs,
@@ -144,3 +145,13 @@ def record_packings(monkeypatch: pytest.MonkeyPatch) -> list[dict[Shape, int]]:
 
     monkeypatch.setattr(planner, "binpack", recording)
     return seen
+
+
+def launched(p: Plan) -> dict[str, int]:
+    """A plan's launches: node type -> nodes."""
+    return {launch.node_type: launch.count for launch in p.launches}
+
+
+def unsched(p: Plan) -> dict[tuple[Shape, tuple[str, ...]], int]:
+    """A plan's waiting jobs: (job shape, reasons) -> jobs."""
+    return {(u.shape, u.reasons): u.count for u in p.unschedulable}

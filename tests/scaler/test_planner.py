@@ -10,6 +10,7 @@ from builders import (
     GiB,
     backed_off,
     job,
+    launched,
     node,
     node_type,
     policy,
@@ -17,6 +18,7 @@ from builders import (
     running,
     snapshot,
     unneeded,
+    unsched,
 )
 from shoal.scaler.model import AddCause, NodeState, PlannerState, Policy, RemoveCause
 from shoal.scaler.overhead import disk_overhead, memory_overhead
@@ -33,14 +35,6 @@ A = node_type("a", cores=4, mem_gib=9, disk_gib=20, price=0.2)
 B = node_type("b", cores=8, mem_gib=17, disk_gib=36, price=0.4)
 SPOT = node_type("a:0.1", cores=4, mem_gib=9, disk_gib=20, price=0.1, spot=True)
 EMPTY = PlannerState()
-
-
-def launched(p):
-    return {launch.node_type: launch.count for launch in p.launches}
-
-
-def unsched(p):
-    return {(u.shape, u.reasons): u.count for u in p.unschedulable}
 
 
 @pytest.mark.parametrize(

@@ -14,21 +14,25 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from builders import NOW, backed_off, job, node, node_type, policy, queued, running, snapshot
+from builders import (
+    NOW,
+    backed_off,
+    job,
+    launched,
+    node,
+    node_type,
+    policy,
+    queued,
+    running,
+    snapshot,
+    unsched,
+)
 from recorded import case
 from shoal.scaler.model import NodeState, PlannerState
 from shoal.scaler.planner import REASON_MAX_NODES, plan, usable_shape
 
 EMPTY = PlannerState()
 MAX = (REASON_MAX_NODES,)
-
-
-def waiting(p):
-    return {(u.shape, u.reasons): u.count for u in p.unschedulable}
-
-
-def launched(p):
-    return {la.node_type: la.count for la in p.launches}
 
 
 def test_left_jobs_run_on_idle_nodes_of_a_type_in_backoff():
@@ -38,7 +42,7 @@ def test_left_jobs_run_on_idle_nodes_of_a_type_in_backoff():
     four = job(4, 2)
     snap = snapshot([node("a1", a), node("b1", b)], [queued(four, 3)], unavailable=backed_off(b))
     p = plan(snap, policy(a, b, packing="cost"), EMPTY, NOW)
-    assert waiting(p) == {}
+    assert unsched(p) == {}
     assert launched(p) == {}
     assert dict(p.targets) == {"a": 1, "b": 1}
 
@@ -49,7 +53,7 @@ def test_left_jobs_do_not_push_out_the_jobs_the_packer_fitted():
     small, large = job(1, 1), job(4, 2)
     snap = snapshot(queue=[queued(small, 8), queued(large, 2)])
     p = plan(snap, policy(a, packing="cost"), EMPTY, NOW)
-    assert waiting(p) == {(large, MAX): 2}
+    assert unsched(p) == {(large, MAX): 2}
     assert launched(p) == {"a": 2}
 
 
@@ -61,7 +65,7 @@ def test_the_capped_types_raw_need_counts_the_jobs_left_so_smoothing_heads_to_it
     four = job(4, 2)
     pol = policy(a, b, packing="cost", beta_inertia=0.5)
     p = plan(snapshot(queue=[queued(four, 10)]), pol, EMPTY, NOW)
-    assert waiting(p) == {(four, MAX): 5}
+    assert unsched(p) == {(four, MAX): 5}
     assert dict(p.targets) == {"a": 1, "b": 2}
     b_launch = next(la for la in p.launches if la.node_type == "b")
     # its own 4 and the 5 left, which every type that fits them counts: the message says so
@@ -80,7 +84,7 @@ def test_a_type_the_recount_leaves_below_its_max_takes_left_jobs():
     )
     p = plan(snap, policy(a, b, packing="cost"), EMPTY, NOW)
     assert dict(p.targets) == {"a": 1, "b": 2}
-    assert waiting(p) == {(three, MAX): 3}  # a holds 1, b's two nodes 4 (beside the 1-core job)
+    assert unsched(p) == {(three, MAX): 3}  # a holds 1, b's two nodes 4 (beside the 1-core job)
 
 
 @pytest.mark.parametrize("solver", [0.0, 0.2])
@@ -99,7 +103,7 @@ def test_the_dearer_of_two_types_of_one_shape_takes_the_spill_of_the_cheaper():
     four = job(4, 2)
     p = plan(snapshot(queue=[queued(four, 6)]), policy(cheap, dear, packing="cost"), EMPTY, NOW)
     assert launched(p) == {"a": 2, "a2": 3}
-    assert waiting(p) == {(four, MAX): 1}
+    assert unsched(p) == {(four, MAX): 1}
 
 
 @pytest.mark.parametrize("case_", ["twins", "recount", "backoff"])
@@ -132,7 +136,7 @@ def test_a_second_pass_with_the_launches_booting_launches_nothing(case_):
     again = plan(snapshot(booted, queue, runs, off), pol, first.state, NOW)
     assert again.launches == () and again.undrains == ()
     assert dict(again.targets) == dict(first.targets)
-    assert waiting(again) == waiting(first)
+    assert unsched(again) == unsched(first)
 
 
 # -- what a first attempt broke -------------------------------------------------------------
@@ -240,7 +244,7 @@ def test_586_a_second_pass_with_the_launches_booting_launches_nothing():
     again = plan(replace(snap, nodes=tuple(nodes)), pol, first.state, now + 10)
     assert again.launches == () and again.undrains == ()
     assert dict(again.targets) == dict(first.targets)
-    assert waiting(again) == waiting(first)
+    assert unsched(again) == unsched(first)
 
 
 def test_jobs_past_every_max_that_a_type_held_by_the_cost_ceiling_fits_wait_cost_ceiling():
@@ -252,7 +256,7 @@ def test_jobs_past_every_max_that_a_type_held_by_the_cost_ceiling_fits_wait_cost
     pol = policy(a, packing="cost", cost_ceiling_per_hour=0.2)
     p = plan(snapshot(queue=[queued(four, 3)]), pol, EMPTY, NOW)
     assert launched(p) == {"a": 1}
-    assert waiting(p) == {(four, ("cost-ceiling",)): 2}
+    assert unsched(p) == {(four, ("cost-ceiling",)): 2}
 
 
 def test_each_launch_message_says_how_many_of_its_queued_jobs_wait_past_every_max():
@@ -264,7 +268,7 @@ def test_each_launch_message_says_how_many_of_its_queued_jobs_wait_past_every_ma
     c = node_type("c", cores=16, mem_gib=33, disk_gib=68, price=0.9, max_nodes=1)
     four = job(4, 2)
     p = plan(snapshot(queue=[queued(four, 10)]), policy(a, b, c, packing="cost"), EMPTY, NOW)
-    assert waiting(p) == {(four, MAX): 3}
+    assert unsched(p) == {(four, MAX): 3}
     said = {la.node_type: la.message.split(";")[0] for la in p.launches}
     assert said == {
         "a": "4 queued jobs need 4 x a (3 of them wait past every max)",
@@ -287,10 +291,10 @@ def test_jobs_past_every_max_a_larger_max_of_an_uncut_type_would_run_are_not_cos
     four = job(4, 2)
     pol = policy(a, b, packing="cost", cost_ceiling_per_hour=0.6)
     roomier = policy(replace(a, max_nodes=6), b, packing="cost", cost_ceiling_per_hour=0.6)
-    assert waiting(plan(snapshot(queue=[queued(four, 6)]), roomier, EMPTY, NOW)) == {}
+    assert unsched(plan(snapshot(queue=[queued(four, 6)]), roomier, EMPTY, NOW)) == {}
     p = plan(snapshot(queue=[queued(four, 6)]), pol, EMPTY, NOW)
     assert launched(p) == {"a": 1}
-    assert waiting(p) == {(four, ("cost-ceiling",)): 4, (four, MAX): 1}
+    assert unsched(p) == {(four, ("cost-ceiling",)): 4, (four, MAX): 1}
 
 
 def test_a_launch_message_does_not_say_jobs_wait_past_every_max_that_wait_cost_ceiling():
@@ -303,6 +307,6 @@ def test_a_launch_message_does_not_say_jobs_wait_past_every_max_that_wait_cost_c
     four = job(4, 2)
     pol = policy(a, packing="cost", cost_ceiling_per_hour=0.2)
     p = plan(snapshot(queue=[queued(four, 3)]), pol, EMPTY, NOW)
-    assert waiting(p) == {(four, ("cost-ceiling",)): 2}
+    assert unsched(p) == {(four, ("cost-ceiling",)): 2}
     (la,) = p.launches
     assert "past every max" not in la.message
