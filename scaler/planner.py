@@ -1029,14 +1029,15 @@ def _assign_by_cost(
         type at its max may still hold jobs beside its own; one below it is asked again
         while it takes some: the count is not monotone, so ``_serve``'s largest prefix may
         leave room."""
-        for t in sorted(view.types, key=_price):
+        for t in by_price:
             cap, count = reach(t), need(t)
             while any(beyond.values()) and count <= cap and take(t, [beyond], cap, count == cap):
                 if count == cap:
                     break
                 count = need(t)
 
-    growable = [t for t in sorted(view.types, key=_price) if t.name not in view.blocked]
+    by_price = sorted(view.types, key=_price)
+    growable = [t for t in by_price if t.name not in view.blocked]
     trim()
     # Idle live nodes of a type that cannot launch (in backoff: they run jobs) take the jobs
     # past every max first; a type that can launch takes them in ``grow``, within its reach,
