@@ -9,13 +9,13 @@ for the fencing (``daemon.leader.state``: the durable state's writes; the reques
 the ``shoal:epoch`` tag of every launch).
 
 The split-brain guard is here, once, in ``LeaseElector``, under every implementation: a term
-has a renewer (renews the lease every ttl/3) and a guard that reads no I/O. The guard steps
-down on a LOCAL deadline, ``ttl - margin`` after the SEND time of the last renewal the store
-confirmed (the store's own expiry is at least ``ttl`` after that send), so a renewer that hangs,
-dies silently or cannot reach the store never leaves this daemon acting after its lease could
-have passed to another: the ``margin`` (``lease_margin``) is the time actuation has to stop
-(``daemon.service`` gives the pass in flight half of it, then cancels). A renewal the store
-refuses (the lease is gone) steps down at once.
+has a renewer (renews the lease every ttl/3, and again soon after a failed try) and a guard
+that reads no I/O. The guard steps down on a LOCAL deadline, ``ttl - margin`` after the SEND
+time of the last renewal the store confirmed (the store's own expiry is at least ``ttl`` after
+that send), so a renewer that hangs, dies silently or cannot reach the store never leaves this
+daemon acting after its lease could have passed to another: the ``margin`` (``lease_margin``)
+is the time actuation has to stop (``daemon.service`` gives the pass in flight half of it, then
+cancels). A renewal the store refuses (the lease is gone) steps down at once.
 
 ``daemon.leader.gate`` wires it into the daemon: the ``shoal_leader`` gauge, the ``/v1/status``
 section, and the followers' answers over HTTP.
@@ -126,6 +126,10 @@ class LeaseElector:
         self.ttl = ttl
         self.margin = lease_margin(ttl)
         self.renew_every = ttl / 3
+        # after a failed renewal, the next try comes this soon: an etcd electing a new raft
+        # leader (1-2 s) answers again well within the deadline, which a wait of a whole
+        # ``renew_every`` could pass (a 5 s lease stepped down so on losing its raft leader)
+        self.retry_every = min(self.renew_every, max(0.1, ttl / 40))
         self._term: Term | None = None
         self._leader: LeaderInfo | None = None
         self.terms = 0  # terms begun, for the tests and the log
@@ -239,16 +243,19 @@ class LeaseElector:
                 await task
 
     async def _renewer(self, term: Term) -> None:
+        wait = self.renew_every
         while not term.ended.is_set():
-            await sleep_or_event(self.clock, self.renew_every, term.ended)
+            await sleep_or_event(self.clock, wait, term.ended)
             if term.ended.is_set():
                 return
             sent = self.clock.monotonic()
             try:
                 alive = await self._renew(term.lease)
-            except Exception as exc:  # the guard steps down if this goes on
+            except Exception as exc:  # tried again soon; the guard steps down if this goes on
                 log.warning('event=lease_renew_failed epoch=%d error="%r"', term.epoch, exc)
+                wait = self.retry_every
                 continue
+            wait = self.renew_every
             if not alive:
                 self._end(term, "lease-expired")
                 return

@@ -100,6 +100,31 @@ async def test_a_leader_that_cannot_renew_steps_down_before_its_lease_can_pass(
     await a.close()
 
 
+async def test_a_leader_rides_out_a_store_outage_that_ends_before_its_deadline() -> None:
+    """An etcd electing a new raft leader answers no renewal for a second or two. A failed
+    renewal is tried again soon, not a whole ``renew_every`` later, so an outage that ends
+    before the deadline (``ttl - margin`` after the last renewal sent) keeps the leader; the
+    wait of ``renew_every`` stepped down here (its next try fell after the deadline)."""
+    clock = FakeClock()
+    election, a, b = await two(clock)
+    await clock.advance(TTL)
+    term = a._term
+    assert term is not None
+    last_sent = term.deadline - (TTL - a.margin)
+    await clock.advance(last_sent + 0.01 - clock.monotonic())  # just after a renewal
+    assert term.deadline - (TTL - a.margin) == last_sent  # no renewal since
+    election.partition("a")
+    await clock.advance(term.deadline - 0.5 - clock.monotonic())  # tries at +ttl/3, +2ttl/3
+    assert a.is_leader and term.deadline == last_sent + TTL - a.margin  # none got through
+    election.heal("a")
+    await clock.advance(0.4)
+    assert a.is_leader and a.epoch == 1 and term.deadline > last_sent + TTL - a.margin
+    await clock.advance(3 * TTL)
+    assert a.is_leader and not b.is_leader and [n for n, _ in election.grants] == ["a"]
+    await a.close()
+    await b.close()
+
+
 async def test_a_renewal_the_store_refuses_ends_the_term_at_once() -> None:
     """The lease is gone on the store's side (deleted, expired while this daemon was
     stopped): the next renewal says so and the term ends then, not at the deadline."""
