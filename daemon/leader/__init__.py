@@ -243,7 +243,11 @@ class LeaseElector:
                 await task
 
     async def _renewer(self, term: Term) -> None:
+        """Renews every ``renew_every`` from the last renewal SENT (a slow answer does not
+        push the next one back), and ``retry_every`` after a failed one. The first failure of
+        a run is a warning, the rest debug, and the renewal that ends the run says how long."""
         wait = self.renew_every
+        failed, since = 0, 0.0
         while not term.ended.is_set():
             await sleep_or_event(self.clock, wait, term.ended)
             if term.ended.is_set():
@@ -252,14 +256,24 @@ class LeaseElector:
             try:
                 alive = await self._renew(term.lease)
             except Exception as exc:  # tried again soon; the guard steps down if this goes on
-                log.warning('event=lease_renew_failed epoch=%d error="%r"', term.epoch, exc)
+                failed, since = failed + 1, since if failed else sent
+                level = logging.WARNING if failed == 1 else logging.DEBUG
+                log.log(level, 'event=lease_renew_failed epoch=%d error="%r"', term.epoch, exc)
                 wait = self.retry_every
                 continue
-            wait = self.renew_every
             if not alive:
                 self._end(term, "lease-expired")
                 return
             term.deadline = max(term.deadline, sent + self.ttl - self.margin)
+            if failed:
+                log.info(
+                    "event=lease_renewed epoch=%d failures=%d for=%.1fs",
+                    term.epoch,
+                    failed,
+                    sent - since,
+                )
+                failed = 0
+            wait = max(0.0, sent + self.renew_every - self.clock.monotonic())
 
     async def _guard(self, term: Term) -> None:
         """Steps down at the local deadline; reads only the clock."""

@@ -14,9 +14,14 @@ serves on its client URL (``/v3/...``; keys and values base64):
   at most one TTL, so a watch that hangs costs one more txn, nothing else.
 - resign: ``lease/revoke``: the key goes with it, and the followers' watches fire.
 
-Every call has a timeout below the lease's margin and moves on to the next endpoint when an
-endpoint cannot be reached. The split-brain guard (``LeaseElector``) does not depend on any
-of it.
+Each endpoint a call tries has a timeout below the lease's margin (``min(margin, ttl/3)``).
+A call moves on to the next endpoint when one cannot be reached, does not answer in time, or
+answers 5xx or 429 (``etcdserver: no leader``, a request timed out, too many requests); any
+other non-200 answer is etcd's word and ends the call. Calls start at the endpoint that last
+answered, so a member that hangs (a host powered off, a partition, SIGSTOP) costs one
+timeout, once, not one per call: two per renewal, with the renewal period past the lease's
+deadline, stepped a leader down for good while two members of three were healthy. The
+split-brain guard (``LeaseElector``) does not depend on any of it.
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ class EtcdElector(LeaseElector):
         super().__init__(clock, me, ttl)
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.key = key
-        self.timeout = min(self.margin, self.renew_every)  # a call never outlives the margin
+        self.timeout = min(self.margin, self.renew_every)  # one endpoint's try, at most
+        self._first = 0  # the endpoint that answered last: where the next call starts
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
@@ -68,19 +74,32 @@ class EtcdElector(LeaseElector):
         """One v3 gateway call (``daemon.leader.state`` keeps the durable state with it)."""
         return await self._call(path, body)
 
+    def _order(self) -> list[int]:
+        """The endpoints' indices, from the one that answered last."""
+        n = len(self.endpoints)
+        return [(self._first + i) % n for i in range(n)]
+
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST to the first endpoint that answers; raises EtcdError."""
+        """POST to the first endpoint that answers, from the one that answered last; raises
+        EtcdError (no endpoint answered, or one answered with etcd's own refusal)."""
         errors = []
-        for endpoint in self.endpoints:
+        for index in self._order():
+            endpoint = self.endpoints[index]
             try:
                 async with asyncio.timeout(self.timeout):
                     async with self._http().post(f"{endpoint}/v3/{path}", json=body) as response:
                         answer = await response.json(content_type=None)
-                        if response.status != 200:
-                            raise EtcdError(f"{path}: HTTP {response.status}: {answer}")
-                        return dict(answer)
+                        status = response.status
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 errors.append(f"{endpoint}: {exc!r}")
+                continue
+            if status >= 500 or status == 429:  # this member cannot serve it now: the next
+                errors.append(f"{endpoint}: HTTP {status}: {answer}")
+                continue
+            self._first = index
+            if status != 200:
+                raise EtcdError(f"{path}: HTTP {status}: {answer}")
+            return dict(answer)
         raise EtcdError("; ".join(errors))
 
     async def _acquire(self) -> tuple[int | None, Any, LeaderInfo | None]:
@@ -147,7 +166,7 @@ class EtcdElector(LeaseElector):
         body = {"create_request": {"key": _b64(self.key), "start_revision": str(int(token) + 1)}}
         try:
             async with asyncio.timeout(self.ttl):
-                for endpoint in self.endpoints:
+                for endpoint in (self.endpoints[i] for i in self._order()):
                     try:
                         async with self._http().post(f"{endpoint}/v3/watch", json=body) as response:
                             async for line in response.content:

@@ -10,6 +10,8 @@ its lease can pass to another daemon.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 
 import configs
 import pytest
@@ -114,13 +116,62 @@ async def test_a_leader_rides_out_a_store_outage_that_ends_before_its_deadline()
     await clock.advance(last_sent + 0.01 - clock.monotonic())  # just after a renewal
     assert term.deadline - (TTL - a.margin) == last_sent  # no renewal since
     election.partition("a")
-    await clock.advance(term.deadline - 0.5 - clock.monotonic())  # tries at +ttl/3, +2ttl/3
+    await clock.advance(term.deadline - 0.5 - clock.monotonic())  # every try fails
     assert a.is_leader and term.deadline == last_sent + TTL - a.margin  # none got through
     election.heal("a")
     await clock.advance(0.4)
     assert a.is_leader and a.epoch == 1 and term.deadline > last_sent + TTL - a.margin
     await clock.advance(3 * TTL)
     assert a.is_leader and not b.is_leader and [n for n, _ in election.grants] == ["a"]
+    await a.close()
+    await b.close()
+
+
+async def test_renewals_are_sent_every_renew_every_however_slow_the_answers() -> None:
+    """A renewal that takes a while to answer (a member timing out before the next one
+    serves it) does not push the next one back: they are sent ``renew_every`` apart. Before,
+    the wait began at the answer, so a 2.5 s answer made the period 5.8 s at ttl 10, and a
+    leader whose every renewal met a hung member passed its 7.5 s deadline."""
+    clock = FakeClock()
+    election = MemoryElection(clock, TTL)
+    sends: list[float] = []
+
+    class Slow(MemoryElector):
+        async def _renew(self, lease: object) -> bool:
+            sends.append(clock.monotonic())
+            await clock.sleep(0.75 * self.renew_every)
+            return await super()._renew(lease)
+
+    a = Slow(election, election.elector("a").me)
+    await clock.run_until(a.campaign())
+    await clock.advance(5 * TTL)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sends)]
+    assert len(gaps) >= 10 and all(abs(g - a.renew_every) < 1e-6 for g in gaps), gaps
+    assert a.is_leader
+    await a.close()
+
+
+async def test_one_warning_per_run_of_failed_renewals_and_one_line_when_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Retried every ``retry_every``, a store outage would log a warning 10 times a second;
+    the first failure is the warning, the rest debug, and the renewal that ends the run says
+    how many failed and for how long."""
+    clock = FakeClock()
+    election, a, b = await two(clock)
+    await clock.advance(TTL)
+    caplog.set_level(logging.DEBUG, logger="shoal.daemon.leader")
+    caplog.clear()
+    election.partition("a")
+    await clock.advance(a.renew_every + 4 * a.retry_every)
+    election.heal("a")
+    await clock.advance(a.retry_every)
+    assert a.is_leader
+    failed = [r for r in caplog.records if "event=lease_renew_failed" in r.getMessage()]
+    assert len(failed) >= 4
+    assert [r.levelno for r in failed] == [logging.WARNING] + [logging.DEBUG] * (len(failed) - 1)
+    renewed = [r.getMessage() for r in caplog.records if "event=lease_renewed" in r.getMessage()]
+    assert len(renewed) == 1 and f"failures={len(failed)} " in renewed[0], renewed
     await a.close()
     await b.close()
 

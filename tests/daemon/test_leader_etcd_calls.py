@@ -1,0 +1,138 @@
+"""How ``EtcdElector`` picks an endpoint, against loopback endpoints that answer as an etcd
+member's v3 JSON gateway does when it cannot serve: 503 (gRPC Unavailable: ``etcdserver: no
+leader``, a member cut off from raft's leader), no answer at all (a member whose host is
+powered off or SIGSTOPped: the connection is accepted and nothing comes back), or etcd's own
+refusal (400: a malformed request; the same answer from every member).
+
+A real 3-member etcd losing a member is ``tests/e2e/test_e2e_ha.py``'s; these pin the rules:
+a member that cannot serve moves the call on, a refusal ends it, and the next call starts at
+the member that answered last, so a hung member costs one timeout, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from loopback import serve
+from shoal.daemon.leader import LeaderInfo
+from shoal.daemon.leader.etcd import EtcdElector, EtcdError
+from shoal.runtime.clock import SystemClock
+
+TTL = 2.0  # the per-endpoint timeout: min(margin 0.5 s, ttl/3)
+
+
+class Members:
+    """Loopback endpoints, each with a behaviour; counts the requests each got."""
+
+    def __init__(self) -> None:
+        self.hits: Counter[str] = Counter()
+        self.release = asyncio.Event()  # lets the hung handlers go at teardown
+        self.urls: dict[str, str] = {}
+        self.runners: list[web.AppRunner] = []
+
+    async def add(self, name: str, behaviour: str) -> str:
+        async def handle(request: web.Request) -> web.Response:
+            self.hits[name] += 1
+            if behaviour == "hang":
+                await self.release.wait()
+            if behaviour == "no-leader":
+                return web.json_response(
+                    {"error": "etcdserver: no leader", "code": 14, "message": "no leader"},
+                    status=503,
+                )
+            if behaviour == "refuse":
+                return web.json_response(
+                    {"error": "etcdserver: key is not provided", "code": 3}, status=400
+                )
+            return web.json_response({"answered": name, "path": request.path})
+
+        app = web.Application()
+        app.router.add_post("/v3/{path:.*}", handle)
+        runner, url = await serve(app)
+        self.runners.append(runner)
+        self.urls[name] = url
+        return url
+
+    async def close(self) -> None:
+        self.release.set()
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+@pytest.fixture
+async def members() -> AsyncIterator[Members]:
+    made = Members()
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+async def elector(members: Members, *behaviours: tuple[str, str]) -> EtcdElector:
+    urls = [await members.add(name, behaviour) for name, behaviour in behaviours]
+    return EtcdElector(urls, "/shoal/t/leader", LeaderInfo("a"), TTL, SystemClock())
+
+
+async def call(e: EtcdElector) -> dict[str, Any]:
+    return await e.call("kv/range", {"key": "eA=="})
+
+
+async def test_a_member_without_a_raft_leader_moves_the_call_on(members: Members) -> None:
+    """503 (``etcdserver: no leader``) is that member's state, not etcd's answer: the next
+    member serves the call. Before, the 503 ended it, and a leader stepped down while two
+    members of three were healthy."""
+    e = await elector(members, ("m0", "no-leader"), ("m1", "ok"))
+    try:
+        assert (await call(e))["answered"] == "m1"
+        assert (await call(e))["answered"] == "m1"
+        assert members.hits == {"m0": 1, "m1": 2}  # the second call started at m1
+    finally:
+        await e.close()
+
+
+async def test_a_hung_member_costs_one_timeout_once(members: Members) -> None:
+    """A member that accepts and never answers: the first call waits one timeout on it, then
+    the next member answers; later calls start there and do not wait again. Before, every
+    call waited on it (two per renewal), past the lease's deadline."""
+    e = await elector(members, ("m0", "hang"), ("m1", "ok"), ("m2", "ok"))
+    try:
+        began = time.monotonic()
+        assert (await call(e))["answered"] == "m1"
+        assert time.monotonic() - began >= e.timeout
+        began = time.monotonic()
+        for _ in range(5):
+            assert (await call(e))["answered"] == "m1"
+        assert time.monotonic() - began < e.timeout  # no call waited on m0 again
+        assert members.hits == {"m0": 1, "m1": 6}
+    finally:
+        await e.close()
+
+
+async def test_etcds_own_refusal_ends_the_call(members: Members) -> None:
+    """A 4xx other than 429 is etcd's answer to the request itself (the same from every
+    member): raised at once, the next member not asked."""
+    e = await elector(members, ("m0", "refuse"), ("m1", "ok"))
+    try:
+        with pytest.raises(EtcdError, match=r"HTTP 400"):
+            await call(e)
+        assert members.hits == {"m0": 1}
+    finally:
+        await e.close()
+
+
+async def test_no_member_serving_raises_with_each_ones_reason(members: Members) -> None:
+    e = await elector(members, ("m0", "no-leader"), ("m1", "hang"))
+    try:
+        with pytest.raises(EtcdError) as raised:
+            await call(e)
+        text = str(raised.value)
+        assert "HTTP 503" in text and "TimeoutError" in text
+        assert members.urls["m0"] in text and members.urls["m1"] in text
+    finally:
+        await e.close()
