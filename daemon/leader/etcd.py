@@ -11,17 +11,23 @@ serves on its client URL (``/v3/...``; keys and values base64):
   or a key held under another lease or none (deleted by hand) ends the term at once.
 - a follower waits on ``watch`` (a stream of JSON lines) for the key's DELETE from the
   revision its txn saw on, so a deletion between the txn and the watch is not missed; and
-  at most one TTL, so a watch that hangs costs one more txn, nothing else.
+  at most one TTL, so a watch that hangs costs one more txn, nothing else. A member that
+  has not answered the watch within the timeout is left for the next.
 - resign: ``lease/revoke``: the key goes with it, and the followers' watches fire.
 
-Each endpoint a call tries has a timeout below the lease's margin (``min(margin, ttl/3)``).
-A call moves on to the next endpoint when one cannot be reached, does not answer in time, or
-answers 5xx or 429 (``etcdserver: no leader``, a request timed out, too many requests); any
-other non-200 answer is etcd's word and ends the call. Calls start at the endpoint that last
-answered, so a member that hangs (a host powered off, a partition, SIGSTOP) costs one
-timeout, once, not one per call: two per renewal, with the renewal period past the lease's
-deadline, stepped a leader down for good while two members of three were healthy. The
-split-brain guard (``LeaseElector``) does not depend on any of it.
+Each try at an endpoint has a timeout below the lease's margin (``min(margin, ttl/3)``). A
+call moves on to the next endpoint when one cannot be reached, does not answer in time, or
+answers 5xx, 408 or 429 (``etcdserver: no leader``, a request timed out, a member shutting
+down, too many requests); any other non-200 answer is etcd's word and ends the call. Calls
+start at the endpoint that answered last, so a member that hangs (a host powered off, a
+partition, SIGSTOP) costs a txn one timeout, once. The keepalive, the read, the revoke and
+the grant are hedged: a new try at the next member every ``timeout/5`` until one answers,
+since a follower holds a keepalive it forwards to a raft leader that just hung for 7 s,
+even past the election. Before (each member tried once, a timeout each, the next renewal
+timed from the answer) one hung member of three listed first stepped a leader down, and a
+hung raft leader listed second did too when it hung in the second before a renewal (3 runs
+of 3 so timed). The split-brain guard
+(``LeaseElector``) does not depend on any of it.
 """
 
 from __future__ import annotations
@@ -40,6 +46,17 @@ from shoal.runtime.clock import Clock
 __all__ = ["EtcdElector", "EtcdError"]
 
 log = logging.getLogger(__name__)
+
+
+# answers that say this member cannot serve the call now (another may): a timeout (408: a
+# member shutting down, "the client connection is closing"), too many requests; and 5xx
+_MEMBER_CANNOT_SERVE = frozenset({408, 429})
+# calls sent again to another member without harm (``EtcdElector._hedged``): a lease/grant
+# answered twice leaves a lease no key uses, which expires in one TTL. Not a kv/txn: etcd's
+# own client never retries a txn once sent (one sent again after a timeout or a 5xx, as
+# ``_call`` does, may have been applied: the campaign's compare lets one copy win, and it
+# finds itself the holder; a state write's is the same write)
+_HEDGED = frozenset({"lease/keepalive", "kv/range", "lease/revoke", "lease/grant"})
 
 
 class EtcdError(Exception):
@@ -62,6 +79,7 @@ class EtcdElector(LeaseElector):
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.key = key
         self.timeout = min(self.margin, self.renew_every)  # one endpoint's try, at most
+        self.hedge = self.timeout / 5  # an idempotent call's next try, if none answered
         self._first = 0  # the endpoint that answered last: where the next call starts
         self._session: aiohttp.ClientSession | None = None
 
@@ -79,28 +97,88 @@ class EtcdElector(LeaseElector):
         n = len(self.endpoints)
         return [(self._first + i) % n for i in range(n)]
 
+    async def _post(self, index: int, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """One try at one endpoint: (HTTP status, answer); raises what the transport raised
+        (``aiohttp.ClientError``, ``ValueError``: no JSON)."""
+        url = f"{self.endpoints[index]}/v3/{path}"
+        async with self._http().post(url, json=body) as response:
+            return response.status, await response.json(content_type=None)
+
+    def _answer(self, index: int, path: str, status: int, answer: Any) -> dict[str, Any] | None:
+        """An endpoint's answer: the call's result (200: it becomes the first endpoint), None
+        when that member cannot serve the call now (the next one may), or EtcdError raised
+        (etcd's own refusal of the request, the same from every member)."""
+        if status == 200:
+            self._first = index
+            return dict(answer)
+        if status >= 500 or status in _MEMBER_CANNOT_SERVE:
+            return None
+        raise EtcdError(f"{path}: HTTP {status}: {answer}")
+
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST to the first endpoint that answers, from the one that answered last; raises
-        EtcdError (no endpoint answered, or one answered with etcd's own refusal)."""
+        """POST to the first endpoint that answers, from the one that answered last, each
+        try for at most ``timeout``; raises EtcdError (no endpoint answered, or one answered
+        with etcd's own refusal). The calls of ``_HEDGED`` are hedged (``_hedged``)."""
+        if path in _HEDGED:
+            return await self._hedged(path, body)
         errors = []
         for index in self._order():
-            endpoint = self.endpoints[index]
             try:
                 async with asyncio.timeout(self.timeout):
-                    async with self._http().post(f"{endpoint}/v3/{path}", json=body) as response:
-                        answer = await response.json(content_type=None)
-                        status = response.status
+                    status, answer = await self._post(index, path, body)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                errors.append(f"{endpoint}: {exc!r}")
+                errors.append(f"{self.endpoints[index]}: {exc!r}")
                 continue
-            if status >= 500 or status == 429:  # this member cannot serve it now: the next
-                errors.append(f"{endpoint}: HTTP {status}: {answer}")
-                continue
-            self._first = index
-            if status != 200:
-                raise EtcdError(f"{path}: HTTP {status}: {answer}")
-            return dict(answer)
+            result = self._answer(index, path, status, answer)
+            if result is not None:
+                return result
+            errors.append(f"{self.endpoints[index]}: HTTP {status}: {answer}")
         raise EtcdError("; ".join(errors))
+
+    async def _hedged(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A call of ``_HEDGED`` (a keepalive, a read, a revoke, a grant): a new try every ``hedge``
+        seconds, or at once when one fails, at the members in turn (each at most twice), the
+        first answer taken, for as long as the tries one after another would take.
+
+        A member of a cluster whose raft leader just hung holds a keepalive it forwards to
+        that leader for 7 s, even after the election a second later, while a new request
+        is answered at once: one try per member, each ``timeout`` long, spent 5 s of a
+        renewal on a follower and the hung leader, past a 10 s lease's deadline."""
+        loop = asyncio.get_running_loop()
+        order = self._order()
+        end = loop.time() + self.timeout * len(order)
+        tries: dict[asyncio.Task[tuple[int, Any]], int] = {}
+        errors: list[str] = []
+        sent = 0
+        try:
+            while (left := end - loop.time()) > 0:
+                if sent < 2 * len(order):
+                    index = order[sent % len(order)]
+                    tries[asyncio.create_task(self._post(index, path, body))] = index
+                    sent += 1
+                elif not tries:
+                    break
+                done, _ = await asyncio.wait(
+                    tries, timeout=min(self.hedge, left), return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    index = tries.pop(task)
+                    endpoint = self.endpoints[index]
+                    try:
+                        status, answer = task.result()
+                    except (aiohttp.ClientError, ValueError) as exc:
+                        errors.append(f"{endpoint}: {exc!r}")
+                        continue
+                    result = self._answer(index, path, status, answer)
+                    if result is not None:
+                        return result
+                    errors.append(f"{endpoint}: HTTP {status}: {answer}")
+            errors += [f"{self.endpoints[i]}: no answer in time" for i in tries.values()]
+            raise EtcdError("; ".join(errors) or f"{path}: no answer in time")
+        finally:
+            for task in tries:
+                task.cancel()
+            await asyncio.gather(*tries, return_exceptions=True)
 
     async def _acquire(self) -> tuple[int | None, Any, LeaderInfo | None]:
         grant = await self._call("lease/grant", {"TTL": int(self.ttl)})
@@ -162,20 +240,25 @@ class EtcdElector(LeaseElector):
 
     async def _wait_vacancy(self, token: Any) -> None:
         """Watch the key for its DELETE from the revision after the txn's, for at most one
-        TTL (and a watch on the next endpoint when one cannot be reached)."""
+        TTL; a member that has not answered the watch within ``timeout`` (a hung member:
+        before, it held the follower for the whole TTL) or cannot be reached, the next."""
         body = {"create_request": {"key": _b64(self.key), "start_revision": str(int(token) + 1)}}
         try:
             async with asyncio.timeout(self.ttl):
                 for endpoint in (self.endpoints[i] for i in self._order()):
                     try:
-                        async with self._http().post(f"{endpoint}/v3/watch", json=body) as response:
-                            async for line in response.content:
-                                if not line.strip():
-                                    continue
-                                events = json.loads(line).get("result", {}).get("events") or []
-                                if any(e.get("type") == "DELETE" for e in events):
-                                    return
-                    except aiohttp.ClientError as exc:
+                        async with asyncio.timeout(self.timeout) as answered:
+                            url = f"{endpoint}/v3/watch"
+                            async with self._http().post(url, json=body) as response:
+                                async for line in response.content:
+                                    if not line.strip():
+                                        continue
+                                    answered.reschedule(None)  # held: the TTL bounds it now
+                                    result = json.loads(line).get("result", {})
+                                    events = result.get("events") or []
+                                    if any(e.get("type") == "DELETE" for e in events):
+                                        return
+                    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                         log.debug('event=watch_failed endpoint=%s error="%r"', endpoint, exc)
                 await self.clock.sleep(self.renew_every)  # no watch held: try again soon
         except TimeoutError:
