@@ -21,12 +21,13 @@ answers 5xx, 408 or 429 (``etcdserver: no leader``, a request timed out, a membe
 down, too many requests); any other non-200 answer is etcd's word and ends the call. Calls
 start at the endpoint that answered last, so a member that hangs (a host powered off, a
 partition, SIGSTOP) costs a txn one timeout, once. The keepalive, the read, the revoke and
-the grant are hedged: a new try at the next member every ``timeout/5`` until one answers,
-since a follower holds a keepalive it forwards to a raft leader that just hung for 7 s,
-even past the election. Before (each member tried once, a timeout each, the next renewal
-timed from the answer) one hung member of three listed first stepped a leader down, and a
-hung raft leader listed second did too when it hung in the second before a renewal (3 runs
-of 3 so timed). The split-brain guard
+the grant are hedged (``_hedged``): a new try at the next member every ``timeout/5``, each
+member at most every ``timeout/5`` and one try at a time, until one answers or the call's
+budget (``timeout`` per member) runs out, since a follower holds a keepalive it forwards to
+a raft leader that just hung for 7 s, even past the election. Before (each member tried
+once, a timeout each, the next renewal timed from the answer) one hung member of three
+listed first stepped a leader down, and a hung raft leader listed second did too when it
+hung in the second before a renewal (3 runs of 3 so timed). The split-brain guard
 (``LeaseElector``) does not depend on any of it.
 """
 
@@ -36,6 +37,7 @@ import asyncio
 import base64
 import json
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -105,13 +107,17 @@ class EtcdElector(LeaseElector):
             return response.status, await response.json(content_type=None)
 
     def _answer(self, index: int, path: str, status: int, answer: Any) -> dict[str, Any] | None:
-        """An endpoint's answer: the call's result (200: it becomes the first endpoint), None
-        when that member cannot serve the call now (the next one may), or EtcdError raised
-        (etcd's own refusal of the request, the same from every member)."""
-        if status == 200:
+        """An endpoint's answer: the call's result (200 with a JSON object: it becomes the
+        first endpoint; a revoke's 404, the lease gone, is one too), None when that member
+        cannot serve the call now (the next one may), or EtcdError raised (etcd's own
+        refusal of the request, the same from every member)."""
+        if status == 200 and isinstance(answer, dict):
             self._first = index
-            return dict(answer)
-        if status >= 500 or status in _MEMBER_CANNOT_SERVE:
+            return answer
+        if status == 404 and path == "lease/revoke":  # gone: a try before this one revoked it
+            self._first = index
+            return {}
+        if status == 200 or status >= 500 or status in _MEMBER_CANNOT_SERVE:
             return None
         raise EtcdError(f"{path}: HTTP {status}: {answer}")
 
@@ -136,9 +142,12 @@ class EtcdElector(LeaseElector):
         raise EtcdError("; ".join(errors))
 
     async def _hedged(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A call of ``_HEDGED`` (a keepalive, a read, a revoke, a grant): a new try every ``hedge``
-        seconds, or at once when one fails, at the members in turn (each at most twice), the
-        first answer taken, for as long as the tries one after another would take.
+        """A call of ``_HEDGED`` (a keepalive, a read, a revoke, a grant): tries at the
+        members in turn, a new one every ``hedge`` seconds (at once after a failure, to a
+        member not asked within ``hedge``), at most one in flight per member and each for at
+        most ``timeout`` (then that member may be asked again); the first answer is taken.
+        It goes on for as long as the members one after another would take (``timeout``
+        each), however many tries that is: the renewer's guard, not the call, ends a term.
 
         A member of a cluster whose raft leader just hung holds a keepalive it forwards to
         that leader for 7 s, even after the election a second later, while a new request
@@ -147,34 +156,50 @@ class EtcdElector(LeaseElector):
         loop = asyncio.get_running_loop()
         order = self._order()
         end = loop.time() + self.timeout * len(order)
-        tries: dict[asyncio.Task[tuple[int, Any]], int] = {}
-        errors: list[str] = []
-        sent = 0
+        tries: dict[asyncio.Task[tuple[int, Any]], tuple[int, float]] = {}  # member, sent
+        asked: dict[int, float] = {}  # each member's last try, when sent
+        errors: dict[int, str] = {}  # each member's last failure
+        last, turn = -math.inf, 0  # the last try sent; where the turn is
         try:
-            while (left := end - loop.time()) > 0:
-                if sent < 2 * len(order):
-                    index = order[sent % len(order)]
-                    tries[asyncio.create_task(self._post(index, path, body))] = index
-                    sent += 1
-                elif not tries:
-                    break
+            while (now := loop.time()) < end:
+                for task, (index, sent) in list(tries.items()):
+                    if now - sent >= self.timeout:  # that member may be asked again
+                        task.cancel()
+                        del tries[task]
+                        errors[index] = "no answer in time"
+                busy = {index for index, _ in tries.values()}
+                idle = [i for i in order if i not in busy]
+                ready = [i for i in idle if now - asked.get(i, -math.inf) >= self.hedge]
+                if ready and (not tries or now - last >= self.hedge):
+                    index = min(ready, key=lambda i: (order.index(i) - turn) % len(order))
+                    turn = (order.index(index) + 1) % len(order)
+                    asked[index] = last = now
+                    tries[asyncio.create_task(self._post(index, path, body))] = (index, now)
+                times = [end, last + self.hedge]
+                times += [sent + self.timeout for _, sent in tries.values()]
+                times += [asked[i] + self.hedge for i in idle if i in asked]
+                after = min(t for t in times if t > now) - now
+                if not tries:
+                    await asyncio.sleep(after)
+                    continue
                 done, _ = await asyncio.wait(
-                    tries, timeout=min(self.hedge, left), return_when=asyncio.FIRST_COMPLETED
+                    tries, timeout=after, return_when=asyncio.FIRST_COMPLETED
                 )
                 for task in done:
-                    index = tries.pop(task)
-                    endpoint = self.endpoints[index]
+                    index, _ = tries.pop(task)
                     try:
                         status, answer = task.result()
-                    except (aiohttp.ClientError, ValueError) as exc:
-                        errors.append(f"{endpoint}: {exc!r}")
+                    except (aiohttp.ClientError, ValueError, OSError) as exc:
+                        errors[index] = repr(exc)
                         continue
                     result = self._answer(index, path, status, answer)
                     if result is not None:
                         return result
-                    errors.append(f"{endpoint}: HTTP {status}: {answer}")
-            errors += [f"{self.endpoints[i]}: no answer in time" for i in tries.values()]
-            raise EtcdError("; ".join(errors) or f"{path}: no answer in time")
+                    errors[index] = f"HTTP {status}: {answer}"
+            for index, _ in tries.values():
+                errors[index] = "no answer in time"
+            listed = "; ".join(f"{self.endpoints[i]}: {errors.get(i, 'not asked')}" for i in order)
+            raise EtcdError(f"{path}: {listed}")
         finally:
             for task in tries:
                 task.cancel()

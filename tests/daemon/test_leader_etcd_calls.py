@@ -35,13 +35,24 @@ class Members:
         self.release = asyncio.Event()  # lets the hung handlers go at teardown
         self.urls: dict[str, str] = {}
         self.runners: list[web.AppRunner] = []
+        self.elected = 0.0  # monotonic: "no-leader-until" members answer 503 before it
 
     async def add(self, name: str, behaviour: str) -> str:
+        members = self
+
         async def handle(request: web.Request) -> web.StreamResponse:
             self.hits[name] += 1
             path = request.match_info["path"]
             if behaviour == "hang" or (behaviour == "holds-the-first" and self.hits[name] == 1):
                 await self.release.wait()
+                if behaviour == "hang":  # released at teardown: the client has gone
+                    return web.Response(status=503)
+            if behaviour == "no-leader-until" and time.monotonic() < members.elected:
+                return web.json_response({"error": "etcdserver: leader changed"}, status=503)
+            if behaviour == "null":  # a 200 that is no answer (a proxy's, a member's bug)
+                return web.Response(status=200, body=b"null")
+            if behaviour == "lease-gone":
+                return web.json_response({"error": "requested lease not found"}, status=404)
             if behaviour.startswith("http-"):
                 status = int(behaviour.removeprefix("http-"))
                 return web.json_response({"error": "cannot serve", "code": 14}, status=status)
@@ -149,6 +160,46 @@ async def test_members_holding_the_first_request_are_asked_again(members: Member
     try:
         assert (await call(e, "lease/keepalive"))["answered"] == "m0"
         assert members.hits == {"m0": 2, "m1": 1}
+    finally:
+        await e.close()
+
+
+async def test_a_hedged_call_goes_on_asking_until_the_election_ends(members: Members) -> None:
+    """The raft leader hung (listed first) and the followers answer 503 at once until their
+    election ends: the call asks again and again (each member at most every ``hedge``) and
+    is answered soon after the election. Before, it sent two tries per member, all spent
+    before the election, then waited out the call's whole budget and failed."""
+    e = await elector(members, ("m0", "hang"), ("m1", "no-leader-until"), ("m2", "no-leader-until"))
+    try:
+        began = time.monotonic()
+        members.elected = began + 0.6 * e.timeout * 3  # past the old code's six tries
+        answer = await call(e, "lease/keepalive")
+        took = time.monotonic() - began
+        assert answer["answered"] in {"m1", "m2"}
+        assert members.elected - began <= took < members.elected - began + e.timeout
+        assert members.hits["m0"] <= 3  # the hung member: once per timeout at most
+        assert members.hits["m1"] + members.hits["m2"] <= took / e.hedge * 2 + 2
+    finally:
+        await e.close()
+
+
+async def test_a_200_that_is_no_answer_moves_the_call_on(members: Members) -> None:
+    e = await elector(members, ("m0", "null"), ("m1", "ok"))
+    try:
+        for path in ("kv/txn", "kv/range"):
+            assert (await call(e, path))["answered"] == "m1"
+    finally:
+        await e.close()
+
+
+async def test_a_revoke_answered_lease_not_found_is_done(members: Members) -> None:
+    """A hedged revoke whose first try was applied but answered late: the next member says
+    the lease is not found. That is what a revoke wants; before, the resignation failed."""
+    e = await elector(members, ("m0", "hang"), ("m1", "lease-gone"))
+    try:
+        assert await e.call("lease/revoke", {"ID": 7}) == {}
+        with pytest.raises(EtcdError, match=r"HTTP 404"):  # elsewhere 404 is etcd's word
+            await e.call("kv/txn", {})
     finally:
         await e.close()
 
