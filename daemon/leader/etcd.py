@@ -157,23 +157,27 @@ class EtcdElector(LeaseElector):
         order = self._order()
         end = loop.time() + self.timeout * len(order)
         tries: dict[asyncio.Task[tuple[int, Any]], tuple[int, float]] = {}  # member, sent
+        stale: set[asyncio.Task[tuple[int, Any]]] = set()  # cancelled: awaited at the end
         asked: dict[int, float] = {}  # each member's last try, when sent
         errors: dict[int, str] = {}  # each member's last failure
-        last, turn = -math.inf, 0  # the last try sent; where the turn is
+        last, turn, failed = -math.inf, 0, False  # the last try sent; the turn; one failed
         try:
+            # every time compared as a deadline (now >= t), the same t the wait is timed to
             while (now := loop.time()) < end:
                 for task, (index, sent) in list(tries.items()):
-                    if now - sent >= self.timeout:  # that member may be asked again
+                    if now >= sent + self.timeout:  # that member may be asked again
                         task.cancel()
                         del tries[task]
+                        stale.add(task)
                         errors[index] = "no answer in time"
                 busy = {index for index, _ in tries.values()}
                 idle = [i for i in order if i not in busy]
-                ready = [i for i in idle if now - asked.get(i, -math.inf) >= self.hedge]
-                if ready and (not tries or now - last >= self.hedge):
+                ready = [i for i in idle if now >= asked.get(i, -math.inf) + self.hedge]
+                if ready and (not tries or failed or now >= last + self.hedge):
                     index = min(ready, key=lambda i: (order.index(i) - turn) % len(order))
                     turn = (order.index(index) + 1) % len(order)
                     asked[index] = last = now
+                    failed = False
                     tries[asyncio.create_task(self._post(index, path, body))] = (index, now)
                 times = [end, last + self.hedge]
                 times += [sent + self.timeout for _, sent in tries.values()]
@@ -190,12 +194,12 @@ class EtcdElector(LeaseElector):
                     try:
                         status, answer = task.result()
                     except (aiohttp.ClientError, ValueError, OSError) as exc:
-                        errors[index] = repr(exc)
+                        errors[index], failed = repr(exc), True
                         continue
                     result = self._answer(index, path, status, answer)
                     if result is not None:
                         return result
-                    errors[index] = f"HTTP {status}: {answer}"
+                    errors[index], failed = f"HTTP {status}: {answer}", True
             for index, _ in tries.values():
                 errors[index] = "no answer in time"
             listed = "; ".join(f"{self.endpoints[i]}: {errors.get(i, 'not asked')}" for i in order)
@@ -203,7 +207,7 @@ class EtcdElector(LeaseElector):
         finally:
             for task in tries:
                 task.cancel()
-            await asyncio.gather(*tries, return_exceptions=True)
+            await asyncio.gather(*tries, *stale, return_exceptions=True)
 
     async def _acquire(self) -> tuple[int | None, Any, LeaderInfo | None]:
         grant = await self._call("lease/grant", {"TTL": int(self.ttl)})

@@ -172,11 +172,11 @@ async def test_a_hedged_call_goes_on_asking_until_the_election_ends(members: Mem
     e = await elector(members, ("m0", "hang"), ("m1", "no-leader-until"), ("m2", "no-leader-until"))
     try:
         began = time.monotonic()
-        members.elected = began + 0.6 * e.timeout * 3  # past the old code's six tries
+        members.elected = began + e.timeout  # past the old code's six tries (~0.2 s)
         answer = await call(e, "lease/keepalive")
         took = time.monotonic() - began
         assert answer["answered"] in {"m1", "m2"}
-        assert members.elected - began <= took < members.elected - began + e.timeout
+        assert members.elected - began <= took < 3 * e.timeout  # within the call's budget
         assert members.hits["m0"] <= 3  # the hung member: once per timeout at most
         assert members.hits["m1"] + members.hits["m2"] <= took / e.hedge * 2 + 2
     finally:
@@ -186,8 +186,25 @@ async def test_a_hedged_call_goes_on_asking_until_the_election_ends(members: Mem
 async def test_a_200_that_is_no_answer_moves_the_call_on(members: Members) -> None:
     e = await elector(members, ("m0", "null"), ("m1", "ok"))
     try:
-        for path in ("kv/txn", "kv/range"):
+        for path in ("kv/txn", "kv/range"):  # sent one at a time, and hedged
+            e._first = 0
             assert (await call(e, path))["answered"] == "m1"
+        assert members.hits == {"m0": 2, "m1": 2}
+    finally:
+        await e.close()
+
+
+async def test_a_failure_sends_the_next_try_at_once(members: Members) -> None:
+    """A member that fails at once (a 503) while another's try hangs: the next member is
+    asked then, not a ``hedge`` later."""
+    e = await elector(members, ("m0", "hang"), ("m1", "no-leader"), ("m2", "ok"))
+    e.timeout, e.hedge = 5.0, 1.0  # a hedge long enough to tell "at once" from "a hedge later"
+    try:
+        began = time.monotonic()
+        assert (await call(e, "kv/range"))["answered"] == "m2"
+        took = time.monotonic() - began  # m1 at +hedge, m2 when m1 failed (before: +2 hedges)
+        assert e.hedge <= took < 1.5 * e.hedge
+        assert members.hits == {"m0": 1, "m1": 1, "m2": 1}
     finally:
         await e.close()
 
