@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 from shoal.daemon.config import ConfigError, ShoalConfig, load_config  # noqa: E402
 from shoal.daemon.simulate import engine  # noqa: E402
 from shoal.daemon.simulate.args import _positive, _queues  # noqa: E402
+from shoal.daemon.simulate.cluster import PLACEMENTS  # noqa: E402
 from shoal.daemon.simulate.compare import CompareError, Variant, build_variants  # noqa: E402
 from shoal.daemon.simulate.engine import DAY, Replay, ReplayOptions  # noqa: E402
 from shoal.daemon.simulate.report import TABLE_COLUMNS  # noqa: E402
@@ -416,6 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=frozenset(),
         help="SWF: queues whose jobs may use spot",
     )
+    p.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        default="first-fit",
+        help="the simulated scheduler's node choice (shoal simulate --placement)",
+    )
     p.add_argument("--no-breakdown", action="store_true", help="the table alone")
     return p
 
@@ -449,10 +456,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for default in whole.defaults:  # what the reader assumed where the log says nothing
         print(f"  assumed {default}")
-    print(f"menu: {args.config}, {len(config.node_types)} node types; {len(variants)} variants")
+    print(
+        f"menu: {args.config}, {len(config.node_types)} node types; {len(variants)} variants; "
+        f"placement {args.placement}"
+    )
     announce()
     started = time.monotonic()
-    results = replay_all(trace, variants, ReplayOptions(seed=args.seed), args.j)
+    results = replay_all(
+        trace, variants, ReplayOptions(seed=args.seed, placement=args.placement), args.j
+    )
     cpu = ", ".join(f"{cpu:.0f} s" for _, _, cpu in results)
     print(f"replayed in {time.monotonic() - started:.0f} s wall (CPU per variant: {cpu})\n")
     print(summary(results))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from shoal.daemon.simulate.cluster import PLACEMENTS
 from shoal.daemon.simulate.compare import CompareError, parse_compare
 from shoal.daemon.simulate.trace import GiB, TraceOptions
 from shoal.daemon.units import parse_duration, parse_size
@@ -176,6 +177,14 @@ def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: 30d)",
     )
     parser.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        default="first-fit",
+        help="which node the simulated scheduler starts a 1-node job on: the first in node "
+        "order (Slurm 26.05 and later), or Slurm's best fit through 25.11, the run of nodes "
+        "and then the node with the fewest free cores (default: %(default)s)",
+    )
+    parser.add_argument(
         "--no-skip",
         action="store_true",
         help="run every timer pass, also those proven to change nothing (slow; a check)",
@@ -192,6 +201,7 @@ def replay_options(args: argparse.Namespace) -> ReplayOptions:
         tail=args.tail,
         skip=not args.no_skip,
         seed=args.seed,
+        placement=args.placement,
     )
 
 

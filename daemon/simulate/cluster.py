@@ -5,11 +5,19 @@ takes ``now`` (seconds, never decreasing from call to call, else ``ValueError``)
 
 * Jobs queue on ``submit``. Nodes join with their *usable* resources (the planner's shape
   after overhead) via ``node_joined``.
-* Scheduling is FIFO with first-fit backfill and no reservations: queued jobs are taken in
-  submit order (a requeued job keeps its place), each starts on the first joined node, in
-  join order, with room for it (cores, memory, disk; a non-preemptible job never on a
-  preemptible node; never on a cordoned node, until ``uncordon``); a job that fits nowhere
-  waits and later, smaller jobs may start past it.
+* Scheduling is FIFO with backfill and no reservations: queued jobs are taken in submit
+  order (a requeued job keeps its place), each starts on a joined node with room for it
+  (cores, memory, disk; a non-preemptible job never on a preemptible node; never on a
+  cordoned node, until ``uncordon``); a job that fits nowhere waits and later, smaller
+  jobs may start past it. Which node (``placement``; join order stands for slurm.conf's
+  node order, all nodes of one ``Weight``):
+
+  - ``first-fit`` (the default): the first in join order. Slurm 26.05's path for 1-node
+    jobs ("the first match in sched_weight order").
+  - ``best-fit``: Slurm's cons_tres through 25.11 (``_eval_nodes_consec``): of the runs of
+    consecutive nodes where the job fits, the run with the fewest free cores (the first
+    of equal ones), and in it the node with the fewest (the first of equal ones). A real
+    slurmctld 22.05 places jobs so (``tests/slurm/test_slurm_placement.py``).
 * A gang (a job of ``nodes`` > 1, its shape per node) starts only on ``nodes`` nodes of
   one type (one usable shape) each with room for its shape, the first such nodes in join
   order; gangs are tried before the 1-node jobs of each pass, in submit order. A gang's
@@ -51,7 +59,9 @@ from shoal.daemon.demand import DemandUpdate
 from shoal.scaler.model import Demand, QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 
-__all__ = ["Cluster", "ClusterStats", "UnschedulableJob"]
+__all__ = ["PLACEMENTS", "Cluster", "ClusterStats", "UnschedulableJob", "check_placement"]
+
+PLACEMENTS = ("first-fit", "best-fit")  # which node a 1-node job starts on (module docstring)
 
 _EPS = 1e-9  # cores are floats; memory and disk are whole bytes
 
@@ -150,6 +160,31 @@ class _Node:
         )
 
 
+def check_placement(placement: str) -> str:
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, not {placement!r}")
+    return placement
+
+
+def _best_fit(order: list[_Node], key: _FitKey) -> _Node:
+    """The ``best-fit`` node for a 1-node job (see the module docstring); some node fits."""
+    best, best_total = None, math.inf
+    run_best, run_total = None, 0.0
+    for node in order:
+        if node.fits(key):
+            run_total += node.cores
+            if run_best is None or node.cores < run_best.cores:
+                run_best = node
+        elif run_best is not None:
+            if run_total < best_total:
+                best, best_total = run_best, run_total
+            run_best, run_total = None, 0.0
+    if run_best is not None and run_total < best_total:
+        best = run_best
+    assert best is not None
+    return best
+
+
 def _gang_nodes(order: list[_Node], key: _FitKey, size: int) -> list[_Node] | None:
     """The first ``size`` nodes in join order of one usable shape with room for ``key``."""
     by_type: dict[Shape, list[_Node]] = {}
@@ -167,7 +202,8 @@ class Cluster:
     planner may launch; a submitted job that fits none is recorded as unschedulable (it
     still queues, and is still reported as demand, as a real scheduler would)."""
 
-    def __init__(self, node_shapes: Iterable[Shape] = ()) -> None:
+    def __init__(self, node_shapes: Iterable[Shape] = (), placement: str = "first-fit") -> None:
+        self._best_fit = check_placement(placement) == "best-fit"
         self._node_shapes = tuple(node_shapes)
         self._now = -math.inf
         self._seq = 0
@@ -401,9 +437,12 @@ class Cluster:
                 heapq.heappop(heads)
                 continue
             scan[key] = i
+            # best fit: some node has room (only fresh ones can, for a group queued before),
+            # so the runs are those of every node
+            node = _best_fit(every, key) if self._best_fit else nodes[i]
             heap = self._queue[key]
             _, job_id = heapq.heappop(heap)
-            self._start(self._jobs[job_id], nodes[i], now)
+            self._start(self._jobs[job_id], node, now)
             if heap:
                 heapq.heapreplace(heads, (heap[0][0], key))
             else:

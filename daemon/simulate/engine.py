@@ -108,7 +108,7 @@ from shoal.daemon.config import ShoalConfig
 from shoal.daemon.loop import Controller, PassOutcome, PassRecord
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller, build_provider
-from shoal.daemon.simulate.cluster import Cluster, UnschedulableJob
+from shoal.daemon.simulate.cluster import Cluster, UnschedulableJob, check_placement
 from shoal.daemon.simulate.report import CostLine, SeriesRecorder, VariantResult, WaitStats
 from shoal.daemon.simulate.trace import Trace
 from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationResult
@@ -170,15 +170,18 @@ class SimulateError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ReplayOptions:
-    """How to replay: billing, when to stop, whether to skip no-op passes, the cloud's seed."""
+    """How to replay: billing, when to stop, whether to skip no-op passes, the cloud's seed,
+    the scheduler's placement."""
 
     billing_interval: float = 1.0  # seconds; lifetimes are rounded up to whole intervals
     billing_minimum: float = 60.0  # seconds charged at least per instance (EC2: one minute)
     tail: float = 30 * DAY  # stop at the latest this long after the last submit
     skip: bool = True
     seed: int | None = None  # the simulated cloud's seed; None: the config's provider.seed
+    placement: str = "first-fit"  # which node a 1-node job starts on (cluster.PLACEMENTS)
 
     def __post_init__(self) -> None:
+        check_placement(self.placement)
         if not self.billing_interval > 0:
             raise ValueError(f"billing_interval must be > 0, not {self.billing_interval!r}")
         if not self.billing_minimum >= 0:
@@ -374,7 +377,9 @@ class _Engine:
             for preemptible in (False, True):
                 whole = await provider.getNodeShape(instance_type, preemptible)
                 self._usable[instance_type, preemptible] = usable(whole, policy)
-        self.cluster = Cluster(usable_shape(t, policy) for t in policy.node_types)
+        self.cluster = Cluster(
+            (usable_shape(t, policy) for t in policy.node_types), self.options.placement
+        )
         settings = self.controller.settings
         self.interval = settings.interval
         self.debounce = settings.debounce

@@ -90,10 +90,19 @@ def test_defaults() -> None:
 
 def test_replay_options() -> None:
     argv = ["-c", "c.yaml", "--trace", "t.swf", "--billing-interval", "1h", "--seed", "5"]
-    args = parser().parse_args([*argv, "--billing-minimum", "0", "--tail", "2d", "--no-skip"])
-    assert replay_options(args) == ReplayOptions(
-        billing_interval=3600, billing_minimum=0, tail=2 * 86400, skip=False, seed=5
+    args = parser().parse_args(
+        [*argv, "--billing-minimum", "0", "--tail", "2d", "--no-skip", "--placement", "best-fit"]
     )
+    assert replay_options(args) == ReplayOptions(
+        billing_interval=3600,
+        billing_minimum=0,
+        tail=2 * 86400,
+        skip=False,
+        seed=5,
+        placement="best-fit",
+    )
+    with pytest.raises(ValueError, match="placement must be one of first-fit, best-fit"):
+        ReplayOptions(placement="worst-fit")
 
 
 @pytest.mark.parametrize(
@@ -105,6 +114,7 @@ def test_replay_options() -> None:
         pytest.param(["--cores-per-node", "0"], "at least 1", id="cores-per-node"),
         pytest.param(["--preemptible-queues", "2,x"], "queue numbers", id="queues"),
         pytest.param(["--preemptible-queues", "-1"], ">= 0", id="negative-queue"),
+        pytest.param(["--placement", "worst-fit"], "invalid choice", id="placement"),
     ],
 )
 def test_bad_flags_stop_argparse(

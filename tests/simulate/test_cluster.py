@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shoal.daemon.simulate.cluster import Cluster
+from shoal.daemon.simulate.cluster import PLACEMENTS, Cluster
 from shoal.scaler.model import QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 
@@ -77,6 +78,60 @@ def test_first_fit_in_join_order_and_elapsed_times() -> None:
     assert c.joined_nodes() == frozenset({"small", "big"})
     assert c.running_on("big") == 2
     assert c.running_on("gone") == 0
+
+
+def placed(placement: str, free: list[float], cores: list[float], cordon: str = "") -> list[str]:
+    """Where jobs of ``cores`` land, one after another, on nodes n1.. of 4 cores with
+    ``free`` cores left each (a filler job takes the rest)."""
+    c = Cluster(placement=placement)
+    names = [f"n{i + 1}" for i in range(len(free))]
+    for i, (name, room) in enumerate(zip(names, free, strict=True)):
+        for other in names[:i]:  # each filler on its own node
+            c.cordon(other, 0)
+        c.node_joined(name, node(4), 0)
+        if room < 4:
+            c.submit(100 + i, job(4 - room), 10_000, 0)
+            c.advance(0)
+            assert c.nodes_of(100 + i) == (name,)
+        for other in names[:i]:
+            c.uncordon(other, 0)
+    if cordon:
+        c.cordon(cordon, 0)
+    where = []
+    for i, n in enumerate(cores):
+        c.submit(i, job(n), 1000, 1 + i)
+        c.advance(1 + i)
+        (name,) = c.nodes_of(i)
+        where.append(name)
+    return where
+
+
+def test_best_fit_takes_the_run_of_nodes_then_the_node_with_the_fewest_free_cores() -> None:
+    # free cores [2, 1, 4]: one run; best fit takes n2, first fit n1
+    assert placed("best-fit", [2, 1, 4], [1]) == ["n2"]
+    assert placed("first-fit", [2, 1, 4], [1]) == ["n1"]
+    # [2, 0, 1, 4]: the full n2 splits the runs {n1}: 2 and {n3, n4}: 5; cons_tres takes
+    # the run first (n1), not the node with the fewest free cores overall (n3)
+    assert placed("best-fit", [2, 0, 1, 4], [1]) == ["n1"]
+    # equal runs and equal nodes: the first
+    assert placed("best-fit", [3, 0, 3], [1, 1]) == ["n1", "n1"]
+    assert placed("best-fit", [3, 0, 3, 0, 3], [1]) == ["n1"]
+    assert placed("best-fit", [4, 2, 2, 4], [1]) == ["n2"]
+    # a job that fits only some nodes: the runs are of those (n1 with 1 free breaks none:
+    # it is no candidate), so [n2, n3] against [n4]
+    assert placed("best-fit", [1, 3, 4, 0, 3], [2]) == ["n5"]
+
+
+def test_best_fit_a_cordoned_node_is_no_candidate_and_splits_the_run() -> None:
+    # free [3, 4, 4, 2]: one run of 13 free cores, its fullest node n4; with n2 cordoned
+    # (drained) the runs are {n1}: 3 and {n3, n4}: 6, so n1
+    assert placed("best-fit", [3, 4, 4, 2], [2]) == ["n4"]
+    assert placed("best-fit", [3, 4, 4, 2], [2], cordon="n2") == ["n1"]
+
+
+def test_an_unknown_placement_is_refused() -> None:
+    with pytest.raises(ValueError, match="first-fit, best-fit"):
+        Cluster(placement="random")
 
 
 def test_finishes_between_calls_start_the_next_job_at_their_own_time() -> None:
@@ -281,7 +336,8 @@ class Reference:
     """Same rules as Cluster, written the obvious way: every pass scans every queued gang,
     then every queued 1-node job, in submit order against every node in join order."""
 
-    def __init__(self) -> None:
+    def __init__(self, placement: str = "first-fit") -> None:
+        self.placement = placement
         self.now = 0.0
         self.nodes: list[RefNode] = []
         self.jobs: dict[int, RefJob] = {}
@@ -317,10 +373,21 @@ class Reference:
                         self.take(j, group, t)
                         break
         for j in (j for j in queued if j.nodes == 1 and not j.done):
-            for n in self.nodes:
-                if self.fits(n, j.shape):
-                    self.take(j, [n], t)
-                    break
+            fitting = [n for n in self.nodes if self.fits(n, j.shape)]
+            if not fitting:
+                continue
+            if self.placement == "first-fit":
+                self.take(j, [fitting[0]], t)
+                continue
+            # best fit: split the nodes into runs where the job fits; the run with the
+            # fewest free cores, then its node with the fewest (min keeps the first)
+            runs = [
+                list(run)
+                for fits, run in itertools.groupby(self.nodes, lambda n, s=j.shape: self.fits(n, s))
+                if fits
+            ]
+            run = min(runs, key=lambda r: sum(n.cores for n in r))
+            self.take(j, [min(run, key=lambda n: n.cores)], t)
 
     def free(self, j: RefJob) -> None:
         assert j.node is not None
@@ -383,11 +450,12 @@ events = st.lists(
 )
 
 
+@pytest.mark.parametrize("placement", PLACEMENTS)
 @settings(max_examples=200, deadline=None)
 @given(events=events)
-def test_incremental_passes_match_the_naive_reference(events: list) -> None:  # type: ignore[type-arg]
-    c = Cluster()
-    ref = Reference()
+def test_incremental_passes_match_the_naive_reference(events: list, placement: str) -> None:  # type: ignore[type-arg]
+    c = Cluster(placement=placement)
+    ref = Reference(placement)
     t = 0.0
     names: list[str] = []
     next_job = 0
@@ -440,6 +508,6 @@ def test_incremental_passes_match_the_naive_reference(events: list) -> None:  # 
         if j.start is not None and j.node is not None
         for n in [j.node, *j.others]
     )
-    for j in ref.jobs.values():  # a gang on the very nodes the reference chose
+    for j in ref.jobs.values():  # each job on the very nodes the reference chose
         if j.start is not None and j.node is not None:
             assert c.nodes_of(j.id) == tuple(n.name for n in [j.node, *j.others])

@@ -16,6 +16,7 @@ import configs
 import numpy as np
 import pytest
 from shoal.daemon.config import ShoalConfig, parse_config
+from shoal.daemon.simulate.cluster import PLACEMENTS
 from shoal.daemon.simulate.engine import (
     Replay,
     ReplayOptions,
@@ -254,17 +255,29 @@ SKIP_CASES = {
 }
 
 
+@pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize("case", list(SKIP_CASES), ids=list(SKIP_CASES))
-def test_skipping_changes_nothing(case: str) -> None:
+def test_skipping_changes_nothing(case: str, placement: str) -> None:
     scaler, provider, types = SKIP_CASES[case]
     cfg = config(**scaler, provider=provider, node_types=types)
     tr = _small(40, seed=5, preemptible=0.5)
-    fast = run(tr, cfg, seed=2)
-    slow = run(tr, cfg, seed=2, skip=False)
+    fast = run(tr, cfg, seed=2, placement=placement)
+    slow = run(tr, cfg, seed=2, skip=False, placement=placement)
     assert variant_json(fast) == variant_json(slow)
     assert fast.stats.passes_skipped > 0 and slow.stats.passes_skipped == 0
     assert fast.stats.passes + fast.stats.passes_skipped == slow.stats.passes
     assert fast.stats.passes < slow.stats.passes
+
+
+def test_the_placement_reaches_the_scheduler() -> None:
+    """The same trace and config, one case where best fit puts some job elsewhere (and a
+    node then lives longer): the option is the scheduler's, not ignored."""
+    scaler, provider, types = SKIP_CASES["slow-smoothing"]
+    cfg = config(**scaler, provider=provider, node_types=types)
+    tr = _small(40, seed=5, preemptible=0.5)
+    first = run(tr, cfg, seed=2).result
+    best = run(tr, cfg, seed=2, placement="best-fit").result
+    assert first.cost != best.cost
 
 
 def test_a_replay_ending_on_a_stale_join_counts_the_passes_it_skipped() -> None:
