@@ -129,6 +129,7 @@ def run(
         start_epoch=trace.start_epoch,
         bad_lines_skipped=trace.bad_lines,
         defaults_used=tuple(str(d) for d in trace.defaults),
+        placement=options.placement,
     )
     files = write_report(report, args.out)
     stdout.write(format_table(report, tty=_isatty(stdout)))

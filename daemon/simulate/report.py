@@ -207,6 +207,7 @@ class Report:
     start_epoch: float | None = None
     bad_lines_skipped: int = 0
     defaults_used: tuple[str, ...] = ()  # one line per field, as the trace reader said
+    placement: str = "first-fit"  # the simulated scheduler's node choice (--placement)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +304,7 @@ def report_json(report: Report) -> str:
         },
         "config": report.config,
         "seed": report.seed,
+        "placement": report.placement,
         "variants": [_variant_json(v) for v in report.variants],
     }
     return json.dumps(_clean(data), sort_keys=True, indent=1, allow_nan=False) + "\n"
