@@ -129,6 +129,33 @@ def test_best_fit_a_cordoned_node_is_no_candidate_and_splits_the_run() -> None:
     assert placed("best-fit", [3, 4, 4, 2], [2], cordon="n2") == ["n1"]
 
 
+def test_best_fit_a_job_queued_before_takes_its_run_among_every_node() -> None:
+    """Only nodes that gained room can take a job queued before, but the runs are those of
+    every node: a full node between the ones freed at once still splits them."""
+    c = Cluster(placement="best-fit")
+    names = ["n1", "n2", "n3", "n4"]
+    for name in names:
+        c.node_joined(name, node(4), 0)
+    # (node, cores, run time): at 10, n1 has 3 free cores, n3 2 and n4 4; n2 stays full
+    pinned = [("n1", 1, 1000), ("n1", 3, 10), ("n2", 4, 1000), ("n3", 2, 1000)]
+    pinned += [("n3", 2, 10), ("n4", 4, 10)]
+    for i, (name, cores, run) in enumerate(pinned):
+        for other in names:
+            if other != name:
+                c.cordon(other, 0)
+        c.submit(100 + i, job(cores), run, 0)
+        c.advance(0)
+        assert c.nodes_of(100 + i) == (name,)
+        for other in names:
+            c.uncordon(other, 0)
+    c.submit(1, job(2), 100, 1)
+    c.advance(1)
+    assert c.nodes_of(1) == ()  # queued before the finishes
+    c.advance(10)
+    # runs {n1}: 3 and {n3, n4}: 6, so n1; over the freed nodes alone n3, the fewest
+    assert c.nodes_of(1) == ("n1",)
+
+
 def test_an_unknown_placement_is_refused() -> None:
     with pytest.raises(ValueError, match="first-fit, best-fit"):
         Cluster(placement="random")
@@ -439,19 +466,21 @@ JOB_SHAPES = [
 
 events = st.lists(
     st.tuples(
-        st.sampled_from([0, 0, 1, 5, 30]),  # time step
+        st.sampled_from([0, 0, 0, 1, 5, 30]),  # time step
         st.sampled_from(
-            ["submit", "submit", "submit", "gang", "join", "remove", "interrupt", "cordon"]
+            # joins outnumber removals, so runs of several nodes form (best fit's case)
+            [*("submit",) * 3, "gang", "join", "join", "remove", "interrupt", "cordon", "uncordon"]
         ),
         st.integers(min_value=0, max_value=40),  # which shape / node
-        st.sampled_from([1, 10, 45, 100]),  # run time
+        # few run times and many steps of 0: several nodes gain room at the same instant
+        st.sampled_from([1, 10, 10, 45, 100]),  # run time
     ),
-    max_size=60,
+    max_size=80,
 )
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(events=events)
 def test_incremental_passes_match_the_naive_reference(events: list, placement: str) -> None:  # type: ignore[type-arg]
     c = Cluster(placement=placement)
@@ -462,6 +491,9 @@ def test_incremental_passes_match_the_naive_reference(events: list, placement: s
     for step, op, pick, run in events:
         t += step
         ref.to(t)
+        if step:  # changes so far are all before t: advancing to it schedules as ref.to
+            c.advance(t)
+            assert_same_nodes(c, ref)
         if op in ("submit", "gang"):
             shape = JOB_SHAPES[pick % len(JOB_SHAPES)]
             size = 2 + pick % 2 if op == "gang" else 1
@@ -479,11 +511,11 @@ def test_incremental_passes_match_the_naive_reference(events: list, placement: s
             )
         elif names:
             name = names[pick % len(names)]
-            if op == "cordon":
-                c.cordon(name, t)
+            if op in ("cordon", "uncordon"):
+                getattr(c, op)(name, t)
                 for n in ref.nodes:
                     if n.name == name:
-                        n.cordoned = True
+                        n.cordoned = op == "cordon"
             elif op == "remove":
                 c.node_removed(name, t)
                 ref.remove(name)
@@ -508,6 +540,11 @@ def test_incremental_passes_match_the_naive_reference(events: list, placement: s
         if j.start is not None and j.node is not None
         for n in [j.node, *j.others]
     )
-    for j in ref.jobs.values():  # each job on the very nodes the reference chose
+    assert_same_nodes(c, ref)
+
+
+def assert_same_nodes(c: Cluster, ref: Reference) -> None:
+    """Each running job on the very nodes the reference chose."""
+    for j in ref.jobs.values():
         if j.start is not None and j.node is not None:
             assert c.nodes_of(j.id) == tuple(n.name for n in [j.node, *j.others])
