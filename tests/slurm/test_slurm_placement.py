@@ -42,6 +42,42 @@ def modelled(placement: str) -> list[str]:
     return where
 
 
+# Jobs pinned to a node (``-w``) first, then one job Slurm places: (node, cores, MiB) each.
+# "memory": p2 has 3 free cores but 100 MiB, too little for the job: it splits the run, so
+# {p1}: 2 free cores against {p3, p4}: 5 and p1 (were p2 in the run, p3, the fullest node).
+# "cores": p2's 1 free core is too few for the 2-core job and splits the run likewise:
+# {p1}: 3 against {p4}: 3, the first (were p2 in the run, {p1, p2}: 4 and p4).
+PINNED = {
+    "memory": ([("p1", 2, 100), ("p2", 1, 900), ("p3", 3, 100)], (1, 200), "p1", "p3"),
+    "cores": (
+        [("p1", 1, 100), ("p2", 3, 100), ("p3", 4, 100), ("p4", 1, 100)],
+        (2, 100),
+        "p1",
+        "p4",
+    ),
+}
+
+
+def modelled_after(pinned: list[tuple[str, int, int]], cores: int, mib: int) -> str:
+    """Where the replay's best fit puts a job of ``cores`` and ``mib`` after ``pinned``."""
+    cluster = Cluster(placement="best-fit")
+    for name in NODES:
+        cluster.node_joined(name, Shape(DAY, 1000 * MIB, 4, 0, False), 0.0)
+    for i, (name, pin_cores, pin_mib) in enumerate(pinned):
+        for other in NODES:
+            if other != name:
+                cluster.cordon(other, 0.0)
+        cluster.submit(100 + i, Shape(DAY, pin_mib * MIB, pin_cores, 0, False), DAY, 0.0)
+        cluster.advance(0.0)
+        assert cluster.nodes_of(100 + i) == (name,)
+        for other in NODES:
+            cluster.uncordon(other, 0.0)
+    cluster.submit(0, Shape(DAY, mib * MIB, cores, 0, False), DAY, 1.0)
+    cluster.advance(1.0)
+    (node,) = cluster.nodes_of(0)
+    return node
+
+
 def test_the_models_differ_on_this_sequence():
     first, best = modelled("first-fit"), modelled("best-fit")
     assert first == ["p1", "p2", "p1", "p3", "p1"]
@@ -54,7 +90,14 @@ def test_the_models_differ_on_this_sequence():
 def test_slurmctld_places_one_node_jobs_as_best_fit_models(
     slurm_cluster_factory: Callable[..., SlurmCluster],
 ):
-    cluster = slurm_cluster_factory(
+    cluster = four_nodes(slurm_cluster_factory)
+    placed = [place(cluster, f"-c{cores}", f"--mem={cores * 100}M") for cores in CORES]
+    assert placed == modelled("best-fit"), cluster.log_tail()
+
+
+def four_nodes(factory: Callable[..., SlurmCluster]) -> SlurmCluster:
+    """Four 4-core 1000 MB nodes p1..p4, up and registered."""
+    cluster = factory(
         cloud=(NodeGroup("p", len(NODES), cpus=4, memory_mb=1000),),
         dynamic_partition=None,
         suspend_time=3600,  # no node powers down while the test runs
@@ -66,10 +109,25 @@ def test_slurmctld_places_one_node_jobs_as_best_fit_models(
         cluster.start_slurmd(name)
     for name in NODES:
         cluster.wait_node(name, registered, 30)
-    placed = []
-    for cores in CORES:
-        job = cluster.sbatch(f"-c{cores}", f"--mem={cores * 100}M", "--wrap", "sleep 300")
-        cluster.wait_job_state(job, {"RUNNING"}, 30)
-        out = cluster.run("squeue", "-h", "-j", job, "-o", "%N").stdout.strip()
-        placed.append(out)
-    assert placed == modelled("best-fit"), cluster.log_tail()
+    return cluster
+
+
+def place(cluster: SlurmCluster, *args: str) -> str:
+    """Submit a job that sleeps; the node it runs on."""
+    job = cluster.sbatch(*args, "--wrap", "sleep 300")
+    cluster.wait_job_state(job, {"RUNNING"}, 30)
+    return cluster.run("squeue", "-h", "-j", job, "-o", "%N").stdout.strip()
+
+
+@pytest.mark.parametrize("case", list(PINNED))
+def test_slurmctld_a_node_the_job_does_not_fit_splits_the_run(
+    slurm_cluster_factory: Callable[..., SlurmCluster], case: str
+):
+    """A node with free cores but too little memory (``--mem``), or fewer free cores than
+    the job's ``-c``, is no part of a run (cons_tres clears it from the node map)."""
+    pinned, (cores, mib), expected, joined = PINNED[case]
+    assert modelled_after(pinned, cores, mib) == expected != joined
+    cluster = four_nodes(slurm_cluster_factory)
+    for name, pin_cores, pin_mib in pinned:
+        assert place(cluster, "-w", name, f"-c{pin_cores}", f"--mem={pin_mib}M") == name
+    assert place(cluster, f"-c{cores}", f"--mem={mib}M") == expected, cluster.log_tail()
