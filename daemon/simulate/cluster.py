@@ -167,19 +167,20 @@ def check_placement(placement: str) -> str:
 
 
 def _best_fit(order: list[_Node], key: _FitKey) -> _Node:
-    """The ``best-fit`` node for a 1-node job (see the module docstring); some node fits."""
+    """The ``best-fit`` node for a 1-node job (see the module docstring); some node fits.
+    Free cores within ``_EPS`` are equal (float rounding must not break a tie)."""
     best, best_total = None, math.inf
     run_best, run_total = None, 0.0
     for node in order:
         if node.fits(key):
             run_total += node.cores
-            if run_best is None or node.cores < run_best.cores:
+            if run_best is None or node.cores < run_best.cores - _EPS:
                 run_best = node
         elif run_best is not None:
-            if run_total < best_total:
+            if run_total < best_total - _EPS:
                 best, best_total = run_best, run_total
             run_best, run_total = None, 0.0
-    if run_best is not None and run_total < best_total:
+    if run_best is not None and run_total < best_total - _EPS:
         best = run_best
     assert best is not None
     return best
