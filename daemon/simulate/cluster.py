@@ -17,7 +17,12 @@ takes ``now`` (seconds, never decreasing from call to call, else ``ValueError``)
   - ``best-fit``: Slurm's cons_tres through 25.11 (``_eval_nodes_consec``): of the runs of
     consecutive nodes where the job fits, the run with the fewest free cores (the first
     of equal ones), and in it the node with the fewest (the first of equal ones). A real
-    slurmctld 22.05 places jobs so (``tests/slurm/test_slurm_placement.py``).
+    slurmctld 22.05 places jobs so (``tests/slurm/test_slurm_placement.py``) when they
+    ask ``-c N`` (or ``-N1 -n N``) and memory per node (``--mem``). Not modelled: with
+    memory per CPU (``--mem-per-cpu``, or DefMemPerCPU for a job without ``--mem``) Slurm
+    counts only the free cores a node's free memory covers, and with ``-n N`` alone a
+    node with fewer free cores than the job still joins a run; slurmctld 22.05 then
+    chose another node than this model in a test (bench/README.md, placement).
 * A gang (a job of ``nodes`` > 1, its shape per node) starts only on ``nodes`` nodes of
   one type (one usable shape) each with room for its shape, the first such nodes in join
   order; gangs are tried before the 1-node jobs of each pass, in submit order. A gang's
