@@ -481,7 +481,8 @@ def write_html(report: Report, path: str | os.PathLike[str], plots: Sequence[str
     )
     notes = [
         f"Trace <code>{e(report.trace)}</code> ({e(report.trace_format)}, {report.jobs} jobs), "
-        f"config <code>{e(report.config)}</code>, seed {report.seed}.",
+        f"config <code>{e(report.config)}</code>, seed {report.seed}, "
+        f"placement {e(report.placement)}.",
     ]
     if report.bad_lines_skipped:
         notes.append(f"{report.bad_lines_skipped} malformed trace lines were skipped.")

@@ -273,3 +273,11 @@ def test_synthetic_trace_report_end_to_end(tmp_path: Path) -> None:
     data = json.loads(files.json.read_text())
     assert data["variants"][0]["jobs"]["completed"] == 3000
     assert 0 < data["variants"][0]["utilisation"] <= 1
+
+
+def test_the_html_page_says_the_placement(tmp_path: Path) -> None:
+    """Two reports of one trace and config differ by placement alone: the page must say
+    which scheduler placed the jobs, as report.json does."""
+    report = Report(**{**build_report().__dict__, "placement": "best-fit"})
+    files = write_report(report, tmp_path / "out")
+    assert "placement best-fit" in files.html.read_text()
