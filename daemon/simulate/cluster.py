@@ -10,7 +10,12 @@ takes ``now`` (seconds, never decreasing from call to call, else ``ValueError``)
   (cores, memory, disk; a non-preemptible job never on a preemptible node; never on a
   cordoned node, until ``uncordon``); a job that fits nowhere waits and later, smaller
   jobs may start past it. Which node (``placement``; join order stands for slurm.conf's
-  node order, all nodes of one ``Weight``):
+  node order, all nodes of one ``Weight``). Neither placement models two things a
+  cluster set up by ``shoal slurm-conf`` has: a ``Weight`` per node type by price (Slurm
+  takes the lowest-weight nodes that fit first, in every version: slurmctld 22.05 put a
+  1-core job on a weight-1 node with 4 free cores, not on the weight-2 node before it
+  with 1), and a dynamic node (external mode) taking the first free slot of Slurm's node
+  table, so one joining after a removal sits where the removed one did, not last:
 
   - ``first-fit`` (the default): the first in join order. Slurm 26.05's path for 1-node
     jobs ("the first match in sched_weight order").
