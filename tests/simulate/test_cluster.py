@@ -156,20 +156,25 @@ def test_best_fit_a_job_queued_before_takes_its_run_among_every_node() -> None:
     assert c.nodes_of(1) == ("n1",)
 
 
-def test_best_fit_equal_free_cores_that_differ_by_rounding_are_equal() -> None:
+@pytest.mark.parametrize("between", [False, True], ids=["one-run", "two-runs"])
+def test_best_fit_equal_free_cores_that_differ_by_rounding_are_equal(between: bool) -> None:
     """Cores are floats (a CSV trace may give 0.1): 4 - 0.1 - 0.2 and 4 - 0.3 are the same
-    free cores, so the first node wins the tie, as it does for whole cores."""
+    free cores, so the first node (or run, with a full node between) wins the tie, as it
+    does for whole cores."""
     c = Cluster(placement="best-fit")
-    c.node_joined("n1", node(4), 0)
-    c.node_joined("n2", node(4), 0)
-    c.submit(100, job(0.3), 1000, 0)
-    c.advance(0)  # n1, the first of equal ones
-    c.cordon("n1", 0)
-    c.submit(101, job(0.1), 1000, 0)
-    c.submit(102, job(0.2), 1000, 0)
-    c.advance(0)
-    assert [c.nodes_of(i) for i in (100, 101, 102)] == [("n1",), ("n2",), ("n2",)]
-    c.uncordon("n1", 1)
+    names = ["n1", "full", "n2"] if between else ["n1", "n2"]
+    for name in names:
+        c.node_joined(name, node(4), 0)
+    pinned = [("n1", 0.3), ("full", 4), ("n2", 0.1), ("n2", 0.2)]
+    for i, (name, cores) in enumerate(p for p in pinned if p[0] in names):
+        for other in names:
+            if other != name:
+                c.cordon(other, 0)
+        c.submit(100 + i, job(cores), 1000, 0)
+        c.advance(0)
+        assert c.nodes_of(100 + i) == (name,)
+        for other in names:
+            c.uncordon(other, 0)
     c.submit(1, job(1), 1000, 1)
     c.advance(1)
     assert c.nodes_of(1) == ("n1",)
