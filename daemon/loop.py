@@ -661,8 +661,10 @@ class Controller:
         plan = await asyncio.to_thread(
             self.planner, observation.snapshot, self.policy, self.state, observation.now
         )
-        busy = {job.node_id for job in observation.snapshot.demand.running}
-        expired = [t for t in observation.expired if t.id not in busy]  # a job runs: keep it
+        expired = observation.expired
+        if expired:  # (the busy nodes walked only then: a pass mostly has none)
+            busy = {job.node_id for job in observation.snapshot.demand.running}
+            expired = [t for t in expired if t.id not in busy]  # a job runs: keep it
         if expired:
             plan = dataclasses.replace(
                 plan,
@@ -684,12 +686,14 @@ class Controller:
             )
             for t in self.tracker.stopped()
         )
-        running = {job.node_id for job in self.demand.running}  # the snapshot's requeued them
-        stopped += tuple(  # out of the planner's view: no idle timer would remove them
-            NodeAction(t.id, t.node_type, RemoveCause.INTERRUPTED, "drained for the cloud, idle")
-            for t in self.tracker.interrupted_idle(running)
-            if self.remove_interrupted
-        )
+        if self.remove_interrupted and self.tracker.interrupted():
+            running = {job.node_id for job in self.demand.running}  # the snapshot requeued them
+            stopped += tuple(  # out of the planner's view: no idle timer would remove them
+                NodeAction(
+                    t.id, t.node_type, RemoveCause.INTERRUPTED, "drained for the cloud, idle"
+                )
+                for t in self.tracker.interrupted_idle(running)
+            )
         if stopped:
             plan = dataclasses.replace(plan, terminations=plan.terminations + stopped)
         taken_back = {a.node_id for a in plan.undrains}
