@@ -142,9 +142,7 @@ def check(t: NodeTracker, now: float) -> None:
     draining = [r for r in records if r.state is TrackedState.DRAINING]
     stopped = [r for r in records if r.node.stopped and not r.static]
     assert t.stopped() == [r for r in stopped if r.state is not TrackedState.TERMINATED]
-    assert t.unconfirmed_drains() == [
-        r for r in draining if not r.static and not r.drain_confirmed
-    ]
+    assert t.unconfirmed_drains() == [r for r in draining if not r.static and not r.drain_confirmed]
     assert t.drained_by_others() == [r for r in draining if r.drained_by_others]
 
 
