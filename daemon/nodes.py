@@ -368,7 +368,7 @@ class NodeTracker:
         the termination succeeds)."""
         expired = [
             t
-            for t in self._nodes.values()
+            for t in self.pending()  # the ledger entries, in the tracker's order
             if t.accepted_at is not None
             and now - t.accepted_at >= self.ledger_ttl
             and t.state is not TrackedState.TERMINATED
