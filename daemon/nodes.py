@@ -490,6 +490,7 @@ class NodeTracker:
         new: list[TrackedNode] = []
         requests: set[str] = set()
         kept: dict[str, tuple[TrackedNode, tuple[bool | None, ...]]] = {}
+        made = False  # a record made anew (not the one held)
         for node in workers:
             old = self._nodes.get(node.name)
             request = node.tags.get(TAG_REQUEST_ID)
@@ -559,19 +560,19 @@ class NodeTracker:
                 kept[node.name] = (old, inputs)
             else:
                 tracked = TrackedNode(node, **dict(zip(_LISTED, fields, strict=True)))
+                made = True
             seen[node.name] = tracked
             if old is None or not old.listed:
                 new.append(tracked)
-        listed = len(seen)
         for name, old in self._nodes.items():
             if old.listed or name in seen or old.state is TrackedState.TERMINATED:
                 continue
             if old.placeholder and old.node.tags.get(TAG_REQUEST_ID) in requests:
                 continue  # the lost launch's instances are listed now: they stand for it
             seen[name] = old
-        # each node listed kept its record, and the ledger entries are the ones held but
-        # those dropped: as many as before, the very same records
-        changed = len(kept) != listed or len(seen) != len(self._nodes)
+        # no record made: each one is the one held under its id, so as many as before are
+        # the very same records
+        changed = made or len(seen) != len(self._nodes)
         self._nodes = seen
         if changed:
             self._changed()
