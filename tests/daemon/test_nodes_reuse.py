@@ -360,3 +360,20 @@ def test_versions_are_never_shared_by_two_trackers() -> None:
     first.observe([node("a")], {"a"}, 10.0)
     second.observe([node("b")], {"b"}, 10.0)
     assert first.version != second.version
+
+
+def test_a_listing_naming_a_node_twice_changes_what_the_tracker_keeps() -> None:
+    """A listing may name an instance twice (a paginated listing across a change): the
+    record the second makes replaces the kept one, so the version moves and the views are
+    made again."""
+    tracker = NodeTracker([C5])
+    plain = node("a")
+    now = LAUNCHED.timestamp()
+    for k in range(2):
+        tracker.observe([plain], {"a"}, now + k)
+    check(tracker, now + 1)
+    version = tracker.version
+    tracker.observe([plain, node("a", draining=True)], {"a"}, now + 2)
+    assert tracker.get("a").state is TrackedState.DRAINING
+    assert tracker.version != version
+    check(tracker, now + 2)
