@@ -27,9 +27,10 @@ memory size and wide jobs are gangs::
 A trace file is replayed on ``bench/hpc-slurm.yaml`` (the same cluster with Slurm as its
 demand source, read every ``slurm.poll_interval`` as the daemon reads it: a real log is a
 batch scheduler's), the synthetic on ``examples/simulate.yaml`` (pushed demand, each change
-seen at once); ``--config FILE`` replays on another. ``--cores-per-node N`` splits an SWF
-log's wide jobs into gangs of ``N``-core nodes (as ``shoal simulate --cores-per-node``;
-default: the header's ``MaxProcs / MaxNodes``).
+seen at once); ``--config FILE`` replays on another. ``--policy toil`` replays Toil's policy
+on that config (the settings ``policy=toil`` sets, as ``bench/policy.py``'s first variant,
+unaudited). ``--cores-per-node N`` splits an SWF log's wide jobs into gangs of ``N``-core
+nodes (as ``shoal simulate --cores-per-node``; default: the header's ``MaxProcs / MaxNodes``).
 
 The replay line gives CPU time (user + sys of this process, ``resource.getrusage``) beside
 the wall time: on a shared machine compare CPU times.
@@ -55,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from shoal.daemon.config import ShoalConfig, load_config  # noqa: E402
 from shoal.daemon.simulate import engine  # noqa: E402
+from shoal.daemon.simulate.compare import build_variants  # noqa: E402
 from shoal.daemon.simulate.engine import DAY, ReplayOptions, replay  # noqa: E402
 from shoal.daemon.simulate.report import Report, report_json  # noqa: E402
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate  # noqa: E402
@@ -216,12 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config", type=Path, default=None, help="default: hpc-slurm.yaml with --trace"
     )
+    parser.add_argument(
+        "--policy", choices=("toil", "shoal"), default=None, help="policy=toil's settings or not"
+    )
     args = parser.parse_args(argv)
     days = args.days if args.days is not None else 90.0 * args.jobs / 50_000
     config_path = args.config or (SLURM_CONFIG if args.trace is not None else CONFIG)
     config = load_config(config_path)
+    if args.policy is not None:
+        config = build_variants(config, [f"policy={args.policy}"])[0].config
     source = f"slurm every {config.slurm.poll_interval:g} s" if config.slurm else "pushed"
-    print(f"config: {config_path} (demand: {source})")
+    policy = f", policy={args.policy}" if args.policy else ""
+    print(f"config: {config_path}{policy} (demand: {source})")
     announce()
 
     start = time.perf_counter()

@@ -78,7 +78,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from shoal.daemon.nodes import NodeTracker, SameRecords, TrackedNode, TrackedState
+from shoal.daemon.nodes import Kept, NodeTracker, TrackedNode, TrackedState
 from shoal.providers.base import TAG_REQUEST_ID
 from shoal.providers.errors import RetryableError
 from shoal.providers.outcomes import LaunchAttempt
@@ -420,7 +420,7 @@ class LaunchJournal:
         self.store = store
         self._load(store.section("ledger", self._dump, self._load))
         # the joined nodes of the tracker's records at the last ``sync``, kept while they are
-        self._walked: SameRecords[dict[str, list[float | None]]] = SameRecords()
+        self._walked: Kept[dict[str, list[float | None]]] = Kept()
 
     def _load(self, loaded: Any) -> None:
         """Take the section as read (at start, and again by ``DurableStore.reload``)."""
@@ -473,10 +473,10 @@ class LaunchJournal:
         the tracker's ledger entries and its nodes seen joined; written in the background
         when they changed. The joined nodes are walked in the tracker's order, not sorted
         (twice a pass): a dict compares equal in any order, and ``_dump`` sorts them; and
-        not walked again while the tracker holds the very records of the last walk."""
+        not walked again while the tracker's records are the same (its ``version``)."""
         dropped = [r for r in answered if self._intents.pop(r, None) is not None]
         entries = [_entry(t) for t in tracker.pending() if t.state is not TrackedState.TERMINATED]
-        joined = self._walked.get(tracker.records(), (), _joined)
+        joined = self._walked.get((tracker.version,), lambda: _joined(tracker.records()))
         if dropped or entries != self._entries or joined != self._joined:
             self._entries, self._joined = entries, joined
             self.store.changed()
@@ -538,7 +538,7 @@ class LaunchJournal:
         return tracker.record_launch([attempt], at)
 
 
-def _joined(records: tuple[TrackedNode, ...]) -> dict[str, list[float | None]]:
+def _joined(records: Iterable[TrackedNode]) -> dict[str, list[float | None]]:
     """The nodes seen joined (listed, not terminated): when, and since when missing."""
     return {
         t.id: [t.joined_at, t.missing_since]

@@ -37,7 +37,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.durable import DurableStore, LaunchJournal
@@ -156,15 +156,25 @@ def _wake_key(
     each read would list the cloud every poll for nothing (the timer pass plans with the
     newest elapsed times). ``held``: the demand held and its key, whose queue count serves
     again when ``demand`` hands the very same queued tuple (a replay's source does while
-    the queue is unchanged; a tuple is immutable, so its count stays right)."""
+    the queue is unchanged; a tuple is immutable, so its count stays right). No count is
+    zero (a queued entry of none is left out), so two keys compare as dicts do
+    (``_same_wake``)."""
     if held is not None and demand.queued is held[0].queued and isinstance(demand.queued, tuple):
         queued = held[1][0]
     else:
         queued = Counter()
         for q in demand.queued:
-            queued[q.shape, q.node_count] += q.count  # a gang of n is another plan
+            if q.count:
+                queued[q.shape, q.node_count] += q.count  # a gang of n is another plan
     running = Counter((r.node_id, r.shape) for r in demand.running)
     return queued, running, joined
+
+
+def _same_wake(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Whether two ``_wake_key``s are equal: their counts compared as dicts, which for
+    counts none of which is zero is what ``Counter``'s ``==`` says (it takes a missing key
+    for a zero), ~15x faster (``Counter.__eq__`` walks both keys in Python, each read)."""
+    return a[2] == b[2] and dict.__eq__(a[0], b[0]) and dict.__eq__(a[1], b[1])
 
 
 def _default_planner() -> Planner:
@@ -265,7 +275,7 @@ class Controller:
             update = DemandUpdate(update)
         joined = frozenset(update.joined_nodes) if update.joined_nodes is not None else None
         key = _wake_key(update.demand, joined, (self.demand, self._held_key))
-        changed = key != self._held_key or self.demand_failure
+        changed = not _same_wake(key, self._held_key) or self.demand_failure
         self._held_key = key
         self.demand, self.joined = update.demand, joined
         self.draining, self.own_drains = update.draining_nodes, update.own_drains
@@ -661,8 +671,10 @@ class Controller:
         plan = await asyncio.to_thread(
             self.planner, observation.snapshot, self.policy, self.state, observation.now
         )
-        busy = {job.node_id for job in observation.snapshot.demand.running}
-        expired = [t for t in observation.expired if t.id not in busy]  # a job runs: keep it
+        expired = observation.expired
+        if expired:  # (the busy nodes walked only then: a pass mostly has none)
+            busy = {job.node_id for job in observation.snapshot.demand.running}
+            expired = [t for t in expired if t.id not in busy]  # a job runs: keep it
         if expired:
             plan = dataclasses.replace(
                 plan,
@@ -684,12 +696,14 @@ class Controller:
             )
             for t in self.tracker.stopped()
         )
-        running = {job.node_id for job in self.demand.running}  # the snapshot's requeued them
-        stopped += tuple(  # out of the planner's view: no idle timer would remove them
-            NodeAction(t.id, t.node_type, RemoveCause.INTERRUPTED, "drained for the cloud, idle")
-            for t in self.tracker.interrupted_idle(running)
-            if self.remove_interrupted
-        )
+        if self.remove_interrupted and self.tracker.interrupted():
+            running = {job.node_id for job in self.demand.running}  # the snapshot requeued them
+            stopped += tuple(  # out of the planner's view: no idle timer would remove them
+                NodeAction(
+                    t.id, t.node_type, RemoveCause.INTERRUPTED, "drained for the cloud, idle"
+                )
+                for t in self.tracker.interrupted_idle(running)
+            )
         if stopped:
             plan = dataclasses.replace(plan, terminations=plan.terminations + stopped)
         taken_back = {a.node_id for a in plan.undrains}

@@ -57,10 +57,13 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import enum
+import itertools
+import operator
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from operator import attrgetter
+from types import MappingProxyType
 from typing import Generic, TypeVar, cast
 
 from shoal.providers.base import (
@@ -193,30 +196,25 @@ def _by_id(records: Iterable[TrackedNode]) -> list[TrackedNode]:
 
 T = TypeVar("T")
 
+# every tracker's version comes from here, so two trackers (a restart or a new term makes a
+# new one) never share one: a value kept by a version is the same tracker's, unchanged
+_VERSIONS = itertools.count()
 
-class SameRecords(Generic[T]):
-    """A value made from a tracker's records, made again only when the records are not the
-    very same objects as last time, or ``extra`` (what else it was made from) changed. The
-    records are held here, so no other object takes one's id while the value is kept: a
+
+class Kept(Generic[T]):
+    """A value made again only when its key changed: a tracker's ``version`` (which changes
+    whenever a record is replaced, added or dropped) and what else it was made from. A
     pass's listing mostly changes nothing, and the readers ask after every pass."""
 
-    __slots__ = ("_key", "_records", "_value")
+    __slots__ = ("_key", "_value")
 
     def __init__(self) -> None:
-        self._records: tuple[TrackedNode, ...] = ()
         self._key: object = None  # no key equals it: the first ``get`` makes the value
         self._value: T | None = None
 
-    def get(
-        self,
-        records: Iterable[TrackedNode],
-        extra: tuple[object, ...],
-        make: Callable[[tuple[TrackedNode, ...]], T],
-    ) -> T:
-        held = tuple(records)
-        key = (tuple(map(id, held)), extra)
+    def get(self, key: tuple[object, ...], make: Callable[[], T]) -> T:
         if key != self._key:
-            self._records, self._key, self._value = held, key, make(held)
+            self._key, self._value = key, make()
         return cast(T, self._value)
 
 
@@ -250,10 +248,27 @@ class NodeTracker:
         # each node's last NodeInfo, with the record it was made from (kept while the
         # record is the same object: a pass's listing mostly changes nothing)
         self._infos: dict[str, tuple[TrackedNode, NodeInfo]] = {}
-        # the last ``infos()`` and ``next_deadline``'s times, kept while the records are
-        self._made: SameRecords[tuple[NodeInfo, ...]] = SameRecords()
-        self._deadlines: SameRecords[list[float]] = SameRecords()
+        self._version = next(_VERSIONS)
+        # what the readers ask every pass, kept while the records are (``version``) and
+        # what else each was made from is
+        self._made: Kept[tuple[NodeInfo, ...]] = Kept()
+        self._deadlines: Kept[list[float]] = Kept()
+        self._counts: Kept[Mapping[tuple[str, str], int]] = Kept()
+        self._filtered: dict[str, Kept[list[TrackedNode]]] = {}
+        # the last listing, if ``observe`` kept every record it lists unexamined or as it
+        # was, at the version it left, with the read and drains it was applied with: the
+        # same again changes nothing (see ``observe``)
+        self._settled: tuple[tuple[Node, ...], int, tuple[object, ...]] | None = None
         self.set_node_types(node_types)
+
+    @property
+    def version(self) -> int:
+        """Changes whenever a record is replaced, added or dropped (never the same number
+        for two trackers): what is made from the records is kept while it is the same."""
+        return self._version
+
+    def _changed(self) -> None:
+        self._version = next(_VERSIONS)
 
     def set_node_types(self, node_types: Iterable[NodeType]) -> None:
         """Map (instance type, preemptible) to the configured node type name (after a reload)."""
@@ -266,6 +281,7 @@ class NodeTracker:
         self._nodes = {
             k: replace(t, node_type=self._node_type(t.node)) for k, t in self._nodes.items()
         }
+        self._changed()
 
     @property
     def node_type_names(self) -> list[str]:
@@ -280,6 +296,7 @@ class NodeTracker:
         from before the restart, or None when that is unknown (see the module docstring)."""
         self._known = dict(known) if known is not None else None
         self._adopting = True
+        self._settled = None  # the next listing is examined: it adopts
 
     def _adopted(self, node: Node, now: float) -> tuple[float | None, float | None]:
         """``joined_at`` and ``missing_since`` of a node listed for the first time."""
@@ -341,6 +358,7 @@ class NodeTracker:
             placeholder=placeholder,
         )
         self._nodes[name] = tracked
+        self._changed()
         return tracked
 
     def expire(self, now: float) -> list[TrackedNode]:
@@ -350,7 +368,7 @@ class NodeTracker:
         the termination succeeds)."""
         expired = [
             t
-            for t in self._nodes.values()
+            for t in self.pending()  # the ledger entries, in the tracker's order
             if t.accepted_at is not None
             and now - t.accepted_at >= self.ledger_ttl
             and t.state is not TrackedState.TERMINATED
@@ -360,6 +378,8 @@ class NodeTracker:
                 del self._nodes[t.id]
             else:
                 self._nodes[t.id] = replace(t, expired=True)
+        if expired:
+            self._changed()
         return expired
 
     def next_deadline(
@@ -371,9 +391,8 @@ class NodeTracker:
         ledger entry's TTL (``expire``). The times, sorted, are kept while no record changed
         (a pass's listing mostly changes nothing, and the loop asks after every pass)."""
         times = self._deadlines.get(
-            self._nodes.values(),
-            (join_timeout, unhealthy_timeout, self.ledger_ttl),
-            lambda _: self._times(join_timeout, unhealthy_timeout),
+            (self._version, join_timeout, unhealthy_timeout, self.ledger_ttl),
+            lambda: self._times(join_timeout, unhealthy_timeout),
         )
         first = bisect.bisect_right(times, now)
         return times[first] if first < len(times) else None
@@ -393,7 +412,19 @@ class NodeTracker:
 
     def pending(self) -> list[TrackedNode]:
         """Ledger entries: accepted by the cloud, not yet listed."""
-        return [t for t in self._nodes.values() if not t.listed]
+        return self._filter("pending", lambda t: not t.listed, sort=False)
+
+    def _filter(
+        self, name: str, keep: Callable[[TrackedNode], bool], *, sort: bool = True
+    ) -> list[TrackedNode]:
+        """The records ``keep`` keeps (sorted by id, or in the tracker's order), made again
+        only when a record changed: a new list each call, for the caller to keep."""
+        kept = self._filtered.setdefault(name, Kept())
+        made = kept.get(
+            (self._version,),
+            lambda: (_by_id if sort else list)(t for t in self._nodes.values() if keep(t)),
+        )
+        return list(made)
 
     # -- listings -----------------------------------------------------------------------------
 
@@ -430,11 +461,36 @@ class NodeTracker:
         and never times it out as a node that did not join. ``unread``: no read has arrived
         yet (a restart), so only the provider's own ``Node.joined`` True says a node joined,
         and none is marked missing.
+
+        A listing of the very same ``Node`` objects as the last, in the same order, applied
+        with equal reads and drains while no record changed since, changes nothing when the
+        last one kept every record it lists (each would be kept again unexamined, as below,
+        and the ledger entries kept or dropped as then) and no undrain's tag is ignored:
+        then it is not walked at all.
         """
+        workers = tuple(workers)
+        # as sets (a frozenset is taken as it is): a caller's set changed in place since
+        # is not the read the last listing was applied with
+        reads = (
+            None if joined is None else frozenset(joined),
+            frozenset(draining),
+            None if own_drains is None else frozenset(own_drains),
+            unread,
+        )
+        last = self._settled
+        if (
+            last is not None
+            and last[1] == self._version
+            and len(last[0]) == len(workers)
+            and all(map(operator.is_, last[0], workers))
+            and last[2] == reads
+        ):
+            return []
         seen: dict[str, TrackedNode] = {}
         new: list[TrackedNode] = []
         requests: set[str] = set()
         kept: dict[str, tuple[TrackedNode, tuple[bool | None, ...]]] = {}
+        made = False  # a record made anew (not the one held)
         for node in workers:
             old = self._nodes.get(node.name)
             request = node.tags.get(TAG_REQUEST_ID)
@@ -452,15 +508,15 @@ class NodeTracker:
                 None if own_drains is None else node.name in own_drains,  # reasons read?
                 unread,
             )
-            last = self._kept.get(node.name)
+            held = self._kept.get(node.name)
             if (
-                last is not None
-                and last[0] is old
-                and last[1] == inputs
+                held is not None
+                and held[0] is old
+                and held[1] == inputs
                 and old.node is node
                 and node.name not in self._stale_tag
             ):
-                seen[node.name], kept[node.name] = old, last
+                seen[node.name], kept[node.name] = old, held
                 continue
             if old is not None:
                 joined_at, missing_since = old.joined_at, old.missing_since
@@ -504,6 +560,7 @@ class NodeTracker:
                 kept[node.name] = (old, inputs)
             else:
                 tracked = TrackedNode(node, **dict(zip(_LISTED, fields, strict=True)))
+                made = True
             seen[node.name] = tracked
             if old is None or not old.listed:
                 new.append(tracked)
@@ -513,18 +570,26 @@ class NodeTracker:
             if old.placeholder and old.node.tags.get(TAG_REQUEST_ID) in requests:
                 continue  # the lost launch's instances are listed now: they stand for it
             seen[name] = old
+        # no record made: each one is the one held under its id, so as many as before are
+        # the very same records
+        changed = made or len(seen) != len(self._nodes)
         self._nodes = seen
+        if changed:
+            self._changed()
         self._kept = kept
         self._undrained = {k: v for k, v in self._undrained.items() if k in seen}
         self._stale_tag &= seen.keys()
         self._interrupted = {k: v for k, v in self._interrupted.items() if k in seen}
         self._imminent &= self._interrupted.keys()
         self._adopting = False
+        whole = len(kept) == len(workers) and not self._stale_tag
+        self._settled = (workers, self._version, reads) if whole else None
         return new
 
     def mark(self, node_id: str, state: TrackedState) -> None:
         if node_id in self._nodes:
             self._nodes[node_id] = replace(self._nodes[node_id], state=state)
+            self._changed()
 
     def mark_drained(self, node_id: str) -> None:
         """This daemon's drain hook succeeded: DRAINING, the drain confirmed."""
@@ -532,6 +597,7 @@ class NodeTracker:
             node = replace(self._nodes[node_id], state=TrackedState.DRAINING, drain_confirmed=True)
             self._nodes[node_id] = node
             self._stale_tag.discard(node_id)
+            self._changed()
 
     def mark_undrained(self, node_id: str, now: float) -> None:
         """Undrained (or a drain undone) at ``now``: READY, and the draining tag listings
@@ -541,6 +607,7 @@ class NodeTracker:
             self._nodes[node_id] = node
             self._undrained[node_id] = now
             self._stale_tag.add(node_id)
+            self._changed()
 
     def mark_interrupted(self, node_id: str, now: float, *, imminent: bool = True) -> bool:
         """The cloud takes the node away (an interruption notice): from now on it is out of
@@ -567,6 +634,8 @@ class NodeTracker:
         """Interrupted nodes to terminate now: drained (confirmed) and running no job (not
         in ``busy``). They are out of the planner's view, so no idle timer removes them, and
         a scheduled change may come weeks before the cloud takes the node."""
+        if not self._interrupted:
+            return []
         return _by_id(
             t
             for t in self._nodes.values()
@@ -585,22 +654,21 @@ class NodeTracker:
     def unconfirmed_drains(self) -> list[TrackedNode]:
         """Shoal's draining nodes whose drain only the tag vouches for: the drain hook
         runs again for them before any is terminated as idle."""
-        return _by_id(
-            t
-            for t in self._nodes.values()
-            if t.state is TrackedState.DRAINING and not t.static and not t.drain_confirmed
+        return self._filter(
+            "unconfirmed_drains",
+            lambda t: t.state is TrackedState.DRAINING and not t.static and not t.drain_confirmed,
         )
 
     def drained_by_others(self) -> list[TrackedNode]:
         """Nodes the scheduler shows drained by someone else (never shoal's to touch)."""
-        return _by_id(
-            t
-            for t in self._nodes.values()
-            if t.drained_by_others and t.state is TrackedState.DRAINING
+        return self._filter(
+            "drained_by_others",
+            lambda t: t.drained_by_others and t.state is TrackedState.DRAINING,
         )
 
     def forget(self, node_id: str) -> None:
-        self._nodes.pop(node_id, None)
+        if self._nodes.pop(node_id, None) is not None:
+            self._changed()
 
     def get(self, node_id: str) -> TrackedNode | None:
         return self._nodes.get(node_id)
@@ -617,9 +685,9 @@ class NodeTracker:
         """The planner's view: every node not terminated, ledger entries not expired included;
         not stopped ones (no capacity: the loop terminates them) nor interrupted ones. The
         same tuple again while no record changed and no node was marked interrupted."""
-        return self._made.get(self._nodes.values(), tuple(self._interrupted), self._make_infos)
+        return self._made.get((self._version, tuple(self._interrupted)), self._make_infos)
 
-    def _make_infos(self, _: tuple[TrackedNode, ...]) -> tuple[NodeInfo, ...]:
+    def _make_infos(self) -> tuple[NodeInfo, ...]:
         made = self._infos
         infos: dict[str, tuple[TrackedNode, NodeInfo]] = {}
         for t in self.all():
@@ -637,18 +705,21 @@ class NodeTracker:
 
     def stopped(self) -> list[TrackedNode]:
         """Autoscaled nodes the cloud lists stopped or stopping, not yet terminated."""
-        return _by_id(
-            t
-            for t in self._nodes.values()
-            if t.node.stopped and not t.static and t.state is not TrackedState.TERMINATED
+        return self._filter(
+            "stopped",
+            lambda t: t.node.stopped and not t.static and t.state is not TrackedState.TERMINATED,
         )
 
     def counts(self) -> Mapping[tuple[str, str], int]:
+        """Records per (node type, state): the same mapping again while no record changed."""
+        return self._counts.get((self._version,), self._count)
+
+    def _count(self) -> Mapping[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}
         for t in self._nodes.values():
             key = (t.node_type or "unmanaged", t.state.value)
             out[key] = out.get(key, 0) + 1
-        return out
+        return MappingProxyType(out)
 
 
 def requeue_running(demand: Demand, node_ids: Collection[str]) -> Demand:

@@ -364,9 +364,12 @@ class Fleet:
         self, instance_type: str | None = None, preemptible: bool | None = None
     ) -> list[Node]:
         """All worker nodes (static and autoscaled), optionally filtered."""
+        nodes = await self.provider.list_instances()
+        if instance_type is None and preemptible is None:
+            return list(nodes)  # unfiltered (the daemon's listing, every pass): no test a node
         return [
             n
-            for n in await self.provider.list_instances()
+            for n in nodes
             if (instance_type is None or n.nodeType == instance_type)
             and (preemptible is None or n.preemptible == preemptible)
         ]

@@ -172,6 +172,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
+from operator import attrgetter
 from types import MappingProxyType
 
 from shoal.scaler.binpack import binpack
@@ -368,6 +369,9 @@ def _usable_shapes(policy: Policy, types: list[NodeType]) -> Mapping[str, Shape]
     return made
 
 
+_node_id = attrgetter("id")
+
+
 def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
     types = sorted(policy.node_types, key=_type_order)
     names = {t.name for t in types}
@@ -378,8 +382,7 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
     timeouts: list[NodeInfo] = []
     busy = {job.node_id for job in snapshot.demand.running}
     unhealthy: list[NodeInfo] = []
-    by_id = {n.id: n for n in snapshot.nodes}
-    for node in sorted(snapshot.nodes, key=lambda n: n.id):
+    for node in sorted(snapshot.nodes, key=_node_id):
         if node.node_type not in names:
             continue
         if node.state is NodeState.DRAINING:
@@ -402,8 +405,10 @@ def _observe(snapshot: Snapshot, policy: Policy, now: float) -> _View:
         else:
             live[node.node_type].append(node)
     unhealthy, withheld = _cap_unhealthy(unhealthy, live, policy)
-    for action in withheld:  # not replaced now: capacity, as a missing node is until then
-        live[action.node_type].append(by_id[action.node_id])
+    if withheld:
+        by_id = {n.id: n for n in snapshot.nodes}
+        for action in withheld:  # not replaced now: capacity, as a missing node is until then
+            live[action.node_type].append(by_id[action.node_id])
     by_name = {t.name: t for t in types}
     for name, nodes in reusable.items():  # idle first, then the most paid-for time left
         nodes.sort(key=lambda n: (n.id in busy, -_billing(n, by_name[name], now)[0], n.id))
@@ -576,21 +581,24 @@ def _assign(
     where = {n.id: n.node_type for nodes in view.live.values() for n in nodes}
     # a gang's jobs on its N nodes come one after another with one shape and elapsed time
     # (and so do a node's equal jobs started together): held is worked out once for them
-    last: tuple[Shape, float, Shape] | None = None
+    last_shape: Shape | None = None
+    last_elapsed = 0.0
+    held: Shape  # made at the first job (no shape is None)
+    cost = view.cost
     for job in snapshot.demand.running:
         node_type = where.get(job.node_id)
         if node_type is None:
             continue  # on a draining, timed-out or unmanaged node: not our demand
-        s = job.shape
-        if last is not None and s is last[0] and job.elapsed == last[1]:
-            held = last[2]
-        else:
-            held = _holding(s, running_remaining(s.wallTime, job.elapsed))
-            last = (s, job.elapsed, held)
-        _add(demand[node_type].running, held, 1)
-        if view.cost:
-            on_node = demand[node_type].on_nodes.setdefault(job.node_id, [])
-            on_node.append((held, job.elapsed >= s.wallTime))  # past its estimate: _onto_held
+        s, elapsed = job.shape, job.elapsed
+        if s is not last_shape or elapsed != last_elapsed:
+            held = _holding(s, running_remaining(s.wallTime, elapsed))
+            last_shape, last_elapsed = s, elapsed
+        d = demand[node_type]
+        running = d.running
+        running[held] = running.get(held, 0) + 1  # (``_add``, inline: once a running job)
+        if cost:
+            on_node = d.on_nodes.setdefault(job.node_id, [])
+            on_node.append((held, elapsed >= s.wallTime))  # past its estimate: _onto_held
     queued: Jobs = {}
     gangs: dict[tuple[Shape, int], int] = {}
     for q in snapshot.demand.queued:

@@ -2,9 +2,9 @@
 
 ``LaunchJournal.sync`` runs twice a pass; it walked ``NodeTracker.all()`` (sorted by id) to
 build the joined nodes, and now walks ``NodeTracker.records()`` (the tracker's own order),
-and not at all while the tracker holds the very records of its last walk: the section it
-writes must be the same bytes, and a listing that only reorders the nodes must not count
-as a change (no write).
+and not at all while the tracker holds the very records of its last walk (since pass5:
+while its ``version`` is the same): the section it writes must be the same bytes, and a
+listing that only reorders the nodes must not count as a change (no write).
 """
 
 from __future__ import annotations

@@ -8,7 +8,11 @@ differential below checks the shortcut against a tracker handed fresh copies of 
 ``Node`` (so it never takes it), over random listings, reads, drains and marks. Since
 speed4 a record the last listing kept is kept again unexamined when the listing hands the
 same ``Node`` with the same read and drains, and ``infos`` and ``next_deadline`` are kept
-while no record changed: checked here too, and against every record afresh.
+while no record changed: checked here too, and against every record afresh. Since pass5 the
+tracker has a ``version`` that changes whenever a record is replaced, added or dropped:
+``infos``, ``next_deadline``, ``counts``, ``pending`` and the sorted filters are kept by it,
+and a listing of the very same ``Node`` objects with equal reads, after one that kept every
+record it lists, is not walked at all (the differential now applies each listing twice).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
+from collections import Counter
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -130,6 +135,15 @@ def check(t: NodeTracker, now: float) -> None:
     assert t.infos() == afresh
     for join, unhealthy in ((600.0, 300.0), (60.0, 30.0)):
         assert t.next_deadline(join, unhealthy, now) == by_every_record(t, join, unhealthy, now)
+    records = t.all()
+    counts = Counter((r.node_type or "unmanaged", r.state.value) for r in records)
+    assert dict(t.counts()) == dict(counts)
+    assert sorted(r.id for r in t.pending()) == [r.id for r in records if not r.listed]
+    draining = [r for r in records if r.state is TrackedState.DRAINING]
+    stopped = [r for r in records if r.node.stopped and not r.static]
+    assert t.stopped() == [r for r in stopped if r.state is not TrackedState.TERMINATED]
+    assert t.unconfirmed_drains() == [r for r in draining if not r.static and not r.drain_confirmed]
+    assert t.drained_by_others() == [r for r in draining if r.drained_by_others]
 
 
 def views(t: NodeTracker, now: float) -> tuple[object, ...]:
@@ -168,6 +182,10 @@ def test_kept_records_match_records_built_afresh(steps) -> None:
         for tracker, nodes in ((kept, workers), (fresh, [copy.copy(w) for w in workers])):
             tracker.observe(nodes, joined, now, draining, own, unread=unread)
             check(tracker, now)
+            # the same again (the kept tracker: the very same Nodes, maybe not walked)
+            again = nodes if tracker is kept else [copy.copy(w) for w in workers]
+            assert tracker.observe(again, joined, now + 1.0, draining, own, unread=unread) == []
+            check(tracker, now + 1.0)
             if tracker.get(name) is None:
                 continue
             if mark == "mark_drained":
@@ -244,3 +262,118 @@ def test_a_still_listed_drain_tag_counts_again_after_the_grace_on_the_same_node_
     assert tracker.get("i-1").state is TrackedState.READY
     tracker.observe([node], frozenset({"i-1"}), 110.0 + 600.0 + 1)  # grace over, tag listed
     assert tracker.get("i-1").state is TrackedState.DRAINING
+
+
+class _CountingTags(dict):
+    """A node's tags that count the listing's reads of them: a walk reads every node's."""
+
+    reads = 0
+
+    def get(self, *args):  # type: ignore[override]
+        _CountingTags.reads += 1
+        return super().get(*args)
+
+
+def counted(name: str) -> Node:
+    made = node(name)
+    made.tags = _CountingTags(made.tags)
+    return made
+
+
+def walks(tracker: NodeTracker, *args, **kwargs) -> bool:
+    """Whether ``observe`` walked the listing (read any node's tags)."""
+    before = _CountingTags.reads
+    tracker.observe(*args, **kwargs)
+    return _CountingTags.reads > before
+
+
+def test_a_listing_like_the_last_is_not_walked_until_something_changes() -> None:
+    """The second of two equal listings is walked (its first kept every record only then),
+    the third not; each change since, of the records, the listing or the reads, walks it
+    again, and what it finds is what a walk finds."""
+    tracker = NodeTracker([C5], ledger_ttl=600.0)
+    workers = [counted("a"), counted("b")]
+    joined = {"a"}  # a caller's set, changed in place below
+    now = LAUNCHED.timestamp()
+    assert walks(tracker, workers, joined, now)  # new records
+    assert walks(tracker, workers, joined, now + 1)  # each kept: settled only now
+    assert not walks(tracker, workers, joined, now + 2)
+    assert not walks(tracker, list(workers), frozenset({"a"}), now + 3)  # equal, not the same
+    changes = (
+        lambda: tracker.mark("b", TrackedState.READY),  # a record replaced
+        lambda: tracker.record_launch([LaunchAttempt("r", OFFERING, 1, "t", ("new",))], now),
+        lambda: tracker.expire(now + 700.0),  # the ledger entry expires (replaced)
+        lambda: tracker.forget("new"),  # dropped
+        lambda: joined.discard("a"),  # the read, changed in place: a is missing now
+        lambda: workers.reverse(),  # another order
+        lambda: workers.append(counted("c")),  # another node
+        lambda: tracker.restore_joined({"a": (1.0, None)}),  # a restart's knowledge
+        lambda: tracker.set_node_types([C5]),  # a reload
+    )
+    for change in changes:
+        change()
+        assert walks(tracker, workers, joined, now + 4)
+        walks(tracker, workers, joined, now + 5)  # settles again
+        check(tracker, now + 5)
+        assert not walks(tracker, workers, joined, now + 6)
+    assert tracker.get("a").missing_since is not None  # the in-place change was seen
+
+
+def test_a_listing_is_walked_while_an_undrained_nodes_tag_is_ignored() -> None:
+    """After an undrain the draining tag listings still show is ignored for ``ledger_ttl``
+    at most: each listing looks at it again, so the one after the grace counts it."""
+    tracker = NodeTracker([C5], ledger_ttl=600.0)
+    workers = [counted("a")]
+    workers[0].tags[TAG_DRAINING] = "shoal"
+    now = LAUNCHED.timestamp()
+    for k in range(2):
+        tracker.observe(workers, {"a"}, now + k)
+    assert not walks(tracker, workers, {"a"}, now + 2)
+    tracker.mark_undrained("a", now + 2)
+    for k in range(3, 6):
+        assert walks(tracker, workers, {"a"}, now + k)
+        assert tracker.get("a").state is TrackedState.READY
+    assert walks(tracker, workers, {"a"}, now + 700)
+    assert tracker.get("a").state is TrackedState.DRAINING
+
+
+def test_observe_skips_its_walk_on_a_same_listing_with_the_drains_equal() -> None:
+    tracker = NodeTracker([C5])
+    workers = [counted("a")]
+    now = LAUNCHED.timestamp()
+    for _ in range(2):
+        tracker.observe(workers, {"a"}, now, ["a"], None)
+    assert not walks(tracker, workers, {"a"}, now, ("a",), None)  # the same drains
+    assert walks(tracker, workers, {"a"}, now, (), None)  # not drained any more
+    assert tracker.get("a").state is TrackedState.READY
+    tracker.observe(workers, {"a"}, now, (), None)
+    assert walks(tracker, workers, {"a"}, now, (), {"a"})  # drain reasons read now
+    tracker.observe(workers, {"a"}, now, (), {"a"})
+    assert walks(tracker, workers, {"a"}, now, (), {"a"}, unread=True)
+
+
+def test_versions_are_never_shared_by_two_trackers() -> None:
+    """A reader that keeps a value by a tracker's version (the launch journal) must not take
+    a new tracker's (a restart, a new term) for the old one's."""
+    first, second = NodeTracker([C5]), NodeTracker([C5])
+    assert first.version != second.version
+    first.observe([node("a")], {"a"}, 10.0)
+    second.observe([node("b")], {"b"}, 10.0)
+    assert first.version != second.version
+
+
+def test_a_listing_naming_a_node_twice_changes_what_the_tracker_keeps() -> None:
+    """A listing may name an instance twice (a paginated listing across a change): the
+    record the second makes replaces the kept one, so the version moves and the views are
+    made again."""
+    tracker = NodeTracker([C5])
+    plain = node("a")
+    now = LAUNCHED.timestamp()
+    for k in range(2):
+        tracker.observe([plain], {"a"}, now + k)
+    check(tracker, now + 1)
+    version = tracker.version
+    tracker.observe([plain, node("a", draining=True)], {"a"}, now + 2)
+    assert tracker.get("a").state is TrackedState.DRAINING
+    assert tracker.version != version
+    check(tracker, now + 2)
