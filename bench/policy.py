@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 from shoal.daemon.config import ConfigError, ShoalConfig, load_config  # noqa: E402
 from shoal.daemon.simulate import engine  # noqa: E402
 from shoal.daemon.simulate.args import _positive, _queues  # noqa: E402
-from shoal.daemon.simulate.cluster import PLACEMENTS  # noqa: E402
+from shoal.daemon.simulate.cluster import NODE_WEIGHTS, PLACEMENTS  # noqa: E402
 from shoal.daemon.simulate.compare import CompareError, Variant, build_variants  # noqa: E402
 from shoal.daemon.simulate.engine import DAY, Replay, ReplayOptions  # noqa: E402
 from shoal.daemon.simulate.report import TABLE_COLUMNS  # noqa: E402
@@ -423,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="first-fit",
         help="the simulated scheduler's node choice (shoal simulate --placement)",
     )
+    p.add_argument(
+        "--node-weights",
+        choices=NODE_WEIGHTS,
+        default="equal",
+        help="Slurm's node weights in the simulated scheduler (shoal simulate --node-weights)",
+    )
     p.add_argument("--no-breakdown", action="store_true", help="the table alone")
     return p
 
@@ -458,12 +464,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  assumed {default}")
     print(
         f"menu: {args.config}, {len(config.node_types)} node types; {len(variants)} variants; "
-        f"placement {args.placement}"
+        f"placement {args.placement}, node weights {args.node_weights}"
     )
     announce()
     started = time.monotonic()
     results = replay_all(
-        trace, variants, ReplayOptions(seed=args.seed, placement=args.placement), args.j
+        trace,
+        variants,
+        ReplayOptions(seed=args.seed, placement=args.placement, node_weights=args.node_weights),
+        args.j,
     )
     cpu = ", ".join(f"{cpu:.0f} s" for _, _, cpu in results)
     print(f"replayed in {time.monotonic() - started:.0f} s wall (CPU per variant: {cpu})\n")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from shoal.daemon.simulate.cluster import PLACEMENTS
+from shoal.daemon.simulate.cluster import NODE_WEIGHTS, PLACEMENTS
 from shoal.daemon.simulate.compare import CompareError, parse_compare
 from shoal.daemon.simulate.trace import GiB, TraceOptions
 from shoal.daemon.units import parse_duration, parse_size
@@ -185,6 +185,14 @@ def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
         "and then the node with the fewest free cores (default: %(default)s)",
     )
     parser.add_argument(
+        "--node-weights",
+        choices=NODE_WEIGHTS,
+        default="equal",
+        help="Slurm's node Weight in the simulated scheduler: equal for every node, or by "
+        "price as shoal slurm-conf writes it, so 1-node jobs fill the cheapest type's nodes "
+        "first (default: %(default)s)",
+    )
+    parser.add_argument(
         "--no-skip",
         action="store_true",
         help="run every timer pass, also those proven to change nothing (slow; a check)",
@@ -202,6 +210,7 @@ def replay_options(args: argparse.Namespace) -> ReplayOptions:
         skip=not args.no_skip,
         seed=args.seed,
         placement=args.placement,
+        node_weights=args.node_weights,
     )
 
 

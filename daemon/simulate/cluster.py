@@ -9,13 +9,13 @@ takes ``now`` (seconds, never decreasing from call to call, else ``ValueError``)
   order (a requeued job keeps its place), each starts on a joined node with room for it
   (cores, memory, disk; a non-preemptible job never on a preemptible node; never on a
   cordoned node, until ``uncordon``); a job that fits nowhere waits and later, smaller
-  jobs may start past it. Which node (``placement``; join order stands for slurm.conf's
-  node order, all nodes of one ``Weight``). Neither placement models two things a
-  cluster set up by ``shoal slurm-conf`` has: a ``Weight`` per node type by price (Slurm
-  takes the lowest-weight nodes that fit first, in every version: slurmctld 22.05 put a
-  1-core job on a weight-1 node with 4 free cores, not on the weight-2 node before it
-  with 1), and a dynamic node (external mode) taking the first free slot of Slurm's node
-  table, so one joining after a removal sits where the removed one did, not last:
+  jobs may start past it. Which node: the lowest ``weight`` (``node_joined``; Slurm's node
+  ``Weight``, which ``shoal slurm-conf`` sets by price) among the nodes that fit, in every
+  version of Slurm (slurmctld 22.05 put a 1-core job on a weight-1 node with 4 free cores,
+  not on the weight-2 node before it with 1); then, among nodes of that weight, by
+  ``placement`` (join order stands for slurm.conf's node order; not modelled: a dynamic
+  node, in external mode, takes the first free slot of Slurm's node table, so one joining
+  after a removal sits where the removed one did, not last):
 
   - ``first-fit`` (the default): the first in join order. Slurm 26.05's path for 1-node
     jobs ("the first match in sched_weight order").
@@ -30,8 +30,9 @@ takes ``now`` (seconds, never decreasing from call to call, else ``ValueError``)
     chose another node than this model in a test (bench/README.md, placement).
 * A gang (a job of ``nodes`` > 1, its shape per node) starts only on ``nodes`` nodes of
   one type (one usable shape) each with room for its shape, the first such nodes in join
-  order; gangs are tried before the 1-node jobs of each pass, in submit order. A gang's
-  nodes are freed together, and removing or interrupting any one of them requeues it.
+  order (weights and placement apply to 1-node jobs only); gangs are tried before the
+  1-node jobs of each pass, in submit order. A gang's nodes are freed together, and
+  removing or interrupting any one of them requeues it.
 * A job runs for its run time from its start, then frees its room.
 * ``node_removed`` (terminated) and ``node_interrupted`` (spot interruption) requeue the
   node's running jobs, which start again from scratch; ``cordon`` stops new work on a node
@@ -69,8 +70,16 @@ from shoal.daemon.demand import DemandUpdate
 from shoal.scaler.model import Demand, QueuedJobs, RunningJob
 from shoal.scaler.shape import Shape
 
-__all__ = ["PLACEMENTS", "Cluster", "ClusterStats", "UnschedulableJob", "check_placement"]
+__all__ = [
+    "NODE_WEIGHTS",
+    "PLACEMENTS",
+    "Cluster",
+    "ClusterStats",
+    "UnschedulableJob",
+    "check_placement",
+]
 
+NODE_WEIGHTS = ("equal", "price")  # the replay's node weights (engine.ReplayOptions)
 PLACEMENTS = ("first-fit", "best-fit")  # which node a 1-node job starts on (module docstring)
 
 _EPS = 1e-9  # cores are floats; memory and disk are whole bytes
@@ -147,10 +156,21 @@ class _Job:
 
 
 class _Node:
-    __slots__ = ("cordoned", "cores", "disk", "jobs", "joined_at", "memory", "name", "usable")
+    __slots__ = (
+        "cordoned",
+        "cores",
+        "disk",
+        "jobs",
+        "joined_at",
+        "memory",
+        "name",
+        "usable",
+        "weight",
+    )
 
-    def __init__(self, name: str, usable: Shape, now: float) -> None:
+    def __init__(self, name: str, usable: Shape, now: float, weight: int = 0) -> None:
         self.name = name
+        self.weight = weight
         self.usable = usable
         self.cores = float(usable.cores)
         self.memory = float(usable.memory)
@@ -176,13 +196,15 @@ def check_placement(placement: str) -> str:
     return placement
 
 
-def _best_fit(order: list[_Node], key: _FitKey) -> _Node:
+def _best_fit(order: list[_Node], key: _FitKey, weight: int | None = None) -> _Node:
     """The ``best-fit`` node for a 1-node job (see the module docstring); some node fits.
-    Free cores within ``_EPS`` are equal (float rounding must not break a tie)."""
+    Free cores within ``_EPS`` are equal (float rounding must not break a tie). ``weight``:
+    only nodes of this weight are candidates (a node of another splits a run, as in
+    Slurm, whose runs end where the weight changes)."""
     best, best_total = None, math.inf
     run_best, run_total = None, 0.0
     for node in order:
-        if node.fits(key):
+        if node.fits(key) and (weight is None or node.weight == weight):
             run_total += node.cores
             if run_best is None or node.cores < run_best.cores - _EPS:
                 run_best = node
@@ -235,6 +257,7 @@ class Cluster:
         self._nodes: dict[str, _Node] = {}  # join order
         self._order: list[_Node] = []
         self._shapes: Counter[Shape] = Counter()  # nodes by usable shape
+        self._weights: Counter[int] = Counter()  # nodes by weight
         # What changed since the last pass: only these can let a queued job start.
         self._dirty = False
         self._fresh_nodes: set[str] = set()
@@ -448,9 +471,9 @@ class Cluster:
                 heapq.heappop(heads)
                 continue
             scan[key] = i
-            # best fit: some node has room (only fresh ones can, for a group queued before),
-            # so the runs are those of every node
-            node = _best_fit(every, key) if self._best_fit else nodes[i]
+            # some node has room (only fresh ones can, for a group queued before); with
+            # weights, or for best fit, the choice is among every node
+            node = self._choose(every, key) if self._choosing else nodes[i]
             heap = self._queue[key]
             _, job_id = heapq.heappop(heap)
             self._start(self._jobs[job_id], node, now)
@@ -459,6 +482,20 @@ class Cluster:
             else:
                 del self._queue[key]
                 heapq.heappop(heads)
+
+    @property
+    def _choosing(self) -> bool:
+        return self._best_fit or len(self._weights) > 1
+
+    def _choose(self, every: list[_Node], key: _FitKey) -> _Node:
+        """The node a 1-node job starts on when the first that fits in join order is not
+        it: the lowest weight that fits, then the placement among nodes of that weight."""
+        weight = None
+        if len(self._weights) > 1:
+            weight = min(n.weight for n in every if n.fits(key))
+            if not self._best_fit:
+                return next(n for n in every if n.weight == weight and n.fits(key))
+        return _best_fit(every, key, weight)
 
     def _schedule_gangs(self, now: float) -> None:
         """Start each queued gang, in submit order, that has enough nodes of one usable
@@ -496,12 +533,14 @@ class Cluster:
 
     # --- nodes -----------------------------------------------------------------------------
 
-    def node_joined(self, name: str, usable: Shape, now: float) -> None:
-        """A node joined the scheduler with ``usable`` room (``usable.preemptible``: spot)."""
+    def node_joined(self, name: str, usable: Shape, now: float, weight: int = 0) -> None:
+        """A node joined the scheduler with ``usable`` room (``usable.preemptible``: spot)
+        and Slurm's ``weight`` (1-node jobs take the lowest that fits first)."""
         self._advance_to(now)
         if name in self._nodes:
             raise ValueError(f"node {name!r} has already joined")
-        node = _Node(name, usable, now)
+        node = _Node(name, usable, now, weight)
+        self._weights[weight] += 1
         self._nodes[name] = node
         self._order.append(node)
         self._shapes[usable] += 1
@@ -546,6 +585,9 @@ class Cluster:
         self._shapes[node.usable] -= 1
         if not self._shapes[node.usable]:
             del self._shapes[node.usable]
+        self._weights[node.weight] -= 1
+        if not self._weights[node.weight]:
+            del self._weights[node.weight]
         self._fresh_nodes.discard(name)
         if interrupted:
             self._interruptions += 1

@@ -130,6 +130,7 @@ def run(
         bad_lines_skipped=trace.bad_lines,
         defaults_used=tuple(str(d) for d in trace.defaults),
         placement=options.placement,
+        node_weights=options.node_weights,
     )
     files = write_report(report, args.out)
     stdout.write(format_table(report, tty=_isatty(stdout)))

@@ -108,9 +108,15 @@ from shoal.daemon.config import ShoalConfig
 from shoal.daemon.loop import Controller, PassOutcome, PassRecord
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller, build_provider
-from shoal.daemon.simulate.cluster import Cluster, UnschedulableJob, check_placement
+from shoal.daemon.simulate.cluster import (
+    NODE_WEIGHTS,
+    Cluster,
+    UnschedulableJob,
+    check_placement,
+)
 from shoal.daemon.simulate.report import CostLine, SeriesRecorder, VariantResult, WaitStats
 from shoal.daemon.simulate.trace import Trace
+from shoal.daemon.slurm.conf import weights as slurm_weights
 from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationResult
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.runtime.testing import FakeClock, InlineExecutor
@@ -171,7 +177,7 @@ class SimulateError(ValueError):
 @dataclass(frozen=True, slots=True)
 class ReplayOptions:
     """How to replay: billing, when to stop, whether to skip no-op passes, the cloud's seed,
-    the scheduler's placement."""
+    the scheduler's placement and node weights."""
 
     billing_interval: float = 1.0  # seconds; lifetimes are rounded up to whole intervals
     billing_minimum: float = 60.0  # seconds charged at least per instance (EC2: one minute)
@@ -179,9 +185,16 @@ class ReplayOptions:
     skip: bool = True
     seed: int | None = None  # the simulated cloud's seed; None: the config's provider.seed
     placement: str = "first-fit"  # which node a 1-node job starts on (cluster.PLACEMENTS)
+    # Slurm's node Weight: "equal" for every node, or "price" as `shoal slurm-conf` writes it
+    # (the cheapest type 1, the next price 2, ...; 1-node jobs take the lowest that fits)
+    node_weights: str = "equal"
 
     def __post_init__(self) -> None:
         check_placement(self.placement)
+        if self.node_weights not in NODE_WEIGHTS:
+            raise ValueError(
+                f"node_weights must be one of {', '.join(NODE_WEIGHTS)}, not {self.node_weights!r}"
+            )
         if not self.billing_interval > 0:
             raise ValueError(f"billing_interval must be > 0, not {self.billing_interval!r}")
         if not self.billing_minimum >= 0:
@@ -359,6 +372,7 @@ class _Engine:
         self.series = SeriesRecorder()
         self._last_sample: tuple[int, int, int, int, float] | None = None
         self._usable: dict[tuple[str, bool], Shape] = {}
+        self._weight: dict[tuple[str, bool], int] = {}  # (instance type, spot): Slurm's Weight
 
     # --- setup -------------------------------------------------------------------------
 
@@ -380,6 +394,12 @@ class _Engine:
         self.cluster = Cluster(
             (usable_shape(t, policy) for t in policy.node_types), self.options.placement
         )
+        if self.options.node_weights == "price":
+            weight = slurm_weights(policy)
+            for t in reversed(policy.node_types):  # an offering of two types: the first's
+                for o in t.offerings():
+                    spot = o.capacity_type is CapacityType.SPOT
+                    self._weight[o.instance_type, spot] = weight[t.name]
         settings = self.controller.settings
         self.interval = settings.interval
         self.debounce = settings.debounce
@@ -469,7 +489,8 @@ class _Engine:
             self._accrue(t)
             inst.joined = True
             self.booting -= 1
-            self.cluster.node_joined(name, inst.usable, t)
+            weight = self._weight.get((inst.instance_type, inst.preemptible), 0)
+            self.cluster.node_joined(name, inst.usable, t, weight)
 
     def _after_pass(self, record: PassRecord, t: float) -> None:
         events = list(self.events)

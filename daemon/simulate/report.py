@@ -208,6 +208,7 @@ class Report:
     bad_lines_skipped: int = 0
     defaults_used: tuple[str, ...] = ()  # one line per field, as the trace reader said
     placement: str = "first-fit"  # the simulated scheduler's node choice (--placement)
+    node_weights: str = "equal"  # its node weights (--node-weights)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +306,7 @@ def report_json(report: Report) -> str:
         "config": report.config,
         "seed": report.seed,
         "placement": report.placement,
+        "node_weights": report.node_weights,
         "variants": [_variant_json(v) for v in report.variants],
     }
     return json.dumps(_clean(data), sort_keys=True, indent=1, allow_nan=False) + "\n"
@@ -482,7 +484,7 @@ def write_html(report: Report, path: str | os.PathLike[str], plots: Sequence[str
     notes = [
         f"Trace <code>{e(report.trace)}</code> ({e(report.trace_format)}, {report.jobs} jobs), "
         f"config <code>{e(report.config)}</code>, seed {report.seed}, "
-        f"placement {e(report.placement)}.",
+        f"placement {e(report.placement)}, node weights {e(report.node_weights)}.",
     ]
     if report.bad_lines_skipped:
         notes.append(f"{report.bad_lines_skipped} malformed trace lines were skipped.")

@@ -91,8 +91,9 @@ def test_defaults() -> None:
 def test_replay_options() -> None:
     argv = ["-c", "c.yaml", "--trace", "t.swf", "--billing-interval", "1h", "--seed", "5"]
     args = parser().parse_args(
-        [*argv, "--billing-minimum", "0", "--tail", "2d", "--no-skip", "--placement", "best-fit"]
-    )
+        [*argv, "--billing-minimum", "0", "--tail", "2d", "--no-skip", "--placement", "best-fit",
+         "--node-weights", "price"]
+    )  # fmt: skip
     assert replay_options(args) == ReplayOptions(
         billing_interval=3600,
         billing_minimum=0,
@@ -100,9 +101,12 @@ def test_replay_options() -> None:
         skip=False,
         seed=5,
         placement="best-fit",
+        node_weights="price",
     )
     with pytest.raises(ValueError, match="placement must be one of first-fit, best-fit"):
         ReplayOptions(placement="worst-fit")
+    with pytest.raises(ValueError, match="node_weights must be one of equal, price"):
+        ReplayOptions(node_weights="random")
 
 
 @pytest.mark.parametrize(
@@ -115,6 +119,7 @@ def test_replay_options() -> None:
         pytest.param(["--preemptible-queues", "2,x"], "queue numbers", id="queues"),
         pytest.param(["--preemptible-queues", "-1"], ">= 0", id="negative-queue"),
         pytest.param(["--placement", "worst-fit"], "invalid choice", id="placement"),
+        pytest.param(["--node-weights", "size"], "invalid choice", id="node-weights"),
     ],
 )
 def test_bad_flags_stop_argparse(

@@ -62,8 +62,9 @@ def png_size(path: Path) -> tuple[int, int]:
 def test_the_placement_is_recorded(small_trace: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     assert simulate("-c", CONFIG, "--trace", small_trace, "--out", out,
-                    "--placement", "best-fit") == 0  # fmt: skip
-    assert json.loads((out / "report.json").read_text())["placement"] == "best-fit"
+                    "--placement", "best-fit", "--node-weights", "price") == 0  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert (report["placement"], report["node_weights"]) == ("best-fit", "price")
 
 
 def test_report_files_and_table(
@@ -77,7 +78,7 @@ def test_report_files_and_table(
     report = json.loads((out / "report.json").read_text())
     assert [v["name"] for v in report["variants"]] == ["policy=toil", "policy=shoal"]
     assert report["trace"]["jobs"] == 40 and report["seed"] == 0
-    assert report["placement"] == "first-fit"
+    assert (report["placement"], report["node_weights"]) == ("first-fit", "equal")
     for variant in report["variants"]:
         assert variant["jobs"]["completed"] == 40
         assert variant["cost"]["total"] > 0 and variant["events"]["launches"] > 0

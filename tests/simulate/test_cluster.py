@@ -180,6 +180,21 @@ def test_best_fit_equal_free_cores_that_differ_by_rounding_are_equal(between: bo
     assert c.nodes_of(1) == ("n1",)
 
 
+def test_the_lowest_weight_that_fits_comes_before_either_placement() -> None:
+    for placement in PLACEMENTS:
+        c = Cluster(placement=placement)
+        c.node_joined("b1", node(4), 0, weight=2)
+        c.node_joined("a1", node(4), 0, weight=1)
+        c.node_joined("a2", node(1), 0, weight=1)
+        c.submit(0, job(1), 1000, 1)  # a1 or a2 (weight 1): first fit a1, best fit a2
+        c.submit(1, job(3), 1000, 2)  # weight 1 has room on a1 only
+        c.submit(2, job(4), 1000, 3)  # only b1 fits: a heavier node is used when no lighter fits
+        c.advance(3)
+        where = [c.nodes_of(i) for i in range(3)]
+        first = placement == "first-fit"
+        assert where == [("a1",) if first else ("a2",), ("a1",), ("b1",)], placement
+
+
 def test_an_unknown_placement_is_refused() -> None:
     with pytest.raises(ValueError, match="first-fit, best-fit"):
         Cluster(placement="random")
@@ -365,6 +380,7 @@ class RefNode:
     pre: bool
     cordoned: bool = False
     kind: int = 0  # its node type: a gang's nodes are all of one
+    weight: int = 0  # Slurm's Weight: a 1-node job takes the lowest that fits
 
 
 @dataclass
@@ -427,14 +443,19 @@ class Reference:
             fitting = [n for n in self.nodes if self.fits(n, j.shape)]
             if not fitting:
                 continue
+            lowest = min(n.weight for n in fitting)
+            fitting = [n for n in fitting if n.weight == lowest]
             if self.placement == "first-fit":
                 self.take(j, [fitting[0]], t)
                 continue
-            # best fit: split the nodes into runs where the job fits; the run with the
-            # fewest free cores, then its node with the fewest (min keeps the first)
+            # best fit: split the nodes into runs where the job fits at the lowest weight;
+            # the run with the fewest free cores, then its node with the fewest (min keeps
+            # the first)
             runs = [
                 list(run)
-                for fits, run in itertools.groupby(self.nodes, lambda n, s=j.shape: self.fits(n, s))
+                for fits, run in itertools.groupby(
+                    self.nodes, lambda n, s=j.shape, w=lowest: self.fits(n, s) and n.weight == w
+                )
                 if fits
             ]
             run = min(runs, key=lambda r: sum(n.cores for n in r))
@@ -503,10 +524,15 @@ events = st.lists(
 )
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["equal-weights", "weights"])
 @pytest.mark.parametrize("placement", PLACEMENTS)
 @settings(max_examples=400, deadline=None)
 @given(events=events)
-def test_incremental_passes_match_the_naive_reference(events: list, placement: str) -> None:  # type: ignore[type-arg]
+def test_incremental_passes_match_the_naive_reference(
+    events: list,  # type: ignore[type-arg]
+    placement: str,
+    weighted: bool,
+) -> None:
     c = Cluster(placement=placement)
     ref = Reference(placement)
     t = 0.0
@@ -529,9 +555,18 @@ def test_incremental_passes_match_the_naive_reference(events: list, placement: s
             names.append(name)
             kind = pick % len(NODE_SHAPES)
             shape = NODE_SHAPES[kind]
-            c.node_joined(name, shape, t)
+            weight = (pick // len(NODE_SHAPES)) % 3 if weighted else 0
+            c.node_joined(name, shape, t, weight)
             ref.nodes.append(
-                RefNode(name, shape.cores, shape.memory, shape.disk, shape.preemptible, kind=kind)
+                RefNode(
+                    name,
+                    shape.cores,
+                    shape.memory,
+                    shape.disk,
+                    shape.preemptible,
+                    kind=kind,
+                    weight=weight,
+                )
             )
         elif names:
             name = names[pick % len(names)]

@@ -280,6 +280,17 @@ def test_the_placement_reaches_the_scheduler() -> None:
     assert first.cost != best.cost
 
 
+def test_node_weights_by_price_reach_the_scheduler() -> None:
+    """Two types of different prices: with weights by price (as ``shoal slurm-conf``
+    writes them), 1-node jobs fill the cheaper type's nodes first, and the replay differs."""
+    scaler, provider, types = SKIP_CASES["spot-interruptions"]  # spot at $0.20 and not
+    cfg = config(**scaler, provider=provider, node_types=types)
+    tr = _small(40, seed=7, preemptible=0.5)
+    equal = run(tr, cfg, seed=2).result
+    priced = run(tr, cfg, seed=2, node_weights="price").result
+    assert equal.cost != priced.cost
+
+
 def test_a_replay_ending_on_a_stale_join_counts_the_passes_it_skipped() -> None:
     """A spot node interrupted while it boots is never replaced (its jobs found room), but its
     join stays due: the replay ends at that join time. The timer passes up to it run when

@@ -64,10 +64,11 @@ def config() -> ShoalConfig:
 def digest(skip: bool) -> str:
     done = replay(wide_queue_trace(), config(), ReplayOptions(skip=skip))
     report = Report("wide", "swf", done.result.jobs, "sim", 0, (done.result,))
-    # the report as recorded then: without the placement it has named since (first fit,
-    # the only one then), written as report_json writes it
+    # the report as recorded then: without the placement and node weights it has named
+    # since (first fit and equal weights, the only ones then), written as report_json writes it
     data = json.loads(report_json(report))
     assert data.pop("placement") == "first-fit"
+    assert data.pop("node_weights") == "equal"
     text = json.dumps(data, sort_keys=True, indent=1, allow_nan=False) + "\n"
     return hashlib.sha256(text.encode()).hexdigest()
 

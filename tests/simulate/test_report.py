@@ -278,6 +278,6 @@ def test_synthetic_trace_report_end_to_end(tmp_path: Path) -> None:
 def test_the_html_page_says_the_placement(tmp_path: Path) -> None:
     """Two reports of one trace and config differ by placement alone: the page must say
     which scheduler placed the jobs, as report.json does."""
-    report = Report(**{**build_report().__dict__, "placement": "best-fit"})
+    report = Report(**{**build_report().__dict__, "placement": "best-fit", "node_weights": "price"})
     files = write_report(report, tmp_path / "out")
-    assert "placement best-fit" in files.html.read_text()
+    assert "placement best-fit, node weights price" in files.html.read_text()

@@ -131,3 +131,46 @@ def test_slurmctld_a_node_the_job_does_not_fit_splits_the_run(
     for name, pin_cores, pin_mib in pinned:
         assert place(cluster, "-w", name, f"-c{pin_cores}", f"--mem={pin_mib}M") == name
     assert place(cluster, f"-c{cores}", f"--mem={mib}M") == expected, cluster.log_tail()
+
+
+def modelled_weights(placement: str) -> str:
+    """b1 (weight 2, joined first, 1 free core of 4) and a1 (weight 1, 4 free): where the
+    replay puts a 1-core job."""
+    cluster = Cluster(placement=placement)
+    cluster.node_joined("b1", Shape(DAY, 1000 * MIB, 4, 0, False), 0.0, weight=2)
+    cluster.cordon("b1", 0.0)  # its filler goes to b1 alone (as ``-w b1``)
+    cluster.node_joined("a1", Shape(DAY, 1000 * MIB, 4, 0, False), 0.0, weight=1)
+    cluster.cordon("a1", 0.0)
+    cluster.uncordon("b1", 0.0)
+    cluster.submit(100, Shape(DAY, 300 * MIB, 3, 0, False), DAY, 0.0)
+    cluster.advance(0.0)
+    assert cluster.nodes_of(100) == ("b1",)
+    cluster.uncordon("a1", 0.0)
+    cluster.submit(0, Shape(DAY, 100 * MIB, 1, 0, False), DAY, 1.0)
+    cluster.advance(1.0)
+    (node,) = cluster.nodes_of(0)
+    return node
+
+
+def test_slurmctld_takes_the_lowest_weight_first_as_both_placements_model(
+    slurm_cluster_factory: Callable[..., SlurmCluster],
+):
+    """The Weight that ``shoal slurm-conf`` writes by price comes before any fit rule: the
+    job goes to a1 (weight 1, empty), not to b1 (weight 2, declared first, fullest)."""
+    assert modelled_weights("first-fit") == modelled_weights("best-fit") == "a1"
+    cluster = slurm_cluster_factory(
+        cloud=(
+            NodeGroup("b", 1, cpus=4, memory_mb=1000, weight=2),
+            NodeGroup("a", 1, cpus=4, memory_mb=1000, weight=1),
+        ),
+        dynamic_partition=None,
+        suspend_time=3600,
+        settings={"SlurmdParameters": "config_overrides"},
+    )
+    cluster.power_up("b1", "a1")
+    for name in ("b1", "a1"):
+        cluster.start_slurmd(name)
+    for name in ("b1", "a1"):
+        cluster.wait_node(name, registered, 30)
+    assert place(cluster, "-w", "b1", "-c3", "--mem=300M") == "b1"
+    assert place(cluster, "-c1", "--mem=100M") == "a1", cluster.log_tail()
