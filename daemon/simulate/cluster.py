@@ -21,7 +21,9 @@ takes ``now`` (seconds, never decreasing from call to call, else ``ValueError``)
     jobs ("the first match in sched_weight order").
   - ``best-fit``: Slurm's cons_tres through 25.11 (``_eval_nodes_consec``): of the runs of
     consecutive nodes where the job fits, the run with the fewest free cores (the first
-    of equal ones), and in it the node with the fewest (the first of equal ones). A real
+    of equal ones), and in it the node with the fewest (the first of equal ones); with
+    weights, the runs are those of the nodes of the chosen weight alone (a node of another
+    weight between two does not split them, as slurmctld 22.05 placed a job). A real
     slurmctld 22.05 places jobs so (``tests/slurm/test_slurm_placement.py``) when they
     ask ``-c N`` (or ``-N1 -n N``) and memory per node (``--mem``). Not modelled: with
     memory per CPU (``--mem-per-cpu``, or DefMemPerCPU for a job without ``--mem``) Slurm
@@ -199,12 +201,14 @@ def check_placement(placement: str) -> str:
 def _best_fit(order: list[_Node], key: _FitKey, weight: int | None = None) -> _Node:
     """The ``best-fit`` node for a 1-node job (see the module docstring); some node fits.
     Free cores within ``_EPS`` are equal (float rounding must not break a tie). ``weight``:
-    only nodes of this weight are candidates (a node of another splits a run, as in
-    Slurm, whose runs end where the weight changes)."""
+    only nodes of this weight count, and a node of another, fitting or not, does not split
+    a run (slurmctld 22.05 orders its nodes by weight: a real-Slurm test)."""
     best, best_total = None, math.inf
     run_best, run_total = None, 0.0
     for node in order:
-        if node.fits(key) and (weight is None or node.weight == weight):
+        if weight is not None and node.weight != weight:
+            continue
+        if node.fits(key):
             run_total += node.cores
             if run_best is None or node.cores < run_best.cores - _EPS:
                 run_best = node

@@ -195,6 +195,26 @@ def test_the_lowest_weight_that_fits_comes_before_either_placement() -> None:
         assert where == [("a1",) if first else ("a2",), ("a1",), ("b1",)], placement
 
 
+@pytest.mark.parametrize("x_free", [4, 0])
+def test_best_fit_a_node_of_another_weight_does_not_split_a_run(x_free: int) -> None:
+    """a1 and b1 (weight 1, 2 free cores each) with x1 (weight 2, empty or full) between
+    them form one run of 4 free cores, so d1 (weight 1, 3 free) is the best fit, as
+    slurmctld 22.05 placed it (tests/slurm/test_slurm_placement.py); were x1 to split the
+    run, {a1}: 2 would be."""
+    c = Cluster(placement="best-fit")
+    c.node_joined("a1", node(2), 0, weight=1)
+    c.node_joined("x1", node(4), 0, weight=2)
+    c.node_joined("b1", node(2), 0, weight=1)
+    c.node_joined("c1", node(1), 0, weight=1)
+    c.node_joined("d1", node(3), 0, weight=1)
+    c.cordon("c1", 0)  # not free for the job: it splits the runs
+    if not x_free:
+        c.cordon("x1", 0)
+    c.submit(0, job(1), 1000, 1)
+    c.advance(1)
+    assert c.nodes_of(0) == ("d1",)
+
+
 def test_an_unknown_placement_is_refused() -> None:
     with pytest.raises(ValueError, match="first-fit, best-fit"):
         Cluster(placement="random")
@@ -448,13 +468,14 @@ class Reference:
             if self.placement == "first-fit":
                 self.take(j, [fitting[0]], t)
                 continue
-            # best fit: split the nodes into runs where the job fits at the lowest weight;
-            # the run with the fewest free cores, then its node with the fewest (min keeps
-            # the first)
+            # best fit: split the nodes of the lowest weight (the others left out, as
+            # slurmctld orders its nodes by weight) into runs where the job fits; the run
+            # with the fewest free cores, then its node with the fewest (min keeps the first)
             runs = [
                 list(run)
                 for fits, run in itertools.groupby(
-                    self.nodes, lambda n, s=j.shape, w=lowest: self.fits(n, s) and n.weight == w
+                    [n for n in self.nodes if n.weight == lowest],
+                    lambda n, s=j.shape: self.fits(n, s),
                 )
                 if fits
             ]
