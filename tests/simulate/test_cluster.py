@@ -452,7 +452,7 @@ class Reference:
         queued = [j for j in sorted(self.jobs.values(), key=lambda j: j.seq) if j.start is None]
         for j in (j for j in queued if j.nodes > 1 and not j.done):
             by_kind: dict[int, list[RefNode]] = {}
-            for n in self.nodes:
+            for n in sorted(self.nodes, key=lambda n: n.weight):  # then join order
                 if self.fits(n, j.shape):
                     group = by_kind.setdefault(n.kind, [])
                     group.append(n)

@@ -229,3 +229,38 @@ def test_slurmctld_best_fit_runs_of_one_weight(
         if pin:
             assert place(cluster, "-w", name, f"-c{pin}", "--mem=100M") == name
     assert place(cluster, "-c1", "--mem=100M") == "d1", cluster.log_tail()
+
+
+def modelled_gang() -> tuple[str, ...]:
+    """b1, b2 (4 cores, weight 2) joined before a1, a2 (8 cores, weight 1): where the replay
+    puts a 2-node job of 2 cores a node."""
+    cluster = Cluster()
+    for name, cores, weight in (("b1", 4, 2), ("b2", 4, 2), ("a1", 8, 1), ("a2", 8, 1)):
+        cluster.node_joined(name, Shape(DAY, 1000 * MIB, cores, 0, False), 0.0, weight=weight)
+    cluster.submit(0, Shape(DAY, 100 * MIB, 2, 0, False), DAY, 1.0, nodes=2)
+    cluster.advance(1.0)
+    return cluster.nodes_of(0)
+
+
+def test_slurmctld_a_gang_takes_the_lowest_weight_nodes_as_modelled(
+    slurm_cluster_factory: Callable[..., SlurmCluster],
+):
+    """A 2-node job goes to a1 and a2 (weight 1), not to b1 and b2 (weight 2, declared
+    first), as ``Cluster`` puts a gang."""
+    cluster = slurm_cluster_factory(
+        cloud=(
+            NodeGroup("b", 2, cpus=4, memory_mb=1000, weight=2),
+            NodeGroup("a", 2, cpus=8, memory_mb=1000, weight=1),
+        ),
+        dynamic_partition=None,
+        suspend_time=3600,
+        settings={"SlurmdParameters": "config_overrides"},
+    )
+    names = ["b1", "b2", "a1", "a2"]
+    cluster.power_up(*names)
+    for name in names:
+        cluster.start_slurmd(name)
+    for name in names:
+        cluster.wait_node(name, registered, 30)
+    assert modelled_gang() == ("a1", "a2")
+    assert place(cluster, "-N2", "-c2", "--mem=100M") == "a[1-2]", cluster.log_tail()
