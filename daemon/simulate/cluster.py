@@ -21,7 +21,9 @@ takes ``now`` (seconds, never decreasing from call to call, else ``ValueError``)
     jobs ("the first match in sched_weight order").
   - ``best-fit``: Slurm's cons_tres through 25.11 (``_eval_nodes_consec``): of the runs of
     consecutive nodes where the job fits, the run with the fewest free cores (the first
-    of equal ones), and in it the node with the fewest (the first of equal ones). A real
+    of equal ones), and in it the node with the fewest (the first of equal ones); with
+    weights, the runs are those of the nodes of the chosen weight alone (a node of another
+    weight between two does not split them, as slurmctld 22.05 placed a job). A real
     slurmctld 22.05 places jobs so (``tests/slurm/test_slurm_placement.py``) when they
     ask ``-c N`` (or ``-N1 -n N``) and memory per node (``--mem``). Not modelled: with
     memory per CPU (``--mem-per-cpu``, or DefMemPerCPU for a job without ``--mem``) Slurm
@@ -29,10 +31,11 @@ takes ``now`` (seconds, never decreasing from call to call, else ``ValueError``)
     node with fewer free cores than the job still joins a run; slurmctld 22.05 then
     chose another node than this model in a test (bench/README.md, placement).
 * A gang (a job of ``nodes`` > 1, its shape per node) starts only on ``nodes`` nodes of
-  one type (one usable shape) each with room for its shape, the first such nodes in join
-  order (weights and placement apply to 1-node jobs only); gangs are tried before the
-  1-node jobs of each pass, in submit order. A gang's nodes are freed together, and
-  removing or interrupting any one of them requeues it.
+  one type (one usable shape) each with room for its shape, the first such nodes in order
+  of weight, then join order (slurmctld 22.05 put a 2-node job on two weight-1 nodes, not
+  on the two weight-2 nodes declared before them; placement applies to 1-node jobs only);
+  gangs are tried before the 1-node jobs of each pass, in submit order. A gang's nodes are
+  freed together, and removing or interrupting any one of them requeues it.
 * A job runs for its run time from its start, then frees its room.
 * ``node_removed`` (terminated) and ``node_interrupted`` (spot interruption) requeue the
   node's running jobs, which start again from scratch; ``cordon`` stops new work on a node
@@ -199,12 +202,14 @@ def check_placement(placement: str) -> str:
 def _best_fit(order: list[_Node], key: _FitKey, weight: int | None = None) -> _Node:
     """The ``best-fit`` node for a 1-node job (see the module docstring); some node fits.
     Free cores within ``_EPS`` are equal (float rounding must not break a tie). ``weight``:
-    only nodes of this weight are candidates (a node of another splits a run, as in
-    Slurm, whose runs end where the weight changes)."""
+    only nodes of this weight count, and a node of another, fitting or not, does not split
+    a run (slurmctld 22.05 orders its nodes by weight: a real-Slurm test)."""
     best, best_total = None, math.inf
     run_best, run_total = None, 0.0
     for node in order:
-        if node.fits(key) and (weight is None or node.weight == weight):
+        if weight is not None and node.weight != weight:
+            continue
+        if node.fits(key):
             run_total += node.cores
             if run_best is None or node.cores < run_best.cores - _EPS:
                 run_best = node
@@ -219,7 +224,7 @@ def _best_fit(order: list[_Node], key: _FitKey, weight: int | None = None) -> _N
 
 
 def _gang_nodes(order: list[_Node], key: _FitKey, size: int) -> list[_Node] | None:
-    """The first ``size`` nodes in join order of one usable shape with room for ``key``."""
+    """The first ``size`` nodes in ``order`` of one usable shape with room for ``key``."""
     by_type: dict[Shape, list[_Node]] = {}
     for node in order:
         if node.fits(key):
@@ -499,7 +504,8 @@ class Cluster:
 
     def _schedule_gangs(self, now: float) -> None:
         """Start each queued gang, in submit order, that has enough nodes of one usable
-        shape with room for it (the first such nodes in join order). Not incremental: it
+        shape with room for it (the first such nodes in order of weight, then join order;
+        the module docstring). Not incremental: it
         runs only when a gang was queued or a node gained room since the last try.
 
         Gangs wait grouped by what decides where they fit (fit key and node count), the
@@ -514,11 +520,14 @@ class Cluster:
         if not self._gangs or not self._order:
             return
         most = max(self._shapes.values())  # kept as nodes join and go, not counted a pass
+        order = self._order
+        if len(self._weights) > 1:
+            order = sorted(order, key=lambda node: node.weight)  # stable: then join order
         heads = [(heap[0][0], group) for group, heap in self._gangs.items()]
         heapq.heapify(heads)
         while heads:
             _, group = heads[0]
-            chosen = _gang_nodes(self._order, *group) if group[1] <= most else None
+            chosen = _gang_nodes(order, *group) if group[1] <= most else None
             if chosen is None:
                 heapq.heappop(heads)
                 continue

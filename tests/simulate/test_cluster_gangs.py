@@ -21,6 +21,20 @@ C12_OTHER = Shape(3600, 95 * GiB, 12, 100 * GiB, False)  # another 12-core type
 PER_NODE = Shape(3600, 40 * GiB, 12, 0, False)
 
 
+def test_a_gang_takes_the_lowest_weight_type_with_room_first() -> None:
+    """Two of each type, the heavier joined first: a 2-node gang goes to the lighter
+    type's nodes (as slurmctld 22.05, tests/slurm/test_slurm_placement.py), the next to the
+    heavier's once the lighter's are full."""
+    c = Cluster([C12, C12_OTHER])
+    for name, shape, weight in (("b1", C12, 2), ("b2", C12, 2), ("a1", C12_OTHER, 1)):
+        c.node_joined(name, shape, 0, weight=weight)
+    c.node_joined("a2", C12_OTHER, 0, weight=1)
+    c.submit(0, PER_NODE, 100, 1, nodes=2)
+    c.submit(1, PER_NODE, 100, 1, nodes=2)
+    c.advance(1)
+    assert (c.nodes_of(0), c.nodes_of(1)) == (("a1", "a2"), ("b1", "b2"))
+
+
 def test_a_4_node_job_waits_for_4_free_nodes_of_one_type() -> None:
     c = Cluster([C12])
     c.submit(0, PER_NODE, 100, 0, nodes=4)

@@ -174,3 +174,93 @@ def test_slurmctld_takes_the_lowest_weight_first_as_both_placements_model(
         cluster.wait_node(name, registered, 30)
     assert place(cluster, "-w", "b1", "-c3", "--mem=300M") == "b1"
     assert place(cluster, "-c1", "--mem=100M") == "a1", cluster.log_tail()
+
+
+# Declared in this order, one node each: (name, Weight, cores pinned before the job).
+# x1 (weight 2, empty) lies between a1 and b1; c1 is full.
+WEIGHT_RUNS = [("a1", 1, 2), ("x1", 2, 4), ("b1", 1, 2), ("c1", 1, 4), ("d1", 1, 1)]
+
+
+def modelled_weight_runs(placement: str) -> str:
+    """Where the replay puts a 1-core job after ``WEIGHT_RUNS``' pins."""
+    cluster = Cluster(placement=placement)
+    names = [name for name, _, _ in WEIGHT_RUNS]
+    for name, weight, _ in WEIGHT_RUNS:
+        cluster.node_joined(name, Shape(DAY, 1000 * MIB, 4, 0, False), 0.0, weight=weight)
+    for i, (name, _, pin) in enumerate(WEIGHT_RUNS):
+        if not pin:
+            continue
+        for other in names:
+            if other != name:
+                cluster.cordon(other, 0.0)
+        cluster.submit(100 + i, Shape(DAY, 100 * MIB, pin, 0, False), DAY, 0.0)
+        cluster.advance(0.0)
+        assert cluster.nodes_of(100 + i) == (name,)
+        for other in names:
+            cluster.uncordon(other, 0.0)
+    cluster.submit(0, Shape(DAY, 100 * MIB, 1, 0, False), DAY, 1.0)
+    cluster.advance(1.0)
+    (node,) = cluster.nodes_of(0)
+    return node
+
+
+def test_slurmctld_best_fit_runs_of_one_weight(
+    slurm_cluster_factory: Callable[..., SlurmCluster],
+):
+    """Where best fit's runs of the lowest weight end: d1 ({a1, b1}: 4 free cores, {d1}: 3),
+    as modelled, so x1 (weight 2, full) between a1 and b1 does not split their run; were it
+    to, a1 ({a1}: 2). slurmctld 22.05 placed the job on d1 with x1 empty too."""
+    assert modelled_weight_runs("best-fit") == "d1" != modelled_weight_runs("first-fit")
+    cluster = slurm_cluster_factory(
+        cloud=tuple(
+            NodeGroup(name[0], 1, cpus=4, memory_mb=1000, weight=w) for name, w, _ in WEIGHT_RUNS
+        ),
+        dynamic_partition=None,
+        suspend_time=3600,
+        settings={"SlurmdParameters": "config_overrides"},
+    )
+    names = [name for name, _, _ in WEIGHT_RUNS]
+    cluster.power_up(*names)
+    for name in names:
+        cluster.start_slurmd(name)
+    for name in names:
+        cluster.wait_node(name, registered, 30)
+    for name, _, pin in WEIGHT_RUNS:
+        if pin:
+            assert place(cluster, "-w", name, f"-c{pin}", "--mem=100M") == name
+    assert place(cluster, "-c1", "--mem=100M") == "d1", cluster.log_tail()
+
+
+def modelled_gang() -> tuple[str, ...]:
+    """b1, b2 (4 cores, weight 2) joined before a1, a2 (8 cores, weight 1): where the replay
+    puts a 2-node job of 2 cores a node."""
+    cluster = Cluster()
+    for name, cores, weight in (("b1", 4, 2), ("b2", 4, 2), ("a1", 8, 1), ("a2", 8, 1)):
+        cluster.node_joined(name, Shape(DAY, 1000 * MIB, cores, 0, False), 0.0, weight=weight)
+    cluster.submit(0, Shape(DAY, 100 * MIB, 2, 0, False), DAY, 1.0, nodes=2)
+    cluster.advance(1.0)
+    return cluster.nodes_of(0)
+
+
+def test_slurmctld_a_gang_takes_the_lowest_weight_nodes_as_modelled(
+    slurm_cluster_factory: Callable[..., SlurmCluster],
+):
+    """A 2-node job goes to a1 and a2 (weight 1), not to b1 and b2 (weight 2, declared
+    first), as ``Cluster`` puts a gang."""
+    cluster = slurm_cluster_factory(
+        cloud=(
+            NodeGroup("b", 2, cpus=4, memory_mb=1000, weight=2),
+            NodeGroup("a", 2, cpus=8, memory_mb=1000, weight=1),
+        ),
+        dynamic_partition=None,
+        suspend_time=3600,
+        settings={"SlurmdParameters": "config_overrides"},
+    )
+    names = ["b1", "b2", "a1", "a2"]
+    cluster.power_up(*names)
+    for name in names:
+        cluster.start_slurmd(name)
+    for name in names:
+        cluster.wait_node(name, registered, 30)
+    assert modelled_gang() == ("a1", "a2")
+    assert place(cluster, "-N2", "-c2", "--mem=100M") == "a[1-2]", cluster.log_tail()
