@@ -99,6 +99,10 @@ TAG_MANAGED_GROUP = "shoal:managed-group"  # the managed group a node belongs to
 SPOT_PRICE_TOO_LOW = "SpotMaxPriceTooLow"
 INSTANCE_LIMIT = "InstanceLimitExceeded"
 THROTTLED = "RequestLimitExceeded"
+# how long RunInstances remembers a client token's instances (a retry with it launches
+# nothing more): long past any retry or restart's replay of an unanswered launch (the launch
+# ledger's TTL is 10 minutes), and bounded: a cloud that runs for months forgets them
+TOKEN_TTL = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +297,7 @@ class SimulatedProvisioner(AbstractProvisioner):
         self._alive_by_offer: collections.Counter[tuple[str, bool]] = collections.Counter()
         self._interrupt_heap: list[tuple[float, str]] = []
         self._tokens: dict[str, list[str]] = {}
+        self._token_times: collections.deque[tuple[float, str]] = collections.deque()
         self._termination_failures: dict[str, ProviderError] = {}
         self._groups: dict[str, ManagedGroup] = {}
         self._ids = itertools.count(1)
@@ -301,7 +306,7 @@ class SimulatedProvisioner(AbstractProvisioner):
         self._never_join_all = False
         self._never_join_count = 0
         self.calls: list[Call] = []  # the newest record_calls (None: all), oldest first
-        self._record_calls = record_calls
+        self.record_calls = record_calls  # may be changed: the next call trims to it
         self.api_errors: collections.Counter[tuple[str, str]] = collections.Counter()
         self.interruptions: list[tuple[str, float]] = []  # (node name, time)
         self.settings: dict[str, Any] = {}
@@ -355,7 +360,12 @@ class SimulatedProvisioner(AbstractProvisioner):
         return list(self._tokens[request.client_token])
 
     def _run_instances(self, request: LaunchRequest) -> None:
-        """The effect of RunInstances: idempotent by client token (recorded once made)."""
+        """The effect of RunInstances: idempotent by client token (recorded once made, for
+        ``TOKEN_TTL``)."""
+        now = self.clock.now()
+        times = self._token_times
+        while times and times[0][0] <= now - TOKEN_TTL:
+            del self._tokens[times.popleft()[1]]
         if request.client_token in self._tokens:
             return  # EC2: the same token returns the same instances, launches nothing more
         offering = request.offering
@@ -401,6 +411,7 @@ class SimulatedProvisioner(AbstractProvisioner):
         for inst, tags in zip(made, own_tags, strict=False):
             inst.tags.update(tags)
         self._tokens[request.client_token] = [inst.name for inst in made]
+        times.append((now, request.client_token))
 
     async def terminate_instances(
         self, ids: Sequence[str]
@@ -758,7 +769,7 @@ class SimulatedProvisioner(AbstractProvisioner):
         """One API call: record it, wait out the latency, raise any injected fault, apply its
         ``effect`` (whose errors are counted as the call's errors)."""
         self.calls.append(Call(operation, kwargs, self.clock.now()))
-        keep = self._record_calls
+        keep = self.record_calls
         if keep is not None and len(self.calls) > keep + keep // 10:  # trim now and then
             del self.calls[: len(self.calls) - keep]
         if self.api_latency > 0:

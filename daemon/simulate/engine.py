@@ -323,6 +323,49 @@ def _has_ceiling_hit(plan: Plan | None) -> bool:
     return plan is not None and any(REASON_COST_CEILING in u.reasons for u in plan.unschedulable)
 
 
+class _Arrivals:
+    """The trace's jobs in submit order, made Python values a block at a time: the whole
+    trace as lists (submit times, run times, shapes, node counts) held ~80 bytes a job for
+    the whole replay, 80 MB on a million-job trace, besides the trace's own arrays."""
+
+    __slots__ = ("_at", "_base", "_nodes", "_runs", "_shapes", "_submits", "_trace", "next")
+
+    BLOCK = 4096
+
+    def __init__(self, trace: Trace) -> None:
+        self._trace = trace
+        self._base = 0  # the loaded block's first job id (its trace index)
+        self._submits: list[float] = []
+        self._load()
+
+    def _load(self) -> None:
+        """Load the block after the one loaded; ``next``: its first submit time (inf: done)."""
+        trace, start = self._trace, self._base + len(self._submits)
+        end = min(start + self.BLOCK, len(trace))
+        self._submits = trace.submit[start:end].tolist()
+        self._runs = trace.run_time[start:end].tolist()
+        self._shapes = [trace.shapes[i] for i in trace.shape_index[start:end].tolist()]
+        nodes = trace.nodes
+        self._nodes = [1] * (end - start) if nodes is None else nodes[start:end].tolist()
+        self._at, self._base = 0, start
+        self.next = self._submits[0] if self._submits else math.inf
+
+    @property
+    def done(self) -> bool:
+        return self.next == math.inf
+
+    def submit(self, cluster: Cluster, t: float) -> None:
+        """Queue every job submitted by ``t`` (job ids: trace indices)."""
+        while self.next <= t:
+            at = self._at
+            cluster.submit(self._base + at, self._shapes[at], self._runs[at], t, self._nodes[at])
+            at += 1
+            if at < len(self._submits):
+                self._at, self.next = at, self._submits[at]
+            else:
+                self._load()
+
+
 class _Engine:
     def __init__(
         self,
@@ -381,6 +424,7 @@ class _Engine:
         self.clock = _ReplayClock(EPOCH)
         provider = build_provider(self.config, self.clock)
         assert isinstance(provider, SimulatedProvisioner)
+        provider.record_calls = 0  # its record of API calls is for tests: 25 MB at 100,000
         self.provider = provider
         self.controller: Controller = await build_controller(
             self.config, provider, self.clock, metrics=_ReplayMetrics()
@@ -576,13 +620,9 @@ class _Engine:
 
     async def run(self) -> Replay:
         await self._build()
-        trace = self.trace
-        submits = trace.submit.tolist()
-        runs = trace.run_time.tolist()
-        shape_of = [trace.shapes[i] for i in trace.shape_index.tolist()]
-        nodes_of = [1] * len(submits) if trace.nodes is None else trace.nodes.tolist()
-        n = len(submits)
-        cap = (submits[-1] if n else 0.0) + self.options.tail
+        arrivals = _Arrivals(self.trace)
+        n = len(self.trace)
+        cap = (float(self.trace.submit[-1]) if n else 0.0) + self.options.tail
         cluster = self.cluster
         skip = self.options.skip
         self.fed_version = cluster.version
@@ -596,7 +636,6 @@ class _Engine:
         fixed = False  # the last pass run was a no-op at a fixed point, nothing since
         due: float | None = None  # when a timer of the controller falls due (if fixed)
         first = True
-        i = 0
         t = 0.0
         capped = False
         while True:
@@ -610,7 +649,7 @@ class _Engine:
             else:
                 pass_at = grid
             if (
-                i >= n
+                arrivals.done
                 and fixed
                 and due is None
                 and not self.joins
@@ -628,8 +667,7 @@ class _Engine:
             nxt = pass_at
             if self.poll is not None and cluster.version != self.fed_version:
                 nxt = min(nxt, self.poll_k * self.poll)  # the read that sees the change
-            if i < n:
-                nxt = min(nxt, submits[i])
+            nxt = min(nxt, arrivals.next)
             finish = cluster.next_finish()
             if finish is not None:
                 nxt = min(nxt, finish)
@@ -649,9 +687,7 @@ class _Engine:
             self._move_to(t)
             listing_changed = self._interruptions(t)
             self._joins(t)
-            while i < n and submits[i] <= t:
-                cluster.submit(i, shape_of[i], runs[i], t, nodes_of[i])
-                i += 1
+            arrivals.submit(cluster, t)
             self._feed(t)
             if fixed and (listing_changed or self.change_at is not None):
                 if skip:

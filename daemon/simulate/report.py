@@ -97,8 +97,8 @@ class WaitStats:
         )
 
 
-def _column(values: Iterable[float]) -> np.ndarray:
-    out = np.asarray(values, dtype=np.float64)
+def _column(values: Iterable[float], dtype: type = np.float64) -> np.ndarray:
+    out = np.asarray(values, dtype=dtype)
     out.flags.writeable = False
     return out
 
@@ -109,6 +109,7 @@ class Series:
     (cumulative dollars) grows linearly in between. ``t``: seconds since the trace start."""
 
     t: np.ndarray
+    # the counts as the recorder keeps them (int32; float64 once resampled)
     nodes: np.ndarray  # live nodes: booting + joined
     booting: np.ndarray
     queued: np.ndarray
@@ -138,10 +139,12 @@ class Series:
 
 
 class SeriesRecorder:
-    """Collects samples in time order; a sample at the same time as the last replaces it."""
+    """Collects samples in time order; a sample at the same time as the last replaces it.
+    The counts are kept as 32-bit ints: a replay samples ~2 times a job, and 48 bytes a
+    sample in doubles were 100 MB on a million-job trace (32 bytes now)."""
 
     def __init__(self) -> None:
-        self._columns = [array("d") for _ in range(6)]
+        self._columns = [array(code) for code in "diiiid"]
 
     def sample(
         self, t: float, nodes: int, booting: int, queued: int, running: int, cost: float
@@ -157,7 +160,8 @@ class SeriesRecorder:
             column.append(value)
 
     def build(self) -> Series:
-        return Series(*(_column(c) for c in self._columns))
+        t, *counts, cost = self._columns
+        return Series(_column(t), *(_column(c, np.int32) for c in counts), _column(cost))
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,6 +23,7 @@ from shoal.providers.errors import (
 )
 from shoal.providers.simulated import (
     TAG_MANAGED_GROUP,
+    TOKEN_TTL,
     SimulatedProvisioner,
     load_catalogue,
 )
@@ -483,6 +484,21 @@ async def test_a_lost_response_launched_and_the_retry_returns_the_same_nodes(
     assert sim.count("m5.large") == 3  # launched, answer lost
     assert await sim.addNodes(["m5.large"], 3, False, requestId="r") == 3
     assert sim.count("m5.large") == 3  # the same token: nothing launched twice
+
+
+async def test_client_tokens_are_kept_a_day_not_for_ever(
+    sim: SimulatedProvisioner, clock: FakeClock
+) -> None:
+    """A cloud that runs for months (``shoal run`` on the simulated cloud, a month-long
+    ``shoal simulate``) keeps a launch's client token for ``TOKEN_TTL``, not every token
+    ever sent: a launch an hour for 30 days leaves a day's tokens, and a retry within the
+    day still launches nothing more."""
+    for i in range(24 * 30):
+        assert await sim.addNodes(["m5.large"], 1, False, requestId=f"r{i}") == 1
+        await clock.advance(3600)
+    assert len(sim._tokens) <= TOKEN_TTL / 3600 + 1
+    assert await sim.addNodes(["m5.large"], 1, False, requestId=f"r{24 * 30 - 1}") == 1
+    assert sim.count("m5.large") == 24 * 30
 
 
 async def test_zones_in_order_and_an_offering_unavailable_in_one_zone(clock: FakeClock) -> None:

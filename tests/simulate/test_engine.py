@@ -16,6 +16,7 @@ import configs
 import numpy as np
 import pytest
 from shoal.daemon.config import ShoalConfig, parse_config
+from shoal.daemon.simulate import engine
 from shoal.daemon.simulate.cluster import PLACEMENTS
 from shoal.daemon.simulate.engine import (
     Replay,
@@ -289,6 +290,31 @@ def test_node_weights_by_price_reach_the_scheduler() -> None:
     equal = run(tr, cfg, seed=2).result
     priced = run(tr, cfg, seed=2, node_weights="price").result
     assert equal.cost != priced.cost
+
+
+def test_the_trace_is_taken_a_block_at_a_time_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine makes the trace's jobs Python values a block at a time (``_Arrivals``: a
+    million-job trace as lists held 80 MB), and the blocks' ends change nothing: blocks of
+    3 jobs (bursts of jobs at one second cut across blocks) replay as one block does, to
+    every wait and sample."""
+    scaler, provider, types = SKIP_CASES["spot-interruptions"]
+    cfg = config(**scaler, provider=provider, node_types=types)
+    tr = _small(40, seed=5, preemptible=0.5)
+    whole = run(tr, cfg, seed=2).result
+    monkeypatch.setattr(engine._Arrivals, "BLOCK", 3)
+    blocks = run(tr, cfg, seed=2).result
+    assert np.array_equal(blocks.waits, whole.waits) and len(whole.waits) == len(tr)
+    assert all(
+        np.array_equal(getattr(blocks.series, n), getattr(whole.series, n))
+        for n in ("t", *whole.series.NAMES)
+    )
+    assert (blocks.cost, blocks.launches, blocks.interruptions) == (
+        whole.cost,
+        whole.launches,
+        whole.interruptions,
+    )
 
 
 def test_a_replay_ending_on_a_stale_join_counts_the_passes_it_skipped() -> None:
