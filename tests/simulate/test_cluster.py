@@ -80,21 +80,27 @@ def test_first_fit_in_join_order_and_elapsed_times() -> None:
     assert c.running_on("gone") == 0
 
 
+def pin(c: Cluster, name: str, job_id: int, shape: Shape, run: float, now: float) -> None:
+    """Start job ``job_id`` on node ``name`` alone (the others cordoned meanwhile)."""
+    others = [n for n in c.joined_nodes() if n != name]
+    for other in others:
+        c.cordon(other, now)
+    c.submit(job_id, shape, run, now)
+    c.advance(now)
+    assert c.nodes_of(job_id) == (name,)
+    for other in others:
+        c.uncordon(other, now)
+
+
 def placed(placement: str, free: list[float], cores: list[float], cordon: str = "") -> list[str]:
     """Where jobs of ``cores`` land, one after another, on nodes n1.. of 4 cores with
     ``free`` cores left each (a filler job takes the rest)."""
     c = Cluster(placement=placement)
     names = [f"n{i + 1}" for i in range(len(free))]
     for i, (name, room) in enumerate(zip(names, free, strict=True)):
-        for other in names[:i]:  # each filler on its own node
-            c.cordon(other, 0)
         c.node_joined(name, node(4), 0)
-        if room < 4:
-            c.submit(100 + i, job(4 - room), 10_000, 0)
-            c.advance(0)
-            assert c.nodes_of(100 + i) == (name,)
-        for other in names[:i]:
-            c.uncordon(other, 0)
+        if room < 4:  # a filler on this node alone
+            pin(c, name, 100 + i, job(4 - room), 10_000, 0)
     if cordon:
         c.cordon(cordon, 0)
     where = []
@@ -140,14 +146,7 @@ def test_best_fit_a_job_queued_before_takes_its_run_among_every_node() -> None:
     pinned = [("n1", 1, 1000), ("n1", 3, 10), ("n2", 4, 1000), ("n3", 2, 1000)]
     pinned += [("n3", 2, 10), ("n4", 4, 10)]
     for i, (name, cores, run) in enumerate(pinned):
-        for other in names:
-            if other != name:
-                c.cordon(other, 0)
-        c.submit(100 + i, job(cores), run, 0)
-        c.advance(0)
-        assert c.nodes_of(100 + i) == (name,)
-        for other in names:
-            c.uncordon(other, 0)
+        pin(c, name, 100 + i, job(cores), run, 0)
     c.submit(1, job(2), 100, 1)
     c.advance(1)
     assert c.nodes_of(1) == ()  # queued before the finishes
@@ -167,14 +166,7 @@ def test_best_fit_equal_free_cores_that_differ_by_rounding_are_equal(between: bo
         c.node_joined(name, node(4), 0)
     pinned = [("n1", 0.3), ("full", 4), ("n2", 0.1), ("n2", 0.2)]
     for i, (name, cores) in enumerate(p for p in pinned if p[0] in names):
-        for other in names:
-            if other != name:
-                c.cordon(other, 0)
-        c.submit(100 + i, job(cores), 1000, 0)
-        c.advance(0)
-        assert c.nodes_of(100 + i) == (name,)
-        for other in names:
-            c.uncordon(other, 0)
+        pin(c, name, 100 + i, job(cores), 1000, 0)
     c.submit(1, job(1), 1000, 1)
     c.advance(1)
     assert c.nodes_of(1) == ("n1",)

@@ -58,24 +58,34 @@ PINNED = {
 }
 
 
+def pin(cluster: Cluster, name: str, job_id: int, cores: int, mib: int) -> None:
+    """Start a job on node ``name`` alone, as ``-w name`` does (the others cordoned)."""
+    others = [n for n in cluster.joined_nodes() if n != name]
+    for other in others:
+        cluster.cordon(other, 0.0)
+    cluster.submit(job_id, Shape(DAY, mib * MIB, cores, 0, False), DAY, 0.0)
+    cluster.advance(0.0)
+    assert cluster.nodes_of(job_id) == (name,)
+    for other in others:
+        cluster.uncordon(other, 0.0)
+
+
+def next_job(cluster: Cluster, cores: int, mib: int) -> str:
+    """The node the replay starts a job of ``cores`` and ``mib`` on, a second later."""
+    cluster.submit(0, Shape(DAY, mib * MIB, cores, 0, False), DAY, 1.0)
+    cluster.advance(1.0)
+    (node,) = cluster.nodes_of(0)
+    return node
+
+
 def modelled_after(pinned: list[tuple[str, int, int]], cores: int, mib: int) -> str:
     """Where the replay's best fit puts a job of ``cores`` and ``mib`` after ``pinned``."""
     cluster = Cluster(placement="best-fit")
     for name in NODES:
         cluster.node_joined(name, Shape(DAY, 1000 * MIB, 4, 0, False), 0.0)
     for i, (name, pin_cores, pin_mib) in enumerate(pinned):
-        for other in NODES:
-            if other != name:
-                cluster.cordon(other, 0.0)
-        cluster.submit(100 + i, Shape(DAY, pin_mib * MIB, pin_cores, 0, False), DAY, 0.0)
-        cluster.advance(0.0)
-        assert cluster.nodes_of(100 + i) == (name,)
-        for other in NODES:
-            cluster.uncordon(other, 0.0)
-    cluster.submit(0, Shape(DAY, mib * MIB, cores, 0, False), DAY, 1.0)
-    cluster.advance(1.0)
-    (node,) = cluster.nodes_of(0)
-    return node
+        pin(cluster, name, 100 + i, pin_cores, pin_mib)
+    return next_job(cluster, cores, mib)
 
 
 def test_the_models_differ_on_this_sequence():
@@ -95,21 +105,27 @@ def test_slurmctld_places_one_node_jobs_as_best_fit_models(
     assert placed == modelled("best-fit"), cluster.log_tail()
 
 
-def four_nodes(factory: Callable[..., SlurmCluster]) -> SlurmCluster:
-    """Four 4-core 1000 MB nodes p1..p4, up and registered."""
+def started(factory: Callable[..., SlurmCluster], *groups: NodeGroup) -> SlurmCluster:
+    """A cluster of ``groups`` (slurm.conf in their order), every node up and registered."""
     cluster = factory(
-        cloud=(NodeGroup("p", len(NODES), cpus=4, memory_mb=1000),),
+        cloud=groups,
         dynamic_partition=None,
         suspend_time=3600,  # no node powers down while the test runs
         # the host has fewer cores than the nodes declare: use what slurm.conf says
         settings={"SlurmdParameters": "config_overrides"},
     )
-    cluster.power_up(*NODES)
-    for name in NODES:
+    names = [name for group in groups for name in group.names()]
+    cluster.power_up(*names)
+    for name in names:
         cluster.start_slurmd(name)
-    for name in NODES:
+    for name in names:
         cluster.wait_node(name, registered, 30)
     return cluster
+
+
+def four_nodes(factory: Callable[..., SlurmCluster]) -> SlurmCluster:
+    """Four 4-core 1000 MB nodes p1..p4, up and registered."""
+    return started(factory, NodeGroup("p", len(NODES), cpus=4, memory_mb=1000))
 
 
 def place(cluster: SlurmCluster, *args: str) -> str:
@@ -146,10 +162,7 @@ def modelled_weights(placement: str) -> str:
     cluster.advance(0.0)
     assert cluster.nodes_of(100) == ("b1",)
     cluster.uncordon("a1", 0.0)
-    cluster.submit(0, Shape(DAY, 100 * MIB, 1, 0, False), DAY, 1.0)
-    cluster.advance(1.0)
-    (node,) = cluster.nodes_of(0)
-    return node
+    return next_job(cluster, 1, 100)
 
 
 def test_slurmctld_takes_the_lowest_weight_first_as_both_placements_model(
@@ -158,20 +171,11 @@ def test_slurmctld_takes_the_lowest_weight_first_as_both_placements_model(
     """The Weight that ``shoal slurm-conf`` writes by price comes before any fit rule: the
     job goes to a1 (weight 1, empty), not to b1 (weight 2, declared first, fullest)."""
     assert modelled_weights("first-fit") == modelled_weights("best-fit") == "a1"
-    cluster = slurm_cluster_factory(
-        cloud=(
-            NodeGroup("b", 1, cpus=4, memory_mb=1000, weight=2),
-            NodeGroup("a", 1, cpus=4, memory_mb=1000, weight=1),
-        ),
-        dynamic_partition=None,
-        suspend_time=3600,
-        settings={"SlurmdParameters": "config_overrides"},
+    cluster = started(
+        slurm_cluster_factory,
+        NodeGroup("b", 1, cpus=4, memory_mb=1000, weight=2),
+        NodeGroup("a", 1, cpus=4, memory_mb=1000, weight=1),
     )
-    cluster.power_up("b1", "a1")
-    for name in ("b1", "a1"):
-        cluster.start_slurmd(name)
-    for name in ("b1", "a1"):
-        cluster.wait_node(name, registered, 30)
     assert place(cluster, "-w", "b1", "-c3", "--mem=300M") == "b1"
     assert place(cluster, "-c1", "--mem=100M") == "a1", cluster.log_tail()
 
@@ -184,24 +188,12 @@ WEIGHT_RUNS = [("a1", 1, 2), ("x1", 2, 4), ("b1", 1, 2), ("c1", 1, 4), ("d1", 1,
 def modelled_weight_runs(placement: str) -> str:
     """Where the replay puts a 1-core job after ``WEIGHT_RUNS``' pins."""
     cluster = Cluster(placement=placement)
-    names = [name for name, _, _ in WEIGHT_RUNS]
     for name, weight, _ in WEIGHT_RUNS:
         cluster.node_joined(name, Shape(DAY, 1000 * MIB, 4, 0, False), 0.0, weight=weight)
-    for i, (name, _, pin) in enumerate(WEIGHT_RUNS):
-        if not pin:
-            continue
-        for other in names:
-            if other != name:
-                cluster.cordon(other, 0.0)
-        cluster.submit(100 + i, Shape(DAY, 100 * MIB, pin, 0, False), DAY, 0.0)
-        cluster.advance(0.0)
-        assert cluster.nodes_of(100 + i) == (name,)
-        for other in names:
-            cluster.uncordon(other, 0.0)
-    cluster.submit(0, Shape(DAY, 100 * MIB, 1, 0, False), DAY, 1.0)
-    cluster.advance(1.0)
-    (node,) = cluster.nodes_of(0)
-    return node
+    for i, (name, _, cores) in enumerate(WEIGHT_RUNS):
+        if cores:
+            pin(cluster, name, 100 + i, cores, 100)
+    return next_job(cluster, 1, 100)
 
 
 def test_slurmctld_best_fit_runs_of_one_weight(
@@ -211,20 +203,10 @@ def test_slurmctld_best_fit_runs_of_one_weight(
     as modelled, so x1 (weight 2, full) between a1 and b1 does not split their run; were it
     to, a1 ({a1}: 2). slurmctld 22.05 placed the job on d1 with x1 empty too."""
     assert modelled_weight_runs("best-fit") == "d1" != modelled_weight_runs("first-fit")
-    cluster = slurm_cluster_factory(
-        cloud=tuple(
-            NodeGroup(name[0], 1, cpus=4, memory_mb=1000, weight=w) for name, w, _ in WEIGHT_RUNS
-        ),
-        dynamic_partition=None,
-        suspend_time=3600,
-        settings={"SlurmdParameters": "config_overrides"},
+    cluster = started(
+        slurm_cluster_factory,
+        *(NodeGroup(name[0], 1, cpus=4, memory_mb=1000, weight=w) for name, w, _ in WEIGHT_RUNS),
     )
-    names = [name for name, _, _ in WEIGHT_RUNS]
-    cluster.power_up(*names)
-    for name in names:
-        cluster.start_slurmd(name)
-    for name in names:
-        cluster.wait_node(name, registered, 30)
     for name, _, pin in WEIGHT_RUNS:
         if pin:
             assert place(cluster, "-w", name, f"-c{pin}", "--mem=100M") == name
@@ -247,20 +229,10 @@ def test_slurmctld_a_gang_takes_the_lowest_weight_nodes_as_modelled(
 ):
     """A 2-node job goes to a1 and a2 (weight 1), not to b1 and b2 (weight 2, declared
     first), as ``Cluster`` puts a gang."""
-    cluster = slurm_cluster_factory(
-        cloud=(
-            NodeGroup("b", 2, cpus=4, memory_mb=1000, weight=2),
-            NodeGroup("a", 2, cpus=8, memory_mb=1000, weight=1),
-        ),
-        dynamic_partition=None,
-        suspend_time=3600,
-        settings={"SlurmdParameters": "config_overrides"},
+    cluster = started(
+        slurm_cluster_factory,
+        NodeGroup("b", 2, cpus=4, memory_mb=1000, weight=2),
+        NodeGroup("a", 2, cpus=8, memory_mb=1000, weight=1),
     )
-    names = ["b1", "b2", "a1", "a2"]
-    cluster.power_up(*names)
-    for name in names:
-        cluster.start_slurmd(name)
-    for name in names:
-        cluster.wait_node(name, registered, 30)
     assert modelled_gang() == ("a1", "a2")
     assert place(cluster, "-N2", "-c2", "--mem=100M") == "a[1-2]", cluster.log_tail()
