@@ -79,7 +79,7 @@ __all__ = [
     "Cluster",
     "ClusterStats",
     "UnschedulableJob",
-    "check_placement",
+    "check_choice",
 ]
 
 NODE_WEIGHTS = ("equal", "price")  # the replay's node weights (engine.ReplayOptions)
@@ -193,10 +193,11 @@ class _Node:
         )
 
 
-def check_placement(placement: str) -> str:
-    if placement not in PLACEMENTS:
-        raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, not {placement!r}")
-    return placement
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else ``ValueError`` naming ``name``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
 def _best_fit(order: list[_Node], key: _FitKey, weight: int | None = None) -> _Node:
@@ -241,7 +242,7 @@ class Cluster:
     still queues, and is still reported as demand, as a real scheduler would)."""
 
     def __init__(self, node_shapes: Iterable[Shape] = (), placement: str = "first-fit") -> None:
-        self._best_fit = check_placement(placement) == "best-fit"
+        self._best_fit = check_choice("placement", placement, PLACEMENTS) == "best-fit"
         self._node_shapes = tuple(node_shapes)
         self._now = -math.inf
         self._seq = 0

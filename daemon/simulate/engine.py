@@ -110,9 +110,10 @@ from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.service import build_controller, build_provider
 from shoal.daemon.simulate.cluster import (
     NODE_WEIGHTS,
+    PLACEMENTS,
     Cluster,
     UnschedulableJob,
-    check_placement,
+    check_choice,
 )
 from shoal.daemon.simulate.report import CostLine, SeriesRecorder, VariantResult, WaitStats
 from shoal.daemon.simulate.trace import Trace
@@ -190,11 +191,8 @@ class ReplayOptions:
     node_weights: str = "equal"
 
     def __post_init__(self) -> None:
-        check_placement(self.placement)
-        if self.node_weights not in NODE_WEIGHTS:
-            raise ValueError(
-                f"node_weights must be one of {', '.join(NODE_WEIGHTS)}, not {self.node_weights!r}"
-            )
+        check_choice("placement", self.placement, PLACEMENTS)
+        check_choice("node_weights", self.node_weights, NODE_WEIGHTS)
         if not self.billing_interval > 0:
             raise ValueError(f"billing_interval must be > 0, not {self.billing_interval!r}")
         if not self.billing_minimum >= 0:
