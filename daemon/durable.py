@@ -476,7 +476,7 @@ class LaunchJournal:
         not walked again while the tracker's records are the same (its ``version``)."""
         dropped = [r for r in answered if self._intents.pop(r, None) is not None]
         entries = [_entry(t) for t in tracker.pending() if t.state is not TrackedState.TERMINATED]
-        joined = self._walked.get((tracker.version,), lambda: _joined(tracker.records()))
+        joined = self._walked.get((tracker.version,), lambda: _joined(tracker))
         if dropped or entries != self._entries or joined != self._joined:
             self._entries, self._joined = entries, joined
             self.store.changed()
@@ -538,13 +538,9 @@ class LaunchJournal:
         return tracker.record_launch([attempt], at)
 
 
-def _joined(records: Iterable[TrackedNode]) -> dict[str, list[float | None]]:
-    """The nodes seen joined (listed, not terminated): when, and since when missing."""
-    return {
-        t.id: [t.joined_at, t.missing_since]
-        for t in records
-        if t.joined_at is not None and t.listed and t.state is not TrackedState.TERMINATED
-    }
+def _joined(tracker: NodeTracker) -> dict[str, list[float | None]]:
+    """The nodes seen joined (``NodeTracker.seen_joined``): when, and since when missing."""
+    return {k: [v[0], v[1]] for k, v in tracker.seen_joined().items()}
 
 
 def _entry(tracked: TrackedNode) -> dict[str, Any]:

@@ -34,15 +34,22 @@ cleared by the next read that lists it); the planner counts it as capacity, as C
 Autoscaler counts an unready node, until it has been missing from every read for
 ``scaler.unhealthy_timeout``, and replaces it then only if it runs nothing.
 
+Joined stays joined through a listing that leaves it out, too: a joined node the cloud
+stops listing is forgotten as capacity at once (an interrupted or terminated node is gone),
+but its ``joined_at`` and ``missing_since`` are remembered for ``ledger_ttl`` (``seen_joined``),
+so when EC2's eventually consistent listing shows it again while a read also leaves it out,
+it is missing, not a booting node past its join timeout.
+
 Joined stays joined across a restart too (``restore_joined``): the durable store keeps
-``joined_at`` and ``missing_since`` of every listed node, and a node the first listing after
-a restart shows takes them back; a node the store does not name never joined, and its join
-timeout runs from its launch. Without that knowledge (no ``state_dir``, or a file from an
-older shoal) the first listing's nodes are taken as joined then (unless the provider itself
-says one has not joined, ``Node.joined`` False): one a read leaves out is
-missing from that moment, so it is replaced after ``unhealthy_timeout`` as unhealthy, never
-at once as a join timeout (and its offering is not backed off). Either way, which of the
-first listing and the first read comes first no longer matters.
+``joined_at`` and ``missing_since`` of every node seen joined (``seen_joined``: listed, or
+remembered), and a node the first listing after a restart shows takes them back (one it
+does not show is remembered as an unlisted one); a node the store does not name never
+joined, and its join timeout runs from its launch. Without that knowledge (no
+``state_dir``, or a file from an older shoal) the first listing's nodes are taken as joined
+then (unless the provider itself says one has not joined, ``Node.joined`` False): one a
+read leaves out is missing from that moment, so it is replaced after ``unhealthy_timeout``
+as unhealthy, never at once as a join timeout (and its offering is not backed off). Either
+way, which of the first listing and the first read comes first no longer matters.
 
 The launch ledger: EC2's listing is eventually consistent, so a node the cloud accepted may be
 missing from the next listings. Every id ``addNodes`` reported launched is kept as a booting
@@ -240,6 +247,9 @@ class NodeTracker:
         self.ledger_ttl = ledger_ttl
         # what a restart knows of nodes seen joined before it (restore_joined); None: nothing
         self._known: dict[str, tuple[float, float | None]] | None = None
+        # joined nodes the cloud stopped listing: (joined_at, missing_since, since when),
+        # taken back if a listing shows them again within ledger_ttl
+        self._gone: dict[str, tuple[float, float | None, float]] = {}
         self._adopting = False  # the next listing is the first since a restart
         # the records the last listing kept, each with what else it was made from (the read,
         # the drains): kept again, unexamined, while a listing hands the same Node and those
@@ -296,10 +306,15 @@ class NodeTracker:
         from before the restart, or None when that is unknown (see the module docstring)."""
         self._known = dict(known) if known is not None else None
         self._adopting = True
+        self._changed()  # what seen_joined answers changed
         self._settled = None  # the next listing is examined: it adopts
 
     def _adopted(self, node: Node, now: float) -> tuple[float | None, float | None]:
-        """``joined_at`` and ``missing_since`` of a node listed for the first time."""
+        """``joined_at`` and ``missing_since`` of a node listed for the first time, or again
+        after a listing left it out."""
+        gone = self._gone.pop(node.name, None)
+        if gone is not None:
+            return gone[0], gone[1]
         if self._known is not None:
             return self._known.pop(node.name, (None, None))
         if self._adopting and node.joined is not False:
@@ -480,6 +495,7 @@ class NodeTracker:
         last = self._settled
         if (
             last is not None
+            and not self._gone  # (what is remembered expires with time)
             and last[1] == self._version
             and len(last[0]) == len(workers)
             and all(map(operator.is_, last[0], workers))
@@ -565,14 +581,27 @@ class NodeTracker:
             if old is None or not old.listed:
                 new.append(tracked)
         for name, old in self._nodes.items():
-            if old.listed or name in seen or old.state is TrackedState.TERMINATED:
+            if name in seen or old.state is TrackedState.TERMINATED:
+                continue
+            if old.listed:
+                if old.joined_at is not None:  # may be a listing's lag: remembered
+                    self._gone[name] = (old.joined_at, old.missing_since, now)
                 continue
             if old.placeholder and old.node.tags.get(TAG_REQUEST_ID) in requests:
                 continue  # the lost launch's instances are listed now: they stand for it
             seen[name] = old
+        if self._adopting and self._known:
+            # known joined before the restart, not listed yet: remembered as the unlisted are
+            for name, (joined_at, missing_since) in self._known.items():
+                if name not in seen:
+                    self._gone.setdefault(name, (joined_at, missing_since, now))
+            self._known = {}
+        expired = [k for k, v in self._gone.items() if now - v[2] >= self.ledger_ttl]
+        for name in expired:
+            del self._gone[name]
         # no record made: each one is the one held under its id, so as many as before are
         # the very same records
-        changed = made or len(seen) != len(self._nodes)
+        changed = made or len(seen) != len(self._nodes) or bool(expired)
         self._nodes = seen
         if changed:
             self._changed()
@@ -675,6 +704,18 @@ class NodeTracker:
 
     def all(self) -> list[TrackedNode]:
         return _by_id(self._nodes.values())
+
+    def seen_joined(self) -> dict[str, tuple[float, float | None]]:
+        """Node id -> (``joined_at``, ``missing_since``) of every node seen joined: listed
+        and not terminated, or joined and left out of the listings for less than
+        ``ledger_ttl``, or known from before a restart and not listed since (what a restart
+        takes back, ``restore_joined``)."""
+        out = dict(self._known or {})  # before the first listing after a restart
+        out.update((name, (v[0], v[1])) for name, v in self._gone.items())
+        for t in self._nodes.values():
+            if t.joined_at is not None and t.listed and t.state is not TrackedState.TERMINATED:
+                out[t.id] = (t.joined_at, t.missing_since)
+        return out
 
     def records(self) -> Iterable[TrackedNode]:
         """Every record, in no order (``all`` sorts them by id): for a reader whose result

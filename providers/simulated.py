@@ -18,7 +18,8 @@ Behaviour as EC2 documents it, inconvenient parts included:
   below the spot price ``SpotMaxPriceTooLow``. A repeated client token returns the instances
   launched with it and launches nothing.
 - The listing (DescribeInstances) is eventually consistent: an instance is invisible to
-  ``list_instances`` for ``listing_lag`` seconds after its launch.
+  ``list_instances`` for ``listing_lag`` seconds after its launch, and ``unlist`` leaves an
+  instance that was listed out of the listings for a while (its tags and state unchanged).
 - ``lose_next_response`` launches and then raises a ``RetryableError``, as a response lost on
   the way back; ``throttle_next`` and ``fail_next`` inject errors before anything happens.
 - ``terminate_instances`` answers per id: terminated, already gone (unknown ids), or the error
@@ -31,7 +32,7 @@ Behaviour as EC2 documents it, inconvenient parts included:
   it is terminated; it still counts against capacity, as a reserved host would.
 
 Knobs for tests (as Karpenter's fake.CloudProvider): ``throttle_next``, ``fail_next``,
-``lose_next_response``, ``fail_termination``, ``set_capacity``, ``set_unavailable``,
+``lose_next_response``, ``fail_termination``, ``unlist``, ``set_capacity``, ``set_unavailable``,
 ``set_instance_limit``, ``never_join``, ``preempt``, ``stop_instance``, ``add_static_nodes``,
 ``set_managed_desired``, ``reset_faults``; inspection: ``calls`` (recorded by EC2 operation name:
 RunInstances, TerminateInstances, DescribeInstances, DescribeInstanceTypes, CreateTags,
@@ -299,6 +300,7 @@ class SimulatedProvisioner(AbstractProvisioner):
         self._tokens: dict[str, list[str]] = {}
         self._token_times: collections.deque[tuple[float, str]] = collections.deque()
         self._termination_failures: dict[str, ProviderError] = {}
+        self._unlisted: dict[str, float] = {}  # instance -> until when listings leave it out
         self._groups: dict[str, ManagedGroup] = {}
         self._ids = itertools.count(1)
         self._faults: list[_Fault] = []
@@ -431,10 +433,15 @@ class SimulatedProvisioner(AbstractProvisioner):
     async def list_instances(self) -> list[Node]:
         await self._api("DescribeInstances", {})
         now = self.clock.now()
+        if self._unlisted:
+            self._unlisted = {k: t for k, t in self._unlisted.items() if now < t}
+        unlisted = self._unlisted
         return [
             inst.node(now)
             for inst in self._instances.values()
-            if inst.role == "worker" and now >= inst.launched_at + self.listing_lag
+            if inst.role == "worker"
+            and now >= inst.launched_at + self.listing_lag
+            and inst.name not in unlisted
         ]
 
     async def tag_instances(self, ids: Sequence[str], tags: Mapping[str, str]) -> None:
@@ -715,10 +722,21 @@ class SimulatedProvisioner(AbstractProvisioner):
         else:
             self._never_join_count += what
 
+    def unlist(self, node_name: str, seconds: float) -> None:
+        """Listings leave ``node_name`` out for ``seconds`` from now, as DescribeInstances'
+        eventual consistency may leave out an instance it listed before; the instance runs
+        on (and joins) as before. Not an API call; not subject to faults."""
+        if node_name not in self._instances:
+            raise KeyError(f"no live node {node_name!r}")
+        self._unlisted[node_name] = max(
+            self._unlisted.get(node_name, 0.0), self.clock.now() + seconds
+        )
+
     def reset_faults(self) -> None:
-        """Clear pending faults, never-join marks, unavailable offerings and termination
-        failures (not capacity)."""
+        """Clear pending faults, never-join marks, unavailable offerings, termination
+        failures and unlisted instances (not capacity)."""
         self._faults.clear()
+        self._unlisted.clear()
         self._never_join_types.clear()
         self._never_join_all = False
         self._never_join_count = 0

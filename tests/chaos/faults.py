@@ -38,11 +38,16 @@ flicker    (power saving) a node type's first offering has no capacity until a l
            it: it answers InsufficientInstanceCapacity once and has capacity again right
            after (the daemon has it in backoff and launches on the next offering; a
            restarted daemon, whose backoff table was in memory, finds it available)
+unlisted   a joined node drops out of DescribeInstances for ten seconds to five minutes (EC2's
+           eventual consistency; ``SimulatedProvisioner.unlist``), and in half of them out of
+           the pushed joined nodes as well, until a minute and a half as long again after
+           the listings show it (NOT_RESPONDING): it runs on, and joins as before
 =========  ======================================================================================
 
-Windowed faults (missing, stale, fail, capacity, stop) are drawn as timed events over the fault
-phase of the run; per-call faults (lost, throttle, slowterm, crash) are drawn by ``FaultyCloud``
-at each provider call from its own seeded stream, so a run replays exactly from its seed.
+Windowed faults (missing, stale, fail, capacity, stop, unlisted) are drawn as timed events
+over the fault phase of the run; per-call faults (lost, throttle, slowterm, crash) are drawn
+by ``FaultyCloud`` at each provider call from its own seeded stream, so a run replays exactly
+from its seed.
 In power-saving mode a capacity window hits one offering (instance type, zone, capacity
 type), so which offering a launch tries first depends on the backoff table.
 """
@@ -76,10 +81,13 @@ KINDS = (
     "slowslurm",
     "stockout",
     "flicker",
+    "unlisted",
 )
-LATER = ("slowslurm", "stockout", "flicker")  # drawn from their own stream (see FaultPlan.draw)
+# drawn from their own streams (see FaultPlan.draw)
+LATER = ("slowslurm", "stockout", "flicker")
+OWN_STREAM = ("unlisted",)
 # the kinds each mode draws from (harness.MODES); a kind outside its mode has no effect there
-PUSH_KINDS = KINDS[:12]
+PUSH_KINDS = (*KINDS[:12], "unlisted")
 # power saving: Slurm decides, so the push's reads (missing, stale, fail), spot interruptions,
 # stopped nodes and drain hooks do not apply; slurmctld's own faults do
 POWER_KINDS = (
@@ -140,7 +148,9 @@ class FaultPlan:
         are more frequent and shorter, each on one offering, so a launch meets an offering in
         backoff and a replay after a restart meets it available again."""
         rng = random.Random(f"plan-{seed}")
-        on = frozenset(k for k in KINDS if k not in LATER and k in allowed and rng.random() < 0.6)
+        on = frozenset(
+            k for k in KINDS if k not in LATER + OWN_STREAM and k in allowed and rng.random() < 0.6
+        )
         # kinds added later draw from their own stream: the other draws of a seed stay as
         # they were (a seed named in bench/README.md replays the same faults)
         later = random.Random(f"plan-{seed}-later")
@@ -178,6 +188,19 @@ class FaultPlan:
                 end = min(fault_end, t + later.uniform(lo, hi))
                 windows.append(Window(t, end, kind, later.random()))
                 t += later.expovariate(rate)
+        # each kind added since has a stream of its own: the draws of every other kind of a
+        # seed stay as they were
+        for kind, per_hour, (lo, hi) in (("unlisted", 3.0, (10.0, 300.0)),):
+            own = random.Random(f"plan-{seed}-{kind}")
+            if kind not in allowed or own.random() >= 0.6:
+                continue
+            on |= {kind}
+            rate = per_hour * own.uniform(0.3, 2.0) / 3600.0
+            t = own.expovariate(rate)
+            while t < fault_end:
+                end = min(fault_end, t + own.uniform(lo, hi))
+                windows.append(Window(t, end, kind, own.random()))
+                t += own.expovariate(rate)
         windows.sort(key=lambda w: (w.start, w.kind))
         return cls(
             seed=seed,

@@ -32,7 +32,9 @@ Invariants, checked after every pass (and at each call where they are about a ca
     (Interruptions and stops are not shoal's.)
 ``over-max``
     Live instances of a node type (the cloud's truth: not stopped, listed or not) never exceed
-    its ``max``; checked after every launch takes effect.
+    its ``max``; checked for the types launched, after every launch takes effect. A node the
+    ``unlisted`` fault hides is not counted here nor in ``duplicate-launch``: a listing that
+    leaves out a node it showed is how an interrupted node leaves, so replacing it is right.
 ``duplicate-launch``
     A pass that launches nodes of type T ends with no more live instances of T than its plan's
     need: ``alive_before(T) - out(T) + launched(T) <= plan.targets[T]``, where
@@ -68,6 +70,10 @@ Invariants, checked after every pass (and at each call where they are about a ca
     the longest a fault phase can leave behind: an offering's backoff (``backoff.max``), a ledger
     entry of a lost launch (``launch_ledger_ttl``) and the retry deadline.
 
+``joined-timed-out``
+    No node a push showed the daemon joined is terminated as a join timeout (the timeout is
+    for nodes that never joined; it backs off their offering): not when a read leaves it out
+    later, not when a listing does (the ``unlisted`` fault), not across a restart.
 ``drain-forgotten``
     A node shoal drained (the scheduler gives it no new work) is never ready capacity in the
     daemon's view (``Controller.tracker``), across restarts too.
@@ -126,7 +132,7 @@ from shoal.daemon.simulate.engine import EPOCH, _ReplayMetrics
 from shoal.providers.outcomes import TerminationStatus
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.runtime.testing import FakeClock, InlineExecutor
-from shoal.scaler.model import NodeType, Plan, PlannerState, Policy, Snapshot
+from shoal.scaler.model import NodeType, Plan, PlannerState, Policy, RemoveCause, Snapshot
 from shoal.scaler.planner import plan as default_plan
 from shoal.scaler.planner import usable_shape
 from shoal.scaler.shape import Shape
@@ -446,6 +452,7 @@ class _Run:
         self.change_at: float | None = 0.0
         self.stopped: set[str] = set()
         self.missing: dict[str, float] = {}  # node -> flap end
+        self.shown_joined: set[str] = set()  # nodes a push to the daemon showed joined
         self.stale_until = -1.0
         self.stale_kind = ""
         self.last_update: DemandUpdate | None = None
@@ -598,11 +605,20 @@ class _Run:
         inst = self.cloud._instances.get(name)
         return "" if inst is None else self.type_of.get((inst.instance_type, inst.preemptible), "")
 
+    def hidden(self) -> set[str]:
+        """Live instances the listings leave out now (the ``unlisted`` fault)."""
+        now = self.cloud.clock.now()
+        return {n for n, until in self.cloud._unlisted.items() if now < until}
+
     def alive(self) -> collections.Counter[str]:
-        """Live instances per node type: not stopped, listed or not."""
+        """Live instances per node type: not stopped, listed or not (launches in flight
+        included), except those the ``unlisted`` fault hides from listings that showed them
+        before: the daemon cannot tell one from a node that is gone (an interrupted node
+        leaves the listing the same way), and replacing it is what it should do."""
         out: collections.Counter[str] = collections.Counter()
+        hidden = self.hidden()
         for name in self.cloud.worker_names():
-            if self.cloud.instance_state(name) != "stopped":
+            if self.cloud.instance_state(name) != "stopped" and name not in hidden:
                 out[self.node_type(name)] += 1
         return out
 
@@ -626,11 +642,13 @@ class _Run:
                 if ctx is not None and ctx.stale:
                     self.violate("stale-acted", f"launched {new} on stale demand ({ctx.stale})")
                 alive = self.alive()
-                for nt, n in alive.items():
-                    if nt and n > self.types[nt].max_nodes:
+                # of the types launched (a node ``unlisted`` hid and the listing shows again
+                # may leave another type over its max, and the daemon launches none of it)
+                for nt in {self.node_type(n) for n in new}:
+                    if nt and alive[nt] > self.types[nt].max_nodes:
                         self.violate(
                             "over-max",
-                            f"{n} live instances of {nt} (max {self.types[nt].max_nodes})",
+                            f"{alive[nt]} live instances of {nt} (max {self.types[nt].max_nodes})",
                         )
         elif op == "TerminateInstances":
             if phase == "before" or isinstance(result, BaseException):
@@ -638,7 +656,17 @@ class _Run:
             gone = [n for n, st in result.items() if st is TerminationStatus.TERMINATED]
             if gone:
                 self.note(f"shoal terminated {', '.join(gone)}")
+            timeouts = {
+                a.node_id
+                for a in (ctx.plan.terminations if ctx is not None and ctx.plan else ())
+                if a.cause is RemoveCause.JOIN_TIMEOUT
+            }
             for name in gone:
+                if name in timeouts and name in self.shown_joined:
+                    self.violate(
+                        "joined-timed-out",
+                        f"shoal terminated {name} as a join timeout; a read showed it joined",
+                    )
                 running = self.cluster.running_on(name)
                 if running:
                     self.violate(
@@ -688,6 +716,8 @@ class _Run:
         joined = update.joined_nodes
         if self.missing and joined is not None:
             joined = frozenset(n for n in joined if n not in self.missing)
+        if joined:
+            self.shown_joined |= joined
         update = DemandUpdate(update.demand, joined, at=now, max_age=self.config.demand.max_age)
         previous = self.last_update
         self.last_update = update
@@ -852,6 +882,20 @@ class _Run:
             self.cloud.set_unavailable(nt.instance_types[0], nt.preemptible)
             ends.append((w.end, kind, nt.name))
             self.note(f"no capacity for {nt.name} until t={w.end:.1f}")
+        elif kind == "unlisted":
+            nodes = sorted(self.joined)
+            if not nodes:
+                return
+            at = w.pick * len(nodes)
+            name = nodes[int(at)]
+            self.cloud.unlist(name, w.end - self.t)
+            self.note(f"{name} out of the listings until t={w.end:.1f}")
+            if at % 1.0 < 0.5:  # out of the reads as well, half the time, and for longer
+                end = w.end + 60.0 + (w.end - w.start) / 2
+                self.missing[name] = max(self.missing.get(name, end), end)
+                ends.append((end, "missing", name))
+                self.note(f"{name} missing from the joined nodes until t={end:.1f}")
+                self.push()
         elif kind == "stop":
             names = sorted(n for n in self.cloud.worker_names() if n not in self.stopped)
             if not names:
@@ -879,10 +923,13 @@ class _Run:
             self.note(f"capacity back for {target}")
 
     async def one_pass(self, c: Controller) -> None:
+        hidden = self.hidden()
         alive = {
             n: self.node_type(n)
             for n in self.cloud.worker_names()
-            if n not in self.drained and self.cloud.instance_state(n) != "stopped"
+            if n not in self.drained
+            and n not in hidden
+            and self.cloud.instance_state(n) != "stopped"
         }
         self.ctx = ctx = _Pass(c.demand_stale(), collections.Counter(alive.values()), alive)
         self.change_at = None

@@ -18,6 +18,7 @@ import pytest
 from shoal.daemon.executor import Executor
 from shoal.daemon.leader import LeaseElector, Term
 from shoal.daemon.leader.state import MemoryStateBackend
+from shoal.daemon.nodes import NodeTracker
 from shoal.daemon.slurm.power import PowerSaver
 from shoal.daemon.slurm.state import PowerState
 from shoal.providers.fleet import Fleet
@@ -198,6 +199,26 @@ def test_part_of_a_gang_launched_is_found(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(Fleet, "addNodes", gangs_as_singles)
     found = [v for v in run_seed(seed, kinds).violations if v.invariant == "partial-gang"]
     assert found and "part of a gang" in found[0].detail
+
+
+def test_a_joined_node_timed_out_after_a_listing_left_it_out_is_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tracker that forgets what it knew of the joined nodes a listing left out (the
+    ``unlisted`` fault) takes one shown again, while the reads still leave it out, for a
+    booting node past its join timeout: found; the same run with the real tracker is clean."""
+    seed, kinds = 5, ("unlisted",)
+    run = run_seed(seed, kinds)
+    assert any("out of the listings" in line for line in run.log) and not run.violations
+    adopted = NodeTracker._adopted
+
+    def forgetful(self: NodeTracker, node: Any, now: float) -> Any:
+        self._gone.clear()
+        return adopted(self, node, now)
+
+    monkeypatch.setattr(NodeTracker, "_adopted", forgetful)
+    found = [v for v in run_seed(seed, kinds).violations if v.invariant == "joined-timed-out"]
+    assert found and "a read showed it joined" in found[0].detail
 
 
 def test_whole_gangs_counts_gangs_all_or_none_and_singles_up_to_their_number() -> None:

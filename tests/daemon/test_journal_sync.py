@@ -1,4 +1,6 @@
 """The launch journal's nodes seen joined: walked in the tracker's order, written sorted.
+Since a listing may leave out a joined node for a while, the nodes seen joined are the
+listed ones and those left out in the last ``ledger_ttl`` (``NodeTracker.seen_joined``).
 
 ``LaunchJournal.sync`` runs twice a pass; it walked ``NodeTracker.all()`` (sorted by id) to
 build the joined nodes, and now walks ``NodeTracker.records()`` (the tracker's own order),
@@ -29,13 +31,42 @@ def node(name: str) -> Node:
     return Node(None, "10.0.0.1", name, LAUNCHED, "c5.xlarge", False, {TAG_AUTOSCALED: "true"})
 
 
-def sorted_reference(tracker: NodeTracker) -> dict[str, list[float | None]]:
-    """The joined section as the journal wrote it before: from the sorted records."""
-    return {
-        t.id: [t.joined_at, t.missing_since]
-        for t in tracker.all()
-        if t.joined_at is not None and t.listed and t.state is not TrackedState.TERMINATED
-    }
+TTL = 150.0  # the tracker's ledger_ttl: how long an unlisted joined node is remembered
+
+
+class Reference:
+    """The joined section as the journal wrote it before (from the sorted records: listed,
+    joined, not terminated), plus the joined nodes a listing left out in the last ``TTL``
+    seconds, with what their records said when they were last listed."""
+
+    def __init__(self) -> None:
+        self.listed: dict[str, tuple[float, float | None]] = {}
+        self.gone: dict[str, tuple[float, float | None, float]] = {}
+
+    def observed(self, tracker: NodeTracker, now: float) -> None:
+        """After a listing (before the pass marks nodes terminated)."""
+        listed = {t.id: t for t in tracker.all() if t.listed}
+        for name, values in self.listed.items():
+            if name not in listed:
+                self.gone[name] = (*values, now)
+        for name, t in listed.items():
+            back = self.gone.pop(name, None)
+            if back is not None and now - back[2] < TTL:  # listed again: joined as it was
+                assert t.joined_at == back[0], (name, t.joined_at, back)
+        self.gone = {k: v for k, v in self.gone.items() if now - v[2] < TTL}
+
+    def marked(self, tracker: NodeTracker) -> None:
+        """After the pass marked nodes terminated: what the listed records say."""
+        self.listed = {
+            t.id: (t.joined_at, t.missing_since)
+            for t in tracker.all()
+            if t.joined_at is not None and t.listed and t.state is not TrackedState.TERMINATED
+        }
+
+    def section(self) -> dict[str, list[float | None]]:
+        out = {k: [v[0], v[1]] for k, v in self.gone.items()}
+        out.update((k, [v[0], v[1]]) for k, v in self.listed.items())
+        return dict(sorted(out.items()))
 
 
 steps = st.lists(
@@ -53,19 +84,22 @@ steps = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(steps=steps)
 def test_the_joined_section_is_the_sorted_walks_and_a_reorder_writes_nothing(steps):
-    tracker = NodeTracker([C5], default_zone="z")
+    tracker = NodeTracker([C5], default_zone="z", ledger_ttl=TTL)
     store = DurableStore(None)
     journal = LaunchJournal(store)
+    reference = Reference()
     nodes = {name: node(name) for name in NAMES}
     for now, (listed, joined, terminated, seed) in enumerate(steps, start=1):
         workers = [nodes[name] for name in listed]
         random.Random(seed).shuffle(workers)
         tracker.observe(workers, frozenset(joined), float(now * 60))
+        reference.observed(tracker, float(now * 60))
         for name in terminated:
             tracker.mark(name, TrackedState.TERMINATED)
+        reference.marked(tracker)
         journal.sync(tracker)
         dumped = journal._dump()["joined"]
-        assert list(dumped.items()) == list(sorted_reference(tracker).items())
+        assert list(dumped.items()) == list(reference.section().items())
         # the same listing in another order (same records, another dict order): no write
         version = store._version
         tracker.observe(list(reversed(workers)), frozenset(joined), float(now * 60))
@@ -79,4 +113,4 @@ def test_the_joined_section_is_the_sorted_walks_and_a_reorder_writes_nothing(ste
     journal._load({"joined": {"i-99": [1.0, None]}})
     journal.sync(tracker)
     assert store._version == version + 1
-    assert list(journal._dump()["joined"].items()) == list(sorted_reference(tracker).items())
+    assert list(journal._dump()["joined"].items()) == list(reference.section().items())
