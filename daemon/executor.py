@@ -117,7 +117,7 @@ def new_request_id() -> str:
     return f"shoal-{uuid.uuid4().hex}"
 
 
-def _no_tags(node_type: NodeType) -> Mapping[str, str]:
+def _no_tags(node_type: NodeType, policy: Policy) -> Mapping[str, str]:
     return {}
 
 
@@ -132,7 +132,7 @@ class Executor:
         drain_hook: DrainHook | None = None,
         undrain_hook: UndrainHook | None = None,
         request_ids: Callable[[], str] = new_request_id,
-        launch_tags: Callable[[NodeType], Mapping[str, str]] | None = None,
+        launch_tags: Callable[[NodeType, Policy], Mapping[str, str]] | None = None,
         before_launch: BeforeLaunch | None = None,
     ) -> None:
         self.provider = provider
@@ -145,8 +145,10 @@ class Executor:
         # awaited before each offering addNodes tries: the launch's intent, with that offering,
         # goes on disk (daemon.durable)
         self.before_launch = before_launch
-        # extra tags for every launch of a node type (a Slurm cluster's node features)
-        self.launch_tags: Callable[[NodeType], Mapping[str, str]] = launch_tags or _no_tags
+        # extra tags for every launch of a node type (a Slurm cluster's node features), under
+        # the policy in force (``policy``: the controller keeps it up to date)
+        self.launch_tags: Callable[[NodeType, Policy], Mapping[str, str]] = launch_tags or _no_tags
+        self.policy: Policy | None = None
         # ha: the leader's term, in every new request id and a tag on every launch
         self.epoch: int | None = None
         # awaited before a termination or a draining tag reaches the cloud (ha: a fenced
@@ -377,10 +379,17 @@ class Executor:
                 unavailable,
                 report,
                 unit_id,
-                {**self.launch_tags(node_type), **(tags or {}), **self._epoch_tag()},
+                {**self._type_tags(node_type), **(tags or {}), **self._epoch_tag()},
                 first,
                 on_offering,
             )
+
+    def _type_tags(self, node_type: NodeType) -> Mapping[str, str]:
+        if self.launch_tags is _no_tags:
+            return {}
+        if self.policy is None:
+            raise RuntimeError("launch tags need the policy in force (Executor.policy)")
+        return self.launch_tags(node_type, self.policy)
 
     async def _launch_unit(
         self,

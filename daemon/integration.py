@@ -37,11 +37,12 @@ if TYPE_CHECKING:
     from shoal.daemon.loop import Controller, Planner
     from shoal.daemon.metrics import ShoalMetrics
     from shoal.runtime.clock import Clock
-    from shoal.scaler.model import NodeType
+    from shoal.scaler.model import NodeType, Policy
 
 __all__ = ["Follower", "Integration", "IntegrationKind", "LaunchTags", "integration_kinds"]
 
-LaunchTags = Callable[["NodeType"], Mapping[str, str]]
+# the tags of every launch of a node type, under the policy in force
+LaunchTags = Callable[["NodeType", "Policy"], Mapping[str, str]]
 
 
 class Integration(Protocol):

@@ -206,6 +206,7 @@ class Controller:
         self.clock: Clock = clock or SystemClock()
         self.metrics = metrics or ShoalMetrics()
         self.executor = executor or Executor(provider, self.clock, self.metrics)
+        self.executor.policy = policy
         self.settings = settings or ControllerSettings()
         self.backoff = backoff or BackoffTable()
         self.planner: Planner = planner or _default_planner()
@@ -299,7 +300,7 @@ class Controller:
 
     def set_policy(self, policy: Policy, settings: ControllerSettings | None = None) -> None:
         """Apply a reloaded config; takes effect from the next pass."""
-        self.policy = policy
+        self.policy = self.executor.policy = policy
         self.tracker.set_node_types(policy.node_types)
         if settings is not None:
             self.settings = settings

@@ -742,7 +742,11 @@ class AWSProvisioner(AbstractProvisioner):
         return [{"Key": k, "Value": v} for k, v in tags.items()]
 
     def _user_data(
-        self, role: str, preemptible: bool = False, instance_type: str | None = None
+        self,
+        role: str,
+        preemptible: bool = False,
+        instance_type: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> str:
         """User data for a worker or the leader: Ignition JSON, or #cloud-config with
         ``workers.bootstrap: cloud-init`` (``WorkerBootstrap.user_data``).
@@ -760,7 +764,7 @@ class AWSProvisioner(AbstractProvisioner):
                 self.add_toil_service(config, "leader")
             # slurm: the controller is the operator's; the leader gets the base config
         elif self.bootstrap.workerJoinKnown():
-            self.bootstrap.addWorkerAgent(config, preemptible, instance_type)
+            self.bootstrap.addWorkerAgent(config, preemptible, instance_type, tags)
         elif self.bootstrap.worker_settings is not None:
             raise ProviderError(
                 f"a {self.clusterType} worker would join nothing: the leader or join values "
@@ -810,7 +814,9 @@ class AWSProvisioner(AbstractProvisioner):
                     operation="launch",
                 )
             options["InstanceMetadataTags"] = "enabled"
-        user_data = self._user_data("worker", request.preemptible, request.offering.instance_type)
+        user_data = self._user_data(
+            "worker", request.preemptible, request.offering.instance_type, request.tags
+        )
         return user_data, options
 
     async def _launch_spec(

@@ -30,6 +30,7 @@ import json
 import logging
 import re
 import shlex
+from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 from urllib.parse import quote
 
@@ -38,7 +39,10 @@ from shoal.providers.errors import ProviderError
 from shoal.providers.workers import (
     KUBERNETES_API_PORT,
     SHOAL_FEATURE,
+    SLURM_RESOURCES,
+    TAG_SLURM_FEATURES,
     TAG_SLURM_NODE,
+    TAG_SLURM_RESOURCES,
     SlurmWorkerSettings,
     WorkerSecrets,
     WorkerSettings,
@@ -601,6 +605,7 @@ class WorkerBootstrap:
         mungeKey: bytes,
         confServer: str,
         instanceType: str | None = None,
+        launchTags: Mapping[str, str] | None = None,
     ) -> None:
         """Add munge (with ``mungeKey``) and slurmd in configless mode, fetching its
         configuration from ``confServer`` (``host[:port]``, comma-separated controllers).
@@ -608,8 +613,12 @@ class WorkerBootstrap:
         ``settings.registration`` ``named`` starts ``slurmd -N NAME``, the name read at boot
         from the instance tag ``slurmNodeNameTag`` (``node_name: tag``) or the metadata
         service's host name (``node_name: hostname``); ``dynamic`` starts ``slurmd -Z -N
-        <instance id> --conf "Feature=shoal,..."`` with ``settings.features`` and
-        ``instanceType``: named after its instance, as shoal's Slurm integration finds it.
+        <instance id> --conf "CPUs=.. RealMemory=.. Weight=.. Feature=shoal,..."``: named
+        after its instance, as shoal's Slurm integration finds it, with the
+        ``TAG_SLURM_RESOURCES`` of its launch (``launchTags``: its type's usable shape and
+        Weight, as ``shoal slurm-conf`` declares them; without it slurmd reports the
+        machine's), and the features of its launch's ``TAG_SLURM_FEATURES`` (its type's, and
+        the daemon's ``slurm.features``), ``settings.features`` and ``instanceType``.
         The machine image provides munged and slurmd (``settings.munged``/``settings.slurmd``)
         and a ``munge`` user, as Slurm's packages do.
         """
@@ -623,9 +632,18 @@ class WorkerBootstrap:
         if settings.node_name not in ("tag", "hostname"):
             raise ValueError(f"unknown Slurm node name source {settings.node_name!r}")
         # SHOAL_FEATURE marks a dynamic node as shoal's (its clean-up loop looks for it)
+        tags = launchTags or {}
+        tagged = [f for f in tags.get(TAG_SLURM_FEATURES, "").split(",") if f]
         features = list(
-            dict.fromkeys([SHOAL_FEATURE, *settings.features, *filter(None, [instanceType])])
+            dict.fromkeys(
+                [SHOAL_FEATURE, *tagged, *settings.features, *filter(None, [instanceType])]
+            )
         )
+        resources = tags.get(TAG_SLURM_RESOURCES, "")
+        if resources and not SLURM_RESOURCES.match(resources):
+            raise ValueError(
+                f"{TAG_SLURM_RESOURCES} {resources!r} is not CPUs=<n> RealMemory=<MiB> Weight=<n>"
+            )
         for feature in features:
             if not _SLURM_FEATURE.match(feature):
                 raise ValueError(
@@ -633,7 +651,9 @@ class WorkerBootstrap:
                 )
         if not isinstance(mungeKey, bytes) or not mungeKey:
             raise ValueError("the munge key must be non-empty bytes")
-        dynamic_conf = f"Feature={','.join(features)}" if settings.registration == "dynamic" else ""
+        dynamic_conf = ""
+        if settings.registration == "dynamic":
+            dynamic_conf = " ".join(filter(None, [resources, f"Feature={','.join(features)}"]))
         # Debian 12 and Ubuntu 24.04 name them so; start-slurmd.sh asks IMDS with curl
         config.addPackages("munge", "slurmd", "curl", programs=(settings.munged, settings.slurmd))
         config.addFile(MUNGE_KEY_PATH, mode="0400", contents=mungeKey)
@@ -686,6 +706,7 @@ class WorkerBootstrap:
         config: InstanceConfiguration,
         preemptible: bool = False,
         instanceType: str | None = None,
+        launchTags: Mapping[str, str] | None = None,
     ) -> None:
         """Add the agent that joins this worker to the cluster's scheduler: the Toil worker
         service (a Mesos agent of the leader), the Kubernetes install, kubelet and join
@@ -708,7 +729,12 @@ class WorkerBootstrap:
             assert settings is not None and settings.slurm is not None
             assert self._munge_key is not None and self._slurm_conf_server is not None
             self.addSlurmWorker(
-                config, settings.slurm, self._munge_key, self._slurm_conf_server, instanceType
+                config,
+                settings.slurm,
+                self._munge_key,
+                self._slurm_conf_server,
+                instanceType,
+                launchTags,
             )
 
     async def prepare_workers(

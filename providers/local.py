@@ -16,8 +16,9 @@ processes join by themselves):
                             may take it as booted before the resume request). Any other
                             instance registers a dynamic node named after its instance
                             id: ``slurmd -D -Z -N ID --conf "CPUs=.. RealMemory=..
-                            Feature=.."`` with its type's shape and the features
-                            of ``TAG_SLURM_FEATURES`` (one per host: ``--conf`` takes no port).
+                            Weight=.. Feature=.."`` with the ``TAG_SLURM_RESOURCES`` of its
+                            launch (else its type's whole shape) and the features of
+                            ``TAG_SLURM_FEATURES`` (one per host: ``--conf`` takes no port).
                             Idempotent by client token; up to ``capacity[type]`` instances of a
                             type run at once (beyond that ``InsufficientInstanceCapacity``, as
                             EC2 says it: tests force a stock-out with 0); an all-or-nothing
@@ -72,7 +73,13 @@ from typing import Any, ClassVar
 from shoal.providers.base import FleetProvisioner, Node
 from shoal.providers.errors import INSUFFICIENT_CAPACITY, CapacityError, ProviderError
 from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
-from shoal.providers.workers import TAG_SLURM_FEATURES, TAG_SLURM_NODE, slurm_node_tags
+from shoal.providers.workers import (
+    SLURM_RESOURCES,
+    TAG_SLURM_FEATURES,
+    TAG_SLURM_NODE,
+    TAG_SLURM_RESOURCES,
+    slurm_node_tags,
+)
 from shoal.runtime.clock import Clock, SystemClock
 from shoal.runtime.files import write_json_atomic
 
@@ -405,7 +412,12 @@ class LocalProvisioner(FleetProvisioner):
         node_name = tags.get(TAG_SLURM_NODE)
         if node_name:
             return [slurmd, "-D", "-b", "-N", node_name]
-        conf = f"CPUs={kind.cores} RealMemory={kind.memory // MiB}"
+        conf = tags.get(TAG_SLURM_RESOURCES) or f"CPUs={kind.cores} RealMemory={kind.memory // MiB}"
+        if not SLURM_RESOURCES.match(conf) and TAG_SLURM_RESOURCES in tags:
+            raise ProviderError(
+                f"{TAG_SLURM_RESOURCES} {conf!r} is not CPUs=<n> RealMemory=<MiB> Weight=<n>",
+                code="InvalidParameterValue",
+            )
         features = tags.get(TAG_SLURM_FEATURES, "")
         if features:
             conf += f" Feature={features}"

@@ -39,8 +39,10 @@ __all__ = [
     "MUNGE_KEY_MAX",
     "MUNGE_KEY_MIN",
     "SHOAL_FEATURE",
+    "SLURM_RESOURCES",
     "TAG_SLURM_FEATURES",
     "TAG_SLURM_NODE",
+    "TAG_SLURM_RESOURCES",
     "KubernetesJoinSettings",
     "LeaderSettings",
     "SlurmWorkerSettings",
@@ -60,8 +62,15 @@ TAG_SLURM_NODE = "shoal:slurm-node"
 #: a Slurm hostlist (``a,b,c`` or ``cloud[1-3]``; Slurm node names hold no comma or bracket):
 #: see ``slurm_node_tags``.
 #: The instance tag holding the features a dynamic node registers with (``slurmd -Z --conf
-#: "Feature=..."``), comma-separated: ``providers.local`` starts its slurmd with them.
+#: "Feature=..."``), comma-separated: a worker's user data (AWS) and ``providers.local``
+#: start its slurmd with them.
 TAG_SLURM_FEATURES = "shoal:slurm-features"
+#: The instance tag holding the rest of what a dynamic node registers with, as ``shoal
+#: slurm-conf`` declares its type: ``CPUs=<n> RealMemory=<MiB> Weight=<n>`` (the planner's
+#: usable shape, and the type's rank by price, so Slurm fills the cheapest nodes first).
+TAG_SLURM_RESOURCES = "shoal:slurm-resources"
+#: What ``TAG_SLURM_RESOURCES`` may hold (it goes into a shell command line).
+SLURM_RESOURCES = re.compile(r"^CPUs=[1-9][0-9]* RealMemory=[1-9][0-9]* Weight=[0-9]+$")
 #: The Slurm feature every dynamic node shoal launches registers with: the clean-up loop
 #: (daemon.slurm.cleanup) knows its nodes by it.
 SHOAL_FEATURE = "shoal"

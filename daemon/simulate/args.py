@@ -189,9 +189,9 @@ def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
         choices=NODE_WEIGHTS,
         default="equal",
         help="Slurm's node Weight in the simulated scheduler: equal for every node, or by "
-        "price as shoal slurm-conf writes it in slurm.mode power_save, so jobs fill the "
-        "cheapest type's nodes first (in external mode dynamic nodes register with no "
-        "Weight: equal) (default: %(default)s)",
+        "price as shoal slurm-conf writes it (on power_save's NodeName lines, with each "
+        "dynamic node in external mode), so jobs fill the cheapest type's nodes first "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--no-skip",

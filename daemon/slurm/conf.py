@@ -21,7 +21,9 @@ prices from the provider's catalogue, ``service.build_policy``, as the daemon bu
 - external: ``MaxNodeCount`` (the sum of the types' ``max``), a ``NodeSet`` of the feature
   ``shoal`` every dynamic node registers with and its partition; per type, a comment with
   what its nodes offer. Dynamic nodes register with ``type_features`` (``SlurmIntegration
-  .features``), so ``--constraint=c5-xlarge`` picks a type in both modes.
+  .features``), so ``--constraint=c5-xlarge`` picks a type in both modes, and with the
+  type's ``CPUs``, ``RealMemory`` and ``Weight`` (``dynamic_resources``: the launch tags
+  carry them to the worker), so Slurm sees the usable shape and the price order there too.
 
 The output is a fragment for ``Include`` in slurm.conf (or to paste): the cluster's own
 settings (``ClusterName``, ``SlurmctldHost``, auth, paths) stay the operator's.
@@ -43,7 +45,15 @@ from shoal.scaler.planner import usable_shape
 if TYPE_CHECKING:
     from shoal.daemon.config import ShoalConfig
 
-__all__ = ["DEFAULT_PARTITION", "NodeLine", "node_lines", "render", "type_features", "weights"]
+__all__ = [
+    "DEFAULT_PARTITION",
+    "NodeLine",
+    "dynamic_resources",
+    "node_lines",
+    "render",
+    "type_features",
+    "weights",
+]
 
 DEFAULT_PARTITION = "shoal"
 MIB = 1 << 20
@@ -96,12 +106,13 @@ class NodeLine:
             f"Features={','.join(self.features)} Weight={self.weight} State=CLOUD"
         )
 
+    def resources(self) -> str:
+        """``CPUs``, ``RealMemory`` and ``Weight``, as ``slurmd -Z --conf`` takes them."""
+        return f"CPUs={self.cpus} RealMemory={self.real_memory} Weight={self.weight}"
+
     def dynamic_conf(self) -> str:
         """What a dynamic node of this type offers, as ``slurmd -Z --conf`` takes it."""
-        return (
-            f"CPUs={self.cpus} RealMemory={self.real_memory} "
-            f"Feature={','.join(self.features)} Weight={self.weight}"
-        )
+        return f"{self.resources()} Feature={','.join(self.features)}"
 
 
 def _line(node_type: NodeType, policy: Policy, hostlist: str | None, weight: int) -> NodeLine:
@@ -117,6 +128,13 @@ def _line(node_type: NodeType, policy: Policy, hostlist: str | None, weight: int
         features=tuple(features),
         weight=weight,
     )
+
+
+def dynamic_resources(node_type: NodeType, policy: Policy) -> str:
+    """What a dynamic node of ``node_type`` registers with besides its features (the
+    ``TAG_SLURM_RESOURCES`` of its launch): ``NodeLine.resources``, as ``shoal slurm-conf``
+    declares the type."""
+    return _line(node_type, policy, None, weights(policy)[node_type.name]).resources()
 
 
 def node_lines(config: ShoalConfig, policy: Policy) -> list[NodeLine]:

@@ -11,7 +11,12 @@ Stdlib only (besides those names), so any Slurm module may import it.
 
 from __future__ import annotations
 
-from shoal.providers.workers import SHOAL_FEATURE, TAG_SLURM_FEATURES, TAG_SLURM_NODE
+from shoal.providers.workers import (
+    SHOAL_FEATURE,
+    TAG_SLURM_FEATURES,
+    TAG_SLURM_NODE,
+    TAG_SLURM_RESOURCES,
+)
 
 __all__ = [
     "CAPACITY_REASONS",
@@ -26,6 +31,7 @@ __all__ = [
     "SQUEUE_FIELDS",
     "TAG_SLURM_FEATURES",
     "TAG_SLURM_NODE",
+    "TAG_SLURM_RESOURCES",
 ]
 
 # --- formats -----------------------------------------------------------------------------

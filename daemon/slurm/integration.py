@@ -54,8 +54,8 @@ from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.slurm import spool
 from shoal.daemon.slurm.cleanup import Cleaner
 from shoal.daemon.slurm.client import SlurmClient, SlurmCommands
-from shoal.daemon.slurm.conf import type_features
-from shoal.daemon.slurm.constants import TAG_SLURM_FEATURES
+from shoal.daemon.slurm.conf import dynamic_resources, type_features
+from shoal.daemon.slurm.constants import TAG_SLURM_FEATURES, TAG_SLURM_RESOURCES
 from shoal.daemon.slurm.drain import DrainAdopter, SlurmDrainHook
 from shoal.daemon.slurm.errors import SlurmCommandError, SlurmError
 from shoal.daemon.slurm.hook import hook_request
@@ -65,7 +65,7 @@ from shoal.daemon.slurm.power import PowerSaver, requests_only_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
 from shoal.providers.outcomes import ProviderEvent, TerminationResult
 from shoal.runtime.clock import Clock, sleep_or_event
-from shoal.scaler.model import NodeType
+from shoal.scaler.model import NodeType, Policy
 
 if TYPE_CHECKING:
     from shoal.daemon.config import ShoalConfig, SlurmConfig
@@ -136,8 +136,11 @@ def slurm_node_types(config: ShoalConfig) -> NodeTypeMap:
     return NodeTypeMap.from_config(node_type_keys(config))
 
 
-def _launch_tags(settings: SlurmConfig, node_type: NodeType) -> Mapping[str, str]:
-    return {TAG_SLURM_FEATURES: ",".join(slurm_features(settings, node_type))}
+def _launch_tags(settings: SlurmConfig, node_type: NodeType, policy: Policy) -> Mapping[str, str]:
+    return {
+        TAG_SLURM_FEATURES: ",".join(slurm_features(settings, node_type)),
+        TAG_SLURM_RESOURCES: dynamic_resources(node_type, policy),
+    }
 
 
 class SlurmKind:
@@ -155,7 +158,8 @@ class SlurmKind:
         return slurm_drain_hook(config)
 
     def launch_tags(self, config: ShoalConfig) -> LaunchTags | None:
-        """external: every launch carries its dynamic node's features."""
+        """external: every launch carries what its dynamic node registers with: its
+        features, and its type's usable CPUs and memory and its Weight."""
         if config.slurm is not None and config.slurm.mode == "external":
             return functools.partial(_launch_tags, config.slurm)
         return None

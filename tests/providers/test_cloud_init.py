@@ -305,3 +305,65 @@ async def test_aws_worker_from_a_named_image_boots_from_cloud_config(
     assert "dynamic_conf=Feature=shoal,c5.xlarge\n" in script
     # a dynamic node needs no name tag: the launch leaves the metadata options alone
     assert instance.get("MetadataOptions", {}).get("InstanceMetadataTags") in (None, "disabled")
+
+
+async def test_an_external_mode_worker_registers_as_shoal_slurm_conf_declares_its_type(
+    moto_url: str, tmp_path: Path
+) -> None:
+    """Through the daemon's own wiring (external mode, AWS on moto): the dynamic node a pass
+    launches starts ``slurmd -Z --conf`` with its type's usable CPUs and memory and its
+    Weight by price, exactly as ``shoal slurm-conf`` declares the type, and with its type's
+    features (Slurm name, capacity type, ``slurm.features``), not only the workers' own."""
+    from shoal.daemon.config import parse_config
+    from shoal.daemon.demand import DemandUpdate
+    from shoal.daemon.service import build_controller, build_provider
+    from shoal.daemon.slurm.conf import node_lines
+    from shoal.runtime.testing import FakeClock
+    from shoal.scaler.model import Demand, QueuedJobs
+    from shoal.scaler.shape import Shape
+
+    (tmp_path / "munge.key").write_bytes(MUNGE_KEY)
+    slurm = {"munge_key_file": str(tmp_path / "munge.key"), "registration": "dynamic"}
+    config = parse_config(
+        configs.config(
+            cluster_name="demo",
+            provider=configs.aws_provider(
+                moto_url, cluster_type="slurm", zone="us-east-1a", price_refresh=None
+            ),
+            node_types=[{"type": "c5.xlarge", "max": 5}, {"type": "m5.large", "max": 5}],
+            workers={
+                "bootstrap": "cloud-init",
+                "leader": {"address": LEADER},
+                "slurm": {**slurm, "features": ["img"]},
+            },
+            demand={"api": False, "slurm": True},
+            slurm={"mode": "external", "features": {"c5.xlarge": ["fast"]}},
+        )
+    )
+    clock = FakeClock()
+    provider = build_provider(config, clock)
+    assert isinstance(provider, AWSProvisioner)
+    try:
+        controller = await clock.run_until(build_controller(config, provider, clock))
+        line = {ln.node_type.name: ln for ln in node_lines(config, controller.policy)}
+        assert line["c5.xlarge"].weight != line["m5.large"].weight  # priced apart
+        await clock.run_until(controller.reconcile())
+        big = Shape(3600, 4 * 2**30, 4, 2**30, False)  # fits c5.xlarge only
+        controller.set_demand(DemandUpdate(Demand(queued=(QueuedJobs(big, 1),))))
+        assert (await clock.run_until(controller.run_pass())).launched == 1
+        (node,) = await provider.getProvisionedWorkers()
+        async with get_session().create_client(
+            "ec2",  # type: ignore[call-overload]
+            region_name="us-east-1",
+            endpoint_url=moto_url,
+        ) as ec2:
+            attr = await ec2.describe_instance_attribute(InstanceId=node.name, Attribute="userData")
+    finally:
+        await provider.close()
+    files = written(parse(base64.b64decode(attr["UserData"]["Value"]).decode()))
+    script = files["/home/core/start-slurmd.sh"][0].decode()
+    c5 = line["c5.xlarge"]
+    conf = f"{c5.resources()} Feature=shoal,c5-xlarge,on-demand,fast,img,c5.xlarge"
+    assert f"dynamic_conf='{conf}'\n" in script
+    # the pricier of the two: Slurm fills m5.large nodes first
+    assert (c5.weight, line["m5.large"].weight) == (2, 1)

@@ -28,7 +28,7 @@ from shoal.providers.local import (
     session_pids,
 )
 from shoal.providers.outcomes import LaunchRequest, TerminationStatus
-from shoal.providers.workers import TAG_SLURM_FEATURES, TAG_SLURM_NODE
+from shoal.providers.workers import TAG_SLURM_FEATURES, TAG_SLURM_NODE, TAG_SLURM_RESOURCES
 from shoal.runtime.testing import FakeClock
 from shoal.scaler.model import CapacityType, Offering
 
@@ -194,6 +194,25 @@ async def test_a_dynamic_node_registers_with_its_shape_and_features(
         "--conf",
         "CPUs=2 RealMemory=1000 Feature=shoal,dyn NodeAddr=127.0.0.1",
     ]
+
+
+async def test_a_dynamic_node_registers_with_the_resources_of_its_launch(
+    make: Callable[..., LocalProvisioner], tmp_path: Path
+) -> None:
+    """``TAG_SLURM_RESOURCES`` (what ``shoal slurm-conf`` declares of the type: usable CPUs
+    and memory, Weight) replaces the type's whole shape; one that is not of that form is
+    refused before anything starts (it goes into a command line)."""
+    provider = make()
+    tags = {TAG_SLURM_FEATURES: "shoal,dyn", TAG_SLURM_RESOURCES: "CPUs=2 RealMemory=800 Weight=3"}
+    (instance_id,) = await provider.launch_offering(request(**tags))
+    pid = provider.pids()[instance_id]
+    argv = (await wait_file(lambda: list(tmp_path.glob(f"argv-{pid}")))).read_text()
+    conf = "CPUs=2 RealMemory=800 Weight=3 Feature=shoal,dyn NodeAddr=127.0.0.1"
+    assert argv.split("\n")[-2] == conf
+    bad = {TAG_SLURM_RESOURCES: "CPUs=2 RealMemory=800 Weight=3 NodeAddr=10.0.0.9"}
+    with pytest.raises(ProviderError, match="is not CPUs=<n> RealMemory=<MiB> Weight=<n>"):
+        await provider.launch_offering(request(token="tok-2", **bad))
+    assert list(provider.pids()) == [instance_id]
 
 
 async def test_one_client_token_launches_once(make: Callable[..., LocalProvisioner]) -> None:

@@ -25,7 +25,7 @@ from fake_imds import FakeImds
 from shoal.daemon.config import WorkersConfig
 from shoal.providers.errors import ProviderError
 from shoal.providers.instance_setup import MUNGE_KEY_PATH, InstanceConfiguration, WorkerBootstrap
-from shoal.providers.workers import TAG_SLURM_NODE
+from shoal.providers.workers import TAG_SLURM_FEATURES, TAG_SLURM_NODE, TAG_SLURM_RESOURCES
 from systemd_verify import (
     HOST_UNITS,
     assert_units_verify,
@@ -440,8 +440,20 @@ async def test_slurm_worker_gets_the_key_munge_and_slurmd(make: Any, secrets: Se
         ({}, "c5.x$(reboot)", "feature 'c5.x$(reboot)'"),
         ({"registration": "both"}, None, "registration 'both'"),
         ({"node_name": "dns"}, None, "node name source 'dns'"),
+        ({"tags": {TAG_SLURM_FEATURES: "a,b c"}}, None, "feature 'b c'"),
+        ({"tags": {TAG_SLURM_RESOURCES: "CPUs=2'; reboot; '"}}, None, "is not CPUs=<n>"),
     ],
-    ids=["conf-server", "slurmd", "munged", "feature", "instance-type", "registration", "name"],
+    ids=[
+        "conf-server",
+        "slurmd",
+        "munged",
+        "feature",
+        "instance-type",
+        "registration",
+        "name",
+        "tagged-feature",
+        "tagged-resources",
+    ],
 )
 def test_add_slurm_worker_rejects_unsafe_values(
     override: dict[str, Any], instance_type: str | None, message: str, make: Any
@@ -457,10 +469,11 @@ def test_add_slurm_worker_rejects_unsafe_values(
         munged: str = "/usr/sbin/munged"
 
     conf_server = override.pop("conf_server", LEADER)
+    tags = override.pop("tags", None)
     settings = Settings(**override)
     with pytest.raises(ValueError, match=re.escape(message)):
         make("slurm").bootstrap.addSlurmWorker(
-            InstanceConfiguration(), settings, MUNGE_KEY, conf_server, instance_type
+            InstanceConfiguration(), settings, MUNGE_KEY, conf_server, instance_type, tags
         )
 
 

@@ -68,6 +68,10 @@ class Setup:
     def instances(self) -> dict[str, dict[str, Any]]:
         return local_instances(self.workdir)
 
+    def slurm_conf(self) -> str:
+        """What ``shoal slurm-conf`` prints for the daemon's config."""
+        return slurm_conf_lines(self.daemon.config, self.workdir)
+
     def metric(self, name: str, **labels: str) -> float:
         total = 0.0
         for line in self.daemon.metrics().splitlines():
@@ -415,12 +419,20 @@ def test_external_mode_launches_a_dynamic_node_then_drains_terminates_and_delete
         dynamic_partition="dyn",
         settings={"SchedulerParameters": "batch_sched_delay=0,sched_interval=2"},
     )
+    # "small" first (count packing launches it), unpriced: its Weight comes after "spare"'s;
+    # shoal's overhead makes its RealMemory the planner's usable memory, not the machine's
+    types = {
+        "small": {"cores": 2, "memory": "1000MiB"},
+        "spare": {"cores": 2, "memory": "1000MiB", "price": 0.1},
+    }
     s = setup_factory(
         spec,
         hooks=False,
         mode="external",
+        types=types,
         slurm={"partitions": ["dyn"], "features": {"small": ["dyn"]}},
-        provider={"capacity": {"small": 1}},
+        provider={"capacity": {"small": 1, "spare": 0}},
+        scaler={"node_memory_overhead": "200MiB"},
     )
     job = s.cluster.sbatch("-p", "dyn", "-c1", "--wrap", "sleep 1")
     poll_until(
@@ -431,6 +443,11 @@ def test_external_mode_launches_a_dynamic_node_then_drains_terminates_and_delete
     features = s.cluster.run("sinfo", "-h", "-N", "-n", instance_id, "-O", "Features:0").stdout
     # shoal's mark, the type's feature as `shoal slurm-conf` names it, then the configured
     assert features.strip() == "shoal,small,on-demand,dyn"
+    # registered with what `shoal slurm-conf` declares of its type (its comment line)
+    declared = re.search(r"# small: .*: (CPUs=\S+ RealMemory=\S+ Weight=\S+)", s.slurm_conf())
+    assert declared and declared[1] == "CPUs=2 RealMemory=800 Weight=2", s.slurm_conf()
+    node = dict(re.findall(r"(\w+)=(\S*)", s.cluster.scontrol("show", "node", instance_id)))
+    assert (node["CPUTot"], node["RealMemory"], node["Weight"]) == ("2", "800", "2")
     drained = poll_until(
         "the idle node to be drained",
         lambda: s.reason(instance_id) == "shoal" or not s.instances(),
