@@ -39,7 +39,9 @@ and Python ignores SIGPIPE), stdin from /dev/null and its output in ``logs/ID.lo
 
 The records (``instances.json`` in ``state_dir``) survive a restart of shoal, as a cloud's
 instances do: each instance's id, type, tags, pid and the pid's start time (so a reused pid
-is never mistaken for it), and the client tokens. An instance is recorded before its
+is never mistaken for it), and the client tokens, each for ``CLIENT_TOKEN_TTL`` (a day, as
+EC2 keeps them at least; a demo left running for months does not keep every launch's). An
+instance is recorded before its
 process starts and its pid right after, so a crash in between leaves a record whose process
 is found again by the ``SHOAL_LOCAL_INSTANCE`` variable in its environment (the state
 directory and the instance id, so two clusters on one machine never mix their processes).
@@ -70,7 +72,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from shoal.providers.base import FleetProvisioner, Node
+from shoal.providers.base import CLIENT_TOKEN_TTL, FleetProvisioner, Node
 from shoal.providers.errors import INSUFFICIENT_CAPACITY, CapacityError, ProviderError
 from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
 from shoal.providers.workers import (
@@ -294,6 +296,17 @@ class LocalProvisioner(FleetProvisioner):
         write_json_atomic(self.records_path, records, sort_keys=True)
         self._records_key = self._file_key()
 
+    @staticmethod
+    def _forget_tokens(records: dict[str, Any], now: float) -> None:
+        """Drop the client tokens made ``CLIENT_TOKEN_TTL`` ago or more (a token of a file
+        from before their times were kept is timed from now)."""
+        times = records.setdefault("token_times", {})
+        for token in records["tokens"]:
+            times.setdefault(token, now)
+        for token in [t for t, at in times.items() if at <= now - CLIENT_TOKEN_TTL]:
+            records["tokens"].pop(token, None)
+            del times[token]
+
     def _marker(self, instance_id: str) -> str:
         return f"{self.state_dir.resolve()}/{instance_id}"
 
@@ -330,6 +343,7 @@ class LocalProvisioner(FleetProvisioner):
     async def launch_offering(self, request: LaunchRequest) -> list[str]:
         asked = self.clock.now()
         records = self._load()
+        self._forget_tokens(records, asked)
         known = records["tokens"].get(request.client_token)
         if known is not None:  # as EC2: the same token, the same instances, nothing more
             return list(known)
@@ -365,6 +379,7 @@ class LocalProvisioner(FleetProvisioner):
                 )
         ids = [self._new_id() for _ in range(count)]
         records["tokens"][request.client_token] = ids
+        records.setdefault("token_times", {})[request.client_token] = asked
         now = self.clock.now()
         for instance_id, tags in zip(ids, own_tags, strict=False):
             records["instances"][instance_id] = {

@@ -56,6 +56,7 @@ from shoal.scaler.model import Offering
 from shoal.scaler.shape import Shape
 
 __all__ = [
+    "CLIENT_TOKEN_TTL",
     "STOPPED_STATES",
     "TAG_AUTOSCALED",
     "TAG_CLUSTER",
@@ -103,6 +104,13 @@ def term_request_id(request_id: str, epoch: int | None) -> str:
     """A new request id of the leader's term ``epoch`` (``<id>-e<epoch>``; as it is without
     ``ha``). Made once per request: a replay keeps the id, and so its client tokens."""
     return request_id if epoch is None else f"{request_id}-e{epoch}"
+
+
+# how long a fake cloud's RunInstances remembers a client token's instances (a retry with
+# it launches nothing more): EC2 documents at least 24 hours, long past any retry or a
+# restart's replay of an unanswered launch (the launch ledger's TTL is 10 minutes); and
+# bounded, so a cloud that runs for months forgets them
+CLIENT_TOKEN_TTL = 86400.0
 
 
 def client_token(request_id: str, offering: Offering) -> str:

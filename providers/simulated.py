@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from shoal.providers.base import (
+    CLIENT_TOKEN_TTL,
     GIB,
     TAG_AUTOSCALED,
     TAG_CLUSTER,
@@ -100,10 +101,7 @@ TAG_MANAGED_GROUP = "shoal:managed-group"  # the managed group a node belongs to
 SPOT_PRICE_TOO_LOW = "SpotMaxPriceTooLow"
 INSTANCE_LIMIT = "InstanceLimitExceeded"
 THROTTLED = "RequestLimitExceeded"
-# how long RunInstances remembers a client token's instances (a retry with it launches
-# nothing more): long past any retry or restart's replay of an unanswered launch (the launch
-# ledger's TTL is 10 minutes), and bounded: a cloud that runs for months forgets them
-TOKEN_TTL = 86400.0
+TOKEN_TTL = CLIENT_TOKEN_TTL  # (node_provider's)
 
 
 @dataclass(frozen=True, slots=True)

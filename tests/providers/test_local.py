@@ -18,7 +18,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from shoal.providers.base import TAG_DRAINING, TAG_INSTANCE_TYPE, TAG_REQUEST_ID, client_token
+from shoal.providers.base import (
+    CLIENT_TOKEN_TTL,
+    TAG_DRAINING,
+    TAG_INSTANCE_TYPE,
+    TAG_REQUEST_ID,
+    client_token,
+)
 from shoal.providers.errors import CapacityError, ProviderError
 from shoal.providers.local import (
     INSTANCE_ENV,
@@ -223,6 +229,34 @@ async def test_one_client_token_launches_once(make: Callable[..., LocalProvision
     assert sorted(provider.pids()) == sorted(first)
     other = await provider.launch_offering(request("hung", token="tok-2"))
     assert other != first and len(provider.pids()) == 3
+
+
+async def test_a_client_token_is_kept_for_a_day_then_forgotten(
+    make: Callable[..., LocalProvisioner], tmp_path: Path
+) -> None:
+    """As EC2 keeps a token at least 24 hours: within ``CLIENT_TOKEN_TTL`` the same token
+    launches nothing more, across a restart too; after it the records no longer hold it (a
+    demo left running does not keep every launch's token). A records file from before the
+    tokens' times were kept times its tokens from the first launch that reads it."""
+    clock = FakeClock()
+    provider = make(clock=clock)
+    first = await provider.launch_offering(request("hung", token="old"))
+    await clock.advance(CLIENT_TOKEN_TTL - 1)
+    again = make(clock=clock)  # a restart: the records file
+    assert await again.launch_offering(request("hung", token="old")) == first
+    await clock.advance(1)
+    await again.launch_offering(request("hung", token="new"))
+    records = json.loads((tmp_path / "local" / "instances.json").read_text())
+    assert set(records["tokens"]) == set(records["token_times"]) == {"new"}
+    # a file of an older shoal: tokens without times
+    del records["token_times"]
+    (tmp_path / "local" / "instances.json").write_text(json.dumps(records))
+    older = make(clock=clock)
+    await older.launch_offering(request("hung", token="other"))
+    await clock.advance(CLIENT_TOKEN_TTL)
+    await older.launch_offering(request("hung", token="last"))
+    records = json.loads((tmp_path / "local" / "instances.json").read_text())
+    assert set(records["tokens"]) == {"last"}
 
 
 async def test_capacity_fills_partly_then_is_a_capacity_error(
