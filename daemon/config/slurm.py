@@ -47,6 +47,11 @@ class SlurmConfig(BaseModel):
         default_factory=dict
     )
     """external: node type -> features its dynamic nodes register with (besides "shoal")."""
+    node_weights: Literal["price", "kept"] = "price"
+    """Slurm's node Weight (the lowest that fits takes a job): price, each node its type's
+    rank by price, as `shoal slurm-conf` declares it; kept (external mode): within that rank,
+    less the longer a node's running jobs hold it (updated at every read), so new jobs go to
+    nodes kept anyway and the ones about to empty can be removed."""
     resume_timeout: PositiveDuration | None = None
     """A node POWERING_UP longer than this is reset (default: Slurm's ResumeTimeout)."""
     cleanup_interval: PositiveDuration = 60.0
@@ -72,6 +77,16 @@ class SlurmConfig(BaseModel):
                 "ledger)",
             )
         return data
+
+    @model_validator(mode="after")
+    def _kept_is_external(self) -> SlurmConfig:
+        if self.node_weights == "kept" and self.mode != "external":
+            raise _FieldError(
+                "node_weights",
+                "kept applies to mode: external (power_save's nodes weigh as slurm.conf "
+                "declares them)",
+            )
+        return self
 
     def demand_max_age(self) -> float:
         if self.max_age is not None:

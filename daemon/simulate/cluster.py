@@ -65,7 +65,7 @@ import heapq
 import math
 from array import array
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -264,6 +264,10 @@ class Cluster:
         self._order: list[_Node] = []
         self._shapes: Counter[Shape] = Counter()  # nodes by usable shape
         self._weights: Counter[int] = Counter()  # nodes by weight
+        # called with the time before each scheduling pass that may start a job: sets the
+        # nodes' weights as they are then (``set_weight``; the replay of slurm.node_weights
+        # kept, which shoal updates at every read)
+        self.weigher: Callable[[float], None] | None = None
         # What changed since the last pass: only these can let a queued job start.
         self._dirty = False
         self._fresh_nodes: set[str] = set()
@@ -451,6 +455,8 @@ class Cluster:
         scan resumes where it stopped, and a group that fits nowhere is done.
         """
         self._dirty = False
+        if self.weigher is not None and (self._queue or self._gangs):
+            self.weigher(now)
         if self._gangs_dirty:
             self._schedule_gangs(now)
         fresh_names, self._fresh_nodes = self._fresh_nodes, set()
@@ -542,6 +548,23 @@ class Cluster:
                 heapq.heappop(heads)
 
     # --- nodes -----------------------------------------------------------------------------
+
+    def running_by_node(self, by: float) -> Iterator[tuple[str, list[tuple[float, float]]]]:
+        """Each node and its jobs that started by ``by``: (expected wall time, elapsed at
+        ``by``)."""
+        for node in self._order:
+            starts = ((j.shape.wallTime, j.start) for j in node.jobs.values())
+            yield node.name, [(w, by - s) for w, s in starts if s is not None and s <= by]
+
+    def set_weight(self, name: str, weight: int) -> None:
+        """Slurm's ``Weight`` of a joined node from now on (``scontrol update``)."""
+        node = self._nodes[name]
+        if node.weight != weight:
+            self._weights[node.weight] -= 1
+            if not self._weights[node.weight]:
+                del self._weights[node.weight]
+            self._weights[weight] += 1
+            node.weight = weight
 
     def node_joined(self, name: str, usable: Shape, now: float, weight: int = 0) -> None:
         """A node joined the scheduler with ``usable`` room (``usable.preemptible``: spot)

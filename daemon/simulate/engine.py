@@ -43,7 +43,10 @@ refresh either), so the engine stops only at reads with a change behind them. On
 ``slurm.mode: external`` replays (shoal's planner decides); in ``power_save`` Slurm decides,
 which the replay cannot play. The controller is built without the Slurm integration (its
 scontrol drain hook, its dynamic nodes' features): the replay's scheduler stands in for
-slurmctld.
+slurmctld. With ``slurm.node_weights: kept`` the nodes' weights are what shoal would set at
+its last read (``scaler.order``: the price rank, then the longest kept first, from the jobs
+that had started by that read), taken before every scheduling pass; a node joins at its
+rank's idle weight. ``ReplayOptions.node_weights`` is then moot (kept ranks by price).
 
 **Skipping.** A timer pass is skipped (not run, but counted) when it provably cannot change
 anything: nothing happened since the last pass that ran (no demand change, no change in the
@@ -122,6 +125,7 @@ from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationRe
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.runtime.testing import FakeClock, InlineExecutor
 from shoal.scaler.model import CapacityType, Plan, PlannerState, Policy
+from shoal.scaler.order import idle_weight, kept_weight, remaining
 from shoal.scaler.planner import (
     REASON_COST_CEILING,
     cost_aware,
@@ -384,7 +388,9 @@ class _Engine:
             provider = config.provider.model_copy(update={"seed": options.seed})
             config = config.model_copy(update={"provider": provider})
         self.poll: float | None = None  # a Slurm source's poll interval; None: pushed demand
+        self.kept = False  # slurm.node_weights: kept (weights set at each read)
         if config.demand.slurm and config.slurm is not None:
+            self.kept = config.slurm.node_weights == "kept"
             if config.slurm.mode != "external":
                 raise SimulateError(
                     f"slurm.mode: shoal simulate replays shoal's planner (slurm.mode: "
@@ -414,6 +420,7 @@ class _Engine:
         self._last_sample: tuple[int, int, int, int, float] | None = None
         self._usable: dict[tuple[str, bool], Shape] = {}
         self._weight: dict[tuple[str, bool], int] = {}  # (instance type, spot): Slurm's Weight
+        self._rank: dict[tuple[str, bool], int] = {}  # the same, by price (node_weights kept)
 
     # --- setup -------------------------------------------------------------------------
 
@@ -436,16 +443,31 @@ class _Engine:
         self.cluster = Cluster(
             (usable_shape(t, policy) for t in policy.node_types), self.options.placement
         )
-        if self.options.node_weights == "price":
+        if self.options.node_weights == "price" or self.kept:
             weight = slurm_weights(policy)
             for t in reversed(policy.node_types):  # an offering of two types: the first's
                 for o in t.offerings():
                     spot = o.capacity_type is CapacityType.SPOT
                     self._weight[o.instance_type, spot] = weight[t.name]
+        if self.kept:
+            self._rank = dict(self._weight)  # (instance type, spot): the price rank
+            self._weight = {k: idle_weight(rank) for k, rank in self._rank.items()}
+            self.cluster.weigher = self._reweigh
         settings = self.controller.settings
         self.interval = settings.interval
         self.debounce = settings.debounce
         await self.controller.reconcile()
+
+    def _reweigh(self, t: float) -> None:
+        """slurm.node_weights kept: each node's weight as shoal set it at its last read by
+        ``t`` (from the jobs started by then)."""
+        poll = self.poll or 0.0
+        read = math.floor(t / poll + 1e-9) * poll if poll else t
+        cluster = self.cluster
+        for name, jobs in cluster.running_by_node(read):
+            inst = self.instances[name]
+            rank = self._rank.get((inst.instance_type, inst.preemptible), 0)
+            cluster.set_weight(name, kept_weight(rank, remaining(jobs)))
 
     # --- time and money ----------------------------------------------------------------
 
