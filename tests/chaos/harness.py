@@ -74,6 +74,10 @@ Invariants, checked after every pass (and at each call where they are about a ca
     No node a push showed the daemon joined is terminated as a join timeout (the timeout is
     for nodes that never joined; it backs off their offering): not when a read leaves it out
     later, not when a listing does (the ``unlisted`` fault), not across a restart.
+``unhealthy-while-read``
+    No node is terminated as unhealthy less than ``unhealthy_timeout`` after a push showed it
+    joined: missing means missing from every read since then, whether the listings showed
+    the node meanwhile or not (the ``unlisted`` fault).
 ``drain-forgotten``
     A node shoal drained (the scheduler gives it no new work) is never ready capacity in the
     daemon's view (``Controller.tracker``), across restarts too.
@@ -453,6 +457,7 @@ class _Run:
         self.stopped: set[str] = set()
         self.missing: dict[str, float] = {}  # node -> flap end
         self.shown_joined: set[str] = set()  # nodes a push to the daemon showed joined
+        self.shown_at: dict[str, float] = {}  # ... and when a push last did
         self.stale_until = -1.0
         self.stale_kind = ""
         self.last_update: DemandUpdate | None = None
@@ -661,7 +666,20 @@ class _Run:
                 for a in (ctx.plan.terminations if ctx is not None and ctx.plan else ())
                 if a.cause is RemoveCause.JOIN_TIMEOUT
             }
+            unhealthy = {
+                a.node_id
+                for a in (ctx.plan.terminations if ctx is not None and ctx.plan else ())
+                if a.cause is RemoveCause.UNHEALTHY
+            }
+            limit = self.config.scaler.unhealthy_timeout
             for name in gone:
+                shown = self.shown_at.get(name)
+                if name in unhealthy and shown is not None and self.clock.now() - shown < limit:
+                    self.violate(
+                        "unhealthy-while-read",
+                        f"shoal terminated {name} as unhealthy; a read showed it joined "
+                        f"{self.clock.now() - shown:.0f}s ago (unhealthy_timeout {limit:.0f}s)",
+                    )
                 if name in timeouts and name in self.shown_joined:
                     self.violate(
                         "joined-timed-out",
@@ -718,6 +736,7 @@ class _Run:
             joined = frozenset(n for n in joined if n not in self.missing)
         if joined:
             self.shown_joined |= joined
+            self.shown_at.update(dict.fromkeys(joined, now))
         update = DemandUpdate(update.demand, joined, at=now, max_age=self.config.demand.max_age)
         previous = self.last_update
         self.last_update = update
