@@ -57,7 +57,9 @@ request-id tag, exactly as a lost launch response. The planner counts both as bo
 nodes, so a restarted daemon whose cloud listing lags waits for its launches in flight, or
 their TTL, before launching that capacity again; the client tokens (a function of request
 id and offering) make any replayed launch return what the cloud already launched. It also
-gives the tracker the nodes seen joined (``NodeTracker.restore_joined``): a node that joined
+gives the tracker the nodes seen joined (``NodeTracker.restore_joined``, with since when a
+listing has left one out, if it has; a file from before that was kept has two fields): a
+node that joined
 before the restart is not timed out as one that never joined when the first read leaves it
 out, and one that never joined is not taken for joined when the first listing comes before
 any read. A file written before this was kept (no ``joined`` in it), or none at all, tells
@@ -436,8 +438,9 @@ class LaunchJournal:
             # None: the file told nothing of which nodes joined (none, or an older one)
             self._joined: dict[str, list[float | None]] | None = None
             if "joined" in loaded:
+                # [joined_at, missing_since, since when unlisted] (an older file: two)
                 self._joined = {
-                    str(k): [float(v[0]), None if v[1] is None else float(v[1])]
+                    str(k): [float(v[0]), _maybe(v[1]), _maybe(v[2]) if len(v) > 2 else None]
                     for k, v in loaded["joined"].items()
                 }
         except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
@@ -487,7 +490,7 @@ class LaunchJournal:
         nodes seen joined (``NodeTracker.restore_joined``)."""
         joined = self._joined
         tracker.restore_joined(
-            None if joined is None else {k: (v[0], v[1]) for k, v in joined.items()}
+            None if joined is None else {k: (v[0], v[1], v[2]) for k, v in joined.items()}
         )
         restored: list[TrackedNode] = []
         placeholders: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -538,9 +541,13 @@ class LaunchJournal:
         return tracker.record_launch([attempt], at)
 
 
+def _maybe(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def _joined(tracker: NodeTracker) -> dict[str, list[float | None]]:
     """The nodes seen joined (``NodeTracker.seen_joined``): when, and since when missing."""
-    return {k: [v[0], v[1]] for k, v in tracker.seen_joined().items()}
+    return {k: list(v) for k, v in tracker.seen_joined().items()}
 
 
 def _entry(tracked: TrackedNode) -> dict[str, Any]:

@@ -36,9 +36,11 @@ Autoscaler counts an unready node, until it has been missing from every read for
 
 Joined stays joined through a listing that leaves it out, too: a joined node the cloud
 stops listing is forgotten as capacity at once (an interrupted or terminated node is gone),
-but its ``joined_at`` and ``missing_since`` are remembered for ``ledger_ttl`` (``seen_joined``),
-so when EC2's eventually consistent listing shows it again while a read also leaves it out,
-it is missing, not a booting node past its join timeout.
+but its ``joined_at`` and ``missing_since`` are remembered for ``ledger_ttl`` from when the
+listing first left it out (``seen_joined``; the reads meanwhile still move ``missing_since``,
+and a restart keeps when it was left out), so when EC2's eventually consistent listing shows
+it again while a read also leaves it out, it is missing, not a booting node past its join
+timeout. A node marked terminated is not remembered.
 
 Joined stays joined across a restart too (``restore_joined``): the durable store keeps
 ``joined_at`` and ``missing_since`` of every node seen joined (``seen_joined``: listed, or
@@ -246,7 +248,7 @@ class NodeTracker:
         self._default_zone = default_zone
         self.ledger_ttl = ledger_ttl
         # what a restart knows of nodes seen joined before it (restore_joined); None: nothing
-        self._known: dict[str, tuple[float, float | None]] | None = None
+        self._known: dict[str, tuple[float, float | None, float | None]] | None = None
         # joined nodes the cloud stopped listing: (joined_at, missing_since, since when),
         # taken back if a listing shows them again within ledger_ttl
         self._gone: dict[str, tuple[float, float | None, float]] = {}
@@ -301,9 +303,12 @@ class NodeTracker:
         instance_type = node.tags.get(TAG_INSTANCE_TYPE) or node.nodeType or ""
         return self._type_of.get((instance_type, node.preemptible), "")
 
-    def restore_joined(self, known: Mapping[str, tuple[float, float | None]] | None) -> None:
-        """At start, before the first listing: node id -> (``joined_at``, ``missing_since``)
-        from before the restart, or None when that is unknown (see the module docstring)."""
+    def restore_joined(
+        self, known: Mapping[str, tuple[float, float | None, float | None]] | None
+    ) -> None:
+        """At start, before the first listing: node id -> (``joined_at``, ``missing_since``,
+        since when the listings left it out or None) from before the restart, or None when
+        that is unknown (see the module docstring)."""
         self._known = dict(known) if known is not None else None
         self._adopting = True
         self._changed()  # what seen_joined answers changed
@@ -316,7 +321,8 @@ class NodeTracker:
         if gone is not None:
             return gone[0], gone[1]
         if self._known is not None:
-            return self._known.pop(node.name, (None, None))
+            known = self._known.pop(node.name, None)
+            return (None, None) if known is None else (known[0], known[1])
         if self._adopting and node.joined is not False:
             return now, None  # no knowledge: taken as joined at the start, unless the
         return None, None  # provider itself says it has not joined
@@ -591,17 +597,21 @@ class NodeTracker:
                 continue  # the lost launch's instances are listed now: they stand for it
             seen[name] = old
         if self._adopting and self._known:
-            # known joined before the restart, not listed yet: remembered as the unlisted are
-            for name, (joined_at, missing_since) in self._known.items():
+            # known joined before the restart, not listed yet: remembered as the unlisted
+            # are, from when a listing first left it out
+            for name, (joined_at, missing_since, since) in self._known.items():
                 if name not in seen:
-                    self._gone.setdefault(name, (joined_at, missing_since, now))
+                    self._gone.setdefault(
+                        name, (joined_at, missing_since, now if since is None else since)
+                    )
             self._known = {}
+        moved = self._read_gone(joined, draining, unread, now)
         expired = [k for k, v in self._gone.items() if now - v[2] >= self.ledger_ttl]
         for name in expired:
             del self._gone[name]
         # no record made: each one is the one held under its id, so as many as before are
         # the very same records
-        changed = made or len(seen) != len(self._nodes) or bool(expired)
+        changed = made or len(seen) != len(self._nodes) or bool(expired) or moved
         self._nodes = seen
         if changed:
             self._changed()
@@ -615,7 +625,26 @@ class NodeTracker:
         self._settled = (workers, self._version, reads) if whole else None
         return new
 
+    def _read_gone(
+        self, joined: Collection[str] | None, draining: Collection[str], unread: bool, now: float
+    ) -> bool:
+        """The read applied to the joined nodes the listing leaves out, as to a listed one:
+        shown (joined or drained), not missing; else missing from now if it was not. Whether
+        one moved."""
+        if joined is None or unread:
+            return False
+        moved = False
+        for name, (joined_at, missing_since, since) in self._gone.items():
+            shown = name in joined or name in draining
+            missing = None if shown else (now if missing_since is None else missing_since)
+            if missing != missing_since:
+                self._gone[name] = (joined_at, missing, since)
+                moved = True
+        return moved
+
     def mark(self, node_id: str, state: TrackedState) -> None:
+        if state is TrackedState.TERMINATED and self._gone.pop(node_id, None) is not None:
+            self._changed()  # terminated while a listing left it out: not remembered
         if node_id in self._nodes:
             self._nodes[node_id] = replace(self._nodes[node_id], state=state)
             self._changed()
@@ -705,16 +734,16 @@ class NodeTracker:
     def all(self) -> list[TrackedNode]:
         return _by_id(self._nodes.values())
 
-    def seen_joined(self) -> dict[str, tuple[float, float | None]]:
-        """Node id -> (``joined_at``, ``missing_since``) of every node seen joined: listed
-        and not terminated, or joined and left out of the listings for less than
-        ``ledger_ttl``, or known from before a restart and not listed since (what a restart
-        takes back, ``restore_joined``)."""
+    def seen_joined(self) -> dict[str, tuple[float, float | None, float | None]]:
+        """Node id -> (``joined_at``, ``missing_since``, since when the listings leave it
+        out or None) of every node seen joined: listed and not terminated, or joined and
+        left out of the listings for less than ``ledger_ttl``, or known from before a restart
+        and not listed since (what a restart takes back, ``restore_joined``)."""
         out = dict(self._known or {})  # before the first listing after a restart
-        out.update((name, (v[0], v[1])) for name, v in self._gone.items())
+        out.update(self._gone)
         for t in self._nodes.values():
             if t.joined_at is not None and t.listed and t.state is not TrackedState.TERMINATED:
-                out[t.id] = (t.joined_at, t.missing_since)
+                out[t.id] = (t.joined_at, t.missing_since, None)
         return out
 
     def records(self) -> Iterable[TrackedNode]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Collection
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -37,14 +38,16 @@ TTL = 150.0  # the tracker's ledger_ttl: how long an unlisted joined node is rem
 class Reference:
     """The joined section as the journal wrote it before (from the sorted records: listed,
     joined, not terminated), plus the joined nodes a listing left out in the last ``TTL``
-    seconds, with what their records said when they were last listed."""
+    seconds (not marked terminated), with what their records said when they were last
+    listed and the reads since (shown: not missing; left out: missing from the first such
+    read), and since when."""
 
     def __init__(self) -> None:
         self.listed: dict[str, tuple[float, float | None]] = {}
         self.gone: dict[str, tuple[float, float | None, float]] = {}
 
-    def observed(self, tracker: NodeTracker, now: float) -> None:
-        """After a listing (before the pass marks nodes terminated)."""
+    def observed(self, tracker: NodeTracker, joined: Collection[str], now: float) -> None:
+        """After a listing and a read (before the pass marks nodes terminated)."""
         listed = {t.id: t for t in tracker.all() if t.listed}
         for name, values in self.listed.items():
             if name not in listed:
@@ -53,19 +56,24 @@ class Reference:
             back = self.gone.pop(name, None)
             if back is not None and now - back[2] < TTL:  # listed again: joined as it was
                 assert t.joined_at == back[0], (name, t.joined_at, back)
+        for name, (joined_at, missing, since) in self.gone.items():
+            missing = None if name in joined else (now if missing is None else missing)
+            self.gone[name] = (joined_at, missing, since)
         self.gone = {k: v for k, v in self.gone.items() if now - v[2] < TTL}
 
-    def marked(self, tracker: NodeTracker) -> None:
-        """After the pass marked nodes terminated: what the listed records say."""
+    def marked(self, tracker: NodeTracker, terminated: Collection[str]) -> None:
+        """After the pass marked ``terminated``: what the listed records say."""
         self.listed = {
             t.id: (t.joined_at, t.missing_since)
             for t in tracker.all()
             if t.joined_at is not None and t.listed and t.state is not TrackedState.TERMINATED
         }
+        for name in terminated:
+            self.gone.pop(name, None)
 
     def section(self) -> dict[str, list[float | None]]:
-        out = {k: [v[0], v[1]] for k, v in self.gone.items()}
-        out.update((k, [v[0], v[1]]) for k, v in self.listed.items())
+        out = {k: list(v) for k, v in self.gone.items()}
+        out.update((k, [v[0], v[1], None]) for k, v in self.listed.items())
         return dict(sorted(out.items()))
 
 
@@ -93,10 +101,10 @@ def test_the_joined_section_is_the_sorted_walks_and_a_reorder_writes_nothing(ste
         workers = [nodes[name] for name in listed]
         random.Random(seed).shuffle(workers)
         tracker.observe(workers, frozenset(joined), float(now * 60))
-        reference.observed(tracker, float(now * 60))
+        reference.observed(tracker, joined, float(now * 60))
         for name in terminated:
             tracker.mark(name, TrackedState.TERMINATED)
-        reference.marked(tracker)
+        reference.marked(tracker, terminated)
         journal.sync(tracker)
         dumped = journal._dump()["joined"]
         assert list(dumped.items()) == list(reference.section().items())

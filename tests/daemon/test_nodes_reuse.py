@@ -307,7 +307,7 @@ def test_a_listing_like_the_last_is_not_walked_until_something_changes() -> None
         lambda: joined.discard("a"),  # the read, changed in place: a is missing now
         lambda: workers.reverse(),  # another order
         lambda: workers.append(counted("c")),  # another node
-        lambda: tracker.restore_joined({"a": (1.0, None)}),  # a restart's knowledge
+        lambda: tracker.restore_joined({"a": (1.0, None, None)}),  # a restart's knowledge
         lambda: tracker.set_node_types([C5]),  # a reload
     )
     for change in changes:

@@ -2,7 +2,8 @@
 the tracker remembers of such a node is its record as last listed; the reads that come
 while it is unlisted are not applied to it.
 
-``test_reads_while_unlisted_count`` FAILS on a274819: a node missing from the reads for a
+``test_reads_while_unlisted_count`` failed on a274819 (fixed: the reads apply to what is
+remembered): a node missing from the reads for a
 while (less than ``unhealthy_timeout``), then unlisted for a few minutes while every read
 showed it joined again, comes back missing since before it was unlisted; the first read that
 leaves it out after it is listed again has it replaced as unhealthy at once, though the

@@ -6,7 +6,8 @@ a listing left out (``_gone``, for ``ledger_ttl``) and what the launch journal k
   no test caught a mutant that breaks them (observe's "same listing" shortcut taken while
   ``_gone`` is not empty; no version bump when an entry expires: the journal's walk, kept by
   the version, then keeps an expired node in the store).
-- ``test_a_restart_does_not_extend_what_is_remembered`` FAILS on a274819: the store keeps
+- ``test_a_restart_does_not_extend_what_is_remembered`` failed on a274819 (fixed: the store
+  keeps since when): the store keeps
   (joined_at, missing_since) but not since when a node is unlisted, so a node unlisted
   before a restart is remembered from the first listing after it, for ``ledger_ttl`` again;
   daemons restarting more often than ``ledger_ttl`` remember every unlisted node forever.
@@ -106,8 +107,8 @@ def test_after_a_restart_forgotten_at_the_latest_ledger_ttl_after_the_first_list
 
 
 def test_a_node_terminated_while_unlisted_is_not_taken_back_joined() -> None:
-    """FAILS on a274819 (low severity). ``Controller.terminate`` (the power saver, the
-    Slurm clean-up loop) awaits ``terminateNodes`` outside the pass lock and marks the
+    """Failed on a274819 (low severity; fixed: marking a node terminated forgets it).
+    ``Controller.terminate`` (the power saver, the Slurm clean-up loop) awaits ``terminateNodes`` outside the pass lock and marks the
     nodes TERMINATED after it returns; a pass whose listing already leaves the node out
     (shutting-down is not listed) runs in between, so the node is in ``_gone`` and the mark
     is a no-op. A listing that shows it again (the eventual consistency ``_gone`` exists
