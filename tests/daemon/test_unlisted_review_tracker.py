@@ -108,11 +108,13 @@ def test_after_a_restart_forgotten_at_the_latest_ledger_ttl_after_the_first_list
 
 def test_a_node_terminated_while_unlisted_is_not_taken_back_joined() -> None:
     """Failed on a274819 (low severity; fixed: marking a node terminated forgets it).
-    ``Controller.terminate`` (the power saver, the Slurm clean-up loop) awaits ``terminateNodes`` outside the pass lock and marks the
-    nodes TERMINATED after it returns; a pass whose listing already leaves the node out
-    (shutting-down is not listed) runs in between, so the node is in ``_gone`` and the mark
-    is a no-op. A listing that shows it again (the eventual consistency ``_gone`` exists
-    for) then takes it back READY, joined, as capacity, from a node shoal terminated."""
+    ``Controller.terminate`` (the power saver, the Slurm clean-up loop) awaits
+    ``terminateNodes`` outside the pass lock and marks the nodes TERMINATED after it
+    returns; a pass whose listing already leaves the node out (shutting-down is not listed)
+    runs in between, so the node is in ``_gone`` and the mark is a no-op. A listing that
+    shows it again (the eventual consistency ``_gone`` exists for) then takes it back READY,
+    joined, as capacity, from a node shoal terminated.
+    """
     t = tracker()
     a, b = unlisted(t)  # the pass's listing during terminateNodes
     t.mark("a", TrackedState.TERMINATED)  # terminateNodes returned
