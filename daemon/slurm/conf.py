@@ -40,6 +40,7 @@ from shoal.daemon.slurm.hook import COMMANDS, DEFAULT_CONFIG
 from shoal.daemon.slurm.names import NodeTypeMap, node_type_keys, slurm_name
 from shoal.daemon.slurm.parse import expand_hostlist
 from shoal.scaler.model import NodeType, Policy
+from shoal.scaler.order import idle_weight
 from shoal.scaler.planner import usable_shape
 
 if TYPE_CHECKING:
@@ -130,11 +131,20 @@ def _line(node_type: NodeType, policy: Policy, hostlist: str | None, weight: int
     )
 
 
-def dynamic_resources(node_type: NodeType, policy: Policy) -> str:
+def _dynamic_weight(node_type: NodeType, policy: Policy, kept: bool) -> int:
+    """A dynamic node's Weight as it registers: its type's rank by price, or with
+    ``slurm.node_weights: kept`` the last of that rank (``scaler.order.idle_weight``: the
+    weigher sets it lower while the node runs jobs)."""
+    rank = weights(policy)[node_type.name]
+    return idle_weight(rank) if kept else rank
+
+
+def dynamic_resources(node_type: NodeType, policy: Policy, *, kept: bool = False) -> str:
     """What a dynamic node of ``node_type`` registers with besides its features (the
     ``TAG_SLURM_RESOURCES`` of its launch): ``NodeLine.resources``, as ``shoal slurm-conf``
     declares the type."""
-    return _line(node_type, policy, None, weights(policy)[node_type.name]).resources()
+    weight = _dynamic_weight(node_type, policy, kept)
+    return _line(node_type, policy, None, weight).resources()
 
 
 def node_lines(config: ShoalConfig, policy: Policy) -> list[NodeLine]:
@@ -143,7 +153,8 @@ def node_lines(config: ShoalConfig, policy: Policy) -> list[NodeLine]:
     by_name = {t.name: t for t in policy.node_types}
     weight = weights(policy)
     if config.slurm is None or config.slurm.mode == "external":
-        return [_line(t, policy, None, weight[t.name]) for t in policy.node_types]
+        kept = config.slurm is not None and config.slurm.node_weights == "kept"
+        return [_line(t, policy, None, _dynamic_weight(t, policy, kept)) for t in policy.node_types]
     keys = node_type_keys(config)
     types = NodeTypeMap.from_config(keys)
     lines = []

@@ -63,6 +63,7 @@ from shoal.daemon.slurm.metrics import SlurmMetrics
 from shoal.daemon.slurm.names import NodeTypeMap, node_type_keys
 from shoal.daemon.slurm.power import PowerSaver, requests_only_planner
 from shoal.daemon.slurm.source import SlurmDemandSource, SlurmSnapshot
+from shoal.daemon.slurm.weigher import Weigher
 from shoal.providers.outcomes import ProviderEvent, TerminationResult
 from shoal.runtime.clock import Clock, sleep_or_event
 from shoal.scaler.model import NodeType, Policy
@@ -137,9 +138,10 @@ def slurm_node_types(config: ShoalConfig) -> NodeTypeMap:
 
 
 def _launch_tags(settings: SlurmConfig, node_type: NodeType, policy: Policy) -> Mapping[str, str]:
+    kept = settings.node_weights == "kept"
     return {
         TAG_SLURM_FEATURES: ",".join(slurm_features(settings, node_type)),
-        TAG_SLURM_RESOURCES: dynamic_resources(node_type, policy),
+        TAG_SLURM_RESOURCES: dynamic_resources(node_type, policy, kept=kept),
     }
 
 
@@ -268,6 +270,10 @@ class SlurmIntegration:
         if settings.mode == "external":  # Slurm's drains with shoal's reason are shoal's
             self.adopter = DrainAdopter(controller)
             self.source.listeners.append(self.adopter.observe)
+        self.weigher: Weigher | None = None
+        if settings.node_weights == "kept":  # (external mode only: the config checks)
+            self.weigher = Weigher(self.client, controller, self.metrics)
+            self.source.listeners.append(self.weigher.observe)
 
     def _resume_timeout(self) -> float | None:
         return self.settings.resume_timeout or self.source.resume_timeout()
@@ -559,6 +565,8 @@ class SlurmIntegration:
             await self.power.close()
         if self.adopter is not None:
             await self.adopter.close()
+        if self.weigher is not None:
+            await self.weigher.close()
         for task in list(self._pending):
             task.cancel()
         with contextlib.suppress(Exception):

@@ -74,6 +74,15 @@ class SlurmMetrics:
             ["reason"],
             registry=r,
         )
+        self.slurm_weight_updates = Counter(
+            "shoal_slurm_weight_updates",
+            "Slurm node Weights shoal set (slurm.node_weights: kept), by result (set, failed): "
+            "one per node.",
+            ["result"],
+            registry=r,
+        )
+        for result in ("set", "failed"):
+            self.slurm_weight_updates.labels(result=result)
         for command in READ_COMMANDS:
             self.slurm_read_failures.labels(command=command)
         for kind in REQUEST_KINDS:

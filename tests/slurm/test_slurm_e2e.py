@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from e2e.procs import poll_until
 from shoal.daemon.slurm.parse import expand_hostlist
+from shoal.scaler.order import idle_weight, kept_weight
 from slurm.cluster import ClusterSpec, NodeGroup, SlurmCluster
 from slurm.shoal_proc import (
     HookRun,
@@ -466,6 +467,50 @@ def test_external_mode_launches_a_dynamic_node_then_drains_terminates_and_delete
     assert local_processes(s.workdir) == []
     assert s.metric("shoal_scale_downs_total", node_type="small", cause="idle") == 1
     assert "event=drain node=" + instance_id in s.daemon.tail(200)
+
+
+def test_external_mode_with_kept_weights_weighs_the_node_kept_longest_least(
+    setup_factory: Callable[..., Setup],
+) -> None:
+    """``slurm.node_weights: kept`` on a real slurmctld: two dynamic nodes, one running a
+    60-minute job, one a 2-minute job; shoal sets their Weight (``scontrol update``) so the
+    one kept longest weighs least, both below a node that runs nothing."""
+    spec = ClusterSpec(
+        cloud=(),
+        dynamic_partition="dyn",
+        settings={"SchedulerParameters": "batch_sched_delay=0,sched_interval=2"},
+    )
+    s = setup_factory(
+        spec,
+        hooks=False,
+        mode="external",
+        slurm={"partitions": ["dyn"], "node_weights": "kept"},
+        provider={"capacity": {"small": 2}},
+        scaler={"unneeded_time": "5m"},
+    )
+    long = s.cluster.sbatch("-p", "dyn", "-c2", "--time=60", "--wrap", "sleep 600")
+    short = s.cluster.sbatch("-p", "dyn", "-c2", "--time=2", "--wrap", "sleep 600")
+
+    def running() -> bool:
+        jobs = s.jobs()
+        return all(jobs[j][0] == "RUNNING" for j in (long, short))
+
+    poll_until("both jobs to run", running, 60, explain=s.explain)
+
+    def weight(node: str) -> int:
+        out = s.cluster.scontrol("show", "node", node)
+        return int(dict(re.findall(r"(\w+)=(\S*)", out))["Weight"])
+
+    nodes = {j: s.jobs()[j][1] for j in (long, short)}
+
+    def weighed() -> bool:
+        return weight(nodes[long]) < weight(nodes[short]) < idle_weight(1)
+
+    poll_until("the weights shoal sets", weighed, 30, interval=0.2, explain=s.explain)
+    assert weight(nodes[short]) == kept_weight(1, 120.0)  # 2 minutes left: the first step
+    assert s.metric("shoal_slurm_weight_updates_total", result="set") >= 2
+    assert s.metric("shoal_slurm_weight_updates_total", result="failed") == 0
+    s.cluster.run("scancel", long, short)
 
 
 # -- restart --------------------------------------------------------------------------------

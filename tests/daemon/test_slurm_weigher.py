@@ -1,0 +1,152 @@
+"""``slurm.node_weights: kept``: the weigher (``daemon/slurm/weigher.py``) after each read,
+on the daemon's own wiring over the simulated cloud, with a recording scontrol; and the
+weights themselves (``scaler/order.py``). A real slurmctld takes the weights in
+``tests/slurm/test_slurm_e2e.py``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from shoal.daemon.slurm.constants import SHOAL_FEATURE
+from shoal.daemon.slurm.demand import SlurmDemand
+from shoal.daemon.slurm.errors import SlurmCommandError
+from shoal.daemon.slurm.parse import SlurmNode
+from shoal.daemon.slurm.source import SlurmSnapshot
+from shoal.daemon.slurm.weigher import Weigher
+from shoal.scaler.model import Demand, RunningJob
+from shoal.scaler.order import SPAN, STEP, idle_weight, kept_weight, remaining
+from shoal.scaler.shape import Shape
+from test_drain_ownership import ready_nodes
+
+if TYPE_CHECKING:
+    from loop_harness import Harness
+
+HOUR = 3600.0
+
+
+class Scontrol:
+    """Records ``update_nodes`` calls; ``fail`` makes the next ones raise as Slurm would."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[str, ...], dict[str, str]]] = []
+        self.fail = 0
+
+    async def update_nodes(self, nodes: Any, **settings: str) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise SlurmCommandError("scontrol: error: Invalid node name specified")
+        self.calls.append((tuple(nodes), settings))
+
+
+def read(
+    at: float, nodes: list[str], running: dict[str, list[tuple[float, float]]]
+) -> SlurmSnapshot:
+    """A read showing ``nodes`` (shoal's, by the feature) and, per node, its running jobs as
+    (time limit, elapsed)."""
+    jobs = tuple(
+        RunningJob(Shape(wall, 2**30, 1, 0, False), name, elapsed)
+        for name, js in running.items()
+        for wall, elapsed in js
+    )
+    slurm = tuple(SlurmNode(n, "MIXED", frozenset(), 1, features=(SHOAL_FEATURE,)) for n in nodes)
+    return SlurmSnapshot(at, (), slurm, SlurmDemand(Demand(running=jobs), frozenset(nodes)))
+
+
+async def weigher(h: Harness) -> tuple[Weigher, Scontrol]:
+    scontrol = Scontrol()
+    return Weigher(scontrol, h.controller), scontrol  # type: ignore[arg-type]
+
+
+async def test_the_node_kept_longest_weighs_least_and_only_changes_are_set(
+    harness_factory: Any,
+) -> None:
+    h: Harness = await harness_factory()
+    long, short, idle = await ready_nodes(h, 3)
+    w, scontrol = await weigher(h)
+    now = h.clock.now()
+    running = {long: [(4 * HOUR, 0.0), (HOUR, 0.0)], short: [(HOUR, 1800.0)]}
+    w.observe(read(now, [long, short, idle], running))
+    await h.settle()
+    rank = 1  # one priced type
+    want = {
+        long: kept_weight(rank, 4 * HOUR),
+        short: kept_weight(rank, 1800.0),
+        idle: idle_weight(rank),
+    }
+    assert want[long] < want[short] < want[idle] == 2 * SPAN - 1
+    assert sorted(scontrol.calls) == sorted(
+        ((name,), {"Weight": str(weight)}) for name, weight in want.items()
+    )
+    # the same read again, and a later one within the same step: nothing to set
+    scontrol.calls.clear()
+    w.observe(read(now + 10, [long, short, idle], running))
+    await h.settle()
+    assert scontrol.calls == []
+    # the short job ends: that node is idle now, one command for it
+    w.observe(read(now + 20, [long, short, idle], {long: running[long]}))
+    await h.settle()
+    assert scontrol.calls == [((short,), {"Weight": str(idle_weight(rank))})]
+
+
+async def test_nodes_of_one_weight_are_set_in_one_command_and_a_failure_is_tried_again(
+    harness_factory: Any,
+) -> None:
+    h: Harness = await harness_factory()
+    a, b = await ready_nodes(h, 2)
+    w, scontrol = await weigher(h)
+    scontrol.fail = 1
+    w.observe(read(h.clock.now(), [a, b], {}))
+    await h.settle()
+    assert scontrol.calls == [] and w.applied == {}
+    w.observe(read(h.clock.now() + 10, [a, b], {}))
+    await h.settle()
+    assert scontrol.calls == [((a, b), {"Weight": str(idle_weight(1))})]
+
+
+async def test_only_shoals_known_nodes_are_weighed(harness_factory: Any) -> None:
+    """A node without shoal's feature (an admin's), or whose instance the tracker does not
+    know, is never touched."""
+    h: Harness = await harness_factory()
+    (a,) = await ready_nodes(h, 1)
+    w, scontrol = await weigher(h)
+    snapshot = read(h.clock.now(), [a, "i-unknown"], {})
+    admins = SlurmNode("static1", "IDLE", frozenset(), 0, features=("big",))
+    w.observe(SlurmSnapshot(snapshot.at, (), (*snapshot.nodes, admins), snapshot.demand))
+    await h.settle()
+    assert scontrol.calls == [((a,), {"Weight": str(idle_weight(1))})]
+
+
+def test_remaining_is_the_longest_job_as_the_planner_estimates_it() -> None:
+    assert remaining([]) is None
+    assert remaining([(HOUR, 0.0), (2 * HOUR, HOUR)]) == HOUR
+    assert remaining([(HOUR, 2 * HOUR)]) > 0  # overrun: as long again, as the planner says
+
+
+@given(
+    rank=st.integers(1, 50),
+    left=st.floats(0, 400 * HOUR),
+    more=st.floats(0, 400 * HOUR),
+)
+def test_kept_weights_order_within_a_rank_and_never_cross_ranks(
+    rank: int, left: float, more: float
+) -> None:
+    a, b = kept_weight(rank, left), kept_weight(rank, left + more)
+    assert b <= a < idle_weight(rank)  # kept longer: no heavier; busy: below idle
+    assert idle_weight(rank - 1) < b  # never past the cheaper rank's nodes
+    if more >= STEP:
+        assert b < a or b == rank * SPAN  # a step longer weighs less, down to the floor
+
+
+@pytest.mark.parametrize("mode", ["power_save"])
+def test_kept_needs_external_mode(mode: str) -> None:
+    import configs
+    from shoal.daemon.config import ConfigError, parse_config
+
+    data = configs.config(
+        demand={"slurm": True, "api": False}, slurm={"mode": mode, "node_weights": "kept"}
+    )
+    with pytest.raises(ConfigError, match="kept applies to mode: external"):
+        parse_config(data)
