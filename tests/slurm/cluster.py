@@ -425,12 +425,19 @@ class SlurmCluster:
         return self._start_slurmd_process(name, argv)
 
     def start_dynamic_slurmd(
-        self, name: str, *, cpus: int = 2, memory_mb: int = 1000, features: Sequence[str] = ()
+        self,
+        name: str,
+        *,
+        cpus: int = 2,
+        memory_mb: int = 1000,
+        features: Sequence[str] = (),
+        weight: int | None = None,
     ) -> int:
         """Start ``slurmd -Z -N name --conf ...``: registers a new dynamic node (one per host,
         since ``Port=`` is not accepted in ``--conf``); return its pid."""
         feats = ",".join([self.spec.dynamic_feature, *features])
-        conf = f"CPUs={cpus} RealMemory={memory_mb} Feature={feats} NodeAddr=127.0.0.1"
+        weighed = f" Weight={weight}" if weight is not None else ""
+        conf = f"CPUs={cpus} RealMemory={memory_mb}{weighed} Feature={feats} NodeAddr=127.0.0.1"
         argv = [self.program("slurmd"), "-D", "-Z", "-N", name, "--conf", conf]
         return self._start_slurmd_process(name, argv)
 
