@@ -367,3 +367,47 @@ async def test_an_external_mode_worker_registers_as_shoal_slurm_conf_declares_it
     assert f"dynamic_conf='{conf}'\n" in script
     # the pricier of the two: Slurm fills m5.large nodes first
     assert (c5.weight, line["m5.large"].weight) == (2, 1)
+
+
+async def test_an_external_mode_feature_the_config_accepts_launches_on_aws(
+    moto_url: str, tmp_path: Path
+) -> None:
+    """A ``slurm.features`` value the config accepts ("gpu:a100": Slurm takes it in a
+    Feature list) either is refused when the config is read or launches: the AWS user data
+    now puts the launch's ``shoal:slurm-features`` on slurmd's command line, and a value it
+    cannot quote must not turn every launch of the type into an error."""
+    from shoal.daemon.config import ConfigError, parse_config
+    from shoal.daemon.demand import DemandUpdate
+    from shoal.daemon.service import build_controller, build_provider
+    from shoal.runtime.testing import FakeClock
+    from shoal.scaler.model import Demand, QueuedJobs
+    from shoal.scaler.shape import Shape
+
+    (tmp_path / "munge.key").write_bytes(MUNGE_KEY)
+    slurm = {"munge_key_file": str(tmp_path / "munge.key"), "registration": "dynamic"}
+    raw = configs.config(
+        cluster_name="demo",
+        provider=configs.aws_provider(
+            moto_url, cluster_type="slurm", zone="us-east-1a", price_refresh=None
+        ),
+        node_types=[{"type": "c5.xlarge", "max": 5}],
+        workers={"bootstrap": "cloud-init", "leader": {"address": LEADER}, "slurm": slurm},
+        demand={"api": False, "slurm": True},
+        slurm={"mode": "external", "features": {"c5.xlarge": ["gpu:a100"]}},
+    )
+    try:
+        config = parse_config(raw)
+    except ConfigError:
+        return  # refused where the operator sees it: fine
+    clock = FakeClock()
+    provider = build_provider(config, clock)
+    assert isinstance(provider, AWSProvisioner)
+    try:
+        controller = await clock.run_until(build_controller(config, provider, clock))
+        await clock.run_until(controller.reconcile())
+        job = Shape(3600, 2**30, 1, 0, False)
+        controller.set_demand(DemandUpdate(Demand(queued=(QueuedJobs(job, 1),))))
+        result = await clock.run_until(controller.run_pass())
+        assert result.launched == 1, result
+    finally:
+        await provider.close()
