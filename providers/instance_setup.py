@@ -39,6 +39,7 @@ from shoal.providers.errors import ProviderError
 from shoal.providers.workers import (
     KUBERNETES_API_PORT,
     SHOAL_FEATURE,
+    SLURM_FEATURE,
     SLURM_RESOURCES,
     TAG_SLURM_FEATURES,
     TAG_SLURM_NODE,
@@ -216,7 +217,6 @@ _SAFE_ARG = re.compile(r"^[A-Za-z0-9_./:@+=,-]+$")
 # slurmd's --conf-server: controllers as host[:port], comma-separated, the primary first.
 _CONF_SERVER = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(,[A-Za-z0-9.-]+(:[0-9]{1,5})?)*$")
 _PROGRAM_PATH = re.compile(r"^/[A-Za-z0-9_./-]+$")
-_SLURM_FEATURE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def _requires_install(config: InstanceConfiguration) -> str:
@@ -645,7 +645,7 @@ class WorkerBootstrap:
                 f"{TAG_SLURM_RESOURCES} {resources!r} is not CPUs=<n> RealMemory=<MiB> Weight=<n>"
             )
         for feature in features:
-            if not _SLURM_FEATURE.match(feature):
+            if not SLURM_FEATURE.match(feature):
                 raise ValueError(
                     f"Slurm feature {feature!r} has characters other than A-Za-z0-9_.-"
                 )

@@ -39,6 +39,7 @@ __all__ = [
     "MUNGE_KEY_MAX",
     "MUNGE_KEY_MIN",
     "SHOAL_FEATURE",
+    "SLURM_FEATURE",
     "SLURM_RESOURCES",
     "TAG_SLURM_FEATURES",
     "TAG_SLURM_NODE",
@@ -69,6 +70,8 @@ TAG_SLURM_FEATURES = "shoal:slurm-features"
 #: slurm-conf`` declares its type: ``CPUs=<n> RealMemory=<MiB> Weight=<n>`` (the planner's
 #: usable shape, and the type's rank by price, so Slurm fills the cheapest nodes first).
 TAG_SLURM_RESOURCES = "shoal:slurm-resources"
+#: What a Slurm node feature may be (it goes into a shell command line, in a comma list).
+SLURM_FEATURE = re.compile(r"^[A-Za-z0-9_.-]+$")
 #: What ``TAG_SLURM_RESOURCES`` may hold (it goes into a shell command line).
 SLURM_RESOURCES = re.compile(r"^CPUs=[1-9][0-9]* RealMemory=[1-9][0-9]* Weight=[0-9]+$")
 #: The Slurm feature every dynamic node shoal launches registers with: the clean-up loop

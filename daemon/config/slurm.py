@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from shoal.daemon.config.common import _STRICT, _FieldError
 from shoal.daemon.units import PositiveDuration
+from shoal.providers.workers import SLURM_FEATURE
 
 __all__ = ["SlurmConfig"]
 
@@ -65,6 +66,15 @@ class SlurmConfig(BaseModel):
     """power_save: launch the nodes a multi-node job is resumed on (SLURM_RESUME_FILE) all or
     nothing; when they cannot all launch, none stays running and every one is set DOWN with
     the reason, then powered down (Slurm requeues the job at once). false: node by node."""
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        # they go on slurmd's command line (a worker's user data) and into a comma list
+        for feature in (f for features in value.values() for f in features):
+            if not SLURM_FEATURE.match(feature):
+                raise ValueError(f"feature {feature!r}: letters, digits, '_', '.', '-' only")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, field_validator, model_validator
 from shoal.daemon.config.common import _STRICT, _FieldError
+from shoal.providers.workers import SLURM_FEATURE
 
 __all__ = ["KubernetesJoinConfig", "LeaderConfig", "SlurmWorkerConfig", "WorkersConfig"]
 
@@ -112,7 +113,7 @@ class SlurmWorkerConfig(BaseModel):
     @classmethod
     def _features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for feature in value:
-            if not re.match(r"^[A-Za-z0-9_.-]+$", feature):
+            if not SLURM_FEATURE.match(feature):
                 raise ValueError(f"feature {feature!r}: letters, digits, '_', '.', '-' only")
         return value
 
