@@ -607,3 +607,47 @@ async def test_start_script_gives_up_on_a_name_that_stays_a_list(
     assert status == 1 and argv is None
     assert "no Slurm node name of its own" in out
     assert len([path for m, path, _ in imds.requests if "tags/instance" in path]) == 3
+
+
+async def test_a_dynamic_node_never_registers_more_memory_than_slurmd_measures(
+    make: Any, secrets: Secrets, imds: FakeImds, tmp_path: Path
+) -> None:
+    """The launch's ``shoal:slurm-resources`` RealMemory is the type's nominal memory less
+    shoal's overhead; the kernel's MemTotal (what slurmd measures and reports) is below the
+    nominal memory on EC2 (an 8 GiB c5.xlarge shows about 7.4-7.6 GiB). Registered above
+    what it reports, slurmctld drains the node at once (Low RealMemory, INVALID_REG: see
+    tests/slurm/test_slurm_dynamic_resources.py), so no job ever runs there: with a flat
+    ``scaler.node_memory_overhead: 200MiB``, every external-mode node of the type. The
+    worker must register the lower of the two."""
+    stub = tmp_path / "slurmd"
+    stub.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [ "$1" = -C ]; then\n'
+        "  echo 'NodeName=ip CPUs=4 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 "
+        "ThreadsPerCore=2 RealMemory=7603'\n"
+        "  echo 'UpTime=0-00:01:00'\n"
+        "  exit 0\n"
+        "fi\n"
+        f'printf "%s\\n" "$@" > {tmp_path}/slurmd.argv\n'
+    )
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    p = make("slurm")
+    await p.prepare_workers(workers(secrets, "slurm", slurmd=str(stub), registration="dynamic"))
+    config = p.getBaseInstanceConfiguration()
+    tags = {TAG_SLURM_RESOURCES: "CPUs=4 RealMemory=7992 Weight=1"}
+    p.bootstrap.addWorkerAgent(config, False, "c5.xlarge", tags)
+    script = tmp_path / "start-slurmd.sh"
+    script.write_text(files_of(config)["/home/core/start-slurmd.sh"])
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        str(script),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={"PATH": os.environ["PATH"], "SHOAL_IMDS_ENDPOINT": imds.url},
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    argv = (tmp_path / "slurmd.argv").read_text().splitlines()
+    conf = dict(kv.split("=", 1) for kv in argv[argv.index("--conf") + 1].split())
+    assert int(conf["RealMemory"]) <= 7603, argv
+    assert (conf["CPUs"], conf["Weight"]) == ("4", "1")
