@@ -60,6 +60,16 @@ case "$registration" in
         # named after its instance, so the controller's node and the cloud's instance match
         name="$(metadata instance-id)"
         args=(-Z -N "$name")
+        # slurmctld drains a node registered with more memory than slurmd measures (Low
+        # RealMemory) and the kernel shows less than the type's nominal memory: the lower
+        declared="$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$dynamic_conf")"
+        if [ -n "$declared" ]; then
+            measured="$("$slurmd" -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')" || measured=""
+            if [ -n "$measured" ] && ((declared > measured)); then
+                echo "RealMemory $declared is more than slurmd measures: $measured" >&2
+                dynamic_conf="${dynamic_conf/RealMemory=$declared/RealMemory=$measured}"
+            fi
+        fi
         if [ -n "$dynamic_conf" ]; then
             args+=(--conf "$dynamic_conf")
         fi
