@@ -614,7 +614,7 @@ async def test_a_dynamic_node_never_registers_more_memory_than_slurmd_measures(
 ) -> None:
     """The launch's ``shoal:slurm-resources`` RealMemory is the type's nominal memory less
     shoal's overhead; the kernel's MemTotal (what slurmd measures and reports) is below the
-    nominal memory on EC2 (an 8 GiB c5.xlarge shows about 7.4-7.6 GiB). Registered above
+    nominal memory (the kernel and firmware keep some of it). Registered above
     what it reports, slurmctld drains the node at once (Low RealMemory, INVALID_REG: see
     tests/slurm/test_slurm_dynamic_resources.py), so no job ever runs there: with a flat
     ``scaler.node_memory_overhead: 200MiB``, every external-mode node of the type. The
