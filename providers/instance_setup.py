@@ -40,15 +40,14 @@ from shoal.providers.workers import (
     KUBERNETES_API_PORT,
     SHOAL_FEATURE,
     SLURM_FEATURE,
-    SLURM_RESOURCES,
     TAG_SLURM_FEATURES,
     TAG_SLURM_NODE,
-    TAG_SLURM_RESOURCES,
     SlurmWorkerSettings,
     WorkerSecrets,
     WorkerSettings,
     read_kubeadm_token,
     read_munge_key,
+    slurm_resources,
 )
 
 __all__ = [
@@ -639,11 +638,7 @@ class WorkerBootstrap:
                 [SHOAL_FEATURE, *tagged, *settings.features, *filter(None, [instanceType])]
             )
         )
-        resources = tags.get(TAG_SLURM_RESOURCES, "")
-        if resources and not SLURM_RESOURCES.match(resources):
-            raise ValueError(
-                f"{TAG_SLURM_RESOURCES} {resources!r} is not CPUs=<n> RealMemory=<MiB> Weight=<n>"
-            )
+        resources = slurm_resources(tags) or ""
         for feature in features:
             if not SLURM_FEATURE.match(feature):
                 raise ValueError(

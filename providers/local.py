@@ -76,11 +76,10 @@ from shoal.providers.base import CLIENT_TOKEN_TTL, FleetProvisioner, Node
 from shoal.providers.errors import INSUFFICIENT_CAPACITY, CapacityError, ProviderError
 from shoal.providers.outcomes import InstanceTypeInfo, LaunchRequest, TerminationStatus
 from shoal.providers.workers import (
-    SLURM_RESOURCES,
     TAG_SLURM_FEATURES,
     TAG_SLURM_NODE,
-    TAG_SLURM_RESOURCES,
     slurm_node_tags,
+    slurm_resources,
 )
 from shoal.runtime.clock import Clock, SystemClock
 from shoal.runtime.files import write_json_atomic
@@ -427,12 +426,12 @@ class LocalProvisioner(FleetProvisioner):
         node_name = tags.get(TAG_SLURM_NODE)
         if node_name:
             return [slurmd, "-D", "-b", "-N", node_name]
-        conf = tags.get(TAG_SLURM_RESOURCES) or f"CPUs={kind.cores} RealMemory={kind.memory // MiB}"
-        if not SLURM_RESOURCES.match(conf) and TAG_SLURM_RESOURCES in tags:
-            raise ProviderError(
-                f"{TAG_SLURM_RESOURCES} {conf!r} is not CPUs=<n> RealMemory=<MiB> Weight=<n>",
-                code="InvalidParameterValue",
-            )
+        try:
+            conf = slurm_resources(tags)
+        except ValueError as exc:
+            raise ProviderError(str(exc), code="InvalidParameterValue") from None
+        if conf is None:
+            conf = f"CPUs={kind.cores} RealMemory={kind.memory // MiB}"
         features = tags.get(TAG_SLURM_FEATURES, "")
         if features:
             conf += f" Feature={features}"

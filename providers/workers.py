@@ -52,6 +52,7 @@ __all__ = [
     "read_kubeadm_token",
     "read_munge_key",
     "slurm_node_tags",
+    "slurm_resources",
 ]
 
 #: The instance tag holding a worker's Slurm node name (``registration: named``,
@@ -74,6 +75,19 @@ TAG_SLURM_RESOURCES = "shoal:slurm-resources"
 SLURM_FEATURE = re.compile(r"^[A-Za-z0-9_.-]+$")
 #: What ``TAG_SLURM_RESOURCES`` may hold (it goes into a shell command line).
 SLURM_RESOURCES = re.compile(r"^CPUs=[1-9][0-9]* RealMemory=[1-9][0-9]* Weight=[0-9]+$")
+
+
+def slurm_resources(tags: Mapping[str, str]) -> str | None:
+    """The ``TAG_SLURM_RESOURCES`` of a launch's ``tags`` (None without it); ValueError
+    when it is not ``CPUs=<n> RealMemory=<MiB> Weight=<n>``."""
+    value = tags.get(TAG_SLURM_RESOURCES)
+    if value is not None and not SLURM_RESOURCES.match(value):
+        raise ValueError(
+            f"{TAG_SLURM_RESOURCES} {value!r} is not CPUs=<n> RealMemory=<MiB> Weight=<n>"
+        )
+    return value
+
+
 #: The Slurm feature every dynamic node shoal launches registers with: the clean-up loop
 #: (daemon.slurm.cleanup) knows its nodes by it.
 SHOAL_FEATURE = "shoal"

@@ -60,6 +60,8 @@ ISSUE_FAMILIES = {
     "shoal_slurm_read_failures_total",
     "shoal_slurm_requests_total",
     "shoal_slurm_cleanups_total",
+    # Weights set for slurm.node_weights: kept
+    "shoal_slurm_weight_updates_total",
     # hook requests in the spool that could never be served (issue 17 review)
     "shoal_slurm_spool_quarantined_total",
 }

@@ -96,7 +96,8 @@ class SlurmWorkerConfig(BaseModel):
     node_name: Literal["tag", "hostname"] = "tag"
     """named: NAME from the instance tag shoal:slurm-node, or the metadata host name."""
     features: tuple[str, ...] = ()
-    """dynamic: node features, besides the instance type, which is always one."""
+    """dynamic: node features, besides its node type's (the launch's
+    ``shoal:slurm-features``) and the instance type, which are always there."""
     slurmd: str = "/usr/sbin/slurmd"
     """slurmd on the machine image."""
     munged: str = "/usr/sbin/munged"

@@ -187,6 +187,32 @@ def test_the_lowest_weight_that_fits_comes_before_either_placement() -> None:
         assert where == [("a1",) if first else ("a2",), ("a1",), ("b1",)], placement
 
 
+def test_a_weigher_sets_the_weights_before_each_scheduling_pass() -> None:
+    """``Cluster.weigher`` (the replay of slurm.node_weights kept) runs before a pass that
+    may start a job, with the pass's time; what it sets (``set_weight``) decides that pass,
+    and ``running_by_node`` gives it the jobs started by a time, elapsed then."""
+    c = Cluster()
+    c.node_joined("a", node(4), 0, weight=9)
+    c.node_joined("b", node(4), 0, weight=9)
+    pin(c, "b", 100, job(1, wall=7200), 1000, 0)
+    calls: list[float] = []
+
+    def weigh(t: float) -> None:
+        calls.append(t)
+        jobs = dict(c.running_by_node(t - 5))
+        assert jobs == {"a": [], "b": [(7200, t - 5)]}
+        c.set_weight("b", 1)  # the busy node first
+
+    c.weigher = weigh
+    c.submit(1, job(1), 1000, 10)
+    c.advance(10)
+    assert calls == [10] and c.nodes_of(1) == ("b",)  # first fit would say a
+    assert dict(c.running_by_node(10)) == {"a": [], "b": [(7200, 10), (3600, 0)]}
+    assert dict(c.running_by_node(9)) == {"a": [], "b": [(7200, 9)]}  # not started yet
+    c.advance(20)  # nothing queued: no pass to weigh for
+    assert calls == [10]
+
+
 @pytest.mark.parametrize("x_free", [4, 0])
 def test_best_fit_a_node_of_another_weight_does_not_split_a_run(x_free: int) -> None:
     """a1 and b1 (weight 1, 2 free cores each) with x1 (weight 2, empty or full) between

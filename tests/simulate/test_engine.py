@@ -9,6 +9,7 @@ prices (c5.xlarge: 4 cores, 8 GiB, $0.17/h on demand, $0.07/h spot; r5.xlarge: 4
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +29,7 @@ from shoal.daemon.simulate.engine import (
 from shoal.daemon.simulate.report import Report, report_json
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate
 from shoal.daemon.simulate.trace import Trace, TraceBuilder
+from shoal.scaler import order
 from shoal.scaler.planner import smooth
 
 GiB = 1024**3
@@ -40,6 +42,12 @@ def config(**scaler: Any) -> ShoalConfig:
     """One on-demand type; no smoothing, no debounce, so every step lands on whole seconds."""
     provider = scaler.pop("provider", {})
     node_types = scaler.pop("node_types", [{"type": "c5.xlarge", "max": 10}])
+    slurm = scaler.pop("slurm", None)  # a Slurm source (external mode) with these settings
+    demand: dict[str, Any] = {"api": False}
+    extra = {}
+    if slurm is not None:
+        demand["slurm"] = True
+        extra["slurm"] = {"mode": "external", **slurm}
     data = configs.config(
         cluster_name="sim",
         provider={"zone": "sim-1a", "boot_delay": "60s", "join_delay": "30s", **provider},
@@ -53,7 +61,8 @@ def config(**scaler: Any) -> ShoalConfig:
             "target_time": "1h",
             **scaler,
         },
-        demand={"api": False},
+        demand=demand,
+        **extra,
     )
     return parse_config(data)
 
@@ -290,6 +299,41 @@ def test_node_weights_by_price_reach_the_scheduler() -> None:
     equal = run(tr, cfg, seed=2).result
     priced = run(tr, cfg, seed=2, node_weights="price").result
     assert equal.cost != priced.cost
+
+
+def test_kept_weights_reach_the_scheduler_as_shoal_sets_them_at_its_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``slurm.node_weights: kept``: before a scheduling pass every node weighs what shoal
+    set at its last read (``scaler.order`` over the jobs started by then), nodes join at
+    their rank's idle weight, and the replay differs from weights by price alone."""
+    scaler, provider, types = SKIP_CASES["spot-interruptions"]
+    tr = _small(80, seed=5, preemptible=0.5)  # kept cost $10.40 here, price alone $10.96
+
+    def cfg(weights: str) -> ShoalConfig:
+        slurm = {"node_weights": weights, "poll_interval": "10s"}
+        return config(**scaler, provider=provider, node_types=types, slurm=slurm)
+
+    seen: list[tuple[float, dict[str, int]]] = []
+    reweigh = engine._Engine._reweigh
+
+    def spy(self: Any, t: float) -> None:
+        reweigh(self, t)
+        read = math.floor(t / self.poll + 1e-9) * self.poll
+        weights = {}
+        for name, jobs in self.cluster.running_by_node(read):
+            inst = self.instances[name]
+            rank = self._rank[inst.instance_type, inst.preemptible]
+            weights[name] = order.kept_weight(rank, order.remaining(jobs))
+        seen.append((t, weights))
+        assert {n: self.cluster._nodes[n].weight for n in weights} == weights
+
+    monkeypatch.setattr(engine._Engine, "_reweigh", spy)
+    kept = run(tr, cfg("kept"), seed=2).result
+    busy = [v for _, w in seen for v in w.values() if v % order.SPAN != order.SPAN - 1]
+    assert len(seen) > 10 and len(set(busy)) > 2  # busy nodes weighed by their jobs
+    priced = run(tr, cfg("price"), seed=2, node_weights="price").result
+    assert kept.cost != priced.cost
 
 
 def test_the_trace_is_taken_a_block_at_a_time_with_the_same_result(

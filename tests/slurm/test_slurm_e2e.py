@@ -469,12 +469,13 @@ def test_external_mode_launches_a_dynamic_node_then_drains_terminates_and_delete
     assert "event=drain node=" + instance_id in s.daemon.tail(200)
 
 
-def test_external_mode_with_kept_weights_weighs_the_node_kept_longest_least(
+def test_external_mode_with_kept_weights_sets_a_nodes_weight_from_its_jobs(
     setup_factory: Callable[..., Setup],
 ) -> None:
-    """``slurm.node_weights: kept`` on a real slurmctld: two dynamic nodes, one running a
-    60-minute job, one a 2-minute job; shoal sets their Weight (``scontrol update``) so the
-    one kept longest weighs least, both below a node that runs nothing."""
+    """``slurm.node_weights: kept`` on a real slurmctld (one dynamic node: the local provider
+    runs one per host): the node registers last of its rank (``idle_weight``); running a
+    60-minute job, shoal sets its Weight lower (``scontrol update``: kept an hour); when the
+    job is cancelled, back to the idle weight."""
     spec = ClusterSpec(
         cloud=(),
         dynamic_partition="dyn",
@@ -484,33 +485,25 @@ def test_external_mode_with_kept_weights_weighs_the_node_kept_longest_least(
         spec,
         hooks=False,
         mode="external",
-        slurm={"partitions": ["dyn"], "node_weights": "kept"},
-        provider={"capacity": {"small": 2}},
+        slurm={"partitions": ["dyn"], "features": {"small": ["dyn"]}, "node_weights": "kept"},
+        provider={"capacity": {"small": 1}},
         scaler={"unneeded_time": "5m"},
     )
-    long = s.cluster.sbatch("-p", "dyn", "-c2", "--time=60", "--wrap", "sleep 600")
-    short = s.cluster.sbatch("-p", "dyn", "-c2", "--time=2", "--wrap", "sleep 600")
+    job = s.cluster.sbatch("-p", "dyn", "-c1", "--time=60", "--wrap", "sleep 600")
+    poll_until("the job to run", lambda: s.jobs()[job][0] == "RUNNING", 60, explain=s.explain)
+    node = s.jobs()[job][1]
 
-    def running() -> bool:
-        jobs = s.jobs()
-        return all(jobs[j][0] == "RUNNING" for j in (long, short))
-
-    poll_until("both jobs to run", running, 60, explain=s.explain)
-
-    def weight(node: str) -> int:
+    def weight() -> int:
         out = s.cluster.scontrol("show", "node", node)
         return int(dict(re.findall(r"(\w+)=(\S*)", out))["Weight"])
 
-    nodes = {j: s.jobs()[j][1] for j in (long, short)}
-
-    def weighed() -> bool:
-        return weight(nodes[long]) < weight(nodes[short]) < idle_weight(1)
-
-    poll_until("the weights shoal sets", weighed, 30, interval=0.2, explain=s.explain)
-    assert weight(nodes[short]) == kept_weight(1, 120.0)  # 2 minutes left: the first step
+    kept = {kept_weight(1, 3600.0), kept_weight(1, 3540.0)}  # an hour left, or a minute less
+    poll_until("shoal to weigh the busy node", lambda: weight() in kept, 30, explain=s.explain)
+    assert max(kept) < idle_weight(1)
+    s.cluster.run("scancel", job)
+    poll_until("the idle weight again", lambda: weight() == idle_weight(1), 30, explain=s.explain)
     assert s.metric("shoal_slurm_weight_updates_total", result="set") >= 2
     assert s.metric("shoal_slurm_weight_updates_total", result="failed") == 0
-    s.cluster.run("scancel", long, short)
 
 
 # -- restart --------------------------------------------------------------------------------
