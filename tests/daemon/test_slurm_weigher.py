@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from shoal.daemon.slurm.constants import SHOAL_FEATURE
 from shoal.daemon.slurm.demand import SlurmDemand
-from shoal.daemon.slurm.errors import SlurmCommandError
+from shoal.daemon.slurm.errors import SlurmCommandError, SlurmUnavailableError
 from shoal.daemon.slurm.parse import SlurmNode
 from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.daemon.slurm.weigher import Weigher
@@ -150,3 +150,47 @@ def test_kept_needs_external_mode(mode: str) -> None:
     )
     with pytest.raises(ConfigError, match="kept applies to mode: external"):
         parse_config(data)
+
+
+class SlowSlurm(Scontrol):
+    """A slurmctld that holds each node's Weight; ``lose`` makes the next updates take
+    effect in Slurm while scontrol's answer is lost (it times out, as a loaded slurmctld's
+    can: ``SlurmUnavailableError``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight: dict[str, str] = {}
+        self.lose = 0
+
+    async def update_nodes(self, nodes: Any, **settings: str) -> None:
+        for name in nodes:
+            self.weight[name] = settings["Weight"]
+        if self.lose:
+            self.lose -= 1
+            raise SlurmUnavailableError("scontrol did not finish in 30s", code="timeout")
+
+
+async def test_an_update_whose_answer_is_lost_is_set_again_when_the_old_weight_is_wanted(
+    harness_factory: Any,
+) -> None:
+    """review (reviewu): scontrol times out after slurmctld took the change; the node's job
+    then ends before the next read, which wants the weight the weigher last knew it set
+    (idle). Slurm must end at what the read wants, not keep the busy weight: an idle node
+    that weighs as kept an hour takes new jobs first and is never emptied."""
+    h: Harness = await harness_factory()
+    (a,) = await ready_nodes(h, 1)
+    slurm = SlowSlurm()
+    w = Weigher(slurm, h.controller)  # type: ignore[arg-type]
+    now = h.clock.now()
+    w.observe(read(now, [a], {}))  # idle: set and known
+    await h.settle()
+    assert slurm.weight[a] == str(idle_weight(1))
+    slurm.lose = 1
+    w.observe(read(now + 10, [a], {a: [(HOUR, 0.0)]}))  # a job: set, the answer lost
+    await h.settle()
+    assert slurm.weight[a] == str(kept_weight(1, HOUR))
+    w.observe(read(now + 20, [a], {}))  # the job ended: idle wanted again
+    await h.settle()
+    w.observe(read(now + 30, [a], {}))
+    await h.settle()
+    assert slurm.weight[a] == str(idle_weight(1))
