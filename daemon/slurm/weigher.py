@@ -93,6 +93,8 @@ class Weigher:
                     exc,
                 )
                 self._count("failed", len(names))
+                for name in names:  # Slurm may have taken it (a lost answer): set it again
+                    self.applied.pop(name, None)
                 continue
             self.applied.update(dict.fromkeys(names, weight))
             self._count("set", len(names))
