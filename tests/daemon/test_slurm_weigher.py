@@ -194,3 +194,17 @@ async def test_an_update_whose_answer_is_lost_is_set_again_when_the_old_weight_i
     w.observe(read(now + 30, [a], {}))
     await h.settle()
     assert slurm.weight[a] == str(idle_weight(1))
+
+
+async def test_a_deposed_leaders_weigher_sets_nothing(harness_factory: Any) -> None:
+    """review (reviewu): with ``ha`` every daemon's Slurm source reads, leader or not
+    (``Service._pump``), so the weigher hears every read. A deposed leader (its controller
+    stopped, as ``Service._act`` does when the term ends, its tracker still full) must not
+    go on changing Slurm: the clean-up and the power saver confirm the term for that."""
+    h: Harness = await harness_factory()
+    (a,) = await ready_nodes(h, 1)
+    w, scontrol = await weigher(h)
+    h.controller.stop()  # the term ended
+    w.observe(read(h.clock.now(), [a], {a: [(HOUR, 0.0)]}))
+    await h.settle()
+    assert scontrol.calls == []
