@@ -70,7 +70,11 @@ class Weigher:
         return out
 
     def observe(self, snapshot: SlurmSnapshot) -> None:
-        """A source listener: start setting what changed, unless an update still runs."""
+        """A source listener: start setting what changed, unless an update still runs or
+        this daemon's controller is stopped (``ha``: a follower's source reads too, and a
+        deposed leader's tracker still knows its nodes)."""
+        if self.controller.stopping:
+            return
         wanted = self.wanted(snapshot)
         self.applied = {k: v for k, v in self.applied.items() if k in wanted}
         changed = {k: v for k, v in wanted.items() if self.applied.get(k) != v}
