@@ -208,3 +208,22 @@ async def test_a_deposed_leaders_weigher_sets_nothing(harness_factory: Any) -> N
     w.observe(read(h.clock.now(), [a], {a: [(HOUR, 0.0)]}))
     await h.settle()
     assert scontrol.calls == []
+
+
+async def test_a_leader_again_sets_every_weight_once_more(harness_factory: Any) -> None:
+    """review (reviewu): what a daemon set in an earlier term is no longer what Slurm holds
+    (another leader set weights meanwhile): leading again, it sets each node once more, as
+    after a restart, even to the weight it set before."""
+    h: Harness = await harness_factory()
+    (a,) = await ready_nodes(h, 1)
+    w, scontrol = await weigher(h)
+    busy = {a: [(HOUR, 0.0)]}
+    w.observe(read(h.clock.now(), [a], busy))
+    await h.settle()
+    h.controller.stop()  # the term ended; the next leader set its own weights
+    w.observe(read(h.clock.now() + 10, [a], {}))
+    h.controller.resume()  # leading again
+    scontrol.calls.clear()
+    w.observe(read(h.clock.now() + 20, [a], busy))
+    await h.settle()
+    assert scontrol.calls == [((a,), {"Weight": str(kept_weight(1, HOUR))})]
