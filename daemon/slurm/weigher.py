@@ -74,6 +74,7 @@ class Weigher:
         this daemon's controller is stopped (``ha``: a follower's source reads too, and a
         deposed leader's tracker still knows its nodes)."""
         if self.controller.stopping:
+            self.applied.clear()  # another leader sets weights now: all again next term
             return
         wanted = self.wanted(snapshot)
         self.applied = {k: v for k, v in self.applied.items() if k in wanted}
