@@ -17,6 +17,7 @@ import configs
 import numpy as np
 import pytest
 from shoal.daemon.config import ShoalConfig, parse_config
+from shoal.daemon.simulate import cluster as cluster_module
 from shoal.daemon.simulate import engine
 from shoal.daemon.simulate.cluster import PLACEMENTS
 from shoal.daemon.simulate.engine import (
@@ -582,3 +583,47 @@ def test_settling_timer_passes_keep_the_gangs_waits_and_a_new_wait_is_not_settle
     assert settled is not None and settled[0]
     assert all(s.gang_waits == waits for s in settled[0])
     assert engine._settle(pol, replace(before, gang_waits={}), after) is None
+
+
+def test_kept_weights_count_the_jobs_a_read_saw_even_when_they_ended_since(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """review (reviewu): the daemon sets a node's Weight from the jobs its last read showed
+    running; a job that ended after that read still weighs until the next read (and its
+    ``scontrol``). The replay must weigh the node as that read saw it, not from the jobs still
+    running at the pass (a node emptied since the read already weighs idle there)."""
+    scaler, provider, types = SKIP_CASES["spot-interruptions"]
+    tr = generate(SyntheticSpec(jobs=600, days=1, seed=2, mean_burst=8, preemptible_share=0.5))
+    slurm = {"node_weights": "kept", "poll_interval": "10s"}
+    cfg = config(**scaler, provider=provider, node_types=types, slurm=slurm)
+    ended: list[tuple[tuple[str, ...], float, float, float]] = []
+    release = cluster_module.Cluster._release
+
+    def spy_release(self: Any, job: Any, now: float) -> None:
+        ended.append(
+            (tuple(n.name for n in (job.node, *job.others)), job.shape.wallTime, job.start, now)
+        )
+        release(self, job, now)
+
+    wrong: list[tuple[float, str]] = []
+    reweigh = engine._Engine._reweigh
+
+    def spy(self: Any, t: float) -> None:
+        reweigh(self, t)
+        read = math.floor(t / self.poll + 1e-9) * self.poll
+        seen: dict[str, list[tuple[float, float]]] = {}
+        for names, wall, start, end in ended:
+            if start <= read < end:
+                for name in names:
+                    seen.setdefault(name, []).append((wall, read - start))
+        for name, jobs in self.cluster.running_by_node(read):
+            inst = self.instances[name]
+            rank = self._rank[inst.instance_type, inst.preemptible]
+            want = order.kept_weight(rank, order.remaining(jobs + seen.get(name, [])))
+            if self.cluster._nodes[name].weight != want:
+                wrong.append((t, name))
+
+    monkeypatch.setattr(cluster_module.Cluster, "_release", spy_release)
+    monkeypatch.setattr(engine._Engine, "_reweigh", spy)
+    run(tr, cfg, seed=2)
+    assert wrong == []
