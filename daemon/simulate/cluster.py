@@ -64,7 +64,7 @@ from __future__ import annotations
 import heapq
 import math
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -268,6 +268,10 @@ class Cluster:
         # nodes' weights as they are then (``set_weight``; the replay of slurm.node_weights
         # kept, which shoal updates at every read)
         self.weigher: Callable[[float], None] | None = None
+        # with a weigher: runs that ended in the last ``ended_window`` seconds, (end, start,
+        # wall time, nodes), for ``running_by_node`` (a read before their end saw them)
+        self.ended_window = 0.0
+        self._ended: deque[tuple[float, float, float, tuple[str, ...]]] = deque()
         # What changed since the last pass: only these can let a queued job start.
         self._dirty = False
         self._fresh_nodes: set[str] = set()
@@ -419,6 +423,12 @@ class Cluster:
                 self._fresh_nodes.add(on.name)
         self._busy += job.shape.cores * job.nodes * (now - job.start)
         self._running -= 1
+        if self.ended_window > 0:
+            ended = self._ended
+            while ended and ended[0][0] < now - self.ended_window:
+                ended.popleft()
+            names = tuple(n.name for n in (node, *job.others))
+            ended.append((now, job.start, job.shape.wallTime, names))
         job.node = None
         job.others = ()
         self._gangs_dirty = True
@@ -550,11 +560,21 @@ class Cluster:
     # --- nodes -----------------------------------------------------------------------------
 
     def running_by_node(self, by: float) -> Iterator[tuple[str, list[tuple[float, float]]]]:
-        """Each node and its jobs that started by ``by``: (expected wall time, elapsed at
-        ``by``)."""
+        """Each node and the jobs that ran on it at ``by``: (expected wall time, elapsed at
+        ``by``); those that ended since count if they ended within ``ended_window`` (``by``
+        no earlier than that, and no earlier than the last call's)."""
+        ended = self._ended
+        while ended and ended[0][0] <= by:
+            ended.popleft()
+        gone: dict[str, list[tuple[float, float]]] = {}
+        for _, start, wall, names in ended:
+            if start <= by:
+                for name in names:
+                    gone.setdefault(name, []).append((wall, by - start))
         for node in self._order:
             starts = ((j.shape.wallTime, j.start) for j in node.jobs.values())
-            yield node.name, [(w, by - s) for w, s in starts if s is not None and s <= by]
+            jobs = [(w, by - s) for w, s in starts if s is not None and s <= by]
+            yield node.name, jobs + gone.get(node.name, [])
 
     def set_weight(self, name: str, weight: int) -> None:
         """Slurm's ``Weight`` of a joined node from now on (``scontrol update``)."""

@@ -453,6 +453,7 @@ class _Engine:
             self._rank = dict(self._weight)  # (instance type, spot): the price rank
             self._weight = {k: idle_weight(rank) for k, rank in self._rank.items()}
             self.cluster.weigher = self._reweigh
+            self.cluster.ended_window = self.poll or 0.0  # a read saw the runs it had
         settings = self.controller.settings
         self.interval = settings.interval
         self.debounce = settings.debounce

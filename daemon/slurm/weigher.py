@@ -12,7 +12,9 @@ new job while a node kept anyway has room, and is removed once idle.
 
 What it set is kept in memory, not read back from Slurm: after a restart every node is set
 once again. A failed command is logged and counted (``shoal_slurm_weight_updates_total``);
-its nodes are tried again after the next read. One update runs at a time; a read that comes
+its nodes are tried again after the next read (a command for several nodes that fails is
+tried node by node at once: one unknown name, a node deleted meanwhile, fails the whole
+command). One update runs at a time; a read that comes
 while one runs is worked out again at the next read. Weights only order where Slurm starts
 jobs: a late or lost update costs placement quality, never a job or a node.
 """
@@ -88,22 +90,30 @@ class Weigher:
             by_weight[weight].append(name)
         for weight, names in sorted(by_weight.items()):
             names.sort()
-            try:
-                await self.client.update_nodes(names, Weight=str(weight))
-            except SlurmError as exc:
-                log.warning(
-                    'event=slurm_weight_failed nodes=%s weight=%d error="%s"',
-                    ",".join(names),
-                    weight,
-                    exc,
-                )
-                self._count("failed", len(names))
-                for name in names:  # Slurm may have taken it (a lost answer): set it again
-                    self.applied.pop(name, None)
-                continue
-            self.applied.update(dict.fromkeys(names, weight))
-            self._count("set", len(names))
-            log.info("event=slurm_weight nodes=%s weight=%d", ",".join(names), weight)
+            if not await self._set(names, weight) and len(names) > 1:
+                # one unknown name (a node deleted meanwhile) fails the whole command
+                for name in names:
+                    await self._set([name], weight)
+
+    async def _set(self, names: list[str], weight: int) -> bool:
+        try:
+            await self.client.update_nodes(names, Weight=str(weight))
+        except SlurmError as exc:
+            log.warning(
+                'event=slurm_weight_failed nodes=%s weight=%d error="%s"',
+                ",".join(names),
+                weight,
+                exc,
+            )
+            if len(names) == 1:
+                self._count("failed", 1)
+            for name in names:  # Slurm may have taken it (a lost answer): set it again
+                self.applied.pop(name, None)
+            return False
+        self.applied.update(dict.fromkeys(names, weight))
+        self._count("set", len(names))
+        log.info("event=slurm_weight nodes=%s weight=%d", ",".join(names), weight)
+        return True
 
     def _count(self, result: str, nodes: int) -> None:
         if self.metrics is not None:

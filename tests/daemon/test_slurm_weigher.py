@@ -28,15 +28,19 @@ HOUR = 3600.0
 
 
 class Scontrol:
-    """Records ``update_nodes`` calls; ``fail`` makes the next ones raise as Slurm would."""
+    """Records ``update_nodes`` calls; ``fail`` makes the next ones raise, and a name in
+    ``refuse`` every one naming it, as Slurm would."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[tuple[str, ...], dict[str, str]]] = []
         self.fail = 0
+        self.refuse: set[str] = set()  # names Slurm does not know: the command fails
+        self.refused: list[tuple[str, ...]] = []
 
     async def update_nodes(self, nodes: Any, **settings: str) -> None:
-        if self.fail:
-            self.fail -= 1
+        if self.fail or self.refuse & set(nodes):
+            self.fail = max(0, self.fail - 1)
+            self.refused.append(tuple(nodes))
             raise SlurmCommandError("scontrol: error: Invalid node name specified")
         self.calls.append((tuple(nodes), settings))
 
@@ -91,19 +95,31 @@ async def test_the_node_kept_longest_weighs_least_and_only_changes_are_set(
     assert scontrol.calls == [((short,), {"Weight": str(idle_weight(rank))})]
 
 
-async def test_nodes_of_one_weight_are_set_in_one_command_and_a_failure_is_tried_again(
+async def test_nodes_of_one_weight_are_set_in_one_command_and_one_bad_name_holds_none_back(
     harness_factory: Any,
 ) -> None:
+    """One command per weight; one name Slurm does not know (a node deleted meanwhile)
+    fails the whole command, as slurmctld does: the nodes are then set one by one at once,
+    and the one that failed is tried again after the next read."""
     h: Harness = await harness_factory()
     a, b = await ready_nodes(h, 2)
     w, scontrol = await weigher(h)
-    scontrol.fail = 1
-    w.observe(read(h.clock.now(), [a, b], {}))
-    await h.settle()
-    assert scontrol.calls == [] and w.applied == {}
-    w.observe(read(h.clock.now() + 10, [a, b], {}))
+    now = h.clock.now()
+    w.observe(read(now, [a, b], {}))
     await h.settle()
     assert scontrol.calls == [((a, b), {"Weight": str(idle_weight(1))})]
+    scontrol.calls.clear()
+    scontrol.refuse = {b}
+    busy = {a: [(HOUR, 0.0)], b: [(HOUR, 0.0)]}
+    w.observe(read(now + 10, [a, b], busy))
+    await h.settle()
+    weight = {"Weight": str(kept_weight(1, HOUR))}
+    assert scontrol.calls == [((a,), weight)]  # (a, b) and (b,) refused
+    assert scontrol.refused == [(a, b), (b,)] and w.applied == {a: kept_weight(1, HOUR)}
+    scontrol.refuse = set()
+    w.observe(read(now + 20, [a, b], busy))
+    await h.settle()
+    assert scontrol.calls == [((a,), weight), ((b,), weight)]
 
 
 async def test_only_shoals_known_nodes_are_weighed(harness_factory: Any) -> None:
