@@ -121,6 +121,21 @@ class Window:
     pick: float
 
 
+def _windows(
+    rng: random.Random, kind: str, per_hour: float, lo: float, hi: float, fault_end: float
+) -> list[Window]:
+    """Windows of ``kind`` over [0, ``fault_end``): a rate drawn around ``per_hour``, each
+    window ``lo`` to ``hi`` seconds long (cut at ``fault_end``) with its ``pick``."""
+    rate = per_hour * rng.uniform(0.3, 2.0) / 3600.0
+    out = []
+    t = rng.expovariate(rate)
+    while t < fault_end:
+        end = min(fault_end, t + rng.uniform(lo, hi))
+        out.append(Window(t, end, kind, rng.random()))
+        t += rng.expovariate(rate)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class FaultPlan:
     seed: int
@@ -167,27 +182,14 @@ class FaultPlan:
         if power:
             spans["capacity"] = (6.0, (20.0, 300.0))
         for kind, (per_hour, (lo, hi)) in spans.items():
-            if kind not in on:
-                continue
-            rate = per_hour * rng.uniform(0.3, 2.0) / 3600.0
-            t = rng.expovariate(rate)
-            while t < fault_end:
-                windows.append(
-                    Window(t, min(fault_end, t + rng.uniform(lo, hi)), kind, rng.random())
-                )
-                t += rng.expovariate(rate)
+            if kind in on:
+                windows += _windows(rng, kind, per_hour, lo, hi, fault_end)
         for kind, per_hour, (lo, hi) in (
             ("stockout", 1.0, (60.0, 900.0)),  # on one node type (``pick``)
             ("flicker", 3.0, (600.0, 1800.0)),  # until a launch tries it, at most this long
         ):
-            if kind not in on:
-                continue
-            rate = per_hour * later.uniform(0.3, 2.0) / 3600.0
-            t = later.expovariate(rate)
-            while t < fault_end:
-                end = min(fault_end, t + later.uniform(lo, hi))
-                windows.append(Window(t, end, kind, later.random()))
-                t += later.expovariate(rate)
+            if kind in on:
+                windows += _windows(later, kind, per_hour, lo, hi, fault_end)
         # each kind added since has a stream of its own: the draws of every other kind of a
         # seed stay as they were
         for kind, per_hour, (lo, hi) in (("unlisted", 3.0, (10.0, 300.0)),):
@@ -195,12 +197,7 @@ class FaultPlan:
             if kind not in allowed or own.random() >= 0.6:
                 continue
             on |= {kind}
-            rate = per_hour * own.uniform(0.3, 2.0) / 3600.0
-            t = own.expovariate(rate)
-            while t < fault_end:
-                end = min(fault_end, t + own.uniform(lo, hi))
-                windows.append(Window(t, end, kind, own.random()))
-                t += own.expovariate(rate)
+            windows += _windows(own, kind, per_hour, lo, hi, fault_end)
         windows.sort(key=lambda w: (w.start, w.kind))
         return cls(
             seed=seed,

@@ -48,6 +48,17 @@ def unlisted(t: NodeTracker) -> tuple[Node, Node]:
     return a, b
 
 
+def restarted(t: NodeTracker) -> NodeTracker:
+    """A new daemon's tracker, given what the store kept of ``t`` (before its first listing)."""
+    journal = LaunchJournal(DurableStore(None))
+    journal.sync(t)
+    restored = LaunchJournal(DurableStore(None))
+    restored._load(journal._dump())
+    fresh = tracker()
+    restored.restore(fresh)
+    return fresh
+
+
 def test_forgotten_after_ledger_ttl_while_the_listing_repeats() -> None:
     t = tracker()
     a, b = unlisted(t)
@@ -73,14 +84,7 @@ def test_the_journal_drops_a_node_once_forgotten() -> None:
 def test_a_restart_does_not_extend_what_is_remembered() -> None:
     t = tracker()
     _, b = unlisted(t)  # a unlisted since T0 + 20
-    journal = LaunchJournal(DurableStore(None))
-    journal.sync(t)
-    saved = journal._dump()
-    # a restart at T0 + 100: the new daemon's first listing still leaves a out
-    t = tracker()
-    restored = LaunchJournal(DurableStore(None))
-    restored._load(saved)
-    restored.restore(t)
+    t = restarted(t)  # at T0 + 100: the new daemon's first listing still leaves a out
     t.observe([b], frozenset({"b"}), T0 + 100)
     # T0 + 125: unlisted for 105 s > ledger_ttl, as a daemon that did not restart
     t.observe([b], frozenset({"b"}), T0 + 125)
@@ -92,13 +96,7 @@ def test_after_a_restart_forgotten_at_the_latest_ledger_ttl_after_the_first_list
     listing, so that a node it names is remembered until it is listed again.)"""
     t = tracker()
     a, b = unlisted(t)
-    journal = LaunchJournal(DurableStore(None))
-    journal.sync(t)
-    saved = journal._dump()
-    t = tracker()
-    restored = LaunchJournal(DurableStore(None))
-    restored._load(saved)
-    restored.restore(t)
+    t = restarted(t)
     t.observe([b], frozenset({"b"}), T0 + 100)
     t.observe([b], frozenset({"b"}), T0 + 100 + TTL)
     assert "a" not in t.seen_joined()
