@@ -50,7 +50,8 @@ class SlurmConfig(BaseModel):
     """external: node type -> features its dynamic nodes register with (besides "shoal")."""
     node_weights: Literal["price", "kept"] = "price"
     """Slurm's node Weight (the lowest that fits takes a job): price, each node its type's
-    rank by price, as `shoal slurm-conf` declares it; kept (external mode): within that rank,
+    rank by price, as `shoal slurm-conf` declares it (external mode: kept up to date when a
+    reload or a price refresh reorders the types); kept (external mode): within that rank,
     less the longer a node's running jobs hold it (updated at every read), so new jobs go to
     nodes kept anyway and the ones about to empty can be removed."""
     resume_timeout: PositiveDuration | None = None

@@ -271,8 +271,9 @@ class SlurmIntegration:
             self.adopter = DrainAdopter(controller)
             self.source.listeners.append(self.adopter.observe)
         self.weigher: Weigher | None = None
-        if settings.node_weights == "kept":  # (external mode only: the config checks)
-            self.weigher = Weigher(self.client, controller, self.metrics)
+        if settings.mode == "external":  # power_save's weights are slurm.conf's
+            kept = settings.node_weights == "kept"
+            self.weigher = Weigher(self.client, controller, self.metrics, kept=kept)
             self.source.listeners.append(self.weigher.observe)
 
     def _resume_timeout(self) -> float | None:

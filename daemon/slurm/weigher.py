@@ -1,22 +1,27 @@
-"""``slurm.node_weights: kept`` (external mode): shoal sets its nodes' Slurm ``Weight`` at
-every read, so Slurm starts a new job on a node that is kept anyway.
+"""External mode: shoal keeps its dynamic nodes' Slurm ``Weight`` as ``slurm.node_weights``
+says, after every read (the ``Weigher``, a source listener of each read).
 
-Slurm starts a job on the lowest-``Weight`` nodes that fit it. With ``price`` (the default) a
-dynamic node registers with its type's rank by price and keeps it. With ``kept`` it
-registers last of its rank (``scaler.order.idle_weight``), and after every read the
-``Weigher`` (a source listener) works out each of shoal's nodes' weight from the jobs the
-read shows running on it (``scaler.order.kept_weight``: within the rank, lower the longer its
-jobs are expected to hold it) and sets the ones that changed with ``scontrol update
-NodeName=<nodes> Weight=<w>``, one command per weight. A node about to empty then takes no
-new job while a node kept anyway has room, and is removed once idle.
+Slurm starts a job on the lowest-``Weight`` nodes that fit it.
 
-What it set is kept in memory, not read back from Slurm: after a restart every node is set
-once again. A failed command is logged and counted (``shoal_slurm_weight_updates_total``);
-its nodes are tried again after the next read (a command for several nodes that fails is
-tried node by node at once: one unknown name, a node deleted meanwhile, fails the whole
-command). One update runs at a time; a read that comes
-while one runs is worked out again at the next read. Weights only order where Slurm starts
-jobs: a late or lost update costs placement quality, never a job or a node.
+- ``price`` (the default): a node weighs its type's rank by price, and registers so. The
+  weigher sets it again when the rank moves: a reload that adds or reprices a type, or a
+  spot price refresh that reorders them, would otherwise leave running nodes at their old
+  rank.
+- ``kept``: a node registers last of its rank (``scaler.order.idle_weight``), and weighs
+  (``scaler.order.kept_weight``), within the rank, less the longer the jobs the read shows
+  running on it are expected to hold it. A node about to empty then takes no new job while
+  a node kept anyway has room, and is removed once idle.
+
+The weights that changed are set with ``scontrol update NodeName=<nodes> Weight=<w>``, one
+command per weight. What was set is kept in memory, not read back from Slurm: after a
+restart (or a new ``ha`` term) the first read sets every node once again, a no-op for a node
+whose weight did not move. A failed command is logged and counted
+(``shoal_slurm_weight_updates_total``); a command for several nodes that fails is tried node
+by node at once (one unknown name, a node deleted meanwhile, fails the whole command), and
+what still fails is set again after the next read. One update runs at a time; a read that
+comes while one runs is worked out again at the next read. Only the leader sets weights (a
+stopped controller's weigher does nothing). Weights only order where Slurm starts jobs: a
+late or lost update costs placement quality, never a job or a node.
 """
 
 from __future__ import annotations
@@ -46,9 +51,15 @@ class Weigher:
     """Sets shoal's dynamic nodes' Slurm weights after each read (see the module docstring)."""
 
     def __init__(
-        self, client: SlurmClient, controller: Controller, metrics: SlurmMetrics | None = None
+        self,
+        client: SlurmClient,
+        controller: Controller,
+        metrics: SlurmMetrics | None = None,
+        *,
+        kept: bool = True,
     ) -> None:
         self.client = client
+        self.kept = kept  # slurm.node_weights kept; else price (the rank alone)
         self.controller = controller
         self.metrics = metrics
         self.applied: dict[str, int] = {}  # node -> the weight this daemon set
@@ -59,7 +70,7 @@ class Weigher:
         tracker knows the type of."""
         rank = weights(self.controller.policy)
         jobs: defaultdict[str, list[tuple[float, float]]] = defaultdict(list)
-        for job in snapshot.demand.demand.running:
+        for job in snapshot.demand.demand.running if self.kept else ():
             jobs[job.node_id].append((job.shape.wallTime, job.elapsed))
         out = {}
         tracker = self.controller.tracker
@@ -67,8 +78,10 @@ class Weigher:
             tracked = tracker.get(node.name)
             if SHOAL_FEATURE not in node.features or tracked is None:
                 continue
-            if tracked.node_type in rank:
-                out[node.name] = kept_weight(rank[tracked.node_type], remaining(jobs[node.name]))
+            if tracked.node_type not in rank:
+                continue
+            r = rank[tracked.node_type]
+            out[node.name] = kept_weight(r, remaining(jobs[node.name])) if self.kept else r
         return out
 
     def observe(self, snapshot: SlurmSnapshot) -> None:

@@ -5,11 +5,13 @@ weights themselves (``scaler/order.py``). A real slurmctld takes the weights in
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from shoal.daemon.slurm.conf import weights
 from shoal.daemon.slurm.constants import SHOAL_FEATURE
 from shoal.daemon.slurm.demand import SlurmDemand
 from shoal.daemon.slurm.errors import SlurmCommandError, SlurmUnavailableError
@@ -59,9 +61,9 @@ def read(
     return SlurmSnapshot(at, (), slurm, SlurmDemand(Demand(running=jobs), frozenset(nodes)))
 
 
-async def weigher(h: Harness) -> tuple[Weigher, Scontrol]:
+async def weigher(h: Harness, kept: bool = True) -> tuple[Weigher, Scontrol]:
     scontrol = Scontrol()
-    return Weigher(scontrol, h.controller), scontrol  # type: ignore[arg-type]
+    return Weigher(scontrol, h.controller, kept=kept), scontrol  # type: ignore[arg-type]
 
 
 async def test_the_node_kept_longest_weighs_least_and_only_changes_are_set(
@@ -120,6 +122,37 @@ async def test_nodes_of_one_weight_are_set_in_one_command_and_one_bad_name_holds
     w.observe(read(now + 20, [a, b], busy))
     await h.settle()
     assert scontrol.calls == [((a,), weight), ((b,), weight)]
+
+
+async def test_price_weights_follow_a_change_of_rank(harness_factory: Any) -> None:
+    """``price`` (the default): a node weighs its type's rank; the first read sets it once
+    (what it registered with), the next sets nothing, and a policy that reorders the types
+    by price (a reload, a spot price refresh) sets the running node's new rank."""
+    types = [{"type": "c5.xlarge", "max": 10}, {"type": "m5.large", "max": 10}]
+    h: Harness = await harness_factory(node_types=types)
+    (a,) = await ready_nodes(h, 1)
+    node_type = h.controller.tracker.get(a).node_type  # type: ignore[union-attr]
+    w, scontrol = await weigher(h, kept=False)
+    policy = h.controller.policy
+    rank = weights(policy)[node_type]
+    running = {a: [(4 * HOUR, 0.0)]}  # ignored: price weighs the type alone
+    w.observe(read(h.clock.now(), [a], running))
+    await h.settle()
+    w.observe(read(h.clock.now() + 10, [a], running))
+    await h.settle()
+    assert scontrol.calls == [((a,), {"Weight": str(rank)})]
+    # the node's type becomes the dearest, or the cheapest: its rank moves
+    dearest = max(t.price_per_hour or 0.0 for t in policy.node_types)
+    price = 0.001 if rank > 1 else 2 * dearest + 1
+    repriced = tuple(
+        replace(t, price_per_hour=price) if t.name == node_type else t for t in policy.node_types
+    )
+    h.controller.set_policy(replace(policy, node_types=repriced))
+    moved = weights(h.controller.policy)[node_type]
+    assert moved != rank
+    w.observe(read(h.clock.now() + 20, [a], running))
+    await h.settle()
+    assert scontrol.calls[1:] == [((a,), {"Weight": str(moved)})]
 
 
 async def test_only_shoals_known_nodes_are_weighed(harness_factory: Any) -> None:
