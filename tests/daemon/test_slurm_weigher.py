@@ -15,6 +15,7 @@ from shoal.daemon.slurm.conf import weights
 from shoal.daemon.slurm.constants import SHOAL_FEATURE
 from shoal.daemon.slurm.demand import SlurmDemand
 from shoal.daemon.slurm.errors import SlurmCommandError, SlurmUnavailableError
+from shoal.daemon.slurm.metrics import SlurmMetrics
 from shoal.daemon.slurm.parse import SlurmNode
 from shoal.daemon.slurm.source import SlurmSnapshot
 from shoal.daemon.slurm.weigher import Weigher
@@ -276,3 +277,31 @@ async def test_a_leader_again_sets_every_weight_once_more(harness_factory: Any) 
     w.observe(read(h.clock.now() + 20, [a], busy))
     await h.settle()
     assert scontrol.calls == [((a,), {"Weight": str(kept_weight(1, HOUR))})]
+
+
+class DownSlurm(Scontrol):
+    """A slurmctld that does not answer: every command times out."""
+
+    async def update_nodes(self, nodes: Any, **settings: str) -> None:
+        self.refused.append(tuple(nodes))
+        raise SlurmUnavailableError("scontrol did not finish in 30s", code="timeout")
+
+
+async def test_a_controller_that_does_not_answer_gets_one_command_per_weight_not_per_node(
+    harness_factory: Any,
+) -> None:
+    """review (reviewv): the weigher now runs by default in external mode, and after a
+    restart its first read sets every node. A command that times out says nothing about
+    its names (unlike "Invalid node name"): trying each node of it at once sends one more
+    30 s command per node to a slurmctld that is already not answering, at every read."""
+    h: Harness = await harness_factory()
+    nodes = await ready_nodes(h, 4)
+    slurm, metrics = DownSlurm(), SlurmMetrics()
+    w = Weigher(slurm, h.controller, metrics, kept=False)  # type: ignore[arg-type]
+    for at in (0, 10):
+        w.observe(read(h.clock.now() + at, nodes, {}))
+        await h.settle()
+    assert slurm.refused == [tuple(nodes), tuple(nodes)]  # one command per read, not 1 + 4
+    assert w.applied == {}
+    failed = metrics.slurm_weight_updates.labels(result="failed")._value.get()
+    assert failed == 2 * len(nodes)  # still counted, one per node
