@@ -17,8 +17,9 @@ command per weight. What was set is kept in memory, not read back from Slurm: af
 restart (or a new ``ha`` term) the first read sets every node once again, a no-op for a node
 whose weight did not move. A failed command is logged and counted
 (``shoal_slurm_weight_updates_total``); a command for several nodes that fails is tried node
-by node at once (one unknown name, a node deleted meanwhile, fails the whole command), and
-what still fails is set again after the next read. One update runs at a time; a read that
+by node at once if Slurm refused it (one unknown name, a node deleted meanwhile, fails the
+whole command), not if slurmctld did not answer (that ends the update), and what still
+fails is set again after the next read. One update runs at a time; a read that
 comes while one runs is worked out again at the next read. Only the leader sets weights (a
 stopped controller's weigher does nothing). Weights only order where Slurm starts jobs: a
 late or lost update costs placement quality, never a job or a node.
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING
 from shoal.daemon.slurm.client import SlurmClient
 from shoal.daemon.slurm.conf import weights
 from shoal.daemon.slurm.constants import SHOAL_FEATURE
-from shoal.daemon.slurm.errors import SlurmError
+from shoal.daemon.slurm.errors import SlurmError, SlurmUnavailableError
 from shoal.scaler.order import kept_weight, remaining
 
 if TYPE_CHECKING:
@@ -103,12 +104,15 @@ class Weigher:
             by_weight[weight].append(name)
         for weight, names in sorted(by_weight.items()):
             names.sort()
-            if not await self._set(names, weight) and len(names) > 1:
+            error = await self._set(names, weight)
+            if isinstance(error, SlurmUnavailableError):
+                return  # slurmctld does not answer: all again after the next read
+            if error is not None and len(names) > 1:
                 # one unknown name (a node deleted meanwhile) fails the whole command
                 for name in names:
                     await self._set([name], weight)
 
-    async def _set(self, names: list[str], weight: int) -> bool:
+    async def _set(self, names: list[str], weight: int) -> SlurmError | None:
         try:
             await self.client.update_nodes(names, Weight=str(weight))
         except SlurmError as exc:
@@ -118,15 +122,15 @@ class Weigher:
                 weight,
                 exc,
             )
-            if len(names) == 1:
-                self._count("failed", 1)
+            if len(names) == 1 or isinstance(exc, SlurmUnavailableError):
+                self._count("failed", len(names))  # (refused: tried node by node next)
             for name in names:  # Slurm may have taken it (a lost answer): set it again
                 self.applied.pop(name, None)
-            return False
+            return exc
         self.applied.update(dict.fromkeys(names, weight))
         self._count("set", len(names))
         log.info("event=slurm_weight nodes=%s weight=%d", ",".join(names), weight)
-        return True
+        return None
 
     def _count(self, result: str, nodes: int) -> None:
         if self.metrics is not None:
