@@ -76,8 +76,7 @@ class SlurmMetrics:
         )
         self.slurm_weight_updates = Counter(
             "shoal_slurm_weight_updates",
-            "Slurm node Weights shoal set (external mode), by result (set, failed): "
-            "one per node.",
+            "Slurm node Weights shoal set (external mode), by result (set, failed): one per node.",
             ["result"],
             registry=r,
         )
