@@ -34,6 +34,9 @@ cleared by the next read that lists it); the planner counts it as capacity, as C
 Autoscaler counts an unready node, until it has been missing from every read for
 ``scaler.unhealthy_timeout``, and replaces it then only if it runs nothing.
 
+A node the scheduler shows joined before any listing shows it (a launch the ledger holds:
+EC2's listing lags) is taken as joined then, and is one when the listing shows it.
+
 Joined stays joined through a listing that leaves it out, too: a joined node the cloud
 stops listing is forgotten as capacity at once (an interrupted or terminated node is gone),
 but its ``joined_at`` and ``missing_since`` are remembered for ``ledger_ttl`` from when the
@@ -595,6 +598,11 @@ class NodeTracker:
                 continue
             if old.placeholder and old.node.tags.get(TAG_REQUEST_ID) in requests:
                 continue  # the lost launch's instances are listed now: they stand for it
+            if old.joined_at is None and joined is not None and name in joined and not unread:
+                # joined before the listing shows it (the listing's lag): when it does, it
+                # is a node that joined, not a booting one
+                old = replace(old, joined_at=now)
+                made = True
             seen[name] = old
         if self._adopting and self._known:
             # known joined before the restart, not listed yet: remembered as the unlisted

@@ -39,7 +39,9 @@ flicker    (power saving) a node type's first offering has no capacity until a l
            after (the daemon has it in backoff and launches on the next offering; a
            restarted daemon, whose backoff table was in memory, finds it available)
 unlisted   a joined node drops out of DescribeInstances for ten seconds to five minutes (EC2's
-           eventual consistency; ``SimulatedProvisioner.unlist``), and in half of them out of
+           eventual consistency; ``SimulatedProvisioner.unlist``; a node at a time, three
+           minutes after its last omission at the earliest, so no listing leaves it out for
+           as long as the daemon remembers it, launch_ledger_ttl), and in half of them out of
            the pushed joined nodes as well, until a minute and a half as long again after
            the listings show it (NOT_RESPONDING): it runs on, and joins as before
 =========  ======================================================================================

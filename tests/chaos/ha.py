@@ -290,6 +290,7 @@ class HaRun(_Run):
                 if epoch is None:
                     self.note(f"{d.name}: the term did not begin (state unread): campaigns again")
                     return
+                self.restored(d.controller)  # the tracker read again from the last leader's
                 await self.clock.run_until(d.controller.reconcile())
         except Crash:
             self._die(d)

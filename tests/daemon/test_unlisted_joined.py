@@ -87,3 +87,29 @@ async def test_a_node_that_never_joined_and_was_unlisted_still_times_out(
     assert node_id in (await h.pass_()).terminated
     assert h.sample("shoal_scale_downs_total", node_type="c5.xlarge", cause="join-timeout") == 1
     assert OFFERING in h.controller.backoff.unavailable(h.clock.now())
+
+
+async def test_a_node_read_joined_before_the_listing_shows_it_is_no_join_timeout(
+    harness_factory: Any,
+) -> None:
+    """EC2's listing lags a launch by minutes while the scheduler already shows the node
+    joined; then the reads leave it out (NOT_RESPONDING) past its join timeout. It joined:
+    missing once listed, replaced only as unhealthy (chaos seed 102, ha: the ledger entry
+    took no join, so it was timed out and its offering backed off)."""
+    h: Harness = await harness_factory(scaler={"unneeded_time": "1h"})
+    aws_like(h)
+    h.provider.listing_lag = 300.0
+    h.set_demand(h.jobs(1))
+    assert (await h.pass_()).launched == 1
+    (node_id,) = [t.id for t in h.controller.tracker.pending()]
+    await h.clock.advance(60)
+    h.set_demand(h.jobs(0), joined={node_id})  # joined; the listing does not show it yet
+    await h.pass_()
+    assert await h.provider.getProvisionedWorkers() == []
+    await h.clock.advance(15 * 60)  # listed now, past the join timeout; the reads leave it out
+    h.set_demand(h.jobs(0), joined=set())
+    assert (await h.pass_()).terminated == ()
+    tracked = h.controller.tracker.get(node_id)
+    assert tracked is not None and tracked.state is TrackedState.READY
+    assert OFFERING not in h.controller.backoff.unavailable(h.clock.now())
+    assert h.sample("shoal_scale_downs_total", node_type="c5.xlarge", cause="join-timeout") == 0
