@@ -131,11 +131,10 @@ def _line(node_type: NodeType, policy: Policy, hostlist: str | None, weight: int
     )
 
 
-def _dynamic_weight(node_type: NodeType, policy: Policy, kept: bool) -> int:
+def _dynamic_weight(rank: int, kept: bool) -> int:
     """A dynamic node's Weight as it registers: its type's rank by price, or with
     ``slurm.node_weights: kept`` the last of that rank (``scaler.order.idle_weight``: the
     weigher sets it lower while the node runs jobs)."""
-    rank = weights(policy)[node_type.name]
     return idle_weight(rank) if kept else rank
 
 
@@ -143,7 +142,7 @@ def dynamic_resources(node_type: NodeType, policy: Policy, *, kept: bool = False
     """What a dynamic node of ``node_type`` registers with besides its features (the
     ``TAG_SLURM_RESOURCES`` of its launch): ``NodeLine.resources``, as ``shoal slurm-conf``
     declares the type."""
-    weight = _dynamic_weight(node_type, policy, kept)
+    weight = _dynamic_weight(weights(policy)[node_type.name], kept)
     return _line(node_type, policy, None, weight).resources()
 
 
@@ -154,7 +153,9 @@ def node_lines(config: ShoalConfig, policy: Policy) -> list[NodeLine]:
     weight = weights(policy)
     if config.slurm is None or config.slurm.mode == "external":
         kept = config.slurm is not None and config.slurm.node_weights == "kept"
-        return [_line(t, policy, None, _dynamic_weight(t, policy, kept)) for t in policy.node_types]
+        return [
+            _line(t, policy, None, _dynamic_weight(weight[t.name], kept)) for t in policy.node_types
+        ]
     keys = node_type_keys(config)
     types = NodeTypeMap.from_config(keys)
     lines = []
