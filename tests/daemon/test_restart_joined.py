@@ -39,15 +39,16 @@ def aws_like(h: Harness) -> None:
     h.provider.getProvisionedWorkers = listing  # type: ignore[method-assign]
 
 
-async def _one_node(h: Harness, *, joins: bool) -> str:
+async def _one_node(h: Harness, *, joins: bool, jobs_after: int = 1) -> str:
     """One node launched for one job; the reads list it as joined (or never, ``joins``
-    False); the background write of what changed is done."""
+    False), with ``jobs_after`` jobs queued (0: the job ended, the node is idle); the
+    background write of what changed is done."""
     aws_like(h)
     h.set_demand(h.jobs(1))
     assert (await h.pass_()).launched == 1
     await h.clock.advance(60)
     (node,) = await h.provider.getProvisionedWorkers()
-    h.set_demand(h.jobs(1), joined={node.name} if joins else set())
+    h.set_demand(h.jobs(jobs_after), joined={node.name} if joins else set())
     await h.pass_()
     await h.settle()
     return node.name

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from shoal.daemon.nodes import TrackedState
 from shoal.scaler.model import Offering
-from test_restart_joined import aws_like
+from test_restart_joined import _one_node, aws_like
 
 if TYPE_CHECKING:
     from loop_harness import Harness
@@ -25,15 +25,7 @@ OFFERING = Offering("c5.xlarge", "us-west-2a", "on-demand")
 async def _joined_node(h: Harness, *, joins: bool = True) -> str:
     """One node launched for one job, read as joined (or never, ``joins`` False); the job
     then ends, so the node is idle."""
-    aws_like(h)
-    h.set_demand(h.jobs(1))
-    assert (await h.pass_()).launched == 1
-    await h.clock.advance(60)
-    (node,) = await h.provider.getProvisionedWorkers()
-    h.set_demand(h.jobs(0), joined={node.name} if joins else set())
-    await h.pass_()
-    await h.settle()
-    return node.name
+    return await _one_node(h, joins=joins, jobs_after=0)
 
 
 @pytest.mark.parametrize("restart", [False, True], ids=["same-daemon", "restart-while-unlisted"])
