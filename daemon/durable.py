@@ -80,6 +80,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from shoal.daemon.executor import Replayable
 from shoal.daemon.nodes import Kept, NodeTracker, TrackedNode, TrackedState
 from shoal.providers.base import TAG_REQUEST_ID
 from shoal.providers.errors import RetryableError
@@ -414,12 +415,26 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         log.error('event=state_write_failed error="%r"', exc)
 
 
+@dataclass(frozen=True, slots=True)
+class IntentReplay:
+    """A plan's launch unit whose intent ``restore`` found with no answer: made again by
+    ``Executor.replay`` (its placeholders ``unconfirmed:<request_id>:<i>`` stand for it
+    meanwhile)."""
+
+    request_id: str
+    node_type: str
+    offering: Offering
+    count: int
+    replay: Replayable
+
+
 class LaunchJournal:
     """The launch ledger's ``ledger`` section: intents before ``addNodes``, then the answered
     launches the cloud does not list yet (see the module docstring)."""
 
     def __init__(self, store: DurableStore) -> None:
         self.store = store
+        self._replays: list[IntentReplay] = []
         self._load(store.section("ledger", self._dump, self._load))
         # the joined nodes of the tracker's records at the last ``sync``, kept while they are
         self._walked: Kept[dict[str, list[float | None]]] = Kept()
@@ -435,6 +450,10 @@ class LaunchJournal:
             for entry in self._entries:
                 offering_from_json(entry["offering"])
                 float(entry["accepted_at"])
+            for intent in self._intents.values():
+                if "replay" in intent:  # a plan's unit (older files have none: not replayed)
+                    replay = intent["replay"]
+                    dict(replay["tags"]), bool(replay["gang"]), str(replay["cause"])
             # None: the file told nothing of which nodes joined (none, or an older one)
             self._joined: dict[str, list[float | None]] | None = None
             if "joined" in loaded:
@@ -459,17 +478,41 @@ class LaunchJournal:
         return dict(self._intents)
 
     async def intent(
-        self, request_id: str, node_type: NodeType, count: int, offering: Offering, now: float
+        self,
+        request_id: str,
+        node_type: NodeType,
+        count: int,
+        offering: Offering,
+        now: float,
+        replay: Replayable | None = None,
     ) -> None:
         """Before each offering ``addNodes`` tries: the launch, with ``offering``, is on disk
-        once this returns."""
-        self._intents[request_id] = {
+        once this returns; with ``replay`` (a plan's launch unit), what makes it again."""
+        intent: dict[str, Any] = {
             "node_type": node_type.name,
             "count": count,
             "offering": offering_to_json(offering),
             "at": now,
         }
+        if replay is not None:
+            intent["replay"] = {
+                "tags": dict(replay.tags),
+                "gang": replay.gang,
+                "cause": replay.cause,
+            }
+        self._intents[request_id] = intent
         await self.store.flush()
+
+    @property
+    def replays(self) -> list[IntentReplay]:
+        """The plan launches ``restore`` found as intents with no answer and not settled yet:
+        what a pass may make again (``Controller._replay_intents``, ``Executor.replay``)."""
+        return list(self._replays)
+
+    def settle_replay(self, request_id: str) -> None:
+        """That launch was made again, or needs no more thought (listed, expired, or its
+        node type changed)."""
+        self._replays = [r for r in self._replays if r.request_id != request_id]
 
     def sync(self, tracker: NodeTracker, answered: Iterable[str] = ()) -> None:
         """After a launch was booked (its intents are answered) or a listing was applied: keep
@@ -515,15 +558,27 @@ class LaunchJournal:
                 len(group),
                 float(group[0]["accepted_at"]),
             )
+        self._replays = []
         for request_id, intent in self._intents.items():
+            offering = offering_from_json(intent["offering"])
             restored += self._placeholders(
-                tracker,
-                request_id,
-                request_id,
-                offering_from_json(intent["offering"]),
-                int(intent["count"]),
-                float(intent["at"]),
+                tracker, request_id, request_id, offering, int(intent["count"]), float(intent["at"])
             )
+            if isinstance(intent.get("replay"), dict):
+                replay = intent["replay"]
+                self._replays.append(
+                    IntentReplay(
+                        request_id,
+                        str(intent["node_type"]),
+                        offering,
+                        int(intent["count"]),
+                        Replayable(
+                            {str(k): str(v) for k, v in dict(replay["tags"]).items()},
+                            bool(replay["gang"]),
+                            str(replay["cause"]),
+                        ),
+                    )
+                )
         self._intents.clear()
         return restored
 

@@ -56,7 +56,16 @@ from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationRe
 from shoal.providers.retry import RetryPolicy, call_with_retry
 from shoal.runtime.clock import Clock
 from shoal.scaler.backoff import FailureKind
-from shoal.scaler.model import Launch, NodeAction, NodeType, Offering, Plan, Policy, RemoveCause
+from shoal.scaler.model import (
+    AddCause,
+    Launch,
+    NodeAction,
+    NodeType,
+    Offering,
+    Plan,
+    Policy,
+    RemoveCause,
+)
 
 __all__ = [
     "BackoffEvent",
@@ -64,14 +73,29 @@ __all__ = [
     "Executor",
     "LaunchOutcome",
     "OnOffering",
+    "Replayable",
     "new_request_id",
 ]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# (request id, node type, count, the offering about to be tried) -> awaited before each
-# offering addNodes tries
-BeforeLaunch = Callable[[str, NodeType, int, Offering], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Replayable:
+    """What a plan's launch unit needs to be made again, exactly, by a daemon that finds its
+    intent on disk with no answer (``Executor.replay``): its tags as sent, whether it is one
+    gang (all or nothing), and its cause. Its request id and offering give the same client
+    token, so the cloud returns what the unit launched, if it did."""
+
+    tags: Mapping[str, str]
+    gang: bool
+    cause: str
+
+
+# (request id, node type, count, the offering about to be tried, what replays it: None for a
+# launch outside a plan) -> awaited before each offering addNodes tries
+BeforeLaunch = Callable[[str, NodeType, int, Offering, Replayable | None], Awaitable[None]]
 # (the offering about to be tried, its client token) -> noted before before_launch's write
 OnOffering = Callable[[Offering, str], None]
 
@@ -371,6 +395,10 @@ class Executor:
             unit_id = self.new_request_id() if request_id is None else request_id
             if request_id is not None and i:
                 unit_id = f"{request_id}-{i}"
+            unit_tags = {**self._type_tags(node_type), **(tags or {}), **self._epoch_tag()}
+            # a plan's unit is made again as it was if its answer never reached the ledger;
+            # one made for a caller (a Slurm resume request) is that caller's to ask again
+            replay = Replayable(unit_tags, all_or_nothing, launch.cause.value)
             await self._launch_unit(
                 node_type,
                 launch,
@@ -379,10 +407,44 @@ class Executor:
                 unavailable,
                 report,
                 unit_id,
-                {**self._type_tags(node_type), **(tags or {}), **self._epoch_tag()},
+                unit_tags,
                 first,
                 on_offering,
+                replay if request_id is None else None,
             )
+
+    async def replay(
+        self,
+        node_type: NodeType,
+        request_id: str,
+        offering: Offering,
+        count: int,
+        replay: Replayable,
+        unavailable: set[Offering],
+    ) -> ExecutionReport:
+        """Make again a plan's launch unit whose intent was found on disk with no answer (the
+        daemon stopped, or lost its store, between the two): the same request id, tags and
+        count, ``offering`` (the last one it may have tried) first. Its client token there
+        returns what it launched, if it did; if it did not, this launches it now, so the
+        capacity the planner counts as booting is real. Its intent is written again first."""
+        report = ExecutionReport()
+        cause = next((c for c in AddCause if c.value == replay.cause), AddCause.DEMAND)
+        message = f"the launch of {request_id} made again: its answer never reached the ledger"
+        launch = Launch(node_type.name, count, cause, message, (count,) if replay.gang else ())
+        await self._launch_unit(
+            node_type,
+            launch,
+            count,
+            replay.gang,
+            unavailable,
+            report,
+            request_id,
+            dict(replay.tags),
+            offering,
+            None,
+            replay,
+        )
+        return report
 
     def _type_tags(self, node_type: NodeType) -> Mapping[str, str]:
         if self.launch_tags is _no_tags:
@@ -403,6 +465,7 @@ class Executor:
         tags: Mapping[str, str],
         first: Offering | None,
         on_offering: OnOffering | None,
+        replay: Replayable | None = None,
     ) -> None:
         log.info(
             'event=scale_up node_type=%s count=%d gang=%s cause=%s request_id=%s reason="%s"',
@@ -422,7 +485,7 @@ class Executor:
                 on_offering(offering, token)
             if self.before_launch is not None:
                 try:
-                    await self.before_launch(request_id, node_type, count, offering)
+                    await self.before_launch(request_id, node_type, count, offering, replay)
                 except Exception as exc:  # not on disk: it could not be found after a crash
                     raise _NotWritten(f"state not written: {exc!r}") from exc
 

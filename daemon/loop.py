@@ -41,7 +41,13 @@ from typing import Any, Protocol
 
 from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.durable import DurableStore, LaunchJournal
-from shoal.daemon.executor import BackoffEvent, ExecutionReport, Executor, OnOffering
+from shoal.daemon.executor import (
+    BackoffEvent,
+    ExecutionReport,
+    Executor,
+    OnOffering,
+    Replayable,
+)
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import (
     DEFAULT_LEDGER_TTL,
@@ -51,7 +57,7 @@ from shoal.daemon.nodes import (
     node_offering,
     requeue_running,
 )
-from shoal.providers.node_provider import Node, Provisioner
+from shoal.providers.node_provider import TAG_REQUEST_ID, Node, Provisioner
 from shoal.providers.outcomes import (
     LaunchAttempt,
     PricesUpdated,
@@ -61,6 +67,7 @@ from shoal.providers.outcomes import (
 from shoal.runtime.clock import Clock, SystemClock, sleep_or_event
 from shoal.scaler.backoff import BackoffTable, FailureKind
 from shoal.scaler.model import (
+    CapacityType,
     Demand,
     Launch,
     NodeAction,
@@ -472,6 +479,51 @@ class Controller:
         for callback in list(self.on_ready):
             callback()
 
+    async def _replay_intents(self, plan: Plan) -> None:
+        """After a restart or in a new term: make again each plan launch whose intent the
+        restore found with no answer (``Executor.replay``), once a plan wants every node of
+        its type the daemon counts, its placeholders included. Its client token returns what
+        it launched, if it did, and launches it if it did not: the placeholders give way to
+        what is real instead of holding that capacity for the ledger's TTL. A plan that wants
+        fewer leaves it for a later pass (replayed then, it would launch a node no plan
+        wants); one listed (its placeholders gave way) or expired, or whose node type no
+        longer has its offering (its token would launch outside the type), is settled
+        without a replay, its placeholders left to the TTL."""
+        waiting = {t.node.tags.get(TAG_REQUEST_ID) for t in self.tracker.pending() if t.placeholder}
+        types = {t.name: t for t in self.policy.node_types}
+        for intent in self.journal.replays:
+            node_type = types.get(intent.node_type)
+            offering = intent.offering
+            if (
+                intent.request_id not in waiting
+                or node_type is None
+                or offering.instance_type not in node_type.instance_types
+                or (offering.capacity_type is CapacityType.SPOT) != node_type.preemptible
+            ):
+                self.journal.settle_replay(intent.request_id)
+                continue
+            counted = sum(
+                1
+                for t in self.tracker.all()
+                if t.node_type == node_type.name
+                and t.state in (TrackedState.BOOTING, TrackedState.READY)
+                and not t.expired
+            )
+            if plan.targets.get(node_type.name, 0) < counted:
+                continue  # not wanted whole now: asked again at the next pass
+            self.journal.settle_replay(intent.request_id)
+            log.info(
+                "event=launch_replayed request_id=%s offering=%s count=%d",
+                intent.request_id,
+                offering,
+                intent.count,
+            )
+            unavailable = set(self.backoff.unavailable(self.clock.now()))
+            report = await self.executor.replay(
+                node_type, intent.request_id, offering, intent.count, intent.replay, unavailable
+            )
+            self.record_outcomes(report)
+
     async def run_pass(self) -> PassRecord:
         """One pass: observe -> plan -> execute -> record. Never raises; never overlaps."""
         async with self._lock:
@@ -488,6 +540,8 @@ class Controller:
                     withheld = self._withhold(plan)
                     if withheld is not None:
                         plan = withheld.plan
+                    if self.journal.replays:
+                        await self._replay_intents(plan)
                     report = await self._execute(plan, observation)
                     record = self._record(
                         number, started_at, start, observation, plan, report, withheld
@@ -613,9 +667,14 @@ class Controller:
             await self.store.flush()
 
     async def _before_launch(
-        self, request_id: str, node_type: NodeType, count: int, offering: Offering
+        self,
+        request_id: str,
+        node_type: NodeType,
+        count: int,
+        offering: Offering,
+        replay: Replayable | None,
     ) -> None:
-        await self.journal.intent(request_id, node_type, count, offering, self.clock.now())
+        await self.journal.intent(request_id, node_type, count, offering, self.clock.now(), replay)
 
     def _observe_listing(self, workers: list[Node]) -> list[TrackedNode]:
         """Apply a listing to the tracker. Before any demand arrived (``unread``) nobody can

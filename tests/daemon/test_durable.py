@@ -19,11 +19,12 @@ import pytest
 from shoal.daemon.config import load_config
 from shoal.daemon.durable import LOCK_FILE, STATE_FILE, DurableStore, StateError
 from shoal.daemon.service import Service
+from shoal.providers.node_provider import TAG_REQUEST_ID, client_token
 from shoal.providers.outcomes import LaunchRequest
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.runtime.files import write_json_atomic
 from shoal.runtime.testing import FakeClock
-from shoal.scaler.model import AddCause, Launch
+from shoal.scaler.model import AddCause, CapacityType, Launch, Offering
 
 if TYPE_CHECKING:
     from loop_harness import Harness
@@ -112,10 +113,13 @@ async def test_a_restart_right_after_runinstances_answered_launches_nothing_twic
 
     await h.clock.advance(1)
     fresh: Harness = await harness_factory(state_dir=str(crashed), provider=h.provider)
+    launched = set(h.provider.worker_names())
     await fresh.drive(fresh.controller.reconcile())
     fresh.set_demand(fresh.jobs(12))
     assert (await fresh.pass_()).launched == 0
-    await fresh.clock.advance(10)  # now listed: the placeholders give way to the instances
+    # the intent was made again by that pass: its client token returned the 3 launched
+    assert {t.id for t in fresh.controller.tracker.pending()} == launched
+    await fresh.clock.advance(10)  # now listed: the ledger entries give way to the instances
     assert (await fresh.pass_()).launched == 0
     assert len(await h.provider.getProvisionedWorkers()) == 3
     assert fresh.controller.tracker.pending() == []
@@ -179,6 +183,118 @@ async def test_an_intent_whose_launch_never_happened_holds_capacity_until_the_tt
     assert (await h.pass_()).launched == 0  # waits for the launch in flight
     await h.clock.advance(301)
     assert (await h.pass_()).launched == 3  # its TTL passed: launched now
+
+
+def _plan_intent(tags: dict[str, str] | None = None, gang: bool = False) -> dict[str, Any]:
+    """A plan's launch unit of 3 c5.xlarge in us-west-2a, on disk with no answer."""
+    return {
+        "node_type": "c5.xlarge",
+        "count": 3,
+        "offering": {"instance_type": "c5.xlarge", "zone": ZONE_A, "capacity": "on-demand"},
+        "at": 1_700_000_000.0,
+        "replay": {"tags": tags or {}, "gang": gang, "cause": "demand"},
+    }
+
+
+async def _with_intent(state: Path, intent: dict[str, Any]) -> None:
+    store = DurableStore.open(state)
+    store.section("ledger", lambda: {"intents": {"shoal-lost": intent}, "entries": []})
+    await store.flush()
+    store.close()
+
+
+async def test_a_plan_intent_whose_launch_never_happened_is_launched_at_the_first_pass(
+    tmp_path: Path, harness_factory: Any
+) -> None:
+    """The intent of a plan's launch unit was written and the daemon stopped (or its
+    store's answer was lost: etcd applied a write whose client gave up) before addNodes
+    reached the cloud. The restarted daemon makes the unit again under its own client
+    token: launched now, not held as placeholders for the ledger's TTL while jobs wait."""
+    state = tmp_path / "state"
+    await _with_intent(state, _plan_intent({"team": "hpc"}))
+    h: Harness = await harness_factory(
+        state_dir=str(state), scaler={"launch_ledger_ttl": "5m", "interval": "30s"}
+    )
+    await h.drive(h.controller.reconcile())
+    assert h.launch_calls() == []  # reconcile launches nothing
+    h.set_demand(h.jobs(12))
+    assert (await h.pass_()).launched == 0  # the plan: the 3 booting stand for the demand
+    (call,) = h.launch_calls()  # the replay, before that plan
+    assert call.kwargs["client_token"] == client_token(
+        "shoal-lost", Offering("c5.xlarge", ZONE_A, CapacityType.ON_DEMAND)
+    )
+    pending = h.controller.tracker.pending()
+    assert len(pending) == 3 and not any(t.placeholder for t in pending)
+    await h.clock.advance(60)
+    alive = await h.provider.getProvisionedWorkers()
+    assert len(alive) == 3
+    assert {n.tags["team"] for n in alive} == {"hpc"}  # the tags as first sent
+    assert {n.tags[TAG_REQUEST_ID] for n in alive} == {"shoal-lost"}
+
+
+async def test_a_replayed_intent_whose_launch_happened_launches_nothing_more(
+    tmp_path: Path, harness_factory: Any
+) -> None:
+    """The same intent, but the cloud did launch it (the answer was what was lost): the
+    replay's client token returns those 3 instances, and nothing more is launched, even
+    with the offering out of capacity now."""
+    state = tmp_path / "state"
+    await _with_intent(state, _plan_intent())
+    h: Harness = await harness_factory(state_dir=str(state))
+    token = client_token("shoal-lost", Offering("c5.xlarge", ZONE_A, CapacityType.ON_DEMAND))
+    request = LaunchRequest(
+        offering=Offering("c5.xlarge", ZONE_A, CapacityType.ON_DEMAND),
+        count=3,
+        client_token=token,
+        request_id="shoal-lost",
+        spot_bid=None,
+        tags={TAG_REQUEST_ID: "shoal-lost"},
+    )
+    first = await h.provider.launch_offering(request)
+    h.provider.set_capacity("c5.xlarge", 0, zone=ZONE_A)
+    h.provider.listing_lag = 3600.0  # the listing does not show them
+    await h.drive(h.controller.reconcile())
+    h.set_demand(h.jobs(12))
+    assert (await h.pass_()).launched == 0
+    assert {t.id for t in h.controller.tracker.pending()} == set(first)
+    assert len(h.provider.worker_names()) == 3
+
+
+async def test_an_intent_is_made_again_only_once_a_plan_wants_its_nodes(
+    tmp_path: Path, harness_factory: Any
+) -> None:
+    """While no plan wants the 3 nodes the placeholders stand for (no demand: the plan's
+    target is 0), the intent is not made again: replayed then, it would launch nodes no plan
+    wants. Once demand wants them, the next pass makes it again."""
+    state = tmp_path / "state"
+    await _with_intent(state, _plan_intent())
+    h: Harness = await harness_factory(state_dir=str(state))
+    await h.drive(h.controller.reconcile())
+    h.set_demand(h.jobs(0))
+    await h.pass_()
+    assert h.launch_calls() == []
+    assert len(h.controller.journal.replays) == 1
+    h.set_demand(h.jobs(12))
+    assert (await h.pass_()).launched == 0
+    assert len(h.launch_calls()) == 1 and h.controller.journal.replays == []
+    assert len(h.provider.worker_names()) == 3
+
+
+async def test_an_intent_whose_type_changed_keeps_its_placeholders(
+    tmp_path: Path, harness_factory: Any
+) -> None:
+    """An intent for an offering its node type no longer has (a reload changed the type's
+    instance types) is not made again: its token would launch outside the type; its
+    placeholders hold until the TTL, as an intent from before replays were kept does."""
+    state = tmp_path / "state"
+    intent = _plan_intent()
+    intent["offering"]["capacity"] = "spot"
+    await _with_intent(state, intent)
+    h: Harness = await harness_factory(state_dir=str(state))
+    await h.drive(h.controller.reconcile())
+    await h.pass_()
+    assert h.launch_calls() == []
+    assert [t.placeholder for t in h.controller.tracker.pending()] == [True] * 3
 
 
 HOLDER = """
@@ -324,10 +440,12 @@ async def test_the_intent_on_disk_names_the_offering_being_tried(
     await h.clock.advance(3600)  # a's backoff ended: tried first again, still no capacity
     write = h.controller.journal.intent
 
-    async def refused(request_id: str, nt: Any, count: int, offering: Any, now: float) -> None:
+    async def refused(
+        request_id: str, nt: Any, count: int, offering: Any, now: float, replay: Any
+    ) -> None:
         if offering.zone == ZONE_B:
             raise OSError("No space left on device")
-        await write(request_id, nt, count, offering, now)
+        await write(request_id, nt, count, offering, now, replay)
 
     h.controller.journal.intent = refused  # type: ignore[method-assign]
     on_disk.clear()
