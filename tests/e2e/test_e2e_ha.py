@@ -182,14 +182,15 @@ def test_an_etcd_outage_of_seven_seconds_stops_the_leader_and_nothing_launches(
     def one_leader() -> bool:
         return sorted([role(a), role(b)], key=str) == ["follower", "leader"]
 
-    e2e.wait_for("one leader again", one_leader, 3 * TTL, on_timeout=a.tail)
+    both = lambda: a.tail() + "\n" + b.tail()  # noqa: E731
+    e2e.wait_for("one leader again", one_leader, 3 * TTL, on_timeout=both)
     assert b.put_demand(demand).status == 200  # to whichever leads now (b forwards)
 
     def some_launched() -> float | None:
         total = launched(a, e2e) + launched(b, e2e)
         return total if total > 0 else None
 
-    first = e2e.wait_for("the new leader launches", some_launched, 10.0, on_timeout=a.tail)
+    first = e2e.wait_for("the new leader launches", some_launched, 10.0, on_timeout=both)
     leader, follower = (a, b) if role(a) == "leader" else (b, a)
     passes = leader.status()["passes"]
     # the same need (a longer wall time changes no plan), pushed again: one more pass
