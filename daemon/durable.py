@@ -56,7 +56,13 @@ their original time), intents without an answer become placeholders found again 
 request-id tag, exactly as a lost launch response. The planner counts both as booting
 nodes, so a restarted daemon whose cloud listing lags waits for its launches in flight, or
 their TTL, before launching that capacity again; the client tokens (a function of request
-id and offering) make any replayed launch return what the cloud already launched. It also
+id and offering) make any replayed launch return what the cloud already launched. A plan's
+intent also holds what makes its launch again (``Replayable``: tags, gang, cause): the first
+pass whose plan wants every node of its type (``Controller._replay_intents``) sends it again
+in its last offering, so a launch that was never sent (the daemon stopped before it, or
+etcd applied the intent but its answer was lost) is launched then, not waited for until the
+TTL; one that was sent gets its instances back from the token. An intent written before
+this was kept (no ``replay``) waits as before. It also
 gives the tracker the nodes seen joined (``NodeTracker.restore_joined``, with since when a
 listing has left one out, if it has; a file from before that was kept has two fields): a
 node that joined

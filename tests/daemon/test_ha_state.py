@@ -133,6 +133,56 @@ async def test_a_new_leader_restores_launches_in_flight_at_its_term_start() -> N
     await b.close()
 
 
+async def test_an_intent_the_store_applied_with_its_answer_lost_is_launched_by_the_next_leader() -> (
+    None
+):
+    """etcd applies the leader's intent but its answer is lost (the CI failure of the 7 s
+    etcd outage test: a paused etcd ran the write when it resumed). The leader, told the
+    write failed, never calls addNodes; the next leader finds the intent with no answer.
+    Its first pass that wants the nodes makes the launch again under the same client token:
+    launched now, once, not held as placeholders for the ledger's TTL."""
+    clock = FakeClock()
+    election = MemoryElection(clock, TTL)
+    a = await leader(clock, election, "a")
+    old = await harness_of(clock, a)
+    await old.controller.begin_term(a.epoch or 0)
+    backend = old.controller.store.backend
+    real_save = backend.save
+
+    lost: list[bool] = []
+
+    async def applied_but_lost(snapshot: dict[str, Any], epoch: int | None) -> None:
+        if not lost and not snapshot["ledger"]["intents"]:
+            return await real_save(snapshot, epoch)  # before the outage
+        if not lost:  # the intent: etcd applies it once it resumes; later writes find it paused
+            await real_save(snapshot, epoch)
+        lost.append(True)
+        raise TimeoutError("no answer in time")
+
+    backend.save = applied_but_lost  # type: ignore[method-assign]
+    old.set_demand(old.jobs(12))
+    record = await old.pass_()
+    assert record.launched == 0 and old.launch_calls() == []  # not journaled: not sent
+    (request_id,) = saved(election)["ledger"]["intents"]  # yet the store has it
+    a.crash()
+
+    await clock.advance(TTL + 1)
+    b = await leader(clock, election, "b")
+    new = await harness_of(clock, b, provider=old.provider)
+    await new.controller.begin_term(b.epoch or 0)
+    await new.drive(new.controller.reconcile())
+    new.set_demand(new.jobs(12))
+    assert (await new.pass_()).launched == 0  # the plan counts the 3 as booting
+    (call,) = new.launch_calls()  # and the replay sent them, with the first term's token
+    assert call.kwargs["requestId"] == request_id
+    assert call.kwargs["client_token"] == client_token(request_id, OFFERING)
+    assert old.provider.count() == 3
+    assert not any(t.placeholder for t in new.controller.tracker.pending())
+    await clock.advance(125)  # listed: nothing more launched
+    assert (await new.pass_()).launched == 0 and old.provider.count() == 3
+    await b.close()
+
+
 async def test_each_term_reads_the_state_again_the_power_savers_requests_too() -> None:
     """A daemon that led before, then followed, leads again: what it knew is a term old; it
     takes the store's state (ledger and Slurm section), not its own."""
