@@ -133,9 +133,7 @@ async def test_a_new_leader_restores_launches_in_flight_at_its_term_start() -> N
     await b.close()
 
 
-async def test_an_intent_the_store_applied_with_its_answer_lost_is_launched_by_the_next_leader() -> (
-    None
-):
+async def test_an_intent_applied_with_its_answer_lost_is_launched_by_the_next_leader() -> None:
     """etcd applies the leader's intent but its answer is lost (the CI failure of the 7 s
     etcd outage test: a paused etcd ran the write when it resumed). The leader, told the
     write failed, never calls addNodes; the next leader finds the intent with no answer.
