@@ -19,6 +19,7 @@ import pytest
 from shoal.daemon.config import load_config
 from shoal.daemon.durable import LOCK_FILE, STATE_FILE, DurableStore, StateError
 from shoal.daemon.service import Service
+from shoal.providers.errors import ProviderError
 from shoal.providers.node_provider import TAG_REQUEST_ID, client_token
 from shoal.providers.outcomes import LaunchRequest
 from shoal.providers.simulated import SimulatedProvisioner
@@ -456,3 +457,43 @@ async def test_the_intent_on_disk_names_the_offering_being_tried(
     assert "state not written" in report.launches[0].error
     assert [e.offering.zone for e in report.failed_offerings] == [ZONE_A]
     assert report.failed_offerings[0].offering in h.controller.backoff.unavailable(h.clock.now())
+
+
+async def test_a_replay_after_a_partial_launch_launches_only_what_is_missing(
+    tmp_path: Path, clock: FakeClock, harness_factory: Any
+) -> None:
+    """Zone a had room for 2 of a plan's unit of 3: they launched, and kill -9 landed once the
+    intent for zone b (the last offering, asked for the 1 left) was on disk, before b was
+    asked. The restarted daemon must not make the unit's 3 again (the listing lags: the 2 in
+    a are not listed yet): the intent does not hold them, so it is not replayed; its
+    placeholders stand for the unit until the listing shows the 2, then the 1 missing is
+    launched: 3 instances in all, as planned."""
+    state, crashed = tmp_path / "state", tmp_path / "crashed"
+    cloud = SimulatedProvisioner(
+        clusterName="test", zones=[ZONE_A, ZONE_B], clock=clock, listing_lag=60.0
+    )
+    cloud.set_capacity("c5.xlarge", 2, zone=ZONE_A)
+    h: Harness = await harness_factory(state_dir=str(state), provider=cloud)
+    await h.drive(h.controller.reconcile())
+    real = cloud.launch_offering
+
+    async def crash_before_b(request: LaunchRequest) -> list[str]:
+        if request.offering.zone == ZONE_B:
+            shutil.copytree(state, crashed)  # what disk holds when kill -9 lands
+            raise ProviderError("the daemon is gone")  # b never reached the cloud
+        return await real(request)
+
+    cloud.launch_offering = crash_before_b  # type: ignore[method-assign]
+    h.set_demand(h.jobs(12))  # one unit of 3 four-core nodes
+    await h.pass_()
+    cloud.launch_offering = real  # type: ignore[method-assign]
+    assert len(cloud.worker_names()) == 2 and crashed.exists()
+
+    fresh: Harness = await harness_factory(state_dir=str(crashed), provider=cloud)
+    await fresh.drive(fresh.controller.reconcile())
+    fresh.set_demand(fresh.jobs(12))
+    await fresh.pass_()
+    assert len(cloud.worker_names()) <= 3  # the 2 in a were not launched twice
+    await fresh.clock.advance(61)  # the 2 in a are listed now: the 1 missing is launched
+    await fresh.pass_()
+    assert len(cloud.worker_names()) == 3
