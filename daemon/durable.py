@@ -510,9 +510,12 @@ class LaunchJournal:
         return list(self._replays)
 
     def settle_replay(self, request_id: str) -> None:
-        """That launch was made again, or needs no more thought (listed, expired, or its
-        node type changed)."""
+        """That launch was made again (its answer dropped its intent), or needs no more
+        thought (listed, expired, or its node type changed): its intent, kept until now so
+        a restart finds it again, goes too."""
         self._replays = [r for r in self._replays if r.request_id != request_id]
+        if self._intents.pop(request_id, None) is not None:
+            self.store.changed()
 
     def sync(self, tracker: NodeTracker, answered: Iterable[str] = ()) -> None:
         """After a launch was booked (its intents are answered) or a listing was applied: keep
@@ -538,6 +541,8 @@ class LaunchJournal:
         restored: list[TrackedNode] = []
         placeholders: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for entry in self._entries:
+            if entry.get("placeholder") and "replay" in self._intents.get(entry["request_id"], {}):
+                continue  # an intent still to make again: made into placeholders below
             if entry.get("placeholder"):
                 placeholders.setdefault((entry["request_id"], entry["token"]), []).append(entry)
                 continue
@@ -579,7 +584,8 @@ class LaunchJournal:
                         ),
                     )
                 )
-        self._intents.clear()
+        # an intent to make again stays on disk until settled: a restart before then finds it
+        self._intents = {r.request_id: self._intents[r.request_id] for r in self._replays}
         return restored
 
     @staticmethod

@@ -511,7 +511,6 @@ class Controller:
             )
             if plan.targets.get(node_type.name, 0) < counted:
                 continue  # not wanted whole now: asked again at the next pass
-            self.journal.settle_replay(intent.request_id)
             log.info(
                 "event=launch_replayed request_id=%s offering=%s count=%d",
                 intent.request_id,
@@ -522,6 +521,7 @@ class Controller:
             report = await self.executor.replay(
                 node_type, intent.request_id, offering, intent.count, intent.replay, unavailable
             )
+            self.journal.settle_replay(intent.request_id)
             self.record_outcomes(report)
 
     async def run_pass(self) -> PassRecord:

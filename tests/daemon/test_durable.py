@@ -497,3 +497,31 @@ async def test_a_replay_after_a_partial_launch_launches_only_what_is_missing(
     await fresh.clock.advance(61)  # the 2 in a are listed now: the 1 missing is launched
     await fresh.pass_()
     assert len(cloud.worker_names()) == 3
+
+
+async def test_a_restart_before_an_intent_was_made_again_still_makes_it_again(
+    tmp_path: Path, harness_factory: Any
+) -> None:
+    """The restarted daemon found a plan's intent with no answer, but no plan wanted its
+    nodes yet, and it stopped again before one did. Its state must still name the launch as
+    one to make again: the next daemon makes it once demand wants the nodes, instead of
+    holding its placeholders for the ledger's TTL (what the replay was made to end)."""
+    state = tmp_path / "state"
+    await _with_intent(state, _plan_intent())
+    h: Harness = await harness_factory(state_dir=str(state))
+    await h.drive(h.controller.reconcile())
+    h.set_demand(h.jobs(0))
+    await h.pass_()
+    await h.settle()  # its ledger (the placeholders) written
+    assert h.launch_calls() == [] and len(h.controller.journal.replays) == 1
+
+    fresh: Harness = await harness_factory(state_dir=str(state), provider=h.provider)
+    await fresh.drive(fresh.controller.reconcile())
+    assert len(fresh.controller.tracker.pending()) == 3  # the placeholders, not 6
+    fresh.set_demand(fresh.jobs(12))
+    assert (await fresh.pass_()).launched == 0
+    (call,) = h.launch_calls()
+    assert call.kwargs["client_token"] == client_token(
+        "shoal-lost", Offering("c5.xlarge", ZONE_A, CapacityType.ON_DEMAND)
+    )
+    assert len(h.provider.worker_names()) == 3
