@@ -67,7 +67,6 @@ from shoal.providers.outcomes import (
 from shoal.runtime.clock import Clock, SystemClock, sleep_or_event
 from shoal.scaler.backoff import BackoffTable, FailureKind
 from shoal.scaler.model import (
-    CapacityType,
     Demand,
     Launch,
     NodeAction,
@@ -487,8 +486,9 @@ class Controller:
         what is real instead of holding that capacity for the ledger's TTL. A plan that wants
         fewer leaves it for a later pass (replayed then, it would launch a node no plan
         wants); one listed (its placeholders gave way) or expired, or whose node type no
-        longer has its offering (its token would launch outside the type), is settled
-        without a replay, its placeholders left to the TTL."""
+        longer has its offering (its instance type, capacity type or zone: addNodes would
+        ignore it as ``first`` and launch the unit elsewhere under a new token), is settled
+        without a replay, its placeholders left to the listing or the TTL."""
         waiting = {t.node.tags.get(TAG_REQUEST_ID) for t in self.tracker.pending() if t.placeholder}
         types = {t.name: t for t in self.policy.node_types}
         for intent in self.journal.replays:
@@ -497,8 +497,7 @@ class Controller:
             if (
                 intent.request_id not in waiting
                 or node_type is None
-                or offering.instance_type not in node_type.instance_types
-                or (offering.capacity_type is CapacityType.SPOT) != node_type.preemptible
+                or offering not in node_type.offerings()  # its zone too: else made elsewhere
             ):
                 self.journal.settle_replay(intent.request_id)
                 continue

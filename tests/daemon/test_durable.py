@@ -525,3 +525,33 @@ async def test_a_restart_before_an_intent_was_made_again_still_makes_it_again(
         "shoal-lost", Offering("c5.xlarge", ZONE_A, CapacityType.ON_DEMAND)
     )
     assert len(h.provider.worker_names()) == 3
+
+
+async def test_an_intent_for_a_zone_no_longer_configured_is_not_made_elsewhere(
+    tmp_path: Path, clock: FakeClock, harness_factory: Any
+) -> None:
+    """The intent names zone b, where the cloud did launch the unit (its answer was lost);
+    the daemon restarts with zone b gone from its zones. Its token cannot be asked in b any
+    more (addNodes ignores a ``first`` that is not an offering now), so a replay would
+    launch the unit again in a under a new token: it is not made again, and its placeholders
+    wait for b's instances to be listed, as before replays."""
+    state = tmp_path / "state"
+    intent = _plan_intent()
+    intent["offering"]["zone"] = ZONE_B
+    await _with_intent(state, intent)
+    cloud = SimulatedProvisioner(clusterName="test", zones=[ZONE_A], clock=clock, listing_lag=60)
+    in_b = Offering("c5.xlarge", ZONE_B, CapacityType.ON_DEMAND)
+    request = LaunchRequest(
+        offering=in_b,
+        count=3,
+        client_token=client_token("shoal-lost", in_b),
+        request_id="shoal-lost",
+        spot_bid=None,
+        tags={TAG_REQUEST_ID: "shoal-lost"},
+    )
+    await cloud.launch_offering(request)
+    h: Harness = await harness_factory(state_dir=str(state), provider=cloud)
+    await h.drive(h.controller.reconcile())
+    h.set_demand(h.jobs(12))
+    await h.pass_()
+    assert len(cloud.worker_names()) == 3
