@@ -489,6 +489,8 @@ class Controller:
         longer has its offering (its instance type, capacity type or zone: addNodes would
         ignore it as ``first`` and launch the unit elsewhere under a new token), is settled
         without a replay, its placeholders left to the listing or the TTL."""
+        if self.stopping or self.demand_stale() is not None:
+            return  # a pass that makes none of its plan's launches (``_withhold``) makes no replay
         waiting = {t.node.tags.get(TAG_REQUEST_ID) for t in self.tracker.pending() if t.placeholder}
         types = {t.name: t for t in self.policy.node_types}
         for intent in self.journal.replays:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import configs
 import pytest
 from shoal.daemon.config import load_config
+from shoal.daemon.demand import DemandFailure
 from shoal.daemon.durable import LOCK_FILE, STATE_FILE, DurableStore, StateError
 from shoal.daemon.service import Service
 from shoal.providers.errors import ProviderError
@@ -555,3 +556,26 @@ async def test_an_intent_for_a_zone_no_longer_configured_is_not_made_elsewhere(
     h.set_demand(h.jobs(12))
     await h.pass_()
     assert len(cloud.worker_names()) == 3
+
+
+async def test_an_intent_is_made_again_only_by_a_pass_that_may_launch(
+    tmp_path: Path, harness_factory: Any
+) -> None:
+    """A replay is a launch: a pass that may launch nothing (the demand is stale: its
+    source failed; or the daemon is stopping, an ha term ending) does not make it either,
+    as it makes none of its plan's launches; the next pass that may launch does."""
+    state = tmp_path / "state"
+    await _with_intent(state, _plan_intent())
+    h: Harness = await harness_factory(state_dir=str(state))
+    await h.drive(h.controller.reconcile())
+    h.set_demand(h.jobs(12))
+    h.controller.set_demand(DemandFailure("squeue: connection refused", h.clock.now()))
+    await h.pass_()
+    assert h.launch_calls() == []
+    h.set_demand(h.jobs(12))
+    h.controller.stopping = True  # stop() also ends run: the flag is what a pass reads
+    await h.pass_()
+    assert h.launch_calls() == []
+    h.controller.stopping = False
+    await h.pass_()
+    assert len(h.launch_calls()) == 1
