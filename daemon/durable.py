@@ -523,7 +523,10 @@ class LaunchJournal:
         when they changed. The joined nodes are walked in the tracker's order, not sorted
         (twice a pass): a dict compares equal in any order, and ``_dump`` sorts them; and
         not walked again while the tracker's records are the same (its ``version``)."""
-        dropped = [r for r in answered if self._intents.pop(r, None) is not None]
+        waiting = {r.request_id for r in self._replays}  # still to make again: kept
+        dropped = [
+            r for r in answered if r not in waiting and self._intents.pop(r, None) is not None
+        ]
         entries = [_entry(t) for t in tracker.pending() if t.state is not TrackedState.TERMINATED]
         joined = self._walked.get((tracker.version,), lambda: _joined(tracker))
         if dropped or entries != self._entries or joined != self._joined:

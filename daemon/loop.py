@@ -522,7 +522,9 @@ class Controller:
             report = await self.executor.replay(
                 node_type, intent.request_id, offering, intent.count, intent.replay, unavailable
             )
-            self.journal.settle_replay(intent.request_id)
+            if report.attempts:  # the cloud was asked: its answer settles it
+                self.journal.settle_replay(intent.request_id)
+            # else nothing reached the cloud (its intent not written): made at a later pass
             self.record_outcomes(report)
 
     async def run_pass(self) -> PassRecord:

@@ -579,3 +579,33 @@ async def test_an_intent_is_made_again_only_by_a_pass_that_may_launch(
     h.controller.stopping = False
     await h.pass_()
     assert len(h.launch_calls()) == 1
+
+
+async def test_a_replay_whose_intent_could_not_be_written_is_made_again_later(
+    tmp_path: Path, harness_factory: Any
+) -> None:
+    """The replay's own intent write failed (etcd did not answer in time, a full disk):
+    nothing was asked of the cloud, so nothing settles it. The next pass makes it again,
+    and until then its intent stays on disk for a restart; it is not dropped to leave its
+    placeholders holding that capacity for the ledger's TTL (the CI failure once more)."""
+    state = tmp_path / "state"
+    await _with_intent(state, _plan_intent())
+    h: Harness = await harness_factory(state_dir=str(state))
+    await h.drive(h.controller.reconcile())
+    write = h.controller.journal.intent
+    failures = [OSError("etcd: context deadline exceeded")]
+
+    async def flaky(*args: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await write(*args)
+
+    h.controller.journal.intent = flaky  # type: ignore[method-assign]
+    h.set_demand(h.jobs(12))
+    await h.pass_()
+    await h.settle()
+    assert h.launch_calls() == []
+    saved = json.loads((state / STATE_FILE).read_text())["ledger"]
+    assert "replay" in saved["intents"]["shoal-lost"]
+    await h.pass_()
+    assert len(h.launch_calls()) == 1 and len(h.provider.worker_names()) == 3
