@@ -4,7 +4,8 @@ Everything the daemon must not forget across ``kill -9`` lives in one JSON file,
 ``<state_dir>/state.json``, in named sections:
 
 ``ledger``  launches in flight (``LaunchJournal``): the intent of every ``addNodes`` call
-            (request id, node type, count, offering, time), written again before each
+            (request id, node type, count, offering, time, and for a plan's launch unit
+            what makes it again: ``replay``), written again before each
             offering the call tries (its offering that one): one flush each; the instance ids
             it answered, kept until a listing shows them or ``launch_ledger_ttl`` passes
             and the nodes seen joined (``joined``: id -> time first seen joined, and since when
@@ -56,7 +57,11 @@ their original time), intents without an answer become placeholders found again 
 request-id tag, exactly as a lost launch response. The planner counts both as booting
 nodes, so a restarted daemon whose cloud listing lags waits for its launches in flight, or
 their TTL, before launching that capacity again; the client tokens (a function of request
-id and offering) make any replayed launch return what the cloud already launched. It also
+id and offering) make any replayed launch return what the cloud already launched. A plan's
+unit among those intents (one with ``replay``; not one an earlier offering partly launched)
+is made again by a pass once its plan wants the nodes (``Controller._replay_intents``), so
+placeholders for a launch never sent do not hold that capacity for the TTL; its intent stays
+on disk until then, for a restart to find again. It also
 gives the tracker the nodes seen joined (``NodeTracker.restore_joined``, with since when a
 listing has left one out, if it has; a file from before that was kept has two fields): a
 node that joined
