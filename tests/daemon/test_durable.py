@@ -460,7 +460,7 @@ async def test_the_intent_on_disk_names_the_offering_being_tried(
     assert report.failed_offerings[0].offering in h.controller.backoff.unavailable(h.clock.now())
 
 
-async def test_a_replay_after_a_partial_launch_launches_only_what_is_missing(
+async def test_a_unit_partly_launched_before_a_crash_is_not_launched_twice(
     tmp_path: Path, clock: FakeClock, harness_factory: Any
 ) -> None:
     """Zone a had room for 2 of a plan's unit of 3: they launched, and kill -9 landed once the
