@@ -4,7 +4,8 @@ Everything the daemon must not forget across ``kill -9`` lives in one JSON file,
 ``<state_dir>/state.json``, in named sections:
 
 ``ledger``  launches in flight (``LaunchJournal``): the intent of every ``addNodes`` call
-            (request id, node type, count, offering, time), written again before each
+            (request id, node type, count, offering, time, and for a plan's launch unit
+            what makes it again: ``replay``), written again before each
             offering the call tries (its offering that one): one flush each; the instance ids
             it answered, kept until a listing shows them or ``launch_ledger_ttl`` passes
             and the nodes seen joined (``joined``: id -> time first seen joined, and since when
@@ -57,12 +58,13 @@ request-id tag, exactly as a lost launch response. The planner counts both as bo
 nodes, so a restarted daemon whose cloud listing lags waits for its launches in flight, or
 their TTL, before launching that capacity again; the client tokens (a function of request
 id and offering) make any replayed launch return what the cloud already launched. A plan's
-intent also holds what makes its launch again (``Replayable``: tags, gang, cause): the first
-pass whose plan wants every node of its type (``Controller._replay_intents``) sends it again
-in its last offering, so a launch that was never sent (the daemon stopped before it, or
-etcd applied the intent but its answer was lost) is launched then, not waited for until the
-TTL; one that was sent gets its instances back from the token. An intent written before
-this was kept (no ``replay``) waits as before. It also
+intent also holds what makes its launch again (``Replayable``: tags, gang, cause; not one
+an earlier offering partly launched): the first pass whose plan wants every node of its
+type (``Controller._replay_intents``) sends it again in its last offering, so a launch that
+was never sent (the daemon stopped before it, or etcd applied the intent but its answer was
+lost) is launched then, not waited for until the TTL; one that was sent gets its instances
+back from the token. Its intent stays on disk until then, for a restart to find again. An
+intent written before this was kept (no ``replay``) waits as before. It also
 gives the tracker the nodes seen joined (``NodeTracker.restore_joined``, with since when a
 listing has left one out, if it has; a file from before that was kept has two fields): a
 node that joined
@@ -516,9 +518,12 @@ class LaunchJournal:
         return list(self._replays)
 
     def settle_replay(self, request_id: str) -> None:
-        """That launch was made again, or needs no more thought (listed, expired, or its
-        node type changed)."""
+        """That launch was made again (its answer dropped its intent), or needs no more
+        thought (listed, expired, or its node type changed): its intent, kept until now so
+        a restart finds it again, goes too."""
         self._replays = [r for r in self._replays if r.request_id != request_id]
+        if self._intents.pop(request_id, None) is not None:
+            self.store.changed()
 
     def sync(self, tracker: NodeTracker, answered: Iterable[str] = ()) -> None:
         """After a launch was booked (its intents are answered) or a listing was applied: keep
@@ -526,7 +531,10 @@ class LaunchJournal:
         when they changed. The joined nodes are walked in the tracker's order, not sorted
         (twice a pass): a dict compares equal in any order, and ``_dump`` sorts them; and
         not walked again while the tracker's records are the same (its ``version``)."""
-        dropped = [r for r in answered if self._intents.pop(r, None) is not None]
+        waiting = {r.request_id for r in self._replays}  # still to make again: kept
+        dropped = [
+            r for r in answered if r not in waiting and self._intents.pop(r, None) is not None
+        ]
         entries = [_entry(t) for t in tracker.pending() if t.state is not TrackedState.TERMINATED]
         joined = self._walked.get((tracker.version,), lambda: _joined(tracker))
         if dropped or entries != self._entries or joined != self._joined:
@@ -544,6 +552,8 @@ class LaunchJournal:
         restored: list[TrackedNode] = []
         placeholders: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for entry in self._entries:
+            if entry.get("placeholder") and "replay" in self._intents.get(entry["request_id"], {}):
+                continue  # an intent still to make again: made into placeholders below
             if entry.get("placeholder"):
                 placeholders.setdefault((entry["request_id"], entry["token"]), []).append(entry)
                 continue
@@ -585,7 +595,8 @@ class LaunchJournal:
                         ),
                     )
                 )
-        self._intents.clear()
+        # an intent to make again stays on disk until settled: a restart before then finds it
+        self._intents = {r.request_id: self._intents[r.request_id] for r in self._replays}
         return restored
 
     @staticmethod

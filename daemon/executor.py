@@ -484,8 +484,15 @@ class Executor:
             if on_offering is not None:
                 on_offering(offering, token)
             if self.before_launch is not None:
+                # an earlier offering launched some of the unit, ids its intent does not hold:
+                # made again, it would launch them twice (its placeholders wait for a listing)
+                some = any(
+                    isinstance(e, LaunchAttempt) and e.ids for e in self._events.get(request_id, ())
+                )
                 try:
-                    await self.before_launch(request_id, node_type, count, offering, replay)
+                    await self.before_launch(
+                        request_id, node_type, count, offering, None if some else replay
+                    )
                 except Exception as exc:  # not on disk: it could not be found after a crash
                     raise _NotWritten(f"state not written: {exc!r}") from exc
 

@@ -67,7 +67,6 @@ from shoal.providers.outcomes import (
 from shoal.runtime.clock import Clock, SystemClock, sleep_or_event
 from shoal.scaler.backoff import BackoffTable, FailureKind
 from shoal.scaler.model import (
-    CapacityType,
     Demand,
     Launch,
     NodeAction,
@@ -487,8 +486,11 @@ class Controller:
         what is real instead of holding that capacity for the ledger's TTL. A plan that wants
         fewer leaves it for a later pass (replayed then, it would launch a node no plan
         wants); one listed (its placeholders gave way) or expired, or whose node type no
-        longer has its offering (its token would launch outside the type), is settled
-        without a replay, its placeholders left to the TTL."""
+        longer has its offering (its instance type, capacity type or zone: addNodes would
+        ignore it as ``first`` and launch the unit elsewhere under a new token), is settled
+        without a replay, its placeholders left to the listing or the TTL."""
+        if self.stopping or self.demand_stale() is not None:
+            return  # a pass that makes none of its plan's launches (``_withhold``) makes no replay
         waiting = {t.node.tags.get(TAG_REQUEST_ID) for t in self.tracker.pending() if t.placeholder}
         types = {t.name: t for t in self.policy.node_types}
         for intent in self.journal.replays:
@@ -497,8 +499,7 @@ class Controller:
             if (
                 intent.request_id not in waiting
                 or node_type is None
-                or offering.instance_type not in node_type.instance_types
-                or (offering.capacity_type is CapacityType.SPOT) != node_type.preemptible
+                or offering not in node_type.offerings()  # its zone too: else made elsewhere
             ):
                 self.journal.settle_replay(intent.request_id)
                 continue
@@ -511,7 +512,6 @@ class Controller:
             )
             if plan.targets.get(node_type.name, 0) < counted:
                 continue  # not wanted whole now: asked again at the next pass
-            self.journal.settle_replay(intent.request_id)
             log.info(
                 "event=launch_replayed request_id=%s offering=%s count=%d",
                 intent.request_id,
@@ -522,6 +522,9 @@ class Controller:
             report = await self.executor.replay(
                 node_type, intent.request_id, offering, intent.count, intent.replay, unavailable
             )
+            if report.attempts:  # the cloud was asked: its answer settles it
+                self.journal.settle_replay(intent.request_id)
+            # else nothing reached the cloud (its intent not written): made at a later pass
             self.record_outcomes(report)
 
     async def run_pass(self) -> PassRecord:

@@ -60,8 +60,10 @@ The launch ledger: EC2's listing is eventually consistent, so a node the cloud a
 missing from the next listings. Every id ``addNodes`` reported launched is kept as a booting
 node from the moment the cloud accepted it until a listing shows it or ``ttl`` passes; a
 launch whose response was lost (the request's client token, no ids) is kept the same way as
-that many placeholder nodes, until any instance of the request shows up in a listing or the
-TTL passes. Planning on the listing alone launched 28 instances for 4 nodes of demand.
+that many placeholder nodes, until any instance of the request shows up in a listing, a
+later answer for the same request and offering (a replay under the same client token: ids,
+no capacity, or lost again) replaces them, or the TTL passes. Planning on the listing alone
+launched 28 instances for 4 nodes of demand.
 """
 
 from __future__ import annotations

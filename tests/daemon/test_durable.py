@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 import configs
 import pytest
 from shoal.daemon.config import load_config
+from shoal.daemon.demand import DemandFailure
 from shoal.daemon.durable import LOCK_FILE, STATE_FILE, DurableStore, StateError
 from shoal.daemon.service import Service
+from shoal.providers.errors import ProviderError
 from shoal.providers.node_provider import TAG_REQUEST_ID, client_token
 from shoal.providers.outcomes import LaunchRequest
 from shoal.providers.simulated import SimulatedProvisioner
@@ -456,3 +458,154 @@ async def test_the_intent_on_disk_names_the_offering_being_tried(
     assert "state not written" in report.launches[0].error
     assert [e.offering.zone for e in report.failed_offerings] == [ZONE_A]
     assert report.failed_offerings[0].offering in h.controller.backoff.unavailable(h.clock.now())
+
+
+async def test_a_unit_partly_launched_before_a_crash_is_not_launched_twice(
+    tmp_path: Path, clock: FakeClock, harness_factory: Any
+) -> None:
+    """Zone a had room for 2 of a plan's unit of 3: they launched, and kill -9 landed once the
+    intent for zone b (the last offering, asked for the 1 left) was on disk, before b was
+    asked. The restarted daemon must not make the unit's 3 again (the listing lags: the 2 in
+    a are not listed yet): the intent does not hold them, so it is not replayed; its
+    placeholders stand for the unit until the listing shows the 2, then the 1 missing is
+    launched: 3 instances in all, as planned."""
+    state, crashed = tmp_path / "state", tmp_path / "crashed"
+    cloud = SimulatedProvisioner(
+        clusterName="test", zones=[ZONE_A, ZONE_B], clock=clock, listing_lag=60.0
+    )
+    cloud.set_capacity("c5.xlarge", 2, zone=ZONE_A)
+    h: Harness = await harness_factory(state_dir=str(state), provider=cloud)
+    await h.drive(h.controller.reconcile())
+    real = cloud.launch_offering
+
+    async def crash_before_b(request: LaunchRequest) -> list[str]:
+        if request.offering.zone == ZONE_B:
+            shutil.copytree(state, crashed)  # what disk holds when kill -9 lands
+            raise ProviderError("the daemon is gone")  # b never reached the cloud
+        return await real(request)
+
+    cloud.launch_offering = crash_before_b  # type: ignore[method-assign]
+    h.set_demand(h.jobs(12))  # one unit of 3 four-core nodes
+    await h.pass_()
+    cloud.launch_offering = real  # type: ignore[method-assign]
+    assert len(cloud.worker_names()) == 2 and crashed.exists()
+
+    fresh: Harness = await harness_factory(state_dir=str(crashed), provider=cloud)
+    await fresh.drive(fresh.controller.reconcile())
+    fresh.set_demand(fresh.jobs(12))
+    await fresh.pass_()
+    assert len(cloud.worker_names()) <= 3  # the 2 in a were not launched twice
+    await fresh.clock.advance(61)  # the 2 in a are listed now: the 1 missing is launched
+    await fresh.pass_()
+    assert len(cloud.worker_names()) == 3
+
+
+async def test_a_restart_before_an_intent_was_made_again_still_makes_it_again(
+    tmp_path: Path, harness_factory: Any
+) -> None:
+    """The restarted daemon found a plan's intent with no answer, but no plan wanted its
+    nodes yet, and it stopped again before one did. Its state must still name the launch as
+    one to make again: the next daemon makes it once demand wants the nodes, instead of
+    holding its placeholders for the ledger's TTL (what the replay was made to end)."""
+    state = tmp_path / "state"
+    await _with_intent(state, _plan_intent())
+    h: Harness = await harness_factory(state_dir=str(state))
+    await h.drive(h.controller.reconcile())
+    h.set_demand(h.jobs(0))
+    await h.pass_()
+    await h.settle()  # its ledger (the placeholders) written
+    assert h.launch_calls() == [] and len(h.controller.journal.replays) == 1
+
+    fresh: Harness = await harness_factory(state_dir=str(state), provider=h.provider)
+    await fresh.drive(fresh.controller.reconcile())
+    assert len(fresh.controller.tracker.pending()) == 3  # the placeholders, not 6
+    fresh.set_demand(fresh.jobs(12))
+    assert (await fresh.pass_()).launched == 0
+    (call,) = h.launch_calls()
+    assert call.kwargs["client_token"] == client_token(
+        "shoal-lost", Offering("c5.xlarge", ZONE_A, CapacityType.ON_DEMAND)
+    )
+    assert len(h.provider.worker_names()) == 3
+
+
+async def test_an_intent_for_a_zone_no_longer_configured_is_not_made_elsewhere(
+    tmp_path: Path, clock: FakeClock, harness_factory: Any
+) -> None:
+    """The intent names zone b, where the cloud did launch the unit (its answer was lost);
+    the daemon restarts with zone b gone from its zones. Its token cannot be asked in b any
+    more (addNodes ignores a ``first`` that is not an offering now), so a replay would
+    launch the unit again in a under a new token: it is not made again, and its placeholders
+    wait for b's instances to be listed, as before replays."""
+    state = tmp_path / "state"
+    intent = _plan_intent()
+    intent["offering"]["zone"] = ZONE_B
+    await _with_intent(state, intent)
+    cloud = SimulatedProvisioner(clusterName="test", zones=[ZONE_A], clock=clock, listing_lag=60)
+    in_b = Offering("c5.xlarge", ZONE_B, CapacityType.ON_DEMAND)
+    request = LaunchRequest(
+        offering=in_b,
+        count=3,
+        client_token=client_token("shoal-lost", in_b),
+        request_id="shoal-lost",
+        spot_bid=None,
+        tags={TAG_REQUEST_ID: "shoal-lost"},
+    )
+    await cloud.launch_offering(request)
+    h: Harness = await harness_factory(state_dir=str(state), provider=cloud)
+    await h.drive(h.controller.reconcile())
+    h.set_demand(h.jobs(12))
+    await h.pass_()
+    assert len(cloud.worker_names()) == 3
+
+
+async def test_an_intent_is_made_again_only_by_a_pass_that_may_launch(
+    tmp_path: Path, harness_factory: Any
+) -> None:
+    """A replay is a launch: a pass that may launch nothing (the demand is stale: its
+    source failed; or the daemon is stopping, an ha term ending) does not make it either,
+    as it makes none of its plan's launches; the next pass that may launch does."""
+    state = tmp_path / "state"
+    await _with_intent(state, _plan_intent())
+    h: Harness = await harness_factory(state_dir=str(state))
+    await h.drive(h.controller.reconcile())
+    h.set_demand(h.jobs(12))
+    h.controller.set_demand(DemandFailure("squeue: connection refused", h.clock.now()))
+    await h.pass_()
+    assert h.launch_calls() == []
+    h.set_demand(h.jobs(12))
+    h.controller.stopping = True  # stop() also ends run: the flag is what a pass reads
+    await h.pass_()
+    assert h.launch_calls() == []
+    h.controller.stopping = False
+    await h.pass_()
+    assert len(h.launch_calls()) == 1
+
+
+async def test_a_replay_whose_intent_could_not_be_written_is_made_again_later(
+    tmp_path: Path, harness_factory: Any
+) -> None:
+    """The replay's own intent write failed (etcd did not answer in time, a full disk):
+    nothing was asked of the cloud, so nothing settles it. The next pass makes it again,
+    and until then its intent stays on disk for a restart; it is not dropped to leave its
+    placeholders holding that capacity for the ledger's TTL (the CI failure once more)."""
+    state = tmp_path / "state"
+    await _with_intent(state, _plan_intent())
+    h: Harness = await harness_factory(state_dir=str(state))
+    await h.drive(h.controller.reconcile())
+    write = h.controller.journal.intent
+    failures = [OSError("etcd: context deadline exceeded")]
+
+    async def flaky(*args: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await write(*args)
+
+    h.controller.journal.intent = flaky  # type: ignore[method-assign]
+    h.set_demand(h.jobs(12))
+    await h.pass_()
+    await h.settle()
+    assert h.launch_calls() == []
+    saved = json.loads((state / STATE_FILE).read_text())["ledger"]
+    assert "replay" in saved["intents"]["shoal-lost"]
+    await h.pass_()
+    assert len(h.launch_calls()) == 1 and len(h.provider.worker_names()) == 3
