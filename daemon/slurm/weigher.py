@@ -20,9 +20,10 @@ whose weight did not move. A failed command is logged and counted
 by node at once if Slurm refused it (one unknown name, a node deleted meanwhile, fails the
 whole command), not if slurmctld did not answer (that ends the update), and what still
 fails is set again after the next read. One update runs at a time; a read that
-comes while one runs is worked out again at the next read. Only the leader sets weights (a
-stopped controller's weigher does nothing). Weights only order where Slurm starts jobs: a
-late or lost update costs placement quality, never a job or a node.
+comes while one runs is worked out again at the next read. Only the leader sets weights
+(the weigher of a controller stopped, or not reconciled in its term, does nothing).
+Weights only order where Slurm starts jobs: a late or lost update costs placement
+quality, never a job or a node.
 """
 
 from __future__ import annotations
@@ -87,9 +88,10 @@ class Weigher:
 
     def observe(self, snapshot: SlurmSnapshot) -> None:
         """A source listener: start setting what changed, unless an update still runs or
-        this daemon's controller is stopped (``ha``: a follower's source reads too, and a
-        deposed leader's tracker still knows its nodes)."""
-        if self.controller.stopping:
+        this daemon's controller is not leading: stopped, or not reconciled in this term
+        (``ha``: a follower's source reads too, one that never led included, and a deposed
+        leader's tracker still knows its nodes)."""
+        if self.controller.stopping or not self.controller.ready:
             self.applied.clear()  # another leader sets weights now: all again next term
             return
         wanted = self.wanted(snapshot)

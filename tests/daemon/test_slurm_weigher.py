@@ -63,6 +63,8 @@ def read(
 
 
 async def weigher(h: Harness, kept: bool = True) -> tuple[Weigher, Scontrol]:
+    """A weigher on ``h``'s controller, reconciled (leading, as ``Controller.run`` makes it)."""
+    await h.drive(h.controller.reconcile())
     scontrol = Scontrol()
     return Weigher(scontrol, h.controller, kept=kept), scontrol  # type: ignore[arg-type]
 
@@ -230,6 +232,7 @@ async def test_an_update_whose_answer_is_lost_is_set_again_when_the_old_weight_i
     h: Harness = await harness_factory()
     (a,) = await ready_nodes(h, 1)
     slurm = SlowSlurm()
+    await h.drive(h.controller.reconcile())  # leading
     w = Weigher(slurm, h.controller)  # type: ignore[arg-type]
     now = h.clock.now()
     w.observe(read(now, [a], {}))  # idle: set and known
@@ -260,6 +263,20 @@ async def test_a_deposed_leaders_weigher_sets_nothing(harness_factory: Any) -> N
     assert scontrol.calls == []
 
 
+async def test_a_follower_that_never_led_sets_nothing(harness_factory: Any) -> None:
+    """With ``ha`` a follower's Slurm source reads too, and its tracker may know nodes (one
+    that led before and was restarted as a follower, or one given the ledger): a controller
+    that has not reconciled in a term (``ready`` false) is not leading, and sets nothing."""
+    h: Harness = await harness_factory()
+    (a,) = await ready_nodes(h, 1)
+    scontrol = Scontrol()
+    w = Weigher(scontrol, h.controller)  # type: ignore[arg-type]
+    assert not h.controller.ready and not h.controller.stopping
+    w.observe(read(h.clock.now(), [a], {a: [(HOUR, 0.0)]}))
+    await h.settle()
+    assert scontrol.calls == []
+
+
 async def test_a_leader_again_sets_every_weight_once_more(harness_factory: Any) -> None:
     """review (reviewu): what a daemon set in an earlier term is no longer what Slurm holds
     (another leader set weights meanwhile): leading again, it sets each node once more, as
@@ -272,7 +289,11 @@ async def test_a_leader_again_sets_every_weight_once_more(harness_factory: Any) 
     await h.settle()
     h.controller.stop()  # the term ended; the next leader set its own weights
     w.observe(read(h.clock.now() + 10, [a], {}))
-    h.controller.resume()  # leading again
+    h.controller.resume()  # leading again: the term's loop reconciles first
+    w.observe(read(h.clock.now() + 15, [a], busy))
+    await h.settle()
+    assert scontrol.calls[1:] == []  # not before it reconciled
+    await h.drive(h.controller.reconcile())
     scontrol.calls.clear()
     w.observe(read(h.clock.now() + 20, [a], busy))
     await h.settle()
@@ -297,6 +318,7 @@ async def test_a_controller_that_does_not_answer_gets_one_command_per_weight_not
     h: Harness = await harness_factory()
     nodes = await ready_nodes(h, 4)
     slurm, metrics = DownSlurm(), SlurmMetrics()
+    await h.drive(h.controller.reconcile())  # leading
     w = Weigher(slurm, h.controller, metrics, kept=False)  # type: ignore[arg-type]
     for at in (0, 10):
         w.observe(read(h.clock.now() + at, nodes, {}))
