@@ -10,7 +10,11 @@ is pure; each repair found is logged with its reason, counted in
 ``shoal_slurm_cleanups_total{kind}`` and carried out:
 
 ``orphan``                    an instance launched for a Slurm node that is powered down (its
-                              suspend never reached shoal) or does not exist: terminated
+                              suspend never reached shoal) or does not exist: terminated. One
+                              whose node Slurm left DOWN with "ResumeTimeout reached" never
+                              registered: terminated as a join timeout, its offering backed
+                              off, as its resume-fail request does (the loop may read the
+                              node down a moment before slurmctld runs ResumeFailProgram)
 ``duplicate``                 a second instance for one node: terminated. The one whose
                               private address is the node's NodeAddr stays (the one Slurm
                               talks to), else the oldest; never while the node runs a job by
@@ -45,7 +49,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from shoal.daemon.slurm.client import SlurmClient
-from shoal.daemon.slurm.constants import RESETTABLE_REASONS, SHOAL_FEATURE
+from shoal.daemon.slurm.constants import RESETTABLE_REASONS, RESUME_TIMEOUT_REASON, SHOAL_FEATURE
 from shoal.daemon.slurm.drain import drained_by_shoal
 from shoal.daemon.slurm.errors import SlurmCommandError, SlurmError
 from shoal.daemon.slurm.metrics import SlurmMetrics
@@ -80,6 +84,8 @@ class Repair:
     node: str  # the Slurm node
     instances: tuple[str, ...]  # instance ids to terminate
     reason: str
+    # an orphan whose node Slurm gave up on at ResumeTimeout: a join timeout (backed off)
+    never_registered: bool = False
 
 
 def _age(node: Node, now: float) -> float:
@@ -141,7 +147,8 @@ def find_repairs(
         if off:
             if old:
                 why = f"its Slurm node {name} is powered down ({node.state_text})"
-                repairs.append(Repair(RepairKind.ORPHAN, name, old, why))
+                failed = node.down and node.reason.startswith(RESUME_TIMEOUT_REASON)
+                repairs.append(Repair(RepairKind.ORPHAN, name, old, why, failed))
             continue
         if len(group) < 2 or _runs_a_job(node):
             continue
@@ -286,7 +293,7 @@ class Cleaner:
             self.metrics.slurm_cleanups.labels(kind=repair.kind.value).inc()
             try:
                 if repair.instances:
-                    await self._terminate(repair.instances)
+                    await self._terminate(repair.instances, repair.never_registered)
                 if repair.kind is RepairKind.STUCK_POWERING_UP:
                     await self.client.set_down(repair.node, f"shoal: {repair.reason}"[:200])
                     await self.client.power_down(repair.node)
@@ -299,5 +306,8 @@ class Cleaner:
             except (SlurmError, ProviderError) as exc:
                 log.warning('event=slurm_cleanup_failed node=%s error="%s"', repair.node, exc)
 
-    async def _terminate(self, ids: Sequence[str]) -> None:
-        await self.controller.terminate(ids)
+    async def _terminate(self, ids: Sequence[str], never_registered: bool = False) -> None:
+        if never_registered:  # as the resume-fail request it came before
+            await self.controller.terminate(ids, cause="join-timeout", back_off=True)
+        else:
+            await self.controller.terminate(ids)

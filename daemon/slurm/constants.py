@@ -25,6 +25,7 @@ __all__ = [
     "HOLDING_STATES",
     "NOT_DRAINED",
     "RESETTABLE_REASONS",
+    "RESUME_TIMEOUT_REASON",
     "SEP",
     "SHOAL_FEATURE",
     "SINFO_FIELDS",
@@ -85,4 +86,5 @@ HOLDING_STATES = frozenset(
 
 DRAIN_REASON = "shoal"  # the clean-up loop deletes dynamic nodes drained with it
 NOT_DRAINED = "Invalid node state specified"  # scontrol's answer to resuming a node not drained
-RESETTABLE_REASONS = ("ResumeTimeout reached", "shoal")  # reasons a failed resume leaves
+RESUME_TIMEOUT_REASON = "ResumeTimeout reached"  # slurmctld's, for a node never registered
+RESETTABLE_REASONS = (RESUME_TIMEOUT_REASON, "shoal")  # reasons a failed resume leaves

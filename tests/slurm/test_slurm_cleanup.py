@@ -227,3 +227,24 @@ def test_only_managed_nodes_are_reset() -> None:
         [], nodes, mode="power_save", now=NOW, managed=lambda name: name.startswith("cloud")
     )
     assert [r.node for r in repairs] == ["cloud1"]
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "never_registered"),
+    [
+        ("down+cloud+powered_down", "ResumeTimeout reached", True),
+        ("idle+cloud+powered_down", "", False),  # suspended, its suspend lost: idle
+        ("down+cloud+powered_down", "disk failure", False),  # an admin's DOWN
+    ],
+)
+def test_an_orphan_of_a_node_given_up_at_resume_timeout_never_registered(
+    state: str, reason: str, never_registered: bool
+) -> None:
+    (repair,) = find_repairs(
+        [instance("i-1", "cloud1")],
+        [slurm_node("cloud1", state, reason)],
+        mode="power_save",
+        now=NOW,
+        grace=GRACE,
+    )
+    assert (repair.kind, repair.never_registered) == (RepairKind.ORPHAN, never_registered)

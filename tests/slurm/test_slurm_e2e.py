@@ -294,11 +294,12 @@ def test_no_capacity_and_a_node_that_never_registers(setup_factory: Callable[...
         explain=s.explain,
     )
     assert s.metric("shoal_scale_up_failures_total", node_type="a", reason="capacity") >= 1
-    # b1's instance is terminated once: by its resume-fail request as a join timeout, or, when
-    # the clean-up loop reads b1 first (slurmctld sets it down~ a moment before it runs
-    # ResumeFailProgram; 1 run in 4 here), as an orphan (then its offering is not backed off)
-    timed_out = s.metric("shoal_scale_downs_total", node_type="b", cause="join-timeout")
-    assert timed_out + s.metric("shoal_slurm_cleanups_total", kind="orphan") == 1
+    # b1's instance is terminated once, as a join timeout (its offering backed off): by its
+    # resume-fail request, or, when the clean-up loop reads b1 first (slurmctld sets it down~
+    # "ResumeTimeout reached" a moment before it runs ResumeFailProgram; 1 run in 4 here), by
+    # the clean-up as an orphan that never registered
+    assert s.metric("shoal_scale_downs_total", node_type="b", cause="join-timeout") == 1
+    assert s.metric("shoal_slurm_cleanups_total", kind="orphan") <= 1
     assert not [r for r in s.instances().values() if r["tags"]["shoal:slurm-node"] in ("a1", "b1")]
     kept_down = s.daemon.get("/v1/slurm")["power_saving"]["kept_down"]
     assert "a1" not in kept_down and "b1" not in kept_down

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from shoal.daemon.slurm.parse import SlurmNode
 from shoal.runtime.testing import FakeClock
+from test_slurm_cleanup import slurm_node
 from test_slurm_power import Daemon, start
 
 
@@ -17,10 +18,14 @@ def clock() -> FakeClock:
 
 
 class Sinfo:
-    """The Slurm client's node read, with no Slurm node (the clean-up needs nothing more)."""
+    """The Slurm client's node read, with no Slurm node (the clean-up needs nothing more),
+    or the ``shown`` ones."""
+
+    def __init__(self, *shown: SlurmNode) -> None:
+        self.shown = shown
 
     async def nodes(self) -> tuple[SlurmNode, ...]:
-        return ()
+        return self.shown
 
 
 def describes(d: Daemon) -> int:
@@ -64,3 +69,32 @@ async def test_a_launch_between_makes_the_clean_up_list_again(
     assert describes(d) == before + 1  # the launch retired the shared listing
     # the clean-up saw the new instance (its Slurm node does not exist here: an orphan)
     assert [(r.kind.value, r.node) for r in repairs] == [("orphan", "cloud2")]
+
+
+async def test_an_orphan_slurm_gave_up_on_at_resume_timeout_is_a_join_timeout(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The clean-up may read a never-registered node down~ ("ResumeTimeout reached") a
+    moment before slurmctld runs ResumeFailProgram (seen on a real slurmctld, 1 run in 4):
+    it terminates the instance as the resume-fail request would, as a join timeout with its
+    offering backed off, not as a plain orphan whose offering is tried again at once."""
+    d = await start(tmp_path, clock, orphan_grace="1s")
+    await resumed(d, "cloud2")
+    await clock.advance(2)
+    down = slurm_node("cloud2", "down+cloud+powered_down", "ResumeTimeout reached")
+    d.slurm.cleaner.client = Sinfo(down)  # type: ignore[assignment]
+    repairs = await clock.run_until(d.slurm.cleaner.once())
+    assert [(r.kind.value, r.node, r.never_registered) for r in repairs] == [
+        ("orphan", "cloud2", True)
+    ]
+    assert (await d.workers()).get("cloud2", []) == []
+    causes = [
+        (sample.labels["cause"], sample.value)
+        for metric in d.metrics.scale_downs.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    ]
+    assert causes == [("join-timeout", 1.0)]
+    controller = d.slurm.controller
+    assert controller is not None
+    assert controller.backoff.unavailable(clock.now())  # its offering is backed off
