@@ -240,7 +240,9 @@ def test_kill9_after_runinstances_on_a_lagging_listing_launches_nothing_twice(
 ) -> None:
     """Issue 17, bug 4: as above, but EC2's listing lags 8 s, so the restarted daemon cannot
     adopt the instances yet. The launch's intent in state_dir (written before RunInstances)
-    stands for them until they are listed: 3 instances for 3 nodes of demand, not 6."""
+    stands for them: its first pass that wants the 3 nodes makes the launch again under the
+    same ClientToken, and EC2 answers with the 3 it made (so the daemon knows their ids
+    before any listing shows them): 3 instances for 3 nodes of demand, not 6."""
     cluster = "e2e-crash-lag"
     moto.behaviour.listing_lag = 8.0
     config = aws_config(e2e, moto, cluster, state_dir=str(tmp_path / "state"))
@@ -256,17 +258,21 @@ def test_kill9_after_runinstances_on_a_lagging_listing_launches_nothing_twice(
     assert second.put_demand(demand).status == 200
     second.wait_passes(4)  # passes every 500 ms, all within the listing lag
     assert set(moto.behaviour._launched_at) == launched_by_first, "launched again"
+    assert daemon_ids(second) == launched_by_first  # known by id: the replay's answer
+    calls = moto.run_calls
+    assert len(calls) == 2 and calls[0]["ClientToken"] == calls[1]["ClientToken"], calls
     e2e.wait_for(
-        "the instances listed and known",
-        lambda: daemon_ids(second) == launched_by_first,
+        "the instances listed",
+        lambda: moto.live_ids(cluster) == launched_by_first,
         15.0,
         0.1,
         on_timeout=second.tail,
     )
     second.wait_passes(3)
-    assert moto.live_ids(cluster) == launched_by_first
-    assert len(moto.run_calls) == 1, moto.run_calls
-    assert e2e.metric(second.metrics(), "shoal_scale_ups_total") == 0
+    assert moto.live_ids(cluster) == daemon_ids(second) == launched_by_first
+    assert set(moto.behaviour._launched_at) == launched_by_first and len(moto.run_calls) == 2
+    # counted once, by the daemon that booked them (the first died before its answer)
+    assert e2e.metric(second.metrics(), "shoal_scale_ups_total") == 3
 
 
 def test_throttling_and_capacity_faults_are_survived_and_counted(
