@@ -633,7 +633,9 @@ class Controller:
         """Terminate instances outside a plan (Slurm's suspend, the clean-up loop) through
         the executor and book it: marked terminated in the tracker (and so out of the ledger),
         counted as scale-downs with ``cause`` when given, and with ``back_off`` each one's
-        offering backed off (a node that never joined). Raises what the executor raises
+        offering backed off (a node that never joined); an instance booked terminated
+        before (the clean-up's orphan, then its resume-fail request on a listing that still
+        shows it) is not booked again. Raises what the executor raises
         (nothing is booked then), ``Fenced`` first when the term is over (``ha``: nothing
         reaches the cloud)."""
         ids = [n if isinstance(n, str) else n.name for n in nodes]
@@ -650,6 +652,8 @@ class Controller:
         for node in nodes:
             name = node if isinstance(node, str) else node.name
             tracked = self.tracker.get(name)
+            if tracked is not None and tracked.state is TrackedState.TERMINATED:
+                continue  # booked by an earlier call (a listing may show it a while): once
             self.tracker.mark(name, TrackedState.TERMINATED)
             if cause is not None:
                 type_name = tracked.node_type if tracked is not None and tracked.node_type else "-"
