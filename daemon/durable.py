@@ -59,8 +59,9 @@ nodes, so a restarted daemon whose cloud listing lags waits for its launches in 
 their TTL, before launching that capacity again; the client tokens (a function of request
 id and offering) make any replayed launch return what the cloud already launched. A plan's
 intent also holds what makes its launch again (``Replayable``: tags, gang, cause; not one
-an earlier offering partly launched): the first pass whose plan wants every node of its
-type (``Controller._replay_intents``) sends it again in its last offering, so a launch that
+an earlier offering partly launched): the first pass whose plan wants its nodes on top of
+the others of its type (``Controller._replay_intents``; not the placeholders of launches
+still to make) sends it again in its last offering, so a launch that
 was never sent (the daemon stopped before it, or etcd applied the intent but its answer was
 lost) is launched then, not waited for until the TTL; one that was sent gets its instances
 back from the token. Its intent stays on disk until then, for a restart to find again. An

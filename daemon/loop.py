@@ -480,8 +480,10 @@ class Controller:
 
     async def _replay_intents(self, plan: Plan) -> None:
         """After a restart or in a new term: make again each plan launch whose intent the
-        restore found with no answer (``Executor.replay``), once a plan wants every node of
-        its type the daemon counts, its placeholders included. Its client token returns what
+        restore found with no answer (``Executor.replay``), once a plan wants its nodes on top
+        of every other node of its type the daemon counts, but the placeholders of launches
+        still to make after it (of two lost units of 3, a plan wanting 5 makes one again,
+        not neither: those 5 waited for the TTL). Its client token returns what
         it launched, if it did, and launches it if it did not: the placeholders give way to
         what is real instead of holding that capacity for the ledger's TTL. A plan that wants
         fewer leaves it for a later pass (replayed then, it would launch a node no plan
@@ -491,27 +493,38 @@ class Controller:
         without a replay, its placeholders left to the listing or the TTL."""
         if self.stopping or self.demand_stale() is not None:
             return  # a pass that makes none of its plan's launches (``_withhold``) makes no replay
-        waiting = {t.node.tags.get(TAG_REQUEST_ID) for t in self.tracker.pending() if t.placeholder}
+        replays = self.journal.replays
+        ahead = {r.request_id for r in replays}
+        held = Counter(  # the placeholders of each launch still to make again
+            t.node.tags.get(TAG_REQUEST_ID) for t in self.tracker.pending() if t.placeholder
+        )
+        # the nodes of each type the daemon counts, but those placeholders: a launch is made
+        # again when the plan wants its nodes on top of these and of those made before it
+        counted = Counter(
+            t.node_type
+            for t in self.tracker.all()
+            if t.state in (TrackedState.BOOTING, TrackedState.READY)
+            and not t.expired
+            and not (t.placeholder and t.node.tags.get(TAG_REQUEST_ID) in ahead)
+        )
         types = {t.name: t for t in self.policy.node_types}
-        for intent in self.journal.replays:
+        for intent in replays:
             node_type = types.get(intent.node_type)
             offering = intent.offering
             if (
-                intent.request_id not in waiting
+                not held[intent.request_id]
                 or node_type is None
                 or offering not in node_type.offerings()  # its zone too: else made elsewhere
             ):
+                counted[intent.node_type] += held[intent.request_id]  # left to the TTL
                 self.journal.settle_replay(intent.request_id)
                 continue
-            counted = sum(
-                1
-                for t in self.tracker.all()
-                if t.node_type == node_type.name
-                and t.state in (TrackedState.BOOTING, TrackedState.READY)
-                and not t.expired
-            )
-            if plan.targets.get(node_type.name, 0) < counted:
+            if (
+                plan.targets.get(node_type.name, 0)
+                < counted[node_type.name] + held[intent.request_id]
+            ):
                 continue  # not wanted whole now: asked again at the next pass
+            counted[node_type.name] += held[intent.request_id]
             log.info(
                 "event=launch_replayed request_id=%s offering=%s count=%d",
                 intent.request_id,
@@ -633,7 +646,9 @@ class Controller:
         """Terminate instances outside a plan (Slurm's suspend, the clean-up loop) through
         the executor and book it: marked terminated in the tracker (and so out of the ledger),
         counted as scale-downs with ``cause`` when given, and with ``back_off`` each one's
-        offering backed off (a node that never joined). Raises what the executor raises
+        offering backed off (a node that never joined); an instance booked terminated
+        before (the clean-up's orphan, then its resume-fail request on a listing that still
+        shows it) is not booked again. Raises what the executor raises
         (nothing is booked then), ``Fenced`` first when the term is over (``ha``: nothing
         reaches the cloud)."""
         ids = [n if isinstance(n, str) else n.name for n in nodes]
@@ -650,6 +665,8 @@ class Controller:
         for node in nodes:
             name = node if isinstance(node, str) else node.name
             tracked = self.tracker.get(name)
+            if tracked is not None and tracked.state is TrackedState.TERMINATED:
+                continue  # booked by an earlier call (a listing may show it a while): once
             self.tracker.mark(name, TrackedState.TERMINATED)
             if cause is not None:
                 type_name = tracked.node_type if tracked is not None and tracked.node_type else "-"

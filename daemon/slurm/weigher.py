@@ -21,7 +21,9 @@ by node at once if Slurm refused it (one unknown name, a node deleted meanwhile,
 whole command), not if slurmctld did not answer (that ends the update), and what still
 fails is set again after the next read. One update runs at a time; a read that
 comes while one runs is worked out again at the next read. Only the leader sets weights
-(the weigher of a controller stopped, or not reconciled in its term, does nothing).
+(the weigher of a controller stopped, or not reconciled in its term, does nothing; an
+update running when the term ends sends no further command, and what it set is set again
+in the next term).
 Weights only order where Slurm starts jobs: a late or lost update costs placement
 quality, never a job or a node.
 """
@@ -91,7 +93,7 @@ class Weigher:
         this daemon's controller is not leading: stopped, or not reconciled in this term
         (``ha``: a follower's source reads too, one that never led included, and a deposed
         leader's tracker still knows its nodes)."""
-        if self.controller.stopping or not self.controller.ready:
+        if not self._leading():
             self.applied.clear()  # another leader sets weights now: all again next term
             return
         wanted = self.wanted(snapshot)
@@ -100,11 +102,16 @@ class Weigher:
         if changed and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._apply(changed))
 
+    def _leading(self) -> bool:
+        return not self.controller.stopping and self.controller.ready
+
     async def _apply(self, changed: dict[str, int]) -> None:
         by_weight: defaultdict[int, list[str]] = defaultdict(list)
         for name, weight in changed.items():
             by_weight[weight].append(name)
         for weight, names in sorted(by_weight.items()):
+            if not self._leading():
+                return  # the term ended while an update ran: the next leader sets weights
             names.sort()
             error = await self._set(names, weight)
             if isinstance(error, SlurmUnavailableError):
@@ -112,7 +119,8 @@ class Weigher:
             if error is not None and len(names) > 1:
                 # one unknown name (a node deleted meanwhile) fails the whole command
                 for name in names:
-                    await self._set([name], weight)
+                    if self._leading():
+                        await self._set([name], weight)
 
     async def _set(self, names: list[str], weight: int) -> SlurmError | None:
         try:
@@ -129,7 +137,8 @@ class Weigher:
             for name in names:  # Slurm may have taken it (a lost answer): set it again
                 self.applied.pop(name, None)
             return exc
-        self.applied.update(dict.fromkeys(names, weight))
+        if self._leading():  # set in an ended term: set again when it leads next
+            self.applied.update(dict.fromkeys(names, weight))
         self._count("set", len(names))
         log.info("event=slurm_weight nodes=%s weight=%d", ",".join(names), weight)
         return None

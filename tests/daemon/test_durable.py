@@ -609,3 +609,29 @@ async def test_a_replay_whose_intent_could_not_be_written_is_made_again_later(
     assert "replay" in saved["intents"]["shoal-lost"]
     await h.pass_()
     assert len(h.launch_calls()) == 1 and len(h.provider.worker_names()) == 3
+
+
+async def test_of_two_intents_a_plan_wanting_one_more_than_either_makes_one_again(
+    tmp_path: Path, harness_factory: Any
+) -> None:
+    """review (reviewy): two plan units of 3 found with no answer (6 placeholders), and a
+    plan that wants 5 nodes: fewer than the 6 counted, so neither was made again, and the 5
+    nodes of demand waited for the ledger's TTL (what the replay was made to end). The
+    first is made again (the plan wants its 3 on top of nothing real); the second, which
+    would make a sixth node no plan wants, waits as before."""
+    state = tmp_path / "state"
+    store = DurableStore.open(state)
+    intents = {"shoal-lost": _plan_intent(), "shoal-lost-2": _plan_intent()}
+    store.section("ledger", lambda: {"intents": intents, "entries": []})
+    await store.flush()
+    store.close()
+    h: Harness = await harness_factory(state_dir=str(state))
+    await h.drive(h.controller.reconcile())
+    h.set_demand(h.jobs(20))  # 5 nodes of 4 jobs
+    assert (await h.pass_()).launched == 0
+    (call,) = h.launch_calls()
+    assert call.kwargs["client_token"] == client_token(
+        "shoal-lost", Offering("c5.xlarge", ZONE_A, CapacityType.ON_DEMAND)
+    )
+    assert [r.request_id for r in h.controller.journal.replays] == ["shoal-lost-2"]
+    assert len(h.provider.worker_names()) == 3

@@ -5,6 +5,7 @@ weights themselves (``scaler/order.py``). A real slurmctld takes the weights in
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -327,3 +328,46 @@ async def test_a_controller_that_does_not_answer_gets_one_command_per_weight_not
     assert w.applied == {}
     failed = metrics.slurm_weight_updates.labels(result="failed")._value.get()
     assert failed == 2 * len(nodes)  # still counted, one per node
+
+
+class GatedScontrol(Scontrol):
+    """A slurmctld whose first answer waits for ``gate``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def update_nodes(self, nodes: Any, **settings: str) -> None:
+        first = not self.calls
+        await super().update_nodes(nodes, **settings)
+        if first:
+            await self.gate.wait()
+
+
+async def test_an_update_in_flight_when_the_term_ends_sets_nothing_more(
+    harness_factory: Any,
+) -> None:
+    """review (reviewy): an update of two weights (two commands) runs when the term ends
+    (``ha``: the controller stopped while scontrol answers the first). The deposed leader
+    must not send the second command (the new leader sets weights now), nor keep as set
+    what it set in the old term: leading again, it sets each node once more."""
+    h: Harness = await harness_factory()
+    a, b = await ready_nodes(h, 2)
+    await h.drive(h.controller.reconcile())
+    scontrol = GatedScontrol()
+    w = Weigher(scontrol, h.controller)  # type: ignore[arg-type]
+    busy = {a: [(HOUR, 0.0)]}
+    w.observe(read(h.clock.now(), [a, b], busy))
+    await h.clock.settle()
+    assert len(scontrol.calls) == 1  # the first command, its answer awaited
+    h.controller.stop()  # the term ended
+    w.observe(read(h.clock.now() + 10, [a, b], busy))
+    scontrol.gate.set()
+    await h.settle()
+    assert len(scontrol.calls) == 1  # nothing after the term's end
+    h.controller.resume()
+    await h.drive(h.controller.reconcile())
+    scontrol.calls.clear()
+    w.observe(read(h.clock.now() + 20, [a, b], busy))
+    await h.settle()
+    assert sorted(n for names, _ in scontrol.calls for n in names) == sorted([a, b])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from shoal.daemon.slurm.parse import SlurmNode
@@ -98,3 +99,39 @@ async def test_an_orphan_slurm_gave_up_on_at_resume_timeout_is_a_join_timeout(
     controller = d.slurm.controller
     assert controller is not None
     assert controller.backoff.unavailable(clock.now())  # its offering is backed off
+
+
+async def test_an_orphan_the_listing_still_shows_after_its_termination_backs_off_once(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """review (reviewy): the clean-up terminated a never-registered orphan as a join timeout;
+    slurmctld's resume-fail request for its node comes next, and the cloud's listing, as
+    eventually consistent as it is (the tracker keeps TERMINATED for an instance "still
+    listed until the cloud catches up"), still shows the instance: the request terminates it
+    again. It is one join timeout: counted once, its offering backed off once (a second
+    failure doubles the block; before the clean-up backed off, this was one as well)."""
+    d = await start(tmp_path, clock, orphan_grace="1s")
+    await resumed(d, "cloud2")
+    await clock.advance(2)
+    down = slurm_node("cloud2", "down+cloud+powered_down", "ResumeTimeout reached")
+    d.slurm.cleaner.client = Sinfo(down)  # type: ignore[assignment]
+    controller = d.slurm.controller
+    assert controller is not None
+    stale = await controller.provider.getProvisionedWorkers()
+    await clock.run_until(d.slurm.cleaner.once())
+
+    async def listing() -> list[Any]:
+        return list(stale)  # the terminated instance, still listed
+
+    controller.provider.getProvisionedWorkers = listing  # type: ignore[method-assign]
+    await d.power.accept("resume_fail", "cloud2")
+    await d.served()
+    causes = [
+        (sample.labels["cause"], sample.value)
+        for metric in d.metrics.scale_downs.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    ]
+    assert causes == [("join-timeout", 1.0)]
+    (entry,) = controller.backoff.entries.values()
+    assert entry.failures == 1
