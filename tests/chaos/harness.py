@@ -13,9 +13,10 @@ The run
 - ``[0, FAULT_END)``: jobs arrive and the faults of ``faults.FaultPlan.draw(seed)`` happen (see
   ``faults``): flapping and stale reads, lost responses, listing lag, capacity errors,
   throttling, spot interruptions, slow terminations, stopped nodes, and crashes at any provider
-  call followed by a restart that throws away every in-memory object and builds them again from
-  ``state_dir`` (a fresh temp dir per seed, kept across restarts) and the cloud's tags. The
-  simulated cloud and the scheduler live on.
+  call or write of ``state.json`` (before it, or right after it) followed by a restart that
+  throws away every in-memory object and builds them again from ``state_dir`` (a fresh temp
+  dir per seed, kept across restarts) and the cloud's tags. The simulated cloud and the
+  scheduler live on.
 - ``[FAULT_END, SUBMIT_END)``: calm (no new fault; instances stopped before stay stopped), jobs
   still arrive.
 - ``[SUBMIT_END, END]``: no new job; the cluster must scale to nothing.
@@ -580,6 +581,7 @@ class _Run:
                     self.note(f"start failed ({exc!r}): started again in {RESTART_SEC:.0f} s")
                     await self.clock.advance(RESTART_SEC)
             controller.executor.drain_hook = controller.executor.undrain_hook = _DrainHook(self)
+            controller.store.writer = self.faulty_writer(controller.store.writer)
             self.restored(controller)
             while True:  # as Controller.run: a failed first listing is tried again an interval on
                 try:
@@ -599,6 +601,24 @@ class _Run:
         self.note(f"daemon started (incarnation {self.incarnation})")
         self.push(force=True)
         return True
+
+    def faulty_writer(self, write: Callable[[Path, Any], None]) -> Callable[[Path, Any], None]:
+        """The store's writer, as a crash point: the process dies before the state file is
+        replaced, or right after (``wrote`` is told what was written). Between a launch's
+        intent on disk and its answer booked is where a restart has to make the launch
+        again (``Controller._replay_intents``)."""
+
+        def writer(path: Path, data: Any) -> None:
+            after = self.faulty.point("write state.json")
+            write(path, data)
+            self.wrote(data)
+            if after:
+                self.faulty.die_after("write state.json")
+
+        return writer
+
+    def wrote(self, data: Any) -> None:
+        """What ``state.json`` holds now (a mode may check it)."""
 
     def restored(self, controller: Controller) -> None:
         """A daemon starts from what the store kept (before its first listing): a node a

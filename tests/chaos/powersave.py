@@ -71,8 +71,7 @@ import io
 import itertools
 import json
 import random
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from shoal.daemon.loop import Controller
@@ -247,19 +246,9 @@ class PowerRun(_Run):
         self.integration = None
         await super().bury()
 
-    def faulty_writer(self, write: Callable[[Path, Any], None]) -> Callable[[Path, Any], None]:
-        """The store's writer, as a crash point: the process dies before the state file is
-        replaced, or right after."""
-
-        def writer(path: Path, data: Any) -> None:
-            after = self.faulty.point("write state.json")
-            write(path, data)
-            self.on_disk = data.get("slurm") or {}
-            self.check_holds()
-            if after:
-                self.faulty.die_after("write state.json")
-
-        return writer
+    def wrote(self, data: Any) -> None:
+        self.on_disk = data.get("slurm") or {}
+        self.check_holds()
 
     # -- Slurm's side -------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import pytest
 from shoal.daemon.executor import Executor
 from shoal.daemon.leader import LeaseElector, Term
 from shoal.daemon.leader.state import MemoryStateBackend
+from shoal.daemon.loop import Controller
 from shoal.daemon.nodes import NodeTracker
 from shoal.daemon.slurm.power import PowerSaver
 from shoal.daemon.slurm.state import PowerState
@@ -219,6 +220,25 @@ def test_a_joined_node_timed_out_after_a_listing_left_it_out_is_found(
     monkeypatch.setattr(NodeTracker, "_adopted", forgetful)
     found = [v for v in run_seed(seed, kinds).violations if v.invariant == "joined-timed-out"]
     assert found and "a read showed it joined" in found[0].detail
+
+
+def test_a_replay_that_ignores_the_plan_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash at a write of ``state.json`` can leave a launch's intent with no answer; the
+    next start makes it again once a plan wants its nodes (``Controller._replay_intents``).
+    A replay made whatever the plan wants launches a node no plan asked for: found as a
+    duplicate launch (seed 141 crashes right after a state write); the real one is clean."""
+    seed = 141
+    run = run_seed(seed)
+    assert any("write state.json" in line for line in run.log) and not run.violations
+    replay = Controller._replay_intents
+
+    async def eager(self: Controller, plan: Plan) -> None:
+        wants_all = {t.name: 10**6 for t in self.policy.node_types}
+        await replay(self, dataclasses.replace(plan, targets=wants_all))
+
+    monkeypatch.setattr(Controller, "_replay_intents", eager)
+    found = {v.invariant for v in run_seed(seed).violations}
+    assert "duplicate-launch" in found
 
 
 def test_whole_gangs_counts_gangs_all_or_none_and_singles_up_to_their_number() -> None:
