@@ -243,16 +243,7 @@ async def test_a_replayed_intent_whose_launch_happened_launches_nothing_more(
     state = tmp_path / "state"
     await _with_intent(state, _plan_intent())
     h: Harness = await harness_factory(state_dir=str(state))
-    token = client_token("shoal-lost", Offering("c5.xlarge", ZONE_A, CapacityType.ON_DEMAND))
-    request = LaunchRequest(
-        offering=Offering("c5.xlarge", ZONE_A, CapacityType.ON_DEMAND),
-        count=3,
-        client_token=token,
-        request_id="shoal-lost",
-        spot_bid=None,
-        tags={TAG_REQUEST_ID: "shoal-lost"},
-    )
-    first = await h.provider.launch_offering(request)
+    first = await _launched_lost(h.provider, ZONE_A)
     h.provider.set_capacity("c5.xlarge", 0, zone=ZONE_A)
     h.provider.listing_lag = 3600.0  # the listing does not show them
     await h.drive(h.controller.reconcile())
@@ -262,6 +253,32 @@ async def test_a_replayed_intent_whose_launch_happened_launches_nothing_more(
     assert len(h.provider.worker_names()) == 3
 
 
+async def _launched_lost(cloud: SimulatedProvisioner, zone: str) -> list[str]:
+    """What ``_plan_intent``'s unit launched in ``zone`` before its answer was lost: 3
+    c5.xlarge under its client token there."""
+    offering = Offering("c5.xlarge", zone, CapacityType.ON_DEMAND)
+    request = LaunchRequest(
+        offering=offering,
+        count=3,
+        client_token=client_token("shoal-lost", offering),
+        request_id="shoal-lost",
+        spot_bid=None,
+        tags={TAG_REQUEST_ID: "shoal-lost"},
+    )
+    return await cloud.launch_offering(request)
+
+
+async def _restarted_unwanted(state: Path, harness_factory: Any) -> Harness:
+    """A daemon started on a plan's intent with no answer (``_plan_intent``), reconciled,
+    and one pass with no demand (no plan wants the intent's nodes) made."""
+    await _with_intent(state, _plan_intent())
+    h: Harness = await harness_factory(state_dir=str(state))
+    await h.drive(h.controller.reconcile())
+    h.set_demand(h.jobs(0))
+    await h.pass_()
+    return h
+
+
 async def test_an_intent_is_made_again_only_once_a_plan_wants_its_nodes(
     tmp_path: Path, harness_factory: Any
 ) -> None:
@@ -269,11 +286,7 @@ async def test_an_intent_is_made_again_only_once_a_plan_wants_its_nodes(
     target is 0), the intent is not made again: replayed then, it would launch nodes no plan
     wants. Once demand wants them, the next pass makes it again."""
     state = tmp_path / "state"
-    await _with_intent(state, _plan_intent())
-    h: Harness = await harness_factory(state_dir=str(state))
-    await h.drive(h.controller.reconcile())
-    h.set_demand(h.jobs(0))
-    await h.pass_()
+    h = await _restarted_unwanted(state, harness_factory)
     assert h.launch_calls() == []
     assert len(h.controller.journal.replays) == 1
     h.set_demand(h.jobs(12))
@@ -508,11 +521,7 @@ async def test_a_restart_before_an_intent_was_made_again_still_makes_it_again(
     one to make again: the next daemon makes it once demand wants the nodes, instead of
     holding its placeholders for the ledger's TTL (what the replay was made to end)."""
     state = tmp_path / "state"
-    await _with_intent(state, _plan_intent())
-    h: Harness = await harness_factory(state_dir=str(state))
-    await h.drive(h.controller.reconcile())
-    h.set_demand(h.jobs(0))
-    await h.pass_()
+    h = await _restarted_unwanted(state, harness_factory)
     await h.settle()  # its ledger (the placeholders) written
     assert h.launch_calls() == [] and len(h.controller.journal.replays) == 1
 
@@ -541,16 +550,7 @@ async def test_an_intent_for_a_zone_no_longer_configured_is_not_made_elsewhere(
     intent["offering"]["zone"] = ZONE_B
     await _with_intent(state, intent)
     cloud = SimulatedProvisioner(clusterName="test", zones=[ZONE_A], clock=clock, listing_lag=60)
-    in_b = Offering("c5.xlarge", ZONE_B, CapacityType.ON_DEMAND)
-    request = LaunchRequest(
-        offering=in_b,
-        count=3,
-        client_token=client_token("shoal-lost", in_b),
-        request_id="shoal-lost",
-        spot_bid=None,
-        tags={TAG_REQUEST_ID: "shoal-lost"},
-    )
-    await cloud.launch_offering(request)
+    await _launched_lost(cloud, ZONE_B)
     h: Harness = await harness_factory(state_dir=str(state), provider=cloud)
     await h.drive(h.controller.reconcile())
     h.set_demand(h.jobs(12))

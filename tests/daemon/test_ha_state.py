@@ -64,6 +64,19 @@ async def harness_of(clock: FakeClock, elector: MemoryElector, **kwargs: Any) ->
     return await make_harness(clock, config, state_backend=backend, **kwargs)
 
 
+async def next_leader(
+    clock: FakeClock, election: MemoryElection, old: Harness
+) -> tuple[MemoryElector, Harness]:
+    """Past the crashed leader's lease, ``b`` leads on ``old``'s cloud: its term begun (the
+    state read) and reconciled."""
+    await clock.advance(TTL + 1)
+    b = await leader(clock, election, "b")
+    new = await harness_of(clock, b, provider=old.provider)
+    await new.controller.begin_term(b.epoch or 0)
+    await new.drive(new.controller.reconcile())
+    return b, new
+
+
 def saved(election: MemoryElection) -> dict[str, Any]:
     assert election.state is not None
     return dict(json.loads(election.state))
@@ -119,11 +132,7 @@ async def test_a_new_leader_restores_launches_in_flight_at_its_term_start() -> N
     election.state = at_answer[-1]  # a's writes after the answer never happened
     assert saved(election)["ledger"]["intents"] and not saved(election)["ledger"]["entries"]
 
-    await clock.advance(TTL + 1)
-    b = await leader(clock, election, "b")
-    new = await harness_of(clock, b, provider=old.provider)
-    await new.controller.begin_term(b.epoch or 0)
-    await new.drive(new.controller.reconcile())
+    b, new = await next_leader(clock, election, old)
     new.set_demand(new.jobs(12))
     assert (await new.pass_()).launched == 0
     await clock.advance(125)  # listed now: the placeholders give way to the instances
@@ -164,11 +173,7 @@ async def test_an_intent_applied_with_its_answer_lost_is_launched_by_the_next_le
     (request_id,) = saved(election)["ledger"]["intents"]  # yet the store has it
     a.crash()
 
-    await clock.advance(TTL + 1)
-    b = await leader(clock, election, "b")
-    new = await harness_of(clock, b, provider=old.provider)
-    await new.controller.begin_term(b.epoch or 0)
-    await new.drive(new.controller.reconcile())
+    b, new = await next_leader(clock, election, old)
     new.set_demand(new.jobs(12))
     assert (await new.pass_()).launched == 0  # the plan counts the 3 as booting
     (call,) = new.launch_calls()  # and the replay sent them, with the first term's token

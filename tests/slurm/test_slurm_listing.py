@@ -33,6 +33,16 @@ def describes(d: Daemon) -> int:
     return sum(1 for c in d.provider.calls if c.operation == "DescribeInstances")
 
 
+def scale_down_causes(d: Daemon) -> list[tuple[str, float]]:
+    """``shoal_scale_downs_total``: (cause, count) of each series."""
+    return [
+        (sample.labels["cause"], sample.value)
+        for metric in d.metrics.scale_downs.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    ]
+
+
 async def resumed(d: Daemon, node: str) -> None:
     await d.power.accept("resume", node)
     await d.served()
@@ -89,13 +99,7 @@ async def test_an_orphan_slurm_gave_up_on_at_resume_timeout_is_a_join_timeout(
         ("orphan", "cloud2", True)
     ]
     assert (await d.workers()).get("cloud2", []) == []
-    causes = [
-        (sample.labels["cause"], sample.value)
-        for metric in d.metrics.scale_downs.collect()
-        for sample in metric.samples
-        if sample.name.endswith("_total")
-    ]
-    assert causes == [("join-timeout", 1.0)]
+    assert scale_down_causes(d) == [("join-timeout", 1.0)]
     controller = d.slurm.controller
     assert controller is not None
     assert controller.backoff.unavailable(clock.now())  # its offering is backed off
@@ -126,12 +130,6 @@ async def test_an_orphan_the_listing_still_shows_after_its_termination_backs_off
     controller.provider.getProvisionedWorkers = listing  # type: ignore[method-assign]
     await d.power.accept("resume_fail", "cloud2")
     await d.served()
-    causes = [
-        (sample.labels["cause"], sample.value)
-        for metric in d.metrics.scale_downs.collect()
-        for sample in metric.samples
-        if sample.name.endswith("_total")
-    ]
-    assert causes == [("join-timeout", 1.0)]
+    assert scale_down_causes(d) == [("join-timeout", 1.0)]
     (entry,) = controller.backoff.entries.values()
     assert entry.failures == 1
