@@ -460,9 +460,13 @@ class LaunchJournal:
                 offering_from_json(entry["offering"])
                 float(entry["accepted_at"])
             for intent in self._intents.values():
+                offering_from_json(intent["offering"])
+                int(intent["count"]), float(intent["at"]), str(intent["node_type"])
                 if "replay" in intent:  # a plan's unit (older files have none: not replayed)
                     replay = intent["replay"]
-                    dict(replay["tags"]), bool(replay["gang"]), str(replay["cause"])
+                    dict(replay["tags"]), str(replay["cause"])
+                    if not isinstance(replay["gang"], bool):  # "false" would read as True
+                        raise TypeError(f"replay gang {replay['gang']!r} is not true or false")
             # None: the file told nothing of which nodes joined (none, or an older one)
             self._joined: dict[str, list[float | None]] | None = None
             if "joined" in loaded:

@@ -18,7 +18,7 @@ import configs
 import pytest
 from shoal.daemon.config import load_config
 from shoal.daemon.demand import DemandFailure
-from shoal.daemon.durable import LOCK_FILE, STATE_FILE, DurableStore, StateError
+from shoal.daemon.durable import LOCK_FILE, STATE_FILE, DurableStore, LaunchJournal, StateError
 from shoal.daemon.service import Service
 from shoal.providers.errors import ProviderError
 from shoal.providers.node_provider import TAG_REQUEST_ID, client_token
@@ -310,6 +310,30 @@ async def test_an_intent_whose_type_changed_keeps_its_placeholders(
     await h.pass_()
     assert h.launch_calls() == []
     assert [t.placeholder for t in h.controller.tracker.pending()] == [True] * 3
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("count", None), ("offering", "c5.xlarge"), ("at", "soon"), ("replay", {"gang": "false"})],
+)
+async def test_a_malformed_intent_is_refused_at_start_naming_the_file(
+    tmp_path: Path, field: str, value: Any
+) -> None:
+    """A hand-edited (or truncated) intent stops the daemon at start with the file named,
+    not with a KeyError in the middle of restoring the ledger; a replay's gang must be a
+    JSON boolean ("false" would read as true, and a gang launched all or nothing)."""
+    intent = _plan_intent()
+    if field == "replay":
+        intent["replay"] = {**intent["replay"], **value}
+    else:
+        intent[field] = value
+    await _with_intent(tmp_path, intent)
+    store = DurableStore.open(tmp_path)
+    try:
+        with pytest.raises(StateError, match=r"the ledger in .* is malformed"):
+            LaunchJournal(store)
+    finally:
+        store.close()
 
 
 HOLDER = """
