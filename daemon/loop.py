@@ -478,7 +478,7 @@ class Controller:
         for callback in list(self.on_ready):
             callback()
 
-    async def _replay_intents(self, plan: Plan) -> None:
+    async def _replay_intents(self, plan: Plan) -> ExecutionReport:
         """After a restart or in a new term: make again each plan launch whose intent the
         restore found with no answer (``Executor.replay``), once a plan wants its nodes on top
         of every other node of its type the daemon counts, but the placeholders of launches
@@ -490,9 +490,12 @@ class Controller:
         wants); one listed (its placeholders gave way) or expired, or whose node type no
         longer has its offering (its instance type, capacity type or zone: addNodes would
         ignore it as ``first`` and launch the unit elsewhere under a new token), is settled
-        without a replay, its placeholders left to the listing or the TTL."""
+        without a replay, its placeholders left to the listing or the TTL. Each replay is
+        booked at once (``record_outcomes``); the launches and errors of all are returned,
+        for the pass record."""
+        made = ExecutionReport()  # what the replays did, booked already: for the pass record
         if self.stopping or self.demand_stale() is not None:
-            return  # a pass that makes none of its plan's launches (``_withhold``) makes no replay
+            return made  # a pass that makes none of its plan's launches makes no replay
         replays = self.journal.replays
         ahead = {r.request_id for r in replays}
         held = Counter(  # the placeholders of each launch still to make again
@@ -539,6 +542,9 @@ class Controller:
                 self.journal.settle_replay(intent.request_id)
             # else nothing reached the cloud (its intent not written): made at a later pass
             self.record_outcomes(report)
+            made.launches.extend(report.launches)
+            made.errors.extend(report.errors)
+        return made
 
     async def run_pass(self) -> PassRecord:
         """One pass: observe -> plan -> execute -> record. Never raises; never overlaps."""
@@ -556,9 +562,11 @@ class Controller:
                     withheld = self._withhold(plan)
                     if withheld is not None:
                         plan = withheld.plan
-                    if self.journal.replays:
-                        await self._replay_intents(plan)
+                    replayed = await self._replay_intents(plan) if self.journal.replays else None
                     report = await self._execute(plan, observation)
+                    if replayed is not None:  # the pass record tells them too
+                        report.launches[:0] = replayed.launches
+                        report.errors[:0] = replayed.errors
                     record = self._record(
                         number, started_at, start, observation, plan, report, withheld
                     )
