@@ -506,6 +506,9 @@ class _Run:
         assert isinstance(cloud, SimulatedProvisioner)
         self.cloud = cloud
         self.faulty = FaultyCloud(cloud, self.plan, self.observe_call, self.note)
+        if self.mode == "push":  # ha: two processes, each daemon's own tasks (``ha._die``)
+            self.faulty.on_death = self.kill
+        self.main_task = asyncio.current_task()
         self.listeners = list(cloud.fleet._listeners)  # the cloud's own, before any daemon's
         await self.start_daemon(crashes=False)  # the first start, on an empty cloud
         booted = self.booted()
@@ -594,7 +597,9 @@ class _Run:
                     await self.clock.advance(controller.interval)
             if not crashes:
                 self.faulty.arm(True)
-        except Crash:
+        except (Crash, asyncio.CancelledError):  # cancelled: it died in another task (``kill``)
+            if not self.faulty.dead:
+                raise
             await self.bury()
             return False
         self.controller = controller
@@ -619,6 +624,14 @@ class _Run:
 
     def wrote(self, data: Any) -> None:
         """What ``state.json`` holds now (a mode may check it)."""
+
+    def kill(self) -> None:
+        """kill -9 (push mode): every task of the process stops where it is, whichever task
+        died (a background write of ``state.json`` too, not only the pass's own calls)."""
+        me = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not me and task is not self.main_task:
+                task.cancel()
 
     def restored(self, controller: Controller) -> None:
         """A daemon starts from what the store kept (before its first listing): a node a
@@ -846,6 +859,8 @@ class _Run:
             t = max(self.t, min(times))
             await self.clock.advance(EPOCH + t - self.clock.now())
             self.t = t
+            if self.faulty.dead and self.controller is not None:  # died between passes
+                await self.bury()
             self.step_cloud()
             while i < len(jobs) and jobs[i].submit <= t:
                 j = jobs[i]
@@ -1002,7 +1017,9 @@ class _Run:
         self.passes += 1
         try:
             record = await self.clock.run_until(c.run_pass())
-        except Crash:
+        except (Crash, asyncio.CancelledError):  # cancelled: it died in another task (``kill``)
+            if not self.faulty.dead:
+                raise
             self.ctx = None
             await self.bury()
             self.check_duplicates(ctx)

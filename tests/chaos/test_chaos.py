@@ -241,6 +241,26 @@ def test_a_replay_that_ignores_the_plan_is_found(monkeypatch: pytest.MonkeyPatch
     assert "duplicate-launch" in found
 
 
+def test_a_crash_at_a_background_state_write_stops_the_process_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Push mode: a crash at a write of ``state.json`` made in the background (``changed``,
+    not an awaited ``flush``) is a kill -9 too: the pass that was running stops there, so
+    the dead process calls no drain hook (seed 61 drained a node after it died)."""
+    by_the_dead: list[str] = []
+    drain = harness._DrainHook.drain
+
+    async def watched(self: Any, node: str) -> None:
+        if self.run.faulty.dead:
+            by_the_dead.append(node)
+        await drain(self, node)
+
+    monkeypatch.setattr(harness._DrainHook, "drain", watched)
+    run = run_seed(61)
+    assert any("write state.json" in line for line in run.log)
+    assert by_the_dead == [] and not run.violations
+
+
 def test_whole_gangs_counts_gangs_all_or_none_and_singles_up_to_their_number() -> None:
     assert harness.whole_gangs(0, [3], 0) and harness.whole_gangs(3, [3], 0)
     assert not harness.whole_gangs(2, [3], 0) and not harness.whole_gangs(1, [3, 2], 0)
