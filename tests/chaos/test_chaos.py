@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from shoal.daemon.executor import Executor
+from shoal.daemon.executor import ExecutionReport, Executor
 from shoal.daemon.leader import LeaseElector, Term
 from shoal.daemon.leader.state import MemoryStateBackend
 from shoal.daemon.loop import Controller
@@ -232,9 +232,9 @@ def test_a_replay_that_ignores_the_plan_is_found(monkeypatch: pytest.MonkeyPatch
     assert any("write state.json" in line for line in run.log) and not run.violations
     replay = Controller._replay_intents
 
-    async def eager(self: Controller, plan: Plan) -> None:
+    async def eager(self: Controller, plan: Plan) -> ExecutionReport:
         wants_all = {t.name: 10**6 for t in self.policy.node_types}
-        await replay(self, dataclasses.replace(plan, targets=wants_all))
+        return await replay(self, dataclasses.replace(plan, targets=wants_all))
 
     monkeypatch.setattr(Controller, "_replay_intents", eager)
     found = {v.invariant for v in run_seed(seed).violations}
