@@ -23,7 +23,9 @@ fails is set again after the next read. One update runs at a time; a read that
 comes while one runs is worked out again at the next read. Only the leader sets weights
 (the weigher of a controller stopped, or not reconciled in its term, does nothing; an
 update running when the term ends sends no further command, and what it set is set again
-in the next term).
+in the next term). With ``ha`` an update first confirms the term with a fenced state write
+(``Executor.confirm_term``), as the clean-up does: a deposed leader whose guard has not
+fired yet changes no weight.
 Weights only order where Slurm starts jobs: a late or lost update costs placement
 quality, never a job or a node.
 """
@@ -106,6 +108,13 @@ class Weigher:
         return not self.controller.stopping and self.controller.ready
 
     async def _apply(self, changed: dict[str, int]) -> None:
+        # ha: a fenced state write first, as the clean-up's repairs do: a deposed leader that
+        # has not noticed yet (its guard not fired) changes nothing in Slurm
+        try:
+            await self.controller.executor.confirm_term()
+        except Exception as exc:
+            log.warning('event=slurm_weight_skipped reason=term-unconfirmed error="%r"', exc)
+            return
         by_weight: defaultdict[int, list[str]] = defaultdict(list)
         for name, weight in changed.items():
             by_weight[weight].append(name)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from shoal.daemon.durable import Fenced
 from shoal.daemon.slurm.conf import weights
 from shoal.daemon.slurm.constants import SHOAL_FEATURE
 from shoal.daemon.slurm.demand import SlurmDemand
@@ -262,6 +263,31 @@ async def test_a_deposed_leaders_weigher_sets_nothing(harness_factory: Any) -> N
     w.observe(read(h.clock.now(), [a], {a: [(HOUR, 0.0)]}))
     await h.settle()
     assert scontrol.calls == []
+
+
+async def test_a_leader_whose_term_is_not_confirmed_sets_nothing(harness_factory: Any) -> None:
+    """ha: a deposed leader that has not noticed yet (its controller still running, its
+    guard not fired) is refused its fenced state write; an update confirms the term with
+    that write first, as the clean-up does, and sets no weight when it is refused. The next
+    read tries again (nothing is kept as set)."""
+    h: Harness = await harness_factory()
+    (a,) = await ready_nodes(h, 1)
+    w, scontrol = await weigher(h)
+    refusals: list[str] = []
+
+    async def fenced() -> None:
+        refusals.append("refused")
+        raise Fenced("another daemon's term began")
+
+    confirm = h.controller.executor.before_actuate
+    h.controller.executor.before_actuate = fenced
+    w.observe(read(h.clock.now(), [a], {a: [(HOUR, 0.0)]}))
+    await h.settle()
+    assert scontrol.calls == [] and refusals == ["refused"] and w.applied == {}
+    h.controller.executor.before_actuate = confirm  # the term confirmed again
+    w.observe(read(h.clock.now() + 10, [a], {a: [(HOUR, 0.0)]}))
+    await h.settle()
+    assert scontrol.calls == [((a,), {"Weight": str(kept_weight(1, HOUR))})]
 
 
 async def test_a_follower_that_never_led_sets_nothing(harness_factory: Any) -> None:
