@@ -31,6 +31,7 @@ from shoal.daemon.leader.state import MemoryStateBackend
 from shoal.daemon.nodes import TrackedState
 from shoal.daemon.service import fence_handler
 from shoal.daemon.slurm.state import PowerState, ResumeRequest
+from shoal.daemon.slurm.weigher import Weigher
 from shoal.providers.node_provider import TAG_EPOCH, TAG_REQUEST_ID, client_token
 from shoal.providers.outcomes import LaunchRequest
 from shoal.runtime.files import write_json_atomic
@@ -46,6 +47,7 @@ from shoal.scaler.model import (
     RemoveCause,
 )
 from test_leader_gate import start_pair, stop_all
+from test_slurm_weigher import HOUR, Scontrol, read
 
 TTL = 10.0
 OFFERING = Offering("c5.xlarge", "us-west-2a", CapacityType.ON_DEMAND)
@@ -458,5 +460,22 @@ async def test_a_deposed_leader_runs_no_drain_or_undrain_hook() -> None:
         assert report.errors  # refused, and said so
     assert hooks.calls == []
     assert cloud_writes(h) == before
+    assert not a.is_leader
+    await b.close()
+
+
+async def test_a_deposed_leaders_weigher_changes_no_weight_and_steps_down() -> None:
+    """review (reviewq2): the weigher's confirming write on the real fence (the memory
+    election, as etcd's txn): a deposed leader whose guard has not fired yet (its controller
+    still ready) sets no weight, and the refusal steps it down."""
+    clock = FakeClock()
+    h, node, a, b = await deposed_with_a_ready_node(clock)
+    await h.drive(h.controller.reconcile())  # as Controller.run did when the term began
+    assert h.controller.ready and not h.controller.stopping
+    scontrol = Scontrol()
+    w = Weigher(scontrol, h.controller)  # type: ignore[arg-type]
+    w.observe(read(clock.now(), [node], {node: [(HOUR, 0.0)]}))
+    await h.settle()
+    assert scontrol.calls == [] and w.applied == {}
     assert not a.is_leader
     await b.close()
