@@ -232,16 +232,6 @@ class Kept(Generic[T]):
         return cast(T, self._value)
 
 
-def _offering_key(offering: Offering) -> tuple[str, str, bool]:
-    return offering.instance_type, offering.zone, offering.capacity_type is CapacityType.SPOT
-
-
-def _placeholder_key(tracked: TrackedNode) -> tuple[str, str, bool]:
-    """The offering a placeholder was booked for, as ``_book`` wrote it into its node."""
-    node = tracked.node
-    return node.nodeType or "", node.zone or "", node.preemptible
-
-
 class NodeTracker:
     """Tracks workers across passes; ``observe`` applies a provider listing, ``record_launch``
     what ``addNodes`` reported."""
@@ -356,14 +346,13 @@ class NodeTracker:
         # capacity (that token launched nothing there), or lost again (placeholders anew);
         # any other error tells nothing of what the token did, and they stay
         asked = {
-            (a.request_id, *_offering_key(a.offering))
-            for a in attempts
-            if a.ids or a.capacity_error or a.uncertain
+            (a.request_id, a.offering) for a in attempts if a.ids or a.capacity_error or a.uncertain
         }
-        stale = [
+        stale = [  # a placeholder's offering as ``_book`` wrote it (no zone default)
             k
             for k, t in self._nodes.items()
-            if t.placeholder and (t.node.tags.get(TAG_REQUEST_ID), *_placeholder_key(t)) in asked
+            if t.placeholder
+            and (t.node.tags.get(TAG_REQUEST_ID), node_offering(t.node, "")) in asked
         ]
         for name in stale:
             del self._nodes[name]
