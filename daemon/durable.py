@@ -462,11 +462,7 @@ class LaunchJournal:
             for intent in self._intents.values():
                 offering_from_json(intent["offering"])
                 int(intent["count"]), float(intent["at"]), str(intent["node_type"])
-                if "replay" in intent:  # a plan's unit (older files have none: not replayed)
-                    replay = intent["replay"]
-                    dict(replay["tags"]), str(replay["cause"])
-                    if not isinstance(replay["gang"], bool):  # "false" would read as True
-                        raise TypeError(f"replay gang {replay['gang']!r} is not true or false")
+                _replayable(intent)
             # None: the file told nothing of which nodes joined (none, or an older one)
             self._joined: dict[str, list[float | None]] | None = None
             if "joined" in loaded:
@@ -557,7 +553,8 @@ class LaunchJournal:
         restored: list[TrackedNode] = []
         placeholders: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for entry in self._entries:
-            if entry.get("placeholder") and "replay" in self._intents.get(entry["request_id"], {}):
+            intent = self._intents.get(entry["request_id"])
+            if entry.get("placeholder") and intent is not None and _replayable(intent) is not None:
                 continue  # an intent still to make again: made into placeholders below
             if entry.get("placeholder"):
                 placeholders.setdefault((entry["request_id"], entry["token"]), []).append(entry)
@@ -585,19 +582,11 @@ class LaunchJournal:
             restored += self._placeholders(
                 tracker, request_id, request_id, offering, int(intent["count"]), float(intent["at"])
             )
-            if isinstance(intent.get("replay"), dict):
-                replay = intent["replay"]
+            replay = _replayable(intent)
+            if replay is not None:
                 self._replays.append(
                     IntentReplay(
-                        request_id,
-                        str(intent["node_type"]),
-                        offering,
-                        int(intent["count"]),
-                        Replayable(
-                            {str(k): str(v) for k, v in dict(replay["tags"]).items()},
-                            bool(replay["gang"]),
-                            str(replay["cause"]),
-                        ),
+                        request_id, str(intent["node_type"]), offering, int(intent["count"]), replay
                     )
                 )
         # an intent to make again stays on disk until settled: a restart before then finds it
@@ -616,6 +605,19 @@ class LaunchJournal:
         lost = RetryableError("launch in flight when the daemon stopped")
         attempt = LaunchAttempt(request_id, offering, count, token, error=lost)
         return tracker.record_launch([attempt], at)
+
+
+def _replayable(intent: Mapping[str, Any]) -> Replayable | None:
+    """What makes an intent's launch again, as ``LaunchJournal.intent`` wrote it; None for
+    a launch outside a plan (and in files from before it was kept). Raises on a malformed
+    one: a gang must be a JSON boolean ("false" would read as true)."""
+    if "replay" not in intent:
+        return None
+    replay = intent["replay"]
+    if not isinstance(replay["gang"], bool):
+        raise TypeError(f"replay gang {replay['gang']!r} is not true or false")
+    tags = {str(k): str(v) for k, v in dict(replay["tags"]).items()}
+    return Replayable(tags, replay["gang"], str(replay["cause"]))
 
 
 def _maybe(value: Any) -> float | None:
