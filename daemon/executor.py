@@ -344,6 +344,17 @@ class Executor:
         if self.before_actuate is not None:
             await self.before_actuate()
 
+    async def term_holds(self, skipped: str) -> bool:
+        """``confirm_term`` for a loop beside the plan (the Slurm clean-up, the weigher):
+        False when it was refused, logged as the loop's ``skipped`` event; the loop changes
+        nothing and tries again at its next run."""
+        try:
+            await self.confirm_term()
+        except Exception as exc:
+            log.warning('event=%s reason=term-unconfirmed error="%r"', skipped, exc)
+            return False
+        return True
+
     async def _confirmed(self, what: str, report: ExecutionReport) -> bool:
         """``confirm_term``; False, with the error in the report, when it was refused."""
         try:
