@@ -16,7 +16,10 @@ The run
   call or write of ``state.json`` (before it, or right after it) followed by a restart that
   throws away every in-memory object and builds them again from ``state_dir`` (a fresh temp
   dir per seed, kept across restarts) and the cloud's tags. The simulated cloud and the
-  scheduler live on.
+  scheduler live on. With ``reload``, the config file changes between passes (``_Run.reload``):
+  a live daemon applies it as SIGHUP does (``service.apply_config``), a restart reads it; the
+  last reload puts the original config back, so the calm phase and the tail run on the config
+  the run began with.
 - ``[FAULT_END, SUBMIT_END)``: calm (no new fault; instances stopped before stay stopped), jobs
   still arrive.
 - ``[SUBMIT_END, END]``: no new job; the cluster must scale to nothing.
@@ -36,6 +39,11 @@ Invariants, checked after every pass (and at each call where they are about a ca
     its ``max``; checked for the types launched, after every launch takes effect. A node the
     ``unlisted`` fault hides is not counted here nor in ``duplicate-launch``: a listing that
     leaves out a node it showed is how an interrupted node leaves, so replacing it is right.
+    The ``max`` is the one in force when the pass that launched began (reloads come between
+    passes, so the one its plan was made under), from the config file the harness wrote, not
+    from the daemon's policy: a reload that lowers ``max`` below the live count is no
+    violation by itself (shoal does not terminate nodes for it), a launch of that type while
+    its live count is at or over the new ``max`` is.
 ``duplicate-launch``
     A pass that launches nodes of type T ends with no more live instances of T than its plan's
     need: ``alive_before(T) - out(T) + launched(T) <= plan.targets[T]``, where
@@ -69,7 +77,10 @@ Invariants, checked after every pass (and at each call where they are about a ca
     The bound is the planner's ``target_time`` (a job may wait for a running one), plus three
     intervals and the debounce (the passes that see it), plus boot, join and listing lag, plus
     the longest a fault phase can leave behind: an offering's backoff (``backoff.max``), a ledger
-    entry of a lost launch (``launch_ledger_ttl``) and the retry deadline.
+    entry of a lost launch (``launch_ledger_ttl``) and the retry deadline. The config is the one
+    in force (the run's original: the ``reload`` fault puts it back before ``FAULT_END``; each
+    pass plans from the config in force then, so no earlier one is left behind), and so is the
+    ``max`` that pauses a job's clock.
 
 ``joined-timed-out``
     No node a push showed the daemon joined is terminated as a join timeout (the timeout is
@@ -116,6 +127,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import gc
 import itertools
 import logging
@@ -133,7 +145,7 @@ from shoal.daemon.config import ShoalConfig, parse_config
 from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.durable import StateBackend
 from shoal.daemon.loop import Controller
-from shoal.daemon.service import build_controller, build_provider
+from shoal.daemon.service import apply_config, build_controller, build_policy, build_provider
 from shoal.daemon.simulate.cluster import Cluster
 from shoal.daemon.simulate.engine import EPOCH, _ReplayMetrics
 from shoal.providers.outcomes import TerminationStatus
@@ -144,7 +156,7 @@ from shoal.scaler.planner import plan as default_plan
 from shoal.scaler.planner import usable_shape
 from shoal.scaler.shape import Shape
 
-from .faults import KINDS, POWER_KINDS, PUSH_KINDS, Crash, FaultPlan, FaultyCloud
+from .faults import KINDS, POWER_KINDS, PUSH_KINDS, Crash, FaultPlan, FaultyCloud, Reload
 
 __all__ = [
     "END",
@@ -355,6 +367,7 @@ class _Pass:
     stale: str | None
     alive_before: collections.Counter[str]
     alive_names: dict[str, str]  # live instance -> node type, when the pass started
+    limits: dict[str, int]  # node type -> its max in force when the pass started
     plan: Plan | None = None
     launched: collections.Counter[str] = field(default_factory=collections.Counter)
     gone: set[str] = field(default_factory=set)  # terminated by shoal in the pass
@@ -446,6 +459,7 @@ class _Run:
         self.sabotage = sabotage
         self.plan = FaultPlan.draw(seed, kinds, FAULT_END, power=mode == "power_save")
         self.config = chaos_config(seed, self.plan, state_dir, mode)
+        self.original = self.config  # (``run_seed`` may set its packing: ``setup`` takes it)
         self.verbose = verbose
         self.log: list[str] = []
         self.violations: list[Violation] = []
@@ -520,6 +534,7 @@ class _Run:
         }
         self.usable = {t.name: usable_shape(t, policy) for t in policy.node_types}
         self.cluster = Cluster(self.usable.values())
+        self.original = self.config
         self.bound = liveness_bound(self.config)
         self.push(force=True)
         self.note(f"faults: {self.plan.describe()}; liveness bound {self.bound:.0f}s")
@@ -622,6 +637,38 @@ class _Run:
 
         return writer
 
+    async def reload(self, event: Reload) -> None:
+        """The ``reload`` fault: the config file becomes the original with ``event``'s changes
+        (a restart reads it) and the daemon, if up, gets SIGHUP: it builds the policy from it
+        and applies it as ``Service.reload`` does (``service.apply_config``). The harness's
+        drain hook stands in for the configured one, as at a start."""
+        data = self.original.model_dump(mode="json", exclude_unset=True)
+        for what, key, value in event.changes:
+            if what == "max":
+                entry = data["node_types"][int(key)]
+                entry["max"] = max(1, entry["max"] + int(value))
+            else:
+                data["scaler"][key] = value
+        old, new = self.config, parse_config(data)
+        self.config = new
+        self.types = {
+            e.type: dataclasses.replace(self.types[e.type], max_nodes=e.max) for e in new.node_types
+        }
+        maxes = ",".join(f"{e.type}={e.max}" for e in new.node_types)
+        s = new.scaler
+        self.note(
+            f"reload: max {maxes} interval={s.interval:g}s debounce={s.debounce:g}s "
+            f"target_time={s.target_time:g}s unneeded_time={s.unneeded_time:g}s"
+            + ("" if event.changes else " (the original)")
+        )
+        c = self.controller
+        if c is None:
+            return  # down: its restart reads the file
+        hook = c.executor.drain_hook
+        policy = await self.clock.run_until(build_policy(new, self.cloud))
+        apply_config(c, policy, old, new, self.cloud)
+        c.executor.drain_hook = c.executor.undrain_hook = hook
+
     def wrote(self, data: Any) -> None:
         """What ``state.json`` holds now (a mode may check it)."""
 
@@ -667,6 +714,10 @@ class _Run:
         now = self.cloud.clock.now()
         return {n for n, until in self.cloud._unlisted.items() if now < until}
 
+    def limits(self) -> dict[str, int]:
+        """Each node type's ``max`` in force now (the config file's)."""
+        return {name: t.max_nodes for name, t in self.types.items()}
+
     def alive(self) -> collections.Counter[str]:
         """Live instances per node type: not stopped, listed or not (launches in flight
         included), except those the ``unlisted`` fault hides from listings that showed them
@@ -701,11 +752,11 @@ class _Run:
                 alive = self.alive()
                 # of the types launched (a node ``unlisted`` hid and the listing shows again
                 # may leave another type over its max, and the daemon launches none of it)
+                limits = ctx.limits if ctx is not None else self.limits()
                 for nt in {self.node_type(n) for n in new}:
-                    if nt and alive[nt] > self.types[nt].max_nodes:
+                    if nt and alive[nt] > limits[nt]:
                         self.violate(
-                            "over-max",
-                            f"{alive[nt]} live instances of {nt} (max {self.types[nt].max_nodes})",
+                            "over-max", f"{alive[nt]} live instances of {nt} (max {limits[nt]})"
                         )
         elif op == "TerminateInstances":
             if phase == "before" or isinstance(result, BaseException):
@@ -823,8 +874,9 @@ class _Run:
         await self.setup()
         jobs = make_jobs(self.seed, gangs=True)
         windows = list(self.plan.windows)
+        reloads = self.plan.reloads
         ends: list[tuple[float, str, str]] = []  # (end, kind, target)
-        i = wi = 0
+        i = wi = ri = 0
         self.last_pass = -1e9
         self.restart_at = 0.0
         self.pushed_version = -1
@@ -836,6 +888,8 @@ class _Run:
                 times.append(jobs[i].submit)
             if wi < len(windows):
                 times.append(windows[wi].start)
+            if ri < len(reloads):
+                times.append(reloads[ri].at)
             if ends:
                 times.append(min(e[0] for e in ends))
             finish = self.cluster.next_finish()
@@ -873,6 +927,9 @@ class _Run:
             for end in [e for e in ends if e[0] <= t]:
                 ends.remove(end)
                 self.close_window(end)
+            while ri < len(reloads) and reloads[ri].at <= t:
+                await self.reload(reloads[ri])
+                ri += 1
             if t >= FAULT_END and self.faulty.armed:
                 self.faulty.arm(False)
                 self.note("calm: no new faults")
@@ -1012,7 +1069,9 @@ class _Run:
             and n not in hidden
             and self.cloud.instance_state(n) != "stopped"
         }
-        self.ctx = ctx = _Pass(c.demand_stale(), collections.Counter(alive.values()), alive)
+        self.ctx = ctx = _Pass(
+            c.demand_stale(), collections.Counter(alive.values()), alive, self.limits()
+        )
         self.change_at = None
         self.passes += 1
         try:
@@ -1146,10 +1205,12 @@ def _quiet() -> Iterator[None]:
 
 
 def mode_kinds(mode: str) -> tuple[str, ...]:
-    """The fault kinds a mode draws from by default."""
+    """The fault kinds a mode draws from by default (ha: push mode's but ``reload``)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
-    return POWER_KINDS if mode == "power_save" else PUSH_KINDS  # ha: push mode's
+    if mode == "power_save":
+        return POWER_KINDS
+    return PUSH_KINDS if mode == "push" else tuple(k for k in PUSH_KINDS if k != "reload")
 
 
 def run_seed(
