@@ -16,10 +16,11 @@ The run
   call or write of ``state.json`` (before it, or right after it) followed by a restart that
   throws away every in-memory object and builds them again from ``state_dir`` (a fresh temp
   dir per seed, kept across restarts) and the cloud's tags. The simulated cloud and the
-  scheduler live on. With ``reload``, the config file changes between passes (``_Run.reload``):
-  a live daemon applies it as SIGHUP does (``service.apply_config``), a restart reads it; the
-  last reload puts the original config back, so the calm phase and the tail run on the config
-  the run began with.
+  scheduler live on. With ``reload``, the config file changes (``_Run.edit_config``) and the
+  live daemon gets SIGHUP, a task of its process, so between passes or in the middle of one
+  (``_Run.sighups``: it applies the file as ``Service.reload`` does, ``service.apply_config``);
+  a restart reads the file. The last reload puts the original config back, so the calm phase
+  and the tail run on the config the run began with.
 - ``[FAULT_END, SUBMIT_END)``: calm (no new fault; instances stopped before stay stopped), jobs
   still arrive.
 - ``[SUBMIT_END, END]``: no new job; the cluster must scale to nothing.
@@ -39,11 +40,12 @@ Invariants, checked after every pass (and at each call where they are about a ca
     its ``max``; checked for the types launched, after every launch takes effect. A node the
     ``unlisted`` fault hides is not counted here nor in ``duplicate-launch``: a listing that
     leaves out a node it showed is how an interrupted node leaves, so replacing it is right.
-    The ``max`` is the one in force when the pass that launched began (reloads come between
-    passes, so the one its plan was made under), from the config file the harness wrote, not
-    from the daemon's policy: a reload that lowers ``max`` below the live count is no
-    violation by itself (shoal does not terminate nodes for it), a launch of that type while
-    its live count is at or over the new ``max`` is.
+    With ``reload``, the ``max`` is the one in force when the pass that launched planned,
+    from the config file the harness wrote (a reload may come in the middle of a pass, after
+    its plan: that plan's launches keep the ``max`` they were planned under), not from the
+    daemon's policy: a reload that lowers ``max`` below the live count is no violation by
+    itself (shoal does not terminate nodes for it), a launch of that type while its live
+    count is at or over the new ``max`` is.
 ``duplicate-launch``
     A pass that launches nodes of type T ends with no more live instances of T than its plan's
     need: ``alive_before(T) - out(T) + launched(T) <= plan.targets[T]``, where
@@ -156,7 +158,7 @@ from shoal.scaler.planner import plan as default_plan
 from shoal.scaler.planner import usable_shape
 from shoal.scaler.shape import Shape
 
-from .faults import KINDS, POWER_KINDS, PUSH_KINDS, Crash, FaultPlan, FaultyCloud, Reload
+from .faults import KINDS, POWER_KINDS, PUSH_KINDS, Crash, FaultPlan, FaultyCloud
 
 __all__ = [
     "END",
@@ -367,8 +369,8 @@ class _Pass:
     stale: str | None
     alive_before: collections.Counter[str]
     alive_names: dict[str, str]  # live instance -> node type, when the pass started
-    limits: dict[str, int]  # node type -> its max in force when the pass started
     plan: Plan | None = None
+    limits: dict[str, int] | None = None  # node type -> its max in force when it planned
     launched: collections.Counter[str] = field(default_factory=collections.Counter)
     gone: set[str] = field(default_factory=set)  # terminated by shoal in the pass
 
@@ -460,6 +462,8 @@ class _Run:
         self.plan = FaultPlan.draw(seed, kinds, FAULT_END, power=mode == "power_save")
         self.config = chaos_config(seed, self.plan, state_dir, mode)
         self.original = self.config  # (``run_seed`` may set its packing: ``setup`` takes it)
+        self.edits = 0  # reload events whose edit of the config file was made
+        self.sighup: asyncio.Future[None] | None = None  # the process's SIGHUPs (``sighups``)
         self.verbose = verbose
         self.log: list[str] = []
         self.violations: list[Violation] = []
@@ -523,6 +527,7 @@ class _Run:
         if self.mode == "push":  # ha: two processes, each daemon's own tasks (``ha._die``)
             self.faulty.on_death = self.kill
         self.main_task = asyncio.current_task()
+        self.original = self.config  # as ``run_seed`` set it
         self.listeners = list(cloud.fleet._listeners)  # the cloud's own, before any daemon's
         await self.start_daemon(crashes=False)  # the first start, on an empty cloud
         booted = self.booted()
@@ -534,7 +539,6 @@ class _Run:
         }
         self.usable = {t.name: usable_shape(t, policy) for t in policy.node_types}
         self.cluster = Cluster(self.usable.values())
-        self.original = self.config
         self.bound = liveness_bound(self.config)
         self.push(force=True)
         self.note(f"faults: {self.plan.describe()}; liveness bound {self.bound:.0f}s")
@@ -550,6 +554,7 @@ class _Run:
             plan = self.sabotage(plan, snapshot, now - EPOCH)
         if self.ctx is not None:
             self.ctx.plan = plan
+            self.ctx.limits = self.limits()
         for launch in plan.launches:
             self.note(f"plan: launch {launch.count} {launch.node_type} ({launch.cause})")
         for action in plan.undrains:
@@ -591,6 +596,7 @@ class _Run:
         try:
             while True:  # as systemd: a start that fails (startup_failed) runs again RestartSec on
                 try:
+                    built = self.config  # the file as the process reads it
                     controller = await self.new_controller(crashes)
                     break
                 except Crash:
@@ -619,6 +625,8 @@ class _Run:
             return False
         self.controller = controller
         self.note(f"daemon started (incarnation {self.incarnation})")
+        if self.plan.reloads:
+            self.sighup = asyncio.ensure_future(self.sighups(controller, built))
         self.push(force=True)
         return True
 
@@ -637,37 +645,59 @@ class _Run:
 
         return writer
 
-    async def reload(self, event: Reload) -> None:
-        """The ``reload`` fault: the config file becomes the original with ``event``'s changes
-        (a restart reads it) and the daemon, if up, gets SIGHUP: it builds the policy from it
-        and applies it as ``Service.reload`` does (``service.apply_config``). The harness's
-        drain hook stands in for the configured one, as at a start."""
+    def edit_config(self, upto: float) -> None:
+        """The ``reload`` fault's file edits due by ``upto`` (seconds since the run began): the
+        config file (what a start reads) becomes the original with the last one's changes."""
+        reloads = self.plan.reloads
+        due = self.edits
+        while due < len(reloads) and reloads[due].at <= upto:
+            due += 1
+        if due == self.edits:
+            return
+        self.edits = due
         data = self.original.model_dump(mode="json", exclude_unset=True)
-        for what, key, value in event.changes:
+        for what, key, value in reloads[due - 1].changes:
             if what == "max":
                 entry = data["node_types"][int(key)]
                 entry["max"] = max(1, entry["max"] + int(value))
             else:
                 data["scaler"][key] = value
-        old, new = self.config, parse_config(data)
-        self.config = new
+        self.config = new = parse_config(data)
         self.types = {
             e.type: dataclasses.replace(self.types[e.type], max_nodes=e.max) for e in new.node_types
         }
+        self.t = max(self.t, upto)  # (a pass may be in flight)
         maxes = ",".join(f"{e.type}={e.max}" for e in new.node_types)
         s = new.scaler
         self.note(
-            f"reload: max {maxes} interval={s.interval:g}s debounce={s.debounce:g}s "
+            f"config edited: max {maxes} interval={s.interval:g}s debounce={s.debounce:g}s "
             f"target_time={s.target_time:g}s unneeded_time={s.unneeded_time:g}s"
-            + ("" if event.changes else " (the original)")
+            + ("" if reloads[due - 1].changes else " (the original)")
         )
-        c = self.controller
-        if c is None:
-            return  # down: its restart reads the file
-        hook = c.executor.drain_hook
-        policy = await self.clock.run_until(build_policy(new, self.cloud))
-        apply_config(c, policy, old, new, self.cloud)
-        c.executor.drain_hook = c.executor.undrain_hook = hook
+
+    async def sighups(self, c: Controller, applied: ShoalConfig) -> None:
+        """The operator's SIGHUP after each edit, to a daemon started from ``applied``: a task
+        of the process (it dies with it), so a reload may come in the middle of a pass, as
+        ``Service.reload``'s does. The daemon builds the policy from the file and applies it
+        as ``Service.reload`` does (``service.apply_config``); the harness's drain hook
+        stands in for the configured one, as at a start. A file edited while the process
+        started is applied at once (the reload right after a start)."""
+        reloads = self.plan.reloads
+        upto = self.clock.now() - EPOCH
+        while True:
+            self.edit_config(upto)
+            if self.config is not applied:
+                old, applied = applied, self.config
+                hook = c.executor.drain_hook
+                policy = await build_policy(applied, self.cloud)
+                apply_config(c, policy, old, applied, self.cloud)
+                c.executor.drain_hook = c.executor.undrain_hook = hook
+                during = " during a pass" if self.ctx is not None else ""
+                self.note(f"reloaded by incarnation {self.incarnation}{during}")
+            if self.edits >= len(reloads):
+                return
+            upto = reloads[self.edits].at
+            await self.clock.sleep(max(0.0, EPOCH + upto - self.clock.now()))
 
     def wrote(self, data: Any) -> None:
         """What ``state.json`` holds now (a mode may check it)."""
@@ -752,7 +782,7 @@ class _Run:
                 alive = self.alive()
                 # of the types launched (a node ``unlisted`` hid and the listing shows again
                 # may leave another type over its max, and the daemon launches none of it)
-                limits = ctx.limits if ctx is not None else self.limits()
+                limits = self.limits() if ctx is None or ctx.limits is None else ctx.limits
                 for nt in {self.node_type(n) for n in new}:
                     if nt and alive[nt] > limits[nt]:
                         self.violate(
@@ -876,7 +906,7 @@ class _Run:
         windows = list(self.plan.windows)
         reloads = self.plan.reloads
         ends: list[tuple[float, str, str]] = []  # (end, kind, target)
-        i = wi = ri = 0
+        i = wi = 0
         self.last_pass = -1e9
         self.restart_at = 0.0
         self.pushed_version = -1
@@ -888,8 +918,8 @@ class _Run:
                 times.append(jobs[i].submit)
             if wi < len(windows):
                 times.append(windows[wi].start)
-            if ri < len(reloads):
-                times.append(reloads[ri].at)
+            if self.edits < len(reloads):
+                times.append(reloads[self.edits].at)
             if ends:
                 times.append(min(e[0] for e in ends))
             finish = self.cluster.next_finish()
@@ -927,9 +957,7 @@ class _Run:
             for end in [e for e in ends if e[0] <= t]:
                 ends.remove(end)
                 self.close_window(end)
-            while ri < len(reloads) and reloads[ri].at <= t:
-                await self.reload(reloads[ri])
-                ri += 1
+            self.edit_config(t)  # (a live daemon's ``sighups`` made it already)
             if t >= FAULT_END and self.faulty.armed:
                 self.faulty.arm(False)
                 self.note("calm: no new faults")
@@ -1069,9 +1097,7 @@ class _Run:
             and n not in hidden
             and self.cloud.instance_state(n) != "stopped"
         }
-        self.ctx = ctx = _Pass(
-            c.demand_stale(), collections.Counter(alive.values()), alive, self.limits()
-        )
+        self.ctx = ctx = _Pass(c.demand_stale(), collections.Counter(alive.values()), alive)
         self.change_at = None
         self.passes += 1
         try:
