@@ -27,7 +27,7 @@ from shoal.runtime.files import write_json_atomic
 from shoal.scaler.model import NodeAction, Plan, Policy, RemoveCause, Snapshot
 
 from chaos import harness
-from chaos.faults import PUSH_KINDS
+from chaos.faults import KINDS, PUSH_KINDS, RELOAD_KNOBS, FaultPlan
 from chaos.harness import FAULT_END, MODES, Sabotage, run_seed, run_seeds
 
 SPLIT_BRAIN_SEEDS = 40  # fault-free ha seeds searched for one that acts while cut off
@@ -270,6 +270,21 @@ def test_a_reload_whose_lowered_max_is_kept_from_the_planner_is_found(
     assert not run_seed(seed, ()).violations
     found = [v for v in run_seed(seed, kinds).violations if v.invariant == "over-max"]
     assert found and "(max 1)" in found[0].detail, found
+
+
+def test_the_reloads_of_a_seed_put_the_original_config_back_before_the_calm() -> None:
+    """``starved`` bounds the calm phase with the original config's timers: every seed's
+    last reload puts it back in the fault phase. Seeds do lower a ``max`` and change the
+    scaler's knobs; power saving draws no reload (not wired there)."""
+    drawn = [FaultPlan.draw(seed, frozenset(PUSH_KINDS), FAULT_END) for seed in range(300)]
+    reloads = [p.reloads for p in drawn if p.reloads]
+    assert len(reloads) > 100
+    assert all(r[-1].changes == () and r[-1].at < FAULT_END for r in reloads)
+    changes = [c for r in reloads for event in r for c in event.changes]
+    assert any(what == "max" and delta < 0 for what, _, delta in changes)
+    assert {key for what, key, _ in changes if what == "scaler"} == set(RELOAD_KNOBS)
+    power = FaultPlan.draw(0, frozenset(KINDS), FAULT_END, power=True)
+    assert not power.reloads and "reload" not in power.kinds
 
 
 def test_a_crash_at_a_background_state_write_stops_the_process_at_once(
