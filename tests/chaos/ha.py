@@ -14,7 +14,8 @@ new; half the lease's margin to finish), then is cancelled. The demand goes to t
 (the pusher's retry after a follower's 503).
 
 Faults: push mode's (``faults.PUSH_KINDS``; a crash at a provider call kills the daemon
-making it), and from this module's own stream (``ha-<seed>``), in the fault phase:
+making it) but ``reload`` (not wired here: each daemon would need the edit and its own SIGHUP),
+and from this module's own stream (``ha-<seed>``), in the fault phase:
 
 ``partition``
     one daemon (the leader, mostly) cannot reach the election for one to four TTLs: its
@@ -142,7 +143,10 @@ class HaRun(_Run):
         self.mode = mode
         windows = (*self.plan.windows, *draw_ha_windows(seed, "crash" in self.plan.kinds))
         self.plan = dataclasses.replace(
-            self.plan, windows=tuple(sorted(windows, key=lambda w: (w.start, w.kind)))
+            self.plan,
+            windows=tuple(sorted(windows, key=lambda w: (w.start, w.kind))),
+            kinds=self.plan.kinds - {"reload"},
+            reloads=(),
         )
         self.election: MemoryElection | None = None
         self.actor: _Daemon | None = None  # whose code makes the cloud calls now
