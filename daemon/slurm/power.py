@@ -459,11 +459,13 @@ class PowerSaver:
         )
 
     def _uncertain(self, node: str, report: ExecutionReport) -> bool:
-        """True when a launch for ``node``'s request may have happened with every answer lost:
-        failing the node now would requeue its job while its instance boots. The request is
-        kept, that launch's offering first with its client token (which returns what it
-        launched), for the release loop's next try; Slurm's ResumeTimeout bounds the wait."""
-        doubt = [a for a in report.attempts if a.uncertain]
+        """True when a launch for ``node``'s request may have happened with every answer lost,
+        or did (its client token refused as sent before with other arguments, a config
+        changed since: ``launched_before``): failing the node now would requeue its job while
+        its instance boots. The request is kept, that launch's offering first with its client
+        token (which returns what it launched), for the release loop's next try, which finds
+        the instance once listed; Slurm's ResumeTimeout bounds the wait."""
+        doubt = [a for a in report.attempts if a.uncertain or a.launched_before]
         request = self.state.requests.get(node)
         if not doubt or request is None:
             return False
