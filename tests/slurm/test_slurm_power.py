@@ -898,3 +898,39 @@ async def test_a_restored_resume_refused_as_a_parameter_mismatch_waits_for_its_i
     assert provider.count() == 1
     assert second.power.state.requests == {} and second.power.state.kept_down == {}
     assert second.power.instance_id("cloud1") == (await provider.list_instances())[0].name
+
+
+async def test_a_gang_in_doubt_partly_listed_waits_for_the_rest_not_launches_it_again(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Finding (review reviewm, 2026-12-07): a three-node job's launch (cloud1's request)
+    had every answer lost, and the next listing shows cloud1's instance but not yet cloud2's
+    and cloud3's (DescribeInstances is eventually consistent). The retry launched cloud2 and
+    cloud3 as a new gang under cloud2's request, another client token: two instances each
+    (5 for 3). They must wait for the listing, which then shows the three: served by them."""
+    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock)
+    d = await start(tmp_path, clock, provider)
+    d.power.client = FakeSlurm()  # type: ignore[assignment]
+    provider.lose_next_response(2, "RunInstances")  # both attempts of the retry policy
+    await d.power.accept("resume", "cloud[1-3]", THREE_NODE_JOB)
+    await d.served()
+    assert sorted(d.power.state.requests) == ["cloud1", "cloud2", "cloud3"]  # in doubt
+    for node in await provider.list_instances():
+        if node.tags[TAG_SLURM_NODE] != "cloud1":
+            provider.unlist(node.name, 60)
+    runner = asyncio.create_task(d.power.run())  # retries what is left
+    try:
+        await clock.advance(d.power.retry_interval + 1)
+        await d.served()
+        assert provider.count() == 3  # not 5
+        assert sorted(d.power.state.requests) == ["cloud1", "cloud2", "cloud3"]  # waiting
+        await clock.advance(60)  # all three listed: the next try serves them
+        await d.served()
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert provider.count() == 3 and run_instances(d) == [3, 3]
+    workers = await d.workers()
+    assert sorted(workers) == ["cloud1", "cloud2", "cloud3"]
+    assert all(len(ids) == 1 for ids in workers.values())
+    assert d.power.state.requests == {} and d.power.state.kept_down == {}
