@@ -527,14 +527,16 @@ class Executor:
             # A retry starts at the offering whose answer was lost: it may have launched, and
             # its client token returns what it did. Starting over at the first offering would
             # launch again elsewhere once that one has capacity back.
-            doubt = [
-                e
-                for e in self._events.get(request_id, ())
-                if isinstance(e, LaunchAttempt) and e.uncertain
-            ]
+            attempts = [e for e in self._events.get(request_id, ()) if isinstance(e, LaunchAttempt)]
+            doubt = [e for e in attempts if e.uncertain]
+            # Single nodes an earlier attempt launched are not asked for again: the retry
+            # asks the rest, as the offering in doubt was asked before (its token sent with
+            # another count is EC2's IdempotentParameterMismatch; a throttled one would
+            # launch the whole unit). A gang's ids never count: it is whole or undone.
+            known = 0 if all_or_nothing else len({i for e in attempts for i in e.ids})
             return await self.provider.addNodes(
                 list(node_type.instance_types),  # preference order, as configured
-                count,
+                count - known,
                 node_type.preemptible,
                 node_type.bid,
                 requestId=request_id,

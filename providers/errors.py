@@ -19,6 +19,7 @@ from __future__ import annotations
 from shoal.scaler.model import Offering
 
 __all__ = [
+    "IDEMPOTENT_PARAMETER_MISMATCH",
     "INSUFFICIENT_CAPACITY",
     "AuthError",
     "CapacityError",
@@ -33,6 +34,9 @@ __all__ = [
 
 # EC2's error code for an offering out of stock; the fake clouds answer with it too.
 INSUFFICIENT_CAPACITY = "InsufficientInstanceCapacity"
+# EC2's answer to a client token sent again with other arguments: the token's first request
+# succeeded (a failed one keeps no token), so its instances exist; the fakes answer so too.
+IDEMPOTENT_PARAMETER_MISMATCH = "IdempotentParameterMismatch"
 
 
 class ManagedNodesNotSupportedException(RuntimeError):

@@ -27,7 +27,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from shoal.providers.errors import CapacityError, ProviderError, QuotaError, RetryableError
+from shoal.providers.errors import (
+    IDEMPOTENT_PARAMETER_MISMATCH,
+    CapacityError,
+    ProviderError,
+    QuotaError,
+    RetryableError,
+)
 from shoal.scaler.model import Offering
 
 __all__ = [
@@ -117,6 +123,12 @@ class LaunchAttempt:
     def uncertain(self) -> bool:
         """A transient error: the cloud may have launched with the answer lost."""
         return isinstance(self.error, RetryableError)
+
+    @property
+    def launched_before(self) -> bool:
+        """The cloud refused the client token as sent before with other arguments (EC2's
+        ``IdempotentParameterMismatch``): that first request launched, its instances exist."""
+        return self.error is not None and self.error.code == IDEMPOTENT_PARAMETER_MISMATCH
 
 
 class TerminationStatus(enum.StrEnum):

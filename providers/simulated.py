@@ -76,6 +76,7 @@ from shoal.providers.base import (
     ordered_types,
 )
 from shoal.providers.errors import (
+    IDEMPOTENT_PARAMETER_MISMATCH,
     INSUFFICIENT_CAPACITY,
     CapacityError,
     ProviderError,
@@ -104,7 +105,6 @@ SPOT_PRICE_TOO_LOW = "SpotMaxPriceTooLow"
 INSTANCE_LIMIT = "InstanceLimitExceeded"
 THROTTLED = "RequestLimitExceeded"
 TOKEN_TTL = CLIENT_TOKEN_TTL  # (node_provider's)
-IDEMPOTENT_PARAMETER_MISMATCH = "IdempotentParameterMismatch"
 
 
 def _idempotent_params(request: LaunchRequest) -> tuple[object, ...]:

@@ -459,11 +459,13 @@ class PowerSaver:
         )
 
     def _uncertain(self, node: str, report: ExecutionReport) -> bool:
-        """True when a launch for ``node``'s request may have happened with every answer lost:
-        failing the node now would requeue its job while its instance boots. The request is
-        kept, that launch's offering first with its client token (which returns what it
-        launched), for the release loop's next try; Slurm's ResumeTimeout bounds the wait."""
-        doubt = [a for a in report.attempts if a.uncertain]
+        """True when a launch for ``node``'s request may have happened with every answer lost,
+        or did (its client token refused as sent before with other arguments, a config
+        changed since: ``launched_before``): failing the node now would requeue its job while
+        its instance boots. The request is kept, that launch's offering first with its client
+        token (which returns what it launched), for the release loop's next try, which finds
+        the instance once listed; Slurm's ResumeTimeout bounds the wait."""
+        doubt = [a for a in report.attempts if a.uncertain or a.launched_before]
         request = self.state.requests.get(node)
         if not doubt or request is None:
             return False
@@ -542,6 +544,26 @@ class PowerSaver:
         for group in [] if reason else groups.values():
             node_type = types[group[0]]
             assert node_type is not None
+            # a launch of this type for the gang was tried (its offering saved) by a member
+            # the listing shows running now: it launched, and the others' instances may not
+            # be listed yet. Launched under another member's request (another client token)
+            # they would run twice; they wait for the listing, as an answer lost does.
+            tried = [
+                m
+                for m in members
+                if m not in group
+                and (t := types[m]) is not None
+                and t.name == node_type.name
+                and self.state.requests[m].offering is not None
+            ]
+            if tried:
+                log.warning(
+                    "event=slurm_gang_partly_listed nodes=%s tried=%s waiting=%s",
+                    label,
+                    ",".join(tried),
+                    compress_hostlist(group),
+                )
+                return
             ids, reason = await self._launch_gang(node_type, group, label)
             launched.extend(ids)
             if reason is None:  # an answer lost: the requests stay for the next try

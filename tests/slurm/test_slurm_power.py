@@ -855,3 +855,82 @@ async def test_a_multi_node_job_replayed_after_a_crash_launches_nothing_twice(
     workers = await second.workers()
     assert sorted(workers) == ["cloud1", "cloud2", "cloud3"]
     assert all(len(ids) == 1 for ids in workers.values())
+
+
+async def test_a_restored_resume_refused_as_a_parameter_mismatch_waits_for_its_instance(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Finding (review reviewm, 2026-12-07): the daemon died after its launch for cloud1
+    reached the cloud (in a placement group, as its config then said) and before the answer
+    was noted; restarted without the placement group, it sends the request's client token
+    with other arguments, which EC2 answers IdempotentParameterMismatch: the token's first
+    launch succeeded, and cloud1's instance boots. The request must be kept, as for a lost
+    answer, and served by that instance once it is listed; it was failed instead (the node
+    kept DOWN: Slurm requeues its job while its instance boots, and only the suspend at the
+    end of the backoff ends that instance)."""
+    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock, listing_lag=300)
+    first = await start(tmp_path, clock, provider)
+    await first.power.accept("resume", "cloud1")
+    request_id = first.power.state.requests["cloud1"].request_id
+    await first.power.close()  # the daemon dies before its worker ran...
+    # ...but the launch it was making, with its placement group then, reached the cloud:
+    await provider.addNodes(
+        ["c5.xlarge"],
+        1,
+        False,
+        requestId=request_id,
+        tags={TAG_SLURM_NODE: "cloud1"},
+        placement_group="cluster",
+    )
+    second = await start(tmp_path, clock, provider)  # same state file, no placement group
+    await second.served()
+    (refused,) = [c for c in provider.calls if c.operation == "RunInstances"][1:]
+    assert refused.kwargs["placement_group"] is None
+    assert "cloud1" not in second.power.state.kept_down  # not failed: its instance exists
+    assert "cloud1" in second.power.state.requests  # kept for the next try
+    runner = asyncio.create_task(second.power.run())  # retries what is left
+    try:
+        await clock.advance(300)  # listed now: the next try finds it
+        await second.served()
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert provider.count() == 1
+    assert second.power.state.requests == {} and second.power.state.kept_down == {}
+    assert second.power.instance_id("cloud1") == (await provider.list_instances())[0].name
+
+
+async def test_a_gang_in_doubt_partly_listed_waits_for_the_rest_not_launches_it_again(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Finding (review reviewm, 2026-12-07): a three-node job's launch (cloud1's request)
+    had every answer lost, and the next listing shows cloud1's instance but not yet cloud2's
+    and cloud3's (DescribeInstances is eventually consistent). The retry launched cloud2 and
+    cloud3 as a new gang under cloud2's request, another client token: two instances each
+    (5 for 3). They must wait for the listing, which then shows the three: served by them."""
+    provider = SimulatedProvisioner(clusterName="t", zone=ZONE, clock=clock)
+    d = await start(tmp_path, clock, provider)
+    d.power.client = FakeSlurm()  # type: ignore[assignment]
+    provider.lose_next_response(2, "RunInstances")  # both attempts of the retry policy
+    await d.power.accept("resume", "cloud[1-3]", THREE_NODE_JOB)
+    await d.served()
+    assert sorted(d.power.state.requests) == ["cloud1", "cloud2", "cloud3"]  # in doubt
+    for node in await provider.list_instances():
+        if node.tags[TAG_SLURM_NODE] != "cloud1":
+            provider.unlist(node.name, 60)
+    runner = asyncio.create_task(d.power.run())  # retries what is left
+    try:
+        await clock.advance(d.power.retry_interval + 1)
+        await d.served()
+        assert provider.count() == 3  # not 5
+        assert sorted(d.power.state.requests) == ["cloud1", "cloud2", "cloud3"]  # waiting
+        await clock.advance(60)  # all three listed: the next try serves them
+        await d.served()
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert provider.count() == 3 and run_instances(d) == [3, 3]
+    workers = await d.workers()
+    assert sorted(workers) == ["cloud1", "cloud2", "cloud3"]
+    assert all(len(ids) == 1 for ids in workers.values())
+    assert d.power.state.requests == {} and d.power.state.kept_down == {}
