@@ -44,6 +44,11 @@ unlisted   a joined node drops out of DescribeInstances for ten seconds to five 
            as long as the daemon remembers it, launch_ledger_ttl), and in half of them out of
            the pushed joined nodes as well, until a minute and a half as long again after
            the listings show it (NOT_RESPONDING): it runs on, and joins as before
+store      (ha) a write of the shared state (the election's store, etcd's kv/txn) takes effect
+           and its answer is lost (half of those seeds: the store then stays out of the
+           daemon's reach a while, as a paused etcd), or fails before it takes effect (both
+           raise etcd's ``EtcdError``), or the daemon making it dies (kill -9) just before
+           or just after it takes effect (``ha.HaRun``, ``ha.draw_store_faults``)
 =========  ======================================================================================
 
 Windowed faults (missing, stale, fail, capacity, stop, unlisted) are drawn as timed events
@@ -63,7 +68,16 @@ from typing import Any
 
 from shoal.providers.simulated import SimulatedProvisioner
 
-__all__ = ["KINDS", "POWER_KINDS", "PUSH_KINDS", "Crash", "FaultPlan", "FaultyCloud", "Window"]
+__all__ = [
+    "HA_KINDS",
+    "KINDS",
+    "POWER_KINDS",
+    "PUSH_KINDS",
+    "Crash",
+    "FaultPlan",
+    "FaultyCloud",
+    "Window",
+]
 
 KINDS = (
     "missing",
@@ -84,12 +98,14 @@ KINDS = (
     "stockout",
     "flicker",
     "unlisted",
+    "store",
 )
-# drawn from their own streams (see FaultPlan.draw)
+# drawn from their own streams (see FaultPlan.draw; ``store`` by ``ha.draw_store_faults``)
 LATER = ("slowslurm", "stockout", "flicker")
-OWN_STREAM = ("unlisted",)
+OWN_STREAM = ("unlisted", "store")
 # the kinds each mode draws from (harness.MODES); a kind outside its mode has no effect there
 PUSH_KINDS = (*KINDS[:12], "unlisted")
+HA_KINDS = (*PUSH_KINDS, "store")  # push mode's, and faults at the shared state's writes
 # power saving: Slurm decides, so the push's reads (missing, stale, fail), spot interruptions,
 # stopped nodes and drain hooks do not apply; slurmctld's own faults do
 POWER_KINDS = (

@@ -22,6 +22,19 @@ making it), and from this module's own stream (``ha-<seed>``), in the fault phas
 ``kill``
     (with ``crash``) a daemon, leader or follower, dies at once (kill -9: its renewals stop,
     its lease runs out on the store's side) and restarts a few seconds to minutes later.
+``store``
+    (its own stream, ``ha-store-<seed>``: ``draw_store_faults``) at a write of the shared
+    state (``StateBackend.save``: a launch intent before RunInstances, the term's
+    confirmation before a termination or a tag, the ledger's background writes) made in a
+    term, with a per-seed probability per write: the write takes effect and its answer is
+    lost, or it fails before it takes effect, both raising what the etcd backend raises on
+    a timeout (``EtcdError``: no member answered), so the daemon's own handling runs (a
+    launch not journaled is not made); in half the seeds a lost answer comes with the store
+    out of that daemon's reach for one to four TTLs (a paused etcd: the write applied, the
+    next ones and the renewals fail, another daemon leads and reads what it applied). Or
+    the daemon making the write dies (kill -9, as ``kill``) just before or just after it
+    takes effect, and restarts as kills do. Between a launch's intent in the store and its
+    RunInstances is where a new leader has to make the launch (``Controller._replay_intents``).
 
 Invariants: push mode's, plus
 
@@ -53,6 +66,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shoal.daemon.durable import StateBackend
+from shoal.daemon.leader.etcd import EtcdError
 from shoal.daemon.leader.memory import MemoryElection, MemoryElector
 from shoal.daemon.leader.state import state_backend
 from shoal.daemon.loop import Controller, PassRecord
@@ -62,7 +77,7 @@ from shoal.daemon.simulate.engine import EPOCH
 from .faults import Crash, Window
 from .harness import FAULT_END, _DrainHook, _Run
 
-__all__ = ["NAMES", "TTL", "HaRun", "SteppedDown"]
+__all__ = ["NAMES", "TTL", "HaRun", "SteppedDown", "StoreFaults", "draw_store_faults"]
 
 TTL = 10.0  # the lease, seconds (the ha section's default)
 NAMES = ("a", "b")
@@ -130,6 +145,58 @@ def draw_ha_windows(seed: int, crashes: bool) -> list[Window]:
     return out
 
 
+@dataclass(slots=True)
+class StoreFaults:
+    """The ``store`` faults of a seed: per write made in a term, one of ``KINDS`` with
+    probability ``p`` (weighted by ``weights``), drawn from ``rng`` write by write."""
+
+    KINDS = ("lost", "fail", "die-before", "die-after")
+
+    p: float
+    weights: tuple[float, ...]
+    paused: bool  # a lost answer comes with the store out of the daemon's reach a while
+    rng: random.Random
+
+    def draw(self) -> str | None:
+        if self.rng.random() >= self.p:
+            return None
+        return self.rng.choices(self.KINDS, self.weights)[0]
+
+
+def draw_store_faults(seed: int, kinds: frozenset[str]) -> StoreFaults | None:
+    """The ``store`` faults of ``seed`` (on in 60% of the seeds that allow them), from their
+    own stream: the seed's other draws stay as they were."""
+    rng = random.Random(f"ha-store-{seed}")
+    if "store" not in kinds or rng.random() >= 0.6:
+        return None
+    weights = tuple(rng.uniform(0.2, 1.0) for _ in StoreFaults.KINDS)
+    return StoreFaults(rng.uniform(0.02, 0.2), weights, rng.random() < 0.5, rng)
+
+
+class _FaultyStore:
+    """A daemon's ``StateBackend`` (the election's store) with the ``store`` faults at its
+    writes (``HaRun.store_fault``); its reads as they are."""
+
+    def __init__(self, run: HaRun, d: _Daemon, backend: StateBackend) -> None:
+        self.run, self.d, self.backend = run, d, backend
+
+    async def load(self) -> dict[str, Any] | None:
+        return await self.backend.load()
+
+    async def save(self, snapshot: dict[str, Any], epoch: int | None) -> None:
+        fault = self.run.store_fault(self.d, epoch)
+        if fault == "fail":
+            raise EtcdError("kv/txn: no member answered in time (chaos: before it applied)")
+        if fault == "die-before":
+            self.run.die_at_write(self.d, "before")
+        await self.backend.save(snapshot, epoch)
+        if fault == "lost":
+            self.run.answer_lost(self.d)
+            raise EtcdError("kv/txn: no member answered in time (chaos: applied, answer lost)")
+        if fault == "die-after":
+            self.run.die_at_write(self.d, "after")
+
+
 class HaRun(_Run):
     def __init__(
         self, seed: int, kinds: frozenset[str], state_dir: Path, *rest: Any, mode: str = "ha"
@@ -141,8 +208,11 @@ class HaRun(_Run):
         super().__init__(seed, kinds, state_dir, *rest, mode="push")
         self.mode = mode
         windows = (*self.plan.windows, *draw_ha_windows(seed, "crash" in self.plan.kinds))
+        self.store_faults = draw_store_faults(seed, kinds)
         self.plan = dataclasses.replace(
-            self.plan, windows=tuple(sorted(windows, key=lambda w: (w.start, w.kind)))
+            self.plan,
+            windows=tuple(sorted(windows, key=lambda w: (w.start, w.kind))),
+            kinds=self.plan.kinds | ({"store"} if self.store_faults else set()),
         )
         self.election: MemoryElection | None = None
         self.actor: _Daemon | None = None  # whose code makes the cloud calls now
@@ -226,6 +296,8 @@ class HaRun(_Run):
         try:
             with _owned(d.name):
                 backend = state_backend(elector, self.config)  # the election's store, fenced
+                assert backend is not None
+                backend = _FaultyStore(self, d, backend)
                 controller = await self.new_controller(crashes, backend)
         except Crash:
             self._die(d)
@@ -292,8 +364,11 @@ class HaRun(_Run):
                     return
                 self.restored(d.controller)  # the tracker read again from the last leader's
                 await self.clock.run_until(d.controller.reconcile())
-        except Crash:
-            self._die(d)
+        except (Crash, asyncio.CancelledError) as exc:
+            if d.controller is not None:  # a crash at a cloud call (a death at a store write:
+                if not isinstance(exc, Crash):  # dead already, its tasks cancelled)
+                    raise
+                self._die(d)
             await self.clock.settle()
             return
         except Exception as exc:
@@ -358,17 +433,71 @@ class HaRun(_Run):
         if d.elector is not None:
             d.elector.crash()
         d.controller, d.elector, d.campaign, d.epoch = None, None, None, None
-        me = asyncio.current_task()
-        for task in asyncio.all_tasks():
-            if task is not me and _OWNERS.get(task) == d.name:
-                task.cancel()
+        self._cancel_tasks(d)
         self._resubscribe()
         self.faulty.dead = False  # the other process's calls go through
         rng = random.Random(f"restart-{self.seed}-{self.crashes}")
         d.down_until = self.clock.now() - EPOCH + rng.uniform(*self.plan.restart_delay)
         self.note(f"daemon {d.name} down until t={d.down_until:.1f}")
 
+    @staticmethod
+    def _cancel_tasks(d: _Daemon) -> None:
+        """Every task of ``d``'s process but the current one."""
+        me = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not me and _OWNERS.get(task) == d.name:
+                task.cancel()
+
     # -- the ha faults ----------------------------------------------------------------------
+
+    def store_fault(self, d: _Daemon, epoch: int | None) -> str | None:
+        """The ``store`` fault at a write of ``d``'s, if any: only in the fault phase, at a
+        write a term makes (etcd's backend refuses one without an epoch before any call), by
+        a live daemon."""
+        faults = self.store_faults
+        if (
+            faults is None
+            or epoch is None
+            or d.controller is None
+            or self.faulty.dead
+            or self.clock.now() - EPOCH >= FAULT_END
+        ):
+            return None
+        fault = faults.draw()
+        if fault is not None:
+            self.note(f"store fault at a write of {d.name} (epoch {epoch}): {fault}")
+        return fault
+
+    def answer_lost(self, d: _Daemon) -> None:
+        """A write's answer lost; with ``paused``, the store stays out of ``d``'s reach for
+        one to four TTLs (its renewals fail too: it steps down, another daemon leads)."""
+        faults = self.store_faults
+        if faults is None or not faults.paused or self.election is None:
+            return
+        election, name = self.election, d.name
+        until = faults.rng.uniform(TTL, 4 * TTL)
+        election.partition(name)
+        self.note(f"{name} cut off from the store for {until:.1f}s (paused)")
+
+        async def heal() -> None:
+            await self.clock.sleep(until)
+            election.heal(name)
+            self.note(f"{name} reaches the store again (t={self.clock.now() - EPOCH:.1f})")
+
+        _spawn("", heal(), f"ha-heal-{name}")  # nobody's: a death of ``d`` does not stop it
+
+    def die_at_write(self, d: _Daemon, when: str) -> None:
+        """kill -9 of ``d`` at its write (``when`` it takes effect): in its own pass the
+        pass unwinds and ``bury`` buries it, as a crash at a cloud call; elsewhere (a write in
+        the background, in the other daemon's pass or between passes) it dies at once."""
+        why = f"kill -9 of daemon {d.name} {when} its store write"
+        self.note(why)
+        if self.ctx is not None and self.actor is d:
+            self.faulty.dead = True
+            self._cancel_tasks(d)
+        else:
+            self._die(d)
+        raise Crash(why)
 
     def _pick(self, w: Window) -> _Daemon | None:
         live = [d for d in self.daemons.values() if d.controller is not None]

@@ -144,7 +144,7 @@ from shoal.scaler.planner import plan as default_plan
 from shoal.scaler.planner import usable_shape
 from shoal.scaler.shape import Shape
 
-from .faults import KINDS, POWER_KINDS, PUSH_KINDS, Crash, FaultPlan, FaultyCloud
+from .faults import HA_KINDS, KINDS, POWER_KINDS, PUSH_KINDS, Crash, FaultPlan, FaultyCloud
 
 __all__ = [
     "END",
@@ -1149,7 +1149,7 @@ def mode_kinds(mode: str) -> tuple[str, ...]:
     """The fault kinds a mode draws from by default."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
-    return POWER_KINDS if mode == "power_save" else PUSH_KINDS  # ha: push mode's
+    return {"power_save": POWER_KINDS, "ha": HA_KINDS}.get(mode, PUSH_KINDS)
 
 
 def run_seed(
