@@ -55,6 +55,7 @@ so a duplicate launch or a type over its max is reported as in push mode.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import dataclasses
@@ -73,14 +74,16 @@ from shoal.daemon.leader.state import state_backend
 from shoal.daemon.loop import Controller, PassRecord
 from shoal.daemon.service import start_term, term_grace
 from shoal.daemon.simulate.engine import EPOCH
+from shoal.scaler.model import CapacityType
 
 from .faults import Crash, Window
-from .harness import FAULT_END, _DrainHook, _Run
+from .harness import FAULT_END, _DrainHook, _Pass, _Run
 
 __all__ = ["NAMES", "TTL", "HaRun", "SteppedDown", "StoreFaults", "draw_store_faults"]
 
 TTL = 10.0  # the lease, seconds (the ha section's default)
 NAMES = ("a", "b")
+SPOT = CapacityType.SPOT
 POLL = 1.0  # while nobody acts, the harness looks again this often (campaigns run meanwhile)
 
 # Which daemon's process a task belongs to (its creator's, at creation): a kill -9 cancels
@@ -220,6 +223,12 @@ class HaRun(_Run):
         self.acted: list[tuple[float, str, int]] = []  # (t, daemon, epoch) per actuation
         self.max_epoch = 0
         self.turn = 0
+        self.asked: collections.Counter[str] = collections.Counter()  # RunInstances, this pass
+        self.unsure_until: dict[
+            str, float
+        ] = {}  # node type -> end of its excuse (held-for-nothing)
+        self.held_since: dict[str, float] = {}  # node type -> first pass of its streak
+        self.launched_as: dict[str, str] = {}  # instance -> node type
 
     # -- who acts: the base run reads ``controller`` and ``restart_at`` ---------------------
 
@@ -554,7 +563,54 @@ class HaRun(_Run):
     def observe_call(self, op: str, phase: str, arg: Any, result: Any) -> None:
         if phase == "before" and op in ("RunInstances", "TerminateInstances"):
             self.actuation(op)
+        if op == "RunInstances":
+            offering = arg.offering
+            nt = self.type_of.get((offering.instance_type, offering.capacity_type is SPOT))
+            if phase == "before":
+                self.asked[nt or ""] += 1
+            elif isinstance(result, BaseException):  # throttled, no capacity, answer lost
+                self.unsure(nt)
         super().observe_call(op, phase, arg, result)
+        if op == "RunInstances" and phase == "after" and nt:  # (an interrupted node's type)
+            self.launched_as.update(
+                (n, nt) for n in self.cloud.worker_names() if n not in self._names_before
+            )
+
+    def unsure(self, nt: str | None) -> None:
+        """The daemon may count nodes of ``nt`` the cloud does not have until the ledger's
+        TTL (``held-for-nothing``'s excuses)."""
+        if nt:
+            self.unsure_until[nt] = self.clock.now() + self.config.scaler.launch_ledger_ttl
+
+    def forget(self, name: str, *, shoal: bool = False) -> None:
+        if not shoal:  # interrupted or stopped: perhaps before a listing showed it
+            self.unsure(self.launched_as.get(name))
+        super().forget(name, shoal=shoal)
+
+    def check_held(self, ctx: _Pass) -> None:
+        """``held-for-nothing``: a pass whose plan wants more nodes of a type than the cloud
+        has and asks for none counts nodes that do not exist; passes in a row doing so
+        longer than ``3 * interval`` (none of its type's excuses on) are a violation."""
+        asked, self.asked = self.asked, collections.Counter()
+        if ctx.plan is None or ctx.stale:
+            self.held_since.clear()
+            return
+        now = self.clock.now()
+        have = ctx.alive_before - ctx.out()
+        have.update(self.node_type(n) for n in self.hidden())  # the daemon keeps them
+        limit = 3 * self.config.scaler.interval
+        for nt, target in sorted(ctx.plan.targets.items()):
+            if asked[nt] or have[nt] >= target or self.unsure_until.get(nt, -1.0) > now:
+                self.held_since.pop(nt, None)
+                continue
+            since = self.held_since.setdefault(nt, self.t)
+            if self.t - since > limit:
+                self.held_since.pop(nt)  # reported once a streak
+                self.violate(
+                    "held-for-nothing",
+                    f"{nt}: the plans since t={since:.1f} want {target}, the cloud has "
+                    f"{have[nt]} and none asks for more",
+                )
 
     def booted(self) -> Controller | None:
         # a daemon built at the first start, acting or not: a throttled first reconcile

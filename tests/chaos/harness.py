@@ -625,6 +625,10 @@ class _Run:
     def wrote(self, data: Any) -> None:
         """What ``state.json`` holds now (a mode may check it)."""
 
+    def check_held(self, ctx: _Pass) -> None:
+        """After a pass that finished: what it planned against the cloud (a mode may check
+        it)."""
+
     def kill(self) -> None:
         """kill -9 (push mode): every task of the process stops where it is, whichever task
         died (a background write of ``state.json`` too, not only the pass's own calls)."""
@@ -1044,6 +1048,7 @@ class _Run:
         self.check_duplicates(ctx)
         self.check_gangs(ctx)
         self.check_drains(c)
+        self.check_held(ctx)
 
     # -- invariants -------------------------------------------------------------------------
 
