@@ -422,6 +422,9 @@ class HaRun(_Run):
         with _owned(self.actor.name):
             await super().one_pass(c2)
 
+    def pass_ended(self) -> bool:
+        return self.faulty.dead or self.stepped_down  # died, or its term ended (``SteppedDown``)
+
     async def bury(self) -> None:
         """A pass ended by a ``Crash``: its daemon died (``FaultyCloud``), or stepped down
         and had its pass cancelled (``SteppedDown``: it lives on and campaigns)."""

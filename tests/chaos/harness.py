@@ -646,6 +646,11 @@ class _Run:
         if tracker._known is not None:
             self.shown_joined &= set(tracker.seen_joined())
 
+    def pass_ended(self) -> bool:
+        """A pass that raised ``Crash`` or was cancelled: whether its process died there (else
+        the harness has a bug)."""
+        return self.faulty.dead
+
     async def bury(self) -> None:
         """The process died: cancel whatever it left running (the other branches of a
         gather), and schedule the restart."""
@@ -1022,7 +1027,7 @@ class _Run:
         try:
             record = await self.clock.run_until(c.run_pass())
         except (Crash, asyncio.CancelledError):  # cancelled: it died in another task (``kill``)
-            if not self.faulty.dead:
+            if not self.pass_ended():
                 raise
             self.ctx = None
             await self.bury()
