@@ -13,15 +13,18 @@ flight when the term ends gets ``service.term_grace`` (``Controller.stop``: laun
 new; half the lease's margin to finish), then is cancelled. The demand goes to the leader
 (the pusher's retry after a follower's 503).
 
-Faults: push mode's (``faults.PUSH_KINDS``; a crash at a provider call kills the daemon
-making it), and from this module's own stream (``ha-<seed>``), in the fault phase:
+Faults (``faults.HA_KINDS``): push mode's (a crash at a provider call kills the daemon
+making it), and from this module's own streams, in the fault phase (``bench/chaos.py
+--faults`` selects ``store``; partitions are always drawn, kills with ``crash``):
 
 ``partition``
-    one daemon (the leader, mostly) cannot reach the election for one to four TTLs: its
-    renewals fail, it must step down on its local deadline, and the other one leads.
+    (stream ``ha-<seed>``) one daemon (the leader, mostly) cannot reach the election for one
+    to four TTLs: its renewals fail, it must step down on its local deadline, and the other
+    one leads.
 ``kill``
-    (with ``crash``) a daemon, leader or follower, dies at once (kill -9: its renewals stop,
-    its lease runs out on the store's side) and restarts a few seconds to minutes later.
+    (the same stream, with ``crash``) a daemon, leader or follower, dies at once (kill -9:
+    its renewals stop, its lease runs out on the store's side) and restarts a few seconds to
+    minutes later.
 ``store``
     (its own stream, ``ha-store-<seed>``: ``draw_store_faults``) at a write of the shared
     state (``StateBackend.save``: a launch intent before RunInstances, the term's
@@ -47,6 +50,23 @@ Invariants: push mode's, plus
     A daemon acts only while the election's ground truth (the store's key and lease, as the
     store's clock says) says it holds the lease of its epoch: never after its lease could
     have passed to another daemon, never while the other one holds the key.
+``held-for-nothing``
+    Capacity the daemon counts exists. A pass whose plan's target for a node type is above
+    what the cloud has of it (live, launches in flight included, the nodes ``unlisted``
+    hides too; less what the pass takes out) and that asks RunInstances for none of it
+    counts nodes that do not exist (the planner launches ``target - current``). Passes in a
+    row doing so for longer than ``3 * interval`` are a violation, except where the daemon
+    cannot know better, for ``launch_ledger_ttl`` (what the ledger keeps an unseen launch):
+    after a RunInstances of that type raised (throttled, no capacity, its answer lost: its
+    placeholders wait for a listing or the TTL), and after a node of that type left the
+    cloud by an interruption or a stop (perhaps before a listing showed it: its ledger
+    entry waits the TTL). A pass on stale demand (withheld), or with a store fault in it
+    (an intent not written is a launch not made), starts the streaks again. Without the
+    intent replay, a new leader holds the last one's unsent launch (its intent in the store,
+    no answer: the daemon died before RunInstances, or the store lost the write's answer)
+    as booting until the TTL, and queued jobs wait for it; ``starved``, whose bound allows
+    the TTL (and runs from ``FAULT_END`` only), does not see that, this does
+    (``test_chaos``: seed 0 with the replay planted away). Seeds 0-299: clean.
 
 Nothing is excused: a new leader sees the last one's launches in flight in the shared state,
 so a duplicate launch or a type over its max is reported as in push mode.
@@ -229,6 +249,7 @@ class HaRun(_Run):
         ] = {}  # node type -> end of its excuse (held-for-nothing)
         self.held_since: dict[str, float] = {}  # node type -> first pass of its streak
         self.launched_as: dict[str, str] = {}  # instance -> node type
+        self.store_faulted = False  # a store fault since the last pass's check
 
     # -- who acts: the base run reads ``controller`` and ``restart_at`` ---------------------
 
@@ -477,6 +498,7 @@ class HaRun(_Run):
             return None
         fault = faults.draw()
         if fault is not None:
+            self.store_faulted = True
             self.note(f"store fault at a write of {d.name} (epoch {epoch}): {fault}")
         return fault
 
@@ -590,12 +612,15 @@ class HaRun(_Run):
             self.unsure(self.launched_as.get(name))
         super().forget(name, shoal=shoal)
 
-    def check_held(self, ctx: _Pass) -> None:
+    def check_held(self, ctx: _Pass, record: PassRecord) -> None:
         """``held-for-nothing``: a pass whose plan wants more nodes of a type than the cloud
         has and asks for none counts nodes that do not exist; passes in a row doing so
-        longer than ``3 * interval`` (none of its type's excuses on) are a violation."""
+        longer than ``3 * interval`` (none of its type's excuses on) are a violation. A pass
+        that may not launch (stale demand: withheld) or whose store writes were faulted (an
+        intent not written is a launch not made) says nothing: the streaks start again."""
         asked, self.asked = self.asked, collections.Counter()
-        if ctx.plan is None or ctx.stale:
+        faulted, self.store_faulted = self.store_faulted, False
+        if ctx.plan is None or ctx.stale or record.reason or faulted:
             self.held_since.clear()
             return
         now = self.clock.now()

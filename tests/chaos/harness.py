@@ -104,8 +104,8 @@ This is push mode (``mode="push"``). Slurm's power-saving mode (``mode="power_sa
 ``PowerSaver``, ``Cleaner`` and the hook spool driven by a simulated slurmctld, with the hook
 invariants) is ``powersave.PowerRun``, a subclass of this run; its module docstring lists
 what it adds. With two daemons on one elector (``mode="ha"``: partitions from the election,
-kills of a daemon, and the invariants ``ha-overlap`` and ``acted-after-lease``) it is
-``ha.HaRun``, a subclass too.
+kills of a daemon, faults at the shared state's writes, and the invariants ``ha-overlap``,
+``acted-after-lease`` and ``held-for-nothing``) it is ``ha.HaRun``, a subclass too.
 
 A violation records the seed and the run's event log; ``bench/chaos.py --seed S --verbose``
 replays it and prints every event.
@@ -132,7 +132,7 @@ from typing import Any
 from shoal.daemon.config import ShoalConfig, parse_config
 from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.durable import StateBackend
-from shoal.daemon.loop import Controller
+from shoal.daemon.loop import Controller, PassRecord
 from shoal.daemon.service import build_controller, build_provider
 from shoal.daemon.simulate.cluster import Cluster
 from shoal.daemon.simulate.engine import EPOCH, _ReplayMetrics
@@ -625,7 +625,7 @@ class _Run:
     def wrote(self, data: Any) -> None:
         """What ``state.json`` holds now (a mode may check it)."""
 
-    def check_held(self, ctx: _Pass) -> None:
+    def check_held(self, ctx: _Pass, record: PassRecord) -> None:
         """After a pass that finished: what it planned against the cloud (a mode may check
         it)."""
 
@@ -1053,7 +1053,7 @@ class _Run:
         self.check_duplicates(ctx)
         self.check_gangs(ctx)
         self.check_drains(c)
-        self.check_held(ctx)
+        self.check_held(ctx, record)
 
     # -- invariants -------------------------------------------------------------------------
 
