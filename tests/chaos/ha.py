@@ -60,8 +60,9 @@ Invariants: push mode's, plus
     after a RunInstances of that type raised (throttled, no capacity, its answer lost: its
     placeholders wait for a listing or the TTL), and after a node of that type left the
     cloud by an interruption or a stop (perhaps before a listing showed it: its ledger
-    entry waits the TTL). A pass on stale demand (withheld), or with a store fault in it
-    (an intent not written is a launch not made), starts the streaks again. Without the
+    entry waits the TTL). A pass on stale demand (withheld), or with a failed write of the
+    store in it (faulted, fenced, out of reach: an intent not written is a launch not
+    made), starts the streaks again. Without the
     intent replay, a new leader holds the last one's unsent launch (its intent in the store,
     no answer: the daemon died before RunInstances, or the store lost the write's answer)
     as booting until the TTL, and queued jobs wait for it; ``starved``, whose bound allows
@@ -207,6 +208,13 @@ class _FaultyStore:
         return await self.backend.load()
 
     async def save(self, snapshot: dict[str, Any], epoch: int | None) -> None:
+        try:
+            await self._save(snapshot, epoch)
+        except Exception:  # faulted, fenced, out of reach: a launch it was for is not made
+            self.run.write_failed = True
+            raise
+
+    async def _save(self, snapshot: dict[str, Any], epoch: int | None) -> None:
         fault = self.run.store_fault(self.d, epoch)
         if fault == "fail":
             raise EtcdError("kv/txn: no member answered in time (chaos: before it applied)")
@@ -249,7 +257,7 @@ class HaRun(_Run):
         ] = {}  # node type -> end of its excuse (held-for-nothing)
         self.held_since: dict[str, float] = {}  # node type -> first pass of its streak
         self.launched_as: dict[str, str] = {}  # instance -> node type
-        self.store_faulted = False  # a store fault since the last pass's check
+        self.write_failed = False  # a store write failed since the last pass's check
 
     # -- who acts: the base run reads ``controller`` and ``restart_at`` ---------------------
 
@@ -498,7 +506,6 @@ class HaRun(_Run):
             return None
         fault = faults.draw()
         if fault is not None:
-            self.store_faulted = True
             self.note(f"store fault at a write of {d.name} (epoch {epoch}): {fault}")
         return fault
 
@@ -616,11 +623,11 @@ class HaRun(_Run):
         """``held-for-nothing``: a pass whose plan wants more nodes of a type than the cloud
         has and asks for none counts nodes that do not exist; passes in a row doing so
         longer than ``3 * interval`` (none of its type's excuses on) are a violation. A pass
-        that may not launch (stale demand: withheld) or whose store writes were faulted (an
+        that may not launch (stale demand: withheld) or where a store write failed (an
         intent not written is a launch not made) says nothing: the streaks start again."""
         asked, self.asked = self.asked, collections.Counter()
-        faulted, self.store_faulted = self.store_faulted, False
-        if ctx.plan is None or ctx.stale or record.reason or faulted:
+        failed, self.write_failed = self.write_failed, False
+        if ctx.plan is None or ctx.stale or record.reason or failed:
             self.held_since.clear()
             return
         now = self.clock.now()
