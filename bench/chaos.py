@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         "--faults",
         help="fault kinds allowed, comma-separated (default: all of the mode's: push "
         f"{','.join(mode_kinds('push'))}; power_save {','.join(mode_kinds('power_save'))}; "
-        "ha push's and store)",
+        "ha push's but reload, and store)",
     )
     ap.add_argument(
         "--mode",

@@ -32,6 +32,9 @@ on that config (the settings ``policy=toil`` sets, as ``bench/policy.py``'s firs
 unaudited). ``--cores-per-node N`` splits an SWF log's wide jobs into gangs of ``N``-core
 nodes (as ``shoal simulate --cores-per-node``; default: the header's ``MaxProcs / MaxNodes``).
 
+While the replay runs, stderr shows how far it is: a bar on a terminal, else a line at
+every tenth of the trace's days (a background run's log says where an hour-long run is).
+
 The replay line gives CPU time (user + sys of this process, ``resource.getrusage``) beside
 the wall time: on a shared machine compare CPU times.
 
@@ -58,6 +61,7 @@ from shoal.daemon.config import ShoalConfig, load_config  # noqa: E402
 from shoal.daemon.simulate import engine  # noqa: E402
 from shoal.daemon.simulate.compare import build_variants  # noqa: E402
 from shoal.daemon.simulate.engine import DAY, ReplayOptions, replay  # noqa: E402
+from shoal.daemon.simulate.progress import ReplayProgress  # noqa: E402
 from shoal.daemon.simulate.report import Report, report_json  # noqa: E402
 from shoal.daemon.simulate.synthetic import SyntheticSpec, generate  # noqa: E402
 from shoal.daemon.simulate.trace import Trace, TraceBuilder, TraceOptions, read_trace  # noqa: E402
@@ -273,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     FILLINGS.clear()
     cpu_start = _cpu()
     start = time.perf_counter()
-    done = replay(trace, config, ReplayOptions())
+    # a bar on a terminal, else a line at every tenth of the days (a background run's log)
+    with ReplayProgress(trace.span, "replay", lines=10) as bar:
+        done = replay(trace, config, ReplayOptions(), progress=bar.update)
     wall = time.perf_counter() - start
     cpu = _cpu() - cpu_start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

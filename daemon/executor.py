@@ -51,7 +51,13 @@ from shoal.daemon.drain import (
 from shoal.daemon.metrics import ShoalMetrics
 from shoal.daemon.nodes import INTERRUPTED_MARK, NodeTracker, TrackedState
 from shoal.providers.errors import CapacityError, ProviderError, TerminationError
-from shoal.providers.node_provider import TAG_DRAINING, TAG_EPOCH, Provisioner, term_request_id
+from shoal.providers.node_provider import (
+    TAG_DRAINING,
+    TAG_EPOCH,
+    Provisioner,
+    request_term,
+    term_request_id,
+)
 from shoal.providers.outcomes import LaunchAttempt, ProviderEvent, TerminationResult
 from shoal.providers.retry import RetryPolicy, call_with_retry
 from shoal.runtime.clock import Clock
@@ -338,6 +344,17 @@ class Executor:
         if self.before_actuate is not None:
             await self.before_actuate()
 
+    async def term_holds(self, skipped: str) -> bool:
+        """``confirm_term`` for a loop beside the plan (the Slurm clean-up, the weigher):
+        False when it was refused, logged as the loop's ``skipped`` event; the loop changes
+        nothing and tries again at its next run."""
+        try:
+            await self.confirm_term()
+        except Exception as exc:
+            log.warning('event=%s reason=term-unconfirmed error="%r"', skipped, exc)
+            return False
+        return True
+
     async def _confirmed(self, what: str, report: ExecutionReport) -> bool:
         """``confirm_term``; False, with the error in the report, when it was refused."""
         try:
@@ -348,8 +365,14 @@ class Executor:
             return False
         return True
 
-    def _epoch_tag(self) -> dict[str, str]:
-        return {} if self.epoch is None else {TAG_EPOCH: str(self.epoch)}
+    def _epoch_tag(self, request_id: str) -> dict[str, str]:
+        """The term that made the request (a caller's, restored from an earlier term, keeps
+        its own: its client token sent again must carry the same tags, or EC2 answers
+        ``IdempotentParameterMismatch``), else this one; none without ``ha``."""
+        if self.epoch is None:
+            return {}
+        term = request_term(request_id)
+        return {TAG_EPOCH: str(self.epoch if term is None else term)}
 
     async def launch(
         self,
@@ -395,7 +418,11 @@ class Executor:
             unit_id = self.new_request_id() if request_id is None else request_id
             if request_id is not None and i:
                 unit_id = f"{request_id}-{i}"
-            unit_tags = {**self._type_tags(node_type), **(tags or {}), **self._epoch_tag()}
+            unit_tags = {
+                **self._type_tags(node_type),
+                **(tags or {}),
+                **self._epoch_tag(request_id or unit_id),
+            }
             # a plan's unit is made again as it was if its answer never reached the ledger;
             # one made for a caller (a Slurm resume request) is that caller's to ask again
             replay = Replayable(unit_tags, all_or_nothing, launch.cause.value)

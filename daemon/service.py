@@ -101,6 +101,7 @@ __all__ = [
     "SHUTDOWN_TIMEOUT",
     "Service",
     "SystemdNotifier",
+    "apply_config",
     "build_controller",
     "build_drain_hook",
     "build_policy",
@@ -223,6 +224,27 @@ def apply_capacity(
     limits = ",".join(f"{name}={n}" for name, n in sorted(new.capacity.items()))
     log.info("event=capacity_applied capacity=%s", limits or "unlimited")
     return old.model_copy(update={"capacity": new.capacity})
+
+
+def apply_config(
+    controller: Controller,
+    policy: Policy,
+    old: ShoalConfig,
+    new: ShoalConfig,
+    provider: FleetProvisioner,
+) -> ProviderConfig:
+    """What a reload (``Service.reload``; the chaos harness's ``reload`` fault) changes in a
+    running controller, once ``new`` checked and its ``policy`` built: the policy and the
+    loop's settings (from the next pass), where later price refreshes take the policy
+    from, the retry, drain and backoff policies, and ``provider.capacity`` where it applies
+    at once (``apply_capacity``). Returns the provider section now in force."""
+    controller.set_policy(policy, controller_settings(new))
+    controller.policy_source = functools.partial(catalogue_policy, new, provider)
+    controller.executor.retry = retry_policy(new)
+    controller.executor.drain_hook = build_drain_hook(new)
+    controller.executor.undrain_hook = build_undrain_hook(new)
+    controller.backoff = dataclasses.replace(controller.backoff, policy=backoff_policy(new))
+    return apply_capacity(old.provider, new.provider, provider)
 
 
 def catalogue_policy(config: ShoalConfig, provider: Catalogue) -> Policy:
@@ -505,15 +527,8 @@ class Service:
                 with contextlib.suppress(Exception):  # restore the provider's node types
                     await build_policy(self.config, self._provider())
                 return False
-            controller = self.controller
-            controller.set_policy(policy, controller_settings(new))
-            controller.policy_source = functools.partial(catalogue_policy, new, self._provider())
-            controller.executor.retry = retry_policy(new)
-            controller.executor.drain_hook = build_drain_hook(new)
-            controller.executor.undrain_hook = build_undrain_hook(new)
-            controller.backoff = dataclasses.replace(controller.backoff, policy=backoff_policy(new))
             logging.getLogger().setLevel(new.log_level)
-            provider = apply_capacity(self.config.provider, new.provider, self._provider())
+            provider = apply_config(self.controller, policy, self.config, new, self._provider())
             self.config = self.config.model_copy(update={"provider": provider})
             restart = [
                 name

@@ -35,7 +35,10 @@ draining (its value the epoch second the drain began), set before the drain take
 restarted daemon adopts the node as draining instead of as room for new work.
 With ``ha``, ``TAG_EPOCH`` names the leader's term that asked for a worker, and the term is in
 the request id too (``term_request_id``), so its client tokens (``client_token``) are the
-term's: see the README's "High availability" section for what that buys.
+term's: see the README's "High availability" section for what that buys. A request a later
+term sends again (a Slurm resume request restored from the store) keeps its term's tag
+(``request_term``): EC2 answers a client token sent again with other tags with
+``IdempotentParameterMismatch``, not with the instances it launched.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ __all__ = [
     "Provisioner",
     "client_token",
     "ordered_types",
+    "request_term",
     "term_request_id",
 ]
 
@@ -104,6 +108,12 @@ def term_request_id(request_id: str, epoch: int | None) -> str:
     """A new request id of the leader's term ``epoch`` (``<id>-e<epoch>``; as it is without
     ``ha``). Made once per request: a replay keeps the id, and so its client tokens."""
     return request_id if epoch is None else f"{request_id}-e{epoch}"
+
+
+def request_term(request_id: str) -> int | None:
+    """The term ``term_request_id`` made ``request_id`` in, or None (made without ``ha``)."""
+    head, sep, tail = request_id.rpartition("-e")
+    return int(tail) if head and sep and tail.isascii() and tail.isdigit() else None
 
 
 # how long a fake cloud's RunInstances remembers a client token's instances (a retry with

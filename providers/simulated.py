@@ -16,7 +16,9 @@ Behaviour as EC2 documents it, inconvenient parts included:
   ``InsufficientInstanceCapacity``
   (a ``CapacityError``), the account limit ``InstanceLimitExceeded`` (a ``QuotaError``), a spot bid
   below the spot price ``SpotMaxPriceTooLow``. A repeated client token returns the instances
-  launched with it and launches nothing.
+  launched with it and launches nothing; repeated with other arguments (count, MinCount, bid,
+  tags, placement; the zone aside, as EC2 documents), it is ``IdempotentParameterMismatch``
+  and launches nothing either. A token whose launch failed is not kept.
 - The listing (DescribeInstances) is eventually consistent: an instance is invisible to
   ``list_instances`` for ``listing_lag`` seconds after its launch, and ``unlist`` leaves an
   instance that was listed out of the listings for a while (its tags and state unchanged).
@@ -102,6 +104,21 @@ SPOT_PRICE_TOO_LOW = "SpotMaxPriceTooLow"
 INSTANCE_LIMIT = "InstanceLimitExceeded"
 THROTTLED = "RequestLimitExceeded"
 TOKEN_TTL = CLIENT_TOKEN_TTL  # (node_provider's)
+IDEMPOTENT_PARAMETER_MISMATCH = "IdempotentParameterMismatch"
+
+
+def _idempotent_params(request: LaunchRequest) -> tuple[object, ...]:
+    """What EC2 compares when a client token comes again: every argument but the zone."""
+    o = request.offering
+    return (
+        o.instance_type,
+        o.capacity_type,
+        request.count,
+        request.min_count,
+        request.spot_bid,
+        request.placement_group,
+        tuple(sorted(request.tags.items())),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +313,7 @@ class SimulatedProvisioner(AbstractProvisioner):
         self._alive_by_offer: collections.Counter[tuple[str, bool]] = collections.Counter()
         self._interrupt_heap: list[tuple[float, str]] = []
         self._tokens: dict[str, list[str]] = {}
+        self._token_params: dict[str, tuple[object, ...]] = {}  # what each token was sent with
         self._token_times: collections.deque[tuple[float, str]] = collections.deque()
         self._termination_failures: dict[str, ProviderError] = {}
         self._unlisted: dict[str, float] = {}  # instance -> until when listings leave it out
@@ -365,8 +383,15 @@ class SimulatedProvisioner(AbstractProvisioner):
         now = self.clock.now()
         times = self._token_times
         while times and times[0][0] <= now - TOKEN_TTL:
-            del self._tokens[times.popleft()[1]]
+            token = times.popleft()[1]
+            del self._tokens[token], self._token_params[token]
         if request.client_token in self._tokens:
+            if self._token_params[request.client_token] != _idempotent_params(request):
+                raise ProviderError(
+                    f"the client token {request.client_token} was sent with other arguments",
+                    code=IDEMPOTENT_PARAMETER_MISMATCH,
+                    operation="RunInstances",
+                )
             return  # EC2: the same token returns the same instances, launches nothing more
         offering = request.offering
         preemptible = offering.capacity_type is CapacityType.SPOT
@@ -411,6 +436,7 @@ class SimulatedProvisioner(AbstractProvisioner):
         for inst, tags in zip(made, own_tags, strict=False):
             inst.tags.update(tags)
         self._tokens[request.client_token] = [inst.name for inst in made]
+        self._token_params[request.client_token] = _idempotent_params(request)
         times.append((now, request.client_token))
 
     async def terminate_instances(

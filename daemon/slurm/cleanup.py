@@ -267,12 +267,9 @@ class Cleaner:
         )
         self.runs += 1
         self.last = repairs
-        if repairs:  # they change Slurm too: a deposed leader (ha) repairs nothing
-            try:
-                await controller.executor.confirm_term()
-            except Exception as exc:
-                log.warning('event=slurm_cleanup_skipped reason=term-unconfirmed error="%r"', exc)
-                return repairs
+        # they change Slurm too: a deposed leader (ha) repairs nothing
+        if repairs and not await controller.executor.term_holds("slurm_cleanup_skipped"):
+            return repairs
         for repair in repairs:
             await self._apply(repair)
         return repairs

@@ -110,10 +110,7 @@ class Weigher:
     async def _apply(self, changed: dict[str, int]) -> None:
         # ha: a fenced state write first, as the clean-up's repairs do: a deposed leader that
         # has not noticed yet (its guard not fired) changes nothing in Slurm
-        try:
-            await self.controller.executor.confirm_term()
-        except Exception as exc:
-            log.warning('event=slurm_weight_skipped reason=term-unconfirmed error="%r"', exc)
+        if not await self.controller.executor.term_holds("slurm_weight_skipped"):
             return
         by_weight: defaultdict[int, list[str]] = defaultdict(list)
         for name, weight in changed.items():

@@ -44,6 +44,12 @@ unlisted   a joined node drops out of DescribeInstances for ten seconds to five 
            as long as the daemon remembers it, launch_ledger_ttl), and in half of them out of
            the pushed joined nodes as well, until a minute and a half as long again after
            the listings show it (NOT_RESPONDING): it runs on, and joins as before
+reload     (push mode) the operator edits the config file and sends SIGHUP: the running daemon
+           applies it as ``Service.reload`` does (``service.apply_config``), and a restart
+           reads it. Each event changes one thing on top of the last: a node type's ``max``
+           one or two up or down (never below 1), ``scaler.interval``, ``debounce``,
+           ``target_time`` or ``unneeded_time`` to another sane value, or puts the original
+           config back; the last event, before the faults end, always puts it back
 store      (ha) a write of the shared state (the election's store, etcd's kv/txn) takes effect
            and its answer is lost (half of those seeds: the store then stays out of the
            daemon's reach a while, as a paused etcd), or fails before it takes effect (both
@@ -51,10 +57,10 @@ store      (ha) a write of the shared state (the election's store, etcd's kv/txn
            or just after it takes effect (``ha.HaRun``, ``ha.draw_store_faults``)
 =========  ======================================================================================
 
-Windowed faults (missing, stale, fail, capacity, stop, unlisted) are drawn as timed events
-over the fault phase of the run; per-call faults (lost, throttle, slowterm, crash) are drawn
-by ``FaultyCloud`` at each provider call from its own seeded stream, so a run replays exactly
-from its seed.
+Windowed faults (missing, stale, fail, capacity, stop, unlisted) and reloads (``Reload``) are
+drawn as timed events over the fault phase of the run; per-call faults (lost, throttle,
+slowterm, crash) are drawn by ``FaultyCloud`` at each provider call from its own seeded
+stream, so a run replays exactly from its seed.
 In power-saving mode a capacity window hits one offering (instance type, zone, capacity
 type), so which offering a launch tries first depends on the backoff table.
 """
@@ -76,6 +82,7 @@ __all__ = [
     "Crash",
     "FaultPlan",
     "FaultyCloud",
+    "Reload",
     "Window",
 ]
 
@@ -98,14 +105,16 @@ KINDS = (
     "stockout",
     "flicker",
     "unlisted",
+    "reload",
     "store",
 )
 # drawn from their own streams (see FaultPlan.draw; ``store`` by ``ha.draw_store_faults``)
 LATER = ("slowslurm", "stockout", "flicker")
-OWN_STREAM = ("unlisted", "store")
+OWN_STREAM = ("unlisted", "reload", "store")
 # the kinds each mode draws from (harness.MODES); a kind outside its mode has no effect there
-PUSH_KINDS = (*KINDS[:12], "unlisted")
-HA_KINDS = (*PUSH_KINDS, "store")  # push mode's, and faults at the shared state's writes
+PUSH_KINDS = (*KINDS[:12], "unlisted", "reload")
+# ha: push mode's but reload (not wired there: ``ha``), and faults at the shared state's writes
+HA_KINDS = (*(k for k in PUSH_KINDS if k != "reload"), "store")
 # power saving: Slurm decides, so the push's reads (missing, stale, fail), spot interruptions,
 # stopped nodes and drain hooks do not apply; slurmctld's own faults do
 POWER_KINDS = (
@@ -137,6 +146,50 @@ class Window:
     end: float
     kind: str
     pick: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """A ``reload`` event: at ``at`` (seconds since the run began) the config file becomes
+    the run's original config with ``changes`` made, and the daemon gets SIGHUP. A change is
+    ``("max", i, delta)`` (the ``i``-th node type's ``max`` plus ``delta``, at least 1) or
+    ``("scaler", knob, seconds)``; no change: the original config again."""
+
+    at: float
+    changes: tuple[tuple[str, int | str, float], ...]
+
+
+# the scaler knobs a reload sets, and the values an operator would (seconds)
+RELOAD_KNOBS = {
+    "interval": (30.0, 60.0, 90.0, 120.0),
+    "debounce": (0.5, 1.0, 5.0, 10.0),
+    "target_time": (300.0, 600.0, 900.0, 1800.0),
+    "unneeded_time": (60.0, 120.0, 300.0, 900.0),
+}
+RELOAD_TYPES = 3  # node types in the chaos config
+
+
+def _reloads(rng: random.Random, per_hour: float, fault_end: float) -> tuple[Reload, ...]:
+    """Reload events over [0, ``fault_end``), each one change on top of the last (or back to
+    the original), the last one back to the original."""
+    rate = per_hour * rng.uniform(0.3, 2.0) / 3600.0
+    out: list[Reload] = []
+    changes: dict[tuple[str, int | str], float] = {}
+    t = rng.expovariate(rate)
+    while t < fault_end:
+        draw = rng.random()
+        if draw < 0.15:
+            changes = {}
+        elif draw < 0.6:
+            changes["max", rng.randrange(RELOAD_TYPES)] = rng.choice((-2, -1, 1, 2))
+        else:
+            knob = rng.choice(sorted(RELOAD_KNOBS))
+            changes["scaler", knob] = rng.choice(RELOAD_KNOBS[knob])
+        out.append(Reload(t, tuple((*key, v) for key, v in sorted(changes.items(), key=str))))
+        t += rng.expovariate(rate)
+    if out and out[-1].changes:
+        out.append(Reload(rng.uniform(out[-1].at, fault_end), ()))
+    return tuple(out)
 
 
 def _windows(
@@ -171,6 +224,7 @@ class FaultPlan:
     hookerr_p: float  # per drain
     late_p: float = 0.0  # per hook request the daemon took
     slowslurm_p: float = 0.0  # per scontrol update: its answer comes late
+    reloads: tuple[Reload, ...] = ()  # push mode
 
     @classmethod
     def draw(
@@ -217,6 +271,11 @@ class FaultPlan:
             on |= {kind}
             windows += _windows(own, kind, per_hour, lo, hi, fault_end)
         windows.sort(key=lambda w: (w.start, w.kind))
+        own = random.Random(f"plan-{seed}-reload")
+        reloads: tuple[Reload, ...] = ()
+        if "reload" in allowed and not power and own.random() < 0.6:
+            on |= {"reload"}
+            reloads = _reloads(own, 1.5, fault_end)
         return cls(
             seed=seed,
             kinds=on,
@@ -233,6 +292,7 @@ class FaultPlan:
             hookerr_p=rng.uniform(0.1, 0.5) if "hookerr" in on else 0.0,
             late_p=rng.uniform(0.05, 0.5) if "late" in on else 0.0,
             slowslurm_p=later.uniform(0.1, 0.5) if "slowslurm" in on else 0.0,
+            reloads=reloads,
         )
 
     def describe(self) -> str:
@@ -251,6 +311,8 @@ class FaultPlan:
             parts.append(f"crash_every~{self.crash_every:.0f} calls")
         if "slowslurm" in self.kinds:
             parts.append(f"slowslurm_p={self.slowslurm_p:.2f}")
+        if self.reloads:
+            parts.append(f"reloads={len(self.reloads)}")
         parts.append(f"windows={len(self.windows)}")
         return " ".join(parts)
 

@@ -14,7 +14,8 @@ new; half the lease's margin to finish), then is cancelled. The demand goes to t
 (the pusher's retry after a follower's 503).
 
 Faults (``faults.HA_KINDS``): push mode's (a crash at a provider call kills the daemon
-making it), and from this module's own streams, in the fault phase (``bench/chaos.py
+making it) but ``reload`` (not wired here: each daemon would need the edit and its own
+SIGHUP), and from this module's own streams, in the fault phase (``bench/chaos.py
 --faults`` selects ``store``; partitions are always drawn, kills with ``crash``):
 
 ``partition``
@@ -243,7 +244,8 @@ class HaRun(_Run):
         self.plan = dataclasses.replace(
             self.plan,
             windows=tuple(sorted(windows, key=lambda w: (w.start, w.kind))),
-            kinds=self.plan.kinds | ({"store"} if self.store_faults else set()),
+            kinds=(self.plan.kinds - {"reload"}) | ({"store"} if self.store_faults else set()),
+            reloads=(),
         )
         self.election: MemoryElection | None = None
         self.actor: _Daemon | None = None  # whose code makes the cloud calls now

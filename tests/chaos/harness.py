@@ -16,7 +16,11 @@ The run
   call or write of ``state.json`` (before it, or right after it) followed by a restart that
   throws away every in-memory object and builds them again from ``state_dir`` (a fresh temp
   dir per seed, kept across restarts) and the cloud's tags. The simulated cloud and the
-  scheduler live on.
+  scheduler live on. With ``reload``, the config file changes (``_Run.edit_config``) and the
+  live daemon gets SIGHUP, a task of its process, so between passes or in the middle of one
+  (``_Run.sighups``: it applies the file as ``Service.reload`` does, ``service.apply_config``);
+  a restart reads the file. The last reload puts the original config back, so the calm phase
+  and the tail run on the config the run began with.
 - ``[FAULT_END, SUBMIT_END)``: calm (no new fault; instances stopped before stay stopped), jobs
   still arrive.
 - ``[SUBMIT_END, END]``: no new job; the cluster must scale to nothing.
@@ -36,6 +40,12 @@ Invariants, checked after every pass (and at each call where they are about a ca
     its ``max``; checked for the types launched, after every launch takes effect. A node the
     ``unlisted`` fault hides is not counted here nor in ``duplicate-launch``: a listing that
     leaves out a node it showed is how an interrupted node leaves, so replacing it is right.
+    With ``reload``, the ``max`` is the one in force when the pass that launched planned,
+    from the config file the harness wrote (a reload may come in the middle of a pass, after
+    its plan: that plan's launches keep the ``max`` they were planned under), not from the
+    daemon's policy: a reload that lowers ``max`` below the live count is no violation by
+    itself (shoal does not terminate nodes for it), a launch of that type while its live
+    count is at or over the new ``max`` is.
 ``duplicate-launch``
     A pass that launches nodes of type T ends with no more live instances of T than its plan's
     need: ``alive_before(T) - out(T) + launched(T) <= plan.targets[T]``, where
@@ -69,7 +79,10 @@ Invariants, checked after every pass (and at each call where they are about a ca
     The bound is the planner's ``target_time`` (a job may wait for a running one), plus three
     intervals and the debounce (the passes that see it), plus boot, join and listing lag, plus
     the longest a fault phase can leave behind: an offering's backoff (``backoff.max``), a ledger
-    entry of a lost launch (``launch_ledger_ttl``) and the retry deadline.
+    entry of a lost launch (``launch_ledger_ttl``) and the retry deadline. The config is the one
+    in force (the run's original: the ``reload`` fault puts it back before ``FAULT_END``; each
+    pass plans from the config in force then, so no earlier one is left behind), and so is the
+    ``max`` that pauses a job's clock.
 
 ``joined-timed-out``
     No node a push showed the daemon joined is terminated as a join timeout (the timeout is
@@ -116,6 +129,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import gc
 import itertools
 import logging
@@ -133,7 +147,7 @@ from shoal.daemon.config import ShoalConfig, parse_config
 from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.durable import StateBackend
 from shoal.daemon.loop import Controller, PassRecord
-from shoal.daemon.service import build_controller, build_provider
+from shoal.daemon.service import apply_config, build_controller, build_policy, build_provider
 from shoal.daemon.simulate.cluster import Cluster
 from shoal.daemon.simulate.engine import EPOCH, _ReplayMetrics
 from shoal.providers.outcomes import TerminationStatus
@@ -356,6 +370,7 @@ class _Pass:
     alive_before: collections.Counter[str]
     alive_names: dict[str, str]  # live instance -> node type, when the pass started
     plan: Plan | None = None
+    limits: dict[str, int] | None = None  # node type -> its max in force when it planned
     launched: collections.Counter[str] = field(default_factory=collections.Counter)
     gone: set[str] = field(default_factory=set)  # terminated by shoal in the pass
 
@@ -446,6 +461,9 @@ class _Run:
         self.sabotage = sabotage
         self.plan = FaultPlan.draw(seed, kinds, FAULT_END, power=mode == "power_save")
         self.config = chaos_config(seed, self.plan, state_dir, mode)
+        self.original = self.config  # (``run_seed`` may set its packing: ``setup`` takes it)
+        self.edits = 0  # reload events whose edit of the config file was made
+        self.sighup: asyncio.Future[None] | None = None  # the process's SIGHUPs (``sighups``)
         self.verbose = verbose
         self.log: list[str] = []
         self.violations: list[Violation] = []
@@ -509,6 +527,7 @@ class _Run:
         if self.mode == "push":  # ha: two processes, each daemon's own tasks (``ha._die``)
             self.faulty.on_death = self.kill
         self.main_task = asyncio.current_task()
+        self.original = self.config  # as ``run_seed`` set it
         self.listeners = list(cloud.fleet._listeners)  # the cloud's own, before any daemon's
         await self.start_daemon(crashes=False)  # the first start, on an empty cloud
         booted = self.booted()
@@ -535,6 +554,7 @@ class _Run:
             plan = self.sabotage(plan, snapshot, now - EPOCH)
         if self.ctx is not None:
             self.ctx.plan = plan
+            self.ctx.limits = self.limits()
         for launch in plan.launches:
             self.note(f"plan: launch {launch.count} {launch.node_type} ({launch.cause})")
         for action in plan.undrains:
@@ -576,6 +596,7 @@ class _Run:
         try:
             while True:  # as systemd: a start that fails (startup_failed) runs again RestartSec on
                 try:
+                    built = self.config  # the file as the process reads it
                     controller = await self.new_controller(crashes)
                     break
                 except Crash:
@@ -604,6 +625,8 @@ class _Run:
             return False
         self.controller = controller
         self.note(f"daemon started (incarnation {self.incarnation})")
+        if self.plan.reloads:
+            self.sighup = asyncio.ensure_future(self.sighups(controller, built))
         self.push(force=True)
         return True
 
@@ -621,6 +644,60 @@ class _Run:
                 self.faulty.die_after("write state.json")
 
         return writer
+
+    def edit_config(self, upto: float) -> None:
+        """The ``reload`` fault's file edits due by ``upto`` (seconds since the run began): the
+        config file (what a start reads) becomes the original with the last one's changes."""
+        reloads = self.plan.reloads
+        due = self.edits
+        while due < len(reloads) and reloads[due].at <= upto:
+            due += 1
+        if due == self.edits:
+            return
+        self.edits = due
+        data = self.original.model_dump(mode="json", exclude_unset=True)
+        for what, key, value in reloads[due - 1].changes:
+            if what == "max":
+                entry = data["node_types"][int(key)]
+                entry["max"] = max(1, entry["max"] + int(value))
+            else:
+                data["scaler"][key] = value
+        self.config = new = parse_config(data)
+        self.types = {
+            e.type: dataclasses.replace(self.types[e.type], max_nodes=e.max) for e in new.node_types
+        }
+        self.t = max(self.t, upto)  # (a pass may be in flight)
+        maxes = ",".join(f"{e.type}={e.max}" for e in new.node_types)
+        s = new.scaler
+        self.note(
+            f"config edited: max {maxes} interval={s.interval:g}s debounce={s.debounce:g}s "
+            f"target_time={s.target_time:g}s unneeded_time={s.unneeded_time:g}s"
+            + ("" if reloads[due - 1].changes else " (the original)")
+        )
+
+    async def sighups(self, c: Controller, applied: ShoalConfig) -> None:
+        """The operator's SIGHUP after each edit, to a daemon started from ``applied``: a task
+        of the process (it dies with it), so a reload may come in the middle of a pass, as
+        ``Service.reload``'s does. The daemon builds the policy from the file and applies it
+        as ``Service.reload`` does (``service.apply_config``); the harness's drain hook
+        stands in for the configured one, as at a start. A file edited while the process
+        started is applied at once (the reload right after a start)."""
+        reloads = self.plan.reloads
+        upto = self.clock.now() - EPOCH
+        while True:
+            self.edit_config(upto)
+            if self.config is not applied:
+                old, applied = applied, self.config
+                hook = c.executor.drain_hook
+                policy = await build_policy(applied, self.cloud)
+                apply_config(c, policy, old, applied, self.cloud)
+                c.executor.drain_hook = c.executor.undrain_hook = hook
+                during = " during a pass" if self.ctx is not None else ""
+                self.note(f"reloaded by incarnation {self.incarnation}{during}")
+            if self.edits >= len(reloads):
+                return
+            upto = reloads[self.edits].at
+            await self.clock.sleep(max(0.0, EPOCH + upto - self.clock.now()))
 
     def wrote(self, data: Any) -> None:
         """What ``state.json`` holds now (a mode may check it)."""
@@ -676,6 +753,10 @@ class _Run:
         now = self.cloud.clock.now()
         return {n for n, until in self.cloud._unlisted.items() if now < until}
 
+    def limits(self) -> dict[str, int]:
+        """Each node type's ``max`` in force now (the config file's)."""
+        return {name: t.max_nodes for name, t in self.types.items()}
+
     def alive(self) -> collections.Counter[str]:
         """Live instances per node type: not stopped, listed or not (launches in flight
         included), except those the ``unlisted`` fault hides from listings that showed them
@@ -710,11 +791,11 @@ class _Run:
                 alive = self.alive()
                 # of the types launched (a node ``unlisted`` hid and the listing shows again
                 # may leave another type over its max, and the daemon launches none of it)
+                limits = self.limits() if ctx is None or ctx.limits is None else ctx.limits
                 for nt in {self.node_type(n) for n in new}:
-                    if nt and alive[nt] > self.types[nt].max_nodes:
+                    if nt and alive[nt] > limits[nt]:
                         self.violate(
-                            "over-max",
-                            f"{alive[nt]} live instances of {nt} (max {self.types[nt].max_nodes})",
+                            "over-max", f"{alive[nt]} live instances of {nt} (max {limits[nt]})"
                         )
         elif op == "TerminateInstances":
             if phase == "before" or isinstance(result, BaseException):
@@ -832,6 +913,7 @@ class _Run:
         await self.setup()
         jobs = make_jobs(self.seed, gangs=True)
         windows = list(self.plan.windows)
+        reloads = self.plan.reloads
         ends: list[tuple[float, str, str]] = []  # (end, kind, target)
         i = wi = 0
         self.last_pass = -1e9
@@ -845,6 +927,8 @@ class _Run:
                 times.append(jobs[i].submit)
             if wi < len(windows):
                 times.append(windows[wi].start)
+            if self.edits < len(reloads):
+                times.append(reloads[self.edits].at)
             if ends:
                 times.append(min(e[0] for e in ends))
             finish = self.cluster.next_finish()
@@ -882,6 +966,7 @@ class _Run:
             for end in [e for e in ends if e[0] <= t]:
                 ends.remove(end)
                 self.close_window(end)
+            self.edit_config(t)  # (a live daemon's ``sighups`` made it already)
             if t >= FAULT_END and self.faulty.armed:
                 self.faulty.arm(False)
                 self.note("calm: no new faults")
@@ -1156,7 +1241,7 @@ def _quiet() -> Iterator[None]:
 
 
 def mode_kinds(mode: str) -> tuple[str, ...]:
-    """The fault kinds a mode draws from by default."""
+    """The fault kinds a mode draws from by default (ha: push mode's but ``reload``)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     return {"power_save": POWER_KINDS, "ha": HA_KINDS}.get(mode, PUSH_KINDS)

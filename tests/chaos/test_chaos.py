@@ -24,9 +24,10 @@ from shoal.daemon.slurm.power import PowerSaver
 from shoal.daemon.slurm.state import PowerState
 from shoal.providers.fleet import Fleet
 from shoal.runtime.files import write_json_atomic
-from shoal.scaler.model import NodeAction, Plan, RemoveCause, Snapshot
+from shoal.scaler.model import NodeAction, Plan, Policy, RemoveCause, Snapshot
 
 from chaos import harness
+from chaos.faults import KINDS, PUSH_KINDS, RELOAD_KNOBS, FaultPlan
 from chaos.harness import FAULT_END, MODES, Sabotage, run_seed, run_seeds
 
 SPLIT_BRAIN_SEEDS = 40  # fault-free ha seeds searched for one that acts while cut off
@@ -226,9 +227,11 @@ def test_a_replay_that_ignores_the_plan_is_found(monkeypatch: pytest.MonkeyPatch
     """A crash at a write of ``state.json`` can leave a launch's intent with no answer; the
     next start makes it again once a plan wants its nodes (``Controller._replay_intents``).
     A replay made whatever the plan wants launches a node no plan asked for: found as a
-    duplicate launch (seed 141 crashes right after a state write); the real one is clean."""
-    seed = 141
-    run = run_seed(seed)
+    duplicate launch (seed 141 crashes right after a state write, with push mode's faults
+    but ``reload``, added since: its passes, and so its crash points, come at other times);
+    the real one is clean."""
+    seed, kinds = 141, tuple(k for k in PUSH_KINDS if k != "reload")
+    run = run_seed(seed, kinds)
     assert any("write state.json" in line for line in run.log) and not run.violations
     replay = Controller._replay_intents
 
@@ -237,8 +240,51 @@ def test_a_replay_that_ignores_the_plan_is_found(monkeypatch: pytest.MonkeyPatch
         return await replay(self, dataclasses.replace(plan, targets=wants_all))
 
     monkeypatch.setattr(Controller, "_replay_intents", eager)
-    found = {v.invariant for v in run_seed(seed).violations}
+    found = {v.invariant for v in run_seed(seed, kinds).violations}
     assert "duplicate-launch" in found
+
+
+def test_a_reload_whose_lowered_max_is_kept_from_the_planner_is_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ``reload`` fault: the operator lowers a node type's ``max`` and sends SIGHUP. A
+    controller that keeps each type's old ``max`` in the policy it plans with
+    (``set_policy`` applying the rest of the reload) launches past the new one: found as
+    ``over-max`` on seed 0 with reloads only (56 of seeds 0-299 find it so); the same run
+    with the real ``set_policy`` is clean, and so is the planted run without reloads: only
+    a reload shows this bug."""
+    seed, kinds = 0, ("reload",)
+    run = run_seed(seed, kinds)
+    assert any("reloaded by" in line for line in run.log) and not run.violations
+    set_policy = Controller.set_policy
+
+    def keeps_old_max(self: Controller, policy: Policy, settings: Any = None) -> None:
+        old = {t.name: t.max_nodes for t in self.policy.node_types}
+        types = tuple(
+            dataclasses.replace(t, max_nodes=old.get(t.name, t.max_nodes))
+            for t in policy.node_types
+        )
+        set_policy(self, dataclasses.replace(policy, node_types=types), settings)
+
+    monkeypatch.setattr(Controller, "set_policy", keeps_old_max)
+    assert not run_seed(seed, ()).violations
+    found = [v for v in run_seed(seed, kinds).violations if v.invariant == "over-max"]
+    assert found and "(max 1)" in found[0].detail, found
+
+
+def test_the_reloads_of_a_seed_put_the_original_config_back_before_the_calm() -> None:
+    """``starved`` bounds the calm phase with the original config's timers: every seed's
+    last reload puts it back in the fault phase. Seeds do lower a ``max`` and change the
+    scaler's knobs; power saving draws no reload (not wired there)."""
+    drawn = [FaultPlan.draw(seed, frozenset(PUSH_KINDS), FAULT_END) for seed in range(300)]
+    reloads = [p.reloads for p in drawn if p.reloads]
+    assert len(reloads) > 100
+    assert all(r[-1].changes == () and r[-1].at < FAULT_END for r in reloads)
+    changes = [c for r in reloads for event in r for c in event.changes]
+    assert any(what == "max" and delta < 0 for what, _, delta in changes)
+    assert {key for what, key, _ in changes if what == "scaler"} == set(RELOAD_KNOBS)
+    power = FaultPlan.draw(0, frozenset(KINDS), FAULT_END, power=True)
+    assert not power.reloads and "reload" not in power.kinds
 
 
 def test_a_crash_at_a_background_state_write_stops_the_process_at_once(

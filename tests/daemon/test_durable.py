@@ -255,7 +255,8 @@ async def test_a_replayed_intent_whose_launch_happened_launches_nothing_more(
 
 async def _launched_lost(cloud: SimulatedProvisioner, zone: str) -> list[str]:
     """What ``_plan_intent``'s unit launched in ``zone`` before its answer was lost: 3
-    c5.xlarge under its client token there."""
+    c5.xlarge under its client token there, sent as the daemon sends it (the cloud answers
+    a token sent again with other arguments with IdempotentParameterMismatch)."""
     offering = Offering("c5.xlarge", zone, CapacityType.ON_DEMAND)
     request = LaunchRequest(
         offering=offering,
@@ -263,7 +264,7 @@ async def _launched_lost(cloud: SimulatedProvisioner, zone: str) -> list[str]:
         client_token=client_token("shoal-lost", offering),
         request_id="shoal-lost",
         spot_bid=None,
-        tags={TAG_REQUEST_ID: "shoal-lost"},
+        tags=cloud.worker_tags("c5.xlarge", "shoal-lost"),
     )
     return await cloud.launch_offering(request)
 
@@ -659,3 +660,85 @@ async def test_of_two_intents_a_plan_wanting_one_more_than_either_makes_one_agai
     )
     assert [r.request_id for r in h.controller.journal.replays] == ["shoal-lost-2"]
     assert len(h.provider.worker_names()) == 3
+
+
+async def test_a_replay_that_ec2_refuses_as_a_parameter_mismatch_launches_nowhere_else(
+    tmp_path: Path, clock: FakeClock, harness_factory: Any
+) -> None:
+    """The unit was launched (its answer lost) and the daemon restarts with its type's
+    launch settings changed (a placement group added), so its replay sends the same client
+    token with other arguments. EC2 answers IdempotentParameterMismatch, which it gives
+    only for a token whose request succeeded: the 3 instances exist. So nothing is launched
+    in another offering or under a new token, and the placeholders hold their capacity
+    until the listing shows the 3, which then stand for them."""
+    state = tmp_path / "state"
+    await _with_intent(state, _plan_intent())
+    cloud = SimulatedProvisioner(
+        clusterName="test", zones=[ZONE_A, ZONE_B], clock=clock, listing_lag=120
+    )
+    first = await _launched_lost(cloud, ZONE_A)
+    h: Harness = await harness_factory(
+        state_dir=str(state),
+        provider=cloud,
+        node_types=[{"type": "c5.xlarge", "max": 10, "placement_group": "cluster"}],
+    )
+    await h.drive(h.controller.reconcile())
+    h.set_demand(h.jobs(12))
+    record = await h.pass_()
+    assert record.launched == 0
+    token = client_token("shoal-lost", Offering("c5.xlarge", ZONE_A, CapacityType.ON_DEMAND))
+    lost, replay = h.launch_calls()  # the lost launch, and the replay's one call: no other zone
+    assert lost.args["client_token"] == replay.args["client_token"] == token
+    assert (lost.args["placement_group"], replay.args["placement_group"]) == (None, "cluster")
+    assert any("sent with other arguments" in e for e in record.errors)
+    assert sorted(h.provider.worker_names()) == sorted(first)
+    assert sum(t.placeholder for t in h.controller.tracker.pending()) == 3
+    assert h.controller.journal.replays == []  # settled: not sent again at every pass
+    await h.pass_()
+    assert len(h.launch_calls()) == 2 and sorted(h.provider.worker_names()) == sorted(first)
+    await h.clock.advance(121)  # listed now: the instances stand for the placeholders
+    await h.pass_()
+    assert sorted(h.provider.worker_names()) == sorted(first)
+    assert {t.id for t in h.controller.tracker.all()} == set(first)
+
+
+async def test_a_retry_after_a_partial_unit_and_a_lost_answer_launches_nothing_twice(
+    tmp_path: Path, clock: FakeClock, harness_factory: Any
+) -> None:
+    """A unit of 3: zone a has room for 1, zone b launches the other 2 and its answer is
+    lost. The retry starts at b, whose token was first sent for 2; sent for 3 now, EC2
+    answers IdempotentParameterMismatch. Nothing is launched twice: a's instance is booked,
+    b's 2 are held as placeholders until the listing shows them, and the next passes launch
+    nothing while the plan wants 3."""
+    cloud = SimulatedProvisioner(
+        clusterName="test", zones=[ZONE_A, ZONE_B], clock=clock, listing_lag=120
+    )
+    cloud.set_capacity("c5.xlarge", 1, zone=ZONE_A)
+    launch = cloud.launch_offering
+    lost: list[str] = []
+
+    async def losing_b(request: LaunchRequest) -> list[str]:
+        if request.offering.zone == ZONE_B and not lost:
+            lost.append(request.client_token)
+            cloud.lose_next_response()
+        return await launch(request)
+
+    cloud.launch_offering = losing_b  # type: ignore[method-assign]
+    h: Harness = await harness_factory(state_dir=str(tmp_path / "state"), provider=cloud)
+    await h.drive(h.controller.reconcile())
+    h.set_demand(h.jobs(12))
+    record = await h.pass_()
+    asked = [(c.args["offering"].zone, c.args["count"]) for c in h.launch_calls()]
+    assert asked == [(ZONE_A, 3), (ZONE_B, 2), (ZONE_B, 3)]  # a: 1 of 3; b: 2, lost; retry
+    assert any("sent with other arguments" in e for e in record.errors)
+    assert cloud.count("c5.xlarge") == 3
+    pending = h.controller.tracker.pending()
+    assert sorted(t.placeholder for t in pending) == [False, True, True]
+    for _ in range(3):
+        await h.clock.advance(30)
+        await h.pass_()
+        assert cloud.count("c5.xlarge") == 3
+    await h.clock.advance(121)
+    await h.pass_()
+    assert cloud.count("c5.xlarge") == 3
+    assert {t.id for t in h.controller.tracker.all()} == set(cloud.worker_names())

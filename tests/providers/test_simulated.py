@@ -4,6 +4,7 @@ FakeClock only."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 from shoal.providers.base import (
@@ -21,6 +22,7 @@ from shoal.providers.errors import (
     RetryableError,
     TerminationError,
 )
+from shoal.providers.outcomes import LaunchRequest
 from shoal.providers.simulated import (
     TAG_MANAGED_GROUP,
     TOKEN_TTL,
@@ -499,6 +501,38 @@ async def test_client_tokens_are_kept_a_day_not_for_ever(
     assert len(sim._tokens) <= TOKEN_TTL / 3600 + 1
     assert await sim.addNodes(["m5.large"], 1, False, requestId=f"r{24 * 30 - 1}") == 1
     assert sim.count("m5.large") == 24 * 30
+
+
+async def test_a_client_token_sent_again_with_other_arguments_is_a_mismatch(
+    sim: SimulatedProvisioner,
+) -> None:
+    """As EC2 documents: a token sent again with the same arguments returns what it
+    launched; with other arguments (count, bid, tags, placement) it is
+    IdempotentParameterMismatch, and nothing is launched either way. A token whose launch
+    failed is not kept: a later launch with it may succeed."""
+    offering = sim.offerings(["m5.large"], False)[0]
+
+    def request(count: int = 2, **changes: object) -> LaunchRequest:
+        base = LaunchRequest(offering, count, "tok", "req", None, {"team": "a"})
+        return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+    ids = await sim.launch_offering(request())
+    assert await sim.launch_offering(request()) == ids
+    for other in (
+        request(3),
+        request(min_count=2),
+        request(tags={"team": "b"}),
+        request(placement_group="cluster"),
+    ):
+        with pytest.raises(ProviderError) as caught:
+            await sim.launch_offering(other)
+        assert caught.value.code == "IdempotentParameterMismatch"
+    assert sim.count("m5.large") == 2
+    sim.set_unavailable("m5.large", False)
+    with pytest.raises(CapacityError):
+        await sim.launch_offering(request(client_token="tok2"))
+    sim.set_unavailable("m5.large", False, code=None)
+    assert len(await sim.launch_offering(request(3, client_token="tok2"))) == 3
 
 
 async def test_zones_in_order_and_an_offering_unavailable_in_one_zone(clock: FakeClock) -> None:

@@ -281,3 +281,28 @@ def test_the_html_page_says_the_placement(tmp_path: Path) -> None:
     report = Report(**{**build_report().__dict__, "placement": "best-fit", "node_weights": "price"})
     files = write_report(report, tmp_path / "out")
     assert "placement best-fit, node weights price" in files.html.read_text()
+
+
+def test_progress_off_a_terminal_writes_a_plain_line_at_each_tenth() -> None:
+    """A background benchmark's log (no terminal) still says how far a long replay is."""
+    stream = io.StringIO()
+    with ReplayProgress(90 * 86400, ["a", "b"], stream=stream, lines=10) as bar:
+        assert not bar.enabled
+        for t in np.linspace(0, 90 * 86400, 500):
+            bar.update(float(t), 0)
+        bar.update(44 * 86400, 1)  # row b: 4 tenths so far, the rest at the end
+    lines = [line.split(",")[0] for line in stream.getvalue().splitlines()]
+    expected_a = [f"a: {10 * k}% ({9 * k:.1f} of 90.0 simulated days)" for k in range(1, 11)]
+    assert lines == [
+        *expected_a,
+        "b: 40% (36.0 of 90.0 simulated days)",
+        "b: 100% (90.0 of 90.0 simulated days)",
+    ]
+    assert all(line.endswith(" elapsed") for line in stream.getvalue().splitlines())
+
+
+def test_progress_on_a_terminal_writes_no_plain_lines() -> None:
+    stream = io.StringIO()
+    with ReplayProgress(86400, "r", enabled=True, stream=stream, steps=10, lines=10) as bar:
+        bar.update(86400 / 2)
+    assert "50% (" not in stream.getvalue()
