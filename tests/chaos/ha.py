@@ -597,6 +597,7 @@ class HaRun(_Run):
     def observe_call(self, op: str, phase: str, arg: Any, result: Any) -> None:
         if phase == "before" and op in ("RunInstances", "TerminateInstances"):
             self.actuation(op)
+        nt = None
         if op == "RunInstances":
             offering = arg.offering
             nt = self.type_of.get((offering.instance_type, offering.capacity_type is SPOT))
@@ -605,7 +606,7 @@ class HaRun(_Run):
             elif isinstance(result, BaseException):  # throttled, no capacity, answer lost
                 self.unsure(nt)
         super().observe_call(op, phase, arg, result)
-        if op == "RunInstances" and phase == "after" and nt:  # (an interrupted node's type)
+        if phase == "after" and nt:  # what it launched: an interrupted node's type, later
             self.launched_as.update(
                 (n, nt) for n in self.cloud.worker_names() if n not in self._names_before
             )
