@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--faults",
         help="fault kinds allowed, comma-separated (default: all of the mode's: push "
-        f"{','.join(mode_kinds('push'))}; power_save {','.join(mode_kinds('power_save'))})",
+        f"{','.join(mode_kinds('push'))}; power_save {','.join(mode_kinds('power_save'))}; "
+        "ha push's but reload, and store)",
     )
     ap.add_argument(
         "--mode",

@@ -50,6 +50,11 @@ reload     (push mode) the operator edits the config file and sends SIGHUP: the 
            one or two up or down (never below 1), ``scaler.interval``, ``debounce``,
            ``target_time`` or ``unneeded_time`` to another sane value, or puts the original
            config back; the last event, before the faults end, always puts it back
+store      (ha) a write of the shared state (the election's store, etcd's kv/txn) takes effect
+           and its answer is lost (half of those seeds: the store then stays out of the
+           daemon's reach a while, as a paused etcd), or fails before it takes effect (both
+           raise etcd's ``EtcdError``), or the daemon making it dies (kill -9) just before
+           or just after it takes effect (``ha.HaRun``, ``ha.draw_store_faults``)
 =========  ======================================================================================
 
 Windowed faults (missing, stale, fail, capacity, stop, unlisted) and reloads (``Reload``) are
@@ -70,6 +75,7 @@ from typing import Any
 from shoal.providers.simulated import SimulatedProvisioner
 
 __all__ = [
+    "HA_KINDS",
     "KINDS",
     "POWER_KINDS",
     "PUSH_KINDS",
@@ -100,12 +106,15 @@ KINDS = (
     "flicker",
     "unlisted",
     "reload",
+    "store",
 )
-# drawn from their own streams (see FaultPlan.draw)
+# drawn from their own streams (see FaultPlan.draw; ``store`` by ``ha.draw_store_faults``)
 LATER = ("slowslurm", "stockout", "flicker")
-OWN_STREAM = ("unlisted", "reload")
+OWN_STREAM = ("unlisted", "reload", "store")
 # the kinds each mode draws from (harness.MODES); a kind outside its mode has no effect there
 PUSH_KINDS = (*KINDS[:12], "unlisted", "reload")
+# ha: push mode's but reload (not wired there: ``ha``), and faults at the shared state's writes
+HA_KINDS = (*(k for k in PUSH_KINDS if k != "reload"), "store")
 # power saving: Slurm decides, so the push's reads (missing, stale, fail), spot interruptions,
 # stopped nodes and drain hooks do not apply; slurmctld's own faults do
 POWER_KINDS = (

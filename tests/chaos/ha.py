@@ -13,16 +13,32 @@ flight when the term ends gets ``service.term_grace`` (``Controller.stop``: laun
 new; half the lease's margin to finish), then is cancelled. The demand goes to the leader
 (the pusher's retry after a follower's 503).
 
-Faults: push mode's (``faults.PUSH_KINDS``; a crash at a provider call kills the daemon
-making it) but ``reload`` (not wired here: each daemon would need the edit and its own SIGHUP),
-and from this module's own stream (``ha-<seed>``), in the fault phase:
+Faults (``faults.HA_KINDS``): push mode's (a crash at a provider call kills the daemon
+making it) but ``reload`` (not wired here: each daemon would need the edit and its own
+SIGHUP), and from this module's own streams, in the fault phase (``bench/chaos.py
+--faults`` selects ``store``; partitions are always drawn, kills with ``crash``):
 
 ``partition``
-    one daemon (the leader, mostly) cannot reach the election for one to four TTLs: its
-    renewals fail, it must step down on its local deadline, and the other one leads.
+    (stream ``ha-<seed>``) one daemon (the leader, mostly) cannot reach the election for one
+    to four TTLs: its renewals fail, it must step down on its local deadline, and the other
+    one leads.
 ``kill``
-    (with ``crash``) a daemon, leader or follower, dies at once (kill -9: its renewals stop,
-    its lease runs out on the store's side) and restarts a few seconds to minutes later.
+    (the same stream, with ``crash``) a daemon, leader or follower, dies at once (kill -9:
+    its renewals stop, its lease runs out on the store's side) and restarts a few seconds to
+    minutes later.
+``store``
+    (its own stream, ``ha-store-<seed>``: ``draw_store_faults``) at a write of the shared
+    state (``StateBackend.save``: a launch intent before RunInstances, the term's
+    confirmation before a termination or a tag, the ledger's background writes) made in a
+    term, with a per-seed probability per write: the write takes effect and its answer is
+    lost, or it fails before it takes effect, both raising what the etcd backend raises on
+    a timeout (``EtcdError``: no member answered), so the daemon's own handling runs (a
+    launch not journaled is not made); in half the seeds a lost answer comes with the store
+    out of that daemon's reach for one to four TTLs (a paused etcd: the write applied, the
+    next ones and the renewals fail, another daemon leads and reads what it applied). Or
+    the daemon making the write dies (kill -9, as ``kill``) just before or just after it
+    takes effect, and restarts as kills do. Between a launch's intent in the store and its
+    RunInstances is where a new leader has to make the launch (``Controller._replay_intents``).
 
 Invariants: push mode's, plus
 
@@ -35,6 +51,24 @@ Invariants: push mode's, plus
     A daemon acts only while the election's ground truth (the store's key and lease, as the
     store's clock says) says it holds the lease of its epoch: never after its lease could
     have passed to another daemon, never while the other one holds the key.
+``held-for-nothing``
+    Capacity the daemon counts exists. A pass whose plan's target for a node type is above
+    what the cloud has of it (live, launches in flight included, the nodes ``unlisted``
+    hides too; less what the pass takes out) and that asks RunInstances for none of it
+    counts nodes that do not exist (the planner launches ``target - current``). Passes in a
+    row doing so for longer than ``3 * interval`` are a violation, except where the daemon
+    cannot know better, for ``launch_ledger_ttl`` (what the ledger keeps an unseen launch):
+    after a RunInstances of that type raised (throttled, no capacity, its answer lost: its
+    placeholders wait for a listing or the TTL), and after a node of that type left the
+    cloud by an interruption or a stop (perhaps before a listing showed it: its ledger
+    entry waits the TTL). A pass on stale demand (withheld), or with a failed write of the
+    store in it (faulted, fenced, out of reach: an intent not written is a launch not
+    made), starts the streaks again. Without the
+    intent replay, a new leader holds the last one's unsent launch (its intent in the store,
+    no answer: the daemon died before RunInstances, or the store lost the write's answer)
+    as booting until the TTL, and queued jobs wait for it; ``starved``, whose bound allows
+    the TTL (and runs from ``FAULT_END`` only), does not see that, this does
+    (``test_chaos``: seed 0 with the replay planted away). Seeds 0-299: clean.
 
 Nothing is excused: a new leader sees the last one's launches in flight in the shared state,
 so a duplicate launch or a type over its max is reported as in push mode.
@@ -43,6 +77,7 @@ so a duplicate launch or a type over its max is reported as in push mode.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import dataclasses
@@ -54,19 +89,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shoal.daemon.durable import StateBackend
+from shoal.daemon.leader.etcd import EtcdError
 from shoal.daemon.leader.memory import MemoryElection, MemoryElector
 from shoal.daemon.leader.state import state_backend
 from shoal.daemon.loop import Controller, PassRecord
 from shoal.daemon.service import start_term, term_grace
 from shoal.daemon.simulate.engine import EPOCH
+from shoal.scaler.model import CapacityType
 
 from .faults import Crash, Window
-from .harness import FAULT_END, _DrainHook, _Run
+from .harness import FAULT_END, _DrainHook, _Pass, _Run
 
-__all__ = ["NAMES", "TTL", "HaRun", "SteppedDown"]
+__all__ = ["NAMES", "TTL", "HaRun", "SteppedDown", "StoreFaults", "draw_store_faults"]
 
 TTL = 10.0  # the lease, seconds (the ha section's default)
 NAMES = ("a", "b")
+SPOT = CapacityType.SPOT
 POLL = 1.0  # while nobody acts, the harness looks again this often (campaigns run meanwhile)
 
 # Which daemon's process a task belongs to (its creator's, at creation): a kill -9 cancels
@@ -131,6 +170,65 @@ def draw_ha_windows(seed: int, crashes: bool) -> list[Window]:
     return out
 
 
+@dataclass(slots=True)
+class StoreFaults:
+    """The ``store`` faults of a seed: per write made in a term, one of ``KINDS`` with
+    probability ``p`` (weighted by ``weights``), drawn from ``rng`` write by write."""
+
+    KINDS = ("lost", "fail", "die-before", "die-after")
+
+    p: float
+    weights: tuple[float, ...]
+    paused: bool  # a lost answer comes with the store out of the daemon's reach a while
+    rng: random.Random
+
+    def draw(self) -> str | None:
+        if self.rng.random() >= self.p:
+            return None
+        return self.rng.choices(self.KINDS, self.weights)[0]
+
+
+def draw_store_faults(seed: int, kinds: frozenset[str]) -> StoreFaults | None:
+    """The ``store`` faults of ``seed`` (on in 60% of the seeds that allow them), from their
+    own stream: the seed's other draws stay as they were."""
+    rng = random.Random(f"ha-store-{seed}")
+    if "store" not in kinds or rng.random() >= 0.6:
+        return None
+    weights = tuple(rng.uniform(0.2, 1.0) for _ in StoreFaults.KINDS)
+    return StoreFaults(rng.uniform(0.02, 0.2), weights, rng.random() < 0.5, rng)
+
+
+class _FaultyStore:
+    """A daemon's ``StateBackend`` (the election's store) with the ``store`` faults at its
+    writes (``HaRun.store_fault``); its reads as they are."""
+
+    def __init__(self, run: HaRun, d: _Daemon, backend: StateBackend) -> None:
+        self.run, self.d, self.backend = run, d, backend
+
+    async def load(self) -> dict[str, Any] | None:
+        return await self.backend.load()
+
+    async def save(self, snapshot: dict[str, Any], epoch: int | None) -> None:
+        try:
+            await self._save(snapshot, epoch)
+        except Exception:  # faulted, fenced, out of reach: a launch it was for is not made
+            self.run.write_failed = True
+            raise
+
+    async def _save(self, snapshot: dict[str, Any], epoch: int | None) -> None:
+        fault = self.run.store_fault(self.d, epoch)
+        if fault == "fail":
+            raise EtcdError("kv/txn: no member answered in time (chaos: before it applied)")
+        if fault == "die-before":
+            self.run.die_at_write(self.d, "before")
+        await self.backend.save(snapshot, epoch)
+        if fault == "lost":
+            self.run.answer_lost(self.d)
+            raise EtcdError("kv/txn: no member answered in time (chaos: applied, answer lost)")
+        if fault == "die-after":
+            self.run.die_at_write(self.d, "after")
+
+
 class HaRun(_Run):
     def __init__(
         self, seed: int, kinds: frozenset[str], state_dir: Path, *rest: Any, mode: str = "ha"
@@ -142,10 +240,11 @@ class HaRun(_Run):
         super().__init__(seed, kinds, state_dir, *rest, mode="push")
         self.mode = mode
         windows = (*self.plan.windows, *draw_ha_windows(seed, "crash" in self.plan.kinds))
+        self.store_faults = draw_store_faults(seed, kinds)
         self.plan = dataclasses.replace(
             self.plan,
             windows=tuple(sorted(windows, key=lambda w: (w.start, w.kind))),
-            kinds=self.plan.kinds - {"reload"},
+            kinds=(self.plan.kinds - {"reload"}) | ({"store"} if self.store_faults else set()),
             reloads=(),
         )
         self.election: MemoryElection | None = None
@@ -154,6 +253,13 @@ class HaRun(_Run):
         self.acted: list[tuple[float, str, int]] = []  # (t, daemon, epoch) per actuation
         self.max_epoch = 0
         self.turn = 0
+        self.asked: collections.Counter[str] = collections.Counter()  # RunInstances, this pass
+        self.unsure_until: dict[
+            str, float
+        ] = {}  # node type -> end of its excuse (held-for-nothing)
+        self.held_since: dict[str, float] = {}  # node type -> first pass of its streak
+        self.launched_as: dict[str, str] = {}  # instance -> node type
+        self.write_failed = False  # a store write failed since the last pass's check
 
     # -- who acts: the base run reads ``controller`` and ``restart_at`` ---------------------
 
@@ -230,6 +336,8 @@ class HaRun(_Run):
         try:
             with _owned(d.name):
                 backend = state_backend(elector, self.config)  # the election's store, fenced
+                assert backend is not None
+                backend = _FaultyStore(self, d, backend)
                 controller = await self.new_controller(crashes, backend)
         except Crash:
             self._die(d)
@@ -296,8 +404,11 @@ class HaRun(_Run):
                     return
                 self.restored(d.controller)  # the tracker read again from the last leader's
                 await self.clock.run_until(d.controller.reconcile())
-        except Crash:
-            self._die(d)
+        except (Crash, asyncio.CancelledError) as exc:
+            if d.controller is not None:  # a crash at a cloud call (a death at a store write:
+                if not isinstance(exc, Crash):  # dead already, its tasks cancelled)
+                    raise
+                self._die(d)
             await self.clock.settle()
             return
         except Exception as exc:
@@ -342,6 +453,9 @@ class HaRun(_Run):
         with _owned(self.actor.name):
             await super().one_pass(c2)
 
+    def pass_ended(self) -> bool:
+        return self.faulty.dead or self.stepped_down  # died, or its term ended (``SteppedDown``)
+
     async def bury(self) -> None:
         """A pass ended by a ``Crash``: its daemon died (``FaultyCloud``), or stepped down
         and had its pass cancelled (``SteppedDown``: it lives on and campaigns)."""
@@ -362,17 +476,71 @@ class HaRun(_Run):
         if d.elector is not None:
             d.elector.crash()
         d.controller, d.elector, d.campaign, d.epoch = None, None, None, None
-        me = asyncio.current_task()
-        for task in asyncio.all_tasks():
-            if task is not me and _OWNERS.get(task) == d.name:
-                task.cancel()
+        self._cancel_tasks(d)
         self._resubscribe()
         self.faulty.dead = False  # the other process's calls go through
         rng = random.Random(f"restart-{self.seed}-{self.crashes}")
         d.down_until = self.clock.now() - EPOCH + rng.uniform(*self.plan.restart_delay)
         self.note(f"daemon {d.name} down until t={d.down_until:.1f}")
 
+    @staticmethod
+    def _cancel_tasks(d: _Daemon) -> None:
+        """Every task of ``d``'s process but the current one."""
+        me = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not me and _OWNERS.get(task) == d.name:
+                task.cancel()
+
     # -- the ha faults ----------------------------------------------------------------------
+
+    def store_fault(self, d: _Daemon, epoch: int | None) -> str | None:
+        """The ``store`` fault at a write of ``d``'s, if any: only in the fault phase, at a
+        write a term makes (etcd's backend refuses one without an epoch before any call), by
+        a live daemon."""
+        faults = self.store_faults
+        if (
+            faults is None
+            or epoch is None
+            or d.controller is None
+            or self.faulty.dead
+            or self.clock.now() - EPOCH >= FAULT_END
+        ):
+            return None
+        fault = faults.draw()
+        if fault is not None:
+            self.note(f"store fault at a write of {d.name} (epoch {epoch}): {fault}")
+        return fault
+
+    def answer_lost(self, d: _Daemon) -> None:
+        """A write's answer lost; with ``paused``, the store stays out of ``d``'s reach for
+        one to four TTLs (its renewals fail too: it steps down, another daemon leads)."""
+        faults = self.store_faults
+        if faults is None or not faults.paused or self.election is None:
+            return
+        election, name = self.election, d.name
+        until = faults.rng.uniform(TTL, 4 * TTL)
+        election.partition(name)
+        self.note(f"{name} cut off from the store for {until:.1f}s (paused)")
+
+        async def heal() -> None:
+            await self.clock.sleep(until)
+            election.heal(name)
+            self.note(f"{name} reaches the store again (t={self.clock.now() - EPOCH:.1f})")
+
+        _spawn("", heal(), f"ha-heal-{name}")  # nobody's: a death of ``d`` does not stop it
+
+    def die_at_write(self, d: _Daemon, when: str) -> None:
+        """kill -9 of ``d`` at its write (``when`` it takes effect): in its own pass the
+        pass unwinds and ``bury`` buries it, as a crash at a cloud call; elsewhere (a write in
+        the background, in the other daemon's pass or between passes) it dies at once."""
+        why = f"kill -9 of daemon {d.name} {when} its store write"
+        self.note(why)
+        if self.ctx is not None and self.actor is d:
+            self.faulty.dead = True
+            self._cancel_tasks(d)
+        else:
+            self._die(d)
+        raise Crash(why)
 
     def _pick(self, w: Window) -> _Daemon | None:
         live = [d for d in self.daemons.values() if d.controller is not None]
@@ -429,7 +597,58 @@ class HaRun(_Run):
     def observe_call(self, op: str, phase: str, arg: Any, result: Any) -> None:
         if phase == "before" and op in ("RunInstances", "TerminateInstances"):
             self.actuation(op)
+        nt = None
+        if op == "RunInstances":
+            offering = arg.offering
+            nt = self.type_of.get((offering.instance_type, offering.capacity_type is SPOT))
+            if phase == "before":
+                self.asked[nt or ""] += 1
+            elif isinstance(result, BaseException):  # throttled, no capacity, answer lost
+                self.unsure(nt)
         super().observe_call(op, phase, arg, result)
+        if phase == "after" and nt:  # what it launched: an interrupted node's type, later
+            self.launched_as.update(
+                (n, nt) for n in self.cloud.worker_names() if n not in self._names_before
+            )
+
+    def unsure(self, nt: str | None) -> None:
+        """The daemon may count nodes of ``nt`` the cloud does not have until the ledger's
+        TTL (``held-for-nothing``'s excuses)."""
+        if nt:
+            self.unsure_until[nt] = self.clock.now() + self.config.scaler.launch_ledger_ttl
+
+    def forget(self, name: str, *, shoal: bool = False) -> None:
+        if not shoal:  # interrupted or stopped: perhaps before a listing showed it
+            self.unsure(self.launched_as.get(name))
+        super().forget(name, shoal=shoal)
+
+    def check_held(self, ctx: _Pass, record: PassRecord) -> None:
+        """``held-for-nothing``: a pass whose plan wants more nodes of a type than the cloud
+        has and asks for none counts nodes that do not exist; passes in a row doing so
+        longer than ``3 * interval`` (none of its type's excuses on) are a violation. A pass
+        that may not launch (stale demand: withheld) or where a store write failed (an
+        intent not written is a launch not made) says nothing: the streaks start again."""
+        asked, self.asked = self.asked, collections.Counter()
+        failed, self.write_failed = self.write_failed, False
+        if ctx.plan is None or ctx.stale or record.reason or failed:
+            self.held_since.clear()
+            return
+        now = self.clock.now()
+        have = ctx.alive_before - ctx.out()
+        have.update(self.node_type(n) for n in self.hidden())  # the daemon keeps them
+        limit = 3 * self.config.scaler.interval
+        for nt, target in sorted(ctx.plan.targets.items()):
+            if asked[nt] or have[nt] >= target or self.unsure_until.get(nt, -1.0) > now:
+                self.held_since.pop(nt, None)
+                continue
+            since = self.held_since.setdefault(nt, self.t)
+            if self.t - since > limit:
+                self.held_since.pop(nt)  # reported once a streak
+                self.violate(
+                    "held-for-nothing",
+                    f"{nt}: the plans since t={since:.1f} want {target}, the cloud has "
+                    f"{have[nt]} and none asks for more",
+                )
 
     def booted(self) -> Controller | None:
         # a daemon built at the first start, acting or not: a throttled first reconcile

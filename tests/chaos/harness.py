@@ -117,8 +117,8 @@ This is push mode (``mode="push"``). Slurm's power-saving mode (``mode="power_sa
 ``PowerSaver``, ``Cleaner`` and the hook spool driven by a simulated slurmctld, with the hook
 invariants) is ``powersave.PowerRun``, a subclass of this run; its module docstring lists
 what it adds. With two daemons on one elector (``mode="ha"``: partitions from the election,
-kills of a daemon, and the invariants ``ha-overlap`` and ``acted-after-lease``) it is
-``ha.HaRun``, a subclass too.
+kills of a daemon, faults at the shared state's writes, and the invariants ``ha-overlap``,
+``acted-after-lease`` and ``held-for-nothing``) it is ``ha.HaRun``, a subclass too.
 
 A violation records the seed and the run's event log; ``bench/chaos.py --seed S --verbose``
 replays it and prints every event.
@@ -146,7 +146,7 @@ from typing import Any
 from shoal.daemon.config import ShoalConfig, parse_config
 from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.durable import StateBackend
-from shoal.daemon.loop import Controller
+from shoal.daemon.loop import Controller, PassRecord
 from shoal.daemon.service import apply_config, build_controller, build_policy, build_provider
 from shoal.daemon.simulate.cluster import Cluster
 from shoal.daemon.simulate.engine import EPOCH, _ReplayMetrics
@@ -158,7 +158,7 @@ from shoal.scaler.planner import plan as default_plan
 from shoal.scaler.planner import usable_shape
 from shoal.scaler.shape import Shape
 
-from .faults import KINDS, POWER_KINDS, PUSH_KINDS, Crash, FaultPlan, FaultyCloud
+from .faults import HA_KINDS, KINDS, POWER_KINDS, PUSH_KINDS, Crash, FaultPlan, FaultyCloud
 
 __all__ = [
     "END",
@@ -702,6 +702,10 @@ class _Run:
     def wrote(self, data: Any) -> None:
         """What ``state.json`` holds now (a mode may check it)."""
 
+    def check_held(self, ctx: _Pass, record: PassRecord) -> None:
+        """After a pass that finished: what it planned against the cloud (a mode may check
+        it)."""
+
     def kill(self) -> None:
         """kill -9 (push mode): every task of the process stops where it is, whichever task
         died (a background write of ``state.json`` too, not only the pass's own calls)."""
@@ -718,6 +722,11 @@ class _Run:
         tracker = controller.tracker
         if tracker._known is not None:
             self.shown_joined &= set(tracker.seen_joined())
+
+    def pass_ended(self) -> bool:
+        """A pass that raised ``Crash`` or was cancelled: whether its process died there (else
+        the harness has a bug)."""
+        return self.faulty.dead
 
     async def bury(self) -> None:
         """The process died: cancel whatever it left running (the other branches of a
@@ -1103,7 +1112,7 @@ class _Run:
         try:
             record = await self.clock.run_until(c.run_pass())
         except (Crash, asyncio.CancelledError):  # cancelled: it died in another task (``kill``)
-            if not self.faulty.dead:
+            if not self.pass_ended():
                 raise
             self.ctx = None
             await self.bury()
@@ -1129,6 +1138,7 @@ class _Run:
         self.check_duplicates(ctx)
         self.check_gangs(ctx)
         self.check_drains(c)
+        self.check_held(ctx, record)
 
     # -- invariants -------------------------------------------------------------------------
 
@@ -1234,9 +1244,7 @@ def mode_kinds(mode: str) -> tuple[str, ...]:
     """The fault kinds a mode draws from by default (ha: push mode's but ``reload``)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
-    if mode == "power_save":
-        return POWER_KINDS
-    return PUSH_KINDS if mode == "push" else tuple(k for k in PUSH_KINDS if k != "reload")
+    return {"power_save": POWER_KINDS, "ha": HA_KINDS}.get(mode, PUSH_KINDS)
 
 
 def run_seed(

@@ -432,6 +432,27 @@ def test_a_new_leader_that_forgets_the_launches_in_flight_is_found(
     assert {"duplicate-launch", "over-max"} <= found, found
 
 
+def test_a_new_leader_that_holds_an_unsent_launch_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``held-for-nothing``: a daemon killed right after its launch intent reached the
+    shared store (the ``store`` fault), before RunInstances, leaves an intent with no
+    answer; the next leader makes it again (``Controller._replay_intents``). One that does
+    not (the replay planted away) counts the launch nobody sent as booting until the
+    ledger's TTL, and its plans want nodes the cloud does not have without asking for them:
+    found (seed 0: daemon a dies after its intent for a c5.xlarge at t=5929.8, b leads).
+    The ``starved`` bound, which allows the TTL, does not see it. The real replay is clean."""
+    seed = 0
+    clean = run_seed(seed, mode="ha")
+    assert not clean.violations, clean.report(tail=10)
+    assert any("after its store write" in line for line in clean.log)
+
+    async def no_replay(self: Controller, plan: Plan) -> ExecutionReport:
+        return ExecutionReport()
+
+    monkeypatch.setattr(Controller, "_replay_intents", no_replay)
+    found = {v.invariant for v in run_seed(seed, mode="ha").violations}
+    assert found == {"held-for-nothing"}, found
+
+
 def test_the_fence_stops_a_deposed_leaders_launches(monkeypatch: pytest.MonkeyPatch) -> None:
     """With neither the renewer nor the guard (a term never ends by itself: every lease runs
     out on the store while its daemon believes it leads), the state write before every launch
