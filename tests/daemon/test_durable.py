@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -702,6 +702,28 @@ async def test_a_replay_that_ec2_refuses_as_a_parameter_mismatch_launches_nowher
     assert {t.id for t in h.controller.tracker.all()} == set(first)
 
 
+def _room_for_one_in_a(
+    clock: FakeClock, fault: Callable[[SimulatedProvisioner], None]
+) -> SimulatedProvisioner:
+    """A cloud of zones a and b, room for one c5.xlarge in a, and ``fault`` armed for the
+    first RunInstances in b (a lost answer, a throttle)."""
+    cloud = SimulatedProvisioner(
+        clusterName="test", zones=[ZONE_A, ZONE_B], clock=clock, listing_lag=120
+    )
+    cloud.set_capacity("c5.xlarge", 1, zone=ZONE_A)
+    launch = cloud.launch_offering
+    armed: list[str] = []
+
+    async def faulted_in_b(request: LaunchRequest) -> list[str]:
+        if request.offering.zone == ZONE_B and not armed:
+            armed.append(request.client_token)
+            fault(cloud)
+        return await launch(request)
+
+    cloud.launch_offering = faulted_in_b  # type: ignore[method-assign]
+    return cloud
+
+
 async def test_a_retry_after_a_partial_unit_and_a_lost_answer_launches_nothing_twice(
     tmp_path: Path, clock: FakeClock, harness_factory: Any
 ) -> None:
@@ -710,20 +732,7 @@ async def test_a_retry_after_a_partial_unit_and_a_lost_answer_launches_nothing_t
     sent (review reviewm: it asked for 3, which EC2 answers IdempotentParameterMismatch, and
     b's 2 were placeholders until the listing showed them): the token returns b's 2, so all
     3 are booked by id, and the next passes launch nothing while the plan wants 3."""
-    cloud = SimulatedProvisioner(
-        clusterName="test", zones=[ZONE_A, ZONE_B], clock=clock, listing_lag=120
-    )
-    cloud.set_capacity("c5.xlarge", 1, zone=ZONE_A)
-    launch = cloud.launch_offering
-    lost: list[str] = []
-
-    async def losing_b(request: LaunchRequest) -> list[str]:
-        if request.offering.zone == ZONE_B and not lost:
-            lost.append(request.client_token)
-            cloud.lose_next_response()
-        return await launch(request)
-
-    cloud.launch_offering = losing_b  # type: ignore[method-assign]
+    cloud = _room_for_one_in_a(clock, lambda c: c.lose_next_response())
     h: Harness = await harness_factory(state_dir=str(tmp_path / "state"), provider=cloud)
     await h.drive(h.controller.reconcile())
     h.set_demand(h.jobs(12))
@@ -753,20 +762,7 @@ async def test_a_retry_after_a_partial_unit_and_a_throttled_offering_launches_th
     unit (3) although a's 1 is known: 4 instances for a plan of 3. It must ask b for the 2
     still wanted, which is also what b's token was first sent with (a lost answer's retry
     then returns its instances instead of EC2's IdempotentParameterMismatch)."""
-    cloud = SimulatedProvisioner(
-        clusterName="test", zones=[ZONE_A, ZONE_B], clock=clock, listing_lag=120
-    )
-    cloud.set_capacity("c5.xlarge", 1, zone=ZONE_A)
-    launch = cloud.launch_offering
-    throttled: list[str] = []
-
-    async def throttling_b(request: LaunchRequest) -> list[str]:
-        if request.offering.zone == ZONE_B and not throttled:
-            throttled.append(request.client_token)
-            cloud.throttle_next(1, "RunInstances")
-        return await launch(request)
-
-    cloud.launch_offering = throttling_b  # type: ignore[method-assign]
+    cloud = _room_for_one_in_a(clock, lambda c: c.throttle_next(1, "RunInstances"))
     h: Harness = await harness_factory(state_dir=str(tmp_path / "state"), provider=cloud)
     await h.drive(h.controller.reconcile())
     h.set_demand(h.jobs(12))
