@@ -530,7 +530,7 @@ class Service:
             logging.getLogger().setLevel(new.log_level)
             provider = apply_config(self.controller, policy, self.config, new, self._provider())
             self.config = self.config.model_copy(update={"provider": provider})
-            restart = [
+            sections = [
                 name
                 for name in (
                     "cluster_name",
@@ -543,6 +543,10 @@ class Service:
                 )
                 if getattr(new, name) != getattr(self.config, name)
             ]
+            # the running sections stay what the config in force says: a later reload, the
+            # file unchanged, still finds them different and says so again
+            new = new.model_copy(update={name: getattr(self.config, name) for name in sections})
+            restart = list(sections)
             if self.secrets is not None and secrets != self.secrets:  # prepared at start only
                 restart.append("workers.secrets")
             if restart:

@@ -111,6 +111,14 @@ async def test_sighup_warns_that_changed_workers_or_secret_files_need_a_restart(
         assert await daemon.reload()
         (line,) = [r.message for r in caplog.records if "reload_needs_restart" in r.message]
         assert line.endswith("sections=workers")
+
+        # reloaded again unchanged: the running workers are still the old ones, so it says
+        # so again (it once took the new section as in force and fell silent)
+        caplog.clear()
+        assert await daemon.reload()
+        (line,) = [r.message for r in caplog.records if "reload_needs_restart" in r.message]
+        assert line.endswith("sections=workers")
+        assert daemon.config.workers.leader.address != "10.0.0.8"  # what is in force
     finally:
         daemon.stop()
         assert await asyncio.wait_for(task, 10) == 0
