@@ -771,3 +771,40 @@ async def test_a_retry_after_a_partial_unit_and_a_throttled_offering_launches_th
     assert record.launched == 3
     asked = [(c.args["offering"].zone, c.args["count"]) for c in h.launch_calls()]
     assert asked == [(ZONE_A, 3), (ZONE_B, 2), (ZONE_B, 2)]  # a: 1 of 3; b: throttled; retry
+
+
+async def test_a_retry_falls_back_past_an_offering_that_launched_part_of_the_unit(
+    tmp_path: Path, clock: FakeClock, harness_factory: Any
+) -> None:
+    """Finding (review reviewn, 2026-12-07): a unit of 3, zone a has room for 1, zone b's
+    first answer is a throttle and then b has no room, zone c has room. The retry asks b for
+    the 2 still wanted (b0d5959) and, b out of capacity, falls back in order: to a, whose
+    token was first sent for 3. Sent now for 2, EC2 answers IdempotentParameterMismatch, an
+    error that ends the unit, so c is never tried: 1 instance for a plan of 3 and an error
+    (before b0d5959 a's token, sent for 3 again, returned its 1 and c launched 2). An
+    offering whose token launched in an earlier try has answered: the retry must not send
+    it again."""
+    zone_c = "us-west-2c"
+    cloud = SimulatedProvisioner(
+        clusterName="test", zones=[ZONE_A, ZONE_B, zone_c], clock=clock, listing_lag=120
+    )
+    cloud.set_capacity("c5.xlarge", 1, zone=ZONE_A)
+    launch = cloud.launch_offering
+    armed: list[str] = []
+
+    async def throttled_then_full_in_b(request: LaunchRequest) -> list[str]:
+        if request.offering.zone == ZONE_B and not armed:
+            armed.append(request.client_token)
+            cloud.throttle_next(1, "RunInstances")
+            cloud.set_capacity("c5.xlarge", 0, zone=ZONE_B)
+        return await launch(request)
+
+    cloud.launch_offering = throttled_then_full_in_b  # type: ignore[method-assign]
+    h: Harness = await harness_factory(state_dir=str(tmp_path / "state"), provider=cloud)
+    await h.drive(h.controller.reconcile())
+    h.set_demand(h.jobs(12))
+    record = await h.pass_()
+    assert not record.errors
+    assert record.launched == 3 and cloud.count("c5.xlarge") == 3  # a's 1, c's 2
+    asked = [(c.args["offering"].zone, c.args["count"]) for c in h.launch_calls()]
+    assert asked == [(ZONE_A, 3), (ZONE_B, 2), (ZONE_B, 2), (zone_c, 2)]
