@@ -594,7 +594,7 @@ class Executor:
             log.info(
                 "event=scaled_up node_type=%s launched=%d requested=%d request_id=%s",
                 node_type.name,
-                result,
+                len(launched_ids),  # every try's: a retry's answer counts only its own
                 count,
                 request_id,
             )

@@ -808,3 +808,19 @@ async def test_a_retry_falls_back_past_an_offering_that_launched_part_of_the_uni
     assert record.launched == 3 and cloud.count("c5.xlarge") == 3  # a's 1, c's 2
     asked = [(c.args["offering"].zone, c.args["count"]) for c in h.launch_calls()]
     assert asked == [(ZONE_A, 3), (ZONE_B, 2), (ZONE_B, 2), (zone_c, 2)]
+
+
+async def test_a_retried_unit_logs_what_the_unit_launched_not_its_last_try(
+    tmp_path: Path, clock: FakeClock, harness_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding (review reviewn, 2026-12-07): a unit of 3 whose retry asks for the 2 still
+    wanted (a launched 1, b was throttled) logged ``event=scaled_up launched=2 requested=3``,
+    the retry's own count, while the unit launched its 3 (its outcome and metrics said 3)."""
+    cloud = _room_for_one_in_a(clock, lambda c: c.throttle_next(1, "RunInstances"))
+    h: Harness = await harness_factory(state_dir=str(tmp_path / "state"), provider=cloud)
+    await h.drive(h.controller.reconcile())
+    h.set_demand(h.jobs(12))
+    caplog.set_level("INFO", logger="shoal.daemon.executor")
+    assert (await h.pass_()).launched == 3
+    (line,) = [r.getMessage() for r in caplog.records if "event=scaled_up" in r.getMessage()]
+    assert "launched=3 requested=3" in line
