@@ -824,3 +824,33 @@ async def test_a_retried_unit_logs_what_the_unit_launched_not_its_last_try(
     assert (await h.pass_()).launched == 3
     (line,) = [r.getMessage() for r in caplog.records if "event=scaled_up" in r.getMessage()]
     assert "launched=3 requested=3" in line
+
+
+async def test_a_listed_instance_of_the_unit_does_not_stand_for_another_offering_in_doubt(
+    tmp_path: Path, clock: FakeClock, harness_factory: Any
+) -> None:
+    """Finding (review reviewn, 2026-12-07): a unit of 3, zone a launches 1 (booked by id),
+    zone b is throttled and then launches the other 2 with every answer lost: 2
+    placeholders. When the listing shows a's instance (launched a second before b's), the
+    placeholders gave way to it as if b's were listed, so the pass launched 2 more: 5
+    instances for a plan of 3. An instance already booked by id vouches for no lost answer."""
+
+    def throttled_then_lost(cloud: SimulatedProvisioner) -> None:
+        cloud.throttle_next(1, "RunInstances")
+        cloud.lose_next_response(3)  # the retry policy's other attempts
+
+    cloud = _room_for_one_in_a(clock, throttled_then_lost)
+    h: Harness = await harness_factory(state_dir=str(tmp_path / "state"), provider=cloud)
+    await h.drive(h.controller.reconcile())
+    start = clock.now()
+    h.set_demand(h.jobs(12))
+    await h.pass_()
+    assert sum(t.placeholder for t in h.controller.tracker.pending()) == 2
+    await clock.advance(start + 120.3 - clock.now())  # a's instance listed, b's not yet
+    assert len(await cloud.list_instances()) == 1
+    await h.pass_()
+    assert cloud.count("c5.xlarge") == 3
+    await clock.advance(2)  # all listed
+    await h.pass_()
+    assert cloud.count("c5.xlarge") == 3
+    assert {t.id for t in h.controller.tracker.all()} == set(cloud.worker_names())
