@@ -532,15 +532,19 @@ class Executor:
             # Single nodes an earlier attempt launched are not asked for again: the retry
             # asks the rest, as the offering in doubt was asked before (its token sent with
             # another count is EC2's IdempotentParameterMismatch; a throttled one would
-            # launch the whole unit). A gang's ids never count: it is whole or undone.
-            known = 0 if all_or_nothing else len({i for e in attempts for i in e.ids})
+            # launch the whole unit), and not in the offerings that launched them: their
+            # tokens have answered, and sent with the smaller count they would be refused
+            # so, ending the unit before the offerings after them (review reviewn). A
+            # gang's ids never count: it is whole or undone.
+            done = [] if all_or_nothing else [e for e in attempts if e.ids]
+            known = len({i for e in done for i in e.ids})
             return await self.provider.addNodes(
                 list(node_type.instance_types),  # preference order, as configured
                 count - known,
                 node_type.preemptible,
                 node_type.bid,
                 requestId=request_id,
-                exclude=unavailable,
+                exclude=unavailable | {e.offering for e in done},
                 tags=tags,
                 first=doubt[-1].offering if doubt else first,
                 before_offering=before_offering,
@@ -590,7 +594,7 @@ class Executor:
             log.info(
                 "event=scaled_up node_type=%s launched=%d requested=%d request_id=%s",
                 node_type.name,
-                result,
+                len(launched_ids),  # every try's: a retry's answer counts only its own
                 count,
                 request_id,
             )

@@ -60,9 +60,10 @@ The launch ledger: EC2's listing is eventually consistent, so a node the cloud a
 missing from the next listings. Every id ``addNodes`` reported launched is kept as a booting
 node from the moment the cloud accepted it until a listing shows it or ``ttl`` passes; a
 launch whose response was lost (the request's client token, no ids) is kept the same way as
-that many placeholder nodes, until any instance of the request shows up in a listing, a
-later answer for the same request and offering (a replay under the same client token: ids,
-no capacity, or lost again) replaces them, or the TTL passes. Planning on the listing alone
+that many placeholder nodes, until an instance of the request that no answer named shows
+up in a listing (one booked by id, another offering's, vouches for no lost answer), a later
+answer for the same request and offering (a replay under the same client token: ids, no
+capacity, or lost again) replaces them, or the TTL passes. Planning on the listing alone
 launched 28 instances for 4 nodes of demand.
 """
 
@@ -538,7 +539,9 @@ class NodeTracker:
         for node in workers:
             old = self._nodes.get(node.name)
             request = node.tags.get(TAG_REQUEST_ID)
-            if request:
+            if request and old is None:
+                # an instance no answer named may be a lost answer's; one booked by id (an
+                # offering of the same request that answered) vouches for no other's
                 requests.add(request)
             is_joined = (node.name in joined) if joined is not None else node.joined is not False
             is_joined = node.joined is True if unread else is_joined
