@@ -93,6 +93,7 @@ from shoal.daemon.executor import Replayable
 from shoal.daemon.nodes import Kept, NodeTracker, TrackedNode, TrackedState
 from shoal.providers.base import TAG_REQUEST_ID
 from shoal.providers.errors import RetryableError
+from shoal.providers.node_provider import client_token
 from shoal.providers.outcomes import LaunchAttempt
 from shoal.runtime.files import write_json_atomic
 from shoal.scaler.model import CapacityType, NodeType, Offering
@@ -463,6 +464,7 @@ class LaunchJournal:
                 offering_from_json(intent["offering"])
                 int(intent["count"]), float(intent["at"]), str(intent["node_type"])
                 _replayable(intent)
+                _answered(intent)
             # None: the file told nothing of which nodes joined (none, or an older one)
             self._joined: dict[str, list[float | None]] | None = None
             if "joined" in loaded:
@@ -494,15 +496,20 @@ class LaunchJournal:
         offering: Offering,
         now: float,
         replay: Replayable | None = None,
+        answered: tuple[tuple[str, Offering], ...] = (),
     ) -> None:
         """Before each offering ``addNodes`` tries: the launch, with ``offering``, is on disk
-        once this returns; with ``replay`` (a plan's launch unit), what makes it again."""
+        once this returns; with ``replay`` (a plan's launch unit), what makes it again;
+        ``answered``, the ids the unit's earlier offerings launched (``count`` is the rest):
+        a restart books them and makes only the rest again."""
         intent: dict[str, Any] = {
             "node_type": node_type.name,
             "count": count,
             "offering": offering_to_json(offering),
             "at": now,
         }
+        if answered:
+            intent["answered"] = [{"id": i, "offering": offering_to_json(o)} for i, o in answered]
         if replay is not None:
             intent["replay"] = {
                 "tags": dict(replay.tags),
@@ -579,6 +586,10 @@ class LaunchJournal:
         self._replays = []
         for request_id, intent in self._intents.items():
             offering = offering_from_json(intent["offering"])
+            for instance_id, where in _answered(intent):  # the unit's earlier offerings'
+                token = client_token(request_id, where)
+                attempt = LaunchAttempt(request_id, where, 1, token, ids=(instance_id,))
+                restored += tracker.record_launch([attempt], float(intent["at"]))
             restored += self._placeholders(
                 tracker, request_id, request_id, offering, int(intent["count"]), float(intent["at"])
             )
@@ -618,6 +629,12 @@ def _replayable(intent: Mapping[str, Any]) -> Replayable | None:
         raise TypeError(f"replay gang {replay['gang']!r} is not true or false")
     tags = {str(k): str(v) for k, v in dict(replay["tags"]).items()}
     return Replayable(tags, replay["gang"], str(replay["cause"]))
+
+
+def _answered(intent: Mapping[str, Any]) -> list[tuple[str, Offering]]:
+    """The ids an intent's unit had launched in its earlier offerings, as ``intent`` wrote
+    them (none in files from before they were kept). Raises on a malformed one."""
+    return [(str(a["id"]), offering_from_json(a["offering"])) for a in intent.get("answered", [])]
 
 
 def _maybe(value: Any) -> float | None:

@@ -101,7 +101,12 @@ class Replayable:
 
 # (request id, node type, count, the offering about to be tried, what replays it: None for a
 # launch outside a plan) -> awaited before each offering addNodes tries
-BeforeLaunch = Callable[[str, NodeType, int, Offering, Replayable | None], Awaitable[None]]
+# (request id, node type, the count the offering is asked for, the offering, what makes it
+# again, the ids the unit's earlier offerings and tries answered, each with its offering)
+BeforeLaunch = Callable[
+    [str, NodeType, int, Offering, Replayable | None, tuple[tuple[str, Offering], ...]],
+    Awaitable[None],
+]
 # (the offering about to be tried, its client token) -> noted before before_launch's write
 OnOffering = Callable[[Offering, str], None]
 
@@ -511,14 +516,21 @@ class Executor:
             if on_offering is not None:
                 on_offering(offering, token)
             if self.before_launch is not None:
-                # an earlier offering launched some of the unit, ids its intent does not hold:
-                # made again, it would launch them twice (its placeholders wait for a listing)
-                some = any(
-                    isinstance(e, LaunchAttempt) and e.ids for e in self._events.get(request_id, ())
-                )
+                # what the unit's earlier offerings (and tries) launched goes on disk with the
+                # intent, which counts only the rest, as this offering is asked for it: made
+                # again after a crash, the rest is asked for, under this offering's token
+                answered = {
+                    i: e.offering
+                    for e in self._events.get(request_id, ())
+                    if isinstance(e, LaunchAttempt)
+                    for i in e.ids
+                }
+                rest, again = count - len(answered), replay
+                if all_or_nothing and answered:  # a gang's ids are whole or undone: not made
+                    rest, again, answered = count, None, {}  # again; its placeholders wait
                 try:
                     await self.before_launch(
-                        request_id, node_type, count, offering, None if some else replay
+                        request_id, node_type, rest, offering, again, tuple(answered.items())
                     )
                 except Exception as exc:  # not on disk: it could not be found after a crash
                     raise _NotWritten(f"state not written: {exc!r}") from exc

@@ -701,8 +701,11 @@ class Controller:
         count: int,
         offering: Offering,
         replay: Replayable | None,
+        answered: tuple[tuple[str, Offering], ...] = (),
     ) -> None:
-        await self.journal.intent(request_id, node_type, count, offering, self.clock.now(), replay)
+        await self.journal.intent(
+            request_id, node_type, count, offering, self.clock.now(), replay, answered
+        )
 
     def _observe_listing(self, workers: list[Node]) -> list[TrackedNode]:
         """Apply a listing to the tracker. Before any demand arrived (``unread``) nobody can

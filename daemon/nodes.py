@@ -60,8 +60,9 @@ The launch ledger: EC2's listing is eventually consistent, so a node the cloud a
 missing from the next listings. Every id ``addNodes`` reported launched is kept as a booting
 node from the moment the cloud accepted it until a listing shows it or ``ttl`` passes; a
 launch whose response was lost (the request's client token, no ids) is kept the same way as
-that many placeholder nodes, until an instance of the request that no answer named shows
-up in a listing (one booked by id, another offering's, vouches for no lost answer), a later
+that many placeholder nodes, each until an instance of the request that no answer named
+shows up in a listing (one instance for one placeholder: a listing may show some of a
+launch before the rest; one booked by id, another offering's, vouches for none), a later
 answer for the same request and offering (a replay under the same client token: ids, no
 capacity, or lost again) replaces them, or the TTL passes. Planning on the listing alone
 launched 28 instances for 4 nodes of demand.
@@ -533,7 +534,7 @@ class NodeTracker:
             return []
         seen: dict[str, TrackedNode] = {}
         new: list[TrackedNode] = []
-        requests: set[str] = set()
+        requests: Counter[str] = Counter()  # new instances listed, per request id
         kept: dict[str, tuple[TrackedNode, tuple[bool | None, ...]]] = {}
         made = False  # a record made anew (not the one held)
         for node in workers:
@@ -542,7 +543,7 @@ class NodeTracker:
             if request and old is None:
                 # an instance no answer named may be a lost answer's; one booked by id (an
                 # offering of the same request that answered) vouches for no other's
-                requests.add(request)
+                requests[request] += 1
             is_joined = (node.name in joined) if joined is not None else node.joined is not False
             is_joined = node.joined is True if unread else is_joined
             if node.tags.get(TAG_DRAINING, "").endswith(INTERRUPTED_MARK):
@@ -618,8 +619,11 @@ class NodeTracker:
                 if old.joined_at is not None:  # may be a listing's lag: remembered
                     self._gone[name] = (old.joined_at, old.missing_since, now)
                 continue
-            if old.placeholder and old.node.tags.get(TAG_REQUEST_ID) in requests:
-                continue  # the lost launch's instances are listed now: they stand for it
+            if old.placeholder and requests[old.node.tags.get(TAG_REQUEST_ID, "")] > 0:
+                # one of the lost launch's instances is listed now: it stands for one
+                # placeholder (not all: a listing may show some of a launch before the rest)
+                requests[old.node.tags.get(TAG_REQUEST_ID, "")] -= 1
+                continue
             if old.joined_at is None and joined is not None and name in joined and not unread:
                 # joined before the listing shows it (the listing's lag): when it does, it
                 # is a node that joined, not a booting one

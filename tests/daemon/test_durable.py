@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import configs
 import pytest
-from shoal.daemon.config import load_config
+from loop_harness import config_dict, make_harness
+from shoal.daemon.config import load_config, parse_config
 from shoal.daemon.demand import DemandFailure
 from shoal.daemon.durable import (
     LOCK_FILE,
@@ -326,7 +327,13 @@ async def test_an_intent_whose_type_changed_keeps_its_placeholders(
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("count", None), ("offering", "c5.xlarge"), ("at", "soon"), ("replay", {"gang": "false"})],
+    [
+        ("count", None),
+        ("offering", "c5.xlarge"),
+        ("at", "soon"),
+        ("replay", {"gang": "false"}),
+        ("answered", [{"id": "i-1"}]),  # the ids an earlier offering launched: where
+    ],
 )
 async def test_a_malformed_intent_is_refused_at_start_naming_the_file(
     tmp_path: Path, field: str, value: Any
@@ -492,11 +499,11 @@ async def test_the_intent_on_disk_names_the_offering_being_tried(
     write = h.controller.journal.intent
 
     async def refused(
-        request_id: str, nt: Any, count: int, offering: Any, now: float, replay: Any
+        request_id: str, nt: Any, count: int, offering: Any, now: float, *rest: Any
     ) -> None:
         if offering.zone == ZONE_B:
             raise OSError("No space left on device")
-        await write(request_id, nt, count, offering, now, replay)
+        await write(request_id, nt, count, offering, now, *rest)
 
     h.controller.journal.intent = refused  # type: ignore[method-assign]
     on_disk.clear()
@@ -509,15 +516,24 @@ async def test_the_intent_on_disk_names_the_offering_being_tried(
     assert report.failed_offerings[0].offering in h.controller.backoff.unavailable(h.clock.now())
 
 
+async def _in_both_zones(clock: FakeClock, state: Path, cloud: SimulatedProvisioner) -> Harness:
+    """A daemon on ``cloud`` whose config names zones a and b, as the cloud it would build."""
+    data = config_dict(state_dir=str(state))
+    data["provider"] = {**data["provider"], "zone": None, "zones": [ZONE_A, ZONE_B]}
+    config = parse_config(data)
+    return await make_harness(clock, config, cloud)
+
+
 async def test_a_unit_partly_launched_before_a_crash_is_not_launched_twice(
     tmp_path: Path, clock: FakeClock, harness_factory: Any
 ) -> None:
     """Zone a had room for 2 of a plan's unit of 3: they launched, and kill -9 landed once the
     intent for zone b (the last offering, asked for the 1 left) was on disk, before b was
     asked. The restarted daemon must not make the unit's 3 again (the listing lags: the 2 in
-    a are not listed yet): the intent does not hold them, so it is not replayed; its
-    placeholders stand for the unit until the listing shows the 2, then the 1 missing is
-    launched: 3 instances in all, as planned."""
+    a are not listed yet): the intent names a's 2 (booked at the restore) and counts the 1
+    left, which the first pass makes again under b's client token: 3 instances in all, as
+    planned, at once (it once waited for the listing of a's 2, which released every
+    placeholder of the unit, b's unsent one included)."""
     state, crashed = tmp_path / "state", tmp_path / "crashed"
     cloud = SimulatedProvisioner(
         clusterName="test", zones=[ZONE_A, ZONE_B], clock=clock, listing_lag=60.0
@@ -539,12 +555,20 @@ async def test_a_unit_partly_launched_before_a_crash_is_not_launched_twice(
     cloud.launch_offering = real  # type: ignore[method-assign]
     assert len(cloud.worker_names()) == 2 and crashed.exists()
 
-    fresh: Harness = await harness_factory(state_dir=str(crashed), provider=cloud)
+    fresh = await _in_both_zones(clock, crashed, cloud)
     await fresh.drive(fresh.controller.reconcile())
+    booked = {t.id for t in fresh.controller.tracker.pending() if not t.placeholder}
+    assert booked == set(cloud.worker_names())  # a's 2, from the intent
     fresh.set_demand(fresh.jobs(12))
     await fresh.pass_()
-    assert len(cloud.worker_names()) <= 3  # the 2 in a were not launched twice
-    await fresh.clock.advance(61)  # the 2 in a are listed now: the 1 missing is launched
+    assert len(cloud.worker_names()) == 3  # the 1 left, made again; a's 2 not twice
+    b = Offering("c5.xlarge", ZONE_B, CapacityType.ON_DEMAND)
+    (replay,) = [c for c in fresh.launch_calls() if c.args["offering"] == b]
+    assert (replay.args["count"], replay.args["client_token"]) == (
+        1,
+        client_token(replay.args["requestId"], b),
+    )
+    await fresh.clock.advance(61)  # all listed: nothing more
     await fresh.pass_()
     assert len(cloud.worker_names()) == 3
 
@@ -867,10 +891,6 @@ async def test_a_listed_instance_of_the_unit_does_not_stand_for_another_offering
     assert {t.id for t in h.controller.tracker.all()} == set(cloud.worker_names())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review reviewn finding 4, not fixed: the intent names no answered id (see docstring)",
-)
 async def test_a_restart_in_a_units_retry_holds_the_offering_in_doubt_until_it_is_listed(
     tmp_path: Path, clock: FakeClock, harness_factory: Any
 ) -> None:
