@@ -132,9 +132,9 @@ async def test_a_gang_is_one_intent_on_disk_rewritten_per_offering(clock: FakeCl
     intent = journal.intent
 
     async def recorded(
-        request_id: str, nt: Any, count: int, offering: Offering, now: float, replay: Any
+        request_id: str, nt: Any, count: int, offering: Offering, now: float, *rest: Any
     ) -> None:
-        await intent(request_id, nt, count, offering, now, replay)
+        await intent(request_id, nt, count, offering, now, *rest)
         saved = journal.intents[request_id]
         written.append((request_id, saved["count"], saved["offering"]["zone"]))
 
