@@ -107,6 +107,19 @@ C5 = NodeType("c5", ("c5.xlarge",), Shape(3600, 1, 4, 1, False))
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
 
 
+def _instance(name: str, request_id: str) -> Node:
+    return Node(
+        None,
+        "10.0.0.1",
+        name,
+        dt.datetime.fromtimestamp(T0, dt.UTC),
+        "c5.xlarge",
+        False,
+        {TAG_AUTOSCALED: "true", TAG_REQUEST_ID: request_id},
+        zone="z",
+    )
+
+
 @pytest.mark.xfail(strict=True, reason="review reviewo finding 3, not fixed (see docstring)")
 def test_an_instance_listed_before_its_lost_answer_is_booked_holds_no_placeholder() -> None:
     """Finding 3 (review reviewo, low-medium: capacity held for nothing until the TTL): a
@@ -119,16 +132,7 @@ def test_an_instance_listed_before_its_lost_answer_is_booked_holds_no_placeholde
     node counted for nothing, toward the type's max too."""
     offering = Offering("c5.xlarge", "z", CapacityType.ON_DEMAND)
     tracker = NodeTracker([C5], default_zone="z", ledger_ttl=600.0)
-    instance = Node(
-        None,
-        "10.0.0.1",
-        "i-1",
-        dt.datetime.fromtimestamp(T0, dt.UTC),
-        "c5.xlarge",
-        False,
-        {TAG_AUTOSCALED: "true", TAG_REQUEST_ID: "slurm-r"},
-        zone="z",
-    )
+    instance = _instance("i-1", "slurm-r")
     tracker.observe([instance], None, T0 + 5)  # a pass while the launch retries
     lost = LaunchAttempt("slurm-r", offering, 1, "tok", error=RetryableError("lost"))
     tracker.record_launch([lost], T0 + 20)  # the launch gave up: its answer lost
