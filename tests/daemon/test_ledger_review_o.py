@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from loop_harness import config_dict, make_harness
 from shoal.daemon.config import parse_config
+from shoal.daemon.durable import DurableStore, offering_to_json
 from shoal.daemon.nodes import NodeTracker
 from shoal.providers.base import TAG_AUTOSCALED, TAG_REQUEST_ID, Node
 from shoal.providers.errors import ProviderError
+from shoal.providers.node_provider import client_token
 from shoal.providers.outcomes import LaunchAttempt, LaunchRequest, RetryableError
 from shoal.providers.simulated import SimulatedProvisioner
 from shoal.scaler.model import CapacityType, NodeType, Offering
@@ -191,3 +193,63 @@ async def test_a_replayed_rest_does_not_send_an_answered_offerings_token_again(
     assert not record.errors, record.errors
     assert asked == [ZONE_B, ZONE_C]  # [b, a] on b68761d: a's token refused
     assert cloud.count("c5.xlarge") == 3
+
+
+@pytest.mark.xfail(strict=True, reason="review reviewo finding 5, not fixed (see docstring)")
+async def test_an_answered_id_gone_since_the_first_restart_is_not_booked_by_the_second(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Finding 5 (review reviewo, low-medium: a node counted for nothing until the TTL,
+    then a healthy offering backed off as a join timeout): a unit's intent on disk (b, the
+    1 left; ``answered``: a's 2). The restarted daemon books a's 2 and keeps the intent, to
+    make the rest again once a plan wants it (none does yet). a's 2 are listed; one is
+    terminated (an operator, a spot reclaim) and the listings drop it. A second restart
+    still finds the intent naming it (``answered`` is never pruned while the intent waits),
+    books it again as a booting node the cloud accepted at the intent's time, and counts it:
+    the replay then makes the 1 left and the plan nothing, 2 live for a plan of 3 until
+    ``launch_ledger_ttl``, when the gone id is terminated as a join timeout (a's offering
+    backed off)."""
+    state = tmp_path / "state"
+    cloud = _three_zones(clock)
+    a = Offering("c5.xlarge", ZONE_A, CapacityType.ON_DEMAND)
+    sent = LaunchRequest(
+        offering=a,
+        count=3,
+        client_token=client_token("shoal-lost", a),
+        request_id="shoal-lost",
+        spot_bid=None,
+        tags=cloud.worker_tags("c5.xlarge", "shoal-lost"),
+    )
+    cloud.set_capacity("c5.xlarge", 2, zone=ZONE_A)
+    gone, kept = await cloud.launch_offering(sent)
+    store = DurableStore.open(state)
+    intent = {
+        "node_type": "c5.xlarge",
+        "count": 1,
+        "offering": offering_to_json(Offering("c5.xlarge", ZONE_B, CapacityType.ON_DEMAND)),
+        "at": clock.now(),
+        "answered": [{"id": i, "offering": offering_to_json(a)} for i in (gone, kept)],
+        "replay": {"tags": {}, "gang": False, "cause": "demand"},
+    }
+    store.section("ledger", lambda: {"intents": {"shoal-lost": intent}, "entries": []})
+    await store.flush()
+    store.close()
+
+    first = await _in_three_zones(clock, state, cloud)
+    await first.drive(first.controller.reconcile())
+    first.set_demand(first.jobs(0))  # no plan wants the rest yet: the intent waits
+    await clock.advance(61)
+    await first.pass_()  # a's 2 listed
+    await cloud.terminate_instances([gone])
+    await clock.advance(30)
+    await first.pass_()
+    assert first.controller.tracker.get(gone) is None
+    assert len(first.controller.journal.replays) == 1
+    await first.settle()
+
+    second = await _in_three_zones(clock, state, cloud)
+    await second.drive(second.controller.reconcile())
+    assert second.controller.tracker.get(gone) is None  # booked again, booting, on b68761d
+    second.set_demand(second.jobs(12))
+    await second.pass_()
+    assert cloud.count("c5.xlarge") == 3  # 2 on b68761d
