@@ -62,13 +62,16 @@ async def _lost_unit_one_listed(h: Harness) -> list[str]:
 async def test_an_instance_listed_before_a_restart_does_not_stand_for_a_placeholder_again(
     tmp_path: Path, harness_factory: Any
 ) -> None:
-    """Finding 1 (review reviewo, high: a duplicate launch): a lost answer of 3, one of its
-    instances listed (it took one placeholder away), the daemon restarts. The store holds the
-    2 placeholders left (``entries``); the fresh tracker's first listing shows that instance
-    again, new to it, so it takes a second placeholder away: 1 listed + 1 held for 3
-    launched, and the first pass launches one more (4 instances for a plan of 3). The
-    count of what a listed instance already stood for does not survive the restart (the old
-    all-at-once release had no count to lose)."""
+    """Finding 1 (review reviewo, medium-high: a duplicate launch): a lost answer of 3,
+    one of its instances listed (it took one placeholder away), the daemon restarts. The
+    store holds the 2 placeholders left (``entries``); the fresh tracker's first listing
+    shows that instance again, new to it, so it takes a second placeholder away: 1 listed
+    + 1 held for 3 launched, and the first pass launches one more (4 instances for a plan
+    of 3). An ``ha`` term's new tracker does the same. Not a regression: before b68761d the
+    first listing released all 3 and launched 2 more, restart or not. An intent's
+    placeholders are restored whole (its count), so the listing taking them away again is
+    right there; the entries keep only what is left, and what the listed instances already
+    stood for is lost with the tracker."""
     state = tmp_path / "state"
     h: Harness = await harness_factory(state_dir=str(state))
     await _lost_unit_one_listed(h)
@@ -84,13 +87,15 @@ async def test_an_instance_listed_before_a_restart_does_not_stand_for_a_placehol
 async def test_an_instance_listed_again_after_a_flap_stands_for_one_placeholder(
     tmp_path: Path, harness_factory: Any
 ) -> None:
-    """Finding 2 (review reviewo, medium: a duplicate launch): a lost answer of 3, one
-    instance listed (one placeholder gone), then a listing leaves it out for a while (EC2's
-    eventual consistency: ``unlist``) and the tracker forgets it (as any listed node: not
-    this commit's), then it is listed again: new again, it takes a second placeholder
+    """Finding 2 (review reviewo, low-medium: a duplicate launch): a lost answer of 3,
+    one instance listed (one placeholder gone), then a listing leaves it out for a while
+    (EC2's eventual consistency: ``unlist``) and the tracker forgets it (as any listed node:
+    not this commit's), then it is listed again: new again, it takes a second placeholder
     away. Demand was lower while it was left out (no launch then), and back to 3 nodes when
     it is listed again: the tracker counts 1 listed + 1 held for the 3 launched, and the pass
-    launches one more (4 for 3), where counting it once would launch nothing."""
+    launches one more (4 for 3), where counting it once would launch nothing. (A pass that
+    launches while it is left out replaces it, as for any node a listing drops, and the
+    second release then hides that extra node instead.)"""
     h: Harness = await harness_factory(state_dir=str(tmp_path / "state"))
     first, *_ = await _lost_unit_one_listed(h)
     h.provider.unlist(first, 40)
