@@ -436,6 +436,9 @@ class IntentReplay:
     offering: Offering
     count: int
     replay: Replayable
+    # the offerings that launched part of the unit before its intent: their tokens have
+    # answered (sent again for the rest, EC2 refuses them), so the replay leaves them out
+    answered: frozenset[Offering] = frozenset()
 
 
 class LaunchJournal:
@@ -586,10 +589,14 @@ class LaunchJournal:
         self._replays = []
         for request_id, intent in self._intents.items():
             offering = offering_from_json(intent["offering"])
-            for instance_id, where in _answered(intent):  # the unit's earlier offerings'
+            answered = _answered(intent)
+            for instance_id, where in answered:  # the unit's earlier offerings'
                 token = client_token(request_id, where)
                 attempt = LaunchAttempt(request_id, where, 1, token, ids=(instance_id,))
                 restored += tracker.record_launch([attempt], float(intent["at"]))
+            # booked now, the ids are the ledger's entries from here (written by ``sync``,
+            # dropped once listed or gone): a second restart does not book them again
+            intent.pop("answered", None)
             restored += self._placeholders(
                 tracker, request_id, request_id, offering, int(intent["count"]), float(intent["at"])
             )
@@ -597,7 +604,12 @@ class LaunchJournal:
             if replay is not None:
                 self._replays.append(
                     IntentReplay(
-                        request_id, str(intent["node_type"]), offering, int(intent["count"]), replay
+                        request_id,
+                        str(intent["node_type"]),
+                        offering,
+                        int(intent["count"]),
+                        replay,
+                        frozenset(where for _, where in answered),
                     )
                 )
         # an intent to make again stays on disk until settled: a restart before then finds it

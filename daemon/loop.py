@@ -534,7 +534,7 @@ class Controller:
                 offering,
                 intent.count,
             )
-            unavailable = set(self.backoff.unavailable(self.clock.now()))
+            unavailable = set(self.backoff.unavailable(self.clock.now())) | intent.answered
             report = await self.executor.replay(
                 node_type, intent.request_id, offering, intent.count, intent.replay, unavailable
             )

@@ -368,7 +368,18 @@ class NodeTracker:
                         added.append(self._book(instance_id, attempt, now))
             elif attempt.uncertain and attempt.client_token not in confirmed:
                 confirmed.add(attempt.client_token)
-                for i in range(attempt.requested):
+                # instances of this request and offering a listing already showed are the
+                # token's (its one launch there): they stand for as many placeholders, which
+                # no later listing would release (they are not new to it any more)
+                shown = sum(
+                    1
+                    for t in self._nodes.values()
+                    if t.listed
+                    and not t.placeholder
+                    and t.node.tags.get(TAG_REQUEST_ID) == attempt.request_id
+                    and node_offering(t.node, "") == attempt.offering
+                )
+                for i in range(max(0, attempt.requested - shown)):
                     name = f"unconfirmed:{attempt.client_token}:{i}"
                     added.append(self._book(name, attempt, now, placeholder=True))
         return added
