@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from shoal.daemon.durable import DurableStore, LaunchJournal, offering_to_json
 from shoal.daemon.nodes import NodeTracker
 from shoal.providers.base import TAG_AUTOSCALED, TAG_REQUEST_ID, Node
-from shoal.providers.outcomes import LaunchAttempt, RetryableError
+from shoal.providers.node_provider import client_token
+from shoal.providers.outcomes import LaunchAttempt, LaunchRequest, RetryableError
 from shoal.scaler.model import CapacityType, NodeType, Offering
 from shoal.scaler.shape import Shape
+from test_ledger_review_o import ZONE_B, ZONE_C, _in_three_zones, _three_zones
+
+if TYPE_CHECKING:
+    from shoal.runtime.testing import FakeClock
 
 C5 = NodeType("c5", ("c5.xlarge",), Shape(3600, 1, 4, 1, False))
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
@@ -105,3 +111,56 @@ def test_an_instance_listed_before_a_zoneless_lost_answer_holds_no_placeholder()
     tracker.record_launch([lost], T0 + 20)
     tracker.observe([instance], None, T0 + 35)
     assert tracker.pending() == []  # the placeholder stays until T0 + 620 on 2b1ce88
+
+
+@pytest.mark.xfail(strict=True, reason="review reviewp2 finding 3, not fixed (see docstring)")
+async def test_a_second_restart_replays_the_rest_without_the_answered_offerings_token(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Finding 3 (review reviewp2, low: an error and a pass's delay, no duplicate): review
+    reviewo's finding 4 comes back after a second restart. ``restore`` drops the intent's
+    ``answered`` once booked, and the intent waits on disk for a plan that wants its rest
+    (none yet); the first ``sync`` writes it without them. Restarted again, its
+    ``IntentReplay.answered`` is empty: b has no room, the replay falls back to a, whose
+    token was sent for 3, and EC2 refuses it for 1 (IdempotentParameterMismatch) before c.
+    (2) drops what (3) needs: the answered offerings are not kept with the intent."""
+    state = tmp_path / "state"
+    cloud = _three_zones(clock)
+    cloud.set_capacity("c5.xlarge", 2, zone=A.zone)
+    sent = LaunchRequest(
+        offering=A,
+        count=3,
+        client_token=client_token("shoal-unit", A),
+        request_id="shoal-unit",
+        spot_bid=None,
+        tags=cloud.worker_tags("c5.xlarge", "shoal-unit"),
+    )
+    ids = await cloud.launch_offering(sent)
+    store = DurableStore.open(state)
+    intent = {
+        "node_type": "c5.xlarge",
+        "count": 1,
+        "offering": offering_to_json(B),
+        "at": clock.now(),
+        "answered": [{"id": i, "offering": offering_to_json(A)} for i in ids],
+        "replay": {"tags": {}, "gang": False, "cause": "demand"},
+    }
+    store.section("ledger", lambda: {"intents": {"shoal-unit": intent}, "entries": []})
+    await store.flush()
+    store.close()
+
+    first = await _in_three_zones(clock, state, cloud)
+    await first.drive(first.controller.reconcile())
+    first.set_demand(first.jobs(0))  # no plan wants the rest yet: the intent waits
+    await first.pass_()
+    assert len(first.controller.journal.replays) == 1
+    await first.settle()
+
+    cloud.set_capacity("c5.xlarge", 0, zone=ZONE_B)
+    second = await _in_three_zones(clock, state, cloud)
+    await second.drive(second.controller.reconcile())
+    second.set_demand(second.jobs(12))
+    record = await second.pass_()
+    asked = [c.args["offering"].zone for c in second.launch_calls()][:2]  # the replay's
+    assert not record.errors, record.errors  # a's token refused on 2b1ce88
+    assert asked == [ZONE_B, ZONE_C]  # [b, a] on 2b1ce88
