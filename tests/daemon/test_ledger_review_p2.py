@@ -164,3 +164,62 @@ async def test_a_second_restart_replays_the_rest_without_the_answered_offerings_
     asked = [c.args["offering"].zone for c in second.launch_calls()][:2]  # the replay's
     assert not record.errors, record.errors  # a's token refused on 2b1ce88
     assert asked == [ZONE_B, ZONE_C]  # [b, a] on 2b1ce88
+
+
+@pytest.mark.xfail(strict=True, reason="review reviewp2 finding 4, not fixed (see docstring)")
+async def test_an_answered_instance_listed_after_a_second_restart_holds_no_placeholder_away(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Finding 4 (review reviewp2, medium: a duplicate launch): a unit of 3, a launched 2,
+    then b's intent (the 1 left) was written and b's launch reached the cloud, and kill -9
+    landed before its answer was written. The first restart books a's 2 by id (the
+    intent's ``answered``; they vouch for no placeholder when listed) and holds b's 1 as a
+    placeholder while no plan wants the rest. ``restore`` dropped ``answered``, and a's 2,
+    listed, leave the entries: a second restart before b's instance is listed finds them
+    nowhere, so its first listing takes them for new instances of the request, and one of
+    them takes b's placeholder away. The plan then launches a fourth node for 3, and b's
+    instance is listed a little later. On 2b1ce88's parent a's 2 were booked by id again:
+    b's placeholder stayed and the replay of b's token got b's instance back."""
+    state = tmp_path / "state"
+    cloud = _three_zones(clock)
+    cloud.set_capacity("c5.xlarge", 2, zone=A.zone)
+
+    def sent(offering: Offering, count: int) -> LaunchRequest:
+        return LaunchRequest(
+            offering=offering,
+            count=count,
+            client_token=client_token("shoal-unit", offering),
+            request_id="shoal-unit",
+            spot_bid=None,
+            tags=cloud.worker_tags("c5.xlarge", "shoal-unit"),
+        )
+
+    ids = await cloud.launch_offering(sent(A, 3))
+    await clock.advance(50)
+    store = DurableStore.open(state)
+    intent = {
+        "node_type": "c5.xlarge",
+        "count": 1,
+        "offering": offering_to_json(B),
+        "at": clock.now(),
+        "answered": [{"id": i, "offering": offering_to_json(A)} for i in ids],
+        "replay": {"tags": {}, "gang": False, "cause": "demand"},
+    }
+    store.section("ledger", lambda: {"intents": {"shoal-unit": intent}, "entries": []})
+    await store.flush()
+    store.close()
+    await cloud.launch_offering(sent(B, 1))  # its answer never written: kill -9
+
+    first = await _in_three_zones(clock, state, cloud)
+    await first.drive(first.controller.reconcile())
+    first.set_demand(first.jobs(0))  # no plan wants the rest yet: the intent waits
+    await clock.advance(15)
+    await first.pass_()  # a's 2 listed, b's not yet (the listing's lag)
+    assert {t.id for t in first.controller.tracker.all() if t.listed} == set(ids)
+    await first.settle()
+
+    second = await _in_three_zones(clock, state, cloud)
+    await second.drive(second.controller.reconcile())
+    second.set_demand(second.jobs(12))
+    await second.pass_()
+    assert cloud.count("c5.xlarge") == 3  # 4 on 2b1ce88
