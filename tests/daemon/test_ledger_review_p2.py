@@ -1,6 +1,9 @@
 """Hostile review (reviewp2, 2026-12-07) of 2b1ce88, the launch ledger's fixes of review
 reviewo's findings 3-5. Each test is a finding, marked xfail (strict) while it is not fixed:
-without the mark it fails on 2b1ce88 for the reason its docstring gives."""
+without the mark it fails on 2b1ce88 for the reason its docstring gives. Findings 1 and 4 are
+regressions of 2b1ce88 (they pass on its parent): both come from ``restore`` dropping an
+intent's ``answered`` in memory. Findings 2 and 3 fail on its parent too: its fixes of
+reviewo's findings 3 and 4 miss a zoneless offering and a second restart."""
 
 from __future__ import annotations
 
