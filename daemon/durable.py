@@ -511,8 +511,13 @@ class LaunchJournal:
             "offering": offering_to_json(offering),
             "at": now,
         }
-        if answered:
-            intent["answered"] = [{"id": i, "offering": offering_to_json(o)} for i, o in answered]
+        # what an earlier intent of the unit named stays named: a replay's rewrite (a fresh
+        # process: no answers of its own yet) would drop it, and a second restart would book
+        # those ids no more (review reviewp2)
+        named = {str(a["id"]): a for a in self._intents.get(request_id, {}).get("answered", [])}
+        named.update({i: {"id": i, "offering": offering_to_json(o)} for i, o in answered})
+        if named:
+            intent["answered"] = list(named.values())
         if replay is not None:
             intent["replay"] = {
                 "tags": dict(replay.tags),
@@ -594,9 +599,11 @@ class LaunchJournal:
                 token = client_token(request_id, where)
                 attempt = LaunchAttempt(request_id, where, 1, token, ids=(instance_id,))
                 restored += tracker.record_launch([attempt], float(intent["at"]))
-            # booked now, the ids are the ledger's entries from here (written by ``sync``,
-            # dropped once listed or gone): a second restart does not book them again
-            intent.pop("answered", None)
+            # kept with the intent while it waits: a second restart books them again, and
+            # knows them from a lost answer's instances (review reviewp2: dropped here, a
+            # write before the first ``sync`` lost them, and a second restart's listing took
+            # them for the rest's instances); one gone since is booked for nothing until the
+            # TTL (review reviewo, finding 5: not fixed)
             restored += self._placeholders(
                 tracker, request_id, request_id, offering, int(intent["count"]), float(intent["at"])
             )

@@ -129,6 +129,16 @@ def node_offering(node: Node, zone: str) -> Offering:
     return Offering(node.nodeType or "", node.zone or zone, capacity)
 
 
+def _launched_in(node: Node, offering: Offering) -> bool:
+    """Whether ``node`` is of ``offering``: its instance and capacity type, and its zone
+    unless the offering has none (no zone configured: the cloud chose it)."""
+    own = node_offering(node, "")
+    return (own.instance_type, own.capacity_type) == (
+        offering.instance_type,
+        offering.capacity_type,
+    ) and (not offering.zone or own.zone == offering.zone)
+
+
 @dataclass(frozen=True, slots=True)
 class TrackedNode:
     node: Node
@@ -377,7 +387,7 @@ class NodeTracker:
                     if t.listed
                     and not t.placeholder
                     and t.node.tags.get(TAG_REQUEST_ID) == attempt.request_id
-                    and node_offering(t.node, "") == attempt.offering
+                    and _launched_in(t.node, attempt.offering)
                 )
                 for i in range(max(0, attempt.requested - shown)):
                     name = f"unconfirmed:{attempt.client_token}:{i}"

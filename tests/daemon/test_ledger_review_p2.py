@@ -1,6 +1,7 @@
 """Hostile review (reviewp2, 2026-12-07) of 2b1ce88, the launch ledger's fixes of review
-reviewo's findings 3-5. Each test is a finding, marked xfail (strict) while it is not fixed:
-without the mark it fails on 2b1ce88 for the reason its docstring gives. Findings 1 and 4 are
+reviewo's findings 3-5. Each test is a finding; all four are fixed (each fails on 2b1ce88
+for the reason its docstring gives): the intent keeps ``answered`` (a replay's rewrite
+too), and a zoneless offering takes the instance's zone. Findings 1 and 4 are
 regressions of 2b1ce88 (they pass on its parent): both come from ``restore`` dropping an
 intent's ``answered`` in memory. Findings 2 and 3 fail on its parent too: its fixes of
 reviewo's findings 3 and 4 miss a zoneless offering and a second restart."""
@@ -11,7 +12,6 @@ import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
 from shoal.daemon.durable import DurableStore, LaunchJournal, offering_to_json
 from shoal.daemon.nodes import NodeTracker
 from shoal.providers.base import TAG_AUTOSCALED, TAG_REQUEST_ID, Node
@@ -58,7 +58,6 @@ def _booked(state: Path) -> set[str]:
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review reviewp2 finding 1, not fixed (see docstring)")
 async def test_a_write_between_restore_and_the_first_sync_keeps_the_answered_ids(
     tmp_path: Path,
 ) -> None:
@@ -97,7 +96,6 @@ def _listed(name: str, zone: str) -> Node:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="review reviewp2 finding 2, not fixed (see docstring)")
 def test_an_instance_listed_before_a_zoneless_lost_answer_holds_no_placeholder() -> None:
     """Finding 2 (review reviewp2, low-medium: capacity held for nothing until the TTL):
     review reviewo's finding 3 with no zone configured (``provider.zone`` and ``zones``
@@ -116,7 +114,6 @@ def test_an_instance_listed_before_a_zoneless_lost_answer_holds_no_placeholder()
     assert tracker.pending() == []  # the placeholder stays until T0 + 620 on 2b1ce88
 
 
-@pytest.mark.xfail(strict=True, reason="review reviewp2 finding 3, not fixed (see docstring)")
 async def test_a_second_restart_replays_the_rest_without_the_answered_offerings_token(
     tmp_path: Path, clock: FakeClock
 ) -> None:
@@ -164,12 +161,11 @@ async def test_a_second_restart_replays_the_rest_without_the_answered_offerings_
     await second.drive(second.controller.reconcile())
     second.set_demand(second.jobs(12))
     record = await second.pass_()
-    asked = [c.args["offering"].zone for c in second.launch_calls()][:2]  # the replay's
+    asked = [c.args["offering"].zone for c in second.launch_calls()][1:]  # the replay's
     assert not record.errors, record.errors  # a's token refused on 2b1ce88
     assert asked == [ZONE_B, ZONE_C]  # [b, a] on 2b1ce88
 
 
-@pytest.mark.xfail(strict=True, reason="review reviewp2 finding 4, not fixed (see docstring)")
 async def test_an_answered_instance_listed_after_a_second_restart_holds_no_placeholder_away(
     tmp_path: Path, clock: FakeClock
 ) -> None:
