@@ -514,10 +514,11 @@ class LaunchJournal:
         # what an earlier intent of the unit named stays named: a replay's rewrite (a fresh
         # process: no answers of its own yet) would drop it, and a second restart would book
         # those ids no more (review reviewp2)
-        named = {str(a["id"]): a for a in self._intents.get(request_id, {}).get("answered", [])}
-        named.update({i: {"id": i, "offering": offering_to_json(o)} for i, o in answered})
+        named = [dict(a) for a in self._intents.get(request_id, {}).get("answered", [])]
+        known = {a["id"] for a in named}
+        named += [{"id": i, "offering": offering_to_json(o)} for i, o in answered if i not in known]
         if named:
-            intent["answered"] = list(named.values())
+            intent["answered"] = named
         if replay is not None:
             intent["replay"] = {
                 "tags": dict(replay.tags),
@@ -551,6 +552,15 @@ class LaunchJournal:
         dropped = [
             r for r in answered if r not in waiting and self._intents.pop(r, None) is not None
         ]
+        # an answered id a listing shows is the listing's to count from now: the intent
+        # keeps its offering (a replay leaves it out) but not the id, which a later restart
+        # would book again, gone or not (review reviewo, finding 5)
+        for intent in self._intents.values():
+            for a in intent.get("answered", []):
+                record = tracker.get(a["id"]) if a["id"] is not None else None
+                if record is not None and record.listed:
+                    a["id"] = None
+                    dropped.append(a["offering"])
         entries = [_entry(t) for t in tracker.pending() if t.state is not TrackedState.TERMINATED]
         joined = self._walked.get((tracker.version,), lambda: _joined(tracker))
         if dropped or entries != self._entries or joined != self._joined:
@@ -596,6 +606,8 @@ class LaunchJournal:
             offering = offering_from_json(intent["offering"])
             answered = _answered(intent)
             for instance_id, where in answered:  # the unit's earlier offerings'
+                if instance_id is None:
+                    continue  # listed since: the listing counts it
                 token = client_token(request_id, where)
                 attempt = LaunchAttempt(request_id, where, 1, token, ids=(instance_id,))
                 restored += tracker.record_launch([attempt], float(intent["at"]))
@@ -650,10 +662,13 @@ def _replayable(intent: Mapping[str, Any]) -> Replayable | None:
     return Replayable(tags, replay["gang"], str(replay["cause"]))
 
 
-def _answered(intent: Mapping[str, Any]) -> list[tuple[str, Offering]]:
+def _answered(intent: Mapping[str, Any]) -> list[tuple[str | None, Offering]]:
     """The ids an intent's unit had launched in its earlier offerings, as ``intent`` wrote
     them (none in files from before they were kept). Raises on a malformed one."""
-    return [(str(a["id"]), offering_from_json(a["offering"])) for a in intent.get("answered", [])]
+    return [
+        (None if a["id"] is None else str(a["id"]), offering_from_json(a["offering"]))
+        for a in intent.get("answered", [])
+    ]
 
 
 def _maybe(value: Any) -> float | None:

@@ -129,14 +129,31 @@ def node_offering(node: Node, zone: str) -> Offering:
     return Offering(node.nodeType or "", node.zone or zone, capacity)
 
 
-def _launched_in(node: Node, offering: Offering) -> bool:
-    """Whether ``node`` is of ``offering``: its instance and capacity type, and its zone
-    unless the offering has none (no zone configured: the cloud chose it)."""
-    own = node_offering(node, "")
+def _stands_for(new: Counter[tuple[str, Offering]], placeholder: Node) -> bool:
+    """Whether a new listed instance of the placeholder's request and offering is left to
+    stand for it (and takes it: one instance, one placeholder)."""
+    request = placeholder.tags.get(TAG_REQUEST_ID, "")
+    offering = node_offering(placeholder, "")
+    for key, count in new.items():
+        if count > 0 and key[0] == request and _offering_holds(key[1], offering):
+            new[key] -= 1
+            return True
+    return False
+
+
+def _offering_holds(own: Offering, offering: Offering) -> bool:
+    """Whether an instance of offering ``own`` is of ``offering``: its instance and capacity
+    type, and its zone unless ``offering`` has none (no zone configured: the cloud chose)."""
     return (own.instance_type, own.capacity_type) == (
         offering.instance_type,
         offering.capacity_type,
     ) and (not offering.zone or own.zone == offering.zone)
+
+
+def _launched_in(node: Node, offering: Offering) -> bool:
+    """Whether ``node`` is of ``offering``: its instance and capacity type, and its zone
+    unless the offering has none (no zone configured: the cloud chose it)."""
+    return _offering_holds(node_offering(node, ""), offering)
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,7 +572,9 @@ class NodeTracker:
             return []
         seen: dict[str, TrackedNode] = {}
         new: list[TrackedNode] = []
-        requests: Counter[str] = Counter()  # new instances listed, per request id
+        # new instances listed, per request id and offering (a lost answer's placeholders
+        # stand for instances of its own offering: its client token launches there only)
+        requests: Counter[tuple[str, Offering]] = Counter()
         kept: dict[str, tuple[TrackedNode, tuple[bool | None, ...]]] = {}
         made = False  # a record made anew (not the one held)
         for node in workers:
@@ -564,7 +583,7 @@ class NodeTracker:
             if request and old is None:
                 # an instance no answer named may be a lost answer's; one booked by id (an
                 # offering of the same request that answered) vouches for no other's
-                requests[request] += 1
+                requests[request, node_offering(node, "")] += 1
             is_joined = (node.name in joined) if joined is not None else node.joined is not False
             is_joined = node.joined is True if unread else is_joined
             if node.tags.get(TAG_DRAINING, "").endswith(INTERRUPTED_MARK):
@@ -640,10 +659,9 @@ class NodeTracker:
                 if old.joined_at is not None:  # may be a listing's lag: remembered
                     self._gone[name] = (old.joined_at, old.missing_since, now)
                 continue
-            if old.placeholder and requests[old.node.tags.get(TAG_REQUEST_ID, "")] > 0:
+            if old.placeholder and _stands_for(requests, old.node):
                 # one of the lost launch's instances is listed now: it stands for one
                 # placeholder (not all: a listing may show some of a launch before the rest)
-                requests[old.node.tags.get(TAG_REQUEST_ID, "")] -= 1
                 continue
             if old.joined_at is None and joined is not None and name in joined and not unread:
                 # joined before the listing shows it (the listing's lag): when it does, it

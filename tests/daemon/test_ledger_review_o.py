@@ -1,9 +1,11 @@
 """Hostile review (reviewo, 2026-12-07) of b68761d, the launch ledger: a lost answer's
 placeholders released one per new listed instance of its request, and a unit's intent naming
 the ids its earlier offerings launched. Each test is a finding, marked xfail (strict) while
-it is not fixed: it fails on b68761d for the reason its docstring gives. Findings 3 and 4
-are fixed (their tests fail on b68761d and pass); 1, 2 and 5 are not (see their docstrings:
-5's fix, dropping the ids from the intent once booked, was a regression, review reviewp2).
+it is not fixed: it fails on b68761d for the reason its docstring gives. Findings 3, 4 and 5
+are fixed (their tests fail on b68761d and pass; 5's first fix, dropping the ids from the
+intent once booked, was a regression, review reviewp2: an id is now dropped once a listing
+shows it, and a placeholder stands only for instances of its own offering); 1 and 2 are not
+(see their docstrings).
 
 "New" in ``NodeTracker.observe`` means "not in the tracker now", not "never seen before":
 an instance a listing showed, then left out (forgotten), then showed again is new twice,
@@ -200,10 +202,6 @@ async def test_a_replayed_rest_does_not_send_an_answered_offerings_token_again(
     assert cloud.count("c5.xlarge") == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review reviewo finding 5, not fixed: its fix was review reviewp2 findings 1 and 4",
-)
 async def test_an_answered_id_gone_since_the_first_restart_is_not_booked_by_the_second(
     tmp_path: Path, clock: FakeClock
 ) -> None:
