@@ -1,0 +1,70 @@
+"""Hostile review (reviewq3, 2026-12-07) of fa1067e, the launch ledger: a lost answer's
+placeholders stand only for new listed instances of their own request and offering, and an
+intent's answered id is dropped (None) once a listing shows it. Each test is a finding,
+marked xfail (strict) while it is not fixed: it fails on fa1067e for the reason its
+docstring gives."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from shoal.daemon.durable import DurableStore, LaunchJournal
+from shoal.daemon.nodes import NodeTracker
+from shoal.providers.base import TAG_AUTOSCALED, TAG_REQUEST_ID, Node
+from shoal.providers.outcomes import LaunchAttempt, RetryableError
+from shoal.scaler.model import CapacityType, NodeType, Offering
+from shoal.scaler.shape import Shape
+
+C5 = NodeType("c5", ("c5.xlarge",), Shape(3600, 1, 4, 1, False))
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
+
+
+def _listed(name: str, zone: str) -> Node:
+    return Node(
+        None,
+        "10.0.0.1",
+        name,
+        dt.datetime.fromtimestamp(T0, dt.UTC),
+        "c5.xlarge",
+        False,
+        {TAG_AUTOSCALED: "true", TAG_REQUEST_ID: "slurm-r"},
+        zone=zone,
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review reviewq3 finding 1: a restored zoneless placeholder has the default zone",
+)
+async def test_a_restored_zoneless_placeholder_is_released_by_its_instance_in_another_zone(
+    tmp_path: Path,
+) -> None:
+    """Finding 1 (review reviewq3, low: capacity held for nothing until the TTL, only with
+    an offering of no zone, which ``daemon.wiring`` never makes): a lost answer for a
+    zoneless offering (the cloud picks the zone) is booked as a placeholder and written to
+    the ledger's entries by ``_entry``, whose offering is ``TrackedNode.offering()``: the
+    tracker's default zone filled in. A restart restores the placeholder with that zone, and
+    ``_stands_for`` now asks the instance's zone to match it: the instance the cloud put in
+    another zone releases nothing, and the placeholder counts as capacity (the instance too)
+    until the TTL. On fa1067e's parent any new instance of the request released it."""
+    zoneless = Offering("c5.xlarge", "", CapacityType.ON_DEMAND)
+    state = tmp_path / "state"
+    store = DurableStore.open(state)
+    tracker = NodeTracker([C5], default_zone="us-west-2a", ledger_ttl=600.0)
+    journal = LaunchJournal(store)
+    lost = LaunchAttempt("slurm-r", zoneless, 1, "tok", error=RetryableError("lost"))
+    tracker.record_launch([lost], T0)
+    journal.sync(tracker)
+    await store.flush()
+    store.close()
+
+    store = DurableStore.open(state)
+    tracker = NodeTracker([C5], default_zone="us-west-2a", ledger_ttl=600.0)
+    LaunchJournal(store).restore(tracker)
+    assert [t.placeholder for t in tracker.pending()] == [True]
+    tracker.observe([_listed("i-1", "us-west-2b")], None, T0 + 30)  # where EC2 put it
+    store.close()
+    assert tracker.pending() == []  # the placeholder stays until T0 + 600 on fa1067e
