@@ -68,3 +68,39 @@ async def test_a_restored_zoneless_placeholder_is_released_by_its_instance_in_an
     tracker.observe([_listed("i-1", "us-west-2b")], None, T0 + 30)  # where EC2 put it
     store.close()
     assert tracker.pending() == []  # the placeholder stays until T0 + 600 on fa1067e
+
+
+A = Offering("c5.xlarge", "us-west-2a", CapacityType.ON_DEMAND)
+B = Offering("c5.xlarge", "us-west-2b", CapacityType.ON_DEMAND)
+C = Offering("c5.xlarge", "us-west-2c", CapacityType.ON_DEMAND)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review reviewq3 finding 2: intent() names an id again once sync dropped it",
+)
+async def test_an_answered_id_a_listing_showed_is_not_named_again_by_the_next_offering(
+    tmp_path: Path,
+) -> None:
+    """Finding 2 (review reviewq3, low: review reviewo's finding 5 back, capacity held for
+    nothing until the TTL): a unit of 3 (a Slurm resume: ``Controller.launch`` holds no
+    pass lock) launched i-1 in a, and b's intent names it. A pass while b's launch is in
+    flight lists i-1 (the tracker books it only once ``addNodes`` returns) and ``sync``
+    sets its id to None. b answers no capacity; c's intent names i-1 again (the executor's
+    ``answered``): ``intent`` skips only the ids still named, and None is not i-1. A
+    crash with c in flight, i-1 gone since (interrupted): the restart books i-1 again."""
+    state = tmp_path / "state"
+    store = DurableStore.open(state)
+    tracker = NodeTracker([C5], default_zone="us-west-2a", ledger_ttl=600.0)
+    journal = LaunchJournal(store)
+    await journal.intent("slurm-r", C5, 2, B, T0, answered=(("i-1", A),))
+    tracker.observe([_listed("i-1", "us-west-2a")], None, T0 + 5)
+    journal.sync(tracker)
+    await journal.intent("slurm-r", C5, 2, C, T0 + 10, answered=(("i-1", A),))
+    store.close()  # kill -9 with c's launch in flight
+
+    store = DurableStore.open(state)
+    tracker = NodeTracker([C5], default_zone="us-west-2a", ledger_ttl=600.0)
+    LaunchJournal(store).restore(tracker)
+    store.close()
+    assert {t.id for t in tracker.pending() if not t.placeholder} == set()  # {"i-1"}
