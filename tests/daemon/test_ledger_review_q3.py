@@ -10,7 +10,6 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-
 from shoal.daemon.durable import DurableStore, LaunchJournal
 from shoal.daemon.nodes import NodeTracker
 from shoal.providers.base import TAG_AUTOSCALED, TAG_REQUEST_ID, Node
