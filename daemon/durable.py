@@ -555,15 +555,15 @@ class LaunchJournal:
         # an answered id a listing shows is the listing's to count from now: the intent
         # keeps its offering (a replay leaves it out) but not the id, which a later restart
         # would book again, gone or not (review reviewo, finding 5)
+        pruned = False
         for intent in self._intents.values():
             for a in intent.get("answered", []):
                 record = tracker.get(a["id"]) if a["id"] is not None else None
                 if record is not None and record.listed:
-                    a["id"] = None
-                    dropped.append(a["offering"])
+                    a["id"], pruned = None, True
         entries = [_entry(t) for t in tracker.pending() if t.state is not TrackedState.TERMINATED]
         joined = self._walked.get((tracker.version,), lambda: _joined(tracker))
-        if dropped or entries != self._entries or joined != self._joined:
+        if dropped or pruned or entries != self._entries or joined != self._joined:
             self._entries, self._joined = entries, joined
             self.store.changed()
 
@@ -611,11 +611,9 @@ class LaunchJournal:
                 token = client_token(request_id, where)
                 attempt = LaunchAttempt(request_id, where, 1, token, ids=(instance_id,))
                 restored += tracker.record_launch([attempt], float(intent["at"]))
-            # kept with the intent while it waits: a second restart books them again, and
-            # knows them from a lost answer's instances (review reviewp2: dropped here, a
-            # write before the first ``sync`` lost them, and a second restart's listing took
-            # them for the rest's instances); one gone since is booked for nothing until the
-            # TTL (review reviewo, finding 5: not fixed)
+            # kept with the intent while it waits (review reviewp2: dropped here, a write
+            # before the first ``sync`` lost them); ``sync`` drops an id once a listing shows
+            # it, so a second restart does not book one gone since (review reviewo, finding 5)
             restored += self._placeholders(
                 tracker, request_id, request_id, offering, int(intent["count"]), float(intent["at"])
             )
