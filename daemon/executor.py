@@ -349,6 +349,15 @@ class Executor:
         if self.before_actuate is not None:
             await self.before_actuate()
 
+    def _launched(self, request_id: str) -> dict[str, Offering]:
+        """The ids this request's attempts so far launched, each with its offering."""
+        return {
+            i: e.offering
+            for e in self._events.get(request_id, ())
+            if isinstance(e, LaunchAttempt)
+            for i in e.ids
+        }
+
     async def term_holds(self, skipped: str) -> bool:
         """``confirm_term`` for a loop beside the plan (the Slurm clean-up, the weigher):
         False when it was refused, logged as the loop's ``skipped`` event; the loop changes
@@ -519,12 +528,7 @@ class Executor:
                 # what the unit's earlier offerings (and tries) launched goes on disk with the
                 # intent, which counts only the rest, as this offering is asked for it: made
                 # again after a crash, the rest is asked for, under this offering's token
-                answered = {
-                    i: e.offering
-                    for e in self._events.get(request_id, ())
-                    if isinstance(e, LaunchAttempt)
-                    for i in e.ids
-                }
+                answered = self._launched(request_id)
                 rest, again = count - len(answered), replay
                 if all_or_nothing and answered:  # a gang's ids are whole or undone: not made
                     rest, again, answered = count, None, {}  # again; its placeholders wait
@@ -539,8 +543,11 @@ class Executor:
             # A retry starts at the offering whose answer was lost: it may have launched, and
             # its client token returns what it did. Starting over at the first offering would
             # launch again elsewhere once that one has capacity back.
-            attempts = [e for e in self._events.get(request_id, ()) if isinstance(e, LaunchAttempt)]
-            doubt = [e for e in attempts if e.uncertain]
+            doubt = [
+                e
+                for e in self._events.get(request_id, ())
+                if isinstance(e, LaunchAttempt) and e.uncertain
+            ]
             # Single nodes an earlier attempt launched are not asked for again: the retry
             # asks the rest, as the offering in doubt was asked before (its token sent with
             # another count is EC2's IdempotentParameterMismatch; a throttled one would
@@ -548,15 +555,14 @@ class Executor:
             # tokens have answered, and sent with the smaller count they would be refused
             # so, ending the unit before the offerings after them (review reviewn). A
             # gang's ids never count: it is whole or undone.
-            done = [] if all_or_nothing else [e for e in attempts if e.ids]
-            known = len({i for e in done for i in e.ids})
+            done = {} if all_or_nothing else self._launched(request_id)
             return await self.provider.addNodes(
                 list(node_type.instance_types),  # preference order, as configured
-                count - known,
+                count - len(done),
                 node_type.preemptible,
                 node_type.bid,
                 requestId=request_id,
-                exclude=unavailable | {e.offering for e in done},
+                exclude=unavailable | set(done.values()),
                 tags=tags,
                 first=doubt[-1].offering if doubt else first,
                 before_offering=before_offering,
