@@ -17,7 +17,9 @@ simulated slurmctld, ``tests/chaos/powersave.py``); ``both`` (the default) runs 
     .venv/bin/python bench/chaos.py --mode push --packing cost --seeds 300   # plan by price
 
 Prints each violating seed with its violations and the tail of its event log, then a summary:
-violations per invariant, seeds per second. Exits 1 when any invariant was violated.
+violations per invariant, seeds per second, and the RunInstances calls the cloud answered
+``IdempotentParameterMismatch`` (a client token sent again with other arguments: the
+``argchange`` fault's bite). Exits 1 when any invariant was violated.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         "--faults",
         help="fault kinds allowed, comma-separated (default: all of the mode's: push "
         f"{','.join(mode_kinds('push'))}; power_save {','.join(mode_kinds('power_save'))}; "
-        "ha push's but reload, and store)",
+        "ha push's and store)",
     )
     ap.add_argument(
         "--mode",
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 result.report()
                 if result.violations
-                else f"seed {args.seed} ({mode}): ok; {result.faults}"
+                else f"seed {args.seed} ({mode}): ok; {result.faults}; "
+                f"{result.mismatches} IdempotentParameterMismatch"
             )
         return 1 if failed else 0
     total = 0
@@ -91,8 +94,11 @@ def run_mode(mode: str, args: argparse.Namespace, kinds: tuple[str, ...] | None)
     by_invariant: collections.Counter[str] = collections.Counter()
     seeds_by_invariant: dict[str, list[int]] = collections.defaultdict(list)
     failing = 0
+    mismatches = collections.Counter[int]()  # seed -> IdempotentParameterMismatch answers
     seeds = range(args.first, args.first + args.seeds)
     for result in run_seeds(seeds, kinds, mode=mode, workers=args.workers, packing=args.packing):
+        if result.mismatches:
+            mismatches[result.seed] = result.mismatches
         if not result.violations:
             continue
         failing += 1
@@ -110,6 +116,10 @@ def run_mode(mode: str, args: argparse.Namespace, kinds: tuple[str, ...] | None)
         f"faults {allowed}: {total} "
         f"violations in {failing} seeds; {elapsed:.1f} s, {args.seeds / elapsed:.2f} seeds/s "
         f"({args.workers} processes)"
+    )
+    print(
+        f"  IdempotentParameterMismatch answers: {mismatches.total()} in {len(mismatches)} "
+        f"seeds, e.g. {sorted(mismatches)[:8]}"
     )
     for invariant, count in by_invariant.most_common():
         some = seeds_by_invariant[invariant]

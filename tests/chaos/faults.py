@@ -44,12 +44,22 @@ unlisted   a joined node drops out of DescribeInstances for ten seconds to five 
            as long as the daemon remembers it, launch_ledger_ttl), and in half of them out of
            the pushed joined nodes as well, until a minute and a half as long again after
            the listings show it (NOT_RESPONDING): it runs on, and joins as before
-reload     (push mode) the operator edits the config file and sends SIGHUP: the running daemon
-           applies it as ``Service.reload`` does (``service.apply_config``), and a restart
-           reads it. Each event changes one thing on top of the last: a node type's ``max``
-           one or two up or down (never below 1), ``scaler.interval``, ``debounce``,
+reload     the operator edits the config file and sends SIGHUP: the running daemon (in ha mode
+           each live one: two hosts, one file each, edited alike) applies it as
+           ``Service.reload`` does (``service.apply_config``), and a restart reads it. Each
+           event changes one thing on top of the last: a node type's ``max`` one or two up or
+           down (never below 1; not in power saving, where slurm.conf's node names, derived
+           at a start, bound what Slurm resumes), ``scaler.interval``, ``debounce``,
            ``target_time`` or ``unneeded_time`` to another sane value, or puts the original
            config back; the last event, before the faults end, always puts it back
+argchange  at a restart in the fault phase (a crash's or a kill's), with a per-seed chance, the
+           file the new process reads has an argument of RunInstances that EC2 compares for
+           idempotency changed: ``placement_group`` of every node type set to ``cluster`` or
+           back to none (EC2's Placement; the same as a newer AMI an ``image_name`` pattern
+           picks at a start, or changed tags). A launch the new process makes again with the
+           dead one's client token (the intent replay, a Slurm resume's replay) is then
+           answered ``IdempotentParameterMismatch``; the run counts those answers
+           (``SeedResult.mismatches``). It bites only with restarts (``crash``)
 store      (ha) a write of the shared state (the election's store, etcd's kv/txn) takes effect
            and its answer is lost (half of those seeds: the store then stays out of the
            daemon's reach a while, as a paused etcd), or fails before it takes effect (both
@@ -58,9 +68,9 @@ store      (ha) a write of the shared state (the election's store, etcd's kv/txn
 =========  ======================================================================================
 
 Windowed faults (missing, stale, fail, capacity, stop, unlisted) and reloads (``Reload``) are
-drawn as timed events over the fault phase of the run; per-call faults (lost, throttle,
-slowterm, crash) are drawn by ``FaultyCloud`` at each provider call from its own seeded
-stream, so a run replays exactly from its seed.
+drawn as timed events over the fault phase of the run (argchange: its odds per restart);
+per-call faults (lost, throttle, slowterm, crash) are drawn by ``FaultyCloud`` at each
+provider call from its own seeded stream, so a run replays exactly from its seed.
 In power-saving mode a capacity window hits one offering (instance type, zone, capacity
 type), so which offering a launch tries first depends on the backoff table.
 """
@@ -72,6 +82,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shoal.providers.errors import IDEMPOTENT_PARAMETER_MISMATCH
 from shoal.providers.simulated import SimulatedProvisioner
 
 __all__ = [
@@ -107,14 +118,15 @@ KINDS = (
     "unlisted",
     "reload",
     "store",
+    "argchange",
 )
 # drawn from their own streams (see FaultPlan.draw; ``store`` by ``ha.draw_store_faults``)
 LATER = ("slowslurm", "stockout", "flicker")
-OWN_STREAM = ("unlisted", "reload", "store")
+OWN_STREAM = ("unlisted", "reload", "store", "argchange")
 # the kinds each mode draws from (harness.MODES); a kind outside its mode has no effect there
-PUSH_KINDS = (*KINDS[:12], "unlisted", "reload")
-# ha: push mode's but reload (not wired there: ``ha``), and faults at the shared state's writes
-HA_KINDS = (*(k for k in PUSH_KINDS if k != "reload"), "store")
+PUSH_KINDS = (*KINDS[:12], "unlisted", "reload", "argchange")
+# ha: push mode's, and faults at the shared state's writes
+HA_KINDS = (*PUSH_KINDS, "store")
 # power saving: Slurm decides, so the push's reads (missing, stale, fail), spot interruptions,
 # stopped nodes and drain hooks do not apply; slurmctld's own faults do
 POWER_KINDS = (
@@ -129,6 +141,8 @@ POWER_KINDS = (
     "slowslurm",
     "stockout",
     "flicker",
+    "reload",
+    "argchange",
 )
 
 
@@ -169,9 +183,12 @@ RELOAD_KNOBS = {
 RELOAD_TYPES = 3  # node types in the chaos config
 
 
-def _reloads(rng: random.Random, per_hour: float, fault_end: float) -> tuple[Reload, ...]:
+def _reloads(
+    rng: random.Random, per_hour: float, fault_end: float, maxes: bool = True
+) -> tuple[Reload, ...]:
     """Reload events over [0, ``fault_end``), each one change on top of the last (or back to
-    the original), the last one back to the original."""
+    the original), the last one back to the original; without ``maxes``, no ``max`` changed
+    (a scaler knob instead)."""
     rate = per_hour * rng.uniform(0.3, 2.0) / 3600.0
     out: list[Reload] = []
     changes: dict[tuple[str, int | str], float] = {}
@@ -180,7 +197,7 @@ def _reloads(rng: random.Random, per_hour: float, fault_end: float) -> tuple[Rel
         draw = rng.random()
         if draw < 0.15:
             changes = {}
-        elif draw < 0.6:
+        elif draw < 0.6 and maxes:
             changes["max", rng.randrange(RELOAD_TYPES)] = rng.choice((-2, -1, 1, 2))
         else:
             knob = rng.choice(sorted(RELOAD_KNOBS))
@@ -224,7 +241,8 @@ class FaultPlan:
     hookerr_p: float  # per drain
     late_p: float = 0.0  # per hook request the daemon took
     slowslurm_p: float = 0.0  # per scontrol update: its answer comes late
-    reloads: tuple[Reload, ...] = ()  # push mode
+    reloads: tuple[Reload, ...] = ()
+    argchange_p: float = 0.0  # per restart in the fault phase
 
     @classmethod
     def draw(
@@ -273,9 +291,14 @@ class FaultPlan:
         windows.sort(key=lambda w: (w.start, w.kind))
         own = random.Random(f"plan-{seed}-reload")
         reloads: tuple[Reload, ...] = ()
-        if "reload" in allowed and not power and own.random() < 0.6:
+        if "reload" in allowed and own.random() < 0.6:
             on |= {"reload"}
-            reloads = _reloads(own, 1.5, fault_end)
+            reloads = _reloads(own, 1.5, fault_end, maxes=not power)
+        own = random.Random(f"plan-{seed}-argchange")
+        argchange_p = 0.0
+        if "argchange" in allowed and own.random() < 0.6:
+            on |= {"argchange"}
+            argchange_p = own.uniform(0.3, 1.0)
         return cls(
             seed=seed,
             kinds=on,
@@ -293,6 +316,7 @@ class FaultPlan:
             late_p=rng.uniform(0.05, 0.5) if "late" in on else 0.0,
             slowslurm_p=later.uniform(0.1, 0.5) if "slowslurm" in on else 0.0,
             reloads=reloads,
+            argchange_p=argchange_p,
         )
 
     def describe(self) -> str:
@@ -313,6 +337,8 @@ class FaultPlan:
             parts.append(f"slowslurm_p={self.slowslurm_p:.2f}")
         if self.reloads:
             parts.append(f"reloads={len(self.reloads)}")
+        if "argchange" in self.kinds:
+            parts.append(f"argchange_p={self.argchange_p:.2f}")
         parts.append(f"windows={len(self.windows)}")
         return " ".join(parts)
 
@@ -348,6 +374,7 @@ class FaultyCloud:
         self.rng = random.Random(f"calls-{plan.seed}")
         self.calls = 0
         self.crash_at: int | None = None
+        self.mismatches = 0  # RunInstances answered IdempotentParameterMismatch
         self.armed = False  # crashes only while armed (the fault phase)
         self.dead = False
         # called as the process dies (power-saving mode: stops its other tasks at once, as
@@ -391,6 +418,9 @@ class FaultyCloud:
             try:
                 result = await call(*args)
             except Exception as exc:
+                if getattr(exc, "code", None) == IDEMPOTENT_PARAMETER_MISMATCH:
+                    self.mismatches += 1
+                    self.log(f"{op} {arg.client_token}: {IDEMPOTENT_PARAMETER_MISMATCH}")
                 self.observer(op, "after", arg, exc)
                 if after:
                     self._die(f"crash after {op} failed (call {self.calls})")

@@ -14,8 +14,9 @@ new; half the lease's margin to finish), then is cancelled. The demand goes to t
 (the pusher's retry after a follower's 503).
 
 Faults (``faults.HA_KINDS``): push mode's (a crash at a provider call kills the daemon
-making it) but ``reload`` (not wired here: each daemon would need the edit and its own
-SIGHUP), and from this module's own streams, in the fault phase (``bench/chaos.py
+making it; ``reload``: each live daemon gets the edit and its own SIGHUP, ``_boot``;
+``argchange``: the file a restarted daemon reads, the other one keeps what it applied), and
+from this module's own streams, in the fault phase (``bench/chaos.py
 --faults`` selects ``store``; partitions are always drawn, kills with ``crash``):
 
 ``partition``
@@ -89,6 +90,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shoal.daemon.config import ShoalConfig
 from shoal.daemon.durable import StateBackend
 from shoal.daemon.leader.etcd import EtcdError
 from shoal.daemon.leader.memory import MemoryElection, MemoryElector
@@ -244,8 +246,7 @@ class HaRun(_Run):
         self.plan = dataclasses.replace(
             self.plan,
             windows=tuple(sorted(windows, key=lambda w: (w.start, w.kind))),
-            kinds=(self.plan.kinds - {"reload"}) | ({"store"} if self.store_faults else set()),
-            reloads=(),
+            kinds=self.plan.kinds | ({"store"} if self.store_faults else set()),
         )
         self.election: MemoryElection | None = None
         self.actor: _Daemon | None = None  # whose code makes the cloud calls now
@@ -331,6 +332,8 @@ class HaRun(_Run):
         assert self.election is not None
         d.down_until, d.epoch = None, None
         self.actor = d
+        if crashes:  # a restart
+            self.change_args()
         elector = self.election.elector(d.name)
         config, self.config = self.config, self.config.model_copy(update={"state_dir": d.state_dir})
         try:
@@ -363,7 +366,23 @@ class HaRun(_Run):
         d.elector = elector
         d.campaign = _spawn(d.name, d.elector.campaign(), f"ha-campaign-{d.name}")
         d.campaign.add_done_callback(lambda t: t.cancelled() or self._campaign_again(d))
+        if self.plan.reloads:  # the operator's SIGHUPs to this process, dying with it
+            _spawn(d.name, self._sighups(d, controller, config), f"ha-sighup-{d.name}")
         self.note(f"daemon {d.name} started (incarnation {self.incarnation})")
+
+    async def _sighups(self, d: _Daemon, c: Controller, applied: ShoalConfig) -> None:
+        """``sighups`` in ``d``'s process: a crash at a cloud call of its reload (the policy's
+        catalogue) kills ``d``, as ``die_at_write`` does: its own pass in flight unwinds and
+        is buried, else it dies at once."""
+        try:
+            await self.sighups(c, applied)
+        except Crash:
+            if d.controller is not c:  # dead already
+                return
+            if self.ctx is not None and self.actor is d:
+                self._cancel_tasks(d)
+            else:
+                self._die(d)
 
     def _hear(self, d: _Daemon, listener: Callable[[Any], None], event: Any) -> None:
         if self.actor is d:

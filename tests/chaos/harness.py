@@ -347,6 +347,7 @@ class SeedResult:
     launched: int = 0
     jobs: int = 0
     mode: str = "push"
+    mismatches: int = 0  # RunInstances answered IdempotentParameterMismatch (``argchange``)
 
     def report(self, tail: int = LOG_TAIL) -> str:
         lines = [
@@ -463,6 +464,8 @@ class _Run:
         self.config = chaos_config(seed, self.plan, state_dir, mode)
         self.original = self.config  # (``run_seed`` may set its packing: ``setup`` takes it)
         self.edits = 0  # reload events whose edit of the config file was made
+        self.placement = False  # argchange: the file sets placement_group "cluster"
+        self.args_rng = random.Random(f"argchange-{seed}")  # its draw at each restart
         self.sighup: asyncio.Future[None] | None = None  # the process's SIGHUPs (``sighups``)
         self.verbose = verbose
         self.log: list[str] = []
@@ -593,6 +596,8 @@ class _Run:
     async def start_daemon(self, crashes: bool = True) -> bool:
         """A new process: every in-memory object built again from the config, ``state_dir``
         and the cloud. False if it crashed while starting (it is then down again)."""
+        if crashes:  # a restart
+            self.change_args()
         try:
             while True:  # as systemd: a start that fails (startup_failed) runs again RestartSec on
                 try:
@@ -655,18 +660,8 @@ class _Run:
         if due == self.edits:
             return
         self.edits = due
-        data = self.original.model_dump(mode="json", exclude_unset=True)
-        for what, key, value in reloads[due - 1].changes:
-            if what == "max":
-                entry = data["node_types"][int(key)]
-                entry["max"] = max(1, entry["max"] + int(value))
-            else:
-                data["scaler"][key] = value
-        self.config = new = parse_config(data)
-        self.types = {
-            e.type: dataclasses.replace(self.types[e.type], max_nodes=e.max) for e in new.node_types
-        }
         self.t = max(self.t, upto)  # (a pass may be in flight)
+        new = self.write_config()
         maxes = ",".join(f"{e.type}={e.max}" for e in new.node_types)
         s = new.scaler
         self.note(
@@ -674,6 +669,37 @@ class _Run:
             f"target_time={s.target_time:g}s unneeded_time={s.unneeded_time:g}s"
             + ("" if reloads[due - 1].changes else " (the original)")
         )
+
+    def write_config(self) -> ShoalConfig:
+        """The config file as the faults left it, now what a start reads: the original, the
+        last reload's changes (``edits``) and argchange's placement groups (``placement``)."""
+        data = self.original.model_dump(mode="json", exclude_unset=True)
+        for what, key, value in self.plan.reloads[self.edits - 1].changes if self.edits else ():
+            if what == "max":
+                entry = data["node_types"][int(key)]
+                entry["max"] = max(1, entry["max"] + int(value))
+            else:
+                data["scaler"][key] = value
+        for entry in data["node_types"] if self.placement else ():
+            entry["placement_group"] = "cluster"
+        self.config = new = parse_config(data)
+        if hasattr(self, "types"):  # (set once the first start built the policy)
+            self.types = {
+                e.type: dataclasses.replace(self.types[e.type], max_nodes=e.max)
+                for e in new.node_types
+            }
+        return new
+
+    def change_args(self) -> None:
+        """``argchange``, at a restart: with the plan's odds, in the fault phase, the file the
+        new process reads sets (or unsets) ``placement_group`` on every node type, an argument
+        of RunInstances EC2 compares when a client token comes again."""
+        if self.t >= FAULT_END or self.args_rng.random() >= self.plan.argchange_p:
+            return
+        self.placement = not self.placement
+        self.write_config()
+        where = "cluster" if self.placement else "none"
+        self.note(f"config edited for the restart: placement_group {where} on every node type")
 
     async def sighups(self, c: Controller, applied: ShoalConfig) -> None:
         """The operator's SIGHUP after each edit, to a daemon started from ``applied``: a task
@@ -1004,6 +1030,7 @@ class _Run:
             self.launched_total,
             jobs,
             self.mode,
+            self.faulty.mismatches if hasattr(self, "faulty") else 0,
         )
 
     def step_cloud(self) -> None:

@@ -192,7 +192,11 @@ class PowerRun(_Run):
 
     async def start_daemon(self, crashes: bool = True) -> bool:
         """A new process, built as ``shoal run`` builds it: controller, then the Slurm
-        integration around it (its state from ``state_dir``), reconcile, background work."""
+        integration around it (its state from ``state_dir``), reconcile, background work (the
+        operator's SIGHUPs too: ``sighups``)."""
+        if crashes:  # a restart
+            self.change_args()
+        built = self.config  # the file as the process reads it
         try:
             controller = await self.new_controller(crashes)
             controller.store.writer = self.faulty_writer(controller.store.writer)
@@ -220,6 +224,8 @@ class PowerRun(_Run):
             loop.create_task(integration.run(), name="slurm-integration"),
             loop.create_task(self.pump(integration.source, controller), name="slurm-pump"),
         ]
+        if self.plan.reloads:
+            self.tasks.append(loop.create_task(self.sighups(controller, built), name="sighups"))
         self.note(f"daemon started (incarnation {self.incarnation})")
         self.change_at = self.t
         return True
@@ -400,6 +406,8 @@ class PowerRun(_Run):
                 times.append(jobs[i].submit)
             if wi < len(windows):
                 times.append(windows[wi].start)
+            if self.edits < len(self.plan.reloads):
+                times.append(self.plan.reloads[self.edits].at)
             if ends:
                 times.append(min(e[0] for e in ends))
             event = self.ctld.next_event()
@@ -432,6 +440,7 @@ class PowerRun(_Run):
             for end in [e for e in ends if e[0] <= t]:
                 ends.remove(end)
                 self.close_power_window(end)
+            self.edit_config(t)  # (a live daemon's ``sighups`` made it already)
             if t >= FAULT_END and self.faulty.armed:
                 self.faulty.arm(False)
                 self.note("calm: no new faults")
@@ -597,12 +606,10 @@ class PowerRun(_Run):
                     self.violate(
                         "slurm-duplicate", f"{len(ids)} live instances for {node}: {sorted(ids)}"
                     )
-            alive = self.alive()
+            alive, limits = self.alive(), self.limits()  # the max in force (``reload``)
             for nt, n in alive.items():
-                if nt and n > self.types[nt].max_nodes:
-                    self.violate(
-                        "over-max", f"{n} live instances of {nt} (max {self.types[nt].max_nodes})"
-                    )
+                if nt and n > limits[nt]:
+                    self.violate("over-max", f"{n} live instances of {nt} (max {limits[nt]})")
         elif op == "TerminateInstances":
             if phase == "before" or isinstance(result, BaseException):
                 return

@@ -228,9 +228,9 @@ def test_a_replay_that_ignores_the_plan_is_found(monkeypatch: pytest.MonkeyPatch
     next start makes it again once a plan wants its nodes (``Controller._replay_intents``).
     A replay made whatever the plan wants launches a node no plan asked for: found as a
     duplicate launch (seed 141 crashes right after a state write, with push mode's faults
-    but ``reload``, added since: its passes, and so its crash points, come at other times);
-    the real one is clean."""
-    seed, kinds = 141, tuple(k for k in PUSH_KINDS if k != "reload")
+    but ``reload`` and ``argchange``, added since: its passes, and so its crash points, come
+    at other times); the real one is clean."""
+    seed, kinds = 141, tuple(k for k in PUSH_KINDS if k not in ("reload", "argchange"))
     run = run_seed(seed, kinds)
     assert any("write state.json" in line for line in run.log) and not run.violations
     replay = Controller._replay_intents
@@ -275,7 +275,8 @@ def test_a_reload_whose_lowered_max_is_kept_from_the_planner_is_found(
 def test_the_reloads_of_a_seed_put_the_original_config_back_before_the_calm() -> None:
     """``starved`` bounds the calm phase with the original config's timers: every seed's
     last reload puts it back in the fault phase. Seeds do lower a ``max`` and change the
-    scaler's knobs; power saving draws no reload (not wired there)."""
+    scaler's knobs; power saving changes no ``max`` (slurm.conf's node names, derived at a
+    start, bound what Slurm resumes there), only the knobs."""
     drawn = [FaultPlan.draw(seed, frozenset(PUSH_KINDS), FAULT_END) for seed in range(300)]
     reloads = [p.reloads for p in drawn if p.reloads]
     assert len(reloads) > 100
@@ -283,8 +284,9 @@ def test_the_reloads_of_a_seed_put_the_original_config_back_before_the_calm() ->
     changes = [c for r in reloads for event in r for c in event.changes]
     assert any(what == "max" and delta < 0 for what, _, delta in changes)
     assert {key for what, key, _ in changes if what == "scaler"} == set(RELOAD_KNOBS)
-    power = FaultPlan.draw(0, frozenset(KINDS), FAULT_END, power=True)
-    assert not power.reloads and "reload" not in power.kinds
+    power = [FaultPlan.draw(seed, frozenset(KINDS), FAULT_END, power=True) for seed in range(100)]
+    power_changes = [c for p in power for event in p.reloads for c in event.changes]
+    assert power_changes and all(what == "scaler" for what, _, _ in power_changes)
 
 
 def test_a_crash_at_a_background_state_write_stops_the_process_at_once(
