@@ -269,6 +269,10 @@ _JOB_SHAPES = (
 )
 
 
+# with ``argchange``, a launch brings the next crash (if crashes are on) forward to right
+# after it with these odds: its answer may not be booked, so the restart makes it again
+ARGCHANGE_CRASH = 0.3
+
 # seconds a node is listed again before the ``unlisted`` fault may hide it again: with the
 # omission itself (at most 300 s) and a pass interval, the listings leave it out for less
 # than the chaos config's launch_ledger_ttl (600 s), how long the daemon remembers it joined
@@ -812,6 +816,8 @@ class _Run:
                     ctx.launched[nt] += 1
             if new:
                 self.note(f"launched {', '.join(new)} ({arg.offering})")
+                if self.plan.argchange_p and self.args_rng.random() < ARGCHANGE_CRASH:
+                    self.faulty.crash_soon(2)  # before the answer is booked: a replay
                 if ctx is not None and ctx.stale:
                     self.violate("stale-acted", f"launched {new} on stale demand ({ctx.stale})")
                 alive = self.alive()
