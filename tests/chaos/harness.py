@@ -20,7 +20,10 @@ The run
   live daemon gets SIGHUP, a task of its process, so between passes or in the middle of one
   (``_Run.sighups``: it applies the file as ``Service.reload`` does, ``service.apply_config``);
   a restart reads the file. The last reload puts the original config back, so the calm phase
-  and the tail run on the config the run began with.
+  and the tail run on the config the run began with. With ``argchange``, a restart in the
+  fault phase may read the file with ``placement_group`` set or unset on every node type
+  (``_Run.change_args``): a launch made again under the dead process's client token is
+  answered ``IdempotentParameterMismatch`` (counted: ``SeedResult.mismatches``).
 - ``[FAULT_END, SUBMIT_END)``: calm (no new fault; instances stopped before stay stopped), jobs
   still arrive.
 - ``[SUBMIT_END, END]``: no new job; the cluster must scale to nothing.

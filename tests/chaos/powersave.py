@@ -27,7 +27,10 @@ a minute after the command took effect (``slowslurm``: slurmctld returns a relea
 the pool and resumes it again while the daemon still waits in the call); a node type
 without any capacity for a while (``stockout``); an offering whose capacity comes back
 right after it answered InsufficientInstanceCapacity (``flicker``: in backoff for the
-daemon, available to a restarted one).
+daemon, available to a restarted one); config edits and SIGHUPs (``reload``: the scaler's
+knobs, no ``max``, which slurm.conf's node names bound here); a restart that reads a changed
+RunInstances argument (``argchange``), so a resume made again under the dead process's
+client token is answered ``IdempotentParameterMismatch``.
 
 Invariants (beside ``over-max``, ``not-quiescent`` and ``fsync-on-loop`` of push mode):
 

@@ -23,12 +23,13 @@ from shoal.daemon.nodes import NodeTracker
 from shoal.daemon.slurm.power import PowerSaver
 from shoal.daemon.slurm.state import PowerState
 from shoal.providers.fleet import Fleet
+from shoal.providers.outcomes import LaunchAttempt
 from shoal.runtime.files import write_json_atomic
 from shoal.scaler.model import NodeAction, Plan, Policy, RemoveCause, Snapshot
 
 from chaos import harness
 from chaos.faults import KINDS, PUSH_KINDS, RELOAD_KNOBS, FaultPlan
-from chaos.harness import FAULT_END, MODES, Sabotage, run_seed, run_seeds
+from chaos.harness import FAULT_END, MODES, Sabotage, mode_kinds, run_seed, run_seeds
 
 SPLIT_BRAIN_SEEDS = 40  # fault-free ha seeds searched for one that acts while cut off
 LAST_SPLIT_BRAIN_SEED = 14  # the one found last: tried first, so the search is one seed today
@@ -287,6 +288,25 @@ def test_the_reloads_of_a_seed_put_the_original_config_back_before_the_calm() ->
     power = [FaultPlan.draw(seed, frozenset(KINDS), FAULT_END, power=True) for seed in range(100)]
     power_changes = [c for p in power for event in p.reloads for c in event.changes]
     assert power_changes and all(what == "scaler" for what, _, _ in power_changes)
+
+
+def test_a_resume_that_takes_a_refused_token_for_no_launch_is_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ``argchange`` fault: a restart reads a config whose RunInstances arguments differ
+    (``placement_group``), so the resume the new process makes again under the dead one's
+    client token is answered ``IdempotentParameterMismatch``: that token launched, its
+    instance boots. A power saver that takes the refusal for no launch (``launched_before``
+    planted away: the node failed, set DOWN, its job requeued) is found as ``busy-killed``
+    on power-saving seed 33, whose clean run has a mismatch and no violation; without
+    ``argchange`` the same seed meets no mismatch, and the planted bug goes unseen."""
+    seed, without = 33, tuple(k for k in mode_kinds("power_save") if k != "argchange")
+    clean = run_seed(seed, mode="power_save")
+    assert clean.mismatches and not clean.violations, clean.report(tail=10)
+    monkeypatch.setattr(LaunchAttempt, "launched_before", property(lambda self: False))
+    assert "busy-killed" in {v.invariant for v in run_seed(seed, mode="power_save").violations}
+    unseen = run_seed(seed, without, mode="power_save")
+    assert not unseen.mismatches and not unseen.violations
 
 
 def test_a_crash_at_a_background_state_write_stops_the_process_at_once(
