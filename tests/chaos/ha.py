@@ -335,13 +335,14 @@ class HaRun(_Run):
         if crashes:  # a restart
             self.change_args()
         elector = self.election.elector(d.name)
-        config, self.config = self.config, self.config.model_copy(update={"state_dir": d.state_dir})
+        config = self.config  # the file as the process reads it
+        own = config.model_copy(update={"state_dir": d.state_dir})
         try:
             with _owned(d.name):
-                backend = state_backend(elector, self.config)  # the election's store, fenced
+                backend = state_backend(elector, own)  # the election's store, fenced
                 assert backend is not None
                 backend = _FaultyStore(self, d, backend)
-                controller = await self.new_controller(crashes, backend)
+                controller = await self.new_controller(crashes, backend, own)
         except Crash:
             self._die(d)
             return
@@ -349,8 +350,6 @@ class HaRun(_Run):
             self.note(f"daemon {d.name} failed to start ({exc!r})")
             self._die(d)
             return
-        finally:
-            self.config = config
         ours = set(map(id, self.listeners))
         # a process hears of its own calls only: the other daemon's events are not its
         d.listeners = [
@@ -376,8 +375,10 @@ class HaRun(_Run):
         is buried, else it dies at once."""
         try:
             await self.sighups(c, applied)
-        except Crash:
-            if d.controller is not c:  # dead already
+        except Crash as exc:
+            # dead already, or the other daemon died at a call and is not buried yet (the
+            # call refused as "by a dead process": this reload is cut short, d lives on)
+            if d.controller is not c or "by a dead process" in str(exc):
                 return
             if self.ctx is not None and self.actor is d:
                 self._cancel_tasks(d)

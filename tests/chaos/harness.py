@@ -474,6 +474,9 @@ class _Run:
         self.placement = False  # argchange: the file sets placement_group "cluster"
         self.args_rng = random.Random(f"argchange-{seed}")  # its draw at each restart
         self.sighup: asyncio.Future[None] | None = None  # the process's SIGHUPs (``sighups``)
+        self.file = self.config  # the config file (``write_config``; ``setup`` sets it again)
+        # id of a live daemon's controller -> the config it runs after a refused reload
+        self.refused: dict[int, ShoalConfig] = {}
         self.verbose = verbose
         self.log: list[str] = []
         self.violations: list[Violation] = []
@@ -537,7 +540,7 @@ class _Run:
         if self.mode == "push":  # ha: two processes, each daemon's own tasks (``ha._die``)
             self.faulty.on_death = self.kill
         self.main_task = asyncio.current_task()
-        self.original = self.config  # as ``run_seed`` set it
+        self.original = self.file = self.config  # as ``run_seed`` set it
         self.listeners = list(cloud.fleet._listeners)  # the cloud's own, before any daemon's
         await self.start_daemon(crashes=False)  # the first start, on an empty cloud
         booted = self.booted()
@@ -574,10 +577,13 @@ class _Run:
         return plan
 
     async def new_controller(
-        self, crashes: bool, state_backend: StateBackend | None = None
+        self,
+        crashes: bool,
+        state_backend: StateBackend | None = None,
+        config: ShoalConfig | None = None,
     ) -> Controller:
-        """A new process's controller, built by ``build_controller`` from the config,
-        ``state_dir`` (or ``state_backend``) and the cloud (crash points armed unless
+        """A new process's controller, built by ``build_controller`` from the config (or
+        ``config``), ``state_dir`` (or ``state_backend``) and the cloud (crash points armed unless
         ``crashes`` is False), with request ids that say which incarnation launched what."""
         self.incarnation += 1
         self.faulty.dead = False
@@ -589,7 +595,7 @@ class _Run:
         prefix = f"shoal-{self.seed}-{self.incarnation}"
         controller = await self.clock.run_until(
             build_controller(
-                self.config,
+                self.config if config is None else config,
                 self.cloud,
                 self.clock,
                 metrics=_ReplayMetrics(),
@@ -689,7 +695,7 @@ class _Run:
                 data["scaler"][key] = value
         for entry in data["node_types"] if self.placement else ():
             entry["placement_group"] = "cluster"
-        self.config = new = parse_config(data)
+        self.config = self.file = new = parse_config(data)
         if hasattr(self, "types"):  # (set once the first start built the policy)
             self.types = {
                 e.type: dataclasses.replace(self.types[e.type], max_nodes=e.max)
@@ -714,23 +720,39 @@ class _Run:
         ``Service.reload``'s does. The daemon builds the policy from the file and applies it
         as ``Service.reload`` does (``service.apply_config``); the harness's drain hook
         stands in for the configured one, as at a start. A file edited while the process
-        started is applied at once (the reload right after a start)."""
+        started is applied at once (the reload right after a start). A reload whose policy
+        cannot be built (its catalogue call throttled past the retries) is refused, as
+        ``Service.reload`` refuses it: the daemon keeps the config it runs, whose ``max``
+        stays in force for ``over-max`` (``refused``), and the operator sends SIGHUP again
+        ``RESTART_SEC`` later."""
         reloads = self.plan.reloads
         upto = self.clock.now() - EPOCH
-        while True:
-            self.edit_config(upto)
-            if self.config is not applied:
-                old, applied = applied, self.config
-                hook = c.executor.drain_hook
-                policy = await build_policy(applied, self.cloud)
-                apply_config(c, policy, old, applied, self.cloud)
-                c.executor.drain_hook = c.executor.undrain_hook = hook
-                during = " during a pass" if self.ctx is not None else ""
-                self.note(f"reloaded by incarnation {self.incarnation}{during}")
-            if self.edits >= len(reloads):
-                return
-            upto = reloads[self.edits].at
-            await self.clock.sleep(max(0.0, EPOCH + upto - self.clock.now()))
+        try:
+            while True:
+                self.edit_config(upto)
+                if self.file is not applied:
+                    new = self.file
+                    hook = c.executor.drain_hook
+                    try:
+                        policy = await build_policy(new, self.cloud)
+                    except Exception as exc:
+                        self.refused[id(c)] = applied
+                        self.note(f"reload refused ({exc!r}): SIGHUP again in {RESTART_SEC:g} s")
+                        await self.clock.sleep(RESTART_SEC)
+                        upto = self.clock.now() - EPOCH
+                        continue
+                    apply_config(c, policy, applied, new, self.cloud)
+                    applied = new
+                    self.refused.pop(id(c), None)
+                    c.executor.drain_hook = c.executor.undrain_hook = hook
+                    during = " during a pass" if self.ctx is not None else ""
+                    self.note(f"reloaded by incarnation {self.incarnation}{during}")
+                if self.edits >= len(reloads):
+                    return
+                upto = reloads[self.edits].at
+                await self.clock.sleep(max(0.0, EPOCH + upto - self.clock.now()))
+        finally:
+            self.refused.pop(id(c), None)
 
     def wrote(self, data: Any) -> None:
         """What ``state.json`` holds now (a mode may check it)."""
@@ -787,8 +809,13 @@ class _Run:
         return {n for n, until in self.cloud._unlisted.items() if now < until}
 
     def limits(self) -> dict[str, int]:
-        """Each node type's ``max`` in force now (the config file's)."""
-        return {name: t.max_nodes for name, t in self.types.items()}
+        """Each node type's ``max`` in force now: the config file's, or a higher one a live
+        daemon still runs because its reload was refused (``sighups``)."""
+        out = {name: t.max_nodes for name, t in self.types.items()}
+        for config in self.refused.values():
+            for e in config.node_types:
+                out[e.type] = max(out[e.type], e.max)
+        return out
 
     def alive(self) -> collections.Counter[str]:
         """Live instances per node type: not stopped, listed or not (launches in flight

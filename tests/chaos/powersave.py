@@ -140,7 +140,7 @@ class PowerRun(_Run):
     # -- set-up -----------------------------------------------------------------------------
 
     async def setup(self) -> None:
-        config = self.config
+        config = self.original = self.file = self.config  # as ``run_seed`` set it
         assert config.state_dir is not None
         config.state_dir.mkdir(parents=True, exist_ok=True)
         # the hooks' config file: the same state_dir, so they spool where the daemon looks
