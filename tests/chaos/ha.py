@@ -374,7 +374,7 @@ class HaRun(_Run):
         catalogue) kills ``d``, as ``die_at_write`` does: its own pass in flight unwinds and
         is buried, else it dies at once."""
         try:
-            await self.sighups(c, applied)
+            await self.sighups(c, applied, f"daemon {d.name}")
         except Crash as exc:
             # dead already, or the other daemon died at a call and is not buried yet (the
             # call refused as "by a dead process": this reload is cut short, d lives on)

@@ -714,7 +714,7 @@ class _Run:
         where = "cluster" if self.placement else "none"
         self.note(f"config edited for the restart: placement_group {where} on every node type")
 
-    async def sighups(self, c: Controller, applied: ShoalConfig) -> None:
+    async def sighups(self, c: Controller, applied: ShoalConfig, who: str = "") -> None:
         """The operator's SIGHUP after each edit, to a daemon started from ``applied``: a task
         of the process (it dies with it), so a reload may come in the middle of a pass, as
         ``Service.reload``'s does. The daemon builds the policy from the file and applies it
@@ -724,8 +724,9 @@ class _Run:
         cannot be built (its catalogue call throttled past the retries) is refused, as
         ``Service.reload`` refuses it: the daemon keeps the config it runs, whose ``max``
         stays in force for ``over-max`` (``refused``), and the operator sends SIGHUP again
-        ``RESTART_SEC`` later."""
+        ``RESTART_SEC`` later. ``who``: the daemon, in the event log (ha mode)."""
         reloads = self.plan.reloads
+        who = who or f"incarnation {self.incarnation}"
         upto = self.clock.now() - EPOCH
         try:
             while True:
@@ -737,7 +738,9 @@ class _Run:
                         policy = await build_policy(new, self.cloud)
                     except Exception as exc:
                         self.refused[id(c)] = applied
-                        self.note(f"reload refused ({exc!r}): SIGHUP again in {RESTART_SEC:g} s")
+                        self.note(
+                            f"reload by {who} refused ({exc!r}): SIGHUP again in {RESTART_SEC:g} s"
+                        )
                         await self.clock.sleep(RESTART_SEC)
                         upto = self.clock.now() - EPOCH
                         continue
@@ -746,7 +749,7 @@ class _Run:
                     self.refused.pop(id(c), None)
                     c.executor.drain_hook = c.executor.undrain_hook = hook
                     during = " during a pass" if self.ctx is not None else ""
-                    self.note(f"reloaded by incarnation {self.incarnation}{during}")
+                    self.note(f"reloaded by {who}{during}")
                 if self.edits >= len(reloads):
                     return
                 upto = reloads[self.edits].at

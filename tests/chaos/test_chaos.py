@@ -309,6 +309,20 @@ def test_a_resume_that_takes_a_refused_token_for_no_launch_is_found(
     assert not unseen.mismatches and not unseen.violations
 
 
+def test_each_ha_daemon_applies_every_reload() -> None:
+    """``reload`` in ha mode: each live daemon gets every edit's SIGHUP. Ha seed 247 found
+    the harness's own bug: a daemon's SIGHUP task, started while the other daemon was being
+    built, read that one's copy of the config as the file, reloaded at t=0, was throttled
+    past the retries and ended, so daemon a never applied a lowered ``max``, and the
+    harness reported its launch as ``over-max``. Now both reload at each edit (a reload
+    whose catalogue call fails is refused and sent again, as an operator would), and the
+    seed is clean."""
+    run = run_seed(247, mode="ha")
+    assert not run.violations, run.report(tail=10)
+    for name in ("a", "b"):
+        assert sum(f"reloaded by daemon {name}" in line for line in run.log) >= 4, name
+
+
 def test_a_crash_at_a_background_state_write_stops_the_process_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
