@@ -90,7 +90,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shoal.daemon.executor import Replayable
-from shoal.daemon.nodes import Kept, NodeTracker, TrackedNode, TrackedState
+from shoal.daemon.nodes import Kept, NodeTracker, TrackedNode, TrackedState, node_offering
 from shoal.providers.base import TAG_REQUEST_ID
 from shoal.providers.errors import RetryableError
 from shoal.providers.node_provider import client_token
@@ -686,7 +686,9 @@ def _entry(tracked: TrackedNode) -> dict[str, Any]:
         "id": tracked.id,
         "request_id": tracked.node.tags.get(TAG_REQUEST_ID, ""),
         "token": token,
-        "offering": offering_to_json(tracked.offering()),
+        # as booked: a zoneless offering stays zoneless (the cloud chose the zone), so a
+        # restored placeholder is released by its instance in any zone (review reviewq3, 1)
+        "offering": offering_to_json(node_offering(tracked.node, "")),
         "accepted_at": tracked.accepted_at,
         "placeholder": tracked.placeholder,
     }

@@ -2,7 +2,8 @@
 placeholders stand only for new listed instances of their own request and offering, and an
 intent's answered id is dropped (None) once a listing shows it. Each test is a finding,
 marked xfail (strict) while it is not fixed: it fails on fa1067e for the reason its
-docstring gives."""
+docstring gives. Finding 1 is fixed (the ledger's entries keep a placeholder's offering as
+booked, zoneless or not), with a nearby case."""
 
 from __future__ import annotations
 
@@ -34,10 +35,6 @@ def _listed(name: str, zone: str) -> Node:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review reviewq3 finding 1: a restored zoneless placeholder has the default zone",
-)
 async def test_a_restored_zoneless_placeholder_is_released_by_its_instance_in_another_zone(
     tmp_path: Path,
 ) -> None:
@@ -67,6 +64,41 @@ async def test_a_restored_zoneless_placeholder_is_released_by_its_instance_in_an
     tracker.observe([_listed("i-1", "us-west-2b")], None, T0 + 30)  # where EC2 put it
     store.close()
     assert tracker.pending() == []  # the placeholder stays until T0 + 600 on fa1067e
+
+
+async def _restored_zoneless_placeholder(state: Path) -> NodeTracker:
+    """A lost answer for a zoneless offering, booked, written and restored by a fresh
+    tracker whose default zone is us-west-2a."""
+    store = DurableStore.open(state)
+    tracker = NodeTracker([C5], default_zone="us-west-2a", ledger_ttl=600.0)
+    journal = LaunchJournal(store)
+    lost = LaunchAttempt("slurm-r", ZONELESS, 1, "tok", error=RetryableError("lost"))
+    tracker.record_launch([lost], T0)
+    journal.sync(tracker)
+    await store.flush()
+    store.close()
+    store = DurableStore.open(state)
+    tracker = NodeTracker([C5], default_zone="us-west-2a", ledger_ttl=600.0)
+    LaunchJournal(store).restore(tracker)
+    store.close()
+    return tracker
+
+
+ZONELESS = Offering("c5.xlarge", "", CapacityType.ON_DEMAND)
+
+
+async def test_a_restored_zoneless_placeholder_gives_way_to_its_replayed_answer(
+    tmp_path: Path,
+) -> None:
+    """Finding 1's nearby case: the restored zoneless placeholder's launch is made again
+    under the same client token, which answers the id EC2 launched: the answer replaces
+    the placeholder of its request and offering (``record_launch``'s stale ones). Restored
+    with the default zone, the placeholder was of another offering than the answer's and
+    stayed beside the id: two booting nodes for one launched, until the TTL."""
+    tracker = await _restored_zoneless_placeholder(tmp_path / "state")
+    answer = LaunchAttempt("slurm-r", ZONELESS, 1, "tok", ids=("i-1",))
+    tracker.record_launch([answer], T0 + 30)
+    assert [t.id for t in tracker.pending()] == ["i-1"]
 
 
 A = Offering("c5.xlarge", "us-west-2a", CapacityType.ON_DEMAND)
