@@ -8,8 +8,11 @@ Everything the daemon must not forget across ``kill -9`` lives in one JSON file,
             what makes it again: ``replay``), written again before each
             offering the call tries (its offering that one): one flush each; the instance ids
             it answered, kept until a listing shows them or ``launch_ledger_ttl`` passes
-            and the nodes seen joined (``joined``: id -> time first seen joined, and since when
-            it has been missing from the reads), written in the background when they change
+            (``entries``; a placeholder's offering as booked, zoneless or not), the
+            instances that stood for a lost answer's placeholders while it has some
+            (``stood``: ``NodeTracker.stood``), and the nodes seen joined (``joined``: id ->
+            time first seen joined, and since when it has been missing from the reads),
+            written in the background when they change
 ``slurm``   the power saver's resume requests (with the offering last tried and its
             client token), suspend requests and nodes kept DOWN (``daemon.slurm.state``)
 
@@ -463,6 +466,12 @@ class LaunchJournal:
             for entry in self._entries:
                 offering_from_json(entry["offering"])
                 float(entry["accepted_at"])
+            # request id -> the instances that stood for one of its placeholders (id ->
+            # offering: ``NodeTracker.stood``); none in an older file
+            self._stood: dict[str, dict[str, Offering]] = {
+                str(r): {str(i): offering_from_json(o) for i, o in dict(ids).items()}
+                for r, ids in dict(loaded.get("stood", {})).items()
+            }
             for intent in self._intents.values():
                 offering_from_json(intent["offering"])
                 int(intent["count"]), float(intent["at"]), str(intent["node_type"])
@@ -480,11 +489,17 @@ class LaunchJournal:
             raise StateError(f"the ledger in {self.store.path} is malformed: {exc}") from exc
 
     def _dump(self) -> dict[str, Any]:
-        return {
+        dump: dict[str, Any] = {
             "intents": {k: dict(v) for k, v in sorted(self._intents.items())},
             "entries": [dict(e) for e in self._entries],
             "joined": {k: list(v) for k, v in sorted((self._joined or {}).items())},
         }
+        if self._stood:  # mostly none: the section is as an older shoal wrote it
+            dump["stood"] = {
+                r: {i: offering_to_json(o) for i, o in sorted(ids.items())}
+                for r, ids in sorted(self._stood.items())
+            }
+        return dump
 
     @property
     def intents(self) -> dict[str, dict[str, Any]]:
@@ -566,9 +581,16 @@ class LaunchJournal:
                 if record is not None and record.listed:
                     a["listed"], pruned = True, True
         entries = [_entry(t) for t in tracker.pending() if t.state is not TrackedState.TERMINATED]
+        stood = tracker.stood()
         joined = self._walked.get((tracker.version,), lambda: _joined(tracker))
-        if dropped or pruned or entries != self._entries or joined != self._joined:
-            self._entries, self._joined = entries, joined
+        if (
+            dropped
+            or pruned
+            or entries != self._entries
+            or stood != self._stood
+            or joined != self._joined
+        ):
+            self._entries, self._stood, self._joined = entries, stood, joined
             self.store.changed()
 
     def restore(self, tracker: NodeTracker) -> list[TrackedNode]:
@@ -605,6 +627,10 @@ class LaunchJournal:
                 len(group),
                 float(group[0]["accepted_at"]),
             )
+        # the placeholders kept are what is left of their launches: the instances that
+        # stood for the others are not new to the first listing (review reviewo, finding 1);
+        # an intent's below are its whole count, and they stand for them again
+        tracker.restore_stood(self._stood)
         self._replays = []
         for request_id, intent in self._intents.items():
             offering = offering_from_json(intent["offering"])
