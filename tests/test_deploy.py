@@ -260,6 +260,8 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck() -> None:
     assert "http://127.0.0.1:8089/healthz" in text and "EXPOSE 8089" in text
     assert 'ENTRYPOINT ["shoal"]' in text
     assert 'CMD ["run", "-c", "/etc/shoal/config.yaml"]' in text
+    # the documented state_dir, writable by the image's user (deploy/README.md, Container)
+    assert re.search(r"install -d -o 10001 -g 10001 -m 0750 /var/lib/shoal$", text, re.M)
 
 
 # -- Grafana dashboard ------------------------------------------------------------------------
