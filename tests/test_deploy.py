@@ -539,8 +539,9 @@ def test_promtool_test_rules_catches_an_alert_that_pages_on_a_full_queue(tmp_pat
 
 # Two ha daemons, one sample a minute for two hours: ctl1 leads and passes every minute until
 # minute 60, then stalls (its last pass at 60 min); ctl2 follows throughout (no pass: its
-# timestamp stays 0). A third daemon without ha (no shoal_leader) stalls at minute 30. From
-# minute 90 neither ctl1 nor ctl2 leads.
+# timestamp stays 0, its unschedulable jobs what it planned when it last led). A third
+# daemon without ha (no shoal_leader) stalls at minute 30. From minute 90 neither ctl1 nor
+# ctl2 leads.
 HA_ALERT_TESTS = {
     "rule_files": [str(ALERTS)],
     "evaluation_interval": "1m",
@@ -560,6 +561,12 @@ HA_ALERT_TESTS = {
                     "values": "0x120",
                 },
                 {"series": 'shoal_leader{instance="ctl2:8089",job="shoal"}', "values": "0x120"},
+                # what ctl2 planned when it last led: a follower's gauge is never updated
+                {
+                    "series": 'shoal_jobs_unschedulable{instance="ctl2:8089",job="shoal",'
+                    'reason="memory"}',
+                    "values": "3x120",
+                },
                 {
                     "series": 'shoal_last_successful_pass_timestamp_seconds{instance="solo:8089",'
                     'job="solo"}',
@@ -600,6 +607,7 @@ HA_ALERT_TESTS = {
                     ],
                 },
                 {"eval_time": "80m", "alertname": "ShoalNoLeader", "exp_alerts": []},
+                {"eval_time": "80m", "alertname": "ShoalJobsUnschedulable", "exp_alerts": []},
                 {
                     "eval_time": "100m",
                     "alertname": "ShoalNoLeader",
