@@ -746,6 +746,7 @@ class Service:
                         return
                 finally:
                     gauge.set(False)
+                    self.metrics.forget_cluster()  # the next leader's to show
         finally:
             stop.cancel()
             try:
