@@ -402,10 +402,14 @@ async def build_controller(
         planner=planner,
         zone=config.provider.launch_zones[0],
         policy_source=functools.partial(catalogue_policy, config, provider),
-        # off the event loop: the lock file's write is fsynced (the start-up probe)
-        store=await asyncio.to_thread(
-            functools.partial(DurableStore.open, backend=state_backend),
-            config.state_dir if durable else None,
+        # off the event loop: the lock file's write is fsynced (the start-up probe); a
+        # one-shot command's store is memory-only without the daemon's warning about it
+        store=(
+            await asyncio.to_thread(
+                functools.partial(DurableStore.open, backend=state_backend), config.state_dir
+            )
+            if durable
+            else DurableStore(None)
         ),
     )
 
