@@ -8,32 +8,14 @@ flagged ``listed``, instead of setting it to None (2), and a file written before
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
+from ledger_kit import C5, T0, ZONELESS, A, B, C, listed, restart, write_intent
 from shoal.daemon.durable import DurableStore, LaunchJournal, offering_to_json
 from shoal.daemon.executor import Replayable
 from shoal.daemon.nodes import NodeTracker
-from shoal.providers.base import TAG_AUTOSCALED, TAG_REQUEST_ID, Node
 from shoal.providers.outcomes import LaunchAttempt, RetryableError
-from shoal.scaler.model import CapacityType, NodeType, Offering
-from shoal.scaler.shape import Shape
-
-C5 = NodeType("c5", ("c5.xlarge",), Shape(3600, 1, 4, 1, False))
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
-
-
-def _listed(name: str, zone: str) -> Node:
-    return Node(
-        None,
-        "10.0.0.1",
-        name,
-        dt.datetime.fromtimestamp(T0, dt.UTC),
-        "c5.xlarge",
-        False,
-        {TAG_AUTOSCALED: "true", TAG_REQUEST_ID: "slurm-r"},
-        zone=zone,
-    )
+from shoal.scaler.model import CapacityType, Offering
 
 
 async def test_a_restored_zoneless_placeholder_is_released_by_its_instance_in_another_zone(
@@ -58,11 +40,9 @@ async def test_a_restored_zoneless_placeholder_is_released_by_its_instance_in_an
     await store.flush()
     store.close()
 
-    store = DurableStore.open(state)
-    tracker = NodeTracker([C5], default_zone="us-west-2a", ledger_ttl=600.0)
-    LaunchJournal(store).restore(tracker)
+    tracker, _, store = restart(state)
     assert [t.placeholder for t in tracker.pending()] == [True]
-    tracker.observe([_listed("i-1", "us-west-2b")], None, T0 + 30)  # where EC2 put it
+    tracker.observe([listed("i-1", "us-west-2b")], None, T0 + 30)  # where EC2 put it
     store.close()
     assert tracker.pending() == []  # the placeholder stays until T0 + 600 on fa1067e
 
@@ -78,14 +58,9 @@ async def _restored_zoneless_placeholder(state: Path) -> NodeTracker:
     journal.sync(tracker)
     await store.flush()
     store.close()
-    store = DurableStore.open(state)
-    tracker = NodeTracker([C5], default_zone="us-west-2a", ledger_ttl=600.0)
-    LaunchJournal(store).restore(tracker)
+    tracker, _, store = restart(state)
     store.close()
     return tracker
-
-
-ZONELESS = Offering("c5.xlarge", "", CapacityType.ON_DEMAND)
 
 
 async def test_a_restored_zoneless_placeholder_gives_way_to_its_replayed_answer(
@@ -100,11 +75,6 @@ async def test_a_restored_zoneless_placeholder_gives_way_to_its_replayed_answer(
     answer = LaunchAttempt("slurm-r", ZONELESS, 1, "tok", ids=("i-1",))
     tracker.record_launch([answer], T0 + 30)
     assert [t.id for t in tracker.pending()] == ["i-1"]
-
-
-A = Offering("c5.xlarge", "us-west-2a", CapacityType.ON_DEMAND)
-B = Offering("c5.xlarge", "us-west-2b", CapacityType.ON_DEMAND)
-C = Offering("c5.xlarge", "us-west-2c", CapacityType.ON_DEMAND)
 
 
 async def test_an_answered_id_a_listing_showed_is_not_named_again_by_the_next_offering(
@@ -122,14 +92,12 @@ async def test_an_answered_id_a_listing_showed_is_not_named_again_by_the_next_of
     tracker = NodeTracker([C5], default_zone="us-west-2a", ledger_ttl=600.0)
     journal = LaunchJournal(store)
     await journal.intent("slurm-r", C5, 2, B, T0, answered=(("i-1", A),))
-    tracker.observe([_listed("i-1", "us-west-2a")], None, T0 + 5)
+    tracker.observe([listed("i-1", "us-west-2a")], None, T0 + 5)
     journal.sync(tracker)
     await journal.intent("slurm-r", C5, 2, C, T0 + 10, answered=(("i-1", A),))
     store.close()  # kill -9 with c's launch in flight
 
-    store = DurableStore.open(state)
-    tracker = NodeTracker([C5], default_zone="us-west-2a", ledger_ttl=600.0)
-    LaunchJournal(store).restore(tracker)
+    tracker, _, store = restart(state)
     store.close()
     assert {t.id for t in tracker.pending() if not t.placeholder} == set()  # {"i-1"}
 
@@ -147,16 +115,13 @@ async def test_a_listed_answered_id_is_not_booked_beside_a_later_offerings_unlis
     journal = LaunchJournal(store)
     replay = Replayable({}, False, "demand")
     await journal.intent("slurm-r", C5, 2, B, T0, replay, answered=(("i-1", A),))
-    tracker.observe([_listed("i-1", "us-west-2a")], None, T0 + 5)
+    tracker.observe([listed("i-1", "us-west-2a")], None, T0 + 5)
     journal.sync(tracker)
     answered = (("i-1", A), ("i-2", B))
     await journal.intent("slurm-r", C5, 1, C, T0 + 10, replay, answered=answered)
     store.close()  # kill -9 with c's launch in flight
 
-    store = DurableStore.open(state)
-    tracker = NodeTracker([C5], default_zone="us-west-2a", ledger_ttl=600.0)
-    journal = LaunchJournal(store)
-    journal.restore(tracker)
+    tracker, journal, store = restart(state)
     store.close()
     assert {t.id for t in tracker.pending() if not t.placeholder} == {"i-2"}
     assert [r.answered for r in journal.replays] == [frozenset({A, B})]
@@ -170,23 +135,9 @@ async def test_an_older_files_answered_id_set_to_none_restores_as_listed(
     replay, and the unit's next ``intent`` keeps it as it was. (A compatibility guard: it
     passes on the code before the flag too.)"""
     state = tmp_path / "state"
-    store = DurableStore.open(state)
-    intent = {
-        "node_type": "c5",
-        "count": 2,
-        "offering": offering_to_json(B),
-        "at": T0,
-        "answered": [{"id": None, "offering": offering_to_json(A)}],
-        "replay": {"tags": {}, "gang": False, "cause": "demand"},
-    }
-    store.section("ledger", lambda: {"intents": {"slurm-r": intent}, "entries": []})
-    await store.flush()
-    store.close()
+    await write_intent(state, "slurm-r", B, [(None, A)], count=2)
 
-    store = DurableStore.open(state)
-    tracker = NodeTracker([C5], default_zone="us-west-2a", ledger_ttl=600.0)
-    journal = LaunchJournal(store)
-    journal.restore(tracker)
+    tracker, journal, store = restart(state)
     assert {t.id for t in tracker.pending() if not t.placeholder} == set()
     assert [r.answered for r in journal.replays] == [frozenset({A})]
     await journal.intent("slurm-r", C5, 2, C, T0 + 10, Replayable({}, False, "demand"))
