@@ -1,8 +1,9 @@
 # shoal: multi-stage image. The builder makes a virtualenv holding shoal and its
 # dependencies; the runtime copies only that venv and runs as a fixed non-root UID.
 #   docker build -t shoal .
-#   docker run -v /etc/shoal:/etc/shoal:ro -p 8089:8089 shoal
-# In a container set api.listen: 0.0.0.0:8089, which requires api.token_file.
+#   docker run -v /etc/shoal:/etc/shoal:ro -v shoal-state:/var/lib/shoal -p 8089:8089 shoal
+# In a container set api.listen: 0.0.0.0:8089, which requires api.token_file, and
+# state_dir: /var/lib/shoal (made here, owned by the image's user; a volume keeps it).
 
 FROM python:3.11-slim AS builder
 ENV PIP_NO_CACHE_DIR=1 \
@@ -28,7 +29,8 @@ ENV PATH=/opt/shoal/bin:$PATH \
 RUN groupadd --system --gid 10001 shoal \
     && useradd --system --uid 10001 --gid shoal --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin shoal \
-    && mkdir -p /etc/shoal
+    && mkdir -p /etc/shoal \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/shoal
 COPY --from=builder /opt/shoal /opt/shoal
 USER 10001:10001
 EXPOSE 8089

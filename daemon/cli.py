@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -597,7 +598,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return hook(given[1:], kind=SLURM_HOOKS[given[0]])
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:  # `shoal config-schema | head`: the reader left, as it may
+        # Python's own advice: stdout to /dev/null, so the flush at exit does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,8 +8,11 @@ Everything the daemon must not forget across ``kill -9`` lives in one JSON file,
             what makes it again: ``replay``), written again before each
             offering the call tries (its offering that one): one flush each; the instance ids
             it answered, kept until a listing shows them or ``launch_ledger_ttl`` passes
-            and the nodes seen joined (``joined``: id -> time first seen joined, and since when
-            it has been missing from the reads), written in the background when they change
+            (``entries``; a placeholder's offering as booked, zoneless or not), the
+            instances that stood for a lost answer's placeholders while it has some
+            (``stood``: ``NodeTracker.stood``), and the nodes seen joined (``joined``: id ->
+            time first seen joined, and since when it has been missing from the reads),
+            written in the background when they change
 ``slurm``   the power saver's resume requests (with the offering last tried and its
             client token), suspend requests and nodes kept DOWN (``daemon.slurm.state``)
 
@@ -90,7 +93,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shoal.daemon.executor import Replayable
-from shoal.daemon.nodes import Kept, NodeTracker, TrackedNode, TrackedState
+from shoal.daemon.nodes import Kept, NodeTracker, TrackedNode, TrackedState, node_offering
 from shoal.providers.base import TAG_REQUEST_ID
 from shoal.providers.errors import RetryableError
 from shoal.providers.node_provider import client_token
@@ -463,6 +466,12 @@ class LaunchJournal:
             for entry in self._entries:
                 offering_from_json(entry["offering"])
                 float(entry["accepted_at"])
+            # request id -> the instances that stood for one of its placeholders (id ->
+            # offering: ``NodeTracker.stood``); none in an older file
+            self._stood: dict[str, dict[str, Offering]] = {
+                str(r): {str(i): offering_from_json(o) for i, o in dict(ids).items()}
+                for r, ids in dict(loaded.get("stood", {})).items()
+            }
             for intent in self._intents.values():
                 offering_from_json(intent["offering"])
                 int(intent["count"]), float(intent["at"]), str(intent["node_type"])
@@ -480,11 +489,17 @@ class LaunchJournal:
             raise StateError(f"the ledger in {self.store.path} is malformed: {exc}") from exc
 
     def _dump(self) -> dict[str, Any]:
-        return {
+        dump: dict[str, Any] = {
             "intents": {k: dict(v) for k, v in sorted(self._intents.items())},
             "entries": [dict(e) for e in self._entries],
             "joined": {k: list(v) for k, v in sorted((self._joined or {}).items())},
         }
+        if self._stood:  # mostly none: the section is as an older shoal wrote it
+            dump["stood"] = {
+                r: {i: offering_to_json(o) for i, o in sorted(ids.items())}
+                for r, ids in sorted(self._stood.items())
+            }
+        return dump
 
     @property
     def intents(self) -> dict[str, dict[str, Any]]:
@@ -553,18 +568,29 @@ class LaunchJournal:
             r for r in answered if r not in waiting and self._intents.pop(r, None) is not None
         ]
         # an answered id a listing shows is the listing's to count from now: the intent
-        # keeps its offering (a replay leaves it out) but not the id, which a later restart
-        # would book again, gone or not (review reviewo, finding 5)
+        # keeps its offering (a replay leaves it out) and the id, flagged listed, which a
+        # later restart does not book again, gone or not (review reviewo, finding 5), and
+        # which the unit's next offering's ``intent`` does not name again (it merges by id:
+        # an id set to None was named again, review reviewq3, finding 2)
         pruned = False
         for intent in self._intents.values():
             for a in intent.get("answered", []):
-                record = tracker.get(a["id"]) if a["id"] is not None else None
+                if a["id"] is None or a.get("listed"):  # None: listed, in an older file
+                    continue
+                record = tracker.get(a["id"])
                 if record is not None and record.listed:
-                    a["id"], pruned = None, True
+                    a["listed"], pruned = True, True
         entries = [_entry(t) for t in tracker.pending() if t.state is not TrackedState.TERMINATED]
+        stood = tracker.stood()
         joined = self._walked.get((tracker.version,), lambda: _joined(tracker))
-        if dropped or pruned or entries != self._entries or joined != self._joined:
-            self._entries, self._joined = entries, joined
+        if (
+            dropped
+            or pruned
+            or entries != self._entries
+            or stood != self._stood
+            or joined != self._joined
+        ):
+            self._entries, self._stood, self._joined = entries, stood, joined
             self.store.changed()
 
     def restore(self, tracker: NodeTracker) -> list[TrackedNode]:
@@ -601,6 +627,10 @@ class LaunchJournal:
                 len(group),
                 float(group[0]["accepted_at"]),
             )
+        # the placeholders kept are what is left of their launches: the instances that
+        # stood for the others are not new to the first listing (review reviewo, finding 1);
+        # an intent's below are its whole count, and they stand for them again
+        tracker.restore_stood(self._stood)
         self._replays = []
         for request_id, intent in self._intents.items():
             offering = offering_from_json(intent["offering"])
@@ -612,8 +642,8 @@ class LaunchJournal:
                 attempt = LaunchAttempt(request_id, where, 1, token, ids=(instance_id,))
                 restored += tracker.record_launch([attempt], float(intent["at"]))
             # kept with the intent while it waits (review reviewp2: dropped here, a write
-            # before the first ``sync`` lost them); ``sync`` drops an id once a listing shows
-            # it, so a second restart does not book one gone since (review reviewo, finding 5)
+            # before the first ``sync`` lost them); ``sync`` flags an id listed once a listing
+            # shows it, so a second restart does not book one gone since (review reviewo, 5)
             restored += self._placeholders(
                 tracker, request_id, request_id, offering, int(intent["count"]), float(intent["at"])
             )
@@ -662,11 +692,17 @@ def _replayable(intent: Mapping[str, Any]) -> Replayable | None:
 
 def _answered(intent: Mapping[str, Any]) -> list[tuple[str | None, Offering]]:
     """The ids an intent's unit had launched in its earlier offerings, as ``intent`` wrote
-    them (none in files from before they were kept). Raises on a malformed one."""
-    return [
-        (None if a["id"] is None else str(a["id"]), offering_from_json(a["offering"]))
-        for a in intent.get("answered", [])
-    ]
+    them (none in files from before they were kept), None for one a listing showed since
+    (``sync`` flags it listed; an older file set its id to None). Raises on a malformed
+    one: ``listed`` must be a JSON boolean."""
+    out: list[tuple[str | None, Offering]] = []
+    for a in intent.get("answered", []):
+        listed = a.get("listed", False)
+        if not isinstance(listed, bool):
+            raise TypeError(f"answered listed {listed!r} is not true or false")
+        shown = listed or a["id"] is None
+        out.append((None if shown else str(a["id"]), offering_from_json(a["offering"])))
+    return out
 
 
 def _maybe(value: Any) -> float | None:
@@ -686,7 +722,9 @@ def _entry(tracked: TrackedNode) -> dict[str, Any]:
         "id": tracked.id,
         "request_id": tracked.node.tags.get(TAG_REQUEST_ID, ""),
         "token": token,
-        "offering": offering_to_json(tracked.offering()),
+        # as booked: a zoneless offering stays zoneless (the cloud chose the zone), so a
+        # restored placeholder is released by its instance in any zone (review reviewq3, 1)
+        "offering": offering_to_json(node_offering(tracked.node, "")),
         "accepted_at": tracked.accepted_at,
         "placeholder": tracked.placeholder,
     }

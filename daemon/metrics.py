@@ -194,6 +194,27 @@ class ShoalMetrics:
                 child = shown[key] = gauge.labels(*key)
             child.set(value)
 
+    def forget_cluster(self) -> None:
+        """When a term ends (``ha``): the gauges that describe the cluster as this daemon
+        last saw and planned it are emptied (labelled series removed, the others 0), so a
+        follower does not show its last term's nodes, targets and cost beside the leader's
+        (a dashboard summing the daemons counted them twice). Counters, histograms and the
+        last pass's time stay: they describe this daemon."""
+        for gauge in (self.nodes, self.target_nodes, self.backoff_until, self.jobs_unschedulable):
+            self._set_exactly(gauge, {})
+        self._set_exactly(self.jobs_waiting_for_limit, {(r,): 0 for r in WAITING_REASONS})
+        self._unschedulable_set = None
+        for plain in (
+            self.jobs_queued,
+            self.jobs_running,
+            self.estimated_cost,
+            self.offerings_in_backoff,
+            self.nodes_unlisted,
+            self.nodes_drained_by_others,
+            self.demand_age,
+        ):
+            plain.set(0)
+
     def set_nodes(self, counts: Mapping[tuple[str, str], int], node_types: Iterable[str]) -> None:
         """Set ``shoal_nodes`` from ``(node_type, state) -> count``; zeros for known types."""
         values = {(name, state): 0.0 for name in node_types for state in NODE_STATES}

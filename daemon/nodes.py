@@ -64,7 +64,11 @@ that many placeholder nodes, each until an instance of the request that no answe
 shows up in a listing (one instance for one placeholder: a listing may show some of a
 launch before the rest; one booked by id, another offering's, vouches for none), a later
 answer for the same request and offering (a replay under the same client token: ids, no
-capacity, or lost again) replaces them, or the TTL passes. Planning on the listing alone
+capacity, or lost again) replaces them, or the TTL passes. An instance stands for one
+placeholder at most: the tracker keeps, per request, the instances that stood for one
+(``stood``, on disk with the ledger: a restart takes it back before its first listing), so
+one new again to a listing (left out and shown again, or shown to a restarted daemon) takes
+no second one; kept while the request has a placeholder. Planning on the listing alone
 launched 28 instances for 4 nodes of demand.
 """
 
@@ -129,16 +133,17 @@ def node_offering(node: Node, zone: str) -> Offering:
     return Offering(node.nodeType or "", node.zone or zone, capacity)
 
 
-def _stands_for(new: Counter[tuple[str, Offering]], placeholder: Node) -> bool:
-    """Whether a new listed instance of the placeholder's request and offering is left to
-    stand for it (and takes it: one instance, one placeholder)."""
+def _stands_for(
+    new: Mapping[tuple[str, Offering], list[str]], placeholder: Node
+) -> tuple[str, Offering] | None:
+    """A new listed instance of the placeholder's request and offering left to stand for
+    it, taken (one instance, one placeholder), with its offering; None when none is left."""
     request = placeholder.tags.get(TAG_REQUEST_ID, "")
     offering = node_offering(placeholder, "")
-    for key, count in new.items():
-        if count > 0 and key[0] == request and _offering_holds(key[1], offering):
-            new[key] -= 1
-            return True
-    return False
+    for (of, own), ids in new.items():
+        if ids and of == request and _offering_holds(own, offering):
+            return ids.pop(), own
+    return None
 
 
 def _offering_holds(own: Offering, offering: Offering) -> bool:
@@ -287,6 +292,12 @@ class NodeTracker:
         # taken back if a listing shows them again within ledger_ttl
         self._gone: dict[str, tuple[float, float | None, float]] = {}
         self._adopting = False  # the next listing is the first since a restart
+        # per request id, the instances that stood for one of its lost answers' placeholders
+        # (id -> its offering), so that one stands for one at most, through a listing that
+        # leaves it out and a restart (``stood``, ``restore_stood``); kept while the request
+        # has a placeholder (its TTL at most), and an answer for an offering drops those of
+        # it (``record_launch``: its placeholders are booked anew)
+        self._stood: dict[str, dict[str, Offering]] = {}
         # the records the last listing kept, each with what else it was made from (the read,
         # the drains): kept again, unexamined, while a listing hands the same Node and those
         # (a kept record did not depend on the time: no joined_at or missing_since was set)
@@ -387,6 +398,10 @@ class NodeTracker:
             del self._nodes[name]
         if stale:
             self._changed()
+        for request, offering in asked:
+            stood = self._stood.get(request, {})
+            for name in [k for k, own in stood.items() if _offering_holds(own, offering)]:
+                del stood[name]
         added: list[TrackedNode] = []
         for attempt in attempts:
             if attempt.ids:
@@ -398,18 +413,45 @@ class NodeTracker:
                 # instances of this request and offering a listing already showed are the
                 # token's (its one launch there): they stand for as many placeholders, which
                 # no later listing would release (they are not new to it any more)
-                shown = sum(
-                    1
+                # (and have stood for them: a listing that leaves one out and shows it
+                # again does not take it for new)
+                shown = [
+                    t
                     for t in self._nodes.values()
                     if t.listed
                     and not t.placeholder
                     and t.node.tags.get(TAG_REQUEST_ID) == attempt.request_id
                     and _launched_in(t.node, attempt.offering)
-                )
-                for i in range(max(0, attempt.requested - shown)):
+                ]
+                for i in range(max(0, attempt.requested - len(shown))):
                     name = f"unconfirmed:{attempt.client_token}:{i}"
                     added.append(self._book(name, attempt, now, placeholder=True))
+                stood = self._stood.setdefault(attempt.request_id, {})
+                stood.update((t.id, node_offering(t.node, "")) for t in shown)
+        self._prune_stood()
         return added
+
+    def stood(self) -> dict[str, dict[str, Offering]]:
+        """Per request id that has a lost answer's placeholder, the instances that stood for
+        one of its placeholders (id -> offering): what a restart takes back
+        (``restore_stood``)."""
+        return {request: dict(ids) for request, ids in self._stood.items()}
+
+    def restore_stood(self, stood: Mapping[str, Mapping[str, Offering]]) -> None:
+        """At start, before the first listing and once the placeholders the ledger kept are
+        booked again (the ids of requests with none are dropped): the instances that stood
+        for a placeholder before the restart (``stood``), which the first listing does not
+        take for new again. An intent's placeholders, booked after this, are its whole
+        count: their offering's ids are dropped then (``record_launch``)."""
+        self._stood = {request: dict(ids) for request, ids in stood.items()}
+        self._prune_stood()
+
+    def _prune_stood(self) -> None:
+        """Forget the instances that stood for a request's placeholders once it has none."""
+        if not self._stood:
+            return
+        held = {t.node.tags.get(TAG_REQUEST_ID) for t in self._nodes.values() if t.placeholder}
+        self._stood = {r: ids for r, ids in self._stood.items() if ids and r in held}
 
     def _book(
         self, name: str, attempt: LaunchAttempt, now: float, placeholder: bool = False
@@ -463,6 +505,7 @@ class NodeTracker:
                 self._nodes[t.id] = replace(t, expired=True)
         if expired:
             self._changed()
+            self._prune_stood()
         return expired
 
     def next_deadline(
@@ -573,17 +616,19 @@ class NodeTracker:
         seen: dict[str, TrackedNode] = {}
         new: list[TrackedNode] = []
         # new instances listed, per request id and offering (a lost answer's placeholders
-        # stand for instances of its own offering: its client token launches there only)
-        requests: Counter[tuple[str, Offering]] = Counter()
+        # stand for instances of its own offering: its client token launches there only),
+        # not those that stood for one already (new again after a flap or a restart)
+        requests: dict[tuple[str, Offering], list[str]] = {}
         kept: dict[str, tuple[TrackedNode, tuple[bool | None, ...]]] = {}
         made = False  # a record made anew (not the one held)
         for node in workers:
             old = self._nodes.get(node.name)
             request = node.tags.get(TAG_REQUEST_ID)
-            if request and old is None:
+            if request and old is None and node.name not in self._stood.get(request, ()):
                 # an instance no answer named may be a lost answer's; one booked by id (an
                 # offering of the same request that answered) vouches for no other's
-                requests[request, node_offering(node, "")] += 1
+                offering = node_offering(node, "")
+                requests.setdefault((request, offering), []).append(node.name)
             is_joined = (node.name in joined) if joined is not None else node.joined is not False
             is_joined = node.joined is True if unread else is_joined
             if node.tags.get(TAG_DRAINING, "").endswith(INTERRUPTED_MARK):
@@ -659,9 +704,12 @@ class NodeTracker:
                 if old.joined_at is not None:  # may be a listing's lag: remembered
                     self._gone[name] = (old.joined_at, old.missing_since, now)
                 continue
-            if old.placeholder and _stands_for(requests, old.node):
+            if old.placeholder and (stood := _stands_for(requests, old.node)) is not None:
                 # one of the lost launch's instances is listed now: it stands for one
                 # placeholder (not all: a listing may show some of a launch before the rest)
+                instance, offering = stood
+                request = old.node.tags.get(TAG_REQUEST_ID, "")
+                self._stood.setdefault(request, {})[instance] = offering
                 continue
             if old.joined_at is None and joined is not None and name in joined and not unread:
                 # joined before the listing shows it (the listing's lag): when it does, it
@@ -688,6 +736,7 @@ class NodeTracker:
         self._nodes = seen
         if changed:
             self._changed()
+            self._prune_stood()
         self._kept = kept
         self._undrained = {k: v for k, v in self._undrained.items() if k in seen}
         self._stale_tag &= seen.keys()

@@ -106,6 +106,7 @@ __all__ = [
     "build_drain_hook",
     "build_policy",
     "build_provider",
+    "reload_policy_config",
     "run",
 ]
 
@@ -238,13 +239,22 @@ def apply_config(
     loop's settings (from the next pass), where later price refreshes take the policy
     from, the retry, drain and backoff policies, and ``provider.capacity`` where it applies
     at once (``apply_capacity``). Returns the provider section now in force."""
+    section = apply_capacity(old.provider, new.provider, provider)
     controller.set_policy(policy, controller_settings(new))
-    controller.policy_source = functools.partial(catalogue_policy, new, provider)
+    running = new.model_copy(update={"provider": section})
+    controller.policy_source = functools.partial(catalogue_policy, running, provider)
     controller.executor.retry = retry_policy(new)
     controller.executor.drain_hook = build_drain_hook(new)
     controller.executor.undrain_hook = build_undrain_hook(new)
     controller.backoff = dataclasses.replace(controller.backoff, policy=backoff_policy(new))
-    return apply_capacity(old.provider, new.provider, provider)
+    return section
+
+
+def reload_policy_config(old: ShoalConfig, new: ShoalConfig) -> ShoalConfig:
+    """The config a reload builds its policy from: ``new`` with the running provider
+    section, which a restart applies (its zones too: the policy's offerings must be the
+    ones the provider's fleet walks; its capacity, which applies at once, no policy reads)."""
+    return new.model_copy(update={"provider": old.provider})
 
 
 def catalogue_policy(config: ShoalConfig, provider: Catalogue) -> Policy:
@@ -392,10 +402,14 @@ async def build_controller(
         planner=planner,
         zone=config.provider.launch_zones[0],
         policy_source=functools.partial(catalogue_policy, config, provider),
-        # off the event loop: the lock file's write is fsynced (the start-up probe)
-        store=await asyncio.to_thread(
-            functools.partial(DurableStore.open, backend=state_backend),
-            config.state_dir if durable else None,
+        # off the event loop: the lock file's write is fsynced (the start-up probe); a
+        # one-shot command's store is memory-only without the daemon's warning about it
+        store=(
+            await asyncio.to_thread(
+                functools.partial(DurableStore.open, backend=state_backend), config.state_dir
+            )
+            if durable
+            else DurableStore(None)
         ),
     )
 
@@ -518,7 +532,9 @@ class Service:
                 log.error('event=reload_refused path=%s errors="%s"', self.config_path, issues)
                 return False
             try:
-                policy = await build_policy(new, self._provider())
+                policy = await build_policy(
+                    reload_policy_config(self.config, new), self._provider()
+                )
                 issues = price_issues(new, unpriced_node_types(policy), "the provider's catalogue")
                 if issues:
                     raise ConfigError(str(self.config_path), issues)
@@ -734,6 +750,7 @@ class Service:
                         return
                 finally:
                     gauge.set(False)
+                    self.metrics.forget_cluster()  # the next leader's to show
         finally:
             stop.cancel()
             try:

@@ -83,6 +83,7 @@ from shoal.providers.workers import (
 )
 from shoal.runtime.clock import Clock, SystemClock
 from shoal.runtime.files import write_json_atomic
+from shoal.scaler.model import CapacityType
 
 __all__ = [
     "INSTANCE_ENV",
@@ -384,6 +385,7 @@ class LocalProvisioner(FleetProvisioner):
             records["instances"][instance_id] = {
                 "instance_type": kind.name,
                 "zone": offering.zone,
+                "preemptible": offering.capacity_type is CapacityType.SPOT,
                 "tags": tags,
                 "launched_at": now,
                 "pid": None,
@@ -535,7 +537,7 @@ class LocalProvisioner(FleetProvisioner):
                     name=instance_id,
                     launchTime=dt.datetime.fromtimestamp(record["launched_at"], dt.UTC),
                     nodeType=record["instance_type"],
-                    preemptible=False,
+                    preemptible=bool(record.get("preemptible", False)),  # older records: none
                     tags=dict(record["tags"]),
                     use_private_ip=True,
                     zone=record["zone"],

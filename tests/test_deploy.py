@@ -260,6 +260,8 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck() -> None:
     assert "http://127.0.0.1:8089/healthz" in text and "EXPOSE 8089" in text
     assert 'ENTRYPOINT ["shoal"]' in text
     assert 'CMD ["run", "-c", "/etc/shoal/config.yaml"]' in text
+    # the documented state_dir, writable by the image's user (deploy/README.md, Container)
+    assert re.search(r"install -d -o 10001 -g 10001 -m 0750 /var/lib/shoal$", text, re.M)
 
 
 # -- Grafana dashboard ------------------------------------------------------------------------
@@ -533,3 +535,99 @@ def test_promtool_test_rules_catches_an_alert_that_pages_on_a_full_queue(tmp_pat
     result = run_alert_tests({**ALERT_TESTS, "rule_files": [str(rules)]}, tmp_path)
     assert result.returncode != 0
     assert "ShoalJobsUnschedulable" in result.stdout + result.stderr
+
+
+# Two ha daemons, one sample a minute for two hours: ctl1 leads and passes every minute until
+# minute 60, then stalls (its last pass at 60 min); ctl2 follows throughout (no pass: its
+# timestamp stays 0, its unschedulable jobs what it planned when it last led). A third
+# daemon without ha (no shoal_leader) stalls at minute 30. From minute 90 neither ctl1 nor
+# ctl2 leads.
+HA_ALERT_TESTS = {
+    "rule_files": [str(ALERTS)],
+    "evaluation_interval": "1m",
+    "tests": [
+        {
+            "interval": "1m",
+            "input_series": [
+                {
+                    "series": 'shoal_last_successful_pass_timestamp_seconds{instance="ctl1:8089",'
+                    'job="shoal"}',
+                    "values": "0+60x60 3600x60",
+                },
+                {"series": 'shoal_leader{instance="ctl1:8089",job="shoal"}', "values": "1x90 0x30"},
+                {
+                    "series": 'shoal_last_successful_pass_timestamp_seconds{instance="ctl2:8089",'
+                    'job="shoal"}',
+                    "values": "0x120",
+                },
+                {"series": 'shoal_leader{instance="ctl2:8089",job="shoal"}', "values": "0x120"},
+                # what ctl2 planned when it last led: a follower's gauge is never updated
+                {
+                    "series": 'shoal_jobs_unschedulable{instance="ctl2:8089",job="shoal",'
+                    'reason="memory"}',
+                    "values": "3x120",
+                },
+                {
+                    "series": 'shoal_last_successful_pass_timestamp_seconds{instance="solo:8089",'
+                    'job="solo"}',
+                    "values": "0+60x30 1800x90",
+                },
+            ],
+            "alert_rule_test": [
+                # the follower, which never passes, pages nobody; the lone daemon still does
+                {
+                    "eval_time": "50m",
+                    "alertname": "ShoalLoopStalled",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "instance": "solo:8089",
+                                "job": "solo",
+                                "severity": "page",
+                            },
+                            "exp_annotations": {
+                                "summary": "shoal on solo:8089 has completed no pass for over "
+                                "5 minutes",
+                            },
+                        }
+                    ],
+                },
+                # the stalled leader pages (5 minutes past its last pass, held 5 minutes)
+                {
+                    "eval_time": "75m",
+                    "alertname": "ShoalLoopStalled",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {"instance": i, "job": j, "severity": "page"},
+                            "exp_annotations": {
+                                "summary": f"shoal on {i} has completed no pass for over 5 minutes",
+                            },
+                        }
+                        for i, j in (("ctl1:8089", "shoal"), ("solo:8089", "solo"))
+                    ],
+                },
+                {"eval_time": "80m", "alertname": "ShoalNoLeader", "exp_alerts": []},
+                {"eval_time": "80m", "alertname": "ShoalJobsUnschedulable", "exp_alerts": []},
+                {
+                    "eval_time": "100m",
+                    "alertname": "ShoalNoLeader",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {"job": "shoal", "severity": "page"},
+                            "exp_annotations": {
+                                "summary": "no shoal daemon of shoal has led for 5 minutes",
+                            },
+                        }
+                    ],
+                },
+            ],
+        }
+    ],
+}
+
+
+def test_a_follower_is_not_paged_as_stalled_and_a_cluster_without_leader_is(
+    tmp_path: Path,
+) -> None:
+    result = run_alert_tests(HA_ALERT_TESTS, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr

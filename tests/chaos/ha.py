@@ -62,7 +62,9 @@ Invariants: push mode's, plus
     after a RunInstances of that type raised (throttled, no capacity, its answer lost: its
     placeholders wait for a listing or the TTL), and after a node of that type left the
     cloud by an interruption or a stop (perhaps before a listing showed it: its ledger
-    entry waits the TTL). A pass on stale demand (withheld), or with a failed write of the
+    entry waits the TTL), and while an intent with no answer is for more nodes than the
+    plan is short of (made again only once wanted whole). A pass on stale demand
+    (withheld), or with a failed write of the
     store in it (faulted, fenced, out of reach: an intent not written is a launch not
     made), starts the streaks again. Without the
     intent replay, a new leader holds the last one's unsent launch (its intent in the store,
@@ -83,6 +85,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import json
 import random
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -658,7 +661,12 @@ class HaRun(_Run):
         have.update(self.node_type(n) for n in self.hidden())  # the daemon keeps them
         limit = 3 * self.config.scaler.interval
         for nt, target in sorted(ctx.plan.targets.items()):
-            if asked[nt] or have[nt] >= target or self.unsure_until.get(nt, -1.0) > now:
+            if (
+                asked[nt]
+                or have[nt] >= target
+                or self.unsure_until.get(nt, -1.0) > now
+                or self.held_whole(nt, target - have[nt], now)
+            ):
                 self.held_since.pop(nt, None)
                 continue
             since = self.held_since.setdefault(nt, self.t)
@@ -669,6 +677,24 @@ class HaRun(_Run):
                     f"{nt}: the plans since t={since:.1f} want {target}, the cloud has "
                     f"{have[nt]} and none asks for more",
                 )
+
+    def held_whole(self, nt: str, short: int, now: float) -> bool:
+        """Whether the shared store holds an intent with no answer (the daemon died before
+        its RunInstances, or before the answer was written) for more ``nt`` nodes than the
+        plan is short of, within the ledger's TTL: the daemon cannot tell whether it
+        launched, and makes a unit again only once a plan wants it whole
+        (``Controller._replay_intents``: its client token launches the whole unit, nodes no
+        plan wants), so it holds the placeholders until a listing or the TTL. (Seed 1648: a
+        unit of 3 sent after a listing flap hid 2, the plan short of 1 once they showed.)"""
+        state = self.election.state if self.election is not None else None
+        if not state:
+            return False
+        ttl = self.config.scaler.launch_ledger_ttl
+        intents = json.loads(state).get("ledger", {}).get("intents", {}).values()
+        return any(
+            i["node_type"] == nt and float(i["at"]) + ttl > now and int(i["count"]) > short
+            for i in intents
+        )
 
     def booted(self) -> Controller | None:
         # a daemon built at the first start, acting or not: a throttled first reconcile

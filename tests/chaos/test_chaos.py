@@ -489,6 +489,19 @@ def test_a_new_leader_that_holds_an_unsent_launch_is_found(monkeypatch: pytest.M
     assert found == {"held-for-nothing"}, found
 
 
+def test_a_unit_the_plan_wants_in_part_is_held_until_the_ttl_not_made_again() -> None:
+    """``held-for-nothing`` asks no more than the daemon can know (seed 1648 of the
+    campaign of 2026-12-08): a listing flap hid both c5.large, the plan replaced them with a
+    unit of 3 and the daemon died before its RunInstances (its intent on the store). The
+    next leader holds the 3 placeholders: the listings show the 2 again, and the plan, short
+    of 1, does not want the unit whole, so its client token is not sent again (it would
+    launch 3, or return 3 launched before the crash: the daemon cannot tell which). Held
+    until a listing or the TTL, by design; the invariant reported it as held for nothing."""
+    result = run_seed(1648, mode="ha")
+    assert not result.violations, result.report(tail=10)
+    assert any("crash before RunInstances" in line for line in result.log)
+
+
 def test_the_fence_stops_a_deposed_leaders_launches(monkeypatch: pytest.MonkeyPatch) -> None:
     """With neither the renewer nor the guard (a term never ends by itself: every lease runs
     out on the store while its daemon believes it leads), the state write before every launch

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,25 @@ def test_version_and_python_m() -> None:
     assert (res.returncode, res.stdout.strip()) == (0, "OK")
 
 
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """``shoal config-schema | head -1``: the pipe closes under the writer; before, Python's
+    BrokenPipeError traceback followed the line head printed. The reader here is gone
+    before the command starts, so its first write meets the closed pipe every time."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "shoal.daemon", "config-schema"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert (res.returncode, res.stderr) == (1, b"")
+
+
 def test_no_command_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main([])
@@ -105,7 +125,10 @@ def test_plan_bad_demand_exit_2(
 
 
 def test_plan_prints_json_plan(
-    tmp_path: Path, catalogue: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    catalogue: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     demand = tmp_path / "d.yaml"
     demand.write_text(
@@ -133,6 +156,8 @@ def test_plan_prints_json_plan(
         ]
     )
     out = capsys.readouterr().out
+    # a one-shot command keeps no state: not the daemon's warning that a restart forgets it
+    assert "state_in_memory" not in caplog.text
     assert code == 0, out
     # By hand: a c5.xlarge (8 GiB) keeps 1.9 GiB for the OS and agents as Toil does, leaving
     # 3 slots of 2 GiB; 50-minute jobs must start within the 30-minute target time, so each

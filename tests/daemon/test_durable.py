@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import configs
 import pytest
+from ledger_kit import killed_before
 from loop_harness import config_dict, make_harness
 from shoal.daemon.config import load_config, parse_config
 from shoal.daemon.demand import DemandFailure
@@ -28,7 +29,6 @@ from shoal.daemon.durable import (
     offering_to_json,
 )
 from shoal.daemon.service import Service
-from shoal.providers.errors import ProviderError
 from shoal.providers.node_provider import TAG_REQUEST_ID, client_token
 from shoal.providers.outcomes import LaunchRequest
 from shoal.providers.simulated import SimulatedProvisioner
@@ -541,18 +541,7 @@ async def test_a_unit_partly_launched_before_a_crash_is_not_launched_twice(
     cloud.set_capacity("c5.xlarge", 2, zone=ZONE_A)
     h: Harness = await harness_factory(state_dir=str(state), provider=cloud)
     await h.drive(h.controller.reconcile())
-    real = cloud.launch_offering
-
-    async def crash_before_b(request: LaunchRequest) -> list[str]:
-        if request.offering.zone == ZONE_B:
-            shutil.copytree(state, crashed)  # what disk holds when kill -9 lands
-            raise ProviderError("the daemon is gone")  # b never reached the cloud
-        return await real(request)
-
-    cloud.launch_offering = crash_before_b  # type: ignore[method-assign]
-    h.set_demand(h.jobs(12))  # one unit of 3 four-core nodes
-    await h.pass_()
-    cloud.launch_offering = real  # type: ignore[method-assign]
+    await killed_before(h, ZONE_B, state, crashed)
     assert len(cloud.worker_names()) == 2 and crashed.exists()
 
     fresh = await _in_both_zones(clock, crashed, cloud)

@@ -40,6 +40,21 @@ def leader_gauge(metrics_text: str) -> float:
     return float(line.split()[1])
 
 
+def cluster_view(service: Service) -> dict[str, float]:
+    """The non-zero samples of the gauges that describe the cluster, summed per metric."""
+    m = service.metrics
+    gauges = (m.nodes, m.target_nodes, m.estimated_cost, m.jobs_queued, m.jobs_running)
+    gauges += (m.jobs_unschedulable, m.jobs_waiting_for_limit, m.nodes_unlisted)
+    gauges += (m.offerings_in_backoff, m.backoff_until, m.nodes_drained_by_others)
+    view: dict[str, float] = {}
+    for gauge in gauges:
+        for metric in gauge.collect():
+            for sample in metric.samples:
+                if sample.value:
+                    view[sample.name] = view.get(sample.name, 0.0) + sample.value
+    return view
+
+
 def launched(service: Service) -> float:
     samples = [s for m in service.metrics.scale_ups.collect() for s in m.samples]
     return sum(s.value for s in samples if s.name.endswith("_total"))
@@ -145,6 +160,10 @@ async def test_only_the_leader_acts_and_a_cut_off_leader_stops_before_the_other_
         assert old.controller.passes == passes_then and new.controller.passes >= 2
         assert leader_gauge((await http(old, "GET", "/metrics"))[1]) == 0
         assert leader_gauge((await http(new, "GET", "/metrics"))[1]) == 1
+        # the deposed leader no longer shows the cluster it saw (a dashboard summing the
+        # daemons counted its nodes, targets and cost twice); the new leader shows them
+        assert cluster_view(old) == {}
+        assert cluster_view(new)["shoal_nodes"] == launched(old)
         # the same demand, pushed to the new leader: it adopted what the old one launched
         # (the shared cloud's listing), so it launches nothing twice
         status, _ = await http(new, "PUT", "/v1/demand", json=JOBS)

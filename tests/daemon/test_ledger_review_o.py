@@ -4,8 +4,10 @@ the ids its earlier offerings launched. Each test is a finding, marked xfail (st
 it is not fixed: it fails on b68761d for the reason its docstring gives. Findings 3, 4 and 5
 are fixed (their tests fail on b68761d and pass; 5's first fix, dropping the ids from the
 intent once booked, was a regression, review reviewp2: an id is now dropped once a listing
-shows it, and a placeholder stands only for instances of its own offering); 1 and 2 are not
-(see their docstrings).
+shows it, and a placeholder stands only for instances of its own offering). 1 and 2 are
+fixed too: the tracker keeps, per request, the instances that stood for a placeholder, on
+disk with the ledger, so one stands for one at most through a flap and a restart (their
+nearby cases at the end: each fails before the fix, but for the two guards, so named).
 
 "New" in ``NodeTracker.observe`` means "not in the tracker now", not "never seen before":
 an instance a listing showed, then left out (forgotten), then showed again is new twice,
@@ -15,29 +17,35 @@ And an instance listed before its lost answer was booked is never new after the 
 
 from __future__ import annotations
 
-import datetime as dt
-import shutil
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
-from loop_harness import config_dict, make_harness
-from shoal.daemon.config import parse_config
-from shoal.daemon.durable import DurableStore, offering_to_json
+from ledger_kit import (
+    C5,
+    T0,
+    ZONE_A,
+    ZONE_B,
+    ZONE_C,
+    A,
+    B,
+    in_three_zones,
+    killed_before,
+    listed,
+    restart,
+    three_zones,
+    write_intent,
+)
+from shoal.daemon.durable import STATE_FILE, DurableStore, LaunchJournal, offering_to_json
+from shoal.daemon.executor import Replayable
 from shoal.daemon.nodes import NodeTracker
-from shoal.providers.base import TAG_AUTOSCALED, TAG_REQUEST_ID, Node
-from shoal.providers.errors import ProviderError
 from shoal.providers.node_provider import client_token
 from shoal.providers.outcomes import LaunchAttempt, LaunchRequest, RetryableError
-from shoal.providers.simulated import SimulatedProvisioner
-from shoal.scaler.model import CapacityType, NodeType, Offering
-from shoal.scaler.shape import Shape
+from shoal.scaler.model import CapacityType, Offering
 
 if TYPE_CHECKING:
     from loop_harness import Harness
     from shoal.runtime.testing import FakeClock
-
-ZONE_A, ZONE_B, ZONE_C = "us-west-2a", "us-west-2b", "us-west-2c"
 
 
 async def _lost_unit_one_listed(h: Harness) -> list[str]:
@@ -62,7 +70,6 @@ async def _lost_unit_one_listed(h: Harness) -> list[str]:
     return [first, *rest]
 
 
-@pytest.mark.xfail(strict=True, reason="review reviewo finding 1, not fixed (see docstring)")
 async def test_an_instance_listed_before_a_restart_does_not_stand_for_a_placeholder_again(
     tmp_path: Path, harness_factory: Any
 ) -> None:
@@ -87,7 +94,6 @@ async def test_an_instance_listed_before_a_restart_does_not_stand_for_a_placehol
     assert h.provider.count("c5.xlarge") == 3  # 4 on b68761d
 
 
-@pytest.mark.xfail(strict=True, reason="review reviewo finding 2, not fixed (see docstring)")
 async def test_an_instance_listed_again_after_a_flap_stands_for_one_placeholder(
     tmp_path: Path, harness_factory: Any
 ) -> None:
@@ -114,23 +120,6 @@ async def test_an_instance_listed_again_after_a_flap_stands_for_one_placeholder(
     assert h.provider.count("c5.xlarge") == 3  # 4 on b68761d
 
 
-C5 = NodeType("c5", ("c5.xlarge",), Shape(3600, 1, 4, 1, False))
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
-
-
-def _instance(name: str, request_id: str) -> Node:
-    return Node(
-        None,
-        "10.0.0.1",
-        name,
-        dt.datetime.fromtimestamp(T0, dt.UTC),
-        "c5.xlarge",
-        False,
-        {TAG_AUTOSCALED: "true", TAG_REQUEST_ID: request_id},
-        zone="z",
-    )
-
-
 def test_an_instance_listed_before_its_lost_answer_is_booked_holds_no_placeholder() -> None:
     """Finding 3 (review reviewo, low-medium: capacity held for nothing until the TTL): a
     launch outside a pass (a Slurm resume request: ``Controller.launch`` does not hold the
@@ -142,24 +131,12 @@ def test_an_instance_listed_before_its_lost_answer_is_booked_holds_no_placeholde
     node counted for nothing, toward the type's max too."""
     offering = Offering("c5.xlarge", "z", CapacityType.ON_DEMAND)
     tracker = NodeTracker([C5], default_zone="z", ledger_ttl=600.0)
-    instance = _instance("i-1", "slurm-r")
+    instance = listed("i-1", request_id="slurm-r")
     tracker.observe([instance], None, T0 + 5)  # a pass while the launch retries
     lost = LaunchAttempt("slurm-r", offering, 1, "tok", error=RetryableError("lost"))
     tracker.record_launch([lost], T0 + 20)  # the launch gave up: its answer lost
     tracker.observe([instance], None, T0 + 35)  # the next pass
     assert tracker.pending() == []  # the placeholder stays until T0 + 620
-
-
-def _three_zones(clock: FakeClock) -> SimulatedProvisioner:
-    return SimulatedProvisioner(
-        clusterName="test", zones=[ZONE_A, ZONE_B, ZONE_C], clock=clock, listing_lag=60.0
-    )
-
-
-async def _in_three_zones(clock: FakeClock, state: Path, cloud: SimulatedProvisioner) -> Harness:
-    data = config_dict(state_dir=str(state))
-    data["provider"] = {**data["provider"], "zone": None, "zones": [ZONE_A, ZONE_B, ZONE_C]}
-    return await make_harness(clock, parse_config(data), cloud)
 
 
 async def test_a_replayed_rest_does_not_send_an_answered_offerings_token_again(
@@ -173,26 +150,15 @@ async def test_a_replayed_rest_does_not_send_an_answered_offerings_token_again(
     review reviewn; the replay, with no events, does not: ``answered`` names a but is not
     used for that). The node left comes a pass later, under a new request id."""
     state, crashed = tmp_path / "state", tmp_path / "crashed"
-    cloud = _three_zones(clock)
+    cloud = three_zones(clock)
     cloud.set_capacity("c5.xlarge", 2, zone=ZONE_A)
-    h = await _in_three_zones(clock, state, cloud)
+    h = await in_three_zones(clock, state, cloud)
     await h.drive(h.controller.reconcile())
-    real = cloud.launch_offering
-
-    async def crash_before_b(request: LaunchRequest) -> list[str]:
-        if request.offering.zone == ZONE_B:
-            shutil.copytree(state, crashed)  # what disk holds when kill -9 lands
-            raise ProviderError("the daemon is gone")  # b never reached the cloud
-        return await real(request)
-
-    cloud.launch_offering = crash_before_b  # type: ignore[method-assign]
-    h.set_demand(h.jobs(12))
-    await h.pass_()
-    cloud.launch_offering = real  # type: ignore[method-assign]
+    await killed_before(h, ZONE_B, state, crashed)
     assert cloud.count("c5.xlarge") == 2 and crashed.exists()
 
     cloud.set_capacity("c5.xlarge", 0, zone=ZONE_B)
-    fresh = await _in_three_zones(clock, crashed, cloud)
+    fresh = await in_three_zones(clock, crashed, cloud)
     await fresh.drive(fresh.controller.reconcile())
     fresh.set_demand(fresh.jobs(12))
     record = await fresh.pass_()
@@ -216,8 +182,8 @@ async def test_an_answered_id_gone_since_the_first_restart_is_not_booked_by_the_
     ``launch_ledger_ttl``, when the gone id is terminated as a join timeout (a's offering
     backed off)."""
     state = tmp_path / "state"
-    cloud = _three_zones(clock)
-    a = Offering("c5.xlarge", ZONE_A, CapacityType.ON_DEMAND)
+    cloud = three_zones(clock)
+    a = A
     sent = LaunchRequest(
         offering=a,
         count=3,
@@ -228,20 +194,10 @@ async def test_an_answered_id_gone_since_the_first_restart_is_not_booked_by_the_
     )
     cloud.set_capacity("c5.xlarge", 2, zone=ZONE_A)
     gone, kept = await cloud.launch_offering(sent)
-    store = DurableStore.open(state)
-    intent = {
-        "node_type": "c5.xlarge",
-        "count": 1,
-        "offering": offering_to_json(Offering("c5.xlarge", ZONE_B, CapacityType.ON_DEMAND)),
-        "at": clock.now(),
-        "answered": [{"id": i, "offering": offering_to_json(a)} for i in (gone, kept)],
-        "replay": {"tags": {}, "gang": False, "cause": "demand"},
-    }
-    store.section("ledger", lambda: {"intents": {"shoal-lost": intent}, "entries": []})
-    await store.flush()
-    store.close()
+    answered = [(gone, a), (kept, a)]
+    await write_intent(state, "shoal-lost", B, answered, at=clock.now(), node_type="c5.xlarge")
 
-    first = await _in_three_zones(clock, state, cloud)
+    first = await in_three_zones(clock, state, cloud)
     await first.drive(first.controller.reconcile())
     first.set_demand(first.jobs(0))  # no plan wants the rest yet: the intent waits
     await clock.advance(61)
@@ -253,9 +209,124 @@ async def test_an_answered_id_gone_since_the_first_restart_is_not_booked_by_the_
     assert len(first.controller.journal.replays) == 1
     await first.settle()
 
-    second = await _in_three_zones(clock, state, cloud)
+    second = await in_three_zones(clock, state, cloud)
     await second.drive(second.controller.reconcile())
     assert second.controller.tracker.get(gone) is None  # booked again, booting, on b68761d
     second.set_demand(second.jobs(12))
     await second.pass_()
     assert cloud.count("c5.xlarge") == 3  # 2 on b68761d
+
+
+# Nearby cases of findings 1 and 2 (each fails on the code before their fix: an instance
+# stands for a placeholder again once it is new again)
+
+Z = Offering("c5.xlarge", "z", CapacityType.ON_DEMAND)
+
+
+def _placeholders(tracker: NodeTracker) -> int:
+    return sum(t.placeholder for t in tracker.pending())
+
+
+def test_an_instance_listed_before_its_lost_answer_stands_for_no_placeholder_after_a_flap() -> None:
+    """Finding 2 by finding 3's way: i-1 is listed, then the lost answer of 2 is booked,
+    with one placeholder (i-1 stands for the other, ``record_launch``'s ``shown``). A
+    listing leaves i-1 out and the next shows it again: new to the tracker, it took the
+    placeholder that stands for i-2, not listed yet (1 counted for 2 launched)."""
+    tracker = NodeTracker([C5], default_zone="z", ledger_ttl=600.0)
+    first = listed("i-1", request_id="slurm-r")
+    tracker.observe([first], None, T0 + 5)
+    lost = LaunchAttempt("slurm-r", Z, 2, "tok", error=RetryableError("lost"))
+    tracker.record_launch([lost], T0 + 20)
+    assert _placeholders(tracker) == 1
+    tracker.observe([], None, T0 + 35)  # EC2's listing leaves i-1 out
+    tracker.observe([first], None, T0 + 50)
+    assert _placeholders(tracker) == 1  # 0 before the fix
+    tracker.observe([first, listed("i-2", request_id="slurm-r")], None, T0 + 65)
+    assert _placeholders(tracker) == 0
+
+
+async def test_an_instance_that_stood_before_a_restart_and_flaps_after_it_stands_once(
+    tmp_path: Path,
+) -> None:
+    """Findings 1 and 2 together: a lost answer of 3, i-1 listed (2 placeholders left),
+    a restart; the first listing after it leaves i-1 out (what stood is kept while the
+    request has placeholders), the next shows it: it stands for none again. Once the
+    placeholders' TTL passes, what stood goes with them, from the state file too."""
+    state = tmp_path / "state"
+    store = DurableStore.open(state)
+    tracker = NodeTracker([C5], default_zone="z", ledger_ttl=600.0)
+    journal = LaunchJournal(store)
+    lost = LaunchAttempt("shoal-r", Z, 3, "tok", error=RetryableError("lost"))
+    tracker.record_launch([lost], T0)
+    first = listed("i-1", request_id="shoal-r")
+    tracker.observe([first], None, T0 + 30)
+    journal.sync(tracker)
+    await store.flush()
+    store.close()
+
+    tracker, journal, store = restart(state, "z")
+    assert _placeholders(tracker) == 2
+    tracker.observe([], None, T0 + 60)  # the listing lags after the restart
+    tracker.observe([first], None, T0 + 90)
+    assert _placeholders(tracker) == 2  # 1 before the fix
+    journal.sync(tracker)
+    await store.flush()
+    assert json.loads((state / STATE_FILE).read_text())["ledger"]["stood"] == {
+        "shoal-r": {"i-1": offering_to_json(Z)}
+    }
+    tracker.expire(T0 + 600)
+    journal.sync(tracker)
+    await store.flush()
+    store.close()
+    assert _placeholders(tracker) == 0
+    assert "stood" not in json.loads((state / STATE_FILE).read_text())["ledger"]
+
+
+async def test_an_intent_restored_whole_is_stood_for_again_by_its_listed_instance(
+    tmp_path: Path,
+) -> None:
+    """The other side of finding 1's fix: an intent still to make again is restored as
+    placeholders of its whole count, so an instance that stood for one before the restart
+    stands for one of these again (its offering's ids are dropped when they are booked).
+    Kept as what stood, it would leave 3 placeholders beside the listed instance: 4
+    counted for 3 launched, until the TTL. (A guard of the fix, which passes before it: it
+    fails when what stood is restored after the intents' placeholders.)"""
+    state = tmp_path / "state"
+    store = DurableStore.open(state)
+    journal = LaunchJournal(store)
+    await journal.intent("shoal-r", C5, 3, Z, T0, Replayable({}, False, "demand"))
+    store.close()  # kill -9 with the launch in flight
+
+    first = listed("i-1", request_id="shoal-r")
+    tracker, journal, store = restart(state, "z")
+    assert _placeholders(tracker) == 3 and len(journal.replays) == 1
+    tracker.observe([first], None, T0 + 30)
+    assert _placeholders(tracker) == 2
+    journal.sync(tracker)
+    await store.flush()
+    store.close()
+
+    tracker, journal, store = restart(state, "z")
+    store.close()
+    assert _placeholders(tracker) == 3
+    tracker.observe([first], None, T0 + 60)
+    assert _placeholders(tracker) == 2
+
+
+def test_a_lost_answer_booked_again_is_stood_for_again_by_an_instance_left_out() -> None:
+    """The same in one process: a lost answer of 3, i-1 listed (2 placeholders), then left
+    out of a listing; the launch's answer is lost again (a replay under the same token),
+    booked anew as 3 placeholders (none of its instances listed). When i-1 is listed again
+    it stands for one of these: what stood for the old ones is dropped with them
+    (``record_launch``), else 3 placeholders beside i-1 until the TTL. (A guard of the fix,
+    which passes before it: it fails without that drop.)"""
+    tracker = NodeTracker([C5], default_zone="z", ledger_ttl=600.0)
+    lost = LaunchAttempt("shoal-r", Z, 3, "tok", error=RetryableError("lost"))
+    tracker.record_launch([lost], T0)
+    first = listed("i-1", request_id="shoal-r")
+    tracker.observe([first], None, T0 + 30)
+    tracker.observe([], None, T0 + 60)  # EC2's listing leaves i-1 out
+    tracker.record_launch([lost], T0 + 70)
+    assert _placeholders(tracker) == 3
+    tracker.observe([first], None, T0 + 90)
+    assert _placeholders(tracker) == 2

@@ -8,54 +8,43 @@ reviewo's findings 3 and 4 miss a zoneless offering and a second restart."""
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shoal.daemon.durable import DurableStore, LaunchJournal, offering_to_json
+from ledger_kit import (
+    C5,
+    T0,
+    ZONE_B,
+    ZONE_C,
+    A,
+    B,
+    in_three_zones,
+    listed,
+    restart,
+    three_zones,
+    write_intent,
+)
+from shoal.daemon.durable import DurableStore, LaunchJournal
 from shoal.daemon.nodes import NodeTracker
-from shoal.providers.base import TAG_AUTOSCALED, TAG_REQUEST_ID, Node
 from shoal.providers.node_provider import client_token
 from shoal.providers.outcomes import LaunchAttempt, LaunchRequest, RetryableError
-from shoal.scaler.model import CapacityType, NodeType, Offering
-from shoal.scaler.shape import Shape
-from test_ledger_review_o import ZONE_B, ZONE_C, _in_three_zones, _three_zones
+from shoal.scaler.model import CapacityType, Offering
 
 if TYPE_CHECKING:
     from shoal.runtime.testing import FakeClock
-
-C5 = NodeType("c5", ("c5.xlarge",), Shape(3600, 1, 4, 1, False))
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
-A = Offering("c5.xlarge", "us-west-2a", CapacityType.ON_DEMAND)
-B = Offering("c5.xlarge", "us-west-2b", CapacityType.ON_DEMAND)
 
 
 async def _unit_intent(state: Path) -> None:
     """On disk: a unit's intent for b (the 1 left), ``answered``: a's i-1 and i-2, launched
     and not listed yet; no entries (kill -9 landed once b's intent was written)."""
-    store = DurableStore.open(state)
-    intent = {
-        "node_type": "c5",
-        "count": 1,
-        "offering": offering_to_json(B),
-        "at": T0,
-        "answered": [{"id": i, "offering": offering_to_json(A)} for i in ("i-1", "i-2")],
-        "replay": {"tags": {}, "gang": False, "cause": "demand"},
-    }
-    store.section("ledger", lambda: {"intents": {"shoal-unit": intent}, "entries": []})
-    await store.flush()
-    store.close()
+    await write_intent(state, "shoal-unit", B, [("i-1", A), ("i-2", A)])
 
 
 def _booked(state: Path) -> set[str]:
     """What a daemon restarted on ``state`` books (its journal restored into a new tracker)."""
-    store = DurableStore.open(state)
-    try:
-        tracker = NodeTracker([C5], default_zone="us-west-2a", ledger_ttl=3600.0)
-        LaunchJournal(store).restore(tracker)
-        return {t.id for t in tracker.pending() if not t.placeholder}
-    finally:
-        store.close()
+    tracker, _, store = restart(state, ttl=3600.0)
+    store.close()
+    return {t.id for t in tracker.pending() if not t.placeholder}
 
 
 async def test_a_write_between_restore_and_the_first_sync_keeps_the_answered_ids(
@@ -83,19 +72,6 @@ async def test_a_write_between_restore_and_the_first_sync_keeps_the_answered_ids
     assert _booked(state) == {"i-1", "i-2"}  # set() on 2b1ce88
 
 
-def _listed(name: str, zone: str) -> Node:
-    return Node(
-        None,
-        "10.0.0.1",
-        name,
-        dt.datetime.fromtimestamp(T0, dt.UTC),
-        "c5.xlarge",
-        False,
-        {TAG_AUTOSCALED: "true", TAG_REQUEST_ID: "slurm-r"},
-        zone=zone,
-    )
-
-
 def test_an_instance_listed_before_a_zoneless_lost_answer_holds_no_placeholder() -> None:
     """Finding 2 (review reviewp2, low-medium: capacity held for nothing until the TTL):
     review reviewo's finding 3 with no zone configured (``provider.zone`` and ``zones``
@@ -106,7 +82,7 @@ def test_an_instance_listed_before_a_zoneless_lost_answer_holds_no_placeholder()
     releases it (the instance is not new to it)."""
     zoneless = Offering("c5.xlarge", "", CapacityType.ON_DEMAND)
     tracker = NodeTracker([C5], default_zone="", ledger_ttl=600.0)
-    instance = _listed("i-1", "us-west-2a")
+    instance = listed("i-1", "us-west-2a")
     tracker.observe([instance], None, T0 + 5)  # a pass while the launch retries
     lost = LaunchAttempt("slurm-r", zoneless, 1, "tok", error=RetryableError("lost"))
     tracker.record_launch([lost], T0 + 20)
@@ -125,7 +101,7 @@ async def test_a_second_restart_replays_the_rest_without_the_answered_offerings_
     token was sent for 3, and EC2 refuses it for 1 (IdempotentParameterMismatch) before c.
     (2) drops what (3) needs: the answered offerings are not kept with the intent."""
     state = tmp_path / "state"
-    cloud = _three_zones(clock)
+    cloud = three_zones(clock)
     cloud.set_capacity("c5.xlarge", 2, zone=A.zone)
     sent = LaunchRequest(
         offering=A,
@@ -136,20 +112,10 @@ async def test_a_second_restart_replays_the_rest_without_the_answered_offerings_
         tags=cloud.worker_tags("c5.xlarge", "shoal-unit"),
     )
     ids = await cloud.launch_offering(sent)
-    store = DurableStore.open(state)
-    intent = {
-        "node_type": "c5.xlarge",
-        "count": 1,
-        "offering": offering_to_json(B),
-        "at": clock.now(),
-        "answered": [{"id": i, "offering": offering_to_json(A)} for i in ids],
-        "replay": {"tags": {}, "gang": False, "cause": "demand"},
-    }
-    store.section("ledger", lambda: {"intents": {"shoal-unit": intent}, "entries": []})
-    await store.flush()
-    store.close()
+    answered = [(i, A) for i in ids]
+    await write_intent(state, "shoal-unit", B, answered, at=clock.now(), node_type="c5.xlarge")
 
-    first = await _in_three_zones(clock, state, cloud)
+    first = await in_three_zones(clock, state, cloud)
     await first.drive(first.controller.reconcile())
     first.set_demand(first.jobs(0))  # no plan wants the rest yet: the intent waits
     await first.pass_()
@@ -157,7 +123,7 @@ async def test_a_second_restart_replays_the_rest_without_the_answered_offerings_
     await first.settle()
 
     cloud.set_capacity("c5.xlarge", 0, zone=ZONE_B)
-    second = await _in_three_zones(clock, state, cloud)
+    second = await in_three_zones(clock, state, cloud)
     await second.drive(second.controller.reconcile())
     second.set_demand(second.jobs(12))
     record = await second.pass_()
@@ -180,7 +146,7 @@ async def test_an_answered_instance_listed_after_a_second_restart_holds_no_place
     instance is listed a little later. On 2b1ce88's parent a's 2 were booked by id again:
     b's placeholder stayed and the replay of b's token got b's instance back."""
     state = tmp_path / "state"
-    cloud = _three_zones(clock)
+    cloud = three_zones(clock)
     cloud.set_capacity("c5.xlarge", 2, zone=A.zone)
 
     def sent(offering: Offering, count: int) -> LaunchRequest:
@@ -195,21 +161,11 @@ async def test_an_answered_instance_listed_after_a_second_restart_holds_no_place
 
     ids = await cloud.launch_offering(sent(A, 3))
     await clock.advance(50)
-    store = DurableStore.open(state)
-    intent = {
-        "node_type": "c5.xlarge",
-        "count": 1,
-        "offering": offering_to_json(B),
-        "at": clock.now(),
-        "answered": [{"id": i, "offering": offering_to_json(A)} for i in ids],
-        "replay": {"tags": {}, "gang": False, "cause": "demand"},
-    }
-    store.section("ledger", lambda: {"intents": {"shoal-unit": intent}, "entries": []})
-    await store.flush()
-    store.close()
+    answered = [(i, A) for i in ids]
+    await write_intent(state, "shoal-unit", B, answered, at=clock.now(), node_type="c5.xlarge")
     await cloud.launch_offering(sent(B, 1))  # its answer never written: kill -9
 
-    first = await _in_three_zones(clock, state, cloud)
+    first = await in_three_zones(clock, state, cloud)
     await first.drive(first.controller.reconcile())
     first.set_demand(first.jobs(0))  # no plan wants the rest yet: the intent waits
     await clock.advance(15)
@@ -217,7 +173,7 @@ async def test_an_answered_instance_listed_after_a_second_restart_holds_no_place
     assert {t.id for t in first.controller.tracker.all() if t.listed} == set(ids)
     await first.settle()
 
-    second = await _in_three_zones(clock, state, cloud)
+    second = await in_three_zones(clock, state, cloud)
     await second.drive(second.controller.reconcile())
     second.set_demand(second.jobs(12))
     await second.pass_()

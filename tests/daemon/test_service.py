@@ -174,6 +174,41 @@ async def test_sighup_applies_a_changed_provider_capacity_without_a_restart(
     assert await asyncio.wait_for(task, 10) == 0
 
 
+async def test_sighup_removing_a_zone_keeps_the_running_zones_until_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload that removes a launch zone: the provider section applies at a restart, and
+    so for the planner too. Before, the policy's offerings lost the zone at once while the
+    provider's fleet kept falling back to it: the planner no longer planned there, yet
+    launches still landed there (half a change)."""
+    caplog.set_level(logging.INFO, logger="shoal")
+    zones = {"zone": None, "zones": ["us-west-2a", "us-west-2b"], "boot_delay": "1s"}
+    path = write_config(tmp_path / "shoal.yaml", provider=zones)
+    service = Service(load_config(path), path)
+    task = await start(service)
+    controller, provider = service.controller, service.provider
+    assert controller is not None and provider is not None
+    assert controller.policy.node_types[0].zones == ("us-west-2a", "us-west-2b")
+
+    listen = service.config.api.listen
+    one = {"zone": None, "zones": ["us-west-2a"], "boot_delay": "1s"}
+    write_config(
+        path, provider=one, api={"listen": listen}, node_types=[{"type": "c5.xlarge", "max": 6}]
+    )
+    os.kill(os.getpid(), signal.SIGHUP)
+    await wait_until(lambda: service.reloads == 1)
+    assert service.last_reload_ok is True
+    assert "event=reload_needs_restart sections=provider" in caplog.text
+    assert controller.policy.node_types[0].max_nodes == 6  # the rest applied
+    assert provider.zones == ("us-west-2a", "us-west-2b")
+    assert controller.policy.node_types[0].zones == provider.zones  # ("us-west-2a",) before
+    assert controller.policy_source is not None
+    assert controller.policy_source().node_types[0].zones == provider.zones  # price refreshes
+
+    service.stop("test")
+    assert await asyncio.wait_for(task, 10) == 0
+
+
 async def test_sd_notify_ready_watchdog_stopping(
     tmp_path: Path, notify_socket: tuple[socket.socket, str]
 ) -> None:

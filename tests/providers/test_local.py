@@ -326,6 +326,24 @@ async def test_records_survive_a_restart_of_the_daemon(
     assert (await second.launch_offering(request("hung", token="tok-9")))[0] not in ids
 
 
+async def test_a_spot_launch_is_listed_as_spot_after_a_restart_too(
+    make: Callable[..., LocalProvisioner],
+) -> None:
+    """The listing says what capacity each instance is, as EC2's ``InstanceLifecycle``
+    does: the daemon's ledger matches a lost spot answer's placeholder to a listed spot
+    instance only (before, every local instance was listed on-demand, so such a
+    placeholder waited for the ledger's TTL)."""
+    provider = make()
+    spot = dataclasses.replace(
+        request("hung", token="tok-s"),
+        offering=Offering("hung", "local", CapacityType.SPOT),
+    )
+    ids = await provider.launch_offering(spot)
+    other = await provider.launch_offering(request("hung"))
+    kinds = {n.name: n.preemptible for n in await make().list_instances()}
+    assert kinds == {ids[0]: True, other[0]: False}
+
+
 async def test_two_daemons_sharing_the_records_file_see_each_others_changes(
     make: Callable[..., LocalProvisioner],
 ) -> None:
