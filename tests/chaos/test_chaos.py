@@ -496,8 +496,10 @@ def test_a_unit_the_plan_wants_in_part_is_held_until_the_ttl_not_made_again() ->
     next leader holds the 3 placeholders: the listings show the 2 again, and the plan, short
     of 1, does not want the unit whole, so its client token is not sent again (it would
     launch 3, or return 3 launched before the crash: the daemon cannot tell which). Held
-    until a listing or the TTL, by design; the invariant reported it as held for nothing."""
-    result = run_seed(1648, mode="ha")
+    until a listing or the TTL, by design; the invariant reported it as held for nothing.
+    (The kinds of that campaign: ``reload`` and ``argchange`` came to ha mode since.)"""
+    kinds = tuple(k for k in mode_kinds("ha") if k not in ("reload", "argchange"))
+    result = run_seed(1648, kinds, mode="ha")
     assert not result.violations, result.report(tail=10)
     assert any("crash before RunInstances" in line for line in result.log)
 
