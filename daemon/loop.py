@@ -487,7 +487,9 @@ class Controller:
         it launched, if it did, and launches it if it did not: the placeholders give way to
         what is real instead of holding that capacity for the ledger's TTL. A plan that wants
         fewer leaves it for a later pass (replayed then, it would launch a node no plan
-        wants); one listed (its placeholders gave way) or expired, or whose node type no
+        wants), and so does one that would put its type over the max beside the nodes still
+        alive (drained ones the pass terminates after it); one listed (its placeholders gave
+        way) or expired, or whose node type no
         longer has its offering (its instance type, capacity type or zone: addNodes would
         ignore it as ``first`` and launch the unit elsewhere under a new token), is settled
         without a replay, its placeholders left to the listing or the TTL. Each replay is
@@ -510,6 +512,17 @@ class Controller:
             and not t.expired
             and not (t.placeholder and t.node.tags.get(TAG_REQUEST_ID) in ahead)
         )
+        # the nodes of each type alive as the daemon knows them, drained ones too (the pass
+        # terminates them after the replays), but those placeholders: a replay that would put
+        # its type over the max waits for them to go (review chaosarg: a lowered max drained
+        # the real nodes for the placeholders, and the replay went out before they ended)
+        alive = Counter(
+            t.node_type
+            for t in self.tracker.all()
+            if t.state is not TrackedState.TERMINATED
+            and not t.expired
+            and not (t.placeholder and t.node.tags.get(TAG_REQUEST_ID) in ahead)
+        )
         types = {t.name: t for t in self.policy.node_types}
         for intent in replays:
             node_type = types.get(intent.node_type)
@@ -525,9 +538,11 @@ class Controller:
             if (
                 plan.targets.get(node_type.name, 0)
                 < counted[node_type.name] + held[intent.request_id]
+                or alive[node_type.name] + held[intent.request_id] > node_type.max_nodes
             ):
-                continue  # not wanted whole now: asked again at the next pass
+                continue  # not wanted whole now, or over the max: asked again at the next pass
             counted[node_type.name] += held[intent.request_id]
+            alive[node_type.name] += held[intent.request_id]
             log.info(
                 "event=launch_replayed request_id=%s offering=%s count=%d",
                 intent.request_id,
