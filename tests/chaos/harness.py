@@ -381,12 +381,16 @@ class _Pass:
     limits: dict[str, int] | None = None  # node type -> its max in force when it planned
     launched: collections.Counter[str] = field(default_factory=collections.Counter)
     gone: set[str] = field(default_factory=set)  # terminated by shoal in the pass
+    # the drain hook asked in the pass: the plan's drains, and those the controller makes
+    # again for a draining mark the hook never confirmed (``unconfirmed_drains``, added to
+    # the plan after the planner: seed 2174 of the ha campaign of 2026-12-08)
+    drains_asked: set[str] = field(default_factory=set)
 
     def out(self) -> collections.Counter[str]:
         """Per node type, the live instances the pass took out of the count: terminated, or
         planned to be terminated or drained (a termination that failed still let the planner
-        launch its replacement)."""
-        names = set(self.gone)
+        launch its replacement; so does a drain whose hook failed)."""
+        names = self.gone | self.drains_asked
         if self.plan is not None:
             names |= {a.node_id for a in (*self.plan.terminations, *self.plan.drains)}
         return collections.Counter(self.alive_names[n] for n in names if n in self.alive_names)
@@ -442,6 +446,8 @@ class _DrainHook:
 
     async def drain(self, node: str) -> None:
         run = self.run
+        if run.ctx is not None:  # asked in a pass: taken out of its count, failed or not
+            run.ctx.drains_asked.add(node)
         if run.t < FAULT_END and self.rng.random() < run.plan.hookerr_p:
             run.note(f"drain hook fails on {node}")
             raise RuntimeError(f"chaos: the drain hook failed on {node}")
@@ -1214,7 +1220,11 @@ class _Run:
         out = ctx.out()
         # a spot interruption during the pass (after it began, before its listing) takes a
         # node out of the count too: its replacement is no duplicate
-        counted = ctx.gone | {a.node_id for a in (*ctx.plan.terminations, *ctx.plan.drains)}
+        counted = (
+            ctx.gone
+            | ctx.drains_asked
+            | {a.node_id for a in (*ctx.plan.terminations, *ctx.plan.drains)}
+        )
         out.update(
             nt
             for n, nt in ctx.alive_names.items()

@@ -504,6 +504,20 @@ def test_a_unit_the_plan_wants_in_part_is_held_until_the_ttl_not_made_again() ->
     assert any("crash before RunInstances" in line for line in result.log)
 
 
+def test_a_drain_made_again_for_an_unconfirmed_mark_takes_its_node_out_of_the_count() -> None:
+    """``duplicate-launch`` counts what the pass took out as the controller does (seed 2174
+    of the ha campaign of 2026-12-08): a leader took a drained node back, its hook ran but
+    the mark's removal failed (the store's write refused), and it died; the next leader saw
+    only the mark, so it made the drain again (``unconfirmed_drains``, added to the plan
+    after the planner) and replaced the node by replaying a launch intent. The hook failed
+    once more; the harness, which took the drains from the planner's plan alone, counted the
+    node as live and kept and the replacement as a duplicate."""
+    kinds = "missing,stale,fail,lost,lag,capacity,throttle,spot,slowterm,stop,crash,hookerr"
+    result = run_seed(2174, (*kinds.split(","), "unlisted", "store"), mode="ha")
+    assert not result.violations, result.report(tail=10)
+    assert any("drain hook fails on sim-000001" in line for line in result.log)
+
+
 def test_the_fence_stops_a_deposed_leaders_launches(monkeypatch: pytest.MonkeyPatch) -> None:
     """With neither the renewer nor the guard (a term never ends by itself: every lease runs
     out on the store while its daemon believes it leads), the state write before every launch
