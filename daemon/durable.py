@@ -10,7 +10,8 @@ Everything the daemon must not forget across ``kill -9`` lives in one JSON file,
             it answered, kept until a listing shows them or ``launch_ledger_ttl`` passes
             (``entries``; a placeholder's offering as booked, zoneless or not), the
             instances that stood for a lost answer's placeholders while it has some
-            (``stood``: ``NodeTracker.stood``), and the nodes seen joined (``joined``: id ->
+            (``stood``: ``NodeTracker.stood``; always written, as a file without it is
+            from before it and says nothing of them), and the nodes seen joined (``joined``: id ->
             time first seen joined, and since when it has been missing from the reads),
             written in the background when they change
 ``slurm``   the power saver's resume requests (with the offering last tried and its
@@ -467,7 +468,9 @@ class LaunchJournal:
                 offering_from_json(entry["offering"])
                 float(entry["accepted_at"])
             # request id -> the instances that stood for one of its placeholders (id ->
-            # offering: ``NodeTracker.stood``); none in an older file
+            # offering: ``NodeTracker.stood``); none in an older file, which says nothing of
+            # them (``restore``: its placeholders' instances listed at the start stood)
+            self._stood_written = "stood" in loaded or not self._entries
             self._stood: dict[str, dict[str, Offering]] = {
                 str(r): {str(i): offering_from_json(o) for i, o in dict(ids).items()}
                 for r, ids in dict(loaded.get("stood", {})).items()
@@ -489,17 +492,16 @@ class LaunchJournal:
             raise StateError(f"the ledger in {self.store.path} is malformed: {exc}") from exc
 
     def _dump(self) -> dict[str, Any]:
-        dump: dict[str, Any] = {
+        return {
             "intents": {k: dict(v) for k, v in sorted(self._intents.items())},
             "entries": [dict(e) for e in self._entries],
             "joined": {k: list(v) for k, v in sorted((self._joined or {}).items())},
-        }
-        if self._stood:  # mostly none: the section is as an older shoal wrote it
-            dump["stood"] = {
+            # written even empty: an older shoal's file, which has none, says nothing of them
+            "stood": {
                 r: {i: offering_to_json(o) for i, o in sorted(ids.items())}
                 for r, ids in sorted(self._stood.items())
-            }
-        return dump
+            },
+        }
 
     @property
     def intents(self) -> dict[str, dict[str, Any]]:
@@ -629,8 +631,12 @@ class LaunchJournal:
             )
         # the placeholders kept are what is left of their launches: the instances that
         # stood for the others are not new to the first listing (review reviewo, finding 1);
-        # an intent's below are its whole count, and they stand for them again
-        tracker.restore_stood(self._stood)
+        # an intent's below are its whole count, and they stand for them again. A file from
+        # before ``stood`` cannot say which stood: the instances of those requests the first
+        # listing shows are taken to have (capacity held until the TTL at worst, where
+        # taking them for new launched a node twice: review review5, finding 1)
+        unknown = () if self._stood_written else {request for request, _ in placeholders}
+        tracker.restore_stood(self._stood, unknown=unknown)
         self._replays = []
         for request_id, intent in self._intents.items():
             offering = offering_from_json(intent["offering"])

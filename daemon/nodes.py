@@ -298,6 +298,9 @@ class NodeTracker:
         # has a placeholder (its TTL at most), and an answer for an offering drops those of
         # it (``record_launch``: its placeholders are booked anew)
         self._stood: dict[str, dict[str, Offering]] = {}
+        # requests whose instances the first listing shows stood already (a restored file
+        # from before ``stood``: ``restore_stood``'s ``unknown``)
+        self._stood_unknown: frozenset[str] = frozenset()
         # the records the last listing kept, each with what else it was made from (the read,
         # the drains): kept again, unexamined, while a listing hands the same Node and those
         # (a kept record did not depend on the time: no joined_at or missing_since was set)
@@ -437,13 +440,18 @@ class NodeTracker:
         (``restore_stood``)."""
         return {request: dict(ids) for request, ids in self._stood.items()}
 
-    def restore_stood(self, stood: Mapping[str, Mapping[str, Offering]]) -> None:
+    def restore_stood(
+        self, stood: Mapping[str, Mapping[str, Offering]], unknown: Iterable[str] = ()
+    ) -> None:
         """At start, before the first listing and once the placeholders the ledger kept are
         booked again (the ids of requests with none are dropped): the instances that stood
         for a placeholder before the restart (``stood``), which the first listing does not
         take for new again. An intent's placeholders, booked after this, are its whole
-        count: their offering's ids are dropped then (``record_launch``)."""
+        count: their offering's ids are dropped then (``record_launch``). ``unknown``: the
+        requests whose instances in the first listing stood already, for all one knows (a
+        file written before ``stood`` was kept)."""
         self._stood = {request: dict(ids) for request, ids in stood.items()}
+        self._stood_unknown = frozenset(unknown)
         self._prune_stood()
 
     def _prune_stood(self) -> None:
@@ -624,7 +632,9 @@ class NodeTracker:
         for node in workers:
             old = self._nodes.get(node.name)
             request = node.tags.get(TAG_REQUEST_ID)
-            if request and old is None and node.name not in self._stood.get(request, ()):
+            if request and old is None and request in self._stood_unknown:
+                self._stood.setdefault(request, {})[node.name] = node_offering(node, "")
+            elif request and old is None and node.name not in self._stood.get(request, ()):
                 # an instance no answer named may be a lost answer's; one booked by id (an
                 # offering of the same request that answered) vouches for no other's
                 offering = node_offering(node, "")
@@ -743,6 +753,7 @@ class NodeTracker:
         self._interrupted = {k: v for k, v in self._interrupted.items() if k in seen}
         self._imminent &= self._interrupted.keys()
         self._adopting = False
+        self._stood_unknown = frozenset()
         whole = len(kept) == len(workers) and not self._stale_tag
         self._settled = (workers, self._version, reads) if whole else None
         return new

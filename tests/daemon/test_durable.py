@@ -440,7 +440,7 @@ async def test_a_section_nothing_claims_is_dropped_at_start(tmp_path: Path) -> N
     Slurm): the slurm section (resume requests, holds) is dropped, not carried to replay
     stale requests when power_save comes back. The ledger is kept."""
     state = tmp_path / "state"
-    ledger = {"intents": {}, "entries": [], "joined": {}}
+    ledger = {"intents": {}, "entries": [], "joined": {}, "stood": {}}
     requests = {"requests": {"cloud1": {"at": 1.0}}, "suspends": {}, "holds": {}}
     write_json_atomic(state / STATE_FILE, {"version": 1, "ledger": ledger, "slurm": requests})
     path = service_config(tmp_path, state)

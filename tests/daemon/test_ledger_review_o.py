@@ -279,7 +279,7 @@ async def test_an_instance_that_stood_before_a_restart_and_flaps_after_it_stands
     await store.flush()
     store.close()
     assert _placeholders(tracker) == 0
-    assert "stood" not in json.loads((state / STATE_FILE).read_text())["ledger"]
+    assert json.loads((state / STATE_FILE).read_text())["ledger"]["stood"] == {}
 
 
 async def test_an_intent_restored_whole_is_stood_for_again_by_its_listed_instance(
