@@ -3,8 +3,12 @@ marked xfail(strict) until the code is fixed; its docstring gives severity and m
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from subprocess import CompletedProcess
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from loop_harness import ZONE, config_dict, make_harness
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
     from shoal.runtime.testing import FakeClock
 
 A = Offering("c5.xlarge", ZONE, CapacityType.ON_DEMAND)
+ROOT = Path(__file__).resolve().parents[2]
 GIB = 1024**3
 
 
@@ -84,3 +89,62 @@ async def test_a_replay_is_not_held_by_an_interrupted_node_the_planner_leaves_ou
         await clock.advance(60)
     assert made, "nothing launched in 12 minutes"
     assert made[0] == (0.0, "shoal-unit"), f"launches (s after restart, request): {made}"
+
+
+def shoal(args: list[str], *, code: str | None = None, **kwargs: Any) -> CompletedProcess[bytes]:
+    """``python -m shoal.daemon args`` (or ``code`` with ``python -c``) as a shell runs it:
+    stdout block-buffered into a pipe (no ``PYTHONUNBUFFERED``, which this session sets)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    command = ["-c", code] if code is not None else ["-m", "shoal.daemon", *args]
+    return subprocess.run(
+        [sys.executable, *command], stderr=subprocess.PIPE, cwd=ROOT, env=env, timeout=60, **kwargs
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="db37abe: main catches a BrokenPipeError raised inside the command only; output "
+    "under the buffer's size is written by the flush at exit: 'Exception ignored', exit 120",
+)
+def test_a_reader_that_leaves_gets_no_traceback_for_a_short_output() -> None:
+    """Severity: low (the very symptom db37abe fixed, for every output under 8 KiB:
+    ``shoal demand-schema``, ``plan``, ``slurm-conf``, ``status``). Mechanism: stdout into
+    a pipe is block-buffered, so a short output is still in the buffer when the command
+    returns; the flush at exit, outside main's ``try``, meets the closed pipe: Python
+    prints "Exception ignored ... BrokenPipeError" and exits 120. db37abe's test passes
+    because ``config-schema`` overflows the buffer inside the command (and because this
+    session sets ``PYTHONUNBUFFERED``). Python's advice flushes stdout inside the ``try``."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        res = shoal(["demand-schema"], stdout=write)
+    finally:
+        os.close(write)
+    assert (res.returncode, res.stderr) == (1, b"")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="db37abe: main takes every BrokenPipeError for stdout's reader leaving, so one "
+    "from a socket ends `shoal run` with exit 1 and not a word",
+)
+def test_a_daemon_dying_of_a_broken_pipe_elsewhere_says_why() -> None:
+    """Severity: low (diagnosis: a crash leaves no trace). Mechanism: ``main`` wraps every
+    command, ``shoal run`` included, in ``except BrokenPipeError``: a BrokenPipeError from
+    anywhere (a peer's socket, a subprocess's pipe) is taken for stdout's reader leaving,
+    stdout is pointed at /dev/null and the process exits 1 with nothing on stderr, where
+    before the traceback said what died. Here stdout's reader stays; the daemon's command
+    dies of a write to a socket whose peer closed."""
+    code = (
+        "import socket, sys\n"
+        "from shoal.daemon import cli\n"
+        "def run(args):\n"
+        "    mine, peer = socket.socketpair()\n"
+        "    peer.close()\n"
+        "    mine.sendall(b'x')\n"
+        "cli._cmd_run = run\n"
+        "sys.exit(cli.main(['run', '-c', 'shoal.yaml']))\n"
+    )
+    res = shoal([], code=code, stdout=subprocess.PIPE)
+    assert res.returncode != 0
+    assert b"BrokenPipeError" in res.stderr, (res.returncode, res.stderr)
