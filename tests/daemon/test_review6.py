@@ -83,7 +83,8 @@ async def test_a_replay_is_not_held_by_an_interrupted_node_the_planner_leaves_ou
     await h.drive(h.controller.reconcile())
     assert h.controller.tracker.interrupted() == {retiring}
     long_job = RunningJob(Shape(36000, 6 * GIB, 4, GIB, False), retiring, elapsed=3600)
-    for _ in range(12):  # 12 four-core jobs want 3 nodes; the retiring node's job runs on
+    # 12 four-core jobs: the plan wants the max, 3; the retiring node's job runs on
+    for _ in range(12):
         queued = h.jobs(12, cores=4).queued
         h.set_demand(Demand(queued=queued, running=(long_job,)), joined={retiring})
         await h.pass_()
@@ -215,7 +216,7 @@ async def test_a_replay_counts_the_placeholders_a_settled_intent_leaves_to_the_t
 
     cloud.launch_offering = counted  # type: ignore[method-assign]
     await h.drive(h.controller.reconcile())
-    for _ in range(3):  # 12 four-core jobs want 3 nodes; the scheduler shows the drain
+    for _ in range(3):  # 12 four-core jobs: the plan wants the max, 3; the drain is shown
         update = DemandUpdate(
             h.jobs(12, cores=4),
             frozenset(),
