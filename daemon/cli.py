@@ -598,8 +598,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return hook(given[1:], kind=SLURM_HOOKS[given[0]])
     args = build_parser().parse_args(argv)
-    try:
+    if args.func is _cmd_run:  # the daemon: a broken pipe there is a fault, its traceback kept
         return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()  # a short output is still buffered: written here, not at exit
+        return code
     except BrokenPipeError:  # `shoal config-schema | head`: the reader left, as it may
         # Python's own advice: stdout to /dev/null, so the flush at exit does not raise again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -516,11 +516,16 @@ class Controller:
         # terminates them after the replays), but those placeholders: a replay that would put
         # its type over the max waits for them to go (review chaosarg: a lowered max drained
         # the real nodes for the placeholders, and the replay went out before they ended)
+        # (interrupted and stopped nodes are out of the planner's view and its max: out of
+        # this count too, review review6)
+        gone = self.tracker.interrupted()
         alive = Counter(
             t.node_type
             for t in self.tracker.all()
             if t.state is not TrackedState.TERMINATED
             and not t.expired
+            and t.id not in gone
+            and not t.node.stopped
             and not (t.placeholder and t.node.tags.get(TAG_REQUEST_ID) in ahead)
         )
         types = {t.name: t for t in self.policy.node_types}
@@ -533,6 +538,7 @@ class Controller:
                 or offering not in node_type.offerings()  # its zone too: else made elsewhere
             ):
                 counted[intent.node_type] += held[intent.request_id]  # left to the TTL
+                alive[intent.node_type] += held[intent.request_id]
                 self.journal.settle_replay(intent.request_id)
                 continue
             if (

@@ -691,10 +691,11 @@ class HaRun(_Run):
             return False
         ttl = self.config.scaler.launch_ledger_ttl
         intents = json.loads(state).get("ledger", {}).get("intents", {}).values()
-        return any(
-            i["node_type"] == nt and float(i["at"]) + ttl > now and int(i["count"]) > short
-            for i in intents
-        )
+        held = [
+            int(i["count"]) for i in intents if i["node_type"] == nt and float(i["at"]) + ttl > now
+        ]
+        # every one larger than the shortfall: one that fits is made again (review review6)
+        return bool(held) and min(held) > short
 
     def booted(self) -> Controller | None:
         # a daemon built at the first start, acting or not: a throttled first reconcile

@@ -1,5 +1,6 @@
-"""review6 (2026-12-08): a hostile read of the day's daemon changes. Each test is a finding,
-marked xfail(strict) until the code is fixed; its docstring gives severity and mechanism."""
+"""review6 (2026-12-08): a hostile read of the day's daemon changes. Each test is a finding
+and failed on the code before its fix (of 4d24838 or db37abe); its docstring gives the
+severity and the mechanism."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 from subprocess import CompletedProcess
 from typing import TYPE_CHECKING, Any
 
-import pytest
 from loop_harness import ZONE, config_dict, make_harness
 from shoal.daemon.config import parse_config
 from shoal.daemon.demand import DemandUpdate
@@ -29,11 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 GIB = 1024**3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="4d24838: _replay_intents counts an interrupted node toward the max, the planner "
-    "does not: the replay waits the ledger TTL and the planner then launches the unit anew",
-)
 async def test_a_replay_is_not_held_by_an_interrupted_node_the_planner_leaves_out(
     tmp_path: Path, clock: FakeClock
 ) -> None:
@@ -103,11 +98,6 @@ def shoal(args: list[str], *, code: str | None = None, **kwargs: Any) -> Complet
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="db37abe: main catches a BrokenPipeError raised inside the command only; output "
-    "under the buffer's size is written by the flush at exit: 'Exception ignored', exit 120",
-)
 def test_a_reader_that_leaves_gets_no_traceback_for_a_short_output() -> None:
     """Severity: low (the very symptom db37abe fixed, for every output under 8 KiB:
     ``shoal demand-schema``, ``plan``, ``slurm-conf``, ``status``). Mechanism: stdout into
@@ -125,11 +115,6 @@ def test_a_reader_that_leaves_gets_no_traceback_for_a_short_output() -> None:
     assert (res.returncode, res.stderr) == (1, b"")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="db37abe: main takes every BrokenPipeError for stdout's reader leaving, so one "
-    "from a socket ends `shoal run` with exit 1 and not a word",
-)
 def test_a_daemon_dying_of_a_broken_pipe_elsewhere_says_why() -> None:
     """Severity: low (diagnosis: a crash leaves no trace). Mechanism: ``main`` wraps every
     command, ``shoal run`` included, in ``except BrokenPipeError``: a BrokenPipeError from
@@ -152,11 +137,6 @@ def test_a_daemon_dying_of_a_broken_pipe_elsewhere_says_why() -> None:
     assert b"BrokenPipeError" in res.stderr, (res.returncode, res.stderr)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="4d24838: _replay_intents's alive leaves out the placeholders of an intent it "
-    "settles without a replay in the same pass (counted has them): 4 live of max 3",
-)
 async def test_a_replay_counts_the_placeholders_a_settled_intent_leaves_to_the_ttl(
     tmp_path: Path, clock: FakeClock
 ) -> None:
