@@ -532,7 +532,7 @@ class LaunchJournal:
         # process: no answers of its own yet) would drop it, and a second restart would book
         # those ids no more (review reviewp2)
         named = [dict(a) for a in self._intents.get(request_id, {}).get("answered", [])]
-        known = {a["id"] for a in named}
+        known = {a["id"] for a in named} | {a.get("listed_id") for a in named}
         named += [{"id": i, "offering": offering_to_json(o)} for i, o in answered if i not in known]
         if named:
             intent["answered"] = named
@@ -570,18 +570,20 @@ class LaunchJournal:
             r for r in answered if r not in waiting and self._intents.pop(r, None) is not None
         ]
         # an answered id a listing shows is the listing's to count from now: the intent
-        # keeps its offering (a replay leaves it out) and the id, flagged listed, which a
-        # later restart does not book again, gone or not (review reviewo, finding 5), and
-        # which the unit's next offering's ``intent`` does not name again (it merges by id:
-        # an id set to None was named again, review reviewq3, finding 2)
+        # keeps its offering (a replay leaves it out) and the id as ``listed_id`` (its
+        # ``id`` None), which a later restart does not book again, gone or not (review
+        # reviewo, finding 5), and which the unit's next offering's ``intent`` does not name
+        # again (it merges by id: an id only set to None was named again, review reviewq3,
+        # finding 2). An older shoal reads the None as listed too: a rollback books nothing
+        # gone (review review5)
         pruned = False
         for intent in self._intents.values():
             for a in intent.get("answered", []):
-                if a["id"] is None or a.get("listed"):  # None: listed, in an older file
+                if a["id"] is None:
                     continue
                 record = tracker.get(a["id"])
                 if record is not None and record.listed:
-                    a["listed"], pruned = True, True
+                    a["listed_id"], a["id"], pruned = a["id"], None, True
         entries = [_entry(t) for t in tracker.pending() if t.state is not TrackedState.TERMINATED]
         stood = tracker.stood()
         joined = self._walked.get((tracker.version,), lambda: _joined(tracker))
@@ -648,8 +650,8 @@ class LaunchJournal:
                 attempt = LaunchAttempt(request_id, where, 1, token, ids=(instance_id,))
                 restored += tracker.record_launch([attempt], float(intent["at"]))
             # kept with the intent while it waits (review reviewp2: dropped here, a write
-            # before the first ``sync`` lost them); ``sync`` flags an id listed once a listing
-            # shows it, so a second restart does not book one gone since (review reviewo, 5)
+            # before the first ``sync`` lost them); ``sync`` moves an id to ``listed_id`` once
+            # a listing shows it, so a second restart does not book one gone since (reviewo, 5)
             restored += self._placeholders(
                 tracker, request_id, request_id, offering, int(intent["count"]), float(intent["at"])
             )
@@ -699,16 +701,12 @@ def _replayable(intent: Mapping[str, Any]) -> Replayable | None:
 def _answered(intent: Mapping[str, Any]) -> list[tuple[str | None, Offering]]:
     """The ids an intent's unit had launched in its earlier offerings, as ``intent`` wrote
     them (none in files from before they were kept), None for one a listing showed since
-    (``sync`` flags it listed; an older file set its id to None). Raises on a malformed
-    one: ``listed`` must be a JSON boolean."""
-    out: list[tuple[str | None, Offering]] = []
-    for a in intent.get("answered", []):
-        listed = a.get("listed", False)
-        if not isinstance(listed, bool):
-            raise TypeError(f"answered listed {listed!r} is not true or false")
-        shown = listed or a["id"] is None
-        out.append((None if shown else str(a["id"]), offering_from_json(a["offering"])))
-    return out
+    (``sync`` moved it to ``listed_id``; an older file set its id to None alone). Raises
+    on a malformed one."""
+    return [
+        (None if a["id"] is None else str(a["id"]), offering_from_json(a["offering"]))
+        for a in intent.get("answered", [])
+    ]
 
 
 def _maybe(value: Any) -> float | None:

@@ -3,15 +3,16 @@ placeholders stand only for new listed instances of their own request and offeri
 intent's answered id is dropped (None) once a listing shows it. Each test is a finding,
 marked xfail (strict) while it is not fixed: it fails on fa1067e for the reason its
 docstring gives. Both are fixed, each with a nearby case: the ledger's entries keep a
-placeholder's offering as booked, zoneless or not (1); ``sync`` keeps a listed answered id,
-flagged ``listed``, instead of setting it to None (2), and a file written before restores."""
+placeholder's offering as booked, zoneless or not (1); ``sync`` keeps a listed answered id
+as ``listed_id`` when it sets its ``id`` to None (2), and a file written before restores."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ledger_kit import C5, T0, ZONELESS, A, B, C, listed, restart, write_intent
-from shoal.daemon.durable import DurableStore, LaunchJournal, offering_to_json
+from shoal.daemon.durable import STATE_FILE, DurableStore, LaunchJournal, offering_to_json
 from shoal.daemon.executor import Replayable
 from shoal.daemon.nodes import NodeTracker
 from shoal.providers.outcomes import LaunchAttempt, RetryableError
@@ -143,3 +144,25 @@ async def test_an_older_files_answered_id_set_to_none_restores_as_listed(
     await journal.intent("slurm-r", C5, 2, C, T0 + 10, Replayable({}, False, "demand"))
     store.close()
     assert journal.intents["slurm-r"]["answered"] == [{"id": None, "offering": offering_to_json(A)}]
+
+
+async def test_a_listed_answered_id_is_written_so_an_older_shoal_books_it_no_more(
+    tmp_path: Path,
+) -> None:
+    """A rollback (review review5): the id a listing showed is written with its ``id`` None
+    and the id in ``listed_id``. An older shoal (53c672f) reads None as listed and books
+    nothing; the first form of the fix (``id`` kept, ``listed: true``) made it book the id
+    again, gone or not: a join timeout and a backoff of a healthy offering."""
+    state = tmp_path / "state"
+    store = DurableStore.open(state)
+    tracker = NodeTracker([C5], default_zone="us-west-2a", ledger_ttl=600.0)
+    journal = LaunchJournal(store)
+    await journal.intent("slurm-r", C5, 2, B, T0, answered=(("i-1", A),))
+    tracker.observe([listed("i-1", "us-west-2a")], None, T0 + 5)
+    journal.sync(tracker)
+    await store.flush()
+    store.close()
+    written = json.loads((state / STATE_FILE).read_text())["ledger"]["intents"]["slurm-r"]
+    assert written["answered"] == [
+        {"id": None, "listed_id": "i-1", "offering": offering_to_json(A)}
+    ]
