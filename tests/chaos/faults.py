@@ -141,6 +141,7 @@ POWER_KINDS = (
     "slowslurm",
     "stockout",
     "flicker",
+    "unlisted",
     "reload",
     "argchange",
 )

@@ -523,6 +523,8 @@ class PowerRun(_Run):
             self.cloud.set_unavailable(first[0], node_type.preemptible, zone=first[1])
             ends.append((w.end, "flicker", offering))
             self.note(f"no capacity for {offering} until a launch tries it")
+        elif w.kind == "unlisted":  # a node's instance: Slurm's view of it does not change
+            self.unlist(w, (n for n, (tag, joined) in self.tagged().items() if joined is not None))
         elif w.kind == "slurmerr":
             self.slurm_down_until = max(self.slurm_down_until, w.end)
             self.note(f"slurmctld does not answer until t={w.end:.1f}")
