@@ -979,3 +979,39 @@ async def test_a_node_whose_hidden_instance_the_clean_up_terminates_maps_to_no_i
         listener(read)
     assert d.provider.instance_state(instance) == "terminated"
     assert "cloud1" not in d.slurm.status()["power_saving"]["instances"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="daemon defect (psunlisted): a suspend terminates nothing while a listing leaves "
+    "the node's instance out, though the power saver knows its id",
+)
+async def test_a_suspend_terminates_the_nodes_instance_a_listing_leaves_out(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Found by the chaos harness's ``unlisted`` fault in power-saving mode (``hook-lost``,
+    seeds 7 and 148 of ``bench/chaos.py --mode power_save --seeds 300``; on 148 also a
+    second instance for the node, ``slurm-duplicate``). Severity: medium. Mechanism:
+    ``PowerSaver._instances`` finds a node's instances in the listing (and launches not
+    listed yet), not in what it knows of the node (``_by_node``, the instance id it
+    launched or saw listed); a listing that leaves the joined instance out makes the
+    suspend a no-op (``slurm_suspend_nothing``) that drops the node's instance id. The
+    instance runs on (billed) until the clean-up loop finds it as an orphan; a resume of the
+    node meanwhile takes it for the node's instance (``slurm_resume_served_before``) while
+    slurmctld waits for a node that boots, so the node is set DOWN at ResumeTimeout and its
+    job requeued (seed 7); a resume while it is left out again launches a second instance
+    (seed 148), and later the one the node registered on is terminated, not the orphan (by
+    the clean-up's duplicate repair, it seems: it keeps the older when no NodeAddr is set),
+    so the node goes DOWN, not responding."""
+    d = await start(tmp_path, clock)
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    instance = d.power.instance_id("cloud1")
+    controller = d.power.controller
+    await clock.run_until(controller.run_pass())  # the tracker lists it
+    d.provider.unlist(instance, 100.0)
+    await clock.advance(60.0)
+    await clock.run_until(controller.run_pass())  # a listing without it
+    await d.power.accept("suspend", "cloud1")
+    await d.served()
+    assert d.provider.instance_state(instance) == "terminated"
