@@ -43,7 +43,8 @@ unlisted   a joined node drops out of DescribeInstances for ten seconds to five 
            minutes after its last omission at the earliest, so no listing leaves it out for
            as long as the daemon remembers it, launch_ledger_ttl), and in half of them out of
            the pushed joined nodes as well, until a minute and a half as long again after
-           the listings show it (NOT_RESPONDING): it runs on, and joins as before
+           the listings show it (NOT_RESPONDING): it runs on, and joins as before. In power
+           saving the listings only: slurmctld's view of the node does not change
 reload     the operator edits the config file and sends SIGHUP: the running daemon (in ha mode
            each live one: two hosts, one file each, edited alike) applies it as
            ``Service.reload`` does (``service.apply_config``), and a restart reads it. Each
@@ -141,6 +142,7 @@ POWER_KINDS = (
     "slowslurm",
     "stockout",
     "flicker",
+    "unlisted",
     "reload",
     "argchange",
 )

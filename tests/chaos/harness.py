@@ -1122,21 +1122,10 @@ class _Run:
             ends.append((w.end, kind, nt.name))
             self.note(f"no capacity for {nt.name} until t={w.end:.1f}")
         elif kind == "unlisted":
-            # one omission at a time per node, apart by UNLISTED_APART: the daemon remembers
-            # an unlisted node for launch_ledger_ttl from the first listing without it
-            # (chained windows hid seed 171's node from every listing for 13 minutes)
-            nodes = sorted(
-                n
-                for n in self.joined
-                if self.unlisted_until.get(n, -1e9) + UNLISTED_APART <= self.t
-            )
-            if not nodes:
+            hid = self.unlist(w, self.joined)
+            if hid is None:
                 return
-            at = w.pick * len(nodes)
-            name = nodes[int(at)]
-            self.cloud.unlist(name, w.end - self.t)
-            self.unlisted_until[name] = w.end
-            self.note(f"{name} out of the listings until t={w.end:.1f}")
+            name, at = hid
             if at % 1.0 < 0.5:  # out of the reads as well, half the time, and for longer
                 end = w.end + 60.0 + (w.end - w.start) / 2
                 self.missing[name] = max(self.missing.get(name, end), end)
@@ -1152,6 +1141,25 @@ class _Run:
             self.stopped.add(name)
             self.note(f"someone stops {name}")
             self.forget(name)
+
+    def unlist(self, w: Any, joined: Iterable[str]) -> tuple[str, float] | None:
+        """The ``unlisted`` window ``w``: hide one of the ``joined`` nodes from the listings
+        until ``w.end``; the node and ``w.pick`` scaled to the candidates (its fraction picks
+        more), or None when every joined node was hidden too recently. One omission at a time
+        per node, apart by UNLISTED_APART: the daemon remembers an unlisted node for
+        launch_ledger_ttl from the first listing without it (chained windows hid seed 171's
+        node from every listing for 13 minutes)."""
+        nodes = sorted(
+            n for n in joined if self.unlisted_until.get(n, -1e9) + UNLISTED_APART <= self.t
+        )
+        if not nodes:
+            return None
+        at = w.pick * len(nodes)
+        name = nodes[int(at)]
+        self.cloud.unlist(name, w.end - self.t)
+        self.unlisted_until[name] = w.end
+        self.note(f"{name} out of the listings until t={w.end:.1f}")
+        return name, at
 
     def close_window(self, end: tuple[float, str, str]) -> None:
         _, kind, target = end

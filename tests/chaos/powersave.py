@@ -30,13 +30,18 @@ right after it answered InsufficientInstanceCapacity (``flicker``: in backoff fo
 daemon, available to a restarted one); config edits and SIGHUPs (``reload``: the scaler's
 knobs, no ``max``, which slurm.conf's node names bound here); a restart that reads a changed
 RunInstances argument (``argchange``), so a resume made again under the dead process's
-client token is answered ``IdempotentParameterMismatch``.
+client token is answered ``IdempotentParameterMismatch``; a joined instance left out of
+DescribeInstances for 10 s to 5 min (``unlisted``: EC2's eventual consistency; Slurm's
+view of the node does not change).
 
 Invariants (beside ``over-max``, ``not-quiescent`` and ``fsync-on-loop`` of push mode):
 
 ``slurm-duplicate``
     A Slurm node has at most one live instance (tag ``shoal:slurm-node``), checked each time
-    a launch takes effect.
+    a launch takes effect. An instance the ``unlisted`` fault hides from the listings is not
+    counted (as push mode's ``duplicate-launch`` does not count it): a launch for a node
+    whose instance no listing shows is what the daemon should do. A second instance next to
+    a listed one is flagged.
 ``hook-lost``
     Every resume slurmctld asks for (by HTTP or through the spool) is served or explicitly
     failed: the node registers before ResumeTimeout, or shoal sets it DOWN with a reason
@@ -523,6 +528,8 @@ class PowerRun(_Run):
             self.cloud.set_unavailable(first[0], node_type.preemptible, zone=first[1])
             ends.append((w.end, "flicker", offering))
             self.note(f"no capacity for {offering} until a launch tries it")
+        elif w.kind == "unlisted":  # a node's instance: Slurm's view of it does not change
+            self.unlist(w, (n for n, (tag, joined) in self.tagged().items() if joined is not None))
         elif w.kind == "slurmerr":
             self.slurm_down_until = max(self.slurm_down_until, w.end)
             self.note(f"slurmctld does not answer until t={w.end:.1f}")
@@ -600,9 +607,13 @@ class PowerRun(_Run):
             self.note(
                 "launched " + ", ".join(f"{n} for {tags[n]}" for n in new) + f" ({arg.offering})"
             )
+            # an instance the ``unlisted`` fault hides is not counted (as in push mode's
+            # ``duplicate-launch``): the daemon cannot tell it from one that is gone
             by_node: dict[str, list[str]] = collections.defaultdict(list)
+            hidden = self.hidden()
             for name, (tag, _) in self.tagged().items():
-                by_node[tag].append(name)
+                if name not in hidden:
+                    by_node[tag].append(name)
             for node, ids in sorted(by_node.items()):
                 if node and len(ids) > 1 and node not in self.duplicated:
                     self.duplicated.add(node)

@@ -80,8 +80,17 @@ def test_the_cost_packing_seeds_plan_with_cost_packing() -> None:
         assert any("cost packing" in m for m in messages) == expected, messages[:3]
 
 
+# kinds each mode's seeds here leave out, until the daemon defects they find are fixed: in
+# power saving ``unlisted`` finds two (the xfail tests ``test_a_suspend_terminates_the_nodes_
+# instance_a_listing_leaves_out`` and ``test_a_node_whose_hidden_instance_the_clean_up_
+# terminates_maps_to_no_instance`` in tests/slurm/test_slurm_power.py; 27 of seeds 0-299).
+# It draws from its own stream, so the other kinds of these seeds draw as with it.
+LEFT_OUT = {"power_save": ("unlisted",)}
+
+
 def _assert_no_violation(mode: str, seeds: range, packing: str) -> None:
-    results = run_seeds(seeds, mode=mode, workers=WORKERS, packing=packing)
+    kinds = tuple(k for k in mode_kinds(mode) if k not in LEFT_OUT.get(mode, ()))
+    results = run_seeds(seeds, kinds, mode=mode, workers=WORKERS, packing=packing)
     failing = [r for r in results if r.violations]
     summary = "\n\n".join(r.report(tail=25) for r in failing[:3])
     counts: dict[str, int] = {}
@@ -222,6 +231,28 @@ def test_a_joined_node_timed_out_after_a_listing_left_it_out_is_found(
     monkeypatch.setattr(NodeTracker, "_adopted", forgetful)
     found = [v for v in run_seed(seed, kinds).violations if v.invariant == "joined-timed-out"]
     assert found and "a read showed it joined" in found[0].detail
+
+
+def test_a_second_instance_beside_a_listed_one_is_a_duplicate_beside_a_hidden_one_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Power saving: ``slurm-duplicate`` does not count an instance the ``unlisted`` fault
+    hides (seed 148 launches for r5-large-1 while its old instance is out of the listings:
+    the daemon cannot see it; what left it running is ``hook-lost`` there, and an xfail test
+    in tests/slurm/test_slurm_power.py), and still finds a second instance beside one the
+    listings show: a power saver that never finds a node's instances (so suspends terminate
+    nothing and resumes launch again) is found on seed 3 without faults."""
+    run = run_seed(148, mode="power_save")
+    assert any("out of the listings" in line for line in run.log)
+    assert any("launched sim-000010 for r5-large-1" in line for line in run.log)
+    assert "slurm-duplicate" not in {v.invariant for v in run.violations}
+
+    async def nothing(self: PowerSaver, node: str) -> list[Any]:
+        return []
+
+    monkeypatch.setattr(PowerSaver, "_instances", nothing)
+    found = run_seed(3, (), mode="power_save").violations
+    assert any(v.invariant == "slurm-duplicate" for v in found), found
 
 
 def test_a_replay_that_ignores_the_plan_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
