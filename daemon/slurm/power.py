@@ -736,7 +736,6 @@ class PowerSaver:
         known = self._by_node.get(node)
         if (
             known is not None
-            and known not in {n.name for n in await self._listed()}  # listed: not shoal's
             and all(n.name != known for n in instances if isinstance(n, Node))
             and known not in self._terminated()
         ):
