@@ -732,18 +732,7 @@ class PowerSaver:
         kept = self.state.kept_down.pop(node, None) if kind == "suspend" else None
         if dropped is not None or kept is not None:
             self.state.changed()
-        instances: list[Node | str] = list(await self._instances(node))
-        known = self._by_node.get(node)
-        if (
-            known is not None
-            and all(n.name != known for n in instances if isinstance(n, Node))
-            and known not in self._terminated()
-        ):
-            # the id this daemon launched or saw listed for the node, left out of the listing
-            # now (EC2's eventual consistency; perhaps gone, which TerminateInstances answers
-            # as gone): a suspend that took the node for having none left it billing, and a
-            # resume took it for the node's instance (review psunlisted)
-            instances.append(known)
+        instances = await self._instances(node)
         if instances and not await self._terminate(node, instances, kind):
             return  # the suspend stays on disk: served again at the next start
         if not instances:
@@ -761,10 +750,10 @@ class PowerSaver:
         elif kept is not None:
             log.info("event=slurm_kept_down_dropped node=%s reason=suspended", node)
 
-    async def _terminate(self, node: str, instances: list[Node | str], kind: str) -> bool:
+    async def _terminate(self, node: str, instances: list[Node], kind: str) -> bool:
         """Terminate ``node``'s instances (resume_fail: and back their offerings off);
         False when the cloud refused."""
-        ids = [n if isinstance(n, str) else n.name for n in instances]
+        ids = [n.name for n in instances]
         try:
             await self.controller.terminate(
                 instances,

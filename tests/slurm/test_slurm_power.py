@@ -981,14 +981,17 @@ async def test_a_node_whose_hidden_instance_the_clean_up_terminates_maps_to_no_i
     assert "cloud1" not in d.slurm.status()["power_saving"]["instances"]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="daemon defect (psunlisted): a suspend terminates nothing while a listing leaves "
+    "the node's instance out, though the power saver knows its id",
+)
 async def test_a_suspend_terminates_the_nodes_instance_a_listing_leaves_out(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    """Fixed: the suspend terminates the id the power saver knows for the node too (a gone
-    one is answered as gone). Found by the chaos harness's ``unlisted`` fault in
-    power-saving mode (``hook-lost``, seeds 7 and 148 of
-    ``bench/chaos.py --mode power_save --seeds 300``; on 148 also a second instance for
-    the node, ``slurm-duplicate``). Severity: medium. Mechanism:
+    """Found by the chaos harness's ``unlisted`` fault in power-saving mode (``hook-lost``,
+    seeds 7 and 148 of ``bench/chaos.py --mode power_save --seeds 300``; on 148 also a
+    second instance for the node, ``slurm-duplicate``). Severity: medium. Mechanism:
     ``PowerSaver._instances`` finds a node's instances in the listing (and launches not
     listed yet), not in what it knows of the node (``_by_node``, the instance id it
     launched or saw listed); a listing that leaves the joined instance out makes the
