@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ledger_kit import write_intent
 from loop_harness import ZONE, config_dict, make_harness
 from shoal.daemon.config import parse_config
-from shoal.daemon.durable import DurableStore, offering_to_json
 from shoal.providers.node_provider import client_token
 from shoal.providers.outcomes import LaunchRequest
 from shoal.providers.simulated import SimulatedProvisioner
@@ -50,18 +50,7 @@ async def test_a_replay_does_not_launch_past_max_beside_the_nodes_it_drained(
     )
     ready = await cloud.launch_offering(old)
     await clock.advance(600)
-    intent = {
-        "node_type": "c5.xlarge",
-        "count": 3,
-        "offering": offering_to_json(A),
-        "at": clock.now(),
-        "answered": [],
-        "replay": {"tags": {}, "gang": False, "cause": "demand"},
-    }
-    store = DurableStore.open(state)
-    store.section("ledger", lambda: {"intents": {"shoal-unit": intent}, "entries": []})
-    await store.flush()
-    store.close()
+    await write_intent(state, "shoal-unit", A, [], at=clock.now(), count=3, node_type="c5.xlarge")
 
     data = config_dict(state_dir=str(state), node_types=[{"type": "c5.xlarge", "max": 3}])
     data["scaler"]["unneeded_time"] = "60s"

@@ -11,6 +11,7 @@ from pathlib import Path
 from subprocess import CompletedProcess
 from typing import TYPE_CHECKING, Any
 
+from ledger_kit import write_intent
 from loop_harness import ZONE, config_dict, make_harness
 from shoal.daemon.config import parse_config
 from shoal.daemon.demand import DemandUpdate
@@ -52,18 +53,7 @@ async def test_a_replay_is_not_held_by_an_interrupted_node_the_planner_leaves_ou
     old = LaunchRequest(A, 1, client_token("shoal-old", A), "shoal-old", None, tags)
     (retiring,) = await cloud.launch_offering(old)
     await clock.advance(600)
-    intent = {
-        "node_type": "c5.xlarge",
-        "count": 3,
-        "offering": offering_to_json(A),
-        "at": clock.now(),
-        "answered": [],
-        "replay": {"tags": {}, "gang": False, "cause": "demand"},
-    }
-    store = DurableStore.open(state)
-    store.section("ledger", lambda: {"intents": {"shoal-unit": intent}, "entries": []})
-    await store.flush()
-    store.close()
+    await write_intent(state, "shoal-unit", A, [], at=clock.now(), count=3, node_type="c5.xlarge")
 
     data = config_dict(state_dir=str(state), node_types=[{"type": "c5.xlarge", "max": 3}])
     h = await make_harness(clock, parse_config(data), cloud)
