@@ -936,6 +936,23 @@ async def test_a_gang_in_doubt_partly_listed_waits_for_the_rest_not_launches_it_
     assert d.power.state.requests == {} and d.power.state.kept_down == {}
 
 
+async def suspended_while_unlisted(d: Daemon, clock: FakeClock) -> str:
+    """cloud1 resumed, its instance listed, then left out of the listings for 100 s (EC2's
+    eventual consistency; a pass's listing without it), and cloud1 suspended meanwhile:
+    the instance's id."""
+    await d.power.accept("resume", "cloud1")
+    await d.served()
+    instance = d.power.instance_id("cloud1")
+    controller = d.power.controller
+    await clock.run_until(controller.run_pass())  # the tracker lists it
+    d.provider.unlist(instance, 100.0)
+    await clock.advance(60.0)
+    await clock.run_until(controller.run_pass())  # a listing without it
+    await d.power.accept("suspend", "cloud1")
+    await d.served()
+    return instance
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="daemon defect (psunlisted): the power saver keeps mapping a node to an instance "
@@ -956,16 +973,8 @@ async def test_a_node_whose_hidden_instance_the_clean_up_terminates_maps_to_no_i
     holds the TERMINATED entry: when the next pass's listing (without it) comes before the
     next Slurm read, the tracker forgets it and the mapping stays."""
     d = await start(tmp_path, clock)
-    await d.power.accept("resume", "cloud1")
-    await d.served()
-    instance = d.power.instance_id("cloud1")
+    instance = await suspended_while_unlisted(d, clock)
     controller = d.power.controller
-    await clock.run_until(controller.run_pass())  # the tracker lists it
-    d.provider.unlist(instance, 100.0)
-    await clock.advance(60.0)
-    await clock.run_until(controller.run_pass())  # a listing without it
-    await d.power.accept("suspend", "cloud1")
-    await d.served()
     assert await d.workers() == {}  # still hidden, and still running
     await clock.advance(41.0)
     await clock.run_until(controller.run_pass())  # listed again
@@ -1004,14 +1013,5 @@ async def test_a_suspend_terminates_the_nodes_instance_a_listing_leaves_out(
     the clean-up's duplicate repair, it seems: it keeps the older when no NodeAddr is set),
     so the node goes DOWN, not responding."""
     d = await start(tmp_path, clock)
-    await d.power.accept("resume", "cloud1")
-    await d.served()
-    instance = d.power.instance_id("cloud1")
-    controller = d.power.controller
-    await clock.run_until(controller.run_pass())  # the tracker lists it
-    d.provider.unlist(instance, 100.0)
-    await clock.advance(60.0)
-    await clock.run_until(controller.run_pass())  # a listing without it
-    await d.power.accept("suspend", "cloud1")
-    await d.served()
+    instance = await suspended_while_unlisted(d, clock)
     assert d.provider.instance_state(instance) == "terminated"
