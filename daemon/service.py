@@ -241,8 +241,8 @@ def apply_config(
     at once (``apply_capacity``). Returns the provider section now in force."""
     section = apply_capacity(old.provider, new.provider, provider)
     controller.set_policy(policy, controller_settings(new))
-    running = new.model_copy(update={"provider": section})
-    controller.policy_source = functools.partial(catalogue_policy, running, provider)
+    policy_config = reload_policy_config(old, new)  # as ``policy`` was built
+    controller.policy_source = functools.partial(catalogue_policy, policy_config, provider)
     controller.executor.retry = retry_policy(new)
     controller.executor.drain_hook = build_drain_hook(new)
     controller.executor.undrain_hook = build_undrain_hook(new)

@@ -150,7 +150,13 @@ from shoal.daemon.config import ShoalConfig, parse_config
 from shoal.daemon.demand import DemandFailure, DemandUpdate
 from shoal.daemon.durable import StateBackend
 from shoal.daemon.loop import Controller, PassRecord
-from shoal.daemon.service import apply_config, build_controller, build_policy, build_provider
+from shoal.daemon.service import (
+    apply_config,
+    build_controller,
+    build_policy,
+    build_provider,
+    reload_policy_config,
+)
 from shoal.daemon.simulate.cluster import Cluster
 from shoal.daemon.simulate.engine import EPOCH, _ReplayMetrics
 from shoal.providers.outcomes import TerminationStatus
@@ -741,7 +747,7 @@ class _Run:
                     new = self.file
                     hook = c.executor.drain_hook
                     try:
-                        policy = await build_policy(new, self.cloud)
+                        policy = await build_policy(reload_policy_config(applied, new), self.cloud)
                     except Exception as exc:
                         self.refused[id(c)] = applied
                         self.note(
